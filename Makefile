@@ -1,0 +1,38 @@
+# refnet: the two set-up commands are `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+REFNET_MODELS ?= $(abspath ../shared/models)
+export REFNET_MODELS
+export NUMBA_CACHE_DIR ?= $(abspath .numba_cache)
+
+.PHONY: demo test bench lint fuzz clean venv
+
+$(VENV)/.installed-base: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e ".[plot]"
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed-base
+	$(PIP) install -q -e ".[test,plot]"
+	touch $@
+
+venv: $(VENV)/.installed-base
+
+demo: $(VENV)/.installed-base
+	$(VENV)/bin/refnet demo --out demo-out
+
+test: $(VENV)/.installed-test
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+bench: $(VENV)/.installed-test
+	$(PY) -m pytest bench -q -p no:cacheprovider --benchmark-only --benchmark-columns=min,median,mean,rounds --benchmark-group-by=group $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed-test
+	$(VENV)/bin/ruff check refnet kernels weights_import tests bench
+
+clean:
+	rm -rf .numba_cache .pytest_cache .ruff_cache demo-out bench-out
+	find . -name __pycache__ -prune -exec rm -rf {} +

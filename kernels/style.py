@@ -1,0 +1,3 @@
+"""Kernels: style (placeholder; filled in by the kernel library work)."""
+
+__all__: list[str] = []

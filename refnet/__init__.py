@@ -1,0 +1,42 @@
+"""refnet: a from-scratch numerical reference implementation of DNN inference.
+
+Loads Caffe, Torch7 and Darknet models with its own parsers, runs them on its own NumPy/
+Numba kernels in float64 (reference) or float32 (fast), and compares every layer with
+OpenCV's cv2.dnn. See README.md and DESIGN.md for the public API.
+"""
+
+from __future__ import annotations
+
+from refnet.errors import ModelFormatError, RefnetError, ShapeError, UnsupportedLayerError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "RefnetError",
+    "ModelFormatError",
+    "UnsupportedLayerError",
+    "ShapeError",
+    "Net",
+    "load",
+    "load_caffe",
+    "load_torch",
+    "load_darknet",
+    "blob_from_image",
+    "compare",
+]
+
+
+def __getattr__(name: str):  # lazy: `import refnet` stays cheap (no numba compile, no cv2)
+    if name in ("Net", "load", "load_caffe", "load_torch", "load_darknet"):
+        from refnet import net as _net
+
+        return getattr(_net, name)
+    if name == "blob_from_image":
+        from refnet.preprocess import blob_from_image
+
+        return blob_from_image
+    if name == "compare":
+        from refnet.compare import compare
+
+        return compare
+    raise AttributeError(f"module 'refnet' has no attribute {name!r}")

@@ -1,0 +1,103 @@
+"""The refnet error hierarchy.
+
+Every problem with a model file, an unsupported layer or an inconsistent shape is reported
+as one of these, with enough context (file, position, layer, expected vs found) for a user
+to act on it.
+"""
+
+from __future__ import annotations
+
+__all__ = ["RefnetError", "ModelFormatError", "UnsupportedLayerError", "ShapeError"]
+
+
+class RefnetError(Exception):
+    """Base class of every error refnet raises on purpose."""
+
+
+class ModelFormatError(RefnetError, ValueError):
+    """A model file is malformed, truncated or contradicts itself.
+
+    ``file`` is the path (or a description such as ``"<bytes>"``); ``offset`` a byte offset
+    for binary formats; ``line``/``col`` (1-based) for text formats; ``expected`` what the
+    parser wanted; ``layer`` the layer/module concerned, when known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        offset: int | None = None,
+        line: int | None = None,
+        col: int | None = None,
+        expected: str | None = None,
+        layer: str | None = None,
+    ) -> None:
+        self.message = message
+        self.file = file
+        self.offset = offset
+        self.line = line
+        self.col = col
+        self.expected = expected
+        self.layer = layer
+        super().__init__(self._format())
+
+    def _format(self) -> str:
+        where = self.file or "<input>"
+        if self.line is not None:
+            where += f":{self.line}" + (f":{self.col}" if self.col is not None else "")
+        if self.offset is not None:
+            where += f" (byte offset {self.offset})"
+        text = f"{where}: "
+        if self.layer:
+            text += f"layer {self.layer!r}: "
+        text += self.message
+        if self.expected:
+            text += f" (expected {self.expected})"
+        return text
+
+
+class UnsupportedLayerError(RefnetError):
+    """A layer (or module) type refnet does not implement."""
+
+    def __init__(
+        self,
+        layer: str,
+        type: str,
+        supported: list[str] | tuple[str, ...] | None = None,
+        *,
+        file: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        self.layer = layer
+        self.type = type
+        self.supported = tuple(sorted(supported)) if supported else ()
+        self.file = file
+        msg = f"layer {layer!r} has unsupported type {type!r}"
+        if file:
+            msg = f"{file}: " + msg
+        if detail:
+            msg += f": {detail}"
+        if self.supported:
+            msg += "; supported types: " + ", ".join(self.supported)
+        super().__init__(msg)
+
+
+class ShapeError(RefnetError, ValueError):
+    """An array's shape (or dtype, or rank) does not fit the layer/kernel it is given to."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        layer: str | None = None,
+        expected: object = None,
+        got: object = None,
+    ) -> None:
+        self.layer = layer
+        self.expected = expected
+        self.got = got
+        text = f"layer {layer!r}: {message}" if layer else message
+        if expected is not None or got is not None:
+            text += f" (expected {expected}, got {got})"
+        super().__init__(text)

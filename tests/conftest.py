@@ -1,0 +1,115 @@
+"""Shared test configuration: the tolerance table, model lookup, the double-import guard."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+TESTS_DIR = Path(__file__).resolve().parent
+if str(TESTS_DIR) not in sys.path:  # lets tests import the test-side writers: `from writers import ...`
+    sys.path.insert(0, str(TESTS_DIR))
+
+# --- tolerances: one table for the whole suite -------------------------------------------
+# Each entry is a bound on max|a - b| / max(max|ref|, tiny) unless noted.
+TOL = {
+    # refnet float32 fast kernels vs the float64 reference, per kernel / per layer
+    "f32_vs_f64": 1e-5,
+    # float32 kernels whose reduction is long (big convs, GEMMs, long softmax rows)
+    "f32_vs_f64_long": 5e-5,
+    # refnet (either precision) vs cv2.dnn, per layer
+    "vs_cv2": 1e-4,
+    # reference kernels vs an independent float64 oracle (scipy, hand-computed)
+    "f64_vs_oracle": 1e-10,
+    # finite-difference gradient checks (float64, central differences)
+    "grad_fd": 1e-6,
+}
+
+
+def rel_err(a: np.ndarray, ref: np.ndarray) -> float:
+    """max|a - ref| / max|ref| (with a floor so an all-zero reference stays meaningful)."""
+    a = np.asarray(a, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    if a.shape != ref.shape:
+        raise AssertionError(f"shape mismatch: {a.shape} vs {ref.shape}")
+    if a.size == 0:
+        return 0.0
+    scale = max(float(np.max(np.abs(ref))), 1e-30)
+    return float(np.max(np.abs(a - ref))) / scale
+
+
+def assert_close(a: np.ndarray, ref: np.ndarray, tol: str | float, what: str = "") -> None:
+    """Assert rel_err(a, ref) <= tolerance (a TOL key or a number)."""
+    t = TOL[tol] if isinstance(tol, str) else float(tol)
+    e = rel_err(a, ref)
+    assert e <= t, f"{what}: relative error {e:.3g} > {t:g}"
+
+
+# --- real models --------------------------------------------------------------------------
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def models_dir() -> Path | None:
+    p = os.environ.get("REFNET_MODELS")
+    if p and Path(p).is_dir():
+        return Path(p)
+    guess = TESTS_DIR.parent.parent / "shared" / "models"
+    return guess if guess.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def models() -> Path:
+    """The REFNET_MODELS folder. Skips outside CI when missing; fails in CI."""
+    d = models_dir()
+    if d is None:
+        if IN_CI:
+            pytest.fail("REFNET_MODELS is not set or missing; CI must have ../shared/models")
+        pytest.skip("REFNET_MODELS not available")
+    return d
+
+
+def require_model(models: Path, rel: str) -> Path:
+    p = models / rel
+    if not p.exists():
+        if IN_CI:
+            pytest.fail(f"model file missing in CI: {p}")
+        pytest.skip(f"model file missing: {p}")
+    return p
+
+
+@pytest.fixture(scope="session")
+def images_dir() -> Path:
+    d = models_dir()
+    cand = d.parent / "images" if d is not None else TESTS_DIR.parent.parent / "shared" / "images"
+    if not cand.is_dir():
+        if IN_CI:
+            pytest.fail(f"images folder missing in CI: {cand}")
+        pytest.skip("shared images not available")
+    return cand
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cv2_threads():
+    """Deterministic, comparable threading for cv2 comparisons."""
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)
+    except ImportError:  # pragma: no cover
+        pass
+    yield
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(12345)
+
+
+def pytest_sessionfinish(session, exitstatus):  # the double-import guard (DESIGN.md)
+    bad = [m for m in ("kernels", "weights_import") if m in sys.modules]
+    if bad:
+        session.exitstatus = 1
+        print(f"\nERROR: bare modules imported (two copies of refnet's code): {bad}", file=sys.stderr)
