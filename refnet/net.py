@@ -45,8 +45,9 @@ class _Plan:
 class Net:
     """A loaded model: ``forward`` and ``trace`` as DESIGN.md states."""
 
-    def __init__(self, graph: Graph) -> None:
+    def __init__(self, graph: Graph, files: tuple[str, tuple] | None = None) -> None:
         self.graph = graph
+        self.files = files  # ("caffe" | "torch" | "darknet", paths): lets compare() open the same model in cv2
         self._consumers: dict[str, list[int]] = {}
         for i, n in enumerate(graph.nodes):
             for t in n.inputs:
@@ -314,21 +315,21 @@ def load_caffe(prototxt: str | os.PathLike | None, caffemodel: str | os.PathLike
     """Load a Caffe model (deploy .prototxt + .caffemodel; either may carry the layers)."""
     from refnet.weights_import.caffe import read_caffe
 
-    return Net(read_caffe(prototxt, caffemodel, quirks=_check_quirks(quirks)))
+    return Net(read_caffe(prototxt, caffemodel, quirks=_check_quirks(quirks)), ("caffe", (prototxt, caffemodel)))
 
 
 def load_torch(path: str | os.PathLike, *, quirks: str = "none", long_size: int | None = None) -> Net:
     """Load a Torch7 model (.t7/.net, binary or ASCII)."""
     from refnet.weights_import.torch import read_torch
 
-    return Net(read_torch(path, quirks=_check_quirks(quirks), long_size=long_size))
+    return Net(read_torch(path, quirks=_check_quirks(quirks), long_size=long_size), ("torch", (path,)))
 
 
 def load_darknet(cfg: str | os.PathLike, weights: str | os.PathLike | None = None, *, quirks: str = "none") -> Net:
     """Load a Darknet model (.cfg + .weights)."""
     from refnet.weights_import.darknet import read_darknet
 
-    return Net(read_darknet(cfg, weights, quirks=_check_quirks(quirks)))
+    return Net(read_darknet(cfg, weights, quirks=_check_quirks(quirks)), ("darknet", (cfg, weights)))
 
 
 _EXT = {
