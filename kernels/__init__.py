@@ -13,3 +13,4 @@ from refnet.kernels.pool import *  # noqa: F403
 from refnet.kernels.softmax import *  # noqa: F403
 from refnet.kernels.style import *  # noqa: F403
 from refnet.kernels.tensor import *  # noqa: F403
+from refnet.kernels.yolo import *  # noqa: F403

@@ -1,3 +1,350 @@
-"""Kernels: activation (placeholder; filled in by the kernel library work)."""
+"""Elementwise activations (any shape, float32 or float64 in, same dtype out).
 
-__all__: list[str] = []
+``f_reference`` is the readable definition (straightforward NumPy, no tricks); ``f`` is the
+fast version: NumPy ufuncs writing into one preallocated output buffer (no temporaries beyond
+what the formula needs), overflow-safe formulations, warnings for inf/NaN arithmetic silenced.
+Elementwise work is memory-bound and NumPy's SIMD ufuncs already match a Numba loop here, so
+no jit is used (and nothing has to compile). Scalar hyper-parameters are applied as Python
+floats so they never promote a float32 array to float64. NaN in gives NaN out (except where
+the framework formula itself maps NaN to a constant, e.g. ``power`` with ``power=0``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from refnet.errors import ShapeError
+from refnet.kernels._check import as_float_array, same_dtype
+
+__all__ = [
+    "relu",
+    "relu_reference",
+    "clip",
+    "clip_reference",
+    "relu6",
+    "relu6_reference",
+    "prelu",
+    "prelu_reference",
+    "elu",
+    "elu_reference",
+    "sigmoid",
+    "sigmoid_reference",
+    "tanh",
+    "tanh_reference",
+    "bnll",
+    "bnll_reference",
+    "absval",
+    "absval_reference",
+    "power",
+    "power_reference",
+    "exp",
+    "exp_reference",
+    "log",
+    "log_reference",
+    "mish",
+    "mish_reference",
+    "swish",
+    "swish_reference",
+]
+
+# Silence overflow/invalid warnings of the formulas below: exp(large) -> inf is intended, and
+# invalid arithmetic (NaN in, log of a negative) must produce NaN, not noise.
+_QUIET = {"over": "ignore", "invalid": "ignore", "divide": "ignore", "under": "ignore"}
+
+
+def _x(x: object) -> np.ndarray:
+    return as_float_array(x, "x")
+
+
+# ---------------------------------------------------------------- relu / clip / prelu
+
+
+def relu_reference(x: np.ndarray, negative_slope: float = 0.0) -> np.ndarray:
+    """Caffe ReLU: ``x`` where ``x > 0``, else ``negative_slope * x`` (leaky when slope != 0)."""
+    x = _x(x)
+    s = float(negative_slope)
+    return np.where(x > 0, x, x * s)
+
+
+def relu(x: np.ndarray, negative_slope: float = 0.0) -> np.ndarray:
+    """Fast Caffe ReLU: ``max(x, 0) + negative_slope * min(x, 0)`` (Caffe's own formula)."""
+    x = _x(x)
+    s = float(negative_slope)
+    if s == 0.0:
+        return np.maximum(x, 0)
+    out = np.minimum(x, 0)
+    out *= s
+    out += np.maximum(x, 0)
+    return out
+
+
+def _check_bounds(lo: float, hi: float) -> tuple[float, float]:
+    lo, hi = float(lo), float(hi)
+    if lo > hi:
+        raise ValueError(f"clip bounds must satisfy lo <= hi, got lo={lo}, hi={hi}")
+    return lo, hi
+
+
+def clip_reference(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Clip (cv2 ReLU6/Clip, Torch HardTanh): ``min(max(x, lo), hi)``; NaN stays NaN."""
+    x = _x(x)
+    lo, hi = _check_bounds(lo, hi)
+    return np.minimum(np.maximum(x, lo), hi)
+
+
+def clip(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Fast clip ``min(max(x, lo), hi)``: one ufunc pass into a fresh output."""
+    x = _x(x)
+    lo, hi = _check_bounds(lo, hi)
+    return np.clip(x, lo, hi)
+
+
+def relu6_reference(x: np.ndarray) -> np.ndarray:
+    """ReLU6 (cv2 / MobileNet): ``clip(x, 0, 6)``."""
+    return clip_reference(x, 0.0, 6.0)
+
+
+def relu6(x: np.ndarray) -> np.ndarray:
+    """Fast ReLU6: ``clip(x, 0, 6)``."""
+    return clip(x, 0.0, 6.0)
+
+
+def _slope_view(x: np.ndarray, slope: object) -> np.ndarray:
+    """``slope`` shaped to broadcast over ``x``: (1,) shared, or (C,) along axis 1."""
+    slope = as_float_array(slope, "slope", ndim=1)
+    same_dtype("x", x, "slope", slope)
+    if slope.shape[0] == 1:
+        return slope.reshape((1,) * x.ndim) if x.ndim else slope.reshape(())
+    if x.ndim < 2 or x.shape[1] != slope.shape[0]:
+        raise ShapeError(
+            "prelu slope must have shape (1,) or (C,) with C = x.shape[1]",
+            expected=f"(1,) or ({x.shape[1] if x.ndim >= 2 else 'C'},)",
+            got=f"slope {slope.shape} for x {x.shape}",
+        )
+    return slope.reshape((1, -1) + (1,) * (x.ndim - 2))
+
+
+def prelu_reference(x: np.ndarray, slope: np.ndarray) -> np.ndarray:
+    """Caffe PReLU: ``x`` where ``x > 0`` else ``slope[c] * x``; slope (C,) over axis 1 or (1,)."""
+    x = _x(x)
+    s = _slope_view(x, slope)
+    return np.where(x > 0, x, s * x)
+
+
+def prelu(x: np.ndarray, slope: np.ndarray) -> np.ndarray:
+    """Fast Caffe PReLU: ``max(x, 0) + slope[c] * min(x, 0)`` computed in one buffer."""
+    x = _x(x)
+    s = _slope_view(x, slope)
+    out = np.minimum(x, 0)
+    out *= s
+    out += np.maximum(x, 0)
+    return out
+
+
+# ---------------------------------------------------------------- smooth activations
+
+
+def elu_reference(x: np.ndarray, alpha: float = 1.0) -> np.ndarray:
+    """Caffe/cv2 ELU: ``x`` where ``x > 0`` else ``alpha * (exp(x) - 1)``."""
+    x = _x(x)
+    a = float(alpha)
+    return np.where(x > 0, x, a * np.expm1(np.minimum(x, 0)))
+
+
+def elu(x: np.ndarray, alpha: float = 1.0) -> np.ndarray:
+    """Fast ELU, Caffe's formula ``max(x, 0) + alpha * (exp(min(x, 0)) - 1)`` (expm1 for accuracy)."""
+    x = _x(x)
+    out = np.minimum(x, 0)
+    np.expm1(out, out=out)
+    out *= float(alpha)
+    out += np.maximum(x, 0)
+    return out
+
+
+def sigmoid_reference(x: np.ndarray) -> np.ndarray:
+    """Logistic sigmoid ``1 / (1 + exp(-x))`` (Caffe Sigmoid, Torch Sigmoid)."""
+    x = _x(x)
+    with np.errstate(**_QUIET):
+        return 1.0 / (1.0 + np.exp(-x))
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Fast sigmoid ``1 / (1 + exp(-x))`` in one buffer; exp overflow gives exactly 0."""
+    x = _x(x)
+    out = np.negative(x)
+    with np.errstate(**_QUIET):
+        np.exp(out, out=out)
+        out += 1
+        np.reciprocal(out, out=out)
+    return out
+
+
+def tanh_reference(x: np.ndarray) -> np.ndarray:
+    """Hyperbolic tangent (Caffe TanH, Torch Tanh)."""
+    return np.tanh(_x(x))
+
+
+def tanh(x: np.ndarray) -> np.ndarray:
+    """Fast tanh: NumPy's vectorised ufunc (already a single pass)."""
+    return np.tanh(_x(x))
+
+
+def bnll_reference(x: np.ndarray) -> np.ndarray:
+    """Caffe BNLL ``log(1 + exp(x))``, Caffe's overflow-safe split: ``x + log(1 + exp(-x))`` for x > 0."""
+    x = _x(x)
+    with np.errstate(**_QUIET):
+        return np.where(x > 0, x + np.log1p(np.exp(-x)), np.log1p(np.exp(x)))
+
+
+def bnll(x: np.ndarray) -> np.ndarray:
+    """Fast BNLL (softplus): ``max(x, 0) + log1p(exp(-|x|))``, never overflows."""
+    x = _x(x)
+    out = np.abs(x)
+    np.negative(out, out=out)
+    with np.errstate(**_QUIET):
+        np.exp(out, out=out)
+        np.log1p(out, out=out)
+    out += np.maximum(x, 0)
+    return out
+
+
+def absval_reference(x: np.ndarray) -> np.ndarray:
+    """Caffe AbsVal: ``|x|``."""
+    return np.abs(_x(x))
+
+
+def absval(x: np.ndarray) -> np.ndarray:
+    """Fast AbsVal: ``|x|`` (one ufunc pass)."""
+    return np.abs(_x(x))
+
+
+# ---------------------------------------------------------------- Caffe Power / Exp / Log
+
+
+def power_reference(
+    x: np.ndarray, power: float = 1.0, scale: float = 1.0, shift: float = 0.0
+) -> np.ndarray:
+    """Caffe Power: ``(shift + scale * x) ** power`` (NaN for a negative base and fractional power)."""
+    x = _x(x)
+    with np.errstate(**_QUIET):
+        return np.power(float(shift) + float(scale) * x, float(power))
+
+
+def power(x: np.ndarray, power: float = 1.0, scale: float = 1.0, shift: float = 0.0) -> np.ndarray:
+    """Fast Caffe Power ``(shift + scale * x) ** power`` in one buffer (power 1 and 2 skip pow)."""
+    x = _x(x)
+    p, a, b = float(power), float(scale), float(shift)
+    out = x * a if a != 1.0 else x.copy()
+    if b != 0.0:
+        out += b
+    if p == 2.0:
+        np.square(out, out=out)
+    elif p != 1.0:
+        with np.errstate(**_QUIET):
+            np.power(out, p, out=out)
+    return out
+
+
+def _log_base(base: float, what: str) -> float:
+    """ln(base) for Caffe's Exp/Log ``base`` parameter (-1 means e)."""
+    b = float(base)
+    if b == -1.0:
+        return 1.0
+    if not b > 0.0:
+        raise ValueError(f"{what} base must be > 0 or -1 (meaning e), got {b}")
+    return math.log(b)
+
+
+def exp_reference(
+    x: np.ndarray, base: float = -1.0, scale: float = 1.0, shift: float = 0.0
+) -> np.ndarray:
+    """Caffe Exp: ``base ** (shift + scale * x)``; ``base = -1`` means e."""
+    x = _x(x)
+    _log_base(base, "exp")
+    t = float(shift) + float(scale) * x
+    with np.errstate(**_QUIET):
+        return np.exp(t) if float(base) == -1.0 else np.power(float(base), t)
+
+
+def exp(x: np.ndarray, base: float = -1.0, scale: float = 1.0, shift: float = 0.0) -> np.ndarray:
+    """Fast Caffe Exp, Caffe's factoring ``base**shift * exp(scale * ln(base) * x)``."""
+    x = _x(x)
+    lb = _log_base(base, "exp")
+    out = x * (float(scale) * lb)
+    with np.errstate(**_QUIET):
+        np.exp(out, out=out)
+        if float(shift) != 0.0:
+            out *= math.exp(float(shift) * lb)
+    return out
+
+
+def log_reference(
+    x: np.ndarray, base: float = -1.0, scale: float = 1.0, shift: float = 0.0
+) -> np.ndarray:
+    """Caffe Log: ``log_base(shift + scale * x)``; ``base = -1`` means e (NaN/-inf for t <= 0)."""
+    x = _x(x)
+    lb = _log_base(base, "log")
+    if lb == 0.0:
+        raise ValueError("log base must not be 1")
+    with np.errstate(**_QUIET):
+        return np.log(float(shift) + float(scale) * x) / lb
+
+
+def log(x: np.ndarray, base: float = -1.0, scale: float = 1.0, shift: float = 0.0) -> np.ndarray:
+    """Fast Caffe Log ``ln(shift + scale * x) / ln(base)`` in one buffer."""
+    x = _x(x)
+    lb = _log_base(base, "log")
+    if lb == 0.0:
+        raise ValueError("log base must not be 1")
+    a, b = float(scale), float(shift)
+    out = x * a if a != 1.0 else x.copy()
+    if b != 0.0:
+        out += b
+    with np.errstate(**_QUIET):
+        np.log(out, out=out)
+    if lb != 1.0:
+        out *= 1.0 / lb
+    return out
+
+
+# ---------------------------------------------------------------- mish / swish
+
+
+def mish_reference(x: np.ndarray) -> np.ndarray:
+    """Mish (Darknet/cv2): ``x * tanh(softplus(x))``, softplus via ``logaddexp(0, x)``."""
+    x = _x(x)
+    with np.errstate(**_QUIET):
+        return x * np.tanh(np.logaddexp(0, x))
+
+
+def mish(x: np.ndarray) -> np.ndarray:
+    """Fast Mish using ``tanh(log(1 + e)) = e(e + 2) / (e(e + 2) + 2)``, ``e = exp(min(x, 20))``.
+
+    Above 20 the ratio is 1 to float64 precision, so clamping the exponent loses nothing and
+    avoids overflow; for very negative x the ratio is ~e, so small values keep full precision.
+    """
+    x = _x(x)
+    e = np.minimum(x, 20.0)
+    np.exp(e, out=e)
+    t = e + 2.0
+    e *= t  # e (e + 2)
+    np.add(e, 2.0, out=t)
+    e /= t
+    e *= x
+    return e
+
+
+def swish_reference(x: np.ndarray) -> np.ndarray:
+    """Swish / SiLU: ``x * sigmoid(x)``."""
+    x = _x(x)
+    with np.errstate(**_QUIET):
+        return x / (1.0 + np.exp(-x))
+
+
+def swish(x: np.ndarray) -> np.ndarray:
+    """Fast Swish ``x * sigmoid(x)`` in one buffer."""
+    out = sigmoid(x)
+    out *= x
+    return out
