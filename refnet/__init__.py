@@ -23,6 +23,9 @@ __all__ = [
     "load_darknet",
     "blob_from_image",
     "compare",
+    "dnn",
+    "zoo",
+    "fetch",
 ]
 
 
@@ -39,4 +42,8 @@ def __getattr__(name: str):  # lazy: `import refnet` stays cheap (no numba compi
         from refnet.compare import compare
 
         return compare
+    if name in ("dnn", "zoo", "fetch", "archs"):
+        import importlib
+
+        return importlib.import_module(f"refnet.{name}")
     raise AttributeError(f"module 'refnet' has no attribute {name!r}")
