@@ -1,0 +1,717 @@
+"""Torch7 ``nn`` modules -> refnet :class:`~refnet.graph.Graph`.
+
+The module tree read by :mod:`refnet.weights_import.t7` is walked in forward order: containers
+(Sequential, Concat, DepthConcat, ConcatTable, ParallelTable, Parallel) route values — a
+tensor or a Lua "table" (list) of values — and every leaf module becomes one or two IR nodes.
+Layers are named as OpenCV's ``torch_importer.cpp`` names them, ``l<N>_<Type>`` with one
+counter for the whole net (ConcatTable and Concat use up one number for a split layer cv2 no
+longer creates), so ``Net.trace`` keys equal cv2 layer names; ``graph.meta["module_paths"]``
+maps each layer to its Lua path in the model (``modules[3].modules[2]``, 1-based as in Lua).
+
+Semantics are Torch7's (evaluate mode: BatchNorm uses running statistics, Dropout v1 scales
+by 1 - p, v2 and TotalVariation are identities). ``quirks="cv2"`` reproduces where cv2.dnn
+computes something else: InstanceNormalization (cv2: (x - mu) / sqrt(var + 1e-9) / sqrt(1 + eps)),
+SpatialAveragePooling's divisor for files without count_include_pad, JoinTable's nInputDims
+and MaxUnpooling's output size (cv2 computes it from the pooling geometry).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from refnet.errors import ModelFormatError, UnsupportedLayerError
+from refnet.graph import Graph, Node, output_name
+from refnet.weights_import.t7 import (
+    LuaTable,
+    T7Storage,
+    T7Tensor,
+    TorchObject,
+    detect_encoding,
+    read_t7,
+)
+
+__all__ = ["read_torch", "SUPPORTED_MODULES", "NN_PREFIXES"]
+
+NN_PREFIXES = ("nn.", "cunn.", "cudnn.", "fbcunn.")
+INPUT_NAME = "input"
+MAX_MODULE_DEPTH = 100
+
+Value = str | list  # a tensor name, or a Lua table (list) of values
+
+
+@dataclass
+class _Ctx:
+    source: str
+    quirks: str
+    nodes: list[Node] = field(default_factory=list)
+    counter: int = 0
+    paths: dict[str, str] = field(default_factory=dict)
+    classes: dict[str, str] = field(default_factory=dict)
+    # max pooling modules whose indices a MaxUnpooling reads: id(module) / indices tensor index
+    pool_wanted: set[int] = field(default_factory=set)
+    pool_wanted_idx: set[int] = field(default_factory=set)
+    pools: dict[int, tuple[str, str, TorchObject]] = field(default_factory=dict)  # id -> node, input, module
+    pools_by_idx: dict[int, tuple[str, str, TorchObject]] = field(default_factory=dict)
+    active: set[int] = field(default_factory=set)  # modules on the current path (cycle check)
+
+    def name(self, label: str) -> str:
+        self.counter += 1
+        return f"l{self.counter}_{label}"
+
+    def emit(self, name: str, op: str, inputs: list[str], attrs: dict | None = None,
+             params: dict | None = None, *, path: str, cls: str, n_out: int = 1) -> str:
+        outs = tuple(output_name(name, i) for i in range(n_out))
+        self.nodes.append(Node(name, op, tuple(inputs), outs, attrs or {}, params or {}))
+        self.paths[name] = path
+        self.classes[name] = cls
+        return name
+
+    def err(self, path: str, message: str, expected: str | None = None) -> ModelFormatError:
+        return ModelFormatError(message, file=self.source, layer=path or "(root)", expected=expected)
+
+
+# ---- field helpers -------------------------------------------------------------------------------
+def _num(ctx: _Ctx, m: TorchObject, path: str, key: str, default: float | None = None) -> float:
+    v = m.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        if v is None:
+            raise ctx.err(path, f"{m.class_name} has no field {key!r}", expected=f"a number {key}")
+        raise ctx.err(path, f"{m.class_name}.{key} is a {type(v).__name__}", expected="a number")
+    if v != v:
+        raise ctx.err(path, f"{m.class_name}.{key} is NaN", expected="a number")
+    return float(v)
+
+
+def _int(ctx: _Ctx, m: TorchObject, path: str, key: str, default: int | None = None,
+         lo: int | None = None) -> int:
+    v = _num(ctx, m, path, key, default)
+    if not float(v).is_integer() or abs(v) > 2**31:
+        raise ctx.err(path, f"{m.class_name}.{key} = {v} is not an integer", expected="an integer")
+    iv = int(v)
+    if lo is not None and iv < lo:
+        raise ctx.err(path, f"{m.class_name}.{key} = {iv}", expected=f">= {lo}")
+    return iv
+
+
+def _bool(m: TorchObject, key: str, default: bool = False) -> bool:
+    v = m.get(key, None)
+    if v is None:
+        return default
+    return bool(v)
+
+
+def _tensor(ctx: _Ctx, m: TorchObject, path: str, key: str, *, required: bool = True,
+            size: int | None = None) -> np.ndarray | None:
+    """A copy of tensor field ``key`` as float32/float64 (as stored; half -> float32)."""
+    v = m.get(key, None)
+    if v is None or (isinstance(v, T7Tensor) and v.array.size == 0):
+        if required:
+            raise ctx.err(path, f"{m.class_name} has no tensor {key!r}", expected=f"a tensor {key}")
+        return None
+    if not isinstance(v, T7Tensor):
+        raise ctx.err(path, f"{m.class_name}.{key} is a {type(v).__name__}", expected="a tensor")
+    a = v.array
+    dt = np.float64 if a.dtype == np.float64 else np.float32
+    out = np.array(a, dtype=dt, copy=True)
+    if size is not None and out.size != size:
+        raise ctx.err(path, f"{m.class_name}.{key} has {out.size} values", expected=f"{size} values")
+    return out
+
+
+def _longs(ctx: _Ctx, m: TorchObject, path: str, key: str) -> tuple[int, ...]:
+    """A LongStorage / tensor / table / number field as a tuple of ints (View sizes etc.)."""
+    v = m.get(key, None)
+    if isinstance(v, T7Storage):
+        vals = v.array.reshape(-1)
+    elif isinstance(v, T7Tensor):
+        vals = np.asarray(v.array).reshape(-1)
+    elif isinstance(v, LuaTable):
+        vals = np.asarray([x for x in v.array_part()], dtype=np.float64)
+    elif isinstance(v, (int, float)) and not isinstance(v, bool):
+        vals = np.asarray([v])
+    else:
+        raise ctx.err(path, f"{m.class_name} has no size field {key!r}", expected="a LongStorage of sizes")
+    out = []
+    for x in vals.tolist():
+        if not float(x).is_integer():
+            raise ctx.err(path, f"{m.class_name}.{key} holds {x}", expected="integers")
+        out.append(int(x))
+    return tuple(out)
+
+
+def _one(ctx: _Ctx, value: Value, m: TorchObject, path: str) -> str:
+    if isinstance(value, list):
+        raise ctx.err(path, f"{m.class_name} needs a tensor input but receives a table of {len(value)}",
+                      expected="a tensor (put a CAddTable/JoinTable before it)")
+    return value
+
+
+def _table(ctx: _Ctx, value: Value, m: TorchObject, path: str) -> list:
+    if not isinstance(value, list):
+        raise ctx.err(path, f"{m.class_name} needs a table input but receives a tensor",
+                      expected="a table (from a ConcatTable)")
+    return value
+
+
+def _flat_tensors(ctx: _Ctx, value: list, m: TorchObject, path: str) -> list[str]:
+    out = []
+    for v in value:
+        if isinstance(v, list):
+            raise ctx.err(path, f"{m.class_name} receives a nested table", expected="a table of tensors")
+        out.append(v)
+    return out
+
+
+def _children(ctx: _Ctx, m: TorchObject, path: str) -> list[tuple[str, TorchObject]]:
+    mods = m.get("modules", None)
+    if mods is None:
+        return []
+    if not isinstance(mods, LuaTable):
+        raise ctx.err(path, f"{m.class_name}.modules is a {type(mods).__name__}", expected="a table of modules")
+    out = []
+    for i, c in enumerate(mods.array_part(), 1):
+        cp = f"{path}.modules[{i}]" if path else f"modules[{i}]"
+        if not isinstance(c, TorchObject):
+            raise ctx.err(cp, f"module entry is a {type(c).__name__}", expected="an nn module")
+        out.append((cp, c))
+    return out
+
+
+def _nn_name(class_name: str) -> str | None:
+    for p in NN_PREFIXES:
+        if class_name.startswith(p):
+            return class_name[len(p):]
+    return None
+
+
+# ---- leaf modules ------------------------------------------------------------------------------
+LeafFn = Callable[[_Ctx, TorchObject, str, str, str], str]
+_LEAVES: dict[str, LeafFn] = {}
+
+
+def _leaf(*names: str):
+    def deco(fn: LeafFn) -> LeafFn:
+        for n in names:
+            _LEAVES[n] = fn
+        return fn
+
+    return deco
+
+
+def _conv_geometry(ctx, m, path):
+    kw, kh = _int(ctx, m, path, "kW", lo=1), _int(ctx, m, path, "kH", lo=1)
+    dw, dh = _int(ctx, m, path, "dW", 1, lo=1), _int(ctx, m, path, "dH", 1, lo=1)
+    padding = m.get("padding", 0)  # very old SpatialConvolutionMM
+    pw = _int(ctx, m, path, "padW", padding if m.get("padW") is None else None, lo=0)
+    ph = _int(ctx, m, path, "padH", padding if m.get("padH") is None else None, lo=0)
+    return kh, kw, dh, dw, ph, pw
+
+
+@_leaf("SpatialConvolution", "SpatialConvolutionMM", "SpatialDilatedConvolution")
+def _conv(ctx, m, path, nn, x):
+    kh, kw, dh, dw, ph, pw = _conv_geometry(ctx, m, path)
+    n_in = _int(ctx, m, path, "nInputPlane", lo=1)
+    n_out = _int(ctx, m, path, "nOutputPlane", lo=1)
+    groups = _int(ctx, m, path, "groups", 1, lo=1)
+    if n_in % groups or n_out % groups:
+        raise ctx.err(path, f"groups {groups} does not divide {n_in} -> {n_out} planes")
+    dilh, dilw = 1, 1
+    if nn == "SpatialDilatedConvolution":
+        dilw, dilh = _int(ctx, m, path, "dilationW", 1, lo=1), _int(ctx, m, path, "dilationH", 1, lo=1)
+    shape = (n_out, n_in // groups, kh, kw)
+    w = _tensor(ctx, m, path, "weight", size=math.prod(shape)).reshape(shape)
+    b = _tensor(ctx, m, path, "bias", required=False, size=n_out)
+    params = {"weight": w} if b is None else {"weight": w, "bias": b}
+    return ctx.emit(ctx.name("Convolution"), "conv", [x],
+                    {"stride": (dh, dw), "pad": (ph, pw, ph, pw), "dilation": (dilh, dilw), "groups": groups},
+                    params, path=path, cls=m.class_name)
+
+
+@_leaf("SpatialFullConvolution")
+def _full_conv(ctx, m, path, nn, x):
+    kh, kw, dh, dw, ph, pw = _conv_geometry(ctx, m, path)
+    n_in = _int(ctx, m, path, "nInputPlane", lo=1)
+    n_out = _int(ctx, m, path, "nOutputPlane", lo=1)
+    groups = _int(ctx, m, path, "groups", 1, lo=1)
+    if n_in % groups or n_out % groups:
+        raise ctx.err(path, f"groups {groups} does not divide {n_in} -> {n_out} planes")
+    aw, ah = _int(ctx, m, path, "adjW", 0, lo=0), _int(ctx, m, path, "adjH", 0, lo=0)
+    if ah >= dh and ah > 0 or aw >= dw and aw > 0:
+        raise ctx.err(path, f"adjH/adjW {ah}/{aw} must be smaller than the stride {dh}/{dw}")
+    shape = (n_in, n_out // groups, kh, kw)
+    w = _tensor(ctx, m, path, "weight", size=math.prod(shape)).reshape(shape)
+    b = _tensor(ctx, m, path, "bias", required=False, size=n_out)
+    params = {"weight": w} if b is None else {"weight": w, "bias": b}
+    return ctx.emit(ctx.name("Deconvolution"), "deconv", [x],
+                    {"stride": (dh, dw), "pad": (ph, pw, ph, pw), "dilation": (1, 1), "groups": groups,
+                     "output_padding": (ah, aw)},
+                    params, path=path, cls=m.class_name)
+
+
+def _pool_attrs(ctx, m, path):
+    kh, kw, dh, dw, ph, pw = _conv_geometry(ctx, m, path)
+    if 2 * ph > kh or 2 * pw > kw:
+        raise ctx.err(path, f"pad {ph}x{pw} larger than half the {kh}x{kw} window")
+    return {"kernel": (kh, kw), "stride": (dh, dw), "pad": (ph, pw, ph, pw),
+            "ceil_mode": _bool(m, "ceil_mode"), "global_pooling": False}
+
+
+@_leaf("SpatialMaxPooling")
+def _max_pool(ctx, m, path, nn, x):
+    attrs = _pool_attrs(ctx, m, path)
+    ind = m.get("indices")
+    wanted = id(m) in ctx.pool_wanted or (isinstance(ind, T7Tensor) and ind.index in ctx.pool_wanted_idx)
+    name = ctx.emit(ctx.name("Pooling"), "max_pool", [x], attrs, path=path, cls=m.class_name,
+                    n_out=2 if wanted else 1)
+    rec = (name, x, m)
+    ctx.pools[id(m)] = rec
+    if isinstance(ind, T7Tensor):
+        ctx.pools_by_idx.setdefault(ind.index, rec)
+    return name
+
+
+@_leaf("SpatialAveragePooling")
+def _avg_pool(ctx, m, path, nn, x):
+    attrs = _pool_attrs(ctx, m, path)
+    if m.get("divide", True) is False:
+        raise UnsupportedLayerError(path, m.class_name, sorted(SUPPORTED_MODULES), file=ctx.source,
+                                    detail="divide=false (sum pooling of pre-2016 Torch) is not supported")
+    cip = m.get("count_include_pad")
+    if ctx.quirks == "cv2":  # cv2 averages over the padded area only when the field says so
+        divisor = "padded" if cip is not None and bool(cip) else "valid"
+    elif cip is None:  # files from before count_include_pad: Torch7 divided by kW * kH
+        divisor = "kernel"
+    else:  # THNN: the window clipped to the padded input, or only its valid part
+        divisor = "padded" if bool(cip) else "valid"
+    attrs["divisor"] = divisor
+    return ctx.emit(ctx.name("Pooling"), "avg_pool", [x], attrs, path=path, cls=m.class_name)
+
+
+@_leaf("SpatialMaxUnpooling")
+def _unpool(ctx, m, path, nn, x):
+    pool = m.get("pooling")
+    rec = ctx.pools.get(id(pool)) if isinstance(pool, TorchObject) else None
+    ind = m.get("indices")
+    if rec is None and isinstance(ind, T7Tensor):
+        rec = ctx.pools_by_idx.get(ind.index)
+    if rec is None:
+        raise ctx.err(path, "SpatialMaxUnpooling refers to no SpatialMaxPooling run before it",
+                      expected="a `pooling` module that precedes the unpooling")
+    pname, pinput, pm = rec
+    pnode = next(n for n in ctx.nodes if n.name == pname)
+    if len(pnode.outputs) < 2:  # pragma: no cover - pre-scan marks every referenced pool
+        raise ctx.err(path, "internal: pooling indices were not requested")
+    attrs = {k: pnode.attrs[k] for k in ("kernel", "stride", "pad")}
+    inputs = [x, pnode.outputs[1]]
+    if ctx.quirks != "cv2":
+        inputs.append(pinput)  # Torch: output size = the pooling's input size (oheight/owidth)
+    return ctx.emit(ctx.name("torchMaxUnpooling"), "max_unpool", inputs, attrs, path=path,
+                    cls=m.class_name)
+
+
+@_leaf("Linear")
+def _linear(ctx, m, path, nn, x):
+    w = _tensor(ctx, m, path, "weight")
+    if w.ndim != 2:
+        raise ctx.err(path, f"Linear weight has shape {w.shape}", expected="(outputSize, inputSize)")
+    b = _tensor(ctx, m, path, "bias", required=False, size=w.shape[0])
+    params = {"weight": w} if b is None else {"weight": w, "bias": b}
+    return ctx.emit(ctx.name("InnerProduct"), "linear", [x], {"axis": 1}, params, path=path,
+                    cls=m.class_name)
+
+
+@_leaf("View", "Reshape")
+def _view(ctx, m, path, nn, x):
+    size = _longs(ctx, m, path, "size")
+    if sum(1 for s in size if s == -1) > 1 or any(s == 0 or s < -1 for s in size):
+        raise ctx.err(path, f"{m.class_name} size {size}", expected="positive sizes and at most one -1")
+    # refnet tensors always carry the batch axis: the sizes reshape what follows it (cv2 does too)
+    return ctx.emit(ctx.name("Reshape"), "reshape", [x], {"shape": size, "axis": 1, "num_axes": -1},
+                    path=path, cls=m.class_name)
+
+
+@_leaf("ReLU")
+def _relu(ctx, m, path, nn, x):
+    th, val = _num(ctx, m, path, "threshold", 0.0), _num(ctx, m, path, "val", 0.0)
+    if th != 0.0 or val != 0.0:
+        raise UnsupportedLayerError(path, m.class_name, sorted(SUPPORTED_MODULES), file=ctx.source,
+                                    detail=f"ReLU with threshold {th}, value {val}")
+    return ctx.emit(ctx.name("ReLU"), "relu", [x], {"negative_slope": 0.0}, path=path, cls=m.class_name)
+
+
+@_leaf("Tanh")
+def _tanh(ctx, m, path, nn, x):
+    return ctx.emit(ctx.name("TanH"), "tanh", [x], path=path, cls=m.class_name)
+
+
+@_leaf("Sigmoid")
+def _sigmoid(ctx, m, path, nn, x):
+    return ctx.emit(ctx.name("Sigmoid"), "sigmoid", [x], path=path, cls=m.class_name)
+
+
+@_leaf("ELU")
+def _elu(ctx, m, path, nn, x):
+    return ctx.emit(ctx.name("ELU"), "elu", [x], {"alpha": _num(ctx, m, path, "alpha", 1.0)},
+                    path=path, cls=m.class_name)
+
+
+@_leaf("PReLU")
+def _prelu(ctx, m, path, nn, x):
+    n = _int(ctx, m, path, "nOutputPlane", 0, lo=0)
+    if n == 0:
+        w = _tensor(ctx, m, path, "weight", size=1)
+        return ctx.emit(ctx.name("ReLU"), "relu", [x], {"negative_slope": float(w.reshape(-1)[0])},
+                        path=path, cls=m.class_name)
+    w = _tensor(ctx, m, path, "weight", size=n).reshape(n)
+    return ctx.emit(ctx.name("ChannelsPReLU"), "prelu", [x], params={"slope": w}, path=path,
+                    cls=m.class_name)
+
+
+@_leaf("SoftMax", "LogSoftMax")
+def _softmax(ctx, m, path, nn, x):
+    op = "softmax" if nn == "SoftMax" else "log_softmax"
+    return ctx.emit(ctx.name("Softmax"), op, [x], {"axis": 1}, path=path, cls=m.class_name)
+
+
+def _bn_params(ctx, m, path, eps):
+    w = _tensor(ctx, m, path, "weight", required=False)
+    b = _tensor(ctx, m, path, "bias", required=False)
+    mean = _tensor(ctx, m, path, "running_mean", required=False)
+    var = _tensor(ctx, m, path, "running_var", required=False)
+    if var is None:
+        std = _tensor(ctx, m, path, "running_std", required=False)  # pre-2016: 1 / sqrt(var + eps)
+        if std is not None:
+            with np.errstate(divide="ignore"):
+                var = 1.0 / (std.astype(np.float64) ** 2) - eps
+            var = var.astype(std.dtype)
+    n = next((a.size for a in (mean, var, w, b) if a is not None), None)
+    if n is None:
+        n = _int(ctx, m, path, "nOutput", lo=1)
+    dt = next((a.dtype for a in (mean, var, w, b) if a is not None), np.dtype(np.float32))
+    mean = np.zeros(n, dt) if mean is None else mean.reshape(-1)
+    var = np.ones(n, dt) if var is None else var.reshape(-1)
+    params = {"mean": mean, "var": var}
+    if w is not None:
+        params["weight"] = w.reshape(-1)
+    if b is not None:
+        params["bias"] = b.reshape(-1)
+    if any(v.size != n for v in params.values()):
+        raise ctx.err(path, f"{m.class_name} parameter sizes differ: "
+                      + ", ".join(f"{k} {v.size}" for k, v in params.items()))
+    return params
+
+
+@_leaf("SpatialBatchNormalization", "BatchNormalization")
+def _batch_norm(ctx, m, path, nn, x):
+    eps = _num(ctx, m, path, "eps", 1e-5)
+    return ctx.emit(ctx.name("BatchNorm"), "batch_norm", [x], {"eps": eps}, _bn_params(ctx, m, path, eps),
+                    path=path, cls=m.class_name)
+
+
+@_leaf("InstanceNormalization")
+def _instance_norm(ctx, m, path, nn, x):
+    eps = _num(ctx, m, path, "eps", 1e-5)
+    w = _tensor(ctx, m, path, "weight", required=False)
+    b = _tensor(ctx, m, path, "bias", required=False)
+    n = next((a.size for a in (w, b) if a is not None), None) or _int(ctx, m, path, "nOutput", lo=1)
+    dt = next((a.dtype for a in (w, b) if a is not None), np.dtype(np.float32))
+    params = {"mean": np.zeros(n, dt), "var": np.ones(n, dt)}
+    if w is not None:
+        params["weight"] = w.reshape(-1)
+    if b is not None:
+        params["bias"] = b.reshape(-1)
+    if any(v.size != n for v in params.values()):
+        raise ctx.err(path, "InstanceNormalization weight and bias sizes differ")
+    # cv2 builds two layers, MVN then BatchNorm(mean 0, var 1, weight, bias): so do we
+    if ctx.quirks == "cv2":  # cv2: MVN eps 1e-9, then the BatchNorm divides by sqrt(1 + eps)
+        mvn_eps, bn_eps = 1e-9, eps
+    else:  # Torch: (x - mu) / sqrt(var + eps) * weight + bias
+        mvn_eps, bn_eps = eps, 0.0
+    y = ctx.emit(ctx.name("MVN"), "instance_norm", [x], {"eps": mvn_eps}, path=path, cls=m.class_name)
+    return ctx.emit(ctx.name("BatchNorm"), "batch_norm", [y], {"eps": bn_eps}, params, path=path,
+                    cls=m.class_name)
+
+
+@_leaf("Dropout", "SpatialDropout", "VolumetricDropout")
+def _dropout(ctx, m, path, nn, x):
+    p = _num(ctx, m, path, "p", 0.5)
+    if not 0.0 <= p < 1.0:
+        raise ctx.err(path, f"dropout probability {p}", expected="0 <= p < 1")
+    if nn == "Dropout" and _bool(m, "v2"):  # v2 scales while training: identity at inference
+        return ctx.emit(ctx.name("Identity"), "identity", [x], path=path, cls=m.class_name)
+    return ctx.emit(ctx.name("Power"), "power", [x], {"power": 1.0, "scale": 1.0 - p, "shift": 0.0},
+                    path=path, cls=m.class_name)
+
+
+@_leaf("Identity", "TotalVariation")
+def _identity(ctx, m, path, nn, x):
+    return ctx.emit(ctx.name("Identity"), "identity", [x], path=path, cls=m.class_name)
+
+
+@_leaf("Normalize")
+def _normalize(ctx, m, path, nn, x):
+    p = _num(ctx, m, path, "p", 2.0)
+    if not p > 0:
+        raise ctx.err(path, f"Normalize p = {p}", expected="p > 0")
+    return ctx.emit(ctx.name("Normalize"), "lp_normalize", [x],
+                    {"p": p, "eps": _num(ctx, m, path, "eps", 1e-10)}, path=path, cls=m.class_name)
+
+
+@_leaf("Padding")
+def _padding(ctx, m, path, nn, x):
+    dim = _int(ctx, m, path, "dim")
+    if dim == 0:
+        raise ctx.err(path, "Padding dim 0", expected="a 1-based dimension")
+    nid = m.get("nInputDim")
+    attrs = {"dim": dim, "pad": _int(ctx, m, path, "pad"), "value": _num(ctx, m, path, "value", 0.0),
+             "index": _int(ctx, m, path, "index", 1, lo=1),
+             "n_input_dim": None if nid is None else _int(ctx, m, path, "nInputDim", lo=1)}
+    return ctx.emit(ctx.name("Padding"), "torch_padding", [x], attrs, path=path, cls=m.class_name)
+
+
+@_leaf("SpatialZeroPadding", "SpatialReflectionPadding")
+def _spatial_padding(ctx, m, path, nn, x):
+    t, l, b, r = (_int(ctx, m, path, k) for k in ("pad_t", "pad_l", "pad_b", "pad_r"))
+    name = ctx.name("Padding")
+    if nn == "SpatialReflectionPadding":
+        if min(t, l, b, r) < 0:
+            raise ctx.err(path, "negative reflection padding", expected="pads >= 0")
+        return ctx.emit(name, "pad", [x], {"pads": ((0, 0), (0, 0), (t, b), (l, r)), "mode": "reflect"},
+                        path=path, cls=m.class_name)
+    if min(t, l, b, r) < 0:  # Torch crops with negative pads
+        return ctx.emit(name, "torch_pad2d", [x], {"pads": (t, l, b, r)}, path=path, cls=m.class_name)
+    return ctx.emit(name, "pad", [x], {"pads": ((0, 0), (0, 0), (t, b), (l, r)), "mode": "constant",
+                                       "value": 0.0}, path=path, cls=m.class_name)
+
+
+@_leaf("SpatialUpSamplingNearest")
+def _up_nearest(ctx, m, path, nn, x):
+    s = _int(ctx, m, path, "scale_factor", lo=1)
+    return ctx.emit(ctx.name("Resize"), "resize", [x], {"mode": "nearest", "scale": (float(s), float(s))},
+                    path=path, cls=m.class_name)
+
+
+@_leaf("SpatialUpSamplingBilinear")
+def _up_bilinear(ctx, m, path, nn, x):
+    if m.get("scale_factor") is not None:
+        attrs = {"scale": _int(ctx, m, path, "scale_factor", lo=1)}
+    else:
+        attrs = {"size": (_int(ctx, m, path, "oheight", lo=1), _int(ctx, m, path, "owidth", lo=1))}
+    return ctx.emit(ctx.name("SpatialUpSamplingBilinear"), "upsample_bilinear_ac", [x], attrs,
+                    path=path, cls=m.class_name)
+
+
+@_leaf("Narrow")
+def _narrow(ctx, m, path, nn, x):
+    attrs = {"dimension": _int(ctx, m, path, "dimension"), "index": _int(ctx, m, path, "index", lo=1),
+             "length": _int(ctx, m, path, "length", 1)}
+    if attrs["dimension"] == 0 or attrs["length"] == 0:
+        raise ctx.err(path, f"Narrow({attrs['dimension']}, {attrs['index']}, {attrs['length']})")
+    return ctx.emit(ctx.name("Narrow"), "torch_narrow", [x], attrs, path=path, cls=m.class_name)
+
+
+@_leaf("MulConstant")
+def _mul_constant(ctx, m, path, nn, x):
+    c = _num(ctx, m, path, "constant_scalar")
+    return ctx.emit(ctx.name("Power"), "power", [x], {"power": 1.0, "scale": c, "shift": 0.0},
+                    path=path, cls=m.class_name)
+
+
+@_leaf("AddConstant")
+def _add_constant(ctx, m, path, nn, x):
+    c = _num(ctx, m, path, "constant_scalar")
+    return ctx.emit(ctx.name("AddConstant"), "power", [x], {"power": 1.0, "scale": 1.0, "shift": c},
+                    path=path, cls=m.class_name)
+
+
+@_leaf("Square", "Sqrt", "Power")
+def _power(ctx, m, path, nn, x):
+    if nn == "Square":
+        pw = 2.0
+    elif nn == "Sqrt":  # THNN's CPU Sqrt ignores its eps field (only the old nn / cunn add it)
+        pw = 0.5
+    else:
+        pw = _num(ctx, m, path, "pow", 1.0)
+    return ctx.emit(ctx.name("Power"), "power", [x], {"power": pw, "scale": 1.0, "shift": 0.0},
+                    path=path, cls=m.class_name)
+
+
+@_leaf("SpatialCrossMapLRN")
+def _lrn(ctx, m, path, nn, x):
+    size = _int(ctx, m, path, "size", lo=1)
+    if size % 2 == 0:
+        raise ctx.err(path, f"SpatialCrossMapLRN size {size}", expected="an odd size")
+    attrs = {"size": size, "alpha": _num(ctx, m, path, "alpha", 1e-4), "beta": _num(ctx, m, path, "beta", 0.75),
+             "k": _num(ctx, m, path, "k", 1.0), "region": "across"}
+    return ctx.emit(ctx.name("LRN"), "lrn", [x], attrs, path=path, cls=m.class_name)
+
+
+@_leaf("ShaveImage")
+def _shave(ctx, m, path, nn, x):
+    return ctx.emit(ctx.name("Slice"), "torch_shave", [x], {"size": _int(ctx, m, path, "size", lo=0)},
+                    path=path, cls=m.class_name)
+
+
+# ---- containers ----------------------------------------------------------------------------------
+_CONTAINERS = ("Sequential", "Concat", "DepthConcat", "ConcatTable", "ParallelTable", "Parallel",
+               "CAddTable", "JoinTable")
+SUPPORTED_MODULES: frozenset[str] = frozenset(_LEAVES) | frozenset(_CONTAINERS)
+
+
+def _module(ctx: _Ctx, m: TorchObject, value: Value, path: str, depth: int) -> Value:
+    if depth > MAX_MODULE_DEPTH:
+        raise ctx.err(path, f"modules nested deeper than {MAX_MODULE_DEPTH} levels")
+    if id(m) in ctx.active:
+        raise ctx.err(path, f"{m.class_name} contains itself (cyclic module reference)",
+                      expected="a module tree without cycles")
+    ctx.active.add(id(m))
+    try:
+        return _module_body(ctx, m, value, path, depth)
+    finally:
+        ctx.active.discard(id(m))
+
+
+def _module_body(ctx: _Ctx, m: TorchObject, value: Value, path: str, depth: int) -> Value:
+    nn = _nn_name(m.class_name)
+    if nn is None or (nn not in _LEAVES and nn not in _CONTAINERS):
+        raise UnsupportedLayerError(path or "(root)", m.class_name,
+                                    sorted(f"nn.{n}" for n in SUPPORTED_MODULES), file=ctx.source)
+    if not isinstance(m.fields, LuaTable):
+        raise ctx.err(path, f"{m.class_name} fields are a {type(m.fields).__name__}", expected="a table")
+    if nn in _LEAVES:
+        return _LEAVES[nn](ctx, m, path, nn, _one(ctx, value, m, path))
+    kids = _children(ctx, m, path)
+    if nn == "Sequential":
+        for cp, c in kids:
+            value = _module(ctx, c, value, cp, depth + 1)
+        return value
+    if nn == "ConcatTable":
+        ctx.counter += 1  # cv2 skips a number for the split layer it no longer creates
+        return [_module(ctx, c, value, cp, depth + 1) for cp, c in kids]
+    if nn == "ParallelTable":
+        items = _table(ctx, value, m, path)
+        if len(items) < len(kids):
+            raise ctx.err(path, f"ParallelTable of {len(kids)} modules receives a table of {len(items)}")
+        return [_module(ctx, c, v, cp, depth + 1) for (cp, c), v in zip(kids, items)]
+    if nn in ("Concat", "DepthConcat"):
+        x = _one(ctx, value, m, path)
+        outs = [_one(ctx, _module(ctx, c, x, cp, depth + 1), c, cp) for cp, c in kids]
+        if not outs:
+            raise ctx.err(path, f"empty {m.class_name}", expected="at least one module")
+        if nn == "Concat":
+            ctx.counter += 1  # cv2's skipped split layer
+        axis = _int(ctx, m, path, "dimension") - 1
+        op = "concat" if nn == "Concat" else "depth_concat"
+        return ctx.emit(ctx.name("torchMerge"), op, outs, {"axis": axis}, path=path, cls=m.class_name)
+    if nn == "Parallel":
+        x = _one(ctx, value, m, path)
+        n = len(kids)
+        if n == 0:
+            raise ctx.err(path, "empty Parallel", expected="at least one module")
+        in_axis = _int(ctx, m, path, "inputDimension", lo=1) - 1
+        out_axis = _int(ctx, m, path, "outputDimension", lo=1) - 1
+        split = ctx.emit(ctx.name("torchSplit"), "slice", [x], {"axis": in_axis, "points": tuple(range(1, n))},
+                         path=path, cls=m.class_name, n_out=n) if n > 1 else None
+        pieces = [output_name(split, i) for i in range(n)] if split else [x]
+        sel = ctx.emit(ctx.name("torchReshape"), "torch_select", pieces, {"axis": in_axis}, path=path,
+                       cls=m.class_name, n_out=n)
+        outs = [_one(ctx, _module(ctx, c, output_name(sel, i), cp, depth + 1), c, cp)
+                for i, (cp, c) in enumerate(kids)]
+        return ctx.emit(ctx.name("torchMerge"), "concat", outs, {"axis": out_axis}, path=path,
+                        cls=m.class_name)
+    if nn == "CAddTable":
+        items = _flat_tensors(ctx, _table(ctx, value, m, path), m, path)
+        if len(items) == 1:
+            return ctx.emit(ctx.name("torchCAddTable"), "identity", items, path=path, cls=m.class_name)
+        return ctx.emit(ctx.name("torchCAddTable"), "eltwise", items, {"operation": "sum"}, path=path,
+                        cls=m.class_name)
+    # JoinTable
+    items = _flat_tensors(ctx, _table(ctx, value, m, path), m, path)
+    dim = _int(ctx, m, path, "dimension")
+    nid = m.get("nInputDims")
+    if dim < 0:
+        axis = dim
+    elif nid is not None and ctx.quirks != "cv2":
+        axis = dim  # Torch: +1 for the batch dimension of (nInputDims + 1)-D inputs; refnet is batched
+    else:
+        axis = dim - 1
+    return ctx.emit(ctx.name("torchMerge"), "concat", items, {"axis": axis}, path=path, cls=m.class_name)
+
+
+# ---- entry point ---------------------------------------------------------------------------------
+def _find_roots(obj: Any, path: str, out: list, seen: set[int], depth: int = 0) -> None:
+    """nn modules reachable from the top object through plain tables (checkpoints), file order."""
+    if depth > 50 or id(obj) in seen:
+        return
+    seen.add(id(obj))
+    if isinstance(obj, TorchObject) and _nn_name(obj.class_name) is not None:
+        out.append((path, obj))
+    elif isinstance(obj, LuaTable):
+        for k, v in obj.items():
+            _find_roots(v, f"{path}[{k!r}]" if path else str(k), out, seen, depth + 1)
+
+
+def _prescan(ctx: _Ctx, root: TorchObject) -> None:
+    """Mark the max pooling modules whose indices a SpatialMaxUnpooling reads."""
+    stack: list[tuple[Any, int]] = [(root, 0)]
+    seen: set[int] = set()
+    while stack:
+        m, d = stack.pop()
+        if not isinstance(m, TorchObject) or id(m) in seen or d > MAX_MODULE_DEPTH:
+            continue
+        seen.add(id(m))
+        if _nn_name(m.class_name) == "SpatialMaxUnpooling":
+            pool = m.get("pooling")
+            if isinstance(pool, TorchObject):
+                ctx.pool_wanted.add(id(pool))
+            ind = m.get("indices")
+            if isinstance(ind, T7Tensor):
+                ctx.pool_wanted_idx.add(ind.index)
+        mods = m.get("modules")
+        if isinstance(mods, LuaTable):
+            stack.extend((c, d + 1) for c in mods.array_part())
+
+
+def read_torch(path: str | os.PathLike | None, *, quirks: str = "none", long_size: int | None = None,
+               data: bytes | None = None) -> Graph:
+    """Read a Torch7 model (binary or ASCII ``torch.save`` file of nn modules) into a Graph.
+
+    ``long_size``: None = 8-byte longs with a fallback to 4 when sizes come out absurd, or 8/4.
+    ``data``: the file's bytes (then ``path`` only names the source in messages). ``quirks``:
+    "none" = Torch7 semantics, "cv2" = what cv2.dnn.readNetFromTorch computes.
+    """
+    if quirks not in ("none", "cv2"):
+        raise ValueError(f"quirks must be 'none' or 'cv2', got {quirks!r}")
+    source = str(path) if path is not None else "<bytes>"
+    if data is None:
+        if path is None:
+            raise TypeError("read_torch needs a path or data=")
+        try:
+            data = Path(path).read_bytes()
+        except OSError as e:
+            raise ModelFormatError(f"cannot read the file: {e.strerror or e}", file=source) from e
+    obj = read_t7(data, source=source, long_size=long_size)
+    roots: list[tuple[str, TorchObject]] = []
+    _find_roots(obj, "", roots, set())
+    if not roots:
+        raise ModelFormatError(f"no nn module in the file (top object is a {type(obj).__name__})",
+                               file=source, expected="a torch.save'd nn module or a table holding one")
+    ctx = _Ctx(source, quirks)
+    value: Value = INPUT_NAME
+    for _, r in roots:
+        _prescan(ctx, r)
+    for rpath, r in roots:
+        value = _module(ctx, r, value, rpath, 0)
+    if not ctx.nodes:
+        ctx.emit("l1_Identity", "identity", [INPUT_NAME], path="", cls="(empty model)")
+    meta = {"module_paths": dict(ctx.paths), "torch_classes": dict(ctx.classes), "quirks": quirks,
+            "encoding": detect_encoding(data)}
+    return Graph(tuple(ctx.nodes), (INPUT_NAME,), {INPUT_NAME: None}, framework="torch", source=source,
+                 meta=meta)
