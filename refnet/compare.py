@@ -128,7 +128,12 @@ def cv2_net_for(net: Net):
             raise ValueError("cv2.dnn needs a .prototxt; this model was loaded from a caffemodel alone")
         return cv2.dnn.readNetFromCaffe(str(proto), str(model) if model else None)
     if kind == "torch":
-        return cv2.dnn.readNetFromTorch(str(paths[0]))
+        binary = net.graph.meta.get("encoding", "binary") != "ascii"
+        try:
+            return cv2.dnn.readNetFromTorch(str(paths[0]), binary)
+        except cv2.error as e:
+            raise ValueError(f"cv2.dnn cannot read {paths[0]} ({str(e).strip().splitlines()[-1]}); refnet can, but "
+                             "there is nothing to compare with (for GPU-saved files, compare the CPU copy)") from e
     if kind == "darknet":
         cfg, weights = paths
         return cv2.dnn.readNetFromDarknet(str(cfg), str(weights) if weights else None)
