@@ -1,0 +1,957 @@
+"""Caffe importer: deploy ``.prototxt`` (text) + ``.caffemodel`` (wire format) -> refnet Graph.
+
+Reads what cv2.dnn 4.x reads: V2 ``layer`` and legacy V1 ``layers`` (enum types, V1 extras
+such as ``blobs_lr`` ignored), inputs from ``input`` + ``input_shape``/``input_dim`` or
+``Input`` layers, BlobProto data as float ``data``, ``double_data`` or OpenCV/NVIDIA fp16
+``raw_data``, with ``shape`` or legacy num/channels/height/width. Weights are matched to
+layers by name as cv2 does (the first binary layer of that name that still has blobs), and
+a caffemodel that carries its layer definitions loads without a prototxt. Layer names and
+order are cv2's (duplicates become ``name_1``, ``name_2``, ...; cv2 4.x names a Convolution
+layer after its first top); an in-place layer (``top == bottom``) gets its own tensor, so
+every layer stays addressable by its name.
+
+Semantics are Caffe's; ``quirks="cv2"`` reproduces where cv2.dnn deviates (listed in
+:data:`CV2_QUIRKS` and recorded per layer in ``graph.meta["quirks"]``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from refnet.errors import ModelFormatError, UnsupportedLayerError
+from refnet.graph import Graph, Node, output_name
+from refnet.weights_import.caffe_schema import MESSAGES
+from refnet.weights_import.protobuf import Message, Reader, decode_message
+from refnet.weights_import.prototxt import parse_message
+
+__all__ = ["read_caffe", "SUPPORTED_TYPES", "CV2_QUIRKS", "parse_net_text", "parse_net_binary"]
+
+CV2_QUIRKS = {
+    "lrn_k": "LRN: cv2 ignores Caffe's k and uses 1",
+    "corner_size": "DetectionOutput code_type CORNER_SIZE: cv2 decodes it as CORNER (its "
+                   "prototxt parser even rejects the value; it arrives through cv2's "
+                   "unknown-field fallback)",
+    "concat_dim": "Concat concat_dim: cv2 ignores it (uses axis, default 1)",
+    "slice_dim": "Slice slice_dim: cv2 ignores it (uses axis, default 1)",
+    "mvn_eps": "MVN: cv2 divides by sqrt(var + eps), Caffe by (std + eps)",
+    "bn_batch_stats": "BatchNorm use_global_stats=false: cv2 runs MVN with sqrt(var + eps) and "
+                      "then BatchNorm(mean 0, var 1), i.e. an extra 1/sqrt(1 + eps)",
+    "ip_transpose": "InnerProduct transpose: cv2 ignores it (reads the (K, N) blob as (N, K))",
+    "scale2_bias": "Scale with a second bottom and bias_term: cv2 ignores the second bottom "
+                   "(y = x + bias)",
+    "log_params": "Log: cv2 ignores base, scale and shift (computes ln x)",
+    "prior_img_size": "PriorBox img_size/img_h/img_w: cv2 ignores them (uses the image input's "
+                      "size)",
+}
+
+_V1_TYPE_NAMES = {
+    "ABSVAL": "AbsVal", "ACCURACY": "Accuracy", "ARGMAX": "ArgMax", "BNLL": "BNLL",
+    "CONCAT": "Concat", "CONTRASTIVE_LOSS": "ContrastiveLoss", "CONVOLUTION": "Convolution",
+    "DATA": "Data", "DECONVOLUTION": "Deconvolution", "DROPOUT": "Dropout",
+    "DUMMY_DATA": "DummyData", "EUCLIDEAN_LOSS": "EuclideanLoss", "ELTWISE": "Eltwise",
+    "EXP": "Exp", "FLATTEN": "Flatten", "HDF5_DATA": "HDF5Data", "HDF5_OUTPUT": "HDF5Output",
+    "HINGE_LOSS": "HingeLoss", "IM2COL": "Im2col", "IMAGE_DATA": "ImageData",
+    "INFOGAIN_LOSS": "InfogainLoss", "INNER_PRODUCT": "InnerProduct", "LRN": "LRN",
+    "MEMORY_DATA": "MemoryData", "MULTINOMIAL_LOGISTIC_LOSS": "MultinomialLogisticLoss",
+    "MVN": "MVN", "POOLING": "Pooling", "POWER": "Power", "RELU": "ReLU", "SIGMOID": "Sigmoid",
+    "SIGMOID_CROSS_ENTROPY_LOSS": "SigmoidCrossEntropyLoss", "SILENCE": "Silence",
+    "SOFTMAX": "Softmax", "SOFTMAX_LOSS": "SoftmaxWithLoss", "SPLIT": "Split", "SLICE": "Slice",
+    "TANH": "TanH", "WINDOW_DATA": "WindowData", "THRESHOLD": "Threshold", "NONE": "",
+}
+
+
+# ---- reading the two files --------------------------------------------------------------------
+def parse_net_text(data: str | bytes, *, file: str = "<prototxt>") -> Message:
+    """Parse a text prototxt into a NetParameter message."""
+    return parse_message(data, MESSAGES["NetParameter"], file=file)
+
+
+def parse_net_binary(data: bytes | bytearray | memoryview, *, file: str = "<caffemodel>",
+                     weights_only: bool = False) -> Message:
+    """Decode a binary caffemodel (NetParameter, wire format); ``weights_only`` decodes just
+    the layers' names, types and blobs and skips the rest."""
+    return decode_message(Reader(data, file=file),
+                          MESSAGES["NetWeights" if weights_only else "NetParameter"])
+
+
+@dataclass
+class _Layer:
+    """A layer definition normalised over V1/V2: the V2 type name and the raw message."""
+
+    name: str
+    type: str
+    bottom: list[str]
+    top: list[str]
+    msg: Message
+    blobs: list[Message]
+
+    def param(self, name: str) -> Message:
+        """The ``<name>`` parameter message, or an empty one (all defaults) when absent."""
+        f = self.msg.type.by_name.get(name)
+        if f is not None and self.msg.has(name):
+            return self.msg.get(name)
+        ssd = name + "_ssd"
+        if ssd in self.msg.type.by_name and self.msg.has(ssd):
+            return self.msg.get(ssd)  # a binary file written by the SSD fork
+        ref = (f or MESSAGES["LayerParameter"].by_name[name]).ref
+        return Message(MESSAGES[ref], self.msg.where, self.msg.file)  # type: ignore[index]
+
+    def has_param(self, name: str) -> bool:
+        return name in self.msg.type.by_name and self.msg.has(name)
+
+    def error(self, message: str, fld: str | None = None, expected: str | None = None
+              ) -> ModelFormatError:
+        return self.msg.error(message, fld, expected=expected, layer=self.name)
+
+
+def _layers_of(net: Message) -> list[_Layer]:
+    v2 = net.values.get("layer", [])
+    v1 = net.values.get("layers", [])
+    if v2 and v1:
+        raise net.error("the net mixes V2 'layer' and V1 'layers' definitions", "layers",
+                        expected="only one of the two")
+    out: list[_Layer] = []
+    for m in v2:
+        vals = m.values
+        out.append(_Layer(m.get("name"), m.get("type"), list(vals.get("bottom", ())),
+                          list(vals.get("top", ())), m, list(vals.get("blobs", ()))))
+    for m in v1:
+        vals = m.values
+        if "layer" in vals:
+            raise m.error("V0 (pre-2014) layer definitions are not supported; upgrade the net "
+                          "with Caffe's upgrade_net_proto_text", "layer")
+        out.append(_Layer(m.get("name"), _V1_TYPE_NAMES[m.get("type")],
+                          list(vals.get("bottom", ())), list(vals.get("top", ())), m,
+                          list(vals.get("blobs", ()))))
+    return out
+
+
+# ---- blobs ---------------------------------------------------------------------------------------
+def blob_array(b: Message, layer: str) -> np.ndarray:
+    """A BlobProto as an array of its own dtype (float32 data/raw, float64 double_data).
+
+    Shape: legacy num/channels/height/width when any is present, else ``shape``, else a
+    scalar (shape (1,)), as Caffe and cv2 do. The element count is checked against the shape.
+    """
+    vals = b.values
+    if "num" in vals or "channels" in vals or "height" in vals or "width" in vals:
+        shape = tuple(int(b.get(k)) for k in ("num", "channels", "height", "width"))
+    elif "shape" in vals:
+        shape = tuple(int(d) for d in vals["shape"].get("dim"))
+    else:
+        shape = (1,)
+    if shape and min(shape) < 0:
+        raise b.error(f"blob has a negative dimension {shape}", layer=layer)
+    count = math.prod(shape)
+    if b.has("data"):
+        data = vals["data"]
+    elif b.has("double_data"):
+        data = vals["double_data"]
+    elif b.has("raw_data"):
+        raw = b.get("raw_data")
+        kind = b.get("raw_data_type")
+        dtypes = {"FLOAT16": "<f2", "FLOAT": "<f4", "DOUBLE": "<f8"}
+        if kind not in dtypes:
+            raise b.error(f"raw_data of type {kind} is not supported", "raw_data_type",
+                          expected="FLOAT16, FLOAT or DOUBLE", layer=layer)
+        dt = np.dtype(dtypes[kind])
+        if len(raw) != count * dt.itemsize:
+            raise b.error(f"raw_data holds {len(raw)} bytes but shape {shape} needs "
+                          f"{count} x {dt.itemsize}", "raw_data", layer=layer)
+        data = np.frombuffer(raw, dt)
+    else:
+        data = np.empty(0, np.float32)
+    if data.size != count:
+        raise b.error(f"blob shape {shape} needs {count} values but the blob holds {data.size}",
+                      layer=layer, expected=f"{count} values")
+    native = np.float64 if data.dtype.itemsize == 8 else np.float32
+    return np.array(data, dtype=native).reshape(shape)  # copy: native byte order, writable
+
+
+# ---- helpers for layer parameters -------------------------------------------------------------
+def _hw(L: _Layer, p: Message, name: str, default: int | None) -> tuple[int, int]:
+    """Caffe's ``<name>_h``/``<name>_w`` or ``<name>`` (1 value, or 2 for (h, w)).
+
+    ``default`` is used when neither is given (None: the parameter is required). The
+    ``_h``/``_w`` pair falls back on the schema default of each half (pad: 0; kernel and
+    stride have none, so both halves must then be given, as Caffe checks).
+    """
+    hn, wn = (f"{name}_h", f"{name}_w") if name != "kernel_size" else ("kernel_h", "kernel_w")
+    if p.has(hn) or p.has(wn):
+        if p.has(name):
+            raise L.error(f"either {name} or {hn}/{wn} may be given, not both", name)
+        h, w = p.get(hn), p.get(wn)
+        if h is None or w is None:
+            raise L.error(f"{hn} and {wn} must be given together", hn if p.has(hn) else wn)
+        return int(h), int(w)
+    if not p.has(name):
+        if default is None:
+            raise L.error(f"{name} is required", name)
+        return default, default
+    v = p.get(name)
+    vals = list(v) if isinstance(v, list) else [v]
+    if len(vals) == 1:
+        return int(vals[0]), int(vals[0])
+    if len(vals) == 2:
+        return int(vals[0]), int(vals[1])
+    raise L.error(f"{name} has {len(vals)} values; only 2-D (1 or 2 values) is supported", name,
+                  expected="1 or 2 values")
+
+
+def _floats(v: Any) -> tuple[float, ...]:
+    return tuple(float(x) for x in np.asarray(v, np.float64).reshape(-1))
+
+
+@dataclass
+class _Build:
+    """What a layer builder returns: the node's op, attrs, params and extra graph inputs."""
+
+    op: str
+    attrs: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, np.ndarray] = field(default_factory=dict)
+    n_inputs: int | None = None  # keep only the first n bottoms (None: all)
+
+
+class _Ctx:
+    """Per-layer view handed to the builders."""
+
+    def __init__(self, L: _Layer, blobs: list[np.ndarray], quirks: str,
+                 quirk_log: list[tuple[str, str]], node_name: str) -> None:
+        self.L = L
+        self.blobs = blobs
+        self.quirks = quirks
+        self.quirk_log = quirk_log
+        self.node_name = node_name
+
+    def quirk(self, key: str) -> bool:
+        """True when quirks="cv2" (and record that the quirk changed this layer)."""
+        if self.quirks == "cv2":
+            self.quirk_log.append((self.node_name, CV2_QUIRKS[key]))
+            return True
+        return False
+
+    def need_blobs(self, lo: int, hi: int, what: str) -> None:
+        n = len(self.blobs)
+        if n == 0 and lo > 0:
+            raise self.L.error(f"{self.L.type} layer has no weights: no blobs of this name in the "
+                               "caffemodel (or no caffemodel given)", expected=what)
+        if not lo <= n <= hi:
+            raise self.L.error(f"{self.L.type} layer has {n} blobs", expected=what)
+
+    def n_bottoms(self, lo: int, hi: int | None = None) -> None:
+        n = len(self.L.bottom)
+        hi = lo if hi is None else hi
+        if not lo <= n <= hi:
+            want = str(lo) if lo == hi else f"{lo} to {hi}" if hi < 99 else f"at least {lo}"
+            raise self.L.error(f"{self.L.type} layer has {n} bottoms", "bottom",
+                               expected=f"{want} bottom(s)")
+
+    def n_tops(self, lo: int, hi: int | None = None) -> None:
+        n = len(self.L.top)
+        hi = lo if hi is None else hi
+        if not lo <= n <= hi:
+            want = str(lo) if lo == hi else f"{lo} to {hi}"
+            raise self.L.error(f"{self.L.type} layer has {n} tops", "top",
+                               expected=f"{want} top(s)")
+
+
+def _shape_mismatch(c: _Ctx, what: str, expected: Any, got: Any) -> ModelFormatError:
+    return c.L.error(f"{what} does not match the layer parameters: expected {expected}, got {got}",
+                     expected=str(expected))
+
+
+# ---- builders: one per Caffe layer type --------------------------------------------------------
+def _conv(c: _Ctx) -> _Build:
+    L = c.L
+    deconv = L.type == "Deconvolution"
+    p = L.param("convolution_param")
+    c.n_bottoms(1)
+    c.n_tops(1)
+    if p.get("axis") != 1:
+        raise L.error("only axis 1 (NCHW) convolutions are supported", "convolution_param")
+    if not p.has("num_output") or p.get("num_output") <= 0:
+        raise L.error("num_output is required and must be positive", "convolution_param")
+    co = int(p.get("num_output"))
+    kh, kw = _hw(L, p, "kernel_size", None)
+    sh, sw = _hw(L, p, "stride", 1)
+    ph, pw = _hw(L, p, "pad", 0)
+    dh, dw = _hw(L, p, "dilation", 1)
+    g = int(p.get("group"))
+    if min(kh, kw, sh, sw, dh, dw, g) <= 0:
+        raise L.error("kernel, stride, dilation and group must be positive", "convolution_param")
+    if co % g:
+        raise L.error(f"num_output {co} is not divisible by group {g}", "convolution_param")
+    bias = bool(p.get("bias_term"))
+    c.need_blobs(2 if bias else 1, 2 if bias else 1,
+                 f"{'2 blobs (weights, bias)' if bias else '1 blob (weights; bias_term: false)'}")
+    w = c.blobs[0]
+    if w.ndim != 4:
+        raise _shape_mismatch(c, "weight blob rank", 4, w.shape)
+    if deconv:
+        if w.shape[1] * g != co or w.shape[2:] != (kh, kw):
+            raise _shape_mismatch(c, "deconvolution weights", f"(C_in, {co // g}, {kh}, {kw})",
+                                  w.shape)
+    elif w.shape[0] != co or w.shape[2:] != (kh, kw):
+        raise _shape_mismatch(c, "convolution weights", f"({co}, C_in/{g}, {kh}, {kw})", w.shape)
+    params = {"weight": w}
+    if bias:
+        if c.blobs[1].size != co:
+            raise _shape_mismatch(c, "bias size", co, c.blobs[1].size)
+        params["bias"] = c.blobs[1].reshape(co)
+    attrs: dict[str, Any] = {"stride": (sh, sw), "pad": (ph, pw, ph, pw), "dilation": (dh, dw),
+                             "groups": g}
+    if deconv:
+        attrs["output_padding"] = (0, 0)
+    return _Build("deconv" if deconv else "conv", attrs, params)
+
+
+def _pooling(c: _Ctx) -> _Build:
+    L = c.L
+    p = L.param("pooling_param")
+    c.n_bottoms(1)
+    method = p.get("pool")
+    if method == "STOCHASTIC":
+        raise UnsupportedLayerError(L.name, "Pooling", SUPPORTED_TYPES, file=L.msg.file,
+                                    detail="pool: STOCHASTIC is not supported (random at "
+                                           "training, weighted mean at test; cv2 lacks it too)")
+    c.n_tops(1, 2 if method == "MAX" else 1)
+    glob = bool(p.get("global_pooling"))
+    if glob:
+        k = (0, 0)
+    else:
+        k = _hw(L, p, "kernel_size", None)
+    s = _hw(L, p, "stride", 1)
+    pad = _hw(L, p, "pad", 0)
+    if not glob:
+        if min(k) <= 0 or min(s) <= 0:
+            raise L.error("kernel and stride must be positive", "pooling_param")
+        if pad[0] >= k[0] or pad[1] >= k[1]:
+            raise L.error(f"pad {pad} must be smaller than the kernel {k} (Caffe rule)",
+                          "pooling_param")
+    if p.has("round_mode"):
+        ceil = p.get("round_mode") == "CEIL"
+    else:
+        ceil = bool(p.get("ceil_mode"))
+    attrs: dict[str, Any] = {"kernel": k, "stride": s, "pad": (pad[0], pad[1], pad[0], pad[1]),
+                             "ceil_mode": ceil, "global_pooling": glob}
+    if method == "AVE":
+        attrs["divisor"] = "padded"
+        return _Build("avg_pool", attrs)
+    return _Build("max_pool", attrs)
+
+
+def _inner_product(c: _Ctx) -> _Build:
+    L = c.L
+    p = L.param("inner_product_param")
+    c.n_bottoms(1)
+    c.n_tops(1)
+    if not p.has("num_output") or p.get("num_output") <= 0:
+        raise L.error("num_output is required and must be positive", "inner_product_param")
+    n = int(p.get("num_output"))
+    bias = bool(p.get("bias_term"))
+    c.need_blobs(2 if bias else 1, 2 if bias else 1,
+                 "2 blobs (weights, bias)" if bias else "1 blob (weights)")
+    w = c.blobs[0]
+    if w.size % n or w.size == 0:
+        raise _shape_mismatch(c, "weight count", f"a multiple of num_output {n}", w.size)
+    k = w.size // n
+    lead = [d for d in w.shape[:-2] if d != 1] if w.ndim > 2 else []
+    if lead or (w.ndim >= 2 and w.shape[-2:] not in ((n, k), (k, n))):
+        raise _shape_mismatch(c, "weight shape", (k, n) if p.get("transpose") else (n, k), w.shape)
+    transpose = bool(p.get("transpose")) and not c.quirk("ip_transpose")
+    weight = w.reshape(k, n).T.copy() if transpose else w.reshape(n, k)
+    params = {"weight": weight}
+    if bias:
+        if c.blobs[1].size != n:
+            raise _shape_mismatch(c, "bias size", n, c.blobs[1].size)
+        params["bias"] = c.blobs[1].reshape(n)
+    return _Build("linear", {"axis": int(p.get("axis"))}, params)
+
+
+def _lrn(c: _Ctx) -> _Build:
+    L = c.L
+    p = L.param("lrn_param")
+    c.n_bottoms(1)
+    c.n_tops(1)
+    size = int(p.get("local_size"))
+    if size <= 0 or size % 2 == 0:
+        raise L.error(f"local_size {size} must be a positive odd number (Caffe rule)", "lrn_param")
+    k = float(p.get("k"))
+    if k != 1.0 and p.get("norm_region") == "ACROSS_CHANNELS" and c.quirk("lrn_k"):
+        k = 1.0
+    region = "across" if p.get("norm_region") == "ACROSS_CHANNELS" else "within"
+    return _Build("lrn", {"size": size, "alpha": float(p.get("alpha")), "beta": float(p.get("beta")),
+                          "k": k, "region": region})
+
+
+def _softmax(c: _Ctx) -> _Build:
+    c.n_bottoms(1)
+    c.n_tops(1)
+    return _Build("softmax", {"axis": int(c.L.param("softmax_param").get("axis"))})
+
+
+def _unary(op: str) -> Callable[[_Ctx], _Build]:
+    def build(c: _Ctx) -> _Build:
+        c.n_bottoms(1)
+        c.n_tops(1)
+        return _Build(op)
+
+    return build
+
+
+def _relu(c: _Ctx) -> _Build:
+    c.n_bottoms(1)
+    c.n_tops(1)
+    return _Build("relu", {"negative_slope": float(c.L.param("relu_param").get("negative_slope"))})
+
+
+def _relu6(c: _Ctx) -> _Build:
+    c.n_bottoms(1)
+    c.n_tops(1)
+    p = c.L.param("relu6_param")
+    return _Build("clip", {"min": float(p.get("min_value")), "max": float(p.get("max_value"))})
+
+
+def _prelu(c: _Ctx) -> _Build:
+    c.n_bottoms(1)
+    c.n_tops(1)
+    c.need_blobs(1, 1, "1 blob (slopes)")
+    slope = c.blobs[0].reshape(-1)
+    if c.L.param("prelu_param").get("channel_shared") and slope.size != 1:
+        raise _shape_mismatch(c, "slope count (channel_shared)", 1, slope.size)
+    return _Build("prelu", params={"slope": slope})
+
+
+def _elu(c: _Ctx) -> _Build:
+    c.n_bottoms(1)
+    c.n_tops(1)
+    return _Build("elu", {"alpha": float(c.L.param("elu_param").get("alpha"))})
+
+
+def _pss(op: str, param: str, first: str) -> Callable[[_Ctx], _Build]:
+    def build(c: _Ctx) -> _Build:
+        c.n_bottoms(1)
+        c.n_tops(1)
+        p = c.L.param(param)
+        base = float(p.get(first))
+        if op != "power" and base != -1.0 and base <= 0:
+            raise c.L.error(f"base {base} must be positive or -1 (e)", param)
+        attrs = {first: base, "scale": float(p.get("scale")), "shift": float(p.get("shift"))}
+        if op == "log" and attrs != {"base": -1.0, "scale": 1.0, "shift": 0.0} and \
+                c.quirk("log_params"):
+            attrs = {"base": -1.0, "scale": 1.0, "shift": 0.0}
+        return _Build(op, attrs)
+
+    return build
+
+
+def _batch_norm_params(c: _Ctx) -> tuple[np.ndarray, np.ndarray]:
+    c.need_blobs(2, 3, "3 blobs (mean, variance, scale factor)")
+    mean, var = c.blobs[0].reshape(-1), c.blobs[1].reshape(-1)
+    if mean.size != var.size:
+        raise _shape_mismatch(c, "variance size", mean.size, var.size)
+    factor = 1.0
+    if len(c.blobs) > 2:
+        if c.blobs[2].size != 1:
+            raise _shape_mismatch(c, "scale factor blob size", 1, c.blobs[2].size)
+        sf = float(c.blobs[2].reshape(-1)[0])
+        factor = 0.0 if sf == 0 else 1.0 / sf  # Caffe: a zero factor zeroes mean and variance
+    return (mean.astype(np.float64) * factor, var.astype(np.float64) * factor)
+
+
+def _batch_norm(c: _Ctx) -> _Build:
+    c.n_bottoms(1)
+    c.n_tops(1)
+    p = c.L.param("batch_norm_param")
+    if p.get("scale_bias"):
+        raise UnsupportedLayerError(c.L.name, "BatchNorm", SUPPORTED_TYPES, file=c.L.msg.file,
+                                    detail="scale_bias (NVIDIA Caffe) is not supported")
+    mean, var = _batch_norm_params(c)
+    return _Build("batch_norm", {"eps": float(p.get("eps"))}, {"mean": mean, "var": var})
+
+
+def _scale_or_bias(c: _Ctx) -> _Build:
+    L = c.L
+    is_scale = L.type == "Scale"
+    p = L.param("scale_param" if is_scale else "bias_param")
+    c.n_bottoms(1, 2)
+    c.n_tops(1)
+    axis = int(p.get("axis"))
+    attrs = {"axis": axis}
+    two = len(L.bottom) == 2
+    has_bias = bool(p.get("bias_term")) if is_scale else not two
+    n_learned = (0 if two else 1) + (1 if (is_scale and has_bias) else 0)
+    if not is_scale:
+        n_learned = 0 if two else 1
+    c.need_blobs(n_learned, n_learned, f"{n_learned} blob(s)")
+    params: dict[str, np.ndarray] = {}
+    blobs = list(c.blobs)
+    if not two:
+        first = blobs.pop(0)
+        num_axes = int(p.get("num_axes"))
+        if num_axes >= 0 and first.ndim != num_axes and not (num_axes == 0 and first.size == 1):
+            raise _shape_mismatch(c, f"{'scale' if is_scale else 'bias'} blob rank (num_axes)",
+                                  num_axes, first.shape)
+        if num_axes == 0:
+            first = first.reshape(())
+        params["weight" if is_scale else "bias"] = first
+    if blobs:
+        b = blobs.pop(0)
+        if "weight" in params and b.size != params["weight"].size:
+            raise _shape_mismatch(c, "bias size", params["weight"].size, b.size)
+        params["bias"] = b.reshape(params["weight"].shape) if "weight" in params else b
+        if two and c.quirk("scale2_bias"):
+            return _Build("bias", attrs, params, n_inputs=1)  # the second bottom is dropped
+    return _Build("scale" if is_scale else "bias", attrs, params)
+
+
+def _eltwise(c: _Ctx) -> _Build:
+    L = c.L
+    p = L.param("eltwise_param")
+    c.n_bottoms(2, 999)
+    c.n_tops(1)
+    op = p.get("operation").lower()
+    coeffs = _floats(p.get("coeff"))
+    if coeffs and op != "sum":
+        raise L.error("coeff is only allowed with operation SUM", "eltwise_param")
+    if coeffs and len(coeffs) != len(L.bottom):
+        raise L.error(f"{len(coeffs)} coefficients for {len(L.bottom)} bottoms", "eltwise_param",
+                      expected="one coeff per bottom")
+    return _Build("eltwise", {"operation": op, "coeffs": coeffs or None})
+
+
+def _concat(c: _Ctx) -> _Build:
+    L = c.L
+    p = L.param("concat_param")
+    c.n_bottoms(1, 999)
+    c.n_tops(1)
+    if p.has("concat_dim") and p.has("axis"):
+        raise L.error("either axis or concat_dim may be given, not both", "concat_param")
+    axis = int(p.get("axis"))
+    if p.has("concat_dim") and not c.quirk("concat_dim"):
+        axis = int(p.get("concat_dim"))
+    return _Build("concat", {"axis": axis})
+
+
+def _slice(c: _Ctx) -> _Build:
+    L = c.L
+    p = L.param("slice_param")
+    c.n_bottoms(1)
+    c.n_tops(1, 999)
+    if p.has("slice_dim") and p.has("axis"):
+        raise L.error("either axis or slice_dim may be given, not both", "slice_param")
+    axis = int(p.get("axis"))
+    if p.has("slice_dim") and not c.quirk("slice_dim"):
+        axis = int(p.get("slice_dim"))
+    points = tuple(int(v) for v in p.get("slice_point"))
+    if points and len(points) != len(L.top) - 1:
+        raise L.error(f"{len(points)} slice points for {len(L.top)} tops", "slice_param",
+                      expected=f"{len(L.top) - 1} slice_point values")
+    return _Build("slice", {"axis": axis, "points": points})
+
+
+def _split(c: _Ctx) -> _Build:
+    c.n_bottoms(1)
+    c.n_tops(1, 999)
+    return _Build("split")
+
+
+def _reshape(c: _Ctx) -> _Build:
+    L = c.L
+    p = L.param("reshape_param")
+    c.n_bottoms(1)
+    c.n_tops(1)
+    dims = tuple(int(d) for d in p.get("shape").get("dim")) if p.has("shape") else ()
+    if sum(d == -1 for d in dims) > 1 or any(d < -1 for d in dims):
+        raise L.error(f"reshape dims {dims}: at most one -1 and no other negative value",
+                      "reshape_param")
+    return _Build("reshape", {"shape": dims, "axis": int(p.get("axis")),
+                              "num_axes": int(p.get("num_axes"))})
+
+
+def _flatten(c: _Ctx) -> _Build:
+    c.n_bottoms(1)
+    c.n_tops(1)
+    p = c.L.param("flatten_param")
+    return _Build("flatten", {"axis": int(p.get("axis")), "end_axis": int(p.get("end_axis"))})
+
+
+def _permute(c: _Ctx) -> _Build:
+    c.n_bottoms(1)
+    c.n_tops(1)
+    order = tuple(int(v) for v in c.L.param("permute_param").get("order"))
+    if len(set(order)) != len(order):
+        raise c.L.error(f"permute order {order} repeats an axis", "permute_param")
+    return _Build("permute", {"order": order})
+
+
+def _crop(c: _Ctx) -> _Build:
+    c.n_bottoms(2)
+    c.n_tops(1)
+    p = c.L.param("crop_param")
+    return _Build("crop", {"axis": int(p.get("axis")),
+                           "offset": tuple(int(v) for v in p.get("offset"))})
+
+
+def _dropout(c: _Ctx) -> _Build:
+    c.n_bottoms(1)
+    c.n_tops(1)
+    p = c.L.param("dropout_param")
+    if not p.get("scale_train"):  # Faster-RCNN Caffe: scale at test time instead
+        return _Build("power", {"power": 1.0, "scale": 1.0 - float(p.get("dropout_ratio")),
+                                "shift": 0.0})
+    return _Build("identity")
+
+
+def _silence(c: _Ctx) -> _Build:
+    c.n_bottoms(1, 999)
+    c.n_tops(0, 0)
+    return _Build("identity")
+
+
+def _normalize(c: _Ctx) -> _Build:
+    c.n_bottoms(1)
+    c.n_tops(1)
+    p = c.L.param("norm_param")
+    c.need_blobs(0, 1, "1 blob (scale)")
+    params = {}
+    if c.blobs:
+        s = c.blobs[0].reshape(-1)
+        if p.get("channel_shared") and s.size != 1:
+            raise _shape_mismatch(c, "scale count (channel_shared)", 1, s.size)
+        params["scale"] = s
+    return _Build("normalize", {"across_spatial": bool(p.get("across_spatial")),
+                                "channel_shared": bool(p.get("channel_shared")),
+                                "eps": float(p.get("eps"))}, params)
+
+
+def _prior_box(c: _Ctx) -> _Build:
+    L = c.L
+    p = L.param("prior_box_param")
+    c.n_bottoms(2)
+    c.n_tops(1)
+    mins = _floats(p.get("min_size"))
+    maxs = _floats(p.get("max_size"))
+    widths = _floats(p.get("width"))
+    heights = _floats(p.get("height"))
+    if not mins and not widths:
+        raise L.error("min_size (or width/height) is required", "prior_box_param")
+    if maxs and len(maxs) != len(mins):
+        raise L.error(f"{len(maxs)} max_size for {len(mins)} min_size", "prior_box_param")
+    if any(mx <= mn for mn, mx in zip(mins, maxs)):
+        raise L.error("max_size must be larger than min_size", "prior_box_param")
+    if len(widths) != len(heights):
+        raise L.error("width and height need the same number of values", "prior_box_param")
+    variance = _floats(p.get("variance")) or (0.1,)
+    if len(variance) not in (1, 4):
+        raise L.error(f"{len(variance)} variance values", "prior_box_param", expected="1 or 4")
+    if p.has("step_h") or p.has("step_w"):
+        step = (float(p.get("step_h") or 0.0), float(p.get("step_w") or 0.0))
+    else:
+        step = (float(p.get("step") or 0.0),) * 2
+    if p.has("img_h") or p.has("img_w"):
+        img = (int(p.get("img_h") or 0), int(p.get("img_w") or 0))
+    else:
+        img = (int(p.get("img_size") or 0),) * 2
+    if img != (0, 0) and c.quirk("prior_img_size"):
+        img = (0, 0)
+    attrs: dict[str, Any] = {
+        "min_sizes": mins, "max_sizes": maxs, "aspect_ratios": _floats(p.get("aspect_ratio")),
+        "flip": bool(p.get("flip")), "clip": bool(p.get("clip")), "variance": variance,
+        "step": step, "offset": float(p.get("offset")), "img_size": img,
+    }
+    if widths:
+        attrs["widths"], attrs["heights"] = widths, heights
+    if p.has("offset_h") or p.has("offset_w"):
+        raise UnsupportedLayerError(L.name, "PriorBox", SUPPORTED_TYPES, file=L.msg.file,
+                                    detail="offset_h/offset_w lists are not supported")
+    return _Build("prior_box", attrs)
+
+
+def _detection_output(c: _Ctx) -> _Build:
+    L = c.L
+    p = L.param("detection_output_param")
+    c.n_bottoms(3, 4)
+    c.n_tops(1)
+    if not p.has("num_classes"):
+        raise L.error("num_classes is required", "detection_output_param")
+    nms = p.get("nms_param") if p.has("nms_param") else None
+    code = p.get("code_type")
+    if code == "CORNER_SIZE" and c.quirk("corner_size"):
+        code = "CORNER"
+    attrs = {
+        "num_classes": int(p.get("num_classes")),
+        "share_location": bool(p.get("share_location")),
+        "background_label_id": int(p.get("background_label_id")),
+        "nms_threshold": float(nms.get("nms_threshold")) if nms else 0.3,
+        "top_k": int(nms.get("top_k")) if nms is not None and nms.has("top_k") else -1,
+        "eta": float(nms.get("eta")) if nms else 1.0,
+        "keep_top_k": int(p.get("keep_top_k")),
+        "confidence_threshold": (float(p.get("confidence_threshold"))
+                                 if p.has("confidence_threshold") else -float(np.finfo(np.float32).max)),
+        "code_type": code,
+        "variance_encoded_in_target": bool(p.get("variance_encoded_in_target")),
+        "clip": bool(p.get("clip")),
+        "normalized": bool(p.get("normalized_bbox")),
+    }
+    return _Build("detection_output", attrs)
+
+
+def _interp(c: _Ctx) -> _Build:
+    L = c.L
+    p = L.param("interp_param")
+    c.n_bottoms(1, 2)
+    c.n_tops(1)
+    if p.get("pad_beg") > 0 or p.get("pad_end") > 0:
+        raise L.error("Interp supports only non-positive pad_beg/pad_end (cropping)", "interp_param")
+    if p.get("zoom_factor") < 1 or p.get("shrink_factor") < 1:
+        raise L.error("zoom_factor and shrink_factor must be >= 1", "interp_param")
+    if len(L.bottom) == 1 and not any(p.has(k) for k in ("zoom_factor", "shrink_factor",
+                                                         "height", "width")):
+        raise L.error("Interp needs zoom_factor, shrink_factor, height/width or a second bottom",
+                      "interp_param")
+    return _Build("resize", {"mode": "bilinear", "align_corners": True,
+                             "zoom": int(p.get("zoom_factor")), "shrink": int(p.get("shrink_factor")),
+                             "height": int(p.get("height")), "width": int(p.get("width")),
+                             "pad_beg": int(p.get("pad_beg")), "pad_end": int(p.get("pad_end"))})
+
+
+def _shuffle_channel(c: _Ctx) -> _Build:
+    c.n_bottoms(1)
+    c.n_tops(1)
+    g = int(c.L.param("shuffle_channel_param").get("group"))
+    if g <= 0:
+        raise c.L.error("group must be positive", "shuffle_channel_param")
+    return _Build("shuffle_channel", {"group": g})
+
+
+def _mvn(c: _Ctx) -> _Build:
+    c.n_bottoms(1)
+    c.n_tops(1)
+    p = c.L.param("mvn_param")
+    attrs = {"normalize_variance": bool(p.get("normalize_variance")),
+             "across_channels": bool(p.get("across_channels")), "eps": float(p.get("eps"))}
+    if attrs["normalize_variance"] and c.quirk("mvn_eps"):
+        return _Build("mvn_cv2", attrs)
+    return _Build("mvn", attrs)
+
+
+_BUILDERS: dict[str, Callable[[_Ctx], _Build]] = {
+    "Convolution": _conv, "ConvolutionDepthwise": _conv, "Deconvolution": _conv,
+    "Pooling": _pooling, "LRN": _lrn, "InnerProduct": _inner_product,
+    "Softmax": _softmax, "SoftMax": _softmax,
+    "ReLU": _relu, "ReLU6": _relu6, "PReLU": _prelu, "ELU": _elu,
+    "Sigmoid": _unary("sigmoid"), "TanH": _unary("tanh"), "BNLL": _unary("bnll"),
+    "AbsVal": _unary("abs"),
+    "Power": _pss("power", "power_param", "power"), "Exp": _pss("exp", "exp_param", "base"),
+    "Log": _pss("log", "log_param", "base"),
+    "BatchNorm": _batch_norm, "Scale": _scale_or_bias, "Bias": _scale_or_bias,
+    "Eltwise": _eltwise, "Concat": _concat, "Slice": _slice, "Split": _split,
+    "Reshape": _reshape, "Flatten": _flatten, "Permute": _permute, "Crop": _crop,
+    "Dropout": _dropout, "Normalize": _normalize, "PriorBox": _prior_box,
+    "DetectionOutput": _detection_output, "Interp": _interp, "ShuffleChannel": _shuffle_channel,
+    "MVN": _mvn, "Silence": _silence,
+}
+
+#: every Caffe layer type read_caffe accepts ("Input" is turned into graph inputs)
+SUPPORTED_TYPES: tuple[str, ...] = tuple(sorted([*_BUILDERS, "Input"]))
+
+
+# ---- the importer --------------------------------------------------------------------------------
+def _file_label(path: str | os.PathLike | None, what: str) -> str:
+    return str(path) if path is not None else f"<{what} bytes>"
+
+
+def read_caffe(prototxt: str | os.PathLike | None = None,
+               caffemodel: str | os.PathLike | None = None, *, quirks: str = "none",
+               prototxt_bytes: bytes | str | None = None,
+               caffemodel_bytes: bytes | None = None) -> Graph:
+    """Read a Caffe model into a refnet :class:`~refnet.graph.Graph`.
+
+    ``prototxt`` (text) may be None when the caffemodel carries the layer definitions;
+    ``prototxt_bytes``/``caffemodel_bytes`` take the contents directly. ``quirks="cv2"``
+    reproduces cv2.dnn's deviations from Caffe (see :data:`CV2_QUIRKS`).
+    """
+    if quirks not in ("none", "cv2"):
+        raise ValueError(f"quirks must be 'none' or 'cv2', got {quirks!r}")
+    text_file = _file_label(prototxt, "prototxt")
+    bin_file = _file_label(caffemodel, "caffemodel")
+    text_data = prototxt_bytes
+    if text_data is None and prototxt is not None:
+        text_data = Path(prototxt).read_bytes()
+    bin_data = caffemodel_bytes
+    if bin_data is None and caffemodel is not None:
+        bin_data = Path(caffemodel).read_bytes()
+    if text_data is None and bin_data is None:
+        raise ValueError("read_caffe needs a prototxt and/or a caffemodel")
+    text_net = parse_net_text(text_data, file=text_file) if text_data is not None else None
+    bin_net = (parse_net_binary(bin_data, file=bin_file, weights_only=text_net is not None)
+               if bin_data is not None else None)
+    defs_net = text_net if text_net is not None else bin_net
+    assert defs_net is not None
+    layers = _layers_of(defs_net)
+    if text_net is None and not layers:
+        raise ModelFormatError("the caffemodel has no layer definitions and no prototxt was "
+                               "given", file=bin_file, expected="a .prototxt")
+    weights = _layers_of(bin_net) if bin_net is not None and text_net is not None else []
+    return _build_graph(defs_net, layers, weights, quirks,
+                        source=str(prototxt if prototxt is not None else caffemodel or ""),
+                        defs_file=text_file if text_net is not None else bin_file)
+
+
+def _net_inputs(net: Message) -> tuple[list[str], list[tuple[int, ...] | None]]:
+    names = list(net.get("input"))
+    if len(set(names)) != len(names):
+        raise net.error(f"duplicate net input names {names}", "input")
+    shapes: list[tuple[int, ...] | None]
+    dims = list(net.get("input_dim"))
+    if dims:
+        if len(dims) != 4 * len(names):
+            raise net.error(f"{len(dims)} input_dim values for {len(names)} inputs", "input_dim",
+                            expected=f"4 per input ({4 * len(names)})")
+        shapes = [tuple(dims[4 * i:4 * i + 4]) for i in range(len(names))]
+    elif net.has("input_shape"):
+        ishapes = net.get("input_shape")
+        if len(ishapes) != len(names):
+            raise net.error(f"{len(ishapes)} input_shape for {len(names)} inputs", "input_shape",
+                            expected="one input_shape per input")
+        shapes = [tuple(int(d) for d in s.get("dim")) for s in ishapes]
+    else:
+        shapes = [None] * len(names)
+    return names, shapes
+
+
+def _build_graph(net: Message, layers: list[_Layer], weights: list[_Layer], quirks: str, *,
+                 source: str, defs_file: str) -> Graph:
+    inputs, input_shapes = _net_inputs(net)
+    blob_map: dict[str, str] = {name: name for name in inputs}  # caffe blob -> refnet tensor
+    nodes: list[Node] = []
+    node_names: set[str] = set()
+    counter: dict[str, int] = {}
+    quirk_log: list[tuple[str, str]] = []
+    unknown: dict[str, list[str]] = {}
+    caffe_types: dict[str, str] = {}
+    # binary layers by name, each consumed once (cv2 clears the blobs it has taken)
+    by_name: dict[str, list[_Layer]] = {}
+    for w in weights:
+        if w.blobs:
+            by_name.setdefault(w.name, []).append(w)
+
+    def unique(name: str, final: str | None = None) -> str:
+        """cv2's naming: the n-th repeat of a name becomes ``name_n``; ``final`` (if given)
+        replaces the result but the repeat still counts (cv2 names Convolution layers after
+        their first top)."""
+        rep = counter.get(name, 0)
+        counter[name] = rep + 1
+        new = final if final is not None else f"{name}_{rep}" if rep else name
+        if new in node_names:
+            raise ModelFormatError(f"layer name {new!r} is used twice (cv2 names this layer "
+                                   f"{new!r} and another layer already has that name)",
+                                   file=defs_file, layer=new)
+        node_names.add(new)
+        return new
+
+    def add(name: str, op: str, ins: list[str], n_out: int, attrs: dict, params: dict,
+            ctype: str) -> list[str]:
+        outs = [output_name(name, i) for i in range(n_out)]
+        nodes.append(Node(name, op, tuple(ins), tuple(outs), attrs, params))
+        caffe_types[name] = ctype
+        return outs
+
+    for L in layers:
+        if not L.name:
+            raise L.error("layer has no name", "name")
+        if L.msg.unknown:
+            unknown[L.name] = [str(u) for u in L.msg.unknown]
+        if L.type == "Input":
+            _input_layer(L, inputs, input_shapes, blob_map)
+            continue
+        builder = _BUILDERS.get(L.type)
+        if builder is None:
+            raise UnsupportedLayerError(L.name, L.type or "<no type>", SUPPORTED_TYPES,
+                                        file=L.msg.file)
+        ins = []
+        for b in L.bottom:
+            if b not in blob_map:
+                raise L.error(f"bottom {b!r} is not produced by an earlier layer or a net input",
+                              "bottom")
+            ins.append(blob_map[b])
+        src = by_name.get(L.name)
+        blob_layer = src.pop(0) if src else L
+        blobs = [blob_array(b, L.name) for b in blob_layer.blobs]
+        # cv2 4.x names a Convolution layer (not ConvolutionDepthwise) after its first top
+        name = unique(L.name, L.top[0] if L.type == "Convolution" and L.top else None)
+        ctx = _Ctx(L, blobs, quirks, quirk_log, name)
+        bn = L.param("batch_norm_param") if L.type == "BatchNorm" else None
+        if bn is not None and bn.has("use_global_stats") and not bn.get("use_global_stats"):
+            ins = _batch_stats_prefix(ctx, ins, unique, add)
+            builder = _bn_after_batch_stats
+        b = builder(ctx)
+        n_out = max(len(L.top), 1)  # Silence has no top; cv2 still gives it one output
+        if b.n_inputs is not None:
+            ins = ins[: b.n_inputs]
+        outs = add(name, b.op, ins, n_out, b.attrs, b.params, L.type)
+        for i, t in enumerate(L.top):
+            if t in blob_map and not (i < len(L.bottom) and L.bottom[i] == t):
+                raise L.error(f"top {t!r} is already produced by another layer and this layer is "
+                              "not in place", "top")
+            blob_map[t] = outs[i]
+    meta = {"net_name": net.get("name"), "caffe_types": caffe_types,
+            "unknown_fields": unknown, "quirks": quirk_log,
+            "format": "V1" if net.has("layers") else "V2"}
+    return Graph(nodes=tuple(nodes), inputs=tuple(inputs),
+                 input_shapes=dict(zip(inputs, input_shapes)), framework="caffe",
+                 source=source, meta=meta)
+
+
+def _input_layer(L: _Layer, inputs: list[str], shapes: list, blob_map: dict[str, str]) -> None:
+    if L.bottom:
+        raise L.error("an Input layer has no bottoms", "bottom")
+    sh = L.param("input_param").get("shape") if L.has_param("input_param") else []
+    if sh and len(sh) not in (1, len(L.top)):
+        raise L.error(f"{len(sh)} shapes for {len(L.top)} tops", "input_param",
+                      expected="one shape, or one per top")
+    for i, t in enumerate(L.top):
+        if t in blob_map:
+            raise L.error(f"input {t!r} is defined twice", "top")
+        inputs.append(t)
+        blob_map[t] = t
+        s = sh[i] if len(sh) == len(L.top) else sh[0] if sh else None
+        shapes.append(tuple(int(d) for d in s.get("dim")) if s is not None else None)
+
+
+def _batch_stats_prefix(c: _Ctx, ins: list[str], unique: Callable[[str], str],
+                        add: Callable[..., list[str]]) -> list[str]:
+    """BatchNorm with use_global_stats: false normalises with the batch's own statistics.
+
+    cv2 inserts a layer ``<name>/mvn`` (MVN, eps inside the sqrt) before the BatchNorm, whose
+    mean/variance it sets to 0/1. Faithful: ``<name>/mvn`` computes Caffe's
+    (x - mean) / sqrt(var + eps) per sample and channel and ``<name>`` passes it through.
+    """
+    eps = float(c.L.param("batch_norm_param").get("eps"))
+    mvn_name = unique(c.L.name + "/mvn")
+    cv2 = c.quirk("bn_batch_stats")
+    if cv2:
+        out = add(mvn_name, "mvn_cv2", ins, 1, {"normalize_variance": True,
+                                                "across_channels": False, "eps": eps}, {}, "MVN")
+    else:
+        out = add(mvn_name, "instance_norm", ins, 1, {"eps": eps}, {}, "MVN")
+    return out
+
+
+def _bn_after_batch_stats(c: _Ctx) -> _Build:
+    """The BatchNorm node that follows ``<name>/mvn`` (see :func:`_batch_stats_prefix`)."""
+    c.n_bottoms(1)
+    c.n_tops(1)
+    if c.quirks != "cv2":
+        return _Build("identity")
+    mean, _ = _batch_norm_params(c)
+    return _Build("batch_norm", {"eps": float(c.L.param("batch_norm_param").get("eps"))},
+                  {"mean": np.zeros_like(mean), "var": np.ones_like(mean)})
