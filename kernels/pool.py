@@ -1,3 +1,537 @@
-"""Kernels: pool (placeholder; filled in by the kernel library work)."""
+"""Pooling kernels (NCHW): max (with argmax indices), average, global, max-unpooling.
 
-__all__: list[str] = []
+Semantics follow Caffe's PoolingLayer (which cv2.dnn and Torch7 share for symmetric pads):
+the output size rounds up by default (``ceil_mode=True``) and drops the last window when it
+would start inside the end padding; a window is clipped to the input for MAX and for the
+element sum of AVE; AVE's divisor is selectable (``"padded"`` Caffe, ``"valid"`` cv2's rule
+for Torch without count_include_pad, ``"kernel"`` Torch7 legacy). Each op ``f`` has a plain
+serial loop reference ``f_reference`` (one window per output, as written in Caffe) and a
+fast numba kernel (parallel over planes, kernel taps outermost so rows stream contiguously).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from refnet.errors import ShapeError
+from refnet.kernels._check import as_float_array, pad4, pair
+from refnet.kernels._jit import jit, pjit, prange
+
+__all__ = [
+    "pool_output_size",
+    "max_pool2d",
+    "max_pool2d_reference",
+    "avg_pool2d",
+    "avg_pool2d_reference",
+    "global_max_pool2d",
+    "global_max_pool2d_reference",
+    "global_avg_pool2d",
+    "global_avg_pool2d_reference",
+    "max_unpool2d",
+    "max_unpool2d_reference",
+]
+
+IntPair = int | Sequence[int]
+Pad = int | Sequence[int]
+
+_DIVISORS = {"padded": 0, "valid": 1, "kernel": 2}
+
+# Caffe writes -FLT_MAX for a MAX window that covers no input element (possible only when
+# kernel < stride in ceil mode without padding); its argmax index is -1.
+EMPTY_MAX = float(np.finfo(np.float32).min)
+
+
+# --------------------------------------------------------------------------------------
+# shapes and argument checks
+# --------------------------------------------------------------------------------------
+
+
+def pool_output_size(
+    size: int, kernel: int, stride: int, pad_begin: int, pad_end: int, ceil_mode: bool = True
+) -> int:
+    """Pooled length along one axis, Caffe rule: ``1 + ceil((size + pb + pe - k) / s)``
+    (``floor`` when ``ceil_mode`` is False), minus one when the input is padded and the last
+    window would start inside the end padding, i.e. ``(out - 1) * s >= size + pb``.
+
+    For symmetric pads this equals Caffe, Torch7 and cv2.dnn. (cv2 4.x tests the condition
+    against ``size + pad_end`` instead, which differs only for asymmetric pads.)
+    """
+    size, kernel, stride = int(size), int(kernel), int(stride)
+    pad_begin, pad_end = int(pad_begin), int(pad_end)
+    if kernel < 1 or stride < 1 or pad_begin < 0 or pad_end < 0 or size < 1:
+        raise ShapeError(
+            "pool_output_size: size, kernel, stride must be >= 1 and pads >= 0",
+            got=dict(size=size, kernel=kernel, stride=stride, pad=(pad_begin, pad_end)),
+        )
+    span = size + pad_begin + pad_end - kernel
+    if span < 0:
+        raise ShapeError(
+            f"pooling kernel {kernel} is larger than the padded input {size + pad_begin + pad_end}"
+            f" (size {size} + pads {pad_begin}+{pad_end})",
+            expected=f"<= {size + pad_begin + pad_end}",
+            got=kernel,
+        )
+    out = 1 + (-(-span // stride) if ceil_mode else span // stride)
+    if (pad_begin or pad_end) and (out - 1) * stride >= size + pad_begin:
+        out -= 1
+    return out
+
+
+def _pool_args(x, kernel, stride, pad, ceil_mode, fn):
+    as_float_array(x, "x", 4)
+    k = pair(kernel, "kernel")
+    s = k if stride is None else pair(stride, "stride")
+    p = pad4(pad, "pad")
+    for ax, name in ((0, "height"), (1, "width")):
+        if p[ax] >= k[ax] or p[ax + 2] >= k[ax]:
+            raise ShapeError(
+                f"{fn}: pad along {name} must be smaller than the kernel (Caffe's check)",
+                expected=f"pads < {k[ax]}",
+                got=f"pad {p}, kernel {k}",
+            )
+    n, c, h, w = x.shape
+    try:
+        ho = pool_output_size(h, k[0], s[0], p[0], p[2], ceil_mode)
+        wo = pool_output_size(w, k[1], s[1], p[1], p[3], ceil_mode)
+    except ShapeError as e:
+        raise ShapeError(
+            f"{fn}: kernel {k} does not fit the input {x.shape} padded by {p}: {e}",
+            expected="kernel <= padded input",
+            got=f"x {x.shape}",
+        ) from None
+    return k, s, p, ho, wo
+
+
+def _divisor_code(divisor: str) -> int:
+    if divisor not in _DIVISORS:
+        raise ValueError(f"divisor must be 'padded', 'valid' or 'kernel'; got {divisor!r}")
+    return _DIVISORS[divisor]
+
+
+# --------------------------------------------------------------------------------------
+# max pooling
+# --------------------------------------------------------------------------------------
+
+
+@jit
+def _max_pool_ref(x, kh, kw, sh, sw, pt, pl, y, idx, empty):
+    n_, c_, h, w = x.shape
+    _, _, ho, wo = y.shape
+    for n in range(n_):
+        for c in range(c_):
+            for oh in range(ho):
+                for ow in range(wo):
+                    # the window, clipped to the input (Caffe: hend = min(hstart + kh, H))
+                    hstart = oh * sh - pt
+                    wstart = ow * sw - pl
+                    hend = min(hstart + kh, h)
+                    wend = min(wstart + kw, w)
+                    hstart = max(hstart, 0)
+                    wstart = max(wstart, 0)
+                    best = empty
+                    best_i = -1
+                    for i in range(hstart, hend):
+                        for j in range(wstart, wend):
+                            v = x[n, c, i, j]
+                            if best_i == -1 or v > best or (np.isnan(v) and not np.isnan(best)):
+                                best = v  # first maximum wins; the first NaN wins over all
+                                best_i = i * w + j
+                    y[n, c, oh, ow] = best
+                    idx[n, c, oh, ow] = best_i
+
+
+def max_pool2d_reference(
+    x: np.ndarray,
+    kernel: IntPair,
+    stride: IntPair | None = None,
+    pad: Pad = (0, 0, 0, 0),
+    *,
+    ceil_mode: bool = True,
+    return_indices: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Max pooling (Caffe/cv2/Torch7): the maximum of each window clipped to the input; the
+    index is ``h * W + w`` within the (n, c) plane, first maximum in row-major order on ties,
+    NaN if the window holds a NaN. Plain loops, one window per output."""
+    (kh, kw), (sh, sw), (pt, pl, _, _), ho, wo = _pool_args(
+        x, kernel, stride, pad, ceil_mode, "max_pool2d_reference"
+    )
+    x = np.ascontiguousarray(x)
+    n, c = x.shape[:2]
+    y = np.empty((n, c, ho, wo), dtype=x.dtype)
+    idx = np.empty((n, c, ho, wo), dtype=np.int64)
+    _max_pool_ref(x, kh, kw, sh, sw, pt, pl, y, idx, x.dtype.type(EMPTY_MAX))
+    return (y, idx) if return_indices else y
+
+
+@jit
+def _valid_range(off, stride, size, n_out):
+    """Output positions o in [lo, hi) whose input position o*stride + off lies in [0, size)."""
+    lo = 0 if off >= 0 else (-off + stride - 1) // stride
+    hi = (size - 1 - off) // stride + 1
+    lo = min(lo, n_out)
+    return lo, max(min(hi, n_out), lo)
+
+
+@pjit
+def _max_pool_fast(x, kh, kw, sh, sw, pt, pl, y, idx, empty):
+    n_, c_, h, w = x.shape
+    _, _, ho, wo = y.shape
+    lo = np.empty(kw, dtype=np.int64)
+    hi = np.empty(kw, dtype=np.int64)
+    for q in range(kw):  # output columns whose window column q lies inside the input
+        lo[q], hi[q] = _valid_range(q - pl, sw, w, wo)
+    for t in prange(n_ * c_):
+        n = t // c_
+        c = t % c_
+        for oh in range(ho):
+            yrow = y[n, c, oh]
+            irow = idx[n, c, oh]
+            yrow[:] = empty
+            irow[:] = -1
+            for p in range(kh):  # taps in row-major order: the first maximum is kept
+                ih = oh * sh - pt + p
+                if ih < 0 or ih >= h:
+                    continue
+                for q in range(kw):
+                    a = lo[q]
+                    m = hi[q] - a
+                    start = a * sw + q - pl
+                    src = x[n, c, ih, start : start + (m - 1) * sw + 1 : sw]
+                    dst = yrow[a : a + m]
+                    dsti = irow[a : a + m]
+                    base = ih * w + start
+                    for k in range(m):
+                        v = src[k]
+                        b = dst[k]
+                        if dsti[k] < 0 or v > b or (v != v and b == b):
+                            dst[k] = v
+                            dsti[k] = base + k * sw
+
+
+@pjit
+def _max_pool_fast_noidx(x, kh, kw, sh, sw, pt, pl, y, empty):
+    """Max only (no argmax): branch-free select per element, which vectorises."""
+    n_, c_, h, w = x.shape
+    _, _, ho, wo = y.shape
+    lo = np.empty(kw, dtype=np.int64)
+    hi = np.empty(kw, dtype=np.int64)
+    col_empty = np.ones(wo, dtype=np.bool_)  # output columns whose window misses the input
+    for q in range(kw):
+        lo[q], hi[q] = _valid_range(q - pl, sw, w, wo)
+        col_empty[lo[q] : hi[q]] = False
+    for t in prange(n_ * c_):
+        n = t // c_
+        c = t % c_
+        for oh in range(ho):
+            yrow = y[n, c, oh]
+            yrow[:] = -np.inf
+            row_empty = True
+            for p in range(kh):
+                ih = oh * sh - pt + p
+                if ih < 0 or ih >= h:
+                    continue
+                row_empty = False
+                for q in range(kw):
+                    a = lo[q]
+                    m = hi[q] - a
+                    start = a * sw + q - pl
+                    dst = yrow[a : a + m]
+                    if sw == 1:
+                        src = x[n, c, ih, start : start + m]
+                        for k in range(m):
+                            v = src[k]
+                            b = dst[k]
+                            dst[k] = v if (v > b or v != v) else b  # a NaN sticks
+                    else:
+                        src2 = x[n, c, ih, start : start + (m - 1) * sw + 1 : sw]
+                        for k in range(m):
+                            v = src2[k]
+                            b = dst[k]
+                            dst[k] = v if (v > b or v != v) else b
+            for ow in range(wo):
+                if row_empty or col_empty[ow]:
+                    yrow[ow] = empty
+
+
+def max_pool2d(
+    x: np.ndarray,
+    kernel: IntPair,
+    stride: IntPair | None = None,
+    pad: Pad = (0, 0, 0, 0),
+    *,
+    ceil_mode: bool = True,
+    return_indices: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Fast max pooling, same semantics and indices as ``max_pool2d_reference`` (Caffe MAX
+    with its argmax mask); numba, parallel over (n, c) planes, kernel taps outermost."""
+    (kh, kw), (sh, sw), (pt, pl, _, _), ho, wo = _pool_args(
+        x, kernel, stride, pad, ceil_mode, "max_pool2d"
+    )
+    x = np.ascontiguousarray(x)
+    n, c = x.shape[:2]
+    y = np.empty((n, c, ho, wo), dtype=x.dtype)
+    if not return_indices:
+        _max_pool_fast_noidx(x, kh, kw, sh, sw, pt, pl, y, x.dtype.type(EMPTY_MAX))
+        return y
+    idx = np.empty((n, c, ho, wo), dtype=np.int64)
+    _max_pool_fast(x, kh, kw, sh, sw, pt, pl, y, idx, x.dtype.type(EMPTY_MAX))
+    return y, idx
+
+
+# --------------------------------------------------------------------------------------
+# average pooling
+# --------------------------------------------------------------------------------------
+
+
+@jit
+def _avg_pool_ref(x, kh, kw, sh, sw, pt, pl, pb, pr, mode, y):
+    n_, c_, h, w = x.shape
+    _, _, ho, wo = y.shape
+    for n in range(n_):
+        for c in range(c_):
+            for oh in range(ho):
+                for ow in range(wo):
+                    hstart = oh * sh - pt
+                    wstart = ow * sw - pl
+                    # Caffe: the divisor counts the window clipped to the padded extent ...
+                    hend = min(hstart + kh, h + pb)
+                    wend = min(wstart + kw, w + pr)
+                    padded_size = (hend - hstart) * (wend - wstart)
+                    # ... while only the elements inside the input are summed
+                    hstart = max(hstart, 0)
+                    wstart = max(wstart, 0)
+                    hend = min(hend, h)
+                    wend = min(wend, w)
+                    total = 0.0
+                    count = 0
+                    for i in range(hstart, hend):
+                        for j in range(wstart, wend):
+                            total += x[n, c, i, j]
+                            count += 1
+                    if mode == 0:
+                        div = padded_size
+                    elif mode == 1:
+                        div = count
+                    else:
+                        div = kh * kw
+                    # a window over no input element (kernel < stride, ceil mode) gives 0
+                    y[n, c, oh, ow] = total / div if count > 0 else 0.0
+
+
+def avg_pool2d_reference(
+    x: np.ndarray,
+    kernel: IntPair,
+    stride: IntPair | None = None,
+    pad: Pad = (0, 0, 0, 0),
+    *,
+    ceil_mode: bool = True,
+    divisor: str = "padded",
+) -> np.ndarray:
+    """Average pooling: the sum over the window clipped to the input, divided by the window
+    clipped to the padded extent (``"padded"``, Caffe AVE), by the number of input elements
+    (``"valid"``, cv2 for Torch without count_include_pad) or by kh*kw (``"kernel"``, Torch7).
+    Plain loops, one window per output, summing in float64."""
+    mode = _divisor_code(divisor)
+    (kh, kw), (sh, sw), (pt, pl, pb, pr), ho, wo = _pool_args(
+        x, kernel, stride, pad, ceil_mode, "avg_pool2d_reference"
+    )
+    x = np.ascontiguousarray(x)
+    n, c = x.shape[:2]
+    y = np.empty((n, c, ho, wo), dtype=x.dtype)
+    _avg_pool_ref(x, kh, kw, sh, sw, pt, pl, pb, pr, mode, y)
+    return y
+
+
+def _avg_divisors(size, k, s, p0, p1, out, mode):
+    """Per-output 1-D factors of the (separable) AVE divisor along one axis."""
+    start = np.arange(out) * s - p0
+    inside = np.minimum(start + k, size) - np.maximum(start, 0)
+    if mode == 0:
+        d = np.minimum(start + k, size + p1) - start
+    elif mode == 1:
+        d = inside
+    else:
+        d = np.full(out, k)
+    return np.where(inside > 0, d, 1).astype(np.int64)  # empty window -> sum 0 -> output 0
+
+
+@pjit
+def _avg_pool_fast(x, kh, kw, sh, sw, pt, pl, div_h, div_w, y):
+    n_, c_, h, w = x.shape
+    _, _, ho, wo = y.shape
+    lo = np.empty(kw, dtype=np.int64)
+    hi = np.empty(kw, dtype=np.int64)
+    for q in range(kw):
+        lo[q], hi[q] = _valid_range(q - pl, sw, w, wo)
+    for t in prange(n_ * c_):
+        n = t // c_
+        c = t % c_
+        for oh in range(ho):
+            yrow = y[n, c, oh]
+            yrow[:] = 0
+            for p in range(kh):
+                ih = oh * sh - pt + p
+                if ih < 0 or ih >= h:
+                    continue
+                for q in range(kw):
+                    a = lo[q]
+                    m = hi[q] - a
+                    start = a * sw + q - pl
+                    dst = yrow[a : a + m]
+                    if sw == 1:  # contiguous source: vectorises
+                        src = x[n, c, ih, start : start + m]
+                        for k in range(m):
+                            dst[k] += src[k]
+                    else:
+                        src2 = x[n, c, ih, start : start + (m - 1) * sw + 1 : sw]
+                        for k in range(m):
+                            dst[k] += src2[k]
+            dh = div_h[oh]
+            for ow in range(wo):
+                yrow[ow] /= dh * div_w[ow]
+
+
+def avg_pool2d(
+    x: np.ndarray,
+    kernel: IntPair,
+    stride: IntPair | None = None,
+    pad: Pad = (0, 0, 0, 0),
+    *,
+    ceil_mode: bool = True,
+    divisor: str = "padded",
+) -> np.ndarray:
+    """Fast average pooling, same semantics as ``avg_pool2d_reference``: numba, parallel over
+    planes, taps outermost, one division by the (separable) divisor per output."""
+    mode = _divisor_code(divisor)
+    (kh, kw), (sh, sw), (pt, pl, pb, pr), ho, wo = _pool_args(
+        x, kernel, stride, pad, ceil_mode, "avg_pool2d"
+    )
+    x = np.ascontiguousarray(x)
+    n, c, h, w = x.shape
+    div_h = _avg_divisors(h, kh, sh, pt, pb, ho, mode)
+    div_w = _avg_divisors(w, kw, sw, pl, pr, wo, mode)
+    y = np.empty((n, c, ho, wo), dtype=x.dtype)
+    _avg_pool_fast(x, kh, kw, sh, sw, pt, pl, div_h, div_w, y)
+    return y
+
+
+# --------------------------------------------------------------------------------------
+# global pooling
+# --------------------------------------------------------------------------------------
+
+
+def global_max_pool2d_reference(x: np.ndarray) -> np.ndarray:
+    """Maximum over each (n, c) plane -> (N, C, 1, 1) (Caffe global_pooling MAX); NaN if the
+    plane holds a NaN. Reference: max pooling with the whole plane as the window."""
+    as_float_array(x, "x", 4)
+    return max_pool2d_reference(x, x.shape[2:], 1)
+
+
+def global_avg_pool2d_reference(x: np.ndarray) -> np.ndarray:
+    """Mean over each (n, c) plane -> (N, C, 1, 1) (Caffe global_pooling AVE). Reference:
+    average pooling with the whole plane as the window."""
+    as_float_array(x, "x", 4)
+    return avg_pool2d_reference(x, x.shape[2:], 1)
+
+
+@pjit
+def _global_pool_fast(x, mode, y):
+    """Per (n, c) plane (rows of x): mode 0 max (NaN sticks), 1 mean (float64 accumulator)."""
+    rows, length = x.shape
+    for r in prange(rows):
+        src = x[r]
+        if mode == 0:
+            best = src[0]
+            for k in range(1, length):
+                v = src[k]
+                best = v if (v > best or v != v) else best
+            y[r] = best
+        else:
+            total = 0.0
+            for k in range(length):
+                total += src[k]
+            y[r] = total / length
+
+
+def _global_fast(x: np.ndarray, mode: int, fn: str) -> np.ndarray:
+    as_float_array(x, "x", 4)
+    n, c, h, w = x.shape
+    if h * w == 0:
+        raise ShapeError(f"{fn}: empty planes", got=f"x {x.shape}")
+    y = np.empty(n * c, dtype=x.dtype)
+    _global_pool_fast(np.ascontiguousarray(x).reshape(n * c, h * w), mode, y)
+    return y.reshape(n, c, 1, 1)
+
+
+def global_max_pool2d(x: np.ndarray) -> np.ndarray:
+    """Fast ``global_max_pool2d_reference``: numba, one plane per parallel task."""
+    return _global_fast(x, 0, "global_max_pool2d")
+
+
+def global_avg_pool2d(x: np.ndarray) -> np.ndarray:
+    """Fast ``global_avg_pool2d_reference``: numba, one plane per parallel task, summing in
+    float64."""
+    return _global_fast(x, 1, "global_avg_pool2d")
+
+
+# --------------------------------------------------------------------------------------
+# max unpooling
+# --------------------------------------------------------------------------------------
+
+
+def _unpool_args(x, indices, out_hw, fn):
+    as_float_array(x, "x", 4)
+    if not isinstance(indices, np.ndarray):
+        raise TypeError(f"indices must be a numpy.ndarray, got {type(indices).__name__}")
+    if not np.issubdtype(indices.dtype, np.integer):
+        raise TypeError(f"indices must have an integer dtype, got {indices.dtype}")
+    if indices.shape != x.shape:
+        raise ShapeError(f"{fn}: indices must have the shape of x",
+                         expected=x.shape, got=indices.shape)
+    oh, ow = pair(out_hw, "out_hw")
+    if indices.size and (indices.min() < 0 or indices.max() >= oh * ow):
+        raise ShapeError(
+            f"{fn}: indices must lie in [0, out_h * out_w) = [0, {oh * ow})",
+            expected=f"0 <= index < {oh * ow}",
+            got=f"range [{indices.min()}, {indices.max()}]",
+        )
+    return oh, ow
+
+
+def max_unpool2d_reference(x: np.ndarray, indices: np.ndarray, out_hw: IntPair) -> np.ndarray:
+    """Max unpooling (Caffe-style MaxUnpool in cv2, Torch SpatialMaxUnpooling): zeros of shape
+    (N, C, out_h, out_w) with ``y[n, c].flat[indices[n, c, i, j]] = x[n, c, i, j]``; on a
+    repeated index the last value in row-major order wins."""
+    oh, ow = _unpool_args(x, indices, out_hw, "max_unpool2d_reference")
+    n, c = x.shape[:2]
+    y = np.zeros((n, c, oh * ow), dtype=x.dtype)
+    for i in range(n):
+        for k in range(c):
+            y[i, k][indices[i, k].ravel()] = x[i, k].ravel()
+    return y.reshape(n, c, oh, ow)
+
+
+@pjit
+def _unpool_fast(x, idx, y):
+    n_, c_, length = x.shape
+    for t in prange(n_ * c_):
+        n = t // c_
+        c = t % c_
+        dst = y[n, c]
+        src = x[n, c]
+        ind = idx[n, c]
+        for m in range(length):
+            dst[ind[m]] = src[m]
+
+
+def max_unpool2d(x: np.ndarray, indices: np.ndarray, out_hw: IntPair) -> np.ndarray:
+    """Fast ``max_unpool2d_reference``: a numba scatter, parallel over (n, c) planes."""
+    oh, ow = _unpool_args(x, indices, out_hw, "max_unpool2d")
+    n, c, h, w = x.shape
+    y = np.zeros((n, c, oh * ow), dtype=x.dtype)
+    xs = np.ascontiguousarray(x).reshape(n, c, h * w)
+    ids = np.ascontiguousarray(indices, dtype=np.int64).reshape(n, c, h * w)
+    _unpool_fast(xs, ids, y)
+    return y.reshape(n, c, oh, ow)

@@ -1,0 +1,268 @@
+"""Kernel benchmarks: conv / deconv / pooling shapes of MobileNet-SSD, GoogLeNet and
+fast-neural-style, each implementation side by side (``impl``), plus numpy.matmul float32 on
+GEMMs of the same size as the machine's yardstick.
+
+    .venv/bin/pytest bench/bench_kernels.py --benchmark-only --benchmark-group-by=group
+    .venv/bin/pytest bench/bench_kernels.py --benchmark-disable     # CI smoke run: once each
+
+``reference`` runs the float64 reference kernels on float64 data (refnet's
+``precision="float64"``), ``fast`` the optimised kernels on float32 data. JIT compilation and
+the first call happen outside the timed calls. ``extra_info`` records the work (``gflop``) and,
+when timing is on, the rate of the fastest round (``gflops``).
+
+Adding an implementation (e.g. ``"cv2"`` through single-layer cv2.dnn nets): write a factory
+``(case) -> zero-argument callable`` and register it in ``RUNNERS[op][impl]``; the test
+parametrisation picks it up. Pooling has a cv2 runner (prototxt only); conv and deconv need
+weights, i.e. a caffemodel writer (tests/writers), to join.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from refnet.kernels.conv import (
+    conv2d,
+    conv2d_reference,
+    conv_transpose2d,
+    conv_transpose2d_reference,
+)
+from refnet.kernels.pool import avg_pool2d, avg_pool2d_reference, max_pool2d, max_pool2d_reference
+
+
+@dataclass(frozen=True)
+class Case:
+    group: str
+    name: str
+    x: tuple[int, int, int, int]
+    w: tuple[int, int, int, int] = (0, 0, 0, 0)  # conv/deconv weights; pooling: unused
+    kw: dict = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return f"{self.group}:{self.name}"
+
+
+CONV_CASES = [
+    Case("mobilenet_ssd", "conv0_3x3s2_3-32@300", (1, 3, 300, 300), (32, 3, 3, 3),
+         dict(stride=2, pad=1)),
+    Case("mobilenet_ssd", "dw3x3_32@150", (1, 32, 150, 150), (32, 1, 3, 3),
+         dict(pad=1, groups=32)),
+    Case("mobilenet_ssd", "pw1x1_32-64@150", (1, 32, 150, 150), (64, 32, 1, 1)),
+    Case("mobilenet_ssd", "dw3x3s2_64@150", (1, 64, 150, 150), (64, 1, 3, 3),
+         dict(stride=2, pad=1, groups=64)),
+    Case("mobilenet_ssd", "pw1x1_512-512@19", (1, 512, 19, 19), (512, 512, 1, 1)),
+    Case("googlenet", "conv1_7x7s2_3-64@224", (1, 3, 224, 224), (64, 3, 7, 7),
+         dict(stride=2, pad=3)),
+    Case("googlenet", "3x3_96-128@28", (1, 96, 28, 28), (128, 96, 3, 3), dict(pad=1)),
+    Case("googlenet", "1x1_192-64@28", (1, 192, 28, 28), (64, 192, 1, 1)),
+    Case("googlenet", "5x5_16-32@28", (1, 16, 28, 28), (32, 16, 5, 5), dict(pad=2)),
+    Case("fast_neural_style", "9x9_3-32@240x320", (1, 3, 240, 320), (32, 3, 9, 9), dict(pad=4)),
+    Case("fast_neural_style", "3x3_128-128@60x80", (1, 128, 60, 80), (128, 128, 3, 3),
+         dict(pad=1)),
+]
+
+DECONV_CASES = [
+    # fast-neural-style upsampling: 3x3 stride 2, 128 -> 64, 60x80 -> 120x160
+    Case("fast_neural_style", "deconv3x3s2_128-64@60x80", (1, 128, 60, 80), (128, 64, 3, 3),
+         dict(stride=2, pad=1, output_padding=1)),
+]
+
+POOL_CASES = [
+    Case("pool", "googlenet_pool1_max3x3s2_64@112", (1, 64, 112, 112), kw=dict(kernel=3, stride=2)),
+    Case("pool", "googlenet_inception_max3x3s1p1_480@28", (1, 480, 28, 28),
+         kw=dict(kernel=3, stride=1, pad=1)),
+    Case("pool", "googlenet_avg7x7_1024@7", (1, 1024, 7, 7), kw=dict(kernel=7, stride=1)),
+    Case("pool", "enet_max2x2s2_idx_16@256x512", (1, 16, 256, 512),
+         kw=dict(kernel=2, stride=2, return_indices=True)),
+    Case("pool", "avg3x3s2p1_valid_64@56", (1, 64, 56, 56),
+         kw=dict(kernel=3, stride=2, pad=1, divisor="valid")),
+]
+
+# numpy.matmul float32, (M, K) @ (K, N): the GEMMs the conv paths above reduce to
+GEMM_CASES = [
+    ("3x3_128-128@60x80", (128, 1152, 4800)),
+    ("conv1_7x7s2_3-64@224", (64, 147, 12544)),
+    ("pw1x1_512-512@19", (512, 512, 361)),
+    ("square_1024", (1024, 1024, 1024)),
+]
+
+
+def _is_avg(case: Case) -> bool:
+    return "avg" in case.name
+
+
+# --------------------------------------------------------------------------------------
+# runners: impl -> (case -> zero-argument callable)
+# --------------------------------------------------------------------------------------
+
+
+def _data(case: Case, dtype, deconv: bool = False):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(case.x).astype(dtype)
+    if case.w == (0, 0, 0, 0):
+        return x, None, None
+    fan_in = case.w[1] * case.w[2] * case.w[3]
+    w = (rng.standard_normal(case.w) / np.sqrt(fan_in)).astype(dtype)
+    b = rng.standard_normal(case.w[1] * case.kw.get("groups", 1) if deconv else case.w[0])
+    return x, w, b.astype(dtype)
+
+
+def _conv_runner(fn, dtype) -> Callable[[Case], Callable[[], object]]:
+    def make(case: Case):
+        x, w, b = _data(case, dtype)
+        return lambda: fn(x, w, b, **case.kw)
+
+    return make
+
+
+def _deconv_runner(fn, dtype) -> Callable[[Case], Callable[[], object]]:
+    def make(case: Case):
+        x, w, b = _data(case, dtype, deconv=True)
+        return lambda: fn(x, w, b, **case.kw)
+
+    return make
+
+
+def _pool_runner(max_fn, avg_fn, dtype) -> Callable[[Case], Callable[[], object]]:
+    def make(case: Case):
+        x, _, _ = _data(case, dtype)
+        fn = avg_fn if _is_avg(case) else max_fn
+        return lambda: fn(x, **case.kw)
+
+    return make
+
+
+def _cv2_pool_runner(case: Case) -> Callable[[], object]:
+    """A single-layer cv2.dnn Caffe Pooling net (prototxt only, no weights needed)."""
+    import cv2
+
+    kw = case.kw
+    k, s = kw["kernel"], kw.get("stride", kw["kernel"])
+    p = kw.get("pad", 0)
+    if kw.get("divisor", "padded") != "padded":
+        pytest.skip("cv2's Caffe Pooling divides by the padded window only")
+    n, c, h, w = case.x
+    text = (
+        f'name: "b"\ninput: "data"\ninput_dim: {n}\ninput_dim: {c}\ninput_dim: {h}\n'
+        f'input_dim: {w}\nlayer {{ name: "p" type: "Pooling" bottom: "data" top: "p"\n'
+        f"  pooling_param {{ pool: {'AVE' if _is_avg(case) else 'MAX'} kernel_size: {k} "
+        f"stride: {s} pad: {p} }} }}\n"
+    )
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "pool.prototxt"
+        path.write_text(text)
+        net = cv2.dnn.readNetFromCaffe(str(path))
+    x, _, _ = _data(case, np.float32)
+    net.setInput(x, "data")
+
+    def run():
+        net.setInput(x, "data")
+        return net.forward("p")
+
+    return run
+
+
+RUNNERS: dict[str, dict[str, Callable[[Case], Callable[[], object]]]] = {
+    "conv": {
+        "reference": _conv_runner(conv2d_reference, np.float64),
+        "fast": _conv_runner(conv2d, np.float32),
+    },
+    "deconv": {
+        "reference": _deconv_runner(conv_transpose2d_reference, np.float64),
+        "fast": _deconv_runner(conv_transpose2d, np.float32),
+    },
+    "pool": {
+        "reference": _pool_runner(max_pool2d_reference, avg_pool2d_reference, np.float64),
+        "fast": _pool_runner(max_pool2d, avg_pool2d, np.float32),
+        "cv2": _cv2_pool_runner,
+    },
+}
+
+
+# --------------------------------------------------------------------------------------
+# work counts
+# --------------------------------------------------------------------------------------
+
+
+def conv_gflop(case: Case, out_shape) -> float:
+    _, cig, kh, kw = case.w
+    return 2.0 * float(np.prod(out_shape)) * cig * kh * kw / 1e9
+
+
+def deconv_gflop(case: Case) -> float:
+    n, ci, h, w = case.x
+    _, cog, kh, kw = case.w
+    return 2.0 * n * ci * h * w * cog * kh * kw / 1e9
+
+
+def pool_gop(case: Case, out_shape) -> float:
+    k = case.kw["kernel"]
+    return float(np.prod(out_shape)) * k * k / 1e9
+
+
+def _record(benchmark, work: float, unit: str) -> None:
+    benchmark.extra_info[unit] = round(work, 6)
+    stats = getattr(benchmark, "stats", None)
+    if stats is not None and getattr(stats, "stats", None) is not None:
+        best = stats.stats.min
+        if best > 0:
+            benchmark.extra_info[unit + "s"] = round(work / best, 2)
+
+
+def _run(benchmark, fn: Callable[[], object]):
+    fn()  # JIT compilation and first-touch allocations outside the timed calls
+    return benchmark(fn)
+
+
+# --------------------------------------------------------------------------------------
+# benchmarks
+# --------------------------------------------------------------------------------------
+
+
+def _params(cases: list[Case], op: str):
+    return [
+        pytest.param(case, impl, id=f"{case.id}-{impl}")
+        for case in cases
+        for impl in RUNNERS[op]
+    ]
+
+
+@pytest.mark.parametrize("case,impl", _params(CONV_CASES, "conv"))
+def test_conv2d(benchmark, case: Case, impl: str):
+    benchmark.group = f"conv {case.id}"
+    out = _run(benchmark, RUNNERS["conv"][impl](case))
+    _record(benchmark, conv_gflop(case, out.shape), "gflop")
+
+
+@pytest.mark.parametrize("case,impl", _params(DECONV_CASES, "deconv"))
+def test_conv_transpose2d(benchmark, case: Case, impl: str):
+    benchmark.group = f"deconv {case.id}"
+    _run(benchmark, RUNNERS["deconv"][impl](case))
+    _record(benchmark, deconv_gflop(case), "gflop")
+
+
+@pytest.mark.parametrize("case,impl", _params(POOL_CASES, "pool"))
+def test_pool2d(benchmark, case: Case, impl: str):
+    benchmark.group = f"pool {case.name}"
+    out = _run(benchmark, RUNNERS["pool"][impl](case))
+    y = out[0] if isinstance(out, tuple) else out
+    _record(benchmark, pool_gop(case, y.shape), "gop")
+
+
+@pytest.mark.parametrize("name,mkn", [pytest.param(n, s, id=n) for n, s in GEMM_CASES])
+def test_numpy_matmul_float32(benchmark, name: str, mkn: tuple[int, int, int]):
+    """The machine's BLAS GEMM rate, the yardstick for the conv GFLOP/s above."""
+    benchmark.group = "gemm numpy.matmul float32"
+    m, k, n = mkn
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    c = np.empty((m, n), np.float32)
+    _run(benchmark, lambda: np.matmul(a, b, out=c))
+    _record(benchmark, 2.0 * m * k * n / 1e9, "gflop")
