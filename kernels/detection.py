@@ -94,6 +94,8 @@ def iou_reference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 # fully), "caffe" = Caffe-SSD JaccardOverlap on normalized boxes, "caffe+1" = cv2's
 # DetectionOutput with normalized_bbox=false (pixel boxes, sizes (w+1)*(h+1)).
 _RULE_CODE = {"cv2": 0, "caffe": 1, "caffe+1": 2}
+# cv2's jaccardDistance calls two boxes identical when their areas sum to <= DBL_EPSILON
+_CV2_EMPTY_AREA = float(np.finfo(np.float64).eps)
 
 
 @jit
@@ -120,7 +122,7 @@ def _greedy_nms_jit(boxes, order, classes, thr, eta, rule, limit):  # pragma: no
                 inter = (iw + 1.0) * (ih + 1.0) if (iw >= 0 and ih >= 0) else 0.0
             else:
                 inter = iw * ih if (iw > 0 and ih > 0) else 0.0
-            if rule == 0 and ai + aj <= 0.0:
+            if rule == 0 and ai + aj <= _CV2_EMPTY_AREA:
                 ov = 1.0
             elif inter > 0:
                 ov = inter / (ai + aj - inter)
@@ -157,7 +159,7 @@ def _overlap_rows(box: np.ndarray, others: np.ndarray, rule: str) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         ov = np.where(inter > 0, inter / (sa + sb - inter), 0.0)
     if rule == "cv2":
-        ov = np.where(sa + sb <= 0, 1.0, ov)
+        ov = np.where(sa + sb <= _CV2_EMPTY_AREA, 1.0, ov)
     return ov
 
 

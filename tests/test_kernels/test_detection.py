@@ -502,3 +502,18 @@ def test_detection_output_errors(rng):
     nan_loc[0, :4] = np.nan
     out = D.detection_output(nan_loc, conf, priors, num_classes=3, keep_top_k=-1)
     assert out.shape[:2] == (1, 1) and out.shape[3] == 7  # no crash; NaN boxes stay NaN
+
+
+def test_nms_near_zero_area_boxes_count_as_identical_like_cv2():
+    """cv2's jaccardDistance: areas summing to <= DBL_EPSILON mean 'the same box' (found by a
+    hypothesis run of the dnn facade against cv2.dnn.NMSBoxes)."""
+    import cv2
+
+    from refnet.kernels.detection import nms
+
+    xywh = [[0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1e-20], [5.0, 5.0, 1.0, 1.0]]
+    scores = [0.9, 0.8, 0.7]
+    want = cv2.dnn.NMSBoxes(xywh, scores, 0.0, 0.5)
+    boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in xywh])
+    got = nms(boxes, np.array(scores), 0.5, score_threshold=0.0)
+    assert got.tolist() == want.tolist() == [0, 2]
