@@ -122,7 +122,9 @@ def _greedy_nms_jit(boxes, order, classes, thr, eta, rule, limit):  # pragma: no
                 inter = (iw + 1.0) * (ih + 1.0) if (iw >= 0 and ih >= 0) else 0.0
             else:
                 inter = iw * ih if (iw > 0 and ih > 0) else 0.0
-            if rule == 0 and ai + aj <= _CV2_EMPTY_AREA:
+            if iw != iw or ih != ih or ai != ai or aj != aj:
+                ov = np.nan  # NaN coordinates: the overlap test fails, the box is suppressed (cv2)
+            elif rule == 0 and ai + aj <= _CV2_EMPTY_AREA:
                 ov = 1.0
             elif inter > 0:
                 ov = inter / (ai + aj - inter)
@@ -160,7 +162,8 @@ def _overlap_rows(box: np.ndarray, others: np.ndarray, rule: str) -> np.ndarray:
         ov = np.where(inter > 0, inter / (sa + sb - inter), 0.0)
     if rule == "cv2":
         ov = np.where(sa + sb <= _CV2_EMPTY_AREA, 1.0, ov)
-    return ov
+    nan = np.isnan(iw) | np.isnan(ih) | np.isnan(sa) | np.isnan(sb)
+    return np.where(nan, np.nan, ov)
 
 
 def _f64c(a: np.ndarray) -> np.ndarray:

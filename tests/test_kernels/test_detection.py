@@ -517,3 +517,17 @@ def test_nms_near_zero_area_boxes_count_as_identical_like_cv2():
     boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in xywh])
     got = nms(boxes, np.array(scores), 0.5, score_threshold=0.0)
     assert got.tolist() == want.tolist() == [0, 2]
+
+
+@pytest.mark.parametrize("fn", ["nms", "nms_reference"])
+def test_nms_nan_box_is_suppressed_like_cv2(fn):
+    import cv2
+
+    import refnet.kernels as K
+
+    xywh = [[0.0, 0.0, 10.0, 10.0], [np.nan, 0.0, 10.0, 10.0], [1.0, 1.0, 9.0, 9.0], [30.0, 30.0, 5.0, 5.0]]
+    scores = [0.9, 0.8, 0.7, 0.6]
+    want = cv2.dnn.NMSBoxes(xywh, scores, 0.0, 0.5)
+    boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in xywh])
+    got = getattr(K, fn)(boxes, np.array(scores), 0.5, score_threshold=0.0)
+    assert got.tolist() == want.tolist()
