@@ -21,39 +21,56 @@ def _cmd_selfcheck(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    print("refnet demo: kernel self-check (fast float32 kernels vs float64 reference)")
-    from refnet import selfcheck
+    from refnet import demo
 
-    rows = selfcheck.run(verbose=True)
-    report = out / "selfcheck.tsv"
-    with report.open("w") as f:
-        f.write("kernel\tmax_rel_err\tseconds\tok\n")
-        for name, err, dt, ok in rows:
-            f.write(f"{name}\t{err:.6g}\t{dt:.3f}\t{ok}\n")
-    print(f"wrote {report}")
-    return 0 if all(r[3] for r in rows) else 1
+    return demo.demo_command(args)
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    import refnet
+    from refnet import info
 
-    net = refnet.load(*args.model)
-    shapes = {}
-    try:
-        shapes = net.infer_shapes(None if not args.input_shape else tuple(args.input_shape))
-    except RefnetError as e:
-        print(f"(shapes unavailable: {e})")
-    print(f"{'layer':32s} {'op':18s} {'output shape':24s} {'params':>10s}")
-    total = 0
-    for n in net.graph.nodes:
-        count = sum(int(v.size) for v in n.params.values())
-        total += count
-        print(f"{n.name[:32]:32s} {n.op:18s} {str(shapes.get(n.outputs[0], '?')):24s} {count:10d}")
-    print(f"{len(net.graph.nodes)} layers, {total} parameters; inputs {list(net.input_names)}, "
-          f"outputs {list(net.output_names)}")
-    return 0
+    return info.info_command(args)
+
+
+# ---- refnet compare: per-layer verification of cv2.dnn (refnet.compare) -------------------------
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from refnet.compare import compare_command  # (`refnet.compare` the attribute is the function)
+
+    return compare_command(args)
+
+
+def _add_compare_parser(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("compare", help="per-layer comparison of refnet (float64/float32) with cv2.dnn",
+                       description="Run the model in refnet float64 (reference), refnet float32 and cv2.dnn "
+                                   "(fusion off per layer, fusion on at the outputs, Winograd off/on) on the same "
+                                   "blob; report per-layer differences, task-level agreement and a verdict. "
+                                   "Exit status: 0 agree (known cv2 deviations included), 1 differ, 2 user error.")
+    s.add_argument("model", nargs="*", metavar="MODEL_FILE",
+                   help="model files (.prototxt/.caffemodel, .t7/.net, .cfg/.weights); or use --zoo")
+    s.add_argument("--zoo", metavar="NAME", help="a zoo model (`refnet models list`): files, preprocessing, labels")
+    s.add_argument("--image", nargs="+", metavar="PATH", help="image file(s) or a folder of images")
+    s.add_argument("--random", action="store_true", help="a seeded random input (the default without --image)")
+    s.add_argument("--seed", type=int, default=0, help="seed of --random (default 0)")
+    s.add_argument("--input-shape", type=int, nargs=4, metavar=("N", "C", "H", "W"),
+                   help="shape of the --random blob when the model does not say")
+    s.add_argument("--scale", type=float, help="blobFromImage scalefactor (default: the zoo entry's)")
+    s.add_argument("--size", type=int, nargs=2, metavar=("W", "H"), help="blobFromImage size")
+    s.add_argument("--mean", type=float, nargs="+", metavar="M", help="blobFromImage mean (one value or per channel)")
+    s.add_argument("--swap-rb", action="store_true", help="blobFromImage swapRB")
+    s.add_argument("--crop", action="store_true", help="blobFromImage crop")
+    s.add_argument("--quirks", choices=("none", "cv2"), default="none",
+                   help="refnet semantics: the framework's (none, default) or cv2's known deviations (cv2)")
+    s.add_argument("--precision", choices=("both", "float32", "float64"), default="both",
+                   help="refnet precisions to compare (float64 always runs: it is the reference)")
+    s.add_argument("--top", type=int, default=10, metavar="N", help="rows per comparison (worst first; default 10)")
+    s.add_argument("--layer", action="append", metavar="NAME", help="show these layers only (repeatable)")
+    s.add_argument("--no-fusion", action="store_true", help="skip cv2 with fusion on")
+    s.add_argument("--no-winograd", action="store_true", help="run cv2 with Winograd off only")
+    s.add_argument("--seeded-weights", type=int, metavar="SEED",
+                   help="run an architecture-only Caffe prototxt with seeded random weights")
+    s.add_argument("--json", metavar="PATH", help="write the report as JSON (docs/compare-schema.md)")
+    s.add_argument("--plot", metavar="PATH", help="write a PNG of per-layer error along depth (needs matplotlib)")
+    s.set_defaults(func=_cmd_compare)
 
 
 # ---- refnet models: the zoo -------------------------------------------------------------------
@@ -222,6 +239,13 @@ def _add_run_parser(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=_cmd_run)
 
 
+# ---- refnet bench: refnet vs cv2.dnn latency (refnet.bench) ------------------------------------
+def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
+    from refnet.bench import add_bench_parser
+
+    add_bench_parser(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="refnet", description="Reference DNN inference, checked against cv2.dnn.")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -230,13 +254,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_selfcheck)
     s = sub.add_parser("demo", help="the main job on built-in defaults; writes into --out")
     s.add_argument("--out", default="demo-out")
+    s.add_argument("--models", metavar="NAMES",
+                   help="comma-separated zoo/built-in names to run (default: all; also $REFNET_DEMO_MODELS)")
+    s.add_argument("--no-builtins", action="store_true", help="skip the generated MobileNet-SSD/GoogLeNet/DeepLab")
+    s.add_argument("--no-selfcheck", action="store_true", help="skip the kernel self-check")
     s.set_defaults(func=_cmd_demo)
-    s = sub.add_parser("info", help="layer table of a model")
-    s.add_argument("model", nargs="+", help="model files (.prototxt/.caffemodel, .t7/.net, .cfg/.weights)")
-    s.add_argument("--input-shape", type=int, nargs="+", help="N C H W when the model does not declare it")
+    s = sub.add_parser("info", help="layer table of a model: shapes, parameters, MACs (and cv2 getFLOPS)")
+    s.add_argument("model", nargs="*", metavar="MODEL_FILE",
+                   help="model files (.prototxt/.caffemodel, .t7/.net, .cfg/.weights); or use --zoo")
+    s.add_argument("--zoo", metavar="NAME", help="a zoo model (architecture-only ones too)")
+    s.add_argument("--input-shape", type=int, nargs="+", metavar="D", help="N C H W when the model does not declare it")
+    s.add_argument("--json", metavar="PATH", help="write the table as JSON")
+    s.add_argument("--no-cv2", action="store_true", help="do not ask cv2 for getFLOPS")
     s.set_defaults(func=_cmd_info)
+    _add_compare_parser(sub)
     _add_models_parser(sub)
     _add_run_parser(sub)
+    _add_bench_parser(sub)
     return p
 
 

@@ -39,6 +39,8 @@ def _cases() -> list[Case]:
     feat = a(1, 4, 5, 5)
     boxes = np.sort(a(50, 4, lo=0, hi=1).reshape(50, 2, 2), axis=1).reshape(50, 4)[:, [0, 2, 1, 3]]
     scores = a(50, lo=0, hi=1)
+    # per-channel parameters drawn once (inside a lambda, a(6) would draw new values for each precision)
+    c6a, c6b, c6c, c6d, var6 = a(6), a(6), a(6), a(6), a(6, lo=0.5, hi=2)
     return [
         Case("conv2d 3x3 s1 pad1", lambda k, c: k("conv2d")(c(x), c(w33), c(b8), pad=1)),
         Case("conv2d 3x3 s2 dil2 asym-pad", lambda k, c: k("conv2d")(c(x), c(w33), c(b8), stride=2, dilation=2,
@@ -52,7 +54,7 @@ def _cases() -> list[Case]:
         Case("max_pool2d 3x3 s2 ceil", lambda k, c: k("max_pool2d")(c(x), (3, 3), (2, 2), (1, 1, 1, 1))),
         Case("avg_pool2d 3x3 s2 caffe", lambda k, c: k("avg_pool2d")(c(x), (3, 3), (2, 2), (1, 1, 1, 1))),
         Case("relu leaky", lambda k, c: k("relu")(c(x), 0.1)),
-        Case("prelu", lambda k, c: k("prelu")(c(x), c(a(6)))),
+        Case("prelu", lambda k, c: k("prelu")(c(x), c(c6a))),
         Case("elu", lambda k, c: k("elu")(c(x), 1.0)),
         Case("sigmoid", lambda k, c: k("sigmoid")(c(x))),
         Case("tanh", lambda k, c: k("tanh")(c(x))),
@@ -60,11 +62,11 @@ def _cases() -> list[Case]:
         Case("power", lambda k, c: k("power")(c(x + 2), 1.5, 0.5, 0.2)),
         Case("softmax axis 1", lambda k, c: k("softmax")(c(x * 5), axis=1)),
         Case("log_softmax axis -1", lambda k, c: k("log_softmax")(c(x * 5), axis=-1)),
-        Case("batch_norm", lambda k, c: k("batch_norm")(c(x), c(a(6)), c(a(6, lo=0.5, hi=2)), c(a(6)), c(a(6)))),
-        Case("instance_norm", lambda k, c: k("instance_norm")(c(x), c(a(6)), c(a(6)))),
+        Case("batch_norm", lambda k, c: k("batch_norm")(c(x), c(c6a), c(var6), c(c6b), c(c6c))),
+        Case("instance_norm", lambda k, c: k("instance_norm")(c(x), c(c6b), c(c6d))),
         Case("lrn across", lambda k, c: k("lrn")(c(x), size=5, alpha=1e-2, beta=0.75, k=2.0)),
         Case("lrn within", lambda k, c: k("lrn")(c(x), size=3, alpha=1e-2, beta=0.75, region="within")),
-        Case("l2_normalize", lambda k, c: k("l2_normalize")(c(x), c(a(6)), across_spatial=False,
+        Case("l2_normalize", lambda k, c: k("l2_normalize")(c(x), c(c6d), across_spatial=False,
                                                             channel_shared=False)),
         Case("mvn", lambda k, c: k("mvn")(c(x))),
         Case("concat", lambda k, c: k("concat")([c(x), c(x[:, :2])], axis=1)),

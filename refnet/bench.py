@@ -1,0 +1,412 @@
+"""Side-by-side latency of refnet and cv2.dnn on one model (``refnet bench``).
+
+Both run in this process on the same input, with the same thread count for numba, the BLAS
+and cv2 (:func:`refnet.net.set_num_threads`), alternating one run of each so that load from
+other processes hits both alike; the medians are compared. The work is counted as 2 x the
+multiply-accumulates of :func:`refnet.info.layer_macs` (grouped and depthwise convolutions
+counted with ``C_in / groups``, unlike cv2's ``getFLOPS``), and both rates are put against the
+machine's numpy float32 GEMM rate measured in the same run.
+
+cv2 runs with its default fusion on (its fastest configuration) and a fresh ``cv2.dnn.Net``
+per input shape (cv2 may return garbage when one Net is reused with another size).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from refnet.errors import RefnetError, ShapeError
+
+__all__ = ["BenchResult", "gemm_gflops", "model_gflop", "input_shapes_for", "random_inputs", "alternate",
+           "bench_model", "peak_rss_mb", "bench_command", "add_bench_parser"]
+
+
+@dataclass
+class BenchResult:
+    """One model benchmarked: medians in milliseconds, rates in GFLOP/s."""
+
+    model: str
+    framework: str
+    input_shapes: dict[str, tuple[int, ...]]
+    precision: str
+    threads: dict[str, int]
+    threading_layer: str
+    repeat: int
+    gflop: float
+    gemm_gflops: float
+    refnet_ms: float
+    cv2_ms: float | None = None
+    refnet_runs_ms: list[float] = field(default_factory=list)
+    cv2_runs_ms: list[float] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        """refnet median / cv2 median (< 1: refnet is faster)."""
+        return None if not self.cv2_ms else self.refnet_ms / self.cv2_ms
+
+    @property
+    def refnet_gflops(self) -> float:
+        return self.gflop / (self.refnet_ms / 1e3) if self.refnet_ms > 0 else 0.0
+
+    @property
+    def cv2_gflops(self) -> float | None:
+        return self.gflop / (self.cv2_ms / 1e3) if self.cv2_ms else None
+
+    def images_per_s(self, ms: float | None) -> float | None:
+        n = next(iter(self.input_shapes.values()))[0] if self.input_shapes else 1
+        return None if not ms else n / (ms / 1e3)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.update(ratio=self.ratio, refnet_gflops=self.refnet_gflops, cv2_gflops=self.cv2_gflops,
+                 refnet_images_per_s=self.images_per_s(self.refnet_ms),
+                 cv2_images_per_s=self.images_per_s(self.cv2_ms))
+        d["input_shapes"] = {k: list(v) for k, v in self.input_shapes.items()}
+        return d
+
+    def table(self) -> str:
+        """The human-readable report printed by ``refnet bench``."""
+        shapes = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in self.input_shapes.items())
+        thr = ", ".join(f"{k} {v}" for k, v in self.threads.items())
+        lines = [
+            f"model     {self.model} ({self.framework}), input {shapes}, refnet {self.precision}",
+            f"threads   {thr}; numba threading layer {self.threading_layer}; {self.repeat} alternating runs each",
+            f"work      {self.gflop:.3f} GFLOP (2 x MACs, grouped convs counted per group)",
+            f"machine   numpy float32 GEMM {self.gemm_gflops:.1f} GFLOP/s (same threads, measured now)",
+            "",
+            f"{'':10s}{'median ms':>11s}{'min ms':>9s}{'GFLOP/s':>9s}{'% of GEMM':>11s}{'images/s':>10s}",
+        ]
+        rows = [("refnet", self.refnet_ms, self.refnet_runs_ms)]
+        if self.cv2_ms is not None:
+            rows.append(("cv2.dnn", self.cv2_ms, self.cv2_runs_ms))
+        for name, ms, runs in rows:
+            rate = self.gflop / (ms / 1e3) if ms > 0 else 0.0
+            pct = 100.0 * rate / self.gemm_gflops if self.gemm_gflops > 0 else float("nan")
+            lines.append(f"{name:10s}{ms:11.2f}{min(runs) if runs else ms:9.2f}{rate:9.1f}{pct:10.0f}%"
+                         f"{self.images_per_s(ms) or 0:10.1f}")
+        if self.ratio is not None:
+            lines.append(f"ratio     refnet / cv2.dnn = {self.ratio:.2f}")
+        if self.note:
+            lines.append(f"note      {self.note}")
+        return "\n".join(lines)
+
+
+# ---- measurement helpers -----------------------------------------------------------------------
+def gemm_gflops(n: int = 1024, repeat: int = 7) -> float:
+    """The machine's numpy float32 GEMM rate (``n x n @ n x n``, best of ``repeat``) in GFLOP/s,
+    with whatever BLAS thread count is in force."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n)).astype(np.float32)
+    b = rng.standard_normal((n, n)).astype(np.float32)
+    c = np.empty((n, n), np.float32)
+    np.matmul(a, b, out=c)
+    best = math.inf
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        np.matmul(a, b, out=c)
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * n ** 3 / best / 1e9
+
+
+def _macs_fallback(node: Any, ins: Sequence[tuple[int, ...]], outs: Sequence[tuple[int, ...]]) -> int:
+    """MACs of conv/deconv/linear layers (used when refnet.info is unavailable)."""
+    w = node.params.get("weight")
+    if w is None:
+        return 0
+    if node.op == "conv":
+        return int(np.prod(outs[0])) * int(np.prod(w.shape[1:]))
+    if node.op == "deconv":
+        return int(np.prod(ins[0])) * int(np.prod(w.shape[1:]))
+    if node.op == "linear":
+        axis = int(node.attrs.get("axis", 1))
+        return int(np.prod(ins[0][:axis])) * int(w.size)
+    return 0
+
+
+def model_gflop(net: Any, input_shapes: Mapping[str, Sequence[int]]) -> float:
+    """2 x the net's multiply-accumulates for these input shapes, in GFLOP."""
+    try:
+        from refnet.info import layer_macs
+    except ImportError:  # pragma: no cover - info.py ships with refnet
+        layer_macs = _macs_fallback
+    shapes = net.infer_shapes({k: tuple(v) for k, v in input_shapes.items()})
+    total = 0
+    for node in net.graph.nodes:
+        ins = [shapes[t] for t in node.inputs]
+        outs = [shapes[t] for t in node.outputs]
+        if any(d < 0 for s in ins + outs for d in s):  # run-time sized (detections): no MACs counted
+            continue
+        total += layer_macs(node, ins, outs)
+    return 2.0 * total / 1e9
+
+
+def input_shapes_for(net: Any, batch: int = 1, size: Sequence[int] | None = None) -> dict[str, tuple[int, ...]]:
+    """Input shapes: the declared ones with batch ``batch``, or ``(batch, C, H, W)`` from
+    ``size = (W, H)`` (C from the declaration, else 3)."""
+    out: dict[str, tuple[int, ...]] = {}
+    for name in net.input_names:
+        decl = net.input_shapes.get(name)
+        if size is not None:
+            c = int(decl[1]) if decl and len(decl) >= 2 and decl[1] else 3
+            out[name] = (int(batch), c, int(size[1]), int(size[0]))
+        elif decl and all(int(d) > 0 for d in decl):
+            out[name] = (int(batch),) + tuple(int(d) for d in decl[1:])
+        else:
+            raise ShapeError(f"the model does not declare the shape of input {name!r}; pass --input-size W H")
+    return out
+
+
+def random_inputs(shapes: Mapping[str, Sequence[int]], seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded uniform [0, 1) float32 inputs of these shapes."""
+    rng = np.random.default_rng(seed)
+    return {k: rng.uniform(0.0, 1.0, tuple(s)).astype(np.float32) for k, s in shapes.items()}
+
+
+def alternate(fns: Sequence[Callable[[], Any]], repeat: int, warmup: int = 1) -> list[list[float]]:
+    """Seconds per call of each function, ``repeat`` rounds of one call each in turn (after
+    ``warmup`` untimed rounds)."""
+    for _ in range(warmup):
+        for f in fns:
+            f()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeat):
+        for i, f in enumerate(fns):
+            t0 = time.perf_counter()
+            f()
+            times[i].append(time.perf_counter() - t0)
+    return times
+
+
+def _cv2_net(net: Any) -> Any:
+    try:
+        from refnet.compare import cv2_net_for
+    except ImportError:  # pragma: no cover
+        cv2_net_for = None
+    if cv2_net_for is not None:
+        return cv2_net_for(net)
+    import cv2  # pragma: no cover
+
+    kind, paths = net.files  # pragma: no cover
+    if kind == "caffe":  # pragma: no cover
+        return cv2.dnn.readNetFromCaffe(str(paths[0]), str(paths[1]) if paths[1] else None)
+    if kind == "torch":  # pragma: no cover
+        return cv2.dnn.readNetFromTorch(str(paths[0]))
+    return cv2.dnn.readNetFromDarknet(str(paths[0]), str(paths[1]) if paths[1] else None)  # pragma: no cover
+
+
+def _cv2_runner(net: Any, feeds: Mapping[str, np.ndarray]) -> Callable[[], Any]:
+    cv = _cv2_net(net)
+    outs = list(net.output_names)
+    names = [n for n in cv.getLayerNames()] if hasattr(cv, "getLayerNames") else []
+    outs = [o for o in outs if not names or o in names] or None
+    multi = len(feeds) > 1
+
+    def run():
+        for k, v in feeds.items():
+            if multi:
+                cv.setInput(v, k)
+            else:
+                cv.setInput(v)
+        return cv.forward(outs) if outs else cv.forward()
+
+    return run
+
+
+def _threading_layer() -> str:
+    import numba
+
+    try:
+        return str(numba.threading_layer())
+    except ValueError:  # no parallel region has run yet
+        return str(numba.config.THREADING_LAYER)
+
+
+def bench_model(net: Any, inputs: Mapping[str, np.ndarray] | None = None, *, batch: int = 1,
+                size: Sequence[int] | None = None, threads: int = 1, repeat: int = 10, warmup: int = 2,
+                precision: str = "float32", with_cv2: bool = True, gemm: float | None = None,
+                name: str | None = None) -> BenchResult:
+    """Benchmark ``net.forward`` (``precision``) against cv2.dnn on the same inputs (random
+    ones of the declared shapes, batch ``batch``, or ``size = (W, H)`` when not given)."""
+    import cv2  # noqa: F401  (loaded before the thread counts are set, so cv2 gets them too)
+
+    from refnet.net import get_num_threads, set_num_threads
+
+    set_num_threads(threads)
+    feeds = dict(inputs) if inputs is not None else random_inputs(input_shapes_for(net, batch, size))
+    shapes = {k: tuple(v.shape) for k, v in feeds.items()}
+    fns: list[Callable[[], Any]] = [lambda: net.forward(feeds, precision=precision)]
+    note = ""
+    if with_cv2:
+        try:
+            fns.append(_cv2_runner(net, feeds))
+        except (ValueError, OSError, RefnetError) as e:
+            note = f"cv2.dnn not run: {e}"
+        except Exception as e:  # cv2.error
+            note = f"cv2.dnn not run: {str(e).strip().splitlines()[-1]}"
+    for f in fns:  # first runs (planning, cv2 set-up) may load libraries: set the threads again after
+        f()
+    set_num_threads(threads)
+    times = alternate(fns, repeat, warmup)
+    gflop = model_gflop(net, shapes)
+    gemm_rate = gemm if gemm is not None else gemm_gflops()
+    ms = [[t * 1e3 for t in ts] for ts in times]
+    src = net.graph.source or (net.files[1][0] if net.files else "?")
+    return BenchResult(
+        model=name or Path(str(src)).name, framework=net.graph.framework or "?", input_shapes=shapes,
+        precision=precision, threads=get_num_threads(), threading_layer=_threading_layer(), repeat=repeat,
+        gflop=gflop, gemm_gflops=gemm_rate, refnet_ms=float(np.median(ms[0])),
+        cv2_ms=float(np.median(ms[1])) if len(ms) > 1 else None, refnet_runs_ms=ms[0],
+        cv2_runs_ms=ms[1] if len(ms) > 1 else [], note=note)
+
+
+# ---- peak resident memory, in a fresh process per implementation -------------------------------------
+_RSS_CHILD = r"""
+import json, sys
+import numpy as np
+
+
+def hwm():  # VmHWM of this process image (ru_maxrss would include the parent's peak before exec)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+impl, paths, shapes, threads = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]), int(sys.argv[4])
+if impl == "cv2":
+    import cv2
+    cv2.setNumThreads(threads)
+    base = hwm()
+    p = paths
+    if p[0].endswith((".t7", ".net")):
+        net = cv2.dnn.readNetFromTorch(p[0])
+    elif p[0].endswith(".cfg"):
+        net = cv2.dnn.readNetFromDarknet(*p)
+    else:
+        net = cv2.dnn.readNetFromCaffe(*p)
+    rng = np.random.default_rng(0)
+    feeds = {k: rng.uniform(0, 1, tuple(s)).astype(np.float32) for k, s in shapes.items()}
+    for k, v in feeds.items():
+        net.setInput(v, k) if len(feeds) > 1 else net.setInput(v)
+    net.forward()
+else:
+    import refnet
+    from refnet.net import set_num_threads
+    set_num_threads(threads)
+    base = hwm()
+    net = refnet.load(*paths)
+    rng = np.random.default_rng(0)
+    feeds = {k: rng.uniform(0, 1, tuple(s)).astype(np.float32) for k, s in shapes.items()}
+    net.forward(feeds, precision=impl)
+peak = hwm()
+print(json.dumps({"peak_mb": peak / 1024, "base_mb": base / 1024}))
+"""
+
+
+def peak_rss_mb(paths: Sequence[str], shapes: Mapping[str, Sequence[int]], impl: str = "float32",
+                threads: int = 1) -> dict[str, float]:
+    """Peak resident memory of loading ``paths`` and one forward pass, in a fresh Python
+    process: ``impl`` "float32"/"float64" (refnet) or "cv2". Returns ``{"peak_mb", "base_mb"}``
+    (base: after the imports, before the model is read)."""
+    env = dict(os.environ)
+    res = subprocess.run([sys.executable, "-c", _RSS_CHILD, impl, json.dumps([str(p) for p in paths]),
+                          json.dumps({k: list(v) for k, v in shapes.items()}), str(threads)],
+                         capture_output=True, text=True, env=env, timeout=600)
+    if res.returncode != 0:
+        raise RefnetError(f"peak-memory child ({impl}) failed: {res.stderr.strip().splitlines()[-1:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+# ---- the command ---------------------------------------------------------------------------------
+def _load(args: Any) -> tuple[Any, list[str], str]:
+    import refnet
+
+    if args.zoo:
+        from refnet import zoo
+
+        loc = zoo.find(args.zoo)
+        if loc.entry.arch_only and loc.status != "found":
+            raise RefnetError(f"{args.zoo} is architecture only (no weights here): pass the prototxt and a "
+                              "caffemodel with seeded random weights (tests/writers/caffe_writer.py writes one)")
+        paths = [str(p) for p in loc.main_paths]
+        net = refnet.load(*paths)
+        return net, paths, loc.entry.name
+    if not args.model:
+        raise RefnetError("give model files or --zoo NAME")
+    for p in args.model:
+        if not Path(p).exists():
+            raise FileNotFoundError(f"no such file: {p}")
+    return refnet.load(*args.model), list(args.model), Path(args.model[0]).name
+
+
+def _zoo_size(args: Any) -> tuple[int, int] | None:
+    if args.input_size:
+        return tuple(args.input_size)  # type: ignore[return-value]
+    if args.zoo:
+        from refnet import zoo
+
+        size = zoo.get(args.zoo).preprocess.size
+        return tuple(size) if size else None  # type: ignore[return-value]
+    return None
+
+
+def bench_command(args: Any, out: Any = None) -> int:
+    """``refnet bench``: print (and optionally write as JSON) refnet vs cv2.dnn."""
+    out = out or sys.stdout
+    if args.batch < 1 or args.threads < 1 or args.repeat < 1:
+        raise ValueError("--batch, --threads and --repeat must be >= 1")
+    net, paths, name = _load(args)
+    size = _zoo_size(args)
+    shapes = input_shapes_for(net, args.batch, size)
+    res = bench_model(net, batch=args.batch, size=size, threads=args.threads, repeat=args.repeat,
+                      warmup=args.warmup, precision=args.precision, with_cv2=not args.no_cv2, name=name)
+    print(res.table(), file=out)
+    data = res.to_dict()
+    if args.rss:
+        rss = {impl: peak_rss_mb(paths, shapes, impl, args.threads)
+               for impl in ([args.precision] + ([] if args.no_cv2 else ["cv2"]))}
+        data["peak_rss_mb"] = rss
+        line = "   ".join(f"{k}: {v['peak_mb']:.0f} MB (+{v['peak_mb'] - v['base_mb']:.0f} after imports)"
+                          for k, v in rss.items())
+        print(f"peak RSS  {line}", file=out)
+        if "cv2" in rss:
+            print(f"          ratio refnet / cv2.dnn = {rss[args.precision]['peak_mb'] / rss['cv2']['peak_mb']:.2f}",
+                  file=out)
+    if args.json:
+        Path(args.json).write_text(json.dumps(data, indent=1) + "\n")
+        print(f"wrote {args.json}", file=out)
+    return 0
+
+
+def add_bench_parser(sub: Any) -> None:
+    """Add the ``bench`` subcommand to the ``refnet`` argument parser."""
+    s = sub.add_parser("bench", help="refnet vs cv2.dnn latency on one model (medians, ratio, GFLOP/s)",
+                       description="Time refnet's forward pass and cv2.dnn's on the same random input, "
+                                   "alternating runs with one thread count for numba, BLAS and cv2.")
+    s.add_argument("model", nargs="*", metavar="MODEL_FILE",
+                   help="model files (.prototxt/.caffemodel, .t7/.net, .cfg/.weights); or use --zoo")
+    s.add_argument("--zoo", metavar="NAME", help="a zoo model with weights on disk")
+    s.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
+    s.add_argument("--threads", type=int, default=1, help="threads for numba, BLAS and cv2 (default 1)")
+    s.add_argument("--repeat", type=int, default=10, help="timed runs of each (default 10)")
+    s.add_argument("--warmup", type=int, default=2, help="untimed runs of each first (default 2)")
+    s.add_argument("--input-size", type=int, nargs=2, metavar=("W", "H"), help="input width and height")
+    s.add_argument("--precision", default="float32", choices=("float32", "float64"),
+                   help="refnet path to time (default float32)")
+    s.add_argument("--no-cv2", action="store_true", help="time refnet only")
+    s.add_argument("--rss", action="store_true", help="also measure peak resident memory in fresh processes")
+    s.add_argument("--json", metavar="PATH", help="write the numbers as JSON")
+    s.set_defaults(func=bench_command)

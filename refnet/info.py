@@ -1,0 +1,339 @@
+"""Layer table of a model: shapes, parameter counts and multiply-accumulates (MACs).
+
+MACs count one multiply-add per weight use, per op kind (one function each, see
+:data:`MAC_RULES`): convolution ``N*Co*Ho*Wo*(Ci/g)*kh*kw``; deconvolution
+``N*Ci*H*W*(Co/g)*kh*kw`` (every input element meets ``Co/g*kh*kw`` weights); linear
+``rows*N_out*K``; average pooling one add per window element; LRN ``size`` per element;
+BatchNorm, Scale, Bias, PReLU, normalisations and Power one per element; Eltwise one per
+element per extra input; bilinear resize four taps per output. Comparisons (max pooling,
+ReLU), data movement (concat, permute, ...) and detection post-processing count zero.
+
+cv2's ``Net.getFLOPS`` is shown beside the total where cv2 can read the model. It counts a
+convolution as ``out*(2*kh*kw*Ci + 1)`` -- ignoring ``group``, so depthwise convs are
+over-counted by their group count -- a deconvolution as ``2*kh*kw*Ci*N*Ci*H*W`` (input
+channels where ``Co/g`` belongs) and an InnerProduct as 3 FLOPs per MAC; the table names
+the layers where that happens.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from refnet.graph import Node
+from refnet.net import Net
+
+__all__ = [
+    "LayerInfo",
+    "ModelInfo",
+    "MAC_RULES",
+    "layer_macs",
+    "conv_macs",
+    "deconv_macs",
+    "linear_macs",
+    "avg_pool_macs",
+    "lrn_macs",
+    "elementwise_macs",
+    "eltwise_macs",
+    "resize_macs",
+    "cv2_conv_flops",
+    "model_info",
+]
+
+Shape = tuple[int, ...]
+
+
+def _numel(s: Sequence[int]) -> int:
+    return int(math.prod(max(0, int(d)) for d in s))
+
+
+# ---- one function per op kind -------------------------------------------------------------------
+def conv_macs(node: Node, ins: Sequence[Shape], outs: Sequence[Shape]) -> int:
+    """Convolution: ``N*Co*Ho*Wo*(Ci/g)*kh*kw`` (the weight is ``(Co, Ci/g, kh, kw)``)."""
+    w = node.params["weight"].shape
+    return _numel(outs[0]) * int(w[1]) * int(w[2]) * int(w[3])
+
+
+def deconv_macs(node: Node, ins: Sequence[Shape], outs: Sequence[Shape]) -> int:
+    """Deconvolution: ``N*Ci*H*W*(Co/g)*kh*kw`` (the weight is ``(Ci, Co/g, kh, kw)``)."""
+    w = node.params["weight"].shape
+    return _numel(ins[0]) * int(w[1]) * int(w[2]) * int(w[3])
+
+
+def linear_macs(node: Node, ins: Sequence[Shape], outs: Sequence[Shape]) -> int:
+    """Linear (InnerProduct): rows x N_out x K, i.e. rows x weight size."""
+    axis = int(node.attrs.get("axis", 1))
+    rows = _numel(ins[0][:axis]) if axis > 0 else 1
+    return rows * int(node.params["weight"].size)
+
+
+def avg_pool_macs(node: Node, ins: Sequence[Shape], outs: Sequence[Shape]) -> int:
+    """Average pooling: one add per window element of every output (global: every input element)."""
+    if node.attrs.get("global_pooling"):
+        return _numel(ins[0])
+    kh, kw = node.attrs.get("kernel", (1, 1))
+    return _numel(outs[0]) * int(kh) * int(kw)
+
+
+def lrn_macs(node: Node, ins: Sequence[Shape], outs: Sequence[Shape]) -> int:
+    """LRN: a window of ``size`` squares per element (``size**2`` for WITHIN_CHANNEL)."""
+    size = int(node.attrs.get("size", 5))
+    return _numel(outs[0]) * (size if node.attrs.get("region", "across") == "across" else size * size)
+
+
+def elementwise_macs(node: Node, ins: Sequence[Shape], outs: Sequence[Shape]) -> int:
+    """One multiply-add per output element (BatchNorm, Scale, PReLU, normalisations, Power, ...)."""
+    return _numel(outs[0])
+
+
+def eltwise_macs(node: Node, ins: Sequence[Shape], outs: Sequence[Shape]) -> int:
+    """Eltwise sum/prod/max: one operation per element per input beyond the first."""
+    return _numel(outs[0]) * max(0, len(ins) - 1)
+
+
+def resize_macs(node: Node, ins: Sequence[Shape], outs: Sequence[Shape]) -> int:
+    """Bilinear resize: four taps per output element; nearest neighbour: none."""
+    return 4 * _numel(outs[0]) if "bilinear" in str(node.attrs.get("mode", "")) or node.op.startswith(
+        "upsample_bilinear") else 0
+
+
+MacRule = Callable[[Node, Sequence[Shape], Sequence[Shape]], int]
+MAC_RULES: dict[str, MacRule] = {
+    "conv": conv_macs,
+    "deconv": deconv_macs,
+    "linear": linear_macs,
+    "avg_pool": avg_pool_macs,
+    "lrn": lrn_macs,
+    "batch_norm": elementwise_macs,
+    "scale": elementwise_macs,
+    "bias": elementwise_macs,
+    "prelu": elementwise_macs,
+    "instance_norm": elementwise_macs,
+    "mvn": elementwise_macs,
+    "mvn_cv2": elementwise_macs,
+    "normalize": elementwise_macs,
+    "lp_normalize": elementwise_macs,
+    "power": elementwise_macs,
+    "eltwise": eltwise_macs,
+    "shortcut": eltwise_macs,
+    "resize": resize_macs,
+    "upsample_bilinear_ac": resize_macs,
+}
+
+
+def layer_macs(node: Node, ins: Sequence[Shape], outs: Sequence[Shape]) -> int:
+    """MACs of one layer by :data:`MAC_RULES` (ops without a rule count zero)."""
+    rule = MAC_RULES.get(node.op)
+    return int(rule(node, ins, outs)) if rule is not None else 0
+
+
+def cv2_conv_flops(node: Node, ins: Sequence[Shape], outs: Sequence[Shape], *, respect_groups: bool = True) -> int:
+    """cv2's FLOP formula for a convolution, ``out*(2*kh*kw*Cin + 1)``, with ``Cin`` the
+    input channels per group (``respect_groups``) or all of them (what cv2 does)."""
+    w = node.params["weight"].shape
+    cin = int(w[1]) if respect_groups else int(ins[0][1])
+    return _numel(outs[0]) * (2 * int(w[2]) * int(w[3]) * cin + 1)
+
+
+# ---- the table -----------------------------------------------------------------------------------
+@dataclass
+class LayerInfo:
+    """One row of the table. ``cv2_flops`` is cv2's getFLOPS for the layer (None: not available)."""
+
+    name: str
+    op: str
+    inputs: list[Shape]
+    outputs: list[Shape]
+    params: int
+    macs: int
+    cv2_flops: int | None = None
+    note: str = ""
+
+
+@dataclass
+class ModelInfo:
+    """Per-layer rows and totals; ``deviations`` explains where cv2's getFLOPS disagrees."""
+
+    model: str
+    framework: str
+    input_shapes: dict[str, Shape]
+    layers: list[LayerInfo]
+    outputs: list[str]
+    cv2_flops_total: int | None = None
+    cv2_error: str = ""
+    deviations: list[str] = field(default_factory=list)
+
+    @property
+    def total_params(self) -> int:
+        return sum(r.params for r in self.layers)
+
+    @property
+    def total_macs(self) -> int:
+        return sum(r.macs for r in self.layers)
+
+    def table(self) -> str:
+        """The layer table as text: name, op, input and output shapes, params, MACs, cv2 FLOPs; totals."""
+        w = max([24] + [min(len(r.name), 40) for r in self.layers])
+        lines = [f"{self.model} ({self.framework}), input " + ", ".join(f"{k} {tuple(v)}" for k, v in
+                                                                         self.input_shapes.items()),
+                 f"{'layer':{w}s} {'op':16s} {'input shape(s)':26s} {'output shape':20s} {'params':>10s} "
+                 f"{'MACs':>14s} {'cv2 FLOPs':>14s}"]
+        for r in self.layers:
+            ins = " ".join(_shape(s) for s in r.inputs)
+            name = r.name if len(r.name) <= w else "..." + r.name[-(w - 3):]
+            cvf = "" if r.cv2_flops is None else f"{r.cv2_flops:,}"
+            lines.append(f"{name:{w}s} {r.op[:16]:16s} {ins[:26]:26s} {_shape(r.outputs[0]) if r.outputs else '':20s} "
+                         f"{r.params:>10,} {r.macs:>14,} {cvf:>14s}" + (f"  {r.note}" if r.note else ""))
+        lines.append(f"{len(self.layers)} layers, {self.total_params:,} parameters, {self.total_macs:,} MACs "
+                     f"(~{_si(2 * self.total_macs)}FLOPs = 2 x MACs); outputs {', '.join(self.outputs)}")
+        if self.cv2_flops_total is not None:
+            ratio = self.cv2_flops_total / max(2 * self.total_macs, 1)
+            lines.append(f"cv2 getFLOPS: {self.cv2_flops_total:,} ({_si(self.cv2_flops_total)}FLOPs, "
+                         f"{ratio:.2f} x our 2 x MACs)")
+        elif self.cv2_error:
+            lines.append(f"cv2 getFLOPS: not available ({self.cv2_error})")
+        for d in self.deviations:
+            lines.append(f"  cv2 deviation: {d}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON data of the table (``refnet.info/1``)."""
+        return {"schema": "refnet.info/1", "model": self.model, "framework": self.framework,
+                "input_shapes": {k: list(v) for k, v in self.input_shapes.items()}, "outputs": list(self.outputs),
+                "total_params": self.total_params, "total_macs": self.total_macs,
+                "cv2_flops_total": self.cv2_flops_total, "cv2_error": self.cv2_error,
+                "deviations": list(self.deviations),
+                "layers": [{"name": r.name, "op": r.op, "inputs": [list(s) for s in r.inputs],
+                            "outputs": [list(s) for s in r.outputs], "params": r.params, "macs": r.macs,
+                            "cv2_flops": r.cv2_flops, "note": r.note} for r in self.layers]}
+
+
+def _shape(s: Sequence[int]) -> str:
+    return "x".join("?" if int(d) < 0 else str(int(d)) for d in s)
+
+
+def _si(v: float) -> str:
+    for unit, f in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(v) >= f:
+            return f"{v / f:.3g} {unit}"
+    return f"{v:.3g} "
+
+
+def _cv2_flops(net: Net, shapes: Mapping[str, Shape], cvnet: Any = None) -> tuple[dict[str, int], int | None, str]:
+    """cv2 getFLOPS per layer name and in total for ``shapes`` (({}, None, why) when cv2 cannot)."""
+    try:
+        import cv2
+
+        from refnet.compare import cv2_net_for
+
+        cv = cvnet if cvnet is not None else cv2_net_for(net)
+        ins = [list(shapes[k]) for k in net.input_names]
+        arg = ins[0] if len(ins) == 1 else ins
+        total = int(cv.getFLOPS(arg))
+        per = {}
+        for name in net.layer_names:
+            lid = cv.getLayerId(name)
+            if lid >= 0:
+                per[name] = int(cv.getFLOPS(lid, arg))
+        return per, total, ""
+    except (cv2.error, ValueError, ImportError) as e:  # type: ignore[union-attr]
+        msg = str(e).strip().splitlines()
+        return {}, None, (msg[-1] if msg else type(e).__name__)[:160]
+
+
+def model_info(net: Net, input_shapes: Mapping[str, Sequence[int]] | Sequence[int] | None = None, *,
+               cv2_flops: bool = True, model_name: str | None = None, cvnet: Any = None) -> ModelInfo:
+    """Shapes, parameters and MACs of every layer for ``input_shapes`` (default: the declared ones);
+    with ``cv2_flops``, cv2's getFLOPS per layer and in total, and the layers where it deviates."""
+    shapes = net.infer_shapes(input_shapes)
+    ins_map = {k: tuple(shapes[k]) for k in net.input_names}
+    per, total, err = _cv2_flops(net, ins_map, cvnet) if cv2_flops else ({}, None, "not requested")
+    rows: list[LayerInfo] = []
+    grouped, deconvs, linears = [], [], []
+    for n in net.graph.nodes:
+        i_s = [tuple(shapes[t]) for t in n.inputs]
+        o_s = [tuple(shapes[t]) for t in n.outputs]
+        macs = layer_macs(n, i_s, o_s)
+        params = int(sum(int(np.asarray(v).size) for v in n.params.values()))
+        row = LayerInfo(n.name, n.op, i_s, o_s, params, macs, per.get(n.name))
+        if n.op == "conv" and int(n.attrs.get("groups", 1)) > 1:
+            g = int(n.attrs["groups"])
+            row.note = f"groups={g}" + (f"; cv2 counts x{g}" if row.cv2_flops is not None else "")
+            grouped.append((n.name, g))
+        elif n.op == "deconv" and row.cv2_flops is not None and row.cv2_flops != 2 * macs:
+            deconvs.append(n.name)
+        elif n.op == "linear" and row.cv2_flops is not None:
+            linears.append(n.name)
+        rows.append(row)
+    info = ModelInfo(model_name or (net.graph.source or "?"), net.graph.framework, ins_map, rows,
+                     list(net.output_names), total, err)
+    if total is not None:
+        if grouped:
+            names = ", ".join(f"{a} (x{g})" for a, g in grouped[:4]) + (" ..." if len(grouped) > 4 else "")
+            info.deviations.append(f"getFLOPS ignores group: {len(grouped)} grouped/depthwise conv(s) counted with "
+                                   f"all input channels: {names}")
+        if deconvs:
+            info.deviations.append(f"getFLOPS counts a Deconvolution as 2*kh*kw*Ci per input element (Co/g belongs "
+                                   f"there): {', '.join(deconvs[:4])}")
+        if linears:
+            info.deviations.append("getFLOPS counts InnerProduct as 3 FLOPs per multiply-add: "
+                                   + ", ".join(linears[:4]))
+    return info
+
+
+def info_command(args: Any, out: Any = None) -> int:
+    """``refnet info``: print the layer table (and write ``--json``); architecture-only models are
+    counted with seeded (Caffe) or zero (Darknet) weights."""
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from refnet.errors import ShapeError
+
+    out = out or sys.stdout
+    if args.json and not Path(args.json).resolve().parent.is_dir():
+        raise FileNotFoundError(f"--json {args.json}: folder {Path(args.json).parent} does not exist")
+    only_arch = bool(args.model) and len(args.model) == 1 and Path(args.model[0]).suffix.lower() in (
+        ".prototxt", ".pbtxt")
+    seeded = 0 if (only_arch or args.zoo) else None
+    shape = None
+    if args.input_shape:
+        if len(args.input_shape) != 4 or min(args.input_shape) <= 0:
+            raise ShapeError("--input-shape needs four positive numbers", expected="N C H W",
+                             got=tuple(args.input_shape))
+        shape = tuple(args.input_shape)
+    with tempfile.TemporaryDirectory(prefix="refnet-info-") as wd:  # seeded weights live only for this command
+        return _info(args, out, seeded, shape, wd)
+
+
+def _info(args: Any, out: Any, seeded: int | None, shape: tuple[int, ...] | None, workdir: str) -> int:
+    import json
+    from pathlib import Path
+
+    from refnet.compare import resolve_model
+    from refnet.errors import ShapeError
+
+    rm = resolve_model(args.model, args.zoo, seeded_weights=seeded, zero_darknet=True, input_shape=shape,
+                       workdir=workdir)
+    net = rm.net
+    if shape is None and len(net.input_names) == 1 and not net.input_shapes.get(net.input_names[0]):
+        pre = rm.entry.preprocess if rm.entry is not None else None
+        if pre is not None and pre.size is not None:
+            w, h = pre.size
+            shape = (1, 1 if pre.gray else 3, h, w)
+        else:
+            raise ShapeError(f"{rm.name} does not declare its input shape; pass --input-shape N C H W")
+    info = model_info(net, shape, cv2_flops=not args.no_cv2 and net.files is not None, model_name=rm.name)
+    if net.files is None and not args.no_cv2:
+        info.cv2_error = "no weights file: cv2 cannot load the model"
+    for n in rm.notes:
+        print(f"note: {n}", file=out)
+    print(info.table(), file=out)
+    if args.json:
+        Path(args.json).write_text(json.dumps(info.to_dict(), indent=1))
+        print(f"wrote {args.json}", file=out)
+    return 0
