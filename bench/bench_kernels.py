@@ -6,18 +6,26 @@ GEMMs of the same size as the machine's yardstick.
     .venv/bin/pytest bench/bench_kernels.py --benchmark-disable     # CI smoke run: once each
 
 ``reference`` runs the float64 reference kernels on float64 data (refnet's
-``precision="float64"``), ``fast`` the optimised kernels on float32 data. JIT compilation and
+``precision="float64"``), ``fast`` the optimised kernels on float32 data as the executor runs
+them (``conv2d_plan`` / ``conv_transpose2d_plan``: planned once, outside the timed calls). JIT compilation and
 the first call happen outside the timed calls. ``extra_info`` records the work (``gflop``) and,
 when timing is on, the rate of the fastest round (``gflops``).
 
-Adding an implementation (e.g. ``"cv2"`` through single-layer cv2.dnn nets): write a factory
-``(case) -> zero-argument callable`` and register it in ``RUNNERS[op][impl]``; the test
-parametrisation picks it up. Pooling has a cv2 runner (prototxt only); conv and deconv need
-weights, i.e. a caffemodel writer (tests/writers), to join.
+``cv2`` runs the same layer as a single-layer cv2.dnn net on float32 data (cv2's thread count
+is 1 unless ``REFNET_BENCH_THREADS`` says otherwise, as for numba and the BLAS): pooling from a
+prototxt alone, convolutions from a prototxt + caffemodel written by the test suite's Caffe
+writer (tests/writers/caffe_writer.py) with the benchmark's weights, transposed convolutions
+with ``output_padding`` from a Torch7 file written by tests/writers/t7_writer.py (Caffe's
+Deconvolution has no output padding; the weights are the writer's own seeded ones).
+
+Adding an implementation: write a factory ``(case) -> zero-argument callable`` and register it
+in ``RUNNERS[op][impl]``; the test parametrisation picks it up.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,12 +35,29 @@ import numpy as np
 import pytest
 
 from refnet.kernels.conv import (
-    conv2d,
+    conv2d_plan,
     conv2d_reference,
-    conv_transpose2d,
+    conv_transpose2d_plan,
     conv_transpose2d_reference,
 )
 from refnet.kernels.pool import avg_pool2d, avg_pool2d_reference, max_pool2d, max_pool2d_reference
+
+_TESTS = Path(__file__).resolve().parents[1] / "tests"
+if str(_TESTS) not in sys.path:  # the test suite's model writers (cv2 single-layer nets)
+    sys.path.insert(0, str(_TESTS))
+
+THREADS = int(os.environ.get("REFNET_BENCH_THREADS", "1"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _threads():
+    """One thread count for numba, the BLAS and cv2 (refnet.net.set_num_threads)."""
+    import cv2  # noqa: F401  (imported first so that set_num_threads reaches it)
+
+    from refnet.net import set_num_threads
+
+    set_num_threads(THREADS)
+    yield
 
 
 @dataclass(frozen=True)
@@ -168,14 +193,86 @@ def _cv2_pool_runner(case: Case) -> Callable[[], object]:
     return run
 
 
+def _cv2_conv_runner(case: Case) -> Callable[[], object]:
+    """A single-layer cv2.dnn Caffe Convolution net with the case's weights (float32)."""
+    import cv2
+    from writers.caffe_writer import Layer, NetSpec, write_net
+
+    x, w, b = _data(case, np.float32)
+    kw = case.kw
+    sh, sw = _pair(kw.get("stride", 1))
+    pad = kw.get("pad", 0)
+    ph, pw = _pair(pad if isinstance(pad, int) or len(pad) == 2 else (pad[0], pad[1]))
+    dh, dw = _pair(kw.get("dilation", 1))
+    p = {"num_output": case.w[0], "kernel_h": case.w[2], "kernel_w": case.w[3], "stride_h": sh,
+         "stride_w": sw, "pad_h": ph, "pad_w": pw, "group": kw.get("groups", 1)}
+    if (dh, dw) != (1, 1):
+        p["dilation"] = dh
+    spec = NetSpec([Layer("c", "Convolution", ["data"], ["c"], {"convolution_param": p}, [w, b])],
+                   {"data": case.x})
+    with tempfile.TemporaryDirectory() as d:
+        proto, model = write_net(spec, Path(d))
+        net = cv2.dnn.readNetFromCaffe(str(proto), str(model))
+
+    def run():
+        net.setInput(x, "data")
+        return net.forward("c")
+
+    return run
+
+
+def _cv2_deconv_runner(case: Case) -> Callable[[], object]:
+    """A single-layer cv2.dnn net: Torch7 SpatialFullConvolution (with adjW/adjH, which Caffe's
+    Deconvolution lacks), seeded weights of the case's shape."""
+    import cv2
+    from writers.t7_writer import nn_Sequential, nn_SpatialFullConvolution, save
+
+    if case.kw.get("groups", 1) != 1 or case.kw.get("dilation", 1) not in (1, (1, 1)):
+        pytest.skip("Torch7 SpatialFullConvolution has no groups or dilation")
+    x, _, _ = _data(case, np.float32)
+    ci, co, kh, kw = case.w
+    sh, sw = _pair(case.kw.get("stride", 1))
+    ph, pw = _pair(case.kw.get("pad", 0))
+    ah, aw = _pair(case.kw.get("output_padding", 0))
+    mod = nn_Sequential(nn_SpatialFullConvolution(np.random.default_rng(0), ci, co, kw, kh, sw, sh, pw, ph, aw, ah))
+    with tempfile.TemporaryDirectory() as d:
+        path = save(Path(d) / "deconv.t7", mod)
+        net = cv2.dnn.readNetFromTorch(str(path))
+
+    def run():
+        net.setInput(x)
+        return net.forward()
+
+    return run
+
+
+def _pair(v) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def _conv_plan_runner(case: Case) -> Callable[[], object]:
+    """The fast conv as the executor runs it: planned once (weights laid out, algorithm chosen)."""
+    x, w, b = _data(case, np.float32)
+    plan = conv2d_plan(x.shape, w, b, **case.kw)
+    return lambda: plan(x)
+
+
+def _deconv_plan_runner(case: Case) -> Callable[[], object]:
+    x, w, b = _data(case, np.float32, deconv=True)
+    plan = conv_transpose2d_plan(x.shape, w, b, **case.kw)
+    return lambda: plan(x)
+
+
 RUNNERS: dict[str, dict[str, Callable[[Case], Callable[[], object]]]] = {
     "conv": {
         "reference": _conv_runner(conv2d_reference, np.float64),
-        "fast": _conv_runner(conv2d, np.float32),
+        "fast": _conv_plan_runner,
+        "cv2": _cv2_conv_runner,
     },
     "deconv": {
         "reference": _deconv_runner(conv_transpose2d_reference, np.float64),
-        "fast": _deconv_runner(conv_transpose2d, np.float32),
+        "fast": _deconv_plan_runner,
+        "cv2": _cv2_deconv_runner,
     },
     "pool": {
         "reference": _pool_runner(max_pool2d_reference, avg_pool2d_reference, np.float64),

@@ -1,49 +1,103 @@
 """Convolution, transposed convolution and fully-connected kernels (NCHW).
 
 Every op ``f`` has a readable reference ``f_reference`` (straightforward NumPy, one
-tensor contraction per kernel tap) beside the fast ``f`` (1x1 convs as a plain GEMM on the
-NCHW buffer, k x k convs by a numba im2col + BLAS GEMM, depthwise convs by a direct numba
-kernel, transposed convs by GEMM + numba col2im, bias and activation fused in one epilogue
-pass). Both compute in the dtype they are given (float32 or float64; all arrays must share
-it) and return that dtype.
+tensor contraction per kernel tap) beside the fast ``f``. Both compute in the dtype they are
+given (float32 or float64; all arrays must share it) and return that dtype.
+
+The fast convolution is planned once per input shape (:func:`conv2d_plan`; ``conv2d`` plans
+and runs): argument checks, weight layouts and the algorithm are fixed in the plan, so the
+executor's per-call cost is a few microseconds. Algorithms:
+
+* 1x1, stride 1, unpadded: one BLAS GEMM per image and group on the NCHW buffer (no copy);
+* depthwise (groups == C_in): direct numba kernels -- for 3x3, one 9-tap stencil per output
+  row (strided convs: the stencil at full resolution, then every s-th value), or per plane
+  over a flattened zero-padded copy when the plane is small; other sizes: one contiguous row
+  update per tap;
+* 3x3, stride 1, undilated, ungrouped with enough channels: Winograd F(2x2, 3x3) (16 GEMMs
+  on transformed tiles, several images per GEMM for small maps; 2.25x fewer multiplications,
+  the accuracy of a direct float32 convolution; a NaN/Inf reaches every output of its 2x2
+  tile, not only its receptive field);
+* at most 4 output channels (e.g. an RGB output layer): a direct numba kernel (a GEMM with
+  so few rows only streams its im2col buffer);
+* otherwise: numba im2col in cache-sized bands of output rows + BLAS GEMM into the output.
+
+Bias and activation (ReLU / leaky ReLU / PReLU per channel / ReLU6) are applied in one
+epilogue pass per band while it is still in cache. Transposed convolutions run one GEMM per
+band of input rows and a numba col2im scatter, bias and activation on the finished rows.
 
 Conventions (Caffe / Torch7 / cv2.dnn): ``pad = (top, left, bottom, right)`` (an int or
 ``(ph, pw)`` is accepted too); conv weights ``(C_out, C_in // groups, kh, kw)``; transposed
 conv weights ``(C_in, C_out // groups, kh, kw)``; output size
 ``(H + pt + pb - dh * (kh - 1) - 1) // sh + 1`` (floor, as Caffe and cv2 do for convs).
+
+Threading: unless ``NUMBA_THREADING_LAYER`` says otherwise, numba's threading layer is chosen
+before it starts (:func:`refnet.kernels._parallel.choose_threading_layer`; again by
+``refnet.net.set_num_threads`` if nothing ran yet): OpenMP for one thread, ``workqueue`` for
+more -- on the loaded 2-core machine OpenMP stalled every parallel region for milliseconds with
+two threads (forward passes 20-100x slower). Each kernel runs its serial or parallel build per
+call (:mod:`refnet.kernels._parallel`). The workqueue layer must not be entered from two Python
+threads at once (refnet's executor serialises its forward passes).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
+import numba
 import numpy as np
 
 from refnet.errors import ShapeError
 from refnet.kernels._check import as_float_array, pad4, pair, same_dtype
-from refnet.kernels._jit import jit, pjit, prange
+from refnet.kernels._jit import jit, prange
+from refnet.kernels._parallel import choose_threading_layer, twin
+
+choose_threading_layer(numba.config.NUMBA_NUM_THREADS)
 
 __all__ = [
     "conv_output_size",
     "conv_transpose_output_size",
     "conv2d",
     "conv2d_reference",
+    "conv2d_plan",
+    "Conv2dPlan",
     "separable_conv2d",
     "separable_conv2d_reference",
     "conv_transpose2d",
     "conv_transpose2d_reference",
+    "conv_transpose2d_plan",
+    "ConvTranspose2dPlan",
     "linear",
     "linear_reference",
+    "winograd_weights",
 ]
 
 IntPair = int | Sequence[int]
 Pad = int | Sequence[int]
 
-_ACTIVATIONS = {None: 0, "relu": 1, "relu6": 2}
+ACTIVATIONS = (None, "relu", "relu6", "prelu")
+_ACT_NONE, _ACT_LEAKY, _ACT_RELU6 = 0, 1, 2
 
 # im2col buffers are filled and consumed in bands of output rows of about this many
 # elements, so the band stays in cache between im2col and the GEMM.
-_IM2COL_BAND_ELEMS = 1 << 20
+_IM2COL_BAND_ELEMS = 1 << 18
+# GEMM outputs (1x1 convs) are produced in column blocks of about this many elements so
+# the epilogue finds them in cache.
+_GEMM_BLOCK_ELEMS = 1 << 17
+# Winograd: transformed input + GEMM output of one band of tile rows, in elements, and the
+# fewest tiles per band (narrower GEMMs run far below the BLAS's rate).
+_WINO_BAND_ELEMS = 1 << 20
+_WINO_MIN_TILES = 128
+# Winograd is used for 3x3 stride-1 convs with at least this many input / output channels
+# and output pixels (below, the transforms cost more than the GEMM saves; measured).
+WINOGRAD_MIN_CIN = 8
+WINOGRAD_MIN_COUT = 4
+WINOGRAD_MIN_PIXELS = 16
+# depthwise 3x3 convs of planes up to this size run as one flat stencil per plane
+DW_FLAT_MAX_PIXELS = 4096
+# direct kernel for convs with at most this many output channels (and a long reduction)
+DIRECT_MAX_COUT = 4
+DIRECT_MIN_K = 64
 
 
 # --------------------------------------------------------------------------------------
@@ -114,23 +168,79 @@ def _groups(groups: int) -> int:
     return int(groups)
 
 
-def _activation_code(activation: str | None) -> int:
-    if activation not in _ACTIVATIONS:
+def _check_activation(activation: str | None) -> None:
+    if activation not in ACTIVATIONS:
         raise ValueError(
-            f"activation must be one of None, 'relu', 'relu6'; got {activation!r}"
+            f"activation must be one of None, 'relu', 'relu6', 'prelu'; got {activation!r}"
         )
-    return _ACTIVATIONS[activation]
 
 
-def _check_bias(b: np.ndarray | None, n: int, x: np.ndarray, what: str) -> np.ndarray | None:
+def _activation(activation: str | None, negative_slope: float | np.ndarray, co: int, dtype: np.dtype
+                ) -> tuple[int, np.ndarray]:
+    """(epilogue code, per-channel slope array of ``dtype``) for an activation."""
+    _check_activation(activation)
+    if activation == "relu6":
+        return _ACT_RELU6, np.zeros(co, dtype)
+    if activation is None:
+        return _ACT_NONE, np.zeros(co, dtype)
+    s = np.asarray(negative_slope, dtype=np.float64).reshape(-1)
+    if s.size == 1:
+        s = np.full(co, s[0])
+    elif activation == "relu" or s.size != co:
+        raise ShapeError(f"{activation}: negative_slope must be a scalar"
+                         + (" or one value per output channel" if activation == "prelu" else ""),
+                         expected=f"1 or {co} values" if activation == "prelu" else "a scalar",
+                         got=s.shape)
+    return _ACT_LEAKY, np.ascontiguousarray(s, dtype=dtype)
+
+
+def _check_bias(b: np.ndarray | None, n: int, dtype: np.dtype, what: str) -> np.ndarray | None:
     if b is None:
         return None
     as_float_array(b, "b")
-    same_dtype("x", x, "b", b)
+    if b.dtype != dtype:
+        raise TypeError(f"b has dtype {b.dtype} but x has dtype {dtype}; pass both as one dtype")
     if b.shape != (n,):
         raise ShapeError(f"{what}: b must have one value per output channel",
                          expected=(n,), got=b.shape)
     return np.ascontiguousarray(b)
+
+
+def _conv_geometry(x_shape, dtype, w, b, stride, pad, dilation, groups, fn):
+    """Validate conv2d arguments for an input of ``x_shape``; return normalised values."""
+    s = pair(stride, "stride")
+    d = pair(dilation, "dilation")
+    p = pad4(pad, "pad")
+    g = _groups(groups)
+    n, c, h, wd = x_shape
+    co, cig, kh, kw = w.shape
+    if c % g or co % g:
+        raise ShapeError(
+            f"{fn}: input channels ({c}) and output channels ({co}) must both be divisible "
+            f"by groups={g}",
+            expected=f"x.shape[1] and w.shape[0] multiples of {g}",
+            got=f"x {tuple(x_shape)}, w {w.shape}",
+        )
+    if cig != c // g:
+        raise ShapeError(
+            f"{fn}: w must have C_in // groups = {c} // {g} = {c // g} input channels",
+            expected=(co, c // g, kh, kw),
+            got=f"w {w.shape} for x {tuple(x_shape)}",
+        )
+    if kh < 1 or kw < 1:
+        raise ShapeError(f"{fn}: empty kernel", got=f"w {w.shape}")
+    bb = _check_bias(b, co, dtype, fn)
+    try:
+        ho = conv_output_size(h, kh, s[0], p[0], p[2], d[0])
+        wo = conv_output_size(wd, kw, s[1], p[1], p[3], d[1])
+    except ShapeError as e:
+        raise ShapeError(
+            f"{fn}: kernel {(kh, kw)} with dilation {d} does not fit the input {tuple(x_shape)} "
+            f"padded by {p}: {e}",
+            expected="dilated kernel <= padded input",
+            got=f"x {tuple(x_shape)}, w {w.shape}",
+        ) from None
+    return s, p, d, g, bb, ho, wo
 
 
 def _conv_args(x, w, b, stride, pad, dilation, groups, fn):
@@ -138,39 +248,7 @@ def _conv_args(x, w, b, stride, pad, dilation, groups, fn):
     as_float_array(x, "x", 4)
     as_float_array(w, "w", 4)
     same_dtype("x", x, "w", w)
-    s = pair(stride, "stride")
-    d = pair(dilation, "dilation")
-    p = pad4(pad, "pad")
-    g = _groups(groups)
-    n, c, h, wd = x.shape
-    co, cig, kh, kw = w.shape
-    if c % g or co % g:
-        raise ShapeError(
-            f"{fn}: input channels ({c}) and output channels ({co}) must both be divisible "
-            f"by groups={g}",
-            expected=f"x.shape[1] and w.shape[0] multiples of {g}",
-            got=f"x {x.shape}, w {w.shape}",
-        )
-    if cig != c // g:
-        raise ShapeError(
-            f"{fn}: w must have C_in // groups = {c} // {g} = {c // g} input channels",
-            expected=(co, c // g, kh, kw),
-            got=f"w {w.shape} for x {x.shape}",
-        )
-    if kh < 1 or kw < 1:
-        raise ShapeError(f"{fn}: empty kernel", got=f"w {w.shape}")
-    bb = _check_bias(b, co, x, fn)
-    try:
-        ho = conv_output_size(h, kh, s[0], p[0], p[2], d[0])
-        wo = conv_output_size(wd, kw, s[1], p[1], p[3], d[1])
-    except ShapeError as e:
-        raise ShapeError(
-            f"{fn}: kernel {(kh, kw)} with dilation {d} does not fit the input {x.shape} "
-            f"padded by {p}: {e}",
-            expected="dilated kernel <= padded input",
-            got=f"x {x.shape}, w {w.shape}",
-        ) from None
-    return s, p, d, g, bb, ho, wo
+    return _conv_geometry(x.shape, x.dtype, w, b, stride, pad, dilation, groups, fn)
 
 
 # --------------------------------------------------------------------------------------
@@ -178,10 +256,15 @@ def _conv_args(x, w, b, stride, pad, dilation, groups, fn):
 # --------------------------------------------------------------------------------------
 
 
-def _activate_reference(y: np.ndarray, activation: str | None, negative_slope: float) -> np.ndarray:
-    """ReLU (leaky when negative_slope != 0) or ReLU6 = min(max(y, 0), 6); NaN stays NaN."""
-    if activation == "relu":
-        return np.where(y > 0, y, y * y.dtype.type(negative_slope))
+def _activate_reference(y: np.ndarray, activation: str | None,
+                        negative_slope: float | np.ndarray) -> np.ndarray:
+    """ReLU (leaky when negative_slope != 0), PReLU (slope per channel, axis 1) or ReLU6 =
+    min(max(y, 0), 6); NaN stays NaN."""
+    if activation in ("relu", "prelu"):
+        s = np.asarray(negative_slope, dtype=y.dtype)
+        if s.ndim == 1 and s.size > 1:
+            s = s.reshape(1, -1, 1, 1)
+        return np.where(y > 0, y, y * s)
     if activation == "relu6":
         return np.clip(y, 0, 6)
     return y
@@ -202,16 +285,16 @@ def conv2d_reference(
     dilation: IntPair = (1, 1),
     groups: int = 1,
     activation: str | None = None,
-    negative_slope: float = 0.0,
+    negative_slope: float | np.ndarray = 0.0,
 ) -> np.ndarray:
     """Grouped, dilated 2-D cross-correlation (Caffe Convolution / cv2 / Torch7):
     ``y[n, o, i, j] = b[o] + sum_{c, p, q} w[o, c, p, q] * xpad[n, g*Cg + c, i*sh + p*dh,
     j*sw + q*dw]`` with zero padding, then the optional activation. Readable reference.
     """
-    _activation_code(activation)  # validates the name
     (sh, sw), (pt, pl, pb, pr), (dh, dw), g, b, ho, wo = _conv_args(
         x, w, b, stride, pad, dilation, groups, "conv2d_reference"
     )
+    _activation(activation, negative_slope, w.shape[0], x.dtype)  # validates name and slope
     n, c, _, _ = x.shape
     co, cig, kh, kw = w.shape
     cog = co // g
@@ -233,38 +316,55 @@ def conv2d_reference(
 
 
 # --------------------------------------------------------------------------------------
-# conv2d fast: numba helpers
+# fast kernels: numba helpers
 # --------------------------------------------------------------------------------------
 
 
-@pjit
-def _bias_act(y, b, act, slope):
-    """In place on y (N, C, L): y = act(y + b[c]). act 0 none, 1 (leaky) relu, 2 relu6."""
-    n, c, length = y.shape
-    for t in prange(n * c):
-        i = t // c
-        k = t % c
-        bias = b[k]
-        row = y[i, k]
-        if act == 0:
-            for m in range(length):
-                row[m] = row[m] + bias
-        elif act == 1:
-            for m in range(length):
-                v = row[m] + bias
-                row[m] = v if v > 0 else v * slope
-        else:
-            for m in range(length):
-                v = row[m] + bias
-                if v < 0:
-                    row[m] = 0
-                elif v > 6:
-                    row[m] = 6
-                else:
-                    row[m] = v  # NaN stays NaN
+@jit
+def _act1(v, act, s, six):
+    """One value through the epilogue activation: 1 leaky/PReLU (slope s), 2 ReLU6 (``six`` is
+    6 in v's dtype, so no float64 promotion); NaN stays NaN."""
+    if act == 1:
+        return v if v > 0 else v * s
+    if act == 2:
+        zero = six - six
+        if v < zero:
+            return zero
+        if v > six:
+            return six
+    return v
 
 
-@pjit
+@jit
+def _row_epilogue(row, bias, act, s):
+    """In place on a 1-D row: row = act(row + bias)."""
+    m_ = row.shape[0]
+    if act == 0:
+        for m in range(m_):
+            row[m] = row[m] + bias
+    elif act == 1:
+        for m in range(m_):
+            v = row[m] + bias
+            row[m] = v if v > 0 else v * s
+    else:
+        for m in range(m_):
+            v = row[m] + bias
+            if v < 0:
+                row[m] = 0
+            elif v > 6:
+                row[m] = 6
+            else:
+                row[m] = v  # NaN stays NaN
+
+
+@twin(0)
+def _bias_act_cols(y, b, act, slope, c0, c1):
+    """In place on columns [c0, c1) of y (C, L): y = act(y + b[c])."""
+    for k in prange(y.shape[0]):
+        _row_epilogue(y[k, c0:c1], b[k], act, slope[k])
+
+
+@twin()
 def _im2col(x, kh, kw, sh, sw, pt, pl, dh, dw, oh0, oh1, wo, cols):
     """cols[(c*kh + p)*kw + q, (oh-oh0)*wo + ow] = xpad[c, oh*sh + p*dh, ow*sw + q*dw]
     for output rows oh0 <= oh < oh1 (zero outside the input). x is (C, H, W)."""
@@ -300,7 +400,7 @@ def _valid_range(off, stride, size, n_out):
     return lo, max(min(hi, n_out), lo)
 
 
-@pjit
+@twin()
 def _depthwise(x, w, b, sh, sw, pt, pl, dh, dw, act, slope, y):
     """Direct depthwise conv (groups == C_in, C_out = m * C_in) with fused bias/activation;
     one output plane per parallel task, one contiguous row update per kernel tap."""
@@ -316,6 +416,7 @@ def _depthwise(x, w, b, sh, sw, pt, pl, dh, dw, act, slope, y):
         i = t // co
         o = t % co
         ci = o // mult
+        s = slope[o]
         for oh in range(ho):
             row = y[i, o, oh]
             row[:] = b[o]
@@ -340,23 +441,309 @@ def _depthwise(x, w, b, sh, sw, pt, pl, dh, dw, act, slope, y):
                         src2 = srow[start : start + (m - 1) * sw + 1 : sw]
                         for k in range(m):
                             dst[k] += wv * src2[k]
-            if act == 1:
-                for ow in range(wo):
-                    v = row[ow]
-                    row[ow] = v if v > 0 else v * slope
-            elif act == 2:
-                for ow in range(wo):
-                    v = row[ow]
-                    if v < 0:
-                        row[ow] = 0
-                    elif v > 6:
-                        row[ow] = 6
+            if act != 0:
+                _row_epilogue(row, s - s, act, s)
 
 
-@pjit
-def _col2im(cols, h, w, kh, kw, sh, sw, pt, pl, dh, dw, y):
-    """Transposed-conv scatter: y[c, ih*sh - pt + p*dh, iw*sw - pl + q*dw] +=
-    cols[(c*kh + p)*kw + q, ih*W + iw]; one output channel per parallel task."""
+@jit
+def _dw3_edge(a0, a1, a2, w, o, q0, dw, wd):
+    """The 3x3 stencil at one output column whose taps may leave the row (input columns
+    q0, q0 + dw, q0 + 2 dw; those outside [0, wd) count as zero)."""
+    v = a0[0] * 0
+    for qq in range(3):
+        j = q0 + qq * dw
+        if 0 <= j < wd:
+            v += w[o, 0, 0, qq] * a0[j] + w[o, 0, 1, qq] * a1[j] + w[o, 0, 2, qq] * a2[j]
+    return v
+
+
+@twin()
+def _depthwise3x3(x, w, b, sh, sw, pt, pl, dh, dw, act, slope, six, y):
+    """Depthwise 3x3 conv (any stride, dilation, channel multiplier) with fused bias and
+    activation: every output row is one 9-tap stencil over three input rows (a zero row
+    stands in for rows in the padding); the columns whose taps all lie inside the row run
+    without bounds tests (vectorised), the few border columns with them."""
+    n, c, h, wd = x.shape
+    _, co, ho, wo = y.shape
+    mult = co // c
+    zrow = np.zeros(wd, dtype=x.dtype)
+    lo, hi = _valid_range(-pl, sw, wd - 2 * dw, wo)  # columns whose three taps are inside
+    for t in prange(n * co):
+        i = t // co
+        o = t % co
+        ci = o // mult
+        fr = np.empty(max(wd, 1), dtype=y.dtype)  # one full-resolution row (strided outputs)
+        w00 = w[o, 0, 0, 0]
+        w01 = w[o, 0, 0, 1]
+        w02 = w[o, 0, 0, 2]
+        w10 = w[o, 0, 1, 0]
+        w11 = w[o, 0, 1, 1]
+        w12 = w[o, 0, 1, 2]
+        w20 = w[o, 0, 2, 0]
+        w21 = w[o, 0, 2, 1]
+        w22 = w[o, 0, 2, 2]
+        bias = b[o]
+        s = slope[o]
+        plane = x[i, ci]
+        for oh in range(ho):
+            ih = oh * sh - pt
+            a0 = plane[ih] if 0 <= ih < h else zrow
+            a1 = plane[ih + dh] if 0 <= ih + dh < h else zrow
+            a2 = plane[ih + 2 * dh] if 0 <= ih + 2 * dh < h else zrow
+            row = y[i, o, oh]
+            for ow in range(lo):
+                row[ow] = _act1(_dw3_edge(a0, a1, a2, w, o, ow * sw - pl, dw, wd) + bias, act, s, six)
+            if hi > lo:
+                # views starting at the first interior output's taps: indices below are >= 0
+                q0 = lo * sw - pl
+                b0 = a0[q0:]
+                b1 = a1[q0:]
+                b2 = a2[q0:]
+                dst = row[lo:hi]
+                if sw == 1 and dw == 1:
+                    for k in range(hi - lo):
+                        v = (w00 * b0[k] + w01 * b0[k + 1] + w02 * b0[k + 2]
+                             + w10 * b1[k] + w11 * b1[k + 1] + w12 * b1[k + 2]
+                             + w20 * b2[k] + w21 * b2[k + 1] + w22 * b2[k + 2])
+                        dst[k] = v + bias
+                else:
+                    # strided: the stencil at every column of the span (contiguous, vectorises),
+                    # then every sw-th value -- cheaper than nine strided loads per output
+                    span = (hi - lo - 1) * sw + 1
+                    if dw == 1:
+                        for k in range(span):
+                            fr[k] = (w00 * b0[k] + w01 * b0[k + 1] + w02 * b0[k + 2]
+                                     + w10 * b1[k] + w11 * b1[k + 1] + w12 * b1[k + 2]
+                                     + w20 * b2[k] + w21 * b2[k + 1] + w22 * b2[k + 2])
+                    else:
+                        c0 = b0[dw:]
+                        c1 = b1[dw:]
+                        c2 = b2[dw:]
+                        d0 = b0[2 * dw:]
+                        d1 = b1[2 * dw:]
+                        d2 = b2[2 * dw:]
+                        for k in range(span):
+                            fr[k] = (w00 * b0[k] + w01 * c0[k] + w02 * d0[k]
+                                     + w10 * b1[k] + w11 * c1[k] + w12 * d1[k]
+                                     + w20 * b2[k] + w21 * c2[k] + w22 * d2[k])
+                    for k in range(hi - lo):
+                        dst[k] = fr[k * sw] + bias
+                if act != 0:
+                    _row_epilogue(dst, bias - bias, act, s)
+            for ow in range(max(hi, lo), wo):
+                row[ow] = _act1(_dw3_edge(a0, a1, a2, w, o, ow * sw - pl, dw, wd) + bias, act, s, six)
+
+
+@twin()
+def _depthwise3x3_flat(x, w, b, sh, sw, pt, pl, act, slope, six, y):
+    """Depthwise 3x3 (dilation 1) for small planes: each plane is copied into a zero-padded
+    scratch plane of width wp, whose flattened form makes the 9-tap stencil one long
+    contiguous loop (tap (p, q) is offset p * wp + q) over every full-resolution position;
+    the outputs are then picked at the strides, with bias and activation. No per-row work."""
+    n, c, h, wd = x.shape
+    _, co, ho, wo = y.shape
+    mult = co // c
+    hp = (ho - 1) * sh + 3
+    wp = (wo - 1) * sw + 3
+    span = ((ho - 1) * sh) * wp + (wo - 1) * sw + 1
+    r0 = min(max(0, pt), hp)
+    r1 = max(min(hp, h + pt), r0)
+    j0 = min(max(0, pl), wp)
+    j1 = max(min(wp, wd + pl), j0)
+    for t in prange(n * co):
+        i = t // co
+        o = t % co
+        ci = o // mult
+        pad = np.zeros(hp * wp + 2, dtype=x.dtype)
+        for r in range(r0, r1):
+            src = x[i, ci, r - pt]
+            dst = pad[r * wp + j0 : r * wp + j1]
+            for k in range(j1 - j0):
+                dst[k] = src[j0 - pl + k]
+        z = np.empty(span, dtype=x.dtype)
+        p0 = pad
+        p1 = pad[wp:]
+        p2 = pad[2 * wp:]
+        w00 = w[o, 0, 0, 0]
+        w01 = w[o, 0, 0, 1]
+        w02 = w[o, 0, 0, 2]
+        w10 = w[o, 0, 1, 0]
+        w11 = w[o, 0, 1, 1]
+        w12 = w[o, 0, 1, 2]
+        w20 = w[o, 0, 2, 0]
+        w21 = w[o, 0, 2, 1]
+        w22 = w[o, 0, 2, 2]
+        for k in range(span):
+            z[k] = (w00 * p0[k] + w01 * p0[k + 1] + w02 * p0[k + 2]
+                    + w10 * p1[k] + w11 * p1[k + 1] + w12 * p1[k + 2]
+                    + w20 * p2[k] + w21 * p2[k + 1] + w22 * p2[k + 2])
+        bias = b[o]
+        s = slope[o]
+        for oh in range(ho):
+            row = y[i, o, oh]
+            zr = z[oh * sh * wp:]
+            for ow in range(wo):
+                row[ow] = _act1(zr[ow * sw] + bias, act, s, six)
+
+
+@twin()
+def _direct_small_cout(x, w, b, sh, sw, pt, pl, dh, dw, act, slope, y):
+    """Direct conv for few output channels (groups 1): per output row, all C_out rows are
+    accumulated in a small buffer by contiguous row updates (one per input channel and tap),
+    then bias + activation; parallel over (image, output row)."""
+    n, c, h, wd = x.shape
+    _, co, ho, wo = y.shape
+    _, _, kh, kw = w.shape
+    lo = np.empty(kw, dtype=np.int64)
+    hi = np.empty(kw, dtype=np.int64)
+    for q in range(kw):
+        lo[q], hi[q] = _valid_range(q * dw - pl, sw, wd, wo)
+    for t in prange(n * ho):
+        i = t // ho
+        oh = t % ho
+        acc = np.zeros((co, wo), dtype=y.dtype)
+        for ci in range(c):
+            for p in range(kh):
+                ih = oh * sh - pt + p * dh
+                if ih < 0 or ih >= h:
+                    continue
+                srow = x[i, ci, ih]
+                for q in range(kw):
+                    a = lo[q]
+                    m = hi[q] - a
+                    if m == 0:
+                        continue
+                    start = a * sw + q * dw - pl
+                    if sw == 1:  # contiguous source: vectorises
+                        src = srow[start : start + m]
+                        for o in range(co):
+                            wv = w[o, ci, p, q]
+                            dst = acc[o, a : a + m]
+                            for k in range(m):
+                                dst[k] += wv * src[k]
+                    else:
+                        src2 = srow[start : start + (m - 1) * sw + 1 : sw]
+                        for o in range(co):
+                            wv = w[o, ci, p, q]
+                            dst = acc[o, a : a + m]
+                            for k in range(m):
+                                dst[k] += wv * src2[k]
+        for o in range(co):
+            row = y[i, o, oh]
+            src_o = acc[o]
+            for k in range(wo):
+                row[k] = src_o[k]
+            _row_epilogue(row, b[o], act, slope[o])
+
+
+# ---- Winograd F(2x2, 3x3) --------------------------------------------------------------
+# Y = A^T [ (G g G^T) * (B^T d B) ] A on 4x4 input tiles d (stride 2) giving 2x2 outputs, with
+# B^T = [[1,0,-1,0],[0,1,1,0],[0,-1,1,0],[0,1,0,-1]], G = [[1,0,0],[.5,.5,.5],[.5,-.5,.5],
+# [0,0,1]], A^T = [[1,1,1,0],[0,1,-1,-1]] (Lavin & Gray 2016). B and A hold only 0 and +-1, so
+# the transforms are exact adds; the accuracy is that of a direct float32 convolution.
+_WINO_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+
+
+def winograd_weights(w: np.ndarray) -> np.ndarray:
+    """F(2x2, 3x3) weight transform of 3x3 conv weights ``w`` (C_out, C_in, 3, 3):
+    ``U[4a + b, o, c] = (G w[o, c] G^T)[a, b]``, computed in float64, returned in w's dtype."""
+    as_float_array(w, "w", 4)
+    if w.shape[2:] != (3, 3):
+        raise ShapeError("winograd_weights needs 3x3 kernels", expected="(C_out, C_in, 3, 3)", got=w.shape)
+    t = np.tensordot(w.astype(np.float64), _WINO_G, axes=([3], [1]))  # (o, c, i, b)
+    u = np.tensordot(_WINO_G, t, axes=([1], [2]))  # (a, o, c, b)
+    u = u.transpose(0, 3, 1, 2)  # (a, b, o, c)
+    return np.ascontiguousarray(u.reshape(16, w.shape[0], w.shape[1]), dtype=w.dtype)
+
+
+@twin()
+def _wino_in(x, pt, pl, ty0, ty1, tw_n, t0, v):
+    """Input transform of tile rows [ty0, ty1) of one image x (C, H, W) into v (16, C, T),
+    tile t = t0 + (ty - ty0) * tw_n + tx; rows are B^T-combined on whole padded rows
+    (vectorised), then the 4-column groups of each tile."""
+    c_, h, w = x.shape
+    wp = 2 * tw_n + 2
+    j0 = min(max(0, pl), wp)
+    j1 = max(min(wp, w + pl), j0)
+    for c in prange(c_):
+        r = np.zeros((4, wp), dtype=x.dtype)
+        tt = np.empty((4, wp), dtype=x.dtype)
+        for ty in range(ty0, ty1):
+            for k in range(4):
+                ih = 2 * ty - pt + k
+                row = r[k]
+                if 0 <= ih < h:
+                    row[j0:j1] = x[c, ih, j0 - pl : j1 - pl]
+                else:
+                    row[j0:j1] = 0
+            for j in range(wp):
+                d0 = r[0, j]
+                d1 = r[1, j]
+                d2 = r[2, j]
+                d3 = r[3, j]
+                tt[0, j] = d0 - d2
+                tt[1, j] = d1 + d2
+                tt[2, j] = d2 - d1
+                tt[3, j] = d1 - d3
+            base = t0 + (ty - ty0) * tw_n
+            for k in range(4):
+                tk = tt[k]
+                v0 = v[4 * k, c]
+                v1 = v[4 * k + 1, c]
+                v2 = v[4 * k + 2, c]
+                v3 = v[4 * k + 3, c]
+                for tx in range(tw_n):
+                    j = 2 * tx
+                    a0 = tk[j]
+                    a1 = tk[j + 1]
+                    a2 = tk[j + 2]
+                    a3 = tk[j + 3]
+                    v0[base + tx] = a0 - a2
+                    v1[base + tx] = a1 + a2
+                    v2[base + tx] = a2 - a1
+                    v3[base + tx] = a1 - a3
+
+
+@twin()
+def _wino_out(m, b, act, slope, six, ty0, ty1, tw_n, t0, y):
+    """Output transform of m (16, C_out, T) for tile rows [ty0, ty1) (tiles from t0 on) into
+    y (C_out, Ho, Wo), with bias and activation."""
+    co, ho, wo = y.shape
+    for o in prange(co):
+        bias = b[o]
+        s = slope[o]
+        mo = m[:, o]
+        for ty in range(ty0, ty1):
+            base = t0 + (ty - ty0) * tw_n
+            oh = 2 * ty
+            r0 = y[o, oh]
+            two_rows = oh + 1 < ho
+            r1 = y[o, oh + 1] if two_rows else y[o, oh]
+            for tx in range(tw_n):
+                t = base + tx
+                # A^T M: column l of the 4x4 tile -> (sum of rows 0..2, rows 1 - 2 - 3)
+                s0 = mo[0, t] + mo[4, t] + mo[8, t]
+                s1 = mo[1, t] + mo[5, t] + mo[9, t]
+                s2 = mo[2, t] + mo[6, t] + mo[10, t]
+                s3 = mo[3, t] + mo[7, t] + mo[11, t]
+                e0 = mo[4, t] - mo[8, t] - mo[12, t]
+                e1 = mo[5, t] - mo[9, t] - mo[13, t]
+                e2 = mo[6, t] - mo[10, t] - mo[14, t]
+                e3 = mo[7, t] - mo[11, t] - mo[15, t]
+                ow = 2 * tx
+                r0[ow] = _act1(s0 + s1 + s2 + bias, act, s, six)
+                if two_rows:
+                    r1[ow] = _act1(e0 + e1 + e2 + bias, act, s, six)
+                if ow + 1 < wo:
+                    r0[ow + 1] = _act1(s1 - s2 - s3 + bias, act, s, six)
+                    if two_rows:
+                        r1[ow + 1] = _act1(e1 - e2 - e3 + bias, act, s, six)
+
+
+@twin(0)
+def _col2im_rows(cols, ih0, ih1, w, kh, kw, sh, sw, pt, pl, dh, dw, y):
+    """Transposed-conv scatter of input rows [ih0, ih1): y[c, ih*sh - pt + p*dh, iw*sw - pl +
+    q*dw] += cols[(c*kh + p)*kw + q, (ih - ih0)*W + iw]; one output channel per parallel task."""
     co, ho, wo = y.shape
     for c in prange(co):
         for p in range(kh):
@@ -367,26 +754,253 @@ def _col2im(cols, h, w, kh, kw, sh, sw, pt, pl, dh, dw, y):
                 if m == 0:
                     continue
                 start = lo * sw + q * dw - pl  # output column of input column lo
-                for ih in range(h):
+                for ih in range(ih0, ih1):
                     oh = ih * sh - pt + p * dh
                     if oh < 0 or oh >= ho:
                         continue
-                    s = src[ih * w + lo : ih * w + hi]
-                    dst = y[c, oh, start : start + (m - 1) * sw + 1 : sw]
-                    for k in range(m):
-                        dst[k] += s[k]
+                    s = src[(ih - ih0) * w + lo : (ih - ih0) * w + hi]
+                    if sw == 1:
+                        dst = y[c, oh, start : start + m]
+                        for k in range(m):
+                            dst[k] += s[k]
+                    else:
+                        dst2 = y[c, oh, start : start + (m - 1) * sw + 1 : sw]
+                        for k in range(m):
+                            dst2[k] += s[k]
+
+
+@twin(0)
+def _bias_act_rows(y, b, act, slope, r0, r1):
+    """In place on rows [r0, r1) of every plane of y (C, H, W): y = act(y + b[c])."""
+    for c in prange(y.shape[0]):
+        for r in range(r0, r1):
+            _row_epilogue(y[c, r], b[c], act, slope[c])
 
 
 # --------------------------------------------------------------------------------------
-# conv2d fast
+# scratch memory: one grow-only buffer per thread and role
 # --------------------------------------------------------------------------------------
 
+_TLS = threading.local()
 
-def _epilogue(y3: np.ndarray, b: np.ndarray | None, act: int, slope: float) -> None:
-    if b is None and act == 0:
+
+def _scratch(n: int, dtype: np.dtype, role: str) -> np.ndarray:
+    """A flat scratch array of ``n`` elements, reused between calls (per thread and role)."""
+    bufs = getattr(_TLS, "bufs", None)
+    if bufs is None:
+        bufs = _TLS.bufs = {}
+    key = (role, np.dtype(dtype).char)
+    buf = bufs.get(key)
+    if buf is None or buf.size < n:
+        buf = np.empty(n, dtype=dtype)
+        bufs[key] = buf
+    return buf[:n]
+
+
+def _gemm_epilogue(wmat: np.ndarray, src: np.ndarray, dst: np.ndarray, b: np.ndarray, act: int,
+                   slope: np.ndarray) -> None:
+    """dst (M, L) = act(wmat (M, K) @ src (K, L) + b), in column blocks that stay in cache."""
+    m, length = dst.shape
+    block = max(256, _GEMM_BLOCK_ELEMS // max(1, m))
+    if length <= block + block // 2:
+        np.matmul(wmat, src, out=dst)
+        if act != 0 or b.any():
+            _bias_act_cols(dst, b, act, slope, 0, length)
         return
-    bb = b if b is not None else np.zeros(y3.shape[1], dtype=y3.dtype)
-    _bias_act(y3, bb, act, y3.dtype.type(slope))
+    for j0 in range(0, length, block):
+        j1 = min(length, j0 + block)
+        np.matmul(wmat, src[:, j0:j1], out=dst[:, j0:j1])
+        if act != 0 or b.any():
+            _bias_act_cols(dst, b, act, slope, j0, j1)
+
+
+# --------------------------------------------------------------------------------------
+# conv2d fast: the plan
+# --------------------------------------------------------------------------------------
+
+
+class Conv2dPlan:
+    """A convolution with fixed weights, parameters and input shape: checks done, weight
+    layouts prepared and the algorithm chosen once (see the module docstring).
+
+    ``plan(x, out=None)`` runs it on ``x`` of ``plan.x_shape`` and ``plan.dtype`` (C-contiguous
+    or made so) and returns ``out`` (or a new array) of ``plan.y_shape``.
+    """
+
+    def __init__(self, x_shape: Sequence[int], w: np.ndarray, b: np.ndarray | None = None, *,
+                 stride: IntPair = (1, 1), pad: Pad = (0, 0, 0, 0), dilation: IntPair = (1, 1),
+                 groups: int = 1, activation: str | None = None,
+                 negative_slope: float | np.ndarray = 0.0, algorithm: str | None = None,
+                 fn: str = "conv2d") -> None:
+        as_float_array(w, "w", 4)
+        x_shape = tuple(int(d) for d in x_shape)
+        if len(x_shape) != 4:
+            raise ShapeError("x must be 4-D", expected="4-D", got=f"shape {x_shape}")
+        dt = w.dtype
+        (sh, sw), (pt, pl, pb, pr), (dh, dw), g, b, ho, wo = _conv_geometry(
+            x_shape, dt, w, b, stride, pad, dilation, groups, fn)
+        n, c, h, wd = x_shape
+        co, cig, kh, kw = w.shape
+        self.x_shape = x_shape
+        self.y_shape = (n, co, ho, wo)
+        self.khw = (kh, kw)
+        self.dtype = dt
+        self.stride, self.pad, self.dilation, self.groups = (sh, sw), (pt, pl, pb, pr), (dh, dw), g
+        self.act, self.slope = _activation(activation, negative_slope, co, dt)
+        self.six = dt.type(6)
+        self.b = b if b is not None else np.zeros(co, dt)
+        self.has_bias = b is not None
+        w = np.ascontiguousarray(w)
+        self.algorithm = algorithm or self._choose(c, co, cig, kh, kw, ho, wo)
+        alg = self.algorithm
+        if alg in ("depthwise", "direct"):
+            self.w = w
+        elif alg == "winograd":
+            if (kh, kw, sh, sw, dh, dw, g) != (3, 3, 1, 1, 1, 1, 1):
+                raise ValueError("winograd needs a 3x3, stride-1, undilated, ungrouped conv")
+            self.u = winograd_weights(w)
+            self.tw_n = (wo + 1) // 2
+            self.th_n = (ho + 1) // 2
+            self.max_tiles = max(_WINO_MIN_TILES, _WINO_BAND_ELEMS // (16 * (c + co)))
+            self.band = max(1, min(self.th_n, self.max_tiles // self.tw_n))
+        elif alg == "gemm1x1":
+            if (kh, kw, sh, sw, pt, pl, pb, pr) != (1, 1, 1, 1, 0, 0, 0, 0):
+                raise ValueError("gemm1x1 needs a 1x1, stride-1, unpadded conv")
+            self.wmat = w.reshape(g, co // g, cig)
+        elif alg == "im2col":
+            kdim = cig * kh * kw
+            self.wmat = w.reshape(g, co // g, kdim)
+            self.kdim = kdim
+            self.band = max(1, min(ho, _IM2COL_BAND_ELEMS // max(1, kdim * wo)))
+        else:
+            raise ValueError(f"unknown conv algorithm {alg!r}")
+
+    def _choose(self, c, co, cig, kh, kw, ho, wo) -> str:
+        (sh, sw), (pt, pl, pb, pr), (dh, dw), g = self.stride, self.pad, self.dilation, self.groups
+        if g == c and cig == 1 and g > 1:
+            return "depthwise"
+        if kh == kw == 1 and sh == sw == 1 and pt == pl == pb == pr == 0:
+            return "gemm1x1"
+        if ((kh, kw, sh, sw, dh, dw, g) == (3, 3, 1, 1, 1, 1, 1) and c >= WINOGRAD_MIN_CIN
+                and co >= WINOGRAD_MIN_COUT and ho * wo >= WINOGRAD_MIN_PIXELS and ho >= 2 and wo >= 2):
+            return "winograd"
+        if g == 1 and co <= DIRECT_MAX_COUT and cig * kh * kw >= DIRECT_MIN_K:
+            return "direct"
+        return "im2col"
+
+    def __call__(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        if x.shape != self.x_shape or x.dtype != self.dtype:
+            raise ShapeError("conv2d plan: input does not match the planned shape/dtype",
+                             expected=f"{self.x_shape} {self.dtype}", got=f"{x.shape} {x.dtype}")
+        x = np.ascontiguousarray(x)
+        y = np.empty(self.y_shape, dtype=self.dtype) if out is None else out
+        alg = self.algorithm
+        (sh, sw), (pt, pl, _, _), (dh, dw) = self.stride, self.pad, self.dilation
+        if alg == "depthwise":
+            if self.khw == (3, 3) and dh == dw == 1 and self.x_shape[2] * self.x_shape[3] <= DW_FLAT_MAX_PIXELS:
+                _depthwise3x3_flat(x, self.w, self.b, sh, sw, pt, pl, self.act, self.slope, self.six, y)
+            elif self.khw == (3, 3):
+                _depthwise3x3(x, self.w, self.b, sh, sw, pt, pl, dh, dw, self.act, self.slope, self.six, y)
+            else:
+                _depthwise(x, self.w, self.b, sh, sw, pt, pl, dh, dw, self.act, self.slope, y)
+        elif alg == "direct":
+            _direct_small_cout(x, self.w, self.b, sh, sw, pt, pl, dh, dw, self.act, self.slope, y)
+        elif alg == "gemm1x1":
+            self._gemm1x1(x, y)
+        elif alg == "winograd":
+            self._winograd(x, y)
+        else:
+            self._im2col(x, y)
+        return y
+
+    def _gemm1x1(self, x, y):
+        n, c, h, wd = self.x_shape
+        g = self.groups
+        cig = c // g
+        cog = y.shape[1] // g
+        for i in range(n):
+            xi = x[i].reshape(c, h * wd)
+            yi = y[i].reshape(g * cog, h * wd)
+            for gi in range(g):
+                sl = slice(gi * cog, (gi + 1) * cog)
+                _gemm_epilogue(self.wmat[gi], xi[gi * cig : (gi + 1) * cig], yi[sl], self.b[sl], self.act,
+                               self.slope[sl])
+
+    def _im2col(self, x, y):
+        n, c, h, wd = self.x_shape
+        _, co, ho, wo = self.y_shape
+        (sh, sw), (pt, pl, _, _), (dh, dw), g = self.stride, self.pad, self.dilation, self.groups
+        cig, cog = c // g, co // g
+        kh, kw = self.khw
+        kdim, band = self.kdim, self.band
+        buf = _scratch(kdim * band * wo, self.dtype, "im2col")
+        for i in range(n):
+            for gi in range(g):
+                xin = x[i, gi * cig : (gi + 1) * cig]
+                yout = y[i, gi * cog : (gi + 1) * cog].reshape(cog, ho * wo)
+                bg, sg = self.b[gi * cog : (gi + 1) * cog], self.slope[gi * cog : (gi + 1) * cog]
+                for oh0 in range(0, ho, band):
+                    oh1 = min(ho, oh0 + band)
+                    cb = buf[: kdim * (oh1 - oh0) * wo].reshape(kdim, (oh1 - oh0) * wo)
+                    _im2col(xin, kh, kw, sh, sw, pt, pl, dh, dw, oh0, oh1, wo, cb)
+                    np.matmul(self.wmat[gi], cb, out=yout[:, oh0 * wo : oh1 * wo])
+                    if self.act != 0 or self.has_bias:
+                        _bias_act_cols(yout, bg, self.act, sg, oh0 * wo, oh1 * wo)
+
+    def _winograd(self, x, y):
+        n, c, _, _ = self.x_shape
+        co = self.y_shape[1]
+        pt, pl = self.pad[0], self.pad[1]
+        tw_n, th_n, band = self.tw_n, self.th_n, self.band
+        tiles = th_n * tw_n
+        # several whole images per GEMM when one image is smaller than a band (batches of
+        # small feature maps: a wider GEMM), else bands of tile rows of one image
+        per = max(1, min(n, self.max_tiles // tiles)) if band >= th_n else 1
+        nt = max(band * tw_n, per * tiles)
+        vbuf = _scratch(16 * c * nt, self.dtype, "wino_v")
+        mbuf = _scratch(16 * co * nt, self.dtype, "wino_m")
+        u, b, act, slope, six = self.u, self.b, self.act, self.slope, self.six
+        if per > 1 or band >= th_n:
+            for i0 in range(0, n, per):
+                i1 = min(n, i0 + per)
+                t = (i1 - i0) * tiles
+                v = vbuf[: 16 * c * t].reshape(16, c, t)
+                m = mbuf[: 16 * co * t].reshape(16, co, t)
+                for i in range(i0, i1):
+                    _wino_in(x[i], pt, pl, 0, th_n, tw_n, (i - i0) * tiles, v)
+                np.matmul(u, v, out=m)
+                for i in range(i0, i1):
+                    _wino_out(m, b, act, slope, six, 0, th_n, tw_n, (i - i0) * tiles, y[i])
+            return
+        for i in range(n):
+            for ty0 in range(0, th_n, band):
+                ty1 = min(th_n, ty0 + band)
+                t = (ty1 - ty0) * tw_n
+                v = vbuf[: 16 * c * t].reshape(16, c, t)
+                m = mbuf[: 16 * co * t].reshape(16, co, t)
+                _wino_in(x[i], pt, pl, ty0, ty1, tw_n, 0, v)
+                np.matmul(u, v, out=m)
+                _wino_out(m, b, act, slope, six, ty0, ty1, tw_n, 0, y[i])
+
+
+def conv2d_plan(
+    x_shape: Sequence[int],
+    w: np.ndarray,
+    b: np.ndarray | None = None,
+    *,
+    stride: IntPair = (1, 1),
+    pad: Pad = (0, 0, 0, 0),
+    dilation: IntPair = (1, 1),
+    groups: int = 1,
+    activation: str | None = None,
+    negative_slope: float | np.ndarray = 0.0,
+    algorithm: str | None = None,
+) -> Conv2dPlan:
+    """Plan ``conv2d`` for inputs of ``x_shape`` (and w's dtype): a callable ``plan(x, out=None)``
+    with the same semantics. ``algorithm`` forces one of "gemm1x1", "im2col", "winograd",
+    "depthwise", "direct" (default: chosen by shape)."""
+    return Conv2dPlan(x_shape, w, b, stride=stride, pad=pad, dilation=dilation, groups=groups,
+                      activation=activation, negative_slope=negative_slope, algorithm=algorithm)
 
 
 def conv2d(
@@ -399,56 +1013,22 @@ def conv2d(
     dilation: IntPair = (1, 1),
     groups: int = 1,
     activation: str | None = None,
-    negative_slope: float = 0.0,
+    negative_slope: float | np.ndarray = 0.0,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Fast grouped, dilated 2-D cross-correlation, same semantics as ``conv2d_reference``
-    (Caffe Convolution / cv2.dnn), with an optional fused ReLU / leaky ReLU / ReLU6.
-
-    Paths: 1x1 stride-1 unpadded -> one GEMM on the NCHW buffer; depthwise (groups == C_in)
-    -> direct numba kernel; otherwise numba im2col (in bands of output rows) + BLAS GEMM.
-    """
-    act = _activation_code(activation)
-    (sh, sw), (pt, pl, pb, pr), (dh, dw), g, b, ho, wo = _conv_args(
-        x, w, b, stride, pad, dilation, groups, "conv2d"
-    )
-    x = np.ascontiguousarray(x)
-    w = np.ascontiguousarray(w)
-    n, c, h, wd = x.shape
-    co, cig, kh, kw = w.shape
-    cog = co // g
-    dt = x.dtype
-
-    if g == c and cig == 1 and g > 1:  # depthwise, possibly with a channel multiplier
-        y = np.empty((n, co, ho, wo), dtype=dt)
-        bb = b if b is not None else np.zeros(co, dtype=dt)
-        _depthwise(x, w, bb, sh, sw, pt, pl, dh, dw, act, dt.type(negative_slope), y)
-        return y
-
-    if kh == 1 and kw == 1 and sh == 1 and sw == 1 and pt == pl == pb == pr == 0:
-        # 1x1: y[n, g] = W[g] @ x[n, g] viewed as (C_in/g, H*W); no copy of x
-        xv = x.reshape(n, g, cig, h * wd)
-        wv = w.reshape(g, cog, cig)
-        y = np.matmul(wv, xv).reshape(n, co, ho, wo)
-        _epilogue(y.reshape(n, co, ho * wo), b, act, negative_slope)
-        return y
-
-    # k x k: im2col in bands of output rows + GEMM writing straight into y
-    y = np.empty((n, co, ho, wo), dtype=dt)
-    kdim = cig * kh * kw
-    wmat = w.reshape(g, cog, kdim)
-    band = max(1, min(ho, _IM2COL_BAND_ELEMS // max(1, kdim * wo)))
-    buf = np.empty(kdim * band * wo, dtype=dt)
-    for i in range(n):
-        for gi in range(g):
-            xin = x[i, gi * cig : (gi + 1) * cig]
-            yout = y[i, gi * cog : (gi + 1) * cog].reshape(cog, ho * wo)
-            for oh0 in range(0, ho, band):
-                oh1 = min(ho, oh0 + band)
-                cb = buf[: kdim * (oh1 - oh0) * wo].reshape(kdim, (oh1 - oh0) * wo)
-                _im2col(xin, kh, kw, sh, sw, pt, pl, dh, dw, oh0, oh1, wo, cb)
-                np.matmul(wmat[gi], cb, out=yout[:, oh0 * wo : oh1 * wo])
-    _epilogue(y.reshape(n, co, ho * wo), b, act, negative_slope)
-    return y
+    (Caffe Convolution / cv2.dnn), with an optional fused ReLU / leaky ReLU / PReLU (slope per
+    output channel) / ReLU6; ``out`` receives the result when given. Plans and runs (see
+    :class:`Conv2dPlan` for the algorithms)."""
+    as_float_array(x, "x", 4)
+    as_float_array(w, "w", 4)
+    same_dtype("x", x, "w", w)
+    plan = Conv2dPlan(x.shape, w, b, stride=stride, pad=pad, dilation=dilation, groups=groups,
+                      activation=activation, negative_slope=negative_slope)
+    if out is not None and (out.shape != plan.y_shape or out.dtype != plan.dtype or not out.flags.c_contiguous):
+        raise ShapeError("conv2d: out must be a C-contiguous array of the output's shape and dtype",
+                         expected=f"{plan.y_shape} {plan.dtype}", got=f"{out.shape} {out.dtype}")
+    return plan(x, out)
 
 
 # --------------------------------------------------------------------------------------
@@ -524,23 +1104,20 @@ def separable_conv2d_reference(
 # --------------------------------------------------------------------------------------
 
 
-def _deconv_args(x, w, b, stride, pad, dilation, groups, output_padding, fn):
-    as_float_array(x, "x", 4)
-    as_float_array(w, "w", 4)
-    same_dtype("x", x, "w", w)
+def _deconv_geometry(x_shape, dtype, w, b, stride, pad, dilation, groups, output_padding, fn):
     s = pair(stride, "stride")
     d = pair(dilation, "dilation")
     p = pad4(pad, "pad")
     a = pair(output_padding, "output_padding", allow_zero=True)
     g = _groups(groups)
-    n, c, h, wd = x.shape
+    n, c, h, wd = x_shape
     ci, cog, kh, kw = w.shape
     if ci != c or c % g:
         raise ShapeError(
             f"{fn}: w must be (C_in, C_out // groups, kh, kw) with C_in = x.shape[1] = {c} "
             f"divisible by groups={g}",
             expected=f"w.shape[0] == {c}",
-            got=f"x {x.shape}, w {w.shape}",
+            got=f"x {tuple(x_shape)}, w {w.shape}",
         )
     if kh < 1 or kw < 1:
         raise ShapeError(f"{fn}: empty kernel", got=f"w {w.shape}")
@@ -551,10 +1128,17 @@ def _deconv_args(x, w, b, stride, pad, dilation, groups, output_padding, fn):
                 expected=f"< {max(sk, dk)}",
                 got=a,
             )
-    bb = _check_bias(b, cog * g, x, fn)
+    bb = _check_bias(b, cog * g, dtype, fn)
     ho = conv_transpose_output_size(h, kh, s[0], p[0], p[2], d[0], a[0])
     wo = conv_transpose_output_size(wd, kw, s[1], p[1], p[3], d[1], a[1])
     return s, p, d, a, g, bb, ho, wo
+
+
+def _deconv_args(x, w, b, stride, pad, dilation, groups, output_padding, fn):
+    as_float_array(x, "x", 4)
+    as_float_array(w, "w", 4)
+    same_dtype("x", x, "w", w)
+    return _deconv_geometry(x.shape, x.dtype, w, b, stride, pad, dilation, groups, output_padding, fn)
 
 
 def conv_transpose2d_reference(
@@ -597,6 +1181,100 @@ def conv_transpose2d_reference(
     return y
 
 
+
+
+class ConvTranspose2dPlan:
+    """A transposed convolution with fixed weights, parameters and input shape: per image and
+    group, one GEMM ``W^T @ x`` per band of input rows into a cache-sized column buffer, a
+    numba col2im scatter, and bias + activation on the output rows the band finished.
+
+    ``plan(x, out=None)`` runs it on ``x`` of ``plan.x_shape``/``plan.dtype``.
+    """
+
+    def __init__(self, x_shape: Sequence[int], w: np.ndarray, b: np.ndarray | None = None, *,
+                 stride: IntPair = (1, 1), pad: Pad = (0, 0, 0, 0), dilation: IntPair = (1, 1),
+                 groups: int = 1, output_padding: IntPair = (0, 0), activation: str | None = None,
+                 negative_slope: float | np.ndarray = 0.0, fn: str = "conv_transpose2d") -> None:
+        as_float_array(w, "w", 4)
+        x_shape = tuple(int(d) for d in x_shape)
+        if len(x_shape) != 4:
+            raise ShapeError("x must be 4-D", expected="4-D", got=f"shape {x_shape}")
+        dt = w.dtype
+        (sh, sw), (pt, pl, _, _), (dh, dw), _, g, b, ho, wo = _deconv_geometry(
+            x_shape, dt, w, b, stride, pad, dilation, groups, output_padding, fn)
+        n, c, h, wd = x_shape
+        _, cog, kh, kw = w.shape
+        co = cog * g
+        cig = c // g
+        self.x_shape = x_shape
+        self.y_shape = (n, co, ho, wo)
+        self.dtype = dt
+        self.geom = (kh, kw, sh, sw, pt, pl, dh, dw)
+        self.groups = g
+        self.act, self.slope = _activation(activation, negative_slope, co, dt)
+        self.b = b if b is not None else np.zeros(co, dt)
+        self.has_bias = b is not None
+        # (g, cog*kh*kw, cig): row (o*kh + p)*kw + q of group gi is w[gi*cig:(gi+1)*cig, o, p, q]
+        self.wt = np.ascontiguousarray(w.reshape(g, cig, cog * kh * kw).transpose(0, 2, 1))
+        self.band = max(1, min(h, _IM2COL_BAND_ELEMS // max(1, cog * kh * kw * wd)))
+
+    def __call__(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        if x.shape != self.x_shape or x.dtype != self.dtype:
+            raise ShapeError("conv_transpose2d plan: input does not match the planned shape/dtype",
+                             expected=f"{self.x_shape} {self.dtype}", got=f"{x.shape} {x.dtype}")
+        x = np.ascontiguousarray(x)
+        if out is None:
+            y = np.zeros(self.y_shape, dtype=self.dtype)
+        else:
+            y = out
+            y[...] = 0
+        n, c, h, wd = self.x_shape
+        _, co, ho, wo = self.y_shape
+        kh, kw, sh, sw, pt, pl, dh, dw = self.geom
+        g = self.groups
+        cig, cog = c // g, co // g
+        rows = cog * kh * kw
+        band = self.band
+        epilogue = self.act != 0 or self.has_bias
+        buf = _scratch(rows * band * wd, self.dtype, "col2im")
+        for i in range(n):
+            for gi in range(g):
+                xg = x[i, gi * cig : (gi + 1) * cig].reshape(cig, h * wd)
+                yg = y[i, gi * cog : (gi + 1) * cog]
+                bg, sg = self.b[gi * cog : (gi + 1) * cog], self.slope[gi * cog : (gi + 1) * cog]
+                done = 0
+                for ih0 in range(0, h, band):
+                    ih1 = min(h, ih0 + band)
+                    cols = buf[: rows * (ih1 - ih0) * wd].reshape(rows, (ih1 - ih0) * wd)
+                    np.matmul(self.wt[gi], xg[:, ih0 * wd : ih1 * wd], out=cols)
+                    _col2im_rows(cols, ih0, ih1, wd, kh, kw, sh, sw, pt, pl, dh, dw, yg)
+                    # output rows no later input row reaches are final
+                    ready = ho if ih1 == h else min(ho, max(0, ih1 * sh - pt))
+                    if epilogue and ready > done:
+                        _bias_act_rows(yg, bg, self.act, sg, done, ready)
+                        done = ready
+        return y
+
+
+def conv_transpose2d_plan(
+    x_shape: Sequence[int],
+    w: np.ndarray,
+    b: np.ndarray | None = None,
+    *,
+    stride: IntPair = (1, 1),
+    pad: Pad = (0, 0, 0, 0),
+    dilation: IntPair = (1, 1),
+    groups: int = 1,
+    output_padding: IntPair = (0, 0),
+    activation: str | None = None,
+    negative_slope: float | np.ndarray = 0.0,
+) -> ConvTranspose2dPlan:
+    """Plan ``conv_transpose2d`` for inputs of ``x_shape``: a callable ``plan(x, out=None)``."""
+    return ConvTranspose2dPlan(x_shape, w, b, stride=stride, pad=pad, dilation=dilation, groups=groups,
+                               output_padding=output_padding, activation=activation,
+                               negative_slope=negative_slope)
+
+
 def conv_transpose2d(
     x: np.ndarray,
     w: np.ndarray,
@@ -607,27 +1285,17 @@ def conv_transpose2d(
     dilation: IntPair = (1, 1),
     groups: int = 1,
     output_padding: IntPair = (0, 0),
+    activation: str | None = None,
+    negative_slope: float | np.ndarray = 0.0,
 ) -> np.ndarray:
-    """Fast transposed convolution, same semantics as ``conv_transpose2d_reference``:
-    per image and group one GEMM ``W^T @ x`` to columns, then a numba col2im scatter."""
-    (sh, sw), (pt, pl, _, _), (dh, dw), _, g, b, ho, wo = _deconv_args(
-        x, w, b, stride, pad, dilation, groups, output_padding, "conv_transpose2d"
-    )
-    x = np.ascontiguousarray(x)
-    w = np.ascontiguousarray(w)
-    n, c, h, wd = x.shape
-    _, cog, kh, kw = w.shape
-    cig = c // g
-    co = cog * g
-    wt = w.reshape(g, cig, cog * kh * kw).transpose(0, 2, 1)  # (g, cog*kh*kw, cig) view
-    xv = x.reshape(n, g, cig, h * wd)
-    y = np.zeros((n, co, ho, wo), dtype=x.dtype)
-    for i in range(n):
-        for gi in range(g):
-            cols = wt[gi] @ xv[i, gi]  # (cog*kh*kw, H*W)
-            _col2im(cols, h, wd, kh, kw, sh, sw, pt, pl, dh, dw, y[i, gi * cog : (gi + 1) * cog])
-    _epilogue(y.reshape(n, co, ho * wo), b, 0, 0.0)
-    return y
+    """Fast transposed convolution, same semantics as ``conv_transpose2d_reference``, with an
+    optional fused activation (as ``conv2d``): banded GEMM ``W^T @ x`` + numba col2im."""
+    as_float_array(x, "x", 4)
+    as_float_array(w, "w", 4)
+    same_dtype("x", x, "w", w)
+    return ConvTranspose2dPlan(x.shape, w, b, stride=stride, pad=pad, dilation=dilation, groups=groups,
+                               output_padding=output_padding, activation=activation,
+                               negative_slope=negative_slope)(x)
 
 
 # --------------------------------------------------------------------------------------
@@ -652,7 +1320,7 @@ def _linear_args(x, w, b, axis, fn):
             expected=f"w.shape[1] == {k}",
             got=f"x {x.shape}, w {w.shape}",
         )
-    bb = _check_bias(b, w.shape[0], x, fn)
+    bb = _check_bias(b, w.shape[0], x.dtype, fn)
     return axis, k, bb
 
 

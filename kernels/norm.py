@@ -8,8 +8,9 @@ sums (a corrected two-pass variance on the centred values, which are reused as t
 buffer). NumPy's SIMD ufuncs are used rather than Numba loops: measured on the
 2-core dev machine, jitted versions of these kernels were 1-5x slower single-threaded
 (scalar ``pow``/``exp``, float32->float64 mixing) and stalled badly with threads on a loaded
-machine; they also cost ~10 s of cold compilation. Per-channel parameter arrays must have
-``x``'s dtype (the executor casts them).
+machine; they also cost ~10 s of cold compilation. The exception is instance_norm's last
+statistics (float64 accumulators, one read) and affine + optional fused ReLU pass. Per-channel
+parameter arrays must have ``x``'s dtype (the executor casts them).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import numpy as np
 
 from refnet.errors import ShapeError
 from refnet.kernels._check import as_float_array, same_dtype
+from refnet.kernels._jit import prange
+from refnet.kernels._parallel import twin
 
 __all__ = [
     "batch_norm",
@@ -242,14 +245,28 @@ def _affine_args(x, weight, bias):
     return weight, bias
 
 
+def _in_activation(activation: str | None, negative_slope: float) -> float | None:
+    """The slope of the fused ReLU (None: no activation); only ReLU / leaky ReLU fuse here."""
+    if activation is None:
+        return None
+    if activation != "relu":
+        raise ValueError(f"instance_norm: activation must be None or 'relu', got {activation!r}")
+    return float(negative_slope)
+
+
 def instance_norm_reference(
     x: np.ndarray,
     weight: np.ndarray | None = None,
     bias: np.ndarray | None = None,
     eps: float = 1e-5,
+    *,
+    activation: str | None = None,
+    negative_slope: float = 0.0,
 ) -> np.ndarray:
     """Torch7 InstanceNormalization: per (n, c) over the spatial axes, ``(x - mean) /
-    sqrt(biased var + eps)``, then ``* weight[c] + bias[c]``."""
+    sqrt(biased var + eps)``, then ``* weight[c] + bias[c]``; ``activation="relu"`` then
+    applies Caffe's (leaky) ReLU."""
+    slope = _in_activation(activation, negative_slope)
     x = _x(x)
     weight, bias = _affine_args(x, weight, bias)
     axes = tuple(range(2, x.ndim))
@@ -260,7 +277,75 @@ def instance_norm_reference(
         y = y * _chan(x, weight)
     if bias is not None:
         y = y + _chan(x, bias)
+    if slope is not None:
+        y = np.where(y > 0, y, y * slope)
     return y
+
+
+@twin(0)
+def _row_moments(x, mean, var):
+    """Per row of x (R, D): mean and biased variance, accumulated in float64 on values shifted
+    by the row's first element (8 independent accumulators so the loop pipelines); one read."""
+    r_, m = x.shape
+    for r in prange(r_):
+        row = x[r]
+        sh = np.float64(row[0])
+        s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+        q0 = q1 = q2 = q3 = q4 = q5 = q6 = q7 = 0.0
+        m8 = m - m % 8
+        for k in range(0, m8, 8):
+            v0 = row[k] - sh
+            v1 = row[k + 1] - sh
+            v2 = row[k + 2] - sh
+            v3 = row[k + 3] - sh
+            v4 = row[k + 4] - sh
+            v5 = row[k + 5] - sh
+            v6 = row[k + 6] - sh
+            v7 = row[k + 7] - sh
+            s0 += v0
+            s1 += v1
+            s2 += v2
+            s3 += v3
+            s4 += v4
+            s5 += v5
+            s6 += v6
+            s7 += v7
+            q0 += v0 * v0
+            q1 += v1 * v1
+            q2 += v2 * v2
+            q3 += v3 * v3
+            q4 += v4 * v4
+            q5 += v5 * v5
+            q6 += v6 * v6
+            q7 += v7 * v7
+        s = ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+        q = ((q0 + q1) + (q2 + q3)) + ((q4 + q5) + (q6 + q7))
+        for k in range(m8, m):
+            v = row[k] - sh
+            s += v
+            q += v * v
+        mu = s / m
+        mean[r] = sh + mu
+        var[r] = max(q / m - mu * mu, 0.0)  # a NaN stays NaN (max returns its first argument)
+
+
+@twin()
+def _affine_act_rows(x, mean, a, b, act, slope, y):
+    """Per row: y = (x - mean[r]) * a[r] + b[r] (subtracting first: no cancellation when
+    |mean| >> std), then (act 1) the (leaky) ReLU ``v if v > 0 else v * slope``."""
+    for r in prange(x.shape[0]):
+        src = x[r]
+        dst = y[r]
+        mr = mean[r]
+        ar = a[r]
+        br = b[r]
+        if act == 1:
+            for k in range(src.shape[0]):
+                v = (src[k] - mr) * ar + br
+                dst[k] = v if v > 0 else v * slope
+        else:
+            for k in range(src.shape[0]):
+                dst[k] = (src[k] - mr) * ar + br
 
 
 def instance_norm(
@@ -268,20 +353,40 @@ def instance_norm(
     weight: np.ndarray | None = None,
     bias: np.ndarray | None = None,
     eps: float = 1e-5,
+    *,
+    activation: str | None = None,
+    negative_slope: float = 0.0,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Fast Torch7 InstanceNormalization: per-(n, c) moments by pairwise sums, the centred
-    values reused as output buffer, affine applied in place."""
+    """Fast Torch7 InstanceNormalization: per-(n, c) moments in one numba pass (float64
+    accumulators), then ``(x - mean) * a + bias`` (a = weight / sqrt(var + eps) in float64)
+    and the optional fused ReLU in a second pass, into ``out`` when given (C-contiguous,
+    x's shape and dtype)."""
+    slope = _in_activation(activation, negative_slope)
     x = _x(x)
     weight, bias = _affine_args(x, weight, bias)
     n, c, s = _as3(x, 1, 1)
     if x.size == 0:
         return np.empty_like(x)
-    d, dm, var = _centered(x.reshape(n * c, s))
+    x2 = np.ascontiguousarray(x).reshape(n * c, s)
+    mean = np.empty(n * c)
+    var = np.empty(n * c)
+    _row_moments(x2, mean, var)
     a = 1.0 / np.sqrt(var + float(eps))
     if weight is not None:
         a = (a.reshape(n, c) * weight).reshape(-1)
-    b = 0.0 if bias is None else np.tile(bias.astype(np.float64), n)
-    return _affine_rows(d, dm, a, b).reshape(x.shape)
+    b = np.zeros(n * c) if bias is None else np.tile(bias.astype(np.float64), n)
+    dt = x.dtype
+    if out is None:
+        y = np.empty_like(x2)
+    elif out.shape != x.shape or out.dtype != dt or not out.flags.c_contiguous:
+        raise ShapeError("instance_norm: out must be C-contiguous with x's shape and dtype",
+                         expected=f"{x.shape} {dt}", got=f"{out.shape} {out.dtype}")
+    else:
+        y = out.reshape(n * c, s)
+    _affine_act_rows(x2, mean.astype(dt), a.astype(dt), b.astype(dt), 0 if slope is None else 1,
+                     dt.type(0.0 if slope is None else slope), y)
+    return out if out is not None else y.reshape(x.shape)
 
 
 def mvn_reference(

@@ -17,7 +17,8 @@ import numpy as np
 
 from refnet.errors import ShapeError
 from refnet.kernels._check import as_float_array, pad4, pair
-from refnet.kernels._jit import jit, pjit, prange
+from refnet.kernels._jit import jit, prange
+from refnet.kernels._parallel import twin
 
 __all__ = [
     "pool_output_size",
@@ -174,7 +175,7 @@ def _valid_range(off, stride, size, n_out):
     return lo, max(min(hi, n_out), lo)
 
 
-@pjit
+@twin(0)
 def _max_pool_fast(x, kh, kw, sh, sw, pt, pl, y, idx, empty):
     n_, c_, h, w = x.shape
     _, _, ho, wo = y.shape
@@ -210,49 +211,138 @@ def _max_pool_fast(x, kh, kw, sh, sw, pt, pl, y, idx, empty):
                             dsti[k] = base + k * sw
 
 
-@pjit
+@jit
+def _max_window(x, n, c, hs, he, ws, we, empty):
+    """Max of x[n, c, hs:he, ws:we] (clipped window, row-major; NaN sticks), ``empty`` if empty."""
+    if hs >= he or ws >= we:
+        return empty
+    best = x[n, c, hs, ws]
+    for i in range(hs, he):
+        for j in range(ws, we):
+            v = x[n, c, i, j]
+            best = v if (v > best or v != v) else best
+    return best
+
+
+@twin(0)
 def _max_pool_fast_noidx(x, kh, kw, sh, sw, pt, pl, y, empty):
-    """Max only (no argmax): branch-free select per element, which vectorises."""
+    """Max only (no argmax), tap by tap: output columns whose window lies inside the row take
+    a branch-free select per tap over contiguous views (vectorises); border columns clip
+    their window. (Better than the separable kernel for small windows, e.g. 2x2.)"""
     n_, c_, h, w = x.shape
     _, _, ho, wo = y.shape
-    lo = np.empty(kw, dtype=np.int64)
-    hi = np.empty(kw, dtype=np.int64)
-    col_empty = np.ones(wo, dtype=np.bool_)  # output columns whose window misses the input
-    for q in range(kw):
-        lo[q], hi[q] = _valid_range(q - pl, sw, w, wo)
-        col_empty[lo[q] : hi[q]] = False
+    lo, hi = _valid_range(-pl, sw, w - kw + 1, wo)  # columns whose whole window is inside
     for t in prange(n_ * c_):
         n = t // c_
         c = t % c_
         for oh in range(ho):
             yrow = y[n, c, oh]
-            yrow[:] = -np.inf
-            row_empty = True
-            for p in range(kh):
-                ih = oh * sh - pt + p
-                if ih < 0 or ih >= h:
+            hs = oh * sh - pt
+            he = min(hs + kh, h)
+            hs = max(hs, 0)
+            if hs >= he:
+                yrow[:] = empty
+                continue
+            for ow in range(wo):
+                if lo <= ow < hi:
                     continue
-                row_empty = False
+                ws = ow * sw - pl
+                yrow[ow] = _max_window(x, n, c, hs, he, max(ws, 0), min(ws + kw, w), empty)
+            if hi <= lo:
+                continue
+            q0 = lo * sw - pl
+            dst = yrow[lo:hi]
+            m = hi - lo
+            for ih in range(hs, he):
+                src = x[n, c, ih, q0:]
                 for q in range(kw):
-                    a = lo[q]
-                    m = hi[q] - a
-                    start = a * sw + q - pl
-                    dst = yrow[a : a + m]
-                    if sw == 1:
-                        src = x[n, c, ih, start : start + m]
+                    if ih == hs and q == 0:
                         for k in range(m):
-                            v = src[k]
+                            dst[k] = src[k * sw]
+                    elif sw == 1:
+                        sq = src[q:]
+                        for k in range(m):
+                            v = sq[k]
                             b = dst[k]
                             dst[k] = v if (v > b or v != v) else b  # a NaN sticks
                     else:
-                        src2 = x[n, c, ih, start : start + (m - 1) * sw + 1 : sw]
                         for k in range(m):
-                            v = src2[k]
+                            v = src[k * sw + q]
                             b = dst[k]
                             dst[k] = v if (v > b or v != v) else b
+
+
+@twin(0)
+def _max_pool_sep(x, kh, kw, sh, sw, pt, pl, y, empty):
+    """Max only (no argmax), separably: per output row, the element-wise max of the window's
+    input rows (contiguous, vectorises), then the max over each window's columns of that row
+    (interior windows without bounds tests, border ones clipped). Max is associative (a NaN
+    sticks at each step), so the value is the window's max; ties keep +-0 as either zero."""
+    n_, c_, h, w = x.shape
+    _, _, ho, wo = y.shape
+    lo, hi = _valid_range(-pl, sw, w - kw + 1, wo)  # columns whose whole window is inside
+    for t in prange(n_ * c_):
+        n = t // c_
+        c = t % c_
+        vm = np.empty(w, dtype=x.dtype)
+        hm = np.empty(w, dtype=x.dtype)
+        for oh in range(ho):
+            yrow = y[n, c, oh]
+            hs = oh * sh - pt
+            he = min(hs + kh, h)
+            hs = max(hs, 0)
+            if hs >= he:
+                yrow[:] = empty
+                continue
+            first = x[n, c, hs]
+            for j in range(w):
+                vm[j] = first[j]
+            for ih in range(hs + 1, he):
+                src = x[n, c, ih]
+                for j in range(w):
+                    v = src[j]
+                    b = vm[j]
+                    vm[j] = v if (v > b or v != v) else b  # a NaN sticks
             for ow in range(wo):
-                if row_empty or col_empty[ow]:
+                if lo <= ow < hi:
+                    continue
+                ws = max(ow * sw - pl, 0)
+                we = min(ow * sw - pl + kw, w)
+                if ws >= we:
                     yrow[ow] = empty
+                    continue
+                best = vm[ws]
+                for j in range(ws + 1, we):
+                    v = vm[j]
+                    best = v if (v > best or v != v) else best
+                yrow[ow] = best
+            if hi <= lo:
+                continue
+            q0 = lo * sw - pl
+            src = vm[q0:]
+            dst = yrow[lo:hi]
+            m = hi - lo
+            if sw == 1:
+                for k in range(m):
+                    dst[k] = src[k]
+                for q in range(1, kw):
+                    sq = src[q:]
+                    for k in range(m):
+                        v = sq[k]
+                        b = dst[k]
+                        dst[k] = v if (v > b or v != v) else b
+            else:  # the window max at every column of the span (contiguous), then every sw-th
+                span = (m - 1) * sw + 1
+                for k in range(span):
+                    hm[k] = src[k]
+                for q in range(1, kw):
+                    sq = src[q:]
+                    for k in range(span):
+                        v = sq[k]
+                        b = hm[k]
+                        hm[k] = v if (v > b or v != v) else b
+                for k in range(m):
+                    dst[k] = hm[k * sw]
 
 
 def max_pool2d(
@@ -273,7 +363,8 @@ def max_pool2d(
     n, c = x.shape[:2]
     y = np.empty((n, c, ho, wo), dtype=x.dtype)
     if not return_indices:
-        _max_pool_fast_noidx(x, kh, kw, sh, sw, pt, pl, y, x.dtype.type(EMPTY_MAX))
+        kernel_fn = _max_pool_sep if kh >= 2 else _max_pool_fast_noidx
+        kernel_fn(x, kh, kw, sh, sw, pt, pl, y, x.dtype.type(EMPTY_MAX))
         return y
     idx = np.empty((n, c, ho, wo), dtype=np.int64)
     _max_pool_fast(x, kh, kw, sh, sw, pt, pl, y, idx, x.dtype.type(EMPTY_MAX))
@@ -357,7 +448,7 @@ def _avg_divisors(size, k, s, p0, p1, out, mode):
     return np.where(inside > 0, d, 1).astype(np.int64)  # empty window -> sum 0 -> output 0
 
 
-@pjit
+@twin(0)
 def _avg_pool_fast(x, kh, kw, sh, sw, pt, pl, div_h, div_w, y):
     n_, c_, h, w = x.shape
     _, _, ho, wo = y.shape
@@ -436,7 +527,7 @@ def global_avg_pool2d_reference(x: np.ndarray) -> np.ndarray:
     return avg_pool2d_reference(x, x.shape[2:], 1)
 
 
-@pjit
+@twin(0)
 def _global_pool_fast(x, mode, y):
     """Per (n, c) plane (rows of x): mode 0 max (NaN sticks), 1 mean (float64 accumulator)."""
     rows, length = x.shape
@@ -513,7 +604,7 @@ def max_unpool2d_reference(x: np.ndarray, indices: np.ndarray, out_hw: IntPair) 
     return y.reshape(n, c, oh, ow)
 
 
-@pjit
+@twin()
 def _unpool_fast(x, idx, y):
     n_, c_, length = x.shape
     for t in prange(n_ * c_):

@@ -64,11 +64,30 @@ def log_softmax_reference(x: np.ndarray, axis: int = 1) -> np.ndarray:
 # ---------------------------------------------------------------- fast
 
 
+def _softmax_short_last(x: np.ndarray) -> np.ndarray:
+    """Softmax over a short last axis (SSD's per-prior class scores): the reductions run as
+    element-wise ops over the axis' slices instead of NumPy's slow short-row reductions."""
+    k = x.shape[-1]
+    m = x[..., 0].copy()
+    for i in range(1, k):
+        np.maximum(m, x[..., i], out=m)  # NaN propagates, as np.max
+    out = np.subtract(x, m[..., None])
+    with np.errstate(invalid="ignore"):
+        np.exp(out, out=out)
+        s = out[..., 0].astype(np.float64)
+        for i in range(1, k):
+            s += out[..., i]
+        out *= (1.0 / s).astype(x.dtype)[..., None]
+    return out
+
+
 def softmax(x: np.ndarray, axis: int = 1) -> np.ndarray:
     """Fast stable softmax along ``axis`` (Caffe Softmax ``axis``, default 1 = channels)."""
     x, a = _check(x, axis)
     if x.size == 0:
         return x.copy()
+    if a == x.ndim - 1 and 1 < x.shape[-1] <= 8 and x.size >= 64:
+        return _softmax_short_last(x)
     out = np.subtract(x, np.max(x, axis=a, keepdims=True))
     with np.errstate(invalid="ignore"):
         np.exp(out, out=out)

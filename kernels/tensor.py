@@ -17,6 +17,8 @@ import numpy as np
 
 from refnet.errors import ShapeError
 from refnet.kernels._check import as_float_array, pair
+from refnet.kernels._jit import prange
+from refnet.kernels._parallel import twin
 
 __all__ = [
     "concat",
@@ -35,6 +37,7 @@ __all__ = [
     "crop_reference",
     "pad",
     "pad_reference",
+    "PlanePad",
     "upsample_nearest",
     "upsample_nearest_reference",
     "resize_nearest",
@@ -355,6 +358,58 @@ def _pad_source_index(n: int, before: int, after: int, mode: str) -> np.ndarray:
     return np.where((i >= 0) & (i < n), i, -1)
 
 
+@twin()
+def _pad_planes(x, pl, rows, cols, value, y):
+    """y[t, i, j] = x[t, rows[i], cols[j]] (``value`` where an index is -1); the interior
+    columns pl .. pl + W - 1 are a contiguous row copy. One plane per parallel task."""
+    p_, _, w = x.shape
+    _, ho, wo = y.shape
+    for t in prange(p_):
+        for i in range(ho):
+            r = rows[i]
+            dst = y[t, i]
+            if r < 0:
+                for j in range(wo):
+                    dst[j] = value
+                continue
+            src = x[t, r]
+            for j in range(pl):
+                c = cols[j]
+                dst[j] = src[c] if c >= 0 else value
+            seg = dst[pl : pl + w]
+            for j in range(w):
+                seg[j] = src[j]
+            for j in range(pl + w, wo):
+                c = cols[j]
+                dst[j] = src[c] if c >= 0 else value
+
+
+class PlanePad:
+    """``pad`` of the last two axes only, planned for one input shape: ``plan(x, out=None)``
+    runs one numba pass over the planes (a contiguous copy of each row's interior)."""
+
+    def __init__(self, x_shape: Sequence[int], pad_h: Sequence[int], pad_w: Sequence[int], mode: str,
+                 value: float, dtype: np.dtype) -> None:
+        if mode not in _PAD_MODES:
+            raise ValueError(f"pad mode must be one of {_PAD_MODES}, got {mode!r}")
+        self.x_shape = tuple(int(d) for d in x_shape)
+        h, w = self.x_shape[-2:]
+        (pt, pb), (pl, pr) = (int(v) for v in pad_h), (int(v) for v in pad_w)
+        self.y_shape = self.x_shape[:-2] + (h + pt + pb, w + pl + pr)
+        self.pl = pl
+        self.rows = _pad_source_index(h, pt, pb, mode)
+        self.cols = _pad_source_index(w, pl, pr, mode)
+        self.dtype = np.dtype(dtype)
+        self.value = self.dtype.type(value)
+
+    def __call__(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        h, w = self.x_shape[-2:]
+        planes = np.ascontiguousarray(x).reshape(-1, h, w)
+        y = np.empty(self.y_shape, dtype=self.dtype) if out is None else out
+        _pad_planes(planes, self.pl, self.rows, self.cols, self.value, y.reshape((-1,) + self.y_shape[-2:]))
+        return y
+
+
 def pad(x: np.ndarray, pads: Sequence[Sequence[int]], mode: str = "constant", value: float = 0.0
         ) -> np.ndarray:
     """Pad every axis by ``pads[i] = (before, after)``: "constant" fills ``value``, "reflect"
@@ -362,6 +417,8 @@ def pad(x: np.ndarray, pads: Sequence[Sequence[int]], mode: str = "constant", va
     "edge" repeats the border (Torch SpatialReplicationPadding)."""
     x, pp = _pad_check(x, pads, mode)
     out_shape = tuple(d + b + a for d, (b, a) in zip(x.shape, pp))
+    if x.ndim >= 2 and x.size and not any(b or a for b, a in pp[:-2]):
+        return PlanePad(x.shape, pp[-2], pp[-1], mode, value, x.dtype)(x)
     if mode == "constant":
         out = np.full(out_shape, value, dtype=x.dtype)
         out[tuple(_slice(b, b + d) for d, (b, _) in zip(x.shape, pp))] = x

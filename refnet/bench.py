@@ -236,14 +236,15 @@ def _threading_layer() -> str:
 def bench_model(net: Any, inputs: Mapping[str, np.ndarray] | None = None, *, batch: int = 1,
                 size: Sequence[int] | None = None, threads: int = 1, repeat: int = 10, warmup: int = 2,
                 precision: str = "float32", with_cv2: bool = True, gemm: float | None = None,
-                name: str | None = None) -> BenchResult:
+                name: str | None = None, blas_threads: int | None = None) -> BenchResult:
     """Benchmark ``net.forward`` (``precision``) against cv2.dnn on the same inputs (random
-    ones of the declared shapes, batch ``batch``, or ``size = (W, H)`` when not given)."""
+    ones of the declared shapes, batch ``batch``, or ``size = (W, H)`` when not given), with
+    ``threads`` threads for numba, cv2 and (unless ``blas_threads`` says otherwise) the BLAS."""
     import cv2  # noqa: F401  (loaded before the thread counts are set, so cv2 gets them too)
 
     from refnet.net import get_num_threads, set_num_threads
 
-    set_num_threads(threads)
+    set_num_threads(threads, blas_threads)
     feeds = dict(inputs) if inputs is not None else random_inputs(input_shapes_for(net, batch, size))
     shapes = {k: tuple(v.shape) for k, v in feeds.items()}
     fns: list[Callable[[], Any]] = [lambda: net.forward(feeds, precision=precision)]
@@ -257,7 +258,7 @@ def bench_model(net: Any, inputs: Mapping[str, np.ndarray] | None = None, *, bat
             note = f"cv2.dnn not run: {str(e).strip().splitlines()[-1]}"
     for f in fns:  # first runs (planning, cv2 set-up) may load libraries: set the threads again after
         f()
-    set_num_threads(threads)
+    set_num_threads(threads, blas_threads)
     times = alternate(fns, repeat, warmup)
     gflop = model_gflop(net, shapes)
     gemm_rate = gemm if gemm is not None else gemm_gflops()
@@ -366,13 +367,14 @@ def _zoo_size(args: Any) -> tuple[int, int] | None:
 def bench_command(args: Any, out: Any = None) -> int:
     """``refnet bench``: print (and optionally write as JSON) refnet vs cv2.dnn."""
     out = out or sys.stdout
-    if args.batch < 1 or args.threads < 1 or args.repeat < 1:
-        raise ValueError("--batch, --threads and --repeat must be >= 1")
+    if args.batch < 1 or args.threads < 1 or args.repeat < 1 or (args.blas_threads or 1) < 1:
+        raise ValueError("--batch, --threads, --blas-threads and --repeat must be >= 1")
     net, paths, name = _load(args)
     size = _zoo_size(args)
     shapes = input_shapes_for(net, args.batch, size)
     res = bench_model(net, batch=args.batch, size=size, threads=args.threads, repeat=args.repeat,
-                      warmup=args.warmup, precision=args.precision, with_cv2=not args.no_cv2, name=name)
+                      warmup=args.warmup, precision=args.precision, with_cv2=not args.no_cv2, name=name,
+                      blas_threads=args.blas_threads)
     print(res.table(), file=out)
     data = res.to_dict()
     if args.rss:
@@ -401,6 +403,8 @@ def add_bench_parser(sub: Any) -> None:
     s.add_argument("--zoo", metavar="NAME", help="a zoo model with weights on disk")
     s.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
     s.add_argument("--threads", type=int, default=1, help="threads for numba, BLAS and cv2 (default 1)")
+    s.add_argument("--blas-threads", type=int, metavar="N",
+                   help="BLAS threads when different from --threads (1 avoids OpenBLAS stalls on a busy machine)")
     s.add_argument("--repeat", type=int, default=10, help="timed runs of each (default 10)")
     s.add_argument("--warmup", type=int, default=2, help="untimed runs of each first (default 2)")
     s.add_argument("--input-size", type=int, nargs=2, metavar=("W", "H"), help="input width and height")

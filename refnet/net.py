@@ -1,15 +1,32 @@
 """The executor: :class:`Net` runs a :class:`~refnet.graph.Graph` on refnet's kernels.
 
 ``precision="float64"`` runs every node unfused on the readable reference kernels;
-``precision="float32"`` runs the fast kernels and, where a layer's output is not asked
-for, folds BatchNorm/Scale into the preceding convolution and fuses bias + ReLU into its
-epilogue. Intermediate buffers are dropped as soon as no later step needs them.
+``precision="float32"`` runs the fast kernels and, where a layer's output is not asked for,
+folds BatchNorm / Scale / Bias / linear Power layers into the preceding convolution,
+transposed convolution or instance normalisation and fuses the following ReLU / leaky ReLU /
+PReLU / ReLU6 into its epilogue.
+
+A forward pass runs a *program*, compiled once per (requested outputs, precision, input
+shapes): every step is a callable with its arguments bound (the fast ops are planned by
+``refnet.ops.core.PREPARE``: weights laid out, algorithm chosen), tensors live in numbered
+slots and are dropped after their last reader, identity/split layers are aliases, and the
+outputs of convolutions go to buffers preallocated per shape and reused once every tensor
+that may view them is dead (requested outputs always get fresh arrays). The per-layer
+overhead of the loop is about a microsecond.
+
+Threads: :func:`set_num_threads` sets numba's and the BLAS's thread counts (and cv2's,
+when it is loaded) in one call. Forward passes are serialised by a process-wide lock: the
+preallocated buffers belong to the Net, and numba's workqueue threading layer must not be
+entered from two threads at once.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+import sys
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,12 +38,80 @@ from refnet.graph import Graph, Node
 from refnet.ops import registry
 from refnet.ops.registry import Ctx
 
-__all__ = ["Net", "load", "load_caffe", "load_torch", "load_darknet", "PRECISIONS"]
+__all__ = ["Net", "load", "load_caffe", "load_torch", "load_darknet", "PRECISIONS", "set_num_threads",
+           "get_num_threads"]
 
 PRECISIONS = ("float32", "float64")
 QUIRKS = ("none", "cv2")
 
+# ops whose outputs never share memory with their inputs (anything else may return a view)
+_FRESH_OPS = frozenset({
+    "conv", "deconv", "linear", "relu", "prelu", "clip", "elu", "sigmoid", "tanh", "max_pool",
+    "avg_pool", "batch_norm", "instance_norm", "lrn", "softmax", "log_softmax", "eltwise", "concat",
+    "max_unpool", "normalize", "power", "pad",
+})
+# ops whose outputs *are* their input: no step, the output tensor names the input's slot
+_ALIAS_OPS = frozenset({"identity", "split"})
+_MAX_PROGRAMS = 8  # compiled programs kept per Net (input shapes x outputs x precision)
 
+_RUN_LOCK = threading.RLock()
+
+
+# ---- threads ------------------------------------------------------------------------------------
+_BLAS_LIMITER: Any = None
+
+
+def set_num_threads(n: int, blas: int | None = None) -> int:
+    """Use ``n`` threads for numba kernels, the BLAS (threadpoolctl; ``blas`` if given) and,
+    if imported, cv2.
+
+    Returns the thread count actually set (numba caps it at NUMBA_NUM_THREADS). On a machine
+    where other processes hold cores, OpenBLAS with several threads ran each GEMM up to 5x
+    slower than with one (its threads wait for each other at every call): ``blas=1`` keeps
+    the GEMMs single-threaded while numba's kernels use ``n`` threads."""
+    global _BLAS_LIMITER
+    import numba
+
+    n = int(n)
+    if n < 1 or (blas is not None and int(blas) < 1):
+        raise ValueError(f"thread count must be >= 1, got {n if n < 1 else blas}")
+    from refnet.kernels._parallel import choose_threading_layer
+
+    choose_threading_layer(n)  # only before numba's threads start (one thread: OpenMP, else workqueue)
+    n_numba = min(n, numba.config.NUMBA_NUM_THREADS)
+    numba.set_num_threads(n_numba)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        _BLAS_LIMITER = threadpool_limits(limits=int(blas) if blas is not None else n, user_api="blas")
+    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
+        pass
+    cv2 = sys.modules.get("cv2")
+    if cv2 is not None:
+        cv2.setNumThreads(n)
+    return n_numba
+
+
+def get_num_threads() -> dict[str, int]:
+    """The thread counts in use: {"numba": .., "blas": .., "cv2": .. (when imported)}."""
+    import numba
+
+    out = {"numba": int(numba.get_num_threads())}
+    try:
+        from threadpoolctl import threadpool_info
+
+        blas = [d["num_threads"] for d in threadpool_info() if d.get("user_api") == "blas"]
+        if blas:
+            out["blas"] = int(max(blas))
+    except ImportError:  # pragma: no cover
+        pass
+    cv2 = sys.modules.get("cv2")
+    if cv2 is not None:
+        out["cv2"] = int(cv2.getNumThreads())
+    return out
+
+
+# ---- plans -------------------------------------------------------------------------------------
 @dataclass
 class _Step:
     node: Node  # the node whose run function is called (possibly a fused copy)
@@ -40,6 +125,65 @@ class _Plan:
     steps: list[_Step]
     keep: frozenset[str]
     alias: dict[str, str] = field(default_factory=dict)  # requested name -> tensor holding it
+    needed: frozenset[int] = frozenset()  # indices of the graph nodes the requested outputs need
+
+
+class _Program:
+    """A plan compiled for fixed input shapes and a precision: a list of bound steps over
+    numbered tensor slots (see the module docstring)."""
+
+    __slots__ = ("code", "nslots", "feeds", "results", "buffers", "layers", "ops", "n_pooled")
+
+    def __init__(self) -> None:
+        self.code: list[tuple] = []  # (fn, input slots, output slot | -1, output slots, buffer | -1, frees)
+        self.nslots = 0
+        self.feeds: list[tuple[str, int]] = []
+        self.results: dict[str, int] = {}  # requested name -> slot
+        self.buffers: list[np.ndarray] = []
+        self.layers: list[str] = []  # layer name per code entry (error messages, profiling)
+        self.ops: list[str] = []  # op per code entry
+        self.n_pooled = 0
+
+    def run(self, feeds: Mapping[str, np.ndarray], hook: Callable | None = None) -> list:
+        regs: list = [None] * self.nslots
+        for name, s in self.feeds:
+            regs[s] = feeds[name]
+        bufs = self.buffers
+        j = 0
+        try:
+            if hook is None:
+                for j, (fn, ins, out1, outs, buf, frees) in enumerate(self.code):  # noqa: B007 (j: errors)
+                    if buf >= 0:
+                        r = fn(*[regs[i] for i in ins], out=bufs[buf])
+                    else:
+                        r = fn(*[regs[i] for i in ins])
+                    if out1 >= 0:
+                        regs[out1] = r
+                    else:
+                        for s, v in zip(outs, r):
+                            regs[s] = v
+                    for s in frees:
+                        regs[s] = None
+            else:  # the same loop, timing every step (profiling)
+                for j, (fn, ins, out1, outs, buf, frees) in enumerate(self.code):
+                    t0 = hook(None)
+                    if buf >= 0:
+                        r = fn(*[regs[i] for i in ins], out=bufs[buf])
+                    else:
+                        r = fn(*[regs[i] for i in ins])
+                    hook((self.layers[j], t0))
+                    if out1 >= 0:
+                        regs[out1] = r
+                    else:
+                        for s, v in zip(outs, r):
+                            regs[s] = v
+                    for s in frees:
+                        regs[s] = None
+        except RefnetError as e:
+            if isinstance(e, ShapeError) and not e.layer and self.layers:
+                raise ShapeError(str(e), layer=self.layers[j]) from e
+            raise
+        return regs
 
 
 class Net:
@@ -58,6 +202,7 @@ class Net:
         self._params: dict[tuple[str, int], tuple[Node, dict[str, np.ndarray]]] = {}
         self._plans: dict[tuple, _Plan] = {}
         self._shapes: dict[tuple, dict[str, tuple[int, ...]]] = {}
+        self._programs: OrderedDict[tuple, _Program] = OrderedDict()
 
     # ---- public properties ----------------------------------------------------------------
     @property
@@ -87,12 +232,18 @@ class Net:
 
         Raises ShapeError naming the first layer whose input cannot work.
         """
-        shapes = self._input_shape_map(input_shapes)
-        key = tuple(sorted(shapes.items()))
+        return self._shapes_of(self._input_shape_map(input_shapes), None)
+
+    def _shapes_of(self, shapes: dict[str, tuple[int, ...]], needed: frozenset[int] | None
+                   ) -> dict[str, tuple[int, ...]]:
+        """Shapes of the outputs of the ``needed`` nodes (None: all) for these input shapes."""
+        key = (tuple(sorted(shapes.items())), needed)
         cached = self._shapes.get(key)
         if cached is not None:
             return dict(cached)
-        for node, spec in zip(self.graph.nodes, self._specs):
+        for i, (node, spec) in enumerate(zip(self.graph.nodes, self._specs)):
+            if needed is not None and i not in needed:
+                continue
             ins = [shapes[t] for t in node.inputs]
             try:
                 outs = spec.shape(node, ins)
@@ -126,21 +277,50 @@ class Net:
                 precision: str = "float32") -> dict[str, np.ndarray]:
         """Run the net; return ``{name: array}`` for ``outputs`` (layer names; default output_names)."""
         ctx = _ctx(precision)
-        feeds = self._feeds(x, ctx)
         names = self._requested(outputs)
-        plan = self._plan(tuple(names), fuse=ctx.fast)
-        env = self._run(plan, feeds, ctx)
-        return {n: env[plan.alias.get(n, n)] for n in names}
+        feeds = self._feeds(x, ctx)
+        prog = self._program(tuple(names), ctx.fast, feeds, ctx)
+        with _RUN_LOCK:
+            regs = prog.run(feeds)
+        res = prog.results
+        return {n: regs[res[n]] for n in names}
 
     def trace(self, x: np.ndarray | Mapping[str, np.ndarray], precision: str = "float64") -> dict[str, np.ndarray]:
         """Every layer's (first) output, in execution order, unfused."""
         ctx = _ctx(precision)
         feeds = self._feeds(x, ctx)
-        names = [n.name for n in self.graph.nodes]
-        plan = self._plan(tuple(names), fuse=False)
-        env = self._run(plan, feeds, ctx)
+        names = tuple(n.name for n in self.graph.nodes)
+        prog = self._program(names, False, feeds, ctx)
+        with _RUN_LOCK:
+            regs = prog.run(feeds)
         listed = set(self.graph.layer_names)
-        return {n: env[n] for n in names if n in listed}
+        res = prog.results
+        return {n: regs[res[n]] for n in names if n in listed}
+
+    def profile(self, x: np.ndarray | Mapping[str, np.ndarray], outputs: Iterable[str] | str | None = None,
+                precision: str = "float32", repeat: int = 1) -> list[tuple[str, str, float]]:
+        """Seconds spent per executed step of ``forward`` (median over ``repeat`` runs), as
+        ``(layer, op, seconds)`` in execution order; fused steps carry the first layer's name."""
+        import time
+
+        ctx = _ctx(precision)
+        names = self._requested(outputs)
+        feeds = self._feeds(x, ctx)
+        prog = self._program(tuple(names), ctx.fast, feeds, ctx)
+        times: dict[str, list[float]] = {}
+        clock = time.perf_counter
+
+        def hook(arg):
+            if arg is None:
+                return clock()
+            layer, t0 = arg
+            times.setdefault(layer, []).append(clock() - t0)
+            return None
+
+        with _RUN_LOCK:
+            for _ in range(max(1, int(repeat))):
+                prog.run(feeds, hook)
+        return [(layer, op, float(np.median(times[layer]))) for layer, op in zip(prog.layers, prog.ops)]
 
     def _requested(self, outputs) -> list[str]:
         if outputs is None:
@@ -160,9 +340,7 @@ class Net:
             if len(self.input_names) != 1:
                 raise ShapeError(f"the model has inputs {list(self.input_names)}; pass a dict {{name: array}}")
             x = {self.input_names[0]: x}
-        missing = [k for k in self.input_names if k not in x]
-        extra = [k for k in x if k not in self.input_names]
-        if missing or extra:
+        if len(x) != len(self.input_names) or any(k not in x for k in self.input_names):
             raise ShapeError(f"inputs must be exactly {list(self.input_names)}", expected=list(self.input_names),
                              got=list(x))
         feeds = {}
@@ -177,7 +355,6 @@ class Net:
             if want and len(want) >= 2 and want[1] and a.shape[1] != want[1]:
                 raise ShapeError(f"input {k!r} has the wrong number of channels", expected=tuple(want), got=a.shape)
             feeds[k] = np.ascontiguousarray(a, dtype=ctx.dtype)
-        self.infer_shapes({k: v.shape for k, v in feeds.items()})  # validate before running
         return feeds
 
     def _node_params(self, node: Node, ctx: Ctx) -> dict[str, np.ndarray]:
@@ -188,29 +365,134 @@ class Net:
             self._params[key] = hit  # holding the node keeps its id unique
         return hit[1]
 
-    def _run(self, plan: _Plan, feeds: dict[str, np.ndarray], ctx: Ctx) -> dict[str, np.ndarray]:
-        env: dict[str, np.ndarray] = dict(feeds)
-        for step in plan.steps:
-            node = step.node
-            xs = [env[t] for t in step.inputs]
+    # ---- programs ---------------------------------------------------------------------------------
+    def _program(self, requested: tuple[str, ...], fuse: bool, feeds: Mapping[str, np.ndarray],
+                 ctx: Ctx) -> _Program:
+        key = (requested, fuse, ctx.precision, tuple((k, v.shape) for k, v in feeds.items()))
+        prog = self._programs.get(key)
+        if prog is not None:
+            self._programs.move_to_end(key)
+            return prog
+        # sibling convs merge for batch 1 only: with N > 1 their channel slices are not contiguous
+        batch1 = all(v.ndim == 0 or v.shape[0] == 1 for v in feeds.values())
+        plan = self._plan(requested, fuse, merge=batch1)
+        # the layers the outputs need, validated before running (the others need not fit the input)
+        shapes = self._shapes_of({k: tuple(v.shape) for k, v in feeds.items()}, plan.needed)
+        prog = self._compile(plan, shapes, ctx)
+        self._programs[key] = prog
+        while len(self._programs) > _MAX_PROGRAMS:
+            self._programs.popitem(last=False)
+        return prog
+
+    def _compile(self, plan: _Plan, shapes: Mapping[str, tuple[int, ...]], ctx: Ctx) -> _Program:
+        from refnet.ops.core import PREPARE
+
+        prog = _Program()
+        slot: dict[str, int] = {}
+
+        def new_slot(t: str) -> int:
+            slot[t] = prog.nslots
+            prog.nslots += 1
+            return slot[t]
+
+        for k in self.input_names:
+            prog.feeds.append((k, new_slot(k)))
+        # 1. bind every step; identity/split become aliases
+        shp = dict(shapes)
+        op_of: list[str] = []
+        entries: list[tuple[Any, list[int], list[int], bool, bool, str, tuple[int, ...]]] = []
+        for st in plan.steps:
+            node = st.node
+            ins = [slot[t] for t in st.inputs]
+            if node.op in _ALIAS_OPS and len(ins) == 1:
+                for t in st.outputs:
+                    slot[t] = ins[0]
+                continue
             params = self._node_params(node, ctx) if node.params else {}
-            try:
-                out = registry.OPS[node.op].run(node, xs, params, ctx)
-            except RefnetError as e:
-                if isinstance(e, ShapeError) and not e.layer:
-                    raise ShapeError(str(e), layer=node.name) from e
-                raise
-            if isinstance(out, np.ndarray):
-                out = [out]
-            for t, v in zip(step.outputs, out):
-                env[t] = v
-            for t in step.free:
-                env.pop(t, None)
-        return env
+            in_shapes = [shp[t] for t in st.inputs]
+            if any(t not in shp for t in st.outputs):  # tensors made by the planner (merged convs)
+                for t, v in zip(st.outputs, registry.OPS[node.op].shape(node, in_shapes)):
+                    shp[t] = tuple(int(d) for d in v)
+            out_shapes = [shp[t] for t in st.outputs]
+            fn, takes_out = None, False
+            prep = PREPARE.get(node.op) if ctx.fast else None
+            if prep is not None:
+                try:
+                    res = prep(node, params, in_shapes, ctx)
+                except ShapeError as e:
+                    raise e if e.layer else ShapeError(str(e), layer=node.name) from e
+                if res is not None:
+                    fn, takes_out = res
+            if fn is None:
+                fn = _generic(registry.OPS[node.op].run, node, params, ctx, len(st.outputs))
+            outs = [new_slot(t) for t in st.outputs]
+            entries.append((fn, ins, outs, takes_out, node.op in _FRESH_OPS, node.name, out_shapes[0]))
+            op_of.append(node.op)
+        for name, tensor in plan.alias.items():
+            prog.results[name] = slot[tensor]
+        kept = set(prog.results.values()) | {s for _, s in prog.feeds}
+        # 2. liveness per slot, alias classes (a non-fresh op's outputs may view its inputs)
+        n_entries = len(entries)
+        last = [-1] * prog.nslots
+        made = [-1] * prog.nslots
+        parent = list(range(prog.nslots))
+
+        def find(a: int) -> int:
+            while parent[a] != a:
+                parent[a] = parent[parent[a]]
+                a = parent[a]
+            return a
+
+        for j, (_, ins, outs, _, fresh, _, _) in enumerate(entries):
+            for s in ins:
+                last[s] = j
+            for s in outs:
+                made[s] = j
+                if not fresh:
+                    for i in ins:
+                        parent[find(s)] = find(i)
+        cls_end: dict[int, int] = {}
+        cls_kept: set[int] = set()
+        for s in range(prog.nslots):
+            r = find(s)
+            end = n_entries if s in kept else max(last[s], made[s])
+            cls_end[r] = max(cls_end.get(r, -1), end)
+            if s in kept:
+                cls_kept.add(r)
+        # 3. buffers for the outputs of out-capable steps, reused once their alias class is dead
+        free_bufs: dict[tuple, list[int]] = {}
+        held: dict[int, list[int]] = {}
+        release_at: dict[int, list[int]] = {}
+        for j, (fn, ins, outs, takes_out, _, name, out_shape) in enumerate(entries):
+            buf = -1
+            if takes_out and len(outs) == 1 and find(outs[0]) not in cls_kept:
+                s = outs[0]
+                key = (out_shape, ctx.dtype.str)
+                pool = free_bufs.setdefault(key, [])
+                if pool:
+                    buf = pool.pop()
+                else:
+                    buf = len(prog.buffers)
+                    prog.buffers.append(np.empty(key[0], dtype=ctx.dtype))
+                r = find(s)
+                held.setdefault(r, []).append(buf)
+                if not held[r][1:]:
+                    release_at.setdefault(cls_end[r], []).append(r)
+                prog.n_pooled += 1
+            frees = tuple(s for s in set(ins) if last[s] == j and s not in kept)
+            out1 = outs[0] if len(outs) == 1 else -1
+            prog.code.append((fn, tuple(ins), out1, tuple(outs), buf, frees))
+            prog.layers.append(name)
+            prog.ops.append(op_of[j])
+            for r in release_at.pop(j, ()):
+                for b in held.pop(r, ()):
+                    free_bufs[(prog.buffers[b].shape, ctx.dtype.str)].append(b)
+        return prog
 
     # ---- planning: fusion + liveness -----------------------------------------------------------
-    def _plan(self, requested: tuple[str, ...], fuse: bool) -> _Plan:
-        key = (requested, fuse)
+    def _plan(self, requested: tuple[str, ...], fuse: bool, merge: bool | None = None) -> _Plan:
+        merge = fuse if merge is None else merge and fuse
+        key = (requested, fuse, merge)
         plan = self._plans.get(key)
         if plan is not None:
             return plan
@@ -219,17 +501,20 @@ class Net:
         alias: dict[str, str] = {}
         skip: set[int] = set()
         nodes = self.graph.nodes
+        needed = self._needed(requested)
         for i, node in enumerate(nodes):
-            if i in skip:
+            if i in skip or i not in needed:
                 continue
-            if fuse and node.op == "conv":
-                node, absorbed, out_tensor = self._fuse_conv(i, keep)
+            if fuse and node.op in ("conv", "deconv", "instance_norm"):
+                node, absorbed, out_tensor = self._fuse(i, keep)
                 skip.update(absorbed)
                 if absorbed:
-                    # consumers of the last absorbed node's output read the fused conv's result
+                    # consumers of the last absorbed node's output read the fused node's result
                     alias[out_tensor] = node.outputs[0]
             inputs = tuple(alias.get(t, t) for t in node.inputs)
             steps.append(_Step(node, inputs, node.outputs))
+        if merge:
+            steps = _merge_sibling_convs(steps)
         # liveness: drop a tensor after its last reader unless it is requested
         last: dict[str, int] = {}
         for j, st in enumerate(steps):
@@ -239,47 +524,76 @@ class Net:
         for j, st in enumerate(steps):
             st.free = tuple(t for t in set(st.inputs) | set(st.outputs)
                             if last.get(t, -1) <= j and t not in wanted and t not in self.input_names)
-        plan = _Plan(steps, keep, {n: alias.get(n, n) for n in requested})
+        plan = _Plan(steps, keep, {n: alias.get(n, n) for n in requested}, frozenset(needed))
         self._plans[key] = plan
         return plan
+
+    def _needed(self, requested: tuple[str, ...]) -> set[int]:
+        """Indices of the nodes whose outputs the requested tensors depend on."""
+        index = {t: i for i, n in enumerate(self.graph.nodes) for t in n.outputs}
+        needed: set[int] = set()
+        todo = [index[t] for t in requested if t in index]
+        while todo:
+            i = todo.pop()
+            if i in needed:
+                continue
+            needed.add(i)
+            todo.extend(index[t] for t in self.graph.nodes[i].inputs if t in index)
+        return needed
 
     def _single_consumer(self, tensor: str) -> int | None:
         c = self._consumers.get(tensor, [])
         return c[0] if len(c) == 1 else None
 
-    def _fuse_conv(self, i: int, keep: frozenset[str]) -> tuple[Node, list[int], str]:
-        """Fold following BatchNorm/Scale (and a ReLU/ReLU6) into conv node ``i`` (float32 only)."""
-        from refnet.kernels import fold_batch_norm, fold_scale
+    def _instance_norm_channels(self, node: Node) -> int | None:
+        w = node.params.get("weight", node.params.get("bias"))
+        if w is not None:
+            return int(w.size)
+        j = self._single_consumer(node.outputs[0])
+        nxt = self.graph.nodes[j] if j is not None else None
+        if nxt is not None and nxt.op == "batch_norm":
+            return int(nxt.params["mean"].size)
+        if nxt is not None and nxt.op == "scale" and "weight" in nxt.params and nxt.params["weight"].size > 1:
+            return int(nxt.params["weight"].size)
+        return None
 
+    def _fuse(self, i: int, keep: frozenset[str]) -> tuple[Node, list[int], str]:
+        """Fold the per-channel affine layers (BatchNorm, Scale, Bias, Power with power 1)
+        following node ``i`` (conv, deconv or instance_norm; float32 only) into its weights,
+        then fuse a following ReLU / leaky ReLU / PReLU / ReLU6 into it."""
         node = self.graph.nodes[i]
-        weight = node.params["weight"].astype(np.float32)
-        bias = node.params.get("bias")
-        bias = None if bias is None else bias.astype(np.float32)
+        n_ch = _out_channels(node)
+        if n_ch == -1:
+            n_ch = self._instance_norm_channels(node)
+        if n_ch is None:
+            return node, [], node.outputs[0]
+        a = np.ones(n_ch)  # the absorbed layers compute a * y + c per channel (float64)
+        c = np.zeros(n_ch)
         attrs = dict(node.attrs)
+        act_params: dict[str, np.ndarray] = {}
         absorbed: list[int] = []
         cur = node.outputs[0]
         changed = False
-        while cur not in keep and len(node.outputs) == 1:
+        while cur not in keep and len(node.outputs) == 1 and "activation" not in attrs:
             j = self._single_consumer(cur)
             if j is None:
                 break
             nxt = self.graph.nodes[j]
-            if len(nxt.inputs) != 1 or "activation" in attrs:
+            if len(nxt.inputs) != 1 or len(nxt.outputs) != 1:
                 break
-            p = nxt.params
-            if nxt.op == "batch_norm":
-                weight, bias = fold_batch_norm(weight, bias, p["mean"].reshape(-1), p["var"].reshape(-1),
-                                               _f32(p.get("weight")), _f32(p.get("bias")),
-                                               eps=float(nxt.attrs.get("eps", 1e-5)))
-                changed = True
-            elif (nxt.op == "scale" and int(nxt.attrs.get("axis", 1)) == 1 and "weight" in p
-                  and p["weight"].size == weight.shape[0]):
-                weight, bias = fold_scale(weight, bias, _f32(p["weight"]), _f32(p.get("bias")))
+            affine = _affine_of(nxt, n_ch)
+            if affine is not None:
+                ka, kc = affine
+                a, c = a * ka, c * ka + kc
                 changed = True
             elif nxt.op == "relu":
                 attrs["activation"] = "relu"
                 attrs["negative_slope"] = float(nxt.attrs.get("negative_slope", 0.0))
-            elif nxt.op == "clip" and float(nxt.attrs.get("min", 0)) == 0.0 and float(nxt.attrs.get("max", 6)) == 6.0:
+            elif nxt.op == "prelu" and node.op != "instance_norm" and nxt.params["slope"].size in (1, n_ch):
+                attrs["activation"] = "prelu"
+                act_params["slope"] = np.broadcast_to(_f64(nxt.params["slope"]), (n_ch,)).astype(np.float32)
+            elif (nxt.op == "clip" and node.op != "instance_norm" and float(nxt.attrs.get("min", 0)) == 0.0
+                  and float(nxt.attrs.get("max", 6)) == 6.0):
                 attrs["activation"] = "relu6"
             else:
                 break
@@ -287,14 +601,160 @@ class Net:
             cur = nxt.outputs[0]
         if not absorbed:
             return node, [], cur
-        params = {"weight": np.ascontiguousarray(weight, np.float32)} if changed else dict(node.params)
-        if changed and bias is not None:
-            params["bias"] = np.ascontiguousarray(bias, np.float32)
-        return Node(node.name, "conv", node.inputs, node.outputs, attrs, params), absorbed, cur
+        params = dict(node.params)
+        if changed:
+            params = _fold(node, a, c)
+        params.update(act_params)
+        return Node(node.name, node.op, node.inputs, node.outputs, attrs, params), absorbed, cur
 
 
-def _f32(v: np.ndarray | None) -> np.ndarray | None:
-    return None if v is None else v.reshape(-1).astype(np.float32)
+def _conv_geometry_key(node: Node) -> tuple | None:
+    """What sibling convolutions must share to run as one (None: this conv cannot merge)."""
+    a = node.attrs
+    w = node.params.get("weight")
+    if (node.op != "conv" or w is None or w.ndim != 4 or int(a.get("groups", 1)) != 1 or len(node.outputs) != 1
+            or a.get("activation") == "relu6"):
+        return None
+    return (tuple(w.shape[1:]), tuple(a.get("stride", (1, 1))), tuple(a.get("pad", (0, 0, 0, 0))),
+            tuple(a.get("dilation", (1, 1))))
+
+
+def _slopes(node: Node, n: int) -> np.ndarray:
+    """The epilogue of a (fused) conv as per-channel leaky slopes: none = 1, ReLU = its slope."""
+    act = node.attrs.get("activation")
+    if act == "prelu":
+        return np.broadcast_to(_f64(node.params["slope"]), (n,))
+    if act == "relu":
+        return np.full(n, float(node.attrs.get("negative_slope", 0.0)))
+    return np.ones(n)
+
+
+def _merge_sibling_convs(steps: list[_Step]) -> list[_Step]:
+    """Convolutions reading the same tensor with the same kernel geometry (e.g. SSD's loc/conf
+    heads, an inception block's 1x1 convs) run as one convolution over the concatenated
+    output channels -- the input is read (im2col'd, transformed) once and the GEMM is
+    wider -- followed by a slice into the original tensors (views). Their activations become
+    per-channel slopes (none = 1, ReLU = 0, leaky / PReLU = theirs)."""
+    groups: dict[tuple, list[int]] = {}
+    for j, st in enumerate(steps):
+        key = _conv_geometry_key(st.node)
+        if key is not None:
+            groups.setdefault((st.inputs[0],) + key, []).append(j)
+    merged: dict[int, list[_Step]] = {}
+    drop: set[int] = set()
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        nodes = [steps[j].node for j in members]
+        sizes = [int(n.params["weight"].shape[0]) for n in nodes]
+        weight = np.concatenate([np.asarray(n.params["weight"], np.float32) for n in nodes], axis=0)
+        bias = np.concatenate([np.asarray(n.params["bias"], np.float32).reshape(-1) if "bias" in n.params
+                               else np.zeros(k, np.float32) for n, k in zip(nodes, sizes)])
+        slopes = np.concatenate([_slopes(n, k) for n, k in zip(nodes, sizes)])
+        attrs = {k: v for k, v in nodes[0].attrs.items() if k not in ("activation", "negative_slope")}
+        params = {"weight": weight, "bias": bias}
+        if not np.all(slopes == 1.0):
+            attrs["activation"] = "prelu"
+            params["slope"] = slopes.astype(np.float32)
+        name = "+".join(n.name for n in nodes)
+        tensor = name + ":merged"
+        conv = Node(name, "conv", (steps[members[0]].inputs[0],), (tensor,), attrs, params)
+        points = tuple(int(v) for v in np.cumsum(sizes)[:-1])
+        outs = tuple(n.outputs[0] for n in nodes)
+        split = Node(name + ":split", "slice", (tensor,), outs, {"axis": 1, "points": points})
+        merged[members[0]] = [_Step(conv, conv.inputs, conv.outputs), _Step(split, (tensor,), outs)]
+        drop.update(members[1:])
+    if not merged:
+        return steps
+    out: list[_Step] = []
+    for j, st in enumerate(steps):
+        if j in merged:
+            out.extend(merged[j])
+        elif j not in drop:
+            out.append(st)
+    return out
+
+
+def _generic(run: Callable, node: Node, params: dict, ctx: Ctx, n_out: int) -> Callable:
+    """A step calling the op's registered run function (a list of inputs -> its outputs)."""
+    if n_out == 1:
+        def step(*xs):
+            out = run(node, list(xs), params, ctx)
+            return out if isinstance(out, np.ndarray) else out[0]
+    else:
+        def step(*xs):
+            out = run(node, list(xs), params, ctx)
+            return [out] if isinstance(out, np.ndarray) else out
+    return step
+
+
+def _out_channels(node: Node) -> int | None:
+    w = node.params.get("weight")
+    if node.op == "conv" and w is not None and w.ndim == 4:
+        return int(w.shape[0])
+    if node.op == "deconv" and w is not None and w.ndim == 4:
+        return int(w.shape[1]) * int(node.attrs.get("groups", 1))
+    if node.op == "instance_norm":
+        return -1  # known from its own weight or the next layer's parameters (see Net._fuse)
+    return None
+
+
+def _f64(v: np.ndarray | None) -> np.ndarray | None:
+    return None if v is None else np.asarray(v, dtype=np.float64).reshape(-1)
+
+
+def _affine_of(node: Node, n_ch: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(a, c) with node(y) = a * y + c per channel, when ``node`` is such a layer, else None."""
+    p = node.params
+    if node.op == "batch_norm":
+        mean, var = _f64(p["mean"]), _f64(p["var"])
+        if mean.size != n_ch or var.size != n_ch:
+            return None
+        a = 1.0 / np.sqrt(var + float(node.attrs.get("eps", 1e-5)))
+        g, bt = _f64(p.get("weight")), _f64(p.get("bias"))
+        if g is not None:
+            a = a * g
+        c = -mean * a + (bt if bt is not None else 0.0)
+        return a, c
+    if node.op == "scale" and int(node.attrs.get("axis", 1)) == 1 and "weight" in p:
+        g, bt = _f64(p["weight"]), _f64(p.get("bias"))
+        if g.size not in (1, n_ch) or (bt is not None and bt.size not in (1, n_ch)):
+            return None
+        return (np.broadcast_to(g, (n_ch,)).copy(),
+                np.broadcast_to(bt if bt is not None else 0.0, (n_ch,)).copy())
+    if node.op == "bias" and int(node.attrs.get("axis", 1)) == 1 and "bias" in p:
+        bt = _f64(p["bias"])
+        if bt.size not in (1, n_ch):
+            return None
+        return np.ones(n_ch), np.broadcast_to(bt, (n_ch,)).copy()
+    if node.op == "power" and float(node.attrs.get("power", 1.0)) == 1.0:
+        k, s = float(node.attrs.get("scale", 1.0)), float(node.attrs.get("shift", 0.0))
+        return np.full(n_ch, k), np.full(n_ch, s)
+    return None
+
+
+def _fold(node: Node, a: np.ndarray, c: np.ndarray) -> dict[str, np.ndarray]:
+    """New float32 params of ``node`` followed by the per-channel affine ``a * y + c``."""
+    p = node.params
+    params = {k: v for k, v in p.items() if k not in ("weight", "bias")}
+    b = _f64(p.get("bias"))
+    b = np.zeros(a.size) if b is None else b
+    if node.op == "instance_norm":
+        g = _f64(p.get("weight"))
+        g = np.ones(a.size) if g is None else g
+        params["weight"] = (g * a).astype(np.float32)
+        params["bias"] = (b * a + c).astype(np.float32)
+        return params
+    w = np.asarray(p["weight"], dtype=np.float64)
+    if node.op == "conv":
+        w = w * a.reshape(-1, 1, 1, 1)
+    else:  # deconv: weight (C_in, C_out / g, kh, kw), output channel gi * cog + j
+        g = int(node.attrs.get("groups", 1))
+        ci, cog = w.shape[:2]
+        w = (w.reshape(g, ci // g, cog, *w.shape[2:]) * a.reshape(g, 1, cog, 1, 1)).reshape(w.shape)
+    params["weight"] = np.ascontiguousarray(w, dtype=np.float32)
+    params["bias"] = (b * a + c).astype(np.float32)
+    return params
 
 
 def _ctx(precision: str) -> Ctx:

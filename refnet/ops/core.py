@@ -8,7 +8,7 @@ before anything runs and raise :class:`~refnet.errors.ShapeError` naming the lay
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,6 +18,23 @@ from refnet.errors import ShapeError
 from refnet.ops.registry import Ctx, Shape, need_ndim, register, same_shape
 
 DYN = -1  # a dimension known only at run time (e.g. the number of SSD detections)
+
+
+# op -> prepare(node, params, input shapes, ctx) -> (step callable, accepts out=) or None: the
+# float32 executor binds a step's arguments (and plans its kernel) once per input shape.
+PREPARE: dict[str, Callable[..., tuple[Callable[..., Any], bool] | None]] = {}
+
+
+def prepares(op: str) -> Callable:
+    """Register the float32 step planner of ``op`` (see :data:`PREPARE`)."""
+
+    def deco(fn: Callable) -> Callable:
+        if op in PREPARE:
+            raise RuntimeError(f"op {op!r} has two planners")
+        PREPARE[op] = fn
+        return fn
+
+    return deco
 
 
 def kern(name: str, ctx: Ctx):
@@ -91,15 +108,25 @@ def _conv_shape(node, shapes):
              _conv_out(node, w, wt.shape[3], sw, pl, pr, dw))]
 
 
-@register("conv", shape=_conv_shape)
-def _conv(node, xs, p, ctx):
+def _conv_kwargs(node, p) -> dict:
     a = node.attrs
     kwargs = dict(stride=_pair(a.get("stride"), 1), pad=_pad4(a.get("pad")),
                   dilation=_pair(a.get("dilation"), 1), groups=int(a.get("groups", 1)))
     act = a.get("activation")
     if act is not None:  # set only by the float32 fusion pass (refnet/net.py)
-        kwargs.update(activation=act, negative_slope=float(a.get("negative_slope", 0.0)))
-    return kern("conv2d", ctx)(xs[0], p["weight"], p.get("bias"), **kwargs)
+        slope = p["slope"].reshape(-1) if act == "prelu" else float(a.get("negative_slope", 0.0))
+        kwargs.update(activation=act, negative_slope=slope)
+    return kwargs
+
+
+@register("conv", shape=_conv_shape)
+def _conv(node, xs, p, ctx):
+    return kern("conv2d", ctx)(xs[0], p["weight"], p.get("bias"), **_conv_kwargs(node, p))
+
+
+@prepares("conv")
+def _conv_prepare(node, p, shapes, ctx):
+    return K.conv2d_plan(shapes[0], p["weight"], p.get("bias"), **_conv_kwargs(node, p)), True
 
 
 def _deconv_shape(node, shapes):
@@ -122,13 +149,24 @@ def _deconv_shape(node, shapes):
     return [(n, wt.shape[1] * g, ho, wo)]
 
 
+def _deconv_kwargs(node, p) -> dict:
+    kwargs = _conv_kwargs(node, p)
+    kwargs["output_padding"] = _pair(node.attrs.get("output_padding"), 0)
+    return kwargs
+
+
 @register("deconv", shape=_deconv_shape)
 def _deconv(node, xs, p, ctx):
-    a = node.attrs
-    return kern("conv_transpose2d", ctx)(
-        xs[0], p["weight"], p.get("bias"), stride=_pair(a.get("stride"), 1), pad=_pad4(a.get("pad")),
-        dilation=_pair(a.get("dilation"), 1), groups=int(a.get("groups", 1)),
-        output_padding=_pair(a.get("output_padding"), 0))
+    kwargs = _deconv_kwargs(node, p)
+    if not ctx.fast:  # the reference has no fused activation (the float64 path never fuses)
+        kwargs.pop("activation", None)
+        kwargs.pop("negative_slope", None)
+    return kern("conv_transpose2d", ctx)(xs[0], p["weight"], p.get("bias"), **kwargs)
+
+
+@prepares("deconv")
+def _deconv_prepare(node, p, shapes, ctx):
+    return K.conv_transpose2d_plan(shapes[0], p["weight"], p.get("bias"), **_deconv_kwargs(node, p)), True
 
 
 def _linear_shape(node, shapes):
@@ -323,8 +361,11 @@ def _flat(v: np.ndarray | None) -> np.ndarray | None:
 
 @register("instance_norm", shape=lambda n, s: _channel_params_shape(n, s, ("weight", "bias")))
 def _instance_norm(node, xs, p, ctx):
+    kw = {}
+    if node.attrs.get("activation"):  # set only by the float32 fusion pass (refnet/net.py)
+        kw = dict(activation=node.attrs["activation"], negative_slope=float(node.attrs.get("negative_slope", 0.0)))
     return kern("instance_norm", ctx)(xs[0], _flat(p.get("weight")), _flat(p.get("bias")),
-                                      eps=float(node.attrs.get("eps", 1e-5)))
+                                      eps=float(node.attrs.get("eps", 1e-5)), **kw)
 
 
 @register("mvn", shape=same_shape)
@@ -628,8 +669,9 @@ def _prior_image_hw(node, image_shape) -> tuple[int, int]:
 def _prior_box_shape(node, shapes):
     need_ndim(node, shapes[0], 4, "feature input")
     need_ndim(node, shapes[1], 4, "image input")
-    out = K.prior_box(tuple(shapes[0][2:4]), _prior_image_hw(node, shapes[1]), **_prior_kwargs(node))
-    return [tuple(out.shape)]
+    # the priors of one cell, times the cells: a huge feature map must not be materialised here
+    one = K.prior_box((1, 1), _prior_image_hw(node, shapes[1]), **_prior_kwargs(node))
+    return [(1, 2, int(one.shape[2]) * int(shapes[0][2]) * int(shapes[0][3]))]
 
 
 @register("prior_box", shape=_prior_box_shape)
@@ -650,4 +692,134 @@ def _detection_output(node, xs, p, ctx):
     return kern("detection_output", ctx)(xs[0], xs[1], xs[2], **kw)
 
 
-__all__: list[str] = ["kern", "DYN", "Shape"]
+__all__: list[str] = ["kern", "DYN", "Shape", "PREPARE", "prepares"]
+
+
+# ---- float32 step planners: arguments bound (and kernels planned) once per input shape ------------
+@prepares("relu")
+def _relu_prepare(node, p, shapes, ctx):
+    s = float(node.attrs.get("negative_slope", 0.0))
+    relu = K.relu
+    return (lambda x: relu(x, s)), False
+
+
+@prepares("prelu")
+def _prelu_prepare(node, p, shapes, ctx):
+    slope = p["slope"].reshape(-1)
+    prelu = K.prelu
+    return (lambda x: prelu(x, slope)), False
+
+
+@prepares("clip")
+def _clip_prepare(node, p, shapes, ctx):
+    lo, hi = float(node.attrs.get("min", 0.0)), float(node.attrs.get("max", 6.0))
+    clip = K.clip
+    return (lambda x: clip(x, lo, hi)), False
+
+
+@prepares("max_pool")
+def _max_pool_prepare(node, p, shapes, ctx):
+    want_idx = len(node.outputs) > 1
+    if node.attrs.get("global_pooling") and not want_idx:
+        return K.global_max_pool2d, False
+    k, s, pad, _ = _pool_geometry(node, tuple(shapes[0]))
+    ceil = bool(node.attrs.get("ceil_mode", True))
+    pool = K.max_pool2d
+    if want_idx:
+        return (lambda x: list(pool(x, k, s, pad, ceil_mode=ceil, return_indices=True))), False
+    return (lambda x: pool(x, k, s, pad, ceil_mode=ceil)), False
+
+
+@prepares("avg_pool")
+def _avg_pool_prepare(node, p, shapes, ctx):
+    if node.attrs.get("global_pooling"):
+        return K.global_avg_pool2d, False
+    k, s, pad, _ = _pool_geometry(node, tuple(shapes[0]))
+    ceil, div = bool(node.attrs.get("ceil_mode", True)), node.attrs.get("divisor", "padded")
+    pool = K.avg_pool2d
+    return (lambda x: pool(x, k, s, pad, ceil_mode=ceil, divisor=div)), False
+
+
+@prepares("softmax")
+def _softmax_prepare(node, p, shapes, ctx):
+    axis = int(node.attrs.get("axis", 1))
+    softmax = K.softmax
+    return (lambda x: softmax(x, axis)), False
+
+
+@prepares("concat")
+def _concat_prepare(node, p, shapes, ctx):
+    axis = _axis(node, int(node.attrs.get("axis", 1)), len(shapes[0]))
+    concatenate = np.concatenate
+    return (lambda *xs: concatenate(xs, axis=axis)), False
+
+
+@prepares("flatten")
+def _flatten_prepare(node, p, shapes, ctx):
+    (out,) = _flatten_shape(node, shapes)
+    return (lambda x: x.reshape(out)), False
+
+
+@prepares("reshape")
+def _reshape_prepare(node, p, shapes, ctx):
+    (out,) = _reshape_shape(node, shapes)
+    return (lambda x: x.reshape(out)), False
+
+
+@prepares("permute")
+def _permute_prepare(node, p, shapes, ctx):
+    order = _permute_order(node, len(shapes[0]))
+    transpose, contiguous = np.transpose, np.ascontiguousarray
+    return (lambda x: contiguous(transpose(x, order))), False
+
+
+@prepares("eltwise")
+def _eltwise_prepare(node, p, shapes, ctx):
+    if node.attrs.get("operation", "sum") != "sum" or node.attrs.get("coeffs") or len(shapes) < 2:
+        return None
+    add = np.add
+
+    def eltwise_sum(*xs, out=None):
+        out = add(xs[0], xs[1], out=out)
+        for x in xs[2:]:
+            out += x
+        return out
+
+    return eltwise_sum, True
+
+
+@prepares("batch_norm")
+def _batch_norm_prepare(node, p, shapes, ctx):
+    mean, var = p["mean"].reshape(-1), p["var"].reshape(-1)
+    w, b, eps = _flat(p.get("weight")), _flat(p.get("bias")), float(node.attrs.get("eps", 1e-5))
+    batch_norm = K.batch_norm
+    return (lambda x: batch_norm(x, mean, var, w, b, eps=eps)), False
+
+
+@prepares("instance_norm")
+def _instance_norm_prepare(node, p, shapes, ctx):
+    w, b, eps = _flat(p.get("weight")), _flat(p.get("bias")), float(node.attrs.get("eps", 1e-5))
+    act = node.attrs.get("activation")  # set only by the float32 fusion pass (relu)
+    slope = float(node.attrs.get("negative_slope", 0.0))
+    instance_norm = K.instance_norm
+    if len(shapes[0]) < 3:
+        return None
+    return (lambda x, out=None: instance_norm(x, w, b, eps=eps, activation=act, negative_slope=slope,
+                                              out=out)), True
+
+
+@prepares("pad")
+def _pad_prepare(node, p, shapes, ctx):
+    pads = _pads(node, len(shapes[0]))
+    if len(shapes[0]) < 2 or any(b or a for b, a in pads[:-2]) or 0 in shapes[0]:
+        return None
+    return K.PlanePad(shapes[0], pads[-2], pads[-1], node.attrs.get("mode", "constant"),
+                      float(node.attrs.get("value", 0.0)), ctx.dtype), True
+
+
+@prepares("prior_box")
+def _prior_box_prepare(node, p, shapes, ctx):
+    # the priors depend on the shapes only: computed once, a copy handed out per run
+    priors = K.prior_box(tuple(shapes[0][2:4]), _prior_image_hw(node, shapes[1]), dtype=ctx.dtype,
+                         **_prior_kwargs(node))
+    return (lambda feature, image: priors.copy()), False

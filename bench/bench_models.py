@@ -1,0 +1,172 @@
+"""Model benchmarks: refnet float32, refnet float64 and cv2.dnn side by side on the issue's
+reference models (``impl`` in {refnet-f32, refnet-f64, cv2}; one ``group`` per model).
+
+    .venv/bin/pytest bench/bench_models.py --benchmark-only --benchmark-group-by=group
+    .venv/bin/pytest bench/bench_models.py --benchmark-disable      # CI smoke run: once each
+
+Random-weight models are written once per session into a temporary folder by the test suite's
+own writers: GoogLeNet and MobileNet-SSD from the arch-only prototxts of REFNET_MODELS
+(tests/writers/caffe_writer.write_random_caffemodel), fast-neural-style (instance norm) from
+tests/writers/t7_writer.write_fast_neural_style. Real models (ENet, yufacedetectnet v2,
+UltraFace RFB-320) come from REFNET_MODELS; cases whose files are missing are skipped.
+
+Numba, the BLAS and cv2 use ``REFNET_BENCH_THREADS`` threads (default 1), set once for the
+session by :func:`refnet.net.set_num_threads`. Every case runs once (JIT, planning, cv2 set-up)
+before the timed calls. ``extra_info`` holds the work (``gflop``, 2 x MACs, grouped convs per
+group) and, when timing is on, the rate of the median round (``gflops``). ``refnet-f64`` (the
+readable reference path) runs only where the issue sets a target for it (GoogLeNet) and on the
+small face detectors, so that a single run of bench/ stays short.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+_TESTS = Path(__file__).resolve().parents[1] / "tests"
+if str(_TESTS) not in sys.path:  # the test suite's model writers
+    sys.path.insert(0, str(_TESTS))
+
+THREADS = int(os.environ.get("REFNET_BENCH_THREADS", "1"))
+IMPLS = ("refnet-f32", "refnet-f64", "cv2")
+
+
+def _models_dir() -> Path | None:
+    p = os.environ.get("REFNET_MODELS")
+    if p and Path(p).is_dir():
+        return Path(p)
+    guess = Path(__file__).resolve().parents[2] / "shared" / "models"
+    return guess if guess.is_dir() else None
+
+
+@dataclass(frozen=True)
+class ModelCase:
+    name: str
+    files: tuple[str, ...]  # relative to REFNET_MODELS, or "gen:<key>" for a generated file
+    shape: tuple[int, int, int, int]
+    impls: tuple[str, ...] = ("refnet-f32", "cv2")
+
+
+CASES = [
+    ModelCase("googlenet_random", ("arch_only/bvlc_googlenet/deploy.prototxt", "gen:googlenet"),
+              (1, 3, 224, 224), IMPLS),
+    ModelCase("googlenet_random_batch8", ("arch_only/bvlc_googlenet/deploy.prototxt", "gen:googlenet"),
+              (8, 3, 224, 224)),
+    ModelCase("mobilenet_ssd_random", ("arch_only/mobilenet_ssd_voc/MobileNetSSD_deploy.prototxt",
+                                       "gen:mobilenet_ssd"), (1, 3, 300, 300)),
+    ModelCase("fast_neural_style_instance_norm_random", ("gen:fns_instance_norm",), (1, 3, 480, 640)),
+    ModelCase("enet_cityscapes", ("enet_cityscapes_torch/model-best.cpu.net",), (1, 3, 256, 512)),
+    ModelCase("yufacedetectnet_v2", ("yufacedetectnet_caffe/yufacedetectnet-open-v2.prototxt",
+                                     "yufacedetectnet_caffe/yufacedetectnet-open-v2.caffemodel"),
+              (1, 3, 240, 320), IMPLS),
+    ModelCase("ultraface_rfb320", ("ultraface_caffe/RFB-320.prototxt", "ultraface_caffe/RFB-320.caffemodel"),
+              (1, 3, 240, 320), IMPLS),
+]
+
+
+@pytest.fixture(scope="session")
+def generated(tmp_path_factory) -> Callable[[str], Path]:
+    """Seeded random-weight model files, written on first use."""
+    folder = tmp_path_factory.mktemp("bench_models")
+    made: dict[str, Path] = {}
+
+    def get(key: str) -> Path:
+        if key not in made:
+            from writers.caffe_writer import write_random_caffemodel
+            from writers.t7_writer import write_fast_neural_style
+
+            models = _models_dir()
+            if key == "fns_instance_norm":
+                made[key] = write_fast_neural_style(folder / "fns_instance_norm.t7", "instance_norm", seed=0)
+            else:
+                proto = {"googlenet": "arch_only/bvlc_googlenet/deploy.prototxt",
+                         "mobilenet_ssd": "arch_only/mobilenet_ssd_voc/MobileNetSSD_deploy.prototxt"}[key]
+                if models is None or not (models / proto).exists():
+                    pytest.skip(f"{proto} not available (REFNET_MODELS)")
+                out = folder / f"{key}.caffemodel"
+                write_random_caffemodel(models / proto, out, seed=0)
+                made[key] = out
+        return made[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def loaded(generated) -> Callable[[ModelCase], tuple[object, list[str]]]:
+    """refnet Nets per case (loaded once per session) and their file paths."""
+    import refnet
+
+    cache: dict[tuple[str, ...], tuple[object, list[str]]] = {}
+
+    def get(case: ModelCase):
+        if case.files not in cache:
+            models = _models_dir()
+            paths = []
+            for f in case.files:
+                if f.startswith("gen:"):
+                    paths.append(str(generated(f[4:])))
+                    continue
+                if models is None or not (models / f).exists():
+                    pytest.skip(f"model file {f} not available (REFNET_MODELS)")
+                paths.append(str(models / f))
+            cache[case.files] = (refnet.load(*paths), paths)
+        return cache[case.files]
+
+    return get
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _threads():
+    import cv2  # noqa: F401  (imported first so that set_num_threads reaches it)
+
+    from refnet.net import set_num_threads
+
+    set_num_threads(THREADS)
+    yield
+
+
+def _runner(case: ModelCase, impl: str, net, paths: list[str], x: np.ndarray) -> Callable[[], object]:
+    if impl.startswith("refnet"):
+        precision = "float32" if impl == "refnet-f32" else "float64"
+        return lambda: net.forward(x, precision=precision)
+    import cv2
+
+    from refnet.net import set_num_threads
+
+    if paths[0].endswith((".t7", ".net")):
+        cv = cv2.dnn.readNetFromTorch(paths[0])
+    else:
+        cv = cv2.dnn.readNetFromCaffe(paths[0], paths[1])
+    set_num_threads(THREADS)
+    outs = list(net.output_names)
+
+    def run():
+        cv.setInput(x)
+        return cv.forward(outs)
+
+    return run
+
+
+@pytest.mark.parametrize("case,impl", [pytest.param(c, i, id=f"{c.name}-{i}") for c in CASES for i in c.impls])
+def test_model_forward(benchmark, loaded, case: ModelCase, impl: str):
+    from refnet.bench import model_gflop
+
+    net, paths = loaded(case)
+    x = np.random.default_rng(0).uniform(0.0, 1.0, case.shape).astype(np.float32)
+    fn = _runner(case, impl, net, paths, x)
+    fn()  # JIT, planning, cv2 set-up outside the timed calls
+    benchmark.group = f"model {case.name} {'x'.join(map(str, case.shape))}"
+    benchmark.extra_info["threads"] = THREADS
+    gflop = model_gflop(net, {net.input_names[0]: case.shape})
+    benchmark.extra_info["gflop"] = round(gflop, 4)
+    benchmark(fn)
+    stats = getattr(benchmark, "stats", None)
+    if stats is not None and getattr(stats, "stats", None) is not None and stats.stats.median > 0:
+        benchmark.extra_info["gflops"] = round(gflop / stats.stats.median, 2)
+        benchmark.extra_info["images_per_s"] = round(case.shape[0] / stats.stats.median, 2)

@@ -1,0 +1,252 @@
+"""The float32 executor's programs: fusion (conv / deconv / instance norm with BatchNorm, Scale,
+Bias, Power and ReLU / PReLU / ReLU6), identity aliasing, preallocated buffers reused through
+liveness (never leaking into returned arrays), per-step profiling, thread settings and
+concurrent forward passes. Oracles are plain numpy formulas written here (einsum
+convolutions, explicit normalisations), never refnet's kernels."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from conftest import assert_close
+
+from refnet.graph import Graph, Node
+from refnet.net import Net, get_num_threads, set_num_threads
+
+
+def conv_ref(x, w, b, pad):
+    x = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    co, ci, kh, kw = w.shape
+    ho, wo = x.shape[2] - kh + 1, x.shape[3] - kw + 1
+    y = np.zeros((x.shape[0], co, ho, wo))
+    for i in range(kh):
+        for j in range(kw):
+            y += np.einsum("nchw,oc->nohw", x[:, :, i:i + ho, j:j + wo], w[:, :, i, j])
+    return y + b[None, :, None, None]
+
+
+def chan(v):
+    return np.asarray(v, np.float64).reshape(1, -1, 1, 1)
+
+
+def test_conv_bn_scale_power_prelu_fold_into_one_step(rng):
+    c = 6
+    w, b = rng.normal(size=(c, 3, 3, 3)) * 0.4, rng.normal(size=c)
+    mean, var = rng.normal(size=c), rng.uniform(0.5, 2, c)
+    gamma, beta, slope = rng.normal(size=c), rng.normal(size=c), rng.uniform(0.05, 0.5, c)
+    nodes = [
+        Node("conv", "conv", ["data"], ["conv"], {"pad": (1, 1, 1, 1)}, {"weight": w, "bias": b}),
+        Node("bn", "batch_norm", ["conv"], ["bn"], {"eps": 1e-3}, {"mean": mean, "var": var}),
+        Node("sc", "scale", ["bn"], ["sc"], {"axis": 1}, {"weight": gamma, "bias": beta}),
+        Node("drop", "power", ["sc"], ["drop"], {"power": 1.0, "scale": 0.9, "shift": 0.25}),
+        Node("act", "prelu", ["drop"], ["act"], {}, {"slope": slope}),
+        Node("flat", "flatten", ["act"], ["flat"], {"axis": 1}),
+    ]
+    net = Net(Graph(nodes, ["data"], {"data": (2, 3, 7, 8)}))
+    x = rng.normal(size=(2, 3, 7, 8))
+    y = (conv_ref(x, w, b, 1) - chan(mean)) / np.sqrt(chan(var) + 1e-3) * chan(gamma) + chan(beta)
+    y = 0.9 * y + 0.25
+    want = np.where(y > 0, y, y * chan(slope)).reshape(2, -1)
+    out = net.forward(x)["flat"]
+    assert out.dtype == np.float32
+    assert_close(out, want, "f32_vs_f64", "fused float32")
+    assert_close(net.forward(x, precision="float64")["flat"], want, 1e-12, "float64 unfused")
+    plan = net._plan(("flat",), True)
+    assert [s.node.op for s in plan.steps] == ["conv", "flatten"]
+    assert plan.steps[0].node.attrs["activation"] == "prelu"
+    # asking for an intermediate stops the fusion there and still gives the right values
+    mid = net.forward(x, outputs=["bn", "flat"])
+    assert_close(mid["bn"], (conv_ref(x, w, b, 1) - chan(mean)) / np.sqrt(chan(var) + 1e-3), "f32_vs_f64", "bn")
+    assert_close(mid["flat"], want, "f32_vs_f64", "flat after a partial fusion")
+
+
+def test_deconv_bn_relu_and_instance_norm_bn_relu_fold(rng):
+    g, ci, cog = 2, 4, 3
+    w = rng.normal(size=(ci, cog, 3, 3)) * 0.3
+    co = g * cog
+    mean, var, gamma, beta = rng.normal(size=co), rng.uniform(0.5, 2, co), rng.normal(size=co), rng.normal(size=co)
+    m2, v2 = rng.normal(size=co) * 0.1, rng.uniform(0.5, 2, co)
+    nodes = [
+        Node("up", "deconv", ["data"], ["up"], {"stride": (2, 2), "pad": (1, 1, 1, 1), "groups": g},
+             {"weight": w}),
+        Node("bn", "batch_norm", ["up"], ["bn"], {"eps": 1e-5}, {"mean": mean, "var": var, "weight": gamma,
+                                                               "bias": beta}),
+        Node("r1", "relu", ["bn"], ["r1"], {"negative_slope": 0.1}),
+        Node("inorm", "instance_norm", ["r1"], ["inorm"], {"eps": 1e-5}),
+        Node("bn2", "batch_norm", ["inorm"], ["bn2"], {"eps": 0.0}, {"mean": m2, "var": v2}),
+        Node("r2", "relu", ["bn2"], ["r2"], {}),
+    ]
+    net = Net(Graph(nodes, ["data"], {"data": (1, ci, 5, 4)}))
+    x = rng.normal(size=(1, ci, 5, 4))
+    # transposed conv by explicit scatter
+    ho, wo = (5 - 1) * 2 - 2 + 3, (4 - 1) * 2 - 2 + 3
+    full = np.zeros((1, co, ho + 2, wo + 2))
+    for c in range(ci):
+        gi = c // (ci // g)
+        for i in range(5):
+            for j in range(4):
+                full[0, gi * cog:(gi + 1) * cog, 2 * i:2 * i + 3, 2 * j:2 * j + 3] += x[0, c, i, j] * w[c]
+    y = full[:, :, 1:1 + ho, 1:1 + wo]
+    y = (y - chan(mean)) / np.sqrt(chan(var) + 1e-5) * chan(gamma) + chan(beta)
+    y = np.where(y > 0, y, 0.1 * y)
+    mu = y.mean(axis=(2, 3), keepdims=True)
+    y = (y - mu) / np.sqrt(((y - mu) ** 2).mean(axis=(2, 3), keepdims=True) + 1e-5)
+    y = np.maximum((y - chan(m2)) / np.sqrt(chan(v2)), 0)
+    assert_close(net.forward(x)["r2"], y, "f32_vs_f64", "fused float32")
+    assert_close(net.forward(x, precision="float64")["r2"], y, 1e-12, "float64")
+    plan = net._plan(("r2",), True)
+    assert [s.node.op for s in plan.steps] == ["deconv", "instance_norm"]
+    assert plan.steps[0].node.attrs["activation"] == "relu"
+    assert plan.steps[1].node.attrs["activation"] == "relu"
+
+
+def _view_net(rng):
+    """conv -> reshape (a view) -> identity -> sigmoid, plus a second conv of the same shape
+    whose buffer could be (wrongly) the first one's while the view is alive."""
+    w1, w2 = rng.normal(size=(4, 3, 3, 3)), rng.normal(size=(4, 3, 3, 3))
+    z = np.zeros(4)
+    nodes = [
+        Node("c1", "conv", ["data"], ["c1"], {"pad": (1, 1, 1, 1)}, {"weight": w1, "bias": z}),
+        Node("v", "reshape", ["c1"], ["v"], {"shape": (0, -1)}),
+        Node("id", "identity", ["v"], ["id"]),
+        Node("c2", "conv", ["data"], ["c2"], {"pad": (1, 1, 1, 1)}, {"weight": w2, "bias": z}),
+        Node("r", "relu", ["c2"], ["r"]),
+        Node("s", "sigmoid", ["id"], ["s"]),
+        Node("f2", "flatten", ["r"], ["f2"]),
+        Node("sum", "eltwise", ["s", "f2"], ["sum"], {"operation": "sum"}),
+    ]
+    return Net(Graph(nodes, ["data"], {"data": (1, 3, 6, 5)})), w1, w2
+
+
+def test_buffers_reused_safely_and_never_returned(rng):
+    net, w1, w2 = _view_net(rng)
+    xs = [rng.normal(size=(1, 3, 6, 5)) for _ in range(3)]
+
+    def want(x):
+        a = conv_ref(x, w1, np.zeros(4), 1).reshape(1, -1)
+        b = np.maximum(conv_ref(x, w2, np.zeros(4), 1), 0).reshape(1, -1)
+        return 1 / (1 + np.exp(-a)) + b
+
+    outs = [net.forward(x)["sum"] for x in xs]
+    for x, o in zip(xs, outs):  # earlier results are not overwritten by later runs
+        assert_close(o, want(x), "f32_vs_f64", "sum")
+    prog = next(iter(net._programs.values()))
+    assert prog.n_pooled >= 1
+    # identity is an alias: no step; trace still lists every layer
+    assert "id" not in prog.layers
+    tr = net.trace(xs[0], precision="float32")
+    assert list(tr) == ["c1", "v", "id", "c2", "r", "s", "f2", "sum"]
+    assert tr["id"] is tr["v"]
+    # requested intermediates are fresh arrays too
+    r1 = net.forward(xs[0], outputs=["c2", "sum"])
+    net.forward(xs[1], outputs=["c2", "sum"])
+    assert_close(r1["c2"], conv_ref(xs[0], w2, np.zeros(4), 1), "f32_vs_f64", "c2 kept")
+
+
+def test_program_cache_per_shape_and_bounded(rng):
+    net, w1, _ = _view_net(rng)
+    for h in range(5, 16):
+        x = rng.normal(size=(1, 3, h, 5))
+        y = net.forward(x, outputs=["c1"])["c1"]
+        assert_close(y, conv_ref(x, w1, np.zeros(4), 1), "f32_vs_f64", f"h={h}")
+    assert len(net._programs) <= 8
+
+
+def test_profile_lists_every_step(rng):
+    net, _, _ = _view_net(rng)
+    x = rng.normal(size=(1, 3, 6, 5))
+    prof = net.profile(x, repeat=2)
+    # r is fused into c2; c1 and c2 (same input and geometry) run as one conv, then a slice
+    assert [p[0] for p in prof] == ["c1+c2", "c1+c2:split", "v", "s", "f2", "sum"]
+    assert all(t >= 0 for _, _, t in prof)
+    assert [p[1] for p in prof][:3] == ["conv", "slice", "reshape"]
+
+
+def test_sibling_convs_merge_with_their_own_activations(rng):
+    """Three convs of one input: two 3x3 (no activation / PReLU) merge, the 1x1 does not; a
+    requested sibling output is still exact."""
+    w1, w2, w3 = rng.normal(size=(3, 2, 3, 3)), rng.normal(size=(4, 2, 3, 3)), rng.normal(size=(2, 2, 1, 1))
+    b1, b2, b3 = rng.normal(size=3), rng.normal(size=4), rng.normal(size=2)
+    slope = rng.uniform(0.1, 0.3, 4)
+    nodes = [
+        Node("a", "conv", ["data"], ["a"], {"pad": (1, 1, 1, 1)}, {"weight": w1, "bias": b1}),
+        Node("b", "conv", ["data"], ["b"], {"pad": (1, 1, 1, 1)}, {"weight": w2, "bias": b2}),
+        Node("bp", "prelu", ["b"], ["bp"], {}, {"slope": slope}),
+        Node("c", "conv", ["data"], ["c"], {}, {"weight": w3, "bias": b3}),
+        Node("cat", "concat", ["a", "bp", "c"], ["cat"], {"axis": 1}),
+    ]
+    net = Net(Graph(nodes, ["data"], {"data": (2, 2, 5, 6)}))
+    x = rng.normal(size=(2, 2, 5, 6))
+    yb = conv_ref(x, w2, b2, 1)
+    want = np.concatenate([conv_ref(x, w1, b1, 1), np.where(yb > 0, yb, yb * chan(slope)), conv_ref(x, w3, b3, 0)],
+                          axis=1)
+    assert_close(net.forward(x)["cat"], want, "f32_vs_f64", "merged siblings")
+    plan = net._plan(("cat",), True)
+    assert [s.node.op for s in plan.steps] == ["conv", "slice", "conv", "concat"]
+    got = net.forward(x, outputs=["a", "cat"])
+    assert_close(got["a"], conv_ref(x, w1, b1, 1), "f32_vs_f64", "a requested")
+    assert_close(got["cat"], want, "f32_vs_f64", "cat")
+
+
+def test_set_num_threads():
+    before = get_num_threads()
+    try:
+        assert set_num_threads(1) == 1
+        got = get_num_threads()
+        assert got["numba"] == 1 and got.get("blas", 1) == 1
+        with pytest.raises(ValueError, match=">= 1"):
+            set_num_threads(0)
+    finally:
+        set_num_threads(before["numba"])
+
+
+def test_concurrent_forward_passes(rng):
+    """Forward passes from several threads are serialised: no crash, every result right."""
+    net, w1, w2 = _view_net(rng)
+    xs = [rng.normal(size=(1, 3, 6, 5)) for _ in range(4)]
+    res: dict[int, np.ndarray] = {}
+    errors: list[BaseException] = []
+
+    def work(i):
+        try:
+            for _ in range(5):
+                res[i] = net.forward(xs[i], outputs=["c1"])["c1"]
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for i, x in enumerate(xs):
+        assert_close(res[i], conv_ref(x, w1, np.zeros(4), 1), "f32_vs_f64", f"thread {i}")
+
+
+def test_nan_and_errors_still_name_the_layer(rng):
+    net, _, _ = _view_net(rng)
+    x = rng.normal(size=(1, 3, 6, 5))
+    x[0, 0, 2, 2] = np.nan
+    y = net.forward(x)["sum"]
+    assert np.isnan(y).any() and np.isfinite(y).any()
+    with pytest.raises(Exception, match="channels"):
+        net.forward(np.zeros((1, 2, 6, 5)))
+
+
+def test_only_the_needed_layers_run_and_are_validated(rng):
+    """forward(outputs=[early layer]) neither runs nor shape-checks the layers after it: an
+    input too small for a later 7x7 pooling still gives the early output."""
+    w = rng.normal(size=(3, 2, 3, 3))
+    nodes = [
+        Node("c", "conv", ["data"], ["c"], {"pad": (1, 1, 1, 1)}, {"weight": w, "bias": np.zeros(3)}),
+        Node("p", "max_pool", ["c"], ["p"], {"kernel": (7, 7), "stride": (1, 1)}),
+    ]
+    net = Net(Graph(nodes, ["data"], {"data": (1, 2, 8, 8)}))
+    x = rng.normal(size=(1, 2, 4, 5))
+    assert_close(net.forward(x, outputs=["c"])["c"], conv_ref(x, w, np.zeros(3), 1), "f32_vs_f64", "c")
+    assert [s.node.name for s in net._plan(("c",), True).steps] == ["c"]
+    with pytest.raises(Exception, match="'p'"):
+        net.forward(x)
