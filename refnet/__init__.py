@@ -26,11 +26,13 @@ __all__ = [
     "dnn",
     "zoo",
     "fetch",
+    "set_num_threads",
+    "get_num_threads",
 ]
 
 
 def __getattr__(name: str):  # lazy: `import refnet` stays cheap (no numba compile, no cv2)
-    if name in ("Net", "load", "load_caffe", "load_torch", "load_darknet"):
+    if name in ("Net", "load", "load_caffe", "load_torch", "load_darknet", "set_num_threads", "get_num_threads"):
         from refnet import net as _net
 
         return getattr(_net, name)
