@@ -246,6 +246,36 @@ def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
     add_bench_parser(sub)
 
 
+# ---- refnet generate: write a built-in architecture (refnet.archs) with seeded weights -----------
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from refnet import archs
+
+    if args.name not in archs.BUILTINS:
+        raise ValueError(f"unknown architecture {args.name!r}; built-ins are {', '.join(archs.BUILTINS)}")
+    task, make = archs.BUILTINS[args.name]
+    prefix = Path(args.out)
+    if not prefix.resolve().parent.is_dir():
+        raise FileNotFoundError(f"folder {prefix.parent} does not exist")
+    kwargs = {"seed": args.seed}
+    if args.size:
+        kwargs["input_hw"] = (args.size[1], args.size[0])
+    proto, model = make(**kwargs).write(prefix)
+    print(f"wrote {proto} and {model} ({args.name}, task {task}, seed {args.seed})")
+    print(f"try: refnet run {proto} {model} --task {task} --image IMG   or   refnet compare {proto} {model} --random")
+    return 0
+
+
+def _add_generate_parser(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("generate", help="write a built-in architecture (Caffe files, seeded He-scaled weights)",
+                       description="Write one of refnet's generated architectures (mobilenet-ssd, googlenet, "
+                                   "deeplab-v3plus) as <OUT>.prototxt + <OUT>.caffemodel with seeded weights.")
+    s.add_argument("name", help="mobilenet-ssd, googlenet or deeplab-v3plus")
+    s.add_argument("--out", required=True, metavar="PREFIX", help="output path without extension")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--size", type=int, nargs=2, metavar=("W", "H"), help="input width and height")
+    s.set_defaults(func=_cmd_generate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="refnet", description="Reference DNN inference, checked against cv2.dnn.")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -270,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compare_parser(sub)
     _add_models_parser(sub)
     _add_run_parser(sub)
+    _add_generate_parser(sub)
     _add_bench_parser(sub)
     return p
 
