@@ -30,6 +30,15 @@ test: $(VENV)/.installed-test
 bench: $(VENV)/.installed-test
 	$(PY) -m pytest bench -q -p no:cacheprovider --benchmark-only --benchmark-columns=min,median,mean,rounds --benchmark-group-by=group $(PYTEST_ARGS)
 
+# fuzzing: the CI suite with 10x its hypothesis examples, then a long run in a memory-limited worker
+# (tests/fuzz/run_long.py): FUZZ_EXAMPLES inputs in all (split over the six formats), or FUZZ_SECONDS
+FUZZ_EXAMPLES ?= 120000
+FUZZ_SECONDS ?= 0
+FUZZ_SEED ?= 0
+fuzz: $(VENV)/.installed-test
+	FUZZ_CI_SCALE=10 $(PY) -m pytest tests/fuzz -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(PY) tests/fuzz/run_long.py --total $(FUZZ_EXAMPLES) --seconds $(FUZZ_SECONDS) --seed $(FUZZ_SEED) --json fuzz-run.json
+
 lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check refnet kernels weights_import tests bench
 

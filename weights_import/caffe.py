@@ -21,14 +21,16 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 
 from refnet.errors import ModelFormatError, UnsupportedLayerError
-from refnet.graph import Graph, Node, output_name
+from refnet.graph import Graph, Node, freeze, output_name
+from refnet.weights_import._util import paused_gc
 from refnet.weights_import.caffe_schema import MESSAGES
-from refnet.weights_import.protobuf import Message, Reader, decode_message
+from refnet.weights_import.protobuf import Message, Reader, decode_message, decode_weights
 from refnet.weights_import.prototxt import parse_message
 
 __all__ = ["read_caffe", "SUPPORTED_TYPES", "CV2_QUIRKS", "parse_net_text", "parse_net_binary"]
@@ -76,9 +78,71 @@ def parse_net_text(data: str | bytes, *, file: str = "<prototxt>") -> Message:
 def parse_net_binary(data: bytes | bytearray | memoryview, *, file: str = "<caffemodel>",
                      weights_only: bool = False) -> Message:
     """Decode a binary caffemodel (NetParameter, wire format); ``weights_only`` decodes just
-    the layers' names, types and blobs and skips the rest."""
-    return decode_message(Reader(data, file=file),
-                          MESSAGES["NetWeights" if weights_only else "NetParameter"])
+    the layers' names, types and blobs and skips the rest. A malformed file's error names the
+    layer whose bytes hold the bad offset, when that layer's name can be read."""
+    try:
+        if weights_only:
+            return decode_weights(data, file)
+        return decode_message(Reader(data, file=file), MESSAGES["NetParameter"])
+    except ModelFormatError as e:
+        name = _layer_at(bytes(data), e.offset) if e.layer is None and e.offset is not None else None
+        if name is None:
+            raise
+        raise ModelFormatError(e.message, file=e.file, offset=e.offset, expected=e.expected,
+                               layer=name) from None
+
+
+def _layer_at(buf: bytes, offset: int) -> str | None:
+    """The name of the top-level layer (V2 ``layer`` or V1 ``layers``) whose bytes contain
+    ``offset``, read with a bounded walk of the top-level fields; None when there is none or
+    the bytes around it are too broken to tell."""
+    def varint(pos: int) -> tuple[int, int]:
+        v = shift = 0
+        for i in range(pos, min(pos + 10, len(buf))):
+            v |= (buf[i] & 0x7F) << shift
+            if buf[i] < 0x80:
+                return v, i + 1
+            shift += 7
+        raise ValueError
+
+    try:
+        pos = 0
+        while pos < len(buf) and pos <= offset:
+            start = pos
+            tag, pos = varint(pos)
+            wt, num = tag & 7, tag >> 3
+            if wt == 0:
+                pos = varint(pos)[1]
+            elif wt in (1, 5):
+                pos += 8 if wt == 1 else 4
+            elif wt == 2:
+                n, pos = varint(pos)
+                if num in (2, 100) and start <= offset < pos + n:  # a truncated layer points at its tag
+                    return _layer_name(buf, pos, min(pos + n, len(buf)), 4 if num == 2 else 1, varint)
+                pos += n
+            else:
+                return None
+    except ValueError:
+        return None
+    return None
+
+
+def _layer_name(buf: bytes, pos: int, end: int, name_no: int, varint: Callable) -> str | None:
+    while pos < end:
+        tag, pos = varint(pos)
+        wt, num = tag & 7, tag >> 3
+        if wt == 2:
+            n, pos = varint(pos)
+            if num == name_no:
+                return buf[pos:min(pos + n, end)].decode("utf-8", errors="replace")[:200] or None
+            pos += n
+        elif wt == 0:
+            pos = varint(pos)[1]
+        elif wt in (1, 5):
+            pos += 8 if wt == 1 else 4
+        else:
+            return None
+    return None
 
 
 @dataclass
@@ -94,14 +158,15 @@ class _Layer:
 
     def param(self, name: str) -> Message:
         """The ``<name>`` parameter message, or an empty one (all defaults) when absent."""
+        v = self.msg.values.get(name)
+        if v is not None:  # only a field of this message type can be in its values
+            return v
         f = self.msg.type.by_name.get(name)
-        if f is not None and self.msg.has(name):
-            return self.msg.get(name)
         ssd = name + "_ssd"
         if ssd in self.msg.type.by_name and self.msg.has(ssd):
             return self.msg.get(ssd)  # a binary file written by the SSD fork
         ref = (f or MESSAGES["LayerParameter"].by_name[name]).ref
-        return Message(MESSAGES[ref], self.msg.where, self.msg.file)  # type: ignore[index]
+        return Message(MESSAGES[ref], self.msg.where, self.msg.file, self.msg.text)  # type: ignore[index]
 
     def has_param(self, name: str) -> bool:
         return name in self.msg.type.by_name and self.msg.has(name)
@@ -118,61 +183,79 @@ def _layers_of(net: Message) -> list[_Layer]:
         raise net.error("the net mixes V2 'layer' and V1 'layers' definitions", "layers",
                         expected="only one of the two")
     out: list[_Layer] = []
-    for m in v2:
+    for m in v2:  # name and type default to "" (LayerParameter and the weights view alike)
         vals = m.values
-        out.append(_Layer(m.get("name"), m.get("type"), list(vals.get("bottom", ())),
+        out.append(_Layer(vals.get("name", ""), vals.get("type", ""), list(vals.get("bottom", ())),
                           list(vals.get("top", ())), m, list(vals.get("blobs", ()))))
     for m in v1:
         vals = m.values
         if "layer" in vals:
             raise m.error("V0 (pre-2014) layer definitions are not supported; upgrade the net "
                           "with Caffe's upgrade_net_proto_text", "layer")
-        out.append(_Layer(m.get("name"), _V1_TYPE_NAMES[m.get("type")],
+        out.append(_Layer(vals.get("name", ""), _V1_TYPE_NAMES[vals.get("type", "NONE")],
                           list(vals.get("bottom", ())), list(vals.get("top", ())), m,
                           list(vals.get("blobs", ()))))
     return out
 
 
 # ---- blobs ---------------------------------------------------------------------------------------
+MAX_BLOB_AXES = 32  # Caffe's kMaxBlobAxes
+INT_MAX = (1 << 31) - 1  # Caffe's blob size limit ("blob size exceeds INT_MAX")
+_BLOB_SHAPE_RULE = f"at most {MAX_BLOB_AXES} non-negative dims, at most {INT_MAX} elements (Caffe's Blob rules)"
+
+
 def blob_array(b: Message, layer: str) -> np.ndarray:
     """A BlobProto as an array of its own dtype (float32 data/raw, float64 double_data).
 
     Shape: legacy num/channels/height/width when any is present, else ``shape``, else a
-    scalar (shape (1,)), as Caffe and cv2 do. The element count is checked against the shape.
+    scalar (shape (1,)), as Caffe and cv2 do. The element count is checked against the shape,
+    and a shape has at most 32 axes (Caffe's kMaxBlobAxes).
     """
     vals = b.values
     if "num" in vals or "channels" in vals or "height" in vals or "width" in vals:
-        shape = tuple(int(b.get(k)) for k in ("num", "channels", "height", "width"))
+        shape = tuple(int(vals.get(k, 0)) for k in ("num", "channels", "height", "width"))
     elif "shape" in vals:
-        shape = tuple(int(d) for d in vals["shape"].get("dim"))
+        shape = tuple(vals["shape"].values.get("dim", ()))
     else:
         shape = (1,)
+    if len(shape) > MAX_BLOB_AXES:
+        raise b.error(f"blob has {len(shape)} axes", "shape", layer=layer,
+                      expected=f"at most {MAX_BLOB_AXES} axes (Caffe's kMaxBlobAxes)")
     if shape and min(shape) < 0:
-        raise b.error(f"blob has a negative dimension {shape}", layer=layer)
+        raise b.error(f"blob has a negative dimension {shape}", layer=layer, expected="dims >= 0")
     count = math.prod(shape)
-    if b.has("data"):
-        data = vals["data"]
-    elif b.has("double_data"):
-        data = vals["double_data"]
-    elif b.has("raw_data"):
-        raw = b.get("raw_data")
-        kind = b.get("raw_data_type")
-        dtypes = {"FLOAT16": "<f2", "FLOAT": "<f4", "DOUBLE": "<f8"}
-        if kind not in dtypes:
-            raise b.error(f"raw_data of type {kind} is not supported", "raw_data_type",
-                          expected="FLOAT16, FLOAT or DOUBLE", layer=layer)
-        dt = np.dtype(dtypes[kind])
-        if len(raw) != count * dt.itemsize:
-            raise b.error(f"raw_data holds {len(raw)} bytes but shape {shape} needs "
-                          f"{count} x {dt.itemsize}", "raw_data", layer=layer)
-        data = np.frombuffer(raw, dt)
-    else:
-        data = np.empty(0, np.float32)
+    data = vals.get("data")
+    if data is None or not len(data):
+        data = vals.get("double_data")
+        if data is None or not len(data):
+            data = _raw_blob_data(b, layer, shape, count)
     if data.size != count:
         raise b.error(f"blob shape {shape} needs {count} values but the blob holds {data.size}",
                       layer=layer, expected=f"{count} values")
+    if count == 0 and math.prod(d for d in shape if d) > INT_MAX:  # numpy cannot shape it either
+        raise b.error(f"empty blob shape {shape} exceeds {INT_MAX} elements in its other dims", "shape",
+                      layer=layer, expected=_BLOB_SHAPE_RULE)
     native = np.float64 if data.dtype.itemsize == 8 else np.float32
     return np.array(data, dtype=native).reshape(shape)  # copy: native byte order, writable
+
+
+_RAW_DTYPES = {"FLOAT16": np.dtype("<f2"), "FLOAT": np.dtype("<f4"), "DOUBLE": np.dtype("<f8")}
+
+
+def _raw_blob_data(b: Message, layer: str, shape: tuple[int, ...], count: int) -> np.ndarray:
+    """``raw_data`` (OpenCV/NVIDIA fp16, or float/double) as an array, else an empty blob."""
+    if not b.has("raw_data"):
+        return np.empty(0, np.float32)
+    raw = b.get("raw_data")
+    kind = b.get("raw_data_type")
+    dt = _RAW_DTYPES.get(kind)
+    if dt is None:
+        raise b.error(f"raw_data of type {kind} is not supported", "raw_data_type",
+                      expected="FLOAT16, FLOAT or DOUBLE", layer=layer)
+    if len(raw) != count * dt.itemsize:
+        raise b.error(f"raw_data holds {len(raw)} bytes but shape {shape} needs "
+                      f"{count} x {dt.itemsize}", "raw_data", layer=layer, expected=f"{count * dt.itemsize} bytes")
+    return np.frombuffer(raw, dt)
 
 
 # ---- helpers for layer parameters -------------------------------------------------------------
@@ -183,26 +266,38 @@ def _hw(L: _Layer, p: Message, name: str, default: int | None) -> tuple[int, int
     ``_h``/``_w`` pair falls back on the schema default of each half (pad: 0; kernel and
     stride have none, so both halves must then be given, as Caffe checks).
     """
-    hn, wn = (f"{name}_h", f"{name}_w") if name != "kernel_size" else ("kernel_h", "kernel_w")
-    if p.has(hn) or p.has(wn):
-        if p.has(name):
-            raise L.error(f"either {name} or {hn}/{wn} may be given, not both", name)
-        h, w = p.get(hn), p.get(wn)
+    pv = p.values
+    hn, wn = _HW_NAMES[name]
+    h, w = pv.get(hn), pv.get(wn)
+    v = pv.get(name)
+    if isinstance(v, list) and not v:
+        v = None  # an empty repeated field (`pad: []`) counts as absent
+    if h is not None or w is not None:
+        if v is not None:
+            raise L.error(f"either {name} or {hn}/{wn} may be given, not both", name, expected="one of the two")
+        if h is None:
+            h = p.type.by_name[hn].default
+        if w is None:
+            w = p.type.by_name[wn].default
         if h is None or w is None:
-            raise L.error(f"{hn} and {wn} must be given together", hn if p.has(hn) else wn)
+            raise L.error(f"{hn} and {wn} must be given together", hn if hn in pv else wn,
+                          expected=f"both {hn} and {wn}")
         return int(h), int(w)
-    if not p.has(name):
+    if v is None:
         if default is None:
-            raise L.error(f"{name} is required", name)
+            raise L.error(f"{name} is required", name, expected=f"{name} (or {hn}/{wn})")
         return default, default
-    v = p.get(name)
-    vals = list(v) if isinstance(v, list) else [v]
+    vals = v if isinstance(v, list) else [v]
     if len(vals) == 1:
         return int(vals[0]), int(vals[0])
     if len(vals) == 2:
         return int(vals[0]), int(vals[1])
     raise L.error(f"{name} has {len(vals)} values; only 2-D (1 or 2 values) is supported", name,
                   expected="1 or 2 values")
+
+
+_HW_NAMES = {"kernel_size": ("kernel_h", "kernel_w"), "stride": ("stride_h", "stride_w"),
+             "pad": ("pad_h", "pad_w"), "dilation": ("dilation_h", "dilation_w")}
 
 
 def _floats(v: Any) -> tuple[float, ...]:
@@ -272,23 +367,27 @@ def _conv(c: _Ctx) -> _Build:
     L = c.L
     deconv = L.type == "Deconvolution"
     p = L.param("convolution_param")
+    pv = p.values  # absent scalars take ConvolutionParameter's defaults (axis 1, group 1, bias)
     c.n_bottoms(1)
     c.n_tops(1)
-    if p.get("axis") != 1:
-        raise L.error("only axis 1 (NCHW) convolutions are supported", "convolution_param")
-    if not p.has("num_output") or p.get("num_output") <= 0:
-        raise L.error("num_output is required and must be positive", "convolution_param")
-    co = int(p.get("num_output"))
+    if pv.get("axis", 1) != 1:
+        raise L.error("only axis 1 (NCHW) convolutions are supported", "convolution_param", expected="axis: 1")
+    co = pv.get("num_output")
+    if co is None or co <= 0:
+        raise L.error("num_output is required and must be positive", "convolution_param", expected="num_output > 0")
+    co = int(co)
     kh, kw = _hw(L, p, "kernel_size", None)
     sh, sw = _hw(L, p, "stride", 1)
     ph, pw = _hw(L, p, "pad", 0)
     dh, dw = _hw(L, p, "dilation", 1)
-    g = int(p.get("group"))
+    g = int(pv.get("group", 1))
     if min(kh, kw, sh, sw, dh, dw, g) <= 0:
-        raise L.error("kernel, stride, dilation and group must be positive", "convolution_param")
+        raise L.error(f"kernel {(kh, kw)}, stride {(sh, sw)}, dilation {(dh, dw)} and group {g} must be positive",
+                      "convolution_param", expected="values >= 1")
     if co % g:
-        raise L.error(f"num_output {co} is not divisible by group {g}", "convolution_param")
-    bias = bool(p.get("bias_term"))
+        raise L.error(f"num_output {co} is not divisible by group {g}", "convolution_param",
+                      expected="num_output a multiple of group")
+    bias = bool(pv.get("bias_term", True))
     c.need_blobs(2 if bias else 1, 2 if bias else 1,
                  f"{'2 blobs (weights, bias)' if bias else '1 blob (weights; bias_term: false)'}")
     w = c.blobs[0]
@@ -331,10 +430,10 @@ def _pooling(c: _Ctx) -> _Build:
     pad = _hw(L, p, "pad", 0)
     if not glob:
         if min(k) <= 0 or min(s) <= 0:
-            raise L.error("kernel and stride must be positive", "pooling_param")
+            raise L.error(f"kernel {k} and stride {s} must be positive", "pooling_param", expected="values >= 1")
         if pad[0] >= k[0] or pad[1] >= k[1]:
             raise L.error(f"pad {pad} must be smaller than the kernel {k} (Caffe rule)",
-                          "pooling_param")
+                          "pooling_param", expected="pad < kernel")
     if p.has("round_mode"):
         ceil = p.get("round_mode") == "CEIL"
     else:
@@ -353,7 +452,8 @@ def _inner_product(c: _Ctx) -> _Build:
     c.n_bottoms(1)
     c.n_tops(1)
     if not p.has("num_output") or p.get("num_output") <= 0:
-        raise L.error("num_output is required and must be positive", "inner_product_param")
+        raise L.error("num_output is required and must be positive", "inner_product_param",
+                      expected="num_output > 0")
     n = int(p.get("num_output"))
     bias = bool(p.get("bias_term"))
     c.need_blobs(2 if bias else 1, 2 if bias else 1,
@@ -382,7 +482,8 @@ def _lrn(c: _Ctx) -> _Build:
     c.n_tops(1)
     size = int(p.get("local_size"))
     if size <= 0 or size % 2 == 0:
-        raise L.error(f"local_size {size} must be a positive odd number (Caffe rule)", "lrn_param")
+        raise L.error(f"local_size {size} must be a positive odd number (Caffe rule)", "lrn_param",
+                      expected="an odd local_size >= 1")
     k = float(p.get("k"))
     if k != 1.0 and p.get("norm_region") == "ACROSS_CHANNELS" and c.quirk("lrn_k"):
         k = 1.0
@@ -442,7 +543,7 @@ def _pss(op: str, param: str, first: str) -> Callable[[_Ctx], _Build]:
         p = c.L.param(param)
         base = float(p.get(first))
         if op != "power" and base != -1.0 and base <= 0:
-            raise c.L.error(f"base {base} must be positive or -1 (e)", param)
+            raise c.L.error(f"base {base} must be positive or -1 (e)", param, expected="base > 0 or base = -1")
         attrs = {first: base, "scale": float(p.get("scale")), "shift": float(p.get("shift"))}
         if op == "log" and attrs != {"base": -1.0, "scale": 1.0, "shift": 0.0} and \
                 c.quirk("log_params"):
@@ -520,7 +621,7 @@ def _eltwise(c: _Ctx) -> _Build:
     op = p.get("operation").lower()
     coeffs = _floats(p.get("coeff"))
     if coeffs and op != "sum":
-        raise L.error("coeff is only allowed with operation SUM", "eltwise_param")
+        raise L.error("coeff is only allowed with operation SUM", "eltwise_param", expected="operation: SUM")
     if coeffs and len(coeffs) != len(L.bottom):
         raise L.error(f"{len(coeffs)} coefficients for {len(L.bottom)} bottoms", "eltwise_param",
                       expected="one coeff per bottom")
@@ -533,7 +634,7 @@ def _concat(c: _Ctx) -> _Build:
     c.n_bottoms(1, 999)
     c.n_tops(1)
     if p.has("concat_dim") and p.has("axis"):
-        raise L.error("either axis or concat_dim may be given, not both", "concat_param")
+        raise L.error("either axis or concat_dim may be given, not both", "concat_param", expected="one of the two")
     axis = int(p.get("axis"))
     if p.has("concat_dim") and not c.quirk("concat_dim"):
         axis = int(p.get("concat_dim"))
@@ -546,7 +647,7 @@ def _slice(c: _Ctx) -> _Build:
     c.n_bottoms(1)
     c.n_tops(1, 999)
     if p.has("slice_dim") and p.has("axis"):
-        raise L.error("either axis or slice_dim may be given, not both", "slice_param")
+        raise L.error("either axis or slice_dim may be given, not both", "slice_param", expected="one of the two")
     axis = int(p.get("axis"))
     if p.has("slice_dim") and not c.quirk("slice_dim"):
         axis = int(p.get("slice_dim"))
@@ -569,9 +670,12 @@ def _reshape(c: _Ctx) -> _Build:
     c.n_bottoms(1)
     c.n_tops(1)
     dims = tuple(int(d) for d in p.get("shape").get("dim")) if p.has("shape") else ()
+    if len(dims) > MAX_BLOB_AXES:
+        raise L.error(f"reshape to {len(dims)} dims", "reshape_param",
+                      expected=f"at most {MAX_BLOB_AXES} dims (Caffe's kMaxBlobAxes)")
     if sum(d == -1 for d in dims) > 1 or any(d < -1 for d in dims):
         raise L.error(f"reshape dims {dims}: at most one -1 and no other negative value",
-                      "reshape_param")
+                      "reshape_param", expected="dims >= 0 and at most one -1")
     return _Build("reshape", {"shape": dims, "axis": int(p.get("axis")),
                               "num_axes": int(p.get("num_axes"))})
 
@@ -587,8 +691,11 @@ def _permute(c: _Ctx) -> _Build:
     c.n_bottoms(1)
     c.n_tops(1)
     order = tuple(int(v) for v in c.L.param("permute_param").get("order"))
+    if len(order) > MAX_BLOB_AXES or any(not 0 <= v < MAX_BLOB_AXES for v in order):
+        raise c.L.error(f"permute order of {len(order)} axes {order[:8]}", "permute_param",
+                        expected=f"axes 0..{MAX_BLOB_AXES - 1} (Caffe's kMaxBlobAxes)")
     if len(set(order)) != len(order):
-        raise c.L.error(f"permute order {order} repeats an axis", "permute_param")
+        raise c.L.error(f"permute order {order} repeats an axis", "permute_param", expected="distinct axes")
     return _Build("permute", {"order": order})
 
 
@@ -596,8 +703,11 @@ def _crop(c: _Ctx) -> _Build:
     c.n_bottoms(2)
     c.n_tops(1)
     p = c.L.param("crop_param")
-    return _Build("crop", {"axis": int(p.get("axis")),
-                           "offset": tuple(int(v) for v in p.get("offset"))})
+    offset = tuple(int(v) for v in p.get("offset"))
+    if len(offset) > MAX_BLOB_AXES:
+        raise c.L.error(f"{len(offset)} crop offsets", "crop_param",
+                        expected=f"at most {MAX_BLOB_AXES} (Caffe's kMaxBlobAxes)")
+    return _Build("crop", {"axis": int(p.get("axis")), "offset": offset})
 
 
 def _dropout(c: _Ctx) -> _Build:
@@ -642,16 +752,27 @@ def _prior_box(c: _Ctx) -> _Build:
     widths = _floats(p.get("width"))
     heights = _floats(p.get("height"))
     if not mins and not widths:
-        raise L.error("min_size (or width/height) is required", "prior_box_param")
+        raise L.error("min_size (or width/height) is required", "prior_box_param", expected="min_size")
     if maxs and len(maxs) != len(mins):
-        raise L.error(f"{len(maxs)} max_size for {len(mins)} min_size", "prior_box_param")
+        raise L.error(f"{len(maxs)} max_size for {len(mins)} min_size", "prior_box_param",
+                      expected="one max_size per min_size")
     if any(mx <= mn for mn, mx in zip(mins, maxs)):
-        raise L.error("max_size must be larger than min_size", "prior_box_param")
+        raise L.error(f"max_size {maxs[:8]} must be larger than min_size {mins[:8]}", "prior_box_param",
+                      expected="max_size > min_size")
     if len(widths) != len(heights):
-        raise L.error("width and height need the same number of values", "prior_box_param")
+        raise L.error(f"{len(widths)} width and {len(heights)} height values", "prior_box_param",
+                      expected="as many heights as widths")
     variance = _floats(p.get("variance")) or (0.1,)
     if len(variance) not in (1, 4):
         raise L.error(f"{len(variance)} variance values", "prior_box_param", expected="1 or 4")
+    ars = _floats(p.get("aspect_ratio"))
+    # Caffe-SSD and cv2 check min_size > 0 and variance > 0; a zero, negative or non-finite
+    # size or aspect ratio has no box (sqrt and 1/ar), so it is refused too
+    for what, vals in (("min_size", mins), ("width", widths), ("height", heights), ("aspect_ratio", ars),
+                       ("variance", variance)):
+        if not all(math.isfinite(v) and v > 0 for v in vals):
+            raise L.error(f"{what} {vals[:8]} must be positive and finite", "prior_box_param",
+                          expected=f"{what} > 0")
     if p.has("step_h") or p.has("step_w"):
         step = (float(p.get("step_h") or 0.0), float(p.get("step_w") or 0.0))
     else:
@@ -660,10 +781,13 @@ def _prior_box(c: _Ctx) -> _Build:
         img = (int(p.get("img_h") or 0), int(p.get("img_w") or 0))
     else:
         img = (int(p.get("img_size") or 0),) * 2
+    if not all(math.isfinite(v) and v >= 0 for v in step) or min(img) < 0:
+        raise L.error(f"step {step} / image size {img} must not be negative (0: from the input sizes)",
+                      "prior_box_param", expected="step >= 0 and image size >= 0")
     if img != (0, 0) and c.quirk("prior_img_size"):
         img = (0, 0)
     attrs: dict[str, Any] = {
-        "min_sizes": mins, "max_sizes": maxs, "aspect_ratios": _floats(p.get("aspect_ratio")),
+        "min_sizes": mins, "max_sizes": maxs, "aspect_ratios": ars,
         "flip": bool(p.get("flip")), "clip": bool(p.get("clip")), "variance": variance,
         "step": step, "offset": float(p.get("offset")), "img_size": img,
     }
@@ -681,7 +805,7 @@ def _detection_output(c: _Ctx) -> _Build:
     c.n_bottoms(3, 4)
     c.n_tops(1)
     if not p.has("num_classes"):
-        raise L.error("num_classes is required", "detection_output_param")
+        raise L.error("num_classes is required", "detection_output_param", expected="num_classes")
     nms = p.get("nms_param") if p.has("nms_param") else None
     code = p.get("code_type")
     if code == "CORNER_SIZE" and c.quirk("corner_size"):
@@ -710,13 +834,14 @@ def _interp(c: _Ctx) -> _Build:
     c.n_bottoms(1, 2)
     c.n_tops(1)
     if p.get("pad_beg") > 0 or p.get("pad_end") > 0:
-        raise L.error("Interp supports only non-positive pad_beg/pad_end (cropping)", "interp_param")
+        raise L.error("Interp supports only non-positive pad_beg/pad_end (cropping)", "interp_param",
+                      expected="pad_beg <= 0 and pad_end <= 0")
     if p.get("zoom_factor") < 1 or p.get("shrink_factor") < 1:
-        raise L.error("zoom_factor and shrink_factor must be >= 1", "interp_param")
+        raise L.error("zoom_factor and shrink_factor must be >= 1", "interp_param", expected="factors >= 1")
     if len(L.bottom) == 1 and not any(p.has(k) for k in ("zoom_factor", "shrink_factor",
                                                          "height", "width")):
         raise L.error("Interp needs zoom_factor, shrink_factor, height/width or a second bottom",
-                      "interp_param")
+                      "interp_param", expected="an output size rule")
     return _Build("resize", {"mode": "bilinear", "align_corners": True,
                              "zoom": int(p.get("zoom_factor")), "shrink": int(p.get("shrink_factor")),
                              "height": int(p.get("height")), "width": int(p.get("width")),
@@ -728,7 +853,7 @@ def _shuffle_channel(c: _Ctx) -> _Build:
     c.n_tops(1)
     g = int(c.L.param("shuffle_channel_param").get("group"))
     if g <= 0:
-        raise c.L.error("group must be positive", "shuffle_channel_param")
+        raise c.L.error(f"group {g} must be positive", "shuffle_channel_param", expected="group >= 1")
     return _Build("shuffle_channel", {"group": g})
 
 
@@ -779,16 +904,26 @@ def read_caffe(prototxt: str | os.PathLike | None = None,
     ``prototxt_bytes``/``caffemodel_bytes`` take the contents directly. ``quirks="cv2"``
     reproduces cv2.dnn's deviations from Caffe (see :data:`CV2_QUIRKS`).
     """
+    with paused_gc():
+        return _read_caffe(prototxt, caffemodel, quirks=quirks, prototxt_bytes=prototxt_bytes,
+                           caffemodel_bytes=caffemodel_bytes)
+
+
+def _read_caffe(prototxt: str | os.PathLike | None = None,
+                caffemodel: str | os.PathLike | None = None, *, quirks: str = "none",
+                prototxt_bytes: bytes | str | None = None,
+                caffemodel_bytes: bytes | None = None) -> Graph:
+    """read_caffe without the garbage-collector pause."""
     if quirks not in ("none", "cv2"):
         raise ValueError(f"quirks must be 'none' or 'cv2', got {quirks!r}")
     text_file = _file_label(prototxt, "prototxt")
     bin_file = _file_label(caffemodel, "caffemodel")
     text_data = prototxt_bytes
     if text_data is None and prototxt is not None:
-        text_data = Path(prototxt).read_bytes()
+        text_data = _read_file(prototxt, text_file)
     bin_data = caffemodel_bytes
     if bin_data is None and caffemodel is not None:
-        bin_data = Path(caffemodel).read_bytes()
+        bin_data = _read_file(caffemodel, bin_file)
     if text_data is None and bin_data is None:
         raise ValueError("read_caffe needs a prototxt and/or a caffemodel")
     text_net = parse_net_text(text_data, file=text_file) if text_data is not None else None
@@ -799,17 +934,26 @@ def read_caffe(prototxt: str | os.PathLike | None = None,
     layers = _layers_of(defs_net)
     if text_net is None and not layers:
         raise ModelFormatError("the caffemodel has no layer definitions and no prototxt was "
-                               "given", file=bin_file, expected="a .prototxt")
+                               "given", file=bin_file, offset=0, expected="a .prototxt")
     weights = _layers_of(bin_net) if bin_net is not None and text_net is not None else []
     return _build_graph(defs_net, layers, weights, quirks,
                         source=str(prototxt if prototxt is not None else caffemodel or ""),
                         defs_file=text_file if text_net is not None else bin_file)
 
 
+def _read_file(path: str | os.PathLike, label: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise  # a missing file is not a malformed model (the CLI reports it in one line too)
+    except OSError as e:
+        raise ModelFormatError(f"cannot read the file: {e.strerror or e}", file=label, offset=0) from None
+
+
 def _net_inputs(net: Message) -> tuple[list[str], list[tuple[int, ...] | None]]:
     names = list(net.get("input"))
     if len(set(names)) != len(names):
-        raise net.error(f"duplicate net input names {names}", "input")
+        raise net.error(f"duplicate net input names {names[:8]}", "input", expected="distinct input names")
     shapes: list[tuple[int, ...] | None]
     dims = list(net.get("input_dim"))
     if dims:
@@ -825,7 +969,27 @@ def _net_inputs(net: Message) -> tuple[list[str], list[tuple[int, ...] | None]]:
         shapes = [tuple(int(d) for d in s.get("dim")) for s in ishapes]
     else:
         shapes = [None] * len(names)
+    for name, shape in zip(names, shapes):
+        bad = _bad_blob_shape(shape)
+        if bad:
+            raise net.error(f"input {name!r}: {bad}", "input_dim" if dims else "input_shape",
+                            expected=_BLOB_SHAPE_RULE)
     return names, shapes
+
+
+
+
+def _bad_blob_shape(shape: tuple[int, ...] | None) -> str | None:
+    """What is wrong with a declared blob shape by Caffe's Blob::Reshape rules, or None."""
+    if shape is None:
+        return None
+    if len(shape) > MAX_BLOB_AXES:
+        return f"shape has {len(shape)} axes"
+    if any(d < 0 for d in shape):
+        return f"shape {shape} has a negative dim"
+    if math.prod(d for d in shape if d) > INT_MAX:  # zeros aside: an empty blob's other dims count
+        return f"shape {shape} holds more than {INT_MAX} elements (blob size exceeds INT_MAX)"
+    return None
 
 
 def _build_graph(net: Message, layers: list[_Layer], weights: list[_Layer], quirks: str, *,
@@ -840,6 +1004,7 @@ def _build_graph(net: Message, layers: list[_Layer], weights: list[_Layer], quir
     caffe_types: dict[str, str] = {}
     # binary layers by name, each consumed once (cv2 clears the blobs it has taken)
     by_name: dict[str, list[_Layer]] = {}
+    taken: dict[str, int] = {}  # how many of by_name[name] earlier layers of that name consumed
     for w in weights:
         if w.blobs:
             by_name.setdefault(w.name, []).append(w)
@@ -854,20 +1019,20 @@ def _build_graph(net: Message, layers: list[_Layer], weights: list[_Layer], quir
         if new in node_names:
             raise ModelFormatError(f"layer name {new!r} is used twice (cv2 names this layer "
                                    f"{new!r} and another layer already has that name)",
-                                   file=defs_file, layer=new)
+                                   file=defs_file, layer=new, expected="layer names that stay unique")
         node_names.add(new)
         return new
 
     def add(name: str, op: str, ins: list[str], n_out: int, attrs: dict, params: dict,
             ctype: str) -> list[str]:
-        outs = [output_name(name, i) for i in range(n_out)]
-        nodes.append(Node(name, op, tuple(ins), tuple(outs), attrs, params))
+        outs = [name] if n_out == 1 else [output_name(name, i) for i in range(n_out)]
+        nodes.append(Node(name, op, tuple(ins), tuple(outs), _frozen(attrs), MappingProxyType(params)))
         caffe_types[name] = ctype
         return outs
 
     for L in layers:
         if not L.name:
-            raise L.error("layer has no name", "name")
+            raise L.error("layer has no name", "name", expected="name: \"...\"")
         if L.msg.unknown:
             unknown[L.name] = [str(u) for u in L.msg.unknown]
         if L.type == "Input":
@@ -881,10 +1046,15 @@ def _build_graph(net: Message, layers: list[_Layer], weights: list[_Layer], quir
         for b in L.bottom:
             if b not in blob_map:
                 raise L.error(f"bottom {b!r} is not produced by an earlier layer or a net input",
-                              "bottom")
+                              "bottom", expected="the top of an earlier layer or a net input")
             ins.append(blob_map[b])
         src = by_name.get(L.name)
-        blob_layer = src.pop(0) if src else L
+        if src:
+            k = taken.get(L.name, 0)
+            taken[L.name] = k + 1
+            blob_layer = src[k] if k < len(src) else L
+        else:
+            blob_layer = L
         blobs = [blob_array(b, L.name) for b in blob_layer.blobs]
         # cv2 4.x names a Convolution layer (not ConvolutionDepthwise) after its first top
         name = unique(L.name, L.top[0] if L.type == "Convolution" and L.top else None)
@@ -901,7 +1071,7 @@ def _build_graph(net: Message, layers: list[_Layer], weights: list[_Layer], quir
         for i, t in enumerate(L.top):
             if t in blob_map and not (i < len(L.bottom) and L.bottom[i] == t):
                 raise L.error(f"top {t!r} is already produced by another layer and this layer is "
-                              "not in place", "top")
+                              "not in place", "top", expected="a new top name, or its bottom's name (in place)")
             blob_map[t] = outs[i]
     meta = {"net_name": net.get("name"), "caffe_types": caffe_types,
             "unknown_fields": unknown, "quirks": quirk_log,
@@ -911,20 +1081,32 @@ def _build_graph(net: Message, layers: list[_Layer], weights: list[_Layer], quir
                  source=source, meta=meta)
 
 
+def _frozen(attrs: dict[str, Any]) -> MappingProxyType:
+    """``attrs`` as the read-only mapping a Node keeps (lists become tuples, as graph.freeze does)."""
+    for v in attrs.values():
+        if isinstance(v, list):
+            return freeze(attrs)  # type: ignore[return-value]
+    return MappingProxyType(attrs)
+
+
 def _input_layer(L: _Layer, inputs: list[str], shapes: list, blob_map: dict[str, str]) -> None:
     if L.bottom:
-        raise L.error("an Input layer has no bottoms", "bottom")
+        raise L.error("an Input layer has no bottoms", "bottom", expected="no bottom")
     sh = L.param("input_param").get("shape") if L.has_param("input_param") else []
     if sh and len(sh) not in (1, len(L.top)):
         raise L.error(f"{len(sh)} shapes for {len(L.top)} tops", "input_param",
                       expected="one shape, or one per top")
     for i, t in enumerate(L.top):
         if t in blob_map:
-            raise L.error(f"input {t!r} is defined twice", "top")
+            raise L.error(f"input {t!r} is defined twice", "top", expected="distinct input names")
         inputs.append(t)
         blob_map[t] = t
         s = sh[i] if len(sh) == len(L.top) else sh[0] if sh else None
-        shapes.append(tuple(int(d) for d in s.get("dim")) if s is not None else None)
+        shape = tuple(int(d) for d in s.get("dim")) if s is not None else None
+        bad = _bad_blob_shape(shape)
+        if bad:
+            raise L.error(f"input {t!r}: {bad}", "input_param", expected=_BLOB_SHAPE_RULE)
+        shapes.append(shape)
 
 
 def _batch_stats_prefix(c: _Ctx, ins: list[str], unique: Callable[[str], str],

@@ -33,6 +33,7 @@ import numpy as np
 
 from refnet.errors import ModelFormatError, UnsupportedLayerError
 from refnet.graph import Graph, Node
+from refnet.weights_import._util import paused_gc
 
 __all__ = ["read_darknet", "SUPPORTED_SECTIONS", "SUPPORTED_ACTIVATIONS", "CV2_QUIRKS", "INPUT_NAME"]
 
@@ -174,6 +175,9 @@ class _Opts:
             return default
         if not _INT_RE.fullmatch(o.value):
             raise self.error(f"{key}={o.value!r} is not an integer", key, expected="an integer")
+        if len(o.value) > 20:  # far out of range (and past Python's int/str digit limit)
+            raise self.error(f"{key}={o.value[:20]}... ({len(o.value)} digits) out of range", key,
+                             expected=f"{lo} <= {key} <= {hi}")
         v = int(o.value)
         if not lo <= v <= hi:
             raise self.error(f"{key}={v} out of range", key, expected=f"{lo} <= {key} <= {hi}")
@@ -195,7 +199,7 @@ class _Opts:
             return None
         items = o.value.split(",")
         if len(items) > MAX_LIST:
-            raise self.error(f"{key} has more than {MAX_LIST} values", key)
+            raise self.error(f"{key} has more than {MAX_LIST} values", key, expected=f"at most {MAX_LIST}")
         out = []
         for it in items:
             if not it:
@@ -219,7 +223,7 @@ def _to_float(s: str, err: Callable[[str], Exception]) -> float:
 
 
 def _int_item(s: str) -> int:
-    if not _INT_RE.fullmatch(s):
+    if not _INT_RE.fullmatch(s) or len(s) > 20:
         raise ValueError(s)
     return int(s)
 
@@ -283,8 +287,10 @@ def _read_header(data: bytes, file: str, cv2_rule: bool) -> tuple[tuple[int, int
 class _Builder:
     """Walks the sections, tracks Darknet shapes (C, H, W), emits nodes named as cv2 names them."""
 
-    def __init__(self, sections: list[_Section], file: str, quirks: str, src: _Source, transpose: bool) -> None:
+    def __init__(self, sections: list[_Section], file: str, quirks: str, src: _Source, transpose: bool,
+                 make_nodes: bool = True) -> None:
         self.file, self.cv2, self.src, self.transpose = file, quirks == "cv2", src, transpose
+        self.make_nodes = make_nodes  # False: a counting pass that only sizes the weights
         self.nodes: list[Node] = []
         self.cv_id = 0
         self.last = INPUT_NAME
@@ -304,7 +310,7 @@ class _Builder:
             sections = sections[1:]
         extra = [s for s in sections if s.kind == "net"]
         if extra:
-            raise ModelFormatError("a second [net] section", file=file, line=extra[0].line)
+            raise ModelFormatError("a second [net] section", file=file, line=extra[0].line, expected="one [net]")
         o = _Opts(net, file, self.cv2, "[net]")
         dflt = 416 if self.cv2 else None
         self.in_shape = (o.int_("channels", 3 if self.cv2 else None, 1, MAX_DIM),
@@ -314,8 +320,9 @@ class _Builder:
     # -- helpers --
     def add(self, name: str, op: str, inputs: tuple[str, ...], attrs: dict[str, Any] | None = None,
             params: dict[str, np.ndarray | None] | None = None) -> str:
-        p = {k: v for k, v in (params or {}).items() if v is not None}
-        self.nodes.append(Node(name, op, inputs, (name,), attrs or {}, p))
+        if self.make_nodes:
+            p = {k: v for k, v in params.items() if v is not None} if params else {}
+            self.nodes.append(Node(name, op, inputs, (name,), attrs or {}, p))
         self.last = name
         return name
 
@@ -325,7 +332,8 @@ class _Builder:
             raise o.error(f"{key} refers to layer {value} -> {j}, which is not an earlier layer", key,
                           expected=f"an index in [0, {idx}) or a negative offset")
         if self.kinds[j] in ("region", "yolo"):
-            raise o.error(f"{key} refers to the detection layer {j}; its output is not a feature map", key)
+            raise o.error(f"{key} refers to the detection layer {j}; its output is not a feature map", key,
+                          expected="a feature-map layer")
         return j
 
     def activation(self, o: _Opts, kind: str) -> None:
@@ -393,7 +401,8 @@ class _Builder:
         bn_mode = o.int_("batch_normalize", 0, 0, 2)
         bn = bn_mode == 1 if self.cv2 else bn_mode >= 1  # Darknet: 2 = cbn (same inference rule); cv2: only 1
         if c % g or n % g:
-            raise o.error(f"groups={g} must divide the input channels ({c}) and filters ({n})", "groups")
+            raise o.error(f"groups={g} must divide the input channels ({c}) and filters ({n})", "groups",
+                          expected="a common divisor")
         pe = pad * d  # Darknet pads by padding * dilation (im2col_cpu_ext)
         span = d * (k - 1) + 1
         ho, wo = (h + 2 * pe - span) // sy + 1, (w + 2 * pe - span) // sx + 1
@@ -466,10 +475,10 @@ class _Builder:
         g = o.int_("groups", 1, 1, 1 << 20)
         t = o.float_("temperature", 1.0)
         if t <= 0:
-            raise o.error("temperature must be > 0", "temperature")
+            raise o.error("temperature must be > 0", "temperature", expected="temperature > 0")
         size = shape[0] * shape[1] * shape[2]
         if size % g:
-            raise o.error(f"groups={g} does not divide the {size} inputs", "groups")
+            raise o.error(f"groups={g} does not divide the {size} inputs", "groups", expected="a divisor")
         name = f"softmax_{self.cv_id}"
         # over channels equals Darknet's flattened rule when the input is 1x1 for any input size
         spatial_free = i > 0 and self.kinds[i - 1] in ("avgpool", "connected")
@@ -499,7 +508,8 @@ class _Builder:
                 raise o.error(f"route inputs differ in size: layer {ids[0]} is {self.shapes[ids[0]]}, layer {j} is "
                               f"{self.shapes[j]}", "layers", expected="equal height and width")
             if self.shapes[j][0] % g:
-                raise o.error(f"groups={g} does not divide the {self.shapes[j][0]} channels of layer {j}", "groups")
+                raise o.error(f"groups={g} does not divide the {self.shapes[j][0]} channels of layer {j}", "groups",
+                              expected="a divisor of every input's channels")
         srcs = [self.fused[j] for j in ids]
         c = sum(self.shapes[j][0] for j in ids) // g
         if g > 1:  # cv2: one Slice per input (each taking a layer id), then a Concat
@@ -555,7 +565,7 @@ class _Builder:
         s = o.int_("stride", 1, 1, 1 << 10)
         self._unsupported_flags(o, ("reverse", "flatten", "extra"))
         if h % s or w % s:
-            raise o.error(f"reorg stride {s} must divide the input size {h}x{w}", "stride")
+            raise o.error(f"reorg stride {s} must divide the input size {h}x{w}", "stride", expected="a divisor")
         self.add(f"reorg_{self.cv_id}", "reorg", (self.last,), {"stride": s})
         self.cv_id += 1
         return c * s * s, h // s, w // s
@@ -565,7 +575,8 @@ class _Builder:
         anchors = o.list_("anchors", _float_item, "numbers")
         if anchors is None or len(anchors) != 2 * num:
             got = "none" if anchors is None else len(anchors)
-            raise o.error(f"anchors must hold 2*num = {2 * num} values, got {got}", "anchors")
+            raise o.error(f"anchors must hold 2*num = {2 * num} values, got {got}", "anchors",
+                          expected=f"{2 * num} anchors")
         return classes, anchors
 
     def _region(self, o: _Opts, i: int, shape: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -575,7 +586,7 @@ class _Builder:
         classes, anchors = self._head_common(o, num)
         if shape[0] != num * (coords + 1 + classes):
             raise o.error(f"input has {shape[0]} channels; num*(coords+1+classes) = {num * (coords + 1 + classes)}",
-                          "classes")
+                          "classes", expected="as many channels as num*(coords+1+classes)")
         softmax = o.int_("softmax", 0, 0, 1) == 1
         thresh = o.float_("thresh", 0.001)  # Darknet: a training parameter; cv2: applied in the layer
         # cv2 4.x's Region layer always runs NMS at its default 0.4 (the cfg's nms_threshold is not read)
@@ -600,10 +611,10 @@ class _Builder:
                 raise o.error("[yolo] needs mask= (cv2 requires it)", expected="mask=<anchor indices>")
             mask = list(range(num))
         if any(not 0 <= m < num for m in mask):
-            raise o.error(f"mask {mask} indexes past num={num} anchors", "mask")
+            raise o.error(f"mask {mask[:16]} indexes past num={num} anchors", "mask", expected=f"indices < {num}")
         if shape[0] != len(mask) * (5 + classes):
             raise o.error(f"input has {shape[0]} channels; len(mask)*(5+classes) = {len(mask) * (5 + classes)}",
-                          "classes")
+                          "classes", expected="as many channels as len(mask)*(5+classes)")
         used = tuple(v for m in mask for v in anchors[2 * m:2 * m + 2])
         new_coords = o.int_("new_coords", 0, 0, 1) == 1
         thresh, nms = o.float_("thresh", 0.2), o.float_("nms_threshold", 0.0)
@@ -639,6 +650,13 @@ def read_darknet(cfg: str | os.PathLike | None, weights: str | os.PathLike | Non
     ``weights="zeros"`` explicitly asks for an architecture-only graph with zero weights
     (BN scale and variance 1). ``quirks="cv2"`` reproduces cv2.dnn's deviations (CV2_QUIRKS).
     """
+    with paused_gc():
+        return _read_darknet(cfg, weights, quirks=quirks, cfg_text=cfg_text, weights_bytes=weights_bytes)
+
+
+def _read_darknet(cfg: str | os.PathLike | None, weights: str | os.PathLike | None = None, *, quirks: str = "none",
+                 cfg_text: str | None = None, weights_bytes: bytes | None = None) -> Graph:
+    """read_darknet without the garbage-collector pause."""
     if quirks not in ("none", "cv2"):
         raise ValueError(f"quirks must be 'none' or 'cv2', got {quirks!r}")
     cfg_name = str(cfg) if cfg is not None else "<cfg>"
@@ -648,7 +666,8 @@ def read_darknet(cfg: str | os.PathLike | None, weights: str | os.PathLike | Non
         raw = _read_bytes(cfg, "cfg", MAX_CFG_BYTES)
         cfg_text = raw.decode("utf-8", errors="replace")
     elif len(cfg_text) > MAX_CFG_BYTES:
-        raise ModelFormatError(f"cfg text longer than {MAX_CFG_BYTES} characters", file=cfg_name)
+        raise ModelFormatError(f"cfg text longer than {MAX_CFG_BYTES} characters", file=cfg_name,
+                               offset=MAX_CFG_BYTES, expected="a smaller cfg")
     sections = _parse_cfg(cfg_text, cfg_name)
 
     zeros = isinstance(weights, str) and weights == "zeros" and weights_bytes is None
@@ -667,7 +686,8 @@ def read_darknet(cfg: str | os.PathLike | None, weights: str | os.PathLike | Non
         header, off, transpose = _read_header(data, w_name or "<weights>", quirks == "cv2")
 
     counter = _Source("count")
-    _Builder(sections, cfg_name, quirks, counter, transpose).build()
+    first = _Builder(sections, cfg_name, quirks, counter, transpose, make_nodes=data is None and not zeros)
+    first.build()
     need = counter.total
     if data is not None:
         avail_bytes = len(data) - off
@@ -680,15 +700,17 @@ def read_darknet(cfg: str | os.PathLike | None, weights: str | os.PathLike | Non
             raise ModelFormatError(f"weights='zeros' would allocate {need} floats (limit {MAX_ZERO_PARAMS})",
                                    file=cfg_name)
         src = _Source("zeros")
+    elif need:
+        layer = counter.log[0][0]
+        raise ModelFormatError(f"the cfg has {need} parameters (first in layer {layer}) but no weights were "
+                               "given; pass the .weights file, weights_bytes, or weights='zeros' for an "
+                               "architecture-only graph", file=cfg_name, layer=layer,
+                               expected=f"{need} floats of weights")
+    if data is None and not zeros:
+        b = first  # no parameters: the counting pass built the whole graph
     else:
-        if need:
-            layer = counter.log[0][0]
-            raise ModelFormatError(f"the cfg has {need} parameters (first in layer {layer}) but no weights were "
-                                   "given; pass the .weights file, weights_bytes, or weights='zeros' for an "
-                                   "architecture-only graph", file=cfg_name, layer=layer)
-        src = _Source("count")
-    b = _Builder(sections, cfg_name, quirks, src, transpose)
-    b.build()
+        b = _Builder(sections, cfg_name, quirks, src, transpose)
+        b.build()
     c, h, w = b.in_shape
     meta = {"quirks": quirks, "darknet_layers": tuple(b.table), "weights_header": header,
             "weights": "zeros" if zeros else (w_name or None), "transposed_connected": transpose}

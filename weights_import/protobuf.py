@@ -6,6 +6,9 @@ message nesting stops at :data:`MAX_DEPTH`. Repeated numeric fields are read pac
 unpacked (both are legal on the wire); float/double data go through ``numpy.frombuffer``,
 never element by element. Unknown fields are skipped, as protobuf does. Malformed input
 raises :class:`refnet.errors.ModelFormatError` with the file and byte offset.
+
+:func:`decode_weights` reads a caffemodel's weights view (layer names, types, blobs) in one
+specialised pass and hands any input it does not handle itself to :func:`decode_message`.
 """
 
 from __future__ import annotations
@@ -84,36 +87,43 @@ class Reader:
                          expected="a varint of at most 10 bytes")
 
 
+_MISSING = object()
+
+
 class Message:
     """A decoded message: field values by name, with the schema's defaults for absent fields.
 
-    ``where`` is the position of the message in its file (a byte offset for binary input, a
-    ``(line, col)`` pair for text); :meth:`pos` gives a field's position. Repeated scalar
-    fields are lists (repeated float/double: numpy arrays), repeated messages lists of
+    ``where`` is the position of the message in its file and ``field_where`` the position of
+    each field (where it first appears): byte offsets for binary input; for text, codes that
+    ``text.linecol(code)`` turns into ``(line, col)`` when an error needs them. Repeated
+    scalar fields are lists (repeated float/double: numpy arrays), repeated messages lists of
     Message. ``unknown`` lists field names or numbers that were skipped.
     """
 
-    __slots__ = ("type", "values", "where", "field_where", "unknown", "file")
+    __slots__ = ("type", "values", "where", "field_where", "unknown", "file", "text")
 
-    def __init__(self, mtype: MessageType, where: Any = None, file: str = "<input>") -> None:
+    def __init__(self, mtype: MessageType, where: Any = None, file: str = "<input>",
+                 text: Any = None) -> None:
         self.type = mtype
         self.values: dict[str, Any] = {}
         self.where = where
         self.field_where: dict[str, Any] = {}
         self.unknown: list[Any] = []
         self.file = file
+        self.text = text  # the text locator (None for binary messages)
 
     def has(self, name: str) -> bool:
         """True when the field was present in the input (repeated: at least one element)."""
-        if name not in self.values:
+        v = self.values.get(name, _MISSING)
+        if v is _MISSING:
             return False
-        v = self.values[name]
         return len(v) > 0 if isinstance(v, (list, np.ndarray)) else True
 
     def get(self, name: str, default: Any = None) -> Any:
         """The field's value, else ``default`` if given, else the schema default."""
-        if name in self.values:
-            return self.values[name]
+        v = self.values.get(name, _MISSING)
+        if v is not _MISSING:
+            return v
         f = self.type.by_name.get(name)
         if f is None:
             raise KeyError(f"{self.type.name} has no field {name!r}")
@@ -127,10 +137,11 @@ class Message:
         return self.get(name)
 
     def pos(self, name: str | None = None) -> Any:
-        """Position of field ``name`` (or of the message), for error messages."""
-        if name is not None and name in self.field_where:
-            return self.field_where[name]
-        return self.where
+        """Position of field ``name`` (or of the message): a byte offset or ``(line, col)``."""
+        where = self.field_where.get(name, self.where) if name is not None else self.where
+        if self.text is not None and where is not None:
+            return self.text.linecol(where)
+        return where
 
     def error(self, message: str, field: str | None = None, *, expected: str | None = None,
               layer: str | None = None) -> ModelFormatError:
@@ -143,9 +154,7 @@ class Message:
 
 def located_error(message: str, file: str, where: Any, *, expected: str | None = None,
                   layer: str | None = None) -> ModelFormatError:
-    """ModelFormatError at ``where``: a byte offset, a (line, col) pair or a text position."""
-    if hasattr(where, "linecol"):
-        where = where.linecol()
+    """ModelFormatError at ``where``: a byte offset or a (line, col) pair."""
     if isinstance(where, tuple):
         return ModelFormatError(message, file=file, line=where[0], col=where[1],
                                 expected=expected, layer=layer)
@@ -180,7 +189,7 @@ def _convert_varint(v: int, f: Field, r: Reader, at: int) -> Any:
 def _skip_group(r: Reader, number: int, depth: int) -> None:
     """Skip a (deprecated) group up to its matching end-group tag."""
     if depth >= MAX_DEPTH:
-        raise r.error(f"groups nested deeper than {MAX_DEPTH}")
+        raise r.error(f"groups nested deeper than {MAX_DEPTH}", expected="shallower nesting")
     while True:
         if r.pos >= r.end:
             raise r.error(f"truncated group {number}", expected=f"end-group tag of field {number}")
@@ -190,7 +199,7 @@ def _skip_group(r: Reader, number: int, depth: int) -> None:
         if wt == 4:
             if tag >> 3 != number:
                 raise r.error(f"end-group tag for field {tag >> 3} closes group {number}",
-                              offset=at)
+                              offset=at, expected=f"the end-group tag of field {number}")
             return
         _skip(r, tag, at, depth + 1)
 
@@ -217,21 +226,29 @@ def _unpacked_run(r: Reader, tag_bytes: bytes, first: memoryview, itemsize: int,
     """Read a run of unpacked fixed-width repeated values (tag, value, tag, value, ...).
 
     ``first`` is the value already read; the following records are matched and sliced in
-    one vectorised step instead of one Python iteration per element.
+    vectorised steps instead of one Python iteration per element. The windows grow
+    geometrically from 64 records, so the work is proportional to the run, not to what is
+    left of the message (many short runs must not cost a pass over the rest each).
     """
     stride = len(tag_bytes) + itemsize
-    n_max = (r.end - r.pos) // stride
     parts = [np.frombuffer(first, dtype)]
-    if n_max > 0:
-        block = np.frombuffer(r.buf, np.uint8, count=n_max * stride, offset=r.pos)
-        block = block.reshape(n_max, stride)
-        tag = np.frombuffer(tag_bytes, np.uint8)
+    if r.end - r.pos < stride or bytes(r.buf[r.pos:r.pos + len(tag_bytes)]) != tag_bytes:
+        return parts[0]  # a run of one (common in hostile files): no numpy round trip
+    tag = np.frombuffer(tag_bytes, np.uint8)
+    window = 64
+    while True:
+        n_max = min((r.end - r.pos) // stride, window)
+        if n_max <= 0:
+            break
+        block = np.frombuffer(r.buf, np.uint8, count=n_max * stride, offset=r.pos).reshape(n_max, stride)
         ok = np.all(block[:, : len(tag_bytes)] == tag, axis=1)
         n = n_max if ok.all() else int(np.argmin(ok))
         if n:
-            vals = np.ascontiguousarray(block[:n, len(tag_bytes):]).view(dtype).reshape(n)
-            parts.append(vals)
+            parts.append(np.ascontiguousarray(block[:n, len(tag_bytes):]).view(dtype).reshape(n))
             r.pos += n * stride
+        if n < n_max:
+            break
+        window *= 4
     return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
@@ -315,7 +332,7 @@ def decode_message(r: Reader, mtype: MessageType, depth: int = 0) -> Message:
                 n = r.varint()
                 if n % size:
                     raise r.error(f"packed {kind} field {name!r} has {n} bytes, not a multiple "
-                                  f"of {size}", offset=at)
+                                  f"of {size}", offset=at, expected=f"a multiple of {size} bytes")
                 chunks.setdefault(name, []).append(np.frombuffer(r.take(n, at), dtype))
                 continue
         elif wt == 2:  # string, bytes, message
@@ -335,7 +352,7 @@ def decode_message(r: Reader, mtype: MessageType, depth: int = 0) -> Message:
                     try:
                         v = bytes(raw).decode("utf-8")
                     except UnicodeDecodeError:
-                        raise r.error(f"field {name!r} is not valid UTF-8", offset=at) from None
+                        raise r.error(f"field {name!r} is not valid UTF-8", offset=at, expected="UTF-8 text") from None
                 else:
                     v = bytes(raw)
             if f.repeated:
@@ -353,3 +370,259 @@ def decode_message(r: Reader, mtype: MessageType, depth: int = 0) -> Message:
     if r.pos != r.end:  # pragma: no cover - take() guarantees this
         raise r.error("message overran its length")
     return msg
+
+
+# ---- the fast path for caffemodel weights ---------------------------------------------------------
+class Fallback(Exception):
+    """The fast weights decoder met something it leaves to :func:`decode_message`."""
+
+
+def _uvarint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
+    """A varint at ``pos`` (at most 10 bytes, none at or past ``end``) and the position after it."""
+    if pos < end:
+        b = buf[pos]
+        if b < 0x80:
+            return b, pos + 1
+        result = b & 0x7F
+        shift = 7
+        stop = min(pos + 10, end)
+        i = pos + 1
+        while i < stop:
+            b = buf[i]
+            result |= (b & 0x7F) << shift
+            if b < 0x80:
+                return result & _U64, i + 1
+            shift += 7
+            i += 1
+    raise Fallback
+
+
+def _enum_labels(name: str) -> dict[int, str]:
+    return {num: label for label, num in ENUMS[name].items()}
+
+
+_V1_TYPE_LABELS = _enum_labels("V1LayerType")
+_BLOB_TYPE_LABELS = _enum_labels("Type")
+_F32, _F64 = np.dtype("<f4"), np.dtype("<f8")
+
+
+def decode_weights(buf: bytes, file: str = "<caffemodel>") -> Message:
+    """The ``NetWeights`` view of a caffemodel (layer names, types and blobs), exactly as
+    ``decode_message(Reader(buf), MESSAGES["NetWeights"])`` decodes it, in one specialised
+    pass; any input that pass does not handle itself (malformed or unusual: unpacked floats,
+    groups, unknown enum values, wrong wire types, ...) is decoded by :func:`decode_message`,
+    which also reports the errors."""
+    try:
+        return _fast_weights(buf if isinstance(buf, bytes) else bytes(buf), file)
+    except Fallback:
+        return decode_message(Reader(buf, file=file), MESSAGES["NetWeights"])
+
+
+def _skip_unknown(buf: bytes, pos: int, end: int, wt: int) -> int:
+    if wt == 0:
+        return _uvarint(buf, pos, end)[1]
+    if wt == 2:
+        n, pos = _uvarint(buf, pos, end)
+        pos += n
+    elif wt == 5:
+        pos += 4
+    elif wt == 1:
+        pos += 8
+    else:
+        raise Fallback
+    if pos > end:
+        raise Fallback
+    return pos
+
+
+def _fast_weights(buf: bytes, file: str) -> Message:
+    top = Message(MESSAGES["NetWeights"], 0, file)
+    lw, v1w = MESSAGES["LayerWeights"], MESSAGES["V1LayerWeights"]
+    blob_t, shape_t = MESSAGES["BlobProto"], MESSAGES["BlobShape"]
+    layers: list[Message] = []
+    v1: list[Message] = []
+    fw = top.field_where
+    n = len(buf)
+    pos = 0
+    while pos < n:
+        at = pos
+        tag = buf[pos]
+        if tag < 0x80:
+            pos += 1
+        else:
+            tag, pos = _uvarint(buf, pos, n)
+        num, wt = tag >> 3, tag & 7
+        if num not in (2, 100):
+            if num == 0:
+                raise Fallback
+            top.unknown.append(num)
+            pos = _skip_unknown(buf, pos, n, wt)
+            continue
+        if wt != 2:
+            raise Fallback
+        ln, pos = _uvarint(buf, pos, n)
+        end = pos + ln
+        if end > n:
+            raise Fallback
+        is_v1 = num == 2
+        lay = Message(v1w if is_v1 else lw, pos, file)
+        (v1 if is_v1 else layers).append(lay)
+        fname = "layers" if is_v1 else "layer"
+        if fname not in fw:
+            fw[fname] = at
+        name_no, type_no, blobs_no = (4, 5, 6) if is_v1 else (1, 2, 7)
+        vals, lfw = lay.values, lay.field_where
+        blobs: list[Message] = []
+        while pos < end:
+            fat = pos
+            tag = buf[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _uvarint(buf, pos, end)
+            fnum, fwt = tag >> 3, tag & 7
+            if fnum == blobs_no and fwt == 2:
+                bl, pos = _uvarint(buf, pos, end)
+                bend = pos + bl
+                if bend > end:
+                    raise Fallback
+                blobs.append(_fast_blob(buf, pos, bend, file, blob_t, shape_t))
+                if "blobs" not in lfw:
+                    lfw["blobs"] = fat
+                pos = bend
+            elif fnum == name_no and fwt == 2:
+                if pos < end and buf[pos] < 0x80:
+                    sl = buf[pos]
+                    pos += 1
+                else:
+                    sl, pos = _uvarint(buf, pos, end)
+                if pos + sl > end:
+                    raise Fallback
+                try:
+                    vals["name"] = buf[pos:pos + sl].decode("utf-8")
+                except UnicodeDecodeError:
+                    raise Fallback from None
+                lfw.setdefault("name", fat)
+                pos += sl
+            elif fnum == type_no and not is_v1 and fwt == 2:
+                sl, pos = _uvarint(buf, pos, end)
+                if pos + sl > end:
+                    raise Fallback
+                try:
+                    vals["type"] = buf[pos:pos + sl].decode("utf-8")
+                except UnicodeDecodeError:
+                    raise Fallback from None
+                lfw.setdefault("type", fat)
+                pos += sl
+            elif fnum == type_no and is_v1 and fwt == 0:
+                v, pos = _uvarint(buf, pos, end)
+                label = _V1_TYPE_LABELS.get(_signed(v, 32))
+                if label is None:
+                    raise Fallback
+                vals["type"] = label
+                lfw.setdefault("type", fat)
+            elif fnum in (name_no, type_no, blobs_no) or fnum == 0:
+                raise Fallback
+            else:
+                lay.unknown.append(fnum)
+                if fwt == 2 and pos < end and buf[pos] < 0x80:  # short length-delimited: inline
+                    pos += buf[pos] + 1
+                    if pos > end:
+                        raise Fallback
+                else:
+                    pos = _skip_unknown(buf, pos, end, fwt)
+        if pos != end:
+            raise Fallback
+        if blobs:
+            vals["blobs"] = blobs
+    if layers:
+        top.values["layer"] = layers
+    if v1:
+        top.values["layers"] = v1
+    return top
+
+
+def _fast_blob(buf: bytes, pos: int, end: int, file: str, blob_t: MessageType,
+               shape_t: MessageType) -> Message:
+    blob = Message(blob_t, pos, file)
+    vals, fw = blob.values, blob.field_where
+    chunks: dict[str, list[np.ndarray]] | None = None
+    while pos < end:
+        at = pos
+        tag = buf[pos]
+        if tag < 0x80:
+            pos += 1
+        else:
+            tag, pos = _uvarint(buf, pos, end)
+        num, wt = tag >> 3, tag & 7
+        if wt == 2 and num in (5, 8, 7, 12):
+            n, pos = _uvarint(buf, pos, end)
+            stop = pos + n
+            if stop > end:
+                raise Fallback
+            if num == 5 or num == 8:
+                dt, name = (_F32, "data") if num == 5 else (_F64, "double_data")
+                if n % dt.itemsize:
+                    raise Fallback
+                arr = np.frombuffer(buf, dt, n // dt.itemsize, pos)
+                if chunks is None:
+                    chunks = {}
+                chunks.setdefault(name, []).append(arr)
+            elif num == 7:
+                shape = Message(shape_t, pos, file)
+                dims: list[int] = []
+                p = pos
+                while p < stop:
+                    dat = p
+                    t = buf[p]
+                    p += 1
+                    if t == 0x0A:  # packed dims
+                        dn, p = _uvarint(buf, p, stop)
+                        dstop = p + dn
+                        if dstop > stop:
+                            raise Fallback
+                        while p < dstop:
+                            d = buf[p]
+                            if d < 0x80:
+                                p += 1
+                            else:
+                                d, p = _uvarint(buf, p, dstop)
+                                d = _signed(d, 64)
+                            dims.append(d)
+                    elif t == 0x08:
+                        d, p = _uvarint(buf, p, stop)
+                        dims.append(_signed(d, 64))
+                    else:
+                        raise Fallback
+                    shape.field_where.setdefault("dim", dat)
+                if dims:
+                    shape.values["dim"] = dims
+                vals["shape"] = shape
+            else:
+                vals["raw_data"] = buf[pos:stop]
+            fw.setdefault(_BLOB_FIELDS[num], at)
+            pos = stop
+        elif wt == 0 and num in (1, 2, 3, 4, 10):
+            v, pos = _uvarint(buf, pos, end)
+            if num == 10:
+                label = _BLOB_TYPE_LABELS.get(_signed(v, 32))
+                if label is None:
+                    raise Fallback
+                vals["raw_data_type"] = label
+            else:
+                vals[_BLOB_FIELDS[num]] = _signed(v, 32)
+            fw.setdefault(_BLOB_FIELDS[num], at)
+        elif num in _BLOB_FIELDS or num == 0:
+            raise Fallback  # unpacked floats, diffs, a wire type that does not fit, ...
+        else:
+            blob.unknown.append(num)
+            pos = _skip_unknown(buf, pos, end, wt)
+    if pos != end:
+        raise Fallback
+    if chunks:
+        for name, parts in chunks.items():
+            vals[name] = np.concatenate(parts) if len(parts) > 1 else parts[0]
+    return blob
+
+
+_BLOB_FIELDS = {f.number: f.name for f in MESSAGES["BlobProto"].fields}

@@ -8,13 +8,20 @@ hex or octal; floats with exponents, an ``f`` suffix (``1f``, ``2.5F``), ``inf``
 a leading ``-``; enums by name (or number); booleans ``true``/``false``/``t``/``f``/``1``/``0``.
 Unknown fields are skipped (cv2's reader does the same) and listed in ``Message.unknown``.
 Errors are :class:`refnet.errors.ModelFormatError` with ``line:col``; positions are kept as
-token indices and turned into ``line:col`` only when an error needs them.
+token (or statement) indices and turned into ``line:col`` only when an error needs them.
+
+Two parsers give one result: a fast path for the plain forms real files are written in (one
+regex match per statement, one tight loop) and the token parser, which takes over from the
+start whenever the fast path meets anything else, and which reports every error. The fuzz
+tests check that both give the same messages, values and positions.
 """
 
 from __future__ import annotations
 
 import bisect
+import math
 import re
+import struct
 from typing import Any
 
 import numpy as np
@@ -23,7 +30,7 @@ from refnet.errors import ModelFormatError
 from refnet.weights_import.caffe_schema import ENUMS, MESSAGES, Field, MessageType
 from refnet.weights_import.protobuf import MAX_DEPTH, Message
 
-__all__ = ["parse_message", "TextPos"]
+__all__ = ["parse_message"]
 
 # whitespace and comments, then one token: a string, a number-like run, an identifier or a
 # single other character (punctuation, or something invalid that the parser reports)
@@ -53,22 +60,6 @@ _NUM_START = frozenset("0123456789.")
 _FLOAT_KINDS = {"float": np.float32, "double": np.float64}
 
 
-class TextPos:
-    """A position in a text file, kept as a token index and resolved on demand."""
-
-    __slots__ = ("parser", "index")
-
-    def __init__(self, parser: _Parser, index: int) -> None:
-        self.parser = parser
-        self.index = index
-
-    def linecol(self) -> tuple[int, int]:
-        return self.parser.linecol(self.parser.offset(self.index))
-
-    def __repr__(self) -> str:
-        return "{}:{}".format(*self.linecol())
-
-
 class _Parser:
     def __init__(self, text: str, file: str) -> None:
         self.text = text
@@ -88,14 +79,12 @@ class _Parser:
             self._offsets.append(len(self.text))
         return self._offsets[min(index, len(self._offsets) - 1)]
 
-    def linecol(self, offset: int) -> tuple[int, int]:
-        if self._line_starts is None:
-            self._line_starts = [0] + [m.end() for m in re.finditer("\n", self.text)]
-        line = bisect.bisect_right(self._line_starts, offset)
-        return line, offset - self._line_starts[line - 1] + 1
+    def linecol(self, index: int) -> tuple[int, int]:
+        """``(line, col)`` of token ``index`` (the locator protocol of Message.text)."""
+        return _linecol(self.text, self.offset(index), self)
 
     def error(self, message: str, index: int, expected: str | None = None) -> ModelFormatError:
-        line, col = self.linecol(self.offset(index))
+        line, col = self.linecol(index)
         return ModelFormatError(message, file=self.file, line=line, col=col, expected=expected)
 
     def describe(self, index: int) -> str:
@@ -118,13 +107,13 @@ class _Parser:
             raise self.error(f"messages nested deeper than {MAX_DEPTH}", start,
                              "shallower nesting")
         toks = self.toks
-        msg = Message(mtype, TextPos(self, start), self.file) if mtype is not None else None
+        msg = Message(mtype, start, self.file, self) if mtype is not None else None
         by_name = mtype.by_name if mtype is not None else {}
         while True:
             tok = toks[i]
             if tok is None:
                 if close is not None:
-                    lc = ":".join(map(str, self.linecol(self.offset(start))))
+                    lc = ":".join(map(str, self.linecol(start)))
                     raise self.error(f"unexpected end of input: the message opened at {lc} is "
                                      "not closed", i, repr(close))
                 return msg, i
@@ -132,7 +121,7 @@ class _Parser:
                 return msg, i + 1
             if tok[0] not in _ID_START:
                 if tok == "[":
-                    raise self.error("extension and Any fields ([...]) are not supported", i)
+                    raise self.error("extension and Any fields ([...]) are not supported", i, "a field name")
                 self._check_token(i)
                 raise self.error(f"unexpected {self.describe(i)}", i, "a field name")
             name = tok
@@ -177,15 +166,15 @@ class _Parser:
                 vals[name].extend(values)
             else:
                 vals[name] = values
-                msg.field_where[name] = TextPos(self, fi)
+                msg.field_where[name] = fi
             return
         if is_list:
-            raise self.error(f"field {name!r} is not repeated; a list is not allowed", fi)
+            raise self.error(f"field {name!r} is not repeated; a list is not allowed", fi, "a single value")
         if name in vals:
             raise self.error(f"non-repeated field {name!r} of {msg.type.name} is specified more "
-                             "than once", fi)
+                             "than once", fi, "at most one value")
         vals[name] = values[0]
-        msg.field_where[name] = TextPos(self, fi)
+        msg.field_where[name] = fi
 
     def list_value(self, f: Field | None, mtype: MessageType | None, i: int,
                    depth: int) -> tuple[list[Any], int]:
@@ -197,7 +186,7 @@ class _Parser:
             tok = toks[i]
             if tok in _OPEN:
                 if f is not None and f.kind != "message":
-                    raise self.error(f"field {f.name!r} is a {f.kind}, not a message", i)
+                    raise self.error(f"field {f.name!r} is a {f.kind}, not a message", i, f"a {f.kind} value")
                 sub, i = self.message(MESSAGES[f.ref] if f is not None else None, i + 1,
                                       _OPEN[tok], depth + 1, i)
                 out.append(sub)
@@ -241,7 +230,8 @@ class _Parser:
             raise self.error("unterminated string literal", i, f"a closing {tok[0]} on the "
                              "same line")
         if tok is not None and len(tok) == 1 and tok not in "{}<>:,;[]-":
-            raise self.error(f"unexpected character {tok!r}", i)
+            raise self.error(f"unexpected character {tok!r}", i,
+                             "a field name, a value, or one of { } < > : , ; [ ] -")
 
     # -- conversions ------------------------------------------------------------------------
     def convert(self, tok: str, neg: bool, f: Field, mtype: MessageType | None, i: int) -> Any:
@@ -250,8 +240,11 @@ class _Parser:
             if tok[0] in _NUM_START:
                 if _FLOAT.fullmatch(tok):
                     v = float(tok.rstrip("fF"))
-                elif _INT.fullmatch(tok):
-                    v = float(int(tok, 16))
+                elif _INT.fullmatch(tok):  # a hex integer (decimal ones match _FLOAT)
+                    try:
+                        v = float(int(tok, 16))
+                    except OverflowError:
+                        v = math.inf  # beyond a double, as a decimal literal that large reads
                 else:
                     raise self.error(f"invalid number {tok!r}", i, "a float")
             elif tok.lower() in _SPECIAL_FLOATS:
@@ -299,6 +292,9 @@ class _Parser:
             if tok[0] in _NUM_START and not _FLOAT.fullmatch(tok):
                 raise self.error(f"invalid number {tok!r}", i, "an integer")
             raise self.error(f"field {f.name!r} needs an integer, got {tok!r}", i, "an integer")
+        if len(tok) > 24:  # beyond any 64-bit value (and Python's int/str digit limit)
+            raise self.error(f"integer {tok[:24]}... ({len(tok)} digits) is out of range for "
+                             f"{f.kind} field {f.name!r}", i, f"a {f.kind} value")
         if tok[:2] in ("0x", "0X"):
             v = int(tok, 16)
         elif len(tok) > 1 and tok[0] == "0":
@@ -318,7 +314,7 @@ class _Parser:
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
-            raise self.error(f"string for field {f.name!r} is not valid UTF-8", i) from None
+            raise self.error(f"string for field {f.name!r} is not valid UTF-8", i, "UTF-8 text") from None
 
     def unescape(self, tok: str, i: int) -> bytes:
         body = tok[1:-1]
@@ -333,14 +329,15 @@ class _Parser:
             if octal is not None:
                 v = int(octal, 8)
                 if v > 255:
-                    raise self.error(f"octal escape \\{octal} is larger than 255", i)
+                    raise self.error(f"octal escape \\{octal} is larger than 255", i, "\\000 to \\377")
                 out.append(bytes((v,)))
             elif hexa is not None:
                 out.append(bytes((int(hexa, 16),)))
             elif u4 is not None or u8 is not None:
                 cp = int(u4 or u8, 16)
                 if cp > 0x10FFFF or 0xD800 <= cp <= 0xDFFF:
-                    raise self.error(f"invalid unicode escape {m.group(0)}", i)
+                    raise self.error(f"invalid unicode escape {m.group(0)}", i,
+                                     "a code point up to U+10FFFF, not a surrogate")
                 out.append(chr(cp).encode("utf-8"))
             elif other in _SIMPLE_ESCAPES:
                 out.append(_SIMPLE_ESCAPES[other])
@@ -350,6 +347,212 @@ class _Parser:
                                  "or \\uhhhh")
         out.append(body[last:].encode("utf-8"))
         return b"".join(out)
+
+
+def _linecol(text: str, offset: int, holder: Any) -> tuple[int, int]:
+    """1-based line and column of ``offset`` (line starts cached on ``holder``)."""
+    if holder._line_starts is None:
+        holder._line_starts = [0] + [m.end() for m in re.finditer("\n", text)]
+    starts = holder._line_starts
+    line = bisect.bisect_right(starts, offset)
+    return line, offset - starts[line - 1] + 1
+
+
+# ---- the fast path ------------------------------------------------------------------------------
+# One regex match per statement of the common, plain forms: ``name: value`` (an unescaped
+# string, a decimal number or an identifier, then an optional ``,``/``;``), ``name {`` /
+# ``name: {`` / ``name <`` and a closing ``}``/``>``. Whitespace and comments between
+# statements are skipped whole (the comment rule forces a comment to run to the end of its
+# line, so no match can start inside one); every position matches, so the matches tile the
+# text. A ``bad`` group (any other character) or any rule the fast loop does not handle
+# itself (escapes, lists, hex/octal, out-of-range values, errors of every kind) makes
+# :func:`parse_message` rerun the token parser above, which gives the answer or the error.
+_STMT = re.compile(
+    r"""\s*(?:\#[^\n]*(?![^\n])\s*)*
+    (?: ([A-Za-z_][A-Za-z0-9_]*)[ \t]*
+        (?: :[ \t]*
+            (?: ("[^"\\\n]*")
+              | ('[^'\\\n]*')
+              | (-?(?:0|[1-9][0-9]*))(?![0-9A-Za-z_.])
+              | (-?(?:[0-9]+\.[0-9]*(?:[eE][+-]?[0-9]+)?|\.[0-9]+(?:[eE][+-]?[0-9]+)?|[0-9]+[eE][+-]?[0-9]+))
+                (?![0-9A-Za-z_.])
+              | ([A-Za-z_][A-Za-z0-9_]*)
+            )[ \t]*[,;]?
+          | :?[ \t]*([{<])
+        )
+      | ([}>])[ \t]*[,;]?
+      | ([^\s\#])
+      | \Z
+    )""",
+    re.VERBOSE,
+)
+_CLOSER = {"{": "}", "<": ">"}
+_F32 = struct.Struct("<f")
+
+
+class _Fallback(Exception):
+    """The fast path met something it leaves to the token parser."""
+
+
+class _StmtLocator:
+    """Positions of the fast path: code ``2k`` is statement k's field name, ``2k + 1`` its
+    opening brace; resolved to ``(line, col)`` only when an error needs one."""
+
+    __slots__ = ("text", "_starts", "_line_starts")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._starts: list[tuple[int, int]] | None = None
+        self._line_starts: list[int] | None = None
+
+    def linecol(self, code: int) -> tuple[int, int]:
+        if self._starts is None:
+            st = []
+            for m in _STMT.finditer(self.text):
+                first = next((m.start(g) for g in (1, 8, 9) if m.start(g) >= 0), m.end())
+                st.append((first, m.start(7)))
+            self._starts = st
+        k = code >> 1
+        if k >= len(self._starts):
+            off = len(self.text)
+        else:
+            name_at, brace_at = self._starts[k]
+            off = brace_at if code & 1 and brace_at >= 0 else name_at
+        return _linecol(self.text, off, self)
+
+
+def _float32(v: float) -> float:
+    """``v`` rounded to float32 (overflow gives a signed inf, as numpy does)."""
+    try:
+        return _F32.unpack(_F32.pack(v))[0]
+    except OverflowError:
+        return math.inf if v > 0 else -math.inf
+
+
+_SPECIAL_F = {k: v for k, v in (("inf", math.inf), ("infinity", math.inf), ("nan", math.nan))}
+_INT_KINDS = frozenset(_INT_RANGES)
+
+
+def _fast_parse(text: str, mt: MessageType, file: str) -> Message:
+    """Parse the plain common subset of the text format; raise _Fallback on anything else."""
+    loc = _StmtLocator(text)
+    root = Message(mt, 0, file, loc)
+    msg: Message | None = root
+    by_name = mt.by_name
+    values, fw = root.values, root.field_where
+    stack: list[tuple[Any, ...]] = []
+    closer = None
+    floats: list[tuple[dict, str, Any]] = []
+    k = -1
+    for name, dq, sq, ival, fval, ident, opn, cls, bad in _STMT.findall(text):
+        k += 1
+        if name:
+            f = by_name.get(name)
+            if f is None:
+                if msg is not None:
+                    msg.unknown.append(name)
+                if opn:  # an unknown message: skipped (still checked by the fast grammar)
+                    stack.append((msg, by_name, values, fw, closer))
+                    msg, by_name, closer = None, {}, _CLOSER[opn]
+                    if len(stack) > MAX_DEPTH:
+                        raise _Fallback
+                continue
+            kind = f.kind
+            if opn:
+                if kind != "message":
+                    raise _Fallback
+                sub = Message(MESSAGES[f.ref], 2 * k + 1, file, loc)  # type: ignore[index]
+                v: Any = sub
+            elif dq or sq:
+                if kind == "string":
+                    v = (dq or sq)[1:-1]
+                elif kind == "bytes":
+                    v = (dq or sq)[1:-1].encode("utf-8")
+                else:
+                    raise _Fallback
+            elif ival:
+                if len(ival) > 21:  # beyond 64 bits: the token parser reports it
+                    raise _Fallback
+                if kind in _INT_KINDS:
+                    v = int(ival)
+                    lo, hi = _INT_RANGES[kind]
+                    if not lo <= v <= hi:
+                        raise _Fallback
+                elif kind == "float":
+                    v = _float32(float(ival))
+                elif kind == "double":
+                    v = float(ival)
+                elif kind == "bool":
+                    if ival == "1":
+                        v = True
+                    elif ival == "0":
+                        v = False
+                    else:
+                        raise _Fallback
+                elif kind == "enum":
+                    iv = int(ival)
+                    for label, num in ENUMS[f.ref].items():  # type: ignore[index]
+                        if num == iv:
+                            v = label
+                            break
+                    else:
+                        raise _Fallback
+                else:
+                    raise _Fallback
+            elif fval:
+                if kind == "float":
+                    v = _float32(float(fval))
+                elif kind == "double":
+                    v = float(fval)
+                else:
+                    raise _Fallback
+            elif ident:
+                if kind == "enum":
+                    if ident not in ENUMS[f.ref]:  # type: ignore[index]
+                        raise _Fallback
+                    v = ident
+                elif kind == "bool":
+                    v = _BOOLS.get(ident)
+                    if v is None:
+                        raise _Fallback
+                elif kind in _FLOAT_KINDS:
+                    v = _SPECIAL_F.get(ident.lower())
+                    if v is None:
+                        raise _Fallback
+                else:
+                    raise _Fallback
+            else:
+                raise _Fallback
+            if f.repeated:
+                lst = values.get(name)
+                if lst is None:
+                    values[name] = [v]
+                    fw[name] = 2 * k
+                    if kind in _FLOAT_KINDS:
+                        floats.append((values, name, _FLOAT_KINDS[kind]))
+                else:
+                    lst.append(v)
+            else:
+                if name in values:
+                    raise _Fallback
+                values[name] = v
+                fw[name] = 2 * k
+            if opn:
+                stack.append((msg, by_name, values, fw, closer))
+                msg, by_name, values, fw, closer = sub, sub.type.by_name, sub.values, sub.field_where, _CLOSER[opn]
+                if len(stack) > MAX_DEPTH:
+                    raise _Fallback
+        elif cls:
+            if cls != closer:
+                raise _Fallback
+            msg, by_name, values, fw, closer = stack.pop()
+        elif bad:
+            raise _Fallback
+    if stack:
+        raise _Fallback
+    for vals, name, dtype in floats:
+        vals[name] = np.asarray(vals[name], dtype)
+    return root
 
 
 def _to_text(data: str | bytes, file: str) -> str:
@@ -362,8 +565,8 @@ def _to_text(data: str | bytes, file: str) -> str:
             head = bytes(data[: e.start])
             line = head.count(b"\n") + 1
             col = e.start - (head.rfind(b"\n") + 1) + 1
-            raise ModelFormatError("text is not valid UTF-8", file=file, line=line, col=col,
-                                   offset=e.start) from None
+            raise ModelFormatError(f"text is not valid UTF-8 (byte 0x{data[e.start]:02x})", file=file, line=line,
+                                   col=col, offset=e.start, expected="UTF-8 text") from None
     return text[1:] if text.startswith("\ufeff") else text
 
 
@@ -382,7 +585,12 @@ def _finish(msg: Message) -> None:
 def parse_message(data: str | bytes, mtype: MessageType | str, *, file: str = "<text>") -> Message:
     """Parse text-format ``data`` as message ``mtype`` (a MessageType or a schema name)."""
     mt = MESSAGES[mtype] if isinstance(mtype, str) else mtype
-    p = _Parser(_to_text(data, file), file)
+    text = _to_text(data, file)
+    try:
+        return _fast_parse(text, mt, file)
+    except _Fallback:
+        pass
+    p = _Parser(text, file)
     msg, _ = p.message(mt, 0, None, 0, 0)
     assert msg is not None
     _finish(msg)

@@ -14,11 +14,13 @@ Two encodings: binary (native little-endian ints/doubles, "long" of 8 or 4 bytes
 executed: functions are kept as opaque bytecode. Every read goes through one bounded reader;
 declared sizes are checked against the bytes left before anything is allocated, nesting is
 limited, and malformed input raises :class:`refnet.errors.ModelFormatError` with the byte
-offset (and line:col for ASCII files) and what was expected.
+offset (and line:col for ASCII files), what was expected, and as ``layer`` the path of
+tables, keys and classes being read (``(nn.Sequential).modules[2] (nn.ReLU).output``).
 """
 
 from __future__ import annotations
 
+import math
 import re
 import struct
 from dataclasses import dataclass, field
@@ -207,7 +209,7 @@ class _Stream:
 
     def take(self, k: int, what: str) -> bytes:
         if k < 0:
-            raise self.error(f"negative length {k} for {what}")
+            raise self.error(f"negative length {k} for {what}", expected="a length >= 0")
         if k > self.left:
             raise self.error(
                 f"truncated file: {what} needs {k} bytes but only {self.left} are left",
@@ -232,9 +234,16 @@ class _Stream:
         return m.group(1)
 
     # -- scalars --------------------------------------------------------------------------
+    def _ascii_int(self, what: str) -> int:
+        at = self.pos
+        tok = self._ascii_token(_INT_RE, what)
+        if len(tok) > 21:  # past 64 bits (and Python's int/str digit limit)
+            raise self.error(f"{what} has {len(tok)} digits", at=at, expected="a 64-bit integer")
+        return int(tok)
+
     def read_int(self, what: str = "an int") -> int:
         if self.ascii:
-            v = int(self._ascii_token(_INT_RE, what))
+            v = self._ascii_int(what)
             self._autospace()
             if not -(1 << 31) <= v < (1 << 31):
                 raise self.error(f"{what} {v} does not fit in 32 bits", expected="a 32-bit int")
@@ -243,7 +252,7 @@ class _Stream:
 
     def read_long(self, what: str = "a long") -> int:
         if self.ascii:
-            v = int(self._ascii_token(_INT_RE, what))
+            v = self._ascii_int(what)
             self._autospace()
             return v
         if self.long_size == 8:
@@ -254,7 +263,7 @@ class _Stream:
         if k == 0:
             return []
         if self.ascii:
-            vals = [int(self._ascii_token(_INT_RE, what)) for _ in range(k)]
+            vals = [self._ascii_int(what) for _ in range(k)]
             self._autospace()
             return vals
         fmt = f"<{k}q" if self.long_size == 8 else f"<{k}i"
@@ -306,7 +315,8 @@ class _Stream:
         toks = np.array(self._ascii_tokens(k, what))
         try:
             if kind == "float":
-                return toks.astype(np.float64).astype(dtype)
+                with np.errstate(over="ignore"):  # out-of-range text numbers become +-inf, as in C
+                    return toks.astype(np.float64).astype(dtype)
             ints = toks.astype(np.int64)
         except (ValueError, OverflowError) as e:
             raise self.error(f"{what}: malformed number ({e})", expected="numbers") from None
@@ -350,6 +360,23 @@ class _Reader:
         self.s = stream
         self.objects: dict[int, Any] = {}
         self.depth = 0
+        # where the reader is: table keys and ("class", name) of torch objects, outermost first;
+        # left as it was when an error propagates, so the error can say where it happened
+        self.path: list[Any] = []
+
+    def where(self) -> str:
+        """The path being read, e.g. ``(nn.Sequential).modules[2] (nn.SpatialConvolution).weight``."""
+        out = ""
+        for p in self.path:
+            if isinstance(p, tuple):
+                out += f" ({p[1]})" if out else f"({p[1]})"
+            elif isinstance(p, str) and p.isidentifier() and len(p) <= 40:
+                out += f".{p}"
+            elif isinstance(p, (int, float)) and not isinstance(p, bool):
+                out += f"[{int(p) if float(p).is_integer() and abs(p) < 1e15 else p}]"
+            else:
+                out += f"[<{type(p).__name__}>]"
+        return out or "(top level)"
 
     def read_object(self) -> Any:
         s = self.s
@@ -411,9 +438,12 @@ class _Reader:
                 f"table declares {size} entries but only {s.left} bytes are left", at=at,
                 expected="a table size that fits in the file",
             )
+        path = self.path
         for _ in range(size):
             k = self.read_object()
+            path.append(k)
             v = self.read_object()
+            path.pop()
             if isinstance(k, float) and k.is_integer():
                 k = int(k)
             if k is None:
@@ -438,12 +468,18 @@ class _Reader:
         m = _TENSOR_RE.match(class_name)
         if m:
             elem = m.group(2) or "Float"  # torch.CudaTensor is float
+            self.path.append(("class", class_name))
             if m.group(3) == "Storage":
-                return self._read_storage(index, class_name, elem)
-            return self._read_tensor(index, class_name, elem)
+                out = self._read_storage(index, class_name, elem)
+            else:
+                out = self._read_tensor(index, class_name, elem)
+            self.path.pop()
+            return out
         obj = TorchObject(class_name, version, index)
         self.objects[index] = obj
+        self.path.append(("class", class_name))
         obj.fields = self.read_object()
+        self.path.pop()
         return obj
 
     def _read_storage(self, index: int, class_name: str, elem: str) -> T7Storage:
@@ -491,9 +527,12 @@ class _Reader:
             )
         # a view can only address elements of a storage that fits in the file: catch misread
         # longs here, before the stream loses its alignment
-        numel = int(np.prod(np.array(sizes, dtype=object))) if ndim else 0
+        numel = math.prod(sizes) if ndim else 0
+        # an empty tensor's other dims must fit too: numpy refuses shapes whose non-zero dims
+        # multiply past its size limit, even with a zero among them
+        extent = math.prod(sz for sz in sizes if sz > 0) if ndim else 0
         reach = offset + sum((sz - 1) * st for sz, st in zip(sizes, strides) if sz > 0)
-        if numel > max(s.n, MAX_VIEW_ELEMENTS) or reach > s.n:
+        if extent > max(s.n, MAX_VIEW_ELEMENTS) or reach > s.n:
             raise s.error(
                 f"{class_name} has absurd sizes {tuple(sizes)} / strides {tuple(strides)} / offset "
                 f"{offset + 1} for a file of {s.n} bytes{_long_hint(s)}",
@@ -502,7 +541,7 @@ class _Reader:
         storage = self.read_object()
         if storage is None:
             if numel != 0:
-                raise s.error(f"{class_name} of size {tuple(sizes)} has no storage", at=sz_at)
+                raise s.error(f"{class_name} of size {tuple(sizes)} has no storage", at=sz_at, expected="a storage")
             t.array = np.zeros(tuple(sizes) if ndim else (0,), dtype=dtype)
             return t
         if not isinstance(storage, T7Storage):
@@ -531,6 +570,9 @@ class _Reader:
             )
         item = arr.dtype.itemsize
         base = arr[offset:]
+        # the stride of a size-1 dim moves nowhere (and may be anything the file says, even
+        # past what a byte stride can hold); the others are bounded by the reach check above
+        strides = [st if sz > 1 else 0 for sz, st in zip(sizes, strides)]
         view = np.lib.stride_tricks.as_strided(
             base, shape=tuple(sizes), strides=tuple(st * item for st in strides), writeable=False
         )
@@ -587,10 +629,16 @@ def read_t7(
 
 def _read_all(data: bytes, source: str, enc: str, long_size: int) -> Any:
     stream = _Stream(data, source, enc, long_size)
+    reader = _Reader(stream)
     try:
-        obj = _Reader(stream).read_object()
+        obj = reader.read_object()
     except RecursionError:
         raise stream.error("objects nested too deeply", expected="a shallower file") from None
+    except ModelFormatError as e:
+        if e.layer is not None or not reader.path:
+            raise
+        raise type(e)(e.message, file=e.file, offset=e.offset, line=e.line, col=e.col, expected=e.expected,
+                      layer=reader.where()) from None
     rest = data[stream.pos:]
     if rest and (enc == "binary" or rest.strip()):
         raise stream.error(

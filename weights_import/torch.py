@@ -13,6 +13,10 @@ by 1 - p, v2 and TotalVariation are identities). ``quirks="cv2"`` reproduces whe
 computes something else: InstanceNormalization (cv2: (x - mu) / sqrt(var + 1e-9) / sqrt(1 + eps)),
 SpatialAveragePooling's divisor for files without count_include_pad, JoinTable's nInputDims
 and MaxUnpooling's output size (cv2 computes it from the pooling geometry).
+
+Hostile files are bounded: modules shared by reference are expanded at every use, up to
+max(20,000, file size / 16) layers and module visits; parameter copies (which expanded,
+stride-0 views and shared tensors multiply) up to max(64 MiB, 2x the file size).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import numpy as np
 
 from refnet.errors import ModelFormatError, UnsupportedLayerError
 from refnet.graph import Graph, Node, output_name
+from refnet.weights_import._util import paused_gc
 from refnet.weights_import.t7 import (
     LuaTable,
     T7Storage,
@@ -42,6 +47,11 @@ __all__ = ["read_torch", "SUPPORTED_MODULES", "NN_PREFIXES"]
 NN_PREFIXES = ("nn.", "cunn.", "cudnn.", "fbcunn.")
 INPUT_NAME = "input"
 MAX_MODULE_DEPTH = 100
+MAX_SIZE_VALUES = 64  # View/Reshape sizes: a tensor has at most 64 dimensions
+MIN_PARAM_BUDGET = 64 << 20  # bytes of parameter copies always allowed, whatever the file size
+# layers always allowed; beyond, one per 16 bytes of file (a serialized module takes well over
+# 16 bytes, so only modules shared by reference and expanded at every use can exceed it)
+MIN_MAX_NODES = 20_000
 
 Value = str | list  # a tensor name, or a Lua table (list) of values
 
@@ -60,6 +70,12 @@ class _Ctx:
     pools: dict[int, tuple[str, str, TorchObject]] = field(default_factory=dict)  # id -> node, input, module
     pools_by_idx: dict[int, tuple[str, str, TorchObject]] = field(default_factory=dict)
     active: set[int] = field(default_factory=set)  # modules on the current path (cycle check)
+    by_name: dict[str, Node] = field(default_factory=dict)
+    max_nodes: int = 0  # layers (and module visits) a file of this size may expand to
+    visits: int = 0
+    # bytes of parameter copies still allowed: expanded (stride-0) views and tensors shared by
+    # many modules must not turn a small file into gigabytes (see read_torch)
+    budget: int = 0
 
     def name(self, label: str) -> str:
         self.counter += 1
@@ -67,8 +83,13 @@ class _Ctx:
 
     def emit(self, name: str, op: str, inputs: list[str], attrs: dict | None = None,
              params: dict | None = None, *, path: str, cls: str, n_out: int = 1) -> str:
+        if len(self.nodes) >= self.max_nodes:
+            raise self.err(path, f"the module tree expands to more than {self.max_nodes} layers (modules shared "
+                           "by reference are expanded at every use)", expected="a module tree that fits the file")
         outs = tuple(output_name(name, i) for i in range(n_out))
-        self.nodes.append(Node(name, op, tuple(inputs), outs, attrs or {}, params or {}))
+        node = Node(name, op, tuple(inputs), outs, attrs or {}, params or {})
+        self.nodes.append(node)
+        self.by_name[name] = node
         self.paths[name] = path
         self.classes[name] = cls
         return name
@@ -119,7 +140,14 @@ def _tensor(ctx: _Ctx, m: TorchObject, path: str, key: str, *, required: bool = 
         raise ctx.err(path, f"{m.class_name}.{key} is a {type(v).__name__}", expected="a tensor")
     a = v.array
     dt = np.float64 if a.dtype == np.float64 else np.float32
-    out = np.array(a, dtype=dt, copy=True)
+    nbytes = a.size * np.dtype(dt).itemsize
+    if nbytes > ctx.budget:
+        raise ctx.err(path, f"{m.class_name}.{key} expands to {a.size} values ({nbytes} bytes); the file's "
+                      "tensors together exceed what a file of its size can hold (expanded or shared views)",
+                      expected="parameters that fit in the file")
+    ctx.budget -= nbytes
+    with np.errstate(over="ignore"):
+        out = np.array(a, dtype=dt, copy=True)
     if size is not None and out.size != size:
         raise ctx.err(path, f"{m.class_name}.{key} has {out.size} values", expected=f"{size} values")
     return out
@@ -128,12 +156,20 @@ def _tensor(ctx: _Ctx, m: TorchObject, path: str, key: str, *, required: bool = 
 def _longs(ctx: _Ctx, m: TorchObject, path: str, key: str) -> tuple[int, ...]:
     """A LongStorage / tensor / table / number field as a tuple of ints (View sizes etc.)."""
     v = m.get(key, None)
+    if isinstance(v, (T7Storage, T7Tensor)) and v.array.size > MAX_SIZE_VALUES:
+        raise ctx.err(path, f"{m.class_name}.{key} holds {v.array.size} sizes",
+                      expected=f"at most {MAX_SIZE_VALUES} sizes")
     if isinstance(v, T7Storage):
         vals = v.array.reshape(-1)
     elif isinstance(v, T7Tensor):
         vals = np.asarray(v.array).reshape(-1)
     elif isinstance(v, LuaTable):
-        vals = np.asarray([x for x in v.array_part()], dtype=np.float64)
+        items = v.array_part()
+        if len(items) > MAX_SIZE_VALUES or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                   for x in items):
+            raise ctx.err(path, f"{m.class_name}.{key} is a table of {len(items)} values",
+                          expected=f"at most {MAX_SIZE_VALUES} numbers")
+        vals = np.asarray(items, dtype=np.float64)
     elif isinstance(v, (int, float)) and not isinstance(v, bool):
         vals = np.asarray([v])
     else:
@@ -221,7 +257,8 @@ def _conv(ctx, m, path, nn, x):
     n_out = _int(ctx, m, path, "nOutputPlane", lo=1)
     groups = _int(ctx, m, path, "groups", 1, lo=1)
     if n_in % groups or n_out % groups:
-        raise ctx.err(path, f"groups {groups} does not divide {n_in} -> {n_out} planes")
+        raise ctx.err(path, f"groups {groups} does not divide {n_in} -> {n_out} planes",
+                      expected="groups dividing both plane counts")
     dilh, dilw = 1, 1
     if nn == "SpatialDilatedConvolution":
         dilw, dilh = _int(ctx, m, path, "dilationW", 1, lo=1), _int(ctx, m, path, "dilationH", 1, lo=1)
@@ -241,10 +278,12 @@ def _full_conv(ctx, m, path, nn, x):
     n_out = _int(ctx, m, path, "nOutputPlane", lo=1)
     groups = _int(ctx, m, path, "groups", 1, lo=1)
     if n_in % groups or n_out % groups:
-        raise ctx.err(path, f"groups {groups} does not divide {n_in} -> {n_out} planes")
+        raise ctx.err(path, f"groups {groups} does not divide {n_in} -> {n_out} planes",
+                      expected="groups dividing both plane counts")
     aw, ah = _int(ctx, m, path, "adjW", 0, lo=0), _int(ctx, m, path, "adjH", 0, lo=0)
     if ah >= dh and ah > 0 or aw >= dw and aw > 0:
-        raise ctx.err(path, f"adjH/adjW {ah}/{aw} must be smaller than the stride {dh}/{dw}")
+        raise ctx.err(path, f"adjH/adjW {ah}/{aw} must be smaller than the stride {dh}/{dw}",
+                      expected="adj < stride")
     shape = (n_in, n_out // groups, kh, kw)
     w = _tensor(ctx, m, path, "weight", size=math.prod(shape)).reshape(shape)
     b = _tensor(ctx, m, path, "bias", required=False, size=n_out)
@@ -258,7 +297,7 @@ def _full_conv(ctx, m, path, nn, x):
 def _pool_attrs(ctx, m, path):
     kh, kw, dh, dw, ph, pw = _conv_geometry(ctx, m, path)
     if 2 * ph > kh or 2 * pw > kw:
-        raise ctx.err(path, f"pad {ph}x{pw} larger than half the {kh}x{kw} window")
+        raise ctx.err(path, f"pad {ph}x{pw} larger than half the {kh}x{kw} window", expected="2 * pad <= kernel")
     return {"kernel": (kh, kw), "stride": (dh, dw), "pad": (ph, pw, ph, pw),
             "ceil_mode": _bool(m, "ceil_mode"), "global_pooling": False}
 
@@ -305,7 +344,7 @@ def _unpool(ctx, m, path, nn, x):
         raise ctx.err(path, "SpatialMaxUnpooling refers to no SpatialMaxPooling run before it",
                       expected="a `pooling` module that precedes the unpooling")
     pname, pinput, pm = rec
-    pnode = next(n for n in ctx.nodes if n.name == pname)
+    pnode = ctx.by_name[pname]
     if len(pnode.outputs) < 2:  # pragma: no cover - pre-scan marks every referenced pool
         raise ctx.err(path, "internal: pooling indices were not requested")
     attrs = {k: pnode.attrs[k] for k in ("kernel", "stride", "pad")}
@@ -404,7 +443,7 @@ def _bn_params(ctx, m, path, eps):
         params["bias"] = b.reshape(-1)
     if any(v.size != n for v in params.values()):
         raise ctx.err(path, f"{m.class_name} parameter sizes differ: "
-                      + ", ".join(f"{k} {v.size}" for k, v in params.items()))
+                      + ", ".join(f"{k} {v.size}" for k, v in params.items()), expected=f"{n} values each")
     return params
 
 
@@ -428,7 +467,7 @@ def _instance_norm(ctx, m, path, nn, x):
     if b is not None:
         params["bias"] = b.reshape(-1)
     if any(v.size != n for v in params.values()):
-        raise ctx.err(path, "InstanceNormalization weight and bias sizes differ")
+        raise ctx.err(path, "InstanceNormalization weight and bias sizes differ", expected=f"{n} values each")
     # cv2 builds two layers, MVN then BatchNorm(mean 0, var 1, weight, bias): so do we
     if ctx.quirks == "cv2":  # cv2: MVN eps 1e-9, then the BatchNorm divides by sqrt(1 + eps)
         mvn_eps, bn_eps = 1e-9, eps
@@ -513,7 +552,8 @@ def _narrow(ctx, m, path, nn, x):
     attrs = {"dimension": _int(ctx, m, path, "dimension"), "index": _int(ctx, m, path, "index", lo=1),
              "length": _int(ctx, m, path, "length", 1)}
     if attrs["dimension"] == 0 or attrs["length"] == 0:
-        raise ctx.err(path, f"Narrow({attrs['dimension']}, {attrs['index']}, {attrs['length']})")
+        raise ctx.err(path, f"Narrow({attrs['dimension']}, {attrs['index']}, {attrs['length']})",
+                      expected="a non-zero dimension and length")
     return ctx.emit(ctx.name("Narrow"), "torch_narrow", [x], attrs, path=path, cls=m.class_name)
 
 
@@ -567,10 +607,14 @@ SUPPORTED_MODULES: frozenset[str] = frozenset(_LEAVES) | frozenset(_CONTAINERS)
 
 def _module(ctx: _Ctx, m: TorchObject, value: Value, path: str, depth: int) -> Value:
     if depth > MAX_MODULE_DEPTH:
-        raise ctx.err(path, f"modules nested deeper than {MAX_MODULE_DEPTH} levels")
+        raise ctx.err(path, f"modules nested deeper than {MAX_MODULE_DEPTH} levels", expected="shallower nesting")
     if id(m) in ctx.active:
         raise ctx.err(path, f"{m.class_name} contains itself (cyclic module reference)",
                       expected="a module tree without cycles")
+    ctx.visits += 1
+    if ctx.visits > ctx.max_nodes:
+        raise ctx.err(path, f"the module tree expands to more than {ctx.max_nodes} modules (modules shared by "
+                      "reference are expanded at every use)", expected="a module tree that fits the file")
     ctx.active.add(id(m))
     try:
         return _module_body(ctx, m, value, path, depth)
@@ -598,7 +642,8 @@ def _module_body(ctx: _Ctx, m: TorchObject, value: Value, path: str, depth: int)
     if nn == "ParallelTable":
         items = _table(ctx, value, m, path)
         if len(items) < len(kids):
-            raise ctx.err(path, f"ParallelTable of {len(kids)} modules receives a table of {len(items)}")
+            raise ctx.err(path, f"ParallelTable of {len(kids)} modules receives a table of {len(items)}",
+                      expected=f"a table of {len(kids)}")
         return [_module(ctx, c, v, cp, depth + 1) for (cp, c), v in zip(kids, items)]
     if nn in ("Concat", "DepthConcat"):
         x = _one(ctx, value, m, path)
@@ -655,7 +700,19 @@ def _find_roots(obj: Any, path: str, out: list, seen: set[int], depth: int = 0) 
         out.append((path, obj))
     elif isinstance(obj, LuaTable):
         for k, v in obj.items():
-            _find_roots(v, f"{path}[{k!r}]" if path else str(k), out, seen, depth + 1)
+            label = _key_label(k)
+            if not path and isinstance(k, str) and len(k) <= 40:
+                label = k  # a checkpoint's top-level key: `model.modules[2]`
+            _find_roots(v, f"{path}[{label}]" if path else label, out, seen, depth + 1)
+
+
+def _key_label(k: Any) -> str:
+    """A short label of a table key for module paths (a key may be a huge table or string)."""
+    if isinstance(k, str):
+        return repr(k) if len(k) <= 40 else repr(k[:40]) + "..."
+    if isinstance(k, (bool, int, float)):
+        return repr(k)
+    return f"<{type(k).__name__}>"
 
 
 def _prescan(ctx: _Ctx, root: TorchObject) -> None:
@@ -687,6 +744,13 @@ def read_torch(path: str | os.PathLike | None, *, quirks: str = "none", long_siz
     ``data``: the file's bytes (then ``path`` only names the source in messages). ``quirks``:
     "none" = Torch7 semantics, "cv2" = what cv2.dnn.readNetFromTorch computes.
     """
+    with paused_gc():
+        return _read_torch(path, quirks=quirks, long_size=long_size, data=data)
+
+
+def _read_torch(path: str | os.PathLike | None, *, quirks: str = "none", long_size: int | None = None,
+               data: bytes | None = None) -> Graph:
+    """read_torch without the garbage-collector pause."""
     if quirks not in ("none", "cv2"):
         raise ValueError(f"quirks must be 'none' or 'cv2', got {quirks!r}")
     source = str(path) if path is not None else "<bytes>"
@@ -702,8 +766,9 @@ def read_torch(path: str | os.PathLike | None, *, quirks: str = "none", long_siz
     _find_roots(obj, "", roots, set())
     if not roots:
         raise ModelFormatError(f"no nn module in the file (top object is a {type(obj).__name__})",
-                               file=source, expected="a torch.save'd nn module or a table holding one")
-    ctx = _Ctx(source, quirks)
+                               file=source, offset=0, expected="a torch.save'd nn module or a table holding one")
+    ctx = _Ctx(source, quirks, budget=max(MIN_PARAM_BUDGET, 2 * len(data)),
+               max_nodes=max(MIN_MAX_NODES, len(data) // 16))
     value: Value = INPUT_NAME
     for _, r in roots:
         _prescan(ctx, r)
