@@ -341,8 +341,9 @@ class Net:
                 raise ShapeError(f"the model has inputs {list(self.input_names)}; pass a dict {{name: array}}")
             x = {self.input_names[0]: x}
         if len(x) != len(self.input_names) or any(k not in x for k in self.input_names):
-            raise ShapeError(f"inputs must be exactly {list(self.input_names)}", expected=list(self.input_names),
-                             got=list(x))
+            want = {k: (tuple(self.graph.input_shapes[k]) if self.graph.input_shapes.get(k) else None)
+                    for k in self.input_names}
+            raise ShapeError(f"inputs must be exactly {list(self.input_names)}", expected=want, got=list(x))
         feeds = {}
         for k, v in x.items():
             a = np.asarray(v)

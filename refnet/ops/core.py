@@ -270,7 +270,21 @@ def _clip(node, xs, p, ctx):
     return kern("clip", ctx)(xs[0], float(node.attrs.get("min", 0.0)), float(node.attrs.get("max", 6.0)))
 
 
-@register("prelu", shape=same_shape)
+def _per_channel_param_shape(param: str):
+    """Shape function of an elementwise op with a per-channel (or one shared) parameter."""
+
+    def shape(node, shapes):
+        x = tuple(shapes[0])
+        v = node.params.get(param)
+        if v is not None and v.size != 1 and (len(x) < 2 or v.size != x[1]):
+            raise ShapeError(f"{param} has {v.size} values for {x[1] if len(x) > 1 else '?'} channels",
+                             layer=node.name, expected=f"1 or {x[1] if len(x) > 1 else '?'}", got=v.size)
+        return [x]
+
+    return shape
+
+
+@register("prelu", shape=_per_channel_param_shape("slope"))
 def _prelu(node, xs, p, ctx):
     return kern("prelu", ctx)(xs[0], p["slope"].reshape(-1))
 
@@ -423,7 +437,7 @@ def _lrn(node, xs, p, ctx):
                             region=a.get("region", "across"))
 
 
-@register("normalize", shape=same_shape)
+@register("normalize", shape=_per_channel_param_shape("scale"))
 def _normalize(node, xs, p, ctx):
     a = node.attrs
     scale = p.get("scale")
