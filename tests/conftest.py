@@ -48,6 +48,18 @@ def assert_close(a: np.ndarray, ref: np.ndarray, tol: str | float, what: str = "
     assert e <= t, f"{what}: relative error {e:.3g} > {t:g}"
 
 
+def conv_oracle(x: np.ndarray, w: np.ndarray, b: np.ndarray, pad: int) -> np.ndarray:
+    """Stride-1 convolution by explicit shifted einsum in float64 (an oracle independent of refnet's kernels)."""
+    x = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    co, ci, kh, kw = w.shape
+    ho, wo = x.shape[2] - kh + 1, x.shape[3] - kw + 1
+    y = np.zeros((x.shape[0], co, ho, wo))
+    for i in range(kh):
+        for j in range(kw):
+            y += np.einsum("nchw,oc->nohw", x[:, :, i:i + ho, j:j + wo], w[:, :, i, j])
+    return y + b[None, :, None, None]
+
+
 # --- real models --------------------------------------------------------------------------
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

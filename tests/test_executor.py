@@ -8,23 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import assert_close
+from conftest import assert_close, conv_oracle
 
 from refnet.errors import ModelFormatError, ShapeError, UnsupportedLayerError
 from refnet.graph import Graph, Node
 from refnet.net import Net
-
-
-def conv_oracle(x, w, b, pad):
-    """Stride-1 convolution by explicit shifted einsum, float64."""
-    x = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pad, pad), (pad, pad)))
-    co, ci, kh, kw = w.shape
-    ho, wo = x.shape[2] - kh + 1, x.shape[3] - kw + 1
-    y = np.zeros((x.shape[0], co, ho, wo))
-    for i in range(kh):
-        for j in range(kw):
-            y += np.einsum("nchw,oc->nohw", x[:, :, i:i + ho, j:j + wo], w[:, :, i, j])
-    return y + b[None, :, None, None]
 
 
 def make_net(rng, with_branch=False):

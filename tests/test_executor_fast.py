@@ -10,21 +10,10 @@ import threading
 
 import numpy as np
 import pytest
-from conftest import assert_close
+from conftest import assert_close, conv_oracle
 
 from refnet.graph import Graph, Node
 from refnet.net import Net, get_num_threads, set_num_threads
-
-
-def conv_ref(x, w, b, pad):
-    x = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pad, pad), (pad, pad)))
-    co, ci, kh, kw = w.shape
-    ho, wo = x.shape[2] - kh + 1, x.shape[3] - kw + 1
-    y = np.zeros((x.shape[0], co, ho, wo))
-    for i in range(kh):
-        for j in range(kw):
-            y += np.einsum("nchw,oc->nohw", x[:, :, i:i + ho, j:j + wo], w[:, :, i, j])
-    return y + b[None, :, None, None]
 
 
 def chan(v):
@@ -46,7 +35,7 @@ def test_conv_bn_scale_power_prelu_fold_into_one_step(rng):
     ]
     net = Net(Graph(nodes, ["data"], {"data": (2, 3, 7, 8)}))
     x = rng.normal(size=(2, 3, 7, 8))
-    y = (conv_ref(x, w, b, 1) - chan(mean)) / np.sqrt(chan(var) + 1e-3) * chan(gamma) + chan(beta)
+    y = (conv_oracle(x, w, b, 1) - chan(mean)) / np.sqrt(chan(var) + 1e-3) * chan(gamma) + chan(beta)
     y = 0.9 * y + 0.25
     want = np.where(y > 0, y, y * chan(slope)).reshape(2, -1)
     out = net.forward(x)["flat"]
@@ -58,7 +47,7 @@ def test_conv_bn_scale_power_prelu_fold_into_one_step(rng):
     assert plan.steps[0].node.attrs["activation"] == "prelu"
     # asking for an intermediate stops the fusion there and still gives the right values
     mid = net.forward(x, outputs=["bn", "flat"])
-    assert_close(mid["bn"], (conv_ref(x, w, b, 1) - chan(mean)) / np.sqrt(chan(var) + 1e-3), "f32_vs_f64", "bn")
+    assert_close(mid["bn"], (conv_oracle(x, w, b, 1) - chan(mean)) / np.sqrt(chan(var) + 1e-3), "f32_vs_f64", "bn")
     assert_close(mid["flat"], want, "f32_vs_f64", "flat after a partial fusion")
 
 
@@ -125,8 +114,8 @@ def test_buffers_reused_safely_and_never_returned(rng):
     xs = [rng.normal(size=(1, 3, 6, 5)) for _ in range(3)]
 
     def want(x):
-        a = conv_ref(x, w1, np.zeros(4), 1).reshape(1, -1)
-        b = np.maximum(conv_ref(x, w2, np.zeros(4), 1), 0).reshape(1, -1)
+        a = conv_oracle(x, w1, np.zeros(4), 1).reshape(1, -1)
+        b = np.maximum(conv_oracle(x, w2, np.zeros(4), 1), 0).reshape(1, -1)
         return 1 / (1 + np.exp(-a)) + b
 
     outs = [net.forward(x)["sum"] for x in xs]
@@ -142,7 +131,7 @@ def test_buffers_reused_safely_and_never_returned(rng):
     # requested intermediates are fresh arrays too
     r1 = net.forward(xs[0], outputs=["c2", "sum"])
     net.forward(xs[1], outputs=["c2", "sum"])
-    assert_close(r1["c2"], conv_ref(xs[0], w2, np.zeros(4), 1), "f32_vs_f64", "c2 kept")
+    assert_close(r1["c2"], conv_oracle(xs[0], w2, np.zeros(4), 1), "f32_vs_f64", "c2 kept")
 
 
 def test_program_cache_per_shape_and_bounded(rng):
@@ -150,7 +139,7 @@ def test_program_cache_per_shape_and_bounded(rng):
     for h in range(5, 16):
         x = rng.normal(size=(1, 3, h, 5))
         y = net.forward(x, outputs=["c1"])["c1"]
-        assert_close(y, conv_ref(x, w1, np.zeros(4), 1), "f32_vs_f64", f"h={h}")
+        assert_close(y, conv_oracle(x, w1, np.zeros(4), 1), "f32_vs_f64", f"h={h}")
     assert len(net._programs) <= 8
 
 
@@ -179,14 +168,14 @@ def test_sibling_convs_merge_with_their_own_activations(rng):
     ]
     net = Net(Graph(nodes, ["data"], {"data": (2, 2, 5, 6)}))
     x = rng.normal(size=(2, 2, 5, 6))
-    yb = conv_ref(x, w2, b2, 1)
-    want = np.concatenate([conv_ref(x, w1, b1, 1), np.where(yb > 0, yb, yb * chan(slope)), conv_ref(x, w3, b3, 0)],
-                          axis=1)
+    yb = conv_oracle(x, w2, b2, 1)
+    want = np.concatenate([conv_oracle(x, w1, b1, 1), np.where(yb > 0, yb, yb * chan(slope)),
+                           conv_oracle(x, w3, b3, 0)], axis=1)
     assert_close(net.forward(x)["cat"], want, "f32_vs_f64", "merged siblings")
     plan = net._plan(("cat",), True)
     assert [s.node.op for s in plan.steps] == ["conv", "slice", "conv", "concat"]
     got = net.forward(x, outputs=["a", "cat"])
-    assert_close(got["a"], conv_ref(x, w1, b1, 1), "f32_vs_f64", "a requested")
+    assert_close(got["a"], conv_oracle(x, w1, b1, 1), "f32_vs_f64", "a requested")
     assert_close(got["cat"], want, "f32_vs_f64", "cat")
 
 
@@ -223,7 +212,7 @@ def test_concurrent_forward_passes(rng):
         t.join()
     assert not errors
     for i, x in enumerate(xs):
-        assert_close(res[i], conv_ref(x, w1, np.zeros(4), 1), "f32_vs_f64", f"thread {i}")
+        assert_close(res[i], conv_oracle(x, w1, np.zeros(4), 1), "f32_vs_f64", f"thread {i}")
 
 
 def test_nan_and_errors_still_name_the_layer(rng):
@@ -246,7 +235,7 @@ def test_only_the_needed_layers_run_and_are_validated(rng):
     ]
     net = Net(Graph(nodes, ["data"], {"data": (1, 2, 8, 8)}))
     x = rng.normal(size=(1, 2, 4, 5))
-    assert_close(net.forward(x, outputs=["c"])["c"], conv_ref(x, w, np.zeros(3), 1), "f32_vs_f64", "c")
+    assert_close(net.forward(x, outputs=["c"])["c"], conv_oracle(x, w, np.zeros(3), 1), "f32_vs_f64", "c")
     assert [s.node.name for s in net._plan(("c",), True).steps] == ["c"]
     with pytest.raises(Exception, match="'p'"):
         net.forward(x)

@@ -13,7 +13,8 @@ import tracemalloc
 import fuzzlib as F
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from fuzzhyp import fuzz_settings, mutated
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from writers import caffe_writer as CW
 
@@ -22,23 +23,14 @@ from refnet.weights_import import protobuf as PB
 from refnet.weights_import.caffe import read_caffe
 from refnet.weights_import.caffe_schema import MESSAGES
 
-FUZZ = settings(max_examples=F.examples(1200), deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-
-
-@st.composite
-def mutated(draw, n_ops: int | None = None) -> F.Case:
-    seed = draw(st.sampled_from(F.seeds("caffemodel")))
-    rnd = draw(st.randoms(use_true_random=False))
-    data, how = F.mutate(seed, rnd, n_ops)
-    return seed.case(data, f"{seed.name}/{how}")
+FUZZ = fuzz_settings(1200)
 
 
 def _seed(name: str) -> F.Seed:
     return next(s for s in F.seeds("caffemodel") if s.name == name)
 
 
-@given(mutated())
+@given(mutated("caffemodel"))
 @FUZZ
 def test_mutated_caffemodel_loads_or_raises_a_located_refnet_error(case):
     F.run_case(case)
@@ -219,7 +211,7 @@ def _both(data: bytes):
     return generic, fast, public
 
 
-@given(mutated(n_ops=1))
+@given(mutated("caffemodel", n_ops=1))
 @FUZZ
 def test_fast_weights_decoder_equals_the_generic_decoder(case):
     generic, fast, public = _both(case.files["caffemodel"])

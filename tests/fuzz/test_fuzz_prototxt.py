@@ -13,7 +13,8 @@ import random
 import fuzzlib as F
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from fuzzhyp import fuzz_settings, mutated
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from refnet.errors import ModelFormatError
@@ -21,19 +22,10 @@ from refnet.weights_import import prototxt as P
 from refnet.weights_import.caffe import read_caffe
 from refnet.weights_import.caffe_schema import MESSAGES
 
-FUZZ = settings(max_examples=F.examples(800), deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = fuzz_settings(800)
 
 
-@st.composite
-def mutated(draw, fmt: str = "prototxt", n_ops: int | None = None) -> F.Case:
-    seed = draw(st.sampled_from(F.seeds(fmt)))
-    rnd = draw(st.randoms(use_true_random=False))
-    data, how = F.mutate(seed, rnd, n_ops)
-    return seed.case(data, f"{seed.name}/{how}")
-
-
-@given(mutated())
+@given(mutated("prototxt"))
 @FUZZ
 def test_mutated_prototxt_loads_or_raises_a_located_refnet_error(case):
     F.run_case(case)
@@ -148,7 +140,7 @@ def _check_fast_path_agrees(data: bytes) -> bool:
     return True
 
 
-@given(mutated(n_ops=1))
+@given(mutated("prototxt", n_ops=1))
 @FUZZ
 def test_fast_path_equals_token_parser_on_mutated_text(case):
     _check_fast_path_agrees(case.files["prototxt"])

@@ -14,7 +14,8 @@ import tracemalloc
 import fuzzlib as F
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from fuzzhyp import fuzz_settings, mutated
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from writers import t7_writer as TW
 
@@ -22,16 +23,7 @@ from refnet.errors import ModelFormatError, UnsupportedLayerError
 from refnet.weights_import.t7 import MAX_DEPTH, read_t7
 from refnet.weights_import.torch import read_torch
 
-FUZZ = settings(max_examples=F.examples(600), deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-
-
-@st.composite
-def mutated(draw, fmt: str) -> F.Case:
-    seed = draw(st.sampled_from(F.seeds(fmt)))
-    rnd = draw(st.randoms(use_true_random=False))
-    data, how = F.mutate(seed, rnd)
-    return seed.case(data, f"{seed.name}/{how}")
+FUZZ = fuzz_settings(600)
 
 
 @given(mutated("t7"))
