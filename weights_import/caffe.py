@@ -20,7 +20,6 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -28,8 +27,11 @@ import numpy as np
 
 from refnet.errors import ModelFormatError, UnsupportedLayerError
 from refnet.graph import Graph, Node, freeze, output_name
+from refnet.weights_import import _wirescan as WS
 from refnet.weights_import._util import paused_gc
-from refnet.weights_import.caffe_schema import MESSAGES
+from refnet.weights_import._wirescan import OK as SCAN_OK
+from refnet.weights_import._wirescan import scan_weights
+from refnet.weights_import.caffe_schema import ENUMS, MESSAGES
 from refnet.weights_import.protobuf import Message, Reader, decode_message, decode_weights
 from refnet.weights_import.prototxt import parse_message
 
@@ -153,8 +155,9 @@ class _Layer:
     type: str
     bottom: list[str]
     top: list[str]
-    msg: Message
+    msg: Message | None  # None for a weights layer from the compiled index (its blobs are in arrays)
     blobs: list[Message]
+    arrays: list[np.ndarray] | None = None  # the blobs already decoded (see _scanned_weights)
 
     def param(self, name: str) -> Message:
         """The ``<name>`` parameter message, or an empty one (all defaults) when absent."""
@@ -240,6 +243,53 @@ def blob_array(b: Message, layer: str) -> np.ndarray:
 
 
 _RAW_DTYPES = {"FLOAT16": np.dtype("<f2"), "FLOAT": np.dtype("<f4"), "DOUBLE": np.dtype("<f8")}
+_V1_TYPE_NUMBERS = frozenset(ENUMS["V1LayerType"].values())
+SCAN_PLACED = [WS.B_OFF, WS.B_SHAPE0, WS.B_SHAPE_N, WS.B_COUNT, WS.B_DST, WS.B_BITS]
+
+
+def _scanned_weights(buf: bytes) -> list[_Layer] | None:
+    """The caffemodel's layers that carry blobs, each with its blobs as arrays, from the
+    compiled index (weights_import/_wirescan.py); None when the file is not of the plain
+    well-formed kind the index covers (then the schema-driven decoder reads it, and reports
+    what is wrong). Accepts exactly what that decoder plus :func:`blob_array` accept, with
+    the same result; tests/fuzz/test_fuzz_caffemodel.py checks it on every mutated file."""
+    if not isinstance(buf, bytes):
+        buf = bytes(buf)
+    u8 = np.frombuffer(buf, np.uint8)
+    status, layer_rows, blob_rows, dims = scan_weights(u8)
+    if status != SCAN_OK:
+        return None
+    layer_rows = layer_rows.tolist()
+    if len({row[0] for row in layer_rows}) > 1:
+        return None  # V1 and V2 layers mixed: _layers_of reports it
+    blob_rows = blob_rows[:, SCAN_PLACED].tolist()
+    dims = dims.tolist()
+    # all float32 (float64) blobs' bytes gathered into one aligned, writable array, in blob order
+    flat = {bits: np.concatenate([u8[r[0]:r[0] + r[3] * bits // 8] for r in blob_rows if r[5] == bits]
+                                 or [u8[:0]]).view(dt).astype(dt.newbyteorder("="), copy=False)
+            for bits, dt in ((32, np.dtype("<f4")), (64, np.dtype("<f8")))}
+    out: list[_Layer] = []
+    try:
+        for v1, _at, name_at, name_len, type_at, type_len, b0, nb in layer_rows:
+            name = buf[name_at:name_at + name_len].decode("utf-8") if name_at >= 0 else ""
+            if v1:
+                if type_at >= 0 and type_len not in _V1_TYPE_NUMBERS:
+                    return None
+            elif type_at >= 0:
+                buf[type_at:type_at + type_len].decode("utf-8")  # the decoder checks it too
+            if not nb:
+                continue
+            arrays = []
+            for off, s0, sn, count, dst, bits in blob_rows[b0:b0 + nb]:
+                shape = tuple(dims[s0:s0 + sn])
+                if bits == 16:  # fp16 raw_data, widened to float32 as blob_array does
+                    arrays.append(np.frombuffer(buf, "<f2", count, off).astype(np.float32).reshape(shape))
+                else:
+                    arrays.append(flat[bits][dst:dst + count].reshape(shape))
+            out.append(_Layer(name, "", [], [], None, [], arrays))
+    except UnicodeDecodeError:
+        return None
+    return out
 
 
 def _raw_blob_data(b: Message, layer: str, shape: tuple[int, ...], count: int) -> np.ndarray:
@@ -268,11 +318,11 @@ def _hw(L: _Layer, p: Message, name: str, default: int | None) -> tuple[int, int
     """
     pv = p.values
     hn, wn = _HW_NAMES[name]
-    h, w = pv.get(hn), pv.get(wn)
     v = pv.get(name)
     if isinstance(v, list) and not v:
         v = None  # an empty repeated field (`pad: []`) counts as absent
-    if h is not None or w is not None:
+    if hn in pv or wn in pv:
+        h, w = pv.get(hn), pv.get(wn)
         if v is not None:
             raise L.error(f"either {name} or {hn}/{wn} may be given, not both", name, expected="one of the two")
         if h is None:
@@ -927,15 +977,20 @@ def _read_caffe(prototxt: str | os.PathLike | None = None,
     if text_data is None and bin_data is None:
         raise ValueError("read_caffe needs a prototxt and/or a caffemodel")
     text_net = parse_net_text(text_data, file=text_file) if text_data is not None else None
-    bin_net = (parse_net_binary(bin_data, file=bin_file, weights_only=text_net is not None)
-               if bin_data is not None else None)
+    weights: list[_Layer] | None = None
+    if text_net is not None and bin_data is not None:
+        weights = _scanned_weights(bin_data)
+    bin_net = None
+    if bin_data is not None and weights is None:
+        bin_net = parse_net_binary(bin_data, file=bin_file, weights_only=text_net is not None)
     defs_net = text_net if text_net is not None else bin_net
     assert defs_net is not None
     layers = _layers_of(defs_net)
     if text_net is None and not layers:
         raise ModelFormatError("the caffemodel has no layer definitions and no prototxt was "
                                "given", file=bin_file, offset=0, expected="a .prototxt")
-    weights = _layers_of(bin_net) if bin_net is not None and text_net is not None else []
+    if weights is None:
+        weights = _layers_of(bin_net) if bin_net is not None and text_net is not None else []
     return _build_graph(defs_net, layers, weights, quirks,
                         source=str(prototxt if prototxt is not None else caffemodel or ""),
                         defs_file=text_file if text_net is not None else bin_file)
@@ -943,7 +998,8 @@ def _read_caffe(prototxt: str | os.PathLike | None = None,
 
 def _read_file(path: str | os.PathLike, label: str) -> bytes:
     try:
-        return Path(path).read_bytes()
+        with open(path, "rb", buffering=0) as f:  # unbuffered: one read of the whole file
+            return f.readall()
     except FileNotFoundError:
         raise  # a missing file is not a malformed model (the CLI reports it in one line too)
     except OSError as e:
@@ -1006,7 +1062,7 @@ def _build_graph(net: Message, layers: list[_Layer], weights: list[_Layer], quir
     by_name: dict[str, list[_Layer]] = {}
     taken: dict[str, int] = {}  # how many of by_name[name] earlier layers of that name consumed
     for w in weights:
-        if w.blobs:
+        if w.blobs or w.arrays:
             by_name.setdefault(w.name, []).append(w)
 
     def unique(name: str, final: str | None = None) -> str:
@@ -1055,7 +1111,8 @@ def _build_graph(net: Message, layers: list[_Layer], weights: list[_Layer], quir
             blob_layer = src[k] if k < len(src) else L
         else:
             blob_layer = L
-        blobs = [blob_array(b, L.name) for b in blob_layer.blobs]
+        blobs = (blob_layer.arrays if blob_layer.arrays is not None
+                 else [blob_array(b, L.name) for b in blob_layer.blobs])
         # cv2 4.x names a Convolution layer (not ConvolutionDepthwise) after its first top
         name = unique(L.name, L.top[0] if L.type == "Convolution" and L.top else None)
         ctx = _Ctx(L, blobs, quirks, quirk_log, name)

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from refnet.errors import ModelFormatError
+from refnet.weights_import import _textscan as TS
 from refnet.weights_import.caffe_schema import ENUMS, MESSAGES, Field, MessageType
 from refnet.weights_import.protobuf import MAX_DEPTH, Message
 
@@ -359,66 +360,30 @@ def _linecol(text: str, offset: int, holder: Any) -> tuple[int, int]:
 
 
 # ---- the fast path ------------------------------------------------------------------------------
-# One regex match per statement of the common, plain forms: ``name: value`` (an unescaped
-# string, a decimal number or an identifier, then an optional ``,``/``;``), ``name {`` /
-# ``name: {`` / ``name <`` and a closing ``}``/``>``. Whitespace and comments between
-# statements are skipped whole (the comment rule forces a comment to run to the end of its
-# line, so no match can start inside one); every position matches, so the matches tile the
-# text. A ``bad`` group (any other character) or any rule the fast loop does not handle
-# itself (escapes, lists, hex/octal, out-of-range values, errors of every kind) makes
+# weights_import/_textscan.py scans the plain, common subset of the format in compiled code
+# (tokens, field names, value kinds and ranges, nesting) and returns one row per statement;
+# _fast_parse makes the Messages from the rows. Anything the scanner does not take itself
+# (escapes, lists, hex/octal, out-of-range values, errors of every kind) makes
 # :func:`parse_message` rerun the token parser above, which gives the answer or the error.
-_STMT = re.compile(
-    r"""\s*(?:\#[^\n]*(?![^\n])\s*)*
-    (?: ([A-Za-z_][A-Za-z0-9_]*)[ \t]*
-        (?: :[ \t]*
-            (?: ("[^"\\\n]*")
-              | ('[^'\\\n]*')
-              | (-?(?:0|[1-9][0-9]*))(?![0-9A-Za-z_.])
-              | (-?(?:[0-9]+\.[0-9]*(?:[eE][+-]?[0-9]+)?|\.[0-9]+(?:[eE][+-]?[0-9]+)?|[0-9]+[eE][+-]?[0-9]+))
-                (?![0-9A-Za-z_.])
-              | ([A-Za-z_][A-Za-z0-9_]*)
-            )[ \t]*[,;]?
-          | :?[ \t]*([{<])
-        )
-      | ([}>])[ \t]*[,;]?
-      | ([^\s\#])
-      | \Z
-    )""",
-    re.VERBOSE,
-)
-_CLOSER = {"{": "}", "<": ">"}
-_F32 = struct.Struct("<f")
-
-
 class _Fallback(Exception):
     """The fast path met something it leaves to the token parser."""
 
 
-class _StmtLocator:
-    """Positions of the fast path: code ``2k`` is statement k's field name, ``2k + 1`` its
-    opening brace; resolved to ``(line, col)`` only when an error needs one."""
+class _OffsetLocator:
+    """Positions of the fast path: byte offsets into the UTF-8 text, resolved to
+    ``(line, col)`` only when an error needs one."""
 
-    __slots__ = ("text", "_starts", "_line_starts")
+    __slots__ = ("text", "raw", "_line_starts")
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, raw: bytes) -> None:
         self.text = text
-        self._starts: list[tuple[int, int]] | None = None
+        self.raw = raw
         self._line_starts: list[int] | None = None
 
-    def linecol(self, code: int) -> tuple[int, int]:
-        if self._starts is None:
-            st = []
-            for m in _STMT.finditer(self.text):
-                first = next((m.start(g) for g in (1, 8, 9) if m.start(g) >= 0), m.end())
-                st.append((first, m.start(7)))
-            self._starts = st
-        k = code >> 1
-        if k >= len(self._starts):
-            off = len(self.text)
-        else:
-            name_at, brace_at = self._starts[k]
-            off = brace_at if code & 1 and brace_at >= 0 else name_at
-        return _linecol(self.text, off, self)
+    def linecol(self, offset: int) -> tuple[int, int]:
+        if len(self.raw) != len(self.text):  # non-ASCII text: count characters, not bytes
+            offset = len(self.raw[:offset].decode("utf-8"))
+        return _linecol(self.text, offset, self)
 
 
 def _float32(v: float) -> float:
@@ -429,130 +394,72 @@ def _float32(v: float) -> float:
         return math.inf if v > 0 else -math.inf
 
 
-_SPECIAL_F = {k: v for k, v in (("inf", math.inf), ("infinity", math.inf), ("nan", math.nan))}
-_INT_KINDS = frozenset(_INT_RANGES)
+_F32 = struct.Struct("<f")
+_TABLES = TS.SchemaTables(MESSAGES, ENUMS)
+_ROW_OPEN, _ROW_INT, _ROW_BOOL, _ROW_ENUM = TS.OPEN, TS.INT, TS.BOOL, TS.ENUM
+_ROW_STR, _ROW_BYTES, _ROW_FLOAT, _ROW_UNKNOWN, _ROW_FLOAT_INT = TS.STR, TS.BYTES, TS.FLOAT, TS.UNKNOWN, TS.FLOAT_INT
 
 
 def _fast_parse(text: str, mt: MessageType, file: str) -> Message:
     """Parse the plain common subset of the text format; raise _Fallback on anything else."""
-    loc = _StmtLocator(text)
-    root = Message(mt, 0, file, loc)
-    msg: Message | None = root
-    by_name = mt.by_name
-    values, fw = root.values, root.field_where
-    stack: list[tuple[Any, ...]] = []
-    closer = None
-    floats: list[tuple[dict, str, Any]] = []
-    k = -1
-    for name, dq, sq, ival, fval, ident, opn, cls, bad in _STMT.findall(text):
-        k += 1
-        if name:
-            f = by_name.get(name)
-            if f is None:
-                if msg is not None:
-                    msg.unknown.append(name)
-                if opn:  # an unknown message: skipped (still checked by the fast grammar)
-                    stack.append((msg, by_name, values, fw, closer))
-                    msg, by_name, closer = None, {}, _CLOSER[opn]
-                    if len(stack) > MAX_DEPTH:
-                        raise _Fallback
-                continue
-            kind = f.kind
-            if opn:
-                if kind != "message":
-                    raise _Fallback
-                sub = Message(MESSAGES[f.ref], 2 * k + 1, file, loc)  # type: ignore[index]
-                v: Any = sub
-            elif dq or sq:
-                if kind == "string":
-                    v = (dq or sq)[1:-1]
-                elif kind == "bytes":
-                    v = (dq or sq)[1:-1].encode("utf-8")
-                else:
-                    raise _Fallback
-            elif ival:
-                if len(ival) > 21:  # beyond 64 bits: the token parser reports it
-                    raise _Fallback
-                if kind in _INT_KINDS:
-                    v = int(ival)
-                    lo, hi = _INT_RANGES[kind]
-                    if not lo <= v <= hi:
-                        raise _Fallback
-                elif kind == "float":
-                    v = _float32(float(ival))
-                elif kind == "double":
-                    v = float(ival)
-                elif kind == "bool":
-                    if ival == "1":
-                        v = True
-                    elif ival == "0":
-                        v = False
-                    else:
-                        raise _Fallback
-                elif kind == "enum":
-                    iv = int(ival)
-                    for label, num in ENUMS[f.ref].items():  # type: ignore[index]
-                        if num == iv:
-                            v = label
-                            break
-                    else:
-                        raise _Fallback
-                else:
-                    raise _Fallback
-            elif fval:
-                if kind == "float":
-                    v = _float32(float(fval))
-                elif kind == "double":
-                    v = float(fval)
-                else:
-                    raise _Fallback
-            elif ident:
-                if kind == "enum":
-                    if ident not in ENUMS[f.ref]:  # type: ignore[index]
-                        raise _Fallback
-                    v = ident
-                elif kind == "bool":
-                    v = _BOOLS.get(ident)
-                    if v is None:
-                        raise _Fallback
-                elif kind in _FLOAT_KINDS:
-                    v = _SPECIAL_F.get(ident.lower())
-                    if v is None:
-                        raise _Fallback
-                else:
-                    raise _Fallback
-            else:
-                raise _Fallback
-            if f.repeated:
-                lst = values.get(name)
-                if lst is None:
-                    values[name] = [v]
-                    fw[name] = 2 * k
-                    if kind in _FLOAT_KINDS:
-                        floats.append((values, name, _FLOAT_KINDS[kind]))
-                else:
-                    lst.append(v)
-            else:
-                if name in values:
-                    raise _Fallback
-                values[name] = v
-                fw[name] = 2 * k
-            if opn:
-                stack.append((msg, by_name, values, fw, closer))
-                msg, by_name, values, fw, closer = sub, sub.type.by_name, sub.values, sub.field_where, _CLOSER[opn]
-                if len(stack) > MAX_DEPTH:
-                    raise _Fallback
-        elif cls:
-            if cls != closer:
-                raise _Fallback
-            msg, by_name, values, fw, closer = stack.pop()
-        elif bad:
-            raise _Fallback
-    if stack:
+    root_index = _TABLES.type_index.get(mt.name)
+    if root_index is None or _TABLES.types[root_index] is not mt:
+        raise _Fallback  # a message type outside the schema tables
+    raw = text.encode("utf-8")
+    status, rows, first = _TABLES.scan(raw, root_index, MAX_DEPTH)
+    if status != TS.OK:
         raise _Fallback
+    loc = _OffsetLocator(text, raw)
+    root = Message(mt, first, file, loc)
+    msgs = [root]
+    vals_of, where_of = [root.values], [root.field_where]  # by message id, as the rows number them
+    chars = text if len(raw) == len(text) else None  # ASCII: byte offsets are str offsets
+    fields, labels = _TABLES.fields, _TABLES.labels
+    floats: list[tuple[dict, str, Any]] = []
+    for code, parent, fid, ival, a, b, at in rows.tolist():
+        if code == _ROW_UNKNOWN:
+            msgs[parent].unknown.append(raw[a:b].decode("ascii"))
+            continue
+        name, repeated, kind, sub_type = fields[fid]
+        if code == _ROW_INT:
+            v: Any = ival
+        elif code == _ROW_STR:
+            v = chars[a:b] if chars is not None else raw[a:b].decode("utf-8")
+        elif code == _ROW_OPEN:
+            v = Message(sub_type, a, file, loc)
+            msgs.append(v)
+            vals_of.append(v.values)
+            where_of.append(v.field_where)
+        elif code == _ROW_FLOAT_INT:
+            v = float(ival)
+        elif code == _ROW_ENUM:
+            v = labels[ival]
+        elif code == _ROW_FLOAT:
+            v = float(raw[a:b])
+            if kind == "float":
+                v = _float32(v)
+        elif code == _ROW_BOOL:
+            v = ival == 1
+        else:  # bytes
+            v = raw[a:b]
+        vals = vals_of[parent]
+        if repeated:
+            lst = vals.get(name)
+            if lst is None:
+                vals[name] = [v]
+                where_of[parent][name] = at
+                if kind in _FLOAT_KINDS:
+                    floats.append((vals, name, _FLOAT_KINDS[kind]))
+            else:
+                lst.append(v)
+        else:
+            vals[name] = v
+            where_of[parent][name] = at
     for vals, name, dtype in floats:
         vals[name] = np.asarray(vals[name], dtype)
     return root
+
+
 
 
 def _to_text(data: str | bytes, file: str) -> str:
