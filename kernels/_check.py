@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import numpy as np
 
 from refnet.errors import ShapeError
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+# np.errstate for the kernels' NumPy arithmetic: Inf/NaN in (or an overflow on the way) gives the
+# IEEE result (inf, nan) silently, as the jitted loops do (error_model="numpy")
+IEEE = {"over": "ignore", "invalid": "ignore", "divide": "ignore", "under": "ignore"}
+
+_F = TypeVar("_F", bound=Callable)
+
+
+def ieee(fn: _F) -> _F:
+    """Decorator: run ``fn`` under ``np.errstate(**IEEE)``, so non-finite values flow through its
+    NumPy arithmetic (and, with NUMBA_DISABLE_JIT=1, through the jitted loops it calls, which then
+    run on NumPy scalars) as IEEE inf/nan without RuntimeWarnings. numpy >= 2's errstate decorator
+    keeps its state per call: thread-safe and re-entrant, about 0.3 us."""
+    return np.errstate(**IEEE)(fn)
 
 
 def as_float_array(x: object, name: str, ndim: int | tuple[int, ...] | None = None) -> np.ndarray:

@@ -16,7 +16,7 @@ import math
 import numpy as np
 
 from refnet.errors import ShapeError
-from refnet.kernels._check import as_float_array, same_dtype
+from refnet.kernels._check import as_float_array, ieee, same_dtype
 
 __all__ = [
     "relu",
@@ -61,6 +61,7 @@ def _x(x: object) -> np.ndarray:
 # ---------------------------------------------------------------- relu / clip / prelu
 
 
+@ieee
 def relu_reference(x: np.ndarray, negative_slope: float = 0.0) -> np.ndarray:
     """Caffe ReLU: ``x`` where ``x > 0``, else ``negative_slope * x`` (leaky when slope != 0)."""
     x = _x(x)
@@ -68,6 +69,7 @@ def relu_reference(x: np.ndarray, negative_slope: float = 0.0) -> np.ndarray:
     return np.where(x > 0, x, x * s)
 
 
+@ieee
 def relu(x: np.ndarray, negative_slope: float = 0.0) -> np.ndarray:
     """Fast Caffe ReLU: ``max(x, 0) + negative_slope * min(x, 0)`` (Caffe's own formula)."""
     x = _x(x)
@@ -87,6 +89,7 @@ def _check_bounds(lo: float, hi: float) -> tuple[float, float]:
     return lo, hi
 
 
+@ieee
 def clip_reference(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """Clip (cv2 ReLU6/Clip, Torch HardTanh): ``min(max(x, lo), hi)``; NaN stays NaN."""
     x = _x(x)
@@ -94,6 +97,7 @@ def clip_reference(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return np.minimum(np.maximum(x, lo), hi)
 
 
+@ieee
 def clip(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """Fast clip ``min(max(x, lo), hi)``: one ufunc pass into a fresh output."""
     x = _x(x)
@@ -101,11 +105,13 @@ def clip(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return np.clip(x, lo, hi)
 
 
+@ieee
 def relu6_reference(x: np.ndarray) -> np.ndarray:
     """ReLU6 (cv2 / MobileNet): ``clip(x, 0, 6)``."""
     return clip_reference(x, 0.0, 6.0)
 
 
+@ieee
 def relu6(x: np.ndarray) -> np.ndarray:
     """Fast ReLU6: ``clip(x, 0, 6)``."""
     return clip(x, 0.0, 6.0)
@@ -126,6 +132,7 @@ def _slope_view(x: np.ndarray, slope: object) -> np.ndarray:
     return slope.reshape((1, -1) + (1,) * (x.ndim - 2))
 
 
+@ieee
 def prelu_reference(x: np.ndarray, slope: np.ndarray) -> np.ndarray:
     """Caffe PReLU: ``x`` where ``x > 0`` else ``slope[c] * x``; slope (C,) over axis 1 or (1,)."""
     x = _x(x)
@@ -133,6 +140,7 @@ def prelu_reference(x: np.ndarray, slope: np.ndarray) -> np.ndarray:
     return np.where(x > 0, x, s * x)
 
 
+@ieee
 def prelu(x: np.ndarray, slope: np.ndarray) -> np.ndarray:
     """Fast Caffe PReLU: ``max(x, 0) + slope[c] * min(x, 0)`` computed in one buffer."""
     x = _x(x)
@@ -146,6 +154,7 @@ def prelu(x: np.ndarray, slope: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- smooth activations
 
 
+@ieee
 def elu_reference(x: np.ndarray, alpha: float = 1.0) -> np.ndarray:
     """Caffe/cv2 ELU: ``x`` where ``x > 0`` else ``alpha * (exp(x) - 1)``."""
     x = _x(x)
@@ -153,6 +162,7 @@ def elu_reference(x: np.ndarray, alpha: float = 1.0) -> np.ndarray:
     return np.where(x > 0, x, a * np.expm1(np.minimum(x, 0)))
 
 
+@ieee
 def elu(x: np.ndarray, alpha: float = 1.0) -> np.ndarray:
     """Fast ELU, Caffe's formula ``max(x, 0) + alpha * (exp(min(x, 0)) - 1)`` (expm1 for accuracy)."""
     x = _x(x)
@@ -163,6 +173,7 @@ def elu(x: np.ndarray, alpha: float = 1.0) -> np.ndarray:
     return out
 
 
+@ieee
 def sigmoid_reference(x: np.ndarray) -> np.ndarray:
     """Logistic sigmoid ``1 / (1 + exp(-x))`` (Caffe Sigmoid, Torch Sigmoid)."""
     x = _x(x)
@@ -170,6 +181,7 @@ def sigmoid_reference(x: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-x))
 
 
+@ieee
 def sigmoid(x: np.ndarray) -> np.ndarray:
     """Fast sigmoid ``1 / (1 + exp(-x))`` in one buffer; exp overflow gives exactly 0."""
     x = _x(x)
@@ -181,16 +193,19 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return out
 
 
+@ieee
 def tanh_reference(x: np.ndarray) -> np.ndarray:
     """Hyperbolic tangent (Caffe TanH, Torch Tanh)."""
     return np.tanh(_x(x))
 
 
+@ieee
 def tanh(x: np.ndarray) -> np.ndarray:
     """Fast tanh: NumPy's vectorised ufunc (already a single pass)."""
     return np.tanh(_x(x))
 
 
+@ieee
 def bnll_reference(x: np.ndarray) -> np.ndarray:
     """Caffe BNLL ``log(1 + exp(x))``, Caffe's overflow-safe split: ``x + log(1 + exp(-x))`` for x > 0."""
     x = _x(x)
@@ -198,6 +213,7 @@ def bnll_reference(x: np.ndarray) -> np.ndarray:
         return np.where(x > 0, x + np.log1p(np.exp(-x)), np.log1p(np.exp(x)))
 
 
+@ieee
 def bnll(x: np.ndarray) -> np.ndarray:
     """Fast BNLL (softplus): ``max(x, 0) + log1p(exp(-|x|))``, never overflows."""
     x = _x(x)
@@ -210,11 +226,13 @@ def bnll(x: np.ndarray) -> np.ndarray:
     return out
 
 
+@ieee
 def absval_reference(x: np.ndarray) -> np.ndarray:
     """Caffe AbsVal: ``|x|``."""
     return np.abs(_x(x))
 
 
+@ieee
 def absval(x: np.ndarray) -> np.ndarray:
     """Fast AbsVal: ``|x|`` (one ufunc pass)."""
     return np.abs(_x(x))
@@ -223,6 +241,7 @@ def absval(x: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- Caffe Power / Exp / Log
 
 
+@ieee
 def power_reference(
     x: np.ndarray, power: float = 1.0, scale: float = 1.0, shift: float = 0.0
 ) -> np.ndarray:
@@ -232,6 +251,7 @@ def power_reference(
         return np.power(float(shift) + float(scale) * x, float(power))
 
 
+@ieee
 def power(x: np.ndarray, power: float = 1.0, scale: float = 1.0, shift: float = 0.0) -> np.ndarray:
     """Fast Caffe Power ``(shift + scale * x) ** power`` in one buffer (power 1 and 2 skip pow)."""
     x = _x(x)
@@ -257,6 +277,7 @@ def _log_base(base: float, what: str) -> float:
     return math.log(b)
 
 
+@ieee
 def exp_reference(
     x: np.ndarray, base: float = -1.0, scale: float = 1.0, shift: float = 0.0
 ) -> np.ndarray:
@@ -268,6 +289,7 @@ def exp_reference(
         return np.exp(t) if float(base) == -1.0 else np.power(float(base), t)
 
 
+@ieee
 def exp(x: np.ndarray, base: float = -1.0, scale: float = 1.0, shift: float = 0.0) -> np.ndarray:
     """Fast Caffe Exp, Caffe's factoring ``base**shift * exp(scale * ln(base) * x)``."""
     x = _x(x)
@@ -280,6 +302,7 @@ def exp(x: np.ndarray, base: float = -1.0, scale: float = 1.0, shift: float = 0.
     return out
 
 
+@ieee
 def log_reference(
     x: np.ndarray, base: float = -1.0, scale: float = 1.0, shift: float = 0.0
 ) -> np.ndarray:
@@ -292,6 +315,7 @@ def log_reference(
         return np.log(float(shift) + float(scale) * x) / lb
 
 
+@ieee
 def log(x: np.ndarray, base: float = -1.0, scale: float = 1.0, shift: float = 0.0) -> np.ndarray:
     """Fast Caffe Log ``ln(shift + scale * x) / ln(base)`` in one buffer."""
     x = _x(x)
@@ -312,6 +336,7 @@ def log(x: np.ndarray, base: float = -1.0, scale: float = 1.0, shift: float = 0.
 # ---------------------------------------------------------------- mish / swish
 
 
+@ieee
 def mish_reference(x: np.ndarray) -> np.ndarray:
     """Mish (Darknet/cv2): ``x * tanh(softplus(x))``, softplus via ``logaddexp(0, x)``."""
     x = _x(x)
@@ -319,6 +344,7 @@ def mish_reference(x: np.ndarray) -> np.ndarray:
         return x * np.tanh(np.logaddexp(0, x))
 
 
+@ieee
 def mish(x: np.ndarray) -> np.ndarray:
     """Fast Mish using ``tanh(log(1 + e)) = e(e + 2) / (e(e + 2) + 2)``, ``e = exp(min(x, 20))``.
 
@@ -336,6 +362,7 @@ def mish(x: np.ndarray) -> np.ndarray:
     return e
 
 
+@ieee
 def swish_reference(x: np.ndarray) -> np.ndarray:
     """Swish / SiLU: ``x * sigmoid(x)``."""
     x = _x(x)
@@ -343,6 +370,7 @@ def swish_reference(x: np.ndarray) -> np.ndarray:
         return x / (1.0 + np.exp(-x))
 
 
+@ieee
 def swish(x: np.ndarray) -> np.ndarray:
     """Fast Swish ``x * sigmoid(x)`` in one buffer."""
     out = sigmoid(x)

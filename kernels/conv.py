@@ -48,7 +48,7 @@ import numba
 import numpy as np
 
 from refnet.errors import ShapeError
-from refnet.kernels._check import as_float_array, pad4, pair, same_dtype
+from refnet.kernels._check import as_float_array, ieee, pad4, pair, same_dtype
 from refnet.kernels._jit import jit, prange
 from refnet.kernels._parallel import choose_threading_layer, twin
 
@@ -275,6 +275,7 @@ def _activate_reference(y: np.ndarray, activation: str | None,
 # --------------------------------------------------------------------------------------
 
 
+@ieee
 def conv2d_reference(
     x: np.ndarray,
     w: np.ndarray,
@@ -644,6 +645,7 @@ def _direct_small_cout(x, w, b, sh, sw, pt, pl, dh, dw, act, slope, y):
 _WINO_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
 
 
+@ieee
 def winograd_weights(w: np.ndarray) -> np.ndarray:
     """F(2x2, 3x3) weight transform of 3x3 conv weights ``w`` (C_out, C_in, 3, 3):
     ``U[4a + b, o, c] = (G w[o, c] G^T)[a, b]``, computed in float64, returned in w's dtype."""
@@ -888,6 +890,7 @@ class Conv2dPlan:
             return "direct"
         return "im2col"
 
+    @ieee
     def __call__(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         if x.shape != self.x_shape or x.dtype != self.dtype:
             raise ShapeError("conv2d plan: input does not match the planned shape/dtype",
@@ -1141,6 +1144,7 @@ def _deconv_args(x, w, b, stride, pad, dilation, groups, output_padding, fn):
     return _deconv_geometry(x.shape, x.dtype, w, b, stride, pad, dilation, groups, output_padding, fn)
 
 
+@ieee
 def conv_transpose2d_reference(
     x: np.ndarray,
     w: np.ndarray,
@@ -1218,6 +1222,7 @@ class ConvTranspose2dPlan:
         self.wt = np.ascontiguousarray(w.reshape(g, cig, cog * kh * kw).transpose(0, 2, 1))
         self.band = max(1, min(h, _IM2COL_BAND_ELEMS // max(1, cog * kh * kw * wd)))
 
+    @ieee
     def __call__(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         if x.shape != self.x_shape or x.dtype != self.dtype:
             raise ShapeError("conv_transpose2d plan: input does not match the planned shape/dtype",
@@ -1324,6 +1329,7 @@ def _linear_args(x, w, b, axis, fn):
     return axis, k, bb
 
 
+@ieee
 def linear_reference(
     x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, *, axis: int = 1
 ) -> np.ndarray:
@@ -1337,6 +1343,7 @@ def linear_reference(
     return y.reshape(x.shape[:axis] + (w.shape[0],))
 
 
+@ieee
 def linear(
     x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, *, axis: int = 1
 ) -> np.ndarray:

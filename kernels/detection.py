@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from refnet.errors import ShapeError
-from refnet.kernels._check import as_float_array
+from refnet.kernels._check import as_float_array, ieee
 from refnet.kernels._jit import jit
 
 __all__ = [
@@ -52,6 +52,7 @@ def _iou_check(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
+@ieee
 def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Pairwise intersection over union, ``(Na, 4) x (Nb, 4) -> (Na, Nb)``; continuous
     coordinates (no +1), zero-area or disjoint pairs give 0, NaN coordinates give NaN."""
@@ -70,6 +71,7 @@ def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out.astype(a.dtype, copy=False)
 
 
+@ieee
 def iou_reference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Reference IoU in float64, one row of ``a`` at a time: inter / (area_a + area_b - inter)."""
     a, b = _iou_check(a, b)
@@ -211,6 +213,7 @@ def _check_thr(iou_threshold: float, eta: float) -> None:
         raise ValueError("nms iou_threshold is NaN")
 
 
+@ieee
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float,
         score_threshold: float = -math.inf, top_k: int | None = None, eta: float = 1.0
         ) -> np.ndarray:
@@ -245,6 +248,7 @@ def _greedy_reference(boxes: np.ndarray, order: np.ndarray, cls: np.ndarray, thr
     return np.asarray(keep, dtype=np.int64)
 
 
+@ieee
 def nms_reference(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float,
                   score_threshold: float = -math.inf, top_k: int | None = None, eta: float = 1.0
                   ) -> np.ndarray:
@@ -255,6 +259,7 @@ def nms_reference(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float,
     return _greedy_reference(boxes, order, cls, float(iou_threshold), float(eta), "cv2")
 
 
+@ieee
 def batched_nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou_threshold: float,
                 score_threshold: float = -math.inf, top_k: int | None = None) -> np.ndarray:
     """Per-class NMS as cv2.dnn.NMSBoxesBatched: one pass over all candidates by descending
@@ -267,6 +272,7 @@ def batched_nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou_
                            _RULE_CODE["cv2"], len(order) + 1)
 
 
+@ieee
 def batched_nms_reference(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray,
                           iou_threshold: float, score_threshold: float = -math.inf,
                           top_k: int | None = None) -> np.ndarray:
@@ -339,6 +345,7 @@ def _prior_setup(feature_hw: Sequence[int], image_hw: Sequence[int], step: float
     return fh, fw, ih, iw, sh, sw, var
 
 
+@ieee
 def prior_box(feature_hw: Sequence[int], image_hw: Sequence[int], *,
               min_sizes: Sequence[float] = (), max_sizes: Sequence[float] = (),
               aspect_ratios: Sequence[float] = (), flip: bool = True, clip: bool = False,
@@ -371,6 +378,7 @@ def prior_box(feature_hw: Sequence[int], image_hw: Sequence[int], *,
     return out
 
 
+@ieee
 def prior_box_reference(feature_hw: Sequence[int], image_hw: Sequence[int], *,
                         min_sizes: Sequence[float] = (), max_sizes: Sequence[float] = (),
                         aspect_ratios: Sequence[float] = (), flip: bool = True,
@@ -453,6 +461,7 @@ def _decode(loc, priors, var, ct, clip, normalized, xp_dtype):
     return out
 
 
+@ieee
 def decode_boxes(loc: np.ndarray, priors: np.ndarray, variances: np.ndarray | None,
                  code_type: str = "CENTER_SIZE", variance_encoded_in_target: bool = False,
                  clip: bool = False, normalized: bool = True) -> np.ndarray:
@@ -466,6 +475,7 @@ def decode_boxes(loc: np.ndarray, priors: np.ndarray, variances: np.ndarray | No
     return _decode(loc, priors, var, ct, clip, normalized, loc.dtype).astype(loc.dtype, copy=False)
 
 
+@ieee
 def decode_boxes_reference(loc: np.ndarray, priors: np.ndarray, variances: np.ndarray | None,
                            code_type: str = "CENTER_SIZE",
                            variance_encoded_in_target: bool = False, clip: bool = False,
@@ -560,6 +570,7 @@ def _detection_output(loc, conf, priors, num_classes, share_location, background
     return out
 
 
+@ieee
 def detection_output(loc: np.ndarray, conf: np.ndarray, priors: np.ndarray, *, num_classes: int,
                      share_location: bool = True, background_label_id: int = 0,
                      nms_threshold: float = 0.45, top_k: int = -1, keep_top_k: int = -1,
@@ -577,6 +588,7 @@ def detection_output(loc: np.ndarray, conf: np.ndarray, priors: np.ndarray, *, n
                              variance_encoded_in_target, eta, clip, normalized, fast=True)
 
 
+@ieee
 def detection_output_reference(loc: np.ndarray, conf: np.ndarray, priors: np.ndarray, *,
                                num_classes: int, share_location: bool = True,
                                background_label_id: int = 0, nms_threshold: float = 0.45,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from refnet.errors import ShapeError
-from refnet.kernels._check import as_float_array, same_dtype
+from refnet.kernels._check import as_float_array, ieee, same_dtype
 from refnet.kernels._jit import prange
 from refnet.kernels._parallel import twin
 
@@ -96,6 +96,7 @@ def _centered(x2: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     d = np.subtract(x2, mean)
     dm = d.mean(axis=1, dtype=d.dtype).astype(np.float64)
     var = np.square(d).mean(axis=1).astype(np.float64) - dm * dm
+    dm[~np.isfinite(dm)] = 0.0  # a row with an Inf: d is already -inf/inf/nan, the correction would make it all NaN
     return d, dm, np.maximum(var, 0.0)
 
 
@@ -119,6 +120,7 @@ def _bn_args(x, mean, var, weight, bias):
     return x, mean, var, weight, bias
 
 
+@ieee
 def batch_norm_reference(
     x: np.ndarray,
     mean: np.ndarray,
@@ -138,6 +140,7 @@ def batch_norm_reference(
     return y
 
 
+@ieee
 def batch_norm(
     x: np.ndarray,
     mean: np.ndarray,
@@ -184,6 +187,7 @@ def _param(p: object, name: str, x: np.ndarray) -> np.ndarray:
     return p
 
 
+@ieee
 def scale_reference(
     x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, axis: int = 1
 ) -> np.ndarray:
@@ -202,6 +206,7 @@ def scale_reference(
     return y
 
 
+@ieee
 def scale(
     x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, axis: int = 1
 ) -> np.ndarray:
@@ -219,6 +224,7 @@ def scale(
     return out
 
 
+@ieee
 def bias_add_reference(x: np.ndarray, bias: np.ndarray, axis: int = 1) -> np.ndarray:
     """Caffe Bias: ``x + bias``, bias shaped like ``x.shape[axis : axis + bias.ndim]``."""
     x = as_float_array(x, "x")
@@ -227,6 +233,7 @@ def bias_add_reference(x: np.ndarray, bias: np.ndarray, axis: int = 1) -> np.nda
     return x + (bias.reshape(_bshape(x, a, bias.shape)) if bias.ndim else bias)
 
 
+@ieee
 def bias_add(x: np.ndarray, bias: np.ndarray, axis: int = 1) -> np.ndarray:
     """Fast Caffe Bias (see :func:`bias_add_reference`): one ufunc pass."""
     x = as_float_array(x, "x")
@@ -254,6 +261,7 @@ def _in_activation(activation: str | None, negative_slope: float) -> float | Non
     return float(negative_slope)
 
 
+@ieee
 def instance_norm_reference(
     x: np.ndarray,
     weight: np.ndarray | None = None,
@@ -348,6 +356,7 @@ def _affine_act_rows(x, mean, a, b, act, slope, y):
                 dst[k] = (src[k] - mr) * ar + br
 
 
+@ieee
 def instance_norm(
     x: np.ndarray,
     weight: np.ndarray | None = None,
@@ -389,6 +398,7 @@ def instance_norm(
     return out if out is not None else y.reshape(x.shape)
 
 
+@ieee
 def mvn_reference(
     x: np.ndarray,
     *,
@@ -409,6 +419,7 @@ def mvn_reference(
     return y
 
 
+@ieee
 def mvn(
     x: np.ndarray,
     *,
@@ -445,6 +456,7 @@ def _l2_scale(x: np.ndarray, scale: object, channel_shared: bool) -> np.ndarray 
     return scale.reshape(-1)
 
 
+@ieee
 def l2_normalize_reference(
     x: np.ndarray,
     scale: np.ndarray | None = None,
@@ -465,6 +477,7 @@ def l2_normalize_reference(
     return y
 
 
+@ieee
 def l2_normalize(
     x: np.ndarray,
     scale: np.ndarray | None = None,
@@ -511,6 +524,7 @@ def _lrn_args(x: object, size: int, region: str) -> tuple[np.ndarray, int, str]:
     return x, size, r
 
 
+@ieee
 def lrn_reference(
     x: np.ndarray,
     size: int = 5,
@@ -547,6 +561,7 @@ def lrn_reference(
     return x * (1.0 + float(alpha) * (s / (size * size))) ** -float(beta)
 
 
+@ieee
 def lrn(
     x: np.ndarray,
     size: int = 5,
@@ -622,6 +637,7 @@ def _fold_wb(weight: object, bias: object) -> tuple[np.ndarray, int, np.ndarray]
     return weight, co, b
 
 
+@ieee
 def fold_batch_norm(
     weight: np.ndarray,
     bias: np.ndarray | None,
@@ -646,6 +662,7 @@ def fold_batch_norm(
     return w.astype(weight.dtype), b.astype(weight.dtype)
 
 
+@ieee
 def fold_scale(
     weight: np.ndarray,
     bias: np.ndarray | None,

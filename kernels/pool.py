@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from refnet.errors import ShapeError
-from refnet.kernels._check import as_float_array, pad4, pair
+from refnet.kernels._check import as_float_array, ieee, pad4, pair
 from refnet.kernels._jit import jit, prange
 from refnet.kernels._parallel import twin
 
@@ -411,6 +411,7 @@ def _avg_pool_ref(x, kh, kw, sh, sw, pt, pl, pb, pr, mode, y):
                     y[n, c, oh, ow] = total / div if count > 0 else 0.0
 
 
+@ieee
 def avg_pool2d_reference(
     x: np.ndarray,
     kernel: IntPair,
@@ -484,6 +485,7 @@ def _avg_pool_fast(x, kh, kw, sh, sw, pt, pl, div_h, div_w, y):
                 yrow[ow] /= dh * div_w[ow]
 
 
+@ieee
 def avg_pool2d(
     x: np.ndarray,
     kernel: IntPair,
@@ -520,6 +522,7 @@ def global_max_pool2d_reference(x: np.ndarray) -> np.ndarray:
     return max_pool2d_reference(x, x.shape[2:], 1)
 
 
+@ieee
 def global_avg_pool2d_reference(x: np.ndarray) -> np.ndarray:
     """Mean over each (n, c) plane -> (N, C, 1, 1) (Caffe global_pooling AVE). Reference:
     average pooling with the whole plane as the window."""
@@ -561,6 +564,7 @@ def global_max_pool2d(x: np.ndarray) -> np.ndarray:
     return _global_fast(x, 0, "global_max_pool2d")
 
 
+@ieee
 def global_avg_pool2d(x: np.ndarray) -> np.ndarray:
     """Fast ``global_avg_pool2d_reference``: numba, one plane per parallel task, summing in
     float64."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from refnet.errors import ShapeError
-from refnet.kernels._check import as_float_array
+from refnet.kernels._check import as_float_array, ieee
 
 __all__ = ["softmax", "softmax_reference", "log_softmax", "log_softmax_reference"]
 
@@ -41,6 +41,7 @@ def _check(x: object, axis: int) -> tuple[np.ndarray, int]:
 # ---------------------------------------------------------------- reference
 
 
+@ieee
 def softmax_reference(x: np.ndarray, axis: int = 1) -> np.ndarray:
     """``exp(x - max) / sum(exp(x - max))`` along ``axis`` (negative axes count from the end)."""
     x, a = _check(x, axis)
@@ -51,6 +52,7 @@ def softmax_reference(x: np.ndarray, axis: int = 1) -> np.ndarray:
         return e / np.sum(e, axis=a, keepdims=True)
 
 
+@ieee
 def log_softmax_reference(x: np.ndarray, axis: int = 1) -> np.ndarray:
     """``(x - max) - log(sum(exp(x - max)))`` along ``axis`` (Torch LogSoftMax)."""
     x, a = _check(x, axis)
@@ -81,6 +83,7 @@ def _softmax_short_last(x: np.ndarray) -> np.ndarray:
     return out
 
 
+@ieee
 def softmax(x: np.ndarray, axis: int = 1) -> np.ndarray:
     """Fast stable softmax along ``axis`` (Caffe Softmax ``axis``, default 1 = channels)."""
     x, a = _check(x, axis)
@@ -96,6 +99,7 @@ def softmax(x: np.ndarray, axis: int = 1) -> np.ndarray:
     return out
 
 
+@ieee
 def log_softmax(x: np.ndarray, axis: int = 1) -> np.ndarray:
     """Fast stable log-softmax along ``axis`` (Torch LogSoftMax)."""
     x, a = _check(x, axis)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from refnet.errors import ShapeError
-from refnet.kernels._check import as_float_array
+from refnet.kernels._check import as_float_array, ieee
 
 __all__ = [
     "gram_matrix",
@@ -38,6 +38,7 @@ def _features(x: np.ndarray, name: str = "features") -> np.ndarray:
 
 
 # ---- Gram matrix --------------------------------------------------------------------------
+@ieee
 def gram_matrix(features: np.ndarray) -> np.ndarray:
     """Unnormalised Gram matrix ``G[n] = F[n] F[n]^T`` with ``F[n]`` the ``(C, H*W)`` view of
     ``features[n]``; ``(N, C, H, W) -> (N, C, C)`` (fast-neural-style GramMatrix before its
@@ -48,6 +49,7 @@ def gram_matrix(features: np.ndarray) -> np.ndarray:
     return np.matmul(flat, flat.transpose(0, 2, 1))
 
 
+@ieee
 def gram_matrix_reference(features: np.ndarray) -> np.ndarray:
     """Reference Gram matrix: ``G[n, i, j] = sum_p F[n, i, p] F[n, j, p]`` in float64."""
     f = _features(features)
@@ -67,6 +69,7 @@ def _content_check(features: np.ndarray, target: np.ndarray) -> tuple[np.ndarray
     return f, t
 
 
+@ieee
 def content_loss(features: np.ndarray, target: np.ndarray, weight: float = 1.0) -> np.floating:
     """fast-neural-style ContentLoss with nn.MSECriterion (sizeAverage):
     ``weight * mean((features - target)^2)`` over all N*C*H*W elements."""
@@ -75,6 +78,7 @@ def content_loss(features: np.ndarray, target: np.ndarray, weight: float = 1.0) 
     return f.dtype.type(weight * np.sum(np.square(d)) / max(d.size, 1))
 
 
+@ieee
 def content_loss_reference(features: np.ndarray, target: np.ndarray, weight: float = 1.0
                            ) -> np.floating:
     """Reference content loss in float64 (see :func:`content_loss`)."""
@@ -83,6 +87,7 @@ def content_loss_reference(features: np.ndarray, target: np.ndarray, weight: flo
     return f.dtype.type(weight * np.mean(d * d)) if d.size else f.dtype.type(0)
 
 
+@ieee
 def content_loss_grad(features: np.ndarray, target: np.ndarray, weight: float = 1.0
                       ) -> np.ndarray:
     """Gradient of :func:`content_loss` w.r.t. ``features``: ``2 weight (f - t) / numel``."""
@@ -90,6 +95,7 @@ def content_loss_grad(features: np.ndarray, target: np.ndarray, weight: float = 
     return ((f - t) * f.dtype.type(2.0 * weight / max(f.size, 1))).astype(f.dtype, copy=False)
 
 
+@ieee
 def content_loss_grad_reference(features: np.ndarray, target: np.ndarray, weight: float = 1.0
                                 ) -> np.ndarray:
     """Reference content-loss gradient in float64."""
@@ -137,6 +143,7 @@ def _style_terms(f: np.ndarray, t: np.ndarray, dtype: type) -> tuple[np.ndarray,
     return g - np.broadcast_to(t.astype(dtype, copy=False), g.shape), flat, chw
 
 
+@ieee
 def style_loss(features_list: Sequence[np.ndarray], target_grams_list: Sequence[np.ndarray],
                weights: Sequence[float] | float) -> np.floating:
     """fast-neural-style StyleLoss summed over layers: ``sum_l w_l * mean((G_l/(C*H*W) - T_l)^2)``
@@ -151,6 +158,7 @@ def style_loss(features_list: Sequence[np.ndarray], target_grams_list: Sequence[
     return dtype(total)
 
 
+@ieee
 def style_loss_reference(features_list: Sequence[np.ndarray],
                          target_grams_list: Sequence[np.ndarray],
                          weights: Sequence[float] | float) -> np.floating:
@@ -165,6 +173,7 @@ def style_loss_reference(features_list: Sequence[np.ndarray],
     return (feats[0].dtype.type if feats else np.float64)(total)
 
 
+@ieee
 def style_loss_grad(features_list: Sequence[np.ndarray], target_grams_list: Sequence[np.ndarray],
                     weights: Sequence[float] | float) -> list[np.ndarray]:
     """Gradient of :func:`style_loss` w.r.t. each features tensor (GramMatrix backward):
@@ -180,6 +189,7 @@ def style_loss_grad(features_list: Sequence[np.ndarray], target_grams_list: Sequ
     return grads
 
 
+@ieee
 def style_loss_grad_reference(features_list: Sequence[np.ndarray],
                               target_grams_list: Sequence[np.ndarray],
                               weights: Sequence[float] | float) -> list[np.ndarray]:
@@ -199,6 +209,7 @@ def style_loss_grad_reference(features_list: Sequence[np.ndarray],
 
 
 # ---- total variation ----------------------------------------------------------------------
+@ieee
 def tv_loss(x: np.ndarray, strength: float = 1.0) -> np.floating:
     """The loss whose gradient fast-neural-style's TotalVariation module adds in backward (its
     forward is the identity): ``strength/2 * sum over i < H-1, j < W-1 of (x[i,j] - x[i,j+1])^2
@@ -209,6 +220,7 @@ def tv_loss(x: np.ndarray, strength: float = 1.0) -> np.floating:
     return x.dtype.type(0.5 * strength * (np.sum(np.square(xd)) + np.sum(np.square(yd))))
 
 
+@ieee
 def tv_loss_reference(x: np.ndarray, strength: float = 1.0) -> np.floating:
     """Reference TV loss in float64 (see :func:`tv_loss`)."""
     x = _features(x, "x")
@@ -222,6 +234,7 @@ def tv_loss_reference(x: np.ndarray, strength: float = 1.0) -> np.floating:
     return x.dtype.type(0.5 * strength * total)
 
 
+@ieee
 def tv_loss_grad(x: np.ndarray, strength: float = 1.0) -> np.ndarray:
     """Gradient of :func:`tv_loss`: exactly what TotalVariation:updateGradInput adds to
     ``gradOutput`` (``x_diff`` and ``y_diff`` on the top-left (H-1, W-1) block, scattered)."""
@@ -236,6 +249,7 @@ def tv_loss_grad(x: np.ndarray, strength: float = 1.0) -> np.ndarray:
     return g
 
 
+@ieee
 def tv_loss_grad_reference(x: np.ndarray, strength: float = 1.0) -> np.ndarray:
     """Reference TV gradient in float64, as a sum of the three shifted difference fields:
     ``d/dx[i,j]`` collects ``+(x[i,j]-x[i,j+1]) + (x[i,j]-x[i+1,j])`` where (i, j) is a block

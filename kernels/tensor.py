@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from refnet.errors import ShapeError
-from refnet.kernels._check import as_float_array, pair
+from refnet.kernels._check import as_float_array, ieee, pair
 from refnet.kernels._jit import prange
 from refnet.kernels._parallel import twin
 
@@ -518,6 +518,7 @@ def _bilinear_check(x: np.ndarray, out_hw: Sequence[int], align_corners: bool, h
     return x, oh, ow
 
 
+@ieee
 def resize_bilinear(x: np.ndarray, out_hw: Sequence[int], *, align_corners: bool = False,
                     half_pixel: bool = False) -> np.ndarray:
     """Bilinear resize to ``out_hw``. Source coordinate: ``align_corners``: dst*(in-1)/(out-1)
@@ -534,6 +535,7 @@ def resize_bilinear(x: np.ndarray, out_hw: Sequence[int], *, align_corners: bool
     return (left + lx * (np.take(rows, x1, axis=3) - left)).astype(x.dtype, copy=False)
 
 
+@ieee
 def resize_bilinear_reference(x: np.ndarray, out_hw: Sequence[int], *,
                               align_corners: bool = False, half_pixel: bool = False) -> np.ndarray:
     """Reference bilinear resize (float64): each output is the four-tap weighted sum
@@ -596,6 +598,7 @@ def _eltwise_check(xs: Sequence[np.ndarray], operation: str, coeffs: Sequence[fl
     return arrs, op, cs
 
 
+@ieee
 def eltwise(xs: Sequence[np.ndarray], operation: str = "sum",
             coeffs: Sequence[float] | None = None) -> np.ndarray:
     """Caffe Eltwise: SUM (``sum_i coeffs[i] * x_i``, coeffs default 1), PROD or MAX of
@@ -623,6 +626,7 @@ def eltwise(xs: Sequence[np.ndarray], operation: str = "sum",
     return out
 
 
+@ieee
 def eltwise_reference(xs: Sequence[np.ndarray], operation: str = "sum",
                       coeffs: Sequence[float] | None = None) -> np.ndarray:
     """Reference Caffe Eltwise, accumulated in float64 input by input."""

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from refnet.errors import ShapeError
-from refnet.kernels._check import as_float_array
+from refnet.kernels._check import as_float_array, ieee
 from refnet.kernels.detection import batched_nms, nms
 
 __all__ = [
@@ -131,6 +131,7 @@ def _nms_rows(rows: np.ndarray, classes: int, thresh: float, nms_threshold: floa
         rows[keep, 5 + k] = col[keep]
 
 
+@ieee
 def region(x: np.ndarray, anchors: Sequence[float], classes: int, *, softmax: bool = True, thresh: float = 0.0,
            nms_threshold: float = 0.0, classfix: int = 0, scale_x_y: float = 1.0, new_coords: bool = False,
            norm_hw: tuple[int, int] | None = None) -> np.ndarray:
@@ -143,6 +144,7 @@ def region(x: np.ndarray, anchors: Sequence[float], classes: int, *, softmax: bo
                    classfix=classfix, scale_x_y=scale_x_y, new_coords=new_coords, norm_hw=norm_hw)
 
 
+@ieee
 def yolo(x: np.ndarray, anchors: Sequence[float], classes: int, *, norm_hw: tuple[int, int],
          thresh: float = 0.0, nms_threshold: float = 0.0, scale_x_y: float = 1.0,
          new_coords: bool = False) -> np.ndarray:
@@ -226,6 +228,7 @@ def _iou_reference(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     return inter / (area_sum - inter)
 
 
+@ieee
 def region_reference(x: np.ndarray, anchors: Sequence[float], classes: int, *, softmax: bool = True,
                      thresh: float = 0.0, nms_threshold: float = 0.0, classfix: int = 0, scale_x_y: float = 1.0,
                      new_coords: bool = False, norm_hw: tuple[int, int] | None = None) -> np.ndarray:
@@ -234,6 +237,7 @@ def region_reference(x: np.ndarray, anchors: Sequence[float], classes: int, *, s
                              classfix=classfix, scale_x_y=scale_x_y, new_coords=new_coords, norm_hw=norm_hw)
 
 
+@ieee
 def yolo_reference(x: np.ndarray, anchors: Sequence[float], classes: int, *, norm_hw: tuple[int, int],
                    thresh: float = 0.0, nms_threshold: float = 0.0, scale_x_y: float = 1.0,
                    new_coords: bool = False) -> np.ndarray:
@@ -243,6 +247,7 @@ def yolo_reference(x: np.ndarray, anchors: Sequence[float], classes: int, *, nor
 
 
 # ---- post-processing ------------------------------------------------------------------------------
+@ieee
 def yolo_detections(outputs: Sequence[np.ndarray] | np.ndarray, *, conf_threshold: float = 0.25,
                     nms_threshold: float = 0.45, image_size: tuple[int, int] | None = None,
                     ) -> dict[str, np.ndarray]:
