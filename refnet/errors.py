@@ -7,6 +7,8 @@ to act on it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 __all__ = ["RefnetError", "ModelFormatError", "UnsupportedLayerError", "ShapeError"]
 
 
@@ -84,7 +86,12 @@ class UnsupportedLayerError(RefnetError):
 
 
 class ShapeError(RefnetError, ValueError):
-    """An array's shape (or dtype, or rank) does not fit the layer/kernel it is given to."""
+    """An array's shape (or dtype, or rank) does not fit the layer/kernel it is given to.
+
+    ``layer`` names the layer concerned, when known; ``expected`` / ``got`` what was wanted and
+    found; ``inputs`` the net input shapes of the forward pass or shape inference that failed
+    (``{name: shape}``), so a user can tell which of the sizes they chose a layer could not take.
+    """
 
     def __init__(
         self,
@@ -93,11 +100,24 @@ class ShapeError(RefnetError, ValueError):
         layer: str | None = None,
         expected: object = None,
         got: object = None,
+        inputs: Mapping[str, tuple[int, ...]] | None = None,
     ) -> None:
+        self.message = message
         self.layer = layer
         self.expected = expected
         self.got = got
+        self.inputs = {k: tuple(v) for k, v in inputs.items()} if inputs else None
         text = f"layer {layer!r}: {message}" if layer else message
         if expected is not None or got is not None:
             text += f" (expected {expected}, got {got})"
+        if self.inputs:
+            shapes = ", ".join(f"{k!r} has shape {v}" for k, v in self.inputs.items())
+            text += f" (net input {shapes})" if len(self.inputs) == 1 else f" (net inputs: {shapes})"
         super().__init__(text)
+
+    def with_context(self, *, layer: str | None = None,
+                     inputs: Mapping[str, tuple[int, ...]] | None = None) -> ShapeError:
+        """A copy that also names ``layer`` and the net ``inputs`` (what it already names wins);
+        message, expected and got are kept."""
+        return ShapeError(self.message, layer=self.layer or layer, expected=self.expected, got=self.got,
+                          inputs=self.inputs or inputs)

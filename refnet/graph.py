@@ -101,31 +101,51 @@ class Graph:
         raise KeyError(name)
 
     def validate(self) -> None:
-        """Check names are unique, every input is produced before use (no cycles, nothing dangling)."""
-        known = set(self.inputs)
+        """Check names are unique, every input is produced before use (no cycles, nothing dangling).
+
+        Every error is a ModelFormatError naming the layer and saying what was expected."""
+        src = self.source or None
+        producer: dict[str, str | None] = dict.fromkeys(self.inputs)  # tensor -> layer (None: a net input)
         names: set[str] = set()
         for n in self.nodes:
             if n.name in names:
-                raise ModelFormatError(f"duplicate layer name {n.name!r}", file=self.source or None)
+                raise ModelFormatError(f"duplicate layer name {n.name!r}", file=src, layer=n.name,
+                                       expected="every layer name once (layers are addressed by name, as in cv2): "
+                                                "rename one of them")
             names.add(n.name)
             for t in n.inputs:
-                if t not in known:
+                if t not in producer:
                     raise ModelFormatError(
                         f"input tensor {t!r} is not produced by any earlier layer or net input "
                         "(dangling bottom or a cycle)",
-                        file=self.source or None,
+                        file=src,
                         layer=n.name,
+                        expected=f"a net input {list(self.inputs)} or the output of a layer listed before "
+                                 f"{n.name!r}",
                     )
             for i, t in enumerate(n.outputs):
                 if t != output_name(n.name, i):
                     raise ModelFormatError(
                         f"output {i} of layer {n.name!r} must be named {output_name(n.name, i)!r}, got {t!r}",
-                        file=self.source or None,
+                        file=src,
                         layer=n.name,
+                        expected=f"{output_name(n.name, i)!r} (output 0 is named like its layer, output i > 0 "
+                                 "'<layer>:<i>')",
                     )
-                if t in known:
-                    raise ModelFormatError(f"tensor {t!r} is produced twice", file=self.source or None, layer=n.name)
-                known.add(t)
+                if t in producer:
+                    prev = producer[t]
+                    if prev is None:
+                        raise ModelFormatError(
+                            f"tensor {t!r} is produced twice: it is a net input and an output of layer {n.name!r}",
+                            file=src, layer=n.name,
+                            expected=f"layer outputs named apart from the net inputs {list(self.inputs)}: rename "
+                                     f"layer {n.name!r} or the input")
+                    raise ModelFormatError(
+                        f"tensor {t!r} is produced twice: by layer {prev!r} and by layer {n.name!r}",
+                        file=src, layer=n.name,
+                        expected=f"one producer per tensor: rename layer {n.name!r} or {prev!r} (output i > 0 "
+                                 "of layer 'x' is the tensor 'x:i')")
+                producer[t] = n.name
 
 
 def default_output_names(nodes: tuple[Node, ...], inputs: tuple[str, ...]) -> tuple[str, ...]:

@@ -22,6 +22,7 @@ entered from two threads at once.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import threading
@@ -33,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from refnet.errors import ModelFormatError, RefnetError, ShapeError
+from refnet.errors import ModelFormatError, ShapeError
 from refnet.graph import Graph, Node
 from refnet.ops import registry
 from refnet.ops.registry import Ctx
@@ -53,6 +54,8 @@ _FRESH_OPS = frozenset({
 # ops whose outputs *are* their input: no step, the output tensor names the input's slot
 _ALIAS_OPS = frozenset({"identity", "split"})
 _MAX_PROGRAMS = 8  # compiled programs kept per Net (input shapes x outputs x precision)
+# the most elements a tensor may have: Caffe counts a blob's elements in an int (INT_MAX), cv2.dnn too
+MAX_TENSOR_ELEMENTS = 2**31 - 1
 
 _RUN_LOCK = threading.RLock()
 
@@ -179,10 +182,9 @@ class _Program:
                             regs[s] = v
                     for s in frees:
                         regs[s] = None
-        except RefnetError as e:
-            if isinstance(e, ShapeError) and not e.layer and self.layers:
-                raise ShapeError(str(e), layer=self.layers[j]) from e
-            raise
+        except ShapeError as e:
+            layer = self.layers[j] if self.layers else None
+            raise e.with_context(layer=layer, inputs={k: feeds[k].shape for k, _ in self.feeds}) from e
         return regs
 
 
@@ -230,7 +232,8 @@ class Net:
                      ) -> dict[str, tuple[int, ...]]:
         """Every tensor's shape for the given input shapes (default: the declared ones).
 
-        Raises ShapeError naming the first layer whose input cannot work.
+        Raises ShapeError naming the first layer whose input cannot work (or whose output would
+        have more than MAX_TENSOR_ELEMENTS elements) and the net input shapes it was given.
         """
         return self._shapes_of(self._input_shape_map(input_shapes), None)
 
@@ -241,6 +244,7 @@ class Net:
         cached = self._shapes.get(key)
         if cached is not None:
             return dict(cached)
+        given = {k: shapes[k] for k in self.input_names if k in shapes}  # named in every error below
         for i, (node, spec) in enumerate(zip(self.graph.nodes, self._specs)):
             if needed is not None and i not in needed:
                 continue
@@ -248,15 +252,15 @@ class Net:
             try:
                 outs = spec.shape(node, ins)
             except ShapeError as e:
-                raise e if e.layer else ShapeError(str(e), layer=node.name) from e
+                raise e.with_context(layer=node.name, inputs=given) from e
             except (ValueError, IndexError, KeyError, TypeError) as e:
                 raise ShapeError(f"cannot infer the output shape: {e}", layer=node.name,
-                                 got=[tuple(s) for s in ins]) from e
+                                 got=[tuple(s) for s in ins], inputs=given) from e
             if len(outs) != len(node.outputs):
                 raise ShapeError(f"op {node.op} gives {len(outs)} outputs, layer declares {len(node.outputs)}",
-                                 layer=node.name)
+                                 layer=node.name, inputs=given)
             for t, s in zip(node.outputs, outs):
-                shapes[t] = tuple(int(d) for d in s)
+                shapes[t] = _check_size(node.name, t, tuple(int(d) for d in s), given)
         self._shapes[key] = dict(shapes)
         return shapes
 
@@ -270,6 +274,9 @@ class Net:
             if len(self.input_names) != 1:
                 raise ShapeError(f"the model has inputs {list(self.input_names)}; pass a dict of shapes")
             input_shapes = {self.input_names[0]: input_shapes}
+        if set(input_shapes) != set(self.input_names):
+            raise ShapeError(f"input shapes must be given for exactly {list(self.input_names)}",
+                             expected=list(self.input_names), got=list(input_shapes))
         return {k: tuple(int(d) for d in v) for k, v in input_shapes.items()}
 
     # ---- running -------------------------------------------------------------------------------
@@ -400,6 +407,7 @@ class Net:
             prog.feeds.append((k, new_slot(k)))
         # 1. bind every step; identity/split become aliases
         shp = dict(shapes)
+        given = {k: shp[k] for k in self.input_names if k in shp}
         op_of: list[str] = []
         entries: list[tuple[Any, list[int], list[int], bool, bool, str, tuple[int, ...]]] = []
         for st in plan.steps:
@@ -413,7 +421,7 @@ class Net:
             in_shapes = [shp[t] for t in st.inputs]
             if any(t not in shp for t in st.outputs):  # tensors made by the planner (merged convs)
                 for t, v in zip(st.outputs, registry.OPS[node.op].shape(node, in_shapes)):
-                    shp[t] = tuple(int(d) for d in v)
+                    shp[t] = _check_size(node.name, t, tuple(int(d) for d in v), given)
             out_shapes = [shp[t] for t in st.outputs]
             fn, takes_out = None, False
             prep = PREPARE.get(node.op) if ctx.fast else None
@@ -421,7 +429,7 @@ class Net:
                 try:
                     res = prep(node, params, in_shapes, ctx)
                 except ShapeError as e:
-                    raise e if e.layer else ShapeError(str(e), layer=node.name) from e
+                    raise e.with_context(layer=node.name, inputs=given) from e
                 if res is not None:
                     fn, takes_out = res
             if fn is None:
@@ -607,6 +615,21 @@ class Net:
             params = _fold(node, a, c)
         params.update(act_params)
         return Node(node.name, node.op, node.inputs, node.outputs, attrs, params), absorbed, cur
+
+
+def _check_size(layer: str, tensor: str, shape: tuple[int, ...], inputs: Mapping[str, tuple[int, ...]]
+                ) -> tuple[int, ...]:
+    """``shape`` if a tensor of it can exist (at most MAX_TENSOR_ELEMENTS elements; a -1 dimension,
+    known only at run time, counts as 1), else ShapeError naming the layer, shape and net inputs."""
+    n = math.prod(d for d in shape if d >= 0)
+    if n > MAX_TENSOR_ELEMENTS:
+        what = "output" if tensor == layer else f"output {tensor!r}"
+        raise ShapeError(f"{what} of shape {shape} would have {n:,} elements, more than a tensor can hold",
+                         layer=layer, got=shape, inputs=inputs,
+                         expected=f"at most 2**31 - 1 = {MAX_TENSOR_ELEMENTS:,} elements per tensor, the int limit of "
+                                  "Caffe blobs and cv2.dnn; check the layer's pad, kernel, stride and num_output "
+                                  "and the input size")
+    return shape
 
 
 def _conv_geometry_key(node: Node) -> tuple | None:
