@@ -50,8 +50,10 @@ class Node:
     params: Mapping[str, np.ndarray] = field(default_factory=lambda: MappingProxyType({}))
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "inputs", tuple(self.inputs))
-        object.__setattr__(self, "outputs", tuple(self.outputs))
+        if type(self.inputs) is not tuple:  # importers pass tuples and read-only maps already
+            object.__setattr__(self, "inputs", tuple(self.inputs))
+        if type(self.outputs) is not tuple:
+            object.__setattr__(self, "outputs", tuple(self.outputs))
         if not isinstance(self.attrs, MappingProxyType):
             object.__setattr__(self, "attrs", freeze(self.attrs))
         if not isinstance(self.params, MappingProxyType):
@@ -151,4 +153,4 @@ class Graph:
 def default_output_names(nodes: tuple[Node, ...], inputs: tuple[str, ...]) -> tuple[str, ...]:
     """Layers none of whose outputs is consumed by another layer, in order."""
     consumed = {t for n in nodes for t in n.inputs}
-    return tuple(n.name for n in nodes if not any(t in consumed for t in n.outputs))
+    return tuple(n.name for n in nodes if consumed.isdisjoint(n.outputs))

@@ -30,8 +30,10 @@ from refnet.kernels._jit import jit
 OK, FALLBACK = 0, 1
 
 # row columns and row codes
-R_CODE, R_PARENT, R_FIELD, R_INT, R_A, R_B, R_AT = range(7)
-R_COLS = 7
+# (R_INT and R_A share a column: a row holds either a value or the span of its text)
+R_CODE, R_PARENT, R_FIELD, R_A, R_B, R_AT = range(6)
+R_INT = R_A
+R_COLS = 6
 OPEN, INT, BOOL, ENUM, STR, BYTES, FLOAT, UNKNOWN, FLOAT_INT = range(9)
 # FLOAT_INT: a float field given as an int literal that float32 holds exactly (|v| <= 2**24,
 # not "-0"): R_INT holds it and Python needs no string conversion
@@ -218,27 +220,32 @@ def _after_value(buf, p, n):
 
 
 @jit
-def scan_text(buf, root, names, ttab, ftab, etab, ltab, max_depth):
+def scan_text(buf, root, names, ttab, ftab, etab, ltab, skip, max_depth):
     """Rows for the statements of text-format ``buf`` (uint8) parsed as message type ``root``.
 
     ``ttab[t]`` = field index range of message type t, ``ftab`` the fields (F_* columns),
     ``etab[e]`` = label index range of enum e, ``ltab[l]`` = (name offset, name length,
-    number); names are bytes in ``names``. Returns ``(status, rows, first)`` where ``first`` is
-    the offset of the first statement (the root message's position).
+    number); names are bytes in ``names``. Messages of the types t with ``skip[t]`` are
+    checked like all others but give no rows (nor do their fields). Returns ``(status, rows,
+    first)`` where ``first`` is the offset of the first statement (the root message's position).
     """
     n = buf.shape[0]
     rows = np.empty((max(64, n // 8), R_COLS), np.int64)
     nr = 0
     seen = np.full(ftab.shape[0], -1, np.int64)  # message id that last set each singular field
-    # the open messages: id (-1: inside an unknown field), type, closing byte
+    # the open messages: id (-1: inside an unknown field), id in the rows (-1: not in the rows,
+    # i.e. unknown or skipped), type, closing byte
     st_id = np.empty(max_depth + 2, np.int64)
+    st_out = np.empty(max_depth + 2, np.int64)
     st_type = np.empty(max_depth + 2, np.int64)
     st_close = np.empty(max_depth + 2, np.int64)
     depth = 0
     cur_id = 0
+    cur_out = 0
     cur_type = root
     cur_close = -1
     n_msgs = 1
+    n_out = 1
     first = -1
     p = 0
     while True:
@@ -262,6 +269,7 @@ def scan_text(buf, root, names, ttab, ftab, etab, ltab, max_depth):
                 return FALLBACK, rows[:nr], first
             depth -= 1
             cur_id = st_id[depth]
+            cur_out = st_out[depth]
             cur_type = st_type[depth]
             cur_close = st_close[depth]
             p = _after_value(buf, p + 1, n)
@@ -290,24 +298,25 @@ def scan_text(buf, root, names, ttab, ftab, etab, ltab, max_depth):
             grown[:nr] = rows[:nr]
             rows = grown
         row = rows[nr]
-        row[R_PARENT] = cur_id
+        row[R_PARENT] = cur_out
         row[R_FIELD] = fid
-        row[R_INT] = 0
         row[R_A] = at
         row[R_B] = name_end
         row[R_AT] = at
         if fid < 0:  # an unknown field: recorded by a known message, its value only tokenised
-            if cur_id >= 0:
+            if cur_out >= 0:
                 row[R_CODE] = UNKNOWN
                 nr += 1
             if is_open:
                 if depth >= max_depth:
                     return FALLBACK, rows[:nr], first
                 st_id[depth] = cur_id
+                st_out[depth] = cur_out
                 st_type[depth] = cur_type
                 st_close[depth] = cur_close
                 depth += 1
                 cur_id = -1
+                cur_out = -1
                 cur_close = 125 if c == 123 else 62
                 p += 1
                 continue
@@ -340,14 +349,20 @@ def scan_text(buf, root, names, ttab, ftab, etab, ltab, max_depth):
                 return FALLBACK, rows[:nr], first
             row[R_CODE] = OPEN
             row[R_A] = p
-            nr += 1
             st_id[depth] = cur_id
+            st_out[depth] = cur_out
             st_type[depth] = cur_type
             st_close[depth] = cur_close
             depth += 1
             cur_id = n_msgs
             n_msgs += 1
             cur_type = ftab[fid, F_REF]
+            if cur_out >= 0 and not skip[cur_type]:
+                nr += 1
+                cur_out = n_out
+                n_out += 1
+            else:
+                cur_out = -1
             cur_close = 125 if c == 123 else 62
             p += 1
             continue
@@ -437,7 +452,8 @@ def scan_text(buf, root, names, ttab, ftab, etab, ltab, max_depth):
             p = q
         else:
             return FALLBACK, rows[:nr], first
-        nr += 1
+        if cur_out >= 0:
+            nr += 1
         p = _after_value(buf, p, n)
     if depth != 0:
         return FALLBACK, rows[:nr], first
@@ -474,12 +490,21 @@ class SchemaTables:
                 self.labels.append(label)
             erows.append((start, len(lrows)))
         self.type_index = type_index
+        self._masks: dict[frozenset[str], np.ndarray] = {}
         self.names = np.frombuffer(bytes(names), np.uint8).copy()
         self.ttab = np.array(trows, np.int64).reshape(-1, 2)
         self.ftab = np.array(frows, np.int64).reshape(-1, 5)
         self.etab = np.array(erows, np.int64).reshape(-1, 2)
         self.ltab = np.array(lrows, np.int64).reshape(-1, 3)
 
-    def scan(self, raw: bytes, root: int, max_depth: int):
+    def skip_mask(self, names: frozenset[str]) -> np.ndarray:
+        """The ``skip`` argument of scan_text for these message type names (cached)."""
+        mask = self._masks.get(names)
+        if mask is None:
+            mask = np.array([t.name in names for t in self.types], np.bool_)
+            self._masks[names] = mask
+        return mask
+
+    def scan(self, raw: bytes, root: int, max_depth: int, skip: frozenset[str] = frozenset()):
         return scan_text(np.frombuffer(raw, np.uint8), root, self.names, self.ttab, self.ftab, self.etab,
-                         self.ltab, max_depth)
+                         self.ltab, self.skip_mask(skip), max_depth)

@@ -239,8 +239,63 @@ def _place(blobs, dims, nd):
 
 
 @jit
-def scan_weights(buf):
-    """Index the layers and blobs of a caffemodel (``buf``: uint8 array).
+def _utf8_ok(buf, a, n):
+    """``buf[a:a + n]`` is UTF-8 as Python's strict decoder takes it (no overlong forms, no
+    surrogates, nothing past U+10FFFF)."""
+    p = a
+    end = a + n
+    while p < end:
+        c = buf[p]
+        if c < 0x80:
+            p += 1
+            continue
+        if 0xC2 <= c <= 0xDF:
+            k, lo, hi = 1, 0x80, 0xBF
+        elif 0xE0 <= c <= 0xEF:
+            k = 2
+            lo = 0xA0 if c == 0xE0 else 0x80
+            hi = 0x9F if c == 0xED else 0xBF
+        elif 0xF0 <= c <= 0xF4:
+            k = 3
+            lo = 0x90 if c == 0xF0 else 0x80
+            hi = 0x8F if c == 0xF4 else 0xBF
+        else:
+            return False
+        if p + k >= end:  # the sequence needs bytes p + 1 .. p + k
+            return False
+        if not lo <= buf[p + 1] <= hi:
+            return False
+        for j in range(2, k + 1):
+            if not 0x80 <= buf[p + j] <= 0xBF:
+                return False
+        p += k + 1
+    return True
+
+
+@jit
+def _check_layers(buf, layers, v1_types):
+    """OK when the layers are all V2 or all V1, their names and V2 types are UTF-8 and their
+    V1 types known enum numbers (``v1_types[number]``); the generic decoder judges the rest."""
+    for k in range(layers.shape[0]):
+        row = layers[k]
+        if row[L_V1] != layers[0, L_V1]:
+            return FALLBACK
+        if row[L_NAME] >= 0 and not _utf8_ok(buf, row[L_NAME], row[L_NAME_LEN]):
+            return FALLBACK
+        if row[L_TYPE] >= 0:
+            if row[L_V1]:
+                t = row[L_TYPE_LEN]
+                if t < 0 or t >= v1_types.shape[0] or not v1_types[t]:
+                    return FALLBACK
+            elif not _utf8_ok(buf, row[L_TYPE], row[L_TYPE_LEN]):
+                return FALLBACK
+    return OK
+
+
+@jit
+def scan_weights(buf, v1_types):
+    """Index the layers and blobs of a caffemodel (``buf``: uint8 array; ``v1_types``: which
+    V1LayerType enum numbers exist, as a bool array).
 
     Returns ``(status, layers, blobs, dims)``, the tables cut to their rows; status FALLBACK
     means: let the generic decoder handle this file (the tables are then incomplete).
@@ -336,5 +391,7 @@ def scan_weights(buf):
                     return FALLBACK, layers[:nl], blobs[:nb], dims[:nd]
         if pos != end:
             return FALLBACK, layers[:nl], blobs[:nb], dims[:nd]
-    status, dims, nd = _place(blobs[:nb], dims, nd)
+    status = _check_layers(buf, layers[:nl], v1_types)
+    if status == OK:
+        status, dims, nd = _place(blobs[:nb], dims, nd)
     return status, layers[:nl], blobs[:nb], dims[:nd]

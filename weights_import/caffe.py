@@ -72,9 +72,13 @@ _V1_TYPE_NAMES = {
 
 
 # ---- reading the two files --------------------------------------------------------------------
-def parse_net_text(data: str | bytes, *, file: str = "<prototxt>") -> Message:
-    """Parse a text prototxt into a NetParameter message."""
-    return parse_message(data, MESSAGES["NetParameter"], file=file)
+# training-only sub-messages no importer step reads: checked, not built (see parse_message)
+TRAINING_ONLY = frozenset({"ParamSpec", "FillerParameter"})
+
+
+def parse_net_text(data: str | bytes, *, file: str = "<prototxt>", skip: frozenset[str] = frozenset()) -> Message:
+    """Parse a text prototxt into a NetParameter message (``skip``: see parse_message)."""
+    return parse_message(data, MESSAGES["NetParameter"], file=file, skip=skip)
 
 
 def parse_net_binary(data: bytes | bytearray | memoryview, *, file: str = "<caffemodel>",
@@ -147,7 +151,7 @@ def _layer_name(buf: bytes, pos: int, end: int, name_no: int, varint: Callable) 
     return None
 
 
-@dataclass
+@dataclass(slots=True)
 class _Layer:
     """A layer definition normalised over V1/V2: the V2 type name and the raw message."""
 
@@ -243,7 +247,10 @@ def blob_array(b: Message, layer: str) -> np.ndarray:
 
 
 _RAW_DTYPES = {"FLOAT16": np.dtype("<f2"), "FLOAT": np.dtype("<f4"), "DOUBLE": np.dtype("<f8")}
-_V1_TYPE_NUMBERS = frozenset(ENUMS["V1LayerType"].values())
+_V1_TYPE_OK = np.zeros(max(ENUMS["V1LayerType"].values()) + 1, np.bool_)  # which V1 type numbers exist
+_V1_TYPE_OK[list(ENUMS["V1LayerType"].values())] = True
+_SCAN_LAYER = [WS.L_NAME, WS.L_NAME_LEN, WS.L_BLOB0, WS.L_NBLOBS]
+_LE_F32, _LE_F64 = np.dtype("<f4"), np.dtype("<f8")
 SCAN_PLACED = [WS.B_OFF, WS.B_SHAPE0, WS.B_SHAPE_N, WS.B_COUNT, WS.B_DST, WS.B_BITS]
 
 
@@ -256,39 +263,26 @@ def _scanned_weights(buf: bytes) -> list[_Layer] | None:
     if not isinstance(buf, bytes):
         buf = bytes(buf)
     u8 = np.frombuffer(buf, np.uint8)
-    status, layer_rows, blob_rows, dims = scan_weights(u8)
+    status, layer_rows, blob_rows, dims = scan_weights(u8, _V1_TYPE_OK)
     if status != SCAN_OK:
         return None
-    layer_rows = layer_rows.tolist()
-    if len({row[0] for row in layer_rows}) > 1:
-        return None  # V1 and V2 layers mixed: _layers_of reports it
     blob_rows = blob_rows[:, SCAN_PLACED].tolist()
     dims = dims.tolist()
     # all float32 (float64) blobs' bytes gathered into one aligned, writable array, in blob order
-    flat = {bits: np.concatenate([u8[r[0]:r[0] + r[3] * bits // 8] for r in blob_rows if r[5] == bits]
-                                 or [u8[:0]]).view(dt).astype(dt.newbyteorder("="), copy=False)
-            for bits, dt in ((32, np.dtype("<f4")), (64, np.dtype("<f8")))}
+    flat = {bits: np.concatenate(parts).view(dt).astype(dt.newbyteorder("="), copy=False)
+            for bits, dt in ((32, _LE_F32), (64, _LE_F64))
+            if (parts := [u8[r[0]:r[0] + r[3] * bits // 8] for r in blob_rows if r[5] == bits])}
     out: list[_Layer] = []
-    try:
-        for v1, _at, name_at, name_len, type_at, type_len, b0, nb in layer_rows:
-            name = buf[name_at:name_at + name_len].decode("utf-8") if name_at >= 0 else ""
-            if v1:
-                if type_at >= 0 and type_len not in _V1_TYPE_NUMBERS:
-                    return None
-            elif type_at >= 0:
-                buf[type_at:type_at + type_len].decode("utf-8")  # the decoder checks it too
-            if not nb:
-                continue
-            arrays = []
-            for off, s0, sn, count, dst, bits in blob_rows[b0:b0 + nb]:
-                shape = tuple(dims[s0:s0 + sn])
-                if bits == 16:  # fp16 raw_data, widened to float32 as blob_array does
-                    arrays.append(np.frombuffer(buf, "<f2", count, off).astype(np.float32).reshape(shape))
-                else:
-                    arrays.append(flat[bits][dst:dst + count].reshape(shape))
-            out.append(_Layer(name, "", [], [], None, [], arrays))
-    except UnicodeDecodeError:
-        return None
+    for name_at, name_len, b0, nb in layer_rows[layer_rows[:, WS.L_NBLOBS] > 0][:, _SCAN_LAYER].tolist():
+        arrays = []
+        for off, s0, sn, count, dst, bits in blob_rows[b0:b0 + nb]:
+            shape = tuple(dims[s0:s0 + sn])
+            if bits == 16:  # fp16 raw_data, widened to float32 as blob_array does
+                arrays.append(np.frombuffer(buf, "<f2", count, off).astype(np.float32).reshape(shape))
+            else:
+                arrays.append(flat[bits][dst:dst + count].reshape(shape))
+        name = buf[name_at:name_at + name_len].decode("utf-8") if name_at >= 0 else ""  # checked: UTF-8
+        out.append(_Layer(name, "", [], [], None, [], arrays))
     return out
 
 
@@ -354,7 +348,7 @@ def _floats(v: Any) -> tuple[float, ...]:
     return tuple(float(x) for x in np.asarray(v, np.float64).reshape(-1))
 
 
-@dataclass
+@dataclass(slots=True)
 class _Build:
     """What a layer builder returns: the node's op, attrs, params and extra graph inputs."""
 
@@ -976,7 +970,7 @@ def _read_caffe(prototxt: str | os.PathLike | None = None,
         bin_data = _read_file(caffemodel, bin_file)
     if text_data is None and bin_data is None:
         raise ValueError("read_caffe needs a prototxt and/or a caffemodel")
-    text_net = parse_net_text(text_data, file=text_file) if text_data is not None else None
+    text_net = parse_net_text(text_data, file=text_file, skip=TRAINING_ONLY) if text_data is not None else None
     weights: list[_Layer] | None = None
     if text_net is not None and bin_data is not None:
         weights = _scanned_weights(bin_data)
@@ -1080,9 +1074,9 @@ def _build_graph(net: Message, layers: list[_Layer], weights: list[_Layer], quir
         return new
 
     def add(name: str, op: str, ins: list[str], n_out: int, attrs: dict, params: dict,
-            ctype: str) -> list[str]:
-        outs = [name] if n_out == 1 else [output_name(name, i) for i in range(n_out)]
-        nodes.append(Node(name, op, tuple(ins), tuple(outs), _frozen(attrs), MappingProxyType(params)))
+            ctype: str) -> tuple[str, ...]:
+        outs = (name,) if n_out == 1 else tuple(output_name(name, i) for i in range(n_out))
+        nodes.append(Node(name, op, tuple(ins), outs, _frozen(attrs), MappingProxyType(params)))
         caffe_types[name] = ctype
         return outs
 
@@ -1167,7 +1161,7 @@ def _input_layer(L: _Layer, inputs: list[str], shapes: list, blob_map: dict[str,
 
 
 def _batch_stats_prefix(c: _Ctx, ins: list[str], unique: Callable[[str], str],
-                        add: Callable[..., list[str]]) -> list[str]:
+                        add: Callable[..., tuple[str, ...]]) -> list[str]:
     """BatchNorm with use_global_stats: false normalises with the batch's own statistics.
 
     cv2 inserts a layer ``<name>/mvn`` (MVN, eps inside the sqrt) before the BatchNorm, whose
@@ -1182,7 +1176,7 @@ def _batch_stats_prefix(c: _Ctx, ins: list[str], unique: Callable[[str], str],
                                                 "across_channels": False, "eps": eps}, {}, "MVN")
     else:
         out = add(mvn_name, "instance_norm", ins, 1, {"eps": eps}, {}, "MVN")
-    return out
+    return list(out)
 
 
 def _bn_after_batch_stats(c: _Ctx) -> _Build:

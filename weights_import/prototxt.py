@@ -400,23 +400,27 @@ _ROW_OPEN, _ROW_INT, _ROW_BOOL, _ROW_ENUM = TS.OPEN, TS.INT, TS.BOOL, TS.ENUM
 _ROW_STR, _ROW_BYTES, _ROW_FLOAT, _ROW_UNKNOWN, _ROW_FLOAT_INT = TS.STR, TS.BYTES, TS.FLOAT, TS.UNKNOWN, TS.FLOAT_INT
 
 
-def _fast_parse(text: str, mt: MessageType, file: str) -> Message:
-    """Parse the plain common subset of the text format; raise _Fallback on anything else."""
+def _fast_parse(text: str, mt: MessageType, file: str, skip: frozenset[str] = frozenset()) -> Message:
+    """Parse the plain common subset of the text format; raise _Fallback on anything else.
+
+    Fields whose message type is named in ``skip`` are checked like all others but left out of
+    the result (see :func:`parse_message`)."""
     root_index = _TABLES.type_index.get(mt.name)
     if root_index is None or _TABLES.types[root_index] is not mt:
         raise _Fallback  # a message type outside the schema tables
     raw = text.encode("utf-8")
-    status, rows, first = _TABLES.scan(raw, root_index, MAX_DEPTH)
+    status, rows, first = _TABLES.scan(raw, root_index, MAX_DEPTH, skip)
     if status != TS.OK:
         raise _Fallback
     loc = _OffsetLocator(text, raw)
     root = Message(mt, first, file, loc)
-    msgs = [root]
-    vals_of, where_of = [root.values], [root.field_where]  # by message id, as the rows number them
+    msgs = [root]  # by message id, as the rows number them
+    vals_of, where_of = [root.values], [root.field_where]
     chars = text if len(raw) == len(text) else None  # ASCII: byte offsets are str offsets
     fields, labels = _TABLES.fields, _TABLES.labels
     floats: list[tuple[dict, str, Any]] = []
-    for code, parent, fid, ival, a, b, at in rows.tolist():
+    for code, parent, fid, a, b, at in rows.tolist():  # a: the value (int-like rows) or where the text starts
+        ival = a
         if code == _ROW_UNKNOWN:
             msgs[parent].unknown.append(raw[a:b].decode("ascii"))
             continue
@@ -489,12 +493,18 @@ def _finish(msg: Message) -> None:
             msg.values[name] = np.asarray(v, _FLOAT_KINDS[f.kind])
 
 
-def parse_message(data: str | bytes, mtype: MessageType | str, *, file: str = "<text>") -> Message:
-    """Parse text-format ``data`` as message ``mtype`` (a MessageType or a schema name)."""
+def parse_message(data: str | bytes, mtype: MessageType | str, *, file: str = "<text>",
+                  skip: frozenset[str] = frozenset()) -> Message:
+    """Parse text-format ``data`` as message ``mtype`` (a MessageType or a schema name).
+
+    ``skip``: names of message types the caller never reads (e.g. Caffe's training-only
+    ParamSpec and FillerParameter). Fields of those types are checked as strictly as any
+    other but may be left out of the result, which saves building them.
+    """
     mt = MESSAGES[mtype] if isinstance(mtype, str) else mtype
     text = _to_text(data, file)
     try:
-        return _fast_parse(text, mt, file)
+        return _fast_parse(text, mt, file, skip)
     except _Fallback:
         pass
     p = _Parser(text, file)

@@ -233,10 +233,25 @@ def test_weights_index_takes_the_real_and_synthetic_models(models):
     assert len(taken) >= 10
 
 
+@pytest.mark.parametrize("name", [b"\xc3\xa9t\xc3\xa9", b"\xe2\x82\xac", b"\xf0\x9f\x98\x80", b"\xc0\x80",
+                                  b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xe2\x82", b"\x80", b"a\xff"])
+def test_weights_index_checks_names_as_strictly_as_python(name):
+    """Valid UTF-8 names are taken as Python decodes them; overlong forms, surrogates, code points
+    past U+10FFFF, cut sequences and stray bytes go to the generic decoder (which reports them)."""
+    data = CW.ld(100, CW.ld(1, name) + CW.ld(7, CW.ld(5, np.ones(1, "<f4").tobytes())))  # shape (1,)
+    try:
+        expected = name.decode("utf-8")
+    except UnicodeDecodeError:
+        assert C._scanned_weights(data) is None
+        return
+    assert [L.name for L in C._scanned_weights(data)] == [expected]
+
+
 @pytest.mark.parametrize("edit", ["mixed_v1_v2", "name_twice", "diff", "truncated", "bad_utf8"])
 def test_weights_index_leaves_the_unusual_to_the_generic_decoder(edit):
     """Hand-made files the index must not take (each decodes differently or fails generically)."""
-    layer = CW.ld(1, b"conv") + CW.ld(7, CW.ld(5, np.ones(2, "<f4").tobytes()))
+    layer = CW.ld(1, b"conv") + CW.ld(7, CW.ld(5, np.ones(1, "<f4").tobytes()))
+    assert C._scanned_weights(CW.ld(100, layer)) is not None  # taken as it is
     data = {
         "mixed_v1_v2": CW.ld(100, layer) + CW.ld(2, CW.ld(4, b"x")
                                                                   + CW.ld(6, CW.ld(5, b"\0" * 4))),

@@ -276,3 +276,22 @@ def test_fuzz_damaged_real_net_text(pos, junk):
         parse_message(damaged, "NetParameter", file="fuzz")
     except ModelFormatError as e:
         assert e.line is not None and 1 <= e.line <= damaged.count("\n") + 1
+
+
+def test_skipped_training_messages_are_checked_but_not_built():
+    """parse_message(skip=...) leaves ParamSpec/FillerParameter out and still rejects bad values in them."""
+    from refnet.weights_import.caffe import TRAINING_ONLY
+
+    good = ('layer { name: "c" type: "Convolution" param { lr_mult: 1 } param { lr_mult: 2 } '
+            'convolution_param { num_output: 2 weight_filler { type: "xavier" } } }')
+    m = parse_message(good, "NetParameter", skip=TRAINING_ONLY)
+    layer = m.get("layer")[0]
+    assert not layer.has("param") and layer.get("name") == "c"
+    conv = layer.get("convolution_param")
+    assert conv.get("num_output") == 2 and not conv.has("weight_filler")
+    full = parse_message(good, "NetParameter")
+    assert [p.get("lr_mult") for p in full.get("layer")[0].get("param")] == [1.0, 2.0]
+    for bad in ('layer { param { lr_mult: "x" } }', 'layer { param { no_such_field: 1 } } }',
+                'layer { convolution_param { weight_filler { std: 1 std: 2 } } }'):
+        with pytest.raises(ModelFormatError):
+            parse_message(bad, "NetParameter", skip=TRAINING_ONLY)
