@@ -65,8 +65,7 @@ def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     ih = np.maximum(np.minimum(ay2, by2) - np.maximum(ay1, by1), 0)
     inter = iw * ih
     union = area_a + area_b - inter
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = inter / union
+    out = inter / union
     out[union == 0] = 0
     return out.astype(a.dtype, copy=False)
 
@@ -84,8 +83,7 @@ def iou_reference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         h = np.clip(np.minimum(y2, bd[:, 3]) - np.maximum(y1, bd[:, 1]), 0, None)
         inter = w * h
         union = area_a + area_b - inter
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[i] = np.where(union == 0, 0.0, inter / union)
+        out[i] = np.where(union == 0, 0.0, inter / union)
         if math.isnan(area_a):
             out[i] = np.nan
     return out.astype(a.dtype)

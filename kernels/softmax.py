@@ -47,9 +47,8 @@ def softmax_reference(x: np.ndarray, axis: int = 1) -> np.ndarray:
     x, a = _check(x, axis)
     if x.size == 0:
         return x.copy()
-    with np.errstate(invalid="ignore"):
-        e = np.exp(x - np.max(x, axis=a, keepdims=True))
-        return e / np.sum(e, axis=a, keepdims=True)
+    e = np.exp(x - np.max(x, axis=a, keepdims=True))
+    return e / np.sum(e, axis=a, keepdims=True)
 
 
 @ieee
@@ -58,9 +57,8 @@ def log_softmax_reference(x: np.ndarray, axis: int = 1) -> np.ndarray:
     x, a = _check(x, axis)
     if x.size == 0:
         return x.copy()
-    with np.errstate(invalid="ignore", divide="ignore"):
-        z = x - np.max(x, axis=a, keepdims=True)
-        return z - np.log(np.sum(np.exp(z), axis=a, keepdims=True))
+    z = x - np.max(x, axis=a, keepdims=True)
+    return z - np.log(np.sum(np.exp(z), axis=a, keepdims=True))
 
 
 # ---------------------------------------------------------------- fast
@@ -92,10 +90,9 @@ def softmax(x: np.ndarray, axis: int = 1) -> np.ndarray:
     if a == x.ndim - 1 and 1 < x.shape[-1] <= 8 and x.size >= 64:
         return _softmax_short_last(x)
     out = np.subtract(x, np.max(x, axis=a, keepdims=True))
-    with np.errstate(invalid="ignore"):
-        np.exp(out, out=out)
-        s = np.sum(out, axis=a, keepdims=True, dtype=np.float64)
-        out *= (1.0 / s).astype(x.dtype)
+    np.exp(out, out=out)
+    s = np.sum(out, axis=a, keepdims=True, dtype=np.float64)
+    out *= (1.0 / s).astype(x.dtype)
     return out
 
 
@@ -106,7 +103,6 @@ def log_softmax(x: np.ndarray, axis: int = 1) -> np.ndarray:
     if x.size == 0:
         return x.copy()
     out = np.subtract(x, np.max(x, axis=a, keepdims=True))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        s = np.sum(np.exp(out), axis=a, keepdims=True, dtype=np.float64)
-        out -= np.log(s).astype(x.dtype)
+    s = np.sum(np.exp(out), axis=a, keepdims=True, dtype=np.float64)
+    out -= np.log(s).astype(x.dtype)
     return out
