@@ -204,6 +204,24 @@ def _int_value(buf, a, b, kind):
 
 
 @jit
+def _string_end(buf, p, n):
+    """Position after the quoted string opening at ``p`` (no backslash or newline inside), or -1."""
+    c = buf[p]
+    q = p + 1
+    while q < n and buf[q] != c and buf[q] != 92 and buf[q] != 10:
+        q += 1
+    return q + 1 if q < n and buf[q] == c else -1
+
+
+@jit
+def _ident_end(buf, p, n):
+    """Position after the identifier characters from ``p`` on."""
+    while p < n and _id_char(buf[p]):
+        p += 1
+    return p
+
+
+@jit
 def _skip_blank(buf, p, n):
     while p < n and _blank(buf[p]):
         p += 1
@@ -277,8 +295,7 @@ def scan_text(buf, root, names, ttab, ftab, etab, ltab, skip, max_depth):
         if not _id_start(c):
             return FALLBACK, rows[:nr], first
         at = p
-        while p < n and _id_char(buf[p]):
-            p += 1
+        p = _ident_end(buf, p, n)
         name_end = p
         p = _skip_blank(buf, p, n)
         colon = p < n and buf[p] == 58
@@ -321,20 +338,16 @@ def scan_text(buf, root, names, ttab, ftab, etab, ltab, skip, max_depth):
                 p += 1
                 continue
             if c == 34 or c == 39:
-                q = p + 1
-                while q < n and buf[q] != c and buf[q] != 92 and buf[q] != 10:
-                    q += 1
-                if q >= n or buf[q] != c:
+                p = _string_end(buf, p, n)
+                if p < 0:
                     return FALLBACK, rows[:nr], first
-                p = q + 1
             elif _digit(c) or c == 45 or c == 46:
                 q, _ = _number_end(buf, p, n)
                 if q < 0:
                     return FALLBACK, rows[:nr], first
                 p = q
             elif _id_start(c):
-                while p < n and _id_char(buf[p]):
-                    p += 1
+                p = _ident_end(buf, p, n)
             else:
                 return FALLBACK, rows[:nr], first
             p = _after_value(buf, p, n)
@@ -367,10 +380,8 @@ def scan_text(buf, root, names, ttab, ftab, etab, ltab, skip, max_depth):
             p += 1
             continue
         if c == 34 or c == 39:  # a quoted string
-            q = p + 1
-            while q < n and buf[q] != c and buf[q] != 92 and buf[q] != 10:
-                q += 1
-            if q >= n or buf[q] != c:
+            q = _string_end(buf, p, n) - 1  # the closing quote
+            if q < 0:
                 return FALLBACK, rows[:nr], first
             if kind == K_STRING:
                 row[R_CODE] = STR
@@ -425,9 +436,7 @@ def scan_text(buf, root, names, ttab, ftab, etab, ltab, skip, max_depth):
                 return FALLBACK, rows[:nr], first
             p = q
         elif _id_start(c):
-            q = p
-            while q < n and _id_char(buf[q]):
-                q += 1
+            q = _ident_end(buf, p, n)
             row[R_A] = p
             row[R_B] = q
             if kind == K_ENUM:

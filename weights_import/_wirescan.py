@@ -65,16 +65,23 @@ def _int32(v):
 
 
 @jit
+def _body(buf, pos, end):
+    """(start, stop) of the length-delimited body whose length varint is at ``pos``; stop is -1
+    when the length is cut off or the body runs past ``end``."""
+    n, pos = _varint(buf, pos, end)
+    if pos < 0 or n > np.uint64(end - pos):
+        return pos, -1
+    return pos, pos + np.int64(n)
+
+
+@jit
 def _skip(buf, pos, end, wt):
     """Position after a field body of wire type ``wt`` at ``pos``; -1 if it does not fit."""
     if wt == 0:
         v, pos = _varint(buf, pos, end)
         return pos
     if wt == 2:
-        n, pos = _varint(buf, pos, end)
-        if pos < 0 or n > np.uint64(end - pos):
-            return -1
-        return pos + np.int64(n)
+        return _body(buf, pos, end)[1]
     if wt == 5:
         return pos + 4 if pos + 4 <= end else -1
     if wt == 1:
@@ -114,30 +121,28 @@ def _blob(buf, pos, end, row, dims, ndims):
         if num == 5 or num == 8 or num == 12:  # data, double_data, raw_data
             if wt != 2 or row[B_FIELD] != 0:  # unpacked, or a second data field: generic decoder
                 return FALLBACK, dims, ndims
-            n, pos = _varint(buf, pos, end)
-            if pos < 0 or n > np.uint64(end - pos):
+            pos, stop = _body(buf, pos, end)
+            if stop < 0:
                 return FALLBACK, dims, ndims
             row[B_FIELD] = num
             row[B_OFF] = pos
-            row[B_LEN] = np.int64(n)
-            pos += np.int64(n)
+            row[B_LEN] = stop - pos
+            pos = stop
         elif num == 7:  # shape: BlobShape { repeated int64 dim = 1 [packed] }
             if wt != 2 or row[B_DIM0] >= 0:
                 return FALLBACK, dims, ndims
-            n, pos = _varint(buf, pos, end)
-            if pos < 0 or n > np.uint64(end - pos):
+            pos, stop = _body(buf, pos, end)
+            if stop < 0:
                 return FALLBACK, dims, ndims
-            stop = pos + np.int64(n)
             row[B_DIM0] = ndims
             while pos < stop:
                 t, pos = _varint(buf, pos, stop)
                 if pos < 0:
                     return FALLBACK, dims, ndims
                 if t == 0x0A:  # packed dims
-                    dn, pos = _varint(buf, pos, stop)
-                    if pos < 0 or dn > np.uint64(stop - pos):
+                    pos, dstop = _body(buf, pos, stop)
+                    if dstop < 0:
                         return FALLBACK, dims, ndims
-                    dstop = pos + np.int64(dn)
                     while pos < dstop:
                         d, pos = _varint(buf, pos, dstop)
                         if pos < 0:
@@ -324,10 +329,9 @@ def scan_weights(buf, v1_types):
             continue
         if wt != 2:
             return FALLBACK, layers[:nl], blobs[:nb], dims[:nd]
-        ln, pos = _varint(buf, pos, n)
-        if pos < 0 or ln > np.uint64(n - pos):
+        pos, end = _body(buf, pos, n)
+        if end < 0:
             return FALLBACK, layers[:nl], blobs[:nb], dims[:nd]
-        end = pos + np.int64(ln)
         v1 = num == 2
         name_no = 4 if v1 else 1
         type_no = 5 if v1 else 2
@@ -352,10 +356,9 @@ def scan_weights(buf, v1_types):
             if fnum == blobs_no or fnum == name_no or (fnum == type_no and not v1):
                 if fwt != 2:
                     return FALLBACK, layers[:nl], blobs[:nb], dims[:nd]
-                sl, pos = _varint(buf, pos, end)
-                if pos < 0 or sl > np.uint64(end - pos):
+                pos, stop = _body(buf, pos, end)
+                if stop < 0:
                     return FALLBACK, layers[:nl], blobs[:nb], dims[:nd]
-                stop = pos + np.int64(sl)
                 if fnum == blobs_no:
                     blobs = _grow(blobs, nb + 1)
                     blobs[nb, B_AT] = pos

@@ -255,14 +255,12 @@ _LE_F32, _LE_F64 = np.dtype("<f4"), np.dtype("<f8")
 SCAN_PLACED = [WS.B_OFF, WS.B_SHAPE0, WS.B_SHAPE_N, WS.B_COUNT, WS.B_DST, WS.B_BITS]
 
 
-def _scanned_weights(buf: bytes) -> list[_Layer] | None:
+def _scanned_weights(buf: bytes | mmap.mmap) -> list[_Layer] | None:
     """The caffemodel's layers that carry blobs, each with its blobs as arrays, from the
     compiled index (weights_import/_wirescan.py); None when the file is not of the plain
     well-formed kind the index covers (then the schema-driven decoder reads it, and reports
     what is wrong). Accepts exactly what that decoder plus :func:`blob_array` accept, with
     the same result; tests/fuzz/test_fuzz_caffemodel.py checks it on every mutated file."""
-    if not isinstance(buf, (bytes, mmap.mmap)):
-        buf = bytes(buf)
     u8 = np.frombuffer(buf, np.uint8)
     status, layer_rows, blob_rows, dims = scan_weights(u8, _V1_TYPE_OK)
     if status != SCAN_OK:
@@ -968,16 +966,18 @@ def _read_caffe(prototxt: str | os.PathLike | None = None,
         text_data = _read_file(prototxt, text_file)
     bin_data = caffemodel_bytes
     if bin_data is None and caffemodel is not None:
-        bin_data = _map_file(caffemodel, bin_file)
+        bin_data = _read_file(caffemodel, bin_file, map_large=True)
     if text_data is None and bin_data is None:
         raise ValueError("read_caffe needs a prototxt and/or a caffemodel")
     text_net = parse_net_text(text_data, file=text_file, skip=TRAINING_ONLY) if text_data is not None else None
+    if bin_data is not None and not isinstance(bin_data, (bytes, mmap.mmap)):
+        bin_data = bytes(bin_data)  # a bytearray or memoryview given as caffemodel_bytes
     weights: list[_Layer] | None = None
     if text_net is not None and bin_data is not None:
         weights = _scanned_weights(bin_data)
     bin_net = None
     if bin_data is not None and weights is None:
-        bin_data = bytes(bin_data)  # the schema-driven decoder reads bytes
+        bin_data = bytes(bin_data)  # the schema-driven decoder reads bytes, not a map
         bin_net = parse_net_binary(bin_data, file=bin_file, weights_only=text_net is not None)
     defs_net = text_net if text_net is not None else bin_net
     assert defs_net is not None
@@ -995,26 +995,20 @@ def _read_caffe(prototxt: str | os.PathLike | None = None,
 _MAP_FROM = 2 << 20  # bytes; measured: below ~2 MiB a plain read is faster, above it the map
 
 
-def _map_file(path: str | os.PathLike, label: str) -> bytes | mmap.mmap:
-    """A caffemodel's bytes as a read-only memory map (pre-faulted where the OS allows), else
-    read. Mapping instead of reading spares a fresh multi-megabyte buffer per load, whose page
-    faults (and the heap trimming after it is freed) cost more than the whole parse on large
-    files; the weights are copied out of the map before the load returns."""
+def _read_file(path: str | os.PathLike, label: str, *, map_large: bool = False) -> bytes | mmap.mmap:
+    """The file's bytes, in one unbuffered read. ``map_large``: a file of _MAP_FROM bytes or
+    more comes as a read-only memory map instead (pre-faulted where the OS allows). Mapping a
+    large caffemodel spares a fresh multi-megabyte buffer per load, whose page faults (and the
+    heap trimming after it is freed) cost more than the whole parse; the weights are copied out
+    of the map before the load returns."""
     try:
         with open(path, "rb", buffering=0) as f:
-            if os.fstat(f.fileno()).st_size < _MAP_FROM:
-                return f.readall()  # small: one read is cheaper than setting up a map
-            flags = mmap.MAP_PRIVATE | getattr(mmap, "MAP_POPULATE", 0)
-            return mmap.mmap(f.fileno(), 0, flags=flags, prot=mmap.PROT_READ)
-    except FileNotFoundError:
-        raise
-    except (OSError, ValueError, AttributeError):  # not mappable (a pipe, a special file, no mmap): read it
-        return _read_file(path, label)
-
-
-def _read_file(path: str | os.PathLike, label: str) -> bytes:
-    try:
-        with open(path, "rb", buffering=0) as f:  # unbuffered: one read of the whole file
+            if map_large and os.fstat(f.fileno()).st_size >= _MAP_FROM:
+                try:
+                    flags = mmap.MAP_PRIVATE | getattr(mmap, "MAP_POPULATE", 0)
+                    return mmap.mmap(f.fileno(), 0, flags=flags, prot=mmap.PROT_READ)
+                except (OSError, ValueError, AttributeError):  # not mappable (a special file, no mmap flags): read it
+                    pass
             return f.readall()
     except FileNotFoundError:
         raise  # a missing file is not a malformed model (the CLI reports it in one line too)
