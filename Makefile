@@ -7,7 +7,7 @@ REFNET_MODELS ?= $(abspath ../shared/models)
 export REFNET_MODELS
 export NUMBA_CACHE_DIR ?= $(abspath .numba_cache)
 
-.PHONY: demo test bench lint fuzz clean venv
+.PHONY: demo test bench lint fuzz clean venv cv5
 
 $(VENV)/.installed-base: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,12 +19,24 @@ $(VENV)/.installed-test: $(VENV)/.installed-base
 	$(PIP) install -q -e ".[test,plot]"
 	touch $@
 
+# cv2 5.x cannot share a process with the pinned cv2 4.x: it lives in its own venv and is
+# driven as a subprocess worker (`--backend cv2@PYTHON`); the tests find it through REFNET_CV5_PYTHON
+CV5_VENV := .venv-cv5
+$(CV5_VENV)/.installed:
+	test -x $(CV5_VENV)/bin/python || $(PYTHON) -m venv $(CV5_VENV)
+	$(CV5_VENV)/bin/python -m pip install -q --upgrade pip
+	$(CV5_VENV)/bin/python -m pip install -q "opencv-python>=5,<6" "numpy>=2"
+	touch $@
+export REFNET_CV5_PYTHON ?= $(abspath $(CV5_VENV)/bin/python)
+
+cv5: $(CV5_VENV)/.installed
+
 venv: $(VENV)/.installed-base
 
 demo: $(VENV)/.installed-base
 	$(VENV)/bin/refnet demo --out demo-out
 
-test: $(VENV)/.installed-test
+test: $(VENV)/.installed-test $(CV5_VENV)/.installed
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-test

@@ -1,0 +1,1 @@
+"""The float32 machinery behind Net: planning, compiled programs, threads, budgets."""
