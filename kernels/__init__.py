@@ -2,7 +2,7 @@
 float32 path for every op. They know nothing of graphs or files.
 
 Each op family lives in one module (conv, pool, activation, norm, softmax, tensor,
-detection, style); the reference version of op ``f`` is ``f_reference`` beside it.
+detection, roi, style); the reference version of op ``f`` is ``f_reference`` beside it.
 """
 
 from refnet.kernels.activation import *  # noqa: F403
@@ -10,6 +10,7 @@ from refnet.kernels.conv import *  # noqa: F403
 from refnet.kernels.detection import *  # noqa: F403
 from refnet.kernels.norm import *  # noqa: F403
 from refnet.kernels.pool import *  # noqa: F403
+from refnet.kernels.roi import *  # noqa: F403
 from refnet.kernels.softmax import *  # noqa: F403
 from refnet.kernels.style import *  # noqa: F403
 from refnet.kernels.tensor import *  # noqa: F403

@@ -92,8 +92,10 @@ def iou_reference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 # ---- NMS ----------------------------------------------------------------------------------
 # Overlap rules: "cv2" = cv2.dnn.NMSBoxes (Rect2d jaccardDistance: two zero-area boxes overlap
 # fully), "caffe" = Caffe-SSD JaccardOverlap on normalized boxes, "caffe+1" = cv2's
-# DetectionOutput with normalized_bbox=false (pixel boxes, sizes (w+1)*(h+1)).
-_RULE_CODE = {"cv2": 0, "caffe": 1, "caffe+1": 2}
+# DetectionOutput with normalized_bbox=false (pixel boxes, sizes (w+1)*(h+1)), "frcnn" =
+# py-faster-rcnn's nms (pixel boxes, intersection max(0, iw+1) * max(0, ih+1): boxes less than one
+# pixel apart still overlap).
+_RULE_CODE = {"cv2": 0, "caffe": 1, "caffe+1": 2, "frcnn": 3}
 # cv2's jaccardDistance calls two boxes identical when their areas sum to <= DBL_EPSILON
 _CV2_EMPTY_AREA = float(np.finfo(np.float64).eps)
 
@@ -103,7 +105,7 @@ def _greedy_nms_jit(boxes, order, classes, thr, eta, rule, limit):  # pragma: no
     n = order.shape[0]
     keep = np.empty(n, dtype=np.int64)
     nk = 0
-    plus = 1.0 if rule == 2 else 0.0
+    plus = 1.0 if rule >= 2 else 0.0
     adaptive = np.float32(thr)
     for t in range(n):
         i = order[t]
@@ -120,6 +122,8 @@ def _greedy_nms_jit(boxes, order, classes, thr, eta, rule, limit):  # pragma: no
             ih = min(y2, v2) - max(y1, v1)
             if rule == 2:
                 inter = (iw + 1.0) * (ih + 1.0) if (iw >= 0 and ih >= 0) else 0.0
+            elif rule == 3:
+                inter = max(iw + 1.0, 0.0) * max(ih + 1.0, 0.0)
             else:
                 inter = iw * ih if (iw > 0 and ih > 0) else 0.0
             if iw != iw or ih != ih or ai != ai or aj != aj:
@@ -145,7 +149,7 @@ def _greedy_nms_jit(boxes, order, classes, thr, eta, rule, limit):  # pragma: no
 
 def _overlap_rows(box: np.ndarray, others: np.ndarray, rule: str) -> np.ndarray:
     """Overlap of one float64 box with rows of ``others`` under an NMS overlap rule."""
-    plus = 1.0 if rule == "caffe+1" else 0.0
+    plus = 1.0 if rule in ("caffe+1", "frcnn") else 0.0
 
     def size(b: np.ndarray) -> np.ndarray:
         valid = (b[..., 2] >= b[..., 0]) & (b[..., 3] >= b[..., 1])
@@ -155,6 +159,8 @@ def _overlap_rows(box: np.ndarray, others: np.ndarray, rule: str) -> np.ndarray:
     ih = np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1])
     if rule == "caffe+1":
         inter = np.where((iw >= 0) & (ih >= 0), (iw + 1) * (ih + 1), 0.0)
+    elif rule == "frcnn":
+        inter = np.maximum(iw + 1, 0.0) * np.maximum(ih + 1, 0.0)
     else:
         inter = np.where((iw > 0) & (ih > 0), iw * ih, 0.0)
     sa, sb = size(box), size(others)
