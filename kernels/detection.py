@@ -495,7 +495,11 @@ def _detout_check(loc, conf, priors, num_classes, share_location, background_lab
                   code_type, variance_encoded_in_target, eta, clip, normalized):
     loc = as_float_array(loc, "loc")
     conf = as_float_array(conf, "conf")
-    priors = as_float_array(priors, "priors", ndim=3)
+    priors = as_float_array(priors, "priors", ndim=(3, 4))
+    if priors.ndim == 4:  # cv2 reads (1, 1|2, P*4, 1) as well (Faster R-CNN's reshaped proposals)
+        if priors.shape[3] != 1:
+            raise ShapeError("priors must be (1, 1|2, P*4) or (1, 1|2, P*4, 1)", got=priors.shape)
+        priors = priors[..., 0]
     for nm, arr in (("conf", conf), ("priors", priors)):
         if arr.dtype != loc.dtype:
             raise TypeError(f"{nm} has dtype {arr.dtype} but loc has dtype {loc.dtype}")

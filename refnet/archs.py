@@ -592,12 +592,15 @@ def seeded_caffemodel(prototxt: str | Path, seed: int = 0, input_shape: tuple[in
         shapes[k] = tuple(int(d) for d in s)
     rng = np.random.default_rng(seed)
     final: dict[str, list[np.ndarray]] = {}
+    # cv2 (and the importer) name a Convolution node after its first top: map it back to its layer
+    by_top = {L.get("top")[0]: n for n, (L, t) in weighted.items() if t == "Convolution" and L.get("top")}
     for node in graph.nodes:
         ins = [shapes[t] for t in node.inputs]
-        if node.name in weighted:
-            L, typ = weighted[node.name]
-            blobs = _seeded_blobs(typ, L, ins[0], placeholders[node.name], rng)
-            final[node.name] = blobs
+        lname = node.name if node.name in weighted else by_top.get(node.name)
+        if lname is not None and lname not in final:
+            L, typ = weighted[lname]
+            blobs = _seeded_blobs(typ, L, ins[0], placeholders[lname], rng)
+            final[lname] = blobs
             node = Node(node.name, node.op, node.inputs, node.outputs, node.attrs, _ir_params(typ, node, blobs, L))
         outs = registry.get(node.op, node.name).shape(node, ins)
         for t, s in zip(node.outputs, outs):

@@ -424,7 +424,9 @@ class Net:
                     shp[t] = _check_size(node.name, t, tuple(int(d) for d in v), given)
             out_shapes = [shp[t] for t in st.outputs]
             fn, takes_out = None, False
-            prep = PREPARE.get(node.op) if ctx.fast else None
+            # run-time sized tensors (Faster R-CNN proposals) run unplanned, without buffers
+            dyn = any(d < 0 for sh in (*in_shapes, *out_shapes) for d in sh)
+            prep = PREPARE.get(node.op) if ctx.fast and not dyn else None
             if prep is not None:
                 try:
                     res = prep(node, params, in_shapes, ctx)

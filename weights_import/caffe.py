@@ -54,6 +54,9 @@ CV2_QUIRKS = {
     "log_params": "Log: cv2 ignores base, scale and shift (computes ln x)",
     "prior_img_size": "PriorBox img_size/img_h/img_w: cv2 ignores them (uses the image input's "
                       "size)",
+    "proposal": "Proposal: cv2 (PriorBox + DetectionOutput inside) ignores min_size, drops scores "
+                "<= 0, rounds anchor sizes with floor(x + 0.5), never overlaps boxes less than a "
+                "pixel apart in NMS and pads the rois with zero rows to post_nms_topn",
 }
 
 _V1_TYPE_NAMES = {
@@ -871,6 +874,65 @@ def _detection_output(c: _Ctx) -> _Build:
     return _Build("detection_output", attrs)
 
 
+def _proposal(c: _Ctx) -> _Build:
+    """Faster R-CNN Proposal (cv2's proposal_param): bottoms rpn_cls_prob_reshape, rpn_bbox_pred,
+    im_info; tops rois (and optionally their scores, as cv2 offers)."""
+    L = c.L
+    p = L.param("proposal_param")
+    c.n_bottoms(3)
+    c.n_tops(1, 2)
+    ratios, scales = _floats(p.get("ratio")), _floats(p.get("scale"))
+    if not ratios or not scales:
+        raise L.error("Proposal needs ratio and scale values", "proposal_param",
+                      expected="at least one ratio and one scale")
+    if not all(math.isfinite(v) and v > 0 for v in ratios + scales):
+        raise L.error(f"ratio {ratios[:8]} / scale {scales[:8]} must be positive and finite",
+                      "proposal_param", expected="ratio > 0 and scale > 0")
+    attrs: dict[str, Any] = {
+        "feat_stride": float(p.get("feat_stride")), "base_size": float(p.get("base_size")),
+        "min_size": float(p.get("min_size")), "ratios": ratios, "scales": scales,
+        "pre_nms_topn": int(p.get("pre_nms_topn")), "post_nms_topn": int(p.get("post_nms_topn")),
+        "nms_thresh": float(p.get("nms_thresh")),
+    }
+    if attrs["feat_stride"] <= 0 or attrs["base_size"] <= 0:
+        raise L.error("feat_stride and base_size must be positive", "proposal_param",
+                      expected="feat_stride > 0 and base_size > 0")
+    if c.quirk("proposal"):
+        attrs["quirks"], attrs["pad_to_top_n"] = "cv2", True
+    return _Build("proposal", attrs)
+
+
+def _roi_pooling(c: _Ctx) -> _Build:
+    """Fast R-CNN ROIPooling (roi_pooling_param): bottoms features and rois (R, 5)."""
+    L = c.L
+    p = L.param("roi_pooling_param")
+    c.n_bottoms(2)
+    c.n_tops(1)
+    ph, pw, ss = int(p.get("pooled_h")), int(p.get("pooled_w")), float(p.get("spatial_scale"))
+    if ph <= 0 or pw <= 0:
+        raise L.error(f"pooled_h {ph} and pooled_w {pw} must be positive", "roi_pooling_param",
+                      expected="pooled_h > 0 and pooled_w > 0")
+    if not (math.isfinite(ss) and ss > 0):
+        raise L.error(f"spatial_scale {ss} must be positive", "roi_pooling_param", expected="spatial_scale > 0")
+    return _Build("roi_pool", {"pooled_h": ph, "pooled_w": pw, "spatial_scale": ss})
+
+
+def _psroi_pooling(c: _Ctx) -> _Build:
+    """R-FCN PSROIPooling (psroi_pooling_param, all fields required): bottoms score maps and rois."""
+    L = c.L
+    p = L.param("psroi_pooling_param")
+    c.n_bottoms(2)
+    c.n_tops(1)
+    for k in ("spatial_scale", "output_dim", "group_size"):
+        if not p.has(k):
+            raise L.error(f"{k} is required", "psroi_pooling_param", expected=k)
+    ss, od, g = float(p.get("spatial_scale")), int(p.get("output_dim")), int(p.get("group_size"))
+    if od <= 0 or g <= 0 or not (math.isfinite(ss) and ss > 0):
+        raise L.error(f"output_dim {od}, group_size {g}, spatial_scale {ss} must be positive",
+                      "psroi_pooling_param", expected="positive values")
+    return _Build("psroi_pool", {"output_dim": od, "group_size": g, "spatial_scale": ss})
+
+
 def _interp(c: _Ctx) -> _Build:
     L = c.L
     p = L.param("interp_param")
@@ -926,6 +988,7 @@ _BUILDERS: dict[str, Callable[[_Ctx], _Build]] = {
     "Dropout": _dropout, "Normalize": _normalize, "PriorBox": _prior_box,
     "DetectionOutput": _detection_output, "Interp": _interp, "ShuffleChannel": _shuffle_channel,
     "MVN": _mvn, "Silence": _silence,
+    "Proposal": _proposal, "ROIPooling": _roi_pooling, "PSROIPooling": _psroi_pooling,
 }
 
 #: every Caffe layer type read_caffe accepts ("Input" is turned into graph inputs)

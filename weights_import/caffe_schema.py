@@ -119,8 +119,11 @@ _LAYER_PARAMS: tuple[tuple[str, int | None, int | None, str], ...] = (
     ("power_param", 122, 21, "PowerParameter"),
     ("prelu_param", 131, None, "PReLUParameter"),
     ("prior_box_param", 150, None, "PriorBoxParameter"),
+    ("proposal_param", 201, None, "ProposalParameter"),
+    ("psroi_pooling_param", 10002, None, "PSROIPoolingParameter"),  # caffe-rfcn
     ("relu_param", 123, 30, "ReLUParameter"),
     ("reshape_param", 133, None, "ReshapeParameter"),
+    ("roi_pooling_param", 8266711, None, "ROIPoolingParameter"),  # caffe-fast-rcnn
     ("scale_param", 142, None, "ScaleParameter"),
     ("sigmoid_param", 124, 38, "SigmoidParameter"),
     ("softmax_param", 125, 39, "SoftmaxParameter"),
@@ -307,6 +310,20 @@ _MESSAGES: list[MessageType] = [
         _f(10, "step", "float"), _f(11, "step_h", "float"), _f(12, "step_w", "float"),
         _f(13, "offset", "float", 0.5), _r(14, "offset_h", "float"), _r(15, "offset_w", "float"),
         _r(16, "width", "float"), _r(17, "height", "float"),
+    )),
+    # the two-stage detectors, as cv2's opencv-caffe.proto declares them
+    MessageType("ProposalParameter", (
+        _f(1, "feat_stride", "uint32", 16), _f(2, "base_size", "uint32", 16),
+        _f(3, "min_size", "uint32", 16), _r(4, "ratio", "float"), _r(5, "scale", "float"),
+        _f(6, "pre_nms_topn", "uint32", 6000), _f(7, "post_nms_topn", "uint32", 300),
+        _f(8, "nms_thresh", "float", 0.7),
+    )),
+    MessageType("ROIPoolingParameter", (
+        _f(1, "pooled_h", "uint32", 0), _f(2, "pooled_w", "uint32", 0),
+        _f(3, "spatial_scale", "float", 1.0),
+    )),
+    MessageType("PSROIPoolingParameter", (  # all three are `required` in caffe-rfcn's proto
+        _f(1, "spatial_scale", "float"), _f(2, "output_dim", "int32"), _f(3, "group_size", "int32"),
     )),
     MessageType("PReLUParameter", (
         _f(1, "filler", "FillerParameter"), _f(2, "channel_shared", "bool", False),

@@ -59,10 +59,34 @@ def register(name: str, *, shape: ShapeFn) -> Callable[[RunFn], RunFn]:
     def deco(fn: RunFn) -> RunFn:
         if name in OPS:
             raise RuntimeError(f"op {name!r} registered twice ({OPS[name].run.__module__} and {fn.__module__})")
-        OPS[name] = OpSpec(name, fn, shape)
+        OPS[name] = OpSpec(name, fn, _dyn_aware(shape))
         return fn
 
     return deco
+
+
+_DYN = -1  # a dimension known only at run time (refnet.ops.core.DYN)
+_PROBES = (7, 13)
+
+
+def _dyn_aware(shape: ShapeFn) -> ShapeFn:
+    """``shape`` extended to inputs with run-time dimensions (-1, e.g. the number of Faster R-CNN
+    proposals): the rule is applied with each -1 replaced by two different probe sizes, and an
+    output dimension that follows the probe is -1 too. Rules that handle -1 themselves still
+    see it when probing fails."""
+
+    def rule(node: Any, shapes: list[Shape]) -> list[Shape]:
+        if not any(d == _DYN for s in shapes for d in s):
+            return shape(node, shapes)
+        try:
+            a, b = (shape(node, [tuple(p if d == _DYN else d for d in s) for s in shapes]) for p in _PROBES)
+        except (ShapeError, ValueError, IndexError, KeyError, TypeError):
+            return shape(node, shapes)
+        return [tuple(x if x == y else _DYN for x, y in zip(sa, sb)) if len(sa) == len(sb) else tuple(sa)
+                for sa, sb in zip(a, b)]
+
+    rule.__wrapped__ = shape  # type: ignore[attr-defined]
+    return rule
 
 
 def get(name: str, layer: str = "?") -> OpSpec:

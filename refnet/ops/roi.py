@@ -1,0 +1,106 @@
+"""Ops of the two-stage detectors (docs/ops.md): ``proposal`` (Faster R-CNN RPN proposals),
+``roi_pool`` (Fast R-CNN ROI max pooling) and ``psroi_pool`` (R-FCN position-sensitive ROI
+average pooling); kernels in :mod:`refnet.kernels.roi`.
+
+The number of proposals is known only at run time (py-faster-rcnn keeps what survives the
+min-size filter and NMS, up to ``post_nms_topn``): its row count is ``DYN`` for the shape
+rules, and every op downstream of it runs unplanned (see ``refnet.ops.registry``). Under
+``quirks="cv2"`` the importer sets ``pad_to_top_n`` and the output has exactly
+``post_nms_topn`` rows, as cv2's.
+
+Attributes and defaults (declared once here, read by the run and shape rules):
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from refnet.errors import ShapeError
+from refnet.ops.core import DYN, kern
+from refnet.ops.registry import need_ndim, register
+
+#: attribute -> default of each op (the Caffe parameter defaults of cv2's caffe.proto)
+PROPOSAL_ATTRS: dict[str, Any] = {
+    "feat_stride": 16.0, "base_size": 16.0, "min_size": 16.0, "ratios": (0.5, 1.0, 2.0),
+    "scales": (8.0, 16.0, 32.0), "pre_nms_topn": 6000, "post_nms_topn": 300, "nms_thresh": 0.7,
+    "quirks": "none", "pad_to_top_n": False,
+}
+ROI_POOL_ATTRS: dict[str, Any] = {"pooled_h": 0, "pooled_w": 0, "spatial_scale": 1.0}
+PSROI_POOL_ATTRS: dict[str, Any] = {"output_dim": 0, "group_size": 0, "spatial_scale": 1.0}
+
+
+def _attrs(node, defaults: dict[str, Any]) -> dict[str, Any]:
+    return {k: node.attrs.get(k, v) for k, v in defaults.items()}
+
+
+# ---- proposal ---------------------------------------------------------------------------------
+def _proposal_shape(node, shapes):
+    need_ndim(node, shapes[0], 4, "scores")
+    need_ndim(node, shapes[1], 4, "bbox deltas")
+    a = _attrs(node, PROPOSAL_ATTRS)
+    n, c2, h, w = shapes[0]
+    na = len(a["ratios"]) * len(a["scales"])
+    if c2 != 2 * na or tuple(shapes[1][1:]) != (4 * na, h, w):
+        raise ShapeError(f"proposal needs 2*A score and 4*A delta channels for A = {na} anchors",
+                         layer=node.name, expected=((n, 2 * na, h, w), (n, 4 * na, h, w)),
+                         got=(tuple(shapes[0]), tuple(shapes[1])))
+    rows = DYN
+    if a["pad_to_top_n"] and n != DYN:
+        rows = int(a["post_nms_topn"]) * n
+    return [(rows, 5), (rows, 1)][:len(node.outputs)]
+
+
+@register("proposal", shape=_proposal_shape)
+def _proposal(node, xs, p, ctx):
+    a = _attrs(node, PROPOSAL_ATTRS)
+    rois, scores = kern("proposal", ctx)(
+        xs[0], xs[1], xs[2], feat_stride=a["feat_stride"], base_size=a["base_size"],
+        min_size=a["min_size"], ratios=a["ratios"], scales=a["scales"],
+        pre_nms_topn=a["pre_nms_topn"], post_nms_topn=a["post_nms_topn"],
+        nms_thresh=a["nms_thresh"], quirks=a["quirks"])
+    return [rois, scores][:len(node.outputs)]
+
+
+# ---- ROI pooling --------------------------------------------------------------------------------
+def _rois_rows(node, shape) -> int:
+    if len(shape) not in (2, 4) or shape[1] != 5:
+        raise ShapeError("rois must be (R, 5) rows [batch, x1, y1, x2, y2]", layer=node.name,
+                         expected="(R, 5)", got=tuple(shape))
+    return shape[0]
+
+
+def _roi_pool_shape(node, shapes):
+    need_ndim(node, shapes[0], 4, "features")
+    a = _attrs(node, ROI_POOL_ATTRS)
+    if a["pooled_h"] <= 0 or a["pooled_w"] <= 0:
+        raise ShapeError("roi pooling needs pooled_h and pooled_w > 0", layer=node.name,
+                         got=(a["pooled_h"], a["pooled_w"]))
+    return [(_rois_rows(node, shapes[1]), shapes[0][1], a["pooled_h"], a["pooled_w"])]
+
+
+@register("roi_pool", shape=_roi_pool_shape)
+def _roi_pool(node, xs, p, ctx):
+    a = _attrs(node, ROI_POOL_ATTRS)
+    return kern("roi_pool", ctx)(xs[0], xs[1], (a["pooled_h"], a["pooled_w"]), a["spatial_scale"])
+
+
+def _psroi_pool_shape(node, shapes):
+    need_ndim(node, shapes[0], 4, "score maps")
+    a = _attrs(node, PSROI_POOL_ATTRS)
+    g, od = int(a["group_size"]), int(a["output_dim"])
+    if g <= 0 or od <= 0 or shapes[0][1] != od * g * g:
+        raise ShapeError("psroi pooling needs output_dim * group_size^2 input channels", layer=node.name,
+                         expected=od * g * g, got=tuple(shapes[0]))
+    return [(_rois_rows(node, shapes[1]), od, g, g)]
+
+
+@register("psroi_pool", shape=_psroi_pool_shape)
+def _psroi_pool(node, xs, p, ctx):
+    a = _attrs(node, PSROI_POOL_ATTRS)
+    return kern("psroi_pool", ctx)(xs[0], xs[1], int(a["output_dim"]), int(a["group_size"]),
+                                   a["spatial_scale"])
+
+
+__doc__ += "\n".join(f"\n- ``{op}``: " + ", ".join(f"``{k}={v!r}``" for k, v in d.items())
+                     for op, d in (("proposal", PROPOSAL_ATTRS), ("roi_pool", ROI_POOL_ATTRS),
+                                   ("psroi_pool", PSROI_POOL_ATTRS)))
