@@ -22,7 +22,7 @@ import numpy as np
 
 from refnet.errors import ShapeError
 from refnet.kernels._check import as_float_array, ieee
-from refnet.kernels._jit import jit, pjit, prange
+from refnet.kernels._jit import pjit, prange
 from refnet.kernels.detection import _RULE_CODE, _greedy_nms_jit, _greedy_reference
 
 __all__ = [

@@ -450,6 +450,11 @@ BUILTINS = {
     "deeplab-v3plus": ("segment", deeplab_v3plus),
 }
 
+# OpenCV's Faster R-CNN / R-FCN test prototxts (from $REFNET_MODELS) with calibrated seeded weights
+from refnet.two_stage import BUILTINS as _TWO_STAGE  # noqa: E402
+
+BUILTINS.update(_TWO_STAGE)
+
 
 # ---- seeded weights for an architecture-only deploy prototxt -------------------------------------------
 _WEIGHTED = ("Convolution", "Deconvolution", "InnerProduct", "BatchNorm", "Scale", "Bias", "PReLU", "Normalize")

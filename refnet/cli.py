@@ -268,8 +268,10 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 def _add_generate_parser(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("generate", help="write a built-in architecture (Caffe files, seeded He-scaled weights)",
                        description="Write one of refnet's generated architectures (mobilenet-ssd, googlenet, "
-                                   "deeplab-v3plus) as <OUT>.prototxt + <OUT>.caffemodel with seeded weights.")
-    s.add_argument("name", help="mobilenet-ssd, googlenet or deeplab-v3plus")
+                                   "deeplab-v3plus; faster-rcnn-vgg16 and rfcn-resnet50 from OpenCV's "
+                                   "prototxts in $REFNET_MODELS) as <OUT>.prototxt + <OUT>.caffemodel with "
+                                   "seeded weights.")
+    s.add_argument("name", help="mobilenet-ssd, googlenet, deeplab-v3plus, faster-rcnn-vgg16 or rfcn-resnet50")
     s.add_argument("--out", required=True, metavar="PREFIX", help="output path without extension")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--size", type=int, nargs=2, metavar=("W", "H"), help="input width and height")

@@ -36,7 +36,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from refnet import draw
+from refnet import draw, two_stage
 from refnet.errors import RefnetError, ShapeError
 from refnet.zoo import ModelEntry, Preprocess
 
@@ -77,6 +77,7 @@ _DEFAULTS = {
     "yolo": (0.5, 0.45),
     "ultraface": (0.7, 0.3),
     "mtcnn-pnet": (0.6, 0.7),
+    "frcnn": (0.5, math.nan),  # OpenCV's object_detection.py; NMS runs inside DetectionOutput
 }
 _OPTIONS = frozenset({"threshold", "nms_threshold", "top_k", "preprocess", "size", "label_offset"})
 _WNID = re.compile(r"^n\d{8}\s+")
@@ -120,6 +121,10 @@ def default_preprocess(net: Any, task: str) -> Preprocess:
     RGB in [0, 1] (its load_image), Caffe/Torch the raw BGR values (cv2.dnn.blobFromImage defaults)."""
     if task == "stylize":
         return Preprocess(1.0, None, FNS_MEAN, False)
+    if two_stage.is_two_stage(net):  # Faster R-CNN / R-FCN: data + im_info, py-faster-rcnn's mean
+        shape = next((net.input_shapes.get(k) for k in net.input_names if k != "im_info"), None)
+        ok = shape is not None and len(shape) == 4 and shape[2] > 0 and shape[3] > 0
+        return Preprocess(1.0, (int(shape[3]), int(shape[2])) if ok else None, two_stage.MEAN, False)
     shape = None
     if len(net.input_names) == 1:
         shape = net.input_shapes.get(net.input_names[0])
@@ -302,6 +307,8 @@ def _detect_decoder(net: Any) -> tuple[str, list[str]]:
     outs = list(net.output_names)
     ops = {n: _producer_op(net, n) for n in outs}
     ssd = [n for n in outs if ops[n] == "detection_output"]
+    if ssd and two_stage.is_two_stage(net):
+        return "frcnn", ssd[:1]
     if ssd:
         return "ssd", ssd[:1]
     yolo = [n for n in outs if ops[n] in ("region", "yolo")]
@@ -317,7 +324,11 @@ def _detect_decoder(net: Any) -> tuple[str, list[str]]:
         "P-Net's `prob1`+`conv4-2`")
 
 
-def _forward(net: Any, blob: np.ndarray, precision: str, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+def _forward(net: Any, blob: np.ndarray, precision: str, names: Sequence[str] | None = None,
+             im_scale: float = 1.0) -> dict[str, np.ndarray]:
+    if two_stage.is_two_stage(net):  # the image and its im_info row [H, W, scale]
+        return net.forward(two_stage.feeds(net, blob, im_scale), outputs=None if names is None else list(names),
+                           precision=precision)
     if len(net.input_names) != 1:
         raise PipelineError(f"the task pipelines feed one image; this net has inputs {list(net.input_names)}")
     return net.forward(blob, outputs=None if names is None else list(names), precision=precision)
@@ -391,15 +402,18 @@ def _detect(net, image, blob, outputs, pre, labels, offset, opts, data, task, de
     thr = float(opts.get("threshold", thr_d))
     nms_thr = float(opts.get("nms_threshold", nms_d))
     region = blob_region(image.shape[:2], pre)
-    if decoder == "ssd":  # NMS ran inside the DetectionOutput layer, with its own threshold
+    if decoder in ("ssd", "frcnn"):  # NMS ran inside the DetectionOutput layer, with its own threshold
         name = next(iter(outputs))
         try:
             nms_thr = float(net.graph.node(name).attrs.get("nms_threshold", math.nan))
         except KeyError:
             nms_thr = math.nan
-        rel, scores, ids = ssd_detections(outputs[name], thr)
-        order = np.argsort(-scores, kind="stable")
-        boxes, scores, ids = _to_pixels(rel[order], region), scores[order], ids[order]
+        if decoder == "frcnn":  # per-class rows in blob pixels
+            boxes, scores, ids = two_stage.detections(outputs[name], thr, blob.shape[2:], region)
+        else:
+            rel, scores, ids = ssd_detections(outputs[name], thr)
+            order = np.argsort(-scores, kind="stable")
+            boxes, scores, ids = _to_pixels(rel[order], region), scores[order], ids[order]
     elif decoder == "yolo":
         from refnet.kernels.yolo import yolo_detections
 
@@ -422,7 +436,7 @@ def _detect(net, image, blob, outputs, pre, labels, offset, opts, data, task, de
     if decoder == "mtcnn-pnet":
         what = f"face proposal{'' if len(names) == 1 else 's'} (MTCNN stage 1, P-Net only: R-Net/O-Net would refine)"
         cmp = ">="
-    where = "in the DetectionOutput layer " if decoder == "ssd" else ""
+    where = "in the DetectionOutput layer " if decoder in ("ssd", "frcnn") else ""
     lines = [f"{len(names)} {what} (score {cmp} {thr:g}, {decoder} decoder, NMS {where}{nms_thr:.3g}):"]
     for n, s, b in list(zip(names, scores, boxes))[:25]:
         x1, y1, x2, y2 = (f"{v:.0f}" if np.isfinite(v) else "nan" for v in b)
@@ -517,7 +531,8 @@ def run_task(net: Any, image_bgr: np.ndarray, task: str, *, entry: ModelEntry | 
         else:
             found = None
             blob = pre.blob(image)
-            outputs = _forward(net, blob, precision, heads)
+            region = blob_region(image.shape[:2], pre)
+            outputs = _forward(net, blob, precision, heads, im_scale=blob.shape[2] / max(region[3] - region[1], 1e-9))
         body = _detect(net, image, blob, outputs, pre, names, offset, opts, data, task, decoder, found)
     else:
         blob = pre.blob(image)

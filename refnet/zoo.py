@@ -421,6 +421,41 @@ def _build() -> dict[str, ModelEntry]:
         Preprocess(1.0, (300, 300), (104.0, 177.0, 123.0), False), license="OpenCV samples (BSD-3-Clause)",
         arch_only=True, aliases=("opencv-face-detector", "res10"),
         description="OpenCV's ResNet-10 SSD face detector, 300x300; output 1x1xNx7"))
+    # ---- two-stage detectors: OpenCV's test prototxts; inputs data + im_info [[H, W, scale]] ---------------
+    # preprocessing of OpenCV's samples/dnn/object_detection.py (800x600, py-faster-rcnn's BGR mean, no scaling)
+    _p_frcnn = Preprocess(1.0, (800, 600), (102.9801, 115.9465, 122.7717), False)
+    e.append(ModelEntry(
+        "faster-rcnn-vgg16", "caffe", "detect",
+        (_f("arch_only/faster_rcnn_vgg16/faster_rcnn_vgg16.prototxt", "model",
+            ("opencv/opencv", "172ca3fdfb9a79982067899bdd8abe09adc0cbb8"), "testdata/dnn/faster_rcnn_vgg16.prototxt",
+            "505b545bcace2907b0f47d24cb2ccd5d04c439c0752cc9b907c29515735d395d", 8308),
+         ModelFile("faster_rcnn_vgg16/VGG16_faster_rcnn_final.caffemodel", "weights",
+                   note="member faster_rcnn_models/VGG16_faster_rcnn_final.caffemodel of py-faster-rcnn's "
+                        "https://dl.dropboxusercontent.com/s/o6ii098bu51d139/faster_rcnn_models.tgz?dl=0 "
+                        "(OpenCV's download script; no checksum of the caffemodel itself published)"),
+         _labels("labels/voc.names"),
+         _f("arch_only/faster_rcnn_vgg16/readme.md", "extra", None, None,
+            "4a3402738aec0b2b08b78914e6ca8bcbce8fe68c951771ec47fbc9d722de0100", 1483)),
+        _p_frcnn, labels="labels/voc.names", label_offset=1,
+        license="py-faster-rcnn MIT; OpenCV test data Apache-2.0", arch_only=True, aliases=("faster-rcnn",),
+        description="Faster R-CNN VGG16 (VOC, 20 classes + background): RPN Proposal, ROIPooling 7x7, per-class "
+                    "boxes in DetectionOutput; inputs data + im_info; `refnet generate faster-rcnn-vgg16`"))
+    e.append(ModelEntry(
+        "rfcn-resnet50", "caffe", "detect",
+        (_f("arch_only/rfcn_resnet50/rfcn_pascal_voc_resnet50.prototxt", "model",
+            ("opencv/opencv", "2996d575cca956909a60d63d002179e17e903284"),
+            "testdata/dnn/rfcn_pascal_voc_resnet50.prototxt",
+            "f614f566df6523bd1ad3f76ad2b2e35c5a4372fbacc55d10b70f9bca5fc2e739", 63658),
+         ModelFile("rfcn_resnet50/resnet50_rfcn_final.caffemodel", "weights",
+                   note="py-R-FCN's resnet50_rfcn_final.caffemodel from https://1drv.ms/u/s!AoN7vygOjLIQqUWHpY67oaC7mopf "
+                        "(YuwenXiong/py-R-FCN README; a OneDrive archive, no checksum published)"),
+         _labels("labels/voc.names"),
+         _f("arch_only/rfcn_resnet50/readme.md", "extra", None, None,
+            "0637e1899b6377ad711fd6ae24ea2913ccbe3a1af0a089691ae412d18c46e6f8", 1469)),
+        _p_frcnn, labels="labels/voc.names", label_offset=1,
+        license="py-R-FCN MIT; OpenCV test data Apache-2.0", arch_only=True, aliases=("rfcn", "r-fcn"),
+        description="R-FCN ResNet-50 (VOC, class-agnostic boxes): Proposal, PSROIPooling 7x7 + average, "
+                    "DetectionOutput; inputs data + im_info; `refnet generate rfcn-resnet50`"))
     for v, sha, (ws, wurl) in (
         ("1.0", "6e4ecef2a27347e226a5ef8be31d6d1b9d19f5a40afa1986ec259fd5fa3bd91c",
          ("579d0beb658e43c45937bf8bb5e4034fea4e1f69",
