@@ -88,7 +88,9 @@ def _proposal_check(scores, deltas, im_info, feat_stride, pre_nms_topn, post_nms
                     quirks):
     scores = as_float_array(scores, "scores", ndim=4)
     deltas = as_float_array(deltas, "bbox_deltas", ndim=4)
-    im_info = as_float_array(im_info, "im_info")
+    im_info = np.asarray(im_info)
+    if im_info.dtype.kind not in "fiu":
+        raise TypeError(f"im_info must be numeric, got dtype {im_info.dtype}")
     if quirks not in _QUIRKS:
         raise ValueError(f"quirks must be one of {_QUIRKS}, got {quirks!r}")
     n, c2, h, w = scores.shape
@@ -188,7 +190,8 @@ def _proposal(scores, deltas, im_info, feat_stride, base_size, min_size, ratios,
 
 
 def _proposal_rows(rows, post, quirks, dtype):
-    if quirks == "cv2":  # cv2: always post_nms_topn rows per call, zero rows after the last proposal
+    pad = quirks == "cv2" and post > 0
+    if pad:  # cv2: always post_nms_topn rows per call, zero rows after the last proposal
         total = post * len(rows)
     else:
         total = sum(len(b) for _, b, _ in rows)
@@ -200,7 +203,7 @@ def _proposal_rows(rows, post, quirks, dtype):
         rois[at:at + k, 0] = i if quirks != "cv2" else 0  # cv2 writes batch index 0 (batch 1 only)
         rois[at:at + k, 1:] = b
         sc[at:at + k, 0] = s
-        at += post if quirks == "cv2" else k
+        at += post if pad else k
     return rois, sc
 
 

@@ -231,3 +231,46 @@ def match_roi_sets(a: np.ndarray, b: np.ndarray, atol: float = 1e-3, rtol: float
             explained = bool(np.all(np.abs(left - lo) <= tie))
     return {"matched": int(used.sum()), "only_a": only_a, "only_b": only_b, "max_abs": max_abs,
             "explained": explained}
+
+
+# ---- per-layer cross-check against cv2 (the hook `refnet compare` needs for these nets) ------------
+def cv2_outputs(prototxt: str | os.PathLike, caffemodel: str | os.PathLike,
+                feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every layer's (first) output from cv2.dnn for the two inputs, by cv2 layer name."""
+    import cv2
+
+    net = cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel))
+    for k, v in feed.items():
+        net.setInput(np.ascontiguousarray(v, dtype=np.float32), k)
+    names = list(net.getLayerNames())
+    return dict(zip(names, net.forward(names)))
+
+
+def layer_errors(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray], ops: dict[str, str]
+                 ) -> list[tuple[str, str, float, str]]:
+    """Per layer ``(name, op, max|diff| / max|cv2|, note)``; ``proposal`` layers are compared as
+    roi sets (:func:`match_roi_sets`; the error is the largest coordinate difference of matched
+    rows over the largest coordinate, inf when a row is unmatched and not a near-tie); a layer
+    whose shape differs (the proposal count differs under ``quirks="none"``) gets nan and a
+    note."""
+    rows = []
+    for name, c in theirs.items():
+        if name not in ours:
+            continue
+        a = np.asarray(ours[name], np.float64)
+        c = np.asarray(c, np.float64)
+        op = ops.get(name, "?")
+        if op == "proposal":
+            m = match_roi_sets(a, c)
+            scale = max(float(np.max(np.abs(c[:, 1:]))) if c.size else 1.0, 1e-30)
+            ok = not m["only_a"] and not m["only_b"]
+            rows.append((name, op, m["max_abs"] / scale if ok else math.inf,
+                         f"{m['matched']} rois matched as a set" + ("" if ok else
+                         f", {len(m['only_a'])} only in refnet, {len(m['only_b'])} only in cv2")))
+            continue
+        if a.shape != c.shape:
+            rows.append((name, op, math.nan, f"shape {a.shape} vs cv2 {c.shape}"))
+            continue
+        scale = max(float(np.max(np.abs(c))) if c.size else 0.0, 1e-30)
+        rows.append((name, op, float(np.max(np.abs(a - c))) / scale if c.size else 0.0, ""))
+    return rows

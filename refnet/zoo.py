@@ -447,8 +447,9 @@ def _build() -> dict[str, ModelEntry]:
             "testdata/dnn/rfcn_pascal_voc_resnet50.prototxt",
             "f614f566df6523bd1ad3f76ad2b2e35c5a4372fbacc55d10b70f9bca5fc2e739", 63658),
          ModelFile("rfcn_resnet50/resnet50_rfcn_final.caffemodel", "weights",
-                   note="py-R-FCN's resnet50_rfcn_final.caffemodel from https://1drv.ms/u/s!AoN7vygOjLIQqUWHpY67oaC7mopf "
-                        "(YuwenXiong/py-R-FCN README; a OneDrive archive, no checksum published)"),
+                   note="py-R-FCN's resnet50_rfcn_final.caffemodel from "
+                        "https://1drv.ms/u/s!AoN7vygOjLIQqUWHpY67oaC7mopf (YuwenXiong/py-R-FCN README; a "
+                        "OneDrive archive, no checksum published)"),
          _labels("labels/voc.names"),
          _f("arch_only/rfcn_resnet50/readme.md", "extra", None, None,
             "0637e1899b6377ad711fd6ae24ea2913ccbe3a1af0a089691ae412d18c46e6f8", 1469)),

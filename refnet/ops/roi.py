@@ -45,7 +45,7 @@ def _proposal_shape(node, shapes):
                          layer=node.name, expected=((n, 2 * na, h, w), (n, 4 * na, h, w)),
                          got=(tuple(shapes[0]), tuple(shapes[1])))
     rows = DYN
-    if a["pad_to_top_n"] and n != DYN:
+    if a["pad_to_top_n"] and n != DYN and int(a["post_nms_topn"]) > 0:
         rows = int(a["post_nms_topn"]) * n
     return [(rows, 5), (rows, 1)][:len(node.outputs)]
 
