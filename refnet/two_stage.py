@@ -94,37 +94,43 @@ def _layers_of(model: bytes) -> list[tuple[str, str, list[np.ndarray]]]:
             for L in msg.get("layer")]
 
 
-def _head_std(proto: Path, model: bytes, heads: Sequence[Head], blob: np.ndarray) -> dict[str, float]:
+def _head_std(graph, proto: Path, heads: Sequence[Head], blob: np.ndarray) -> dict[str, float]:
     from refnet.net import Net
-    from refnet.weights_import.caffe import read_caffe
 
-    net = Net(read_caffe(proto, caffemodel_bytes=model), ("caffe", (proto, None)))
+    net = Net(graph, ("caffe", (proto, None)))
     out = net.forward({"data": blob, "im_info": im_info_for(blob)}, outputs=[m for _, m, _ in heads])
     return {m: float(np.std(np.asarray(out[m], np.float64))) for _, m, _ in heads}
 
 
 def seeded_weights(name: str, seed: int = 0, input_hw: tuple[int, int] | None = None) -> bytes:
     """A caffemodel (bytes) of seeded He-scaled weights for architecture ``name``, with the RPN
-    and detection heads rescaled on a deterministic image so the RPN proposes boxes of all
-    anchor shapes (objectness logits of std 1.5, deltas of std 0.15) and the class scores are
-    neither flat nor saturated (logits of std 2, box deltas of std 0.1)."""
+    and detection heads rescaled on a deterministic image (``input_hw``, default 128x128) so
+    the RPN proposes boxes of all anchor shapes (objectness logits of std 1.5, deltas of std
+    0.15) and the class scores are neither flat nor saturated (logits of std 2, box deltas of
+    std 0.1). Only the heads' weights and biases change, by one factor each."""
+    import dataclasses
+    from types import MappingProxyType
+
     from refnet.archs import _caffemodel_bytes, seeded_caffemodel
+    from refnet.weights_import.caffe import read_caffe
 
     proto = prototxt_path(name)
     _, stage1, stage2 = ARCHS[name]
     model = seeded_caffemodel(proto, seed=seed)
-    hw = input_hw or (224, 224)
-    blob = calibration_blob(hw, seed)
-    layers = _layers_of(model)
+    graph = read_caffe(proto, caffemodel_bytes=model)
+    blob = calibration_blob(input_hw or (128, 128), seed)
+    factors: dict[str, np.float32] = {}
     for heads in (stage1, stage2):
-        std = _head_std(proto, model, heads, blob)
-        for i, (lname, typ, blobs) in enumerate(layers):
-            for h, m, target in heads:
-                if lname == h and std[m] > 0 and math.isfinite(std[m]):
-                    f = np.float32(target / std[m])
-                    layers[i] = (lname, typ, [(b * f).astype(np.float32) for b in blobs])
-        model = _caffemodel_bytes(layers, "")
-    return model
+        std = _head_std(graph, proto, heads, blob)
+        scale = {h: np.float32(t / std[m]) for h, m, t in heads if std[m] > 0 and math.isfinite(std[m])}
+        factors.update(scale)
+        nodes = tuple(dataclasses.replace(n, params=MappingProxyType(
+                          {k: (v * scale[n.name]).astype(np.float32) for k, v in n.params.items()}))
+                      if n.name in scale else n for n in graph.nodes)
+        graph = dataclasses.replace(graph, nodes=nodes)
+    layers = [(lname, typ, [(b * factors[lname]).astype(np.float32) if lname in factors else b for b in blobs])
+              for lname, typ, blobs in _layers_of(model)]
+    return _caffemodel_bytes(layers, "")
 
 
 class TwoStageArch:
