@@ -248,6 +248,13 @@ _PARAM_FIELDS: dict[str, tuple[int, int | None, dict[str, tuple[int, str]]]] = {
     "batch_norm_param": (139, None, {"use_global_stats": (1, "b"), "eps": (3, "f")}),
     "scale_param": (142, None, {"axis": (1, "i"), "num_axes": (2, "i"), "bias_term": (4, "b")}),
     "prelu_param": (131, None, {"channel_shared": (2, "b")}),
+    # the two-stage detectors' layers, numbered as in OpenCV's opencv-caffe.proto
+    "proposal_param": (201, None, {
+        "feat_stride": (1, "u"), "base_size": (2, "u"), "min_size": (3, "u"), "ratio": (4, "f"),
+        "scale": (5, "f"), "pre_nms_topn": (6, "u"), "post_nms_topn": (7, "u"), "nms_thresh": (8, "f")}),
+    "roi_pooling_param": (8266711, None, {"pooled_h": (1, "u"), "pooled_w": (2, "u"), "spatial_scale": (3, "f")}),
+    "psroi_pooling_param": (10002, None, {"spatial_scale": (1, "f"), "output_dim": (2, "i"),
+                                          "group_size": (3, "i")}),
 }
 _ENUM_VALUES = {"pool": {"MAX": 0, "AVE": 1, "STOCHASTIC": 2},
                 "lrn": {"ACROSS_CHANNELS": 0, "WITHIN_CHANNEL": 1},
