@@ -305,3 +305,61 @@ def test_detection_output_faster_rcnn_config_vs_cv2(tmp_path, share, seed, k, dt
         # equal scores may come in either order: compare rows sorted by (score, label, box)
         key = lambda r: np.lexsort((r[:, 3], r[:, 1], -np.round(r[:, 2], 5)))  # noqa: E731
         assert_close(a[key(a)], b[key(b)], "vs_cv2", "detection rows")
+
+
+# ---- the cv2 deviations, shown by cv2 itself ------------------------------------------------------
+_ONE_ANCHOR = ('layer {{ name: "l" type: "Proposal" bottom: "s" bottom: "d" bottom: "im_info" top: "l" '
+               'proposal_param {{ feat_stride: {stride} base_size: {base} ratio: {ratio} scale: 1 '
+               'pre_nms_topn: 100 post_nms_topn: {post} nms_thresh: {thr} }} }}')
+
+
+def test_cv2_proposal_deviations(tmp_path):
+    """One 16x16 anchor per cell of a 2x3 map, zero deltas except where noted. cv2: keeps a 5-pixel box
+    (no min_size filter), drops the anchor whose object score is exactly 0, clips to int(im_w) - 1
+    (im_info width 40.7: 39, py-faster-rcnn 39.7), pads with zero rows to post_nms_topn."""
+    fg = np.array([[0.9, 0.5, 0.0], [0.3, 0.8, 0.4]], np.float32)
+    s, d = _one_anchor_inputs(2, 3, np.zeros((4, 2, 3)), fg)
+    d[0, 2, 0, 1] = d[0, 3, 0, 1] = math.log(0.25)  # cell (0, 1): 4x4 -> 5 pixels wide (+1)
+    s, d = s.astype(np.float32), d.astype(np.float32)
+    info = np.array([[32.0, 40.7, 1.0]], np.float32)
+    layer = _ONE_ANCHOR.format(stride=16, base=16, ratio=1, post=8, thr=0.7)
+    c = cv2_layer(tmp_path, layer, {"s": s, "d": d, "im_info": info})
+    kw = dict(ratios=(1,), scales=(1,), post_nms_topn=8)
+    cvq, _ = K.proposal_reference(s.astype(np.float64), d.astype(np.float64), info, quirks="cv2", **kw)
+    py, py_s = K.proposal_reference(s.astype(np.float64), d.astype(np.float64), info, **kw)
+    np.testing.assert_allclose(cvq, c, atol=1e-5)
+    assert c.shape == (8, 5) and not c[5:].any()           # 5 proposals, 3 zero rows
+    assert np.any(np.isclose(c[:, 3] - c[:, 1], 4.0))     # the small box (x2 - x1 = 4) is kept
+    assert c[:, 3].max() == 39.0                           # clipped at int(40.7) - 1
+    # py-faster-rcnn: no padding; min size 16 drops the small box and the clipped ones (39.7 - 32 + 1 < 16)
+    np.testing.assert_allclose(py_s.ravel(), [0.9, 0.8, 0.3], rtol=1e-6)
+    py, py_s = K.proposal_reference(s.astype(np.float64), d.astype(np.float64), info, **kw, min_size=1)
+    assert len(py) == 6 and 0.0 in py_s and py[:, 3].max() == pytest.approx(39.7)  # score 0 kept
+
+
+def test_cv2_anchor_rounding_and_overlap_rule(tmp_path):
+    """base_size 18, ratio 0.5: cv2's anchor is 13 pixels high (floor(12.5 + 0.5)), py-faster-rcnn's 12
+    (numpy rounds half to even); two boxes 0.5 pixel apart are not overlapping for cv2's NMS."""
+    s = np.zeros((1, 2, 1, 1), np.float32)
+    s[0, 1] = 0.9
+    d = np.zeros((1, 4, 1, 1), np.float32)
+    info = np.array([[200, 200, 1]], np.float32)
+    c = cv2_layer(tmp_path, _ONE_ANCHOR.format(stride=16, base=18, ratio=0.5, post=1, thr=0.7),
+                  {"s": s, "d": d, "im_info": info})
+    kw = dict(base_size=18, ratios=(0.5,), scales=(1,), min_size=1, post_nms_topn=1)
+    cvq, _ = K.proposal_reference(s.astype(np.float64), d.astype(np.float64), info, quirks="cv2", **kw)
+    py, _ = K.proposal_reference(s.astype(np.float64), d.astype(np.float64), info, **kw)
+    np.testing.assert_allclose(cvq, c, atol=1e-5)
+    assert c[0, 4] - c[0, 2] == pytest.approx(13.0) and py[0, 4] - py[0, 2] == pytest.approx(12.0)
+    # overlap rule: box 0 [0, 0, 16, 16], box 1 [16.5, 0.5, 31.5, 15.5]; cv2 needs nms_thresh > 0
+    s = np.zeros((1, 2, 1, 2), np.float32)
+    s[0, 1] = [[0.9, 0.8]]
+    d = np.zeros((1, 4, 1, 2), np.float32)
+    d[0, 2, 0, 1] = d[0, 3, 0, 1] = math.log(15.0 / 16.0)
+    c = cv2_layer(tmp_path, _ONE_ANCHOR.format(stride=16, base=16, ratio=1, post=2, thr=0.001),
+                  {"s": s, "d": d, "im_info": info})
+    kw = dict(ratios=(1,), scales=(1,), min_size=1, post_nms_topn=2, nms_thresh=0.001)
+    py, _ = K.proposal_reference(s.astype(np.float64), d.astype(np.float64), info, **kw)
+    cvq, _ = K.proposal_reference(s.astype(np.float64), d.astype(np.float64), info, quirks="cv2", **kw)
+    assert np.any(c[1] != 0) and len(py) == 1  # cv2 keeps both, py-faster-rcnn suppresses box 1
+    np.testing.assert_allclose(cvq, c, atol=1e-5)
