@@ -410,6 +410,13 @@ def _detect(net, image, blob, outputs, pre, labels, offset, opts, data, task, de
             nms_thr = math.nan
         if decoder == "frcnn":  # per-class rows in blob pixels
             boxes, scores, ids = two_stage.detections(outputs[name], thr, blob.shape[2:], region)
+            try:
+                n_cls = int(net.graph.node(name).attrs.get("num_classes", 0))
+            except KeyError:
+                n_cls = 0
+            if labels is not None and offset == 0 and "label_offset" not in opts and len(labels) == n_cls - 1:
+                offset = 1  # e.g. VOC: 20 names for 21 classes, class 0 is the background
+                data["label_offset"] = 1
         else:
             rel, scores, ids = ssd_detections(outputs[name], thr)
             order = np.argsort(-scores, kind="stable")

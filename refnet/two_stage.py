@@ -277,6 +277,18 @@ def layer_errors(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray], ops
         if a.shape != c.shape:
             rows.append((name, op, math.nan, f"shape {a.shape} vs cv2 {c.shape}"))
             continue
+        note = ""
+        if op == "detection_output":  # rows of equal score come in an unspecified order (std::sort)
+            a, c = sorted_detection_rows(a), sorted_detection_rows(c)
+            note = "rows compared in (score, class, box) order"
         scale = max(float(np.max(np.abs(c))) if c.size else 0.0, 1e-30)
-        rows.append((name, op, float(np.max(np.abs(a - c))) / scale if c.size else 0.0, ""))
+        rows.append((name, op, float(np.max(np.abs(a - c))) / scale if c.size else 0.0, note))
     return rows
+
+
+def sorted_detection_rows(d: np.ndarray, digits: int = 5) -> np.ndarray:
+    """DetectionOutput rows ``(K, 7)`` by descending score (rounded to ``digits``), then class,
+    then box: cv2 orders rows of equal score arbitrarily (an unstable sort)."""
+    r = np.asarray(d, np.float64).reshape(-1, 7)
+    order = np.lexsort((r[:, 6], r[:, 5], r[:, 4], r[:, 3], r[:, 1], -np.round(r[:, 2], digits)))
+    return r[order]
