@@ -41,6 +41,11 @@ def _cases() -> list[Case]:
     scores = a(50, lo=0, hi=1)
     # per-channel parameters drawn once (inside a lambda, a(6) would draw new values for each precision)
     c6a, c6b, c6c, c6d, var6 = a(6), a(6), a(6), a(6), a(6, lo=0.5, hi=2)
+    rois = np.array([[0, 0, 0, 150, 120], [1, 20.4, 30.5, 250, 200], [0, 60, 10, 300, 280], [1, 5, 5, 9, 9]])
+    ps = a(2, 18, 17, 19)
+    logits = a(1, 2, 9 * 5 * 6, lo=-3, hi=3)
+    rpn = (np.exp(logits) / np.exp(logits).sum(1, keepdims=True)).reshape(1, 18, 5, 6)
+    deltas = a(1, 36, 5, 6, lo=-0.3, hi=0.3)
     return [
         Case("conv2d 3x3 s1 pad1", lambda k, c: k("conv2d")(c(x), c(w33), c(b8), pad=1)),
         Case("conv2d 3x3 s2 dil2 asym-pad", lambda k, c: k("conv2d")(c(x), c(w33), c(b8), stride=2, dilation=2,
@@ -81,6 +86,10 @@ def _cases() -> list[Case]:
                                                       variance=(0.1, 0.1, 0.2, 0.2))),
         Case("gram_matrix", lambda k, c: k("gram_matrix")(c(feat)), TOL_LONG),
         Case("nms (indices equal)", lambda k, c: k("nms")(c(boxes), c(scores), 0.3).astype(np.float64)),
+        Case("roi_pool 7x7 (Fast R-CNN)", lambda k, c: k("roi_pool")(c(x), c(rois), (7, 7), 0.0625)),
+        Case("psroi_pool 3x3 (R-FCN)", lambda k, c: k("psroi_pool")(c(ps), c(rois), 2, 3, 0.0625)),
+        Case("proposal (RPN, cv2 layout)", lambda k, c: k("proposal")(c(rpn), c(deltas), np.array([[80, 96, 1.0]]),
+                                                                      post_nms_topn=50, quirks="cv2")),
         Case("max_pool2d indices + max_unpool2d",
              lambda k, c: k("max_unpool2d")(*k("max_pool2d")(c(x), (2, 2), (2, 2), 0, return_indices=True),
                                             (17, 19))),

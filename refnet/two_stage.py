@@ -292,3 +292,62 @@ def sorted_detection_rows(d: np.ndarray, digits: int = 5) -> np.ndarray:
     r = np.asarray(d, np.float64).reshape(-1, 7)
     order = np.lexsort((r[:, 6], r[:, 5], r[:, 4], r[:, 3], r[:, 1], -np.round(r[:, 2], digits)))
     return r[order]
+
+
+def crosscheck(name: str, image: str | os.PathLike, *, size: tuple[int, int] = (224, 224), seed: int = 0,
+               precisions: Sequence[str] = ("float32", "float64"), quirks: Sequence[str] = ("cv2", "none"),
+               workdir: str | os.PathLike | None = None, threshold: float = 0.3) -> list[str]:
+    """Generate ``name`` with seeded weights, run it on ``image`` in cv2.dnn and refnet (each
+    precision and quirks mode) and return summary lines: the worst per-layer error vs cv2 (and
+    where), and how many cv2 detections (score > ``threshold``) refnet matches (same class, IoU
+    > 0.5)."""
+    import tempfile
+
+    import cv2
+
+    from refnet.kernels import iou
+    from refnet.net import load_caffe
+
+    work = Path(workdir or tempfile.mkdtemp(prefix="refnet-two-stage-"))
+    proto, model = TwoStageArch(name, seed).write(work / name)
+    img = cv2.imread(str(image))
+    if img is None:
+        raise FileNotFoundError(f"cannot read image {image}")
+    blob = cv2.dnn.blobFromImage(img, 1.0, size, MEAN, False, False)
+    feed = {"data": blob, "im_info": im_info_for(blob)}
+    theirs = cv2_outputs(proto, model, feed)
+    region = (0.0, 0.0, float(blob.shape[3]), float(blob.shape[2]))
+    want = detections(theirs["detection_out"], threshold, blob.shape[2:], region)
+    lines = []
+    for q in quirks:
+        net = load_caffe(proto, model, quirks=q)
+        ops = {n.name: n.op for n in net.graph.nodes}
+        for prec in precisions:
+            ours = net.trace(feed, precision=prec)
+            rows = layer_errors(ours, theirs, ops)
+            comparable = [r for r in rows if not math.isnan(r[2])]
+            worst = max(comparable, key=lambda r: r[2])
+            skipped = len(rows) - len(comparable)
+            got = detections(ours["detection_out"], threshold, blob.shape[2:], region)
+            matched = 0
+            used: set[int] = set()
+            for b, c in zip(want[0], want[2]):
+                cand = [j for j in range(len(got[0])) if got[2][j] == c and j not in used]
+                if cand:
+                    ov = iou(b[None], got[0][cand])[0]
+                    if ov.max() > 0.5:
+                        used.add(cand[int(np.argmax(ov))])
+                        matched += 1
+            lines.append(f"{name} quirks={q} {prec}: {len(comparable)} layers compared, worst {worst[2]:.2e} at "
+                         f"{worst[0]} ({worst[1]}{', ' + worst[3] if worst[3] else ''})"
+                         + (f", {skipped} layers with other row counts than cv2" if skipped else "")
+                         + f"; detections > {threshold}: {matched}/{len(want[0])} of cv2's matched, refnet "
+                         f"{len(got[0])}")
+    return lines
+
+
+if __name__ == "__main__":  # python -m refnet.two_stage NAME IMAGE
+    import sys
+
+    for line in crosscheck(sys.argv[1], sys.argv[2]):
+        print(line)
