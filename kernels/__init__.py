@@ -14,3 +14,9 @@ from refnet.kernels.softmax import *  # noqa: F403
 from refnet.kernels.style import *  # noqa: F403
 from refnet.kernels.tensor import *  # noqa: F403
 from refnet.kernels.yolo import *  # noqa: F403
+# backward (vector-Jacobian) twins: <op>_backward and <op>_backward_reference
+from refnet.kernels.grad_activation import *  # noqa: F403, E402
+from refnet.kernels.grad_conv import *  # noqa: F403, E402
+from refnet.kernels.grad_norm import *  # noqa: F403, E402
+from refnet.kernels.grad_pool import *  # noqa: F403, E402
+from refnet.kernels.grad_tensor import *  # noqa: F403, E402
