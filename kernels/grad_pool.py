@@ -7,7 +7,8 @@
   input; the divisor is the forward's (``"padded"``: the window clipped to the padded extent,
   Caffe; ``"valid"``: the input elements counted; ``"kernel"``: kh*kw).
 - global MAX/AVE: the same with one window per plane.
-- max-unpooling: the forward scatters ``x`` to ``indices``, so ``dx = dy`` gathered there.
+- max-unpooling: the forward scatters ``x`` to ``indices`` (last write wins), so ``dx = dy``
+  gathered there for the surviving writes.
 
 ``f_backward_reference`` computes in float64 with plain loops over windows or taps;
 ``f_backward`` works in the input dtype (MAX: a numba scatter parallel over planes).
@@ -219,10 +220,20 @@ def _unpool_check(indices: np.ndarray, dy: np.ndarray, fn: str) -> None:
         raise ShapeError(f"{fn}: indices must be (N, C, h, w) with dy's N and C", got=(indices.shape, dy.shape))
 
 
+def _last_writes(keys: np.ndarray) -> np.ndarray:
+    """Mask of the entries of the 1-D ``keys`` that are the last occurrence of their value (the
+    forward scatter's surviving write: on a repeated index the last value in row-major order wins)."""
+    _, first_from_end = np.unique(keys[::-1], return_index=True)
+    mask = np.zeros(keys.shape, dtype=bool)
+    mask[keys.size - 1 - first_from_end] = True
+    return mask
+
+
 @ieee
 def max_unpool2d_backward_reference(indices: np.ndarray, dy: np.ndarray) -> np.ndarray:
-    """Reference max-unpooling backward: ``dx[n, c, i] = dy[n, c, indices[n, c, i]]`` (the
-    forward put ``x`` there), float64; the indices carry no gradient."""
+    """Reference max-unpooling backward: ``dx[n, c, i] = dy[n, c, indices[n, c, i]]`` where element
+    i's write survived the forward scatter (the last one on a repeated index), else 0; float64.
+    The indices carry no gradient."""
     _unpool_check(indices, dy, "max_unpool2d_backward_reference")
     n, c = dy.shape[:2]
     flat = np.asarray(dy, dtype=np.float64).reshape(n, c, -1)
@@ -230,18 +241,22 @@ def max_unpool2d_backward_reference(indices: np.ndarray, dy: np.ndarray) -> np.n
     out = np.zeros(idx.shape)
     for ni in range(n):
         for ci in range(c):
-            ok = (idx[ni, ci] >= 0) & (idx[ni, ci] < flat.shape[2])
+            ok = (idx[ni, ci] >= 0) & (idx[ni, ci] < flat.shape[2]) & _last_writes(idx[ni, ci])
             out[ni, ci, ok] = flat[ni, ci, idx[ni, ci, ok]]
     return out.reshape(indices.shape)
 
 
 @ieee
 def max_unpool2d_backward(indices: np.ndarray, dy: np.ndarray) -> np.ndarray:
-    """Fast max-unpooling backward: one gather in the input dtype."""
+    """Fast max-unpooling backward: one gather in the input dtype, surviving writes found for all
+    planes at once."""
     _unpool_check(indices, dy, "max_unpool2d_backward")
     n, c = dy.shape[:2]
     flat = dy.reshape(n, c, -1)
+    m = flat.shape[2]
     idx = np.asarray(indices).astype(np.int64).reshape(n, c, -1)
-    ok = (idx >= 0) & (idx < flat.shape[2])
+    ok = (idx >= 0) & (idx < m)
+    planes = np.arange(n * c, dtype=np.int64).reshape(n, c, 1)
+    ok &= _last_writes((planes * (m + 1) + np.where(ok, idx, m)).reshape(-1)).reshape(idx.shape)
     out = np.take_along_axis(flat, np.where(ok, idx, 0), axis=2)
     return np.where(ok, out, 0).astype(dy.dtype).reshape(indices.shape)
