@@ -16,7 +16,9 @@ adjoint of that read (its input plays the convolution's output), so its backward
 same tap walk with the roles of ``x`` and ``dy`` exchanged.
 
 ``f_backward_reference``: float64, one tensordot per (group, tap). ``f_backward``: in the
-input dtype, all groups at once as one batched matmul per tap.
+input dtype; the input gradient by the fast forward kernels (a convolution's adjoint is the
+transposed convolution with the same weights and the other way round), the weight gradient
+as one batched (over groups) matmul per tap.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numpy as np
 
 from refnet.errors import ShapeError
 from refnet.kernels._check import as_float_array, ieee, pad4, pair
+from refnet.kernels.conv import conv2d, conv_transpose2d
 
 __all__ = [
     "conv2d_backward",
@@ -78,10 +81,10 @@ def _extent(size: int, k: int, s: int, d: int, n_out: int, pb: int, pe: int) -> 
 @ieee
 def conv2d_backward_reference(x: np.ndarray, weight: np.ndarray, dy: np.ndarray, *, stride: IntPair = 1,
                               pad: int | Sequence[int] = 0, dilation: IntPair = 1, groups: int = 1,
-                              bias: bool = True) -> Grads:
+                              bias: bool = True, need_weight: bool = True) -> Grads:
     """Reference backward of :func:`refnet.kernels.conv2d` (Caffe Convolution): ``(dx, dweight,
     dbias)`` in float64, one tensordot per group and kernel tap (see the module docstring);
-    ``dbias`` is None when ``bias`` is False."""
+    ``dbias`` is None when ``bias`` is False; ``need_weight=False`` skips dweight (None)."""
     (sh, sw), p, (dh, dw), g = _geometry(x, weight, dy, stride, pad, dilation, groups, False)
     x64, w64, dy64 = (np.asarray(a, dtype=np.float64) for a in (x, weight, dy))
     n, c, h, w = x.shape
@@ -98,10 +101,11 @@ def conv2d_backward_reference(x: np.ndarray, weight: np.ndarray, dy: np.ndarray,
             for j in range(kw):
                 rows, cols = _tap(i, dh, sh, ho), _tap(j, dw, sw, wo)
                 read = xp[:, ci, rows, cols]  # (N, Cg, Ho, Wo): what tap (i, j) read
-                dwt[co, :, i, j] = np.tensordot(dy64[:, co], read, axes=([0, 2, 3], [0, 2, 3]))
+                if need_weight:
+                    dwt[co, :, i, j] = np.tensordot(dy64[:, co], read, axes=([0, 2, 3], [0, 2, 3]))
                 dxp[:, ci, rows, cols] += np.einsum("nohw,oc->nchw", dy64[:, co], w64[co, :, i, j])
     dx = dxp[:, :, p[0]:p[0] + h, p[1]:p[1] + w]
-    return np.ascontiguousarray(dx), dwt, (dy64.sum(axis=(0, 2, 3)) if bias else None)
+    return np.ascontiguousarray(dx), (dwt if need_weight else None), (dy64.sum(axis=(0, 2, 3)) if bias else None)
 
 
 def _group_rows(a: np.ndarray, g: int) -> np.ndarray:
@@ -113,31 +117,33 @@ def _group_rows(a: np.ndarray, g: int) -> np.ndarray:
 @ieee
 def conv2d_backward(x: np.ndarray, weight: np.ndarray, dy: np.ndarray, *, stride: IntPair = 1,
                     pad: int | Sequence[int] = 0, dilation: IntPair = 1, groups: int = 1,
-                    bias: bool = True) -> Grads:
-    """Fast backward of :func:`refnet.kernels.conv2d` in the input dtype: per kernel tap one
-    batched (over groups) matmul for the weight and one for the input (see
-    :func:`conv2d_backward_reference`)."""
+                    bias: bool = True, need_weight: bool = True) -> Grads:
+    """Fast backward of :func:`refnet.kernels.conv2d` in the input dtype. ``dx`` is the adjoint of
+    the convolution, i.e. the fast transposed convolution of ``dy`` with the same weights and
+    geometry (``output_padding`` = the rows/cols the forward's floor division left unread);
+    ``dweight``: per kernel tap one batched (over groups) matmul of ``dy`` with what the tap read."""
     (sh, sw), p, (dh, dw), g = _geometry(x, weight, dy, stride, pad, dilation, groups, False)
     dt = x.dtype
     n, c, h, w = x.shape
     o, cg, kh, kw = weight.shape
     ho, wo = dy.shape[2:]
+    dy = np.ascontiguousarray(dy, dtype=dt)
+    wt = np.ascontiguousarray(weight, dtype=dt)
+    left = (h + p[0] + p[2] - dh * (kh - 1) - 1 - (ho - 1) * sh, w + p[1] + p[3] - dw * (kw - 1) - 1 - (wo - 1) * sw)
+    dx = conv_transpose2d(dy, wt, None, stride=(sh, sw), pad=p, dilation=(dh, dw), groups=g, output_padding=left)
+    db = dy.sum(axis=(0, 2, 3), dtype=dt) if bias else None
+    if not need_weight:
+        return dx, None, db
     hp, wp = _extent(h, kh, sh, dh, ho, p[0], p[2]), _extent(w, kw, sw, dw, wo, p[1], p[3])
     xp = _padded(x, p, hp, wp).reshape(n, g, cg, hp, wp)
-    dyg = _group_rows(dy.astype(dt, copy=False), g)  # (G, Og, N*Ho*Wo)
-    wg = weight.astype(dt, copy=False).reshape(g, o // g, cg, kh, kw)
-    dxp = np.zeros((n, g, cg, hp, wp), dtype=dt)
+    dyg = _group_rows(dy, g)  # (G, Og, N*Ho*Wo)
     dwt = np.empty((g, o // g, cg, kh, kw), dtype=dt)
     for i in range(kh):
         for j in range(kw):
             rows, cols = _tap(i, dh, sh, ho), _tap(j, dw, sw, wo)
             read = np.ascontiguousarray(xp[:, :, :, rows, cols].transpose(1, 2, 0, 3, 4)).reshape(g, cg, -1)
             dwt[:, :, :, i, j] = np.matmul(dyg, read.transpose(0, 2, 1))
-            back = np.matmul(wg[:, :, :, i, j].transpose(0, 2, 1), dyg)  # (G, Cg, N*Ho*Wo)
-            dxp[:, :, :, rows, cols] += back.reshape(g, cg, n, ho, wo).transpose(2, 0, 1, 3, 4)
-    dx = dxp.reshape(n, c, hp, wp)[:, :, p[0]:p[0] + h, p[1]:p[1] + w]
-    db = dy.sum(axis=(0, 2, 3), dtype=dt) if bias else None
-    return np.ascontiguousarray(dx), dwt.reshape(weight.shape), db
+    return dx, dwt.reshape(weight.shape), db
 
 
 # ---- transposed convolution -----------------------------------------------------------------------
@@ -158,7 +164,8 @@ def _deconv_pads(x, weight, dy, s, p, d, g):
 def conv_transpose2d_backward_reference(x: np.ndarray, weight: np.ndarray, dy: np.ndarray, *,
                                         stride: IntPair = 1, pad: int | Sequence[int] = 0,
                                         dilation: IntPair = 1, groups: int = 1,
-                                        output_padding: IntPair = 0, bias: bool = True) -> Grads:
+                                        output_padding: IntPair = 0, bias: bool = True,
+                                        need_weight: bool = True) -> Grads:
     """Reference backward of :func:`refnet.kernels.conv_transpose2d` (Caffe Deconvolution,
     Torch SpatialFullConvolution): input pixel ``(h, w)`` wrote ``x * weight[c, o, i, j]`` to output
     ``(h*sh - pt + i*dh, w*sw - pl + j*dw)`` (cropped to the output), so per group and tap
@@ -180,35 +187,41 @@ def conv_transpose2d_backward_reference(x: np.ndarray, weight: np.ndarray, dy: n
             for j in range(kw):
                 read = dyp[:, co, _tap(i, d[0], s[0], h), _tap(j, d[1], s[1], w)]  # (N, Cog, H, W)
                 dx[:, ci] += np.einsum("nohw,co->nchw", read, w64[ci, :, i, j])
-                dwt[ci, :, i, j] = np.tensordot(x64[:, ci], read, axes=([0, 2, 3], [0, 2, 3]))
-    return dx, dwt, (dy64.sum(axis=(0, 2, 3)) if bias else None)
+                if need_weight:
+                    dwt[ci, :, i, j] = np.tensordot(x64[:, ci], read, axes=([0, 2, 3], [0, 2, 3]))
+    return dx, (dwt if need_weight else None), (dy64.sum(axis=(0, 2, 3)) if bias else None)
 
 
 @ieee
 def conv_transpose2d_backward(x: np.ndarray, weight: np.ndarray, dy: np.ndarray, *, stride: IntPair = 1,
                               pad: int | Sequence[int] = 0, dilation: IntPair = 1, groups: int = 1,
-                              output_padding: IntPair = 0, bias: bool = True) -> Grads:
-    """Fast backward of :func:`refnet.kernels.conv_transpose2d` in the input dtype (batched
-    matmuls over groups per tap; see :func:`conv_transpose2d_backward_reference`)."""
+                              output_padding: IntPair = 0, bias: bool = True, need_weight: bool = True) -> Grads:
+    """Fast backward of :func:`refnet.kernels.conv_transpose2d` in the input dtype: ``dx`` by the
+    fast convolution of ``dy`` (zero-extended to every position a tap reads) with the same weights,
+    ``dweight`` by batched matmuls over groups per tap (see the reference)."""
     s, p, d, g = _geometry(x, weight, dy, stride, pad, dilation, groups, True)
     dt = x.dtype
     n, c, h, w = x.shape
     kh, kw = weight.shape[2:]
     cig, cog = c // g, weight.shape[1]
     hp, wp = _deconv_pads(x, weight, dy, s, p, d, g)
-    dyp = _padded(dy.astype(dt, copy=False), p, hp, wp).reshape(n, g, cog, hp, wp)
+    dy = np.ascontiguousarray(dy, dtype=dt)
+    wt = np.ascontiguousarray(weight, dtype=dt)
+    # dx: the adjoint of the transposed convolution is the convolution with the same weights
+    # (read as (Ci, Co/g) conv weights); output_padding rows are never read back, as in the forward
+    dx = conv2d(_padded(dy, (0, 0, 0, 0), max(dy.shape[2], hp - p[0]), max(dy.shape[3], wp - p[1])), wt, None,
+                stride=s, pad=(p[0], p[1], 0, 0), dilation=d, groups=g)[:, :, :h, :w]
+    db = dy.sum(axis=(0, 2, 3), dtype=dt) if bias else None
+    if not need_weight:
+        return np.ascontiguousarray(dx), None, db
+    dyp = _padded(dy, p, hp, wp).reshape(n, g, cog, hp, wp)
     xg = _group_rows(x, g)  # (G, Cig, N*H*W)
-    wg = weight.astype(dt, copy=False).reshape(g, cig, cog, kh, kw)
-    dx = np.zeros((g, cig, n * h * w), dtype=dt)
     dwt = np.empty((g, cig, cog, kh, kw), dtype=dt)
     for i in range(kh):
         for j in range(kw):
             read = dyp[:, :, :, _tap(i, d[0], s[0], h), _tap(j, d[1], s[1], w)]
             read = np.ascontiguousarray(read.transpose(1, 2, 0, 3, 4)).reshape(g, cog, -1)
-            dx += np.matmul(wg[:, :, :, i, j], read)
             dwt[:, :, :, i, j] = np.matmul(xg, read.transpose(0, 2, 1))
-    dx = dx.reshape(g, cig, n, h, w).transpose(2, 0, 1, 3, 4).reshape(n, c, h, w)
-    db = dy.sum(axis=(0, 2, 3), dtype=dt) if bias else None
     return np.ascontiguousarray(dx), dwt.reshape(weight.shape), db
 
 

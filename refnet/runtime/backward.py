@@ -5,7 +5,8 @@ gradient of the scalar ``L = sum_o sum(grads[o] * out[o])`` with respect to ever
 and, for the layers named in ``wrt``, their parameters. The pass has two phases:
 
 1. :class:`Tape` runs the forward pass of the layers the requested outputs depend on, unfused
-   (float64: the reference kernels; float32: the fast kernels), and keeps every tensor.
+   (float64: the reference kernels; float32: the fast kernels; the net's own executor with every
+   tensor of those layers requested), and keeps every tensor.
 2. :meth:`Tape.backward` walks those layers in reverse, applies each op's vector-Jacobian
    rule (refnet/runtime/vjp.py, built on the ``<op>_backward[_reference]`` kernels) and adds the
    cotangents of tensors read by several layers. An op on the path without a rule raises
@@ -32,7 +33,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from refnet.errors import ShapeError
-from refnet.ops import registry
 from refnet.ops.registry import Ctx
 from refnet.runtime import vjp
 
@@ -81,14 +81,17 @@ class Tape:
                 needed.add(i)
                 stack.extend(producer[t] for t in net.graph.nodes[i].inputs if t in producer)
         self.order = sorted(needed)
-        self.values: dict[str, np.ndarray] = dict(net._feeds(x, self.ctx))
-        for i in self.order:
-            node = net.graph.nodes[i]
-            res = registry.get(node.op, node.name).run(node, [self.values[t] for t in node.inputs],
-                                                       net._node_params(node, self.ctx), self.ctx)
-            res = list(res) if isinstance(res, (list, tuple)) else [res]
-            for t, v in zip(node.outputs, res):
-                self.values[t] = v
+        # the net's own unfused program with every tensor of these layers requested: kernels planned
+        # once per input shape (cached in the net), no requested tensor in a reused buffer
+        from refnet.net import _RUN_LOCK
+
+        feeds = net._feeds(x, self.ctx)
+        names = tuple(t for i in self.order for t in net.graph.nodes[i].outputs)
+        prog = net._program(names, False, feeds, self.ctx)
+        with _RUN_LOCK:
+            regs = prog.run(feeds)
+        self.values: dict[str, np.ndarray] = dict(feeds)
+        self.values.update({t: regs[prog.results[t]] for t in names})
 
     def backward(self, grads: Mapping[str, np.ndarray], wrt: Iterable[str] | None = None) -> Gradients:
         """Propagate ``grads`` (cotangents of some of the tape's outputs) back to the inputs."""
@@ -117,7 +120,7 @@ class Tape:
             xs = [self.values[t] for t in node.inputs]
             ys = [self.values[t] for t in node.outputs]
             p = net._node_params(node, self.ctx)
-            dxs, dps = rule(node, xs, ys, dys, p, self.ctx.fast)
+            dxs, dps = rule(node, xs, ys, dys, p, self.ctx.fast, node.name in want)
             for t, x, d in zip(node.inputs, xs, dxs):
                 if d is None:
                     continue

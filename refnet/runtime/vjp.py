@@ -1,9 +1,10 @@
 """Vector-Jacobian rules of the IR ops: how a cotangent goes back through one node.
 
-Each rule, registered with :func:`vjp`, is called as ``rule(node, xs, ys, dys, p, fast)``:
+Each rule, registered with :func:`vjp`, is called as ``rule(node, xs, ys, dys, p, fast, want)``:
 ``xs`` the node's forward inputs, ``ys`` its forward outputs, ``dys`` one cotangent per output
 (None where nothing flows back), ``p`` its params in the run dtype, ``fast`` True for the
-float32 path (``<op>_backward`` kernels) and False for float64 (``<op>_backward_reference``).
+float32 path (``<op>_backward`` kernels) and False for float64 (``<op>_backward_reference``);
+``want`` False when nobody asked for this node's parameter gradients (a rule may skip them).
 It returns ``(dxs, dparams)``: one cotangent (or None: no gradient, e.g. argmax indices or a
 shape-only input) per input and ``{param role: gradient}``. Attribute defaults are read with
 the forward op's own helpers (refnet/ops/core.py), so both directions share one geometry.
@@ -68,12 +69,12 @@ def _d0(dys, ys) -> np.ndarray:
 
 # ---- pass-through ----------------------------------------------------------------------------------
 @vjp("identity")
-def _identity(node, xs, ys, dys, p, fast):
+def _identity(node, xs, ys, dys, p, fast, want=True):
     return [_d0(dys, ys)], {}
 
 
 @vjp("split")
-def _split(node, xs, ys, dys, p, fast):
+def _split(node, xs, ys, dys, p, fast, want=True):
     got = [d for d in dys if d is not None]
     total = got[0].copy()
     for d in got[1:]:
@@ -82,7 +83,7 @@ def _split(node, xs, ys, dys, p, fast):
 
 
 @vjp(*NO_GRADIENT)
-def _no_gradient(node, xs, ys, dys, p, fast):
+def _no_gradient(node, xs, ys, dys, p, fast, want=True):
     return [None] * len(xs), {}
 
 
@@ -101,21 +102,22 @@ def _wb(dw, db, p) -> dict[str, np.ndarray]:
 
 
 @vjp("conv")
-def _conv(node, xs, ys, dys, p, fast):
-    dx, dw, db = _k("conv2d", fast)(xs[0], p["weight"], _d0(dys, ys), bias="bias" in p, **_conv_geom(node))
-    return [dx], _wb(dw, db, p)
+def _conv(node, xs, ys, dys, p, fast, want=True):
+    dx, dw, db = _k("conv2d", fast)(xs[0], p["weight"], _d0(dys, ys), bias="bias" in p, need_weight=want,
+                                    **_conv_geom(node))
+    return [dx], (_wb(dw, db, p) if want else {})
 
 
 @vjp("deconv")
-def _deconv(node, xs, ys, dys, p, fast):
+def _deconv(node, xs, ys, dys, p, fast, want=True):
     dx, dw, db = _k("conv_transpose2d", fast)(
-        xs[0], p["weight"], _d0(dys, ys), bias="bias" in p,
+        xs[0], p["weight"], _d0(dys, ys), bias="bias" in p, need_weight=want,
         output_padding=C._pair(node.attrs.get("output_padding"), 0), **_conv_geom(node))
-    return [dx], _wb(dw, db, p)
+    return [dx], (_wb(dw, db, p) if want else {})
 
 
 @vjp("linear")
-def _linear(node, xs, ys, dys, p, fast):
+def _linear(node, xs, ys, dys, p, fast, want=True):
     dx, dw, db = _k("linear", fast)(xs[0], p["weight"], _d0(dys, ys), axis=int(node.attrs.get("axis", 1)),
                                     bias="bias" in p)
     return [dx], _wb(dw, db, p)
@@ -123,7 +125,7 @@ def _linear(node, xs, ys, dys, p, fast):
 
 # ---- pooling -------------------------------------------------------------------------------------------
 @vjp("max_pool")
-def _max_pool(node, xs, ys, dys, p, fast):
+def _max_pool(node, xs, ys, dys, p, fast, want=True):
     x, dy = xs[0], _d0(dys, ys)
     if node.attrs.get("global_pooling") and len(node.outputs) == 1:
         return [_k("global_max_pool2d", fast)(x, dy)], {}
@@ -133,7 +135,7 @@ def _max_pool(node, xs, ys, dys, p, fast):
 
 
 @vjp("avg_pool")
-def _avg_pool(node, xs, ys, dys, p, fast):
+def _avg_pool(node, xs, ys, dys, p, fast, want=True):
     x, dy = xs[0], _d0(dys, ys)
     if node.attrs.get("global_pooling"):
         return [_k("global_avg_pool2d", fast)(x, dy)], {}
@@ -143,35 +145,35 @@ def _avg_pool(node, xs, ys, dys, p, fast):
 
 
 @vjp("max_unpool")
-def _max_unpool(node, xs, ys, dys, p, fast):
+def _max_unpool(node, xs, ys, dys, p, fast, want=True):
     return [_k("max_unpool2d", fast)(xs[1], _d0(dys, ys))] + [None] * (len(xs) - 1), {}
 
 
 # ---- activations ---------------------------------------------------------------------------------------
 @vjp("relu")
-def _relu(node, xs, ys, dys, p, fast):
+def _relu(node, xs, ys, dys, p, fast, want=True):
     return [_k("relu", fast)(xs[0], _d0(dys, ys), float(node.attrs.get("negative_slope", 0.0)))], {}
 
 
 @vjp("clip")
-def _clip(node, xs, ys, dys, p, fast):
+def _clip(node, xs, ys, dys, p, fast, want=True):
     a = node.attrs
     return [_k("clip", fast)(xs[0], _d0(dys, ys), float(a.get("min", 0.0)), float(a.get("max", 6.0)))], {}
 
 
 @vjp("prelu")
-def _prelu(node, xs, ys, dys, p, fast):
+def _prelu(node, xs, ys, dys, p, fast, want=True):
     dx, ds = _k("prelu", fast)(xs[0], p["slope"].reshape(-1), _d0(dys, ys))
     return [dx], {"slope": ds.reshape(p["slope"].shape)}
 
 
 @vjp("elu")
-def _elu(node, xs, ys, dys, p, fast):
+def _elu(node, xs, ys, dys, p, fast, want=True):
     return [_k("elu", fast)(xs[0], _d0(dys, ys), float(node.attrs.get("alpha", 1.0)))], {}
 
 
 def _smooth(op: str, kernel: str) -> None:
-    def rule(node, xs, ys, dys, p, fast):
+    def rule(node, xs, ys, dys, p, fast, want=True):
         if fast:
             return [getattr(K, kernel + "_backward")(xs[0], _d0(dys, ys), y=ys[0])], {}
         return [getattr(K, kernel + "_backward_reference")(xs[0], _d0(dys, ys))], {}
@@ -184,18 +186,18 @@ _smooth("tanh", "tanh")
 
 
 @vjp("abs")
-def _abs(node, xs, ys, dys, p, fast):
+def _abs(node, xs, ys, dys, p, fast, want=True):
     return [_k("absval", fast)(xs[0], _d0(dys, ys))], {}
 
 
 @vjp("power", "sqrt", "square")
-def _power(node, xs, ys, dys, p, fast):
+def _power(node, xs, ys, dys, p, fast, want=True):
     pss = {"sqrt": (0.5, 1.0, 0.0), "square": (2.0, 1.0, 0.0)}.get(node.op) or C._pss(node, 1.0)
     return [_k("power", fast)(xs[0], _d0(dys, ys), *pss)], {}
 
 
 @vjp("softmax")
-def _softmax(node, xs, ys, dys, p, fast):
+def _softmax(node, xs, ys, dys, p, fast, want=True):
     axis = int(node.attrs.get("axis", 1))
     if fast:
         return [K.softmax_backward(xs[0], _d0(dys, ys), axis, y=ys[0])], {}
@@ -203,12 +205,12 @@ def _softmax(node, xs, ys, dys, p, fast):
 
 
 @vjp("log_softmax")
-def _log_softmax(node, xs, ys, dys, p, fast):
+def _log_softmax(node, xs, ys, dys, p, fast, want=True):
     return [_k("log_softmax", fast)(xs[0], _d0(dys, ys), int(node.attrs.get("axis", 1)))], {}
 
 
 @vjp("darknet_softmax")
-def _darknet_softmax(node, xs, ys, dys, p, fast):
+def _darknet_softmax(node, xs, ys, dys, p, fast, want=True):
     x = xs[0]
     g = int(node.attrs.get("groups", 1))
     t = float(node.attrs.get("temperature", 1.0))
@@ -219,7 +221,7 @@ def _darknet_softmax(node, xs, ys, dys, p, fast):
 
 # ---- normalisation -------------------------------------------------------------------------------------
 @vjp("batch_norm")
-def _batch_norm(node, xs, ys, dys, p, fast):
+def _batch_norm(node, xs, ys, dys, p, fast, want=True):
     w = p.get("weight")
     g = _k("batch_norm", fast)(xs[0], p["mean"], p["var"], None if w is None else w.reshape(-1), _d0(dys, ys),
                                eps=float(node.attrs.get("eps", 1e-5)))
@@ -245,7 +247,7 @@ def _fold_to(g: np.ndarray, like: np.ndarray) -> np.ndarray:
 
 
 @vjp("scale")
-def _scale(node, xs, ys, dys, p, fast):
+def _scale(node, xs, ys, dys, p, fast, want=True):
     axis, full = _scale_param(node, xs, p)
     has_bias = "bias" in p
     dx, dw, db = _k("scale", fast)(xs[0], full, _d0(dys, ys), axis=axis, bias=has_bias)
@@ -259,7 +261,7 @@ def _scale(node, xs, ys, dys, p, fast):
 
 
 @vjp("bias")
-def _bias(node, xs, ys, dys, p, fast):
+def _bias(node, xs, ys, dys, p, fast, want=True):
     x = xs[0]
     axis = C._axis(node, int(node.attrs.get("axis", 1)), x.ndim)
     b = xs[1] if len(xs) > 1 else p["bias"]
@@ -271,7 +273,7 @@ def _bias(node, xs, ys, dys, p, fast):
 
 
 @vjp("lrn")
-def _lrn(node, xs, ys, dys, p, fast):
+def _lrn(node, xs, ys, dys, p, fast, want=True):
     a = node.attrs
     return [_k("lrn", fast)(xs[0], _d0(dys, ys), size=int(a.get("size", 5)), alpha=float(a.get("alpha", 1e-4)),
                             beta=float(a.get("beta", 0.75)), k=float(a.get("k", 1.0)),
@@ -279,7 +281,7 @@ def _lrn(node, xs, ys, dys, p, fast):
 
 
 @vjp("normalize")
-def _normalize(node, xs, ys, dys, p, fast):
+def _normalize(node, xs, ys, dys, p, fast, want=True):
     a = node.attrs
     scale = p.get("scale")
     dx, ds = _k("l2_normalize", fast)(xs[0], None if scale is None else scale.reshape(-1), _d0(dys, ys),
@@ -291,37 +293,37 @@ def _normalize(node, xs, ys, dys, p, fast):
 
 # ---- tensor ops ---------------------------------------------------------------------------------------------
 @vjp("concat")
-def _concat(node, xs, ys, dys, p, fast):
+def _concat(node, xs, ys, dys, p, fast, want=True):
     axis = int(node.attrs.get("axis", 1))
     a = C._axis(node, axis, xs[0].ndim)
     return _k("concat", fast)(_d0(dys, ys), [x.shape[a] for x in xs], a), {}
 
 
 @vjp("slice")
-def _slice(node, xs, ys, dys, p, fast):
+def _slice(node, xs, ys, dys, p, fast, want=True):
     a = C._axis(node, int(node.attrs.get("axis", 1)), xs[0].ndim)
     return [_k("slice", fast)(list(dys), [y.shape for y in ys], a).astype(xs[0].dtype, copy=False)], {}
 
 
 @vjp("flatten", "reshape")
-def _reshape(node, xs, ys, dys, p, fast):
+def _reshape(node, xs, ys, dys, p, fast, want=True):
     return [_k("reshape", fast)(_d0(dys, ys), xs[0].shape)], {}
 
 
 @vjp("permute")
-def _permute(node, xs, ys, dys, p, fast):
+def _permute(node, xs, ys, dys, p, fast, want=True):
     return [_k("permute", fast)(_d0(dys, ys), C._permute_order(node, xs[0].ndim))], {}
 
 
 @vjp("eltwise")
-def _eltwise(node, xs, ys, dys, p, fast):
+def _eltwise(node, xs, ys, dys, p, fast, want=True):
     coeffs = node.attrs.get("coeffs")
     return _k("eltwise", fast)(list(xs), _d0(dys, ys), operation=node.attrs.get("operation", "sum"),
                                coeffs=None if not coeffs else tuple(float(c) for c in coeffs)), {}
 
 
 @vjp("resize")
-def _resize(node, xs, ys, dys, p, fast):
+def _resize(node, xs, ys, dys, p, fast, want=True):
     a = node.attrs
     hw = xs[0].shape[2:4]
     if a.get("mode", "bilinear") == "nearest":
@@ -333,7 +335,7 @@ def _resize(node, xs, ys, dys, p, fast):
 
 
 @vjp("shortcut")
-def _shortcut(node, xs, ys, dys, p, fast):
+def _shortcut(node, xs, ys, dys, p, fast, want=True):
     dy = _d0(dys, ys)
     alpha = float(node.attrs.get("alpha", 1.0))
     beta = float(node.attrs.get("beta", 1.0))
@@ -353,7 +355,7 @@ ROUTING = ("crop", "pad", "shuffle_channel", "reorg", "route_group", "torch_padd
 _SHAPE_ONLY_TAIL = {"crop": 1}
 
 
-def _routing_rule(node, xs, ys, dys, p, fast):
+def _routing_rule(node, xs, ys, dys, p, fast, want=True):
     spec = registry.get(node.op, node.name)
     ctx = Ctx("float64")
     n_live = len(xs) - _SHAPE_ONLY_TAIL.get(node.op, 0)

@@ -85,6 +85,10 @@ def test_conv2d_backward(c):
         grads.append(db)
         which.append(2)
     check_grads(fwd, [x, w, b], grads, which, dy, rng, "conv2d")
+    for f in (K.conv2d_backward, K.conv2d_backward_reference):  # input gradient only
+        only = f(x, w, dy, bias=c["bias"], need_weight=False, **geo)
+        assert only[1] is None
+        assert_close(only[0], dx, 1e-12, "conv2d need_weight=False")
 
 
 @HYP
