@@ -61,7 +61,8 @@ def list_images(folder: str | os.PathLike, classes: Sequence[str] | None = None
     return paths, np.array(labels, dtype=np.int64), names
 
 
-def write_digits_folders(out: str | os.PathLike, valid_fraction: float = 0.25, seed: int = 0
+def write_digits_folders(out: str | os.PathLike, valid_fraction: float = 0.25, seed: int = 0,
+                         baselines: tuple[str, ...] = ("raw 8x8 pixels", "28x28 pixels")
                          ) -> tuple[Path, Path, dict[str, float]]:
     """scikit-learn's bundled 8x8 handwritten digits (UCI, 1,797 images) as ``out/train`` and
     ``out/valid`` class folders (stratified held-out split), each image upscaled to 20x20 and
@@ -87,6 +88,8 @@ def write_digits_folders(out: str | os.PathLike, valid_fraction: float = 0.25, s
             cv2.imwrite(str(folder / f"digit_{i:04d}.png"), big[i])
     base = {}
     for what, feats in (("raw 8x8 pixels", d.data), ("28x28 pixels", big.reshape(len(idx), -1) / 255.0)):
+        if what not in baselines:
+            continue
         clf = LogisticRegression(max_iter=5000).fit(feats[tr], d.target[tr])
         base[what] = float(clf.score(feats[va], d.target[va]))
     return out / "train", out / "valid", base
@@ -105,7 +108,7 @@ def _cache_key(model_files: Sequence[str], layer: str, pre, paths: Sequence[Path
     return h.hexdigest()[:24]
 
 
-def extract_features(net, layer: str, paths: Sequence[Path], pre, *, batch: int = 64, precision: str = "float32",
+def extract_features(net, layer: str, paths: Sequence[Path], pre, *, batch: int = 64, precision: str = "float64",
                      cache_dir: Path | None = None, model_files: Sequence[str] = ()) -> tuple[np.ndarray, bool]:
     """Features at ``layer`` for every image, flattened to ``(N, D)`` (float64); cached in
     ``cache_dir`` when given. Returns (features, whether they came from the cache)."""
@@ -273,8 +276,10 @@ def transfer_command(args: argparse.Namespace) -> int:
     va_paths, yva, _ = list_images(args.valid, classes)
     files = [str(f) for f in (args.model or [])]
     cache = Path(args.cache) if args.cache else Path(args.train).resolve().parent / ".refnet-features"
-    xtr, hit_tr = extract_features(net, args.layer, tr_paths, pre, cache_dir=cache, model_files=files)
-    xva, hit_va = extract_features(net, args.layer, va_paths, pre, cache_dir=cache, model_files=files)
+    xtr, hit_tr = extract_features(net, args.layer, tr_paths, pre, cache_dir=cache, model_files=files,
+                                   precision=args.precision)
+    xva, hit_va = extract_features(net, args.layer, va_paths, pre, cache_dir=cache, model_files=files,
+                                   precision=args.precision)
     print(f"features at {args.layer}: {xtr.shape[1]} per image, {len(tr_paths)} train / {len(va_paths)} valid "
           f"images, {len(classes)} classes ({'cached' if hit_tr and hit_va else 'extracted'}, {cache})")
     head = train_head(xtr, ytr, len(classes), hidden=args.hidden, weight_decay=args.weight_decay,
@@ -305,7 +310,7 @@ def transfer_command(args: argparse.Namespace) -> int:
         model = next(f for f in files if f.endswith(".caffemodel"))
         bottom_net = _top_blob(proto, args.layer)
         p, m, _ = write_cut_model(proto, model, args.layer, head_layers(head, bottom_net, len(classes)), args.out)
-        agree = _check_written(p, m, va_paths, pre, pva)
+        agree = _check_written(p, m, va_paths, pre, pva, args.precision)
         print(f"wrote {p} and {m}: refnet and cv2.dnn predict the same class for {agree[0]}/{agree[1]} valid images")
         result.update(prototxt=str(p), caffemodel=str(m), cv2_agree=agree[0])
     if args.json:
@@ -322,8 +327,8 @@ def _top_blob(prototxt: str, layer: str) -> str:
     raise TransferError(f"no layer {layer!r} in {prototxt}")
 
 
-def _check_written(proto: Path, model: Path, paths: Sequence[Path], pre, expected: np.ndarray
-                   ) -> tuple[int, int]:
+def _check_written(proto: Path, model: Path, paths: Sequence[Path], pre, expected: np.ndarray,
+                   precision: str = "float64") -> tuple[int, int]:
     """Classes predicted by refnet and by cv2.dnn on the written model; both must equal ``expected``
     (the head's own predictions). Returns (#images where all three agree, #images)."""
     import cv2
@@ -333,12 +338,13 @@ def _check_written(proto: Path, model: Path, paths: Sequence[Path], pre, expecte
     mine = refnet.load(proto, model)
     theirs = cv2.dnn.readNetFromCaffe(str(proto), str(model))
     agree = 0
-    for p, e in zip(paths, expected):
-        blob = pre.blob(cv2.imread(str(p), cv2.IMREAD_COLOR)).astype(np.float32)
-        a = int(np.argmax(mine.forward(blob, outputs=["prob"])["prob"]))
+    for s in range(0, len(paths), 64):
+        blob = np.concatenate([pre.blob(cv2.imread(str(p), cv2.IMREAD_COLOR)) for p in paths[s:s + 64]])
+        blob = blob.astype(np.float32)
+        a = mine.forward(blob, outputs=["prob"], precision=precision)["prob"].reshape(len(blob), -1).argmax(axis=1)
         theirs.setInput(blob)
-        b = int(np.argmax(theirs.forward()))
-        agree += int(a == b == int(e))
+        b = theirs.forward().reshape(len(blob), -1).argmax(axis=1)
+        agree += int(np.sum((a == b) & (a == np.asarray(expected[s:s + 64]))))
     return agree, len(paths)
 
 
@@ -358,6 +364,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--weight-decay", type=float, default=1e-3, help="L2 penalty on the weights (default 1e-3)")
     s.add_argument("--steps", type=int, default=300, help="L-BFGS-B iterations (default 300)")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--precision", choices=("float32", "float64"), default="float64",
+                   help="refnet kernels for the backbone features and the check of the written model")
     s.add_argument("--cache", metavar="DIR", help="feature cache folder (default: <train>/../.refnet-features)")
     s.add_argument("--json", metavar="PATH", help="write accuracies and misclassified images as JSON")
     s.add_argument("--demo-digits", metavar="DIR", help="write scikit-learn's digits as DIR/train and DIR/valid "
