@@ -217,7 +217,7 @@ def train_head(x: np.ndarray, y: np.ndarray, n_classes: int, *, hidden: int = 0,
         loss = -float(np.sum(onehot * logp)) / n
         g = net.backward(z, {logits_name: (np.exp(logp) - onehot) / n}, wrt=names)
         grads = []
-        for name, (w, b) in zip(names, params):
+        for name, (w, _b) in zip(names, params):
             loss += 0.5 * weight_decay * float(np.sum(w * w))
             grads += [g.params[name]["weight"] + weight_decay * w, g.params[name]["bias"]]
         head.history.append(loss)
@@ -255,7 +255,6 @@ def _report(split: str, pred: np.ndarray, y: np.ndarray, names: Sequence[str]) -
 
 
 def transfer_command(args: argparse.Namespace) -> int:
-    import cv2
 
     from refnet import pipelines
     from refnet.caffe_deploy import write_cut_model

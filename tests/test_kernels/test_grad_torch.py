@@ -122,9 +122,9 @@ def test_prelu_softmax_linear_vs_torch():
     assert_close(dx, tx, TOL, "prelu x")
     assert_close(ds, ts, TOL, "prelu slope")
     for axis in (1, 3):
-        (tx,) = _vjp(lambda x: F.softmax(x, axis), [x], dy)
+        (tx,) = _vjp(lambda x, a=axis: F.softmax(x, a), [x], dy)
         assert_close(K.softmax_backward_reference(x, dy, axis), tx, TOL, "softmax")
-        (tx,) = _vjp(lambda x: F.log_softmax(x, axis), [x], dy)
+        (tx,) = _vjp(lambda x, a=axis: F.log_softmax(x, a), [x], dy)
         assert_close(K.log_softmax_backward_reference(x, dy, axis), tx, TOL, "log_softmax")
     w, b = rng.standard_normal((7, 60)), rng.standard_normal(7)
     dy2 = rng.standard_normal((2, 7))
