@@ -82,7 +82,7 @@ def saliency(net, blob: np.ndarray, cls: int | None = None, precision: str = "fl
     tape = Tape(net, blob, [out_name], precision)
     val = np.asarray(tape.values[out_name])
     if val.ndim == 2 or (val.ndim == 4 and val.shape[2:] == (1, 1)):
-        name, _, k, score = _class_target(net, out_name, {out_name: val}, cls)
+        name, _, k, _ = _class_target(net, out_name, {out_name: val}, cls)
         if name != out_name:
             tape = Tape(net, blob, [name], precision)
         logits = np.asarray(tape.values[name])
@@ -91,7 +91,8 @@ def saliency(net, blob: np.ndarray, cls: int | None = None, precision: str = "fl
         g = np.zeros(logits.shape).reshape(logits.shape[0], -1)
         g[0, k] = 1.0
         grad = tape.backward({name: g.reshape(logits.shape)}).input
-        return Saliency(_map(blob, grad), f"class {k}", k, score, grad)
+        what = f"class {k} logit" if name != out_name else f"class {k}"
+        return Saliency(_map(blob, grad), what, k, float(logits.reshape(logits.shape[0], -1)[0, k]), grad)
     if val.ndim == 4:
         amax = val[0].argmax(axis=0)
         k = int(np.bincount(amax.reshape(-1)).argmax()) if cls is None else int(cls)
@@ -156,7 +157,14 @@ def explain_command(args: argparse.Namespace) -> int:
     peak = np.unravel_index(int(np.argmax(s.map)), s.map.shape)
     print(f"  gradient norm {float(np.linalg.norm(s.grad)):.4g}, saliency peak at blob (row {peak[0]}, col {peak[1]})")
     out = Path(args.out or f"{Path(args.image).stem}_explain.png")
-    pipelines.write_image(out, overlay(image, s, pipelines.blob_region(image.shape[:2], pre), text))
+    region = pipelines.blob_region(image.shape[:2], pre)
+    f = max(1, -(-256 // min(image.shape[:2])))  # small images (LeNet's 28x28) are drawn enlarged
+    if f > 1:
+        import cv2
+
+        image = cv2.resize(image, (image.shape[1] * f, image.shape[0] * f), interpolation=cv2.INTER_NEAREST)
+        region = tuple(v * f for v in region)
+    pipelines.write_image(out, overlay(image, s, region, text))
     print(f"wrote {out}")
     return 0
 
