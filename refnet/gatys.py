@@ -21,7 +21,8 @@ lower L, so the printed totals decrease from step to step.
 
 Default recipes (README "Gradients"):
 - VGG-style Caffe nets (layers ``relu1_1`` ... ``relu5_1``, e.g. ``--model builtin:vgg19``, the
-  19-layer VGG with seeded He weights that refnet writes itself): content ``relu4_2``, style
+  19-layer VGG with seeded He weights that refnet writes once into ``$REFNET_CACHE/builtin``,
+  default ``~/.cache/refnet/builtin``): content ``relu4_2``, style
   ``relu1_1 relu2_1 relu3_1 relu4_1 relu5_1`` (Gatys et al. 2016), weights ``1 1000 10``.
   Seeded weights give the style image's colours and textures, real VGG weights the classic result.
 - any other net: content and style layers picked from its activation layers (ReLU, PReLU, ...)
@@ -32,6 +33,7 @@ Default recipes (README "Gradients"):
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -85,8 +87,14 @@ def load_model(files: Sequence[str], zoo_name: str | None = None, cache: Path | 
             raise StylizeError(f"unknown built-in {files[0]!r}; try builtin:vgg19")
         import refnet
 
-        folder = Path(cache or tempfile.mkdtemp(prefix="refnet-vgg19-"))
-        proto, model = vgg19_features(seed=0).write(folder / "vgg19_features")
+        folder = Path(cache or os.environ.get("REFNET_CACHE") or Path.home() / ".cache" / "refnet") / "builtin"
+        proto, model = folder / "vgg19_features_seed0.prototxt", folder / "vgg19_features_seed0.caffemodel"
+        if not (proto.is_file() and model.is_file()):  # written once (about 80 MB), then reused
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=folder) as tmp:
+                p, m = vgg19_features(seed=0).write(Path(tmp) / "vgg19_features_seed0")
+                os.replace(p, proto)
+                os.replace(m, model)
         return refnet.load(proto, model), None, Preprocess(1.0, None, CAFFE_MEAN_BGR, False)
     net, entry, _ = pipelines.resolve_model(files, zoo_name)
     pre = entry.preprocess if entry is not None else pipelines.default_preprocess(net, "classify")
