@@ -99,6 +99,9 @@ def write_digits_folders(out: str | os.PathLike, valid_fraction: float = 0.25, s
 def _cache_key(model_files: Sequence[str], layer: str, pre, paths: Sequence[Path], precision: str) -> str:
     h = hashlib.sha256()
     for f in model_files:
+        if not f or not os.path.isfile(f):
+            h.update(f"{f}|".encode())
+            continue
         st = os.stat(f)
         h.update(f"{os.path.abspath(f)}|{st.st_size}|{st.st_mtime_ns}".encode())
     h.update(f"{layer}|{pre!r}|{precision}".encode())
@@ -114,7 +117,9 @@ def extract_features(net, layer: str, paths: Sequence[Path], pre, *, batch: int 
     ``cache_dir`` when given. Returns (features, whether they came from the cache)."""
     import cv2
 
-    key = _cache_key(model_files, layer, pre, paths, precision) if cache_dir is not None else ""
+    key = ""
+    if cache_dir is not None:  # the net's own source file(s) too: a zoo model gives no model_files
+        key = _cache_key(list(model_files) + [str(getattr(net.graph, "source", ""))], layer, pre, paths, precision)
     if cache_dir is not None:
         f = Path(cache_dir) / f"features-{key}.npz"
         if f.is_file():
