@@ -57,3 +57,10 @@ lint: $(VENV)/.installed-test
 clean:
 	rm -rf .numba_cache .pytest_cache .ruff_cache demo-out bench-out
 	find . -name __pycache__ -prune -exec rm -rf {} +
+
+# gradients (issue 19): PyTorch autograd (second oracle of the backward kernels) and scikit-learn
+# (the transfer-learning demo's digits and its linear baseline) for the tests; ~30 s from the wheels
+$(VENV)/.installed-grad: $(VENV)/.installed-test
+	$(PIP) install -q -e ".[test,plot,torch,demo]"
+	touch $@
+test: $(VENV)/.installed-grad

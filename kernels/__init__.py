@@ -3,11 +3,18 @@ float32 path for every op. They know nothing of graphs or files.
 
 Each op family lives in one module (conv, pool, activation, norm, softmax, tensor,
 detection, roi, style); the reference version of op ``f`` is ``f_reference`` beside it.
+The backward (vector-Jacobian) twins ``f_backward`` / ``f_backward_reference`` live in the
+``grad_*`` modules.
 """
 
 from refnet.kernels.activation import *  # noqa: F403
 from refnet.kernels.conv import *  # noqa: F403
 from refnet.kernels.detection import *  # noqa: F403
+from refnet.kernels.grad_activation import *  # noqa: F403
+from refnet.kernels.grad_conv import *  # noqa: F403
+from refnet.kernels.grad_norm import *  # noqa: F403
+from refnet.kernels.grad_pool import *  # noqa: F403
+from refnet.kernels.grad_tensor import *  # noqa: F403
 from refnet.kernels.norm import *  # noqa: F403
 from refnet.kernels.pool import *  # noqa: F403
 from refnet.kernels.roi import *  # noqa: F403

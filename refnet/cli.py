@@ -304,6 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_parser(sub)
     _add_generate_parser(sub)
     _add_bench_parser(sub)
+    from refnet import explain, gatys, transfer  # gradients: stylize --optimize, transfer, explain
+
+    for m in (gatys, transfer, explain):
+        m.add_parser(sub)
     return p
 
 

@@ -304,6 +304,15 @@ class Net:
         res = prog.results
         return {n: regs[res[n]] for n in names if n in listed}
 
+    def backward(self, x: np.ndarray | Mapping[str, np.ndarray], grads: Mapping[str, np.ndarray], *,
+                 wrt: Iterable[str] | None = None, precision: str = "float64"):
+        """Gradient of ``sum(grads[o] * out[o])`` over the outputs ``o`` named in ``grads`` w.r.t.
+        the net input(s) and the ``wrt`` layers' params: a ``refnet.runtime.backward.Gradients``
+        (``.inputs``, ``.params``, ``.outputs``; see that module)."""
+        from refnet.runtime.backward import backward
+
+        return backward(self, x, grads, wrt=wrt, precision=precision)
+
     def profile(self, x: np.ndarray | Mapping[str, np.ndarray], outputs: Iterable[str] | str | None = None,
                 precision: str = "float32", repeat: int = 1) -> list[tuple[str, str, float]]:
         """Seconds spent per executed step of ``forward`` (median over ``repeat`` runs), as

@@ -1,0 +1,377 @@
+"""``refnet transfer``: transfer learning with a frozen backbone and a new trained head.
+
+1. Data: ``--train DIR`` and ``--valid DIR`` in Keras ``flow_from_directory`` layout (one
+   sub-folder per class, class index = sorted folder names).
+2. Features: every image through the model (its zoo preprocessing, else the framework's default)
+   up to layer L, flattened, computed once and cached (``.npz`` keyed by the model files, the
+   layer, the preprocessing and the images' paths, sizes and mtimes).
+3. Head: ``InnerProduct [+ ReLU + InnerProduct] + Softmax`` on the standardised features, trained
+   by minimising the mean cross-entropy + ``weight_decay/2 * ||W||^2`` with scipy's L-BFGS-B. The
+   gradients w.r.t. the head's weights come from refnet itself: the head is a refnet Net and
+   ``net.backward`` carries the cross-entropy's gradient w.r.t. the logits, ``(p - onehot)/N``,
+   back through its layers (``wrt=`` the InnerProducts).
+4. Output: train/valid accuracy, the confusion matrix and every misclassified valid image;
+   ``-o NEW`` writes ``NEW.prototxt`` + ``NEW.caffemodel``: the source Caffe net up to L plus the
+   head (the standardisation folded into the first InnerProduct), which cv2.dnn.readNetFromCaffe
+   loads (checked here: cv2's predictions on the valid images are compared with refnet's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from refnet.errors import RefnetError
+
+IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".tif", ".tiff", ".webp")
+HEAD = ("transfer_fc1", "transfer_relu", "transfer_fc2", "prob")
+
+
+class TransferError(RefnetError, ValueError):
+    """A transfer-learning request that cannot work (empty folders, class mismatch, non-Caffe model for -o)."""
+
+
+# ---- data ------------------------------------------------------------------------------------------------
+def list_images(folder: str | os.PathLike, classes: Sequence[str] | None = None
+                ) -> tuple[list[Path], np.ndarray, list[str]]:
+    """Images of a flow_from_directory folder: paths, class indices, class names (sorted sub-folders)."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(f"not a folder: {root}")
+    names = sorted(d.name for d in root.iterdir() if d.is_dir())
+    if not names:
+        raise TransferError(f"{root} has no class sub-folders (layout: {root}/<class>/<image>)")
+    if classes is not None and list(names) != list(classes):
+        raise TransferError(f"{root} has classes {names}, the training folder {list(classes)}")
+    paths, labels = [], []
+    for k, c in enumerate(names):
+        for f in sorted((root / c).iterdir()):
+            if f.suffix.lower() in IMAGE_EXT:
+                paths.append(f)
+                labels.append(k)
+    if not paths:
+        raise TransferError(f"{root} holds no images ({', '.join(IMAGE_EXT)})")
+    return paths, np.array(labels, dtype=np.int64), names
+
+
+def write_digits_folders(out: str | os.PathLike, valid_fraction: float = 0.25, seed: int = 0,
+                         baselines: tuple[str, ...] = ("raw 8x8 pixels", "28x28 pixels")
+                         ) -> tuple[Path, Path, dict[str, float]]:
+    """scikit-learn's bundled 8x8 handwritten digits (UCI, 1,797 images) as ``out/train`` and
+    ``out/valid`` class folders (stratified held-out split), each image upscaled to 20x20 and
+    centred in a 28x28 black frame as MNIST's digits are; returns the folders and the accuracy of
+    a linear classifier (logistic regression) on the raw 8x8 pixels and on the 28x28 images."""
+    import cv2
+    from sklearn.datasets import load_digits
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import train_test_split
+
+    d = load_digits()
+    idx = np.arange(len(d.target))
+    tr, va = train_test_split(idx, test_size=valid_fraction, stratify=d.target, random_state=seed)
+    out = Path(out)
+    big = np.zeros((len(idx), 28, 28), np.uint8)
+    for i in idx:
+        img = np.clip(d.images[i] * (255.0 / 16.0), 0, 255).astype(np.uint8)
+        big[i, 4:24, 4:24] = cv2.resize(img, (20, 20), interpolation=cv2.INTER_LINEAR)
+    for split, ids in (("train", tr), ("valid", va)):
+        for i in ids:
+            folder = out / split / str(d.target[i])
+            folder.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(folder / f"digit_{i:04d}.png"), big[i])
+    base = {}
+    for what, feats in (("raw 8x8 pixels", d.data), ("28x28 pixels", big.reshape(len(idx), -1) / 255.0)):
+        if what not in baselines:
+            continue
+        clf = LogisticRegression(max_iter=5000).fit(feats[tr], d.target[tr])
+        base[what] = float(clf.score(feats[va], d.target[va]))
+    return out / "train", out / "valid", base
+
+
+# ---- features ---------------------------------------------------------------------------------------------
+def _cache_key(model_files: Sequence[str], layer: str, pre, paths: Sequence[Path], precision: str) -> str:
+    h = hashlib.sha256()
+    for f in model_files:
+        if not f or not os.path.isfile(f):
+            h.update(f"{f}|".encode())
+            continue
+        st = os.stat(f)
+        h.update(f"{os.path.abspath(f)}|{st.st_size}|{st.st_mtime_ns}".encode())
+    h.update(f"{layer}|{pre!r}|{precision}".encode())
+    for p in paths:
+        st = p.stat()
+        h.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:24]
+
+
+def extract_features(net, layer: str, paths: Sequence[Path], pre, *, batch: int = 64, precision: str = "float64",
+                     cache_dir: Path | None = None, model_files: Sequence[str] = ()) -> tuple[np.ndarray, bool]:
+    """Features at ``layer`` for every image, flattened to ``(N, D)`` (float64); cached in
+    ``cache_dir`` when given. Returns (features, whether they came from the cache)."""
+    import cv2
+
+    key = ""
+    if cache_dir is not None:  # the net's own source file(s) too: a zoo model gives no model_files
+        key = _cache_key(list(model_files) + [str(getattr(net.graph, "source", ""))], layer, pre, paths, precision)
+    if cache_dir is not None:
+        f = Path(cache_dir) / f"features-{key}.npz"
+        if f.is_file():
+            return np.load(f)["features"], True
+    rows = []
+    for s in range(0, len(paths), batch):
+        blobs = []
+        for p in paths[s:s + batch]:
+            img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+            if img is None:
+                raise TransferError(f"cannot decode image {p}")
+            blobs.append(pre.blob(img))
+        out = net.forward(np.concatenate(blobs), outputs=[layer], precision=precision)[layer]
+        rows.append(np.asarray(out, np.float64).reshape(len(blobs), -1))
+    feats = np.concatenate(rows)
+    if cache_dir is not None:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        np.savez(Path(cache_dir) / f"features-{key}.npz", features=feats)
+    return feats, False
+
+
+# ---- the head ---------------------------------------------------------------------------------------------
+@dataclass
+class Head:
+    """A trained head: InnerProduct weights in Caffe layout (out, in), on standardised features."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    layers: list[tuple[np.ndarray, np.ndarray]]
+    history: list[float] = field(default_factory=list)
+
+    def net(self, params: Sequence[tuple[np.ndarray, np.ndarray]] | None = None):
+        """The head as a refnet Net with input ``features`` (N, D)."""
+        from refnet.graph import Graph, Node
+        from refnet.net import Net
+
+        params = list(params or self.layers)
+        nodes = [Node(HEAD[0], "linear", ("features",), (HEAD[0],), {"axis": 1},
+                      {"weight": params[0][0], "bias": params[0][1]})]
+        last = HEAD[0]
+        if len(params) == 2:
+            nodes += [Node(HEAD[1], "relu", (HEAD[0],), (HEAD[1],)),
+                      Node(HEAD[2], "linear", (HEAD[1],), (HEAD[2],), {"axis": 1},
+                           {"weight": params[1][0], "bias": params[1][1]})]
+            last = HEAD[2]
+        nodes.append(Node(HEAD[3], "softmax", (last,), (HEAD[3],), {"axis": 1}))
+        return Net(Graph(nodes, ("features",), {"features": (1, params[0][0].shape[1])}))
+
+    def logits_name(self) -> str:
+        return HEAD[2] if len(self.layers) == 2 else HEAD[0]
+
+    def predict(self, feats: np.ndarray) -> np.ndarray:
+        z = (feats - self.mean) / self.std
+        return self.net().forward(z, outputs=[HEAD[3]], precision="float64")[HEAD[3]]
+
+    def folded(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The layers with the standardisation folded into the first: ``W' = W / std``,
+        ``b' = b - W' mean``, so the head reads the raw backbone features."""
+        w, b = self.layers[0]
+        w2 = w / self.std[None, :]
+        return [(w2, b - w2 @ self.mean)] + list(self.layers[1:])
+
+
+def train_head(x: np.ndarray, y: np.ndarray, n_classes: int, *, hidden: int = 0, weight_decay: float = 1e-3,
+               max_iter: int = 300, seed: int = 0) -> Head:
+    """Fit the head by L-BFGS-B on mean cross-entropy + weight_decay/2 ||W||^2; gradients by net.backward."""
+    from scipy.optimize import minimize
+
+    rng = np.random.default_rng(seed)
+    mean = x.mean(axis=0)
+    std = x.std(axis=0) + 1e-6
+    z = (x - mean) / std
+    dims = [z.shape[1]] + ([hidden] if hidden else []) + [n_classes]
+    shapes = []
+    for a, b in zip(dims[:-1], dims[1:]):
+        shapes += [(b, a), (b,)]
+    init = []
+    for s in shapes:
+        init.append(rng.normal(0, np.sqrt(2.0 / s[1]), s) if len(s) == 2 else np.zeros(s))
+    sizes = [int(np.prod(s)) for s in shapes]
+    onehot = np.eye(n_classes)[y]
+    head = Head(mean, std, [])
+    n = len(y)
+
+    def unpack(theta):
+        arrs, o = [], 0
+        for s, k in zip(shapes, sizes):
+            arrs.append(theta[o:o + k].reshape(s))
+            o += k
+        return [(arrs[i], arrs[i + 1]) for i in range(0, len(arrs), 2)]
+
+    def fun(theta):
+        params = unpack(theta)
+        net = head.net(params)
+        logits_name = HEAD[2] if hidden else HEAD[0]
+        names = [HEAD[0]] + ([HEAD[2]] if hidden else [])
+        tape_out = net.forward(z, outputs=[logits_name], precision="float64")[logits_name]
+        zmax = tape_out - tape_out.max(axis=1, keepdims=True)
+        logp = zmax - np.log(np.exp(zmax).sum(axis=1, keepdims=True))
+        loss = -float(np.sum(onehot * logp)) / n
+        g = net.backward(z, {logits_name: (np.exp(logp) - onehot) / n}, wrt=names)
+        grads = []
+        for name, (w, _b) in zip(names, params):
+            loss += 0.5 * weight_decay * float(np.sum(w * w))
+            grads += [g.params[name]["weight"] + weight_decay * w, g.params[name]["bias"]]
+        head.history.append(loss)
+        return loss, np.concatenate([a.reshape(-1) for a in grads])
+
+    res = minimize(fun, np.concatenate([a.reshape(-1) for a in init]), jac=True, method="L-BFGS-B",
+                   options={"maxiter": int(max_iter)})
+    head.layers = unpack(res.x)
+    return head
+
+
+def head_layers(head: Head, bottom: str, n_classes: int):
+    """The head as Caffe layers (refnet.caffe_deploy.NewLayer) reading blob ``bottom``."""
+    from refnet.caffe_deploy import NewLayer
+
+    out = []
+    folded = head.folded()
+    src = bottom
+    for i, (w, b) in enumerate(folded):
+        name = HEAD[0] if i == 0 else HEAD[2]
+        out.append(NewLayer(name, "InnerProduct", f'  bottom: "{src}"\n  top: "{name}"\n'
+                            f"  inner_product_param {{ num_output: {w.shape[0]} }}", (w, b)))
+        src = name
+        if i == 0 and len(folded) == 2:
+            out.append(NewLayer(HEAD[1], "ReLU", f'  bottom: "{name}"\n  top: "{name}"'))
+    out.append(NewLayer(HEAD[3], "Softmax", f'  bottom: "{src}"\n  top: "prob"'))
+    return out
+
+
+# ---- command line -----------------------------------------------------------------------------------------
+def _report(split: str, pred: np.ndarray, y: np.ndarray, names: Sequence[str]) -> float:
+    acc = float(np.mean(pred == y))
+    print(f"{split} accuracy {acc:.4f} ({int(np.sum(pred == y))}/{len(y)})")
+    return acc
+
+
+def transfer_command(args: argparse.Namespace) -> int:
+
+    from refnet import pipelines
+    from refnet.caffe_deploy import write_cut_model
+
+    if args.demo_digits:
+        tr, va, base = write_digits_folders(args.demo_digits, seed=args.seed)
+        print(f"wrote {tr} and {va} (scikit-learn digits, 8x8 upscaled into 28x28)")
+        for k, v in base.items():
+            print(f"linear classifier (logistic regression) on {k}: valid accuracy {v:.4f}")
+        return 0
+    if not (args.layer and args.train and args.valid):
+        raise TransferError("transfer needs --layer L --train DIR --valid DIR (or --demo-digits DIR)")
+    net, entry, _ = pipelines.resolve_model(args.model, args.zoo)
+    pre = entry.preprocess if entry is not None else pipelines.default_preprocess(net, "classify")
+    if args.layer not in net.layer_names:
+        raise TransferError(f"no layer {args.layer!r}; layers are {list(net.layer_names)}")
+    tr_paths, ytr, classes = list_images(args.train)
+    va_paths, yva, _ = list_images(args.valid, classes)
+    files = [str(f) for f in (args.model or [])]
+    cache = Path(args.cache) if args.cache else Path(args.train).resolve().parent / ".refnet-features"
+    xtr, hit_tr = extract_features(net, args.layer, tr_paths, pre, cache_dir=cache, model_files=files,
+                                   precision=args.precision)
+    xva, hit_va = extract_features(net, args.layer, va_paths, pre, cache_dir=cache, model_files=files,
+                                   precision=args.precision)
+    print(f"features at {args.layer}: {xtr.shape[1]} per image, {len(tr_paths)} train / {len(va_paths)} valid "
+          f"images, {len(classes)} classes ({'cached' if hit_tr and hit_va else 'extracted'}, {cache})")
+    head = train_head(xtr, ytr, len(classes), hidden=args.hidden, weight_decay=args.weight_decay,
+                      max_iter=args.steps, seed=args.seed)
+    print(f"head: {' -> '.join(str(w.shape[1]) for w, _ in head.layers)} -> {len(classes)}, L-BFGS-B "
+          f"{len(head.history)} evaluations, loss {head.history[0]:.4f} -> {head.history[-1]:.4f}")
+    ptr = head.predict(xtr).argmax(axis=1)
+    pva_prob = head.predict(xva)
+    pva = pva_prob.argmax(axis=1)
+    _report("train", ptr, ytr, classes)
+    acc = _report("valid", pva, yva, classes)
+    conf = np.zeros((len(classes), len(classes)), dtype=np.int64)
+    np.add.at(conf, (yva, pva), 1)
+    print("confusion (rows: true class, columns: predicted):")
+    print("      " + " ".join(f"{c[:5]:>5s}" for c in classes))
+    for i, c in enumerate(classes):
+        print(f"{c[:5]:>5s} " + " ".join(f"{v:5d}" for v in conf[i]))
+    wrong = np.flatnonzero(pva != yva)
+    print(f"{len(wrong)} misclassified valid images:")
+    for i in wrong:
+        print(f"  {va_paths[i]}  true {classes[yva[i]]}  predicted {classes[pva[i]]} ({pva_prob[i, pva[i]]:.3f})")
+    result = {"layer": args.layer, "classes": classes, "train_accuracy": float(np.mean(ptr == ytr)),
+              "valid_accuracy": acc, "wrong": [str(va_paths[i]) for i in wrong]}
+    if args.out:
+        if net.graph.framework != "caffe" or not files or len(files) != 2:
+            raise TransferError("-o writes a Caffe deploy model: give the backbone as prototxt + caffemodel files")
+        proto = next(f for f in files if f.endswith(".prototxt"))
+        model = next(f for f in files if f.endswith(".caffemodel"))
+        bottom_net = _top_blob(proto, args.layer)
+        p, m, _ = write_cut_model(proto, model, args.layer, head_layers(head, bottom_net, len(classes)), args.out)
+        agree = _check_written(p, m, va_paths, pre, pva, args.precision)
+        print(f"wrote {p} and {m}: refnet and cv2.dnn predict the same class for {agree[0]}/{agree[1]} valid images")
+        result.update(prototxt=str(p), caffemodel=str(m), cv2_agree=agree[0])
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+def _top_blob(prototxt: str, layer: str) -> str:
+    from refnet.caffe_deploy import _layer_messages
+
+    for L in _layer_messages(Path(prototxt)):
+        if L.name == layer:
+            return L.top[0]
+    raise TransferError(f"no layer {layer!r} in {prototxt}")
+
+
+def _check_written(proto: Path, model: Path, paths: Sequence[Path], pre, expected: np.ndarray,
+                   precision: str = "float64") -> tuple[int, int]:
+    """Classes predicted by refnet and by cv2.dnn on the written model; both must equal ``expected``
+    (the head's own predictions). Returns (#images where all three agree, #images)."""
+    import cv2
+
+    import refnet
+
+    mine = refnet.load(proto, model)
+    theirs = cv2.dnn.readNetFromCaffe(str(proto), str(model))
+    agree = 0
+    for s in range(0, len(paths), 64):
+        blob = np.concatenate([pre.blob(cv2.imread(str(p), cv2.IMREAD_COLOR)) for p in paths[s:s + 64]])
+        blob = blob.astype(np.float32)
+        a = mine.forward(blob, outputs=["prob"], precision=precision)["prob"].reshape(len(blob), -1).argmax(axis=1)
+        theirs.setInput(blob)
+        b = theirs.forward().reshape(len(blob), -1).argmax(axis=1)
+        agree += int(np.sum((a == b) & (a == np.asarray(expected[s:s + 64]))))
+    return agree, len(paths)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("transfer", help="transfer learning: train a new head on a frozen backbone's features",
+                       description="Extract features at --layer for the images of --train/--valid (one sub-folder "
+                                   "per class), train InnerProduct [+ReLU+InnerProduct] + Softmax with refnet's own "
+                                   "gradients (L-BFGS-B), report accuracies and misclassified images, and write "
+                                   "the backbone up to the layer plus the head as a Caffe deploy model (-o NEW).")
+    s.add_argument("model", nargs="*", metavar="MODEL_FILE", help="the backbone (.prototxt + .caffemodel); or --zoo")
+    s.add_argument("--zoo", metavar="NAME", help="a zoo model as the backbone")
+    s.add_argument("--layer", metavar="L", help="the layer whose output is the feature vector")
+    s.add_argument("--train", metavar="DIR", help="training images, DIR/<class>/<image>")
+    s.add_argument("--valid", metavar="DIR", help="held-out images, same classes")
+    s.add_argument("-o", "--out", metavar="NEW", help="write NEW.prototxt + NEW.caffemodel (backbone up to L + head)")
+    s.add_argument("--hidden", type=int, default=0, help="units of a hidden InnerProduct+ReLU (default 0: none)")
+    s.add_argument("--weight-decay", type=float, default=1e-3, help="L2 penalty on the weights (default 1e-3)")
+    s.add_argument("--steps", type=int, default=300, help="L-BFGS-B iterations (default 300)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--precision", choices=("float32", "float64"), default="float64",
+                   help="refnet kernels for the backbone features and the check of the written model")
+    s.add_argument("--cache", metavar="DIR", help="feature cache folder (default: <train>/../.refnet-features)")
+    s.add_argument("--json", metavar="PATH", help="write accuracies and misclassified images as JSON")
+    s.add_argument("--demo-digits", metavar="DIR", help="write scikit-learn's digits as DIR/train and DIR/valid "
+                                                        "class folders, print the linear baselines, and exit")
+    s.set_defaults(func=transfer_command)

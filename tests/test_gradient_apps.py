@@ -1,0 +1,174 @@
+"""The applications of net.backward: Gatys stylisation (objective gradient vs finite differences,
+monotone L-BFGS totals on a real photo pair, the picture written), transfer learning (LeNet ->
+scikit-learn digits: accuracy over the linear baseline, the written Caffe model predicting as
+cv2.dnn does, cached features), saliency (the explained score's gradient vs finite differences,
+classification and SSD detection), and the Caffe deploy writer's block splitter."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import cv2
+import numpy as np
+import pytest
+from conftest import TOL, require_model
+
+import refnet
+from refnet import cli, explain, gatys, zoo
+from refnet.archs import CaffeNetBuilder, mobilenet_ssd
+from refnet.caffe_deploy import split_blocks
+
+EPS = 1e-7
+
+
+def _tiny_net(tmp_path, hw=(24, 32)):
+    b = CaffeNetBuilder("tiny", (1, 3) + hw, seed=3)
+    x = b.conv_relu("conv1", "relu1", "data", 8, 3, pad=1)
+    x = b.pool("pool1", x, "MAX", 2, 2)
+    x = b.conv_relu("conv2", "relu2", x, 12, 3, pad=1)
+    x = b.pool("pool2", x, "AVE", 2, 2)
+    b.conv_relu("conv3", "relu3", x, 16, 3, pad=1)
+    return b.write(tmp_path / "tiny")
+
+
+def test_gatys_objective_gradient_matches_finite_differences(tmp_path):
+    net = refnet.load(*_tiny_net(tmp_path))
+    rng = np.random.default_rng(0)
+    xc, xs = rng.uniform(-100, 100, (2, 1, 3, 24, 32))
+    loss = gatys.GatysLoss(net, xc, xs, "relu2", ["relu1", "relu2", "relu3"], (1.0, 50.0, 5.0), "float64")
+    x = xc + rng.normal(0, 10, xc.shape)
+    terms, g = loss(x)
+    assert terms["total"] == pytest.approx(terms["content"] + terms["style"] + terms["tv"])
+    for _ in range(2):
+        v = rng.standard_normal(x.shape)
+        fd = (loss(x + EPS * v)[0]["total"] - loss(x - EPS * v)[0]["total"]) / (2 * EPS)
+        assert abs(fd - float(np.sum(g * v))) <= TOL["grad_fd"] * abs(fd)
+    # at x = content the content term is 0 and the style term equals its weight times the normalised mismatch
+    t0, _ = loss(xc)
+    assert t0["content"] == 0.0 and t0["style"] > 0
+
+
+def test_stylize_cli_lowers_the_loss_monotonically(tmp_path, images_dir, capsys):
+    proto, model = _tiny_net(tmp_path, (48, 64))
+    content, style = images_dir / "voc2007_000456.jpg", images_dir / "caffe_fish-bike.jpg"
+    out = tmp_path / "styled.png"
+    rc = cli.main(["stylize", "--optimize", str(content), str(style), "--model", str(proto), str(model),
+                   "--steps", "6", "--size", "64", "48", "-o", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0
+    totals = [float(m) for m in re.findall(r"total (\S+)\s+content", text)]
+    assert len(totals) >= 4
+    assert all(b <= a for a, b in zip(totals, totals[1:])), totals
+    assert totals[-1] < 0.8 * totals[0]
+    img = cv2.imread(str(out))
+    assert img.shape == (48, 64, 3)
+    assert float(np.abs(img.astype(float) - cv2.resize(cv2.imread(str(content)), (64, 48))).mean()) > 1.0
+
+
+def test_stylize_errors(tmp_path, images_dir):
+    proto, model = _tiny_net(tmp_path)
+    img = str(images_dir / "voc2007_000456.jpg")
+    assert cli.main(["stylize", "--optimize", img, img, "--model", str(proto), str(model),
+                     "--content-layer", "nope", "--steps", "1", "-o", str(tmp_path / "x.png")]) == 2
+    assert cli.main(["stylize", "--model", str(proto), str(model)]) == 2
+
+
+def test_default_layers_recipe(tmp_path):
+    net = refnet.load(*_tiny_net(tmp_path))
+    content, styles = gatys.default_layers(net, (1, 3, 24, 32))
+    assert content in styles and all(s.startswith("relu") for s in styles)
+    vgg = gatys.vgg19_features((32, 32))
+    assert "relu4_2" in vgg.prototxt() and "relu5_1" in vgg.prototxt()
+
+
+def test_split_blocks_handles_quotes_comments_and_nesting():
+    text = ('name: "a{b"  # a comment with { and }\ninput: "data"\ninput_shape { dim: 1 dim: 3 }\n'
+            'layer { name: "x}" type: "Conv" param { lr_mult: 1 } }\nlayers: < name: \'y\' >\n')
+    blocks = split_blocks(text)
+    assert [k for _, _, k in blocks] == ["input_shape", "layer", "layers"]
+    assert text[blocks[1][0]:blocks[1][1]].endswith("lr_mult: 1 } }")
+
+
+# ---- transfer learning ------------------------------------------------------------------------------------
+@pytest.mark.models
+def test_transfer_lenet_to_sklearn_digits(models, tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    from refnet import transfer
+
+    proto = require_model(models, "lenet_mnist_caffe/lenet.prototxt")
+    model = models / "lenet_mnist_caffe" / "lenet_iter_10000.caffemodel"
+    train, valid, base = transfer.write_digits_folders(tmp_path / "digits", baselines=("raw 8x8 pixels",))
+    report = tmp_path / "r.json"
+    args = ["transfer", str(proto), str(model), "--layer", "relu1", "--train", str(train), "--valid", str(valid),
+            "-o", str(tmp_path / "new"), "--json", str(report)]
+    assert cli.main(args) == 0
+    r = json.loads(report.read_text())
+    assert r["valid_accuracy"] >= 0.98 and r["valid_accuracy"] > base["raw 8x8 pixels"]
+    n_valid = sum(1 for _ in valid.rglob("*.png"))
+    assert r["cv2_agree"] == n_valid  # refnet and cv2.dnn on the written model: the head's own predictions
+    assert "misclassified valid images" in capsys.readouterr().out
+    # the features were cached: asking again for the same model, layer, preprocessing and images reads them
+    paths, _, _ = transfer.list_images(valid)
+    net0 = refnet.load(proto, model)
+    feats, hit = transfer.extract_features(net0, "relu1", paths, zoo.get("lenet-mnist").preprocess,
+                                           cache_dir=tmp_path / "digits" / ".refnet-features",
+                                           model_files=[str(proto), str(model)])
+    assert hit and feats.shape == (len(paths), 500)
+    # the written model is an ordinary Caffe model: same probabilities in refnet and cv2.dnn
+    net = refnet.load(tmp_path / "new.prototxt", tmp_path / "new.caffemodel")
+    cvnet = cv2.dnn.readNetFromCaffe(str(tmp_path / "new.prototxt"), str(tmp_path / "new.caffemodel"))
+    img = cv2.imread(str(next(valid.rglob("*.png"))), cv2.IMREAD_GRAYSCALE)
+    blob = cv2.dnn.blobFromImage(img, 1 / 256, (28, 28))
+    cvnet.setInput(blob)
+    np.testing.assert_allclose(net.forward(blob)["prob"], cvnet.forward(), atol=1e-5)
+
+
+# ---- saliency ------------------------------------------------------------------------------------------------
+@pytest.mark.models
+def test_explain_classification_gradient(models, tmp_path):
+    net = refnet.load(require_model(models, "lenet_mnist_caffe/lenet.prototxt"),
+                      models / "lenet_mnist_caffe" / "lenet_iter_10000.caffemodel")
+    rng = np.random.default_rng(0)
+    blob = rng.uniform(0, 1, (1, 1, 28, 28))
+    s = explain.saliency(net, blob, cls=7)
+    assert s.map.shape == (28, 28) and s.cls == 7
+
+    def logit(x):
+        return float(net.forward(x, outputs=["ip2"], precision="float64")["ip2"][0, 7])
+
+    v = rng.standard_normal(blob.shape)
+    fd = (logit(blob + EPS * v) - logit(blob - EPS * v)) / (2 * EPS)
+    assert abs(fd - float(np.sum(s.grad * v))) <= TOL["grad_fd"] * abs(fd)
+    np.testing.assert_allclose(s.map, np.abs(blob[0, 0] * s.grad[0, 0]))
+
+
+def test_explain_ssd_detection_score(tmp_path, images_dir):
+    proto, model = mobilenet_ssd(input_hw=(96, 96), width=0.25, seed=2, conf_gain=6.0).write(tmp_path / "ssd")
+    net = refnet.load(proto, model)
+    img = cv2.imread(str(images_dir / "darknet_dog.jpg"))
+    blob = cv2.dnn.blobFromImage(img, 1 / 127.5, (96, 96), (127.5, 127.5, 127.5)).astype(np.float64)
+    s = explain.saliency(net, blob)
+    dets = net.forward(blob, precision="float64")["detection_out"].reshape(-1, 7)
+    assert s.score == pytest.approx(float(dets[:, 2].max()), rel=1e-9)
+    conf_name = net.graph.node("detection_out").inputs[1]
+    conf = net.forward(blob, outputs=[conf_name], precision="float64")[conf_name].reshape(-1)
+    where = int(np.argmin(np.abs(conf - s.score)))
+
+    def score(x):
+        return float(net.forward(x, outputs=[conf_name], precision="float64")[conf_name].reshape(-1)[where])
+
+    v = np.random.default_rng(1).standard_normal(blob.shape)
+    fd = (score(blob + EPS * v) - score(blob - EPS * v)) / (2 * EPS)
+    assert abs(fd - float(np.sum(s.grad * v))) <= TOL["grad_fd"] * abs(fd)
+    out = explain.overlay(img, s, (0, 0, img.shape[1], img.shape[0]), "test")
+    assert out.shape == img.shape
+
+
+@pytest.mark.models
+def test_explain_cli_writes_the_picture(models, tmp_path, images_dir):
+    out = tmp_path / "face.png"
+    proto = require_model(models, "yufacedetectnet_caffe/yufacedetectnet-open-v2.prototxt")
+    files = [str(proto), str(proto.with_suffix(".caffemodel"))]
+    assert cli.main(["explain", *files, "--image", str(images_dir / "darknet_person.jpg"), "-o", str(out)]) == 0
+    assert cv2.imread(str(out)).shape[:2] == cv2.imread(str(images_dir / "darknet_person.jpg")).shape[:2]
