@@ -29,7 +29,8 @@ def _as_ref_shape(a: np.ndarray, ref: np.ndarray) -> np.ndarray | None:
 
 def _abs_diff(a: np.ndarray, ref: np.ndarray) -> np.ndarray:
     """|a - ref| elementwise (float64, flat) with non-finite values compared as values."""
-    d = np.abs(a - ref).ravel()
+    with np.errstate(invalid="ignore", over="ignore"):
+        d = np.abs(a - ref).ravel()
     if not np.isfinite(d).all():
         af, rf = a.ravel(), ref.ravel()
         bad = ~np.isfinite(d)

@@ -135,12 +135,17 @@ def match_detections(ref_boxes: np.ndarray, ref_scores: np.ndarray, ref_classes:
     def at_edge(s: float) -> bool:
         return (threshold is not None and abs(s - threshold) <= margin) or (cut is not None and s <= cut + margin)
 
-    # unmatched detections tied in score with an unmatched one on the other side: swapped within a tie
+    def group(s: float, scores: np.ndarray) -> int:
+        return int(np.count_nonzero(np.abs(scores - s) <= margin))
+
+    # an unmatched detection and an unmatched one on the other side with the same score, where that score
+    # is shared by several detections (or the two overlap): NMS or the cut kept another of the tied boxes
     hard_ref = [i for i in un_ref if not at_edge(rs[i])]
     hard_cand = sorted((j for j in un_cand if not at_edge(cs[j])), key=lambda j: cs[j])
     swapped = 0
     for i in sorted(hard_ref, key=lambda i: rs[i]):
-        k = next((k for k, j in enumerate(hard_cand) if abs(cs[j] - rs[i]) <= margin), None)
+        k = next((k for k, j in enumerate(hard_cand) if abs(cs[j] - rs[i]) <= margin and (
+            group(rs[i], rs) > 1 or group(cs[j], cs) > 1 or ious[i, j] > 0)), None)
         if k is not None:
             hard_cand.pop(k)
             hard_ref.remove(i)
@@ -148,7 +153,7 @@ def match_detections(ref_boxes: np.ndarray, ref_scores: np.ndarray, ref_classes:
     hard = hard_ref + hard_cand
 
     def tied(i: int) -> bool:
-        return int(np.count_nonzero(np.abs(rs - rs[i]) <= margin)) > 1
+        return group(rs[i], rs) > 1
 
     strict = [p[2] for p in pairs if not tied(p[0])]
     min_iou = min((p[2] for p in pairs), default=1.0)
