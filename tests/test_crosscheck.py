@@ -225,3 +225,37 @@ def test_report_repr_is_one_short_line(tmp_path, x15):
     rep = compare(refnet.load_caffe(*_lrn_net(tmp_path)), x15, winograd=False, cv2_fusion=False)
     r = repr(rep)
     assert "\n" not in r and len(r) < 200 and "agree" in r
+
+
+# ---- memory: compare keeps what the current layer needs --------------------------------------------------
+_MEMORY_CHILD = r"""
+import resource, sys
+import numpy as np
+import refnet
+from refnet.archs import CaffeNetBuilder
+from refnet.crosscheck.orchestrator import compare
+
+n_layers, shape = int(sys.argv[2]), (1, 16, 512, 512)  # 16 MiB per float32 blob, 32 MiB in float64
+b = CaffeNetBuilder("deep", shape)
+prev = "data"
+for i in range(n_layers):
+    b._layer(f"p{i}", "Power", [prev], [f"p{i}"], "power_param { power: 1 scale: 1.001 shift: 0.001 }")
+    prev = f"p{i}"
+net = refnet.load_caffe(*b.write(sys.argv[1] + "/deep"))
+x = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+rep = compare(net, x, winograd=False, cv2_fusion=False)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(rep.verdict_code, len(rep.comparisons["cv2"].rows), base // 1024, peak // 1024)
+"""
+
+
+def test_compare_memory_stays_bounded_on_a_deep_net(tmp_path):
+    """40 layers of 16 MiB each: keeping every layer of the float64 reference, refnet float32 and cv2
+    takes > 2.5 GiB (the compare before the stream grew the process by 3.9 GiB here); streamed and
+    chunked, compare grows it by ~0.5 GiB (cv2's chunk, a few float64 layers, the kernel temporaries)."""
+    r = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, str(tmp_path), "40"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    code, rows, base, peak = r.stdout.split()
+    assert code == "agree" and int(rows) == 40
+    assert int(peak) - int(base) < 1024, f"compare grew the process by {int(peak) - int(base)} MiB"

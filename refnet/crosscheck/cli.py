@@ -262,7 +262,8 @@ def _compare_inputs(args: Any, rm: ResolvedModel, images: list[str], precisions:
         rep = compare(rm.net, x, cv2_fusion=not args.no_fusion, precisions=precisions, model_name=rm.name,
                       task=task, labels=rm.labels, label_offset=rm.entry.label_offset if rm.entry else 0,
                       top_k=5, winograd=False if args.no_winograd else None, input_label=label,
-                      progress=None if many else (lambda s: print(f"  {s}", file=err, flush=True)))
+                      progress=None if many else (lambda s: print(f"  {s}", file=err, flush=True)),
+                      local_errors=getattr(args, "local_errors", "all"))
         rep.notes[:0] = rm.notes
         reports.append(rep)
         if many:
@@ -314,7 +315,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("compare", help="per-layer comparison of refnet (float64/float32) with cv2.dnn",
                        description="Run the model in refnet float64 (reference), refnet float32 and cv2.dnn "
                                    "(fusion off per layer, fusion on at the outputs, Winograd off/on) on the same "
-                                   "blob; report per-layer differences, task-level agreement and a verdict. "
+                                   "blob; report per layer the accumulated error and the local error (the layer's "
+                                   "float64 kernel on the backend's own inputs; a layer differs when its local "
+                                   "error is over tolerance), task-level agreement and one verdict. "
                                    "Exit status: 0 agree (known cv2 deviations included), 1 differ, 2 user error.")
     s.add_argument("model", nargs="*", metavar="MODEL_FILE",
                    help="model files (.prototxt/.caffemodel, .t7/.net, .cfg/.weights); or use --zoo")
@@ -337,6 +340,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--layer", action="append", metavar="NAME", help="show these layers only (repeatable)")
     s.add_argument("--no-fusion", action="store_true", help="skip cv2 with fusion on")
     s.add_argument("--no-winograd", action="store_true", help="run cv2 with Winograd off only")
+    s.add_argument("--local-errors", choices=("all", "over"), default="all",
+                   help="local error of every row (all, default), or only of cv2 fusion off and of rows over "
+                        "tolerance (over: about half the float64 work on big nets)")
     s.add_argument("--seeded-weights", type=int, metavar="SEED",
                    help="run an architecture-only Caffe prototxt with seeded random weights")
     s.add_argument("--json", metavar="PATH", help="write the report as JSON (docs/compare-schema.md)")

@@ -39,7 +39,7 @@ def kernel64(node: Node, inputs: list[np.ndarray]) -> list[np.ndarray]:
             _PARAMS64.clear()
         hit = (node, {k: np.ascontiguousarray(v, np.float64) for k, v in node.params.items()})
         _PARAMS64[id(node)] = hit
-    xs = [np.ascontiguousarray(x, np.float64) for x in inputs]
+    xs = [np.ascontiguousarray(x, np.float64) if np.asarray(x).dtype.kind == "f" else np.asarray(x) for x in inputs]
     out = registry.get(node.op, node.name).run(node, xs, hit[1], Ctx("float64"))
     return [out] if isinstance(out, np.ndarray) else list(out)
 

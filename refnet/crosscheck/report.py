@@ -34,6 +34,8 @@ CMP_CV2_F32 = "cv2_vs_float32"
 CMP_FUSED = "cv2_fused"
 CMP_FUSED_NOWINO = "cv2_fused_nowinograd"
 
+SET_NOTE = "compared as a detection set"  # rows judged by matching (their elementwise numbers mean little)
+
 # row statuses; only "differ" is a failure
 STATUSES = ("ok", "accumulated", "known_deviation", "tie", "differ")
 
@@ -110,7 +112,7 @@ class Comparison:
 
     def worst(self, known: bool = False) -> LayerDiff | None:
         """Largest accumulated max_rel (known cv2 deviations and near-ties count only when ``known``)."""
-        rows = [r for r in self.rows if not math.isnan(r.max_rel) and (
+        rows = [r for r in self.rows if not math.isnan(r.max_rel) and not r.note.startswith(SET_NOTE) and (
             known or r.status in ("ok", "accumulated", "differ"))]
         return max(rows, key=lambda r: r.max_rel) if rows else None
 
