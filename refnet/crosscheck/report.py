@@ -116,9 +116,11 @@ class Comparison:
             known or r.status in ("ok", "accumulated", "differ"))]
         return max(rows, key=lambda r: r.max_rel) if rows else None
 
-    def worst_local(self) -> LayerDiff | None:
-        """The row with the largest local error (rows without one left aside)."""
-        rows = [r for r in self.rows if r.local_max_rel is not None and not math.isnan(r.local_max_rel)]
+    def worst_local(self, known: bool = False) -> LayerDiff | None:
+        """The row with the largest local error (rows without one left aside; known cv2 deviations and
+        near-ties count only when ``known``)."""
+        rows = [r for r in self.rows if r.local_max_rel is not None and not math.isnan(r.local_max_rel)
+                and (known or r.status not in ("known_deviation", "tie"))]
         return max(rows, key=lambda r: r.local_max_rel) if rows else None
 
     def counts(self) -> dict[str, int]:
