@@ -40,8 +40,8 @@ def __getattr__(name: str):  # lazy: `import refnet` stays cheap (no numba compi
         from refnet.preprocess import blob_from_image
 
         return blob_from_image
-    if name == "compare":
-        from refnet.compare import compare
+    if name == "compare":  # the function; there is no submodule `refnet.compare` to shadow it
+        from refnet.crosscheck.orchestrator import compare
 
         return compare
     if name in ("dnn", "zoo", "fetch", "archs"):

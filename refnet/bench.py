@@ -191,7 +191,7 @@ def alternate(fns: Sequence[Callable[[], Any]], repeat: int, warmup: int = 1) ->
 
 def _cv2_net(net: Any) -> Any:
     try:
-        from refnet.compare import cv2_net_for
+        from refnet.crosscheck.backends import cv2_net_for
     except ImportError:  # pragma: no cover
         cv2_net_for = None
     if cv2_net_for is not None:

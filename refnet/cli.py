@@ -32,45 +32,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return info.info_command(args)
 
 
-# ---- refnet compare: per-layer verification of cv2.dnn (refnet.compare) -------------------------
-def _cmd_compare(args: argparse.Namespace) -> int:
-    from refnet.compare import compare_command  # (`refnet.compare` the attribute is the function)
-
-    return compare_command(args)
-
-
+# ---- refnet compare: per-layer verification of cv2.dnn (parser and handler: refnet/crosscheck/cli.py) ----
 def _add_compare_parser(sub: argparse._SubParsersAction) -> None:
-    s = sub.add_parser("compare", help="per-layer comparison of refnet (float64/float32) with cv2.dnn",
-                       description="Run the model in refnet float64 (reference), refnet float32 and cv2.dnn "
-                                   "(fusion off per layer, fusion on at the outputs, Winograd off/on) on the same "
-                                   "blob; report per-layer differences, task-level agreement and a verdict. "
-                                   "Exit status: 0 agree (known cv2 deviations included), 1 differ, 2 user error.")
-    s.add_argument("model", nargs="*", metavar="MODEL_FILE",
-                   help="model files (.prototxt/.caffemodel, .t7/.net, .cfg/.weights); or use --zoo")
-    s.add_argument("--zoo", metavar="NAME", help="a zoo model (`refnet models list`): files, preprocessing, labels")
-    s.add_argument("--image", nargs="+", metavar="PATH", help="image file(s) or a folder of images")
-    s.add_argument("--random", action="store_true", help="a seeded random input (the default without --image)")
-    s.add_argument("--seed", type=int, default=0, help="seed of --random (default 0)")
-    s.add_argument("--input-shape", type=int, nargs=4, metavar=("N", "C", "H", "W"),
-                   help="shape of the --random blob when the model does not say")
-    s.add_argument("--scale", type=float, help="blobFromImage scalefactor (default: the zoo entry's)")
-    s.add_argument("--size", type=int, nargs=2, metavar=("W", "H"), help="blobFromImage size")
-    s.add_argument("--mean", type=float, nargs="+", metavar="M", help="blobFromImage mean (one value or per channel)")
-    s.add_argument("--swap-rb", action="store_true", help="blobFromImage swapRB")
-    s.add_argument("--crop", action="store_true", help="blobFromImage crop")
-    s.add_argument("--quirks", choices=("none", "cv2"), default="none",
-                   help="refnet semantics: the framework's (none, default) or cv2's known deviations (cv2)")
-    s.add_argument("--precision", choices=("both", "float32", "float64"), default="both",
-                   help="refnet precisions to compare (float64 always runs: it is the reference)")
-    s.add_argument("--top", type=int, default=10, metavar="N", help="rows per comparison (worst first; default 10)")
-    s.add_argument("--layer", action="append", metavar="NAME", help="show these layers only (repeatable)")
-    s.add_argument("--no-fusion", action="store_true", help="skip cv2 with fusion on")
-    s.add_argument("--no-winograd", action="store_true", help="run cv2 with Winograd off only")
-    s.add_argument("--seeded-weights", type=int, metavar="SEED",
-                   help="run an architecture-only Caffe prototxt with seeded random weights")
-    s.add_argument("--json", metavar="PATH", help="write the report as JSON (docs/compare-schema.md)")
-    s.add_argument("--plot", metavar="PATH", help="write a PNG of per-layer error along depth (needs matplotlib)")
-    s.set_defaults(func=_cmd_compare)
+    from refnet.crosscheck.cli import add_parser
+
+    add_parser(sub)
 
 
 # ---- refnet models: the zoo -------------------------------------------------------------------
@@ -314,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.command_line = ["refnet", *(sys.argv[1:] if argv is None else argv)]  # recorded by `compare --json`
     try:
         return int(args.func(args) or 0)
     except BrokenPipeError:  # `refnet info ... | head`: the reader left; not an error of ours

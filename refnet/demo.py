@@ -76,7 +76,7 @@ def _photo(images: Path | None, task: str) -> Path | None:
     want = images / DEMO_IMAGES.get(task, DEMO_IMAGES["detect"])
     if want.is_file():
         return want
-    from refnet.compare import IMAGE_EXTS
+    from refnet.crosscheck.cli import IMAGE_EXTS
 
     return next((p for p in sorted(images.iterdir()) if p.suffix.lower() in IMAGE_EXTS), None)
 
@@ -119,12 +119,15 @@ def _write_summary(out: Path, rows: Sequence[DemoRow], selfcheck: str, seconds: 
     import cv2
 
     import refnet
+    from refnet import tolerances
 
     lines = ["# refnet demo: refnet vs cv2.dnn, layer by layer", "",
              f"refnet {refnet.__version__}, OpenCV {cv2.__version__}, numpy {np.__version__}; "
              f"total {seconds:.0f} s. Kernel self-check: {selfcheck}.", "",
-             "Per-layer tolerance: max|diff| / max|ref| <= 1e-4 for cv2, 5e-5 for refnet float32 (reference: refnet "
-             "float64). *worst vs cv2* leaves known cv2 deviations aside (see each report).", "",
+             f"Per-layer tolerance: max|diff| / max|ref| <= {tolerances.COMPARE_CV2:g} for cv2, "
+             f"{tolerances.COMPARE_F32:g} for refnet float32 (reference: refnet float64), judged on each layer's "
+             "local error (the layer's kernel on the backend's own inputs). *worst vs cv2* is the accumulated "
+             "error, known cv2 deviations aside (see each report).", "",
              "| model | source | task | input | verdict | worst vs cv2 (f64) | worst vs cv2 (f32) | first bad layer "
              "| task agreement (cv2 fusion on) | time |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -145,8 +148,11 @@ def _compare_one(name: str, source: str, task: str, net: Any, image_path: Path |
                  labels: list[str] | None, offset: int, out: Path, say: Callable[[str], None],
                  entry: Any = None, notes: Sequence[str] = ()) -> DemoRow:
     from refnet import pipelines
-    from refnet.compare import ResolvedModel, compare, cv2_net_for, random_input, run_document
-    from refnet.report_plot import PlotUnavailableError, plot_report
+    from refnet.crosscheck.backends import cv2_net_for
+    from refnet.crosscheck.cli import ResolvedModel, random_input
+    from refnet.crosscheck.orchestrator import compare
+    from refnet.crosscheck.plot import PlotUnavailableError, plot_report
+    from refnet.crosscheck.report import run_document
 
     t0 = time.perf_counter()
     row = DemoRow(name, source, task)
@@ -198,7 +204,7 @@ def run_demo(out: str | os.PathLike = "demo-out", *, models: Sequence[str] | Non
              selfcheck: bool = True, say: Callable[[str], None] = print) -> tuple[int, list[DemoRow]]:
     """Run the demo into ``out``; return (exit status, rows). ``models`` limits it to these names."""
     from refnet import zoo
-    from refnet.compare import resolve_model
+    from refnet.crosscheck.cli import resolve_model
 
     t_all = time.perf_counter()
     out = Path(out)

@@ -228,7 +228,7 @@ def _cv2_flops(net: Net, shapes: Mapping[str, Shape], cvnet: Any = None) -> tupl
     try:
         import cv2
 
-        from refnet.compare import cv2_net_for
+        from refnet.crosscheck.backends import cv2_net_for
 
         cv = cvnet if cvnet is not None else cv2_net_for(net)
         ins = [list(shapes[k]) for k in net.input_names]
@@ -314,7 +314,7 @@ def _info(args: Any, out: Any, seeded: int | None, shape: tuple[int, ...] | None
     import json
     from pathlib import Path
 
-    from refnet.compare import resolve_model
+    from refnet.crosscheck.cli import resolve_model
     from refnet.errors import ShapeError
 
     rm = resolve_model(args.model, args.zoo, seeded_weights=seeded, zero_darknet=True, input_shape=shape,

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-TOL = 1e-5
-TOL_LONG = 5e-5
+from refnet.tolerances import F32_VS_F64 as TOL
+from refnet.tolerances import F32_VS_F64_LONG as TOL_LONG
 
 
 @dataclass

@@ -9,24 +9,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from refnet import tolerances as _TOLERANCES
+
 TESTS_DIR = Path(__file__).resolve().parent
 if str(TESTS_DIR) not in sys.path:  # lets tests import the test-side writers: `from writers import ...`
     sys.path.insert(0, str(TESTS_DIR))
 
-# --- tolerances: one table for the whole suite -------------------------------------------
-# Each entry is a bound on max|a - b| / max(max|ref|, tiny) unless noted.
-TOL = {
-    # refnet float32 fast kernels vs the float64 reference, per kernel / per layer
-    "f32_vs_f64": 1e-5,
-    # float32 kernels whose reduction is long (big convs, GEMMs, long softmax rows)
-    "f32_vs_f64_long": 5e-5,
-    # refnet (either precision) vs cv2.dnn, per layer
-    "vs_cv2": 1e-4,
-    # reference kernels vs an independent float64 oracle (scipy, hand-computed)
-    "f64_vs_oracle": 1e-10,
-    # finite-difference gradient checks (float64, central differences)
-    "grad_fd": 1e-6,
-}
+# --- tolerances: one table for the whole suite (refnet/tolerances.py) ---------------------
+# Each entry is a bound on max|a - b| / max(max|ref|, tiny) unless noted: f32_vs_f64 (a fast
+# float32 kernel vs the float64 reference), f32_vs_f64_long (long reductions), vs_cv2 (refnet vs
+# cv2.dnn per layer), f64_vs_oracle (reference kernels vs scipy / hand-computed), grad_fd.
+TOL = dict(_TOLERANCES.TOL)
 
 
 def rel_err(a: np.ndarray, ref: np.ndarray) -> float:

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-import refnet.compare as C
+import refnet.crosscheck.backends as C
 from refnet.archs import CaffeNetBuilder
 from refnet.cli import main
 
@@ -75,10 +75,11 @@ def validate(v, schema: dict, root: dict, path: str = "$") -> list[str]:
 
 def test_the_validator_catches_violations():
     s = published_schema()
-    doc = {"schema": "refnet.compare", "version": 2, "command": [], "versions": {}, "platform": "",
-           "verdict_code": "agree", "summary": [], "reports": []}
+    doc = {"schema": "refnet.compare", "version": 3, "command": ["refnet", "compare"], "versions": {},
+           "platform": "", "verdict_code": "agree", "exit_status": 0, "summary": [], "reports": []}
     assert validate(doc, s, s) == []
-    assert validate(dict(doc, version=3), s, s)
+    assert validate(dict(doc, version=2), s, s)
+    assert validate(dict(doc, exit_status=3), s, s)
     assert validate(dict(doc, verdict_code="fine"), s, s)
     assert validate({k: v for k, v in doc.items() if k != "reports"}, s, s)
     bad_report = {"schema": "refnet.compare/report"}

@@ -1,9 +1,10 @@
-"""PNG plot of a :class:`refnet.compare.Report`: per-layer error along the depth of the net.
+"""PNG plot of a :class:`refnet.crosscheck.report.Report`: per-layer error along the depth of the net.
 
 x is the layer's position in execution order, y its max|diff| / max|ref| on a log scale,
 one line per backend/precision (refnet float32, cv2 fusion off with Winograd off/on, cv2 vs
 refnet float32) and markers for the cv2 fusion-on outputs; dashed lines are the tolerances.
-Rows that are known cv2 deviations are drawn as crosses, near-tie rows as circles. Needs
+Rows that are known cv2 deviations are drawn as crosses, near-tie rows as circles; the local
+error of cv2 (fusion off) is drawn as small dots. The title is the report's verdict. Needs
 matplotlib (the ``plot`` extra); the Agg backend is used, so no display is required.
 """
 
@@ -13,10 +14,10 @@ import math
 import os
 from pathlib import Path
 
-from refnet.compare import Report
+from refnet.crosscheck.report import Report
 from refnet.errors import RefnetError
 
-__all__ = ["PlotUnavailableError", "plot_report", "FLOOR"]
+__all__ = ["PlotUnavailableError", "plot_report", "plot_title", "require_matplotlib", "FLOOR"]
 
 FLOOR = 1e-17  # lowest value drawn (log scale); exact agreement sits a decade below the smallest difference
 
@@ -32,6 +33,16 @@ _STYLE = {
 
 class PlotUnavailableError(RefnetError, ImportError):
     """matplotlib is not installed."""
+
+
+def require_matplotlib() -> None:
+    """Raise PlotUnavailableError now (before any work) when matplotlib is missing."""
+    _pyplot()
+
+
+def plot_title(report: Report) -> str:
+    """The plot's title: the model and the report's verdict (the same words as the table and JSON)."""
+    return f"{report.model}: {report.verdict}"
 
 
 def _pyplot():
@@ -55,7 +66,8 @@ def plot_report(report: Report, path: str | os.PathLike, *, title: str | None = 
     try:
         n_layers = max((d["index"] for d in report.layers), default=0) + 1
         positive = [v for c in report.comparisons.values() for r in c.rows
-                    for v in (r.max_rel, r.max_rel_vs_quirks) if v is not None and math.isfinite(v) and v > 0]
+                    for v in (r.max_rel, r.max_rel_vs_quirks, r.local_max_rel)
+                    if v is not None and math.isfinite(v) and v > 0]
         floor = max(FLOOR, min(positive, default=1e-8) / 10)  # exact agreement is drawn here
 
         def y(v: float) -> float:
@@ -82,6 +94,10 @@ def plot_report(report: Report, path: str | os.PathLike, *, title: str | None = 
             dx = [(r.index, v) for r, v in zip(rows, ys) if r.status == "differ"]
             if dx:
                 ax.plot(*zip(*dx), "v", color="black", ms=6)
+            if c.id == "cv2":
+                lx = [(r.index, y(r.local_max_rel)) for r in rows if r.local_max_rel is not None]
+                if lx:
+                    ax.plot(*zip(*lx), ".", color="tab:pink", ms=3, label=f"{c.candidate}: local error")
             if c.id == "cv2" and kx:  # what is left once refnet reproduces cv2's quirks
                 res = [y(r.max_rel_vs_quirks if r.max_rel_vs_quirks is not None else r.max_rel) for r in rows]
                 ax.plot(xs, res, "-", color="tab:brown", lw=0.9, alpha=0.8,
@@ -96,7 +112,10 @@ def plot_report(report: Report, path: str | os.PathLike, *, title: str | None = 
         ax.set_xlim(-1, max(n_layers, 2))
         ax.set_xlabel("layer (execution order)")
         ax.set_ylabel("max |diff| / max |ref|")
-        ax.set_title(title or f"{report.model}: {report.verdict}"[:110], fontsize=10)
+        import textwrap
+
+        full = title or plot_title(report)
+        ax.set_title("\n".join(textwrap.wrap(full, 120)[:3]), fontsize=9)
         ax.grid(True, which="major", alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, loc="upper left")
@@ -104,7 +123,7 @@ def plot_report(report: Report, path: str | os.PathLike, *, title: str | None = 
                  f"{floor:.0e})", fontsize=7, color="gray")
         fig.tight_layout(rect=(0, 0.03, 1, 1))
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, format="png")
+        fig.savefig(path, format="png", metadata={"Title": full, "Description": f"verdict_code={report.verdict_code}"})
     finally:
         plt.close(fig)
     return path

@@ -1,0 +1,350 @@
+"""`refnet compare`: its argument parser, model resolution, inputs and output files.
+
+The command runs :func:`refnet.crosscheck.compare` per input and prints the report table (one
+input) or one row per image, writes ``--json`` (docs/compare-schema.md, with the full command
+line) and ``--plot``. Exit status: 0 agree (known cv2 deviations included), 1 DIFFER, 2 user
+error -- :attr:`Report.exit_status` of every input, the same verdict the table states.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from refnet.crosscheck.orchestrator import compare
+from refnet.crosscheck.report import CMP_CV2, CMP_CV2_F32, Report, run_document
+
+__all__ = ["IMAGE_EXTS", "ResolvedModel", "resolve_model", "image_files", "preprocess_for", "random_input",
+           "check_layers", "compare_command", "add_parser"]
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+
+
+@dataclass
+class ResolvedModel:
+    """What ``refnet compare``/``refnet info`` load: the net, its zoo entry and labels, and notes
+    (e.g. that the weights were seeded because only the architecture is on disk)."""
+
+    net: Any
+    name: str
+    entry: Any = None
+    labels: list[str] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def resolve_model(files: Sequence[str] = (), zoo_name: str | None = None, *, quirks: str = "none",
+                  seeded_weights: int | None = None, workdir: str | None = None,
+                  zero_darknet: bool = False, input_shape: Sequence[int] | None = None) -> ResolvedModel:
+    """Load model files or a zoo model (``quirks`` as the loaders take it).
+
+    A Caffe deploy prototxt without weights (given alone, or a zoo model whose weights are not on
+    disk) is run with :func:`refnet.archs.seeded_caffemodel` weights when ``seeded_weights`` is a
+    seed; the caffemodel is written to ``workdir`` (a temporary folder by default) so cv2 reads it too.
+    ``zero_darknet``: a Darknet cfg without weights loads with zero weights (shapes and counts only).
+    """
+    from pathlib import Path
+
+    import refnet
+    from refnet import zoo
+    from refnet.pipelines import entry_for_files
+
+    if zoo_name and files:
+        raise ValueError("give either model files or --zoo NAME, not both")
+    if not zoo_name and not files:
+        raise ValueError("no model: give the model files (e.g. deploy.prototxt weights.caffemodel) or --zoo NAME")
+    notes: list[str] = []
+    if zoo_name:
+        loc = zoo.find(zoo_name)
+        entry, name = loc.entry, loc.entry.name
+        if loc.status == "arch" and ((seeded_weights is not None and entry.framework == "caffe") or (
+                zero_darknet and entry.framework == "darknet")):
+            paths = [str(loc.path_of("model"))]
+        else:
+            if loc.status == "arch" and entry.framework == "caffe":
+                try:
+                    _ = loc.main_paths
+                except zoo.ModelMissingError as e:
+                    raise zoo.ModelMissingError(f"{e}; or run its architecture with seeded random weights: "
+                                                "--seeded-weights SEED") from None
+            paths = [str(p) for p in loc.main_paths]
+        roots = loc.roots or tuple(r for r in zoo.search_roots())
+    else:
+        for f in files:
+            if not Path(f).is_file():
+                raise FileNotFoundError(f"model file not found: {f}")
+        paths = [str(f) for f in files]
+        entry, root = entry_for_files(paths)
+        name = entry.name if entry is not None else Path(paths[0]).stem
+        roots = (root,) if root is not None else ()
+    protos = [p for p in paths if Path(p).suffix.lower() in (".prototxt", ".pbtxt")]
+    if protos and len(paths) == 1 and seeded_weights is not None:
+        import tempfile
+
+        from refnet.archs import seeded_caffemodel
+
+        size = entry.preprocess.size if entry is not None else None
+        shape = tuple(input_shape) if input_shape else None
+        if shape is None and size is not None:
+            shape = (1, 1 if entry.preprocess.gray else 3, size[1], size[0])
+        wd = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="refnet-seeded-"))
+        wd.mkdir(parents=True, exist_ok=True)
+        model = wd / (Path(protos[0]).stem + f".seed{seeded_weights}.caffemodel")
+        model.write_bytes(seeded_caffemodel(protos[0], seeded_weights, shape))
+        paths = [protos[0], str(model)]
+        notes.append(f"weights: seeded random (He-scaled, seed {seeded_weights})"
+                     + ("" if workdir else f", written to {model}"))
+    cfgs = [p for p in paths if Path(p).suffix.lower() == ".cfg"]
+    if cfgs and len(paths) == 1 and zero_darknet:
+        net = refnet.load_darknet(cfgs[0], "zeros", quirks=quirks)
+        net.files = None  # cv2 cannot run it without a weights file
+        notes.append("weights: none on disk (architecture only): parameters counted, values zero")
+    else:
+        net = refnet.load(*paths, quirks=quirks)
+    labels = zoo.read_labels(entry, roots) if entry is not None else None
+    return ResolvedModel(net, name, entry, labels, notes)
+
+
+def image_files(specs: Sequence[str]) -> list[str]:
+    """Expand ``--image`` arguments: files as given, folders to their image files (sorted)."""
+    from pathlib import Path
+
+    out: list[str] = []
+    for s in specs:
+        p = Path(s)
+        if p.is_dir():
+            found = sorted(str(f) for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTS)
+            if not found:
+                raise FileNotFoundError(f"no image files ({', '.join(IMAGE_EXTS)}) in folder {p}")
+            out.extend(found)
+        elif p.is_file():
+            out.append(str(p))
+        else:
+            raise FileNotFoundError(f"image not found: {p}")
+    return out
+
+
+def preprocess_for(rm: ResolvedModel, *, scale: float | None = None, size: Sequence[int] | None = None,
+                   mean: Sequence[float] | None = None, swap_rb: bool | None = None, crop: bool | None = None):
+    """The zoo entry's :class:`refnet.zoo.Preprocess` (else refnet.pipelines' default for the net),
+    with the blobFromImage-style overrides applied."""
+    import dataclasses
+
+    from refnet.pipelines import default_preprocess
+
+    pre = rm.entry.preprocess if rm.entry is not None else default_preprocess(rm.net, "classify")
+    change: dict[str, Any] = {}
+    if scale is not None:
+        change["scale"] = float(scale)
+    if size is not None:
+        change["size"] = (int(size[0]), int(size[1]))
+    if mean is not None:
+        change["mean"] = tuple(float(m) for m in mean) * (3 if len(mean) == 1 else 1)
+    if swap_rb is not None:
+        change["swap_rb"] = bool(swap_rb)
+    if crop is not None:
+        change["crop"] = bool(crop)
+    return dataclasses.replace(pre, **change) if change else pre
+
+
+def random_input(rm: ResolvedModel, pre: Any, seed: int = 0, shape: Sequence[int] | None = None) -> np.ndarray:
+    """A seeded input blob: a random uint8 image through ``pre`` when the input is an image of known
+    size, else uniform [-1, 1) values of ``shape`` / the declared shape (batch 1).
+
+    Raises ShapeError (a user error) when no shape can be inferred.
+    """
+    from refnet.errors import ShapeError
+
+    rng = np.random.default_rng(seed)
+    net = rm.net
+    declared = net.input_shapes.get(net.input_names[0]) if len(net.input_names) == 1 else None
+    if shape is not None:
+        shp = tuple(int(d) for d in shape)
+        if len(shp) != 4 or min(shp) <= 0:
+            raise ShapeError("--input-shape needs four positive numbers", expected="N C H W", got=shp)
+        return rng.uniform(-1.0, 1.0, shp).astype(np.float32)
+    if pre is not None and pre.size is not None and (declared is None or (len(declared) == 4 and declared[1] in (1, 3)
+                                                                        and (declared[1] == 1) == bool(pre.gray))):
+        w, h = pre.size
+        if pre.layout == "NCWH":
+            w, h = h, w
+        img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        return pre.blob(img)
+    if declared and all(int(d) > 0 for d in declared):
+        return rng.uniform(-1.0, 1.0, (1,) + tuple(int(d) for d in declared[1:])).astype(np.float32)
+    raise ShapeError(f"cannot infer the input shape of {rm.name}: the model does not declare it and no "
+                     "preprocessing size is known; pass --input-shape N C H W (or --size W H)")
+
+
+def check_layers(net: Any, names: Sequence[str]) -> None:
+    """KeyError naming the close matches when a requested layer does not exist."""
+    import difflib
+
+    known = list(net.layer_names)
+    for n in names:
+        if n not in known:
+            close = difflib.get_close_matches(n, known, n=4, cutoff=0.5)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise KeyError(f"no layer named {n!r} in this model{hint} (`refnet info MODEL` lists the "
+                           f"{len(known)} layers)")
+
+
+def compare_command(args: Any, out: Any = None, err: Any = None) -> int:
+    """``refnet compare``: 0 when every input agrees (known cv2 deviations included), 1 when one differs."""
+    import sys
+    from pathlib import Path
+
+
+    out = out or sys.stdout
+    err = err or sys.stderr
+    if args.top is not None and args.top < 1:
+        raise ValueError(f"--top must be >= 1, got {args.top}")
+    if args.image and args.random:
+        raise ValueError("give --image or --random, not both")
+    for opt in ("json", "plot"):
+        p = getattr(args, opt)
+        if p and not Path(p).resolve().parent.is_dir():
+            raise FileNotFoundError(f"--{opt} {p}: folder {Path(p).parent} does not exist")
+    if args.plot:
+        from refnet.crosscheck.plot import require_matplotlib
+
+        require_matplotlib()  # fail before the work when matplotlib is missing
+    precisions = {"both": ("float64", "float32"), "float32": ("float64", "float32"), "float64": ("float64",)}[
+        args.precision]
+    images = image_files(args.image) if args.image else []
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="refnet-compare-") as wd:  # seeded weights: for this command only
+        rm = resolve_model(args.model, args.zoo, quirks=args.quirks, seeded_weights=args.seeded_weights,
+                           input_shape=args.input_shape, workdir=wd)
+        return _compare_inputs(args, rm, images, precisions, out, err)
+
+
+def _compare_inputs(args: Any, rm: ResolvedModel, images: list[str], precisions: tuple[str, ...], out: Any,
+                    err: Any) -> int:
+    from pathlib import Path
+
+    from refnet.errors import ShapeError
+    from refnet.pipelines import read_image
+
+    check_layers(rm.net, args.layer or ())
+    pre = preprocess_for(rm, scale=args.scale, size=args.size, mean=args.mean,
+                         swap_rb=True if args.swap_rb else None, crop=True if args.crop else None)
+    for n in rm.notes:
+        print(f"note: {n}", file=err)
+    inputs: list[tuple[str, Any]] = []
+    if images:
+        for p in images:
+            inputs.append((Path(p).name, p))
+    else:
+        inputs.append((f"random input (seed {args.seed})", None))
+    task = rm.entry.task if rm.entry is not None else None
+    reports: list[Report] = []
+    many = len(inputs) > 1
+    for i, (label, path) in enumerate(inputs):
+        t = time.perf_counter()
+        if path is None:
+            x = random_input(rm, pre if not args.input_shape else None, args.seed, args.input_shape)
+        else:
+            x = pre.blob(read_image(path))
+            if len(rm.net.input_names) == 1:
+                want = rm.net.input_shapes.get(rm.net.input_names[0])
+                if want and len(want) == 4 and want[1] and x.shape[1] != want[1]:
+                    raise ShapeError(f"{rm.name} takes {want[1]}-channel input but the image blob has {x.shape[1]} "
+                                     "channels; use --random (with --input-shape) for this model")
+        if many:
+            print(f"[{i + 1}/{len(inputs)}] {label} ...", file=err, end="", flush=True)
+        rep = compare(rm.net, x, cv2_fusion=not args.no_fusion, precisions=precisions, model_name=rm.name,
+                      task=task, labels=rm.labels, label_offset=rm.entry.label_offset if rm.entry else 0,
+                      top_k=5, winograd=False if args.no_winograd else None, input_label=label,
+                      progress=None if many else (lambda s: print(f"  {s}", file=err, flush=True)),
+                      local_errors=getattr(args, "local_errors", "all"))
+        rep.notes[:0] = rm.notes
+        reports.append(rep)
+        if many:
+            print(f" {rep.verdict_code.upper()} ({time.perf_counter() - t:.1f} s)", file=err, flush=True)
+        if args.plot:
+            from refnet.crosscheck.plot import plot_report
+
+            pp = Path(args.plot)
+            if many:
+                pp = pp.with_name(f"{pp.stem}-{Path(path).stem}{pp.suffix or '.png'}")
+            plot_report(rep, pp)
+            print(f"wrote {pp}", file=err)
+    if not many:
+        print(reports[0].table(top=args.top or 10, layers=args.layer or None), file=out)
+    else:
+        w = max(len(r.input) for r in reports)
+        print(f"refnet compare: {rm.name} on {len(reports)} images", file=out)
+        print(f"{'image':{w}s}  {'verdict':12s} {'vs cv2 f64':>10s} {'vs cv2 f32':>10s}  {'first bad':20s} task",
+              file=out)
+        for r in reports:
+            w64, w32 = r.worst(CMP_CV2), r.worst(CMP_CV2_F32)
+            print(f"{r.input:{w}s}  {r.verdict_code:12s} {w64.max_rel if w64 else math.nan:10.2e} "
+                  f"{w32.max_rel if w32 else math.nan:10.2e}  {(r.first_bad_layer or '-'):20s} {r.task_summary()}",
+                  file=out)
+        n_bad = sum(r.verdict_code == "differ" for r in reports)
+        n_known = sum(r.verdict_code == "agree_known" for r in reports)
+        print(f"summary: {rm.name}: {len(reports) - n_bad}/{len(reports)} images AGREE"
+              + (f" ({n_known} with known deviations)" if n_known else "")
+              + (f"; {n_bad} DIFFER" if n_bad else ""), file=out)
+    if args.json:
+        import json
+
+        command = getattr(args, "command_line", None) or ["refnet", "compare", *_argv_tail()]
+        Path(args.json).write_text(json.dumps(run_document(reports, command=command), indent=1, allow_nan=False))
+        print(f"wrote {args.json}", file=err)
+    return max(r.exit_status for r in reports)
+
+
+def _argv_tail() -> list[str]:
+    """This process's arguments after ``compare`` (when the CLI was not given its argv)."""
+    import sys
+
+    a = sys.argv[1:]
+    return a[a.index("compare") + 1:] if "compare" in a else a
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``refnet compare`` on the CLI's subparsers."""
+    s = sub.add_parser("compare", help="per-layer comparison of refnet (float64/float32) with cv2.dnn",
+                       description="Run the model in refnet float64 (reference), refnet float32 and cv2.dnn "
+                                   "(fusion off per layer, fusion on at the outputs, Winograd off/on) on the same "
+                                   "blob; report per layer the accumulated error and the local error (the layer's "
+                                   "float64 kernel on the backend's own inputs; a layer differs when its local "
+                                   "error is over tolerance), task-level agreement and one verdict. "
+                                   "Exit status: 0 agree (known cv2 deviations included), 1 differ, 2 user error.")
+    s.add_argument("model", nargs="*", metavar="MODEL_FILE",
+                   help="model files (.prototxt/.caffemodel, .t7/.net, .cfg/.weights); or use --zoo")
+    s.add_argument("--zoo", metavar="NAME", help="a zoo model (`refnet models list`): files, preprocessing, labels")
+    s.add_argument("--image", nargs="+", metavar="PATH", help="image file(s) or a folder of images")
+    s.add_argument("--random", action="store_true", help="a seeded random input (the default without --image)")
+    s.add_argument("--seed", type=int, default=0, help="seed of --random (default 0)")
+    s.add_argument("--input-shape", type=int, nargs=4, metavar=("N", "C", "H", "W"),
+                   help="shape of the --random blob when the model does not say")
+    s.add_argument("--scale", type=float, help="blobFromImage scalefactor (default: the zoo entry's)")
+    s.add_argument("--size", type=int, nargs=2, metavar=("W", "H"), help="blobFromImage size")
+    s.add_argument("--mean", type=float, nargs="+", metavar="M", help="blobFromImage mean (one value or per channel)")
+    s.add_argument("--swap-rb", action="store_true", help="blobFromImage swapRB")
+    s.add_argument("--crop", action="store_true", help="blobFromImage crop")
+    s.add_argument("--quirks", choices=("none", "cv2"), default="none",
+                   help="refnet semantics: the framework's (none, default) or cv2's known deviations (cv2)")
+    s.add_argument("--precision", choices=("both", "float32", "float64"), default="both",
+                   help="refnet precisions to compare (float64 always runs: it is the reference)")
+    s.add_argument("--top", type=int, default=10, metavar="N", help="rows per comparison (worst first; default 10)")
+    s.add_argument("--layer", action="append", metavar="NAME", help="show these layers only (repeatable)")
+    s.add_argument("--no-fusion", action="store_true", help="skip cv2 with fusion on")
+    s.add_argument("--no-winograd", action="store_true", help="run cv2 with Winograd off only")
+    s.add_argument("--local-errors", choices=("all", "over"), default="all",
+                   help="local error of every row (all, default), or only of cv2 fusion off and of rows over "
+                        "tolerance (over: about half the float64 work on big nets)")
+    s.add_argument("--seeded-weights", type=int, metavar="SEED",
+                   help="run an architecture-only Caffe prototxt with seeded random weights")
+    s.add_argument("--json", metavar="PATH", help="write the report as JSON (docs/compare-schema.md)")
+    s.add_argument("--plot", metavar="PATH", help="write a PNG of per-layer error along depth (needs matplotlib)")
+    s.set_defaults(func=lambda args: compare_command(args))

@@ -1,0 +1,141 @@
+"""Local errors and a streaming trace.
+
+*Local error* of a layer L for a backend (DESIGN.md, "Verification"): the backend's output of L
+against refnet's float64 kernel applied to the backend's OWN inputs of L (the backend's outputs
+of L's producers). It isolates what L computes from the rounding that reached L: a tanh after a
+layer of range 1e4 has an accumulated error of 1e-3 and a local error of 1e-7.
+
+:class:`LocalInputs` finds a backend's inputs of a layer: a net input is the blob the backend
+was fed; a listed layer's output is the backend's own; a tensor the backend does not return (a
+second output such as max-pooling indices, or a node cv2 does not list) is recomputed in float64
+from the backend's inputs of its producer, recursively.
+
+:func:`stream_trace` yields every layer's output in execution order while holding only the
+tensors a later layer still reads (``Net.trace`` keeps every layer: gigabytes on big inputs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+from refnet.graph import Node
+
+__all__ = ["kernel64", "LocalInputs", "stream_trace"]
+
+_PARAMS64: dict[int, tuple[Node, dict[str, np.ndarray]]] = {}
+
+
+def kernel64(node: Node, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    """Node ``node`` run on refnet's float64 reference kernel: its outputs (one array per output)."""
+    from refnet.ops import registry
+    from refnet.ops.registry import Ctx
+
+    hit = _PARAMS64.get(id(node))
+    if hit is None or hit[0] is not node:
+        if len(_PARAMS64) > 4096:
+            _PARAMS64.clear()
+        hit = (node, {k: np.ascontiguousarray(v, np.float64) for k, v in node.params.items()})
+        _PARAMS64[id(node)] = hit
+    xs = [np.ascontiguousarray(x, np.float64) if np.asarray(x).dtype.kind == "f" else np.asarray(x) for x in inputs]
+    out = registry.get(node.op, node.name).run(node, xs, hit[1], Ctx("float64"))
+    return [out] if isinstance(out, np.ndarray) else list(out)
+
+
+class LocalInputs:
+    """A backend's own inputs of each layer (see the module docstring).
+
+    ``values(t)``: the backend's value of tensor ``t`` or None; ``feeds``: the net inputs as fed;
+    ``shapes``: refnet's tensor shapes (backend blobs of the same size are reshaped to them).
+    """
+
+    def __init__(self, nodes: tuple[Node, ...] | list[Node], feeds: Mapping[str, np.ndarray],
+                 shapes: Mapping[str, tuple[int, ...]], values: Callable[[str], np.ndarray | None]) -> None:
+        self.prod = {t: n for n in nodes for t in n.outputs}
+        self.feeds = feeds
+        self.shapes = shapes
+        self.values = values
+
+    def of(self, node: Node, depth: int = 8) -> list[np.ndarray] | None:
+        """The backend's inputs of ``node`` (float64, refnet's shapes), or None when one cannot be had."""
+        memo: dict[str, np.ndarray | None] = {}
+        out = []
+        for t in node.inputs:
+            v = self._tensor(t, depth, memo)
+            if v is None:
+                return None
+            out.append(v)
+        return out
+
+    def _tensor(self, t: str, depth: int, memo: dict[str, np.ndarray | None]) -> np.ndarray | None:
+        if t in memo:
+            return memo[t]
+        v: np.ndarray | None = None
+        if t in self.feeds:
+            v = np.asarray(self.feeds[t], np.float32)  # what the backend was given
+        else:
+            got = self.values(t)
+            if got is not None:
+                v = np.asarray(got)
+            elif depth > 0 and t in self.prod:
+                p = self.prod[t]
+                ins = [self._tensor(i, depth - 1, memo) for i in p.inputs]
+                if all(i is not None for i in ins):
+                    try:
+                        v = kernel64(p, ins)[p.outputs.index(t)]
+                    except Exception:  # the producer does not run on these inputs: no local error here
+                        v = None
+        want = self.shapes.get(t)
+        if v is not None and want is not None and tuple(v.shape) != tuple(want):
+            v = v.reshape(want) if v.size == int(np.prod(want)) else None
+        memo[t] = v
+        return v
+
+
+def stream_trace(net: Any, feeds: Mapping[str, np.ndarray], precision: str = "float64"
+                 ) -> Iterator[tuple[str, np.ndarray]]:
+    """``(layer, output)`` for every node's first output, in execution order, computed exactly as
+    ``net.trace(feeds, precision)`` computes them (the same compiled program), but dropping each
+    tensor after its last reader; the consumer keeps what it needs.
+
+    Falls back to ``net.trace`` (everything at once) when the Net has no compiled programs.
+    """
+    program = getattr(net, "_program", None)
+    if program is None:
+        yield from net.trace(feeds, precision=precision).items()
+        return
+    from refnet import net as netmod
+
+    ctx = netmod._ctx(precision)
+    fd = net._feeds(feeds, ctx)
+    names = tuple(n.name for n in net.graph.nodes)
+    prog = program(names, False, fd, ctx)
+    by_slot: dict[int, list[str]] = {}
+    for name, s in prog.results.items():
+        by_slot.setdefault(s, []).append(name)
+    last: dict[int, int] = {}
+    for j, (_, ins, _, _, _, _) in enumerate(prog.code):
+        for s in ins:
+            last[s] = j
+    regs: list[Any] = [None] * prog.nslots
+    for name, s in prog.feeds:
+        regs[s] = fd[name]
+        for n in by_slot.get(s, ()):  # identity layers on a net input
+            yield n, regs[s]
+    for j, (fn, ins, out1, outs, buf, _) in enumerate(prog.code):
+        with netmod._RUN_LOCK:
+            r = fn(*[regs[i] for i in ins]) if buf < 0 else fn(*[regs[i] for i in ins], out=np.empty_like(
+                prog.buffers[buf]))
+        if out1 >= 0:
+            regs[out1] = r
+        else:
+            for s, v in zip(outs, r):
+                regs[s] = v
+        for s in outs:
+            for n in by_slot.get(s, ()):
+                yield n, regs[s]
+        for s in set(ins) | set(outs):
+            if last.get(s, -1) <= j:
+                regs[s] = None
