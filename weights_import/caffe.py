@@ -29,6 +29,7 @@ import numpy as np
 from refnet.errors import ModelFormatError, UnsupportedLayerError
 from refnet.graph import Graph, Node, freeze, output_name
 from refnet.weights_import import _wirescan as WS
+from refnet.weights_import._scanpolicy import compiled_scan_pays
 from refnet.weights_import._util import paused_gc
 from refnet.weights_import._wirescan import OK as SCAN_OK
 from refnet.weights_import._wirescan import scan_weights
@@ -973,8 +974,8 @@ def _read_caffe(prototxt: str | os.PathLike | None = None,
     if bin_data is not None and not isinstance(bin_data, (bytes, mmap.mmap)):
         bin_data = bytes(bin_data)  # a bytearray or memoryview given as caffemodel_bytes
     weights: list[_Layer] | None = None
-    if text_net is not None and bin_data is not None:
-        weights = _scanned_weights(bin_data)
+    if text_net is not None and bin_data is not None and compiled_scan_pays(len(bin_data)):
+        weights = _scanned_weights(bin_data)  # (else the decoder below: see weights_import/_scanpolicy.py)
     bin_net = None
     if bin_data is not None and weights is None:
         bin_data = bytes(bin_data)  # the schema-driven decoder reads bytes, not a map

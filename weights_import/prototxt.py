@@ -28,6 +28,7 @@ import numpy as np
 
 from refnet.errors import ModelFormatError
 from refnet.weights_import import _textscan as TS
+from refnet.weights_import._scanpolicy import TEXT_COMPILED_FROM, compiled_scan_pays
 from refnet.weights_import.caffe_schema import ENUMS, MESSAGES, Field, MessageType
 from refnet.weights_import.protobuf import MAX_DEPTH, Message
 
@@ -503,10 +504,11 @@ def parse_message(data: str | bytes, mtype: MessageType | str, *, file: str = "<
     """
     mt = MESSAGES[mtype] if isinstance(mtype, str) else mtype
     text = _to_text(data, file)
-    try:
-        return _fast_parse(text, mt, file, skip)
-    except _Fallback:
-        pass
+    if compiled_scan_pays(len(text), TEXT_COMPILED_FROM):  # (see weights_import/_scanpolicy.py)
+        try:
+            return _fast_parse(text, mt, file, skip)
+        except _Fallback:
+            pass
     p = _Parser(text, file)
     msg, _ = p.message(mt, 0, None, 0, 0)
     assert msg is not None

@@ -106,9 +106,10 @@ def _apply_blas(n: int) -> None:
 
 
 def _apply(n: int, blas: int, cv2_too: bool = True) -> int:
-    import numba
-
+    from refnet.kernels._lazyjit import load_numba
     from refnet.kernels._parallel import choose_threading_layer
+
+    numba = load_numba()
 
     choose_threading_layer(n)  # only before numba's threads start (one thread: OpenMP, else workqueue)
     n_numba = min(n, numba.config.NUMBA_NUM_THREADS)
