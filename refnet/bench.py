@@ -76,6 +76,13 @@ class BenchResult:
         """refnet median / cv2 median (< 1: refnet is faster)."""
         return None if not self.cv2_ms else self.refnet_ms / self.cv2_ms
 
+    @staticmethod
+    def paired(a: Sequence[float], b: Sequence[float]) -> float | None:
+        """Median over rounds of a[i] / b[i] (both timed in the same round, so a load that
+        comes and goes hits each pair alike; steadier than a ratio of medians on a busy machine)."""
+        pairs = [x / y for x, y in zip(a, b) if y > 0]
+        return float(np.median(pairs)) if pairs else None
+
     @property
     def refnet_gflops(self) -> float:
         return self.gflop / (self.refnet_ms / 1e3) if self.refnet_ms > 0 else 0.0
@@ -92,6 +99,8 @@ class BenchResult:
         d = asdict(self)
         d.update(ratio=self.ratio, refnet_gflops=self.refnet_gflops, cv2_gflops=self.cv2_gflops,
                  ratio_vs_one_thread=(self.refnet_ms / self.refnet_1t_ms if self.refnet_1t_ms else None),
+                 paired_ratio=self.paired(self.refnet_runs_ms, self.cv2_runs_ms),
+                 paired_ratio_vs_one_thread=self.paired(self.refnet_runs_ms, self.refnet_1t_runs_ms),
                  refnet_images_per_s=self.images_per_s(self.refnet_ms),
                  cv2_images_per_s=self.images_per_s(self.cv2_ms))
         d["input_shapes"] = {k: list(v) for k, v in self.input_shapes.items()}
@@ -122,9 +131,11 @@ class BenchResult:
             lines.append(f"{name:10s}{ms:11.2f}{min(runs) if runs else ms:9.2f}{rate:9.1f}{pct:10.0f}%"
                          f"{self.images_per_s(ms) or 0:10.1f}")
         if self.ratio is not None:
-            lines.append(f"ratio     refnet / cv2.dnn = {self.ratio:.2f}")
+            lines.append(f"ratio     refnet / cv2.dnn = {self.ratio:.2f} (median of per-round ratios "
+                         f"{self.paired(self.refnet_runs_ms, self.cv2_runs_ms):.2f})")
         if self.refnet_1t_ms:
-            lines.append(f"ratio     refnet / refnet at 1 thread = {self.refnet_ms / self.refnet_1t_ms:.2f}")
+            lines.append(f"ratio     refnet / refnet at 1 thread = {self.refnet_ms / self.refnet_1t_ms:.2f} (median of "
+                         f"per-round ratios {self.paired(self.refnet_runs_ms, self.refnet_1t_runs_ms):.2f})")
         if self.note:
             lines.append(f"note      {self.note}")
         return "\n".join(lines)

@@ -133,3 +133,10 @@ def test_bench_command_auto_one_thread_neighbour(tiny, tmp_path, capsys):
     assert data["ratio_vs_one_thread"] == pytest.approx(data["refnet_ms"] / data["refnet_1t_ms"])
     assert main(["bench", str(tiny[0]), str(tiny[1]), "--threads", "zero"]) == 2
     assert main(["bench", str(tiny[0]), str(tiny[1]), "--pause", "-1"]) == 2
+
+
+def test_paired_ratio_by_hand():
+    from refnet.bench import BenchResult
+
+    assert BenchResult.paired([2.0, 4.0, 9.0], [1.0, 2.0, 3.0]) == 2.0  # median of 2, 2, 3
+    assert BenchResult.paired([1.0], [0.0]) is None
