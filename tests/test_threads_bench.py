@@ -69,9 +69,14 @@ def test_blas_limit_reaches_a_blas_loaded_after_it(tiny):
     assert after_load == [1] * len(after_load) and after_run == [1] * len(after_run)
 
 
-@pytest.mark.parametrize("cores,others,want", [(2, 0, 2), (2, 1, 1), (2, 5, 1), (8, 3, 5), (4, None, 4)])
-def test_auto_threads_rule(monkeypatch, cores, others, want):
+@pytest.mark.parametrize("cores,machine,others,want", [
+    (2, 2, 0, 2), (2, 2, 1, 1), (2, 2, 5, 1), (8, 8, 3, 5), (4, 4, None, 4),
+    (4, 64, 32, 2),  # 4 of 64 cores (a container's cpuset): 32 running elsewhere ~ 2 on ours
+    (2, 64, 10, 2),  # 10 running on a 64-core host: ~0.3 of them on our 2 cores
+])
+def test_auto_threads_rule(monkeypatch, cores, machine, others, want):
     monkeypatch.setattr(T, "available_cores", lambda: cores)
+    monkeypatch.setattr(T.os, "cpu_count", lambda: machine)
     monkeypatch.setattr(T, "_others_running", lambda: others)
     assert T.auto_threads() == want
 

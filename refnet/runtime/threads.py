@@ -84,12 +84,16 @@ def _others_running() -> int | None:
 
 def auto_threads() -> int:
     """The default thread count: the available cores minus the threads other processes are
-    running now, at least 1 (all available cores where the load cannot be read)."""
+    running now, at least 1 (all available cores where the load cannot be read). The running
+    count is machine-wide: when this process may use only some of the machine's cores (CPU
+    affinity, a container's cpuset), the others' share of its cores is taken in proportion."""
     cores = available_cores()
     others = _others_running()
     if others is None:
         return cores
-    return max(1, min(cores, cores - others))
+    machine = max(cores, os.cpu_count() or cores)
+    busy = int(others * cores / machine + 0.5)
+    return max(1, min(cores, cores - busy))
 
 
 def _apply_blas(n: int) -> None:
