@@ -10,9 +10,13 @@ own writers: GoogLeNet and MobileNet-SSD from the arch-only prototxts of REFNET_
 tests/writers/t7_writer.write_fast_neural_style. Real models (ENet, yufacedetectnet v2,
 UltraFace RFB-320) come from REFNET_MODELS; cases whose files are missing are skipped.
 
-Numba, the BLAS and cv2 use ``REFNET_BENCH_THREADS`` threads (default 1), set once for the
-session by :func:`refnet.net.set_num_threads`. Every case runs once (JIT, planning, cv2 set-up)
-before the timed calls. ``extra_info`` holds the work (``gflop``, 2 x MACs, grouped convs per
+Numba, the BLAS and cv2 use ``REFNET_BENCH_THREADS`` threads (default 1; ``auto``: refnet's
+load-aware default and cv2's own), set by :func:`refnet.net.set_num_threads`. Every case runs
+once (JIT, planning, cv2 set-up) before the timed calls. Fair timing (issue 17): each of the
+``REFNET_BENCH_ROUNDS`` timed rounds (default 7) is preceded, untimed, by a pause of
+``REFNET_BENCH_PAUSE`` seconds (default 0.1) and a warm-up call of the same engine, so that
+the worker threads of the engine timed before (which spin-wait for a while after each call)
+are asleep and this engine's are awake. ``extra_info`` holds the work (``gflop``, 2 x MACs, grouped convs per
 group) and, when timing is on, the rate of the median round (``gflops``). ``refnet-f64`` (the
 readable reference path) runs only where the issue sets a target for it (GoogLeNet) and on the
 small face detectors, so that a single run of bench/ stays short.
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +38,10 @@ _TESTS = Path(__file__).resolve().parents[1] / "tests"
 if str(_TESTS) not in sys.path:  # the test suite's model writers
     sys.path.insert(0, str(_TESTS))
 
-THREADS = int(os.environ.get("REFNET_BENCH_THREADS", "1"))
+_THREADS = os.environ.get("REFNET_BENCH_THREADS", "1")
+THREADS: int | str = "auto" if _THREADS == "auto" else int(_THREADS)
+PAUSE = float(os.environ.get("REFNET_BENCH_PAUSE", "0.1"))
+ROUNDS = int(os.environ.get("REFNET_BENCH_ROUNDS", "7"))
 IMPLS = ("refnet-f32", "refnet-f64", "cv2")
 
 
@@ -131,6 +139,18 @@ def _threads():
     yield
 
 
+def _engine_threads(impl: str) -> None:
+    """The engine's thread counts (refnet's calls also set cv2's when explicit; auto leaves it)."""
+    import cv2
+
+    from refnet.net import set_num_threads
+
+    if impl == "cv2":
+        cv2.setNumThreads(-1 if THREADS == "auto" else int(THREADS))
+    else:
+        set_num_threads(THREADS)
+
+
 def _runner(case: ModelCase, impl: str, net, paths: list[str], x: np.ndarray) -> Callable[[], object]:
     if impl.startswith("refnet"):
         precision = "float32" if impl == "refnet-f32" else "float64"
@@ -160,12 +180,19 @@ def test_model_forward(benchmark, loaded, case: ModelCase, impl: str):
     net, paths = loaded(case)
     x = np.random.default_rng(0).uniform(0.0, 1.0, case.shape).astype(np.float32)
     fn = _runner(case, impl, net, paths, x)
+    _engine_threads(impl)
     fn()  # JIT, planning, cv2 set-up outside the timed calls
     benchmark.group = f"model {case.name} {'x'.join(map(str, case.shape))}"
     benchmark.extra_info["threads"] = THREADS
     gflop = model_gflop(net, {net.input_names[0]: case.shape})
     benchmark.extra_info["gflop"] = round(gflop, 4)
-    benchmark(fn)
+
+    def pause_and_warm():  # untimed, before every timed round (see the module docstring)
+        _engine_threads(impl)
+        time.sleep(PAUSE)
+        fn()
+
+    benchmark.pedantic(fn, setup=pause_and_warm, rounds=ROUNDS, iterations=1)
     stats = getattr(benchmark, "stats", None)
     if stats is not None and getattr(stats, "stats", None) is not None and stats.stats.median > 0:
         benchmark.extra_info["gflops"] = round(gflop / stats.stats.median, 2)

@@ -15,12 +15,12 @@ import os
 # waiting must be set before the OpenMP runtime starts, i.e. before numba's first parallel call.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import numba  # noqa: E402
+# numba is imported on a kernel's first call, not here (kernels/_lazyjit.py: start-up and memory)
+from refnet.kernels._lazyjit import lazy_njit, prange  # noqa: E402
 
 JIT_OPTIONS = {"cache": True, "error_model": "numpy", "nogil": True}
 
-jit = numba.njit(**JIT_OPTIONS)
-pjit = numba.njit(parallel=True, **JIT_OPTIONS)
-prange = numba.prange
+jit = lazy_njit(**JIT_OPTIONS)
+pjit = lazy_njit(parallel=True, **JIT_OPTIONS)
 
 __all__ = ["jit", "pjit", "prange", "JIT_OPTIONS"]

@@ -19,25 +19,28 @@ serial build. Both compute every output element in the same order: results are i
 from __future__ import annotations
 
 import os
+import sys
 import types
 from collections.abc import Callable
 from typing import Any
 
-import numba
-
 from refnet.kernels._jit import jit, pjit
+from refnet.kernels._lazyjit import load_numba, on_numba_load
 
 __all__ = ["twin", "Twin", "PARALLEL_MIN_WORK", "choose_threading_layer", "threading_layer"]
 
 # below this many work elements a kernel runs serially even when several threads are allowed
 PARALLEL_MIN_WORK = 1 << 17
 
-_get_num_threads = numba.get_num_threads
 _INLINE: list[bool] = []  # [True] once the layer is known to run one-thread launches inline
 
 
 def threads_launched() -> bool:
     """Whether numba has started its threading layer (after which it cannot change)."""
+    if "numba" not in sys.modules:
+        return False
+    import numba
+
     try:
         numba.threading_layer()
     except ValueError:
@@ -47,6 +50,7 @@ def threads_launched() -> bool:
 
 def threading_layer() -> str:
     """The numba threading layer in use, or the one that will be used (not started yet)."""
+    numba = load_numba()
     try:
         return str(numba.threading_layer())
     except ValueError:
@@ -57,9 +61,15 @@ def choose_threading_layer(n_threads: int) -> str:
     """Pick numba's threading layer for ``n_threads`` before it starts (no-op afterwards or
     when NUMBA_THREADING_LAYER is set): OpenMP for one thread (inline launches), workqueue
     for more (no multi-millisecond stalls when the machine is oversubscribed)."""
+    numba = load_numba()
     if not os.environ.get("NUMBA_THREADING_LAYER") and not threads_launched():
         numba.config.THREADING_LAYER = "omp" if int(n_threads) <= 1 else "workqueue"
     return threading_layer()
+
+
+@on_numba_load
+def _default_layer(numba: Any) -> None:  # the choice for numba's default thread count, until set_num_threads
+    choose_threading_layer(numba.config.NUMBA_NUM_THREADS)
 
 
 def _inline_launch() -> bool:
@@ -86,11 +96,19 @@ class Twin:
         self.__wrapped__ = fn
 
     def __call__(self, *args: Any) -> Any:
-        if _get_num_threads() == 1:  # (this starts the threading layer if nothing did yet)
+        if _GET_NUM_THREADS:
+            n = _GET_NUM_THREADS[0]()
+        else:
+            n = load_numba().get_num_threads()
+            _GET_NUM_THREADS.append(sys.modules["numba"].get_num_threads)
+        if n == 1:  # (this starts the threading layer if nothing did yet)
             return (self.parallel if _inline_launch() else self.serial)(*args)
         if args[self.work_arg].size >= PARALLEL_MIN_WORK:
             return self.parallel(*args)
         return self.serial(*args)
+
+
+_GET_NUM_THREADS: list[Callable[[], int]] = []  # [numba.get_num_threads] once numba is loaded
 
 
 def twin(work_arg: int = -1) -> Callable[[Callable[..., Any]], Twin]:

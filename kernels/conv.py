@@ -44,15 +44,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
-import numba
 import numpy as np
 
 from refnet.errors import ShapeError
 from refnet.kernels._check import as_float_array, ieee, pad4, pair, same_dtype
 from refnet.kernels._jit import jit, prange
-from refnet.kernels._parallel import choose_threading_layer, twin
-
-choose_threading_layer(numba.config.NUMBA_NUM_THREADS)
+from refnet.kernels._parallel import twin  # (numba's threading layer is chosen when numba loads)
 
 __all__ = [
     "conv_output_size",

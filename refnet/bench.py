@@ -1,11 +1,23 @@
 """Side-by-side latency of refnet and cv2.dnn on one model (``refnet bench``).
 
-Both run in this process on the same input, with the same thread count for numba, the BLAS
-and cv2 (:func:`refnet.net.set_num_threads`), alternating one run of each so that load from
-other processes hits both alike; the medians are compared. The work is counted as 2 x the
-multiply-accumulates of :func:`refnet.info.layer_macs` (grouped and depthwise convolutions
-counted with ``C_in / groups``, unlike cv2's ``getFLOPS``), and both rates are put against the
-machine's numpy float32 GEMM rate measured in the same run.
+Both run in this process on the same input. **Timing method** (fair timing, issue 17): the
+engines alternate, one timed call each per round, and every timed call is preceded by the
+engine's own thread set-up, a pause (``--pause``, default 0.1 s) and an untimed warm-up call
+of the same engine. The pause lets the other engine's BLAS/OpenMP worker threads, which keep
+spin-waiting for a while after each call, go to sleep before the timed call; timed back to
+back, refnet's spinning OpenBLAS threads slowed the cv2 call that followed and made refnet
+look ahead. The medians are compared.
+
+Threads: ``--threads N`` gives numba, the BLAS and cv2 N threads
+(:func:`refnet.runtime.threads.set_num_threads`); ``--threads auto`` runs each engine at its
+default (refnet's load-aware default, cv2's own). ``--one-thread`` adds a row for refnet at one
+thread. ``--busy-neighbour`` runs a spinning process (bounded in time, stopped at the end)
+beside the measurement, the case of a machine where another process holds a core.
+
+The work is counted as 2 x the multiply-accumulates of :func:`refnet.info.layer_macs`
+(grouped and depthwise convolutions counted with ``C_in / groups``, unlike cv2's
+``getFLOPS``), and both rates are put against the machine's numpy float32 GEMM rate measured
+in the same run.
 
 cv2 runs with its default fusion on (its fastest configuration) and a fresh ``cv2.dnn.Net``
 per input shape (cv2 may return garbage when one Net is reused with another size).
@@ -19,7 +31,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +42,10 @@ import numpy as np
 from refnet.errors import RefnetError, ShapeError
 
 __all__ = ["BenchResult", "gemm_gflops", "model_gflop", "input_shapes_for", "random_inputs", "alternate",
-           "bench_model", "peak_rss_mb", "bench_command", "add_bench_parser"]
+           "bench_model", "peak_rss_mb", "busy_neighbour", "bench_command", "add_bench_parser", "METHOD"]
+
+METHOD = ("alternating rounds; before each timed call: the engine's thread set-up, a {pause:g} s pause and an "
+          "untimed warm-up call of the same engine")
 
 
 @dataclass
@@ -50,11 +66,22 @@ class BenchResult:
     refnet_runs_ms: list[float] = field(default_factory=list)
     cv2_runs_ms: list[float] = field(default_factory=list)
     note: str = ""
+    method: str = ""
+    busy_neighbour: bool = False
+    refnet_1t_ms: float | None = None  # refnet at one thread (--one-thread)
+    refnet_1t_runs_ms: list[float] = field(default_factory=list)
 
     @property
     def ratio(self) -> float | None:
         """refnet median / cv2 median (< 1: refnet is faster)."""
         return None if not self.cv2_ms else self.refnet_ms / self.cv2_ms
+
+    @staticmethod
+    def paired(a: Sequence[float], b: Sequence[float]) -> float | None:
+        """Median over rounds of a[i] / b[i] (both timed in the same round, so a load that
+        comes and goes hits each pair alike; steadier than a ratio of medians on a busy machine)."""
+        pairs = [x / y for x, y in zip(a, b) if y > 0]
+        return float(np.median(pairs)) if pairs else None
 
     @property
     def refnet_gflops(self) -> float:
@@ -71,6 +98,9 @@ class BenchResult:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.update(ratio=self.ratio, refnet_gflops=self.refnet_gflops, cv2_gflops=self.cv2_gflops,
+                 ratio_vs_one_thread=(self.refnet_ms / self.refnet_1t_ms if self.refnet_1t_ms else None),
+                 paired_ratio=self.paired(self.refnet_runs_ms, self.cv2_runs_ms),
+                 paired_ratio_vs_one_thread=self.paired(self.refnet_runs_ms, self.refnet_1t_runs_ms),
                  refnet_images_per_s=self.images_per_s(self.refnet_ms),
                  cv2_images_per_s=self.images_per_s(self.cv2_ms))
         d["input_shapes"] = {k: list(v) for k, v in self.input_shapes.items()}
@@ -83,12 +113,16 @@ class BenchResult:
         lines = [
             f"model     {self.model} ({self.framework}), input {shapes}, refnet {self.precision}",
             f"threads   {thr}; numba threading layer {self.threading_layer}; {self.repeat} alternating runs each",
+            f"method    {self.method}" + ("; a spinning neighbour process holds one core" if self.busy_neighbour
+                                          else ""),
             f"work      {self.gflop:.3f} GFLOP (2 x MACs, grouped convs counted per group)",
             f"machine   numpy float32 GEMM {self.gemm_gflops:.1f} GFLOP/s (same threads, measured now)",
             "",
             f"{'':10s}{'median ms':>11s}{'min ms':>9s}{'GFLOP/s':>9s}{'% of GEMM':>11s}{'images/s':>10s}",
         ]
         rows = [("refnet", self.refnet_ms, self.refnet_runs_ms)]
+        if self.refnet_1t_ms is not None:
+            rows.append(("refnet 1t", self.refnet_1t_ms, self.refnet_1t_runs_ms))
         if self.cv2_ms is not None:
             rows.append(("cv2.dnn", self.cv2_ms, self.cv2_runs_ms))
         for name, ms, runs in rows:
@@ -97,7 +131,11 @@ class BenchResult:
             lines.append(f"{name:10s}{ms:11.2f}{min(runs) if runs else ms:9.2f}{rate:9.1f}{pct:10.0f}%"
                          f"{self.images_per_s(ms) or 0:10.1f}")
         if self.ratio is not None:
-            lines.append(f"ratio     refnet / cv2.dnn = {self.ratio:.2f}")
+            lines.append(f"ratio     refnet / cv2.dnn = {self.ratio:.2f} (median of per-round ratios "
+                         f"{self.paired(self.refnet_runs_ms, self.cv2_runs_ms):.2f})")
+        if self.refnet_1t_ms:
+            lines.append(f"ratio     refnet / refnet at 1 thread = {self.refnet_ms / self.refnet_1t_ms:.2f} (median of "
+                         f"per-round ratios {self.paired(self.refnet_runs_ms, self.refnet_1t_runs_ms):.2f})")
         if self.note:
             lines.append(f"note      {self.note}")
         return "\n".join(lines)
@@ -174,19 +212,47 @@ def random_inputs(shapes: Mapping[str, Sequence[int]], seed: int = 0) -> dict[st
     return {k: rng.uniform(0.0, 1.0, tuple(s)).astype(np.float32) for k, s in shapes.items()}
 
 
-def alternate(fns: Sequence[Callable[[], Any]], repeat: int, warmup: int = 1) -> list[list[float]]:
+def alternate(fns: Sequence[Callable[[], Any]], repeat: int, warmup: int = 1, *, pause: float = 0.0,
+              warm_each: bool = False, prepare: Sequence[Callable[[], Any] | None] | None = None
+              ) -> list[list[float]]:
     """Seconds per call of each function, ``repeat`` rounds of one call each in turn (after
-    ``warmup`` untimed rounds)."""
+    ``warmup`` untimed rounds). Fair mode (see the module docstring): ``prepare[i]`` (the
+    engine's set-up), a ``pause`` in seconds and, with ``warm_each``, an untimed call of the
+    same function before every timed call."""
+    prep = list(prepare) if prepare is not None else [None] * len(fns)
     for _ in range(warmup):
-        for f in fns:
+        for p, f in zip(prep, fns):
+            if p is not None:
+                p()
             f()
     times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeat):
         for i, f in enumerate(fns):
+            if prep[i] is not None:
+                prep[i]()
+            if pause > 0:
+                time.sleep(pause)
+            if warm_each:
+                f()
             t0 = time.perf_counter()
             f()
             times[i].append(time.perf_counter() - t0)
     return times
+
+
+@contextmanager
+def busy_neighbour(seconds: float = 600.0) -> Iterator[int]:
+    """Run a process that spins on one core (a pure-Python busy loop that ends by itself after
+    ``seconds``) for the duration of the ``with`` block; yields its pid and stops it at the end."""
+    code = f"import time\nend = time.monotonic() + {float(seconds)!r}\nwhile time.monotonic() < end:\n    pass\n"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.2)  # let it get going (and the scheduler see it)
+        yield proc.pid
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def _cv2_net(net: Any) -> Any:
@@ -234,42 +300,69 @@ def _threading_layer() -> str:
 
 
 def bench_model(net: Any, inputs: Mapping[str, np.ndarray] | None = None, *, batch: int = 1,
-                size: Sequence[int] | None = None, threads: int = 1, repeat: int = 10, warmup: int = 2,
+                size: Sequence[int] | None = None, threads: int | str = 1, repeat: int = 10, warmup: int = 2,
                 precision: str = "float32", with_cv2: bool = True, gemm: float | None = None,
-                name: str | None = None, blas_threads: int | None = None) -> BenchResult:
+                name: str | None = None, blas_threads: int | None = None, pause: float = 0.1,
+                one_thread: bool = False, neighbour: bool = False) -> BenchResult:
     """Benchmark ``net.forward`` (``precision``) against cv2.dnn on the same inputs (random
     ones of the declared shapes, batch ``batch``, or ``size = (W, H)`` when not given), with
-    ``threads`` threads for numba, cv2 and (unless ``blas_threads`` says otherwise) the BLAS."""
-    import cv2  # noqa: F401  (loaded before the thread counts are set, so cv2 gets them too)
+    ``threads`` threads for numba, cv2 and (unless ``blas_threads`` says otherwise) the BLAS;
+    ``threads="auto"``: each engine's default. Timing method: see the module docstring
+    (``pause`` seconds; ``pause=0`` times back to back with no warm-up call per round).
+    ``one_thread`` adds refnet at one thread; ``neighbour`` says a busy neighbour runs (the
+    caller starts it, see :func:`busy_neighbour`)."""
+    import cv2
 
-    from refnet.net import get_num_threads, set_num_threads
+    from refnet.runtime.threads import get_num_threads, set_num_threads
 
-    set_num_threads(threads, blas_threads)
+    auto = threads == "auto"
+
+    def refnet_threads() -> None:
+        set_num_threads("auto") if auto else set_num_threads(int(threads), blas_threads)
+
+    def cv2_threads() -> None:
+        cv2.setNumThreads(-1 if auto else int(threads))  # -1: cv2's default
+
+    refnet_threads()
     feeds = dict(inputs) if inputs is not None else random_inputs(input_shapes_for(net, batch, size))
     shapes = {k: tuple(v.shape) for k, v in feeds.items()}
-    fns: list[Callable[[], Any]] = [lambda: net.forward(feeds, precision=precision)]
+    fwd = lambda: net.forward(feeds, precision=precision)  # noqa: E731
+    fns: list[Callable[[], Any]] = [fwd]
+    prep: list[Callable[[], Any] | None] = [refnet_threads]
+    if one_thread:
+        fns.append(fwd)
+        prep.append(lambda: set_num_threads(1))
     note = ""
     if with_cv2:
         try:
             fns.append(_cv2_runner(net, feeds))
+            prep.append(cv2_threads)
         except (ValueError, OSError, RefnetError) as e:
             note = f"cv2.dnn not run: {e}"
         except Exception as e:  # cv2.error
             note = f"cv2.dnn not run: {str(e).strip().splitlines()[-1]}"
-    for f in fns:  # first runs (planning, cv2 set-up) may load libraries: set the threads again after
+    for p, f in zip(prep, fns):  # first runs (planning, cv2 set-up) may load libraries
+        p()
         f()
-    set_num_threads(threads, blas_threads)
-    times = alternate(fns, repeat, warmup)
+    refnet_threads()
+    thread_counts = get_num_threads()
+    if auto:
+        thread_counts["cv2"] = int(cv2.getNumThreads()) if hasattr(cv2, "getNumThreads") else -1
+    times = alternate(fns, repeat, warmup, pause=pause, warm_each=pause > 0, prepare=prep)
     gflop = model_gflop(net, shapes)
+    refnet_threads()
     gemm_rate = gemm if gemm is not None else gemm_gflops()
     ms = [[t * 1e3 for t in ts] for ts in times]
     src = net.graph.source or (net.files[1][0] if net.files else "?")
+    i_cv2 = 2 if one_thread else 1
+    method = METHOD.format(pause=pause) if pause > 0 else "alternating rounds, back to back (no pause, no warm-up)"
     return BenchResult(
         model=name or Path(str(src)).name, framework=net.graph.framework or "?", input_shapes=shapes,
-        precision=precision, threads=get_num_threads(), threading_layer=_threading_layer(), repeat=repeat,
+        precision=precision, threads=thread_counts, threading_layer=_threading_layer(), repeat=repeat,
         gflop=gflop, gemm_gflops=gemm_rate, refnet_ms=float(np.median(ms[0])),
-        cv2_ms=float(np.median(ms[1])) if len(ms) > 1 else None, refnet_runs_ms=ms[0],
-        cv2_runs_ms=ms[1] if len(ms) > 1 else [], note=note)
+        cv2_ms=float(np.median(ms[i_cv2])) if len(ms) > i_cv2 else None, refnet_runs_ms=ms[0],
+        cv2_runs_ms=ms[i_cv2] if len(ms) > i_cv2 else [], note=note, method=method, busy_neighbour=neighbour,
+        refnet_1t_ms=float(np.median(ms[1])) if one_thread else None, refnet_1t_runs_ms=ms[1] if one_thread else [])
 
 
 # ---- peak resident memory, in a fresh process per implementation -------------------------------------
@@ -286,10 +379,12 @@ def hwm():  # VmHWM of this process image (ru_maxrss would include the parent's 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-impl, paths, shapes, threads = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]), int(sys.argv[4])
+impl, paths, shapes, threads = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4]
+threads = None if threads == "auto" else int(threads)
 if impl == "cv2":
     import cv2
-    cv2.setNumThreads(threads)
+    if threads is not None:
+        cv2.setNumThreads(threads)
     base = hwm()
     p = paths
     if p[0].endswith((".t7", ".net")):
@@ -305,8 +400,9 @@ if impl == "cv2":
     net.forward()
 else:
     import refnet
-    from refnet.net import set_num_threads
-    set_num_threads(threads)
+    if threads is not None:
+        from refnet.net import set_num_threads
+        set_num_threads(threads)
     base = hwm()
     net = refnet.load(*paths)
     rng = np.random.default_rng(0)
@@ -318,7 +414,7 @@ print(json.dumps({"peak_mb": peak / 1024, "base_mb": base / 1024}))
 
 
 def peak_rss_mb(paths: Sequence[str], shapes: Mapping[str, Sequence[int]], impl: str = "float32",
-                threads: int = 1) -> dict[str, float]:
+                threads: int | str = 1) -> dict[str, float]:
     """Peak resident memory of loading ``paths`` and one forward pass, in a fresh Python
     process: ``impl`` "float32"/"float64" (refnet) or "cv2". Returns ``{"peak_mb", "base_mb"}``
     (base: after the imports, before the model is read)."""
@@ -364,21 +460,43 @@ def _zoo_size(args: Any) -> tuple[int, int] | None:
     return None
 
 
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield None
+
+
+def _threads_arg(v: Any) -> int | str:
+    if str(v) == "auto":
+        return "auto"
+    try:
+        n = int(v)
+    except ValueError:
+        raise ValueError(f"--threads must be an integer >= 1 or 'auto', got {v!r}") from None
+    if n < 1:
+        raise ValueError("--batch, --threads, --blas-threads and --repeat must be >= 1")
+    return n
+
+
 def bench_command(args: Any, out: Any = None) -> int:
     """``refnet bench``: print (and optionally write as JSON) refnet vs cv2.dnn."""
     out = out or sys.stdout
-    if args.batch < 1 or args.threads < 1 or args.repeat < 1 or (args.blas_threads or 1) < 1:
+    threads = _threads_arg(args.threads)
+    if args.batch < 1 or args.repeat < 1 or (args.blas_threads or 1) < 1:
         raise ValueError("--batch, --threads, --blas-threads and --repeat must be >= 1")
+    if args.pause < 0:
+        raise ValueError("--pause must be >= 0")
     net, paths, name = _load(args)
     size = _zoo_size(args)
     shapes = input_shapes_for(net, args.batch, size)
-    res = bench_model(net, batch=args.batch, size=size, threads=args.threads, repeat=args.repeat,
-                      warmup=args.warmup, precision=args.precision, with_cv2=not args.no_cv2, name=name,
-                      blas_threads=args.blas_threads)
+    with (busy_neighbour() if args.busy_neighbour else _nothing()):
+        res = bench_model(net, batch=args.batch, size=size, threads=threads, repeat=args.repeat,
+                          warmup=args.warmup, precision=args.precision, with_cv2=not args.no_cv2, name=name,
+                          blas_threads=args.blas_threads, pause=args.pause, one_thread=args.one_thread,
+                          neighbour=args.busy_neighbour)
     print(res.table(), file=out)
     data = res.to_dict()
     if args.rss:
-        rss = {impl: peak_rss_mb(paths, shapes, impl, args.threads)
+        rss = {impl: peak_rss_mb(paths, shapes, impl, threads)
                for impl in ([args.precision] + ([] if args.no_cv2 else ["cv2"]))}
         data["peak_rss_mb"] = rss
         line = "   ".join(f"{k}: {v['peak_mb']:.0f} MB (+{v['peak_mb'] - v['base_mb']:.0f} after imports)"
@@ -402,7 +520,8 @@ def add_bench_parser(sub: Any) -> None:
                    help="model files (.prototxt/.caffemodel, .t7/.net, .cfg/.weights); or use --zoo")
     s.add_argument("--zoo", metavar="NAME", help="a zoo model with weights on disk")
     s.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
-    s.add_argument("--threads", type=int, default=1, help="threads for numba, BLAS and cv2 (default 1)")
+    s.add_argument("--threads", default="1", metavar="N|auto",
+                   help="threads for numba, BLAS and cv2 (default 1); auto: each engine's default")
     s.add_argument("--blas-threads", type=int, metavar="N",
                    help="BLAS threads when different from --threads (1 avoids OpenBLAS stalls on a busy machine)")
     s.add_argument("--repeat", type=int, default=10, help="timed runs of each (default 10)")
@@ -411,6 +530,12 @@ def add_bench_parser(sub: Any) -> None:
     s.add_argument("--precision", default="float32", choices=("float32", "float64"),
                    help="refnet path to time (default float32)")
     s.add_argument("--no-cv2", action="store_true", help="time refnet only")
+    s.add_argument("--pause", type=float, default=0.1, metavar="S",
+                   help="seconds of pause, then an untimed warm-up call, before every timed call (default 0.1; "
+                        "0: back to back)")
+    s.add_argument("--one-thread", action="store_true", help="also time refnet at one thread")
+    s.add_argument("--busy-neighbour", action="store_true",
+                   help="run a spinning process on one core during the measurement (a loaded machine)")
     s.add_argument("--rss", action="store_true", help="also measure peak resident memory in fresh processes")
     s.add_argument("--json", metavar="PATH", help="write the numbers as JSON")
     s.set_defaults(func=bench_command)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -38,6 +37,9 @@ from refnet.errors import ModelFormatError, ShapeError
 from refnet.graph import Graph, Node
 from refnet.ops import registry
 from refnet.ops.registry import Ctx
+from refnet.runtime.threads import before_forward as _threads_before_forward
+from refnet.runtime.threads import get_num_threads, set_num_threads
+from refnet.runtime.threads import reapply as _threads_reapply
 
 __all__ = ["Net", "load", "load_caffe", "load_torch", "load_darknet", "PRECISIONS", "set_num_threads",
            "get_num_threads"]
@@ -60,58 +62,8 @@ MAX_TENSOR_ELEMENTS = 2**31 - 1
 _RUN_LOCK = threading.RLock()
 
 
-# ---- threads ------------------------------------------------------------------------------------
-_BLAS_LIMITER: Any = None
-
-
-def set_num_threads(n: int, blas: int | None = None) -> int:
-    """Use ``n`` threads for numba kernels, the BLAS (threadpoolctl; ``blas`` if given) and,
-    if imported, cv2.
-
-    Returns the thread count actually set (numba caps it at NUMBA_NUM_THREADS). On a machine
-    where other processes hold cores, OpenBLAS with several threads ran each GEMM up to 5x
-    slower than with one (its threads wait for each other at every call): ``blas=1`` keeps
-    the GEMMs single-threaded while numba's kernels use ``n`` threads."""
-    global _BLAS_LIMITER
-    import numba
-
-    n = int(n)
-    if n < 1 or (blas is not None and int(blas) < 1):
-        raise ValueError(f"thread count must be >= 1, got {n if n < 1 else blas}")
-    from refnet.kernels._parallel import choose_threading_layer
-
-    choose_threading_layer(n)  # only before numba's threads start (one thread: OpenMP, else workqueue)
-    n_numba = min(n, numba.config.NUMBA_NUM_THREADS)
-    numba.set_num_threads(n_numba)
-    try:
-        from threadpoolctl import threadpool_limits
-
-        _BLAS_LIMITER = threadpool_limits(limits=int(blas) if blas is not None else n, user_api="blas")
-    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
-        pass
-    cv2 = sys.modules.get("cv2")
-    if cv2 is not None:
-        cv2.setNumThreads(n)
-    return n_numba
-
-
-def get_num_threads() -> dict[str, int]:
-    """The thread counts in use: {"numba": .., "blas": .., "cv2": .. (when imported)}."""
-    import numba
-
-    out = {"numba": int(numba.get_num_threads())}
-    try:
-        from threadpoolctl import threadpool_info
-
-        blas = [d["num_threads"] for d in threadpool_info() if d.get("user_api") == "blas"]
-        if blas:
-            out["blas"] = int(max(blas))
-    except ImportError:  # pragma: no cover
-        pass
-    cv2 = sys.modules.get("cv2")
-    if cv2 is not None:
-        out["cv2"] = int(cv2.getNumThreads())
-    return out
+# ---- threads (refnet/runtime/threads.py: explicit counts or the load-aware default) ---------------
+# set_num_threads / get_num_threads are re-exported from there (imported above)
 
 
 # ---- plans -------------------------------------------------------------------------------------
@@ -205,6 +157,7 @@ class Net:
         self._plans: dict[tuple, _Plan] = {}
         self._shapes: dict[tuple, dict[str, tuple[int, ...]]] = {}
         self._programs: OrderedDict[tuple, _Program] = OrderedDict()
+        _threads_reapply()  # a BLAS loaded while reading the model gets the thread limit too
 
     # ---- public properties ----------------------------------------------------------------
     @property
@@ -288,6 +241,7 @@ class Net:
         feeds = self._feeds(x, ctx)
         prog = self._program(tuple(names), ctx.fast, feeds, ctx)
         with _RUN_LOCK:
+            _threads_before_forward()
             regs = prog.run(feeds)
         res = prog.results
         return {n: regs[res[n]] for n in names}
@@ -299,6 +253,7 @@ class Net:
         names = tuple(n.name for n in self.graph.nodes)
         prog = self._program(names, False, feeds, ctx)
         with _RUN_LOCK:
+            _threads_before_forward()
             regs = prog.run(feeds)
         listed = set(self.graph.layer_names)
         res = prog.results
@@ -334,6 +289,7 @@ class Net:
             return None
 
         with _RUN_LOCK:
+            _threads_before_forward()
             for _ in range(max(1, int(repeat))):
                 prog.run(feeds, hook)
         return [(layer, op, float(np.median(times[layer]))) for layer, op in zip(prog.layers, prog.ops)]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import mmap
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -29,6 +30,7 @@ import numpy as np
 from refnet.errors import ModelFormatError, UnsupportedLayerError
 from refnet.graph import Graph, Node, freeze, output_name
 from refnet.weights_import import _wirescan as WS
+from refnet.weights_import._scanpolicy import compiled_scan_pays, spent_in_python
 from refnet.weights_import._util import paused_gc
 from refnet.weights_import._wirescan import OK as SCAN_OK
 from refnet.weights_import._wirescan import scan_weights
@@ -1036,12 +1038,16 @@ def _read_caffe(prototxt: str | os.PathLike | None = None,
     if bin_data is not None and not isinstance(bin_data, (bytes, mmap.mmap)):
         bin_data = bytes(bin_data)  # a bytearray or memoryview given as caffemodel_bytes
     weights: list[_Layer] | None = None
-    if text_net is not None and bin_data is not None:
-        weights = _scanned_weights(bin_data)
+    compiled = compiled_scan_pays(len(bin_data)) if bin_data is not None else False
+    if text_net is not None and bin_data is not None and compiled:
+        weights = _scanned_weights(bin_data)  # (else the decoder below: see weights_import/_scanpolicy.py)
     bin_net = None
     if bin_data is not None and weights is None:
+        t0 = time.perf_counter()
         bin_data = bytes(bin_data)  # the schema-driven decoder reads bytes, not a map
         bin_net = parse_net_binary(bin_data, file=bin_file, weights_only=text_net is not None)
+        if not compiled and text_net is not None:
+            spent_in_python(time.perf_counter() - t0)
     defs_net = text_net if text_net is not None else bin_net
     assert defs_net is not None
     layers = _layers_of(defs_net)

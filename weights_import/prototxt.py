@@ -22,12 +22,14 @@ import bisect
 import math
 import re
 import struct
+import time
 from typing import Any
 
 import numpy as np
 
 from refnet.errors import ModelFormatError
 from refnet.weights_import import _textscan as TS
+from refnet.weights_import._scanpolicy import TEXT_COMPILED_FROM, compiled_scan_pays, spent_in_python
 from refnet.weights_import.caffe_schema import ENUMS, MESSAGES, Field, MessageType
 from refnet.weights_import.protobuf import MAX_DEPTH, Message
 
@@ -503,12 +505,17 @@ def parse_message(data: str | bytes, mtype: MessageType | str, *, file: str = "<
     """
     mt = MESSAGES[mtype] if isinstance(mtype, str) else mtype
     text = _to_text(data, file)
-    try:
-        return _fast_parse(text, mt, file, skip)
-    except _Fallback:
-        pass
+    compiled = compiled_scan_pays(len(text), TEXT_COMPILED_FROM)  # (see weights_import/_scanpolicy.py)
+    if compiled:
+        try:
+            return _fast_parse(text, mt, file, skip)
+        except _Fallback:
+            pass
+    t0 = time.perf_counter()
     p = _Parser(text, file)
     msg, _ = p.message(mt, 0, None, 0, 0)
     assert msg is not None
     _finish(msg)
+    if not compiled:
+        spent_in_python(time.perf_counter() - t0)
     return msg

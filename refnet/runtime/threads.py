@@ -1,0 +1,203 @@
+"""Thread counts for every thread pool a refnet process uses: numba's, each BLAS's, cv2's.
+
+Two modes:
+
+* **explicit** -- :func:`set_num_threads` (``n`` threads for numba and cv2, ``blas`` or ``n``
+  for the BLAS). The BLAS limit is kept by threadpoolctl and re-applied by :func:`reapply`
+  (called after every model load and before every forward pass) whenever the process has
+  imported modules since the last time: scipy, imported by numba when it first compiles or
+  loads a kernel, brings a second OpenBLAS that a limit set earlier never reached.
+* **auto** (the default, and ``set_num_threads("auto")``) -- before a forward pass, at most
+  every :data:`AUTO_INTERVAL_S` seconds, :func:`auto_threads` takes the cores this process
+  may run on minus the threads of *other* processes that are running right now
+  (``/proc/loadavg``'s running count minus this process's own running threads, the median
+  of three samples), at least one. Measured on the 2-core machine of issue 17: with another
+  process spinning on one core, refnet at 2 threads ran 1.4-3.5x slower than at one thread
+  (a parallel region waits for its slowest thread, and a descheduled thread is slow by a
+  whole time slice), so a busy machine gets one thread and a quiet one all cores.
+
+Nothing here imports numba or threadpoolctl before a thread count has to be applied.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any
+
+__all__ = ["set_num_threads", "get_num_threads", "reapply", "auto_threads", "available_cores", "before_forward",
+           "AUTO_INTERVAL_S", "mode"]
+
+AUTO_INTERVAL_S = 0.5  # seconds between two looks at the machine's load in auto mode
+
+_STATE: dict[str, Any] = {
+    "auto": True,  # no explicit set_num_threads yet (or set_num_threads("auto"))
+    "numba": None,  # explicit counts
+    "blas": None,
+    "blas_applied": None,  # (blas count, len(sys.modules)) at the last threadpoolctl call
+    "checked": -1e9,  # time.monotonic() of the last auto decision
+    "auto_n": None,  # the last auto decision
+}
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity; os.cpu_count() where that is unknown)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _own_running() -> int:
+    """Threads of this process in state R (running or runnable) right now."""
+    n = 0
+    try:
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                with open(f"/proc/self/task/{tid}/stat", "rb") as f:
+                    st = f.read()
+            except OSError:
+                continue
+            if st[st.rfind(b")") + 2:st.rfind(b")") + 3] == b"R":
+                n += 1
+    except OSError:  # pragma: no cover - no /proc
+        return 1
+    return max(1, n)
+
+
+def _others_running() -> int | None:
+    """Runnable threads of other processes right now (median of three samples), or None
+    where /proc/loadavg does not exist."""
+    samples = []
+    for i in range(3):
+        try:
+            with open("/proc/loadavg", "rb") as f:
+                running = int(f.read().split()[3].split(b"/")[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        samples.append(max(0, running - _own_running()))
+        if i < 2:
+            time.sleep(0.0002)
+    return sorted(samples)[1]
+
+
+def auto_threads() -> int:
+    """The default thread count: the available cores minus the threads other processes are
+    running now, at least 1 (all available cores where the load cannot be read). The running
+    count is machine-wide: when this process may use only some of the machine's cores (CPU
+    affinity, a container's cpuset), the others' share of its cores is taken in proportion."""
+    cores = available_cores()
+    others = _others_running()
+    if others is None:
+        return cores
+    machine = max(cores, os.cpu_count() or cores)
+    busy = int(others * cores / machine + 0.5)
+    return max(1, min(cores, cores - busy))
+
+
+def _apply_blas(n: int) -> None:
+    """Limit every loaded BLAS to ``n`` threads (again only if modules were imported since)."""
+    key = (n, len(sys.modules))
+    if _STATE["blas_applied"] == key:
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
+        return
+    threadpool_limits(limits=int(n), user_api="blas")
+    _STATE["blas_applied"] = (n, len(sys.modules))
+
+
+def _apply(n: int, blas: int, cv2_too: bool = True) -> int:
+    from refnet.kernels._lazyjit import load_numba
+    from refnet.kernels._parallel import choose_threading_layer
+
+    numba = load_numba()
+
+    choose_threading_layer(n)  # only before numba's threads start (one thread: OpenMP, else workqueue)
+    n_numba = min(n, numba.config.NUMBA_NUM_THREADS)
+    numba.set_num_threads(n_numba)
+    _apply_blas(blas)
+    cv2 = sys.modules.get("cv2") if cv2_too else None
+    if cv2 is not None:
+        cv2.setNumThreads(n)
+    return n_numba
+
+
+def set_num_threads(n: int | str, blas: int | None = None) -> int:
+    """Use ``n`` threads for numba kernels, the BLAS (threadpoolctl; ``blas`` if given) and,
+    if imported, cv2; ``n="auto"`` returns to the default (see the module docstring).
+
+    Returns the thread count actually set (numba caps it at NUMBA_NUM_THREADS). The BLAS
+    limit also reaches BLAS libraries loaded later (see :func:`reapply`). On a machine
+    where other processes hold cores, OpenBLAS with several threads ran each GEMM up to 5x
+    slower than with one (its threads wait for each other at every call): ``blas=1`` keeps
+    the GEMMs single-threaded while numba's kernels use ``n`` threads."""
+    if isinstance(n, str):
+        if n != "auto":
+            raise ValueError(f"thread count must be an integer >= 1 or 'auto', got {n!r}")
+        _STATE.update(auto=True, numba=None, blas=None, checked=-1e9, auto_n=None, blas_applied=None)
+        return before_forward(force=True)
+    n = int(n)
+    if n < 1 or (blas is not None and int(blas) < 1):
+        raise ValueError(f"thread count must be >= 1, got {n if n < 1 else blas}")
+    b = int(blas) if blas is not None else n
+    _STATE.update(auto=False, numba=n, blas=b, blas_applied=None)
+    return _apply(n, b)
+
+
+def mode() -> str:
+    """"auto" or "explicit"."""
+    return "auto" if _STATE["auto"] else "explicit"
+
+
+def reapply() -> None:
+    """Apply the thread counts to BLAS libraries loaded since they were set (cheap when no
+    module was imported since the last call)."""
+    if _STATE["auto"]:
+        if _STATE["auto_n"] is not None:
+            _apply_blas(_STATE["auto_n"])
+        return
+    _apply_blas(_STATE["blas"])
+
+
+def before_forward(force: bool = False) -> int:
+    """Called before each forward pass: in auto mode, look at the load (at most every
+    AUTO_INTERVAL_S) and set the thread counts when they change; in explicit mode, make sure
+    newly loaded BLAS libraries got the limit. Returns numba's thread count for this run."""
+    if not _STATE["auto"]:
+        _apply_blas(_STATE["blas"])
+        return int(_STATE["numba"])
+    now = time.monotonic()
+    if not force and now - _STATE["checked"] < AUTO_INTERVAL_S:
+        _apply_blas(_STATE["auto_n"])
+        return int(_STATE["auto_n"])
+    _STATE["checked"] = now
+    n = auto_threads()
+    if n != _STATE["auto_n"] or force:
+        _STATE["auto_n"] = n
+        _apply(n, n, cv2_too=False)  # the default leaves a user's cv2 alone
+    else:
+        _apply_blas(n)
+    return n
+
+
+def get_num_threads() -> dict[str, int]:
+    """The thread counts in use: {"numba": .., "blas": .., "cv2": .. (when imported)}; the
+    BLAS count is the largest over every BLAS loaded."""
+    import numba
+
+    out = {"numba": int(numba.get_num_threads())}
+    try:
+        from threadpoolctl import threadpool_info
+
+        blas = [d["num_threads"] for d in threadpool_info() if d.get("user_api") == "blas"]
+        if blas:
+            out["blas"] = int(max(blas))
+    except ImportError:  # pragma: no cover
+        pass
+    cv2 = sys.modules.get("cv2")
+    if cv2 is not None:
+        out["cv2"] = int(cv2.getNumThreads())
+    return out

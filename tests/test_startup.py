@@ -1,0 +1,132 @@
+"""Start-up (issue 17): what a fresh process imports, and the load-path policy.
+
+`import refnet`, `import refnet.kernels` and a first Caffe load import neither numba nor cv2
+(checked in fresh interpreters through sys.modules); the pure-Python load path a fresh
+process takes gives exactly the graph the compiled scanners give (the compiled path is the
+oracle, and the other way round: they are independent implementations); a lazily built
+kernel becomes a real numba dispatcher in its module on first call."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from writers.caffe_writer import E, Layer, NetSpec, write_net
+
+from refnet.weights_import import _scanpolicy
+
+
+def _fresh(code: str) -> dict:
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture
+def small_net(tmp_path):
+    rng = np.random.default_rng(3)
+    spec = NetSpec([
+        Layer("c1", "Convolution", ["data"], ["c1"],
+              {"convolution_param": {"num_output": 4, "kernel_size": 3, "pad": 1}},
+              [rng.normal(0, 0.3, (4, 3, 3, 3)).astype(np.float32), rng.normal(0, 0.1, 4).astype(np.float32)]),
+        Layer("r", "ReLU", ["c1"], ["c1"]),
+        Layer("p", "Pooling", ["c1"], ["p"], {"pooling_param": {"pool": E("MAX"), "kernel_size": 2, "stride": 2}}),
+        Layer("fc", "InnerProduct", ["p"], ["fc"], {"inner_product_param": {"num_output": 3}},
+              [rng.normal(0, 0.3, (3, 4 * 4 * 4)).astype(np.float32), np.zeros(3, np.float32)]),
+    ], {"data": (1, 3, 8, 8)})
+    return write_net(spec, tmp_path)
+
+
+def test_import_and_first_load_import_no_numba_no_cv2(small_net):
+    got = _fresh(
+        "import json, sys, refnet, refnet.kernels\n"
+        "a = sorted(m for m in ('numba', 'cv2', 'scipy', 'llvmlite') if m in sys.modules)\n"
+        f"net = refnet.load({str(small_net[0])!r}, {str(small_net[1])!r})\n"
+        "b = sorted(m for m in ('numba', 'cv2', 'scipy', 'llvmlite') if m in sys.modules)\n"
+        "print(json.dumps([a, b, list(net.layer_names)]))\n")
+    assert got == [[], [], ["c1", "r", "p", "fc"]]
+
+
+def test_forward_loads_numba_but_not_scipy_linalg(small_net):
+    """numba's np.dot BLAS probe (an import of scipy.linalg) is skipped: the forward runs
+    without scipy, and gives the float64 reference path's numbers (the oracle here)."""
+    got = _fresh(
+        "import json, sys, numpy as np, refnet\n"
+        f"net = refnet.load({str(small_net[0])!r}, {str(small_net[1])!r})\n"
+        "x = np.random.default_rng(0).uniform(0, 1, (1, 3, 8, 8)).astype(np.float32)\n"
+        "y = net.forward(x)['fc']; r = net.forward(x, precision='float64')['fc']\n"
+        "print(json.dumps(['numba' in sys.modules, 'scipy.linalg' in sys.modules, float(np.abs(y - r).max()),"
+        " float(np.abs(r).max())]))\n")
+    numba_loaded, scipy_loaded, err, scale = got
+    assert numba_loaded and not scipy_loaded
+    assert err <= 1e-5 * scale
+
+
+def test_python_and_compiled_load_paths_agree(small_net, monkeypatch):
+    """The same files through the compiled scanners (policy forced on) and through the Python
+    parsers (forced off): the same layers, attributes and weight arrays, bit for bit."""
+    import refnet.weights_import.caffe as C
+    import refnet.weights_import.prototxt as P
+    from refnet.weights_import.caffe import read_caffe
+
+    def graph(compiled: bool):
+        for mod in (C, P):
+            monkeypatch.setattr(mod, "compiled_scan_pays", lambda n, python_from=None: compiled)
+        return read_caffe(*small_net)
+
+    fast, slow = graph(True), graph(False)
+    assert [(n.name, n.op, n.inputs, n.outputs) for n in fast.nodes] == \
+           [(n.name, n.op, n.inputs, n.outputs) for n in slow.nodes]
+    for a, b in zip(fast.nodes, slow.nodes):
+        assert dict(a.attrs) == dict(b.attrs)
+        assert sorted(a.params) == sorted(b.params)
+        for k in a.params:
+            assert a.params[k].dtype == b.params[k].dtype
+            np.testing.assert_array_equal(a.params[k], b.params[k])
+
+
+def test_policy_switches_after_the_python_budget(monkeypatch):
+    monkeypatch.setattr(_scanpolicy, "_SPENT", [0.0])
+    monkeypatch.setattr(_scanpolicy, "_numba_loaded", lambda: True)
+    assert _scanpolicy.compiled_scan_pays(10)  # numba loaded anyway: the compiled scanners
+    monkeypatch.setattr(_scanpolicy, "_numba_loaded", lambda: False)
+    assert not _scanpolicy.compiled_scan_pays(10)
+    assert _scanpolicy.compiled_scan_pays(3 << 20, _scanpolicy.TEXT_COMPILED_FROM)  # too large for Python
+    _scanpolicy.spent_in_python(_scanpolicy.PYTHON_BUDGET_S / 2)
+    assert not _scanpolicy.compiled_scan_pays(10)
+    _scanpolicy.spent_in_python(_scanpolicy.PYTHON_BUDGET_S / 2)
+    assert _scanpolicy.compiled_scan_pays(10)  # the Python paths had their budget
+
+
+def test_lazy_kernel_becomes_a_numba_dispatcher():
+    """A lazy kernel that calls another lazy kernel in a prange loop: built on the first call,
+    then the module's name holds numba's dispatcher; the numbers are NumPy's."""
+    import types
+
+    import numba
+
+    from refnet.kernels._lazyjit import LazyDispatcher
+
+    mod = types.ModuleType("lazy_demo")
+    exec(  # noqa: S102 - a test module's source
+        "from refnet.kernels._lazyjit import lazy_njit, prange\n"
+        "@lazy_njit()\n"
+        "def sq(v):\n"
+        "    return v * v\n"
+        "@lazy_njit(parallel=True)\n"
+        "def rowsum_sq(a, out):\n"
+        "    for i in prange(a.shape[0]):\n"
+        "        s = 0.0\n"
+        "        for j in range(a.shape[1]):\n"
+        "            s += sq(a[i, j])\n"
+        "        out[i] = s\n", mod.__dict__)
+    assert isinstance(mod.rowsum_sq, LazyDispatcher) and isinstance(mod.sq, LazyDispatcher)
+    a = np.random.default_rng(0).normal(size=(6, 5))
+    out = np.empty(6)
+    mod.rowsum_sq(a, out)
+    np.testing.assert_allclose(out, (a * a).sum(axis=1), rtol=1e-13)
+    assert isinstance(mod.rowsum_sq, numba.core.registry.CPUDispatcher)
+    assert mod.prange is numba.prange  # swapped before compiling: a real parallel loop

@@ -1,0 +1,147 @@
+"""Thread control (refnet/runtime/threads.py) and fair timing / busy neighbour in refnet.bench.
+
+The thread limits are checked with threadpoolctl's own report of every loaded BLAS (the
+oracle); the default thread count against hand-computed cases of its rule; the fair timer by
+the order of the calls it makes. No timing is asserted."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from writers.caffe_writer import Layer, NetSpec, write_net
+
+import refnet
+from refnet.bench import alternate, busy_neighbour
+from refnet.cli import main
+from refnet.runtime import threads as T
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    rng = np.random.default_rng(1)
+    spec = NetSpec([
+        Layer("c1", "Convolution", ["data"], ["c1"], {"convolution_param": {"num_output": 4, "kernel_size": 3}},
+              [rng.normal(0, 0.3, (4, 3, 3, 3)).astype(np.float32), np.zeros(4, np.float32)]),
+        Layer("fc", "InnerProduct", ["c1"], ["fc"], {"inner_product_param": {"num_output": 3}},
+              [rng.normal(0, 0.3, (3, 4 * 6 * 6)).astype(np.float32), np.zeros(3, np.float32)]),
+    ], {"data": (1, 3, 8, 8)})
+    return write_net(spec, tmp_path)
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    state = dict(T._STATE)
+    yield
+    if state["auto"]:
+        T.set_num_threads("auto")
+    else:
+        T.set_num_threads(state["numba"], state["blas"])
+
+
+def test_blas_limit_reaches_a_blas_loaded_after_it(tiny):
+    """set_num_threads(1), then scipy's own OpenBLAS is loaded, then a model: every BLAS that
+    threadpoolctl finds runs one thread (before the fix scipy's stayed at the core count)."""
+    code = (
+        "import json, sys, refnet\n"
+        "from threadpoolctl import threadpool_info\n"
+        "refnet.set_num_threads(1)\n"
+        "before = len([d for d in threadpool_info() if d['user_api'] == 'blas'])\n"
+        "import scipy.linalg\n"
+        f"net = refnet.load({str(tiny[0])!r}, {str(tiny[1])!r})\n"
+        "after_load = [d['num_threads'] for d in threadpool_info() if d['user_api'] == 'blas']\n"
+        "import numpy as np\n"
+        "net.forward(np.ones((1, 3, 8, 8), np.float32))\n"
+        "after_run = [d['num_threads'] for d in threadpool_info() if d['user_api'] == 'blas']\n"
+        "print(json.dumps([before, after_load, after_run]))\n"
+    )
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="", OMP_NUM_THREADS="")
+    env.pop("OPENBLAS_NUM_THREADS")
+    env.pop("OMP_NUM_THREADS")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    before, after_load, after_run = json.loads(r.stdout.strip().splitlines()[-1])
+    assert len(after_load) > before >= 1  # scipy brought a BLAS of its own after set_num_threads
+    assert after_load == [1] * len(after_load) and after_run == [1] * len(after_run)
+
+
+@pytest.mark.parametrize("cores,machine,others,want", [
+    (2, 2, 0, 2), (2, 2, 1, 1), (2, 2, 5, 1), (8, 8, 3, 5), (4, 4, None, 4),
+    (4, 64, 32, 2),  # 4 of 64 cores (a container's cpuset): 32 running elsewhere ~ 2 on ours
+    (2, 64, 10, 2),  # 10 running on a 64-core host: ~0.3 of them on our 2 cores
+])
+def test_auto_threads_rule(monkeypatch, cores, machine, others, want):
+    monkeypatch.setattr(T, "available_cores", lambda: cores)
+    monkeypatch.setattr(T.os, "cpu_count", lambda: machine)
+    monkeypatch.setattr(T, "_others_running", lambda: others)
+    assert T.auto_threads() == want
+
+
+def test_others_running_reads_proc():
+    if not os.path.exists("/proc/loadavg"):
+        pytest.skip("no /proc/loadavg")
+    assert T._others_running() >= 0
+    assert 1 <= T._own_running() <= len(os.listdir("/proc/self/task"))
+
+
+def test_auto_mode_applies_counts_to_numba_and_blas(tiny, monkeypatch):
+    from threadpoolctl import threadpool_info
+
+    net = refnet.load(*tiny)
+    monkeypatch.setattr(T, "auto_threads", lambda: 1)
+    T.set_num_threads("auto")
+    x = np.ones((1, 3, 8, 8), np.float32)
+    y1 = net.forward(x)["fc"]
+    assert T.mode() == "auto" and T.get_num_threads()["numba"] == 1
+    assert all(d["num_threads"] == 1 for d in threadpool_info() if d["user_api"] == "blas")
+    monkeypatch.setattr(T, "auto_threads", lambda: 2)
+    T._STATE["checked"] = -1e9  # the next forward looks at the load again
+    y2 = net.forward(x)["fc"]
+    import numba
+
+    assert T.get_num_threads()["numba"] == min(2, numba.config.NUMBA_NUM_THREADS)
+    np.testing.assert_array_equal(y1, y2)  # thread count never changes the numbers
+    with pytest.raises(ValueError):
+        T.set_num_threads("many")
+
+
+def test_fair_alternate_order():
+    """Each timed call follows its engine's set-up, a pause and an untimed call of the same engine."""
+    order: list[str] = []
+    times = alternate([lambda: order.append("a"), lambda: order.append("b")], repeat=2, warmup=0, pause=0.001,
+                      warm_each=True, prepare=[lambda: order.append("pa"), lambda: order.append("pb")])
+    assert order == ["pa", "a", "a", "pb", "b", "b"] * 2
+    assert [len(t) for t in times] == [2, 2]
+
+
+def test_busy_neighbour_runs_and_stops():
+    with busy_neighbour(30) as pid:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        assert state in "RS"  # alive (running, or waiting for the core)
+    assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def test_bench_command_auto_one_thread_neighbour(tiny, tmp_path, capsys):
+    out = tmp_path / "b.json"
+    argv = ["bench", str(tiny[0]), str(tiny[1]), "--threads", "auto", "--one-thread", "--busy-neighbour",
+            "--repeat", "2", "--warmup", "1", "--pause", "0.01", "--json", str(out)]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "refnet 1t" in text and "spinning neighbour" in text and "pause" in text
+    data = json.loads(out.read_text())
+    assert data["busy_neighbour"] is True and len(data["refnet_1t_runs_ms"]) == 2 and len(data["cv2_runs_ms"]) == 2
+    assert data["ratio_vs_one_thread"] == pytest.approx(data["refnet_ms"] / data["refnet_1t_ms"])
+    assert main(["bench", str(tiny[0]), str(tiny[1]), "--threads", "zero"]) == 2
+    assert main(["bench", str(tiny[0]), str(tiny[1]), "--pause", "-1"]) == 2
+
+
+def test_paired_ratio_by_hand():
+    from refnet.bench import BenchResult
+
+    assert BenchResult.paired([2.0, 4.0, 9.0], [1.0, 2.0, 3.0]) == 2.0  # median of 2, 2, 3
+    assert BenchResult.paired([1.0], [0.0]) is None
