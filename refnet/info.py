@@ -314,8 +314,8 @@ def _info(args: Any, out: Any, seeded: int | None, shape: tuple[int, ...] | None
     import json
     from pathlib import Path
 
-    from refnet.compare import resolve_model
     from refnet.errors import ShapeError
+    from refnet.resolver import resolve_model
 
     rm = resolve_model(args.model, args.zoo, seeded_weights=seeded, zero_darknet=True, input_shape=shape,
                        workdir=workdir)

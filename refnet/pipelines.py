@@ -98,6 +98,15 @@ class TaskResult:
     data: dict[str, Any] = field(default_factory=dict)
     summary: str = ""
 
+    def __repr__(self) -> str:  # the dataclass repr would print every array in full
+        head = self.summary.splitlines()[0] if self.summary else self.task
+        n = {"classify": len(self.data.get("top", ())), "detect": len(self.data.get("boxes", ())),
+             "face": len(self.data.get("boxes", ())), "segment": len(self.data.get("fractions", {}))}.get(self.task)
+        what = {"classify": "classes", "detect": "detections", "face": "faces", "segment": "classes present"}
+        extra = f", {n} {what[self.task]}" if n is not None else ""
+        return (f"<TaskResult {self.task}{extra}; image {self.image.shape[1]}x{self.image.shape[0]}, blob "
+                f"{tuple(self.blob.shape)}{', seeded weights' if self.data.get('seeded') else ''}: {head!r}>")
+
 
 # ---- inputs -----------------------------------------------------------------------------------------
 def _check_image(image: object) -> np.ndarray:
@@ -488,6 +497,9 @@ def run_task(net: Any, image_bgr: np.ndarray, task: str, *, entry: ModelEntry | 
     if precision not in ("float32", "float64"):
         raise ValueError(f"precision must be 'float32' or 'float64', got {precision!r}")
     image = _check_image(image_bgr)
+    from refnet.taskcheck import check_task
+
+    check_task(net, task, entry)  # e.g. classify on a YOLO net: a clear error instead of nonsense
     pre = opts.get("preprocess") or (entry.preprocess if entry is not None else default_preprocess(net, task))
     if not isinstance(pre, Preprocess):
         raise TypeError(f"preprocess must be a refnet.zoo.Preprocess, got {type(pre).__name__}")
@@ -503,7 +515,8 @@ def run_task(net: Any, image_bgr: np.ndarray, task: str, *, entry: ModelEntry | 
     names = _resolve_labels(labels, entry)
     offset = int(opts.get("label_offset", entry.label_offset if entry is not None else 0))
     model = entry.name if entry is not None else Path(getattr(net.graph, "source", "") or "model").name
-    data: dict[str, Any] = {"model": model, "precision": precision, "preprocess": pre, "label_offset": offset}
+    data: dict[str, Any] = {"model": model, "precision": precision, "preprocess": pre, "label_offset": offset,
+                            "seeded": bool(getattr(entry, "seeded", False))}
 
     if task in ("detect", "face"):
         decoder, heads = _detect_decoder(net)
@@ -547,6 +560,17 @@ def _panel_height(n_rows: int, scale: float) -> int:
 
 
 def render(result: TaskResult) -> np.ndarray:
+    """The picture of a result (see :func:`_render`); with seeded random weights
+    (``result.data["seeded"]``) a banner on top says that its labels are meaningless."""
+    pic = _render(result)
+    if result.data.get("seeded"):
+        from refnet.runcmd import seeded_banner
+
+        pic = seeded_banner(pic)
+    return pic
+
+
+def _render(result: TaskResult) -> np.ndarray:
     """The picture of a result (BGR uint8): detect/face -> boxes with labels and scores on the image
     (image size); classify -> the image (enlarged when its shorter side is < 256 px) with a top-k legend
     panel on its right; segment -> the class colours blended over the image plus a legend of the classes
@@ -614,10 +638,17 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:
 
 
 def entry_for_files(paths: Sequence[str | os.PathLike]) -> tuple[ModelEntry | None, Path | None]:
-    """The zoo entry whose architecture file the given ``paths`` include (matched by its relative path
-    at the end of a given path), and the models root it sits in; (None, None) when none matches."""
+    """The entry describing model files ``paths``: the sidecar of a model written by ``refnet generate``
+    (``<stem>.refnet.json`` beside a file, naming it), else the zoo entry whose architecture file the
+    given ``paths`` include (matched by its relative path at the end of a given path); and the folder
+    that entry's relative paths start from; (None, None) when none matches."""
     from refnet import zoo
+    from refnet.generate import sidecar_entry, sidecar_for
 
+    for p in paths:  # a model written by `refnet generate` describes itself
+        side = sidecar_for(p)
+        if side is not None:
+            return sidecar_entry(side), side.parent
     given = [Path(p).resolve().as_posix() for p in paths]
     for e in zoo.entries():
         for f in e.files:
