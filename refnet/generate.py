@@ -262,7 +262,7 @@ def _write_fns(prefix: Path, variant: str, seed: int, size: tuple[int, int] | No
     return [path]
 
 
-def _write_enet(prefix: Path, seed: int, pre: Any) -> list[Path]:
+def _write_enet(prefix: Path, seed: int, pre: Any, size: tuple[int, int] | None = None) -> list[Path]:
     from refnet import t7write, zoo
     from refnet.weights_import.t7 import read_t7
 
@@ -275,7 +275,7 @@ def _write_enet(prefix: Path, seed: int, pre: Any) -> list[Path]:
     if t7write.reseed(root, seed) == 0:
         raise GenerateError(f"{src}: no learned tensors found to re-seed")
     path = t7write.save(_ext(prefix, ".net"), root)
-    _calibrate_t7(path, root, pre, seed, pre.size or (512, 256))
+    _calibrate_t7(path, root, pre, seed, size or pre.size or (512, 256))
     return [path]
 
 
@@ -352,8 +352,9 @@ def generate(name: str, prefix: str | Path, seed: int = 0, size: tuple[int, int]
                      f"fast-neural-style {_FNS_VARIANTS[name]} generator, seeded weights")
     try:
         entry = zoo.get(name)
-    except zoo.UnknownModelError as e:
-        raise GenerateError(f"{e}; `refnet generate` writes: {', '.join(generator_names())}") from None
+    except zoo.UnknownModelError:
+        raise GenerateError(f"unknown architecture {name!r} (not a refnet architecture nor a zoo model); "
+                            f"`refnet generate` writes: {', '.join(generator_names())}") from None
     if not entry.arch_only:
         raise GenerateError(f"{entry.name} has real weights (`refnet models path {entry.name}`); generate writes "
                             f"seeded weights for: {', '.join(generator_names())}")
@@ -363,7 +364,7 @@ def generate(name: str, prefix: str | Path, seed: int = 0, size: tuple[int, int]
             variant = "eccv16" if entry.name.startswith("fns-eccv16") else "instance_norm"
             paths = _write_fns(prefix, variant, seed, size, pre)
         else:
-            paths = _write_enet(prefix, seed, pre)
+            paths = _write_enet(prefix, seed, pre, size)
     else:
         arch = zoo.find(entry.name).path_of("model")
         if arch is None:

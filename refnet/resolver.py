@@ -72,6 +72,8 @@ def resolve_model(files: Sequence[str] = (), zoo_name: str | None = None, *, qui
         if loc.found:
             paths = [str(p) for p in loc.main_paths]
             return _load(paths, entry.name, entry, zoo.read_labels(entry, loc.roots), notes, quirks)
+        if entry.arch_only and zero_darknet and entry.framework == "darknet" and loc.status == "arch":
+            return _zero_darknet(str(loc.path_of("model")), entry.name, entry, zoo.read_labels(entry), notes, quirks)
         if entry.arch_only and seeded_weights is not None:
             from refnet.generate import generate
 
@@ -79,8 +81,6 @@ def resolve_model(files: Sequence[str] = (), zoo_name: str | None = None, *, qui
             notes.append(f"weights: seeded random (He-scaled, calibrated per layer, seed {seeded_weights})"
                          + ("" if workdir else f", written to {g.paths[-1]}"))
             return _load([str(p) for p in g.paths], g.entry.name, g.entry, zoo.read_labels(g.entry), notes, quirks)
-        if entry.arch_only and zero_darknet and entry.framework == "darknet" and loc.status == "arch":
-            return _zero_darknet(str(loc.path_of("model")), entry.name, entry, zoo.read_labels(entry), notes, quirks)
         try:
             loc.main_paths  # noqa: B018 (raises ModelMissingError naming REFNET_MODELS and fetch)
         except zoo.ModelMissingError as e:

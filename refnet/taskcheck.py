@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from refnet.errors import RefnetError
+from refnet.pipelines import PipelineError
 
 __all__ = ["infer_task", "check_task", "TaskMismatchError", "MTCNN_STAGES"]
 
@@ -21,7 +21,7 @@ MTCNN_STAGES = {"mtcnn-det2": "R-Net (stage 2: scores 24x24 crops proposed by P-
                 "mtcnn-det4": "L-Net (landmark refinement on five 24x24 patches around O-Net's landmarks)"}
 
 
-class TaskMismatchError(RefnetError, ValueError):
+class TaskMismatchError(PipelineError):
     """The asked task cannot be decoded from this net's outputs."""
 
 
@@ -80,5 +80,8 @@ def check_task(net: Any, task: str, entry: Any = None) -> None:
     inferred, why = infer_task(net)
     if inferred is None or task == inferred or {task, inferred} <= {"detect", "face"}:
         return
-    raise TaskMismatchError(f"--task {task} does not fit this net: {why}, so it is a {inferred} net; use "
-                            f"--task {inferred}" + (" (or face)" if inferred == "detect" else ""))
+    verb = {"detect": "decode detections", "face": "decode detections", "classify": "read class scores",
+            "segment": "read a class map", "stylize": "read an image"}[task]
+    raise TaskMismatchError(f"--task {task} does not fit this net: cannot {verb} from the outputs "
+                            f"{list(net.output_names)}: {why}, so it is a {inferred} net; use --task {inferred}"
+                            + (" (or face)" if inferred == "detect" else ""))
