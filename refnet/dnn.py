@@ -81,7 +81,8 @@ _STS_ERROR = -2  # cv::Error::StsError, the code cv2 gives most dnn errors
 def cv2_error(e: BaseException) -> BaseException:
     """``e`` as an instance of a subclass of both its own type and ``cv2.error`` (so ``except
     cv2.error`` and ``except RefnetError``/``KeyError``/... both catch it), with cv2.error's
-    attributes ``code``, ``err``, ``msg``, ``func``, ``file``, ``line``. Without cv2, ``e``."""
+    attributes ``code``, ``err``, ``msg``, ``func``, ``file``, ``line`` (where the error has no
+    field of that name already: ModelFormatError keeps its own ``file``/``line``). Without cv2, ``e``."""
     try:
         import cv2
     except ImportError:  # pragma: no cover (cv2 is a dependency)
@@ -98,14 +99,15 @@ def cv2_error(e: BaseException) -> BaseException:
         e.__class__ = flavour  # refnet's own errors: the same object, keeping its fields
         out = e
     except TypeError:  # builtin exception types cannot change class: a new instance with the same args
-        out = flavour(*e.args)
+        if isinstance(e, OSError) and e.filename is not None:
+            out = flavour(e.errno, e.strerror, e.filename)
+        else:
+            out = flavour(*e.args)
         out.__traceback__ = e.__traceback__
     msg = str(e)
     for k, v in (("code", _STS_ERROR), ("err", msg), ("msg", msg), ("func", ""), ("file", ""), ("line", 0)):
-        try:
+        if k not in vars(out):  # a refnet error's own fields (ModelFormatError.file/line) win
             setattr(out, k, v)
-        except AttributeError:  # pragma: no cover
-            pass
     return out
 
 
@@ -132,7 +134,7 @@ _CV2_TYPES = {
     "normalize": "Normalize", "lrn": "LRN", "dropout": "Dropout", "identity": "Identity", "region": "Region",
     "yolo": "Region", "reorg": "Reorg", "resize": "Resize", "interp": "Interp", "slice": "Slice", "split": "Split",
     "power": "Power", "crop": "Crop", "pad": "Padding", "shuffle_channel": "ShuffleChannel", "mvn": "MVN",
-    "abs": "AbsVal", "bnll": "BNLL", "exp": "Exp", "log": "Log",
+    "abs": "AbsVal", "bnll": "BNLL", "exp": "Exp", "log": "Log", "shortcut": "Eltwise", "route": "Concat",
 }
 
 
@@ -285,17 +287,27 @@ class Net:
             node = self.net.graph.node(name)
         except KeyError:
             raise KeyError(f"getLayer: no layer named {name!r}") from None
-        blobs = [np.asarray(node.params[k], np.float32) for k in ("weight", "bias", "mean", "var", "slope", "scale")
-                 if node.params.get(k) is not None]
-        row = node.op == "linear"  # cv2 keeps an InnerProduct bias as a (1, n) row, others as (n, 1)
+        darknet = self.net.graph.framework == "darknet"
+        order = ("mean", "var", "weight", "bias") if node.op == "batch_norm" and darknet else (
+            "weight", "bias", "mean", "var", "slope", "scale")
+        blobs = [np.asarray(node.params[k], np.float32) for k in order if node.params.get(k) is not None]
+        if node.op in ("region", "yolo") and node.attrs.get("anchors"):  # cv2 keeps the anchors as a blob
+            blobs.append(np.asarray(node.attrs["anchors"], np.float32))
+        # cv2 keeps 1-D blobs as (1, n) rows for InnerProduct and Darknet layers, as (n, 1) columns otherwise
+        row = node.op == "linear" or darknet
         blobs = [(b.reshape(1, -1) if row else b.reshape(-1, 1)) if b.ndim == 1 else b for b in blobs]
-        return Layer(name, _cv2_type(node.op), blobs, node.outputs)
+        return Layer(name, self._type(node.op), blobs, node.outputs)
+
+    def _type(self, op: str) -> str:
+        if op == "identity" and self.net.graph.framework == "caffe":
+            return "Dropout"  # Caffe's only identity layer at inference (cv2 keeps its type name)
+        return _cv2_type(op)
 
     def getLayerTypes(self) -> tuple[str, ...]:  # noqa: N802
         """The distinct cv2 layer type names in the net, sorted (with cv2's ``__NetInputLayer__``)."""
         if self.net is None:
             return ()
-        return tuple(sorted({_cv2_type(n.op) for n in self.net.graph.nodes} | {"__NetInputLayer__"}))
+        return tuple(sorted({self._type(n.op) for n in self.net.graph.nodes} | {"__NetInputLayer__"}))
 
     def setInputShape(self, inputName: str, shape: Sequence[int]) -> None:  # noqa: N802, N803
         """Declare the shape of input ``inputName`` (used by getLayersShapes/getFLOPS without a shape)."""
@@ -330,7 +342,11 @@ class Net:
             node = self.net.graph.node(name)
             ids.append(i)
             in_s.append(tuple(np.asarray(shapes[t], np.int32) for t in node.inputs))
-            out_s.append(tuple(np.asarray(shapes[t], np.int32) for t in node.outputs))
+            outs = [list(shapes[t]) for t in node.outputs]
+            if node.op == "detection_output":  # data-dependent rows: cv2 reports its upper bound keep_top_k
+                k = int(node.attrs.get("keep_top_k", -1))
+                outs = [[k if d == -1 and k > 0 else d for d in o] for o in outs]
+            out_s.append(tuple(np.asarray(o, np.int32) for o in outs))
         return np.asarray(ids, np.int32), tuple(in_s), tuple(out_s)
 
     def getFLOPS(self, netInputShape: Any = None) -> int:  # noqa: N802, N803

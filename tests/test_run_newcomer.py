@@ -36,7 +36,7 @@ def test_models_found_beside_the_checkout_without_refnet_models(models, monkeypa
     assert zoo.find("lenet-mnist").found
     monkeypatch.setenv("REFNET_MODELS", "")  # set but empty: no models folder at all
     with pytest.raises(zoo.ModelMissingError) as ei:
-        zoo.find("lenet-mnist").main_paths
+        _ = zoo.find("lenet-mnist").main_paths
     msg = str(ei.value)
     assert "REFNET_MODELS" in msg and "needs network" in msg and "refnet models fetch lenet-mnist" in msg
 
