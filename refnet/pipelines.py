@@ -429,7 +429,8 @@ def _detect(net, image, blob, outputs, pre, labels, offset, opts, data, task, de
     what = ("face" if task == "face" else "detection") + ("" if len(names) == 1 else "s")
     cmp = ">"
     if decoder == "mtcnn-pnet":
-        what = f"face proposal{'' if len(names) == 1 else 's'} (MTCNN stage 1, P-Net only: R-Net/O-Net would refine)"
+        what = (f"face proposal{'' if len(names) == 1 else 's'} (MTCNN stage 1, P-Net only: "
+                "`refnet run --zoo mtcnn` runs the whole cascade)")
         cmp = ">="
     where = "in the DetectionOutput layer " if decoder == "ssd" else ""
     lines = [f"{len(names)} {what} (score {cmp} {thr:g}, {decoder} decoder, NMS {where}{nms_thr:.3g}):"]

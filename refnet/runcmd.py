@@ -117,6 +117,8 @@ def run_command(args: Any, out: Any = None, err: Any = None) -> int:
     if len(args.image) == 1 and args.out and not Path(args.out).resolve().parent.is_dir():
         raise pipelines.PipelineError(f"cannot write {args.out}: folder {Path(args.out).parent} does not exist")
     images = image_files(args.image)
+    if args.zoo and args.zoo.strip().lower() == "mtcnn":
+        return _run_mtcnn(args, images, out)
     with tempfile.TemporaryDirectory(prefix="refnet-run-") as wd:
         rm = resolve_model(args.model, args.zoo, seeded_weights=args.seeded_weights, workdir=wd)
         for n in rm.notes:
@@ -140,6 +142,29 @@ def run_command(args: Any, out: Any = None, err: Any = None) -> int:
                 print(f"  ({SEEDED_NOTE})", file=out)
             pipelines.write_image(dest, pipelines.render(result))
             print(f"wrote {dest}", file=out)
+    return 0
+
+
+def _run_mtcnn(args: Any, images: list[str], out: Any) -> int:
+    """``refnet run --zoo mtcnn``: the P-Net, R-Net, O-Net cascade (refnet.mtcnn) on each image."""
+    import cv2
+
+    from refnet import pipelines
+    from refnet.mtcnn import load_cascade, run_cascade
+
+    if args.task not in (None, "face"):
+        raise pipelines.PipelineError(f"the MTCNN cascade finds faces; --task {args.task} does not apply")
+    cascade, _ = load_cascade()
+    for path, dest in zip(images, _out_paths(images, args.out, "face")):
+        result = run_cascade(cascade, pipelines.read_image(path), args.precision, args.threshold)
+        print(result.summary, file=out)
+        pic = pipelines.render(result)
+        for pts in result.data["landmarks"]:
+            for x, y in pts:
+                if np.isfinite(x) and np.isfinite(y):
+                    cv2.circle(pic, (int(round(x)), int(round(y))), 2, (0, 255, 0), -1, cv2.LINE_AA)
+        pipelines.write_image(dest, pic)
+        print(f"wrote {dest}", file=out)
     return 0
 
 
@@ -179,7 +204,8 @@ def add_run_parser(sub: Any) -> None:
                                    "itself (DetectionOutput/region/yolo -> detect, a softmax vector -> classify).")
     s.add_argument("model", nargs="*", metavar="MODEL_FILE",
                    help="model files (.prototxt/.caffemodel, .t7/.net, .cfg/.weights); or use --zoo")
-    s.add_argument("--zoo", metavar="NAME", help="a zoo model (`refnet models list`): files, preprocessing, labels")
+    s.add_argument("--zoo", metavar="NAME", help="a zoo model (`refnet models list`): files, preprocessing, labels; "
+                                                 "`mtcnn` runs the MTCNN cascade (det1, det2, det3)")
     s.add_argument("--seeded-weights", type=int, metavar="SEED",
                    help="run an architecture-only model (zoo status 'arch', or a prototxt/cfg given alone) with "
                         "seeded random weights, calibrated per layer; pictures say that labels are meaningless")
