@@ -157,3 +157,15 @@ def test_info_counts_cv2_flops_once_on_deep_nets(models, monkeypatch):
     cv.calls = 0
     deep = info.model_info(net, (1, 1, 28, 28), cvnet=cv)
     assert cv.calls == 1 and deep.cv2_flops_total == full.cv2_flops_total == cv.cv.getFLOPS((1, 1, 28, 28))
+
+
+@pytest.mark.parametrize("command", ["run", "generate", "bench", "info", "compare"])
+def test_every_argument_has_help(command):
+    import argparse
+
+    sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    parser = sub.choices[command]
+    missing = [a.dest for a in parser._actions if not a.help and not isinstance(a, argparse._HelpAction)]
+    assert missing == []
+    text = parser.format_help()
+    assert "--image" in text or command in ("generate", "bench", "info")
