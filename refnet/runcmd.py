@@ -112,6 +112,8 @@ def run_command(args: Any, out: Any = None, err: Any = None) -> int:
     err = err or sys.stderr
     if args.task is not None and args.task not in pipelines.TASKS:
         raise pipelines.PipelineError(f"unknown task {args.task!r}; tasks are {', '.join(pipelines.TASKS)}")
+    if args.precision not in ("float32", "float64"):
+        raise ValueError(f"--precision must be float32 or float64, got {args.precision!r}")
     if args.top_k is not None and args.top_k < 1:
         raise ValueError(f"--top-k must be >= 1, got {args.top_k}")
     if len(args.image) == 1 and args.out and not Path(args.out).resolve().parent.is_dir():
@@ -216,7 +218,7 @@ def add_run_parser(sub: Any) -> None:
     s.add_argument("--task", metavar="TASK", help=f"{', '.join(TASKS)}: what to do with the outputs (default: "
                                                   "the zoo entry's / sidecar's task, else inferred from the "
                                                   "net's output layers)")
-    s.add_argument("--precision", default="float32", choices=("float32", "float64"),
+    s.add_argument("--precision", default="float32",
                    help="float32 (fast kernels, default) or float64 (reference kernels)")
     s.add_argument("--threshold", type=float, help="detect/face: score threshold (default per decoder)")
     s.add_argument("--nms", type=float, help="detect/face: NMS IoU threshold (default per decoder)")
