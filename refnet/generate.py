@@ -280,18 +280,19 @@ def _write_enet(prefix: Path, seed: int, pre: Any, size: tuple[int, int] | None 
 
 
 # ---- Caffe / Darknet -------------------------------------------------------------------------------------
-def _write_caffe_seeded(prefix: Path, prototxt: Path, seed: int, shape: tuple[int, ...] | None, pre: Any
-                        ) -> list[Path]:
+def _write_caffe_seeded(prefix: Path, prototxt: Path, seed: int, shape: tuple[int, ...] | None, pre: Any,
+                        calibrate: bool = True) -> list[Path]:
     from refnet.archs import seeded_caffemodel
 
     proto = _ext(prefix, ".prototxt")
     shutil.copyfile(prototxt, proto)
     model = _ext(prefix, ".caffemodel")
-    model.write_bytes(seeded_caffemodel(proto, seed, shape, preprocess=pre))
+    model.write_bytes(seeded_caffemodel(proto, seed, shape, preprocess=pre, calibrate=calibrate))
     return [proto, model]
 
 
-def _write_darknet_seeded(prefix: Path, cfg: Path, seed: int, size: tuple[int, int] | None, pre: Any) -> list[Path]:
+def _write_darknet_seeded(prefix: Path, cfg: Path, seed: int, size: tuple[int, int] | None, pre: Any,
+                          calibrate: bool = True) -> list[Path]:
     import re
 
     from refnet.seeded import seeded_darknet_weights
@@ -303,7 +304,7 @@ def _write_darknet_seeded(prefix: Path, cfg: Path, seed: int, size: tuple[int, i
         text = re.sub(r"(?m)^(\s*height\s*=\s*)\d+", rf"\g<1>{size[1]}", text, count=1)
     out.write_text(text, encoding="utf-8")
     weights = _ext(prefix, ".weights")
-    weights.write_bytes(seeded_darknet_weights(out, seed, pre))
+    weights.write_bytes(seeded_darknet_weights(out, seed, pre, calibrate))
     return [out, weights]
 
 
@@ -316,9 +317,11 @@ def _labels_of(entry: Any) -> list[str] | None:
     return zoo.read_labels(entry)
 
 
-def generate(name: str, prefix: str | Path, seed: int = 0, size: tuple[int, int] | None = None) -> GeneratedModel:
+def generate(name: str, prefix: str | Path, seed: int = 0, size: tuple[int, int] | None = None, *,
+             calibrate: bool = True) -> GeneratedModel:
     """Write model ``name`` (see :func:`generator_names`) with seeded weights at ``prefix`` (a path
-    without extension) and its sidecar; ``size`` = (width, height) of the input."""
+    without extension) and its sidecar; ``size`` = (width, height) of the input. ``calibrate=False``
+    skips the per-layer calibration of Caffe and Darknet weights (shapes and counts only, faster)."""
     from refnet import archs, zoo
 
     prefix = Path(prefix)
@@ -373,9 +376,9 @@ def generate(name: str, prefix: str | Path, seed: int = 0, size: tuple[int, int]
                                 f"or run `refnet models fetch {entry.name}` (needs network)")
         if entry.framework == "caffe":
             shape = None if pre.size is None else (1, 1 if pre.gray else 3, pre.size[1], pre.size[0])
-            paths = _write_caffe_seeded(prefix, Path(arch), seed, shape, pre)
+            paths = _write_caffe_seeded(prefix, Path(arch), seed, shape, pre, calibrate)
         else:
-            paths = _write_darknet_seeded(prefix, Path(arch), seed, size, pre)
+            paths = _write_darknet_seeded(prefix, Path(arch), seed, size, pre, calibrate)
     return _done(prefix, paths, entry.framework, entry.task, pre, _labels_of(entry), entry.label_offset, entry.name,
                  seed, f"{entry.name} architecture with seeded weights: {entry.description}")
 

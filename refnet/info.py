@@ -326,7 +326,7 @@ def _info(args: Any, out: Any, seeded: int | None, shape: tuple[int, ...] | None
     from refnet.resolver import resolve_model
 
     rm = resolve_model(args.model, args.zoo, seeded_weights=seeded, zero_darknet=True, input_shape=shape,
-                       workdir=workdir)
+                       workdir=workdir, calibrate=False)  # counts need shapes, not calibrated values
     net = rm.net
     if shape is None and len(net.input_names) == 1 and not net.input_shapes.get(net.input_names[0]):
         pre = rm.entry.preprocess if rm.entry is not None else None

@@ -45,10 +45,11 @@ def _seeded_hint(name: str) -> str:
 
 def resolve_model(files: Sequence[str] = (), zoo_name: str | None = None, *, quirks: str = "none",
                   seeded_weights: int | None = None, workdir: str | None = None, zero_darknet: bool = False,
-                  input_shape: Sequence[int] | None = None) -> ResolvedModel:
+                  input_shape: Sequence[int] | None = None, calibrate: bool = True) -> ResolvedModel:
     """Load model ``files`` or zoo model ``zoo_name`` (see the module docstring). ``workdir``
     receives generated weights (a new temporary folder by default); ``zero_darknet`` loads an
-    architecture-only Darknet cfg with zero weights (shapes and counts only, ``refnet info``)."""
+    architecture-only Darknet cfg with zero weights (shapes and counts only, ``refnet info``);
+    ``calibrate=False`` skips the per-layer calibration of seeded weights (counts only)."""
     from refnet import zoo
     from refnet.pipelines import entry_for_files
 
@@ -77,9 +78,9 @@ def resolve_model(files: Sequence[str] = (), zoo_name: str | None = None, *, qui
         if entry.arch_only and seeded_weights is not None:
             from refnet.generate import generate
 
-            g = generate(entry.name, wd() / entry.name, seeded_weights, size)
-            notes.append(f"weights: seeded random (He-scaled, calibrated per layer, seed {seeded_weights})"
-                         + ("" if workdir else f", written to {g.paths[-1]}"))
+            g = generate(entry.name, wd() / entry.name, seeded_weights, size, calibrate=calibrate)
+            notes.append(f"weights: seeded random (He-scaled{', calibrated per layer' if calibrate else ''}, seed "
+                         f"{seeded_weights})" + ("" if workdir else f", written to {g.paths[-1]}"))
             return _load([str(p) for p in g.paths], g.entry.name, g.entry, zoo.read_labels(g.entry), notes, quirks)
         try:
             loc.main_paths  # noqa: B018 (raises ModelMissingError naming REFNET_MODELS and fetch)
@@ -100,7 +101,7 @@ def resolve_model(files: Sequence[str] = (), zoo_name: str | None = None, *, qui
             from refnet.seeded import seeded_darknet_weights
 
             w = out.with_name(out.name + ".weights")
-            w.write_bytes(seeded_darknet_weights(paths[0], seeded_weights, pre))
+            w.write_bytes(seeded_darknet_weights(paths[0], seeded_weights, pre, calibrate))
         else:
             from refnet.archs import seeded_caffemodel
 
@@ -108,9 +109,9 @@ def resolve_model(files: Sequence[str] = (), zoo_name: str | None = None, *, qui
             if shape is None and pre is not None and pre.size is not None:
                 shape = (1, 1 if pre.gray else 3, pre.size[1], pre.size[0])
             w = out.with_name(out.name + ".caffemodel")
-            w.write_bytes(seeded_caffemodel(paths[0], seeded_weights, shape, preprocess=pre))
-        notes.append(f"weights: seeded random (He-scaled, calibrated per layer, seed {seeded_weights})"
-                     + ("" if workdir else f", written to {w}"))
+            w.write_bytes(seeded_caffemodel(paths[0], seeded_weights, shape, preprocess=pre, calibrate=calibrate))
+        notes.append(f"weights: seeded random (He-scaled{', calibrated per layer' if calibrate else ''}, seed "
+                     f"{seeded_weights})" + ("" if workdir else f", written to {w}"))
         rm = _load([paths[0], str(w)], name, entry, labels, notes, quirks)
         rm.seeded = True
         return rm
