@@ -663,23 +663,13 @@ def entry_for_files(paths: Sequence[str | os.PathLike]) -> tuple[ModelEntry | No
 
 def resolve_model(files: Sequence[str | os.PathLike] = (), zoo_name: str | None = None,
                   ) -> tuple[Any, ModelEntry | None, list[str] | None]:
-    """Load a model from its files or a zoo name: (Net, zoo entry or None, labels or None)."""
-    import refnet
-    from refnet import zoo
+    """Load a model from its files or a zoo name: (Net, entry or None, labels or None), through
+    :func:`refnet.resolver.resolve_model` (sidecars of ``refnet generate`` included)."""
+    from refnet.resolver import resolve_model as _resolve
 
     if zoo_name and files:
         raise PipelineError("give either model files or --zoo NAME, not both")
-    if zoo_name:
-        loc = zoo.find(zoo_name)
-        net = refnet.load(*loc.main_paths)
-        return net, loc.entry, zoo.read_labels(loc.entry, loc.roots)
-    if not files:
+    if not zoo_name and not files:
         raise PipelineError("no model: give the model files (e.g. deploy.prototxt weights.caffemodel) or --zoo NAME")
-    for f in files:
-        if not Path(f).is_file():
-            raise FileNotFoundError(f"model file not found: {f}")
-    net = refnet.load(*files)
-    entry, root = entry_for_files(files)
-    labels = zoo.read_labels(entry, (root,) if root is not None else ()) if entry is not None else None
-    return net, entry, labels
-
+    rm = _resolve([str(f) for f in files], zoo_name)
+    return rm.net, rm.entry, rm.labels
