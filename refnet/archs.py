@@ -90,7 +90,7 @@ class CaffeNetBuilder:
     def write(self, prefix: str | Path) -> tuple[Path, Path]:
         """Write ``<prefix>.prototxt`` and ``<prefix>.caffemodel``; return both paths."""
         prefix = Path(prefix)
-        proto, model = prefix.with_suffix(".prototxt"), prefix.with_suffix(".caffemodel")
+        proto, model = prefix.with_name(prefix.name + ".prototxt"), prefix.with_name(prefix.name + ".caffemodel")
         proto.write_text(self.prototxt())
         write_caffemodel(model, self.weights, self.name)
         return proto, model
@@ -565,13 +565,18 @@ def _ir_params(typ: str, node, blobs: list[np.ndarray], L) -> dict[str, np.ndarr
     return out
 
 
-def seeded_caffemodel(prototxt: str | Path, seed: int = 0, input_shape: tuple[int, ...] | None = None) -> bytes:
+def seeded_caffemodel(prototxt: str | Path, seed: int = 0, input_shape: tuple[int, ...] | None = None, *,
+                      calibrate: bool = True, preprocess=None) -> bytes:
     """A V2 caffemodel (bytes) of seeded weights for an architecture-only deploy prototxt.
 
     He-scaled convolution/InnerProduct weights (std sqrt(2 / fan_in)), small biases, positive
     BatchNorm variances, Scale factors near 1; blob shapes follow Caffe's rules, with the input
     channel counts found by walking the net with refnet's shape inference (``input_shape``
-    overrides the declared input shape of a single-input net).
+    overrides the declared input shape of a single-input net). With ``calibrate`` (default) every
+    Convolution/Deconvolution/InnerProduct's weights and bias are then rescaled so that its output
+    RMS is 1 on a seeded random image (through ``preprocess``, a :class:`refnet.zoo.Preprocess`,
+    when given): :func:`refnet.seeded.calibrate_scales`. He scaling alone overflows through BN-free
+    nets such as the ResNet-10 SSD face detector.
     """
     from refnet.errors import ShapeError
     from refnet.graph import Node
@@ -610,7 +615,29 @@ def seeded_caffemodel(prototxt: str | Path, seed: int = 0, input_shape: tuple[in
         outs = registry.get(node.op, node.name).shape(node, ins)
         for t, s in zip(node.outputs, outs):
             shapes[t] = tuple(int(d) for d in s)
-    return _caffemodel_bytes([(n, weighted[n][1], final[n]) for n in placeholders if n in final], msg.get("name"))
+    layers_out = [(n, weighted[n][1], final[n]) for n in placeholders if n in final]
+    if calibrate and len(graph.inputs) == 1:
+        layers_out = _calibrated(prototxt, layers_out, shapes[graph.inputs[0]], preprocess, seed)
+    return _caffemodel_bytes(layers_out, msg.get("name"))
+
+
+def _calibrated(prototxt, layers: list[tuple[str, str, list[np.ndarray]]], shape: tuple[int, ...], preprocess,
+                seed: int) -> list[tuple[str, str, list[np.ndarray]]]:
+    """``layers`` with each Convolution/Deconvolution/InnerProduct's blobs (weights, bias) scaled by
+    :func:`refnet.seeded.calibrate_scales` on a seeded calibration blob of ``shape``."""
+    from refnet.net import Net
+    from refnet.seeded import calibrate_scales, calibration_blob
+    from refnet.weights_import.caffe import read_caffe
+
+    net = Net(read_caffe(prototxt, caffemodel_bytes=_caffemodel_bytes(layers)))
+    scales = calibrate_scales(net, calibration_blob(shape, preprocess, seed))
+    out = []
+    for name, typ, blobs in layers:
+        f = scales.get(name)
+        if f is not None and typ in ("Convolution", "Deconvolution", "InnerProduct"):
+            blobs = [(b * np.float32(f)).astype(np.float32) for b in blobs]
+        out.append((name, typ, blobs))
+    return out
 
 
 def _caffemodel_bytes(layers: list[tuple[str, str, list[np.ndarray]]], net_name: str = "") -> bytes:

@@ -429,24 +429,16 @@ def peak_rss_mb(paths: Sequence[str], shapes: Mapping[str, Sequence[int]], impl:
 
 # ---- the command ---------------------------------------------------------------------------------
 def _load(args: Any) -> tuple[Any, list[str], str]:
-    import refnet
+    """The net, its files and name, from refnet.resolver (zoo names, sidecars, --seeded-weights)."""
+    from refnet.resolver import resolve_model
 
-    if args.zoo:
-        from refnet import zoo
-
-        loc = zoo.find(args.zoo)
-        if loc.entry.arch_only and loc.status != "found":
-            raise RefnetError(f"{args.zoo} is architecture only (no weights here): pass the prototxt and a "
-                              "caffemodel with seeded random weights (tests/writers/caffe_writer.py writes one)")
-        paths = [str(p) for p in loc.main_paths]
-        net = refnet.load(*paths)
-        return net, paths, loc.entry.name
-    if not args.model:
-        raise RefnetError("give model files or --zoo NAME")
-    for p in args.model:
-        if not Path(p).exists():
-            raise FileNotFoundError(f"no such file: {p}")
-    return refnet.load(*args.model), list(args.model), Path(args.model[0]).name
+    rm = resolve_model(args.model, args.zoo, seeded_weights=getattr(args, "seeded_weights", None),
+                       workdir=getattr(args, "workdir", None))
+    for n in rm.notes:
+        print(f"note: {n}", file=sys.stderr)
+    if rm.entry is not None and not args.input_size and rm.entry.preprocess.size:
+        args.input_size = list(rm.entry.preprocess.size)  # a sidecar's / zoo entry's input size
+    return rm.net, rm.paths, rm.name
 
 
 def _zoo_size(args: Any) -> tuple[int, int] | None:
@@ -479,6 +471,14 @@ def _threads_arg(v: Any) -> int | str:
 
 def bench_command(args: Any, out: Any = None) -> int:
     """``refnet bench``: print (and optionally write as JSON) refnet vs cv2.dnn."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="refnet-bench-") as wd:  # --seeded-weights files live here
+        args.workdir = wd
+        return _bench_command(args, out)
+
+
+def _bench_command(args: Any, out: Any = None) -> int:
     out = out or sys.stdout
     threads = _threads_arg(args.threads)
     if args.batch < 1 or args.repeat < 1 or (args.blas_threads or 1) < 1:
@@ -518,7 +518,9 @@ def add_bench_parser(sub: Any) -> None:
                                    "alternating runs with one thread count for numba, BLAS and cv2.")
     s.add_argument("model", nargs="*", metavar="MODEL_FILE",
                    help="model files (.prototxt/.caffemodel, .t7/.net, .cfg/.weights); or use --zoo")
-    s.add_argument("--zoo", metavar="NAME", help="a zoo model with weights on disk")
+    s.add_argument("--zoo", metavar="NAME", help="a zoo model (architecture-only ones with --seeded-weights)")
+    s.add_argument("--seeded-weights", type=int, metavar="SEED",
+                   help="time an architecture-only model with seeded random weights (written to a temporary folder)")
     s.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
     s.add_argument("--threads", default="1", metavar="N|auto",
                    help="threads for numba, BLAS and cv2 (default 1); auto: each engine's default")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from refnet.errors import RefnetError
 
@@ -135,74 +134,11 @@ def _add_models_parser(sub: argparse._SubParsersAction) -> None:
     m.set_defaults(func=_cmd_models_fetch)
 
 
-# ---- refnet run: task pipelines (refnet.pipelines) -------------------------------------------
-def _cmd_run(args: argparse.Namespace) -> int:
-    import dataclasses
-
-    from refnet import pipelines
-
-    if args.task is not None and args.task not in pipelines.TASKS:
-        raise pipelines.PipelineError(f"unknown task {args.task!r}; tasks are {', '.join(pipelines.TASKS)}")
-    if args.precision not in ("float32", "float64"):
-        raise ValueError(f"--precision must be float32 or float64, got {args.precision!r}")
-    if args.top_k is not None and args.top_k < 1:
-        raise ValueError(f"--top-k must be >= 1, got {args.top_k}")
-    if args.out and not Path(args.out).resolve().parent.is_dir():
-        raise pipelines.PipelineError(f"cannot write {args.out}: folder {Path(args.out).parent} does not exist")
-    if args.task is None and args.model and not args.zoo and pipelines.entry_for_files(args.model)[0] is None:
-        raise pipelines.PipelineError(f"{' '.join(args.model)} is not a zoo model: say what to do with --task "
-                                      f"({', '.join(pipelines.TASKS)})")
-    image = pipelines.read_image(args.image)
-    net, entry, labels = pipelines.resolve_model(args.model, args.zoo)
-    task = args.task or entry.task
-    opts: dict = {}
-    if args.threshold is not None:
-        opts["threshold"] = args.threshold
-    if args.nms is not None:
-        opts["nms_threshold"] = args.nms
-    if args.top_k is not None:
-        opts["top_k"] = args.top_k
-    if args.size:
-        opts["size"] = tuple(args.size)
-    if args.scale is not None or args.mean is not None or args.rgb:
-        pre = entry.preprocess if entry is not None else pipelines.default_preprocess(net, task)
-        change: dict = {}
-        if args.scale is not None:
-            change["scale"] = args.scale
-        if args.mean is not None:
-            change["mean"] = tuple(args.mean) * 3 if len(args.mean) == 1 else tuple(args.mean)
-        if args.rgb:
-            change["swap_rb"] = True
-        opts["preprocess"] = dataclasses.replace(pre, **change)
-    result = pipelines.run_task(net, image, task, entry=entry, labels=args.labels or labels,
-                                precision=args.precision, **opts)
-    print(result.summary)
-    out = Path(args.out) if args.out else Path(f"{Path(args.image).stem}_{task}.png")
-    pipelines.write_image(out, pipelines.render(result))
-    print(f"wrote {out}")
-    return 0
-
-
+# ---- refnet run: task pipelines (refnet.pipelines; parser and handler in refnet.runcmd) ----------
 def _add_run_parser(sub: argparse._SubParsersAction) -> None:
-    s = sub.add_parser("run", help="run a task (classify, detect, face, segment, stylize) on an image; write a PNG",
-                       description="Run a model on an image with a task's pre- and post-processing, print the "
-                                   "result (top-5, detections, class fractions) and write a picture of it.")
-    s.add_argument("model", nargs="*", metavar="MODEL_FILE",
-                   help="model files (.prototxt/.caffemodel, .t7/.net, .cfg/.weights); or use --zoo")
-    s.add_argument("--zoo", metavar="NAME", help="a zoo model (`refnet models list`): files, preprocessing, labels")
-    s.add_argument("--image", required=True, help="input image (any format OpenCV reads)")
-    s.add_argument("-o", "--out", metavar="OUT.png", help="picture to write (default: <image stem>_<task>.png)")
-    s.add_argument("--task", help="classify, detect, face, segment or stylize (default: the zoo entry's task)")
-    s.add_argument("--precision", default="float32", help="float32 (fast kernels, default) or float64 (reference)")
-    s.add_argument("--threshold", type=float, help="detect/face: score threshold (default per decoder)")
-    s.add_argument("--nms", type=float, help="detect/face: NMS IoU threshold (default per decoder)")
-    s.add_argument("--top-k", type=int, help="classify: how many classes to list (default 5)")
-    s.add_argument("--labels", metavar="FILE", help="class names, one per line (default: the zoo entry's)")
-    s.add_argument("--size", type=int, nargs=2, metavar=("W", "H"), help="blob width and height")
-    s.add_argument("--scale", type=float, help="blob scale factor (default: the zoo's; else 1, Darknet 1/255)")
-    s.add_argument("--mean", type=float, nargs="+", metavar="M", help="mean to subtract (one value or one per channel)")
-    s.add_argument("--rgb", action="store_true", help="swap B and R before the mean (blobFromImage swapRB)")
-    s.set_defaults(func=_cmd_run)
+    from refnet.runcmd import add_run_parser
+
+    add_run_parser(sub)
 
 
 # ---- refnet bench: refnet vs cv2.dnn latency (refnet.bench) ------------------------------------
@@ -212,36 +148,11 @@ def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
     add_bench_parser(sub)
 
 
-# ---- refnet generate: write a built-in architecture (refnet.archs) with seeded weights -----------
-def _cmd_generate(args: argparse.Namespace) -> int:
-    from refnet import archs
-
-    if args.name not in archs.BUILTINS:
-        raise ValueError(f"unknown architecture {args.name!r}; built-ins are {', '.join(archs.BUILTINS)}")
-    task, make = archs.BUILTINS[args.name]
-    prefix = Path(args.out)
-    if not prefix.resolve().parent.is_dir():
-        raise FileNotFoundError(f"folder {prefix.parent} does not exist")
-    kwargs = {"seed": args.seed}
-    if args.size:
-        kwargs["input_hw"] = (args.size[1], args.size[0])
-    proto, model = make(**kwargs).write(prefix)
-    print(f"wrote {proto} and {model} ({args.name}, task {task}, seed {args.seed})")
-    print(f"try: refnet run {proto} {model} --task {task} --image IMG   or   refnet compare {proto} {model} --random")
-    return 0
-
-
+# ---- refnet generate: seeded-weight models + sidecars (parser and handler in refnet.generate) -------
 def _add_generate_parser(sub: argparse._SubParsersAction) -> None:
-    s = sub.add_parser("generate", help="write a built-in architecture (Caffe files, seeded He-scaled weights)",
-                       description="Write one of refnet's generated architectures (mobilenet-ssd, googlenet, "
-                                   "deeplab-v3plus; faster-rcnn-vgg16 and rfcn-resnet50 from OpenCV's "
-                                   "prototxts in $REFNET_MODELS) as <OUT>.prototxt + <OUT>.caffemodel with "
-                                   "seeded weights.")
-    s.add_argument("name", help="mobilenet-ssd, googlenet, deeplab-v3plus, faster-rcnn-vgg16 or rfcn-resnet50")
-    s.add_argument("--out", required=True, metavar="PREFIX", help="output path without extension")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--size", type=int, nargs=2, metavar=("W", "H"), help="input width and height")
-    s.set_defaults(func=_cmd_generate)
+    from refnet.generate import add_generate_parser
+
+    add_generate_parser(sub)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,9 +11,14 @@ numbers come from refnet's own parsers and kernels. Two knobs that cv2 does not 
 
 from __future__ import annotations
 
+import functools
 import os
+import sys
 import time
-from collections.abc import Sequence
+import types
+import warnings
+import weakref
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +35,10 @@ __all__ = [
     "blobFromImage",
     "blobFromImages",
     "NMSBoxes",
+    "NMSBoxesBatched",
+    "imagesFromBlob",
+    "Layer",
+    "cv2_error",
     "DNN_BACKEND_DEFAULT",
     "DNN_BACKEND_OPENCV",
     "DNN_TARGET_CPU",
@@ -63,6 +72,100 @@ quirks: str = "none"  # module-wide default semantics for the readers ("none" or
 PathLike = str | os.PathLike
 
 
+
+# ---- errors that are also cv2.error ---------------------------------------------------------------
+_CV2_FLAVOURS: dict[type, type] = {}
+_STS_ERROR = -2  # cv::Error::StsError, the code cv2 gives most dnn errors
+
+
+def cv2_error(e: BaseException) -> BaseException:
+    """``e`` as an instance of a subclass of both its own type and ``cv2.error`` (so ``except
+    cv2.error`` and ``except RefnetError``/``KeyError``/... both catch it), with cv2.error's
+    attributes ``code``, ``err``, ``msg``, ``func``, ``file``, ``line`` (where the error has no
+    field of that name already: ModelFormatError keeps its own ``file``/``line``). Without cv2, ``e``."""
+    try:
+        import cv2
+    except ImportError:  # pragma: no cover (cv2 is a dependency)
+        return e
+    if isinstance(e, cv2.error):
+        return e
+    cls = type(e)
+    flavour = _CV2_FLAVOURS.get(cls)
+    if flavour is None:
+        flavour = type(cls.__name__, (cls, cv2.error), {"__module__": cls.__module__,
+                                                         "__doc__": f"{cls.__name__}, also a cv2.error"})
+        _CV2_FLAVOURS[cls] = flavour
+    try:
+        e.__class__ = flavour  # refnet's own errors: the same object, keeping its fields
+        out = e
+    except TypeError:  # builtin exception types cannot change class: a new instance with the same args
+        if isinstance(e, OSError) and e.filename is not None:
+            out = flavour(e.errno, e.strerror, e.filename)
+        else:
+            out = flavour(*e.args)
+        out.__traceback__ = e.__traceback__
+    msg = str(e)
+    for k, v in (("code", _STS_ERROR), ("err", msg), ("msg", msg), ("func", ""), ("file", ""), ("line", 0)):
+        if k not in vars(out):  # a refnet error's own fields (ModelFormatError.file/line) win
+            setattr(out, k, v)
+    return out
+
+
+def _cv2_errors(fn: Callable) -> Callable:
+    """Re-raise user-facing errors of ``fn`` as :func:`cv2_error` instances."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (RefnetError, KeyError, ValueError, TypeError, OSError, IndexError) as e:
+            raise cv2_error(e) from None
+
+    return wrapper
+
+
+# cv2.dnn layer type names of refnet's IR ops (getLayer(...).type, getLayerTypes())
+_CV2_TYPES = {
+    "conv": "Convolution", "deconv": "Deconvolution", "linear": "InnerProduct", "max_pool": "Pooling",
+    "avg_pool": "Pooling", "relu": "ReLU", "relu6": "ReLU6", "prelu": "PReLU", "elu": "ELU", "tanh": "TanH",
+    "sigmoid": "Sigmoid", "softmax": "Softmax", "log_softmax": "Softmax", "batch_norm": "BatchNorm",
+    "scale": "Scale", "bias": "Bias", "concat": "Concat", "eltwise": "Eltwise", "flatten": "Flatten",
+    "reshape": "Reshape", "permute": "Permute", "prior_box": "PriorBox", "detection_output": "DetectionOutput",
+    "normalize": "Normalize", "lrn": "LRN", "dropout": "Dropout", "identity": "Identity", "region": "Region",
+    "yolo": "Region", "reorg": "Reorg", "resize": "Resize", "interp": "Interp", "slice": "Slice", "split": "Split",
+    "power": "Power", "crop": "Crop", "pad": "Padding", "shuffle_channel": "ShuffleChannel", "mvn": "MVN",
+    "abs": "AbsVal", "bnll": "BNLL", "exp": "Exp", "log": "Log", "shortcut": "Eltwise", "route": "Concat",
+}
+
+
+def _cv2_type(op: str) -> str:
+    return _CV2_TYPES.get(op, "".join(w.capitalize() for w in op.split("_")))
+
+
+class Layer:
+    """cv2.dnn.Layer look-alike from :meth:`Net.getLayer`: ``name``, ``type`` (cv2's type name),
+    ``blobs`` (the learned arrays, float32, a 1-D bias shaped as cv2 shows it: (1, n) for
+    InnerProduct, else (n, 1)),
+    ``outputNameToIndex(name)``."""
+
+    def __init__(self, name: str, type: str, blobs: list[np.ndarray], outputs: Sequence[str] = ()) -> None:
+        self.name = name
+        self.type = type
+        self.blobs = blobs
+        self.preferableTarget = DNN_TARGET_CPU
+        self._outputs = tuple(outputs)
+
+    def outputNameToIndex(self, outputName: str) -> int:  # noqa: N802, N803
+        """Index of the layer's output called ``outputName`` (its first output answers to the
+        layer name too); -1 when it has none."""
+        if outputName in self._outputs:
+            return self._outputs.index(outputName)
+        return 0 if outputName == self.name else -1
+
+    def __repr__(self) -> str:
+        return f"<refnet.dnn.Layer {self.name!r} type {self.type!r}>"
+
+
 class Net:
     """cv2.dnn.Net look-alike wrapping a :class:`refnet.Net` (``Net()`` is an empty net, as in cv2).
 
@@ -74,6 +177,9 @@ class Net:
         self.net = net
         self.precision = precision
         self._inputs: dict[str, np.ndarray] = {}
+        self._input_shapes: dict[str, tuple[int, ...]] = {}
+        self._quirks = quirks  # the semantics the model was read with
+        self._missing_weights: str = ""  # a prototxt read without its caffemodel: what forward lacks
         self._last_seconds = 0.0
         self.backend = DNN_BACKEND_DEFAULT
         self.target = DNN_TARGET_CPU
@@ -124,6 +230,8 @@ class Net:
         """Run the net. ``None``/``""``: the last layer's output (cv2's rule); a name: that layer's
         (first) output array; a list/tuple of names: a tuple of arrays in that order."""
         self._need()
+        if self._missing_weights:
+            raise RefnetError(self._missing_weights)
         missing = [k for k in self.net.input_names if k not in self._inputs]
         if missing:
             raise RefnetError(f"forward: call setInput() first; input(s) {missing} have no blob")
@@ -162,6 +270,94 @@ class Net:
         frequency on Linux); refnet does not time layers, so the per-layer array is empty."""
         return int(self._last_seconds * 1e9), np.zeros((0, 1), dtype=np.float64)
 
+    def getLayer(self, layerId: int | str) -> Layer:  # noqa: N802, N803
+        """The layer with cv2's 1-based id or name (0 is cv2's hidden input layer ``_input``)."""
+        self._need()
+        if isinstance(layerId, (int, np.integer)) and not isinstance(layerId, bool):
+            i = int(layerId)
+            if i == 0:
+                return Layer("_input", "", [], tuple(self.net.input_names))  # cv2: an empty type here
+            names = self.getLayerNames()
+            if not 0 < i <= len(names):
+                raise IndexError(f"getLayer: no layer with id {i} (ids are 0..{len(names)})")
+            name = names[i - 1]
+        else:
+            name = str(layerId)
+        try:
+            node = self.net.graph.node(name)
+        except KeyError:
+            raise KeyError(f"getLayer: no layer named {name!r}") from None
+        darknet = self.net.graph.framework == "darknet"
+        order = ("mean", "var", "weight", "bias") if node.op == "batch_norm" and darknet else (
+            "weight", "bias", "mean", "var", "slope", "scale")
+        blobs = [np.asarray(node.params[k], np.float32) for k in order if node.params.get(k) is not None]
+        if node.op in ("region", "yolo") and node.attrs.get("anchors"):  # cv2 keeps the anchors as a blob
+            blobs.append(np.asarray(node.attrs["anchors"], np.float32))
+        # cv2 keeps 1-D blobs as (1, n) rows for InnerProduct and Darknet layers, as (n, 1) columns otherwise
+        row = node.op == "linear" or darknet
+        blobs = [(b.reshape(1, -1) if row else b.reshape(-1, 1)) if b.ndim == 1 else b for b in blobs]
+        return Layer(name, self._type(node.op), blobs, node.outputs)
+
+    def _type(self, op: str) -> str:
+        if op == "identity" and self.net.graph.framework == "caffe":
+            return "Dropout"  # Caffe's only identity layer at inference (cv2 keeps its type name)
+        return _cv2_type(op)
+
+    def getLayerTypes(self) -> tuple[str, ...]:  # noqa: N802
+        """The distinct cv2 layer type names in the net, sorted (with cv2's ``__NetInputLayer__``)."""
+        if self.net is None:
+            return ()
+        return tuple(sorted({self._type(n.op) for n in self.net.graph.nodes} | {"__NetInputLayer__"}))
+
+    def setInputShape(self, inputName: str, shape: Sequence[int]) -> None:  # noqa: N802, N803
+        """Declare the shape of input ``inputName`` (used by getLayersShapes/getFLOPS without a shape)."""
+        self._need()
+        if inputName not in self.net.input_names:
+            raise KeyError(f"setInputShape: the net has no input {inputName!r}; its inputs are "
+                           f"{list(self.net.input_names)}")
+        self._input_shapes[inputName] = tuple(int(d) for d in shape)
+
+    def _shape_map(self, netInputShape: Sequence[int] | Sequence[Sequence[int]] | None  # noqa: N803
+                   ) -> dict[str, tuple[int, ...]]:
+        ins = list(self.net.input_names)
+        if netInputShape is None or len(netInputShape) == 0:
+            shapes = {k: self._input_shapes.get(k) or self.net.input_shapes.get(k) for k in ins}
+        elif isinstance(netInputShape[0], (int, np.integer)):
+            shapes = {ins[0]: tuple(int(d) for d in netInputShape)}  # type: ignore[union-attr]
+        else:
+            shapes = {k: tuple(int(d) for d in s) for k, s in zip(ins, netInputShape)}  # type: ignore[union-attr]
+        missing = [k for k in ins if not shapes.get(k)]
+        if missing:
+            raise ShapeError(f"the shape of input(s) {missing} is not known: pass netInputShape or call setInputShape")
+        return shapes  # type: ignore[return-value]
+
+    def getLayersShapes(self, netInputShape: Any = None) -> tuple[np.ndarray, tuple, tuple]:  # noqa: N802, N803
+        """(layer ids, input shapes per layer, output shapes per layer) for ``netInputShape`` as
+        cv2 returns them: ids 0 (the input layer) .. n as an int32 array, each shape an int32 array."""
+        self._need()
+        shapes = dict(self.net.infer_shapes(self._shape_map(netInputShape)))
+        ins = tuple(np.asarray(shapes[k], np.int32) for k in self.net.input_names)
+        ids, in_s, out_s = [0], [ins], [ins]
+        for i, name in enumerate(self.getLayerNames(), 1):
+            node = self.net.graph.node(name)
+            ids.append(i)
+            in_s.append(tuple(np.asarray(shapes[t], np.int32) for t in node.inputs))
+            outs = [list(shapes[t]) for t in node.outputs]
+            if node.op == "detection_output":  # data-dependent rows: cv2 reports its upper bound keep_top_k
+                k = int(node.attrs.get("keep_top_k", -1))
+                outs = [[k if d == -1 and k > 0 else d for d in o] for o in outs]
+            out_s.append(tuple(np.asarray(o, np.int32) for o in outs))
+        return np.asarray(ids, np.int32), tuple(in_s), tuple(out_s)
+
+    def getFLOPS(self, netInputShape: Any = None) -> int:  # noqa: N802, N803
+        """FLOPs of one forward pass as refnet counts them: 2 x multiply-adds, grouped
+        convolutions per group (cv2's getFLOPS ignores ``group`` and adds one per output for
+        the bias, so it is higher; `refnet info` shows both, docs/cv2-deviations.md)."""
+        from refnet.info import model_info
+
+        self._need()
+        return 2 * model_info(self.net, self._shape_map(netInputShape), cv2_flops=False).total_macs
+
     # ---- helpers -------------------------------------------------------------------------------------------
     def _need(self) -> None:
         if self.empty():
@@ -179,11 +375,45 @@ def _opt(p: PathLike | None) -> PathLike | None:
     return None if p is None or str(p) == "" else p
 
 
+def _read(net: Any) -> Net:
+    out = Net(net)
+    _READ.add(out)
+    return out
+
+
 def readNetFromCaffe(prototxt: PathLike, caffeModel: PathLike | None = None) -> Net:  # noqa: N802, N803
-    """Caffe deploy .prototxt (+ optional .caffemodel), read by refnet's own parser."""
+    """Caffe deploy .prototxt (+ optional .caffemodel), read by refnet's own parser. A prototxt
+    alone loads as in cv2 (layer names, types and shapes work); ``forward`` then says which
+    layers have no weights."""
     from refnet.net import load_caffe
 
-    return Net(load_caffe(_opt(prototxt), _opt(caffeModel), quirks=quirks))
+    if _opt(caffeModel) is not None:
+        return _read(load_caffe(_opt(prototxt), _opt(caffeModel), quirks=quirks))
+    try:
+        return _read(load_caffe(_opt(prototxt), None, quirks=quirks))
+    except RefnetError as e:
+        if "has no weights" not in str(e):
+            raise
+    return _architecture_only(prototxt)
+
+
+def _architecture_only(prototxt: PathLike) -> Net:
+    """A Net of ``prototxt`` with placeholder (all-ones, shape-only) weights whose forward refuses."""
+    from refnet.archs import _V1_WEIGHTED, _WEIGHTED, _caffemodel_bytes, _placeholder_blobs
+    from refnet.net import Net as RefNet
+    from refnet.weights_import.caffe import parse_net_text, read_caffe
+
+    msg = parse_net_text(Path(prototxt).read_bytes(), file=str(prototxt))
+    layers = [(L, L.get("type")) for L in msg.get("layer")] + [
+        (L, _V1_WEIGHTED.get(L.get("type"), str(L.get("type")))) for L in msg.get("layers")]
+    ph = [(L.get("name"), t, _placeholder_blobs(t, L)) for L, t in layers if t in _WEIGHTED]
+    net = _read(RefNet(read_caffe(prototxt, caffemodel_bytes=_caffemodel_bytes(ph), quirks=quirks)))
+    names = [n for n, _, _ in ph]
+    listed = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+    net._missing_weights = (f"forward: the net was read from {prototxt} alone, without its .caffemodel, so layers "
+                            f"{listed} have no weights (cv2.dnn fails the same way: 'Assertion failed "
+                            "!blobs.empty()'); pass the weights: readNetFromCaffe(prototxt, caffeModel)")
+    return net
 
 
 def readNetFromTorch(model: PathLike, isBinary: bool = True, evaluate: bool = True) -> Net:  # noqa: N802, N803
@@ -191,14 +421,14 @@ def readNetFromTorch(model: PathLike, isBinary: bool = True, evaluate: bool = Tr
     accepted, and the net is always in evaluation mode (cv2's ``evaluate=True``)."""
     from refnet.net import load_torch
 
-    return Net(load_torch(model, quirks=quirks))
+    return _read(load_torch(model, quirks=quirks))
 
 
 def readNetFromDarknet(cfgFile: PathLike, darknetModel: PathLike | None = None) -> Net:  # noqa: N802, N803
     """Darknet .cfg (+ optional .weights)."""
     from refnet.net import load_darknet
 
-    return Net(load_darknet(cfgFile, _opt(darknetModel), quirks=quirks))
+    return _read(load_darknet(cfgFile, _opt(darknetModel), quirks=quirks))
 
 
 def readNet(model: PathLike, config: PathLike = "", framework: str = "") -> Net:  # noqa: N802
@@ -290,3 +520,68 @@ def NMSBoxes(bboxes: Sequence[Sequence[float]] | np.ndarray, scores: Sequence[fl
     keep = nms(xyxy, s, float(nms_threshold), float(score_threshold), int(top_k) if top_k > 0 else None,
                float(eta))
     return np.asarray(keep, dtype=np.int32) if len(keep) else ()
+
+
+def NMSBoxesBatched(bboxes: Sequence[Sequence[float]] | np.ndarray, scores: Sequence[float] | np.ndarray,  # noqa: N802
+                    class_ids: Sequence[int] | np.ndarray, score_threshold: float, nms_threshold: float,
+                    eta: float = 1.0, top_k: int = 0) -> Any:
+    """cv2.dnn.NMSBoxesBatched: NMS within each class only. As cv2 does it: every box is moved by
+    ``class_id * (max_coordinate + 1)`` (the largest x, y, x + w or y + h of all boxes) along x
+    and y, so boxes of different classes cannot overlap, then :func:`NMSBoxes` runs once."""
+    b = np.asarray(bboxes, dtype=np.float64)
+    ids = np.asarray(class_ids)
+    if b.size == 0 and np.asarray(scores).size == 0 and ids.size == 0:
+        return ()
+    if b.ndim != 2 or b.shape[1] != 4:
+        raise ShapeError("NMSBoxesBatched: bboxes must be N boxes (x, y, w, h)", expected="(N, 4)", got=b.shape)
+    if ids.ndim != 1 or len(ids) != len(b):
+        raise ShapeError("NMSBoxesBatched: one class id per box", expected=(len(b),), got=ids.shape)
+    top = max(0.0, float(np.max(np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], axis=1))))
+    off = ids.astype(np.float64) * (top + 1.0)
+    moved = b.copy()
+    moved[:, 0] += off
+    moved[:, 1] += off
+    return NMSBoxes(moved, scores, score_threshold, nms_threshold, eta, top_k)
+
+
+def imagesFromBlob(blob_: np.ndarray) -> tuple[np.ndarray, ...]:  # noqa: N802
+    """cv2.dnn.imagesFromBlob: an NxCxHxW blob back to N HxWxC float32 images (no mean or scale undone)."""
+    a = np.asarray(blob_)
+    if a.ndim != 4:
+        raise ShapeError("imagesFromBlob: the blob must be 4-D", expected="(N, C, H, W)", got=a.shape)
+    return tuple(np.ascontiguousarray(a[i].transpose(1, 2, 0), dtype=np.float32) for i in range(a.shape[0]))
+
+
+# ---- every public function and Net method raises errors that are also cv2.error ------------------------
+for _n in ("readNet", "readNetFromCaffe", "readNetFromTorch", "readNetFromDarknet", "blobFromImage",
+           "blobFromImages", "NMSBoxes", "NMSBoxesBatched", "imagesFromBlob"):
+    globals()[_n] = _cv2_errors(globals()[_n])
+for _n, _f in list(vars(Net).items()):
+    if callable(_f) and not _n.startswith("_"):
+        setattr(Net, _n, _cv2_errors(_f))
+for _n, _f in list(vars(Layer).items()):
+    if callable(_f) and not _n.startswith("_"):
+        setattr(Layer, _n, _cv2_errors(_f))
+
+# ---- `dnn.quirks = ...` after a read: say that it does not change the nets already read ------------------
+_READ: weakref.WeakSet = weakref.WeakSet()
+
+
+class _DnnModule(types.ModuleType):
+    """This module's class: assigning ``quirks`` warns when nets read with other quirks are alive."""
+
+    @property
+    def quirks(self) -> str:
+        return self.__dict__["quirks"]
+
+    @quirks.setter
+    def quirks(self, value: str) -> None:
+        stale = [n for n in list(_READ) if n._quirks != value]
+        if stale:
+            warnings.warn(f"dnn.quirks = {value!r} has no effect on the {len(stale)} net(s) already read with quirks "
+                          f"{stale[0]._quirks!r}: quirks are applied when a model is read; read it again",
+                          UserWarning, stacklevel=2)
+        self.__dict__["quirks"] = value
+
+
+sys.modules[__name__].__class__ = _DnnModule

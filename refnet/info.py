@@ -223,6 +223,9 @@ def _si(v: float) -> str:
     return f"{v:.3g} "
 
 
+PER_LAYER_CV2_LIMIT = 1000  # deeper nets get cv2's total only (one getFLOPS call)
+
+
 def _cv2_flops(net: Net, shapes: Mapping[str, Shape], cvnet: Any = None) -> tuple[dict[str, int], int | None, str]:
     """cv2 getFLOPS per layer name and in total for ``shapes`` (({}, None, why) when cv2 cannot)."""
     try:
@@ -230,15 +233,20 @@ def _cv2_flops(net: Net, shapes: Mapping[str, Shape], cvnet: Any = None) -> tupl
 
         from refnet.crosscheck.backends import cv2_net_for
 
+        ins = [list(shapes.get(k) or ()) for k in net.input_names]
+        if not ins or any(not s or min(s) <= 0 for s in ins):  # cv2's getFLOPS(()) segfaults
+            return {}, None, "the net has no input of known shape"
         cv = cvnet if cvnet is not None else cv2_net_for(net)
-        ins = [list(shapes[k]) for k in net.input_names]
         arg = ins[0] if len(ins) == 1 else ins
         total = int(cv.getFLOPS(arg))
         per = {}
-        for name in net.layer_names:
-            lid = cv.getLayerId(name)
-            if lid >= 0:
-                per[name] = int(cv.getFLOPS(lid, arg))
+        # cv2's per-layer getFLOPS recomputes every layer's shape on each call (quadratic in depth):
+        # deeper nets get cv2's total only, from one call
+        if len(net.layer_names) <= PER_LAYER_CV2_LIMIT:
+            for name in net.layer_names:
+                lid = cv.getLayerId(name)
+                if lid >= 0:
+                    per[name] = int(cv.getFLOPS(lid, arg))
         return per, total, ""
     except (cv2.error, ValueError, ImportError) as e:  # type: ignore[union-attr]
         msg = str(e).strip().splitlines()
@@ -314,11 +322,11 @@ def _info(args: Any, out: Any, seeded: int | None, shape: tuple[int, ...] | None
     import json
     from pathlib import Path
 
-    from refnet.crosscheck.cli import resolve_model
     from refnet.errors import ShapeError
+    from refnet.resolver import resolve_model
 
     rm = resolve_model(args.model, args.zoo, seeded_weights=seeded, zero_darknet=True, input_shape=shape,
-                       workdir=workdir)
+                       workdir=workdir, calibrate=False)  # counts need shapes, not calibrated values
     net = rm.net
     if shape is None and len(net.input_names) == 1 and not net.input_shapes.get(net.input_names[0]):
         pre = rm.entry.preprocess if rm.entry is not None else None

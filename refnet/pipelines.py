@@ -99,6 +99,15 @@ class TaskResult:
     data: dict[str, Any] = field(default_factory=dict)
     summary: str = ""
 
+    def __repr__(self) -> str:  # the dataclass repr would print every array in full
+        head = self.summary.splitlines()[0] if self.summary else self.task
+        n = {"classify": len(self.data.get("top", ())), "detect": len(self.data.get("boxes", ())),
+             "face": len(self.data.get("boxes", ())), "segment": len(self.data.get("fractions", {}))}.get(self.task)
+        what = {"classify": "classes", "detect": "detections", "face": "faces", "segment": "classes present"}
+        extra = f", {n} {what[self.task]}" if n is not None else ""
+        return (f"<TaskResult {self.task}{extra}; image {self.image.shape[1]}x{self.image.shape[0]}, blob "
+                f"{tuple(self.blob.shape)}{', seeded weights' if self.data.get('seeded') else ''}: {head!r}>")
+
 
 # ---- inputs -----------------------------------------------------------------------------------------
 def _check_image(image: object) -> np.ndarray:
@@ -441,7 +450,8 @@ def _detect(net, image, blob, outputs, pre, labels, offset, opts, data, task, de
     what = ("face" if task == "face" else "detection") + ("" if len(names) == 1 else "s")
     cmp = ">"
     if decoder == "mtcnn-pnet":
-        what = f"face proposal{'' if len(names) == 1 else 's'} (MTCNN stage 1, P-Net only: R-Net/O-Net would refine)"
+        what = (f"face proposal{'' if len(names) == 1 else 's'} (MTCNN stage 1, P-Net only: "
+                "`refnet run --zoo mtcnn` runs the whole cascade)")
         cmp = ">="
     where = "in the DetectionOutput layer " if decoder in ("ssd", "frcnn") else ""
     lines = [f"{len(names)} {what} (score {cmp} {thr:g}, {decoder} decoder, NMS {where}{nms_thr:.3g}):"]
@@ -509,6 +519,9 @@ def run_task(net: Any, image_bgr: np.ndarray, task: str, *, entry: ModelEntry | 
     if precision not in ("float32", "float64"):
         raise ValueError(f"precision must be 'float32' or 'float64', got {precision!r}")
     image = _check_image(image_bgr)
+    from refnet.taskcheck import check_task
+
+    check_task(net, task, entry)  # e.g. classify on a YOLO net: a clear error instead of nonsense
     pre = opts.get("preprocess") or (entry.preprocess if entry is not None else default_preprocess(net, task))
     if not isinstance(pre, Preprocess):
         raise TypeError(f"preprocess must be a refnet.zoo.Preprocess, got {type(pre).__name__}")
@@ -524,7 +537,8 @@ def run_task(net: Any, image_bgr: np.ndarray, task: str, *, entry: ModelEntry | 
     names = _resolve_labels(labels, entry)
     offset = int(opts.get("label_offset", entry.label_offset if entry is not None else 0))
     model = entry.name if entry is not None else Path(getattr(net.graph, "source", "") or "model").name
-    data: dict[str, Any] = {"model": model, "precision": precision, "preprocess": pre, "label_offset": offset}
+    data: dict[str, Any] = {"model": model, "precision": precision, "preprocess": pre, "label_offset": offset,
+                            "seeded": bool(getattr(entry, "seeded", False))}
 
     if task in ("detect", "face"):
         decoder, heads = _detect_decoder(net)
@@ -569,6 +583,17 @@ def _panel_height(n_rows: int, scale: float) -> int:
 
 
 def render(result: TaskResult) -> np.ndarray:
+    """The picture of a result (see :func:`_render`); with seeded random weights
+    (``result.data["seeded"]``) a banner on top says that its labels are meaningless."""
+    pic = _render(result)
+    if result.data.get("seeded"):
+        from refnet.runcmd import seeded_banner
+
+        pic = seeded_banner(pic)
+    return pic
+
+
+def _render(result: TaskResult) -> np.ndarray:
     """The picture of a result (BGR uint8): detect/face -> boxes with labels and scores on the image
     (image size); classify -> the image (enlarged when its shorter side is < 256 px) with a top-k legend
     panel on its right; segment -> the class colours blended over the image plus a legend of the classes
@@ -636,10 +661,17 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:
 
 
 def entry_for_files(paths: Sequence[str | os.PathLike]) -> tuple[ModelEntry | None, Path | None]:
-    """The zoo entry whose architecture file the given ``paths`` include (matched by its relative path
-    at the end of a given path), and the models root it sits in; (None, None) when none matches."""
+    """The entry describing model files ``paths``: the sidecar of a model written by ``refnet generate``
+    (``<stem>.refnet.json`` beside a file, naming it), else the zoo entry whose architecture file the
+    given ``paths`` include (matched by its relative path at the end of a given path); and the folder
+    that entry's relative paths start from; (None, None) when none matches."""
     from refnet import zoo
+    from refnet.generate import sidecar_entry, sidecar_for
 
+    for p in paths:  # a model written by `refnet generate` describes itself
+        side = sidecar_for(p)
+        if side is not None:
+            return sidecar_entry(side), side.parent
     given = [Path(p).resolve().as_posix() for p in paths]
     for e in zoo.entries():
         for f in e.files:
@@ -653,23 +685,13 @@ def entry_for_files(paths: Sequence[str | os.PathLike]) -> tuple[ModelEntry | No
 
 def resolve_model(files: Sequence[str | os.PathLike] = (), zoo_name: str | None = None,
                   ) -> tuple[Any, ModelEntry | None, list[str] | None]:
-    """Load a model from its files or a zoo name: (Net, zoo entry or None, labels or None)."""
-    import refnet
-    from refnet import zoo
+    """Load a model from its files or a zoo name: (Net, entry or None, labels or None), through
+    :func:`refnet.resolver.resolve_model` (sidecars of ``refnet generate`` included)."""
+    from refnet.resolver import resolve_model as _resolve
 
     if zoo_name and files:
         raise PipelineError("give either model files or --zoo NAME, not both")
-    if zoo_name:
-        loc = zoo.find(zoo_name)
-        net = refnet.load(*loc.main_paths)
-        return net, loc.entry, zoo.read_labels(loc.entry, loc.roots)
-    if not files:
+    if not zoo_name and not files:
         raise PipelineError("no model: give the model files (e.g. deploy.prototxt weights.caffemodel) or --zoo NAME")
-    for f in files:
-        if not Path(f).is_file():
-            raise FileNotFoundError(f"model file not found: {f}")
-    net = refnet.load(*files)
-    entry, root = entry_for_files(files)
-    labels = zoo.read_labels(entry, (root,) if root is not None else ()) if entry is not None else None
-    return net, entry, labels
-
+    rm = _resolve([str(f) for f in files], zoo_name)
+    return rm.net, rm.entry, rm.labels

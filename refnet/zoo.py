@@ -39,6 +39,7 @@ __all__ = [
     "search_roots",
     "cache_dir",
     "models_dir",
+    "default_models_dir",
     "read_labels",
     "TASKS",
     "ROLES",
@@ -148,6 +149,7 @@ class ModelEntry:
     arch_only: bool = False  # weights are not in /work/shared/models (run with seeded weights)
     outputs: tuple[str, ...] = ()
     aliases: tuple[str, ...] = ()
+    seeded: bool = False  # a model written by `refnet generate` (seeded random weights: labels meaningless)
 
     def __post_init__(self) -> None:
         if self.framework not in ("caffe", "torch", "darknet"):
@@ -578,9 +580,20 @@ def get(name: str) -> ModelEntry:
 
 
 # ---- where files live --------------------------------------------------------------------------------
+def default_models_dir() -> Path:
+    """Where models are looked for when ``$REFNET_MODELS`` is not set: ``shared/models`` beside the
+    refnet checkout (``<checkout>/../shared/models``, what the Makefile exports), for a source or
+    editable install."""
+    return Path(__file__).resolve().parent.parent.parent / "shared" / "models"
+
+
 def models_dir() -> Path | None:
-    """``$REFNET_MODELS`` when it names a folder, else None."""
+    """``$REFNET_MODELS`` when set (None if it is not a folder); when unset, :func:`default_models_dir`
+    if that folder exists, else None."""
     p = os.environ.get("REFNET_MODELS")
+    if p is None:
+        d = default_models_dir()
+        return d if d.is_dir() else None
     return Path(p) if p and Path(p).is_dir() else None
 
 
@@ -656,7 +669,9 @@ class Located:
         if gone:
             raise ModelMissingError(
                 f"model {self.entry.name!r} is missing {', '.join(gone)} (searched "
-                f"{', '.join(str(r) for r in search_roots())}); run `refnet models fetch {self.entry.name}`")
+                f"{', '.join(str(r) for r in search_roots())}); point REFNET_MODELS at the folder that holds "
+                f"the models (export REFNET_MODELS=/path/to/models), or download them with "
+                f"`refnet models fetch {self.entry.name}` (needs network)")
         return tuple(s.path for s in self.files if s.file.role in MAIN_ROLES)  # type: ignore[misc]
 
     def path_of(self, role: str) -> Path | None:

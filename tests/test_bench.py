@@ -80,6 +80,6 @@ def test_bench_command_refnet_only_and_errors(tiny, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "cv2.dnn" not in text.split("images/s")[1] and "2x3x12x10" in text
     assert main(["bench", str(tmp_path / "missing.prototxt")]) == 2
-    assert "no such file" in capsys.readouterr().err
+    assert "model file not found" in capsys.readouterr().err  # refnet.resolver's message
     assert main(["bench", str(tiny[0]), str(tiny[1]), "--repeat", "0"]) == 2
     assert main(["bench"]) == 2

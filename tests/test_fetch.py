@@ -96,7 +96,7 @@ def server(_server_once):
 @pytest.fixture
 def env(tmp_path, monkeypatch):
     """No REFNET_MODELS, REFNET_URL_BASE unset, the cache in a temporary folder."""
-    monkeypatch.delenv("REFNET_MODELS", raising=False)
+    monkeypatch.setenv("REFNET_MODELS", "")  # empty: not even the checkout's sibling shared/models
     monkeypatch.delenv(fetch.URL_BASE_ENV, raising=False)
     cache = tmp_path / "cache"
     monkeypatch.setenv("REFNET_CACHE", str(cache))

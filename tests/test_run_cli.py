@@ -115,7 +115,8 @@ def test_run_task_segment_deeplab(models, images_dir, tmp_path, capsys):
     img_path = images_dir / "voc2007_000542.jpg"
     out_png = tmp_path / "seg.png"
     code, out, err = run(capsys, "run", proto, weights, "--image", img_path, "--task", "segment", "-o", out_png,
-                         "--labels", models / "labels/voc.names", "--scale", 1 / 127.5, "--mean", "127.5", "--rgb")
+                         "--labels", models / "labels/voc.names", "--scale", 1 / 127.5,
+                         "--mean", "127.5", "127.5", "127.5", "--rgb")
     assert code == 0, err
     cv = cv2.dnn.readNetFromCaffe(str(proto), str(weights))
     img = cv2.imread(str(img_path))
@@ -144,7 +145,7 @@ def test_run_errors_one_line_exit_2(models, images_dir, digit_png, tmp_path, cap
                       "unknown task 'paint'; tasks are classify, detect, face, segment, stylize")
     proto = require_model(models, "lenet_mnist_caffe/lenet.prototxt")
     (tmp_path / "copy.prototxt").write_text(proto.read_text())  # not under a zoo path: no default task
-    assert_user_error(capsys, ["run", tmp_path / "copy.prototxt", "--image", digit_png], "say what to do with --task")
+    assert_user_error(capsys, ["run", tmp_path / "copy.prototxt", "--image", digit_png], "conv1.*has no weights")
     assert_user_error(capsys, ["run", "--zoo", "lenet-mnsit", "--image", digit_png], "unknown model 'lenet-mnsit'")
     assert_user_error(capsys, ["run", "--zoo", "lenet-mnist", "--image", digit_png, "-o", tmp_path / "no/dir.png"],
                       "folder .* does not exist")

@@ -205,6 +205,7 @@ def test_located_load_gives_cv2s_net(roots):
 
 def test_find_without_refnet_models(tmp_path, monkeypatch):
     monkeypatch.delenv("REFNET_MODELS", raising=False)
+    monkeypatch.setattr(zoo, "default_models_dir", lambda: tmp_path / "no-shared-models")  # no checkout sibling
     monkeypatch.setenv("REFNET_CACHE", str(tmp_path))
     assert zoo.search_roots() == (tmp_path,)
     assert zoo.find("lenet-mnist").status == "missing"

@@ -12,7 +12,6 @@ import argparse
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -26,88 +25,8 @@ __all__ = ["IMAGE_EXTS", "ResolvedModel", "resolve_model", "image_files", "prepr
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 
 
-@dataclass
-class ResolvedModel:
-    """What ``refnet compare``/``refnet info`` load: the net, its zoo entry and labels, and notes
-    (e.g. that the weights were seeded because only the architecture is on disk)."""
-
-    net: Any
-    name: str
-    entry: Any = None
-    labels: list[str] | None = None
-    notes: list[str] = field(default_factory=list)
-
-
-def resolve_model(files: Sequence[str] = (), zoo_name: str | None = None, *, quirks: str = "none",
-                  seeded_weights: int | None = None, workdir: str | None = None,
-                  zero_darknet: bool = False, input_shape: Sequence[int] | None = None) -> ResolvedModel:
-    """Load model files or a zoo model (``quirks`` as the loaders take it).
-
-    A Caffe deploy prototxt without weights (given alone, or a zoo model whose weights are not on
-    disk) is run with :func:`refnet.archs.seeded_caffemodel` weights when ``seeded_weights`` is a
-    seed; the caffemodel is written to ``workdir`` (a temporary folder by default) so cv2 reads it too.
-    ``zero_darknet``: a Darknet cfg without weights loads with zero weights (shapes and counts only).
-    """
-    from pathlib import Path
-
-    import refnet
-    from refnet import zoo
-    from refnet.pipelines import entry_for_files
-
-    if zoo_name and files:
-        raise ValueError("give either model files or --zoo NAME, not both")
-    if not zoo_name and not files:
-        raise ValueError("no model: give the model files (e.g. deploy.prototxt weights.caffemodel) or --zoo NAME")
-    notes: list[str] = []
-    if zoo_name:
-        loc = zoo.find(zoo_name)
-        entry, name = loc.entry, loc.entry.name
-        if loc.status == "arch" and ((seeded_weights is not None and entry.framework == "caffe") or (
-                zero_darknet and entry.framework == "darknet")):
-            paths = [str(loc.path_of("model"))]
-        else:
-            if loc.status == "arch" and entry.framework == "caffe":
-                try:
-                    _ = loc.main_paths
-                except zoo.ModelMissingError as e:
-                    raise zoo.ModelMissingError(f"{e}; or run its architecture with seeded random weights: "
-                                                "--seeded-weights SEED") from None
-            paths = [str(p) for p in loc.main_paths]
-        roots = loc.roots or tuple(r for r in zoo.search_roots())
-    else:
-        for f in files:
-            if not Path(f).is_file():
-                raise FileNotFoundError(f"model file not found: {f}")
-        paths = [str(f) for f in files]
-        entry, root = entry_for_files(paths)
-        name = entry.name if entry is not None else Path(paths[0]).stem
-        roots = (root,) if root is not None else ()
-    protos = [p for p in paths if Path(p).suffix.lower() in (".prototxt", ".pbtxt")]
-    if protos and len(paths) == 1 and seeded_weights is not None:
-        import tempfile
-
-        from refnet.archs import seeded_caffemodel
-
-        size = entry.preprocess.size if entry is not None else None
-        shape = tuple(input_shape) if input_shape else None
-        if shape is None and size is not None:
-            shape = (1, 1 if entry.preprocess.gray else 3, size[1], size[0])
-        wd = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="refnet-seeded-"))
-        wd.mkdir(parents=True, exist_ok=True)
-        model = wd / (Path(protos[0]).stem + f".seed{seeded_weights}.caffemodel")
-        model.write_bytes(seeded_caffemodel(protos[0], seeded_weights, shape))
-        paths = [protos[0], str(model)]
-        notes.append(f"weights: seeded random (He-scaled, seed {seeded_weights})"
-                     + ("" if workdir else f", written to {model}"))
-    cfgs = [p for p in paths if Path(p).suffix.lower() == ".cfg"]
-    if cfgs and len(paths) == 1 and zero_darknet:
-        net = refnet.load_darknet(cfgs[0], "zeros", quirks=quirks)
-        net.files = None  # cv2 cannot run it without a weights file
-        notes.append("weights: none on disk (architecture only): parameters counted, values zero")
-    else:
-        net = refnet.load(*paths, quirks=quirks)
-    labels = zoo.read_labels(entry, roots) if entry is not None else None
-    return ResolvedModel(net, name, entry, labels, notes)
+# the one model resolver of the command line (sidecars of `refnet generate`, zoo, seeded weights)
+from refnet.resolver import ResolvedModel, resolve_model  # noqa: E402
 
 
 def image_files(specs: Sequence[str]) -> list[str]:
@@ -144,7 +63,7 @@ def preprocess_for(rm: ResolvedModel, *, scale: float | None = None, size: Seque
     if size is not None:
         change["size"] = (int(size[0]), int(size[1]))
     if mean is not None:
-        change["mean"] = tuple(float(m) for m in mean) * (3 if len(mean) == 1 else 1)
+        change["mean"] = tuple(float(m) for m in mean)  # already cv2's rule (CvMeanAction)
     if swap_rb is not None:
         change["swap_rb"] = bool(swap_rb)
     if crop is not None:
@@ -329,7 +248,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="shape of the --random blob when the model does not say")
     s.add_argument("--scale", type=float, help="blobFromImage scalefactor (default: the zoo entry's)")
     s.add_argument("--size", type=int, nargs=2, metavar=("W", "H"), help="blobFromImage size")
-    s.add_argument("--mean", type=float, nargs="+", metavar="M", help="blobFromImage mean (one value or per channel)")
+    from refnet.runcmd import CvMeanAction
+
+    s.add_argument("--mean", type=float, nargs="+", metavar="M", action=CvMeanAction,
+                   help="blobFromImage mean: one value = first channel only (cv2's rule), or one per channel")
     s.add_argument("--swap-rb", action="store_true", help="blobFromImage swapRB")
     s.add_argument("--crop", action="store_true", help="blobFromImage crop")
     s.add_argument("--quirks", choices=("none", "cv2"), default="none",

@@ -1,0 +1,233 @@
+"""``refnet run``: a task pipeline (classify, detect, face, segment, stylize) on images; pictures out.
+
+Models come from :func:`refnet.resolver.resolve_model` (files, sidecars of ``refnet generate``,
+zoo names, ``--seeded-weights`` for architecture-only models). Images: files and folders, any
+number; one picture per image. Preprocessing flags mirror ``cv2.dnn.blobFromImage``, including
+its rule for a single ``--mean`` value (:class:`CvMeanAction`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["add_run_parser", "run_command", "CvMeanAction", "cv_mean", "seeded_banner", "MEAN_NOTE"]
+
+MEAN_NOTE = ("note: --mean {v:g} subtracts {v:g} from the first channel only, as cv2.dnn.blobFromImage(mean={v:g}) "
+             "does; give three values (--mean {v:g} {v:g} {v:g}) for all channels")
+
+
+def cv_mean(values: list[float]) -> tuple[float, ...]:
+    """``--mean`` values as cv2.dnn.blobFromImage reads ``mean``: one number is ``Scalar(v, 0, 0, 0)``
+    (first channel only), several are per channel."""
+    v = [float(x) for x in values]
+    return (v[0], 0.0, 0.0) if len(v) == 1 else tuple(v)
+
+
+class CvMeanAction(argparse.Action):
+    """Store ``--mean`` with blobFromImage's rule (:func:`cv_mean`) and say so on stderr when one
+    non-zero number was given."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None) -> None:
+        vals = list(values)
+        if len(vals) == 1 and float(vals[0]) != 0.0:
+            print(MEAN_NOTE.format(v=float(vals[0])), file=sys.stderr)
+        setattr(namespace, self.dest, list(cv_mean(vals)))
+
+
+def seeded_banner(image: np.ndarray, text: str | None = None) -> np.ndarray:
+    """``image`` with a banner along its top saying the weights are seeded random ones."""
+    import cv2
+
+    from refnet import draw
+    from refnet.generate import SEEDED_NOTE
+
+    text = text or SEEDED_NOTE
+    img = np.ascontiguousarray(image).copy()
+    w = img.shape[1]
+    scale = 0.5
+    (tw, th), base = cv2.getTextSize(text, draw.FONT, scale, 1)
+    while tw > w - 8 and scale > 0.25:
+        scale *= 0.85
+        (tw, th), base = cv2.getTextSize(text, draw.FONT, scale, 1)
+    bar = th + base + 8
+    out = np.concatenate([np.full((bar, w, 3), (0, 0, 160), np.uint8), img], axis=0)
+    cv2.putText(out, text, (4, bar - base - 4), draw.FONT, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def image_files(specs: list[str]) -> list[str]:
+    """``--image`` arguments expanded: files as given, folders to their image files (sorted by name)."""
+    out: list[str] = []
+    for s in specs:
+        p = Path(s)
+        if p.is_dir():
+            found = sorted(str(f) for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTS)
+            if not found:
+                raise FileNotFoundError(f"no image files ({', '.join(IMAGE_EXTS)}) in folder {p}")
+            out.extend(found)
+        elif p.is_file():
+            out.append(str(p))
+        else:
+            raise FileNotFoundError(f"image not found: {p}")
+    return out
+
+
+def _out_paths(images: list[str], out: str | None, task: str) -> list[Path]:
+    if len(images) == 1:
+        p = Path(out) if out else Path(f"{Path(images[0]).stem}_{task}.png")
+        if out and Path(out).is_dir():
+            p = Path(out) / f"{Path(images[0]).stem}_{task}.png"
+        return [p]
+    folder = Path(out) if out else Path(".")
+    if out and folder.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp") and not folder.is_dir():
+        raise ValueError(f"-o {out}: with {len(images)} images, -o names a folder (one picture per image)")
+    if folder.resolve().parent.is_dir():
+        folder.mkdir(exist_ok=True)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"cannot write into {folder}: folder {folder.parent} does not exist")
+    stems = [Path(i).stem for i in images]
+    return [folder / (f"{s}_{task}.png" if stems.count(s) == 1 else f"{s}_{Path(i).suffix.lstrip('.')}_{task}.png")
+            for s, i in zip(stems, images)]
+
+
+def run_command(args: Any, out: Any = None, err: Any = None) -> int:
+    """``refnet run``: print each image's result and write its picture."""
+    import tempfile
+
+    from refnet import pipelines
+    from refnet.generate import SEEDED_NOTE
+    from refnet.resolver import resolve_model
+    from refnet.taskcheck import check_task, infer_task
+
+    out = out or sys.stdout
+    err = err or sys.stderr
+    if args.task is not None and args.task not in pipelines.TASKS:
+        raise pipelines.PipelineError(f"unknown task {args.task!r}; tasks are {', '.join(pipelines.TASKS)}")
+    if args.precision not in ("float32", "float64"):
+        raise ValueError(f"--precision must be float32 or float64, got {args.precision!r}")
+    if args.top_k is not None and args.top_k < 1:
+        raise ValueError(f"--top-k must be >= 1, got {args.top_k}")
+    if len(args.image) == 1 and args.out and not Path(args.out).resolve().parent.is_dir():
+        raise pipelines.PipelineError(f"cannot write {args.out}: folder {Path(args.out).parent} does not exist")
+    images = image_files(args.image)
+    if args.zoo and args.zoo.strip().lower() == "mtcnn":
+        return _run_mtcnn(args, images, out)
+    with tempfile.TemporaryDirectory(prefix="refnet-run-") as wd:
+        rm = resolve_model(args.model, args.zoo, seeded_weights=args.seeded_weights, workdir=wd)
+        for n in rm.notes:
+            print(f"note: {n}", file=err)
+        task = args.task or (rm.entry.task if rm.entry is not None else None)
+        if task is None:
+            task, why = infer_task(rm.net)
+            if task is None:
+                raise pipelines.PipelineError(f"{' '.join(args.model)} is not a zoo model and does not say its task "
+                                              f"({why}): give --task ({', '.join(pipelines.TASKS)})")
+            print(f"note: task {task}: {why}", file=err)
+        check_task(rm.net, task, rm.entry)
+        opts = _options(args, rm, task)
+        outs = _out_paths(images, args.out, task)
+        for path, dest in zip(images, outs):
+            result = pipelines.run_task(rm.net, pipelines.read_image(path), task, entry=rm.entry,
+                                        labels=args.labels or rm.labels, precision=args.precision, **opts)
+            print(result.summary, file=out)
+            if rm.seeded:
+                result.data["seeded"] = True
+                print(f"  ({SEEDED_NOTE})", file=out)
+            pipelines.write_image(dest, pipelines.render(result))
+            print(f"wrote {dest}", file=out)
+    return 0
+
+
+def _run_mtcnn(args: Any, images: list[str], out: Any) -> int:
+    """``refnet run --zoo mtcnn``: the P-Net, R-Net, O-Net cascade (refnet.mtcnn) on each image."""
+    import cv2
+
+    from refnet import pipelines
+    from refnet.mtcnn import load_cascade, run_cascade
+
+    if args.task not in (None, "face"):
+        raise pipelines.PipelineError(f"the MTCNN cascade finds faces; --task {args.task} does not apply")
+    cascade, _ = load_cascade()
+    for path, dest in zip(images, _out_paths(images, args.out, "face")):
+        result = run_cascade(cascade, pipelines.read_image(path), args.precision, args.threshold)
+        print(result.summary, file=out)
+        pic = pipelines.render(result)
+        for pts in result.data["landmarks"]:
+            for x, y in pts:
+                if np.isfinite(x) and np.isfinite(y):
+                    cv2.circle(pic, (int(round(x)), int(round(y))), 2, (0, 255, 0), -1, cv2.LINE_AA)
+        pipelines.write_image(dest, pic)
+        print(f"wrote {dest}", file=out)
+    return 0
+
+
+def _options(args: Any, rm: Any, task: str) -> dict[str, Any]:
+    from refnet import pipelines
+
+    opts: dict[str, Any] = {}
+    if args.threshold is not None:
+        opts["threshold"] = args.threshold
+    if args.nms is not None:
+        opts["nms_threshold"] = args.nms
+    if args.top_k is not None:
+        opts["top_k"] = args.top_k
+    if args.size:
+        opts["size"] = tuple(args.size)
+    if args.scale is not None or args.mean is not None or args.rgb:
+        pre = rm.entry.preprocess if rm.entry is not None else pipelines.default_preprocess(rm.net, task)
+        change: dict[str, Any] = {}
+        if args.scale is not None:
+            change["scale"] = args.scale
+        if args.mean is not None:
+            change["mean"] = tuple(args.mean)
+        if args.rgb:
+            change["swap_rb"] = True
+        opts["preprocess"] = dataclasses.replace(pre, **change)
+    return opts
+
+
+def add_run_parser(sub: Any) -> None:
+    """Register ``refnet run``."""
+    from refnet.pipelines import TASKS
+
+    s = sub.add_parser("run", help="run a task (classify, detect, face, segment, stylize) on images; write PNGs",
+                       description="Run a model on images with a task's pre- and post-processing, print the "
+                                   "result (top-5, detections, class fractions) and write one picture per image. "
+                                   "The task comes from --task, the zoo entry or generate's sidecar, or the net "
+                                   "itself (DetectionOutput/region/yolo -> detect, a softmax vector -> classify).")
+    s.add_argument("model", nargs="*", metavar="MODEL_FILE",
+                   help="model files (.prototxt/.caffemodel, .t7/.net, .cfg/.weights); or use --zoo")
+    s.add_argument("--zoo", metavar="NAME", help="a zoo model (`refnet models list`): files, preprocessing, labels; "
+                                                 "`mtcnn` runs the MTCNN cascade (det1, det2, det3)")
+    s.add_argument("--seeded-weights", type=int, metavar="SEED",
+                   help="run an architecture-only model (zoo status 'arch', or a prototxt/cfg given alone) with "
+                        "seeded random weights, calibrated per layer; pictures say that labels are meaningless")
+    s.add_argument("--image", required=True, nargs="+", metavar="PATH",
+                   help="image files and/or folders of images (any format OpenCV reads)")
+    s.add_argument("-o", "--out", metavar="OUT",
+                   help="picture to write (default <image stem>_<task>.png); with several images a folder")
+    s.add_argument("--task", metavar="TASK", help=f"{', '.join(TASKS)}: what to do with the outputs (default: "
+                                                  "the zoo entry's / sidecar's task, else inferred from the "
+                                                  "net's output layers)")
+    s.add_argument("--precision", default="float32",
+                   help="float32 (fast kernels, default) or float64 (reference kernels)")
+    s.add_argument("--threshold", type=float, help="detect/face: score threshold (default per decoder)")
+    s.add_argument("--nms", type=float, help="detect/face: NMS IoU threshold (default per decoder)")
+    s.add_argument("--top-k", type=int, help="classify: how many classes to list (default 5)")
+    s.add_argument("--labels", metavar="FILE", help="class names, one per line (default: the zoo entry's)")
+    s.add_argument("--size", type=int, nargs=2, metavar=("W", "H"), help="blob width and height")
+    s.add_argument("--scale", type=float, help="blob scale factor (default: the zoo's; else 1, Darknet 1/255)")
+    s.add_argument("--mean", type=float, nargs="+", metavar="M", action=CvMeanAction,
+                   help="mean to subtract, as blobFromImage: one value = first channel only (cv2's rule), "
+                        "three values = per channel (after --rgb)")
+    s.add_argument("--rgb", action="store_true", help="swap B and R before the mean (blobFromImage swapRB)")
+    s.set_defaults(func=run_command)
