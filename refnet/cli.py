@@ -302,6 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_parser(sub)
     _add_generate_parser(sub)
     _add_bench_parser(sub)
+    from refnet.export.cli import add_parser as _add_convert_parser  # refnet convert (refnet/export/cli.py)
+
+    _add_convert_parser(sub)
     return p
 
 

@@ -976,7 +976,9 @@ def prior_box(b: _Builder, n: Node) -> list[str]:
 
 
 def _split4(b: _Builder, t: str, name: str) -> list[str]:
-    return b.op("Split", [t, b.i64([1, 1, 1, 1])], name=name, n_out=4, axis=-1)
+    """The four coordinates of (..., 4) boxes as (..., 1) slices (Slice: cv2 4.x refuses this Split)."""
+    rank = len(b.shape(t)) if t in b.shapes else 3
+    return [b.slice(t, rank - 1, i, i + 1, name=name) for i in range(4)]
 
 
 def _decode(b: _Builder, n: Node, loc: str, pri: str, var: str | None, code: str, clip: bool,
