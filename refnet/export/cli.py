@@ -117,7 +117,7 @@ def _input_shape(net: Any, pre: Any, given: Any) -> tuple[int, ...]:
 
 
 def _feeds(net: Any, pre: Any, shape: tuple[int, ...], image: str | None, seed: int) -> tuple[np.ndarray, str]:
-    if image:
+    if image and len(shape) == 4 and shape[1] in (1, 3):
         from refnet.pipelines import default_preprocess, read_image
 
         p = pre if pre is not None else default_preprocess(net, "classify")
