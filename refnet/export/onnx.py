@@ -306,16 +306,16 @@ def avg_pool(b: _Builder, n: Node) -> list[str]:
 
 @exports("max_unpool")
 def max_unpool(b: _Builder, n: Node) -> list[str]:
+    """y[n, c].flat[indices[n, c, i, j]] = x[n, c, i, j] on zeros (refnet's indices are per plane):
+    ScatterElements over the flattened planes (ONNX MaxUnpool's global indices are read per plane
+    by cv2 5.x, so the op is written out)."""
     x, idx = n.inputs[:2]
     nb, c, h, w = b.shape(x)
     _, _, oh, ow = b.shape(n.outputs[0])
-    # refnet's indices are per (n, c) plane; ONNX MaxUnpool wants them over the whole tensor
-    offs = (np.arange(nb * c, dtype=np.int64) * (oh * ow)).reshape(nb, c, 1, 1)
-    gidx = b.op("Add", [idx, b.i64(offs, hint=f"{n.name}/plane_offsets")], name=n.name)
-    kh, kw = _pair(n.attrs.get("kernel"), 1)
-    sh, sw = _pair(n.attrs.get("stride"), 1) if n.attrs.get("stride") is not None else (kh, kw)
-    return [b.op("MaxUnpool", [x, gidx, b.i64([nb, c, oh, ow])], name=n.name, out=n.outputs[0],
-                 kernel_shape=[kh, kw], strides=[sh, sw])]
+    zeros = b.const(np.zeros((nb, c, oh * ow)), hint=f"{n.name}/zeros")
+    y = b.op("ScatterElements", [zeros, b.reshape(idx, (nb, c, h * w), name=n.name),
+                                 b.reshape(x, (nb, c, h * w), name=n.name)], name=n.name, axis=2)
+    return [b.reshape(y, (nb, c, oh, ow), name=n.name, out=n.outputs[0])]
 
 
 # ---- activations ---------------------------------------------------------------------------------

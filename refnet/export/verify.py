@@ -3,13 +3,18 @@
 Every backend (onnxruntime, cv2 4.x, cv2 5.x worker) runs the written file on the same input;
 refnet's float64 run of the *source* model is the reference. Per output: the worst absolute
 error scaled by the reference's range, ``max|b - r| / max(1, max|r|)`` (within ``TOL`` = 1e-4);
+an output whose reference is ill-conditioned in float32 (refnet's own float32 run of the source
+is already off by more than ``TOL / FLOOR_FACTOR``) passes when the backend is within
+``FLOOR_FACTOR`` times that float32 floor, and the table says "float32-limited";
 per layer: the same for every refnet tensor the ONNX graph also names; task level: classes
 (top-5 with near-ties allowed), SSD/YOLO detections (same labels, boxes within 1e-4), pixels
 (argmax per pixel of a segmentation map), everything else by the numeric check.
 
-A backend that cannot run the file is reported as such. The verdict is AGREE when every backend
-that ran agrees, at least one ran, and every backend that could not run is a cv2 older than 5
-(cv2 4.x lacks or deviates on some standard ops: its limit, named in the table); otherwise DIFFER.
+A backend that cannot run the file is reported as such. The verdict is AGREE when every target
+backend (onnxruntime, cv2 5.x and later: where the converted file is meant to run) ran and agrees;
+otherwise DIFFER. cv2 4.x is shown for reference and does not decide the verdict: it lacks
+standard ops (NonMaxSuppression with dynamic shapes, MaxPool's Indices output) and, run in float32
+without per-layer checks, may flip a near-tie max-pooling argmax (the table names what it did).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import numpy as np
 __all__ = ["TOL", "BackendResult", "Verification", "verify_onnx", "counterparts"]
 
 TOL = 1e-4
+FLOOR_FACTOR = 3.0  # a backend within 3x refnet's own float32 error of the reference is float32-limited
 _TIE = 1e-4  # a class/pixel decision whose reference margin is below this may go either way
 
 
@@ -152,6 +158,7 @@ class BackendResult:
     ran: bool
     error: str | None = None
     outputs: dict[str, float] = field(default_factory=dict)  # output -> scaled error
+    floors: dict[str, float] = field(default_factory=dict)  # output -> refnet float32's scaled error
     tasks: dict[str, tuple[bool, str]] = field(default_factory=dict)
     layers: dict[str, float] = field(default_factory=dict)  # per-layer scaled errors
     layers_error: str | None = None
@@ -161,9 +168,17 @@ class BackendResult:
     def is_cv2_4(self) -> bool:
         return self.name.startswith("cv2 4.")
 
+    def output_ok(self, name: str) -> bool:
+        e = self.outputs[name]
+        return e <= TOL or e <= FLOOR_FACTOR * self.floors.get(name, 0.0)
+
+    @property
+    def float32_limited(self) -> bool:
+        return any(e > TOL for e in self.outputs.values())
+
     @property
     def agrees(self) -> bool:
-        return self.ran and all(e <= TOL for e in self.outputs.values()) and all(ok for ok, _ in self.tasks.values())
+        return self.ran and all(self.output_ok(k) for k in self.outputs) and all(ok for ok, _ in self.tasks.values())
 
     @property
     def worst(self) -> float:
@@ -173,7 +188,10 @@ class BackendResult:
     def status(self) -> str:
         if not self.ran:
             return "CANNOT RUN (cv2 4's limit)" if self.is_cv2_4 else "CANNOT RUN"
-        return "AGREE" if self.agrees else "DIFFER"
+        st = "AGREE" if self.agrees else "DIFFER"
+        if self.agrees and self.float32_limited:
+            st += " (float32-limited)"
+        return st + (" (reference only)" if self.is_cv2_4 else "")
 
 
 @dataclass
@@ -185,9 +203,8 @@ class Verification:
 
     @property
     def verdict(self) -> str:
-        ran = [r for r in self.results if r.ran]
-        ok = bool(ran) and all(r.agrees for r in ran) and all(r.is_cv2_4 for r in self.results if not r.ran)
-        return "AGREE" if ok else "DIFFER"
+        targets = [r for r in self.results if not r.is_cv2_4]
+        return "AGREE" if targets and all(r.agrees for r in targets) else "DIFFER"
 
     def to_json(self) -> dict:
         return {
@@ -195,7 +212,8 @@ class Verification:
             "verdict": self.verdict,
             "backends": [{
                 "name": r.name, "status": r.status, "error": r.error, "seconds": round(r.seconds, 3),
-                "outputs": {k: {"scaled_error": v, "ok": v <= TOL} for k, v in r.outputs.items()},
+                "outputs": {k: {"scaled_error": v, "refnet_float32_error": r.floors.get(k), "ok": r.output_ok(k)}
+                            for k, v in r.outputs.items()},
                 "tasks": {k: {"ok": ok, "detail": d} for k, (ok, d) in r.tasks.items()},
                 "layers": r.layers, "layers_error": r.layers_error,
                 "worst_layer": max(r.layers.items(), key=lambda kv: kv[1])[0] if r.layers else None,
@@ -243,11 +261,13 @@ def verify_onnx(net: Any, onnx_path: str, feeds: Mapping[str, np.ndarray], backe
     ref = net.forward({k: v.astype(np.float64) for k, v in feeds32.items()}, outputs=sorted(set(outs) | set(layers)),
                       precision="float64")
     kinds = {o: task_kind(net, o, tuple(ref[o].shape)) for o in outs}
+    f32 = net.forward(feeds32, outputs=outs, precision="float32")
+    floors = {o: scaled_error(f32[o], ref[o]) for o in outs}
     results = []
     for be in backends:
         t0 = time.perf_counter()
         _progress(f"{be.name}: outputs", quiet)
-        res = BackendResult(be.name, ran=True)
+        res = BackendResult(be.name, ran=True, floors=dict(floors))
         try:
             got = be.run(onnx_path, feeds32, outs)
         except Exception as e:  # a backend failing is a result, not a crash of convert
@@ -257,7 +277,11 @@ def verify_onnx(net: Any, onnx_path: str, feeds: Mapping[str, np.ndarray], backe
             continue
         for o in outs:
             res.outputs[o] = scaled_error(got[o], ref[o])
-            res.tasks[o] = task_agreement(kinds[o], got[o], ref[o])
+            if kinds[o] == "values":  # no task rule: the numeric check (with the float32 floor) is the task
+                res.tasks[o] = (res.output_ok(o), f"values within {res.outputs[o]:.1e} (refnet float32: "
+                                                  f"{floors[o]:.1e})")
+            else:
+                res.tasks[o] = task_agreement(kinds[o], got[o], ref[o])
         if layers:
             _progress(f"{be.name}: {len(layers)} layers", quiet)
             try:

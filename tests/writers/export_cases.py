@@ -26,6 +26,7 @@ class Case:
     image: str | None = None  # under ../shared/images
     input_shape: tuple[int, ...] | None = None
     quirks: str = "none"
+    tame_heads: bool = False  # seeded SSD: rescale the loc/conf head convolutions (see tame_ssd_heads)
 
 
 def _files(*rel: str) -> Callable[[Path, Path], list[str]]:
@@ -48,7 +49,7 @@ def _seeded_darknet(rel: str) -> Callable[[Path, Path], list[str]]:
     def build(models: Path, wd: Path) -> list[str]:
         cfg = models / rel
         out = wd / (cfg.stem + ".seeded.weights")
-        out.write_bytes(random_weights(cfg.read_text(), seed=0))
+        out.write_bytes(random_weights(cfg.read_text(), seed=0)[0])
         return [str(cfg), str(out)]
 
     return build
@@ -65,8 +66,10 @@ def _arch(fn: str, **kw: Any) -> Callable[[Path, Path], list[str]]:
 
 
 def _fns(variant: str) -> Callable[[Path, Path], list[str]]:
+    """fast-neural-style with seeded weights. (eccv16's batch-norm residual stack grows activations
+    to ~3e3 before the 150*tanh output: refnet's own float32 run is ~1e-4 off its float64 run.)"""
     def build(models: Path, wd: Path) -> list[str]:
-        return [str(write_fast_neural_style(wd / f"fns_{variant}.t7", variant, seed=3, width=16, final_gain=0.2))]
+        return [str(write_fast_neural_style(wd / f"fns_{variant}.t7", variant, seed=3, width=16, final_gain=0.05))]
 
     return build
 
@@ -103,13 +106,13 @@ CASES: dict[str, Case] = {c.name: c for c in [
          "bvlc-googlenet", "space_shuttle.jpg", (1, 3, 224, 224)),
     Case("mobilenet-ssd (archs, seeded)", _arch("mobilenet_ssd"), "mobilenet-ssd-voc", "darknet_horses.jpg"),
     Case("mobilenet-ssd-voc prototxt (seeded)", _seeded_caffe("arch_only/mobilenet_ssd_voc/MobileNetSSD_deploy.prototxt"),
-         "mobilenet-ssd-voc", "darknet_horses.jpg"),
+         "mobilenet-ssd-voc", "darknet_horses.jpg", tame_heads=True),
     Case("res10-ssd-face (seeded)", _seeded_caffe("arch_only/res10_face_ssd/deploy.prototxt", (1, 3, 300, 300)),
-         "res10-ssd-face", "voc2007_000001.jpg"),
-    Case("squeezenet-1.0 (seeded)", _seeded_caffe("arch_only/squeezenet_v1.0/deploy.prototxt"), "squeezenet-1.0",
-         "space_shuttle.jpg"),
-    Case("squeezenet-1.1 (seeded)", _seeded_caffe("arch_only/squeezenet_v1.1/deploy.prototxt"), "squeezenet-1.1",
-         "space_shuttle.jpg"),
+         "res10-ssd-face", "voc2007_000001.jpg", (1, 3, 300, 300), tame_heads=True),
+    Case("squeezenet-1.0 (seeded)", _seeded_caffe("arch_only/squeezenet_v1.0/deploy.prototxt", (1, 3, 227, 227)), "squeezenet-1.0",
+         "space_shuttle.jpg", (1, 3, 227, 227)),
+    Case("squeezenet-1.1 (seeded)", _seeded_caffe("arch_only/squeezenet_v1.1/deploy.prototxt", (1, 3, 227, 227)), "squeezenet-1.1",
+         "space_shuttle.jpg", (1, 3, 227, 227)),
     Case("yolov2-tiny-voc (seeded)", _seeded_darknet("arch_only/darknet_cfg/yolov2-tiny-voc.cfg"), "yolov2-tiny-voc",
          "darknet_dog.jpg"),
     Case("yolov2-tiny (seeded)", _seeded_darknet("arch_only/darknet_cfg/yolov2-tiny.cfg"), "yolov2-tiny",
@@ -125,6 +128,30 @@ CASES: dict[str, Case] = {c.name: c for c in [
     Case("fast-neural-style instance_norm (t7 writer)", _fns("instance_norm"), None, "darknet_dog.jpg",
          (1, 3, 128, 160)),
 ]}
+
+
+def tame_ssd_heads(net: Any, x: Any) -> Any:
+    """A copy of a seeded SSD net whose ``*mbox_loc``/``*mbox_conf`` convolutions are rescaled so
+    their outputs on ``x`` have standard deviation 0.5 / 2: seeded He weights without trained
+    BatchNorm statistics blow the heads up to 1e+30 offsets and saturated scores (1016 ties at
+    1.0 in res10), which test nothing but float32 overflow."""
+    import numpy as np
+
+    import refnet
+    from refnet.graph import Graph, Node
+
+    heads = [n for n in net.graph.nodes if n.op == "conv" and ("mbox_loc" in n.name or "mbox_conf" in n.name)]
+    ref = net.forward(x.astype(np.float64), outputs=[n.name for n in heads], precision="float64")
+    nodes = []
+    for n in net.graph.nodes:
+        if n in heads:
+            target = 0.5 if "mbox_loc" in n.name else 2.0
+            f = target / max(float(np.std(ref[n.name])), 1e-12)
+            n = Node(n.name, n.op, n.inputs, n.outputs, n.attrs, {k: v * f for k, v in n.params.items()})
+        nodes.append(n)
+    g = net.graph
+    return refnet.Net(Graph(tuple(nodes), g.inputs, g.input_shapes, g.layer_names, g.output_names, g.framework,
+                            g.source, g.meta))
 
 
 @dataclass
@@ -158,9 +185,11 @@ def run_case(case: Case, models: Path, images: Path | None, wd: Path, backends: 
     shape = _input_shape(net, pre if pre is None or pre.size is not None or case.input_shape else None,
                          case.input_shape)
     out = wd / (case.name.split(" ")[0] + ".onnx")
-    export_onnx(net, out, opset=opset, input_shapes={net.input_names[0]: shape})
     image = str(images / case.image) if case.image and images is not None else None
     x, label = _feeds(net, pre, shape, image, 0)
+    if case.tame_heads:
+        net = tame_ssd_heads(net, x)
+    export_onnx(net, out, opset=opset, input_shapes={net.input_names[0]: shape})
     v = verify_onnx(net, str(out), {net.input_names[0]: x}, backends, per_layer=per_layer, input_label=label)
     m = onnx.load(str(out), load_external_data=False)
     return Row(case.name, sorted({n.op for n in net.graph.nodes}), sorted({n.op_type for n in m.graph.node}), v,
