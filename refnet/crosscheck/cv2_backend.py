@@ -32,7 +32,10 @@ class BackendFailure(RefnetError):
 
 
 def _expose(model_path, outputs, tmp) -> str:
-    return with_outputs(model_path, list(outputs), tmpdir=tmp)
+    try:
+        return with_outputs(model_path, list(outputs), tmpdir=tmp)
+    except Exception as e:  # an unreadable file: this backend cannot run it
+        raise BackendFailure(f"cannot prepare {model_path} for cv2: {type(e).__name__}: {e}") from e
 
 
 class Cv2Backend:
@@ -54,7 +57,7 @@ class Cv2Backend:
             have = list(net.getUnconnectedOutLayersNames())
             res = net.forward(have)
         except self._cv2.error as e:
-            raise BackendFailure(f"{self.name}: {str(e).strip().splitlines()[-1][:300]}") from e
+            raise BackendFailure(f"{self.name}: {' '.join(str(e).split())[-300:]}") from e
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         if set(have) == set(outputs):

@@ -683,17 +683,14 @@ def _bilinear(b: _Builder, x: str, out_hw: tuple[int, int], rule: str, name: str
 @exports("resize")
 def resize(b: _Builder, n: Node) -> list[str]:
     """Nearest (cv2 INTER_NEAREST index rule = Darknet/Torch integer upsampling) or bilinear
-    (Caffe Interp and Torch: align corners); Caffe Interp's negative pad_beg/pad_end crop first."""
+    (Caffe Interp and Torch: align corners), to the size refnet's shape rule gives."""
     a = n.attrs
     x = n.inputs[0]
     _, _, ho, wo = b.shape(n.outputs[0])
-    pb, pe = int(a.get("pad_beg", 0)), int(a.get("pad_end", 0))
-    if pb > 0 or pe > 0:
+    if int(a.get("pad_beg", 0)) > 0 or int(a.get("pad_end", 0)) > 0:
         raise _unsupported(n, "positive Interp pads")
-    if (pb or pe) and len(n.inputs) == 1:
-        _, _, h, w = b.shape(x)
-        x = _slice_box(b, x, [0, 0, -pb, -pb], [b.shape(x)[0], b.shape(x)[1], h + pe, w + pe], n.name)
-        b.shapes[x] = (b.shape(n.inputs[0])[0], b.shape(n.inputs[0])[1], h + pb + pe, w + pb + pe)
+    # Interp's pad_beg/pad_end enter the output size only: the IR op (refnet.ops.core._resize)
+    # resamples the whole input to that size, and so does this mapping
     if a.get("mode", "bilinear") == "nearest":
         _, _, h, w = b.shape(x)
         y = b.gather(x, _nearest_index(h, ho), 2, name=n.name) if h != ho else x
@@ -746,9 +743,9 @@ def reorg(b: _Builder, n: Node) -> list[str]:
     nb, c, h, w = b.shape(n.inputs[0])
     s = int(n.attrs.get("stride", 2))
     oc = c // (s * s)
-    k, j, i = np.meshgrid(np.arange(c), np.arange(h // s), np.arange(w // s), indexing="ij")
+    k, j, i = np.meshgrid(np.arange(c), np.arange(h), np.arange(w), indexing="ij")
     c2, off = k % oc, k // oc
-    src = (i * s + off % s) + w * (j * s + off // s + h * c2)
+    src = (i * s + off % s) + w * s * (j * s + off // s + h * s * c2)  # x read flat as (C/s^2, H*s, W*s)
     flat = b.reshape(n.inputs[0], (nb, c * h * w), name=n.name)
     y = b.gather(flat, src.ravel(), 1, name=n.name)
     return [b.reshape(y, b.shape(n.outputs[0]), name=n.name, out=n.outputs[0])]
@@ -1059,7 +1056,17 @@ def detection_output(b: _Builder, n: Node) -> list[str]:
         scores, idx = b.op("TopK", [scores, b.i64([k1])], name=nm, n_out=2, axis=1, largest=1, sorted=1)
         idx3 = b.op("Expand", [b.op("Unsqueeze", [idx, b.i64([2])], name=nm), b.i64([ncls, k1, 4])], name=nm)
         boxes = b.op("GatherElements", [boxes, idx3], name=nm, axis=1)
-    sel = b.op("NonMaxSuppression", [boxes, b.op("Unsqueeze", [scores, b.i64([1])], name=nm), b.i64([k1]),
+    # Caffe's JaccardOverlap gives an inverted box (x2 < x1 or y2 < y1) size 0 and no overlap with
+    # anything; NonMaxSuppression would reorder its corners (and cv2 5 calls two empty boxes
+    # identical): each candidate slot j gets its own unit box far away instead, which overlaps nothing
+    x1, y1, x2, y2 = _split4(b, boxes, nm)
+    valid = b.op("And", [b.op("Not", [b.op("Less", [x2, x1], name=nm)], name=nm),
+                         b.op("Not", [b.op("Less", [y2, y1], name=nm)], name=nm)], name=nm)
+    far = np.zeros((1, k1, 4))
+    far[0, :, 0] = far[0, :, 1] = 1e4 + 3.0 * np.arange(k1)
+    far[0, :, 2:] = far[0, :, :2] + 1.0
+    nms_boxes = b.op("Where", [valid, boxes, b.const(far, hint=f"{nm}/far_boxes")], name=nm)
+    sel = b.op("NonMaxSuppression", [nms_boxes, b.op("Unsqueeze", [scores, b.i64([1])], name=nm), b.i64([k1]),
                                      b.const([thr]), b.const([conf_thr])], name=nm, center_point_box=0)
     cb = b.gather(sel, np.array([0, 2]), 1, name=nm)  # (S, 2): class position, candidate
     s_scores = b.op("GatherND", [scores, cb], name=nm)  # (S,)
