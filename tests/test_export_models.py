@@ -25,12 +25,13 @@ import pytest
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-import refnet  # noqa: E402
 from conftest import IN_CI, require_model  # noqa: E402
+from writers.export_cases import CASES, run_case  # noqa: E402
+
+import refnet  # noqa: E402
 from refnet.crosscheck.cv2_backend import Cv2WorkerBackend  # noqa: E402
 from refnet.crosscheck.ort_backend import OrtBackend  # noqa: E402
 from refnet.export.onnx import export_onnx  # noqa: E402
-from writers.export_cases import CASES, run_case  # noqa: E402
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

@@ -248,7 +248,7 @@ def counterparts(net: Any, onnx_path: str) -> list[str]:
     names = set(tensor_names(onnx_path))
     out = []
     for n in net.graph.nodes:
-        for i, t in enumerate(n.outputs):
+        for t in n.outputs:
             if t in names:
                 out.append(t)
     return out
