@@ -55,24 +55,30 @@ def ir_net(nodes: list[Node], shapes: dict[str, tuple[int, ...]] | tuple[int, ..
     return Net(Graph(tuple(nodes), tuple(shapes), shapes, output_names=tuple(outputs)))
 
 
-def check(net: Net, tmp_path: Path, backends, *, x=None, seed=0, tol=TOL, layers=True, opset=17) -> dict:
-    """Export ``net``, run it in each backend on x (default: seeded N(0,1)); every layer tensor the
-    file names and every output must be within ``tol`` of refnet float64. Returns the errors."""
+def prepare(net: Net, folder: Path, *, x=None, seed=0, layers=True, opset=17):
+    """Export ``net`` into ``folder``; the feeds (default: seeded N(0,1)), the tensors to check
+    (every layer tensor the file names, or the outputs) and refnet's float64 values of them."""
+    folder.mkdir(parents=True, exist_ok=True)
     shapes = {k: tuple(v) for k, v in net.input_shapes.items()}
-    feeds = x if isinstance(x, dict) else {
-        k: (x if x is not None else _rng(seed).standard_normal(s)).astype(np.float32) for k, s in shapes.items()}
-    path = export_onnx(net, tmp_path / "m.onnx", opset=opset)
-    names = [t for n in net.graph.nodes for i, t in enumerate(n.outputs)
-             if not (n.op == "max_pool" and i > 0)] if layers else list(net.output_names)
+    feeds = {k: (x if x is not None else _rng(seed).standard_normal(s)).astype(np.float32) for k, s in shapes.items()}
+    path = export_onnx(net, folder / "m.onnx", opset=opset)
+    names = [t for n in net.graph.nodes for t in n.outputs] if layers else list(net.output_names)
     names = list(dict.fromkeys(names + list(net.output_names)))
     ref = net.forward({k: v.astype(np.float64) for k, v in feeds.items()}, outputs=names, precision="float64")
-    errs = {}
+    return path, feeds, names, ref
+
+
+def assert_close(backend: str, got: dict, ref: dict, names, tol=TOL) -> None:
+    for t in names:
+        e = scaled_error(got[t], ref[t])
+        assert e <= tol, f"{backend}: tensor {t!r} off by {e:.2e} (shapes {got[t].shape} vs {ref[t].shape})"
+
+
+def check(net: Net, tmp_path: Path, backends, *, x=None, seed=0, tol=TOL, layers=True, opset=17) -> None:
+    """Export ``net``, run it in each backend: every checked tensor within ``tol`` of refnet float64."""
+    path, feeds, names, ref = prepare(net, tmp_path, x=x, seed=seed, layers=layers, opset=opset)
     for be in backends:
-        got = be.run(path, feeds, names)
-        for t in names:
-            errs[(be.name, t)] = e = scaled_error(got[t], ref[t])
-            assert e <= tol, f"{be.name}: tensor {t!r} off by {e:.2e} (shapes {got[t].shape} vs {ref[t].shape})"
-    return errs
+        assert_close(be.name, be.run(path, feeds, names), ref, names, tol)
 
 
 @pytest.fixture(scope="module")
@@ -277,16 +283,40 @@ def test_every_ir_op_has_an_exporter_and_a_case():
     assert set(EXPORTERS) - covered == set(), "an exported op without a test case"
 
 
-@pytest.mark.parametrize("case", sorted(SINGLE))
-def test_op_in_onnxruntime_and_cv2_5(case, tmp_path, ortb, cv5):
-    check(SINGLE[case](), tmp_path, [ortb, cv5])
-
-
-@pytest.mark.parametrize("case", sorted(HEADS))
-def test_head_in_onnxruntime_and_cv2_5(case, tmp_path, ortb, cv5):
+def _case_net(case: str) -> tuple[Net, np.ndarray | None]:
+    if case in SINGLE:
+        return SINGLE[case](), None
     net = HEADS[case]()
-    x = _rng(5).uniform(-1, 1, net.input_shapes["data"]).astype(np.float32)
-    check(net, tmp_path, [ortb, cv5], x=x)
+    return net, _rng(5).uniform(-1, 1, net.input_shapes["data"]).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """Every case exported once: case -> (path, feeds, names, refnet float64 values)."""
+    root = tmp_path_factory.mktemp("export_ops")
+    out = {}
+    for i, case in enumerate(sorted(SINGLE) + sorted(HEADS)):
+        net, x = _case_net(case)
+        out[case] = prepare(net, root / str(i), x=x)
+    return out
+
+
+@pytest.fixture(scope="module")
+def cv5_results(prepared, cv5):
+    """All cases run in OpenCV 5 in one worker process (a crash reruns them one per process)."""
+    cases = list(prepared)
+    res = cv5.run_many([(p, f, n) for p, f, n, _ in (prepared[c] for c in cases)])
+    return dict(zip(cases, res))
+
+
+@pytest.mark.parametrize("case", sorted(SINGLE) + sorted(HEADS))
+def test_op_in_onnxruntime_and_cv2_5(case, prepared, cv5_results, ortb, cv5):
+    path, feeds, names, ref = prepared[case]
+    assert_close(ortb.name, ortb.run(path, feeds, names), ref, names)
+    got = cv5_results[case]
+    if isinstance(got, Exception):
+        raise got
+    assert_close(cv5.name, got, ref, names)
 
 
 def test_ssd_rows_have_detections_and_padding(tmp_path, ortb):

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +105,61 @@ class Cv2WorkerBackend:
                 return {n: z[f"o{i}"] for i, n in enumerate(outputs)}
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+    def run_many(self, jobs: Sequence[tuple[Any, Mapping[str, np.ndarray], Sequence[str]]]
+                 ) -> list[dict[str, np.ndarray] | BackendFailure]:
+        """Several ``(model_path, feeds, outputs)`` runs in one worker process (one cv2 import).
+        Each result is the outputs or the BackendFailure of that job; if the worker dies, the
+        jobs are rerun one per process so a crash is charged to the job that caused it."""
+        tmp = tempfile.mkdtemp(prefix="refnet-cv2b-")
+        try:
+            spec, prep = [], []
+            for i, (model_path, feeds, outputs) in enumerate(jobs):
+                try:
+                    path = _expose(model_path, outputs, tmp)
+                except BackendFailure as e:
+                    prep.append(e)
+                    continue
+                fin, fout = os.path.join(tmp, f"f{i}.npz"), os.path.join(tmp, f"o{i}.npz")
+                np.savez(fin, **{k: np.ascontiguousarray(v, dtype=np.float32) for k, v in feeds.items()})
+                spec.append([path, fin, fout, list(outputs)])
+                prep.append(None)
+            jpath, rpath = os.path.join(tmp, "jobs.json"), os.path.join(tmp, "results.json")
+            with open(jpath, "w") as f:
+                json.dump(spec, f)
+            try:
+                r = subprocess.run([self.python, WORKER, "--batch", jpath, rpath], capture_output=True, text=True,
+                                   timeout=self.timeout * max(1, len(spec)))
+                ok = r.returncode == 0 and os.path.exists(rpath)
+            except subprocess.TimeoutExpired:
+                ok = False
+            if not ok:
+                return [p if p is not None else self._run_or_failure(*j) for p, j in zip(prep, jobs)]
+            with open(rpath) as f:
+                errors = iter(json.load(f))
+            items = iter(spec)
+            out: list[dict[str, np.ndarray] | BackendFailure] = []
+            for p in prep:
+                if p is not None:
+                    out.append(p)
+                    continue
+                _, _, fout, names = next(items)
+                err = next(errors)
+                if err is not None:
+                    out.append(BackendFailure(f"{self.name}: {' '.join(err.split())[-400:]}"))
+                    continue
+                with np.load(fout) as z:
+                    out.append({n: z[f"o{i}"] for i, n in enumerate(names)})
+            return out
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _run_or_failure(self, model_path, feeds, outputs) -> dict[str, np.ndarray] | BackendFailure:
+        try:
+            return self.run(model_path, feeds, outputs)
+        except BackendFailure as e:
+            return e
 
 
 def _worker_error(r: subprocess.CompletedProcess) -> str:

@@ -6,6 +6,8 @@ process with refnet's cv2 4.x. Protocol (one request per process):
 
     python cv2_worker.py --version                      -> prints cv2.__version__
     python cv2_worker.py MODEL.onnx FEEDS.npz OUT.npz NAME [NAME ...]
+    python cv2_worker.py --batch JOBS.json RESULTS.json   (JOBS: [[model, feeds, out, [names]], ...];
+                                                           RESULTS: one null or error string per job)
 
 FEEDS.npz holds the input arrays by input name; OUT.npz receives one array per requested
 graph output NAME. Errors are printed as one JSON line {"error": ...} on stdout and the exit
@@ -18,12 +20,31 @@ import sys
 
 def main(argv):
     import cv2
-    import numpy as np
 
     if argv[:1] == ["--version"]:
         print(cv2.__version__)
         return 0
-    model, feeds_path, out_path, names = argv[0], argv[1], argv[2], argv[3:]
+    if argv[:1] == ["--batch"]:
+        with open(argv[1]) as f:
+            jobs = json.load(f)
+        results = []
+        for model, feeds_path, out_path, names in jobs:
+            try:
+                run_one(model, feeds_path, out_path, names)
+                results.append(None)
+            except Exception as e:
+                results.append(f"{type(e).__name__}: {e}")
+        with open(argv[2], "w") as f:
+            json.dump(results, f)
+        return 0
+    run_one(argv[0], argv[1], argv[2], argv[3:])
+    return 0
+
+
+def run_one(model, feeds_path, out_path, names):
+    import cv2
+    import numpy as np
+
     cv2.setNumThreads(1)
     net = cv2.dnn.readNetFromONNX(model)
     with np.load(feeds_path) as feeds:
@@ -39,7 +60,6 @@ def main(argv):
     else:
         raise RuntimeError(f"cv2 exposes outputs {have[:8]}, expected {names[:8]}")
     np.savez(out_path, **{f"o{i}": np.asarray(res[n]) for i, n in enumerate(names)})
-    return 0
 
 
 if __name__ == "__main__":
