@@ -51,16 +51,11 @@ def targets(cv5_python):
     return [OrtBackend(), Cv2WorkerBackend(cv5_python)]
 
 
-SUBSET = {  # name -> overrides keeping CI time modest
+SUBSET = {  # name -> overrides keeping CI time modest (the whole table: bench/convert_all.py)
     "yufacedetectnet-v1": {},
-    "mtcnn-det1": {},
-    "yolo-fastest-1.1": {},
     "yolo-fastest-1.1 (quirks cv2)": {},
-    "enet-cityscapes-cpu": {"input_shape": (1, 3, 128, 256)},  # near-tie argmax in pooling: local errors
-    "yolov2-tiny (seeded)": {"input_shape": (1, 3, 160, 160)},
-    "res10-ssd-face (seeded)": {"input_shape": (1, 3, 150, 150)},
+    "enet-cityscapes-cpu": {"input_shape": (1, 3, 96, 192)},  # near-ties in max pooling: judged by local errors
     "fast-neural-style instance_norm (t7 writer)": {"input_shape": (1, 3, 64, 80)},
-    "deeplab-v3+ (archs, seeded)": {},
 }
 
 
