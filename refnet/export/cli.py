@@ -36,7 +36,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("-o", "--output", required=True, metavar="OUT.onnx", help="the ONNX file to write")
     s.add_argument("--opset", type=int, default=17, help="ONNX opset, 13..17 (default 17)")
     s.add_argument("--input-shape", type=int, nargs=4, metavar=("N", "C", "H", "W"),
-                   help="the input shape to export for (default: the declared one, else the zoo's preprocessing)")
+                   help="the input shape to export for (default: the declared one with batch 1, else the zoo's "
+                        "preprocessing size)")
     s.add_argument("--quirks", choices=("none", "cv2"), default="none",
                    help="export the framework's semantics (none, default) or cv2 4.x's Caffe/Torch/Darknet "
                         "conventions (cv2: BN eps, class score threshold and NMS in the YOLO heads, ...)")
@@ -107,7 +108,8 @@ def _input_shape(net: Any, pre: Any, given: Any) -> tuple[int, ...]:
         raise ShapeError(f"the model has inputs {list(net.input_names)}: convert supports one input")
     declared = net.input_shapes.get(net.input_names[0])
     if declared and all(int(d) > 0 for d in declared):
-        return tuple(int(d) for d in declared)
+        # batch 1 (deploy prototxts often declare 10): what blobFromImage gives a converted script
+        return (1,) + tuple(int(d) for d in declared[1:])
     if pre is not None and pre.size is not None:
         w, h = pre.size
         if pre.layout == "NCWH":
