@@ -189,8 +189,10 @@ def deconv(b: _Builder, n: Node) -> list[str]:
     w = n.params["weight"]
     ah, aw = _pair(n.attrs.get("output_padding"), 0)
     sh, sw = _pair(n.attrs.get("stride"), 1)
-    if ah >= max(sh, 1) and ah or aw >= max(sw, 1) and aw:
-        raise _unsupported(n, f"output_padding {(ah, aw)} must be smaller than the stride {(sh, sw)} in ONNX")
+    dh, dw = _pair(n.attrs.get("dilation"), 1)
+    if ah >= max(sh, dh) or aw >= max(sw, dw):  # the ONNX rule (Torch's adjW/adjH obey it too)
+        raise _unsupported(n, f"output_padding {(ah, aw)} must be smaller than the stride {(sh, sw)} or "
+                              f"dilation {(dh, dw)} in ONNX")
     return [b.op("ConvTranspose", [n.inputs[0], *_weight_inputs(b, n)], name=n.name, out=n.outputs[0],
                  kernel_shape=list(w.shape[2:]), output_padding=[ah, aw], **_conv_attrs(n))]
 
@@ -202,7 +204,7 @@ def linear(b: _Builder, n: Node) -> list[str]:
     axis = axis + len(shape) if axis < 0 else axis
     w = n.params["weight"]
     bias = n.params.get("bias")
-    if axis == 1 or len(shape) == axis + 1 and axis == 1:
+    if axis == 1:
         flat = b.reshape(n.inputs[0], (shape[0], w.shape[1]), name=n.name)
         ins = [flat, b.const(w, hint=f"{n.name}/weight")]
         if bias is not None:
