@@ -59,9 +59,9 @@ def prepare(net: Net, folder: Path, *, x=None, seed=0, layers=True, opset=17):
     """Export ``net`` into ``folder``; the feeds (default: seeded N(0,1)), the tensors to check
     (every layer tensor the file names, or the outputs) and refnet's float64 values of them."""
     folder.mkdir(parents=True, exist_ok=True)
-    shapes = {k: tuple(v) for k, v in net.input_shapes.items()}
+    shapes = {k: tuple(x.shape) if x is not None else tuple(v) for k, v in net.input_shapes.items()}
     feeds = {k: (x if x is not None else _rng(seed).standard_normal(s)).astype(np.float32) for k, s in shapes.items()}
-    path = export_onnx(net, folder / "m.onnx", opset=opset)
+    path = export_onnx(net, folder / "m.onnx", opset=opset, input_shapes=shapes)
     names = [t for n in net.graph.nodes for t in n.outputs] if layers else list(net.output_names)
     names = list(dict.fromkeys(names + list(net.output_names)))
     ref = net.forward({k: v.astype(np.float64) for k, v in feeds.items()}, outputs=names, precision="float64")
