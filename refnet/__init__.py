@@ -28,6 +28,7 @@ __all__ = [
     "fetch",
     "set_num_threads",
     "get_num_threads",
+    "export_onnx",
 ]
 
 
@@ -44,6 +45,10 @@ def __getattr__(name: str):  # lazy: `import refnet` stays cheap (no numba compi
         from refnet.crosscheck.orchestrator import compare
 
         return compare
+    if name == "export_onnx":  # Graph -> ONNX (refnet/export/onnx.py; needs the onnx extra)
+        from refnet.export.onnx import export_onnx
+
+        return export_onnx
     if name in ("dnn", "zoo", "fetch", "archs"):
         import importlib
 

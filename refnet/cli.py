@@ -185,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     for m in (gatys, transfer, explain):
         m.add_parser(sub)
+    from refnet.export.cli import add_parser as _add_convert_parser  # refnet convert (refnet/export/cli.py)
+
+    _add_convert_parser(sub)
     return p
 
 

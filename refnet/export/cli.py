@@ -1,0 +1,191 @@
+"""``refnet convert``: write a Caffe / Torch7 / Darknet model as ONNX and prove it still computes the same.
+
+    refnet convert MODEL_FILES... | --zoo NAME -o OUT.onnx [--opset N] [--input-shape N C H W]
+                   [--quirks none|cv2] [--image IMG | --seed S] [--no-verify] [--json PATH]
+                   [--backend SPEC ...] [--no-layers]
+
+Exit status: 0 written (and, unless --no-verify, every backend agrees), 1 DIFFER, 2 user error
+(bad files or arguments, a layer that has no exact ONNX expression), 3 internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["add_parser", "convert_command", "load_source"]
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("convert", help="write a Caffe/Torch7/Darknet model as ONNX (for OpenCV 5 / ONNX Runtime) "
+                                       "and verify it",
+                       description="Convert a model to ONNX (opset 13..17, float32 weights, the source's input and "
+                                   "output names) and verify the file in every available backend (onnxruntime, cv2 "
+                                   "4.x, cv2 5.x through REFNET_CV5_PYTHON) against refnet's float64 run of the "
+                                   "source, per output, per layer and at task level. Exit status: 0 agree, "
+                                   "1 differ, 2 user error.")
+    s.add_argument("model", nargs="*", metavar="MODEL_FILE",
+                   help="model files (.prototxt [.caffemodel], .t7/.net, .cfg [.weights]); or use --zoo")
+    s.add_argument("--zoo", metavar="NAME", help="a zoo model (`refnet models list`)")
+    s.add_argument("-o", "--output", required=True, metavar="OUT.onnx", help="the ONNX file to write")
+    s.add_argument("--opset", type=int, default=17, help="ONNX opset, 13..17 (default 17)")
+    s.add_argument("--input-shape", type=int, nargs=4, metavar=("N", "C", "H", "W"),
+                   help="the input shape to export for (default: the declared one with batch 1, else the zoo's "
+                        "preprocessing size)")
+    s.add_argument("--quirks", choices=("none", "cv2"), default="none",
+                   help="export the framework's semantics (none, default) or cv2 4.x's Caffe/Torch/Darknet "
+                        "conventions (cv2: BN eps, class score threshold and NMS in the YOLO heads, ...)")
+    s.add_argument("--image", metavar="IMG", help="verify on this image (default: a seeded random input)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the random input and of seeded weights (default 0)")
+    s.add_argument("--seeded-weights", action="store_true",
+                   help="an architecture-only Caffe prototxt: use seeded He-scaled weights")
+    s.add_argument("--no-verify", action="store_true", help="write the file only")
+    s.add_argument("--no-layers", action="store_true", help="compare the outputs only (no per-layer runs)")
+    s.add_argument("--backend", action="append", metavar="SPEC",
+                   help="ort, cv2 (this interpreter's, in a worker), cv2-inprocess, cv2@PYTHON, cv2@cv5 "
+                        "(repeatable; default: every available one)")
+    s.add_argument("--json", metavar="PATH", help="write the verification as JSON")
+    s.set_defaults(func=convert_command)
+
+
+def load_source(files: list[str], zoo_name: str | None, *, quirks: str, seeded: bool, seed: int,
+                input_shape: Any, workdir: str) -> tuple[Any, Any, str]:
+    """(Net, preprocessing or None, display name) for model files or a zoo name."""
+    import refnet
+    from refnet import zoo
+
+    if zoo_name and files:
+        raise ValueError("give either model files or --zoo NAME, not both")
+    if not zoo_name and not files:
+        raise ValueError("no model: give the model files (e.g. deploy.prototxt weights.caffemodel) or --zoo NAME")
+    entry = None
+    if zoo_name:
+        loc = zoo.find(zoo_name)
+        entry = loc.entry
+        paths = [str(loc.path_of("model"))] if loc.status == "arch" else [str(p) for p in loc.main_paths]
+        seeded = seeded or loc.status == "arch"
+    else:
+        for f in files:
+            if not Path(f).is_file():
+                raise FileNotFoundError(f"model file not found: {f}")
+        paths = list(files)
+        from refnet.pipelines import entry_for_files
+
+        entry = entry_for_files(paths)[0]
+    pre = entry.preprocess if entry is not None else None
+    protos = [p for p in paths if Path(p).suffix.lower() in (".prototxt", ".pbtxt")]
+    if protos and len(paths) == 1:
+        if not seeded:
+            raise ValueError(f"{protos[0]} has no weights file: give the .caffemodel, or --seeded-weights to convert "
+                             "the architecture with seeded random weights")
+        from refnet.archs import seeded_caffemodel
+
+        shape = tuple(input_shape) if input_shape else None
+        if shape is None and pre is not None and pre.size is not None:
+            shape = (1, 1 if pre.gray else 3, pre.size[1], pre.size[0])
+        model = Path(workdir) / (Path(protos[0]).stem + f".seed{seed}.caffemodel")
+        model.write_bytes(seeded_caffemodel(protos[0], seed, shape))
+        paths = [protos[0], str(model)]
+    net = refnet.load(*paths, quirks=quirks)
+    return net, pre, (entry.name if entry is not None else Path(paths[0]).name)
+
+
+def _input_shape(net: Any, pre: Any, given: Any) -> tuple[int, ...]:
+    from refnet.errors import ShapeError
+
+    if given:
+        shape = tuple(int(d) for d in given)
+        if min(shape) <= 0:
+            raise ShapeError("--input-shape needs four positive numbers", expected="N C H W", got=shape)
+        return shape
+    if len(net.input_names) != 1:
+        raise ShapeError(f"the model has inputs {list(net.input_names)}: convert supports one input")
+    declared = net.input_shapes.get(net.input_names[0])
+    if declared and all(int(d) > 0 for d in declared):
+        # batch 1 (deploy prototxts often declare 10): what blobFromImage gives a converted script
+        return (1,) + tuple(int(d) for d in declared[1:])
+    if pre is not None and pre.size is not None:
+        w, h = pre.size
+        if pre.layout == "NCWH":
+            w, h = h, w
+        return (1, 1 if pre.gray else 3, h, w)
+    raise ShapeError("the model does not declare its input shape: pass --input-shape N C H W")
+
+
+def _feeds(net: Any, pre: Any, shape: tuple[int, ...], image: str | None, seed: int) -> tuple[np.ndarray, str]:
+    if image and len(shape) == 4 and shape[1] in (1, 3):
+        from refnet.pipelines import default_preprocess, read_image
+
+        p = pre if pre is not None else default_preprocess(net, "classify")
+        size = (shape[3], shape[2]) if p.layout != "NCWH" else (shape[2], shape[3])
+        blob = p.blob(read_image(image), size=size)
+        if tuple(blob.shape) != tuple(shape):
+            from refnet.errors import ShapeError
+
+            raise ShapeError("the image blob does not have the export shape", expected=shape, got=blob.shape)
+        return blob.astype(np.float32), f"image {image}"
+    rng = np.random.default_rng(seed)
+    if pre is not None and len(shape) == 4 and shape[1] in (1, 3):
+        h, w = (shape[2], shape[3]) if pre.layout != "NCWH" else (shape[3], shape[2])
+        img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        blob = pre.blob(img, size=(w, h))
+        if tuple(blob.shape) == tuple(shape):
+            return blob.astype(np.float32), f"seeded random image (seed {seed}) through the zoo preprocessing"
+    return rng.uniform(-1.0, 1.0, shape).astype(np.float32), f"seeded uniform [-1, 1) input (seed {seed})"
+
+
+def _backends(specs: list[str] | None) -> list[Any]:
+    from refnet.crosscheck.onnx_backends import BackendFailure, available_backends, make_backend
+
+    if not specs:
+        return available_backends()
+    out = []
+    for s in specs:
+        try:
+            out.append(make_backend(s))
+        except BackendFailure as e:
+            raise ValueError(str(e)) from e
+    return out
+
+
+def convert_command(args: argparse.Namespace) -> int:
+    from refnet.export.onnx import build_model, require_onnx
+
+    onnx = require_onnx()
+    out = sys.stdout
+    with tempfile.TemporaryDirectory(prefix="refnet-convert-") as wd:
+        net, pre, name = load_source(args.model, args.zoo, quirks=args.quirks, seeded=args.seeded_weights,
+                                     seed=args.seed, input_shape=args.input_shape, workdir=wd)
+        shape = _input_shape(net, pre, args.input_shape)
+        print(f"refnet convert: {name} ({net.graph.framework}, {len(net.graph.nodes)} layers, quirks={args.quirks}) "
+              f"-> {args.output} (opset {args.opset}, input {net.input_names[0]} {list(shape)})", file=out)
+        model = build_model(net, opset=args.opset, input_shapes={net.input_names[0]: shape})
+        onnx.checker.check_model(model, full_check=True)
+        onnx.save(model, args.output)
+        ops = sorted({n.op_type for n in model.graph.node})
+        print(f"wrote {args.output}: {len(model.graph.node)} ONNX nodes ({', '.join(ops)}); outputs "
+              f"{[o.name for o in model.graph.output]}", file=out)
+        if "PriorBox" in model.doc_string or "PriorBox" in model.graph.doc_string:
+            print(f"note: SSD PriorBox layers are constants for input {shape[2]}x{shape[3]}: run the ONNX model at "
+                  "this input size only", file=out)
+        if args.no_verify:
+            return 0
+        from refnet.export.verify import verify_onnx
+
+        x, label = _feeds(net, pre, shape, args.image, args.seed)
+        backends = _backends(args.backend)
+        print(f"verifying on {label} in {len(backends)} backend(s) against refnet float64 of the source", file=out)
+        v = verify_onnx(net, args.output, {net.input_names[0]: x}, backends, per_layer=not args.no_layers,
+                        input_label=label, quiet=False)
+        print(v.table(), file=out)
+        print(f"verdict: {v.verdict} (outputs within {1e-4:g} of refnet float64, scaled by max(1, |ref|); "
+              "task-level agreement)", file=out)
+        if args.json:
+            Path(args.json).write_text(json.dumps(v.to_json(), indent=1, default=float))
+        return 0 if v.verdict == "AGREE" else 1
