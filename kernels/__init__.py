@@ -14,3 +14,10 @@ from refnet.kernels.softmax import *  # noqa: F403
 from refnet.kernels.style import *  # noqa: F403
 from refnet.kernels.tensor import *  # noqa: F403
 from refnet.kernels.yolo import *  # noqa: F403
+from refnet.kernels.elementwise import *  # noqa: F403,E402
+from refnet.kernels.layout import *  # noqa: F403,E402
+from refnet.kernels.linalg import *  # noqa: F403,E402
+from refnet.kernels.normalize import *  # noqa: F403,E402
+from refnet.kernels.reduce import *  # noqa: F403,E402
+from refnet.kernels.resize import *  # noqa: F403,E402
+from refnet.kernels.window import *  # noqa: F403,E402
