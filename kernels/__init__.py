@@ -21,3 +21,4 @@ from refnet.kernels.normalize import *  # noqa: F403,E402
 from refnet.kernels.reduce import *  # noqa: F403,E402
 from refnet.kernels.resize import *  # noqa: F403,E402
 from refnet.kernels.window import *  # noqa: F403,E402
+from refnet.kernels.roi import *  # noqa: F403,E402

@@ -21,7 +21,7 @@ __all__ = [
 ]
 
 BINARY_OPS = ("add", "sub", "mul", "div", "pow", "max", "min", "mean")
-UNARY_OPS = ("neg", "reciprocal", "floor", "ceil", "softplus", "hard_swish", "softsign", "erf", "sign", "round",
+UNARY_OPS = ("gelu", "neg", "reciprocal", "floor", "ceil", "softplus", "hard_swish", "softsign", "erf", "sign", "round",
              "selu", "celu", "thresholded_relu", "hard_sigmoid")
 
 
@@ -93,7 +93,8 @@ def unary_reference(op: str, x: np.ndarray, alpha: float = 0.0, beta: float = 0.
     neg -x; reciprocal 1/x; floor; ceil; round (half to even); sign; erf;
     softplus log(1 + e^x); softsign x / (1 + |x|); hard_swish x * max(0, min(1, x/6 + 1/2));
     hard_sigmoid max(0, min(1, alpha*x + beta)); selu gamma * (x if x > 0 else alpha*(e^x - 1));
-    celu max(0, x) + min(0, alpha*(e^(x/alpha) - 1)); thresholded_relu x if x > alpha else 0."""
+    celu max(0, x) + min(0, alpha*(e^(x/alpha) - 1)); thresholded_relu x if x > alpha else 0;
+    gelu x/2 * (1 + erf(x/sqrt 2)), or with alpha = 1 x/2 * (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
     one = x.dtype.type(1)
     if op == "neg":
         y = -x
@@ -121,6 +122,11 @@ def unary_reference(op: str, x: np.ndarray, alpha: float = 0.0, beta: float = 0.
         y = gamma * np.where(x > 0, x, alpha * (np.exp(x) - one))
     elif op == "celu":
         y = np.maximum(0, x) + np.minimum(0, alpha * (np.exp(x / alpha) - one))
+    elif op == "gelu":  # alpha = 1: the tanh approximation
+        if alpha:
+            y = 0.5 * x * (one + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
+        else:
+            y = 0.5 * x * (one + _erf(x / np.sqrt(2)))
     elif op == "thresholded_relu":
         y = np.where(x > alpha, x, 0)
     else:
@@ -157,3 +163,32 @@ def clip_range_reference(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
 def clip_range(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """Fast twin of :func:`clip_range_reference`."""
     return np.minimum(np.maximum(x, x.dtype.type(lo)), x.dtype.type(hi))
+
+
+COMPARE_OPS = ("less", "less_equal", "greater", "greater_equal", "equal", "and", "or", "xor")
+_CMP = {"less": np.less, "less_equal": np.less_equal, "greater": np.greater, "greater_equal": np.greater_equal,
+        "equal": np.equal, "and": lambda a, b: (a != 0) & (b != 0), "or": lambda a, b: (a != 0) | (b != 0),
+        "xor": lambda a, b: (a != 0) ^ (b != 0)}
+
+
+@ieee
+def compare_reference(op: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Comparison or logic (nonzero = true) of broadcast operands, as 0/1 in a's dtype."""
+    if op not in _CMP:
+        raise ValueError(f"unknown comparison {op!r}; known: {COMPARE_OPS}")
+    shape = _shape([a, b])
+    return _CMP[op](np.broadcast_to(a, shape), np.broadcast_to(b, shape)).astype(a.dtype)
+
+
+compare = compare_reference
+
+
+@ieee
+def where_reference(cond: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a where cond is nonzero, else b (all three broadcast)."""
+    shape = _shape([cond, a, b])
+    return np.where(np.broadcast_to(cond, shape) != 0, a, b).astype(a.dtype)
+
+
+where = where_reference
+__all__ += ["compare", "compare_reference", "where", "where_reference", "COMPARE_OPS"]

@@ -13,8 +13,18 @@ from refnet.errors import ShapeError
 __all__ = [
     "strided_slice", "strided_slice_reference", "gather", "gather_reference", "expand", "expand_reference",
     "tile", "tile_reference", "depth_to_space", "depth_to_space_reference", "space_to_depth",
-    "space_to_depth_reference",
+    "space_to_depth_reference", "reshape_to", "reshape_to_reference",
 ]
+
+
+def reshape_to_reference(x: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """x's elements in row-major order, laid out as ``shape`` (every dim explicit; 0 means 0)."""
+    if int(np.prod(shape)) != x.size:
+        raise ShapeError("reshape changes the element count", expected=x.size, got=tuple(shape))
+    return x.reshape(tuple(shape)).copy()
+
+
+reshape_to = reshape_to_reference
 
 
 def _ranges(shape: Sequence[int], starts: Sequence[int], stops: Sequence[int], steps: Sequence[int]) -> list[range]:
@@ -111,8 +121,9 @@ def depth_to_space(x: np.ndarray, blocksize: int, mode: str = "DCR") -> np.ndarr
     return np.ascontiguousarray(t.reshape(n, c // (b * b), h * b, w * b))
 
 
-def space_to_depth_reference(x: np.ndarray, blocksize: int) -> np.ndarray:
-    """y[n, (i*b + j)*C + c, h, w] = x[n, c, h*b + i, w*b + j] (the inverse of DCR)."""
+def space_to_depth_reference(x: np.ndarray, blocksize: int, mode: str = "DCR") -> np.ndarray:
+    """y[n, (i*b + j)*C + c, h, w] = x[n, c, h*b + i, w*b + j] (DCR, the inverse of DepthToSpace
+    DCR) or y[n, c*b*b + i*b + j, h, w] (CRD)."""
     b = blocksize
     if x.ndim != 4 or x.shape[2] % b or x.shape[3] % b:
         raise ShapeError("SpaceToDepth needs H and W divisible by blocksize", expected=b, got=x.shape)
@@ -120,15 +131,19 @@ def space_to_depth_reference(x: np.ndarray, blocksize: int) -> np.ndarray:
     y = np.empty((n, c * b * b, h // b, w // b), x.dtype)
     for i in range(b):
         for j in range(b):
-            y[:, (i * b + j) * c:(i * b + j + 1) * c] = x[:, :, i::b, j::b]
+            if mode == "CRD":
+                y[:, i * b + j::b * b] = x[:, :, i::b, j::b]
+            else:
+                y[:, (i * b + j) * c:(i * b + j + 1) * c] = x[:, :, i::b, j::b]
     return y
 
 
-def space_to_depth(x: np.ndarray, blocksize: int) -> np.ndarray:
+def space_to_depth(x: np.ndarray, blocksize: int, mode: str = "DCR") -> np.ndarray:
     """Fast twin of :func:`space_to_depth_reference`."""
     b = blocksize
     if x.ndim != 4 or x.shape[2] % b or x.shape[3] % b:
         raise ShapeError("SpaceToDepth needs H and W divisible by blocksize", expected=b, got=x.shape)
     n, c, h, w = x.shape
-    t = x.reshape(n, c, h // b, b, w // b, b).transpose(0, 3, 5, 1, 2, 4)
+    t = x.reshape(n, c, h // b, b, w // b, b)
+    t = t.transpose(0, 1, 3, 5, 2, 4) if mode == "CRD" else t.transpose(0, 3, 5, 1, 2, 4)
     return np.ascontiguousarray(t.reshape(n, c * b * b, h // b, w // b))

@@ -81,4 +81,4 @@ def matmul_reference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Fast twin of :func:`matmul_reference`: numpy.matmul (BLAS) in the input dtype."""
     _mm_shape(a, b)
-    return np.matmul(a, b.astype(a.dtype, copy=False))
+    return np.asarray(np.matmul(a, b.astype(a.dtype, copy=False)))

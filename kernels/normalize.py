@@ -44,10 +44,10 @@ def lrn_onnx(x: np.ndarray, size: int, alpha: float = 1e-4, beta: float = 0.75, 
 
 @ieee
 def lp_norm_reference(x: np.ndarray, axis: int, p: int = 2) -> np.ndarray:
-    """x / ||x||_p along ``axis`` (p = 1 or 2; a zero norm gives 0/0 = NaN as the spec's formula)."""
+    """x / ||x||_p along ``axis`` (p = 1 or 2); where the norm is 0 the output is 0."""
     v = x.astype(np.float64)
     norm = np.abs(v).sum(axis=axis, keepdims=True) if p == 1 else np.sqrt((v * v).sum(axis=axis, keepdims=True))
-    return (v / norm).astype(x.dtype)
+    return np.where(norm == 0, 0.0, v / np.where(norm == 0, 1.0, norm)).astype(x.dtype)
 
 
 lp_norm = lp_norm_reference
@@ -55,9 +55,10 @@ lp_norm = lp_norm_reference
 
 @ieee
 def layer_norm_reference(x: np.ndarray, axis: int, scale: np.ndarray, bias: np.ndarray | None = None,
-                         eps: float = 1e-5) -> np.ndarray:
+                         eps: float = 1e-5, with_stats: bool = False) -> np.ndarray | tuple[np.ndarray, ...]:
     """Normalise over the axes from ``axis`` on: (x - mean) / sqrt(var + eps) * scale + bias
-    (biased variance; scale and bias broadcast to x.shape[axis:])."""
+    (biased variance; scale and bias broadcast to x.shape[axis:]). ``with_stats``: also the
+    mean and 1/sqrt(var + eps), shaped like x with the normalised axes kept as 1."""
     v = x.astype(np.float64)
     axes = tuple(range(axis, x.ndim))
     mu = v.mean(axis=axes, keepdims=True)
@@ -65,6 +66,8 @@ def layer_norm_reference(x: np.ndarray, axis: int, scale: np.ndarray, bias: np.n
     y = (v - mu) / np.sqrt(var + eps) * scale.astype(np.float64)
     if bias is not None:
         y = y + bias.astype(np.float64)
+    if with_stats:
+        return y.astype(x.dtype), mu.astype(x.dtype), (1 / np.sqrt(var + eps)).astype(x.dtype)
     return y.astype(x.dtype)
 
 

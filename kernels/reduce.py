@@ -24,10 +24,10 @@ def reduce_reference(x: np.ndarray, kind: str, axes: Sequence[int], keepdims: bo
     v = x.astype(np.float64)
     if kind == "mean":
         y = v.sum(axis=ax, keepdims=True) / max(int(np.prod([x.shape[a] for a in ax])), 1)
-    elif kind in ("max", "min"):
-        if any(x.shape[a] == 0 for a in ax):
-            raise ShapeError("max/min over an empty axis", got=x.shape)
-        y = v.max(axis=ax, keepdims=True) if kind == "max" else v.min(axis=ax, keepdims=True)
+    elif kind in ("max", "min"):  # over an empty set: -inf (max) / +inf (min), as the spec says
+        init = -np.inf if kind == "max" else np.inf
+        y = v.max(axis=ax, keepdims=True, initial=init) if kind == "max" else v.min(axis=ax, keepdims=True,
+                                                                                     initial=init)
     elif kind == "sum":
         y = v.sum(axis=ax, keepdims=True)
     elif kind == "prod":
@@ -41,7 +41,7 @@ def reduce_reference(x: np.ndarray, kind: str, axes: Sequence[int], keepdims: bo
     elif kind == "log_sum":
         y = np.log(v.sum(axis=ax, keepdims=True))
     elif kind == "log_sum_exp":
-        m = v.max(axis=ax, keepdims=True) if v.size else np.zeros([1] * v.ndim)
+        m = v.max(axis=ax, keepdims=True, initial=-np.inf)
         m = np.where(np.isfinite(m), m, 0)
         y = np.log(np.exp(v - m).sum(axis=ax, keepdims=True)) + m
     else:

@@ -21,13 +21,14 @@ MODES = ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corn
          "tf_half_pixel_for_nn", "tf_crop_and_resize")
 
 
-def source_coordinate(xr: np.ndarray, scale: float, len_out: int, len_in: int, mode: str,
-                      roi: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
-    """x_original of output coordinates ``xr`` (the spec's coordinate_transformation_mode)."""
+def source_coordinate(xr: np.ndarray, scale: float, len_out: float, len_in: int, mode: str,
+                      roi: tuple[float, float] = (0.0, 1.0), len_out_int: int | None = None) -> np.ndarray:
+    """x_original of output coordinates ``xr`` (the spec's coordinate_transformation_mode);
+    ``len_out`` is the unrounded output length scale * len_in, ``len_out_int`` the real one."""
     if mode == "half_pixel":
         return (xr + 0.5) / scale - 0.5
     if mode == "half_pixel_symmetric":
-        adj = len_out / (scale * len_in)
+        adj = (len_out if len_out_int is None else len_out_int) / len_out
         center = len_in / 2
         return center * (1 - adj) + (xr + 0.5) / scale - 0.5
     if mode == "pytorch_half_pixel":
@@ -70,7 +71,8 @@ def resize_weights(len_in: int, len_out: int, scale: float, mode: str, ctm: str,
     """(W, outside): y = W @ x along the axis; ``outside`` flags outputs whose source lies
     outside [0, len_in - 1] (tf_crop_and_resize fills them with the extrapolation value)."""
     xr = np.arange(len_out, dtype=np.float64)
-    xo = source_coordinate(xr, scale, len_out, len_in, ctm, roi)
+    # the transforms take the unrounded output length scale * len_in (= len_out when sizes were given)
+    xo = source_coordinate(xr, scale, scale * len_in, len_in, ctm, roi, len_out)
     outside = (xo < 0) | (xo > len_in - 1) if ctm == "tf_crop_and_resize" else np.zeros(len_out, bool)
     w = np.zeros((len_out, len_in))
     rows = np.arange(len_out)

@@ -182,9 +182,14 @@ def Identity(n: N) -> list:
 @op("Dropout")
 def Dropout(n: N) -> list:
     """Inference: the input unchanged (the mask output, if asked for, is all true)."""
-    if len(n.outs) > 1 and n.outs[1]:
-        raise n.unsupported("the mask output is not supported")
-    return n.emit("identity", [n.rt(0)])
+    if n.opset >= 12 and n.has(2):
+        training = n.const(2, "training_mode")
+        ratio = n.maybe_const(1) if n.has(1) else None
+        zero = ratio is not None and ratio.size == 1 and float(ratio.reshape(-1)[0]) == 0.0
+        if training.size and bool(training.reshape(-1)[0]) and not zero:
+            raise n.unsupported("training_mode=1 (random dropout): refnet runs inference only")
+    y = n.emit("identity", [n.rt(0)])
+    return y + [np.ones(n.shape(0), bool)] if len(n.outs) > 1 else y
 
 
 # ---- shape arithmetic (folded) -----------------------------------------------------------------
@@ -520,7 +525,7 @@ def _reduce_axes(n: N, ndim: int) -> tuple[int, ...] | None:
     unless noop_with_empty_axes (then the op is the identity, returned as ())."""
     until = 13 if n.op == "ReduceSum" else 18
     axes = _axes_input(n, until, 1, ndim)
-    if axes is None:
+    if not axes:
         if int(n.a("noop_with_empty_axes", 0)) and n.opset >= until:
             return ()
         return tuple(range(ndim))
@@ -530,7 +535,10 @@ def _reduce_axes(n: N, ndim: int) -> tuple[int, ...] | None:
 # ---- run-time shape ops ------------------------------------------------------------------------------
 @op("Reshape")
 def Reshape(n: N) -> list:
-    return n.emit("reshape", [n.rt(0)], attrs={"shape": _reshape_target(n, n.shape(0))})
+    target = _reshape_target(n, n.shape(0))
+    if 0 in target:  # the IR's reshape copies a dim for 0 (Caffe's rule): an empty target needs reshape_to
+        return n.emit("reshape_to", [n.rt(0)], attrs={"shape": target})
+    return n.emit("reshape", [n.rt(0)], attrs={"shape": target})
 
 
 @op("Flatten")
@@ -588,6 +596,16 @@ def Split(n: N) -> list:
         raise n.error(f"split {split} does not partition axis of size {d} into {k} outputs",
                       expected=f"{k} sizes summing to {d}")
     points = tuple(int(p) for p in np.cumsum(split)[:-1])
+    if 0 in split:  # the IR's slice wants non-empty parts: one strided_slice per output
+        x, ndim, outs, start = n.rt(0), len(shape), [], 0
+        for i, size in enumerate(split):
+            st = [0] * ndim
+            sp = list(shape)
+            st[ax], sp[ax] = start, start + size
+            outs += n.emit("strided_slice", [x], name=n.layer if i == 0 else f"{n.layer}/{i}", layer=i == 0,
+                           attrs={"starts": tuple(st), "stops": tuple(sp), "steps": (1,) * ndim})
+            start += size
+        return outs
     return n.emit("slice", [n.rt(0)], k, attrs={"axis": ax, "points": points})
 
 
@@ -668,7 +686,7 @@ def DepthToSpace(n: N) -> list:
     if bs <= 0:
         raise n.error("blocksize must be positive", expected="blocksize >= 1")
     if n.op == "SpaceToDepth":
-        return n.emit("space_to_depth", [n.rt(0)], attrs={"blocksize": bs})
+        return n.emit("space_to_depth", [n.rt(0)], attrs={"blocksize": bs, "mode": n.a("mode", "DCR")})
     return n.emit("depth_to_space", [n.rt(0)], attrs={"blocksize": bs, "mode": n.a("mode", "DCR")})
 
 
@@ -692,6 +710,26 @@ def Binary(n: N) -> list:
             y = n.emit("reshape", [y], name=f"{n.layer}/align", layer=False, attrs={"shape": new})[0]
             return n.emit(_BINARY[n.op], [n.b.rt(ins[0]), y])
     return n.emit(_BINARY[n.op], [n.b.rt(t) for t in ins])
+
+
+_COMPARE = {"Less": "less", "LessOrEqual": "less_equal", "Greater": "greater", "GreaterOrEqual": "greater_equal",
+            "Equal": "equal", "And": "and", "Or": "or", "Xor": "xor"}
+
+
+@op(*_COMPARE)
+def Compare(n: N) -> list:
+    """Comparisons and logic on run-time tensors give 0/1 in the run precision."""
+    return n.emit(_COMPARE[n.op], [n.rt(0), n.rt(1)])
+
+
+@op("Not")
+def Not(n: N) -> list:
+    return n.emit("not", [n.rt(0)])
+
+
+@op("Where")
+def Where(n: N) -> list:
+    return n.emit("where", [n.rt(0), n.rt(1), n.rt(2)])
 
 
 _UNARY = {"Relu": ("relu", {}), "Sigmoid": ("sigmoid", {}), "Tanh": ("tanh", {}), "Abs": ("abs", {}),
@@ -726,6 +764,14 @@ def Selu(n: N) -> list:
 @op("Celu")
 def Celu(n: N) -> list:
     return n.emit("celu", [n.rt(0)], attrs={"alpha": float(n.a("alpha", 1.0))})
+
+
+@op("Gelu")
+def Gelu(n: N) -> list:
+    approx = n.a("approximate", "none")
+    if approx not in ("none", "tanh"):
+        raise n.error(f"approximate {approx!r}", expected="none or tanh")
+    return n.emit("gelu", [n.rt(0)], attrs={"alpha": 1.0 if approx == "tanh" else 0.0})
 
 
 @op("ThresholdedRelu")
@@ -901,7 +947,6 @@ def ConvTranspose(n: N) -> list:
         else:
             pads = [t - t // 2 for t in total] + [t // 2 for t in total]
         outpad = [o + e for o, e in zip(outpad, extra)]
-        pads = [p for p in pads[:k]] + [p - e for p, e in zip(pads[k:], extra)]
     elif auto == "VALID":
         pads = [0] * (2 * k)
     else:
@@ -1023,11 +1068,11 @@ def MaxUnpool(n: N) -> list:
     pads = [int(v) for v in n.a("pads", (0,) * (2 * k))]
     if len(kernel) != k or len(strides) != k or len(pads) != 2 * k:
         raise n.error("kernel_shape/strides/pads do not fit the spatial rank")
-    if n.has(2):
-        out = tuple(_ints(n.const(2, "output_shape")))
-    else:
-        out = tuple(xs[:2]) + tuple((d - 1) * s + kk - pads[i] - pads[i + k]
-                                    for i, (d, s, kk) in enumerate(zip(xs[2:], strides, kernel)))
+    out = tuple(xs[:2]) + tuple((d - 1) * s + kk - pads[i] - pads[i + k]
+                                for i, (d, s, kk) in enumerate(zip(xs[2:], strides, kernel)))
+    final = tuple(_ints(n.const(2, "output_shape"))) if n.has(2) else out
+    if len(final) != len(out) or any(d <= 0 for d in final) or math.prod(final) > (1 << 31):
+        raise n.error(f"output_shape {final} does not fit the input {xs}")
     ind = n.maybe_const(1)
     ins = [n.rt(0), n.rt(1)]
     if ind is not None:
@@ -1035,7 +1080,14 @@ def MaxUnpool(n: N) -> list:
     params = {"indices": np.asarray(ind, np.float64)} if ind is not None else {}
     if ind is not None and (np.any(ind < 0) or (ind.size and int(ind.max()) >= math.prod(out))):
         raise n.error("indices outside the output", expected=f"0 <= index < {math.prod(out)}")
-    return n.emit("max_unpool_nd", ins, attrs={"out": out}, params=params)
+    if final == out:
+        return n.emit("max_unpool_nd", ins, attrs={"out": out}, params=params)
+    # indices address the default output; a given output_shape pads (or crops) it at the end
+    y = n.emit("max_unpool_nd", ins, name=f"{n.layer}/unpool", layer=False, attrs={"out": out}, params=params)[0]
+    if all(f >= o for f, o in zip(final, out)):
+        return n.emit("pad", [y], attrs={"pads": tuple((0, f - o) for f, o in zip(final, out)), "mode": "constant",
+                                         "value": 0.0})
+    return n.emit("strided_slice", [y], attrs={"starts": (0,) * len(out), "stops": final, "steps": (1,) * len(out)})
 
 
 # ---- normalisation ----------------------------------------------------------------------------------
@@ -1097,9 +1149,9 @@ def LayerNormalization(n: N) -> list:
             np.broadcast_shapes(v.shape, xs[ax:])
         except ValueError:
             raise n.error(f"{k} of shape {v.shape} does not broadcast to {xs[ax:]}") from None
-    if len(n.outs) > 1 and any(n.outs[1:]):
-        raise n.unsupported("the Mean/InvStdDev outputs are not supported")
-    return n.emit("layer_norm", [n.rt(0)], attrs={"axis": ax, "eps": float(n.a("epsilon", 1e-5))}, params=params)
+    n_out = 3 if len(n.outs) > 2 and n.outs[2] else (2 if len(n.outs) > 1 and n.outs[1] else 1)
+    return n.emit("layer_norm", [n.rt(0)], n_out, attrs={"axis": ax, "eps": float(n.a("epsilon", 1e-5))},
+                  params=params)
 
 
 # ---- resize -----------------------------------------------------------------------------------------------

@@ -66,7 +66,7 @@ def _clip_range(node, xs, p, ctx):
 @register("constant", shape=lambda node, shapes: [tuple(node.params["value"].shape)])
 def _constant(node, xs, p, ctx):
     """A constant tensor (an ONNX initializer used as a run-time operand), in the run dtype."""
-    return p["value"]
+    return p["value"].reshape(node.params["value"].shape)  # params come back at least 1-D
 
 
 @register("cast", shape=same_shape)
@@ -76,3 +76,23 @@ def _cast(node, xs, p, ctx):
     if node.attrs.get("to") == "bool":
         return (x != 0).astype(x.dtype)
     return np.trunc(x)
+
+
+def _compare(op: str) -> None:
+    @register(op, shape=_bshape)
+    def run(node, xs, p, ctx):
+        return kern("compare", ctx)(op, xs[0], xs[1])
+
+
+for _op in K.COMPARE_OPS:
+    _compare(_op)
+
+
+@register("not", shape=same_shape)
+def _not(node, xs, p, ctx):
+    return (xs[0] == 0).astype(xs[0].dtype)
+
+
+@register("where", shape=_bshape)
+def _where(node, xs, p, ctx):
+    return kern("where", ctx)(xs[0], xs[1], xs[2])

@@ -95,4 +95,16 @@ def _s2d_shape(node, shapes):
 
 @register("space_to_depth", shape=_s2d_shape)
 def _s2d(node, xs, p, ctx):
-    return kern("space_to_depth", ctx)(xs[0], int(node.attrs["blocksize"]))
+    return kern("space_to_depth", ctx)(xs[0], int(node.attrs["blocksize"]), node.attrs.get("mode", "DCR"))
+
+
+def _reshape_to_shape(node, shapes):
+    out = tuple(int(d) for d in node.attrs["shape"])
+    if int(np.prod(out)) != int(np.prod(shapes[0])) or min(out, default=0) < 0:
+        raise ShapeError("reshape changes the element count", layer=node.name, expected=tuple(shapes[0]), got=out)
+    return [out]
+
+
+@register("reshape_to", shape=_reshape_to_shape)
+def _reshape_to(node, xs, p, ctx):
+    return kern("reshape_to", ctx)(xs[0], node.attrs["shape"])

@@ -17,7 +17,15 @@ def _lp_norm(node, xs, p, ctx):
     return kern("lp_norm", ctx)(xs[0], int(node.attrs["axis"]), int(node.attrs.get("p", 2)))
 
 
-@register("layer_norm", shape=same_shape)
+def _ln_shape(node, shapes):
+    x = tuple(shapes[0])
+    ax = int(node.attrs["axis"])
+    stat = x[:ax] + (1,) * (len(x) - ax)
+    return [x] + [stat] * (len(node.outputs) - 1)
+
+
+@register("layer_norm", shape=_ln_shape)
 def _layer_norm(node, xs, p, ctx):
-    return kern("layer_norm", ctx)(xs[0], int(node.attrs["axis"]), p["scale"], p.get("bias"),
-                                   float(node.attrs.get("eps", 1e-5)))
+    res = kern("layer_norm", ctx)(xs[0], int(node.attrs["axis"]), p["scale"], p.get("bias"),
+                                  float(node.attrs.get("eps", 1e-5)), with_stats=len(node.outputs) > 1)
+    return list(res)[:len(node.outputs)] if isinstance(res, tuple) else res

@@ -35,8 +35,15 @@ Squeeze Unsqueeze Pad Resize Upsample DepthToSpace SpaceToDepth MaxUnpool Reduce
 TopK NonMaxSuppression RoiAlign LayerNormalization Identity Dropout Constant Shape Gather Cast ConstantOfShape
 """.split())
 
+#: further ops refnet reads that CNN graphs (or exporters around them) use; reported separately
+EXTENDED_OPS = frozenset("""
+Abs Neg Reciprocal Floor Ceil Round Sign Erf Softsign Celu ThresholdedRelu Hardmax Mean ArgMin LpPool Expand Tile
+Where Equal Greater Less GreaterOrEqual LessOrEqual Not And Or Xor Size Range ReduceMin ReduceProd ReduceL1 ReduceL2
+ReduceLogSum ReduceLogSumExp ReduceSumSquare Gelu
+""".split())
+
 FLOAT_TYPES = {1, 11}  # FLOAT, DOUBLE
-OK_TYPES = {1, 11, 7}  # + INT64 (indices, shapes)
+OK_TYPES = {1, 11, 7, 9}  # + INT64 (indices, shapes), BOOL (masks)
 
 
 @dataclass
@@ -58,8 +65,8 @@ def _op_of(case) -> str:
 _BASE_OPS: dict[str, str] = {}
 
 
-def cnn_cases() -> list:
-    """The CNN-relevant node test cases of the installed onnx (regenerated, ~5-8 s)."""
+def cnn_cases(ops: frozenset[str] = CNN_OPS) -> list:
+    """The node test cases of the installed onnx for ``ops`` with float I/O (regenerated, ~5-8 s)."""
     from onnx.backend.test.case.node import collect_testcases
 
     with warnings.catch_warnings():
@@ -74,7 +81,7 @@ def cnn_cases() -> list:
         if c.kind != "node" or not c.data_sets:
             continue
         op = _op_of(c)
-        if op not in CNN_OPS:
+        if op not in ops:
             continue
         g = c.model.graph
         types = [vi.type.tensor_type.elem_type if vi.type.HasField("tensor_type") else 0
@@ -84,7 +91,8 @@ def cnn_cases() -> list:
         if g.input[0].type.tensor_type.elem_type not in FLOAT_TYPES:
             continue
         ins, outs = c.data_sets[0]
-        if not all(isinstance(a, np.ndarray) and a.dtype.kind in "fiu" for a in list(ins) + list(outs)):
+        if not all(isinstance(a, (np.ndarray, np.generic)) and np.asarray(a).dtype.kind in "fiub"
+                   for a in list(ins) + list(outs)):
             continue
         out.append(c)
     return sorted(out, key=lambda c: c.name)
@@ -144,8 +152,9 @@ def run_case(case, precision: str) -> Result:
     return Result(case.name, op, "pass")
 
 
-def run_all(precisions: tuple[str, ...] = ("float64", "float32")) -> dict[str, list[Result]]:
-    cases = cnn_cases()
+def run_all(precisions: tuple[str, ...] = ("float64", "float32"), ops: frozenset[str] = CNN_OPS
+            ) -> dict[str, list[Result]]:
+    cases = cnn_cases(ops)
     return {p: [run_case(c, p) for c in cases] for p in precisions}
 
 
@@ -165,7 +174,7 @@ def table(results: dict[str, list[Result]]) -> str:
 
 
 if __name__ == "__main__":
-    res = run_all()
+    res = run_all(ops=EXTENDED_OPS if "--extended" in sys.argv else CNN_OPS)
     print(table(res))
     for p, rs in res.items():
         for r in rs:
