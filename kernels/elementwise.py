@@ -59,7 +59,7 @@ def broadcast_binary_reference(op: str, xs: Sequence[np.ndarray]) -> np.ndarray:
             out = np.where((out <= y) | np.isnan(out), out, y)
     if op == "mean":
         out = out / len(xs)
-    return out.astype(xs[0].dtype, copy=False)
+    return np.asarray(out, dtype=xs[0].dtype)
 
 
 _UFUNC = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide, "pow": np.power,
@@ -78,7 +78,7 @@ def broadcast_binary(op: str, xs: Sequence[np.ndarray]) -> np.ndarray:
         out = f(out, y)
     if op == "mean":
         out = out / np.asarray(len(xs), out.dtype)
-    return out.astype(xs[0].dtype, copy=False)
+    return np.asarray(out, dtype=xs[0].dtype)
 
 
 def _erf(x: np.ndarray) -> np.ndarray:
@@ -138,7 +138,7 @@ def unary_reference(op: str, x: np.ndarray, alpha: float = 0.0, beta: float = 0.
 def unary(op: str, x: np.ndarray, alpha: float = 0.0, beta: float = 0.0, gamma: float = 0.0) -> np.ndarray:
     """Fast twin of :func:`unary_reference` (softplus overflow-safe: max(x,0) + log1p(e^-|x|))."""
     if op == "softplus":
-        return (np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))).astype(x.dtype, copy=False)
+        return np.asarray(np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x))), dtype=x.dtype)
     return unary_reference(op, x, alpha, beta, gamma)
 
 
@@ -177,7 +177,7 @@ def compare_reference(op: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if op not in _CMP:
         raise ValueError(f"unknown comparison {op!r}; known: {COMPARE_OPS}")
     shape = _shape([a, b])
-    return _CMP[op](np.broadcast_to(a, shape), np.broadcast_to(b, shape)).astype(a.dtype)
+    return np.asarray(_CMP[op](np.broadcast_to(a, shape), np.broadcast_to(b, shape)), dtype=a.dtype)
 
 
 compare = compare_reference
@@ -187,7 +187,7 @@ compare = compare_reference
 def where_reference(cond: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a where cond is nonzero, else b (all three broadcast)."""
     shape = _shape([cond, a, b])
-    return np.where(np.broadcast_to(cond, shape) != 0, a, b).astype(a.dtype)
+    return np.asarray(np.where(np.broadcast_to(cond, shape) != 0, a, b), dtype=a.dtype)
 
 
 where = where_reference
