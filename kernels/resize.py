@@ -67,15 +67,36 @@ def _cubic(t: np.ndarray, a: float) -> np.ndarray:
 
 def resize_weights(len_in: int, len_out: int, scale: float, mode: str, ctm: str, nearest_mode: str = "round_prefer_floor",
                    cubic_coeff_a: float = -0.75, exclude_outside: bool = False,
-                   roi: tuple[float, float] = (0.0, 1.0)) -> tuple[np.ndarray, np.ndarray]:
+                   roi: tuple[float, float] = (0.0, 1.0), antialias: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(W, outside): y = W @ x along the axis; ``outside`` flags outputs whose source lies
-    outside [0, len_in - 1] (tf_crop_and_resize fills them with the extrapolation value)."""
+    outside [0, len_in - 1] (tf_crop_and_resize fills them with the extrapolation value).
+    ``antialias`` (linear/cubic, downsampling): the filter is stretched by 1/scale -- taps
+    floor(x) + i for i from floor(-support/scale) + 1 on, weights f(scale * (i - frac)) normalised
+    to sum 1 (support 1 for linear's triangle, 2 for cubic)."""
     xr = np.arange(len_out, dtype=np.float64)
     # the transforms take the unrounded output length scale * len_in (= len_out when sizes were given)
     xo = source_coordinate(xr, scale, scale * len_in, len_in, ctm, roi, len_out)
     outside = (xo < 0) | (xo > len_in - 1) if ctm == "tf_crop_and_resize" else np.zeros(len_out, bool)
     w = np.zeros((len_out, len_in))
     rows = np.arange(len_out)
+    if antialias and mode in ("linear", "cubic") and scale < 1:
+        support = 1 if mode == "linear" else 2
+        start = int(math.floor(-support / scale) + 1)
+        f = np.floor(xo)
+        frac = xo - f
+        if mode == "linear":
+            taps = np.arange(start, start + 2 - 2 * start)
+        else:
+            taps = np.arange(start, 2 - start)
+        for i in taps:
+            t = scale * (i - frac)
+            coef = np.clip(1 - np.abs(t), 0, 1) if mode == "linear" else _cubic(t, cubic_coeff_a)
+            pos = f + i
+            if exclude_outside:
+                coef = np.where((pos < 0) | (pos > len_in - 1), 0.0, coef)
+            np.add.at(w, (rows, np.clip(pos, 0, len_in - 1).astype(np.int64)), coef)
+        s = w.sum(axis=1, keepdims=True)
+        return w / np.where(s == 0, 1, s), outside
     if mode == "nearest":
         i = np.clip(_nearest(xo, nearest_mode), 0, len_in - 1).astype(np.int64)
         w[rows, i] = 1.0
@@ -107,7 +128,8 @@ def resize_weights(len_in: int, len_out: int, scale: float, mode: str, ctm: str,
 def resize_nd_reference(x: np.ndarray, out: Sequence[int], scales: Sequence[float], *, mode: str = "nearest",
                         coordinate_transformation_mode: str = "half_pixel", nearest_mode: str = "round_prefer_floor",
                         cubic_coeff_a: float = -0.75, exclude_outside: bool = False,
-                        extrapolation_value: float = 0.0, roi: Sequence[float] = ()) -> np.ndarray:
+                        extrapolation_value: float = 0.0, roi: Sequence[float] = (),
+                        antialias: bool = False) -> np.ndarray:
     """Resample every axis whose size or coordinates change; float64 accumulation."""
     if len(out) != x.ndim or len(scales) != x.ndim:
         raise ShapeError("one output size and scale per axis", expected=x.ndim, got=(len(out), len(scales)))
@@ -120,7 +142,7 @@ def resize_nd_reference(x: np.ndarray, out: Sequence[int], scales: Sequence[floa
             continue
         w, outside = resize_weights(x.shape[ax], int(out[ax]), float(scales[ax]), mode,
                                     coordinate_transformation_mode, nearest_mode, cubic_coeff_a,
-                                    exclude_outside, rr)
+                                    exclude_outside, rr, antialias)
         y = np.moveaxis(np.tensordot(w, np.moveaxis(y, ax, 0), axes=(1, 0)), 0, ax)
         if mask is not None:
             shape = [1] * r

@@ -100,6 +100,9 @@ def convert_node(b: Any, op_type: str, layer: str, ins: list[str], outs: list[st
             raise n.unsupported(f"attribute {k!r} is a subgraph (control flow is not supported)")
     present = [t for t in ins if t]
     all_const = all(t in b.consts for t in present)
+    if op_type == "CastLike" and present and present[0] in b.consts and not all_const:
+        all_const = True  # the target of a run-time tensor is the run precision: fold to float32
+        ins = n.ins = [ins[0], ""]
     if op_type in FOLD and (all_const or op_type in ("Shape", "Size")):
         results = FOLD[op_type](n)
     elif op_type in OPS:
@@ -217,7 +220,7 @@ def Cast(n: N) -> list:
 
     x = n.b.consts[n.ins[0]]
     if n.op == "CastLike":
-        dt = n.b.consts[n.ins[1]].dtype
+        dt = n.b.consts[n.ins[1]].dtype if n.has(1) else np.dtype(np.float32)
     else:
         code = int(n.a("to", 1))
         if code not in DTYPES:
@@ -1217,8 +1220,6 @@ def Resize(n: N) -> list:
         roi = tuple(full)
     if mode not in ("nearest", "linear", "cubic"):
         raise n.unsupported(f"mode {mode!r} (refnet: nearest, linear, cubic)")
-    if bool(int(n.a("antialias", 0))) and mode != "nearest" and any(s < 1 for s in scales_used):
-        raise n.unsupported("antialias downsampling")
     if min(out) <= 0 or math.prod(out) > (1 << 31):
         raise n.error(f"output shape {out} is empty or too large")
     nearest_mode = n.a("nearest_mode", "round_prefer_floor")
@@ -1228,7 +1229,8 @@ def Resize(n: N) -> list:
         "mode": mode, "out": tuple(out), "scales": tuple(scales_used), "coordinate_transformation_mode": ctm,
         "nearest_mode": nearest_mode, "cubic_coeff_a": float(n.a("cubic_coeff_a", -0.75)),
         "exclude_outside": bool(int(n.a("exclude_outside", 0))),
-        "extrapolation_value": float(n.a("extrapolation_value", 0.0)), "roi": roi})
+        "extrapolation_value": float(n.a("extrapolation_value", 0.0)), "roi": roi,
+        "antialias": bool(int(n.a("antialias", 0)))})
 
 
 def _ints_f(v: Any) -> tuple[float, ...]:

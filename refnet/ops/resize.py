@@ -21,4 +21,4 @@ def _resize_nd(node, xs, p, ctx):
                                   coordinate_transformation_mode=a["coordinate_transformation_mode"],
                                   nearest_mode=a["nearest_mode"], cubic_coeff_a=a["cubic_coeff_a"],
                                   exclude_outside=a["exclude_outside"], extrapolation_value=a["extrapolation_value"],
-                                  roi=a.get("roi", ()))
+                                  roi=a.get("roi", ()), antialias=bool(a.get("antialias", False)))

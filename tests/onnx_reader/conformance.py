@@ -10,7 +10,7 @@ weights, shapes, scales are constants, as in the models exporters write); the fi
 fed at run time. Tolerances are the case's own (rtol 1e-3, atol 1e-7 by default).
 
 Run as a script to print the per-op table (markdown) and the failures:
-    .venv/bin/python tests/onnx/conformance.py [--markdown] [--json out.json]
+    .venv/bin/python tests/onnx_reader/conformance.py [--extended] [--json out.json]
 """
 
 from __future__ import annotations
@@ -41,6 +41,22 @@ Abs Neg Reciprocal Floor Ceil Round Sign Erf Softsign Celu ThresholdedRelu Hardm
 Where Equal Greater Less GreaterOrEqual LessOrEqual Not And Or Xor Size Range ReduceMin ReduceProd ReduceL1 ReduceL2
 ReduceLogSum ReduceLogSumExp ReduceSumSquare Gelu
 """.split())
+
+#: every case refnet fails (either precision), with its cause; docs/onnx-conformance.md lists them
+KNOWN_FAILURES = {
+    "test_batchnorm_epsilon_training_mode": "training_mode=1 asks for batch statistics and running-mean outputs; "
+                                            "refnet's BatchNormalization is inference-only by design",
+    "test_batchnorm_example_training_mode": "as test_batchnorm_epsilon_training_mode",
+    "test_training_dropout": "training_mode=1 with ratio > 0: random dropout (the expected output depends on "
+                             "numpy's random stream); refnet runs inference only",
+    "test_training_dropout_default": "as test_training_dropout",
+    "test_training_dropout_default_mask": "as test_training_dropout",
+    "test_training_dropout_mask": "as test_training_dropout",
+    "test_convtranspose_3d": "3-D spatial ConvTranspose: refnet's conv kernels are 1-D/2-D",
+    "test_range_float_type_positive_delta": "Range on a run-time input (its start is fed at run time here): refnet "
+                                            "folds Range only on constants (static graph)",
+    "test_range_float_type_positive_delta_expanded": "the expansion uses Loop (control flow is not supported)",
+}
 
 FLOAT_TYPES = {1, 11}  # FLOAT, DOUBLE
 OK_TYPES = {1, 11, 7, 9}  # + INT64 (indices, shapes), BOOL (masks)
