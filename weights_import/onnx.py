@@ -412,6 +412,8 @@ def _build(model: Message, file: str, base: Path | None, quirks: str, input_shap
         outs = list(nd.get("output"))
         layer = nd.get("name") or (next((o for o in outs if o), "") or op)
         domain = nd.get("domain") or ""
+        if not op:
+            raise nd.error("node has no op_type", layer=layer, expected="NodeProto.op_type")
         attrs = _attributes(nd, layer, base)
         ins = list(nd.get("input"))
         for t in ins:
@@ -427,7 +429,8 @@ def _build(model: Message, file: str, base: Path | None, quirks: str, input_shap
             raise UnsupportedLayerError(layer, f"{domain}.{op}", known_ops(), file=file,
                                         detail="only the default ONNX domain is supported")
         try:
-            convert_node(b, op, layer, ins, outs, attrs)
+            with np.errstate(all="ignore"):  # hostile constants (NaN casts, overflow) fold silently
+                convert_node(b, op, layer, ins, outs, attrs)
         except (RefnetError, RecursionError):
             raise
         except (ValueError, IndexError, KeyError, TypeError, ZeroDivisionError, OverflowError,

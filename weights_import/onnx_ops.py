@@ -20,6 +20,10 @@ from refnet.errors import ModelFormatError, ShapeError, UnsupportedLayerError
 __all__ = ["convert_node", "known_ops", "OPS", "FOLD"]
 
 Handler = Callable[..., list]
+#: the largest constant refnet computes at load (16M elements: 128 MiB in float64)
+MAX_FOLDED = 1 << 24
+#: the most indices a run-time Gather keeps in its attributes
+MAX_GATHER = 1 << 20
 OPS: dict[str, Handler] = {}
 FOLD: dict[str, Handler] = {}
 
@@ -116,8 +120,9 @@ def convert_node(b: Any, op_type: str, layer: str, ins: list[str], outs: list[st
     for t, v in zip(outs, results):
         if not t:
             continue
-        if isinstance(v, np.ndarray):
-            if v.size > (1 << 28):
+        if isinstance(v, (np.ndarray, np.generic)):  # a fold result (NumPy may hand back a scalar)
+            v = np.asarray(v)
+            if v.size > MAX_FOLDED:
                 raise n.error(f"folded constant {t!r} has {v.size} elements", expected="a smaller constant")
             b.consts[t] = v
         elif v is None:
@@ -255,7 +260,7 @@ def _cast_rt(n: N) -> list:
 @fold("ConstantOfShape")
 def ConstantOfShape(n: N) -> list:
     shape = _ints(n.b.consts[n.ins[0]]) if n.has(0) else ()
-    if any(d < 0 for d in shape) or math.prod(shape) > (1 << 28):
+    if any(d < 0 for d in shape) or math.prod(shape) > MAX_FOLDED:
         raise n.error(f"shape {shape} is negative or too large", expected="a small non-negative shape")
     v = n.a("value")
     v = np.zeros(1, np.float32) if v is None else np.asarray(v).reshape(-1)
@@ -270,7 +275,7 @@ def Range(n: N) -> list:
     if delta == 0:
         raise n.error("delta is 0", expected="a non-zero delta")
     count = max(int(math.ceil((float(limit) - float(start)) / float(delta))), 0)
-    if count > (1 << 28):
+    if count > MAX_FOLDED:
         raise n.error(f"range of {count} elements", expected="a smaller range")
     return [(start + np.arange(count) * delta).astype(np.result_type(start, delta))]
 
@@ -283,8 +288,8 @@ def _bcast_fold(fn: Callable) -> Handler:
         except ValueError:
             raise n.error(f"inputs of shapes {[x.shape for x in xs]} do not broadcast",
                           expected="numpy-broadcastable shapes") from None
-        if math.prod(shape) > (1 << 28):
-            raise n.error("broadcast result too large")
+        if math.prod(shape) > MAX_FOLDED:
+            raise n.error("broadcast result too large", expected=f"at most {MAX_FOLDED} elements")
         with np.errstate(all="ignore"):
             return [np.asarray(fn(*xs))]
     return h
@@ -380,6 +385,8 @@ def _transpose_fold(n: N) -> list:
 @fold("Expand")
 def _expand_fold(n: N) -> list:
     x = n.b.consts[n.ins[0]]
+    if math.prod(_expand_shape(n, x.shape)) > MAX_FOLDED:
+        raise n.error("expanded constant too large", expected=f"at most {MAX_FOLDED} elements")
     return [np.array(np.broadcast_to(x, _expand_shape(n, x.shape)))]
 
 
@@ -387,7 +394,7 @@ def _expand_fold(n: N) -> list:
 def _tile_fold(n: N) -> list:
     x = n.b.consts[n.ins[0]]
     reps = _ints(n.b.consts[n.ins[1]])
-    if len(reps) != x.ndim or any(r < 0 for r in reps) or x.size * math.prod(reps) > (1 << 28):
+    if len(reps) != x.ndim or any(r < 0 for r in reps) or x.size * math.prod(reps) > MAX_FOLDED:
         raise n.error(f"repeats {reps} do not fit rank {x.ndim}", expected="one non-negative repeat per axis")
     return [np.tile(x, reps)]
 
@@ -519,7 +526,7 @@ def _expand_shape(n: N, shape: tuple[int, ...]) -> tuple[int, ...]:
     except ValueError:
         raise n.error(f"shape {target} does not broadcast with {shape}", expected="broadcastable") from None
     if math.prod(out) > (1 << 31):
-        raise n.error("expanded tensor too large")
+        raise n.error("expanded tensor too large", expected="at most 2**31 elements")
     return tuple(out)
 
 
@@ -627,6 +634,8 @@ def Gather(n: N) -> list:
     shape = n.shape(0)
     ax = _axis(n, int(n.a("axis", 0)), len(shape))
     idx = n.const(1, "indices").astype(np.int64)
+    if idx.size > MAX_GATHER:
+        raise n.unsupported(f"{idx.size} gather indices (refnet keeps at most {MAX_GATHER})")
     d = shape[ax]
     if np.any((idx < -d) | (idx >= d)):
         raise n.error(f"index out of range for axis of size {d}", expected=f"indices in [-{d}, {d})")
