@@ -65,9 +65,10 @@ def _cubic(t: np.ndarray, a: float) -> np.ndarray:
                     np.where(t < 2, ((a * t - 5 * a) * t + 8 * a) * t - 4 * a, 0.0))
 
 
-def resize_weights(len_in: int, len_out: int, scale: float, mode: str, ctm: str, nearest_mode: str = "round_prefer_floor",
-                   cubic_coeff_a: float = -0.75, exclude_outside: bool = False,
-                   roi: tuple[float, float] = (0.0, 1.0), antialias: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def resize_weights(len_in: int, len_out: int, scale: float, mode: str, ctm: str,
+                   nearest_mode: str = "round_prefer_floor", cubic_coeff_a: float = -0.75,
+                   exclude_outside: bool = False, roi: tuple[float, float] = (0.0, 1.0),
+                   antialias: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(W, outside): y = W @ x along the axis; ``outside`` flags outputs whose source lies
     outside [0, len_in - 1] (tf_crop_and_resize fills them with the extrapolation value).
     ``antialias`` (linear/cubic, downsampling): the filter is stretched by 1/scale -- taps

@@ -33,7 +33,8 @@ __all__ = [
 
 
 def __getattr__(name: str):  # lazy: `import refnet` stays cheap (no numba compile, no cv2)
-    if name in ("Net", "load", "load_caffe", "load_torch", "load_darknet", "load_onnx", "set_num_threads", "get_num_threads"):
+    if name in ("Net", "load", "load_caffe", "load_torch", "load_darknet", "load_onnx", "set_num_threads",
+                "get_num_threads"):
         from refnet import net as _net
 
         return getattr(_net, name)
