@@ -39,7 +39,8 @@ def _ort(path, feeds):
 @pytest.mark.parametrize("dtype,field", [(TP.FLOAT, "float_data"), (TP.DOUBLE, "double_data"),
                                          (TP.INT64, "int64_data"), (TP.INT32, "int32_data"), (TP.INT8, "int32_data"),
                                          (TP.UINT8, "int32_data"), (TP.FLOAT16, "int32_data"),
-                                         (TP.BFLOAT16, "int32_data"), (TP.UINT64, "uint64_data"), (TP.BOOL, "int32_data")])
+                                         (TP.BFLOAT16, "int32_data"), (TP.UINT64, "uint64_data"),
+                                         (TP.BOOL, "int32_data")])
 @pytest.mark.parametrize("raw", [False, True])
 def test_initializer_dtypes_typed_and_raw(tmp_path, dtype, field, raw):
     from refnet.weights_import.onnx import parse_model, tensor_array
