@@ -140,7 +140,7 @@ def _semantic(fn):
         try:  # protobuf refuses out-of-range values (e.g. -(2**63) * -1): that edit is skipped
             fn(m, rnd)
             return m.SerializeToString()
-        except (ValueError, TypeError, OverflowError):
+        except (ValueError, TypeError, OverflowError, IndexError):  # or the edit found nothing to change
             return F.m_wire_varint(seed, data, rnd)
     mut.__name__ = fn.__name__
     return mut
