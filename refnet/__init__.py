@@ -21,6 +21,7 @@ __all__ = [
     "load_caffe",
     "load_torch",
     "load_darknet",
+    "load_onnx",
     "blob_from_image",
     "compare",
     "dnn",
@@ -33,7 +34,8 @@ __all__ = [
 
 
 def __getattr__(name: str):  # lazy: `import refnet` stays cheap (no numba compile, no cv2)
-    if name in ("Net", "load", "load_caffe", "load_torch", "load_darknet", "set_num_threads", "get_num_threads"):
+    if name in ("Net", "load", "load_caffe", "load_torch", "load_darknet", "load_onnx", "set_num_threads",
+                "get_num_threads"):
         from refnet import net as _net
 
         return getattr(_net, name)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["CaffeNetBuilder", "deeplab_v3plus", "mobilenet_ssd", "googlenet", "seeded_caffemodel",
-           "write_caffemodel", "BUILTINS"]
+           "write_caffemodel", "BUILTINS", "seed_onnx_weights"]
 
 
 # ---- protobuf wire encoding (only what a V2 caffemodel with float blobs needs) ------------------
@@ -650,3 +650,10 @@ def _caffemodel_bytes(layers: list[tuple[str, str, list[np.ndarray]]], net_name:
             body += _field_bytes(7, _blob(b))
         out += _field_bytes(100, body)
     return bytes(out)
+
+
+def seed_onnx_weights(path: str | Path, out: str | Path, seed: int = 0) -> Path:
+    """Seeded He-scaled weights for an architecture-only ONNX graph (see refnet.onnx_seed)."""
+    from refnet.onnx_seed import seed_onnx_weights as _seed
+
+    return _seed(path, out, seed)

@@ -32,6 +32,7 @@ __all__ = [
     "readNetFromCaffe",
     "readNetFromTorch",
     "readNetFromDarknet",
+    "readNetFromONNX",
     "blobFromImage",
     "blobFromImages",
     "NMSBoxes",
@@ -431,6 +432,13 @@ def readNetFromDarknet(cfgFile: PathLike, darknetModel: PathLike | None = None) 
     return _read(load_darknet(cfgFile, _opt(darknetModel), quirks=quirks))
 
 
+def readNetFromONNX(onnxFile: PathLike) -> Net:  # noqa: N802, N803
+    """ONNX model, read by refnet's own reader (the graph is built for its declared input shapes)."""
+    from refnet.net import load_onnx
+
+    return Net(load_onnx(onnxFile, quirks=quirks))
+
+
 def readNet(model: PathLike, config: PathLike = "", framework: str = "") -> Net:  # noqa: N802
     """Pick the reader from ``framework`` or the file extensions, with cv2.dnn.readNet's rules
     (the two files may come in either order)."""
@@ -445,12 +453,15 @@ def readNet(model: PathLike, config: PathLike = "", framework: str = "") -> Net:
         return readNetFromCaffe(config_s, model_s or None)
     if fw == "torch" or {"t7", "net"} & set(exts):
         return readNetFromTorch(model_s or config_s)
+    if fw == "onnx" or "onnx" in exts:
+        return readNetFromONNX(model_s if mext == "onnx" else config_s)
     if fw == "darknet" or "weights" in exts or "cfg" in exts:
         if mext == "cfg" or cext == "weights":
             model_s, config_s = config_s, model_s
         return readNetFromDarknet(config_s, model_s or None)
     raise RefnetError(f"cannot determine the framework of {model_s}{', ' + config_s if config_s else ''}: "
-                      "refnet reads Caffe (.prototxt/.caffemodel), Torch7 (.t7/.net) and Darknet (.cfg/.weights)")
+                      "refnet reads Caffe (.prototxt/.caffemodel), Torch7 (.t7/.net), Darknet (.cfg/.weights) "
+                      "and ONNX (.onnx)")
 
 
 # ---- blobs --------------------------------------------------------------------------------------------------

@@ -237,14 +237,21 @@ class Net:
                 precision: str = "float32") -> dict[str, np.ndarray]:
         """Run the net; return ``{name: array}`` for ``outputs`` (layer names; default output_names)."""
         ctx = _ctx(precision)
-        names = self._requested(outputs)
+        asked = self._requested(outputs)
+        names = [self._alias(n) for n in asked]  # ONNX tensor names -> IR tensors
         feeds = self._feeds(x, ctx)
-        prog = self._program(tuple(names), ctx.fast, feeds, ctx)
+        prog = self._program(tuple(dict.fromkeys(names)), ctx.fast, feeds, ctx)
         with _RUN_LOCK:
             _threads_before_forward()
             regs = prog.run(feeds)
         res = prog.results
-        return {n: regs[res[n]] for n in names}
+        return {a: regs[res[n]] for a, n in zip(asked, names)}
+
+    def _alias(self, name: str) -> str:
+        """The IR tensor for ``name``: itself, or the IR tensor an ONNX tensor name maps to."""
+        if name in self._producer or name in self.graph.inputs:
+            return name
+        return self.graph.meta.get("tensors", {}).get(name, name)
 
     def trace(self, x: np.ndarray | Mapping[str, np.ndarray], precision: str = "float64") -> dict[str, np.ndarray]:
         """Every layer's (first) output, in execution order, unfused."""
@@ -300,7 +307,7 @@ class Net:
         if isinstance(outputs, str):
             outputs = [outputs]
         names = list(outputs)
-        known = set(self._producer) | set(self.input_names)
+        known = set(self._producer) | set(self.input_names) | set(self.graph.meta.get("tensors", ()))
         bad = [n for n in names if n not in known]
         if bad:
             raise KeyError(f"unknown layer/output name(s) {bad}; layers are e.g. {list(self.layer_names[:8])}"
@@ -786,7 +793,17 @@ def load_darknet(cfg: str | os.PathLike, weights: str | os.PathLike | None = Non
 _EXT = {
     ".prototxt": "caffe_def", ".pbtxt": "caffe_def", ".caffemodel": "caffe_weights",
     ".t7": "torch", ".net": "torch", ".cfg": "darknet_cfg", ".weights": "darknet_weights",
+    ".onnx": "onnx",
 }
+
+
+def load_onnx(path: str | os.PathLike, *, quirks: str = "none",
+              input_shapes: Mapping[str, Sequence[int]] | Sequence[int] | None = None) -> Net:
+    """Load an ONNX model with refnet's own reader (no onnx package needed). The graph is built
+    for fixed input shapes: the declared ones, or ``input_shapes`` (required for symbolic dims)."""
+    from refnet.weights_import.onnx import read_onnx
+
+    return Net(read_onnx(path, quirks=_check_quirks(quirks), input_shapes=input_shapes), ("onnx", (path,)))
 
 
 def load(*paths: str | os.PathLike, quirks: str = "none", **kwargs: Any) -> Net:
@@ -804,8 +821,10 @@ def load(*paths: str | os.PathLike, quirks: str = "none", **kwargs: Any) -> Net:
         return load_caffe(kinds.get("caffe_def"), kinds.get("caffe_weights"), quirks=quirks)
     if "torch" in kinds:
         return load_torch(kinds["torch"], quirks=quirks, **kwargs)
+    if "onnx" in kinds:
+        return load_onnx(kinds["onnx"], quirks=quirks, **kwargs)
     if "darknet_cfg" in kinds:
         return load_darknet(kinds["darknet_cfg"], kinds.get("darknet_weights"), quirks=quirks)
     raise ModelFormatError("no model definition among the files", file=", ".join(map(str, paths)),
-                           expected=".prototxt/.caffemodel, .t7/.net or .cfg")
+                           expected=".prototxt/.caffemodel, .t7/.net, .cfg or .onnx")
 

@@ -166,7 +166,7 @@ def _signed(v: int, bits: int) -> int:
     return v - (1 << bits) if v >> (bits - 1) else v
 
 
-def _convert_varint(v: int, f: Field, r: Reader, at: int) -> Any:
+def _convert_varint(v: int, f: Field, r: Reader, at: int, enums: Any = None) -> Any:
     k = f.kind
     if k == "int32":
         return _signed(v, 32)  # negative int32 are sign-extended to 64 bits on the wire
@@ -180,7 +180,7 @@ def _convert_varint(v: int, f: Field, r: Reader, at: int) -> Any:
         return v != 0
     # enum: proto2 keeps an unknown enum number as an unknown field (the value is ignored)
     value = _signed(v, 32)
-    for label, num in ENUMS[f.ref].items():  # type: ignore[index]
+    for label, num in (enums or ENUMS)[f.ref].items():  # type: ignore[index]
         if num == value:
             return label
     return _INVALID
@@ -252,8 +252,13 @@ def _unpacked_run(r: Reader, tag_bytes: bytes, first: memoryview, itemsize: int,
     return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
-def decode_message(r: Reader, mtype: MessageType, depth: int = 0) -> Message:
-    """Decode the message ``mtype`` from ``r.pos`` up to ``r.end``."""
+def decode_message(r: Reader, mtype: MessageType, depth: int = 0, *, messages: Any = None,
+                   enums: Any = None) -> Message:
+    """Decode the message ``mtype`` from ``r.pos`` up to ``r.end``.
+
+    ``messages``/``enums`` name the schema the nested types come from (default: caffe.proto's;
+    the ONNX reader passes onnx.proto's)."""
+    messages = MESSAGES if messages is None else messages
     if depth > MAX_DEPTH:
         raise r.error(f"messages nested deeper than {MAX_DEPTH}", expected="shallower nesting")
     msg = Message(mtype, r.pos, r.file)
@@ -295,7 +300,7 @@ def decode_message(r: Reader, mtype: MessageType, depth: int = 0) -> Message:
         kind = f.kind
         if kind in _VARINT_KINDS:
             if wt == 0:
-                v = _convert_varint(r.varint(), f, r, at)
+                v = _convert_varint(r.varint(), f, r, at, enums)
                 if v is _INVALID:
                     msg.unknown.append(number)
                 elif f.repeated:
@@ -310,7 +315,7 @@ def decode_message(r: Reader, mtype: MessageType, depth: int = 0) -> Message:
                 sub = Reader(r.buf, start, start + n, file=r.file)
                 lst = values.setdefault(name, [])
                 while sub.pos < sub.end:
-                    v = _convert_varint(sub.varint(), f, sub, sub.pos)
+                    v = _convert_varint(sub.varint(), f, sub, sub.pos, enums)
                     if v is _INVALID:
                         msg.unknown.append(number)
                     else:
@@ -345,7 +350,8 @@ def decode_message(r: Reader, mtype: MessageType, depth: int = 0) -> Message:
                 start = r.pos
                 r.take(n, at)  # bounds check against the enclosing message first
                 sub = Reader(r.buf, start, start + n, file=r.file)
-                v = decode_message(sub, MESSAGES[f.ref], depth + 1)  # type: ignore[index]
+                v = decode_message(sub, messages[f.ref], depth + 1,  # type: ignore[index]
+                                   messages=messages, enums=enums)
             else:
                 raw = r.take(n, at)
                 if kind == "string":

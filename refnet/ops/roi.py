@@ -104,3 +104,28 @@ def _psroi_pool(node, xs, p, ctx):
 __doc__ += "\n".join(f"\n- ``{op}``: " + ", ".join(f"``{k}={v!r}``" for k, v in d.items())
                      for op, d in (("proposal", PROPOSAL_ATTRS), ("roi_pool", ROI_POOL_ATTRS),
                                    ("psroi_pool", PSROI_POOL_ATTRS)))
+
+
+# ---- ONNX NonMaxSuppression and RoiAlign (kernels: refnet.kernels.roi) ----------------------
+@register("nms_onnx", shape=lambda node, shapes: [(DYN, 3)])
+def _nms(node, xs, p, ctx):
+    a = node.attrs
+    rows = kern("nms_onnx", ctx)(xs[0], xs[1], int(a["max_output_boxes_per_class"]), float(a["iou_threshold"]),
+                                 float(a["score_threshold"]), int(a["center_point_box"]))
+    return rows.astype(xs[0].dtype)
+
+
+def _roi_shape(node, shapes):
+    x, rois = tuple(shapes[0]), tuple(shapes[1])
+    if len(x) != 4 or len(rois) != 2 or rois[1] != 4:
+        raise ShapeError("RoiAlign needs X (N, C, H, W) and rois (R, 4)", layer=node.name, got=(x, rois))
+    return [(rois[0], x[1], int(node.attrs["output_height"]), int(node.attrs["output_width"]))]
+
+
+@register("roi_align", shape=_roi_shape)
+def _roi_align(node, xs, p, ctx):
+    a = node.attrs
+    bi = p["batch_indices"] if "batch_indices" in p else xs[2]
+    return kern("roi_align", ctx)(xs[0], xs[1], bi, mode=a["mode"], output_height=int(a["output_height"]),
+                                  output_width=int(a["output_width"]), sampling_ratio=int(a["sampling_ratio"]),
+                                  spatial_scale=float(a["spatial_scale"]), half_pixel=bool(a["half_pixel"]))

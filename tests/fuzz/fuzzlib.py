@@ -45,9 +45,9 @@ def examples(n: int) -> int:
     import os
 
     return max(1, int(n * float(os.environ.get("FUZZ_CI_SCALE", "1") or 1)))
-FORMATS = ("prototxt", "caffemodel", "t7", "t7ascii", "cfg", "weights")
+FORMATS = ("prototxt", "caffemodel", "t7", "t7ascii", "cfg", "weights", "onnx")
 TARGET = {"prototxt": "prototxt", "caffemodel": "caffemodel", "t7": "t7", "t7ascii": "t7", "cfg": "cfg",
-          "weights": "weights"}  # the file a format's fuzzing mutates
+          "weights": "weights", "onnx": "onnx"}  # the file a format's fuzzing mutates
 REGRESSIONS = Path(__file__).resolve().parent / "regressions"
 PROTO_NAME, MODEL_NAME, T7_NAME, CFG_NAME, WEIGHTS_NAME = (
     "fuzz.prototxt", "fuzz.caffemodel", "fuzz.t7", "fuzz.cfg", "fuzz.weights")
@@ -104,7 +104,11 @@ def load_case(case: Case) -> Any:
     from refnet.weights_import.torch import read_torch
 
     f = case.files
-    if "t7" in f:
+    if "onnx" in f:  # seeds and mutators: tests/fuzz/fuzz_onnx.py
+        import fuzz_onnx
+
+        graph = fuzz_onnx.load(f["onnx"])
+    elif "t7" in f:
         graph = read_torch(T7_NAME, data=f["t7"])
     elif "cfg" in f:
         text = f["cfg"].decode("utf-8", errors="replace")  # what read_darknet does with a path
@@ -121,7 +125,7 @@ def load_case(case: Case) -> Any:
     return net
 
 
-_FILE_LABELS = (PROTO_NAME, MODEL_NAME, T7_NAME, CFG_NAME, WEIGHTS_NAME, "<prototxt bytes>",
+_FILE_LABELS = (PROTO_NAME, MODEL_NAME, T7_NAME, CFG_NAME, WEIGHTS_NAME, "fuzz.onnx", "<prototxt bytes>",
                 "<caffemodel bytes>", "<bytes>", "<cfg>", "<weights bytes>", "<weights>")
 
 
@@ -766,6 +770,10 @@ def shrink_cfg(text: str, factor: int = 8) -> str:
 
 
 def seeds(fmt: str) -> tuple[Seed, ...]:
+    if fmt == "onnx":
+        import fuzz_onnx
+
+        return fuzz_onnx.onnx_seeds()
     if fmt in ("prototxt", "caffemodel"):
         return tuple(s for s in caffe_seeds() if s.fmt == fmt)
     if fmt in ("t7", "t7ascii"):
@@ -1323,7 +1331,7 @@ MUTATORS: dict[str, tuple[Mutator, ...]] = {
 def mutate(seed: Seed, rnd: random.Random, n_ops: int | None = None) -> tuple[bytes, str]:
     """Apply 1-3 mutators of the seed's format; returns the bytes and the mutator names."""
     data = seed.files[seed.target]
-    ops = MUTATORS[seed.fmt]
+    ops = MUTATORS[seed.fmt] if seed.fmt in MUTATORS else __import__("fuzz_onnx").MUTATORS
     n = n_ops if n_ops is not None else rnd.choice((1, 1, 1, 2, 3))
     names = []
     for _ in range(n):

@@ -183,7 +183,8 @@ def _save_escape(fmt: str, i: int, kind: str, base_seed: int, out: Path, minimis
         case = F.minimise(case, kind)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{fmt}-{kind.replace(' ', '_').replace('(', '').replace(')', '')}-{base_seed}-{i}"
-    ext = {"prototxt": ".prototxt", "caffemodel": ".caffemodel", "t7": ".t7", "cfg": ".cfg", "weights": ".weights"}
+    ext = {"prototxt": ".prototxt", "caffemodel": ".caffemodel", "t7": ".t7", "cfg": ".cfg", "weights": ".weights",
+           "onnx": ".onnx"}
     for role, data in case.files.items():
         (out / f"{stem}{ext[role]}").write_bytes(data)
     (out / f"{stem}.json").write_text(json.dumps({"format": fmt, "index": i, "seed": base_seed, "kind": kind,

@@ -1,0 +1,74 @@
+"""Normalisations with ONNX semantics: LRN (any channel window, any rank), LpNormalization
+and LayerNormalization."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from refnet.errors import ShapeError
+from refnet.kernels._check import ieee
+
+__all__ = ["lrn_onnx", "lrn_onnx_reference", "lp_norm", "lp_norm_reference", "layer_norm", "layer_norm_reference"]
+
+
+@ieee
+def lrn_onnx_reference(x: np.ndarray, size: int, alpha: float = 1e-4, beta: float = 0.75,
+                       bias: float = 1.0) -> np.ndarray:
+    """y[c] = x[c] / (bias + alpha / size * sum_{j} x[j]^2)^beta over channels
+    j in [c - floor((size-1)/2), c + ceil((size-1)/2)] clipped to [0, C-1]."""
+    if x.ndim < 2:
+        raise ShapeError("LRN needs N x C x ...", got=x.shape)
+    c = x.shape[1]
+    lo, hi = (size - 1) // 2, -(-(size - 1) // 2)
+    sq = x.astype(np.float64) ** 2
+    s = np.zeros_like(sq)
+    for ch in range(c):
+        s[:, ch] = sq[:, max(0, ch - lo):min(c, ch + hi + 1)].sum(axis=1)
+    return (x / (bias + alpha / size * s) ** beta).astype(x.dtype)
+
+
+@ieee
+def lrn_onnx(x: np.ndarray, size: int, alpha: float = 1e-4, beta: float = 0.75, bias: float = 1.0) -> np.ndarray:
+    """Fast twin of :func:`lrn_onnx_reference`: the channel window sum from a cumulative sum."""
+    if x.ndim < 2:
+        raise ShapeError("LRN needs N x C x ...", got=x.shape)
+    c = x.shape[1]
+    lo, hi = (size - 1) // 2, -(-(size - 1) // 2)
+    sq = x.astype(np.float64) ** 2
+    cs = np.concatenate([np.zeros_like(sq[:, :1]), np.cumsum(sq, axis=1)], axis=1)
+    top = np.minimum(np.arange(c) + hi + 1, c)
+    bot = np.maximum(np.arange(c) - lo, 0)
+    s = cs[:, top] - cs[:, bot]
+    return (x / (bias + alpha / size * s) ** beta).astype(x.dtype)
+
+
+@ieee
+def lp_norm_reference(x: np.ndarray, axis: int, p: int = 2) -> np.ndarray:
+    """x / ||x||_p along ``axis`` (p = 1 or 2); where the norm is 0 the output is 0."""
+    v = x.astype(np.float64)
+    norm = np.abs(v).sum(axis=axis, keepdims=True) if p == 1 else np.sqrt((v * v).sum(axis=axis, keepdims=True))
+    return np.where(norm == 0, 0.0, v / np.where(norm == 0, 1.0, norm)).astype(x.dtype)
+
+
+lp_norm = lp_norm_reference
+
+
+@ieee
+def layer_norm_reference(x: np.ndarray, axis: int, scale: np.ndarray, bias: np.ndarray | None = None,
+                         eps: float = 1e-5, with_stats: bool = False) -> np.ndarray | tuple[np.ndarray, ...]:
+    """Normalise over the axes from ``axis`` on: (x - mean) / sqrt(var + eps) * scale + bias
+    (biased variance; scale and bias broadcast to x.shape[axis:]). ``with_stats``: also the
+    mean and 1/sqrt(var + eps), shaped like x with the normalised axes kept as 1."""
+    v = x.astype(np.float64)
+    axes = tuple(range(axis, x.ndim))
+    mu = v.mean(axis=axes, keepdims=True)
+    var = ((v - mu) ** 2).mean(axis=axes, keepdims=True)
+    y = (v - mu) / np.sqrt(var + eps) * scale.astype(np.float64)
+    if bias is not None:
+        y = y + bias.astype(np.float64)
+    if with_stats:
+        return y.astype(x.dtype), mu.astype(x.dtype), (1 / np.sqrt(var + eps)).astype(x.dtype)
+    return y.astype(x.dtype)
+
+
+layer_norm = layer_norm_reference

@@ -1,0 +1,159 @@
+"""ONNX Resize/Upsample on any rank: nearest (four rounding modes), linear and cubic, with
+every coordinate transformation mode of the spec. The interpolation is separable: each axis
+is resampled by a (out x in) weight matrix built from the 1-D rule, so the n-d result equals
+the spec's nested 1-D interpolation. One implementation serves both precisions (a matrix
+product per axis is already the fast way): ``resize_nd`` is ``resize_nd_reference``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from refnet.errors import ShapeError
+from refnet.kernels._check import ieee
+
+__all__ = ["resize_nd", "resize_nd_reference", "source_coordinate", "resize_weights"]
+
+MODES = ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners", "asymmetric",
+         "tf_half_pixel_for_nn", "tf_crop_and_resize")
+
+
+def source_coordinate(xr: np.ndarray, scale: float, len_out: float, len_in: int, mode: str,
+                      roi: tuple[float, float] = (0.0, 1.0), len_out_int: int | None = None) -> np.ndarray:
+    """x_original of output coordinates ``xr`` (the spec's coordinate_transformation_mode);
+    ``len_out`` is the unrounded output length scale * len_in, ``len_out_int`` the real one."""
+    if mode == "half_pixel":
+        return (xr + 0.5) / scale - 0.5
+    if mode == "half_pixel_symmetric":
+        adj = (len_out if len_out_int is None else len_out_int) / len_out
+        center = len_in / 2
+        return center * (1 - adj) + (xr + 0.5) / scale - 0.5
+    if mode == "pytorch_half_pixel":
+        return (xr + 0.5) / scale - 0.5 if len_out > 1 else np.zeros_like(xr)
+    if mode == "align_corners":
+        return xr * (len_in - 1) / (len_out - 1) if len_out > 1 else np.zeros_like(xr)
+    if mode == "asymmetric":
+        return xr / scale
+    if mode == "tf_half_pixel_for_nn":
+        return (xr + 0.5) / scale
+    if mode == "tf_crop_and_resize":
+        s, e = roi
+        if len_out > 1:
+            return s * (len_in - 1) + xr * (e - s) * (len_in - 1) / (len_out - 1)
+        return np.full_like(xr, 0.5 * (s + e) * (len_in - 1))
+    raise ValueError(f"unknown coordinate_transformation_mode {mode!r}; known: {MODES}")
+
+
+def _nearest(xo: np.ndarray, mode: str) -> np.ndarray:
+    if mode == "round_prefer_floor":
+        return np.where(xo - np.floor(xo) == 0.5, np.floor(xo), np.round(xo))
+    if mode == "round_prefer_ceil":
+        return np.where(xo - np.floor(xo) == 0.5, np.ceil(xo), np.round(xo))
+    if mode == "floor":
+        return np.floor(xo)
+    if mode == "ceil":
+        return np.ceil(xo)
+    raise ValueError(f"unknown nearest_mode {mode!r}")
+
+
+def _cubic(t: np.ndarray, a: float) -> np.ndarray:
+    t = np.abs(t)
+    return np.where(t <= 1, ((a + 2) * t - (a + 3)) * t * t + 1,
+                    np.where(t < 2, ((a * t - 5 * a) * t + 8 * a) * t - 4 * a, 0.0))
+
+
+def resize_weights(len_in: int, len_out: int, scale: float, mode: str, ctm: str,
+                   nearest_mode: str = "round_prefer_floor", cubic_coeff_a: float = -0.75,
+                   exclude_outside: bool = False, roi: tuple[float, float] = (0.0, 1.0),
+                   antialias: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(W, outside): y = W @ x along the axis; ``outside`` flags outputs whose source lies
+    outside [0, len_in - 1] (tf_crop_and_resize fills them with the extrapolation value).
+    ``antialias`` (linear/cubic, downsampling): the filter is stretched by 1/scale -- taps
+    floor(x) + i for i from floor(-support/scale) + 1 on, weights f(scale * (i - frac)) normalised
+    to sum 1 (support 1 for linear's triangle, 2 for cubic)."""
+    xr = np.arange(len_out, dtype=np.float64)
+    # the transforms take the unrounded output length scale * len_in (= len_out when sizes were given)
+    xo = source_coordinate(xr, scale, scale * len_in, len_in, ctm, roi, len_out)
+    outside = (xo < 0) | (xo > len_in - 1) if ctm == "tf_crop_and_resize" else np.zeros(len_out, bool)
+    w = np.zeros((len_out, len_in))
+    rows = np.arange(len_out)
+    if antialias and mode in ("linear", "cubic") and scale < 1:
+        support = 1 if mode == "linear" else 2
+        start = int(math.floor(-support / scale) + 1)
+        f = np.floor(xo)
+        frac = xo - f
+        if mode == "linear":
+            taps = np.arange(start, start + 2 - 2 * start)
+        else:
+            taps = np.arange(start, 2 - start)
+        for i in taps:
+            t = scale * (i - frac)
+            coef = np.clip(1 - np.abs(t), 0, 1) if mode == "linear" else _cubic(t, cubic_coeff_a)
+            pos = f + i
+            if exclude_outside:
+                coef = np.where((pos < 0) | (pos > len_in - 1), 0.0, coef)
+            np.add.at(w, (rows, np.clip(pos, 0, len_in - 1).astype(np.int64)), coef)
+        s = w.sum(axis=1, keepdims=True)
+        return w / np.where(s == 0, 1, s), outside
+    if mode == "nearest":
+        i = np.clip(_nearest(xo, nearest_mode), 0, len_in - 1).astype(np.int64)
+        w[rows, i] = 1.0
+    elif mode == "linear":
+        f = np.floor(xo)
+        r = xo - f
+        i0 = np.clip(f, 0, len_in - 1).astype(np.int64)
+        i1 = np.clip(f + 1, 0, len_in - 1).astype(np.int64)
+        np.add.at(w, (rows, i0), 1 - r)
+        np.add.at(w, (rows, i1), r)
+    elif mode == "cubic":
+        f = np.floor(xo)
+        r = xo - f
+        for tap in (-1, 0, 1, 2):
+            pos = f + tap
+            coef = _cubic(r - tap, cubic_coeff_a)
+            if exclude_outside:
+                coef = np.where((pos < 0) | (pos > len_in - 1), 0.0, coef)
+            np.add.at(w, (rows, np.clip(pos, 0, len_in - 1).astype(np.int64)), coef)
+        if exclude_outside:
+            s = w.sum(axis=1, keepdims=True)
+            w = w / np.where(s == 0, 1, s)
+    else:
+        raise ValueError(f"unknown resize mode {mode!r}")
+    return w, outside
+
+
+@ieee
+def resize_nd_reference(x: np.ndarray, out: Sequence[int], scales: Sequence[float], *, mode: str = "nearest",
+                        coordinate_transformation_mode: str = "half_pixel", nearest_mode: str = "round_prefer_floor",
+                        cubic_coeff_a: float = -0.75, exclude_outside: bool = False,
+                        extrapolation_value: float = 0.0, roi: Sequence[float] = (),
+                        antialias: bool = False) -> np.ndarray:
+    """Resample every axis whose size or coordinates change; float64 accumulation."""
+    if len(out) != x.ndim or len(scales) != x.ndim:
+        raise ShapeError("one output size and scale per axis", expected=x.ndim, got=(len(out), len(scales)))
+    y = x.astype(np.float64)
+    mask = np.zeros(tuple(out), bool) if coordinate_transformation_mode == "tf_crop_and_resize" else None
+    r = x.ndim
+    for ax in range(r):
+        rr = (float(roi[ax]), float(roi[ax + r])) if len(roi) == 2 * r else (0.0, 1.0)
+        if out[ax] == x.shape[ax] and scales[ax] == 1.0 and mask is None:
+            continue
+        w, outside = resize_weights(x.shape[ax], int(out[ax]), float(scales[ax]), mode,
+                                    coordinate_transformation_mode, nearest_mode, cubic_coeff_a,
+                                    exclude_outside, rr, antialias)
+        y = np.moveaxis(np.tensordot(w, np.moveaxis(y, ax, 0), axes=(1, 0)), 0, ax)
+        if mask is not None:
+            shape = [1] * r
+            shape[ax] = int(out[ax])
+            mask |= outside.reshape(shape)
+    if mask is not None:
+        y = np.where(mask, extrapolation_value, y)
+    if math.prod(y.shape) and y.shape != tuple(out):  # pragma: no cover - by construction
+        raise ShapeError("resize produced the wrong shape", expected=tuple(out), got=y.shape)
+    return y.astype(x.dtype)
+
+
+resize_nd = resize_nd_reference

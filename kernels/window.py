@@ -1,0 +1,110 @@
+"""N-d sliding-window pooling with ONNX geometry: per-axis kernel, stride, dilation, begin/end
+pads and a precomputed output size (floor or ceil mode, see the importer's ``_pool_out``);
+max (with flattened argmax indices), average (count_include_pad or not) and Lp; and MaxUnpool.
+
+One implementation serves both precisions: it loops over the kernel offsets and reads each
+offset's strided view of the padded input, which is already vectorised over every output
+element (numba buys nothing over it), so ``pool_nd`` is ``pool_nd_reference``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from refnet.errors import ShapeError
+from refnet.kernels._check import ieee
+
+__all__ = ["pool_nd", "pool_nd_reference", "max_unpool_nd", "max_unpool_nd_reference"]
+
+
+def _offsets(kernel: Sequence[int]) -> list[tuple[int, ...]]:
+    return [tuple(o) for o in np.ndindex(*kernel)]
+
+
+@ieee
+def pool_nd_reference(x: np.ndarray, mode: str, kernel: Sequence[int], strides: Sequence[int],
+                      dilations: Sequence[int], pads: Sequence[int], out: Sequence[int], *,
+                      count_include_pad: bool = False, p: int = 2, storage_order: int = 0,
+                      with_indices: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Output element o reads input positions o*stride - pad_begin + k*dilation for every kernel
+    offset k. max: the largest value (the first one on ties; padding never wins), indices into
+    the flattened input (row-major; storage_order 1: spatial axes column-major). avg: sum over
+    the positions inside the input divided by their count, or with ``count_include_pad`` by the
+    count of positions inside the padded extent [-pad_begin, size + pad_end). lp: (sum |x|^p)^(1/p)."""
+    k = len(kernel)
+    if x.ndim != k + 2 or not len(strides) == len(dilations) == len(out) == k or len(pads) != 2 * k:
+        raise ShapeError("pooling geometry does not fit the input rank", expected=f"rank {k + 2}", got=x.shape)
+    spatial = x.shape[2:]
+    pb, pe = list(pads[:k]), list(pads[k:])
+    # pad enough that every window (ceil mode may reach past the end padding) is in range
+    ends = [max(pe[i], (out[i] - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - spatial[i] - pb[i])
+            for i in range(k)]
+    fill = -np.inf if mode == "max" else 0.0
+    width = [(0, 0), (0, 0)] + [(pb[i], ends[i]) for i in range(k)]
+    xp = np.pad(x.astype(np.float64) if x.dtype != np.float64 else x, width, constant_values=fill)
+    inside = np.pad(np.ones(spatial), [(pb[i], ends[i]) for i in range(k)], constant_values=0.0)
+    padded = np.pad(np.ones([spatial[i] + pb[i] + pe[i] for i in range(k)]),
+                    [(0, ends[i] - pe[i]) for i in range(k)], constant_values=0.0)
+    n, c = x.shape[:2]
+    acc = np.full((n, c, *out), fill, np.float64)
+    count = np.zeros(tuple(out))
+    idx = np.zeros((n, c, *out), np.int64) if with_indices else None
+    for off in _offsets(kernel):
+        sl = tuple(slice(off[i] * dilations[i], off[i] * dilations[i] + (out[i] - 1) * strides[i] + 1, strides[i])
+                   for i in range(k))
+        v = xp[(slice(None), slice(None)) + sl]
+        if mode == "max":
+            better = v > acc
+            acc = np.where(better, v, acc)
+            if idx is not None:
+                pos = [np.arange(out[i]) * strides[i] + off[i] * dilations[i] - pb[i] for i in range(k)]
+                grids = np.meshgrid(*pos, indexing="ij")
+                if storage_order == 1:
+                    flat = np.zeros(tuple(out), np.int64)
+                    mult = 1
+                    for i in range(k):
+                        flat += grids[i] * mult
+                        mult *= spatial[i]
+                else:
+                    flat = np.ravel_multi_index(tuple(np.clip(g, 0, s - 1) for g, s in zip(grids, spatial)),
+                                                spatial).astype(np.int64)
+                idx = np.where(better, flat, idx)
+        elif mode == "avg":
+            acc = acc + v
+            count = count + (padded if count_include_pad else inside)[sl]
+        else:
+            acc = acc + np.abs(v) ** p
+    if mode == "avg":
+        acc = acc / count
+    elif mode == "lp":
+        acc = acc ** (1.0 / p)
+    y = acc.astype(x.dtype)
+    if idx is not None:
+        plane = math.prod(spatial)
+        base = (np.arange(n)[:, None] * c + np.arange(c)[None, :]) * plane
+        return y, (idx + base.reshape((n, c) + (1,) * k)).astype(np.int64)
+    return y
+
+
+pool_nd = pool_nd_reference
+
+
+@ieee
+def max_unpool_nd_reference(x: np.ndarray, indices: np.ndarray, out_shape: Sequence[int]) -> np.ndarray:
+    """y (zeros of ``out_shape``) with y.flat[indices[i]] = x.flat[i] (flattened over the whole
+    tensor, as MaxPool's indices are); a later element wins where indices repeat."""
+    idx = np.asarray(indices).astype(np.int64).reshape(-1)
+    if idx.size != x.size:
+        raise ShapeError("indices must match x", expected=x.shape, got=np.shape(indices))
+    total = math.prod(out_shape)
+    if idx.size and (idx.min() < 0 or idx.max() >= total):
+        raise ShapeError("unpool index outside the output", expected=f"0 <= i < {total}")
+    y = np.zeros(total, x.dtype)
+    y[idx] = x.reshape(-1)
+    return y.reshape(tuple(out_shape))
+
+
+max_unpool_nd = max_unpool_nd_reference

@@ -1,0 +1,98 @@
+"""Run and shape functions of the broadcasting elementwise ops (ONNX Add/Sub/Mul/Div/Pow/Max/
+Min/Sum/Mean, PRelu with a broadcast slope, Clip with any bounds), the ONNX unary ops, and
+`constant` / `cast`. Kernels: refnet.kernels.elementwise."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from refnet import kernels as K
+from refnet.errors import ShapeError
+from refnet.ops.core import kern
+from refnet.ops.registry import register, same_shape
+
+
+def _bshape(node, shapes):
+    try:
+        return [tuple(np.broadcast_shapes(*[tuple(s) for s in shapes]))]
+    except ValueError:
+        raise ShapeError("operands do not broadcast", layer=node.name, expected="numpy-broadcastable shapes",
+                         got=[tuple(s) for s in shapes]) from None
+
+
+def _binary(op: str) -> None:
+    @register(op, shape=_bshape)
+    def run(node, xs, p, ctx):
+        return kern("broadcast_binary", ctx)(op, list(xs))
+
+
+for _op in K.BINARY_OPS:
+    _binary(_op)
+
+
+def _unary(op: str) -> None:
+    @register(op, shape=same_shape)
+    def run(node, xs, p, ctx):
+        a = node.attrs
+        return kern("unary", ctx)(op, xs[0], float(a.get("alpha", 0.0)), float(a.get("beta", 0.0)),
+                                  float(a.get("gamma", 0.0)))
+
+
+for _op in K.UNARY_OPS:
+    _unary(_op)
+
+
+def _prelu_shape(node, shapes):
+    slope = node.params.get("slope")
+    s = tuple(slope.shape) if slope is not None else tuple(shapes[1])
+    out = _bshape(node, [tuple(shapes[0]), s])[0]
+    if out != tuple(shapes[0]):
+        raise ShapeError("the slope must broadcast to the input (unidirectionally)", layer=node.name,
+                         expected=tuple(shapes[0]), got=s)
+    return [out]
+
+
+@register("prelu_nd", shape=_prelu_shape)
+def _prelu_nd(node, xs, p, ctx):
+    slope = p["slope"] if "slope" in p else xs[1]
+    return kern("prelu_nd", ctx)(xs[0], slope)
+
+
+@register("clip_range", shape=same_shape)
+def _clip_range(node, xs, p, ctx):
+    return kern("clip_range", ctx)(xs[0], float(node.attrs.get("min", -np.inf)), float(node.attrs.get("max", np.inf)))
+
+
+@register("constant", shape=lambda node, shapes: [tuple(node.params["value"].shape)])
+def _constant(node, xs, p, ctx):
+    """A constant tensor (an ONNX initializer used as a run-time operand), in the run dtype."""
+    return p["value"].reshape(node.params["value"].shape)  # params come back at least 1-D
+
+
+@register("cast", shape=same_shape)
+def _cast(node, xs, p, ctx):
+    """Cast to an integer (rounding toward zero) or bool type; the value stays in the run dtype."""
+    x = xs[0]
+    if node.attrs.get("to") == "bool":
+        return (x != 0).astype(x.dtype)
+    return np.trunc(x)
+
+
+def _compare(op: str) -> None:
+    @register(op, shape=_bshape)
+    def run(node, xs, p, ctx):
+        return kern("compare", ctx)(op, xs[0], xs[1])
+
+
+for _op in K.COMPARE_OPS:
+    _compare(_op)
+
+
+@register("not", shape=same_shape)
+def _not(node, xs, p, ctx):
+    return (xs[0] == 0).astype(xs[0].dtype)
+
+
+@register("where", shape=_bshape)
+def _where(node, xs, p, ctx):
+    return kern("where", ctx)(xs[0], xs[1], xs[2])

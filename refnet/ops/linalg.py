@@ -1,0 +1,64 @@
+"""Run and shape functions of `gemm` and `matmul` (kernels: refnet.kernels.linalg)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from refnet.errors import ShapeError
+from refnet.ops.core import kern
+from refnet.ops.registry import register
+
+
+def _operand_b(node, shapes):
+    return tuple(node.params["b"].shape) if "b" in node.params else tuple(shapes[1])
+
+
+def _gemm_shape(node, shapes):
+    a, b = tuple(shapes[0]), _operand_b(node, shapes)
+    if len(a) != 2 or len(b) != 2:
+        raise ShapeError("Gemm operands must be 2-D", layer=node.name, got=(a, b))
+    m, ka = (a[1], a[0]) if node.attrs.get("trans_a") else a
+    kb, n = (b[1], b[0]) if node.attrs.get("trans_b") else b
+    if ka != kb:
+        raise ShapeError("Gemm inner dimensions differ", layer=node.name, expected=ka, got=kb)
+    c = node.params.get("c")
+    if c is not None:
+        try:
+            if np.broadcast_shapes(c.shape, (m, n)) != (m, n):
+                raise ValueError
+        except ValueError:
+            raise ShapeError("C does not broadcast to (M, N)", layer=node.name, expected=(m, n), got=c.shape) from None
+    return [(m, n)]
+
+
+@register("gemm", shape=_gemm_shape)
+def _gemm(node, xs, p, ctx):
+    a = node.attrs
+    b = p["b"] if "b" in p else xs[1]
+    return kern("gemm", ctx)(xs[0], b, p.get("c"), alpha=float(a.get("alpha", 1.0)), beta=float(a.get("beta", 1.0)),
+                             trans_a=bool(a.get("trans_a")), trans_b=bool(a.get("trans_b")))
+
+
+def _matmul_shape(node, shapes):
+    a, b = tuple(shapes[0]), _operand_b(node, shapes)
+    if not a or not b:
+        raise ShapeError("MatMul operands must have rank >= 1", layer=node.name, got=(a, b))
+    a2 = (1,) + a if len(a) == 1 else a
+    b2 = b + (1,) if len(b) == 1 else b
+    if a2[-1] != b2[-2]:
+        raise ShapeError("MatMul inner dimensions differ", layer=node.name, expected=a2[-1], got=b2[-2])
+    try:
+        batch = tuple(np.broadcast_shapes(a2[:-2], b2[:-2]))
+    except ValueError:
+        raise ShapeError("MatMul batch dimensions do not broadcast", layer=node.name, got=(a, b)) from None
+    out = batch + (a2[-2], b2[-1])
+    if len(a) == 1:
+        out = out[:-2] + out[-1:]
+    if len(b) == 1:
+        out = out[:-1]
+    return [out]
+
+
+@register("matmul", shape=_matmul_shape)
+def _matmul(node, xs, p, ctx):
+    return kern("matmul", ctx)(xs[0], p["b"] if "b" in p else xs[1])

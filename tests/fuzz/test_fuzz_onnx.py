@@ -1,0 +1,130 @@
+"""Fuzzing the ONNX reader (protobuf wire + the ONNX schema + the op table + load-time folding).
+
+Oracles: the error contract (fuzzlib.run_case); fuzzlib's wire walker for field and length
+positions; tracemalloc for the memory a hostile size may cost; onnxruntime for the seeds
+themselves (a seed must load and agree before its mutants mean anything).
+"""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import fuzz_onnx as FO
+import fuzzlib as F
+import numpy as np
+import pytest
+from fuzzhyp import fuzz_settings, mutated
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+pytest.importorskip("onnx")
+
+FUZZ = fuzz_settings(1200)
+
+
+def test_seeds_load_and_agree_with_onnxruntime():
+    ort = pytest.importorskip("onnxruntime")
+    import refnet
+    from refnet.net import Net
+
+    for seed in FO.onnx_seeds():
+        net = Net(FO.load(seed.files["onnx"]))
+        shape = net.input_shapes["x"]
+        x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        sess = ort.InferenceSession(seed.files["onnx"], so, providers=["CPUExecutionProvider"])
+        names = [o.name for o in sess.get_outputs()]
+        ref = dict(zip(names, sess.run(names, {"x": x})))
+        got = net.forward(x, outputs=names, precision="float64")
+        for n in names:
+            np.testing.assert_allclose(got[n], ref[n], rtol=1e-5, atol=1e-6, err_msg=f"{seed.name}:{n}")
+        assert refnet  # noqa: S101 - imported for the package's lazy loaders
+
+
+@given(mutated("onnx"))
+@FUZZ
+def test_mutated_onnx_loads_or_raises_a_located_refnet_error(case):
+    F.run_case(case)
+
+
+@given(st.binary(max_size=400))
+@settings(max_examples=F.examples(200), deadline=None, derandomize=True, database=None)
+def test_random_bytes(data):
+    F.run_case(F.Case("onnx", {"onnx": data}))
+
+
+@pytest.mark.parametrize("name", [s.name for s in FO.onnx_seeds()])
+def test_truncation_at_every_field_boundary(name):
+    seed = next(s for s in FO.onnx_seeds() if s.name == name)
+    data = seed.files["onnx"]
+    outcomes = {F.run_case(seed.case(data[:b])) for b in seed.boundaries}
+    assert "ok" in outcomes and "ModelFormatError" in outcomes, outcomes
+
+
+@pytest.mark.parametrize("n", [2**31, 2**40, 2**63, 2**64 - 1])
+def test_inflated_lengths_allocate_nothing(n):
+    """Every length varint inflated to a huge value: a located truncation error, no allocation."""
+    seed = FO.onnx_seeds()[0]
+    data = seed.files["onnx"]
+    for f in [f for f in seed.meta["fields"] if f.len_at >= 0]:
+        bad = data[: f.len_at] + F._varint(n) + data[f.payload:]
+        tracemalloc.start()
+        try:
+            assert F.run_case(seed.case(bad)) == "ModelFormatError"
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 64 << 20
+
+
+def test_huge_constant_of_shape_is_refused_without_allocating():
+    import onnx
+    from onnx import helper as H
+    from onnx import numpy_helper as NH
+
+    m = onnx.ModelProto()
+    m.CopyFrom(FO._models()["shape_subgraph"])
+    for t in m.graph.initializer:
+        if t.name == "cs":
+            t.CopyFrom(NH.from_array(np.array([1 << 20, 1 << 20], np.int64), "cs"))
+    assert H  # noqa: S101
+    tracemalloc.start()
+    try:
+        assert F.run_case(F.Case("onnx", {"onnx": m.SerializeToString()})) == "ModelFormatError"
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20
+
+
+def test_external_data_may_not_leave_the_model_folder(tmp_path):
+    import onnx
+    from onnx import numpy_helper as NH
+
+    import refnet
+    from refnet.errors import ModelFormatError
+
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(np.ones(108, np.float32).tobytes())
+    d = tmp_path / "model"
+    d.mkdir()
+    (d / "w.bin").write_bytes(np.arange(108, dtype=np.float32).tobytes())
+    for loc, ok in (("w.bin", True), ("../secret.bin", False), (str(secret), False)):
+        m = onnx.ModelProto()
+        m.CopyFrom(FO._models()["cnn"])
+        t = next(t for t in m.graph.initializer if t.name == "w")
+        t.CopyFrom(NH.from_array(np.zeros((4, 3, 3, 3), np.float32), "w"))
+        t.ClearField("raw_data")
+        t.data_location = onnx.TensorProto.EXTERNAL
+        for k, v in (("location", loc), ("length", str(108 * 4))):
+            e = t.external_data.add()
+            e.key, e.value = k, v
+        path = d / "m.onnx"
+        path.write_bytes(m.SerializeToString())
+        if ok:
+            net = refnet.load_onnx(path)
+            np.testing.assert_array_equal(net.graph.node("c").params["weight"].reshape(-1), np.arange(108))
+        else:
+            with pytest.raises(ModelFormatError, match="leaves|outside"):
+                refnet.load_onnx(path)

@@ -1,0 +1,172 @@
+"""The ONNX reader on small files written with the onnx package: typed tensor fields, names,
+folding of shape subgraphs, opset-dependent rules, dispatch and errors. Oracles: onnxruntime
+and values worked out by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto as TP  # noqa: E402
+from onnx import helper as H  # noqa: E402
+from onnx import numpy_helper as NH  # noqa: E402
+
+import refnet  # noqa: E402
+from refnet.errors import ModelFormatError, ShapeError, UnsupportedLayerError  # noqa: E402
+
+
+def _save(tmp_path, nodes, inputs, outputs, inits=(), opset=13, name="m.onnx"):
+    g = H.make_graph(nodes, "g", inputs, outputs, initializer=list(inits))
+    m = H.make_model(g, opset_imports=[H.make_opsetid("", opset)])
+    p = tmp_path / name
+    p.write_bytes(m.SerializeToString())
+    return p
+
+
+def _vi(name, shape, t=TP.FLOAT):
+    return H.make_tensor_value_info(name, t, shape)
+
+
+def _ort(path, feeds):
+    ort = pytest.importorskip("onnxruntime")
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    s = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return s.run(None, feeds)
+
+
+@pytest.mark.parametrize("dtype,field", [(TP.FLOAT, "float_data"), (TP.DOUBLE, "double_data"),
+                                         (TP.INT64, "int64_data"), (TP.INT32, "int32_data"), (TP.INT8, "int32_data"),
+                                         (TP.UINT8, "int32_data"), (TP.FLOAT16, "int32_data"),
+                                         (TP.BFLOAT16, "int32_data"), (TP.UINT64, "uint64_data"),
+                                         (TP.BOOL, "int32_data")])
+@pytest.mark.parametrize("raw", [False, True])
+def test_initializer_dtypes_typed_and_raw(tmp_path, dtype, field, raw):
+    from refnet.weights_import.onnx import parse_model, tensor_array
+
+    vals = np.array([[1, 0, 3], [4, 5, 6]], np.float64)
+    np_dt = onnx.helper.tensor_dtype_to_np_dtype(dtype)
+    arr = vals.astype(np_dt)
+    if dtype == TP.BFLOAT16:
+        t = H.make_tensor("w", dtype, [2, 3], vals.astype(np.float32).reshape(-1).tolist())
+        if raw:
+            t = H.make_tensor("w", dtype, [2, 3], (vals.astype(np.float32).view(np.uint32) >> 16).astype("<u2")
+                              .tobytes(), raw=True)
+    elif raw:
+        t = NH.from_array(arr, "w")
+    else:
+        t = NH.from_array(arr, "w")
+        t.ClearField("raw_data")
+        flat = arr.reshape(-1)
+        if dtype == TP.FLOAT16:
+            flat = flat.view(np.uint16)
+        getattr(t, field).extend(flat.astype(np.float64 if field in ("float_data", "double_data") else np.int64)
+                                 .tolist() if field != "uint64_data" else flat.tolist())
+    m = H.make_model(H.make_graph([], "g", [], [], initializer=[t]))
+    got = tensor_array(parse_model(m.SerializeToString()).get("graph").get("initializer")[0])
+    np.testing.assert_array_equal(got.astype(np.float64), (vals != 0) if dtype == TP.BOOL else vals)
+
+
+def test_forward_by_onnx_tensor_names_and_layer_names(tmp_path):
+    w = NH.from_array(np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    nodes = [H.make_node("Conv", ["x", "w"], ["conv_out"], name="conv1", pads=[1, 1, 1, 1]),
+             H.make_node("Relu", ["conv_out"], ["relu_out"]),  # unnamed: the layer is named like its output
+             H.make_node("TopK", ["relu_out", "k"], ["vals", "idx"], name="top", axis=1)]
+    p = _save(tmp_path, nodes, [_vi("x", [1, 3, 5, 5])], [_vi("vals", None), _vi("idx", None, TP.INT64)],
+              [w, NH.from_array(np.array([2], np.int64), "k")])
+    net = refnet.load_onnx(p)
+    assert net.layer_names == ("conv1", "relu_out", "top")
+    x = np.random.default_rng(1).standard_normal((1, 3, 5, 5)).astype(np.float32)
+    got = net.forward(x, outputs=["conv_out", "vals", "idx", "conv1"], precision="float64")
+    ref = dict(zip(["vals", "idx"], _ort(p, {"x": x})))
+    np.testing.assert_allclose(got["vals"], ref["vals"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(got["idx"], ref["idx"])
+    np.testing.assert_array_equal(got["conv_out"], got["conv1"])
+    assert set(net.forward(x)) == set(net.output_names) == {"top", "top:1"}
+
+
+def test_shape_subgraph_folds_for_the_given_input_shape(tmp_path):
+    nodes = [H.make_node("Shape", ["x"], ["s"]), H.make_node("Gather", ["s", "zero"], ["n"], axis=0),
+             H.make_node("Unsqueeze", ["n", "ax"], ["n1"]), H.make_node("Concat", ["n1", "m1"], ["t"], axis=0),
+             H.make_node("Reshape", ["x", "t"], ["y"])]
+    p = _save(tmp_path, nodes, [_vi("x", ["N", 3, "H", "W"])], [_vi("y", None)],
+              [NH.from_array(np.array(0, np.int64), "zero"), NH.from_array(np.array([0], np.int64), "ax"),
+               NH.from_array(np.array([-1], np.int64), "m1")])
+    with pytest.raises(ShapeError, match="input_shapes"):
+        refnet.load_onnx(p)  # symbolic dims need shapes
+    net = refnet.load_onnx(p, input_shapes={"x": (2, 3, 4, 5)})
+    assert [n.op for n in net.graph.nodes] == ["reshape"]  # everything else folded
+    x = np.arange(120, dtype=np.float32).reshape(2, 3, 4, 5)
+    np.testing.assert_array_equal(net.forward(x)[net.output_names[0]], x.reshape(2, 60))
+    net2 = refnet.load(p, input_shapes=(1, 3, 2, 2))  # .onnx dispatch; one input: a plain shape
+    assert net2.infer_shapes()[net2.output_names[0]] == (1, 12)
+
+
+@pytest.mark.parametrize("opset", [11, 13])
+def test_softmax_axis_rule_changes_at_opset_13(tmp_path, opset):
+    p = _save(tmp_path, [H.make_node("Softmax", ["x"], ["y"], axis=1)], [_vi("x", [2, 3, 4])], [_vi("y", None)],
+              opset=opset)
+    x = np.random.default_rng(0).standard_normal((2, 3, 4))
+    y = refnet.load_onnx(p).forward(x, precision="float64")["y"]
+    if opset < 13:  # flattened to (2, 12), normalised over all 12
+        e = np.exp(x.reshape(2, 12) - x.reshape(2, 12).max(1, keepdims=True))
+        want = (e / e.sum(1, keepdims=True)).reshape(2, 3, 4)
+    else:
+        e = np.exp(x - x.max(1, keepdims=True))
+        want = e / e.sum(1, keepdims=True)
+    np.testing.assert_allclose(y, want, rtol=1e-12)
+    np.testing.assert_allclose(y, _ort(p, {"x": x.astype(np.float32)})[0], rtol=1e-5)
+
+
+def test_batchnorm_training_attributes_are_ignored(tmp_path):
+    ps = [NH.from_array(v.astype(np.float32), n) for n, v in
+          (("s", np.array([1.0, 2.0])), ("b", np.array([0.5, -1.0])), ("m", np.array([0.1, 0.2])),
+           ("v", np.array([1.0, 4.0])))]
+    p = _save(tmp_path, [H.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"], epsilon=0.0,
+                                     momentum=0.5)], [_vi("x", [1, 2, 1, 1])], [_vi("y", None)], ps, opset=9)
+    y = refnet.load_onnx(p).forward(np.array([[[[1.0]], [[2.0]]]]), precision="float64")["y"]
+    np.testing.assert_allclose(y.reshape(-1), [(1 - 0.1) * 1 + 0.5, (2 - 0.2) / 2 * 2 - 1.0])
+
+
+def test_unsupported_op_lists_every_known_op(tmp_path):
+    p = _save(tmp_path, [H.make_node("Einsum", ["x", "x"], ["y"], equation="ij,ij->ij")], [_vi("x", [2, 2])],
+              [_vi("y", None)])
+    with pytest.raises(UnsupportedLayerError) as e:
+        refnet.load_onnx(p)
+    assert e.value.type == "Einsum" and {"Conv", "Resize", "NonMaxSuppression", "Shape"} <= set(e.value.supported)
+
+
+def test_control_flow_and_other_domains_are_refused_clearly(tmp_path):
+    body = H.make_graph([], "b", [], [])
+    p = _save(tmp_path, [H.make_node("If", ["c"], ["y"], then_branch=body, else_branch=body)],
+              [_vi("c", [1], TP.BOOL)], [_vi("y", None)])
+    with pytest.raises(UnsupportedLayerError, match="subgraph"):
+        refnet.load_onnx(p)
+    p = _save(tmp_path, [H.make_node("FusedConv", ["x"], ["y"], domain="com.microsoft")], [_vi("x", [1])],
+              [_vi("y", None)], name="ms.onnx")
+    with pytest.raises(UnsupportedLayerError, match="default ONNX domain"):
+        refnet.load_onnx(p)
+
+
+def test_malformed_files_give_located_errors(tmp_path):
+    p = tmp_path / "bad.onnx"
+    p.write_bytes(b"\x3a\xff\xff\xff\x0f")  # graph field with a 4 GB length
+    with pytest.raises(ModelFormatError) as e:
+        refnet.load_onnx(p)
+    assert e.value.file == str(p) and e.value.offset is not None
+    t = NH.from_array(np.zeros(6, np.float32), "w")
+    t.dims[:] = [7]
+    p = _save(tmp_path, [H.make_node("Identity", ["x"], ["y"])], [_vi("x", [1])], [_vi("y", None)], [t],
+              name="short.onnx")
+    with pytest.raises(ModelFormatError, match="raw_data has 24 bytes"):
+        refnet.load_onnx(p)
+
+
+def test_readnetfromonnx_facade(tmp_path):
+    from refnet import dnn
+
+    p = _save(tmp_path, [H.make_node("Sigmoid", ["x"], ["y"])], [_vi("x", [1, 2])], [_vi("y", None)])
+    net = dnn.readNetFromONNX(str(p))
+    net.setInput(np.array([[0.0, 100.0]], np.float32))
+    np.testing.assert_allclose(net.forward(), [[0.5, 1.0]])
