@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 REFNET_MODELS ?= $(abspath ../shared/models)
 export REFNET_MODELS
-export NUMBA_CACHE_DIR ?= $(abspath .numba_cache)
+# numba's cache: the per-user folder refnet picks itself (refnet/kernels/_cache.py), as for direct runs
 
 .PHONY: demo test bench lint fuzz clean venv cv5
 
