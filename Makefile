@@ -7,7 +7,7 @@ REFNET_MODELS ?= $(abspath ../shared/models)
 export REFNET_MODELS
 # numba's cache: the per-user folder refnet picks itself (refnet/kernels/_cache.py), as for direct runs
 
-.PHONY: demo test bench lint fuzz clean venv cv5
+.PHONY: demo test bench lint fuzz clean venv cv5 attack-readonly
 
 $(VENV)/.installed-base: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -57,3 +57,7 @@ lint: $(VENV)/.installed-test
 clean:
 	rm -rf .numba_cache .pytest_cache .ruff_cache demo-out bench-out
 	find . -name __pycache__ -prune -exec rm -rf {} +
+
+# issue 16's read-only install, for real (root: a throwaway user, a venv with read-only site-packages)
+attack-readonly:
+	bash tests/attack/readonly_install.sh

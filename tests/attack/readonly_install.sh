@@ -43,7 +43,7 @@ as_user env NUMBA_CACHE_DIR="$T/out/afile" "$T/venv/bin/refnet" run --zoo lenet-
 cat "$T/err3"
 grep -q "is not a directory" "$T/err3"
 echo "== 4. a cache folder writable by others is refused"
-mkdir -m 777 "$T/shared-cache"
+mkdir -m 777 "$T/shared-cache" && chown "$U" "$T/shared-cache" && chmod 777 "$T/shared-cache"
 as_user env REFNET_NUMBA_CACHE="$T/shared-cache" "$T/venv/bin/refnet" run --zoo lenet-mnist --image "$IMG" \
   -o "$T/out/run4.png" 2> "$T/err4"
 cat "$T/err4"

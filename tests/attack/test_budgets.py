@@ -16,14 +16,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cases import CASES, make_png_bomb, png_bytes  # noqa: E402
+from conftest import attack_models_dir  # noqa: E402
 from harness import GIB, run_cli  # noqa: E402
 
 import refnet  # noqa: E402
 from refnet.errors import BudgetError  # noqa: E402
 from refnet.runtime import budget  # noqa: E402
 from refnet.runtime.imagesize import header_size  # noqa: E402
-
-from conftest import attack_models_dir  # noqa: E402
 
 MODELS = attack_models_dir() or Path("../shared/models")
 
