@@ -24,14 +24,15 @@ def main() -> int:
     ap.add_argument("--limit-gib", type=float, default=2.0)
     ap.add_argument("--timeout", type=float, default=20.0)
     a = ap.parse_args()
-    print(f"| case | exit | one line | peak RSS MiB | s | last stderr line |")
+    print("| case | exit | one line | peak RSS MiB | s | last stderr line |")
     print("|---|---|---|---|---|---|")
     for name, make in CASES.items():
         d = Path(tempfile.mkdtemp())
         r = run_cli(make(d), limit=int(a.limit_gib * GIB), timeout=a.timeout, cwd=d, python=a.python)
         last = (r.stderr.strip().splitlines() or [""])[-1][:110].replace("|", "/")
         rc = "killed (timeout)" if r.timed_out else str(r.rc)
-        print(f"| {name} | {rc} | {'yes' if r.one_line_error else 'no'} | {r.peak_mib:.0f} | {r.seconds:.1f} | {last} |")
+        one = "yes" if r.one_line_error else "no"
+        print(f"| {name} | {rc} | {one} | {r.peak_mib:.0f} | {r.seconds:.1f} | {last} |")
     return 0
 
 

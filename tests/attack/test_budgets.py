@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from attack_env import attack_models_dir, models_env  # noqa: E402, F401 (autouse fixture)
 from cases import CASES, make_png_bomb, png_bytes  # noqa: E402
-from conftest import attack_models_dir  # noqa: E402
 from harness import GIB, run_cli  # noqa: E402
 
 import refnet  # noqa: E402

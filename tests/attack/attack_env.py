@@ -1,5 +1,5 @@
 """tests/attack: REFNET_MODELS as the suite finds it (tests/conftest.py), exported for the
-child processes too."""
+child processes too (not a conftest.py: a second module named conftest would shadow the suite's)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def attack_models_dir() -> Path | None:
 
 
 @pytest.fixture(autouse=True)
-def _models_env(monkeypatch):
+def models_env(monkeypatch):
     d = attack_models_dir()
     if d is not None:
         monkeypatch.setenv("REFNET_MODELS", str(d))
