@@ -28,6 +28,26 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
+CHILD_MANY = r"""
+import contextlib, io, json, resource, sys, time
+lim = int(sys.argv[1])
+if lim > 0:
+    resource.setrlimit(resource.RLIMIT_AS, (lim, lim))
+from refnet.cli import main
+for argv in json.loads(sys.argv[2]):
+    out, err = io.StringIO(), io.StringIO()
+    t0 = time.monotonic()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            rc = main(argv)
+        except SystemExit as e:
+            rc = e.code
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"rc": rc, "stdout": out.getvalue(), "stderr": err.getvalue(), "peak_mib": peak,
+                      "seconds": time.monotonic() - t0}), flush=True)
+"""
+
+
 @dataclass
 class Result:
     rc: int  # exit status, or -signal
@@ -81,3 +101,19 @@ def run_cli(argv: list[str], *, limit: int = 2 * GIB, timeout: float = 60.0, env
     for f in (out_r, err_r):
         f.unlink()
     return Result(p.returncode, out, err, usage.ru_maxrss / 1024, secs, timed_out)
+
+
+def run_cli_many(argvs: list[list[str]], *, limit: int = 2 * GIB, timeout: float = 120.0,
+                 cwd: str | os.PathLike | None = None, python: str = sys.executable) -> list[Result]:
+    """Several ``refnet`` commands, one after the other in ONE child under RLIMIT_AS ``limit``
+    (one interpreter start instead of one per case). ``peak_mib`` of each result is the child's
+    peak RSS so far: below a bound for the last case, it is below it for every case."""
+    import json
+
+    r = subprocess.run([python, "-c", CHILD_MANY, str(limit), json.dumps(argvs)], capture_output=True, text=True,
+                       timeout=timeout, cwd=cwd, env=dict(os.environ))
+    rows = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    if len(rows) != len(argvs):
+        raise RuntimeError(f"child ended after {len(rows)} of {len(argvs)} cases (status {r.returncode}): "
+                           f"{r.stderr[-2000:]}")
+    return [Result(int(x["rc"]), x["stdout"], x["stderr"], x["peak_mib"], x["seconds"]) for x in rows]

@@ -49,4 +49,18 @@ as_user env REFNET_NUMBA_CACHE="$T/shared-cache" "$T/venv/bin/refnet" run --zoo 
 cat "$T/err4"
 grep -q "writable by others" "$T/err4"
 [ -z "$(ls -A "$T/shared-cache")" ]
+echo "== 5. info, compare, bench, generate, demo from a folder the user cannot write (outputs elsewhere)"
+R="$T/venv/bin/refnet"
+as_user "$R" info --zoo lenet-mnist > /dev/null
+as_user "$R" compare --zoo lenet-mnist --random --json "$T/out/c.json" > /dev/null || [ $? = 1 ]
+as_user "$R" bench --zoo lenet-mnist --repeat 2 > /dev/null
+as_user "$R" generate googlenet --out "$T/out/g" > /dev/null
+as_user "$R" demo --out "$T/out/demo" --models lenet-mnist --no-builtins --no-selfcheck > /dev/null
+[ -s "$T/out/c.json" ] && [ -s "$T/out/g.caffemodel" ] && [ -d "$T/out/demo" ]
+echo "== 6. an output into the unwritable folder fails before the work, in one line, exit 2"
+set +e
+as_user "$R" info --zoo lenet-mnist --json x.json 2> "$T/err6"; rc=$?
+set -e
+cat "$T/err6"
+[ "$rc" = 2 ] && [ "$(wc -l < "$T/err6")" = 1 ] && grep -q "not writable" "$T/err6"
 echo "readonly_install: OK"

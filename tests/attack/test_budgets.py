@@ -17,7 +17,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from attack_env import attack_models_dir, models_env  # noqa: E402, F401 (autouse fixture)
 from cases import CASES, make_png_bomb, png_bytes  # noqa: E402
-from harness import GIB, run_cli  # noqa: E402
+from harness import GIB, run_cli, run_cli_many  # noqa: E402
 
 import refnet  # noqa: E402
 from refnet.errors import BudgetError  # noqa: E402
@@ -34,15 +34,26 @@ def _needs_lenet(name: str) -> None:
         pytest.skip("needs REFNET_MODELS (LeNet)")
 
 
+@pytest.fixture(scope="module")
+def case_results(tmp_path_factory):
+    """Every case, each in its own folder, run one after the other in one child under RLIMIT_AS 2 GiB."""
+    d = attack_models_dir()
+    if d is not None:
+        os.environ.setdefault("REFNET_MODELS", str(d))
+    folders = {name: tmp_path_factory.mktemp(name.split()[0]) for name in CASES}
+    argvs = {name: CASES[name](folders[name]) for name in CASES}
+    before = {name: {p.name for p in f.iterdir()} for name, f in folders.items()}
+    results = run_cli_many(list(argvs.values()), limit=2 * GIB, timeout=300)
+    return {name: (r, folders[name], before[name]) for name, r in zip(CASES, results)}
+
+
 @pytest.mark.parametrize("name", list(CASES))
-def test_case_ends_cleanly_under_the_memory_limit(name, tmp_path):
+def test_case_ends_cleanly_under_the_memory_limit(name, case_results):
     _needs_lenet(name)
-    argv = CASES[name](tmp_path)
-    before = {p.name for p in tmp_path.iterdir()}
-    r = run_cli(argv, limit=2 * GIB, timeout=120, cwd=tmp_path)
-    assert not r.timed_out, f"{name}: still running after 120 s"
+    r, folder, before = case_results[name]
     assert r.peak_mib < 1024, f"{name}: peak RSS {r.peak_mib:.0f} MiB"
-    after = {p.name for p in tmp_path.iterdir()}
+    assert r.seconds < 60, f"{name}: {r.seconds:.0f} s"  # a generous hang guard, not a speed claim
+    after = {p.name for p in folder.iterdir()}
     if name.startswith("2a"):
         assert r.rc == 0, r.stderr
         assert after - before == {"thin_out.png"}
