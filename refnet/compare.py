@@ -28,6 +28,7 @@ import numpy as np
 
 from refnet.graph import Graph, Node
 from refnet.net import Net
+from refnet.runtime.budget import check_compare
 
 __all__ = [
     "SCHEMA",
@@ -930,6 +931,7 @@ def compare(net: Net, x: np.ndarray | Mapping[str, np.ndarray], *, cv2_fusion: b
         return v
 
     feeds = dict(x) if isinstance(x, Mapping) else {net.input_names[0]: x}
+    check_compare(net, feeds, precisions, 1 if winograd is not None else 2)  # BudgetError before any run
     ref = timed("refnet float64", lambda: net.trace(feeds, precision="float64"))
     order = [n.name for n in net.graph.nodes]
     names = [n for n in net.layer_names if n in ref]

@@ -329,6 +329,14 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, sh
 
 
 def _umask() -> int:
+    """The process umask, read without changing it where Linux says it (os.umask sets it: racy in threads)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     old = os.umask(0o022)
     os.umask(old)
     return old

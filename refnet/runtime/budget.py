@@ -34,8 +34,8 @@ from typing import Any
 from refnet.errors import BudgetError
 
 __all__ = ["memory_budget", "compute_budget", "set_memory_budget", "set_compute_budget", "parse_size",
-           "check_memory", "check_compute", "check_plan", "PlanCost", "layer_work", "image_need", "MEMORY_ENV",
-           "COMPUTE_ENV", "DEFAULT_COMPUTE", "fmt_bytes"]
+           "check_memory", "check_compute", "check_plan", "PlanCost", "check_compare", "layer_work", "image_need",
+           "MEMORY_ENV", "COMPUTE_ENV", "DEFAULT_COMPUTE", "fmt_bytes"]
 
 MEMORY_ENV = "REFNET_MEMORY_BUDGET"
 COMPUTE_ENV = "REFNET_COMPUTE_BUDGET"
@@ -237,6 +237,29 @@ def check_plan(steps: Iterable[Any], shapes: Mapping[str, Sequence[int]], inputs
         for t in st.free:
             cur -= live.pop(t, 0)
     return PlanCost(params + peak, total)
+
+
+def check_compare(net: Any, feeds: Mapping[str, Any], precisions: Sequence[str] = ("float64", "float32"),
+                  cv2_runs: int = 2) -> int:
+    """Refuse a ``compare`` over the memory budget before it starts; return its estimate in bytes.
+
+    A compare keeps every layer's output of the float64 trace (8 bytes per element), of the
+    float32 trace (4) when asked, and of ``cv2_runs`` per-layer cv2.dnn runs (4 each, Winograd
+    off and on), plus the parameters in float64. Shapes that do not fit are left to the trace
+    to report (ShapeError)."""
+    from refnet.errors import ShapeError
+
+    try:
+        shapes = net.infer_shapes({k: tuple(getattr(v, "shape", ())) for k, v in feeds.items()})
+    except ShapeError:
+        return 0
+    elements = sum(_numel(shapes[t]) for n in net.graph.nodes for t in n.outputs if t in shapes)
+    per = 8 + (4 if "float32" in precisions else 0) + 4 * int(cv2_runs)
+    params = sum(int(getattr(v, "size", 0)) for n in net.graph.nodes for v in n.params.values()) * 8
+    need = elements * per + params
+    check_memory(need, f"a compare keeping every layer's output ({elements:,} elements) of refnet float64"
+                       f"{', float32' if 'float32' in precisions else ''} and {cv2_runs} cv2.dnn runs")
+    return need
 
 
 # ---- images -------------------------------------------------------------------------------------

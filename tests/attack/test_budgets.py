@@ -64,6 +64,15 @@ def test_case_ends_cleanly_under_the_memory_limit(name, case_results):
         assert after == before  # nothing written
 
 
+def test_compare_is_refused_as_a_whole_before_any_run(case_results):
+    """1500 ReLU outputs of 1x3x512x512, each kept by refnet float64 (8 bytes), float32 (4) and two
+    cv2 runs (4 + 4): the need is computed here from the shapes."""
+    r, _, _ = case_results["2e compare 1500-layer chain"]
+    need = 1500 * 3 * 512 * 512 * (8 + 4 + 4 + 4)
+    assert f"{need:,} bytes" in r.stderr and "a compare keeping every layer's output" in r.stderr, r.stderr
+    assert "refnet float64 ..." not in r.stderr  # refused before the first run
+
+
 def test_thin_picture_is_drawn_at_its_size_and_classified_like_cv2(tmp_path):
     _needs_lenet("2a thin 1x5000 png")
     import cv2
