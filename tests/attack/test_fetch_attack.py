@@ -162,6 +162,44 @@ def test_leftovers_of_a_killed_fetch_are_cleaned(server, entry, tmp_path):
     assert not part.exists() and not staging.exists() and mine.exists()
 
 
+KILLED = r"""
+import sys
+from refnet import fetch, zoo
+files = (zoo.ModelFile("m/a.prototxt", "model", "http://unused/a", sys.argv[3], size=int(sys.argv[4])),)
+m = zoo.ModelEntry("attack-kill", "caffe", "classify", files, license="-", description="-")
+zoo.REGISTRY[m.name] = m
+zoo._ALIASES[m.name] = m.name
+fetch.fetch("attack-kill", sys.argv[1], url_base=sys.argv[2], progress=None, timeout=60)
+"""
+
+
+def test_a_really_killed_fetch_leaves_nothing_after_the_next_run(server, entry, tmp_path):
+    """SIGKILL a fetch in the middle of a trickled body: it leaves a staging folder with a
+    .part file; the next fetch removes both and installs the model."""
+    import signal
+    import subprocess
+    import sys
+
+    dest = tmp_path / "cache"
+    p = subprocess.Popen([sys.executable, "-c", KILLED, str(dest), server.base + "/trickle",
+                          hashlib.sha256(A).hexdigest(), str(len(A))])
+    try:
+        for _ in range(300):  # until the .part file exists (bounded: 30 s)
+            if any(q.name.endswith(".part") for q in dest.rglob("*")) if dest.exists() else False:
+                break
+            time.sleep(0.1)
+        p.send_signal(signal.SIGKILL)
+        p.wait(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    left = _all_files(dest)
+    assert any(x.endswith(".part") for x in left) and any(x.startswith(".refnet-staging-") for x in left), left
+    paths = fetch.fetch("attack-test", url_base=server.base + "/ok", progress=None)
+    assert _all_files(dest) == ["m", "m/a.prototxt", "m/b.caffemodel"] and paths[0].read_bytes() == A
+
+
 def test_present_file_with_wrong_checksum_is_not_reported_present(server, entry, tmp_path, monkeypatch):
     models = tmp_path / "models"
     (models / "m").mkdir(parents=True)
