@@ -5,9 +5,9 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 REFNET_MODELS ?= $(abspath ../shared/models)
 export REFNET_MODELS
-export NUMBA_CACHE_DIR ?= $(abspath .numba_cache)
+# numba's cache: the per-user folder refnet picks itself (refnet/kernels/_cache.py), as for direct runs
 
-.PHONY: demo test bench lint fuzz clean venv cv5
+.PHONY: demo test bench lint fuzz clean venv cv5 attack-readonly
 
 $(VENV)/.installed-base: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -64,3 +64,6 @@ $(VENV)/.installed-grad: $(VENV)/.installed-test
 	$(PIP) install -q -e ".[test,plot,torch,demo]"
 	touch $@
 test: $(VENV)/.installed-grad
+# issue 16's read-only install, for real (root: a throwaway user, a venv with read-only site-packages)
+attack-readonly:
+	bash tests/attack/readonly_install.sh

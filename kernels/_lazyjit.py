@@ -67,7 +67,15 @@ def load_numba() -> Any:
     """Import numba (once), register the lazy dispatcher type with it, run the hooks."""
     if _LOADED:
         return _LOADED[0]
+    from refnet.kernels._cache import install_numba_hooks
+    from refnet.kernels._jit import CACHE
+
+    if CACHE.note:
+        print(CACHE.note, file=sys.stderr)
     numba = _import_numba_without_scipy_probe()
+    if CACHE.path is not None:
+        numba.config.CACHE_DIR = CACHE.path  # in case numba was imported before refnet chose it
+    install_numba_hooks()
     from numba.core import types
     from numba.core.typing.typeof import typeof_impl
 
@@ -99,7 +107,10 @@ class LazyDispatcher:
             for k, v in list(g.items()):
                 if v is prange:
                     g[k] = numba.prange
-            self._real = numba.njit(**self._options)(self.py_func)
+            try:
+                self._real = numba.njit(**self._options)(self.py_func)
+            except RuntimeError:  # "cannot cache function ...: no locator available": run uncached
+                self._real = numba.njit(**{**self._options, "cache": False})(self.py_func)
             name = self.py_func.__name__
             if g.get(name) is self:
                 g[name] = self._real

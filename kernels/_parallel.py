@@ -14,6 +14,8 @@ runs as ``range``) -- and per call runs the parallel build when it is cheap to l
 thread, OpenMP layer) or worth sharing (several threads and at least
 :data:`PARALLEL_MIN_WORK` elements of work, the ``.size`` of one array argument), else the
 serial build. Both compute every output element in the same order: results are identical.
+Parallel builds run one at a time in the process (:data:`refnet.kernels._jit.PARALLEL_LOCK`):
+numba's workqueue layer aborts when two threads launch parallel regions at once.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-from refnet.kernels._jit import jit, pjit
+from refnet.kernels._jit import PARALLEL_LOCK, jit, pjit
 from refnet.kernels._lazyjit import load_numba, on_numba_load
 
 __all__ = ["twin", "Twin", "PARALLEL_MIN_WORK", "choose_threading_layer", "threading_layer"]
@@ -102,10 +104,12 @@ class Twin:
             n = load_numba().get_num_threads()
             _GET_NUM_THREADS.append(sys.modules["numba"].get_num_threads)
         if n == 1:  # (this starts the threading layer if nothing did yet)
-            return (self.parallel if _inline_launch() else self.serial)(*args)
-        if args[self.work_arg].size >= PARALLEL_MIN_WORK:
+            if not _inline_launch():
+                return self.serial(*args)
+        elif args[self.work_arg].size < PARALLEL_MIN_WORK:
+            return self.serial(*args)
+        with PARALLEL_LOCK:  # numba's threading layers abort on parallel regions entered concurrently
             return self.parallel(*args)
-        return self.serial(*args)
 
 
 _GET_NUM_THREADS: list[Callable[[], int]] = []  # [numba.get_num_threads] once numba is loaded

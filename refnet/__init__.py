@@ -7,7 +7,7 @@ OpenCV's cv2.dnn. See README.md and DESIGN.md for the public API.
 
 from __future__ import annotations
 
-from refnet.errors import ModelFormatError, RefnetError, ShapeError, UnsupportedLayerError
+from refnet.errors import BudgetError, ModelFormatError, RefnetError, ShapeError, UnsupportedLayerError
 
 __version__ = "0.1.0"
 
@@ -16,6 +16,9 @@ __all__ = [
     "ModelFormatError",
     "UnsupportedLayerError",
     "ShapeError",
+    "BudgetError",
+    "set_memory_budget",
+    "set_compute_budget",
     "Net",
     "load",
     "load_caffe",
@@ -39,6 +42,10 @@ def __getattr__(name: str):  # lazy: `import refnet` stays cheap (no numba compi
         from refnet import net as _net
 
         return getattr(_net, name)
+    if name in ("set_memory_budget", "set_compute_budget", "memory_budget", "compute_budget"):
+        from refnet.runtime import budget as _budget
+
+        return getattr(_budget, name)
     if name == "blob_from_image":
         from refnet.preprocess import blob_from_image
 

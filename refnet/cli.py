@@ -1,15 +1,14 @@
 """The ``refnet`` command line.
 
-Errors a user can fix (missing files, malformed models, bad arguments) print one line and
-exit with status 2; ``--debug`` shows the traceback instead.
+Errors a user can fix (missing files, malformed models, bad arguments, budgets) print one
+line and exit with status 2, internal errors status 3 (refnet.runtime.toplevel); ``--debug``,
+anywhere on the command line, shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-
-from refnet.errors import RefnetError
 
 
 def _cmd_selfcheck(args: argparse.Namespace) -> int:
@@ -108,6 +107,13 @@ def _cmd_models_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seconds(text: str) -> float:
+    v = float(text)
+    if not 0 < v < 1e6:  # not inf/nan/negative: socket timeouts must be finite
+        raise argparse.ArgumentTypeError(f"must be a number of seconds between 0 and 1e6, got {text!r}")
+    return v
+
+
 def _add_models_parser(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("models", help="the model zoo: list, locate and download named models")
     msub = s.add_subparsers(dest="models_cmd", required=True)
@@ -129,7 +135,7 @@ def _add_models_parser(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--url-base", help="download <URL>/<relative path> instead of the original URLs "
                                       "(also $REFNET_URL_BASE)")
     m.add_argument("--force", action="store_true", help="download even when the file is present")
-    m.add_argument("--timeout", type=float, default=30.0, help="network timeout in seconds")
+    m.add_argument("--timeout", type=_seconds, default=30.0, help="wall-clock limit per request, seconds")
     m.add_argument("--quiet", action="store_true", help="no progress bar")
     m.set_defaults(func=_cmd_models_fetch)
 
@@ -157,7 +163,7 @@ def _add_generate_parser(sub: argparse._SubParsersAction) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="refnet", description="Reference DNN inference, checked against cv2.dnn.")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--debug", action="store_true", help="show tracebacks (accepted anywhere on the line)")
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("selfcheck", help="fast float32 kernels vs float64 reference")
     s.set_defaults(func=_cmd_selfcheck)
@@ -192,22 +198,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit status (refnet.runtime.toplevel: 0/1/2/3, 130)."""
+    from refnet.runtime import toplevel
+
+    argv, debug = toplevel.split_debug(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
+    parser.add_argument("--version", action="version", version=toplevel.version_text())
     args = parser.parse_args(argv)
     args.command_line = ["refnet", *(sys.argv[1:] if argv is None else argv)]  # recorded by `compare --json`
+    args.debug = debug
     try:
+        toplevel.check_outputs(args)
         return int(args.func(args) or 0)
     except BrokenPipeError:  # `refnet info ... | head`: the reader left; not an error of ours
         import os
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (RefnetError, FileNotFoundError, KeyError, ValueError) as e:
-        if args.debug:
+    except BaseException as e:  # every exception ends in one line and an exit status
+        if debug or isinstance(e, SystemExit):
             raise
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"refnet: error: {msg}", file=sys.stderr)
-        return 2
+        code, msg = toplevel.classify(e)
+        print(f"refnet: {msg}" if code == toplevel.EXIT_INTERRUPTED else f"refnet: error: {msg}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -277,12 +277,14 @@ def attach_panel(image: np.ndarray, panel: np.ndarray) -> np.ndarray:
     return canvas
 
 
-def upscale_small(image: np.ndarray, min_side: int = 256) -> np.ndarray:
+def upscale_small(image: np.ndarray, min_side: int = 256, max_side: int = 2048) -> np.ndarray:
     """``image`` enlarged by the smallest integer factor (nearest neighbour, pixels stay crisp) that
-    makes its shorter side at least ``min_side``; larger images are returned as a BGR copy."""
+    makes its shorter side at least ``min_side``, but never beyond ``max_side`` on its longer side
+    (a 1x5000 picture stays 1x5000, not 256x1,280,000); larger images are returned as a BGR copy."""
     img = as_bgr(image)
     short = min(img.shape[:2])
     f = int(np.ceil(min_side / short)) if short < min_side else 1
+    f = max(1, min(f, max_side // max(img.shape[:2])))
     if f == 1:
         return img
     return cv2.resize(img, (img.shape[1] * f, img.shape[0] * f), interpolation=cv2.INTER_NEAREST)

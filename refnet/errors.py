@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-__all__ = ["RefnetError", "ModelFormatError", "UnsupportedLayerError", "ShapeError"]
+__all__ = ["RefnetError", "ModelFormatError", "UnsupportedLayerError", "ShapeError", "BudgetError"]
 
 
 class RefnetError(Exception):
@@ -121,3 +121,35 @@ class ShapeError(RefnetError, ValueError):
         message, expected and got are kept."""
         return ShapeError(self.message, layer=self.layer or layer, expected=self.expected, got=self.got,
                           inputs=self.inputs or inputs)
+
+
+class BudgetError(RefnetError):
+    """Work refused up front because it would exceed a budget (refnet.runtime.budget).
+
+    ``kind`` is ``"memory"`` (``need``/``limit`` in bytes) or ``"compute"`` (MACs per layer);
+    ``what`` the work (a forward pass, a decoded image, a download, ...); ``layer`` the layer
+    where the need is largest, when there is one; ``hint`` how to raise the limit."""
+
+    def __init__(self, kind: str, what: str, *, need: int, limit: int, layer: str | None = None,
+                 unit: str = "bytes", hint: str | None = None) -> None:
+        self.kind = kind
+        self.what = what
+        self.need = int(need)
+        self.limit = int(limit)
+        self.layer = layer
+        self.unit = unit
+        where = f"layer {layer!r}: " if layer else ""
+        text = (f"{where}{what} needs {_amount(self.need, unit)}, over the {kind} budget of "
+                f"{_amount(self.limit, unit)}")
+        if hint:
+            text += f" ({hint})"
+        super().__init__(text)
+
+
+def _amount(n: int, unit: str) -> str:
+    if unit == "bytes":
+        for name, k in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+            if n >= k:
+                return f"{n / k:.1f} {name} ({n:,} bytes)"
+        return f"{n:,} bytes"
+    return f"{n:,} {unit}"

@@ -17,7 +17,12 @@ overhead of the loop is about a microsecond.
 Threads: :func:`set_num_threads` sets numba's and the BLAS's thread counts (and cv2's,
 when it is loaded) in one call. Forward passes are serialised by a process-wide lock: the
 preallocated buffers belong to the Net, and numba's workqueue threading layer must not be
-entered from two threads at once.
+entered from two threads at once (kernels called directly take refnet.kernels._jit's
+PARALLEL_LOCK for the same reason). Program caches are guarded by another lock.
+
+Budgets: before a program is compiled, :func:`refnet.runtime.budget.check_plan` refuses it
+(BudgetError) when a layer's work or the pass's peak memory exceeds the budget. Heavy
+programs run through :func:`refnet.runtime.interrupt.run_interruptibly`, so Ctrl-C works.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ from refnet.errors import ModelFormatError, ShapeError
 from refnet.graph import Graph, Node
 from refnet.ops import registry
 from refnet.ops.registry import Ctx
+from refnet.runtime.budget import check_plan
+from refnet.runtime.interrupt import THREAD_MIN_WORK, run_interruptibly
 from refnet.runtime.threads import before_forward as _threads_before_forward
 from refnet.runtime.threads import get_num_threads, set_num_threads
 from refnet.runtime.threads import reapply as _threads_reapply
@@ -60,6 +67,7 @@ _MAX_PROGRAMS = 8  # compiled programs kept per Net (input shapes x outputs x pr
 MAX_TENSOR_ELEMENTS = 2**31 - 1
 
 _RUN_LOCK = threading.RLock()
+_PROGRAM_LOCK = threading.RLock()  # Net._programs/_plans/_shapes/_params (many threads, many shapes)
 
 
 # ---- threads (refnet/runtime/threads.py: explicit counts or the load-aware default) ---------------
@@ -87,7 +95,7 @@ class _Program:
     """A plan compiled for fixed input shapes and a precision: a list of bound steps over
     numbered tensor slots (see the module docstring)."""
 
-    __slots__ = ("code", "nslots", "feeds", "results", "buffers", "layers", "ops", "n_pooled")
+    __slots__ = ("code", "nslots", "feeds", "results", "buffers", "layers", "ops", "n_pooled", "work")
 
     def __init__(self) -> None:
         self.code: list[tuple] = []  # (fn, input slots, output slot | -1, output slots, buffer | -1, frees)
@@ -98,6 +106,7 @@ class _Program:
         self.layers: list[str] = []  # layer name per code entry (error messages, profiling)
         self.ops: list[str] = []  # op per code entry
         self.n_pooled = 0
+        self.work = 0  # MACs of one run (refnet.runtime.budget), decides the interruptible path
 
     def run(self, feeds: Mapping[str, np.ndarray], hook: Callable | None = None) -> list:
         regs: list = [None] * self.nslots
@@ -241,9 +250,7 @@ class Net:
         names = [self._alias(n) for n in asked]  # ONNX tensor names -> IR tensors
         feeds = self._feeds(x, ctx)
         prog = self._program(tuple(dict.fromkeys(names)), ctx.fast, feeds, ctx)
-        with _RUN_LOCK:
-            _threads_before_forward()
-            regs = prog.run(feeds)
+        regs = _run(prog, feeds)
         res = prog.results
         return {a: regs[res[n]] for a, n in zip(asked, names)}
 
@@ -259,9 +266,7 @@ class Net:
         feeds = self._feeds(x, ctx)
         names = tuple(n.name for n in self.graph.nodes)
         prog = self._program(names, False, feeds, ctx)
-        with _RUN_LOCK:
-            _threads_before_forward()
-            regs = prog.run(feeds)
+        regs = _run(prog, feeds)
         listed = set(self.graph.layer_names)
         res = prog.results
         return {n: regs[res[n]] for n in names if n in listed}
@@ -349,20 +354,25 @@ class Net:
     def _program(self, requested: tuple[str, ...], fuse: bool, feeds: Mapping[str, np.ndarray],
                  ctx: Ctx) -> _Program:
         key = (requested, fuse, ctx.precision, tuple((k, v.shape) for k, v in feeds.items()))
-        prog = self._programs.get(key)
-        if prog is not None:
-            self._programs.move_to_end(key)
+        with _PROGRAM_LOCK:
+            prog = self._programs.get(key)
+            if prog is not None:
+                self._programs.move_to_end(key)
+                return prog
+            # sibling convs merge for batch 1 only: with N > 1 their channel slices are not contiguous
+            batch1 = all(v.ndim == 0 or v.shape[0] == 1 for v in feeds.values())
+            plan = self._plan(requested, fuse, merge=batch1)
+            # the layers the outputs need, validated before running (the others need not fit the input)
+            shapes = self._shapes_of({k: tuple(v.shape) for k, v in feeds.items()}, plan.needed)
+            cost = check_plan(plan.steps, shapes, self.input_names, ctx.dtype.itemsize,
+                              "a forward pass keeping every layer" if len(requested) > 1 and
+                              len(requested) >= len(self.graph.nodes) else "a forward pass")
+            prog = self._compile(plan, shapes, ctx)
+            prog.work = cost.work
+            self._programs[key] = prog
+            while len(self._programs) > _MAX_PROGRAMS:
+                self._programs.popitem(last=False)
             return prog
-        # sibling convs merge for batch 1 only: with N > 1 their channel slices are not contiguous
-        batch1 = all(v.ndim == 0 or v.shape[0] == 1 for v in feeds.values())
-        plan = self._plan(requested, fuse, merge=batch1)
-        # the layers the outputs need, validated before running (the others need not fit the input)
-        shapes = self._shapes_of({k: tuple(v.shape) for k, v in feeds.items()}, plan.needed)
-        prog = self._compile(plan, shapes, ctx)
-        self._programs[key] = prog
-        while len(self._programs) > _MAX_PROGRAMS:
-            self._programs.popitem(last=False)
-        return prog
 
     def _compile(self, plan: _Plan, shapes: Mapping[str, tuple[int, ...]], ctx: Ctx) -> _Program:
         from refnet.ops.core import PREPARE
@@ -589,6 +599,20 @@ class Net:
             params = _fold(node, a, c)
         params.update(act_params)
         return Node(node.name, node.op, node.inputs, node.outputs, attrs, params), absorbed, cur
+
+
+def _run(prog: _Program, feeds: Mapping[str, np.ndarray]) -> list:
+    """Run a program under the run lock; heavy ones so that Ctrl-C interrupts them."""
+    if prog.work < THREAD_MIN_WORK:
+        with _RUN_LOCK:
+            _threads_before_forward()
+            return prog.run(feeds)
+
+    def go(hook: Callable) -> list:
+        _threads_before_forward()  # numba's thread count is per thread: set it in the one that runs
+        return prog.run(feeds, hook)
+
+    return run_interruptibly(go, _RUN_LOCK)
 
 
 def _check_size(layer: str, tensor: str, shape: tuple[int, ...], inputs: Mapping[str, tuple[int, ...]]

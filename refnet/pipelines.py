@@ -636,6 +636,9 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"image not found: {p}")
+    from refnet.runtime.imagesize import check_image_file
+
+    check_image_file(p)  # BudgetError before decoding a picture over the memory budget (bombs)
     buf = np.fromfile(str(p), dtype=np.uint8)
     img = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
     if img is None:

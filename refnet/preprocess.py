@@ -60,6 +60,12 @@ def blob_from_images(images: Sequence[np.ndarray], scale: float = 1.0, size: tup
     """Several images (all resized to ``size``, or of one size) -> NxCxHxW float32."""
     import cv2
 
+    from refnet.runtime.budget import check_memory
+
+    if size is not None and tuple(size) != (0, 0) and images:
+        tw, th = (max(0, int(v)) for v in size)  # the blob and its float32 working copies, before resizing
+        ch = _as_hwc(images[0]).shape[2]
+        check_memory(len(images) * tw * th * ch * (4 * 3 + 1), f"a blob of {len(images)}x{ch}x{th}x{tw}")
     planes = []
     for img in images:
         a = _as_hwc(img)

@@ -126,13 +126,24 @@ def test_download_success_verifies_all_checksums(server, tmp_path):
 def test_progress_is_throttled():
     now = [100.0]
     out = io.StringIO()
-    bar = fetch._Progress("f.bin", 1000, out, interval=0.25, clock=lambda: now[0])
+    bar = fetch._Progress("f.bin", 1000, out, interval=0.25, clock=lambda: now[0], tty=True)
     for i in range(1, 101):  # 100 updates, 10 ms apart: one draw per 0.25 s, plus the final one
         now[0] += 0.01
         bar.update(i * 10)
     bar.update(1000, final=True)
     assert bar.drawn == 5 and out.getvalue().count("\r") == 5
     assert out.getvalue().endswith("\n") and "100.0%" in out.getvalue().splitlines()[-1]
+    # not a terminal (a log file, a pipe): a few plain lines, no carriage returns
+    now[0] = 100.0
+    log = io.StringIO()
+    plain = fetch._Progress("f.bin", 1000, log, interval=0.25, clock=lambda: now[0])
+    for i in range(1, 1001):
+        now[0] += 0.001
+        plain.update(i)
+    plain.update(1000, final=True)
+    lines = log.getvalue().splitlines()
+    assert "\r" not in log.getvalue() and len(lines) == 5
+    assert lines[1] == "f.bin: 25% of 1.0 kB" and lines[-1] == "f.bin: 100.0% 1.0 kB in 1.0 s"
     silent = fetch._Progress("f.bin", None, None)
     silent.update(5, final=True)
     assert silent.drawn == 0

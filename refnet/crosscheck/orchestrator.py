@@ -79,6 +79,11 @@ def compare(net: Any, x: np.ndarray | Mapping[str, np.ndarray], *, cv2_fusion: b
     for p in precisions:
         if p not in ("float32", "float64"):
             raise ValueError(f"precisions must be float32/float64, got {p!r}")
+    from refnet.runtime.budget import check_compare
+
+    feeds = dict(x) if isinstance(x, Mapping) else {net.input_names[0]: x}
+    # BudgetError before any run (a conservative bound: as if every layer's output were kept)
+    check_compare(net, feeds, precisions, 1 if winograd is not None else 2)
     run = _Run(net, x, precisions=precisions, model_name=model_name, task=task, labels=labels,
                label_offset=label_offset, top_k=top_k, attribute_quirks=attribute_quirks, input_label=input_label,
                progress=progress, chunk_bytes=chunk_bytes, local_errors=local_errors)
