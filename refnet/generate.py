@@ -44,7 +44,8 @@ SIDECAR_VERSION = 1
 SEEDED_NOTE = "seeded random weights: labels are meaningless"
 
 # refnet's own architectures: name -> (task, zoo entry whose preprocessing/labels they share)
-_BUILTIN_ZOO = {"mobilenet-ssd": "mobilenet-ssd-voc", "googlenet": "bvlc-googlenet", "deeplab-v3plus": None}
+_BUILTIN_ZOO = {"mobilenet-ssd": "mobilenet-ssd-voc", "googlenet": "bvlc-googlenet", "deeplab-v3plus": None,
+               "faster-rcnn-vgg16": "faster-rcnn-vgg16", "rfcn-resnet50": "rfcn-resnet50"}
 _FNS_VARIANTS = {"fast-neural-style-eccv16": "eccv16", "fast-neural-style-instance-norm": "instance_norm"}
 
 

@@ -140,6 +140,12 @@ class TwoStageArch:
     def __init__(self, name: str, seed: int = 0, input_hw: tuple[int, int] | None = None) -> None:
         self.name, self.seed, self.input_hw = name, seed, input_hw
 
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        """The image blob's shape the sidecar records (the zoo's 800x600 unless ``input_hw`` says)."""
+        h, w = self.input_hw or (600, 800)
+        return (1, 3, int(h), int(w))
+
     def write(self, prefix: str | Path) -> tuple[Path, Path]:
         proto = prototxt_path(self.name)
         out_p, out_m = Path(f"{prefix}.prototxt"), Path(f"{prefix}.caffemodel")
