@@ -129,6 +129,13 @@ def conv2d_backward(x: np.ndarray, weight: np.ndarray, dy: np.ndarray, *, stride
     ho, wo = dy.shape[2:]
     dy = np.ascontiguousarray(dy, dtype=dt)
     wt = np.ascontiguousarray(weight, dtype=dt)
+    if kh == kw == 1 and (sh, sw) == (1, 1) and p == (0, 0, 0, 0) and g == 1:  # pointwise: two GEMMs
+        w2 = wt.reshape(o, c)
+        d3 = dy.reshape(n, o, h * w)
+        dx = np.matmul(w2.T, d3).reshape(x.shape)
+        dwt = np.matmul(d3, np.ascontiguousarray(x).reshape(n, c, h * w).transpose(0, 2, 1)).sum(axis=0)
+        db = dy.sum(axis=(0, 2, 3), dtype=dt) if bias else None
+        return dx, (dwt.reshape(weight.shape) if need_weight else None), db
     left = (h + p[0] + p[2] - dh * (kh - 1) - 1 - (ho - 1) * sh, w + p[1] + p[3] - dw * (kw - 1) - 1 - (wo - 1) * sw)
     dx = conv_transpose2d(dy, wt, None, stride=(sh, sw), pad=p, dilation=(dh, dw), groups=g, output_padding=left)
     db = dy.sum(axis=(0, 2, 3), dtype=dt) if bias else None

@@ -114,6 +114,16 @@ def test_conv_transpose2d_backward(c):
     check_grads(fwd, [x, w, b], grads, which, dy, rng, "conv_transpose2d")
 
 
+@pytest.mark.parametrize("n,c,o,hw", [(1, 5, 7, (3, 4)), (2, 3, 2, (1, 6))])
+def test_pointwise_conv_backward(n, c, o, hw):
+    """1x1 / stride 1 / unpadded convolutions take the two-GEMM path of the fast twin."""
+    rng = np.random.default_rng(c * o)
+    x, w, b = rng.standard_normal((n, c) + hw), rng.standard_normal((o, c, 1, 1)), rng.standard_normal(o)
+    dy = rng.standard_normal((n, o) + hw)
+    g = _twins(K.conv2d_backward, K.conv2d_backward_reference, [x, w, dy], what="pointwise conv")
+    check_grads(lambda x, w, b: K.conv2d_reference(x, w, b), [x, w, b], list(g), [0, 1, 2], dy, rng, "1x1 conv")
+
+
 @HYP
 @given(st.integers(1, 3), st.integers(1, 2), st.integers(1, 4), st.integers(1, 5), SEEDS)
 def test_linear_backward(n, axis, c, o, seed):
