@@ -275,8 +275,11 @@ def test_softmax_backward(name, shape, axis, seed):
     x = 3 * rng.standard_normal(shape)
     fwd = lambda x: getattr(K, name + "_reference")(x, axis)  # noqa: E731
     dy = rng.standard_normal(shape)
+    # float32: dx = y * (dy - sum(dy * y)) cancels in the bracket, so relative to max|dx| the fast
+    # twin's float32 rounding reaches a few 1e-5 (5.8e-5 seen): a looser float32 bound here
     (dx,) = _twins(lambda x, dy: getattr(K, name + "_backward")(x, dy, axis),
-                   lambda x, dy: getattr(K, name + "_backward_reference")(x, dy, axis), [x, dy], what=name)
+                   lambda x, dy: getattr(K, name + "_backward_reference")(x, dy, axis), [x, dy], what=name,
+                   tol32=3e-4)
     check_grads(fwd, [x], [dx], [0], dy, rng, name)
 
 
