@@ -15,7 +15,7 @@ within each group, and ``dbias[o] = sum dy[n, o, :, :]``. A transposed convoluti
 adjoint of that read (its input plays the convolution's output), so its backward is the
 same tap walk with the roles of ``x`` and ``dy`` exchanged.
 
-``f_backward_reference``: float64, one tensordot per (group, tap). ``f_backward``: in the
+``f_backward_reference``: float64, one contraction per kernel tap (groups as an axis). ``f_backward``: in the
 input dtype; the input gradient by the fast forward kernels (a convolution's adjoint is the
 transposed convolution with the same weights and the other way round), the weight gradient
 as one batched (over groups) matmul per tap.
@@ -83,7 +83,8 @@ def conv2d_backward_reference(x: np.ndarray, weight: np.ndarray, dy: np.ndarray,
                               pad: int | Sequence[int] = 0, dilation: IntPair = 1, groups: int = 1,
                               bias: bool = True, need_weight: bool = True) -> Grads:
     """Reference backward of :func:`refnet.kernels.conv2d` (Caffe Convolution): ``(dx, dweight,
-    dbias)`` in float64, one tensordot per group and kernel tap (see the module docstring);
+    dbias)`` in float64, per kernel tap one contraction over (n, oh, ow) with the groups as an
+    axis (see the module docstring);
     ``dbias`` is None when ``bias`` is False; ``need_weight=False`` skips dweight (None)."""
     (sh, sw), p, (dh, dw), g = _geometry(x, weight, dy, stride, pad, dilation, groups, False)
     x64, w64, dy64 = (np.asarray(a, dtype=np.float64) for a in (x, weight, dy))
@@ -92,18 +93,26 @@ def conv2d_backward_reference(x: np.ndarray, weight: np.ndarray, dy: np.ndarray,
     og = o // g
     ho, wo = dy.shape[2:]
     hp, wp = _extent(h, kh, sh, dh, ho, p[0], p[2]), _extent(w, kw, sw, dw, wo, p[1], p[3])
-    xp = _padded(x64, p, hp, wp)
+    # groups as an axis: x (N, G, Cg, H, W), dy (N, G, Og, Ho, Wo), weight (G, Og, Cg, kh, kw)
+    xp = _padded(x64, p, hp, wp).reshape(n, g, cg, hp, wp)
+    dyg = dy64.reshape(n, g, og, ho, wo)
+    wg = w64.reshape(g, og, cg, kh, kw)
     dxp = np.zeros_like(xp)
-    dwt = np.zeros_like(w64)
-    for gi in range(g):
-        ci, co = slice(gi * cg, (gi + 1) * cg), slice(gi * og, (gi + 1) * og)
-        for i in range(kh):
-            for j in range(kw):
-                rows, cols = _tap(i, dh, sh, ho), _tap(j, dw, sw, wo)
-                read = xp[:, ci, rows, cols]  # (N, Cg, Ho, Wo): what tap (i, j) read
+    dwt = np.zeros_like(wg)
+    for i in range(kh):
+        for j in range(kw):
+            rows, cols = _tap(i, dh, sh, ho), _tap(j, dw, sw, wo)
+            read = xp[:, :, :, rows, cols]  # (N, G, Cg, Ho, Wo): what tap (i, j) read
+            if g == 1:  # one group: BLAS tensordots
                 if need_weight:
-                    dwt[co, :, i, j] = np.tensordot(dy64[:, co], read, axes=([0, 2, 3], [0, 2, 3]))
-                dxp[:, ci, rows, cols] += np.einsum("nohw,oc->nchw", dy64[:, co], w64[co, :, i, j])
+                    dwt[0, :, :, i, j] = np.tensordot(dyg[:, 0], read[:, 0], axes=([0, 2, 3], [0, 2, 3]))
+                dxp[:, 0, :, rows, cols] += np.einsum("nohw,oc->nchw", dyg[:, 0], wg[0, :, :, i, j])
+            else:
+                if need_weight:
+                    dwt[:, :, :, i, j] = np.einsum("ngohw,ngchw->goc", dyg, read)
+                dxp[:, :, :, rows, cols] += np.einsum("ngohw,goc->ngchw", dyg, wg[:, :, :, i, j])
+    dxp = dxp.reshape(n, c, hp, wp)
+    dwt = dwt.reshape(w64.shape)
     dx = dxp[:, :, p[0]:p[0] + h, p[1]:p[1] + w]
     return np.ascontiguousarray(dx), (dwt if need_weight else None), (dy64.sum(axis=(0, 2, 3)) if bias else None)
 
@@ -129,6 +138,13 @@ def conv2d_backward(x: np.ndarray, weight: np.ndarray, dy: np.ndarray, *, stride
     ho, wo = dy.shape[2:]
     dy = np.ascontiguousarray(dy, dtype=dt)
     wt = np.ascontiguousarray(weight, dtype=dt)
+    if kh == kw == 1 and (sh, sw) == (1, 1) and p == (0, 0, 0, 0) and g == 1:  # pointwise: two GEMMs
+        w2 = wt.reshape(o, c)
+        d3 = dy.reshape(n, o, h * w)
+        dx = np.matmul(w2.T, d3).reshape(x.shape)
+        dwt = np.matmul(d3, np.ascontiguousarray(x).reshape(n, c, h * w).transpose(0, 2, 1)).sum(axis=0)
+        db = dy.sum(axis=(0, 2, 3), dtype=dt) if bias else None
+        return dx, (dwt.reshape(weight.shape) if need_weight else None), db
     left = (h + p[0] + p[2] - dh * (kh - 1) - 1 - (ho - 1) * sh, w + p[1] + p[3] - dw * (kw - 1) - 1 - (wo - 1) * sw)
     dx = conv_transpose2d(dy, wt, None, stride=(sh, sw), pad=p, dilation=(dh, dw), groups=g, output_padding=left)
     db = dy.sum(axis=(0, 2, 3), dtype=dt) if bias else None

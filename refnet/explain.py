@@ -79,6 +79,9 @@ def saliency(net, blob: np.ndarray, cls: int | None = None, precision: str = "fl
         grad = tape.backward({conf_name: g.reshape(tape.values[conf_name].shape)}).input
         return Saliency(_map(blob, grad), f"detection {label}", label, float(conf[where]), grad,
                         tuple(float(v) for v in np.clip(d[3:7], 0, 1)))
+    if out_node is not None and out_node.op in ("region", "yolo"):
+        raise ExplainError(f"output {out_name!r} is a YOLO {out_node.op} head: its boxes and scores are decoded "
+                           "by thresholds and NMS; explain supports classifiers, SSD DetectionOutput and score maps")
     tape = Tape(net, blob, [out_name], precision)
     val = np.asarray(tape.values[out_name])
     if val.ndim == 2 or (val.ndim == 4 and val.shape[2:] == (1, 1)):

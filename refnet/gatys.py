@@ -27,7 +27,9 @@ Default recipes (README "Gradients"):
   Seeded weights give the style image's colours and textures, real VGG weights the classic result.
 - any other net: content and style layers picked from its activation layers (ReLU, PReLU, ...)
   over the first two thirds of the net (content the middle one, five style layers spread from the
-  first), same weights; name them with ``--content-layer`` / ``--style-layers`` to choose.
+  first), same weights; name them with ``--content-layer`` / ``--style-layers`` to choose. The
+  real-weight models of ``$REFNET_MODELS`` want a stronger style weight, e.g. ``yolo-fastest-1.1``
+  with ``--weights 1 100000 10 --steps 60``.
 """
 
 from __future__ import annotations

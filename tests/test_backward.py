@@ -121,6 +121,11 @@ CASES = [
     ("shortcut", dict(alpha=0.5, beta=2.0), {}, [X4, (2, 2, 6, 5)]),
     ("darknet_softmax", dict(groups=2, temperature=2.0), {}, [X4]),
     ("identity", {}, {}, [X4]),
+    ("crop", dict(axis=2, offset=(1, 2)), {}, [X4, (2, 4, 3, 3)]),
+    ("route_group", dict(groups=2, group_id=1), {}, [X4]),
+    ("torch_narrow", dict(dimension=2, index=2, length=2), {}, [X4]),
+    ("torch_shave", dict(size=1), {}, [X4]),
+    ("torch_padding", dict(dim=2, pad=-2, n_input_dim=3, value=0.5), {}, [X4]),
 ]
 
 
