@@ -277,7 +277,7 @@ def test_errors(twins, tmp_path):
     with pytest.raises(RefnetError, match="empty"):
         empty.forward()
     with pytest.raises(RefnetError, match="cannot determine the framework"):
-        dnn.readNet(str(tmp_path / "model.onnx"))
+        dnn.readNet(str(tmp_path / "model.pb"))  # TensorFlow: not read (ONNX is)
 
 
 # ---- blobs and NMS vs cv2 -------------------------------------------------------------------------------

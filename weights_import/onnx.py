@@ -54,14 +54,16 @@ def _read_file(path: str | os.PathLike, label: str) -> bytes:
             size = os.fstat(f.fileno()).st_size
             if size > MAX_FILE_BYTES:
                 raise ModelFormatError(f"file of {size} bytes is larger than refnet reads ({MAX_FILE_BYTES})",
-                                       file=label, offset=0)
+                                       file=label, offset=0, expected=f"at most {MAX_FILE_BYTES} bytes")
             return f.readall()
     except FileNotFoundError:
         raise
     except IsADirectoryError:
-        raise ModelFormatError("is a directory, not an ONNX file", file=label, offset=0) from None
+        raise ModelFormatError("is a directory, not an ONNX file", file=label, offset=0,
+                               expected="an .onnx file") from None
     except OSError as e:
-        raise ModelFormatError(f"cannot read the file: {e.strerror or e}", file=label, offset=0) from None
+        raise ModelFormatError(f"cannot read the file: {e.strerror or e}", file=label, offset=0,
+                               expected="a readable file") from None
 
 
 # ---- TensorProto -> numpy ---------------------------------------------------------------------
@@ -377,7 +379,8 @@ def read_onnx(path: str | os.PathLike | None = None, *, data: bytes | None = Non
     try:
         return _build(model, file, base, quirks, input_shapes)
     except RecursionError:
-        raise ModelFormatError("the graph nests too deeply", file=file, offset=0) from None
+        raise ModelFormatError("the graph nests too deeply", file=file, offset=0,
+                               expected="shallower nesting") from None
 
 
 def _build(model: Message, file: str, base: Path | None, quirks: str, input_shapes: Any) -> Graph:
@@ -406,7 +409,8 @@ def _build(model: Message, file: str, base: Path | None, quirks: str, input_shap
         b.shape[name] = shp
     nodes = graph.get("node")
     if len(nodes) > MAX_NODES:
-        raise graph.error(f"{len(nodes)} nodes is more than refnet reads ({MAX_NODES})", "node")
+        raise graph.error(f"{len(nodes)} nodes is more than refnet reads ({MAX_NODES})", "node",
+                          expected=f"at most {MAX_NODES} nodes")
     for nd in nodes:
         op = nd.get("op_type") or ""
         outs = list(nd.get("output"))

@@ -90,7 +90,9 @@ class N:
                            layer=layer)
 
     def error(self, message: str, expected: str | None = None) -> ModelFormatError:
-        return ModelFormatError(f"{self.op}: {message}", file=self.b.file, layer=self.layer, expected=expected)
+        return ModelFormatError(f"{self.op}: {message}", file=self.b.file, layer=self.layer,
+                                expected=expected or f"attributes and inputs the ONNX spec allows for {self.op} "
+                                                     f"(opset {self.opset})")
 
     def unsupported(self, detail: str) -> UnsupportedLayerError:
         return UnsupportedLayerError(self.layer, self.op, known_ops(), file=self.b.file, detail=detail)

@@ -7,7 +7,11 @@ refnet returns the same tensors by their ONNX names (``net.forward(outputs=[onnx
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
+
+_REF_CACHE: dict[tuple[str, str], tuple[dict[str, np.ndarray], list[str]]] = {}  # both precisions reuse ORT's run
 
 
 def all_outputs_model(path: str, input_shapes: dict[str, tuple[int, ...]]) -> tuple[bytes, list[str]]:
@@ -15,7 +19,6 @@ def all_outputs_model(path: str, input_shapes: dict[str, tuple[int, ...]]) -> tu
     import onnx
 
     m = onnx.load(path)
-    onnx.shape_inference.infer_shapes  # noqa: B018 - we only need names and elem types below
     names = [o for n in m.graph.node for o in n.output if o]
     have = {o.name for o in m.graph.output}
     for name in names:
@@ -39,8 +42,12 @@ def ort_run(model_bytes: bytes, feeds: dict[str, np.ndarray]) -> dict[str, np.nd
 def agreement(net, path: str, x: dict[str, np.ndarray], precision: str) -> dict[str, float]:
     """{ONNX tensor name: max|refnet - ort| / max|ort|} over every float tensor refnet computes
     at run time (tensors folded to load-time constants are compared as well when exposed)."""
-    mb, names = all_outputs_model(path, {k: v.shape for k, v in x.items()})
-    ref = ort_run(mb, {k: v.astype(np.float32) for k, v in x.items()})
+    key = (str(path), hashlib.sha1(b"".join(np.ascontiguousarray(v).tobytes() for v in x.values())).hexdigest())
+    if key not in _REF_CACHE:
+        mb, names = all_outputs_model(path, {k: v.shape for k, v in x.items()})
+        _REF_CACHE.clear()  # one model at a time: the tests run a model's precisions back to back
+        _REF_CACHE[key] = (ort_run(mb, {k: v.astype(np.float32) for k, v in x.items()}), names)
+    ref, names = _REF_CACHE[key]
     known = set(net.graph.meta["tensors"])
     want = [n for n in names if n in known and n in ref and np.asarray(ref[n]).dtype.kind == "f"]
     got = net.forward(x, outputs=want, precision=precision)
