@@ -12,9 +12,10 @@ Two modes:
   may run on minus the threads of *other* processes that are running right now
   (``/proc/loadavg``'s running count minus this process's own running threads, the median
   of three samples), at least one. Measured on the 2-core machine of issue 17: with another
-  process spinning on one core, refnet at 2 threads ran 1.4-3.5x slower than at one thread
-  (a parallel region waits for its slowest thread, and a descheduled thread is slow by a
-  whole time slice), so a busy machine gets one thread and a quiet one all cores.
+  process spinning on one core, refnet at 2 threads ran 1.5-3.5x slower than at one thread,
+  and 7-22x slower with the machine oversubscribed (a parallel region waits for its slowest
+  thread, and a descheduled thread is slow by a whole time slice), so a busy machine gets
+  one thread and a quiet one all cores.
 
 Nothing here imports numba or threadpoolctl before a thread count has to be applied.
 """
