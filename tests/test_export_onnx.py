@@ -312,6 +312,11 @@ def cv5_results(prepared, cv5):
 @pytest.mark.parametrize("case", sorted(SINGLE) + sorted(HEADS))
 def test_op_in_onnxruntime_and_cv2_5(case, prepared, cv5_results, ortb, cv5):
     path, feeds, names, ref = prepared[case]
+    m = onnx.load(path)
+    onnx.checker.check_model(m, full_check=True)
+    inferred = onnx.shape_inference.infer_shapes(m, strict_mode=True)  # every tensor typed, shapes consistent
+    typed = {v.name for v in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    assert set(names) <= typed
     assert_close(ortb.name, ortb.run(path, feeds, names), ref, names)
     got = cv5_results[case]
     if isinstance(got, Exception):
