@@ -312,6 +312,11 @@ def cv5_results(prepared, cv5):
 @pytest.mark.parametrize("case", sorted(SINGLE) + sorted(HEADS))
 def test_op_in_onnxruntime_and_cv2_5(case, prepared, cv5_results, ortb, cv5):
     path, feeds, names, ref = prepared[case]
+    m = onnx.load(path)
+    onnx.checker.check_model(m, full_check=True)
+    inferred = onnx.shape_inference.infer_shapes(m, strict_mode=True)  # every tensor typed, shapes consistent
+    typed = {v.name for v in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    assert set(names) <= typed
     assert_close(ortb.name, ortb.run(path, feeds, names), ref, names)
     got = cv5_results[case]
     if isinstance(got, Exception):
@@ -392,3 +397,18 @@ def test_cv2_worker_failure_is_a_backend_failure(tmp_path):
     path = export_onnx(SINGLE["relu"](), tmp_path / "m.onnx")
     with pytest.raises(BackendFailure, match="timed out"):
         be.run(path, {"data": np.zeros(X4, np.float32)}, ["y"])
+
+
+def test_backend_registry_and_in_process_cv2(tmp_path, ortb):
+    """`available_backends` lists what is installed; the in-process cv2 backend and the worker agree."""
+    from refnet.crosscheck.cv2_backend import Cv2Backend
+    from refnet.crosscheck.onnx_backends import available_backends, make_backend
+
+    names = [b.name for b in available_backends()]
+    assert names[0].startswith("onnxruntime ") and any(n.startswith("cv2 4.") for n in names)
+    if os.environ.get("REFNET_CV5_PYTHON"):
+        assert any(n.startswith("cv2 5.") for n in names)
+    with pytest.raises(Exception, match="unknown backend"):
+        make_backend("tensorflow")
+    path, feeds, names, ref = prepare(SINGLE["lrn-across"](), tmp_path)
+    assert_close("cv2 in-process", Cv2Backend().run(path, feeds, names), ref, names)

@@ -281,6 +281,20 @@ def local_errors(net: Any, feeds: Mapping[str, np.ndarray], got: Mapping[str, np
     return out
 
 
+def _short_error(msg: str) -> str:
+    """The informative part of a backend's error: cv2 names the ONNX node it could not import."""
+    import re
+
+    m = re.search(r"Node \[([^\]]+)\]:\(([^)]+)\) parse error: (?:OpenCV\([^)]*\) )?(\S+)", msg)
+    if m:
+        return f"cannot import ONNX node {m.group(1)} ({m.group(2)}) at {m.group(3).rsplit('/', 1)[-1]}"
+    m = re.search(r"Can't create layer \"?([^\"]+)\"? of type \"?([^\"\s]+)", msg)
+    if m:
+        return f"no layer for ONNX op {m.group(2)} ({m.group(1)})"
+    m = re.search(r"error: \(-\d+:[^)]*\) (.*)", msg)
+    return (m.group(1) if m else msg)[-240:]
+
+
 def _progress(msg: str, quiet: bool) -> None:
     if not quiet:
         print(f"  .. {msg}", file=sys.stderr, flush=True)
@@ -311,7 +325,7 @@ def verify_onnx(net: Any, onnx_path: str, feeds: Mapping[str, np.ndarray], backe
         try:
             got = be.run(onnx_path, feeds32, outs)
         except Exception as e:  # a backend failing is a result, not a crash of convert
-            res.ran, res.error = False, f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:300] if str(e) else ''}"
+            res.ran, res.error = False, _short_error(" ".join(str(e).split())) or type(e).__name__
             res.seconds = time.perf_counter() - t0
             results.append(res)
             continue
