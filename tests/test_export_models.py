@@ -241,5 +241,5 @@ def test_round_trip_through_load_onnx(models, tmp_path):
     want = src.forward(x, precision="float64")
     got = back.forward(x, precision="float64")
     assert set(back.output_names) == set(src.output_names)
-    for k in want:
-        np.testing.assert_allclose(got[k], want[k], rtol=0, atol=1e-9)
+    for k in want:  # the file holds float32 weights (BN folded in float32): float32 rounding of weights only
+        np.testing.assert_allclose(got[k], want[k], rtol=0, atol=1e-6 * float(np.abs(want[k]).max()))

@@ -153,6 +153,79 @@ def exports(*ops: str) -> Callable[[ExportFn], ExportFn]:
     return deco
 
 
+#: IR ops the exporter refuses on purpose, with the reason it gives (naming the layer).
+#: The ONNX reader's own ops need no export: a model that has them is an ONNX file already.
+ONNX_READER_OPS = frozenset({
+    "add",
+    "and",
+    "arg_reduce",
+    "cast",
+    "ceil",
+    "celu",
+    "clip_range",
+    "constant",
+    "depth_to_space",
+    "div",
+    "equal",
+    "erf",
+    "expand",
+    "floor",
+    "gather",
+    "gelu",
+    "gemm",
+    "greater",
+    "greater_equal",
+    "hard_sigmoid",
+    "hard_swish",
+    "hardmax",
+    "layer_norm",
+    "less",
+    "less_equal",
+    "lp_norm",
+    "lrn_onnx",
+    "matmul",
+    "max",
+    "max_unpool_nd",
+    "mean",
+    "min",
+    "mul",
+    "neg",
+    "nms_onnx",
+    "not",
+    "or",
+    "pool_nd",
+    "pow",
+    "prelu_nd",
+    "reciprocal",
+    "reduce",
+    "reshape_to",
+    "resize_nd",
+    "roi_align",
+    "round",
+    "selu",
+    "sign",
+    "softplus",
+    "softsign",
+    "space_to_depth",
+    "strided_slice",
+    "sub",
+    "thresholded_relu",
+    "tile",
+    "topk",
+    "where",
+    "xor",
+})
+NOT_EXPORTED: dict[str, str] = {
+    **dict.fromkeys(ONNX_READER_OPS, "an op of refnet's ONNX reader: the model is an ONNX file already, "
+                                     "convert is for Caffe, Torch7 and Darknet models"),
+    "proposal": "Faster R-CNN's Proposal layer (anchors, min-size filter, NMS, a run-time number of rois) is "
+                "not written as standard ops yet: export the backbone and RPN head up to the layer before it",
+    "roi_pool": "Caffe's ROIPooling rounds the roi corners and bin edges its own way; ONNX MaxRoiPool's rounding is "
+                "not verified equal, so the converter does not write it (nothing is approximated)",
+    "psroi_pool": "R-FCN's PSROIPooling has no standard ONNX op",
+}
+
+
 def exported_ops() -> list[str]:
     return sorted(EXPORTERS)
 
@@ -1105,6 +1178,18 @@ def _input_shape_map(net, input_shapes) -> dict[str, tuple[int, ...]]:
     return {k: tuple(int(d) for d in v) for k, v in input_shapes.items()}
 
 
+def _name_nodes_after_layers(nodes: list, layer_tensors: set[str]) -> None:
+    """Name the ONNX node that writes a layer's tensor like the layer, so readers that name layers
+    after nodes (refnet.load_onnx, cv2) give the source's layer and output names back."""
+    taken = {nd.name for nd in nodes}
+    for nd in nodes:
+        t = nd.output[0] if nd.output else ""
+        if t in layer_tensors and nd.name != t and t not in taken:
+            taken.discard(nd.name)
+            nd.name = t
+            taken.add(t)
+
+
 def build_model(net, *, opset: int = 17, input_shapes: Any = None):
     """The ``onnx.ModelProto`` of ``net`` (see :func:`export_onnx`)."""
     onnx = require_onnx()
@@ -1116,12 +1201,13 @@ def build_model(net, *, opset: int = 17, input_shapes: Any = None):
     missing = sorted({n.op for n in g.nodes} - set(EXPORTERS))
     if missing:
         bad = next(n for n in g.nodes if n.op in missing)
-        raise _unsupported(bad, f"no ONNX mapping for IR op {bad.op!r}")
+        raise _unsupported(bad, NOT_EXPORTED.get(bad.op, f"no ONNX mapping for IR op {bad.op!r}"))
     b = _Builder(onnx, shapes, int(opset))
     for n in g.nodes:
         outs = EXPORTERS[n.op](b, n)
         if list(outs) != list(n.outputs):  # pragma: no cover - every mapping names its outputs
             raise RuntimeError(f"exporter of {n.op} produced {outs}, expected {n.outputs}")
+    _name_nodes_after_layers(b.nodes, {n.outputs[0] for n in g.nodes})
     TP = onnx.TensorProto
     dyn = {t for n in g.nodes if n.op == "detection_output" for t in n.outputs}
 
