@@ -178,7 +178,7 @@ def test_arch_only_zoo_model_with_seeded_weights(models, capsys, tmp_path):
     code, out, err = run(["compare", "--zoo", "squeezenet-1.1", "--seeded-weights", "1", "--random", "--no-winograd",
                           "--no-fusion", "--precision", "float64"], capsys)
     assert code == 0, err
-    assert "weights: seeded random" in err and "summary: squeezenet-1.1: AGREE" in out
+    assert "weights: seeded random" in err and "summary: squeezenet-1.1 (seeded 1): AGREE" in out
     code, _, err = run(["compare", "--zoo", "squeezenet-1.1", "--random"], capsys)
     assert code == 2 and "--seeded-weights SEED" in err and err.count("\n") == 1
 
