@@ -102,7 +102,7 @@ def main() -> int:
                                          "512"),
         "mobilenet-ssd-random": lambda: _refnet("compare", *gen("mobilenet-ssd"), "--random"),
         "deeplab-readme": lambda: _refnet("compare", *gen("deeplab-v3plus"), "--image",
-                                          str(IMAGES / "voc2007_000001.jpg")),
+                                          str(IMAGES / "caffe_cat.jpg")),
         "identical-inf": lambda: _inf_net(wd),
     }
     pick = [c for c in a.cases.split(",") if c] or list(cases)
