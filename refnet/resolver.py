@@ -117,6 +117,12 @@ def resolve_model(files: Sequence[str] = (), zoo_name: str | None = None, *, qui
         return rm
     if len(paths) == 1 and suffixes[0] == ".cfg" and zero_darknet:
         return _zero_darknet(paths[0], name, entry, labels, notes, quirks)
+    if len(paths) == 1 and suffixes[0] == ".onnx":
+        from refnet.net import Net, load_onnx
+
+        shapes = None if input_shape is None else tuple(int(d) for d in input_shape)
+        net: Net = load_onnx(paths[0], quirks=quirks, input_shapes=shapes)
+        return ResolvedModel(net, name, entry, labels, notes, False, paths)
     return _load(paths, name, entry, labels, notes, quirks)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from refnet.crosscheck import quirks as Q
 from refnet.crosscheck.orchestrator import compare
 from refnet.crosscheck.report import CMP_CV2, CMP_CV2_F32, Report, run_document
 
@@ -139,8 +140,9 @@ def compare_command(args: Any, out: Any = None, err: Any = None) -> int:
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="refnet-compare-") as wd:  # seeded weights: for this command only
+        shape = args.input_shape or ((1, 3, args.size[1], args.size[0]) if args.size else None)
         rm = resolve_model(args.model, args.zoo, quirks=args.quirks, seeded_weights=args.seeded_weights,
-                           input_shape=args.input_shape, workdir=wd)
+                           input_shape=shape, workdir=wd)
         return _compare_inputs(args, rm, images, precisions, out, err)
 
 
@@ -178,12 +180,17 @@ def _compare_inputs(args: Any, rm: ResolvedModel, images: list[str], precisions:
                                      "channels; use --random (with --input-shape) for this model")
         if many:
             print(f"[{i + 1}/{len(inputs)}] {label} ...", file=err, end="", flush=True)
-        rep = compare(rm.net, x, cv2_fusion=not args.no_fusion, precisions=precisions, model_name=rm.name,
+        net, extra = rm.net, {}
+        if is_onnx(net):
+            net = onnx_net_for(net, x)
+            cands, onnx_notes = onnx_candidates(net, getattr(args, "backend", None) or (), err)
+            extra = {"cv2": False, "backends": cands}
+        rep = compare(net, x, cv2_fusion=not args.no_fusion, precisions=precisions, model_name=rm.name,
                       task=task, labels=rm.labels, label_offset=rm.entry.label_offset if rm.entry else 0,
                       top_k=5, winograd=False if args.no_winograd else None, input_label=label,
                       progress=None if many else (lambda s: print(f"  {s}", file=err, flush=True)),
-                      local_errors=getattr(args, "local_errors", "all"))
-        rep.notes[:0] = rm.notes
+                      local_errors=getattr(args, "local_errors", "all"), **extra)
+        rep.notes[:0] = rm.notes + (onnx_notes if extra else [])
         reports.append(rep)
         if many:
             print(f" {rep.verdict_code.upper()} ({time.perf_counter() - t:.1f} s)", file=err, flush=True)
@@ -219,6 +226,121 @@ def _compare_inputs(args: Any, rm: ResolvedModel, images: list[str], precisions:
         Path(args.json).write_text(json.dumps(run_document(reports, command=command), indent=1, allow_nan=False))
         print(f"wrote {args.json}", file=err)
     return max(r.exit_status for r in reports)
+
+
+# ---- ONNX models: refnet vs onnxruntime, cv2 4.x and cv2 5.x (refnet.crosscheck.onnx_backends) ------------
+def is_onnx(net: Any) -> bool:
+    return bool(net.files) and net.files[0] == "onnx"
+
+
+def onnx_net_for(net: Any, x: np.ndarray) -> Any:
+    """``net`` itself when it was loaded for ``x``'s shape, else the file loaded again for it (the
+    ONNX reader folds shape subgraphs for fixed input shapes)."""
+    from refnet.net import load_onnx
+
+    name = net.input_names[0]
+    if len(net.input_names) == 1 and tuple(net.input_shapes.get(name) or ()) != tuple(x.shape):
+        return load_onnx(net.files[1][0], quirks=Q.graph_quirks_mode(net.graph), input_shapes={name: x.shape})
+    return net
+
+
+class _Tolerant:
+    """A backend whose failure (a crash of the cv2 worker, a model it refuses) is a note in the
+    report, not the end of the compare: it then returns no outputs."""
+
+    def __init__(self, backend: Any, notes: list[str]) -> None:
+        self.backend, self.notes, self.name = backend, notes, backend.name
+
+    def run(self, model_path: Any, feeds: Any, outputs: Sequence[str]) -> dict[str, np.ndarray]:
+        from refnet.crosscheck.onnx_backends import BackendFailure
+
+        try:
+            return self.backend.run(model_path, feeds, outputs)
+        except (BackendFailure, RuntimeError, ValueError) as e:
+            msg = f"{self.name} failed on this model: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+            if msg not in self.notes:
+                self.notes.append(msg)
+            return {}
+
+
+def onnx_candidates(net: Any, specs: Sequence[str], err: Any) -> tuple[list[Any], list[str]]:
+    """One layer-scope :class:`~refnet.crosscheck.backends.Candidate` per ONNX backend (``specs``,
+    default every installed one), each layer asked for by its first output's ONNX tensor name; and
+    the list the backends' failures are noted in (for the report)."""
+    from refnet.crosscheck.backends import Candidate
+    from refnet.crosscheck.onnx_backends import BackendFailure, available_backends, make_backend
+
+    if specs:
+        backends = []
+        for sp in specs:
+            try:
+                backends.append(make_backend(sp))
+            except BackendFailure as e:
+                raise ValueError(f"--backend {sp}: {e}") from None
+    else:
+        backends = available_backends()
+    inverse: dict[str, str] = {}
+    for onnx_name, ir in (net.graph.meta.get("tensors") or {}).items():
+        inverse.setdefault(ir, onnx_name)
+    names = {layer: inverse[layer] for layer in net.layer_names if layer in inverse}
+    notes: list[str] = []
+    out, used = [], set()
+    model = _with_refnet_shapes(net, names) if backends else net.files[1][0]
+    for b in backends:
+        cid = _backend_id(b.name, used)
+        out.append(Candidate(cid, _Tolerant(b, notes), model, "layers", names, label=b.name))
+    if not out:
+        print("note: no ONNX backend is installed (pip install onnxruntime; cv2@PYTHON for OpenCV 5)", file=err)
+    return out, notes
+
+
+def _with_refnet_shapes(net: Any, names: dict[str, str]) -> str:
+    """A temporary copy of the net's ONNX file with fixed input dims and a shape for every layer
+    tensor ONNX shape inference leaves without one (refnet's shapes: cv2 4.x refuses an exposed
+    output without a shape). The copy is removed when the process exits."""
+    import atexit
+    import os
+    import shutil
+    import tempfile
+
+    import onnx
+
+    path = net.files[1][0]
+    m = onnx.load(path)
+    for vi in m.graph.input:
+        shape = net.input_shapes.get(vi.name)
+        dims = vi.type.tensor_type.shape.dim
+        if shape and len(dims) == len(shape):
+            for d, v in zip(dims, shape):
+                d.ClearField("dim_param")
+                d.dim_value = int(v)
+    try:
+        m = onnx.shape_inference.infer_shapes(m)
+    except Exception:  # noqa: BLE001 - inference is a help here, not a requirement
+        pass
+    shaped = {vi.name for vi in list(m.graph.value_info) + list(m.graph.output) + list(m.graph.input)
+              if vi.type.tensor_type.HasField("shape")}
+    shapes = net.infer_shapes(dict(net.input_shapes))
+    for layer, tname in names.items():
+        if tname not in shaped and layer in shapes and all(d >= 0 for d in shapes[layer]):
+            m.graph.value_info.append(onnx.helper.make_tensor_value_info(tname, onnx.TensorProto.FLOAT,
+                                                                         list(shapes[layer])))
+    d = tempfile.mkdtemp(prefix="refnet-onnx-")
+    atexit.register(shutil.rmtree, d, True)
+    out = os.path.join(d, os.path.basename(path))
+    onnx.save(m, out)
+    return out
+
+
+def _backend_id(name: str, used: set[str]) -> str:
+    base = "onnxruntime" if name.startswith("onnxruntime") else (
+        "cv2_" + name.split()[1].split(".")[0] if name.startswith("cv2 ") and len(name.split()) > 1 else
+        name.split()[0])
+    cid, i = base, 2
+    while cid in used:
+        cid, i = f"{base}_{i}", i + 1
+    used.add(cid)
+    return cid
 
 
 def _argv_tail() -> list[str]:
@@ -267,6 +389,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "tolerance (over: about half the float64 work on big nets)")
     s.add_argument("--seeded-weights", type=int, metavar="SEED",
                    help="run an architecture-only Caffe prototxt with seeded random weights")
+    s.add_argument("--backend", action="append", metavar="SPEC",
+                   help="ONNX models: a backend to check (repeatable): ort, cv2 (this cv2 4.x, in a worker "
+                        "process), cv2@PYTHON (cv2 in another interpreter, e.g. OpenCV 5), cv2@cv5 "
+                        "($REFNET_CV5_PYTHON); default: every one installed")
     s.add_argument("--json", metavar="PATH", help="write the report as JSON (docs/compare-schema.md)")
     s.add_argument("--plot", metavar="PATH", help="write a PNG of per-layer error along depth (needs matplotlib)")
     s.set_defaults(func=lambda args: compare_command(args))

@@ -32,9 +32,10 @@ class BackendFailure(RefnetError):
     """A backend could not run a model (cv2 refused the file, crashed or timed out)."""
 
 
-def _expose(model_path, outputs, tmp) -> str:
+def _expose(model_path, outputs, tmp, feeds=None) -> str:
     try:
-        return with_outputs(model_path, list(outputs), tmpdir=tmp)
+        shapes = {k: np.shape(v) for k, v in (feeds or {}).items()}
+        return with_outputs(model_path, list(outputs), tmpdir=tmp, input_shapes=shapes)
     except Exception as e:  # an unreadable file: this backend cannot run it
         raise BackendFailure(f"cannot prepare {model_path} for cv2: {type(e).__name__}: {e}") from e
 
@@ -51,7 +52,7 @@ class Cv2Backend:
     def run(self, model_path, feeds: Mapping[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
         tmp = tempfile.mkdtemp(prefix="refnet-cv2-")
         try:
-            path = _expose(model_path, outputs, tmp)
+            path = _expose(model_path, outputs, tmp, feeds)
             net = self._cv2.dnn.readNetFromONNX(path)
             for k, v in feeds.items():
                 net.setInput(np.ascontiguousarray(v, dtype=np.float32), k)
@@ -91,7 +92,7 @@ class Cv2WorkerBackend:
     def run(self, model_path, feeds: Mapping[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
         tmp = tempfile.mkdtemp(prefix="refnet-cv2w-")
         try:
-            path = _expose(model_path, outputs, tmp)
+            path = _expose(model_path, outputs, tmp, feeds)
             fin, fout = os.path.join(tmp, "feeds.npz"), os.path.join(tmp, "out.npz")
             np.savez(fin, **{k: np.ascontiguousarray(v, dtype=np.float32) for k, v in feeds.items()})
             try:
@@ -102,7 +103,7 @@ class Cv2WorkerBackend:
             if r.returncode != 0:
                 raise BackendFailure(f"{self.name}: {_worker_error(r)}")
             with np.load(fout) as z:
-                return {n: z[f"o{i}"] for i, n in enumerate(outputs)}
+                return {n: z[f"o{i}"] for i, n in enumerate(outputs) if f"o{i}" in z.files}
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -117,7 +118,7 @@ class Cv2WorkerBackend:
             spec, prep = [], []
             for i, (model_path, feeds, outputs) in enumerate(jobs):
                 try:
-                    path = _expose(model_path, outputs, tmp)
+                    path = _expose(model_path, outputs, tmp, feeds)
                 except BackendFailure as e:
                     prep.append(e)
                     continue
@@ -150,7 +151,7 @@ class Cv2WorkerBackend:
                     out.append(BackendFailure(f"{self.name}: {' '.join(err.split())[-400:]}"))
                     continue
                 with np.load(fout) as z:
-                    out.append({n: z[f"o{i}"] for i, n in enumerate(names)})
+                    out.append({n: z[f"o{i}"] for i, n in enumerate(names) if f"o{i}" in z.files})
             return out
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

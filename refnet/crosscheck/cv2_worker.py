@@ -52,14 +52,27 @@ def run_one(model, feeds_path, out_path, names):
     for k, v in items:
         net.setInput(v, k)
     have = list(net.getUnconnectedOutLayersNames())
-    outs = net.forward(have)
     if set(have) == set(names):
-        res = dict(zip(have, outs))
+        res = dict(zip(have, net.forward(have)))
     elif len(have) == len(names):  # cv2 names the outputs by its layers: the graph output order holds
-        res = dict(zip(names, outs))
-    else:
-        raise RuntimeError(f"cv2 exposes outputs {have[:8]}, expected {names[:8]}")
-    np.savez(out_path, **{f"o{i}": np.asarray(res[n]) for i, n in enumerate(names)})
+        res = dict(zip(names, net.forward(have)))
+    else:  # cv2 4.x fused some layers away at import: ask for the layers it kept, by name
+        known = set(net.getLayerNames())
+        ask = [n for n in names if n in known]
+        if not ask:
+            raise RuntimeError(f"cv2 exposes outputs {have[:8]}, expected {names[:8]}")
+        res = dict(zip(ask, net.forward(ask)))
+    arrays = {}
+    for i, n in enumerate(names):  # an output cv2 cannot give as one numeric array is left out
+        if n not in res:
+            continue
+        try:
+            a = np.asarray(res[n])
+        except ValueError:
+            continue
+        if a.dtype != object:
+            arrays[f"o{i}"] = a
+    np.savez(out_path, **arrays)
 
 
 if __name__ == "__main__":

