@@ -325,9 +325,10 @@ def crosscheck(name: str, image: str | os.PathLike, *, size: tuple[int, int] = (
         for prec in precisions:
             ours = net.trace(feed, precision=prec)
             rows = layer_errors(ours, theirs, ops)
-            comparable = [r for r in rows if not math.isnan(r[2])]
+            props = [r for r in rows if r[1] == "proposal"]
+            comparable = [r for r in rows if not math.isnan(r[2]) and r[1] != "proposal"]
             worst = max(comparable, key=lambda r: r[2])
-            skipped = len(rows) - len(comparable)
+            skipped = len(rows) - len(comparable) - len(props)
             got = detections(ours["detection_out"], threshold, blob.shape[2:], region)
             matched = 0
             used: set[int] = set()
@@ -339,7 +340,8 @@ def crosscheck(name: str, image: str | os.PathLike, *, size: tuple[int, int] = (
                         used.add(cand[int(np.argmax(ov))])
                         matched += 1
             lines.append(f"{name} quirks={q} {prec}: {len(comparable)} layers compared, worst {worst[2]:.2e} at "
-                         f"{worst[0]} ({worst[1]}{', ' + worst[3] if worst[3] else ''})"
+                         f"{worst[0]} ({worst[1]}{', ' + worst[3] if worst[3] else ''}); "
+                         + "; ".join(f"{r[0]}: {r[3]}, error {r[2]:.2e}" for r in props)
                          + (f", {skipped} layers with other row counts than cv2" if skipped else "")
                          + f"; detections > {threshold}: {matched}/{len(want[0])} of cv2's matched, refnet "
                          f"{len(got[0])}")
