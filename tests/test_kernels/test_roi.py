@@ -363,3 +363,23 @@ def test_cv2_anchor_rounding_and_overlap_rule(tmp_path):
     cvq, _ = K.proposal_reference(s.astype(np.float64), d.astype(np.float64), info, quirks="cv2", **kw)
     assert np.any(c[1] != 0) and len(py) == 1  # cv2 keeps both, py-faster-rcnn suppresses box 1
     np.testing.assert_allclose(cvq, c, atol=1e-5)
+
+
+@pytest.mark.parametrize("ph,pw,ss", [(7, 7, 0.0625), (3, 2, 0.125)])
+def test_roi_pool_vs_onnx_maxroipool(ph, pw, ss):
+    """ONNX MaxRoiPool (onnxruntime) has Caffe's ROIPooling rules: an exact export target."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper
+
+    x = np.random.default_rng(5).normal(size=(2, 6, 20, 24)).astype(np.float32)
+    node = helper.make_node("MaxRoiPool", ["x", "rois"], ["y"], pooled_shape=[ph, pw], spatial_scale=ss)
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape),
+                                        helper.make_tensor_value_info("rois", TensorProto.FLOAT, _ROIS.shape)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, (len(_ROIS), 6, ph, pw))])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 11)])
+    onnx.checker.check_model(model)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    want = sess.run(None, {"x": x, "rois": _ROIS})[0]
+    for fn, dt in ((K.roi_pool, np.float32), (K.roi_pool_reference, np.float64)):
+        np.testing.assert_array_equal(fn(x.astype(dt), _ROIS.astype(dt), (ph, pw), ss).astype(np.float32), want)
