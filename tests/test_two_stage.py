@@ -153,10 +153,9 @@ def test_py_faster_rcnn_semantics_by_default(arch):
     assert ours["detection_out"].shape[-1] == 7
 
 
+@pytest.mark.parametrize("arch", ["rfcn-resnet50"], indirect=True)  # VGG16 takes the same path, 5x slower
 def test_pipeline_and_facade(arch, images_dir):
     name, proto, model, blob, info, theirs = arch
-    if name == "faster-rcnn-vgg16":
-        pytest.skip("the same code path as R-FCN; VGG16's 548 MB of weights make a third run too slow here")
     net = _run(arch, "cv2")[0]
     img = cv2.imread(str(images_dir / "voc2007_000456.jpg"))
     entry = zoo.get(name)
