@@ -270,9 +270,12 @@ def layer_errors(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray], ops
             m = match_roi_sets(a, c)
             scale = max(float(np.max(np.abs(c[:, 1:]))) if c.size else 1.0, 1e-30)
             ok = not m["only_a"] and not m["only_b"]
+            same_order = ok and a.shape == c.shape and bool(np.all(np.abs(a - c) <= 1e-3 + 1e-5 * np.abs(c)))
             rows.append((name, op, m["max_abs"] / scale if ok else math.inf,
                          f"{m['matched']} rois matched as a set" + ("" if ok else
-                         f", {len(m['only_a'])} only in refnet, {len(m['only_b'])} only in cv2")))
+                         f", {len(m['only_a'])} only in refnet, {len(m['only_b'])} only in cv2")
+                         + ("" if same_order or not ok else ", in another order (near-tie scores): the "
+                            "per-roi layers after it are row-permuted")))
             continue
         if a.shape != c.shape:
             rows.append((name, op, math.nan, f"shape {a.shape} vs cv2 {c.shape}"))
