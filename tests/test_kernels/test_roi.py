@@ -383,3 +383,16 @@ def test_roi_pool_vs_onnx_maxroipool(ph, pw, ss):
     want = sess.run(None, {"x": x, "rois": _ROIS})[0]
     for fn, dt in ((K.roi_pool, np.float32), (K.roi_pool_reference, np.float64)):
         np.testing.assert_array_equal(fn(x.astype(dt), _ROIS.astype(dt), (ph, pw), ss).astype(np.float32), want)
+
+
+def test_match_roi_sets_is_order_free_and_tie_aware():
+    a = np.array([[0, 1, 2, 10, 12], [0, 5, 5, 20, 20], [0, 0, 0, 0, 0]])
+    b = np.array([[0, 5, 5, 20, 20.0001], [0, 1, 2, 10, 12], [0, 0, 0, 0, 0]])
+    m = match_roi_sets(a, b)
+    assert m["matched"] == 2 and not m["only_a"] and not m["only_b"] and m["explained"]
+    # one more row in b: explained only when its score ties the cut (the last kept score)
+    b2 = np.vstack([b[:2], [[0, 30, 30, 40, 40]]])
+    near = match_roi_sets(a[:2], b2, scores_a=np.array([0.9, 0.5]), scores_b=np.array([0.9, 0.5, 0.5 + 1e-8]))
+    far = match_roi_sets(a[:2], b2, scores_a=np.array([0.9, 0.5]), scores_b=np.array([0.9, 0.5, 0.7]))
+    assert near["only_b"] == [2] and near["explained"]
+    assert far["only_b"] == [2] and not far["explained"]
