@@ -311,8 +311,11 @@ def crosscheck(name: str, image: str | os.PathLike, *, size: tuple[int, int] = (
     from refnet.kernels import iou
     from refnet.net import load_caffe
 
-    work = Path(workdir or tempfile.mkdtemp(prefix="refnet-two-stage-"))
-    proto, model = TwoStageArch(name, seed).write(work / name)
+    if workdir is None:  # the weights (up to 548 MB) are removed afterwards
+        with tempfile.TemporaryDirectory(prefix="refnet-two-stage-") as tmp:
+            return crosscheck(name, image, size=size, seed=seed, precisions=precisions, quirks=quirks,
+                              workdir=tmp, threshold=threshold)
+    proto, model = TwoStageArch(name, seed).write(Path(workdir) / name)
     img = cv2.imread(str(image))
     if img is None:
         raise FileNotFoundError(f"cannot read image {image}")
