@@ -209,7 +209,7 @@ def _proposal_rows(rows, post, quirks, dtype):
     at = 0
     for i, b, s in rows:
         k = len(b)
-        rois[at:at + k, 0] = i if quirks != "cv2" else 0  # cv2 writes batch index 0 (batch 1 only)
+        rois[at:at + k, 0] = i  # (cv2 runs batch 1 only)
         rois[at:at + k, 1:] = b
         sc[at:at + k, 0] = s
         at += post if pad else k
@@ -236,9 +236,9 @@ def proposal(scores: np.ndarray, bbox_deltas: np.ndarray, im_info: np.ndarray, *
 
     Returns ``(rois (R, 5) [batch, x1, y1, x2, y2], scores (R, 1))``. ``quirks="cv2"``: cv2's
     anchors (see :func:`proposal_anchors`), no min-size filter, scores <= 0 dropped, cv2's
-    overlap rule (boxes less than a pixel apart do not overlap), batch index 0 and exactly
-    ``post_nms_topn`` rows (zero rows after the last proposal). Fast path: decoding in the input
-    dtype, compiled NMS."""
+    overlap rule (boxes less than a pixel apart do not overlap) and exactly ``post_nms_topn``
+    rows per image (zero rows after the last proposal; cv2 itself takes batch 1 only), clipping
+    to ``int(im_w) - 1``. Fast path: decoding in the input dtype, compiled NMS."""
     return _proposal(scores, bbox_deltas, im_info, feat_stride, base_size, min_size, ratios, scales,
                      pre_nms_topn, post_nms_topn, nms_thresh, quirks, fast=True)
 

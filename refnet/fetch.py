@@ -368,6 +368,28 @@ def _torch_cuda_long_to_long(data: bytes) -> bytes:
 DERIVERS: dict[str, Callable[[bytes], bytes]] = {"torch_cuda_long_to_long": _torch_cuda_long_to_long}
 
 
+def _tar_member(member: str) -> Callable[[bytes], bytes]:
+    """A deriver reading one regular file out of a (gzipped) tar archive, nothing written but it."""
+    def derive(data: bytes) -> bytes:
+        import io
+        import tarfile
+
+        try:
+            with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+                f = tar.extractfile(tar.getmember(member))
+                if f is None:
+                    raise FetchError(f"{member} is not a regular file in the archive")
+                return f.read()
+        except (tarfile.TarError, KeyError) as e:
+            raise FetchError(f"cannot read {member} from the archive: {e}") from None
+    return derive
+
+
+# the two-stage detectors' weights come inside their authors' archives (see refnet.zoo)
+DERIVERS.update({f"tar:{m}": _tar_member(m) for m in ("faster_rcnn_models/VGG16_faster_rcnn_final.caffemodel",
+                                                      "rfcn_models/resnet50_rfcn_final.caffemodel")})
+
+
 def _write_atomic(dest: Path, data: bytes, expected: Mapping[str, str | None]) -> None:
     got = {a: hashlib.new(a, data).hexdigest() for a, v in expected.items() if v is not None}
     _check(str(dest), got, expected)

@@ -276,9 +276,12 @@ def layer_errors(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray], ops
             m = match_roi_sets(a, c)
             scale = max(float(np.max(np.abs(c[:, 1:]))) if c.size else 1.0, 1e-30)
             ok = not m["only_a"] and not m["only_b"]
+            same_order = ok and a.shape == c.shape and bool(np.all(np.abs(a - c) <= 1e-3 + 1e-5 * np.abs(c)))
             rows.append((name, op, m["max_abs"] / scale if ok else math.inf,
                          f"{m['matched']} rois matched as a set" + ("" if ok else
-                         f", {len(m['only_a'])} only in refnet, {len(m['only_b'])} only in cv2")))
+                         f", {len(m['only_a'])} only in refnet, {len(m['only_b'])} only in cv2")
+                         + ("" if same_order or not ok else ", in another order (near-tie scores): the "
+                            "per-roi layers after it are row-permuted")))
             continue
         if a.shape != c.shape:
             rows.append((name, op, math.nan, f"shape {a.shape} vs cv2 {c.shape}"))
@@ -314,8 +317,11 @@ def crosscheck(name: str, image: str | os.PathLike, *, size: tuple[int, int] = (
     from refnet.kernels import iou
     from refnet.net import load_caffe
 
-    work = Path(workdir or tempfile.mkdtemp(prefix="refnet-two-stage-"))
-    proto, model = TwoStageArch(name, seed).write(work / name)
+    if workdir is None:  # the weights (up to 548 MB) are removed afterwards
+        with tempfile.TemporaryDirectory(prefix="refnet-two-stage-") as tmp:
+            return crosscheck(name, image, size=size, seed=seed, precisions=precisions, quirks=quirks,
+                              workdir=tmp, threshold=threshold)
+    proto, model = TwoStageArch(name, seed).write(Path(workdir) / name)
     img = cv2.imread(str(image))
     if img is None:
         raise FileNotFoundError(f"cannot read image {image}")
@@ -331,9 +337,10 @@ def crosscheck(name: str, image: str | os.PathLike, *, size: tuple[int, int] = (
         for prec in precisions:
             ours = net.trace(feed, precision=prec)
             rows = layer_errors(ours, theirs, ops)
-            comparable = [r for r in rows if not math.isnan(r[2])]
+            props = [r for r in rows if r[1] == "proposal"]
+            comparable = [r for r in rows if not math.isnan(r[2]) and r[1] != "proposal"]
             worst = max(comparable, key=lambda r: r[2])
-            skipped = len(rows) - len(comparable)
+            skipped = len(rows) - len(comparable) - len(props)
             got = detections(ours["detection_out"], threshold, blob.shape[2:], region)
             matched = 0
             used: set[int] = set()
@@ -345,7 +352,8 @@ def crosscheck(name: str, image: str | os.PathLike, *, size: tuple[int, int] = (
                         used.add(cand[int(np.argmax(ov))])
                         matched += 1
             lines.append(f"{name} quirks={q} {prec}: {len(comparable)} layers compared, worst {worst[2]:.2e} at "
-                         f"{worst[0]} ({worst[1]}{', ' + worst[3] if worst[3] else ''})"
+                         f"{worst[0]} ({worst[1]}{', ' + worst[3] if worst[3] else ''}); "
+                         + "; ".join(f"{r[0]}: {r[3]}, error {r[2]:.2e}" for r in props)
                          + (f", {skipped} layers with other row counts than cv2" if skipped else "")
                          + f"; detections > {threshold}: {matched}/{len(want[0])} of cv2's matched, refnet "
                          f"{len(got[0])}")

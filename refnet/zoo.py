@@ -432,12 +432,14 @@ def _build() -> dict[str, ModelEntry]:
             ("opencv/opencv", "172ca3fdfb9a79982067899bdd8abe09adc0cbb8"), "testdata/dnn/faster_rcnn_vgg16.prototxt",
             "505b545bcace2907b0f47d24cb2ccd5d04c439c0752cc9b907c29515735d395d", 8308),
          ModelFile("faster_rcnn_vgg16/VGG16_faster_rcnn_final.caffemodel", "weights",
-                   note="member faster_rcnn_models/VGG16_faster_rcnn_final.caffemodel of py-faster-rcnn's "
-                        "https://dl.dropboxusercontent.com/s/o6ii098bu51d139/faster_rcnn_models.tgz?dl=0 "
-                        "(OpenCV's download script; no checksum of the caffemodel itself published)"),
+                   derived_from="faster_rcnn_vgg16/faster_rcnn_models.tgz",
+                   derive="tar:faster_rcnn_models/VGG16_faster_rcnn_final.caffemodel",
+                   note="extracted from py-faster-rcnn's archive (below); no checksum of it published"),
          _labels("labels/voc.names"),
-         _f("arch_only/faster_rcnn_vgg16/readme.md", "extra", None, None,
-            "4a3402738aec0b2b08b78914e6ca8bcbce8fe68c951771ec47fbc9d722de0100", 1483)),
+         ModelFile("faster_rcnn_vgg16/faster_rcnn_models.tgz", "extra",
+                   "https://dl.dropboxusercontent.com/s/o6ii098bu51d139/faster_rcnn_models.tgz?dl=0",
+                   note="py-faster-rcnn's model archive (OpenCV's download script); extract "
+                        "faster_rcnn_models/VGG16_faster_rcnn_final.caffemodel; no checksum of it published")),
         _p_frcnn, labels="labels/voc.names", label_offset=1,
         license="py-faster-rcnn MIT; OpenCV test data Apache-2.0", arch_only=True, aliases=("faster-rcnn",),
         description="Faster R-CNN VGG16 (VOC, 20 classes + background): RPN Proposal, ROIPooling 7x7, per-class "
@@ -449,12 +451,13 @@ def _build() -> dict[str, ModelEntry]:
             "testdata/dnn/rfcn_pascal_voc_resnet50.prototxt",
             "f614f566df6523bd1ad3f76ad2b2e35c5a4372fbacc55d10b70f9bca5fc2e739", 63658),
          ModelFile("rfcn_resnet50/resnet50_rfcn_final.caffemodel", "weights",
-                   note="py-R-FCN's resnet50_rfcn_final.caffemodel from "
-                        "https://1drv.ms/u/s!AoN7vygOjLIQqUWHpY67oaC7mopf (YuwenXiong/py-R-FCN README; a "
-                        "OneDrive archive, no checksum published)"),
+                   derived_from="rfcn_resnet50/rfcn_models.tar.gz",
+                   derive="tar:rfcn_models/resnet50_rfcn_final.caffemodel",
+                   note="extracted from py-R-FCN's archive (below); no checksum of it published"),
          _labels("labels/voc.names"),
-         _f("arch_only/rfcn_resnet50/readme.md", "extra", None, None,
-            "0637e1899b6377ad711fd6ae24ea2913ccbe3a1af0a089691ae412d18c46e6f8", 1469)),
+         ModelFile("rfcn_resnet50/rfcn_models.tar.gz", "extra", "https://1drv.ms/u/s!AoN7vygOjLIQqUWHpY67oaC7mopf",
+                   note="py-R-FCN's model archive (YuwenXiong/py-R-FCN README, OneDrive; may need a browser); "
+                        "extract resnet50_rfcn_final.caffemodel; no checksum published")),
         _p_frcnn, labels="labels/voc.names", label_offset=1,
         license="py-R-FCN MIT; OpenCV test data Apache-2.0", arch_only=True, aliases=("rfcn", "r-fcn"),
         description="R-FCN ResNet-50 (VOC, class-agnostic boxes): Proposal, PSROIPooling 7x7 + average, "

@@ -153,10 +153,9 @@ def test_py_faster_rcnn_semantics_by_default(arch):
     assert ours["detection_out"].shape[-1] == 7
 
 
+@pytest.mark.parametrize("arch", ["rfcn-resnet50"], indirect=True)  # VGG16 takes the same path, 5x slower
 def test_pipeline_and_facade(arch, images_dir):
     name, proto, model, blob, info, theirs = arch
-    if name == "faster-rcnn-vgg16":
-        pytest.skip("the same code path as R-FCN; VGG16's 548 MB of weights make a third run too slow here")
     net = _run(arch, "cv2")[0]
     img = cv2.imread(str(images_dir / "voc2007_000456.jpg"))
     entry = zoo.get(name)
@@ -186,3 +185,30 @@ def test_pipeline_and_facade(arch, images_dir):
     assert out.shape == theirs["detection_out"].shape
     assert rel_err(two_stage.sorted_detection_rows(out),
                    two_stage.sorted_detection_rows(theirs["detection_out"])) <= TOL["vs_cv2"]
+
+
+def test_zoo_entries_and_archive_deriver(tmp_path):
+    import io
+    import tarfile
+
+    from refnet.fetch import DERIVERS, FetchError
+
+    for name, alias in (("faster-rcnn-vgg16", "faster-rcnn"), ("rfcn-resnet50", "rfcn")):
+        e = zoo.get(alias)
+        assert e.name == name and e.task == "detect" and e.label_offset == 1 and e.arch_only
+        assert e.preprocess.mean == (102.9801, 115.9465, 122.7717) and e.preprocess.size == (800, 600)
+        w = next(f for f in e.files if f.role == "weights")
+        archive = next(f for f in e.files if f.path == w.derived_from)
+        assert archive.url.startswith("https://") and w.derive in DERIVERS
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as t:
+        data = b"caffemodel bytes"
+        info = tarfile.TarInfo("faster_rcnn_models/VGG16_faster_rcnn_final.caffemodel")
+        info.size = len(data)
+        t.addfile(info, io.BytesIO(data))
+    derive = DERIVERS["tar:faster_rcnn_models/VGG16_faster_rcnn_final.caffemodel"]
+    assert derive(buf.getvalue()) == b"caffemodel bytes"
+    with pytest.raises(FetchError):
+        DERIVERS["tar:rfcn_models/resnet50_rfcn_final.caffemodel"](buf.getvalue())
+    with pytest.raises(FetchError):
+        derive(b"not an archive")

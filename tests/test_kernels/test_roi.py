@@ -363,3 +363,36 @@ def test_cv2_anchor_rounding_and_overlap_rule(tmp_path):
     cvq, _ = K.proposal_reference(s.astype(np.float64), d.astype(np.float64), info, quirks="cv2", **kw)
     assert np.any(c[1] != 0) and len(py) == 1  # cv2 keeps both, py-faster-rcnn suppresses box 1
     np.testing.assert_allclose(cvq, c, atol=1e-5)
+
+
+@pytest.mark.parametrize("ph,pw,ss", [(7, 7, 0.0625), (3, 2, 0.125)])
+def test_roi_pool_vs_onnx_maxroipool(ph, pw, ss):
+    """ONNX MaxRoiPool (onnxruntime) has Caffe's ROIPooling rules: an exact export target."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper
+
+    x = np.random.default_rng(5).normal(size=(2, 6, 20, 24)).astype(np.float32)
+    node = helper.make_node("MaxRoiPool", ["x", "rois"], ["y"], pooled_shape=[ph, pw], spatial_scale=ss)
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape),
+                                        helper.make_tensor_value_info("rois", TensorProto.FLOAT, _ROIS.shape)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, (len(_ROIS), 6, ph, pw))])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 11)])
+    onnx.checker.check_model(model)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    want = sess.run(None, {"x": x, "rois": _ROIS})[0]
+    for fn, dt in ((K.roi_pool, np.float32), (K.roi_pool_reference, np.float64)):
+        np.testing.assert_array_equal(fn(x.astype(dt), _ROIS.astype(dt), (ph, pw), ss).astype(np.float32), want)
+
+
+def test_match_roi_sets_is_order_free_and_tie_aware():
+    a = np.array([[0, 1, 2, 10, 12], [0, 5, 5, 20, 20], [0, 0, 0, 0, 0]])
+    b = np.array([[0, 5, 5, 20, 20.0001], [0, 1, 2, 10, 12], [0, 0, 0, 0, 0]])
+    m = match_roi_sets(a, b)
+    assert m["matched"] == 2 and not m["only_a"] and not m["only_b"] and m["explained"]
+    # one more row in b: explained only when its score ties the cut (the last kept score)
+    b2 = np.vstack([b[:2], [[0, 30, 30, 40, 40]]])
+    near = match_roi_sets(a[:2], b2, scores_a=np.array([0.9, 0.5]), scores_b=np.array([0.9, 0.5, 0.5 + 1e-8]))
+    far = match_roi_sets(a[:2], b2, scores_a=np.array([0.9, 0.5]), scores_b=np.array([0.9, 0.5, 0.7]))
+    assert near["only_b"] == [2] and near["explained"]
+    assert far["only_b"] == [2] and not far["explained"]
