@@ -23,30 +23,9 @@ from refnet.crosscheck.report import CMP_CV2, CMP_CV2_F32, Report, run_document
 __all__ = ["IMAGE_EXTS", "ResolvedModel", "resolve_model", "image_files", "preprocess_for", "random_input",
            "check_layers", "compare_command", "add_parser"]
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
-
-
 # the one model resolver of the command line (sidecars of `refnet generate`, zoo, seeded weights)
 from refnet.resolver import ResolvedModel, resolve_model  # noqa: E402
-
-
-def image_files(specs: Sequence[str]) -> list[str]:
-    """Expand ``--image`` arguments: files as given, folders to their image files (sorted)."""
-    from pathlib import Path
-
-    out: list[str] = []
-    for s in specs:
-        p = Path(s)
-        if p.is_dir():
-            found = sorted(str(f) for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTS)
-            if not found:
-                raise FileNotFoundError(f"no image files ({', '.join(IMAGE_EXTS)}) in folder {p}")
-            out.extend(found)
-        elif p.is_file():
-            out.append(str(p))
-        else:
-            raise FileNotFoundError(f"image not found: {p}")
-    return out
+from refnet.runcmd import IMAGE_EXTS, image_files  # noqa: E402  (one expansion of --image for run and compare)
 
 
 def preprocess_for(rm: ResolvedModel, *, scale: float | None = None, size: Sequence[int] | None = None,

@@ -34,6 +34,7 @@ import numpy as np
 
 from refnet.errors import RefnetError, ShapeError, UnsupportedLayerError
 from refnet.graph import Node
+from refnet.ops.core import _pad4, _pair  # the IR's own attribute readers (one rule for run and export)
 
 __all__ = ["export_onnx", "EXPORTERS", "OPSET_MIN", "OPSET_MAX", "require_onnx", "exported_ops"]
 
@@ -52,23 +53,6 @@ def require_onnx():
         raise OnnxMissingError("ONNX export needs the onnx package: pip install refnet[onnx] "
                                "(or pip install -e .[onnx] in a checkout)") from e
     return onnx
-
-
-def _pair(v: Any, default: int) -> tuple[int, int]:
-    if v is None:
-        return (default, default)
-    if isinstance(v, (int, np.integer)):
-        return (int(v), int(v))
-    return (int(v[0]), int(v[1]))
-
-
-def _pad4(v: Any) -> tuple[int, int, int, int]:
-    if v is None:
-        return (0, 0, 0, 0)
-    if isinstance(v, (int, np.integer)):
-        return (int(v),) * 4
-    v = tuple(int(i) for i in v)
-    return v if len(v) == 4 else (v[0], v[1], v[0], v[1])
 
 
 def _unsupported(node: Node, why: str) -> UnsupportedLayerError:
