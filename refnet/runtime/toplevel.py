@@ -151,5 +151,7 @@ def check_outputs(args: Any) -> None:
             flag = "-o/--out" if attr == "out" else f"--{attr}"
             check_output(value, kind, flag)
     if getattr(args, "cmd", None) == "run" and not getattr(args, "out", None):
-        check_output(Path(getattr(args, "image", None) or "out").stem + ".png", "file",
+        images = getattr(args, "image", None) or ["out"]
+        first = images if isinstance(images, (str, Path)) else images[0]
+        check_output(Path(first).stem + ".png", "file",
                      "the picture (default: into the current folder; choose another with -o)")
