@@ -155,17 +155,32 @@ def run_case(case, precision: str) -> Result:
             return Result(case.name, op, "fail", f"refused: {type(e).__name__}: {str(e)[-160:]}")
         except Exception as e:  # noqa: BLE001 - a harness: every other failure is recorded with its type
             return Result(case.name, op, "fail", f"error: {type(e).__name__}: {str(e)[-160:]}")
-    rtol = getattr(case, "rtol", 1e-3) or 1e-3
-    atol = getattr(case, "atol", 1e-7) or 1e-7
+    cause = judge(case, out_names, got, expected)
+    return Result(case.name, op, "fail", cause) if cause else Result(case.name, op, "pass")
+
+
+def tolerance(case) -> tuple[float, float]:
+    """The case's (rtol, atol): onnx's backend test runner defaults, 1e-3 and 1e-7."""
+    return getattr(case, "rtol", 1e-3) or 1e-3, getattr(case, "atol", 1e-7) or 1e-7
+
+
+def judge(case, out_names: list[str], got: dict, expected: list) -> str:
+    """The pass rule, the same for every backend: each output has the expected shape and is
+    ``allclose`` to the case's expected value (case tolerance, NaN equals NaN). Returns "" on
+    a pass, else the cause ("missing output", "wrong shape ...", "wrong values ...")."""
+    rtol, atol = tolerance(case)
     for name, ref in zip(out_names, expected):
-        a = np.asarray(got[name], np.float64)
+        if name not in got:
+            return f"missing output {name}"
+        a = np.asarray(got[name]).astype(np.float64)
         r = np.asarray(ref).astype(np.float64)
         if a.shape != r.shape:
-            return Result(case.name, op, "fail", f"wrong shape for {name}: {a.shape} vs {r.shape}")
+            return f"wrong shape for {name}: {a.shape} vs {r.shape}"
         if not np.allclose(a, r, rtol=rtol, atol=atol, equal_nan=True):
-            err = np.max(np.abs(a - r) / (atol + rtol * np.abs(r)), initial=0.0, where=np.isfinite(r))
-            return Result(case.name, op, "fail", f"wrong values for {name} ({err:.3g} x tolerance)")
-    return Result(case.name, op, "pass")
+            with np.errstate(all="ignore"):
+                err = np.max(np.abs(a - r) / (atol + rtol * np.abs(r)), initial=0.0, where=np.isfinite(r))
+            return f"wrong values for {name} ({err:.3g} x tolerance)"
+    return ""
 
 
 def run_all(precisions: tuple[str, ...] = ("float64", "float32"), ops: frozenset[str] = CNN_OPS

@@ -1,0 +1,103 @@
+"""cv2 5.1's silent wrong results found by the ONNX node conformance run
+(tests/onnx_reader/conformance_backends.py; docs/cv2-deviations.md, section ONNX). Each builds a
+single-node ONNX model with onnx.helper from a node test case's inputs, runs it in the cv2@cv5
+worker and in refnet float64, and checks both against the node test's own expected output
+(recomputed with the function the onnx case generator uses)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+
+from onnx import TensorProto as T  # noqa: E402
+from onnx import helper as h  # noqa: E402
+from onnx import numpy_helper as nh  # noqa: E402
+
+import refnet  # noqa: E402
+from refnet.crosscheck.cv2_backend import Cv2WorkerBackend  # noqa: E402
+from refnet.errors import UnsupportedLayerError  # noqa: E402
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="module")
+def cv5():
+    py = os.environ.get("REFNET_CV5_PYTHON")
+    if not py or not Path(py).exists():
+        if IN_CI:
+            pytest.fail("REFNET_CV5_PYTHON is not set or missing in CI (make test sets it)")
+        pytest.skip("no OpenCV 5 interpreter (REFNET_CV5_PYTHON)")
+    return Cv2WorkerBackend(py)
+
+
+def _save(tmp_path: Path, node, x: np.ndarray, out_shape, inits, opset: int) -> str:
+    g = h.make_graph([node], "t", [h.make_tensor_value_info("X", T.FLOAT, list(x.shape))],
+                     [h.make_tensor_value_info("Y", T.FLOAT, list(out_shape))], initializer=inits)
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", opset)])
+    m.ir_version = 9
+    onnx.checker.check_model(m, full_check=True)
+    path = str(tmp_path / "m.onnx")
+    onnx.save(m, path)
+    return path
+
+
+# the inputs of test_resize_downsample_scales_{linear,cubic}_align_corners (onnx 1.23 node tests)
+RESIZE_CASES = {
+    "linear": (np.array([[[[1, 2, 3, 4], [5, 6, 7, 8]]]], np.float32), [1.0, 1.0, 0.6, 0.6]),
+    "cubic": (np.arange(1, 17, dtype=np.float32).reshape(1, 1, 4, 4), [1.0, 1.0, 0.8, 0.8]),
+}
+
+
+@pytest.mark.parametrize("mode", ["linear", "cubic"])
+def test_cv5_resize_align_corners_with_scales_uses_the_rounded_size(tmp_path, cv5, mode):
+    """ONNX Resize, align_corners, given `scales`: x_in = x_out * (L_in - 1) / (L_in * scale - 1)
+    (the un-rounded resized length). cv2 5.1 uses the rounded output length instead, i.e. it
+    computes what the spec gives for `sizes = floor(L_in * scale)`; refnet follows the spec."""
+    from onnx.backend.test.case.node.resize import cubic_coeffs, interpolate_nd, linear_coeffs
+
+    x, scales = RESIZE_CASES[mode]
+    coeffs = (lambda r, _: linear_coeffs(r, None)) if mode == "linear" else (lambda r, _: cubic_coeffs(r))
+    expected = interpolate_nd(x, coeffs, scale_factors=scales,
+                              coordinate_transformation_mode="align_corners").astype(np.float32)
+    sizes = [int(np.floor(n * s)) for n, s in zip(x.shape, scales)]
+    by_sizes = interpolate_nd(x, coeffs, output_size=sizes, coordinate_transformation_mode="align_corners")
+    assert expected.shape == tuple(sizes)
+    node = h.make_node("Resize", ["X", "", "scales"], ["Y"], mode=mode, coordinate_transformation_mode="align_corners")
+    path = _save(tmp_path, node, x, expected.shape, [nh.from_array(np.array(scales, np.float32), "scales")], 19)
+
+    ours = refnet.load_onnx(path).forward({"X": x}, outputs=["Y"], precision="float64")["Y"]
+    np.testing.assert_allclose(ours, expected, rtol=1e-3, atol=1e-7)      # the node test's rule
+
+    got = cv5.run(path, {"X": x}, ["Y"])["Y"]
+    assert got.shape == expected.shape
+    assert not np.allclose(got, expected, rtol=1e-3, atol=1e-7)            # silently wrong ...
+    np.testing.assert_allclose(got, by_sizes, rtol=1e-5, atol=1e-5)        # ... by the rounded length
+    assert np.max(np.abs(got - expected)) > 0.1
+
+
+def test_cv5_training_mode_dropout_returns_the_input(tmp_path, cv5):
+    """Dropout with training_mode=True and ratio 0.5 (test_training_dropout_default): every output
+    element must be 0 or x / (1 - ratio). cv2 5.1 returns x unchanged, with no error; refnet
+    refuses the node (inference only), onnxruntime draws a valid dropout."""
+    rng = np.random.default_rng(0)
+    x = (rng.random((3, 4, 5)) + 0.5).astype(np.float32)           # no zeros: 0 and 2x are distinct
+    inits = [nh.from_array(np.array(0.5, np.float32), "r"), nh.from_array(np.array(True), "t")]
+    node = h.make_node("Dropout", ["X", "r", "t"], ["Y"])
+    path = _save(tmp_path, node, x, x.shape, inits, 13)
+
+    def valid_dropout(y):
+        return y.shape == x.shape and bool(np.all(np.isclose(y, 0) | np.isclose(y, 2 * x, rtol=1e-6)))
+
+    with pytest.raises(UnsupportedLayerError, match="training_mode"):
+        refnet.load_onnx(path)
+    got = cv5.run(path, {"X": x}, ["Y"])["Y"]
+    np.testing.assert_array_equal(got, x)
+    assert not valid_dropout(got)
+    ort = pytest.importorskip("onnxruntime")
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    assert valid_dropout(sess.run(["Y"], {"X": x})[0])
