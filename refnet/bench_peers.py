@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
+from pathlib import Path
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -32,9 +33,13 @@ PEERS = ("onnxruntime", "cv2-5")
 
 
 def cv5_python() -> str | None:
-    """The interpreter with OpenCV 5 (``REFNET_CV5_PYTHON``, set by the Makefile), or None."""
+    """The interpreter with OpenCV 5: ``REFNET_CV5_PYTHON`` (set by the Makefile), else the
+    checkout's ``.venv-cv5`` (``make cv5``) when it exists; None without one."""
     p = os.environ.get("REFNET_CV5_PYTHON")
-    return p if p and os.path.exists(p) else None
+    if p:
+        return p if os.path.exists(p) else None
+    guess = Path(__file__).resolve().parents[1] / ".venv-cv5" / "bin" / "python"
+    return str(guess) if guess.exists() else None
 
 
 def onnx_file_for(net: Any, shapes: Mapping[str, Sequence[int]], workdir: str) -> str:
