@@ -19,8 +19,8 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
-from pathlib import Path
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
