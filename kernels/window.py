@@ -99,8 +99,12 @@ def pool_nd(x: np.ndarray, mode: str, kernel: Sequence[int], strides: Sequence[i
     dtype, one spatial axis at a time (a box maximum is separable), with one in-place ``fmax`` per
     offset along the axis (a maximum is exact in any precision, and
     ``fmax`` keeps the running value when the new one is NaN, as the reference's ``v > acc`` does),
-    on an input padded with -inf; every other case is the reference."""
+    on an input padded with -inf. A window that covers the whole unpadded input (global average)
+    is one float64 mean. Every other case is the reference."""
     k = len(kernel)
+    if mode == "avg" and not with_indices and x.ndim == k + 2 and tuple(kernel) == tuple(x.shape[2:]) \
+            and all(int(o) == 1 for o in out) and not any(pads):  # global average: one float64 mean
+        return np.mean(x, axis=tuple(range(2, k + 2)), dtype=np.float64, keepdims=True).astype(x.dtype)
     if mode != "max" or with_indices or x.dtype != np.float32 or x.ndim != k + 2 \
             or not len(strides) == len(dilations) == len(out) == k or len(pads) != 2 * k:
         return pool_nd_reference(x, mode, kernel, strides, dilations, pads, out, count_include_pad=count_include_pad,

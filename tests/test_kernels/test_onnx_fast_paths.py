@@ -51,3 +51,12 @@ def test_lrn_onnx_float32_odd_sizes_against_the_float64_rule():
         np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-7)
     got = K.lrn_onnx(x.astype(np.float32), 4, 1e-2, 0.6, 1.5)  # even size: the cumulative-sum path
     np.testing.assert_allclose(got, K.lrn_onnx_reference(x, 4, 1e-2, 0.6, 1.5), rtol=2e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_global_average_pool_nd_by_formula(dtype):
+    x = np.random.default_rng(5).standard_normal((2, 4, 13, 11)).astype(dtype)
+    y = K.pool_nd(x, "avg", (13, 11), (1, 1), (1, 1), (0, 0, 0, 0), (1, 1))
+    want = np.array([[[[sum(float(v) for v in x[n, c].ravel()) / 143]] for c in range(4)] for n in range(2)])
+    assert y.dtype == dtype and y.shape == (2, 4, 1, 1)
+    np.testing.assert_allclose(y, want, rtol=1e-6 if dtype == np.float32 else 1e-13, atol=1e-7)
