@@ -20,6 +20,15 @@ are asleep and this engine's are awake. ``extra_info`` holds the work (``gflop``
 group) and, when timing is on, the rate of the median round (``gflops``). ``refnet-f64`` (the
 readable reference path) runs only where the issue sets a target for it (GoogLeNet) and on the
 small face detectors, so that a single run of bench/ stays short.
+
+ONNX rows (issue 17): ResNet-50, SqueezeNet and GoogLeNet (``inception_v1``) are the onnx
+package's light zoo graphs with seeded weights (:func:`refnet.archs.seed_onnx_weights`, seed
+0), read by refnet's own ONNX reader; beside refnet and cv2 4.x (``readNetFromONNX``) they run
+in ``ort`` (onnxruntime, ORT_ENABLE_ALL, the same intra-op thread count) and ``cv2-5`` (OpenCV
+5 in ``REFNET_CV5_PYTHON`` or the checkout's ``.venv-cv5``; skipped without it). ``cv2-5``
+runs in its own interpreter (``cv2_worker.py --serve``) and each round's time is the one
+measured inside the worker around ``setInput`` + ``forward`` (a clock fed to pytest-benchmark),
+with the same pause and warm-up protocol.
 """
 
 from __future__ import annotations
@@ -43,6 +52,7 @@ THREADS: int | str = "auto" if _THREADS == "auto" else int(_THREADS)
 PAUSE = float(os.environ.get("REFNET_BENCH_PAUSE", "0.1"))
 ROUNDS = int(os.environ.get("REFNET_BENCH_ROUNDS", "7"))
 IMPLS = ("refnet-f32", "refnet-f64", "cv2")
+ONNX_IMPLS = ("refnet-f32", "cv2", "ort", "cv2-5")
 
 
 def _models_dir() -> Path | None:
@@ -75,6 +85,9 @@ CASES = [
               (1, 3, 240, 320), IMPLS),
     ModelCase("ultraface_rfb320", ("ultraface_caffe/RFB-320.prototxt", "ultraface_caffe/RFB-320.caffemodel"),
               (1, 3, 240, 320), IMPLS),
+    ModelCase("resnet50_onnx_random", ("onnx:resnet50",), (1, 3, 224, 224), ONNX_IMPLS),
+    ModelCase("squeezenet_onnx_random", ("onnx:squeezenet",), (1, 3, 224, 224), ONNX_IMPLS),
+    ModelCase("googlenet_inception_v1_onnx_random", ("onnx:inception_v1",), (1, 3, 224, 224), ONNX_IMPLS),
 ]
 
 
@@ -90,7 +103,14 @@ def generated(tmp_path_factory) -> Callable[[str], Path]:
             from writers.t7_writer import write_fast_neural_style
 
             models = _models_dir()
-            if key == "fns_instance_norm":
+            if key.startswith("onnx:"):
+                onnx = pytest.importorskip("onnx")
+                import refnet
+
+                light = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+                made[key] = refnet.archs.seed_onnx_weights(light / f"light_{key[5:]}.onnx",
+                                                           folder / f"{key[5:]}.onnx", seed=0)
+            elif key == "fns_instance_norm":
                 made[key] = write_fast_neural_style(folder / "fns_instance_norm.t7", "instance_norm", seed=0)
             else:
                 proto = {"googlenet": "arch_only/bvlc_googlenet/deploy.prototxt",
@@ -117,8 +137,8 @@ def loaded(generated) -> Callable[[ModelCase], tuple[object, list[str]]]:
             models = _models_dir()
             paths = []
             for f in case.files:
-                if f.startswith("gen:"):
-                    paths.append(str(generated(f[4:])))
+                if f.startswith(("gen:", "onnx:")):
+                    paths.append(str(generated(f[4:] if f.startswith("gen:") else f)))
                     continue
                 if models is None or not (models / f).exists():
                     pytest.skip(f"model file {f} not available (REFNET_MODELS)")
@@ -145,6 +165,8 @@ def _engine_threads(impl: str) -> None:
 
     from refnet.net import set_num_threads
 
+    if impl in ("ort", "cv2-5"):  # thread counts fixed at session / worker start
+        return
     if impl == "cv2":
         cv2.setNumThreads(-1 if THREADS == "auto" else int(THREADS))
     else:
@@ -159,6 +181,15 @@ def _runner(case: ModelCase, impl: str, net, paths: list[str], x: np.ndarray) ->
 
     from refnet.net import set_num_threads
 
+    if paths[0].endswith(".onnx"):
+        cv = cv2.dnn.readNetFromONNX(paths[0])
+        outs = list(cv.getUnconnectedOutLayersNames())
+
+        def run_onnx():
+            cv.setInput(x, net.input_names[0])
+            return cv.forward(outs)
+
+        return run_onnx
     if paths[0].endswith((".t7", ".net")):
         cv = cv2.dnn.readNetFromTorch(paths[0])
     else:
@@ -173,13 +204,47 @@ def _runner(case: ModelCase, impl: str, net, paths: list[str], x: np.ndarray) ->
     return run
 
 
+class _WorkerClock:
+    """A clock for pytest-benchmark that advances by the durations an out-of-process engine
+    reports: the wrapped call adds the worker's measured seconds, so ``end - start`` of a round
+    is exactly that measurement (no pipe round trip counted)."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+    def wrap(self, timed: Callable[[], float]) -> Callable[[], None]:
+        def call() -> None:
+            self.t += timed()
+
+        return call
+
+
 @pytest.mark.parametrize("case,impl", [pytest.param(c, i, id=f"{c.name}-{i}") for c in CASES for i in c.impls])
-def test_model_forward(benchmark, loaded, case: ModelCase, impl: str):
+def test_model_forward(benchmark, loaded, request, tmp_path, case: ModelCase, impl: str):
     from refnet.bench import model_gflop
 
     net, paths = loaded(case)
     x = np.random.default_rng(0).uniform(0.0, 1.0, case.shape).astype(np.float32)
-    fn = _runner(case, impl, net, paths, x)
+    if impl in ("ort", "cv2-5"):
+        from refnet.bench_peers import Cv2WorkerTimer, cv5_python, ort_runner
+
+        feeds = {net.input_names[0]: x}
+        if impl == "ort":
+            fn = ort_runner(paths[0], feeds, THREADS)[0]
+        else:
+            py = cv5_python()
+            if py is None:
+                pytest.skip("no OpenCV 5 interpreter (REFNET_CV5_PYTHON / make cv5)")
+            timer = Cv2WorkerTimer(py, paths[0], feeds, THREADS, workdir=str(tmp_path))
+            request.addfinalizer(timer.close)
+            clock = _WorkerClock()
+            fn = clock.wrap(timer)
+            benchmark._timer = clock  # the round's time is the worker's own measurement
+    else:
+        fn = _runner(case, impl, net, paths, x)
     _engine_threads(impl)
     fn()  # JIT, planning, cv2 set-up outside the timed calls
     benchmark.group = f"model {case.name} {'x'.join(map(str, case.shape))}"

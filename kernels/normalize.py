@@ -29,9 +29,16 @@ def lrn_onnx_reference(x: np.ndarray, size: int, alpha: float = 1e-4, beta: floa
 
 @ieee
 def lrn_onnx(x: np.ndarray, size: int, alpha: float = 1e-4, beta: float = 0.75, bias: float = 1.0) -> np.ndarray:
-    """Fast twin of :func:`lrn_onnx_reference`: the channel window sum from a cumulative sum."""
+    """Fast twin of :func:`lrn_onnx_reference`. For an odd ``size`` on N x C x H x W the ONNX
+    window [c - (size-1)/2, c + (size-1)/2] is Caffe's across-channel window, so this is Caffe's
+    fast LRN with k = ``bias`` (:func:`refnet.kernels.norm.lrn`, in the input's precision);
+    otherwise the channel window sum from a cumulative sum."""
     if x.ndim < 2:
         raise ShapeError("LRN needs N x C x ...", got=x.shape)
+    if x.ndim == 4 and size % 2 == 1 and x.dtype == np.float32:
+        from refnet.kernels.norm import lrn
+
+        return lrn(x, size, alpha, beta, bias, "across")
     c = x.shape[1]
     lo, hi = (size - 1) // 2, -(-(size - 1) // 2)
     sq = x.astype(np.float64) ** 2

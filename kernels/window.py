@@ -4,7 +4,8 @@ max (with flattened argmax indices), average (count_include_pad or not) and Lp; 
 
 One implementation serves both precisions: it loops over the kernel offsets and reads each
 offset's strided view of the padded input, which is already vectorised over every output
-element (numba buys nothing over it), so ``pool_nd`` is ``pool_nd_reference``.
+element (numba buys nothing over it). The fast ``pool_nd`` differs only for float32 max pooling
+without indices: in place and in float32 (exact for a maximum), not through float64 copies.
 """
 
 from __future__ import annotations
@@ -89,7 +90,42 @@ def pool_nd_reference(x: np.ndarray, mode: str, kernel: Sequence[int], strides: 
     return y
 
 
-pool_nd = pool_nd_reference
+@ieee
+def pool_nd(x: np.ndarray, mode: str, kernel: Sequence[int], strides: Sequence[int],
+            dilations: Sequence[int], pads: Sequence[int], out: Sequence[int], *,
+            count_include_pad: bool = False, p: int = 2, storage_order: int = 0,
+            with_indices: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Fast twin of :func:`pool_nd_reference`. Max pooling without indices runs in the input's
+    dtype, one spatial axis at a time (a box maximum is separable), with one in-place ``fmax`` per
+    offset along the axis (a maximum is exact in any precision, and
+    ``fmax`` keeps the running value when the new one is NaN, as the reference's ``v > acc`` does),
+    on an input padded with -inf. A window that covers the whole unpadded input (global average)
+    is one float64 mean. Every other case is the reference."""
+    k = len(kernel)
+    if mode == "avg" and not with_indices and x.ndim == k + 2 and tuple(kernel) == tuple(x.shape[2:]) \
+            and all(int(o) == 1 for o in out) and not any(pads):  # global average: one float64 mean
+        return np.mean(x, axis=tuple(range(2, k + 2)), dtype=np.float64, keepdims=True).astype(x.dtype)
+    if mode != "max" or with_indices or x.dtype != np.float32 or x.ndim != k + 2 \
+            or not len(strides) == len(dilations) == len(out) == k or len(pads) != 2 * k:
+        return pool_nd_reference(x, mode, kernel, strides, dilations, pads, out, count_include_pad=count_include_pad,
+                                 p=p, storage_order=storage_order, with_indices=with_indices)
+    spatial = x.shape[2:]
+    pb, pe = list(pads[:k]), list(pads[k:])
+    ends = [max(pe[i], (out[i] - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - spatial[i] - pb[i])
+            for i in range(k)]
+    if any(pb) or any(ends):
+        xp = np.pad(x, [(0, 0), (0, 0)] + [(pb[i], ends[i]) for i in range(k)], constant_values=-np.inf)
+    else:
+        xp = x
+    cur = xp
+    for i in range(k):  # a box maximum is separable: reduce one spatial axis at a time (exact)
+        acc = np.full(cur.shape[:2 + i] + (out[i],) + cur.shape[3 + i:], -np.inf, x.dtype)
+        for o in range(kernel[i]):
+            sl = [slice(None)] * cur.ndim
+            sl[2 + i] = slice(o * dilations[i], o * dilations[i] + (out[i] - 1) * strides[i] + 1, strides[i])
+            np.fmax(acc, cur[tuple(sl)], out=acc)
+        cur = acc
+    return cur
 
 
 @ieee

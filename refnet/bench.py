@@ -70,6 +70,13 @@ class BenchResult:
     busy_neighbour: bool = False
     refnet_1t_ms: float | None = None  # refnet at one thread (--one-thread)
     refnet_1t_runs_ms: list[float] = field(default_factory=list)
+    peers_ms: dict[str, float] = field(default_factory=dict)  # ONNX peers (--peers): engine name -> median
+    peers_runs_ms: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def ratio_vs_best_peer(self) -> float | None:
+        """refnet median / the fastest ONNX peer's median (onnxruntime, cv2 5.x)."""
+        return self.refnet_ms / min(self.peers_ms.values()) if self.peers_ms else None
 
     @property
     def ratio(self) -> float | None:
@@ -102,7 +109,7 @@ class BenchResult:
                  paired_ratio=self.paired(self.refnet_runs_ms, self.cv2_runs_ms),
                  paired_ratio_vs_one_thread=self.paired(self.refnet_runs_ms, self.refnet_1t_runs_ms),
                  refnet_images_per_s=self.images_per_s(self.refnet_ms),
-                 cv2_images_per_s=self.images_per_s(self.cv2_ms))
+                 cv2_images_per_s=self.images_per_s(self.cv2_ms), ratio_vs_best_peer=self.ratio_vs_best_peer)
         d["input_shapes"] = {k: list(v) for k, v in self.input_shapes.items()}
         return d
 
@@ -125,10 +132,13 @@ class BenchResult:
             rows.append(("refnet 1t", self.refnet_1t_ms, self.refnet_1t_runs_ms))
         if self.cv2_ms is not None:
             rows.append(("cv2.dnn", self.cv2_ms, self.cv2_runs_ms))
+        rows += [(k, v, self.peers_runs_ms.get(k, [])) for k, v in self.peers_ms.items()]
+        width = max(10, *(len(r[0]) + 1 for r in rows))
+        lines[-1] = f"{'':{width}s}" + lines[-1][10:]
         for name, ms, runs in rows:
             rate = self.gflop / (ms / 1e3) if ms > 0 else 0.0
             pct = 100.0 * rate / self.gemm_gflops if self.gemm_gflops > 0 else float("nan")
-            lines.append(f"{name:10s}{ms:11.2f}{min(runs) if runs else ms:9.2f}{rate:9.1f}{pct:10.0f}%"
+            lines.append(f"{name:{width}s}{ms:11.2f}{min(runs) if runs else ms:9.2f}{rate:9.1f}{pct:10.0f}%"
                          f"{self.images_per_s(ms) or 0:10.1f}")
         if self.ratio is not None:
             lines.append(f"ratio     refnet / cv2.dnn = {self.ratio:.2f} (median of per-round ratios "
@@ -136,6 +146,10 @@ class BenchResult:
         if self.refnet_1t_ms:
             lines.append(f"ratio     refnet / refnet at 1 thread = {self.refnet_ms / self.refnet_1t_ms:.2f} (median of "
                          f"per-round ratios {self.paired(self.refnet_runs_ms, self.refnet_1t_runs_ms):.2f})")
+        if self.peers_ms:
+            best = min(self.peers_ms, key=self.peers_ms.__getitem__)
+            lines.append(f"ratio     refnet / fastest ONNX peer ({best}) = {self.ratio_vs_best_peer:.2f} (median of "
+                         f"per-round ratios {self.paired(self.refnet_runs_ms, self.peers_runs_ms[best]):.2f})")
         if self.note:
             lines.append(f"note      {self.note}")
         return "\n".join(lines)
@@ -213,12 +227,14 @@ def random_inputs(shapes: Mapping[str, Sequence[int]], seed: int = 0) -> dict[st
 
 
 def alternate(fns: Sequence[Callable[[], Any]], repeat: int, warmup: int = 1, *, pause: float = 0.0,
-              warm_each: bool = False, prepare: Sequence[Callable[[], Any] | None] | None = None
-              ) -> list[list[float]]:
+              warm_each: bool = False, prepare: Sequence[Callable[[], Any] | None] | None = None,
+              self_timed: Sequence[bool] | None = None) -> list[list[float]]:
     """Seconds per call of each function, ``repeat`` rounds of one call each in turn (after
     ``warmup`` untimed rounds). Fair mode (see the module docstring): ``prepare[i]`` (the
     engine's set-up), a ``pause`` in seconds and, with ``warm_each``, an untimed call of the
-    same function before every timed call."""
+    same function before every timed call. ``self_timed[i]``: function i returns its own
+    duration in seconds (an engine timed in another process), which is used instead."""
+    own = list(self_timed) if self_timed is not None else [False] * len(fns)
     prep = list(prepare) if prepare is not None else [None] * len(fns)
     for _ in range(warmup):
         for p, f in zip(prep, fns):
@@ -235,8 +251,9 @@ def alternate(fns: Sequence[Callable[[], Any]], repeat: int, warmup: int = 1, *,
             if warm_each:
                 f()
             t0 = time.perf_counter()
-            f()
-            times[i].append(time.perf_counter() - t0)
+            r = f()
+            dt = time.perf_counter() - t0
+            times[i].append(float(r) if own[i] else dt)
     return times
 
 
@@ -260,6 +277,10 @@ def _cv2_net(net: Any) -> Any:
         from refnet.crosscheck.backends import cv2_net_for
     except ImportError:  # pragma: no cover
         cv2_net_for = None
+    if getattr(net, "files", None) and net.files[0] == "onnx":
+        import cv2
+
+        return cv2.dnn.readNetFromONNX(str(net.files[1][0]))
     if cv2_net_for is not None:
         return cv2_net_for(net)
     import cv2  # pragma: no cover
@@ -303,14 +324,69 @@ def bench_model(net: Any, inputs: Mapping[str, np.ndarray] | None = None, *, bat
                 size: Sequence[int] | None = None, threads: int | str = 1, repeat: int = 10, warmup: int = 2,
                 precision: str = "float32", with_cv2: bool = True, gemm: float | None = None,
                 name: str | None = None, blas_threads: int | None = None, pause: float = 0.1,
-                one_thread: bool = False, neighbour: bool = False) -> BenchResult:
+                one_thread: bool = False, neighbour: bool = False, peers: Sequence[str] = (),
+                workdir: str | None = None) -> BenchResult:
     """Benchmark ``net.forward`` (``precision``) against cv2.dnn on the same inputs (random
     ones of the declared shapes, batch ``batch``, or ``size = (W, H)`` when not given), with
     ``threads`` threads for numba, cv2 and (unless ``blas_threads`` says otherwise) the BLAS;
     ``threads="auto"``: each engine's default. Timing method: see the module docstring
     (``pause`` seconds; ``pause=0`` times back to back with no warm-up call per round).
     ``one_thread`` adds refnet at one thread; ``neighbour`` says a busy neighbour runs (the
-    caller starts it, see :func:`busy_neighbour`)."""
+    caller starts it, see :func:`busy_neighbour`). ``peers``: also time these ONNX engines
+    (``"onnxruntime"``, ``"cv2-5"``; see :mod:`refnet.bench_peers`) with the same threads and
+    protocol, on the model's ONNX file or refnet's export of it (written into ``workdir``)."""
+    import tempfile
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+        if peers and workdir is None:
+            workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="refnet-bench-"))
+        return _bench_model(stack, net, inputs, batch=batch, size=size, threads=threads, repeat=repeat,
+                            warmup=warmup, precision=precision, with_cv2=with_cv2, gemm=gemm, name=name,
+                            blas_threads=blas_threads, pause=pause, one_thread=one_thread, neighbour=neighbour,
+                            peers=peers, workdir=workdir)
+
+
+def _add_peers(stack: Any, net: Any, feeds: Mapping[str, np.ndarray], threads: int | str, peers: Sequence[str],
+               workdir: str | None, fns: list, prep: list, own: list) -> tuple[list[str], str]:
+    """Append the ONNX peers' calls to ``fns``; returns their names and a note on any that could not run."""
+    from refnet.bench_peers import PEERS, Cv2WorkerTimer, cv5_python, onnx_file_for, ort_runner
+
+    unknown = [p for p in peers if p not in PEERS]
+    if unknown:
+        raise ValueError(f"unknown peer(s) {unknown}; choose from {', '.join(PEERS)}")
+    names: list[str] = []
+    notes: list[str] = []
+    try:
+        path = onnx_file_for(net, {k: v.shape for k, v in feeds.items()}, str(workdir))
+    except Exception as e:  # no ONNX form of this model (a layer the exporter refuses)
+        return names, f"ONNX peers not run: {type(e).__name__}: {e}"
+    for p in peers:
+        try:
+            if p == "onnxruntime":
+                fn, label = ort_runner(path, feeds, threads)
+                fn()
+                fns.append(fn)
+                own.append(False)
+            else:
+                py = cv5_python()
+                if py is None:
+                    raise RefnetError("REFNET_CV5_PYTHON is not set (make cv5)")
+                timer = stack.enter_context(Cv2WorkerTimer(py, path, feeds, threads, workdir=str(workdir)))
+                fns.append(timer)
+                own.append(True)
+                label = timer.name
+            prep.append(None)
+            names.append(label)
+        except Exception as e:
+            notes.append(f"{p} not run: {' '.join(str(e).split())[-200:]}")
+    return names, "; ".join(notes)
+
+
+def _bench_model(stack: Any, net: Any, inputs: Mapping[str, np.ndarray] | None, *, batch: int,
+                 size: Sequence[int] | None, threads: int | str, repeat: int, warmup: int, precision: str,
+                 with_cv2: bool, gemm: float | None, name: str | None, blas_threads: int | None, pause: float,
+                 one_thread: bool, neighbour: bool, peers: Sequence[str], workdir: str | None) -> BenchResult:
     import cv2
 
     from refnet.runtime.threads import get_num_threads, set_num_threads
@@ -341,28 +417,37 @@ def bench_model(net: Any, inputs: Mapping[str, np.ndarray] | None = None, *, bat
             note = f"cv2.dnn not run: {e}"
         except Exception as e:  # cv2.error
             note = f"cv2.dnn not run: {str(e).strip().splitlines()[-1]}"
+    n_own = len(fns)
+    own = [False] * n_own
+    peer_names: list[str] = []
+    if peers:
+        peer_names, pnote = _add_peers(stack, net, feeds, threads, peers, workdir, fns, prep, own)
+        note = "; ".join(x for x in (note, pnote) if x)
     for p, f in zip(prep, fns):  # first runs (planning, cv2 set-up) may load libraries
-        p()
+        if p is not None:
+            p()
         f()
     refnet_threads()
     thread_counts = get_num_threads()
     if auto:
         thread_counts["cv2"] = int(cv2.getNumThreads()) if hasattr(cv2, "getNumThreads") else -1
-    times = alternate(fns, repeat, warmup, pause=pause, warm_each=pause > 0, prepare=prep)
+    times = alternate(fns, repeat, warmup, pause=pause, warm_each=pause > 0, prepare=prep, self_timed=own)
     gflop = model_gflop(net, shapes)
     refnet_threads()
     gemm_rate = gemm if gemm is not None else gemm_gflops()
     ms = [[t * 1e3 for t in ts] for ts in times]
     src = net.graph.source or (net.files[1][0] if net.files else "?")
     i_cv2 = 2 if one_thread else 1
+    peer_ms = {k: ms[n_own + j] for j, k in enumerate(peer_names)}
     method = METHOD.format(pause=pause) if pause > 0 else "alternating rounds, back to back (no pause, no warm-up)"
     return BenchResult(
         model=name or Path(str(src)).name, framework=net.graph.framework or "?", input_shapes=shapes,
         precision=precision, threads=thread_counts, threading_layer=_threading_layer(), repeat=repeat,
         gflop=gflop, gemm_gflops=gemm_rate, refnet_ms=float(np.median(ms[0])),
-        cv2_ms=float(np.median(ms[i_cv2])) if len(ms) > i_cv2 else None, refnet_runs_ms=ms[0],
-        cv2_runs_ms=ms[i_cv2] if len(ms) > i_cv2 else [], note=note, method=method, busy_neighbour=neighbour,
-        refnet_1t_ms=float(np.median(ms[1])) if one_thread else None, refnet_1t_runs_ms=ms[1] if one_thread else [])
+        cv2_ms=float(np.median(ms[i_cv2])) if n_own > i_cv2 else None, refnet_runs_ms=ms[0],
+        cv2_runs_ms=ms[i_cv2] if n_own > i_cv2 else [], note=note, method=method, busy_neighbour=neighbour,
+        refnet_1t_ms=float(np.median(ms[1])) if one_thread else None, refnet_1t_runs_ms=ms[1] if one_thread else [],
+        peers_ms={k: float(np.median(v)) for k, v in peer_ms.items()}, peers_runs_ms=peer_ms)
 
 
 # ---- peak resident memory, in a fresh process per implementation -------------------------------------
@@ -492,7 +577,7 @@ def _bench_command(args: Any, out: Any = None) -> int:
         res = bench_model(net, batch=args.batch, size=size, threads=threads, repeat=args.repeat,
                           warmup=args.warmup, precision=args.precision, with_cv2=not args.no_cv2, name=name,
                           blas_threads=args.blas_threads, pause=args.pause, one_thread=args.one_thread,
-                          neighbour=args.busy_neighbour)
+                          neighbour=args.busy_neighbour, peers=args.peers or (), workdir=args.workdir)
     print(res.table(), file=out)
     data = res.to_dict()
     if args.rss:
@@ -538,6 +623,9 @@ def add_bench_parser(sub: Any) -> None:
     s.add_argument("--one-thread", action="store_true", help="also time refnet at one thread")
     s.add_argument("--busy-neighbour", action="store_true",
                    help="run a spinning process on one core during the measurement (a loaded machine)")
+    s.add_argument("--peers", nargs="+", metavar="ENGINE", choices=("onnxruntime", "cv2-5"),
+                   help="also time ONNX engines on the model's ONNX file (or refnet's export of it): onnxruntime "
+                        "(in-process) and/or cv2-5 (OpenCV 5 in REFNET_CV5_PYTHON, timed inside its worker)")
     s.add_argument("--rss", action="store_true", help="also measure peak resident memory in fresh processes")
     s.add_argument("--json", metavar="PATH", help="write the numbers as JSON")
     s.set_defaults(func=bench_command)

@@ -8,6 +8,15 @@ process with refnet's cv2 4.x. Protocol (one request per process):
     python cv2_worker.py MODEL.onnx FEEDS.npz OUT.npz NAME [NAME ...]
     python cv2_worker.py --batch JOBS.json RESULTS.json   (JOBS: [[model, feeds, out, [names]], ...];
                                                            RESULTS: one null or error string per job)
+    python cv2_worker.py --time MODEL.onnx FEEDS.npz THREADS ROUNDS PAUSE
+                                -> one JSON line {"times": [seconds, ...]}: the model is read once,
+                                   run once (set-up), then each round: a PAUSE s sleep, an untimed
+                                   warm-up forward and one timed forward (the fair protocol of
+                                   refnet.bench), all with cv2.setNumThreads(THREADS) (-1: cv2's default)
+    python cv2_worker.py --serve MODEL.onnx FEEDS.npz THREADS
+                                -> prints "ready", then per stdin line "run" one forward, answered
+                                   with its duration in seconds measured here (so that refnet.bench
+                                   can alternate this engine with in-process ones); "quit" ends
 
 FEEDS.npz holds the input arrays by input name; OUT.npz receives one array per requested
 graph output NAME. Errors are printed as one JSON line {"error": ...} on stdout and the exit
@@ -16,6 +25,7 @@ status is 1; a crash of cv2 itself shows as a signal exit status to the parent.
 
 import json
 import sys
+import time
 
 
 def main(argv):
@@ -37,8 +47,51 @@ def main(argv):
         with open(argv[2], "w") as f:
             json.dump(results, f)
         return 0
+    if argv[:1] == ["--time"]:
+        fwd = _timing_forward(argv[1], argv[2], int(argv[3]))
+        rounds, pause = int(argv[4]), float(argv[5])
+        times = []
+        for _ in range(rounds):
+            cv2.setNumThreads(int(argv[3]))
+            time.sleep(pause)
+            fwd()
+            times.append(fwd())
+        print(json.dumps({"times": times}))
+        return 0
+    if argv[:1] == ["--serve"]:
+        fwd = _timing_forward(argv[1], argv[2], int(argv[3]))
+        print("ready", flush=True)
+        for line in sys.stdin:
+            if line.strip() != "run":
+                break
+            cv2.setNumThreads(int(argv[3]))
+            print(repr(fwd()), flush=True)
+        return 0
     run_one(argv[0], argv[1], argv[2], argv[3:])
     return 0
+
+
+def _timing_forward(model, feeds_path, threads):
+    """A function that runs one forward of ``model`` on the feeds and returns its seconds
+    (read once, cv2's default fusion, one untimed first run for cv2's set-up)."""
+    import cv2
+    import numpy as np
+
+    cv2.setNumThreads(threads)
+    net = cv2.dnn.readNetFromONNX(model)
+    with np.load(feeds_path) as feeds:
+        items = [(k, np.ascontiguousarray(feeds[k])) for k in feeds.files]
+    have = list(net.getUnconnectedOutLayersNames())
+
+    def fwd():  # setInput counts, as in refnet.bench's in-process cv2 runner
+        t0 = time.perf_counter()
+        for k, v in items:
+            net.setInput(v, k)
+        net.forward(have)
+        return time.perf_counter() - t0
+
+    fwd()
+    return fwd
 
 
 def run_one(model, feeds_path, out_path, names):

@@ -1,0 +1,62 @@
+"""The float32 fast paths of the ONNX kernels (issue 17): max ``pool_nd`` in float32 in place
+(a maximum is exact, so it must equal a brute-force maximum over the same float32 values bit
+for bit, NaN handling included) and ``lrn_onnx`` through Caffe's fast LRN for odd sizes
+(against the float64 reference of the ONNX rule)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+import refnet.kernels as K
+
+
+def _max_oracle(x, k, s, d, pads, out):
+    """Brute force: the largest in-range value of each window, ignoring NaN (as the reference's
+    ``v > acc`` does); -inf when a window holds no number."""
+    n, c, h, w = x.shape
+    y = np.full((n, c) + tuple(out), -np.inf, np.float32)
+    for i, j in itertools.product(range(out[0]), range(out[1])):
+        for a, b in itertools.product(range(k[0]), range(k[1])):
+            hh, ww = i * s[0] - pads[0] + a * d[0], j * s[1] - pads[1] + b * d[1]
+            if 0 <= hh < h and 0 <= ww < w:
+                v = x[:, :, hh, ww]
+                y[:, :, i, j] = np.where(v > y[:, :, i, j], v, y[:, :, i, j])
+    return y
+
+
+@pytest.mark.parametrize("k,s,d,pads,out", [
+    ((3, 3), (2, 2), (1, 1), (1, 1, 1, 1), (4, 5)),
+    ((3, 3), (1, 1), (1, 1), (1, 1, 1, 1), (7, 8)),   # GoogLeNet's inception pool branch
+    ((3, 3), (2, 2), (1, 1), (0, 0, 0, 0), (4, 4)),   # ceil mode: the last window reaches past the end
+    ((2, 3), (1, 2), (2, 1), (0, 1, 1, 0), (5, 4)),
+])
+def test_max_pool_nd_float32_is_exact(k, s, d, pads, out):
+    x = np.random.default_rng(3).standard_normal((2, 3, 7, 8)).astype(np.float32)
+    x[0, 1, 2, 3] = np.nan
+    y = K.pool_nd(x, "max", k, s, d, pads, out)
+    assert y.dtype == np.float32
+    np.testing.assert_array_equal(y, _max_oracle(x, k, s, d, pads, out))
+    np.testing.assert_array_equal(y, K.pool_nd_reference(x, "max", k, s, d, pads, out))
+
+
+def test_lrn_onnx_float32_odd_sizes_against_the_float64_rule():
+    x = np.random.default_rng(4).standard_normal((2, 9, 5, 6))
+    for size in (1, 3, 5, 7):
+        want = K.lrn_onnx_reference(x, size, 1e-2, 0.75, 2.0)
+        got = K.lrn_onnx(x.astype(np.float32), size, 1e-2, 0.75, 2.0)
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-7)
+    got = K.lrn_onnx(x.astype(np.float32), 4, 1e-2, 0.6, 1.5)  # even size: the cumulative-sum path
+    np.testing.assert_allclose(got, K.lrn_onnx_reference(x, 4, 1e-2, 0.6, 1.5), rtol=2e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_global_average_pool_nd_by_formula(dtype):
+    x = np.random.default_rng(5).standard_normal((2, 4, 13, 11)).astype(dtype)
+    y = K.pool_nd(x, "avg", (13, 11), (1, 1), (1, 1), (0, 0, 0, 0), (1, 1))
+    want = np.array([[[[sum(float(v) for v in x[n, c].ravel()) / 143]] for c in range(4)] for n in range(2)])
+    assert y.dtype == dtype and y.shape == (2, 4, 1, 1)
+    np.testing.assert_allclose(y, want, rtol=1e-6 if dtype == np.float32 else 1e-13, atol=1e-7)
