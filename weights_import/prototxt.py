@@ -423,8 +423,9 @@ def _fast_parse(text: str, mt: MessageType, file: str, skip: frozenset[str] = fr
     chars = text if len(raw) == len(text) else None  # ASCII: byte offsets are str offsets
     fields, labels = _TABLES.fields, _TABLES.labels
     floats: list[tuple[dict, str, Any]] = []
-    # the rows as Python lists a block at a time: the whole table at once is ~1 KiB per layer
-    for code, parent, fid, a, b, at in itertools.chain.from_iterable(  # a: the value (int-like rows) or where the text starts
+    # the rows as Python lists a block at a time (the whole table at once is ~1 KiB per layer);
+    # a: the value (int-like rows) or where the text starts
+    for code, parent, fid, a, b, at in itertools.chain.from_iterable(
             rows[k:k + _ROW_BLOCK].tolist() for k in range(0, len(rows), _ROW_BLOCK)):
         ival = a
         if code == _ROW_UNKNOWN:
