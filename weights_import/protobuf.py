@@ -13,6 +13,7 @@ specialised pass and hands any input it does not handle itself to :func:`decode_
 
 from __future__ import annotations
 
+from sys import intern
 from typing import Any
 
 import numpy as np
@@ -358,7 +359,7 @@ def decode_message(r: Reader, mtype: MessageType, depth: int = 0, *, messages: A
                 raw = buf[start:start + n]  # bytes, or a view when the reader is over one
                 if kind == "string":
                     try:
-                        v = bytes(raw).decode("utf-8")
+                        v = intern(bytes(raw).decode("utf-8"))  # one object per distinct name
                     except UnicodeDecodeError:
                         raise r.error(f"field {name!r} is not valid UTF-8", offset=at, expected="UTF-8 text") from None
                 else:

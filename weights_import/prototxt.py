@@ -24,6 +24,7 @@ import math
 import re
 import struct
 import time
+from sys import intern
 from typing import Any
 
 import numpy as np
@@ -316,7 +317,7 @@ class _Parser:
             raise self.error(f"field {f.name!r} holds {f.kind} values, not a string", i,
                              f"a {f.kind} value")
         try:
-            return raw.decode("utf-8")
+            return intern(raw.decode("utf-8"))  # one object per distinct name (a layer's top is the next bottom)
         except UnicodeDecodeError:
             raise self.error(f"string for field {f.name!r} is not valid UTF-8", i, "UTF-8 text") from None
 
@@ -435,7 +436,7 @@ def _fast_parse(text: str, mt: MessageType, file: str, skip: frozenset[str] = fr
         if code == _ROW_INT:
             v: Any = ival
         elif code == _ROW_STR:
-            v = chars[a:b] if chars is not None else raw[a:b].decode("utf-8")
+            v = intern(chars[a:b] if chars is not None else raw[a:b].decode("utf-8"))  # (see convert_string)
         elif code == _ROW_OPEN:
             v = Message(sub_type, a, file, loc)
             msgs.append(v)
