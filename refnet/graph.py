@@ -34,7 +34,7 @@ def freeze(d: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return MappingProxyType(out)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: no per-node __dict__ (long nets hold 100k+ nodes)
 class Node:
     """One layer: ``op`` applied to tensors ``inputs``, producing tensors ``outputs``.
 

@@ -94,7 +94,7 @@ def test_policy_switches_after_the_python_budget(monkeypatch):
     assert _scanpolicy.compiled_scan_pays(10)  # numba loaded anyway: the compiled scanners
     monkeypatch.setattr(_scanpolicy, "_numba_loaded", lambda: False)
     assert not _scanpolicy.compiled_scan_pays(10)
-    assert _scanpolicy.compiled_scan_pays(3 << 20, _scanpolicy.TEXT_COMPILED_FROM)  # too large for Python
+    assert _scanpolicy.compiled_scan_pays(_scanpolicy.TEXT_COMPILED_FROM, _scanpolicy.TEXT_COMPILED_FROM)  # too large
     _scanpolicy.spent_in_python(_scanpolicy.PYTHON_BUDGET_S / 2)
     assert not _scanpolicy.compiled_scan_pays(10)
     _scanpolicy.spent_in_python(_scanpolicy.PYTHON_BUDGET_S / 2)

@@ -197,17 +197,16 @@ def _layers_of(net: Message) -> list[_Layer]:
                         expected="only one of the two")
     out: list[_Layer] = []
     for m in v2:  # name and type default to "" (LayerParameter and the weights view alike)
-        vals = m.values
-        out.append(_Layer(vals.get("name", ""), vals.get("type", ""), list(vals.get("bottom", ())),
-                          list(vals.get("top", ())), m, list(vals.get("blobs", ()))))
+        vals = m.values  # the message's own lists, not copies (nothing changes them): less memory per layer
+        out.append(_Layer(vals.get("name", ""), vals.get("type", ""), vals.get("bottom") or [],
+                          vals.get("top") or [], m, vals.get("blobs") or []))
     for m in v1:
         vals = m.values
         if "layer" in vals:
             raise m.error("V0 (pre-2014) layer definitions are not supported; upgrade the net "
                           "with Caffe's upgrade_net_proto_text", "layer")
         out.append(_Layer(vals.get("name", ""), _V1_TYPE_NAMES[vals.get("type", "NONE")],
-                          list(vals.get("bottom", ())), list(vals.get("top", ())), m,
-                          list(vals.get("blobs", ()))))
+                          vals.get("bottom") or [], vals.get("top") or [], m, vals.get("blobs") or []))
     return out
 
 
@@ -1161,11 +1160,21 @@ def _build_graph(net: Message, layers: list[_Layer], weights: list[_Layer], quir
     def add(name: str, op: str, ins: list[str], n_out: int, attrs: dict, params: dict,
             ctype: str) -> tuple[str, ...]:
         outs = (name,) if n_out == 1 else tuple(output_name(name, i) for i in range(n_out))
-        nodes.append(Node(name, op, tuple(ins), outs, _frozen(attrs), MappingProxyType(params)))
+        nodes.append(Node(name, op, tuple(ins), outs, _frozen(attrs),
+                          MappingProxyType(params) if params else _NO_PARAMS))
         caffe_types[name] = ctype
         return outs
 
-    for L in layers:
+    # each layer's parsed message is released once its node is built (the parsed net and the
+    # layer list let go of them here), so a long net's messages and nodes are never all alive
+    # at once: the peak memory is about the larger of the two, not their sum
+    meta_name, meta_format = net.get("name"), "V1" if net.has("layers") else "V2"
+    for key in ("layer", "layers"):
+        if isinstance(net.values.get(key), list):
+            net.values[key] = []
+    for k in range(len(layers)):
+        L = layers[k]
+        layers[k] = None  # type: ignore[call-overload]
         if not L.name:
             raise L.error("layer has no name", "name", expected="name: \"...\"")
         if L.msg.unknown:
@@ -1209,12 +1218,14 @@ def _build_graph(net: Message, layers: list[_Layer], weights: list[_Layer], quir
                 raise L.error(f"top {t!r} is already produced by another layer and this layer is "
                               "not in place", "top", expected="a new top name, or its bottom's name (in place)")
             blob_map[t] = outs[i]
-    meta = {"net_name": net.get("name"), "caffe_types": caffe_types,
-            "unknown_fields": unknown, "quirks": quirk_log,
-            "format": "V1" if net.has("layers") else "V2"}
+    meta = {"net_name": meta_name, "caffe_types": caffe_types,
+            "unknown_fields": unknown, "quirks": quirk_log, "format": meta_format}
     return Graph(nodes=tuple(nodes), inputs=tuple(inputs),
                  input_shapes=dict(zip(inputs, input_shapes)), framework="caffe",
                  source=source, meta=meta)
+
+
+_NO_PARAMS: MappingProxyType = MappingProxyType({})  # shared by every node without learned arrays (read-only)
 
 
 def _frozen(attrs: dict[str, Any]) -> MappingProxyType:

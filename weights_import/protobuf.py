@@ -13,6 +13,7 @@ specialised pass and hands any input it does not handle itself to :func:`decode_
 
 from __future__ import annotations
 
+from sys import intern
 from typing import Any
 
 import numpy as np
@@ -346,17 +347,19 @@ def decode_message(r: Reader, mtype: MessageType, depth: int = 0, *, messages: A
                 r.pos += 1
             else:
                 n = r.varint()
+            start = r.pos
+            if n > end - start:
+                r.take(n, at)  # raises the truncation error (bounds checked against the enclosing message first)
+            r.pos = start + n  # (no view made: long nets have millions of these fields)
             if kind == "message":
-                start = r.pos
-                r.take(n, at)  # bounds check against the enclosing message first
-                sub = Reader(r.buf, start, start + n, file=r.file)
+                sub = Reader(buf, start, start + n, file=r.file)
                 v = decode_message(sub, messages[f.ref], depth + 1,  # type: ignore[index]
                                    messages=messages, enums=enums)
             else:
-                raw = r.take(n, at)
+                raw = buf[start:start + n]  # bytes, or a view when the reader is over one
                 if kind == "string":
                     try:
-                        v = bytes(raw).decode("utf-8")
+                        v = intern(bytes(raw).decode("utf-8"))  # one object per distinct name
                     except UnicodeDecodeError:
                         raise r.error(f"field {name!r} is not valid UTF-8", offset=at, expected="UTF-8 text") from None
                 else:

@@ -19,10 +19,12 @@ tests check that both give the same messages, values and positions.
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 import re
 import struct
 import time
+from sys import intern
 from typing import Any
 
 import numpy as np
@@ -315,7 +317,7 @@ class _Parser:
             raise self.error(f"field {f.name!r} holds {f.kind} values, not a string", i,
                              f"a {f.kind} value")
         try:
-            return raw.decode("utf-8")
+            return intern(raw.decode("utf-8"))  # one object per distinct name (a layer's top is the next bottom)
         except UnicodeDecodeError:
             raise self.error(f"string for field {f.name!r} is not valid UTF-8", i, "UTF-8 text") from None
 
@@ -397,6 +399,7 @@ def _float32(v: float) -> float:
 
 
 _F32 = struct.Struct("<f")
+_ROW_BLOCK = 1 << 14  # rows turned into Python lists at a time by _fast_parse
 _TABLES = TS.SchemaTables(MESSAGES, ENUMS)
 _ROW_OPEN, _ROW_INT, _ROW_BOOL, _ROW_ENUM = TS.OPEN, TS.INT, TS.BOOL, TS.ENUM
 _ROW_STR, _ROW_BYTES, _ROW_FLOAT, _ROW_UNKNOWN, _ROW_FLOAT_INT = TS.STR, TS.BYTES, TS.FLOAT, TS.UNKNOWN, TS.FLOAT_INT
@@ -421,7 +424,10 @@ def _fast_parse(text: str, mt: MessageType, file: str, skip: frozenset[str] = fr
     chars = text if len(raw) == len(text) else None  # ASCII: byte offsets are str offsets
     fields, labels = _TABLES.fields, _TABLES.labels
     floats: list[tuple[dict, str, Any]] = []
-    for code, parent, fid, a, b, at in rows.tolist():  # a: the value (int-like rows) or where the text starts
+    # the rows as Python lists a block at a time (the whole table at once is ~1 KiB per layer);
+    # a: the value (int-like rows) or where the text starts
+    for code, parent, fid, a, b, at in itertools.chain.from_iterable(
+            rows[k:k + _ROW_BLOCK].tolist() for k in range(0, len(rows), _ROW_BLOCK)):
         ival = a
         if code == _ROW_UNKNOWN:
             msgs[parent].unknown.append(raw[a:b].decode("ascii"))
@@ -430,7 +436,7 @@ def _fast_parse(text: str, mt: MessageType, file: str, skip: frozenset[str] = fr
         if code == _ROW_INT:
             v: Any = ival
         elif code == _ROW_STR:
-            v = chars[a:b] if chars is not None else raw[a:b].decode("utf-8")
+            v = intern(chars[a:b] if chars is not None else raw[a:b].decode("utf-8"))  # (see convert_string)
         elif code == _ROW_OPEN:
             v = Message(sub_type, a, file, loc)
             msgs.append(v)
@@ -514,6 +520,7 @@ def parse_message(data: str | bytes, mtype: MessageType | str, *, file: str = "<
     t0 = time.perf_counter()
     p = _Parser(text, file)
     msg, _ = p.message(mt, 0, None, 0, 0)
+    p.toks = []  # the messages keep the parser as their locator: it needs the text, not the tokens
     assert msg is not None
     _finish(msg)
     if not compiled:
