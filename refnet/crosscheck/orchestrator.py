@@ -376,6 +376,9 @@ class _Run:
             pass
         elif local_over and self._is_quirk(cid, node, v, row, src, tol):
             pass
+        elif (not local_over and row.local_max_rel is None and node.op == "proposal"
+              and self._is_quirk(cid, node, v, row, src, tol)):
+            pass  # py-faster-rcnn's rois (another count) vs cv2's: the quirks="cv2" kernel on cv2's inputs decides
         elif not local_over and self._is_quirk_accumulated(cid, node, v, row):
             pass
         elif not local_over and self._inherit(cid, row, None, node, v):
@@ -601,6 +604,8 @@ class _Run:
         row = next((r for r in c.rows if r.layer == out), None) if c else None
         if row is None or row.status == "differ" or math.isnan(row.max_abs):
             return 0.0
+        if row.status == "known_deviation" and self.rois is not None:
+            return 0.0  # two-stage: other proposals, other detections; judged against refnet quirks=cv2
         return float(row.max_abs) if math.isfinite(row.max_abs) else 0.0
 
 
