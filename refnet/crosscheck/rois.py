@@ -114,8 +114,10 @@ class RoiRows:
                 self.why = f"not comparable: {c} rois vs {ref} in the reference (the proposal's row counts differ)"
                 return None
             p = self.perm.get(key)
-            if p is not None and n_ref == len(p) and np.size(v) == np.size(r):
-                if np.any(p != np.arange(len(p))):
-                    rr = np.asarray(r)[p]
-                    return np.asarray(v).reshape(np.shape(r)), rr, "rows in the candidate's roi order"
+            # per-roi rows: the first dimension, or a (1, R * k) reshape of them (row-major)
+            per_roi = p is not None and (n_ref == len(p) or (n_ref == 1 and np.size(r) % max(len(p), 1) == 0))
+            if per_roi and np.size(v) == np.size(r) and np.any(p != np.arange(len(p))):
+                r = np.asarray(r)
+                rr = r.reshape(len(p), -1)[p].reshape(r.shape)
+                return np.asarray(v).reshape(r.shape), rr, "rows in the candidate's roi order"
         return v, r, ""
