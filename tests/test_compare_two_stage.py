@@ -60,8 +60,8 @@ def test_compare_zoo_seeded_agrees_under_cv2_quirks(tmp_path, capsys, images_dir
         assert r["status"] == "ok" and r["max_rel"] <= tol and r["local_max_rel"] <= tol, (layer, r)
     assert rows[("cv2", "proposal")]["shape"] == [300, 5]
     (task,) = [t for t in rep["tasks"] if t["candidate"] == "cv2"]
-    assert task["kind"] == "detect:frcnn" and task["agree"] and task["details"]["matched"] == task["details"][
-        "reference"] > 0 and task["details"]["min_iou"] > 0.999
+    assert task["kind"] == "detect:frcnn" and task["agree"] and task["metrics"]["matched"] == task["metrics"][
+        "reference"] > 0 and task["metrics"]["min_iou"] > 0.999
 
 
 def test_zoo_seeded_weights_are_the_two_stage_calibrated_ones(tmp_path, rfcn):
