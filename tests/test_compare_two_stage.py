@@ -114,7 +114,7 @@ def test_a_near_tie_proposal_swap_is_not_a_differ(rfcn, monkeypatch):
 
     def swapped(cvnet, fd, names, single, fusion=False, winograd=None):
         out = real(cvnet, fd, names, single, fusion, winograd)
-        for k, shp in per_roi.items():
+        for k in per_roi:
             if k in out:
                 o = out[k]
                 out[k] = o.reshape(300, -1)[p].reshape(o.shape)
