@@ -109,7 +109,9 @@ class RoiRows:
                              "per-roi layers after it are compared in this order)" if moved else "")
         if op != "proposal" and node.name in self.down and not local:
             n_ref = np.shape(r)[0] if np.ndim(r) else -1
-            if key in self.counts and n_ref == self.counts[key][1]:
+            flat = n_ref == 1 and key in self.counts and np.size(r) % max(self.counts[key][1], 1) == 0 \
+                and np.size(v) != np.size(r)  # a (1, R * k) reshape of per-roi rows
+            if key in self.counts and (n_ref == self.counts[key][1] or flat):
                 c, ref = self.counts[key]
                 self.why = f"not comparable: {c} rois vs {ref} in the reference (the proposal's row counts differ)"
                 return None
