@@ -45,7 +45,12 @@ def _cli(tmp_path, capsys, images_dir, *extra):
     code = main(["compare", "--zoo", NAME, "--seeded-weights", "0", "--image", str(images_dir / PHOTO),
                  "--size", *map(str, SIZE), "--no-winograd", "--json", str(js), *extra])
     out = capsys.readouterr().out
-    (rep,) = json.loads(js.read_text())["reports"]
+    doc = json.loads(js.read_text())
+    from test_compare_cli import published_schema, validate
+
+    schema = published_schema()
+    assert validate(doc, schema, schema) == []  # docs/compare-schema.md, incl. the detect:frcnn task kind
+    (rep,) = doc["reports"]
     rows = {(c["id"], r["layer"]): r for c in rep["comparisons"] for r in c["rows"]}
     return code, out, rep, rows
 
