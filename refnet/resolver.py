@@ -79,7 +79,11 @@ def resolve_model(files: Sequence[str] = (), zoo_name: str | None = None, *, qui
             from refnet.generate import generate
 
             g = generate(entry.name, wd() / entry.name, seeded_weights, size, calibrate=calibrate)
-            notes.append(f"weights: seeded random (He-scaled{', calibrated per layer' if calibrate else ''}, seed "
+            from refnet.two_stage import ARCHS as _TWO_STAGE
+
+            how = ", RPN and detection heads calibrated" if entry.name in _TWO_STAGE else (
+                ", calibrated per layer" if calibrate else "")
+            notes.append(f"weights: seeded random (He-scaled{how}, seed "
                          f"{seeded_weights})" + ("" if workdir else f", written to {g.paths[-1]}"))
             return _load([str(p) for p in g.paths], g.entry.name, g.entry, zoo.read_labels(g.entry), notes, quirks)
         try:

@@ -159,6 +159,10 @@ def _compare_inputs(args: Any, rm: ResolvedModel, images: list[str], precisions:
                                      "channels; use --random (with --input-shape) for this model")
         if many:
             print(f"[{i + 1}/{len(inputs)}] {label} ...", file=err, end="", flush=True)
+        from refnet import two_stage
+
+        if two_stage.is_two_stage(rm.net):  # Faster R-CNN / R-FCN: data + im_info [[H, W, 1]]
+            x = two_stage.feeds(rm.net, x)
         net, extra = rm.net, {}
         if is_onnx(net):
             net = onnx_net_for(net, x)

@@ -89,7 +89,10 @@ class LocalInputs:
                         v = None
         want = self.shapes.get(t)
         if v is not None and want is not None and tuple(v.shape) != tuple(want):
-            v = v.reshape(want) if v.size == int(np.prod(want)) else None
+            if v.size == int(np.prod(want)):
+                v = v.reshape(want)
+            elif not (v.ndim == len(want) and tuple(v.shape[1:]) == tuple(want[1:])):
+                v = None  # (another row count of the same rows, e.g. the rois of a Proposal layer: kept)
         memo[t] = v
         return v
 

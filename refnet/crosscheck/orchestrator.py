@@ -32,7 +32,7 @@ from refnet.crosscheck import tasks as T
 from refnet.crosscheck import ties as TI
 from refnet.crosscheck.backends import Candidate, Cv2Backend, has_winograd, model_paths
 from refnet.crosscheck.local import LocalInputs, kernel64, stream_trace
-from refnet.crosscheck.metrics import diff_stats, over_mask
+from refnet.crosscheck.metrics import NAN_STATS, diff_stats, over_mask
 from refnet.crosscheck.report import (
     CMP_CV2,
     CMP_CV2_F32,
@@ -47,6 +47,7 @@ from refnet.crosscheck.report import (
     TaskAgreement,
     versions,
 )
+from refnet.crosscheck.rois import RoiRows
 from refnet.crosscheck.verdict import decide
 
 __all__ = ["compare", "CHUNK_BYTES"]
@@ -152,6 +153,7 @@ class _Run:
         self.g = net.graph
         self.prods = Q.producers(self.g)
         self._local_ref: np.ndarray | None = None
+        self.rois = RoiRows.of(self.g)  # two-stage detectors: rois as sets, per-roi rows aligned
 
     def time(self, key: str, dt: float) -> None:
         self.timings[key] = self.timings.get(key, 0.0) + dt
@@ -317,11 +319,22 @@ class _Run:
                 self.judge(CMP_CV2_F32, node, v, row2, src, ref=r32)
                 self.comp[CMP_CV2_F32].rows.append(row2)
 
+    def _diff(self, key: str, node: Any, v: np.ndarray, r: np.ndarray, local: bool = False) -> tuple[Any, str]:
+        """diff_stats of ``v`` against ``r`` (two-stage nets: rois as sets, per-roi rows aligned,
+        :mod:`refnet.crosscheck.rois`) and a note."""
+        if self.rois is None:
+            return diff_stats(v, r), ""
+        got = self.rois.pair(key, node, v, r, local)
+        if got is None:
+            return NAN_STATS, self.rois.why
+        return diff_stats(got[0], got[1]), got[2]
+
     def _row(self, cid: str, node: Any, v: np.ndarray, r: np.ndarray) -> LayerDiff:
         tol = self.comp[cid].tolerance
-        ma, mr, mean, cos, worst = diff_stats(v, r)
+        (ma, mr, mean, cos, worst), note = self._diff(cid, node, v, r)
         ok = (not math.isnan(mr)) and mr <= tol
-        note = "" if not math.isnan(mr) else f"sizes differ: {tuple(np.shape(v))} vs {tuple(np.shape(r))}"
+        if math.isnan(mr) and not note:
+            note = f"sizes differ: {tuple(np.shape(v))} vs {tuple(np.shape(r))}"
         return LayerDiff(node.name, node.op, tuple(np.shape(r)), ma, mr, mean, cos, worst, ok, note,
                          index=self.index[node.name])
 
@@ -338,7 +351,7 @@ class _Run:
                 row.note = (row.note + "; " if row.note else "") + f"no local error ({type(e).__name__})"
                 want = None
             if want is not None:
-                row.local_max_abs, row.local_max_rel = diff_stats(v, want)[:2]
+                row.local_max_abs, row.local_max_rel = self._diff(cid, node, v, want, local=True)[0][:2]
                 if math.isnan(row.local_max_rel):
                     row.local_max_abs = row.local_max_rel = None
                 else:
@@ -363,6 +376,9 @@ class _Run:
             pass
         elif local_over and self._is_quirk(cid, node, v, row, src, tol):
             pass
+        elif (not local_over and row.local_max_rel is None and node.op == "proposal"
+              and self._is_quirk(cid, node, v, row, src, tol)):
+            pass  # py-faster-rcnn's rois (another count) vs cv2's: the quirks="cv2" kernel on cv2's inputs decides
         elif not local_over and self._is_quirk_accumulated(cid, node, v, row):
             pass
         elif not local_over and self._inherit(cid, row, None, node, v):
@@ -450,7 +466,7 @@ class _Run:
             q = None
         if q is None:
             return False
-        row.local_vs_quirks = diff_stats(v, q)[1]
+        row.local_vs_quirks = self._diff(cid, node, v, q, local=True)[0][1]
         self._quirk_accumulated(node, v, row)
         if not row.local_vs_quirks <= tol:
             return False
@@ -464,7 +480,7 @@ class _Run:
                                 "refnet float64 quirks=cv2")
         q = self.qref.get(node.name)
         if q is not None:
-            row.max_rel_vs_quirks = diff_stats(v, q)[1]
+            row.max_rel_vs_quirks = self._diff("quirks", node, v, q)[0][1]
             if node.name in self.outs:
                 self.kept.setdefault("qref", {})[node.name] = q
 
@@ -588,6 +604,8 @@ class _Run:
         row = next((r for r in c.rows if r.layer == out), None) if c else None
         if row is None or row.status == "differ" or math.isnan(row.max_abs):
             return 0.0
+        if row.status == "known_deviation" and self.rois is not None:
+            return 0.0  # two-stage: other proposals, other detections; judged against refnet quirks=cv2
         return float(row.max_abs) if math.isfinite(row.max_abs) else 0.0
 
 

@@ -253,10 +253,14 @@ class Report:
                 lines.append(f"  ... {rest} more within tolerance (--top N shows more)")
             known = [r for r in c.rows if r.status == "known_deviation"]
             if known and not layers:
-                big = max(known, key=lambda r: r.max_rel)
-                res = max((r.max_rel_vs_quirks or 0.0) for r in known)
-                lines.append(f"  + {len(known)} known cv2 deviation rows: largest {big.max_rel:.2e} at {big.layer}; "
-                             f"vs refnet quirks=cv2 all <= {res:.2e}")
+                sized = [r for r in known if not math.isnan(r.max_rel)]  # nan: row counts differ (two-stage rois)
+                big = max(sized, key=lambda r: r.max_rel) if sized else None
+                vq = [r.max_rel_vs_quirks for r in known if r.max_rel_vs_quirks is not None]
+                lines.append(f"  + {len(known)} known cv2 deviation rows: "
+                             + (f"largest {big.max_rel:.2e} at {big.layer}" if big else "")
+                             + (f"{', ' if big else ''}{len(known) - len(sized)} not comparable (other row counts)"
+                                if len(sized) < len(known) else "")
+                             + (f"; vs refnet quirks=cv2 all <= {max(vq):.2e}" if vq else ""))
             lines.append(f"  first layer over tolerance: {c.first_over or 'none'}"
                          + (f"; first DIFFER: {c.first_bad}" if c.first_bad and c.first_bad != c.first_over else ""))
         if self.tasks:

@@ -46,8 +46,8 @@ def infer_tasks(net: Any, task: str | None = None,
         op = ops.get(o, "")
         if op in ("region", "yolo") or o in raw:
             continue
-        if op == "detection_output":
-            out.append(("detect_ssd", (o,)))
+        if op == "detection_output":  # Faster R-CNN / R-FCN (data + im_info): per-class boxes in blob pixels
+            out.append(("detect_frcnn" if "im_info" in net.input_names else "detect_ssd", (o,)))
             continue
         s = shapes.get(o)
         spatial = s is not None and len(s) == 4 and s[2] * s[3] > 1
@@ -245,6 +245,21 @@ def task_result(kind: str, outs: tuple[str, ...], cand: Mapping[str, np.ndarray]
         if cand[outs[0]].size % 7 or ref[outs[0]].size % 7:
             return None
         a, b = ssd_detections(ref[outs[0]]), ssd_detections(cand[outs[0]])
+        keep = int(node.attrs.get("keep_top_k", -1) or -1)
+        full = keep > 0 and (len(a[1]) >= keep or len(b[1]) >= keep)
+        cut = float(min(a[1].min(initial=np.inf), b[1].min(initial=np.inf))) if full else None
+        return match_detections(*a, *b, threshold=thr, cut=cut, margin=max(tolerances.DETECTION_SCORE_MARGIN,
+                                                                             2 * band))
+    if kind == "detect_frcnn":
+        from refnet.two_stage import detections
+
+        node = net.graph.node(outs[0])
+        thr = float(node.attrs.get("confidence_threshold", 0.0))
+        if cand[outs[0]].size % 7 or ref[outs[0]].size % 7:
+            return None
+        hw = (max(int(input_hw[0]), 1), max(int(input_hw[1]), 1))
+        region = (0.0, 0.0, float(hw[1]), float(hw[0]))  # boxes stay in blob pixels
+        a, b = detections(ref[outs[0]], thr, hw, region), detections(cand[outs[0]], thr, hw, region)
         keep = int(node.attrs.get("keep_top_k", -1) or -1)
         full = keep > 0 and (len(a[1]) >= keep or len(b[1]) >= keep)
         cut = float(min(a[1].min(initial=np.inf), b[1].min(initial=np.inf))) if full else None
