@@ -283,9 +283,10 @@ def test_many_short_unpacked_float_runs_take_linear_time():
     pair = b"\x2d\x00\x00\x80\x3f" + b"\x08\x01"  # data: 1.0 (unpacked), num: 1
     data = CW.ld(100, CW.ld(1, b"c") + CW.ld(7, pair * 140_000))
     assert len(data) < 1 << 20
-    t = time.perf_counter()
+    # CPU time of this process: the contract bounds the loader's work, not what else the machine runs
+    t = time.process_time()
     F.run_case(F.Case("caffemodel", {"caffemodel": data, "prototxt": b'name: "x"'}))
-    assert time.perf_counter() - t < 5.0
+    assert time.process_time() - t < 5.0
     blob = PB.decode_message(PB.Reader(pair * 1000), MESSAGES["BlobProto"])  # the runs are all read
     assert blob.get("data").shape == (1000,) and (blob.get("data") == 1.0).all() and blob.get("num") == 1
 

@@ -130,6 +130,7 @@ def test_huge_or_bad_convolutions(opts):
 def test_a_megabyte_of_sections_loads_in_bounded_time():
     cfg = "[net]\nwidth=8\nheight=8\nchannels=3\n" + "[maxpool]\nsize=1\n" * 55_000
     assert len(cfg) < 1 << 20
-    t = time.perf_counter()
+    # CPU time of this process: the contract bounds the loader's work, not what else the machine runs
+    t = time.process_time()
     assert F.run_case(F.Case("cfg", {"cfg": cfg.encode()})) == "ok"
-    assert time.perf_counter() - t < 5.0
+    assert time.process_time() - t < 5.0

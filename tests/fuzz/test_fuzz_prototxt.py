@@ -223,9 +223,10 @@ def test_many_layers_load_in_bounded_time():
         f'layer{{name:"r{i}" type:"ReLU" bottom:"{"data" if i == 0 else f"r{i - 1}"}" top:"r{i}"}}\n'
         for i in range(16_000))
     assert len(text) < 1 << 20
-    t = time.perf_counter()
+    # CPU time of this process: the contract bounds the loader's work, not what else the machine runs
+    t = time.process_time()
     assert F.run_case(F.Case("prototxt", {"prototxt": text.encode()})) == "ok"
-    assert time.perf_counter() - t < 5.0
+    assert time.process_time() - t < 5.0
 
 
 def test_generator_is_deterministic():

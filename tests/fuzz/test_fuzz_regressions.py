@@ -29,7 +29,8 @@ def test_regression(name):
     case = INDEX[name]
     files = {role: (F.REGRESSIONS / fn).read_bytes() for role, fn in case["files"].items()}
     tracemalloc.start()
-    t = time.perf_counter()
+    # CPU time of this process: the contract bounds the loader's work, not what else the machine runs
+    t = time.process_time()
     try:
         outcome = F.run_case(F.Case(case["format"], files, name))
         peak = tracemalloc.get_traced_memory()[1]
@@ -37,7 +38,7 @@ def test_regression(name):
         tracemalloc.stop()
     assert outcome == case["expect"], (name, outcome)
     assert peak < max(256 << 20, 4 * sum(map(len, files.values())))
-    assert time.perf_counter() - t < 5.0
+    assert time.process_time() - t < 5.0
 
 
 def test_escape_files_written_by_run_long_are_readable(tmp_path):

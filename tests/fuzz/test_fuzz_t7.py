@@ -210,9 +210,10 @@ def test_many_unpooling_modules_load_in_linear_time():
     pool = TW.nn_SpatialMaxPooling(2, 2)
     data = TW.dumps(TW.nn_Sequential(*([pool] * 20_000 + [TW.nn_SpatialMaxUnpooling(pool)] * 20_000)))
     assert len(data) < 1 << 20
-    t = time.perf_counter()
+    # CPU time of this process: the contract bounds the loader's work, not what else the machine runs
+    t = time.process_time()
     F.run_case(F.Case("t7", {"t7": data}))
-    assert time.perf_counter() - t < 5.0
+    assert time.process_time() - t < 5.0
 
 
 def test_huge_table_keys_do_not_blow_up_module_paths():
