@@ -86,6 +86,26 @@ def require_model(models: Path, rel: str) -> Path:
 
 
 @pytest.fixture(scope="session")
+def cv5_python() -> str:
+    """The OpenCV 5 interpreter (REFNET_CV5_PYTHON, installed by the Makefile as .venv-cv5).
+    Skips outside CI when absent; fails in CI."""
+    py = os.environ.get("REFNET_CV5_PYTHON")
+    if not py or not Path(py).exists():
+        if IN_CI:
+            pytest.fail("REFNET_CV5_PYTHON is not set or missing in CI (make test sets it)")
+        pytest.skip("no OpenCV 5 interpreter (REFNET_CV5_PYTHON)")
+    return py
+
+
+@pytest.fixture(scope="session")
+def cv5(cv5_python):
+    """cv2 5.x as a cross-check backend: the cv2@PYTHON worker on :func:`cv5_python`."""
+    from refnet.crosscheck.cv2_backend import Cv2WorkerBackend
+
+    return Cv2WorkerBackend(cv5_python)
+
+
+@pytest.fixture(scope="session")
 def images_dir() -> Path:
     d = models_dir()
     cand = d.parent / "images" if d is not None else TESTS_DIR.parent.parent / "shared" / "images"
@@ -106,6 +126,19 @@ def _cv2_threads():
     except ImportError:  # pragma: no cover
         pass
     yield
+
+
+@pytest.fixture
+def restore_threads():
+    """Put refnet's thread settings back as they were (explicit counts or the load-aware default)."""
+    from refnet.runtime import threads
+
+    state = dict(threads._STATE)
+    yield
+    if state["auto"]:
+        threads.set_num_threads("auto")
+    else:
+        threads.set_num_threads(state["numba"], state["blas"])
 
 
 @pytest.fixture

@@ -24,7 +24,6 @@ from refnet.bench import alternate  # noqa: E402
 from refnet.bench_peers import onnx_file_for, ort_runner  # noqa: E402
 from refnet.cli import main  # noqa: E402
 from refnet.crosscheck.cv2_backend import WORKER  # noqa: E402
-from refnet.runtime import threads as T  # noqa: E402
 
 
 @pytest.fixture
@@ -41,14 +40,7 @@ def tiny(tmp_path):
     return write_net(spec, tmp_path)
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    state = dict(T._STATE)
-    yield
-    if state["auto"]:
-        T.set_num_threads("auto")
-    else:
-        T.set_num_threads(state["numba"], state["blas"])
+pytestmark = pytest.mark.usefixtures("restore_threads")  # (tests/conftest.py)
 
 
 def _cv5() -> str | None:

@@ -4,7 +4,6 @@ runs it in onnxruntime (the ONNX spec's behaviour) and in cv2 (4.x here, 5.x in 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -19,18 +18,6 @@ from onnx import numpy_helper as nh  # noqa: E402
 
 from refnet.crosscheck.cv2_backend import BackendFailure, Cv2WorkerBackend  # noqa: E402
 from refnet.crosscheck.ort_backend import OrtBackend  # noqa: E402
-
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-@pytest.fixture(scope="module")
-def cv5():
-    py = os.environ.get("REFNET_CV5_PYTHON")
-    if not py or not Path(py).exists():
-        if IN_CI:
-            pytest.fail("REFNET_CV5_PYTHON is not set or missing in CI (make test sets it)")
-        pytest.skip("no OpenCV 5 interpreter (REFNET_CV5_PYTHON)")
-    return Cv2WorkerBackend(py)
 
 
 def _save(tmp_path: Path, nodes, inputs, outputs, inits=()) -> str:

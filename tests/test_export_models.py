@@ -12,7 +12,6 @@ import contextlib
 import dataclasses
 import io
 import json
-import os
 import re
 import subprocess
 import sys
@@ -25,7 +24,7 @@ import pytest
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from conftest import IN_CI, require_model  # noqa: E402
+from conftest import require_model  # noqa: E402
 from writers.export_cases import CASES, run_case  # noqa: E402
 
 import refnet  # noqa: E402
@@ -34,16 +33,6 @@ from refnet.crosscheck.ort_backend import OrtBackend  # noqa: E402
 from refnet.export.onnx import export_onnx  # noqa: E402
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-
-
-@pytest.fixture(scope="module")
-def cv5_python() -> str:
-    py = os.environ.get("REFNET_CV5_PYTHON")
-    if not py or not Path(py).exists():
-        if IN_CI:
-            pytest.fail("REFNET_CV5_PYTHON is not set or missing in CI (make test sets it)")
-        pytest.skip("no OpenCV 5 interpreter (REFNET_CV5_PYTHON)")
-    return py
 
 
 @pytest.fixture(scope="module")

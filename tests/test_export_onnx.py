@@ -27,19 +27,8 @@ from refnet.errors import UnsupportedLayerError  # noqa: E402
 from refnet.export.onnx import EXPORTERS, export_onnx  # noqa: E402
 from refnet.export.verify import scaled_error  # noqa: E402
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 TOL = 1e-4
 
-
-@pytest.fixture(scope="module")
-def cv5():
-    """The OpenCV 5 worker (REFNET_CV5_PYTHON, installed by the Makefile). Skips outside CI when absent."""
-    py = os.environ.get("REFNET_CV5_PYTHON")
-    if not py or not Path(py).exists():
-        if IN_CI:
-            pytest.fail("REFNET_CV5_PYTHON is not set or missing in CI (make test sets it)")
-        pytest.skip("no OpenCV 5 interpreter (REFNET_CV5_PYTHON)")
-    return Cv2WorkerBackend(py)
 
 
 def _rng(seed: int = 0) -> np.random.Generator:

@@ -6,7 +6,6 @@ worker and in refnet float64, and checks both against the node test's own expect
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -19,20 +18,7 @@ from onnx import helper as h  # noqa: E402
 from onnx import numpy_helper as nh  # noqa: E402
 
 import refnet  # noqa: E402
-from refnet.crosscheck.cv2_backend import Cv2WorkerBackend  # noqa: E402
 from refnet.errors import UnsupportedLayerError  # noqa: E402
-
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-@pytest.fixture(scope="module")
-def cv5():
-    py = os.environ.get("REFNET_CV5_PYTHON")
-    if not py or not Path(py).exists():
-        if IN_CI:
-            pytest.fail("REFNET_CV5_PYTHON is not set or missing in CI (make test sets it)")
-        pytest.skip("no OpenCV 5 interpreter (REFNET_CV5_PYTHON)")
-    return Cv2WorkerBackend(py)
 
 
 def _save(tmp_path: Path, node, x: np.ndarray, out_shape, inits, opset: int) -> str:

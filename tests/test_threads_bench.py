@@ -33,14 +33,7 @@ def tiny(tmp_path):
     return write_net(spec, tmp_path)
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    state = dict(T._STATE)
-    yield
-    if state["auto"]:
-        T.set_num_threads("auto")
-    else:
-        T.set_num_threads(state["numba"], state["blas"])
+pytestmark = pytest.mark.usefixtures("restore_threads")  # (tests/conftest.py)
 
 
 def test_blas_limit_reaches_a_blas_loaded_after_it(tiny):

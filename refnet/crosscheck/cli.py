@@ -288,15 +288,11 @@ def _with_refnet_shapes(net: Any, names: dict[str, str]) -> str:
 
     import onnx
 
+    from refnet.crosscheck.onnx_models import fix_input_dims
+
     path = net.files[1][0]
     m = onnx.load(path)
-    for vi in m.graph.input:
-        shape = net.input_shapes.get(vi.name)
-        dims = vi.type.tensor_type.shape.dim
-        if shape and len(dims) == len(shape):
-            for d, v in zip(dims, shape):
-                d.ClearField("dim_param")
-                d.dim_value = int(v)
+    fix_input_dims(m, net.input_shapes)
     try:
         m = onnx.shape_inference.infer_shapes(m)
     except Exception:  # noqa: BLE001 - inference is a help here, not a requirement

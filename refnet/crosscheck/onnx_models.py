@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
+from typing import Any
 
-__all__ = ["with_outputs", "tensor_names"]
+__all__ = ["with_outputs", "tensor_names", "fix_input_dims"]
 
 
 def tensor_names(model_path: str | os.PathLike) -> list[str]:
@@ -15,6 +16,18 @@ def tensor_names(model_path: str | os.PathLike) -> list[str]:
 
     m = onnx.load(os.fspath(model_path), load_external_data=False)
     return [t for n in m.graph.node for t in n.output if t]
+
+
+def fix_input_dims(model: Any, shapes: Mapping[str, Sequence[int]]) -> None:
+    """Set the dims of ``model``'s graph inputs named in ``shapes`` (in place): symbolic dims
+    leave intermediate tensors without a shape after inference, which cv2 4.x refuses."""
+    for vi in model.graph.input:
+        shape = shapes.get(vi.name)
+        dims = vi.type.tensor_type.shape.dim
+        if shape and len(dims) == len(shape):
+            for d, v in zip(dims, shape):
+                d.ClearField("dim_param")
+                d.dim_value = int(v)
 
 
 def with_outputs(model_path: str | os.PathLike, outputs: Sequence[str], tmpdir: str | None = None,
@@ -26,13 +39,7 @@ def with_outputs(model_path: str | os.PathLike, outputs: Sequence[str], tmpdir: 
     import onnx
 
     m = onnx.load(os.fspath(model_path))
-    for vi in m.graph.input:
-        shape = (input_shapes or {}).get(vi.name)
-        if shape is not None and vi.type.tensor_type.HasField("shape") and \
-                len(vi.type.tensor_type.shape.dim) == len(shape):
-            for d, v in zip(vi.type.tensor_type.shape.dim, shape):
-                d.ClearField("dim_param")
-                d.dim_value = int(v)
+    fix_input_dims(m, input_shapes or {})
     inferred = onnx.shape_inference.infer_shapes(m)
     known = {v.name: v for v in list(inferred.graph.value_info) + list(inferred.graph.output)}
     produced = {t for n in m.graph.node for t in n.output}
