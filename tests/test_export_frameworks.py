@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_export_onnx import assert_close, cv5, prepare  # noqa: F401  (fixture re-used)
+from test_export_onnx import assert_close, prepare
 from writers import t7_writer as W
 from writers.caffe_writer import E, Layer, NetSpec, write_net
 from writers.darknet_writer import cfg_text, random_weights
