@@ -5,6 +5,8 @@ unsupported ops named, the Gradients structure."""
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pytest
 from conftest import TOL, assert_close, require_model
@@ -24,6 +26,13 @@ def _net(op, attrs, params, in_shapes, n_out=1, extra=()):
     nodes = list(extra) + [Node("L", op, inputs if not extra else (extra[-1].outputs[0],) + inputs[1:], outs,
                                 attrs, params)]
     return Net(Graph(nodes, inputs, dict(zip(inputs, in_shapes))))
+
+
+def _scale(fd, grad, v):
+    """The size the directional derivative is judged against: |fd|, or, when the random direction
+    happens to cancel most of it, the uncancelled sum |g_i v_i| (central differences carry a
+    round-off error proportional to that sum, not to the cancelled result)."""
+    return max(abs(fd), float(np.sum(np.abs(grad * v))) * 1e-2, 1e-9)
 
 
 def _fd_check(build, xs, params, outs, rng, eps=EPS, tol=TOL["grad_fd"], what=""):
@@ -48,7 +57,7 @@ def _fd_check(build, xs, params, outs, rng, eps=EPS, tol=TOL["grad_fd"], what=""
         xp[i], xm[i] = xs[i] + eps * v, xs[i] - eps * v
         fd = (loss(xp, params) - loss(xm, params)) / (2 * eps)
         an = float(np.sum(g.inputs[name] * v))
-        assert abs(fd - an) <= tol * max(abs(fd), 1e-9), f"{what} d/d{name}: {an} vs FD {fd}"
+        assert abs(fd - an) <= tol * _scale(fd, g.inputs[name], v), f"{what} d/d{name}: {an} vs FD {fd}"
         checked += 1
     for key, val in params.items():
         v = rng.standard_normal(val.shape)
@@ -56,7 +65,7 @@ def _fd_check(build, xs, params, outs, rng, eps=EPS, tol=TOL["grad_fd"], what=""
         pp[key], pm[key] = val + eps * v, val - eps * v
         fd = (loss(xs, pp) - loss(xs, pm)) / (2 * eps)
         an = float(np.sum(g.params["L"][key] * v))
-        assert abs(fd - an) <= tol * max(abs(fd), 1e-9), f"{what} d/d{key}: {an} vs FD {fd}"
+        assert abs(fd - an) <= tol * _scale(fd, g.params["L"][key], v), f"{what} d/d{key}: {an} vs FD {fd}"
         checked += 1
     # the float32 path (fast kernels) gives the same gradients to float32 accuracy
     g32 = net.backward({k: v.astype(np.float32) if v.dtype == np.float64 else v
@@ -131,7 +140,7 @@ CASES = [
 
 @pytest.mark.parametrize("op,attrs,params,shapes", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
 def test_rule_matches_finite_differences(op, attrs, params, shapes):
-    rng = np.random.default_rng(abs(hash(op)) % 1000)
+    rng = np.random.default_rng(zlib.crc32(op.encode()) % 1000)  # hash() varies per process
     xs = [_away(rng.standard_normal(s)) for s in shapes]
     n = _fd_check(lambda p: _net(op, attrs, p, shapes), xs, params, ["L"], rng, what=op)
     assert n == len([s for s in shapes]) + len(params)
