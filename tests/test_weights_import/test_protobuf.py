@@ -106,9 +106,9 @@ def test_large_unpacked_run_is_vectorised(rng):
     data = blob_bytes(a, packed=False)
     import time
 
-    t = time.perf_counter()
+    t = time.process_time()  # this process's CPU time: a loaded CI machine does not count against it
     out = dec(data).get("data")
-    elapsed = time.perf_counter() - t
+    elapsed = time.process_time() - t
     assert np.array_equal(out, a)
     assert elapsed < 1.0, f"unpacked floats decoded element by element? {elapsed:.2f}s"
 
