@@ -40,8 +40,8 @@ __all__ = [
     "global_max_pool2d_backward_reference",
     "global_avg_pool2d_backward",
     "global_avg_pool2d_backward_reference",
-    "max_unpool2d_backward",
-    "max_unpool2d_backward_reference",
+    "max_unpool_backward",
+    "max_unpool_backward_reference",
 ]
 
 IntPair = int | Sequence[int]
@@ -230,11 +230,11 @@ def _last_writes(keys: np.ndarray) -> np.ndarray:
 
 
 @ieee
-def max_unpool2d_backward_reference(indices: np.ndarray, dy: np.ndarray) -> np.ndarray:
+def max_unpool_backward_reference(indices: np.ndarray, dy: np.ndarray) -> np.ndarray:
     """Reference max-unpooling backward: ``dx[n, c, i] = dy[n, c, indices[n, c, i]]`` where element
     i's write survived the forward scatter (the last one on a repeated index), else 0; float64.
     The indices carry no gradient."""
-    _unpool_check(indices, dy, "max_unpool2d_backward_reference")
+    _unpool_check(indices, dy, "max_unpool_backward_reference")
     n, c = dy.shape[:2]
     flat = np.asarray(dy, dtype=np.float64).reshape(n, c, -1)
     idx = np.asarray(indices).astype(np.int64).reshape(n, c, -1)
@@ -247,10 +247,10 @@ def max_unpool2d_backward_reference(indices: np.ndarray, dy: np.ndarray) -> np.n
 
 
 @ieee
-def max_unpool2d_backward(indices: np.ndarray, dy: np.ndarray) -> np.ndarray:
+def max_unpool_backward(indices: np.ndarray, dy: np.ndarray) -> np.ndarray:
     """Fast max-unpooling backward: one gather in the input dtype, surviving writes found for all
     planes at once."""
-    _unpool_check(indices, dy, "max_unpool2d_backward")
+    _unpool_check(indices, dy, "max_unpool_backward")
     n, c = dy.shape[:2]
     flat = dy.reshape(n, c, -1)
     m = flat.shape[2]

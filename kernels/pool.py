@@ -30,8 +30,8 @@ __all__ = [
     "global_max_pool2d_reference",
     "global_avg_pool2d",
     "global_avg_pool2d_reference",
-    "max_unpool2d",
-    "max_unpool2d_reference",
+    "max_unpool",
+    "max_unpool_reference",
 ]
 
 IntPair = int | Sequence[int]
@@ -595,11 +595,11 @@ def _unpool_args(x, indices, out_hw, fn):
     return oh, ow
 
 
-def max_unpool2d_reference(x: np.ndarray, indices: np.ndarray, out_hw: IntPair) -> np.ndarray:
+def max_unpool_reference(x: np.ndarray, indices: np.ndarray, out_hw: IntPair) -> np.ndarray:
     """Max unpooling (Caffe-style MaxUnpool in cv2, Torch SpatialMaxUnpooling): zeros of shape
     (N, C, out_h, out_w) with ``y[n, c].flat[indices[n, c, i, j]] = x[n, c, i, j]``; on a
     repeated index the last value in row-major order wins."""
-    oh, ow = _unpool_args(x, indices, out_hw, "max_unpool2d_reference")
+    oh, ow = _unpool_args(x, indices, out_hw, "max_unpool_reference")
     n, c = x.shape[:2]
     y = np.zeros((n, c, oh * ow), dtype=x.dtype)
     for i in range(n):
@@ -621,9 +621,9 @@ def _unpool_fast(x, idx, y):
             dst[ind[m]] = src[m]
 
 
-def max_unpool2d(x: np.ndarray, indices: np.ndarray, out_hw: IntPair) -> np.ndarray:
-    """Fast ``max_unpool2d_reference``: a numba scatter, parallel over (n, c) planes."""
-    oh, ow = _unpool_args(x, indices, out_hw, "max_unpool2d")
+def max_unpool(x: np.ndarray, indices: np.ndarray, out_hw: IntPair) -> np.ndarray:
+    """Fast ``max_unpool_reference``: a numba scatter, parallel over (n, c) planes."""
+    oh, ow = _unpool_args(x, indices, out_hw, "max_unpool")
     n, c, h, w = x.shape
     y = np.zeros((n, c, oh * ow), dtype=x.dtype)
     xs = np.ascontiguousarray(x).reshape(n, c, h * w)

@@ -101,8 +101,8 @@ def _cases() -> list[Case]:
         Case("gather", lambda k, c: k("gather")(c(x), np.array([[3, 1], [0, 5]]), 1)),
         Case("depth_to_space CRD", lambda k, c: k("depth_to_space")(c(x[:, :4]), 2, "CRD")),
         Case("lrn_onnx size 4", lambda k, c: k("lrn_onnx")(c(x), 4, 1e-2, 0.75, 2.0)),
-        Case("max_pool2d indices + max_unpool2d",
-             lambda k, c: k("max_unpool2d")(*k("max_pool2d")(c(x), (2, 2), (2, 2), 0, return_indices=True),
+        Case("max_pool2d indices + max_unpool",
+             lambda k, c: k("max_unpool")(*k("max_pool2d")(c(x), (2, 2), (2, 2), 0, return_indices=True),
                                             (17, 19))),
     ]
 

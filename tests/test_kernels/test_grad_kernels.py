@@ -207,17 +207,17 @@ def test_global_pools_backward(n, c, h, w, seed):
 
 @HYP
 @given(pool_cases())
-def test_max_unpool2d_backward(c):
+def test_max_unpool_backward(c):
     rng = np.random.default_rng(c["seed"])
     x = rng.standard_normal((c["n"], c["c"]) + c["hw"])
     _, idx = K.max_pool2d_reference(x, c["k"], c["s"], c["pad"], ceil_mode=c["ceil"], return_indices=True)
     assume((idx >= 0).all())
     v = rng.standard_normal(idx.shape)
-    fwd = lambda v: K.max_unpool2d_reference(v, idx, c["hw"])  # noqa: E731
+    fwd = lambda v: K.max_unpool_reference(v, idx, c["hw"])  # noqa: E731
     dy = rng.standard_normal(fwd(v).shape)
-    (dv,) = _twins(lambda i, dy: K.max_unpool2d_backward(i, dy), lambda i, dy: K.max_unpool2d_backward_reference(i, dy),
-                   [idx, dy], what="max_unpool2d")
-    check_grads(fwd, [v], [dv], [0], dy, rng, "max_unpool2d")
+    (dv,) = _twins(lambda i, dy: K.max_unpool_backward(i, dy), lambda i, dy: K.max_unpool_backward_reference(i, dy),
+                   [idx, dy], what="max_unpool")
+    check_grads(fwd, [v], [dv], [0], dy, rng, "max_unpool")
 
 
 # ---- activations ---------------------------------------------------------------------------------------
@@ -225,7 +225,7 @@ SHAPES = st.sampled_from([(2, 3), (1, 3, 4, 5), (2, 2, 3, 1, 2)])
 
 ELEMENTWISE = [
     ("relu", dict(negative_slope=0.0)), ("relu", dict(negative_slope=0.1)), ("elu", dict(alpha=0.7)),
-    ("sigmoid", {}), ("tanh", {}), ("absval", {}), ("power", dict(power=3.0, scale=0.5, shift=0.2)),
+    ("sigmoid", {}), ("tanh", {}), ("abs", {}), ("power", dict(power=3.0, scale=0.5, shift=0.2)),
     ("power", dict(power=2.0, scale=-1.5, shift=0.0)), ("power", dict(power=1.0, scale=2.0, shift=1.0)),
 ]
 
@@ -325,9 +325,9 @@ def test_scale_and_bias_backward(shape, span, bias, seed):
     fwd = lambda x, w, b: K.scale_reference(x, w, b if bias else None, 1)  # noqa: E731
     check_grads(fwd, [x, w, b], [g[0], g[1]] + ([g[2]] if bias else []), [0, 1] + ([2] if bias else []), dy, rng,
                 "scale")
-    gb = _twins(lambda dy: K.bias_add_backward(dy, pshape, 1), lambda dy: K.bias_add_backward_reference(dy, pshape, 1),
-                [dy], what="bias_add")
-    check_grads(lambda x, b: K.bias_add_reference(x, b, 1), [x, b], gb, [0, 1], dy, rng, "bias_add")
+    gb = _twins(lambda dy: K.bias_backward(dy, pshape, 1), lambda dy: K.bias_backward_reference(dy, pshape, 1),
+                [dy], what="bias")
+    check_grads(lambda x, b: K.bias_reference(x, b, 1), [x, b], gb, [0, 1], dy, rng, "bias")
 
 
 @HYP

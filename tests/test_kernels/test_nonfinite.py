@@ -57,7 +57,7 @@ CASES = [
     ("batch_norm", "batch_norm", lambda f, dt: f(_x(dt), _w(dt, 8), _w(dt, 8, positive=True), _w(dt, 8),
                                                  _w(dt, 8))),
     ("scale", "scale", lambda f, dt: f(_x(dt), _w(dt, 8), _w(dt, 8))),
-    ("bias_add", "bias_add", lambda f, dt: f(_x(dt), _w(dt, 8))),
+    ("bias", "bias", lambda f, dt: f(_x(dt), _w(dt, 8))),
     ("instance_norm", "instance_norm", lambda f, dt: f(_x(dt), _w(dt, 8), _w(dt, 8))),
     ("instance_norm_relu", "instance_norm", lambda f, dt: f(_x(dt), None, None, activation="relu",
                                                             negative_slope=0.1)),

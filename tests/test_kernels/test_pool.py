@@ -24,8 +24,8 @@ from refnet.kernels.pool import (
     global_max_pool2d_reference,
     max_pool2d,
     max_pool2d_reference,
-    max_unpool2d,
-    max_unpool2d_reference,
+    max_unpool,
+    max_unpool_reference,
     pool_output_size,
 )
 
@@ -298,7 +298,7 @@ def test_pool_fast_vs_reference_hypothesis(p):
 # --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("unpool", [max_unpool2d, max_unpool2d_reference])
+@pytest.mark.parametrize("unpool", [max_unpool, max_unpool_reference])
 def test_max_unpool_round_trip(unpool, rng):
     x = np.abs(rng.standard_normal((2, 3, 6, 8))) + 0.1  # positive: the zeros never win
     y, idx = max_pool2d(x, 2, 2, return_indices=True)
@@ -316,8 +316,8 @@ def test_max_unpool_round_trip(unpool, rng):
 def test_max_unpool_overlapping_windows_and_odd_size(rng):
     x = rng.standard_normal((1, 2, 7, 7)).astype(np.float32)
     y, idx = max_pool2d(x, 3, 2, 1, return_indices=True)  # overlapping: repeated indices
-    a = max_unpool2d(y, idx, (7, 7))
-    b = max_unpool2d_reference(y, idx, (7, 7))
+    a = max_unpool(y, idx, (7, 7))
+    b = max_unpool_reference(y, idx, (7, 7))
     np.testing.assert_array_equal(a, b)
     nz = a != 0
     np.testing.assert_array_equal(a[nz], x[nz])  # every scattered value sits where it came from
@@ -362,7 +362,7 @@ def test_global_pool_bad_input_and_nan(f):
     assert y[0, 0, 0, 0] == 1.0 and np.isnan(y[0, 1, 0, 0])
 
 
-@pytest.mark.parametrize("unpool", [max_unpool2d, max_unpool2d_reference])
+@pytest.mark.parametrize("unpool", [max_unpool, max_unpool_reference])
 def test_max_unpool_bad_input(unpool):
     x = np.ones((1, 1, 2, 2))
     with pytest.raises(TypeError, match="integer"):
