@@ -326,7 +326,7 @@ def max_pool(b: _Builder, n: Node) -> list[str]:
 
 
 def _avg_divisor(n: Node, k, s, pads, hw, out_hw) -> np.ndarray:
-    """The framework's divisor per output position (rows x cols), see kernels.pool.avg_pool2d:
+    """The framework's divisor per output position (rows x cols), see kernels.pool.avg_pool:
     "padded": the window clipped to [-pad_begin, size + pad_end) (Caffe, Torch count_include_pad),
     "valid": clipped to [0, size), "kernel": k."""
     rule = op_attrs(n)["divisor"]

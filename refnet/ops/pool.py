@@ -36,7 +36,7 @@ def _pool_shape(node, shapes):
     return [out] * len(node.outputs)
 
 
-@register("max_pool", shape=_pool_shape, attrs=POOL_ATTRS, kernel="max_pool2d", fresh=True,
+@register("max_pool", shape=_pool_shape, attrs=POOL_ATTRS, fresh=True,
           doc="max pooling (global: global_max_pool2d); a second output holds the argmax indices")
 def _max_pool(node, xs, p, ctx):
     x = xs[0]
@@ -44,7 +44,7 @@ def _max_pool(node, xs, p, ctx):
     if attrs(node)["global_pooling"] and not want_idx:
         return kern("global_max_pool2d", ctx)(x)
     k, s, pad, _ = pool_geometry(node, x.shape)
-    res = kern("max_pool2d", ctx)(x, k, s, pad, ceil_mode=attrs(node)["ceil_mode"], return_indices=want_idx)
+    res = kern("max_pool", ctx)(x, k, s, pad, ceil_mode=attrs(node)["ceil_mode"], return_indices=want_idx)
     return list(res) if want_idx else res
 
 
@@ -57,7 +57,7 @@ def avg_pool_macs(node, ins, outs) -> int:
     return numel(outs[0]) * int(kh) * int(kw)
 
 
-@register("avg_pool", shape=_pool_shape, attrs={**POOL_ATTRS, "divisor": "padded"}, kernel="avg_pool2d",
+@register("avg_pool", shape=_pool_shape, attrs={**POOL_ATTRS, "divisor": "padded"},
           macs=avg_pool_macs, fresh=True, doc="average pooling (global: global_avg_pool2d)")
 def _avg_pool(node, xs, p, ctx):
     x = xs[0]
@@ -65,7 +65,7 @@ def _avg_pool(node, xs, p, ctx):
     if a["global_pooling"]:
         return kern("global_avg_pool2d", ctx)(x)
     k, s, pad, _ = pool_geometry(node, x.shape)
-    return kern("avg_pool2d", ctx)(x, k, s, pad, ceil_mode=a["ceil_mode"], divisor=a["divisor"])
+    return kern("avg_pool", ctx)(x, k, s, pad, ceil_mode=a["ceil_mode"], divisor=a["divisor"])
 
 
 def _unpool_hw(node, shapes):
@@ -105,7 +105,7 @@ def _max_pool_prepare(node, p, shapes, ctx):
         return K.global_max_pool2d, False
     k, s, pad, _ = pool_geometry(node, tuple(shapes[0]))
     ceil = attrs(node)["ceil_mode"]
-    pool = K.max_pool2d
+    pool = K.max_pool
     if want_idx:
         return (lambda x: list(pool(x, k, s, pad, ceil_mode=ceil, return_indices=True))), False
     return (lambda x: pool(x, k, s, pad, ceil_mode=ceil)), False
@@ -118,7 +118,7 @@ def _avg_pool_prepare(node, p, shapes, ctx):
         return K.global_avg_pool2d, False
     k, s, pad, _ = pool_geometry(node, tuple(shapes[0]))
     ceil, div = a["ceil_mode"], a["divisor"]
-    pool = K.avg_pool2d
+    pool = K.avg_pool
     return (lambda x: pool(x, k, s, pad, ceil_mode=ceil, divisor=div)), False
 
 

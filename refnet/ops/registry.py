@@ -121,6 +121,16 @@ def floats(v: Any) -> tuple[float, ...]:
     return tuple(float(i) for i in v)
 
 
+def opt_floats(v: Any) -> tuple[float, ...] | None:
+    """A non-empty sequence as floats; None or empty as None (eltwise coefficients)."""
+    return floats(v) if v else None
+
+
+def int_pairs(v: Any) -> tuple[tuple[int, int], ...]:
+    """((before, after), ...) per axis as ints (pad)."""
+    return tuple((int(b), int(a)) for b, a in v)
+
+
 @dataclass
 class OpSpec:
     """Everything the code base knows about one IR op (see the module docstring)."""

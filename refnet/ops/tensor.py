@@ -17,11 +17,12 @@ from refnet.ops.registry import (
     attrs,
     axis_of,
     eltwise_macs,
-    floats,
+    int_pairs,
     ints,
     kern,
     need_ndim,
     numel,
+    opt_floats,
     prepares,
     register,
     same_shape,
@@ -173,10 +174,6 @@ def _crop(node, xs, p, ctx):
     return kern("crop", ctx)(xs[0], xs[1].shape, axis=axis, offset=offs)
 
 
-def _pairs(v) -> tuple[tuple[int, int], ...]:
-    return tuple(tuple(int(i) for i in pr) for pr in v)
-
-
 def pads_of(node, ndim) -> tuple[tuple[int, int], ...]:
     """The ``(before, after)`` pads of a ``pad`` node, one pair per axis."""
     pads = attrs(node)["pads"]
@@ -198,7 +195,7 @@ def _pad_shape(node, shapes):
     return [out]
 
 
-@register("pad", shape=_pad_shape, attrs={"pads": Attr((), _pairs), "mode": "constant", "value": Attr(0.0, float)},
+@register("pad", shape=_pad_shape, attrs={"pads": Attr((), int_pairs), "mode": "constant", "value": Attr(0.0, float)},
           fresh=True)
 def _pad(node, xs, p, ctx):
     a = attrs(node)
@@ -263,7 +260,7 @@ def _eltwise_shape(node, shapes):
 
 
 @register("eltwise", shape=_eltwise_shape,
-          attrs={"operation": "sum", "coeffs": Attr(None, lambda v: tuple(floats(v)) if v else None)},
+          attrs={"operation": "sum", "coeffs": Attr(None, opt_floats)},
           macs=eltwise_macs, fresh=True)
 def _eltwise(node, xs, p, ctx):
     a = attrs(node)

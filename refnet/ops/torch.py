@@ -29,7 +29,7 @@ import math
 import numpy as np
 
 from refnet.errors import ShapeError
-from refnet.ops.registry import REQUIRED, Attr, attrs, elementwise_macs, need_ndim, register, same_shape
+from refnet.ops.registry import REQUIRED, Attr, attrs, elementwise_macs, ints, need_ndim, register, same_shape
 from refnet.ops.tensor import bilinear_macs
 
 __all__: list[str] = ["padding_geometry", "narrow_geometry"]
@@ -98,7 +98,7 @@ def _pad2d_shape(node, shapes):
     return [shape[:-2] + (h, w)]
 
 
-@register("torch_pad2d", shape=_pad2d_shape, attrs={"pads": Attr(REQUIRED, lambda v: tuple(int(i) for i in v))},
+@register("torch_pad2d", shape=_pad2d_shape, attrs={"pads": Attr(REQUIRED, ints)},
           **_NO_KERNEL)
 def _pad2d(node, xs, p, ctx):
     x = xs[0]

@@ -134,7 +134,7 @@ def _max_pool(node, xs, ys, dys, p, fast, want=True):
         return [_k("global_max_pool2d", fast)(x, dy)], {}
     k, s, pad, _ = pool_geometry(node, x.shape)
     ceil = attrs(node)["ceil_mode"]
-    return [_k("max_pool2d", fast)(x, dy, k, s, pad, ceil_mode=ceil)], {}  # the indices output: none
+    return [_k("max_pool", fast)(x, dy, k, s, pad, ceil_mode=ceil)], {}  # the indices output: none
 
 
 @vjp("avg_pool")
@@ -144,7 +144,7 @@ def _avg_pool(node, xs, ys, dys, p, fast, want=True):
     if a["global_pooling"]:
         return [_k("global_avg_pool2d", fast)(x, dy)], {}
     k, s, pad, _ = pool_geometry(node, x.shape)
-    return [_k("avg_pool2d", fast)(x, dy, k, s, pad, ceil_mode=a["ceil_mode"], divisor=a["divisor"])], {}
+    return [_k("avg_pool", fast)(x, dy, k, s, pad, ceil_mode=a["ceil_mode"], divisor=a["divisor"])], {}
 
 
 @vjp("max_unpool")

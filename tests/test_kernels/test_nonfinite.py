@@ -69,8 +69,8 @@ CASES = [
                                                                channel_shared=False)),
     ("lrn_across", "lrn", lambda f, dt: f(_x(dt), 5, 1e-2, 0.75, 2.0)),
     ("lrn_within", "lrn", lambda f, dt: f(_x(dt), 3, 1e-2, 0.6, 1.0, "within")),
-    ("avg_pool", "avg_pool2d", lambda f, dt: f(_x(dt), 3, 2, 1)),
-    ("max_pool", "max_pool2d", lambda f, dt: f(_x(dt), 3, 2, 1)),
+    ("avg_pool", "avg_pool", lambda f, dt: f(_x(dt), 3, 2, 1)),
+    ("max_pool", "max_pool", lambda f, dt: f(_x(dt), 3, 2, 1)),
     ("global_avg_pool", "global_avg_pool2d", lambda f, dt: f(_x(dt))),
     ("relu_leaky", "relu", lambda f, dt: f(_x(dt), 0.1)),
     pytest.param("relu", "relu", lambda f, dt: f(_x(dt)), marks=pytest.mark.xfail(strict=True, reason=(
