@@ -40,7 +40,7 @@ from refnet.kernels.conv import (
     conv_transpose2d_plan,
     conv_transpose2d_reference,
 )
-from refnet.kernels.pool import avg_pool2d, avg_pool2d_reference, max_pool2d, max_pool2d_reference
+from refnet.kernels.pool import avg_pool, avg_pool_reference, max_pool, max_pool_reference
 
 _TESTS = Path(__file__).resolve().parents[1] / "tests"
 if str(_TESTS) not in sys.path:  # the test suite's model writers (cv2 single-layer nets)
@@ -275,8 +275,8 @@ RUNNERS: dict[str, dict[str, Callable[[Case], Callable[[], object]]]] = {
         "cv2": _cv2_deconv_runner,
     },
     "pool": {
-        "reference": _pool_runner(max_pool2d_reference, avg_pool2d_reference, np.float64),
-        "fast": _pool_runner(max_pool2d, avg_pool2d, np.float32),
+        "reference": _pool_runner(max_pool_reference, avg_pool_reference, np.float64),
+        "fast": _pool_runner(max_pool, avg_pool, np.float32),
         "cv2": _cv2_pool_runner,
     },
 }

@@ -35,8 +35,8 @@ __all__ = [
     "tanh_reference",
     "bnll",
     "bnll_reference",
-    "absval",
-    "absval_reference",
+    "abs",
+    "abs_reference",
     "power",
     "power_reference",
     "exp",
@@ -218,13 +218,13 @@ def bnll(x: np.ndarray) -> np.ndarray:
 
 
 @ieee
-def absval_reference(x: np.ndarray) -> np.ndarray:
+def abs_reference(x: np.ndarray) -> np.ndarray:
     """Caffe AbsVal: ``|x|``."""
     return np.abs(_x(x))
 
 
 @ieee
-def absval(x: np.ndarray) -> np.ndarray:
+def abs(x: np.ndarray) -> np.ndarray:
     """Fast AbsVal: ``|x|`` (one ufunc pass)."""
     return np.abs(_x(x))
 

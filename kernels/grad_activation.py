@@ -25,7 +25,7 @@ __all__ = [
     "elu_backward", "elu_backward_reference",
     "sigmoid_backward", "sigmoid_backward_reference",
     "tanh_backward", "tanh_backward_reference",
-    "absval_backward", "absval_backward_reference",
+    "abs_backward", "abs_backward_reference",
     "power_backward", "power_backward_reference",
     "softmax_backward", "softmax_backward_reference",
     "log_softmax_backward", "log_softmax_backward_reference",
@@ -160,14 +160,14 @@ def tanh_backward(x: np.ndarray, dy: np.ndarray, y: np.ndarray | None = None) ->
 
 
 @ieee
-def absval_backward_reference(x: np.ndarray, dy: np.ndarray) -> np.ndarray:
+def abs_backward_reference(x: np.ndarray, dy: np.ndarray) -> np.ndarray:
     """AbsVal: ``dy * sign(x)`` (0 at 0, Caffe's rule) (float64)."""
     x, dy = _f64(x, dy)
     return dy * np.sign(x)
 
 
 @ieee
-def absval_backward(x: np.ndarray, dy: np.ndarray) -> np.ndarray:
+def abs_backward(x: np.ndarray, dy: np.ndarray) -> np.ndarray:
     """Fast AbsVal backward in the input dtype."""
     x, dy = _xdy(x, dy)
     return (dy * np.sign(x)).astype(x.dtype, copy=False)

@@ -25,7 +25,7 @@ from refnet.kernels._check import as_float_array, ieee
 __all__ = [
     "batch_norm_backward", "batch_norm_backward_reference",
     "scale_backward", "scale_backward_reference",
-    "bias_add_backward", "bias_add_backward_reference",
+    "bias_backward", "bias_backward_reference",
     "lrn_backward", "lrn_backward_reference",
     "l2_normalize_backward", "l2_normalize_backward_reference",
 ]
@@ -136,7 +136,7 @@ def scale_backward(x: np.ndarray, weight: np.ndarray, dy: np.ndarray, axis: int 
 
 
 @ieee
-def bias_add_backward_reference(dy: np.ndarray, bias_shape: tuple[int, ...], axis: int = 1
+def bias_backward_reference(dy: np.ndarray, bias_shape: tuple[int, ...], axis: int = 1
                                 ) -> tuple[np.ndarray, np.ndarray]:
     """Caffe Bias backward, float64: ``(dx, dbias) = (dy, sum of dy over the broadcast axes)``."""
     dy = as_float_array(dy, "dy").astype(np.float64)
@@ -145,7 +145,7 @@ def bias_add_backward_reference(dy: np.ndarray, bias_shape: tuple[int, ...], axi
 
 
 @ieee
-def bias_add_backward(dy: np.ndarray, bias_shape: tuple[int, ...], axis: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def bias_backward(dy: np.ndarray, bias_shape: tuple[int, ...], axis: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Fast Caffe Bias backward in the input dtype."""
     dy = as_float_array(dy, "dy")
     _, _, others = _span(dy, tuple(bias_shape), axis)

@@ -27,21 +27,21 @@ from refnet.kernels.pool import (
     _divisor_code,
     _pool_args,
     global_max_pool2d_reference,
-    max_pool2d,
-    max_pool2d_reference,
+    max_pool,
+    max_pool_reference,
 )
 
 __all__ = [
-    "max_pool2d_backward",
-    "max_pool2d_backward_reference",
-    "avg_pool2d_backward",
-    "avg_pool2d_backward_reference",
+    "max_pool_backward",
+    "max_pool_backward_reference",
+    "avg_pool_backward",
+    "avg_pool_backward_reference",
     "global_max_pool2d_backward",
     "global_max_pool2d_backward_reference",
     "global_avg_pool2d_backward",
     "global_avg_pool2d_backward_reference",
-    "max_unpool2d_backward",
-    "max_unpool2d_backward_reference",
+    "max_unpool_backward",
+    "max_unpool_backward_reference",
 ]
 
 IntPair = int | Sequence[int]
@@ -55,13 +55,13 @@ def _check_dy(dy: np.ndarray, shape: tuple[int, ...], fn: str) -> None:
 
 # ---- max -------------------------------------------------------------------------------------
 @ieee
-def max_pool2d_backward_reference(x: np.ndarray, dy: np.ndarray, kernel: IntPair, stride: IntPair | None = None,
+def max_pool_backward_reference(x: np.ndarray, dy: np.ndarray, kernel: IntPair, stride: IntPair | None = None,
                                   pad: int | Sequence[int] = 0, *, ceil_mode: bool = True) -> np.ndarray:
     """Reference MAX pooling backward: recompute the argmax with
-    :func:`refnet.kernels.max_pool2d_reference` and add each ``dy`` to its input element; float64."""
-    _, idx = max_pool2d_reference(np.asarray(x, dtype=np.float64), kernel, stride, pad, ceil_mode=ceil_mode,
+    :func:`refnet.kernels.max_pool_reference` and add each ``dy`` to its input element; float64."""
+    _, idx = max_pool_reference(np.asarray(x, dtype=np.float64), kernel, stride, pad, ceil_mode=ceil_mode,
                                   return_indices=True)
-    _check_dy(dy, idx.shape, "max_pool2d_backward_reference")
+    _check_dy(dy, idx.shape, "max_pool_backward_reference")
     n, c, h, w = x.shape
     dx = np.zeros((n * c, h * w))
     planes = np.repeat(np.arange(n * c), idx[0, 0].size).reshape(n * c, -1)
@@ -82,13 +82,13 @@ def _scatter_planes(idx, dy, dx):
 
 
 @ieee
-def max_pool2d_backward(x: np.ndarray, dy: np.ndarray, kernel: IntPair, stride: IntPair | None = None,
+def max_pool_backward(x: np.ndarray, dy: np.ndarray, kernel: IntPair, stride: IntPair | None = None,
                         pad: int | Sequence[int] = 0, *, ceil_mode: bool = True) -> np.ndarray:
     """Fast MAX pooling backward: the argmax from the fast forward kernel, then a compiled scatter
     (parallel over (n, c) planes) in the input dtype."""
     x = as_float_array(x, "x", 4)
-    _, idx = max_pool2d(x, kernel, stride, pad, ceil_mode=ceil_mode, return_indices=True)
-    _check_dy(dy, idx.shape, "max_pool2d_backward")
+    _, idx = max_pool(x, kernel, stride, pad, ceil_mode=ceil_mode, return_indices=True)
+    _check_dy(dy, idx.shape, "max_pool_backward")
     n, c, h, w = x.shape
     dx = np.zeros((n * c, h * w), dtype=x.dtype)
     _scatter_planes(np.ascontiguousarray(idx.reshape(n * c, -1)),
@@ -112,15 +112,15 @@ def _avg_divisor_1d(size: int, k: int, s: int, p0: int, p1: int, n_out: int, mod
 
 
 @ieee
-def avg_pool2d_backward_reference(x: np.ndarray, dy: np.ndarray, kernel: IntPair, stride: IntPair | None = None,
+def avg_pool_backward_reference(x: np.ndarray, dy: np.ndarray, kernel: IntPair, stride: IntPair | None = None,
                                   pad: int | Sequence[int] = 0, *, ceil_mode: bool = True,
                                   divisor: str = "padded") -> np.ndarray:
     """Reference AVE pooling backward: per output window, ``dy / divisor`` added to each window
     element inside the input (one loop over windows, float64)."""
     mode = _divisor_code(divisor)
     (kh, kw), (sh, sw), (pt, pl, pb, pr), ho, wo = _pool_args(x, kernel, stride, pad, ceil_mode,
-                                                             "avg_pool2d_backward_reference")
-    _check_dy(dy, x.shape[:2] + (ho, wo), "avg_pool2d_backward_reference")
+                                                             "avg_pool_backward_reference")
+    _check_dy(dy, x.shape[:2] + (ho, wo), "avg_pool_backward_reference")
     n, c, h, w = x.shape
     dy64 = np.asarray(dy, dtype=np.float64)
     dx = np.zeros((n, c, h, w))
@@ -139,15 +139,15 @@ def avg_pool2d_backward_reference(x: np.ndarray, dy: np.ndarray, kernel: IntPair
 
 
 @ieee
-def avg_pool2d_backward(x: np.ndarray, dy: np.ndarray, kernel: IntPair, stride: IntPair | None = None,
+def avg_pool_backward(x: np.ndarray, dy: np.ndarray, kernel: IntPair, stride: IntPair | None = None,
                         pad: int | Sequence[int] = 0, *, ceil_mode: bool = True, divisor: str = "padded") -> np.ndarray:
     """Fast AVE pooling backward in the input dtype: ``dy`` divided once by the (separable)
     divisors, then one strided add per kernel tap into the padded extent, cropped."""
     mode = _divisor_code(divisor)
     x = as_float_array(x, "x", 4)
     (kh, kw), (sh, sw), (pt, pl, pb, pr), ho, wo = _pool_args(x, kernel, stride, pad, ceil_mode,
-                                                             "avg_pool2d_backward")
-    _check_dy(dy, x.shape[:2] + (ho, wo), "avg_pool2d_backward")
+                                                             "avg_pool_backward")
+    _check_dy(dy, x.shape[:2] + (ho, wo), "avg_pool_backward")
     n, c, h, w = x.shape
     dvh, cnh = _avg_divisor_1d(h, kh, sh, pt, pb, ho, mode)
     dvw, cnw = _avg_divisor_1d(w, kw, sw, pl, pr, wo, mode)
@@ -230,11 +230,11 @@ def _last_writes(keys: np.ndarray) -> np.ndarray:
 
 
 @ieee
-def max_unpool2d_backward_reference(indices: np.ndarray, dy: np.ndarray) -> np.ndarray:
+def max_unpool_backward_reference(indices: np.ndarray, dy: np.ndarray) -> np.ndarray:
     """Reference max-unpooling backward: ``dx[n, c, i] = dy[n, c, indices[n, c, i]]`` where element
     i's write survived the forward scatter (the last one on a repeated index), else 0; float64.
     The indices carry no gradient."""
-    _unpool_check(indices, dy, "max_unpool2d_backward_reference")
+    _unpool_check(indices, dy, "max_unpool_backward_reference")
     n, c = dy.shape[:2]
     flat = np.asarray(dy, dtype=np.float64).reshape(n, c, -1)
     idx = np.asarray(indices).astype(np.int64).reshape(n, c, -1)
@@ -247,10 +247,10 @@ def max_unpool2d_backward_reference(indices: np.ndarray, dy: np.ndarray) -> np.n
 
 
 @ieee
-def max_unpool2d_backward(indices: np.ndarray, dy: np.ndarray) -> np.ndarray:
+def max_unpool_backward(indices: np.ndarray, dy: np.ndarray) -> np.ndarray:
     """Fast max-unpooling backward: one gather in the input dtype, surviving writes found for all
     planes at once."""
-    _unpool_check(indices, dy, "max_unpool2d_backward")
+    _unpool_check(indices, dy, "max_unpool_backward")
     n, c = dy.shape[:2]
     flat = dy.reshape(n, c, -1)
     m = flat.shape[2]

@@ -27,8 +27,8 @@ __all__ = [
     "batch_norm_reference",
     "scale",
     "scale_reference",
-    "bias_add",
-    "bias_add_reference",
+    "bias",
+    "bias_reference",
     "instance_norm",
     "instance_norm_reference",
     "lrn",
@@ -225,7 +225,7 @@ def scale(
 
 
 @ieee
-def bias_add_reference(x: np.ndarray, bias: np.ndarray, axis: int = 1) -> np.ndarray:
+def bias_reference(x: np.ndarray, bias: np.ndarray, axis: int = 1) -> np.ndarray:
     """Caffe Bias: ``x + bias``, bias shaped like ``x.shape[axis : axis + bias.ndim]``."""
     x = as_float_array(x, "x")
     bias = _param(bias, "bias", x)
@@ -234,8 +234,8 @@ def bias_add_reference(x: np.ndarray, bias: np.ndarray, axis: int = 1) -> np.nda
 
 
 @ieee
-def bias_add(x: np.ndarray, bias: np.ndarray, axis: int = 1) -> np.ndarray:
-    """Fast Caffe Bias (see :func:`bias_add_reference`): one ufunc pass."""
+def bias(x: np.ndarray, bias: np.ndarray, axis: int = 1) -> np.ndarray:
+    """Fast Caffe Bias (see :func:`bias_reference`): one ufunc pass."""
     x = as_float_array(x, "x")
     bias = _param(bias, "bias", x)
     a = _scale_axis(x, bias, axis, "bias")

@@ -22,16 +22,16 @@ from refnet.kernels._parallel import twin
 
 __all__ = [
     "pool_output_size",
-    "max_pool2d",
-    "max_pool2d_reference",
-    "avg_pool2d",
-    "avg_pool2d_reference",
+    "max_pool",
+    "max_pool_reference",
+    "avg_pool",
+    "avg_pool_reference",
     "global_max_pool2d",
     "global_max_pool2d_reference",
     "global_avg_pool2d",
     "global_avg_pool2d_reference",
-    "max_unpool2d",
-    "max_unpool2d_reference",
+    "max_unpool",
+    "max_unpool_reference",
 ]
 
 IntPair = int | Sequence[int]
@@ -143,7 +143,7 @@ def _max_pool_ref(x, kh, kw, sh, sw, pt, pl, y, idx, empty):
                     idx[n, c, oh, ow] = best_i
 
 
-def max_pool2d_reference(
+def max_pool_reference(
     x: np.ndarray,
     kernel: IntPair,
     stride: IntPair | None = None,
@@ -156,7 +156,7 @@ def max_pool2d_reference(
     index is ``h * W + w`` within the (n, c) plane, first maximum in row-major order on ties,
     NaN if the window holds a NaN. Plain loops, one window per output."""
     (kh, kw), (sh, sw), (pt, pl, _, _), ho, wo = _pool_args(
-        x, kernel, stride, pad, ceil_mode, "max_pool2d_reference"
+        x, kernel, stride, pad, ceil_mode, "max_pool_reference"
     )
     x = np.ascontiguousarray(x)
     n, c = x.shape[:2]
@@ -345,7 +345,7 @@ def _max_pool_sep(x, kh, kw, sh, sw, pt, pl, y, empty):
                     dst[k] = hm[k * sw]
 
 
-def max_pool2d(
+def max_pool(
     x: np.ndarray,
     kernel: IntPair,
     stride: IntPair | None = None,
@@ -354,10 +354,10 @@ def max_pool2d(
     ceil_mode: bool = True,
     return_indices: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """Fast max pooling, same semantics and indices as ``max_pool2d_reference`` (Caffe MAX
+    """Fast max pooling, same semantics and indices as ``max_pool_reference`` (Caffe MAX
     with its argmax mask); numba, parallel over (n, c) planes, kernel taps outermost."""
     (kh, kw), (sh, sw), (pt, pl, _, _), ho, wo = _pool_args(
-        x, kernel, stride, pad, ceil_mode, "max_pool2d"
+        x, kernel, stride, pad, ceil_mode, "max_pool"
     )
     x = np.ascontiguousarray(x)
     n, c = x.shape[:2]
@@ -412,7 +412,7 @@ def _avg_pool_ref(x, kh, kw, sh, sw, pt, pl, pb, pr, mode, y):
 
 
 @ieee
-def avg_pool2d_reference(
+def avg_pool_reference(
     x: np.ndarray,
     kernel: IntPair,
     stride: IntPair | None = None,
@@ -427,7 +427,7 @@ def avg_pool2d_reference(
     Plain loops, one window per output, summing in float64."""
     mode = _divisor_code(divisor)
     (kh, kw), (sh, sw), (pt, pl, pb, pr), ho, wo = _pool_args(
-        x, kernel, stride, pad, ceil_mode, "avg_pool2d_reference"
+        x, kernel, stride, pad, ceil_mode, "avg_pool_reference"
     )
     x = np.ascontiguousarray(x)
     n, c = x.shape[:2]
@@ -486,7 +486,7 @@ def _avg_pool_fast(x, kh, kw, sh, sw, pt, pl, div_h, div_w, y):
 
 
 @ieee
-def avg_pool2d(
+def avg_pool(
     x: np.ndarray,
     kernel: IntPair,
     stride: IntPair | None = None,
@@ -495,11 +495,11 @@ def avg_pool2d(
     ceil_mode: bool = True,
     divisor: str = "padded",
 ) -> np.ndarray:
-    """Fast average pooling, same semantics as ``avg_pool2d_reference``: numba, parallel over
+    """Fast average pooling, same semantics as ``avg_pool_reference``: numba, parallel over
     planes, taps outermost, one division by the (separable) divisor per output."""
     mode = _divisor_code(divisor)
     (kh, kw), (sh, sw), (pt, pl, pb, pr), ho, wo = _pool_args(
-        x, kernel, stride, pad, ceil_mode, "avg_pool2d"
+        x, kernel, stride, pad, ceil_mode, "avg_pool"
     )
     x = np.ascontiguousarray(x)
     n, c, h, w = x.shape
@@ -519,7 +519,7 @@ def global_max_pool2d_reference(x: np.ndarray) -> np.ndarray:
     """Maximum over each (n, c) plane -> (N, C, 1, 1) (Caffe global_pooling MAX); NaN if the
     plane holds a NaN. Reference: max pooling with the whole plane as the window."""
     as_float_array(x, "x", 4)
-    return max_pool2d_reference(x, x.shape[2:], 1)
+    return max_pool_reference(x, x.shape[2:], 1)
 
 
 @ieee
@@ -527,7 +527,7 @@ def global_avg_pool2d_reference(x: np.ndarray) -> np.ndarray:
     """Mean over each (n, c) plane -> (N, C, 1, 1) (Caffe global_pooling AVE). Reference:
     average pooling with the whole plane as the window."""
     as_float_array(x, "x", 4)
-    return avg_pool2d_reference(x, x.shape[2:], 1)
+    return avg_pool_reference(x, x.shape[2:], 1)
 
 
 @twin(0)
@@ -595,11 +595,11 @@ def _unpool_args(x, indices, out_hw, fn):
     return oh, ow
 
 
-def max_unpool2d_reference(x: np.ndarray, indices: np.ndarray, out_hw: IntPair) -> np.ndarray:
+def max_unpool_reference(x: np.ndarray, indices: np.ndarray, out_hw: IntPair) -> np.ndarray:
     """Max unpooling (Caffe-style MaxUnpool in cv2, Torch SpatialMaxUnpooling): zeros of shape
     (N, C, out_h, out_w) with ``y[n, c].flat[indices[n, c, i, j]] = x[n, c, i, j]``; on a
     repeated index the last value in row-major order wins."""
-    oh, ow = _unpool_args(x, indices, out_hw, "max_unpool2d_reference")
+    oh, ow = _unpool_args(x, indices, out_hw, "max_unpool_reference")
     n, c = x.shape[:2]
     y = np.zeros((n, c, oh * ow), dtype=x.dtype)
     for i in range(n):
@@ -621,9 +621,9 @@ def _unpool_fast(x, idx, y):
             dst[ind[m]] = src[m]
 
 
-def max_unpool2d(x: np.ndarray, indices: np.ndarray, out_hw: IntPair) -> np.ndarray:
-    """Fast ``max_unpool2d_reference``: a numba scatter, parallel over (n, c) planes."""
-    oh, ow = _unpool_args(x, indices, out_hw, "max_unpool2d")
+def max_unpool(x: np.ndarray, indices: np.ndarray, out_hw: IntPair) -> np.ndarray:
+    """Fast ``max_unpool_reference``: a numba scatter, parallel over (n, c) planes."""
+    oh, ow = _unpool_args(x, indices, out_hw, "max_unpool")
     n, c, h, w = x.shape
     y = np.zeros((n, c, oh * ow), dtype=x.dtype)
     xs = np.ascontiguousarray(x).reshape(n, c, h * w)

@@ -182,7 +182,9 @@ def _macs_fallback(node: Any, ins: Sequence[tuple[int, ...]], outs: Sequence[tup
     if node.op == "deconv":
         return int(np.prod(ins[0])) * int(np.prod(w.shape[1:]))
     if node.op == "linear":
-        axis = int(node.attrs.get("axis", 1))
+        from refnet.ops.registry import attrs
+
+        axis = attrs(node)["axis"]
         return int(np.prod(ins[0][:axis])) * int(w.size)
     return 0
 

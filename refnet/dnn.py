@@ -345,7 +345,9 @@ class Net:
             in_s.append(tuple(np.asarray(shapes[t], np.int32) for t in node.inputs))
             outs = [list(shapes[t]) for t in node.outputs]
             if node.op == "detection_output":  # data-dependent rows: cv2 reports its upper bound keep_top_k
-                k = int(node.attrs.get("keep_top_k", -1))
+                from refnet.ops.registry import attrs
+
+                k = int(attrs(node)["keep_top_k"])
                 outs = [[k if d == -1 and k > 0 else d for d in o] for o in outs]
             out_s.append(tuple(np.asarray(o, np.int32) for o in outs))
         return np.asarray(ids, np.int32), tuple(in_s), tuple(out_s)

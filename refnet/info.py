@@ -1,7 +1,7 @@
 """Layer table of a model: shapes, parameter counts and multiply-accumulates (MACs).
 
-MACs count one multiply-add per weight use, per op kind (one function each, see
-:data:`MAC_RULES`): convolution ``N*Co*Ho*Wo*(Ci/g)*kh*kw``; deconvolution
+MACs count one multiply-add per weight use, per op kind (one rule each, declared on the op
+specs as ``OpSpec.macs``; :data:`MAC_RULES` is their view): convolution ``N*Co*Ho*Wo*(Ci/g)*kh*kw``; deconvolution
 ``N*Ci*H*W*(Co/g)*kh*kw`` (every input element meets ``Co/g*kh*kw`` weights); linear
 ``rows*N_out*K``; average pooling one add per window element; LRN ``size`` per element;
 BatchNorm, Scale, Bias, PReLU, normalisations and Power one per element; Eltwise one per
@@ -26,6 +26,12 @@ import numpy as np
 
 from refnet.graph import Node
 from refnet.net import Net
+from refnet.ops import registry
+from refnet.ops.conv import conv_macs, deconv_macs, linear_macs
+from refnet.ops.norm import lrn_macs
+from refnet.ops.pool import avg_pool_macs
+from refnet.ops.registry import elementwise_macs, eltwise_macs
+from refnet.ops.tensor import resize_macs
 
 __all__ = [
     "LayerInfo",
@@ -51,83 +57,20 @@ def _numel(s: Sequence[int]) -> int:
     return int(math.prod(max(0, int(d)) for d in s))
 
 
-# ---- one function per op kind -------------------------------------------------------------------
-def conv_macs(node: Node, ins: Sequence[Shape], outs: Sequence[Shape]) -> int:
-    """Convolution: ``N*Co*Ho*Wo*(Ci/g)*kh*kw`` (the weight is ``(Co, Ci/g, kh, kw)``)."""
-    w = node.params["weight"].shape
-    return _numel(outs[0]) * int(w[1]) * int(w[2]) * int(w[3])
-
-
-def deconv_macs(node: Node, ins: Sequence[Shape], outs: Sequence[Shape]) -> int:
-    """Deconvolution: ``N*Ci*H*W*(Co/g)*kh*kw`` (the weight is ``(Ci, Co/g, kh, kw)``)."""
-    w = node.params["weight"].shape
-    return _numel(ins[0]) * int(w[1]) * int(w[2]) * int(w[3])
-
-
-def linear_macs(node: Node, ins: Sequence[Shape], outs: Sequence[Shape]) -> int:
-    """Linear (InnerProduct): rows x N_out x K, i.e. rows x weight size."""
-    axis = int(node.attrs.get("axis", 1))
-    rows = _numel(ins[0][:axis]) if axis > 0 else 1
-    return rows * int(node.params["weight"].size)
-
-
-def avg_pool_macs(node: Node, ins: Sequence[Shape], outs: Sequence[Shape]) -> int:
-    """Average pooling: one add per window element of every output (global: every input element)."""
-    if node.attrs.get("global_pooling"):
-        return _numel(ins[0])
-    kh, kw = node.attrs.get("kernel", (1, 1))
-    return _numel(outs[0]) * int(kh) * int(kw)
-
-
-def lrn_macs(node: Node, ins: Sequence[Shape], outs: Sequence[Shape]) -> int:
-    """LRN: a window of ``size`` squares per element (``size**2`` for WITHIN_CHANNEL)."""
-    size = int(node.attrs.get("size", 5))
-    return _numel(outs[0]) * (size if node.attrs.get("region", "across") == "across" else size * size)
-
-
-def elementwise_macs(node: Node, ins: Sequence[Shape], outs: Sequence[Shape]) -> int:
-    """One multiply-add per output element (BatchNorm, Scale, PReLU, normalisations, Power, ...)."""
-    return _numel(outs[0])
-
-
-def eltwise_macs(node: Node, ins: Sequence[Shape], outs: Sequence[Shape]) -> int:
-    """Eltwise sum/prod/max: one operation per element per input beyond the first."""
-    return _numel(outs[0]) * max(0, len(ins) - 1)
-
-
-def resize_macs(node: Node, ins: Sequence[Shape], outs: Sequence[Shape]) -> int:
-    """Bilinear resize: four taps per output element; nearest neighbour: none."""
-    return 4 * _numel(outs[0]) if "bilinear" in str(node.attrs.get("mode", "")) or node.op.startswith(
-        "upsample_bilinear") else 0
-
-
+# ---- MAC rules: one per op kind, declared on the op specs (refnet.ops.registry) ------------------
 MacRule = Callable[[Node, Sequence[Shape], Sequence[Shape]], int]
-MAC_RULES: dict[str, MacRule] = {
-    "conv": conv_macs,
-    "deconv": deconv_macs,
-    "linear": linear_macs,
-    "avg_pool": avg_pool_macs,
-    "lrn": lrn_macs,
-    "batch_norm": elementwise_macs,
-    "scale": elementwise_macs,
-    "bias": elementwise_macs,
-    "prelu": elementwise_macs,
-    "instance_norm": elementwise_macs,
-    "mvn": elementwise_macs,
-    "mvn_cv2": elementwise_macs,
-    "normalize": elementwise_macs,
-    "lp_normalize": elementwise_macs,
-    "power": elementwise_macs,
-    "eltwise": eltwise_macs,
-    "shortcut": eltwise_macs,
-    "resize": resize_macs,
-    "upsample_bilinear_ac": resize_macs,
-}
+
+
+def _mac_rules() -> dict[str, MacRule]:
+    return {name: spec.macs for name in registry.known_ops() if (spec := registry.get(name)).macs is not None}
+
+
+MAC_RULES: dict[str, MacRule] = _mac_rules()  # a view of the specs' rules (read-only by convention)
 
 
 def layer_macs(node: Node, ins: Sequence[Shape], outs: Sequence[Shape]) -> int:
-    """MACs of one layer by :data:`MAC_RULES` (ops without a rule count zero)."""
-    rule = MAC_RULES.get(node.op)
+    """MACs of one layer by its op spec's MAC rule (ops without one count zero)."""
+    rule = registry.get(node.op, node.name).macs
     return int(rule(node, ins, outs)) if rule is not None else 0
 
 
@@ -268,8 +211,8 @@ def model_info(net: Net, input_shapes: Mapping[str, Sequence[int]] | Sequence[in
         macs = layer_macs(n, i_s, o_s)
         params = int(sum(int(np.asarray(v).size) for v in n.params.values()))
         row = LayerInfo(n.name, n.op, i_s, o_s, params, macs, per.get(n.name))
-        if n.op == "conv" and int(n.attrs.get("groups", 1)) > 1:
-            g = int(n.attrs["groups"])
+        if n.op == "conv" and registry.attrs(n)["groups"] > 1:
+            g = registry.attrs(n)["groups"]
             row.note = f"groups={g}" + (f"; cv2 counts x{g}" if row.cv2_flops is not None else "")
             grouped.append((n.name, g))
         elif n.op == "deconv" and row.cv2_flops is not None and row.cv2_flops != 2 * macs:

@@ -54,14 +54,10 @@ __all__ = ["Net", "load", "load_caffe", "load_torch", "load_darknet", "PRECISION
 PRECISIONS = ("float32", "float64")
 QUIRKS = ("none", "cv2")
 
-# ops whose outputs never share memory with their inputs (anything else may return a view)
-_FRESH_OPS = frozenset({
-    "conv", "deconv", "linear", "relu", "prelu", "clip", "elu", "sigmoid", "tanh", "max_pool",
-    "avg_pool", "batch_norm", "instance_norm", "lrn", "softmax", "log_softmax", "eltwise", "concat",
-    "max_unpool", "normalize", "power", "pad",
-})
-# ops whose outputs *are* their input: no step, the output tensor names the input's slot
-_ALIAS_OPS = frozenset({"identity", "split"})
+# fresh: outputs never share memory with the inputs; alias: outputs *are* the input (op specs)
+from refnet.ops.registry import ALIAS_OPS as _ALIAS_OPS  # noqa: E402
+from refnet.ops.registry import FRESH_OPS as _FRESH_OPS  # noqa: E402
+
 _MAX_PROGRAMS = 8  # compiled programs kept per Net (input shapes x outputs x precision)
 # the most elements a tensor may have: Caffe counts a blob's elements in an int (INT_MAX), cv2.dnn too
 MAX_TENSOR_ELEMENTS = 2**31 - 1

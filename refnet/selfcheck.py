@@ -56,8 +56,8 @@ def _cases() -> list[Case]:
         Case("conv_transpose2d s2 adj1", lambda k, c: k("conv_transpose2d")(c(x), c(wt), c(b4), stride=2, pad=1,
                                                                            output_padding=(1, 1))),
         Case("linear", lambda k, c: k("linear")(c(x), c(fc), None), TOL_LONG),
-        Case("max_pool2d 3x3 s2 ceil", lambda k, c: k("max_pool2d")(c(x), (3, 3), (2, 2), (1, 1, 1, 1))),
-        Case("avg_pool2d 3x3 s2 caffe", lambda k, c: k("avg_pool2d")(c(x), (3, 3), (2, 2), (1, 1, 1, 1))),
+        Case("max_pool 3x3 s2 ceil", lambda k, c: k("max_pool")(c(x), (3, 3), (2, 2), (1, 1, 1, 1))),
+        Case("avg_pool 3x3 s2 caffe", lambda k, c: k("avg_pool")(c(x), (3, 3), (2, 2), (1, 1, 1, 1))),
         Case("relu leaky", lambda k, c: k("relu")(c(x), 0.1)),
         Case("prelu", lambda k, c: k("prelu")(c(x), c(c6a))),
         Case("elu", lambda k, c: k("elu")(c(x), 1.0)),
@@ -101,8 +101,8 @@ def _cases() -> list[Case]:
         Case("gather", lambda k, c: k("gather")(c(x), np.array([[3, 1], [0, 5]]), 1)),
         Case("depth_to_space CRD", lambda k, c: k("depth_to_space")(c(x[:, :4]), 2, "CRD")),
         Case("lrn_onnx size 4", lambda k, c: k("lrn_onnx")(c(x), 4, 1e-2, 0.75, 2.0)),
-        Case("max_pool2d indices + max_unpool2d",
-             lambda k, c: k("max_unpool2d")(*k("max_pool2d")(c(x), (2, 2), (2, 2), 0, return_indices=True),
+        Case("max_pool indices + max_unpool",
+             lambda k, c: k("max_unpool")(*k("max_pool")(c(x), (2, 2), (2, 2), 0, return_indices=True),
                                             (17, 19))),
     ]
 

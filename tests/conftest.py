@@ -9,7 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from refnet import tolerances as _TOLERANCES
+# every attribute a test graph carries must be declared by its op spec (refnet.ops.registry)
+os.environ.setdefault("REFNET_CHECK_ATTRS", "1")
+
+from refnet import tolerances as _TOLERANCES  # noqa: E402
 
 TESTS_DIR = Path(__file__).resolve().parent
 if str(TESTS_DIR) not in sys.path:  # lets tests import the test-side writers: `from writers import ...`

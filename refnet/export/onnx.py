@@ -34,7 +34,7 @@ import numpy as np
 
 from refnet.errors import RefnetError, ShapeError, UnsupportedLayerError
 from refnet.graph import Node
-from refnet.ops.core import _pad4, _pair  # the IR's own attribute readers (one rule for run and export)
+from refnet.ops.registry import attrs as op_attrs  # the op specs: one attribute rule for run and export
 
 __all__ = ["export_onnx", "EXPORTERS", "OPSET_MIN", "OPSET_MAX", "require_onnx", "exported_ops"]
 
@@ -222,9 +222,8 @@ def identity(b: _Builder, n: Node) -> list[str]:
 
 # ---- convolution -------------------------------------------------------------------------------
 def _conv_attrs(n: Node) -> dict:
-    a = n.attrs
-    return dict(strides=list(_pair(a.get("stride"), 1)), pads=list(_pad4(a.get("pad"))),
-                dilations=list(_pair(a.get("dilation"), 1)), group=int(a.get("groups", 1)))
+    a = op_attrs(n)
+    return dict(strides=list(a["stride"]), pads=list(a["pad"]), dilations=list(a["dilation"]), group=a["groups"])
 
 
 def _weight_inputs(b: _Builder, n: Node) -> list[str]:
@@ -244,9 +243,9 @@ def conv(b: _Builder, n: Node) -> list[str]:
 @exports("deconv")
 def deconv(b: _Builder, n: Node) -> list[str]:
     w = n.params["weight"]
-    ah, aw = _pair(n.attrs.get("output_padding"), 0)
-    sh, sw = _pair(n.attrs.get("stride"), 1)
-    dh, dw = _pair(n.attrs.get("dilation"), 1)
+    ah, aw = op_attrs(n)["output_padding"]
+    sh, sw = op_attrs(n)["stride"]
+    dh, dw = op_attrs(n)["dilation"]
     if ah >= max(sh, dh) or aw >= max(sw, dw):  # the ONNX rule (Torch's adjW/adjH obey it too)
         raise _unsupported(n, f"output_padding {(ah, aw)} must be smaller than the stride {(sh, sw)} or "
                               f"dilation {(dh, dw)} in ONNX")
@@ -257,7 +256,7 @@ def deconv(b: _Builder, n: Node) -> list[str]:
 @exports("linear")
 def linear(b: _Builder, n: Node) -> list[str]:
     shape = b.shape(n.inputs[0])
-    axis = int(n.attrs.get("axis", 1))
+    axis = op_attrs(n)["axis"]
     axis = axis + len(shape) if axis < 0 else axis
     w = n.params["weight"]
     bias = n.params.get("bias")
@@ -279,12 +278,12 @@ def linear(b: _Builder, n: Node) -> list[str]:
 def _pool_geometry(b: _Builder, n: Node) -> tuple:
     """Kernel, stride, pads (t, l, b, r) and the extra end padding that makes ONNX's floor rule
     give the framework's output size (computed by refnet's shape rule, Caffe's ceil mode)."""
-    a = n.attrs
+    a = op_attrs(n)
     _, _, h, w = b.shape(n.inputs[0])
     _, _, ho, wo = b.shape(n.outputs[0])
-    kh, kw = _pair(a.get("kernel"), 1)
-    sh, sw = _pair(a.get("stride"), 1) if a.get("stride") is not None else (kh, kw)
-    pt, pl, pb, pr = _pad4(a.get("pad"))
+    kh, kw = a["kernel"]
+    sh, sw = a["stride"] or (kh, kw)
+    pt, pl, pb, pr = a["pad"]
     # the windows cover rows [-pt, (ho-1)*sh + kh - pt): pad the end up to there (never less)
     eb = max((ho - 1) * sh + kh - pt - h, 0)
     er = max((wo - 1) * sw + kw - pl - w, 0)
@@ -301,9 +300,9 @@ def _explicit_pad(b: _Builder, x: str, t: int, l: int, bot: int, r: int, value: 
 def max_pool(b: _Builder, n: Node) -> list[str]:
     x = n.inputs[0]
     want_idx = len(n.outputs) > 1
-    if n.attrs.get("global_pooling") and not want_idx:
+    if op_attrs(n)["global_pooling"] and not want_idx:
         return [b.op("GlobalMaxPool", [x], name=n.name, out=n.outputs[0])]
-    if n.attrs.get("global_pooling"):
+    if op_attrs(n)["global_pooling"]:
         _, _, h, w = b.shape(x)
         k, s, (pt, pl, _, _), (eb, er), (ho, wo) = (h, w), (1, 1), (0, 0, 0, 0), (h, w), (1, 1)
     else:
@@ -327,10 +326,10 @@ def max_pool(b: _Builder, n: Node) -> list[str]:
 
 
 def _avg_divisor(n: Node, k, s, pads, hw, out_hw) -> np.ndarray:
-    """The framework's divisor per output position (rows x cols), see kernels.pool.avg_pool2d:
+    """The framework's divisor per output position (rows x cols), see kernels.pool.avg_pool:
     "padded": the window clipped to [-pad_begin, size + pad_end) (Caffe, Torch count_include_pad),
     "valid": clipped to [0, size), "kernel": k."""
-    rule = n.attrs.get("divisor", "padded")
+    rule = op_attrs(n)["divisor"]
 
     def axis(size, kk, ss, pb, pe, no):
         start = np.arange(no) * ss - pb
@@ -348,7 +347,7 @@ def _avg_divisor(n: Node, k, s, pads, hw, out_hw) -> np.ndarray:
 @exports("avg_pool")
 def avg_pool(b: _Builder, n: Node) -> list[str]:
     x = n.inputs[0]
-    if n.attrs.get("global_pooling"):
+    if op_attrs(n)["global_pooling"]:
         return [b.op("GlobalAveragePool", [x], name=n.name, out=n.outputs[0])]
     k, s, pads, (eb, er), hw, out_hw = _pool_geometry(b, n)
     div = _avg_divisor(n, k, s, pads, hw, out_hw)
@@ -380,7 +379,7 @@ def max_unpool(b: _Builder, n: Node) -> list[str]:
 # ---- activations ---------------------------------------------------------------------------------
 @exports("relu")
 def relu(b: _Builder, n: Node) -> list[str]:
-    slope = float(n.attrs.get("negative_slope", 0.0))
+    slope = op_attrs(n)["negative_slope"]
     if slope == 0.0:
         return [b.op("Relu", [n.inputs[0]], name=n.name, out=n.outputs[0])]
     return [b.op("LeakyRelu", [n.inputs[0]], name=n.name, out=n.outputs[0], alpha=slope)]
@@ -388,7 +387,7 @@ def relu(b: _Builder, n: Node) -> list[str]:
 
 @exports("clip")
 def clip(b: _Builder, n: Node) -> list[str]:
-    lo, hi = float(n.attrs.get("min", 0.0)), float(n.attrs.get("max", 6.0))
+    lo, hi = op_attrs(n)["min"], op_attrs(n)["max"]
     return [b.op("Clip", [n.inputs[0], b.const(lo), b.const(hi)], name=n.name, out=n.outputs[0])]
 
 
@@ -403,7 +402,7 @@ def prelu(b: _Builder, n: Node) -> list[str]:
 
 @exports("elu")
 def elu(b: _Builder, n: Node) -> list[str]:
-    return [b.op("Elu", [n.inputs[0]], name=n.name, out=n.outputs[0], alpha=float(n.attrs.get("alpha", 1.0)))]
+    return [b.op("Elu", [n.inputs[0]], name=n.name, out=n.outputs[0], alpha=op_attrs(n)["alpha"])]
 
 
 _UNARY = {"sigmoid": "Sigmoid", "tanh": "Tanh", "abs": "Abs", "sqrt": "Sqrt", "bnll": "Softplus"}
@@ -446,8 +445,8 @@ def _affine(b: _Builder, x: str, scale: float, shift: float, name: str, out: str
 @exports("power")
 def power(b: _Builder, n: Node) -> list[str]:
     """Caffe Power: (shift + scale * x) ^ power (Torch MulConstant / AddConstant / Power too)."""
-    p = float(n.attrs.get("power", 1.0))
-    sc, sh = float(n.attrs.get("scale", 1.0)), float(n.attrs.get("shift", 0.0))
+    p = op_attrs(n)["power"]
+    sc, sh = op_attrs(n)["scale"], op_attrs(n)["shift"]
     if p == 1.0:
         return [_affine(b, n.inputs[0], sc, sh, n.name, n.outputs[0])]
     base = _affine(b, n.inputs[0], sc, sh, n.name)
@@ -457,8 +456,8 @@ def power(b: _Builder, n: Node) -> list[str]:
 @exports("exp")
 def exp(b: _Builder, n: Node) -> list[str]:
     """Caffe Exp: base^(shift + scale*x) = base^shift * exp(ln(base) * scale * x)."""
-    base = float(n.attrs.get("base", -1.0))
-    sc, sh = float(n.attrs.get("scale", 1.0)), float(n.attrs.get("shift", 0.0))
+    base = op_attrs(n)["base"]
+    sc, sh = op_attrs(n)["scale"], op_attrs(n)["shift"]
     lb = 1.0 if base == -1.0 else math.log(base)
     inner = _affine(b, n.inputs[0], lb * sc, 0.0, n.name)
     outer = math.exp(lb * sh)
@@ -470,8 +469,8 @@ def exp(b: _Builder, n: Node) -> list[str]:
 @exports("log")
 def log(b: _Builder, n: Node) -> list[str]:
     """Caffe Log: log(shift + scale*x) / ln(base)."""
-    base = float(n.attrs.get("base", -1.0))
-    sc, sh = float(n.attrs.get("scale", 1.0)), float(n.attrs.get("shift", 0.0))
+    base = op_attrs(n)["base"]
+    sc, sh = op_attrs(n)["scale"], op_attrs(n)["shift"]
     y = b.op("Log", [_affine(b, n.inputs[0], sc, sh, n.name)], name=n.name, out=n.outputs[0] if base == -1.0 else None)
     if base == -1.0:
         return [y]
@@ -482,7 +481,7 @@ def log(b: _Builder, n: Node) -> list[str]:
 def softmax(b: _Builder, n: Node) -> list[str]:
     """Softmax over one axis (ONNX >= 13 does not flatten)."""
     return [b.op("Softmax" if n.op == "softmax" else "LogSoftmax", [n.inputs[0]], name=n.name, out=n.outputs[0],
-                 axis=int(n.attrs.get("axis", 1)))]
+                 axis=op_attrs(n)["axis"])]
 
 
 # ---- normalisation -----------------------------------------------------------------------------
@@ -500,7 +499,7 @@ def batch_norm(b: _Builder, n: Node) -> list[str]:
     bias = n.params.get("bias")
     w = np.ones(c) if w is None else w.reshape(-1).astype(np.float64)
     bias = np.zeros(c) if bias is None else bias.reshape(-1).astype(np.float64)
-    eps = float(n.attrs.get("eps", 1e-5))
+    eps = op_attrs(n)["eps"]
     if len(b.shape(n.inputs[0])) < 2:
         raise _unsupported(n, "batch norm needs a channel axis")
     return [b.op("BatchNormalization", [n.inputs[0], b.const(w, hint=f"{n.name}/scale"),
@@ -519,7 +518,7 @@ def instance_norm(b: _Builder, n: Node) -> list[str]:
     bias = np.zeros(c) if bias is None else bias.reshape(-1)
     return [b.op("InstanceNormalization", [n.inputs[0], b.const(w, hint=f"{n.name}/scale"),
                                            b.const(bias, hint=f"{n.name}/bias")],
-                 name=n.name, out=n.outputs[0], epsilon=float(n.attrs.get("eps", 1e-5)))]
+                 name=n.name, out=n.outputs[0], epsilon=op_attrs(n)["eps"])]
 
 
 @exports("mvn", "mvn_cv2")
@@ -527,13 +526,13 @@ def mvn(b: _Builder, n: Node) -> list[str]:
     """Caffe MVN: (x - mean) / (sqrt(var) + eps); cv2's (``mvn_cv2``): (x - mean) / sqrt(var + eps)."""
     x = n.inputs[0]
     rank = len(b.shape(x))
-    axes = list(range(1 if n.attrs.get("across_channels", False) else 2, rank))
-    eps = float(n.attrs.get("eps", 1e-9))
+    axes = list(range(1 if op_attrs(n)["across_channels"] else 2, rank))
+    eps = op_attrs(n)["eps"]
     if not axes:
         raise _unsupported(n, "MVN of a tensor without spatial axes")
     d = b.op("Sub", [x, b.op("ReduceMean", [x], name=n.name, axes=axes, keepdims=1)], name=n.name,
-             out=None if n.attrs.get("normalize_variance", True) else n.outputs[0])
-    if not n.attrs.get("normalize_variance", True):
+             out=None if op_attrs(n)["normalize_variance"] else n.outputs[0])
+    if not op_attrs(n)["normalize_variance"]:
         return [d]
     var = b.op("ReduceMean", [b.op("Mul", [d, d], name=n.name)], name=n.name, axes=axes, keepdims=1)
     if n.op == "mvn":
@@ -567,7 +566,7 @@ def _bcast_param(b: _Builder, n: Node, x: str, v: np.ndarray | str, axis: int, h
 def scale(b: _Builder, n: Node) -> list[str]:
     """Caffe Scale: x * w (+ bias), w covering the dims of x from ``axis``."""
     x = n.inputs[0]
-    axis = int(n.attrs.get("axis", 1))
+    axis = op_attrs(n)["axis"]
     axis = axis + len(b.shape(x)) if axis < 0 else axis
     w = n.inputs[1] if len(n.inputs) > 1 else n.params["weight"]
     bias = n.params.get("bias")
@@ -581,7 +580,7 @@ def scale(b: _Builder, n: Node) -> list[str]:
 @exports("bias")
 def bias(b: _Builder, n: Node) -> list[str]:
     x = n.inputs[0]
-    axis = int(n.attrs.get("axis", 1))
+    axis = op_attrs(n)["axis"]
     axis = axis + len(b.shape(x)) if axis < 0 else axis
     v = n.inputs[1] if len(n.inputs) > 1 else n.params["bias"]
     return [b.op("Add", [x, _bcast_param(b, n, x, v, axis, f"{n.name}/bias")], name=n.name, out=n.outputs[0])]
@@ -591,11 +590,10 @@ def bias(b: _Builder, n: Node) -> list[str]:
 def lrn(b: _Builder, n: Node) -> list[str]:
     """Caffe LRN. ACROSS_CHANNELS is ONNX LRN (same window and alpha/size); WITHIN_CHANNEL is
     x * (1 + alpha * avg of x^2 over the zero-padded size x size window)^-beta (k unused, Caffe)."""
-    a = n.attrs
-    size, alpha = int(a.get("size", 5)), float(a.get("alpha", 1e-4))
-    beta, k = float(a.get("beta", 0.75)), float(a.get("k", 1.0))
+    a = op_attrs(n)
+    size, alpha, beta, k = a["size"], a["alpha"], a["beta"], a["k"]
     x = n.inputs[0]
-    if a.get("region", "across") in ("across", "across_channels"):
+    if a["region"] in ("across", "across_channels"):
         return [b.op("LRN", [x], name=n.name, out=n.outputs[0], size=size, alpha=alpha, beta=beta, bias=k)]
     pre = (size - 1) // 2
     sq = _explicit_pad(b, b.op("Mul", [x, x], name=n.name), pre, pre, size - 1 - pre, size - 1 - pre, 0.0, n.name)
@@ -609,15 +607,15 @@ def normalize(b: _Builder, n: Node) -> list[str]:
     """Caffe-SSD Normalize: x / sqrt(sum x^2 + eps) over (C, H, W) or over C, times the scale."""
     x = n.inputs[0]
     rank = len(b.shape(x))
-    axes = list(range(1, rank)) if n.attrs.get("across_spatial", True) else [1]
+    axes = list(range(1, rank)) if op_attrs(n)["across_spatial"] else [1]
     ss = b.op("ReduceSum", [b.op("Mul", [x, x], name=n.name), b.i64(axes)], name=n.name, keepdims=1)
-    den = b.op("Sqrt", [b.op("Add", [ss, b.const(float(n.attrs.get("eps", 1e-10)))], name=n.name)], name=n.name)
+    den = b.op("Sqrt", [b.op("Add", [ss, b.const(op_attrs(n)["eps"])], name=n.name)], name=n.name)
     sc = n.params.get("scale")
     y = b.op("Div", [x, den], name=n.name, out=n.outputs[0] if sc is None else None)
     if sc is None:
         return [y]
     sc = sc.reshape(-1)
-    shared = bool(n.attrs.get("channel_shared", True))
+    shared = op_attrs(n)["channel_shared"]
     v = sc[:1].reshape(()) if shared else sc.reshape(_chan_shape(b, x, sc.size))
     return [b.op("Mul", [y, b.const(v, hint=f"{n.name}/scale")], name=n.name, out=n.outputs[0])]
 
@@ -628,7 +626,7 @@ def lp_normalize(b: _Builder, n: Node) -> list[str]:
     (p = inf: max |x| + eps)."""
     x = n.inputs[0]
     axes = list(range(1, len(b.shape(x))))
-    p, eps = float(n.attrs.get("p", 2.0)), float(n.attrs.get("eps", 1e-10))
+    p, eps = op_attrs(n)["p"], op_attrs(n)["eps"]
     ax = b.op("Abs", [x], name=n.name)
     if math.isinf(p):
         den = b.op("Add", [b.op("ReduceMax", [ax], name=n.name, axes=axes, keepdims=1), b.const(eps)], name=n.name)
@@ -641,13 +639,13 @@ def lp_normalize(b: _Builder, n: Node) -> list[str]:
 # ---- tensor ops ------------------------------------------------------------------------------------
 @exports("concat")
 def concat(b: _Builder, n: Node) -> list[str]:
-    return [b.op("Concat", list(n.inputs), name=n.name, out=n.outputs[0], axis=int(n.attrs.get("axis", 1)))]
+    return [b.op("Concat", list(n.inputs), name=n.name, out=n.outputs[0], axis=op_attrs(n)["axis"])]
 
 
 @exports("slice")
 def slice_(b: _Builder, n: Node) -> list[str]:
     shape = b.shape(n.inputs[0])
-    axis = int(n.attrs.get("axis", 1))
+    axis = op_attrs(n)["axis"]
     axis = axis + len(shape) if axis < 0 else axis
     sizes = [b.shape(t)[axis] for t in n.outputs]
     return b.op("Split", [n.inputs[0], b.i64(sizes)], name=n.name, out=list(n.outputs), axis=axis)
@@ -662,7 +660,7 @@ def reshape(b: _Builder, n: Node) -> list[str]:
 @exports("permute")
 def permute(b: _Builder, n: Node) -> list[str]:
     ndim = len(b.shape(n.inputs[0]))
-    order = [int(i) for i in n.attrs.get("order", ())]
+    order = [int(i) for i in op_attrs(n)["order"]]
     order += [i for i in range(ndim) if i not in order]  # Caffe fills the trailing axes in order
     return [b.op("Transpose", [n.inputs[0]], name=n.name, out=n.outputs[0], perm=order)]
 
@@ -681,9 +679,9 @@ def _slice_box(b: _Builder, x: str, starts: Sequence[int], ends: Sequence[int], 
 @exports("crop")
 def crop(b: _Builder, n: Node) -> list[str]:
     shape, like = b.shape(n.inputs[0]), b.shape(n.inputs[1])
-    axis = int(n.attrs.get("axis", 2))
+    axis = op_attrs(n)["axis"]
     axis = axis + len(shape) if axis < 0 else axis
-    offs = [int(v) for v in n.attrs.get("offset", (0,))] or [0]
+    offs = [int(v) for v in op_attrs(n)["offset"]] or [0]
     if len(offs) == 1:
         offs = offs * (len(shape) - axis)
     starts = [0] * axis + offs
@@ -693,14 +691,14 @@ def crop(b: _Builder, n: Node) -> list[str]:
 
 @exports("pad")
 def pad(b: _Builder, n: Node) -> list[str]:
-    pads = [tuple(int(v) for v in pr) for pr in n.attrs.get("pads", ())]
-    mode = n.attrs.get("mode", "constant")
+    pads = [tuple(int(v) for v in pr) for pr in op_attrs(n)["pads"]]
+    mode = op_attrs(n)["mode"]
     if min((v for pr in pads for v in pr), default=0) < 0:
         raise _unsupported(n, "negative padding")
     onnx_pads = [p[0] for p in pads] + [p[1] for p in pads]
     ins = [n.inputs[0], b.i64(onnx_pads)]
     if mode == "constant":
-        ins.append(b.const(float(n.attrs.get("value", 0.0))))
+        ins.append(b.const(op_attrs(n)["value"]))
     return [b.op("Pad", ins, name=n.name, out=n.outputs[0], mode=mode)]
 
 
@@ -743,19 +741,19 @@ def _bilinear(b: _Builder, x: str, out_hw: tuple[int, int], rule: str, name: str
 def resize(b: _Builder, n: Node) -> list[str]:
     """Nearest (cv2 INTER_NEAREST index rule = Darknet/Torch integer upsampling) or bilinear
     (Caffe Interp and Torch: align corners), to the size refnet's shape rule gives."""
-    a = n.attrs
+    a = op_attrs(n)
     x = n.inputs[0]
     _, _, ho, wo = b.shape(n.outputs[0])
-    if int(a.get("pad_beg", 0)) > 0 or int(a.get("pad_end", 0)) > 0:
+    if a["pad_beg"] > 0 or a["pad_end"] > 0:
         raise _unsupported(n, "positive Interp pads")
-    # Interp's pad_beg/pad_end enter the output size only: the IR op (refnet.ops.core._resize)
+    # Interp's pad_beg/pad_end enter the output size only: the IR op (refnet.ops.tensor._resize)
     # resamples the whole input to that size, and so does this mapping
-    if a.get("mode", "bilinear") == "nearest":
+    if a["mode"] == "nearest":
         _, _, h, w = b.shape(x)
         y = b.gather(x, _nearest_index(h, ho), 2, name=n.name) if h != ho else x
         y = b.gather(y, _nearest_index(w, wo), 3, name=n.name) if w != wo else y
         return [b.op("Identity", [y], name=n.name, out=n.outputs[0])]
-    rule = "align_corners" if a.get("align_corners", False) else "half_pixel" if a.get("half_pixel") else "asymmetric"
+    rule = "align_corners" if a["align_corners"] else "half_pixel" if a["half_pixel"] else "asymmetric"
     return [_bilinear(b, x, (ho, wo), rule, n.name, n.outputs[0])]
 
 
@@ -769,8 +767,8 @@ def upsample_bilinear_ac(b: _Builder, n: Node) -> list[str]:
 @exports("eltwise")
 def eltwise(b: _Builder, n: Node) -> list[str]:
     """Caffe Eltwise: SUM with per-input coefficients, PROD, MAX."""
-    op = n.attrs.get("operation", "sum")
-    coeffs = n.attrs.get("coeffs")
+    op = op_attrs(n)["operation"]
+    coeffs = op_attrs(n)["coeffs"]
     xs = list(n.inputs)
     if op == "sum" and coeffs:
         xs = [x if float(c) == 1.0 else b.op("Mul", [x, b.const(float(c))], name=n.name) for x, c in zip(xs, coeffs)]
@@ -790,7 +788,7 @@ def eltwise(b: _Builder, n: Node) -> list[str]:
 @exports("shuffle_channel")
 def shuffle_channel(b: _Builder, n: Node) -> list[str]:
     nb, c, h, w = b.shape(n.inputs[0])
-    g = int(n.attrs.get("group", 1))
+    g = op_attrs(n)["group"]
     y = b.reshape(n.inputs[0], (nb, g, c // g, h * w), name=n.name)
     y = b.op("Transpose", [y], name=n.name, perm=[0, 2, 1, 3])
     return [b.reshape(y, (nb, c, h, w), name=n.name, out=n.outputs[0])]
@@ -800,7 +798,7 @@ def shuffle_channel(b: _Builder, n: Node) -> list[str]:
 def reorg(b: _Builder, n: Node) -> list[str]:
     """Darknet reorg_cpu(forward=0) as one gather over the flattened sample (the kernel's index rule)."""
     nb, c, h, w = b.shape(n.inputs[0])
-    s = int(n.attrs.get("stride", 2))
+    s = op_attrs(n)["stride"]
     oc = c // (s * s)
     k, j, i = np.meshgrid(np.arange(c), np.arange(h), np.arange(w), indexing="ij")
     c2, off = k % oc, k // oc
@@ -815,7 +813,7 @@ def reorg(b: _Builder, n: Node) -> list[str]:
 def shortcut(b: _Builder, n: Node) -> list[str]:
     """Darknet shortcut: alpha * x + beta * a_i over the channels both have (a_i cropped or zero-padded)."""
     x = n.inputs[0]
-    alpha, beta = float(n.attrs.get("alpha", 1.0)), float(n.attrs.get("beta", 1.0))
+    alpha, beta = op_attrs(n)["alpha"], op_attrs(n)["beta"]
     shape = b.shape(x)
     c = shape[1]
     y = x if alpha == 1.0 else b.op("Mul", [x, b.const(alpha)], name=n.name)
@@ -836,7 +834,7 @@ def shortcut(b: _Builder, n: Node) -> list[str]:
 @exports("route_group")
 def route_group(b: _Builder, n: Node) -> list[str]:
     c = b.shape(n.inputs[0])[1]
-    g, gid = int(n.attrs.get("groups", 1)), int(n.attrs.get("group_id", 0))
+    g, gid = op_attrs(n)["groups"], op_attrs(n)["group_id"]
     size = c // g
     return [b.slice(n.inputs[0], 1, gid * size, (gid + 1) * size, name=n.name, out=n.outputs[0])]
 
@@ -844,7 +842,7 @@ def route_group(b: _Builder, n: Node) -> list[str]:
 @exports("darknet_softmax")
 def darknet_softmax(b: _Builder, n: Node) -> list[str]:
     shape = b.shape(n.inputs[0])
-    g, t = int(n.attrs.get("groups", 1)), float(n.attrs.get("temperature", 1.0))
+    g, t = op_attrs(n)["groups"], op_attrs(n)["temperature"]
     z = b.reshape(n.inputs[0], (shape[0], g, math.prod(shape[1:]) // g), name=n.name)
     if t != 1.0:
         z = b.op("Div", [z, b.const(t)], name=n.name)
@@ -854,17 +852,17 @@ def darknet_softmax(b: _Builder, n: Node) -> list[str]:
 
 def _yolo_decode(b: _Builder, n: Node, *, softmax: bool, norm_hw: tuple[int, int] | None) -> str:
     """cv2's RegionLayer rows (see refnet.kernels.yolo): [cx, cy, w, h, obj, obj*p_k (> thresh, else 0)]."""
-    a = n.attrs
+    a = op_attrs(n)
     nb, h, w, c = b.shape(n.inputs[0])
     if nb != 1:
         raise _unsupported(n, "YOLO heads are exported for batch 1 (cv2 drops the batch axis)")
     anc = np.asarray(a["anchors"], dtype=np.float64).reshape(-1, 2)
-    na, classes = len(anc), int(a["classes"])
+    na, classes = len(anc), a["classes"]
     cell = 5 + classes
-    thresh, nms_thr = float(a.get("thresh", 0.0)), float(a.get("nms_threshold", 0.0))
-    sxy = float(a.get("scale_x_y", 1.0))
-    new_coords = bool(a.get("new_coords", False))
-    classfix = int(a.get("classfix", 0))
+    thresh, nms_thr = a["thresh"], a["nms_threshold"]
+    yolo = n.op == "yolo"  # region (YOLOv2) has no scale_x_y/new_coords, yolo no classfix
+    sxy, new_coords = (a["scale_x_y"], a["new_coords"]) if yolo else (1.0, False)
+    classfix = 0 if yolo else a["classfix"]
     nh, nw = norm_hw if norm_hw is not None else (h, w)
     rows = h * w * na
     r = np.arange(rows)
@@ -926,7 +924,7 @@ def _rows_nms(b: _Builder, nm: str, boxes: str, prob: str, rows: int, classes: i
 def region(b: _Builder, n: Node) -> list[str]:
     """Darknet [region] (YOLOv2): logistic x, y, objectness, exp sizes times the anchors (grid units),
     softmax (or logistic) classes, cv2's row layout."""
-    return [_yolo_decode(b, n, softmax=bool(n.attrs.get("softmax", True)), norm_hw=None)]
+    return [_yolo_decode(b, n, softmax=op_attrs(n)["softmax"], norm_hw=None)]
 
 
 @exports("yolo")
@@ -942,13 +940,13 @@ def yolo(b: _Builder, n: Node) -> list[str]:
 @exports("torch_padding")
 def torch_padding(b: _Builder, n: Node) -> list[str]:
     """nn.Padding: |pad| values inserted at the Torch position (refnet.ops.torch rule)."""
-    from refnet.ops.torch import _padding_geometry
+    from refnet.ops.torch import padding_geometry as _padding_geometry
 
     shape = b.shape(n.inputs[0])
     axis, pad, at = _padding_geometry(n, shape)
     fill_shape = list(shape)
     fill_shape[axis] = pad
-    fill = b.const(np.full(fill_shape, float(n.attrs.get("value", 0.0))), hint=f"{n.name}/fill")
+    fill = b.const(np.full(fill_shape, op_attrs(n)["value"]), hint=f"{n.name}/fill")
     parts = []
     if at > 0:
         parts.append(b.slice(n.inputs[0], axis, 0, at, name=n.name))
@@ -962,7 +960,7 @@ def torch_padding(b: _Builder, n: Node) -> list[str]:
 def torch_pad2d(b: _Builder, n: Node) -> list[str]:
     """nn.SpatialZeroPadding: negative pads crop first, positive pads add zeros."""
     shape = b.shape(n.inputs[0])
-    t, l, bt, r = (int(v) for v in n.attrs["pads"])
+    t, l, bt, r = op_attrs(n)["pads"]
     h, w = shape[-2:]
     starts = [0] * (len(shape) - 2) + [max(-t, 0), max(-l, 0)]
     ends = list(shape[:-2]) + [h - max(-bt, 0), w - max(-r, 0)]
@@ -977,7 +975,7 @@ def torch_pad2d(b: _Builder, n: Node) -> list[str]:
 
 @exports("torch_narrow")
 def torch_narrow(b: _Builder, n: Node) -> list[str]:
-    from refnet.ops.torch import _narrow_geometry
+    from refnet.ops.torch import narrow_geometry as _narrow_geometry
 
     axis, start, length = _narrow_geometry(n, b.shape(n.inputs[0]))
     return [b.slice(n.inputs[0], axis, start, start + length, name=n.name, out=n.outputs[0])]
@@ -986,7 +984,7 @@ def torch_narrow(b: _Builder, n: Node) -> list[str]:
 @exports("torch_shave")
 def torch_shave(b: _Builder, n: Node) -> list[str]:
     nb, c, h, w = b.shape(n.inputs[0])
-    s = int(n.attrs["size"])
+    s = op_attrs(n)["size"]
     return [_slice_box(b, n.inputs[0], [0, 0, s, s], [nb, c, h - s, w - s], n.name, n.outputs[0])]
 
 
@@ -994,7 +992,7 @@ def torch_shave(b: _Builder, n: Node) -> list[str]:
 def torch_select(b: _Builder, n: Node) -> list[str]:
     outs = []
     for x, t in zip(n.inputs, n.outputs):
-        axis = int(n.attrs["axis"])
+        axis = op_attrs(n)["axis"]
         axis = axis + len(b.shape(x)) if axis < 0 else axis
         outs.append(b.op("Gather", [x, b.i64(0)], name=n.name, out=t, axis=axis))
     return outs
@@ -1004,7 +1002,7 @@ def torch_select(b: _Builder, n: Node) -> list[str]:
 def depth_concat(b: _Builder, n: Node) -> list[str]:
     """nn.DepthConcat: smaller inputs zero-padded, centred at floor(diff / 2), then concatenated."""
     out = b.shape(n.outputs[0])
-    axis = int(n.attrs.get("axis", 1))
+    axis = op_attrs(n)["axis"]
     axis = axis + len(out) if axis < 0 else axis
     parts = []
     for x in n.inputs:
@@ -1022,7 +1020,8 @@ def depth_concat(b: _Builder, n: Node) -> list[str]:
 def prior_box(b: _Builder, n: Node) -> list[str]:
     """SSD PriorBox: a constant, computed by refnet's reference for the exported input size."""
     from refnet.kernels import prior_box_reference
-    from refnet.ops.core import _prior_image_hw, _prior_kwargs
+    from refnet.ops.detection import prior_image_hw as _prior_image_hw
+    from refnet.ops.detection import prior_kwargs as _prior_kwargs
 
     feat, img = b.shape(n.inputs[0]), b.shape(n.inputs[1])
     pri = prior_box_reference(tuple(feat[2:4]), _prior_image_hw(n, img), dtype=np.float64, **_prior_kwargs(n))
@@ -1081,16 +1080,16 @@ def detection_output(b: _Builder, n: Node) -> list[str]:
     decode; per class (background dropped) the top_k best scores, NonMaxSuppression (score >
     confidence_threshold, IoU > nms_threshold suppressed); the best keep_top_k over all classes
     (ties: lower class, then NMS order -- TopK keeps the lower index first); zero rows up to K."""
-    a = n.attrs
+    a = op_attrs(n)
     nm = n.name
     nc = int(a["num_classes"])
-    share = bool(a.get("share_location", True))
-    bg = int(a.get("background_label_id", 0))
-    top_k, keep = int(a.get("top_k", -1)), int(a.get("keep_top_k", -1))
-    thr, conf_thr = float(a.get("nms_threshold", 0.45)), float(a.get("confidence_threshold", 0.01))
-    code = str(a.get("code_type", "CENTER_SIZE")).upper()
-    normalized = bool(a.get("normalized", True))
-    if float(a.get("eta", 1.0)) != 1.0:
+    share = bool(a["share_location"])
+    bg = int(a["background_label_id"])
+    top_k, keep = int(a["top_k"]), int(a["keep_top_k"])
+    thr, conf_thr = float(a["nms_threshold"]), float(a["confidence_threshold"])
+    code = str(a["code_type"]).upper()
+    normalized = bool(a["normalized"])
+    if float(a["eta"]) != 1.0:
         raise _unsupported(n, "adaptive NMS (eta != 1) has no ONNX NonMaxSuppression equivalent")
     if not normalized:
         raise _unsupported(n, "normalized_bbox: false uses the +1 pixel IoU, which ONNX NonMaxSuppression lacks")
@@ -1101,9 +1100,9 @@ def detection_output(b: _Builder, n: Node) -> list[str]:
         raise _unsupported(n, "DetectionOutput is exported for batch 1")
     loc = b.reshape(n.inputs[0], (p, nloc, 4), name=nm)
     pri = b.reshape(b.slice(n.inputs[2], 1, 0, 1, name=nm), (p, 1, 4), name=nm)
-    var = None if a.get("variance_encoded_in_target", False) else \
+    var = None if a["variance_encoded_in_target"] else \
         b.reshape(b.slice(n.inputs[2], 1, 1, 2, name=nm), (p, 1, 4), name=nm)
-    boxes = b.op("Transpose", [_decode(b, n, loc, pri, var, code, bool(a.get("clip", False)), normalized)],
+    boxes = b.op("Transpose", [_decode(b, n, loc, pri, var, code, bool(a["clip"]), normalized)],
                  name=nm, perm=[1, 0, 2])  # (L, P, 4)
     kept = np.array([c for c in range(nc) if c != bg], dtype=np.int64)
     ncls = len(kept)

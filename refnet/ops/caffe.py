@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from refnet.ops.registry import register, same_shape
+from refnet.ops.norm import MVN_ATTRS
+from refnet.ops.registry import attrs, elementwise_macs, register, same_shape
 
 
 def mvn_cv2(x: np.ndarray, *, normalize_variance: bool = True, across_channels: bool = False,
@@ -27,9 +28,7 @@ def mvn_cv2(x: np.ndarray, *, normalize_variance: bool = True, across_channels: 
     return y.astype(x.dtype, copy=False)
 
 
-@register("mvn_cv2", shape=same_shape)
+@register("mvn_cv2", shape=same_shape, attrs=MVN_ATTRS, macs=elementwise_macs, kernel=None,
+          no_kernel="NumPy in this module (mvn_cv2)")
 def _mvn_cv2(node, xs, p, ctx):
-    a = node.attrs
-    return mvn_cv2(xs[0], normalize_variance=bool(a.get("normalize_variance", True)),
-                   across_channels=bool(a.get("across_channels", False)),
-                   eps=float(a.get("eps", 1e-9)))
+    return mvn_cv2(xs[0], **attrs(node))

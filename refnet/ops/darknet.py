@@ -21,7 +21,7 @@ import numpy as np
 from refnet import kernels as K
 from refnet.errors import ShapeError
 from refnet.kernels.yolo import region, region_reference, yolo, yolo_reference
-from refnet.ops.registry import need_ndim, register, same_shape
+from refnet.ops.registry import REQUIRED, Attr, attrs, eltwise_macs, need_ndim, register, same_shape
 
 __all__: list[str] = []
 
@@ -37,7 +37,7 @@ def _head_rows(node, shape, anchors: int, classes: int) -> tuple[int, ...]:
 
 
 def _region_shape(node, shapes):
-    a = node.attrs
+    a = attrs(node)
     return [_head_rows(node, shapes[0], len(a["anchors"]) // 2, int(a["classes"]))]
 
 
@@ -45,26 +45,31 @@ def _squeeze(y: np.ndarray) -> np.ndarray:
     return y[0] if y.shape[0] == 1 else y
 
 
-@register("region", shape=_region_shape)
+_HEAD = {"anchors": REQUIRED, "classes": Attr(REQUIRED, int), "thresh": Attr(0.0, float),
+         "nms_threshold": Attr(0.0, float)}
+
+
+@register("region", shape=_region_shape,
+          attrs={**_HEAD, "softmax": Attr(True, bool), "classfix": Attr(0, int), "coords": 4, "num": None})
 def _region(node, xs, p, ctx):
-    a = node.attrs
+    a = attrs(node)
     fn = region if ctx.fast else region_reference
-    return _squeeze(fn(xs[0], a["anchors"], int(a["classes"]), softmax=bool(a.get("softmax", True)),
-                       thresh=float(a.get("thresh", 0.0)), nms_threshold=float(a.get("nms_threshold", 0.0)),
-                       classfix=int(a.get("classfix", 0))))
+    return _squeeze(fn(xs[0], a["anchors"], a["classes"], softmax=a["softmax"], thresh=a["thresh"],
+                       nms_threshold=a["nms_threshold"], classfix=a["classfix"]))
 
 
-@register("yolo", shape=_region_shape)
+@register("yolo", shape=_region_shape,
+          attrs={**_HEAD, "scale_x_y": Attr(1.0, float), "new_coords": Attr(False, bool)})
 def _yolo(node, xs, p, ctx):
-    a = node.attrs
+    a = attrs(node)
     img = xs[1] if len(xs) > 1 else None
     if img is None or img.ndim != 4:
         raise ShapeError("yolo needs the network input as its second input", layer=node.name,
                          expected="x, image (N, C, H, W)", got=[x.shape for x in xs])
     fn = yolo if ctx.fast else yolo_reference
-    return _squeeze(fn(xs[0], a["anchors"], int(a["classes"]), norm_hw=(img.shape[2], img.shape[3]),
-                       thresh=float(a.get("thresh", 0.0)), nms_threshold=float(a.get("nms_threshold", 0.0)),
-                       scale_x_y=float(a.get("scale_x_y", 1.0)), new_coords=bool(a.get("new_coords", False))))
+    return _squeeze(fn(xs[0], a["anchors"], a["classes"], norm_hw=(img.shape[2], img.shape[3]),
+                       thresh=a["thresh"], nms_threshold=a["nms_threshold"], scale_x_y=a["scale_x_y"],
+                       new_coords=a["new_coords"]))
 
 
 def _shortcut_shape(node, shapes):
@@ -79,11 +84,12 @@ def _shortcut_shape(node, shapes):
     return [ref]
 
 
-@register("shortcut", shape=_shortcut_shape)
+@register("shortcut", shape=_shortcut_shape, attrs={"alpha": Attr(1.0, float), "beta": Attr(1.0, float)},
+          macs=eltwise_macs, kernel=None, no_kernel="NumPy in this module")
 def _shortcut(node, xs, p, ctx):
     x = xs[0]
-    alpha = x.dtype.type(node.attrs.get("alpha", 1.0))
-    beta = x.dtype.type(node.attrs.get("beta", 1.0))
+    a = attrs(node)
+    alpha, beta = x.dtype.type(a["alpha"]), x.dtype.type(a["beta"])
     y = x * alpha if alpha != 1 else x.copy()
     c = x.shape[1]
     for a in xs[1:]:
@@ -93,7 +99,7 @@ def _shortcut(node, xs, p, ctx):
 
 
 def _group_bounds(node, c: int) -> tuple[int, int]:
-    g, gid = int(node.attrs.get("groups", 1)), int(node.attrs.get("group_id", 0))
+    g, gid = attrs(node)["groups"], attrs(node)["group_id"]
     if g < 1 or c % g or not 0 <= gid < g:
         raise ShapeError(f"cannot take group {gid} of {g} from {c} channels", layer=node.name,
                          expected=f"channels divisible by groups, 0 <= group_id < {g}", got=c)
@@ -109,7 +115,8 @@ def _route_group_shape(node, shapes):
     return [s[:1] + (hi - lo,) + s[2:]]
 
 
-@register("route_group", shape=_route_group_shape)
+@register("route_group", shape=_route_group_shape, attrs={"groups": Attr(1, int), "group_id": Attr(0, int)},
+          kernel=None, no_kernel="a channel slice")
 def _route_group(node, xs, p, ctx):
     lo, hi = _group_bounds(node, xs[0].shape[1])
     return np.ascontiguousarray(xs[0][:, lo:hi])
@@ -118,17 +125,18 @@ def _route_group(node, xs, p, ctx):
 def _dsoftmax_shape(node, shapes):
     s = tuple(shapes[0])
     size = int(np.prod(s[1:])) if len(s) > 1 else 1
-    g = int(node.attrs.get("groups", 1))
+    g = attrs(node)["groups"]
     if g < 1 or size % g:
         raise ShapeError(f"{size} values per sample cannot form {g} softmax groups", layer=node.name, got=s)
     return same_shape(node, shapes)
 
 
-@register("darknet_softmax", shape=_dsoftmax_shape)
+@register("darknet_softmax", shape=_dsoftmax_shape, attrs={"groups": Attr(1, int), "temperature": Attr(1.0, float)},
+          kernel="softmax", doc="softmax over groups of the flattened C*H*W values, inputs / temperature")
 def _darknet_softmax(node, xs, p, ctx):
     x = xs[0]
-    g = int(node.attrs.get("groups", 1))
-    t = float(node.attrs.get("temperature", 1.0))
+    a = attrs(node)
+    g, t = a["groups"], a["temperature"]
     z = x.reshape(x.shape[0], g, -1)
     if t != 1.0:
         z = z / x.dtype.type(t)

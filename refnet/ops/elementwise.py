@@ -8,8 +8,7 @@ import numpy as np
 
 from refnet import kernels as K
 from refnet.errors import ShapeError
-from refnet.ops.core import kern
-from refnet.ops.registry import register, same_shape
+from refnet.ops.registry import Attr, attrs, kern, register, same_shape
 
 
 def _bshape(node, shapes):
@@ -21,7 +20,7 @@ def _bshape(node, shapes):
 
 
 def _binary(op: str) -> None:
-    @register(op, shape=_bshape)
+    @register(op, shape=_bshape, kernel="broadcast_binary")
     def run(node, xs, p, ctx):
         return kern("broadcast_binary", ctx)(op, list(xs))
 
@@ -30,12 +29,14 @@ for _op in K.BINARY_OPS:
     _binary(_op)
 
 
+_UNARY_ATTRS = {"alpha": Attr(0.0, float), "beta": Attr(0.0, float), "gamma": Attr(0.0, float)}
+
+
 def _unary(op: str) -> None:
-    @register(op, shape=same_shape)
+    @register(op, shape=same_shape, kernel="unary", attrs=_UNARY_ATTRS)
     def run(node, xs, p, ctx):
-        a = node.attrs
-        return kern("unary", ctx)(op, xs[0], float(a.get("alpha", 0.0)), float(a.get("beta", 0.0)),
-                                  float(a.get("gamma", 0.0)))
+        a = attrs(node)
+        return kern("unary", ctx)(op, xs[0], a["alpha"], a["beta"], a["gamma"])
 
 
 for _op in K.UNARY_OPS:
@@ -58,28 +59,30 @@ def _prelu_nd(node, xs, p, ctx):
     return kern("prelu_nd", ctx)(xs[0], slope)
 
 
-@register("clip_range", shape=same_shape)
+@register("clip_range", shape=same_shape, attrs={"min": Attr(-np.inf, float), "max": Attr(np.inf, float)})
 def _clip_range(node, xs, p, ctx):
-    return kern("clip_range", ctx)(xs[0], float(node.attrs.get("min", -np.inf)), float(node.attrs.get("max", np.inf)))
+    a = attrs(node)
+    return kern("clip_range", ctx)(xs[0], a["min"], a["max"])
 
 
-@register("constant", shape=lambda node, shapes: [tuple(node.params["value"].shape)])
+@register("constant", shape=lambda node, shapes: [tuple(node.params["value"].shape)], kernel=None,
+          no_kernel="its value is a param")
 def _constant(node, xs, p, ctx):
     """A constant tensor (an ONNX initializer used as a run-time operand), in the run dtype."""
     return p["value"].reshape(node.params["value"].shape)  # params come back at least 1-D
 
 
-@register("cast", shape=same_shape)
+@register("cast", shape=same_shape, attrs={"to": None}, kernel=None, no_kernel="one NumPy line")
 def _cast(node, xs, p, ctx):
     """Cast to an integer (rounding toward zero) or bool type; the value stays in the run dtype."""
     x = xs[0]
-    if node.attrs.get("to") == "bool":
+    if attrs(node)["to"] == "bool":
         return (x != 0).astype(x.dtype)
     return np.trunc(x)
 
 
 def _compare(op: str) -> None:
-    @register(op, shape=_bshape)
+    @register(op, shape=_bshape, kernel="compare")
     def run(node, xs, p, ctx):
         return kern("compare", ctx)(op, xs[0], xs[1])
 
@@ -88,7 +91,7 @@ for _op in K.COMPARE_OPS:
     _compare(_op)
 
 
-@register("not", shape=same_shape)
+@register("not", shape=same_shape, kernel=None, no_kernel="one NumPy line")
 def _not(node, xs, p, ctx):
     return (xs[0] == 0).astype(xs[0].dtype)
 

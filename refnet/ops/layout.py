@@ -6,12 +6,13 @@ from __future__ import annotations
 import numpy as np
 
 from refnet.errors import ShapeError
-from refnet.ops.core import kern
-from refnet.ops.registry import register
+from refnet.ops.registry import REQUIRED, Attr, attrs, ints, kern, register
+
+_SS = {"starts": Attr(REQUIRED, ints), "stops": Attr(REQUIRED, ints), "steps": Attr(REQUIRED, ints)}
 
 
 def _ss_shape(node, shapes):
-    a = node.attrs
+    a = attrs(node)
     shape = tuple(shapes[0])
     if not len(shape) == len(a["starts"]) == len(a["stops"]) == len(a["steps"]):
         raise ShapeError("one start/stop/step per axis", layer=node.name, expected=len(shape), got=len(a["starts"]))
@@ -23,88 +24,95 @@ def _ss_shape(node, shapes):
     return [tuple(out)]
 
 
-@register("strided_slice", shape=_ss_shape)
+@register("strided_slice", shape=_ss_shape, attrs=_SS)
 def _strided_slice(node, xs, p, ctx):
-    a = node.attrs
+    a = attrs(node)
     return kern("strided_slice", ctx)(xs[0], a["starts"], a["stops"], a["steps"])
 
 
 def _gather_idx(node):
-    return np.asarray(node.attrs["indices"], np.int64).reshape(node.attrs["indices_shape"])
+    a = attrs(node)
+    return np.asarray(a["indices"], np.int64).reshape(a["indices_shape"])
 
 
 def _gather_shape(node, shapes):
     s = tuple(shapes[0])
-    ax = int(node.attrs["axis"])
+    ax = attrs(node)["axis"]
     idx = _gather_idx(node)
     if ax >= len(s) or (idx.size and (idx.min() < 0 or idx.max() >= s[ax])):
         raise ShapeError("gather index outside the axis", layer=node.name, expected=s)
     return [s[:ax] + idx.shape + s[ax + 1:]]
 
 
-@register("gather", shape=_gather_shape)
+@register("gather", shape=_gather_shape,
+          attrs={"axis": Attr(REQUIRED, int), "indices": REQUIRED, "indices_shape": Attr(REQUIRED, ints)})
 def _gather(node, xs, p, ctx):
-    return kern("gather", ctx)(xs[0], _gather_idx(node), int(node.attrs["axis"]))
+    return kern("gather", ctx)(xs[0], _gather_idx(node), attrs(node)["axis"])
 
 
 def _expand_shape(node, shapes):
     try:
-        return [tuple(np.broadcast_shapes(tuple(shapes[0]), tuple(node.attrs["shape"])))]
+        return [tuple(np.broadcast_shapes(tuple(shapes[0]), attrs(node)["shape"]))]
     except ValueError:
-        raise ShapeError("shape does not broadcast", layer=node.name, expected=node.attrs["shape"],
+        raise ShapeError("shape does not broadcast", layer=node.name, expected=attrs(node)["shape"],
                          got=tuple(shapes[0])) from None
 
 
-@register("expand", shape=_expand_shape)
+@register("expand", shape=_expand_shape, attrs={"shape": Attr(REQUIRED, ints)})
 def _expand(node, xs, p, ctx):
-    return kern("expand", ctx)(xs[0], node.attrs["shape"])
+    return kern("expand", ctx)(xs[0], attrs(node)["shape"])
 
 
 def _tile_shape(node, shapes):
-    reps = node.attrs["repeats"]
+    reps = attrs(node)["repeats"]
     if len(reps) != len(shapes[0]):
         raise ShapeError("one repeat per axis", layer=node.name, expected=len(shapes[0]), got=len(reps))
     return [tuple(d * r for d, r in zip(shapes[0], reps))]
 
 
-@register("tile", shape=_tile_shape)
+@register("tile", shape=_tile_shape, attrs={"repeats": Attr(REQUIRED, ints)})
 def _tile(node, xs, p, ctx):
-    return kern("tile", ctx)(xs[0], node.attrs["repeats"])
+    return kern("tile", ctx)(xs[0], attrs(node)["repeats"])
 
 
 def _d2s_shape(node, shapes):
     s = tuple(shapes[0])
-    b = int(node.attrs["blocksize"])
+    b = attrs(node)["blocksize"]
     if len(s) != 4 or s[1] % (b * b):
         raise ShapeError("DepthToSpace needs NCHW with C divisible by blocksize^2", layer=node.name, got=s)
     return [(s[0], s[1] // (b * b), s[2] * b, s[3] * b)]
 
 
-@register("depth_to_space", shape=_d2s_shape)
+_BLOCK = {"blocksize": Attr(REQUIRED, int), "mode": "DCR"}
+
+
+@register("depth_to_space", shape=_d2s_shape, attrs=_BLOCK)
 def _d2s(node, xs, p, ctx):
-    return kern("depth_to_space", ctx)(xs[0], int(node.attrs["blocksize"]), node.attrs.get("mode", "DCR"))
+    a = attrs(node)
+    return kern("depth_to_space", ctx)(xs[0], a["blocksize"], a["mode"])
 
 
 def _s2d_shape(node, shapes):
     s = tuple(shapes[0])
-    b = int(node.attrs["blocksize"])
+    b = attrs(node)["blocksize"]
     if len(s) != 4 or s[2] % b or s[3] % b:
         raise ShapeError("SpaceToDepth needs H, W divisible by blocksize", layer=node.name, got=s)
     return [(s[0], s[1] * b * b, s[2] // b, s[3] // b)]
 
 
-@register("space_to_depth", shape=_s2d_shape)
+@register("space_to_depth", shape=_s2d_shape, attrs=_BLOCK)
 def _s2d(node, xs, p, ctx):
-    return kern("space_to_depth", ctx)(xs[0], int(node.attrs["blocksize"]), node.attrs.get("mode", "DCR"))
+    a = attrs(node)
+    return kern("space_to_depth", ctx)(xs[0], a["blocksize"], a["mode"])
 
 
 def _reshape_to_shape(node, shapes):
-    out = tuple(int(d) for d in node.attrs["shape"])
+    out = attrs(node)["shape"]
     if int(np.prod(out)) != int(np.prod(shapes[0])) or min(out, default=0) < 0:
         raise ShapeError("reshape changes the element count", layer=node.name, expected=tuple(shapes[0]), got=out)
     return [out]
 
 
-@register("reshape_to", shape=_reshape_to_shape)
+@register("reshape_to", shape=_reshape_to_shape, attrs={"shape": Attr(REQUIRED, ints)})
 def _reshape_to(node, xs, p, ctx):
-    return kern("reshape_to", ctx)(xs[0], node.attrs["shape"])
+    return kern("reshape_to", ctx)(xs[0], attrs(node)["shape"])

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from refnet.errors import ShapeError
-from refnet.ops.core import kern
-from refnet.ops.registry import register
+from refnet.ops.registry import Attr, attrs, kern, register
 
 
 def _operand_b(node, shapes):
@@ -17,8 +16,9 @@ def _gemm_shape(node, shapes):
     a, b = tuple(shapes[0]), _operand_b(node, shapes)
     if len(a) != 2 or len(b) != 2:
         raise ShapeError("Gemm operands must be 2-D", layer=node.name, got=(a, b))
-    m, ka = (a[1], a[0]) if node.attrs.get("trans_a") else a
-    kb, n = (b[1], b[0]) if node.attrs.get("trans_b") else b
+    at = attrs(node)
+    m, ka = (a[1], a[0]) if at["trans_a"] else a
+    kb, n = (b[1], b[0]) if at["trans_b"] else b
     if ka != kb:
         raise ShapeError("Gemm inner dimensions differ", layer=node.name, expected=ka, got=kb)
     c = node.params.get("c")
@@ -31,12 +31,16 @@ def _gemm_shape(node, shapes):
     return [(m, n)]
 
 
-@register("gemm", shape=_gemm_shape)
+_GEMM = {"alpha": Attr(1.0, float), "beta": Attr(1.0, float), "trans_a": Attr(False, bool),
+         "trans_b": Attr(False, bool)}
+
+
+@register("gemm", shape=_gemm_shape, attrs=_GEMM)
 def _gemm(node, xs, p, ctx):
-    a = node.attrs
+    a = attrs(node)
     b = p["b"] if "b" in p else xs[1]
-    return kern("gemm", ctx)(xs[0], b, p.get("c"), alpha=float(a.get("alpha", 1.0)), beta=float(a.get("beta", 1.0)),
-                             trans_a=bool(a.get("trans_a")), trans_b=bool(a.get("trans_b")))
+    return kern("gemm", ctx)(xs[0], b, p.get("c"), alpha=a["alpha"], beta=a["beta"], trans_a=a["trans_a"],
+                             trans_b=a["trans_b"])
 
 
 def _matmul_shape(node, shapes):

@@ -4,8 +4,7 @@ Index outputs are returned in the run dtype (exact for indices below 2**24 in fl
 from __future__ import annotations
 
 from refnet.errors import ShapeError
-from refnet.ops.core import kern
-from refnet.ops.registry import register, same_shape
+from refnet.ops.registry import REQUIRED, Attr, attrs, ints, kern, register, same_shape
 
 
 def _reduced(node, shape, axes, keepdims):
@@ -15,32 +14,46 @@ def _reduced(node, shape, axes, keepdims):
     return tuple(1 if i in axes else d for i, d in enumerate(shape) if keepdims or i not in axes)
 
 
-@register("reduce", shape=lambda n, s: [_reduced(n, tuple(s[0]), tuple(n.attrs["axes"]), n.attrs["keepdims"])])
+def _reduce_shape(node, shapes):
+    a = attrs(node)
+    return [_reduced(node, tuple(shapes[0]), a["axes"], a["keepdims"])]
+
+
+@register("reduce", shape=_reduce_shape,
+          attrs={"kind": REQUIRED, "axes": Attr(REQUIRED, ints), "keepdims": REQUIRED})
 def _reduce(node, xs, p, ctx):
-    a = node.attrs
+    a = attrs(node)
     return kern("reduce", ctx)(xs[0], a["kind"], a["axes"], a["keepdims"])
 
 
-@register("arg_reduce", shape=lambda n, s: [_reduced(n, tuple(s[0]), (n.attrs["axis"],), n.attrs["keepdims"])])
+def _arg_reduce_shape(node, shapes):
+    a = attrs(node)
+    return [_reduced(node, tuple(shapes[0]), (a["axis"],), a["keepdims"])]
+
+
+@register("arg_reduce", shape=_arg_reduce_shape,
+          attrs={"kind": REQUIRED, "axis": REQUIRED, "keepdims": REQUIRED, "select_last_index": False})
 def _arg_reduce(node, xs, p, ctx):
-    a = node.attrs
+    a = attrs(node)
     return kern("arg_reduce", ctx)(xs[0], a["kind"], a["axis"], a["keepdims"],
-                                   a.get("select_last_index", False)).astype(xs[0].dtype)
+                                   a["select_last_index"]).astype(xs[0].dtype)
 
 
 def _topk_shape(node, shapes):
     s = list(shapes[0])
-    s[node.attrs["axis"]] = node.attrs["k"]
+    a = attrs(node)
+    s[a["axis"]] = a["k"]
     return [tuple(s), tuple(s)]
 
 
-@register("topk", shape=_topk_shape)
+@register("topk", shape=_topk_shape,
+          attrs={"k": REQUIRED, "axis": REQUIRED, "largest": REQUIRED, "sorted": REQUIRED})
 def _topk(node, xs, p, ctx):
-    a = node.attrs
+    a = attrs(node)
     v, i = kern("topk", ctx)(xs[0], a["k"], a["axis"], a["largest"], a["sorted"])
     return [v, i.astype(xs[0].dtype)]
 
 
-@register("hardmax", shape=same_shape)
+@register("hardmax", shape=same_shape, attrs={"axis": Attr(REQUIRED, int)})
 def _hardmax(node, xs, p, ctx):
-    return kern("hardmax", ctx)(xs[0], int(node.attrs["axis"]))
+    return kern("hardmax", ctx)(xs[0], attrs(node)["axis"])

@@ -8,7 +8,7 @@ rules, and every op downstream of it runs unplanned (see ``refnet.ops.registry``
 ``quirks="cv2"`` the importer sets ``pad_to_top_n`` and the output has exactly
 ``post_nms_topn`` rows, as cv2's.
 
-Attributes and defaults (declared once here, read by the run and shape rules):
+Attributes and defaults: declared once on the op specs (docs/ops.md).
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from refnet.errors import ShapeError
-from refnet.ops.core import DYN, kern
-from refnet.ops.registry import need_ndim, register
+from refnet.ops.registry import DYN, REQUIRED, Attr, attrs, kern, need_ndim, register
 
 #: attribute -> default of each op (the Caffe parameter defaults of cv2's caffe.proto)
 PROPOSAL_ATTRS: dict[str, Any] = {
@@ -29,15 +28,11 @@ ROI_POOL_ATTRS: dict[str, Any] = {"pooled_h": 0, "pooled_w": 0, "spatial_scale":
 PSROI_POOL_ATTRS: dict[str, Any] = {"output_dim": 0, "group_size": 0, "spatial_scale": 1.0}
 
 
-def _attrs(node, defaults: dict[str, Any]) -> dict[str, Any]:
-    return {k: node.attrs.get(k, v) for k, v in defaults.items()}
-
-
 # ---- proposal ---------------------------------------------------------------------------------
 def _proposal_shape(node, shapes):
     need_ndim(node, shapes[0], 4, "scores")
     need_ndim(node, shapes[1], 4, "bbox deltas")
-    a = _attrs(node, PROPOSAL_ATTRS)
+    a = attrs(node)
     n, c2, h, w = shapes[0]
     na = len(a["ratios"]) * len(a["scales"])
     if c2 != 2 * na or tuple(shapes[1][1:]) != (4 * na, h, w):
@@ -50,9 +45,9 @@ def _proposal_shape(node, shapes):
     return [(rows, 5), (rows, 1)][:len(node.outputs)]
 
 
-@register("proposal", shape=_proposal_shape)
+@register("proposal", shape=_proposal_shape, attrs=PROPOSAL_ATTRS)
 def _proposal(node, xs, p, ctx):
-    a = _attrs(node, PROPOSAL_ATTRS)
+    a = attrs(node)
     rois, scores = kern("proposal", ctx)(
         xs[0], xs[1], xs[2], feat_stride=a["feat_stride"], base_size=a["base_size"],
         min_size=a["min_size"], ratios=a["ratios"], scales=a["scales"],
@@ -71,22 +66,22 @@ def _rois_rows(node, shape) -> int:
 
 def _roi_pool_shape(node, shapes):
     need_ndim(node, shapes[0], 4, "features")
-    a = _attrs(node, ROI_POOL_ATTRS)
+    a = attrs(node)
     if a["pooled_h"] <= 0 or a["pooled_w"] <= 0:
         raise ShapeError("roi pooling needs pooled_h and pooled_w > 0", layer=node.name,
                          got=(a["pooled_h"], a["pooled_w"]))
     return [(_rois_rows(node, shapes[1]), shapes[0][1], a["pooled_h"], a["pooled_w"])]
 
 
-@register("roi_pool", shape=_roi_pool_shape)
+@register("roi_pool", shape=_roi_pool_shape, attrs=ROI_POOL_ATTRS)
 def _roi_pool(node, xs, p, ctx):
-    a = _attrs(node, ROI_POOL_ATTRS)
+    a = attrs(node)
     return kern("roi_pool", ctx)(xs[0], xs[1], (a["pooled_h"], a["pooled_w"]), a["spatial_scale"])
 
 
 def _psroi_pool_shape(node, shapes):
     need_ndim(node, shapes[0], 4, "score maps")
-    a = _attrs(node, PSROI_POOL_ATTRS)
+    a = attrs(node)
     g, od = int(a["group_size"]), int(a["output_dim"])
     if g <= 0 or od <= 0 or shapes[0][1] != od * g * g:
         raise ShapeError("psroi pooling needs output_dim * group_size^2 input channels", layer=node.name,
@@ -94,24 +89,23 @@ def _psroi_pool_shape(node, shapes):
     return [(_rois_rows(node, shapes[1]), od, g, g)]
 
 
-@register("psroi_pool", shape=_psroi_pool_shape)
+@register("psroi_pool", shape=_psroi_pool_shape, attrs=PSROI_POOL_ATTRS)
 def _psroi_pool(node, xs, p, ctx):
-    a = _attrs(node, PSROI_POOL_ATTRS)
+    a = attrs(node)
     return kern("psroi_pool", ctx)(xs[0], xs[1], int(a["output_dim"]), int(a["group_size"]),
                                    a["spatial_scale"])
 
 
-__doc__ += "\n".join(f"\n- ``{op}``: " + ", ".join(f"``{k}={v!r}``" for k, v in d.items())
-                     for op, d in (("proposal", PROPOSAL_ATTRS), ("roi_pool", ROI_POOL_ATTRS),
-                                   ("psroi_pool", PSROI_POOL_ATTRS)))
-
-
 # ---- ONNX NonMaxSuppression and RoiAlign (kernels: refnet.kernels.roi) ----------------------
-@register("nms_onnx", shape=lambda node, shapes: [(DYN, 3)])
+_NMS = {"max_output_boxes_per_class": Attr(REQUIRED, int), "iou_threshold": Attr(REQUIRED, float),
+        "score_threshold": Attr(REQUIRED, float), "center_point_box": Attr(REQUIRED, int)}
+
+
+@register("nms_onnx", shape=lambda node, shapes: [(DYN, 3)], attrs=_NMS)
 def _nms(node, xs, p, ctx):
-    a = node.attrs
-    rows = kern("nms_onnx", ctx)(xs[0], xs[1], int(a["max_output_boxes_per_class"]), float(a["iou_threshold"]),
-                                 float(a["score_threshold"]), int(a["center_point_box"]))
+    a = attrs(node)
+    rows = kern("nms_onnx", ctx)(xs[0], xs[1], a["max_output_boxes_per_class"], a["iou_threshold"],
+                                 a["score_threshold"], a["center_point_box"])
     return rows.astype(xs[0].dtype)
 
 
@@ -119,13 +113,19 @@ def _roi_shape(node, shapes):
     x, rois = tuple(shapes[0]), tuple(shapes[1])
     if len(x) != 4 or len(rois) != 2 or rois[1] != 4:
         raise ShapeError("RoiAlign needs X (N, C, H, W) and rois (R, 4)", layer=node.name, got=(x, rois))
-    return [(rois[0], x[1], int(node.attrs["output_height"]), int(node.attrs["output_width"]))]
+    a = attrs(node)
+    return [(rois[0], x[1], a["output_height"], a["output_width"])]
 
 
-@register("roi_align", shape=_roi_shape)
+_ROI_ALIGN = {"mode": REQUIRED, "output_height": Attr(REQUIRED, int), "output_width": Attr(REQUIRED, int),
+              "sampling_ratio": Attr(REQUIRED, int), "spatial_scale": Attr(REQUIRED, float),
+              "half_pixel": Attr(REQUIRED, bool)}
+
+
+@register("roi_align", shape=_roi_shape, attrs=_ROI_ALIGN)
 def _roi_align(node, xs, p, ctx):
-    a = node.attrs
+    a = attrs(node)
     bi = p["batch_indices"] if "batch_indices" in p else xs[2]
-    return kern("roi_align", ctx)(xs[0], xs[1], bi, mode=a["mode"], output_height=int(a["output_height"]),
-                                  output_width=int(a["output_width"]), sampling_ratio=int(a["sampling_ratio"]),
-                                  spatial_scale=float(a["spatial_scale"]), half_pixel=bool(a["half_pixel"]))
+    return kern("roi_align", ctx)(xs[0], xs[1], bi, mode=a["mode"], output_height=a["output_height"],
+                                  output_width=a["output_width"], sampling_ratio=a["sampling_ratio"],
+                                  spatial_scale=a["spatial_scale"], half_pixel=a["half_pixel"])

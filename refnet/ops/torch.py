@@ -29,9 +29,11 @@ import math
 import numpy as np
 
 from refnet.errors import ShapeError
-from refnet.ops.registry import need_ndim, register, same_shape
+from refnet.ops.registry import REQUIRED, Attr, attrs, elementwise_macs, ints, need_ndim, register, same_shape
+from refnet.ops.tensor import bilinear_macs
 
-__all__: list[str] = []
+__all__: list[str] = ["padding_geometry", "narrow_geometry"]
+_NO_KERNEL = dict(kernel=None, no_kernel="NumPy data movement in this module")
 
 
 def _axis(node, dim0: int, ndim: int) -> int:
@@ -42,16 +44,17 @@ def _axis(node, dim0: int, ndim: int) -> int:
 
 
 # ---- nn.Padding ------------------------------------------------------------------------------
-def _padding_geometry(node, shape):
-    a = node.attrs
+def padding_geometry(node, shape):
+    """``(axis, pad size, insert position)`` of a ``torch_padding`` node on ``shape``."""
+    a = attrs(node)
     ndim = len(shape)
-    dim = int(a["dim"])
-    nid = a.get("n_input_dim")
+    dim = a["dim"]
+    nid = a["n_input_dim"]
     if dim > 0 and nid is not None and ndim != int(nid):
         dim += 1
     axis = _axis(node, dim - 1 if dim > 0 else dim, ndim)
-    pad = int(a["pad"])
-    index = int(a.get("index", 1))
+    pad = a["pad"]
+    index = a["index"]
     size = shape[axis]
     # Torch: pad > 0 inserts after position (size - index + 1); pad < 0 before position index
     at = size - index + 1 if pad > 0 else index - 1
@@ -62,17 +65,19 @@ def _padding_geometry(node, shape):
 
 def _padding_shape(node, shapes):
     shape = tuple(shapes[0])
-    axis, pad, _ = _padding_geometry(node, shape)
+    axis, pad, _ = padding_geometry(node, shape)
     return [shape[:axis] + (shape[axis] + pad,) + shape[axis + 1:]]
 
 
-@register("torch_padding", shape=_padding_shape)
+@register("torch_padding", shape=_padding_shape,
+          attrs={"dim": Attr(REQUIRED, int), "pad": Attr(REQUIRED, int), "n_input_dim": None, "index": Attr(1, int),
+                 "value": Attr(0.0, float)}, **_NO_KERNEL)
 def _padding(node, xs, p, ctx):
     x = xs[0]
-    axis, pad, at = _padding_geometry(node, x.shape)
+    axis, pad, at = padding_geometry(node, x.shape)
     out_shape = list(x.shape)
     out_shape[axis] += pad
-    y = np.full(out_shape, float(node.attrs.get("value", 0.0)), dtype=x.dtype)
+    y = np.full(out_shape, attrs(node)["value"], dtype=x.dtype)
     src = [slice(None)] * x.ndim
     dst = [slice(None)] * x.ndim
     src[axis], dst[axis] = slice(0, at), slice(0, at)
@@ -86,17 +91,18 @@ def _padding(node, xs, p, ctx):
 def _pad2d_shape(node, shapes):
     shape = tuple(shapes[0])
     need_ndim(node, shape, (3, 4))
-    t, l, b, r = (int(v) for v in node.attrs["pads"])
+    t, l, b, r = attrs(node)["pads"]
     h, w = shape[-2] + t + b, shape[-1] + l + r
     if h <= 0 or w <= 0:
         raise ShapeError("padding/cropping leaves an empty image", layer=node.name, got=(h, w))
     return [shape[:-2] + (h, w)]
 
 
-@register("torch_pad2d", shape=_pad2d_shape)
+@register("torch_pad2d", shape=_pad2d_shape, attrs={"pads": Attr(REQUIRED, ints)},
+          **_NO_KERNEL)
 def _pad2d(node, xs, p, ctx):
     x = xs[0]
-    t, l, b, r = (int(v) for v in node.attrs["pads"])
+    t, l, b, r = attrs(node)["pads"]
     h, w = x.shape[-2:]
     # crop first (negative pads), then zero-pad (positive pads)
     x = x[..., max(-t, 0):h - max(-b, 0), max(-l, 0):w - max(-r, 0)]
@@ -105,18 +111,19 @@ def _pad2d(node, xs, p, ctx):
 
 
 # ---- nn.Narrow -------------------------------------------------------------------------------
-def _narrow_geometry(node, shape):
-    a = node.attrs
-    d = int(a["dimension"])
+def narrow_geometry(node, shape):
+    """``(axis, start, length)`` of a ``torch_narrow`` node on ``shape``."""
+    a = attrs(node)
+    d = a["dimension"]
     axis = _axis(node, d - 1 if d > 0 else d, len(shape))
     size = shape[axis]
-    index = int(a["index"])
-    length = int(a.get("length", 1))
+    index = a["index"]
+    length = a["length"]
     if length < 0:
         length = size - index + length + 2
     start = index - 1
     if start < 0 or length <= 0 or start + length > size:
-        raise ShapeError(f"narrow({d}, {index}, {a.get('length', 1)}) outside an axis of size {size}",
+        raise ShapeError(f"narrow({d}, {index}, {a['length']}) outside an axis of size {size}",
                          layer=node.name, expected=f"1 <= index, index + length - 1 <= {size}",
                          got=(index, length))
     return axis, start, length
@@ -124,14 +131,15 @@ def _narrow_geometry(node, shape):
 
 def _narrow_shape(node, shapes):
     shape = tuple(shapes[0])
-    axis, _, length = _narrow_geometry(node, shape)
+    axis, _, length = narrow_geometry(node, shape)
     return [shape[:axis] + (length,) + shape[axis + 1:]]
 
 
-@register("torch_narrow", shape=_narrow_shape)
+@register("torch_narrow", shape=_narrow_shape,
+          attrs={"dimension": Attr(REQUIRED, int), "index": Attr(REQUIRED, int), "length": Attr(1, int)}, **_NO_KERNEL)
 def _narrow(node, xs, p, ctx):
     x = xs[0]
-    axis, start, length = _narrow_geometry(node, x.shape)
+    axis, start, length = narrow_geometry(node, x.shape)
     sl = [slice(None)] * x.ndim
     sl[axis] = slice(start, start + length)
     return np.ascontiguousarray(x[tuple(sl)])
@@ -141,17 +149,17 @@ def _narrow(node, xs, p, ctx):
 def _shave_shape(node, shapes):
     shape = tuple(shapes[0])
     need_ndim(node, shape, 4)
-    s = int(node.attrs["size"])
+    s = attrs(node)["size"]
     h, w = shape[2] - 2 * s, shape[3] - 2 * s
     if s < 0 or h <= 0 or w <= 0:
         raise ShapeError(f"cannot shave {s} pixels from each border", layer=node.name, got=shape)
     return [shape[:2] + (h, w)]
 
 
-@register("torch_shave", shape=_shave_shape)
+@register("torch_shave", shape=_shave_shape, attrs={"size": Attr(REQUIRED, int)}, **_NO_KERNEL)
 def _shave(node, xs, p, ctx):
     x = xs[0]
-    s = int(node.attrs["size"])
+    s = attrs(node)["size"]
     return np.ascontiguousarray(x[:, :, s:x.shape[2] - s, s:x.shape[3] - s])
 
 
@@ -160,18 +168,18 @@ def _select_shape(node, shapes):
     out = []
     for s in shapes:
         s = tuple(s)
-        axis = _axis(node, int(node.attrs["axis"]), len(s))
+        axis = _axis(node, attrs(node)["axis"], len(s))
         if s[axis] < 1:
             raise ShapeError("cannot select from an empty axis", layer=node.name, got=s)
         out.append(s[:axis] + s[axis + 1:])
     return out
 
 
-@register("torch_select", shape=_select_shape)
+@register("torch_select", shape=_select_shape, attrs={"axis": Attr(REQUIRED, int)}, **_NO_KERNEL)
 def _select(node, xs, p, ctx):
     out = []
     for x in xs:
-        axis = _axis(node, int(node.attrs["axis"]), x.ndim)
+        axis = _axis(node, attrs(node)["axis"], x.ndim)
         out.append(np.ascontiguousarray(np.take(x, 0, axis=axis)))
     return out
 
@@ -179,7 +187,7 @@ def _select(node, xs, p, ctx):
 # ---- nn.DepthConcat ------------------------------------------------------------------------------
 def _depth_concat_shape(node, shapes):
     ref = tuple(shapes[0])
-    axis = _axis(node, int(node.attrs.get("axis", 1)), len(ref))
+    axis = _axis(node, attrs(node)["axis"], len(ref))
     out = list(ref)
     out[axis] = 0
     for s in shapes:
@@ -191,10 +199,10 @@ def _depth_concat_shape(node, shapes):
     return [tuple(out)]
 
 
-@register("depth_concat", shape=_depth_concat_shape)
+@register("depth_concat", shape=_depth_concat_shape, attrs={"axis": Attr(1, int)}, **_NO_KERNEL)
 def _depth_concat(node, xs, p, ctx):
     out_shape = _depth_concat_shape(node, [x.shape for x in xs])[0]
-    axis = _axis(node, int(node.attrs.get("axis", 1)), len(out_shape))
+    axis = _axis(node, attrs(node)["axis"], len(out_shape))
     y = np.zeros(out_shape, dtype=xs[0].dtype)
     pos = 0
     for x in xs:
@@ -211,11 +219,11 @@ def _depth_concat(node, xs, p, ctx):
 
 
 # ---- nn.Normalize ----------------------------------------------------------------------------------
-@register("lp_normalize", shape=same_shape)
+@register("lp_normalize", shape=same_shape, attrs={"p": Attr(2.0, float), "eps": Attr(1e-10, float)},
+          macs=elementwise_macs, kernel=None, no_kernel="NumPy in this module")
 def _lp_normalize(node, xs, p, ctx):
     x = xs[0]
-    pw = float(node.attrs.get("p", 2.0))
-    eps = float(node.attrs.get("eps", 1e-10))
+    pw, eps = attrs(node)["p"], attrs(node)["eps"]
     flat = x.reshape(x.shape[0], -1)
     if math.isinf(pw):
         norm = np.max(np.abs(flat), axis=1) + eps
@@ -226,8 +234,8 @@ def _lp_normalize(node, xs, p, ctx):
 
 # ---- nn.SpatialUpSamplingBilinear ----------------------------------------------------------------------
 def _up_hw(node, shape) -> tuple[int, int]:
-    a = node.attrs
-    if a.get("size"):
+    a = attrs(node)
+    if a["size"]:
         return tuple(int(v) for v in a["size"])  # type: ignore[return-value]
     s = int(a["scale"])
     return ((shape[2] - 1) * s + 1, (shape[3] - 1) * s + 1)
@@ -252,7 +260,8 @@ def _ac_coords(n_in: int, n_out: int, dtype) -> tuple[np.ndarray, np.ndarray, np
     return i0, i1, lam
 
 
-@register("upsample_bilinear_ac", shape=_up_shape)
+@register("upsample_bilinear_ac", shape=_up_shape, attrs={"size": None, "scale": REQUIRED}, macs=bilinear_macs,
+          kernel=None, no_kernel="NumPy in this module")
 def _upsample_bilinear(node, xs, p, ctx):
     x = xs[0]
     ho, wo = _up_hw(node, x.shape)

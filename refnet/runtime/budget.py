@@ -186,11 +186,13 @@ def layer_work(node: Any, ins: Sequence[Sequence[int]], outs: Sequence[Sequence[
     except (KeyError, IndexError, TypeError, ValueError):
         work = 0
     if node.op == "max_pool" and ins and outs:
-        if node.attrs.get("global_pooling"):
+        from refnet.ops.registry import attrs
+
+        a = attrs(node)
+        if a["global_pooling"]:
             work = max(work, _numel(ins[0]))
         else:
-            k = node.attrs.get("kernel", (1, 1))
-            work = max(work, _numel(outs[0]) * int(math.prod(int(v) for v in k)))
+            work = max(work, _numel(outs[0]) * int(math.prod(a["kernel"])))
     return max(work, sum(_numel(s) for s in outs))
 
 

@@ -7,7 +7,8 @@ float32 path (``<op>_backward`` kernels) and False for float64 (``<op>_backward_
 ``want`` False when nobody asked for this node's parameter gradients (a rule may skip them).
 It returns ``(dxs, dparams)``: one cotangent (or None: no gradient, e.g. argmax indices or a
 shape-only input) per input and ``{param role: gradient}``. Attribute defaults are read with
-the forward op's own helpers (refnet/ops/core.py), so both directions share one geometry.
+the op spec (:func:`refnet.ops.registry.attrs`) and geometry with the forward op's own
+helpers (refnet/ops/<family>.py), so both directions share one rule.
 Ops without a rule fail by name (:func:`get`) with UnsupportedLayerError.
 """
 
@@ -20,9 +21,12 @@ import numpy as np
 
 from refnet import kernels as K
 from refnet.errors import UnsupportedLayerError
-from refnet.ops import core as C
 from refnet.ops import registry
-from refnet.ops.registry import Ctx
+from refnet.ops.activation import power_scale_shift
+from refnet.ops.norm import bcast
+from refnet.ops.pool import pool_geometry
+from refnet.ops.registry import Ctx, attrs, axis_of
+from refnet.ops.tensor import permute_order
 
 Rule = Callable[..., tuple[list[Any], dict[str, np.ndarray]]]
 VJPS: dict[str, Rule] = {}
@@ -89,9 +93,8 @@ def _no_gradient(node, xs, ys, dys, p, fast, want=True):
 
 # ---- convolution / InnerProduct -------------------------------------------------------------------------
 def _conv_geom(node) -> dict:
-    a = node.attrs
-    return dict(stride=C._pair(a.get("stride"), 1), pad=C._pad4(a.get("pad")),
-                dilation=C._pair(a.get("dilation"), 1), groups=int(a.get("groups", 1)))
+    a = attrs(node)
+    return dict(stride=a["stride"], pad=a["pad"], dilation=a["dilation"], groups=a["groups"])
 
 
 def _wb(dw, db, p) -> dict[str, np.ndarray]:
@@ -112,13 +115,13 @@ def _conv(node, xs, ys, dys, p, fast, want=True):
 def _deconv(node, xs, ys, dys, p, fast, want=True):
     dx, dw, db = _k("conv_transpose2d", fast)(
         xs[0], p["weight"], _d0(dys, ys), bias="bias" in p, need_weight=want,
-        output_padding=C._pair(node.attrs.get("output_padding"), 0), **_conv_geom(node))
+        output_padding=attrs(node)["output_padding"], **_conv_geom(node))
     return [dx], (_wb(dw, db, p) if want else {})
 
 
 @vjp("linear")
 def _linear(node, xs, ys, dys, p, fast, want=True):
-    dx, dw, db = _k("linear", fast)(xs[0], p["weight"], _d0(dys, ys), axis=int(node.attrs.get("axis", 1)),
+    dx, dw, db = _k("linear", fast)(xs[0], p["weight"], _d0(dys, ys), axis=attrs(node)["axis"],
                                     bias="bias" in p)
     return [dx], _wb(dw, db, p)
 
@@ -127,38 +130,38 @@ def _linear(node, xs, ys, dys, p, fast, want=True):
 @vjp("max_pool")
 def _max_pool(node, xs, ys, dys, p, fast, want=True):
     x, dy = xs[0], _d0(dys, ys)
-    if node.attrs.get("global_pooling") and len(node.outputs) == 1:
+    if attrs(node)["global_pooling"] and len(node.outputs) == 1:
         return [_k("global_max_pool2d", fast)(x, dy)], {}
-    k, s, pad, _ = C._pool_geometry(node, x.shape)
-    ceil = bool(node.attrs.get("ceil_mode", True))
-    return [_k("max_pool2d", fast)(x, dy, k, s, pad, ceil_mode=ceil)], {}  # the indices output: none
+    k, s, pad, _ = pool_geometry(node, x.shape)
+    ceil = attrs(node)["ceil_mode"]
+    return [_k("max_pool", fast)(x, dy, k, s, pad, ceil_mode=ceil)], {}  # the indices output: none
 
 
 @vjp("avg_pool")
 def _avg_pool(node, xs, ys, dys, p, fast, want=True):
     x, dy = xs[0], _d0(dys, ys)
-    if node.attrs.get("global_pooling"):
+    a = attrs(node)
+    if a["global_pooling"]:
         return [_k("global_avg_pool2d", fast)(x, dy)], {}
-    k, s, pad, _ = C._pool_geometry(node, x.shape)
-    return [_k("avg_pool2d", fast)(x, dy, k, s, pad, ceil_mode=bool(node.attrs.get("ceil_mode", True)),
-                                   divisor=node.attrs.get("divisor", "padded"))], {}
+    k, s, pad, _ = pool_geometry(node, x.shape)
+    return [_k("avg_pool", fast)(x, dy, k, s, pad, ceil_mode=a["ceil_mode"], divisor=a["divisor"])], {}
 
 
 @vjp("max_unpool")
 def _max_unpool(node, xs, ys, dys, p, fast, want=True):
-    return [_k("max_unpool2d", fast)(xs[1], _d0(dys, ys))] + [None] * (len(xs) - 1), {}
+    return [_k("max_unpool", fast)(xs[1], _d0(dys, ys))] + [None] * (len(xs) - 1), {}
 
 
 # ---- activations ---------------------------------------------------------------------------------------
 @vjp("relu")
 def _relu(node, xs, ys, dys, p, fast, want=True):
-    return [_k("relu", fast)(xs[0], _d0(dys, ys), float(node.attrs.get("negative_slope", 0.0)))], {}
+    return [_k("relu", fast)(xs[0], _d0(dys, ys), attrs(node)["negative_slope"])], {}
 
 
 @vjp("clip")
 def _clip(node, xs, ys, dys, p, fast, want=True):
-    a = node.attrs
-    return [_k("clip", fast)(xs[0], _d0(dys, ys), float(a.get("min", 0.0)), float(a.get("max", 6.0)))], {}
+    a = attrs(node)
+    return [_k("clip", fast)(xs[0], _d0(dys, ys), a["min"], a["max"])], {}
 
 
 @vjp("prelu")
@@ -169,7 +172,7 @@ def _prelu(node, xs, ys, dys, p, fast, want=True):
 
 @vjp("elu")
 def _elu(node, xs, ys, dys, p, fast, want=True):
-    return [_k("elu", fast)(xs[0], _d0(dys, ys), float(node.attrs.get("alpha", 1.0)))], {}
+    return [_k("elu", fast)(xs[0], _d0(dys, ys), attrs(node)["alpha"])], {}
 
 
 def _smooth(op: str, kernel: str) -> None:
@@ -187,18 +190,18 @@ _smooth("tanh", "tanh")
 
 @vjp("abs")
 def _abs(node, xs, ys, dys, p, fast, want=True):
-    return [_k("absval", fast)(xs[0], _d0(dys, ys))], {}
+    return [_k("abs", fast)(xs[0], _d0(dys, ys))], {}
 
 
 @vjp("power", "sqrt", "square")
 def _power(node, xs, ys, dys, p, fast, want=True):
-    pss = {"sqrt": (0.5, 1.0, 0.0), "square": (2.0, 1.0, 0.0)}.get(node.op) or C._pss(node, 1.0)
+    pss = {"sqrt": (0.5, 1.0, 0.0), "square": (2.0, 1.0, 0.0)}.get(node.op) or power_scale_shift(node)
     return [_k("power", fast)(xs[0], _d0(dys, ys), *pss)], {}
 
 
 @vjp("softmax")
 def _softmax(node, xs, ys, dys, p, fast, want=True):
-    axis = int(node.attrs.get("axis", 1))
+    axis = attrs(node)["axis"]
     if fast:
         return [K.softmax_backward(xs[0], _d0(dys, ys), axis, y=ys[0])], {}
     return [K.softmax_backward_reference(xs[0], _d0(dys, ys), axis)], {}
@@ -206,14 +209,14 @@ def _softmax(node, xs, ys, dys, p, fast, want=True):
 
 @vjp("log_softmax")
 def _log_softmax(node, xs, ys, dys, p, fast, want=True):
-    return [_k("log_softmax", fast)(xs[0], _d0(dys, ys), int(node.attrs.get("axis", 1)))], {}
+    return [_k("log_softmax", fast)(xs[0], _d0(dys, ys), attrs(node)["axis"])], {}
 
 
 @vjp("darknet_softmax")
 def _darknet_softmax(node, xs, ys, dys, p, fast, want=True):
     x = xs[0]
-    g = int(node.attrs.get("groups", 1))
-    t = float(node.attrs.get("temperature", 1.0))
+    a = attrs(node)
+    g, t = a["groups"], a["temperature"]
     z = np.ascontiguousarray(x.reshape(x.shape[0], g, -1) / x.dtype.type(t))
     dz = _k("softmax", fast)(z, np.ascontiguousarray(_d0(dys, ys).reshape(z.shape)), 2)
     return [(dz / x.dtype.type(t)).reshape(x.shape)], {}
@@ -224,7 +227,7 @@ def _darknet_softmax(node, xs, ys, dys, p, fast, want=True):
 def _batch_norm(node, xs, ys, dys, p, fast, want=True):
     w = p.get("weight")
     g = _k("batch_norm", fast)(xs[0], p["mean"], p["var"], None if w is None else w.reshape(-1), _d0(dys, ys),
-                               eps=float(node.attrs.get("eps", 1e-5)))
+                               eps=attrs(node)["eps"])
     dparams = {k: g[k].reshape(p[k].shape) for k in ("mean", "var", "weight", "bias") if k in p}
     return [g["x"]], dparams
 
@@ -233,12 +236,12 @@ def _scale_param(node, xs, p):
     """The forward's scale operand: the param or the second input (reshaped as the forward does),
     a (1,)-shaped one expanded over its axis."""
     x = xs[0]
-    axis = C._axis(node, int(node.attrs.get("axis", 1)), x.ndim)
+    axis = axis_of(node, attrs(node)["axis"], x.ndim)
     w = xs[1] if len(xs) > 1 else p["weight"]
     span = x.shape[axis:axis + w.ndim]
     if len(xs) > 1 and w.size == int(np.prod(span)):
         w = w.reshape(span)
-    return axis, C._bcast(w, x, axis)
+    return axis, bcast(w, x, axis)
 
 
 def _fold_to(g: np.ndarray, like: np.ndarray) -> np.ndarray:
@@ -263,10 +266,10 @@ def _scale(node, xs, ys, dys, p, fast, want=True):
 @vjp("bias")
 def _bias(node, xs, ys, dys, p, fast, want=True):
     x = xs[0]
-    axis = C._axis(node, int(node.attrs.get("axis", 1)), x.ndim)
+    axis = axis_of(node, attrs(node)["axis"], x.ndim)
     b = xs[1] if len(xs) > 1 else p["bias"]
-    full = C._bcast(b, x, axis)
-    dx, db = _k("bias_add", fast)(_d0(dys, ys), full.shape, axis=axis)
+    full = bcast(b, x, axis)
+    dx, db = _k("bias", fast)(_d0(dys, ys), full.shape, axis=axis)
     if len(xs) > 1:
         return [dx, _fold_to(db, xs[1])], {}
     return [dx], {"bias": _fold_to(db, p["bias"])}
@@ -274,34 +277,31 @@ def _bias(node, xs, ys, dys, p, fast, want=True):
 
 @vjp("lrn")
 def _lrn(node, xs, ys, dys, p, fast, want=True):
-    a = node.attrs
-    return [_k("lrn", fast)(xs[0], _d0(dys, ys), size=int(a.get("size", 5)), alpha=float(a.get("alpha", 1e-4)),
-                            beta=float(a.get("beta", 0.75)), k=float(a.get("k", 1.0)),
-                            region=a.get("region", "across"))], {}
+    a = attrs(node)
+    return [_k("lrn", fast)(xs[0], _d0(dys, ys), size=a["size"], alpha=a["alpha"], beta=a["beta"], k=a["k"],
+                            region=a["region"])], {}
 
 
 @vjp("normalize")
 def _normalize(node, xs, ys, dys, p, fast, want=True):
-    a = node.attrs
+    a = attrs(node)
     scale = p.get("scale")
     dx, ds = _k("l2_normalize", fast)(xs[0], None if scale is None else scale.reshape(-1), _d0(dys, ys),
-                                      across_spatial=bool(a.get("across_spatial", True)),
-                                      channel_shared=bool(a.get("channel_shared", True)),
-                                      eps=float(a.get("eps", 1e-10)))
+                                      across_spatial=a["across_spatial"], channel_shared=a["channel_shared"],
+                                      eps=a["eps"])
     return [dx], ({} if scale is None else {"scale": ds.reshape(scale.shape)})
 
 
 # ---- tensor ops ---------------------------------------------------------------------------------------------
 @vjp("concat")
 def _concat(node, xs, ys, dys, p, fast, want=True):
-    axis = int(node.attrs.get("axis", 1))
-    a = C._axis(node, axis, xs[0].ndim)
+    a = axis_of(node, attrs(node)["axis"], xs[0].ndim)
     return _k("concat", fast)(_d0(dys, ys), [x.shape[a] for x in xs], a), {}
 
 
 @vjp("slice")
 def _slice(node, xs, ys, dys, p, fast, want=True):
-    a = C._axis(node, int(node.attrs.get("axis", 1)), xs[0].ndim)
+    a = axis_of(node, attrs(node)["axis"], xs[0].ndim)
     return [_k("slice", fast)(list(dys), [y.shape for y in ys], a).astype(xs[0].dtype, copy=False)], {}
 
 
@@ -312,33 +312,31 @@ def _reshape(node, xs, ys, dys, p, fast, want=True):
 
 @vjp("permute")
 def _permute(node, xs, ys, dys, p, fast, want=True):
-    return [_k("permute", fast)(_d0(dys, ys), C._permute_order(node, xs[0].ndim))], {}
+    return [_k("permute", fast)(_d0(dys, ys), permute_order(node, xs[0].ndim))], {}
 
 
 @vjp("eltwise")
 def _eltwise(node, xs, ys, dys, p, fast, want=True):
-    coeffs = node.attrs.get("coeffs")
-    return _k("eltwise", fast)(list(xs), _d0(dys, ys), operation=node.attrs.get("operation", "sum"),
-                               coeffs=None if not coeffs else tuple(float(c) for c in coeffs)), {}
+    a = attrs(node)
+    return _k("eltwise", fast)(list(xs), _d0(dys, ys), operation=a["operation"], coeffs=a["coeffs"]), {}
 
 
 @vjp("resize")
 def _resize(node, xs, ys, dys, p, fast, want=True):
-    a = node.attrs
+    a = attrs(node)
     hw = xs[0].shape[2:4]
-    if a.get("mode", "bilinear") == "nearest":
+    if a["mode"] == "nearest":
         dx = _k("resize_nearest", fast)(_d0(dys, ys), hw)
     else:
-        dx = _k("resize_bilinear", fast)(_d0(dys, ys), hw, align_corners=bool(a.get("align_corners", False)),
-                                         half_pixel=bool(a.get("half_pixel", False)))
+        dx = _k("resize_bilinear", fast)(_d0(dys, ys), hw, align_corners=a["align_corners"],
+                                         half_pixel=a["half_pixel"])
     return [dx] + [None] * (len(xs) - 1), {}
 
 
 @vjp("shortcut")
 def _shortcut(node, xs, ys, dys, p, fast, want=True):
     dy = _d0(dys, ys)
-    alpha = float(node.attrs.get("alpha", 1.0))
-    beta = float(node.attrs.get("beta", 1.0))
+    alpha, beta = attrs(node)["alpha"], attrs(node)["beta"]
     out = [dy * dy.dtype.type(alpha)]
     for a in xs[1:]:
         da = np.zeros_like(a)

@@ -71,7 +71,7 @@ def test_kernels_from_threads_beside_forward_passes(tmp_path):
     beside them (this aborted the process: numba's workqueue layer is not reentrant)."""
     code = r"""
 import threading, numpy as np, refnet
-from refnet.kernels import conv2d, conv2d_reference, max_pool2d
+from refnet.kernels import conv2d, conv2d_reference, max_pool
 refnet.set_num_threads(2)
 rng = np.random.default_rng(0)
 x = rng.standard_normal((1, 8, 64, 64)).astype(np.float32)
@@ -82,7 +82,7 @@ errs = []
 def work():
     for _ in range(30):
         y = conv2d(x, w, pad=(1, 1, 1, 1))
-        p = max_pool2d(x, (2, 2), (2, 2))
+        p = max_pool(x, (2, 2), (2, 2))
         if np.abs(y - ref).max() > 1e-3 * np.abs(ref).max() or not np.array_equal(p, pool_ref):
             errs.append("wrong")
 ts = [threading.Thread(target=work) for _ in range(4)]

@@ -19,9 +19,9 @@ from refnet.kernels._cache import check_private_dir, choose_cache_dir
 
 KERNEL = r"""
 import numpy as np
-from refnet.kernels import max_pool2d
+from refnet.kernels import max_pool
 x = np.random.default_rng(0).standard_normal((2, 3, 8, 10)).astype(np.float32)
-got = max_pool2d(x, (2, 2), (2, 2))   # a numba kernel; oracle: NumPy's max over 2x2 blocks
+got = max_pool(x, (2, 2), (2, 2))   # a numba kernel; oracle: NumPy's max over 2x2 blocks
 assert np.array_equal(got, x.reshape(2, 3, 4, 2, 5, 2).max(axis=(3, 5)))
 print("ok")
 """

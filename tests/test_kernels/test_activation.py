@@ -29,7 +29,7 @@ OPS = {
     "sigmoid": ({}, "any"),
     "tanh": ({}, "any"),
     "bnll": ({}, "any"),
-    "absval": ({}, "any"),
+    "abs": ({}, "any"),
     "power": ({"power": 3.0, "scale": 0.5, "shift": 0.25}, "any"),
     "power_frac": ({"power": 0.75, "scale": 2.0, "shift": 0.5}, "pos"),
     "power_sq": ({"power": 2.0, "scale": -1.5, "shift": 1.0}, "any"),
@@ -144,7 +144,7 @@ def test_elu_tanh_relu_clip_hand():
         assert f(x).tolist() == [0.0, 0.0, 0.0, 0.5, 3.0, 6.0]
     for f in (A.clip, A.clip_reference):
         assert f(x, -1.0, 1.0).tolist() == [-1.0, -0.5, 0.0, 0.5, 1.0, 1.0]
-    for f in (A.absval, A.absval_reference):
+    for f in (A.abs, A.abs_reference):
         assert f(x).tolist() == [2.0, 0.5, 0.0, 0.5, 3.0, 7.0]
 
 
@@ -192,7 +192,7 @@ CV2_CASES = [
     ("Sigmoid", "", "sigmoid", {}, "any"),
     ("TanH", "", "tanh", {}, "any"),
     ("BNLL", "", "bnll", {}, "any"),
-    ("AbsVal", "", "absval", {}, "any"),
+    ("AbsVal", "", "abs", {}, "any"),
     ("Power", "power_param { power: 2 scale: 0.5 shift: -0.25 }", "power",
      {"power": 2.0, "scale": 0.5, "shift": -0.25}, "any"),
     ("Power", "power_param { power: 0.5 scale: 1.5 shift: 0.1 }", "power",
@@ -232,7 +232,7 @@ def test_cv2_log_ignores_caffe_log_params(tmp_path, rng):
 
 # ------------------------------------------------------------------ edge cases and bad input
 
-UNARY = ["relu", "relu6", "elu", "sigmoid", "tanh", "bnll", "absval", "power", "exp", "log",
+UNARY = ["relu", "relu6", "elu", "sigmoid", "tanh", "bnll", "abs", "power", "exp", "log",
          "mish", "swish"]
 
 
@@ -247,7 +247,7 @@ def test_nan_in_nan_out_and_extremes_quiet(name, impl, dt):
         y = f(np.abs(x) + 1 if name == "log" else x)
     assert y.dtype == dt
     assert np.isnan(y[0]) and np.isnan(y[-1])
-    if name in ("sigmoid", "tanh", "bnll", "mish", "swish", "relu", "relu6", "absval", "elu"):
+    if name in ("sigmoid", "tanh", "bnll", "mish", "swish", "relu", "relu6", "abs", "elu"):
         assert np.all(np.isfinite(y[1:-1])), y
     if name == "sigmoid":
         assert y[1] == 0.0 and y[5] == 1.0

@@ -157,14 +157,14 @@ def test_max_pool2d_backward(c):
     rng = np.random.default_rng(c["seed"])
     x = rng.standard_normal((c["n"], c["c"]) + c["hw"])
     geo = (c["k"], c["s"], c["pad"])
-    fwd = lambda x: K.max_pool2d_reference(x, *geo, ceil_mode=c["ceil"])  # noqa: E731
+    fwd = lambda x: K.max_pool_reference(x, *geo, ceil_mode=c["ceil"])  # noqa: E731
     y = fwd(x)
     # a ceil-mode window over no input element holds the constant -FLT_MAX: keep it out of the loss
     dy = np.where(y == K.pool.EMPTY_MAX, 0.0, rng.standard_normal(y.shape))
-    (dx,) = _twins(lambda x, dy: K.max_pool2d_backward(x, dy, *geo, ceil_mode=c["ceil"]),
-                   lambda x, dy: K.max_pool2d_backward_reference(x, dy, *geo, ceil_mode=c["ceil"]),
-                   [x, dy], what="max_pool2d")
-    check_grads(fwd, [x], [dx], [0], dy, rng, "max_pool2d")
+    (dx,) = _twins(lambda x, dy: K.max_pool_backward(x, dy, *geo, ceil_mode=c["ceil"]),
+                   lambda x, dy: K.max_pool_backward_reference(x, dy, *geo, ceil_mode=c["ceil"]),
+                   [x, dy], what="max_pool")
+    check_grads(fwd, [x], [dx], [0], dy, rng, "max_pool")
 
 
 @HYP
@@ -174,11 +174,11 @@ def test_avg_pool2d_backward(c, divisor):
     x = rng.standard_normal((c["n"], c["c"]) + c["hw"])
     geo = (c["k"], c["s"], c["pad"])
     kw = dict(ceil_mode=c["ceil"], divisor=divisor)
-    fwd = lambda x: K.avg_pool2d_reference(x, *geo, **kw)  # noqa: E731
+    fwd = lambda x: K.avg_pool_reference(x, *geo, **kw)  # noqa: E731
     dy = rng.standard_normal(fwd(x).shape)
-    (dx,) = _twins(lambda x, dy: K.avg_pool2d_backward(x, dy, *geo, **kw),
-                   lambda x, dy: K.avg_pool2d_backward_reference(x, dy, *geo, **kw), [x, dy], what="avg_pool2d")
-    check_grads(fwd, [x], [dx], [0], dy, rng, "avg_pool2d")
+    (dx,) = _twins(lambda x, dy: K.avg_pool_backward(x, dy, *geo, **kw),
+                   lambda x, dy: K.avg_pool_backward_reference(x, dy, *geo, **kw), [x, dy], what="avg_pool")
+    check_grads(fwd, [x], [dx], [0], dy, rng, "avg_pool")
 
 
 def test_avg_pool_caffe_divisor_hand_computed():
@@ -186,11 +186,11 @@ def test_avg_pool_caffe_divisor_hand_computed():
     # padded 2x2 block [-1,0]x[-1,0] (divisor 4, one input element) -> dx[0,0] = dy[0,0] / 4
     x = np.zeros((1, 1, 3, 3))
     dy = np.ones((1, 1, 2, 2))
-    dx = K.avg_pool2d_backward_reference(x, dy, 2, 2, 1)
+    dx = K.avg_pool_backward_reference(x, dy, 2, 2, 1)
     # the last window starts at 1 and is clipped to the padded extent 3+1: [1, 3) -> divisor 2x2
     want = np.array([[0.25, 0.25, 0.25], [0.25, 0.25, 0.25], [0.25, 0.25, 0.25]])
     np.testing.assert_allclose(dx[0, 0], want)
-    dx_valid = K.avg_pool2d_backward_reference(x, dy, 2, 2, 1, divisor="valid")
+    dx_valid = K.avg_pool_backward_reference(x, dy, 2, 2, 1, divisor="valid")
     np.testing.assert_allclose(dx_valid[0, 0], [[1, 0.5, 0.5], [0.5, 0.25, 0.25], [0.5, 0.25, 0.25]])
 
 
@@ -207,17 +207,17 @@ def test_global_pools_backward(n, c, h, w, seed):
 
 @HYP
 @given(pool_cases())
-def test_max_unpool2d_backward(c):
+def test_max_unpool_backward(c):
     rng = np.random.default_rng(c["seed"])
     x = rng.standard_normal((c["n"], c["c"]) + c["hw"])
-    _, idx = K.max_pool2d_reference(x, c["k"], c["s"], c["pad"], ceil_mode=c["ceil"], return_indices=True)
+    _, idx = K.max_pool_reference(x, c["k"], c["s"], c["pad"], ceil_mode=c["ceil"], return_indices=True)
     assume((idx >= 0).all())
     v = rng.standard_normal(idx.shape)
-    fwd = lambda v: K.max_unpool2d_reference(v, idx, c["hw"])  # noqa: E731
+    fwd = lambda v: K.max_unpool_reference(v, idx, c["hw"])  # noqa: E731
     dy = rng.standard_normal(fwd(v).shape)
-    (dv,) = _twins(lambda i, dy: K.max_unpool2d_backward(i, dy), lambda i, dy: K.max_unpool2d_backward_reference(i, dy),
-                   [idx, dy], what="max_unpool2d")
-    check_grads(fwd, [v], [dv], [0], dy, rng, "max_unpool2d")
+    (dv,) = _twins(lambda i, dy: K.max_unpool_backward(i, dy), lambda i, dy: K.max_unpool_backward_reference(i, dy),
+                   [idx, dy], what="max_unpool")
+    check_grads(fwd, [v], [dv], [0], dy, rng, "max_unpool")
 
 
 # ---- activations ---------------------------------------------------------------------------------------
@@ -225,7 +225,7 @@ SHAPES = st.sampled_from([(2, 3), (1, 3, 4, 5), (2, 2, 3, 1, 2)])
 
 ELEMENTWISE = [
     ("relu", dict(negative_slope=0.0)), ("relu", dict(negative_slope=0.1)), ("elu", dict(alpha=0.7)),
-    ("sigmoid", {}), ("tanh", {}), ("absval", {}), ("power", dict(power=3.0, scale=0.5, shift=0.2)),
+    ("sigmoid", {}), ("tanh", {}), ("abs", {}), ("power", dict(power=3.0, scale=0.5, shift=0.2)),
     ("power", dict(power=2.0, scale=-1.5, shift=0.0)), ("power", dict(power=1.0, scale=2.0, shift=1.0)),
 ]
 
@@ -325,9 +325,9 @@ def test_scale_and_bias_backward(shape, span, bias, seed):
     fwd = lambda x, w, b: K.scale_reference(x, w, b if bias else None, 1)  # noqa: E731
     check_grads(fwd, [x, w, b], [g[0], g[1]] + ([g[2]] if bias else []), [0, 1] + ([2] if bias else []), dy, rng,
                 "scale")
-    gb = _twins(lambda dy: K.bias_add_backward(dy, pshape, 1), lambda dy: K.bias_add_backward_reference(dy, pshape, 1),
-                [dy], what="bias_add")
-    check_grads(lambda x, b: K.bias_add_reference(x, b, 1), [x, b], gb, [0, 1], dy, rng, "bias_add")
+    gb = _twins(lambda dy: K.bias_backward(dy, pshape, 1), lambda dy: K.bias_backward_reference(dy, pshape, 1),
+                [dy], what="bias")
+    check_grads(lambda x, b: K.bias_reference(x, b, 1), [x, b], gb, [0, 1], dy, rng, "bias")
 
 
 @HYP
@@ -475,6 +475,6 @@ def test_bad_arguments_are_named():
     with pytest.raises(ShapeError):
         K.conv2d_backward_reference(x, np.zeros((3, 3, 1, 1)), np.zeros((1, 3, 4, 4)))
     with pytest.raises(ShapeError):
-        K.max_pool2d_backward(x, np.zeros((1, 2, 3, 3)), 2, 2)
+        K.max_pool_backward(x, np.zeros((1, 2, 3, 3)), 2, 2)
     with pytest.raises(ShapeError):
         K.relu_backward(x, np.zeros((1, 2, 4, 3)))

@@ -124,9 +124,9 @@ def test_scale_and_bias_fast_vs_reference_vs_broadcast(case, seed, dt, with_bias
     assert_close(y, want, _tol(dt), "scale fast")
     assert_close(N.scale_reference(xd, *[q.astype(np.float64) for q in args], axis=axis), want,
                  "f64_vs_oracle", "scale reference")
-    yb = N.bias_add(x.astype(dt), b.astype(dt), axis=axis)
+    yb = N.bias(x.astype(dt), b.astype(dt), axis=axis)
     assert_close(yb, xd + bd.reshape(bshape), _tol(dt), "bias fast")
-    assert_close(N.bias_add_reference(xd, bd, axis=axis), xd + bd.reshape(bshape), "f64_vs_oracle")
+    assert_close(N.bias_reference(xd, bd, axis=axis), xd + bd.reshape(bshape), "f64_vs_oracle")
 
 
 # ====================================================================== hand-computed cases
@@ -375,7 +375,7 @@ ALL_OPS = [
     ("l2_normalize", lambda f, x: f(x, across_spatial=False)),
     ("lrn", lambda f, x: f(x, 3, 0.5, 0.75, 2.0, "across")),
     ("scale", lambda f, x: f(x, np.full(3, 2.0, x.dtype))),
-    ("bias_add", lambda f, x: f(x, np.full(3, 2.0, x.dtype))),
+    ("bias", lambda f, x: f(x, np.full(3, 2.0, x.dtype))),
 ]
 
 
@@ -425,7 +425,7 @@ def test_bad_input(impl):
     with pytest.raises(ShapeError, match="bias"):
         g("scale")(x, c3, np.ones(4, np.float32))
     with pytest.raises(ShapeError, match="axis"):
-        g("bias_add")(x, c3, axis=4)
+        g("bias")(x, c3, axis=4)
     with pytest.raises(ShapeError, match="scale"):
         g("l2_normalize")(x, c3)  # channel_shared needs one value
     with pytest.raises(ShapeError, match="scale"):

@@ -16,22 +16,22 @@ from hypothesis import strategies as st
 from refnet.errors import ShapeError
 from refnet.kernels.pool import (
     EMPTY_MAX,
-    avg_pool2d,
-    avg_pool2d_reference,
+    avg_pool,
+    avg_pool_reference,
     global_avg_pool2d,
     global_avg_pool2d_reference,
     global_max_pool2d,
     global_max_pool2d_reference,
-    max_pool2d,
-    max_pool2d_reference,
-    max_unpool2d,
-    max_unpool2d_reference,
+    max_pool,
+    max_pool_reference,
+    max_unpool,
+    max_unpool_reference,
     pool_output_size,
 )
 
 HYP = settings(max_examples=40, deadline=None, derandomize=True)
-MAX_FNS = [max_pool2d, max_pool2d_reference]
-AVG_FNS = [avg_pool2d, avg_pool2d_reference]
+MAX_FNS = [max_pool, max_pool_reference]
+AVG_FNS = [avg_pool, avg_pool_reference]
 
 
 # --------------------------------------------------------------------------------------
@@ -225,7 +225,7 @@ def test_cv2_quirk_asymmetric_pad_last_window(tmp_path):
     x = np.arange(1.0, 43.0).reshape(1, 1, 6, 7).astype(np.float32)
     cvy = cv2_pool(tmp_path, x, "pool: MAX kernel_h: 2 kernel_w: 2 stride_h: 2 stride_w: 2 "
                                 "pad_t: 0 pad_b: 1 pad_l: 1 pad_r: 0")
-    ours = max_pool2d(x, 2, 2, (0, 1, 1, 0))
+    ours = max_pool(x, 2, 2, (0, 1, 1, 0))
     assert cvy.shape == (1, 1, 4, 4) and ours.shape == (1, 1, 3, 4)
     np.testing.assert_array_equal(cvy[0, 0, 3], 0.0)  # the all-padding row
     np.testing.assert_array_equal(cvy[:, :, :3], ours)
@@ -234,7 +234,7 @@ def test_cv2_quirk_asymmetric_pad_last_window(tmp_path):
 def test_cv2_quirk_empty_window_max_is_zero(tmp_path):
     x = np.arange(1.0, 26.0).reshape(1, 1, 5, 5).astype(np.float32)
     cvy = cv2_pool(tmp_path, x, "pool: MAX kernel_size: 1 stride: 3")
-    ours = max_pool2d(x, 1, 3)
+    ours = max_pool(x, 1, 3)
     assert cvy[0, 0, 2, 2] == 0.0 and ours[0, 0, 2, 2] == EMPTY_MAX
     np.testing.assert_array_equal(cvy[0, 0, :2, :2], ours[0, 0, :2, :2])
 
@@ -272,22 +272,22 @@ def test_pool_fast_vs_reference_hypothesis(p):
         xm.flat[rng.choice(x.size, size=min(3, x.size), replace=False)] = np.nan
     for dt in (np.float64, np.float32):
         xd = xm.astype(dt)
-        yf, jf = max_pool2d(xd, return_indices=True, **kw)
-        yr, jr = max_pool2d_reference(xd, return_indices=True, **kw)
+        yf, jf = max_pool(xd, return_indices=True, **kw)
+        yr, jr = max_pool_reference(xd, return_indices=True, **kw)
         assert yf.dtype == dt and yf.shape == yr.shape
         np.testing.assert_array_equal(yf, yr)
         np.testing.assert_array_equal(jf, jr)
-        np.testing.assert_array_equal(max_pool2d(xd, **kw), yr)  # the max-only kernel
+        np.testing.assert_array_equal(max_pool(xd, **kw), yr)  # the max-only kernel
         # every index points at its value (valid windows) in the plane
         flat = xd.reshape(xd.shape[0], xd.shape[1], -1)
         ok = jr >= 0
         picked = np.take_along_axis(flat, np.where(ok, jr, 0).reshape(flat.shape[:2] + (-1,)),
                                     axis=2).reshape(jr.shape)
         np.testing.assert_array_equal(picked[ok], yr[ok])
-    ref = avg_pool2d_reference(x, divisor=p["divisor"], **kw)
-    assert_close(avg_pool2d(x, divisor=p["divisor"], **kw), ref, 1e-14, "fast64")
-    got32 = avg_pool2d(x.astype(np.float32), divisor=p["divisor"], **kw)
-    ref_of_32 = avg_pool2d_reference(x.astype(np.float32).astype(np.float64),
+    ref = avg_pool_reference(x, divisor=p["divisor"], **kw)
+    assert_close(avg_pool(x, divisor=p["divisor"], **kw), ref, 1e-14, "fast64")
+    got32 = avg_pool(x.astype(np.float32), divisor=p["divisor"], **kw)
+    ref_of_32 = avg_pool_reference(x.astype(np.float32).astype(np.float64),
                                      divisor=p["divisor"], **kw)
     assert got32.dtype == np.float32
     assert_close(got32, ref_of_32, "f32_vs_f64", f"avg fast32 {p}")
@@ -298,26 +298,26 @@ def test_pool_fast_vs_reference_hypothesis(p):
 # --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("unpool", [max_unpool2d, max_unpool2d_reference])
+@pytest.mark.parametrize("unpool", [max_unpool, max_unpool_reference])
 def test_max_unpool_round_trip(unpool, rng):
     x = np.abs(rng.standard_normal((2, 3, 6, 8))) + 0.1  # positive: the zeros never win
-    y, idx = max_pool2d(x, 2, 2, return_indices=True)
+    y, idx = max_pool(x, 2, 2, return_indices=True)
     u = unpool(y, idx, (6, 8))
     # independent: keep x where it is the maximum of its 2x2 block, zero elsewhere
     blocks = x.reshape(2, 3, 3, 2, 4, 2)
     bmax = blocks.max(axis=(3, 5), keepdims=True)
     want = np.where(blocks == bmax, blocks, 0.0).reshape(x.shape)
     np.testing.assert_array_equal(u, want)
-    np.testing.assert_array_equal(max_pool2d(u, 2, 2), y)  # pooling the unpooled gives y back
+    np.testing.assert_array_equal(max_pool(u, 2, 2), y)  # pooling the unpooled gives y back
     u32 = unpool(y.astype(np.float32), idx, (6, 8))
     assert u32.dtype == np.float32
 
 
 def test_max_unpool_overlapping_windows_and_odd_size(rng):
     x = rng.standard_normal((1, 2, 7, 7)).astype(np.float32)
-    y, idx = max_pool2d(x, 3, 2, 1, return_indices=True)  # overlapping: repeated indices
-    a = max_unpool2d(y, idx, (7, 7))
-    b = max_unpool2d_reference(y, idx, (7, 7))
+    y, idx = max_pool(x, 3, 2, 1, return_indices=True)  # overlapping: repeated indices
+    a = max_unpool(y, idx, (7, 7))
+    b = max_unpool_reference(y, idx, (7, 7))
     np.testing.assert_array_equal(a, b)
     nz = a != 0
     np.testing.assert_array_equal(a[nz], x[nz])  # every scattered value sits where it came from
@@ -362,7 +362,7 @@ def test_global_pool_bad_input_and_nan(f):
     assert y[0, 0, 0, 0] == 1.0 and np.isnan(y[0, 1, 0, 0])
 
 
-@pytest.mark.parametrize("unpool", [max_unpool2d, max_unpool2d_reference])
+@pytest.mark.parametrize("unpool", [max_unpool, max_unpool_reference])
 def test_max_unpool_bad_input(unpool):
     x = np.ones((1, 1, 2, 2))
     with pytest.raises(TypeError, match="integer"):

@@ -1,0 +1,114 @@
+"""Activations and pointwise formulas (kernels: refnet.kernels.activation): ``relu``, ``clip``,
+``prelu``, ``elu``, ``sigmoid``, ``tanh``, ``bnll``, ``abs``, ``mish``, ``swish``, ``sqrt``,
+``square``, ``power``, ``exp``, ``log``; specs and the float32 planners."""
+
+from __future__ import annotations
+
+from refnet import kernels as K
+from refnet.errors import ShapeError
+from refnet.ops.registry import Attr, attrs, elementwise_macs, kern, prepares, register, same_shape
+
+
+def per_channel_param_shape(param: str):
+    """Shape function of an elementwise op with a per-channel (or one shared) parameter."""
+
+    def shape(node, shapes):
+        x = tuple(shapes[0])
+        v = node.params.get(param)
+        if v is not None and v.size != 1 and (len(x) < 2 or v.size != x[1]):
+            raise ShapeError(f"{param} has {v.size} values for {x[1] if len(x) > 1 else '?'} channels",
+                             layer=node.name, expected=f"1 or {x[1] if len(x) > 1 else '?'}", got=v.size)
+        return [x]
+
+    return shape
+
+
+@register("relu", shape=same_shape, attrs={"negative_slope": Attr(0.0, float)}, fresh=True)
+def _relu(node, xs, p, ctx):
+    return kern("relu", ctx)(xs[0], attrs(node)["negative_slope"])
+
+
+@register("clip", shape=same_shape, attrs={"min": Attr(0.0, float), "max": Attr(6.0, float)}, fresh=True)
+def _clip(node, xs, p, ctx):
+    a = attrs(node)
+    return kern("clip", ctx)(xs[0], a["min"], a["max"])
+
+
+@register("prelu", shape=per_channel_param_shape("slope"), macs=elementwise_macs, fresh=True)
+def _prelu(node, xs, p, ctx):
+    return kern("prelu", ctx)(xs[0], p["slope"].reshape(-1))
+
+
+@register("elu", shape=same_shape, attrs={"alpha": Attr(1.0, float)}, fresh=True)
+def _elu(node, xs, p, ctx):
+    return kern("elu", ctx)(xs[0], attrs(node)["alpha"])
+
+
+def _unary(op: str, fresh: bool) -> None:
+    register(op, shape=same_shape, fresh=fresh)(lambda node, xs, p, ctx: kern(op, ctx)(xs[0]))
+
+
+for _op, _fresh in [("sigmoid", True), ("tanh", True), ("bnll", False), ("abs", False), ("mish", False),
+                    ("swish", False)]:
+    _unary(_op, _fresh)
+
+
+@register("sqrt", shape=same_shape, kernel="power", doc="power(x, 0.5)")
+def _sqrt(node, xs, p, ctx):
+    return kern("power", ctx)(xs[0], 0.5, 1.0, 0.0)
+
+
+@register("square", shape=same_shape, kernel="power", doc="power(x, 2)")
+def _square(node, xs, p, ctx):
+    return kern("power", ctx)(xs[0], 2.0, 1.0, 0.0)
+
+
+def power_scale_shift(node) -> tuple[float, float, float]:
+    """``(power or base, scale, shift)`` of a ``power``/``exp``/``log`` node."""
+    a = attrs(node)
+    return (a["power" if node.op == "power" else "base"], a["scale"], a["shift"])
+
+
+_SCALE_SHIFT = {"scale": Attr(1.0, float), "shift": Attr(0.0, float)}
+
+
+@register("power", shape=same_shape, attrs={"power": Attr(1.0, float), **_SCALE_SHIFT}, macs=elementwise_macs,
+          fresh=True)
+def _power(node, xs, p, ctx):
+    return kern("power", ctx)(xs[0], *power_scale_shift(node))
+
+
+@register("exp", shape=same_shape, attrs={"base": Attr(-1.0, float), **_SCALE_SHIFT})
+def _exp(node, xs, p, ctx):
+    return kern("exp", ctx)(xs[0], *power_scale_shift(node))
+
+
+@register("log", shape=same_shape, attrs={"base": Attr(-1.0, float), **_SCALE_SHIFT})
+def _log(node, xs, p, ctx):
+    return kern("log", ctx)(xs[0], *power_scale_shift(node))
+
+
+# ---- float32 step planners: arguments bound once per input shape ---------------------------------
+@prepares("relu")
+def _relu_prepare(node, p, shapes, ctx):
+    s = attrs(node)["negative_slope"]
+    relu = K.relu
+    return (lambda x: relu(x, s)), False
+
+
+@prepares("prelu")
+def _prelu_prepare(node, p, shapes, ctx):
+    slope = p["slope"].reshape(-1)
+    prelu = K.prelu
+    return (lambda x: prelu(x, slope)), False
+
+
+@prepares("clip")
+def _clip_prepare(node, p, shapes, ctx):
+    a = attrs(node)
+    lo, hi = a["min"], a["max"]
+    clip = K.clip
+    return (lambda x: clip(x, lo, hi)), False
+
+
+__all__ = ["per_channel_param_shape", "power_scale_shift"]

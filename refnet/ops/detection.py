@@ -1,0 +1,69 @@
+"""SSD ops (kernels: refnet.kernels.detection): ``prior_box``, ``detection_output``.
+
+Their attributes are the kernels' keyword arguments: the defaults are read from the kernel
+signatures (one declaration), so a node without an attribute runs with the kernel default."""
+
+from __future__ import annotations
+
+import inspect
+
+from refnet import kernels as K
+from refnet.ops.registry import DYN, REQUIRED, Attr, attrs, kern, need_ndim, pair0, prepares, register
+
+
+def _kernel_attrs(fn, keys) -> dict:
+    sig = inspect.signature(fn).parameters
+    return {k: REQUIRED if sig[k].default is inspect.Parameter.empty else sig[k].default for k in keys}
+
+
+_PRIOR_KEYS = ("min_sizes", "max_sizes", "aspect_ratios", "flip", "clip", "variance", "step", "offset",
+               "widths", "heights")
+PRIOR_BOX_ATTRS = {**_kernel_attrs(K.prior_box, _PRIOR_KEYS), "img_size": Attr(0, pair0)}
+
+
+def prior_kwargs(node) -> dict:
+    """The prior_box kernel's keyword arguments of ``node``."""
+    a = attrs(node)
+    return {k: a[k] for k in _PRIOR_KEYS}
+
+
+def prior_image_hw(node, image_shape) -> tuple[int, int]:
+    """The image size the priors are relative to: ``img_size`` or the image input's H, W."""
+    ih, iw = attrs(node)["img_size"]
+    return (ih or image_shape[2], iw or image_shape[3])
+
+
+def _prior_box_shape(node, shapes):
+    need_ndim(node, shapes[0], 4, "feature input")
+    need_ndim(node, shapes[1], 4, "image input")
+    # the priors of one cell, times the cells: a huge feature map must not be materialised here
+    one = K.prior_box((1, 1), prior_image_hw(node, shapes[1]), **prior_kwargs(node))
+    return [(1, 2, int(one.shape[2]) * int(shapes[0][2]) * int(shapes[0][3]))]
+
+
+@register("prior_box", shape=_prior_box_shape, attrs=PRIOR_BOX_ATTRS)
+def _prior_box(node, xs, p, ctx):
+    fn = kern("prior_box", ctx)
+    return fn(tuple(xs[0].shape[2:4]), prior_image_hw(node, xs[1].shape), dtype=ctx.dtype, **prior_kwargs(node))
+
+
+_DETOUT_KEYS = ("num_classes", "share_location", "background_label_id", "nms_threshold", "top_k",
+                "keep_top_k", "confidence_threshold", "code_type", "variance_encoded_in_target", "eta",
+                "clip", "normalized")
+
+
+@register("detection_output", shape=lambda n, s: [(1, 1, DYN, 7)],
+          attrs=_kernel_attrs(K.detection_output, _DETOUT_KEYS))
+def _detection_output(node, xs, p, ctx):
+    return kern("detection_output", ctx)(xs[0], xs[1], xs[2], **attrs(node))
+
+
+@prepares("prior_box")
+def _prior_box_prepare(node, p, shapes, ctx):
+    # the priors depend on the shapes only: computed once, a copy handed out per run
+    priors = K.prior_box(tuple(shapes[0][2:4]), prior_image_hw(node, shapes[1]), dtype=ctx.dtype,
+                         **prior_kwargs(node))
+    return (lambda feature, image: priors.copy()), False
+
+
+__all__ = ["prior_kwargs", "prior_image_hw", "PRIOR_BOX_ATTRS"]

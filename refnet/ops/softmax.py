@@ -1,0 +1,30 @@
+"""``softmax``, ``log_softmax`` (kernels: refnet.kernels.softmax)."""
+
+from __future__ import annotations
+
+from refnet import kernels as K
+from refnet.ops.registry import Attr, attrs, axis_of, kern, prepares, register
+
+_AXIS = {"axis": Attr(1, int)}
+
+
+def _softmax_shape(node, shapes):
+    axis_of(node, attrs(node)["axis"], len(shapes[0]))
+    return [tuple(shapes[0])]
+
+
+@register("softmax", shape=_softmax_shape, attrs=_AXIS, fresh=True)
+def _softmax(node, xs, p, ctx):
+    return kern("softmax", ctx)(xs[0], axis=attrs(node)["axis"])
+
+
+@register("log_softmax", shape=_softmax_shape, attrs=_AXIS, fresh=True)
+def _log_softmax(node, xs, p, ctx):
+    return kern("log_softmax", ctx)(xs[0], axis=attrs(node)["axis"])
+
+
+@prepares("softmax")
+def _softmax_prepare(node, p, shapes, ctx):
+    axis = attrs(node)["axis"]
+    softmax = K.softmax
+    return (lambda x: softmax(x, axis)), False
