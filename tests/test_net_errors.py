@@ -16,17 +16,17 @@ from writers.caffe_writer import Layer, NetSpec, write_net
 
 import refnet
 import refnet.kernels as K
-from refnet import net as net_module
 from refnet.errors import ModelFormatError, ShapeError
 from refnet.graph import Graph, Node
 from refnet.net import Net
+from refnet.runtime import plan as plan_module
 
 INT_MAX = 2**31 - 1
 
 
 # ---- the element-count limit ---------------------------------------------------------------------
 def test_the_limit_is_caffes_int_max():
-    assert net_module.MAX_TENSOR_ELEMENTS == INT_MAX
+    assert plan_module.MAX_TENSOR_ELEMENTS == INT_MAX
 
 
 def test_caffe_conv_with_a_huge_pad_is_refused_by_shape_inference_and_forward(tmp_path):

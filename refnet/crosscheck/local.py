@@ -100,45 +100,33 @@ class LocalInputs:
 def stream_trace(net: Any, feeds: Mapping[str, np.ndarray], precision: str = "float64"
                  ) -> Iterator[tuple[str, np.ndarray]]:
     """``(layer, output)`` for every node's first output, in execution order, computed exactly as
-    ``net.trace(feeds, precision)`` computes them (the same compiled program), but dropping each
-    tensor after its last reader; the consumer keeps what it needs.
+    ``net.trace(feeds, precision)`` computes them (the same compiled program, driven one step at
+    a time through :meth:`refnet.runtime.program.Program.steps`), but dropping each tensor after
+    its last reader; the consumer keeps what it needs. The run lock is held per step only.
 
     Falls back to ``net.trace`` (everything at once) when the Net has no compiled programs.
     """
-    program = getattr(net, "_program", None)
-    if program is None:
+    trace_program = getattr(net, "_trace_program", None)
+    if trace_program is None:
         yield from net.trace(feeds, precision=precision).items()
         return
-    from refnet import net as netmod
+    from refnet.runtime.program import RUN_LOCK
 
-    ctx = netmod._ctx(precision)
-    fd = net._feeds(feeds, ctx)
-    names = tuple(n.name for n in net.graph.nodes)
-    prog = program(names, False, fd, ctx)
+    prog, fd = trace_program(feeds, precision)
+    prog = prog.unpooled()  # the consumer keeps outputs past the run
     by_slot: dict[int, list[str]] = {}
     for name, s in prog.results.items():
         by_slot.setdefault(s, []).append(name)
-    last: dict[int, int] = {}
-    for j, (_, ins, _, _, _, _) in enumerate(prog.code):
-        for s in ins:
-            last[s] = j
-    regs: list[Any] = [None] * prog.nslots
-    for name, s in prog.feeds:
-        regs[s] = fd[name]
+    regs = prog.start(fd)
+    for _, s in prog.feeds:
         for n in by_slot.get(s, ()):  # identity layers on a net input
             yield n, regs[s]
-    for j, (fn, ins, out1, outs, buf, _) in enumerate(prog.code):
-        with netmod._RUN_LOCK:
-            r = fn(*[regs[i] for i in ins]) if buf < 0 else fn(*[regs[i] for i in ins], out=np.empty_like(
-                prog.buffers[buf]))
-        if out1 >= 0:
-            regs[out1] = r
-        else:
-            for s, v in zip(outs, r):
-                regs[s] = v
-        for s in outs:
+    steps = prog.steps(regs, prog.frees_after_last_read())
+    while True:
+        with RUN_LOCK:
+            j = next(steps, None)
+        if j is None:
+            return
+        for s in prog.code[j][3]:
             for n in by_slot.get(s, ()):
                 yield n, regs[s]
-        for s in set(ins) | set(outs):
-            if last.get(s, -1) <= j:
-                regs[s] = None

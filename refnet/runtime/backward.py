@@ -35,6 +35,7 @@ import numpy as np
 from refnet.errors import ShapeError
 from refnet.ops.registry import Ctx
 from refnet.runtime import vjp
+from refnet.runtime.program import RUN_LOCK
 
 if TYPE_CHECKING:
     from refnet.net import Net
@@ -83,12 +84,10 @@ class Tape:
         self.order = sorted(needed)
         # the net's own unfused program with every tensor of these layers requested: kernels planned
         # once per input shape (cached in the net), no requested tensor in a reused buffer
-        from refnet.net import _RUN_LOCK
-
         feeds = net._feeds(x, self.ctx)
         names = tuple(t for i in self.order for t in net.graph.nodes[i].outputs)
         prog = net._program(names, False, feeds, self.ctx)
-        with _RUN_LOCK:
+        with RUN_LOCK:
             regs = prog.run(feeds)
         self.values: dict[str, np.ndarray] = dict(feeds)
         self.values.update({t: regs[prog.results[t]] for t in names})

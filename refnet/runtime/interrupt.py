@@ -34,8 +34,8 @@ class Interrupted(BaseException):
 def run_interruptibly(run: Callable[[Callable | None], Any], lock: Any) -> Any:
     """``run(hook)`` under ``lock``, in a worker thread when called from the main thread.
 
-    ``run`` receives a step hook (see ``refnet.net._Program.run``) that stops it between steps
-    once the caller was interrupted."""
+    ``run`` receives a hook to call between steps (``refnet.runtime.program.Program.run``'s
+    ``between``) that stops it once the caller was interrupted."""
     if threading.current_thread() is not threading.main_thread():
         with lock:
             return run(None)

@@ -1,0 +1,236 @@
+"""Fusion for the float32 path: layers folded into the weights of the layer before them.
+
+* **Affine folding**: the per-channel affine layers (BatchNorm, Scale, Bias, Power with power 1)
+  that follow a convolution, transposed convolution or instance normalisation compose into one
+  ``a * y + c`` per channel, folded into that layer's weight and bias in float64. The BatchNorm
+  formula and the fold itself are the kernels' (:func:`refnet.kernels.norm.fold_batch_norm`,
+  :func:`refnet.kernels.norm.fold_scale`), the one home of that math.
+* **Activation fusion**: a following ReLU / leaky ReLU / PReLU / ReLU6 becomes the layer's
+  epilogue (``attrs["activation"]``).
+* **Sibling convolution merging**: convolutions reading the same tensor with the same kernel
+  geometry run as one convolution over the concatenated output channels, then a slice
+  (:func:`merged_conv`; :mod:`refnet.runtime.plan` finds the groups).
+
+Everything here returns new :class:`~refnet.graph.Node` objects; the graph is never changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from refnet.graph import Node
+from refnet.kernels.norm import fold_batch_norm, fold_scale
+
+__all__ = ["FUSABLE_OPS", "fuse_following", "conv_geometry_key", "merged_conv"]
+
+FUSABLE_OPS = ("conv", "deconv", "instance_norm")  # the ops whose followers fuse_following absorbs
+
+
+def _f64(v: np.ndarray | None) -> np.ndarray | None:
+    return None if v is None else np.asarray(v, dtype=np.float64).reshape(-1)
+
+
+def _per_channel(v: np.ndarray | None, n_ch: int) -> np.ndarray | None:
+    """``v`` as float64 (n_ch,) (a single value broadcast); None when absent; ValueError on another size."""
+    v = _f64(v)
+    if v is None or v.size == n_ch:
+        return v
+    if v.size == 1:
+        return np.full(n_ch, v[0])
+    raise ValueError(f"{v.size} values for {n_ch} channels")
+
+
+def _single_consumer(consumers: Mapping[str, Sequence[int]], tensor: str) -> int | None:
+    c = consumers.get(tensor, ())
+    return c[0] if len(c) == 1 else None
+
+
+def _out_channels(node: Node) -> int | None:
+    w = node.params.get("weight")
+    if node.op == "conv" and w is not None and w.ndim == 4:
+        return int(w.shape[0])
+    if node.op == "deconv" and w is not None and w.ndim == 4:
+        return int(w.shape[1]) * int(node.attrs.get("groups", 1))
+    if node.op == "instance_norm":
+        return -1  # known from its own weight or the next layer's parameters (_instance_norm_channels)
+    return None
+
+
+def _instance_norm_channels(nodes: Sequence[Node], consumers: Mapping[str, Sequence[int]], node: Node) -> int | None:
+    w = node.params.get("weight", node.params.get("bias"))
+    if w is not None:
+        return int(w.size)
+    j = _single_consumer(consumers, node.outputs[0])
+    nxt = nodes[j] if j is not None else None
+    if nxt is not None and nxt.op == "batch_norm":
+        return int(nxt.params["mean"].size)
+    if nxt is not None and nxt.op == "scale" and "weight" in nxt.params and nxt.params["weight"].size > 1:
+        return int(nxt.params["weight"].size)
+    return None
+
+
+def _affine_of(node: Node, n_ch: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(a, c) with node(y) = a * y + c per channel, when ``node`` is such a layer, else None."""
+    p = node.params
+    if node.op == "batch_norm":
+        mean, var = _f64(p["mean"]), _f64(p["var"])
+        if mean.size != n_ch or var.size != n_ch:
+            return None
+        try:
+            g, bt = _per_channel(p.get("weight"), n_ch), _per_channel(p.get("bias"), n_ch)
+        except ValueError:
+            return None
+        # the BatchNorm folded into the identity: a = gamma / sqrt(var + eps), c = beta - mean * a
+        return fold_batch_norm(np.ones(n_ch), None, mean, var, g, bt, eps=float(node.attrs.get("eps", 1e-5)))
+    if node.op == "scale" and int(node.attrs.get("axis", 1)) == 1 and "weight" in p:
+        g, bt = _f64(p["weight"]), _f64(p.get("bias"))
+        if g.size not in (1, n_ch) or (bt is not None and bt.size not in (1, n_ch)):
+            return None
+        return (np.broadcast_to(g, (n_ch,)).copy(),
+                np.broadcast_to(bt if bt is not None else 0.0, (n_ch,)).copy())
+    if node.op == "bias" and int(node.attrs.get("axis", 1)) == 1 and "bias" in p:
+        bt = _f64(p["bias"])
+        if bt.size not in (1, n_ch):
+            return None
+        return np.ones(n_ch), np.broadcast_to(bt, (n_ch,)).copy()
+    if node.op == "power" and float(node.attrs.get("power", 1.0)) == 1.0:
+        k, s = float(node.attrs.get("scale", 1.0)), float(node.attrs.get("shift", 0.0))
+        return np.full(n_ch, k), np.full(n_ch, s)
+    return None
+
+
+def _fold(node: Node, a: np.ndarray, c: np.ndarray) -> dict[str, np.ndarray]:
+    """New float32 params of ``node`` followed by the per-channel affine ``a * y + c``
+    (computed in float64 by :func:`refnet.kernels.norm.fold_scale`)."""
+    p = node.params
+    params = {k: v for k, v in p.items() if k not in ("weight", "bias")}
+    b = _f64(p.get("bias"))
+    if node.op == "instance_norm":
+        g = _f64(p.get("weight"))
+        g, b = fold_scale(np.ones(a.size) if g is None else g, b, a, c)
+        params["weight"], params["bias"] = g.astype(np.float32), b.astype(np.float32)
+        return params
+    w = np.asarray(p["weight"], dtype=np.float64)
+    if node.op == "conv":
+        w, b = fold_scale(w, b, a, c)
+    else:  # deconv: weight (C_in, C_out / g, kh, kw), output channel gi * cog + j: fold it channel-first
+        g = int(node.attrs.get("groups", 1))
+        ci, cog = w.shape[:2]
+        first = w.reshape(g, ci // g, cog, *w.shape[2:]).transpose(0, 2, 1, 3, 4)
+        folded, b = fold_scale(first.reshape(g * cog, ci // g, *w.shape[2:]), b, a, c)
+        w = folded.reshape(g, cog, ci // g, *w.shape[2:]).transpose(0, 2, 1, 3, 4).reshape(w.shape)
+    params["weight"] = np.ascontiguousarray(w, dtype=np.float32)
+    params["bias"] = b.astype(np.float32)
+    return params
+
+
+def _activation(node: Node, nxt: Node, n_ch: int, attrs: dict, act_params: dict) -> bool:
+    """Make ``nxt`` (ReLU / leaky ReLU / PReLU / ReLU6) the epilogue of ``node``; False if it is none."""
+    if nxt.op == "relu":
+        attrs["activation"] = "relu"
+        attrs["negative_slope"] = float(nxt.attrs.get("negative_slope", 0.0))
+    elif nxt.op == "prelu" and node.op != "instance_norm" and nxt.params["slope"].size in (1, n_ch):
+        attrs["activation"] = "prelu"
+        act_params["slope"] = np.broadcast_to(_f64(nxt.params["slope"]), (n_ch,)).astype(np.float32)
+    elif (nxt.op == "clip" and node.op != "instance_norm" and float(nxt.attrs.get("min", 0)) == 0.0
+          and float(nxt.attrs.get("max", 6)) == 6.0):
+        attrs["activation"] = "relu6"
+    else:
+        return False
+    return True
+
+
+def fuse_following(nodes: Sequence[Node], consumers: Mapping[str, Sequence[int]], i: int,
+                   keep: frozenset[str]) -> tuple[Node, list[int], str]:
+    """Fold the per-channel affine layers following node ``i`` (one of :data:`FUSABLE_OPS`) into
+    its weights, then fuse a following activation into it; stop at a tensor in ``keep`` (asked
+    for) or read by more than one layer (``consumers``: tensor -> reading node indices).
+
+    Returns the fused node (``nodes[i]`` itself when nothing fused), the indices of the absorbed
+    nodes, and the tensor the fused node's output stands for (the last absorbed node's output).
+    """
+    node = nodes[i]
+    n_ch = _out_channels(node)
+    if n_ch == -1:
+        n_ch = _instance_norm_channels(nodes, consumers, node)
+    if n_ch is None:
+        return node, [], node.outputs[0]
+    a = np.ones(n_ch)  # the absorbed layers compute a * y + c per channel (float64)
+    c = np.zeros(n_ch)
+    attrs = dict(node.attrs)
+    act_params: dict[str, np.ndarray] = {}
+    absorbed: list[int] = []
+    cur = node.outputs[0]
+    changed = False
+    while cur not in keep and len(node.outputs) == 1 and "activation" not in attrs:
+        j = _single_consumer(consumers, cur)
+        if j is None:
+            break
+        nxt = nodes[j]
+        if len(nxt.inputs) != 1 or len(nxt.outputs) != 1:
+            break
+        affine = _affine_of(nxt, n_ch)
+        if affine is not None:
+            ka, kc = affine
+            a, c = a * ka, c * ka + kc
+            changed = True
+        elif not _activation(node, nxt, n_ch, attrs, act_params):
+            break
+        absorbed.append(j)
+        cur = nxt.outputs[0]
+    if not absorbed:
+        return node, [], cur
+    params = dict(node.params)
+    if changed:
+        params = _fold(node, a, c)
+    params.update(act_params)
+    return Node(node.name, node.op, node.inputs, node.outputs, attrs, params), absorbed, cur
+
+
+# ---- sibling convolutions ------------------------------------------------------------------------
+def conv_geometry_key(node: Node) -> tuple | None:
+    """What sibling convolutions must share to run as one (None: this conv cannot merge)."""
+    a = node.attrs
+    w = node.params.get("weight")
+    if (node.op != "conv" or w is None or w.ndim != 4 or int(a.get("groups", 1)) != 1 or len(node.outputs) != 1
+            or a.get("activation") == "relu6"):
+        return None
+    return (tuple(w.shape[1:]), tuple(a.get("stride", (1, 1))), tuple(a.get("pad", (0, 0, 0, 0))),
+            tuple(a.get("dilation", (1, 1))))
+
+
+def _slopes(node: Node, n: int) -> np.ndarray:
+    """The epilogue of a (fused) conv as per-channel leaky slopes: none = 1, ReLU = its slope."""
+    act = node.attrs.get("activation")
+    if act == "prelu":
+        return np.broadcast_to(_f64(node.params["slope"]), (n,))
+    if act == "relu":
+        return np.full(n, float(node.attrs.get("negative_slope", 0.0)))
+    return np.ones(n)
+
+
+def merged_conv(nodes: Sequence[Node], source: str) -> tuple[Node, Node]:
+    """Sibling convolutions ``nodes`` (equal :func:`conv_geometry_key`, all reading ``source``) as
+    one convolution over the concatenated output channels -- the input is read (im2col'd,
+    transformed) once and the GEMM is wider -- and a slice into the original output tensors
+    (views). Their activations become per-channel slopes (none = 1, ReLU = 0, leaky / PReLU =
+    theirs). Returns (the conv node, the slice node)."""
+    sizes = [int(n.params["weight"].shape[0]) for n in nodes]
+    weight = np.concatenate([np.asarray(n.params["weight"], np.float32) for n in nodes], axis=0)
+    bias = np.concatenate([np.asarray(n.params["bias"], np.float32).reshape(-1) if "bias" in n.params
+                           else np.zeros(k, np.float32) for n, k in zip(nodes, sizes)])
+    slopes = np.concatenate([_slopes(n, k) for n, k in zip(nodes, sizes)])
+    attrs = {k: v for k, v in nodes[0].attrs.items() if k not in ("activation", "negative_slope")}
+    params = {"weight": weight, "bias": bias}
+    if not np.all(slopes == 1.0):
+        attrs["activation"] = "prelu"
+        params["slope"] = slopes.astype(np.float32)
+    name = "+".join(n.name for n in nodes)
+    tensor = name + ":merged"
+    conv = Node(name, "conv", (source,), (tensor,), attrs, params)
+    points = tuple(int(v) for v in np.cumsum(sizes)[:-1])
+    split = Node(name + ":split", "slice", (tensor,), tuple(n.outputs[0] for n in nodes),
+                 {"axis": 1, "points": points})
+    return conv, split
