@@ -5,12 +5,13 @@ functions they call live below, in refnet/): :mod:`~refnet.cli.compare`, :mod:`~
 :mod:`~refnet.cli.info`, :mod:`~refnet.cli.bench`, :mod:`~refnet.cli.generate`,
 :mod:`~refnet.cli.models`, :mod:`~refnet.cli.demo`, :mod:`~refnet.cli.selfcheck`,
 :mod:`~refnet.cli.convert`, :mod:`~refnet.cli.gradients` (stylize, transfer, explain);
-:mod:`~refnet.cli.common` holds the arguments several share. Models come from the one resolver,
+:mod:`~refnet.cli.common` holds the arguments several share, :mod:`~refnet.cli.toplevel` the exit
+statuses, one-line errors and output checks. Models come from the one resolver,
 :func:`refnet.resolver.resolve_model`. Nothing in refnet/ outside this package imports it
 (tests/test_layering.py).
 
 Errors a user can fix (missing files, malformed models, bad arguments, budgets) print one
-line and exit with status 2, internal errors status 3 (refnet.runtime.toplevel); ``--debug``,
+line and exit with status 2, internal errors status 3 (refnet.cli.toplevel); ``--debug``,
 anywhere on the command line, shows the traceback instead.
 """
 
@@ -37,8 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; return the exit status (refnet.runtime.toplevel: 0/1/2/3, 130)."""
-    from refnet.runtime import toplevel
+    """Run the command line; return the exit status (refnet.cli.toplevel: 0/1/2/3, 130)."""
+    from refnet.cli import toplevel
 
     argv, debug = toplevel.split_debug(sys.argv[1:] if argv is None else argv)
     parser = build_parser()

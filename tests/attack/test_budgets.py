@@ -233,7 +233,7 @@ def test_cv2_error_is_a_user_error(tmp_path, capsys):
     """A prototxt cv2.dnn refuses (compare runs cv2 on it) and a cv2.error from cv2 itself."""
     import cv2
 
-    from refnet.runtime.toplevel import classify
+    from refnet.cli.toplevel import classify
 
     try:
         cv2.resize(np.zeros((0, 0), np.uint8), (0, 0))
