@@ -132,3 +132,25 @@ def test_nothing_below_the_command_line_imports_it():
                 if hits:
                     bad.append(f"{MODULES[name].relative_to(ROOT)}:{node.lineno} imports {hits[0]}")
     assert not bad, "\n".join(bad)
+
+
+def _package_of(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 and parts[1] in ("cli", "crosscheck", "export", "runtime", "ops", "kernels",
+                                                       "weights_import") else module
+
+
+def test_no_import_cycle_between_packages():
+    """Each of refnet's packages as one node (cli, crosscheck, export, runtime, ops, kernels,
+    weights_import), the top-level modules as themselves: still no cycle, and kernels imports
+    nothing of refnet but refnet.errors (DESIGN.md)."""
+    graph: dict[str, set[str]] = {}
+    for m, targets in import_graph().items():
+        node = graph.setdefault(_package_of(m), set())
+        node.update(t for t in map(_package_of, targets) if t != _package_of(m))
+    for targets in list(graph.values()):
+        for t in targets:
+            graph.setdefault(t, set())
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle between packages: " + " -> ".join(cycle or [])
+    assert graph["kernels"] <= {"refnet.errors"}, graph["kernels"]
