@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -28,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DEMO_IMAGES", "BUILTIN_NAMES", "DemoRow", "builtin_models", "images_dir", "run_demo", "demo_command"]
+__all__ = ["DEMO_IMAGES", "BUILTIN_NAMES", "DemoRow", "builtin_models", "images_dir", "run_demo"]
 
 # one photo per task (files of /work/shared/images; any other photo is used when one is missing)
 DEMO_IMAGES = {
@@ -76,7 +75,7 @@ def _photo(images: Path | None, task: str) -> Path | None:
     want = images / DEMO_IMAGES.get(task, DEMO_IMAGES["detect"])
     if want.is_file():
         return want
-    from refnet.crosscheck.cli import IMAGE_EXTS
+    from refnet.resolver import IMAGE_EXTS
 
     return next((p for p in sorted(images.iterdir()) if p.suffix.lower() in IMAGE_EXTS), None)
 
@@ -149,10 +148,10 @@ def _compare_one(name: str, source: str, task: str, net: Any, image_path: Path |
                  entry: Any = None, notes: Sequence[str] = ()) -> DemoRow:
     from refnet import pipelines
     from refnet.crosscheck.backends import cv2_net_for
-    from refnet.crosscheck.cli import ResolvedModel, random_input
     from refnet.crosscheck.orchestrator import compare
     from refnet.crosscheck.plot import PlotUnavailableError, plot_report
     from refnet.crosscheck.report import run_document
+    from refnet.resolver import ResolvedModel, random_input
 
     t0 = time.perf_counter()
     row = DemoRow(name, source, task)
@@ -204,7 +203,7 @@ def run_demo(out: str | os.PathLike = "demo-out", *, models: Sequence[str] | Non
              selfcheck: bool = True, say: Callable[[str], None] = print) -> tuple[int, list[DemoRow]]:
     """Run the demo into ``out``; return (exit status, rows). ``models`` limits it to these names."""
     from refnet import zoo
-    from refnet.crosscheck.cli import resolve_model
+    from refnet.resolver import resolve_model
 
     t_all = time.perf_counter()
     out = Path(out)
@@ -288,13 +287,3 @@ def run_demo(out: str | os.PathLike = "demo-out", *, models: Sequence[str] | Non
         + (" (known deviations attributed)" if any(r.verdict_code == "agree_known" for r in results) else "")
         + (f", {n_skip} skipped" if n_skip else "") + f"; {total:.0f} s")
     return status, results
-
-
-def demo_command(args: Any) -> int:
-    """``refnet demo``: exit 0 when the self-check passes and every model agrees, else 1."""
-    names = args.models or os.environ.get("REFNET_DEMO_MODELS")
-    models = names.split(",") if names else None
-    status, _ = run_demo(args.out, models=models, builtins=not args.no_builtins, selfcheck=not args.no_selfcheck,
-                         say=lambda s: print(s, flush=True))
-    sys.stdout.flush()
-    return status

@@ -32,6 +32,7 @@ __all__ = [
     "legend_panel",
     "attach_panel",
     "upscale_small",
+    "seeded_banner",
 ]
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -288,3 +289,22 @@ def upscale_small(image: np.ndarray, min_side: int = 256, max_side: int = 2048) 
     if f == 1:
         return img
     return cv2.resize(img, (img.shape[1] * f, img.shape[0] * f), interpolation=cv2.INTER_NEAREST)
+
+
+def seeded_banner(image: np.ndarray, text: str | None = None) -> np.ndarray:
+    """``image`` with a banner along its top saying the weights are seeded random ones
+    (``text``, default :data:`refnet.generate.SEEDED_NOTE`)."""
+    from refnet.generate import SEEDED_NOTE
+
+    text = text or SEEDED_NOTE
+    img = np.ascontiguousarray(image).copy()
+    w = img.shape[1]
+    scale = 0.5
+    (tw, th), base = cv2.getTextSize(text, FONT, scale, 1)
+    while tw > w - 8 and scale > 0.25:
+        scale *= 0.85
+        (tw, th), base = cv2.getTextSize(text, FONT, scale, 1)
+    bar = th + base + 8
+    out = np.concatenate([np.full((bar, w, 3), (0, 0, 160), np.uint8), img], axis=0)
+    cv2.putText(out, text, (4, bar - base - 4), FONT, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return out

@@ -21,9 +21,7 @@ The map is normalised to its 99th percentile, resized to the image region the bl
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -138,50 +136,3 @@ def overlay(image: np.ndarray, s: Saliency, region: tuple[float, float, float, f
     cv2.putText(out, text, (5, int(22 * scale) + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1,
                 cv2.LINE_AA)
     return out
-
-
-def explain_command(args: argparse.Namespace) -> int:
-    from refnet import pipelines
-
-    if args.out and not Path(args.out).resolve().parent.is_dir():
-        raise FileNotFoundError(f"cannot write {args.out}: folder {Path(args.out).parent} does not exist")
-    image = pipelines.read_image(args.image)
-    net, entry, labels = pipelines.resolve_model(args.model, args.zoo)
-    task = entry.task if entry is not None else "classify"
-    pre = entry.preprocess if entry is not None else pipelines.default_preprocess(net, task)
-    if pre.layout != "NCHW":
-        raise ExplainError(f"explain needs an NCHW blob; this model's preprocessing uses {pre.layout}")
-    blob = pre.blob(image).astype(np.float64)
-    s = saliency(net, blob, args.cls, args.precision)
-    offset = entry.label_offset if entry is not None else 0
-    name = labels[s.cls - offset] if labels and 0 <= s.cls - offset < len(labels) else str(s.cls)
-    text = f"{s.target} ({name}) score {s.score:.3g}"
-    print(f"explain: {text}; saliency = |input x gradient| summed over channels, blob {blob.shape}")
-    peak = np.unravel_index(int(np.argmax(s.map)), s.map.shape)
-    print(f"  gradient norm {float(np.linalg.norm(s.grad)):.4g}, saliency peak at blob (row {peak[0]}, col {peak[1]})")
-    out = Path(args.out or f"{Path(args.image).stem}_explain.png")
-    region = pipelines.blob_region(image.shape[:2], pre)
-    f = max(1, -(-256 // min(image.shape[:2])))  # small images (LeNet's 28x28) are drawn enlarged
-    if f > 1:
-        import cv2
-
-        image = cv2.resize(image, (image.shape[1] * f, image.shape[0] * f), interpolation=cv2.INTER_NEAREST)
-        region = tuple(v * f for v in region)
-    pipelines.write_image(out, overlay(image, s, region, text))
-    print(f"wrote {out}")
-    return 0
-
-
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    s = sub.add_parser("explain", help="gradient x input saliency of a class or detection score, drawn on the image",
-                       description="Back-propagate one class score (classification: its logit; SSD: a detection's "
-                                   "confidence; segmentation: a class's pixels) to the input with refnet's own "
-                                   "gradients and draw |input x gradient| over the image.")
-    s.add_argument("model", nargs="*", metavar="MODEL_FILE", help="model files; or --zoo NAME")
-    s.add_argument("--zoo", metavar="NAME", help="a zoo model (files, preprocessing, labels)")
-    s.add_argument("--image", required=True, help="input image")
-    s.add_argument("--class", dest="cls", type=int, metavar="K", help="class to explain (default: the top one)")
-    s.add_argument("--precision", choices=("float32", "float64"), default="float64",
-                   help="kernels of the forward/backward passes (default float64, the reference)")
-    s.add_argument("-o", "--out", metavar="OUT.png", help="picture to write (default <image stem>_explain.png)")
-    s.set_defaults(func=explain_command)

@@ -34,7 +34,6 @@ Default recipes (README "Gradients"):
 
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 import time
@@ -45,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from refnet import kernels as K
-from refnet.errors import RefnetError, ShapeError
+from refnet.errors import RefnetError
 from refnet.runtime.backward import Tape
 
 VGG_CONTENT = "relu4_2"
@@ -246,82 +245,3 @@ def pixel_bounds(pre, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     lo = ((0.0 - m[:c]) * pre.scale).reshape(1, c, 1, 1)
     hi = ((255.0 - m[:c]) * pre.scale).reshape(1, c, 1, 1)
     return np.minimum(lo, hi), np.maximum(lo, hi)
-
-
-# ---- command line --------------------------------------------------------------------------------------------
-def stylize_command(args: argparse.Namespace) -> int:
-    import cv2
-
-    from refnet import pipelines
-
-    if not args.optimize:
-        raise StylizeError("stylize needs --optimize CONTENT STYLE (pixel optimisation; feed-forward "
-                           "fast-neural-style models run with `refnet run --task stylize`)")
-    if args.out and not Path(args.out).resolve().parent.is_dir():
-        raise FileNotFoundError(f"cannot write {args.out}: folder {Path(args.out).parent} does not exist")
-    if args.steps < 1:
-        raise ValueError(f"--steps must be >= 1, got {args.steps}")
-    content_img = pipelines.read_image(args.optimize[0])
-    style_img = pipelines.read_image(args.optimize[1])
-    net, _, pre = load_model(args.model or ([] if args.zoo else ["builtin:vgg19"]), args.zoo)
-    if len(net.input_names) != 1:
-        raise StylizeError(f"the model has inputs {list(net.input_names)}; stylize needs a one-input image net")
-    h0, w0 = content_img.shape[:2]
-    if args.size:
-        size = (int(args.size[0]), int(args.size[1]))
-    else:
-        f = min(1.0, args.max_side / max(h0, w0))
-        size = (max(16, int(round(w0 * f))), max(16, int(round(h0 * f))))
-    xc = pre.blob(content_img, size).astype(np.float64)
-    xs = pre.blob(style_img, size).astype(np.float64)
-    if xc.shape[1] != 3:
-        raise StylizeError(f"stylize works on 3-channel inputs; the model's blob has {xc.shape[1]} channel(s)")
-    content_layer, style_layers = default_layers(net, xc.shape)
-    content_layer = args.content_layer or content_layer
-    style_layers = args.style_layers or style_layers
-    weights = tuple(args.weights) if args.weights else DEFAULT_WEIGHTS
-    print(f"stylize: {size[0]}x{size[1]} pixels, content layer {content_layer}, style layers "
-          f"{' '.join(style_layers)}, weights content {weights[0]:g} style {weights[1]:g} tv {weights[2]:g}, "
-          f"L-BFGS-B up to {args.steps} steps, {args.precision}")
-    try:
-        loss = GatysLoss(net, xc, xs, content_layer, style_layers, weights, args.precision)
-    except ShapeError as e:
-        raise StylizeError(f"the model does not take a {size[0]}x{size[1]} image: {e}") from e
-
-    def show(s: Step) -> None:
-        print(f"step {s.step:4d}  total {s.total:.6e}  content {s.content:.4e}  style {s.style:.4e}  "
-              f"tv {s.tv:.4e}  ({s.evals} evals, {s.seconds:.1f} s)", flush=True)
-
-    res = optimize(loss, xc, pixel_bounds(pre, xc.shape), args.steps, show)
-    img, _ = pipelines.stylized_image(res.blob, pre)
-    out = Path(args.out or f"{Path(args.optimize[0]).stem}_stylized.png")
-    if not cv2.imwrite(str(out), img):
-        raise FileNotFoundError(f"could not write {out}")
-    first, final = res.history[0].total, res.history[-1].total
-    print(f"total loss {first:.6e} -> {final:.6e} in {len(res.history) - 1} steps ({res.message})")
-    print(f"wrote {out}")
-    return 0
-
-
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    s = sub.add_parser("stylize", help="Gatys style transfer: optimise the pixels (content + Gram style + TV loss)",
-                       description="Optimise an image's pixels so that its features at a content layer match the "
-                                   "content image and its Gram matrices at style layers match the style image "
-                                   "(Gatys et al.), with a total-variation term, by L-BFGS-B through refnet's own "
-                                   "gradients. Prints the three loss terms per step and writes the image.")
-    s.add_argument("--optimize", nargs=2, metavar=("CONTENT", "STYLE"), help="content and style images")
-    s.add_argument("--model", nargs="+", metavar="MODEL_FILE",
-                   help="model files, or builtin:vgg19 (VGG-19 conv layers with seeded weights; the default)")
-    s.add_argument("--zoo", metavar="NAME", help="a zoo model instead of --model files")
-    s.add_argument("--content-layer", metavar="L", help="content layer (default: the recipe's, see README)")
-    s.add_argument("--style-layers", nargs="+", metavar="L", help="style layers (default: the recipe's)")
-    s.add_argument("--weights", nargs=3, type=float, metavar=("A", "B", "C"),
-                   help=f"content, style, total-variation weights (default {' '.join(map(str, DEFAULT_WEIGHTS))})")
-    s.add_argument("--steps", type=int, default=50, help="L-BFGS iterations (default 50)")
-    s.add_argument("--size", type=int, nargs=2, metavar=("W", "H"), help="working size (default: --max-side)")
-    s.add_argument("--max-side", type=int, default=192, help="longer side of the working size (default 192)")
-    s.add_argument("--precision", choices=("float32", "float64"), default="float32",
-                   help="kernels of the forward/backward passes (losses are summed in float64)")
-    s.add_argument("-o", "--out", metavar="OUT.png", help="image to write (default <content stem>_stylized.png)")
-    s.set_defaults(func=stylize_command)
-

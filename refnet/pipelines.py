@@ -587,7 +587,7 @@ def render(result: TaskResult) -> np.ndarray:
     (``result.data["seeded"]``) a banner on top says that its labels are meaningless."""
     pic = _render(result)
     if result.data.get("seeded"):
-        from refnet.runcmd import seeded_banner
+        from refnet.draw import seeded_banner
 
         pic = seeded_banner(pic)
     return pic
@@ -690,11 +690,9 @@ def resolve_model(files: Sequence[str | os.PathLike] = (), zoo_name: str | None 
                   ) -> tuple[Any, ModelEntry | None, list[str] | None]:
     """Load a model from its files or a zoo name: (Net, entry or None, labels or None), through
     :func:`refnet.resolver.resolve_model` (sidecars of ``refnet generate`` included)."""
+    from refnet.resolver import check_model_choice
     from refnet.resolver import resolve_model as _resolve
 
-    if zoo_name and files:
-        raise PipelineError("give either model files or --zoo NAME, not both")
-    if not zoo_name and not files:
-        raise PipelineError("no model: give the model files (e.g. deploy.prototxt weights.caffemodel) or --zoo NAME")
+    check_model_choice(files, zoo_name, PipelineError)
     rm = _resolve([str(f) for f in files], zoo_name)
     return rm.net, rm.entry, rm.labels

@@ -18,9 +18,7 @@
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -252,77 +250,9 @@ def head_layers(head: Head, bottom: str, n_classes: int):
     return out
 
 
-# ---- command line -----------------------------------------------------------------------------------------
-def _report(split: str, pred: np.ndarray, y: np.ndarray, names: Sequence[str]) -> float:
-    acc = float(np.mean(pred == y))
-    print(f"{split} accuracy {acc:.4f} ({int(np.sum(pred == y))}/{len(y)})")
-    return acc
-
-
-def transfer_command(args: argparse.Namespace) -> int:
-
-    from refnet import pipelines
-    from refnet.caffe_deploy import write_cut_model
-
-    if args.demo_digits:
-        tr, va, base = write_digits_folders(args.demo_digits, seed=args.seed)
-        print(f"wrote {tr} and {va} (scikit-learn digits, 8x8 upscaled into 28x28)")
-        for k, v in base.items():
-            print(f"linear classifier (logistic regression) on {k}: valid accuracy {v:.4f}")
-        return 0
-    if not (args.layer and args.train and args.valid):
-        raise TransferError("transfer needs --layer L --train DIR --valid DIR (or --demo-digits DIR)")
-    net, entry, _ = pipelines.resolve_model(args.model, args.zoo)
-    pre = entry.preprocess if entry is not None else pipelines.default_preprocess(net, "classify")
-    if args.layer not in net.layer_names:
-        raise TransferError(f"no layer {args.layer!r}; layers are {list(net.layer_names)}")
-    tr_paths, ytr, classes = list_images(args.train)
-    va_paths, yva, _ = list_images(args.valid, classes)
-    files = [str(f) for f in (args.model or [])]
-    cache = Path(args.cache) if args.cache else Path(args.train).resolve().parent / ".refnet-features"
-    xtr, hit_tr = extract_features(net, args.layer, tr_paths, pre, cache_dir=cache, model_files=files,
-                                   precision=args.precision)
-    xva, hit_va = extract_features(net, args.layer, va_paths, pre, cache_dir=cache, model_files=files,
-                                   precision=args.precision)
-    print(f"features at {args.layer}: {xtr.shape[1]} per image, {len(tr_paths)} train / {len(va_paths)} valid "
-          f"images, {len(classes)} classes ({'cached' if hit_tr and hit_va else 'extracted'}, {cache})")
-    head = train_head(xtr, ytr, len(classes), hidden=args.hidden, weight_decay=args.weight_decay,
-                      max_iter=args.steps, seed=args.seed)
-    print(f"head: {' -> '.join(str(w.shape[1]) for w, _ in head.layers)} -> {len(classes)}, L-BFGS-B "
-          f"{len(head.history)} evaluations, loss {head.history[0]:.4f} -> {head.history[-1]:.4f}")
-    ptr = head.predict(xtr).argmax(axis=1)
-    pva_prob = head.predict(xva)
-    pva = pva_prob.argmax(axis=1)
-    _report("train", ptr, ytr, classes)
-    acc = _report("valid", pva, yva, classes)
-    conf = np.zeros((len(classes), len(classes)), dtype=np.int64)
-    np.add.at(conf, (yva, pva), 1)
-    print("confusion (rows: true class, columns: predicted):")
-    print("      " + " ".join(f"{c[:5]:>5s}" for c in classes))
-    for i, c in enumerate(classes):
-        print(f"{c[:5]:>5s} " + " ".join(f"{v:5d}" for v in conf[i]))
-    wrong = np.flatnonzero(pva != yva)
-    print(f"{len(wrong)} misclassified valid images:")
-    for i in wrong:
-        print(f"  {va_paths[i]}  true {classes[yva[i]]}  predicted {classes[pva[i]]} ({pva_prob[i, pva[i]]:.3f})")
-    result = {"layer": args.layer, "classes": classes, "train_accuracy": float(np.mean(ptr == ytr)),
-              "valid_accuracy": acc, "wrong": [str(va_paths[i]) for i in wrong]}
-    if args.out:
-        if net.graph.framework != "caffe" or not files or len(files) != 2:
-            raise TransferError("-o writes a Caffe deploy model: give the backbone as prototxt + caffemodel files")
-        proto = next(f for f in files if f.endswith(".prototxt"))
-        model = next(f for f in files if f.endswith(".caffemodel"))
-        bottom_net = _top_blob(proto, args.layer)
-        p, m, _ = write_cut_model(proto, model, args.layer, head_layers(head, bottom_net, len(classes)), args.out)
-        agree = _check_written(p, m, va_paths, pre, pva, args.precision)
-        print(f"wrote {p} and {m}: refnet and cv2.dnn predict the same class for {agree[0]}/{agree[1]} valid images")
-        result.update(prototxt=str(p), caffemodel=str(m), cv2_agree=agree[0])
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
-    return 0
-
-
-def _top_blob(prototxt: str, layer: str) -> str:
+# ---- the written model ------------------------------------------------------------------------------------
+def top_blob(prototxt: str, layer: str) -> str:
+    """The top blob of ``layer`` in a deploy prototxt (where a head written after it reads)."""
     from refnet.caffe_deploy import _layer_messages
 
     for L in _layer_messages(Path(prototxt)):
@@ -331,7 +261,7 @@ def _top_blob(prototxt: str, layer: str) -> str:
     raise TransferError(f"no layer {layer!r} in {prototxt}")
 
 
-def _check_written(proto: Path, model: Path, paths: Sequence[Path], pre, expected: np.ndarray,
+def check_written(proto: Path, model: Path, paths: Sequence[Path], pre, expected: np.ndarray,
                    precision: str = "float64") -> tuple[int, int]:
     """Classes predicted by refnet and by cv2.dnn on the written model; both must equal ``expected``
     (the head's own predictions). Returns (#images where all three agree, #images)."""
@@ -350,28 +280,3 @@ def _check_written(proto: Path, model: Path, paths: Sequence[Path], pre, expecte
         b = theirs.forward().reshape(len(blob), -1).argmax(axis=1)
         agree += int(np.sum((a == b) & (a == np.asarray(expected[s:s + 64]))))
     return agree, len(paths)
-
-
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    s = sub.add_parser("transfer", help="transfer learning: train a new head on a frozen backbone's features",
-                       description="Extract features at --layer for the images of --train/--valid (one sub-folder "
-                                   "per class), train InnerProduct [+ReLU+InnerProduct] + Softmax with refnet's own "
-                                   "gradients (L-BFGS-B), report accuracies and misclassified images, and write "
-                                   "the backbone up to the layer plus the head as a Caffe deploy model (-o NEW).")
-    s.add_argument("model", nargs="*", metavar="MODEL_FILE", help="the backbone (.prototxt + .caffemodel); or --zoo")
-    s.add_argument("--zoo", metavar="NAME", help="a zoo model as the backbone")
-    s.add_argument("--layer", metavar="L", help="the layer whose output is the feature vector")
-    s.add_argument("--train", metavar="DIR", help="training images, DIR/<class>/<image>")
-    s.add_argument("--valid", metavar="DIR", help="held-out images, same classes")
-    s.add_argument("-o", "--out", metavar="NEW", help="write NEW.prototxt + NEW.caffemodel (backbone up to L + head)")
-    s.add_argument("--hidden", type=int, default=0, help="units of a hidden InnerProduct+ReLU (default 0: none)")
-    s.add_argument("--weight-decay", type=float, default=1e-3, help="L2 penalty on the weights (default 1e-3)")
-    s.add_argument("--steps", type=int, default=300, help="L-BFGS-B iterations (default 300)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--precision", choices=("float32", "float64"), default="float64",
-                   help="refnet kernels for the backbone features and the check of the written model")
-    s.add_argument("--cache", metavar="DIR", help="feature cache folder (default: <train>/../.refnet-features)")
-    s.add_argument("--json", metavar="PATH", help="write accuracies and misclassified images as JSON")
-    s.add_argument("--demo-digits", metavar="DIR", help="write scikit-learn's digits as DIR/train and DIR/valid "
-                                                        "class folders, print the linear baselines, and exit")
-    s.set_defaults(func=transfer_command)

@@ -61,7 +61,7 @@ def test_refnet_compare_is_the_function_twice_and_after_importing_every_submodul
 
 
 def test_refnet_compare_after_the_cli_demo_and_info_imports_in_a_fresh_process(tmp_path):
-    code = ("import refnet.cli, refnet.demo, refnet.info, refnet.crosscheck.cli, refnet.crosscheck.plot, refnet\n"
+    code = ("import refnet.cli, refnet.demo, refnet.info, refnet.cli.compare, refnet.crosscheck.plot, refnet\n"
             "from refnet.crosscheck.orchestrator import compare\n"
             "assert refnet.compare is compare, refnet.compare\n"
             "from refnet import compare as c2\nassert c2 is compare\n")

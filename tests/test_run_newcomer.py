@@ -16,8 +16,8 @@ import pytest
 from conftest import require_model
 
 from refnet import cli, info, zoo
+from refnet.cli.common import cv_mean
 from refnet.pipelines import run_task
-from refnet.runcmd import cv_mean
 from refnet.taskcheck import infer_task
 
 

@@ -9,7 +9,8 @@ Modules, one job each (arrows point down; nothing here imports ``refnet.cli``):
 - ``quirks``: known cv2 deviations and where they start; ``ties``: near-tie max-pooling argmax
 - ``tasks``: task-level agreement (top-k, detections, argmax maps, images), tie-aware
 - ``report``: Report / Comparison / LayerDiff, table and JSON; ``verdict``: the one verdict
-- ``plot``: the PNG; ``cli``: ``refnet compare``
+- ``plot``: the PNG; ``onnx_candidates``: ONNX backends as compare candidates
+  (``refnet compare`` itself is :mod:`refnet.cli.compare`)
 
 ``refnet.compare`` and ``refnet.crosscheck.compare`` are the function :func:`compare` (there is
 no module of that name, so no import can shadow it).

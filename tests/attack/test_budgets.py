@@ -218,11 +218,12 @@ def _world_runnable(path: str) -> bool:
 ])
 def test_exceptions_become_one_line_and_a_status(monkeypatch, capsys, exc, code, text):
     from refnet import cli
+    from refnet.cli import selfcheck as selfcheck_cli
 
     def raiser(args):
         raise exc
 
-    monkeypatch.setattr(cli, "_cmd_selfcheck", raiser)
+    monkeypatch.setattr(selfcheck_cli, "selfcheck_command", raiser)
     assert cli.main(["selfcheck"]) == code
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("refnet: ") and text in err[0]
@@ -232,7 +233,7 @@ def test_cv2_error_is_a_user_error(tmp_path, capsys):
     """A prototxt cv2.dnn refuses (compare runs cv2 on it) and a cv2.error from cv2 itself."""
     import cv2
 
-    from refnet.runtime.toplevel import classify
+    from refnet.cli.toplevel import classify
 
     try:
         cv2.resize(np.zeros((0, 0), np.uint8), (0, 0))

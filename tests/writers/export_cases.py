@@ -172,7 +172,7 @@ def run_case(case: Case, models: Path, images: Path | None, wd: Path, backends: 
 
     import refnet
     from refnet import zoo
-    from refnet.export.cli import _feeds, _input_shape
+    from refnet.cli.convert import _feeds, _input_shape
     from refnet.export.onnx import export_onnx
     from refnet.export.verify import verify_onnx
     from refnet.pipelines import default_preprocess

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from refnet.cli.common import add_model_args
+
 __all__ = ["add_parser", "convert_command", "load_source"]
 
 
@@ -30,9 +32,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "4.x, cv2 5.x through REFNET_CV5_PYTHON) against refnet's float64 run of the "
                                    "source, per output, per layer and at task level. Exit status: 0 agree, "
                                    "1 differ, 2 user error.")
-    s.add_argument("model", nargs="*", metavar="MODEL_FILE",
-                   help="model files (.prototxt [.caffemodel], .t7/.net, .cfg [.weights]); or use --zoo")
-    s.add_argument("--zoo", metavar="NAME", help="a zoo model (`refnet models list`)")
+    add_model_args(s, "a zoo model (`refnet models list`)",
+                   "model files (.prototxt [.caffemodel], .t7/.net, .cfg [.weights]); or use --zoo")
     s.add_argument("-o", "--output", required=True, metavar="OUT.onnx", help="the ONNX file to write")
     s.add_argument("--opset", type=int, default=17, help="ONNX opset, 13..17 (default 17)")
     s.add_argument("--input-shape", type=int, nargs=4, metavar=("N", "C", "H", "W"),
@@ -56,14 +57,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def load_source(files: list[str], zoo_name: str | None, *, quirks: str, seeded: bool, seed: int,
                 input_shape: Any, workdir: str) -> tuple[Any, Any, str]:
-    """(Net, preprocessing or None, display name) for model files or a zoo name."""
+    """(Net, preprocessing or None, display name) for model files or a zoo name: the resolver's
+    choice and file checks (:mod:`refnet.resolver`), but an architecture-only model (a zoo entry of
+    status ``arch``, a prototxt with ``--seeded-weights``) gets seeded weights calibrated without
+    the zoo preprocessing, from ``--seed``, as convert has always written them."""
     import refnet
     from refnet import zoo
+    from refnet.resolver import check_model_choice, existing_files
 
-    if zoo_name and files:
-        raise ValueError("give either model files or --zoo NAME, not both")
-    if not zoo_name and not files:
-        raise ValueError("no model: give the model files (e.g. deploy.prototxt weights.caffemodel) or --zoo NAME")
+    check_model_choice(files, zoo_name)
     entry = None
     if zoo_name:
         loc = zoo.find(zoo_name)
@@ -71,10 +73,7 @@ def load_source(files: list[str], zoo_name: str | None, *, quirks: str, seeded: 
         paths = [str(loc.path_of("model"))] if loc.status == "arch" else [str(p) for p in loc.main_paths]
         seeded = seeded or loc.status == "arch"
     else:
-        for f in files:
-            if not Path(f).is_file():
-                raise FileNotFoundError(f"model file not found: {f}")
-        paths = list(files)
+        paths = existing_files(files)
         from refnet.pipelines import entry_for_files
 
         entry = entry_for_files(paths)[0]
@@ -140,20 +139,6 @@ def _feeds(net: Any, pre: Any, shape: tuple[int, ...], image: str | None, seed: 
     return rng.uniform(-1.0, 1.0, shape).astype(np.float32), f"seeded uniform [-1, 1) input (seed {seed})"
 
 
-def _backends(specs: list[str] | None) -> list[Any]:
-    from refnet.crosscheck.onnx_backends import BackendFailure, available_backends, make_backend
-
-    if not specs:
-        return available_backends()
-    out = []
-    for s in specs:
-        try:
-            out.append(make_backend(s))
-        except BackendFailure as e:
-            raise ValueError(str(e)) from e
-    return out
-
-
 def convert_command(args: argparse.Namespace) -> int:
     from refnet.export.onnx import build_model, require_onnx
 
@@ -176,10 +161,11 @@ def convert_command(args: argparse.Namespace) -> int:
                   "this input size only", file=out)
         if args.no_verify:
             return 0
+        from refnet.crosscheck.onnx_candidates import select_backends
         from refnet.export.verify import verify_onnx
 
         x, label = _feeds(net, pre, shape, args.image, args.seed)
-        backends = _backends(args.backend)
+        backends = select_backends(args.backend)
         print(f"verifying on {label} in {len(backends)} backend(s) against refnet float64 of the source", file=out)
         v = verify_onnx(net, args.output, {net.input_names[0]: x}, backends, per_layer=not args.no_layers,
                         input_label=label, quiet=False)

@@ -2,84 +2,21 @@
 
 Models come from :func:`refnet.resolver.resolve_model` (files, sidecars of ``refnet generate``,
 zoo names, ``--seeded-weights`` for architecture-only models). Images: files and folders, any
-number; one picture per image. Preprocessing flags mirror ``cv2.dnn.blobFromImage``, including
-its rule for a single ``--mean`` value (:class:`CvMeanAction`).
+number (:func:`refnet.resolver.image_files`); one picture per image. Preprocessing flags mirror
+``cv2.dnn.blobFromImage``, including its rule for a single ``--mean`` value
+(:class:`refnet.cli.common.CvMeanAction`).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from refnet.cli.common import CvMeanAction, add_model_args
 
-__all__ = ["add_run_parser", "run_command", "CvMeanAction", "cv_mean", "seeded_banner", "MEAN_NOTE"]
-
-MEAN_NOTE = ("note: --mean {v:g} subtracts {v:g} from the first channel only, as cv2.dnn.blobFromImage(mean={v:g}) "
-             "does; give three values (--mean {v:g} {v:g} {v:g}) for all channels")
-
-
-def cv_mean(values: list[float]) -> tuple[float, ...]:
-    """``--mean`` values as cv2.dnn.blobFromImage reads ``mean``: one number is ``Scalar(v, 0, 0, 0)``
-    (first channel only), several are per channel."""
-    v = [float(x) for x in values]
-    return (v[0], 0.0, 0.0) if len(v) == 1 else tuple(v)
-
-
-class CvMeanAction(argparse.Action):
-    """Store ``--mean`` with blobFromImage's rule (:func:`cv_mean`) and say so on stderr when one
-    non-zero number was given."""
-
-    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None) -> None:
-        vals = list(values)
-        if len(vals) == 1 and float(vals[0]) != 0.0:
-            print(MEAN_NOTE.format(v=float(vals[0])), file=sys.stderr)
-        setattr(namespace, self.dest, list(cv_mean(vals)))
-
-
-def seeded_banner(image: np.ndarray, text: str | None = None) -> np.ndarray:
-    """``image`` with a banner along its top saying the weights are seeded random ones."""
-    import cv2
-
-    from refnet import draw
-    from refnet.generate import SEEDED_NOTE
-
-    text = text or SEEDED_NOTE
-    img = np.ascontiguousarray(image).copy()
-    w = img.shape[1]
-    scale = 0.5
-    (tw, th), base = cv2.getTextSize(text, draw.FONT, scale, 1)
-    while tw > w - 8 and scale > 0.25:
-        scale *= 0.85
-        (tw, th), base = cv2.getTextSize(text, draw.FONT, scale, 1)
-    bar = th + base + 8
-    out = np.concatenate([np.full((bar, w, 3), (0, 0, 160), np.uint8), img], axis=0)
-    cv2.putText(out, text, (4, bar - base - 4), draw.FONT, scale, (255, 255, 255), 1, cv2.LINE_AA)
-    return out
-
-
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
-
-
-def image_files(specs: list[str]) -> list[str]:
-    """``--image`` arguments expanded: files as given, folders to their image files (sorted by name)."""
-    out: list[str] = []
-    for s in specs:
-        p = Path(s)
-        if p.is_dir():
-            found = sorted(str(f) for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTS)
-            if not found:
-                raise FileNotFoundError(f"no image files ({', '.join(IMAGE_EXTS)}) in folder {p}")
-            out.extend(found)
-        elif p.is_file():
-            out.append(str(p))
-        else:
-            raise FileNotFoundError(f"image not found: {p}")
-    return out
-
+__all__ = ["add_parser", "run_command"]
 
 def _out_paths(images: list[str], out: str | None, task: str) -> list[Path]:
     if len(images) == 1:
@@ -105,7 +42,7 @@ def run_command(args: Any, out: Any = None, err: Any = None) -> int:
 
     from refnet import pipelines
     from refnet.generate import SEEDED_NOTE
-    from refnet.resolver import resolve_model
+    from refnet.resolver import image_files, resolve_model
     from refnet.taskcheck import check_task, infer_task
 
     out = out or sys.stdout
@@ -150,6 +87,7 @@ def run_command(args: Any, out: Any = None, err: Any = None) -> int:
 def _run_mtcnn(args: Any, images: list[str], out: Any) -> int:
     """``refnet run --zoo mtcnn``: the P-Net, R-Net, O-Net cascade (refnet.mtcnn) on each image."""
     import cv2
+    import numpy as np
 
     from refnet import pipelines
     from refnet.mtcnn import load_cascade, run_cascade
@@ -195,7 +133,7 @@ def _options(args: Any, rm: Any, task: str) -> dict[str, Any]:
     return opts
 
 
-def add_run_parser(sub: Any) -> None:
+def add_parser(sub: Any) -> None:
     """Register ``refnet run``."""
     from refnet.pipelines import TASKS
 
@@ -204,10 +142,8 @@ def add_run_parser(sub: Any) -> None:
                                    "result (top-5, detections, class fractions) and write one picture per image. "
                                    "The task comes from --task, the zoo entry or generate's sidecar, or the net "
                                    "itself (DetectionOutput/region/yolo -> detect, a softmax vector -> classify).")
-    s.add_argument("model", nargs="*", metavar="MODEL_FILE",
-                   help="model files (.prototxt/.caffemodel, .t7/.net, .cfg/.weights); or use --zoo")
-    s.add_argument("--zoo", metavar="NAME", help="a zoo model (`refnet models list`): files, preprocessing, labels; "
-                                                 "`mtcnn` runs the MTCNN cascade (det1, det2, det3)")
+    add_model_args(s, "a zoo model (`refnet models list`): files, preprocessing, labels; "
+                      "`mtcnn` runs the MTCNN cascade (det1, det2, det3)")
     s.add_argument("--seeded-weights", type=int, metavar="SEED",
                    help="run an architecture-only model (zoo status 'arch', or a prototxt/cfg given alone) with "
                         "seeded random weights, calibrated per layer; pictures say that labels are meaningless")
