@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, NamedTuple, TypeVar
 
-__all__ = ["paused_gc", "LayerTable", "Handler", "arity_expected", "AppliedQuirk"]
+__all__ = ["paused_gc", "LayerTable", "Handler", "arity_expected", "AppliedQuirk", "check_quirks_mode"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -105,6 +105,12 @@ class LayerTable:
 
 
 # ---- cv2 quirks an importer applied -----------------------------------------------------------------
+def check_quirks_mode(quirks: str) -> None:
+    """An importer's ``quirks`` argument: "none" (the framework's semantics) or "cv2"."""
+    if quirks not in ("none", "cv2"):
+        raise ValueError(f"quirks must be 'none' or 'cv2', got {quirks!r}")
+
+
 class AppliedQuirk(NamedTuple):
     """One cv2 deviation applied by a ``quirks="cv2"`` load (``graph.meta["quirks"]`` lists them).
 

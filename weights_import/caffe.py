@@ -31,7 +31,7 @@ from refnet.errors import ModelFormatError, UnsupportedLayerError
 from refnet.graph import Graph, Node, freeze, output_name
 from refnet.weights_import import _wirescan as WS
 from refnet.weights_import._scanpolicy import compiled_scan_pays, spent_in_python
-from refnet.weights_import._util import AppliedQuirk, LayerTable, arity_expected, paused_gc
+from refnet.weights_import._util import AppliedQuirk, LayerTable, arity_expected, check_quirks_mode, paused_gc
 from refnet.weights_import._wirescan import OK as SCAN_OK
 from refnet.weights_import._wirescan import scan_weights
 from refnet.weights_import.caffe_schema import ENUMS, MESSAGES
@@ -659,31 +659,29 @@ def _eltwise(c: _BuildArgs) -> _Build:
     return _Build("eltwise", {"operation": op, "coeffs": coeffs or None})
 
 
+def _legacy_axis(c: _BuildArgs, param: str, legacy: str) -> int:
+    """``axis``, or the legacy ``concat_dim``/``slice_dim`` field that stands for it (cv2 ignores it)."""
+    p = c.L.param(param)
+    if p.has(legacy) and p.has("axis"):
+        raise c.L.error(f"either axis or {legacy} may be given, not both", param, expected="one of the two")
+    axis = int(p.get("axis"))
+    if p.has(legacy):
+        dim = int(p.get(legacy))
+        if dim == axis or not c.quirk(legacy, f"axis: {dim} -> {axis} ({legacy} ignored)"):
+            axis = dim
+    return axis
+
+
 @layer("Concat", bottoms=(1, None), tops=1)
 def _concat(c: _BuildArgs) -> _Build:
-    L = c.L
-    p = L.param("concat_param")
-    if p.has("concat_dim") and p.has("axis"):
-        raise L.error("either axis or concat_dim may be given, not both", "concat_param", expected="one of the two")
-    axis = int(p.get("axis"))
-    if p.has("concat_dim"):
-        dim = int(p.get("concat_dim"))
-        if not c.quirk("concat_dim", f"axis: {dim} -> {axis} (concat_dim ignored)"):
-            axis = dim
-    return _Build("concat", {"axis": axis})
+    return _Build("concat", {"axis": _legacy_axis(c, "concat_param", "concat_dim")})
 
 
 @layer("Slice", bottoms=1, tops=(1, None))
 def _slice(c: _BuildArgs) -> _Build:
     L = c.L
     p = L.param("slice_param")
-    if p.has("slice_dim") and p.has("axis"):
-        raise L.error("either axis or slice_dim may be given, not both", "slice_param", expected="one of the two")
-    axis = int(p.get("axis"))
-    if p.has("slice_dim"):
-        dim = int(p.get("slice_dim"))
-        if not c.quirk("slice_dim", f"axis: {dim} -> {axis} (slice_dim ignored)"):
-            axis = dim
+    axis = _legacy_axis(c, "slice_param", "slice_dim")
     points = tuple(int(v) for v in p.get("slice_point"))
     if points and len(points) != len(L.top) - 1:
         raise L.error(f"{len(points)} slice points for {len(L.top)} tops", "slice_param",
@@ -979,8 +977,7 @@ def _read_caffe(prototxt: str | os.PathLike | None = None,
                 prototxt_bytes: bytes | str | None = None,
                 caffemodel_bytes: bytes | None = None) -> Graph:
     """read_caffe without the garbage-collector pause."""
-    if quirks not in ("none", "cv2"):
-        raise ValueError(f"quirks must be 'none' or 'cv2', got {quirks!r}")
+    check_quirks_mode(quirks)
     text_file = _file_label(prototxt, "prototxt")
     bin_file = _file_label(caffemodel, "caffemodel")
     text_data = prototxt_bytes

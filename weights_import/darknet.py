@@ -33,7 +33,7 @@ import numpy as np
 
 from refnet.errors import ModelFormatError, UnsupportedLayerError
 from refnet.graph import Graph, Node
-from refnet.weights_import._util import AppliedQuirk, LayerTable, paused_gc
+from refnet.weights_import._util import AppliedQuirk, LayerTable, check_quirks_mode, paused_gc
 
 __all__ = ["read_darknet", "SUPPORTED_SECTIONS", "SUPPORTED_ACTIVATIONS", "CV2_QUIRKS", "INPUT_NAME"]
 
@@ -759,8 +759,7 @@ def read_darknet(cfg: str | os.PathLike | None, weights: str | os.PathLike | Non
 def _read_darknet(cfg: str | os.PathLike | None, weights: str | os.PathLike | None = None, *, quirks: str = "none",
                  cfg_text: str | None = None, weights_bytes: bytes | None = None) -> Graph:
     """read_darknet without the garbage-collector pause."""
-    if quirks not in ("none", "cv2"):
-        raise ValueError(f"quirks must be 'none' or 'cv2', got {quirks!r}")
+    check_quirks_mode(quirks)
     cfg_name = str(cfg) if cfg is not None else "<cfg>"
     if cfg_text is None:
         if cfg is None:

@@ -31,7 +31,7 @@ import numpy as np
 
 from refnet.errors import ModelFormatError, UnsupportedLayerError
 from refnet.graph import Graph, Node, output_name
-from refnet.weights_import._util import AppliedQuirk, LayerTable, paused_gc
+from refnet.weights_import._util import AppliedQuirk, LayerTable, check_quirks_mode, paused_gc
 from refnet.weights_import.t7 import (
     LuaTable,
     T7Storage,
@@ -265,15 +265,20 @@ def _conv_geometry(ctx, m, path):
     return kh, kw, dh, dw, ph, pw
 
 
-@module("SpatialConvolution", "SpatialConvolutionMM", "SpatialDilatedConvolution")
-def _conv(ctx, m, path, nn, x):
-    kh, kw, dh, dw, ph, pw = _conv_geometry(ctx, m, path)
+def _conv_planes(ctx, m, path):
     n_in = _int(ctx, m, path, "nInputPlane", lo=1)
     n_out = _int(ctx, m, path, "nOutputPlane", lo=1)
     groups = _int(ctx, m, path, "groups", 1, lo=1)
     if n_in % groups or n_out % groups:
         raise ctx.err(path, f"groups {groups} does not divide {n_in} -> {n_out} planes",
                       expected="groups dividing both plane counts")
+    return n_in, n_out, groups
+
+
+@module("SpatialConvolution", "SpatialConvolutionMM", "SpatialDilatedConvolution")
+def _conv(ctx, m, path, nn, x):
+    kh, kw, dh, dw, ph, pw = _conv_geometry(ctx, m, path)
+    n_in, n_out, groups = _conv_planes(ctx, m, path)
     dilh, dilw = 1, 1
     if nn == "SpatialDilatedConvolution":
         dilw, dilh = _int(ctx, m, path, "dilationW", 1, lo=1), _int(ctx, m, path, "dilationH", 1, lo=1)
@@ -289,12 +294,7 @@ def _conv(ctx, m, path, nn, x):
 @module("SpatialFullConvolution")
 def _full_conv(ctx, m, path, nn, x):
     kh, kw, dh, dw, ph, pw = _conv_geometry(ctx, m, path)
-    n_in = _int(ctx, m, path, "nInputPlane", lo=1)
-    n_out = _int(ctx, m, path, "nOutputPlane", lo=1)
-    groups = _int(ctx, m, path, "groups", 1, lo=1)
-    if n_in % groups or n_out % groups:
-        raise ctx.err(path, f"groups {groups} does not divide {n_in} -> {n_out} planes",
-                      expected="groups dividing both plane counts")
+    n_in, n_out, groups = _conv_planes(ctx, m, path)
     aw, ah = _int(ctx, m, path, "adjW", 0, lo=0), _int(ctx, m, path, "adjH", 0, lo=0)
     if ah >= dh and ah > 0 or aw >= dw and aw > 0:
         raise ctx.err(path, f"adjH/adjW {ah}/{aw} must be smaller than the stride {dh}/{dw}",
@@ -805,8 +805,7 @@ def read_torch(path: str | os.PathLike | None, *, quirks: str = "none", long_siz
 def _read_torch(path: str | os.PathLike | None, *, quirks: str = "none", long_size: int | None = None,
                data: bytes | None = None) -> Graph:
     """read_torch without the garbage-collector pause."""
-    if quirks not in ("none", "cv2"):
-        raise ValueError(f"quirks must be 'none' or 'cv2', got {quirks!r}")
+    check_quirks_mode(quirks)
     source = str(path) if path is not None else "<bytes>"
     if data is None:
         if path is None:
