@@ -16,7 +16,8 @@ HEAD = 'input: "data" input_dim: 1 input_dim: 2 input_dim: 4 input_dim: 4 '
 
 
 @pytest.mark.parametrize("layer, message, expected", [
-    ('layer { name: "e" type: "Eltwise" bottom: "data" top: "e" }', "Eltwise layer has 1 bottoms", "at least 2 bottom(s)"),
+    ('layer { name: "e" type: "Eltwise" bottom: "data" top: "e" }', "Eltwise layer has 1 bottoms",
+     "at least 2 bottom(s)"),
     ('layer { name: "c" type: "Crop" bottom: "data" top: "c" }', "Crop layer has 1 bottoms", "2 bottom(s)"),
     ('layer { name: "s" type: "Silence" bottom: "data" top: "s" }', "Silence layer has 1 tops", "0 top(s)"),
     ('layer { name: "r" type: "ReLU" bottom: "data" top: "r" top: "r2" }', "ReLU layer has 2 tops", "1 top(s)"),
@@ -66,5 +67,6 @@ def test_table_rules():
     with pytest.raises(TypeError):
         t("C", outs=1)
     assert t.names() == ("A", "B") and t.aliases() == {"B": "A"} and "A" in t and t.get("Z") is None
-    assert arity_expected(3, (1, None), "input") is None and arity_expected(0, (1, None), "input") == "at least 1 input(s)"
+    assert arity_expected(3, (1, None), "input") is None
+    assert arity_expected(0, (1, None), "input") == "at least 1 input(s)"
     assert arity_expected(2, 2, "top") is None and arity_expected(3, (1, 2), "top") == "1 to 2 top(s)"
