@@ -31,7 +31,7 @@ from refnet.errors import ModelFormatError, UnsupportedLayerError
 from refnet.graph import Graph, Node, freeze, output_name
 from refnet.weights_import import _wirescan as WS
 from refnet.weights_import._scanpolicy import compiled_scan_pays, spent_in_python
-from refnet.weights_import._util import paused_gc
+from refnet.weights_import._util import AppliedQuirk, LayerTable, arity_expected, check_quirks_mode, paused_gc
 from refnet.weights_import._wirescan import OK as SCAN_OK
 from refnet.weights_import._wirescan import scan_weights
 from refnet.weights_import.caffe_schema import ENUMS, MESSAGES
@@ -361,21 +361,27 @@ class _Build:
     n_inputs: int | None = None  # keep only the first n bottoms (None: all)
 
 
-class _Ctx:
-    """Per-layer view handed to the builders."""
+class _BuildArgs:
+    """What a layer builder is handed: the layer, its blobs as arrays, the quirks mode, and the
+    graph's log of applied cv2 quirks (its bottoms and tops are checked against the builder's
+    declared arity before it runs)."""
+
+    __slots__ = ("L", "blobs", "quirks", "quirk_log", "node_name")
 
     def __init__(self, L: _Layer, blobs: list[np.ndarray], quirks: str,
-                 quirk_log: list[tuple[str, str]], node_name: str) -> None:
+                 quirk_log: list[AppliedQuirk], node_name: str) -> None:
         self.L = L
         self.blobs = blobs
         self.quirks = quirks
         self.quirk_log = quirk_log
         self.node_name = node_name
 
-    def quirk(self, key: str) -> bool:
-        """True when quirks="cv2" (and record that the quirk changed this layer)."""
+    def quirk(self, key: str, change: str, layer: str | None = None) -> bool:
+        """True when quirks="cv2"; then records that quirk ``key`` made ``change`` to this layer
+        (or to ``layer``). Call it only where the quirk changes what is built."""
         if self.quirks == "cv2":
-            self.quirk_log.append((self.node_name, CV2_QUIRKS[key]))
+            assert key in CV2_QUIRKS, key
+            self.quirk_log.append(AppliedQuirk(layer or self.node_name, key, change))
             return True
         return False
 
@@ -387,36 +393,24 @@ class _Ctx:
         if not lo <= n <= hi:
             raise self.L.error(f"{self.L.type} layer has {n} blobs", expected=what)
 
-    def n_bottoms(self, lo: int, hi: int | None = None) -> None:
-        n = len(self.L.bottom)
-        hi = lo if hi is None else hi
-        if not lo <= n <= hi:
-            want = str(lo) if lo == hi else f"{lo} to {hi}" if hi < 99 else f"at least {lo}"
-            raise self.L.error(f"{self.L.type} layer has {n} bottoms", "bottom",
-                               expected=f"{want} bottom(s)")
 
-    def n_tops(self, lo: int, hi: int | None = None) -> None:
-        n = len(self.L.top)
-        hi = lo if hi is None else hi
-        if not lo <= n <= hi:
-            want = str(lo) if lo == hi else f"{lo} to {hi}"
-            raise self.L.error(f"{self.L.type} layer has {n} tops", "top",
-                               expected=f"{want} top(s)")
-
-
-def _shape_mismatch(c: _Ctx, what: str, expected: Any, got: Any) -> ModelFormatError:
+def _shape_mismatch(c: _BuildArgs, what: str, expected: Any, got: Any) -> ModelFormatError:
     return c.L.error(f"{what} does not match the layer parameters: expected {expected}, got {got}",
                      expected=str(expected))
 
 
 # ---- builders: one per Caffe layer type --------------------------------------------------------
-def _conv(c: _Ctx) -> _Build:
+#: the builders by Caffe layer type, each with its number of bottoms and tops (checked in
+#: _build_node before the builder runs: an int is exact, (lo, hi) a range, hi None unbounded)
+layer = LayerTable("Caffe layer type", bottoms=1, tops=1)
+
+
+@layer("Convolution", "ConvolutionDepthwise", "Deconvolution", bottoms=1, tops=1)
+def _conv(c: _BuildArgs) -> _Build:
     L = c.L
     deconv = L.type == "Deconvolution"
     p = L.param("convolution_param")
     pv = p.values  # absent scalars take ConvolutionParameter's defaults (axis 1, group 1, bias)
-    c.n_bottoms(1)
-    c.n_tops(1)
     if pv.get("axis", 1) != 1:
         raise L.error("only axis 1 (NCHW) convolutions are supported", "convolution_param", expected="axis: 1")
     co = pv.get("num_output")
@@ -458,16 +452,18 @@ def _conv(c: _Ctx) -> _Build:
     return _Build("deconv" if deconv else "conv", attrs, params)
 
 
-def _pooling(c: _Ctx) -> _Build:
+@layer("Pooling", bottoms=1, tops=(1, 2))
+def _pooling(c: _BuildArgs) -> _Build:
     L = c.L
     p = L.param("pooling_param")
-    c.n_bottoms(1)
     method = p.get("pool")
     if method == "STOCHASTIC":
         raise UnsupportedLayerError(L.name, "Pooling", SUPPORTED_TYPES, file=L.msg.file,
                                     detail="pool: STOCHASTIC is not supported (random at "
                                            "training, weighted mean at test; cv2 lacks it too)")
-    c.n_tops(1, 2 if method == "MAX" else 1)
+    if method != "MAX" and len(L.top) > 1:
+        raise L.error(f"Pooling layer has {len(L.top)} tops; only MAX pooling has a second (the mask)", "top",
+                      expected="1 top(s)")
     glob = bool(p.get("global_pooling"))
     if glob:
         k = (0, 0)
@@ -493,11 +489,10 @@ def _pooling(c: _Ctx) -> _Build:
     return _Build("max_pool", attrs)
 
 
-def _inner_product(c: _Ctx) -> _Build:
+@layer("InnerProduct", bottoms=1, tops=1)
+def _inner_product(c: _BuildArgs) -> _Build:
     L = c.L
     p = L.param("inner_product_param")
-    c.n_bottoms(1)
-    c.n_tops(1)
     if not p.has("num_output") or p.get("num_output") <= 0:
         raise L.error("num_output is required and must be positive", "inner_product_param",
                       expected="num_output > 0")
@@ -512,7 +507,8 @@ def _inner_product(c: _Ctx) -> _Build:
     lead = [d for d in w.shape[:-2] if d != 1] if w.ndim > 2 else []
     if lead or (w.ndim >= 2 and w.shape[-2:] not in ((n, k), (k, n))):
         raise _shape_mismatch(c, "weight shape", (k, n) if p.get("transpose") else (n, k), w.shape)
-    transpose = bool(p.get("transpose")) and not c.quirk("ip_transpose")
+    transpose = bool(p.get("transpose")) and not c.quirk("ip_transpose", "transpose: true -> ignored (the (K, N) "
+                                                                        "blob read as (N, K))")
     weight = w.reshape(k, n).T.copy() if transpose else w.reshape(n, k)
     params = {"weight": weight}
     if bias:
@@ -522,54 +518,47 @@ def _inner_product(c: _Ctx) -> _Build:
     return _Build("linear", {"axis": int(p.get("axis"))}, params)
 
 
-def _lrn(c: _Ctx) -> _Build:
+@layer("LRN", bottoms=1, tops=1)
+def _lrn(c: _BuildArgs) -> _Build:
     L = c.L
     p = L.param("lrn_param")
-    c.n_bottoms(1)
-    c.n_tops(1)
     size = int(p.get("local_size"))
     if size <= 0 or size % 2 == 0:
         raise L.error(f"local_size {size} must be a positive odd number (Caffe rule)", "lrn_param",
                       expected="an odd local_size >= 1")
     k = float(p.get("k"))
-    if k != 1.0 and p.get("norm_region") == "ACROSS_CHANNELS" and c.quirk("lrn_k"):
+    if k != 1.0 and p.get("norm_region") == "ACROSS_CHANNELS" and c.quirk("lrn_k", f"k: {k!r} -> 1.0"):
         k = 1.0
     region = "across" if p.get("norm_region") == "ACROSS_CHANNELS" else "within"
     return _Build("lrn", {"size": size, "alpha": float(p.get("alpha")), "beta": float(p.get("beta")),
                           "k": k, "region": region})
 
 
-def _softmax(c: _Ctx) -> _Build:
-    c.n_bottoms(1)
-    c.n_tops(1)
+@layer("Softmax", "SoftMax", bottoms=1, tops=1)
+def _softmax(c: _BuildArgs) -> _Build:
     return _Build("softmax", {"axis": int(c.L.param("softmax_param").get("axis"))})
 
 
-def _unary(op: str) -> Callable[[_Ctx], _Build]:
-    def build(c: _Ctx) -> _Build:
-        c.n_bottoms(1)
-        c.n_tops(1)
+def _unary(op: str) -> Callable[[_BuildArgs], _Build]:
+    def build(c: _BuildArgs) -> _Build:
         return _Build(op)
 
     return build
 
 
-def _relu(c: _Ctx) -> _Build:
-    c.n_bottoms(1)
-    c.n_tops(1)
+@layer("ReLU", bottoms=1, tops=1)
+def _relu(c: _BuildArgs) -> _Build:
     return _Build("relu", {"negative_slope": float(c.L.param("relu_param").get("negative_slope"))})
 
 
-def _relu6(c: _Ctx) -> _Build:
-    c.n_bottoms(1)
-    c.n_tops(1)
+@layer("ReLU6", bottoms=1, tops=1)
+def _relu6(c: _BuildArgs) -> _Build:
     p = c.L.param("relu6_param")
     return _Build("clip", {"min": float(p.get("min_value")), "max": float(p.get("max_value"))})
 
 
-def _prelu(c: _Ctx) -> _Build:
-    c.n_bottoms(1)
-    c.n_tops(1)
+@layer("PReLU", bottoms=1, tops=1)
+def _prelu(c: _BuildArgs) -> _Build:
     c.need_blobs(1, 1, "1 blob (slopes)")
     slope = c.blobs[0].reshape(-1)
     if c.L.param("prelu_param").get("channel_shared") and slope.size != 1:
@@ -577,30 +566,28 @@ def _prelu(c: _Ctx) -> _Build:
     return _Build("prelu", params={"slope": slope})
 
 
-def _elu(c: _Ctx) -> _Build:
-    c.n_bottoms(1)
-    c.n_tops(1)
+@layer("ELU", bottoms=1, tops=1)
+def _elu(c: _BuildArgs) -> _Build:
     return _Build("elu", {"alpha": float(c.L.param("elu_param").get("alpha"))})
 
 
-def _pss(op: str, param: str, first: str) -> Callable[[_Ctx], _Build]:
-    def build(c: _Ctx) -> _Build:
-        c.n_bottoms(1)
-        c.n_tops(1)
+def _pss(op: str, param: str, first: str) -> Callable[[_BuildArgs], _Build]:
+    def build(c: _BuildArgs) -> _Build:
         p = c.L.param(param)
         base = float(p.get(first))
         if op != "power" and base != -1.0 and base <= 0:
             raise c.L.error(f"base {base} must be positive or -1 (e)", param, expected="base > 0 or base = -1")
         attrs = {first: base, "scale": float(p.get("scale")), "shift": float(p.get("shift"))}
-        if op == "log" and attrs != {"base": -1.0, "scale": 1.0, "shift": 0.0} and \
-                c.quirk("log_params"):
-            attrs = {"base": -1.0, "scale": 1.0, "shift": 0.0}
+        ln = {"base": -1.0, "scale": 1.0, "shift": 0.0}
+        if op == "log" and attrs != ln and c.quirk("log_params", f"base/scale/shift: {base!r}/{attrs['scale']!r}/"
+                                                                 f"{attrs['shift']!r} -> -1.0/1.0/0.0 (ln x)"):
+            attrs = ln
         return _Build(op, attrs)
 
     return build
 
 
-def _batch_norm_params(c: _Ctx) -> tuple[np.ndarray, np.ndarray]:
+def _batch_norm_params(c: _BuildArgs) -> tuple[np.ndarray, np.ndarray]:
     c.need_blobs(2, 3, "3 blobs (mean, variance, scale factor)")
     mean, var = c.blobs[0].reshape(-1), c.blobs[1].reshape(-1)
     if mean.size != var.size:
@@ -614,9 +601,8 @@ def _batch_norm_params(c: _Ctx) -> tuple[np.ndarray, np.ndarray]:
     return (mean.astype(np.float64) * factor, var.astype(np.float64) * factor)
 
 
-def _batch_norm(c: _Ctx) -> _Build:
-    c.n_bottoms(1)
-    c.n_tops(1)
+@layer("BatchNorm", bottoms=1, tops=1)
+def _batch_norm(c: _BuildArgs) -> _Build:
     p = c.L.param("batch_norm_param")
     if p.get("scale_bias"):
         raise UnsupportedLayerError(c.L.name, "BatchNorm", SUPPORTED_TYPES, file=c.L.msg.file,
@@ -625,12 +611,11 @@ def _batch_norm(c: _Ctx) -> _Build:
     return _Build("batch_norm", {"eps": float(p.get("eps"))}, {"mean": mean, "var": var})
 
 
-def _scale_or_bias(c: _Ctx) -> _Build:
+@layer("Scale", "Bias", bottoms=(1, 2), tops=1)
+def _scale_or_bias(c: _BuildArgs) -> _Build:
     L = c.L
     is_scale = L.type == "Scale"
     p = L.param("scale_param" if is_scale else "bias_param")
-    c.n_bottoms(1, 2)
-    c.n_tops(1)
     axis = int(p.get("axis"))
     attrs = {"axis": axis}
     two = len(L.bottom) == 2
@@ -655,16 +640,15 @@ def _scale_or_bias(c: _Ctx) -> _Build:
         if "weight" in params and b.size != params["weight"].size:
             raise _shape_mismatch(c, "bias size", params["weight"].size, b.size)
         params["bias"] = b.reshape(params["weight"].shape) if "weight" in params else b
-        if two and c.quirk("scale2_bias"):
+        if two and c.quirk("scale2_bias", "op: scale -> bias (the second bottom dropped)"):
             return _Build("bias", attrs, params, n_inputs=1)  # the second bottom is dropped
     return _Build("scale" if is_scale else "bias", attrs, params)
 
 
-def _eltwise(c: _Ctx) -> _Build:
+@layer("Eltwise", bottoms=(2, None), tops=1)
+def _eltwise(c: _BuildArgs) -> _Build:
     L = c.L
     p = L.param("eltwise_param")
-    c.n_bottoms(2, 999)
-    c.n_tops(1)
     op = p.get("operation").lower()
     coeffs = _floats(p.get("coeff"))
     if coeffs and op != "sum":
@@ -675,29 +659,29 @@ def _eltwise(c: _Ctx) -> _Build:
     return _Build("eltwise", {"operation": op, "coeffs": coeffs or None})
 
 
-def _concat(c: _Ctx) -> _Build:
-    L = c.L
-    p = L.param("concat_param")
-    c.n_bottoms(1, 999)
-    c.n_tops(1)
-    if p.has("concat_dim") and p.has("axis"):
-        raise L.error("either axis or concat_dim may be given, not both", "concat_param", expected="one of the two")
+def _legacy_axis(c: _BuildArgs, param: str, legacy: str) -> int:
+    """``axis``, or the legacy ``concat_dim``/``slice_dim`` field that stands for it (cv2 ignores it)."""
+    p = c.L.param(param)
+    if p.has(legacy) and p.has("axis"):
+        raise c.L.error(f"either axis or {legacy} may be given, not both", param, expected="one of the two")
     axis = int(p.get("axis"))
-    if p.has("concat_dim") and not c.quirk("concat_dim"):
-        axis = int(p.get("concat_dim"))
-    return _Build("concat", {"axis": axis})
+    if p.has(legacy):
+        dim = int(p.get(legacy))
+        if dim == axis or not c.quirk(legacy, f"axis: {dim} -> {axis} ({legacy} ignored)"):
+            axis = dim
+    return axis
 
 
-def _slice(c: _Ctx) -> _Build:
+@layer("Concat", bottoms=(1, None), tops=1)
+def _concat(c: _BuildArgs) -> _Build:
+    return _Build("concat", {"axis": _legacy_axis(c, "concat_param", "concat_dim")})
+
+
+@layer("Slice", bottoms=1, tops=(1, None))
+def _slice(c: _BuildArgs) -> _Build:
     L = c.L
     p = L.param("slice_param")
-    c.n_bottoms(1)
-    c.n_tops(1, 999)
-    if p.has("slice_dim") and p.has("axis"):
-        raise L.error("either axis or slice_dim may be given, not both", "slice_param", expected="one of the two")
-    axis = int(p.get("axis"))
-    if p.has("slice_dim") and not c.quirk("slice_dim"):
-        axis = int(p.get("slice_dim"))
+    axis = _legacy_axis(c, "slice_param", "slice_dim")
     points = tuple(int(v) for v in p.get("slice_point"))
     if points and len(points) != len(L.top) - 1:
         raise L.error(f"{len(points)} slice points for {len(L.top)} tops", "slice_param",
@@ -705,17 +689,15 @@ def _slice(c: _Ctx) -> _Build:
     return _Build("slice", {"axis": axis, "points": points})
 
 
-def _split(c: _Ctx) -> _Build:
-    c.n_bottoms(1)
-    c.n_tops(1, 999)
+@layer("Split", bottoms=1, tops=(1, None))
+def _split(c: _BuildArgs) -> _Build:
     return _Build("split")
 
 
-def _reshape(c: _Ctx) -> _Build:
+@layer("Reshape", bottoms=1, tops=1)
+def _reshape(c: _BuildArgs) -> _Build:
     L = c.L
     p = L.param("reshape_param")
-    c.n_bottoms(1)
-    c.n_tops(1)
     dims = tuple(int(d) for d in p.get("shape").get("dim")) if p.has("shape") else ()
     if len(dims) > MAX_BLOB_AXES:
         raise L.error(f"reshape to {len(dims)} dims", "reshape_param",
@@ -727,16 +709,14 @@ def _reshape(c: _Ctx) -> _Build:
                               "num_axes": int(p.get("num_axes"))})
 
 
-def _flatten(c: _Ctx) -> _Build:
-    c.n_bottoms(1)
-    c.n_tops(1)
+@layer("Flatten", bottoms=1, tops=1)
+def _flatten(c: _BuildArgs) -> _Build:
     p = c.L.param("flatten_param")
     return _Build("flatten", {"axis": int(p.get("axis")), "end_axis": int(p.get("end_axis"))})
 
 
-def _permute(c: _Ctx) -> _Build:
-    c.n_bottoms(1)
-    c.n_tops(1)
+@layer("Permute", bottoms=1, tops=1)
+def _permute(c: _BuildArgs) -> _Build:
     order = tuple(int(v) for v in c.L.param("permute_param").get("order"))
     if len(order) > MAX_BLOB_AXES or any(not 0 <= v < MAX_BLOB_AXES for v in order):
         raise c.L.error(f"permute order of {len(order)} axes {order[:8]}", "permute_param",
@@ -746,9 +726,8 @@ def _permute(c: _Ctx) -> _Build:
     return _Build("permute", {"order": order})
 
 
-def _crop(c: _Ctx) -> _Build:
-    c.n_bottoms(2)
-    c.n_tops(1)
+@layer("Crop", bottoms=2, tops=1)
+def _crop(c: _BuildArgs) -> _Build:
     p = c.L.param("crop_param")
     offset = tuple(int(v) for v in p.get("offset"))
     if len(offset) > MAX_BLOB_AXES:
@@ -757,9 +736,8 @@ def _crop(c: _Ctx) -> _Build:
     return _Build("crop", {"axis": int(p.get("axis")), "offset": offset})
 
 
-def _dropout(c: _Ctx) -> _Build:
-    c.n_bottoms(1)
-    c.n_tops(1)
+@layer("Dropout", bottoms=1, tops=1)
+def _dropout(c: _BuildArgs) -> _Build:
     p = c.L.param("dropout_param")
     if not p.get("scale_train"):  # Faster-RCNN Caffe: scale at test time instead
         return _Build("power", {"power": 1.0, "scale": 1.0 - float(p.get("dropout_ratio")),
@@ -767,15 +745,13 @@ def _dropout(c: _Ctx) -> _Build:
     return _Build("identity")
 
 
-def _silence(c: _Ctx) -> _Build:
-    c.n_bottoms(1, 999)
-    c.n_tops(0, 0)
+@layer("Silence", bottoms=(1, None), tops=0)
+def _silence(c: _BuildArgs) -> _Build:
     return _Build("identity")
 
 
-def _normalize(c: _Ctx) -> _Build:
-    c.n_bottoms(1)
-    c.n_tops(1)
+@layer("Normalize", bottoms=1, tops=1)
+def _normalize(c: _BuildArgs) -> _Build:
     p = c.L.param("norm_param")
     c.need_blobs(0, 1, "1 blob (scale)")
     params = {}
@@ -789,11 +765,10 @@ def _normalize(c: _Ctx) -> _Build:
                                 "eps": float(p.get("eps"))}, params)
 
 
-def _prior_box(c: _Ctx) -> _Build:
+@layer("PriorBox", bottoms=2, tops=1)
+def _prior_box(c: _BuildArgs) -> _Build:
     L = c.L
     p = L.param("prior_box_param")
-    c.n_bottoms(2)
-    c.n_tops(1)
     mins = _floats(p.get("min_size"))
     maxs = _floats(p.get("max_size"))
     widths = _floats(p.get("width"))
@@ -831,7 +806,7 @@ def _prior_box(c: _Ctx) -> _Build:
     if not all(math.isfinite(v) and v >= 0 for v in step) or min(img) < 0:
         raise L.error(f"step {step} / image size {img} must not be negative (0: from the input sizes)",
                       "prior_box_param", expected="step >= 0 and image size >= 0")
-    if img != (0, 0) and c.quirk("prior_img_size"):
+    if img != (0, 0) and c.quirk("prior_img_size", f"img_size: {img} -> (0, 0) (the image input's size)"):
         img = (0, 0)
     attrs: dict[str, Any] = {
         "min_sizes": mins, "max_sizes": maxs, "aspect_ratios": ars,
@@ -846,16 +821,15 @@ def _prior_box(c: _Ctx) -> _Build:
     return _Build("prior_box", attrs)
 
 
-def _detection_output(c: _Ctx) -> _Build:
+@layer("DetectionOutput", bottoms=(3, 4), tops=1)
+def _detection_output(c: _BuildArgs) -> _Build:
     L = c.L
     p = L.param("detection_output_param")
-    c.n_bottoms(3, 4)
-    c.n_tops(1)
     if not p.has("num_classes"):
         raise L.error("num_classes is required", "detection_output_param", expected="num_classes")
     nms = p.get("nms_param") if p.has("nms_param") else None
     code = p.get("code_type")
-    if code == "CORNER_SIZE" and c.quirk("corner_size"):
+    if code == "CORNER_SIZE" and c.quirk("corner_size", "code_type: CORNER_SIZE -> CORNER"):
         code = "CORNER"
     attrs = {
         "num_classes": int(p.get("num_classes")),
@@ -875,13 +849,12 @@ def _detection_output(c: _Ctx) -> _Build:
     return _Build("detection_output", attrs)
 
 
-def _proposal(c: _Ctx) -> _Build:
+@layer("Proposal", bottoms=3, tops=(1, 2))
+def _proposal(c: _BuildArgs) -> _Build:
     """Faster R-CNN Proposal (cv2's proposal_param): bottoms rpn_cls_prob_reshape, rpn_bbox_pred,
     im_info; tops rois (and optionally their scores, as cv2 offers)."""
     L = c.L
     p = L.param("proposal_param")
-    c.n_bottoms(3)
-    c.n_tops(1, 2)
     ratios, scales = _floats(p.get("ratio")), _floats(p.get("scale"))
     if not ratios or not scales:
         raise L.error("Proposal needs ratio and scale values", "proposal_param",
@@ -898,17 +871,16 @@ def _proposal(c: _Ctx) -> _Build:
     if attrs["feat_stride"] <= 0 or attrs["base_size"] <= 0:
         raise L.error("feat_stride and base_size must be positive", "proposal_param",
                       expected="feat_stride > 0 and base_size > 0")
-    if c.quirk("proposal"):
+    if c.quirk("proposal", "quirks: none -> cv2, pad_to_top_n: False -> True"):
         attrs["quirks"], attrs["pad_to_top_n"] = "cv2", True
     return _Build("proposal", attrs)
 
 
-def _roi_pooling(c: _Ctx) -> _Build:
+@layer("ROIPooling", bottoms=2, tops=1)
+def _roi_pooling(c: _BuildArgs) -> _Build:
     """Fast R-CNN ROIPooling (roi_pooling_param): bottoms features and rois (R, 5)."""
     L = c.L
     p = L.param("roi_pooling_param")
-    c.n_bottoms(2)
-    c.n_tops(1)
     ph, pw, ss = int(p.get("pooled_h")), int(p.get("pooled_w")), float(p.get("spatial_scale"))
     if ph <= 0 or pw <= 0:
         raise L.error(f"pooled_h {ph} and pooled_w {pw} must be positive", "roi_pooling_param",
@@ -918,12 +890,11 @@ def _roi_pooling(c: _Ctx) -> _Build:
     return _Build("roi_pool", {"pooled_h": ph, "pooled_w": pw, "spatial_scale": ss})
 
 
-def _psroi_pooling(c: _Ctx) -> _Build:
+@layer("PSROIPooling", bottoms=2, tops=1)
+def _psroi_pooling(c: _BuildArgs) -> _Build:
     """R-FCN PSROIPooling (psroi_pooling_param, all fields required): bottoms score maps and rois."""
     L = c.L
     p = L.param("psroi_pooling_param")
-    c.n_bottoms(2)
-    c.n_tops(1)
     for k in ("spatial_scale", "output_dim", "group_size"):
         if not p.has(k):
             raise L.error(f"{k} is required", "psroi_pooling_param", expected=k)
@@ -934,11 +905,10 @@ def _psroi_pooling(c: _Ctx) -> _Build:
     return _Build("psroi_pool", {"output_dim": od, "group_size": g, "spatial_scale": ss})
 
 
-def _interp(c: _Ctx) -> _Build:
+@layer("Interp", bottoms=(1, 2), tops=1)
+def _interp(c: _BuildArgs) -> _Build:
     L = c.L
     p = L.param("interp_param")
-    c.n_bottoms(1, 2)
-    c.n_tops(1)
     if p.get("pad_beg") > 0 or p.get("pad_end") > 0:
         raise L.error("Interp supports only non-positive pad_beg/pad_end (cropping)", "interp_param",
                       expected="pad_beg <= 0 and pad_end <= 0")
@@ -954,46 +924,32 @@ def _interp(c: _Ctx) -> _Build:
                              "pad_beg": int(p.get("pad_beg")), "pad_end": int(p.get("pad_end"))})
 
 
-def _shuffle_channel(c: _Ctx) -> _Build:
-    c.n_bottoms(1)
-    c.n_tops(1)
+@layer("ShuffleChannel", bottoms=1, tops=1)
+def _shuffle_channel(c: _BuildArgs) -> _Build:
     g = int(c.L.param("shuffle_channel_param").get("group"))
     if g <= 0:
         raise c.L.error(f"group {g} must be positive", "shuffle_channel_param", expected="group >= 1")
     return _Build("shuffle_channel", {"group": g})
 
 
-def _mvn(c: _Ctx) -> _Build:
-    c.n_bottoms(1)
-    c.n_tops(1)
+@layer("MVN", bottoms=1, tops=1)
+def _mvn(c: _BuildArgs) -> _Build:
     p = c.L.param("mvn_param")
     attrs = {"normalize_variance": bool(p.get("normalize_variance")),
              "across_channels": bool(p.get("across_channels")), "eps": float(p.get("eps"))}
-    if attrs["normalize_variance"] and c.quirk("mvn_eps"):
+    if attrs["normalize_variance"] and c.quirk("mvn_eps", "op: mvn -> mvn_cv2 (eps inside the sqrt)"):
         return _Build("mvn_cv2", attrs)
     return _Build("mvn", attrs)
 
 
-_BUILDERS: dict[str, Callable[[_Ctx], _Build]] = {
-    "Convolution": _conv, "ConvolutionDepthwise": _conv, "Deconvolution": _conv,
-    "Pooling": _pooling, "LRN": _lrn, "InnerProduct": _inner_product,
-    "Softmax": _softmax, "SoftMax": _softmax,
-    "ReLU": _relu, "ReLU6": _relu6, "PReLU": _prelu, "ELU": _elu,
-    "Sigmoid": _unary("sigmoid"), "TanH": _unary("tanh"), "BNLL": _unary("bnll"),
-    "AbsVal": _unary("abs"),
-    "Power": _pss("power", "power_param", "power"), "Exp": _pss("exp", "exp_param", "base"),
-    "Log": _pss("log", "log_param", "base"),
-    "BatchNorm": _batch_norm, "Scale": _scale_or_bias, "Bias": _scale_or_bias,
-    "Eltwise": _eltwise, "Concat": _concat, "Slice": _slice, "Split": _split,
-    "Reshape": _reshape, "Flatten": _flatten, "Permute": _permute, "Crop": _crop,
-    "Dropout": _dropout, "Normalize": _normalize, "PriorBox": _prior_box,
-    "DetectionOutput": _detection_output, "Interp": _interp, "ShuffleChannel": _shuffle_channel,
-    "MVN": _mvn, "Silence": _silence,
-    "Proposal": _proposal, "ROIPooling": _roi_pooling, "PSROIPooling": _psroi_pooling,
-}
+for _name, _op in (("Sigmoid", "sigmoid"), ("TanH", "tanh"), ("BNLL", "bnll"), ("AbsVal", "abs")):
+    layer(_name, bottoms=1, tops=1)(_unary(_op))
+for _name, _op, _param, _first in (("Power", "power", "power_param", "power"), ("Exp", "exp", "exp_param", "base"),
+                                   ("Log", "log", "log_param", "base")):
+    layer(_name, bottoms=1, tops=1)(_pss(_op, _param, _first))
 
 #: every Caffe layer type read_caffe accepts ("Input" is turned into graph inputs)
-SUPPORTED_TYPES: tuple[str, ...] = tuple(sorted([*_BUILDERS, "Input"]))
+SUPPORTED_TYPES: tuple[str, ...] = tuple(sorted([*layer.names(), "Input"]))
 
 
 # ---- the importer --------------------------------------------------------------------------------
@@ -1021,8 +977,7 @@ def _read_caffe(prototxt: str | os.PathLike | None = None,
                 prototxt_bytes: bytes | str | None = None,
                 caffemodel_bytes: bytes | None = None) -> Graph:
     """read_caffe without the garbage-collector pause."""
-    if quirks not in ("none", "cv2"):
-        raise ValueError(f"quirks must be 'none' or 'cv2', got {quirks!r}")
+    check_quirks_mode(quirks)
     text_file = _file_label(prototxt, "prototxt")
     bin_file = _file_label(caffemodel, "caffemodel")
     text_data = prototxt_bytes
@@ -1129,42 +1084,7 @@ def _bad_blob_shape(shape: tuple[int, ...] | None) -> str | None:
 def _build_graph(net: Message, layers: list[_Layer], weights: list[_Layer], quirks: str, *,
                  source: str, defs_file: str) -> Graph:
     inputs, input_shapes = _net_inputs(net)
-    blob_map: dict[str, str] = {name: name for name in inputs}  # caffe blob -> refnet tensor
-    nodes: list[Node] = []
-    node_names: set[str] = set()
-    counter: dict[str, int] = {}
-    quirk_log: list[tuple[str, str]] = []
-    unknown: dict[str, list[str]] = {}
-    caffe_types: dict[str, str] = {}
-    # binary layers by name, each consumed once (cv2 clears the blobs it has taken)
-    by_name: dict[str, list[_Layer]] = {}
-    taken: dict[str, int] = {}  # how many of by_name[name] earlier layers of that name consumed
-    for w in weights:
-        if w.blobs or w.arrays:
-            by_name.setdefault(w.name, []).append(w)
-
-    def unique(name: str, final: str | None = None) -> str:
-        """cv2's naming: the n-th repeat of a name becomes ``name_n``; ``final`` (if given)
-        replaces the result but the repeat still counts (cv2 names Convolution layers after
-        their first top)."""
-        rep = counter.get(name, 0)
-        counter[name] = rep + 1
-        new = final if final is not None else f"{name}_{rep}" if rep else name
-        if new in node_names:
-            raise ModelFormatError(f"layer name {new!r} is used twice (cv2 names this layer "
-                                   f"{new!r} and another layer already has that name)",
-                                   file=defs_file, layer=new, expected="layer names that stay unique")
-        node_names.add(new)
-        return new
-
-    def add(name: str, op: str, ins: list[str], n_out: int, attrs: dict, params: dict,
-            ctype: str) -> tuple[str, ...]:
-        outs = (name,) if n_out == 1 else tuple(output_name(name, i) for i in range(n_out))
-        nodes.append(Node(name, op, tuple(ins), outs, _frozen(attrs),
-                          MappingProxyType(params) if params else _NO_PARAMS))
-        caffe_types[name] = ctype
-        return outs
-
+    g = _GraphAssembly(inputs, weights, quirks, defs_file)
     # each layer's parsed message is released once its node is built (the parsed net and the
     # layer list let go of them here), so a long net's messages and nodes are never all alive
     # at once: the peak memory is about the larger of the two, not their sum
@@ -1178,51 +1098,107 @@ def _build_graph(net: Message, layers: list[_Layer], weights: list[_Layer], quir
         if not L.name:
             raise L.error("layer has no name", "name", expected="name: \"...\"")
         if L.msg.unknown:
-            unknown[L.name] = [str(u) for u in L.msg.unknown]
+            g.unknown[L.name] = [str(u) for u in L.msg.unknown]
         if L.type == "Input":
-            _input_layer(L, inputs, input_shapes, blob_map)
-            continue
-        builder = _BUILDERS.get(L.type)
-        if builder is None:
-            raise UnsupportedLayerError(L.name, L.type or "<no type>", SUPPORTED_TYPES,
-                                        file=L.msg.file)
+            _input_layer(L, inputs, input_shapes, g.blob_map)
+        else:
+            g.layer(L)
+    meta = {"net_name": meta_name, "caffe_types": g.caffe_types, "unknown_fields": g.unknown,
+            "quirks": g.quirk_log, "quirks_mode": quirks, "format": meta_format}
+    return Graph(nodes=tuple(g.nodes), inputs=tuple(inputs),
+                 input_shapes=dict(zip(inputs, input_shapes)), framework="caffe",
+                 source=source, meta=meta)
+
+
+class _GraphAssembly:
+    """The graph being built from the layer list: nodes, cv2's layer names, which refnet tensor
+    each Caffe blob name stands for, the binary layers' blobs, and the log of applied quirks."""
+
+    def __init__(self, inputs: list[str], weights: list[_Layer], quirks: str, defs_file: str) -> None:
+        self.quirks, self.defs_file = quirks, defs_file
+        self.blob_map: dict[str, str] = {name: name for name in inputs}  # caffe blob -> refnet tensor
+        self.nodes: list[Node] = []
+        self.node_names: set[str] = set()
+        self.counter: dict[str, int] = {}
+        self.quirk_log: list[AppliedQuirk] = []
+        self.unknown: dict[str, list[str]] = {}
+        self.caffe_types: dict[str, str] = {}
+        # binary layers by name, each consumed once (cv2 clears the blobs it has taken)
+        self.by_name: dict[str, list[_Layer]] = {}
+        self.taken: dict[str, int] = {}  # how many of by_name[name] earlier layers of that name consumed
+        for w in weights:
+            if w.blobs or w.arrays:
+                self.by_name.setdefault(w.name, []).append(w)
+
+    def unique(self, name: str, final: str | None = None) -> str:
+        """cv2's naming: the n-th repeat of a name becomes ``name_n``; ``final`` (if given)
+        replaces the result but the repeat still counts (cv2 names Convolution layers after
+        their first top)."""
+        rep = self.counter.get(name, 0)
+        self.counter[name] = rep + 1
+        new = final if final is not None else f"{name}_{rep}" if rep else name
+        if new in self.node_names:
+            raise ModelFormatError(f"layer name {new!r} is used twice (cv2 names this layer "
+                                   f"{new!r} and another layer already has that name)",
+                                   file=self.defs_file, layer=new, expected="layer names that stay unique")
+        self.node_names.add(new)
+        return new
+
+    def add(self, name: str, op: str, ins: list[str], n_out: int, attrs: dict, params: dict,
+            ctype: str) -> tuple[str, ...]:
+        outs = (name,) if n_out == 1 else tuple(output_name(name, i) for i in range(n_out))
+        self.nodes.append(Node(name, op, tuple(ins), outs, _frozen(attrs),
+                               MappingProxyType(params) if params else _NO_PARAMS))
+        self.caffe_types[name] = ctype
+        return outs
+
+    def blobs_of(self, L: _Layer) -> list[np.ndarray]:
+        """The layer's blobs: from the caffemodel's next unused layer of its name, else its own."""
+        src = self.by_name.get(L.name)
+        blob_layer = L
+        if src:
+            k = self.taken.get(L.name, 0)
+            self.taken[L.name] = k + 1
+            if k < len(src):
+                blob_layer = src[k]
+        if blob_layer.arrays is not None:
+            return blob_layer.arrays
+        return [blob_array(b, L.name) for b in blob_layer.blobs]
+
+    def layer(self, L: _Layer) -> None:
+        """Build one (non-Input) layer's node(s) with its registered builder."""
+        h = layer.get(L.type)
+        if h is None:
+            raise UnsupportedLayerError(L.name, L.type or "<no type>", SUPPORTED_TYPES, file=L.msg.file)
         ins = []
         for b in L.bottom:
-            if b not in blob_map:
+            if b not in self.blob_map:
                 raise L.error(f"bottom {b!r} is not produced by an earlier layer or a net input",
                               "bottom", expected="the top of an earlier layer or a net input")
-            ins.append(blob_map[b])
-        src = by_name.get(L.name)
-        if src:
-            k = taken.get(L.name, 0)
-            taken[L.name] = k + 1
-            blob_layer = src[k] if k < len(src) else L
-        else:
-            blob_layer = L
-        blobs = (blob_layer.arrays if blob_layer.arrays is not None
-                 else [blob_array(b, L.name) for b in blob_layer.blobs])
+            ins.append(self.blob_map[b])
+        blobs = self.blobs_of(L)
         # cv2 4.x names a Convolution layer (not ConvolutionDepthwise) after its first top
-        name = unique(L.name, L.top[0] if L.type == "Convolution" and L.top else None)
-        ctx = _Ctx(L, blobs, quirks, quirk_log, name)
+        name = self.unique(L.name, L.top[0] if L.type == "Convolution" and L.top else None)
+        args = _BuildArgs(L, blobs, self.quirks, self.quirk_log, name)
+        for what, n in (("bottom", len(L.bottom)), ("top", len(L.top))):
+            want = arity_expected(n, h.arity[what + "s"], what)
+            if want is not None:
+                raise L.error(f"{L.type} layer has {n} {what}s", what, expected=want)
+        builder = h.fn
         bn = L.param("batch_norm_param") if L.type == "BatchNorm" else None
         if bn is not None and bn.has("use_global_stats") and not bn.get("use_global_stats"):
-            ins = _batch_stats_prefix(ctx, ins, unique, add)
+            ins = _batch_stats_prefix(args, ins, self.unique, self.add)
             builder = _bn_after_batch_stats
-        b = builder(ctx)
+        b = builder(args)
         n_out = max(len(L.top), 1)  # Silence has no top; cv2 still gives it one output
         if b.n_inputs is not None:
             ins = ins[: b.n_inputs]
-        outs = add(name, b.op, ins, n_out, b.attrs, b.params, L.type)
+        outs = self.add(name, b.op, ins, n_out, b.attrs, b.params, L.type)
         for i, t in enumerate(L.top):
-            if t in blob_map and not (i < len(L.bottom) and L.bottom[i] == t):
+            if t in self.blob_map and not (i < len(L.bottom) and L.bottom[i] == t):
                 raise L.error(f"top {t!r} is already produced by another layer and this layer is "
                               "not in place", "top", expected="a new top name, or its bottom's name (in place)")
-            blob_map[t] = outs[i]
-    meta = {"net_name": meta_name, "caffe_types": caffe_types,
-            "unknown_fields": unknown, "quirks": quirk_log, "format": meta_format}
-    return Graph(nodes=tuple(nodes), inputs=tuple(inputs),
-                 input_shapes=dict(zip(inputs, input_shapes)), framework="caffe",
-                 source=source, meta=meta)
+            self.blob_map[t] = outs[i]
 
 
 _NO_PARAMS: MappingProxyType = MappingProxyType({})  # shared by every node without learned arrays (read-only)
@@ -1256,7 +1232,7 @@ def _input_layer(L: _Layer, inputs: list[str], shapes: list, blob_map: dict[str,
         shapes.append(shape)
 
 
-def _batch_stats_prefix(c: _Ctx, ins: list[str], unique: Callable[[str], str],
+def _batch_stats_prefix(c: _BuildArgs, ins: list[str], unique: Callable[[str], str],
                         add: Callable[..., tuple[str, ...]]) -> list[str]:
     """BatchNorm with use_global_stats: false normalises with the batch's own statistics.
 
@@ -1266,8 +1242,8 @@ def _batch_stats_prefix(c: _Ctx, ins: list[str], unique: Callable[[str], str],
     """
     eps = float(c.L.param("batch_norm_param").get("eps"))
     mvn_name = unique(c.L.name + "/mvn")
-    cv2 = c.quirk("bn_batch_stats")
-    if cv2:
+    if c.quirk("bn_batch_stats", "op: instance_norm -> mvn_cv2 (eps inside the sqrt)", layer=mvn_name):
+        c.quirk("bn_batch_stats", "op: identity -> batch_norm (mean 0, var 1: an extra 1/sqrt(1 + eps))")
         out = add(mvn_name, "mvn_cv2", ins, 1, {"normalize_variance": True,
                                                 "across_channels": False, "eps": eps}, {}, "MVN")
     else:
@@ -1275,10 +1251,8 @@ def _batch_stats_prefix(c: _Ctx, ins: list[str], unique: Callable[[str], str],
     return list(out)
 
 
-def _bn_after_batch_stats(c: _Ctx) -> _Build:
+def _bn_after_batch_stats(c: _BuildArgs) -> _Build:
     """The BatchNorm node that follows ``<name>/mvn`` (see :func:`_batch_stats_prefix`)."""
-    c.n_bottoms(1)
-    c.n_tops(1)
     if c.quirks != "cv2":
         return _Build("identity")
     mean, _ = _batch_norm_params(c)

@@ -33,18 +33,15 @@ import numpy as np
 
 from refnet.errors import ModelFormatError, UnsupportedLayerError
 from refnet.graph import Graph, Node
-from refnet.weights_import._util import paused_gc
+from refnet.weights_import._util import AppliedQuirk, LayerTable, check_quirks_mode, paused_gc
 
 __all__ = ["read_darknet", "SUPPORTED_SECTIONS", "SUPPORTED_ACTIVATIONS", "CV2_QUIRKS", "INPUT_NAME"]
 
 INPUT_NAME = "data"  # cv2's name for the network input (kFirstLayerName)
 
-SUPPORTED_SECTIONS = (
-    "convolutional", "conv", "connected", "conn", "maxpool", "max", "avgpool", "avg", "route", "shortcut",
-    "upsample", "reorg", "region", "yolo", "dropout", "softmax", "soft",
-)
-_ALIASES = {"conv": "convolutional", "conn": "connected", "max": "maxpool", "avg": "avgpool", "soft": "softmax",
-            "network": "net"}
+#: the builders (methods of _Builder) by section name, aliases after the canonical name;
+#: SUPPORTED_SECTIONS and the alias map below the class are derived from it
+section = LayerTable("Darknet section")
 
 # Darknet activation name -> (IR op, attrs); "linear" adds no layer.
 _ACTIVATIONS: dict[str, tuple[str, dict[str, float]]] = {
@@ -152,12 +149,36 @@ class _Opts:
 
     def __init__(self, sec: _Section, file: str, last_wins: bool, layer: str) -> None:
         self.sec, self.file, self.last_wins, self.layer = sec, file, last_wins, layer
+        self.dups: dict[str, tuple[str, str]] = {}  # key -> (Darknet's value, cv2's) where they differ
 
     def raw(self, key: str) -> _Opt | None:
         lst = self.sec.opts.get(key)
         if not lst:
             return None
-        return lst[-1] if self.last_wins else lst[0]
+        if self.last_wins:
+            if len(lst) > 1 and lst[0].value != lst[-1].value:
+                self.dups[key] = (lst[0].value, lst[-1].value)
+            return lst[-1]
+        return lst[0]
+
+    def lenient_int(self, key: str, default: int) -> int | None:
+        """What Darknet would read for ``key`` (first value wins), None where it would refuse it:
+        for telling whether an option cv2 ignores changes anything."""
+        lst = self.sec.opts.get(key)
+        if not lst:
+            return default
+        v = lst[0].value
+        return int(v) if _INT_RE.fullmatch(v) and len(v) <= 20 else None
+
+    def lenient_float(self, key: str, default: float) -> float | None:
+        """As :meth:`lenient_int`, for a number."""
+        lst = self.sec.opts.get(key)
+        if not lst:
+            return default
+        try:
+            return float(lst[0].value)
+        except ValueError:
+            return None
 
     def has(self, key: str) -> bool:
         return key in self.sec.opts
@@ -264,12 +285,15 @@ class _Source:
         return arr.astype(np.float32, copy=False)
 
 
-def _read_header(data: bytes, file: str, cv2_rule: bool) -> tuple[tuple[int, int, int, int], int, bool]:
+def _read_header(data: bytes, file: str, cv2_rule: bool, applied: list[AppliedQuirk]
+                 ) -> tuple[tuple[int, int, int, int], int, bool]:
     if len(data) < 16:
         raise ModelFormatError(f"file too short for a Darknet header ({len(data)} bytes)", file=file, offset=0,
                                expected="int32 major, minor, revision + seen")
     major, minor, revision = struct.unpack_from("<iii", data, 0)
     wide = major * 10 + minor >= 2 and (cv2_rule or (major < 1000 and minor < 1000))
+    if cv2_rule and wide and not (major < 1000 and minor < 1000):
+        applied.append(AppliedQuirk("", "seen_width", f"seen: uint32 -> uint64 (version {major}.{minor})"))
     if wide:
         if len(data) < 20:
             raise ModelFormatError("file ends inside the 64-bit `seen` counter", file=file, offset=12,
@@ -299,6 +323,8 @@ class _Builder:
         self.kinds: list[str] = []
         self.table: list[dict[str, Any]] = []
         self.n_regions = 0
+        self.applied: list[AppliedQuirk] = []  # cv2 quirks applied (graph.meta["quirks"])
+        self.section_nodes: list[str] = []  # the current section's layers
         if not sections or sections[0].kind != "net":
             if not self.cv2:
                 line = sections[0].line if sections else 1
@@ -315,7 +341,21 @@ class _Builder:
         dflt = 416 if self.cv2 else None
         self.in_shape = (o.int_("channels", 3 if self.cv2 else None, 1, MAX_DIM),
                          o.int_("height", dflt, 1, MAX_DIM), o.int_("width", dflt, 1, MAX_DIM))
+        missing = [k for k in ("channels", "height", "width") if not o.has(k)]
+        if self.cv2 and missing:
+            self.quirk("", "net_defaults", f"{'/'.join(missing)}: missing -> the defaults 3 channels, 416x416")
+        self.duplicates(o, "")
         self.sections = sections
+
+    def quirk(self, layer: str, key: str, change: str) -> None:
+        """Record that quirks="cv2" made ``change`` to ``layer`` ("": the whole model)."""
+        assert self.cv2 and key in CV2_QUIRKS, key
+        self.applied.append(AppliedQuirk(layer, key, change))
+
+    def duplicates(self, o: _Opts, layer: str) -> None:
+        """Record the keys given twice whose last value (cv2) differs from the first (Darknet)."""
+        for key, (first, last) in o.dups.items():
+            self.quirk(layer, "duplicate_keys", f"{key}: {first} -> {last} (the last of its values)")
 
     # -- helpers --
     def add(self, name: str, op: str, inputs: tuple[str, ...], attrs: dict[str, Any] | None = None,
@@ -324,6 +364,7 @@ class _Builder:
             p = {k: v for k, v in params.items() if v is not None} if params else {}
             self.nodes.append(Node(name, op, inputs, (name,), attrs or {}, p))
         self.last = name
+        self.section_nodes.append(name)
         return name
 
     def ref(self, o: _Opts, key: str, idx: int, value: int) -> int:
@@ -337,9 +378,12 @@ class _Builder:
         return j
 
     def activation(self, o: _Opts, kind: str) -> None:
-        applies = kind in ("convolutional", "connected", "shortcut") or self.cv2
+        darknet_reads = kind in ("convolutional", "connected", "shortcut")
+        applies = darknet_reads or self.cv2
         default = "linear" if (self.cv2 or kind == "shortcut") else "logistic"
         name = o.str_("activation", default) if applies else "linear"
+        if self.cv2 and kind != "shortcut" and darknet_reads and not o.has("activation"):
+            self.quirk(self.last, "default_activation", "activation: logistic -> linear (no activation= given)")
         if name == "linear":
             return
         if name not in _ACTIVATIONS:
@@ -349,7 +393,9 @@ class _Builder:
             raise o.error(f"unknown activation {name!r}", "activation",
                           expected="one of " + ", ".join(SUPPORTED_ACTIVATIONS))
         op, attrs = _ACTIVATIONS[name]
-        self.add(f"{name}_{self.cv_id}", op, (self.last,), attrs)
+        act = self.add(f"{name}_{self.cv_id}", op, (self.last,), attrs)
+        if not darknet_reads:
+            self.quirk(act, "activation_any_layer", f"activation={name} applied after [{kind}] (Darknet: ignored)")
 
     # -- the walk --
     def build(self) -> None:
@@ -357,13 +403,16 @@ class _Builder:
         for i, sec in enumerate(self.sections):
             kind = sec.kind
             o = _Opts(sec, self.file, self.cv2, f"#{i} [{sec.raw}] (line {sec.line})")
-            method = getattr(self, "_" + kind, None)
-            if kind not in SUPPORTED_SECTIONS or method is None:
+            handler = section.get(kind)
+            if handler is None:
                 raise UnsupportedLayerError(f"#{i} (line {sec.line})", sec.raw, SUPPORTED_SECTIONS, file=self.file)
-            c, h, w = method(o, i, (c, h, w))
+            self.section_nodes = []
+            c, h, w = handler.fn(self, o, i, (c, h, w))
             if min(c, h, w) < 1:
                 raise o.error(f"output shape {(c, h, w)} is empty", expected="C, H, W >= 1")
             self.activation(o, kind)
+            if o.dups:
+                self.duplicates(o, self.section_nodes[0] if self.section_nodes else "")
             self.fused.append(self.last)
             self.shapes.append((c, h, w))
             self.kinds.append(kind)
@@ -380,7 +429,10 @@ class _Builder:
         eps = 1e-6 if self.cv2 else 1e-5
         self.add(name, "batch_norm", (self.last,), {"eps": eps},
                  {"mean": params["mean"], "var": params["var"], "weight": params["scales"], "bias": params["bias"]})
+        if self.cv2:
+            self.quirk(name, "bn_eps", "eps: 1e-05 -> 1e-06")
 
+    @section("convolutional", "conv")
     def _convolutional(self, o: _Opts, i: int, shape: tuple[int, int, int]) -> tuple[int, int, int]:
         c, h, w = shape
         self._unsupported_flags(o, ("binary", "xnor", "flipped", "antialiasing", "sway", "rotate", "stretch",
@@ -397,6 +449,7 @@ class _Builder:
             if sx < 1 or sy < 1:  # Darknet: both given and positive, or fall back to stride
                 sx, sy = (s if sx < 1 else sx), (s if sy < 1 else sy)
             d = o.int_("dilation", 1, 1, 1 << 10) if k > 1 else 1
+        ignored = self.cv2 and self._conv_options_ignored(o, k, s)
         pad = k // 2 if o.int_("pad", 0, 0, 1) else o.int_("padding", 0, 0, 1 << 10)
         bn_mode = o.int_("batch_normalize", 0, 0, 2)
         bn = bn_mode == 1 if self.cv2 else bn_mode >= 1  # Darknet: 2 = cbn (same inference rule); cv2: only 1
@@ -414,15 +467,29 @@ class _Builder:
         self.add(name, "conv", (self.last,),
                  {"stride": (sy, sx), "pad": (pe, pe, pe, pe), "dilation": (d, d), "groups": g},
                  {"weight": weight, "bias": None if bn else bias})
+        if ignored:
+            self.quirk(name, "conv_dilation", ignored)
         if bn:
             self._bn(f"bn_{self.cv_id}", n, {**bnp, "bias": bias})
         self.cv_id += 1
         return n, ho, wo
 
+    @staticmethod
+    def _conv_options_ignored(o: _Opts, k: int, s: int) -> str | None:
+        """What Darknet would read from dilation= and stride_x=/stride_y= that cv2 ignores, or None."""
+        sx, sy = o.lenient_int("stride_x", -1), o.lenient_int("stride_y", -1)
+        if sx is not None and sy is not None and (sx < 1 or sy < 1):
+            sx, sy = (s if sx < 1 else sx), (s if sy < 1 else sy)
+        d = o.lenient_int("dilation", 1) if k > 1 else 1
+        if (sy, sx, d) == (s, s, 1):
+            return None
+        return f"stride/dilation: ({sy}, {sx})/{d} -> ({s}, {s})/1 (dilation=, stride_x/stride_y ignored)"
+
     def _bn_params(self, n: int, name: str) -> dict[str, np.ndarray | None]:
         return {"scales": self.src.take(n, name, "BN scales", 1.0), "mean": self.src.take(n, name, "BN means"),
                 "var": self.src.take(n, name, "BN variances", 1.0)}
 
+    @section("connected", "conn")
     def _connected(self, o: _Opts, i: int, shape: tuple[int, int, int]) -> tuple[int, int, int]:
         inputs = shape[0] * shape[1] * shape[2]
         n = o.int_("output", 1, 1, 1 << 24)
@@ -441,15 +508,25 @@ class _Builder:
         self.add(name, "linear", (self.last,), {"axis": 1}, {"weight": weight, "bias": None if bn else bias})
         if bn:
             self._bn(f"bn_{self.cv_id}", n, {**bnp, "bias": bias})
+            if self.cv2:
+                for layer in (name, f"bn_{self.cv_id}"):
+                    self.quirk(layer, "connected_bn_order", "weights read as biases, BN, weights (Darknet: biases, "
+                                                          "weights, BN)")
         self.cv_id += 1
         return n, 1, 1
 
+    @section("maxpool", "max")
     def _maxpool(self, o: _Opts, i: int, shape: tuple[int, int, int]) -> tuple[int, int, int]:
         c, h, w = shape
         self._unsupported_flags(o, ("maxpool_depth", "antialiasing"))
         if self.cv2:
             k = o.int_("size", 2, 1, 1 << 10)
             sy = sx = o.int_("stride", 2, 1, 1 << 10)
+            ds = o.lenient_int("stride", 1)
+            darknet = (o.lenient_int("size", ds), o.lenient_int("stride_y", ds), o.lenient_int("stride_x", ds))
+            if darknet != (k, sy, sx):
+                self.quirk(f"pool_{self.cv_id}", "maxpool_defaults",
+                           f"size/stride: {darknet[0]}/({darknet[1]}, {darknet[2]}) -> {k}/({sy}, {sx})")
         else:
             s = o.int_("stride", 1, 1, 1 << 10)
             sx, sy = o.int_("stride_x", s, 1, 1 << 10), o.int_("stride_y", s, 1, 1 << 10)
@@ -465,11 +542,13 @@ class _Builder:
         self.cv_id += 1
         return c, ho, wo
 
+    @section("avgpool", "avg")
     def _avgpool(self, o: _Opts, i: int, shape: tuple[int, int, int]) -> tuple[int, int, int]:
         self.add(f"avgpool_{self.cv_id}", "avg_pool", (self.last,), {"global_pooling": True})
         self.cv_id += 1
         return shape[0], 1, 1
 
+    @section("softmax", "soft")
     def _softmax(self, o: _Opts, i: int, shape: tuple[int, int, int]) -> tuple[int, int, int]:
         self._unsupported_flags(o, ("tree", "spatial"))
         g = o.int_("groups", 1, 1, 1 << 20)
@@ -484,17 +563,21 @@ class _Builder:
         spatial_free = i > 0 and self.kinds[i - 1] in ("avgpool", "connected")
         if g == 1 and t == 1.0 and (self.cv2 or spatial_free):
             self.add(name, "softmax", (self.last,), {"axis": 1})
+            if not spatial_free:
+                self.quirk(name, "softmax_axis", "op: darknet_softmax -> softmax (axis 1)")
         else:
             self.add(name, "darknet_softmax", (self.last,), {"groups": g, "temperature": t})
         self.cv_id += 1
         return shape
 
+    @section("dropout")
     def _dropout(self, o: _Opts, i: int, shape: tuple[int, int, int]) -> tuple[int, int, int]:
         src = self.fused[i - 1] if i > 0 else INPUT_NAME
         self.add(f"identity_{self.cv_id}", "identity", (src,))
         self.cv_id += 1
         return shape
 
+    @section("route")
     def _route(self, o: _Opts, i: int, shape: tuple[int, int, int]) -> tuple[int, int, int]:
         vals = o.list_("layers", _int_item, "integers")
         if not vals:
@@ -528,6 +611,7 @@ class _Builder:
             self.cv_id += 1
         return (c,) + hw
 
+    @section("shortcut")
     def _shortcut(self, o: _Opts, i: int, shape: tuple[int, int, int]) -> tuple[int, int, int]:
         wt = o.str_("weights_type", "none")
         if wt != "none":
@@ -535,7 +619,8 @@ class _Builder:
         vals = o.list_("from", _int_item, "integers")
         if not vals:
             raise o.error("[shortcut] needs from=", expected="from=<index>")
-        if self.cv2:
+        if self.cv2 and len(vals) > 1:
+            self.quirk(f"shortcut_{self.cv_id}", "shortcut_from", f"from: {vals} -> {vals[:1]}")
             vals = vals[:1]
         ids = [self.ref(o, "from", i, v) for v in vals]
         for j in ids:
@@ -544,14 +629,19 @@ class _Builder:
                               "supported", "from", expected="equal height and width")
         alpha = o.float_("alpha", 1.0)
         beta = 1.0 if self.cv2 else o.float_("beta", 1.0)
+        if self.cv2 and o.lenient_float("beta", 1.0) != 1.0:
+            self.quirk(f"shortcut_{self.cv_id}", "shortcut_beta", f"beta: {o.sec.opts['beta'][0].value} -> 1.0")
         self.add(f"shortcut_{self.cv_id}", "shortcut", (self.last,) + tuple(self.fused[j] for j in ids),
                  {"alpha": alpha, "beta": beta})
         self.cv_id += 1
         return shape
 
+    @section("upsample")
     def _upsample(self, o: _Opts, i: int, shape: tuple[int, int, int]) -> tuple[int, int, int]:
         c, h, w = shape
         s = o.int_("stride", 1 if self.cv2 else 2, -(1 << 10), 1 << 10)
+        if self.cv2 and not o.has("stride"):
+            self.quirk(f"upsample_{self.cv_id}", "upsample_default", "stride: 2 -> 1 (the default)")
         scale = o.float_("scale", 1.0)
         if s < 1 or (scale != 1.0 and not self.cv2):
             raise UnsupportedLayerError(o.layer, "[upsample]", SUPPORTED_SECTIONS, file=self.file,
@@ -560,6 +650,7 @@ class _Builder:
         self.cv_id += 1
         return c, h * s, w * s
 
+    @section("reorg")
     def _reorg(self, o: _Opts, i: int, shape: tuple[int, int, int]) -> tuple[int, int, int]:
         c, h, w = shape
         s = o.int_("stride", 1, 1, 1 << 10)
@@ -579,6 +670,7 @@ class _Builder:
                           expected=f"{2 * num} anchors")
         return classes, anchors
 
+    @section("region")
     def _region(self, o: _Opts, i: int, shape: tuple[int, int, int]) -> tuple[int, int, int]:
         self._unsupported_flags(o, ("tree", "map"))
         num = o.int_("num", 1, 1, MAX_LIST)
@@ -591,16 +683,19 @@ class _Builder:
         thresh = o.float_("thresh", 0.001)  # Darknet: a training parameter; cv2: applied in the layer
         # cv2 4.x's Region layer always runs NMS at its default 0.4 (the cfg's nms_threshold is not read)
         thresh, nms = (thresh, 0.4) if self.cv2 else (0.0, 0.0)
+        region = "detection_out" if self.n_regions == 0 else f"detection_out_{self.cv_id}"
+        if self.cv2:
+            self.quirk(region, "head_threshold", f"thresh/nms_threshold: 0.0/0.0 -> {thresh}/0.4")
         classfix = o.int_("classfix", 0, -1, 1)
         perm = self.add(f"permute_{self.cv_id}", "permute", (self.last,), {"order": (0, 2, 3, 1)})
-        name = "detection_out" if self.n_regions == 0 else f"detection_out_{self.cv_id}"
         self.n_regions += 1
-        self.add(name, "region", (perm,),
+        self.add(region, "region", (perm,),
                  {"anchors": tuple(anchors), "classes": classes, "coords": coords, "num": num, "softmax": softmax,
                   "thresh": thresh, "nms_threshold": nms, "classfix": classfix})
         self.cv_id += 1
         return shape
 
+    @section("yolo")
     def _yolo(self, o: _Opts, i: int, shape: tuple[int, int, int]) -> tuple[int, int, int]:
         self._unsupported_flags(o, ("map",))
         num = o.int_("num", 1, 1, MAX_LIST)
@@ -620,12 +715,19 @@ class _Builder:
         thresh, nms = o.float_("thresh", 0.2), o.float_("nms_threshold", 0.0)
         if not self.cv2:  # Darknet's layer only decodes; the detector applies the caller's thresholds
             thresh, nms = 0.0, 0.0
+        elif thresh or nms:
+            self.quirk(f"yolo_{self.cv_id}", "head_threshold", f"thresh/nms_threshold: 0.0/0.0 -> {thresh}/{nms}")
         perm = self.add(f"permute_{self.cv_id}", "permute", (self.last,), {"order": (0, 2, 3, 1)})
         self.add(f"yolo_{self.cv_id}", "yolo", (perm, INPUT_NAME),
                  {"anchors": used, "classes": classes, "thresh": thresh, "nms_threshold": nms,
                   "scale_x_y": o.float_("scale_x_y", 1.0), "new_coords": new_coords})
         self.cv_id += 1
         return shape
+
+
+#: every section name read_darknet builds (aliases included)
+SUPPORTED_SECTIONS: tuple[str, ...] = section.names()
+_ALIASES = {**section.aliases(), "network": "net"}
 
 
 # ---- public -----------------------------------------------------------------------------------------
@@ -657,8 +759,7 @@ def read_darknet(cfg: str | os.PathLike | None, weights: str | os.PathLike | Non
 def _read_darknet(cfg: str | os.PathLike | None, weights: str | os.PathLike | None = None, *, quirks: str = "none",
                  cfg_text: str | None = None, weights_bytes: bytes | None = None) -> Graph:
     """read_darknet without the garbage-collector pause."""
-    if quirks not in ("none", "cv2"):
-        raise ValueError(f"quirks must be 'none' or 'cv2', got {quirks!r}")
+    check_quirks_mode(quirks)
     cfg_name = str(cfg) if cfg is not None else "<cfg>"
     if cfg_text is None:
         if cfg is None:
@@ -682,8 +783,9 @@ def _read_darknet(cfg: str | os.PathLike | None, weights: str | os.PathLike | No
 
     header: tuple[int, int, int, int] | None = None
     off, transpose = 0, False
+    applied: list[AppliedQuirk] = []  # cv2 quirks of the whole file, then the builder's
     if data is not None:
-        header, off, transpose = _read_header(data, w_name or "<weights>", quirks == "cv2")
+        header, off, transpose = _read_header(data, w_name or "<weights>", quirks == "cv2", applied)
 
     counter = _Source("count")
     first = _Builder(sections, cfg_name, quirks, counter, transpose, make_nodes=data is None and not zeros)
@@ -712,7 +814,8 @@ def _read_darknet(cfg: str | os.PathLike | None, weights: str | os.PathLike | No
         b = _Builder(sections, cfg_name, quirks, src, transpose)
         b.build()
     c, h, w = b.in_shape
-    meta = {"quirks": quirks, "darknet_layers": tuple(b.table), "weights_header": header,
+    meta = {"quirks": applied + b.applied, "quirks_mode": quirks, "darknet_layers": tuple(b.table),
+            "weights_header": header,
             "weights": "zeros" if zeros else (w_name or None), "transposed_connected": transpose}
     return Graph(nodes=tuple(b.nodes), inputs=(INPUT_NAME,), input_shapes={INPUT_NAME: (1, c, h, w)},
                  framework="darknet", source=cfg_name, meta=meta)

@@ -453,6 +453,6 @@ def _build(model: Message, file: str, base: Path | None, quirks: str, input_shap
             tensors.setdefault(k, b.const_nodes[id(v)])
     return Graph(tuple(b.nodes), tuple(shapes), shapes, layer_names=tuple(b.layers) or (),
                  output_names=tuple(dict.fromkeys(outputs)), framework="onnx", source=file,
-                 meta={"tensors": tensors, "opset": opset, "quirks": quirks,
+                 meta={"tensors": tensors, "opset": opset, "quirks": [], "quirks_mode": quirks,
                        "onnx_outputs": tuple(vi.get("name") or "" for vi in graph.get("output")),
                        "producer": f"{model.get('producer_name') or ''} {model.get('producer_version') or ''}".strip()})

@@ -253,6 +253,55 @@ def _unpacked_run(r: Reader, tag_bytes: bytes, first: memoryview, itemsize: int,
     return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
+def _packed_varints(r: Reader, f: Field, at: int, enums: Any, msg: Message) -> None:
+    """A packed repeated varint field at ``r.pos`` (its length first), appended to ``msg``."""
+    n = r.varint()
+    start = r.pos
+    r.take(n, at)
+    sub = Reader(r.buf, start, start + n, file=r.file)
+    lst = msg.values.setdefault(f.name, [])
+    while sub.pos < sub.end:
+        v = _convert_varint(sub.varint(), f, sub, sub.pos, enums)
+        if v is _INVALID:
+            msg.unknown.append(f.number)
+        else:
+            lst.append(v)
+
+
+def _float_field(r: Reader, f: Field, wt: int, at: int, values: dict[str, Any],
+                 chunks: dict[str, list[np.ndarray]]) -> bool:
+    """A float/double field at ``r.pos``: a scalar into ``values``, a repeated one's run (unpacked
+    or packed) into ``chunks``. False (nothing read) when the wire type does not fit the field."""
+    kind, name = f.kind, f.name
+    dtype = _FLOAT_DTYPES[kind]
+    size = dtype.itemsize
+    if wt == _WIRE_OF_KIND[kind]:
+        raw = r.take(size, at)
+        if f.repeated:
+            tag_bytes = bytes(r.buf[at:at + (r.pos - size - at)])
+            chunks.setdefault(name, []).append(_unpacked_run(r, tag_bytes, raw, size, dtype))
+        else:
+            values[name] = float(np.frombuffer(raw, dtype)[0])
+        return True
+    if wt == 2 and f.repeated:  # packed
+        n = r.varint()
+        if n % size:
+            raise r.error(f"packed {kind} field {name!r} has {n} bytes, not a multiple "
+                          f"of {size}", offset=at, expected=f"a multiple of {size} bytes")
+        chunks.setdefault(name, []).append(np.frombuffer(r.take(n, at), dtype))
+        return True
+    return False
+
+
+def _text_or_bytes(r: Reader, raw: bytes | memoryview, kind: str, at: int, name: str) -> str | bytes:
+    if kind != "string":
+        return bytes(raw)
+    try:
+        return intern(bytes(raw).decode("utf-8"))  # one object per distinct name
+    except UnicodeDecodeError:
+        raise r.error(f"field {name!r} is not valid UTF-8", offset=at, expected="UTF-8 text") from None
+
+
 def decode_message(r: Reader, mtype: MessageType, depth: int = 0, *, messages: Any = None,
                    enums: Any = None) -> Message:
     """Decode the message ``mtype`` from ``r.pos`` up to ``r.end``.
@@ -282,17 +331,7 @@ def decode_message(r: Reader, mtype: MessageType, depth: int = 0, *, messages: A
             raise r.error("field number 0 is invalid", offset=at, expected="a field tag")
         f = by_number.get(number)
         if f is None:
-            if wt == 2:  # skip a length-delimited field inline
-                n = buf[r.pos] if r.pos < end else 0x80
-                if n < 0x80:
-                    r.pos += 1
-                else:
-                    n = r.varint()
-                if n > end - r.pos:
-                    r.take(n, at)  # raises the truncation error
-                r.pos += n
-            else:
-                _skip(r, tag, at, depth)
+            _skip(r, tag, at, depth)
             msg.unknown.append(number)
             continue
         name = f.name
@@ -309,37 +348,11 @@ def decode_message(r: Reader, mtype: MessageType, depth: int = 0, *, messages: A
                 else:
                     values[name] = v
                 continue
-            if wt == 2 and f.repeated:  # packed varints
-                n = r.varint()
-                start = r.pos
-                r.take(n, at)
-                sub = Reader(r.buf, start, start + n, file=r.file)
-                lst = values.setdefault(name, [])
-                while sub.pos < sub.end:
-                    v = _convert_varint(sub.varint(), f, sub, sub.pos, enums)
-                    if v is _INVALID:
-                        msg.unknown.append(number)
-                    else:
-                        lst.append(v)
+            if wt == 2 and f.repeated:
+                _packed_varints(r, f, at, enums, msg)
                 continue
         elif kind in _FLOAT_DTYPES:
-            dtype = _FLOAT_DTYPES[kind]
-            size = dtype.itemsize
-            if wt == _WIRE_OF_KIND[kind]:
-                raw = r.take(size, at)
-                if f.repeated:
-                    tag_bytes = bytes(r.buf[at:at + (r.pos - size - at)])
-                    chunks.setdefault(name, []).append(
-                        _unpacked_run(r, tag_bytes, raw, size, dtype))
-                else:
-                    values[name] = float(np.frombuffer(raw, dtype)[0])
-                continue
-            if wt == 2 and f.repeated:  # packed
-                n = r.varint()
-                if n % size:
-                    raise r.error(f"packed {kind} field {name!r} has {n} bytes, not a multiple "
-                                  f"of {size}", offset=at, expected=f"a multiple of {size} bytes")
-                chunks.setdefault(name, []).append(np.frombuffer(r.take(n, at), dtype))
+            if _float_field(r, f, wt, at, values, chunks):
                 continue
         elif wt == 2:  # string, bytes, message
             n = buf[r.pos] if r.pos < end else 0x80
@@ -356,14 +369,7 @@ def decode_message(r: Reader, mtype: MessageType, depth: int = 0, *, messages: A
                 v = decode_message(sub, messages[f.ref], depth + 1,  # type: ignore[index]
                                    messages=messages, enums=enums)
             else:
-                raw = buf[start:start + n]  # bytes, or a view when the reader is over one
-                if kind == "string":
-                    try:
-                        v = intern(bytes(raw).decode("utf-8"))  # one object per distinct name
-                    except UnicodeDecodeError:
-                        raise r.error(f"field {name!r} is not valid UTF-8", offset=at, expected="UTF-8 text") from None
-                else:
-                    v = bytes(raw)
+                v = _text_or_bytes(r, buf[start:start + n], kind, at, name)  # a view when the reader is over one
             if f.repeated:
                 values.setdefault(name, []).append(v)
             else:
@@ -373,9 +379,8 @@ def decode_message(r: Reader, mtype: MessageType, depth: int = 0, *, messages: A
         # (other Caffe forks reuse numbers, e.g. SSD's 147); skip it, keep a note
         _skip(r, tag, at, depth)
         msg.unknown.append(number)
-    for name, parts in chunks.items():
-        arr = np.concatenate(parts) if len(parts) > 1 else parts[0]
-        values[name] = arr
+    for name, parts in chunks.items():  # the runs of each repeated float field, joined
+        values[name] = np.concatenate(parts) if len(parts) > 1 else parts[0]
     if r.pos != r.end:  # pragma: no cover - take() guarantees this
         raise r.error("message overran its length")
     return msg

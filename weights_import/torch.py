@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ import numpy as np
 
 from refnet.errors import ModelFormatError, UnsupportedLayerError
 from refnet.graph import Graph, Node, output_name
-from refnet.weights_import._util import paused_gc
+from refnet.weights_import._util import AppliedQuirk, LayerTable, check_quirks_mode, paused_gc
 from refnet.weights_import.t7 import (
     LuaTable,
     T7Storage,
@@ -42,7 +41,19 @@ from refnet.weights_import.t7 import (
     read_t7,
 )
 
-__all__ = ["read_torch", "SUPPORTED_MODULES", "NN_PREFIXES"]
+__all__ = ["read_torch", "SUPPORTED_MODULES", "NN_PREFIXES", "CV2_QUIRKS"]
+
+#: Torch7 modules cv2.dnn.readNetFromTorch computes differently; quirks="cv2" applies them and
+#: records each in graph.meta["quirks"]
+CV2_QUIRKS = {
+    "instance_norm": "InstanceNormalization: cv2 computes (x-mu)/sqrt(var+1e-9)/sqrt(1+eps), Torch "
+                     "(x-mu)/sqrt(var+eps)",
+    "avg_pool_divisor": "SpatialAveragePooling without count_include_pad: cv2 excludes the padding, Torch7 divided "
+                        "by kW*kH",
+    "join_table_dims": "JoinTable nInputDims: cv2 ignores it (concatenates along dimension - 1)",
+    "unpool_size": "SpatialMaxUnpooling: cv2 derives the output size from the pooling geometry, Torch uses the "
+                   "pooling input's size",
+}
 
 NN_PREFIXES = ("nn.", "cunn.", "cudnn.", "fbcunn.")
 INPUT_NAME = "input"
@@ -57,7 +68,11 @@ Value = str | list  # a tensor name, or a Lua table (list) of values
 
 
 @dataclass
-class _Ctx:
+class _ModuleWalk:
+    """The state of one walk over the module tree: the nodes emitted so far, cv2's layer counter,
+    each layer's module path and class, the pooling modules an unpooling reads, the depth and
+    the bounds a file of this size gets, and the cv2 quirks applied."""
+
     source: str
     quirks: str
     nodes: list[Node] = field(default_factory=list)
@@ -70,12 +85,19 @@ class _Ctx:
     pools: dict[int, tuple[str, str, TorchObject]] = field(default_factory=dict)  # id -> node, input, module
     pools_by_idx: dict[int, tuple[str, str, TorchObject]] = field(default_factory=dict)
     active: set[int] = field(default_factory=set)  # modules on the current path (cycle check)
+    depth: int = 0  # of the module being read (the root: 0)
     by_name: dict[str, Node] = field(default_factory=dict)
     max_nodes: int = 0  # layers (and module visits) a file of this size may expand to
     visits: int = 0
     # bytes of parameter copies still allowed: expanded (stride-0) views and tensors shared by
     # many modules must not turn a small file into gigabytes (see read_torch)
     budget: int = 0
+    applied: list[AppliedQuirk] = field(default_factory=list)  # cv2 quirks applied (graph.meta["quirks"])
+
+    def quirk(self, layer: str, key: str, change: str) -> None:
+        """Record that quirks="cv2" made ``change`` to ``layer`` (call it only under quirks="cv2")."""
+        assert self.quirks == "cv2" and key in CV2_QUIRKS, key
+        self.applied.append(AppliedQuirk(layer, key, change))
 
     def name(self, label: str) -> str:
         self.counter += 1
@@ -99,7 +121,7 @@ class _Ctx:
 
 
 # ---- field helpers -------------------------------------------------------------------------------
-def _num(ctx: _Ctx, m: TorchObject, path: str, key: str, default: float | None = None) -> float:
+def _num(ctx: _ModuleWalk, m: TorchObject, path: str, key: str, default: float | None = None) -> float:
     v = m.get(key, default)
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         if v is None:
@@ -110,7 +132,7 @@ def _num(ctx: _Ctx, m: TorchObject, path: str, key: str, default: float | None =
     return float(v)
 
 
-def _int(ctx: _Ctx, m: TorchObject, path: str, key: str, default: int | None = None,
+def _int(ctx: _ModuleWalk, m: TorchObject, path: str, key: str, default: int | None = None,
          lo: int | None = None) -> int:
     v = _num(ctx, m, path, key, default)
     if not float(v).is_integer() or abs(v) > 2**31:
@@ -128,7 +150,7 @@ def _bool(m: TorchObject, key: str, default: bool = False) -> bool:
     return bool(v)
 
 
-def _tensor(ctx: _Ctx, m: TorchObject, path: str, key: str, *, required: bool = True,
+def _tensor(ctx: _ModuleWalk, m: TorchObject, path: str, key: str, *, required: bool = True,
             size: int | None = None) -> np.ndarray | None:
     """A copy of tensor field ``key`` as float32/float64 (as stored; half -> float32)."""
     v = m.get(key, None)
@@ -153,7 +175,7 @@ def _tensor(ctx: _Ctx, m: TorchObject, path: str, key: str, *, required: bool = 
     return out
 
 
-def _longs(ctx: _Ctx, m: TorchObject, path: str, key: str) -> tuple[int, ...]:
+def _longs(ctx: _ModuleWalk, m: TorchObject, path: str, key: str) -> tuple[int, ...]:
     """A LongStorage / tensor / table / number field as a tuple of ints (View sizes etc.)."""
     v = m.get(key, None)
     if isinstance(v, (T7Storage, T7Tensor)) and v.array.size > MAX_SIZE_VALUES:
@@ -182,21 +204,21 @@ def _longs(ctx: _Ctx, m: TorchObject, path: str, key: str) -> tuple[int, ...]:
     return tuple(out)
 
 
-def _one(ctx: _Ctx, value: Value, m: TorchObject, path: str) -> str:
+def _one(ctx: _ModuleWalk, value: Value, m: TorchObject, path: str) -> str:
     if isinstance(value, list):
         raise ctx.err(path, f"{m.class_name} needs a tensor input but receives a table of {len(value)}",
                       expected="a tensor (put a CAddTable/JoinTable before it)")
     return value
 
 
-def _table(ctx: _Ctx, value: Value, m: TorchObject, path: str) -> list:
+def _table(ctx: _ModuleWalk, value: Value, m: TorchObject, path: str) -> list:
     if not isinstance(value, list):
         raise ctx.err(path, f"{m.class_name} needs a table input but receives a tensor",
                       expected="a table (from a ConcatTable)")
     return value
 
 
-def _flat_tensors(ctx: _Ctx, value: list, m: TorchObject, path: str) -> list[str]:
+def _flat_tensors(ctx: _ModuleWalk, value: list, m: TorchObject, path: str) -> list[str]:
     out = []
     for v in value:
         if isinstance(v, list):
@@ -205,7 +227,7 @@ def _flat_tensors(ctx: _Ctx, value: list, m: TorchObject, path: str) -> list[str
     return out
 
 
-def _children(ctx: _Ctx, m: TorchObject, path: str) -> list[tuple[str, TorchObject]]:
+def _children(ctx: _ModuleWalk, m: TorchObject, path: str) -> list[tuple[str, TorchObject]]:
     mods = m.get("modules", None)
     if mods is None:
         return []
@@ -227,18 +249,11 @@ def _nn_name(class_name: str) -> str | None:
     return None
 
 
-# ---- leaf modules ------------------------------------------------------------------------------
-LeafFn = Callable[[_Ctx, TorchObject, str, str, str], str]
-_LEAVES: dict[str, LeafFn] = {}
-
-
-def _leaf(*names: str):
-    def deco(fn: LeafFn) -> LeafFn:
-        for n in names:
-            _LEAVES[n] = fn
-        return fn
-
-    return deco
+# ---- modules: one builder per Torch7 class -------------------------------------------------------
+#: the builders by nn class name (without the ``nn.`` prefix), each with the input it takes:
+#: "tensor" (one tensor), "table" (a Lua table of values, e.g. from a ConcatTable) or "any";
+#: the input kind is checked in _module before the builder runs
+module = LayerTable("Torch7 nn module", input="tensor")
 
 
 def _conv_geometry(ctx, m, path):
@@ -250,15 +265,20 @@ def _conv_geometry(ctx, m, path):
     return kh, kw, dh, dw, ph, pw
 
 
-@_leaf("SpatialConvolution", "SpatialConvolutionMM", "SpatialDilatedConvolution")
-def _conv(ctx, m, path, nn, x):
-    kh, kw, dh, dw, ph, pw = _conv_geometry(ctx, m, path)
+def _conv_planes(ctx, m, path):
     n_in = _int(ctx, m, path, "nInputPlane", lo=1)
     n_out = _int(ctx, m, path, "nOutputPlane", lo=1)
     groups = _int(ctx, m, path, "groups", 1, lo=1)
     if n_in % groups or n_out % groups:
         raise ctx.err(path, f"groups {groups} does not divide {n_in} -> {n_out} planes",
                       expected="groups dividing both plane counts")
+    return n_in, n_out, groups
+
+
+@module("SpatialConvolution", "SpatialConvolutionMM", "SpatialDilatedConvolution")
+def _conv(ctx, m, path, nn, x):
+    kh, kw, dh, dw, ph, pw = _conv_geometry(ctx, m, path)
+    n_in, n_out, groups = _conv_planes(ctx, m, path)
     dilh, dilw = 1, 1
     if nn == "SpatialDilatedConvolution":
         dilw, dilh = _int(ctx, m, path, "dilationW", 1, lo=1), _int(ctx, m, path, "dilationH", 1, lo=1)
@@ -271,15 +291,10 @@ def _conv(ctx, m, path, nn, x):
                     params, path=path, cls=m.class_name)
 
 
-@_leaf("SpatialFullConvolution")
+@module("SpatialFullConvolution")
 def _full_conv(ctx, m, path, nn, x):
     kh, kw, dh, dw, ph, pw = _conv_geometry(ctx, m, path)
-    n_in = _int(ctx, m, path, "nInputPlane", lo=1)
-    n_out = _int(ctx, m, path, "nOutputPlane", lo=1)
-    groups = _int(ctx, m, path, "groups", 1, lo=1)
-    if n_in % groups or n_out % groups:
-        raise ctx.err(path, f"groups {groups} does not divide {n_in} -> {n_out} planes",
-                      expected="groups dividing both plane counts")
+    n_in, n_out, groups = _conv_planes(ctx, m, path)
     aw, ah = _int(ctx, m, path, "adjW", 0, lo=0), _int(ctx, m, path, "adjH", 0, lo=0)
     if ah >= dh and ah > 0 or aw >= dw and aw > 0:
         raise ctx.err(path, f"adjH/adjW {ah}/{aw} must be smaller than the stride {dh}/{dw}",
@@ -302,7 +317,7 @@ def _pool_attrs(ctx, m, path):
             "ceil_mode": _bool(m, "ceil_mode"), "global_pooling": False}
 
 
-@_leaf("SpatialMaxPooling")
+@module("SpatialMaxPooling")
 def _max_pool(ctx, m, path, nn, x):
     attrs = _pool_attrs(ctx, m, path)
     ind = m.get("indices")
@@ -316,24 +331,26 @@ def _max_pool(ctx, m, path, nn, x):
     return name
 
 
-@_leaf("SpatialAveragePooling")
+@module("SpatialAveragePooling")
 def _avg_pool(ctx, m, path, nn, x):
     attrs = _pool_attrs(ctx, m, path)
     if m.get("divide", True) is False:
         raise UnsupportedLayerError(path, m.class_name, sorted(SUPPORTED_MODULES), file=ctx.source,
                                     detail="divide=false (sum pooling of pre-2016 Torch) is not supported")
     cip = m.get("count_include_pad")
-    if ctx.quirks == "cv2":  # cv2 averages over the padded area only when the field says so
-        divisor = "padded" if cip is not None and bool(cip) else "valid"
-    elif cip is None:  # files from before count_include_pad: Torch7 divided by kW * kH
+    if cip is None:  # files from before count_include_pad: Torch7 divided by kW * kH
         divisor = "kernel"
     else:  # THNN: the window clipped to the padded input, or only its valid part
         divisor = "padded" if bool(cip) else "valid"
-    attrs["divisor"] = divisor
-    return ctx.emit(ctx.name("Pooling"), "avg_pool", [x], attrs, path=path, cls=m.class_name)
+    quirk = ctx.quirks == "cv2" and cip is None  # cv2: the padded area only when the field says so
+    attrs["divisor"] = "valid" if quirk else divisor
+    name = ctx.emit(ctx.name("Pooling"), "avg_pool", [x], attrs, path=path, cls=m.class_name)
+    if quirk:
+        ctx.quirk(name, "avg_pool_divisor", "divisor: kernel -> valid (no count_include_pad field)")
+    return name
 
 
-@_leaf("SpatialMaxUnpooling")
+@module("SpatialMaxUnpooling")
 def _unpool(ctx, m, path, nn, x):
     pool = m.get("pooling")
     rec = ctx.pools.get(id(pool)) if isinstance(pool, TorchObject) else None
@@ -351,11 +368,13 @@ def _unpool(ctx, m, path, nn, x):
     inputs = [x, pnode.outputs[1]]
     if ctx.quirks != "cv2":
         inputs.append(pinput)  # Torch: output size = the pooling's input size (oheight/owidth)
-    return ctx.emit(ctx.name("torchMaxUnpooling"), "max_unpool", inputs, attrs, path=path,
-                    cls=m.class_name)
+    name = ctx.emit(ctx.name("torchMaxUnpooling"), "max_unpool", inputs, attrs, path=path, cls=m.class_name)
+    if ctx.quirks == "cv2":
+        ctx.quirk(name, "unpool_size", f"output size: of {pinput} -> from the pooling geometry")
+    return name
 
 
-@_leaf("Linear")
+@module("Linear")
 def _linear(ctx, m, path, nn, x):
     w = _tensor(ctx, m, path, "weight")
     if w.ndim != 2:
@@ -366,7 +385,7 @@ def _linear(ctx, m, path, nn, x):
                     cls=m.class_name)
 
 
-@_leaf("View", "Reshape")
+@module("View", "Reshape")
 def _view(ctx, m, path, nn, x):
     size = _longs(ctx, m, path, "size")
     if sum(1 for s in size if s == -1) > 1 or any(s == 0 or s < -1 for s in size):
@@ -376,7 +395,7 @@ def _view(ctx, m, path, nn, x):
                     path=path, cls=m.class_name)
 
 
-@_leaf("ReLU")
+@module("ReLU")
 def _relu(ctx, m, path, nn, x):
     th, val = _num(ctx, m, path, "threshold", 0.0), _num(ctx, m, path, "val", 0.0)
     if th != 0.0 or val != 0.0:
@@ -385,23 +404,23 @@ def _relu(ctx, m, path, nn, x):
     return ctx.emit(ctx.name("ReLU"), "relu", [x], {"negative_slope": 0.0}, path=path, cls=m.class_name)
 
 
-@_leaf("Tanh")
+@module("Tanh")
 def _tanh(ctx, m, path, nn, x):
     return ctx.emit(ctx.name("TanH"), "tanh", [x], path=path, cls=m.class_name)
 
 
-@_leaf("Sigmoid")
+@module("Sigmoid")
 def _sigmoid(ctx, m, path, nn, x):
     return ctx.emit(ctx.name("Sigmoid"), "sigmoid", [x], path=path, cls=m.class_name)
 
 
-@_leaf("ELU")
+@module("ELU")
 def _elu(ctx, m, path, nn, x):
     return ctx.emit(ctx.name("ELU"), "elu", [x], {"alpha": _num(ctx, m, path, "alpha", 1.0)},
                     path=path, cls=m.class_name)
 
 
-@_leaf("PReLU")
+@module("PReLU")
 def _prelu(ctx, m, path, nn, x):
     n = _int(ctx, m, path, "nOutputPlane", 0, lo=0)
     if n == 0:
@@ -413,7 +432,7 @@ def _prelu(ctx, m, path, nn, x):
                     cls=m.class_name)
 
 
-@_leaf("SoftMax", "LogSoftMax")
+@module("SoftMax", "LogSoftMax")
 def _softmax(ctx, m, path, nn, x):
     op = "softmax" if nn == "SoftMax" else "log_softmax"
     return ctx.emit(ctx.name("Softmax"), op, [x], {"axis": 1}, path=path, cls=m.class_name)
@@ -447,14 +466,14 @@ def _bn_params(ctx, m, path, eps):
     return params
 
 
-@_leaf("SpatialBatchNormalization", "BatchNormalization")
+@module("SpatialBatchNormalization", "BatchNormalization")
 def _batch_norm(ctx, m, path, nn, x):
     eps = _num(ctx, m, path, "eps", 1e-5)
     return ctx.emit(ctx.name("BatchNorm"), "batch_norm", [x], {"eps": eps}, _bn_params(ctx, m, path, eps),
                     path=path, cls=m.class_name)
 
 
-@_leaf("InstanceNormalization")
+@module("InstanceNormalization")
 def _instance_norm(ctx, m, path, nn, x):
     eps = _num(ctx, m, path, "eps", 1e-5)
     w = _tensor(ctx, m, path, "weight", required=False)
@@ -469,16 +488,24 @@ def _instance_norm(ctx, m, path, nn, x):
     if any(v.size != n for v in params.values()):
         raise ctx.err(path, "InstanceNormalization weight and bias sizes differ", expected=f"{n} values each")
     # cv2 builds two layers, MVN then BatchNorm(mean 0, var 1, weight, bias): so do we
-    if ctx.quirks == "cv2":  # cv2: MVN eps 1e-9, then the BatchNorm divides by sqrt(1 + eps)
-        mvn_eps, bn_eps = 1e-9, eps
-    else:  # Torch: (x - mu) / sqrt(var + eps) * weight + bias
-        mvn_eps, bn_eps = eps, 0.0
+    cv2 = ctx.quirks == "cv2"
+    # Torch: (x - mu) / sqrt(var + eps) * weight + bias; cv2: MVN eps 1e-9, then the BatchNorm
+    # divides by sqrt(1 + eps)
+    mvn_eps, bn_eps = (_CV2_MVN_EPS, eps) if cv2 else (eps, 0.0)
     y = ctx.emit(ctx.name("MVN"), "instance_norm", [x], {"eps": mvn_eps}, path=path, cls=m.class_name)
-    return ctx.emit(ctx.name("BatchNorm"), "batch_norm", [y], {"eps": bn_eps}, params, path=path,
-                    cls=m.class_name)
+    out = ctx.emit(ctx.name("BatchNorm"), "batch_norm", [y], {"eps": bn_eps}, params, path=path,
+                   cls=m.class_name)
+    if cv2 and eps != _CV2_MVN_EPS:
+        ctx.quirk(y, "instance_norm", f"eps: {eps!r} -> {_CV2_MVN_EPS!r}")
+    if cv2 and eps != 0.0:
+        ctx.quirk(out, "instance_norm", f"eps: 0.0 -> {eps!r} (an extra 1/sqrt(1 + eps))")
+    return out
 
 
-@_leaf("Dropout", "SpatialDropout", "VolumetricDropout")
+_CV2_MVN_EPS = 1e-9  # cv2's MVN layer eps for Torch InstanceNormalization
+
+
+@module("Dropout", "SpatialDropout", "VolumetricDropout")
 def _dropout(ctx, m, path, nn, x):
     p = _num(ctx, m, path, "p", 0.5)
     if not 0.0 <= p < 1.0:
@@ -489,12 +516,12 @@ def _dropout(ctx, m, path, nn, x):
                     path=path, cls=m.class_name)
 
 
-@_leaf("Identity", "TotalVariation")
+@module("Identity", "TotalVariation")
 def _identity(ctx, m, path, nn, x):
     return ctx.emit(ctx.name("Identity"), "identity", [x], path=path, cls=m.class_name)
 
 
-@_leaf("Normalize")
+@module("Normalize")
 def _normalize(ctx, m, path, nn, x):
     p = _num(ctx, m, path, "p", 2.0)
     if not p > 0:
@@ -503,7 +530,7 @@ def _normalize(ctx, m, path, nn, x):
                     {"p": p, "eps": _num(ctx, m, path, "eps", 1e-10)}, path=path, cls=m.class_name)
 
 
-@_leaf("Padding")
+@module("Padding")
 def _padding(ctx, m, path, nn, x):
     dim = _int(ctx, m, path, "dim")
     if dim == 0:
@@ -515,7 +542,7 @@ def _padding(ctx, m, path, nn, x):
     return ctx.emit(ctx.name("Padding"), "torch_padding", [x], attrs, path=path, cls=m.class_name)
 
 
-@_leaf("SpatialZeroPadding", "SpatialReflectionPadding")
+@module("SpatialZeroPadding", "SpatialReflectionPadding")
 def _spatial_padding(ctx, m, path, nn, x):
     t, l, b, r = (_int(ctx, m, path, k) for k in ("pad_t", "pad_l", "pad_b", "pad_r"))
     name = ctx.name("Padding")
@@ -530,14 +557,14 @@ def _spatial_padding(ctx, m, path, nn, x):
                                        "value": 0.0}, path=path, cls=m.class_name)
 
 
-@_leaf("SpatialUpSamplingNearest")
+@module("SpatialUpSamplingNearest")
 def _up_nearest(ctx, m, path, nn, x):
     s = _int(ctx, m, path, "scale_factor", lo=1)
     return ctx.emit(ctx.name("Resize"), "resize", [x], {"mode": "nearest", "scale": (float(s), float(s))},
                     path=path, cls=m.class_name)
 
 
-@_leaf("SpatialUpSamplingBilinear")
+@module("SpatialUpSamplingBilinear")
 def _up_bilinear(ctx, m, path, nn, x):
     if m.get("scale_factor") is not None:
         attrs = {"scale": _int(ctx, m, path, "scale_factor", lo=1)}
@@ -547,7 +574,7 @@ def _up_bilinear(ctx, m, path, nn, x):
                     path=path, cls=m.class_name)
 
 
-@_leaf("Narrow")
+@module("Narrow")
 def _narrow(ctx, m, path, nn, x):
     attrs = {"dimension": _int(ctx, m, path, "dimension"), "index": _int(ctx, m, path, "index", lo=1),
              "length": _int(ctx, m, path, "length", 1)}
@@ -557,21 +584,21 @@ def _narrow(ctx, m, path, nn, x):
     return ctx.emit(ctx.name("Narrow"), "torch_narrow", [x], attrs, path=path, cls=m.class_name)
 
 
-@_leaf("MulConstant")
+@module("MulConstant")
 def _mul_constant(ctx, m, path, nn, x):
     c = _num(ctx, m, path, "constant_scalar")
     return ctx.emit(ctx.name("Power"), "power", [x], {"power": 1.0, "scale": c, "shift": 0.0},
                     path=path, cls=m.class_name)
 
 
-@_leaf("AddConstant")
+@module("AddConstant")
 def _add_constant(ctx, m, path, nn, x):
     c = _num(ctx, m, path, "constant_scalar")
     return ctx.emit(ctx.name("AddConstant"), "power", [x], {"power": 1.0, "scale": 1.0, "shift": c},
                     path=path, cls=m.class_name)
 
 
-@_leaf("Square", "Sqrt", "Power")
+@module("Square", "Sqrt", "Power")
 def _power(ctx, m, path, nn, x):
     if nn == "Square":
         pw = 2.0
@@ -583,7 +610,7 @@ def _power(ctx, m, path, nn, x):
                     path=path, cls=m.class_name)
 
 
-@_leaf("SpatialCrossMapLRN")
+@module("SpatialCrossMapLRN")
 def _lrn(ctx, m, path, nn, x):
     size = _int(ctx, m, path, "size", lo=1)
     if size % 2 == 0:
@@ -593,20 +620,94 @@ def _lrn(ctx, m, path, nn, x):
     return ctx.emit(ctx.name("LRN"), "lrn", [x], attrs, path=path, cls=m.class_name)
 
 
-@_leaf("ShaveImage")
+@module("ShaveImage")
 def _shave(ctx, m, path, nn, x):
     return ctx.emit(ctx.name("Slice"), "torch_shave", [x], {"size": _int(ctx, m, path, "size", lo=0)},
                     path=path, cls=m.class_name)
 
 
 # ---- containers ----------------------------------------------------------------------------------
-_CONTAINERS = ("Sequential", "Concat", "DepthConcat", "ConcatTable", "ParallelTable", "Parallel",
-               "CAddTable", "JoinTable")
-SUPPORTED_MODULES: frozenset[str] = frozenset(_LEAVES) | frozenset(_CONTAINERS)
+@module("Sequential", input="any")
+def _sequential(ctx, m, path, nn, value):
+    for cp, c in _children(ctx, m, path):
+        value = _child(ctx, c, value, cp)
+    return value
 
 
-def _module(ctx: _Ctx, m: TorchObject, value: Value, path: str, depth: int) -> Value:
-    if depth > MAX_MODULE_DEPTH:
+@module("ConcatTable", input="any")
+def _concat_table(ctx, m, path, nn, value):
+    kids = _children(ctx, m, path)
+    ctx.counter += 1  # cv2 skips a number for the split layer it no longer creates
+    return [_child(ctx, c, value, cp) for cp, c in kids]
+
+
+@module("ParallelTable", input="table")
+def _parallel_table(ctx, m, path, nn, items):
+    kids = _children(ctx, m, path)
+    if len(items) < len(kids):
+        raise ctx.err(path, f"ParallelTable of {len(kids)} modules receives a table of {len(items)}",
+                      expected=f"a table of {len(kids)}")
+    return [_child(ctx, c, v, cp) for (cp, c), v in zip(kids, items)]
+
+
+@module("Concat", "DepthConcat")
+def _concat(ctx, m, path, nn, x):
+    outs = [_one(ctx, _child(ctx, c, x, cp), c, cp) for cp, c in _children(ctx, m, path)]
+    if not outs:
+        raise ctx.err(path, f"empty {m.class_name}", expected="at least one module")
+    if nn == "Concat":
+        ctx.counter += 1  # cv2's skipped split layer
+    axis = _int(ctx, m, path, "dimension") - 1
+    op = "concat" if nn == "Concat" else "depth_concat"
+    return ctx.emit(ctx.name("torchMerge"), op, outs, {"axis": axis}, path=path, cls=m.class_name)
+
+
+@module("Parallel")
+def _parallel(ctx, m, path, nn, x):
+    kids = _children(ctx, m, path)
+    n = len(kids)
+    if n == 0:
+        raise ctx.err(path, "empty Parallel", expected="at least one module")
+    in_axis = _int(ctx, m, path, "inputDimension", lo=1) - 1
+    out_axis = _int(ctx, m, path, "outputDimension", lo=1) - 1
+    split = ctx.emit(ctx.name("torchSplit"), "slice", [x], {"axis": in_axis, "points": tuple(range(1, n))},
+                     path=path, cls=m.class_name, n_out=n) if n > 1 else None
+    pieces = [output_name(split, i) for i in range(n)] if split else [x]
+    sel = ctx.emit(ctx.name("torchReshape"), "torch_select", pieces, {"axis": in_axis}, path=path,
+                   cls=m.class_name, n_out=n)
+    outs = [_one(ctx, _child(ctx, c, output_name(sel, i), cp), c, cp) for i, (cp, c) in enumerate(kids)]
+    return ctx.emit(ctx.name("torchMerge"), "concat", outs, {"axis": out_axis}, path=path, cls=m.class_name)
+
+
+@module("CAddTable", input="table")
+def _cadd_table(ctx, m, path, nn, value):
+    items = _flat_tensors(ctx, value, m, path)
+    if len(items) == 1:
+        return ctx.emit(ctx.name("torchCAddTable"), "identity", items, path=path, cls=m.class_name)
+    return ctx.emit(ctx.name("torchCAddTable"), "eltwise", items, {"operation": "sum"}, path=path,
+                    cls=m.class_name)
+
+
+@module("JoinTable", input="table")
+def _join_table(ctx, m, path, nn, value):
+    items = _flat_tensors(ctx, value, m, path)
+    dim = _int(ctx, m, path, "dimension")
+    # Torch: +1 for the batch dimension of (nInputDims + 1)-D inputs (refnet is batched); cv2 ignores it
+    quirk = dim >= 0 and m.get("nInputDims") is not None and ctx.quirks == "cv2"
+    axis = dim if dim < 0 or (m.get("nInputDims") is not None and not quirk) else dim - 1
+    name = ctx.emit(ctx.name("torchMerge"), "concat", items, {"axis": axis}, path=path, cls=m.class_name)
+    if quirk:
+        ctx.quirk(name, "join_table_dims", f"axis: {dim} -> {axis} (nInputDims ignored)")
+    return name
+
+
+#: every nn module read_torch builds (class names without the ``nn.`` prefix)
+SUPPORTED_MODULES: frozenset[str] = frozenset(module.names())
+
+
+def _module(ctx: _ModuleWalk, m: TorchObject, value: Value, path: str) -> Value:
+    """Build module ``m`` (at depth ``ctx.depth``) on ``value`` with its registered builder."""
+    if ctx.depth > MAX_MODULE_DEPTH:
         raise ctx.err(path, f"modules nested deeper than {MAX_MODULE_DEPTH} levels", expected="shallower nesting")
     if id(m) in ctx.active:
         raise ctx.err(path, f"{m.class_name} contains itself (cyclic module reference)",
@@ -615,79 +716,32 @@ def _module(ctx: _Ctx, m: TorchObject, value: Value, path: str, depth: int) -> V
     if ctx.visits > ctx.max_nodes:
         raise ctx.err(path, f"the module tree expands to more than {ctx.max_nodes} modules (modules shared by "
                       "reference are expanded at every use)", expected="a module tree that fits the file")
-    ctx.active.add(id(m))
-    try:
-        return _module_body(ctx, m, value, path, depth)
-    finally:
-        ctx.active.discard(id(m))
-
-
-def _module_body(ctx: _Ctx, m: TorchObject, value: Value, path: str, depth: int) -> Value:
     nn = _nn_name(m.class_name)
-    if nn is None or (nn not in _LEAVES and nn not in _CONTAINERS):
+    h = module.get(nn) if nn is not None else None
+    if h is None:
         raise UnsupportedLayerError(path or "(root)", m.class_name,
                                     sorted(f"nn.{n}" for n in SUPPORTED_MODULES), file=ctx.source)
     if not isinstance(m.fields, LuaTable):
         raise ctx.err(path, f"{m.class_name} fields are a {type(m.fields).__name__}", expected="a table")
-    if nn in _LEAVES:
-        return _LEAVES[nn](ctx, m, path, nn, _one(ctx, value, m, path))
-    kids = _children(ctx, m, path)
-    if nn == "Sequential":
-        for cp, c in kids:
-            value = _module(ctx, c, value, cp, depth + 1)
-        return value
-    if nn == "ConcatTable":
-        ctx.counter += 1  # cv2 skips a number for the split layer it no longer creates
-        return [_module(ctx, c, value, cp, depth + 1) for cp, c in kids]
-    if nn == "ParallelTable":
-        items = _table(ctx, value, m, path)
-        if len(items) < len(kids):
-            raise ctx.err(path, f"ParallelTable of {len(kids)} modules receives a table of {len(items)}",
-                      expected=f"a table of {len(kids)}")
-        return [_module(ctx, c, v, cp, depth + 1) for (cp, c), v in zip(kids, items)]
-    if nn in ("Concat", "DepthConcat"):
-        x = _one(ctx, value, m, path)
-        outs = [_one(ctx, _module(ctx, c, x, cp, depth + 1), c, cp) for cp, c in kids]
-        if not outs:
-            raise ctx.err(path, f"empty {m.class_name}", expected="at least one module")
-        if nn == "Concat":
-            ctx.counter += 1  # cv2's skipped split layer
-        axis = _int(ctx, m, path, "dimension") - 1
-        op = "concat" if nn == "Concat" else "depth_concat"
-        return ctx.emit(ctx.name("torchMerge"), op, outs, {"axis": axis}, path=path, cls=m.class_name)
-    if nn == "Parallel":
-        x = _one(ctx, value, m, path)
-        n = len(kids)
-        if n == 0:
-            raise ctx.err(path, "empty Parallel", expected="at least one module")
-        in_axis = _int(ctx, m, path, "inputDimension", lo=1) - 1
-        out_axis = _int(ctx, m, path, "outputDimension", lo=1) - 1
-        split = ctx.emit(ctx.name("torchSplit"), "slice", [x], {"axis": in_axis, "points": tuple(range(1, n))},
-                         path=path, cls=m.class_name, n_out=n) if n > 1 else None
-        pieces = [output_name(split, i) for i in range(n)] if split else [x]
-        sel = ctx.emit(ctx.name("torchReshape"), "torch_select", pieces, {"axis": in_axis}, path=path,
-                       cls=m.class_name, n_out=n)
-        outs = [_one(ctx, _module(ctx, c, output_name(sel, i), cp, depth + 1), c, cp)
-                for i, (cp, c) in enumerate(kids)]
-        return ctx.emit(ctx.name("torchMerge"), "concat", outs, {"axis": out_axis}, path=path,
-                        cls=m.class_name)
-    if nn == "CAddTable":
-        items = _flat_tensors(ctx, _table(ctx, value, m, path), m, path)
-        if len(items) == 1:
-            return ctx.emit(ctx.name("torchCAddTable"), "identity", items, path=path, cls=m.class_name)
-        return ctx.emit(ctx.name("torchCAddTable"), "eltwise", items, {"operation": "sum"}, path=path,
-                        cls=m.class_name)
-    # JoinTable
-    items = _flat_tensors(ctx, _table(ctx, value, m, path), m, path)
-    dim = _int(ctx, m, path, "dimension")
-    nid = m.get("nInputDims")
-    if dim < 0:
-        axis = dim
-    elif nid is not None and ctx.quirks != "cv2":
-        axis = dim  # Torch: +1 for the batch dimension of (nInputDims + 1)-D inputs; refnet is batched
-    else:
-        axis = dim - 1
-    return ctx.emit(ctx.name("torchMerge"), "concat", items, {"axis": axis}, path=path, cls=m.class_name)
+    takes = h.arity["input"]
+    if takes == "tensor":
+        value = _one(ctx, value, m, path)
+    elif takes == "table":
+        value = _table(ctx, value, m, path)
+    ctx.active.add(id(m))
+    try:
+        return h.fn(ctx, m, path, nn, value)
+    finally:
+        ctx.active.discard(id(m))
+
+
+def _child(ctx: _ModuleWalk, m: TorchObject, value: Value, path: str) -> Value:
+    """A container's child module, one level deeper."""
+    ctx.depth += 1
+    try:
+        return _module(ctx, m, value, path)
+    finally:
+        ctx.depth -= 1
 
 
 # ---- entry point ---------------------------------------------------------------------------------
@@ -715,7 +769,7 @@ def _key_label(k: Any) -> str:
     return f"<{type(k).__name__}>"
 
 
-def _prescan(ctx: _Ctx, root: TorchObject) -> None:
+def _prescan(ctx: _ModuleWalk, root: TorchObject) -> None:
     """Mark the max pooling modules whose indices a SpatialMaxUnpooling reads."""
     stack: list[tuple[Any, int]] = [(root, 0)]
     seen: set[int] = set()
@@ -751,8 +805,7 @@ def read_torch(path: str | os.PathLike | None, *, quirks: str = "none", long_siz
 def _read_torch(path: str | os.PathLike | None, *, quirks: str = "none", long_size: int | None = None,
                data: bytes | None = None) -> Graph:
     """read_torch without the garbage-collector pause."""
-    if quirks not in ("none", "cv2"):
-        raise ValueError(f"quirks must be 'none' or 'cv2', got {quirks!r}")
+    check_quirks_mode(quirks)
     source = str(path) if path is not None else "<bytes>"
     if data is None:
         if path is None:
@@ -767,16 +820,16 @@ def _read_torch(path: str | os.PathLike | None, *, quirks: str = "none", long_si
     if not roots:
         raise ModelFormatError(f"no nn module in the file (top object is a {type(obj).__name__})",
                                file=source, offset=0, expected="a torch.save'd nn module or a table holding one")
-    ctx = _Ctx(source, quirks, budget=max(MIN_PARAM_BUDGET, 2 * len(data)),
+    ctx = _ModuleWalk(source, quirks, budget=max(MIN_PARAM_BUDGET, 2 * len(data)),
                max_nodes=max(MIN_MAX_NODES, len(data) // 16))
     value: Value = INPUT_NAME
     for _, r in roots:
         _prescan(ctx, r)
     for rpath, r in roots:
-        value = _module(ctx, r, value, rpath, 0)
+        value = _module(ctx, r, value, rpath)
     if not ctx.nodes:
         ctx.emit("l1_Identity", "identity", [INPUT_NAME], path="", cls="(empty model)")
-    meta = {"module_paths": dict(ctx.paths), "torch_classes": dict(ctx.classes), "quirks": quirks,
-            "encoding": detect_encoding(data)}
+    meta = {"module_paths": dict(ctx.paths), "torch_classes": dict(ctx.classes), "quirks": ctx.applied,
+            "quirks_mode": quirks, "encoding": detect_encoding(data)}
     return Graph(tuple(ctx.nodes), (INPUT_NAME,), {INPUT_NAME: None}, framework="torch", source=source,
                  meta=meta)

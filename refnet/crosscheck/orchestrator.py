@@ -447,7 +447,7 @@ class _Run:
             t = time.perf_counter()
             try:
                 self.qnet = Q.load_variant(self.net, "cv2")
-                self.changes = Q.quirk_changes(self.g, self.qnet.graph)
+                self.changes = Q.quirk_changes(self.qnet.graph)
             except Exception as e:  # the attribution is a bonus: never let it sink the report
                 self.qnet, self.changes = None, {}
                 self.rep.notes.append(f"could not load the model with quirks='cv2' to attribute deviations: {e}")

@@ -1205,7 +1205,7 @@ def build_model(net, *, opset: int = 17, input_shapes: Any = None):
     outputs = [vi(t) for t in g.output_names]
     doc = (f"Converted by refnet from {g.framework or '?'} {os.path.basename(g.source) if g.source else ''}"
            f" for input shape(s) {', '.join(f'{k}={list(v)}' for k, v in ishapes.items())}"
-           f" (quirks={g.meta.get('quirks', 'none')}).")
+           f" (quirks={g.meta.get('quirks_mode', 'none')}).")
     if b.notes:
         doc += (" SSD PriorBox layers are constants computed for this input size; run the model at this size only ("
                 + "; ".join(b.notes) + ").")

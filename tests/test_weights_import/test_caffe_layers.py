@@ -869,6 +869,7 @@ def test_unknown_fields_and_quirks_are_recorded_in_meta():
     assert g.meta["unknown_fields"] == {"l": ["visualize"]} and g.meta["quirks"] == []
     assert g.node("l").attrs["k"] == 2.0
     q = read_caffe(prototxt_bytes=text, quirks="cv2")
-    assert q.node("l").attrs["k"] == 1.0 and q.meta["quirks"] == [("l", CV2_QUIRKS["lrn_k"])]
+    assert q.node("l").attrs["k"] == 1.0 and q.meta["quirks"] == [("l", "lrn_k", "k: 2.0 -> 1.0")]
+    assert "lrn_k" in CV2_QUIRKS and q.meta["quirks_mode"] == "cv2" and g.meta["quirks_mode"] == "none"
     with pytest.raises(ValueError, match="quirks"):
         read_caffe(prototxt_bytes=text, quirks="caffe")

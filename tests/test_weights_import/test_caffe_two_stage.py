@@ -63,7 +63,7 @@ def test_parameters_text_and_wire_agree(tmp_path):
         assert dict(net.graph.node("psroi").attrs) == {"output_dim": 2, "group_size": 3, "spatial_scale": 0.0625}
     assert not text.graph.meta["quirks"]
     q = refnet.load_caffe(p, quirks="cv2")
-    assert [n for n, _ in q.graph.meta["quirks"]] == ["proposal"]
+    assert [(r.layer, r.quirk) for r in q.graph.meta["quirks"]] == [("proposal", "proposal")]
     assert q.graph.node("proposal").attrs["quirks"] == "cv2"
     assert q.infer_shapes()["proposal"] == (40, 5) and text.infer_shapes()["proposal"] == (-1, 5)
     assert text.infer_shapes()["roi_pool"] == (-1, 5, 3, 4) and text.infer_shapes()["psroi"] == (-1, 2, 3, 3)
