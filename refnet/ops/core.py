@@ -50,20 +50,11 @@ def _axis(node: Any, axis: int, ndim: int) -> int:
 
 
 def _pair(v: Any, default: int) -> tuple[int, int]:
-    if v is None:
-        return (default, default)
-    if isinstance(v, (int, np.integer)):
-        return (int(v), int(v))
-    return (int(v[0]), int(v[1]))
+    return K.geometry.pair(default if v is None else v, "attribute", positive=False)
 
 
 def _pad4(v: Any) -> tuple[int, int, int, int]:
-    if v is None:
-        return (0, 0, 0, 0)
-    if isinstance(v, (int, np.integer)):
-        return (int(v),) * 4
-    v = tuple(int(i) for i in v)
-    return v if len(v) == 4 else (v[0], v[1], v[0], v[1])
+    return (0, 0, 0, 0) if v is None else K.geometry.pad4(v)
 
 
 # ---- pass-through ---------------------------------------------------------------------------
@@ -83,13 +74,10 @@ def _split(node, xs, p, ctx):
 
 # ---- convolution ----------------------------------------------------------------------------
 def _conv_out(node, size, k, s, pb, pe, d) -> int:
-    out = (size + pb + pe - d * (k - 1) - 1) // s + 1
-    if out <= 0:
-        raise ShapeError(
-            f"kernel {k} (dilation {d}) does not fit the padded input {size}+{pb}+{pe}",
-            layer=node.name,
-        )
-    return out
+    try:
+        return K.conv_output_size(size, k, s, pb, pe, d)
+    except ShapeError as e:
+        raise ShapeError(e.message, layer=node.name, expected=e.expected, got=e.got) from None
 
 
 def _conv_shape(node, shapes):
@@ -142,10 +130,11 @@ def _deconv_shape(node, shapes):
     dh, dw = _pair(node.attrs.get("dilation"), 1)
     pt, pl, pb, pr = _pad4(node.attrs.get("pad"))
     ah, aw = _pair(node.attrs.get("output_padding"), 0)
-    ho = (h - 1) * sh - pt - pb + dh * (wt.shape[2] - 1) + 1 + ah
-    wo = (w - 1) * sw - pl - pr + dw * (wt.shape[3] - 1) + 1 + aw
-    if ho <= 0 or wo <= 0:
-        raise ShapeError("deconvolution output would be empty", layer=node.name, got=(ho, wo))
+    try:
+        ho = K.conv_transpose_output_size(h, wt.shape[2], sh, pt, pb, dh, ah)
+        wo = K.conv_transpose_output_size(w, wt.shape[3], sw, pl, pr, dw, aw)
+    except ShapeError as e:
+        raise ShapeError(f"deconvolution output would be empty: {e.message}", layer=node.name, got=e.got) from None
     return [(n, wt.shape[1] * g, ho, wo)]
 
 
