@@ -3,33 +3,18 @@
 ``mvn_cv2``: cv2.dnn's MVN, ``(x - mean) / sqrt(var + eps)`` (biased variance), which
 differs from Caffe's MVN ``(x - mean) / (std + eps)`` (the ``mvn`` op). The Caffe importer
 emits it only with ``quirks="cv2"`` (MVN layers, and BatchNorm with use_global_stats: false).
+Its math: refnet.kernels.norm.mvn_cv2 (fast) / mvn_cv2_reference.
 """
 
 from __future__ import annotations
 
-import numpy as np
-
+from refnet.ops.core import kern
 from refnet.ops.registry import register, same_shape
-
-
-def mvn_cv2(x: np.ndarray, *, normalize_variance: bool = True, across_channels: bool = False,
-            eps: float = 1e-9) -> np.ndarray:
-    """cv2.dnn MVN: mean over (H, W) per (n, c), or over (C, H, W) per n with
-    ``across_channels``; with ``normalize_variance`` divide by ``sqrt(var + eps)``.
-    Moments are accumulated in float64; the result has ``x``'s dtype."""
-    axes = tuple(range(1 if across_channels else 2, x.ndim))
-    x64 = x.astype(np.float64, copy=False)
-    mean = x64.mean(axis=axes, keepdims=True) if axes else x64
-    y = x64 - mean
-    if normalize_variance:
-        var = np.mean(y * y, axis=axes, keepdims=True) if axes else np.zeros_like(y)
-        y = y / np.sqrt(var + float(eps))
-    return y.astype(x.dtype, copy=False)
 
 
 @register("mvn_cv2", shape=same_shape)
 def _mvn_cv2(node, xs, p, ctx):
     a = node.attrs
-    return mvn_cv2(xs[0], normalize_variance=bool(a.get("normalize_variance", True)),
-                   across_channels=bool(a.get("across_channels", False)),
-                   eps=float(a.get("eps", 1e-9)))
+    return kern("mvn_cv2", ctx)(xs[0], normalize_variance=bool(a.get("normalize_variance", True)),
+                                across_channels=bool(a.get("across_channels", False)),
+                                eps=float(a.get("eps", 1e-9)))

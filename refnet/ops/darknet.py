@@ -81,15 +81,8 @@ def _shortcut_shape(node, shapes):
 
 @register("shortcut", shape=_shortcut_shape)
 def _shortcut(node, xs, p, ctx):
-    x = xs[0]
-    alpha = x.dtype.type(node.attrs.get("alpha", 1.0))
-    beta = x.dtype.type(node.attrs.get("beta", 1.0))
-    y = x * alpha if alpha != 1 else x.copy()
-    c = x.shape[1]
-    for a in xs[1:]:
-        m = min(c, a.shape[1])
-        y[:, :m] += a[:, :m] * beta if beta != 1 else a[:, :m]
-    return y
+    fn = K.shortcut if ctx.fast else K.shortcut_reference
+    return fn(xs[0], xs[1:], float(node.attrs.get("alpha", 1.0)), float(node.attrs.get("beta", 1.0)))
 
 
 def _group_bounds(node, c: int) -> tuple[int, int]:
