@@ -374,7 +374,7 @@ class Net:
                 self._programs.popitem(last=False)
             return prog
 
-    def _compile(self, plan: _Plan, shapes: Mapping[str, tuple[int, ...]], ctx: Ctx) -> _Program:
+    def _compile(self, plan: _Plan, shapes: Mapping[str, tuple[int, ...]], ctx: Ctx) -> _Program:  # noqa: C901 - to be split into runtime/program.py phases (issue 12 step 3)
         from refnet.ops.core import PREPARE
 
         prog = _Program()

@@ -253,9 +253,12 @@ def _unpacked_run(r: Reader, tag_bytes: bytes, first: memoryview, itemsize: int,
     return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
-def decode_message(r: Reader, mtype: MessageType, depth: int = 0, *, messages: Any = None,
+def decode_message(r: Reader, mtype: MessageType, depth: int = 0, *, messages: Any = None,  # noqa: C901
                    enums: Any = None) -> Message:
     """Decode the message ``mtype`` from ``r.pos`` up to ``r.end``.
+
+    (One loop with the wire types and field kinds dispatched inline, on purpose: it is the hot
+    path of every Caffe and ONNX load, and a call per field costs more than the branches.)
 
     ``messages``/``enums`` name the schema the nested types come from (default: caffe.proto's;
     the ONNX reader passes onnx.proto's)."""
