@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from refnet import tolerances as _TOLERANCES
+from refnet.zoo import models_dir  # noqa: F401  (REFNET_MODELS, else ../shared/models beside the checkout)
 
 TESTS_DIR = Path(__file__).resolve().parent
 if str(TESTS_DIR) not in sys.path:  # lets tests import the test-side writers: `from writers import ...`
@@ -55,14 +56,6 @@ def conv_oracle(x: np.ndarray, w: np.ndarray, b: np.ndarray, pad: int) -> np.nda
 
 # --- real models --------------------------------------------------------------------------
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def models_dir() -> Path | None:
-    p = os.environ.get("REFNET_MODELS")
-    if p and Path(p).is_dir():
-        return Path(p)
-    guess = TESTS_DIR.parent.parent / "shared" / "models"
-    return guess if guess.is_dir() else None
 
 
 @pytest.fixture(scope="session")

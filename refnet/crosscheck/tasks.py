@@ -210,6 +210,15 @@ def _scale(a: np.ndarray) -> float:
     return float(np.max(np.abs(a[f]))) if f.any() else 0.0
 
 
+def _match_kept(node: Any, a: tuple, b: tuple, thr: float, band: float) -> dict[str, Any]:
+    """Match two DetectionOutput results; when either filled keep_top_k, the lowest kept score is a
+    cut that tied boxes may straddle."""
+    keep = int(node.attrs.get("keep_top_k", -1) or -1)
+    full = keep > 0 and (len(a[1]) >= keep or len(b[1]) >= keep)
+    cut = float(min(a[1].min(initial=np.inf), b[1].min(initial=np.inf))) if full else None
+    return match_detections(*a, *b, threshold=thr, cut=cut, margin=max(tolerances.DETECTION_SCORE_MARGIN, 2 * band))
+
+
 def task_result(kind: str, outs: tuple[str, ...], cand: Mapping[str, np.ndarray], ref: Mapping[str, np.ndarray],
                 net: Any, labels: Sequence[str] | None = None, label_offset: int = 0, top_k: int = 5,
                 input_hw: tuple[int, int] = (0, 0), band: float = 0.0) -> dict[str, Any] | None:
@@ -237,12 +246,7 @@ def task_result(kind: str, outs: tuple[str, ...], cand: Mapping[str, np.ndarray]
         thr = float(node.attrs.get("confidence_threshold", 0.0))
         if cand[outs[0]].size % 7 or ref[outs[0]].size % 7:
             return None
-        a, b = ssd_detections(ref[outs[0]]), ssd_detections(cand[outs[0]])
-        keep = int(node.attrs.get("keep_top_k", -1) or -1)
-        full = keep > 0 and (len(a[1]) >= keep or len(b[1]) >= keep)
-        cut = float(min(a[1].min(initial=np.inf), b[1].min(initial=np.inf))) if full else None
-        return match_detections(*a, *b, threshold=thr, cut=cut, margin=max(tolerances.DETECTION_SCORE_MARGIN,
-                                                                             2 * band))
+        return _match_kept(node, ssd_detections(ref[outs[0]]), ssd_detections(cand[outs[0]]), thr, band)
     if kind == "detect_frcnn":
         from refnet.two_stage import detections
 
@@ -252,12 +256,8 @@ def task_result(kind: str, outs: tuple[str, ...], cand: Mapping[str, np.ndarray]
             return None
         hw = (max(int(input_hw[0]), 1), max(int(input_hw[1]), 1))
         region = (0.0, 0.0, float(hw[1]), float(hw[0]))  # boxes stay in blob pixels
-        a, b = detections(ref[outs[0]], thr, hw, region), detections(cand[outs[0]], thr, hw, region)
-        keep = int(node.attrs.get("keep_top_k", -1) or -1)
-        full = keep > 0 and (len(a[1]) >= keep or len(b[1]) >= keep)
-        cut = float(min(a[1].min(initial=np.inf), b[1].min(initial=np.inf))) if full else None
-        return match_detections(*a, *b, threshold=thr, cut=cut, margin=max(tolerances.DETECTION_SCORE_MARGIN,
-                                                                             2 * band))
+        return _match_kept(node, detections(ref[outs[0]], thr, hw, region), detections(cand[outs[0]], thr, hw, region),
+                           thr, band)
     if kind == "detect_ultraface":
         from refnet.pipelines import ultraface_decode
 
