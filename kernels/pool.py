@@ -145,6 +145,10 @@ def _valid_range(off, stride, size, n_out):
     return lo, max(min(hi, n_out), lo)
 
 
+# The fast loops below (_max_pool_fast, _max_pool_fast_noidx, _max_pool_sep, _avg_pool_fast) repeat
+# their window/clipping skeleton on purpose: each is specialised (with/without argmax, separable,
+# divisor per output) so numba emits a branch-free inner loop; the public twins max_pool2d /
+# max_pool2d_reference and avg_pool2d / avg_pool2d_reference share their signatures by design.
 @twin(0)
 def _max_pool_fast(x, kh, kw, sh, sw, pt, pl, y, idx, empty):
     n_, c_, h, w = x.shape

@@ -337,6 +337,9 @@ def roi_pool_reference(x: np.ndarray, rois: np.ndarray, pooled_hw: int | Sequenc
     return out.astype(x.dtype)
 
 
+# _roi_pool_jit and _psroi_jit share their loop skeleton on purpose: each is specialised for its
+# inner reduction (max over all channels of a bin vs mean over one position-sensitive channel),
+# which numba compiles into a tight loop; merging them would put a mode branch in the inner loop.
 @pjit
 def _roi_pool_jit(x, batch, hs, he, ws, we, out):  # pragma: no cover - jitted
     nr, c, ph, pw = out.shape
