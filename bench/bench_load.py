@@ -15,11 +15,11 @@ Models missing from REFNET_MODELS are skipped.
 
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
 
 import pytest
+
+from refnet.zoo import models_dir as _models_dir  # REFNET_MODELS, else ../shared/models beside the checkout
 
 CASES = {
     "yufacedetectnet_v1": ("caffe", "yufacedetectnet_caffe/yufacedetectnet-open-v1.prototxt",
@@ -40,14 +40,6 @@ CASES = {
                             "yolo_fastest_darknet/yolo-fastest-1.1-xl.weights"),
 }
 _MIN_TIMES: dict[tuple[str, str], float] = {}
-
-
-def _models_dir() -> Path | None:
-    p = os.environ.get("REFNET_MODELS")
-    if p and Path(p).is_dir():
-        return Path(p)
-    guess = Path(__file__).resolve().parents[2] / "shared" / "models"
-    return guess if guess.is_dir() else None
 
 
 def _loader(impl: str, framework: str, paths: list[str]):

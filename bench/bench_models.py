@@ -43,6 +43,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from refnet.zoo import models_dir as _models_dir  # REFNET_MODELS, else ../shared/models beside the checkout
+
 _TESTS = Path(__file__).resolve().parents[1] / "tests"
 if str(_TESTS) not in sys.path:  # the test suite's model writers
     sys.path.insert(0, str(_TESTS))
@@ -53,14 +55,6 @@ PAUSE = float(os.environ.get("REFNET_BENCH_PAUSE", "0.1"))
 ROUNDS = int(os.environ.get("REFNET_BENCH_ROUNDS", "7"))
 IMPLS = ("refnet-f32", "refnet-f64", "cv2")
 ONNX_IMPLS = ("refnet-f32", "cv2", "ort", "cv2-5")
-
-
-def _models_dir() -> Path | None:
-    p = os.environ.get("REFNET_MODELS")
-    if p and Path(p).is_dir():
-        return Path(p)
-    guess = Path(__file__).resolve().parents[2] / "shared" / "models"
-    return guess if guess.is_dir() else None
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TypeVar
 
 import numpy as np
 
 from refnet.errors import ShapeError
+from refnet.kernels.geometry import pad4, pair  # noqa: F401  (the pair/pad readers live with the geometry rules)
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -46,36 +47,3 @@ def same_dtype(name_a: str, a: np.ndarray, name_b: str, b: np.ndarray | None) ->
         raise TypeError(f"{name_b} has dtype {b.dtype} but {name_a} has dtype {a.dtype}; pass both as one dtype")
 
 
-def pair(v: int | Sequence[int], name: str, *, positive: bool = True, allow_zero: bool = False) -> tuple[int, int]:
-    """Normalise an int or a 2-sequence to ``(h, w)``; check positivity."""
-    if isinstance(v, (int, np.integer)):
-        t = (int(v), int(v))
-    else:
-        t = tuple(int(i) for i in v)
-        if len(t) != 2:
-            raise ShapeError(f"{name} must be an int or a pair", expected="2 values", got=v)
-    if positive:
-        lo = 0 if allow_zero else 1
-        if t[0] < lo or t[1] < lo:
-            raise ShapeError(f"{name} must be >= {lo}", expected=f">= {lo}", got=t)
-    return t  # type: ignore[return-value]
-
-
-def pad4(v: int | Sequence[int], name: str = "pad") -> tuple[int, int, int, int]:
-    """Normalise padding to ``(top, left, bottom, right)``.
-
-    Accepts an int (all sides), ``(ph, pw)`` (symmetric) or ``(top, left, bottom, right)``.
-    """
-    if isinstance(v, (int, np.integer)):
-        t = (int(v),) * 4
-    else:
-        vals = tuple(int(i) for i in v)
-        if len(vals) == 2:
-            t = (vals[0], vals[1], vals[0], vals[1])
-        elif len(vals) == 4:
-            t = vals
-        else:
-            raise ShapeError(f"{name} must be an int, (ph, pw) or (top, left, bottom, right)", got=v)
-    if min(t) < 0:
-        raise ShapeError(f"{name} must be non-negative", got=t)
-    return t  # type: ignore[return-value]

@@ -192,10 +192,8 @@ def tanh_reference(x: np.ndarray) -> np.ndarray:
     return np.tanh(_x(x))
 
 
-@ieee
-def tanh(x: np.ndarray) -> np.ndarray:
-    """Fast tanh: NumPy's vectorised ufunc (already a single pass)."""
-    return np.tanh(_x(x))
+# one ufunc pass is already the fast way: the fast name is the reference (as resize_nd)
+tanh = tanh_reference
 
 
 @ieee
@@ -223,10 +221,7 @@ def abs_reference(x: np.ndarray) -> np.ndarray:
     return np.abs(_x(x))
 
 
-@ieee
-def abs(x: np.ndarray) -> np.ndarray:
-    """Fast AbsVal: ``|x|`` (one ufunc pass)."""
-    return np.abs(_x(x))
+abs = abs_reference  # one ufunc pass is already the fast way
 
 
 # ---------------------------------------------------------------- Caffe Power / Exp / Log

@@ -50,6 +50,7 @@ from refnet.errors import ShapeError
 from refnet.kernels._check import as_float_array, ieee, pad4, pair, same_dtype
 from refnet.kernels._jit import jit, prange
 from refnet.kernels._parallel import twin  # (numba's threading layer is chosen when numba loads)
+from refnet.kernels.geometry import conv_output_size, conv_transpose_output_size  # the rules' one home
 
 __all__ = [
     "conv_output_size",
@@ -100,63 +101,6 @@ DIRECT_MIN_K = 64
 # --------------------------------------------------------------------------------------
 # shapes and argument checks
 # --------------------------------------------------------------------------------------
-
-
-def conv_output_size(
-    size: int, kernel: int, stride: int, pad_begin: int, pad_end: int, dilation: int
-) -> int:
-    """Output length of a convolution along one axis, Caffe/cv2 rule (floor):
-    ``(size + pad_begin + pad_end - dilation * (kernel - 1) - 1) // stride + 1``.
-
-    Raises ShapeError when the dilated kernel is larger than the padded input.
-    """
-    size, kernel, stride = int(size), int(kernel), int(stride)
-    pad_begin, pad_end, dilation = int(pad_begin), int(pad_end), int(dilation)
-    if kernel < 1 or stride < 1 or dilation < 1 or pad_begin < 0 or pad_end < 0 or size < 0:
-        raise ShapeError(
-            "conv_output_size: kernel, stride, dilation must be >= 1 and size, pads >= 0",
-            got=dict(size=size, kernel=kernel, stride=stride, pad=(pad_begin, pad_end),
-                     dilation=dilation),
-        )
-    extent = dilation * (kernel - 1) + 1
-    padded = size + pad_begin + pad_end
-    if extent > padded:
-        raise ShapeError(
-            f"dilated kernel extent {extent} (kernel {kernel}, dilation {dilation}) is larger "
-            f"than the padded input {padded} (size {size} + pads {pad_begin}+{pad_end})",
-            expected=f"<= {padded}",
-            got=extent,
-        )
-    return (padded - extent) // stride + 1
-
-
-def conv_transpose_output_size(
-    size: int,
-    kernel: int,
-    stride: int,
-    pad_begin: int,
-    pad_end: int,
-    dilation: int,
-    output_padding: int = 0,
-) -> int:
-    """Output length of a transposed convolution along one axis (Caffe Deconvolution /
-    Torch SpatialFullConvolution): ``(size-1)*stride - pads + dilation*(kernel-1) + 1 + adj``.
-    """
-    out = (
-        (int(size) - 1) * int(stride)
-        - int(pad_begin)
-        - int(pad_end)
-        + int(dilation) * (int(kernel) - 1)
-        + 1
-        + int(output_padding)
-    )
-    if out < 1:
-        raise ShapeError(
-            "transposed convolution output would be empty (pads larger than the full output)",
-            expected=">= 1",
-            got=out,
-        )
-    return out
 
 
 def _groups(groups: int) -> int:

@@ -31,6 +31,7 @@ __all__ = [
     "decode_boxes_reference",
     "detection_output",
     "detection_output_reference",
+    "ssd_detections",
 ]
 
 _CODE_TYPES = ("CORNER", "CENTER_SIZE", "CORNER_SIZE")
@@ -90,7 +91,8 @@ def iou_reference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 # ---- NMS ----------------------------------------------------------------------------------
-# Overlap rules: "cv2" = cv2.dnn.NMSBoxes (Rect2d jaccardDistance: two zero-area boxes overlap
+# Overlap rules: "onnx" = ONNX NonMaxSuppression (plain IoU as "caffe", compared in float64;
+# reference loop only), "cv2" = cv2.dnn.NMSBoxes (Rect2d jaccardDistance: two zero-area boxes overlap
 # fully), "caffe" = Caffe-SSD JaccardOverlap on normalized boxes, "caffe+1" = cv2's
 # DetectionOutput with normalized_bbox=false (pixel boxes, sizes (w+1)*(h+1)), "frcnn" =
 # py-faster-rcnn's nms (pixel boxes, intersection max(0, iw+1) * max(0, ih+1): boxes less than one
@@ -235,16 +237,22 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float,
 
 
 def _greedy_reference(boxes: np.ndarray, order: np.ndarray, cls: np.ndarray, thr: float,
-                      eta: float, rule: str) -> np.ndarray:
+                      eta: float, rule: str, limit: int | None = None) -> np.ndarray:
+    """The one greedy NMS loop (readable twin of ``_greedy_nms_jit``): visit ``order``, keep a box
+    unless its overlap with a kept box of its class is > the threshold, stop after ``limit`` keeps.
+    Rule "onnx" (ONNX NonMaxSuppression) is plain IoU compared in float64; the others compare at
+    float32 as cv2 and Caffe do."""
     bd = boxes.astype(np.float64)
     keep: list[int] = []
     kept_by_class: dict[int, list[int]] = {}
-    adaptive = np.float32(thr)
+    adaptive = np.float32(thr) if rule != "onnx" else float(thr)
     for i in order:
+        if limit is not None and len(keep) >= limit:
+            break
         same = kept_by_class.setdefault(int(cls[i]), [])
         ov = _overlap_rows(bd[i], bd[same], rule)
         # float32 comparison as in C++; a NaN overlap suppresses, as `overlap <= thr` does
-        if np.all(ov.astype(np.float32) <= adaptive):
+        if np.all((ov.astype(np.float32) if rule != "onnx" else ov) <= adaptive):
             keep.append(int(i))
             same.append(int(i))
             if eta < 1 and adaptive > 0.5:
@@ -285,6 +293,19 @@ def batched_nms_reference(boxes: np.ndarray, scores: np.ndarray, classes: np.nda
     _check_thr(iou_threshold, 1.0)
     order = _candidates(scores, score_threshold, top_k)
     return _greedy_reference(boxes, order, cls, float(iou_threshold), 1.0, "cv2")
+
+
+# ---- DetectionOutput rows -------------------------------------------------------------------
+def ssd_detections(detection_out: np.ndarray, threshold: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The one reader of DetectionOutput rows ``(1, 1, K, 7)`` = [image_id, label, conf, x1, y1, x2, y2]
+    (Caffe-SSD, cv2.dnn, Faster R-CNN): rows with conf > ``threshold`` (NaN never) and a label >= 0
+    (cv2 pads with label -1) -> (boxes (K, 4) as stored, scores (K,), class ids (K,) int64), in row order."""
+    d = np.asarray(detection_out, dtype=np.float64)
+    if d.size % 7 or d.shape[-1] != 7:
+        raise ShapeError("DetectionOutput rows must have 7 values", expected="(1, 1, K, 7)", got=d.shape)
+    rows = d.reshape(-1, 7)
+    rows = rows[(rows[:, 2] > threshold) & (rows[:, 1] >= 0)]
+    return rows[:, 3:7].copy(), rows[:, 2].copy(), rows[:, 1].astype(np.int64)
 
 
 # ---- PriorBox -----------------------------------------------------------------------------

@@ -35,6 +35,8 @@ __all__ = [
     "lrn_reference",
     "l2_normalize",
     "l2_normalize_reference",
+    "mvn_cv2",
+    "mvn_cv2_reference",
     "mvn",
     "mvn_reference",
     "fold_batch_norm",
@@ -398,45 +400,65 @@ def instance_norm(
     return out if out is not None else y.reshape(x.shape)
 
 
-@ieee
-def mvn_reference(
-    x: np.ndarray,
-    *,
-    normalize_variance: bool = True,
-    across_channels: bool = False,
-    eps: float = 1e-9,
-) -> np.ndarray:
-    """Caffe MVN: subtract the mean over (H, W) per (n, c), or over (C, H, W) per n when
-    ``across_channels``; with ``normalize_variance`` divide by ``sqrt(biased var) + eps``
-    (Caffe adds eps to the standard deviation, not to the variance)."""
+def _mvn_reference(x: np.ndarray, normalize_variance: bool, across_channels: bool, eps: float,
+                   cv2_rule: bool) -> np.ndarray:
     x = _x(x)
     axes = tuple(range(1 if across_channels else 2, x.ndim))  # () for (N, C): one value each
-    mean = np.mean(x, axis=axes, keepdims=True)
-    y = x - mean
+    x64 = x.astype(np.float64)
+    mean = np.mean(x64, axis=axes, keepdims=True)
+    y = x64 - mean
     if normalize_variance:
-        std = np.sqrt(np.mean(y**2, axis=axes, keepdims=True))
-        y = y / (std + float(eps))
-    return y
+        var = np.mean(y * y, axis=axes, keepdims=True)
+        y = y / (np.sqrt(var + float(eps)) if cv2_rule else np.sqrt(var) + float(eps))
+    return y.astype(x.dtype, copy=False)
 
 
-@ieee
-def mvn(
-    x: np.ndarray,
-    *,
-    normalize_variance: bool = True,
-    across_channels: bool = False,
-    eps: float = 1e-9,
-) -> np.ndarray:
-    """Fast Caffe MVN (see :func:`mvn_reference`): moments by pairwise sums, centred values
-    reused as output buffer, scaled in place."""
+def _mvn_fast(x: np.ndarray, normalize_variance: bool, across_channels: bool, eps: float,
+              cv2_rule: bool) -> np.ndarray:
+    """Moments by pairwise sums (:func:`_centered`), centred values reused as output buffer,
+    scaled in place."""
     x = _x(x)
-    n, c, s = _as3(x, 1, 1)
+    n, c, _ = _as3(x, 1, 1)
     if x.size == 0:
         return np.empty_like(x)
     rows = n if across_channels else n * c
     d, dm, var = _centered(x.reshape(rows, -1))
-    a = 1.0 / (np.sqrt(var) + float(eps)) if normalize_variance else np.ones(rows)
+    if not normalize_variance:
+        a = np.ones(rows)
+    else:
+        a = 1.0 / (np.sqrt(var + float(eps)) if cv2_rule else np.sqrt(var) + float(eps))
     return _affine_rows(d, dm, a, 0.0).reshape(x.shape)
+
+
+@ieee
+def mvn_reference(x: np.ndarray, *, normalize_variance: bool = True, across_channels: bool = False,
+                  eps: float = 1e-9) -> np.ndarray:
+    """Caffe MVN: subtract the mean over (H, W) per (n, c), or over (C, H, W) per n when
+    ``across_channels``; with ``normalize_variance`` divide by ``sqrt(biased var) + eps``
+    (Caffe adds eps to the standard deviation, not to the variance). Float64 throughout."""
+    return _mvn_reference(x, normalize_variance, across_channels, eps, cv2_rule=False)
+
+
+@ieee
+def mvn(x: np.ndarray, *, normalize_variance: bool = True, across_channels: bool = False,
+        eps: float = 1e-9) -> np.ndarray:
+    """Fast Caffe MVN (see :func:`mvn_reference`), in ``x``'s dtype."""
+    return _mvn_fast(x, normalize_variance, across_channels, eps, cv2_rule=False)
+
+
+@ieee
+def mvn_cv2_reference(x: np.ndarray, *, normalize_variance: bool = True, across_channels: bool = False,
+                      eps: float = 1e-9) -> np.ndarray:
+    """cv2.dnn's MVN: as :func:`mvn_reference` but divided by ``sqrt(var + eps)`` (eps inside the
+    root), the rule of the ``mvn_cv2`` op (Caffe MVN under ``quirks="cv2"``). Float64 throughout."""
+    return _mvn_reference(x, normalize_variance, across_channels, eps, cv2_rule=True)
+
+
+@ieee
+def mvn_cv2(x: np.ndarray, *, normalize_variance: bool = True, across_channels: bool = False,
+            eps: float = 1e-9) -> np.ndarray:
+    """Fast cv2 MVN (see :func:`mvn_cv2_reference`), in ``x``'s dtype."""
+    return _mvn_fast(x, normalize_variance, across_channels, eps, cv2_rule=True)
 
 
 # ================================================================ SSD Normalize (L2)

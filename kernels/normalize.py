@@ -8,7 +8,8 @@ import numpy as np
 from refnet.errors import ShapeError
 from refnet.kernels._check import ieee
 
-__all__ = ["lrn_onnx", "lrn_onnx_reference", "lp_norm", "lp_norm_reference", "layer_norm", "layer_norm_reference"]
+__all__ = ["lrn_onnx", "lrn_onnx_reference", "lp_norm", "lp_norm_reference", "layer_norm", "layer_norm_reference",
+           "lp_normalize", "lp_normalize_reference"]
 
 
 @ieee
@@ -58,6 +59,37 @@ def lp_norm_reference(x: np.ndarray, axis: int, p: int = 2) -> np.ndarray:
 
 
 lp_norm = lp_norm_reference
+
+
+def _lp_check(x: np.ndarray) -> None:
+    if x.ndim < 1:
+        raise ShapeError("lp_normalize needs a batch axis", got=x.shape)
+
+
+@ieee
+def lp_normalize_reference(x: np.ndarray, p: float = 2.0, eps: float = 1e-10) -> np.ndarray:
+    """Torch7 nn.Normalize: each sample (everything after the batch axis) divided by
+    ``(sum |x|^p + eps)^(1/p)``; ``p = inf``: by ``max |x| + eps``. Float64 throughout."""
+    _lp_check(x)
+    v = x.astype(np.float64).reshape(x.shape[0], -1)
+    out = np.empty_like(v)
+    for i, row in enumerate(v):
+        a = np.abs(row)
+        norm = (a.max() if a.size else 0.0) + eps if np.isinf(p) else (np.sum(a ** p) + eps) ** (1.0 / p)
+        out[i] = row / norm
+    return out.reshape(x.shape).astype(x.dtype)
+
+
+@ieee
+def lp_normalize(x: np.ndarray, p: float = 2.0, eps: float = 1e-10) -> np.ndarray:
+    """Fast twin of :func:`lp_normalize_reference`: all rows at once, in ``x``'s dtype."""
+    _lp_check(x)
+    flat = x.reshape(x.shape[0], -1)
+    if np.isinf(p):
+        norm = np.max(np.abs(flat), axis=1) + eps
+    else:
+        norm = (np.sum(np.abs(flat) ** p, axis=1) + eps) ** (1.0 / p)
+    return (flat / norm[:, None].astype(x.dtype)).reshape(x.shape).astype(x.dtype, copy=False)
 
 
 @ieee

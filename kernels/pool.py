@@ -16,9 +16,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from refnet.errors import ShapeError
-from refnet.kernels._check import as_float_array, ieee, pad4, pair
+from refnet.kernels._check import as_float_array, ieee
 from refnet.kernels._jit import jit, prange
 from refnet.kernels._parallel import twin
+from refnet.kernels.geometry import pad4, pair, pool_output_size
 
 __all__ = [
     "pool_output_size",
@@ -47,37 +48,6 @@ EMPTY_MAX = float(np.finfo(np.float32).min)
 # --------------------------------------------------------------------------------------
 # shapes and argument checks
 # --------------------------------------------------------------------------------------
-
-
-def pool_output_size(
-    size: int, kernel: int, stride: int, pad_begin: int, pad_end: int, ceil_mode: bool = True
-) -> int:
-    """Pooled length along one axis, Caffe rule: ``1 + ceil((size + pb + pe - k) / s)``
-    (``floor`` when ``ceil_mode`` is False), minus one when the input is padded and the last
-    window would start inside the end padding, i.e. ``(out - 1) * s >= size + pb``.
-
-    For symmetric pads this equals Caffe, Torch7 and cv2.dnn. (cv2 4.x tests the condition
-    against ``size + pad_end`` instead, which differs only for asymmetric pads.)
-    """
-    size, kernel, stride = int(size), int(kernel), int(stride)
-    pad_begin, pad_end = int(pad_begin), int(pad_end)
-    if kernel < 1 or stride < 1 or pad_begin < 0 or pad_end < 0 or size < 1:
-        raise ShapeError(
-            "pool_output_size: size, kernel, stride must be >= 1 and pads >= 0",
-            got=dict(size=size, kernel=kernel, stride=stride, pad=(pad_begin, pad_end)),
-        )
-    span = size + pad_begin + pad_end - kernel
-    if span < 0:
-        raise ShapeError(
-            f"pooling kernel {kernel} is larger than the padded input {size + pad_begin + pad_end}"
-            f" (size {size} + pads {pad_begin}+{pad_end})",
-            expected=f"<= {size + pad_begin + pad_end}",
-            got=kernel,
-        )
-    out = 1 + (-(-span // stride) if ceil_mode else span // stride)
-    if (pad_begin or pad_end) and (out - 1) * stride >= size + pad_begin:
-        out -= 1
-    return out
 
 
 def _pool_args(x, kernel, stride, pad, ceil_mode, fn):
@@ -175,6 +145,10 @@ def _valid_range(off, stride, size, n_out):
     return lo, max(min(hi, n_out), lo)
 
 
+# The fast loops below (_max_pool_fast, _max_pool_fast_noidx, _max_pool_sep, _avg_pool_fast) repeat
+# their window/clipping skeleton on purpose: each is specialised (with/without argmax, separable,
+# divisor per output) so numba emits a branch-free inner loop; the public twins max_pool2d /
+# max_pool2d_reference and avg_pool2d / avg_pool2d_reference share their signatures by design.
 @twin(0)
 def _max_pool_fast(x, kh, kw, sh, sw, pt, pl, y, idx, empty):
     n_, c_, h, w = x.shape

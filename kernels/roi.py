@@ -337,6 +337,9 @@ def roi_pool_reference(x: np.ndarray, rois: np.ndarray, pooled_hw: int | Sequenc
     return out.astype(x.dtype)
 
 
+# _roi_pool_jit and _psroi_jit share their loop skeleton on purpose: each is specialised for its
+# inner reduction (max over all channels of a bin vs mean over one position-sensitive channel),
+# which numba compiles into a tight loop; merging them would put a mode branch in the inner loop.
 @pjit
 def _roi_pool_jit(x, batch, hs, he, ws, we, out):  # pragma: no cover - jitted
     nr, c, ph, pw = out.shape
@@ -477,14 +480,6 @@ def _corners(b: np.ndarray, center: bool) -> np.ndarray:
     return np.stack([np.minimum(y1, y2), np.minimum(x1, x2), np.maximum(y1, y2), np.maximum(x1, x2)], 1)
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    h = max(min(a[2], b[2]) - max(a[0], b[0]), 0.0)
-    w = max(min(a[3], b[3]) - max(a[1], b[1]), 0.0)
-    inter = h * w
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 @ieee
 def nms_onnx_reference(boxes: np.ndarray, scores: np.ndarray, max_output_boxes_per_class: int,
                        iou_threshold: float, score_threshold: float = -math.inf,
@@ -500,14 +495,10 @@ def nms_onnx_reference(boxes: np.ndarray, scores: np.ndarray, max_output_boxes_p
         bx = _corners(boxes[bi], bool(center_point_box))
         for ci in range(scores.shape[1]):
             s = scores[bi, ci].astype(np.float64)
-            order = [int(i) for i in np.argsort(-s, kind="stable") if s[i] > score_threshold]
-            kept: list[int] = []
-            for i in order:
-                if len(kept) >= max_output_boxes_per_class:
-                    break
-                if all(_iou(bx[i], bx[j]) <= iou_threshold for j in kept):
-                    kept.append(i)
-            rows += [(bi, ci, i) for i in kept]
+            order = np.asarray([i for i in np.argsort(-s, kind="stable") if s[i] > score_threshold], np.int64)
+            kept = _greedy_reference(bx, order, np.zeros(len(bx), np.int64), float(iou_threshold), 1.0, "onnx",
+                                     limit=max(int(max_output_boxes_per_class), 0))
+            rows += [(bi, ci, int(i)) for i in kept]
     return np.array(rows, np.int64).reshape(-1, 3)
 
 

@@ -51,6 +51,12 @@ __all__ = [
     "shuffle_channel_reference",
     "reorg",
     "reorg_reference",
+    "shortcut",
+    "shortcut_reference",
+    "torch_padding",
+    "torch_padding_reference",
+    "torch_narrow",
+    "torch_narrow_reference",
 ]
 
 _slice = builtins.slice  # this module defines its own ``slice`` kernel
@@ -709,3 +715,73 @@ def reorg_reference(x: np.ndarray, stride: int) -> np.ndarray:
     src = w2 + w * s * (h2 + h * s * c2)  # flat index in the (C/s^2, H*s, W*s) reading of x
     flat = x.reshape(n, -1)
     return flat[:, src.ravel()].reshape(n, c * s * s, h // s, w // s)
+
+
+# ---- Darknet [shortcut] -----------------------------------------------------------------------------
+def _shortcut_check(x: np.ndarray, others: Sequence[np.ndarray]) -> None:
+    if x.ndim < 2:
+        raise ShapeError("shortcut input must have a channel axis", got=x.shape)
+    for a in others:
+        if a.ndim != x.ndim or a.shape[0] != x.shape[0] or a.shape[2:] != x.shape[2:]:
+            raise ShapeError("shortcut inputs must agree in batch and spatial size (channels may differ)",
+                             expected=x.shape, got=a.shape)
+
+
+@ieee
+def shortcut_reference(x: np.ndarray, others: Sequence[np.ndarray], alpha: float = 1.0, beta: float = 1.0
+                       ) -> np.ndarray:
+    """Darknet's shortcut_cpu: ``y = alpha * x + beta * a`` over the channels both have (the rest of
+    ``x`` scaled by alpha), for each ``a`` of ``others`` in turn. Float64 throughout."""
+    _shortcut_check(x, others)
+    y = x.astype(np.float64) * float(alpha)
+    for a in others:
+        m = min(x.shape[1], a.shape[1])
+        y[:, :m] = y[:, :m] + float(beta) * a[:, :m].astype(np.float64)
+    return y.astype(x.dtype)
+
+
+@ieee
+def shortcut(x: np.ndarray, others: Sequence[np.ndarray], alpha: float = 1.0, beta: float = 1.0) -> np.ndarray:
+    """Fast twin of :func:`shortcut_reference`, in ``x``'s dtype, multiplications skipped at 1."""
+    _shortcut_check(x, others)
+    al, be = x.dtype.type(alpha), x.dtype.type(beta)
+    y = x * al if al != 1 else x.copy()
+    c = x.shape[1]
+    for a in others:
+        m = min(c, a.shape[1])
+        y[:, :m] += a[:, :m] * be if be != 1 else a[:, :m]
+    return y
+
+
+# ---- Torch7 nn.Padding and nn.Narrow: element moves only -------------------------------------------------
+# Nothing is computed, so one readable implementation serves both precisions (``f = f_reference``).
+def torch_padding_reference(x: np.ndarray, axis: int, pad: int, at: int, value: float = 0.0) -> np.ndarray:
+    """nn.Padding: ``pad`` entries of ``value`` inserted along ``axis`` before position ``at``."""
+    axis = _canon_axis(axis, x.ndim)
+    if pad < 0 or not 0 <= at <= x.shape[axis]:
+        raise ShapeError(f"padding {pad} at {at} outside an axis of size {x.shape[axis]}", got=(pad, at))
+    out_shape = list(x.shape)
+    out_shape[axis] += pad
+    y = np.full(out_shape, float(value), dtype=x.dtype)
+    src = [_slice(None)] * x.ndim
+    dst = [_slice(None)] * x.ndim
+    src[axis], dst[axis] = _slice(0, at), _slice(0, at)
+    y[tuple(dst)] = x[tuple(src)]
+    src[axis], dst[axis] = _slice(at, None), _slice(at + pad, None)
+    y[tuple(dst)] = x[tuple(src)]
+    return y
+
+
+def torch_narrow_reference(x: np.ndarray, axis: int, start: int, length: int) -> np.ndarray:
+    """nn.Narrow: ``length`` entries from ``start`` (0-based) along ``axis``, contiguous."""
+    axis = _canon_axis(axis, x.ndim)
+    if start < 0 or length < 0 or start + length > x.shape[axis]:
+        raise ShapeError(f"narrow {start}:{start + length} outside an axis of size {x.shape[axis]}",
+                         got=(start, length))
+    sl = [_slice(None)] * x.ndim
+    sl[axis] = _slice(start, start + length)
+    return np.ascontiguousarray(x[tuple(sl)])
+
+
+torch_padding = torch_padding_reference
+torch_narrow = torch_narrow_reference

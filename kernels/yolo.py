@@ -204,6 +204,9 @@ def _decode_reference(x: np.ndarray, anchors: Sequence[float], classes: int, *, 
 
 
 def _nms_rows_reference(rows: np.ndarray, classes: int, thresh: float, nms_threshold: float) -> None:
+    """Readable twin of :func:`_nms_rows`. Its own greedy loop on purpose: it measures overlaps on cv2's
+    Rect2d (x, y, w, h) exactly as cv2.dnn.NMSBoxes does (area ``w * h``), an oracle for the fast path,
+    which runs refnet.kernels.detection.nms on corners (``x + w`` rounds)."""
     boxes = [(float(r[0]) - float(r[2]) / 2, float(r[1]) - float(r[3]) / 2, float(r[2]), float(r[3])) for r in rows]
     for k in range(classes):
         scores = [float(v) for v in rows[:, 5 + k]]

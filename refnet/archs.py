@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from refnet.kernels.geometry import conv_output_size, pool_output_size
+
 __all__ = ["CaffeNetBuilder", "deeplab_v3plus", "mobilenet_ssd", "googlenet", "seeded_caffemodel",
            "write_caffemodel", "BUILTINS", "seed_onnx_weights"]
 
@@ -101,8 +103,8 @@ class CaffeNetBuilder:
         c, h, w = self.shape[bottom]
         if pad is None:
             pad = dilation * (kernel - 1) // 2
-        oh = (h + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
-        ow = (w + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
+        oh = conv_output_size(h, kernel, stride, pad, pad, dilation)
+        ow = conv_output_size(w, kernel, stride, pad, pad, dilation)
         fan_in = c // group * kernel * kernel
         wt = self.rng.normal(0.0, math.sqrt(2.0 / fan_in), size=(num_output, c // group, kernel, kernel))
         blobs = [wt.astype(np.float32)]
@@ -165,11 +167,7 @@ class CaffeNetBuilder:
     def pool(self, name: str, bottom: str, method: str, kernel: int, stride: int, pad: int = 0) -> str:
         """Caffe Pooling (MAX/AVE); output size with Caffe's ceil rule."""
         c, h, w = self.shape[bottom]
-
-        def out(n: int) -> int:
-            o = -(-(n + 2 * pad - kernel) // stride) + 1
-            return o - 1 if pad and (o - 1) * stride >= n + pad else o
-
+        out = lambda n: pool_output_size(n, kernel, stride, pad, pad, ceil_mode=True)  # noqa: E731
         p = f"pooling_param {{ pool: {method} kernel_size: {kernel} stride: {stride}" + (f" pad: {pad}" if pad else "")
         self._layer(name, "Pooling", [bottom], [name], p + " }")
         self.shape[name] = (c, out(h), out(w))

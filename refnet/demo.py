@@ -75,7 +75,7 @@ def _photo(images: Path | None, task: str) -> Path | None:
     want = images / DEMO_IMAGES.get(task, DEMO_IMAGES["detect"])
     if want.is_file():
         return want
-    from refnet.resolver import IMAGE_EXTS
+    from refnet.crosscheck.cli import IMAGE_EXTS
 
     return next((p for p in sorted(images.iterdir()) if p.suffix.lower() in IMAGE_EXTS), None)
 
@@ -148,10 +148,10 @@ def _compare_one(name: str, source: str, task: str, net: Any, image_path: Path |
                  entry: Any = None, notes: Sequence[str] = ()) -> DemoRow:
     from refnet import pipelines
     from refnet.crosscheck.backends import cv2_net_for
+    from refnet.crosscheck.cli import ResolvedModel, random_input
     from refnet.crosscheck.orchestrator import compare
     from refnet.crosscheck.plot import PlotUnavailableError, plot_report
     from refnet.crosscheck.report import run_document
-    from refnet.resolver import ResolvedModel, random_input
 
     t0 = time.perf_counter()
     row = DemoRow(name, source, task)
@@ -201,71 +201,116 @@ def _compare_one(name: str, source: str, task: str, net: Any, image_path: Path |
 
 def run_demo(out: str | os.PathLike = "demo-out", *, models: Sequence[str] | None = None, builtins: bool = True,
              selfcheck: bool = True, say: Callable[[str], None] = print) -> tuple[int, list[DemoRow]]:
-    """Run the demo into ``out``; return (exit status, rows). ``models`` limits it to these names."""
+    """Run the demo into ``out``; return (exit status, rows). ``models`` limits it to these names.
+
+    Phases: 1. the kernel self-check, 2. `refnet compare` of every zoo model found and every
+    built-in architecture, 3. the summary files."""
     from refnet import zoo
-    from refnet.resolver import resolve_model
 
     t_all = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    wanted = {m.strip() for m in models if m.strip()} if models else None
-    if wanted:
-        known = set(zoo.names()) | set(BUILTIN_NAMES)
-        unknown = sorted(wanted - known)
-        if unknown:
-            raise ValueError(f"unknown demo model(s) {', '.join(unknown)}; choose from the zoo names "
-                             f"(`refnet models list`) and the built-ins {', '.join(BUILTIN_NAMES)}")
-    status = 0
-    sc_text = "skipped"
-    if selfcheck:
-        say("== 1. kernel self-check (fast float32 kernels vs float64 reference)")
-        from refnet import selfcheck as sc
-
-        rows = sc.run(verbose=False)
-        with (out / "selfcheck.tsv").open("w") as f:
-            f.write("kernel\tmax_rel_err\tseconds\tok\n")
-            for name, err, dt, ok in rows:
-                f.write(f"{name}\t{err:.6g}\t{dt:.3f}\t{ok}\n")
-        bad = [r[0] for r in rows if not r[3]]
-        sc_text = f"{len(rows) - len(bad)}/{len(rows)} kernels within tolerance" + (
-            f" (FAILED: {', '.join(bad)})" if bad else "")
-        say(f"   {sc_text}; wrote {out / 'selfcheck.tsv'}")
-        status |= 1 if bad else 0
+    wanted = _wanted(models)
+    status, sc_text = _selfcheck_phase(out, say) if selfcheck else (0, "skipped")
     md = zoo.models_dir()
     images = images_dir(md)
     say(f"== 2. refnet compare vs cv2.dnn (models: {md or 'REFNET_MODELS not set'}; photos: {images or 'none'})")
     results: list[DemoRow] = []
-    todo: list[tuple[str, Callable[[], DemoRow]]] = []
-    if md is not None:
-        for e in zoo.entries():
-            if wanted is not None and e.name not in wanted:
-                continue
-            loc = zoo.find(e.name, (md,))
-            if loc.status != "found" or md not in loc.roots:
-                continue
-            if e.name in SKIP:
-                results.append(DemoRow(e.name, "zoo", e.task, verdict=f"skipped: {SKIP[e.name]}",
-                                       verdict_code="skipped"))
-                say(f"-- {e.name}: skipped ({SKIP[e.name]})")
-                continue
-
-            def job(e=e) -> DemoRow:
-                rm = resolve_model((), e.name)
-                return _compare_one(e.name, "zoo", e.task, rm.net, _photo(images, e.task), e.preprocess,
-                                    rm.labels, e.label_offset, out, say, entry=e)
-
-            todo.append((e.name, job))
+    todo = _zoo_jobs(md, wanted, images, out, say, results)
     if builtins:
-        gen_dir = out / "builtin-models"
-        for name, task, proto, model, pre, labels, offset in builtin_models(gen_dir, wanted):
-            def job(name=name, task=task, proto=proto, model=model, pre=pre, labels=labels, offset=offset) -> DemoRow:
-                import refnet
+        todo += _builtin_jobs(out, wanted, images, say)
+    status |= _run_jobs(todo, results, say)
+    total = time.perf_counter() - t_all
+    p = _write_summary(out, results, sc_text, total)
+    n_ok = sum(r.verdict_code in ("agree", "agree_known") for r in results)
+    n_skip = sum(r.verdict_code == "skipped" for r in results)
+    say(f"== 3. wrote {p}: {n_ok}/{len(results) - n_skip} models agree with cv2.dnn"
+        + (" (known deviations attributed)" if any(r.verdict_code == "agree_known" for r in results) else "")
+        + (f", {n_skip} skipped" if n_skip else "") + f"; {total:.0f} s")
+    return status, results
 
-                net = refnet.load_caffe(proto, model)
-                return _compare_one(name, "refnet.archs (seeded)", task, net, _photo(images, task), pre, labels,
-                                    offset, out, say, notes=[f"generated by refnet.archs into {proto.parent}"])
 
-            todo.append((name, job))
+def _wanted(models: Sequence[str] | None) -> set[str] | None:
+    """The model names asked for (None: all); ValueError naming the unknown ones."""
+    from refnet import zoo
+
+    wanted = {m.strip() for m in models if m.strip()} if models else None
+    if wanted:
+        unknown = sorted(wanted - (set(zoo.names()) | set(BUILTIN_NAMES)))
+        if unknown:
+            raise ValueError(f"unknown demo model(s) {', '.join(unknown)}; choose from the zoo names "
+                             f"(`refnet models list`) and the built-ins {', '.join(BUILTIN_NAMES)}")
+    return wanted
+
+
+def _selfcheck_phase(out: Path, say: Callable[[str], None]) -> tuple[int, str]:
+    """Phase 1: ``refnet selfcheck`` into ``selfcheck.tsv``; (status bit, summary text)."""
+    say("== 1. kernel self-check (fast float32 kernels vs float64 reference)")
+    from refnet import selfcheck as sc
+
+    rows = sc.run(verbose=False)
+    with (out / "selfcheck.tsv").open("w") as f:
+        f.write("kernel\tmax_rel_err\tseconds\tok\n")
+        for name, err, dt, ok in rows:
+            f.write(f"{name}\t{err:.6g}\t{dt:.3f}\t{ok}\n")
+    bad = [r[0] for r in rows if not r[3]]
+    sc_text = f"{len(rows) - len(bad)}/{len(rows)} kernels within tolerance" + (
+        f" (FAILED: {', '.join(bad)})" if bad else "")
+    say(f"   {sc_text}; wrote {out / 'selfcheck.tsv'}")
+    return (1 if bad else 0), sc_text
+
+
+def _zoo_jobs(md: Path | None, wanted: set[str] | None, images: Path | None, out: Path, say: Callable[[str], None],
+              results: list[DemoRow]) -> list[tuple[str, Callable[[], DemoRow]]]:
+    """One compare job per zoo model found in REFNET_MODELS (SKIP entries go to ``results`` directly)."""
+    from refnet import zoo
+    from refnet.resolver import resolve_model
+
+    todo: list[tuple[str, Callable[[], DemoRow]]] = []
+    if md is None:
+        return todo
+    for e in zoo.entries():
+        if wanted is not None and e.name not in wanted:
+            continue
+        loc = zoo.find(e.name, (md,))
+        if loc.status != "found" or md not in loc.roots:
+            continue
+        if e.name in SKIP:
+            results.append(DemoRow(e.name, "zoo", e.task, verdict=f"skipped: {SKIP[e.name]}",
+                                   verdict_code="skipped"))
+            say(f"-- {e.name}: skipped ({SKIP[e.name]})")
+            continue
+
+        def job(e=e) -> DemoRow:
+            rm = resolve_model((), e.name)
+            return _compare_one(e.name, "zoo", e.task, rm.net, _photo(images, e.task), e.preprocess,
+                                rm.labels, e.label_offset, out, say, entry=e)
+
+        todo.append((e.name, job))
+    return todo
+
+
+def _builtin_jobs(out: Path, wanted: set[str] | None, images: Path | None, say: Callable[[str], None]
+                  ) -> list[tuple[str, Callable[[], DemoRow]]]:
+    """One compare job per built-in architecture (refnet.archs, seeded weights)."""
+    todo: list[tuple[str, Callable[[], DemoRow]]] = []
+    gen_dir = out / "builtin-models"
+    for name, task, proto, model, pre, labels, offset in builtin_models(gen_dir, wanted):
+        def job(name=name, task=task, proto=proto, model=model, pre=pre, labels=labels, offset=offset) -> DemoRow:
+            import refnet
+
+            net = refnet.load_caffe(proto, model)
+            return _compare_one(name, "refnet.archs (seeded)", task, net, _photo(images, task), pre, labels,
+                                offset, out, say, notes=[f"generated by refnet.archs into {proto.parent}"])
+
+        todo.append((name, job))
+    return todo
+
+
+def _run_jobs(todo: list[tuple[str, Callable[[], DemoRow]]], results: list[DemoRow],
+              say: Callable[[str], None]) -> int:
+    """Run the jobs in turn (one failure is reported, the demo goes on); status 1 if any differs or fails."""
+    status = 0
     for i, (name, job) in enumerate(todo):
         say(f"-- [{i + 1}/{len(todo)}] {name} ...")
         try:
@@ -279,11 +324,5 @@ def run_demo(out: str | os.PathLike = "demo-out", *, models: Sequence[str] | Non
         say(f"   {row.summary or row.verdict}" + (f"  [{row.seconds:.1f} s]" if row.seconds else ""))
         if row.verdict_code in ("differ", "error"):
             status |= 1
-    total = time.perf_counter() - t_all
-    p = _write_summary(out, results, sc_text, total)
-    n_ok = sum(r.verdict_code in ("agree", "agree_known") for r in results)
-    n_skip = sum(r.verdict_code == "skipped" for r in results)
-    say(f"== 3. wrote {p}: {n_ok}/{len(results) - n_skip} models agree with cv2.dnn"
-        + (" (known deviations attributed)" if any(r.verdict_code == "agree_known" for r in results) else "")
-        + (f", {n_skip} skipped" if n_skip else "") + f"; {total:.0f} s")
-    return status, results
+    return status
+

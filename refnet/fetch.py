@@ -249,67 +249,17 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, sh
     """
     progress = _stream(progress)
     dest = Path(dest)
-    scheme = urllib.parse.urlsplit(url).scheme.lower()
-    if scheme not in ("http", "https"):
-        raise FetchError(f"cannot download {url!r}: only http(s) URLs are supported")
-    if not (isinstance(timeout, (int, float)) and 0 < timeout < 1e6):
-        raise FetchError(f"timeout must be a number of seconds between 0 and 1e6, got {timeout!r}")
+    _check_request(url, timeout)
     expected = {"sha256": sha256, "sha1": sha1, "md5": md5}
     hashers = _hashers(expected)
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise FetchError(f"cannot create {dest.parent}: {e.strerror or e}") from e
-    try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.{os.getpid()}.", suffix=PART_SUFFIX, dir=dest.parent)
-    except OSError as e:
-        raise FetchError(f"cannot write into {dest.parent}: {e.strerror or e}") from e
-    tmp = Path(tmp_name)
-    done = 0
+    fd, tmp = _part_file(dest)
     try:
         with os.fdopen(fd, "wb") as out, _Watchdog(timeout) as dog:
-            req = urllib.request.Request(url, headers={"User-Agent": "refnet-fetch/1 (+urllib)"})
-            late = f"{url}: timed out after {timeout:g} s"
-            try:
-                resp = _opener(dog).open(req, timeout=timeout)
-            except urllib.error.HTTPError as e:
-                raise FetchError(f"{url}: HTTP {e.code} {e.reason}") from None
-            except urllib.error.URLError as e:
-                reason = e.reason
-                if isinstance(reason, TimeoutError) or dog.expired:
-                    raise FetchError(late) from None
-                raise FetchError(f"{url}: {reason}") from None
-            except (TimeoutError, OSError, http.client.HTTPException, ValueError) as e:
-                if dog.expired or isinstance(e, TimeoutError):
-                    raise FetchError(late) from None
-                raise FetchError(f"{url}: malformed or broken HTTP response ({type(e).__name__}: {e})") from None
-            with resp:
+            with _open(url, dog, timeout) as resp:
                 length = resp.headers.get("Content-Length")
                 total = int(length) if length and length.strip().isdigit() else None
-                limit = _read_limit(size, total)
                 bar = _Progress(label or dest.name, total or size, progress)
-                try:
-                    while chunk := resp.read1(CHUNK) if hasattr(resp, "read1") else resp.read(CHUNK):
-                        done += len(chunk)
-                        if done > limit:
-                            raise FetchError(f"{url}: the server sent more than {limit:,} bytes (expected "
-                                             f"{size if size is not None else total} bytes); stopped")
-                        out.write(chunk)
-                        for h in hashers.values():
-                            h.update(chunk)
-                        bar.update(done)
-                except http.client.IncompleteRead as e:
-                    done += len(e.partial)
-                    raise FetchError(f"{url}: truncated response: got {done} of {total} bytes") from None
-                except TimeoutError:
-                    raise FetchError(f"{late} (read stalled at {done} bytes)") from None
-                except (ConnectionError, http.client.HTTPException, ValueError) as e:
-                    if dog.expired:
-                        raise FetchError(f"{late} (at {done} bytes)") from None
-                    raise FetchError(f"{url}: connection lost after {done} bytes ({e})") from None
-                if dog.expired:
-                    raise FetchError(f"{late} (at {done} bytes)")
-                bar.update(done, final=True)
+                done = _stream_body(resp, out, hashers, url, _read_limit(size, total), size, total, dog, bar)
             if total is not None and done != total:
                 raise FetchError(f"{url}: truncated response: got {done} of {total} bytes")
             _check(url, {a: h.hexdigest() for a, h in hashers.items()}, expected)
@@ -326,6 +276,75 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, sh
         if tmp.exists():
             tmp.unlink()
     return dest
+
+
+def _check_request(url: str, timeout: float) -> None:
+    if urllib.parse.urlsplit(url).scheme.lower() not in ("http", "https"):
+        raise FetchError(f"cannot download {url!r}: only http(s) URLs are supported")
+    if not (isinstance(timeout, (int, float)) and 0 < timeout < 1e6):
+        raise FetchError(f"timeout must be a number of seconds between 0 and 1e6, got {timeout!r}")
+
+
+def _part_file(dest: Path) -> tuple[int, Path]:
+    """The temporary file beside ``dest`` (``.<name>.<pid>.<random>.part``): its fd and path."""
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise FetchError(f"cannot create {dest.parent}: {e.strerror or e}") from e
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.{os.getpid()}.", suffix=PART_SUFFIX, dir=dest.parent)
+    except OSError as e:
+        raise FetchError(f"cannot write into {dest.parent}: {e.strerror or e}") from e
+    return fd, Path(tmp_name)
+
+
+def _open(url: str, dog: _Watchdog, timeout: float) -> Any:
+    """The HTTP response of ``url``, or FetchError naming the status, the reason or the timeout."""
+    req = urllib.request.Request(url, headers={"User-Agent": "refnet-fetch/1 (+urllib)"})
+    late = f"{url}: timed out after {timeout:g} s"
+    try:
+        return _opener(dog).open(req, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        raise FetchError(f"{url}: HTTP {e.code} {e.reason}") from None
+    except urllib.error.URLError as e:
+        reason = e.reason
+        if isinstance(reason, TimeoutError) or dog.expired:
+            raise FetchError(late) from None
+        raise FetchError(f"{url}: {reason}") from None
+    except (TimeoutError, OSError, http.client.HTTPException, ValueError) as e:
+        if dog.expired or isinstance(e, TimeoutError):
+            raise FetchError(late) from None
+        raise FetchError(f"{url}: malformed or broken HTTP response ({type(e).__name__}: {e})") from None
+
+
+def _stream_body(resp: Any, out: IO[bytes], hashers: dict, url: str, limit: int, size: int | None,
+                 total: int | None, dog: _Watchdog, bar: _Progress) -> int:
+    """Copy the body to ``out``, hashing as it goes, at most ``limit`` bytes; return the byte count."""
+    late = f"{url}: timed out after {dog.seconds:g} s"
+    done = 0
+    try:
+        while chunk := resp.read1(CHUNK) if hasattr(resp, "read1") else resp.read(CHUNK):
+            done += len(chunk)
+            if done > limit:
+                raise FetchError(f"{url}: the server sent more than {limit:,} bytes (expected "
+                                 f"{size if size is not None else total} bytes); stopped")
+            out.write(chunk)
+            for h in hashers.values():
+                h.update(chunk)
+            bar.update(done)
+    except http.client.IncompleteRead as e:
+        done += len(e.partial)
+        raise FetchError(f"{url}: truncated response: got {done} of {total} bytes") from None
+    except TimeoutError:
+        raise FetchError(f"{late} (read stalled at {done} bytes)") from None
+    except (ConnectionError, http.client.HTTPException, ValueError) as e:
+        if dog.expired:
+            raise FetchError(f"{late} (at {done} bytes)") from None
+        raise FetchError(f"{url}: connection lost after {done} bytes ({e})") from None
+    if dog.expired:
+        raise FetchError(f"{late} (at {done} bytes)")
+    bar.update(done, final=True)
+    return done
 
 
 def _umask() -> int:

@@ -33,14 +33,21 @@ from typing import Any
 import cv2
 import numpy as np
 
+from refnet import tolerances
+
 __all__ = ["MtcnnCascade", "nms_published", "load_cascade", "THRESHOLDS", "CASCADE_NAME"]
 
-THRESHOLDS = (0.6, 0.7, 0.7)
+THRESHOLDS = tolerances.MTCNN_THRESHOLDS  # P-Net, R-Net, O-Net (the published detect_face)
 CASCADE_NAME = "mtcnn"
 
 
 def nms_published(boxes: np.ndarray, threshold: float, method: str = "union") -> np.ndarray:
-    """detect_face's NMS on rows (x1, y1, x2, y2, score): indices kept, best first."""
+    """detect_face's NMS on rows (x1, y1, x2, y2, score): indices kept, best first.
+
+    Not refnet.kernels.detection.nms on purpose: the published MTCNN rule visits boxes by an
+    ascending stable argsort taken from the end (score ties: the higher index first), offers the
+    "min" overlap (intersection over the smaller area) and measures float64 overlaps; the cascade
+    reproduces the published detector, so it keeps the published loop."""
     if boxes.size == 0:
         return np.zeros(0, np.int64)
     x1, y1, x2, y2, s = (boxes[:, i] for i in range(5))

@@ -36,8 +36,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from refnet import draw, two_stage
+from refnet import draw, tolerances, two_stage
 from refnet.errors import RefnetError, ShapeError
+from refnet.kernels.detection import ssd_detections  # DetectionOutput rows: one reader
 from refnet.zoo import ModelEntry, Preprocess
 
 __all__ = [
@@ -68,17 +69,7 @@ FNS_MEAN = (103.939, 116.779, 123.68)  # jcjohnson/fast-neural-style's BGR Image
 ULTRAFACE_MIN_BOXES = ((10.0, 16.0, 24.0), (32.0, 48.0), (64.0, 96.0), (128.0, 192.0, 256.0))
 ULTRAFACE_STRIDES = (8.0, 16.0, 32.0, 64.0)
 ULTRAFACE_VARIANCES = (0.1, 0.2)  # center, size
-# Default score / NMS thresholds per decoder, from each model family's own sample code:
-# OpenCV's object_detection.py (SSD 0.5), Darknet `detector test` (0.5, NMS 0.45),
-# Ultra-Light-Fast's ultra_face_opencvdnn_inference.py (0.7, NMS 0.3, 200 candidates),
-# MTCNN's P-Net (0.6; NMS 0.5 per scale, 0.7 over the pyramid).
-_DEFAULTS = {
-    "ssd": (0.5, 0.45),
-    "yolo": (0.5, 0.45),
-    "ultraface": (0.7, 0.3),
-    "mtcnn-pnet": (0.6, 0.7),
-    "frcnn": (0.5, math.nan),  # OpenCV's object_detection.py; NMS runs inside DetectionOutput
-}
+_DEFAULTS = tolerances.DECODE_THRESHOLDS  # (score, NMS) per decoder, with their sources
 _OPTIONS = frozenset({"threshold", "nms_threshold", "top_k", "preprocess", "size", "label_offset"})
 _WNID = re.compile(r"^n\d{8}\s+")
 
@@ -207,17 +198,6 @@ def top_classes(scores: np.ndarray, k: int = 5, labels: Sequence[str] | None = N
         raise ValueError(f"top_k must be >= 1, got {k}")
     order = np.argsort(-p, kind="stable")[:k]
     return [(int(i), _label(int(i), labels, label_offset), float(p[i])) for i in order]
-
-
-def ssd_detections(detection_out: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows of a Caffe-SSD DetectionOutput blob ``(1, 1, K, 7)`` = [image_id, label, conf, x1, y1, x2, y2]
-    (relative corners) whose confidence is > ``threshold``: (boxes (K, 4), scores, class_ids)."""
-    d = np.asarray(detection_out, dtype=np.float64)
-    if d.size % 7 or d.shape[-1] != 7:
-        raise ShapeError("DetectionOutput rows must have 7 values", expected="(1, 1, K, 7)", got=d.shape)
-    rows = d.reshape(-1, 7)
-    rows = rows[rows[:, 2] > threshold]
-    return rows[:, 3:7].copy(), rows[:, 2].copy(), rows[:, 1].astype(np.int64)
 
 
 def ultraface_priors(input_wh: Sequence[int], min_boxes: Sequence[Sequence[float]] = ULTRAFACE_MIN_BOXES,

@@ -186,17 +186,14 @@ def detections(detection_out: np.ndarray, threshold: float, blob_hw: Sequence[in
     score, x1, y1, x2, y2]`` with score > ``threshold`` (every class went through its own NMS
     inside the layer), boxes mapped from blob pixels to the image ``region`` (x0, y0, x1, y1).
     Returns (boxes (K, 4) in image pixels, scores, class ids), highest score first."""
-    d = np.asarray(detection_out, dtype=np.float64)
-    if d.size % 7 or d.shape[-1] != 7:
-        raise ShapeError("DetectionOutput rows must have 7 values", expected="(1, 1, K, 7)", got=d.shape)
-    rows = d.reshape(-1, 7)
-    rows = rows[rows[:, 2] > threshold]
-    rows = rows[np.argsort(-rows[:, 2], kind="stable")]
+    from refnet.kernels.detection import ssd_detections
+
+    boxes, scores, ids = ssd_detections(detection_out, threshold)
+    order = np.argsort(-scores, kind="stable")
     bh, bw = float(blob_hw[0]), float(blob_hw[1])
     x0, y0, x1, y1 = region
     sx, sy = (x1 - x0) / bw, (y1 - y0) / bh
-    boxes = rows[:, 3:7] * np.array([sx, sy, sx, sy]) + np.array([x0, y0, x0, y0])
-    return boxes, rows[:, 2].copy(), rows[:, 1].astype(np.int64)
+    return boxes[order] * np.array([sx, sy, sx, sy]) + np.array([x0, y0, x0, y0]), scores[order], ids[order]
 
 
 # ---- proposals compared as sets ----------------------------------------------------------------------

@@ -290,9 +290,13 @@ def _fns_entry(kind: str, style: str, sha1: str | None) -> ModelEntry:
                      "SpatialFullConvolution; output + mean = BGR image"))
 
 
-def _build() -> dict[str, ModelEntry]:
+_ENET_LIC = "CC BY-NC 4.0 (e-lab/ENet-training README: personal and research use only)"
+_P_ENET = Preprocess(1 / 255, (512, 256), (0.0, 0.0, 0.0), True)
+
+
+def _face_entries() -> list[ModelEntry]:
+    """Face detectors with real weights in /work/shared/models: YuFaceDetectNet, Ultra-Light-Fast, MTCNN."""
     e: list[ModelEntry] = []
-    # ---- real weights, present in /work/shared/models --------------------------------------------------
     for v, (ps, pz, ws, wz) in {
         1: ("100265231c4a02962a4c5c7a58b62bd4e13cac442aa0a2091b0315402e9c6d17", 17480,
             "e1e0386a9aebb78b681db6da1222cb152b3262b47446e01f36fd9e117e333107", 2703121),
@@ -326,6 +330,12 @@ def _build() -> dict[str, ModelEntry]:
                         "min_boxes [[10,16,24],[32,48],[64,96],[128,192,256]], strides 8/16/32/64, "
                         "variances 0.1/0.2; NMS IoU 0.3)"))
     e.extend(_mtcnn_entry(n) for n in (1, 2, 3, 4))
+    return e
+
+
+def _real_weight_entries() -> list[ModelEntry]:
+    """The other real-weight models in /work/shared/models: LeNet, ENet (GPU and CPU saves), Yolo-Fastest."""
+    e: list[ModelEntry] = []
     e.append(ModelEntry(
         "lenet-mnist", "caffe", "classify",
         (_f("lenet_mnist_caffe/lenet.prototxt", "model", _LENET, "examples/mnist/lenet.prototxt",
@@ -338,15 +348,13 @@ def _build() -> dict[str, ModelEntry]:
         aliases=("lenet", "mnist"),
         description="LeNet digit classifier: white digit on black, grayscale 28x28, scale 1/256; output "
                     "index = digit"))
-    enet_lic = "CC BY-NC 4.0 (e-lab/ENet-training README: personal and research use only)"
     enet_net = _f("enet_cityscapes_torch/model-best.net", "model", _ENET, "model-best.net",
                   "a2725be7b4f728acc2881be939496eac51884d4d439a94a5fb53462d64187468", 3276807,
                   note="GPU-saved (torch.Cuda* storages); cv2.dnn rejects it (CudaLong), refnet reads it")
-    enet_pre = Preprocess(1 / 255, (512, 256), (0.0, 0.0, 0.0), True)
     e.append(ModelEntry(
         "enet-cityscapes", "torch", "segment",
-        (enet_net, _labels("enet_cityscapes_torch/enet-classes.txt")), enet_pre,
-        labels="enet_cityscapes_torch/enet-classes.txt", license=enet_lic,
+        (enet_net, _labels("enet_cityscapes_torch/enet-classes.txt")), _P_ENET,
+        labels="enet_cityscapes_torch/enet-classes.txt", license=_ENET_LIC,
         description="ENet (e-lab release, matsuren/ENet-training): 20 Cityscapes classes; 1024x512 or 512x256, "
                     "RGB, 1/255; output 1x20xHxW"))
     e.append(ModelEntry(
@@ -356,8 +364,8 @@ def _build() -> dict[str, ModelEntry]:
                    derived_from="enet_cityscapes_torch/model-best.net", derive="torch_cuda_long_to_long",
                    note="model-best.net with its 3 torch.CudaLongTensor class names renamed torch.LongTensor "
                         "(what cv2.dnn needs); all other bytes identical"),
-         _labels("enet_cityscapes_torch/enet-classes.txt")), enet_pre,
-        labels="enet_cityscapes_torch/enet-classes.txt", license=enet_lic,
+         _labels("enet_cityscapes_torch/enet-classes.txt")), _P_ENET,
+        labels="enet_cityscapes_torch/enet-classes.txt", license=_ENET_LIC,
         description="the same ENet with CPU tensor type names, loadable by cv2.dnn.readNetFromTorch"))
     for nm, (cs, cz, ws, wz) in (
         ("yolo-fastest-1.1", ("f6df5775c1e862998cf69046eba9265be3ae84dfe8b2caab7529823f0795bf70", 9685,
@@ -376,7 +384,12 @@ def _build() -> dict[str, ModelEntry]:
             license="YOLO license (public domain); Yolo-Fastest builds on AlexeyAB/darknet",
             description="Yolo-Fastest (COCO, 80 classes): depthwise convs, route/shortcut/upsample, two YOLO "
                         "heads; 320x320 RGB 1/255; rows [cx, cy, w, h, obj, 80 class scores]"))
-    # ---- the classics: architecture in arch_only/, weights downloadable ------------------------------------
+    return e
+
+
+def _ssd_classic_entries() -> list[ModelEntry]:
+    """The classics with downloadable weights (architecture in arch_only/): GoogLeNet and the SSDs."""
+    e: list[ModelEntry] = []
     e.append(ModelEntry(
         "bvlc-googlenet", "caffe", "classify",
         (_f("arch_only/bvlc_googlenet/deploy.prototxt", "model", _BVLC, "models/bvlc_googlenet/deploy.prototxt",
@@ -423,7 +436,12 @@ def _build() -> dict[str, ModelEntry]:
         Preprocess(1.0, (300, 300), (104.0, 177.0, 123.0), False), license="OpenCV samples (BSD-3-Clause)",
         arch_only=True, aliases=("opencv-face-detector", "res10"),
         description="OpenCV's ResNet-10 SSD face detector, 300x300; output 1x1xNx7"))
-    # ---- two-stage detectors: OpenCV's test prototxts; inputs data + im_info [[H, W, scale]] ---------------
+    return e
+
+
+def _two_stage_entries() -> list[ModelEntry]:
+    """Two-stage detectors: OpenCV's test prototxts; inputs data + im_info [[H, W, scale]]."""
+    e: list[ModelEntry] = []
     # preprocessing of OpenCV's samples/dnn/object_detection.py (800x600, py-faster-rcnn's BGR mean, no scaling)
     _p_frcnn = Preprocess(1.0, (800, 600), (102.9801, 115.9465, 122.7717), False)
     e.append(ModelEntry(
@@ -462,6 +480,13 @@ def _build() -> dict[str, ModelEntry]:
         license="py-R-FCN MIT; OpenCV test data Apache-2.0", arch_only=True, aliases=("rfcn", "r-fcn"),
         description="R-FCN ResNet-50 (VOC, class-agnostic boxes): Proposal, PSROIPooling 7x7 + average, "
                     "DetectionOutput; inputs data + im_info; `refnet generate rfcn-resnet50`"))
+    return e
+
+
+def _classic_entries() -> list[ModelEntry]:
+    """More classics with downloadable weights: SqueezeNet, ENet (OpenCV's copy), tiny YOLOs, tiny-darknet,
+    fast-neural-style."""
+    e: list[ModelEntry] = []
     for v, sha, (ws, wurl) in (
         ("1.0", "6e4ecef2a27347e226a5ef8be31d6d1b9d19f5a40afa1986ec259fd5fa3bd91c",
          ("579d0beb658e43c45937bf8bb5e4034fea4e1f69",
@@ -490,7 +515,7 @@ def _build() -> dict[str, ModelEntry]:
                    note="OpenCV's test copy of the e-lab ENet (sha1 from opencv_extra download_models.py); "
                         "not byte-identical to enet-cityscapes"),
          _labels("enet_cityscapes_torch/enet-classes.txt")),
-        enet_pre, labels="enet_cityscapes_torch/enet-classes.txt", license=enet_lic, arch_only=True,
+        _P_ENET, labels="enet_cityscapes_torch/enet-classes.txt", license=_ENET_LIC, arch_only=True,
         aliases=("enet-opencv",), description="ENet as used by OpenCV's segmentation sample and tests, 512x256"))
     for nm, cfg, labels, wurl, sha1, sha256, note in (
         ("yolov2-tiny-voc", "yolov2-tiny-voc.cfg", "labels/voc.names",
@@ -528,6 +553,13 @@ def _build() -> dict[str, ModelEntry]:
         description="Darknet 'tiny' ImageNet classifier (softmax over darknet's imagenet.shortnames order, "
                     "not Caffe's synset order)"))
     e.extend(_fns_entry(*t) for t in _FNS)
+    return e
+
+
+def _build() -> dict[str, ModelEntry]:
+    """The registry: every entry by name (the tables above are data; one function per family of models)."""
+    e = (_face_entries() + _real_weight_entries() + _ssd_classic_entries() + _two_stage_entries()
+         + _classic_entries())
     out: dict[str, ModelEntry] = {}
     for m in e:
         if m.name in out:

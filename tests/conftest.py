@@ -13,6 +13,7 @@ import pytest
 os.environ.setdefault("REFNET_CHECK_ATTRS", "1")
 
 from refnet import tolerances as _TOLERANCES  # noqa: E402
+from refnet.zoo import models_dir  # noqa: E402,F401  (REFNET_MODELS, else ../shared/models beside the checkout)
 
 TESTS_DIR = Path(__file__).resolve().parent
 if str(TESTS_DIR) not in sys.path:  # lets tests import the test-side writers: `from writers import ...`
@@ -58,14 +59,6 @@ def conv_oracle(x: np.ndarray, w: np.ndarray, b: np.ndarray, pad: int) -> np.nda
 
 # --- real models --------------------------------------------------------------------------
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def models_dir() -> Path | None:
-    p = os.environ.get("REFNET_MODELS")
-    if p and Path(p).is_dir():
-        return Path(p)
-    guess = TESTS_DIR.parent.parent / "shared" / "models"
-    return guess if guess.is_dir() else None
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,7 @@ KERNEL_NAMED_OTHERWISE = {
     "sqrt": "power",  # power(x, 0.5)
     "square": "power",  # power(x, 2)
     "darknet_softmax": "softmax",  # softmax over reshaped groups
+    "upsample_bilinear_ac": "resize_bilinear",  # THNN's align-corners bilinear is resize's align_corners rule
 }
 
 

@@ -237,8 +237,13 @@ def _after_value(buf, p, n):
     return p
 
 
+# scan_text is one long function (~230 lines, complexity ~58) on purpose: it is the scanner's
+# state machine, a single jitted loop over the bytes whose state (position, the open-message
+# stack, the row table it grows) lives in this frame; the token and value rules it applies are
+# the small jitted helpers above. Split further, every statement would cross a call boundary
+# that returns several values and the row table.
 @jit
-def scan_text(buf, root, names, ttab, ftab, etab, ltab, skip, max_depth):
+def scan_text(buf, root, names, ttab, ftab, etab, ltab, skip, max_depth):  # noqa: C901 - see the note above
     """Rows for the statements of text-format ``buf`` (uint8) parsed as message type ``root``.
 
     ``ttab[t]`` = field index range of message type t, ``ftab`` the fields (F_* columns),

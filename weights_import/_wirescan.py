@@ -297,6 +297,8 @@ def _check_layers(buf, layers, v1_types):
     return OK
 
 
+# scan_weights (~100 lines) is the scanner's one pass over the NetParameter: a jitted loop whose
+# state (position, three growing tables) lives in this frame; per-message rules are the helpers above.
 @jit
 def scan_weights(buf, v1_types):
     """Index the layers and blobs of a caffemodel (``buf``: uint8 array; ``v1_types``: which

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from refnet.errors import ModelFormatError, ShapeError, UnsupportedLayerError
+from refnet.kernels.geometry import pool_output_size, same_pads
 
 __all__ = ["convert_node", "known_ops", "OPS", "FOLD"]
 
@@ -860,18 +861,8 @@ def _auto_pads(n: N, spatial: Sequence[int], kernel: Sequence[int], strides: Seq
         return [0] * (2 * k)
     if mode not in ("SAME_UPPER", "SAME_LOWER"):
         raise n.error(f"auto_pad {mode!r}", expected="NOTSET, SAME_UPPER, SAME_LOWER or VALID")
-    begin, end = [], []
-    for d, kk, s, dd in zip(spatial, kernel, strides, dil):
-        out = -(-d // s)
-        total = max((out - 1) * s + (kk - 1) * dd + 1 - d, 0)
-        small = total // 2
-        if mode == "SAME_UPPER":
-            begin.append(small)
-            end.append(total - small)
-        else:
-            begin.append(total - small)
-            end.append(small)
-    return begin + end
+    both = [same_pads(d, kk, s, dd, upper=mode == "SAME_UPPER") for d, kk, s, dd in zip(spatial, kernel, strides, dil)]
+    return [b for b, _ in both] + [e for _, e in both]
 
 
 def _geometry(n: N, spatial: Sequence[int], kernel: Sequence[int]) -> tuple[list[int], list[int], list[int]]:
@@ -1020,14 +1011,11 @@ def MatMul(n: N) -> list:
 
 # ---- pooling --------------------------------------------------------------------------------------------
 def _pool_out(d: int, k: int, s: int, pb: int, pe: int, dil: int, ceil: bool) -> int:
-    """ONNX pooling output size: floor or ceil of (d + pads - ((k-1)*dil+1)) / s + 1; in ceil mode
-    the last window must start inside the input or the begin padding (else one fewer)."""
-    span = (k - 1) * dil + 1
-    num = d + pb + pe - span
-    out = (-(-num // s) if ceil else num // s) + 1
-    if ceil and (out - 1) * s >= d + pb:
-        out -= 1
-    return out
+    """ONNX pooling output size (refnet.kernels.geometry, rule "onnx"); 0 when the window does not fit."""
+    try:
+        return pool_output_size(d, k, s, pb, pe, ceil, dilation=dil, rule="onnx")
+    except ShapeError:
+        return 0
 
 
 @op("MaxPool", "AveragePool", "LpPool")

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from refnet import tolerances
+from refnet.kernels.detection import ssd_detections  # DetectionOutput rows: one reader
 
 __all__ = ["infer_tasks", "topk_agreement", "match_detections", "ssd_detections", "argmax_agreement",
            "image_agreement", "task_result"]
@@ -171,14 +172,6 @@ def match_detections(ref_boxes: np.ndarray, ref_scores: np.ndarray, ref_classes:
                                      for i in np.argsort(-rs, kind="stable")[:20]]}
 
 
-def ssd_detections(out: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(boxes, scores, classes) of a DetectionOutput blob ``(1, 1, K, 7)`` rows
-    ``[image, label, score, x1, y1, x2, y2]``; empty rows (score <= 0 or label < 0) dropped."""
-    rows = np.asarray(out, np.float64).reshape(-1, 7)
-    rows = rows[(rows[:, 2] > 0) & (rows[:, 1] >= 0)]
-    return rows[:, 3:7], rows[:, 2], rows[:, 1].astype(np.int64)
-
-
 def argmax_agreement(cand: np.ndarray, ref: np.ndarray, tie_tol: float = 0.0) -> dict[str, Any]:
     """Pixel agreement of the argmax-over-channels maps of two ``(N, C, H, W)`` score blobs.
 
@@ -217,6 +210,15 @@ def _scale(a: np.ndarray) -> float:
     return float(np.max(np.abs(a[f]))) if f.any() else 0.0
 
 
+def _match_kept(node: Any, a: tuple, b: tuple, thr: float, band: float) -> dict[str, Any]:
+    """Match two DetectionOutput results; when either filled keep_top_k, the lowest kept score is a
+    cut that tied boxes may straddle."""
+    keep = int(node.attrs.get("keep_top_k", -1) or -1)
+    full = keep > 0 and (len(a[1]) >= keep or len(b[1]) >= keep)
+    cut = float(min(a[1].min(initial=np.inf), b[1].min(initial=np.inf))) if full else None
+    return match_detections(*a, *b, threshold=thr, cut=cut, margin=max(tolerances.DETECTION_SCORE_MARGIN, 2 * band))
+
+
 def task_result(kind: str, outs: tuple[str, ...], cand: Mapping[str, np.ndarray], ref: Mapping[str, np.ndarray],
                 net: Any, labels: Sequence[str] | None = None, label_offset: int = 0, top_k: int = 5,
                 input_hw: tuple[int, int] = (0, 0), band: float = 0.0) -> dict[str, Any] | None:
@@ -244,12 +246,7 @@ def task_result(kind: str, outs: tuple[str, ...], cand: Mapping[str, np.ndarray]
         thr = float(node.attrs.get("confidence_threshold", 0.0))
         if cand[outs[0]].size % 7 or ref[outs[0]].size % 7:
             return None
-        a, b = ssd_detections(ref[outs[0]]), ssd_detections(cand[outs[0]])
-        keep = int(node.attrs.get("keep_top_k", -1) or -1)
-        full = keep > 0 and (len(a[1]) >= keep or len(b[1]) >= keep)
-        cut = float(min(a[1].min(initial=np.inf), b[1].min(initial=np.inf))) if full else None
-        return match_detections(*a, *b, threshold=thr, cut=cut, margin=max(tolerances.DETECTION_SCORE_MARGIN,
-                                                                             2 * band))
+        return _match_kept(node, ssd_detections(ref[outs[0]]), ssd_detections(cand[outs[0]]), thr, band)
     if kind == "detect_frcnn":
         from refnet.two_stage import detections
 
@@ -259,19 +256,17 @@ def task_result(kind: str, outs: tuple[str, ...], cand: Mapping[str, np.ndarray]
             return None
         hw = (max(int(input_hw[0]), 1), max(int(input_hw[1]), 1))
         region = (0.0, 0.0, float(hw[1]), float(hw[0]))  # boxes stay in blob pixels
-        a, b = detections(ref[outs[0]], thr, hw, region), detections(cand[outs[0]], thr, hw, region)
-        keep = int(node.attrs.get("keep_top_k", -1) or -1)
-        full = keep > 0 and (len(a[1]) >= keep or len(b[1]) >= keep)
-        cut = float(min(a[1].min(initial=np.inf), b[1].min(initial=np.inf))) if full else None
-        return match_detections(*a, *b, threshold=thr, cut=cut, margin=max(tolerances.DETECTION_SCORE_MARGIN,
-                                                                             2 * band))
+        return _match_kept(node, detections(ref[outs[0]], thr, hw, region), detections(cand[outs[0]], thr, hw, region),
+                           thr, band)
     if kind == "detect_ultraface":
         from refnet.pipelines import ultraface_decode
 
         wh = (int(input_hw[1]), int(input_hw[0]))
-        a = ultraface_decode(ref[outs[0]], ref[outs[1]], wh)
-        b = ultraface_decode(cand[outs[0]].reshape(ref[outs[0]].shape), cand[outs[1]].reshape(ref[outs[1]].shape), wh)
-        return match_detections(*a, *b, threshold=0.7)
+        thr, nms_thr = tolerances.DECODE_THRESHOLDS["ultraface"]
+        a = ultraface_decode(ref[outs[0]], ref[outs[1]], wh, thr, nms_thr)
+        b = ultraface_decode(cand[outs[0]].reshape(ref[outs[0]].shape), cand[outs[1]].reshape(ref[outs[1]].shape), wh,
+                             thr, nms_thr)
+        return match_detections(*a, *b, threshold=thr)
     if kind == "detect_yolo":
         from refnet.kernels.yolo import yolo_detections
 
@@ -280,9 +275,10 @@ def task_result(kind: str, outs: tuple[str, ...], cand: Mapping[str, np.ndarray]
             for o in outs:
                 a = np.asarray(d[o], np.float64)
                 arrs.append(a.reshape(-1, a.shape[-1]))
-            return yolo_detections(arrs, conf_threshold=0.25, nms_threshold=0.45)
+            return yolo_detections(arrs, conf_threshold=conf, nms_threshold=nms_thr)
 
+        conf, nms_thr = tolerances.COMPARE_YOLO_THRESHOLDS
         a, b = dets(ref), dets(cand)
         return match_detections(a["boxes"], a["scores"], a["class_ids"], b["boxes"], b["scores"], b["class_ids"],
-                                threshold=0.25)
+                                threshold=conf)
     return None

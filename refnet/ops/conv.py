@@ -16,14 +16,12 @@ CONV_ATTRS = {"stride": Attr(1, pair), "pad": Attr(0, pad4), "dilation": Attr(1,
 
 
 def conv_out_size(node, size: int, k: int, s: int, pb: int, pe: int, d: int) -> int:
-    """Output size of a convolution along one axis (floor rounding); ShapeError when empty."""
-    out = (size + pb + pe - d * (k - 1) - 1) // s + 1
-    if out <= 0:
-        raise ShapeError(
-            f"kernel {k} (dilation {d}) does not fit the padded input {size}+{pb}+{pe}",
-            layer=node.name,
-        )
-    return out
+    """Output size of a convolution along one axis (refnet.kernels.geometry; floor rounding);
+    ShapeError naming the layer when empty."""
+    try:
+        return K.conv_output_size(size, k, s, pb, pe, d)
+    except ShapeError as e:
+        raise ShapeError(e.message, layer=node.name, expected=e.expected, got=e.got) from None
 
 
 def _conv_shape(node, shapes):
@@ -80,10 +78,11 @@ def _deconv_shape(node, shapes):
                          expected=f"C = {wt.shape[0]}", got=f"input {tuple(shape)}, weight {wt.shape}")
     (sh, sw), (dh, dw), (pt, pl, pb, pr) = a["stride"], a["dilation"], a["pad"]
     ah, aw = a["output_padding"]
-    ho = (h - 1) * sh - pt - pb + dh * (wt.shape[2] - 1) + 1 + ah
-    wo = (w - 1) * sw - pl - pr + dw * (wt.shape[3] - 1) + 1 + aw
-    if ho <= 0 or wo <= 0:
-        raise ShapeError("deconvolution output would be empty", layer=node.name, got=(ho, wo))
+    try:
+        ho = K.conv_transpose_output_size(h, wt.shape[2], sh, pt, pb, dh, ah)
+        wo = K.conv_transpose_output_size(w, wt.shape[3], sw, pl, pr, dw, aw)
+    except ShapeError as e:
+        raise ShapeError(f"deconvolution output would be empty: {e.message}", layer=node.name, got=e.got) from None
     return [(n, wt.shape[1] * g, ho, wo)]
 
 

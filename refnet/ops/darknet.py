@@ -21,7 +21,7 @@ import numpy as np
 from refnet import kernels as K
 from refnet.errors import ShapeError
 from refnet.kernels.yolo import region, region_reference, yolo, yolo_reference
-from refnet.ops.registry import REQUIRED, Attr, attrs, eltwise_macs, need_ndim, register, same_shape
+from refnet.ops.registry import REQUIRED, Attr, attrs, eltwise_macs, kern, need_ndim, register, same_shape
 
 __all__: list[str] = []
 
@@ -85,17 +85,10 @@ def _shortcut_shape(node, shapes):
 
 
 @register("shortcut", shape=_shortcut_shape, attrs={"alpha": Attr(1.0, float), "beta": Attr(1.0, float)},
-          macs=eltwise_macs, kernel=None, no_kernel="NumPy in this module")
+          macs=eltwise_macs)
 def _shortcut(node, xs, p, ctx):
-    x = xs[0]
     a = attrs(node)
-    alpha, beta = x.dtype.type(a["alpha"]), x.dtype.type(a["beta"])
-    y = x * alpha if alpha != 1 else x.copy()
-    c = x.shape[1]
-    for a in xs[1:]:
-        m = min(c, a.shape[1])
-        y[:, :m] += a[:, :m] * beta if beta != 1 else a[:, :m]
-    return y
+    return kern("shortcut", ctx)(xs[0], xs[1:], a["alpha"], a["beta"])
 
 
 def _group_bounds(node, c: int) -> tuple[int, int]:

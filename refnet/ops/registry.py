@@ -85,12 +85,9 @@ class Attr(NamedTuple):
 
 # ---- attribute normalisers (the IR allows several forms for some attributes) ------------------
 def pair(v: Any, default: int = 1) -> tuple[int, int]:
-    """An int or an (h, w) pair as ``(h, w)``; None as ``(default, default)``."""
-    if v is None:
-        return (default, default)
-    if isinstance(v, (int, np.integer)):
-        return (int(v), int(v))
-    return (int(v[0]), int(v[1]))
+    """An int or an (h, w) pair as ``(h, w)``; None as ``(default, default)`` (the rule:
+    refnet.kernels.geometry.pair, unchecked here; the kernels check their own ranges)."""
+    return K.geometry.pair(default if v is None else v, "attribute", positive=False)
 
 
 def pair0(v: Any) -> tuple[int, int]:
@@ -104,13 +101,9 @@ def opt_pair(v: Any) -> tuple[int, int] | None:
 
 
 def pad4(v: Any) -> tuple[int, int, int, int]:
-    """Padding as ``(top, left, bottom, right)`` from an int, ``(h, w)`` or the four values."""
-    if v is None:
-        return (0, 0, 0, 0)
-    if isinstance(v, (int, np.integer)):
-        return (int(v),) * 4
-    v = tuple(int(i) for i in v)
-    return v if len(v) == 4 else (v[0], v[1], v[0], v[1])
+    """Padding as ``(top, left, bottom, right)`` from an int, ``(h, w)`` or the four values
+    (refnet.kernels.geometry.pad4); None as no padding."""
+    return (0, 0, 0, 0) if v is None else K.geometry.pad4(v)
 
 
 def ints(v: Any) -> tuple[int, ...]:

@@ -24,12 +24,10 @@ Ops (module: attrs):
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from refnet.errors import ShapeError
-from refnet.ops.registry import REQUIRED, Attr, attrs, elementwise_macs, ints, need_ndim, register, same_shape
+from refnet.ops.registry import REQUIRED, Attr, attrs, elementwise_macs, ints, kern, need_ndim, register, same_shape
 from refnet.ops.tensor import bilinear_macs
 
 __all__: list[str] = ["padding_geometry", "narrow_geometry"]
@@ -71,20 +69,10 @@ def _padding_shape(node, shapes):
 
 @register("torch_padding", shape=_padding_shape,
           attrs={"dim": Attr(REQUIRED, int), "pad": Attr(REQUIRED, int), "n_input_dim": None, "index": Attr(1, int),
-                 "value": Attr(0.0, float)}, **_NO_KERNEL)
+                 "value": Attr(0.0, float)})
 def _padding(node, xs, p, ctx):
-    x = xs[0]
-    axis, pad, at = padding_geometry(node, x.shape)
-    out_shape = list(x.shape)
-    out_shape[axis] += pad
-    y = np.full(out_shape, attrs(node)["value"], dtype=x.dtype)
-    src = [slice(None)] * x.ndim
-    dst = [slice(None)] * x.ndim
-    src[axis], dst[axis] = slice(0, at), slice(0, at)
-    y[tuple(dst)] = x[tuple(src)]
-    src[axis], dst[axis] = slice(at, None), slice(at + pad, None)
-    y[tuple(dst)] = x[tuple(src)]
-    return y
+    axis, pad, at = padding_geometry(node, xs[0].shape)
+    return kern("torch_padding", ctx)(xs[0], axis, pad, at, attrs(node)["value"])
 
 
 # ---- nn.SpatialZeroPadding with cropping -------------------------------------------------------
@@ -136,13 +124,10 @@ def _narrow_shape(node, shapes):
 
 
 @register("torch_narrow", shape=_narrow_shape,
-          attrs={"dimension": Attr(REQUIRED, int), "index": Attr(REQUIRED, int), "length": Attr(1, int)}, **_NO_KERNEL)
+          attrs={"dimension": Attr(REQUIRED, int), "index": Attr(REQUIRED, int), "length": Attr(1, int)})
 def _narrow(node, xs, p, ctx):
-    x = xs[0]
-    axis, start, length = narrow_geometry(node, x.shape)
-    sl = [slice(None)] * x.ndim
-    sl[axis] = slice(start, start + length)
-    return np.ascontiguousarray(x[tuple(sl)])
+    axis, start, length = narrow_geometry(node, xs[0].shape)
+    return kern("torch_narrow", ctx)(xs[0], axis, start, length)
 
 
 # ---- ShaveImage ------------------------------------------------------------------------------
@@ -220,16 +205,10 @@ def _depth_concat(node, xs, p, ctx):
 
 # ---- nn.Normalize ----------------------------------------------------------------------------------
 @register("lp_normalize", shape=same_shape, attrs={"p": Attr(2.0, float), "eps": Attr(1e-10, float)},
-          macs=elementwise_macs, kernel=None, no_kernel="NumPy in this module")
+          macs=elementwise_macs)
 def _lp_normalize(node, xs, p, ctx):
-    x = xs[0]
-    pw, eps = attrs(node)["p"], attrs(node)["eps"]
-    flat = x.reshape(x.shape[0], -1)
-    if math.isinf(pw):
-        norm = np.max(np.abs(flat), axis=1) + eps
-    else:
-        norm = (np.sum(np.abs(flat) ** pw, axis=1) + eps) ** (1.0 / pw)
-    return (flat / norm[:, None].astype(x.dtype)).reshape(x.shape).astype(x.dtype, copy=False)
+    a = attrs(node)
+    return kern("lp_normalize", ctx)(xs[0], a["p"], a["eps"])
 
 
 # ---- nn.SpatialUpSamplingBilinear ----------------------------------------------------------------------
@@ -250,23 +229,8 @@ def _up_shape(node, shapes):
     return [shape[:2] + (ho, wo)]
 
 
-def _ac_coords(n_in: int, n_out: int, dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """THNN's align-corners source coordinates: index, index+1 (clamped) and the weight of +1."""
-    r = (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
-    src = np.arange(n_out, dtype=np.float64) * r
-    i0 = np.minimum(src.astype(np.int64), n_in - 1)
-    i1 = np.minimum(i0 + 1, n_in - 1)
-    lam = (src - i0).astype(dtype)
-    return i0, i1, lam
-
-
 @register("upsample_bilinear_ac", shape=_up_shape, attrs={"size": None, "scale": REQUIRED}, macs=bilinear_macs,
-          kernel=None, no_kernel="NumPy in this module")
+          kernel="resize_bilinear")
 def _upsample_bilinear(node, xs, p, ctx):
-    x = xs[0]
-    ho, wo = _up_hw(node, x.shape)
-    h0, h1, lh = _ac_coords(x.shape[2], ho, x.dtype)
-    w0, w1, lw = _ac_coords(x.shape[3], wo, x.dtype)
-    one = x.dtype.type(1)
-    rows = x[:, :, h0, :] * (one - lh)[:, None] + x[:, :, h1, :] * lh[:, None]
-    return np.ascontiguousarray(rows[:, :, :, w0] * (one - lw) + rows[:, :, :, w1] * lw)
+    # THNN's align-corners bilinear is the resize kernel's align_corners rule
+    return kern("resize_bilinear", ctx)(xs[0], _up_hw(node, xs[0].shape), align_corners=True)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from refnet.errors import BudgetError
@@ -114,24 +114,22 @@ def default_memory_budget() -> int | None:
     return min(cands) if cands else None
 
 
+def _budget(override: object, env_name: str, default: Callable[[], int | None]) -> int | None:
+    """The override set in this process, else the environment variable, else the default."""
+    if override is not _UNSET:
+        return override  # type: ignore[return-value]
+    env = os.environ.get(env_name)
+    return parse_size(env, env_name) if env else default()
+
+
 def memory_budget() -> int | None:
     """The memory budget in bytes (None: no limit), as the module docstring says."""
-    if _memory_override is not _UNSET:
-        return _memory_override
-    env = os.environ.get(MEMORY_ENV)
-    if env:
-        return parse_size(env, MEMORY_ENV)
-    return default_memory_budget()
+    return _budget(_memory_override, MEMORY_ENV, default_memory_budget)
 
 
 def compute_budget() -> int | None:
     """The compute budget in MACs per layer (None: no limit)."""
-    if _compute_override is not _UNSET:
-        return _compute_override
-    env = os.environ.get(COMPUTE_ENV)
-    if env:
-        return parse_size(env, COMPUTE_ENV)
-    return DEFAULT_COMPUTE
+    return _budget(_compute_override, COMPUTE_ENV, lambda: DEFAULT_COMPUTE)
 
 
 def set_memory_budget(limit: int | float | str | None = _UNSET) -> int | None:

@@ -3,18 +3,9 @@ child processes too (not a conftest.py: a second module named conftest would sha
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
-
-def attack_models_dir() -> Path | None:
-    p = os.environ.get("REFNET_MODELS")
-    if p and Path(p).is_dir():
-        return Path(p)
-    guess = Path(__file__).resolve().parents[3] / "shared" / "models"
-    return guess if guess.is_dir() else None
+from refnet.zoo import models_dir as attack_models_dir  # REFNET_MODELS, else ../shared/models
 
 
 @pytest.fixture(autouse=True)

@@ -36,6 +36,7 @@ from writers import darknet_writer as DW  # noqa: E402
 from writers import t7_writer as TW  # noqa: E402
 
 from refnet.errors import ModelFormatError, ShapeError, UnsupportedLayerError  # noqa: E402
+from refnet.zoo import models_dir as _models_dir  # noqa: E402  (REFNET_MODELS, else ../shared/models)
 
 ALLOWED = (ModelFormatError, UnsupportedLayerError, ShapeError)
 
@@ -249,14 +250,6 @@ def walk_wire(buf: bytes, start: int = 0, end: int | None = None, depth: int = 0
 
 
 # ---- seeds -------------------------------------------------------------------------------------
-def _models_dir() -> Path | None:
-    import os
-
-    p = os.environ.get("REFNET_MODELS")
-    if p and Path(p).is_dir():
-        return Path(p)
-    guess = TESTS_DIR.parent.parent / "shared" / "models"
-    return guess if guess.is_dir() else None
 
 
 def _w(rng: np.random.Generator, *shape: int) -> np.ndarray:

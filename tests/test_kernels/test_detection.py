@@ -531,3 +531,19 @@ def test_nms_nan_box_is_suppressed_like_cv2(fn):
     boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in xywh])
     got = getattr(K, fn)(boxes, np.array(scores), 0.5, score_threshold=0.0)
     assert got.tolist() == want.tolist()
+
+
+def test_ssd_detections_one_reader_for_run_compare_and_two_stage():
+    from refnet import pipelines, two_stage
+    from refnet.crosscheck import tasks
+    from refnet.kernels.detection import ssd_detections
+
+    assert pipelines.ssd_detections is ssd_detections and tasks.ssd_detections is ssd_detections
+    rows = np.array([[0, 3, 0.9, 0.1, 0.2, 0.3, 0.4], [0, -1, 0.8, 0, 0, 1, 1], [0, 2, 0.95, 0, 0, 0.5, 0.5],
+                     [0, 1, 0.3, 0, 0, 1, 1]]).reshape(1, 1, 4, 7)
+    b, s, c = ssd_detections(rows, 0.3)  # label -1 (cv2's padding) and score == threshold dropped
+    assert c.tolist() == [3, 2] and s.tolist() == [0.9, 0.95] and b.tolist() == [[0.1, 0.2, 0.3, 0.4], [0, 0, 0.5, 0.5]]
+    # two_stage: best first, boxes from a 10x20 blob into the image region (100, 50)-(140, 70): x*2+100, y*2+50
+    tb, ts, tc = two_stage.detections(rows, 0.3, (10, 20), (100.0, 50.0, 140.0, 70.0))
+    assert tc.tolist() == [2, 3] and ts.tolist() == [0.95, 0.9]
+    assert np.allclose(tb, [[100, 50, 101, 51], [100.2, 50.4, 100.6, 50.8]], rtol=0, atol=1e-12)

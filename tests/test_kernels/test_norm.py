@@ -453,3 +453,13 @@ def test_fold_bad_input():
 def test_package_exports():
     for name in N.__all__:
         assert getattr(K, name) is getattr(N, name)
+
+
+@pytest.mark.parametrize("across", [False, True])
+@pytest.mark.parametrize(("nv", "eps"), [(True, 1e-9), (True, 0.25), (False, 0.25)])
+def test_mvn_cv2_kernel_vs_cv2(tmp_path, rng, across, nv, eps):
+    """The cv2 rule's twins (quirks="cv2" MVN) against cv2.dnn's own MVN layer, eps inside the root."""
+    x = rng.normal(1.5, 2.0, (2, 4, 5, 6)).astype(np.float32)
+    want = _mvn_cv2(tmp_path, x, nv, across, eps)
+    _both_vs(want, N.mvn_cv2, N.mvn_cv2_reference, x, normalize_variance=nv, across_channels=across, eps=eps)
+    assert N.mvn_cv2(np.zeros((0, 3, 2, 2), np.float32)).shape == (0, 3, 2, 2)

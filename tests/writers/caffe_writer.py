@@ -373,6 +373,89 @@ def _hw(p: dict, name: str, default: int | None) -> tuple[int, int]:
     return (vals[0], vals[-1])
 
 
+def _weighted(typ: str, L: dict, name: str, x: tuple, rng: np.random.Generator) -> tuple[list, tuple]:
+    """The seeded blobs of a weighted layer and its output shape (none and ``x`` for other types)."""
+    blobs: list[np.ndarray] = []
+    y = x
+    if typ in ("Convolution", "ConvolutionDepthwise"):
+        p = L["convolution_param"][0]
+        co = int(_one(p, "num_output"))
+        kh, kw = _hw(p, "kernel_size", None) if "kernel_h" not in p else _hw(p, "kernel", None)
+        sh, sw = _hw(p, "stride", 1)
+        ph, pw = _hw(p, "pad", 0)
+        dh, dw = _hw(p, "dilation", 1)
+        g = int(_one(p, "group", 1))
+        ci = x[1] // g
+        # SSD heads get 1/20 of the He scale: spread confidences (no saturated, tied
+        # scores for DetectionOutput to order arbitrarily) and boxes near their priors
+        head = 0.05 if "mbox" in name else 1.0
+        blobs.append(rng.normal(0, head * math.sqrt(2.0 / (ci * kh * kw)), (co, ci, kh, kw)))
+        if _one(p, "bias_term", "true") == "true":
+            blobs.append(rng.normal(0, 0.05, co))
+        y = (x[0], co, (x[2] + 2 * ph - dh * (kh - 1) - 1) // sh + 1,
+             (x[3] + 2 * pw - dw * (kw - 1) - 1) // sw + 1)
+    elif typ == "InnerProduct":
+        p = L["inner_product_param"][0]
+        n_out = int(_one(p, "num_output"))
+        k = int(np.prod(x[1:]))
+        blobs.append(rng.normal(0, math.sqrt(2.0 / k), (n_out, k)))
+        if _one(p, "bias_term", "true") == "true":
+            blobs.append(rng.normal(0, 0.05, n_out))
+        y = (x[0], n_out)
+    elif typ == "BatchNorm":
+        c = x[1]
+        blobs += [rng.normal(0, 0.1, c), rng.uniform(0.5, 1.5, c), np.ones(1)]
+    elif typ == "Scale":
+        c = x[1]
+        blobs.append(rng.uniform(0.5, 1.5, c))
+        p = L.get("scale_param", [{}])[0]
+        if _one(p, "bias_term", "false") == "true":
+            blobs.append(rng.normal(0, 0.1, c))
+    elif typ == "Normalize":
+        p = L.get("norm_param", [{}])[0]
+        shared = _one(p, "channel_shared", "true") == "true"
+        blobs.append(rng.uniform(1.0, 2.0, 1 if shared else x[1]))
+    elif typ == "PReLU":
+        blobs.append(rng.uniform(0.05, 0.3, x[1]))
+    return blobs, y
+
+
+def _unweighted_shape(typ: str, L: dict, x: tuple, bots: list, shapes: dict) -> tuple:
+    """The output shape of a layer without weights (the shapes the weighted layers after it need)."""
+    y = x
+    if typ == "Pooling":
+        p = L["pooling_param"][0]
+        if _one(p, "global_pooling", "false") == "true":
+            y = (x[0], x[1], 1, 1)
+        else:
+            kh, kw = _hw(p, "kernel_size", None) if "kernel_h" not in p else _hw(p, "kernel", None)
+            sh, sw = _hw(p, "stride", 1)
+            ph, pw = _hw(p, "pad", 0)
+            y = (x[0], x[1], _pool_out(x[2], kh, sh, ph), _pool_out(x[3], kw, sw, pw))
+    elif typ == "Concat":
+        p = L.get("concat_param", [{}])[0]
+        axis = int(_one(p, "axis", 1))
+        parts = [shapes[b] for b in bots]
+        axis = axis % len(parts[0])
+        y = parts[0][:axis] + (sum(s[axis] for s in parts),) + parts[0][axis + 1:]
+    elif typ == "Flatten":
+        y = (x[0], int(np.prod(x[1:])))
+    elif typ == "Permute":
+        order = [int(v) for v in L["permute_param"][0]["order"]]
+        order += [i for i in range(len(x)) if i not in order]
+        y = tuple(x[i] for i in order)
+    elif typ == "Reshape":
+        dims = [int(v) for v in L["reshape_param"][0]["shape"][0]["dim"]]
+        dims = [x[i] if d == 0 else d for i, d in enumerate(dims)]
+        if -1 in dims:
+            known = int(np.prod([d for d in dims if d != -1]))
+            dims[dims.index(-1)] = int(np.prod(x)) // known
+        y = tuple(dims)
+    elif typ == "PriorBox":
+        y = (1, 2, 0)  # not needed downstream by any weighted layer
+    return y
+
+
 def random_caffemodel(prototxt_text: str, seed: int = 0,
                       input_shape: Sequence[int] | None = None) -> tuple[bytes, dict[str, list[np.ndarray]]]:
     """Seeded random weights for every weighted layer of ``prototxt_text``.
@@ -408,78 +491,9 @@ def random_caffemodel(prototxt_text: str, seed: int = 0,
                 shapes[tops[0]] = tuple(input_shape)
             continue
         x = shapes[bots[0]] if bots else ()
-        blobs: list[np.ndarray] = []
-        y = x
-        if typ in ("Convolution", "ConvolutionDepthwise"):
-            p = L["convolution_param"][0]
-            co = int(_one(p, "num_output"))
-            kh, kw = _hw(p, "kernel_size", None) if "kernel_h" not in p else _hw(p, "kernel", None)
-            sh, sw = _hw(p, "stride", 1)
-            ph, pw = _hw(p, "pad", 0)
-            dh, dw = _hw(p, "dilation", 1)
-            g = int(_one(p, "group", 1))
-            ci = x[1] // g
-            # SSD heads get 1/20 of the He scale: spread confidences (no saturated, tied
-            # scores for DetectionOutput to order arbitrarily) and boxes near their priors
-            head = 0.05 if "mbox" in name else 1.0
-            blobs.append(rng.normal(0, head * math.sqrt(2.0 / (ci * kh * kw)), (co, ci, kh, kw)))
-            if _one(p, "bias_term", "true") == "true":
-                blobs.append(rng.normal(0, 0.05, co))
-            y = (x[0], co, (x[2] + 2 * ph - dh * (kh - 1) - 1) // sh + 1,
-                 (x[3] + 2 * pw - dw * (kw - 1) - 1) // sw + 1)
-        elif typ == "InnerProduct":
-            p = L["inner_product_param"][0]
-            n_out = int(_one(p, "num_output"))
-            k = int(np.prod(x[1:]))
-            blobs.append(rng.normal(0, math.sqrt(2.0 / k), (n_out, k)))
-            if _one(p, "bias_term", "true") == "true":
-                blobs.append(rng.normal(0, 0.05, n_out))
-            y = (x[0], n_out)
-        elif typ == "BatchNorm":
-            c = x[1]
-            blobs += [rng.normal(0, 0.1, c), rng.uniform(0.5, 1.5, c), np.ones(1)]
-        elif typ == "Scale":
-            c = x[1]
-            blobs.append(rng.uniform(0.5, 1.5, c))
-            p = L.get("scale_param", [{}])[0]
-            if _one(p, "bias_term", "false") == "true":
-                blobs.append(rng.normal(0, 0.1, c))
-        elif typ == "Normalize":
-            p = L.get("norm_param", [{}])[0]
-            shared = _one(p, "channel_shared", "true") == "true"
-            blobs.append(rng.uniform(1.0, 2.0, 1 if shared else x[1]))
-        elif typ == "PReLU":
-            blobs.append(rng.uniform(0.05, 0.3, x[1]))
-        elif typ == "Pooling":
-            p = L["pooling_param"][0]
-            if _one(p, "global_pooling", "false") == "true":
-                y = (x[0], x[1], 1, 1)
-            else:
-                kh, kw = _hw(p, "kernel_size", None) if "kernel_h" not in p else _hw(p, "kernel", None)
-                sh, sw = _hw(p, "stride", 1)
-                ph, pw = _hw(p, "pad", 0)
-                y = (x[0], x[1], _pool_out(x[2], kh, sh, ph), _pool_out(x[3], kw, sw, pw))
-        elif typ == "Concat":
-            p = L.get("concat_param", [{}])[0]
-            axis = int(_one(p, "axis", 1))
-            parts = [shapes[b] for b in bots]
-            axis = axis % len(parts[0])
-            y = parts[0][:axis] + (sum(s[axis] for s in parts),) + parts[0][axis + 1:]
-        elif typ == "Flatten":
-            y = (x[0], int(np.prod(x[1:])))
-        elif typ == "Permute":
-            order = [int(v) for v in L["permute_param"][0]["order"]]
-            order += [i for i in range(len(x)) if i not in order]
-            y = tuple(x[i] for i in order)
-        elif typ == "Reshape":
-            dims = [int(v) for v in L["reshape_param"][0]["shape"][0]["dim"]]
-            dims = [x[i] if d == 0 else d for i, d in enumerate(dims)]
-            if -1 in dims:
-                known = int(np.prod([d for d in dims if d != -1]))
-                dims[dims.index(-1)] = int(np.prod(x)) // known
-            y = tuple(dims)
-        elif typ == "PriorBox":
-            y = (1, 2, 0)  # not needed downstream by any weighted layer
+        blobs, y = _weighted(typ, L, name, x, rng)
+        if not blobs:
+            y = _unweighted_shape(typ, L, x, bots, shapes)
         for t in tops:
             shapes[t] = y
         if blobs:
