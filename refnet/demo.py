@@ -75,7 +75,7 @@ def _photo(images: Path | None, task: str) -> Path | None:
     want = images / DEMO_IMAGES.get(task, DEMO_IMAGES["detect"])
     if want.is_file():
         return want
-    from refnet.crosscheck.cli import IMAGE_EXTS
+    from refnet.resolver import IMAGE_EXTS
 
     return next((p for p in sorted(images.iterdir()) if p.suffix.lower() in IMAGE_EXTS), None)
 
@@ -148,7 +148,7 @@ def _compare_one(name: str, source: str, task: str, net: Any, image_path: Path |
                  entry: Any = None, notes: Sequence[str] = ()) -> DemoRow:
     from refnet import pipelines
     from refnet.crosscheck.backends import cv2_net_for
-    from refnet.crosscheck.cli import ResolvedModel, random_input
+    from refnet.resolver import ResolvedModel, random_input
     from refnet.crosscheck.orchestrator import compare
     from refnet.crosscheck.plot import PlotUnavailableError, plot_report
     from refnet.crosscheck.report import run_document

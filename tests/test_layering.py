@@ -136,7 +136,7 @@ def test_nothing_below_the_command_line_imports_it():
 
 def _package_of(module: str) -> str:
     parts = module.split(".")
-    return parts[1] if len(parts) > 2 and parts[1] in ("cli", "crosscheck", "export", "runtime", "ops", "kernels",
+    return parts[1] if len(parts) >= 2 and parts[1] in ("cli", "crosscheck", "export", "runtime", "ops", "kernels",
                                                        "weights_import") else module
 
 

@@ -108,14 +108,14 @@ def test_one_home_every_reader_is_the_geometry_rule():
     """The kernels, the ops' attribute readers and the ONNX reader use these functions, not copies."""
     from refnet import kernels as K
     from refnet.kernels import _check, conv, pool
-    from refnet.ops import core
+    from refnet.ops import registry
     from refnet.weights_import import onnx_ops
 
     assert conv.conv_output_size is G.conv_output_size is K.conv_output_size
     assert conv.conv_transpose_output_size is G.conv_transpose_output_size
     assert pool.pool_output_size is G.pool_output_size is K.pool_output_size
     assert _check.pair is G.pair and _check.pad4 is G.pad4
-    assert core._pair(None, 1) == (1, 1) and core._pair(2, 1) == (2, 2)
-    assert core._pad4(None) == (0, 0, 0, 0) and core._pad4((1, 2)) == (1, 2, 1, 2)
+    assert registry.pair(None, 1) == (1, 1) and registry.pair(2, 1) == (2, 2)
+    assert registry.pad4(None) == (0, 0, 0, 0) and registry.pad4((1, 2)) == (1, 2, 1, 2)
     assert onnx_ops._pool_out(5, 1, 3, 0, 0, 1, True) == 2  # the ONNX rule, through the importer
     assert onnx_ops._pool_out(2, 4, 1, 0, 0, 1, False) == 0  # does not fit: 0, the caller raises
