@@ -148,10 +148,10 @@ def _compare_one(name: str, source: str, task: str, net: Any, image_path: Path |
                  entry: Any = None, notes: Sequence[str] = ()) -> DemoRow:
     from refnet import pipelines
     from refnet.crosscheck.backends import cv2_net_for
-    from refnet.resolver import ResolvedModel, random_input
     from refnet.crosscheck.orchestrator import compare
     from refnet.crosscheck.plot import PlotUnavailableError, plot_report
     from refnet.crosscheck.report import run_document
+    from refnet.resolver import ResolvedModel, random_input
 
     t0 = time.perf_counter()
     row = DemoRow(name, source, task)
