@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             rng = np.random.default_rng(0)
             feeds = {}
             for k, shp in net.input_shapes.items():
-                shp = list(shp)
+                shp = [1] + list(shp)[1:]  # batch 1 (the GoogLeNet deploy prototxt declares 10)
                 if size is not None:
                     shp[2], shp[3] = size[1], size[0]
                 feeds[k] = rng.standard_normal(shp).astype(np.float32)

@@ -46,7 +46,11 @@ def same_dtype(name_a: str, a: np.ndarray, name_b: str, b: np.ndarray | None) ->
         raise TypeError(f"{name_b} has dtype {b.dtype} but {name_a} has dtype {a.dtype}; pass both as one dtype")
 
 
-def pair(v: int | Sequence[int], name: str, *, positive: bool = True, allow_zero: bool = False) -> tuple[int, int]:
+IntPair = int | Sequence[int]  # an int or (h, w): stride, dilation, kernel size
+Pad = int | Sequence[int]  # an int, (ph, pw) or (top, left, bottom, right)
+
+
+def pair(v: IntPair, name: str, *, positive: bool = True, allow_zero: bool = False) -> tuple[int, int]:
     """Normalise an int or a 2-sequence to ``(h, w)``; check positivity."""
     if isinstance(v, (int, np.integer)):
         t = (int(v), int(v))
@@ -61,7 +65,7 @@ def pair(v: int | Sequence[int], name: str, *, positive: bool = True, allow_zero
     return t  # type: ignore[return-value]
 
 
-def pad4(v: int | Sequence[int], name: str = "pad") -> tuple[int, int, int, int]:
+def pad4(v: Pad, name: str = "pad") -> tuple[int, int, int, int]:
     """Normalise padding to ``(top, left, bottom, right)``.
 
     Accepts an int (all sides), ``(ph, pw)`` (symmetric) or ``(top, left, bottom, right)``.

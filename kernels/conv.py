@@ -57,7 +57,7 @@ import numpy as np
 
 from refnet.errors import ShapeError
 from refnet.kernels import _workers
-from refnet.kernels._check import as_float_array, ieee, pad4, pair, same_dtype
+from refnet.kernels._check import IntPair, Pad, as_float_array, ieee, pad4, pair, same_dtype
 from refnet.kernels._jit import jit, prange
 from refnet.kernels._parallel import twin  # (numba's threading layer is chosen when numba loads)
 
@@ -79,9 +79,6 @@ __all__ = [
     "winograd_weights",
 ]
 
-IntPair = int | Sequence[int]
-Pad = int | Sequence[int]
-
 ACTIVATIONS = (None, "relu", "relu6", "prelu")
 _ACT_NONE, _ACT_LEAKY, _ACT_RELU6 = 0, 1, 2
 
@@ -97,9 +94,16 @@ _WINO_BAND_ELEMS = 1 << 20
 _WINO_MIN_TILES = 128
 # Winograd is used for 3x3 stride-1 convs with at least this many input / output channels
 # and output pixels (below, the transforms cost more than the GEMM saves; measured).
-WINOGRAD_MIN_CIN = 8
+# Its GEMMs reduce over C_in only (im2col's over 9 C_in): with few input channels on a large
+# map the transforms and the short-K GEMMs lose to im2col (measured, 1 thread, 64 outputs:
+# C_in 8: im2col 1.3-2.7x faster from 27x27 up; C_in 16: 1.5x faster at 55x55 and 112x112, 0.8-0.9x
+# at 27x27 and 14x14; C_in 24: winograd 0.7-0.85x up to 55x55): maps of more than
+# WINOGRAD_SMALL_CIN_MAX_PIXELS outputs need WINOGRAD_LARGE_MAP_MIN_CIN input channels.
+WINOGRAD_MIN_CIN = 16
 WINOGRAD_MIN_COUT = 4
 WINOGRAD_MIN_PIXELS = 16
+WINOGRAD_SMALL_CIN_MAX_PIXELS = 1024
+WINOGRAD_LARGE_MAP_MIN_CIN = 24
 # Several threads (refnet.kernels._workers): each conv call is cut into about this many blocks
 # per thread (one single-threaded GEMM each, taken from a shared counter, so a descheduled
 # thread holds back one small block, not half the layer); column blocks at least
@@ -944,6 +948,7 @@ class Conv2dPlan:
         if kh == kw == 1 and sh == sw == 1 and pt == pl == pb == pr == 0:
             return "gemm1x1"
         if ((kh, kw, sh, sw, dh, dw, g) == (3, 3, 1, 1, 1, 1, 1) and c >= WINOGRAD_MIN_CIN
+                and (c >= WINOGRAD_LARGE_MAP_MIN_CIN or ho * wo <= WINOGRAD_SMALL_CIN_MAX_PIXELS)
                 and co >= WINOGRAD_MIN_COUT and ho * wo >= WINOGRAD_MIN_PIXELS and ho >= 2 and wo >= 2):
             return "winograd"
         if g == 1 and co <= DIRECT_MAX_COUT and cig * kh * kw >= DIRECT_MIN_K:
@@ -1211,6 +1216,13 @@ def _separable_args(x, dw_weight, pw_weight):
     return pw
 
 
+def _separable(conv, x, dw_weight, pw_weight, dw_bias, pw_bias, stride, pad, dilation, activation):
+    """``conv`` depthwise (groups = C_in), then ``conv`` pointwise with the activation."""
+    pw = _separable_args(x, dw_weight, pw_weight)
+    t = conv(x, dw_weight, dw_bias, stride=stride, pad=pad, dilation=dilation, groups=x.shape[1])
+    return conv(t, pw, pw_bias, activation=activation)
+
+
 def separable_conv2d(
     x: np.ndarray,
     dw_weight: np.ndarray,
@@ -1226,10 +1238,7 @@ def separable_conv2d(
     """Depthwise conv (groups = C_in, weights (m*C_in, 1, kh, kw)) then a 1x1 pointwise conv
     (weights (C_out, m*C_in[, 1, 1])); ``activation`` applies to the final output only
     (Keras SeparableConv2D / a MobileNet dw+pw pair)."""
-    pw = _separable_args(x, dw_weight, pw_weight)
-    t = conv2d(x, dw_weight, dw_bias, stride=stride, pad=pad, dilation=dilation,
-               groups=x.shape[1])
-    return conv2d(t, pw, pw_bias, activation=activation)
+    return _separable(conv2d, x, dw_weight, pw_weight, dw_bias, pw_bias, stride, pad, dilation, activation)
 
 
 def separable_conv2d_reference(
@@ -1245,10 +1254,8 @@ def separable_conv2d_reference(
     activation: str | None = None,
 ) -> np.ndarray:
     """Reference of ``separable_conv2d``: ``conv2d_reference`` depthwise, then pointwise."""
-    pw = _separable_args(x, dw_weight, pw_weight)
-    t = conv2d_reference(x, dw_weight, dw_bias, stride=stride, pad=pad, dilation=dilation,
-                         groups=x.shape[1])
-    return conv2d_reference(t, pw, pw_bias, activation=activation)
+    return _separable(conv2d_reference, x, dw_weight, pw_weight, dw_bias, pw_bias, stride, pad, dilation,
+                      activation)
 
 
 # --------------------------------------------------------------------------------------
@@ -1497,10 +1504,22 @@ def linear(
     x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, *, axis: int = 1
 ) -> np.ndarray:
     """Fast fully connected layer (same semantics as ``linear_reference``): one BLAS GEMM
-    ``x2 @ w.T`` on the flattened input plus an in-place bias add."""
+    ``x2 @ w.T`` on the flattened input (with several worker threads, one per block of output
+    features) plus an in-place bias add."""
     axis, k, b = _linear_args(x, w, b, axis, "linear")
     x2 = x.reshape(-1, k)
-    y = x2 @ w.T
+    nt = _split_threads(x2.shape[0] * k * w.shape[0])
+    if nt > 1:  # blocks of output features over the worker threads (the BLAS has one thread then)
+        y = np.empty((x2.shape[0], w.shape[0]), x.dtype)
+        parts = _parts(w.shape[0], min(_BLOCKS_PER_THREAD * nt, w.shape[0] // _SPLIT_MIN_COLS))
+
+        def block(j: int) -> None:
+            j0, j1 = parts[j]
+            np.matmul(x2, w[j0:j1].T, out=y[:, j0:j1])
+
+        _workers.run(block, len(parts))
+    else:
+        y = x2 @ w.T
     if b is not None:
         y += b
     return y.reshape(x.shape[:axis] + (w.shape[0],))

@@ -11,14 +11,13 @@ fast numba kernel (parallel over planes, kernel taps outermost so rows stream co
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
 from refnet.errors import ShapeError
-from refnet.kernels._check import as_float_array, ieee, pad4, pair
+from refnet.kernels._check import IntPair, Pad, as_float_array, ieee, pad4, pair
 from refnet.kernels._jit import jit, prange
 from refnet.kernels._parallel import twin
+from refnet.kernels.conv import _valid_range  # (one definition for convs and pools)
 
 __all__ = [
     "pool_output_size",
@@ -33,9 +32,6 @@ __all__ = [
     "max_unpool2d",
     "max_unpool2d_reference",
 ]
-
-IntPair = int | Sequence[int]
-Pad = int | Sequence[int]
 
 _DIVISORS = {"padded": 0, "valid": 1, "kernel": 2}
 
@@ -164,15 +160,6 @@ def max_pool2d_reference(
     idx = np.empty((n, c, ho, wo), dtype=np.int64)
     _max_pool_ref(x, kh, kw, sh, sw, pt, pl, y, idx, x.dtype.type(EMPTY_MAX))
     return (y, idx) if return_indices else y
-
-
-@jit
-def _valid_range(off, stride, size, n_out):
-    """Output positions o in [lo, hi) whose input position o*stride + off lies in [0, size)."""
-    lo = 0 if off >= 0 else (-off + stride - 1) // stride
-    hi = (size - 1 - off) // stride + 1
-    lo = min(lo, n_out)
-    return lo, max(min(hi, n_out), lo)
 
 
 @twin(0)

@@ -145,3 +145,17 @@ def test_set_num_threads_sizes_the_pool_and_the_blas(monkeypatch, restore_thread
     assert _workers.workers() == 1
     T.set_num_threads(1)
     assert _workers.workers() == 1
+
+
+@pytest.mark.parametrize("shape,n_out", [((1, 37), 203), ((5, 3, 7, 3), 131), ((2, 64), 17)])
+def test_split_linear_equals_unsplit_and_reference(pool, shape, n_out, rng):
+    x = rng.standard_normal(shape).astype(np.float32)
+    k = int(np.prod(shape[1:]))
+    w = rng.standard_normal((n_out, k)).astype(np.float32)
+    b = rng.standard_normal(n_out).astype(np.float32)
+    split = C.linear(x, w, b)
+    _workers.set_workers(1)
+    unsplit = C.linear(x, w, b)
+    ref = C.linear_reference(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64))
+    np.testing.assert_allclose(split, unsplit, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(split, ref, rtol=1e-4, atol=1e-4)
