@@ -12,7 +12,9 @@ set-up, a 0.1 s pause and an untimed warm-up call before every timed call) of
 * ``cv2``:    cv2.dnn 4.x at 2 threads (caffe models; the ONNX ones in cv2 4.x where it loads them);
 * ``auto``:   refnet's default (load-aware) thread count.
 
-Prints medians and the medians of per-round ratios. GoogLeNet / MobileNet-SSD are the
+Prints medians, minima, the process CPU time per call (all threads: a GEMM split that costs
+little CPU beyond the one-thread run halves the wall time where two cores are free) and the
+medians of per-round ratios. GoogLeNet / MobileNet-SSD are the
 arch-only prototxts with the test suite's seeded caffemodels; squeezenet / inception_v1 /
 resnet50 the onnx package's light zoo graphs with seeded weights (as bench/peer_rows.py).
 Run from the checkout with REFNET_MODELS set. Not collected by ``pytest bench``.
@@ -25,6 +27,7 @@ import os
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -105,17 +108,29 @@ def main(argv: list[str] | None = None) -> int:
                 feeds[k] = rng.standard_normal(shp).astype(np.float32)
             var = _variants(net, feeds, not a.no_cv2)
             names = list(var)
+            cpu: dict[str, list[float]] = {k: [] for k in names}
+
+            def cpu_timed(fn, into):
+                def run():
+                    c0 = time.process_time()
+                    fn()
+                    into.append(time.process_time() - c0)
+                return run
             with busy_neighbour(3600) if a.busy_neighbour else nullcontext():
                 with open("/proc/loadavg") as f:
                     load0 = f.read().split()[:4]
-                times = alternate([var[k][1] for k in names], repeat=a.repeat, warmup=1, pause=0.1, warm_each=True,
-                                  prepare=[var[k][0] for k in names])
+                times = alternate([cpu_timed(var[k][1], cpu[k]) for k in names], repeat=a.repeat, warmup=1, pause=0.1,
+                                  warm_each=True, prepare=[var[k][0] for k in names])
                 with open("/proc/loadavg") as f:
                     load1 = f.read().split()[:4]
             med = {k: statistics.median(t) * 1e3 for k, t in zip(names, times)}
             print(f"{name}: load {' '.join(load0)} -> {' '.join(load1)}"
                   + (" (busy neighbour)" if a.busy_neighbour else "") + f", {a.repeat} alternating rounds")
             print("  median ms  " + "  ".join(f"{k} {v:.1f}" for k, v in med.items()))
+            print("  min ms     " + "  ".join(f"{k} {min(t) * 1e3:.1f}" for k, t in zip(names, times))
+                  + "  (min: the least disturbed call, a quiet-machine estimate)")
+            print("  CPU ms     " + "  ".join(f"{k} {statistics.median(cpu[k]) * 1e3:.1f}" for k in names)
+                  + "  (process CPU time per call, median: work + spinning, all threads)")
             by = dict(zip(names, times))
             pairs = [("split2", "blas2"), ("split2", "one"), ("blas2", "one"), ("split2", "cv2"), ("blas2", "cv2"),
                      ("auto", "one"), ("auto", "cv2")]
