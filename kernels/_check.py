@@ -8,7 +8,7 @@ from typing import TypeVar
 import numpy as np
 
 from refnet.errors import ShapeError
-from refnet.kernels.geometry import pad4, pair  # noqa: F401  (the pair/pad readers live with the geometry rules)
+from refnet.kernels.geometry import IntPair, Pad, pad4, pair  # noqa: F401  (the pair/pad readers live with the geometry rules)
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -45,5 +45,4 @@ def same_dtype(name_a: str, a: np.ndarray, name_b: str, b: np.ndarray | None) ->
     """Raise TypeError when ``b`` (if given) does not have ``a``'s dtype."""
     if b is not None and b.dtype != a.dtype:
         raise TypeError(f"{name_b} has dtype {b.dtype} but {name_a} has dtype {a.dtype}; pass both as one dtype")
-
 

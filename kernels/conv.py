@@ -37,6 +37,15 @@ more -- on the loaded 2-core machine OpenMP stalled every parallel region for mi
 two threads (forward passes 20-100x slower). Each kernel runs its serial or parallel build per
 call (:mod:`refnet.kernels._parallel`). The workqueue layer must not be entered from two Python
 threads at once (refnet's executor serialises its forward passes).
+
+With several threads (``refnet.kernels._workers.workers() > 1``, set by ``set_num_threads``,
+which then limits the BLAS to one thread), the GEMM algorithms cut each call into blocks --
+bands of output rows (im2col, GEMM and epilogue of a band together), bands of Winograd tile
+rows, or row x column blocks of the GEMM output for small maps -- and the pool's threads take
+them from a shared counter, one single-threaded GEMM and serial numba builds per block
+(:func:`_split_gemm`). Each output element is still one dot product over the same K; only its
+position in the BLAS's blocking changes (float32 rounding level differences where the BLAS
+picks another kernel for a narrow block).
 """
 
 from __future__ import annotations
@@ -47,7 +56,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from refnet.errors import ShapeError
-from refnet.kernels._check import as_float_array, ieee, pad4, pair, same_dtype
+from refnet.kernels import _workers
+from refnet.kernels._check import IntPair, Pad, as_float_array, ieee, pad4, pair, same_dtype
 from refnet.kernels._jit import jit, prange
 from refnet.kernels._parallel import twin  # (numba's threading layer is chosen when numba loads)
 from refnet.kernels.geometry import conv_output_size, conv_transpose_output_size  # the rules' one home
@@ -70,9 +80,6 @@ __all__ = [
     "winograd_weights",
 ]
 
-IntPair = int | Sequence[int]
-Pad = int | Sequence[int]
-
 ACTIVATIONS = (None, "relu", "relu6", "prelu")
 _ACT_NONE, _ACT_LEAKY, _ACT_RELU6 = 0, 1, 2
 
@@ -88,9 +95,25 @@ _WINO_BAND_ELEMS = 1 << 20
 _WINO_MIN_TILES = 128
 # Winograd is used for 3x3 stride-1 convs with at least this many input / output channels
 # and output pixels (below, the transforms cost more than the GEMM saves; measured).
-WINOGRAD_MIN_CIN = 8
+# Its GEMMs reduce over C_in only (im2col's over 9 C_in): with few input channels on a large
+# map the transforms and the short-K GEMMs lose to im2col (measured, 1 thread, 64 outputs:
+# C_in 8: im2col 1.3-2.7x faster from 27x27 up; C_in 16: 1.5x faster at 55x55 and 112x112, 0.8-0.9x
+# at 27x27 and 14x14; C_in 24: winograd 0.7-0.85x up to 55x55): maps of more than
+# WINOGRAD_SMALL_CIN_MAX_PIXELS outputs need WINOGRAD_LARGE_MAP_MIN_CIN input channels.
+WINOGRAD_MIN_CIN = 16
 WINOGRAD_MIN_COUT = 4
 WINOGRAD_MIN_PIXELS = 16
+WINOGRAD_SMALL_CIN_MAX_PIXELS = 1024
+WINOGRAD_LARGE_MAP_MIN_CIN = 24
+# Several threads (refnet.kernels._workers): each conv call is cut into about this many blocks
+# per thread (one single-threaded GEMM each, taken from a shared counter, so a descheduled
+# thread holds back one small block, not half the layer); column blocks at least
+# _SPLIT_MIN_COLS wide, row blocks at least _SPLIT_MIN_ROWS rows; calls of fewer MACs than
+# _SPLIT_MIN_MACS stay in the calling thread (a pool wake-up costs ~20-50 us).
+_BLOCKS_PER_THREAD = 4
+_SPLIT_MIN_COLS = 64
+_SPLIT_MIN_ROWS = 16
+_SPLIT_MIN_MACS = 1 << 20
 # depthwise 3x3 convs of planes up to this size run as one flat stencil per plane
 DW_FLAT_MAX_PIXELS = 4096
 # direct kernel for convs with at most this many output channels (and a long reduction)
@@ -757,6 +780,50 @@ def _gemm_epilogue(wmat: np.ndarray, src: np.ndarray, dst: np.ndarray, b: np.nda
             _bias_act_cols(dst, b, act, slope, j0, j1)
 
 
+def _parts(total: int, pieces: int) -> list[tuple[int, int]]:
+    """``pieces`` (at most ``total``, at least 1) consecutive ranges of nearly equal length
+    that cover ``range(total)``."""
+    pieces = max(1, min(total, pieces))
+    return [(total * k // pieces, total * (k + 1) // pieces) for k in range(pieces)]
+
+
+def _split_threads(macs: int) -> int:
+    """Threads to split a call of ``macs`` multiply-adds over (1: run it as one piece)."""
+    nt = _workers.workers()
+    return nt if nt > 1 and macs >= _SPLIT_MIN_MACS else 1
+
+
+def _grid(count: int, m: int, length: int, nt: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """Row and column ranges that cut each of ``count`` GEMM outputs (m, length) so that the
+    call has about ``_BLOCKS_PER_THREAD * nt`` blocks: cache-sized column blocks (as the serial
+    path), more columns down to ``_SPLIT_MIN_COLS``, then rows down to ``_SPLIT_MIN_ROWS``."""
+    want = -(-_BLOCKS_PER_THREAD * nt // max(1, count))  # pieces per GEMM
+    ncol = max(-(-length // max(256, _GEMM_BLOCK_ELEMS // max(1, m))), min(want, length // _SPLIT_MIN_COLS))
+    nrow = max(1, min(-(-want // ncol), m // _SPLIT_MIN_ROWS))
+    return _parts(m, nrow), _parts(length, ncol)
+
+
+def _split_gemm(gemms: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+                act: int, epilogue: bool, nt: int) -> None:
+    """dst = act(a @ src + b) for every (a (M, K), src (K, L), dst (M, L), b, slope) of ``gemms``
+    (one shape), cut into row x column blocks over the worker threads; each block is one
+    single-threaded GEMM and the serial epilogue on it. Every output element is the same dot
+    product as in the unsplit GEMM (only its position in the BLAS's blocking changes)."""
+    m, length = gemms[0][2].shape
+    rows, cols = _grid(len(gemms), m, length, nt)
+    blocks = [(t, r, c) for t in range(len(gemms)) for r in rows for c in cols]
+    bias_act = _bias_act_cols.serial
+
+    def block(k: int) -> None:
+        t, (r0, r1), (c0, c1) = blocks[k]
+        a, src, dst, b, slope = gemms[t]
+        np.matmul(a[r0:r1], src[:, c0:c1], out=dst[r0:r1, c0:c1])
+        if epilogue:
+            bias_act(dst[r0:r1], b[r0:r1], act, slope[r0:r1], c0, c1)
+
+    _workers.run(block, len(blocks))
+
+
 # --------------------------------------------------------------------------------------
 # conv2d fast: the plan
 # --------------------------------------------------------------------------------------
@@ -825,6 +892,7 @@ class Conv2dPlan:
         if kh == kw == 1 and sh == sw == 1 and pt == pl == pb == pr == 0:
             return "gemm1x1"
         if ((kh, kw, sh, sw, dh, dw, g) == (3, 3, 1, 1, 1, 1, 1) and c >= WINOGRAD_MIN_CIN
+                and (c >= WINOGRAD_LARGE_MAP_MIN_CIN or ho * wo <= WINOGRAD_SMALL_CIN_MAX_PIXELS)
                 and co >= WINOGRAD_MIN_COUT and ho * wo >= WINOGRAD_MIN_PIXELS and ho >= 2 and wo >= 2):
             return "winograd"
         if g == 1 and co <= DIRECT_MAX_COUT and cig * kh * kw >= DIRECT_MIN_K:
@@ -862,6 +930,14 @@ class Conv2dPlan:
         g = self.groups
         cig = c // g
         cog = y.shape[1] // g
+        nt = _split_threads(n * cog * c * h * wd)
+        if nt > 1:
+            gemms = [(self.wmat[gi], x[i].reshape(c, h * wd)[gi * cig : (gi + 1) * cig],
+                      y[i].reshape(g * cog, h * wd)[gi * cog : (gi + 1) * cog],
+                      self.b[gi * cog : (gi + 1) * cog], self.slope[gi * cog : (gi + 1) * cog])
+                     for i in range(n) for gi in range(g)]
+            _split_gemm(gemms, self.act, self.act != 0 or self.has_bias, nt)
+            return
         for i in range(n):
             xi = x[i].reshape(c, h * wd)
             yi = y[i].reshape(g * cog, h * wd)
@@ -877,6 +953,10 @@ class Conv2dPlan:
         cig, cog = c // g, co // g
         kh, kw = self.khw
         kdim, band = self.kdim, self.band
+        nt = _split_threads(n * co * kdim * ho * wo)
+        if nt > 1:
+            self._im2col_split(x, y, nt)
+            return
         buf = _scratch(kdim * band * wo, self.dtype, "im2col")
         for i in range(n):
             for gi in range(g):
@@ -891,12 +971,53 @@ class Conv2dPlan:
                     if self.act != 0 or self.has_bias:
                         _bias_act_cols(yout, bg, self.act, sg, oh0 * wo, oh1 * wo)
 
+    def _im2col_split(self, x, y, nt):
+        """_im2col over the worker threads: bands of output rows (im2col, GEMM and epilogue of
+        a band in one thread) when there are enough of them, else each image and group's
+        im2col in one piece, then its GEMM in row x column blocks."""
+        n, c, h, wd = self.x_shape
+        _, co, ho, wo = self.y_shape
+        (sh, sw), (pt, pl, _, _), (dh, dw), g = self.stride, self.pad, self.dilation, self.groups
+        cig, cog = c // g, co // g
+        kh, kw = self.khw
+        kdim = self.kdim
+        epilogue = self.act != 0 or self.has_bias
+        nb = max(-(-ho // self.band), min(-(-_BLOCKS_PER_THREAD * nt // (n * g)), ho * wo // _SPLIT_MIN_COLS))
+        nb = min(nb, ho)
+        units = [(i, gi) for i in range(n) for gi in range(g)]
+        if len(units) * nb < 2 * nt:  # small maps: one im2col per image and group, split GEMMs
+            for i, gi in units:
+                cb = _scratch(kdim * ho * wo, self.dtype, "im2col").reshape(kdim, ho * wo)
+                _im2col(x[i, gi * cig : (gi + 1) * cig], kh, kw, sh, sw, pt, pl, dh, dw, 0, ho, wo, cb)
+                sl = slice(gi * cog, (gi + 1) * cog)
+                _split_gemm([(self.wmat[gi], cb, y[i, sl].reshape(cog, ho * wo), self.b[sl], self.slope[sl])],
+                            self.act, epilogue, nt)
+            return
+        bands = [(u, r) for u in units for r in _parts(ho, nb)]
+        im2col, bias_act = _im2col.serial, _bias_act_cols.serial
+
+        def block(k: int) -> None:
+            (i, gi), (oh0, oh1) = bands[k]
+            cb = _scratch(kdim * (oh1 - oh0) * wo, self.dtype, "im2col").reshape(kdim, (oh1 - oh0) * wo)
+            im2col(x[i, gi * cig : (gi + 1) * cig], kh, kw, sh, sw, pt, pl, dh, dw, oh0, oh1, wo, cb)
+            yout = y[i, gi * cog : (gi + 1) * cog].reshape(cog, ho * wo)
+            np.matmul(self.wmat[gi], cb, out=yout[:, oh0 * wo : oh1 * wo])
+            if epilogue:
+                sl = slice(gi * cog, (gi + 1) * cog)
+                bias_act(yout, self.b[sl], self.act, self.slope[sl], oh0 * wo, oh1 * wo)
+
+        _workers.run(block, len(bands))
+
     def _winograd(self, x, y):
         n, c, _, _ = self.x_shape
         co = self.y_shape[1]
         pt, pl = self.pad[0], self.pad[1]
         tw_n, th_n, band = self.tw_n, self.th_n, self.band
         tiles = th_n * tw_n
+        nt = _split_threads(n * 16 * c * co * tiles)
+        if nt > 1:
+            self._winograd_split(x, y, nt)
+            return
         # several whole images per GEMM when one image is smaller than a band (batches of
         # small feature maps: a wider GEMM), else bands of tile rows of one image
         per = max(1, min(n, self.max_tiles // tiles)) if band >= th_n else 1
@@ -925,6 +1046,42 @@ class Conv2dPlan:
                 _wino_in(x[i], pt, pl, ty0, ty1, tw_n, 0, v)
                 np.matmul(u, v, out=m)
                 _wino_out(m, b, act, slope, six, ty0, ty1, tw_n, 0, y[i])
+
+
+    def _winograd_split(self, x, y, nt):
+        """_winograd over the worker threads: bands of tile rows (input transform, GEMMs and
+        output transform of a band in one thread) when there are enough of them; else, per
+        image, the transforms in one piece and the 16 GEMMs in row x column blocks."""
+        n, c, _, _ = self.x_shape
+        co = self.y_shape[1]
+        pt, pl = self.pad[0], self.pad[1]
+        tw_n, th_n = self.tw_n, self.th_n
+        u, b, act, slope, six = self.u, self.b, self.act, self.slope, self.six
+        nb = max(-(-th_n // self.band), min(-(-_BLOCKS_PER_THREAD * nt // n), th_n * tw_n // _SPLIT_MIN_COLS))
+        nb = min(nb, th_n)
+        if n * nb < 2 * nt:  # small maps
+            t = th_n * tw_n
+            v = _scratch(16 * c * t, self.dtype, "wino_v").reshape(16, c, t)
+            m = _scratch(16 * co * t, self.dtype, "wino_m").reshape(16, co, t)
+            zero = np.zeros(co, self.dtype)
+            for i in range(n):
+                _wino_in(x[i], pt, pl, 0, th_n, tw_n, 0, v)
+                _split_gemm([(u[k], v[k], m[k], zero, zero) for k in range(16)], 0, False, nt)
+                _wino_out(m, b, act, slope, six, 0, th_n, tw_n, 0, y[i])
+            return
+        bands = [(i, r) for i in range(n) for r in _parts(th_n, nb)]
+        wino_in, wino_out = _wino_in.serial, _wino_out.serial
+
+        def block(k: int) -> None:
+            i, (ty0, ty1) = bands[k]
+            t = (ty1 - ty0) * tw_n
+            v = _scratch(16 * c * t, self.dtype, "wino_v").reshape(16, c, t)
+            m = _scratch(16 * co * t, self.dtype, "wino_m").reshape(16, co, t)
+            wino_in(x[i], pt, pl, ty0, ty1, tw_n, 0, v)
+            np.matmul(u, v, out=m)
+            wino_out(m, b, act, slope, six, ty0, ty1, tw_n, 0, y[i])
+
+        _workers.run(block, len(bands))
 
 
 def conv2d_plan(
@@ -1003,6 +1160,13 @@ def _separable_args(x, dw_weight, pw_weight):
     return pw
 
 
+def _separable(conv, x, dw_weight, pw_weight, dw_bias, pw_bias, stride, pad, dilation, activation):
+    """``conv`` depthwise (groups = C_in), then ``conv`` pointwise with the activation."""
+    pw = _separable_args(x, dw_weight, pw_weight)
+    t = conv(x, dw_weight, dw_bias, stride=stride, pad=pad, dilation=dilation, groups=x.shape[1])
+    return conv(t, pw, pw_bias, activation=activation)
+
+
 def separable_conv2d(
     x: np.ndarray,
     dw_weight: np.ndarray,
@@ -1018,10 +1182,7 @@ def separable_conv2d(
     """Depthwise conv (groups = C_in, weights (m*C_in, 1, kh, kw)) then a 1x1 pointwise conv
     (weights (C_out, m*C_in[, 1, 1])); ``activation`` applies to the final output only
     (Keras SeparableConv2D / a MobileNet dw+pw pair)."""
-    pw = _separable_args(x, dw_weight, pw_weight)
-    t = conv2d(x, dw_weight, dw_bias, stride=stride, pad=pad, dilation=dilation,
-               groups=x.shape[1])
-    return conv2d(t, pw, pw_bias, activation=activation)
+    return _separable(conv2d, x, dw_weight, pw_weight, dw_bias, pw_bias, stride, pad, dilation, activation)
 
 
 def separable_conv2d_reference(
@@ -1037,10 +1198,8 @@ def separable_conv2d_reference(
     activation: str | None = None,
 ) -> np.ndarray:
     """Reference of ``separable_conv2d``: ``conv2d_reference`` depthwise, then pointwise."""
-    pw = _separable_args(x, dw_weight, pw_weight)
-    t = conv2d_reference(x, dw_weight, dw_bias, stride=stride, pad=pad, dilation=dilation,
-                         groups=x.shape[1])
-    return conv2d_reference(t, pw, pw_bias, activation=activation)
+    return _separable(conv2d_reference, x, dw_weight, pw_weight, dw_bias, pw_bias, stride, pad, dilation,
+                      activation)
 
 
 # --------------------------------------------------------------------------------------
@@ -1289,10 +1448,22 @@ def linear(
     x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, *, axis: int = 1
 ) -> np.ndarray:
     """Fast fully connected layer (same semantics as ``linear_reference``): one BLAS GEMM
-    ``x2 @ w.T`` on the flattened input plus an in-place bias add."""
+    ``x2 @ w.T`` on the flattened input (with several worker threads, one per block of output
+    features) plus an in-place bias add."""
     axis, k, b = _linear_args(x, w, b, axis, "linear")
     x2 = x.reshape(-1, k)
-    y = x2 @ w.T
+    nt = _split_threads(x2.shape[0] * k * w.shape[0])
+    if nt > 1:  # blocks of output features over the worker threads (the BLAS has one thread then)
+        y = np.empty((x2.shape[0], w.shape[0]), x.dtype)
+        parts = _parts(w.shape[0], min(_BLOCKS_PER_THREAD * nt, w.shape[0] // _SPLIT_MIN_COLS))
+
+        def block(j: int) -> None:
+            j0, j1 = parts[j]
+            np.matmul(x2, w[j0:j1].T, out=y[:, j0:j1])
+
+        _workers.run(block, len(parts))
+    else:
+        y = x2 @ w.T
     if b is not None:
         y += b
     return y.reshape(x.shape[:axis] + (w.shape[0],))

@@ -27,6 +27,9 @@ import numpy as np
 
 from refnet.errors import ShapeError
 
+IntPair = int | Sequence[int]  # an int or (h, w): stride, dilation, kernel size
+Pad = int | Sequence[int]  # an int, (ph, pw) or (top, left, bottom, right)
+
 __all__ = ["pair", "pad4", "conv_output_size", "conv_transpose_output_size", "pool_output_size", "same_pads"]
 
 

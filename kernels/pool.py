@@ -11,15 +11,14 @@ fast numba kernel (parallel over planes, kernel taps outermost so rows stream co
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
 from refnet.errors import ShapeError
 from refnet.kernels._check import as_float_array, ieee
 from refnet.kernels._jit import jit, prange
 from refnet.kernels._parallel import twin
-from refnet.kernels.geometry import pad4, pair, pool_output_size
+from refnet.kernels.conv import _valid_range  # (one definition for convs and pools)
+from refnet.kernels.geometry import IntPair, Pad, pad4, pair, pool_output_size
 
 __all__ = [
     "pool_output_size",
@@ -34,9 +33,6 @@ __all__ = [
     "max_unpool",
     "max_unpool_reference",
 ]
-
-IntPair = int | Sequence[int]
-Pad = int | Sequence[int]
 
 _DIVISORS = {"padded": 0, "valid": 1, "kernel": 2}
 
@@ -136,19 +132,10 @@ def max_pool_reference(
     return (y, idx) if return_indices else y
 
 
-@jit
-def _valid_range(off, stride, size, n_out):
-    """Output positions o in [lo, hi) whose input position o*stride + off lies in [0, size)."""
-    lo = 0 if off >= 0 else (-off + stride - 1) // stride
-    hi = (size - 1 - off) // stride + 1
-    lo = min(lo, n_out)
-    return lo, max(min(hi, n_out), lo)
-
-
 # The fast loops below (_max_pool_fast, _max_pool_fast_noidx, _max_pool_sep, _avg_pool_fast) repeat
 # their window/clipping skeleton on purpose: each is specialised (with/without argmax, separable,
-# divisor per output) so numba emits a branch-free inner loop; the public twins max_pool2d /
-# max_pool2d_reference and avg_pool2d / avg_pool2d_reference share their signatures by design.
+# divisor per output) so numba emits a branch-free inner loop; the public twins max_pool /
+# max_pool_reference and avg_pool / avg_pool_reference share their signatures by design.
 @twin(0)
 def _max_pool_fast(x, kh, kw, sh, sw, pt, pl, y, idx, empty):
     n_, c_, h, w = x.shape

@@ -2,11 +2,14 @@
 
 Two modes:
 
-* **explicit** -- :func:`set_num_threads` (``n`` threads for numba and cv2, ``blas`` or ``n``
-  for the BLAS). The BLAS limit is kept by threadpoolctl and re-applied by :func:`reapply`
-  (called after every model load and before every forward pass) whenever the process has
-  imported modules since the last time: scipy, imported by numba when it first compiles or
-  loads a kernel, brings a second OpenBLAS that a limit set earlier never reached.
+* **explicit** -- :func:`set_num_threads` (``n`` threads for numba, cv2 and the GEMM worker
+  pool of :mod:`refnet.kernels._workers`; ``blas`` or 1 for the BLAS: the convolutions split
+  their GEMMs over the pool, one single-threaded GEMM per block, which scales where
+  OpenBLAS's own threads did not; ``REFNET_CONV_SPLIT=0``: no pool, ``blas`` or ``n``).
+  The BLAS limit is kept by threadpoolctl and re-applied by :func:`reapply` (called after
+  every model load and before every forward pass) whenever the process has imported modules
+  since the last time: scipy, imported by numba when it first compiles or loads a kernel,
+  brings a second OpenBLAS that a limit set earlier never reached.
 * **auto** (the default, and ``set_num_threads("auto")``) -- before a forward pass, at most
   every :data:`AUTO_INTERVAL_S` seconds, :func:`auto_threads` takes the cores this process
   may run on minus the threads of *other* processes that are running right now
@@ -110,7 +113,17 @@ def _apply_blas(n: int) -> None:
     _STATE["blas_applied"] = (n, len(sys.modules))
 
 
+def _blas_for(n: int) -> int:
+    """The BLAS thread count that goes with ``n`` threads when none was given: 1 while the
+    kernels split their GEMMs over ``n`` worker threads themselves (refnet.kernels._workers;
+    a multi-threaded BLAS inside them would oversubscribe the cores), else ``n``."""
+    from refnet.kernels import _workers
+
+    return 1 if _workers.enabled() else n
+
+
 def _apply(n: int, blas: int, cv2_too: bool = True) -> int:
+    from refnet.kernels import _workers
     from refnet.kernels._lazyjit import load_numba
     from refnet.kernels._parallel import choose_threading_layer
 
@@ -119,6 +132,7 @@ def _apply(n: int, blas: int, cv2_too: bool = True) -> int:
     choose_threading_layer(n)  # only before numba's threads start (one thread: OpenMP, else workqueue)
     n_numba = min(n, numba.config.NUMBA_NUM_THREADS)
     numba.set_num_threads(n_numba)
+    _workers.set_workers(n if _workers.enabled() else 1)
     _apply_blas(blas)
     cv2 = sys.modules.get("cv2") if cv2_too else None
     if cv2 is not None:
@@ -143,7 +157,7 @@ def set_num_threads(n: int | str, blas: int | None = None) -> int:
     n = int(n)
     if n < 1 or (blas is not None and int(blas) < 1):
         raise ValueError(f"thread count must be >= 1, got {n if n < 1 else blas}")
-    b = int(blas) if blas is not None else n
+    b = int(blas) if blas is not None else _blas_for(n)
     _STATE.update(auto=False, numba=n, blas=b, blas_applied=None)
     return _apply(n, b)
 
@@ -158,7 +172,7 @@ def reapply() -> None:
     module was imported since the last call)."""
     if _STATE["auto"]:
         if _STATE["auto_n"] is not None:
-            _apply_blas(_STATE["auto_n"])
+            _apply_blas(_blas_for(_STATE["auto_n"]))
         return
     _apply_blas(_STATE["blas"])
 
@@ -172,24 +186,26 @@ def before_forward(force: bool = False) -> int:
         return int(_STATE["numba"])
     now = time.monotonic()
     if not force and now - _STATE["checked"] < AUTO_INTERVAL_S:
-        _apply_blas(_STATE["auto_n"])
+        _apply_blas(_blas_for(_STATE["auto_n"]))
         return int(_STATE["auto_n"])
     _STATE["checked"] = now
     n = auto_threads()
     if n != _STATE["auto_n"] or force:
         _STATE["auto_n"] = n
-        _apply(n, n, cv2_too=False)  # the default leaves a user's cv2 alone
+        _apply(n, _blas_for(n), cv2_too=False)  # the default leaves a user's cv2 alone
     else:
-        _apply_blas(n)
+        _apply_blas(_blas_for(n))
     return n
 
 
 def get_num_threads() -> dict[str, int]:
-    """The thread counts in use: {"numba": .., "blas": .., "cv2": .. (when imported)}; the
-    BLAS count is the largest over every BLAS loaded."""
+    """The thread counts in use: {"numba": .., "gemm": .. (the kernels' GEMM worker pool),
+    "blas": .., "cv2": .. (when imported)}; the BLAS count is the largest over every BLAS loaded."""
     import numba
 
-    out = {"numba": int(numba.get_num_threads())}
+    from refnet.kernels import _workers
+
+    out = {"numba": int(numba.get_num_threads()), "gemm": _workers.workers()}
     try:
         from threadpoolctl import threadpool_info
 

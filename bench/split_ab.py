@@ -1,0 +1,148 @@
+"""A/B of the split-GEMM worker pool (refnet.kernels._workers, issue 17) in one sitting.
+
+    python bench/split_ab.py googlenet,mobilenet_ssd,squeezenet,inception_v1,resnet50 [--repeat 9]
+        [--busy-neighbour]
+
+Per model, alternating rounds (fair protocol of refnet.bench.alternate: the variant's thread
+set-up, a 0.1 s pause and an untimed warm-up call before every timed call) of
+
+* ``split2``: 2 threads, GEMMs split over the worker pool, BLAS 1 thread (the new default);
+* ``blas2``:  2 threads, ``REFNET_CONV_SPLIT=0``: no pool, OpenBLAS's own 2 threads (before);
+* ``one``:    1 thread;
+* ``cv2``:    cv2.dnn 4.x at 2 threads (caffe models; the ONNX ones in cv2 4.x where it loads them);
+* ``auto``:   refnet's default (load-aware) thread count.
+
+Prints medians, minima, the process CPU time per call (all threads: a GEMM split that costs
+little CPU beyond the one-thread run halves the wall time where two cores are free) and the
+medians of per-round ratios. GoogLeNet / MobileNet-SSD are the
+arch-only prototxts with the test suite's seeded caffemodels; squeezenet / inception_v1 /
+resnet50 the onnx package's light zoo graphs with seeded weights (as bench/peer_rows.py).
+Run from the checkout with REFNET_MODELS set. Not collected by ``pytest bench``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+PROTOS = {"googlenet": "arch_only/bvlc_googlenet/deploy.prototxt",
+          "mobilenet_ssd": "arch_only/mobilenet_ssd_voc/MobileNetSSD_deploy.prototxt"}
+
+
+def _load(name: str, wd: str):
+    import refnet
+
+    if name in PROTOS:
+        sys.path.insert(0, str(ROOT / "tests"))
+        from writers.caffe_writer import write_random_caffemodel
+
+        models = Path(os.environ.get("REFNET_MODELS", ROOT.parent / "shared" / "models"))
+        w = Path(wd) / f"{name}.caffemodel"
+        write_random_caffemodel(models / PROTOS[name], w, seed=0)
+        return refnet.load(str(models / PROTOS[name]), str(w)), (300, 300) if name == "mobilenet_ssd" else None
+    import onnx
+
+    light = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+    return refnet.load(str(refnet.archs.seed_onnx_weights(light / f"light_{name}.onnx", Path(wd) / f"{name}.onnx",
+                                                          seed=0))), None
+
+
+def _variants(net, feeds, with_cv2: bool):
+    from refnet.bench import _cv2_runner
+    from refnet.runtime.threads import set_num_threads
+
+    def setup(split: str, n):
+        def prep():
+            os.environ["REFNET_CONV_SPLIT"] = split
+            set_num_threads(n)
+        return prep
+
+    def fwd():
+        return net.forward(feeds)
+
+    out = {"split2": (setup("1", 2), fwd), "blas2": (setup("0", 2), fwd), "one": (setup("1", 1), fwd),
+           "auto": (setup("1", "auto"), fwd)}
+    if with_cv2:
+        try:
+            import cv2
+
+            run = _cv2_runner(net, feeds)
+
+            def prep_cv2():
+                set_num_threads(1)  # refnet's threads asleep
+                cv2.setNumThreads(2)
+            out["cv2"] = (prep_cv2, run)
+        except Exception as e:  # noqa: BLE001 - a peer that cannot load the model is left out
+            print(f"(cv2 left out: {type(e).__name__}: {e})")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("models")
+    ap.add_argument("--repeat", type=int, default=9)
+    ap.add_argument("--no-cv2", action="store_true")
+    ap.add_argument("--busy-neighbour", action="store_true")
+    a = ap.parse_args(argv)
+    from contextlib import nullcontext
+
+    from refnet.bench import alternate, busy_neighbour
+
+    with tempfile.TemporaryDirectory(prefix="refnet-split-ab-") as wd:
+        for name in a.models.split(","):
+            net, size = _load(name, wd)
+            rng = np.random.default_rng(0)
+            feeds = {}
+            for k, shp in net.input_shapes.items():
+                shp = [1] + list(shp)[1:]  # batch 1 (the GoogLeNet deploy prototxt declares 10)
+                if size is not None:
+                    shp[2], shp[3] = size[1], size[0]
+                feeds[k] = rng.standard_normal(shp).astype(np.float32)
+            var = _variants(net, feeds, not a.no_cv2)
+            names = list(var)
+            cpu: dict[str, list[float]] = {k: [] for k in names}
+
+            def cpu_timed(fn, into):
+                def run():
+                    c0 = time.process_time()
+                    fn()
+                    into.append(time.process_time() - c0)
+                return run
+            with busy_neighbour(3600) if a.busy_neighbour else nullcontext():
+                with open("/proc/loadavg") as f:
+                    load0 = f.read().split()[:4]
+                times = alternate([cpu_timed(var[k][1], cpu[k]) for k in names], repeat=a.repeat, warmup=1, pause=0.1,
+                                  warm_each=True, prepare=[var[k][0] for k in names])
+                with open("/proc/loadavg") as f:
+                    load1 = f.read().split()[:4]
+            med = {k: statistics.median(t) * 1e3 for k, t in zip(names, times)}
+            print(f"{name}: load {' '.join(load0)} -> {' '.join(load1)}"
+                  + (" (busy neighbour)" if a.busy_neighbour else "") + f", {a.repeat} alternating rounds")
+            print("  median ms  " + "  ".join(f"{k} {v:.1f}" for k, v in med.items()))
+            print("  min ms     " + "  ".join(f"{k} {min(t) * 1e3:.1f}" for k, t in zip(names, times))
+                  + "  (min: the least disturbed call, a quiet-machine estimate)")
+            print("  CPU ms     " + "  ".join(f"{k} {statistics.median(cpu[k]) * 1e3:.1f}" for k in names)
+                  + "  (process CPU time per call, median: work + spinning, all threads)")
+            by = dict(zip(names, times))
+            pairs = [("split2", "blas2"), ("split2", "one"), ("blas2", "one"), ("split2", "cv2"), ("blas2", "cv2"),
+                     ("auto", "one"), ("auto", "cv2")]
+            rat = []
+            for p, q in pairs:
+                if p in by and q in by:
+                    r = statistics.median(x / y for x, y in zip(by[p], by[q]))
+                    rat.append(f"{p}/{q} {r:.2f}")
+            print("  per-round ratio medians  " + "  ".join(rat), flush=True)
+    os.environ.pop("REFNET_CONV_SPLIT", None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

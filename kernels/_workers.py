@@ -1,0 +1,139 @@
+"""A small persistent pool of worker threads that share one kernel's blocks (issue 17).
+
+OpenBLAS's own threads split one GEMM at a time: the small GEMMs of a convolution network
+split badly (2 threads gave GoogLeNet ~1.1x), and with another process on a core its threads
+wait for each other at every call. Instead, a convolution cuts its work into many blocks
+(bands of output rows or columns, output channels, Winograd frequencies) and :func:`run`
+hands them out from a shared counter to the calling thread and ``workers() - 1`` pool
+threads, each running a single-threaded BLAS GEMM (numpy releases the GIL inside it) and
+serial numba builds (``nogil``) on its block. A descheduled thread stalls the call only for
+the one block it holds: the others take the rest.
+
+The pool is sized by :func:`set_workers` (``refnet.runtime.threads`` does that together with
+the BLAS limit: one BLAS thread while the pool has several, so the two never oversubscribe
+the cores); one worker (the default) runs every block in the caller, in order. One ``run`` at a
+time uses the pool: a second thread calling ``run`` meanwhile (or a block calling ``run``)
+runs its blocks itself, so concurrent callers never wait for each other and never deadlock.
+``REFNET_CONV_SPLIT=0`` turns the pool off (every kernel back to one multi-threaded GEMM per
+band; the A/B switch of the issue-17 measurements).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+
+__all__ = ["run", "set_workers", "workers", "enabled"]
+
+
+def enabled() -> bool:
+    """Whether kernels may split their GEMMs over the pool (``REFNET_CONV_SPLIT`` != "0")."""
+    return os.environ.get("REFNET_CONV_SPLIT", "1") != "0"
+
+
+class _Job:
+    """Blocks 0..n-1 of one call, taken in order from a shared counter."""
+
+    __slots__ = ("fn", "n", "next", "done", "lock", "finished", "error")
+
+    def __init__(self, fn: Callable[[int], None], n: int) -> None:
+        self.fn, self.n = fn, n
+        self.next = 0
+        self.done = 0
+        self.lock = threading.Lock()
+        self.finished = threading.Event()
+        self.error: BaseException | None = None
+
+    def work(self) -> None:
+        while True:
+            with self.lock:
+                k = self.next
+                if k >= self.n:
+                    return
+                self.next = k + 1
+            try:
+                if self.error is None:
+                    self.fn(k)
+            except BaseException as e:  # noqa: BLE001 - re-raised in the caller of run()
+                if self.error is None:
+                    self.error = e
+            with self.lock:
+                self.done += 1
+                if self.done == self.n:
+                    self.finished.set()
+
+
+_N = [1]  # threads that work on a run(), the caller included
+_COND = threading.Condition()
+_STATE: dict = {"job": None, "gen": 0, "threads": []}
+_RUN_LOCK = threading.Lock()
+
+
+def _loop(idx: int) -> None:
+    seen = _STATE["gen"]
+    while True:
+        with _COND:
+            while _STATE["gen"] == seen or idx >= _N[0] - 1:
+                if _STATE["gen"] != seen:  # a job for fewer workers than this one: skip it
+                    seen = _STATE["gen"]
+                _COND.wait()
+            seen = _STATE["gen"]
+            job = _STATE["job"]
+        if job is not None:
+            job.work()
+
+
+def set_workers(n: int) -> int:
+    """Use ``n`` threads (the caller and ``n - 1`` pool threads) in :func:`run`; returns n.
+    Threads are started by the first run that needs them and kept (asleep) when ``n`` goes down."""
+    _N[0] = max(1, int(n))
+    return _N[0]
+
+
+def _start_threads(n: int) -> None:
+    threads = _STATE["threads"]
+    while len(threads) < n - 1:
+        t = threading.Thread(target=_loop, args=(len(threads),), name=f"refnet-gemm-{len(threads)}", daemon=True)
+        threads.append(t)
+        t.start()
+
+
+def workers() -> int:
+    """Threads a :func:`run` call uses now (1: everything in the caller)."""
+    return _N[0]
+
+
+def run(fn: Callable[[int], None], nblocks: int) -> None:
+    """Call ``fn(k)`` for every k in ``range(nblocks)``, spread over :func:`workers` threads;
+    returns when all are done (re-raises the first exception of a block). ``fn`` must only
+    write disjoint outputs per block and use serial kernels (never numba parallel builds)."""
+    if _N[0] <= 1 or nblocks <= 1 or not _RUN_LOCK.acquire(blocking=False):
+        for k in range(nblocks):
+            fn(k)
+        return
+    try:
+        _start_threads(_N[0])
+        job = _Job(fn, nblocks)
+        with _COND:
+            _STATE["job"] = job
+            _STATE["gen"] += 1
+            _COND.notify_all()
+        job.work()
+        job.finished.wait()
+    finally:
+        _STATE["job"] = None
+        _RUN_LOCK.release()
+    if job.error is not None:
+        raise job.error
+
+
+def _after_fork() -> None:  # the pool's threads do not exist in a forked child
+    global _COND, _RUN_LOCK
+    _COND = threading.Condition()
+    _RUN_LOCK = threading.Lock()
+    _STATE.update(job=None, gen=0, threads=[])  # (started again by the next run)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)

@@ -1,0 +1,161 @@
+"""The split GEMMs of the fast convolution (issue 17): with several worker threads
+(refnet.kernels._workers) every conv algorithm that runs a GEMM cuts it into blocks (bands of
+output rows, row x column blocks, Winograd frequencies) run by single-threaded GEMMs on a
+pool. Oracles: the float64 reference kernel (conv2d_reference) and the same plan run unsplit
+in the calling thread; odd worker counts and shapes that no block size divides. Also the pool
+itself: every block exactly once, errors re-raised, concurrent callers and nested calls."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import refnet.kernels.conv as C
+from refnet.kernels import _workers
+
+# (x shape, w shape, conv kwargs, algorithm): sizes chosen so no block count divides them
+CASES = [
+    ((1, 19, 13, 11), (37, 19, 1, 1), {}, "gemm1x1"),  # few columns: row blocks
+    ((1, 7, 41, 43), (5, 7, 1, 1), {}, "gemm1x1"),  # few rows: column blocks
+    ((3, 12, 9, 7), (21, 4, 1, 1), dict(groups=3), "gemm1x1"),  # several images x groups
+    ((1, 5, 37, 29), (11, 5, 3, 3), dict(stride=2, pad=1), "im2col"),  # bands
+    ((1, 9, 3, 5), (13, 9, 5, 5), dict(pad=2), "im2col"),  # small map: one im2col, split GEMM
+    ((2, 6, 11, 9), (10, 3, 3, 3), dict(pad=(1, 0, 2, 1), groups=2, dilation=(2, 1)), "im2col"),
+    ((1, 10, 45, 39), (7, 10, 3, 3), dict(pad=1), "winograd"),  # bands of tile rows
+    ((1, 11, 9, 13), (17, 11, 3, 3), dict(pad=1), "winograd"),  # small map: split 16 GEMMs
+    ((2, 8, 23, 17), (6, 8, 3, 3), dict(pad=(0, 1, 1, 0)), "winograd"),
+]
+
+
+@pytest.fixture
+def pool(monkeypatch):
+    """3 workers (the caller + 2), and every call split however small."""
+    monkeypatch.setattr(C, "_SPLIT_MIN_MACS", 0)
+    monkeypatch.setattr(C, "_SPLIT_MIN_COLS", 4)
+    monkeypatch.setattr(C, "_SPLIT_MIN_ROWS", 2)
+    before = _workers.workers()
+    _workers.set_workers(3)
+    yield
+    _workers.set_workers(before)
+
+
+@pytest.mark.parametrize("case", range(len(CASES)))
+@pytest.mark.parametrize("activation", [None, "relu", "prelu", "relu6"])
+def test_split_equals_unsplit_and_reference(pool, case, activation, rng):
+    xs, ws, kw, alg = CASES[case]
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = (rng.standard_normal(ws) * 0.3).astype(np.float32)
+    b = rng.standard_normal(ws[0]).astype(np.float32) * 3
+    slope = rng.uniform(0.05, 0.5, ws[0]) if activation == "prelu" else 0.1
+    plan = C.conv2d_plan(xs, w, b, activation=activation, negative_slope=slope, algorithm=alg, **kw)
+    calls = []
+    real_run = _workers.run
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_workers, "run", lambda fn, n: (calls.append(n), real_run(fn, n))[1])
+        split = plan(x)
+    assert calls and max(calls) >= 3, "the split path ran in several blocks"
+    _workers.set_workers(1)
+    unsplit = plan(x)
+    ref = C.conv2d_reference(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
+                             activation=activation, negative_slope=slope, **kw)
+    np.testing.assert_allclose(split, unsplit, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(split, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_split_nan_stays_in_its_receptive_field(pool, rng):
+    x = rng.standard_normal((1, 6, 17, 19)).astype(np.float32)
+    x[0, 2, 8, 9] = np.nan
+    w = rng.standard_normal((9, 6, 3, 3)).astype(np.float32)
+    y = C.conv2d_plan(x.shape, w, pad=1, algorithm="im2col")(x)
+    bad = np.argwhere(np.isnan(y[0, 0]))
+    assert bad.min(axis=0).tolist() == [7, 8] and bad.max(axis=0).tolist() == [9, 10]
+
+
+def test_pool_runs_every_block_once_and_reraises():
+    before = _workers.workers()
+    _workers.set_workers(3)
+    try:
+        seen = []
+        lock = threading.Lock()
+
+        def fn(k):
+            with lock:
+                seen.append(k)
+
+        for n in (0, 1, 2, 7, 101):
+            seen.clear()
+            _workers.run(fn, n)
+            assert sorted(seen) == list(range(n))
+
+        def bad(k):
+            if k == 5:
+                raise ValueError("block 5")
+
+        with pytest.raises(ValueError, match="block 5"):
+            _workers.run(bad, 9)
+        seen.clear()
+        _workers.run(fn, 4)  # still usable after an error
+        assert sorted(seen) == [0, 1, 2, 3]
+    finally:
+        _workers.set_workers(before)
+
+
+def test_pool_concurrent_and_nested_callers():
+    """Four threads call run() at once, and blocks call run() themselves: all complete, each
+    block once (a caller that finds the pool busy runs its blocks itself)."""
+    before = _workers.workers()
+    _workers.set_workers(2)
+    try:
+        counts = np.zeros((4, 50), np.int64)
+
+        def caller(t):
+            def inner(k):
+                counts[t, k] += 1
+
+            def outer(j):
+                _workers.run(lambda k: inner(5 * j + k), 5)
+
+            for _ in range(20):
+                _workers.run(outer, 10)
+
+        ts = [threading.Thread(target=caller, args=(t,)) for t in range(4)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(timeout=120)
+        assert not any(t.is_alive() for t in ts)
+        assert (counts == 20).all()
+    finally:
+        _workers.set_workers(before)
+
+
+def test_set_num_threads_sizes_the_pool_and_the_blas(monkeypatch, restore_threads):
+    from threadpoolctl import threadpool_info
+
+    from refnet.runtime import threads as T
+
+    monkeypatch.setenv("REFNET_CONV_SPLIT", "1")
+    T.set_num_threads(2)
+    assert _workers.workers() == 2 and T.get_num_threads()["gemm"] == 2
+    assert all(d["num_threads"] == 1 for d in threadpool_info() if d["user_api"] == "blas")
+    monkeypatch.setenv("REFNET_CONV_SPLIT", "0")
+    T.set_num_threads(2)
+    assert _workers.workers() == 1
+    T.set_num_threads(1)
+    assert _workers.workers() == 1
+
+
+@pytest.mark.parametrize("shape,n_out", [((1, 37), 203), ((5, 3, 7, 3), 131), ((2, 64), 17)])
+def test_split_linear_equals_unsplit_and_reference(pool, shape, n_out, rng):
+    x = rng.standard_normal(shape).astype(np.float32)
+    k = int(np.prod(shape[1:]))
+    w = rng.standard_normal((n_out, k)).astype(np.float32)
+    b = rng.standard_normal(n_out).astype(np.float32)
+    split = C.linear(x, w, b)
+    _workers.set_workers(1)
+    unsplit = C.linear(x, w, b)
+    ref = C.linear_reference(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64))
+    np.testing.assert_allclose(split, unsplit, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(split, ref, rtol=1e-4, atol=1e-4)
