@@ -44,6 +44,7 @@ from refnet.ops import registry
 from refnet.ops.registry import Ctx
 from refnet.runtime.budget import check_plan
 from refnet.runtime.interrupt import THREAD_MIN_WORK, run_interruptibly
+from refnet.runtime.smallnet import kernels_for
 from refnet.runtime.threads import before_forward as _threads_before_forward
 from refnet.runtime.threads import get_num_threads, set_num_threads
 from refnet.runtime.threads import reapply as _threads_reapply
@@ -604,7 +605,7 @@ class Net:
 def _run(prog: _Program, feeds: Mapping[str, np.ndarray]) -> list:
     """Run a program under the run lock; heavy ones so that Ctrl-C interrupts them."""
     if prog.work < THREAD_MIN_WORK:
-        with _RUN_LOCK:
+        with _RUN_LOCK, kernels_for(prog):  # small programs: NumPy twins, no numba (runtime/smallnet.py)
             _threads_before_forward()
             return prog.run(feeds)
 

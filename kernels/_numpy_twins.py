@@ -1,0 +1,217 @@
+"""Vectorised NumPy twins of the jitted helpers small nets use (issue 17: start-up and memory).
+
+A forward pass of a small net (LeNet, MTCNN, yufacedetectnet, UltraFace) spends well under
+50 ms in its kernels, while importing numba and loading its compiled kernels costs ~0.3 s of
+CPU and ~120 MB of resident memory. Each function here has the signature of the jitted helper
+it twins (it writes into the same output argument) and computes the same values: the same
+float operations in the same order wherever the helper is vectorised over whole rows
+(im2col copies, bias + activation epilogues, max pooling, the Winograd transforms, the
+padded depthwise 3x3 stencil), so most twins give bit-identical results; where the jitted
+helper orders a sum differently at image borders, they agree to float32 rounding.
+:func:`refnet.kernels._lazyjit.numpy_twin` attaches them; ``numpy_kernels()`` turns them on
+(refnet.runtime.smallnet decides per program). Tests: tests/test_kernels/test_numpy_twins.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from refnet.kernels import conv as _conv
+from refnet.kernels import detection as _det
+from refnet.kernels import pool as _pool
+from refnet.kernels._lazyjit import numpy_twin
+
+__all__: list[str] = []
+
+_RULE_NAME = {code: name for name, code in _det._RULE_CODE.items()}
+
+
+def _act(v: np.ndarray, act: int, slope: np.ndarray, six: float = 6.0) -> None:
+    """In place: the conv epilogue activation (1 leaky/PReLU with per-channel ``slope``
+    broadcast against v, 2 ReLU6); NaN stays NaN, as in the jitted helpers."""
+    if act == 1:
+        np.multiply(v, slope, out=v, where=~(v > 0))
+    elif act == 2:
+        np.clip(v, 0, six, out=v)
+
+
+def _padded(x: np.ndarray, r0: int, r1: int, c0: int, c1: int, fill: float = 0.0) -> np.ndarray:
+    """x[..., r0:r1, c0:c1] with ``fill`` where the rows/columns fall outside x (any of r0, c0
+    negative, r1, c1 past the end)."""
+    h, w = x.shape[-2:]
+    out = np.full(x.shape[:-2] + (r1 - r0, c1 - c0), fill, dtype=x.dtype)
+    a0, a1 = max(r0, 0), min(r1, h)
+    b0, b1 = max(c0, 0), min(c1, w)
+    if a1 > a0 and b1 > b0:
+        out[..., a0 - r0 : a1 - r0, b0 - c0 : b1 - c0] = x[..., a0:a1, b0:b1]
+    return out
+
+
+# ---- conv epilogues and im2col -----------------------------------------------------------------
+
+
+@numpy_twin(_conv._bias_act_cols)
+def _bias_act_cols(y, b, act, slope, c0, c1):
+    seg = y[:, c0:c1]
+    seg += b[:, None]
+    _act(seg, act, slope[:, None])
+
+
+@numpy_twin(_conv._bias_act_rows)
+def _bias_act_rows(y, b, act, slope, r0, r1):
+    seg = y[:, r0:r1]
+    seg += b[:, None, None]
+    _act(seg, act, slope[:, None, None])
+
+
+@numpy_twin(_conv._im2col)
+def _im2col(x, kh, kw, sh, sw, pt, pl, dh, dw, oh0, oh1, wo, cols):
+    c, _, _ = x.shape
+    nh = oh1 - oh0
+    r0 = oh0 * sh - pt
+    xp = _padded(x, r0, r0 + (nh - 1) * sh + (kh - 1) * dh + 1, -pl, -pl + (wo - 1) * sw + (kw - 1) * dw + 1)
+    s0, s1, s2 = xp.strides
+    taps = as_strided(xp, (c, kh, kw, nh, wo), (s0, dh * s1, dw * s2, sh * s1, sw * s2), writeable=False)
+    dst = cols.view()
+    dst.shape = (c, kh, kw, nh, wo)  # raises rather than copying if cols were not contiguous
+    dst[...] = taps
+
+
+# ---- depthwise -----------------------------------------------------------------------------------
+
+
+def _depthwise_taps(x, w, sh, sw, pt, pl, dh, dw, ho, wo, acc=None):
+    """Per output channel o: ``acc`` (if given) plus the sum over taps (p, q), row-major, of
+    w[o, 0, p, q] times the zero-padded input plane o // mult sampled at the strides: the sum
+    order of the jitted flat 3x3 stencil (acc None) and of the general depthwise kernel (acc =
+    the bias: there taps outside the input are skipped, here they add a zero)."""
+    n, c = x.shape[:2]
+    co, _, kh, kw = w.shape
+    xp = _padded(x, -pt, -pt + (ho - 1) * sh + (kh - 1) * dh + 1, -pl, -pl + (wo - 1) * sw + (kw - 1) * dw + 1)
+    if co != c:
+        xp = np.repeat(xp, co // c, axis=1)
+    for p in range(kh):
+        for q in range(kw):
+            tap = xp[:, :, p * dh : p * dh + (ho - 1) * sh + 1 : sh, q * dw : q * dw + (wo - 1) * sw + 1 : sw]
+            term = w[None, :, 0, p, q, None, None] * tap
+            if acc is None:
+                acc = term
+            else:
+                acc += term
+    return acc
+
+
+@numpy_twin(_conv._depthwise3x3)
+def _depthwise3x3(x, w, b, sh, sw, pt, pl, dh, dw, act, slope, six, y):
+    ho, wo = y.shape[2:]
+    acc = _depthwise_taps(x, w, sh, sw, pt, pl, dh, dw, ho, wo)
+    acc += b[None, :, None, None]
+    _act(acc, act, slope[None, :, None, None], six)
+    y[...] = acc
+
+
+@numpy_twin(_conv._depthwise3x3_flat)
+def _depthwise3x3_flat(x, w, b, sh, sw, pt, pl, act, slope, six, y):
+    _depthwise3x3(x, w, b, sh, sw, pt, pl, 1, 1, act, slope, six, y)
+
+
+@numpy_twin(_conv._depthwise)
+def _depthwise(x, w, b, sh, sw, pt, pl, dh, dw, act, slope, y):
+    ho, wo = y.shape[2:]
+    acc = np.empty(y.shape, dtype=y.dtype)
+    acc[...] = b[None, :, None, None]
+    acc = _depthwise_taps(x, w, sh, sw, pt, pl, dh, dw, ho, wo, acc)
+    _act(acc, act, slope[None, :, None, None])
+    y[...] = acc
+
+
+@numpy_twin(_conv._direct_small_cout)
+def _direct_small_cout(x, w, b, sh, sw, pt, pl, dh, dw, act, slope, y):
+    n, c, _, _ = x.shape
+    co, _, kh, kw = w.shape
+    ho, wo = y.shape[2:]
+    xp = _padded(x, -pt, -pt + (ho - 1) * sh + (kh - 1) * dh + 1, -pl, -pl + (wo - 1) * sw + (kw - 1) * dw + 1)
+    s0, s1, s2, s3 = xp.strides
+    taps = as_strided(xp, (n, c, kh, kw, ho, wo), (s0, s1, dh * s2, dw * s3, sh * s2, sw * s3), writeable=False)
+    cols = np.ascontiguousarray(taps).reshape(n, c * kh * kw, ho * wo)
+    out = np.matmul(w.reshape(co, c * kh * kw), cols).reshape(n, co, ho, wo)
+    out += b[None, :, None, None]
+    _act(out, act, slope[None, :, None, None])
+    y[...] = out
+
+
+# ---- Winograd F(2x2, 3x3) transforms ------------------------------------------------------------
+
+
+@numpy_twin(_conv._wino_in)
+def _wino_in(x, pt, pl, ty0, ty1, tw_n, t0, v):
+    c = x.shape[0]
+    nty = ty1 - ty0
+    wp = 2 * tw_n + 2
+    r0 = 2 * ty0 - pt
+    d = _padded(x, r0, r0 + 2 * nty + 2, -pl, -pl + wp)  # (C, 2 nty + 2, wp)
+    rows = [d[:, k : k + 2 * nty : 2] for k in range(4)]  # row k of every tile row: (C, nty, wp)
+    tt = (rows[0] - rows[2], rows[1] + rows[2], rows[2] - rows[1], rows[1] - rows[3])
+    t1 = t0 + nty * tw_n
+    for k in range(4):
+        a = [tt[k][:, :, j : j + 2 * tw_n : 2] for j in range(4)]  # (C, nty, tw_n)
+        v[4 * k, :, t0:t1] = (a[0] - a[2]).reshape(c, -1)
+        v[4 * k + 1, :, t0:t1] = (a[1] + a[2]).reshape(c, -1)
+        v[4 * k + 2, :, t0:t1] = (a[2] - a[1]).reshape(c, -1)
+        v[4 * k + 3, :, t0:t1] = (a[1] - a[3]).reshape(c, -1)
+
+
+@numpy_twin(_conv._wino_out)
+def _wino_out(m, b, act, slope, six, ty0, ty1, tw_n, t0, y):
+    co, ho, wo = y.shape
+    nty = ty1 - ty0
+    mt = m[:, :, t0 : t0 + nty * tw_n].reshape(16, co, nty, tw_n)
+    s = [mt[j] + mt[4 + j] + mt[8 + j] for j in range(4)]
+    e = [mt[4 + j] - mt[8 + j] - mt[12 + j] for j in range(4)]
+    bias = b[:, None, None]
+    tiles = np.empty((co, nty, 2, tw_n, 2), dtype=y.dtype)
+    tiles[:, :, 0, :, 0] = s[0] + s[1] + s[2] + bias
+    tiles[:, :, 0, :, 1] = s[1] - s[2] - s[3] + bias
+    tiles[:, :, 1, :, 0] = e[0] + e[1] + e[2] + bias
+    tiles[:, :, 1, :, 1] = e[1] - e[2] - e[3] + bias
+    _act(tiles, act, slope[:, None, None, None, None], six)
+    oh0 = 2 * ty0
+    oh1 = min(2 * ty1, ho)
+    y[:, oh0:oh1] = tiles.reshape(co, 2 * nty, 2 * tw_n)[:, : oh1 - oh0, :wo]
+
+
+# ---- max pooling -------------------------------------------------------------------------------
+
+
+@numpy_twin(_pool._max_pool_sep)
+def _max_pool(x, kh, kw, sh, sw, pt, pl, y, empty):
+    """Max over each window clipped to the input (a NaN sticks, as np.maximum does); ``empty``
+    for a window with no input element."""
+    h, w = x.shape[2:]
+    ho, wo = y.shape[2:]
+    xp = _padded(x, -pt, (ho - 1) * sh + kh - pt, -pl, (wo - 1) * sw + kw - pl, -np.inf)
+    out = None
+    for p in range(kh):
+        for q in range(kw):
+            tap = xp[:, :, p : p + (ho - 1) * sh + 1 : sh, q : q + (wo - 1) * sw + 1 : sw]
+            out = tap.copy() if out is None else np.maximum(out, tap, out=out)
+    rows = np.arange(ho) * sh - pt
+    cols = np.arange(wo) * sw - pl
+    out[:, :, (np.minimum(rows + kh, h) <= np.maximum(rows, 0))] = empty
+    out[:, :, :, (np.minimum(cols + kw, w) <= np.maximum(cols, 0))] = empty
+    y[...] = out
+
+
+numpy_twin(_pool._max_pool_fast_noidx)(_max_pool)
+
+
+# ---- NMS -----------------------------------------------------------------------------------------
+
+
+@numpy_twin(_det._greedy_nms_jit)
+def _greedy_nms(boxes, order, classes, thr, eta, rule, limit):
+    """The reference greedy loop (one vectorised overlap row per candidate); keeping only the
+    first ``limit`` kept boxes is the same as stopping there (later boxes never affect earlier
+    ones)."""
+    return _det._greedy_reference(boxes, order, classes, thr, eta, _RULE_NAME[rule])[:limit]
