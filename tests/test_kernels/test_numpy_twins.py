@@ -94,6 +94,24 @@ def test_conv_numpy_twin_nan_propagates():
         assert np.isnan(got).any()
 
 
+@pytest.mark.parametrize("stride,dil", [((1, 1), (1, 1)), ((2, 2), (1, 1)), ((1, 2), (2, 1))])
+def test_depthwise_border_columns_nonfinite_bit_exact(stride, dil):
+    """The general 3x3 depthwise kernel (planes over DW_FLAT_MAX_PIXELS) sums its border
+    columns from ``row[0] * 0``: an inf or NaN at a row's start makes them NaN, in the twin too."""
+    x = RNG.normal(0, 1, (1, 4, 70, 72)).astype(np.float32)
+    x[0, 1, 10, 0] = np.inf
+    x[0, 2, 33, 0] = np.nan
+    x[0, 3, 50, 40] = -np.inf
+    w = RNG.normal(0, 1, (8, 1, 3, 3)).astype(np.float32)
+    b = RNG.normal(0, 1, 8).astype(np.float32)
+    assert 70 * 72 > C.DW_FLAT_MAX_PIXELS
+    plan = C.conv2d_plan(x.shape, w, b, stride=stride, pad=(1, 1, 1, 1), dilation=dil, groups=4,
+                         algorithm="depthwise", activation="relu", negative_slope=0.2)
+    got, fast = _both(plan, x)
+    np.testing.assert_array_equal(got, fast)
+    assert np.isnan(got).any() and np.isfinite(got).any()
+
+
 @pytest.mark.parametrize("xs,k,s,p,ceil", [
     ((1, 3, 10, 11), (3, 3), (2, 2), (0, 0, 0, 0), True),
     ((2, 4, 9, 9), (2, 2), (2, 2), (1, 1, 1, 1), True),
