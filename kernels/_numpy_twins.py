@@ -82,9 +82,7 @@ def _im2col(x, kh, kw, sh, sw, pt, pl, dh, dw, oh0, oh1, wo, cols):
     xp = _padded(x, r0, r0 + (nh - 1) * sh + (kh - 1) * dh + 1, -pl, -pl + (wo - 1) * sw + (kw - 1) * dw + 1)
     s0, s1, s2 = xp.strides
     taps = as_strided(xp, (c, kh, kw, nh, wo), (s0, dh * s1, dw * s2, sh * s1, sw * s2), writeable=False)
-    dst = cols.view()
-    dst.shape = (c, kh, kw, nh, wo)  # raises rather than copying if cols were not contiguous
-    dst[...] = taps
+    _view(cols, (c, kh, kw, nh, wo))[...] = taps
 
 
 # ---- depthwise -----------------------------------------------------------------------------------
@@ -100,13 +98,14 @@ def _depthwise_taps(x, w, sh, sw, pt, pl, dh, dw, ho, wo, acc=None):
     xp = _padded(x, -pt, -pt + (ho - 1) * sh + (kh - 1) * dh + 1, -pl, -pl + (wo - 1) * sw + (kw - 1) * dw + 1)
     if co != c:
         xp = np.repeat(xp, co // c, axis=1)
+    term = np.empty((n, co, ho, wo), dtype=x.dtype)
     for p in range(kh):
         for q in range(kw):
             tap = xp[:, :, p * dh : p * dh + (ho - 1) * sh + 1 : sh, q * dw : q * dw + (wo - 1) * sw + 1 : sw]
-            term = w[None, :, 0, p, q, None, None] * tap
             if acc is None:
-                acc = term
+                acc = np.multiply(tap, w[None, :, 0, p, q, None, None])
             else:
+                np.multiply(tap, w[None, :, 0, p, q, None, None], out=term)
                 acc += term
     return acc
 
@@ -132,7 +131,8 @@ def _depthwise3x3(x, w, b, sh, sw, pt, pl, dh, dw, act, slope, six, y):
     acc = _depthwise_taps(x, w, sh, sw, pt, pl, dh, dw, ho, wo)
     acc += b[None, :, None, None]
     _act(acc, act, slope[None, :, None, None], six)
-    lo, hi = _conv._valid_range.py_func(-pl, sw, wd - 2 * dw, wo)
+    valid_range = getattr(_conv._valid_range, "py_func", _conv._valid_range)  # (plain Python: scalars)
+    lo, hi = valid_range(-pl, sw, wd - 2 * dw, wo)
     edges = [ow for ow in range(wo) if ow < lo or ow >= max(hi, lo)]
     if edges:
         xr = _padded(x, -pt, -pt + (ho - 1) * sh + 2 * dh + 1, 0, wd)  # zero rows outside, columns as is
@@ -190,15 +190,26 @@ def _wino_in(x, pt, pl, ty0, ty1, tw_n, t0, v):
     wp = 2 * tw_n + 2
     r0 = 2 * ty0 - pt
     d = _padded(x, r0, r0 + 2 * nty + 2, -pl, -pl + wp)  # (C, 2 nty + 2, wp)
-    rows = [d[:, k : k + 2 * nty : 2] for k in range(4)]  # row k of every tile row: (C, nty, wp)
-    tt = (rows[0] - rows[2], rows[1] + rows[2], rows[2] - rows[1], rows[1] - rows[3])
-    t1 = t0 + nty * tw_n
-    for k in range(4):
-        a = [tt[k][:, :, j : j + 2 * tw_n : 2] for j in range(4)]  # (C, nty, tw_n)
-        v[4 * k, :, t0:t1] = (a[0] - a[2]).reshape(c, -1)
-        v[4 * k + 1, :, t0:t1] = (a[1] + a[2]).reshape(c, -1)
-        v[4 * k + 2, :, t0:t1] = (a[2] - a[1]).reshape(c, -1)
-        v[4 * k + 3, :, t0:t1] = (a[1] - a[3]).reshape(c, -1)
+    r = [d[:, k : k + 2 * nty : 2] for k in range(4)]  # row k of every tile row: (C, nty, wp)
+    tt = np.empty((4, c, nty, wp), dtype=v.dtype)  # B^T d, rows k = 0..3
+    np.subtract(r[0], r[2], out=tt[0])
+    np.add(r[1], r[2], out=tt[1])
+    np.subtract(r[2], r[1], out=tt[2])
+    np.subtract(r[1], r[3], out=tt[3])
+    a = [tt[..., j : j + 2 * tw_n : 2] for j in range(4)]  # column j of every tile: (4, C, nty, tw_n)
+    vv = v.reshape(4, 4, c, v.shape[2])[:, :, :, t0 : t0 + nty * tw_n]
+    out = [_view(vv[:, j], (4, c, nty, tw_n)) for j in range(4)]  # v[4 k + j] for every k
+    np.subtract(a[0], a[2], out=out[0])
+    np.add(a[1], a[2], out=out[1])
+    np.subtract(a[2], a[1], out=out[2])
+    np.subtract(a[1], a[3], out=out[3])
+
+
+def _view(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``a`` reshaped without a copy (ValueError where that is impossible: writes would be lost)."""
+    out = a.view()
+    out.shape = shape
+    return out
 
 
 @numpy_twin(_conv._wino_out)
@@ -248,19 +259,50 @@ numpy_twin(_pool._max_pool_fast_noidx)(_max_pool)
 # ---- NMS -----------------------------------------------------------------------------------------
 
 
+_NMS_MATRIX_MAX = 1024  # candidates; up to this many, all overlaps at once (an n x n float64 matrix)
+
+
+def _pair_overlaps(b: np.ndarray, rule: str) -> np.ndarray:
+    """``ov[i, j]`` = the overlap of boxes i and j (float64 rows of ``b``), the same float64
+    operations as ``detection._overlap_rows(b[j], b[[i]], rule)`` (sums of two areas commute)."""
+    plus = 1.0 if rule in ("caffe+1", "frcnn") else 0.0
+    x1, y1, x2, y2 = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
+    area = np.where((x2 >= x1) & (y2 >= y1), (x2 - x1 + plus) * (y2 - y1 + plus), 0.0)
+    iw = np.minimum(x2[:, None], x2) - np.maximum(x1[:, None], x1)
+    ih = np.minimum(y2[:, None], y2) - np.maximum(y1[:, None], y1)
+    if rule == "caffe+1":
+        inter = np.where((iw >= 0) & (ih >= 0), (iw + 1) * (ih + 1), 0.0)
+    elif rule == "frcnn":
+        inter = np.maximum(iw + 1, 0.0) * np.maximum(ih + 1, 0.0)
+    else:
+        inter = np.where((iw > 0) & (ih > 0), iw * ih, 0.0)
+    both = area[:, None] + area
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ov = np.where(inter > 0, inter / (both - inter), 0.0)
+    if rule == "cv2":
+        ov = np.where(both <= _det._CV2_EMPTY_AREA, 1.0, ov)
+    nan = np.isnan(iw) | np.isnan(ih) | np.isnan(area)[:, None] | np.isnan(area)
+    return np.where(nan, np.nan, ov)
+
+
 @numpy_twin(_det._greedy_nms_jit)
 def _greedy_nms(boxes, order, classes, thr, eta, rule, limit):
-    """Greedy NMS in candidate order: each kept box suppresses, in one vectorised step, every
-    later candidate of its class whose float32 overlap with it is not <= the threshold (NaN
-    suppresses), which is the greedy loop's decision since the overlap is symmetric. With
-    ``eta < 1`` the threshold shrinks as boxes are kept, so the reference loop runs instead.
-    Keeping the first ``limit`` kept boxes equals stopping there."""
+    """Greedy NMS in candidate order: each kept box suppresses every later candidate of its
+    class whose float32 overlap with it is not <= the threshold (NaN suppresses), which is the
+    greedy loop's decision since the overlap is symmetric; the overlaps come as one matrix
+    (up to _NMS_MATRIX_MAX candidates) or one vectorised row per kept box. With ``eta < 1``
+    the threshold shrinks as boxes are kept, so the reference loop runs instead. Keeping the
+    first ``limit`` kept boxes equals stopping there."""
+    name = _RULE_NAME[rule]
     if eta < 1.0:
-        return _det._greedy_reference(boxes, order, classes, thr, eta, _RULE_NAME[rule])[:limit]
+        return _det._greedy_reference(boxes, order, classes, thr, eta, name)[:limit]
     n = len(order)
     b = boxes[order]
     cls = classes[order]
     thr32 = np.float32(thr)
+    suppress = None
+    if n <= _NMS_MATRIX_MAX:
+        suppress = (cls[:, None] == cls) & ~(_pair_overlaps(b, name).astype(np.float32) <= thr32)
     alive = np.ones(n, dtype=bool)
     keep: list[int] = []
     for t in range(n):
@@ -269,9 +311,12 @@ def _greedy_nms(boxes, order, classes, thr, eta, rule, limit):
         keep.append(int(order[t]))
         if len(keep) >= limit:
             break
+        if suppress is not None:
+            alive[t + 1:] &= ~suppress[t, t + 1:]
+            continue
         rest = np.flatnonzero(alive[t + 1:]) + t + 1
         rest = rest[cls[rest] == cls[t]]
         if rest.size:
-            ov = _det._overlap_rows(b[t], b[rest], _RULE_NAME[rule]).astype(np.float32)
+            ov = _det._overlap_rows(b[t], b[rest], name).astype(np.float32)
             alive[rest[~(ov <= thr32)]] = False
     return np.asarray(keep, dtype=np.int64)
