@@ -8,14 +8,16 @@ twin still runs on numba). They give the numba kernels' numbers, bit for bit exc
 ``direct`` convolution (a GEMM there: float32 rounding).
 
 * a program of fewer than :data:`SMALL_WORK` MACs (``refnet.runtime.budget``'s count) always
-  runs the twins: there they are as fast as numba (measured LeNet 1.1x, MTCNN det1 1.4x of
-  0.16 ms);
-* one of fewer than :data:`NUMPY_MAX_WORK` MACs runs them while numba is not loaded and the
-  process has spent less than :data:`NUMPY_BUDGET_S` seconds of CPU in such forward passes,
-  then on numba. The twins take ~2x numba's time on these (yufacedetectnet 16 vs 9 ms,
-  UltraFace RFB-320 15 vs 7 ms): a process that runs a handful of passes (``refnet run``, a
-  script) never pays for numba, one that runs many pays for it once the NumPy passes have
-  cost about as much (the ski-rental rule: never more than ~2x the better choice in hindsight);
+  runs the twins: there they are about as fast as numba (CPU medians, one thread: LeNet 0.39
+  vs 0.35 ms, MTCNN det1 0.20 vs 0.14 ms);
+* one of fewer than :data:`NUMPY_MAX_WORK` MACs runs them for the process's first
+  :data:`NUMPY_FIRST_PASSES` such forward passes while numba is not loaded, then on numba.
+  The twins take 1.4-2.2x numba's time there (yufacedetectnet v2 320x240 11.7 vs 8.0 ms,
+  UltraFace RFB-320 15.8 vs 7.1 ms), less than numba's start-up for a pass or a few, not for
+  a stream of them. So a one-shot process (``refnet run``, a script classifying one image)
+  never loads numba, and a loop switches at its second pass -- during a benchmark's
+  untimed warm-up, not in a timed call. (A CPU-time budget before switching would serve
+  short loops better, but would move the switch into the timed calls of benchmarks.)
 * larger programs run on numba.
 
 ``REFNET_NUMPY_MAX_MACS`` overrides :data:`NUMPY_MAX_WORK` (``0``: always numba, e.g. to
@@ -27,19 +29,17 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
-from collections.abc import Iterator
 from typing import Any
 
 from refnet.kernels._lazyjit import numba_loaded, numpy_kernels
 
-__all__ = ["SMALL_WORK", "NUMPY_MAX_WORK", "NUMPY_BUDGET_S", "kernels_for", "numpy_max_work"]
+__all__ = ["SMALL_WORK", "NUMPY_MAX_WORK", "NUMPY_FIRST_PASSES", "kernels_for", "numpy_max_work"]
 
 SMALL_WORK = 2 * 10**7  # MACs of one run; below: always the NumPy twins
-NUMPY_MAX_WORK = 2 * 10**8  # below: the twins until numba is loaded or NUMPY_BUDGET_S is spent
-NUMPY_BUDGET_S = 0.5  # CPU seconds of NumPy forward passes above SMALL_WORK before numba pays
+NUMPY_MAX_WORK = 2 * 10**8  # below: the twins for the first passes, while numba is not loaded
+NUMPY_FIRST_PASSES = 1  # forward passes of SMALL_WORK..NUMPY_MAX_WORK MACs per process on the twins
 
-_SPENT = [0.0]  # CPU seconds spent so far in NumPy passes of SMALL_WORK..NUMPY_MAX_WORK MACs
+_PASSES = [0]  # such passes run on the twins so far
 
 
 def numpy_max_work() -> int:
@@ -51,22 +51,13 @@ def numpy_max_work() -> int:
         return NUMPY_MAX_WORK
 
 
-@contextlib.contextmanager
-def _counted() -> Iterator[None]:
-    t0 = time.process_time()
-    try:
-        with numpy_kernels():
-            yield
-    finally:
-        _SPENT[0] += time.process_time() - t0
-
-
 def kernels_for(prog: Any) -> contextlib.AbstractContextManager:
     """The kernel mode to run ``prog`` (a compiled program with ``.work`` MACs) under (see the
-    module docstring): ``numpy_kernels()``, a counted one, or a no-op context (numba)."""
+    module docstring): ``numpy_kernels()`` or a no-op context (numba)."""
     limit = numpy_max_work()
     if prog.work < min(SMALL_WORK, limit):
         return numpy_kernels()
-    if prog.work < limit and _SPENT[0] < NUMPY_BUDGET_S and not numba_loaded():
-        return _counted()
+    if prog.work < limit and _PASSES[0] < NUMPY_FIRST_PASSES and not numba_loaded():
+        _PASSES[0] += 1
+        return numpy_kernels()
     return contextlib.nullcontext()
