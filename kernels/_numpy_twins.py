@@ -262,39 +262,17 @@ numpy_twin(_pool._max_pool_fast_noidx)(_max_pool)
 _NMS_MATRIX_MAX = 1024  # candidates; up to this many, all overlaps at once (an n x n float64 matrix)
 
 
-def _pair_overlaps(b: np.ndarray, rule: str) -> np.ndarray:
-    """``ov[i, j]`` = the overlap of boxes i and j (float64 rows of ``b``), the same float64
-    operations as ``detection._overlap_rows(b[j], b[[i]], rule)`` (sums of two areas commute)."""
-    plus = 1.0 if rule in ("caffe+1", "frcnn") else 0.0
-    x1, y1, x2, y2 = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
-    area = np.where((x2 >= x1) & (y2 >= y1), (x2 - x1 + plus) * (y2 - y1 + plus), 0.0)
-    iw = np.minimum(x2[:, None], x2) - np.maximum(x1[:, None], x1)
-    ih = np.minimum(y2[:, None], y2) - np.maximum(y1[:, None], y1)
-    if rule == "caffe+1":
-        inter = np.where((iw >= 0) & (ih >= 0), (iw + 1) * (ih + 1), 0.0)
-    elif rule == "frcnn":
-        inter = np.maximum(iw + 1, 0.0) * np.maximum(ih + 1, 0.0)
-    else:
-        inter = np.where((iw > 0) & (ih > 0), iw * ih, 0.0)
-    both = area[:, None] + area
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ov = np.where(inter > 0, inter / (both - inter), 0.0)
-    if rule == "cv2":
-        ov = np.where(both <= _det._CV2_EMPTY_AREA, 1.0, ov)
-    nan = np.isnan(iw) | np.isnan(ih) | np.isnan(area)[:, None] | np.isnan(area)
-    return np.where(nan, np.nan, ov)
-
-
 @numpy_twin(_det._greedy_nms_jit)
 def _greedy_nms(boxes, order, classes, thr, eta, rule, limit):
     """Greedy NMS in candidate order: each kept box suppresses every later candidate of its
     class whose float32 overlap with it is not <= the threshold (NaN suppresses), which is the
     greedy loop's decision since the overlap is symmetric; the overlaps come as one matrix
     (up to _NMS_MATRIX_MAX candidates) or one vectorised row per kept box. With ``eta < 1``
-    the threshold shrinks as boxes are kept, so the reference loop runs instead. Keeping the
+    the threshold shrinks as boxes are kept, so the reference loop runs instead (as for a
+    rule other than the four jitted ones). Keeping the
     first ``limit`` kept boxes equals stopping there."""
     name = _RULE_NAME[rule]
-    if eta < 1.0:
+    if eta < 1.0 or name not in ("cv2", "caffe", "caffe+1", "frcnn"):
         return _det._greedy_reference(boxes, order, classes, thr, eta, name)[:limit]
     n = len(order)
     b = boxes[order]
@@ -302,7 +280,8 @@ def _greedy_nms(boxes, order, classes, thr, eta, rule, limit):
     thr32 = np.float32(thr)
     suppress = None
     if n <= _NMS_MATRIX_MAX:
-        suppress = (cls[:, None] == cls) & ~(_pair_overlaps(b, name).astype(np.float32) <= thr32)
+        ov = _det._overlap_rows(b[:, None], b[None], name)  # ov[i, j]: the same sums as row j vs i
+        suppress = (cls[:, None] == cls) & ~(ov.astype(np.float32) <= thr32)
     alive = np.ones(n, dtype=bool)
     keep: list[int] = []
     for t in range(n):
