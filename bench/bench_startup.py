@@ -1,12 +1,18 @@
 """Start-up, first load and peak memory, each sample a fresh Python process (issue 17).
 
-    python bench/bench_startup.py firstload|run|rss [--reps 5] [--base PYTHONPATH --base-cache DIR]
+    python bench/bench_startup.py firstload|run|firstrun|rss [--reps 5] [--forwards 1]
+                                  [--base PYTHONPATH --base-cache DIR]
 
 * ``firstload``: ``import refnet, numpy``, then the first ``refnet.load_caffe`` (wall and CPU
   time of the load; whether numba got imported).
 * ``run``: a warm ``refnet run --zoo lenet-mnist`` end to end (wall and CPU of the process).
-* ``rss``: peak resident memory (VmHWM) of loading and one forward at one thread, refnet
-  against cv2.dnn on the same files.
+* ``firstrun``: the same run as from a fresh clone: an empty numba cache and an empty
+  bytecode cache (``PYTHONPYCACHEPREFIX``) per sample; reports whether the compile notice
+  was printed.
+* ``rss``: peak resident memory (VmHWM) of loading and ``--forwards`` forward passes at one
+  thread, refnet against cv2.dnn on the same files. (Mid-sized nets run on NumPy for their
+  first passes and switch to numba once that cost ~0.5 s of CPU: refnet.runtime.smallnet;
+  ``--forwards 100`` shows a long-running process.)
 
 ``--base`` puts another refnet tree first on ``PYTHONPATH`` (a package folder holding
 ``refnet/`` with ``kernels/`` and ``weights_import/`` inside, e.g. an older commit laid out
@@ -47,17 +53,21 @@ def hwm():
     for line in open("/proc/self/status"):
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
-impl, paths, shape = sys.argv[1], sys.argv[2:-4], tuple(int(v) for v in sys.argv[-4:])
+impl, reps, paths, shape = sys.argv[1], int(sys.argv[2]), sys.argv[3:-4], tuple(int(v) for v in sys.argv[-4:])
 x = np.random.default_rng(0).uniform(0, 1, shape).astype(np.float32)
 if impl == "cv2":
     import cv2
     cv2.setNumThreads(1)
-    net = cv2.dnn.readNetFromCaffe(*paths); net.setInput(x); net.forward()
+    net = cv2.dnn.readNetFromCaffe(*paths)
+    for _ in range(reps):
+        net.setInput(x); net.forward()
 else:
     import refnet
     refnet.set_num_threads(1)
-    net = refnet.load(*paths); net.forward(x)
-print(json.dumps({"peak_mb": hwm()}))
+    net = refnet.load(*paths)
+    for _ in range(reps):
+        net.forward(x)
+print(json.dumps({"peak_mb": hwm(), "numba": "numba" in sys.modules}))
 """
 
 LOAD_CASES = {
@@ -123,15 +133,45 @@ def firstload(args: argparse.Namespace, out=sys.stdout) -> dict:
     return res
 
 
-def warm_run(args: argparse.Namespace, out=sys.stdout) -> dict:
+def _run_argv() -> list[str]:
     import numpy as np
 
     img = Path(tempfile.gettempdir()) / "refnet_bench_digit.pgm"
     a = np.zeros((28, 28), np.uint8)
     a[4:24, 13:16] = 255  # a "1"
     img.write_bytes(b"P5 28 28 255\n" + a.tobytes())
-    argv = [sys.executable, "-m", "refnet.cli", "run", "--zoo", "lenet-mnist", "--image", str(img),
+    return [sys.executable, "-m", "refnet.cli", "run", "--zoo", "lenet-mnist", "--image", str(img),
             "-o", str(img.with_suffix(".out.png"))]
+
+
+def first_run(args: argparse.Namespace, out=sys.stdout) -> dict:
+    argv = _run_argv()
+    res: dict = {}
+    for _ in range(args.reps):
+        for tree, env in _trees(args).items():
+            with tempfile.TemporaryDirectory() as numba_dir, tempfile.TemporaryDirectory() as pyc_dir:
+                os.chmod(numba_dir, 0o700)
+                fresh = dict(env, REFNET_NUMBA_CACHE=numba_dir, NUMBA_CACHE_DIR=numba_dir, PYTHONPYCACHEPREFIX=pyc_dir)
+                r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                t0 = time.perf_counter()
+                p = subprocess.run(argv, env=fresh, capture_output=True, text=True, cwd=tempfile.gettempdir(),
+                                   timeout=1800)
+                wall = time.perf_counter() - t0
+                r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                if p.returncode:
+                    raise RuntimeError(f"first run failed: {p.stderr[-1500:]}")
+                res.setdefault(tree, []).append({"wall_s": wall, "notice": "compiling" in p.stderr,
+                                                 "cpu_s": (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)})
+    for tree, rs in res.items():
+        print(f"first-ever refnet run --zoo lenet-mnist  {tree:5s} "
+              f"wall {statistics.median(r['wall_s'] for r in rs):.2f} s  "
+              f"cpu {statistics.median(r['cpu_s'] for r in rs):.2f} s  compile notice: {rs[0]['notice']}   "
+              f"(load average {os.getloadavg()[0]:.1f})", file=out)
+    return res
+
+
+def warm_run(args: argparse.Namespace, out=sys.stdout) -> dict:
+    argv = _run_argv()
     res: dict = {}
     for env in _trees(args).values():
         _run(env, argv)  # caches warm
@@ -152,30 +192,35 @@ def rss(args: argparse.Namespace, out=sys.stdout) -> dict:
     for name, files in RSS_CASES.items():
         if models is None or not all((models / f).exists() for f in files):
             continue
-        argv = [str(models / f) for f in files] + [str(d) for d in RSS_SHAPES[name]]
+        argv = [str(args.forwards)] + [str(models / f) for f in files] + [str(d) for d in RSS_SHAPES[name]]
         for tree, impl in engines:
             _run(_trees(args)[tree], [impl, *argv], _RSS)  # caches warm (a compile peaks higher)
         for _ in range(args.reps):
             for tree, impl in engines:
-                res.setdefault((name, tree, impl), []).append(_run(_trees(args)[tree], [impl, *argv], _RSS)["peak_mb"])
+                r = _run(_trees(args)[tree], [impl, *argv], _RSS)
+                res.setdefault((name, tree, impl), []).append(r["peak_mb"])
+                res.setdefault((name, tree, impl, "numba"), []).append(r["numba"])
     for name in RSS_CASES:
         if (name, "this", "cv2") not in res:
             continue
         cv = statistics.median(res[(name, "this", "cv2")])
         line = "   ".join(f"refnet {tree} {statistics.median(res[(name, tree, 'refnet')]):6.1f} "
-                          f"({statistics.median(res[(name, tree, 'refnet')]) / cv:.2f}x)" for tree in _trees(args))
-        print(f"{name:20s} peak RSS MB: cv2 {cv:6.1f}   {line}", file=out)
+                          f"({statistics.median(res[(name, tree, 'refnet')]) / cv:.2f}x"
+                          f"{', numba' if any(res[(name, tree, 'refnet', 'numba')]) else ''})" for tree in _trees(args))
+        print(f"{name:20s} peak RSS MB ({args.forwards} forward{'s' if args.forwards > 1 else ''}): cv2 {cv:6.1f}   "
+              f"{line}", file=out)
     return res
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("what", choices=("firstload", "run", "rss"))
+    p.add_argument("what", choices=("firstload", "run", "firstrun", "rss"))
     p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--forwards", type=int, default=1, help="rss: forward passes per process")
     p.add_argument("--base", metavar="PYTHONPATH", help="another refnet tree to alternate with this one")
     p.add_argument("--base-cache", metavar="DIR", help="NUMBA_CACHE_DIR for --base")
     args = p.parse_args(argv)
-    {"firstload": firstload, "run": warm_run, "rss": rss}[args.what](args)
+    {"firstload": firstload, "run": warm_run, "firstrun": first_run, "rss": rss}[args.what](args)
     return 0
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import os
 import stat
 import sys
-import tempfile
 from pathlib import Path
 
 __all__ = ["CacheChoice", "choose_cache_dir", "check_private_dir", "install_numba_hooks", "CACHE_ENV"]
@@ -94,6 +93,8 @@ def choose_cache_dir(env: dict | None = None) -> CacheChoice:
     why = check_private_dir(first) if first else "no home folder"
     if why is None:
         return CacheChoice(first, None)
+    import tempfile  # only for a fallback (10 ms of imports otherwise paid by every first model load)
+
     uid = os.getuid() if hasattr(os, "getuid") else 0
     tmp = os.path.join(tempfile.gettempdir(), f"refnet-numba-{uid}")
     if check_private_dir(tmp) is None:

@@ -19,16 +19,26 @@ OpenBLAS library in memory). refnet's jitted kernels never call ``np.dot``, ``np
 runs with scipy's ``cython_blas`` hidden: the only effect is that ``np.convolve`` and
 ``np.correlate`` inside jitted code would use a plain loop; ``np.dot`` and ``np.linalg`` still
 import scipy when something compiles them.
+
+NumPy twins (small nets without numba): a jitted helper may carry a vectorised NumPy
+implementation with the same signature and results (``kernel.numpy``, set by
+:func:`numpy_twin`; the twins live in :mod:`refnet.kernels._numpy_twins`). Inside
+``with numpy_kernels():`` (per thread) a call of such a helper runs the NumPy twin, so a
+forward pass whose helpers all have twins never imports numba and LLVM (~0.3 s and ~120 MB
+of a small model's start-up and memory). Helpers without a twin still run on numba there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["lazy_njit", "LazyDispatcher", "prange", "load_numba", "on_numba_load"]
+__all__ = ["lazy_njit", "LazyDispatcher", "prange", "load_numba", "on_numba_load", "numba_loaded",
+           "numpy_kernels", "numpy_kernels_on", "numpy_twin"]
 
 _HOOKS: list[Callable[[Any], None]] = []
 _LOADED: list[Any] = []  # [numba] once load_numba ran
@@ -47,6 +57,46 @@ def on_numba_load(fn: Callable[[Any], None]) -> Callable[[Any], None]:
     else:
         _HOOKS.append(fn)
     return fn
+
+
+def numba_loaded() -> bool:
+    """Whether :func:`load_numba` ran in this process."""
+    return bool(_LOADED)
+
+
+class _Mode(threading.local):
+    on = False
+
+
+MODE = _Mode()  # MODE.on: this thread runs the NumPy twins of jitted helpers (numpy_kernels)
+
+
+@contextlib.contextmanager
+def numpy_kernels(on: bool = True) -> Iterator[None]:
+    """Within the block, this thread's calls of jitted helpers that have a NumPy twin run the
+    twin (``on=False``: the numba kernels, e.g. to compare both)."""
+    before = MODE.on
+    MODE.on = bool(on)
+    try:
+        yield
+    finally:
+        MODE.on = before
+
+
+def numpy_kernels_on() -> bool:
+    """Whether this thread is inside ``numpy_kernels()``."""
+    return MODE.on
+
+
+def numpy_twin(kernel: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: register ``fn`` as the NumPy twin of ``kernel`` (a :class:`LazyDispatcher` or a
+    :class:`refnet.kernels._parallel.Twin`): same arguments, same outputs to float32 rounding."""
+
+    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        kernel.numpy = fn
+        return fn
+
+    return deco
 
 
 def _import_numba_without_scipy_probe() -> Any:
@@ -91,7 +141,10 @@ def load_numba() -> Any:
 
 class LazyDispatcher:
     """A jitted function not built yet: calling it (or asking for a dispatcher attribute)
-    builds ``numba.njit(**options)(py_func)`` and rebinds the module's global name to it."""
+    builds ``numba.njit(**options)(py_func)`` and rebinds the module's global name to it
+    (unless it has a NumPy twin: then calls keep passing here, to pick one per call)."""
+
+    numpy: Callable[..., Any] | None = None  # the NumPy twin (numpy_twin), used under numpy_kernels()
 
     def __init__(self, py_func: Callable[..., Any], options: dict[str, Any]) -> None:
         functools.update_wrapper(self, py_func)
@@ -112,19 +165,21 @@ class LazyDispatcher:
             except RuntimeError:  # "cannot cache function ...: no locator available": run uncached
                 self._real = numba.njit(**{**self._options, "cache": False})(self.py_func)
             name = self.py_func.__name__
-            if g.get(name) is self:
+            if self.numpy is None and g.get(name) is self:
                 g[name] = self._real
             pkg = sys.modules.get("refnet.kernels")
-            if pkg is not None and getattr(pkg, name, None) is self:
+            if self.numpy is None and pkg is not None and getattr(pkg, name, None) is self:
                 setattr(pkg, name, self._real)
         return self._real
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.numpy is not None and MODE.on:
+            return self.numpy(*args, **kwargs)
         real = self._real if self._real is not None else self.materialize()
         return real(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name in ("_real", "_options", "py_func"):
+        if name.startswith("__") or name in ("_real", "_options", "py_func", "numpy"):
             raise AttributeError(name)
         return getattr(self.materialize(), name)
 

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from refnet.kernels._jit import PARALLEL_LOCK, jit, pjit
-from refnet.kernels._lazyjit import load_numba, on_numba_load
+from refnet.kernels._lazyjit import MODE, load_numba, on_numba_load
 
 __all__ = ["twin", "Twin", "PARALLEL_MIN_WORK", "choose_threading_layer", "threading_layer"]
 
@@ -81,7 +81,10 @@ def _inline_launch() -> bool:
 
 
 class Twin:
-    """A kernel compiled serial (``.serial``) and parallel (``.parallel``); calling it picks one."""
+    """A kernel compiled serial (``.serial``) and parallel (``.parallel``); calling it picks one
+    (or its NumPy twin ``.numpy``, when it has one, under ``numpy_kernels()``)."""
+
+    numpy: Callable[..., Any] | None = None  # see refnet.kernels._lazyjit.numpy_twin
 
     def __init__(self, fn: Callable[..., Any], work_arg: int) -> None:
         self.parallel = pjit(fn)
@@ -98,6 +101,8 @@ class Twin:
         self.__wrapped__ = fn
 
     def __call__(self, *args: Any) -> Any:
+        if self.numpy is not None and MODE.on:
+            return self.numpy(*args)
         if _GET_NUM_THREADS:
             n = _GET_NUM_THREADS[0]()
         else:

@@ -150,15 +150,16 @@ def _greedy_nms_jit(boxes, order, classes, thr, eta, rule, limit):  # pragma: no
 
 
 def _overlap_rows(box: np.ndarray, others: np.ndarray, rule: str) -> np.ndarray:
-    """Overlap of one float64 box with rows of ``others`` under an NMS overlap rule."""
+    """Overlap of one float64 box with rows of ``others`` under an NMS overlap rule (any
+    shapes ``(..., 4)`` that broadcast: ``box[:, None]`` against ``others[None]`` gives every pair)."""
     plus = 1.0 if rule in ("caffe+1", "frcnn") else 0.0
 
     def size(b: np.ndarray) -> np.ndarray:
         valid = (b[..., 2] >= b[..., 0]) & (b[..., 3] >= b[..., 1])
         return np.where(valid, (b[..., 2] - b[..., 0] + plus) * (b[..., 3] - b[..., 1] + plus), 0.0)
 
-    iw = np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0])
-    ih = np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1])
+    iw = np.minimum(box[..., 2], others[..., 2]) - np.maximum(box[..., 0], others[..., 0])
+    ih = np.minimum(box[..., 3], others[..., 3]) - np.maximum(box[..., 1], others[..., 1])
     if rule == "caffe+1":
         inter = np.where((iw >= 0) & (ih >= 0), (iw + 1) * (ih + 1), 0.0)
     elif rule == "frcnn":

@@ -130,3 +130,70 @@ def test_lazy_kernel_becomes_a_numba_dispatcher():
     np.testing.assert_allclose(out, (a * a).sum(axis=1), rtol=1e-13)
     assert isinstance(mod.rowsum_sq, numba.core.registry.CPUDispatcher)
     assert mod.prange is numba.prange  # swapped before compiling: a real parallel loop
+
+
+def test_small_forward_needs_no_numba_and_gives_numbas_numbers(small_net):
+    """A small net's float32 forward runs the NumPy twins: numba is never imported, and the
+    output is bit for bit what the numba kernels give (REFNET_NUMPY_MAX_MACS=0: the oracle)."""
+    import os
+
+    code = (
+        "import json, sys, numpy as np, refnet\n"
+        "refnet.set_num_threads(1)\n"
+        f"net = refnet.load({str(small_net[0])!r}, {str(small_net[1])!r})\n"
+        "x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 8, 8)).astype(np.float32)\n"
+        "y = net.forward(x)['fc']\n"
+        "print(json.dumps(['numba' in sys.modules, 'llvmlite' in sys.modules, y.tobytes().hex()]))\n")
+    outs = []
+    for limit in ("", "0"):
+        env = dict(os.environ, REFNET_NUMPY_MAX_MACS=limit)
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+        assert r.returncode == 0, r.stderr
+        outs.append(json.loads(r.stdout.strip().splitlines()[-1]))
+    (numba_a, llvm_a, y_a), (numba_b, _, y_b) = outs
+    assert not numba_a and not llvm_a and numba_b
+    assert y_a == y_b
+
+
+class _Prog:
+    def __init__(self, work: int) -> None:
+        self.work = work
+
+
+def test_small_net_policy(monkeypatch):
+    """Under SMALL_WORK MACs: always the twins; up to NUMPY_MAX_WORK: the twins for the
+    process's first NUMPY_FIRST_PASSES such passes while numba is not loaded; above: numba."""
+    from refnet.kernels._lazyjit import numpy_kernels_on
+    from refnet.runtime import smallnet as S
+
+    def mode(work: int) -> bool:
+        with S.kernels_for(_Prog(work)):
+            return numpy_kernels_on()
+
+    monkeypatch.delenv("REFNET_NUMPY_MAX_MACS", raising=False)
+    monkeypatch.setattr(S, "_PASSES", [0])
+    monkeypatch.setattr(S, "numba_loaded", lambda: False)
+    assert not mode(S.NUMPY_MAX_WORK) and S._PASSES == [0]
+    for _ in range(S.NUMPY_FIRST_PASSES):
+        assert mode(S.NUMPY_MAX_WORK - 1)
+    assert not mode(S.SMALL_WORK) and not mode(S.NUMPY_MAX_WORK - 1)  # the first passes are spent
+    assert mode(S.SMALL_WORK - 1) and mode(0)
+    S._PASSES[0] = 0
+    monkeypatch.setattr(S, "numba_loaded", lambda: True)  # numba already paid for: use it
+    assert mode(S.SMALL_WORK - 1) and not mode(S.SMALL_WORK)
+    monkeypatch.setenv("REFNET_NUMPY_MAX_MACS", "0")
+    assert not mode(0)
+    assert not numpy_kernels_on()
+
+
+def test_thread_count_reaches_numba_when_it_loads():
+    """set_num_threads before anything needed numba does not import it; numba gets the count
+    when it loads."""
+    got = _fresh(
+        "import json, sys, refnet\n"
+        "n = refnet.set_num_threads(1)\n"
+        "a = 'numba' in sys.modules\n"
+        "from refnet.kernels._lazyjit import load_numba\n"
+        "numba = load_numba()\n"
+        "print(json.dumps([n, a, numba.get_num_threads(), refnet.get_num_threads()['numba']]))\n")
+    assert got == [1, False, 1, 1]

@@ -33,6 +33,7 @@ from refnet.ops import registry
 from refnet.ops.registry import Ctx
 from refnet.runtime.interrupt import THREAD_MIN_WORK, run_interruptibly
 from refnet.runtime.plan import Plan, check_size
+from refnet.runtime.smallnet import kernels_for
 from refnet.runtime.threads import before_forward
 
 __all__ = ["Program", "compile_program", "run_program", "RUN_LOCK"]
@@ -133,7 +134,7 @@ class Program:
 def run_program(prog: Program, feeds: Mapping[str, np.ndarray]) -> list:
     """Run a program under the run lock; heavy ones so that Ctrl-C interrupts them."""
     if prog.work < THREAD_MIN_WORK:
-        with RUN_LOCK:
+        with RUN_LOCK, kernels_for(prog):  # small programs: NumPy twins, no numba (runtime/smallnet.py)
             before_forward()
             return prog.run(feeds)
 

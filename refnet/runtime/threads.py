@@ -20,7 +20,9 @@ Two modes:
   thread, and a descheduled thread is slow by a whole time slice), so a busy machine gets
   one thread and a quiet one all cores.
 
-Nothing here imports numba or threadpoolctl before a thread count has to be applied.
+Nothing here imports threadpoolctl before a thread count has to be applied, nor numba before
+something else loads it (a small net's forward pass may run without it:
+refnet.runtime.smallnet); numba's count is applied when it loads.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ _STATE: dict[str, Any] = {
     "blas_applied": None,  # (blas count, len(sys.modules)) at the last threadpoolctl call
     "checked": -1e9,  # time.monotonic() of the last auto decision
     "auto_n": None,  # the last auto decision
+    "pending": None,  # numba's count, to set when numba is loaded (not yet)
 }
 
 
@@ -122,22 +125,51 @@ def _blas_for(n: int) -> int:
     return 1 if _workers.enabled() else n
 
 
-def _apply(n: int, blas: int, cv2_too: bool = True) -> int:
-    from refnet.kernels import _workers
-    from refnet.kernels._lazyjit import load_numba
+def _apply_numba(numba: Any, n: int) -> int:
     from refnet.kernels._parallel import choose_threading_layer
-
-    numba = load_numba()
 
     choose_threading_layer(n)  # only before numba's threads start (one thread: OpenMP, else workqueue)
     n_numba = min(n, numba.config.NUMBA_NUM_THREADS)
     numba.set_num_threads(n_numba)
+    return n_numba
+
+
+def _apply_when_numba_loads(numba: Any) -> None:
+    n, _STATE["pending"] = _STATE["pending"], None
+    if n is not None:
+        _apply_numba(numba, n)
+
+
+def _apply(n: int, blas: int, cv2_too: bool = True) -> int:
+    """Set the counts: the GEMM worker pool's, the BLAS's, cv2's, and numba's once numba is
+    loaded (a small net's forward pass may never load it: refnet.runtime.smallnet), else when
+    it loads, in the thread loading it (the one about to run a kernel: numba's count is per thread)."""
+    from refnet.kernels import _workers
+    from refnet.kernels._lazyjit import load_numba, numba_loaded, on_numba_load
+
+    if numba_loaded():
+        n_numba = _apply_numba(load_numba(), n)
+    else:
+        if _STATE["pending"] is None:
+            _STATE["pending"] = n
+            on_numba_load(_apply_when_numba_loads)
+        _STATE["pending"] = n
+        n_numba = min(n, _numba_default_threads())
     _workers.set_workers(n if _workers.enabled() else 1)
     _apply_blas(blas)
     cv2 = sys.modules.get("cv2") if cv2_too else None
     if cv2 is not None:
         cv2.setNumThreads(n)
     return n_numba
+
+
+def _numba_default_threads() -> int:
+    """numba's NUMBA_NUM_THREADS without importing numba (its rule: the variable, else the
+    cores this process may run on)."""
+    try:
+        return max(1, int(os.environ.get("NUMBA_NUM_THREADS", "")))
+    except ValueError:
+        return available_cores()
 
 
 def set_num_threads(n: int | str, blas: int | None = None) -> int:
@@ -200,8 +232,11 @@ def before_forward(force: bool = False) -> int:
 
 def get_num_threads() -> dict[str, int]:
     """The thread counts in use: {"numba": .., "gemm": .. (the kernels' GEMM worker pool),
-    "blas": .., "cv2": .. (when imported)}; the BLAS count is the largest over every BLAS loaded."""
-    import numba
+    "blas": .., "cv2": .. (when imported)}; the BLAS count is the largest over every BLAS
+    loaded. (Imports numba if nothing did yet.)"""
+    from refnet.kernels._lazyjit import load_numba
+
+    numba = load_numba()
 
     from refnet.kernels import _workers
 
