@@ -7,8 +7,10 @@ The backward (vector-Jacobian) twins ``f_backward`` / ``f_backward_reference`` l
 ``grad_*`` modules.
 """
 
-from refnet.kernels import _numpy_twins  # noqa: F401  (attaches the NumPy twins of jitted helpers)
-from refnet.kernels import geometry  # noqa: F401  (output sizes, pad/pair readers: K.geometry.*)
+from refnet.kernels import (
+    _numpy_twins,  # noqa: F401  (attaches the NumPy twins of jitted helpers)
+    geometry,  # noqa: F401  (output sizes, pad/pair readers: K.geometry.*)
+)
 from refnet.kernels.activation import *  # noqa: F403
 from refnet.kernels.conv import *  # noqa: F403
 from refnet.kernels.detection import *  # noqa: F403
