@@ -229,6 +229,10 @@ def attrs(node: Any) -> Mapping[str, Any]:
     """The attributes of ``node`` resolved against its op's spec: every declared attribute,
     given or defaulted and normalised; the required ones absent from the node are missing
     (KeyError when read). Cached per node (its attribute map is read-only)."""
+    raw = node.attrs
+    hit = _CACHE.get((id(raw), node.op))
+    if hit is not None and hit[0] is raw:
+        return hit[1]
     return _resolve(get(node.op, node.name), node)
 
 

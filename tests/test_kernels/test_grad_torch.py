@@ -84,13 +84,13 @@ def test_pools_vs_torch(k, s, p, hw):
     x = rng.standard_normal((2, 3, hw, hw))
     ym = K.max_pool_reference(x, k, s, p)
     dy = rng.standard_normal(ym.shape)
-    (tx,) = _vjp(lambda x: F.max_pool(x, k, s, p, ceil_mode=True), [x], dy)
+    (tx,) = _vjp(lambda x: F.max_pool2d(x, k, s, p, ceil_mode=True), [x], dy)
     assert_close(K.max_pool_backward_reference(x, dy, k, s, p), tx, TOL, "max")
     ya = K.avg_pool_reference(x, k, s, p)
-    (tx,) = _vjp(lambda x: F.avg_pool(x, k, s, p, ceil_mode=True, count_include_pad=True), [x], dy)
+    (tx,) = _vjp(lambda x: F.avg_pool2d(x, k, s, p, ceil_mode=True, count_include_pad=True), [x], dy)
     assert ya.shape == ym.shape
     assert_close(K.avg_pool_backward_reference(x, dy, k, s, p), tx, TOL, "avg padded")
-    (tx,) = _vjp(lambda x: F.avg_pool(x, k, s, p, ceil_mode=True, count_include_pad=False), [x], dy)
+    (tx,) = _vjp(lambda x: F.avg_pool2d(x, k, s, p, ceil_mode=True, count_include_pad=False), [x], dy)
     assert_close(K.avg_pool_backward_reference(x, dy, k, s, p, divisor="valid"), tx, TOL, "avg valid")
 
 
