@@ -57,6 +57,33 @@ def test_trace_every_layer_in_order(rng, precision):
         assert_close(tr[k], v, tol, k)
 
 
+@pytest.mark.parametrize("precision", ["float64", "float32"])
+def test_stream_trace_yields_each_layer_once_and_holds_only_live_tensors(rng, precision):
+    """crosscheck.local.stream_trace drives the trace program one step at a time: the same
+    layers in the same order as trace, the oracle's values, and a tensor no later layer reads
+    is gone (nothing but the consumer held it) by the time the next layers arrive."""
+    import gc
+    import weakref
+
+    from refnet.crosscheck.local import stream_trace
+
+    net, P = make_net(rng)
+    x = rng.normal(size=(1, 3, 8, 10))
+    want = oracle(x, P)
+    tol = 1e-12 if precision == "float64" else 1e-5
+    seen, refs = [], {}
+    for name, v in stream_trace(net, {"data": x}, precision):
+        seen.append(name)
+        assert v.dtype == np.dtype(precision)
+        assert_close(v, want[name], tol, name)
+        refs[name] = weakref.ref(v)
+        del v
+        gc.collect()
+        if name == "pool1":  # conv1 and bn1 were last read two and three steps ago
+            assert refs["conv1"]() is None and refs["bn1"]() is None
+    assert seen == list(net.trace(x, precision=precision)) == ["conv1", "bn1", "scale1", "relu1", "pool1"]
+
+
 def test_forward_fused_float32_matches_reference(rng):
     net, P = make_net(rng)
     x = rng.normal(size=(1, 3, 8, 10))

@@ -14,6 +14,9 @@ from conftest import assert_close, conv_oracle
 
 from refnet.graph import Graph, Node
 from refnet.net import Net, get_num_threads, set_num_threads
+from refnet.ops.registry import Ctx
+
+_F32 = Ctx("float32")
 
 
 def chan(v):
@@ -132,6 +135,23 @@ def test_buffers_reused_safely_and_never_returned(rng):
     r1 = net.forward(xs[0], outputs=["c2", "sum"])
     net.forward(xs[1], outputs=["c2", "sum"])
     assert_close(r1["c2"], conv_oracle(xs[0], w2, np.zeros(4), 1), "f32_vs_f64", "c2 kept")
+    # the unpooled copy (a step-by-step consumer's) writes every step into a new array: with
+    # nothing dropped, the tensors of two runs share no memory (the pooled program's do)
+    free = prog.unpooled()
+    assert all(c[4] < 0 for c in free.code) and any(c[4] >= 0 for c in prog.code)
+
+    def run_keeping_all(p, x):
+        regs = p.start(net._feeds(x, _F32))
+        for _ in p.steps(regs, [()] * len(p.code)):
+            pass
+        return regs
+
+    def shared(p):
+        r0, r1 = run_keeping_all(p, xs[0]), run_keeping_all(p, xs[1])
+        assert_close(r1[p.results["sum"]], want(xs[1]), "f32_vs_f64", "sum")
+        return any(a is not None and b is not None and np.shares_memory(a, b) for a, b in zip(r0, r1))
+
+    assert shared(prog) and not shared(free)
 
 
 def test_program_cache_per_shape_and_bounded(rng):
