@@ -16,7 +16,8 @@ layer: convolutional = biases, [BN scales, rolling means, rolling variances], we
 with the bytes present: a mismatch says how many floats were expected and found, and in
 which layer the data runs out.
 
-``quirks="cv2"`` reproduces what cv2.dnn 4.x does differently (see ``CV2_QUIRKS``).
+``quirks="cv2"`` reproduces what cv2.dnn 4.x does differently (see ``CV2_QUIRKS``) and records
+each deviation it applies in ``graph.meta["quirks"]`` (layer, quirk key, what changed).
 """
 
 from __future__ import annotations
@@ -523,10 +524,10 @@ class _Builder:
             k = o.int_("size", 2, 1, 1 << 10)
             sy = sx = o.int_("stride", 2, 1, 1 << 10)
             ds = o.lenient_int("stride", 1)
-            darknet = (o.lenient_int("size", ds), o.lenient_int("stride_y", ds), o.lenient_int("stride_x", ds))
-            if darknet != (k, sy, sx):
+            faithful = (o.lenient_int("size", ds), o.lenient_int("stride_y", ds), o.lenient_int("stride_x", ds))
+            if faithful != (k, sy, sx):
                 self.quirk(f"pool_{self.cv_id}", "maxpool_defaults",
-                           f"size/stride: {darknet[0]}/({darknet[1]}, {darknet[2]}) -> {k}/({sy}, {sx})")
+                           f"size/stride: {faithful[0]}/({faithful[1]}, {faithful[2]}) -> {k}/({sy}, {sx})")
         else:
             s = o.int_("stride", 1, 1, 1 << 10)
             sx, sy = o.int_("stride_x", s, 1, 1 << 10), o.int_("stride_y", s, 1, 1 << 10)

@@ -12,7 +12,8 @@ Semantics are Torch7's (evaluate mode: BatchNorm uses running statistics, Dropou
 by 1 - p, v2 and TotalVariation are identities). ``quirks="cv2"`` reproduces where cv2.dnn
 computes something else: InstanceNormalization (cv2: (x - mu) / sqrt(var + 1e-9) / sqrt(1 + eps)),
 SpatialAveragePooling's divisor for files without count_include_pad, JoinTable's nInputDims
-and MaxUnpooling's output size (cv2 computes it from the pooling geometry).
+and MaxUnpooling's output size (cv2 computes it from the pooling geometry); each one applied is
+recorded in ``graph.meta["quirks"]`` (layer, key of :data:`CV2_QUIRKS`, what changed).
 
 Hostile files are bounded: modules shared by reference are expanded at every use, up to
 max(20,000, file size / 16) layers and module visits; parameter copies (which expanded,
