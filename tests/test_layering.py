@@ -42,7 +42,10 @@ def _imported_names(name: str, node: ast.AST) -> list[str]:
         pkg = name.split(".") if MODULES[name].name == "__init__.py" else name.split(".")[:-1]
         pkg = pkg[: len(pkg) - (node.level - 1)]
         base = ".".join(pkg + ([node.module] if node.module else []))
-    return [base] + [f"{base}.{a.name}" for a in node.names]
+    # `from pkg import sub` of a submodule depends on that submodule (pkg is only being initialised);
+    # `from mod import name` of anything else depends on mod
+    subs = [f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in MODULES]
+    return subs + ([base] if len(subs) < len(node.names) else [])
 
 
 def _top_level_imports(body: list[ast.stmt]) -> list[ast.stmt]:

@@ -61,9 +61,6 @@ def test_planners_live_on_their_specs():
     planned = {s.name for s in _specs() if s.prepare is not None}
     assert planned == set(registry.PREPARE)
     assert all(registry.PREPARE[n] is registry.get(n).prepare for n in planned)
-    from refnet.ops.core import PREPARE  # the compatibility view refnet/net.py imports
-
-    assert PREPARE is registry.PREPARE
 
 
 def test_mac_rules_are_the_specs():

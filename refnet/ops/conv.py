@@ -9,7 +9,7 @@ from refnet import kernels as K
 from refnet.errors import ShapeError
 from refnet.ops.registry import Attr, attrs, axis_of, kern, need_ndim, numel, pad4, pair, pair0, prepares, register
 
-# the fused activation: set only by the float32 fusion pass (refnet/net.py), never by importers
+# the fused activation: set only by the float32 fusion pass (refnet/runtime/fusion.py), never by importers
 _FUSED = {"activation": None, "negative_slope": Attr(0.0, float)}
 CONV_ATTRS = {"stride": Attr(1, pair), "pad": Attr(0, pad4), "dilation": Attr(1, pair), "groups": Attr(1, int),
               **_FUSED}

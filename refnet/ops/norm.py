@@ -38,7 +38,7 @@ def _batch_norm(node, xs, p, ctx):
                                    flat(p.get("weight")), flat(p.get("bias")), eps=attrs(node)["eps"])
 
 
-# the fused activation: set only by the float32 fusion pass (refnet/net.py), never by importers
+# the fused activation: set only by the float32 fusion pass (refnet/runtime/fusion.py), never by importers
 @register("instance_norm", shape=lambda n, s: _channel_params_shape(n, s, ("weight", "bias")),
           attrs={"eps": Attr(1e-5, float), "activation": None, "negative_slope": Attr(0.0, float)},
           macs=elementwise_macs, fresh=True)

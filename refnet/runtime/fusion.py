@@ -22,6 +22,7 @@ import numpy as np
 
 from refnet.graph import Node
 from refnet.kernels.norm import fold_batch_norm, fold_scale
+from refnet.ops.registry import attrs as op_attrs  # resolved attributes (declared defaults)
 
 __all__ = ["FUSABLE_OPS", "fuse_following", "conv_geometry_key", "merged_conv"]
 
@@ -52,7 +53,7 @@ def _out_channels(node: Node) -> int | None:
     if node.op == "conv" and w is not None and w.ndim == 4:
         return int(w.shape[0])
     if node.op == "deconv" and w is not None and w.ndim == 4:
-        return int(w.shape[1]) * int(node.attrs.get("groups", 1))
+        return int(w.shape[1]) * op_attrs(node)["groups"]
     if node.op == "instance_norm":
         return -1  # known from its own weight or the next layer's parameters (_instance_norm_channels)
     return None
@@ -83,20 +84,20 @@ def _affine_of(node: Node, n_ch: int) -> tuple[np.ndarray, np.ndarray] | None:
         except ValueError:
             return None
         # the BatchNorm folded into the identity: a = gamma / sqrt(var + eps), c = beta - mean * a
-        return fold_batch_norm(np.ones(n_ch), None, mean, var, g, bt, eps=float(node.attrs.get("eps", 1e-5)))
-    if node.op == "scale" and int(node.attrs.get("axis", 1)) == 1 and "weight" in p:
+        return fold_batch_norm(np.ones(n_ch), None, mean, var, g, bt, eps=op_attrs(node)["eps"])
+    if node.op == "scale" and op_attrs(node)["axis"] == 1 and "weight" in p:
         g, bt = _f64(p["weight"]), _f64(p.get("bias"))
         if g.size not in (1, n_ch) or (bt is not None and bt.size not in (1, n_ch)):
             return None
         return (np.broadcast_to(g, (n_ch,)).copy(),
                 np.broadcast_to(bt if bt is not None else 0.0, (n_ch,)).copy())
-    if node.op == "bias" and int(node.attrs.get("axis", 1)) == 1 and "bias" in p:
+    if node.op == "bias" and op_attrs(node)["axis"] == 1 and "bias" in p:
         bt = _f64(p["bias"])
         if bt.size not in (1, n_ch):
             return None
         return np.ones(n_ch), np.broadcast_to(bt, (n_ch,)).copy()
-    if node.op == "power" and float(node.attrs.get("power", 1.0)) == 1.0:
-        k, s = float(node.attrs.get("scale", 1.0)), float(node.attrs.get("shift", 0.0))
+    if node.op == "power" and op_attrs(node)["power"] == 1.0:
+        k, s = op_attrs(node)["scale"], op_attrs(node)["shift"]
         return np.full(n_ch, k), np.full(n_ch, s)
     return None
 
@@ -116,7 +117,7 @@ def _fold(node: Node, a: np.ndarray, c: np.ndarray) -> dict[str, np.ndarray]:
     if node.op == "conv":
         w, b = fold_scale(w, b, a, c)
     else:  # deconv: weight (C_in, C_out / g, kh, kw), output channel gi * cog + j: fold it channel-first
-        g = int(node.attrs.get("groups", 1))
+        g = op_attrs(node)["groups"]
         ci, cog = w.shape[:2]
         first = w.reshape(g, ci // g, cog, *w.shape[2:]).transpose(0, 2, 1, 3, 4)
         folded, b = fold_scale(first.reshape(g * cog, ci // g, *w.shape[2:]), b, a, c)
@@ -130,12 +131,12 @@ def _activation(node: Node, nxt: Node, n_ch: int, attrs: dict, act_params: dict)
     """Make ``nxt`` (ReLU / leaky ReLU / PReLU / ReLU6) the epilogue of ``node``; False if it is none."""
     if nxt.op == "relu":
         attrs["activation"] = "relu"
-        attrs["negative_slope"] = float(nxt.attrs.get("negative_slope", 0.0))
+        attrs["negative_slope"] = op_attrs(nxt)["negative_slope"]
     elif nxt.op == "prelu" and node.op != "instance_norm" and nxt.params["slope"].size in (1, n_ch):
         attrs["activation"] = "prelu"
         act_params["slope"] = np.broadcast_to(_f64(nxt.params["slope"]), (n_ch,)).astype(np.float32)
-    elif (nxt.op == "clip" and node.op != "instance_norm" and float(nxt.attrs.get("min", 0)) == 0.0
-          and float(nxt.attrs.get("max", 6)) == 6.0):
+    elif (nxt.op == "clip" and node.op != "instance_norm" and op_attrs(nxt)["min"] == 0.0
+          and op_attrs(nxt)["max"] == 6.0):
         attrs["activation"] = "relu6"
     else:
         return False
@@ -192,22 +193,22 @@ def fuse_following(nodes: Sequence[Node], consumers: Mapping[str, Sequence[int]]
 # ---- sibling convolutions ------------------------------------------------------------------------
 def conv_geometry_key(node: Node) -> tuple | None:
     """What sibling convolutions must share to run as one (None: this conv cannot merge)."""
-    a = node.attrs
     w = node.params.get("weight")
-    if (node.op != "conv" or w is None or w.ndim != 4 or int(a.get("groups", 1)) != 1 or len(node.outputs) != 1
-            or a.get("activation") == "relu6"):
+    if node.op != "conv" or w is None or w.ndim != 4 or len(node.outputs) != 1:
         return None
-    return (tuple(w.shape[1:]), tuple(a.get("stride", (1, 1))), tuple(a.get("pad", (0, 0, 0, 0))),
-            tuple(a.get("dilation", (1, 1))))
+    a = op_attrs(node)
+    if a["groups"] != 1 or a["activation"] == "relu6":
+        return None
+    return (tuple(w.shape[1:]), a["stride"], a["pad"], a["dilation"])
 
 
 def _slopes(node: Node, n: int) -> np.ndarray:
     """The epilogue of a (fused) conv as per-channel leaky slopes: none = 1, ReLU = its slope."""
-    act = node.attrs.get("activation")
+    act = op_attrs(node)["activation"]
     if act == "prelu":
         return np.broadcast_to(_f64(node.params["slope"]), (n,))
     if act == "relu":
-        return np.full(n, float(node.attrs.get("negative_slope", 0.0)))
+        return np.full(n, op_attrs(node)["negative_slope"])
     return np.ones(n)
 
 

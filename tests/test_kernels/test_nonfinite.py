@@ -99,7 +99,8 @@ CASES = [
 # Winograd F(2x2, 3x3) mixes the four outputs of a tile in its transforms: a NaN/Inf reaches
 # every output of its 2x2 tile (conv.py's docstring), so there the fast output is non-finite
 # wherever the reference is, and may be NaN where the reference is still +-Inf or finite.
-WINOGRAD = ("conv_winograd", "conv2d", lambda f, dt: f(_x(dt), _w(dt, 6, 8, 3, 3), _w(dt, 6), pad=1,
+# 16 input channels: the planner picks Winograd from C_in >= 16 on small maps (kernels/conv.py)
+WINOGRAD = ("conv_winograd", "conv2d", lambda f, dt: f(_x(dt, (2, 16, 9, 9)), _w(dt, 6, 16, 3, 3), _w(dt, 6), pad=1,
                                                        activation="relu"))
 
 
@@ -144,7 +145,7 @@ def test_inf_nan_inputs_quiet_and_fast_matches_reference(name, kernel, call, dt)
 @pytest.mark.parametrize("dt", [np.float32, np.float64], ids=["f32", "f64"])
 def test_inf_nan_inputs_winograd_covers_the_reference_non_finite_outputs(dt):
     name, kernel, call = WINOGRAD
-    plan = K.conv2d_plan((2, 8, 9, 9), _w(dt, 6, 8, 3, 3), _w(dt, 6), pad=1, activation="relu")
+    plan = K.conv2d_plan((2, 16, 9, 9), _w(dt, 6, 16, 3, 3), _w(dt, 6), pad=1, activation="relu")
     assert plan.algorithm == "winograd"
     ref = _quiet(K.conv2d_reference, call, dt)
     got = _quiet(K.conv2d, call, dt)
