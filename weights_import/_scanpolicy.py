@@ -28,9 +28,8 @@ yufacedetectnet-v2, 3.5 MB (real)  0.049 s    15.3 s         0.45 s         0.00
 In a fresh process the Python decoders win (numba's start-up, 0.4 s, is more than they take),
 which is what this policy picks there. Once numba is loaded (a forward ran: compare, demo,
 bench, an application loading several models) the wire scanner reads real caffemodels 6-10x
-faster (5 ms vs 49 ms for yufacedetectnet-v2), which is what keeps Caffe loads within 2x of
-cv2.dnn's readers (bench/bench_load.py, issue 17), and the text scanner reads long prototxts
-1.5x faster. A cold numba cache costs ~10-15 s of compilation once per cache folder. So they
+faster (5 ms vs 49 ms for yufacedetectnet-v2; bench/bench_load.py's refnet-vs-cv2 load ratios,
+issue 17, are measured with them), and the text scanner reads long prototxts 1.5x faster. A cold numba cache costs ~10-15 s of compilation once per cache folder. So they
 stay, as the optional fast path: nothing depends on them but speed.
 """
 
