@@ -29,8 +29,9 @@ In a fresh process the Python decoders win (numba's start-up, 0.4 s, is more tha
 which is what this policy picks there. Once numba is loaded (a forward ran: compare, demo,
 bench, an application loading several models) the wire scanner reads real caffemodels 6-10x
 faster (5 ms vs 49 ms for yufacedetectnet-v2; bench/bench_load.py's refnet-vs-cv2 load ratios,
-issue 17, are measured with them), and the text scanner reads long prototxts 1.5x faster. A cold numba cache costs ~10-15 s of compilation once per cache folder. So they
-stay, as the optional fast path: nothing depends on them but speed.
+issue 17, are measured with them), and the text scanner reads long prototxts 1.5x faster. A
+cold numba cache costs ~10-15 s of compilation once per cache folder. So they stay, as the
+optional fast path: nothing depends on them but speed.
 """
 
 from __future__ import annotations
