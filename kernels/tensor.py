@@ -55,8 +55,8 @@ __all__ = [
     "shortcut_reference",
     "torch_padding",
     "torch_padding_reference",
-    "narrow",
-    "narrow_reference",
+    "torch_narrow",
+    "torch_narrow_reference",
 ]
 
 _slice = builtins.slice  # this module defines its own ``slice`` kernel
@@ -754,7 +754,8 @@ def shortcut(x: np.ndarray, others: Sequence[np.ndarray], alpha: float = 1.0, be
 
 
 # ---- Torch7 nn.Padding and nn.Narrow: element moves only -------------------------------------------------
-# Nothing is computed, so one readable implementation serves both precisions (``f = f_reference``).
+# Nothing is computed, so one readable implementation serves both precisions (``f = f_reference``);
+# the kernels carry their ops' names (torch_padding, torch_narrow).
 def torch_padding_reference(x: np.ndarray, axis: int, pad: int, at: int, value: float = 0.0) -> np.ndarray:
     """nn.Padding: ``pad`` entries of ``value`` inserted along ``axis`` before position ``at``."""
     axis = _canon_axis(axis, x.ndim)
@@ -772,7 +773,7 @@ def torch_padding_reference(x: np.ndarray, axis: int, pad: int, at: int, value: 
     return y
 
 
-def narrow_reference(x: np.ndarray, axis: int, start: int, length: int) -> np.ndarray:
+def torch_narrow_reference(x: np.ndarray, axis: int, start: int, length: int) -> np.ndarray:
     """nn.Narrow: ``length`` entries from ``start`` (0-based) along ``axis``, contiguous."""
     axis = _canon_axis(axis, x.ndim)
     if start < 0 or length < 0 or start + length > x.shape[axis]:
@@ -784,4 +785,4 @@ def narrow_reference(x: np.ndarray, axis: int, start: int, length: int) -> np.nd
 
 
 torch_padding = torch_padding_reference
-narrow = narrow_reference
+torch_narrow = torch_narrow_reference

@@ -120,7 +120,7 @@ def _narrow_shape(node, shapes):
 @register("torch_narrow", shape=_narrow_shape)
 def _narrow(node, xs, p, ctx):
     axis, start, length = _narrow_geometry(node, xs[0].shape)
-    return kern("narrow", ctx)(xs[0], axis, start, length)
+    return kern("torch_narrow", ctx)(xs[0], axis, start, length)
 
 
 # ---- ShaveImage ------------------------------------------------------------------------------
