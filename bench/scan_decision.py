@@ -51,19 +51,14 @@ print(f"{cpu() - t0:.4f} {len(net.graph.nodes)} {resource.getrusage(resource.RUS
 MODES = ("python", "compiled-cold", "compiled-warm", "compiled-loaded")
 
 
-def _write_prototxt(path: Path, n: int) -> None:
-    with open(path, "w") as f:
-        f.write('name: "long"\ninput: "data"\ninput_shape { dim: 1 dim: 3 dim: 8 dim: 8 }\n')
-        for i in range(n):
-            bottom = "data" if i == 0 else f"relu{i - 1}"
-            f.write(f'layer {{ name: "relu{i}" type: "ReLU" bottom: "{bottom}" top: "relu{i}" }}\n')
-
-
 def _cases(tmp: Path, layers: int) -> dict[str, tuple[str, str]]:
     from refnet import archs
 
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "attack"))
+    from long_files import write_prototxt  # the long-file attack's N-ReLU prototxt
+
     long_proto = tmp / "long.prototxt"
-    _write_prototxt(long_proto, layers)
+    write_prototxt(long_proto, layers)
     proto, model = archs.googlenet(seed=0).write(tmp / "googlenet")
     cases = {f"prototxt {layers} layers ({long_proto.stat().st_size / 1e6:.1f} MB)": (str(long_proto), ""),
              f"googlenet seeded ({model.stat().st_size / 1e6:.1f} MB caffemodel)": (str(proto), str(model))}

@@ -754,7 +754,8 @@ def shortcut(x: np.ndarray, others: Sequence[np.ndarray], alpha: float = 1.0, be
 
 
 # ---- Torch7 nn.Padding and nn.Narrow: element moves only -------------------------------------------------
-# Nothing is computed, so one readable implementation serves both precisions (``f = f_reference``).
+# Nothing is computed, so one readable implementation serves both precisions (``f = f_reference``);
+# the kernels carry their ops' names (torch_padding, torch_narrow).
 def torch_padding_reference(x: np.ndarray, axis: int, pad: int, at: int, value: float = 0.0) -> np.ndarray:
     """nn.Padding: ``pad`` entries of ``value`` inserted along ``axis`` before position ``at``."""
     axis = _canon_axis(axis, x.ndim)

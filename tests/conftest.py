@@ -147,3 +147,20 @@ def pytest_sessionfinish(session, exitstatus):  # the double-import guard (DESIG
     if bad:
         session.exitstatus = 1
         print(f"\nERROR: bare modules imported (two copies of refnet's code): {bad}", file=sys.stderr)
+
+
+def perturb_cv2(monkeypatch: pytest.MonkeyPatch, layers: tuple[str, ...] | list[str], change) -> None:
+    """Make cv2's per-layer outputs (refnet.crosscheck.backends.cv2_layer_outputs) report
+    ``change(output)`` for each of ``layers`` it computed: a cv2 that differs where a test says."""
+    from refnet.crosscheck import backends
+
+    real = backends.cv2_layer_outputs
+
+    def broken(cvnet, feeds, names, single, fusion=False, winograd=None):
+        out = real(cvnet, feeds, names, single, fusion, winograd)
+        for n in layers:
+            if n in out:
+                out[n] = change(out[n])
+        return out
+
+    monkeypatch.setattr(backends, "cv2_layer_outputs", broken)

@@ -11,6 +11,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
+from conftest import perturb_cv2
 from writers.darknet_writer import cfg_text, weights_bytes
 
 import refnet
@@ -116,19 +117,8 @@ def test_winograd_comparisons_where_cv2_has_it(tmp_path, blob):
 
 def test_a_real_difference_is_named_with_its_first_layer(tmp_path, blob, monkeypatch):
     """Perturb cv2's conv2 output: the verdict names conv2 (the first bad layer), not a later one."""
-    import refnet.crosscheck.backends as C
-
     proto, model = _small_caffe(tmp_path)
-    real = C.cv2_layer_outputs
-
-    def broken(cvnet, feeds, names, single, fusion=False, winograd=None):
-        out = real(cvnet, feeds, names, single, fusion, winograd)
-        for n in out:
-            if n in ("conv2", "fc", "prob"):
-                out[n] = out[n] * np.float32(1.01)
-        return out
-
-    monkeypatch.setattr(C, "cv2_layer_outputs", broken)
+    perturb_cv2(monkeypatch, ["conv2", "fc", "prob"], lambda v: v * np.float32(1.01))
     rep = compare(refnet.load_caffe(proto, model), blob, winograd=False)
     assert rep.verdict_code == "differ"
     assert rep.verdict.startswith("DIFFER at conv2 (cv2 ")

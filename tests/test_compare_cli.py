@@ -13,8 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import perturb_cv2
 
-import refnet.crosscheck.backends as C
 from refnet.archs import CaffeNetBuilder
 from refnet.cli import main
 
@@ -160,15 +160,7 @@ def test_layer_filter_and_precision(model, capsys):
 
 
 def test_a_difference_exits_1(model, capsys, monkeypatch):
-    real = C.cv2_layer_outputs
-
-    def broken(cvnet, feeds, names, single, fusion=False, winograd=None):
-        out = real(cvnet, feeds, names, single, fusion, winograd)
-        if "fc" in out:
-            out["fc"] = out["fc"] + np.float32(0.5)
-        return out
-
-    monkeypatch.setattr(C, "cv2_layer_outputs", broken)
+    perturb_cv2(monkeypatch, ["fc"], lambda v: v + np.float32(0.5))
     code, out, _ = run(["compare", *model, "--random"], capsys)
     assert code == 1
     assert "verdict: DIFFER at fc (cv2 " in out and "<-- DIFFER" in out

@@ -13,7 +13,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import require_model
+from conftest import perturb_cv2, require_model
 
 import refnet
 from refnet import two_stage
@@ -140,15 +140,7 @@ def test_a_near_tie_proposal_swap_is_not_a_differ(rfcn, monkeypatch):
 def test_a_perturbed_cv2_roi_layer_is_differ_there(rfcn, monkeypatch):
     proto, model, feeds = rfcn
     net = refnet.load_caffe(proto, model, quirks="cv2")
-    real = B.cv2_layer_outputs
-
-    def broken(cvnet, fd, names, single, fusion=False, winograd=None):
-        out = real(cvnet, fd, names, single, fusion, winograd)
-        if "psroipooled_cls_rois" in out:
-            out["psroipooled_cls_rois"] = out["psroipooled_cls_rois"] * np.float32(1.01)
-        return out
-
-    monkeypatch.setattr(B, "cv2_layer_outputs", broken)
+    perturb_cv2(monkeypatch, ["psroipooled_cls_rois"], lambda v: v * np.float32(1.01))
     rep = compare(net, feeds, precisions=("float64",), cv2_fusion=False, winograd=False)
     assert rep.verdict.startswith("DIFFER at psroipooled_cls_rois ("), rep.verdict
     row = next(r for r in rep.comparisons["cv2"].rows if r.layer == "psroipooled_cls_rois")

@@ -17,13 +17,13 @@ import sys
 import cv2
 import numpy as np
 import pytest
+from conftest import perturb_cv2
 from writers.t7_writer import write_fast_neural_style
 
 import refnet
 from refnet import tolerances
 from refnet.archs import CaffeNetBuilder
 from refnet.cli import main
-from refnet.crosscheck import backends as B
 from refnet.crosscheck.backends import Candidate, Cv2Backend
 from refnet.crosscheck.local import kernel64
 from refnet.crosscheck.metrics import diff_stats
@@ -142,15 +142,7 @@ def test_a_wrong_lrn_on_the_cv2_side_is_differ_at_that_layer(tmp_path, x15):
 
 
 def test_a_perturbed_cv2_blob_is_differ_at_that_layer(tmp_path, x15, monkeypatch):
-    real = B.cv2_layer_outputs
-
-    def broken(cvnet, feeds, names, single, fusion=False, winograd=None):
-        out = real(cvnet, feeds, names, single, fusion, winograd)
-        if "conv2" in out:
-            out["conv2"] = out["conv2"] * np.float32(1.001)
-        return out
-
-    monkeypatch.setattr(B, "cv2_layer_outputs", broken)
+    perturb_cv2(monkeypatch, ["conv2"], lambda v: v * np.float32(1.001))
     rep = compare(refnet.load_caffe(*_lrn_net(tmp_path)), x15, winograd=False)
     assert rep.verdict.startswith("DIFFER at conv2 ("), rep.verdict
     rows = {r.layer: r for r in rep.comparisons["cv2"].rows}
@@ -194,15 +186,7 @@ def test_the_verdict_is_stated_the_same_everywhere(tmp_path, capsys, monkeypatch
 
     proto, model = _lrn_net(tmp_path)
     if perturb:
-        real = B.cv2_layer_outputs
-
-        def broken(cvnet, feeds, names, single, fusion=False, winograd=None):
-            out = real(cvnet, feeds, names, single, fusion, winograd)
-            if "norm1" in out:
-                out["norm1"] = out["norm1"] + np.float32(0.01)
-            return out
-
-        monkeypatch.setattr(B, "cv2_layer_outputs", broken)
+        perturb_cv2(monkeypatch, ["norm1"], lambda v: v + np.float32(0.01))
     js, png = tmp_path / "r.json", tmp_path / "r.png"
     argv = ["compare", str(proto), str(model), "--random", "--json", str(js), "--plot", str(png), "--no-winograd"]
     code = main(argv)

@@ -11,6 +11,27 @@ text so large (:data:`TEXT_COMPILED_FROM`) that the token parser's token list ou
 start-up memory; else the Python path. Both give the same result on every input
 (tests/fuzz/test_fuzz_prototxt.py, test_fuzz_caffemodel.py), so this is a speed and memory
 choice only.
+
+Why the scanners stay (issue 12, measured with ``python bench/scan_decision.py``: CPU seconds of
+one ``load_caffe`` in a fresh child, median of 3, paths alternating; 2 shared cores, load 8-10):
+
+=================================  =========  =============  =============  ===============
+case                               Python     compiled,      compiled,      compiled, numba
+                                   decoders   cold cache     warm cache     already loaded
+=================================  =========  =============  =============  ===============
+prototxt, 100k layers (7.8 MB)     2.17 s     9.97 s         1.89 s         1.44 s
+GoogLeNet, 28 MB caffemodel        0.089 s    14.9 s         0.42 s         0.014 s
+yufacedetectnet-v2, 3.5 MB (real)  0.049 s    15.3 s         0.45 s         0.005 s
+=================================  =========  =============  =============  ===============
+
+(peak RSS: 207 / 484 / 306 / 306 MiB for the prototxt; 131 / 419 / 201 / 201 MiB for GoogLeNet.)
+In a fresh process the Python decoders win (numba's start-up, 0.4 s, is more than they take),
+which is what this policy picks there. Once numba is loaded (a forward ran: compare, demo,
+bench, an application loading several models) the wire scanner reads real caffemodels 6-10x
+faster (5 ms vs 49 ms for yufacedetectnet-v2; bench/bench_load.py's refnet-vs-cv2 load ratios,
+issue 17, are measured with them), and the text scanner reads long prototxts 1.5x faster. A
+cold numba cache costs ~10-15 s of compilation once per cache folder. So they stay, as the
+optional fast path: nothing depends on them but speed.
 """
 
 from __future__ import annotations

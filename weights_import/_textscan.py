@@ -19,6 +19,9 @@ Grammar of the subset (``ws`` is space, tab, CR, LF; ``#`` comments run to the e
     float     := -?([0-9]+.[0-9]*(e..)? | .[0-9]+(e..)? | [0-9]+e[+-]?[0-9]+), same rule
 
 Every read is bounds-checked against the end of the buffer.
+
+It is an optional fast path: ``weights_import/_scanpolicy.py`` decides when it runs (its
+docstring has the measurement that keeps it), and the token parser alone reads every file.
 """
 
 from __future__ import annotations

@@ -13,6 +13,10 @@ unpacked floats, diffs, a field given twice, a wire type that does not fit, ...)
 caller falls back on the schema-driven decoder, which decodes the unusual and reports the
 malformed with its offset. It never reads outside ``buf``: every position is checked against
 the end of its enclosing message before the byte is read.
+
+It is an optional fast path: ``weights_import/_scanpolicy.py`` decides when it runs (its
+docstring has the measurement that keeps it), and the schema-driven decoder alone reads every
+file; tests/fuzz/test_fuzz_caffemodel.py checks the two agree.
 """
 
 from __future__ import annotations

@@ -654,38 +654,10 @@ def torch_seeds() -> tuple[Seed, ...]:
 
 # -- darknet --
 DARKNET_CFGS: dict[str, list[tuple[str, dict]]] = {
-    "all_layers": [
-        ("net", {"width": 16, "height": 16, "channels": 3}),
-        ("convolutional", {"filters": 8, "size": 3, "stride": 1, "pad": 1, "batch_normalize": 1,
-                           "activation": "leaky"}),
-        ("convolutional", {"filters": 8, "size": 3, "pad": 1, "groups": 8, "batch_normalize": 1,
-                           "activation": "mish"}),
-        ("convolutional", {"filters": 6, "size": 1, "stride": 1, "pad": 0, "activation": "swish"}),
-        ("shortcut", {"from": -3, "activation": "linear"}),
-        ("convolutional", {"filters": 12, "size": 3, "stride": 2, "padding": 1, "activation": "logistic"}),
-        ("maxpool", {"size": 2, "stride": 1}),
-        ("route", {"layers": -1, "groups": 2, "group_id": 1}),
-        ("convolutional", {"filters": 10, "size": 1, "activation": "tanh"}),
-        ("shortcut", {"from": -3, "alpha": 0.5, "activation": "relu"}),
-        ("maxpool", {"size": 3, "stride": 2}),
-        ("upsample", {"stride": 2}),
-        ("route", {"layers": "-1,4"}),
-        ("dropout", {"probability": 0.5}),
-        ("convolutional", {"filters": 8, "size": 3, "stride": 1, "pad": 1, "batch_normalize": 1,
-                           "activation": "relu"}),
-        ("reorg", {"stride": 2}),
-        ("route", {"layers": -2}),
-        ("convolutional", {"filters": 14, "size": 1, "activation": "linear"}),
-        ("yolo", {"mask": "1,2", "anchors": "2,3, 4,5, 6,8", "classes": 2, "num": 3, "scale_x_y": 1.1}),
-        ("route", {"layers": 14}),
-        ("convolutional", {"filters": 18, "size": 1, "activation": "linear"}),
-        ("region", {"anchors": "1,1, 2,2", "classes": 4, "num": 2, "softmax": 1, "coords": 4}),
-        ("route", {"layers": 14}),
-        ("avgpool", {}),
-        ("connected", {"output": 7, "batch_normalize": 1, "activation": "leaky"}),
-        ("connected", {"output": 5, "activation": "linear"}),
-        ("softmax", {"groups": 1}),
-    ],
+    # the writers' every-section net without the decoders' score thresholds
+    "all_layers": [(k, {kk: v for kk, v in d.items()
+                        if not (k in ("yolo", "region") and kk in ("thresh", "nms_threshold"))})
+                   for k, d in DW.ALL_LAYERS],
     "tiny_yolo": [
         ("net", {"width": 32, "height": 32, "channels": 3}),
         ("convolutional", {"filters": 4, "size": 3, "stride": 1, "pad": 1, "batch_normalize": 1,

@@ -64,27 +64,38 @@ def conv_cases(draw, transposed=False):
                 seed=draw(SEEDS))
 
 
-@HYP
-@given(conv_cases())
-def test_conv2d_backward(c):
+def _check_conv_backward(c: dict, transposed: bool) -> tuple:
+    """Fast vs reference backward of conv2d / conv_transpose2d on case ``c``, then finite differences;
+    returns (x, w, dy, dx, geometry)."""
+    name = "conv_transpose2d" if transposed else "conv2d"
     rng = np.random.default_rng(c["seed"])
     x = rng.standard_normal((c["n"], c["g"] * c["cig"]) + c["hw"])
-    w = rng.standard_normal((c["g"] * c["cog"], c["cig"]) + c["k"])
+    wshape = (c["g"] * c["cig"], c["cog"]) if transposed else (c["g"] * c["cog"], c["cig"])
+    w = rng.standard_normal(wshape + c["k"])
     b = rng.standard_normal(c["g"] * c["cog"])
     geo = dict(stride=c["s"], pad=c["pad"], dilation=c["d"], groups=c["g"])
+    if transposed:
+        geo["output_padding"] = c["op"]
+    ref, fast_b, ref_b = (getattr(K, name + s) for s in ("_reference", "_backward", "_backward_reference"))
 
     def fwd(x, w, b):
-        return K.conv2d_reference(x, w, b if c["bias"] else None, **geo)
+        return ref(x, w, b if c["bias"] else None, **geo)
 
     dy = rng.standard_normal(fwd(x, w, b).shape)
-    dx, dw_, db = _twins(lambda x, w, dy: K.conv2d_backward(x, w, dy, bias=c["bias"], **geo),
-                         lambda x, w, dy: K.conv2d_backward_reference(x, w, dy, bias=c["bias"], **geo),
-                         [x, w, dy], what="conv2d")
+    dx, dw_, db = _twins(lambda x, w, dy: fast_b(x, w, dy, bias=c["bias"], **geo),
+                         lambda x, w, dy: ref_b(x, w, dy, bias=c["bias"], **geo), [x, w, dy], what=name)
     grads, which = [dx, dw_], [0, 1]
     if c["bias"]:
         grads.append(db)
         which.append(2)
-    check_grads(fwd, [x, w, b], grads, which, dy, rng, "conv2d")
+    check_grads(fwd, [x, w, b], grads, which, dy, rng, name)
+    return x, w, dy, dx, geo
+
+
+@HYP
+@given(conv_cases())
+def test_conv2d_backward(c):
+    x, w, dy, dx, geo = _check_conv_backward(c, transposed=False)
     for f in (K.conv2d_backward, K.conv2d_backward_reference):  # input gradient only
         only = f(x, w, dy, bias=c["bias"], need_weight=False, **geo)
         assert only[1] is None
@@ -94,24 +105,7 @@ def test_conv2d_backward(c):
 @HYP
 @given(conv_cases(transposed=True))
 def test_conv_transpose2d_backward(c):
-    rng = np.random.default_rng(c["seed"])
-    x = rng.standard_normal((c["n"], c["g"] * c["cig"]) + c["hw"])
-    w = rng.standard_normal((c["g"] * c["cig"], c["cog"]) + c["k"])
-    b = rng.standard_normal(c["g"] * c["cog"])
-    geo = dict(stride=c["s"], pad=c["pad"], dilation=c["d"], groups=c["g"], output_padding=c["op"])
-
-    def fwd(x, w, b):
-        return K.conv_transpose2d_reference(x, w, b if c["bias"] else None, **geo)
-
-    dy = rng.standard_normal(fwd(x, w, b).shape)
-    dx, dw_, db = _twins(lambda x, w, dy: K.conv_transpose2d_backward(x, w, dy, bias=c["bias"], **geo),
-                         lambda x, w, dy: K.conv_transpose2d_backward_reference(x, w, dy, bias=c["bias"], **geo),
-                         [x, w, dy], what="conv_transpose2d")
-    grads, which = [dx, dw_], [0, 1]
-    if c["bias"]:
-        grads.append(db)
-        which.append(2)
-    check_grads(fwd, [x, w, b], grads, which, dy, rng, "conv_transpose2d")
+    _check_conv_backward(c, transposed=True)
 
 
 @pytest.mark.parametrize("n,c,o,hw", [(1, 5, 7, (3, 4)), (2, 3, 2, (1, 6))])

@@ -64,7 +64,7 @@ def test_shortcut_vs_explicit_sum(rng):
         K.shortcut(x, [np.zeros((2, 5, 2, 3))])
 
 
-def test_torch_padding_and_narrow_hand():
+def test_torch_padding_and_torch_narrow_hand():
     x = np.arange(6.0).reshape(2, 3)
     assert K.torch_padding(x, 1, 2, 1, -1.0).tolist() == [[0, -1, -1, 1, 2], [3, -1, -1, 4, 5]]
     assert K.torch_padding(x, 0, 1, 2).tolist() == [[0, 1, 2], [3, 4, 5], [0, 0, 0]]

@@ -18,7 +18,7 @@ import scipy.signal
 from conftest import TOL, rel_err, require_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from writers.darknet_writer import cfg_text, header_bytes, random_weights, weights_bytes
+from writers.darknet_writer import ALL_LAYERS, cfg_text, header_bytes, random_weights, weights_bytes
 
 import refnet
 from refnet.errors import ModelFormatError, RefnetError, UnsupportedLayerError
@@ -73,39 +73,6 @@ def write_model(tmp_path, cfg: str, seed: int = 0, **kw) -> tuple:
 
 
 NET8 = ("net", {"width": 8, "height": 8, "channels": 3})
-
-# Every section type and the parameters cv2 implements, in one network (16x16 input).
-ALL_LAYERS = [
-    ("net", {"width": 16, "height": 16, "channels": 3}),
-    ("convolutional", {"filters": 8, "size": 3, "stride": 1, "pad": 1, "batch_normalize": 1, "activation": "leaky"}),
-    ("convolutional", {"filters": 8, "size": 3, "pad": 1, "groups": 8, "batch_normalize": 1, "activation": "mish"}),
-    ("convolutional", {"filters": 6, "size": 1, "stride": 1, "pad": 0, "activation": "swish"}),
-    ("shortcut", {"from": -3, "activation": "linear"}),  # 6 channels + 8: cv2 input_0_truncate
-    ("convolutional", {"filters": 12, "size": 3, "stride": 2, "padding": 1, "activation": "logistic"}),
-    ("maxpool", {"size": 2, "stride": 1}),  # Darknet's "same" 2x2/1 pool: padding 1 at the end
-    ("route", {"layers": -1, "groups": 2, "group_id": 1}),
-    ("convolutional", {"filters": 10, "size": 1, "activation": "tanh"}),
-    ("shortcut", {"from": -3, "alpha": 0.5, "activation": "relu"}),  # 10 channels + 12
-    ("maxpool", {"size": 3, "stride": 2}),
-    ("upsample", {"stride": 2}),
-    ("route", {"layers": "-1,4"}),
-    ("dropout", {"probability": 0.5}),
-    ("convolutional", {"filters": 8, "size": 3, "stride": 1, "pad": 1, "batch_normalize": 1, "activation": "relu"}),
-    ("reorg", {"stride": 2}),
-    ("route", {"layers": -2}),
-    ("convolutional", {"filters": 14, "size": 1, "activation": "linear"}),
-    ("yolo", {"mask": "1,2", "anchors": "2,3, 4,5, 6,8", "classes": 2, "num": 3, "scale_x_y": 1.1, "thresh": 0.1,
-              "nms_threshold": 0.45}),
-    ("route", {"layers": 14}),
-    ("convolutional", {"filters": 18, "size": 1, "activation": "linear"}),
-    ("region", {"anchors": "1,1, 2,2", "classes": 4, "num": 2, "softmax": 1, "coords": 4, "thresh": 0.05}),
-    ("route", {"layers": 14}),
-    ("avgpool", {}),
-    ("connected", {"output": 7, "batch_normalize": 1, "activation": "leaky"}),
-    ("connected", {"output": 5, "activation": "linear"}),
-    ("softmax", {"groups": 1}),
-]
-
 
 # ---- every layer type vs cv2 ----------------------------------------------------------------------
 def test_every_layer_type_vs_cv2(tmp_path, rng):

@@ -132,3 +132,37 @@ def random_weights(cfg: str, seed: int = 0, *, connected_order: str = "darknet",
             c, h, w = c * s * s, h // s, w // s
         shapes.append((c, h, w))
     return weights_bytes(blobs, major=major, minor=minor), written
+
+
+# Every section type and the parameters cv2 implements, in one network (16x16 input); used by
+# test_darknet, test_export_frameworks and the fuzz seeds.
+ALL_LAYERS = [
+    ("net", {"width": 16, "height": 16, "channels": 3}),
+    ("convolutional", {"filters": 8, "size": 3, "stride": 1, "pad": 1, "batch_normalize": 1, "activation": "leaky"}),
+    ("convolutional", {"filters": 8, "size": 3, "pad": 1, "groups": 8, "batch_normalize": 1, "activation": "mish"}),
+    ("convolutional", {"filters": 6, "size": 1, "stride": 1, "pad": 0, "activation": "swish"}),
+    ("shortcut", {"from": -3, "activation": "linear"}),  # 6 channels + 8: cv2 input_0_truncate
+    ("convolutional", {"filters": 12, "size": 3, "stride": 2, "padding": 1, "activation": "logistic"}),
+    ("maxpool", {"size": 2, "stride": 1}),  # Darknet's "same" 2x2/1 pool: padding 1 at the end
+    ("route", {"layers": -1, "groups": 2, "group_id": 1}),
+    ("convolutional", {"filters": 10, "size": 1, "activation": "tanh"}),
+    ("shortcut", {"from": -3, "alpha": 0.5, "activation": "relu"}),  # 10 channels + 12
+    ("maxpool", {"size": 3, "stride": 2}),
+    ("upsample", {"stride": 2}),
+    ("route", {"layers": "-1,4"}),
+    ("dropout", {"probability": 0.5}),
+    ("convolutional", {"filters": 8, "size": 3, "stride": 1, "pad": 1, "batch_normalize": 1, "activation": "relu"}),
+    ("reorg", {"stride": 2}),
+    ("route", {"layers": -2}),
+    ("convolutional", {"filters": 14, "size": 1, "activation": "linear"}),
+    ("yolo", {"mask": "1,2", "anchors": "2,3, 4,5, 6,8", "classes": 2, "num": 3, "scale_x_y": 1.1, "thresh": 0.1,
+              "nms_threshold": 0.45}),
+    ("route", {"layers": 14}),
+    ("convolutional", {"filters": 18, "size": 1, "activation": "linear"}),
+    ("region", {"anchors": "1,1, 2,2", "classes": 4, "num": 2, "softmax": 1, "coords": 4, "thresh": 0.05}),
+    ("route", {"layers": 14}),
+    ("avgpool", {}),
+    ("connected", {"output": 7, "batch_normalize": 1, "activation": "leaky"}),
+    ("connected", {"output": 5, "activation": "linear"}),
+    ("softmax", {"groups": 1}),
+]
