@@ -187,3 +187,11 @@ def test_greedy_nms_twin_every_rule(rule, matrix, monkeypatch):
         want = D._greedy_nms_jit(boxes, order, cls, thr, 1.0, D._RULE_CODE[rule], limit)
         got = D._greedy_nms_jit.numpy(boxes, order, cls, thr, 1.0, D._RULE_CODE[rule], limit)
         np.testing.assert_array_equal(got, want)
+
+
+def test_twin_serial_follows_the_mode():
+    """``Twin.serial`` (taken by code that hands blocks of a call to other threads) is the
+    NumPy twin inside numpy_kernels() and the serial numba build outside it."""
+    with numpy_kernels():
+        assert C._im2col.serial is C._im2col.numpy
+    assert C._im2col.serial is C._im2col._serial
