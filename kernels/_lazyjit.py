@@ -88,12 +88,18 @@ def numpy_kernels_on() -> bool:
     return MODE.on
 
 
-def numpy_twin(kernel: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def numpy_twin(kernel: Any, unloaded: Callable[..., bool] | None = None
+               ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: register ``fn`` as the NumPy twin of ``kernel`` (a :class:`LazyDispatcher` or a
-    :class:`refnet.kernels._parallel.Twin`): same arguments, same outputs to float32 rounding."""
+    :class:`refnet.kernels._parallel.Twin`): same arguments, same outputs to float32 rounding.
+    ``unloaded(*args)`` (a plain :class:`LazyDispatcher` only): also use the twin outside
+    ``numpy_kernels()`` while numba is not loaded, for calls it returns True for (where the
+    twin is as fast, e.g. NMS of a few hundred boxes after a small net's forward pass)."""
 
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
         kernel.numpy = fn
+        if unloaded is not None:
+            kernel.numpy_unloaded = unloaded
         return fn
 
     return deco
@@ -145,6 +151,7 @@ class LazyDispatcher:
     (unless it has a NumPy twin: then calls keep passing here, to pick one per call)."""
 
     numpy: Callable[..., Any] | None = None  # the NumPy twin (numpy_twin), used under numpy_kernels()
+    numpy_unloaded: Callable[..., bool] | None = None  # and for these calls while numba is not loaded
 
     def __init__(self, py_func: Callable[..., Any], options: dict[str, Any]) -> None:
         functools.update_wrapper(self, py_func)
@@ -173,13 +180,14 @@ class LazyDispatcher:
         return self._real
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if self.numpy is not None and MODE.on:
+        if self.numpy is not None and (MODE.on or (self.numpy_unloaded is not None and not _LOADED
+                                                   and self.numpy_unloaded(*args, **kwargs))):
             return self.numpy(*args, **kwargs)
         real = self._real if self._real is not None else self.materialize()
         return real(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name in ("_real", "_options", "py_func", "numpy"):
+        if name.startswith("__") or name in ("_real", "_options", "py_func", "numpy", "numpy_unloaded"):
             raise AttributeError(name)
         return getattr(self.materialize(), name)
 

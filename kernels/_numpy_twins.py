@@ -262,7 +262,11 @@ numpy_twin(_pool._max_pool_fast_noidx)(_max_pool)
 _NMS_MATRIX_MAX = 1024  # candidates; up to this many, all overlaps at once (an n x n float64 matrix)
 
 
-@numpy_twin(_det._greedy_nms_jit)
+def _nms_matrix_sized(boxes, order, classes, thr, eta, rule, limit) -> bool:
+    return len(order) <= _NMS_MATRIX_MAX and eta >= 1.0 and rule in _RULE_NAME
+
+
+@numpy_twin(_det._greedy_nms_jit, unloaded=_nms_matrix_sized)  # same decisions: also without numpy_kernels()
 def _greedy_nms(boxes, order, classes, thr, eta, rule, limit):
     """Greedy NMS in candidate order: each kept box suppresses every later candidate of its
     class whose float32 overlap with it is not <= the threshold (NaN suppresses), which is the

@@ -93,12 +93,21 @@ class Twin:
         serial.__qualname__ = fn.__qualname__ + "_serial"  # its own numba cache files
         serial.__module__ = fn.__module__
         serial.__doc__ = fn.__doc__
-        self.serial = jit(serial)
+        self._serial = jit(serial)
         self.work_arg = work_arg
         self.__name__ = fn.__name__
         self.__qualname__ = fn.__qualname__
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
+
+    @property
+    def serial(self) -> Any:
+        """The serial build -- or, in a thread inside ``numpy_kernels()``, the NumPy twin (if
+        any): code that takes ``.serial`` to run blocks of one call on other threads (a GEMM
+        split) then runs the same kernels as a plain call would."""
+        if self.numpy is not None and MODE.on:
+            return self.numpy
+        return self._serial
 
     def __call__(self, *args: Any) -> Any:
         if self.numpy is not None and MODE.on:
@@ -110,9 +119,9 @@ class Twin:
             _GET_NUM_THREADS.append(sys.modules["numba"].get_num_threads)
         if n == 1:  # (this starts the threading layer if nothing did yet)
             if not _inline_launch():
-                return self.serial(*args)
+                return self._serial(*args)
         elif args[self.work_arg].size < PARALLEL_MIN_WORK:
-            return self.serial(*args)
+            return self._serial(*args)
         with PARALLEL_LOCK:  # numba's threading layers abort on parallel regions entered concurrently
             return self.parallel(*args)
 

@@ -161,28 +161,33 @@ class _Prog:
 
 
 def test_small_net_policy(monkeypatch):
-    """Under SMALL_WORK MACs: always the twins; up to NUMPY_MAX_WORK: the twins for the
-    process's first NUMPY_FIRST_PASSES such passes while numba is not loaded; above: numba."""
+    """Under SMALL_WORK MACs: always the twins; up to NUMPY_MAX_WORK: a program's first pass
+    only, while numba is not loaded and within NUMPY_FIRST_MACS per process; above: numba."""
     from refnet.kernels._lazyjit import numpy_kernels_on
     from refnet.runtime import smallnet as S
 
-    def mode(work: int) -> bool:
-        with S.kernels_for(_Prog(work)):
+    def mode(prog: _Prog) -> bool:
+        with S.kernels_for(prog):
             return numpy_kernels_on()
 
     monkeypatch.delenv("REFNET_NUMPY_MAX_MACS", raising=False)
-    monkeypatch.setattr(S, "_PASSES", [0])
+    monkeypatch.setattr(S, "_FIRST", set())
+    monkeypatch.setattr(S, "_SPENT", [0])
     monkeypatch.setattr(S, "numba_loaded", lambda: False)
-    assert not mode(S.NUMPY_MAX_WORK) and S._PASSES == [0]
-    for _ in range(S.NUMPY_FIRST_PASSES):
-        assert mode(S.NUMPY_MAX_WORK - 1)
-    assert not mode(S.SMALL_WORK) and not mode(S.NUMPY_MAX_WORK - 1)  # the first passes are spent
-    assert mode(S.SMALL_WORK - 1) and mode(0)
-    S._PASSES[0] = 0
+    small, big = _Prog(S.SMALL_WORK - 1), _Prog(S.NUMPY_MAX_WORK)
+    assert mode(small) and mode(small) and not mode(big)
+    mid = [_Prog(S.NUMPY_MAX_WORK - 1) for _ in range(3)]
+    assert mode(mid[0]) and not mode(mid[0])  # a program's second pass: numba
+    assert mode(mid[1])  # another program's first pass (an image pyramid's next scale)
+    assert S._SPENT == [2 * (S.NUMPY_MAX_WORK - 1)] and 2 * S.NUMPY_MAX_WORK <= S.NUMPY_FIRST_MACS
+    assert not mode(mid[2])  # over NUMPY_FIRST_MACS
+    assert mode(small)
+    monkeypatch.setattr(S, "_FIRST", set())
+    monkeypatch.setattr(S, "_SPENT", [0])
     monkeypatch.setattr(S, "numba_loaded", lambda: True)  # numba already paid for: use it
-    assert mode(S.SMALL_WORK - 1) and not mode(S.SMALL_WORK)
+    assert mode(small) and not mode(_Prog(S.SMALL_WORK))
     monkeypatch.setenv("REFNET_NUMPY_MAX_MACS", "0")
-    assert not mode(0)
+    assert not mode(_Prog(0))
     assert not numpy_kernels_on()
 
 

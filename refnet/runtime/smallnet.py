@@ -10,14 +10,15 @@ twin still runs on numba). They give the numba kernels' numbers, bit for bit exc
 * a program of fewer than :data:`SMALL_WORK` MACs (``refnet.runtime.budget``'s count) always
   runs the twins: there they are about as fast as numba (CPU medians, one thread: LeNet 0.39
   vs 0.35 ms, MTCNN det1 0.20 vs 0.14 ms);
-* one of fewer than :data:`NUMPY_MAX_WORK` MACs runs them for the process's first
-  :data:`NUMPY_FIRST_PASSES` such forward passes while numba is not loaded, then on numba.
-  The twins take 1.4-2.2x numba's time there (yufacedetectnet v2 320x240 11.7 vs 8.0 ms,
-  UltraFace RFB-320 15.8 vs 7.1 ms), less than numba's start-up for a pass or a few, not for
-  a stream of them. So a one-shot process (``refnet run``, a script classifying one image)
-  never loads numba, and a loop switches at its second pass -- during a benchmark's
-  untimed warm-up, not in a timed call. (A CPU-time budget before switching would serve
-  short loops better, but would move the switch into the timed calls of benchmarks.)
+* one of fewer than :data:`NUMPY_MAX_WORK` MACs runs them on its first pass, while numba is
+  not loaded and the process's first passes so far stay within :data:`NUMPY_FIRST_MACS`
+  MACs; its later passes run on numba. The twins take 1.4-2.2x numba's time there
+  (yufacedetectnet v2 320x240 11.7 vs 8.0 ms, UltraFace RFB-320 15.8 vs 7.1 ms), less than
+  numba's start-up for a pass or a few, not for a stream of them. So a one-shot process
+  (``refnet run``, a script, MTCNN's image pyramid: one pass per scale) never loads numba,
+  and a loop over one input size switches at its second pass -- during a benchmark's
+  untimed warm-up, not in a timed call. (A CPU-time budget would serve short loops better,
+  but would move the switch into the timed calls of benchmarks.)
 * larger programs run on numba.
 
 ``REFNET_NUMPY_MAX_MACS`` overrides :data:`NUMPY_MAX_WORK` (``0``: always numba, e.g. to
@@ -33,13 +34,14 @@ from typing import Any
 
 from refnet.kernels._lazyjit import numba_loaded, numpy_kernels
 
-__all__ = ["SMALL_WORK", "NUMPY_MAX_WORK", "NUMPY_FIRST_PASSES", "kernels_for", "numpy_max_work"]
+__all__ = ["SMALL_WORK", "NUMPY_MAX_WORK", "NUMPY_FIRST_MACS", "kernels_for", "numpy_max_work"]
 
 SMALL_WORK = 2 * 10**7  # MACs of one run; below: always the NumPy twins
-NUMPY_MAX_WORK = 2 * 10**8  # below: the twins for the first passes, while numba is not loaded
-NUMPY_FIRST_PASSES = 1  # forward passes of SMALL_WORK..NUMPY_MAX_WORK MACs per process on the twins
+NUMPY_MAX_WORK = 2 * 10**8  # below: the twins on a program's first pass (see the module docstring)
+NUMPY_FIRST_MACS = 4 * 10**8  # MACs of such first passes per process, at most
 
-_PASSES = [0]  # such passes run on the twins so far
+_FIRST: set[int] = set()  # id() of the programs whose first pass ran on the twins (at most ~20)
+_SPENT = [0]  # their MACs
 
 
 def numpy_max_work() -> int:
@@ -53,11 +55,14 @@ def numpy_max_work() -> int:
 
 def kernels_for(prog: Any) -> contextlib.AbstractContextManager:
     """The kernel mode to run ``prog`` (a compiled program with ``.work`` MACs) under (see the
-    module docstring): ``numpy_kernels()`` or a no-op context (numba)."""
+    module docstring): ``numpy_kernels()`` or a no-op context (numba). (A program freed and
+    another one given its id() may count as seen: it then runs on numba, which is harmless.)"""
     limit = numpy_max_work()
     if prog.work < min(SMALL_WORK, limit):
         return numpy_kernels()
-    if prog.work < limit and _PASSES[0] < NUMPY_FIRST_PASSES and not numba_loaded():
-        _PASSES[0] += 1
+    if (prog.work < limit and id(prog) not in _FIRST and _SPENT[0] + prog.work <= NUMPY_FIRST_MACS
+            and not numba_loaded()):
+        _FIRST.add(id(prog))
+        _SPENT[0] += prog.work
         return numpy_kernels()
     return contextlib.nullcontext()

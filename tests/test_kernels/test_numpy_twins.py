@@ -15,7 +15,7 @@ from conftest import assert_close
 import refnet.kernels.conv as C
 import refnet.kernels.detection as D
 import refnet.kernels.pool as P
-from refnet.kernels._lazyjit import numpy_kernels, numpy_kernels_on
+from refnet.kernels._lazyjit import load_numba, numpy_kernels, numpy_kernels_on
 
 RNG = np.random.default_rng(17)
 # compiled numba sums the general depthwise kernel's border columns in float64 (the twin does
@@ -30,6 +30,7 @@ def _both(fn, *args, **kw):
         assert numpy_kernels_on()
         a = fn(*args, **kw)
     assert not numpy_kernels_on()
+    load_numba()  # (some twins also serve calls outside numpy_kernels() while numba is not loaded)
     with numpy_kernels(False):
         b = fn(*args, **kw)
     return a, b
@@ -183,7 +184,34 @@ def test_greedy_nms_twin_every_rule(rule, matrix, monkeypatch):
     boxes[20] = boxes[21]  # identical boxes
     order = RNG.permutation(150)[:120].astype(np.int64)
     cls = RNG.integers(0, 2, 150).astype(np.int64)
+    load_numba()  # the oracle is the jitted loop, not the twin serving calls while numba is unloaded
     for thr, limit in ((0.3, 121), (0.6, 121), (0.5, 9)):
         want = D._greedy_nms_jit(boxes, order, cls, thr, 1.0, D._RULE_CODE[rule], limit)
         got = D._greedy_nms_jit.numpy(boxes, order, cls, thr, 1.0, D._RULE_CODE[rule], limit)
         np.testing.assert_array_equal(got, want)
+
+
+def test_twin_serial_follows_the_mode():
+    """``Twin.serial`` (taken by code that hands blocks of a call to other threads) is the
+    NumPy twin inside numpy_kernels() and the serial numba build outside it."""
+    with numpy_kernels():
+        assert C._im2col.serial is C._im2col.numpy
+    assert C._im2col.serial is C._im2col._serial
+
+
+def test_nms_twin_serves_calls_while_numba_is_unloaded():
+    """Outside numpy_kernels(), NMS of up to _NMS_MATRIX_MAX candidates (eta 1) uses the twin
+    while numba is not loaded (a small net's post-processing then needs no numba either)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np\n"
+            "from refnet.kernels import nms\n"
+            "r = np.random.default_rng(0); xy = r.uniform(0, 50, (200, 2))\n"
+            "b = np.concatenate([xy, xy + r.uniform(1, 20, (200, 2))], 1).astype(np.float32)\n"
+            "k = nms(b, r.uniform(0, 1, 200).astype(np.float32), 0.4)\n"
+            "print('numba' in sys.modules, len(k))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    loaded, n = r.stdout.split()
+    assert loaded == "False" and int(n) > 0
