@@ -14,10 +14,8 @@ once, not after minutes of computing.
 
 from __future__ import annotations
 
-import http.client
 import os
 import sys
-import urllib.error
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,13 @@ EXIT_OK, EXIT_DIFFER, EXIT_USER, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 1
 
 class OutputError(RefnetError):
     """An output path that cannot be written (checked before the work)."""
+
+
+def _network_errors() -> tuple[type, ...]:
+    """urllib's and http.client's exception types, if a command imported them (not imported at
+    start-up: an exception of theirs can only come from code that did)."""
+    mods = (sys.modules.get("urllib.error"), sys.modules.get("http.client"))
+    return tuple(t for t in (getattr(mods[0], "URLError", None), getattr(mods[1], "HTTPException", None)) if t)
 
 
 def split_debug(argv: Sequence[str]) -> tuple[list[str], bool]:
@@ -90,7 +95,7 @@ def classify(e: BaseException) -> tuple[int, str]:
     if isinstance(e, MemoryError):
         return EXIT_USER, ("out of memory (the input needs more than this machine gives; refnet's budgets "
                            "refuse such work up front when REFNET_MEMORY_BUDGET is set lower)")
-    if isinstance(e, (urllib.error.URLError, http.client.HTTPException)):
+    if isinstance(e, _network_errors()):
         return EXIT_USER, f"network: {_one_line(str(e)) or type(e).__name__}"
     if isinstance(e, OSError):  # missing/unreadable/unwritable files, folders, full disk, sockets
         return EXIT_USER, _os_message(e)
