@@ -159,3 +159,11 @@ def test_split_linear_equals_unsplit_and_reference(pool, shape, n_out, rng):
     ref = C.linear_reference(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64))
     np.testing.assert_allclose(split, unsplit, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(split, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("c,hw,alg", [(8, 9, "winograd"), (8, 27, "im2col"), (16, 27, "winograd"),
+                                      (16, 55, "im2col"), (24, 56, "winograd"), (24, 112, "winograd")])
+def test_winograd_needs_more_input_channels_on_larger_maps(c, hw, alg):
+    """The choice measured for issue 17 (kernels/conv.py WINOGRAD_*): im2col where Winograd's
+    short-K GEMMs lose, i.e. few input channels on a large map."""
+    assert C.conv2d_plan((1, c, hw, hw), np.zeros((64, c, 3, 3), np.float32), pad=1).algorithm == alg
