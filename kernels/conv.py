@@ -117,6 +117,11 @@ _BLOCKS_PER_THREAD = 4
 _SPLIT_MIN_COLS = 64
 _SPLIT_MIN_ROWS = 16
 _SPLIT_MIN_MACS = 1 << 20
+# ... and no block smaller than this many MACs (M*N*K): OpenBLAS (SkylakeX build, measured)
+# runs GEMMs of up to 1e6 MACs with a small-matrix kernel whose sums round differently, so
+# smaller blocks would make the numbers depend on the thread count; larger ones give results
+# bit for bit equal to the unsplit GEMM.
+_BLAS_EXACT_MACS = 1 << 20
 # depthwise 3x3 convs of planes up to this size run as one flat stencil per plane
 DW_FLAT_MAX_PIXELS = 4096
 # direct kernel for convs with at most this many output channels (and a long reduction)
@@ -853,13 +858,20 @@ def _split_threads(macs: int) -> int:
     return nt if nt > 1 and macs >= _SPLIT_MIN_MACS else 1
 
 
-def _grid(count: int, m: int, length: int, nt: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-    """Row and column ranges that cut each of ``count`` GEMM outputs (m, length) so that the
-    call has about ``_BLOCKS_PER_THREAD * nt`` blocks: cache-sized column blocks (as the serial
-    path), more columns down to ``_SPLIT_MIN_COLS``, then rows down to ``_SPLIT_MIN_ROWS``."""
-    want = -(-_BLOCKS_PER_THREAD * nt // max(1, count))  # pieces per GEMM
+def _max_pieces(macs: int) -> int:
+    """The most blocks a GEMM of ``macs`` MACs may be cut into (each >= _BLAS_EXACT_MACS)."""
+    return max(1, macs // _BLAS_EXACT_MACS)
+
+
+def _grid(count: int, m: int, k: int, length: int, nt: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """Row and column ranges that cut each of ``count`` GEMM outputs (m, length), reduction
+    ``k``, so that the call has about ``_BLOCKS_PER_THREAD * nt`` blocks: cache-sized column
+    blocks (as the serial path), more columns down to ``_SPLIT_MIN_COLS``, then rows down to
+    ``_SPLIT_MIN_ROWS``; no block under ``_BLAS_EXACT_MACS``."""
+    cap = _max_pieces(m * k * length)
+    want = min(-(-_BLOCKS_PER_THREAD * nt // max(1, count)), cap)  # pieces per GEMM
     ncol = max(-(-length // max(256, _GEMM_BLOCK_ELEMS // max(1, m))), min(want, length // _SPLIT_MIN_COLS))
-    nrow = max(1, min(-(-want // ncol), m // _SPLIT_MIN_ROWS))
+    nrow = max(1, min(-(-want // ncol), m // _SPLIT_MIN_ROWS, cap // ncol))
     return _parts(m, nrow), _parts(length, ncol)
 
 
@@ -870,7 +882,7 @@ def _split_gemm(gemms: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
     single-threaded GEMM and the serial epilogue on it. Every output element is the same dot
     product as in the unsplit GEMM (only its position in the BLAS's blocking changes)."""
     m, length = gemms[0][2].shape
-    rows, cols = _grid(len(gemms), m, length, nt)
+    rows, cols = _grid(len(gemms), m, gemms[0][0].shape[1], length, nt)
     blocks = [(t, r, c) for t in range(len(gemms)) for r in rows for c in cols]
     bias_act = _bias_act_cols.serial
 
@@ -1044,7 +1056,8 @@ class Conv2dPlan:
         kh, kw = self.khw
         kdim = self.kdim
         epilogue = self.act != 0 or self.has_bias
-        nb = max(-(-ho // self.band), min(-(-_BLOCKS_PER_THREAD * nt // (n * g)), ho * wo // _SPLIT_MIN_COLS))
+        nb = max(-(-ho // self.band), min(-(-_BLOCKS_PER_THREAD * nt // (n * g)), ho * wo // _SPLIT_MIN_COLS,
+                                          _max_pieces(cog * kdim * ho * wo)))
         nb = min(nb, ho)
         units = [(i, gi) for i in range(n) for gi in range(g)]
         if len(units) * nb < 2 * nt:  # small maps: one im2col per image and group, split GEMMs
@@ -1119,7 +1132,8 @@ class Conv2dPlan:
         pt, pl = self.pad[0], self.pad[1]
         tw_n, th_n = self.tw_n, self.th_n
         u, b, act, slope, six = self.u, self.b, self.act, self.slope, self.six
-        nb = max(-(-th_n // self.band), min(-(-_BLOCKS_PER_THREAD * nt // n), th_n * tw_n // _SPLIT_MIN_COLS))
+        nb = max(-(-th_n // self.band), min(-(-_BLOCKS_PER_THREAD * nt // n), th_n * tw_n // _SPLIT_MIN_COLS,
+                                            _max_pieces(co * c * th_n * tw_n)))
         nb = min(nb, th_n)
         if n * nb < 2 * nt:  # small maps
             t = th_n * tw_n
@@ -1517,7 +1531,8 @@ def linear(
     nt = _split_threads(x2.shape[0] * k * w.shape[0])
     if nt > 1:  # blocks of output features over the worker threads (the BLAS has one thread then)
         y = np.empty((x2.shape[0], w.shape[0]), x.dtype)
-        parts = _parts(w.shape[0], min(_BLOCKS_PER_THREAD * nt, w.shape[0] // _SPLIT_MIN_COLS))
+        parts = _parts(w.shape[0], min(_BLOCKS_PER_THREAD * nt, w.shape[0] // _SPLIT_MIN_COLS,
+                                       _max_pieces(x2.shape[0] * k * w.shape[0])))
 
         def block(j: int) -> None:
             j0, j1 = parts[j]
