@@ -94,20 +94,9 @@ _WINO_BAND_ELEMS = 1 << 20
 _WINO_MIN_TILES = 128
 # Winograd is used for 3x3 stride-1 convs with at least this many input / output channels
 # and output pixels (below, the transforms cost more than the GEMM saves; measured).
-# Its GEMMs reduce over C_in only (im2col's over 9 C_in): with few input channels on a large
-# map the transforms and the short-K GEMMs lose to im2col (measured, 1 thread, 64-128 outputs:
-# C_in 8: a tie at 14x14, im2col 1.3-2.7x faster from 27x27 up; C_in 16: im2col 1.5x faster at
-# 55x55 and 112x112, winograd 0.8-0.9x at 27x27 and 14x14; C_in 24: winograd 0.7-0.85x up to
-# 55x55). So the fewest input channels depend on the output map: WINOGRAD_MIN_CIN up to
-# WINOGRAD_SMALL_MAP_PIXELS outputs, WINOGRAD_MID_MAP_MIN_CIN up to WINOGRAD_MID_MAP_PIXELS,
-# WINOGRAD_LARGE_MAP_MIN_CIN above.
 WINOGRAD_MIN_CIN = 8
 WINOGRAD_MIN_COUT = 4
 WINOGRAD_MIN_PIXELS = 16
-WINOGRAD_SMALL_MAP_PIXELS = 256
-WINOGRAD_MID_MAP_PIXELS = 1024
-WINOGRAD_MID_MAP_MIN_CIN = 16
-WINOGRAD_LARGE_MAP_MIN_CIN = 24
 # Several threads (refnet.kernels._workers): each conv call is cut into about this many blocks
 # per thread (one single-threaded GEMM each, taken from a shared counter, so a descheduled
 # thread holds back one small block, not half the layer); column blocks at least
@@ -963,11 +952,8 @@ class Conv2dPlan:
             return "depthwise"
         if kh == kw == 1 and sh == sw == 1 and pt == pl == pb == pr == 0:
             return "gemm1x1"
-        px = ho * wo
-        min_cin = (WINOGRAD_MIN_CIN if px <= WINOGRAD_SMALL_MAP_PIXELS else
-                   WINOGRAD_MID_MAP_MIN_CIN if px <= WINOGRAD_MID_MAP_PIXELS else WINOGRAD_LARGE_MAP_MIN_CIN)
-        if ((kh, kw, sh, sw, dh, dw, g) == (3, 3, 1, 1, 1, 1, 1) and c >= min_cin
-                and co >= WINOGRAD_MIN_COUT and px >= WINOGRAD_MIN_PIXELS and ho >= 2 and wo >= 2):
+        if ((kh, kw, sh, sw, dh, dw, g) == (3, 3, 1, 1, 1, 1, 1) and c >= WINOGRAD_MIN_CIN
+                and co >= WINOGRAD_MIN_COUT and ho * wo >= WINOGRAD_MIN_PIXELS and ho >= 2 and wo >= 2):
             return "winograd"
         if g == 1 and co <= DIRECT_MAX_COUT and cig * kh * kw >= DIRECT_MIN_K:
             return "direct"

@@ -162,14 +162,6 @@ def test_split_linear_equals_unsplit_and_reference(pool, shape, n_out, rng):
     np.testing.assert_allclose(split, ref, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("c,hw,alg", [(8, 9, "winograd"), (8, 27, "im2col"), (16, 27, "winograd"),
-                                      (16, 55, "im2col"), (24, 56, "winograd"), (24, 112, "winograd")])
-def test_winograd_needs_more_input_channels_on_larger_maps(c, hw, alg):
-    """The choice measured for issue 17 (kernels/conv.py WINOGRAD_*): im2col where Winograd's
-    short-K GEMMs lose, i.e. few input channels on a large map."""
-    assert C.conv2d_plan((1, c, hw, hw), np.zeros((64, c, 3, 3), np.float32), pad=1).algorithm == alg
-
-
 @pytest.mark.parametrize("xs,ws,kw", [((1, 192, 28, 28), (64, 192, 1, 1), {}), ((1, 832, 7, 7), (384, 832, 1, 1), {}),
                                       ((1, 3, 112, 112), (64, 3, 7, 7), dict(stride=2, pad=3)),
                                       ((1, 64, 28, 28), (96, 64, 3, 3), dict(pad=1)),
