@@ -95,16 +95,9 @@ _WINO_BAND_ELEMS = 1 << 20
 _WINO_MIN_TILES = 128
 # Winograd is used for 3x3 stride-1 convs with at least this many input / output channels
 # and output pixels (below, the transforms cost more than the GEMM saves; measured).
-# Its GEMMs reduce over C_in only (im2col's over 9 C_in): with few input channels on a large
-# map the transforms and the short-K GEMMs lose to im2col (measured, 1 thread, 64 outputs:
-# C_in 8: im2col 1.3-2.7x faster from 27x27 up; C_in 16: 1.5x faster at 55x55 and 112x112, 0.8-0.9x
-# at 27x27 and 14x14; C_in 24: winograd 0.7-0.85x up to 55x55): maps of more than
-# WINOGRAD_SMALL_CIN_MAX_PIXELS outputs need WINOGRAD_LARGE_MAP_MIN_CIN input channels.
-WINOGRAD_MIN_CIN = 16
+WINOGRAD_MIN_CIN = 8
 WINOGRAD_MIN_COUT = 4
 WINOGRAD_MIN_PIXELS = 16
-WINOGRAD_SMALL_CIN_MAX_PIXELS = 1024
-WINOGRAD_LARGE_MAP_MIN_CIN = 24
 # Several threads (refnet.kernels._workers): each conv call is cut into about this many blocks
 # per thread (one single-threaded GEMM each, taken from a shared counter, so a descheduled
 # thread holds back one small block, not half the layer); column blocks at least
@@ -114,6 +107,11 @@ _BLOCKS_PER_THREAD = 4
 _SPLIT_MIN_COLS = 64
 _SPLIT_MIN_ROWS = 16
 _SPLIT_MIN_MACS = 1 << 20
+# ... and no block smaller than this many MACs (M*N*K): OpenBLAS (SkylakeX build, measured)
+# runs GEMMs of up to 1e6 MACs with a small-matrix kernel whose sums round differently, so
+# smaller blocks would make the numbers depend on the thread count; larger ones give results
+# bit for bit equal to the unsplit GEMM.
+_BLAS_EXACT_MACS = 1 << 20
 # depthwise 3x3 convs of planes up to this size run as one flat stencil per plane
 DW_FLAT_MAX_PIXELS = 4096
 # direct kernel for convs with at most this many output channels (and a long reduction)
@@ -793,13 +791,20 @@ def _split_threads(macs: int) -> int:
     return nt if nt > 1 and macs >= _SPLIT_MIN_MACS else 1
 
 
-def _grid(count: int, m: int, length: int, nt: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-    """Row and column ranges that cut each of ``count`` GEMM outputs (m, length) so that the
-    call has about ``_BLOCKS_PER_THREAD * nt`` blocks: cache-sized column blocks (as the serial
-    path), more columns down to ``_SPLIT_MIN_COLS``, then rows down to ``_SPLIT_MIN_ROWS``."""
-    want = -(-_BLOCKS_PER_THREAD * nt // max(1, count))  # pieces per GEMM
+def _max_pieces(macs: int) -> int:
+    """The most blocks a GEMM of ``macs`` MACs may be cut into (each >= _BLAS_EXACT_MACS)."""
+    return max(1, macs // _BLAS_EXACT_MACS)
+
+
+def _grid(count: int, m: int, k: int, length: int, nt: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """Row and column ranges that cut each of ``count`` GEMM outputs (m, length), reduction
+    ``k``, so that the call has about ``_BLOCKS_PER_THREAD * nt`` blocks: cache-sized column
+    blocks (as the serial path), more columns down to ``_SPLIT_MIN_COLS``, then rows down to
+    ``_SPLIT_MIN_ROWS``; no block under ``_BLAS_EXACT_MACS``."""
+    cap = _max_pieces(m * k * length)
+    want = min(-(-_BLOCKS_PER_THREAD * nt // max(1, count)), cap)  # pieces per GEMM
     ncol = max(-(-length // max(256, _GEMM_BLOCK_ELEMS // max(1, m))), min(want, length // _SPLIT_MIN_COLS))
-    nrow = max(1, min(-(-want // ncol), m // _SPLIT_MIN_ROWS))
+    nrow = max(1, min(-(-want // ncol), m // _SPLIT_MIN_ROWS, cap // ncol))
     return _parts(m, nrow), _parts(length, ncol)
 
 
@@ -810,7 +815,7 @@ def _split_gemm(gemms: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
     single-threaded GEMM and the serial epilogue on it. Every output element is the same dot
     product as in the unsplit GEMM (only its position in the BLAS's blocking changes)."""
     m, length = gemms[0][2].shape
-    rows, cols = _grid(len(gemms), m, length, nt)
+    rows, cols = _grid(len(gemms), m, gemms[0][0].shape[1], length, nt)
     blocks = [(t, r, c) for t in range(len(gemms)) for r in rows for c in cols]
     bias_act = _bias_act_cols.serial
 
@@ -892,7 +897,6 @@ class Conv2dPlan:
         if kh == kw == 1 and sh == sw == 1 and pt == pl == pb == pr == 0:
             return "gemm1x1"
         if ((kh, kw, sh, sw, dh, dw, g) == (3, 3, 1, 1, 1, 1, 1) and c >= WINOGRAD_MIN_CIN
-                and (c >= WINOGRAD_LARGE_MAP_MIN_CIN or ho * wo <= WINOGRAD_SMALL_CIN_MAX_PIXELS)
                 and co >= WINOGRAD_MIN_COUT and ho * wo >= WINOGRAD_MIN_PIXELS and ho >= 2 and wo >= 2):
             return "winograd"
         if g == 1 and co <= DIRECT_MAX_COUT and cig * kh * kw >= DIRECT_MIN_K:
@@ -982,7 +986,8 @@ class Conv2dPlan:
         kh, kw = self.khw
         kdim = self.kdim
         epilogue = self.act != 0 or self.has_bias
-        nb = max(-(-ho // self.band), min(-(-_BLOCKS_PER_THREAD * nt // (n * g)), ho * wo // _SPLIT_MIN_COLS))
+        nb = max(-(-ho // self.band), min(-(-_BLOCKS_PER_THREAD * nt // (n * g)), ho * wo // _SPLIT_MIN_COLS,
+                                          _max_pieces(cog * kdim * ho * wo)))
         nb = min(nb, ho)
         units = [(i, gi) for i in range(n) for gi in range(g)]
         if len(units) * nb < 2 * nt:  # small maps: one im2col per image and group, split GEMMs
@@ -1057,7 +1062,8 @@ class Conv2dPlan:
         pt, pl = self.pad[0], self.pad[1]
         tw_n, th_n = self.tw_n, self.th_n
         u, b, act, slope, six = self.u, self.b, self.act, self.slope, self.six
-        nb = max(-(-th_n // self.band), min(-(-_BLOCKS_PER_THREAD * nt // n), th_n * tw_n // _SPLIT_MIN_COLS))
+        nb = max(-(-th_n // self.band), min(-(-_BLOCKS_PER_THREAD * nt // n), th_n * tw_n // _SPLIT_MIN_COLS,
+                                            _max_pieces(co * c * th_n * tw_n)))
         nb = min(nb, th_n)
         if n * nb < 2 * nt:  # small maps
             t = th_n * tw_n
@@ -1455,7 +1461,8 @@ def linear(
     nt = _split_threads(x2.shape[0] * k * w.shape[0])
     if nt > 1:  # blocks of output features over the worker threads (the BLAS has one thread then)
         y = np.empty((x2.shape[0], w.shape[0]), x.dtype)
-        parts = _parts(w.shape[0], min(_BLOCKS_PER_THREAD * nt, w.shape[0] // _SPLIT_MIN_COLS))
+        parts = _parts(w.shape[0], min(_BLOCKS_PER_THREAD * nt, w.shape[0] // _SPLIT_MIN_COLS,
+                                       _max_pieces(x2.shape[0] * k * w.shape[0])))
 
         def block(j: int) -> None:
             j0, j1 = parts[j]

@@ -33,6 +33,7 @@ CASES = [
 def pool(monkeypatch):
     """3 workers (the caller + 2), and every call split however small."""
     monkeypatch.setattr(C, "_SPLIT_MIN_MACS", 0)
+    monkeypatch.setattr(C, "_BLAS_EXACT_MACS", 1)
     monkeypatch.setattr(C, "_SPLIT_MIN_COLS", 4)
     monkeypatch.setattr(C, "_SPLIT_MIN_ROWS", 2)
     before = _workers.workers()
@@ -159,3 +160,26 @@ def test_split_linear_equals_unsplit_and_reference(pool, shape, n_out, rng):
     ref = C.linear_reference(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64))
     np.testing.assert_allclose(split, unsplit, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(split, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("xs,ws,kw", [((1, 192, 28, 28), (64, 192, 1, 1), {}), ((1, 832, 7, 7), (384, 832, 1, 1), {}),
+                                      ((1, 3, 112, 112), (64, 3, 7, 7), dict(stride=2, pad=3)),
+                                      ((1, 64, 28, 28), (96, 64, 3, 3), dict(pad=1)),
+                                      ((1, 96, 14, 14), (208, 96, 3, 3), dict(pad=1))])
+def test_split_at_real_sizes_matches_unsplit(xs, ws, kw, rng):
+    """With the real block limits (no block under _BLAS_EXACT_MACS) the split result equals the
+    unsplit one to the last bit on this project's machine (OpenBLAS SkylakeX); asserted to 1e-6
+    so that another BLAS build may round a block differently."""
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = (rng.standard_normal(ws) * 0.1).astype(np.float32)
+    b = rng.standard_normal(ws[0]).astype(np.float32)
+    plan = C.conv2d_plan(xs, w, b, activation="relu", **kw)
+    before = _workers.workers()
+    try:
+        _workers.set_workers(2)
+        split = plan(x)
+        _workers.set_workers(1)
+        unsplit = plan(x)
+    finally:
+        _workers.set_workers(before)
+    np.testing.assert_allclose(split, unsplit, rtol=1e-6, atol=1e-6)
