@@ -163,11 +163,16 @@ def first_run(args: argparse.Namespace, out=sys.stdout) -> dict:
                 res.setdefault(tree, []).append({"wall_s": wall, "notice": "compiling" in p.stderr,
                                                  "cpu_s": (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)})
     for tree, rs in res.items():
-        print(f"first-ever refnet run --zoo lenet-mnist  {tree:5s} "
-              f"wall {statistics.median(r['wall_s'] for r in rs):.2f} s  "
-              f"cpu {statistics.median(r['cpu_s'] for r in rs):.2f} s  compile notice: {rs[0]['notice']}   "
-              f"(load average {os.getloadavg()[0]:.1f})", file=out)
+        _print_medians(f"first-ever refnet run --zoo lenet-mnist  {tree:5s} ", rs,
+                       f"  compile notice: {rs[0]['notice']} ", out)
     return res
+
+
+def _print_medians(label: str, rs: list[dict], extra: str, out) -> None:
+    """One result line: the median wall and CPU seconds of the runs ``rs``, then the load average."""
+    print(f"{label}wall {statistics.median(r['wall_s'] for r in rs):.2f} s  "
+          f"cpu {statistics.median(r['cpu_s'] for r in rs):.2f} s{extra}  "
+          f"(load average {os.getloadavg()[0]:.1f})", file=out)
 
 
 def warm_run(args: argparse.Namespace, out=sys.stdout) -> dict:
@@ -179,9 +184,7 @@ def warm_run(args: argparse.Namespace, out=sys.stdout) -> dict:
         for tree, env in _trees(args).items():
             res.setdefault(tree, []).append(_run(env, argv))
     for tree, rs in res.items():
-        print(f"warm refnet run --zoo lenet-mnist  {tree:5s} wall {statistics.median(r['wall_s'] for r in rs):.2f} s"
-              f"  cpu {statistics.median(r['cpu_s'] for r in rs):.2f} s   (load average "
-              f"{os.getloadavg()[0]:.1f})", file=out)
+        _print_medians(f"warm refnet run --zoo lenet-mnist  {tree:5s} ", rs, " ", out)
     return res
 
 

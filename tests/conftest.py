@@ -57,6 +57,27 @@ def conv_oracle(x: np.ndarray, w: np.ndarray, b: np.ndarray, pad: int) -> np.nda
     return y + b[None, :, None, None]
 
 
+def run_threads(work, n: int) -> list[BaseException]:
+    """Call ``work(k)`` for k in 0..n-1, each in its own thread, all at once; join them and return
+    what they raised (an exception in a thread is otherwise lost, not a test failure)."""
+    import threading
+
+    errors: list[BaseException] = []
+
+    def guarded(k: int) -> None:
+        try:
+            work(k)
+        except BaseException as e:  # noqa: BLE001 - handed back to the test to assert on
+            errors.append(e)
+
+    ts = [threading.Thread(target=guarded, args=(k,)) for k in range(n)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return errors
+
+
 # --- real models --------------------------------------------------------------------------
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

@@ -6,11 +6,9 @@ convolutions, explicit normalisations), never refnet's kernels."""
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
-from conftest import assert_close, conv_oracle
+from conftest import assert_close, conv_oracle, run_threads
 
 from refnet.graph import Graph, Node
 from refnet.net import Net, get_num_threads, set_num_threads
@@ -216,20 +214,12 @@ def test_concurrent_forward_passes(rng):
     net, w1, w2 = _view_net(rng)
     xs = [rng.normal(size=(1, 3, 6, 5)) for _ in range(4)]
     res: dict[int, np.ndarray] = {}
-    errors: list[BaseException] = []
 
     def work(i):
-        try:
-            for _ in range(5):
-                res[i] = net.forward(xs[i], outputs=["c1"])["c1"]
-        except BaseException as e:  # pragma: no cover - reported below
-            errors.append(e)
+        for _ in range(5):
+            res[i] = net.forward(xs[i], outputs=["c1"])["c1"]
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = run_threads(work, 4)
     assert not errors
     for i, x in enumerate(xs):
         assert_close(res[i], conv_oracle(x, w1, np.zeros(4), 1), "f32_vs_f64", f"thread {i}")

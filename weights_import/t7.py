@@ -467,12 +467,12 @@ class _Reader:
             raise s.error(f"bad torch class name {class_name[:60]!r}", at=at, expected="a class name like nn.ReLU")
         m = _TENSOR_RE.match(class_name)
         if m:
-            elem = m.group(2) or "Float"  # torch.CudaTensor is float
+            dtype, kind = _ELEM_TYPES[m.group(2) or "Float"]  # torch.CudaTensor is float
             self.path.append(("class", class_name))
             if m.group(3) == "Storage":
-                out = self._read_storage(index, class_name, elem)
+                out = self._read_storage(index, class_name, dtype, kind)
             else:
-                out = self._read_tensor(index, class_name, elem)
+                out = self._read_tensor(index, class_name, dtype)
             self.path.pop()
             return out
         obj = TorchObject(class_name, version, index)
@@ -482,9 +482,8 @@ class _Reader:
         self.path.pop()
         return obj
 
-    def _read_storage(self, index: int, class_name: str, elem: str) -> T7Storage:
+    def _read_storage(self, index: int, class_name: str, dtype: np.dtype, kind: str) -> T7Storage:
         s = self.s
-        dtype, kind = _ELEM_TYPES[elem]
         at = s.pos
         size = s.read_long("the storage size")
         if s.ascii:
@@ -505,9 +504,8 @@ class _Reader:
         self.objects[index] = st
         return st
 
-    def _read_tensor(self, index: int, class_name: str, elem: str) -> T7Tensor:
+    def _read_tensor(self, index: int, class_name: str, dtype: np.dtype) -> T7Tensor:
         s = self.s
-        dtype, _ = _ELEM_TYPES[elem]
         at = s.pos
         ndim = s.read_int("the tensor rank")
         if ndim < 0 or ndim > MAX_TENSOR_DIMS or ndim * 2 * (1 if s.ascii else s.long_size) > s.left:

@@ -33,14 +33,7 @@ import numpy as np
 from refnet.errors import ModelFormatError, UnsupportedLayerError
 from refnet.graph import Graph, Node, output_name
 from refnet.weights_import._util import AppliedQuirk, LayerTable, check_quirks_mode, paused_gc
-from refnet.weights_import.t7 import (
-    LuaTable,
-    T7Storage,
-    T7Tensor,
-    TorchObject,
-    detect_encoding,
-    read_t7,
-)
+from refnet.weights_import.t7 import LuaTable, T7Storage, T7Tensor, TorchObject, detect_encoding, read_t7
 
 __all__ = ["read_torch", "SUPPORTED_MODULES", "NN_PREFIXES", "CV2_QUIRKS"]
 

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from refnet.cli.common import add_model_args
+
 __all__ = ["add_parsers", "stylize_command", "transfer_command", "explain_command"]
 
 
@@ -19,6 +21,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     _add_stylize(sub)
     _add_transfer(sub)
     _add_explain(sub)
+
+
+def _add_precision(s: argparse.ArgumentParser, default: str, help: str) -> None:
+    """``--precision``: which kernels (float32 fast path or float64 reference) the passes run on."""
+    s.add_argument("--precision", choices=("float32", "float64"), default=default, help=help)
 
 
 # ---- refnet stylize ----------------------------------------------------------------------------------------
@@ -99,8 +106,7 @@ def _add_stylize(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--steps", type=int, default=50, help="L-BFGS iterations (default 50)")
     s.add_argument("--size", type=int, nargs=2, metavar=("W", "H"), help="working size (default: --max-side)")
     s.add_argument("--max-side", type=int, default=192, help="longer side of the working size (default 192)")
-    s.add_argument("--precision", choices=("float32", "float64"), default="float32",
-                   help="kernels of the forward/backward passes (losses are summed in float64)")
+    _add_precision(s, "float32", "kernels of the forward/backward passes (losses are summed in float64)")
     s.add_argument("-o", "--out", metavar="OUT.png", help="image to write (default <content stem>_stylized.png)")
     s.set_defaults(func=stylize_command)
 
@@ -188,8 +194,7 @@ def _add_transfer(sub: argparse._SubParsersAction) -> None:
                                    "per class), train InnerProduct [+ReLU+InnerProduct] + Softmax with refnet's own "
                                    "gradients (L-BFGS-B), report accuracies and misclassified images, and write "
                                    "the backbone up to the layer plus the head as a Caffe deploy model (-o NEW).")
-    s.add_argument("model", nargs="*", metavar="MODEL_FILE", help="the backbone (.prototxt + .caffemodel); or --zoo")
-    s.add_argument("--zoo", metavar="NAME", help="a zoo model as the backbone")
+    add_model_args(s, "a zoo model as the backbone", "the backbone (.prototxt + .caffemodel); or --zoo")
     s.add_argument("--layer", metavar="L", help="the layer whose output is the feature vector")
     s.add_argument("--train", metavar="DIR", help="training images, DIR/<class>/<image>")
     s.add_argument("--valid", metavar="DIR", help="held-out images, same classes")
@@ -198,8 +203,7 @@ def _add_transfer(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--weight-decay", type=float, default=1e-3, help="L2 penalty on the weights (default 1e-3)")
     s.add_argument("--steps", type=int, default=300, help="L-BFGS-B iterations (default 300)")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--precision", choices=("float32", "float64"), default="float64",
-                   help="refnet kernels for the backbone features and the check of the written model")
+    _add_precision(s, "float64", "refnet kernels for the backbone features and the check of the written model")
     s.add_argument("--cache", metavar="DIR", help="feature cache folder (default: <train>/../.refnet-features)")
     s.add_argument("--json", metavar="PATH", help="write accuracies and misclassified images as JSON")
     s.add_argument("--demo-digits", metavar="DIR", help="write scikit-learn's digits as DIR/train and DIR/valid "
@@ -247,11 +251,9 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
                        description="Back-propagate one class score (classification: its logit; SSD: a detection's "
                                    "confidence; segmentation: a class's pixels) to the input with refnet's own "
                                    "gradients and draw |input x gradient| over the image.")
-    s.add_argument("model", nargs="*", metavar="MODEL_FILE", help="model files; or --zoo NAME")
-    s.add_argument("--zoo", metavar="NAME", help="a zoo model (files, preprocessing, labels)")
+    add_model_args(s, "a zoo model (files, preprocessing, labels)", "model files; or --zoo NAME")
     s.add_argument("--image", required=True, help="input image")
     s.add_argument("--class", dest="cls", type=int, metavar="K", help="class to explain (default: the top one)")
-    s.add_argument("--precision", choices=("float32", "float64"), default="float64",
-                   help="kernels of the forward/backward passes (default float64, the reference)")
+    _add_precision(s, "float64", "kernels of the forward/backward passes (default float64, the reference)")
     s.add_argument("-o", "--out", metavar="OUT.png", help="picture to write (default <image stem>_explain.png)")
     s.set_defaults(func=explain_command)

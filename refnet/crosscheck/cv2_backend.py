@@ -7,6 +7,7 @@ as a failure of the caller."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -14,7 +15,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,17 @@ def _expose(model_path, outputs, tmp, feeds=None) -> str:
         raise BackendFailure(f"cannot prepare {model_path} for cv2: {type(e).__name__}: {e}") from e
 
 
+@contextlib.contextmanager
+def _exposed(prefix: str, model_path, outputs, feeds) -> Iterator[tuple[str, str]]:
+    """A fresh temporary folder and the model in it with ``outputs`` exposed (:func:`_expose`);
+    the folder is removed on leaving."""
+    tmp = tempfile.mkdtemp(prefix=prefix)
+    try:
+        yield tmp, _expose(model_path, outputs, tmp, feeds)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 class Cv2Backend:
     """cv2.dnn.readNetFromONNX in this interpreter (whatever cv2 it imports)."""
 
@@ -50,18 +62,15 @@ class Cv2Backend:
         self.name = f"cv2 {cv2.__version__} (in-process)"
 
     def run(self, model_path, feeds: Mapping[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
-        tmp = tempfile.mkdtemp(prefix="refnet-cv2-")
-        try:
-            path = _expose(model_path, outputs, tmp, feeds)
-            net = self._cv2.dnn.readNetFromONNX(path)
-            for k, v in feeds.items():
-                net.setInput(np.ascontiguousarray(v, dtype=np.float32), k)
-            have = list(net.getUnconnectedOutLayersNames())
-            res = net.forward(have)
-        except self._cv2.error as e:
-            raise BackendFailure(f"{self.name}: {' '.join(str(e).split())[-300:]}") from e
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        with _exposed("refnet-cv2-", model_path, outputs, feeds) as (_, path):
+            try:
+                net = self._cv2.dnn.readNetFromONNX(path)
+                for k, v in feeds.items():
+                    net.setInput(np.ascontiguousarray(v, dtype=np.float32), k)
+                have = list(net.getUnconnectedOutLayersNames())
+                res = net.forward(have)
+            except self._cv2.error as e:
+                raise BackendFailure(f"{self.name}: {' '.join(str(e).split())[-300:]}") from e
         if set(have) == set(outputs):
             return {n: np.asarray(r) for n, r in zip(have, res)}
         return {n: np.asarray(r) for n, r in zip(outputs, res)}
@@ -90,9 +99,7 @@ class Cv2WorkerBackend:
         self.name = f"cv2 {version} (worker {self.python})"
 
     def run(self, model_path, feeds: Mapping[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
-        tmp = tempfile.mkdtemp(prefix="refnet-cv2w-")
-        try:
-            path = _expose(model_path, outputs, tmp, feeds)
+        with _exposed("refnet-cv2w-", model_path, outputs, feeds) as (tmp, path):
             fin, fout = os.path.join(tmp, "feeds.npz"), os.path.join(tmp, "out.npz")
             np.savez(fin, **{k: np.ascontiguousarray(v, dtype=np.float32) for k, v in feeds.items()})
             try:
@@ -104,8 +111,6 @@ class Cv2WorkerBackend:
                 raise BackendFailure(f"{self.name}: {_worker_error(r)}")
             with np.load(fout) as z:
                 return {n: z[f"o{i}"] for i, n in enumerate(outputs) if f"o{i}" in z.files}
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
     def run_many(self, jobs: Sequence[tuple[Any, Mapping[str, np.ndarray], Sequence[str]]]

@@ -562,16 +562,22 @@ def _bcast_param(b: _Builder, n: Node, x: str, v: np.ndarray | str, axis: int, h
     return b.const(v.reshape(tuple(span) + (1,) * (len(shape) - axis - v.ndim)), hint=hint)
 
 
-@exports("scale")
-def scale(b: _Builder, n: Node) -> list[str]:
-    """Caffe Scale: x * w (+ bias), w covering the dims of x from ``axis``."""
+def _axis_operand(b: _Builder, n: Node, key: str) -> tuple[str, int, str]:
+    """Caffe Scale/Bias: x, ``axis`` made non-negative, and the operand (the second input, else
+    ``n.params[key]``) broadcast over the dims of x from ``axis``."""
     x = n.inputs[0]
     axis = op_attrs(n)["axis"]
     axis = axis + len(b.shape(x)) if axis < 0 else axis
-    w = n.inputs[1] if len(n.inputs) > 1 else n.params["weight"]
+    v = n.inputs[1] if len(n.inputs) > 1 else n.params[key]
+    return x, axis, _bcast_param(b, n, x, v, axis, f"{n.name}/{key}")
+
+
+@exports("scale")
+def scale(b: _Builder, n: Node) -> list[str]:
+    """Caffe Scale: x * w (+ bias), w covering the dims of x from ``axis``."""
+    x, axis, w = _axis_operand(b, n, "weight")
     bias = n.params.get("bias")
-    y = b.op("Mul", [x, _bcast_param(b, n, x, w, axis, f"{n.name}/weight")], name=n.name,
-             out=n.outputs[0] if bias is None else None)
+    y = b.op("Mul", [x, w], name=n.name, out=n.outputs[0] if bias is None else None)
     if bias is None:
         return [y]
     return [b.op("Add", [y, _bcast_param(b, n, x, bias, axis, f"{n.name}/bias")], name=n.name, out=n.outputs[0])]
@@ -579,11 +585,8 @@ def scale(b: _Builder, n: Node) -> list[str]:
 
 @exports("bias")
 def bias(b: _Builder, n: Node) -> list[str]:
-    x = n.inputs[0]
-    axis = op_attrs(n)["axis"]
-    axis = axis + len(b.shape(x)) if axis < 0 else axis
-    v = n.inputs[1] if len(n.inputs) > 1 else n.params["bias"]
-    return [b.op("Add", [x, _bcast_param(b, n, x, v, axis, f"{n.name}/bias")], name=n.name, out=n.outputs[0])]
+    x, _, v = _axis_operand(b, n, "bias")
+    return [b.op("Add", [x, v], name=n.name, out=n.outputs[0])]
 
 
 @exports("lrn")

@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
@@ -114,21 +113,14 @@ def test_many_threads_many_shapes_one_net(tmp_path):
 
     want = {s: np.maximum(conv2d_reference(x.astype(np.float64), w.astype(np.float64), pad=(1, 1, 1, 1)), 0)
             for s, x in inputs.items()}
-    errors: list[BaseException] = []
+    from conftest import run_threads
 
     def work(k: int) -> None:
-        try:
-            for j in range(40):
-                s = shapes[(k * 7 + j) % len(shapes)]
-                got = net.forward(inputs[s])["r"]
-                assert np.abs(got - want[s]).max() <= 1e-4 * max(np.abs(want[s]).max(), 1.0)
-        except BaseException as e:  # noqa: BLE001
-            errors.append(e)
+        for j in range(40):
+            s = shapes[(k * 7 + j) % len(shapes)]
+            got = net.forward(inputs[s])["r"]
+            assert np.abs(got - want[s]).max() <= 1e-4 * max(np.abs(want[s]).max(), 1.0)
 
-    ts = [threading.Thread(target=work, args=(k,)) for k in range(16)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
+    errors = run_threads(work, 16)
     assert errors == []
 
