@@ -48,6 +48,21 @@ def arity_expected(n: int, arity: Arity, what: str) -> str | None:
     return f"{want} {what}(s)"
 
 
+def name_registry(table: dict[str, F]) -> Callable[..., Callable[[F], F]]:
+    """A decorator factory filling ``table``: ``@reg("A", "B")`` stores the decorated function
+    under each name (a plain name -> function table; :class:`LayerTable` when arity is declared)."""
+
+    def reg(*names: str) -> Callable[[F], F]:
+        def deco(fn: F) -> F:
+            for nm in names:
+                table[nm] = fn
+            return fn
+
+        return deco
+
+    return reg
+
+
 @dataclass(frozen=True, slots=True)
 class Handler:
     """One registered builder: the framework's type name, the function, its declared arity."""

@@ -17,6 +17,7 @@ import numpy as np
 
 from refnet.errors import ModelFormatError, ShapeError, UnsupportedLayerError
 from refnet.kernels.geometry import pool_output_size, same_pads
+from refnet.weights_import._util import name_registry
 
 __all__ = ["convert_node", "known_ops", "OPS", "FOLD"]
 
@@ -29,20 +30,8 @@ OPS: dict[str, Handler] = {}
 FOLD: dict[str, Handler] = {}
 
 
-def op(*names: str) -> Callable[[Handler], Handler]:
-    def deco(fn: Handler) -> Handler:
-        for nm in names:
-            OPS[nm] = fn
-        return fn
-    return deco
-
-
-def fold(*names: str) -> Callable[[Handler], Handler]:
-    def deco(fn: Handler) -> Handler:
-        for nm in names:
-            FOLD[nm] = fn
-        return fn
-    return deco
+op = name_registry(OPS)  # @op("Conv"): the run-time conversion of an ONNX op type
+fold = name_registry(FOLD)  # @fold("Shape"): its computation at load when every input is a constant
 
 
 def known_ops() -> list[str]:
@@ -339,28 +328,13 @@ def _gather_fold(n: N) -> list:
     return [np.take(x, np.where(idx < 0, idx + d, idx), axis=ax)]
 
 
-@fold("Unsqueeze")
-def _unsqueeze_fold(n: N) -> list:
-    x = n.b.consts[n.ins[0]]
-    return [x.reshape(_unsqueeze_shape(n, x.shape))]
-
-
-@fold("Squeeze")
-def _squeeze_fold(n: N) -> list:
-    x = n.b.consts[n.ins[0]]
-    return [x.reshape(_squeeze_shape(n, x.shape))]
-
-
-@fold("Reshape")
+@fold("Unsqueeze", "Squeeze", "Reshape", "Flatten")
 def _reshape_fold(n: N) -> list:
+    """A shape-only op on a constant: reshape it to the shape the op gives at run time."""
     x = n.b.consts[n.ins[0]]
-    return [x.reshape(_reshape_target(n, x.shape))]
-
-
-@fold("Flatten")
-def _flatten_fold(n: N) -> list:
-    x = n.b.consts[n.ins[0]]
-    return [x.reshape(_flatten_target(n, x.shape))]
+    target = {"Unsqueeze": _unsqueeze_shape, "Squeeze": _squeeze_shape, "Reshape": _reshape_target,
+              "Flatten": _flatten_target}[n.op]
+    return [x.reshape(target(n, x.shape))]
 
 
 @fold("Concat")
@@ -760,25 +734,21 @@ def Unary(n: N) -> list:
     return n.emit(ir, [n.rt(0)], attrs=attrs)
 
 
-@op("LeakyRelu")
-def LeakyRelu(n: N) -> list:
-    return n.emit("relu", [n.rt(0)], attrs={"negative_slope": float(n.a("alpha", 0.01))})
+#: one-input activations with float attributes: ONNX op -> (IR op, {IR attribute: (ONNX attribute, ONNX default)})
+_FLOAT_ATTR_UNARY = {
+    "LeakyRelu": ("relu", {"negative_slope": ("alpha", 0.01)}),
+    "Elu": ("elu", {"alpha": ("alpha", 1.0)}),
+    "Selu": ("selu", {"alpha": ("alpha", 1.67326319217681884765625), "gamma": ("gamma", 1.05070102214813232421875)}),
+    "Celu": ("celu", {"alpha": ("alpha", 1.0)}),
+    "ThresholdedRelu": ("thresholded_relu", {"alpha": ("alpha", 1.0)}),
+    "HardSigmoid": ("hard_sigmoid", {"alpha": ("alpha", 0.2), "beta": ("beta", 0.5)}),
+}
 
 
-@op("Elu")
-def Elu(n: N) -> list:
-    return n.emit("elu", [n.rt(0)], attrs={"alpha": float(n.a("alpha", 1.0))})
-
-
-@op("Selu")
-def Selu(n: N) -> list:
-    return n.emit("selu", [n.rt(0)], attrs={"alpha": float(n.a("alpha", 1.67326319217681884765625)),
-                                            "gamma": float(n.a("gamma", 1.05070102214813232421875))})
-
-
-@op("Celu")
-def Celu(n: N) -> list:
-    return n.emit("celu", [n.rt(0)], attrs={"alpha": float(n.a("alpha", 1.0))})
+@op(*_FLOAT_ATTR_UNARY)
+def FloatAttrUnary(n: N) -> list:
+    ir, spec = _FLOAT_ATTR_UNARY[n.op]
+    return n.emit(ir, [n.rt(0)], attrs={k: float(n.a(name, default)) for k, (name, default) in spec.items()})
 
 
 @op("Gelu")
@@ -787,17 +757,6 @@ def Gelu(n: N) -> list:
     if approx not in ("none", "tanh"):
         raise n.error(f"approximate {approx!r}", expected="none or tanh")
     return n.emit("gelu", [n.rt(0)], attrs={"alpha": 1.0 if approx == "tanh" else 0.0})
-
-
-@op("ThresholdedRelu")
-def ThresholdedRelu(n: N) -> list:
-    return n.emit("thresholded_relu", [n.rt(0)], attrs={"alpha": float(n.a("alpha", 1.0))})
-
-
-@op("HardSigmoid")
-def HardSigmoid(n: N) -> list:
-    return n.emit("hard_sigmoid", [n.rt(0)], attrs={"alpha": float(n.a("alpha", 0.2)),
-                                                    "beta": float(n.a("beta", 0.5))})
 
 
 @op("Clip")
@@ -895,6 +854,27 @@ def _weight(n: N, i: int, what: str) -> np.ndarray:
     return np.asarray(w, np.float64 if w.dtype == np.float64 else np.float32)
 
 
+def _conv_input(n: N, w: np.ndarray, xs: tuple[int, ...]) -> tuple[dict, str, bool]:
+    """Conv/ConvTranspose: the params (weight, the optional bias input 2) and the input; a 1-D
+    one runs as 2-D with a unit H axis (weight too), ``one_d`` says so."""
+    params = {"weight": w}
+    if n.has(2):
+        params["bias"] = _weight(n, 2, "bias").reshape(-1)
+    x, one_d = _to2d(n, n.rt(0), xs)
+    if one_d:
+        params["weight"] = w[:, :, None, :]
+    return params, x, one_d
+
+
+def _emit_conv(n: N, ir: str, x: str, one_d: bool, attrs: dict, params: dict) -> list:
+    """Emit the conv/deconv; a 1-D one (run as 2-D) is reshaped back to N x C x W."""
+    if not one_d:
+        return n.emit(ir, [x], attrs=attrs, params=params)
+    y = n.emit(ir, [x], name=f"{n.layer}/2d", layer=False, attrs=attrs, params=params)[0]
+    ys = n.b.shape[y]
+    return n.emit("reshape", [y], attrs={"shape": (ys[0], ys[1], ys[3])})
+
+
 @op("Conv")
 def Conv(n: N) -> list:
     xs = n.shape(0)
@@ -905,22 +885,13 @@ def Conv(n: N) -> list:
     if ks is not None and tuple(int(k) for k in ks) != w.shape[2:]:
         raise n.error(f"kernel_shape {ks} contradicts weights {w.shape}", expected=str(w.shape[2:]))
     strides, dil, pads = _geometry(n, xs[2:], w.shape[2:])
-    params = {"weight": w}
-    if n.has(2):
-        params["bias"] = _weight(n, 2, "bias").reshape(-1)
-    x, one_d = _to2d(n, n.rt(0), xs)
+    params, x, one_d = _conv_input(n, w, xs)
     if one_d:
-        w = w[:, :, None, :]
-        params["weight"] = w
         strides, dil, pads = [1] + strides, [1] + dil, [0, pads[0], 0, pads[1]]
     else:
         pads = [pads[0], pads[1], pads[2], pads[3]]
     attrs = {"stride": tuple(strides), "dilation": tuple(dil), "pad": tuple(pads), "groups": int(n.a("group", 1))}
-    if not one_d:
-        return n.emit("conv", [x], attrs=attrs, params=params)
-    y = n.emit("conv", [x], name=f"{n.layer}/2d", layer=False, attrs=attrs, params=params)[0]
-    ys = n.b.shape[y]
-    return n.emit("reshape", [y], attrs={"shape": (ys[0], ys[1], ys[3])})
+    return _emit_conv(n, "conv", x, one_d, attrs, params)
 
 
 @op("ConvTranspose")
@@ -958,12 +929,8 @@ def ConvTranspose(n: N) -> list:
         pads = [int(p) for p in n.a("pads", (0,) * (2 * k))]
     if len(pads) != 2 * k:
         raise n.error("pads do not fit the spatial rank")
-    params = {"weight": w}
-    if n.has(2):
-        params["bias"] = _weight(n, 2, "bias").reshape(-1)
-    x, one_d = _to2d(n, n.rt(0), xs)
+    params, x, one_d = _conv_input(n, w, xs)
     if one_d:
-        params["weight"] = w[:, :, None, :]
         strides, dil, outpad, pads = [1] + strides, [1] + dil, [0] + outpad, [0, pads[0], 0, pads[1]]
     attrs = {"stride": tuple(strides), "dilation": tuple(dil), "pad": tuple(pads), "groups": int(n.a("group", 1)),
              "output_padding": tuple(outpad)}
@@ -973,11 +940,7 @@ def ConvTranspose(n: N) -> list:
         pads = [max(p, 0) for p in pads]
         attrs["pad"] = tuple(pads)
         attrs["output_padding"] = tuple(o + e for o, e in zip(attrs["output_padding"], neg[2:]))
-    if not one_d:
-        return n.emit("deconv", [x], attrs=attrs, params=params)
-    y = n.emit("deconv", [x], name=f"{n.layer}/2d", layer=False, attrs=attrs, params=params)[0]
-    ys = n.b.shape[y]
-    return n.emit("reshape", [y], attrs={"shape": (ys[0], ys[1], ys[3])})
+    return _emit_conv(n, "deconv", x, one_d, attrs, params)
 
 
 @op("Gemm")

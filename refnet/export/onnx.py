@@ -35,6 +35,7 @@ import numpy as np
 from refnet.errors import RefnetError, ShapeError, UnsupportedLayerError
 from refnet.graph import Node
 from refnet.ops.registry import attrs as op_attrs  # the op specs: one attribute rule for run and export
+from refnet.weights_import._util import name_registry
 
 __all__ = ["export_onnx", "EXPORTERS", "OPSET_MIN", "OPSET_MAX", "require_onnx", "exported_ops"]
 
@@ -128,13 +129,7 @@ ExportFn = Callable[[_Builder, Node], Sequence[str]]
 EXPORTERS: dict[str, ExportFn] = {}
 
 
-def exports(*ops: str) -> Callable[[ExportFn], ExportFn]:
-    def deco(fn: ExportFn) -> ExportFn:
-        for op in ops:
-            EXPORTERS[op] = fn
-        return fn
-
-    return deco
+exports = name_registry(EXPORTERS)  # @exports("conv", ...): the ONNX writer of those IR ops
 
 
 #: IR ops the exporter refuses on purpose, with the reason it gives (naming the layer).
