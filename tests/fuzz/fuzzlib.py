@@ -20,7 +20,7 @@ import random
 import re
 import struct
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -746,6 +746,11 @@ def seeds(fmt: str) -> tuple[Seed, ...]:
     return tuple(s for s in darknet_seeds() if s.fmt == fmt)
 
 
+def seed_named(fmt: str, name: str) -> Seed | None:
+    """The seed ``name`` of format ``fmt``; None when it is not built (a real model not on this machine)."""
+    return next((s for s in seeds(fmt) if s.name == name), None)
+
+
 # ---- mutators ----------------------------------------------------------------------------------
 Mutator = Callable[[Seed, bytes, random.Random], bytes]
 
@@ -999,32 +1004,36 @@ def m_text_nest(seed: Seed, data: bytes, rnd: random.Random) -> bytes:
     return data[:k] + opens + closes + data[k:]
 
 
+def _splice_one(seed: Seed, data: bytes, rnd: random.Random, pattern: bytes, group: int,
+                new: Callable[[re.Match[bytes]], bytes], fallback: Callable[..., bytes]) -> bytes:
+    """Group ``group`` of one random match of ``pattern`` replaced by ``new(match)``; with no
+    match, the ``fallback`` mutation instead."""
+    occ = list(re.finditer(pattern, data))
+    if not occ:
+        return fallback(seed, data, rnd)
+    m = rnd.choice(occ)
+    return data[: m.start(group)] + new(m) + data[m.end(group):]
+
+
 def m_caffe_rewire(seed: Seed, data: bytes, rnd: random.Random) -> bytes:
     """Bottom/top rewiring: cycles (a layer's bottom is its own or a later top), dangling names."""
-    text = data
-    names = re.findall(rb'(?:bottom|top):\s*"([^"]*)"', text)
-    occ = list(re.finditer(rb'(bottom|top|input|name):\s*"([^"]*)"', text))
-    if not occ:
-        return m_text_swap_tokens(seed, data, rnd)
-    m = rnd.choice(occ)
-    new = rnd.choice(names + [b"nope", b"", m.group(2)]) if names else b"nope"
-    return text[: m.start(2)] + new + text[m.end(2):]
+    names = re.findall(rb'(?:bottom|top):\s*"([^"]*)"', data)
+    return _splice_one(seed, data, rnd, rb'(bottom|top|input|name):\s*"([^"]*)"', 2,
+                       lambda m: rnd.choice(names + [b"nope", b"", m.group(2)]) if names else b"nope",
+                       m_text_swap_tokens)
 
 
 def m_caffe_type(seed: Seed, data: bytes, rnd: random.Random) -> bytes:
     """A layer's type swapped for another supported (or unsupported) one: weights now contradict."""
     from refnet.weights_import.caffe import SUPPORTED_TYPES
 
-    occ = list(re.finditer(rb'type:\s*("[^"]*"|[A-Z_]+)', data))
-    if not occ:
-        return m_text_swap_tokens(seed, data, rnd)
-    m = rnd.choice(occ)
-    if m.group(1)[:1] == b'"':
-        new = b'"' + rnd.choice(SUPPORTED_TYPES + ("Python", "Data", "ArgMax", "")).encode() + b'"'
-    else:
-        new = rnd.choice((b"CONVOLUTION", b"INNER_PRODUCT", b"POOLING", b"RELU", b"CONCAT", b"SLICE",
-                          b"DATA", b"NONE", b"SOFTMAX_LOSS"))
-    return data[: m.start(1)] + new + data[m.end(1):]
+    def new(m: re.Match[bytes]) -> bytes:
+        if m.group(1)[:1] == b'"':
+            return b'"' + rnd.choice(SUPPORTED_TYPES + ("Python", "Data", "ArgMax", "")).encode() + b'"'
+        return rnd.choice((b"CONVOLUTION", b"INNER_PRODUCT", b"POOLING", b"RELU", b"CONCAT", b"SLICE",
+                           b"DATA", b"NONE", b"SOFTMAX_LOSS"))
+
+    return _splice_one(seed, data, rnd, rb'type:\s*("[^"]*"|[A-Z_]+)', 1, new, m_text_swap_tokens)
 
 
 def m_text_line_ops(seed: Seed, data: bytes, rnd: random.Random) -> bytes:
@@ -1044,35 +1053,26 @@ def m_text_line_ops(seed: Seed, data: bytes, rnd: random.Random) -> bytes:
 
 # -- cfg specific --
 def m_cfg_value(seed: Seed, data: bytes, rnd: random.Random) -> bytes:
-    occ = list(re.finditer(rb"(?m)^([a-z_]+)\s*=\s*([^\n#]*)", data))
-    if not occ:
-        return m_text_line_ops(seed, data, rnd)
-    m = rnd.choice(occ)
     vals = INTERESTING_TEXT_NUMS + ("", "abc", "-1,-1", ",".join(["-1"] * 5000), "1,2,3", "99", "-99", "0,0",
                                     "leaky", "linear", "gelu", ",")
-    return data[: m.start(2)] + rnd.choice(vals).encode() + data[m.end(2):]
+    return _splice_one(seed, data, rnd, rb"(?m)^([a-z_]+)\s*=\s*([^\n#]*)", 2,
+                       lambda m: rnd.choice(vals).encode(), m_text_line_ops)
 
 
 def m_cfg_refs(seed: Seed, data: bytes, rnd: random.Random) -> bytes:
     """route/shortcut references: to itself, to later layers, to detection layers, huge."""
-    occ = list(re.finditer(rb"(?m)^(layers|from)\s*=\s*([^\n#]*)", data))
-    if not occ:
-        return m_cfg_value(seed, data, rnd)
-    m = rnd.choice(occ)
-    v = rnd.choice((b"0", b"-1", b"1", b"5", b"100", b"-100", b"-1,0", b"2147483647", b"-2147483648",
-                    str(rnd.randrange(-40, 40)).encode()))
-    return data[: m.start(2)] + v + data[m.end(2):]
+    return _splice_one(seed, data, rnd, rb"(?m)^(layers|from)\s*=\s*([^\n#]*)", 2,
+                       lambda m: rnd.choice((b"0", b"-1", b"1", b"5", b"100", b"-100", b"-1,0", b"2147483647",
+                                             b"-2147483648", str(rnd.randrange(-40, 40)).encode())),
+                       m_cfg_value)
 
 
 def m_cfg_section(seed: Seed, data: bytes, rnd: random.Random) -> bytes:
-    occ = list(re.finditer(rb"(?m)^\[([^\]\n]*)\]", data))
-    if not occ:
-        return m_text_line_ops(seed, data, rnd)
-    m = rnd.choice(occ)
-    new = rnd.choice((b"net", b"convolutional", b"maxpool", b"route", b"shortcut", b"yolo", b"region",
-                      b"connected", b"upsample", b"reorg", b"avgpool", b"softmax", b"dropout", b"crnn", b"",
-                      b"lstm", b"cost"))
-    return data[: m.start(1)] + new + data[m.end(1):]
+    return _splice_one(seed, data, rnd, rb"(?m)^\[([^\]\n]*)\]", 1,
+                       lambda m: rnd.choice((b"net", b"convolutional", b"maxpool", b"route", b"shortcut", b"yolo",
+                                             b"region", b"connected", b"upsample", b"reorg", b"avgpool", b"softmax",
+                                             b"dropout", b"crnn", b"", b"lstm", b"cost")),
+                       m_text_line_ops)
 
 
 # -- darknet weights --
@@ -1237,8 +1237,9 @@ def _clone(v: Any, memo: dict[int, Any]) -> Any:
     return v
 
 
-def _modules_of(tree: Any) -> list[TW.Module]:
-    out: list[TW.Module] = []
+def _objects(tree: Any) -> Iterator[Any]:
+    """Every object of a writer tree once (by id), depth first; a module's fields dict comes right
+    after the module. A dict's values are read after the consumer has seen it (it may change them)."""
     seen: set[int] = set()
     stack = [tree]
     while stack:
@@ -1246,33 +1247,26 @@ def _modules_of(tree: Any) -> list[TW.Module]:
         if id(v) in seen:
             continue
         seen.add(id(v))
+        yield v
         if isinstance(v, TW.Module):
-            out.append(v)
             stack.append(v.fields)
         elif isinstance(v, dict):
             stack.extend(v.values())
         elif isinstance(v, list):
             stack.extend(v)
-    return out
+
+
+def _modules_of(tree: Any) -> list[TW.Module]:
+    return [v for v in _objects(tree) if isinstance(v, TW.Module)]
 
 
 def _replace(tree: Any, old: Any, new: Any) -> None:
-    seen: set[int] = set()
-    stack = [tree]
-    while stack:
-        v = stack.pop()
-        if id(v) in seen:
-            continue
-        seen.add(id(v))
-        d = v.fields if isinstance(v, TW.Module) else v
-        if isinstance(d, dict):
-            for k, x in list(d.items()):
+    """Every dict value (module fields included) that is ``old`` becomes ``new``."""
+    for v in _objects(tree):
+        if isinstance(v, dict):
+            for k, x in v.items():
                 if x is old:
-                    d[k] = new
-                else:
-                    stack.append(x)
-        elif isinstance(d, list):
-            stack.extend(d)
+                    v[k] = new
 
 
 COMMON: tuple[Mutator, ...] = (m_truncate_boundary, m_truncate_any, m_bitflip, m_byte_set, m_delete_span,

@@ -13,8 +13,8 @@ import tracemalloc
 import fuzzlib as F
 import numpy as np
 import pytest
-from fuzzhyp import fuzz_settings, mutated
-from hypothesis import given, settings
+from fuzzhyp import bytes_settings, contract_test, fuzz_settings, mutated
+from hypothesis import given
 from hypothesis import strategies as st
 from writers import caffe_writer as CW
 
@@ -28,17 +28,14 @@ FUZZ = fuzz_settings(1200)
 
 
 def _seed(name: str) -> F.Seed:
-    return next(s for s in F.seeds("caffemodel") if s.name == name)
+    return F.seed_named("caffemodel", name)
 
 
-@given(mutated("caffemodel"))
-@FUZZ
-def test_mutated_caffemodel_loads_or_raises_a_located_refnet_error(case):
-    F.run_case(case)
+test_mutated_caffemodel_loads_or_raises_a_located_refnet_error = contract_test(mutated("caffemodel"), FUZZ)
 
 
 @given(st.binary(max_size=400), st.booleans())
-@settings(max_examples=F.examples(150), deadline=None, derandomize=True, database=None)
+@bytes_settings(150)
 def test_random_bytes_alone_and_with_a_prototxt(data, with_text):
     files = {"caffemodel": data}
     if with_text:
@@ -55,7 +52,7 @@ def test_truncation_at_every_field_boundary(name):
 
 
 def test_truncation_at_every_top_level_boundary_of_a_real_caffemodel(models):
-    seed = next((s for s in F.seeds("caffemodel") if s.name == "real_mtcnn_det1"), None)
+    seed = F.seed_named("caffemodel", "real_mtcnn_det1")
     if seed is None:
         pytest.skip("mtcnn det1 not available")
     data = seed.files["caffemodel"]

@@ -13,8 +13,8 @@ import tracemalloc
 import fuzzlib as F
 import numpy as np
 import pytest
-from fuzzhyp import fuzz_settings, mutated
-from hypothesis import given, settings
+from fuzzhyp import bytes_settings, contract_test, fuzz_settings, mutated
+from hypothesis import given
 from hypothesis import strategies as st
 from writers import darknet_writer as DW
 
@@ -24,20 +24,12 @@ from refnet.weights_import.darknet import read_darknet
 FUZZ = fuzz_settings(800)
 
 
-@given(mutated("cfg"))
-@FUZZ
-def test_mutated_cfg_loads_or_raises_a_located_refnet_error(case):
-    F.run_case(case)
-
-
-@given(mutated("weights"))
-@FUZZ
-def test_mutated_weights_load_or_raise_a_located_refnet_error(case):
-    F.run_case(case)
+test_mutated_cfg_loads_or_raises_a_located_refnet_error = contract_test(mutated("cfg"), FUZZ)
+test_mutated_weights_load_or_raise_a_located_refnet_error = contract_test(mutated("weights"), FUZZ)
 
 
 @given(st.binary(max_size=300), st.booleans())
-@settings(max_examples=F.examples(100), deadline=None, derandomize=True, database=None)
+@bytes_settings(100)
 def test_random_bytes_as_cfg_or_weights(data, as_cfg):
     cfg = _seed("cfg", "tiny_yolo").files["cfg"]
     files = {"cfg": data} if as_cfg else {"cfg": cfg, "weights": data}

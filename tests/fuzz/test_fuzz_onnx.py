@@ -13,9 +13,7 @@ import fuzz_onnx as FO
 import fuzzlib as F
 import numpy as np
 import pytest
-from fuzzhyp import fuzz_settings, mutated
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from fuzzhyp import bytes_settings, contract_test, fuzz_settings, mutated, random_bytes
 
 pytest.importorskip("onnx")
 
@@ -42,16 +40,8 @@ def test_seeds_load_and_agree_with_onnxruntime():
         assert refnet  # noqa: S101 - imported for the package's lazy loaders
 
 
-@given(mutated("onnx"))
-@FUZZ
-def test_mutated_onnx_loads_or_raises_a_located_refnet_error(case):
-    F.run_case(case)
-
-
-@given(st.binary(max_size=400))
-@settings(max_examples=F.examples(200), deadline=None, derandomize=True, database=None)
-def test_random_bytes(data):
-    F.run_case(F.Case("onnx", {"onnx": data}))
+test_mutated_onnx_loads_or_raises_a_located_refnet_error = contract_test(mutated("onnx"), FUZZ)
+test_random_bytes = contract_test(random_bytes("onnx", 400), bytes_settings(200))
 
 
 @pytest.mark.parametrize("name", [s.name for s in FO.onnx_seeds()])

@@ -13,9 +13,8 @@ import random
 import fuzzlib as F
 import numpy as np
 import pytest
-from fuzzhyp import fuzz_settings, mutated
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from fuzzhyp import bytes_settings, contract_test, fuzz_settings, mutated, random_bytes
+from hypothesis import given
 
 from refnet.errors import ModelFormatError
 from refnet.weights_import import prototxt as P
@@ -25,20 +24,12 @@ from refnet.weights_import.caffe_schema import MESSAGES
 FUZZ = fuzz_settings(800)
 
 
-@given(mutated("prototxt"))
-@FUZZ
-def test_mutated_prototxt_loads_or_raises_a_located_refnet_error(case):
-    F.run_case(case)
-
-
-@given(st.binary(max_size=300))
-@settings(max_examples=F.examples(100), deadline=None, derandomize=True, database=None)
-def test_random_bytes(data):
-    F.run_case(F.Case("prototxt", {"prototxt": data}))
+test_mutated_prototxt_loads_or_raises_a_located_refnet_error = contract_test(mutated("prototxt"), FUZZ)
+test_random_bytes = contract_test(random_bytes("prototxt", 300), bytes_settings(100))
 
 
 def _seed(name: str) -> F.Seed:
-    return next(s for s in F.seeds("prototxt") if s.name == name)
+    return F.seed_named("prototxt", name)
 
 
 @pytest.mark.parametrize("name", ["syn_conv_bn_scale", "syn_ssd", "syn_v1"])
@@ -50,7 +41,7 @@ def test_truncation_at_every_token_boundary(name):
 
 
 def test_truncation_at_every_boundary_of_a_real_prototxt(models):
-    seed = next((s for s in F.seeds("prototxt") if s.name == "real_mtcnn_det1"), None)
+    seed = F.seed_named("prototxt", "real_mtcnn_det1")
     if seed is None:
         pytest.skip("mtcnn det1 not available")
     text = seed.files["prototxt"]

@@ -14,9 +14,8 @@ import tracemalloc
 import fuzzlib as F
 import numpy as np
 import pytest
-from fuzzhyp import fuzz_settings, mutated
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from fuzzhyp import bytes_settings, contract_test, fuzz_settings, mutated, random_bytes
+from hypothesis import settings
 from writers import t7_writer as TW
 
 from refnet.errors import ModelFormatError, UnsupportedLayerError
@@ -26,26 +25,11 @@ from refnet.weights_import.torch import read_torch
 FUZZ = fuzz_settings(600)
 
 
-@given(mutated("t7"))
-@FUZZ
-def test_mutated_binary_t7_loads_or_raises_a_located_refnet_error(case):
-    F.run_case(case)
-
-
-@given(mutated("t7ascii"))
-@settings(FUZZ, max_examples=F.examples(200))
-def test_mutated_ascii_t7_loads_or_raises_a_located_refnet_error(case):
-    F.run_case(case)
-
-
-@given(st.binary(max_size=200))
-@settings(max_examples=F.examples(150), deadline=None, derandomize=True, database=None)
-def test_random_bytes(data):
-    F.run_case(F.Case("t7", {"t7": data}))
-
-
-def _seed(fmt: str, name: str) -> F.Seed:
-    return next(s for s in F.seeds(fmt) if s.name == name)
+test_mutated_binary_t7_loads_or_raises_a_located_refnet_error = contract_test(mutated("t7"), FUZZ)
+test_mutated_ascii_t7_loads_or_raises_a_located_refnet_error = contract_test(
+    mutated("t7ascii"), settings(FUZZ, max_examples=F.examples(200)))
+test_random_bytes = contract_test(random_bytes("t7", 200), bytes_settings(150))
+_seed = F.seed_named
 
 
 @pytest.mark.parametrize("fmt", ["t7", "t7ascii"])
