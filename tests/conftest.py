@@ -57,6 +57,30 @@ def conv_oracle(x: np.ndarray, w: np.ndarray, b: np.ndarray, pad: int) -> np.nda
     return y + b[None, :, None, None]
 
 
+def caffe_inputs(shapes: dict[str, tuple[int, ...]]) -> str:
+    """Prototxt declarations ``input: "k" input_shape { dim: ... }`` of named input blobs."""
+    return "".join(f'input: "{k}"\ninput_shape {{ {" ".join(f"dim: {d}" for d in s)} }}\n'
+                   for k, s in shapes.items())
+
+
+def cv2_layer(tmp_path: Path, layer: str, inputs: dict[str, np.ndarray], tops: tuple[str, ...] = ()):
+    """Run one Caffe layer named "l" (prototxt text, no weights) in cv2.dnn with fusion off, the
+    inputs as float32. With ``tops``, every top gets an identity Power consumer (cv2 sizes an
+    equal Slice by its consumers) and all tops are returned."""
+    import cv2
+
+    p = tmp_path / f"net{len(list(tmp_path.iterdir()))}.prototxt"
+    extra = "".join(f'layer {{ name: "o_{t}" type: "Power" bottom: "{t}" top: "o_{t}" }}\n' for t in tops)
+    p.write_text(caffe_inputs({k: v.shape for k, v in inputs.items()}) + layer + "\n" + extra)
+    net = cv2.dnn.readNetFromCaffe(str(p))
+    net.enableFusion(False)
+    for k, v in inputs.items():
+        net.setInput(np.ascontiguousarray(v, dtype=np.float32), k)
+    if tops:
+        return list(net.forward([f"o_{t}" for t in tops]))
+    return net.forward("l")
+
+
 def run_threads(work, n: int) -> list[BaseException]:
     """Call ``work(k)`` for k in 0..n-1, each in its own thread, all at once; join them and return
     what they raised (an exception in a thread is otherwise lost, not a test failure)."""

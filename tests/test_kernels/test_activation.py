@@ -5,11 +5,10 @@ from __future__ import annotations
 import math
 import warnings
 
-import cv2
 import numpy as np
 import pytest
 import scipy.special as sps
-from conftest import assert_close
+from conftest import assert_close, cv2_layer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -171,18 +170,8 @@ def test_power_exp_log_hand():
 
 
 def _cv2_layer(tmp_path, layer_type: str, params: str, x: np.ndarray) -> np.ndarray:
-    dims = " ".join(f"dim: {d}" for d in x.shape)
-    proto = (
-        'name: "t"\ninput: "data"\n'
-        f"input_shape {{ {dims} }}\n"
-        f'layer {{ name: "l" type: "{layer_type}" bottom: "data" top: "l" {params} }}\n'
-    )
-    p = tmp_path / "net.prototxt"
-    p.write_text(proto)
-    net = cv2.dnn.readNetFromCaffe(str(p))
-    net.enableFusion(False)
-    net.setInput(x.astype(np.float32), "data")
-    return net.forward("l").astype(np.float64)
+    layer = f'layer {{ name: "l" type: "{layer_type}" bottom: "data" top: "l" {params} }}'
+    return cv2_layer(tmp_path, layer, {"data": x}).astype(np.float64)
 
 
 CV2_CASES = [

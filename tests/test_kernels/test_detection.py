@@ -10,7 +10,7 @@ import importlib
 import cv2
 import numpy as np
 import pytest
-from conftest import assert_close
+from conftest import assert_close, caffe_inputs, cv2_layer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,22 +20,6 @@ D = importlib.import_module("refnet.kernels.detection")
 
 HYP = settings(max_examples=30, deadline=None, derandomize=True)
 DTYPES = st.sampled_from(["float32", "float64"])
-
-
-def _inputs_decl(shapes: dict[str, tuple[int, ...]]) -> str:
-    return "".join(f'input: "{k}"\ninput_shape {{ {" ".join(f"dim: {d}" for d in s)} }}\n'
-                   for k, s in shapes.items())
-
-
-def cv2_layer(tmp_path, layer: str, inputs: dict[str, np.ndarray]) -> np.ndarray:
-    """Run one Caffe layer named "l" (prototxt only, no weights) in cv2.dnn."""
-    p = tmp_path / f"net{len(list(tmp_path.iterdir()))}.prototxt"
-    p.write_text(_inputs_decl({k: v.shape for k, v in inputs.items()}) + layer)
-    net = cv2.dnn.readNetFromCaffe(str(p))
-    net.enableFusion(False)
-    for k, v in inputs.items():
-        net.setInput(np.ascontiguousarray(v, dtype=np.float32), k)
-    return net.forward("l")
 
 
 def _rand_boxes(rng, n, scale=10.0, size=5.0):
@@ -337,7 +321,7 @@ def _ssd_inputs(rng, n, p, c, share=True, venc=False, conf_scale=3.0, dt=np.floa
 def _detout_proto(n, p, c, *, share=True, bg=0, nms=0.45, top_k=-1, keep=50, thr=0.01,
                   code="CENTER_SIZE", venc=False, clip=False, extra=""):
     nloc = 1 if share else c
-    return (_inputs_decl({"loc": (n, p * nloc * 4), "conf": (n, p * c),
+    return (caffe_inputs({"loc": (n, p * nloc * 4), "conf": (n, p * c),
                           "pri": (1, 1 if venc else 2, p * 4)})
             + 'layer { name: "l" type: "DetectionOutput" bottom: "loc" bottom: "conf" '
               f'bottom: "pri" top: "l" detection_output_param {{ num_classes: {c} '

@@ -7,10 +7,9 @@ import importlib
 import math
 import warnings
 
-import cv2
 import numpy as np
 import pytest
-from conftest import assert_close
+from conftest import assert_close, cv2_layer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -227,16 +226,8 @@ def test_lrn_hand_within_ignores_k():
 
 
 def _cv2_layer(tmp_path, layer_type: str, params: str, x: np.ndarray) -> np.ndarray:
-    dims = " ".join(f"dim: {d}" for d in x.shape)
-    p = tmp_path / "net.prototxt"
-    p.write_text(
-        f'name: "t"\ninput: "data"\ninput_shape {{ {dims} }}\n'
-        f'layer {{ name: "l" type: "{layer_type}" bottom: "data" top: "l" {params} }}\n'
-    )
-    net = cv2.dnn.readNetFromCaffe(str(p))
-    net.enableFusion(False)
-    net.setInput(x.astype(np.float32), "data")
-    return net.forward("l").astype(np.float64)
+    layer = f'layer {{ name: "l" type: "{layer_type}" bottom: "data" top: "l" {params} }}'
+    return cv2_layer(tmp_path, layer, {"data": x}).astype(np.float64)
 
 
 def _both_vs(want, fast, ref, x, **kw):

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
-from conftest import assert_close
+from conftest import assert_close, cv2_layer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -155,17 +154,8 @@ def test_window_past_the_input_without_padding(f):
 
 
 def cv2_pool(tmp_path: Path, x: np.ndarray, params: str) -> np.ndarray:
-    n, c, h, w = x.shape
-    proto = tmp_path / "pool.prototxt"
-    proto.write_text(
-        f'name: "t"\ninput: "data"\ninput_dim: {n}\ninput_dim: {c}\ninput_dim: {h}\n'
-        f'input_dim: {w}\nlayer {{ name: "p" type: "Pooling" bottom: "data" top: "p"\n'
-        f"  pooling_param {{ {params} }} }}\n"
-    )
-    net = cv2.dnn.readNetFromCaffe(str(proto))
-    net.enableFusion(False)
-    net.setInput(x.astype(np.float32), "data")
-    return net.forward("p").copy()
+    return cv2_layer(tmp_path, f'layer {{ name: "l" type: "Pooling" bottom: "data" top: "l" '
+                               f"pooling_param {{ {params} }} }}", {"data": x})
 
 
 CV2_CASES = [

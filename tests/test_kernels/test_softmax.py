@@ -5,11 +5,10 @@ from __future__ import annotations
 import importlib
 import warnings
 
-import cv2
 import numpy as np
 import pytest
 import scipy.special as sps
-from conftest import assert_close
+from conftest import assert_close, cv2_layer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -116,17 +115,8 @@ def test_non_contiguous_and_empty(rng):
 
 
 def _cv2_softmax(tmp_path, x: np.ndarray, axis: int) -> np.ndarray:
-    dims = " ".join(f"dim: {d}" for d in x.shape)
-    p = tmp_path / "softmax.prototxt"
-    p.write_text(
-        f'name: "t"\ninput: "data"\ninput_shape {{ {dims} }}\n'
-        f'layer {{ name: "prob" type: "Softmax" bottom: "data" top: "prob" '
-        f"softmax_param {{ axis: {axis} }} }}\n"
-    )
-    net = cv2.dnn.readNetFromCaffe(str(p))
-    net.enableFusion(False)
-    net.setInput(x, "data")
-    return net.forward("prob").astype(np.float64)
+    layer = f'layer {{ name: "l" type: "Softmax" bottom: "data" top: "l" softmax_param {{ axis: {axis} }} }}'
+    return cv2_layer(tmp_path, layer, {"data": x}).astype(np.float64)
 
 
 @pytest.mark.parametrize("axis", [0, 1, 2, 3, -1])

@@ -10,7 +10,7 @@ import math
 import cv2
 import numpy as np
 import pytest
-from conftest import assert_close
+from conftest import assert_close, cv2_layer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.ndimage import map_coordinates
@@ -23,30 +23,7 @@ HYP = settings(max_examples=30, deadline=None, derandomize=True)
 DTYPES = st.sampled_from(["float32", "float64"])
 
 
-# ---- cv2 single-layer nets ----------------------------------------------------------------
-def _inputs_decl(shapes: dict[str, tuple[int, ...]]) -> str:
-    return "".join(f'input: "{k}"\ninput_shape {{ {" ".join(f"dim: {d}" for d in s)} }}\n'
-                   for k, s in shapes.items())
-
-
-def cv2_layer(tmp_path, layer: str, inputs: dict[str, np.ndarray],
-              tops: tuple[str, ...] = ()):
-    """Run one Caffe layer named "l" (prototxt only, no weights) in cv2.dnn. With ``tops``,
-    every top gets an identity Power consumer (cv2 sizes an equal Slice by its consumers)
-    and all tops are returned."""
-    p = tmp_path / f"net{len(list(tmp_path.iterdir()))}.prototxt"
-    extra = "".join(f'layer {{ name: "o_{t}" type: "Power" bottom: "{t}" top: "o_{t}" }}\n'
-                    for t in tops)
-    p.write_text(_inputs_decl({k: v.shape for k, v in inputs.items()}) + layer + "\n" + extra)
-    net = cv2.dnn.readNetFromCaffe(str(p))
-    net.enableFusion(False)
-    for k, v in inputs.items():
-        net.setInput(np.ascontiguousarray(v, dtype=np.float32), k)
-    if tops:
-        return list(net.forward([f"o_{t}" for t in tops]))
-    return net.forward("l")
-
-
+# ---- cv2 single-layer nets: conftest.cv2_layer ------------------------------------------------
 def _cv2_2d(got: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """cv2 Mats have >= 2 dims: a 1-D result comes back as (n, 1). Undo that, check the rest."""
     if len(shape) == 1 and got.shape == (shape[0], 1):
