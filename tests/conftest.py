@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import strategies as st
 
 # every attribute a test graph carries must be declared by its op spec (refnet.ops.registry)
 os.environ.setdefault("REFNET_CHECK_ATTRS", "1")
@@ -79,6 +80,17 @@ def cv2_layer(tmp_path: Path, layer: str, inputs: dict[str, np.ndarray], tops: t
     if tops:
         return list(net.forward([f"o_{t}" for t in tops]))
     return net.forward("l")
+
+
+@st.composite
+def pool_window(draw, kmax: int, smax: int) -> tuple[tuple[int, int], tuple[int, int], tuple[int, ...]]:
+    """A pooling window: kernel (kh, kw) in 1..kmax, stride in 1..smax, pads (top, left, bottom,
+    right) each smaller than the kernel."""
+    kh, kw = draw(st.integers(1, kmax)), draw(st.integers(1, kmax))
+    sh, sw = draw(st.integers(1, smax)), draw(st.integers(1, smax))
+    pad = (draw(st.integers(0, kh - 1)), draw(st.integers(0, kw - 1)),
+           draw(st.integers(0, kh - 1)), draw(st.integers(0, kw - 1)))
+    return (kh, kw), (sh, sw), pad
 
 
 def run_threads(work, n: int) -> list[BaseException]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import TOL, assert_close
+from conftest import TOL, assert_close, pool_window
 from gradcheck import away_from_zero, check_grads
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -136,10 +136,7 @@ def test_linear_backward(n, axis, c, o, seed):
 # ---- pooling --------------------------------------------------------------------------------------------
 @st.composite
 def pool_cases(draw):
-    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    pad = (draw(st.integers(0, kh - 1)), draw(st.integers(0, kw - 1)),
-           draw(st.integers(0, kh - 1)), draw(st.integers(0, kw - 1)))
+    (kh, kw), (sh, sw), pad = draw(pool_window(3, 3))
     h, w = draw(st.integers(kh, 7)), draw(st.integers(kw, 7))
     return dict(k=(kh, kw), s=(sh, sw), pad=pad, hw=(h, w), ceil=draw(st.booleans()),
                 n=draw(st.integers(1, 2)), c=draw(st.integers(1, 3)), seed=draw(SEEDS))

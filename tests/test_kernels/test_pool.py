@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_close, cv2_layer
+from conftest import assert_close, cv2_layer, pool_window
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -236,10 +236,7 @@ def test_cv2_quirk_empty_window_max_is_zero(tmp_path):
 
 @st.composite
 def pool_params(draw):
-    kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
-    sh, sw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
-    pad = (draw(st.integers(0, kh - 1)), draw(st.integers(0, kw - 1)),
-           draw(st.integers(0, kh - 1)), draw(st.integers(0, kw - 1)))
+    (kh, kw), (sh, sw), pad = draw(pool_window(5, 4))
     h = draw(st.integers(max(1, kh - pad[0] - pad[2]), 13))
     w = draw(st.integers(max(1, kw - pad[1] - pad[3]), 13))
     return dict(shape=(draw(st.integers(1, 2)), draw(st.integers(1, 4)), h, w),

@@ -81,13 +81,20 @@ def test_concat_errors():
         T.concat_reference([a, a], axis=3)
 
 
+def _rng_shape(seed: int, data, hi: int) -> tuple[np.random.Generator, list[int]]:
+    """The test's generator (from ``seed``) and a shape: rank 1..4 drawn by hypothesis, each dim
+    in 1..hi-1 from the generator."""
+    rng = np.random.default_rng(seed)
+    nd = data.draw(st.integers(1, 4))
+    return rng, [int(v) for v in rng.integers(1, hi, nd)]
+
+
 # ---- slice --------------------------------------------------------------------------------
 @HYP
 @given(seed=st.integers(0, 2**31 - 1), dt=DTYPES, data=st.data())
 def test_slice_fast_vs_reference(seed, dt, data):
-    rng = np.random.default_rng(seed)
-    nd = data.draw(st.integers(1, 4))
-    shape = [int(v) for v in rng.integers(1, 6, nd)]
+    rng, shape = _rng_shape(seed, data, 6)
+    nd = len(shape)
     axis = data.draw(st.integers(-nd, nd - 1))
     dim = shape[axis]
     x = _f(rng, shape, dt)
@@ -270,9 +277,8 @@ def test_crop_vs_cv2(tmp_path, rng, like, axis, offset):
 @HYP
 @given(seed=st.integers(0, 2**31 - 1), dt=DTYPES, data=st.data())
 def test_crop_fast_vs_reference(seed, dt, data):
-    rng = np.random.default_rng(seed)
-    nd = data.draw(st.integers(1, 4))
-    shape = [int(v) for v in rng.integers(1, 7, nd)]
+    rng, shape = _rng_shape(seed, data, 7)
+    nd = len(shape)
     axis = data.draw(st.integers(0, nd - 1))
     like = [d if i < axis else int(rng.integers(0, d + 1)) for i, d in enumerate(shape)]
     offs = [int(rng.integers(0, shape[i] - like[i] + 1)) for i in range(axis, nd)]
@@ -300,9 +306,8 @@ def test_crop_errors():
                                                                          "edge"]),
        data=st.data())
 def test_pad_vs_numpy(seed, dt, mode, data):
-    rng = np.random.default_rng(seed)
-    nd = data.draw(st.integers(1, 4))
-    shape = [int(v) for v in rng.integers(1, 6, nd)]
+    rng, shape = _rng_shape(seed, data, 6)
+    nd = len(shape)
     pads = [(int(rng.integers(0, 9)), int(rng.integers(0, 9))) for _ in range(nd)]
     x = _f(rng, shape, dt)
     value = float(rng.normal())
