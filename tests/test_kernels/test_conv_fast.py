@@ -14,13 +14,7 @@ from hypothesis import strategies as st
 
 import refnet.kernels.conv as C
 from refnet.errors import ShapeError
-from refnet.kernels.conv import (
-    conv2d,
-    conv2d_plan,
-    conv_transpose2d,
-    conv_transpose2d_plan,
-    winograd_weights,
-)
+from refnet.kernels.conv import conv2d, conv2d_plan, conv_transpose2d, conv_transpose2d_plan, winograd_weights
 
 HYP = settings(max_examples=25, deadline=None, derandomize=True)
 

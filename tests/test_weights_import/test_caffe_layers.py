@@ -141,33 +141,29 @@ def deconv_groups_no_bias():
                                                  "bias_term": False}}, [w(4, 3, 3, 2)])], X), {}
 
 
+def _pool(**pooling_param) -> tuple[NetSpec, dict]:
+    """A case of one Pooling layer "p" on X with these pooling_param fields."""
+    return NetSpec([Layer("p", "Pooling", ["data"], ["p"], {"pooling_param": pooling_param})], X), {}
+
+
 @case
 def pool_max_ceil_pad():
-    return NetSpec([Layer("p", "Pooling", ["data"], ["p"],
-                          {"pooling_param": {"pool": E("MAX"), "kernel_size": 3, "stride": 2,
-                                             "pad": 1}})], X), {}
+    return _pool(pool=E("MAX"), kernel_size=3, stride=2, pad=1)
 
 
 @case
 def pool_max_floor():
-    return NetSpec([Layer("p", "Pooling", ["data"], ["p"],
-                          {"pooling_param": {"pool": E("MAX"), "kernel_size": 2, "stride": 2,
-                                             "ceil_mode": False}})], X), {}
+    return _pool(pool=E("MAX"), kernel_size=2, stride=2, ceil_mode=False)
 
 
 @case
 def pool_ave_padded_divisor():
-    return NetSpec([Layer("p", "Pooling", ["data"], ["p"],
-                          {"pooling_param": {"pool": E("AVE"), "kernel_size": 3, "stride": 2,
-                                             "pad": 1}})], X), {}
+    return _pool(pool=E("AVE"), kernel_size=3, stride=2, pad=1)
 
 
 @case
 def pool_asymmetric_h_w():
-    return NetSpec([Layer("p", "Pooling", ["data"], ["p"],
-                          {"pooling_param": {"pool": E("AVE"), "kernel_h": 3, "kernel_w": 2,
-                                             "stride_h": 2, "stride_w": 1, "pad_h": 1,
-                                             "pad_w": 0}})], X), {}
+    return _pool(pool=E("AVE"), kernel_h=3, kernel_w=2, stride_h=2, stride_w=1, pad_h=1, pad_w=0)
 
 
 @case
