@@ -62,6 +62,8 @@ def log_softmax_reference(x: np.ndarray, axis: int = 1) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- fast
+# softmax and log_softmax open alike on purpose (check, empty input, shift by the max): each stays one
+# readable in-place NumPy pass; a shared prologue would hide where their buffers are reused.
 
 
 def _softmax_short_last(x: np.ndarray) -> np.ndarray:
