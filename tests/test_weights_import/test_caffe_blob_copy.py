@@ -31,7 +31,8 @@ EXPECTED = {"c1": (W1, B1), "c2": (W2, B2), "fc": (W3.astype(np.float16).astype(
 
 def _spec() -> NetSpec:
     return NetSpec([
-        Layer("c1", "Convolution", ["data"], ["c1"], {"convolution_param": {"num_output": 4, "kernel_size": 3, "pad": 1}}),
+        Layer("c1", "Convolution", ["data"], ["c1"],
+              {"convolution_param": {"num_output": 4, "kernel_size": 3, "pad": 1}}),
         Layer("r", "ReLU", ["c1"], ["c1"]),
         Layer("c2", "Convolution", ["c1"], ["c2"], {"convolution_param": {"num_output": 5, "kernel_size": 1}}),
         Layer("p", "Pooling", ["c2"], ["p"], {"pooling_param": {"pool": E("MAX"), "kernel_size": 2, "stride": 2}}),
