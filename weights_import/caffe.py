@@ -1052,7 +1052,7 @@ def _read_caffe(prototxt: str | os.PathLike | None = None,
                                "given", file=bin_file, offset=0, expected="a .prototxt")
     if weights is None:
         weights = _layers_of(bin_net) if bin_net is not None and text_net is not None else []
-        _gather_blobs(weights, {L.name for L in layers})
+        _gather_blobs(weights if text_net is not None else layers, {L.name for L in layers})
     return _build_graph(defs_net, layers, weights, quirks,
                         source=str(prototxt if prototxt is not None else caffemodel or ""),
                         defs_file=text_file if text_net is not None else bin_file)

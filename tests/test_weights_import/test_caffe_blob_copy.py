@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from writers.caffe_writer import E, Layer, NetSpec, blob_bytes, ld, prototxt
+from writers.caffe_writer import E, Layer, NetSpec, blob_bytes, caffemodel, ld, prototxt
 
 import refnet.weights_import.caffe as C
 import refnet.weights_import.prototxt as P
@@ -114,3 +114,21 @@ def test_a_bad_blob_fails_only_the_layer_that_uses_it(tmp_path, monkeypatch):
     with pytest.raises(ModelFormatError, match="needs 4 values") as e:
         _load(files, monkeypatch, False)
     assert e.value.layer == "c2"
+
+
+def test_caffemodel_alone_blobs_copied_once(tmp_path, monkeypatch):
+    """The caffemodel alone (layer definitions inside): its layers' own blobs are gathered too."""
+    spec = _spec()
+    blobs = {"c1": [W1, B1], "c2": [W2, B2], "fc": [W3, B3]}
+    for layer in spec.layers:
+        layer.blobs = blobs.get(layer.name, [])
+    model = tmp_path / "alone.caffemodel"
+    model.write_bytes(caffemodel(spec, with_defs=True))
+    monkeypatch.setattr(C, "_MAP_FROM", 0)
+    g = read_caffe(None, model)
+    params = {n.name: n.params for n in g.nodes if n.params}
+    for name, (w, b) in blobs.items():
+        np.testing.assert_array_equal(params[name]["weight"].reshape(w.shape), w.astype(np.float32))
+        np.testing.assert_array_equal(params[name]["bias"], b.astype(np.float32))
+        assert params[name]["weight"].dtype == np.float32
+    assert params["c1"]["weight"].base is params["fc"]["weight"].base  # one array holds them all
