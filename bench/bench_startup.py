@@ -1,10 +1,11 @@
 """Start-up, first load and peak memory, each sample a fresh Python process (issue 17).
 
     python bench/bench_startup.py firstload|run|firstrun|rss [--reps 5] [--forwards 1]
-                                  [--base PYTHONPATH --base-cache DIR]
+                                  [--base PYTHONPATH --base-cache DIR] [--caffe PROTOTXT CAFFEMODEL]
 
 * ``firstload``: ``import refnet, numpy``, then the first ``refnet.load_caffe`` (wall and CPU
-  time of the load; whether numba got imported).
+  time of the load; whether numba got imported). ``--caffe`` adds a model, e.g. GoogLeNet
+  (28 MB of weights) from ``refnet generate googlenet --out /tmp/gl``.
 * ``run``: a warm ``refnet run --zoo lenet-mnist`` end to end (wall and CPU of the process).
 * ``firstrun``: the same run as from a fresh clone: an empty numba cache and an empty
   bytecode cache (``PYTHONPYCACHEPREFIX``) per sample; reports whether the compile notice
@@ -118,13 +119,15 @@ def _trees(args: argparse.Namespace) -> dict[str, dict[str, str]]:
 
 def firstload(args: argparse.Namespace, out=sys.stdout) -> dict:
     models = _models()
+    cases = {name: [str(models / f) for f in files] for name, files in LOAD_CASES.items()
+             if models is not None and all((models / f).exists() for f in files)}
+    for proto, model in getattr(args, "caffe", None) or ():  # e.g. `refnet generate googlenet`'s files
+        cases[Path(model).stem] = [proto, model]
     res: dict = {}
-    for name, files in LOAD_CASES.items():
-        if models is None or not all((models / f).exists() for f in files):
-            continue
+    for name, files in cases.items():
         for _ in range(args.reps):
             for tree, env in _trees(args).items():
-                res.setdefault((name, tree), []).append(_run(env, [str(models / f) for f in files], _FIRSTLOAD))
+                res.setdefault((name, tree), []).append(_run(env, files, _FIRSTLOAD))
     for (name, tree), rs in res.items():
         print(f"{name:20s} {tree:5s} import refnet+numpy {statistics.median(r['import_ms'] for r in rs):7.1f} ms   "
               f"first load_caffe wall {statistics.median(r['load_ms'] for r in rs):7.1f} ms, "
@@ -222,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--forwards", type=int, default=1, help="rss: forward passes per process")
     p.add_argument("--base", metavar="PYTHONPATH", help="another refnet tree to alternate with this one")
     p.add_argument("--base-cache", metavar="DIR", help="NUMBA_CACHE_DIR for --base")
+    p.add_argument("--caffe", nargs=2, action="append", metavar=("PROTOTXT", "CAFFEMODEL"),
+                   help="firstload: one more model (repeatable), e.g. the files of `refnet generate googlenet`")
     args = p.parse_args(argv)
     {"firstload": firstload, "run": warm_run, "firstrun": first_run, "rss": rss}[args.what](args)
     return 0

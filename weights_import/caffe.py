@@ -223,6 +223,18 @@ def blob_array(b: Message, layer: str) -> np.ndarray:
     scalar (shape (1,)), as Caffe and cv2 do. The element count is checked against the shape,
     and a shape has at most 32 axes (Caffe's kMaxBlobAxes).
     """
+    data, shape = _blob_values(b, layer)
+    return np.array(data, dtype=_native(data)).reshape(shape)  # copy: native byte order, writable
+
+
+def _native(data: np.ndarray) -> type:
+    """The dtype a blob's values are kept in: float64 for double data, else float32 (fp16 widened)."""
+    return np.float64 if data.dtype.itemsize == 8 else np.float32
+
+
+def _blob_values(b: Message, layer: str) -> tuple[np.ndarray, tuple[int, ...]]:
+    """A BlobProto's values as decoded (a view into the file's bytes, not copied) and its
+    shape, checked as :func:`blob_array` describes."""
     vals = b.values
     if "num" in vals or "channels" in vals or "height" in vals or "width" in vals:
         shape = tuple(int(vals.get(k, 0)) for k in ("num", "channels", "height", "width"))
@@ -247,8 +259,36 @@ def blob_array(b: Message, layer: str) -> np.ndarray:
     if count == 0 and math.prod(d for d in shape if d) > INT_MAX:  # numpy cannot shape it either
         raise b.error(f"empty blob shape {shape} exceeds {INT_MAX} elements in its other dims", "shape",
                       layer=layer, expected=_BLOB_SHAPE_RULE)
-    native = np.float64 if data.dtype.itemsize == 8 else np.float32
-    return np.array(data, dtype=native).reshape(shape)  # copy: native byte order, writable
+    return data, shape
+
+
+def _gather_blobs(weights: list[_Layer], used: set[str]) -> None:
+    """Copy the blobs of the binary layers named in ``used`` out of the file's bytes into one
+    owned, aligned array per dtype (float32, float64), in one pass, and give each layer its
+    blobs as views into it (``_Layer.arrays``), as the compiled index does. One copy instead
+    of one per blob, and nothing keeps a view into the file's bytes (a memory map may be closed
+    or the file rewritten once the load returns). A layer whose blobs do not check out is left
+    to :meth:`_GraphAssembly.blobs_of`, which raises the error if a layer uses it, as before."""
+    todo: list[tuple[_Layer, list[tuple[np.ndarray, tuple[int, ...]]]]] = []
+    for w in weights:
+        if w.arrays is None and w.blobs and w.name in used:
+            try:
+                todo.append((w, [_blob_values(b, w.name) for b in w.blobs]))
+            except ModelFormatError:
+                continue
+    flat: dict[type, np.ndarray] = {}
+    for native in (np.float32, np.float64):
+        parts = [d for _, blobs in todo for d, _ in blobs if _native(d) is native]
+        if parts:
+            flat[native] = np.concatenate(parts, dtype=native)  # fp16 widened, byte order made native
+    at = dict.fromkeys(flat, 0)
+    for w, blobs in todo:
+        arrays = []
+        for d, shape in blobs:
+            native = _native(d)
+            arrays.append(flat[native][at[native]:at[native] + d.size].reshape(shape))
+            at[native] += d.size
+        w.arrays = arrays
 
 
 _RAW_DTYPES = {"FLOAT16": np.dtype("<f2"), "FLOAT": np.dtype("<f4"), "DOUBLE": np.dtype("<f8")}
@@ -998,7 +1038,9 @@ def _read_caffe(prototxt: str | os.PathLike | None = None,
     bin_net = None
     if bin_data is not None and weights is None:
         t0 = time.perf_counter()
-        bin_data = bytes(bin_data)  # the schema-driven decoder reads bytes, not a map
+        # the weights view is decoded straight from a map (its blobs are copied out below, once);
+        # a full NetParameter from bytes (its messages, kept in the graph's attributes, may hold views)
+        bin_data = memoryview(bin_data) if text_net is not None else bytes(bin_data)
         bin_net = parse_net_binary(bin_data, file=bin_file, weights_only=text_net is not None)
         if not compiled and text_net is not None:
             spent_in_python(time.perf_counter() - t0)
@@ -1010,6 +1052,7 @@ def _read_caffe(prototxt: str | os.PathLike | None = None,
                                "given", file=bin_file, offset=0, expected="a .prototxt")
     if weights is None:
         weights = _layers_of(bin_net) if bin_net is not None and text_net is not None else []
+        _gather_blobs(weights if text_net is not None else layers, {L.name for L in layers})
     return _build_graph(defs_net, layers, weights, quirks,
                         source=str(prototxt if prototxt is not None else caffemodel or ""),
                         defs_file=text_file if text_net is not None else bin_file)
