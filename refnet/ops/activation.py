@@ -4,9 +4,8 @@
 
 from __future__ import annotations
 
-from refnet import kernels as K
 from refnet.errors import ShapeError
-from refnet.ops.registry import Attr, attrs, elementwise_macs, kern, prepares, register, same_shape
+from refnet.ops.registry import Attr, attrs, elementwise_macs, kern, register, same_shape
 
 
 def per_channel_param_shape(param: str):
@@ -89,26 +88,4 @@ def _log(node, xs, p, ctx):
 
 
 # ---- float32 step planners: arguments bound once per input shape ---------------------------------
-@prepares("relu")
-def _relu_prepare(node, p, shapes, ctx):
-    s = attrs(node)["negative_slope"]
-    relu = K.relu
-    return (lambda x: relu(x, s)), False
-
-
-@prepares("prelu")
-def _prelu_prepare(node, p, shapes, ctx):
-    slope = p["slope"].reshape(-1)
-    prelu = K.prelu
-    return (lambda x: prelu(x, slope)), False
-
-
-@prepares("clip")
-def _clip_prepare(node, p, shapes, ctx):
-    a = attrs(node)
-    lo, hi = a["min"], a["max"]
-    clip = K.clip
-    return (lambda x: clip(x, lo, hi)), False
-
-
 __all__ = ["per_channel_param_shape", "power_scale_shift"]

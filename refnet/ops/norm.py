@@ -124,14 +124,6 @@ def _normalize(node, xs, p, ctx):
                                      eps=a["eps"])
 
 
-@prepares("batch_norm")
-def _batch_norm_prepare(node, p, shapes, ctx):
-    mean, var = p["mean"].reshape(-1), p["var"].reshape(-1)
-    w, b, eps = flat(p.get("weight")), flat(p.get("bias")), attrs(node)["eps"]
-    batch_norm = K.batch_norm
-    return (lambda x: batch_norm(x, mean, var, w, b, eps=eps)), False
-
-
 @prepares("instance_norm")
 def _instance_norm_prepare(node, p, shapes, ctx):
     a = attrs(node)

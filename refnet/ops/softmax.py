@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from refnet import kernels as K
-from refnet.ops.registry import Attr, attrs, axis_of, kern, prepares, register
+from refnet.ops.registry import Attr, attrs, axis_of, kern, register
 
 _AXIS = {"axis": Attr(1, int)}
 
@@ -21,10 +20,3 @@ def _softmax(node, xs, p, ctx):
 @register("log_softmax", shape=_softmax_shape, attrs=_AXIS, fresh=True)
 def _log_softmax(node, xs, p, ctx):
     return kern("log_softmax", ctx)(xs[0], axis=attrs(node)["axis"])
-
-
-@prepares("softmax")
-def _softmax_prepare(node, p, shapes, ctx):
-    axis = attrs(node)["axis"]
-    softmax = K.softmax
-    return (lambda x: softmax(x, axis)), False

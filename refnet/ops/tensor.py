@@ -294,33 +294,8 @@ def _reorg(node, xs, p, ctx):
     return kern("reorg", ctx)(xs[0], attrs(node)["stride"])
 
 
-# ---- float32 step planners: arguments bound once per input shape ---------------------------------
-@prepares("concat")
-def _concat_prepare(node, p, shapes, ctx):
-    axis = axis_of(node, attrs(node)["axis"], len(shapes[0]))
-    concatenate = np.concatenate
-    return (lambda *xs: concatenate(xs, axis=axis)), False
-
-
-@prepares("flatten")
-def _flatten_prepare(node, p, shapes, ctx):
-    (out,) = _flatten_shape(node, shapes)
-    return (lambda x: x.reshape(out)), False
-
-
-@prepares("reshape")
-def _reshape_prepare(node, p, shapes, ctx):
-    (out,) = _reshape_shape(node, shapes)
-    return (lambda x: x.reshape(out)), False
-
-
-@prepares("permute")
-def _permute_prepare(node, p, shapes, ctx):
-    order = permute_order(node, len(shapes[0]))
-    transpose, contiguous = np.transpose, np.ascontiguousarray
-    return (lambda x: contiguous(transpose(x, order))), False
-
-
+# ---- float32 step planners: work done once per input shape (an op whose planner would only bind
+# arguments has none: the executor calls its run function, which reads the cached attributes) -----
 @prepares("eltwise")
 def _eltwise_prepare(node, p, shapes, ctx):
     a = attrs(node)
