@@ -19,6 +19,7 @@ import numpy as np
 
 from refnet import tolerances
 from refnet.kernels.detection import ssd_detections  # DetectionOutput rows: one reader
+from refnet.ops.registry import attrs
 
 __all__ = ["infer_tasks", "topk_agreement", "match_detections", "ssd_detections", "argmax_agreement",
            "image_agreement", "task_result"]
@@ -213,7 +214,7 @@ def _scale(a: np.ndarray) -> float:
 def _match_kept(node: Any, a: tuple, b: tuple, thr: float, band: float) -> dict[str, Any]:
     """Match two DetectionOutput results; when either filled keep_top_k, the lowest kept score is a
     cut that tied boxes may straddle."""
-    keep = int(node.attrs.get("keep_top_k", -1) or -1)
+    keep = int(attrs(node)["keep_top_k"] or -1)
     full = keep > 0 and (len(a[1]) >= keep or len(b[1]) >= keep)
     cut = float(min(a[1].min(initial=np.inf), b[1].min(initial=np.inf))) if full else None
     return match_detections(*a, *b, threshold=thr, cut=cut, margin=max(tolerances.DETECTION_SCORE_MARGIN, 2 * band))
@@ -243,7 +244,7 @@ def task_result(kind: str, outs: tuple[str, ...], cand: Mapping[str, np.ndarray]
         return image_agreement(cand[outs[0]], ref[outs[0]])
     if kind == "detect_ssd":
         node = net.graph.node(outs[0])
-        thr = float(node.attrs.get("confidence_threshold", 0.0))
+        thr = float(attrs(node)["confidence_threshold"])
         if cand[outs[0]].size % 7 or ref[outs[0]].size % 7:
             return None
         return _match_kept(node, ssd_detections(ref[outs[0]]), ssd_detections(cand[outs[0]]), thr, band)
@@ -251,7 +252,7 @@ def task_result(kind: str, outs: tuple[str, ...], cand: Mapping[str, np.ndarray]
         from refnet.two_stage import detections
 
         node = net.graph.node(outs[0])
-        thr = float(node.attrs.get("confidence_threshold", 0.0))
+        thr = float(attrs(node)["confidence_threshold"])
         if cand[outs[0]].size % 7 or ref[outs[0]].size % 7:
             return None
         hw = (max(int(input_hw[0]), 1), max(int(input_hw[1]), 1))

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from refnet.graph import Node
+from refnet.ops.registry import attrs
 
 __all__ = ["unpool_pools", "near_tie_windows", "over_in_tie_windows", "tie_sources"]
 
@@ -28,9 +29,11 @@ def unpool_pools(nodes: tuple[Node, ...] | list[Node], prods: Mapping[str, Node]
         pool = prods.get(n.inputs[1])
         if pool is None or pool.op != "max_pool" or not pool.inputs:
             continue
-        kh, kw = pool.attrs.get("kernel", (0, 0))
-        if (tuple(pool.attrs.get("stride", (0, 0))) != (kh, kw) or any(pool.attrs.get("pad", (0, 0, 0, 0)))
-                or kh * kw < 2):
+        a = attrs(pool)  # the op spec's resolved attributes (stride None = the kernel, as the executor)
+        if a["global_pooling"]:
+            continue
+        kh, kw = a["kernel"]
+        if (a["stride"] or (kh, kw)) != (kh, kw) or any(a["pad"]) or kh * kw < 2:
             continue
         out[n.name] = pool
     return out
@@ -40,7 +43,7 @@ def near_tie_windows(x: np.ndarray, pool: Node, tol: float) -> np.ndarray | None
     """Boolean mask over the pooled grid (N, C, Ho, Wo): windows of ``x`` (the pooling input) whose two
     largest values are within ``2 * tol * max|x|``; None when ``x`` is not 4-D."""
     x = np.asarray(x, np.float64)
-    kh, kw = pool.attrs.get("kernel", (0, 0))
+    kh, kw = attrs(pool)["kernel"]
     if x.ndim != 4:
         return None
     N, C, H, W = x.shape
