@@ -7,6 +7,10 @@ element sum of AVE; AVE's divisor is selectable (``"padded"`` Caffe, ``"valid"``
 for Torch without count_include_pad, ``"kernel"`` Torch7 legacy). Each op ``f`` has a plain
 serial loop reference ``f_reference`` (one window per output, as written in Caffe) and a
 fast numba kernel (parallel over planes, kernel taps outermost so rows stream contiguously).
+With several worker threads (:mod:`refnet.kernels._workers`, sized by ``set_num_threads``) the
+fast kernels run their serial build on blocks of (n, c) planes over the pool instead
+(:func:`_run_planes`): every plane is computed by the same loop either way, so the results do
+not depend on the thread count.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from refnet.errors import ShapeError
+from refnet.kernels import _workers
 from refnet.kernels._check import as_float_array, ieee
 from refnet.kernels._jit import jit, prange
 from refnet.kernels._parallel import twin
@@ -69,6 +74,26 @@ def _pool_args(x, kernel, stride, pad, ceil_mode, fn):
             got=f"x {x.shape}",
         ) from None
     return k, s, p, ho, wo
+
+
+def _run_planes(kernel, args: tuple, planar: tuple[int, ...]) -> None:
+    """``kernel(*args)`` -- a :func:`~refnet.kernels._parallel.twin` whose first argument is the
+    input and whose arguments at the positions ``planar`` (the input included) are C-contiguous
+    (N, C, ...) arrays of the same planes -- whole in this thread (one worker, or a small call),
+    or its serial build on blocks of planes over the worker pool (the planes are independent)."""
+    x = args[0]
+    n, c = x.shape[:2]
+    parts = _workers.ranges(n * c, x.size)
+    if len(parts) == 1:
+        kernel(*args)
+        return
+    flat = {i: args[i].reshape((n * c, 1) + args[i].shape[2:]) for i in planar}
+    serial = kernel.serial
+
+    def block(lo: int, hi: int) -> None:
+        serial(*[flat[i][lo:hi] if i in flat else a for i, a in enumerate(args)])
+
+    _workers.run_ranges(block, parts)
 
 
 def _divisor_code(divisor: str) -> int:
@@ -325,10 +350,10 @@ def max_pool(
     y = np.empty((n, c, ho, wo), dtype=x.dtype)
     if not return_indices:
         kernel_fn = _max_pool_sep if kh >= 2 else _max_pool_fast_noidx
-        kernel_fn(x, kh, kw, sh, sw, pt, pl, y, x.dtype.type(EMPTY_MAX))
+        _run_planes(kernel_fn, (x, kh, kw, sh, sw, pt, pl, y, x.dtype.type(EMPTY_MAX)), (0, 7))
         return y
     idx = np.empty((n, c, ho, wo), dtype=np.int64)
-    _max_pool_fast(x, kh, kw, sh, sw, pt, pl, y, idx, x.dtype.type(EMPTY_MAX))
+    _run_planes(_max_pool_fast, (x, kh, kw, sh, sw, pt, pl, y, idx, x.dtype.type(EMPTY_MAX)), (0, 7, 8))
     return y, idx
 
 
@@ -467,7 +492,7 @@ def avg_pool(
     div_h = _avg_divisors(h, kh, sh, pt, pb, ho, mode)
     div_w = _avg_divisors(w, kw, sw, pl, pr, wo, mode)
     y = np.empty((n, c, ho, wo), dtype=x.dtype)
-    _avg_pool_fast(x, kh, kw, sh, sw, pt, pl, div_h, div_w, y)
+    _run_planes(_avg_pool_fast, (x, kh, kw, sh, sw, pt, pl, div_h, div_w, y), (0, 9))
     return y
 
 
