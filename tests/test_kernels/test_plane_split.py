@@ -1,6 +1,6 @@
-"""Pooling over the worker pool (issue 17): with several workers
+"""Pooling and across-channel LRN over the worker pool (issue 17): with several workers
 (refnet.kernels._workers) the fast kernels run their serial builds on blocks of (n, c) planes or
-channels. Oracles: the same kernel run whole in the calling thread (bit for bit: a plane's
+of output channels. Oracles: the same kernel run whole in the calling thread (bit for bit: a plane's
 values do not depend on the thread count) and the plain-loop ``_reference`` kernels; odd plane
 counts that no block count divides, several images, NaN staying in its plane."""
 
@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from refnet.kernels import _workers
+from refnet.kernels.norm import lrn, lrn_reference
 from refnet.kernels.pool import avg_pool, avg_pool_reference, max_pool, max_pool_reference
 
 
@@ -81,6 +82,25 @@ def test_avg_pool_split_equals_whole_and_reference(split, shape, geom, divisor, 
     np.testing.assert_allclose(y_split, ref, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("size,beta,k", [(5, 0.75, 1.0), (3, 0.6, 2.0), (7, 0.75, 1.5), (1, 0.9, 1.0), (9, 0.75, 1.0)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_lrn_split_equals_whole_and_reference(split, shape, size, beta, k, dtype, rng):
+    x = (rng.standard_normal(shape) * 3).astype(dtype)
+    y_split, y_whole = _split_and_whole(split, lambda: lrn(x, size, 0.2, beta, k))
+    np.testing.assert_array_equal(y_split, y_whole)
+    ref = lrn_reference(x.astype(np.float64), size, 0.2, beta, k)
+    tol = 2e-6 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(y_split, ref, rtol=tol, atol=tol)
+
+
+def test_lrn_of_a_strided_input(split, rng):
+    x = rng.standard_normal((2, 9, 7, 12)).astype(np.float32)[:, ::2, :, ::3]
+    y_split, y_whole = _split_and_whole(split, lambda: lrn(x, 3, 0.2, 0.75, 1.0))
+    np.testing.assert_array_equal(y_split, y_whole)
+    np.testing.assert_allclose(y_split, lrn_reference(x.astype(np.float64), 3, 0.2, 0.75, 1.0), rtol=2e-6)
+
+
 def test_split_nan_stays_in_its_plane(split, rng):
     x = rng.standard_normal((1, 11, 8, 9)).astype(np.float32)
     x[0, 6, 3, 4] = np.nan
@@ -88,6 +108,8 @@ def test_split_nan_stays_in_its_plane(split, rng):
     assert split and max(split) >= 3
     bad = np.isnan(y)
     assert bad[0, 6].any() and bad.sum() == bad[0, 6].sum()
+    z = lrn(x, 3, 0.2, 0.75, 1.0)
+    assert np.isnan(z[0, 5:8, 3, 4]).all() and np.isnan(z).sum() == 3  # its pixel in channels 5..7
 
 
 def test_small_calls_and_one_worker_run_whole():
