@@ -1056,7 +1056,8 @@ class Conv2dPlan:
     def _winograd_split(self, x, y, nt):
         """_winograd over the worker threads: bands of tile rows (input transform, GEMMs and
         output transform of a band in one thread) when there are enough of them; else, per
-        image, the transforms in one piece and the 16 GEMMs in row x column blocks."""
+        image, the input transform in bands of tile rows, the 16 GEMMs in row x column blocks,
+        then the output transform in bands of tile rows (three runs of the pool)."""
         n, c, _, _ = self.x_shape
         co = self.y_shape[1]
         pt, pl = self.pad[0], self.pad[1]
@@ -1065,15 +1066,19 @@ class Conv2dPlan:
         nb = max(-(-th_n // self.band), min(-(-_BLOCKS_PER_THREAD * nt // n), th_n * tw_n // _SPLIT_MIN_COLS,
                                             _max_pieces(co * c * th_n * tw_n)))
         nb = min(nb, th_n)
-        if n * nb < 2 * nt:  # small maps
+        if n * nb < 2 * nt:  # small maps: the transforms in bands of tile rows, the GEMMs in blocks
             t = th_n * tw_n
             v = _scratch(16 * c * t, self.dtype, "wino_v").reshape(16, c, t)
             m = _scratch(16 * co * t, self.dtype, "wino_m").reshape(16, co, t)
             zero = np.zeros(co, self.dtype)
+            rows_in, rows_out = _workers.ranges(th_n, v.size), _workers.ranges(th_n, m.size)
+            wino_in, wino_out = _wino_in.serial, _wino_out.serial
             for i in range(n):
-                _wino_in(x[i], pt, pl, 0, th_n, tw_n, 0, v)
+                xi, yi = x[i], y[i]
+                _workers.run_ranges(lambda r0, r1, xi=xi: wino_in(xi, pt, pl, r0, r1, tw_n, r0 * tw_n, v), rows_in)
                 _split_gemm([(u[k], v[k], m[k], zero, zero) for k in range(16)], 0, False, nt)
-                _wino_out(m, b, act, slope, six, 0, th_n, tw_n, 0, y[i])
+                _workers.run_ranges(lambda r0, r1, yi=yi: wino_out(m, b, act, slope, six, r0, r1, tw_n, r0 * tw_n, yi),
+                                    rows_out)
             return
         bands = [(i, r) for i in range(n) for r in _parts(th_n, nb)]
         wino_in, wino_out = _wino_in.serial, _wino_out.serial

@@ -36,6 +36,7 @@ def pool(monkeypatch):
     monkeypatch.setattr(C, "_BLAS_EXACT_MACS", 1)
     monkeypatch.setattr(C, "_SPLIT_MIN_COLS", 4)
     monkeypatch.setattr(C, "_SPLIT_MIN_ROWS", 2)
+    monkeypatch.setattr(_workers, "MIN_BLOCK_WORK", 1)  # (the Winograd transforms of small maps too)
     before = _workers.workers()
     _workers.set_workers(3)
     yield
@@ -62,6 +63,25 @@ def test_split_equals_unsplit_and_reference(pool, case, activation, rng):
     ref = C.conv2d_reference(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
                              activation=activation, negative_slope=slope, **kw)
     np.testing.assert_allclose(split, unsplit, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(split, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_small_map_winograd_transforms_run_in_bands(pool, rng):
+    """Small maps: input transform, the 16 GEMMs and output transform each over the pool; the
+    transforms in bands of tile rows (exact: every tile is computed the same way)."""
+    xs, ws = (1, 11, 9, 13), (17, 11, 3, 3)  # 5 x 7 tiles
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = (rng.standard_normal(ws) * 0.3).astype(np.float32)
+    plan = C.conv2d_plan(xs, w, None, pad=1, algorithm="winograd")
+    calls = []
+    real_run = _workers.run
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_workers, "run", lambda fn, n: (calls.append(n), real_run(fn, n))[1])
+        split = plan(x)
+    assert len(calls) == 3 and calls[0] == calls[2] == 5 and calls[1] > 1, calls  # in, GEMMs, out
+    _workers.set_workers(1)
+    np.testing.assert_allclose(split, plan(x), rtol=1e-5, atol=1e-5)
+    ref = C.conv2d_reference(x.astype(np.float64), w.astype(np.float64), pad=1)
     np.testing.assert_allclose(split, ref, rtol=1e-4, atol=1e-4)
 
 
