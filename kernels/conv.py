@@ -913,12 +913,7 @@ class Conv2dPlan:
         alg = self.algorithm
         (sh, sw), (pt, pl, _, _), (dh, dw) = self.stride, self.pad, self.dilation
         if alg == "depthwise":
-            if self.khw == (3, 3) and dh == dw == 1 and self.x_shape[2] * self.x_shape[3] <= DW_FLAT_MAX_PIXELS:
-                _depthwise3x3_flat(x, self.w, self.b, sh, sw, pt, pl, self.act, self.slope, self.six, y)
-            elif self.khw == (3, 3):
-                _depthwise3x3(x, self.w, self.b, sh, sw, pt, pl, dh, dw, self.act, self.slope, self.six, y)
-            else:
-                _depthwise(x, self.w, self.b, sh, sw, pt, pl, dh, dw, self.act, self.slope, y)
+            self._depthwise(x, y)
         elif alg == "direct":
             _direct_small_cout(x, self.w, self.b, sh, sw, pt, pl, dh, dw, self.act, self.slope, y)
         elif alg == "gemm1x1":
@@ -974,6 +969,43 @@ class Conv2dPlan:
                     np.matmul(self.wmat[gi], cb, out=yout[:, oh0 * wo : oh1 * wo])
                     if self.act != 0 or self.has_bias:
                         _bias_act_cols(yout, bg, self.act, sg, oh0 * wo, oh1 * wo)
+
+    def _depthwise(self, x, y):
+        """The depthwise kernel for the plan's shape, whole -- or, with several worker threads,
+        its serial build on blocks of (image, input channels and their outputs) over the pool
+        (every output plane is computed by the same code either way)."""
+        (sh, sw), (pt, pl, _, _), (dh, dw) = self.stride, self.pad, self.dilation
+        n, c, h, wd = self.x_shape
+        act, slope, six = self.act, self.slope, self.six
+        if self.khw == (3, 3) and dh == dw == 1 and h * wd <= DW_FLAT_MAX_PIXELS:
+            kern = _depthwise3x3_flat
+
+            def call(fn, xs, ws, bs, ss, ys):
+                fn(xs, ws, bs, sh, sw, pt, pl, act, ss, six, ys)
+        elif self.khw == (3, 3):
+            kern = _depthwise3x3
+
+            def call(fn, xs, ws, bs, ss, ys):
+                fn(xs, ws, bs, sh, sw, pt, pl, dh, dw, act, ss, six, ys)
+        else:
+            kern = _depthwise
+
+            def call(fn, xs, ws, bs, ss, ys):
+                fn(xs, ws, bs, sh, sw, pt, pl, dh, dw, act, ss, ys)
+        parts = _workers.ranges(c, y.size * self.khw[0] * self.khw[1])
+        if len(parts) == 1:
+            call(kern, x, self.w, self.b, slope, y)
+            return
+        m = self.y_shape[1] // c  # channel multiplier
+        blocks = [(i, c0, c1) for i in range(n) for c0, c1 in parts]
+        serial = kern.serial
+
+        def block(k: int) -> None:
+            i, c0, c1 = blocks[k]
+            o = slice(c0 * m, c1 * m)
+            call(serial, x[i : i + 1, c0:c1], self.w[o], self.b[o], slope[o], y[i : i + 1, o])
+
+        _workers.run(block, len(blocks))
 
     def _im2col_split(self, x, y, nt):
         """_im2col over the worker threads: bands of output rows (im2col, GEMM and epilogue of

@@ -26,6 +26,10 @@ CASES = [
     ((1, 10, 45, 39), (7, 10, 3, 3), dict(pad=1), "winograd"),  # bands of tile rows
     ((1, 11, 9, 13), (17, 11, 3, 3), dict(pad=1), "winograd"),  # small map: split 16 GEMMs
     ((2, 8, 23, 17), (6, 8, 3, 3), dict(pad=(0, 1, 1, 0)), "winograd"),
+    ((1, 13, 9, 11), (13, 1, 3, 3), dict(pad=1, groups=13), "depthwise"),  # small planes: flat 3x3
+    ((2, 5, 70, 61), (10, 1, 3, 3), dict(stride=2, pad=(1, 0, 0, 1), groups=5), "depthwise"),  # 3x3, x2
+    ((1, 7, 12, 10), (7, 1, 3, 3), dict(pad=2, dilation=2, groups=7), "depthwise"),
+    ((3, 6, 9, 8), (12, 1, 5, 5), dict(pad=2, stride=(1, 2), groups=6), "depthwise"),  # general kernel
 ]
 
 
@@ -63,6 +67,8 @@ def test_split_equals_unsplit_and_reference(pool, case, activation, rng):
     ref = C.conv2d_reference(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
                              activation=activation, negative_slope=slope, **kw)
     np.testing.assert_allclose(split, unsplit, rtol=1e-5, atol=1e-5)
+    if alg == "depthwise":  # no GEMM: every output plane computed by the same loops
+        np.testing.assert_array_equal(split, unsplit)
     np.testing.assert_allclose(split, ref, rtol=1e-4, atol=1e-4)
 
 
