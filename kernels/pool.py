@@ -210,6 +210,20 @@ def _max_window(x, n, c, hs, he, ws, we, empty):
     return best
 
 
+@jit
+def _max_taps(src, step, taps, length, dst):
+    """``dst[k]`` = the max of ``src[k + q * step]`` for q = 0..taps-1, k < length, selected in q
+    order (``v > b``: the first maximum is kept; a NaN sticks)."""
+    for k in range(length):
+        dst[k] = src[k]
+    for q in range(1, taps):
+        sq = src[q * step :]
+        for k in range(length):
+            v = sq[k]
+            b = dst[k]
+            dst[k] = v if (v > b or v != v) else b
+
+
 @twin(0)
 def _max_pool_fast_noidx(x, kh, kw, sh, sw, pt, pl, y, empty):
     """Max only (no argmax), tap by tap: output columns whose window lies inside the row take
@@ -318,15 +332,7 @@ def _max_pool_sep(x, kh, kw, sh, sw, pt, pl, y, empty):
                         b = dst[k]
                         dst[k] = v if (v > b or v != v) else b
             else:  # the window max at every column of the span (contiguous), then every sw-th
-                span = (m - 1) * sw + 1
-                for k in range(span):
-                    hm[k] = src[k]
-                for q in range(1, kw):
-                    sq = src[q:]
-                    for k in range(span):
-                        v = sq[k]
-                        b = hm[k]
-                        hm[k] = v if (v > b or v != v) else b
+                _max_taps(src, 1, kw, (m - 1) * sw + 1, hm)
                 for k in range(m):
                     dst[k] = hm[k * sw]
 
@@ -370,22 +376,8 @@ def _max_pool_s1(x, kh, kw, sh, sw, pt, pl, y, empty):
                 else:
                     for j in range(wp):
                         row[j] = neg
-            for k in range(lv):
-                vm[k] = buf[k]
-            for p in range(1, kh):
-                sp = buf[p * wp :]
-                for k in range(lv):
-                    v = sp[k]
-                    b = vm[k]
-                    vm[k] = v if (v > b or v != v) else b  # a NaN sticks
-            for k in range(lh):  # (buf now holds the window maxima)
-                buf[k] = vm[k]
-            for q in range(1, kw):
-                sq = vm[q:]
-                for k in range(lh):
-                    v = sq[k]
-                    b = buf[k]
-                    buf[k] = v if (v > b or v != v) else b
+            _max_taps(buf, wp, kh, lv, vm)  # rows
+            _max_taps(vm, 1, kw, lh, buf)  # columns (buf now holds the window maxima)
             for oh in range(ho):
                 dst = y[n, c, oh]
                 src = buf[oh * wp :]
