@@ -35,6 +35,15 @@ BLOCKS_PER_THREAD = 4
 # and a pool wake-up ~20-50 us, while a 3x3 max pooling or an LRN handles 32k elements in ~50 us
 # (with 8k, GoogLeNet's 14x14 pools ran 30% slower at 2 threads on a machine without a free core)
 MIN_BLOCK_WORK = 1 << 15
+# Whether :func:`ranges` splits at all (``REFNET_SPLIT_PLANES=1``; default off). Measured at
+# 09:54 on the shared machine (load ~2, `Net.profile`-sized calls, 1 vs 2 threads): the numba
+# workqueue builds of the pooling kernels scaled 1.6x on GoogLeNet's large pools where the same
+# kernels split over this pool scaled 0.75-1.3x (every block dispatches a numba call under the
+# GIL, and a pool thread preempted while holding the GIL stalls the caller), and the Winograd
+# transforms in bands were slower than whole. So the pooling, LRN, depthwise and small-map
+# Winograd-transform splits are kept (tested, bit-identical) but off until a quiet-machine A/B
+# shows them ahead.
+SPLIT_PLANES = os.environ.get("REFNET_SPLIT_PLANES", "0") == "1"
 
 
 def enabled() -> bool:
@@ -150,9 +159,9 @@ def ranges(total: int, work: int, min_block_work: int | None = None) -> list[tup
     """Consecutive ranges covering ``range(total)`` (``total`` independent units, e.g. the (n, c)
     planes of a pooling) for :func:`run_ranges`: about :data:`BLOCKS_PER_THREAD` per worker, none
     with less than ``min_block_work`` (default :data:`MIN_BLOCK_WORK`) of the call's ``work``
-    elements; one range (run the call whole) when the pool has one worker or the call is too
-    small to share."""
-    nt = _N[0]
+    elements; one range (run the call whole) when the pool has one worker, the call is too
+    small to share or :data:`SPLIT_PLANES` is off."""
+    nt = _N[0] if SPLIT_PLANES else 1
     least = MIN_BLOCK_WORK if min_block_work is None else min_block_work
     pieces = 1 if nt <= 1 else min(total, BLOCKS_PER_THREAD * nt, work // max(1, least))
     pieces = max(1, pieces)

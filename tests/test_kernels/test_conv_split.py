@@ -41,6 +41,7 @@ def pool(monkeypatch):
     monkeypatch.setattr(C, "_SPLIT_MIN_COLS", 4)
     monkeypatch.setattr(C, "_SPLIT_MIN_ROWS", 2)
     monkeypatch.setattr(_workers, "MIN_BLOCK_WORK", 1)  # (the Winograd transforms of small maps too)
+    monkeypatch.setattr(_workers, "SPLIT_PLANES", True)
     before = _workers.workers()
     _workers.set_workers(3)
     yield

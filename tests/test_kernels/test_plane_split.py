@@ -21,6 +21,7 @@ def split(monkeypatch):
     """3 workers (the caller + 2), every call split however small; yields the block counts of
     the pool's runs."""
     monkeypatch.setattr(_workers, "MIN_BLOCK_WORK", 1)
+    monkeypatch.setattr(_workers, "SPLIT_PLANES", True)
     calls: list[int] = []
     real_run = _workers.run
     monkeypatch.setattr(_workers, "run", lambda fn, n: (calls.append(n), real_run(fn, n))[1])
@@ -112,11 +113,13 @@ def test_split_nan_stays_in_its_plane(split, rng):
     assert np.isnan(z[0, 5:8, 3, 4]).all() and np.isnan(z).sum() == 3  # its pixel in channels 5..7
 
 
-def test_small_calls_and_one_worker_run_whole():
-    assert _workers.ranges(100, 10**7) == [(0, 100)] or _workers.workers() > 1
+def test_small_calls_and_one_worker_run_whole(monkeypatch):
     before = _workers.workers()
     try:
         _workers.set_workers(2)
+        monkeypatch.setattr(_workers, "SPLIT_PLANES", False)
+        assert _workers.ranges(100, 10**7) == [(0, 100)]  # (REFNET_SPLIT_PLANES unset: off)
+        monkeypatch.setattr(_workers, "SPLIT_PLANES", True)
         assert _workers.ranges(64, _workers.MIN_BLOCK_WORK - 1) == [(0, 64)]
         parts = _workers.ranges(7, 10**7)
         assert len(parts) == 7 and parts[0] == (0, 1) and parts[-1] == (6, 7)
