@@ -55,6 +55,18 @@ def _load(name: str, wd: str):
                                                           seed=0))), None
 
 
+def feeds_for(net, size) -> dict[str, np.ndarray]:
+    """Seeded batch-1 inputs for ``net`` (``size`` (W, H) or None: the declared size)."""
+    rng = np.random.default_rng(0)
+    feeds = {}
+    for k, shp in net.input_shapes.items():
+        shp = [1] + list(shp)[1:]  # batch 1 (the GoogLeNet deploy prototxt declares 10)
+        if size is not None:
+            shp[2], shp[3] = size[1], size[0]
+        feeds[k] = rng.standard_normal(shp).astype(np.float32)
+    return feeds
+
+
 def _variants(net, feeds, with_cv2: bool):
     from refnet.bench import _cv2_runner
     from refnet.runtime.threads import set_num_threads
@@ -99,13 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="refnet-split-ab-") as wd:
         for name in a.models.split(","):
             net, size = _load(name, wd)
-            rng = np.random.default_rng(0)
-            feeds = {}
-            for k, shp in net.input_shapes.items():
-                shp = [1] + list(shp)[1:]  # batch 1 (the GoogLeNet deploy prototxt declares 10)
-                if size is not None:
-                    shp[2], shp[3] = size[1], size[0]
-                feeds[k] = rng.standard_normal(shp).astype(np.float32)
+            feeds = feeds_for(net, size)
             var = _variants(net, feeds, not a.no_cv2)
             names = list(var)
             cpu: dict[str, list[float]] = {k: [] for k in names}

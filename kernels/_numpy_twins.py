@@ -19,6 +19,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from refnet.kernels import conv as _conv
 from refnet.kernels import detection as _det
+from refnet.kernels import norm as _norm
 from refnet.kernels import pool as _pool
 from refnet.kernels._lazyjit import numpy_twin
 
@@ -254,6 +255,37 @@ def _max_pool(x, kh, kw, sh, sw, pt, pl, y, empty):
 
 
 numpy_twin(_pool._max_pool_fast_noidx)(_max_pool)
+numpy_twin(_pool._max_pool_s1)(_max_pool)
+
+
+# ---- LRN ---------------------------------------------------------------------------------------
+
+
+@numpy_twin(_norm._lrn_across_fast)
+def _lrn_across(x, c0, c1, size, consts, b75, y):
+    """Output channels c0..c1-1 of the across-channel LRN of x (N, C, L), in whole-plane NumPy
+    operations in the jitted kernel's order (bit-identical for beta 0.75; ``np.power`` may round
+    the last bit differently from numba's otherwise)."""
+    c = x.shape[1]
+    pre = (size - 1) // 2
+    lo_in, hi_in = max(0, c0 - pre), min(c, c1 + size - 1 - pre)  # channels the block reads
+    sq = np.square(x[:, lo_in:hi_in])
+    s = y[:, c0:c1]
+    s[...] = sq[:, c0 - lo_in : c1 - lo_in]  # window offset 0
+    for off in range(-pre, size - pre):
+        lo, hi = max(c0, -off), min(c1, c - off)  # output channels whose channel + off exists
+        if off and lo < hi:
+            s[:, lo - c0 : hi - c0] += sq[:, lo + off - lo_in : hi + off - lo_in]
+    s *= consts[0]
+    s += consts[1]
+    if b75:
+        t = np.sqrt(s)
+        np.sqrt(t, out=s)
+        s *= t
+        np.reciprocal(s, out=s)
+    else:
+        np.power(s, consts[3], out=s)
+    s *= x[:, c0:c1]
 
 
 # ---- NMS -----------------------------------------------------------------------------------------

@@ -20,11 +20,30 @@ band; the A/B switch of the issue-17 measurements).
 
 from __future__ import annotations
 
+import contextvars
 import os
 import threading
 from collections.abc import Callable
 
-__all__ = ["run", "set_workers", "workers", "enabled"]
+__all__ = ["run", "run_ranges", "ranges", "set_workers", "workers", "enabled", "BLOCKS_PER_THREAD",
+           "MIN_BLOCK_WORK"]
+
+# :func:`ranges` cuts a call into about this many blocks per thread (taken from a shared counter,
+# so a descheduled thread holds back one small block, not half the call) ...
+BLOCKS_PER_THREAD = 4
+# ... none under this many elements of work: a block costs ~5-10 us of Python and numba dispatch
+# and a pool wake-up ~20-50 us, while a 3x3 max pooling or an LRN handles 32k elements in ~50 us
+# (with 8k, GoogLeNet's 14x14 pools ran 30% slower at 2 threads on a machine without a free core)
+MIN_BLOCK_WORK = 1 << 15
+# Whether :func:`ranges` splits at all (``REFNET_SPLIT_PLANES=1``; default off). Measured at
+# 09:54 on the shared machine (load ~2, `Net.profile`-sized calls, 1 vs 2 threads): the numba
+# workqueue builds of the pooling kernels scaled 1.6x on GoogLeNet's large pools where the same
+# kernels split over this pool scaled 0.75-1.3x (every block dispatches a numba call under the
+# GIL, and a pool thread preempted while holding the GIL stalls the caller), and the Winograd
+# transforms in bands were slower than whole. So the pooling, LRN, depthwise and small-map
+# Winograd-transform splits are kept (tested, bit-identical) but off until a quiet-machine A/B
+# shows them ahead.
+SPLIT_PLANES = os.environ.get("REFNET_SPLIT_PLANES", "0") == "1"
 
 
 def enabled() -> bool:
@@ -35,17 +54,25 @@ def enabled() -> bool:
 class _Job:
     """Blocks 0..n-1 of one call, taken in order from a shared counter."""
 
-    __slots__ = ("fn", "n", "next", "done", "lock", "finished", "error")
+    __slots__ = ("fn", "n", "next", "done", "lock", "finished", "error", "context")
 
     def __init__(self, fn: Callable[[int], None], n: int) -> None:
         self.fn, self.n = fn, n
+        # the caller's context variables (numpy's errstate is one), for the pool's threads
+        self.context = contextvars.copy_context()
         self.next = 0
         self.done = 0
         self.lock = threading.Lock()
         self.finished = threading.Event()
         self.error: BaseException | None = None
 
-    def work(self) -> None:
+    def work(self, in_caller: bool = True) -> None:
+        fn = self.fn
+        if not in_caller:  # each thread enters its own copy (a context is entered by one thread at a time)
+            ctx = self.context.copy()
+
+            def fn(k: int) -> None:
+                ctx.run(self.fn, k)
         while True:
             with self.lock:
                 k = self.next
@@ -54,7 +81,7 @@ class _Job:
                 self.next = k + 1
             try:
                 if self.error is None:
-                    self.fn(k)
+                    fn(k)
             except BaseException as e:  # noqa: BLE001 - re-raised in the caller of run()
                 if self.error is None:
                     self.error = e
@@ -81,7 +108,7 @@ def _loop(idx: int) -> None:
             seen = _STATE["gen"]
             job = _STATE["job"]
         if job is not None:
-            job.work()
+            job.work(in_caller=False)
 
 
 def set_workers(n: int) -> int:
@@ -126,6 +153,25 @@ def run(fn: Callable[[int], None], nblocks: int) -> None:
         _RUN_LOCK.release()
     if job.error is not None:
         raise job.error
+
+
+def ranges(total: int, work: int, min_block_work: int | None = None) -> list[tuple[int, int]]:
+    """Consecutive ranges covering ``range(total)`` (``total`` independent units, e.g. the (n, c)
+    planes of a pooling) for :func:`run_ranges`: about :data:`BLOCKS_PER_THREAD` per worker, none
+    with less than ``min_block_work`` (default :data:`MIN_BLOCK_WORK`) of the call's ``work``
+    elements; one range (run the call whole) when the pool has one worker, the call is too
+    small to share or :data:`SPLIT_PLANES` is off."""
+    nt = _N[0] if SPLIT_PLANES else 1
+    least = MIN_BLOCK_WORK if min_block_work is None else min_block_work
+    pieces = 1 if nt <= 1 else min(total, BLOCKS_PER_THREAD * nt, work // max(1, least))
+    pieces = max(1, pieces)
+    return [(total * k // pieces, total * (k + 1) // pieces) for k in range(pieces)]
+
+
+def run_ranges(fn: Callable[[int, int], None], parts: list[tuple[int, int]]) -> None:
+    """``fn(lo, hi)`` for every range of ``parts`` (from :func:`ranges`), over the pool (see
+    :func:`run`: disjoint outputs per range, serial kernels only)."""
+    run(lambda k: fn(*parts[k]), len(parts))
 
 
 def _after_fork() -> None:  # the pool's threads do not exist in a forked child

@@ -913,12 +913,7 @@ class Conv2dPlan:
         alg = self.algorithm
         (sh, sw), (pt, pl, _, _), (dh, dw) = self.stride, self.pad, self.dilation
         if alg == "depthwise":
-            if self.khw == (3, 3) and dh == dw == 1 and self.x_shape[2] * self.x_shape[3] <= DW_FLAT_MAX_PIXELS:
-                _depthwise3x3_flat(x, self.w, self.b, sh, sw, pt, pl, self.act, self.slope, self.six, y)
-            elif self.khw == (3, 3):
-                _depthwise3x3(x, self.w, self.b, sh, sw, pt, pl, dh, dw, self.act, self.slope, self.six, y)
-            else:
-                _depthwise(x, self.w, self.b, sh, sw, pt, pl, dh, dw, self.act, self.slope, y)
+            self._depthwise(x, y)
         elif alg == "direct":
             _direct_small_cout(x, self.w, self.b, sh, sw, pt, pl, dh, dw, self.act, self.slope, y)
         elif alg == "gemm1x1":
@@ -974,6 +969,43 @@ class Conv2dPlan:
                     np.matmul(self.wmat[gi], cb, out=yout[:, oh0 * wo : oh1 * wo])
                     if self.act != 0 or self.has_bias:
                         _bias_act_cols(yout, bg, self.act, sg, oh0 * wo, oh1 * wo)
+
+    def _depthwise(self, x, y):
+        """The depthwise kernel for the plan's shape, whole -- or, with several worker threads,
+        its serial build on blocks of (image, input channels and their outputs) over the pool
+        (every output plane is computed by the same code either way)."""
+        (sh, sw), (pt, pl, _, _), (dh, dw) = self.stride, self.pad, self.dilation
+        n, c, h, wd = self.x_shape
+        act, slope, six = self.act, self.slope, self.six
+        if self.khw == (3, 3) and dh == dw == 1 and h * wd <= DW_FLAT_MAX_PIXELS:
+            kern = _depthwise3x3_flat
+
+            def call(fn, xs, ws, bs, ss, ys):
+                fn(xs, ws, bs, sh, sw, pt, pl, act, ss, six, ys)
+        elif self.khw == (3, 3):
+            kern = _depthwise3x3
+
+            def call(fn, xs, ws, bs, ss, ys):
+                fn(xs, ws, bs, sh, sw, pt, pl, dh, dw, act, ss, six, ys)
+        else:
+            kern = _depthwise
+
+            def call(fn, xs, ws, bs, ss, ys):
+                fn(xs, ws, bs, sh, sw, pt, pl, dh, dw, act, ss, ys)
+        parts = _workers.ranges(c, y.size * self.khw[0] * self.khw[1])
+        if len(parts) == 1:
+            call(kern, x, self.w, self.b, slope, y)
+            return
+        m = self.y_shape[1] // c  # channel multiplier
+        blocks = [(i, c0, c1) for i in range(n) for c0, c1 in parts]
+        serial = kern.serial
+
+        def block(k: int) -> None:
+            i, c0, c1 = blocks[k]
+            o = slice(c0 * m, c1 * m)
+            call(serial, x[i : i + 1, c0:c1], self.w[o], self.b[o], slope[o], y[i : i + 1, o])
+
+        _workers.run(block, len(blocks))
 
     def _im2col_split(self, x, y, nt):
         """_im2col over the worker threads: bands of output rows (im2col, GEMM and epilogue of
@@ -1056,7 +1088,8 @@ class Conv2dPlan:
     def _winograd_split(self, x, y, nt):
         """_winograd over the worker threads: bands of tile rows (input transform, GEMMs and
         output transform of a band in one thread) when there are enough of them; else, per
-        image, the transforms in one piece and the 16 GEMMs in row x column blocks."""
+        image, the input transform in bands of tile rows, the 16 GEMMs in row x column blocks,
+        then the output transform in bands of tile rows (three runs of the pool)."""
         n, c, _, _ = self.x_shape
         co = self.y_shape[1]
         pt, pl = self.pad[0], self.pad[1]
@@ -1065,15 +1098,19 @@ class Conv2dPlan:
         nb = max(-(-th_n // self.band), min(-(-_BLOCKS_PER_THREAD * nt // n), th_n * tw_n // _SPLIT_MIN_COLS,
                                             _max_pieces(co * c * th_n * tw_n)))
         nb = min(nb, th_n)
-        if n * nb < 2 * nt:  # small maps
+        if n * nb < 2 * nt:  # small maps: the transforms in bands of tile rows, the GEMMs in blocks
             t = th_n * tw_n
             v = _scratch(16 * c * t, self.dtype, "wino_v").reshape(16, c, t)
             m = _scratch(16 * co * t, self.dtype, "wino_m").reshape(16, co, t)
             zero = np.zeros(co, self.dtype)
+            rows_in, rows_out = _workers.ranges(th_n, v.size), _workers.ranges(th_n, m.size)
+            wino_in, wino_out = _wino_in.serial, _wino_out.serial
             for i in range(n):
-                _wino_in(x[i], pt, pl, 0, th_n, tw_n, 0, v)
+                xi, yi = x[i], y[i]
+                _workers.run_ranges(lambda r0, r1, xi=xi: wino_in(xi, pt, pl, r0, r1, tw_n, r0 * tw_n, v), rows_in)
                 _split_gemm([(u[k], v[k], m[k], zero, zero) for k in range(16)], 0, False, nt)
-                _wino_out(m, b, act, slope, six, 0, th_n, tw_n, 0, y[i])
+                _workers.run_ranges(lambda r0, r1, yi=yi: wino_out(m, b, act, slope, six, r0, r1, tw_n, r0 * tw_n, yi),
+                                    rows_out)
             return
         bands = [(i, r) for i in range(n) for r in _parts(th_n, nb)]
         wino_in, wino_out = _wino_in.serial, _wino_out.serial

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from refnet.errors import ShapeError
+from refnet.kernels import _workers
 from refnet.kernels._check import as_float_array, ieee, same_dtype
 from refnet.kernels._jit import prange
 from refnet.kernels._parallel import twin
@@ -594,39 +595,87 @@ def lrn(
 ) -> np.ndarray:
     """Fast Caffe LRN (see :func:`lrn_reference`; ``within`` ignores ``k`` as Caffe does)."""
     x, size, r = _lrn_args(x, size, region)
+    if r == "across":
+        return _lrn_across(x, size, float(alpha), float(beta), float(k))
     pre = (size - 1) // 2
     sq = np.square(x)
     s = sq.copy()  # window offset 0
-    if r == "across":
-        c = x.shape[1]
-        for off in range(-pre, size - pre):  # s[:, i] += sq[:, i + off] where in range
-            if off:
-                lo, hi = max(0, -off), min(c, c - off)
-                if lo >= hi:  # window reaches past a dimension smaller than size
-                    continue
-                s[:, lo:hi] += sq[:, lo + off : hi + off]
-        s *= float(alpha) / size
-        s += float(k)
-    else:  # separable zero-padded box sum: along W, then along H
-        h, w = x.shape[2:]
-        for off in range(-pre, size - pre):
-            if off:
-                lo, hi = max(0, -off), min(w, w - off)
-                if lo >= hi:  # window reaches past a dimension smaller than size
-                    continue
-                s[..., lo:hi] += sq[..., lo + off : hi + off]
-        row = s.copy()
-        for off in range(-pre, size - pre):
-            if off:
-                lo, hi = max(0, -off), min(h, h - off)
-                if lo >= hi:  # window reaches past a dimension smaller than size
-                    continue
-                s[:, :, lo:hi] += row[:, :, lo + off : hi + off]
-        s *= float(alpha) / (size * size)
-        s += 1.0
+    # within: a separable zero-padded box sum, along W, then along H
+    h, w = x.shape[2:]
+    for off in range(-pre, size - pre):
+        if off:
+            lo, hi = max(0, -off), min(w, w - off)
+            if lo >= hi:  # window reaches past a dimension smaller than size
+                continue
+            s[..., lo:hi] += sq[..., lo + off : hi + off]
+    row = s.copy()
+    for off in range(-pre, size - pre):
+        if off:
+            lo, hi = max(0, -off), min(h, h - off)
+            if lo >= hi:  # window reaches past a dimension smaller than size
+                continue
+            s[:, :, lo:hi] += row[:, :, lo + off : hi + off]
+    s *= float(alpha) / (size * size)
+    s += 1.0
     _pow_neg(s, float(beta))
     s *= x
     return s
+
+
+def _lrn_across(x: np.ndarray, size: int, alpha: float, beta: float, k: float) -> np.ndarray:
+    """The ``across`` LRN: numba, parallel over (n, c) planes -- or, with several worker threads
+    (:mod:`refnet.kernels._workers`), its serial build on blocks of output channels over the pool
+    (each block reads its neighbours' planes; every element computed the same way either way)."""
+    n, c, h, w = x.shape
+    x3 = np.ascontiguousarray(x).reshape(n, c, h * w)
+    y = np.empty((n, c, h * w), dtype=x.dtype)
+    # in x's dtype, as NumPy applies Python floats to float32 arrays
+    consts = np.array([alpha / size, k, 1.0, -beta], dtype=x.dtype)
+    b75 = beta == 0.75
+    parts = _workers.ranges(c, x.size)
+    if len(parts) == 1:
+        _lrn_across_fast(x3, 0, c, size, consts, b75, y)
+    else:
+        serial = _lrn_across_fast.serial
+        _workers.run_ranges(lambda lo, hi: serial(x3, lo, hi, size, consts, b75, y), parts)
+    return y.reshape(n, c, h, w)
+
+
+@twin(0)
+def _lrn_across_fast(x, c0, c1, size, consts, b75, y):
+    """Output channels c0..c1-1 of the ``across`` LRN of x (N, C, L) into y: ``s = x[c]**2``, then
+    ``+= x[c + off]**2`` for the window's other offsets in order (channels inside only), ``s *
+    alpha / size + k``, ``s ** -beta`` (beta 0.75: ``1 / (sqrt(sqrt(s)) * sqrt(s))``), ``* x`` --
+    element by element the sequence of the former NumPy code (``consts``: alpha / size, k, 1,
+    -beta in x's dtype)."""
+    n_, c_, length = x.shape
+    pre = (size - 1) // 2
+    scale, kk, one, nbeta = consts[0], consts[1], consts[2], consts[3]
+    nc = c1 - c0
+    for t in prange(n_ * nc):
+        n = t // nc
+        c = c0 + t % nc
+        xc = x[n, c]
+        yc = y[n, c]
+        for i in range(length):
+            v = xc[i]
+            yc[i] = v * v
+        for off in range(-pre, size - pre):
+            cc = c + off
+            if off == 0 or cc < 0 or cc >= c_:
+                continue
+            xo = x[n, cc]
+            for i in range(length):
+                v = xo[i]
+                yc[i] += v * v
+        for i in range(length):
+            s = yc[i] * scale + kk
+            if b75:
+                r = np.sqrt(s)
+                s = one / (np.sqrt(r) * r)
+            else:
+                s = s**nbeta
+            yc[i] = s * xc[i]
 
 
 def _pow_neg(s: np.ndarray, beta: float) -> None:

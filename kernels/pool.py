@@ -7,6 +7,10 @@ element sum of AVE; AVE's divisor is selectable (``"padded"`` Caffe, ``"valid"``
 for Torch without count_include_pad, ``"kernel"`` Torch7 legacy). Each op ``f`` has a plain
 serial loop reference ``f_reference`` (one window per output, as written in Caffe) and a
 fast numba kernel (parallel over planes, kernel taps outermost so rows stream contiguously).
+With several worker threads (:mod:`refnet.kernels._workers`, sized by ``set_num_threads``) the
+fast kernels run their serial build on blocks of (n, c) planes over the pool instead
+(:func:`_run_planes`): every plane is computed by the same loop either way, so the results do
+not depend on the thread count.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from refnet.errors import ShapeError
+from refnet.kernels import _workers
 from refnet.kernels._check import as_float_array, ieee
 from refnet.kernels._jit import jit, prange
 from refnet.kernels._parallel import twin
@@ -69,6 +74,26 @@ def _pool_args(x, kernel, stride, pad, ceil_mode, fn):
             got=f"x {x.shape}",
         ) from None
     return k, s, p, ho, wo
+
+
+def _run_planes(kernel, args: tuple, planar: tuple[int, ...]) -> None:
+    """``kernel(*args)`` -- a :func:`~refnet.kernels._parallel.twin` whose first argument is the
+    input and whose arguments at the positions ``planar`` (the input included) are C-contiguous
+    (N, C, ...) arrays of the same planes -- whole in this thread (one worker, or a small call),
+    or its serial build on blocks of planes over the worker pool (the planes are independent)."""
+    x = args[0]
+    n, c = x.shape[:2]
+    parts = _workers.ranges(n * c, x.size)
+    if len(parts) == 1:
+        kernel(*args)
+        return
+    flat = {i: args[i].reshape((n * c, 1) + args[i].shape[2:]) for i in planar}
+    serial = kernel.serial
+
+    def block(lo: int, hi: int) -> None:
+        serial(*[flat[i][lo:hi] if i in flat else a for i, a in enumerate(args)])
+
+    _workers.run_ranges(block, parts)
 
 
 def _divisor_code(divisor: str) -> int:
@@ -132,7 +157,7 @@ def max_pool_reference(
     return (y, idx) if return_indices else y
 
 
-# The fast loops below (_max_pool_fast, _max_pool_fast_noidx, _max_pool_sep, _avg_pool_fast) repeat
+# The fast loops below (_max_pool_fast, _max_pool_fast_noidx, _max_pool_sep, _max_pool_s1, _avg_pool_fast) repeat
 # their window/clipping skeleton on purpose: each is specialised (with/without argmax, separable,
 # divisor per output) so numba emits a branch-free inner loop; the public twins max_pool /
 # max_pool_reference and avg_pool / avg_pool_reference share their signatures by design.
@@ -183,6 +208,20 @@ def _max_window(x, n, c, hs, he, ws, we, empty):
             v = x[n, c, i, j]
             best = v if (v > best or v != v) else best
     return best
+
+
+@jit
+def _max_taps(src, step, taps, length, dst):
+    """``dst[k]`` = the max of ``src[k + q * step]`` for q = 0..taps-1, k < length, selected in q
+    order (``v > b``: the first maximum is kept; a NaN sticks)."""
+    for k in range(length):
+        dst[k] = src[k]
+    for q in range(1, taps):
+        sq = src[q * step :]
+        for k in range(length):
+            v = sq[k]
+            b = dst[k]
+            dst[k] = v if (v > b or v != v) else b
 
 
 @twin(0)
@@ -293,17 +332,57 @@ def _max_pool_sep(x, kh, kw, sh, sw, pt, pl, y, empty):
                         b = dst[k]
                         dst[k] = v if (v > b or v != v) else b
             else:  # the window max at every column of the span (contiguous), then every sw-th
-                span = (m - 1) * sw + 1
-                for k in range(span):
-                    hm[k] = src[k]
-                for q in range(1, kw):
-                    sq = src[q:]
-                    for k in range(span):
-                        v = sq[k]
-                        b = hm[k]
-                        hm[k] = v if (v > b or v != v) else b
+                _max_taps(src, 1, kw, (m - 1) * sw + 1, hm)
                 for k in range(m):
                     dst[k] = hm[k * sw]
+
+
+@twin(0)
+def _max_pool_s1(x, kh, kw, sh, sw, pt, pl, y, empty):
+    """Max only (no argmax), stride 1 (``sh``, ``sw`` unused; GoogLeNet's inception pools), plane
+    by plane through a buffer holding the plane with -inf padding: the max of each output row's
+    kh input rows over all padded rows at once (one flat loop per tap row), then the max of kw
+    columns the same way, then the output rows copied out. Few, long loops instead of short
+    per-row ones (1.5-2x faster than ``_max_pool_sep`` on 28x28..7x7 maps) and bit-identical to
+    it: the selects run in the same order, -inf padding never wins one (``v > b`` is false and a
+    NaN sticks), and at stride 1 with pads < kernel every window holds an input element."""
+    n_, c_, h, w = x.shape
+    _, _, ho, wo = y.shape
+    hp = ho + kh - 1
+    wp = wo + kw - 1
+    jhi = min(wp, pl + w)
+    lv = ho * wp  # vertical maxima: ho padded rows
+    lh = lv - (kw - 1)  # window maxima, row by row at the same offsets (tails unused)
+    neg = x.dtype.type(-np.inf)
+    planes = n_ * c_
+    chunks = min(planes, 16)  # (scratch per chunk: prange bodies must not share it)
+    for ch in prange(chunks):
+        buf = np.empty(hp * wp, dtype=x.dtype)
+        vm = np.empty(lv, dtype=x.dtype)
+        for t in range(planes * ch // chunks, planes * (ch + 1) // chunks):
+            n = t // c_
+            c = t % c_
+            for r in range(hp):
+                ih = r - pt
+                row = buf[r * wp : (r + 1) * wp]
+                if 0 <= ih < h:
+                    src = x[n, c, ih]
+                    for j in range(pl):
+                        row[j] = neg
+                    for j in range(pl, jhi):
+                        row[j] = src[j - pl]
+                    for j in range(jhi, wp):
+                        row[j] = neg
+                else:
+                    for j in range(wp):
+                        row[j] = neg
+            _max_taps(buf, wp, kh, lv, vm)  # rows
+            _max_taps(vm, 1, kw, lh, buf)  # columns (buf now holds the window maxima)
+            for oh in range(ho):
+                dst = y[n, c, oh]
+                src = buf[oh * wp :]
+                for k in range(wo):
+                    dst[k] = src[k]
 
 
 def max_pool(
@@ -324,11 +403,11 @@ def max_pool(
     n, c = x.shape[:2]
     y = np.empty((n, c, ho, wo), dtype=x.dtype)
     if not return_indices:
-        kernel_fn = _max_pool_sep if kh >= 2 else _max_pool_fast_noidx
-        kernel_fn(x, kh, kw, sh, sw, pt, pl, y, x.dtype.type(EMPTY_MAX))
+        kernel_fn = _max_pool_s1 if sh == sw == 1 else _max_pool_sep if kh >= 2 else _max_pool_fast_noidx
+        _run_planes(kernel_fn, (x, kh, kw, sh, sw, pt, pl, y, x.dtype.type(EMPTY_MAX)), (0, 7))
         return y
     idx = np.empty((n, c, ho, wo), dtype=np.int64)
-    _max_pool_fast(x, kh, kw, sh, sw, pt, pl, y, idx, x.dtype.type(EMPTY_MAX))
+    _run_planes(_max_pool_fast, (x, kh, kw, sh, sw, pt, pl, y, idx, x.dtype.type(EMPTY_MAX)), (0, 7, 8))
     return y, idx
 
 
@@ -467,7 +546,7 @@ def avg_pool(
     div_h = _avg_divisors(h, kh, sh, pt, pb, ho, mode)
     div_w = _avg_divisors(w, kw, sw, pl, pr, wo, mode)
     y = np.empty((n, c, ho, wo), dtype=x.dtype)
-    _avg_pool_fast(x, kh, kw, sh, sw, pt, pl, div_h, div_w, y)
+    _run_planes(_avg_pool_fast, (x, kh, kw, sh, sw, pt, pl, div_h, div_w, y), (0, 9))
     return y
 
 

@@ -26,6 +26,10 @@ CASES = [
     ((1, 10, 45, 39), (7, 10, 3, 3), dict(pad=1), "winograd"),  # bands of tile rows
     ((1, 11, 9, 13), (17, 11, 3, 3), dict(pad=1), "winograd"),  # small map: split 16 GEMMs
     ((2, 8, 23, 17), (6, 8, 3, 3), dict(pad=(0, 1, 1, 0)), "winograd"),
+    ((1, 13, 9, 11), (13, 1, 3, 3), dict(pad=1, groups=13), "depthwise"),  # small planes: flat 3x3
+    ((2, 5, 70, 61), (10, 1, 3, 3), dict(stride=2, pad=(1, 0, 0, 1), groups=5), "depthwise"),  # 3x3, x2
+    ((1, 7, 12, 10), (7, 1, 3, 3), dict(pad=2, dilation=2, groups=7), "depthwise"),
+    ((3, 6, 9, 8), (12, 1, 5, 5), dict(pad=2, stride=(1, 2), groups=6), "depthwise"),  # general kernel
 ]
 
 
@@ -36,6 +40,8 @@ def pool(monkeypatch):
     monkeypatch.setattr(C, "_BLAS_EXACT_MACS", 1)
     monkeypatch.setattr(C, "_SPLIT_MIN_COLS", 4)
     monkeypatch.setattr(C, "_SPLIT_MIN_ROWS", 2)
+    monkeypatch.setattr(_workers, "MIN_BLOCK_WORK", 1)  # (the Winograd transforms of small maps too)
+    monkeypatch.setattr(_workers, "SPLIT_PLANES", True)
     before = _workers.workers()
     _workers.set_workers(3)
     yield
@@ -62,6 +68,27 @@ def test_split_equals_unsplit_and_reference(pool, case, activation, rng):
     ref = C.conv2d_reference(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
                              activation=activation, negative_slope=slope, **kw)
     np.testing.assert_allclose(split, unsplit, rtol=1e-5, atol=1e-5)
+    if alg == "depthwise":  # no GEMM: every output plane computed by the same loops
+        np.testing.assert_array_equal(split, unsplit)
+    np.testing.assert_allclose(split, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_small_map_winograd_transforms_run_in_bands(pool, rng):
+    """Small maps: input transform, the 16 GEMMs and output transform each over the pool; the
+    transforms in bands of tile rows (exact: every tile is computed the same way)."""
+    xs, ws = (1, 11, 9, 13), (17, 11, 3, 3)  # 5 x 7 tiles
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = (rng.standard_normal(ws) * 0.3).astype(np.float32)
+    plan = C.conv2d_plan(xs, w, None, pad=1, algorithm="winograd")
+    calls = []
+    real_run = _workers.run
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_workers, "run", lambda fn, n: (calls.append(n), real_run(fn, n))[1])
+        split = plan(x)
+    assert len(calls) == 3 and calls[0] == calls[2] == 5 and calls[1] > 1, calls  # in, GEMMs, out
+    _workers.set_workers(1)
+    np.testing.assert_allclose(split, plan(x), rtol=1e-5, atol=1e-5)
+    ref = C.conv2d_reference(x.astype(np.float64), w.astype(np.float64), pad=1)
     np.testing.assert_allclose(split, ref, rtol=1e-4, atol=1e-4)
 
 

@@ -14,6 +14,7 @@ from conftest import assert_close
 
 import refnet.kernels.conv as C
 import refnet.kernels.detection as D
+import refnet.kernels.norm as N
 import refnet.kernels.pool as P
 from refnet.kernels._lazyjit import load_numba, numpy_kernels, numpy_kernels_on
 
@@ -120,6 +121,23 @@ def test_depthwise_border_columns_nonfinite_bit_exact(stride, dil):
         np.testing.assert_array_equal(np.isnan(got), np.isnan(fast))
         assert_close(np.nan_to_num(got), np.nan_to_num(fast), "f32_vs_f64")
     assert np.isnan(got).any() and np.isfinite(got).any()
+
+
+@pytest.mark.parametrize("xs,size,beta,k", [
+    ((1, 7, 5, 6), 5, 0.75, 1.0),
+    ((2, 4, 3, 3), 7, 0.75, 2.0),  # window wider than the channels
+    ((1, 9, 4, 4), 3, 0.6, 1.5),
+])
+def test_lrn_across_numpy_twin(xs, size, beta, k):
+    x = RNG.normal(0, 3, xs).astype(np.float32)
+    x.flat[5] = np.nan
+    got, fast = _both(N.lrn, x, size, 0.3, beta, k)
+    if beta == 0.75:
+        np.testing.assert_array_equal(got, fast)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(fast))
+    np.testing.assert_allclose(got, fast, rtol=2e-7)
+    ref = N.lrn_reference(x.astype(np.float64), size, 0.3, beta, k)
+    np.testing.assert_allclose(got, ref, rtol=2e-6)
 
 
 @pytest.mark.parametrize("xs,k,s,p,ceil", [

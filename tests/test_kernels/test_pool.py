@@ -385,3 +385,29 @@ def test_avg_pool_nan(f):
     x[0, 0, 0, 0] = np.nan
     y = f(x, 2, 2)
     assert np.isnan(y[0, 0, 0, 0]) and np.isfinite(y[0, 0].ravel()[1:]).all()
+
+
+@pytest.mark.parametrize("xs,k,p", [
+    ((1, 6, 14, 14), (3, 3), (1, 1, 1, 1)),  # GoogLeNet's inception pools
+    ((2, 3, 7, 9), (3, 2), (1, 0, 1, 1)),
+    ((1, 4, 5, 6), (2, 3), (0, 1, 1, 2)),
+    ((1, 2, 3, 4), (1, 3), (0, 2, 0, 1)),
+    ((1, 2, 4, 4), (4, 4), (3, 3, 3, 3)),  # windows mostly padding
+])
+def test_stride1_max_pool_kernel_bitwise_equals_separable(xs, k, p, rng):
+    """The stride-1 kernel (-inf padded plane, flat loops) gives the separable kernel's bits,
+    signed zeros, NaN and -inf included, and the reference's values."""
+    from refnet.kernels import pool as P
+
+    x = rng.standard_normal(xs).astype(np.float32)
+    x.flat[::7] = -0.0
+    x.flat[::11] = 0.0
+    x.flat[3] = np.nan
+    x.flat[5] = -np.inf
+    ref = max_pool_reference(x, k, 1, p)
+    a, b = np.empty_like(ref), np.empty_like(ref)
+    e = np.float32(EMPTY_MAX)
+    P._max_pool_s1(x, k[0], k[1], 1, 1, p[0], p[1], a, e)
+    P._max_pool_sep.serial(x, k[0], k[1], 1, 1, p[0], p[1], b, e)
+    np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32))
+    np.testing.assert_array_equal(max_pool(x, k, 1, p), ref)
