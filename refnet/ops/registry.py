@@ -148,9 +148,6 @@ class OpSpec:
 
 OPS: dict[str, OpSpec] = {}
 
-#: read-only views derived from the specs (the executor's planning reads these)
-PREPARE: dict[str, PrepareFn] = {}
-
 _UNSET = object()
 
 
@@ -184,7 +181,6 @@ def prepares(op: str) -> Callable[[PrepareFn], PrepareFn]:
         if spec.prepare is not None:
             raise RuntimeError(f"op {op!r} has two planners")
         spec.prepare = fn
-        PREPARE[op] = fn
         return fn
 
     return deco
@@ -290,11 +286,14 @@ def _ops_where(flag: str) -> frozenset[str]:
     return frozenset(n for n, s in OPS.items() if getattr(s, flag))
 
 
-def __getattr__(name: str) -> Any:  # FRESH_OPS / ALIAS_OPS, derived from the specs on first use
+def __getattr__(name: str) -> Any:  # FRESH_OPS / ALIAS_OPS / PREPARE: views derived from the specs
     if name == "FRESH_OPS":
         return _ops_where("fresh")
     if name == "ALIAS_OPS":
         return _ops_where("alias")
+    if name == "PREPARE":  # op -> float32 planner (the executor reads spec.prepare itself)
+        _load_all()
+        return MappingProxyType({n: s.prepare for n, s in OPS.items() if s.prepare is not None})
     raise AttributeError(name)
 
 
