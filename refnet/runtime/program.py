@@ -41,11 +41,6 @@ __all__ = ["Program", "compile_program", "run_program", "RUN_LOCK"]
 RUN_LOCK = threading.RLock()
 
 
-def _float32_planner(op: str) -> Callable | None:
-    """The op's float32 planner ``(node, params, input shapes, ctx) -> (fn, takes_out) | None``, if any."""
-    return registry.OPS[op].prepare
-
-
 class Program:
     """A plan compiled for fixed input shapes and a precision: bound steps over numbered tensor
     slots (see the module docstring)."""
@@ -186,21 +181,23 @@ def _bind(prog: Program, plan: Plan, shp: dict[str, tuple[int, ...]], ctx: Ctx, 
     entries: list[_Entry] = []
     for st in plan.steps:
         node = st.node
+        spec = registry.OPS[node.op]
         ins = [slot[t] for t in st.inputs]
-        if registry.OPS[node.op].alias and len(ins) == 1:  # outputs *are* the input
+        if spec.alias and len(ins) == 1:  # outputs *are* the input
             for t in st.outputs:
                 slot[t] = ins[0]
             continue
         params = params_of(node, ctx) if node.params else {}
         in_shapes = [shp[t] for t in st.inputs]
         if any(t not in shp for t in st.outputs):  # tensors made by the planner (merged convs)
-            for t, v in zip(st.outputs, registry.OPS[node.op].shape(node, in_shapes)):
+            for t, v in zip(st.outputs, spec.shape(node, in_shapes)):
                 shp[t] = check_size(node.name, t, tuple(int(d) for d in v), given)
         out_shapes = [shp[t] for t in st.outputs]
         fn, takes_out = None, False
         # run-time sized tensors (Faster R-CNN proposals) run unplanned, without buffers
         dyn = any(d < 0 for sh in (*in_shapes, *out_shapes) for d in sh)
-        prep = _float32_planner(node.op) if ctx.fast and not dyn else None
+        # the op's float32 planner: (node, params, input shapes, ctx) -> (fn, takes_out) | None
+        prep = spec.prepare if ctx.fast and not dyn else None
         if prep is not None:
             try:
                 res = prep(node, params, in_shapes, ctx)
@@ -209,7 +206,7 @@ def _bind(prog: Program, plan: Plan, shp: dict[str, tuple[int, ...]], ctx: Ctx, 
             if res is not None:
                 fn, takes_out = res
         if fn is None:
-            fn = _generic(registry.OPS[node.op].run, node, params, ctx, len(st.outputs))
+            fn = _generic(spec.run, node, params, ctx, len(st.outputs))
         outs = []
         for t in st.outputs:
             slot[t] = prog.nslots
