@@ -71,7 +71,55 @@ def test_auto_threads_rule(monkeypatch, cores, machine, others, want):
     monkeypatch.setattr(T, "available_cores", lambda: cores)
     monkeypatch.setattr(T.os, "cpu_count", lambda: machine)
     monkeypatch.setattr(T, "_others_running", lambda: others)
+    monkeypatch.setattr(T, "_others_lately", lambda: None)  # the snapshot rule alone
     assert T.auto_threads() == want
+
+
+@pytest.mark.parametrize("cores,machine,now,lately,current,want", [
+    (2, 2, 0, None, None, 2), (2, 2, 0, 0.0, 2, 2), (2, 2, 1, 0.0, 2, 1),
+    (2, 2, 0, 0.5, 2, 1),  # a neighbour that comes and goes: not running at the look, half a core lately
+    (2, 2, 0, 0.2, 2, 2),  # under TAKEN_ABOVE: the core stays ours
+    (2, 2, 0, 0.2, 1, 1),  # ... but not clearly free either: no thread added back (hysteresis)
+    (2, 2, 0, 0.05, 1, 2),  # under FREE_BELOW: added back
+    (2, 2, 0, 3.0, 2, 1),  # oversubscribed: at least one thread
+    (8, 8, 0, 2.6, 8, 5), (8, 8, 4, 2.6, 8, 4),  # the larger of the two readings counts
+    (8, 8, 0, 2.2, 5, 5),  # 2.2 - 0.1 -> 3 cores not clearly free: stays at 5 (not 6)
+    (4, 64, 0, 32.0, 4, 2),  # 4 of 64 cores: 32 cores busy elsewhere ~ 2 of ours
+])
+def test_decide_rule(cores, machine, now, lately, current, want):
+    assert T.decide(cores, machine, now, lately, current) == want
+
+
+def test_others_lately_from_fake_proc_stat(monkeypatch):
+    """Cores used by others = machine busy core-seconds - own CPU seconds, over the window."""
+    snaps = iter([(100.0, 10.0, 50.0), (100.8, 10.5, 50.5), (101.0, 10.5, 50.55), (101.7, 10.6, 51.5)])
+    monkeypatch.setattr(T, "_cpu_snapshot", lambda: next(snaps))
+    monkeypatch.setitem(T._LATELY, "snap", None)
+    monkeypatch.setitem(T._LATELY, "avg", None)
+    assert T._others_lately() is None  # first look: no window yet
+    assert T._others_lately() == pytest.approx((0.8 - 0.5) / 0.5)
+    assert T._others_lately() == pytest.approx(0.6)  # 50 ms window: too short, the previous average
+    assert T._others_lately() == pytest.approx((0.9 - 0.1) / 1.0)  # window from the kept snapshot at 50.5
+
+
+def test_auto_mode_neighbour_seen_lately_not_now(monkeypatch):
+    """A neighbour that was not running at the look but used ~0.7 core since: one thread, and
+    the decision is recorded with what it saw."""
+    monkeypatch.setattr(T, "available_cores", lambda: 2)
+    monkeypatch.setattr(T.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(T, "_others_running", lambda: 0)
+    monkeypatch.setattr(T, "_others_lately", lambda: 0.7)
+    assert T.set_num_threads("auto") == 1
+    assert T.decisions()[-1] == (1, 0, 0.7)
+    monkeypatch.setattr(T, "_others_lately", lambda: 0.0)
+    assert T.before_forward(force=True) == 2
+
+
+def test_cpu_snapshot_reads_proc():
+    if not os.path.exists("/proc/stat"):
+        pytest.skip("no /proc/stat")
+    busy, own, _ = T._cpu_snapshot()
+    assert busy >= 0 and own >= 0
 
 
 def test_others_running_reads_proc():

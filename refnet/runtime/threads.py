@@ -12,13 +12,28 @@ Two modes:
   brings a second OpenBLAS that a limit set earlier never reached.
 * **auto** (the default, and ``set_num_threads("auto")``) -- before a forward pass, at most
   every :data:`AUTO_INTERVAL_S` seconds, :func:`auto_threads` takes the cores this process
-  may run on minus the threads of *other* processes that are running right now
-  (``/proc/loadavg``'s running count minus this process's own running threads, the median
-  of three samples), at least one. Measured on the 2-core machine of issue 17: with another
-  process spinning on one core, refnet at 2 threads ran 1.5-3.5x slower than at one thread,
-  and 7-22x slower with the machine oversubscribed (a parallel region waits for its slowest
-  thread, and a descheduled thread is slow by a whole time slice), so a busy machine gets
-  one thread and a quiet one all cores.
+  may run on minus the cores that *other* processes use, at least one. Two readings of the
+  others' use, the larger counts (:func:`decide`):
+
+  - *now*: ``/proc/loadavg``'s running count minus this process's own running threads (its
+    numba, BLAS, GEMM-pool and cv2 threads are its own, never a neighbour), median of three
+    samples;
+  - *lately*: the cores the machine was busy (``/proc/stat``) minus this process's CPU time
+    (``os.times``), averaged since the previous look (:func:`_others_lately`). The snapshot
+    alone missed neighbours that come and go (another benchmark pausing between its calls:
+    looked at in a pause, the machine seemed free and a 2-thread decision held for the next
+    0.5 s while the neighbour ran again); the average sees them. A core counts as taken when
+    the others used more than :data:`TAKEN_ABOVE` of it, and a thread is added back only below
+    :data:`FREE_BELOW` (hysteresis: a load near the line does not flip the count every look).
+
+  Measured on the 2-core machine of issue 17: with another process spinning on one core,
+  refnet at 2 threads ran 1.5-3.5x slower than at one thread before the GEMM worker pool
+  (1.06-1.09x after it, GoogLeNet), and far slower with the machine oversubscribed (a parallel
+  region waits for its slowest thread, and a descheduled thread is slow by a whole time slice);
+  one thread on a quiet 2-core machine costs ~1.2x. So the rule leans to one thread: a busy or
+  recently busy machine gets one thread and a quiet one all cores. Child processes (a busy
+  neighbour, a peer engine in its own process) are others. :func:`decisions` keeps the last
+  decisions and what they saw (``refnet bench`` prints them).
 
 Nothing here imports threadpoolctl before a thread count has to be applied, nor numba before
 something else loads it (a small net's forward pass may run without it:
@@ -27,15 +42,23 @@ refnet.runtime.smallnet); numba's count is applied when it loads.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
+from collections import deque
 from typing import Any
 
 __all__ = ["set_num_threads", "get_num_threads", "reapply", "auto_threads", "available_cores", "before_forward",
-           "AUTO_INTERVAL_S", "mode"]
+           "AUTO_INTERVAL_S", "TAKEN_ABOVE", "FREE_BELOW", "decide", "decisions", "mode"]
 
 AUTO_INTERVAL_S = 0.5  # seconds between two looks at the machine's load in auto mode
+TAKEN_ABOVE = 0.25  # a core the others used more than this (on average since the last look) is taken ...
+FREE_BELOW = 0.1  # ... and it is free again (a thread added back) only when they used less than this
+MIN_WINDOW_S = 0.1  # a shorter window since the last look is too coarse (/proc/stat counts 10 ms ticks)
+
+_DECISIONS: deque = deque(maxlen=256)  # (threads, others now, others lately) of the recent auto decisions
+_LATELY: dict[str, Any] = {"snap": None, "avg": None}  # the last /proc/stat snapshot and average
 
 _STATE: dict[str, Any] = {
     "auto": True,  # no explicit set_num_threads yet (or set_num_threads("auto"))
@@ -89,18 +112,76 @@ def _others_running() -> int | None:
     return sorted(samples)[1]
 
 
-def auto_threads() -> int:
-    """The default thread count: the available cores minus the threads other processes are
-    running now, at least 1 (all available cores where the load cannot be read). The running
-    count is machine-wide: when this process may use only some of the machine's cores (CPU
-    affinity, a container's cpuset), the others' share of its cores is taken in proportion."""
-    cores = available_cores()
-    others = _others_running()
-    if others is None:
-        return cores
-    machine = max(cores, os.cpu_count() or cores)
-    busy = int(others * cores / machine + 0.5)
+def _cpu_snapshot() -> tuple[float, float, float] | None:
+    """(core-seconds the machine was busy, this process's CPU seconds, time.monotonic()), or
+    None where /proc/stat cannot be read. Busy is user + nice + system + irq + softirq + steal
+    (the time a hypervisor gave other machines is a neighbour too)."""
+    try:
+        with open("/proc/stat", "rb") as f:
+            v = [int(x) for x in f.readline().split()[1:9]]
+        hz = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+    if len(v) < 8 or hz <= 0:
+        return None
+    busy = (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / hz
+    t = os.times()
+    return busy, t.user + t.system, time.monotonic()
+
+
+def _others_lately() -> float | None:
+    """Cores the other processes used on average since the previous call (machine-wide), or
+    None for the first call, without /proc/stat. A window shorter than :data:`MIN_WINDOW_S`
+    keeps the previous snapshot and answers the previous average."""
+    now = _cpu_snapshot()
+    prev = _LATELY["snap"]
+    if now is None:
+        return None
+    if prev is None:
+        _LATELY["snap"] = now
+        return None
+    wall = now[2] - prev[2]
+    if wall < MIN_WINDOW_S:
+        return _LATELY["avg"]
+    _LATELY["snap"] = now
+    _LATELY["avg"] = max(0.0, ((now[0] - prev[0]) - (now[1] - prev[1])) / wall)
+    return _LATELY["avg"]
+
+
+def decide(cores: int, machine: int, others_now: int | None, others_lately: float | None,
+           current: int | None = None) -> int:
+    """The thread count for ``cores`` usable cores of a ``machine``-core machine when other
+    processes run ``others_now`` threads right now and used ``others_lately`` cores on average
+    since the last look (either None: unknown), given the ``current`` count (the module
+    docstring: a core is taken above :data:`TAKEN_ABOVE` of use, free again below
+    :data:`FREE_BELOW`). Machine-wide counts are taken in proportion to the share of the
+    machine's cores this process may use (CPU affinity, a container's cpuset)."""
+    share = cores / max(cores, machine)
+    busy = 0 if others_now is None else int(others_now * share + 0.5)
+    if others_lately is not None:
+        lately = others_lately * share
+        taken = math.ceil(max(0.0, lately - TAKEN_ABOVE))
+        n = max(1, min(cores, cores - max(busy, taken)))
+        if current is not None and n > current:  # adding threads back: only when clearly free
+            n = max(current, min(n, cores - max(busy, math.ceil(max(0.0, lately - FREE_BELOW)))))
+        return n
     return max(1, min(cores, cores - busy))
+
+
+def decisions() -> list[tuple[int, int | None, float | None]]:
+    """The recent auto decisions, oldest first: (threads, other processes' running threads
+    now, cores they used lately)."""
+    return list(_DECISIONS)
+
+
+def auto_threads() -> int:
+    """The default thread count now (:func:`decide` on this machine's readings; all available
+    cores where the load cannot be read)."""
+    cores = available_cores()
+    now, lately = _others_running(), _others_lately()
+    n = decide(cores, max(cores, os.cpu_count() or cores), now, lately, _STATE["auto_n"])
+    _DECISIONS.append((n, now, None if lately is None else round(lately, 2)))
+    return n
 
 
 def _apply_blas(n: int) -> None:
@@ -184,7 +265,8 @@ def set_num_threads(n: int | str, blas: int | None = None) -> int:
     if isinstance(n, str):
         if n != "auto":
             raise ValueError(f"thread count must be an integer >= 1 or 'auto', got {n!r}")
-        _STATE.update(auto=True, numba=None, blas=None, checked=-1e9, auto_n=None, blas_applied=None)
+        # (auto_n, the last auto decision, stays: the hysteresis of decide() starts from it)
+        _STATE.update(auto=True, numba=None, blas=None, checked=-1e9, blas_applied=None)
         return before_forward(force=True)
     n = int(n)
     if n < 1 or (blas is not None and int(blas) < 1):
