@@ -42,7 +42,7 @@ import numpy as np
 from refnet.errors import RefnetError, ShapeError
 
 __all__ = ["BenchResult", "gemm_gflops", "model_gflop", "input_shapes_for", "random_inputs", "alternate",
-           "bench_model", "peak_rss_mb", "busy_neighbour", "METHOD"]
+           "bench_model", "peak_rss_mb", "busy_neighbour", "load_average", "METHOD"]
 
 METHOD = ("alternating rounds; before each timed call: the engine's thread set-up, a {pause:g} s pause and an "
           "untimed warm-up call of the same engine")
@@ -72,6 +72,8 @@ class BenchResult:
     refnet_1t_runs_ms: list[float] = field(default_factory=list)
     peers_ms: dict[str, float] = field(default_factory=dict)  # ONNX peers (--peers): engine name -> median
     peers_runs_ms: dict[str, list[float]] = field(default_factory=dict)
+    load: list[float] = field(default_factory=list)  # the 1-minute load average at the start and the end
+    auto_threads: dict[int, int] = field(default_factory=dict)  # --threads auto: decisions made, per count
 
     @property
     def ratio_vs_best_peer(self) -> float | None:
@@ -150,12 +152,30 @@ class BenchResult:
             best = min(self.peers_ms, key=self.peers_ms.__getitem__)
             lines.append(f"ratio     refnet / fastest ONNX peer ({best}) = {self.ratio_vs_best_peer:.2f} (median of "
                          f"per-round ratios {self.paired(self.refnet_runs_ms, self.peers_runs_ms[best]):.2f})")
+        if self.load:
+            lines.append(f"load      1-minute load average {' -> '.join(f'{v:.2f}' for v in self.load)} "
+                         f"(start -> end; {self.cores} cores)")
+        if self.auto_threads:
+            lines.append("auto      refnet's default chose " + ", ".join(
+                f"{n} thread{'s' if n > 1 else ''} x{c}" for n, c in sorted(self.auto_threads.items())))
         if self.note:
             lines.append(f"note      {self.note}")
         return "\n".join(lines)
 
+    @property
+    def cores(self) -> int:
+        return os.cpu_count() or 1
+
 
 # ---- measurement helpers -----------------------------------------------------------------------
+def load_average() -> float | None:
+    """The machine's 1-minute load average (None where the OS has none)."""
+    try:
+        return float(os.getloadavg()[0])
+    except (AttributeError, OSError):  # pragma: no cover - not Unix
+        return None
+
+
 def gemm_gflops(n: int = 1024, repeat: int = 7) -> float:
     """The machine's numpy float32 GEMM rate (``n x n @ n x n``, best of ``repeat``) in GFLOP/s,
     with whatever BLAS thread count is in force."""
@@ -391,9 +411,10 @@ def _bench_model(stack: Any, net: Any, inputs: Mapping[str, np.ndarray] | None, 
                  one_thread: bool, neighbour: bool, peers: Sequence[str], workdir: str | None) -> BenchResult:
     import cv2
 
-    from refnet.runtime.threads import get_num_threads, set_num_threads
+    from refnet.runtime.threads import decisions, get_num_threads, set_num_threads
 
     auto = threads == "auto"
+    load0 = load_average()
 
     def refnet_threads() -> None:
         set_num_threads("auto") if auto else set_num_threads(int(threads), blas_threads)
@@ -433,7 +454,12 @@ def _bench_model(stack: Any, net: Any, inputs: Mapping[str, np.ndarray] | None, 
     thread_counts = get_num_threads()
     if auto:
         thread_counts["cv2"] = int(cv2.getNumThreads()) if hasattr(cv2, "getNumThreads") else -1
+    t_start = time.monotonic()
     times = alternate(fns, repeat, warmup, pause=pause, warm_each=pause > 0, prepare=prep, self_timed=own)
+    chosen: dict[int, int] = {}
+    for n, _, _ in decisions(since=t_start) if auto else []:
+        chosen[n] = chosen.get(n, 0) + 1
+    load1 = load_average()
     gflop = model_gflop(net, shapes)
     refnet_threads()
     gemm_rate = gemm if gemm is not None else gemm_gflops()
@@ -449,7 +475,8 @@ def _bench_model(stack: Any, net: Any, inputs: Mapping[str, np.ndarray] | None, 
         cv2_ms=float(np.median(ms[i_cv2])) if n_own > i_cv2 else None, refnet_runs_ms=ms[0],
         cv2_runs_ms=ms[i_cv2] if n_own > i_cv2 else [], note=note, method=method, busy_neighbour=neighbour,
         refnet_1t_ms=float(np.median(ms[1])) if one_thread else None, refnet_1t_runs_ms=ms[1] if one_thread else [],
-        peers_ms={k: float(np.median(v)) for k, v in peer_ms.items()}, peers_runs_ms=peer_ms)
+        peers_ms={k: float(np.median(v)) for k, v in peer_ms.items()}, peers_runs_ms=peer_ms,
+        load=[v for v in (load0, load1) if v is not None], auto_threads=chosen)
 
 
 # ---- peak resident memory, in a fresh process per implementation -------------------------------------

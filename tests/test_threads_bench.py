@@ -177,6 +177,9 @@ def test_bench_command_auto_one_thread_neighbour(tiny, tmp_path, capsys):
     data = json.loads(out.read_text())
     assert data["busy_neighbour"] is True and len(data["refnet_1t_runs_ms"]) == 2 and len(data["cv2_runs_ms"]) == 2
     assert data["ratio_vs_one_thread"] == pytest.approx(data["refnet_ms"] / data["refnet_1t_ms"])
+    assert "load average" in text and "refnet's default chose" in text and len(data["load"]) == 2
+    # one decision per timed refnet call at least (its set-up looks again), each within the cores
+    assert sum(data["auto_threads"].values()) >= 2 and all(1 <= int(k) <= os.cpu_count() for k in data["auto_threads"])
     assert main(["bench", str(tiny[0]), str(tiny[1]), "--threads", "zero"]) == 2
     assert main(["bench", str(tiny[0]), str(tiny[1]), "--pause", "-1"]) == 2
 

@@ -57,7 +57,7 @@ TAKEN_ABOVE = 0.25  # a core the others used more than this (on average since th
 FREE_BELOW = 0.1  # ... and it is free again (a thread added back) only when they used less than this
 MIN_WINDOW_S = 0.1  # a shorter window since the last look is too coarse (/proc/stat counts 10 ms ticks)
 
-_DECISIONS: deque = deque(maxlen=256)  # (threads, others now, others lately) of the recent auto decisions
+_DECISIONS: deque = deque(maxlen=256)  # (time.monotonic(), threads, others now, others lately), recent ones
 _LATELY: dict[str, Any] = {"snap": None, "avg": None}  # the last /proc/stat snapshot and average
 
 _STATE: dict[str, Any] = {
@@ -168,10 +168,10 @@ def decide(cores: int, machine: int, others_now: int | None, others_lately: floa
     return max(1, min(cores, cores - busy))
 
 
-def decisions() -> list[tuple[int, int | None, float | None]]:
-    """The recent auto decisions, oldest first: (threads, other processes' running threads
-    now, cores they used lately)."""
-    return list(_DECISIONS)
+def decisions(since: float = -math.inf) -> list[tuple[int, int | None, float | None]]:
+    """The recent auto decisions (the last 256) made at ``time.monotonic() >= since``, oldest
+    first: (threads, other processes' running threads now, cores they used lately)."""
+    return [d[1:] for d in _DECISIONS if d[0] >= since]
 
 
 def auto_threads() -> int:
@@ -180,7 +180,7 @@ def auto_threads() -> int:
     cores = available_cores()
     now, lately = _others_running(), _others_lately()
     n = decide(cores, max(cores, os.cpu_count() or cores), now, lately, _STATE["auto_n"])
-    _DECISIONS.append((n, now, None if lately is None else round(lately, 2)))
+    _DECISIONS.append((time.monotonic(), n, now, None if lately is None else round(lately, 2)))
     return n
 
 
