@@ -12,7 +12,7 @@
   was printed.
 * ``rss``: peak resident memory (VmHWM) of loading and ``--forwards`` forward passes at one
   thread, refnet against cv2.dnn on the same files. (Mid-sized nets run on NumPy for their
-  first passes and switch to numba once that cost ~0.5 s of CPU: refnet.runtime.smallnet;
+  first passes and switch to numba once those took ~1 s of CPU: refnet.runtime.smallnet;
   ``--forwards 100`` shows a long-running process.)
 
 ``--base`` puts another refnet tree first on ``PYTHONPATH`` (a package folder holding
@@ -59,7 +59,7 @@ x = np.random.default_rng(0).uniform(0, 1, shape).astype(np.float32)
 if impl == "cv2":
     import cv2
     cv2.setNumThreads(1)
-    net = cv2.dnn.readNetFromCaffe(*paths)
+    net = cv2.dnn.readNet(*paths)
     for _ in range(reps):
         net.setInput(x); net.forward()
 else:
@@ -78,8 +78,10 @@ LOAD_CASES = {
     "ultraface_rfb320": ("ultraface_caffe/RFB-320.prototxt", "ultraface_caffe/RFB-320.caffemodel"),
 }
 RSS_SHAPES = {"lenet": (1, 1, 28, 28), "yufacedetectnet_v2": (1, 3, 240, 320), "ultraface_rfb320": (1, 3, 240, 320),
-              "mtcnn_det1": (1, 3, 12, 12)}
-RSS_CASES = dict(LOAD_CASES, mtcnn_det1=("mtcnn_caffe/det1.prototxt", "mtcnn_caffe/det1.caffemodel"))
+              "mtcnn_det1": (1, 3, 12, 12), "yolo_fastest_1.1": (1, 3, 320, 320)}
+RSS_CASES = dict(LOAD_CASES, mtcnn_det1=("mtcnn_caffe/det1.prototxt", "mtcnn_caffe/det1.caffemodel"),
+                 **{"yolo_fastest_1.1": ("yolo_fastest_darknet/yolo-fastest-1.1.cfg",  # a mid-sized net
+                                         "yolo_fastest_darknet/yolo-fastest-1.1.weights")})
 
 
 def _models() -> Path | None:
@@ -196,6 +198,8 @@ def rss(args: argparse.Namespace, out=sys.stdout) -> dict:
     res: dict = {}
     engines = [(tree, "refnet") for tree in _trees(args)] + [("this", "cv2")]
     for name, files in RSS_CASES.items():
+        if args.model and name not in args.model:
+            continue
         if models is None or not all((models / f).exists() for f in files):
             continue
         argv = [str(args.forwards)] + [str(models / f) for f in files] + [str(d) for d in RSS_SHAPES[name]]
@@ -223,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("what", choices=("firstload", "run", "firstrun", "rss"))
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--forwards", type=int, default=1, help="rss: forward passes per process")
+    p.add_argument("--model", nargs="+", choices=sorted(RSS_CASES), help="rss: only these models")
     p.add_argument("--base", metavar="PYTHONPATH", help="another refnet tree to alternate with this one")
     p.add_argument("--base-cache", metavar="DIR", help="NUMBA_CACHE_DIR for --base")
     p.add_argument("--caffe", nargs=2, action="append", metavar=("PROTOTXT", "CAFFEMODEL"),

@@ -45,7 +45,7 @@ __all__ = ["BenchResult", "gemm_gflops", "model_gflop", "input_shapes_for", "ran
            "bench_model", "peak_rss_mb", "busy_neighbour", "load_average", "METHOD"]
 
 METHOD = ("alternating rounds; before each timed call: the engine's thread set-up, a {pause:g} s pause and an "
-          "untimed warm-up call of the same engine")
+          "untimed warm-up call of the same engine; refnet in its steady state (numba loaded)")
 
 
 @dataclass
@@ -411,6 +411,7 @@ def _bench_model(stack: Any, net: Any, inputs: Mapping[str, np.ndarray] | None, 
                  one_thread: bool, neighbour: bool, peers: Sequence[str], workdir: str | None) -> BenchResult:
     import cv2
 
+    from refnet.runtime.smallnet import end_numpy_phase
     from refnet.runtime.threads import decisions, get_num_threads, set_num_threads
 
     auto = threads == "auto"
@@ -450,6 +451,7 @@ def _bench_model(stack: Any, net: Any, inputs: Mapping[str, np.ndarray] | None, 
         if p is not None:
             p()
         f()
+    end_numpy_phase()  # the steady state of a stream: mid-sized nets on numba (refnet.runtime.smallnet)
     refnet_threads()
     thread_counts = get_num_threads()
     if auto:

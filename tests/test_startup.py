@@ -161,31 +161,36 @@ class _Prog:
 
 
 def test_small_net_policy(monkeypatch):
-    """Under SMALL_WORK MACs: always the twins; up to NUMPY_MAX_WORK: a program's first pass
-    only, while numba is not loaded and within NUMPY_FIRST_MACS per process; above: numba."""
+    """Under SMALL_WORK MACs: always the twins; up to NUMPY_MAX_WORK: the twins while numba is
+    not loaded and their passes took less than NUMPY_CPU_BUDGET_S of CPU; above: numba. (The
+    CPU clock is a fake one: each twin pass of a mid-sized program takes 0.4 s.)"""
     from refnet.kernels._lazyjit import numpy_kernels_on
     from refnet.runtime import smallnet as S
 
+    clock = [0.0]
+
     def mode(prog: _Prog) -> bool:
         with S.kernels_for(prog):
-            return numpy_kernels_on()
+            on = numpy_kernels_on()
+            clock[0] += 0.4
+            return on
 
     monkeypatch.delenv("REFNET_NUMPY_MAX_MACS", raising=False)
-    monkeypatch.setattr(S, "_FIRST", set())
-    monkeypatch.setattr(S, "_SPENT", [0])
+    monkeypatch.setattr(S.time, "thread_time", lambda: clock[0])
+    monkeypatch.setattr(S, "_SPENT", [0.0])
     monkeypatch.setattr(S, "numba_loaded", lambda: False)
+    monkeypatch.setattr(S, "NUMPY_CPU_BUDGET_S", 1.0)
     small, big = _Prog(S.SMALL_WORK - 1), _Prog(S.NUMPY_MAX_WORK)
     assert mode(small) and mode(small) and not mode(big)
-    mid = [_Prog(S.NUMPY_MAX_WORK - 1) for _ in range(3)]
-    assert mode(mid[0]) and not mode(mid[0])  # a program's second pass: numba
-    assert mode(mid[1])  # another program's first pass (an image pyramid's next scale)
-    assert S._SPENT == [2 * (S.NUMPY_MAX_WORK - 1)] and 2 * S.NUMPY_MAX_WORK <= S.NUMPY_FIRST_MACS
-    assert not mode(mid[2])  # over NUMPY_FIRST_MACS
-    assert mode(small)
-    monkeypatch.setattr(S, "_FIRST", set())
-    monkeypatch.setattr(S, "_SPENT", [0])
+    assert S.numpy_phase_spent() == 0.0  # small and big programs are not counted
+    mid = [_Prog(S.NUMPY_MAX_WORK - 1) for _ in range(2)]
+    assert mode(mid[0]) and mode(mid[0]) and mode(mid[1])  # 0.0, 0.4, 0.8 s spent before each: the twins
+    assert S.numpy_phase_spent() == pytest.approx(1.2)
+    assert not mode(mid[0]) and not mode(mid[1])  # the budget is spent: numba
+    assert mode(small)  # small programs stay on the twins
+    monkeypatch.setattr(S, "_SPENT", [0.0])
     monkeypatch.setattr(S, "numba_loaded", lambda: True)  # numba already paid for: use it
-    assert mode(small) and not mode(_Prog(S.SMALL_WORK))
+    assert mode(small) and not mode(_Prog(S.SMALL_WORK)) and not mode(mid[0])
     monkeypatch.setenv("REFNET_NUMPY_MAX_MACS", "0")
     assert not mode(_Prog(0))
     assert not numpy_kernels_on()

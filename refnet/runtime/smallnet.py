@@ -10,15 +10,20 @@ twin still runs on numba). They give the numba kernels' numbers, bit for bit exc
 * a program of fewer than :data:`SMALL_WORK` MACs (``refnet.runtime.budget``'s count) always
   runs the twins: there they are about as fast as numba (CPU medians, one thread: LeNet 0.39
   vs 0.35 ms, MTCNN det1 0.20 vs 0.14 ms);
-* one of fewer than :data:`NUMPY_MAX_WORK` MACs runs them on its first pass, while numba is
-  not loaded and the process's first passes so far stay within :data:`NUMPY_FIRST_MACS`
-  MACs; its later passes run on numba. The twins take 1.4-2.2x numba's time there
-  (yufacedetectnet v2 320x240 11.7 vs 8.0 ms, UltraFace RFB-320 15.8 vs 7.1 ms), less than
-  numba's start-up for a pass or a few, not for a stream of them. So a one-shot process
-  (``refnet run``, a script, MTCNN's image pyramid: one pass per scale) never loads numba,
-  and a loop over one input size switches at its second pass -- during a benchmark's
-  untimed warm-up, not in a timed call. (A CPU-time budget would serve short loops better,
-  but would move the switch into the timed calls of benchmarks.)
+* one of fewer than :data:`NUMPY_MAX_WORK` MACs runs them while numba is not loaded and the
+  twins' passes of such programs have taken less than :data:`NUMPY_CPU_BUDGET_S` seconds of
+  CPU in this process (the calling thread's CPU time, so a loaded machine does not shorten
+  it); then numba. The twins take 1.35-2.2x numba's time there (yufacedetectnet v2 320x240
+  10.7 vs 7.9 ms, UltraFace RFB-320 15.8 vs 7.1 ms), and numba's start-up costs a fresh
+  process ~0.31 s of CPU (yufacedetectnet v2: the first pass on numba took 320 ms, the next
+  8-10 ms) and ~110 MB of resident memory (numba and LLVM ~60 MB, loading the first cached
+  kernels ~45 MB: peak RSS 169 vs 60 MB). As in renting skis until their price is spent, the
+  twins run until what they cost more than numba would have paid for numba's start-up
+  (about 1 s of twin passes: ~100 passes of yufacedetectnet v2). So a one-shot process
+  (``refnet run``, a script, MTCNN's image pyramid) and a short loop never load numba, and a
+  long stream switches once, after about a second. (Until 2026-12 a program switched at its
+  second pass: a loop of three passes peaked at 1.9-2.2x cv2's memory.) A benchmark of the
+  steady state ends the NumPy phase before timing (:func:`end_numpy_phase`, ``refnet bench``);
 * larger programs run on numba.
 
 ``REFNET_NUMPY_MAX_MACS`` overrides :data:`NUMPY_MAX_WORK` (``0``: always numba, e.g. to
@@ -30,18 +35,20 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
+from collections.abc import Iterator
 from typing import Any
 
-from refnet.kernels._lazyjit import numba_loaded, numpy_kernels
+from refnet.kernels._lazyjit import load_numba, numba_loaded, numpy_kernels
 
-__all__ = ["SMALL_WORK", "NUMPY_MAX_WORK", "NUMPY_FIRST_MACS", "kernels_for", "numpy_max_work"]
+__all__ = ["SMALL_WORK", "NUMPY_MAX_WORK", "NUMPY_CPU_BUDGET_S", "kernels_for", "numpy_max_work", "end_numpy_phase",
+           "numpy_phase_spent"]
 
 SMALL_WORK = 2 * 10**7  # MACs of one run; below: always the NumPy twins
-NUMPY_MAX_WORK = 2 * 10**8  # below: the twins on a program's first pass (see the module docstring)
-NUMPY_FIRST_MACS = 4 * 10**8  # MACs of such first passes per process, at most
+NUMPY_MAX_WORK = 2 * 10**8  # below: the twins until NUMPY_CPU_BUDGET_S is spent (see the module docstring)
+NUMPY_CPU_BUDGET_S = 1.0  # CPU seconds of such twin passes per process, at most
 
-_FIRST: set[int] = set()  # id() of the programs whose first pass ran on the twins (at most ~20)
-_SPENT = [0]  # their MACs
+_SPENT = [0.0]  # CPU seconds of the twin passes of programs of SMALL_WORK MACs or more
 
 
 def numpy_max_work() -> int:
@@ -53,16 +60,34 @@ def numpy_max_work() -> int:
         return NUMPY_MAX_WORK
 
 
+@contextlib.contextmanager
+def _counted() -> Iterator[None]:
+    """The NumPy twins, their CPU time (this thread's) counted against NUMPY_CPU_BUDGET_S."""
+    t0 = time.thread_time()
+    try:
+        with numpy_kernels():
+            yield
+    finally:
+        _SPENT[0] += time.thread_time() - t0
+
+
+def numpy_phase_spent() -> float:
+    """CPU seconds the twins took so far on programs that numba would run faster."""
+    return _SPENT[0]
+
+
+def end_numpy_phase() -> None:
+    """Run every program that is not small on numba from now on (loads numba: a benchmark of
+    the steady state calls this before timing)."""
+    load_numba()
+
+
 def kernels_for(prog: Any) -> contextlib.AbstractContextManager:
     """The kernel mode to run ``prog`` (a compiled program with ``.work`` MACs) under (see the
-    module docstring): ``numpy_kernels()`` or a no-op context (numba). (A program freed and
-    another one given its id() may count as seen: it then runs on numba, which is harmless.)"""
+    module docstring): ``numpy_kernels()`` or a no-op context (numba)."""
     limit = numpy_max_work()
     if prog.work < min(SMALL_WORK, limit):
         return numpy_kernels()
-    if (prog.work < limit and id(prog) not in _FIRST and _SPENT[0] + prog.work <= NUMPY_FIRST_MACS
-            and not numba_loaded()):
-        _FIRST.add(id(prog))
-        _SPENT[0] += prog.work
-        return numpy_kernels()
+    if prog.work < limit and _SPENT[0] < NUMPY_CPU_BUDGET_S and not numba_loaded():
+        return _counted()
     return contextlib.nullcontext()
