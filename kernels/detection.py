@@ -188,6 +188,11 @@ def _candidates(scores: np.ndarray, score_threshold: float, top_k: int | None) -
     """Indices with score > threshold, by descending score (ties: lower index first), top_k cut."""
     s = scores.astype(np.float64)
     idx = np.flatnonzero(s > _f32(score_threshold))
+    if top_k is not None and 0 < top_k < len(idx) // 4:  # sort only the top_k (a full sort: ~0.3 ms for 4k)
+        si = s[idx]
+        v = np.partition(si, len(si) - top_k)[len(si) - top_k]  # the top_k-th largest score
+        above = idx[si > v]
+        idx = np.concatenate([above, idx[si == v][:top_k - len(above)]])  # ties at v: lower index first
     order = idx[np.argsort(-s[idx], kind="stable")]
     if top_k is not None and top_k > 0:
         order = order[:top_k]

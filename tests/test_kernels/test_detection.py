@@ -531,3 +531,21 @@ def test_ssd_detections_one_reader_for_run_compare_and_two_stage():
     tb, ts, tc = two_stage.detections(rows, 0.3, (10, 20), (100.0, 50.0, 140.0, 70.0))
     assert tc.tolist() == [2, 3] and ts.tolist() == [0.95, 0.9]
     assert np.allclose(tb, [[100, 50, 101, 51], [100.2, 50.4, 100.6, 50.8]], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_candidates_top_k_selection_is_the_full_sort_cut(seed):
+    """The top_k candidates picked by partition (many scores, small top_k) are the first top_k of
+    the full stable sort (by score descending, lower index first among equal scores), with many
+    ties at the cut (scores on a coarse grid) and without."""
+    from refnet.kernels.detection import _candidates
+
+    rng = np.random.default_rng(seed)
+    n = 4000
+    scores = (rng.integers(0, 40, n) / 40 if seed % 2 else rng.random(n)).astype(np.float32)
+    for top_k in (1, 7, 100, 999, -1, None):
+        s = scores.astype(np.float64)
+        idx = np.flatnonzero(s > np.float32(0.01))
+        full = sorted(idx, key=lambda i: (-s[i], i))  # independent oracle: Python's sort on (score, index)
+        want = full[:top_k] if top_k is not None and top_k > 0 else full
+        np.testing.assert_array_equal(_candidates(scores, 0.01, top_k), want)
