@@ -189,3 +189,17 @@ def test_paired_ratio_by_hand():
 
     assert BenchResult.paired([2.0, 4.0, 9.0], [1.0, 2.0, 3.0]) == 2.0  # median of 2, 2, 3
     assert BenchResult.paired([1.0], [0.0]) is None
+
+
+def test_others_running_subtracts_the_smaller_own_count(monkeypatch):
+    """Own threads counted before and after the machine's count: the smaller is subtracted
+    (an own thread waking up in between must not hide a neighbour)."""
+    import io
+
+    own = iter([1, 2] * 3)  # one own thread running at the first look, two at the second
+    monkeypatch.setattr(T, "_own_running", lambda: next(own))
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda p, *a, **k: io.BytesIO(b"0.5 0.4 0.3 3/120 999\n")
+                        if p == "/proc/loadavg" else real_open(p, *a, **k))
+    monkeypatch.setattr(T.time, "sleep", lambda s: None)
+    assert T._others_running() == 2  # 3 running - min(1, 2) own

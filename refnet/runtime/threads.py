@@ -98,15 +98,19 @@ def _own_running() -> int:
 
 def _others_running() -> int | None:
     """Runnable threads of other processes right now (median of three samples), or None
-    where /proc/loadavg does not exist."""
+    where /proc/loadavg does not exist. Each sample takes this process's running threads
+    before and after reading the machine's count and subtracts the smaller: one of its own
+    threads waking up in between (a BLAS or OpenMP thread ending its spin) must not hide a
+    neighbour, and one falling asleep only makes the machine look busier."""
     samples = []
     for i in range(3):
+        own = _own_running()
         try:
             with open("/proc/loadavg", "rb") as f:
                 running = int(f.read().split()[3].split(b"/")[0])
         except (OSError, ValueError, IndexError):
             return None
-        samples.append(max(0, running - _own_running()))
+        samples.append(max(0, running - min(own, _own_running())))
         if i < 2:
             time.sleep(0.0002)
     return sorted(samples)[1]
