@@ -152,6 +152,9 @@ def _others_lately() -> float | None:
     return _LATELY["avg"]
 
 
+_others_lately()  # the first window starts at import: a process's first forward pass sees the load since
+
+
 def decide(cores: int, machine: int, others_now: int | None, others_lately: float | None,
            current: int | None = None) -> int:
     """The thread count for ``cores`` usable cores of a ``machine``-core machine when other
