@@ -203,3 +203,32 @@ def test_others_running_subtracts_the_smaller_own_count(monkeypatch):
                         if p == "/proc/loadavg" else real_open(p, *a, **k))
     monkeypatch.setattr(T.time, "sleep", lambda s: None)
     assert T._others_running() == 2  # 3 running - min(1, 2) own
+
+
+@pytest.mark.parametrize("mode", [1, "auto"])
+def test_forward_thread_gets_numba_count(tiny, monkeypatch, mode):
+    """A heavy forward pass runs in its own new thread (runtime.interrupt), where numba's
+    per-thread count starts at NUMBA_NUM_THREADS: refnet's count must reach it (it did not:
+    numba ran on every core at "1 thread")."""
+    import threading
+
+    import numba
+
+    import refnet.runtime.program as PG
+
+    monkeypatch.setattr(PG, "THREAD_MIN_WORK", 0)  # the tiny net takes the heavy nets' path
+    monkeypatch.setattr(T, "auto_threads", lambda: 1)
+    seen = []
+    real = PG.before_forward
+
+    def probe(*a, **k):
+        r = real(*a, **k)
+        seen.append((threading.current_thread() is threading.main_thread(), r, numba.get_num_threads()))
+        return r
+
+    monkeypatch.setattr(PG, "before_forward", probe)
+    net = refnet.load(*tiny)
+    T.set_num_threads(mode)
+    for _ in range(2):
+        net.forward(np.ones((1, 3, 8, 8), np.float32))
+    assert seen and all(not main and r == 1 and n == 1 for main, r, n in seen)

@@ -298,17 +298,35 @@ def reapply() -> None:
     _apply_blas(_STATE["blas"])
 
 
+def _numba_here(n: int) -> int:
+    """Give the calling thread numba's count for ``n`` threads (when numba is loaded) and return
+    it. numba keeps one count per thread, and a heavy forward pass runs in a new thread
+    (refnet.runtime.interrupt.run_interruptibly), which starts at NUMBA_NUM_THREADS: until
+    2026-12 every such pass ran numba's parallel kernels on all cores whatever refnet's count
+    (GoogLeNet at "1 thread" with a neighbour on the other core: numba at 2)."""
+    from refnet.kernels._lazyjit import load_numba, numba_loaded
+
+    if not numba_loaded():
+        return n  # applied in the thread that loads numba (_apply_when_numba_loads)
+    numba = load_numba()
+    want = min(n, numba.config.NUMBA_NUM_THREADS)
+    if numba.get_num_threads() != want:
+        numba.set_num_threads(want)
+    return want
+
+
 def before_forward(force: bool = False) -> int:
-    """Called before each forward pass: in auto mode, look at the load (at most every
-    AUTO_INTERVAL_S) and set the thread counts when they change; in explicit mode, make sure
-    newly loaded BLAS libraries got the limit. Returns numba's thread count for this run."""
+    """Called before each forward pass, in the thread that runs it: in auto mode, look at the
+    load (at most every AUTO_INTERVAL_S) and set the thread counts when they change; in explicit
+    mode, make sure newly loaded BLAS libraries got the limit; in both, give this thread
+    numba's count (:func:`_numba_here`). Returns numba's thread count for this run."""
     if not _STATE["auto"]:
         _apply_blas(_STATE["blas"])
-        return int(_STATE["numba"])
+        return _numba_here(int(_STATE["numba"]))
     now = time.monotonic()
     if not force and now - _STATE["checked"] < AUTO_INTERVAL_S:
         _apply_blas(_blas_for(_STATE["auto_n"]))
-        return int(_STATE["auto_n"])
+        return _numba_here(int(_STATE["auto_n"]))
     _STATE["checked"] = now
     n = auto_threads()
     if n != _STATE["auto_n"] or force:
@@ -316,7 +334,7 @@ def before_forward(force: bool = False) -> int:
         _apply(n, _blas_for(n), cv2_too=False)  # the default leaves a user's cv2 alone
     else:
         _apply_blas(_blas_for(n))
-    return n
+    return _numba_here(n)
 
 
 def get_num_threads() -> dict[str, int]:
