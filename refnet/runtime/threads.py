@@ -35,6 +35,16 @@ Two modes:
   neighbour, a peer engine in its own process) are others. :func:`decisions` keeps the last
   decisions and what they saw (``refnet bench`` prints them).
 
+  The count applies to the GEMM worker pool, the BLAS and numba -- except numba in the passes
+  of heavy programs (those that run in their own thread, refnet.runtime.interrupt), which keep
+  numba's parallel kernels (OpenMP layer) on all the available cores. Measured 2026-12-06,
+  spinning neighbour plus two other engineers' jobs (load 2.3-3.6), paired per-round ratios
+  against everything at one thread: numba at 2 and the pool/BLAS at 1: ENet 512x256 0.68 and
+  0.92, GoogLeNet 0.84, MobileNet-SSD 0.95; everything at 2: 1.00, 0.94, 1.16, 1.06. (Those
+  passes always ran numba at all cores before, by accident: numba's count is per thread and
+  their thread never got one; every earlier busy-machine number of issue 17 was measured so.)
+  An explicit :func:`set_num_threads` count now holds in every thread.
+
 Nothing here imports threadpoolctl before a thread count has to be applied, nor numba before
 something else loads it (a small net's forward pass may run without it:
 refnet.runtime.smallnet); numba's count is applied when it loads.
@@ -315,26 +325,29 @@ def _numba_here(n: int) -> int:
     return want
 
 
-def before_forward(force: bool = False) -> int:
+def before_forward(force: bool = False, heavy: bool = False) -> int:
     """Called before each forward pass, in the thread that runs it: in auto mode, look at the
     load (at most every AUTO_INTERVAL_S) and set the thread counts when they change; in explicit
     mode, make sure newly loaded BLAS libraries got the limit; in both, give this thread
-    numba's count (:func:`_numba_here`). Returns numba's thread count for this run."""
+    numba's count (:func:`_numba_here`). ``heavy``: a pass of a heavy program (run in its own
+    thread, refnet.runtime.interrupt), where auto mode keeps numba at all the available cores
+    (see the module docstring). Returns numba's thread count for this run."""
     if not _STATE["auto"]:
         _apply_blas(_STATE["blas"])
         return _numba_here(int(_STATE["numba"]))
     now = time.monotonic()
     if not force and now - _STATE["checked"] < AUTO_INTERVAL_S:
         _apply_blas(_blas_for(_STATE["auto_n"]))
-        return _numba_here(int(_STATE["auto_n"]))
-    _STATE["checked"] = now
-    n = auto_threads()
-    if n != _STATE["auto_n"] or force:
-        _STATE["auto_n"] = n
-        _apply(n, _blas_for(n), cv2_too=False)  # the default leaves a user's cv2 alone
+        n = int(_STATE["auto_n"])
     else:
-        _apply_blas(_blas_for(n))
-    return _numba_here(n)
+        _STATE["checked"] = now
+        n = auto_threads()
+        if n != _STATE["auto_n"] or force:
+            _STATE["auto_n"] = n
+            _apply(n, _blas_for(n), cv2_too=False)  # the default leaves a user's cv2 alone
+        else:
+            _apply_blas(_blas_for(n))
+    return _numba_here(available_cores() if heavy else n)
 
 
 def get_num_threads() -> dict[str, int]:
