@@ -158,9 +158,9 @@ class BenchResult:
         if self.auto_threads:
             lines.append("auto      refnet's default chose " + ", ".join(
                 f"{n} thread{'s' if n > 1 else ''} x{c}" for n, c in sorted(self.auto_threads.items())))
-            if self.refnet_1t_ms and set(self.auto_threads) == {1}:
-                lines.append("          (so 'refnet' and 'refnet 1t' ran the same configuration: their ratio is this "
-                             "machine's noise)")
+            if set(self.auto_threads) == {1}:
+                lines.append("          (one thread for the GEMM pool and the BLAS; a heavy net's passes keep numba's "
+                             "kernels on all cores: refnet/runtime/threads.py)")
         if self.note:
             lines.append(f"note      {self.note}")
         return "\n".join(lines)
