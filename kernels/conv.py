@@ -50,6 +50,7 @@ picks another kernel for a narrow block).
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Sequence
@@ -845,6 +846,19 @@ def _run_driver(fn, nt: int, *args) -> None:
     _workers.run(lambda _k: fn(*args, counter), nt)
 
 
+@functools.lru_cache(maxsize=512)
+def _gemm_blocks(count: int, m: int, k: int, length: int, nt: int, limits: tuple) -> tuple[list, np.ndarray | None]:
+    """The blocks of :func:`_split_gemm` for these sizes: [(t, (r0, r1), (c0, c1))] and, when every
+    block is at least 2 x 2 (NumPy runs 1-wide products as gemv, the drivers always as gemm),
+    the same as an int64 table (t, r0, r1, c0, c1) for the driver (else None). ``limits``: the
+    module's block limits (part of the cache key: tests change them)."""
+    rows, cols = _grid(count, m, k, length, nt)
+    blocks = [(t, r, c) for t in range(count) for r in rows for c in cols]
+    wide = k > 1 and min(r1 - r0 for r0, r1 in rows) > 1 and min(c1 - c0 for c0, c1 in cols) > 1
+    table = np.array([(t, r0, r1, c0, c1) for t, (r0, r1), (c0, c1) in blocks], np.int64) if wide else None
+    return blocks, table
+
+
 def _split_gemm(a: np.ndarray, s: np.ndarray, d: np.ndarray, b: np.ndarray, slope: np.ndarray, ga: int,
                 act: int, epilogue: bool, nt: int) -> None:
     """d[t] = act(a[t % ga] @ s[t] + b[t % ga]) for every t (a (GA, M, K), s (G, K, L), d (G, M, L),
@@ -853,15 +867,12 @@ def _split_gemm(a: np.ndarray, s: np.ndarray, d: np.ndarray, b: np.ndarray, slop
     call where :func:`_drivers` allows, else one Python call per block. Every output element is
     the same dot product as in the unsplit GEMM (only its position in the BLAS's blocking changes)."""
     count, m, length = d.shape
-    k = a.shape[2]
-    rows, cols = _grid(count, m, k, length, nt)
+    blocks, table = _gemm_blocks(count, m, a.shape[2], length, nt, (_BLOCKS_PER_THREAD, _SPLIT_MIN_COLS,
+                                 _SPLIT_MIN_ROWS, _BLAS_EXACT_MACS, _GEMM_BLOCK_ELEMS))
     drv = _drivers()
-    if (drv is not None and m > 1 and k > 1 and min(r1 - r0 for r0, r1 in rows) > 1
-            and min(c1 - c0 for c0, c1 in cols) > 1 and _gemm_ok(a, s, d)):  # (1-wide: NumPy uses gemv)
-        blocks = np.array([(t, r0, r1, c0, c1) for t in range(count) for r0, r1 in rows for c0, c1 in cols], np.int64)
-        _run_driver(drv.gemm_blocks, min(nt, len(blocks)), a, s, d, b, slope, ga, blocks, act, epilogue)
+    if drv is not None and table is not None and _gemm_ok(a, s, d):
+        _run_driver(drv.gemm_blocks, min(nt, len(blocks)), a, s, d, b, slope, ga, table, act, epilogue)
         return
-    blocks = [(t, r, c) for t in range(count) for r in rows for c in cols]
     bias_act = _bias_act_cols.serial
 
     def block(j: int) -> None:
