@@ -31,8 +31,9 @@ from numba.extending import intrinsic
 
 from refnet.kernels._jit import JIT_OPTIONS
 from refnet.kernels._lazyjit import load_numba
+from refnet.kernels._spin import _load_acquire, _yield
 
-__all__ = ["available", "gemm_blocks", "im2col_bands", "wino_bands"]
+__all__ = ["available", "gemm_blocks", "im2col_bands", "wino_bands", "wino_small"]
 
 _SYMBOLS = {"f": ("scipy_cblas_sgemm64_", "refnet_cblas_sgemm64"),  # (NumPy's name, the one numba links)
             "d": ("scipy_cblas_dgemm64_", "refnet_cblas_dgemm64")}
@@ -59,16 +60,30 @@ _numba = load_numba()
 
 
 @intrinsic
-def _atomic_next(typingctx, counter):  # noqa: ANN001, ARG001 - numba intrinsic signature
-    """``counter[0]++`` (atomic), returning the old value."""
-    if not (isinstance(counter, types.Array) and counter.dtype == types.int64):
+def _atomic_inc(typingctx, counter, idx):  # noqa: ANN001, ARG001 - numba intrinsic signature
+    """``counter[idx]++`` (atomic), returning the old value."""
+    if not (isinstance(counter, types.Array) and counter.dtype == types.int64 and isinstance(idx, types.Integer)):
         return None
 
     def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
         ary = context.make_array(signature.args[0])(context, builder, args[0])
-        return builder.atomic_rmw("add", ary.data, ir.Constant(ir.IntType(64), 1), "seq_cst")
+        ptr = builder.gep(ary.data, [context.cast(builder, args[1], signature.args[1], types.int64)])
+        return builder.atomic_rmw("add", ptr, ir.Constant(ir.IntType(64), 1), "seq_cst")
 
-    return types.int64(counter), codegen
+    return types.int64(counter, idx), codegen
+
+
+@_numba.njit(**JIT_OPTIONS)
+def _atomic_next(counter):  # noqa: ANN001, ANN202
+    return _atomic_inc(counter, 0)
+
+
+@_numba.njit(**JIT_OPTIONS)
+def _wait_all(counters, idx, total):  # noqa: ANN001, ANN202
+    """Until ``counters[idx] >= total``: the blocks other threads took are done (a thread that
+    took none is never waited for)."""
+    while _load_acquire(counters, idx) < total:
+        _yield()
 
 
 @intrinsic
@@ -178,6 +193,44 @@ def wino_bands(x, u, y, b, act, slope, six, pt, pl, tw_n, bands, counter, vbuf, 
         for f in range(16):
             _gemm(co, t, c, u, f * (u.strides[0] // isz), c, v, f * c * t, t, m, f * co * t, t)
         _wino_out_s(m, b, act, slope, six, ty0, ty1, tw_n, 0, y[i])
+
+
+@_numba.njit(**JIT_OPTIONS)
+def wino_small(x, u, y, b, act, slope, six, pt, pl, tw_n, rows, gblocks, counters, v, m):  # noqa: ANN001, ANN201, PLR0913
+    """Winograd of small maps, image by image in three phases -- input transform of the whole
+    image into v (16, C, T) in bands of tile rows ``rows[j] = (ty0, ty1)``, the 16 GEMMs in blocks
+    ``gblocks[j] = (f, r0, r1, c0, c1)`` into m (16, Co, T), output transform in bands -- each
+    phase's pieces taken from an atomic counter; a thread moves on when every piece taken is
+    done (``counters``: taken, done for each image and phase, zero on entry)."""
+    c, co = u.shape[2], u.shape[1]
+    t = v.shape[2]
+    isz = u.itemsize
+    nr, ng = rows.shape[0], gblocks.shape[0]
+    for i in range(x.shape[0]):
+        q = 6 * i
+        while True:
+            j = _atomic_inc(counters, q)
+            if j >= nr:
+                break
+            _wino_in_s(x[i], pt, pl, rows[j, 0], rows[j, 1], tw_n, rows[j, 0] * tw_n, v)
+            _atomic_inc(counters, q + 1)
+        _wait_all(counters, q + 1, nr)
+        while True:
+            j = _atomic_inc(counters, q + 2)
+            if j >= ng:
+                break
+            f, r0, r1, c0, c1 = gblocks[j, 0], gblocks[j, 1], gblocks[j, 2], gblocks[j, 3], gblocks[j, 4]
+            _gemm(r1 - r0, c1 - c0, c, u, f * (u.strides[0] // isz) + r0 * c, c, v, f * c * t + c0, t,
+                  m, f * co * t + r0 * t + c0, t)
+            _atomic_inc(counters, q + 3)
+        _wait_all(counters, q + 3, ng)
+        while True:
+            j = _atomic_inc(counters, q + 4)
+            if j >= nr:
+                break
+            _wino_out_s(m, b, act, slope, six, rows[j, 0], rows[j, 1], tw_n, rows[j, 0] * tw_n, y[i])
+            _atomic_inc(counters, q + 5)
+        _wait_all(counters, q + 5, nr)
 
 
 def _check() -> bool:

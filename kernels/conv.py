@@ -1167,6 +1167,14 @@ class Conv2dPlan:
             t = th_n * tw_n
             v = _scratch(16 * c * t, self.dtype, "wino_v").reshape(16, c, t)
             m = _scratch(16 * co * t, self.dtype, "wino_m").reshape(16, co, t)
+            _, table = _gemm_blocks(16, co, c, t, nt, (_BLOCKS_PER_THREAD, _SPLIT_MIN_COLS, _SPLIT_MIN_ROWS,
+                                                      _BLAS_EXACT_MACS, _GEMM_BLOCK_ELEMS))
+            drv = _drivers()
+            if drv is not None and table is not None:  # one nogil call per thread: all three phases
+                rows = np.array(_parts(th_n, _BLOCKS_PER_THREAD * nt), np.int64)
+                args = (x, u, y, b, act, slope, six, pt, pl, tw_n, rows, table, np.zeros(6 * n, np.int64), v, m)
+                _workers.run(lambda _k: drv.wino_small(*args), nt)
+                return
             zero = np.zeros((1, co), self.dtype)
             rows_in, rows_out = _workers.ranges(th_n, v.size), _workers.ranges(th_n, m.size)
             wino_in, wino_out = _wino_in.serial, _wino_out.serial

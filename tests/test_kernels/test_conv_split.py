@@ -73,9 +73,11 @@ def test_split_equals_unsplit_and_reference(pool, case, activation, rng):
     np.testing.assert_allclose(split, ref, rtol=1e-4, atol=1e-4)
 
 
-def test_small_map_winograd_transforms_run_in_bands(pool, rng):
-    """Small maps: input transform, the 16 GEMMs and output transform each over the pool; the
-    transforms in bands of tile rows (exact: every tile is computed the same way)."""
+def test_small_map_winograd_transforms_run_in_bands(pool, rng, monkeypatch):
+    """Small maps, Python blocks (REFNET_POOL_DRIVERS=0; the one-call drivers: test_pool_drivers):
+    input transform, the 16 GEMMs and output transform each over the pool; the transforms in
+    bands of tile rows (exact: every tile is computed the same way)."""
+    monkeypatch.setenv("REFNET_POOL_DRIVERS", "0")
     xs, ws = (1, 11, 9, 13), (17, 11, 3, 3)  # 5 x 7 tiles
     x = rng.standard_normal(xs).astype(np.float32)
     w = (rng.standard_normal(ws) * 0.3).astype(np.float32)

@@ -29,7 +29,8 @@ CASES = [  # (x shape, w shape, conv kwargs, algorithm, which driver)
     ((1, 9, 3, 5), (13, 9, 5, 5), dict(pad=2), "im2col", "gemm_blocks"),  # small map: split GEMM
     ((1, 10, 45, 39), (7, 10, 3, 3), dict(pad=1), "winograd", "wino_bands"),
     ((2, 8, 23, 17), (6, 8, 3, 3), dict(pad=(0, 1, 1, 0)), "winograd", "wino_bands"),
-    ((1, 11, 9, 13), (17, 11, 3, 3), dict(pad=1), "winograd", "gemm_blocks"),  # small map: 16 split GEMMs
+    ((1, 11, 9, 13), (17, 11, 3, 3), dict(pad=1), "winograd", "wino_small"),  # small map: 3 phases
+    ((2, 9, 4, 12), (14, 9, 3, 3), dict(pad=(1, 1, 0, 1)), "winograd", "wino_small"),  # per image
 ]
 
 
@@ -90,6 +91,15 @@ def test_driver_blocks_taken_once_by_every_thread(pool, rng):
         y = plan(x)
         want = np.einsum("oc,ncp->nop", w[:, :, 0, 0].astype(np.float64), x.reshape(2, 24, -1).astype(np.float64))
         np.testing.assert_allclose(y.reshape(2, 40, -1), want, rtol=1e-4, atol=1e-4)
+    # the three phases of a small-map Winograd, repeatedly (a thread must not pass a phase early)
+    x = rng.standard_normal((3, 16, 6, 10)).astype(np.float32)
+    w = (rng.standard_normal((24, 16, 3, 3)) * 0.3).astype(np.float32)
+    plan = C.conv2d_plan(x.shape, w, pad=1, algorithm="winograd")
+    ref = C.conv2d_reference(x.astype(np.float64), w.astype(np.float64), pad=1)
+    first = plan(x)
+    np.testing.assert_allclose(first, ref, rtol=1e-4, atol=1e-4)
+    for _ in range(30):
+        np.testing.assert_array_equal(plan(x), first)
 
 
 @pytest.mark.skipif(not JITTING, reason="the busy wait needs numba jitting")
