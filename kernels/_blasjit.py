@@ -33,7 +33,7 @@ from refnet.kernels._jit import JIT_OPTIONS
 from refnet.kernels._lazyjit import load_numba
 from refnet.kernels._spin import _load_acquire, _yield
 
-__all__ = ["available", "gemm_blocks", "im2col_bands", "wino_bands", "wino_small"]
+__all__ = ["available", "gemm_blocks", "im2col_bands", "im2col_small", "wino_bands", "wino_small"]
 
 _SYMBOLS = {"f": ("scipy_cblas_sgemm64_", "refnet_cblas_sgemm64"),  # (NumPy's name, the one numba links)
             "d": ("scipy_cblas_dgemm64_", "refnet_cblas_dgemm64")}
@@ -172,6 +172,45 @@ def im2col_bands(x, wmat, y, bias, slope, geom, bands, act, epi, counter, buf): 
               y, i * (y.strides[0] // isz) + gi * (y.strides[1] // isz) + oh0 * wo, ldc)
         if epi:
             _epilogue(y[i, gi], bias[gi], act, slope[gi], oh0 * wo, oh1 * wo)
+
+
+@_numba.njit(**JIT_OPTIONS)
+def im2col_small(x, wmat, y, bias, slope, geom, rows, gblocks, act, epi, counters, cb):  # noqa: ANN001, ANN201, PLR0913
+    """im2col of small maps, per image and group in two phases: the whole im2col into ``cb``
+    (Kdim, Ho*Wo) in bands of output rows ``rows[j] = (oh0, oh1)``, then the GEMM with wmat[gi] in
+    blocks ``gblocks[j] = (0, r0, r1, c0, c1)`` of y (N, G, Cog, Ho*Wo) with the epilogue; pieces
+    from atomic counters, a thread moves on when every piece taken is done (``counters``: taken,
+    done per image, group and phase, zero on entry)."""
+    kh, kw, sh, sw, pt, pl, dh, dw, wo = geom[0], geom[1], geom[2], geom[3], geom[4], geom[5], geom[6], geom[7], geom[8]
+    g, kdim = wmat.shape[0], wmat.shape[2]
+    cig = x.shape[1] // g
+    hw = cb.shape[1]
+    isz = y.itemsize
+    nr, ng = rows.shape[0], gblocks.shape[0]
+    for u in range(x.shape[0] * g):
+        i, gi = u // g, u % g
+        q = 4 * u
+        xin = x[i, gi * cig : (gi + 1) * cig]
+        while True:
+            j = _atomic_inc(counters, q)
+            if j >= nr:
+                break
+            _im2col_s(xin, kh, kw, sh, sw, pt, pl, dh, dw, rows[j, 0], rows[j, 1], wo,
+                      cb[:, rows[j, 0] * wo : rows[j, 1] * wo])
+            _atomic_inc(counters, q + 1)
+        _wait_all(counters, q + 1, nr)
+        yo = i * (y.strides[0] // isz) + gi * (y.strides[1] // isz)
+        while True:
+            j = _atomic_inc(counters, q + 2)
+            if j >= ng:
+                break
+            r0, r1, c0, c1 = gblocks[j, 1], gblocks[j, 2], gblocks[j, 3], gblocks[j, 4]
+            _gemm(r1 - r0, c1 - c0, kdim, wmat, gi * (wmat.strides[0] // isz) + r0 * kdim, kdim, cb, c0, hw,
+                  y, yo + r0 * hw + c0, hw)
+            if epi:
+                _epilogue(y[i, gi, r0:r1], bias[gi, r0:r1], act, slope[gi, r0:r1], c0, c1)
+            _atomic_inc(counters, q + 3)
+        _wait_all(counters, q + 3, ng)
 
 
 @_numba.njit(**JIT_OPTIONS)

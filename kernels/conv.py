@@ -1078,6 +1078,17 @@ class Conv2dPlan:
         nb = min(nb, ho)
         units = [(i, gi) for i in range(n) for gi in range(g)]
         if len(units) * nb < 2 * nt:  # small maps: one im2col per image and group, split GEMMs
+            _, table = _gemm_blocks(1, cog, kdim, ho * wo, nt, (_BLOCKS_PER_THREAD, _SPLIT_MIN_COLS, _SPLIT_MIN_ROWS,
+                                                               _BLAS_EXACT_MACS, _GEMM_BLOCK_ELEMS))
+            drv = _drivers()
+            if drv is not None and table is not None:  # one nogil call per thread: im2col, then GEMM blocks
+                cb = _scratch(kdim * ho * wo, self.dtype, "im2col").reshape(kdim, ho * wo)
+                args = (x, self.wmat, y.reshape(n, g, cog, ho * wo), self.b.reshape(g, cog), self.slope.reshape(g, cog),
+                        np.array([kh, kw, sh, sw, pt, pl, dh, dw, wo], np.int64),
+                        np.array(_parts(ho, _BLOCKS_PER_THREAD * nt), np.int64), table, self.act, epilogue,
+                        np.zeros(4 * n * g, np.int64), cb)
+                _workers.run(lambda _k: drv.im2col_small(*args), nt)
+                return
             for i, gi in units:
                 cb = _scratch(kdim * ho * wo, self.dtype, "im2col").reshape(kdim, ho * wo)
                 _im2col(x[i, gi * cig : (gi + 1) * cig], kh, kw, sh, sw, pt, pl, dh, dw, 0, ho, wo, cb)

@@ -26,7 +26,8 @@ CASES = [  # (x shape, w shape, conv kwargs, algorithm, which driver)
     ((3, 12, 9, 7), (21, 4, 1, 1), dict(groups=3), "gemm1x1", "gemm_blocks"),
     ((1, 5, 37, 29), (11, 5, 3, 3), dict(stride=2, pad=1), "im2col", "im2col_bands"),
     ((2, 6, 21, 9), (10, 3, 3, 3), dict(pad=(1, 0, 2, 1), groups=2, dilation=(2, 1)), "im2col", "im2col_bands"),
-    ((1, 9, 3, 5), (13, 9, 5, 5), dict(pad=2), "im2col", "gemm_blocks"),  # small map: split GEMM
+    ((1, 9, 3, 5), (13, 9, 5, 5), dict(pad=2), "im2col", "im2col_small"),  # small map: 2 phases
+    ((1, 6, 2, 9), (8, 3, 3, 3), dict(pad=1, groups=2), "im2col", "im2col_small"),  # per group
     ((1, 10, 45, 39), (7, 10, 3, 3), dict(pad=1), "winograd", "wino_bands"),
     ((2, 8, 23, 17), (6, 8, 3, 3), dict(pad=(0, 1, 1, 0)), "winograd", "wino_bands"),
     ((1, 11, 9, 13), (17, 11, 3, 3), dict(pad=1), "winograd", "wino_small"),  # small map: 3 phases
