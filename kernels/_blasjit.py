@@ -131,15 +131,16 @@ _wino_out_s = _wino_out._serial
 
 
 @_numba.njit(**JIT_OPTIONS)
-def gemm_blocks(a, s, d, bias, slope, ga, blocks, act, epi, counter):  # noqa: ANN001, ANN201, PLR0913
-    """Blocks ``blocks[j] = (t, r0, r1, c0, c1)`` taken from ``counter`` until none is left:
-    d[t][r0:r1, c0:c1] = act(a[t % ga][r0:r1] @ s[t][:, c0:c1] + bias[t % ga][r0:r1]), a (GA, M, K),
-    s (G, K, L), d (G, M, L), bias / slope (GA, M) (the epilogue only if ``epi``)."""
+def gemm_blocks(a, s, d, bias, slope, ga, blocks, act, epi, counters, q=0):  # noqa: ANN001, ANN201, PLR0913
+    """Blocks ``blocks[j] = (t, r0, r1, c0, c1)`` taken from ``counters[q]`` until none is left
+    (``counters[q + 1]`` counts the finished ones): d[t][r0:r1, c0:c1] = act(a[t % ga][r0:r1] @
+    s[t][:, c0:c1] + bias[t % ga][r0:r1]), a (GA, M, K), s (G, K, L), d (G, M, L), bias / slope
+    (GA, M) (the epilogue only if ``epi``)."""
     isz = a.itemsize
     k = a.shape[2]
     lda, ldb, ldc = a.strides[1] // isz, s.strides[1] // isz, d.strides[1] // isz
     while True:
-        j = _atomic_next(counter)
+        j = _atomic_inc(counters, q)
         if j >= blocks.shape[0]:
             return
         t, r0, r1, c0, c1 = blocks[j, 0], blocks[j, 1], blocks[j, 2], blocks[j, 3], blocks[j, 4]
@@ -148,6 +149,7 @@ def gemm_blocks(a, s, d, bias, slope, ga, blocks, act, epi, counter):  # noqa: A
               s, t * (s.strides[0] // isz) + c0, ldb, d, t * (d.strides[0] // isz) + r0 * ldc + c0, ldc)
         if epi:
             _epilogue(d[t, r0:r1], bias[ta, r0:r1], act, slope[ta, r0:r1], c0, c1)
+        _atomic_inc(counters, q + 1)
 
 
 @_numba.njit(**JIT_OPTIONS)
@@ -185,7 +187,6 @@ def im2col_small(x, wmat, y, bias, slope, geom, rows, gblocks, act, epi, counter
     g, kdim = wmat.shape[0], wmat.shape[2]
     cig = x.shape[1] // g
     hw = cb.shape[1]
-    isz = y.itemsize
     nr, ng = rows.shape[0], gblocks.shape[0]
     for u in range(x.shape[0] * g):
         i, gi = u // g, u % g
@@ -199,17 +200,8 @@ def im2col_small(x, wmat, y, bias, slope, geom, rows, gblocks, act, epi, counter
                       cb[:, rows[j, 0] * wo : rows[j, 1] * wo])
             _atomic_inc(counters, q + 1)
         _wait_all(counters, q + 1, nr)
-        yo = i * (y.strides[0] // isz) + gi * (y.strides[1] // isz)
-        while True:
-            j = _atomic_inc(counters, q + 2)
-            if j >= ng:
-                break
-            r0, r1, c0, c1 = gblocks[j, 1], gblocks[j, 2], gblocks[j, 3], gblocks[j, 4]
-            _gemm(r1 - r0, c1 - c0, kdim, wmat, gi * (wmat.strides[0] // isz) + r0 * kdim, kdim, cb, c0, hw,
-                  y, yo + r0 * hw + c0, hw)
-            if epi:
-                _epilogue(y[i, gi, r0:r1], bias[gi, r0:r1], act, slope[gi, r0:r1], c0, c1)
-            _atomic_inc(counters, q + 3)
+        gemm_blocks(wmat[gi : gi + 1], cb.reshape((1, kdim, hw)), y[i, gi : gi + 1], bias[gi : gi + 1],
+                    slope[gi : gi + 1], 1, gblocks, act, epi, counters, q + 2)
         _wait_all(counters, q + 3, ng)
 
 
@@ -241,9 +233,7 @@ def wino_small(x, u, y, b, act, slope, six, pt, pl, tw_n, rows, gblocks, counter
     ``gblocks[j] = (f, r0, r1, c0, c1)`` into m (16, Co, T), output transform in bands -- each
     phase's pieces taken from an atomic counter; a thread moves on when every piece taken is
     done (``counters``: taken, done for each image and phase, zero on entry)."""
-    c, co = u.shape[2], u.shape[1]
-    t = v.shape[2]
-    isz = u.itemsize
+    co = u.shape[1]
     nr, ng = rows.shape[0], gblocks.shape[0]
     for i in range(x.shape[0]):
         q = 6 * i
@@ -254,14 +244,7 @@ def wino_small(x, u, y, b, act, slope, six, pt, pl, tw_n, rows, gblocks, counter
             _wino_in_s(x[i], pt, pl, rows[j, 0], rows[j, 1], tw_n, rows[j, 0] * tw_n, v)
             _atomic_inc(counters, q + 1)
         _wait_all(counters, q + 1, nr)
-        while True:
-            j = _atomic_inc(counters, q + 2)
-            if j >= ng:
-                break
-            f, r0, r1, c0, c1 = gblocks[j, 0], gblocks[j, 1], gblocks[j, 2], gblocks[j, 3], gblocks[j, 4]
-            _gemm(r1 - r0, c1 - c0, c, u, f * (u.strides[0] // isz) + r0 * c, c, v, f * c * t + c0, t,
-                  m, f * co * t + r0 * t + c0, t)
-            _atomic_inc(counters, q + 3)
+        gemm_blocks(u, v, m, b.reshape((1, co)), slope.reshape((1, co)), 16, gblocks, 0, False, counters, q + 2)
         _wait_all(counters, q + 3, ng)
         while True:
             j = _atomic_inc(counters, q + 4)
@@ -283,7 +266,7 @@ def _check() -> bool:
         d = np.zeros((1, 37, 300), dt)
         blocks = np.array([[0, 0, 20, 0, 130], [0, 20, 37, 0, 130], [0, 0, 37, 130, 300]], np.int64)
         z = np.zeros((1, 37), dt)
-        gemm_blocks(a, s, d, z, z, 1, blocks, 0, False, np.zeros(1, np.int64))
+        gemm_blocks(a, s, d, z, z, 1, blocks, 0, False, np.zeros(2, np.int64))
         want = np.empty_like(d)
         for _, r0, r1, c0, c1 in blocks:
             np.matmul(a[0, r0:r1], s[0, :, c0:c1], out=want[0, r0:r1, c0:c1])

@@ -841,8 +841,8 @@ def _gemm_ok(*arrays: np.ndarray) -> bool:
 
 
 def _run_driver(fn, nt: int, *args) -> None:
-    """``fn(*args, counter)`` in ``nt`` threads of the pool, sharing one block counter."""
-    counter = np.zeros(1, np.int64)
+    """``fn(*args, counters)`` in ``nt`` threads of the pool, sharing the block counters."""
+    counter = np.zeros(2, np.int64)
     _workers.run(lambda _k: fn(*args, counter), nt)
 
 
@@ -1102,7 +1102,7 @@ class Conv2dPlan:
             geom = np.array([kh, kw, sh, sw, pt, pl, dh, dw, wo], np.int64)
             table = np.array([(i, gi, r0, r1) for (i, gi), (r0, r1) in bands], np.int64)
             size = kdim * max(r1 - r0 for _, (r0, r1) in bands) * wo
-            counter = np.zeros(1, np.int64)
+            counter = np.zeros(2, np.int64)
             args = (x, self.wmat, y.reshape(n, g, cog, ho * wo), self.b.reshape(g, cog), self.slope.reshape(g, cog),
                     geom, table, self.act, epilogue, counter)
             _workers.run(lambda _k: drv.im2col_bands(*args, _scratch(size, self.dtype, "im2col")), min(nt, len(bands)))

@@ -35,20 +35,6 @@ CASES = [  # (x shape, w shape, conv kwargs, algorithm, which driver)
 ]
 
 
-@pytest.fixture
-def pool(monkeypatch):
-    """3 workers, every call split however small (as test_conv_split)."""
-    monkeypatch.setattr(C, "_SPLIT_MIN_MACS", 0)
-    monkeypatch.setattr(C, "_BLAS_EXACT_MACS", 1)
-    monkeypatch.setattr(C, "_SPLIT_MIN_COLS", 4)
-    monkeypatch.setattr(C, "_SPLIT_MIN_ROWS", 2)
-    monkeypatch.setattr(_workers, "MIN_BLOCK_WORK", 1)
-    before = _workers.workers()
-    _workers.set_workers(3)
-    yield
-    _workers.set_workers(before)
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("activation", [None, "relu", "prelu"])
 @pytest.mark.parametrize("case", range(len(CASES)))

@@ -1,0 +1,24 @@
+"""Fixtures of the kernel tests."""
+
+from __future__ import annotations
+
+import pytest
+
+import refnet.kernels.conv as C
+from refnet.kernels import _workers
+
+
+@pytest.fixture
+def pool(monkeypatch):
+    """3 workers (the caller + 2), and every call split however small (test_conv_split,
+    test_pool_drivers)."""
+    monkeypatch.setattr(C, "_SPLIT_MIN_MACS", 0)
+    monkeypatch.setattr(C, "_BLAS_EXACT_MACS", 1)
+    monkeypatch.setattr(C, "_SPLIT_MIN_COLS", 4)
+    monkeypatch.setattr(C, "_SPLIT_MIN_ROWS", 2)
+    monkeypatch.setattr(_workers, "MIN_BLOCK_WORK", 1)  # (the Winograd transforms of small maps too)
+    monkeypatch.setattr(_workers, "SPLIT_PLANES", True)
+    before = _workers.workers()
+    _workers.set_workers(3)
+    yield
+    _workers.set_workers(before)
