@@ -11,6 +11,7 @@ import threading
 
 import numpy as np
 import pytest
+from split_fixtures import split_pool  # noqa: F401 - the `pool` fixture
 
 import refnet.kernels.conv as C
 from refnet.kernels import _workers

@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 import pytest
+from split_fixtures import split_pool  # noqa: F401 - the `pool` fixture
 
 import refnet.kernels.conv as C
 from refnet.kernels import _workers

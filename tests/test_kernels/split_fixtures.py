@@ -1,4 +1,5 @@
-"""Fixtures of the kernel tests."""
+"""The split tests' shared fixture (imported by test_conv_split and test_pool_drivers; not a
+conftest.py: the suite imports tests/conftest.py as ``conftest``)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import refnet.kernels.conv as C
 from refnet.kernels import _workers
 
 
-@pytest.fixture
-def pool(monkeypatch):
+@pytest.fixture(name="pool")
+def split_pool(monkeypatch):
     """3 workers (the caller + 2), and every call split however small (test_conv_split,
     test_pool_drivers)."""
     monkeypatch.setattr(C, "_SPLIT_MIN_MACS", 0)
