@@ -23,7 +23,9 @@ the other threads' last blocks, both outside the GIL (:func:`refnet.kernels._spi
 on a shared counter) before sleeping on a condition variable / event. Measured on the 2-core
 machine (11:00, quiet): an OS wake-up costs 10-25 us, but a pool thread's first block started
 ~45-50 us after the call with or without the wait -- it is held by the GIL (the caller's Python
-until its first nogil call), so the waits did not change GoogLeNet's forward time and stay off
+until its first nogil call), so the waits did not change GoogLeNet's forward time (with the
+one-call drivers of ``_blasjit``: 0.96 / 0.91 of the forward time in one quiet run, 1.05 / 1.05
+in the next, GoogLeNet / MobileNet-SSD) and stay off
 (``REFNET_POOL_SPIN_US`` / ``REFNET_POOL_WAIT_SPIN_US`` or :func:`set_spin` turn them on for
 an A/B). They need numba loaded and jitting; otherwise the threads sleep at once.
 """
