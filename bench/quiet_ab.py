@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from split_ab import _load, _variants, feeds_for  # noqa: E402
+from split_ab import _load, _variants, feeds_for, reset_env  # noqa: E402
 
 
 def _ticks() -> tuple[int, int]:
@@ -90,8 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             rat = [f"{p}/{q} {statistics.median(x / y for x, y in zip(kept[p], kept[q])):.2f}"
                    for p in names for q in names if p != q and (q in ("cv2", "one") or (p, q) == ("split2", "py2"))]
             print("  per-round ratio medians  " + "  ".join(rat), flush=True)
-    os.environ.pop("REFNET_CONV_SPLIT", None)
-    os.environ.pop("REFNET_POOL_DRIVERS", None)
+    reset_env()
     return 0
 
 

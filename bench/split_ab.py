@@ -153,9 +153,14 @@ def main(argv: list[str] | None = None) -> int:
                     r = statistics.median(x / y for x, y in zip(by[p], by[q]))
                     rat.append(f"{p}/{q} {r:.2f}")
             print("  per-round ratio medians  " + "  ".join(rat), flush=True)
+    reset_env()
+    return 0
+
+
+def reset_env() -> None:
+    """Drop the switches the variants set (back to refnet's defaults)."""
     os.environ.pop("REFNET_CONV_SPLIT", None)
     os.environ.pop("REFNET_POOL_DRIVERS", None)
-    return 0
 
 
 if __name__ == "__main__":
