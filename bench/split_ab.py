@@ -1,12 +1,14 @@
 """A/B of the split-GEMM worker pool (refnet.kernels._workers, issue 17) in one sitting.
 
     python bench/split_ab.py googlenet,mobilenet_ssd,squeezenet,inception_v1,resnet50 [--repeat 9]
-        [--busy-neighbour]
+        [--busy-neighbour] [--variants split2,py2,one,cv2]
 
 Per model, alternating rounds (fair protocol of refnet.bench.alternate: the variant's thread
 set-up, a 0.1 s pause and an untimed warm-up call before every timed call) of
 
 * ``split2``: 2 threads, GEMMs split over the worker pool, BLAS 1 thread (the new default);
+* ``py2``:    the same with ``REFNET_POOL_DRIVERS=0``: one Python call per block instead of one
+  nogil numba call per thread and layer (refnet.kernels._blasjit; the split of before);
 * ``blas2``:  2 threads, ``REFNET_CONV_SPLIT=0``: no pool, OpenBLAS's own 2 threads (before);
 * ``one``:    1 thread;
 * ``cv2``:    cv2.dnn 4.x at 2 threads (caffe models; the ONNX ones in cv2 4.x where it loads them);
@@ -71,17 +73,18 @@ def _variants(net, feeds, with_cv2: bool):
     from refnet.bench import _cv2_runner
     from refnet.runtime.threads import set_num_threads
 
-    def setup(split: str, n):
+    def setup(split: str, n, drivers: str = "1"):
         def prep():
             os.environ["REFNET_CONV_SPLIT"] = split
+            os.environ["REFNET_POOL_DRIVERS"] = drivers
             set_num_threads(n)
         return prep
 
     def fwd():
         return net.forward(feeds)
 
-    out = {"split2": (setup("1", 2), fwd), "blas2": (setup("0", 2), fwd), "one": (setup("1", 1), fwd),
-           "auto": (setup("1", "auto"), fwd)}
+    out = {"split2": (setup("1", 2), fwd), "py2": (setup("1", 2, "0"), fwd), "blas2": (setup("0", 2), fwd),
+           "one": (setup("1", 1), fwd), "auto": (setup("1", "auto"), fwd)}
     if with_cv2:
         try:
             import cv2
@@ -103,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=9)
     ap.add_argument("--no-cv2", action="store_true")
     ap.add_argument("--busy-neighbour", action="store_true")
+    ap.add_argument("--variants", default="", help="comma-separated subset, e.g. split2,py2,one,cv2")
     a = ap.parse_args(argv)
     from contextlib import nullcontext
 
@@ -113,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
             net, size = _load(name, wd)
             feeds = feeds_for(net, size)
             var = _variants(net, feeds, not a.no_cv2)
+            if a.variants:
+                var = {k: v for k, v in var.items() if k in a.variants.split(",")}
             names = list(var)
             cpu: dict[str, list[float]] = {k: [] for k in names}
 
@@ -138,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
             print("  CPU ms     " + "  ".join(f"{k} {statistics.median(cpu[k]) * 1e3:.1f}" for k in names)
                   + "  (process CPU time per call, median: work + spinning, all threads)")
             by = dict(zip(names, times))
-            pairs = [("split2", "blas2"), ("split2", "one"), ("blas2", "one"), ("split2", "cv2"), ("blas2", "cv2"),
+            pairs = [("split2", "py2"), ("py2", "one"), ("py2", "cv2"), ("split2", "blas2"), ("split2", "one"),
+                     ("blas2", "one"), ("split2", "cv2"), ("blas2", "cv2"),
                      ("auto", "one"), ("auto", "cv2")]
             rat = []
             for p, q in pairs:
@@ -146,8 +153,14 @@ def main(argv: list[str] | None = None) -> int:
                     r = statistics.median(x / y for x, y in zip(by[p], by[q]))
                     rat.append(f"{p}/{q} {r:.2f}")
             print("  per-round ratio medians  " + "  ".join(rat), flush=True)
-    os.environ.pop("REFNET_CONV_SPLIT", None)
+    reset_env()
     return 0
+
+
+def reset_env() -> None:
+    """Drop the switches the variants set (back to refnet's defaults)."""
+    os.environ.pop("REFNET_CONV_SPLIT", None)
+    os.environ.pop("REFNET_POOL_DRIVERS", None)
 
 
 if __name__ == "__main__":

@@ -16,17 +16,32 @@ time uses the pool: a second thread calling ``run`` meanwhile (or a block callin
 runs its blocks itself, so concurrent callers never wait for each other and never deadlock.
 ``REFNET_CONV_SPLIT=0`` turns the pool off (every kernel back to one multi-threaded GEMM per
 band; the A/B switch of the issue-17 measurements).
+
+Hand-overs (optional, off by default): a pool thread that finished a call may busy-wait up to
+:data:`SPIN_US` microseconds for the next one, and the caller up to :data:`WAIT_SPIN_US` for
+the other threads' last blocks, both outside the GIL (:func:`refnet.kernels._spin.spin_until`
+on a shared counter) before sleeping on a condition variable / event. Measured on the 2-core
+machine (11:00, quiet): an OS wake-up costs 10-25 us, but a pool thread's first block started
+~45-50 us after the call with or without the wait -- it is held by the GIL (the caller's Python
+until its first nogil call), so the waits did not change GoogLeNet's forward time (with the
+one-call drivers of ``_blasjit``: 0.96 / 0.91 of the forward time in one quiet run, 1.05 / 1.05
+in the next, GoogLeNet / MobileNet-SSD) and stay off
+(``REFNET_POOL_SPIN_US`` / ``REFNET_POOL_WAIT_SPIN_US`` or :func:`set_spin` turn them on for
+an A/B). They need numba loaded and jitting; otherwise the threads sleep at once.
 """
 
 from __future__ import annotations
 
 import contextvars
 import os
+import sys
 import threading
 from collections.abc import Callable
 
+import numpy as np
+
 __all__ = ["run", "run_ranges", "ranges", "set_workers", "workers", "enabled", "BLOCKS_PER_THREAD",
-           "MIN_BLOCK_WORK"]
+           "MIN_BLOCK_WORK", "set_spin", "SPIN_US", "WAIT_SPIN_US"]
 
 # :func:`ranges` cuts a call into about this many blocks per thread (taken from a shared counter,
 # so a descheduled thread holds back one small block, not half the call) ...
@@ -44,6 +59,10 @@ MIN_BLOCK_WORK = 1 << 15
 # Winograd-transform splits are kept (tested, bit-identical) but off until a quiet-machine A/B
 # shows them ahead.
 SPLIT_PLANES = os.environ.get("REFNET_SPLIT_PLANES", "0") == "1"
+# Busy waits (see the module docstring; 0: off): a pool thread waits this long for the next
+# call before it sleeps, the caller this long for the last blocks of its call.
+SPIN_US = float(os.environ.get("REFNET_POOL_SPIN_US", "0"))
+WAIT_SPIN_US = float(os.environ.get("REFNET_POOL_WAIT_SPIN_US", "0"))
 
 
 def enabled() -> bool:
@@ -54,10 +73,11 @@ def enabled() -> bool:
 class _Job:
     """Blocks 0..n-1 of one call, taken in order from a shared counter."""
 
-    __slots__ = ("fn", "n", "next", "done", "lock", "finished", "error", "context")
+    __slots__ = ("fn", "n", "next", "done", "lock", "finished", "error", "context", "base")
 
-    def __init__(self, fn: Callable[[int], None], n: int) -> None:
+    def __init__(self, fn: Callable[[int], None], n: int, base: int = 0) -> None:
         self.fn, self.n = fn, n
+        self.base = base  # _FLAG[1] before this call: it reaches base + n when all blocks are done
         # the caller's context variables (numpy's errstate is one), for the pool's threads
         self.context = contextvars.copy_context()
         self.next = 0
@@ -89,17 +109,54 @@ class _Job:
                 self.done += 1
                 if self.done == self.n:
                     self.finished.set()
+                _FLAG[1] = self.base + self.done  # (after the set: a caller that saw it finds the event set)
 
 
 _N = [1]  # threads that work on a run(), the caller included
 _COND = threading.Condition()
 _STATE: dict = {"job": None, "gen": 0, "threads": []}
 _RUN_LOCK = threading.Lock()
+# shared with the busy waits (read outside the GIL): [0] the generation of the last call posted
+# to the pool, [1] blocks finished by pool calls so far (both only grow)
+_FLAG = np.zeros(8, np.int64)
+# [spin_until, reads per microsecond] once numba is loaded and jitting (see _spinner)
+_SPINNER: list = []
+_SPIN_READS = [0, 0]  # reads of SPIN_US and WAIT_SPIN_US
+
+
+def set_spin(spin_us: float | None = None, wait_spin_us: float | None = None) -> tuple[float, float]:
+    """Set :data:`SPIN_US` / :data:`WAIT_SPIN_US` (microseconds, 0: sleep at once); returns both."""
+    global SPIN_US, WAIT_SPIN_US
+    if spin_us is not None:
+        SPIN_US = max(0.0, float(spin_us))
+    if wait_spin_us is not None:
+        WAIT_SPIN_US = max(0.0, float(wait_spin_us))
+    if _SPINNER:
+        _SPIN_READS[:] = [int(SPIN_US * _SPINNER[1]), int(WAIT_SPIN_US * _SPINNER[1])]
+    return SPIN_US, WAIT_SPIN_US
+
+
+def _spinner() -> Callable | None:
+    """The busy-wait kernel, once numba is loaded and jitting (else None: sleep at once)."""
+    if _SPINNER:
+        return _SPINNER[0]
+    from refnet.kernels._lazyjit import load_numba, numba_loaded
+
+    if (not numba_loaded() or load_numba().config.DISABLE_JIT or (SPIN_US <= 0 and WAIT_SPIN_US <= 0)
+            or not sys.platform.startswith(("linux", "darwin"))):  # (sched_yield)
+        return None
+    from refnet.kernels._spin import reads_per_us, spin_until
+
+    _SPINNER[:] = [spin_until, reads_per_us()]
+    set_spin()
+    return spin_until
 
 
 def _loop(idx: int) -> None:
     seen = _STATE["gen"]
     while True:
+        if _SPINNER and _SPIN_READS[0] > 0 and idx < _N[0] - 1:
+            _SPINNER[0](_FLAG, 0, seen + 1, _SPIN_READS[0])  # (outside the GIL)
         with _COND:
             while _STATE["gen"] == seen or idx >= _N[0] - 1:
                 if _STATE["gen"] != seen:  # a job for fewer workers than this one: skip it
@@ -141,12 +198,16 @@ def run(fn: Callable[[int], None], nblocks: int) -> None:
         return
     try:
         _start_threads(_N[0])
-        job = _Job(fn, nblocks)
+        spin = _spinner()
+        job = _Job(fn, nblocks, int(_FLAG[1]))
         with _COND:
             _STATE["job"] = job
             _STATE["gen"] += 1
+            _FLAG[0] = _STATE["gen"]
             _COND.notify_all()
         job.work()
+        if spin is not None and _SPIN_READS[1] > 0 and not job.finished.is_set():
+            spin(_FLAG, 1, job.base + nblocks, _SPIN_READS[1])  # (outside the GIL)
         job.finished.wait()
     finally:
         _STATE["job"] = None
@@ -178,6 +239,7 @@ def _after_fork() -> None:  # the pool's threads do not exist in a forked child
     global _COND, _RUN_LOCK
     _COND = threading.Condition()
     _RUN_LOCK = threading.Lock()
+    _FLAG[:] = 0
     _STATE.update(job=None, gen=0, threads=[])  # (started again by the next run)
 
 

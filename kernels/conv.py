@@ -50,6 +50,8 @@ picks another kernel for a narrow block).
 
 from __future__ import annotations
 
+import functools
+import os
 import threading
 from collections.abc import Sequence
 
@@ -59,6 +61,7 @@ from refnet.errors import ShapeError
 from refnet.kernels import _workers
 from refnet.kernels._check import IntPair, Pad, as_float_array, ieee, pad4, pair, same_dtype
 from refnet.kernels._jit import jit, prange
+from refnet.kernels._lazyjit import MODE as _NUMPY_MODE
 from refnet.kernels._parallel import twin  # (numba's threading layer is chosen when numba loads)
 from refnet.kernels.geometry import conv_output_size, conv_transpose_output_size  # the rules' one home
 
@@ -808,23 +811,77 @@ def _grid(count: int, m: int, k: int, length: int, nt: int) -> tuple[list[tuple[
     return _parts(m, nrow), _parts(length, ncol)
 
 
-def _split_gemm(gemms: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+def _drivers():
+    """:mod:`refnet.kernels._blasjit` (one ``nogil`` call per thread and layer, NumPy's BLAS
+    called from numba) when usable: numba loaded and jitting, NumPy's BLAS found and checked,
+    not inside ``numpy_kernels()``, ``REFNET_POOL_DRIVERS`` != "0"; else None (Python blocks)."""
+    if _NUMPY_MODE.on or os.environ.get("REFNET_POOL_DRIVERS", "1") == "0":
+        return None
+    if _DRIVERS:
+        return _DRIVERS[0]
+    from refnet.kernels._lazyjit import load_numba, numba_loaded
+
+    if not numba_loaded():  # (asked again later: the serial kernels load numba on their first call)
+        return None
+    mod = None
+    if not load_numba().config.DISABLE_JIT:
+        from refnet.kernels import _blasjit
+
+        mod = _blasjit if _blasjit.available else None
+    _DRIVERS.append(mod)
+    return mod
+
+
+_DRIVERS: list = []  # [the _blasjit module or None] once decided
+
+
+def _gemm_ok(*arrays: np.ndarray) -> bool:
+    """Whether these GEMM operands (..., rows, cols) have contiguous rows, as the drivers need."""
+    return all(a.strides[-1] == a.itemsize and a.strides[-2] >= a.shape[-1] * a.itemsize for a in arrays)
+
+
+def _run_driver(fn, nt: int, *args) -> None:
+    """``fn(*args, counters)`` in ``nt`` threads of the pool, sharing the block counters."""
+    counter = np.zeros(2, np.int64)
+    _workers.run(lambda _k: fn(*args, counter), nt)
+
+
+@functools.lru_cache(maxsize=512)
+def _gemm_blocks(count: int, m: int, k: int, length: int, nt: int, limits: tuple) -> tuple[list, np.ndarray | None]:
+    """The blocks of :func:`_split_gemm` for these sizes: [(t, (r0, r1), (c0, c1))] and, when every
+    block is at least 2 x 2 (NumPy runs 1-wide products as gemv, the drivers always as gemm),
+    the same as an int64 table (t, r0, r1, c0, c1) for the driver (else None). ``limits``: the
+    module's block limits (part of the cache key: tests change them)."""
+    rows, cols = _grid(count, m, k, length, nt)
+    blocks = [(t, r, c) for t in range(count) for r in rows for c in cols]
+    wide = k > 1 and min(r1 - r0 for r0, r1 in rows) > 1 and min(c1 - c0 for c0, c1 in cols) > 1
+    table = np.array([(t, r0, r1, c0, c1) for t, (r0, r1), (c0, c1) in blocks], np.int64) if wide else None
+    return blocks, table
+
+
+def _split_gemm(a: np.ndarray, s: np.ndarray, d: np.ndarray, b: np.ndarray, slope: np.ndarray, ga: int,
                 act: int, epilogue: bool, nt: int) -> None:
-    """dst = act(a @ src + b) for every (a (M, K), src (K, L), dst (M, L), b, slope) of ``gemms``
-    (one shape), cut into row x column blocks over the worker threads; each block is one
-    single-threaded GEMM and the serial epilogue on it. Every output element is the same dot
-    product as in the unsplit GEMM (only its position in the BLAS's blocking changes)."""
-    m, length = gemms[0][2].shape
-    rows, cols = _grid(len(gemms), m, gemms[0][0].shape[1], length, nt)
-    blocks = [(t, r, c) for t in range(len(gemms)) for r in rows for c in cols]
+    """d[t] = act(a[t % ga] @ s[t] + b[t % ga]) for every t (a (GA, M, K), s (G, K, L), d (G, M, L),
+    b / slope (GA, M)), cut into row x column blocks over the worker threads; each block is one
+    single-threaded GEMM and the serial epilogue on it -- all of a thread's blocks in one nogil
+    call where :func:`_drivers` allows, else one Python call per block. Every output element is
+    the same dot product as in the unsplit GEMM (only its position in the BLAS's blocking changes)."""
+    count, m, length = d.shape
+    blocks, table = _gemm_blocks(count, m, a.shape[2], length, nt, (_BLOCKS_PER_THREAD, _SPLIT_MIN_COLS,
+                                 _SPLIT_MIN_ROWS, _BLAS_EXACT_MACS, _GEMM_BLOCK_ELEMS))
+    drv = _drivers()
+    if drv is not None and table is not None and _gemm_ok(a, s, d):
+        _run_driver(drv.gemm_blocks, min(nt, len(blocks)), a, s, d, b, slope, ga, table, act, epilogue)
+        return
     bias_act = _bias_act_cols.serial
 
-    def block(k: int) -> None:
-        t, (r0, r1), (c0, c1) = blocks[k]
-        a, src, dst, b, slope = gemms[t]
-        np.matmul(a[r0:r1], src[:, c0:c1], out=dst[r0:r1, c0:c1])
+    def block(j: int) -> None:
+        t, (r0, r1), (c0, c1) = blocks[j]
+        ta = t % ga
+        dst = d[t]
+        np.matmul(a[ta, r0:r1], s[t][:, c0:c1], out=dst[r0:r1, c0:c1])
         if epilogue:
-            bias_act(dst[r0:r1], b[r0:r1], act, slope[r0:r1], c0, c1)
+            bias_act(dst[r0:r1], b[ta, r0:r1], act, slope[ta, r0:r1], c0, c1)
 
     _workers.run(block, len(blocks))
 
@@ -931,11 +988,9 @@ class Conv2dPlan:
         cog = y.shape[1] // g
         nt = _split_threads(n * cog * c * h * wd)
         if nt > 1:
-            gemms = [(self.wmat[gi], x[i].reshape(c, h * wd)[gi * cig : (gi + 1) * cig],
-                      y[i].reshape(g * cog, h * wd)[gi * cog : (gi + 1) * cog],
-                      self.b[gi * cog : (gi + 1) * cog], self.slope[gi * cog : (gi + 1) * cog])
-                     for i in range(n) for gi in range(g)]
-            _split_gemm(gemms, self.act, self.act != 0 or self.has_bias, nt)
+            _split_gemm(self.wmat, x.reshape(n * g, cig, h * wd), y.reshape(n * g, cog, h * wd),
+                        self.b.reshape(g, cog), self.slope.reshape(g, cog), g, self.act,
+                        self.act != 0 or self.has_bias, nt)
             return
         for i in range(n):
             xi = x[i].reshape(c, h * wd)
@@ -1023,14 +1078,35 @@ class Conv2dPlan:
         nb = min(nb, ho)
         units = [(i, gi) for i in range(n) for gi in range(g)]
         if len(units) * nb < 2 * nt:  # small maps: one im2col per image and group, split GEMMs
+            _, table = _gemm_blocks(1, cog, kdim, ho * wo, nt, (_BLOCKS_PER_THREAD, _SPLIT_MIN_COLS, _SPLIT_MIN_ROWS,
+                                                               _BLAS_EXACT_MACS, _GEMM_BLOCK_ELEMS))
+            drv = _drivers()
+            if drv is not None and table is not None:  # one nogil call per thread: im2col, then GEMM blocks
+                cb = _scratch(kdim * ho * wo, self.dtype, "im2col").reshape(kdim, ho * wo)
+                args = (x, self.wmat, y.reshape(n, g, cog, ho * wo), self.b.reshape(g, cog), self.slope.reshape(g, cog),
+                        np.array([kh, kw, sh, sw, pt, pl, dh, dw, wo], np.int64),
+                        np.array(_parts(ho, _BLOCKS_PER_THREAD * nt), np.int64), table, self.act, epilogue,
+                        np.zeros(4 * n * g, np.int64), cb)
+                _workers.run(lambda _k: drv.im2col_small(*args), nt)
+                return
             for i, gi in units:
                 cb = _scratch(kdim * ho * wo, self.dtype, "im2col").reshape(kdim, ho * wo)
                 _im2col(x[i, gi * cig : (gi + 1) * cig], kh, kw, sh, sw, pt, pl, dh, dw, 0, ho, wo, cb)
                 sl = slice(gi * cog, (gi + 1) * cog)
-                _split_gemm([(self.wmat[gi], cb, y[i, sl].reshape(cog, ho * wo), self.b[sl], self.slope[sl])],
-                            self.act, epilogue, nt)
+                _split_gemm(self.wmat[gi : gi + 1], cb[None], y[i, sl].reshape(1, cog, ho * wo),
+                            self.b[sl].reshape(1, cog), self.slope[sl].reshape(1, cog), 1, self.act, epilogue, nt)
             return
         bands = [(u, r) for u in units for r in _parts(ho, nb)]
+        drv = _drivers()
+        if drv is not None and cog > 1 and kdim > 1 and min(r1 - r0 for _, (r0, r1) in bands) * wo > 1:
+            geom = np.array([kh, kw, sh, sw, pt, pl, dh, dw, wo], np.int64)
+            table = np.array([(i, gi, r0, r1) for (i, gi), (r0, r1) in bands], np.int64)
+            size = kdim * max(r1 - r0 for _, (r0, r1) in bands) * wo
+            counter = np.zeros(2, np.int64)
+            args = (x, self.wmat, y.reshape(n, g, cog, ho * wo), self.b.reshape(g, cog), self.slope.reshape(g, cog),
+                    geom, table, self.act, epilogue, counter)
+            _workers.run(lambda _k: drv.im2col_bands(*args, _scratch(size, self.dtype, "im2col")), min(nt, len(bands)))
+            return
         im2col, bias_act = _im2col.serial, _bias_act_cols.serial
 
         def block(k: int) -> None:
@@ -1102,17 +1178,34 @@ class Conv2dPlan:
             t = th_n * tw_n
             v = _scratch(16 * c * t, self.dtype, "wino_v").reshape(16, c, t)
             m = _scratch(16 * co * t, self.dtype, "wino_m").reshape(16, co, t)
-            zero = np.zeros(co, self.dtype)
+            _, table = _gemm_blocks(16, co, c, t, nt, (_BLOCKS_PER_THREAD, _SPLIT_MIN_COLS, _SPLIT_MIN_ROWS,
+                                                      _BLAS_EXACT_MACS, _GEMM_BLOCK_ELEMS))
+            drv = _drivers()
+            if drv is not None and table is not None:  # one nogil call per thread: all three phases
+                rows = np.array(_parts(th_n, _BLOCKS_PER_THREAD * nt), np.int64)
+                args = (x, u, y, b, act, slope, six, pt, pl, tw_n, rows, table, np.zeros(6 * n, np.int64), v, m)
+                _workers.run(lambda _k: drv.wino_small(*args), nt)
+                return
+            zero = np.zeros((1, co), self.dtype)
             rows_in, rows_out = _workers.ranges(th_n, v.size), _workers.ranges(th_n, m.size)
             wino_in, wino_out = _wino_in.serial, _wino_out.serial
             for i in range(n):
                 xi, yi = x[i], y[i]
                 _workers.run_ranges(lambda r0, r1, xi=xi: wino_in(xi, pt, pl, r0, r1, tw_n, r0 * tw_n, v), rows_in)
-                _split_gemm([(u[k], v[k], m[k], zero, zero) for k in range(16)], 0, False, nt)
+                _split_gemm(u, v, m, zero, zero, 16, 0, False, nt)
                 _workers.run_ranges(lambda r0, r1, yi=yi: wino_out(m, b, act, slope, six, r0, r1, tw_n, r0 * tw_n, yi),
                                     rows_out)
             return
         bands = [(i, r) for i in range(n) for r in _parts(th_n, nb)]
+        drv = _drivers()
+        if drv is not None and co > 1 and c > 1 and min(r1 - r0 for _, (r0, r1) in bands) * tw_n > 1:
+            table = np.array([(i, r0, r1) for i, (r0, r1) in bands], np.int64)
+            t = max(r1 - r0 for _, (r0, r1) in bands) * tw_n
+            counter = np.zeros(1, np.int64)
+            args = (x, u, y, b, act, slope, six, pt, pl, tw_n, table, counter)
+            _workers.run(lambda _k: drv.wino_bands(*args, _scratch(16 * c * t, self.dtype, "wino_v"),
+                                                   _scratch(16 * co * t, self.dtype, "wino_m")), min(nt, len(bands)))
+            return
         wino_in, wino_out = _wino_in.serial, _wino_out.serial
 
         def block(k: int) -> None:

@@ -11,6 +11,7 @@ import threading
 
 import numpy as np
 import pytest
+from split_fixtures import split_pool  # noqa: F401 - the `pool` fixture
 
 import refnet.kernels.conv as C
 from refnet.kernels import _workers
@@ -31,21 +32,6 @@ CASES = [
     ((1, 7, 12, 10), (7, 1, 3, 3), dict(pad=2, dilation=2, groups=7), "depthwise"),
     ((3, 6, 9, 8), (12, 1, 5, 5), dict(pad=2, stride=(1, 2), groups=6), "depthwise"),  # general kernel
 ]
-
-
-@pytest.fixture
-def pool(monkeypatch):
-    """3 workers (the caller + 2), and every call split however small."""
-    monkeypatch.setattr(C, "_SPLIT_MIN_MACS", 0)
-    monkeypatch.setattr(C, "_BLAS_EXACT_MACS", 1)
-    monkeypatch.setattr(C, "_SPLIT_MIN_COLS", 4)
-    monkeypatch.setattr(C, "_SPLIT_MIN_ROWS", 2)
-    monkeypatch.setattr(_workers, "MIN_BLOCK_WORK", 1)  # (the Winograd transforms of small maps too)
-    monkeypatch.setattr(_workers, "SPLIT_PLANES", True)
-    before = _workers.workers()
-    _workers.set_workers(3)
-    yield
-    _workers.set_workers(before)
 
 
 @pytest.mark.parametrize("case", range(len(CASES)))
@@ -73,9 +59,11 @@ def test_split_equals_unsplit_and_reference(pool, case, activation, rng):
     np.testing.assert_allclose(split, ref, rtol=1e-4, atol=1e-4)
 
 
-def test_small_map_winograd_transforms_run_in_bands(pool, rng):
-    """Small maps: input transform, the 16 GEMMs and output transform each over the pool; the
-    transforms in bands of tile rows (exact: every tile is computed the same way)."""
+def test_small_map_winograd_transforms_run_in_bands(pool, rng, monkeypatch):
+    """Small maps, Python blocks (REFNET_POOL_DRIVERS=0; the one-call drivers: test_pool_drivers):
+    input transform, the 16 GEMMs and output transform each over the pool; the transforms in
+    bands of tile rows (exact: every tile is computed the same way)."""
+    monkeypatch.setenv("REFNET_POOL_DRIVERS", "0")
     xs, ws = (1, 11, 9, 13), (17, 11, 3, 3)  # 5 x 7 tiles
     x = rng.standard_normal(xs).astype(np.float32)
     w = (rng.standard_normal(ws) * 0.3).astype(np.float32)

@@ -1,0 +1,25 @@
+"""The split tests' shared fixture (imported by test_conv_split and test_pool_drivers; not a
+conftest.py: the suite imports tests/conftest.py as ``conftest``)."""
+
+from __future__ import annotations
+
+import pytest
+
+import refnet.kernels.conv as C
+from refnet.kernels import _workers
+
+
+@pytest.fixture(name="pool")
+def split_pool(monkeypatch):
+    """3 workers (the caller + 2), and every call split however small (test_conv_split,
+    test_pool_drivers)."""
+    monkeypatch.setattr(C, "_SPLIT_MIN_MACS", 0)
+    monkeypatch.setattr(C, "_BLAS_EXACT_MACS", 1)
+    monkeypatch.setattr(C, "_SPLIT_MIN_COLS", 4)
+    monkeypatch.setattr(C, "_SPLIT_MIN_ROWS", 2)
+    monkeypatch.setattr(_workers, "MIN_BLOCK_WORK", 1)  # (the Winograd transforms of small maps too)
+    monkeypatch.setattr(_workers, "SPLIT_PLANES", True)
+    before = _workers.workers()
+    _workers.set_workers(3)
+    yield
+    _workers.set_workers(before)
