@@ -2,10 +2,11 @@
 pads and a precomputed output size (floor or ceil mode, see the importer's ``_pool_out``);
 max (with flattened argmax indices), average (count_include_pad or not) and Lp; and MaxUnpool.
 
-One implementation serves both precisions: it loops over the kernel offsets and reads each
-offset's strided view of the padded input, which is already vectorised over every output
-element (numba buys nothing over it). The fast ``pool_nd`` differs only for float32 max pooling
-without indices: in place and in float32 (exact for a maximum), not through float64 copies.
+The reference loops over the kernel offsets and reads each offset's strided view of the
+padded input, vectorised over every output element. The fast ``pool_nd`` differs for float32
+max pooling without indices: strided 2-D (ONNX MaxPool on images) runs a numba kernel per
+plane (one row of vertical maxima per output row, then the window maxima along it; 1.1-1.3x
+faster than the separable loop on 55x55-109x109 maps); the rest is separable in place in float32 (exact for a maximum), not through float64 copies.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ import numpy as np
 
 from refnet.errors import ShapeError
 from refnet.kernels._check import ieee
+from refnet.kernels._jit import prange
+from refnet.kernels._parallel import twin
+from refnet.kernels.pool import _run_planes  # (plane blocks over the worker threads)
 
 __all__ = ["pool_nd", "pool_nd_reference", "max_unpool_nd", "max_unpool_nd_reference"]
 
@@ -90,6 +94,44 @@ def pool_nd_reference(x: np.ndarray, mode: str, kernel: Sequence[int], strides: 
     return y
 
 
+@twin(0)
+def _max_pool2d_nd(x, kh, kw, sh, sw, dh, dw, pt, pl, y):
+    """y[n, c, oh, ow] = the max of x[n, c, oh*sh - pt + p*dh, ow*sw - pl + q*dw] over the taps
+    inside the input, -inf when there is none; a NaN never wins (``v > b``, as the reference).
+    Per output row: the element-wise max of its kh input rows into a -inf padded row (contiguous,
+    vectorises), then each window's kw taps along that row."""
+    n_, c_, h, w = x.shape
+    _, _, ho, wo = y.shape
+    wp = (wo - 1) * sw + (kw - 1) * dw + 1  # the padded row's length
+    j0 = min(pl, wp)
+    j1 = max(min(wp, pl + w), j0)  # padded-row columns that hold input columns
+    neg = x.dtype.type(-np.inf)
+    for t in prange(n_ * c_):
+        n = t // c_
+        c = t % c_
+        row = np.empty(wp, dtype=x.dtype)
+        for oh in range(ho):
+            row[:] = neg
+            for p in range(kh):
+                ih = oh * sh - pt + p * dh
+                if 0 <= ih < h and j1 > j0:
+                    src = x[n, c, ih, j0 - pl : j1 - pl]
+                    dst = row[j0:j1]
+                    for j in range(j1 - j0):
+                        v = src[j]
+                        b = dst[j]
+                        dst[j] = v if v > b else b
+            out = y[n, c, oh]
+            for ow in range(wo):
+                out[ow] = row[ow * sw]
+            for q in range(1, kw):  # taps outermost: strided loads along the row (vectorise)
+                tap = row[q * dw :]
+                for ow in range(wo):
+                    v = tap[ow * sw]
+                    b = out[ow]
+                    out[ow] = v if v > b else b
+
+
 @ieee
 def pool_nd(x: np.ndarray, mode: str, kernel: Sequence[int], strides: Sequence[int],
             dilations: Sequence[int], pads: Sequence[int], out: Sequence[int], *,
@@ -99,7 +141,7 @@ def pool_nd(x: np.ndarray, mode: str, kernel: Sequence[int], strides: Sequence[i
     dtype, one spatial axis at a time (a box maximum is separable), with one in-place ``fmax`` per
     offset along the axis (a maximum is exact in any precision, and
     ``fmax`` keeps the running value when the new one is NaN, as the reference's ``v > acc`` does),
-    on an input padded with -inf. A window that covers the whole unpadded input (global average)
+    on an input padded with -inf; 2-D through the numba kernel :func:`_max_pool2d_nd`. A window that covers the whole unpadded input (global average)
     is one float64 mean. Every other case is the reference."""
     k = len(kernel)
     if mode == "avg" and not with_indices and x.ndim == k + 2 and tuple(kernel) == tuple(x.shape[2:]) \
@@ -109,6 +151,12 @@ def pool_nd(x: np.ndarray, mode: str, kernel: Sequence[int], strides: Sequence[i
             or not len(strides) == len(dilations) == len(out) == k or len(pads) != 2 * k:
         return pool_nd_reference(x, mode, kernel, strides, dilations, pads, out, count_include_pad=count_include_pad,
                                  p=p, storage_order=storage_order, with_indices=with_indices)
+    if k == 2 and min(pads) >= 0 and max(strides) > 1:  # (stride 1: the separable loop is as fast)
+        y = np.empty(x.shape[:2] + (int(out[0]), int(out[1])), x.dtype)
+        (kh, kw), (sh, sw), (dh, dw) = (tuple(int(v) for v in a) for a in (kernel, strides, dilations))
+        _run_planes(_max_pool2d_nd, (np.ascontiguousarray(x), kh, kw, sh, sw, dh, dw, int(pads[0]), int(pads[1]), y),
+                    (0, 9))
+        return y
     spatial = x.shape[2:]
     pb, pe = list(pads[:k]), list(pads[k:])
     ends = [max(pe[i], (out[i] - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - spatial[i] - pb[i])
