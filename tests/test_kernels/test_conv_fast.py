@@ -76,6 +76,8 @@ CASES = {
     "dw3_big_s1": ((1, 2, 66, 70), (2, 1, 3, 3), dict(pad=1, groups=2), "depthwise"),
     "dw3_big_s2_asym": ((1, 2, 67, 71), (4, 1, 3, 3), dict(pad=(1, 0, 1, 2), stride=2, groups=2), "depthwise"),
     "gemm1x1_groups": ((2, 6, 4, 5), (8, 3, 1, 1), dict(groups=2), "gemm1x1"),
+    "gemm1x1_strided": ((2, 6, 9, 8), (5, 6, 1, 1), dict(stride=(2, 3)), "gemm1x1"),
+    "gemm1x1_strided_groups": ((1, 4, 7, 7), (6, 2, 1, 1), dict(stride=2, groups=2, dilation=2), "gemm1x1"),
     "im2col_groups": ((1, 4, 9, 11), (6, 2, 3, 3), dict(groups=2, pad=1), "im2col"),
 }
 
@@ -203,6 +205,7 @@ def test_banded_paths_agree(monkeypatch, rng):
     monkeypatch.setattr(C, "_WINO_BAND_ELEMS", 64)
     monkeypatch.setattr(C, "_WINO_MIN_TILES", 1)
     monkeypatch.setattr(C, "_GEMM_BLOCK_ELEMS", 16)
+    monkeypatch.setattr(C, "_GEMM_EPILOGUE_BLOCK_ELEMS", 16)
     for alg in ("im2col", "winograd"):
         got = conv2d_plan(x.shape, w3, b, pad=1, activation="relu", algorithm=alg)(x)
         assert_close(got, np.maximum(oracle_conv(x, w3, b, pad=(1, 1, 1, 1)), 0), "f64_vs_oracle", alg)
