@@ -23,7 +23,10 @@ executor's per-call cost is a few microseconds. Algorithms:
 * otherwise: numba im2col in cache-sized bands of output rows + BLAS GEMM into the output.
 
 Bias and activation (ReLU / leaky ReLU / PReLU per channel / ReLU6) are applied in one
-epilogue pass per band while it is still in cache. Transposed convolutions run one GEMM per
+epilogue pass per band while it is still in cache. A plan made with ``residual=True`` adds a
+second input of the output's shape before the activation (ResNet's ``relu(conv(x) + shortcut)``;
+``((conv + bias) + residual)`` in that order, as the unfused add rounds): in the 1x1 GEMMs'
+epilogue, after the other algorithms in one pass. Transposed convolutions run one GEMM per
 band of input rows and a numba col2im scatter, bias and activation on the finished rows.
 
 Conventions (Caffe / Torch7 / cv2.dnn): ``pad = (top, left, bottom, right)`` (an int or
@@ -330,6 +333,18 @@ def _bias_act_cols(y, b, act, slope, c0, c1):
     """In place on columns [c0, c1) of y (C, L): y = act(y + b[c])."""
     for k in prange(y.shape[0]):
         _row_epilogue(y[k, c0:c1], b[k], act, slope[k])
+
+
+@twin(0)
+def _bias_res_act_cols(y, r, b, act, slope, six, c0, c1):
+    """In place on columns [c0, c1) of y (C, L): y = act((y + b[c]) + r) (``r`` of y's shape)."""
+    for k in prange(y.shape[0]):
+        row = y[k]
+        res = r[k]
+        bias = b[k]
+        s = slope[k]
+        for j in range(c0, c1):
+            row[j] = _act1((row[j] + bias) + res[j], act, s, six)
 
 
 @twin()
@@ -767,19 +782,20 @@ def _scratch(n: int, dtype: np.dtype, role: str) -> np.ndarray:
 
 
 def _gemm_epilogue(wmat: np.ndarray, src: np.ndarray, dst: np.ndarray, b: np.ndarray, act: int,
-                   slope: np.ndarray) -> None:
-    """dst (M, L) = act(wmat (M, K) @ src (K, L) + b), in column blocks that stay in cache."""
+                   slope: np.ndarray, res: np.ndarray | None = None) -> None:
+    """dst (M, L) = act(wmat (M, K) @ src (K, L) + b [+ res (M, L)]), in column blocks that
+    stay in cache."""
     m, length = dst.shape
     block = max(256, _GEMM_EPILOGUE_BLOCK_ELEMS // max(1, m))
     if length <= block + block // 2:
-        np.matmul(wmat, src, out=dst)
-        if act != 0 or b.any():
-            _bias_act_cols(dst, b, act, slope, 0, length)
-        return
+        block = length
+    epilogue = act != 0 or b.any()
     for j0 in range(0, length, block):
         j1 = min(length, j0 + block)
         np.matmul(wmat, src[:, j0:j1], out=dst[:, j0:j1])
-        if act != 0 or b.any():
+        if res is not None:
+            _bias_res_act_cols(dst, res, b, act, slope, slope.dtype.type(6), j0, j1)
+        elif epilogue:
             _bias_act_cols(dst, b, act, slope, j0, j1)
 
 
@@ -851,7 +867,7 @@ class Conv2dPlan:
                  stride: IntPair = (1, 1), pad: Pad = (0, 0, 0, 0), dilation: IntPair = (1, 1),
                  groups: int = 1, activation: str | None = None,
                  negative_slope: float | np.ndarray = 0.0, algorithm: str | None = None,
-                 fn: str = "conv2d") -> None:
+                 residual: bool = False, fn: str = "conv2d") -> None:
         as_float_array(w, "w", 4)
         x_shape = tuple(int(d) for d in x_shape)
         if len(x_shape) != 4:
@@ -868,6 +884,12 @@ class Conv2dPlan:
         self.stride, self.pad, self.dilation, self.groups = (sh, sw), (pt, pl, pb, pr), (dh, dw), g
         self.act, self.slope = _activation(activation, negative_slope, co, dt)
         self.six = dt.type(6)
+        # with a residual the algorithms' own epilogues add the bias only; the activation
+        # follows the residual (res_act)
+        self.residual = residual
+        self.res_act = self.act
+        if residual:
+            self.act = _ACT_NONE
         self.b = b if b is not None else np.zeros(co, dt)
         self.has_bias = b is not None
         w = np.ascontiguousarray(w)
@@ -909,10 +931,16 @@ class Conv2dPlan:
         return "im2col"
 
     @ieee
-    def __call__(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    def __call__(self, x: np.ndarray, out: np.ndarray | None = None, *,
+                 residual: np.ndarray | None = None) -> np.ndarray:
         if x.shape != self.x_shape or x.dtype != self.dtype:
             raise ShapeError("conv2d plan: input does not match the planned shape/dtype",
                              expected=f"{self.x_shape} {self.dtype}", got=f"{x.shape} {x.dtype}")
+        if (residual is None) == self.residual or (residual is not None and (
+                residual.shape != self.y_shape or residual.dtype != self.dtype)):
+            raise ShapeError("conv2d plan: a residual of the output's shape and dtype iff planned with one",
+                             expected=f"{self.y_shape} {self.dtype}" if self.residual else "no residual",
+                             got=None if residual is None else f"{residual.shape} {residual.dtype}")
         x = np.ascontiguousarray(x)
         y = np.empty(self.y_shape, dtype=self.dtype) if out is None else out
         alg = self.algorithm
@@ -922,14 +950,23 @@ class Conv2dPlan:
         elif alg == "direct":
             _direct_small_cout(x, self.w, self.b, sh, sw, pt, pl, dh, dw, self.act, self.slope, y)
         elif alg == "gemm1x1":
-            self._gemm1x1(x, y)
+            if self._gemm1x1(x, y, residual):
+                return y
         elif alg == "winograd":
             self._winograd(x, y)
         else:
             self._im2col(x, y)
+        if residual is not None:  # act(y + residual), y already holding conv + bias
+            n, co = self.y_shape[:2]
+            yr = y.reshape(n * co, -1)
+            rr = np.ascontiguousarray(residual).reshape(n * co, -1)
+            zero = np.zeros(n * co, self.dtype)
+            _bias_res_act_cols(yr, rr, zero, self.res_act, np.tile(self.slope, n), self.six, 0, yr.shape[1])
         return y
 
-    def _gemm1x1(self, x, y):
+    def _gemm1x1(self, x, y, res=None) -> bool:
+        """The 1x1 GEMMs; True when the residual (if any) is applied too (one thread: in the
+        epilogue)."""
         n, c, h, wd = self.x_shape
         sh, sw = self.stride
         if sh != 1 or sw != 1:  # the pixels a strided 1x1 conv reads, as one contiguous array
@@ -947,14 +984,17 @@ class Conv2dPlan:
                       self.b[gi * cog : (gi + 1) * cog], self.slope[gi * cog : (gi + 1) * cog])
                      for i in range(n) for gi in range(g)]
             _split_gemm(gemms, self.act, self.act != 0 or self.has_bias, nt)
-            return
+            return res is None
+        res = None if res is None else np.ascontiguousarray(res)
         for i in range(n):
             xi = x[i].reshape(c, h * wd)
             yi = y[i].reshape(g * cog, h * wd)
+            ri = None if res is None else res[i].reshape(g * cog, h * wd)
             for gi in range(g):
                 sl = slice(gi * cog, (gi + 1) * cog)
-                _gemm_epilogue(self.wmat[gi], xi[gi * cig : (gi + 1) * cig], yi[sl], self.b[sl], self.act,
-                               self.slope[sl])
+                _gemm_epilogue(self.wmat[gi], xi[gi * cig : (gi + 1) * cig], yi[sl], self.b[sl], self.res_act,
+                               self.slope[sl], None if ri is None else ri[sl])
+        return True
 
     def _im2col(self, x, y):
         n, c, h, wd = self.x_shape
@@ -1150,12 +1190,15 @@ def conv2d_plan(
     activation: str | None = None,
     negative_slope: float | np.ndarray = 0.0,
     algorithm: str | None = None,
+    residual: bool = False,
 ) -> Conv2dPlan:
     """Plan ``conv2d`` for inputs of ``x_shape`` (and w's dtype): a callable ``plan(x, out=None)``
-    with the same semantics. ``algorithm`` forces one of "gemm1x1", "im2col", "winograd",
-    "depthwise", "direct" (default: chosen by shape)."""
+    with the same semantics (with ``residual``: ``plan(x, out=None, residual=r)``, r of the
+    output's shape). ``algorithm`` forces one of "gemm1x1", "im2col", "winograd", "depthwise",
+    "direct" (default: chosen by shape)."""
     return Conv2dPlan(x_shape, w, b, stride=stride, pad=pad, dilation=dilation, groups=groups,
-                      activation=activation, negative_slope=negative_slope, algorithm=algorithm)
+                      activation=activation, negative_slope=negative_slope, algorithm=algorithm,
+                      residual=residual)
 
 
 def conv2d(
@@ -1170,20 +1213,28 @@ def conv2d(
     activation: str | None = None,
     negative_slope: float | np.ndarray = 0.0,
     out: np.ndarray | None = None,
+    residual: np.ndarray | None = None,
 ) -> np.ndarray:
     """Fast grouped, dilated 2-D cross-correlation, same semantics as ``conv2d_reference``
     (Caffe Convolution / cv2.dnn), with an optional fused ReLU / leaky ReLU / PReLU (slope per
-    output channel) / ReLU6; ``out`` receives the result when given. Plans and runs (see
+    output channel) / ReLU6, applied after adding ``residual`` when given (broadcast against the
+    output, which may then be larger); ``out`` receives the result when given. Plans and runs (see
     :class:`Conv2dPlan` for the algorithms)."""
     as_float_array(x, "x", 4)
     as_float_array(w, "w", 4)
     same_dtype("x", x, "w", w)
+    if residual is not None:
+        same_dtype("x", x, "residual", residual)
+        *_, ho, wo = _conv_geometry(x.shape, x.dtype, w, b, stride, pad, dilation, groups, "conv2d")
+        if residual.shape != (x.shape[0], w.shape[0], ho, wo):  # broadcasting: add, then activation
+            y = conv2d(x, w, b, stride=stride, pad=pad, dilation=dilation, groups=groups)
+            return _activate_reference(np.add(y, residual), activation, negative_slope)
     plan = Conv2dPlan(x.shape, w, b, stride=stride, pad=pad, dilation=dilation, groups=groups,
-                      activation=activation, negative_slope=negative_slope)
+                      activation=activation, negative_slope=negative_slope, residual=residual is not None)
     if out is not None and (out.shape != plan.y_shape or out.dtype != plan.dtype or not out.flags.c_contiguous):
         raise ShapeError("conv2d: out must be a C-contiguous array of the output's shape and dtype",
                          expected=f"{plan.y_shape} {plan.dtype}", got=f"{out.shape} {out.dtype}")
-    return plan(x, out)
+    return plan(x, out, residual=None if residual is None else np.ascontiguousarray(residual))
 
 
 # --------------------------------------------------------------------------------------

@@ -115,6 +115,31 @@ def test_every_algorithm_vs_oracle(name, activation, rng):
     assert_close(got, want, "f32_vs_f64_long", f"{name} float32")
 
 
+@pytest.mark.parametrize("name", ["gemm1x1_groups", "gemm1x1_strided", "wino_basic", "direct_stride", "dw3_s1",
+                                  "im2col_groups"])
+@pytest.mark.parametrize("activation", [None, "relu", "prelu", "relu6"])
+def test_residual_epilogue_vs_oracle(name, activation, rng):
+    """plan(x, residual=r) = act(conv(x) + b + r): fused into the 1x1 GEMMs' epilogue, one pass
+    after the other algorithms; float32 against the float64 oracle, and conv2d's broadcasting
+    residual (the add, then the activation)."""
+    xs, ws, kw, alg = CASES[name]
+    x, w, b = _rand(rng, xs) * 2, _rand(rng, ws), _rand(rng, ws[0])
+    slope = rng.uniform(0.05, 0.5, ws[0]) if activation == "prelu" else 0.1
+    y = oracle_conv(x, w, b, **_norm_kw(kw))
+    r = _rand(rng, y.shape) * 2
+    want = oracle_act(y + r, activation, slope)
+    plan = conv2d_plan(xs, w.astype(np.float32), b.astype(np.float32), algorithm=alg, activation=activation,
+                       negative_slope=slope, residual=True, **kw)
+    got = plan(x.astype(np.float32), residual=r.astype(np.float32))
+    assert got.dtype == np.float32
+    assert_close(got, want, "f32_vs_f64_long", f"{name} residual")
+    with pytest.raises(ShapeError):
+        plan(x.astype(np.float32))  # planned with a residual: one is needed
+    rb = _rand(rng, (1, 1) + y.shape[2:])
+    got = conv2d(x, w, b, activation=activation, negative_slope=slope, residual=rb, **kw)
+    assert_close(got, oracle_act(y + rb, activation, slope), "f64_vs_oracle", f"{name} broadcast residual")
+
+
 @st.composite
 def wino_params(draw):
     return dict(n=draw(st.integers(1, 2)), c=draw(st.integers(1, 5)), co=draw(st.integers(1, 5)),
