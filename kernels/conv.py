@@ -20,7 +20,9 @@ executor's per-call cost is a few microseconds. Algorithms:
   tile, not only its receptive field);
 * at most 4 output channels (e.g. an RGB output layer): a direct numba kernel (a GEMM with
   so few rows only streams its im2col buffer);
-* otherwise: numba im2col in cache-sized bands of output rows + BLAS GEMM into the output.
+* otherwise: numba im2col in cache-sized bands of output rows + BLAS GEMM into the output
+  (strided convs: from the input split into its column phases once, so that every row segment
+  is a contiguous copy).
 
 Bias and activation (ReLU / leaky ReLU / PReLU per channel / ReLU6) are applied in one
 epilogue pass per band while it is still in cache. A plan made with ``residual=True`` adds a
@@ -373,6 +375,44 @@ def _im2col(x, kh, kw, sh, sw, pt, pl, dh, dw, oh0, oh1, wo, cols):
                 seg[lo:hi] = x[c, ih, start : start + hi - lo]
             else:
                 seg[lo:hi] = x[c, ih, start : start + (hi - lo - 1) * sw + 1 : sw]
+
+
+@twin()
+def _im2col_phased(xd, w, kh, kw, sh, sw, pt, pl, dh, dw, oh0, oh1, wo, cols):
+    """_im2col of x (C, H, w) given as its column phases xd[c, h, k, m] = x[c, h, m*sw + k]
+    (:func:`_phases`): every row segment is a contiguous copy (strided convs: 2-3x faster than
+    the strided gather)."""
+    c_, h = xd.shape[:2]
+    kk = kh * kw
+    for r in prange(c_ * kk):
+        c = r // kk
+        p = (r // kw) % kh
+        q = r % kw
+        lo, hi = _valid_range(q * dw - pl, sw, w, wo)
+        t = q * dw - pl  # input column of output column ow: (ow + a) * sw + k
+        k = t % sw
+        a = t // sw
+        dst = cols[r]
+        for oh in range(oh0, oh1):
+            ih = oh * sh - pt + p * dh
+            seg = dst[(oh - oh0) * wo : (oh - oh0 + 1) * wo]
+            if ih < 0 or ih >= h or hi == lo:
+                seg[:] = 0
+                continue
+            seg[:lo] = 0
+            seg[hi:] = 0
+            seg[lo:hi] = xd[c, ih, k, lo + a : hi + a]
+
+
+def _phases(x: np.ndarray, sw: int, role: str) -> np.ndarray:
+    """x (C, H, W) as xd (C, H, sw, ceil(W / sw)) with xd[c, h, k, m] = x[c, h, m*sw + k] (a scratch
+    array; entries past the row's end are unused)."""
+    c, h, w = x.shape
+    m = -(-w // sw)
+    xd = _scratch(c * h * sw * m, x.dtype, role).reshape(c, h, sw, m)
+    for k in range(min(sw, w)):
+        xd[:, :, k, : -(-(w - k) // sw)] = x[:, :, k::sw]
+    return xd
 
 
 @jit
@@ -1013,12 +1053,13 @@ class Conv2dPlan:
         for i in range(n):
             for gi in range(g):
                 xin = x[i, gi * cig : (gi + 1) * cig]
+                xd = _phases(xin, sw, "phases") if sw > 1 else xin.reshape(cig, h, 1, wd)
                 yout = y[i, gi * cog : (gi + 1) * cog].reshape(cog, ho * wo)
                 bg, sg = self.b[gi * cog : (gi + 1) * cog], self.slope[gi * cog : (gi + 1) * cog]
                 for oh0 in range(0, ho, band):
                     oh1 = min(ho, oh0 + band)
                     cb = buf[: kdim * (oh1 - oh0) * wo].reshape(kdim, (oh1 - oh0) * wo)
-                    _im2col(xin, kh, kw, sh, sw, pt, pl, dh, dw, oh0, oh1, wo, cb)
+                    _im2col_phased(xd, wd, kh, kw, sh, sw, pt, pl, dh, dw, oh0, oh1, wo, cb)
                     np.matmul(self.wmat[gi], cb, out=yout[:, oh0 * wo : oh1 * wo])
                     if self.act != 0 or self.has_bias:
                         _bias_act_cols(yout, bg, self.act, sg, oh0 * wo, oh1 * wo)

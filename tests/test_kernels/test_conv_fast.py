@@ -79,6 +79,12 @@ CASES = {
     "gemm1x1_strided": ((2, 6, 9, 8), (5, 6, 1, 1), dict(stride=(2, 3)), "gemm1x1"),
     "gemm1x1_strided_groups": ((1, 4, 7, 7), (6, 2, 1, 1), dict(stride=2, groups=2, dilation=2), "gemm1x1"),
     "im2col_groups": ((1, 4, 9, 11), (6, 2, 3, 3), dict(groups=2, pad=1), "im2col"),
+    # strided: im2col from the input's column phases
+    "im2col_strided": ((2, 3, 11, 13), (5, 3, 3, 3), dict(stride=(2, 3), pad=(1, 2, 0, 1)), "im2col"),
+    "im2col_strided_dilated": ((1, 4, 12, 13), (6, 2, 3, 2), dict(stride=2, dilation=(2, 3), pad=(3, 2, 1, 4),
+                                                                  groups=2), "im2col"),
+    "im2col_7x7_s2": ((1, 3, 20, 21), (6, 3, 7, 7), dict(stride=2, pad=3), "im2col"),
+    "im2col_s3_big_pad": ((1, 2, 5, 4), (3, 2, 2, 3), dict(stride=3, pad=(2, 5, 1, 6)), "im2col"),
 }
 
 
@@ -234,6 +240,9 @@ def test_banded_paths_agree(monkeypatch, rng):
     for alg in ("im2col", "winograd"):
         got = conv2d_plan(x.shape, w3, b, pad=1, activation="relu", algorithm=alg)(x)
         assert_close(got, np.maximum(oracle_conv(x, w3, b, pad=(1, 1, 1, 1)), 0), "f64_vs_oracle", alg)
+    got = conv2d_plan(x.shape, w3, b, pad=1, stride=2, activation="relu", algorithm="im2col")(x)
+    want = np.maximum(oracle_conv(x, w3, b, stride=(2, 2), pad=(1, 1, 1, 1)), 0)
+    assert_close(got, want, "f64_vs_oracle", "strided im2col bands")
     got = conv2d_plan(x.shape, w1, b, activation="relu6")(x)
     assert_close(got, np.clip(oracle_conv(x, w1, b), 0, 6), "f64_vs_oracle", "gemm blocks")
     wd = _rand(rng, (6, 4, 3, 3))
