@@ -4,10 +4,11 @@ max (with flattened argmax indices), average (count_include_pad or not) and Lp; 
 
 The reference loops over the kernel offsets and reads each offset's strided view of the
 padded input, vectorised over every output element. The fast ``pool_nd`` differs for float32
-max pooling without indices: strided 2-D (ONNX MaxPool on images) runs a numba kernel per
-plane (one row of vertical maxima per output row, then the window maxima along it; 1.1-1.7x
-faster than the separable loop on 55x55-112x112 maps); the rest is separable in place in
-float32 (exact for a maximum), not through float64 copies.
+max pooling without indices: 2-D (ONNX MaxPool on images) runs a numba kernel per plane (one
+row of vertical maxima per output row, then the window maxima along it, with straight-line
+loops for 3x3 windows at stride 1 and 2: 2-4x faster than the separable loop on SqueezeNet's,
+ResNet's and GoogLeNet's pools); other ranks are separable in place in float32 (exact for a
+maximum), not through float64 copies.
 """
 
 from __future__ import annotations
@@ -113,8 +114,23 @@ def _max_pool2d_nd(x, kh, kw, sh, sw, dh, dw, pt, pl, y):
         row = np.empty(wp, dtype=x.dtype)
         for oh in range(ho):
             row[:] = neg
-            for p in range(kh):
-                ih = oh * sh - pt + p * dh
+            ih0 = oh * sh - pt
+            three = kh == 3 and dh == 1 and 0 <= ih0 and ih0 + 2 < h  # 3 rows inside: one pass
+            if three and j1 > j0:
+                r0 = x[n, c, ih0, j0 - pl : j1 - pl]
+                r1 = x[n, c, ih0 + 1, j0 - pl : j1 - pl]
+                r2 = x[n, c, ih0 + 2, j0 - pl : j1 - pl]
+                dst = row[j0:j1]
+                for j in range(j1 - j0):
+                    b = neg
+                    v = r0[j]
+                    b = v if v > b else b
+                    v = r1[j]
+                    b = v if v > b else b
+                    v = r2[j]
+                    dst[j] = v if v > b else b
+            for p in range(0 if three else kh):
+                ih = ih0 + p * dh
                 if 0 <= ih < h and j1 > j0:
                     src = x[n, c, ih, j0 - pl : j1 - pl]
                     dst = row[j0:j1]
@@ -123,9 +139,25 @@ def _max_pool2d_nd(x, kh, kw, sh, sw, dh, dw, pt, pl, y):
                         b = dst[j]
                         dst[j] = v if v > b else b
             out = y[n, c, oh]
+            if kw == 3 and sw == 2 and dw == 1:  # the common 3x3 / stride 2: constant strides vectorise (3x)
+                for ow in range(wo):
+                    b = row[2 * ow]
+                    v = row[2 * ow + 1]
+                    b = v if v > b else b
+                    v = row[2 * ow + 2]
+                    out[ow] = v if v > b else b
+                continue
+            if kw == 3 and sw == 1 and dw == 1:  # 3x3 / stride 1 (GoogLeNet's inception pools)
+                for ow in range(wo):
+                    b = row[ow]
+                    v = row[ow + 1]
+                    b = v if v > b else b
+                    v = row[ow + 2]
+                    out[ow] = v if v > b else b
+                continue
             for ow in range(wo):
                 out[ow] = row[ow * sw]
-            for q in range(1, kw):  # taps outermost: strided loads along the row (vectorise)
+            for q in range(1, kw):
                 tap = row[q * dw :]
                 for ow in range(wo):
                     v = tap[ow * sw]
@@ -142,7 +174,7 @@ def pool_nd(x: np.ndarray, mode: str, kernel: Sequence[int], strides: Sequence[i
     dtype, one spatial axis at a time (a box maximum is separable), with one in-place ``fmax`` per
     offset along the axis (a maximum is exact in any precision, and
     ``fmax`` keeps the running value when the new one is NaN, as the reference's ``v > acc`` does),
-    on an input padded with -inf; strided 2-D through the numba kernel :func:`_max_pool2d_nd`. A
+    on an input padded with -inf; 2-D through the numba kernel :func:`_max_pool2d_nd`. A
     window that covers the whole unpadded input (global average) is one float64 mean. Every other
     case is the reference."""
     k = len(kernel)
@@ -153,7 +185,7 @@ def pool_nd(x: np.ndarray, mode: str, kernel: Sequence[int], strides: Sequence[i
             or not len(strides) == len(dilations) == len(out) == k or len(pads) != 2 * k:
         return pool_nd_reference(x, mode, kernel, strides, dilations, pads, out, count_include_pad=count_include_pad,
                                  p=p, storage_order=storage_order, with_indices=with_indices)
-    if k == 2 and min(pads) >= 0 and max(strides) > 1:  # (stride 1: the separable loop is as fast)
+    if k == 2 and min(pads) >= 0:
         y = np.empty(x.shape[:2] + (int(out[0]), int(out[1])), x.dtype)
         (kh, kw), (sh, sw), (dh, dw) = (tuple(int(v) for v in a) for a in (kernel, strides, dilations))
         _run_planes(_max_pool2d_nd, (np.ascontiguousarray(x), kh, kw, sh, sw, dh, dw, int(pads[0]), int(pads[1]), y),
