@@ -96,6 +96,16 @@ def pool_nd_reference(x: np.ndarray, mode: str, kernel: Sequence[int], strides: 
     return y
 
 
+def _covers_all(spatial: Sequence[int], kernel: Sequence[int], dilations: Sequence[int], pads: Sequence[int],
+                out: Sequence[int]) -> bool:
+    """Whether the output is one window holding every input element (and padding, if any):
+    per axis one output, an undilated kernel from -pad_begin reaching the last element."""
+    k = len(kernel)
+    return (len(spatial) == len(dilations) == len(out) == k and len(pads) == 2 * k
+            and all(int(out[i]) == 1 and int(dilations[i]) == 1 and 0 <= int(pads[i])
+                    and int(kernel[i]) - int(pads[i]) >= int(spatial[i]) for i in range(k)))
+
+
 @twin(0)
 def _max_pool2d_nd(x, kh, kw, sh, sw, dh, dw, pt, pl, y):
     """y[n, c, oh, ow] = the max of x[n, c, oh*sh - pt + p*dh, ow*sw - pl + q*dw] over the taps
@@ -108,61 +118,64 @@ def _max_pool2d_nd(x, kh, kw, sh, sw, dh, dw, pt, pl, y):
     j0 = min(pl, wp)
     j1 = max(min(wp, pl + w), j0)  # padded-row columns that hold input columns
     neg = x.dtype.type(-np.inf)
-    for t in prange(n_ * c_):
-        n = t // c_
-        c = t % c_
+    planes = n_ * c_
+    chunks = min(planes, 16)  # (one row buffer per chunk of planes: prange bodies must not share it)
+    for ch in prange(chunks):
         row = np.empty(wp, dtype=x.dtype)
-        for oh in range(ho):
-            row[:] = neg
-            ih0 = oh * sh - pt
-            three = kh == 3 and dh == 1 and 0 <= ih0 and ih0 + 2 < h  # 3 rows inside: one pass
-            if three and j1 > j0:
-                r0 = x[n, c, ih0, j0 - pl : j1 - pl]
-                r1 = x[n, c, ih0 + 1, j0 - pl : j1 - pl]
-                r2 = x[n, c, ih0 + 2, j0 - pl : j1 - pl]
-                dst = row[j0:j1]
-                for j in range(j1 - j0):
-                    b = neg
-                    v = r0[j]
-                    b = v if v > b else b
-                    v = r1[j]
-                    b = v if v > b else b
-                    v = r2[j]
-                    dst[j] = v if v > b else b
-            for p in range(0 if three else kh):
-                ih = ih0 + p * dh
-                if 0 <= ih < h and j1 > j0:
-                    src = x[n, c, ih, j0 - pl : j1 - pl]
+        for t in range(planes * ch // chunks, planes * (ch + 1) // chunks):
+            n = t // c_
+            c = t % c_
+            for oh in range(ho):
+                row[:] = neg
+                ih0 = oh * sh - pt
+                three = kh == 3 and dh == 1 and 0 <= ih0 and ih0 + 2 < h  # 3 rows inside: one pass
+                if three and j1 > j0:
+                    r0 = x[n, c, ih0, j0 - pl : j1 - pl]
+                    r1 = x[n, c, ih0 + 1, j0 - pl : j1 - pl]
+                    r2 = x[n, c, ih0 + 2, j0 - pl : j1 - pl]
                     dst = row[j0:j1]
                     for j in range(j1 - j0):
-                        v = src[j]
-                        b = dst[j]
+                        b = neg
+                        v = r0[j]
+                        b = v if v > b else b
+                        v = r1[j]
+                        b = v if v > b else b
+                        v = r2[j]
                         dst[j] = v if v > b else b
-            out = y[n, c, oh]
-            if kw == 3 and sw == 2 and dw == 1:  # the common 3x3 / stride 2: constant strides vectorise (3x)
+                for p in range(0 if three else kh):
+                    ih = ih0 + p * dh
+                    if 0 <= ih < h and j1 > j0:
+                        src = x[n, c, ih, j0 - pl : j1 - pl]
+                        dst = row[j0:j1]
+                        for j in range(j1 - j0):
+                            v = src[j]
+                            b = dst[j]
+                            dst[j] = v if v > b else b
+                out = y[n, c, oh]
+                if kw == 3 and sw == 2 and dw == 1:  # the common 3x3 / stride 2: constant strides vectorise (3x)
+                    for ow in range(wo):
+                        b = row[2 * ow]
+                        v = row[2 * ow + 1]
+                        b = v if v > b else b
+                        v = row[2 * ow + 2]
+                        out[ow] = v if v > b else b
+                    continue
+                if kw == 3 and sw == 1 and dw == 1:  # 3x3 / stride 1 (GoogLeNet's inception pools)
+                    for ow in range(wo):
+                        b = row[ow]
+                        v = row[ow + 1]
+                        b = v if v > b else b
+                        v = row[ow + 2]
+                        out[ow] = v if v > b else b
+                    continue
                 for ow in range(wo):
-                    b = row[2 * ow]
-                    v = row[2 * ow + 1]
-                    b = v if v > b else b
-                    v = row[2 * ow + 2]
-                    out[ow] = v if v > b else b
-                continue
-            if kw == 3 and sw == 1 and dw == 1:  # 3x3 / stride 1 (GoogLeNet's inception pools)
-                for ow in range(wo):
-                    b = row[ow]
-                    v = row[ow + 1]
-                    b = v if v > b else b
-                    v = row[ow + 2]
-                    out[ow] = v if v > b else b
-                continue
-            for ow in range(wo):
-                out[ow] = row[ow * sw]
-            for q in range(1, kw):
-                tap = row[q * dw :]
-                for ow in range(wo):
-                    v = tap[ow * sw]
-                    b = out[ow]
-                    out[ow] = v if v > b else b
+                    out[ow] = row[ow * sw]
+                for q in range(1, kw):
+                    tap = row[q * dw :]
+                    for ow in range(wo):
+                        v = tap[ow * sw]
+                        b = out[ow]
+                        out[ow] = v if v > b else b
 
 
 @ieee
@@ -175,11 +188,12 @@ def pool_nd(x: np.ndarray, mode: str, kernel: Sequence[int], strides: Sequence[i
     offset along the axis (a maximum is exact in any precision, and
     ``fmax`` keeps the running value when the new one is NaN, as the reference's ``v > acc`` does),
     on an input padded with -inf; 2-D through the numba kernel :func:`_max_pool2d_nd`. A
-    window that covers the whole unpadded input (global average) is one float64 mean. Every other
+    window that covers the whole input (global average, GoogLeNet's 7x7 pool on 6x6 with its
+    padding not counted) is one float64 mean. Every other
     case is the reference."""
     k = len(kernel)
-    if mode == "avg" and not with_indices and x.ndim == k + 2 and tuple(kernel) == tuple(x.shape[2:]) \
-            and all(int(o) == 1 for o in out) and not any(pads):  # global average: one float64 mean
+    if mode == "avg" and not with_indices and _covers_all(x.shape[2:], kernel, dilations, pads, out) \
+            and (not count_include_pad or not any(pads)):  # global average: one float64 mean
         return np.mean(x, axis=tuple(range(2, k + 2)), dtype=np.float64, keepdims=True).astype(x.dtype)
     if mode != "max" or with_indices or x.dtype != np.float32 or x.ndim != k + 2 \
             or not len(strides) == len(dilations) == len(out) == k or len(pads) != 2 * k:

@@ -78,3 +78,16 @@ def test_global_average_pool_nd_by_formula(dtype):
     want = np.array([[[[sum(float(v) for v in x[n, c].ravel()) / 143]] for c in range(4)] for n in range(2)])
     assert y.dtype == dtype and y.shape == (2, 4, 1, 1)
     np.testing.assert_allclose(y, want, rtol=1e-6 if dtype == np.float32 else 1e-13, atol=1e-7)
+
+
+@pytest.mark.parametrize("k,pads,cip", [((7, 7), (0, 0, 1, 1), False),   # GoogLeNet's last pool on 6x6
+                                        ((8, 7), (1, 0, 1, 2), False),
+                                        ((7, 7), (0, 0, 1, 1), True)])    # padding counted: not global
+def test_padded_window_over_the_whole_input_is_a_global_average(k, pads, cip):
+    x = np.random.default_rng(6).standard_normal((2, 5, 6, 6)).astype(np.float32)
+    y = K.pool_nd(x, "avg", k, (1, 1), (1, 1), pads, (1, 1), count_include_pad=cip)
+    want = K.pool_nd_reference(x.astype(np.float64), "avg", k, (1, 1), (1, 1), pads, (1, 1), count_include_pad=cip)
+    if not cip:
+        np.testing.assert_allclose(want, x.astype(np.float64).mean(axis=(2, 3), keepdims=True), rtol=1e-12)
+    assert y.shape == (2, 5, 1, 1) and y.dtype == np.float32
+    np.testing.assert_allclose(y, want, rtol=1e-6, atol=1e-7)
