@@ -182,7 +182,7 @@ def _max_pool2d_nd(x, kh, kw, sh, sw, dh, dw, pt, pl, y):
 def pool_nd(x: np.ndarray, mode: str, kernel: Sequence[int], strides: Sequence[int],
             dilations: Sequence[int], pads: Sequence[int], out: Sequence[int], *,
             count_include_pad: bool = False, p: int = 2, storage_order: int = 0,
-            with_indices: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+            with_indices: bool = False, into: np.ndarray | None = None) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Fast twin of :func:`pool_nd_reference`. Max pooling without indices runs in the input's
     dtype, one spatial axis at a time (a box maximum is separable), with one in-place ``fmax`` per
     offset along the axis (a maximum is exact in any precision, and
@@ -190,17 +190,19 @@ def pool_nd(x: np.ndarray, mode: str, kernel: Sequence[int], strides: Sequence[i
     on an input padded with -inf; 2-D through the numba kernel :func:`_max_pool2d_nd`. A
     window that covers the whole input (global average, GoogLeNet's 7x7 pool on 6x6 with its
     padding not counted) is one float64 mean. Every other
-    case is the reference."""
+    case is the reference. ``into`` (without indices): a C-contiguous array of the output's shape and
+    dtype that receives the result (the executor's preallocated buffer)."""
     k = len(kernel)
     if mode == "avg" and not with_indices and _covers_all(x.shape[2:], kernel, dilations, pads, out) \
             and (not count_include_pad or not any(pads)):  # global average: one float64 mean
-        return np.mean(x, axis=tuple(range(2, k + 2)), dtype=np.float64, keepdims=True).astype(x.dtype)
+        return _into(np.mean(x, axis=tuple(range(2, k + 2)), dtype=np.float64, keepdims=True).astype(x.dtype), into)
     if mode != "max" or with_indices or x.dtype != np.float32 or x.ndim != k + 2 \
             or not len(strides) == len(dilations) == len(out) == k or len(pads) != 2 * k:
-        return pool_nd_reference(x, mode, kernel, strides, dilations, pads, out, count_include_pad=count_include_pad,
-                                 p=p, storage_order=storage_order, with_indices=with_indices)
+        res = pool_nd_reference(x, mode, kernel, strides, dilations, pads, out, count_include_pad=count_include_pad,
+                                p=p, storage_order=storage_order, with_indices=with_indices)
+        return res if with_indices else _into(res, into)
     if k == 2 and min(pads) >= 0:
-        y = np.empty(x.shape[:2] + (int(out[0]), int(out[1])), x.dtype)
+        y = np.empty(x.shape[:2] + (int(out[0]), int(out[1])), x.dtype) if into is None else into
         (kh, kw), (sh, sw), (dh, dw) = (tuple(int(v) for v in a) for a in (kernel, strides, dilations))
         _run_planes(_max_pool2d_nd, (np.ascontiguousarray(x), kh, kw, sh, sw, dh, dw, int(pads[0]), int(pads[1]), y),
                     (0, 9))
@@ -221,7 +223,14 @@ def pool_nd(x: np.ndarray, mode: str, kernel: Sequence[int], strides: Sequence[i
             sl[2 + i] = slice(o * dilations[i], o * dilations[i] + (out[i] - 1) * strides[i] + 1, strides[i])
             np.fmax(acc, cur[tuple(sl)], out=acc)
         cur = acc
-    return cur
+    return _into(cur, into)
+
+
+def _into(res: np.ndarray, into: np.ndarray | None) -> np.ndarray:
+    if into is None:
+        return res
+    np.copyto(into, res)
+    return into
 
 
 @ieee
