@@ -23,7 +23,7 @@ _POOL_ND = {**{k: REQUIRED for k in ("mode", "kernel", "strides", "dilations", "
             "count_include_pad": Attr(False, bool), "p": Attr(2, int), "storage_order": Attr(0, int)}
 
 
-@register("pool_nd", shape=_pool_shape, attrs=_POOL_ND, fresh=True)
+@register("pool_nd", shape=_pool_shape, attrs=_POOL_ND)
 def _pool_nd(node, xs, p, ctx):
     a = attrs(node)
     res = kern("pool_nd", ctx)(xs[0], a["mode"], a["kernel"], a["strides"], a["dilations"], a["pads"], a["out"],
