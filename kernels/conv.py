@@ -100,10 +100,12 @@ _GEMM_BLOCK_ELEMS = 1 << 17
 # K = 64: 1.20 -> 1.08 ms, no loss elsewhere).
 _GEMM_EPILOGUE_BLOCK_ELEMS = 1 << 20
 # Winograd: transformed input + GEMM output of one band of tile rows, in elements, and the
-# fewest tiles per band (narrower GEMMs run far below the BLAS's rate). (1 << 20 made SqueezeNet's
-# 16 -> 64 channel 55x55 layer one 4 MB band: 1.04 ms, vs 0.64 in two bands; measured.)
+# fewest tiles per band (narrower GEMMs run far below the BLAS's rate). Measured (one thread):
+# (1 << 20, 128) made SqueezeNet's 16 -> 64 channel 55x55 layer one 4 MB band, 1.04 ms vs 0.64 in
+# two; (1 << 19, 128) cut GoogLeNet's conv2 (64 -> 192, 56x56) into GEMMs of 112 tiles, 5.9 ms
+# vs 4.5 with 196.
 _WINO_BAND_ELEMS = 1 << 19
-_WINO_MIN_TILES = 128
+_WINO_MIN_TILES = 256
 # Winograd is used for 3x3 stride-1 convs with at least this many input / output channels
 # and output pixels (below, the transforms cost more than the GEMM saves; measured).
 WINOGRAD_MIN_CIN = 8
