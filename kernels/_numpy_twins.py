@@ -21,6 +21,7 @@ from refnet.kernels import conv as _conv
 from refnet.kernels import detection as _det
 from refnet.kernels import norm as _norm
 from refnet.kernels import pool as _pool
+from refnet.kernels import window as _window
 from refnet.kernels._lazyjit import numpy_twin
 
 __all__: list[str] = []
@@ -84,6 +85,21 @@ def _im2col(x, kh, kw, sh, sw, pt, pl, dh, dw, oh0, oh1, wo, cols):
     s0, s1, s2 = xp.strides
     taps = as_strided(xp, (c, kh, kw, nh, wo), (s0, dh * s1, dw * s2, sh * s1, sw * s2), writeable=False)
     _view(cols, (c, kh, kw, nh, wo))[...] = taps
+
+
+@numpy_twin(_conv._im2col_phased)
+def _im2col_phased(xd, w, kh, kw, sh, sw, pt, pl, dh, dw, oh0, oh1, wo, cols):
+    c, h, _, m = xd.shape
+    x = xd.transpose(0, 1, 3, 2).reshape(c, h, m * sw)[:, :, :w]  # the columns back in order
+    _im2col(x, kh, kw, sh, sw, pt, pl, dh, dw, oh0, oh1, wo, cols)
+
+
+@numpy_twin(_conv._bias_res_act_cols)
+def _bias_res_act_cols(y, r, b, act, slope, six, c0, c1):
+    seg = y[:, c0:c1]
+    seg += b[:, None]
+    seg += r[:, c0:c1]
+    _act(seg, act, slope[:, None], six)
 
 
 # ---- depthwise -----------------------------------------------------------------------------------
@@ -335,3 +351,19 @@ def _greedy_nms(boxes, order, classes, thr, eta, rule, limit):
             ov = _det._overlap_rows(b[t], b[rest], name).astype(np.float32)
             alive[rest[~(ov <= thr32)]] = False
     return np.asarray(keep, dtype=np.int64)
+
+
+# ---- ONNX max pooling ---------------------------------------------------------------------------
+
+
+@numpy_twin(_window._max_pool2d_nd)
+def _max_pool2d_nd(x, kh, kw, sh, sw, dh, dw, pt, pl, y):
+    ho, wo = y.shape[2:]
+    xp = _padded(x, -pt, -pt + (ho - 1) * sh + (kh - 1) * dh + 1, -pl, -pl + (wo - 1) * sw + (kw - 1) * dw + 1,
+                 fill=-np.inf)
+    np.fmax(xp, -np.inf, out=xp)  # NaN -> -inf: it never wins (the kernel's ``v > b``)
+    y[...] = -np.inf
+    for p in range(kh):
+        for q in range(kw):
+            np.maximum(y, xp[:, :, p * dh : p * dh + (ho - 1) * sh + 1 : sh, q * dw : q * dw + (wo - 1) * sw + 1 : sw],
+                       out=y)

@@ -8,7 +8,8 @@ The fast convolution is planned once per input shape (:func:`conv2d_plan`; ``con
 and runs): argument checks, weight layouts and the algorithm are fixed in the plan, so the
 executor's per-call cost is a few microseconds. Algorithms:
 
-* 1x1, stride 1, unpadded: one BLAS GEMM per image and group on the NCHW buffer (no copy);
+* 1x1, unpadded: one BLAS GEMM per image and group on the NCHW buffer (no copy; strided: on a
+  subsampled copy of the input, 1/s^2 of it, instead of an im2col);
 * depthwise (groups == C_in): direct numba kernels -- for 3x3, one 9-tap stencil per output
   row (strided convs: the stencil at full resolution, then every s-th value), or per plane
   over a flattened zero-padded copy when the plane is small; other sizes: one contiguous row
@@ -19,10 +20,15 @@ executor's per-call cost is a few microseconds. Algorithms:
   tile, not only its receptive field);
 * at most 4 output channels (e.g. an RGB output layer): a direct numba kernel (a GEMM with
   so few rows only streams its im2col buffer);
-* otherwise: numba im2col in cache-sized bands of output rows + BLAS GEMM into the output.
+* otherwise: numba im2col in cache-sized bands of output rows + BLAS GEMM into the output
+  (strided convs: from the input split into its column phases once, so that every row segment
+  is a contiguous copy).
 
 Bias and activation (ReLU / leaky ReLU / PReLU per channel / ReLU6) are applied in one
-epilogue pass per band while it is still in cache. Transposed convolutions run one GEMM per
+epilogue pass per band while it is still in cache. A plan made with ``residual=True`` adds a
+second input of the output's shape before the activation (ResNet's ``relu(conv(x) + shortcut)``;
+``((conv + bias) + residual)`` in that order, as the unfused add rounds): in the 1x1 GEMMs'
+epilogue, after the other algorithms in one pass. Transposed convolutions run one GEMM per
 band of input rows and a numba col2im scatter, bias and activation on the finished rows.
 
 Conventions (Caffe / Torch7 / cv2.dnn): ``pad = (top, left, bottom, right)`` (an int or
@@ -90,12 +96,19 @@ _ACT_NONE, _ACT_LEAKY, _ACT_RELU6 = 0, 1, 2
 # elements, so the band stays in cache between im2col and the GEMM.
 _IM2COL_BAND_ELEMS = 1 << 18
 # GEMM outputs (1x1 convs) are produced in column blocks of about this many elements so
-# the epilogue finds them in cache.
+# the epilogue finds them in cache (the worker-thread splits' column blocks), ...
 _GEMM_BLOCK_ELEMS = 1 << 17
+# ... and in one thread, blocks of about this many: each BLAS call re-packs the weights, which
+# cost more than the epilogue's cache misses (measured on ResNet-50's 56x56 1x1 convs with
+# K = 64: 1.20 -> 1.08 ms, no loss elsewhere).
+_GEMM_EPILOGUE_BLOCK_ELEMS = 1 << 20
 # Winograd: transformed input + GEMM output of one band of tile rows, in elements, and the
-# fewest tiles per band (narrower GEMMs run far below the BLAS's rate).
-_WINO_BAND_ELEMS = 1 << 20
-_WINO_MIN_TILES = 128
+# fewest tiles per band (narrower GEMMs run far below the BLAS's rate). Measured (one thread):
+# (1 << 20, 128) made SqueezeNet's 16 -> 64 channel 55x55 layer one 4 MB band, 1.04 ms vs 0.64 in
+# two; (1 << 19, 128) cut GoogLeNet's conv2 (64 -> 192, 56x56) into GEMMs of 112 tiles, 5.9 ms
+# vs 4.5 with 196.
+_WINO_BAND_ELEMS = 1 << 19
+_WINO_MIN_TILES = 256
 # Winograd is used for 3x3 stride-1 convs with at least this many input / output channels
 # and output pixels (below, the transforms cost more than the GEMM saves; measured).
 WINOGRAD_MIN_CIN = 8
@@ -330,6 +343,18 @@ def _bias_act_cols(y, b, act, slope, c0, c1):
         _row_epilogue(y[k, c0:c1], b[k], act, slope[k])
 
 
+@twin(0)
+def _bias_res_act_cols(y, r, b, act, slope, six, c0, c1):
+    """In place on columns [c0, c1) of y (C, L): y = act((y + b[c]) + r) (``r`` of y's shape)."""
+    for k in prange(y.shape[0]):
+        row = y[k]
+        res = r[k]
+        bias = b[k]
+        s = slope[k]
+        for j in range(c0, c1):
+            row[j] = _act1((row[j] + bias) + res[j], act, s, six)
+
+
 @twin()
 def _im2col(x, kh, kw, sh, sw, pt, pl, dh, dw, oh0, oh1, wo, cols):
     """cols[(c*kh + p)*kw + q, (oh-oh0)*wo + ow] = xpad[c, oh*sh + p*dh, ow*sw + q*dw]
@@ -355,6 +380,44 @@ def _im2col(x, kh, kw, sh, sw, pt, pl, dh, dw, oh0, oh1, wo, cols):
                 seg[lo:hi] = x[c, ih, start : start + hi - lo]
             else:
                 seg[lo:hi] = x[c, ih, start : start + (hi - lo - 1) * sw + 1 : sw]
+
+
+@twin()
+def _im2col_phased(xd, w, kh, kw, sh, sw, pt, pl, dh, dw, oh0, oh1, wo, cols):
+    """_im2col of x (C, H, w) given as its column phases xd[c, h, k, m] = x[c, h, m*sw + k]
+    (:func:`_phases`): every row segment is a contiguous copy (strided convs: 2-3x faster than
+    the strided gather)."""
+    c_, h = xd.shape[:2]
+    kk = kh * kw
+    for r in prange(c_ * kk):
+        c = r // kk
+        p = (r // kw) % kh
+        q = r % kw
+        lo, hi = _valid_range(q * dw - pl, sw, w, wo)
+        t = q * dw - pl  # input column of output column ow: (ow + a) * sw + k
+        k = t % sw
+        a = t // sw
+        dst = cols[r]
+        for oh in range(oh0, oh1):
+            ih = oh * sh - pt + p * dh
+            seg = dst[(oh - oh0) * wo : (oh - oh0 + 1) * wo]
+            if ih < 0 or ih >= h or hi == lo:
+                seg[:] = 0
+                continue
+            seg[:lo] = 0
+            seg[hi:] = 0
+            seg[lo:hi] = xd[c, ih, k, lo + a : hi + a]
+
+
+def _phases(x: np.ndarray, sw: int, role: str) -> np.ndarray:
+    """x (C, H, W) as xd (C, H, sw, ceil(W / sw)) with xd[c, h, k, m] = x[c, h, m*sw + k] (a scratch
+    array; entries past the row's end are unused)."""
+    c, h, w = x.shape
+    m = -(-w // sw)
+    xd = _scratch(c * h * sw * m, x.dtype, role).reshape(c, h, sw, m)
+    for k in range(min(sw, w)):
+        xd[:, :, k, : -(-(w - k) // sw)] = x[:, :, k::sw]
+    return xd
 
 
 @jit
@@ -765,19 +828,20 @@ def _scratch(n: int, dtype: np.dtype, role: str) -> np.ndarray:
 
 
 def _gemm_epilogue(wmat: np.ndarray, src: np.ndarray, dst: np.ndarray, b: np.ndarray, act: int,
-                   slope: np.ndarray) -> None:
-    """dst (M, L) = act(wmat (M, K) @ src (K, L) + b), in column blocks that stay in cache."""
+                   slope: np.ndarray, res: np.ndarray | None = None) -> None:
+    """dst (M, L) = act(wmat (M, K) @ src (K, L) + b [+ res (M, L)]), in column blocks that
+    stay in cache."""
     m, length = dst.shape
-    block = max(256, _GEMM_BLOCK_ELEMS // max(1, m))
+    block = max(256, _GEMM_EPILOGUE_BLOCK_ELEMS // max(1, m))
     if length <= block + block // 2:
-        np.matmul(wmat, src, out=dst)
-        if act != 0 or b.any():
-            _bias_act_cols(dst, b, act, slope, 0, length)
-        return
+        block = length
+    epilogue = act != 0 or b.any()
     for j0 in range(0, length, block):
         j1 = min(length, j0 + block)
         np.matmul(wmat, src[:, j0:j1], out=dst[:, j0:j1])
-        if act != 0 or b.any():
+        if res is not None:
+            _bias_res_act_cols(dst, res, b, act, slope, slope.dtype.type(6), j0, j1)
+        elif epilogue:
             _bias_act_cols(dst, b, act, slope, j0, j1)
 
 
@@ -903,7 +967,7 @@ class Conv2dPlan:
                  stride: IntPair = (1, 1), pad: Pad = (0, 0, 0, 0), dilation: IntPair = (1, 1),
                  groups: int = 1, activation: str | None = None,
                  negative_slope: float | np.ndarray = 0.0, algorithm: str | None = None,
-                 fn: str = "conv2d") -> None:
+                 residual: bool = False, fn: str = "conv2d") -> None:
         as_float_array(w, "w", 4)
         x_shape = tuple(int(d) for d in x_shape)
         if len(x_shape) != 4:
@@ -920,6 +984,12 @@ class Conv2dPlan:
         self.stride, self.pad, self.dilation, self.groups = (sh, sw), (pt, pl, pb, pr), (dh, dw), g
         self.act, self.slope = _activation(activation, negative_slope, co, dt)
         self.six = dt.type(6)
+        # with a residual the algorithms' own epilogues add the bias only; the activation
+        # follows the residual (res_act)
+        self.residual = residual
+        self.res_act = self.act
+        if residual:
+            self.act = _ACT_NONE
         self.b = b if b is not None else np.zeros(co, dt)
         self.has_bias = b is not None
         w = np.ascontiguousarray(w)
@@ -934,10 +1004,11 @@ class Conv2dPlan:
             self.tw_n = (wo + 1) // 2
             self.th_n = (ho + 1) // 2
             self.max_tiles = max(_WINO_MIN_TILES, _WINO_BAND_ELEMS // (16 * (c + co)))
-            self.band = max(1, min(self.th_n, self.max_tiles // self.tw_n))
+            band = max(1, min(self.th_n, self.max_tiles // self.tw_n))
+            self.band = -(-self.th_n // -(-self.th_n // band))  # as many bands, of balanced heights
         elif alg == "gemm1x1":
-            if (kh, kw, sh, sw, pt, pl, pb, pr) != (1, 1, 1, 1, 0, 0, 0, 0):
-                raise ValueError("gemm1x1 needs a 1x1, stride-1, unpadded conv")
+            if (kh, kw, pt, pl, pb, pr) != (1, 1, 0, 0, 0, 0):
+                raise ValueError("gemm1x1 needs a 1x1, unpadded conv")
             self.wmat = w.reshape(g, co // g, cig)
         elif alg == "im2col":
             kdim = cig * kh * kw
@@ -951,7 +1022,7 @@ class Conv2dPlan:
         (sh, sw), (pt, pl, pb, pr), (dh, dw), g = self.stride, self.pad, self.dilation, self.groups
         if g == c and cig == 1 and g > 1:
             return "depthwise"
-        if kh == kw == 1 and sh == sw == 1 and pt == pl == pb == pr == 0:
+        if kh == kw == 1 and pt == pl == pb == pr == 0:
             return "gemm1x1"
         if ((kh, kw, sh, sw, dh, dw, g) == (3, 3, 1, 1, 1, 1, 1) and c >= WINOGRAD_MIN_CIN
                 and co >= WINOGRAD_MIN_COUT and ho * wo >= WINOGRAD_MIN_PIXELS and ho >= 2 and wo >= 2):
@@ -961,10 +1032,16 @@ class Conv2dPlan:
         return "im2col"
 
     @ieee
-    def __call__(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    def __call__(self, x: np.ndarray, out: np.ndarray | None = None, *,
+                 residual: np.ndarray | None = None) -> np.ndarray:
         if x.shape != self.x_shape or x.dtype != self.dtype:
             raise ShapeError("conv2d plan: input does not match the planned shape/dtype",
                              expected=f"{self.x_shape} {self.dtype}", got=f"{x.shape} {x.dtype}")
+        if (residual is None) == self.residual or (residual is not None and (
+                residual.shape != self.y_shape or residual.dtype != self.dtype)):
+            raise ShapeError("conv2d plan: a residual of the output's shape and dtype iff planned with one",
+                             expected=f"{self.y_shape} {self.dtype}" if self.residual else "no residual",
+                             got=None if residual is None else f"{residual.shape} {residual.dtype}")
         x = np.ascontiguousarray(x)
         y = np.empty(self.y_shape, dtype=self.dtype) if out is None else out
         alg = self.algorithm
@@ -974,15 +1051,30 @@ class Conv2dPlan:
         elif alg == "direct":
             _direct_small_cout(x, self.w, self.b, sh, sw, pt, pl, dh, dw, self.act, self.slope, y)
         elif alg == "gemm1x1":
-            self._gemm1x1(x, y)
+            if self._gemm1x1(x, y, residual):
+                return y
         elif alg == "winograd":
             self._winograd(x, y)
         else:
             self._im2col(x, y)
+        if residual is not None:  # act(y + residual), y already holding conv + bias
+            n, co = self.y_shape[:2]
+            yr = y.reshape(n * co, -1)
+            rr = np.ascontiguousarray(residual).reshape(n * co, -1)
+            zero = np.zeros(n * co, self.dtype)
+            _bias_res_act_cols(yr, rr, zero, self.res_act, np.tile(self.slope, n), self.six, 0, yr.shape[1])
         return y
 
-    def _gemm1x1(self, x, y):
+    def _gemm1x1(self, x, y, res=None) -> bool:
+        """The 1x1 GEMMs; True when the residual (if any) is applied too (one thread: in the
+        epilogue)."""
         n, c, h, wd = self.x_shape
+        sh, sw = self.stride
+        if sh != 1 or sw != 1:  # the pixels a strided 1x1 conv reads, as one contiguous array
+            h, wd = self.y_shape[2:]
+            xs = _scratch(n * c * h * wd, self.dtype, "subsample").reshape(n, c, h, wd)
+            np.copyto(xs, x[:, :, ::sh, ::sw])
+            x = xs
         g = self.groups
         cig = c // g
         cog = y.shape[1] // g
@@ -991,14 +1083,17 @@ class Conv2dPlan:
             _split_gemm(self.wmat, x.reshape(n * g, cig, h * wd), y.reshape(n * g, cog, h * wd),
                         self.b.reshape(g, cog), self.slope.reshape(g, cog), g, self.act,
                         self.act != 0 or self.has_bias, nt)
-            return
+            return res is None
+        res = None if res is None else np.ascontiguousarray(res)
         for i in range(n):
             xi = x[i].reshape(c, h * wd)
             yi = y[i].reshape(g * cog, h * wd)
+            ri = None if res is None else res[i].reshape(g * cog, h * wd)
             for gi in range(g):
                 sl = slice(gi * cog, (gi + 1) * cog)
-                _gemm_epilogue(self.wmat[gi], xi[gi * cig : (gi + 1) * cig], yi[sl], self.b[sl], self.act,
-                               self.slope[sl])
+                _gemm_epilogue(self.wmat[gi], xi[gi * cig : (gi + 1) * cig], yi[sl], self.b[sl], self.res_act,
+                               self.slope[sl], None if ri is None else ri[sl])
+        return True
 
     def _im2col(self, x, y):
         n, c, h, wd = self.x_shape
@@ -1015,12 +1110,13 @@ class Conv2dPlan:
         for i in range(n):
             for gi in range(g):
                 xin = x[i, gi * cig : (gi + 1) * cig]
+                xd = _phases(xin, sw, "phases") if sw > 1 else xin.reshape(cig, h, 1, wd)
                 yout = y[i, gi * cog : (gi + 1) * cog].reshape(cog, ho * wo)
                 bg, sg = self.b[gi * cog : (gi + 1) * cog], self.slope[gi * cog : (gi + 1) * cog]
                 for oh0 in range(0, ho, band):
                     oh1 = min(ho, oh0 + band)
                     cb = buf[: kdim * (oh1 - oh0) * wo].reshape(kdim, (oh1 - oh0) * wo)
-                    _im2col(xin, kh, kw, sh, sw, pt, pl, dh, dw, oh0, oh1, wo, cb)
+                    _im2col_phased(xd, wd, kh, kw, sh, sw, pt, pl, dh, dw, oh0, oh1, wo, cb)
                     np.matmul(self.wmat[gi], cb, out=yout[:, oh0 * wo : oh1 * wo])
                     if self.act != 0 or self.has_bias:
                         _bias_act_cols(yout, bg, self.act, sg, oh0 * wo, oh1 * wo)
@@ -1232,12 +1328,15 @@ def conv2d_plan(
     activation: str | None = None,
     negative_slope: float | np.ndarray = 0.0,
     algorithm: str | None = None,
+    residual: bool = False,
 ) -> Conv2dPlan:
     """Plan ``conv2d`` for inputs of ``x_shape`` (and w's dtype): a callable ``plan(x, out=None)``
-    with the same semantics. ``algorithm`` forces one of "gemm1x1", "im2col", "winograd",
-    "depthwise", "direct" (default: chosen by shape)."""
+    with the same semantics (with ``residual``: ``plan(x, out=None, residual=r)``, r of the
+    output's shape). ``algorithm`` forces one of "gemm1x1", "im2col", "winograd", "depthwise",
+    "direct" (default: chosen by shape)."""
     return Conv2dPlan(x_shape, w, b, stride=stride, pad=pad, dilation=dilation, groups=groups,
-                      activation=activation, negative_slope=negative_slope, algorithm=algorithm)
+                      activation=activation, negative_slope=negative_slope, algorithm=algorithm,
+                      residual=residual)
 
 
 def conv2d(
@@ -1252,20 +1351,28 @@ def conv2d(
     activation: str | None = None,
     negative_slope: float | np.ndarray = 0.0,
     out: np.ndarray | None = None,
+    residual: np.ndarray | None = None,
 ) -> np.ndarray:
     """Fast grouped, dilated 2-D cross-correlation, same semantics as ``conv2d_reference``
     (Caffe Convolution / cv2.dnn), with an optional fused ReLU / leaky ReLU / PReLU (slope per
-    output channel) / ReLU6; ``out`` receives the result when given. Plans and runs (see
+    output channel) / ReLU6, applied after adding ``residual`` when given (broadcast against the
+    output, which may then be larger); ``out`` receives the result when given. Plans and runs (see
     :class:`Conv2dPlan` for the algorithms)."""
     as_float_array(x, "x", 4)
     as_float_array(w, "w", 4)
     same_dtype("x", x, "w", w)
+    if residual is not None:
+        same_dtype("x", x, "residual", residual)
+        *_, ho, wo = _conv_geometry(x.shape, x.dtype, w, b, stride, pad, dilation, groups, "conv2d")
+        if residual.shape != (x.shape[0], w.shape[0], ho, wo):  # broadcasting: add, then activation
+            y = conv2d(x, w, b, stride=stride, pad=pad, dilation=dilation, groups=groups)
+            return _activate_reference(np.add(y, residual), activation, negative_slope)
     plan = Conv2dPlan(x.shape, w, b, stride=stride, pad=pad, dilation=dilation, groups=groups,
-                      activation=activation, negative_slope=negative_slope)
+                      activation=activation, negative_slope=negative_slope, residual=residual is not None)
     if out is not None and (out.shape != plan.y_shape or out.dtype != plan.dtype or not out.flags.c_contiguous):
         raise ShapeError("conv2d: out must be a C-contiguous array of the output's shape and dtype",
                          expected=f"{plan.y_shape} {plan.dtype}", got=f"{out.shape} {out.dtype}")
-    return plan(x, out)
+    return plan(x, out, residual=None if residual is None else np.ascontiguousarray(residual))
 
 
 # --------------------------------------------------------------------------------------

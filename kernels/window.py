@@ -2,10 +2,13 @@
 pads and a precomputed output size (floor or ceil mode, see the importer's ``_pool_out``);
 max (with flattened argmax indices), average (count_include_pad or not) and Lp; and MaxUnpool.
 
-One implementation serves both precisions: it loops over the kernel offsets and reads each
-offset's strided view of the padded input, which is already vectorised over every output
-element (numba buys nothing over it). The fast ``pool_nd`` differs only for float32 max pooling
-without indices: in place and in float32 (exact for a maximum), not through float64 copies.
+The reference loops over the kernel offsets and reads each offset's strided view of the
+padded input, vectorised over every output element. The fast ``pool_nd`` differs for float32
+max pooling without indices: 2-D (ONNX MaxPool on images) runs a numba kernel per plane (one
+row of vertical maxima per output row, then the window maxima along it, with straight-line
+loops for 3x3 windows at stride 1 and 2: 2-4x faster than the separable loop on SqueezeNet's,
+ResNet's and GoogLeNet's pools); other ranks are separable in place in float32 (exact for a
+maximum), not through float64 copies.
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ import numpy as np
 
 from refnet.errors import ShapeError
 from refnet.kernels._check import ieee
+from refnet.kernels._jit import prange
+from refnet.kernels._parallel import twin
+from refnet.kernels.pool import _run_planes  # (plane blocks over the worker threads)
 
 __all__ = ["pool_nd", "pool_nd_reference", "max_unpool_nd", "max_unpool_nd_reference"]
 
@@ -90,25 +96,117 @@ def pool_nd_reference(x: np.ndarray, mode: str, kernel: Sequence[int], strides: 
     return y
 
 
+def _covers_all(spatial: Sequence[int], kernel: Sequence[int], dilations: Sequence[int], pads: Sequence[int],
+                out: Sequence[int]) -> bool:
+    """Whether the output is one window holding every input element (and padding, if any):
+    per axis one output, an undilated kernel from -pad_begin reaching the last element."""
+    k = len(kernel)
+    return (len(spatial) == len(dilations) == len(out) == k and len(pads) == 2 * k
+            and all(int(out[i]) == 1 and int(dilations[i]) == 1 and 0 <= int(pads[i])
+                    and int(kernel[i]) - int(pads[i]) >= int(spatial[i]) for i in range(k)))
+
+
+@twin(0)
+def _max_pool2d_nd(x, kh, kw, sh, sw, dh, dw, pt, pl, y):
+    """y[n, c, oh, ow] = the max of x[n, c, oh*sh - pt + p*dh, ow*sw - pl + q*dw] over the taps
+    inside the input, -inf when there is none; a NaN never wins (``v > b``, as the reference).
+    Per output row: the element-wise max of its kh input rows into a -inf padded row (contiguous,
+    vectorises), then each window's kw taps along that row."""
+    n_, c_, h, w = x.shape
+    _, _, ho, wo = y.shape
+    wp = (wo - 1) * sw + (kw - 1) * dw + 1  # the padded row's length
+    j0 = min(pl, wp)
+    j1 = max(min(wp, pl + w), j0)  # padded-row columns that hold input columns
+    neg = x.dtype.type(-np.inf)
+    planes = n_ * c_
+    chunks = min(planes, 16)  # (one row buffer per chunk of planes: prange bodies must not share it)
+    for ch in prange(chunks):
+        row = np.empty(wp, dtype=x.dtype)
+        for t in range(planes * ch // chunks, planes * (ch + 1) // chunks):
+            n = t // c_
+            c = t % c_
+            for oh in range(ho):
+                row[:] = neg
+                ih0 = oh * sh - pt
+                three = kh == 3 and dh == 1 and 0 <= ih0 and ih0 + 2 < h  # 3 rows inside: one pass
+                if three and j1 > j0:
+                    r0 = x[n, c, ih0, j0 - pl : j1 - pl]
+                    r1 = x[n, c, ih0 + 1, j0 - pl : j1 - pl]
+                    r2 = x[n, c, ih0 + 2, j0 - pl : j1 - pl]
+                    dst = row[j0:j1]
+                    for j in range(j1 - j0):
+                        b = neg
+                        v = r0[j]
+                        b = v if v > b else b
+                        v = r1[j]
+                        b = v if v > b else b
+                        v = r2[j]
+                        dst[j] = v if v > b else b
+                for p in range(0 if three else kh):
+                    ih = ih0 + p * dh
+                    if 0 <= ih < h and j1 > j0:
+                        src = x[n, c, ih, j0 - pl : j1 - pl]
+                        dst = row[j0:j1]
+                        for j in range(j1 - j0):
+                            v = src[j]
+                            b = dst[j]
+                            dst[j] = v if v > b else b
+                out = y[n, c, oh]
+                if kw == 3 and sw == 2 and dw == 1:  # the common 3x3 / stride 2: constant strides vectorise (3x)
+                    for ow in range(wo):
+                        b = row[2 * ow]
+                        v = row[2 * ow + 1]
+                        b = v if v > b else b
+                        v = row[2 * ow + 2]
+                        out[ow] = v if v > b else b
+                    continue
+                if kw == 3 and sw == 1 and dw == 1:  # 3x3 / stride 1 (GoogLeNet's inception pools)
+                    for ow in range(wo):
+                        b = row[ow]
+                        v = row[ow + 1]
+                        b = v if v > b else b
+                        v = row[ow + 2]
+                        out[ow] = v if v > b else b
+                    continue
+                for ow in range(wo):
+                    out[ow] = row[ow * sw]
+                for q in range(1, kw):
+                    tap = row[q * dw :]
+                    for ow in range(wo):
+                        v = tap[ow * sw]
+                        b = out[ow]
+                        out[ow] = v if v > b else b
+
+
 @ieee
 def pool_nd(x: np.ndarray, mode: str, kernel: Sequence[int], strides: Sequence[int],
             dilations: Sequence[int], pads: Sequence[int], out: Sequence[int], *,
             count_include_pad: bool = False, p: int = 2, storage_order: int = 0,
-            with_indices: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+            with_indices: bool = False, into: np.ndarray | None = None) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Fast twin of :func:`pool_nd_reference`. Max pooling without indices runs in the input's
     dtype, one spatial axis at a time (a box maximum is separable), with one in-place ``fmax`` per
     offset along the axis (a maximum is exact in any precision, and
     ``fmax`` keeps the running value when the new one is NaN, as the reference's ``v > acc`` does),
-    on an input padded with -inf. A window that covers the whole unpadded input (global average)
-    is one float64 mean. Every other case is the reference."""
+    on an input padded with -inf; 2-D through the numba kernel :func:`_max_pool2d_nd`. A
+    window that covers the whole input (global average, GoogLeNet's 7x7 pool on 6x6 with its
+    padding not counted) is one float64 mean. Every other
+    case is the reference. ``into`` (without indices): a C-contiguous array of the output's shape and
+    dtype that receives the result (the executor's preallocated buffer)."""
     k = len(kernel)
-    if mode == "avg" and not with_indices and x.ndim == k + 2 and tuple(kernel) == tuple(x.shape[2:]) \
-            and all(int(o) == 1 for o in out) and not any(pads):  # global average: one float64 mean
-        return np.mean(x, axis=tuple(range(2, k + 2)), dtype=np.float64, keepdims=True).astype(x.dtype)
+    if mode == "avg" and not with_indices and _covers_all(x.shape[2:], kernel, dilations, pads, out) \
+            and (not count_include_pad or not any(pads)):  # global average: one float64 mean
+        return _into(np.mean(x, axis=tuple(range(2, k + 2)), dtype=np.float64, keepdims=True).astype(x.dtype), into)
     if mode != "max" or with_indices or x.dtype != np.float32 or x.ndim != k + 2 \
             or not len(strides) == len(dilations) == len(out) == k or len(pads) != 2 * k:
-        return pool_nd_reference(x, mode, kernel, strides, dilations, pads, out, count_include_pad=count_include_pad,
-                                 p=p, storage_order=storage_order, with_indices=with_indices)
+        res = pool_nd_reference(x, mode, kernel, strides, dilations, pads, out, count_include_pad=count_include_pad,
+                                p=p, storage_order=storage_order, with_indices=with_indices)
+        return res if with_indices else _into(res, into)
+    if k == 2 and min(pads) >= 0:
+        y = np.empty(x.shape[:2] + (int(out[0]), int(out[1])), x.dtype) if into is None else into
+        (kh, kw), (sh, sw), (dh, dw) = (tuple(int(v) for v in a) for a in (kernel, strides, dilations))
+        _run_planes(_max_pool2d_nd, (np.ascontiguousarray(x), kh, kw, sh, sw, dh, dw, int(pads[0]), int(pads[1]), y),
+                    (0, 9))
+        return y
     spatial = x.shape[2:]
     pb, pe = list(pads[:k]), list(pads[k:])
     ends = [max(pe[i], (out[i] - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - spatial[i] - pb[i])
@@ -125,7 +223,14 @@ def pool_nd(x: np.ndarray, mode: str, kernel: Sequence[int], strides: Sequence[i
             sl[2 + i] = slice(o * dilations[i], o * dilations[i] + (out[i] - 1) * strides[i] + 1, strides[i])
             np.fmax(acc, cur[tuple(sl)], out=acc)
         cur = acc
-    return cur
+    return _into(cur, into)
+
+
+def _into(res: np.ndarray, into: np.ndarray | None) -> np.ndarray:
+    if into is None:
+        return res
+    np.copyto(into, res)
+    return into
 
 
 @ieee

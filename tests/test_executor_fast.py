@@ -52,6 +52,72 @@ def test_conv_bn_scale_power_prelu_fold_into_one_step(rng):
     assert_close(mid["flat"], want, "f32_vs_f64", "flat after a partial fusion")
 
 
+def test_residual_add_and_relu_fuse_into_the_conv(rng):
+    """ResNet's tail: conv -> BN -> Add(shortcut made earlier) -> ReLU runs as one conv step with
+    the shortcut as a second input (ONNX Add and Caffe Eltwise SUM); an add whose other operand is
+    made later, a broadcasting add, or a requested conv output do not fuse (or stay exact)."""
+    c = 4
+    w0, w1, w2 = (rng.normal(size=(c, c, k, k)) * 0.4 for k in (1, 3, 1))
+    b0, b1, b2 = (rng.normal(size=c) for _ in range(3))
+    mean, var = rng.normal(size=c), rng.uniform(0.5, 2, c)
+    bias_t = rng.normal(size=(1, c, 1, 1))
+    nodes = [
+        Node("c0", "conv", ["data"], ["c0"], {}, {"weight": w0, "bias": b0}),
+        Node("c1", "conv", ["c0"], ["c1"], {"pad": (1, 1, 1, 1)}, {"weight": w1, "bias": b1}),
+        Node("bn", "batch_norm", ["c1"], ["bn"], {"eps": 1e-3}, {"mean": mean, "var": var}),
+        Node("add", "add", ["c0", "bn"], ["add"]),  # the shortcut c0 is made before c1
+        Node("r", "relu", ["add"], ["r"]),
+        Node("c2", "conv", ["r"], ["c2"], {}, {"weight": w2, "bias": b2}),
+        Node("sum", "eltwise", ["c2", "r"], ["sum"], {"operation": "sum"}),
+        Node("r2", "relu", ["sum"], ["r2"], {"negative_slope": 0.1}),
+        Node("c3", "conv", ["r2"], ["c3"], {}, {"weight": w2, "bias": b2}),
+        Node("k", "constant", [], ["k"], {}, {"value": bias_t}),
+        Node("badd", "add", ["c3", "k"], ["badd"]),  # the constant is made after c3: not fused
+    ]
+    net = Net(Graph(nodes, ["data"], {"data": (1, c, 6, 7)}))
+    x = rng.normal(size=(1, c, 6, 7))
+    y0 = conv_oracle(x, w0, b0, 0)
+    y1 = (conv_oracle(y0, w1, b1, 1) - chan(mean)) / np.sqrt(chan(var) + 1e-3)
+    r = np.maximum(y0 + y1, 0)
+    s = conv_oracle(r, w2, b2, 0) + r
+    r2 = np.where(s > 0, s, 0.1 * s)
+    want = conv_oracle(r2, w2, b2, 0) + bias_t
+    plan = net._plan(("badd",), True)
+    assert [st.node.op for st in plan.steps] == ["conv", "conv", "conv", "conv", "constant", "add"]
+    fused = plan.steps[1].node
+    assert fused.inputs == ("c0", "c0") and fused.attrs["residual"] and fused.attrs["activation"] == "relu"
+    assert plan.steps[2].node.inputs == ("r", "r") and plan.steps[2].node.attrs["negative_slope"] == 0.1
+    got = net.forward(x)["badd"]
+    assert got.dtype == np.float32
+    assert_close(got, want, "f32_vs_f64", "residual-fused float32")
+    assert_close(net.forward(x, precision="float64")["badd"], want, 1e-12, "float64 unfused")
+    mid = net.forward(x, outputs=["add", "badd"])  # a requested add output: fused up to it, exact
+    assert_close(mid["add"], y0 + y1, "f32_vs_f64", "add requested")
+    assert_close(mid["badd"], want, "f32_vs_f64", "badd")
+
+
+def test_broadcasting_residual_runs_unfused_in_the_step(rng):
+    """A shortcut that broadcasts the conv output to a larger shape: the fused step still gives
+    the add's shape and values (the run function, not the planned epilogue)."""
+    w, b = rng.normal(size=(3, 2, 1, 1)), rng.normal(size=3)
+    nodes = [
+        Node("s", "conv", ["data"], ["s"], {}, {"weight": rng.normal(size=(3, 2, 3, 3)), "bias": b}),
+        Node("c", "conv", ["p"], ["c"], {}, {"weight": w, "bias": b}),
+        Node("add", "add", ["s", "c"], ["add"]),
+        Node("r", "relu", ["add"], ["r"]),
+    ]
+    nodes.insert(1, Node("p", "avg_pool", ["data"], ["p"], {"global_pooling": True}))
+    net = Net(Graph(nodes, ["data"], {"data": (1, 2, 6, 5)}))
+    x = rng.normal(size=(1, 2, 6, 5))
+    want = np.maximum(conv_oracle(x, nodes[0].params["weight"], b, 0)
+                      + conv_oracle(x.mean(axis=(2, 3), keepdims=True), w, b, 0), 0)
+    plan = net._plan(("r",), True)
+    assert [st.node.op for st in plan.steps] == ["conv", "avg_pool", "conv"]
+    got = net.forward(x)["r"]
+    assert got.shape == (1, 3, 4, 3)
+    assert_close(got, want, "f32_vs_f64", "broadcast residual")
+
+
 def test_deconv_bn_relu_and_instance_norm_bn_relu_fold(rng):
     g, ci, cog = 2, 4, 3
     w = rng.normal(size=(ci, cog, 3, 3)) * 0.3

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from refnet import kernels as K
 from refnet.errors import ShapeError
 from refnet.ops.registry import Attr, attrs, axis_of, kern, need_ndim, numel, pad4, pair, pair0, prepares, register
 
-# the fused activation: set only by the float32 fusion pass (refnet/runtime/fusion.py), never by importers
-_FUSED = {"activation": None, "negative_slope": Attr(0.0, float)}
+# the fused activation and residual (a second input added before the activation): set only by the
+# float32 fusion pass (refnet/runtime/fusion.py), never by importers
+_FUSED = {"activation": None, "negative_slope": Attr(0.0, float), "residual": Attr(False, bool)}
 CONV_ATTRS = {"stride": Attr(1, pair), "pad": Attr(0, pad4), "dilation": Attr(1, pair), "groups": Attr(1, int),
               **_FUSED}
 
@@ -35,8 +38,15 @@ def _conv_shape(node, shapes):
         raise ShapeError("input channels do not match the weights and groups", layer=node.name,
                          expected=f"C = {wt.shape[1]} x groups {g}", got=f"input {tuple(shape)}, weight {wt.shape}")
     (sh, sw), (dh, dw), (pt, pl, pb, pr) = a["stride"], a["dilation"], a["pad"]
-    return [(n, wt.shape[0], conv_out_size(node, h, wt.shape[2], sh, pt, pb, dh),
-             conv_out_size(node, w, wt.shape[3], sw, pl, pr, dw))]
+    out = (n, wt.shape[0], conv_out_size(node, h, wt.shape[2], sh, pt, pb, dh),
+           conv_out_size(node, w, wt.shape[3], sw, pl, pr, dw))
+    if a["residual"]:  # the fused add broadcasts (numpy rules)
+        try:
+            out = tuple(np.broadcast_shapes(out, tuple(shapes[1])))
+        except ValueError:
+            raise ShapeError("the residual does not broadcast against the convolution's output", layer=node.name,
+                             expected=out, got=tuple(shapes[1])) from None
+    return [out]
 
 
 def conv_kwargs(node, p) -> dict:
@@ -58,12 +68,22 @@ def conv_macs(node, ins, outs) -> int:
 
 @register("conv", shape=_conv_shape, attrs=CONV_ATTRS, kernel="conv2d", macs=conv_macs, fresh=True)
 def _conv(node, xs, p, ctx):
-    return kern("conv2d", ctx)(xs[0], p["weight"], p.get("bias"), **conv_kwargs(node, p))
+    res = {"residual": xs[1]} if len(xs) > 1 else {}  # (fused nodes run in float32 only)
+    return kern("conv2d", ctx)(xs[0], p["weight"], p.get("bias"), **conv_kwargs(node, p), **res)
 
 
 @prepares("conv")
 def _conv_prepare(node, p, shapes, ctx):
-    return K.conv2d_plan(shapes[0], p["weight"], p.get("bias"), **conv_kwargs(node, p)), True
+    if not attrs(node)["residual"]:
+        return K.conv2d_plan(shapes[0], p["weight"], p.get("bias"), **conv_kwargs(node, p)), True
+    plan = K.conv2d_plan(shapes[0], p["weight"], p.get("bias"), **conv_kwargs(node, p), residual=True)
+    if tuple(shapes[1]) != plan.y_shape:
+        return None  # a broadcasting residual: the run function (add, then activation)
+
+    def conv_residual(x, r, out=None):
+        return plan(x, out, residual=r)
+
+    return conv_residual, True
 
 
 def _deconv_shape(node, shapes):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 
+from refnet import kernels as K
 from refnet.errors import ShapeError
-from refnet.ops.registry import REQUIRED, Attr, attrs, kern, register
+from refnet.ops.registry import REQUIRED, Attr, attrs, kern, prepares, register
 
 
 def _pool_shape(node, shapes):
@@ -31,6 +32,23 @@ def _pool_nd(node, xs, p, ctx):
     if isinstance(res, tuple):
         return [res[0], res[1].astype(xs[0].dtype)]
     return res
+
+
+@prepares("pool_nd")
+def _pool_nd_prepare(node, p, shapes, ctx):
+    """The fast kernel writing into the executor's buffer (no array allocated per call)."""
+    if len(node.outputs) > 1:
+        return None
+    a = attrs(node)
+    mode, kernel, strides, dilations, pads, size = (a[k] for k in ("mode", "kernel", "strides", "dilations", "pads",
+                                                                    "out"))
+    kw = dict(count_include_pad=a["count_include_pad"], p=a["p"], storage_order=a["storage_order"])
+    pool_nd = K.pool_nd
+
+    def pool(x, out=None):
+        return pool_nd(x, mode, kernel, strides, dilations, pads, size, into=out, **kw)
+
+    return pool, True
 
 
 def _unpool_shape(node, shapes):

@@ -5,6 +5,10 @@
   ``a * y + c`` per channel, folded into that layer's weight and bias in float64. The BatchNorm
   formula and the fold itself are the kernels' (:func:`refnet.kernels.norm.fold_batch_norm`,
   :func:`refnet.kernels.norm.fold_scale`), the one home of that math.
+* **Residual fusion**: a convolution followed by an add (ONNX Add, Caffe Eltwise SUM without
+  coefficients) of a tensor computed before it takes that tensor as a second input and adds it
+  in its epilogue, before any activation (``attrs["residual"]``; ResNet's ``relu(conv + x)``:
+  no separate add and ReLU passes over the tensor).
 * **Activation fusion**: a following ReLU / leaky ReLU / PReLU / ReLU6 becomes the layer's
   epilogue (``attrs["activation"]``).
 * **Sibling convolution merging**: convolutions reading the same tensor with the same kernel
@@ -16,7 +20,7 @@ Everything here returns new :class:`~refnet.graph.Node` objects; the graph is ne
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -127,6 +131,21 @@ def _fold(node: Node, a: np.ndarray, c: np.ndarray) -> dict[str, np.ndarray]:
     return params
 
 
+def _residual_of(nxt: Node, cur: str, ready: Callable[[str], bool]) -> str | None:
+    """The other operand when ``nxt`` adds ``cur`` and a tensor for which ``ready`` holds (computed
+    before the convolution), else None."""
+    if len(nxt.inputs) != 2 or len(nxt.outputs) != 1 or cur not in nxt.inputs:
+        return None
+    if nxt.op == "eltwise":
+        a = op_attrs(nxt)
+        if a["operation"] != "sum" or a["coeffs"]:
+            return None
+    elif nxt.op != "add":
+        return None
+    other = nxt.inputs[1] if nxt.inputs[0] == cur else nxt.inputs[0]
+    return other if other != cur and ready(other) else None
+
+
 def _activation(node: Node, nxt: Node, n_ch: int, attrs: dict, act_params: dict) -> bool:
     """Make ``nxt`` (ReLU / leaky ReLU / PReLU / ReLU6) the epilogue of ``node``; False if it is none."""
     if nxt.op == "relu":
@@ -144,13 +163,15 @@ def _activation(node: Node, nxt: Node, n_ch: int, attrs: dict, act_params: dict)
 
 
 def fuse_following(nodes: Sequence[Node], consumers: Mapping[str, Sequence[int]], i: int,
-                   keep: frozenset[str]) -> tuple[Node, list[int], str]:
+                   keep: frozenset[str], producers: Mapping[str, int] | None = None) -> tuple[Node, list[int], str]:
     """Fold the per-channel affine layers following node ``i`` (one of :data:`FUSABLE_OPS`) into
-    its weights, then fuse a following activation into it; stop at a tensor in ``keep`` (asked
-    for) or read by more than one layer (``consumers``: tensor -> reading node indices).
+    its weights, then (a conv, given ``producers``: tensor -> index of the node writing it) an add
+    of a tensor made before node ``i``, then a following activation; stop at a tensor in ``keep``
+    (asked for) or read by more than one layer (``consumers``: tensor -> reading node indices).
 
     Returns the fused node (``nodes[i]`` itself when nothing fused), the indices of the absorbed
     nodes, and the tensor the fused node's output stands for (the last absorbed node's output).
+    With a residual the fused node writes the add's output tensor (whose shape is the add's).
     """
     node = nodes[i]
     n_ch = _out_channels(node)
@@ -165,14 +186,26 @@ def fuse_following(nodes: Sequence[Node], consumers: Mapping[str, Sequence[int]]
     absorbed: list[int] = []
     cur = node.outputs[0]
     changed = False
+    inputs, outputs = node.inputs, node.outputs
+
+    def ready(t: str) -> bool:  # a net input or made by a node before node i
+        return producers is not None and producers.get(t, -1) < i
+
     while cur not in keep and len(node.outputs) == 1 and "activation" not in attrs:
         j = _single_consumer(consumers, cur)
         if j is None:
             break
         nxt = nodes[j]
+        other = _residual_of(nxt, cur, ready) if node.op == "conv" and "residual" not in attrs else None
+        if other is not None:
+            attrs["residual"] = True
+            inputs, outputs = node.inputs + (other,), nxt.outputs
+            absorbed.append(j)
+            cur = nxt.outputs[0]
+            continue
         if len(nxt.inputs) != 1 or len(nxt.outputs) != 1:
             break
-        affine = _affine_of(nxt, n_ch)
+        affine = _affine_of(nxt, n_ch) if "residual" not in attrs else None
         if affine is not None:
             ka, kc = affine
             a, c = a * ka, c * ka + kc
@@ -187,14 +220,14 @@ def fuse_following(nodes: Sequence[Node], consumers: Mapping[str, Sequence[int]]
     if changed:
         params = _fold(node, a, c)
     params.update(act_params)
-    return Node(node.name, node.op, node.inputs, node.outputs, attrs, params), absorbed, cur
+    return Node(node.name, node.op, inputs, outputs, attrs, params), absorbed, cur
 
 
 # ---- sibling convolutions ------------------------------------------------------------------------
 def conv_geometry_key(node: Node) -> tuple | None:
     """What sibling convolutions must share to run as one (None: this conv cannot merge)."""
     w = node.params.get("weight")
-    if node.op != "conv" or w is None or w.ndim != 4 or len(node.outputs) != 1:
+    if node.op != "conv" or w is None or w.ndim != 4 or len(node.outputs) != 1 or len(node.inputs) != 1:
         return None
     a = op_attrs(node)
     if a["groups"] != 1 or a["activation"] == "relu6":

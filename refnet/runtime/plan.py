@@ -60,19 +60,20 @@ def needed_nodes(nodes: Sequence[Node], requested: Sequence[str]) -> set[int]:
 def make_plan(nodes: Sequence[Node], consumers: Mapping[str, Sequence[int]], input_names: Sequence[str],
               requested: tuple[str, ...], fuse: bool, merge: bool) -> Plan:
     """The steps computing ``requested`` (tensor names): every needed node in graph order; with
-    ``fuse``, affine layers and activations folded into the conv before them (never past a
-    requested tensor); with ``merge`` too, sibling convolutions merged. Each step's ``free``
+    ``fuse``, affine layers, residual adds and activations folded into the conv before them (never
+    past a requested tensor); with ``merge`` too, sibling convolutions merged. Each step's ``free``
     names the tensors dropped after it (neither read later, requested nor a net input)."""
     keep = frozenset(requested)
     steps: list[Step] = []
     alias: dict[str, str] = {}
     skip: set[int] = set()
     needed = needed_nodes(nodes, requested)
+    producers = {t: i for i, n in enumerate(nodes) for t in n.outputs} if fuse else {}
     for i, node in enumerate(nodes):
         if i in skip or i not in needed:
             continue
         if fuse and node.op in FUSABLE_OPS:
-            node, absorbed, out_tensor = fuse_following(nodes, consumers, i, keep)
+            node, absorbed, out_tensor = fuse_following(nodes, consumers, i, keep, producers)
             skip.update(absorbed)
             if absorbed:
                 # consumers of the last absorbed node's output read the fused node's result

@@ -76,7 +76,15 @@ CASES = {
     "dw3_big_s1": ((1, 2, 66, 70), (2, 1, 3, 3), dict(pad=1, groups=2), "depthwise"),
     "dw3_big_s2_asym": ((1, 2, 67, 71), (4, 1, 3, 3), dict(pad=(1, 0, 1, 2), stride=2, groups=2), "depthwise"),
     "gemm1x1_groups": ((2, 6, 4, 5), (8, 3, 1, 1), dict(groups=2), "gemm1x1"),
+    "gemm1x1_strided": ((2, 6, 9, 8), (5, 6, 1, 1), dict(stride=(2, 3)), "gemm1x1"),
+    "gemm1x1_strided_groups": ((1, 4, 7, 7), (6, 2, 1, 1), dict(stride=2, groups=2, dilation=2), "gemm1x1"),
     "im2col_groups": ((1, 4, 9, 11), (6, 2, 3, 3), dict(groups=2, pad=1), "im2col"),
+    # strided: im2col from the input's column phases
+    "im2col_strided": ((2, 3, 11, 13), (5, 3, 3, 3), dict(stride=(2, 3), pad=(1, 2, 0, 1)), "im2col"),
+    "im2col_strided_dilated": ((1, 4, 12, 13), (6, 2, 3, 2), dict(stride=2, dilation=(2, 3), pad=(3, 2, 1, 4),
+                                                                  groups=2), "im2col"),
+    "im2col_7x7_s2": ((1, 3, 20, 21), (6, 3, 7, 7), dict(stride=2, pad=3), "im2col"),
+    "im2col_s3_big_pad": ((1, 2, 5, 4), (3, 2, 2, 3), dict(stride=3, pad=(2, 5, 1, 6)), "im2col"),
 }
 
 
@@ -111,6 +119,31 @@ def test_every_algorithm_vs_oracle(name, activation, rng):
     got = plan32(x.astype(np.float32))
     assert got.dtype == np.float32 and got.shape == want.shape
     assert_close(got, want, "f32_vs_f64_long", f"{name} float32")
+
+
+@pytest.mark.parametrize("name", ["gemm1x1_groups", "gemm1x1_strided", "wino_basic", "direct_stride", "dw3_s1",
+                                  "im2col_groups"])
+@pytest.mark.parametrize("activation", [None, "relu", "prelu", "relu6"])
+def test_residual_epilogue_vs_oracle(name, activation, rng):
+    """plan(x, residual=r) = act(conv(x) + b + r): fused into the 1x1 GEMMs' epilogue, one pass
+    after the other algorithms; float32 against the float64 oracle, and conv2d's broadcasting
+    residual (the add, then the activation)."""
+    xs, ws, kw, alg = CASES[name]
+    x, w, b = _rand(rng, xs) * 2, _rand(rng, ws), _rand(rng, ws[0])
+    slope = rng.uniform(0.05, 0.5, ws[0]) if activation == "prelu" else 0.1
+    y = oracle_conv(x, w, b, **_norm_kw(kw))
+    r = _rand(rng, y.shape) * 2
+    want = oracle_act(y + r, activation, slope)
+    plan = conv2d_plan(xs, w.astype(np.float32), b.astype(np.float32), algorithm=alg, activation=activation,
+                       negative_slope=slope, residual=True, **kw)
+    got = plan(x.astype(np.float32), residual=r.astype(np.float32))
+    assert got.dtype == np.float32
+    assert_close(got, want, "f32_vs_f64_long", f"{name} residual")
+    with pytest.raises(ShapeError):
+        plan(x.astype(np.float32))  # planned with a residual: one is needed
+    rb = _rand(rng, (1, 1) + y.shape[2:])
+    got = conv2d(x, w, b, activation=activation, negative_slope=slope, residual=rb, **kw)
+    assert_close(got, oracle_act(y + rb, activation, slope), "f64_vs_oracle", f"{name} broadcast residual")
 
 
 @st.composite
@@ -203,9 +236,13 @@ def test_banded_paths_agree(monkeypatch, rng):
     monkeypatch.setattr(C, "_WINO_BAND_ELEMS", 64)
     monkeypatch.setattr(C, "_WINO_MIN_TILES", 1)
     monkeypatch.setattr(C, "_GEMM_BLOCK_ELEMS", 16)
+    monkeypatch.setattr(C, "_GEMM_EPILOGUE_BLOCK_ELEMS", 16)
     for alg in ("im2col", "winograd"):
         got = conv2d_plan(x.shape, w3, b, pad=1, activation="relu", algorithm=alg)(x)
         assert_close(got, np.maximum(oracle_conv(x, w3, b, pad=(1, 1, 1, 1)), 0), "f64_vs_oracle", alg)
+    got = conv2d_plan(x.shape, w3, b, pad=1, stride=2, activation="relu", algorithm="im2col")(x)
+    want = np.maximum(oracle_conv(x, w3, b, stride=(2, 2), pad=(1, 1, 1, 1)), 0)
+    assert_close(got, want, "f64_vs_oracle", "strided im2col bands")
     got = conv2d_plan(x.shape, w1, b, activation="relu6")(x)
     assert_close(got, np.clip(oracle_conv(x, w1, b), 0, 6), "f64_vs_oracle", "gemm blocks")
     wd = _rand(rng, (6, 4, 3, 3))

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from conftest import assert_close
 
+import refnet.kernels as K
 import refnet.kernels.conv as C
 import refnet.kernels.detection as D
 import refnet.kernels.norm as N
@@ -155,6 +156,40 @@ def test_max_pool_numpy_twin(xs, k, s, p, ceil):
     np.testing.assert_array_equal(got, fast)
     ref = P.max_pool_reference(x.astype(np.float64), k, s, p, ceil_mode=ceil)
     np.testing.assert_array_equal(got, ref.astype(np.float32))
+
+
+@pytest.mark.parametrize("xs,k,s,d,pads,out", [
+    ((1, 3, 11, 11), (3, 3), (2, 2), (1, 1), (0, 0, 0, 0), (5, 5)),
+    ((2, 2, 9, 8), (3, 3), (1, 1), (1, 1), (1, 1, 1, 1), (9, 8)),
+    ((1, 2, 7, 9), (2, 3), (3, 2), (2, 1), (1, 0, 2, 2), (3, 5)),  # windows past the end
+])
+def test_onnx_max_pool_nd_numpy_twin(xs, k, s, d, pads, out):
+    """ONNX MaxPool (pool_nd's 2-D kernel): the twin equals numba and the reference (NaN never
+    wins, padding-only windows give -inf)."""
+    x = RNG.normal(0, 1, xs).astype(np.float32)
+    x.flat[3] = np.nan
+    x.flat[7] = -np.inf
+    got, fast = _both(K.pool_nd, x, "max", k, s, d, pads, out)
+    np.testing.assert_array_equal(got, fast)
+    np.testing.assert_array_equal(got, K.pool_nd_reference(x, "max", k, s, d, pads, out))
+
+
+@pytest.mark.parametrize("alg", ["gemm1x1", "im2col"])
+@pytest.mark.parametrize("act,slope", ACTS, ids=["none", "relu", "leaky", "prelu", "relu6"])
+def test_conv_residual_numpy_twin(alg, act, slope):
+    """The residual epilogue (refnet.runtime.fusion's conv + add + activation): twin = numba,
+    and the float64 formula."""
+    xs, ws = (1, 4, 9, 8), (6, 4, 1, 1) if alg == "gemm1x1" else (6, 4, 3, 3)
+    x = RNG.normal(0, 1, xs).astype(np.float32)
+    w = RNG.normal(0, 0.5, ws).astype(np.float32)
+    b = RNG.normal(0, 0.5, ws[0]).astype(np.float32)
+    kw = _act_kw(act, slope, ws[0])
+    plan = C.conv2d_plan(xs, w, b, stride=2, algorithm=alg, residual=True, **kw)
+    r = RNG.normal(0, 1, plan.y_shape).astype(np.float32)
+    got, fast = _both(plan, x, residual=r)
+    np.testing.assert_array_equal(got, fast)
+    y = C.conv2d_reference(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), stride=2)
+    assert_close(got, _ref_act(y + r, act, kw["negative_slope"]), "f32_vs_f64")
 
 
 @pytest.mark.parametrize("eta", [1.0, 0.7])

@@ -42,6 +42,24 @@ def test_max_pool_nd_float32_is_exact(k, s, d, pads, out):
     np.testing.assert_array_equal(y, K.pool_nd_reference(x, "max", k, s, d, pads, out))
 
 
+def test_max_pool_nd_2d_kernel_random_geometries():
+    """The 2-D numba kernel over random kernels, strides, dilations, pads and ceil-mode output
+    sizes (windows past the end, windows of padding only: -inf), NaNs and infinities included."""
+    rng = np.random.default_rng(11)
+    for _ in range(60):
+        k = tuple(int(v) for v in rng.integers(1, 5, 2))
+        s = tuple(int(v) for v in rng.integers(1, 4, 2))
+        d = tuple(int(v) for v in rng.integers(1, 3, 2))
+        pads = tuple(int(v) for v in rng.integers(0, 3, 4))
+        h, w = (int(v) for v in rng.integers(1, 12, 2))
+        out = tuple(max(1, -(-(size + pads[i] + pads[i + 2] - (k[i] - 1) * d[i] - 1) // s[i]) + 1)
+                    for i, size in enumerate((h, w)))
+        x = rng.standard_normal((2, 3, h, w)).astype(np.float32)
+        x.flat[rng.integers(0, x.size, 3)] = (np.nan, np.inf, -np.inf)
+        y = K.pool_nd(x, "max", k, s, d, pads, out)
+        np.testing.assert_array_equal(y, _max_oracle(x, k, s, d, pads, out), err_msg=f"{k} {s} {d} {pads} {out}")
+
+
 def test_lrn_onnx_float32_odd_sizes_against_the_float64_rule():
     x = np.random.default_rng(4).standard_normal((2, 9, 5, 6))
     for size in (1, 3, 5, 7):
@@ -60,3 +78,16 @@ def test_global_average_pool_nd_by_formula(dtype):
     want = np.array([[[[sum(float(v) for v in x[n, c].ravel()) / 143]] for c in range(4)] for n in range(2)])
     assert y.dtype == dtype and y.shape == (2, 4, 1, 1)
     np.testing.assert_allclose(y, want, rtol=1e-6 if dtype == np.float32 else 1e-13, atol=1e-7)
+
+
+@pytest.mark.parametrize("k,pads,cip", [((7, 7), (0, 0, 1, 1), False),   # GoogLeNet's last pool on 6x6
+                                        ((8, 7), (1, 0, 1, 2), False),
+                                        ((7, 7), (0, 0, 1, 1), True)])    # padding counted: not global
+def test_padded_window_over_the_whole_input_is_a_global_average(k, pads, cip):
+    x = np.random.default_rng(6).standard_normal((2, 5, 6, 6)).astype(np.float32)
+    y = K.pool_nd(x, "avg", k, (1, 1), (1, 1), pads, (1, 1), count_include_pad=cip)
+    want = K.pool_nd_reference(x.astype(np.float64), "avg", k, (1, 1), (1, 1), pads, (1, 1), count_include_pad=cip)
+    if not cip:
+        np.testing.assert_allclose(want, x.astype(np.float64).mean(axis=(2, 3), keepdims=True), rtol=1e-12)
+    assert y.shape == (2, 5, 1, 1) and y.dtype == np.float32
+    np.testing.assert_allclose(y, want, rtol=1e-6, atol=1e-7)
