@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from refnet.kernels import activation as _activation
 from refnet.kernels import conv as _conv
 from refnet.kernels import detection as _det
 from refnet.kernels import norm as _norm
@@ -374,3 +375,9 @@ def _max_pool2d_nd(x, kh, kw, sh, sw, dh, dw, pt, pl, y):
 def _add_act_planes(a, b, slope, act, six, out):
     np.add(a, b, out=out)
     _act(out, act, slope[:, None], six)
+
+
+@numpy_twin(_activation._prelu_planes)
+def _prelu_planes(x, slope, out):
+    out[...] = x
+    _act(out, 1, slope[:, None])
