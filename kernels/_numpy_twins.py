@@ -17,10 +17,12 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from refnet.kernels import activation as _activation
 from refnet.kernels import conv as _conv
 from refnet.kernels import detection as _det
 from refnet.kernels import norm as _norm
 from refnet.kernels import pool as _pool
+from refnet.kernels import tensor as _tensor
 from refnet.kernels import window as _window
 from refnet.kernels._lazyjit import numpy_twin
 
@@ -367,3 +369,15 @@ def _max_pool2d_nd(x, kh, kw, sh, sw, dh, dw, pt, pl, y):
         for q in range(kw):
             np.maximum(y, xp[:, :, p * dh : p * dh + (ho - 1) * sh + 1 : sh, q * dw : q * dw + (wo - 1) * sw + 1 : sw],
                        out=y)
+
+
+@numpy_twin(_tensor._add_act_planes)
+def _add_act_planes(a, b, slope, act, six, out):
+    np.add(a, b, out=out)
+    _act(out, act, slope[:, None], six)
+
+
+@numpy_twin(_activation._prelu_planes)
+def _prelu_planes(x, slope, out):
+    out[...] = x
+    _act(out, 1, slope[:, None])

@@ -4,9 +4,11 @@
 fast version: NumPy ufuncs writing into one preallocated output buffer (no temporaries beyond
 what the formula needs), overflow-safe formulations, warnings for inf/NaN arithmetic silenced.
 Elementwise work is memory-bound and NumPy's SIMD ufuncs already match a Numba loop here, so
-no jit is used (and nothing has to compile). Scalar hyper-parameters are applied as Python
-floats so they never promote a float32 array to float64. NaN in gives NaN out (except where
-the framework formula itself maps NaN to a constant, e.g. ``power`` with ``power=0``).
+no jit is used (and nothing has to compile), except in PReLU, whose ufunc formula needed four
+passes over the tensor (one jitted pass now, with a NumPy twin for small nets). Scalar
+hyper-parameters are applied as Python floats so they never promote a float32 array to float64.
+NaN in gives NaN out (except where the framework formula itself maps NaN to a constant, e.g.
+``power`` with ``power=0``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import numpy as np
 
 from refnet.errors import ShapeError
 from refnet.kernels._check import as_float_array, ieee, same_dtype
+from refnet.kernels._jit import prange
+from refnet.kernels._parallel import twin
 
 __all__ = [
     "relu",
@@ -135,14 +139,32 @@ def prelu_reference(x: np.ndarray, slope: np.ndarray) -> np.ndarray:
     return np.where(x > 0, x, s * x)
 
 
+@twin(0)
+def _prelu_planes(x, slope, out):
+    """out[t] = x[t] where > 0, else x[t] * slope[t], over the planes t of (P, L) arrays (NaN stays
+    NaN); one pass, one plane per parallel task."""
+    for t in prange(x.shape[0]):
+        s = slope[t]
+        row = x[t]
+        o = out[t]
+        for j in range(row.shape[0]):
+            v = row[j]
+            o[j] = v if v > 0 else v * s
+
+
 @ieee
 def prelu(x: np.ndarray, slope: np.ndarray) -> np.ndarray:
-    """Fast Caffe PReLU: ``max(x, 0) + slope[c] * min(x, 0)`` computed in one buffer."""
+    """Fast Caffe PReLU: ``x if x > 0 else slope[c] * x`` in one jitted pass over the (N * C)
+    planes (the ufunc formula ``max(x, 0) + slope * min(x, 0)`` took four passes, 0.3-0.5 ms per
+    ENet layer); the same values, up to the sign of a zero."""
     x = _x(x)
-    s = _slope_view(x, slope)
-    out = np.minimum(x, 0)
-    out *= s
-    out += np.maximum(x, 0)
+    s = _slope_view(x, slope).reshape(-1)
+    n, c = (x.shape[0], x.shape[1]) if x.ndim >= 2 else (1, 1)
+    planes = (n * c, x.size // max(1, n * c))
+    per_plane = np.broadcast_to(s.reshape(1, -1), (n, c)).reshape(-1) if s.size == c else np.full(n * c, s[0], x.dtype)
+    out = np.empty(x.shape, x.dtype)
+    if x.size:
+        _prelu_planes(np.ascontiguousarray(x).reshape(planes), per_plane, out.reshape(planes))
     return out
 
 

@@ -47,6 +47,8 @@ __all__ = [
     "interp_output_size",
     "eltwise",
     "eltwise_reference",
+    "add_act",
+    "add_act_reference",
     "shuffle_channel",
     "shuffle_channel_reference",
     "reorg",
@@ -630,6 +632,90 @@ def eltwise(xs: Sequence[np.ndarray], operation: str = "sum",
     for c, x in zip(cs[1:], arrs[1:]):
         out += dt.type(c) * x
     return out
+
+
+# ---- add + activation (the float32 path's fused eltwise sum / add and the activation after it) ----
+_ACT_CODE = {None: 0, "relu": 1, "prelu": 1, "relu6": 2}  # 1: leaky / PReLU with a per-plane slope
+
+
+@twin(0)
+def _add_act_planes(a, b, slope, act, six, out):
+    """out[t] = act(a[t] + b[t]) over the planes t of (P, L) arrays: act 1 leaky / PReLU with
+    slope[t] (``v if v > 0 else v * s``: NaN stays NaN), 2 ReLU6 (``six`` is 6 in the dtype),
+    else none. One pass, one plane per parallel task."""
+    for t in prange(a.shape[0]):
+        x = a[t]
+        y = b[t]
+        o = out[t]
+        if act == 1:
+            s = slope[t]
+            for j in range(x.shape[0]):
+                v = x[j] + y[j]
+                o[j] = v if v > 0 else v * s
+        elif act == 2:
+            zero = six - six
+            for j in range(x.shape[0]):
+                v = x[j] + y[j]
+                o[j] = zero if v < zero else (six if v > six else v)
+        else:
+            for j in range(x.shape[0]):
+                o[j] = x[j] + y[j]
+
+
+def _add_act_args(a: object, b: object, activation: str | None, slope: object
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """a, b (broadcast to one shape) and the activation's slope as a float64 (C,) or (1,) vector."""
+    a, b = as_float_array(a, "a"), as_float_array(b, "b")
+    if a.dtype != b.dtype:
+        raise ValueError(f"add_act: a and b differ in dtype ({a.dtype}, {b.dtype})")
+    if activation not in _ACT_CODE:
+        raise ValueError(f"add_act activation must be one of {sorted(map(str, _ACT_CODE))}, got {activation!r}")
+    if a.shape != b.shape:
+        try:
+            a, b = np.broadcast_arrays(a, b)
+        except ValueError:
+            raise ShapeError("add_act operands do not broadcast", expected=a.shape, got=b.shape) from None
+    s = np.asarray(0.0 if activation != "relu" and activation != "prelu" else slope, np.float64).reshape(-1)
+    c = a.shape[1] if a.ndim >= 2 else 1
+    if s.size not in (1, c):
+        raise ShapeError("add_act slope must have 1 value or one per channel (axis 1)",
+                         expected=f"(1,) or ({c},)", got=s.shape)
+    return a, b, s
+
+
+@ieee
+def add_act(a: np.ndarray, b: np.ndarray, activation: str | None = None, slope: object = 0.0,
+            out: np.ndarray | None = None) -> np.ndarray:
+    """Fast ``act(a + b)`` in one pass (an eltwise sum or add fused with the activation after it):
+    ``activation`` None, ``"relu"`` (leaky with the scalar ``slope``), ``"prelu"`` (``slope`` (1,)
+    or (C,) along axis 1) or ``"relu6"``; a and b of one dtype (broadcast if they differ in shape).
+    ``out``: a C-contiguous array of the result's shape and dtype to write into."""
+    a, b, s = _add_act_args(a, b, activation, slope)
+    n = a.shape[0] if a.ndim >= 2 else 1
+    c = a.shape[1] if a.ndim >= 2 else 1
+    planes = (n * c, a.size // max(1, n * c))
+    if out is None:
+        out = np.empty(a.shape, a.dtype)
+    slope_t = np.broadcast_to(s.astype(a.dtype), (n, c)).reshape(-1) if s.size == c else np.full(n * c, s[0], a.dtype)
+    a2 = np.ascontiguousarray(a).reshape(planes)
+    b2 = np.ascontiguousarray(b).reshape(planes)
+    _add_act_planes(a2, b2, slope_t, _ACT_CODE[activation], a.dtype.type(6), out.reshape(planes))
+    return out
+
+
+@ieee
+def add_act_reference(a: np.ndarray, b: np.ndarray, activation: str | None = None,
+                      slope: object = 0.0) -> np.ndarray:
+    """Reference ``act(a + b)``, computed in float64 (the sum, then the activation's formula),
+    returned in the inputs' dtype."""
+    a, b, s = _add_act_args(a, b, activation, slope)
+    v = a.astype(np.float64) + b.astype(np.float64)
+    if activation == "relu6":
+        v = np.minimum(np.maximum(v, 0.0), 6.0)
+    elif activation is not None:
+        view = s.reshape((1, -1) + (1,) * (v.ndim - 2)) if s.size > 1 else s[0]
+        v = np.where(v > 0, v, view * v)
+    return v.astype(a.dtype)
 
 
 @ieee

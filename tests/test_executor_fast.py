@@ -118,6 +118,62 @@ def test_broadcasting_residual_runs_unfused_in_the_step(rng):
     assert_close(got, want, "f32_vs_f64", "broadcast residual")
 
 
+def test_activation_after_an_add_fuses_into_the_add(rng):
+    """ENet's ``prelu(x + y)`` (Torch CAddTable -> eltwise SUM, then PReLU) and ONNX Add + ReLU of
+    tensors no conv absorbed: the activation runs as the add's epilogue (one float32 step); not
+    past a requested tensor, a second reader, coefficients or a MAX; a broadcasting ONNX add still
+    fuses (its run function). Oracle: the formulas in float64; the float64 path runs unfused."""
+    c = 5
+    slope = rng.uniform(-0.5, 0.5, c)
+    bias_t = rng.normal(size=(1, c, 1, 1))
+    nodes = [
+        Node("p", "max_pool", ["data"], ["p"], {"kernel": 1}),
+        Node("e1", "eltwise", ["data", "p"], ["e1"], {"operation": "sum"}),
+        Node("pr", "prelu", ["e1"], ["pr"], {}, {"slope": slope}),
+        Node("a1", "add", ["pr", "data"], ["a1"]),
+        Node("lk", "relu", ["a1"], ["lk"], {"negative_slope": 0.2}),
+        Node("e2", "eltwise", ["lk", "pr"], ["e2"], {"operation": "sum"}),
+        Node("r6", "clip", ["e2"], ["r6"], {"min": 0.0, "max": 6.0}),
+        Node("k", "constant", [], ["k"], {}, {"value": bias_t}),
+        Node("a2", "add", ["r6", "k"], ["a2"]),  # broadcasts
+        Node("r", "relu", ["a2"], ["r"]),
+        Node("e3", "eltwise", ["r", "lk"], ["e3"], {"operation": "sum", "coeffs": [1.0, 2.0]}),
+        Node("r3", "relu", ["e3"], ["r3"]),  # after a sum with coefficients: separate
+        Node("e4", "eltwise", ["r3", "r"], ["e4"], {"operation": "max"}),
+        Node("p4", "prelu", ["e4"], ["p4"], {}, {"slope": slope[:1]}),  # after a MAX: separate
+        Node("e5", "eltwise", ["p4", "r"], ["e5"], {"operation": "sum"}),
+        Node("p5", "prelu", ["e5"], ["p5"], {}, {"slope": slope[:1]}),  # one shared slope
+    ]
+    net = Net(Graph(nodes, ["data"], {"data": (2, c, 6, 7)}))
+    x = rng.normal(size=(2, c, 6, 7)) * 3
+    e1 = x + x
+    pr = np.where(e1 > 0, e1, chan(slope) * e1)
+    a1 = pr + x
+    lk = np.where(a1 > 0, a1, 0.2 * a1)
+    r6 = np.clip(lk + pr, 0, 6)
+    r = np.maximum(r6 + bias_t, 0)
+    r3 = np.maximum(r + 2 * lk, 0)
+    e4 = np.maximum(r3, r)
+    p4 = np.where(e4 > 0, e4, slope[0] * e4)
+    e5 = p4 + r
+    want = np.where(e5 > 0, e5, slope[0] * e5)
+    plan = net._plan(("p5",), True)
+    ops = [(st.node.name, st.node.attrs.get("activation")) for st in plan.steps]
+    assert ops == [("p", None), ("e1", "prelu"), ("a1", "relu"), ("e2", "relu6"), ("k", None), ("a2", "relu"),
+                   ("e3", None), ("r3", None), ("e4", None), ("p4", None), ("e5", "prelu")]
+    assert plan.steps[2].node.attrs["negative_slope"] == 0.2
+    got = net.forward(x)["p5"]
+    assert got.dtype == np.float32
+    assert_close(got, want, "f32_vs_f64", "add-activation fused float32")
+    assert_close(net.forward(x, precision="float64")["p5"], want, 1e-12, "float64 unfused")
+    assert [st.node.op for st in net._plan(("p5",), False).steps].count("prelu") == 3
+    mid = net.forward(x, outputs=["e1", "a1", "p5"])  # requested add outputs: not fused past them
+    assert_close(mid["e1"], e1, "f32_vs_f64", "e1 requested")
+    assert_close(mid["a1"], a1, "f32_vs_f64", "a1 requested")
+    assert_close(mid["p5"], want, "f32_vs_f64", "p5")
+    assert net._plan(("e1", "a1", "p5"), True).steps[1].node.attrs.get("activation") is None
+
+
 def test_deconv_bn_relu_and_instance_norm_bn_relu_fold(rng):
     g, ci, cog = 2, 4, 3
     w = rng.normal(size=(ci, cog, 3, 3)) * 0.3

@@ -22,6 +22,35 @@ def per_channel_param_shape(param: str):
     return shape
 
 
+# the activation fused into an eltwise sum / add (refnet.runtime.fusion.fuse_add_activation):
+# set only by the float32 fusion pass, never by importers; a PReLU's slope is the param "slope"
+ADD_ACT_ATTRS = {"activation": None, "negative_slope": Attr(0.0, float)}
+
+
+def add_act_run(node, xs, p, ctx):
+    """``act(xs[0] + xs[1])`` of a fused add node (refnet.kernels.add_act; float32 only)."""
+    a = attrs(node)
+    act = a["activation"]
+    slope = p["slope"].reshape(-1) if act == "prelu" else a["negative_slope"]
+    return kern("add_act", ctx)(xs[0], xs[1], act, slope)
+
+
+def add_act_prepare(node, p, shapes, ctx):
+    """The float32 step of a fused add node when both inputs have one shape (else None: the run
+    function, which broadcasts)."""
+    a = attrs(node)
+    act = a["activation"]
+    if act is None or len(shapes) != 2 or tuple(shapes[0]) != tuple(shapes[1]):
+        return None
+    slope = p["slope"].reshape(-1) if act == "prelu" else a["negative_slope"]
+    add_act = kern("add_act", ctx)
+
+    def add_activation(x, y, out=None):
+        return add_act(x, y, act, slope, out)
+
+    return add_activation, True
+
+
 @register("relu", shape=same_shape, attrs={"negative_slope": Attr(0.0, float)}, fresh=True)
 def _relu(node, xs, p, ctx):
     return kern("relu", ctx)(xs[0], attrs(node)["negative_slope"])

@@ -8,7 +8,8 @@ import numpy as np
 
 from refnet import kernels as K
 from refnet.errors import ShapeError
-from refnet.ops.registry import Attr, attrs, kern, register, same_shape
+from refnet.ops.activation import ADD_ACT_ATTRS, add_act_prepare, add_act_run
+from refnet.ops.registry import Attr, attrs, kern, prepares, register, same_shape
 
 
 def _bshape(node, shapes):
@@ -20,9 +21,16 @@ def _bshape(node, shapes):
 
 
 def _binary(op: str) -> None:
-    @register(op, shape=_bshape, kernel="broadcast_binary")
+    fused = op == "add"  # an add may carry a fused activation (float32 only; add_act_run)
+
+    @register(op, shape=_bshape, kernel="broadcast_binary", attrs=ADD_ACT_ATTRS if fused else None)
     def run(node, xs, p, ctx):
+        if fused and attrs(node)["activation"] is not None:
+            return add_act_run(node, xs, p, ctx)
         return kern("broadcast_binary", ctx)(op, list(xs))
+
+    if fused:
+        prepares(op)(add_act_prepare)
 
 
 for _op in K.BINARY_OPS:

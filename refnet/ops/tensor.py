@@ -10,6 +10,7 @@ import numpy as np
 
 from refnet import kernels as K
 from refnet.errors import ShapeError
+from refnet.ops.activation import ADD_ACT_ATTRS, add_act_prepare, add_act_run
 from refnet.ops.registry import (
     DYN,
     REQUIRED,
@@ -260,10 +261,12 @@ def _eltwise_shape(node, shapes):
 
 
 @register("eltwise", shape=_eltwise_shape,
-          attrs={"operation": "sum", "coeffs": Attr(None, opt_floats)},
+          attrs={"operation": "sum", "coeffs": Attr(None, opt_floats), **ADD_ACT_ATTRS},
           macs=eltwise_macs, fresh=True)
 def _eltwise(node, xs, p, ctx):
     a = attrs(node)
+    if a["activation"] is not None:  # a sum of two fused with its activation (float32 only)
+        return add_act_run(node, xs, p, ctx)
     return kern("eltwise", ctx)(list(xs), operation=a["operation"], coeffs=a["coeffs"])
 
 
@@ -299,6 +302,8 @@ def _reorg(node, xs, p, ctx):
 @prepares("eltwise")
 def _eltwise_prepare(node, p, shapes, ctx):
     a = attrs(node)
+    if a["activation"] is not None:
+        return add_act_prepare(node, p, shapes, ctx)
     if a["operation"] != "sum" or a["coeffs"] or len(shapes) < 2:
         return None
     add = np.add

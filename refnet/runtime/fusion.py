@@ -10,7 +10,9 @@
   in its epilogue, before any activation (``attrs["residual"]``; ResNet's ``relu(conv + x)``:
   no separate add and ReLU passes over the tensor).
 * **Activation fusion**: a following ReLU / leaky ReLU / PReLU / ReLU6 becomes the layer's
-  epilogue (``attrs["activation"]``).
+  epilogue (``attrs["activation"]``); also of an add of two tensors that no convolution absorbed
+  (:func:`fuse_add_activation`; ENet's ``prelu(x + y)``: one pass instead of an add and a
+  four-pass PReLU).
 * **Sibling convolution merging**: convolutions reading the same tensor with the same kernel
   geometry run as one convolution over the concatenated output channels, then a slice
   (:func:`merged_conv`; :mod:`refnet.runtime.plan` finds the groups).
@@ -28,9 +30,10 @@ from refnet.graph import Node
 from refnet.kernels.norm import fold_batch_norm, fold_scale
 from refnet.ops.registry import attrs as op_attrs  # resolved attributes (declared defaults)
 
-__all__ = ["FUSABLE_OPS", "fuse_following", "conv_geometry_key", "merged_conv"]
+__all__ = ["FUSABLE_OPS", "ADD_OPS", "fuse_following", "fuse_add_activation", "conv_geometry_key", "merged_conv"]
 
 FUSABLE_OPS = ("conv", "deconv", "instance_norm")  # the ops whose followers fuse_following absorbs
+ADD_OPS = ("eltwise", "add")  # the ops whose activation fuse_add_activation absorbs
 
 
 def _f64(v: np.ndarray | None) -> np.ndarray | None:
@@ -146,14 +149,16 @@ def _residual_of(nxt: Node, cur: str, ready: Callable[[str], bool]) -> str | Non
     return other if other != cur and ready(other) else None
 
 
-def _activation(node: Node, nxt: Node, n_ch: int, attrs: dict, act_params: dict) -> bool:
-    """Make ``nxt`` (ReLU / leaky ReLU / PReLU / ReLU6) the epilogue of ``node``; False if it is none."""
+def _activation(node: Node, nxt: Node, n_ch: int | None, attrs: dict, act_params: dict) -> bool:
+    """Make ``nxt`` (ReLU / leaky ReLU / PReLU / ReLU6) the epilogue of ``node``; False if it is none.
+    ``n_ch`` None (unknown before shapes): a PReLU's slope is kept as given, (1,) or (C,)."""
     if nxt.op == "relu":
         attrs["activation"] = "relu"
         attrs["negative_slope"] = op_attrs(nxt)["negative_slope"]
-    elif nxt.op == "prelu" and node.op != "instance_norm" and nxt.params["slope"].size in (1, n_ch):
+    elif nxt.op == "prelu" and node.op != "instance_norm" and (n_ch is None or nxt.params["slope"].size in (1, n_ch)):
         attrs["activation"] = "prelu"
-        act_params["slope"] = np.broadcast_to(_f64(nxt.params["slope"]), (n_ch,)).astype(np.float32)
+        slope = _f64(nxt.params["slope"])
+        act_params["slope"] = (slope if n_ch is None else np.broadcast_to(slope, (n_ch,))).astype(np.float32)
     elif (nxt.op == "clip" and node.op != "instance_norm" and op_attrs(nxt)["min"] == 0.0
           and op_attrs(nxt)["max"] == 6.0):
         attrs["activation"] = "relu6"
@@ -221,6 +226,29 @@ def fuse_following(nodes: Sequence[Node], consumers: Mapping[str, Sequence[int]]
         params = _fold(node, a, c)
     params.update(act_params)
     return Node(node.name, node.op, inputs, outputs, attrs, params), absorbed, cur
+
+
+def fuse_add_activation(nodes: Sequence[Node], consumers: Mapping[str, Sequence[int]], i: int,
+                        keep: frozenset[str]) -> tuple[Node, list[int], str]:
+    """Node ``i``, an add of two tensors (ONNX Add, eltwise SUM without coefficients) whose output
+    (not in ``keep``) only a ReLU / leaky ReLU / PReLU / ReLU6 reads: that activation becomes the
+    add's epilogue (``attrs["activation"]``, a PReLU's ``params["slope"]``; one pass computing
+    ``act(a + b)``, refnet.kernels.add_act). Returns as :func:`fuse_following`."""
+    node = nodes[i]
+    cur = node.outputs[0]
+    a = op_attrs(node) if node.op in ADD_OPS else None
+    if (a is None or a["activation"] is not None or len(node.inputs) != 2 or len(node.outputs) != 1
+            or cur in keep or (node.op == "eltwise" and (a["operation"] != "sum" or a["coeffs"]))):
+        return node, [], cur
+    j = _single_consumer(consumers, cur)
+    if j is None or len(nodes[j].inputs) != 1 or len(nodes[j].outputs) != 1:
+        return node, [], cur
+    attrs = dict(node.attrs)
+    act_params: dict[str, np.ndarray] = {}
+    if not _activation(node, nodes[j], None, attrs, act_params):
+        return node, [], cur
+    fused = Node(node.name, node.op, node.inputs, node.outputs, attrs, {**node.params, **act_params})
+    return fused, [j], nodes[j].outputs[0]
 
 
 # ---- sibling convolutions ------------------------------------------------------------------------

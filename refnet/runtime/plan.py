@@ -19,7 +19,14 @@ from typing import Any
 
 from refnet.errors import ShapeError
 from refnet.graph import Node
-from refnet.runtime.fusion import FUSABLE_OPS, conv_geometry_key, fuse_following, merged_conv
+from refnet.runtime.fusion import (
+    ADD_OPS,
+    FUSABLE_OPS,
+    conv_geometry_key,
+    fuse_add_activation,
+    fuse_following,
+    merged_conv,
+)
 
 __all__ = ["Step", "Plan", "make_plan", "needed_nodes", "infer_shapes", "check_size", "MAX_TENSOR_ELEMENTS"]
 
@@ -60,9 +67,10 @@ def needed_nodes(nodes: Sequence[Node], requested: Sequence[str]) -> set[int]:
 def make_plan(nodes: Sequence[Node], consumers: Mapping[str, Sequence[int]], input_names: Sequence[str],
               requested: tuple[str, ...], fuse: bool, merge: bool) -> Plan:
     """The steps computing ``requested`` (tensor names): every needed node in graph order; with
-    ``fuse``, affine layers, residual adds and activations folded into the conv before them (never
-    past a requested tensor); with ``merge`` too, sibling convolutions merged. Each step's ``free``
-    names the tensors dropped after it (neither read later, requested nor a net input)."""
+    ``fuse``, affine layers, residual adds and activations folded into the conv before them and
+    the activation after any other add into the add (never past a requested tensor); with
+    ``merge`` too, sibling convolutions merged. Each step's ``free`` names the tensors dropped
+    after it (neither read later, requested nor a net input)."""
     keep = frozenset(requested)
     steps: list[Step] = []
     alias: dict[str, str] = {}
@@ -74,10 +82,14 @@ def make_plan(nodes: Sequence[Node], consumers: Mapping[str, Sequence[int]], inp
             continue
         if fuse and node.op in FUSABLE_OPS:
             node, absorbed, out_tensor = fuse_following(nodes, consumers, i, keep, producers)
+        elif fuse and node.op in ADD_OPS:
+            node, absorbed, out_tensor = fuse_add_activation(nodes, consumers, i, keep)
+        else:
+            absorbed = []
+        if absorbed:
             skip.update(absorbed)
-            if absorbed:
-                # consumers of the last absorbed node's output read the fused node's result
-                alias[out_tensor] = node.outputs[0]
+            # consumers of the last absorbed node's output read the fused node's result
+            alias[out_tensor] = node.outputs[0]
         inputs = tuple(alias.get(t, t) for t in node.inputs)
         steps.append(Step(node, inputs, node.outputs))
     if fuse and merge:

@@ -93,6 +93,13 @@ def test_prelu_fast_vs_reference_and_hand(rng):
     x2 = rng.normal(0, 1, (3, 7))
     assert_close(A.prelu(x2, s1), np.where(x2 > 0, x2, 0.25 * x2), "f64_vs_oracle", "prelu shared")
     assert_close(A.prelu_reference(x2, s1), np.where(x2 > 0, x2, 0.25 * x2), "f64_vs_oracle")
+    # a strided view, 1-D, 0-D and empty inputs (the one-pass kernel runs over N * C planes)
+    xs = x.astype(np.float32)[:, ::2, :, ::2]
+    assert_close(A.prelu(xs, slope[::2].astype(np.float32)), want[:, ::2, :, ::2], "f32_vs_f64", "prelu strided")
+    x1 = rng.normal(0, 1, 6)
+    assert_close(A.prelu(x1, s1), np.where(x1 > 0, x1, 0.25 * x1), "f64_vs_oracle", "prelu 1-D")
+    assert A.prelu(np.array(-2.0), s1) == -0.5
+    assert A.prelu(np.zeros((2, 4, 0, 3)), slope).shape == (2, 4, 0, 3)
 
 
 # ------------------------------------------------------------------ independent oracles

@@ -268,3 +268,30 @@ def test_nms_twin_serves_calls_while_numba_is_unloaded():
     assert r.returncode == 0, r.stderr
     loaded, n = r.stdout.split()
     assert loaded == "False" and int(n) > 0
+
+
+@pytest.mark.parametrize("act,slope", ACTS, ids=["none", "relu", "leaky", "prelu", "relu6"])
+def test_add_act_numpy_twin(act, slope):
+    """The fused eltwise sum / add + activation (refnet.kernels.add_act): twin = numba bit for bit
+    (NaN and infinities included), and the float64 formula."""
+    rng = np.random.default_rng(29)  # not the module's RNG: the other tests' data stay as they were
+    a = rng.normal(0, 4, (2, 3, 5, 4)).astype(np.float32)
+    b = rng.normal(0, 4, (2, 3, 5, 4)).astype(np.float32)
+    a[0, 0, 0, :3] = [np.nan, -np.inf, np.inf]
+    s = rng.uniform(-0.5, 0.5, 3).astype(np.float32) if act == "prelu" else slope
+    got, fast = _both(K.add_act, a, b, act, s)
+    np.testing.assert_array_equal(got, fast)
+    want = _ref_act(a[1:].astype(np.float64) + b[1:], act, s)
+    assert_close(got[1:], want, "f32_vs_f64")
+
+
+def test_prelu_numpy_twin():
+    """The one-pass PReLU (refnet.kernels.prelu): twin = numba bit for bit (NaN, infinities, a
+    shared slope), and the float64 formula."""
+    rng = np.random.default_rng(31)
+    x = rng.normal(0, 4, (2, 3, 5, 4)).astype(np.float32)
+    x[0, 0, 0, :3] = [np.nan, -np.inf, np.inf]
+    for s in (rng.uniform(-0.5, 0.5, 3).astype(np.float32), np.array([0.2], np.float32)):
+        got, fast = _both(K.prelu, x, s)
+        np.testing.assert_array_equal(got, fast)
+        assert_close(got[1:], _ref_act(x[1:].astype(np.float64), "prelu", np.broadcast_to(s, (3,))), "f32_vs_f64")

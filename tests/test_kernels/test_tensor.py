@@ -614,3 +614,52 @@ def test_reorg_errors():
         T.reorg(np.zeros((1, 4, 5, 4), np.float32), 2)
     with pytest.raises(ShapeError, match="reorg"):
         T.reorg_reference(np.zeros((1, 2, 4, 4), np.float32), 2)
+
+
+# ---- add + activation (the float32 path's fused eltwise sum / add and the activation after it) ----
+def _add_act_oracle(a, b, act, slope):
+    v = a.astype(np.float64) + b.astype(np.float64)
+    if act == "relu6":
+        return np.clip(v, 0, 6)
+    if act is None:
+        return v
+    s = np.asarray(slope, np.float64).reshape(-1)
+    s = s.reshape((1, -1) + (1,) * (v.ndim - 2)) if s.size > 1 else s[0]
+    return np.where(v > 0, v, v * s)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4, 5), (1, 4, 7), (3, 6), (1, 5, 2, 3, 2)])
+@pytest.mark.parametrize("act", [None, "relu", "leaky", "prelu", "prelu1", "relu6"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_add_act_vs_formula(rng, shape, act, dtype):
+    """One pass act(a + b) = the float64 formula (float32: to rounding), = the reference kernel;
+    non-contiguous inputs and a preallocated output."""
+    a = (rng.standard_normal(shape) * 4).astype(dtype)
+    b = (rng.standard_normal(shape[:-1] + (2 * shape[-1],)) * 4).astype(dtype)[..., ::2]  # strided
+    kind = {"leaky": "relu", "prelu1": "prelu"}.get(act, act)
+    slope = {"relu": 0.0, "leaky": 0.15, "prelu": rng.uniform(-0.5, 0.5, shape[1]).astype(dtype),
+             "prelu1": np.array([0.3], dtype)}.get(act, 0.0)
+    want = _add_act_oracle(a, b, kind, slope)
+    got = T.add_act(a, b, kind, slope)
+    assert got.dtype == a.dtype and got.shape == a.shape
+    assert_close(got, want, "f32_vs_f64" if dtype == "float32" else 1e-12, f"add_act {act}")
+    assert_close(T.add_act_reference(a, b, kind, slope), want, 1e-6 if dtype == "float32" else 1e-15, "reference")
+    out = np.full(shape, np.nan, dtype)
+    assert T.add_act(a, b, kind, slope, out) is out
+    np.testing.assert_array_equal(out, got)
+
+
+def test_add_act_nonfinite_broadcast_and_errors():
+    a = np.array([[[np.nan, -np.inf, np.inf, -2.0, 7.0]]], np.float32)
+    b = np.zeros((1, 1, 1), np.float32)  # broadcasts
+    for act, slope, want in [("relu", 0.0, [np.nan, np.nan, np.inf, -0.0, 7.0]),
+                             ("prelu", np.array([0.5], np.float32), [np.nan, -np.inf, np.inf, -1.0, 7.0]),
+                             ("relu6", 0.0, [np.nan, 0.0, 6.0, 0.0, 6.0])]:
+        np.testing.assert_array_equal(T.add_act(a, b, act, slope)[0, 0], np.array(want, np.float32))
+        np.testing.assert_array_equal(T.add_act_reference(a, b, act, slope)[0, 0], np.array(want, np.float32))
+    with pytest.raises(ShapeError):
+        T.add_act(a, np.zeros((1, 1, 3), np.float32), "relu")
+    with pytest.raises(ShapeError):
+        T.add_act(np.zeros((1, 3, 2), np.float32), np.zeros((1, 3, 2), np.float32), "prelu", np.ones(2))
+    with pytest.raises(ValueError):
+        T.add_act(a, a, "elu")
