@@ -128,8 +128,11 @@ def _greedy_nms_jit(boxes, order, classes, thr, eta, rule, limit):  # pragma: no
                 inter = max(iw + 1.0, 0.0) * max(ih + 1.0, 0.0)
             else:
                 inter = iw * ih if (iw > 0 and ih > 0) else 0.0
-            if iw != iw or ih != ih or ai != ai or aj != aj:
-                ov = np.nan  # NaN coordinates: the overlap test fails, the box is suppressed (cv2)
+            if (x1 != x1 or y1 != y1 or x2 != x2 or y2 != y2
+                    or u1 != u1 or v1 != v1 or u2 != u2 or v2 != v2):
+                # a NaN coordinate in either box: the overlap test fails, the box is suppressed
+                # (min/max and the area's validity test would hide some NaNs: test them all)
+                ov = np.nan
             elif rule == 0 and ai + aj <= _CV2_EMPTY_AREA:
                 ov = 1.0
             elif inter > 0:

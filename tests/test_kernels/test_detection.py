@@ -517,6 +517,30 @@ def test_nms_nan_box_is_suppressed_like_cv2(fn):
     assert got.tolist() == want.tolist()
 
 
+@pytest.mark.parametrize("fn", ["nms", "nms_reference"])
+@pytest.mark.parametrize("nan_at", [0, 2])  # the NaN in x, or in the width
+def test_nms_kept_nan_box_suppresses_the_rest_like_cv2(fn, nan_at):
+    """A kept box with a NaN coordinate gives a NaN overlap with every later box of its class,
+    which suppresses them all, wherever the NaN sits: cv2 does so for a NaN width; for a NaN x
+    its std::max hides the NaN against a distant box and keeps that box (the deviation in
+    docs/cv2-deviations.md). The jitted loop once missed NaNs hidden by min/max or the area's
+    validity test, and disagreed with its NumPy twin and the reference."""
+    import cv2
+
+    import refnet.kernels as K
+    from refnet.kernels._lazyjit import load_numba
+
+    load_numba()
+    xywh = [[0.0, 0.0, 10.0, 10.0], [1.0, 1.0, 9.0, 9.0], [30.0, 30.0, 5.0, 5.0], [31.0, 29.0, 5.0, 6.0]]
+    xywh[0][nan_at] = np.nan
+    scores = [0.9, 0.8, 0.7, 0.6]
+    want = cv2.dnn.NMSBoxes(xywh, scores, 0.0, 0.5)
+    boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in xywh])
+    got = getattr(K, fn)(boxes, np.array(scores), 0.5, score_threshold=0.0)
+    assert got.tolist() == [0]
+    assert want.tolist() == ([0, 2] if nan_at == 0 else [0])  # cv2's deviation, named
+
+
 def test_ssd_detections_one_reader_for_run_compare_and_two_stage():
     from refnet import pipelines, two_stage
     from refnet.crosscheck import tasks

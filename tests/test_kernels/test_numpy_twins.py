@@ -20,6 +20,15 @@ import refnet.kernels.pool as P
 from refnet.kernels._lazyjit import load_numba, numpy_kernels, numpy_kernels_on
 
 RNG = np.random.default_rng(17)
+
+
+@pytest.fixture(autouse=True)
+def _own_rng(request, monkeypatch):
+    """Each test draws from its own generator, seeded from its name: the draws do not depend on
+    which tests of this module ran before it in the same process (pytest -n 2 distributes them)."""
+    import zlib
+
+    monkeypatch.setitem(globals(), "RNG", np.random.default_rng(zlib.crc32(request.node.nodeid.encode())))
 # compiled numba sums the general depthwise kernel's border columns in float64 (the twin does
 # too); run as plain Python (NUMBA_DISABLE_JIT=1, CI) that kernel sums them in float32
 COMPILED = os.environ.get("NUMBA_DISABLE_JIT", "0") in ("", "0")
