@@ -91,7 +91,8 @@ def test_residual_and_large_map(dtype):
     b = RNG.standard_normal(co).astype(dtype)
     r = RNG.standard_normal((1, co, 41, 38)).astype(dtype)
     plan = C.conv2d_plan(xs, w, b, pad=1, activation="relu", algorithm="winograd4", residual=True)
-    assert_close(plan(x, residual=r), _ref(x, w, b, 1, "relu", 0.0, r), 1e-12 if dtype == np.float64 else "f32_vs_f64_long")
+    tol = 1e-12 if dtype == np.float64 else "f32_vs_f64_long"
+    assert_close(plan(x, residual=r), _ref(x, w, b, 1, "relu", 0.0, r), tol)
 
 
 def test_bands_of_tile_rows_equal_one_band(monkeypatch):
