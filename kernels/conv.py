@@ -112,6 +112,9 @@ _GEMM_EPILOGUE_BLOCK_ELEMS = 1 << 20
 # vs 4.5 with 196.
 _WINO_BAND_ELEMS = 1 << 19
 _WINO_MIN_TILES = 256
+# F(4,3): 4x fewer (and 2.25x larger) tiles per pixel; cold-cache, one thread, ms with
+# (256, 64) tiles: 64 -> 64 56x56 2.03/1.48, 64 -> 192 56x56 5.09/3.84, others within 5%
+_WINO4_MIN_TILES = 64
 # Winograd is used for 3x3 stride-1 convs with at least this many input / output channels
 # and output pixels (below, the transforms cost more than the GEMM saves; measured).
 WINOGRAD_MIN_CIN = 8
@@ -124,7 +127,7 @@ WINOGRAD_MIN_PIXELS = 16
 # F(4,3): 16->32 60x80 0.53/0.38, 16->64 55x55 0.63/0.50, 64->64 56x56 1.56/1.06, 128->128
 # 28x28 1.45/0.88, 128->256 14x14 0.73/0.68; but 256->256 14x14 1.44/1.99, 512->512 7x7
 # 3.6/6.1, 64->128 8x10 0.10/0.13.
-WINOGRAD4_MIN_TILES = 12
+WINOGRAD4_MIN_TILES = 20
 WINOGRAD4_MAX_CIN_COUT = 128 * 256
 # Several threads (refnet.kernels._workers): each conv call is cut into about this many blocks
 # per thread (one single-threaded GEMM each, taken from a shared counter, so a descheduled
@@ -1200,7 +1203,8 @@ class Conv2dPlan:
         self.u = winograd_weights(w) if f == 2 else winograd4_weights(w)
         self.tw_n = -(-wo // f)
         self.th_n = -(-ho // f)
-        self.max_tiles = max(_WINO_MIN_TILES, _WINO_BAND_ELEMS // (self.nk * (c + co)))
+        least = _WINO_MIN_TILES if f == 2 else _WINO4_MIN_TILES
+        self.max_tiles = max(least, _WINO_BAND_ELEMS // (self.nk * (c + co)))
         band = max(1, min(self.th_n, self.max_tiles // self.tw_n))
         self.band = -(-self.th_n // -(-self.th_n // band))  # as many bands, of balanced heights
 
