@@ -19,7 +19,7 @@ executor's per-call cost is a few microseconds. Algorithms:
   the accuracy of a direct float32 convolution; a NaN/Inf reaches every output of its 2x2
   tile, not only its receptive field); on larger maps with not too many channels Winograd
   F(4x4, 3x3) instead (36 GEMMs on 6x6 tiles, 4x fewer multiplications than direct; float32
-  rounding a few times F(2,3)'s, ~5e-6 relative);
+  rounding a few times F(2,3)'s, ~5e-6 relative; a NaN/Inf reaches its 4x4 tiles);
 * at most 4 output channels (e.g. an RGB output layer): a direct numba kernel (a GEMM with
   so few rows only streams its im2col buffer);
 * otherwise: numba im2col in cache-sized bands of output rows + BLAS GEMM into the output
@@ -126,7 +126,8 @@ WINOGRAD_MIN_PIXELS = 16
 # narrow GEMM, cost more than the saved multiplications). Measured one thread, ms F(2,3) /
 # F(4,3): 16->32 60x80 0.53/0.38, 16->64 55x55 0.63/0.50, 64->64 56x56 1.56/1.06, 128->128
 # 28x28 1.45/0.88, 128->256 14x14 0.73/0.68; but 256->256 14x14 1.44/1.99, 512->512 7x7
-# 3.6/6.1, 64->128 8x10 0.10/0.13.
+# 3.6/6.1, 64->128 8x10 0.10/0.13, and 16 tiles (13x13, 14x14 maps) lost: 48->192 13x13
+# 0.23/0.25, 64->256 13x13 0.35/0.43 (SqueezeNet).
 WINOGRAD4_MIN_TILES = 20
 WINOGRAD4_MAX_CIN_COUT = 128 * 256
 # Several threads (refnet.kernels._workers): each conv call is cut into about this many blocks
@@ -783,7 +784,6 @@ def _wino_out(m, b, act, slope, six, ty0, ty1, tw_n, t0, y):
                     r0[ow + 1] = _act1(s1 - s2 - s3 + bias, act, s, six)
                     if two_rows:
                         r1[ow + 1] = _act1(e1 - e2 - e3 + bias, act, s, six)
-
 
 
 # ---- Winograd F(4x4, 3x3) --------------------------------------------------------------
