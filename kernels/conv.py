@@ -116,6 +116,13 @@ _WINO_MIN_TILES = 256
 # F(4,3): 4x fewer (and 2.25x larger) tiles per pixel; cold-cache, one thread, ms with
 # (256, 64) tiles: 64 -> 64 56x56 2.03/1.48, 64 -> 192 56x56 5.09/3.84, others within 5%
 _WINO4_MIN_TILES = 64
+# several threads: F(4,3) in about this many bands of tile rows per thread (each band's
+# transforms and 36 GEMMs in one block) where they hold at least this many tiles, else the
+# transforms in bands and the GEMMs in blocks. Measured two threads, cold cache, ms F(2,3) split
+# / F(4,3) bands: 64 -> 64 56x56 0.99/0.89, 64 -> 192 56x56 3.42/2.15, 16 -> 64 55x55 0.89/0.55
+# (the three-phase path for these: 0.98/1.38, 3.28/3.62, 0.86/0.74).
+_BANDS4_PER_THREAD = 2
+_BANDS4_MIN_TILES = 32
 # Winograd is used for 3x3 stride-1 convs with at least this many input / output channels
 # and output pixels (below, the transforms cost more than the GEMM saves; measured).
 WINOGRAD_MIN_CIN = 8
@@ -1467,21 +1474,36 @@ class Conv2dPlan:
 
 
     def _winograd4_split(self, x, y, nt):
-        """F(4,3) over the worker threads, per image: the input transform in bands of tile rows,
-        the 36 GEMMs in row x column blocks (:func:`_split_gemm`), the output transform in bands
-        of tile rows (three runs of the pool, Python blocks, serial builds; every tile and GEMM
-        element computed as in one thread)."""
+        """F(4,3) over the worker threads (Python blocks, serial builds; every tile and GEMM
+        element computed as in one thread): bands of tile rows where they are wide enough, else
+        per image the input transform in bands of tile rows, the 36 GEMMs in row x column blocks
+        (:func:`_split_gemm`) and the output transform in bands (three runs of the pool)."""
         n, c, _, _ = self.x_shape
         co = self.y_shape[1]
         pt, pl = self.pad[0], self.pad[1]
         tw_n, th_n = self.tw_n, self.th_n
         u, b, act, slope, six = self.u, self.b, self.act, self.slope, self.six
+        wino_in, wino_out = _wino4_in.serial, _wino4_out.serial
+        nb = min(th_n, max(-(-th_n // self.band), -(-_BANDS4_PER_THREAD * nt // n)))
+        if th_n * tw_n // nb >= _BANDS4_MIN_TILES:
+            bands = [(i, r) for i in range(n) for r in _parts(th_n, nb)]
+
+            def block(k: int) -> None:  # one band of tile rows: transform, 36 GEMMs, transform
+                i, (ty0, ty1) = bands[k]
+                t = (ty1 - ty0) * tw_n
+                v = _scratch(36 * c * t, self.dtype, "wino_v").reshape(36, c, t)
+                m = _scratch(36 * co * t, self.dtype, "wino_m").reshape(36, co, t)
+                wino_in(x[i], pt, pl, ty0, ty1, tw_n, 0, v)
+                np.matmul(u, v, out=m)
+                wino_out(m, b, act, slope, six, ty0, ty1, tw_n, 0, y[i])
+
+            _workers.run(block, len(bands))
+            return
         t = th_n * tw_n
         v = _scratch(36 * c * t, self.dtype, "wino_v").reshape(36, c, t)
         m = _scratch(36 * co * t, self.dtype, "wino_m").reshape(36, co, t)
         zero = np.zeros((1, co), self.dtype)
         rows_in, rows_out = _workers.ranges(th_n, v.size), _workers.ranges(th_n, m.size)
-        wino_in, wino_out = _wino4_in.serial, _wino4_out.serial
         for i in range(n):
             xi, yi = x[i], y[i]
             _workers.run_ranges(lambda r0, r1, xi=xi: wino_in(xi, pt, pl, r0, r1, tw_n, r0 * tw_n, v), rows_in)

@@ -121,22 +121,24 @@ def test_choice():
     assert alg((1, 64, 8, 10), 128) == "winograd"  # few tiles
 
 
-def test_several_threads_split_equals_one_thread(pool, monkeypatch):
-    """With several workers: the transforms in bands of tile rows and the 36 GEMMs in blocks over
-    the pool; equal to the one-thread result (every tile computed the same way; GEMM blocks
-    bit-exact with the real block limits, 1e-5 with the test pool's tiny blocks)."""
+@pytest.mark.parametrize("xs,co,runs", [((2, 10, 45, 39), 7, 1),  # bands of tile rows, one pool run
+                                         ((2, 11, 9, 13), 17, 6)])  # small map: per image in, GEMMs, out
+def test_several_threads_split_equals_one_thread(pool, monkeypatch, xs, co, runs):
+    """With several workers: bands of tile rows (transforms and GEMMs of a band in one block), or
+    for small maps the transforms in bands and the 36 GEMMs in blocks, over the pool; equal to
+    the one-thread result (every tile computed the same way; GEMM blocks bit-exact with the real
+    block limits, 1e-5 with the test pool's tiny blocks)."""
     from refnet.kernels import _workers
 
-    xs, co = (2, 10, 45, 39), 7
     x = RNG.standard_normal(xs).astype(np.float32)
-    w = (RNG.standard_normal((co, 10, 3, 3)) * 0.3).astype(np.float32)
-    r = RNG.standard_normal((2, co, 45, 39)).astype(np.float32)
+    w = (RNG.standard_normal((co, xs[1], 3, 3)) * 0.3).astype(np.float32)
+    r = RNG.standard_normal((xs[0], co) + xs[2:]).astype(np.float32)
     plan = C.conv2d_plan(xs, w, None, pad=1, activation="relu", algorithm="winograd4", residual=True)
     calls = []
     real_run = _workers.run
     monkeypatch.setattr(_workers, "run", lambda fn, n: (calls.append(n), real_run(fn, n))[1])
     split = plan(x, residual=r)
-    assert len(calls) >= 6 and max(calls) >= 3, calls  # per image: in, GEMMs, out
+    assert len(calls) == runs and max(calls) >= 3, calls
     _workers.set_workers(1)
     np.testing.assert_allclose(split, plan(x, residual=r), rtol=1e-5, atol=1e-5)
     assert_close(split, _ref(x, w, None, 1, "relu", 0.0, r), "f32_vs_f64")
