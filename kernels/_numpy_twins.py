@@ -250,6 +250,104 @@ def _wino_out(m, b, act, slope, six, ty0, ty1, tw_n, t0, y):
     y[:, oh0:oh1] = tiles.reshape(co, 2 * nty, 2 * tw_n)[:, : oh1 - oh0, :wo]
 
 
+# ---- Winograd F(4x4, 3x3) transforms ------------------------------------------------------------
+# As two GEMMs each (tensordot with B^T / A^T, K = 6) on all tiles at once: elementwise the
+# 36-value tiles took ~100 small NumPy operations (1.1-1.6x F(2,3)'s twin time on
+# yufacedetectnet's layers). The GEMM sums in another order (and may fuse multiply-adds) than
+# the jitted helpers: the twins agree with them to float32 rounding, not bit for bit. A GEMM
+# also multiplies a NaN/Inf by B's zeros; inputs holding one take the elementwise transforms
+# (the jitted helpers' operations, so the same NaN pattern).
+
+
+def _bt6(d):
+    """B^T of F(4,3) on six arrays (rows or columns of tiles), in the jitted helper's order."""
+    d0, d1, d2, d3, d4, d5 = d
+    p = d4 - 4 * d2
+    q = d3 - 4 * d1
+    s = d4 - d2
+    e = 2 * (d3 - d1)
+    return [(4 * d0 - 5 * d2) + d4, p + q, p - q, s + e, s - e, (4 * d1 - 5 * d3) + d5]
+
+
+def _at6(r):
+    """A^T of F(4,3) on six arrays, in the jitted helper's order."""
+    r0, r1, r2, r3, r4, r5 = r
+    a = r1 + r2
+    bb = r1 - r2
+    cc = r3 + r4
+    dd = r3 - r4
+    return [(r0 + a) + cc, bb + 2 * dd, a + 4 * cc, (bb + 8 * dd) + r5]
+
+
+def _wino4_in_elementwise(x, pt, pl, ty0, ty1, tw_n, t0, v):
+    c = x.shape[0]
+    nty = ty1 - ty0
+    wp = 4 * tw_n + 2
+    r0 = 4 * ty0 - pt
+    d = _padded(x, r0, r0 + 4 * nty + 2, -pl, -pl + wp)  # (C, 4 nty + 2, wp)
+    tt = _bt6([d[:, k : k + 4 * nty : 4] for k in range(6)])  # B^T d, rows k = 0..5: (C, nty, wp)
+    vv = v.reshape(6, 6, c, v.shape[2])[:, :, :, t0 : t0 + nty * tw_n]
+    for k in range(6):
+        cols = _bt6([tt[k][..., j : j + 4 * tw_n : 4] for j in range(6)])  # (C, nty, tw_n) each
+        for j in range(6):
+            vv[k, j] = cols[j].reshape(c, nty * tw_n)
+
+
+def _wino4_out_elementwise(m, b, act, slope, six, ty0, ty1, tw_n, t0, y):
+    co, ho, wo = y.shape
+    nty = ty1 - ty0
+    mt = m[:, :, t0 : t0 + nty * tw_n].reshape(6, 6, co, nty, tw_n)
+    z = _at6([mt[r] for r in range(6)])  # A^T over the tile rows: 4 x (6, C_out, nty, tw_n)
+    tiles = np.empty((co, nty, 4, tw_n, 4), dtype=y.dtype)
+    for i in range(4):
+        cols = _at6([z[i][j] for j in range(6)])
+        for k in range(4):
+            tiles[:, :, i, :, k] = cols[k]
+    tiles += b[:, None, None, None, None]
+    _act(tiles, act, slope[:, None, None, None, None], six)
+    oh0 = 4 * ty0
+    oh1 = min(4 * ty1, ho)
+    y[:, oh0:oh1] = tiles.reshape(co, 4 * nty, 4 * tw_n)[:, : oh1 - oh0, :wo]
+
+
+@numpy_twin(_conv._wino4_in)
+def _wino4_in(x, pt, pl, ty0, ty1, tw_n, t0, v):
+    c = x.shape[0]
+    nty = ty1 - ty0
+    wp = 4 * tw_n + 2
+    r0 = 4 * ty0 - pt
+    d = _padded(x, r0, r0 + 4 * nty + 2, -pl, -pl + wp)  # (C, 4 nty + 2, wp)
+    if not np.isfinite(d).all():
+        _wino4_in_elementwise(x, pt, pl, ty0, ty1, tw_n, t0, v)
+        return
+    s0, s1, s2 = d.strides
+    tiles = as_strided(d, (c, nty, tw_n, 6, 6), (s0, 4 * s1, 4 * s2, s1, s2))  # (c, ty, tx, row, col)
+    bt = _conv._WINO4_BT.astype(x.dtype)
+    rows = np.tensordot(bt, tiles, axes=([1], [3]))  # (a, c, ty, tx, col): B^T d
+    vv = np.tensordot(rows, bt, axes=([4], [1]))  # (a, c, ty, tx, b): B^T d B
+    v.reshape(6, 6, c, v.shape[2])[:, :, :, t0 : t0 + nty * tw_n] = vv.transpose(0, 4, 1, 2, 3).reshape(
+        6, 6, c, nty * tw_n)
+
+
+@numpy_twin(_conv._wino4_out)
+def _wino4_out(m, b, act, slope, six, ty0, ty1, tw_n, t0, y):
+    co, ho, wo = y.shape
+    nty = ty1 - ty0
+    at = _conv._WINO4_AT.astype(y.dtype)
+    mt = m[:, :, t0 : t0 + nty * tw_n].reshape(6, 6, co, nty, tw_n)
+    if not np.isfinite(mt).all():
+        _wino4_out_elementwise(m, b, act, slope, six, ty0, ty1, tw_n, t0, y)
+        return
+    z = np.tensordot(at, mt, axes=([1], [0]))  # (i, j, co, ty, tx): A^T over the tile rows
+    yy = np.tensordot(at, z, axes=([1], [1]))  # (k, i, co, ty, tx): then over the columns
+    tiles = yy.transpose(2, 3, 1, 4, 0)  # (co, ty, i, tx, k)
+    tiles = tiles + b[:, None, None, None, None]
+    _act(tiles, act, slope[:, None, None, None, None], six)
+    oh0 = 4 * ty0
+    oh1 = min(4 * ty1, ho)
+    y[:, oh0:oh1] = tiles.reshape(co, 4 * nty, 4 * tw_n)[:, : oh1 - oh0, :wo]
+
+
 # ---- max pooling -------------------------------------------------------------------------------
 
 

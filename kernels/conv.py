@@ -17,7 +17,10 @@ executor's per-call cost is a few microseconds. Algorithms:
 * 3x3, stride 1, undilated, ungrouped with enough channels: Winograd F(2x2, 3x3) (16 GEMMs
   on transformed tiles, several images per GEMM for small maps; 2.25x fewer multiplications,
   the accuracy of a direct float32 convolution; a NaN/Inf reaches every output of its 2x2
-  tile, not only its receptive field);
+  tile, not only its receptive field); on maps of about 24x24 and more with 64x64 to 128x256
+  input x output channels Winograd F(4x4, 3x3) instead (36 GEMMs on 6x6 tiles, 4x fewer
+  multiplications than direct; float32 rounding ~15x F(2,3)'s, ~5e-6 relative; a NaN/Inf
+  reaches its 4x4 tiles);
 * at most 4 output channels (e.g. an RGB output layer): a direct numba kernel (a GEMM with
   so few rows only streams its im2col buffer);
 * otherwise: numba im2col in cache-sized bands of output rows + BLAS GEMM into the output
@@ -87,6 +90,7 @@ __all__ = [
     "linear",
     "linear_reference",
     "winograd_weights",
+    "winograd4_weights",
 ]
 
 ACTIVATIONS = (None, "relu", "relu6", "prelu")
@@ -109,11 +113,39 @@ _GEMM_EPILOGUE_BLOCK_ELEMS = 1 << 20
 # vs 4.5 with 196.
 _WINO_BAND_ELEMS = 1 << 19
 _WINO_MIN_TILES = 256
+# F(4,3): 4x fewer (and 2.25x larger) tiles per pixel; cold-cache, one thread, ms with
+# (256, 64) tiles: 64 -> 64 56x56 2.03/1.48, 64 -> 192 56x56 5.09/3.84, others within 5%
+_WINO4_MIN_TILES = 64
+# several threads: F(4,3) in about this many bands of tile rows per thread (each band's
+# transforms and 36 GEMMs in one block) where they hold at least this many tiles, else the
+# transforms in bands and the GEMMs in blocks. Measured two threads, cold cache, ms F(2,3) split
+# / F(4,3) bands: 64 -> 64 56x56 0.99/0.89, 64 -> 192 56x56 3.42/2.15, 16 -> 64 55x55 0.89/0.55
+# (the three-phase path for these: 0.98/1.38, 3.28/3.62, 0.86/0.74).
+_BANDS4_PER_THREAD = 2
+_BANDS4_MIN_TILES = 32
 # Winograd is used for 3x3 stride-1 convs with at least this many input / output channels
 # and output pixels (below, the transforms cost more than the GEMM saves; measured).
 WINOGRAD_MIN_CIN = 8
 WINOGRAD_MIN_COUT = 4
 WINOGRAD_MIN_PIXELS = 16
+# ... and F(4x4, 3x3) instead of F(2x2, 3x3) for maps of at least this many 4x4 tiles where
+# its 36 GEMMs on the 4x4 tiles do at most 0.8x F(2,3)'s 16 on the 2x2 tiles, with at most
+# this many input x output channels (else the 36 transformed weight matrices, read once per
+# narrow GEMM, cost more than the saved multiplications). Measured one thread, ms F(2,3) /
+# F(4,3): 16->32 60x80 0.53/0.38, 16->64 55x55 0.63/0.50, 64->64 56x56 1.56/1.06, 128->128
+# 28x28 1.45/0.88, 128->256 14x14 0.73/0.68; but 256->256 14x14 1.44/1.99, 512->512 7x7
+# 3.6/6.1, 64->128 8x10 0.10/0.13, and 16 tiles (13x13, 14x14 maps) lost: 48->192 13x13
+# 0.23/0.25, 64->256 13x13 0.35/0.43 (SqueezeNet).
+WINOGRAD4_MIN_TILES = 20
+WINOGRAD4_MAX_CIN_COUT = 128 * 256
+# ... and at least this many, on maps of at least WINOGRAD4_MIN_TILES_ACC tiles: accuracy.
+# F(4,3)'s float32 rounding (~5e-6 relative per layer, ~15x F(2,3)'s) on yufacedetectnet's
+# stack of 16..64-channel 3x3 convs followed by per-pixel L2 Normalize layers (conv3_3_norm,
+# conv4_3_norm scale small-norm pixels up) put float32 1.3e-5 to 3.3e-5 from float64 there, over
+# the suite's 1e-5 (tests/test_weights_import/test_caffe_models.py); with all its layers on
+# F(2,3) it passes. (F(4,3) gained little in that whole net: yufacedetectnet v2 8.24 -> 8.11 ms.)
+WINOGRAD4_MIN_TILES_ACC = 36
+WINOGRAD4_MIN_CIN_COUT = 64 * 64
 # Several threads (refnet.kernels._workers): each conv call is cut into about this many blocks
 # per thread (one single-threaded GEMM each, taken from a shared counter, so a descheduled
 # thread holds back one small block, not half the layer); column blocks at least
@@ -770,6 +802,172 @@ def _wino_out(m, b, act, slope, six, ty0, ty1, tw_n, t0, y):
                         r1[ow + 1] = _act1(e1 - e2 - e3 + bias, act, s, six)
 
 
+# ---- Winograd F(4x4, 3x3) --------------------------------------------------------------
+# Toom-Cook on the interpolation points 0, 1, -1, 2, -2 and infinity: 6x6 input tiles (stride 4)
+# give 4x4 outputs, 36 products per tile instead of 144 (F(2,3): 16 for 36). A 1-D correlation
+# y[i] = sum_k d[i + k] g[k] (i < 4) is A^T [(G g) * (B^T d)] with
+_WINO4_BT = np.array([[4.0, 0.0, -5.0, 0.0, 1.0, 0.0],
+                      [0.0, -4.0, -4.0, 1.0, 1.0, 0.0],
+                      [0.0, 4.0, -4.0, -1.0, 1.0, 0.0],
+                      [0.0, -2.0, -1.0, 2.0, 1.0, 0.0],
+                      [0.0, 2.0, -1.0, -2.0, 1.0, 0.0],
+                      [0.0, 4.0, 0.0, -5.0, 0.0, 1.0]])
+_WINO4_G = np.array([[1 / 4, 0.0, 0.0],
+                     [-1 / 6, -1 / 6, -1 / 6],
+                     [-1 / 6, 1 / 6, -1 / 6],
+                     [1 / 24, 1 / 12, 1 / 6],
+                     [1 / 24, -1 / 12, 1 / 6],
+                     [0.0, 0.0, 1.0]])
+_WINO4_AT = np.array([[1.0, 1.0, 1.0, 1.0, 1.0, 0.0],
+                      [0.0, 1.0, -1.0, 2.0, -2.0, 0.0],
+                      [0.0, 1.0, 1.0, 4.0, 4.0, 0.0],
+                      [0.0, 1.0, -1.0, 8.0, -8.0, 1.0]])
+# (row i of A^T holds the points' i-th powers, the last column the point at infinity; B^T is the
+# inverse Vandermonde system scaled so that G carries the 1/4, 1/6, 1/24 -- checked against a
+# direct correlation in float64 by tests/test_kernels/test_winograd4.py.) In 2-D, Y = A^T [(G w
+# G^T) * (B^T d B)] A. The transforms' coefficients (up to 8 and 1/24) make float32 rounding a
+# few times larger than F(2,3)'s (still far inside F32_VS_F64_LONG; measured in that test).
+
+
+@ieee
+def winograd4_weights(w: np.ndarray) -> np.ndarray:
+    """F(4x4, 3x3) weight transform of 3x3 conv weights ``w`` (C_out, C_in, 3, 3):
+    ``U[6a + b, o, c] = (G w[o, c] G^T)[a, b]``, computed in float64, returned in w's dtype."""
+    as_float_array(w, "w", 4)
+    if w.shape[2:] != (3, 3):
+        raise ShapeError("winograd4_weights needs 3x3 kernels", expected="(C_out, C_in, 3, 3)", got=w.shape)
+    u = np.einsum("ai,ocij,bj->aboc", _WINO4_G, w.astype(np.float64), _WINO4_G)
+    return np.ascontiguousarray(u.reshape(36, w.shape[0], w.shape[1]), dtype=w.dtype)
+
+
+@twin()
+def _wino4_in(x, pt, pl, ty0, ty1, tw_n, t0, v):
+    """F(4,3) input transform of tile rows [ty0, ty1) of one image x (C, H, W) into v (36, C, T),
+    tile t = t0 + (ty - ty0) * tw_n + tx: B^T on the 6 rows of a tile row (whole padded rows,
+    vectorised), then on the 6-column groups of each tile."""
+    c_, h, w = x.shape
+    wp = 4 * tw_n + 2
+    j0 = min(max(0, pl), wp)
+    j1 = max(min(wp, w + pl), j0)
+    for c in prange(c_):
+        r = np.zeros((6, wp), dtype=x.dtype)
+        tt = np.empty((6, wp), dtype=x.dtype)
+        k245 = np.empty(3, dtype=x.dtype)  # the coefficients in x's dtype (a literal would promote)
+        k245[0] = 2
+        k245[1] = 4
+        k245[2] = 5
+        two, four, five = k245[0], k245[1], k245[2]
+        for ty in range(ty0, ty1):
+            for k in range(6):
+                ih = 4 * ty - pt + k
+                row = r[k]
+                if 0 <= ih < h:
+                    row[j0:j1] = x[c, ih, j0 - pl : j1 - pl]
+                else:
+                    row[j0:j1] = 0
+            for j in range(wp):
+                d0 = r[0, j]
+                d1 = r[1, j]
+                d2 = r[2, j]
+                d3 = r[3, j]
+                d4 = r[4, j]
+                d5 = r[5, j]
+                p = d4 - four * d2
+                q = d3 - four * d1
+                s = d4 - d2
+                e = two * (d3 - d1)
+                tt[0, j] = (four * d0 - five * d2) + d4
+                tt[1, j] = p + q
+                tt[2, j] = p - q
+                tt[3, j] = s + e
+                tt[4, j] = s - e
+                tt[5, j] = (four * d1 - five * d3) + d5
+            base = t0 + (ty - ty0) * tw_n
+            for k in range(6):
+                tk = tt[k]
+                v0 = v[6 * k, c]
+                v1 = v[6 * k + 1, c]
+                v2 = v[6 * k + 2, c]
+                v3 = v[6 * k + 3, c]
+                v4 = v[6 * k + 4, c]
+                v5 = v[6 * k + 5, c]
+                for tx in range(tw_n):
+                    j = 4 * tx
+                    a0 = tk[j]
+                    a1 = tk[j + 1]
+                    a2 = tk[j + 2]
+                    a3 = tk[j + 3]
+                    a4 = tk[j + 4]
+                    a5 = tk[j + 5]
+                    p = a4 - four * a2
+                    q = a3 - four * a1
+                    s = a4 - a2
+                    e = two * (a3 - a1)
+                    v0[base + tx] = (four * a0 - five * a2) + a4
+                    v1[base + tx] = p + q
+                    v2[base + tx] = p - q
+                    v3[base + tx] = s + e
+                    v4[base + tx] = s - e
+                    v5[base + tx] = (four * a1 - five * a3) + a5
+
+
+@twin()
+def _wino4_out(m, b, act, slope, six, ty0, ty1, tw_n, t0, y):
+    """F(4,3) output transform of m (36, C_out, T) for tile rows [ty0, ty1) (tiles from t0 on)
+    into y (C_out, Ho, Wo), with bias and activation: per tile row, A^T over the 6 rows of all
+    its tiles at once (loops along the tiles, into z), then over each tile's 6 columns into a
+    padded output row, then ``act(row + bias)`` into y."""
+    co, ho, wo = y.shape
+    for o in prange(co):
+        bias = b[o]
+        s = slope[o]
+        mo = m[:, o]
+        z = np.empty((4, 6, tw_n), dtype=y.dtype)
+        buf = np.empty(4 * tw_n, dtype=y.dtype)
+        k248 = np.empty(3, dtype=y.dtype)  # the coefficients in y's dtype (a literal would promote)
+        k248[0] = 2
+        k248[1] = 4
+        k248[2] = 8
+        two, four, eight = k248[0], k248[1], k248[2]
+        for ty in range(ty0, ty1):
+            base = t0 + (ty - ty0) * tw_n
+            for j in range(6):
+                r0 = mo[j, base : base + tw_n]
+                r1 = mo[6 + j, base : base + tw_n]
+                r2 = mo[12 + j, base : base + tw_n]
+                r3 = mo[18 + j, base : base + tw_n]
+                r4 = mo[24 + j, base : base + tw_n]
+                r5 = mo[30 + j, base : base + tw_n]
+                z0 = z[0, j]
+                z1 = z[1, j]
+                z2 = z[2, j]
+                z3 = z[3, j]
+                for tx in range(tw_n):
+                    a = r1[tx] + r2[tx]
+                    bb = r1[tx] - r2[tx]
+                    cc = r3[tx] + r4[tx]
+                    dd = r3[tx] - r4[tx]
+                    z0[tx] = (r0[tx] + a) + cc
+                    z1[tx] = bb + two * dd
+                    z2[tx] = a + four * cc
+                    z3[tx] = (bb + eight * dd) + r5[tx]
+            oh = 4 * ty
+            for i in range(min(4, ho - oh)):
+                zi = z[i]
+                for tx in range(tw_n):
+                    a = zi[1, tx] + zi[2, tx]
+                    bb = zi[1, tx] - zi[2, tx]
+                    cc = zi[3, tx] + zi[4, tx]
+                    dd = zi[3, tx] - zi[4, tx]
+                    buf[4 * tx] = (zi[0, tx] + a) + cc
+                    buf[4 * tx + 1] = bb + two * dd
+                    buf[4 * tx + 2] = a + four * cc
+                    buf[4 * tx + 3] = (bb + eight * dd) + zi[5, tx]
+                row = y[o, oh + i]
+                for k in range(wo):
+                    row[k] = _act1(buf[k] + bias, act, s, six)
+
+
 @twin(0)
 def _col2im_rows(cols, ih0, ih1, w, kh, kw, sh, sw, pt, pl, dh, dw, y):
     """Transposed-conv scatter of input rows [ih0, ih1): y[c, ih*sh - pt + p*dh, iw*sw - pl +
@@ -997,15 +1195,10 @@ class Conv2dPlan:
         alg = self.algorithm
         if alg in ("depthwise", "direct"):
             self.w = w
-        elif alg == "winograd":
+        elif alg in ("winograd", "winograd4"):
             if (kh, kw, sh, sw, dh, dw, g) != (3, 3, 1, 1, 1, 1, 1):
-                raise ValueError("winograd needs a 3x3, stride-1, undilated, ungrouped conv")
-            self.u = winograd_weights(w)
-            self.tw_n = (wo + 1) // 2
-            self.th_n = (ho + 1) // 2
-            self.max_tiles = max(_WINO_MIN_TILES, _WINO_BAND_ELEMS // (16 * (c + co)))
-            band = max(1, min(self.th_n, self.max_tiles // self.tw_n))
-            self.band = -(-self.th_n // -(-self.th_n // band))  # as many bands, of balanced heights
+                raise ValueError(f"{alg} needs a 3x3, stride-1, undilated, ungrouped conv")
+            self._wino_setup(w, 2 if alg == "winograd" else 4)
         elif alg == "gemm1x1":
             if (kh, kw, pt, pl, pb, pr) != (1, 1, 0, 0, 0, 0):
                 raise ValueError("gemm1x1 needs a 1x1, unpadded conv")
@@ -1018,6 +1211,19 @@ class Conv2dPlan:
         else:
             raise ValueError(f"unknown conv algorithm {alg!r}")
 
+    def _wino_setup(self, w: np.ndarray, f: int) -> None:
+        """Weights and tiling of Winograd F(f x f, 3x3), f = 2 or 4 (``w`` the conv weights)."""
+        c, co = self.x_shape[1], self.y_shape[1]
+        ho, wo = self.y_shape[2:]
+        self.nk = (f + 2) ** 2  # GEMMs (transformed tile elements)
+        self.u = winograd_weights(w) if f == 2 else winograd4_weights(w)
+        self.tw_n = -(-wo // f)
+        self.th_n = -(-ho // f)
+        least = _WINO_MIN_TILES if f == 2 else _WINO4_MIN_TILES
+        self.max_tiles = max(least, _WINO_BAND_ELEMS // (self.nk * (c + co)))
+        band = max(1, min(self.th_n, self.max_tiles // self.tw_n))
+        self.band = -(-self.th_n // -(-self.th_n // band))  # as many bands, of balanced heights
+
     def _choose(self, c, co, cig, kh, kw, ho, wo) -> str:
         (sh, sw), (pt, pl, pb, pr), (dh, dw), g = self.stride, self.pad, self.dilation, self.groups
         if g == c and cig == 1 and g > 1:
@@ -1026,6 +1232,10 @@ class Conv2dPlan:
             return "gemm1x1"
         if ((kh, kw, sh, sw, dh, dw, g) == (3, 3, 1, 1, 1, 1, 1) and c >= WINOGRAD_MIN_CIN
                 and co >= WINOGRAD_MIN_COUT and ho * wo >= WINOGRAD_MIN_PIXELS and ho >= 2 and wo >= 2):
+            t2, t4 = -(-ho // 2) * -(-wo // 2), -(-ho // 4) * -(-wo // 4)
+            if (t4 >= max(WINOGRAD4_MIN_TILES, WINOGRAD4_MIN_TILES_ACC)
+                    and WINOGRAD4_MIN_CIN_COUT <= c * co <= WINOGRAD4_MAX_CIN_COUT and 36 * t4 <= 0.8 * 16 * t2):
+                return "winograd4"
             return "winograd"
         if g == 1 and co <= DIRECT_MAX_COUT and cig * kh * kw >= DIRECT_MIN_K:
             return "direct"
@@ -1053,7 +1263,7 @@ class Conv2dPlan:
         elif alg == "gemm1x1":
             if self._gemm1x1(x, y, residual):
                 return y
-        elif alg == "winograd":
+        elif alg in ("winograd", "winograd4"):
             self._winograd(x, y)
         else:
             self._im2col(x, y)
@@ -1218,44 +1428,88 @@ class Conv2dPlan:
         _workers.run(block, len(bands))
 
     def _winograd(self, x, y):
+        """F(2,3) or F(4,3) (``self.nk`` = 16 or 36 GEMMs) in one thread; several threads:
+        :meth:`_winograd_split` or :meth:`_winograd4_split`."""
         n, c, _, _ = self.x_shape
         co = self.y_shape[1]
         pt, pl = self.pad[0], self.pad[1]
-        tw_n, th_n, band = self.tw_n, self.th_n, self.band
+        tw_n, th_n, band, nk = self.tw_n, self.th_n, self.band, self.nk
         tiles = th_n * tw_n
-        nt = _split_threads(n * 16 * c * co * tiles)
+        nt = _split_threads(n * nk * c * co * tiles)
         if nt > 1:
-            self._winograd_split(x, y, nt)
+            if nk == 16:
+                self._winograd_split(x, y, nt)
+            else:
+                self._winograd4_split(x, y, nt)
             return
+        wino_in, wino_out = (_wino_in, _wino_out) if nk == 16 else (_wino4_in, _wino4_out)
         # several whole images per GEMM when one image is smaller than a band (batches of
         # small feature maps: a wider GEMM), else bands of tile rows of one image
         per = max(1, min(n, self.max_tiles // tiles)) if band >= th_n else 1
         nt = max(band * tw_n, per * tiles)
-        vbuf = _scratch(16 * c * nt, self.dtype, "wino_v")
-        mbuf = _scratch(16 * co * nt, self.dtype, "wino_m")
+        vbuf = _scratch(nk * c * nt, self.dtype, "wino_v")
+        mbuf = _scratch(nk * co * nt, self.dtype, "wino_m")
         u, b, act, slope, six = self.u, self.b, self.act, self.slope, self.six
         if per > 1 or band >= th_n:
             for i0 in range(0, n, per):
                 i1 = min(n, i0 + per)
                 t = (i1 - i0) * tiles
-                v = vbuf[: 16 * c * t].reshape(16, c, t)
-                m = mbuf[: 16 * co * t].reshape(16, co, t)
+                v = vbuf[: nk * c * t].reshape(nk, c, t)
+                m = mbuf[: nk * co * t].reshape(nk, co, t)
                 for i in range(i0, i1):
-                    _wino_in(x[i], pt, pl, 0, th_n, tw_n, (i - i0) * tiles, v)
+                    wino_in(x[i], pt, pl, 0, th_n, tw_n, (i - i0) * tiles, v)
                 np.matmul(u, v, out=m)
                 for i in range(i0, i1):
-                    _wino_out(m, b, act, slope, six, 0, th_n, tw_n, (i - i0) * tiles, y[i])
+                    wino_out(m, b, act, slope, six, 0, th_n, tw_n, (i - i0) * tiles, y[i])
             return
         for i in range(n):
             for ty0 in range(0, th_n, band):
                 ty1 = min(th_n, ty0 + band)
                 t = (ty1 - ty0) * tw_n
-                v = vbuf[: 16 * c * t].reshape(16, c, t)
-                m = mbuf[: 16 * co * t].reshape(16, co, t)
-                _wino_in(x[i], pt, pl, ty0, ty1, tw_n, 0, v)
+                v = vbuf[: nk * c * t].reshape(nk, c, t)
+                m = mbuf[: nk * co * t].reshape(nk, co, t)
+                wino_in(x[i], pt, pl, ty0, ty1, tw_n, 0, v)
                 np.matmul(u, v, out=m)
-                _wino_out(m, b, act, slope, six, ty0, ty1, tw_n, 0, y[i])
+                wino_out(m, b, act, slope, six, ty0, ty1, tw_n, 0, y[i])
 
+
+    def _winograd4_split(self, x, y, nt):
+        """F(4,3) over the worker threads (Python blocks, serial builds; every tile and GEMM
+        element computed as in one thread): bands of tile rows where they are wide enough, else
+        per image the input transform in bands of tile rows, the 36 GEMMs in row x column blocks
+        (:func:`_split_gemm`) and the output transform in bands (three runs of the pool)."""
+        n, c, _, _ = self.x_shape
+        co = self.y_shape[1]
+        pt, pl = self.pad[0], self.pad[1]
+        tw_n, th_n = self.tw_n, self.th_n
+        u, b, act, slope, six = self.u, self.b, self.act, self.slope, self.six
+        wino_in, wino_out = _wino4_in.serial, _wino4_out.serial
+        nb = min(th_n, max(-(-th_n // self.band), -(-_BANDS4_PER_THREAD * nt // n)))
+        if th_n * tw_n // nb >= _BANDS4_MIN_TILES:
+            bands = [(i, r) for i in range(n) for r in _parts(th_n, nb)]
+
+            def block(k: int) -> None:  # one band of tile rows: transform, 36 GEMMs, transform
+                i, (ty0, ty1) = bands[k]
+                t = (ty1 - ty0) * tw_n
+                v = _scratch(36 * c * t, self.dtype, "wino_v").reshape(36, c, t)
+                m = _scratch(36 * co * t, self.dtype, "wino_m").reshape(36, co, t)
+                wino_in(x[i], pt, pl, ty0, ty1, tw_n, 0, v)
+                np.matmul(u, v, out=m)
+                wino_out(m, b, act, slope, six, ty0, ty1, tw_n, 0, y[i])
+
+            _workers.run(block, len(bands))
+            return
+        t = th_n * tw_n
+        v = _scratch(36 * c * t, self.dtype, "wino_v").reshape(36, c, t)
+        m = _scratch(36 * co * t, self.dtype, "wino_m").reshape(36, co, t)
+        zero = np.zeros((1, co), self.dtype)
+        rows_in, rows_out = _workers.ranges(th_n, v.size), _workers.ranges(th_n, m.size)
+        for i in range(n):
+            xi, yi = x[i], y[i]
+            _workers.run_ranges(lambda r0, r1, xi=xi: wino_in(xi, pt, pl, r0, r1, tw_n, r0 * tw_n, v), rows_in)
+            _split_gemm(u, v, m, zero, zero, 36, 0, False, nt)
+            _workers.run_ranges(lambda r0, r1, yi=yi: wino_out(m, b, act, slope, six, r0, r1, tw_n, r0 * tw_n, yi),
+                                rows_out)
 
     def _winograd_split(self, x, y, nt):
         """_winograd over the worker threads: bands of tile rows (input transform, GEMMs and

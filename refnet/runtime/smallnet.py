@@ -5,7 +5,7 @@ and ~120 MB of resident memory: more than a small net's forward pass (LeNet 0.3 
 first stage 0.2 ms, yufacedetectnet v2 at 320x240 ~9 ms). So a forward pass may run the NumPy
 twins of the jitted helpers instead (:mod:`refnet.kernels._numpy_twins`; a helper without a
 twin still runs on numba). They give the numba kernels' numbers, bit for bit except the
-``direct`` convolution (a GEMM there: float32 rounding).
+``direct`` convolution and the Winograd F(4,3) transforms (GEMMs there: float32 rounding).
 
 * a program of fewer than :data:`SMALL_WORK` MACs (``refnet.runtime.budget``'s count) always
   runs the twins: there they are about as fast as numba (CPU medians, one thread: LeNet 0.39

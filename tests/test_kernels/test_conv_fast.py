@@ -172,13 +172,18 @@ def test_winograd_vs_oracle_hypothesis(p):
 
 def test_winograd_float32_accuracy_on_a_wide_layer(rng):
     """128 -> 64 channels: Winograd F(2x2, 3x3) in float32 stays within the per-layer float32
-    tolerance of an exact float64 convolution (it is chosen for such layers by default)."""
+    tolerance of an exact float64 convolution; F(4x4, 3x3) (chosen for such layers on maps of 28x28
+    and more since issue 17) within the long-reduction tolerance (seen: 5e-6 to 8e-6 on 20x24)."""
     x = np.maximum(rng.standard_normal((1, 128, 20, 24)), 0).astype(np.float32)
     w = (rng.standard_normal((64, 128, 3, 3)) * np.sqrt(2 / (9 * 128))).astype(np.float32)
     b = (rng.standard_normal(64) * 0.1).astype(np.float32)
+    want = oracle_conv(x, w, b, pad=(1, 1, 1, 1))
+    plan = conv2d_plan(x.shape, w, b, pad=1, algorithm="winograd")
+    assert_close(plan(x), want, "f32_vs_f64", "winograd float32")
+    x = np.maximum(rng.standard_normal((1, 128, 28, 28)), 0).astype(np.float32)
     plan = conv2d_plan(x.shape, w, b, pad=1)
-    assert plan.algorithm == "winograd"
-    assert_close(plan(x), oracle_conv(x, w, b, pad=(1, 1, 1, 1)), "f32_vs_f64", "winograd float32")
+    assert plan.algorithm == "winograd4"
+    assert_close(plan(x), oracle_conv(x, w, b, pad=(1, 1, 1, 1)), "f32_vs_f64_long", "winograd4 float32")
 
 
 def test_winograd_weight_transform_by_hand(rng):
@@ -196,6 +201,7 @@ def test_winograd_weight_transform_by_hand(rng):
 def test_algorithm_choice():
     f = np.float32
     assert conv2d_plan((1, 64, 30, 40), np.zeros((12, 64, 3, 3), f), pad=1).algorithm == "winograd"
+    assert conv2d_plan((1, 64, 30, 40), np.zeros((64, 64, 3, 3), f), pad=1).algorithm == "winograd4"
     assert conv2d_plan((1, 32, 60, 80), np.zeros((32, 32, 1, 1), f)).algorithm == "gemm1x1"
     assert conv2d_plan((1, 32, 60, 80), np.zeros((32, 1, 3, 3), f), pad=1, groups=32).algorithm == "depthwise"
     assert conv2d_plan((1, 32, 48, 64), np.zeros((3, 32, 9, 9), f), pad=4).algorithm == "direct"
@@ -313,6 +319,7 @@ def test_parallel_builds_match_serial(monkeypatch, rng):
         pytest.skip("one CPU")
     x = _rand(rng, (2, 8, 11, 13), np.float32)
     cases = [(_rand(rng, (6, 8, 3, 3), np.float32), dict(pad=1), "winograd"),
+             (_rand(rng, (6, 8, 3, 3), np.float32), dict(pad=1), "winograd4"),
              (_rand(rng, (6, 8, 3, 3), np.float32), dict(pad=1, stride=2), "im2col"),
              (_rand(rng, (3, 8, 3, 3), np.float32), dict(pad=1), "direct"),
              (_rand(rng, (8, 1, 3, 3), np.float32), dict(pad=1, groups=8), "depthwise"),

@@ -69,6 +69,8 @@ CONV_CASES = [
     ((1, 2, 7, 7), (4, 1, 3, 3), (3, 2), (0, 2, 1, 0), (2, 1), 2, "im2col"),
     ((1, 8, 10, 14), (16, 8, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "winograd"),
     ((2, 5, 9, 7), (3, 5, 3, 3), (1, 1), (0, 1, 2, 0), (1, 1), 1, "winograd"),
+    ((1, 8, 13, 14), (16, 8, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "winograd4"),
+    ((2, 5, 9, 7), (3, 5, 3, 3), (1, 1), (0, 1, 2, 0), (1, 1), 1, "winograd4"),  # partial tiles
     ((1, 6, 9, 11), (6, 1, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 6, "depthwise"),
     ((1, 4, 40, 50), (8, 1, 3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 4, "depthwise"),  # multiplier 2
     ((2, 3, 64, 70), (3, 1, 3, 3), (2, 1), (0, 1, 1, 0), (2, 2), 3, "depthwise"),
@@ -92,7 +94,7 @@ def test_conv_numpy_twin_equals_numba_and_reference(case, act, slope):
                                       stride=stride, pad=pad, dilation=dil, groups=groups),
                    act, kw["negative_slope"])
     assert_close(got, ref, "f32_vs_f64")
-    if alg == "direct" or (alg == "depthwise" and not COMPILED):  # another sum order: float32 rounding
+    if alg in ("direct", "winograd4") or (alg == "depthwise" and not COMPILED):  # another sum order: float32 rounding
         assert_close(got, fast, "f32_vs_f64")
     else:
         np.testing.assert_array_equal(got, fast)
@@ -101,7 +103,8 @@ def test_conv_numpy_twin_equals_numba_and_reference(case, act, slope):
 def test_conv_numpy_twin_nan_propagates():
     x = RNG.normal(0, 1, (1, 8, 9, 9)).astype(np.float32)
     x[0, 2, 4, 4] = np.nan
-    for alg, w in (("winograd", RNG.normal(0, 1, (8, 8, 3, 3))), ("im2col", RNG.normal(0, 1, (8, 8, 3, 3))),
+    for alg, w in (("winograd", RNG.normal(0, 1, (8, 8, 3, 3))), ("winograd4", RNG.normal(0, 1, (8, 8, 3, 3))),
+                   ("im2col", RNG.normal(0, 1, (8, 8, 3, 3))),
                    ("depthwise", RNG.normal(0, 1, (8, 1, 3, 3)))):
         w = w.astype(np.float32)
         plan = C.conv2d_plan(x.shape, w, None, pad=(1, 1, 1, 1), groups=8 if alg == "depthwise" else 1,
