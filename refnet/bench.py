@@ -159,8 +159,8 @@ class BenchResult:
             lines.append("auto      refnet's default chose " + ", ".join(
                 f"{n} thread{'s' if n > 1 else ''} x{c}" for n, c in sorted(self.auto_threads.items())))
             if set(self.auto_threads) == {1}:
-                lines.append("          (one thread for the GEMM pool and the BLAS; a heavy net's passes keep numba's "
-                             "kernels on all cores: refnet/runtime/threads.py)")
+                lines.append("          (the counts of 'refnet 1t' in every round: the two rows differ by the "
+                             "machine's noise; refnet/runtime/threads.py)")
         if self.note:
             lines.append(f"note      {self.note}")
         return "\n".join(lines)

@@ -26,7 +26,6 @@ from refnet.graph import Graph, Node
 from refnet.ops import registry
 from refnet.ops.registry import Ctx
 from refnet.runtime.budget import check_plan
-from refnet.runtime.interrupt import THREAD_MIN_WORK
 from refnet.runtime.plan import Plan, infer_shapes, make_plan
 from refnet.runtime.program import RUN_LOCK, Program, compile_program, run_program
 from refnet.runtime.threads import before_forward as _threads_before_forward
@@ -197,7 +196,7 @@ class Net:
         times: list[list[float]] = [[] for _ in prog.code]
         clock = time.perf_counter
         with RUN_LOCK:
-            _threads_before_forward(heavy=prog.work >= THREAD_MIN_WORK)  # the thread counts forward would use
+            _threads_before_forward()  # the thread counts forward would use
             for _ in range(max(1, int(repeat))):
                 steps = prog.steps(prog.start(feeds))
                 t0 = clock()

@@ -134,7 +134,7 @@ def run_program(prog: Program, feeds: Mapping[str, np.ndarray]) -> list:
             return prog.run(feeds)
 
     def go(hook: Callable | None) -> list:
-        before_forward(heavy=True)  # numba's thread count is per thread: set it in the one that runs
+        before_forward()  # numba's thread count is per thread: set it in the one that runs
         return prog.run(feeds, hook)
 
     return run_interruptibly(go, RUN_LOCK)

@@ -35,14 +35,19 @@ Two modes:
   neighbour, a peer engine in its own process) are others. :func:`decisions` keeps the last
   decisions and what they saw (``refnet bench`` prints them).
 
-  The count applies to the GEMM worker pool, the BLAS and numba -- except numba in the passes
-  of heavy programs (those that run in their own thread, refnet.runtime.interrupt), which keep
-  numba's parallel kernels (OpenMP layer) on all the available cores. Measured 2026-12-06,
-  spinning neighbour plus two other engineers' jobs (load 2.3-3.6), paired per-round ratios
-  against everything at one thread: numba at 2 and the pool/BLAS at 1: ENet 512x256 0.68 and
-  0.92, GoogLeNet 0.84, MobileNet-SSD 0.95; everything at 2: 1.00, 0.94, 1.16, 1.06. (Those
-  passes always ran numba at all cores before, by accident: numba's count is per thread and
-  their thread never got one; every earlier busy-machine number of issue 17 was measured so.)
+  The count applies to the GEMM worker pool, the BLAS and numba alike, numba included in the
+  passes of heavy programs (run in their own thread, refnet.runtime.interrupt: numba's count is
+  per thread, so :func:`before_forward` sets it in that thread). For a few hours of 2026-12-06
+  those passes kept numba's parallel kernels on all cores, from a measurement under heavier
+  load (spinning neighbour plus two other engineers' jobs, load 2.3-3.6: ENet 0.68/0.92,
+  GoogLeNet 0.84, MobileNet-SSD 0.95 against everything at one thread). Measured again with
+  only the spinning neighbour (`refnet bench --busy-neighbour`, load 1.4-2.1, three rounds per
+  model, default vs one thread, median of per-round ratios): numba at all cores GoogLeNet
+  1.11/1.03/1.18, MobileNet-SSD 1.16/0.99/1.10, ENet 1.00/1.08/1.01; numba following the count
+  0.99/1.14/0.98 (GoogLeNet's 1.14 the noisiest round), 0.89/1.01/0.97, 1.00/1.02/0.98. So it
+  follows the count. (Before 2026-12-06 those passes ran numba at all cores by accident:
+  numba's count is per thread and their thread never got one; every earlier busy-machine
+  number of issue 17 was measured so.)
   An explicit :func:`set_num_threads` count now holds in every thread.
 
 Nothing here imports threadpoolctl before a thread count has to be applied, nor numba before
@@ -325,13 +330,12 @@ def _numba_here(n: int) -> int:
     return want
 
 
-def before_forward(force: bool = False, heavy: bool = False) -> int:
+def before_forward(force: bool = False) -> int:
     """Called before each forward pass, in the thread that runs it: in auto mode, look at the
     load (at most every AUTO_INTERVAL_S) and set the thread counts when they change; in explicit
     mode, make sure newly loaded BLAS libraries got the limit; in both, give this thread
-    numba's count (:func:`_numba_here`). ``heavy``: a pass of a heavy program (run in its own
-    thread, refnet.runtime.interrupt), where auto mode keeps numba at all the available cores
-    (see the module docstring). Returns numba's thread count for this run."""
+    numba's count (:func:`_numba_here`; a heavy program's pass runs in a thread of its own,
+    refnet.runtime.interrupt). Returns numba's thread count for this run."""
     if not _STATE["auto"]:
         _apply_blas(_STATE["blas"])
         return _numba_here(int(_STATE["numba"]))
@@ -347,7 +351,7 @@ def before_forward(force: bool = False, heavy: bool = False) -> int:
             _apply(n, _blas_for(n), cv2_too=False)  # the default leaves a user's cv2 alone
         else:
             _apply_blas(_blas_for(n))
-    return _numba_here(available_cores() if heavy else n)
+    return _numba_here(n)
 
 
 def get_num_threads() -> dict[str, int]:
