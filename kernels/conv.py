@@ -1108,6 +1108,11 @@ def _run_driver(fn, nt: int, *args) -> None:
     _workers.run(lambda _k: fn(*args, counter), nt)
 
 
+def _block_limits() -> tuple:
+    """The module's block limits as they are now (:func:`_gemm_blocks`' cache key: tests change them)."""
+    return (_BLOCKS_PER_THREAD, _SPLIT_MIN_COLS, _SPLIT_MIN_ROWS, _BLAS_EXACT_MACS, _GEMM_BLOCK_ELEMS)
+
+
 @functools.lru_cache(maxsize=512)
 def _gemm_blocks(count: int, m: int, k: int, length: int, nt: int, limits: tuple) -> tuple[list, np.ndarray | None]:
     """The blocks of :func:`_split_gemm` for these sizes: [(t, (r0, r1), (c0, c1))] and, when every
@@ -1129,8 +1134,7 @@ def _split_gemm(a: np.ndarray, s: np.ndarray, d: np.ndarray, b: np.ndarray, slop
     call where :func:`_drivers` allows, else one Python call per block. Every output element is
     the same dot product as in the unsplit GEMM (only its position in the BLAS's blocking changes)."""
     count, m, length = d.shape
-    blocks, table = _gemm_blocks(count, m, a.shape[2], length, nt, (_BLOCKS_PER_THREAD, _SPLIT_MIN_COLS,
-                                 _SPLIT_MIN_ROWS, _BLAS_EXACT_MACS, _GEMM_BLOCK_ELEMS))
+    blocks, table = _gemm_blocks(count, m, a.shape[2], length, nt, _block_limits())
     drv = _drivers()
     if drv is not None and table is not None and _gemm_ok(a, s, d):
         _run_driver(drv.gemm_blocks, min(nt, len(blocks)), a, s, d, b, slope, ga, table, act, epilogue)
@@ -1188,6 +1192,9 @@ class Conv2dPlan:
         self.res_act = self.act
         if residual:
             self.act = _ACT_NONE
+            # the post-pass's per-(image, channel) row arguments (no bias: already in y)
+            self._res_zero = np.zeros(x_shape[0] * co, dt)
+            self._res_slope = np.tile(self.slope, x_shape[0])
         self.b = b if b is not None else np.zeros(co, dt)
         self.has_bias = b is not None
         w = np.ascontiguousarray(w)
@@ -1271,8 +1278,7 @@ class Conv2dPlan:
             n, co = self.y_shape[:2]
             yr = y.reshape(n * co, -1)
             rr = np.ascontiguousarray(residual).reshape(n * co, -1)
-            zero = np.zeros(n * co, self.dtype)
-            _bias_res_act_cols(yr, rr, zero, self.res_act, np.tile(self.slope, n), self.six, 0, yr.shape[1])
+            _bias_res_act_cols(yr, rr, self._res_zero, self.res_act, self._res_slope, self.six, 0, yr.shape[1])
         return y
 
     def _gemm1x1(self, x, y, res=None) -> bool:
@@ -1384,8 +1390,7 @@ class Conv2dPlan:
         nb = min(nb, ho)
         units = [(i, gi) for i in range(n) for gi in range(g)]
         if len(units) * nb < 2 * nt:  # small maps: one im2col per image and group, split GEMMs
-            _, table = _gemm_blocks(1, cog, kdim, ho * wo, nt, (_BLOCKS_PER_THREAD, _SPLIT_MIN_COLS, _SPLIT_MIN_ROWS,
-                                                               _BLAS_EXACT_MACS, _GEMM_BLOCK_ELEMS))
+            _, table = _gemm_blocks(1, cog, kdim, ho * wo, nt, _block_limits())
             drv = _drivers()
             if drv is not None and table is not None:  # one nogil call per thread: im2col, then GEMM blocks
                 cb = _scratch(kdim * ho * wo, self.dtype, "im2col").reshape(kdim, ho * wo)
@@ -1480,34 +1485,48 @@ class Conv2dPlan:
         (:func:`_split_gemm`) and the output transform in bands (three runs of the pool)."""
         n, c, _, _ = self.x_shape
         co = self.y_shape[1]
-        pt, pl = self.pad[0], self.pad[1]
         tw_n, th_n = self.tw_n, self.th_n
-        u, b, act, slope, six = self.u, self.b, self.act, self.slope, self.six
         wino_in, wino_out = _wino4_in.serial, _wino4_out.serial
         nb = min(th_n, max(-(-th_n // self.band), -(-_BANDS4_PER_THREAD * nt // n)))
         if th_n * tw_n // nb >= _BANDS4_MIN_TILES:
-            bands = [(i, r) for i in range(n) for r in _parts(th_n, nb)]
-
-            def block(k: int) -> None:  # one band of tile rows: transform, 36 GEMMs, transform
-                i, (ty0, ty1) = bands[k]
-                t = (ty1 - ty0) * tw_n
-                v = _scratch(36 * c * t, self.dtype, "wino_v").reshape(36, c, t)
-                m = _scratch(36 * co * t, self.dtype, "wino_m").reshape(36, co, t)
-                wino_in(x[i], pt, pl, ty0, ty1, tw_n, 0, v)
-                np.matmul(u, v, out=m)
-                wino_out(m, b, act, slope, six, ty0, ty1, tw_n, 0, y[i])
-
-            _workers.run(block, len(bands))
+            self._wino_bands_py(x, y, [(i, r) for i in range(n) for r in _parts(th_n, nb)], wino_in, wino_out)
             return
         t = th_n * tw_n
         v = _scratch(36 * c * t, self.dtype, "wino_v").reshape(36, c, t)
         m = _scratch(36 * co * t, self.dtype, "wino_m").reshape(36, co, t)
+        self._wino_phases_py(x, y, nt, v, m, wino_in, wino_out)
+
+    def _wino_bands_py(self, x, y, bands, wino_in, wino_out) -> None:
+        """Winograd (``self.nk`` GEMMs) over the worker pool in Python blocks, one band of tile
+        rows (i, (ty0, ty1)) of ``bands`` each: input transform, GEMMs, output transform."""
+        c, co, nk, tw_n = self.x_shape[1], self.y_shape[1], self.nk, self.tw_n
+        pt, pl = self.pad[0], self.pad[1]
+        u, b, act, slope, six = self.u, self.b, self.act, self.slope, self.six
+
+        def block(k: int) -> None:
+            i, (ty0, ty1) = bands[k]
+            t = (ty1 - ty0) * tw_n
+            v = _scratch(nk * c * t, self.dtype, "wino_v").reshape(nk, c, t)
+            m = _scratch(nk * co * t, self.dtype, "wino_m").reshape(nk, co, t)
+            wino_in(x[i], pt, pl, ty0, ty1, tw_n, 0, v)
+            np.matmul(u, v, out=m)
+            wino_out(m, b, act, slope, six, ty0, ty1, tw_n, 0, y[i])
+
+        _workers.run(block, len(bands))
+
+    def _wino_phases_py(self, x, y, nt, v, m, wino_in, wino_out) -> None:
+        """Winograd (``self.nk`` GEMMs) of whole images over the worker pool in Python blocks,
+        per image three runs: the input transform in bands of tile rows into ``v``, the GEMMs
+        into ``m`` in row x column blocks (:func:`_split_gemm`), the output transform in bands."""
+        co, nk, tw_n, th_n = self.y_shape[1], self.nk, self.tw_n, self.th_n
+        pt, pl = self.pad[0], self.pad[1]
+        u, b, act, slope, six = self.u, self.b, self.act, self.slope, self.six
         zero = np.zeros((1, co), self.dtype)
         rows_in, rows_out = _workers.ranges(th_n, v.size), _workers.ranges(th_n, m.size)
-        for i in range(n):
+        for i in range(self.x_shape[0]):
             xi, yi = x[i], y[i]
             _workers.run_ranges(lambda r0, r1, xi=xi: wino_in(xi, pt, pl, r0, r1, tw_n, r0 * tw_n, v), rows_in)
-            _split_gemm(u, v, m, zero, zero, 36, 0, False, nt)
+            _split_gemm(u, v, m, zero, zero, nk, 0, False, nt)
             _workers.run_ranges(lambda r0, r1, yi=yi: wino_out(m, b, act, slope, six, r0, r1, tw_n, r0 * tw_n, yi),
                                 rows_out)
 
@@ -1528,23 +1547,14 @@ class Conv2dPlan:
             t = th_n * tw_n
             v = _scratch(16 * c * t, self.dtype, "wino_v").reshape(16, c, t)
             m = _scratch(16 * co * t, self.dtype, "wino_m").reshape(16, co, t)
-            _, table = _gemm_blocks(16, co, c, t, nt, (_BLOCKS_PER_THREAD, _SPLIT_MIN_COLS, _SPLIT_MIN_ROWS,
-                                                      _BLAS_EXACT_MACS, _GEMM_BLOCK_ELEMS))
+            _, table = _gemm_blocks(16, co, c, t, nt, _block_limits())
             drv = _drivers()
             if drv is not None and table is not None:  # one nogil call per thread: all three phases
                 rows = np.array(_parts(th_n, _BLOCKS_PER_THREAD * nt), np.int64)
                 args = (x, u, y, b, act, slope, six, pt, pl, tw_n, rows, table, np.zeros(6 * n, np.int64), v, m)
                 _workers.run(lambda _k: drv.wino_small(*args), nt)
                 return
-            zero = np.zeros((1, co), self.dtype)
-            rows_in, rows_out = _workers.ranges(th_n, v.size), _workers.ranges(th_n, m.size)
-            wino_in, wino_out = _wino_in.serial, _wino_out.serial
-            for i in range(n):
-                xi, yi = x[i], y[i]
-                _workers.run_ranges(lambda r0, r1, xi=xi: wino_in(xi, pt, pl, r0, r1, tw_n, r0 * tw_n, v), rows_in)
-                _split_gemm(u, v, m, zero, zero, 16, 0, False, nt)
-                _workers.run_ranges(lambda r0, r1, yi=yi: wino_out(m, b, act, slope, six, r0, r1, tw_n, r0 * tw_n, yi),
-                                    rows_out)
+            self._wino_phases_py(x, y, nt, v, m, _wino_in.serial, _wino_out.serial)
             return
         bands = [(i, r) for i in range(n) for r in _parts(th_n, nb)]
         drv = _drivers()
@@ -1556,18 +1566,7 @@ class Conv2dPlan:
             _workers.run(lambda _k: drv.wino_bands(*args, _scratch(16 * c * t, self.dtype, "wino_v"),
                                                    _scratch(16 * co * t, self.dtype, "wino_m")), min(nt, len(bands)))
             return
-        wino_in, wino_out = _wino_in.serial, _wino_out.serial
-
-        def block(k: int) -> None:
-            i, (ty0, ty1) = bands[k]
-            t = (ty1 - ty0) * tw_n
-            v = _scratch(16 * c * t, self.dtype, "wino_v").reshape(16, c, t)
-            m = _scratch(16 * co * t, self.dtype, "wino_m").reshape(16, co, t)
-            wino_in(x[i], pt, pl, ty0, ty1, tw_n, 0, v)
-            np.matmul(u, v, out=m)
-            wino_out(m, b, act, slope, six, ty0, ty1, tw_n, 0, y[i])
-
-        _workers.run(block, len(bands))
+        self._wino_bands_py(x, y, bands, _wino_in.serial, _wino_out.serial)
 
 
 def conv2d_plan(
