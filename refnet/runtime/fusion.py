@@ -134,16 +134,21 @@ def _fold(node: Node, a: np.ndarray, c: np.ndarray) -> dict[str, np.ndarray]:
     return params
 
 
+def _plain_add(node: Node) -> bool:
+    """Whether ``node`` adds two tensors into one: ONNX Add, or an eltwise SUM without coefficients
+    (what both the residual fusion and :func:`fuse_add_activation` take)."""
+    if node.op not in ADD_OPS or len(node.inputs) != 2 or len(node.outputs) != 1:
+        return False
+    if node.op == "eltwise":
+        a = op_attrs(node)
+        return a["operation"] == "sum" and not a["coeffs"]
+    return True
+
+
 def _residual_of(nxt: Node, cur: str, ready: Callable[[str], bool]) -> str | None:
     """The other operand when ``nxt`` adds ``cur`` and a tensor for which ``ready`` holds (computed
     before the convolution), else None."""
-    if len(nxt.inputs) != 2 or len(nxt.outputs) != 1 or cur not in nxt.inputs:
-        return None
-    if nxt.op == "eltwise":
-        a = op_attrs(nxt)
-        if a["operation"] != "sum" or a["coeffs"]:
-            return None
-    elif nxt.op != "add":
+    if not _plain_add(nxt) or cur not in nxt.inputs:
         return None
     other = nxt.inputs[1] if nxt.inputs[0] == cur else nxt.inputs[0]
     return other if other != cur and ready(other) else None
@@ -236,9 +241,7 @@ def fuse_add_activation(nodes: Sequence[Node], consumers: Mapping[str, Sequence[
     ``act(a + b)``, refnet.kernels.add_act). Returns as :func:`fuse_following`."""
     node = nodes[i]
     cur = node.outputs[0]
-    a = op_attrs(node) if node.op in ADD_OPS else None
-    if (a is None or a["activation"] is not None or len(node.inputs) != 2 or len(node.outputs) != 1
-            or cur in keep or (node.op == "eltwise" and (a["operation"] != "sum" or a["coeffs"]))):
+    if not _plain_add(node) or op_attrs(node)["activation"] is not None or cur in keep:
         return node, [], cur
     j = _single_consumer(consumers, cur)
     if j is None or len(nodes[j].inputs) != 1 or len(nodes[j].outputs) != 1:
