@@ -67,7 +67,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from refnet.errors import ShapeError
-from refnet.kernels import _workers
+from refnet.kernels import _packgemm, _workers
 from refnet.kernels._check import IntPair, Pad, as_float_array, ieee, pad4, pair, same_dtype
 from refnet.kernels._jit import jit, prange
 from refnet.kernels._lazyjit import MODE as _NUMPY_MODE
@@ -1198,7 +1198,8 @@ class Conv2dPlan:
         self.b = b if b is not None else np.zeros(co, dt)
         self.has_bias = b is not None
         w = np.ascontiguousarray(w)
-        self.algorithm = algorithm or self._choose(c, co, cig, kh, kw, ho, wo)
+        self.algorithm = algorithm or _packgemm.choose(self._choose(c, co, cig, kh, kw, ho, wo), dt, g, co,
+                                                       cig * kh * kw, ho * wo)
         alg = self.algorithm
         if alg in ("depthwise", "direct"):
             self.w = w
@@ -1210,11 +1211,15 @@ class Conv2dPlan:
             if (kh, kw, pt, pl, pb, pr) != (1, 1, 0, 0, 0, 0):
                 raise ValueError("gemm1x1 needs a 1x1, unpadded conv")
             self.wmat = w.reshape(g, co // g, cig)
-        elif alg == "im2col":
+        elif alg in ("im2col", "packed"):
             kdim = cig * kh * kw
             self.wmat = w.reshape(g, co // g, kdim)
             self.kdim = kdim
             self.band = max(1, min(ho, _IM2COL_BAND_ELEMS // max(1, kdim * wo)))
+            if alg == "packed":  # packed-weight GEMM (kernels/_packgemm.py)
+                if g != 1 or dt != np.float32:
+                    raise ValueError("packed needs an ungrouped float32 conv")
+                self.packed = _packgemm.PackedGemm(self.wmat[0])
         else:
             raise ValueError(f"unknown conv algorithm {alg!r}")
 
@@ -1272,6 +1277,9 @@ class Conv2dPlan:
                 return y
         elif alg in ("winograd", "winograd4"):
             self._winograd(x, y)
+        elif alg == "packed":
+            if self._packed(x, y, residual):
+                return y
         else:
             self._im2col(x, y)
         if residual is not None:  # act(y + residual), y already holding conv + bias
@@ -1336,6 +1344,41 @@ class Conv2dPlan:
                     np.matmul(self.wmat[gi], cb, out=yout[:, oh0 * wo : oh1 * wo])
                     if self.act != 0 or self.has_bias:
                         _bias_act_cols(yout, bg, self.act, sg, oh0 * wo, oh1 * wo)
+
+    # ---- the packed-weight GEMM (kernels/_packgemm.py): one thread, small maps ----
+    def _packed(self, x, y, res=None) -> bool:
+        """packed GEMM per image on x (1x1, stride 1), its subsampled copy (strided 1x1) or its
+        im2col, then the epilogue; several threads: the im2col / 1x1 paths. True when the
+        residual (if any) is applied too."""
+        n, c, h, wd = self.x_shape
+        _, co, ho, wo = self.y_shape
+        (sh, sw), (pt, pl, pb, pr), (dh, dw) = self.stride, self.pad, self.dilation
+        kh, kw = self.khw
+        plain = (kh, kw, pt, pl, pb, pr) == (1, 1, 0, 0, 0, 0)
+        if _split_threads(n * co * self.kdim * ho * wo) > 1:
+            if plain:
+                return self._gemm1x1(x, y, res)
+            self._im2col(x, y)
+            return False
+        for i in range(n):
+            if plain and sh == sw == 1:
+                src = x[i].reshape(c, h * wd)
+            elif plain:
+                src = _scratch(c * ho * wo, self.dtype, "subsample").reshape(c, ho, wo)
+                np.copyto(src, x[i, :, ::sh, ::sw])
+                src = src.reshape(c, ho * wo)
+            else:
+                src = _scratch(self.kdim * ho * wo, self.dtype, "im2col").reshape(self.kdim, ho * wo)
+                xd = _phases(x[i], sw, "phases") if sw > 1 else x[i].reshape(c, h, 1, wd)
+                _im2col_phased(xd, wd, kh, kw, sh, sw, pt, pl, dh, dw, 0, ho, wo, src)
+            yi = y[i].reshape(co, ho * wo)
+            self.packed(src, yi)
+            if res is not None:
+                _bias_res_act_cols(yi, np.ascontiguousarray(res[i]).reshape(co, ho * wo), self.b, self.res_act,
+                                   self.slope, self.six, 0, ho * wo)
+            elif self.act != 0 or self.has_bias:
+                _bias_act_cols(yi, self.b, self.act, self.slope, 0, ho * wo)
+        return True
 
     def _depthwise(self, x, y):
         """The depthwise kernel for the plan's shape, whole -- or, with several worker threads,

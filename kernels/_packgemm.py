@@ -1,0 +1,218 @@
+"""A float32 GEMM whose weights are packed once, for convolutions on small maps.
+
+``C (M, N) = W (M, K) @ X (K, N)`` where W is a conv's weight matrix (fixed at plan time) and
+X the input (1x1 convs) or its im2col (other kernels) of one image, N = output pixels. On small
+maps (ResNet-50's 7x7 stage: N = 49, K = 512..4608, M = 512..2048) the BLAS packs W afresh on
+every call -- 1-9 MB read from memory, written and read again for 2 * M * K * N flops -- and ran
+these shapes at 70-85 GFLOPS on one Zen 4 core (hot cache; ~40 in a forward pass, where every
+layer's weights come cold from DRAM). :class:`PackedGemm` packs W at plan time into panels of
+:data:`MR` rows, each stored k-major (``wp[p, k, :] = W[p*MR : (p+1)*MR, k]``, the last panel
+zero-padded), and a numba kernel reads each panel once from memory and keeps it in cache for
+all column tiles: 95-108 GFLOPS on the same shapes (``bench/packgemm_feasibility.py``).
+
+The micro-kernel keeps a tile of MR x :data:`NR` outputs (7 x 2 AVX-512 vectors) in registers
+over the whole K: per k it broadcasts NR values of X's row k and does 2 * NR vector FMAs with
+the panel's row. Getting LLVM to emit that from numba took three things, all in
+:func:`_tile`: the 7 column accumulators written out as 7 separate arrays (a loop over the
+columns was vectorised across the columns, with gathers); accumulators on the stack
+(``_stack``, an ``alloca`` that LLVM promotes to registers); and ``fastmath={"contract"}`` only
+(FMA contraction, no reassociation: with full fastmath the k loop was vectorised as a
+reduction with scatters). No nnan/ninf flags: NaN and inf propagate as in the plain sum.
+
+Rounding: each output is one float32 FMA chain over k in order 0..K-1 (the BLAS blocks K
+differently): float32 rounding-level differences from ``np.matmul``.
+
+Inside ``numpy_kernels()`` (small nets without numba) and without numba's compiler
+(``NUMBA_DISABLE_JIT=1``) :meth:`PackedGemm.__call__` runs the NumPy twin (one ``np.matmul``
+per panel); the kernel body itself runs as Python there with NumPy stand-ins for the stack
+arrays (CI's NUMBA_DISABLE_JIT run covers it on small shapes: tests/test_kernels/test_packgemm.py).
+The conv plan uses the packed kernel at one thread only; with several threads it keeps its
+split BLAS paths (:func:`refnet.kernels.conv._split_gemm`, :mod:`refnet.kernels._blasjit`).
+
+Memory: the packed copy is the weights once more (rows padded to a multiple of MR); the plan
+keeps only a view of the original weights for its fallback path.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from refnet.kernels._jit import JIT_OPTIONS
+from refnet.kernels._lazyjit import MODE, lazy_njit, load_numba, on_numba_load
+
+__all__ = ["MR", "NR", "PackedGemm", "pack_weights", "packed_gemm", "packed_gemm_numpy", "choose", "enabled"]
+
+MR = 32  # weight rows (output channels) per panel: two AVX-512 vectors of float32
+NR = 7  # output columns per register tile (7x7 maps: 7 tiles; 14x14: 28)
+
+# The conv plan (kernels/conv.py) uses the packed GEMM for float32 ungrouped convs whose
+# per-image GEMM has at most MAX_N columns (output pixels), at least MIN_M rows and MIN_K
+# reduction length, and for 3x3 convs it would run as Winograd only up to WINO_MAX_N columns.
+# Measured (bench/packgemm_layers.py, one thread, cold weights, ratio packed / before): ResNet-50
+# 7x7 stage 0.73 (3x3 512, Winograd before) and 0.81-0.87 (1x1), 14x14 1x1 K >= 512 0.88-0.94
+# but K = 256 1.02 and 3x3 256 1.41 (Winograd); GoogLeNet 14x14 1x1 K 480/528 0.93/0.92, 3x3
+# 1.32-1.57 (Winograd), 7x7 1x1 0.83, 3x3 0.75, 5x5 0.86; SqueezeNet 13x13 1x1 512->64 0.84,
+# 64->256 1.37, 3x3 1.55, conv10 512->1000 1.01.
+MAX_N = 196
+MIN_M = 64
+MIN_K = 384
+WINO_MAX_N = 64
+# A/B switch: REFNET_PACKGEMM=0 turns the packed path off (plans made afterwards)
+ENV = "REFNET_PACKGEMM"
+
+# stand-ins until numba loads; then the stack-array intrinsic (or, with NUMBA_DISABLE_JIT=1,
+# NumPy arrays, so the kernel body runs as Python)
+_stack: Any = None
+_carray: Any = None
+
+
+@on_numba_load
+def _define_stack(numba: Any) -> None:
+    global _stack, _carray
+    if numba.config.DISABLE_JIT:
+        _stack = lambda n: np.zeros(n, np.float32)  # noqa: E731
+        _carray = lambda a, shape: a.reshape(shape)  # noqa: E731
+        return
+    from numba.core import cgutils, types
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def stack(typingctx: Any, size: Any) -> Any:
+        """A float32 array of ``size`` (a literal int) elements on the stack (uninitialised)."""
+        if not isinstance(size, types.IntegerLiteral):
+            return None
+        n = size.literal_value
+
+        def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+            return cgutils.alloca_once(builder, context.get_value_type(types.float32), size=n)
+
+        return types.CPointer(types.float32)(size), codegen
+
+    _stack = stack
+    _carray = numba.carray
+
+
+_fast = lazy_njit(**{**JIT_OPTIONS, "fastmath": {"contract"}, "boundscheck": False})
+
+
+@_fast
+def _tile(wp, x, p, c0, c1, c2, c3, c4, c5, c6, t):
+    """t[j, :] = (W panel p) @ X[:, c_j] for the 7 columns c0..c6 (t: (NR, MR)); see the module
+    docstring for why it is written out like this."""
+    a0 = _carray(_stack(32), (32,))
+    a1 = _carray(_stack(32), (32,))
+    a2 = _carray(_stack(32), (32,))
+    a3 = _carray(_stack(32), (32,))
+    a4 = _carray(_stack(32), (32,))
+    a5 = _carray(_stack(32), (32,))
+    a6 = _carray(_stack(32), (32,))
+    for lane in range(32):
+        a0[lane] = 0.0
+        a1[lane] = 0.0
+        a2[lane] = 0.0
+        a3[lane] = 0.0
+        a4[lane] = 0.0
+        a5[lane] = 0.0
+        a6[lane] = 0.0
+    for k in range(wp.shape[1]):
+        wk = wp[p, k]
+        xk = x[k]
+        x0 = xk[c0]
+        x1 = xk[c1]
+        x2 = xk[c2]
+        x3 = xk[c3]
+        x4 = xk[c4]
+        x5 = xk[c5]
+        x6 = xk[c6]
+        for lane in range(32):
+            wl = wk[lane]
+            a0[lane] += x0 * wl
+            a1[lane] += x1 * wl
+            a2[lane] += x2 * wl
+            a3[lane] += x3 * wl
+            a4[lane] += x4 * wl
+            a5[lane] += x5 * wl
+            a6[lane] += x6 * wl
+    for lane in range(32):
+        t[0, lane] = a0[lane]
+        t[1, lane] = a1[lane]
+        t[2, lane] = a2[lane]
+        t[3, lane] = a3[lane]
+        t[4, lane] = a4[lane]
+        t[5, lane] = a5[lane]
+        t[6, lane] = a6[lane]
+
+
+@_fast
+def packed_gemm(wp, x, c):
+    """c (M, N) = W @ x (K, N) with W packed by :func:`pack_weights` into wp (P, K, MR),
+    P * MR >= M. A last partial tile of columns repeats its last column (computed, not
+    stored)."""
+    m, n = c.shape
+    t = np.empty((7, 32), np.float32)
+    for p in range(wp.shape[0]):
+        r0 = p * 32
+        rows = min(32, m - r0)
+        for n0 in range(0, n, 7):
+            last = n - 1
+            _tile(wp, x, p, n0, min(n0 + 1, last), min(n0 + 2, last), min(n0 + 3, last),
+                  min(n0 + 4, last), min(n0 + 5, last), min(n0 + 6, last), t)
+            for r in range(rows):
+                cr = c[r0 + r]
+                for j in range(min(7, n - n0)):
+                    cr[n0 + j] = t[j, r]
+
+
+def pack_weights(wmat: np.ndarray) -> np.ndarray:
+    """(M, K) weights -> (ceil(M / MR), K, MR) float32 panels, k-major, rows zero-padded."""
+    m, k = wmat.shape
+    panels = -(-m // MR)
+    wp = np.zeros((panels * MR, k), np.float32)
+    wp[:m] = wmat
+    return np.ascontiguousarray(wp.reshape(panels, MR, k).transpose(0, 2, 1))
+
+
+def packed_gemm_numpy(wp: np.ndarray, x: np.ndarray, c: np.ndarray) -> None:
+    """NumPy twin of :func:`packed_gemm` (one matmul per panel)."""
+    m = c.shape[0]
+    for p in range(wp.shape[0]):
+        r0, r1 = p * MR, min(m, (p + 1) * MR)
+        c[r0:r1] = (x.T @ wp[p, :, : r1 - r0]).T
+
+
+class PackedGemm:
+    """``g(x, c)``: c (M, N) = wmat @ x (K, N), float32, wmat packed once here."""
+
+    def __init__(self, wmat: np.ndarray) -> None:
+        self.m, self.k = wmat.shape
+        self.wp = pack_weights(wmat)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.wp.nbytes)
+
+    def __call__(self, x: np.ndarray, c: np.ndarray) -> None:
+        """c (M, N) = wmat @ x (K, N) (float32, both C-contiguous)."""
+        if MODE.on or load_numba().config.DISABLE_JIT:  # (the kernel as Python: tests only)
+            packed_gemm_numpy(self.wp, x, c)
+        else:
+            packed_gemm(self.wp, x, c)
+
+
+def enabled() -> bool:
+    """Whether new plans may choose the packed GEMM (``$REFNET_PACKGEMM`` not 0)."""
+    return os.environ.get(ENV, "1").strip() not in ("0", "off", "no", "false")
+
+
+def choose(base: str, dtype: np.dtype, groups: int, m: int, k: int, n: int) -> str:
+    """The conv plan's algorithm: "packed" where the packed GEMM measured faster than ``base``
+    (the plan's own choice) for a GEMM of these sizes (per image), else ``base``."""
+    if not enabled() or np.dtype(dtype) != np.float32 or groups != 1 or base not in (
+            "gemm1x1", "im2col", "winograd", "winograd4"):
+        return base
+    if base.startswith("winograd"):
+        return "packed" if n <= WINO_MAX_N else base
+    return "packed" if n <= MAX_N and m >= MIN_M and k >= MIN_K else base

@@ -1,0 +1,149 @@
+"""The packed-weight GEMM (refnet.kernels._packgemm) and the conv plan's "packed" algorithm:
+the kernel (as Python under NUMBA_DISABLE_JIT=1) and its NumPy twin against float64 matmul
+on ragged shapes, conv plans against the float64 reference convolution (1x1, strided 1x1,
+3x3, 5x5, batches, activations, residual), NaN/inf propagation, the plan's choice and the A/B
+switch, and the several-thread fallback."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import assert_close
+from split_fixtures import split_pool  # noqa: F401 - the `pool` fixture
+
+import refnet.kernels.conv as C
+from refnet.kernels import _packgemm as PG
+from refnet.kernels import _workers
+from refnet.kernels._lazyjit import numpy_kernels
+
+
+# small enough for the kernel body as plain Python (CI's NUMBA_DISABLE_JIT run)
+@pytest.mark.parametrize("m,k,n", [(32, 5, 7), (40, 9, 10), (1, 3, 1), (70, 17, 3), (64, 8, 15)])
+def test_packed_gemm_vs_float64(m, k, n, rng):
+    w = rng.standard_normal((m, k)).astype(np.float32)
+    x = rng.standard_normal((k, n)).astype(np.float32)
+    want = w.astype(np.float64) @ x.astype(np.float64)
+    wp = PG.pack_weights(w)
+    assert wp.shape == (-(-m // PG.MR), k, PG.MR)
+    assert np.array_equal(wp.transpose(0, 2, 1).reshape(-1, k)[:m], w)  # panels hold W^T, rows padded with 0
+    assert not wp.transpose(0, 2, 1).reshape(-1, k)[m:].any()
+    got = np.full((m, n), np.nan, np.float32)
+    PG.packed_gemm(wp, x, got)
+    assert_close(got, want, 1e-6, "kernel")
+    twin = np.full((m, n), np.nan, np.float32)
+    PG.packed_gemm_numpy(wp, x, twin)
+    assert_close(twin, want, 1e-6, "twin")
+    g = PG.PackedGemm(w)
+    assert g.nbytes == wp.nbytes
+    out = np.empty((m, n), np.float32)
+    g(x, out)
+    assert_close(out, want, 1e-6, "PackedGemm")
+
+
+def test_packed_gemm_propagates_nan_and_inf(rng):
+    w = rng.standard_normal((33, 6)).astype(np.float32)
+    x = rng.standard_normal((6, 9)).astype(np.float32)
+    x[2, 4] = np.nan
+    x[5, 7] = np.inf
+    want = w.astype(np.float64) @ x.astype(np.float64)
+    got = np.empty((33, 9), np.float32)
+    PG.packed_gemm(PG.pack_weights(w), x, got)
+    assert np.array_equal(np.isnan(got), np.isnan(want)) and np.array_equal(np.isinf(got), np.isinf(want))
+    assert np.isnan(got[:, 4]).all() and np.array_equal(np.sign(got[:, 7]), np.sign(want[:, 7]))
+    fin = np.isfinite(want)
+    np.testing.assert_allclose(got[fin], want[fin], rtol=1e-5, atol=1e-5)
+
+
+# (x shape, w shape, kwargs): 1x1, strided 1x1, 3x3 and 5x5 with padding, stride 2, batches
+CONVS = {
+    "1x1": ((1, 40, 5, 5), (70, 40, 1, 1), {}),
+    "1x1_s2_batch": ((2, 24, 7, 6), (33, 24, 1, 1), dict(stride=2)),
+    "3x3_pad": ((2, 12, 6, 7), (64, 12, 3, 3), dict(pad=1)),
+    "3x3_s2_asym": ((1, 9, 9, 8), (40, 9, 3, 3), dict(stride=2, pad=(1, 0, 1, 1))),
+    "5x5_dilated": ((1, 6, 9, 9), (35, 6, 5, 5), dict(pad=2, dilation=(1, 2))),
+}
+
+
+@pytest.mark.parametrize("name", list(CONVS))
+@pytest.mark.parametrize("activation", [None, "relu", "prelu", "relu6"])
+@pytest.mark.parametrize("residual", [False, True])
+def test_packed_conv_vs_reference(name, activation, residual, rng):
+    xs, ws, kw = CONVS[name]
+    x = rng.standard_normal(xs).astype(np.float32) * 2
+    w = rng.standard_normal(ws).astype(np.float32)
+    b = rng.standard_normal(ws[0]).astype(np.float32)
+    slope = rng.uniform(0.05, 0.5, ws[0]).astype(np.float32) if activation == "prelu" else 0.1
+    plan = C.conv2d_plan(xs, w, b, algorithm="packed", activation=activation, negative_slope=slope,
+                         residual=residual, **kw)
+    assert plan.algorithm == "packed"
+    y = C.conv2d_reference(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), **kw)
+    r = rng.standard_normal(y.shape).astype(np.float32) if residual else None
+    if residual:
+        y = y + r
+    if activation in ("relu", "prelu"):
+        s = np.asarray(slope, np.float64)
+        y = np.where(y > 0, y, y * (s.reshape(1, -1, 1, 1) if s.ndim else s))
+    elif activation == "relu6":
+        y = np.clip(y, 0.0, 6.0)
+    got = plan(x, residual=r) if residual else plan(x)
+    assert got.dtype == np.float32
+    assert_close(got, y, "f32_vs_f64_long", name)
+    with numpy_kernels():  # the NumPy twins (small nets without numba)
+        assert_close(plan(x, residual=r) if residual else plan(x), y, "f32_vs_f64_long", f"{name} twins")
+
+
+def test_packed_conv_nonfinite_like_reference(rng):
+    xs, ws = (1, 8, 6, 6), (40, 8, 3, 3)
+    x = rng.standard_normal(xs).astype(np.float32)
+    x[0, 3, 2, 2] = np.nan
+    x[0, 5, 4, 1] = -np.inf
+    w = rng.standard_normal(ws).astype(np.float32)
+    b = rng.standard_normal(ws[0]).astype(np.float32)
+    got = C.conv2d_plan(xs, w, b, algorithm="packed", pad=1)(x)
+    want = C.conv2d_reference(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), pad=1)
+    assert np.array_equal(np.isnan(got), np.isnan(want))
+    assert np.array_equal(np.isinf(got), np.isinf(want)) and np.isnan(want).any()
+    fin = np.isfinite(want)
+    np.testing.assert_allclose(got[fin], want[fin], rtol=1e-4, atol=1e-4)
+
+
+def test_choice_and_switch(monkeypatch):
+    f32 = np.float32
+    monkeypatch.delenv(PG.ENV, raising=False)
+    # ResNet-50's 7x7 stage: 1x1 and the 3x3 that was Winograd; 14x14 1x1 with K >= 384
+    assert PG.choose("gemm1x1", f32, 1, 2048, 512, 49) == "packed"
+    assert PG.choose("winograd", f32, 1, 512, 4608, 49) == "packed"
+    assert PG.choose("gemm1x1", f32, 1, 256, 1024, 196) == "packed"
+    # not: larger maps, short K, Winograd on 14x14, float64, groups, depthwise/direct
+    assert PG.choose("gemm1x1", f32, 1, 256, 1024, 784) == "gemm1x1"
+    assert PG.choose("gemm1x1", f32, 1, 1024, 256, 196) == "gemm1x1"
+    assert PG.choose("winograd", f32, 1, 256, 2304, 196) == "winograd"
+    assert PG.choose("gemm1x1", np.float64, 1, 2048, 512, 49) == "gemm1x1"
+    assert PG.choose("gemm1x1", f32, 2, 2048, 512, 49) == "gemm1x1"
+    assert PG.choose("direct", f32, 1, 4, 4608, 49) == "direct"
+    w = np.zeros((512, 1024, 1, 1), f32)
+    assert C.conv2d_plan((1, 1024, 7, 7), w).algorithm == "packed"
+    assert C.conv2d_plan((1, 1024, 7, 7), w.astype(np.float64)).algorithm == "gemm1x1"
+    monkeypatch.setenv(PG.ENV, "0")
+    assert C.conv2d_plan((1, 1024, 7, 7), w).algorithm == "gemm1x1"
+
+
+@pytest.mark.parametrize("name", ["1x1", "3x3_s2_asym"])
+def test_several_threads_fall_back_to_the_split_blas_paths(pool, name, rng):
+    """With the worker pool the packed plan runs the 1x1 / im2col split paths (float32
+    rounding-level differences from the one-thread packed GEMM)."""
+    xs, ws, kw = CONVS[name]
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    b = rng.standard_normal(ws[0]).astype(np.float32)
+    plan = C.conv2d_plan(xs, w, b, algorithm="packed", activation="relu", **kw)
+    want = np.maximum(C.conv2d_reference(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), **kw), 0)
+    calls = []
+    real_run = _workers.run
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_workers, "run", lambda fn, n: (calls.append(n), real_run(fn, n))[1])
+        split = plan(x)
+    assert calls, "the split path ran"
+    assert_close(split, want, "f32_vs_f64_long", name)
+    _workers.set_workers(1)
+    assert_close(plan(x), want, "f32_vs_f64_long", name)
