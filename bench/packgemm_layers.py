@@ -90,7 +90,8 @@ def main() -> None:
                     ts.append(time.perf_counter() - t0)
             ratio = statistics.median(q / b for q, b in zip(tp, tb))
             print(f"  {name:26s} base {base[0].algorithm:9s} min {min(tb) * 1e3:6.3f} "
-                  f"med {statistics.median(tb) * 1e3:6.3f}  packed min {min(tp) * 1e3:6.3f} med {statistics.median(tp) * 1e3:6.3f} ms  ratio {ratio:4.2f}",
+                  f"med {statistics.median(tb) * 1e3:6.3f}  packed min {min(tp) * 1e3:6.3f} "
+                  f"med {statistics.median(tp) * 1e3:6.3f} ms  ratio {ratio:4.2f}",
                   flush=True)
 
 
