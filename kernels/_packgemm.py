@@ -43,7 +43,8 @@ import numpy as np
 from refnet.kernels._jit import JIT_OPTIONS
 from refnet.kernels._lazyjit import MODE, lazy_njit, load_numba, on_numba_load
 
-__all__ = ["MR", "NR", "PackedGemm", "pack_weights", "packed_gemm", "packed_gemm_numpy", "choose", "enabled"]
+__all__ = ["MR", "NR", "PackedGemm", "pack_weights", "packed_gemm", "packed_gemm_numpy", "choose", "enabled", "conv_offsets",
+           "matrix_offsets"]
 
 MR = 32  # weight rows (output channels) per panel: two AVX-512 vectors of float32
 NR = 7  # output columns per register tile (7x7 maps: 7 tiles; 14x14: 28)
@@ -99,9 +100,9 @@ _fast = lazy_njit(**{**JIT_OPTIONS, "fastmath": {"contract"}, "boundscheck": Fal
 
 
 @_fast
-def _tile(wp, x, p, c0, c1, c2, c3, c4, c5, c6, t):
-    """t[j, :] = (W panel p) @ X[:, c_j] for the 7 columns c0..c6 (t: (NR, MR)); see the module
-    docstring for why it is written out like this."""
+def _tile(wp, xf, kofs, p, c0, c1, c2, c3, c4, c5, c6, t):
+    """t[j, :] = (W panel p) @ X[:, j] for 7 columns, X[k, j] = xf[kofs[k] + c_j] (t: (NR, MR));
+    see the module docstring for why it is written out like this."""
     a0 = _carray(_stack(32), (32,))
     a1 = _carray(_stack(32), (32,))
     a2 = _carray(_stack(32), (32,))
@@ -119,14 +120,14 @@ def _tile(wp, x, p, c0, c1, c2, c3, c4, c5, c6, t):
         a6[lane] = 0.0
     for k in range(wp.shape[1]):
         wk = wp[p, k]
-        xk = x[k]
-        x0 = xk[c0]
-        x1 = xk[c1]
-        x2 = xk[c2]
-        x3 = xk[c3]
-        x4 = xk[c4]
-        x5 = xk[c5]
-        x6 = xk[c6]
+        ko = kofs[k]
+        x0 = xf[ko + c0]
+        x1 = xf[ko + c1]
+        x2 = xf[ko + c2]
+        x3 = xf[ko + c3]
+        x4 = xf[ko + c4]
+        x5 = xf[ko + c5]
+        x6 = xf[ko + c6]
         for lane in range(32):
             wl = wk[lane]
             a0[lane] += x0 * wl
@@ -147,19 +148,21 @@ def _tile(wp, x, p, c0, c1, c2, c3, c4, c5, c6, t):
 
 
 @_fast
-def packed_gemm(wp, x, c):
-    """c (M, N) = W @ x (K, N) with W packed by :func:`pack_weights` into wp (P, K, MR),
-    P * MR >= M. A last partial tile of columns repeats its last column (computed, not
-    stored)."""
+def packed_gemm(wp, xf, kofs, coffs, c):
+    """c (M, N) = W @ X with W packed by :func:`pack_weights` into wp (P, K, MR), P * MR >= M,
+    and X[k, j] = xf[kofs[k] + coffs[j]] (xf 1-D: a matrix, or an image whose im2col this
+    reads in place, :func:`conv_offsets`). A last partial tile of columns repeats its last
+    column (computed, not stored)."""
     m, n = c.shape
     t = np.empty((7, 32), np.float32)
+    last = n - 1
     for p in range(wp.shape[0]):
         r0 = p * 32
         rows = min(32, m - r0)
         for n0 in range(0, n, 7):
-            last = n - 1
-            _tile(wp, x, p, n0, min(n0 + 1, last), min(n0 + 2, last), min(n0 + 3, last),
-                  min(n0 + 4, last), min(n0 + 5, last), min(n0 + 6, last), t)
+            _tile(wp, xf, kofs, p, coffs[n0], coffs[min(n0 + 1, last)], coffs[min(n0 + 2, last)],
+                  coffs[min(n0 + 3, last)], coffs[min(n0 + 4, last)], coffs[min(n0 + 5, last)],
+                  coffs[min(n0 + 6, last)], t)
             for r in range(rows):
                 cr = c[r0 + r]
                 for j in range(min(7, n - n0)):
@@ -175,8 +178,25 @@ def pack_weights(wmat: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(wp.reshape(panels, MR, k).transpose(0, 2, 1))
 
 
-def packed_gemm_numpy(wp: np.ndarray, x: np.ndarray, c: np.ndarray) -> None:
-    """NumPy twin of :func:`packed_gemm` (one matmul per panel)."""
+def matrix_offsets(k: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(kofs, coffs) of a C-contiguous (k, n) matrix (unsigned: the kernel's loads then need no
+    negative-index wraparound, ~30 integer instructions per k less)."""
+    return np.arange(k, dtype=np.uint64) * np.uint64(n), np.arange(n, dtype=np.uint64)
+
+
+def conv_offsets(c: int, h: int, w: int, kh: int, kw: int, sh: int, sw: int, dh: int, dw: int, ho: int,
+                 wo: int) -> tuple[np.ndarray, np.ndarray]:
+    """(kofs, coffs) that read the im2col of a (c, h, w) C-contiguous image (already padded)
+    in place: X[(ci * kh + p) * kw + q, oh * wo + ow] = img[ci, oh * sh + p * dh, ow * sw + q * dw]."""
+    ci, p, q = np.meshgrid(np.arange(c), np.arange(kh), np.arange(kw), indexing="ij")
+    kofs = (ci * h * w + p * dh * w + q * dw).reshape(-1).astype(np.uint64)
+    oh, ow = np.meshgrid(np.arange(ho), np.arange(wo), indexing="ij")
+    return kofs, (oh * sh * w + ow * sw).reshape(-1).astype(np.uint64)
+
+
+def packed_gemm_numpy(wp: np.ndarray, xf: np.ndarray, kofs: np.ndarray, coffs: np.ndarray, c: np.ndarray) -> None:
+    """NumPy twin of :func:`packed_gemm` (X gathered, one matmul per panel)."""
+    x = xf[kofs[:, None] + coffs[None, :]]
     m = c.shape[0]
     for p in range(wp.shape[0]):
         r0, r1 = p * MR, min(m, (p + 1) * MR)
@@ -184,7 +204,8 @@ def packed_gemm_numpy(wp: np.ndarray, x: np.ndarray, c: np.ndarray) -> None:
 
 
 class PackedGemm:
-    """``g(x, c)``: c (M, N) = wmat @ x (K, N), float32, wmat packed once here."""
+    """``g(x, c)``: c (M, N) = wmat @ x (K, N), float32, wmat packed once here; ``g.offsets(xf,
+    kofs, coffs, c)``: the same with X[k, j] = xf[kofs[k] + coffs[j]]."""
 
     def __init__(self, wmat: np.ndarray) -> None:
         self.m, self.k = wmat.shape
@@ -195,11 +216,14 @@ class PackedGemm:
         return int(self.wp.nbytes)
 
     def __call__(self, x: np.ndarray, c: np.ndarray) -> None:
-        """c (M, N) = wmat @ x (K, N) (float32, both C-contiguous)."""
+        """c (M, N) = wmat @ x (K, N) (float32, x C-contiguous)."""
+        self.offsets(x.reshape(-1), *matrix_offsets(*x.shape), c)
+
+    def offsets(self, xf: np.ndarray, kofs: np.ndarray, coffs: np.ndarray, c: np.ndarray) -> None:
         if MODE.on or load_numba().config.DISABLE_JIT:  # (the kernel as Python: tests only)
-            packed_gemm_numpy(self.wp, x, c)
+            packed_gemm_numpy(self.wp, xf, kofs, coffs, c)
         else:
-            packed_gemm(self.wp, x, c)
+            packed_gemm(self.wp, xf, kofs, coffs, c)
 
 
 def enabled() -> bool:

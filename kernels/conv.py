@@ -1220,6 +1220,7 @@ class Conv2dPlan:
                 if g != 1 or dt != np.float32:
                     raise ValueError("packed needs an ungrouped float32 conv")
                 self.packed = _packgemm.PackedGemm(self.wmat[0])
+                self.pack_offsets = None  # (made on the first one-thread call)
         else:
             raise ValueError(f"unknown conv algorithm {alg!r}")
 
@@ -1347,32 +1348,30 @@ class Conv2dPlan:
 
     # ---- the packed-weight GEMM (kernels/_packgemm.py): one thread, small maps ----
     def _packed(self, x, y, res=None) -> bool:
-        """packed GEMM per image on x (1x1, stride 1), its subsampled copy (strided 1x1) or its
-        im2col, then the epilogue; several threads: the im2col / 1x1 paths. True when the
-        residual (if any) is applied too."""
+        """The packed GEMM per image, reading its im2col in place (from a zero-padded copy when
+        padded), then the epilogue; several threads: the im2col / 1x1 split paths. True when
+        the residual (if any) is applied too."""
         n, c, h, wd = self.x_shape
         _, co, ho, wo = self.y_shape
-        (sh, sw), (pt, pl, pb, pr), (dh, dw) = self.stride, self.pad, self.dilation
-        kh, kw = self.khw
-        plain = (kh, kw, pt, pl, pb, pr) == (1, 1, 0, 0, 0, 0)
+        pt, pl, pb, pr = self.pad
         if _split_threads(n * co * self.kdim * ho * wo) > 1:
-            if plain:
+            if self.khw == (1, 1) and self.pad == (0, 0, 0, 0):
                 return self._gemm1x1(x, y, res)
             self._im2col(x, y)
             return False
+        if self.pack_offsets is None:
+            (sh, sw), (dh, dw), (kh, kw) = self.stride, self.dilation, self.khw
+            self.pack_offsets = _packgemm.conv_offsets(c, h + pt + pb, wd + pl + pr, kh, kw, sh, sw, dh, dw, ho, wo)
         for i in range(n):
-            if plain and sh == sw == 1:
-                src = x[i].reshape(c, h * wd)
-            elif plain:
-                src = _scratch(c * ho * wo, self.dtype, "subsample").reshape(c, ho, wo)
-                np.copyto(src, x[i, :, ::sh, ::sw])
-                src = src.reshape(c, ho * wo)
-            else:
-                src = _scratch(self.kdim * ho * wo, self.dtype, "im2col").reshape(self.kdim, ho * wo)
-                xd = _phases(x[i], sw, "phases") if sw > 1 else x[i].reshape(c, h, 1, wd)
-                _im2col_phased(xd, wd, kh, kw, sh, sw, pt, pl, dh, dw, 0, ho, wo, src)
+            xi = x[i]
+            if pt or pl or pb or pr:
+                xp = _scratch(c * (h + pt + pb) * (wd + pl + pr), self.dtype, "packed_pad").reshape(
+                    c, h + pt + pb, wd + pl + pr)
+                xp.fill(0)
+                xp[:, pt : pt + h, pl : pl + wd] = xi
+                xi = xp
             yi = y[i].reshape(co, ho * wo)
-            self.packed(src, yi)
+            self.packed.offsets(xi.reshape(-1), *self.pack_offsets, yi)
             if res is not None:
                 _bias_res_act_cols(yi, np.ascontiguousarray(res[i]).reshape(co, ho * wo), self.b, self.res_act,
                                    self.slope, self.six, 0, ho * wo)

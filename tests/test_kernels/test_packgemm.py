@@ -28,16 +28,34 @@ def test_packed_gemm_vs_float64(m, k, n, rng):
     assert np.array_equal(wp.transpose(0, 2, 1).reshape(-1, k)[:m], w)  # panels hold W^T, rows padded with 0
     assert not wp.transpose(0, 2, 1).reshape(-1, k)[m:].any()
     got = np.full((m, n), np.nan, np.float32)
-    PG.packed_gemm(wp, x, got)
+    PG.packed_gemm(wp, x.reshape(-1), *PG.matrix_offsets(k, n), got)
     assert_close(got, want, 1e-6, "kernel")
     twin = np.full((m, n), np.nan, np.float32)
-    PG.packed_gemm_numpy(wp, x, twin)
+    PG.packed_gemm_numpy(wp, x.reshape(-1), *PG.matrix_offsets(k, n), twin)
     assert_close(twin, want, 1e-6, "twin")
     g = PG.PackedGemm(w)
     assert g.nbytes == wp.nbytes
     out = np.empty((m, n), np.float32)
     g(x, out)
     assert_close(out, want, 1e-6, "PackedGemm")
+
+
+def test_conv_offsets_read_the_im2col(rng):
+    """X[k, j] = img[kofs[k] + coffs[j]] is the im2col (rows (ci, p, q), columns (oh, ow)),
+    against explicit loops; a strided, dilated 2x3 kernel on a 3-channel 7x8 image."""
+    c, h, w, kh, kw, sh, sw, dh, dw = 3, 7, 8, 2, 3, 2, 1, 2, 2
+    ho, wo = (h - dh * (kh - 1) - 1) // sh + 1, (w - dw * (kw - 1) - 1) // sw + 1
+    img = rng.standard_normal((c, h, w)).astype(np.float32)
+    kofs, coffs = PG.conv_offsets(c, h, w, kh, kw, sh, sw, dh, dw, ho, wo)
+    got = img.reshape(-1)[kofs[:, None] + coffs[None, :]]
+    want = np.empty((c * kh * kw, ho * wo), np.float32)
+    for ci in range(c):
+        for p in range(kh):
+            for q in range(kw):
+                for oh in range(ho):
+                    for ow in range(wo):
+                        want[(ci * kh + p) * kw + q, oh * wo + ow] = img[ci, oh * sh + p * dh, ow * sw + q * dw]
+    assert np.array_equal(got, want)
 
 
 def test_packed_gemm_propagates_nan_and_inf(rng):
@@ -47,7 +65,7 @@ def test_packed_gemm_propagates_nan_and_inf(rng):
     x[5, 7] = np.inf
     want = w.astype(np.float64) @ x.astype(np.float64)
     got = np.empty((33, 9), np.float32)
-    PG.packed_gemm(PG.pack_weights(w), x, got)
+    PG.packed_gemm(PG.pack_weights(w), x.reshape(-1), *PG.matrix_offsets(6, 9), got)
     assert np.array_equal(np.isnan(got), np.isnan(want)) and np.array_equal(np.isinf(got), np.isinf(want))
     assert np.isnan(got[:, 4]).all() and np.array_equal(np.sign(got[:, 7]), np.sign(want[:, 7]))
     fin = np.isfinite(want)
