@@ -43,8 +43,8 @@ import numpy as np
 from refnet.kernels._jit import JIT_OPTIONS
 from refnet.kernels._lazyjit import MODE, lazy_njit, load_numba, on_numba_load
 
-__all__ = ["MR", "NR", "PackedGemm", "pack_weights", "packed_gemm", "packed_gemm_numpy", "choose", "enabled", "conv_offsets",
-           "matrix_offsets"]
+__all__ = ["MR", "NR", "PackedGemm", "pack_weights", "packed_gemm", "packed_gemm_numpy", "choose", "enabled",
+           "conv_offsets", "matrix_offsets"]
 
 MR = 32  # weight rows (output channels) per panel: two AVX-512 vectors of float32
 NR = 7  # output columns per register tile (7x7 maps: 7 tiles; 14x14: 28)
