@@ -100,9 +100,10 @@ _fast = lazy_njit(**{**JIT_OPTIONS, "fastmath": {"contract"}, "boundscheck": Fal
 
 
 @_fast
-def _tile(wp, xf, kofs, p, c0, c1, c2, c3, c4, c5, c6, t):
-    """t[j, :] = (W panel p) @ X[:, j] for 7 columns, X[k, j] = xf[kofs[k] + c_j] (t: (NR, MR));
-    see the module docstring for why it is written out like this."""
+def _tile(wp, xf, kofs, p, c0, c1, c2, c3, c4, c5, c6, cf, o0, n, rows, cols):
+    """(W panel p) @ X[:, j] for 7 columns, X[k, j] = xf[kofs[k] + c_j], stored to
+    cf[o0 + r * n + j] for the first ``rows`` rows and ``cols`` columns (cf: C flattened, row
+    length n); see the module docstring for why it is written out like this."""
     a0 = _carray(_stack(32), (32,))
     a1 = _carray(_stack(32), (32,))
     a2 = _carray(_stack(32), (32,))
@@ -137,24 +138,33 @@ def _tile(wp, xf, kofs, p, c0, c1, c2, c3, c4, c5, c6, t):
             a4[lane] += x4 * wl
             a5[lane] += x5 * wl
             a6[lane] += x6 * wl
-    for lane in range(32):
-        t[0, lane] = a0[lane]
-        t[1, lane] = a1[lane]
-        t[2, lane] = a2[lane]
-        t[3, lane] = a3[lane]
-        t[4, lane] = a4[lane]
-        t[5, lane] = a5[lane]
-        t[6, lane] = a6[lane]
+    # straight from the accumulators into C's rows (a copy through a tile buffer and a
+    # transposing loop cost 5-15% at K = 256..512)
+    for r in range(rows):
+        o = o0 + r * n
+        cf[o] = a0[r]
+        if cols > 1:
+            cf[o + 1] = a1[r]
+        if cols > 2:
+            cf[o + 2] = a2[r]
+        if cols > 3:
+            cf[o + 3] = a3[r]
+        if cols > 4:
+            cf[o + 4] = a4[r]
+        if cols > 5:
+            cf[o + 5] = a5[r]
+        if cols > 6:
+            cf[o + 6] = a6[r]
 
 
 @_fast
 def packed_gemm(wp, xf, kofs, coffs, c):
     """c (M, N) = W @ X with W packed by :func:`pack_weights` into wp (P, K, MR), P * MR >= M,
     and X[k, j] = xf[kofs[k] + coffs[j]] (xf 1-D: a matrix, or an image whose im2col this
-    reads in place, :func:`conv_offsets`). A last partial tile of columns repeats its last
-    column (computed, not stored)."""
+    reads in place, :func:`conv_offsets`); c C-contiguous. A last partial tile of columns
+    repeats its last column (computed, not stored)."""
     m, n = c.shape
-    t = np.empty((7, 32), np.float32)
+    cf = c.reshape(m * n)
     last = n - 1
     for p in range(wp.shape[0]):
         r0 = p * 32
@@ -162,11 +172,7 @@ def packed_gemm(wp, xf, kofs, coffs, c):
         for n0 in range(0, n, 7):
             _tile(wp, xf, kofs, p, coffs[n0], coffs[min(n0 + 1, last)], coffs[min(n0 + 2, last)],
                   coffs[min(n0 + 3, last)], coffs[min(n0 + 4, last)], coffs[min(n0 + 5, last)],
-                  coffs[min(n0 + 6, last)], t)
-            for r in range(rows):
-                cr = c[r0 + r]
-                for j in range(min(7, n - n0)):
-                    cr[n0 + j] = t[j, r]
+                  coffs[min(n0 + 6, last)], cf, r0 * n + n0, n, rows, min(7, n - n0))
 
 
 def pack_weights(wmat: np.ndarray) -> np.ndarray:

@@ -25,7 +25,12 @@ executor's per-call cost is a few microseconds. Algorithms:
   so few rows only streams its im2col buffer);
 * otherwise: numba im2col in cache-sized bands of output rows + BLAS GEMM into the output
   (strided convs: from the input split into its column phases once, so that every row segment
-  is a contiguous copy).
+  is a contiguous copy);
+* "packed", float32 ungrouped convs on small maps (ResNet-50's 7x7 and 14x14 stages; chosen
+  over the above by :func:`refnet.kernels._packgemm.choose`, off with ``REFNET_PACKGEMM=0``): a
+  numba GEMM on weights packed at plan time that reads the im2col in place (BLAS re-packs the
+  1-9 MB weights on every call); one thread only, several threads take the im2col / 1x1 split
+  paths. A NaN/Inf reaches only its receptive field (unlike Winograd, which it replaces on 7x7).
 
 Bias and activation (ReLU / leaky ReLU / PReLU per channel / ReLU6) are applied in one
 epilogue pass per band while it is still in cache. A plan made with ``residual=True`` adds a
