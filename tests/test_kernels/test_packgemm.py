@@ -40,6 +40,20 @@ def test_packed_gemm_vs_float64(m, k, n, rng):
     assert_close(out, want, 1e-6, "PackedGemm")
 
 
+def test_long_reductions_round_like_the_blas():
+    """K = 9216 positive products (rounding errors add up): summed in blocks of 128, the packed
+    GEMM stays within 2x np.matmul's float32 error against float64 (one FMA chain over all K:
+    13x here, and yolov2-tiny's 4x4 layers broke the suite's float32 tolerance)."""
+    rng = np.random.default_rng(3)
+    w = rng.uniform(0, 1, (64, 9216)).astype(np.float32)
+    x = rng.uniform(0, 1, (9216, 7)).astype(np.float32)
+    want = w.astype(np.float64) @ x.astype(np.float64)
+    got = np.empty((64, 7), np.float32)
+    PG.PackedGemm(w)(x, got)
+    blas = float(np.abs(w @ x - want).max() / want.max())
+    assert float(np.abs(got - want).max() / want.max()) <= 2 * blas + 1e-7
+
+
 def test_conv_offsets_read_the_im2col(rng):
     """X[k, j] = img[kofs[k] + coffs[j]] is the im2col (rows (ci, p, q), columns (oh, ow)),
     against explicit loops; a strided, dilated 2x3 kernel on a 3-channel 7x8 image."""
