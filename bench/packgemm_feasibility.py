@@ -10,9 +10,9 @@ per-round ratios packed / BLAS. ``--cold``: every timed call uses a different co
 weights out of a pool of more than 64 MB (as in a forward pass, where every layer's weights
 come from DRAM). Not collected by ``pytest bench``.
 
-Measured on the shared 2-core Zen 4 box (load 1-3, so +-5%), ratio packed / BLAS, median of 15:
-hot  stage 4: 0.77-0.91, stage 3: 0.92-1.05; see the report of the s6-packgemm session for
-the cold numbers.
+Measured 13:10 UTC on the shared 2-core Zen 4 box (load 1.5-2.2, so +-5%), first kernel version
+(one FMA chain, tile buffer), ratio packed / BLAS, median of 15: hot stage 4 0.84-0.90 (BLAS
+69-87 GFLOPS, packed 80-105), stage 3 0.92-1.04; cold stage 4 0.77-0.91, stage 3 0.89-1.06.
 """
 
 from __future__ import annotations
