@@ -371,3 +371,80 @@ def test_only_the_needed_layers_run_and_are_validated(rng):
     assert [s.node.name for s in net._plan(("c",), True).steps] == ["c"]
     with pytest.raises(Exception, match="'p'"):
         net.forward(x)
+
+
+def _fire_net(rng, n):
+    """A fire module and more: convs (ReLU-fused, plain, residual-fused) and a max pool feeding a
+    channel concat, that concat and a conv also read elsewhere feeding a second concat (axis -3)."""
+    w = {k: rng.normal(size=s) * 0.5 for k, s in (("sq", (3, 2, 1, 1)), ("e1", (4, 3, 1, 1)), ("e3", (5, 3, 3, 3)),
+                                                   ("rc", (3, 3, 3, 3)), ("e5", (2, 3, 1, 1)), ("fin", (3, 17, 1, 1)))}
+    b = {k: rng.normal(size=v.shape[0]) for k, v in w.items()}
+
+    def conv(name, src, pad=0):
+        return Node(name, "conv", [src], [name], {"pad": (pad,) * 4}, {"weight": w[name], "bias": b[name]})
+
+    nodes = [
+        conv("sq", "data"), Node("sqr", "relu", ["sq"], ["sqr"]),
+        conv("e1", "sqr"), Node("e1r", "relu", ["e1"], ["e1r"]),
+        conv("e3", "sqr", 1),
+        Node("p", "max_pool", ["sqr"], ["p"], {"kernel": (3, 3), "stride": (1, 1), "pad": (1, 1, 1, 1)}),
+        conv("rc", "sqr", 1), Node("add", "add", ["rc", "sqr"], ["add"]), Node("ar", "relu", ["add"], ["ar"]),
+        Node("cat", "concat", ["e1r", "e3", "p", "ar"], ["cat"], {"axis": 1}),
+        conv("e5", "p"),
+        Node("cat2", "concat", ["cat", "e5"], ["cat2"], {"axis": -3}),
+        conv("fin", "cat2"),
+        Node("e5s", "sigmoid", ["e5"], ["e5s"]),
+    ]
+    net = Net(Graph(nodes, ["data"], {"data": (n, 2, 6, 5)}))
+
+    def want(x):
+        sq = np.maximum(conv_oracle(x, w["sq"], b["sq"], 0), 0)
+        pp = np.pad(sq, ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
+        pool = np.max([pp[:, :, i:i + 6, j:j + 5] for i in range(3) for j in range(3)], axis=0)
+        e5 = conv_oracle(pool, w["e5"], b["e5"], 0)
+        cat = np.concatenate([np.maximum(conv_oracle(sq, w["e1"], b["e1"], 0), 0), conv_oracle(sq, w["e3"], b["e3"], 1),
+                              pool, np.maximum(conv_oracle(sq, w["rc"], b["rc"], 1) + sq, 0), e5], axis=1)
+        return {"fin": conv_oracle(cat, w["fin"], b["fin"], 0), "e5s": 1 / (1 + np.exp(-e5)), "e3": cat[:, 4:9]}
+
+    return net, want
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_convs_write_into_their_concat(rng, n, monkeypatch):
+    """Convolutions read only by a channel concat write straight into its buffer (batch N > 1:
+    image by image), the concat copies only its other inputs (a pool, an earlier concat, a conv
+    read elsewhere); a requested conv output, the unpooled program and later runs stay right.
+    Oracle: float64 formulas; the copying program (CONCAT_INTO off) gives the same numbers."""
+    import refnet.runtime.program as program
+
+    net, want = _fire_net(rng, n)
+    xs = [rng.normal(size=(n, 2, 6, 5)) for _ in range(2)]
+    outs = [net.forward(x) for x in xs]
+    for x, o in zip(xs, outs):  # results of an earlier run are not overwritten by a later one
+        for k in ("fin", "e5s"):
+            assert_close(o[k], want(x)[k], "f32_vs_f64", f"{k} n={n}")
+    prog = next(iter(net._programs.values()))
+    code = dict(zip(prog.layers, prog.code))
+    cat_buf = prog.buffers[code["cat"][4]]
+    for layer in ("e1", "e3", "rc"):  # fused with their activation / residual, writing into cat
+        assert np.shares_memory(prog.buffers[code[layer][4]], cat_buf), layer
+    assert not np.shares_memory(prog.buffers[code["e5"][4]], cat_buf)
+    assert code["cat2"][4] == -1  # no input written in place (e5 has two readers): a plain concat
+    # the step-by-step consumer's unpooled program concatenates as before
+    free = prog.unpooled()
+    regs = free.run(net._feeds(xs[0], _F32))
+    assert_close(regs[free.results["fin"]], want(xs[0])["fin"], "f32_vs_f64", "unpooled")
+    # a requested producer keeps its own array; the rest still writes into the concat
+    got = net.forward(xs[0], outputs=["e3", "fin"])
+    for k in ("e3", "fin"):
+        assert_close(got[k], want(xs[0])[k], "f32_vs_f64", f"{k} requested")
+    copying, _ = _fire_net(np.random.default_rng(0), n)  # the flag is read when the program is compiled
+    fused, _ = _fire_net(np.random.default_rng(0), n)
+    monkeypatch.setattr(program, "CONCAT_INTO", False)
+    a = copying.forward(xs[1])["fin"]
+    monkeypatch.setattr(program, "CONCAT_INTO", True)
+    b = fused.forward(xs[1])["fin"]
+    assert_close(b, a, 1e-6, "into vs copying")
+    if n == 1:
+        assert np.array_equal(a, b)
+    assert all(buf.base is None for buf in next(iter(copying._programs.values())).buffers)  # no views

@@ -6,7 +6,10 @@ are planned by their op's float32 planner: weights laid out, algorithm chosen); 
 in numbered slots and are dropped after their last reader; identity/split layers are aliases
 (no step, the output names the input's slot); the outputs of out-capable steps go to buffers
 preallocated per shape and reused once every tensor that may view them is dead (requested
-outputs always get fresh arrays). The per-layer overhead of the loop is about a microsecond.
+outputs always get fresh arrays). A convolution whose only reader is a channel concatenation
+writes straight into its slice of the concat's buffer (:func:`_concat_into`; the concat step then
+copies only its other inputs: SqueezeNet's fire modules, GoogLeNet's inception branches). The
+per-layer overhead of the loop is about a microsecond.
 
 :meth:`Program.steps` is that loop, one step at a time (a generator): :meth:`Program.run`
 drains it (``Net.forward``, ``trace``, ``profile``, the backward tape) and
@@ -21,6 +24,7 @@ runs heavy programs through :func:`refnet.runtime.interrupt.run_interruptibly` (
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -36,9 +40,14 @@ from refnet.runtime.plan import Plan, check_size
 from refnet.runtime.smallnet import kernels_for
 from refnet.runtime.threads import before_forward
 
-__all__ = ["Program", "compile_program", "run_program", "RUN_LOCK"]
+__all__ = ["Program", "compile_program", "run_program", "RUN_LOCK", "CONCAT_INTO"]
 
 RUN_LOCK = threading.RLock()
+
+#: convolutions write into their slice of the concat reading them (:func:`_concat_into`); read when
+#: a program is compiled. ``REFNET_CONCAT_INTO=0``: every concat copies its inputs (A/B switch)
+CONCAT_INTO = os.environ.get("REFNET_CONCAT_INTO", "1") != "0"
+_INTO_OPS = ("conv",)  # ops whose planned step writes its whole output into ``out`` and returns it
 
 
 class Program:
@@ -144,13 +153,15 @@ def run_program(prog: Program, feeds: Mapping[str, np.ndarray]) -> list:
 class _Entry:
     """A bound step before slots get buffers and frees."""
 
-    __slots__ = ("fn", "ins", "outs", "takes_out", "fresh", "layer", "op", "out_shape")
+    __slots__ = ("fn", "ins", "outs", "takes_out", "fresh", "layer", "op", "out_shape", "node", "params",
+                 "in_shapes")
 
     def __init__(self, fn: Callable, ins: list[int], outs: list[int], takes_out: bool, node: Node,
-                 out_shape: tuple[int, ...]) -> None:
+                 out_shape: tuple[int, ...], params: dict, in_shapes: list[tuple[int, ...]]) -> None:
         self.fn, self.ins, self.outs, self.takes_out = fn, ins, outs, takes_out
         self.fresh = registry.OPS[node.op].fresh  # outputs never share memory with inputs
         self.layer, self.op, self.out_shape = node.name, node.op, out_shape
+        self.node, self.params, self.in_shapes = node, params, in_shapes
 
 
 def compile_program(plan: Plan, shapes: Mapping[str, tuple[int, ...]], ctx: Ctx, input_names: Sequence[str],
@@ -169,7 +180,8 @@ def compile_program(plan: Plan, shapes: Mapping[str, tuple[int, ...]], ctx: Ctx,
         prog.results[name] = slot[tensor]
     kept = set(prog.results.values()) | {s for _, s in prog.feeds}
     find, last, cls_end, cls_kept = _alias_classes(entries, prog.nslots, kept)
-    _assign_buffers(prog, entries, ctx, find, last, cls_end, cls_kept, kept)
+    into = _concat_into(entries, ctx, kept, lambda s: find(s) in cls_kept) if CONCAT_INTO and ctx.fast else {}
+    _assign_buffers(prog, entries, ctx, find, last, cls_end, cls_kept, kept, into)
     return prog
 
 
@@ -212,7 +224,7 @@ def _bind(prog: Program, plan: Plan, shp: dict[str, tuple[int, ...]], ctx: Ctx, 
             slot[t] = prog.nslots
             outs.append(prog.nslots)
             prog.nslots += 1
-        entries.append(_Entry(fn, ins, outs, takes_out, node, out_shapes[0]))
+        entries.append(_Entry(fn, ins, outs, takes_out, node, out_shapes[0], params, in_shapes))
     return entries
 
 
@@ -251,26 +263,44 @@ def _alias_classes(entries: list[_Entry], nslots: int, kept: set[int]
 
 
 def _assign_buffers(prog: Program, entries: list[_Entry], ctx: Ctx, find: Callable[[int], int], last: list[int],
-                    cls_end: dict[int, int], cls_kept: set[int], kept: set[int]) -> None:
+                    cls_end: dict[int, int], cls_kept: set[int], kept: set[int],
+                    into: dict[int, tuple[int, int, int]]) -> None:
     """Emit the code: buffers for the outputs of out-capable steps (none for a class holding a
-    kept slot), each back in its pool once its alias class is dead; frees after last reads."""
+    kept slot), each back in its pool once its alias class is dead; frees after last reads.
+    ``into`` (producer step -> (concat step, first channel, end channel), :func:`_concat_into`):
+    the concat's buffer is taken at its first producer and each producer writes into a view of it."""
     free_bufs: dict[tuple, list[int]] = {}
     held: dict[int, list[int]] = {}
     release_at: dict[int, list[int]] = {}
+    whole: dict[int, int] = {}  # concat step -> its buffer, once its first producer ran
+
+    def take(e: _Entry) -> int:
+        key = (e.out_shape, ctx.dtype.str)
+        pool = free_bufs.setdefault(key, [])
+        if pool:
+            buf = pool.pop()
+        else:
+            buf = len(prog.buffers)
+            prog.buffers.append(np.empty(key[0], dtype=ctx.dtype))
+        r = find(e.outs[0])
+        held.setdefault(r, []).append(buf)
+        if not held[r][1:]:
+            release_at.setdefault(cls_end[r], []).append(r)
+        return buf
+
     for j, e in enumerate(entries):
         buf = -1
-        if e.takes_out and len(e.outs) == 1 and find(e.outs[0]) not in cls_kept:
-            key = (e.out_shape, ctx.dtype.str)
-            pool = free_bufs.setdefault(key, [])
-            if pool:
-                buf = pool.pop()
-            else:
-                buf = len(prog.buffers)
-                prog.buffers.append(np.empty(key[0], dtype=ctx.dtype))
-            r = find(e.outs[0])
-            held.setdefault(r, []).append(buf)
-            if not held[r][1:]:
-                release_at.setdefault(cls_end[r], []).append(r)
+        if j in into:
+            cj, c0, c1 = into[j]
+            if cj not in whole:
+                whole[cj] = take(entries[cj])
+            buf = len(prog.buffers)  # a view, in no pool: the concat's class holds the memory
+            prog.buffers.append(prog.buffers[whole[cj]][:, c0:c1])
+            prog.n_pooled += 1
+        elif j in whole:
+            buf = whole[j]
+        elif e.takes_out and len(e.outs) == 1 and find(e.outs[0]) not in cls_kept:
+            buf = take(e)
             prog.n_pooled += 1
         out1 = e.outs[0] if len(e.outs) == 1 else -1
         prog.code.append((e.fn, tuple(e.ins), out1, tuple(e.outs), buf))
@@ -280,6 +310,86 @@ def _assign_buffers(prog: Program, entries: list[_Entry], ctx: Ctx, find: Callab
         for r in release_at.pop(j, ()):
             for b in held.pop(r, ()):
                 free_bufs[(prog.buffers[b].shape, ctx.dtype.str)].append(b)
+
+
+def _concat_into(entries: list[_Entry], ctx: Ctx, kept: set[int], kept_class: Callable[[int], bool]
+                 ) -> dict[int, tuple[int, int, int]]:
+    """Convolutions writing straight into their channel span of the concat that reads them:
+    producer step -> (concat step, first channel, end channel). A producer qualifies when it is
+    a planned conv step that writes its whole output into ``out`` (and returns it), the concat
+    (4-D, along channels, its output not kept) is the only reader of that output, and the output
+    is not kept. The concat's step then copies only its other inputs into ``out`` (without
+    ``out``, as in :meth:`Program.unpooled`, it concatenates as before); with a batch of N > 1 a
+    channel span is not contiguous, so the producer runs its batch-1 plan per image."""
+    readers: dict[int, int] = {}
+    maker: dict[int, int] = {}
+    for j, e in enumerate(entries):
+        for s in e.ins:
+            readers[s] = readers.get(s, 0) + 1
+        for s in e.outs:
+            maker[s] = j
+    into: dict[int, tuple[int, int, int]] = {}
+    for j, e in enumerate(entries):
+        if e.op != "concat" or len(e.outs) != 1 or len(e.out_shape) != 4 or kept_class(e.outs[0]):
+            continue
+        if registry.axis_of(e.node, registry.attrs(e.node)["axis"], 4) != 1:
+            continue
+        c0, rest, mine = 0, [], {}
+        for k, (s, shape) in enumerate(zip(e.ins, e.in_shapes)):
+            c1 = c0 + int(shape[1])
+            p = maker.get(s)
+            fn = _writer(entries[p], ctx) if p is not None and readers[s] == 1 and s not in kept else None
+            if fn is not None:
+                mine[p] = (j, c0, c1, fn)
+            else:
+                rest.append((k, c0, c1))
+            c0 = c1
+        if mine:
+            for p, (cj, a, b, fn) in mine.items():
+                entries[p].fn = fn
+                into[p] = (cj, a, b)
+            e.fn, e.takes_out = _concat_rest(e.fn, rest), True
+    return into
+
+
+def _writer(e: _Entry, ctx: Ctx) -> Callable | None:
+    """``e``'s step writing into a channel span of a concat's buffer (see :func:`_concat_into`),
+    or None when ``e`` cannot."""
+    if e.op not in _INTO_OPS or not e.takes_out or len(e.outs) != 1 or len(e.out_shape) != 4:
+        return None
+    n = e.out_shape[0]
+    if n == 1:  # the span of a single image is contiguous
+        return e.fn
+    res = registry.OPS[e.op].prepare(e.node, e.params, [(1,) + tuple(s[1:]) for s in e.in_shapes], ctx)
+    if res is None or not res[1]:
+        return None
+    return _per_image(e.fn, res[0], n)
+
+
+def _per_image(fn: Callable, one: Callable, n: int) -> Callable:
+    """A step running ``one`` (planned for batch 1) image by image into ``out`` (a channel span
+    of a concat's buffer); ``fn`` (planned for the batch) without ``out``."""
+    def step(*xs, out=None):
+        if out is None:
+            return fn(*xs)
+        for i in range(n):
+            one(*[x[i:i + 1] for x in xs], out=out[i:i + 1])
+        return out
+
+    return step
+
+
+def _concat_rest(fn: Callable, rest: list[tuple[int, int, int]]) -> Callable:
+    """A concat step whose ``out`` already holds the inputs its producers wrote: copy the others
+    (``rest``: input position, first channel, end channel); ``fn``, the concat, without ``out``."""
+    def step(*xs, out=None):
+        if out is None:
+            return fn(*xs)
+        for k, c0, c1 in rest:
+            np.copyto(out[:, c0:c1], xs[k])
+        return out
+
+    return step
 
 
 def _generic(run: Callable, node: Node, params: dict, ctx: Ctx, n_out: int) -> Callable:
