@@ -8,8 +8,9 @@ or ``--caffe googlenet,...``: the arch-only prototxts of REFNET_MODELS with the 
 caffemodels). Variant A runs with the flag False, B with it True: the flag is set before every
 call of that variant (so it holds both when the program is compiled and when it runs). Rounds
 alternate A and B (order flipped every round), each timed call after an untimed warm-up call of
-the same variant; prints the medians, the median and spread (min..max) of the per-round
-ratios B/A, and the load average. Not collected by ``pytest bench``.
+the same variant; prints the medians (wall clock, and the process CPU time, which a
+descheduling by other processes does not inflate: 1 thread only), the median and spread
+(min..max) of the per-round ratios B/A, and the load average. Not collected by ``pytest bench``.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         for kind, name in cases:
             nets, x = _nets(kind, name, Path(wd))
             times: list[list[float]] = [[], []]
+            cpu: list[list[float]] = [[], []]
             outs = []
             for v in (0, 1):
                 setattr(mod, attr, bool(v))
@@ -82,15 +84,17 @@ def main(argv: list[str] | None = None) -> int:
                     setattr(mod, attr, bool(v))
                     nets[v].forward(x)
                     time.sleep(0.05)
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.process_time()
                     nets[v].forward(x)
+                    cpu[v].append(time.process_time() - c0)
                     times[v].append(time.perf_counter() - t0)
-            ratios = [b / a_ for a_, b in zip(*times)]
-            ma, mb = (statistics.median(t) * 1e3 for t in times)
-            print(f"{kind} {name}: {attr}=False {ma:.2f} ms, True {mb:.2f} ms; B/A median "
-                  f"{statistics.median(ratios):.3f} (min {min(ratios):.3f}, max {max(ratios):.3f}, "
-                  f"{len(ratios)} rounds, {a.threads} thread(s)); output max rel diff {diff:.2e}; "
-                  f"load {os.getloadavg()[0]:.2f}", flush=True)
+            for what, ts in (("wall", times), ("cpu", cpu)):
+                ratios = [b / a_ for a_, b in zip(*ts)]
+                ma, mb = (statistics.median(t) * 1e3 for t in ts)
+                print(f"{kind} {name} {what}: {attr}=False {ma:.2f} ms, True {mb:.2f} ms (min {min(ts[0]) * 1e3:.2f}"
+                      f" / {min(ts[1]) * 1e3:.2f}); B/A median {statistics.median(ratios):.3f} (min {min(ratios):.3f},"
+                      f" max {max(ratios):.3f}, {len(ratios)} rounds, {a.threads} thread(s)); output max rel diff "
+                      f"{diff:.2e}; load {os.getloadavg()[0]:.2f}", flush=True)
     return 0
 
 

@@ -447,4 +447,28 @@ def test_convs_write_into_their_concat(rng, n, monkeypatch):
     assert_close(b, a, 1e-6, "into vs copying")
     if n == 1:
         assert np.array_equal(a, b)
-    assert all(buf.base is None for buf in next(iter(copying._programs.values())).buffers)  # no views
+    copy_prog = next(iter(copying._programs.values()))
+    assert dict(zip(copy_prog.layers, copy_prog.code))["cat"][4] == -1  # a plain concat
+
+
+def test_arena_never_overlaps_two_live_buffers(rng):
+    """The arena (refnet.runtime.program._arena): buffers whose lifetimes (first and last step,
+    inclusive) overlap never share a byte, are C-contiguous, aligned and of their shapes; dead
+    memory is reused (the arena is smaller than the sum of the buffers)."""
+    from refnet.runtime.program import _ALIGN, _arena
+
+    for _ in range(20):
+        blocks = []
+        for _ in range(30):
+            start = int(rng.integers(0, 40))
+            blocks.append((tuple(int(d) for d in rng.integers(1, 9, size=int(rng.integers(1, 5)))), start,
+                           start + int(rng.integers(0, 6))))
+        blocks.sort(key=lambda b: b[1])
+        arrays = _arena(blocks, np.dtype(np.float32))
+        for a, (shape, _, _) in zip(arrays, blocks):
+            assert a.shape == shape and a.dtype == np.float32 and a.flags.c_contiguous and a.ctypes.data % _ALIGN == 0
+        for i, (_, s0, e0) in enumerate(blocks):
+            for j, (_, s1, e1) in enumerate(blocks[:i]):
+                assert not (s0 <= e1 and s1 <= e0 and np.shares_memory(arrays[i], arrays[j])), (i, j)
+        used = {a.ctypes.data for a in arrays}
+        assert len(used) < len(arrays)

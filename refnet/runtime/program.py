@@ -24,6 +24,7 @@ runs heavy programs through :func:`refnet.runtime.interrupt.run_interruptibly` (
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -47,6 +48,10 @@ RUN_LOCK = threading.RLock()
 #: convolutions write into their slice of the concat reading them (:func:`_concat_into`); read when
 #: a program is compiled. ``REFNET_CONCAT_INTO=0``: every concat copies its inputs (A/B switch)
 CONCAT_INTO = os.environ.get("REFNET_CONCAT_INTO", "1") != "0"
+#: the buffers of a program are views of one array at liveness-planned offsets (:func:`_arena`);
+#: ``REFNET_ARENA=0``: one array per shape and lifetime (A/B switch)
+ARENA = os.environ.get("REFNET_ARENA", "1") != "0"
+_ALIGN = 64  # bytes: buffers in the arena start on cache lines
 _INTO_OPS = ("conv",)  # ops whose planned step writes its whole output into ``out`` and returns it
 
 
@@ -265,51 +270,87 @@ def _alias_classes(entries: list[_Entry], nslots: int, kept: set[int]
 def _assign_buffers(prog: Program, entries: list[_Entry], ctx: Ctx, find: Callable[[int], int], last: list[int],
                     cls_end: dict[int, int], cls_kept: set[int], kept: set[int],
                     into: dict[int, tuple[int, int, int]]) -> None:
-    """Emit the code: buffers for the outputs of out-capable steps (none for a class holding a
-    kept slot), each back in its pool once its alias class is dead; frees after last reads.
+    """Emit the code: a buffer for the output of every out-capable step (none for a class holding
+    a kept slot), live from that step until its alias class is dead; frees after last reads.
     ``into`` (producer step -> (concat step, first channel, end channel), :func:`_concat_into`):
-    the concat's buffer is taken at its first producer and each producer writes into a view of it."""
-    free_bufs: dict[tuple, list[int]] = {}
-    held: dict[int, list[int]] = {}
-    release_at: dict[int, list[int]] = {}
+    the concat's buffer is taken at its first producer and each producer writes into a view of it.
+    The buffers' memory: :func:`_arena` (or, without ARENA, one array per shape and lifetime)."""
+    blocks: list[tuple[tuple[int, ...], int, int]] = []  # (shape, first step, last step) per buffer
+    views: dict[int, tuple[int, int, int]] = {}  # buffer -> (its concat's buffer, c0, c1)
     whole: dict[int, int] = {}  # concat step -> its buffer, once its first producer ran
 
-    def take(e: _Entry) -> int:
-        key = (e.out_shape, ctx.dtype.str)
-        pool = free_bufs.setdefault(key, [])
-        if pool:
-            buf = pool.pop()
-        else:
-            buf = len(prog.buffers)
-            prog.buffers.append(np.empty(key[0], dtype=ctx.dtype))
-        r = find(e.outs[0])
-        held.setdefault(r, []).append(buf)
-        if not held[r][1:]:
-            release_at.setdefault(cls_end[r], []).append(r)
-        return buf
+    def take(e: _Entry, j: int) -> int:
+        blocks.append((tuple(e.out_shape), j, cls_end[find(e.outs[0])]))
+        return len(blocks) - 1
 
     for j, e in enumerate(entries):
         buf = -1
         if j in into:
             cj, c0, c1 = into[j]
             if cj not in whole:
-                whole[cj] = take(entries[cj])
-            buf = len(prog.buffers)  # a view, in no pool: the concat's class holds the memory
-            prog.buffers.append(prog.buffers[whole[cj]][:, c0:c1])
+                whole[cj] = take(entries[cj], j)
+            buf = len(blocks)
+            blocks.append(((), j, j))  # a view: the concat's buffer holds the memory
+            views[buf] = (whole[cj], c0, c1)
             prog.n_pooled += 1
         elif j in whole:
             buf = whole[j]
         elif e.takes_out and len(e.outs) == 1 and find(e.outs[0]) not in cls_kept:
-            buf = take(e)
+            buf = take(e, j)
             prog.n_pooled += 1
         out1 = e.outs[0] if len(e.outs) == 1 else -1
         prog.code.append((e.fn, tuple(e.ins), out1, tuple(e.outs), buf))
         prog.frees.append(tuple(s for s in set(e.ins) if last[s] == j and s not in kept))
         prog.layers.append(e.layer)
         prog.ops.append(e.op)
-        for r in release_at.pop(j, ()):
-            for b in held.pop(r, ()):
-                free_bufs[(prog.buffers[b].shape, ctx.dtype.str)].append(b)
+    owned = [b for b in range(len(blocks)) if b not in views]
+    arrays = (_arena if ARENA else _per_shape)([blocks[b] for b in owned], ctx.dtype)
+    prog.buffers = [np.empty(0, ctx.dtype)] * len(blocks)
+    for b, a in zip(owned, arrays):
+        prog.buffers[b] = a
+    for b, (w, c0, c1) in views.items():
+        prog.buffers[b] = prog.buffers[w][:, c0:c1]
+
+
+def _per_shape(blocks: list[tuple[tuple[int, ...], int, int]], dtype: np.dtype) -> list[np.ndarray]:
+    """One array per block, shared by blocks of the same shape whose lifetimes do not overlap
+    (a dead block's array is reused by the next block of its shape)."""
+    pools: dict[tuple[int, ...], list[tuple[int, np.ndarray]]] = {}
+    out = []
+    for shape, start, end in blocks:  # in order of first step
+        pool = pools.setdefault(shape, [])
+        free = next((i for i, (e, _) in enumerate(pool) if e < start), None)
+        a = np.empty(shape, dtype) if free is None else pool.pop(free)[1]
+        pool.append((end, a))
+        out.append(a)
+    return out
+
+
+def _arena(blocks: list[tuple[tuple[int, ...], int, int]], dtype: np.dtype) -> list[np.ndarray]:
+    """Views of one array (the arena) for the blocks, at offsets that never overlap two blocks
+    alive at the same step: each block at the lowest offset (64-byte aligned) free during its
+    lifetime, so a step's output goes where a recently dead tensor was (still in cache), and
+    the memory of a forward is about its peak of live tensors, not the sum over shapes."""
+    item = np.dtype(dtype).itemsize
+    sizes = [-(-math.prod(sh) * item // _ALIGN) * _ALIGN for sh, _, _ in blocks]
+    offsets = [0] * len(blocks)
+    live: list[tuple[int, int, int]] = []  # (offset, size, last step), by offset
+    top = 0
+    for b, (_, start, end) in enumerate(blocks):  # in order of first step
+        live = [blk for blk in live if blk[2] >= start]
+        off = 0
+        for lo, size, _ in live:
+            if lo - off >= sizes[b]:
+                break
+            off = max(off, lo + size)
+        offsets[b] = off
+        live.append((off, sizes[b], end))
+        live.sort()
+        top = max(top, off + sizes[b])
+    raw = np.empty(top + _ALIGN, np.uint8)
+    base = -raw.ctypes.data % _ALIGN
+    return [raw[base + o: base + o + math.prod(sh) * item].view(dtype).reshape(sh)
+            for o, (sh, _, _) in zip(offsets, blocks)]
 
 
 def _concat_into(entries: list[_Entry], ctx: Ctx, kept: set[int], kept_class: Callable[[int], bool]
