@@ -472,3 +472,29 @@ def test_arena_never_overlaps_two_live_buffers(rng):
                 assert not (s0 <= e1 and s1 <= e0 and np.shares_memory(arrays[i], arrays[j])), (i, j)
         used = {a.ctypes.data for a in arrays}
         assert len(used) < len(arrays)
+
+
+def test_planned_slice_reshape_flatten_are_views_with_the_kernels_values(rng):
+    """The float32 planners of slice (points / equal parts), reshape (0 and -1 entries) and
+    flatten bind the output shapes once and return views; values = NumPy's own slicing and
+    reshaping of the input, and = the float64 path."""
+    nodes = [
+        Node("s", "slice", ["data"], ["s", "s:1", "s:2"], {"axis": 1, "points": (1, 4)}),
+        Node("e", "slice", ["s:2"], ["e", "e:1"], {"axis": -1}),
+        Node("r", "reshape", ["s:1"], ["r"], {"shape": (0, -1, 2)}),
+        Node("f", "flatten", ["e:1"], ["f"], {"axis": 2}),
+    ]
+    net = Net(Graph(nodes, ["data"], {"data": (2, 6, 3, 4)}))
+    x = rng.normal(size=(2, 6, 3, 4)).astype(np.float32)
+    names = ["s", "e", "r", "f"]
+    got = net.forward(x, outputs=names)
+    want = {"s": x[:, :1], "e": x[:, 4:, :, :2], "r": x[:, 1:4].reshape(2, -1, 2),
+            "f": x[:, 4:, :, 2:].reshape(2, 2, 6)}
+    ref = net.forward(x, outputs=names, precision="float64")
+    for k in names:
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+        np.testing.assert_array_equal(ref[k], want[k].astype(np.float64), err_msg=k)
+    prog = next(p for p in net._programs.values() if p.code)
+    feeds = net._feeds(x, _F32)
+    regs = prog.run(feeds)
+    assert all(np.shares_memory(regs[prog.results[k]], feeds["data"]) for k in ("s", "e", "r"))
