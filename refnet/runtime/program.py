@@ -4,9 +4,10 @@ precision, and the one loop that runs it.
 :func:`compile_program` turns every step into a callable with its arguments bound (the fast ops
 are planned by their op's float32 planner: weights laid out, algorithm chosen); tensors live
 in numbered slots and are dropped after their last reader; identity/split layers are aliases
-(no step, the output names the input's slot); the outputs of out-capable steps go to buffers
-preallocated per shape and reused once every tensor that may view them is dead (requested
-outputs always get fresh arrays). A convolution whose only reader is a channel concatenation
+(no step, the output names the input's slot); the outputs of out-capable steps go to
+preallocated buffers, views of one arena at offsets planned from their lifetimes (a buffer's
+memory is reused once every tensor that may view it is dead, :func:`_arena`; requested outputs
+always get fresh arrays). A convolution whose only reader is a channel concatenation
 writes straight into its slice of the concat's buffer (:func:`_concat_into`; the concat step then
 copies only its other inputs: SqueezeNet's fire modules, GoogLeNet's inception branches). The
 per-layer overhead of the loop is about a microsecond.
