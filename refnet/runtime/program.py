@@ -8,7 +8,7 @@ in numbered slots and are dropped after their last reader; identity/split layers
 preallocated buffers, views of one arena at offsets planned from their lifetimes (a buffer's
 memory is reused once every tensor that may view it is dead, :func:`_arena`; requested outputs
 always get fresh arrays). A convolution whose only reader is a channel concatenation
-writes straight into its slice of the concat's buffer (:func:`_concat_into`; the concat step then
+writes straight into its slice of the concat's buffer (batch 1, :func:`_concat_into`; the concat step then
 copies only its other inputs: SqueezeNet's fire modules, GoogLeNet's inception branches). The
 per-layer overhead of the loop is about a microsecond.
 
@@ -159,15 +159,14 @@ def run_program(prog: Program, feeds: Mapping[str, np.ndarray]) -> list:
 class _Entry:
     """A bound step before slots get buffers and frees."""
 
-    __slots__ = ("fn", "ins", "outs", "takes_out", "fresh", "layer", "op", "out_shape", "node", "params",
-                 "in_shapes")
+    __slots__ = ("fn", "ins", "outs", "takes_out", "fresh", "layer", "op", "out_shape", "node", "in_shapes")
 
     def __init__(self, fn: Callable, ins: list[int], outs: list[int], takes_out: bool, node: Node,
-                 out_shape: tuple[int, ...], params: dict, in_shapes: list[tuple[int, ...]]) -> None:
+                 out_shape: tuple[int, ...], in_shapes: list[tuple[int, ...]]) -> None:
         self.fn, self.ins, self.outs, self.takes_out = fn, ins, outs, takes_out
         self.fresh = registry.OPS[node.op].fresh  # outputs never share memory with inputs
         self.layer, self.op, self.out_shape = node.name, node.op, out_shape
-        self.node, self.params, self.in_shapes = node, params, in_shapes
+        self.node, self.in_shapes = node, in_shapes
 
 
 def compile_program(plan: Plan, shapes: Mapping[str, tuple[int, ...]], ctx: Ctx, input_names: Sequence[str],
@@ -186,7 +185,7 @@ def compile_program(plan: Plan, shapes: Mapping[str, tuple[int, ...]], ctx: Ctx,
         prog.results[name] = slot[tensor]
     kept = set(prog.results.values()) | {s for _, s in prog.feeds}
     find, last, cls_end, cls_kept = _alias_classes(entries, prog.nslots, kept)
-    into = _concat_into(entries, ctx, kept, lambda s: find(s) in cls_kept) if CONCAT_INTO and ctx.fast else {}
+    into = _concat_into(entries, kept, lambda s: find(s) in cls_kept) if CONCAT_INTO and ctx.fast else {}
     _assign_buffers(prog, entries, ctx, find, last, cls_end, cls_kept, kept, into)
     return prog
 
@@ -230,7 +229,7 @@ def _bind(prog: Program, plan: Plan, shp: dict[str, tuple[int, ...]], ctx: Ctx, 
             slot[t] = prog.nslots
             outs.append(prog.nslots)
             prog.nslots += 1
-        entries.append(_Entry(fn, ins, outs, takes_out, node, out_shapes[0], params, in_shapes))
+        entries.append(_Entry(fn, ins, outs, takes_out, node, out_shapes[0], in_shapes))
     return entries
 
 
@@ -354,15 +353,17 @@ def _arena(blocks: list[tuple[tuple[int, ...], int, int]], dtype: np.dtype) -> l
             for o, (sh, _, _) in zip(offsets, blocks)]
 
 
-def _concat_into(entries: list[_Entry], ctx: Ctx, kept: set[int], kept_class: Callable[[int], bool]
+def _concat_into(entries: list[_Entry], kept: set[int], kept_class: Callable[[int], bool]
                  ) -> dict[int, tuple[int, int, int]]:
     """Convolutions writing straight into their channel span of the concat that reads them:
     producer step -> (concat step, first channel, end channel). A producer qualifies when it is
     a planned conv step that writes its whole output into ``out`` (and returns it), the concat
     (4-D, along channels, its output not kept) is the only reader of that output, and the output
-    is not kept. The concat's step then copies only its other inputs into ``out`` (without
-    ``out``, as in :meth:`Program.unpooled`, it concatenates as before); with a batch of N > 1 a
-    channel span is not contiguous, so the producer runs its batch-1 plan per image."""
+    is not kept, in a batch of one image (with N > 1 a channel span is not contiguous; running
+    the producer's batch-1 plan image by image into it measured no gain on Caffe GoogLeNet's
+    batch of 10: process CPU time B/A 0.99 at one thread, 1.10 at two). The concat's step then
+    copies only its other inputs into ``out`` (without ``out``, as in :meth:`Program.unpooled`,
+    it concatenates as before)."""
     readers: dict[int, int] = {}
     maker: dict[int, int] = {}
     for j, e in enumerate(entries):
@@ -380,45 +381,20 @@ def _concat_into(entries: list[_Entry], ctx: Ctx, kept: set[int], kept_class: Ca
         for k, (s, shape) in enumerate(zip(e.ins, e.in_shapes)):
             c1 = c0 + int(shape[1])
             p = maker.get(s)
-            fn = _writer(entries[p], ctx) if p is not None and readers[s] == 1 and s not in kept else None
-            if fn is not None:
-                mine[p] = (j, c0, c1, fn)
+            if p is not None and readers[s] == 1 and s not in kept and _writes_into(entries[p]):
+                mine[p] = (j, c0, c1)
             else:
                 rest.append((k, c0, c1))
             c0 = c1
         if mine:
-            for p, (cj, a, b, fn) in mine.items():
-                entries[p].fn = fn
-                into[p] = (cj, a, b)
+            into.update(mine)
             e.fn, e.takes_out = _concat_rest(e.fn, rest), True
     return into
 
 
-def _writer(e: _Entry, ctx: Ctx) -> Callable | None:
-    """``e``'s step writing into a channel span of a concat's buffer (see :func:`_concat_into`),
-    or None when ``e`` cannot."""
-    if e.op not in _INTO_OPS or not e.takes_out or len(e.outs) != 1 or len(e.out_shape) != 4:
-        return None
-    n = e.out_shape[0]
-    if n == 1:  # the span of a single image is contiguous
-        return e.fn
-    res = registry.OPS[e.op].prepare(e.node, e.params, [(1,) + tuple(s[1:]) for s in e.in_shapes], ctx)
-    if res is None or not res[1]:
-        return None
-    return _per_image(e.fn, res[0], n)
-
-
-def _per_image(fn: Callable, one: Callable, n: int) -> Callable:
-    """A step running ``one`` (planned for batch 1) image by image into ``out`` (a channel span
-    of a concat's buffer); ``fn`` (planned for the batch) without ``out``."""
-    def step(*xs, out=None):
-        if out is None:
-            return fn(*xs)
-        for i in range(n):
-            one(*[x[i:i + 1] for x in xs], out=out[i:i + 1])
-        return out
-
-    return step
+def _writes_into(e: _Entry) -> bool:
+    """Whether ``e``'s step can write its output into a channel span of a concat's buffer."""
+    return e.op in _INTO_OPS and e.takes_out and len(e.outs) == 1 and len(e.out_shape) == 4 and e.out_shape[0] == 1
 
 
 def _concat_rest(fn: Callable, rest: list[tuple[int, int, int]]) -> Callable:
