@@ -10,13 +10,12 @@ Not collected by ``pytest bench``.
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
 import os
 import statistics
 import time
 
 import numpy as np
+from _oldnew import old_and_new
 
 # (C, H, W, kernel, stride, pad) of a conv input (one image)
 CASES = [(128, 56, 56, 3, 2, 1), (256, 28, 28, 3, 2, 1), (3, 224, 224, 3, 2, 0), (3, 224, 224, 7, 2, 3),
@@ -24,17 +23,7 @@ CASES = [(128, 56, 56, 3, 2, 1), (256, 28, 28, 3, 2, 1), (3, 224, 224, 3, 2, 0),
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("old", help="a copy of an older kernels/conv.py")
-    ap.add_argument("--rounds", type=int, default=21)
-    a = ap.parse_args()
-    from refnet.runtime.threads import set_num_threads
-
-    set_num_threads(1)
-    spec = importlib.util.spec_from_file_location("conv_old", a.old)
-    old = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(old)
-    import refnet.kernels.conv as new
+    a, old, new = old_and_new(__doc__, "refnet.kernels.conv", 21)
 
     for c, h, w, k, s, pad in CASES:
         x = np.random.default_rng(0).random((c, h, w)).astype(np.float32)

@@ -10,13 +10,12 @@ per-round ratios new/old and whether the outputs are equal. Not collected by ``p
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
 import os
 import statistics
 import time
 
 import numpy as np
+from _oldnew import old_and_new
 
 # (name, input shape, kernel, stride, pads) of SqueezeNet 1.1, inception_v1 and ResNet-50 (ONNX)
 CASES = [
@@ -32,17 +31,7 @@ CASES = [
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("old", help="a copy of an older kernels/window.py")
-    ap.add_argument("--rounds", type=int, default=41)
-    a = ap.parse_args()
-    from refnet.runtime.threads import set_num_threads
-
-    set_num_threads(1)
-    spec = importlib.util.spec_from_file_location("window_old", a.old)
-    old = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(old)
-    import refnet.kernels.window as new
+    a, old, new = old_and_new(__doc__, "refnet.kernels.window", 41)
 
     for name, xs, k, s, pads in CASES:
         x = np.random.default_rng(0).standard_normal(xs).astype(np.float32)
