@@ -14,6 +14,7 @@ import numpy as np
 
 from refnet.errors import ShapeError
 from refnet.kernels._check import ieee
+from refnet.kernels.activation import _prelu_planes  # (the one-pass PReLU over planes)
 
 __all__ = [
     "broadcast_binary", "broadcast_binary_reference", "unary", "unary_reference", "prelu_nd", "prelu_nd_reference",
@@ -149,7 +150,26 @@ def prelu_nd_reference(x: np.ndarray, slope: np.ndarray) -> np.ndarray:
     return np.where(x >= 0, x, s * x).astype(x.dtype)
 
 
-prelu_nd = prelu_nd_reference  # one NumPy expression: the fast path is the reference
+@ieee
+def prelu_nd(x: np.ndarray, slope: np.ndarray) -> np.ndarray:
+    """Fast twin of :func:`prelu_nd_reference`. A slope of one value per channel (ONNX's (C, 1, 1)
+    on NCHW) or one value in all runs as one jitted pass over the (N * C) planes
+    (refnet.kernels.activation's PReLU kernel; the reference's broadcast, compare, multiply and
+    select took four NumPy passes); the same values up to the sign of a zero. Other broadcasts:
+    the reference."""
+    s = np.asarray(slope)
+    if x.ndim >= 2 and x.size and s.ndim <= x.ndim:
+        full = (1,) * (x.ndim - s.ndim) + s.shape
+        c = x.shape[1]
+        if full[0] == 1 and full[1] in (1, c) and all(d == 1 for d in full[2:]):
+            n = x.shape[0]
+            per_plane = np.broadcast_to(s.astype(x.dtype).reshape(1, -1), (n, c)).reshape(-1)
+            out = np.empty(x.shape, x.dtype)
+            planes = (n * c, x.size // (n * c))
+            _prelu_planes(np.ascontiguousarray(x).reshape(planes), np.ascontiguousarray(per_plane),
+                          out.reshape(planes))
+            return out
+    return prelu_nd_reference(x, slope)
 
 
 @ieee

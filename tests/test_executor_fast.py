@@ -371,3 +371,133 @@ def test_only_the_needed_layers_run_and_are_validated(rng):
     assert [s.node.name for s in net._plan(("c",), True).steps] == ["c"]
     with pytest.raises(Exception, match="'p'"):
         net.forward(x)
+
+
+def _fire_net(rng, n):
+    """A fire module and more: convs (ReLU-fused, plain, residual-fused) and a max pool feeding a
+    channel concat, that concat and a conv also read elsewhere feeding a second concat (axis -3)."""
+    w = {k: rng.normal(size=s) * 0.5 for k, s in (("sq", (3, 2, 1, 1)), ("e1", (4, 3, 1, 1)), ("e3", (5, 3, 3, 3)),
+                                                   ("rc", (3, 3, 3, 3)), ("e5", (2, 3, 1, 1)), ("fin", (3, 17, 1, 1)))}
+    b = {k: rng.normal(size=v.shape[0]) for k, v in w.items()}
+
+    def conv(name, src, pad=0):
+        return Node(name, "conv", [src], [name], {"pad": (pad,) * 4}, {"weight": w[name], "bias": b[name]})
+
+    nodes = [
+        conv("sq", "data"), Node("sqr", "relu", ["sq"], ["sqr"]),
+        conv("e1", "sqr"), Node("e1r", "relu", ["e1"], ["e1r"]),
+        conv("e3", "sqr", 1),
+        Node("p", "max_pool", ["sqr"], ["p"], {"kernel": (3, 3), "stride": (1, 1), "pad": (1, 1, 1, 1)}),
+        conv("rc", "sqr", 1), Node("add", "add", ["rc", "sqr"], ["add"]), Node("ar", "relu", ["add"], ["ar"]),
+        Node("cat", "concat", ["e1r", "e3", "p", "ar"], ["cat"], {"axis": 1}),
+        conv("e5", "p"),
+        Node("cat2", "concat", ["cat", "e5"], ["cat2"], {"axis": -3}),
+        conv("fin", "cat2"),
+        Node("e5s", "sigmoid", ["e5"], ["e5s"]),
+    ]
+    net = Net(Graph(nodes, ["data"], {"data": (n, 2, 6, 5)}))
+
+    def want(x):
+        sq = np.maximum(conv_oracle(x, w["sq"], b["sq"], 0), 0)
+        pp = np.pad(sq, ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
+        pool = np.max([pp[:, :, i:i + 6, j:j + 5] for i in range(3) for j in range(3)], axis=0)
+        e5 = conv_oracle(pool, w["e5"], b["e5"], 0)
+        cat = np.concatenate([np.maximum(conv_oracle(sq, w["e1"], b["e1"], 0), 0), conv_oracle(sq, w["e3"], b["e3"], 1),
+                              pool, np.maximum(conv_oracle(sq, w["rc"], b["rc"], 1) + sq, 0), e5], axis=1)
+        return {"fin": conv_oracle(cat, w["fin"], b["fin"], 0), "e5s": 1 / (1 + np.exp(-e5)), "e3": cat[:, 4:9]}
+
+    return net, want
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_convs_write_into_their_concat(rng, n, monkeypatch):
+    """Convolutions read only by a channel concat write straight into its buffer (a batch of one
+    image; with N > 1 every concat copies), the concat copies only its other inputs (a pool, an
+    earlier concat, a conv read elsewhere); a requested conv output, the unpooled program and
+    later runs stay right. Oracle: float64 formulas; the copying program (CONCAT_INTO off) gives
+    the same numbers."""
+    import refnet.runtime.program as program
+
+    net, want = _fire_net(rng, n)
+    xs = [rng.normal(size=(n, 2, 6, 5)) for _ in range(2)]
+    outs = [net.forward(x) for x in xs]
+    for x, o in zip(xs, outs):  # results of an earlier run are not overwritten by a later one
+        for k in ("fin", "e5s"):
+            assert_close(o[k], want(x)[k], "f32_vs_f64", f"{k} n={n}")
+    prog = next(iter(net._programs.values()))
+    code = dict(zip(prog.layers, prog.code))
+    if n > 1:
+        assert code["cat"][4] == -1 and code["cat2"][4] == -1  # channel spans not contiguous: plain concats
+        return
+    cat_buf = prog.buffers[code["cat"][4]]
+    for layer in ("e1", "e3", "rc"):  # fused with their activation / residual, writing into cat
+        assert np.shares_memory(prog.buffers[code[layer][4]], cat_buf), layer
+    assert not np.shares_memory(prog.buffers[code["e5"][4]], cat_buf)
+    assert code["cat2"][4] == -1  # no input written in place (e5 has two readers): a plain concat
+    # the step-by-step consumer's unpooled program concatenates as before
+    free = prog.unpooled()
+    regs = free.run(net._feeds(xs[0], _F32))
+    assert_close(regs[free.results["fin"]], want(xs[0])["fin"], "f32_vs_f64", "unpooled")
+    # a requested producer keeps its own array; the rest still writes into the concat
+    got = net.forward(xs[0], outputs=["e3", "fin"])
+    for k in ("e3", "fin"):
+        assert_close(got[k], want(xs[0])[k], "f32_vs_f64", f"{k} requested")
+    copying, _ = _fire_net(np.random.default_rng(0), n)  # the flag is read when the program is compiled
+    fused, _ = _fire_net(np.random.default_rng(0), n)
+    monkeypatch.setattr(program, "CONCAT_INTO", False)
+    a = copying.forward(xs[1])["fin"]
+    monkeypatch.setattr(program, "CONCAT_INTO", True)
+    b = fused.forward(xs[1])["fin"]
+    assert_close(b, a, 1e-6, "into vs copying")
+    assert np.array_equal(a, b)
+    copy_prog = next(iter(copying._programs.values()))
+    assert dict(zip(copy_prog.layers, copy_prog.code))["cat"][4] == -1  # a plain concat
+
+
+def test_arena_never_overlaps_two_live_buffers(rng):
+    """The arena (refnet.runtime.program._arena): buffers whose lifetimes (first and last step,
+    inclusive) overlap never share a byte, are C-contiguous, aligned and of their shapes; dead
+    memory is reused (the arena is smaller than the sum of the buffers)."""
+    from refnet.runtime.program import _ALIGN, _arena
+
+    for _ in range(20):
+        blocks = []
+        for _ in range(30):
+            start = int(rng.integers(0, 40))
+            blocks.append((tuple(int(d) for d in rng.integers(1, 9, size=int(rng.integers(1, 5)))), start,
+                           start + int(rng.integers(0, 6))))
+        blocks.sort(key=lambda b: b[1])
+        arrays = _arena(blocks, np.dtype(np.float32))
+        for a, (shape, _, _) in zip(arrays, blocks):
+            assert a.shape == shape and a.dtype == np.float32 and a.flags.c_contiguous and a.ctypes.data % _ALIGN == 0
+        for i, (_, s0, e0) in enumerate(blocks):
+            for j, (_, s1, e1) in enumerate(blocks[:i]):
+                assert not (s0 <= e1 and s1 <= e0 and np.shares_memory(arrays[i], arrays[j])), (i, j)
+        used = {a.ctypes.data for a in arrays}
+        assert len(used) < len(arrays)
+
+
+def test_planned_slice_reshape_flatten_are_views_with_the_kernels_values(rng):
+    """The float32 planners of slice (points / equal parts), reshape (0 and -1 entries) and
+    flatten bind the output shapes once and return views; values = NumPy's own slicing and
+    reshaping of the input, and = the float64 path."""
+    nodes = [
+        Node("s", "slice", ["data"], ["s", "s:1", "s:2"], {"axis": 1, "points": (1, 4)}),
+        Node("e", "slice", ["s:2"], ["e", "e:1"], {"axis": -1}),
+        Node("r", "reshape", ["s:1"], ["r"], {"shape": (0, -1, 2)}),
+        Node("f", "flatten", ["e:1"], ["f"], {"axis": 2}),
+    ]
+    net = Net(Graph(nodes, ["data"], {"data": (2, 6, 3, 4)}))
+    x = rng.normal(size=(2, 6, 3, 4)).astype(np.float32)
+    names = ["s", "e", "r", "f"]
+    got = net.forward(x, outputs=names)
+    want = {"s": x[:, :1], "e": x[:, 4:, :, :2], "r": x[:, 1:4].reshape(2, -1, 2),
+            "f": x[:, 4:, :, 2:].reshape(2, 2, 6)}
+    ref = net.forward(x, outputs=names, precision="float64")
+    for k in names:
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+        np.testing.assert_array_equal(ref[k], want[k].astype(np.float64), err_msg=k)
+    prog = next(p for p in net._programs.values() if p.code)
+    feeds = net._feeds(x, _F32)
+    regs = prog.run(feeds)
+    assert all(np.shares_memory(regs[prog.results[k]], feeds["data"]) for k in ("s", "e", "r"))

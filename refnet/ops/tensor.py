@@ -97,6 +97,34 @@ def _slice(node, xs, p, ctx):
     return list(kern("slice", ctx)(xs[0], a["axis"], a["points"], n=len(node.outputs)))
 
 
+@prepares("slice")
+def _slice_prepare(node, p, shapes, ctx):
+    """Views of the input's spans with the bounds computed once (the split after merged sibling
+    convs, refnet.runtime.fusion.merged_conv: ~25 us -> ~2 us per call)."""
+    shape = tuple(shapes[0])
+    axis, sizes = _slice_sizes(node, shape)
+    spans, lo = [], 0
+    for n in sizes:
+        spans.append((slice(None),) * axis + (slice(lo, lo + n),))
+        lo += n
+
+    def slice_views(x):
+        return [x[sp] for sp in spans]
+
+    return slice_views, False
+
+
+def _reshape_to(node, shapes, rule):
+    """A step giving ``x.reshape`` to the output shape of the shape ``rule``, computed once (the
+    fast kernels' reshape: a view when the layout allows)."""
+    out = tuple(rule(node, shapes)[0])
+
+    def reshape_to(x):
+        return x.reshape(out)
+
+    return reshape_to, False
+
+
 _FLATTEN = {"axis": Attr(1, int), "end_axis": Attr(-1, int)}
 
 
@@ -129,6 +157,16 @@ def _reshape_shape(node, shapes):
 def _reshape(node, xs, p, ctx):
     a = attrs(node)
     return kern("reshape", ctx)(xs[0], a["shape"], axis=a["axis"], num_axes=a["num_axes"])
+
+
+@prepares("flatten")
+def _flatten_prepare(node, p, shapes, ctx):
+    return _reshape_to(node, shapes, _flatten_shape)
+
+
+@prepares("reshape")
+def _reshape_prepare(node, p, shapes, ctx):
+    return _reshape_to(node, shapes, _reshape_shape)
 
 
 def permute_order(node, ndim) -> tuple[int, ...]:

@@ -4,9 +4,13 @@ precision, and the one loop that runs it.
 :func:`compile_program` turns every step into a callable with its arguments bound (the fast ops
 are planned by their op's float32 planner: weights laid out, algorithm chosen); tensors live
 in numbered slots and are dropped after their last reader; identity/split layers are aliases
-(no step, the output names the input's slot); the outputs of out-capable steps go to buffers
-preallocated per shape and reused once every tensor that may view them is dead (requested
-outputs always get fresh arrays). The per-layer overhead of the loop is about a microsecond.
+(no step, the output names the input's slot); the outputs of out-capable steps go to
+preallocated buffers, views of one arena at offsets planned from their lifetimes (a buffer's
+memory is reused once every tensor that may view it is dead, :func:`_arena`; requested outputs
+always get fresh arrays). A convolution whose only reader is a channel concatenation
+writes straight into its slice of the concat's buffer (batch 1, :func:`_concat_into`; the concat step then
+copies only its other inputs: SqueezeNet's fire modules, GoogLeNet's inception branches). The
+per-layer overhead of the loop is about a microsecond.
 
 :meth:`Program.steps` is that loop, one step at a time (a generator): :meth:`Program.run`
 drains it (``Net.forward``, ``trace``, ``profile``, the backward tape) and
@@ -21,6 +25,8 @@ runs heavy programs through :func:`refnet.runtime.interrupt.run_interruptibly` (
 
 from __future__ import annotations
 
+import math
+import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -36,9 +42,18 @@ from refnet.runtime.plan import Plan, check_size
 from refnet.runtime.smallnet import kernels_for
 from refnet.runtime.threads import before_forward
 
-__all__ = ["Program", "compile_program", "run_program", "RUN_LOCK"]
+__all__ = ["Program", "compile_program", "run_program", "RUN_LOCK", "CONCAT_INTO"]
 
 RUN_LOCK = threading.RLock()
+
+#: convolutions write into their slice of the concat reading them (:func:`_concat_into`); read when
+#: a program is compiled. ``REFNET_CONCAT_INTO=0``: every concat copies its inputs (A/B switch)
+CONCAT_INTO = os.environ.get("REFNET_CONCAT_INTO", "1") != "0"
+#: the buffers of a program are views of one array at liveness-planned offsets (:func:`_arena`);
+#: ``REFNET_ARENA=0``: one array per shape and lifetime (A/B switch)
+ARENA = os.environ.get("REFNET_ARENA", "1") != "0"
+_ALIGN = 64  # bytes: buffers in the arena start on cache lines
+_INTO_OPS = ("conv",)  # ops whose planned step writes its whole output into ``out`` and returns it
 
 
 class Program:
@@ -144,13 +159,14 @@ def run_program(prog: Program, feeds: Mapping[str, np.ndarray]) -> list:
 class _Entry:
     """A bound step before slots get buffers and frees."""
 
-    __slots__ = ("fn", "ins", "outs", "takes_out", "fresh", "layer", "op", "out_shape")
+    __slots__ = ("fn", "ins", "outs", "takes_out", "fresh", "layer", "op", "out_shape", "node", "in_shapes")
 
     def __init__(self, fn: Callable, ins: list[int], outs: list[int], takes_out: bool, node: Node,
-                 out_shape: tuple[int, ...]) -> None:
+                 out_shape: tuple[int, ...], in_shapes: list[tuple[int, ...]]) -> None:
         self.fn, self.ins, self.outs, self.takes_out = fn, ins, outs, takes_out
         self.fresh = registry.OPS[node.op].fresh  # outputs never share memory with inputs
         self.layer, self.op, self.out_shape = node.name, node.op, out_shape
+        self.node, self.in_shapes = node, in_shapes
 
 
 def compile_program(plan: Plan, shapes: Mapping[str, tuple[int, ...]], ctx: Ctx, input_names: Sequence[str],
@@ -169,7 +185,8 @@ def compile_program(plan: Plan, shapes: Mapping[str, tuple[int, ...]], ctx: Ctx,
         prog.results[name] = slot[tensor]
     kept = set(prog.results.values()) | {s for _, s in prog.feeds}
     find, last, cls_end, cls_kept = _alias_classes(entries, prog.nslots, kept)
-    _assign_buffers(prog, entries, ctx, find, last, cls_end, cls_kept, kept)
+    into = _concat_into(entries, kept, lambda s: find(s) in cls_kept) if CONCAT_INTO and ctx.fast else {}
+    _assign_buffers(prog, entries, ctx, find, last, cls_end, cls_kept, kept, into)
     return prog
 
 
@@ -212,7 +229,7 @@ def _bind(prog: Program, plan: Plan, shp: dict[str, tuple[int, ...]], ctx: Ctx, 
             slot[t] = prog.nslots
             outs.append(prog.nslots)
             prog.nslots += 1
-        entries.append(_Entry(fn, ins, outs, takes_out, node, out_shapes[0]))
+        entries.append(_Entry(fn, ins, outs, takes_out, node, out_shapes[0], in_shapes))
     return entries
 
 
@@ -251,35 +268,146 @@ def _alias_classes(entries: list[_Entry], nslots: int, kept: set[int]
 
 
 def _assign_buffers(prog: Program, entries: list[_Entry], ctx: Ctx, find: Callable[[int], int], last: list[int],
-                    cls_end: dict[int, int], cls_kept: set[int], kept: set[int]) -> None:
-    """Emit the code: buffers for the outputs of out-capable steps (none for a class holding a
-    kept slot), each back in its pool once its alias class is dead; frees after last reads."""
-    free_bufs: dict[tuple, list[int]] = {}
-    held: dict[int, list[int]] = {}
-    release_at: dict[int, list[int]] = {}
+                    cls_end: dict[int, int], cls_kept: set[int], kept: set[int],
+                    into: dict[int, tuple[int, int, int]]) -> None:
+    """Emit the code: a buffer for the output of every out-capable step (none for a class holding
+    a kept slot), live from that step until its alias class is dead; frees after last reads.
+    ``into`` (producer step -> (concat step, first channel, end channel), :func:`_concat_into`):
+    the concat's buffer is taken at its first producer and each producer writes into a view of it.
+    The buffers' memory: :func:`_arena` (or, without ARENA, one array per shape and lifetime)."""
+    blocks: list[tuple[tuple[int, ...], int, int]] = []  # (shape, first step, last step) per buffer
+    views: dict[int, tuple[int, int, int]] = {}  # buffer -> (its concat's buffer, c0, c1)
+    whole: dict[int, int] = {}  # concat step -> its buffer, once its first producer ran
+
+    def take(e: _Entry, j: int) -> int:
+        blocks.append((tuple(e.out_shape), j, cls_end[find(e.outs[0])]))
+        return len(blocks) - 1
+
     for j, e in enumerate(entries):
         buf = -1
-        if e.takes_out and len(e.outs) == 1 and find(e.outs[0]) not in cls_kept:
-            key = (e.out_shape, ctx.dtype.str)
-            pool = free_bufs.setdefault(key, [])
-            if pool:
-                buf = pool.pop()
-            else:
-                buf = len(prog.buffers)
-                prog.buffers.append(np.empty(key[0], dtype=ctx.dtype))
-            r = find(e.outs[0])
-            held.setdefault(r, []).append(buf)
-            if not held[r][1:]:
-                release_at.setdefault(cls_end[r], []).append(r)
+        if j in into:
+            cj, c0, c1 = into[j]
+            if cj not in whole:
+                whole[cj] = take(entries[cj], j)
+            buf = len(blocks)
+            blocks.append(((), j, j))  # a view: the concat's buffer holds the memory
+            views[buf] = (whole[cj], c0, c1)
+            prog.n_pooled += 1
+        elif j in whole:
+            buf = whole[j]
+        elif e.takes_out and len(e.outs) == 1 and find(e.outs[0]) not in cls_kept:
+            buf = take(e, j)
             prog.n_pooled += 1
         out1 = e.outs[0] if len(e.outs) == 1 else -1
         prog.code.append((e.fn, tuple(e.ins), out1, tuple(e.outs), buf))
         prog.frees.append(tuple(s for s in set(e.ins) if last[s] == j and s not in kept))
         prog.layers.append(e.layer)
         prog.ops.append(e.op)
-        for r in release_at.pop(j, ()):
-            for b in held.pop(r, ()):
-                free_bufs[(prog.buffers[b].shape, ctx.dtype.str)].append(b)
+    owned = [b for b in range(len(blocks)) if b not in views]
+    arrays = (_arena if ARENA else _per_shape)([blocks[b] for b in owned], ctx.dtype)
+    prog.buffers = [np.empty(0, ctx.dtype)] * len(blocks)
+    for b, a in zip(owned, arrays):
+        prog.buffers[b] = a
+    for b, (w, c0, c1) in views.items():
+        prog.buffers[b] = prog.buffers[w][:, c0:c1]
+
+
+def _per_shape(blocks: list[tuple[tuple[int, ...], int, int]], dtype: np.dtype) -> list[np.ndarray]:
+    """One array per block, shared by blocks of the same shape whose lifetimes do not overlap
+    (a dead block's array is reused by the next block of its shape)."""
+    pools: dict[tuple[int, ...], list[tuple[int, np.ndarray]]] = {}
+    out = []
+    for shape, start, end in blocks:  # in order of first step
+        pool = pools.setdefault(shape, [])
+        free = next((i for i, (e, _) in enumerate(pool) if e < start), None)
+        a = np.empty(shape, dtype) if free is None else pool.pop(free)[1]
+        pool.append((end, a))
+        out.append(a)
+    return out
+
+
+def _arena(blocks: list[tuple[tuple[int, ...], int, int]], dtype: np.dtype) -> list[np.ndarray]:
+    """Views of one array (the arena) for the blocks, at offsets that never overlap two blocks
+    alive at the same step: each block at the lowest offset (64-byte aligned) free during its
+    lifetime, so a step's output goes where a recently dead tensor was (still in cache), and
+    the memory of a forward is about its peak of live tensors, not the sum over shapes."""
+    item = np.dtype(dtype).itemsize
+    sizes = [-(-math.prod(sh) * item // _ALIGN) * _ALIGN for sh, _, _ in blocks]
+    offsets = [0] * len(blocks)
+    live: list[tuple[int, int, int]] = []  # (offset, size, last step), by offset
+    top = 0
+    for b, (_, start, end) in enumerate(blocks):  # in order of first step
+        live = [blk for blk in live if blk[2] >= start]
+        off = 0
+        for lo, size, _ in live:
+            if lo - off >= sizes[b]:
+                break
+            off = max(off, lo + size)
+        offsets[b] = off
+        live.append((off, sizes[b], end))
+        live.sort()
+        top = max(top, off + sizes[b])
+    raw = np.empty(top + _ALIGN, np.uint8)
+    base = -raw.ctypes.data % _ALIGN
+    return [raw[base + o: base + o + math.prod(sh) * item].view(dtype).reshape(sh)
+            for o, (sh, _, _) in zip(offsets, blocks)]
+
+
+def _concat_into(entries: list[_Entry], kept: set[int], kept_class: Callable[[int], bool]
+                 ) -> dict[int, tuple[int, int, int]]:
+    """Convolutions writing straight into their channel span of the concat that reads them:
+    producer step -> (concat step, first channel, end channel). A producer qualifies when it is
+    a planned conv step that writes its whole output into ``out`` (and returns it), the concat
+    (4-D, along channels, its output not kept) is the only reader of that output, and the output
+    is not kept, in a batch of one image (with N > 1 a channel span is not contiguous; running
+    the producer's batch-1 plan image by image into it measured no gain on Caffe GoogLeNet's
+    batch of 10: process CPU time B/A 0.99 at one thread, 1.10 at two). The concat's step then
+    copies only its other inputs into ``out`` (without ``out``, as in :meth:`Program.unpooled`,
+    it concatenates as before)."""
+    readers: dict[int, int] = {}
+    maker: dict[int, int] = {}
+    for j, e in enumerate(entries):
+        for s in e.ins:
+            readers[s] = readers.get(s, 0) + 1
+        for s in e.outs:
+            maker[s] = j
+    into: dict[int, tuple[int, int, int]] = {}
+    for j, e in enumerate(entries):
+        if e.op != "concat" or len(e.outs) != 1 or len(e.out_shape) != 4 or kept_class(e.outs[0]):
+            continue
+        if registry.axis_of(e.node, registry.attrs(e.node)["axis"], 4) != 1:
+            continue
+        c0, rest, mine = 0, [], {}
+        for k, (s, shape) in enumerate(zip(e.ins, e.in_shapes)):
+            c1 = c0 + int(shape[1])
+            p = maker.get(s)
+            if p is not None and readers[s] == 1 and s not in kept and _writes_into(entries[p]):
+                mine[p] = (j, c0, c1)
+            else:
+                rest.append((k, c0, c1))
+            c0 = c1
+        if mine:
+            into.update(mine)
+            e.fn, e.takes_out = _concat_rest(e.fn, rest), True
+    return into
+
+
+def _writes_into(e: _Entry) -> bool:
+    """Whether ``e``'s step can write its output into a channel span of a concat's buffer."""
+    return e.op in _INTO_OPS and e.takes_out and len(e.outs) == 1 and len(e.out_shape) == 4 and e.out_shape[0] == 1
+
+
+def _concat_rest(fn: Callable, rest: list[tuple[int, int, int]]) -> Callable:
+    """A concat step whose ``out`` already holds the inputs its producers wrote: copy the others
+    (``rest``: input position, first channel, end channel); ``fn``, the concat, without ``out``."""
+    def step(*xs, out=None):
+        if out is None:
+            return fn(*xs)
+        for k, c0, c1 in rest:
+            np.copyto(out[:, c0:c1], xs[k])
+        return out
+
+    return step
 
 
 def _generic(run: Callable, node: Node, params: dict, ctx: Ctx, n_out: int) -> Callable:

@@ -186,6 +186,26 @@ def test_onnx_max_pool_nd_numpy_twin(xs, k, s, d, pads, out):
     np.testing.assert_array_equal(got, K.pool_nd_reference(x, "max", k, s, d, pads, out))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("hw", [(13, 13), (7, 7), (2, 3), (1, 1), (4, 4)])  # 169, 49, 6, 1, 16 per plane
+def test_global_average_pool_nd_numpy_twin(dtype, hw):
+    """pool_nd's global average (8 interleaved float64 partial sums per plane): twin = numba to
+    rounding, both = the float64 mean rounded once, into ``into`` too; NaN / inf propagate."""
+    x = RNG.normal(0, 1, (2, 5) + hw).astype(dtype)
+    x[1, 2].flat[0] = np.nan
+    x[0, 3].flat[-1] = np.inf
+    args = (x, "avg", hw, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1))
+    got, fast = _both(K.pool_nd, *args)
+    want = x.astype(np.float64).mean(axis=(2, 3), keepdims=True)
+    assert fast.dtype == dtype and fast.shape == (2, 5, 1, 1)
+    np.testing.assert_array_equal(np.isnan(fast), np.isnan(want))
+    np.testing.assert_allclose(fast, want, rtol=1e-6 if dtype == np.float32 else 1e-14, atol=0)
+    np.testing.assert_allclose(got, fast, rtol=1e-6 if dtype == np.float32 else 1e-14, atol=0)
+    into = np.full((2, 5, 1, 1), 7.0, dtype)
+    assert K.pool_nd(*args, into=into) is into
+    np.testing.assert_array_equal(into, fast)
+
+
 @pytest.mark.parametrize("alg", ["gemm1x1", "im2col"])
 @pytest.mark.parametrize("act,slope", ACTS, ids=["none", "relu", "leaky", "prelu", "relu6"])
 def test_conv_residual_numpy_twin(alg, act, slope):

@@ -208,3 +208,27 @@ def test_nms_and_roi_align_by_hand():
                     sampling_ratio=1, half_pixel=False)
     assert y.reshape(-1).tolist() == [x[0, 0, 1, 1] * 0.25 + x[0, 0, 1, 2] * 0.25 + x[0, 0, 2, 1] * 0.25
                                       + x[0, 0, 2, 2] * 0.25]  # one sample at the ROI centre (1.5, 1.5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("xs,ss", [((2, 3, 4, 5), (3, 1, 1)),   # ONNX per-channel slope on NCHW
+                                   ((2, 3, 4, 5), (1,)),        # one slope
+                                   ((1, 3, 4, 5), (1, 3, 1, 1)),
+                                   ((4, 6), (6,)),              # (N, C)
+                                   ((2, 3, 4, 5), (4, 5)),      # other broadcasts: the reference
+                                   ((2, 3, 4, 5), (2, 3, 1, 1))])
+def test_prelu_nd_fast_against_the_formula(dtype, xs, ss):
+    """prelu_nd (one pass over planes for per-channel / single slopes) = x if x >= 0 else slope * x
+    computed here per element, NaN and infinities included (up to the sign of a zero)."""
+    x = R.standard_normal(xs).astype(dtype)
+    x.flat[:3] = (np.nan, -np.inf, np.inf)
+    slope = R.uniform(-0.5, 0.5, ss).astype(dtype)
+    want = np.empty(xs)
+    sb = np.broadcast_to(slope, xs)
+    for i in np.ndindex(*xs):
+        v = float(x[i])
+        want[i] = v if v >= 0 else float(sb[i]) * v
+    got = K.prelu_nd(x, slope)
+    assert got.dtype == dtype and got.shape == xs
+    np.testing.assert_array_equal(got, want.astype(dtype))
+    np.testing.assert_array_equal(got, K.prelu_nd_reference(x, slope))
