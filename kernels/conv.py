@@ -146,6 +146,15 @@ WINOGRAD4_MAX_CIN_COUT = 128 * 256
 # F(2,3) it passes. (F(4,3) gained little in that whole net: yufacedetectnet v2 8.24 -> 8.11 ms.)
 WINOGRAD4_MIN_TILES_ACC = 36
 WINOGRAD4_MIN_CIN_COUT = 64 * 64
+# ... and also with at most this many input x output channels on maps of at least this many 4x4
+# tiles: there F(2,3)'s 16 GEMMs, with K = C_in <= 32, are too narrow to pay for its 4x more tile
+# transforms (one thread, ms F(2,3) / F(4,3): 16->32 60x80 0.53/0.40, 16->16 64x128 0.90/0.39,
+# 8->16 120x160 0.88/0.60, 32->16 60x80 0.56/0.37). Accuracy, measured on yufacedetectnet v2 (the
+# suite's 1e-5 float32-vs-float64 bound behind its L2 Normalize layers): F(4,3) on its 16->32
+# 60x80 conv2_1 alone puts the worst layer at 3.9e-6 (2.4e-6 all F(2,3)); on 16->64 or 32->64
+# 30x40 (conv3_x) 1.1e-5 to 3.3e-5, hence the bound.
+WINOGRAD4_SMALL_MAX_CIN_COUT = 16 * 32
+WINOGRAD4_SMALL_MIN_TILES = 256
 # Several threads (refnet.kernels._workers): each conv call is cut into about this many blocks
 # per thread (one single-threaded GEMM each, taken from a shared counter, so a descheduled
 # thread holds back one small block, not half the layer); column blocks at least
@@ -1242,6 +1251,8 @@ class Conv2dPlan:
             t2, t4 = -(-ho // 2) * -(-wo // 2), -(-ho // 4) * -(-wo // 4)
             if (t4 >= max(WINOGRAD4_MIN_TILES, WINOGRAD4_MIN_TILES_ACC)
                     and WINOGRAD4_MIN_CIN_COUT <= c * co <= WINOGRAD4_MAX_CIN_COUT and 36 * t4 <= 0.8 * 16 * t2):
+                return "winograd4"
+            if t4 >= WINOGRAD4_SMALL_MIN_TILES and c * co <= WINOGRAD4_SMALL_MAX_CIN_COUT:
                 return "winograd4"
             return "winograd"
         if g == 1 and co <= DIRECT_MAX_COUT and cig * kh * kw >= DIRECT_MIN_K:
