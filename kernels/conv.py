@@ -116,6 +116,12 @@ _WINO_MIN_TILES = 256
 # F(4,3): 4x fewer (and 2.25x larger) tiles per pixel; cold-cache, one thread, ms with
 # (256, 64) tiles: 64 -> 64 56x56 2.03/1.48, 64 -> 192 56x56 5.09/3.84, others within 5%
 _WINO4_MIN_TILES = 64
+# ... in bands of at most this many elements (transformed input + GEMM output: 36 (C_in + C_out)
+# per tile; 1 MB in float32, the L2 of this machine's cores). Measured one thread, input and
+# scratch out of cache (as in a net), ms with bands of 1 << 19 / 1 << 18 elements: 16 -> 32 60x80
+# 1.03/0.69 (yufacedetectnet conv2_1: 0.68/0.56 inside the net), 16 -> 16 64x128 0.67/0.58,
+# 16 -> 16 120x160 1.37/1.22, 64 -> 64 56x56 1.82/1.65, 32 -> 128 27x27 0.51/0.50.
+_WINO4_BAND_ELEMS = 1 << 18
 # several threads: F(4,3) in about this many bands of tile rows per thread (each band's
 # transforms and 36 GEMMs in one block) where they hold at least this many tiles, else the
 # transforms in bands and the GEMMs in blocks. Measured two threads, cold cache, ms F(2,3) split
@@ -1235,8 +1241,8 @@ class Conv2dPlan:
         self.u = winograd_weights(w) if f == 2 else winograd4_weights(w)
         self.tw_n = -(-wo // f)
         self.th_n = -(-ho // f)
-        least = _WINO_MIN_TILES if f == 2 else _WINO4_MIN_TILES
-        self.max_tiles = max(least, _WINO_BAND_ELEMS // (self.nk * (c + co)))
+        least, elems = (_WINO_MIN_TILES, _WINO_BAND_ELEMS) if f == 2 else (_WINO4_MIN_TILES, _WINO4_BAND_ELEMS)
+        self.max_tiles = max(least, elems // (self.nk * (c + co)))
         band = max(1, min(self.th_n, self.max_tiles // self.tw_n))
         self.band = -(-self.th_n // -(-self.th_n // band))  # as many bands, of balanced heights
 

@@ -102,7 +102,7 @@ def test_bands_of_tile_rows_equal_one_band(monkeypatch):
     w = RNG.standard_normal((co, 9, 3, 3)).astype(np.float32)
     whole = C.conv2d_plan(xs, w, None, pad=1, algorithm="winograd4")
     monkeypatch.setattr(C, "_WINO4_MIN_TILES", 8)
-    monkeypatch.setattr(C, "_WINO_BAND_ELEMS", 1)
+    monkeypatch.setattr(C, "_WINO4_BAND_ELEMS", 1)
     banded = C.conv2d_plan(xs, w, None, pad=1, algorithm="winograd4")
     assert banded.band < banded.th_n and whole.band == whole.th_n
     np.testing.assert_array_equal(banded(x), whole(x))
