@@ -1,0 +1,138 @@
+"""refnet's default thread count against one thread and cv2.dnn's default, quiet or beside a busy
+neighbour, keeping only the rounds in which the machine's *other* processes were idle (issue 17).
+
+    python bench/default_threads_ab.py yufacedetectnet-v2,bvlc-googlenet,mobilenet-ssd,enet-cityscapes-cpu
+        [--busy-neighbour] [--engines auto,1,2,cv2] [--rounds 9] [--max-seconds 120] [--others 0.15]
+
+Per zoo model (seeded weights where it has none; ENet at 512x256, the others at their zoo
+size): rounds of every engine in turn -- ``auto`` (``set_num_threads("auto")``, refnet's
+default), a number (``set_num_threads(n)``), ``cv2`` (cv2.dnn with its default thread count) --
+each after its set-up, a 0.1 s pause and an untimed warm-up call (refnet.bench's fair protocol).
+A round is kept only if the CPU time of the other processes during it, not counting this
+process and the spinning neighbour of ``--busy-neighbour`` (refnet.bench.busy_neighbour: one
+core), stayed under ``--others`` cores (on the shared 2-core machine other engineers' jobs
+come and go; bench/quiet_ab.py's rule). Rounds repeat until ``--rounds`` are kept or
+``--max-seconds`` pass. Prints rounds kept of tried, the others' load, medians and the medians
+of per-round ratios auto/cv2, auto/1 and 2/1. Linux only; not collected by ``pytest bench``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+
+
+def _ticks(pids: list[int]) -> tuple[int, int]:
+    """(busy ticks of all CPUs, ticks of this process and of ``pids``), in USER_HZ."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    own = 0
+    for pid in ["self", *pids]:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                s = f.read().rsplit(")", 1)[1].split()
+            own += int(s[11]) + int(s[12])  # utime + stime (all threads)
+        except OSError:
+            pass
+    return sum(v) - v[3] - v[4], own  # busy: minus idle and iowait
+
+
+def _engines(zoo: str, names: list[str], workdir: str) -> dict[str, tuple[Callable, Callable]]:
+    """name -> (set-up, forward) for the model ``zoo``."""
+    import cv2
+
+    from refnet.bench import _cv2_runner, input_shapes_for, random_inputs
+    from refnet.resolver import resolve_model
+    from refnet.runtime import threads as T
+    from refnet.runtime.smallnet import end_numpy_phase
+
+    rm = resolve_model((), zoo, seeded_weights=1, workdir=workdir)
+    size = (512, 256) if zoo.startswith("enet") else (
+        tuple(rm.entry.preprocess.size) if rm.entry is not None and rm.entry.preprocess.size else None)
+    feeds = random_inputs(input_shapes_for(rm.net, 1, size))
+    fwd = lambda: rm.net.forward(feeds)  # noqa: E731
+    out: dict[str, tuple[Callable, Callable]] = {}
+    for k in names:
+        if k == "cv2":
+            out[k] = (lambda: cv2.setNumThreads(-1), _cv2_runner(rm.net, feeds))
+        else:
+            out[k] = ((lambda k=k: T.set_num_threads(k if k == "auto" else int(k))), fwd)
+    for prep, fn in out.values():  # first runs: planning, cv2 set-up, numba's start
+        prep()
+        fn()
+    end_numpy_phase()  # the steady state of a stream (refnet.runtime.smallnet)
+    return out
+
+
+def rounds(eng: dict[str, tuple[Callable, Callable]], want: int, max_seconds: float, others: float,
+           pids: list[int]) -> tuple[dict[str, list[float]], int, list[float]]:
+    """Timed rounds of every engine; keeps those where the other processes used < ``others`` cores."""
+    hz = os.sysconf("SC_CLK_TCK")
+    kept: dict[str, list[float]] = {k: [] for k in eng}
+    tried, loads = 0, []
+    t_end = time.monotonic() + max_seconds
+    while len(next(iter(kept.values()))) < want and time.monotonic() < t_end:
+        tried += 1
+        b0, s0 = _ticks(pids)
+        w0 = time.monotonic()
+        got = {}
+        for k, (prep, fn) in eng.items():
+            prep()
+            fn()
+            time.sleep(0.1)
+            t = time.perf_counter()
+            fn()
+            got[k] = time.perf_counter() - t
+        b1, s1 = _ticks(pids)
+        load = ((b1 - b0) - (s1 - s0)) / hz / max(1e-3, time.monotonic() - w0)
+        loads.append(load)
+        if load < others:
+            for k, v in got.items():
+                kept[k].append(v)
+    return kept, tried, loads
+
+
+def _ratio(kept: dict[str, list[float]], p: str, q: str) -> str:
+    return f"{p}/{q} {statistics.median(x / y for x, y in zip(kept[p], kept[q])):.2f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("models", help="comma-separated zoo names")
+    ap.add_argument("--engines", default="auto,1,2,cv2")
+    ap.add_argument("--busy-neighbour", action="store_true", help="a process spinning on one core throughout")
+    ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--max-seconds", type=float, default=120)
+    ap.add_argument("--others", type=float, default=0.15, help="most cores other processes may use in a kept round")
+    a = ap.parse_args(argv)
+    from refnet.bench import busy_neighbour
+    from refnet.runtime import threads as T
+
+    names = a.engines.split(",")
+    with tempfile.TemporaryDirectory(prefix="refnet-default-ab-") as wd:
+        for zoo in a.models.split(","):
+            eng = _engines(zoo, names, wd)
+            with busy_neighbour() if a.busy_neighbour else contextlib.nullcontext(None) as pid:
+                small0 = T.small_passes()
+                kept, tried, loads = rounds(eng, a.rounds, a.max_seconds, a.others, [pid] if pid else [])
+            n = len(kept[names[0]])
+            print(f"{zoo}{' [busy neighbour]' if a.busy_neighbour else ''}: {n} of {tried} rounds kept (others "
+                  f"< {a.others} cores; per round min {min(loads):.2f} median {statistics.median(loads):.2f} max "
+                  f"{max(loads):.2f}); auto ran {T.small_passes() - small0} passes on one thread by AUTO_MIN_WORK")
+            if not n:
+                continue
+            print("  median ms  " + "  ".join(f"{k} {statistics.median(kept[k]) * 1e3:.2f}" for k in names))
+            rat = [_ratio(kept, p, q) for p, q in (("auto", "cv2"), ("auto", "1"), ("2", "1"), ("1", "cv2"))
+                   if p in kept and q in kept]
+            print("  per-round ratio medians  " + "  ".join(rat), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
