@@ -11,7 +11,7 @@ each after its set-up, a 0.1 s pause and an untimed warm-up call (refnet.bench's
 A round is kept only if the CPU time of the other processes during it, not counting this
 process and the spinning neighbour of ``--busy-neighbour`` (refnet.bench.busy_neighbour: one
 core), stayed under ``--others`` cores (on the shared 2-core machine other engineers' jobs
-come and go; bench/quiet_ab.py's rule). Rounds repeat until ``--rounds`` are kept or
+come and go; bench/quiet_ab.py's rounds). Rounds repeat until ``--rounds`` are kept or
 ``--max-seconds`` pass. Prints rounds kept of tried, the others' load, medians and the medians
 of per-round ratios auto/cv2, auto/1 and 2/1. Linux only; not collected by ``pytest bench``.
 """
@@ -20,27 +20,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
+from pathlib import Path
 
-
-def _ticks(pids: list[int]) -> tuple[int, int]:
-    """(busy ticks of all CPUs, ticks of this process and of ``pids``), in USER_HZ."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    own = 0
-    for pid in ["self", *pids]:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                s = f.read().rsplit(")", 1)[1].split()
-            own += int(s[11]) + int(s[12])  # utime + stime (all threads)
-        except OSError:
-            pass
-    return sum(v) - v[3] - v[4], own  # busy: minus idle and iowait
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quiet_ab import quiet_rounds  # noqa: E402
 
 
 def _engines(zoo: str, names: list[str], workdir: str) -> dict[str, tuple[Callable, Callable]]:
@@ -70,34 +57,6 @@ def _engines(zoo: str, names: list[str], workdir: str) -> dict[str, tuple[Callab
     return out
 
 
-def rounds(eng: dict[str, tuple[Callable, Callable]], want: int, max_seconds: float, others: float,
-           pids: list[int]) -> tuple[dict[str, list[float]], int, list[float]]:
-    """Timed rounds of every engine; keeps those where the other processes used < ``others`` cores."""
-    hz = os.sysconf("SC_CLK_TCK")
-    kept: dict[str, list[float]] = {k: [] for k in eng}
-    tried, loads = 0, []
-    t_end = time.monotonic() + max_seconds
-    while len(next(iter(kept.values()))) < want and time.monotonic() < t_end:
-        tried += 1
-        b0, s0 = _ticks(pids)
-        w0 = time.monotonic()
-        got = {}
-        for k, (prep, fn) in eng.items():
-            prep()
-            fn()
-            time.sleep(0.1)
-            t = time.perf_counter()
-            fn()
-            got[k] = time.perf_counter() - t
-        b1, s1 = _ticks(pids)
-        load = ((b1 - b0) - (s1 - s0)) / hz / max(1e-3, time.monotonic() - w0)
-        loads.append(load)
-        if load < others:
-            for k, v in got.items():
-                kept[k].append(v)
-    return kept, tried, loads
-
-
 def _ratio(kept: dict[str, list[float]], p: str, q: str) -> str:
     return f"{p}/{q} {statistics.median(x / y for x, y in zip(kept[p], kept[q])):.2f}"
 
@@ -120,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             eng = _engines(zoo, names, wd)
             with busy_neighbour() if a.busy_neighbour else contextlib.nullcontext(None) as pid:
                 small0 = T.small_passes()
-                kept, tried, loads = rounds(eng, a.rounds, a.max_seconds, a.others, [pid] if pid else [])
+                kept, tried, loads = quiet_rounds(eng, names, a.rounds, a.max_seconds, a.others, [pid] if pid else [])
             n = len(kept[names[0]])
             print(f"{zoo}{' [busy neighbour]' if a.busy_neighbour else ''}: {n} of {tried} rounds kept (others "
                   f"< {a.others} cores; per round min {min(loads):.2f} median {statistics.median(loads):.2f} max "

@@ -74,11 +74,13 @@ __all__ = ["set_num_threads", "get_num_threads", "reapply", "auto_threads", "ava
 
 AUTO_INTERVAL_S = 0.5  # seconds between two looks at the machine's load in auto mode
 # Forward passes of fewer MACs than this (refnet.runtime.budget's count of the program) run one
-# thread in auto mode, whatever the load: their layers are too small to share (one thread, quiet
-# machine: yufacedetectnet v2 at 320x240, 1.65e8 MACs, 7.6 ms at 1 thread vs 9.0 at the 2 the
-# load allowed), while GoogLeNet (1.31e9), MobileNet-SSD (1.09e9) and ENet 512x256 (1.01e9) gain
-# from the second core (measurements: the commit adding this line).
-AUTO_MIN_WORK = 4 * 10**8
+# thread in auto mode, whatever the load: their layers are too small to share (quiet machine:
+# yufacedetectnet v2 at 320x240, 1.65e8 MACs, 7.6 ms at 1 thread vs 9.0 at the 2 the load
+# allowed), while GoogLeNet (1.31e9), MobileNet-SSD (1.09e9) and ENet 512x256 (1.01e9) gain from
+# the second core. The line sits just above the measured loser: below it only nets of small
+# layers (yolo-fastest 1.1 1.27e8, UltraFace ~1e8, MTCNN, LeNet); SqueezeNet 1.1 (3.9e8),
+# yolo-fastest-xl (3.7e8) and tiny-darknet (4.9e8) were not measured quiet and keep the load's count.
+AUTO_MIN_WORK = 25 * 10**7
 TAKEN_ABOVE = 0.25  # a core the others used more than this (on average since the last look) is taken ...
 FREE_BELOW = 0.1  # ... and it is free again (a thread added back) only when they used less than this
 MIN_WINDOW_S = 0.1  # a shorter window since the last look is too coarse (/proc/stat counts 10 ms ticks)
