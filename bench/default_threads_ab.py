@@ -7,7 +7,8 @@ neighbour, keeping only the rounds in which the machine's *other* processes were
 Per zoo model (seeded weights where it has none; ENet at 512x256, the others at their zoo
 size): rounds of every engine in turn -- ``auto`` (``set_num_threads("auto")``, refnet's
 default), a number (``set_num_threads(n)``), ``cv2`` (cv2.dnn with its default thread count) --
-each after its set-up, a 0.1 s pause and an untimed warm-up call (refnet.bench's fair protocol).
+each after its set-up, an untimed warm-up call and a 0.1 s pause (bench/quiet_ab.py's rounds; each
+round starts with the next engine).
 A round is kept only if the CPU time of the other processes during it, not counting this
 process and the spinning neighbour of ``--busy-neighbour`` (refnet.bench.busy_neighbour: one
 core), stayed under ``--others`` cores (on the shared 2-core machine other engineers' jobs
@@ -79,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             eng = _engines(zoo, names, wd)
             with busy_neighbour() if a.busy_neighbour else contextlib.nullcontext(None) as pid:
                 small0 = T.small_passes()
-                kept, tried, loads = quiet_rounds(eng, names, a.rounds, a.max_seconds, a.others, [pid] if pid else [])
+                kept, tried, loads = quiet_rounds(eng, names, a.rounds, a.max_seconds, a.others, [pid] if pid else [],
+                                                  rotate=True)
             n = len(kept[names[0]])
             print(f"{zoo}{' [busy neighbour]' if a.busy_neighbour else ''}: {n} of {tried} rounds kept (others "
                   f"< {a.others} cores; per round min {min(loads):.2f} median {statistics.median(loads):.2f} max "

@@ -44,10 +44,11 @@ def _ticks(pids: Sequence[int] = ()) -> tuple[int, int]:
 
 
 def quiet_rounds(var: dict, names: list[str], rounds: int, max_seconds: float, others: float,
-                 pids: Sequence[int] = ()) -> tuple[dict[str, list[float]], int, list[float]]:
+                 pids: Sequence[int] = (), rotate: bool = False) -> tuple[dict[str, list[float]], int, list[float]]:
     """Time ``names`` in alternating rounds, keeping the rounds where other processes (not this
     one, nor ``pids``: a neighbour started on purpose) used less than ``others`` cores; returns
-    the kept times, the rounds tried and every round's load."""
+    the kept times, the rounds tried and every round's load. ``rotate``: round r starts with the
+    r-th name (no engine always first)."""
     hz = os.sysconf("SC_CLK_TCK")
     kept: dict[str, list[float]] = {k: [] for k in names}
     tried, loads = 0, []
@@ -57,7 +58,8 @@ def quiet_rounds(var: dict, names: list[str], rounds: int, max_seconds: float, o
         b0, s0 = _ticks(pids)
         w0 = time.monotonic()
         got = {}
-        for k in names:
+        first = (tried - 1) % len(names) if rotate else 0
+        for k in names[first:] + names[:first]:
             prep, fn = var[k]
             prep()
             fn()
