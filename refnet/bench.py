@@ -159,12 +159,13 @@ class BenchResult:
         if self.auto_threads:
             lines.append("auto      refnet's default chose " + ", ".join(
                 f"{n} thread{'s' if n > 1 else ''} x{c}" for n, c in sorted(self.auto_threads.items())))
-            if self.auto_small:
-                lines.append(f"          and ran {self.auto_small} passes on one thread where the load allowed more "
-                             "(a pass under AUTO_MIN_WORK MACs; refnet/runtime/threads.py)")
             if set(self.auto_threads) == {1}:
                 lines.append("          (the counts of 'refnet 1t' in every round: the two rows differ by the "
                              "machine's noise; refnet/runtime/threads.py)")
+        if self.auto_small:
+            head = "          and" if self.auto_threads else "auto     "
+            lines.append(f"{head} ran {self.auto_small} passes on one thread where the load allowed more (a pass "
+                         "under AUTO_MIN_WORK MACs; refnet/runtime/threads.py)")
         if self.note:
             lines.append(f"note      {self.note}")
         return "\n".join(lines)

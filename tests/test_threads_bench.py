@@ -258,3 +258,16 @@ def test_auto_mode_small_pass_runs_one_thread(tiny, monkeypatch):
     assert T.before_forward(work=10**11) == 1 and T.before_forward(work=10**12) == 2
     np.testing.assert_array_equal(y1, y2)
     assert [T.for_work(2, w) for w in (None, 0, 10**12 - 1, 10**12)] == [2, 1, 1, 2]
+
+
+def test_bench_command_reports_small_passes(tiny, tmp_path, capsys, monkeypatch):
+    """With the load allowing two threads, the tiny net's passes (under AUTO_MIN_WORK) run one
+    thread, and `refnet bench --threads auto` says how many did (in its table and JSON)."""
+    monkeypatch.setattr(T, "auto_threads", lambda: 2)
+    out = tmp_path / "b.json"
+    argv = ["bench", str(tiny[0]), str(tiny[1]), "--threads", "auto", "--no-cv2", "--repeat", "2", "--warmup", "1",
+            "--pause", "0.01", "--json", str(out)]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    data = json.loads(out.read_text())
+    assert data["auto_small"] >= 2 and f"ran {data['auto_small']} passes on one thread" in text
