@@ -20,36 +20,46 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from split_ab import _load, _variants, feeds_for, reset_env  # noqa: E402
 
 
-def _ticks() -> tuple[int, int]:
-    """(busy ticks of all CPUs, ticks of this process), both in USER_HZ."""
+def _ticks(pids: Sequence[int] = ()) -> tuple[int, int]:
+    """(busy ticks of all CPUs, ticks of this process and of the processes ``pids``), in USER_HZ."""
     with open("/proc/stat") as f:
         v = [int(x) for x in f.readline().split()[1:]]
     busy = sum(v) - v[3] - v[4]  # minus idle and iowait
-    with open("/proc/self/stat") as f:
-        s = f.read().rsplit(")", 1)[1].split()
-    return busy, int(s[11]) + int(s[12])  # utime + stime (all threads)
+    own = 0
+    for pid in ["self", *pids]:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                s = f.read().rsplit(")", 1)[1].split()
+        except OSError:  # (a process that ended)
+            continue
+        own += int(s[11]) + int(s[12])  # utime + stime (all threads)
+    return busy, own
 
 
-def quiet_rounds(var: dict, names: list[str], rounds: int, max_seconds: float, others: float
-                 ) -> tuple[dict[str, list[float]], int, list[float]]:
-    """Time ``names`` in alternating rounds, keeping the rounds where other processes used
-    less than ``others`` cores; returns the kept times, the rounds tried and every round's load."""
+def quiet_rounds(var: dict, names: list[str], rounds: int, max_seconds: float, others: float,
+                 pids: Sequence[int] = (), rotate: bool = False) -> tuple[dict[str, list[float]], int, list[float]]:
+    """Time ``names`` in alternating rounds, keeping the rounds where other processes (not this
+    one, nor ``pids``: a neighbour started on purpose) used less than ``others`` cores; returns
+    the kept times, the rounds tried and every round's load. ``rotate``: round r starts with the
+    r-th name (no engine always first)."""
     hz = os.sysconf("SC_CLK_TCK")
     kept: dict[str, list[float]] = {k: [] for k in names}
     tried, loads = 0, []
     t_end = time.monotonic() + max_seconds
     while len(kept[names[0]]) < rounds and time.monotonic() < t_end:
         tried += 1
-        b0, s0 = _ticks()
+        b0, s0 = _ticks(pids)
         w0 = time.monotonic()
         got = {}
-        for k in names:
+        first = (tried - 1) % len(names) if rotate else 0
+        for k in names[first:] + names[:first]:
             prep, fn = var[k]
             prep()
             fn()
@@ -57,7 +67,7 @@ def quiet_rounds(var: dict, names: list[str], rounds: int, max_seconds: float, o
             t = time.perf_counter()
             fn()
             got[k] = time.perf_counter() - t
-        b1, s1 = _ticks()
+        b1, s1 = _ticks(pids)
         load = ((b1 - b0) - (s1 - s0)) / hz / max(1e-3, time.monotonic() - w0)
         loads.append(load)
         if load < others:

@@ -372,6 +372,7 @@ def _max_pool(x, kh, kw, sh, sw, pt, pl, y, empty):
 
 numpy_twin(_pool._max_pool_fast_noidx)(_max_pool)
 numpy_twin(_pool._max_pool_s1)(_max_pool)
+numpy_twin(_pool._max_pool_2x2)(_max_pool)
 
 
 # ---- LRN ---------------------------------------------------------------------------------------

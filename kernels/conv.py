@@ -121,6 +121,12 @@ _WINO_MIN_TILES = 256
 # F(4,3): 4x fewer (and 2.25x larger) tiles per pixel; cold-cache, one thread, ms with
 # (256, 64) tiles: 64 -> 64 56x56 2.03/1.48, 64 -> 192 56x56 5.09/3.84, others within 5%
 _WINO4_MIN_TILES = 64
+# ... in bands of at most this many elements (transformed input + GEMM output: 36 (C_in + C_out)
+# per tile; 1 MB in float32, the L2 of this machine's cores). Measured one thread, input and
+# scratch out of cache (as in a net), ms with bands of 1 << 19 / 1 << 18 elements: 16 -> 32 60x80
+# 1.03/0.69 (yufacedetectnet conv2_1: 0.68/0.56 inside the net), 16 -> 16 64x128 0.67/0.58,
+# 16 -> 16 120x160 1.37/1.22, 64 -> 64 56x56 1.82/1.65, 32 -> 128 27x27 0.51/0.50.
+_WINO4_BAND_ELEMS = 1 << 18
 # several threads: F(4,3) in about this many bands of tile rows per thread (each band's
 # transforms and 36 GEMMs in one block) where they hold at least this many tiles, else the
 # transforms in bands and the GEMMs in blocks. Measured two threads, cold cache, ms F(2,3) split
@@ -151,6 +157,15 @@ WINOGRAD4_MAX_CIN_COUT = 128 * 256
 # F(2,3) it passes. (F(4,3) gained little in that whole net: yufacedetectnet v2 8.24 -> 8.11 ms.)
 WINOGRAD4_MIN_TILES_ACC = 36
 WINOGRAD4_MIN_CIN_COUT = 64 * 64
+# ... and also with at most this many input x output channels on maps of at least this many 4x4
+# tiles: there F(2,3)'s 16 GEMMs, with K = C_in <= 32, are too narrow to pay for its 4x more tile
+# transforms (one thread, ms F(2,3) / F(4,3): 16->32 60x80 0.53/0.40, 16->16 64x128 0.90/0.39,
+# 8->16 120x160 0.88/0.60, 32->16 60x80 0.56/0.37). Accuracy, measured on yufacedetectnet v2 (the
+# suite's 1e-5 float32-vs-float64 bound behind its L2 Normalize layers): F(4,3) on its 16->32
+# 60x80 conv2_1 alone puts the worst layer at 3.9e-6 (2.4e-6 all F(2,3)); on 16->64 or 32->64
+# 30x40 (conv3_x) 1.1e-5 to 3.3e-5, hence the bound.
+WINOGRAD4_SMALL_MAX_CIN_COUT = 16 * 32
+WINOGRAD4_SMALL_MIN_TILES = 256
 # Several threads (refnet.kernels._workers): each conv call is cut into about this many blocks
 # per thread (one single-threaded GEMM each, taken from a shared counter, so a descheduled
 # thread holds back one small block, not half the layer); column blocks at least
@@ -1246,8 +1261,8 @@ class Conv2dPlan:
         self.u = winograd_weights(w) if f == 2 else winograd4_weights(w)
         self.tw_n = -(-wo // f)
         self.th_n = -(-ho // f)
-        least = _WINO_MIN_TILES if f == 2 else _WINO4_MIN_TILES
-        self.max_tiles = max(least, _WINO_BAND_ELEMS // (self.nk * (c + co)))
+        least, elems = (_WINO_MIN_TILES, _WINO_BAND_ELEMS) if f == 2 else (_WINO4_MIN_TILES, _WINO4_BAND_ELEMS)
+        self.max_tiles = max(least, elems // (self.nk * (c + co)))
         band = max(1, min(self.th_n, self.max_tiles // self.tw_n))
         self.band = -(-self.th_n // -(-self.th_n // band))  # as many bands, of balanced heights
 
@@ -1262,6 +1277,8 @@ class Conv2dPlan:
             t2, t4 = -(-ho // 2) * -(-wo // 2), -(-ho // 4) * -(-wo // 4)
             if (t4 >= max(WINOGRAD4_MIN_TILES, WINOGRAD4_MIN_TILES_ACC)
                     and WINOGRAD4_MIN_CIN_COUT <= c * co <= WINOGRAD4_MAX_CIN_COUT and 36 * t4 <= 0.8 * 16 * t2):
+                return "winograd4"
+            if t4 >= WINOGRAD4_SMALL_MIN_TILES and c * co <= WINOGRAD4_SMALL_MAX_CIN_COUT:
                 return "winograd4"
             return "winograd"
         if g == 1 and co <= DIRECT_MAX_COUT and cig * kh * kw >= DIRECT_MIN_K:

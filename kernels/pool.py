@@ -338,6 +338,46 @@ def _max_pool_sep(x, kh, kw, sh, sw, pt, pl, y, empty):
 
 
 @twin(0)
+def _max_pool_2x2(x, kh, kw, sh, sw, pt, pl, y, empty):
+    """Max only, 2x2 windows at stride 2 without top/left padding (VGG-style pools; the
+    geometry arguments are unused), every window starting inside the input: per output element
+    the max of its inputs in one pass, selected in ``_max_pool_sep``'s order (the two rows of each
+    column, then the two columns), so bit-identical to it; a window clipped by the last row or
+    column (Caffe's ceil mode) takes the inputs it has. (One pass instead of three: 2x faster on
+    yufacedetectnet's 16x120x160 pool.)"""
+    n_, c_, h, w = x.shape
+    _, _, ho, wo = y.shape
+    wf = min(wo, w // 2)  # output columns with both input columns
+    for t in prange(n_ * c_):
+        n = t // c_
+        c = t % c_
+        for oh in range(ho):
+            yrow = y[n, c, oh]
+            r0 = x[n, c, 2 * oh]
+            if 2 * oh + 1 < h:
+                r1 = x[n, c, 2 * oh + 1]
+                for k in range(wf):
+                    a = r0[2 * k]
+                    v = r1[2 * k]
+                    a = v if (v > a or v != v) else a  # a NaN sticks
+                    b = r0[2 * k + 1]
+                    v = r1[2 * k + 1]
+                    b = v if (v > b or v != v) else b
+                    yrow[k] = b if (b > a or b != b) else a
+                for k in range(wf, wo):
+                    a = r0[2 * k]
+                    v = r1[2 * k]
+                    yrow[k] = v if (v > a or v != v) else a
+            else:
+                for k in range(wf):
+                    a = r0[2 * k]
+                    b = r0[2 * k + 1]
+                    yrow[k] = b if (b > a or b != b) else a
+                for k in range(wf, wo):
+                    yrow[k] = r0[2 * k]
+
+
+@twin(0)
 def _max_pool_s1(x, kh, kw, sh, sw, pt, pl, y, empty):
     """Max only (no argmax), stride 1 (``sh``, ``sw`` unused; GoogLeNet's inception pools), plane
     by plane through a buffer holding the plane with -inf padding: the max of each output row's
@@ -385,6 +425,12 @@ def _max_pool_s1(x, kh, kw, sh, sw, pt, pl, y, empty):
                     dst[k] = src[k]
 
 
+def _is_2x2(kh: int, kw: int, sh: int, sw: int, pt: int, pl: int, x_shape: tuple, ho: int, wo: int) -> bool:
+    """Whether :func:`_max_pool_2x2` computes this pool: 2x2 windows, stride 2, no top/left pad,
+    every window starting inside the input."""
+    return (kh, kw, sh, sw, pt, pl) == (2, 2, 2, 2, 0, 0) and 2 * (ho - 1) < x_shape[2] and 2 * (wo - 1) < x_shape[3]
+
+
 def max_pool(
     x: np.ndarray,
     kernel: IntPair,
@@ -403,7 +449,9 @@ def max_pool(
     n, c = x.shape[:2]
     y = np.empty((n, c, ho, wo), dtype=x.dtype)
     if not return_indices:
-        kernel_fn = _max_pool_s1 if sh == sw == 1 else _max_pool_sep if kh >= 2 else _max_pool_fast_noidx
+        kernel_fn = (_max_pool_s1 if sh == sw == 1
+                     else _max_pool_2x2 if _is_2x2(kh, kw, sh, sw, pt, pl, x.shape, ho, wo)
+                     else _max_pool_sep if kh >= 2 else _max_pool_fast_noidx)
         _run_planes(kernel_fn, (x, kh, kw, sh, sw, pt, pl, y, x.dtype.type(EMPTY_MAX)), (0, 7))
         return y
     idx = np.empty((n, c, ho, wo), dtype=np.int64)

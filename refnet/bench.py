@@ -74,6 +74,7 @@ class BenchResult:
     peers_runs_ms: dict[str, list[float]] = field(default_factory=dict)
     load: list[float] = field(default_factory=list)  # the 1-minute load average at the start and the end
     auto_threads: dict[int, int] = field(default_factory=dict)  # --threads auto: decisions made, per count
+    auto_small: int = 0  # --threads auto: passes run on one thread as smaller than AUTO_MIN_WORK
 
     @property
     def ratio_vs_best_peer(self) -> float | None:
@@ -161,6 +162,10 @@ class BenchResult:
             if set(self.auto_threads) == {1}:
                 lines.append("          (the counts of 'refnet 1t' in every round: the two rows differ by the "
                              "machine's noise; refnet/runtime/threads.py)")
+        if self.auto_small:
+            head = "          and" if self.auto_threads else "auto     "
+            lines.append(f"{head} ran {self.auto_small} passes on one thread where the load allowed more (a pass "
+                         "under AUTO_MIN_WORK MACs; refnet/runtime/threads.py)")
         if self.note:
             lines.append(f"note      {self.note}")
         return "\n".join(lines)
@@ -415,7 +420,7 @@ def _bench_model(stack: Any, net: Any, inputs: Mapping[str, np.ndarray] | None, 
     import cv2
 
     from refnet.runtime.smallnet import end_numpy_phase
-    from refnet.runtime.threads import decisions, get_num_threads, set_num_threads
+    from refnet.runtime.threads import decisions, get_num_threads, set_num_threads, small_passes
 
     auto = threads == "auto"
     load0 = load_average()
@@ -459,7 +464,7 @@ def _bench_model(stack: Any, net: Any, inputs: Mapping[str, np.ndarray] | None, 
     thread_counts = get_num_threads()
     if auto:
         thread_counts["cv2"] = int(cv2.getNumThreads()) if hasattr(cv2, "getNumThreads") else -1
-    t_start = time.monotonic()
+    t_start, small0 = time.monotonic(), small_passes()
     times = alternate(fns, repeat, warmup, pause=pause, warm_each=pause > 0, prepare=prep, self_timed=own)
     chosen: dict[int, int] = {}
     for n, _, _ in decisions(since=t_start) if auto else []:
@@ -481,7 +486,8 @@ def _bench_model(stack: Any, net: Any, inputs: Mapping[str, np.ndarray] | None, 
         cv2_runs_ms=ms[i_cv2] if n_own > i_cv2 else [], note=note, method=method, busy_neighbour=neighbour,
         refnet_1t_ms=float(np.median(ms[1])) if one_thread else None, refnet_1t_runs_ms=ms[1] if one_thread else [],
         peers_ms={k: float(np.median(v)) for k, v in peer_ms.items()}, peers_runs_ms=peer_ms,
-        load=[v for v in (load0, load1) if v is not None], auto_threads=chosen)
+        load=[v for v in (load0, load1) if v is not None], auto_threads=chosen,
+        auto_small=small_passes() - small0 if auto else 0)
 
 
 # ---- peak resident memory, in a fresh process per implementation -------------------------------------

@@ -196,7 +196,7 @@ class Net:
         times: list[list[float]] = [[] for _ in prog.code]
         clock = time.perf_counter
         with RUN_LOCK:
-            _threads_before_forward()  # the thread counts forward would use
+            _threads_before_forward(work=prog.work)  # the thread counts forward would use
             for _ in range(max(1, int(repeat))):
                 steps = prog.steps(prog.start(feeds))
                 t0 = clock()

@@ -140,6 +140,7 @@ def test_auto_mode_applies_counts_to_numba_and_blas(tiny, monkeypatch):
     assert T.mode() == "auto" and T.get_num_threads()["numba"] == 1
     assert all(d["num_threads"] == 1 for d in threadpool_info() if d["user_api"] == "blas")
     monkeypatch.setattr(T, "auto_threads", lambda: 2)
+    monkeypatch.setattr(T, "AUTO_MIN_WORK", 0)  # the tiny net counts as large enough to share
     T._STATE["checked"] = -1e9  # the next forward looks at the load again
     y2 = net.forward(x)["fc"]
     import numba
@@ -234,3 +235,39 @@ def test_forward_thread_gets_numba_count(tiny, monkeypatch, mode):
     want = 1  # explicit or auto (one thread chosen): numba at one thread too, in the pass's own thread
     assert seen and all(not main and r == want and n == want for main, r, n in seen)
     assert T.get_num_threads()["numba"] == 1 and T.get_num_threads()["gemm"] == 1  # the calling thread's
+
+
+def test_auto_mode_small_pass_runs_one_thread(tiny, monkeypatch):
+    """A pass under AUTO_MIN_WORK MACs runs one thread (GEMM pool and numba in the running
+    thread) while the load allows two; the load decision stays (it is what a larger pass gets),
+    the pass is counted, and the numbers are those of the two-thread pass."""
+    monkeypatch.setattr(T, "auto_threads", lambda: 2)
+    monkeypatch.setattr(T, "_numba_here", lambda n: n)  # (numba's count: the test above)
+    from refnet.kernels import _workers
+
+    net = refnet.load(*tiny)
+    x = np.ones((1, 3, 8, 8), np.float32)
+    T.set_num_threads("auto")
+    monkeypatch.setattr(T, "AUTO_MIN_WORK", 0)
+    y2 = net.forward(x)["fc"]
+    assert _workers.workers() == (2 if _workers.enabled() else 1)
+    monkeypatch.setattr(T, "AUTO_MIN_WORK", 10**12)
+    before = T.small_passes()
+    y1 = net.forward(x)["fc"]
+    assert T.small_passes() == before + 1 and _workers.workers() == 1 and T._STATE["auto_n"] == 2
+    assert T.before_forward(work=10**11) == 1 and T.before_forward(work=10**12) == 2
+    np.testing.assert_array_equal(y1, y2)
+    assert [T.for_work(2, w) for w in (None, 0, 10**12 - 1, 10**12)] == [2, 1, 1, 2]
+
+
+def test_bench_command_reports_small_passes(tiny, tmp_path, capsys, monkeypatch):
+    """With the load allowing two threads, the tiny net's passes (under AUTO_MIN_WORK) run one
+    thread, and `refnet bench --threads auto` says how many did (in its table and JSON)."""
+    monkeypatch.setattr(T, "auto_threads", lambda: 2)
+    out = tmp_path / "b.json"
+    argv = ["bench", str(tiny[0]), str(tiny[1]), "--threads", "auto", "--no-cv2", "--repeat", "2", "--warmup", "1",
+            "--pause", "0.01", "--json", str(out)]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    data = json.loads(out.read_text())
+    assert data["auto_small"] >= 2 and f"ran {data['auto_small']} passes on one thread" in text

@@ -145,11 +145,11 @@ def run_program(prog: Program, feeds: Mapping[str, np.ndarray]) -> list:
     """Run a program under the run lock; heavy ones so that Ctrl-C interrupts them."""
     if prog.work < THREAD_MIN_WORK:
         with RUN_LOCK, kernels_for(prog):  # small programs: NumPy twins, no numba (runtime/smallnet.py)
-            before_forward()
+            before_forward(work=prog.work)
             return prog.run(feeds)
 
     def go(hook: Callable | None) -> list:
-        before_forward()  # numba's thread count is per thread: set it in the one that runs
+        before_forward(work=prog.work)  # numba's thread count is per thread: set it in the one that runs
         return prog.run(feeds, hook)
 
     return run_interruptibly(go, RUN_LOCK)

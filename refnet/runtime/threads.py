@@ -50,6 +50,10 @@ Two modes:
   number of issue 17 was measured so.)
   An explicit :func:`set_num_threads` count now holds in every thread.
 
+  Small passes run one thread whatever the load (:data:`AUTO_MIN_WORK`, :func:`for_work`): a
+  net of small layers lost more to handing them between threads than it gained from the second
+  core (yufacedetectnet v2, quiet machine: 1.18x slower at 2 threads than at 1).
+
 Nothing here imports threadpoolctl before a thread count has to be applied, nor numba before
 something else loads it (a small net's forward pass may run without it:
 refnet.runtime.smallnet); numba's count is applied when it loads.
@@ -65,9 +69,18 @@ from collections import deque
 from typing import Any
 
 __all__ = ["set_num_threads", "get_num_threads", "reapply", "auto_threads", "available_cores", "before_forward",
-           "AUTO_INTERVAL_S", "TAKEN_ABOVE", "FREE_BELOW", "decide", "decisions", "mode"]
+           "AUTO_INTERVAL_S", "AUTO_MIN_WORK", "TAKEN_ABOVE", "FREE_BELOW", "decide", "decisions", "for_work",
+           "small_passes", "mode"]
 
 AUTO_INTERVAL_S = 0.5  # seconds between two looks at the machine's load in auto mode
+# Forward passes of fewer MACs than this (refnet.runtime.budget's count of the program) run one
+# thread in auto mode, whatever the load: their layers are too small to share (quiet machine:
+# yufacedetectnet v2 at 320x240, 1.65e8 MACs, 7.6 ms at 1 thread vs 9.0 at the 2 the load
+# allowed), while GoogLeNet (1.31e9), MobileNet-SSD (1.09e9) and ENet 512x256 (1.01e9) gain from
+# the second core. The line sits just above the measured loser: below it only nets of small
+# layers (yolo-fastest 1.1 1.27e8, UltraFace ~1e8, MTCNN, LeNet); SqueezeNet 1.1 (3.9e8),
+# yolo-fastest-xl (3.7e8) and tiny-darknet (4.9e8) were not measured quiet and keep the load's count.
+AUTO_MIN_WORK = 25 * 10**7
 TAKEN_ABOVE = 0.25  # a core the others used more than this (on average since the last look) is taken ...
 FREE_BELOW = 0.1  # ... and it is free again (a thread added back) only when they used less than this
 MIN_WINDOW_S = 0.1  # a shorter window since the last look is too coarse (/proc/stat counts 10 ms ticks)
@@ -83,6 +96,7 @@ _STATE: dict[str, Any] = {
     "checked": -1e9,  # time.monotonic() of the last auto decision
     "auto_n": None,  # the last auto decision
     "pending": None,  # numba's count, to set when numba is loaded (not yet)
+    "small_passes": 0,  # auto passes run on one thread though the load allowed more (AUTO_MIN_WORK)
 }
 
 
@@ -188,6 +202,12 @@ def decide(cores: int, machine: int, others_now: int | None, others_lately: floa
             n = max(current, min(n, cores - max(busy, math.ceil(max(0.0, lately - FREE_BELOW)))))
         return n
     return max(1, min(cores, cores - busy))
+
+
+def small_passes() -> int:
+    """Forward passes so far that ran one thread in auto mode because they were smaller than
+    :data:`AUTO_MIN_WORK` while the load allowed more (``refnet bench`` reports them)."""
+    return int(_STATE["small_passes"])
 
 
 def decisions(since: float = -math.inf) -> list[tuple[int, int | None, float | None]]:
@@ -330,28 +350,39 @@ def _numba_here(n: int) -> int:
     return want
 
 
-def before_forward(force: bool = False) -> int:
+def for_work(n: int, work: int | None) -> int:
+    """The auto count for a forward pass of ``work`` MACs (None: unknown) when the load allows
+    ``n`` threads: one below :data:`AUTO_MIN_WORK` (see there), else ``n``."""
+    return 1 if work is not None and work < AUTO_MIN_WORK else n
+
+
+def before_forward(force: bool = False, work: int | None = None) -> int:
     """Called before each forward pass, in the thread that runs it: in auto mode, look at the
-    load (at most every AUTO_INTERVAL_S) and set the thread counts when they change; in explicit
-    mode, make sure newly loaded BLAS libraries got the limit; in both, give this thread
-    numba's count (:func:`_numba_here`; a heavy program's pass runs in a thread of its own,
-    refnet.runtime.interrupt). Returns numba's thread count for this run."""
+    load (at most every AUTO_INTERVAL_S) and set the thread counts when they change, and run a
+    pass of fewer than :data:`AUTO_MIN_WORK` MACs (``work``, the program's) on one thread (the
+    GEMM pool, and numba in this thread; the load decision and the threading layer it chose
+    stay, for the next larger pass); in explicit mode, make sure newly loaded BLAS libraries got
+    the limit; in both, give this thread numba's count (:func:`_numba_here`; a heavy program's
+    pass runs in a thread of its own, refnet.runtime.interrupt). Returns numba's thread count
+    for this run."""
     if not _STATE["auto"]:
         _apply_blas(_STATE["blas"])
         return _numba_here(int(_STATE["numba"]))
     now = time.monotonic()
-    if not force and now - _STATE["checked"] < AUTO_INTERVAL_S:
-        _apply_blas(_blas_for(_STATE["auto_n"]))
-        n = int(_STATE["auto_n"])
-    else:
+    if force or now - _STATE["checked"] >= AUTO_INTERVAL_S:
         _STATE["checked"] = now
         n = auto_threads()
         if n != _STATE["auto_n"] or force:
             _STATE["auto_n"] = n
             _apply(n, _blas_for(n), cv2_too=False)  # the default leaves a user's cv2 alone
-        else:
-            _apply_blas(_blas_for(n))
-    return _numba_here(n)
+    run_n = for_work(int(_STATE["auto_n"]), work)
+    if run_n < _STATE["auto_n"]:
+        _STATE["small_passes"] += 1
+    from refnet.kernels import _workers
+
+    _workers.set_workers(run_n if _workers.enabled() else 1)  # (one assignment)
+    _apply_blas(_blas_for(run_n))
+    return _numba_here(run_n)
 
 
 def get_num_threads() -> dict[str, int]:

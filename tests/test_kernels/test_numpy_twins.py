@@ -159,6 +159,8 @@ def test_lrn_across_numpy_twin(xs, size, beta, k):
     ((1, 2, 7, 12), (3, 2), (1, 3), (1, 0, 1, 0), False),
     ((1, 1, 5, 5), (1, 1), (2, 2), (0, 0, 0, 0), True),
     ((1, 2, 6, 6), (2, 2), (3, 3), (0, 0, 0, 0), True),  # a ceil-mode window past the input
+    ((1, 3, 15, 20), (2, 2), (2, 2), (0, 0, 0, 0), True),  # 2x2/2 kernel, last row clipped
+    ((2, 2, 8, 9), (2, 2), (2, 2), (0, 0, 0, 0), True),  # 2x2/2 kernel, last column clipped
 ])
 def test_max_pool_numpy_twin(xs, k, s, p, ceil):
     x = RNG.normal(0, 1, xs).astype(np.float32)

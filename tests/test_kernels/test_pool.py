@@ -411,3 +411,26 @@ def test_stride1_max_pool_kernel_bitwise_equals_separable(xs, k, p, rng):
     P._max_pool_sep.serial(x, k[0], k[1], 1, 1, p[0], p[1], b, e)
     np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32))
     np.testing.assert_array_equal(max_pool(x, k, 1, p), ref)
+
+
+@pytest.mark.parametrize("xs", [(1, 16, 12, 16), (2, 3, 7, 9), (1, 2, 15, 20), (1, 2, 5, 4), (1, 1, 3, 2)])
+def test_2x2_stride2_max_pool_kernel_bitwise_equals_separable(xs, rng):
+    """The one-pass 2x2 stride-2 kernel (VGG-style pools; ceil mode clips the last row/column
+    windows of odd sizes) gives the separable kernel's bits, signed zeros, NaN and -inf included,
+    and the reference's values; max_pool picks it for such pools."""
+    from refnet.kernels import pool as P
+
+    x = rng.standard_normal(xs).astype(np.float32)
+    x.flat[::7] = -0.0
+    x.flat[::11] = 0.0
+    x.flat[min(3, x.size - 1)] = np.nan
+    x.flat[min(5, x.size - 1)] = -np.inf
+    ref = max_pool_reference(x, 2, 2)
+    a, b = np.empty_like(ref), np.empty_like(ref)
+    e = np.float32(EMPTY_MAX)
+    assert P._is_2x2(2, 2, 2, 2, 0, 0, xs, *ref.shape[2:])
+    P._max_pool_2x2(x, 2, 2, 2, 2, 0, 0, a, e)
+    P._max_pool_sep.serial(x, 2, 2, 2, 2, 0, 0, b, e)
+    np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32))
+    np.testing.assert_array_equal(max_pool(x, 2, 2), ref)
+    assert not P._is_2x2(2, 2, 2, 2, 1, 1, xs, *ref.shape[2:]) and not P._is_2x2(3, 3, 2, 2, 0, 0, xs, 4, 4)

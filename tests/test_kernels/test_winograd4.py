@@ -102,7 +102,7 @@ def test_bands_of_tile_rows_equal_one_band(monkeypatch):
     w = RNG.standard_normal((co, 9, 3, 3)).astype(np.float32)
     whole = C.conv2d_plan(xs, w, None, pad=1, algorithm="winograd4")
     monkeypatch.setattr(C, "_WINO4_MIN_TILES", 8)
-    monkeypatch.setattr(C, "_WINO_BAND_ELEMS", 1)
+    monkeypatch.setattr(C, "_WINO4_BAND_ELEMS", 1)
     banded = C.conv2d_plan(xs, w, None, pad=1, algorithm="winograd4")
     assert banded.band < banded.th_n and whole.band == whole.th_n
     np.testing.assert_array_equal(banded(x), whole(x))
@@ -119,6 +119,23 @@ def test_choice():
     assert alg((1, 64, 15, 20), 64) == "winograd"  # small map (accuracy)
     assert alg((1, 256, 14, 14), 256) == "winograd"  # many channels on a small map
     assert alg((1, 64, 8, 10), 128) == "winograd"  # few tiles
+    assert alg((1, 16, 60, 80), 32) == "winograd4"  # few channels on a large map (yufacedetectnet conv2_1)
+    assert alg((1, 16, 64, 128), 16) == "winograd4"
+    assert alg((1, 16, 30, 40), 32) == "winograd"  # ... but a smaller map: below WINOGRAD4_SMALL_MIN_TILES
+    assert alg((1, 32, 60, 80), 32) == "winograd"  # ... more channels: above WINOGRAD4_SMALL_MAX_CIN_COUT
+
+
+def test_small_channel_choice_matches_the_reference():
+    """The small-channel, large-map F(4,3) choice against the float64 reference convolution, in
+    float32 (the long-reduction tolerance, as the other F(4,3) choices) and in float64 (tight)."""
+    w = RNG.normal(0, np.sqrt(2 / (9 * 16)), (32, 16, 3, 3))
+    b = RNG.normal(0, 0.1, 32)
+    x = np.maximum(RNG.normal(0, 1, (1, 16, 60, 80)), 0)
+    want = C.conv2d_reference(x, w, b, pad=1, activation="relu")
+    for dt, tol in ((np.float32, "f32_vs_f64_long"), (np.float64, 1e-12)):
+        plan = C.conv2d_plan(x.shape, w.astype(dt), b.astype(dt), pad=1, activation="relu")
+        assert plan.algorithm == "winograd4"
+        assert_close(plan(x.astype(dt)), want, tol, f"small-channel winograd4 {dt.__name__}")
 
 
 @pytest.mark.parametrize("xs,co,runs", [((2, 10, 45, 39), 7, 1),  # bands of tile rows, one pool run
