@@ -87,8 +87,9 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             print("  median ms  " + "  ".join(f"{k} {statistics.median(kept[k]) * 1e3:.1f}" for k in names))
             print("  min ms     " + "  ".join(f"{k} {min(kept[k]) * 1e3:.1f}" for k in names))
+            paired = (("split2", "py2"), ("region2", "split2"))
             rat = [f"{p}/{q} {statistics.median(x / y for x, y in zip(kept[p], kept[q])):.2f}"
-                   for p in names for q in names if p != q and (q in ("cv2", "one") or (p, q) == ("split2", "py2"))]
+                   for p in names for q in names if p != q and (q in ("cv2", "one") or (p, q) in paired)]
             print("  per-round ratio medians  " + "  ".join(rat), flush=True)
     reset_env()
     return 0

@@ -10,6 +10,10 @@ set-up, a 0.1 s pause and an untimed warm-up call before every timed call) of
 * ``py2``:    the same with ``REFNET_POOL_DRIVERS=0``: one Python call per block instead of one
   nogil numba call per thread and layer (refnet.kernels._blasjit; the split of before);
 * ``blas2``:  2 threads, ``REFNET_CONV_SPLIT=0``: no pool, OpenBLAS's own 2 threads (before);
+* ``region2``: ``split2`` with ``REFNET_NUMBA_DRIVERS=1``: each layer's drivers run as one numba
+  parallel region (native threads, no GIL hand-over) instead of over the worker pool; used where
+  numba's layer is TBB (run with ``NUMBA_THREADING_LAYER=tbb``; "any" in ``REFNET_NUMBA_DRIVERS``
+  would use it with any layer);
 * ``one``:    1 thread;
 * ``cv2``:    cv2.dnn 4.x at 2 threads (caffe models; the ONNX ones in cv2 4.x where it loads them);
 * ``auto``:   refnet's default (load-aware) thread count.
@@ -73,17 +77,22 @@ def _variants(net, feeds, with_cv2: bool):
     from refnet.bench import _cv2_runner
     from refnet.runtime.threads import set_num_threads
 
-    def setup(split: str, n, drivers: str = "1"):
+    region = os.environ.get("REFNET_NUMBA_DRIVERS", "1")
+    region = region if region != "0" else "1"
+
+    def setup(split: str, n, drivers: str = "1", regions: str = "0"):
         def prep():
             os.environ["REFNET_CONV_SPLIT"] = split
             os.environ["REFNET_POOL_DRIVERS"] = drivers
+            os.environ["REFNET_NUMBA_DRIVERS"] = regions
             set_num_threads(n)
         return prep
 
     def fwd():
         return net.forward(feeds)
 
-    out = {"split2": (setup("1", 2), fwd), "py2": (setup("1", 2, "0"), fwd), "blas2": (setup("0", 2), fwd),
+    out = {"split2": (setup("1", 2), fwd), "region2": (setup("1", 2, "1", region), fwd),
+           "py2": (setup("1", 2, "0"), fwd), "blas2": (setup("0", 2), fwd),
            "one": (setup("1", 1), fwd), "auto": (setup("1", "auto"), fwd)}
     if with_cv2:
         try:
@@ -144,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
             print("  CPU ms     " + "  ".join(f"{k} {statistics.median(cpu[k]) * 1e3:.1f}" for k in names)
                   + "  (process CPU time per call, median: work + spinning, all threads)")
             by = dict(zip(names, times))
-            pairs = [("split2", "py2"), ("py2", "one"), ("py2", "cv2"), ("split2", "blas2"), ("split2", "one"),
+            pairs = [("region2", "split2"), ("region2", "one"), ("region2", "cv2"), ("split2", "py2"), ("py2", "one"),
+                     ("py2", "cv2"), ("split2", "blas2"), ("split2", "one"),
                      ("blas2", "one"), ("split2", "cv2"), ("blas2", "cv2"),
                      ("auto", "one"), ("auto", "cv2")]
             rat = []
@@ -161,6 +171,7 @@ def reset_env() -> None:
     """Drop the switches the variants set (back to refnet's defaults)."""
     os.environ.pop("REFNET_CONV_SPLIT", None)
     os.environ.pop("REFNET_POOL_DRIVERS", None)
+    os.environ.pop("REFNET_NUMBA_DRIVERS", None)
 
 
 if __name__ == "__main__":

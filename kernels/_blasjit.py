@@ -10,6 +10,13 @@ counter and runs each block's GEMM (the same ``cblas_?gemm`` NumPy's ``matmul`` 
 same arguments: row-major, no transposes, alpha 1, beta 0, the same leading dimensions, hence
 the same result bit for bit) and its epilogue without the GIL.
 
+``REFNET_NUMBA_DRIVERS=1`` (opt-in; :func:`refnet.kernels._parallel.region_threads`) launches
+the drivers as ONE numba parallel region instead (``PARALLEL``: ``for t in prange(nt)``, each
+iteration one driver loop on the shared counters, scratch rows per iteration): numba's threads
+are native, so no thread waits for the GIL or a Python wake-up before its first block. Used on
+numba's TBB layer (~10 us per launch here; workqueue took 50-110 us and OpenMP, with refnet's
+passive waiting, ~50 us and stalled for milliseconds when another process held a core).
+
 Available when NumPy's BLAS exports ``scipy_cblas_sgemm64_``/``scipy_cblas_dgemm64_`` (the
 scipy-openblas of NumPy's wheels) and a check GEMM equals ``np.matmul`` bit for bit; else
 :func:`available` is False and the pool runs Python blocks as before. This module imports numba:
@@ -253,6 +260,47 @@ def wino_small(x, u, y, b, act, slope, six, pt, pl, tw_n, rows, gblocks, counter
             _wino_out_s(m, b, act, slope, six, rows[j, 0], rows[j, 1], tw_n, rows[j, 0] * tw_n, y[i])
             _atomic_inc(counters, q + 5)
         _wait_all(counters, q + 5, nr)
+
+
+# --------------------------------------------------------------------------------------
+# the same drivers launched as ONE numba parallel region (REFNET_NUMBA_DRIVERS, see run_parallel)
+# --------------------------------------------------------------------------------------
+_pjit = _numba.njit(parallel=True, **JIT_OPTIONS)
+_prange = _numba.prange
+
+
+@_pjit
+def gemm_blocks_par(nt, a, s, d, bias, slope, ga, blocks, act, epi, counters):  # noqa: ANN001, ANN201, PLR0913
+    for _t in _prange(nt):
+        gemm_blocks(a, s, d, bias, slope, ga, blocks, act, epi, counters, 0)
+
+
+@_pjit
+def im2col_bands_par(nt, x, wmat, y, bias, slope, geom, bands, act, epi, counter, buf):  # noqa: ANN001, ANN201, PLR0913
+    for t in _prange(nt):
+        im2col_bands(x, wmat, y, bias, slope, geom, bands, act, epi, counter, buf[t])
+
+
+@_pjit
+def im2col_small_par(nt, x, wmat, y, bias, slope, geom, rows, gblocks, act, epi, counters, cb):  # noqa: ANN001, ANN201, PLR0913
+    for _t in _prange(nt):
+        im2col_small(x, wmat, y, bias, slope, geom, rows, gblocks, act, epi, counters, cb)
+
+
+@_pjit
+def wino_bands_par(nt, x, u, y, b, act, slope, six, pt, pl, tw_n, bands, counter, vbuf, mbuf):  # noqa: ANN001, ANN201, PLR0913
+    for t in _prange(nt):
+        wino_bands(x, u, y, b, act, slope, six, pt, pl, tw_n, bands, counter, vbuf[t], mbuf[t])
+
+
+@_pjit
+def wino_small_par(nt, x, u, y, b, act, slope, six, pt, pl, tw_n, rows, gblocks, counters, v, m):  # noqa: ANN001, ANN201, PLR0913
+    for _t in _prange(nt):
+        wino_small(x, u, y, b, act, slope, six, pt, pl, tw_n, rows, gblocks, counters, v, m)
+
+
+PARALLEL = {"gemm_blocks": gemm_blocks_par, "im2col_bands": im2col_bands_par, "im2col_small": im2col_small_par,
+            "wino_bands": wino_bands_par, "wino_small": wino_small_par}
 
 
 def _check() -> bool:

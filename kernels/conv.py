@@ -69,8 +69,9 @@ import numpy as np
 from refnet.errors import ShapeError
 from refnet.kernels import _workers
 from refnet.kernels._check import IntPair, Pad, as_float_array, ieee, pad4, pair, same_dtype
-from refnet.kernels._jit import jit, prange
+from refnet.kernels._jit import PARALLEL_LOCK, jit, prange
 from refnet.kernels._lazyjit import MODE as _NUMPY_MODE
+from refnet.kernels._parallel import region_threads as _region_threads
 from refnet.kernels._parallel import twin  # (numba's threading layer is chosen when numba loads)
 from refnet.kernels.geometry import conv_output_size, conv_transpose_output_size  # the rules' one home
 
@@ -1102,10 +1103,22 @@ def _gemm_ok(*arrays: np.ndarray) -> bool:
     return all(a.strides[-1] == a.itemsize and a.strides[-2] >= a.shape[-1] * a.itemsize for a in arrays)
 
 
-def _run_driver(fn, nt: int, *args) -> None:
-    """``fn(*args, counters)`` in ``nt`` threads of the pool, sharing the block counters."""
-    counter = np.zeros(2, np.int64)
-    _workers.run(lambda _k: fn(*args, counter), nt)
+def _run_driver(drv, name: str, nt: int, args: tuple, scratch: tuple = (), dtype: np.dtype | None = None) -> None:
+    """``drv.<name>(*args, *bufs)`` in ``nt`` threads sharing the block counters in ``args``;
+    ``bufs``: one scratch array per (role, size) of ``scratch``, each thread its own. One numba
+    parallel region (``drv.PARALLEL``: each of its threads runs the driver; no Python, no GIL in
+    the other threads) where :func:`refnet.kernels._parallel.region_threads` allows, else the
+    worker pool."""
+    n = _region_threads(nt)
+    if n > 1 and PARALLEL_LOCK.acquire(blocking=False):  # (held: another thread's region is running)
+        try:
+            drv.PARALLEL[name](n, *args, *[_scratch(n * size, dtype, role + "/region").reshape(n, size)
+                                           for role, size in scratch])
+        finally:
+            PARALLEL_LOCK.release()
+        return
+    fn = getattr(drv, name)
+    _workers.run(lambda _k: fn(*args, *[_scratch(size, dtype, role) for role, size in scratch]), nt)
 
 
 def _block_limits() -> tuple:
@@ -1137,7 +1150,8 @@ def _split_gemm(a: np.ndarray, s: np.ndarray, d: np.ndarray, b: np.ndarray, slop
     blocks, table = _gemm_blocks(count, m, a.shape[2], length, nt, _block_limits())
     drv = _drivers()
     if drv is not None and table is not None and _gemm_ok(a, s, d):
-        _run_driver(drv.gemm_blocks, min(nt, len(blocks)), a, s, d, b, slope, ga, table, act, epilogue)
+        _run_driver(drv, "gemm_blocks", min(nt, len(blocks)),
+                    (a, s, d, b, slope, ga, table, act, epilogue, np.zeros(2, np.int64)))
         return
     bias_act = _bias_act_cols.serial
 
@@ -1398,7 +1412,7 @@ class Conv2dPlan:
                         np.array([kh, kw, sh, sw, pt, pl, dh, dw, wo], np.int64),
                         np.array(_parts(ho, _BLOCKS_PER_THREAD * nt), np.int64), table, self.act, epilogue,
                         np.zeros(4 * n * g, np.int64), cb)
-                _workers.run(lambda _k: drv.im2col_small(*args), nt)
+                _run_driver(drv, "im2col_small", nt, args)
                 return
             for i, gi in units:
                 cb = _scratch(kdim * ho * wo, self.dtype, "im2col").reshape(kdim, ho * wo)
@@ -1416,7 +1430,7 @@ class Conv2dPlan:
             counter = np.zeros(2, np.int64)
             args = (x, self.wmat, y.reshape(n, g, cog, ho * wo), self.b.reshape(g, cog), self.slope.reshape(g, cog),
                     geom, table, self.act, epilogue, counter)
-            _workers.run(lambda _k: drv.im2col_bands(*args, _scratch(size, self.dtype, "im2col")), min(nt, len(bands)))
+            _run_driver(drv, "im2col_bands", min(nt, len(bands)), args, (("im2col", size),), self.dtype)
             return
         im2col, bias_act = _im2col.serial, _bias_act_cols.serial
 
@@ -1552,7 +1566,7 @@ class Conv2dPlan:
             if drv is not None and table is not None:  # one nogil call per thread: all three phases
                 rows = np.array(_parts(th_n, _BLOCKS_PER_THREAD * nt), np.int64)
                 args = (x, u, y, b, act, slope, six, pt, pl, tw_n, rows, table, np.zeros(6 * n, np.int64), v, m)
-                _workers.run(lambda _k: drv.wino_small(*args), nt)
+                _run_driver(drv, "wino_small", nt, args)
                 return
             self._wino_phases_py(x, y, nt, v, m, _wino_in.serial, _wino_out.serial)
             return
@@ -1563,8 +1577,8 @@ class Conv2dPlan:
             t = max(r1 - r0 for _, (r0, r1) in bands) * tw_n
             counter = np.zeros(1, np.int64)
             args = (x, u, y, b, act, slope, six, pt, pl, tw_n, table, counter)
-            _workers.run(lambda _k: drv.wino_bands(*args, _scratch(16 * c * t, self.dtype, "wino_v"),
-                                                   _scratch(16 * co * t, self.dtype, "wino_m")), min(nt, len(bands)))
+            _run_driver(drv, "wino_bands", min(nt, len(bands)), args, (("wino_v", 16 * c * t), ("wino_m", 16 * co * t)),
+                        self.dtype)
             return
         self._wino_bands_py(x, y, bands, _wino_in.serial, _wino_out.serial)
 

@@ -138,3 +138,71 @@ def test_pool_with_and_without_busy_wait_runs_every_block_once(spin):
     finally:
         _workers.set_spin(*before_spin)
         _workers.set_workers(before)
+
+
+@pytest.fixture(name="regions")
+def numba_regions(monkeypatch):
+    """The drivers as one numba parallel region per call (REFNET_NUMBA_DRIVERS=any: with
+    whatever threading layer this process runs) at 2 numba threads."""
+    monkeypatch.setenv("REFNET_NUMBA_DRIVERS", "any")
+    if not JITTING:
+        yield
+        return
+    numba = load_numba()
+    before = numba.get_num_threads()
+    numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+    yield
+    numba.set_num_threads(before)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("activation", [None, "prelu"])
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_region_equals_pool_drivers_and_reference(pool, regions, monkeypatch, case, activation, dtype, rng):
+    """REFNET_NUMBA_DRIVERS: the same drivers launched in one numba parallel region give the
+    worker pool's result bit for bit (and the reference's within tolerance); without numba
+    jitting the Python blocks run instead."""
+    xs, ws, kw, alg, driver = CASES[case]
+    x = rng.standard_normal(xs).astype(dtype)
+    w = (rng.standard_normal(ws) * 0.3).astype(dtype)
+    b = rng.standard_normal(ws[0]).astype(dtype) * 3
+    slope = rng.uniform(0.05, 0.5, ws[0]) if activation == "prelu" else 0.1
+    plan = C.conv2d_plan(xs, w, b, activation=activation, negative_slope=slope, algorithm=alg, **kw)
+    plan(x)  # (numba loaded and its threads started: the drivers are decided)
+    used = []
+    drv = C._drivers()
+    if drv is not None:
+        real = drv.PARALLEL[driver]
+        monkeypatch.setitem(drv.PARALLEL, driver, lambda *a: (used.append(a[0]), real(*a))[1])
+    fast = plan(x)
+    multi = JITTING and load_numba().config.NUMBA_NUM_THREADS > 1
+    assert bool(used) == multi, "the region ran (when numba jits with several threads)"
+    assert all(n == 2 for n in used)
+    monkeypatch.setenv("REFNET_NUMBA_DRIVERS", "0")
+    pooled = plan(x)
+    monkeypatch.setenv("REFNET_POOL_DRIVERS", "0")
+    python_blocks = plan(x)
+    np.testing.assert_array_equal(fast, pooled)
+    np.testing.assert_array_equal(fast, python_blocks)
+    ref = C.conv2d_reference(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
+                             activation=activation, negative_slope=slope, **kw)
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(fast, ref, rtol=tol, atol=tol)
+
+
+def test_region_threads_switch(monkeypatch):
+    """REFNET_NUMBA_DRIVERS: "0" (default) never, "1" only on numba's TBB layer, "any" on any
+    layer; at most numba's thread count; 0 (the pool) for one thread."""
+    from refnet.kernels import _parallel
+
+    monkeypatch.delenv("REFNET_NUMBA_DRIVERS", raising=False)
+    assert not _parallel.region_drivers() and _parallel.region_threads(2) == 0
+    monkeypatch.setattr(_parallel, "_LAYER", ["workqueue"])
+    monkeypatch.setattr(_parallel, "_GET_NUM_THREADS", [lambda: 3])
+    monkeypatch.setenv("REFNET_NUMBA_DRIVERS", "1")
+    assert _parallel.region_drivers() and _parallel.region_threads(2) == 0
+    monkeypatch.setattr(_parallel, "_LAYER", ["tbb"])
+    assert _parallel.region_threads(2) == 2 and _parallel.region_threads(5) == 3 and _parallel.region_threads(1) == 0
+    monkeypatch.setenv("REFNET_NUMBA_DRIVERS", "any")
+    monkeypatch.setattr(_parallel, "_LAYER", ["omp"])
+    assert _parallel.region_threads(2) == 2
