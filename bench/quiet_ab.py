@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             print("  median ms  " + "  ".join(f"{k} {statistics.median(kept[k]) * 1e3:.1f}" for k in names))
             print("  min ms     " + "  ".join(f"{k} {min(kept[k]) * 1e3:.1f}" for k in names))
-            paired = (("split2", "py2"), ("region2", "split2"))
+            paired = (("split2", "py2"), ("region2", "split2"), ("region2b1", "region2"), ("region2b4", "region2"),
+                      ("split2b2", "split2"))
             rat = [f"{p}/{q} {statistics.median(x / y for x, y in zip(kept[p], kept[q])):.2f}"
                    for p in names for q in names if p != q and (q in ("cv2", "one") or (p, q) in paired)]
             print("  per-round ratio medians  " + "  ".join(rat), flush=True)

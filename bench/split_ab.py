@@ -14,6 +14,9 @@ set-up, a 0.1 s pause and an untimed warm-up call before every timed call) of
   parallel region (native threads, no GIL hand-over) instead of over the worker pool; used where
   numba's layer is TBB (run with ``NUMBA_THREADING_LAYER=tbb``; "any" in ``REFNET_NUMBA_DRIVERS``
   would use it with any layer);
+* ``region2b1``, ``region2b4``: ``region2`` with 1 or 4 blocks per thread instead of 2
+  (``refnet.kernels.conv._REGION_BLOCKS_PER_THREAD``); ``split2b2``: ``split2`` with 2 instead
+  of 4 (``_BLOCKS_PER_THREAD``);
 * ``one``:    1 thread;
 * ``cv2``:    cv2.dnn 4.x at 2 threads (caffe models; the ONNX ones in cv2 4.x where it loads them);
 * ``auto``:   refnet's default (load-aware) thread count.
@@ -80,8 +83,12 @@ def _variants(net, feeds, with_cv2: bool):
     region = os.environ.get("REFNET_NUMBA_DRIVERS", "1")
     region = region if region != "0" else "1"
 
-    def setup(split: str, n, drivers: str = "1", regions: str = "0"):
+    import refnet.kernels.conv as conv
+
+    def setup(split: str, n, drivers: str = "1", regions: str = "0", per_thread: int = 4, region_per: int = 2):
         def prep():
+            conv._BLOCKS_PER_THREAD = per_thread
+            conv._REGION_BLOCKS_PER_THREAD = region_per
             os.environ["REFNET_CONV_SPLIT"] = split
             os.environ["REFNET_POOL_DRIVERS"] = drivers
             os.environ["REFNET_NUMBA_DRIVERS"] = regions
@@ -92,6 +99,9 @@ def _variants(net, feeds, with_cv2: bool):
         return net.forward(feeds)
 
     out = {"split2": (setup("1", 2), fwd), "region2": (setup("1", 2, "1", region), fwd),
+           "region2b1": (setup("1", 2, "1", region, region_per=1), fwd),
+           "region2b4": (setup("1", 2, "1", region, region_per=4), fwd),
+           "split2b2": (setup("1", 2, per_thread=2), fwd),
            "py2": (setup("1", 2, "0"), fwd), "blas2": (setup("0", 2), fwd),
            "one": (setup("1", 1), fwd), "auto": (setup("1", "auto"), fwd)}
     if with_cv2:

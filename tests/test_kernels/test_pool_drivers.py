@@ -33,6 +33,9 @@ CASES = [  # (x shape, w shape, conv kwargs, algorithm, which driver)
     ((2, 8, 23, 17), (6, 8, 3, 3), dict(pad=(0, 1, 1, 0)), "winograd", "wino_bands"),
     ((1, 11, 9, 13), (17, 11, 3, 3), dict(pad=1), "winograd", "wino_small"),  # small map: 3 phases
     ((2, 9, 4, 12), (14, 9, 3, 3), dict(pad=(1, 1, 0, 1)), "winograd", "wino_small"),  # per image
+    ((1, 6, 64, 57), (9, 6, 3, 3), dict(pad=1), "winograd4", "wino_bands"),  # F(4,3): 36 GEMMs per band
+    ((1, 11, 9, 13), (17, 11, 3, 3), dict(pad=1), "winograd4", "wino_small"),
+    ((2, 9, 10, 14), (14, 9, 3, 3), dict(pad=(1, 1, 0, 1)), "winograd4", "wino_small"),
 ]
 
 
@@ -143,8 +146,11 @@ def test_pool_with_and_without_busy_wait_runs_every_block_once(spin):
 @pytest.fixture(name="regions")
 def numba_regions(monkeypatch):
     """The drivers as one numba parallel region per call (REFNET_NUMBA_DRIVERS=any: with
-    whatever threading layer this process runs) at 2 numba threads."""
+    whatever threading layer this process runs) at 2 numba threads, with as many blocks per
+    thread as the pool (under the split fixture's tiny block limits OpenBLAS's small-matrix
+    kernel rounds differently, so other blocks would give other bits)."""
     monkeypatch.setenv("REFNET_NUMBA_DRIVERS", "any")
+    monkeypatch.setattr(C, "_REGION_BLOCKS_PER_THREAD", C._BLOCKS_PER_THREAD)
     if not JITTING:
         yield
         return
@@ -206,3 +212,33 @@ def test_region_threads_switch(monkeypatch):
     monkeypatch.setenv("REFNET_NUMBA_DRIVERS", "any")
     monkeypatch.setattr(_parallel, "_LAYER", ["omp"])
     assert _parallel.region_threads(2) == 2
+
+
+@pytest.mark.parametrize("per", [1, 2])
+@pytest.mark.parametrize("xs,ws,kw", [((1, 192, 28, 28), (64, 192, 1, 1), {}),
+                                      ((1, 32, 14, 14), (64, 32, 5, 5), dict(pad=2)),
+                                      ((1, 64, 28, 28), (96, 64, 3, 3), dict(pad=1)),
+                                      ((1, 96, 14, 14), (208, 96, 3, 3), dict(pad=1))])
+def test_region_blocks_at_real_sizes_match_unsplit(regions, monkeypatch, per, xs, ws, kw, rng):
+    """Fewer blocks per thread in a region (_REGION_BLOCKS_PER_THREAD), real block limits: the
+    result equals the unsplit one (to the last bit with OpenBLAS SkylakeX; asserted to 1e-6 as
+    test_conv_split's real-size test) and the float64 reference."""
+    monkeypatch.setattr(C, "_REGION_BLOCKS_PER_THREAD", per)
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = (rng.standard_normal(ws) * 0.1).astype(np.float32)
+    b = rng.standard_normal(ws[0]).astype(np.float32)
+    plan = C.conv2d_plan(xs, w, b, activation="relu", **kw)
+    before = _workers.workers()
+    try:
+        _workers.set_workers(2)
+        plan(x)
+        regions = JITTING and load_numba().config.NUMBA_NUM_THREADS > 1
+        assert C._per_thread(2) == (per if regions else C._BLOCKS_PER_THREAD)
+        split = plan(x)
+        _workers.set_workers(1)
+        unsplit = plan(x)
+    finally:
+        _workers.set_workers(before)
+    np.testing.assert_allclose(split, unsplit, rtol=1e-6, atol=1e-6)
+    ref = C.conv2d_reference(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), activation="relu", **kw)
+    np.testing.assert_allclose(split, ref, rtol=1e-4, atol=1e-4)
