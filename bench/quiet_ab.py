@@ -74,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", default="split2,py2,one,cv2")
     ap.add_argument("--others", type=float, default=0.15, help="most cores other processes may use in a kept round")
     a = ap.parse_args(argv)
+    from refnet.kernels._parallel import choose_threading_layer
+
+    print(f"numba threading layer: {choose_threading_layer(2)} (region2* variants need tbb)")
     with tempfile.TemporaryDirectory(prefix="refnet-quiet-ab-") as wd:
         for name in a.models.split(","):
             net, size = _load(name, wd)

@@ -81,7 +81,7 @@ def _variants(net, feeds, with_cv2: bool):
     from refnet.runtime.threads import set_num_threads
 
     region = os.environ.get("REFNET_NUMBA_DRIVERS", "1")
-    region = region if region != "0" else "1"
+    region = region if region != "0" else "1"  # (the region2* variants' setting; the others "0")
 
     import refnet.kernels.conv as conv
 
@@ -130,7 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     from contextlib import nullcontext
 
     from refnet.bench import alternate, busy_neighbour
+    from refnet.kernels._parallel import choose_threading_layer
 
+    # numba's layer for the whole process, chosen as for 2 threads (TBB when REFNET_NUMBA_DRIVERS
+    # is not "0" and the tbb extra is installed, else workqueue; NUMBA_THREADING_LAYER overrides)
+    print(f"numba threading layer: {choose_threading_layer(2)} (region2* variants need tbb)")
     with tempfile.TemporaryDirectory(prefix="refnet-split-ab-") as wd:
         for name in a.models.split(","):
             net, size = _load(name, wd)

@@ -6,7 +6,9 @@ code (numba marks the outlined loop body's arrays ``noalias``: up to 2x faster i
 than a plain ``jit`` build); with the workqueue layer every launch wakes a worker thread,
 measured 20-100 us per call on a loaded machine (a 74-layer face detector ran 2.5x slower).
 With several threads, OpenMP stalled for milliseconds per launch on the oversubscribed
-machine while workqueue did not (see :func:`choose_threading_layer`).
+machine while workqueue did not; TBB (the ``tbb`` extra) launches in ~10 us and is taken for
+several threads when installed, so that split convolutions run their drivers as one parallel
+region (:func:`region_threads`; see :func:`choose_threading_layer`).
 
 :func:`twin` compiles the same Python function twice with the options of
 :mod:`refnet.kernels._jit` -- ``pjit`` (``prange`` over disjoint outputs) and ``jit`` (``prange``
@@ -102,16 +104,17 @@ def _load_tbb() -> bool:
 
 def region_drivers() -> bool:
     """Whether split convolutions may run their drivers as one numba parallel region
-    (``REFNET_NUMBA_DRIVERS``: "1" where the layer is TBB, "any" with any layer (A/B only),
-    "0" never: the worker pool of refnet.kernels._workers)."""
-    return os.environ.get("REFNET_NUMBA_DRIVERS", "0") in ("1", "any")
+    (``REFNET_NUMBA_DRIVERS``: "1", the default, where the layer is TBB -- installed with the
+    ``tbb`` extra --, "any" with any layer (A/B only), "0" never: the worker pool of
+    refnet.kernels._workers)."""
+    return os.environ.get("REFNET_NUMBA_DRIVERS", "1") in ("1", "any")
 
 
 def region_threads(nt: int) -> int:
     """Threads for one numba parallel region of the split-convolution drivers asked for ``nt``
     (at most numba's count in this thread), or 0: use the worker pool instead (switch off,
     layer not TBB, numba not started, fewer than 2 threads)."""
-    mode = os.environ.get("REFNET_NUMBA_DRIVERS", "0")
+    mode = os.environ.get("REFNET_NUMBA_DRIVERS", "1")
     if nt <= 1 or mode not in ("1", "any"):
         return 0
     if not _LAYER:

@@ -156,8 +156,9 @@ _BLOCKS_PER_THREAD = 4
 # ... but when the drivers run as one numba parallel region (REFNET_NUMBA_DRIVERS, see
 # _run_driver) the threads start within ~10 us of each other, and every extra block costs a
 # GEMM its packing again (9 blocks of a 64x800x196 GEMM ran ~1.5x the whole one's time): this
-# many per thread there (``REFNET_REGION_BLOCKS``)
-_REGION_BLOCKS_PER_THREAD = max(1, int(os.environ.get("REFNET_REGION_BLOCKS", "2")))
+# many per thread there (``REFNET_REGION_BLOCKS``; 1 vs 2, paired quiet rounds: 0.79-0.96, with a
+# busy neighbour on one core no worse than the pool's 4)
+_REGION_BLOCKS_PER_THREAD = max(1, int(os.environ.get("REFNET_REGION_BLOCKS", "1")))
 _SPLIT_MIN_COLS = 64
 _SPLIT_MIN_ROWS = 16
 _SPLIT_MIN_MACS = 1 << 20

@@ -12,7 +12,9 @@ from refnet.kernels import _workers
 @pytest.fixture(name="pool")
 def split_pool(monkeypatch):
     """3 workers (the caller + 2), and every call split however small (test_conv_split,
-    test_pool_drivers)."""
+    test_pool_drivers), over the worker pool (REFNET_NUMBA_DRIVERS=0: test_pool_drivers' `regions`
+    fixture turns the numba-region launch on)."""
+    monkeypatch.setenv("REFNET_NUMBA_DRIVERS", "0")
     monkeypatch.setattr(C, "_SPLIT_MIN_MACS", 0)
     monkeypatch.setattr(C, "_BLAS_EXACT_MACS", 1)
     monkeypatch.setattr(C, "_SPLIT_MIN_COLS", 4)

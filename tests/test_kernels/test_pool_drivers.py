@@ -197,18 +197,18 @@ def test_region_equals_pool_drivers_and_reference(pool, regions, monkeypatch, ca
 
 
 def test_region_threads_switch(monkeypatch):
-    """REFNET_NUMBA_DRIVERS: "0" (default) never, "1" only on numba's TBB layer, "any" on any
-    layer; at most numba's thread count; 0 (the pool) for one thread."""
+    """REFNET_NUMBA_DRIVERS: "1" (default) only on numba's TBB layer, "any" on any layer, "0"
+    never; at most numba's thread count; 0 (the pool) for one thread."""
     from refnet.kernels import _parallel
 
-    monkeypatch.delenv("REFNET_NUMBA_DRIVERS", raising=False)
-    assert not _parallel.region_drivers() and _parallel.region_threads(2) == 0
     monkeypatch.setattr(_parallel, "_LAYER", ["workqueue"])
     monkeypatch.setattr(_parallel, "_GET_NUM_THREADS", [lambda: 3])
-    monkeypatch.setenv("REFNET_NUMBA_DRIVERS", "1")
+    monkeypatch.delenv("REFNET_NUMBA_DRIVERS", raising=False)
     assert _parallel.region_drivers() and _parallel.region_threads(2) == 0
     monkeypatch.setattr(_parallel, "_LAYER", ["tbb"])
     assert _parallel.region_threads(2) == 2 and _parallel.region_threads(5) == 3 and _parallel.region_threads(1) == 0
+    monkeypatch.setenv("REFNET_NUMBA_DRIVERS", "0")
+    assert not _parallel.region_drivers() and _parallel.region_threads(2) == 0
     monkeypatch.setenv("REFNET_NUMBA_DRIVERS", "any")
     monkeypatch.setattr(_parallel, "_LAYER", ["omp"])
     assert _parallel.region_threads(2) == 2
@@ -242,3 +242,26 @@ def test_region_blocks_at_real_sizes_match_unsplit(regions, monkeypatch, per, xs
     np.testing.assert_allclose(split, unsplit, rtol=1e-6, atol=1e-6)
     ref = C.conv2d_reference(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), activation="relu", **kw)
     np.testing.assert_allclose(split, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(not JITTING, reason="numba's threading layers start only when it jits")
+@pytest.mark.parametrize("switch", ["1", "0"])
+def test_threading_layer_for_several_threads_is_tbb_when_installed(switch):
+    """In a fresh process, 2 threads start numba's TBB layer when the tbb extra is installed
+    (found in <sys.prefix>/lib) and REFNET_NUMBA_DRIVERS is on, else workqueue; 1 thread: OpenMP
+    where numba has it."""
+    import os
+    import subprocess
+    import sys
+
+    from refnet.kernels import _parallel
+
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
+    env["REFNET_NUMBA_DRIVERS"] = switch
+    code = ("import numba; from refnet.kernels._parallel import choose_threading_layer as c; "
+            "n = int(__import__('sys').argv[1]); c(n); numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS)); "
+            "print(numba.threading_layer())")
+    got = subprocess.run([sys.executable, "-c", code, "2"], env=env, capture_output=True, text=True, timeout=120)
+    assert got.returncode == 0, got.stderr
+    want = "tbb" if switch == "1" and _parallel._load_tbb() else "workqueue"
+    assert got.stdout.split()[-1] == want
