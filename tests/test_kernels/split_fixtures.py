@@ -7,6 +7,7 @@ import pytest
 
 import refnet.kernels.conv as C
 from refnet.kernels import _workers
+from refnet.kernels._lazyjit import load_numba
 
 
 @pytest.fixture(name="pool")
@@ -25,3 +26,21 @@ def split_pool(monkeypatch):
     _workers.set_workers(3)
     yield
     _workers.set_workers(before)
+
+
+@pytest.fixture(name="regions")
+def numba_regions(monkeypatch):
+    """The split drivers as one numba parallel region per call (REFNET_NUMBA_DRIVERS=any: with
+    whatever threading layer this process runs) at 2 numba threads, with as many blocks per
+    thread as the pool (under the `pool` fixture's tiny block limits OpenBLAS's small-matrix
+    kernel rounds differently, so other blocks would give other bits)."""
+    monkeypatch.setenv("REFNET_NUMBA_DRIVERS", "any")
+    monkeypatch.setattr(C, "_REGION_BLOCKS_PER_THREAD", C._BLOCKS_PER_THREAD)
+    numba = load_numba()
+    if numba.config.DISABLE_JIT:
+        yield
+        return
+    before = numba.get_num_threads()
+    numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+    yield
+    numba.set_num_threads(before)

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 import pytest
-from split_fixtures import split_pool  # noqa: F401 - the `pool` fixture
+from split_fixtures import numba_regions, split_pool  # noqa: F401 - the `pool` and `regions` fixtures
 
 import refnet.kernels.conv as C
 from refnet.kernels import _workers
@@ -39,17 +39,28 @@ CASES = [  # (x shape, w shape, conv kwargs, algorithm, which driver)
 ]
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("activation", [None, "relu", "prelu"])
-@pytest.mark.parametrize("case", range(len(CASES)))
-def test_driver_equals_python_blocks_unsplit_and_reference(pool, monkeypatch, case, activation, dtype, rng):
+def _case(case: int, activation, dtype, rng):
+    """CASES[case] with seeded data: (x, w, b, slope, conv kwargs, plan, driver name)."""
     xs, ws, kw, alg, driver = CASES[case]
     x = rng.standard_normal(xs).astype(dtype)
     w = (rng.standard_normal(ws) * 0.3).astype(dtype)
     b = rng.standard_normal(ws[0]).astype(dtype) * 3
     slope = rng.uniform(0.05, 0.5, ws[0]) if activation == "prelu" else 0.1
     plan = C.conv2d_plan(xs, w, b, activation=activation, negative_slope=slope, algorithm=alg, **kw)
-    plan(x)  # (numba loaded: the drivers are decided)
+    plan(x)  # (numba loaded and its threads started: the drivers are decided)
+    return x, w, b, slope, kw, plan, driver
+
+
+def _reference(x, w, b, activation, slope, kw) -> np.ndarray:
+    return C.conv2d_reference(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
+                              activation=activation, negative_slope=slope, **kw)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("activation", [None, "relu", "prelu"])
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_driver_equals_python_blocks_unsplit_and_reference(pool, monkeypatch, case, activation, dtype, rng):
+    x, w, b, slope, kw, plan, driver = _case(case, activation, dtype, rng)
     used = []
     drv = C._drivers()
     assert (drv is not None) == JITTING
@@ -66,8 +77,7 @@ def test_driver_equals_python_blocks_unsplit_and_reference(pool, monkeypatch, ca
     unsplit = plan(x)
     np.testing.assert_array_equal(fast, python_blocks)
     np.testing.assert_allclose(fast, unsplit, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-5)
-    ref = C.conv2d_reference(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
-                             activation=activation, negative_slope=slope, **kw)
+    ref = _reference(x, w, b, activation, slope, kw)
     tol = 1e-4 if dtype == np.float32 else 1e-10
     np.testing.assert_allclose(fast, ref, rtol=tol, atol=tol)
 
@@ -143,24 +153,6 @@ def test_pool_with_and_without_busy_wait_runs_every_block_once(spin):
         _workers.set_workers(before)
 
 
-@pytest.fixture(name="regions")
-def numba_regions(monkeypatch):
-    """The drivers as one numba parallel region per call (REFNET_NUMBA_DRIVERS=any: with
-    whatever threading layer this process runs) at 2 numba threads, with as many blocks per
-    thread as the pool (under the split fixture's tiny block limits OpenBLAS's small-matrix
-    kernel rounds differently, so other blocks would give other bits)."""
-    monkeypatch.setenv("REFNET_NUMBA_DRIVERS", "any")
-    monkeypatch.setattr(C, "_REGION_BLOCKS_PER_THREAD", C._BLOCKS_PER_THREAD)
-    if not JITTING:
-        yield
-        return
-    numba = load_numba()
-    before = numba.get_num_threads()
-    numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
-    yield
-    numba.set_num_threads(before)
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("activation", [None, "prelu"])
 @pytest.mark.parametrize("case", range(len(CASES)))
@@ -168,13 +160,7 @@ def test_region_equals_pool_drivers_and_reference(pool, regions, monkeypatch, ca
     """REFNET_NUMBA_DRIVERS: the same drivers launched in one numba parallel region give the
     worker pool's result bit for bit (and the reference's within tolerance); without numba
     jitting the Python blocks run instead."""
-    xs, ws, kw, alg, driver = CASES[case]
-    x = rng.standard_normal(xs).astype(dtype)
-    w = (rng.standard_normal(ws) * 0.3).astype(dtype)
-    b = rng.standard_normal(ws[0]).astype(dtype) * 3
-    slope = rng.uniform(0.05, 0.5, ws[0]) if activation == "prelu" else 0.1
-    plan = C.conv2d_plan(xs, w, b, activation=activation, negative_slope=slope, algorithm=alg, **kw)
-    plan(x)  # (numba loaded and its threads started: the drivers are decided)
+    x, w, b, slope, kw, plan, driver = _case(case, activation, dtype, rng)
     used = []
     drv = C._drivers()
     if drv is not None:
@@ -190,8 +176,7 @@ def test_region_equals_pool_drivers_and_reference(pool, regions, monkeypatch, ca
     python_blocks = plan(x)
     np.testing.assert_array_equal(fast, pooled)
     np.testing.assert_array_equal(fast, python_blocks)
-    ref = C.conv2d_reference(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
-                             activation=activation, negative_slope=slope, **kw)
+    ref = _reference(x, w, b, activation, slope, kw)
     tol = 1e-4 if dtype == np.float32 else 1e-10
     np.testing.assert_allclose(fast, ref, rtol=tol, atol=tol)
 
@@ -212,36 +197,6 @@ def test_region_threads_switch(monkeypatch):
     monkeypatch.setenv("REFNET_NUMBA_DRIVERS", "any")
     monkeypatch.setattr(_parallel, "_LAYER", ["omp"])
     assert _parallel.region_threads(2) == 2
-
-
-@pytest.mark.parametrize("per", [1, 2])
-@pytest.mark.parametrize("xs,ws,kw", [((1, 192, 28, 28), (64, 192, 1, 1), {}),
-                                      ((1, 32, 14, 14), (64, 32, 5, 5), dict(pad=2)),
-                                      ((1, 64, 28, 28), (96, 64, 3, 3), dict(pad=1)),
-                                      ((1, 96, 14, 14), (208, 96, 3, 3), dict(pad=1))])
-def test_region_blocks_at_real_sizes_match_unsplit(regions, monkeypatch, per, xs, ws, kw, rng):
-    """Fewer blocks per thread in a region (_REGION_BLOCKS_PER_THREAD), real block limits: the
-    result equals the unsplit one (to the last bit with OpenBLAS SkylakeX; asserted to 1e-6 as
-    test_conv_split's real-size test) and the float64 reference."""
-    monkeypatch.setattr(C, "_REGION_BLOCKS_PER_THREAD", per)
-    x = rng.standard_normal(xs).astype(np.float32)
-    w = (rng.standard_normal(ws) * 0.1).astype(np.float32)
-    b = rng.standard_normal(ws[0]).astype(np.float32)
-    plan = C.conv2d_plan(xs, w, b, activation="relu", **kw)
-    before = _workers.workers()
-    try:
-        _workers.set_workers(2)
-        plan(x)
-        regions = JITTING and load_numba().config.NUMBA_NUM_THREADS > 1
-        assert C._per_thread(2) == (per if regions else C._BLOCKS_PER_THREAD)
-        split = plan(x)
-        _workers.set_workers(1)
-        unsplit = plan(x)
-    finally:
-        _workers.set_workers(before)
-    np.testing.assert_allclose(split, unsplit, rtol=1e-6, atol=1e-6)
-    ref = C.conv2d_reference(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), activation="relu", **kw)
-    np.testing.assert_allclose(split, ref, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.skipif(not JITTING, reason="numba's threading layers start only when it jits")
