@@ -167,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
             print("  CPU ms     " + "  ".join(f"{k} {statistics.median(cpu[k]) * 1e3:.1f}" for k in names)
                   + "  (process CPU time per call, median: work + spinning, all threads)")
             by = dict(zip(names, times))
-            pairs = [("region2", "split2"), ("region2", "one"), ("region2", "cv2"), ("split2", "py2"), ("py2", "one"),
+            pairs = [(r, q) for r in ("region2", "region2b1", "region2b4") for q in ("split2", "one", "cv2")]
+            pairs += [("split2", "py2"), ("py2", "one"),
                      ("py2", "cv2"), ("split2", "blas2"), ("split2", "one"),
                      ("blas2", "one"), ("split2", "cv2"), ("blas2", "cv2"),
                      ("auto", "one"), ("auto", "cv2")]
