@@ -84,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", default="split2,py2,one,cv2")
     ap.add_argument("--others", type=float, default=0.15, help="most cores other processes may use in a kept round")
     a = ap.parse_args(argv)
+    from refnet.kernels._parallel import choose_threading_layer
+
+    print(f"numba threading layer: {choose_threading_layer(2)} (region2* variants need tbb)")
     with tempfile.TemporaryDirectory(prefix="refnet-quiet-ab-") as wd:
         for name in a.models.split(","):
             net, size = _load(name, wd)
@@ -97,8 +100,10 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             print("  median ms  " + "  ".join(f"{k} {statistics.median(kept[k]) * 1e3:.1f}" for k in names))
             print("  min ms     " + "  ".join(f"{k} {min(kept[k]) * 1e3:.1f}" for k in names))
+            paired = (("split2", "py2"), ("region2", "split2"), ("region2b1", "region2"), ("region2b4", "region2"),
+                      ("split2b2", "split2"))
             rat = [f"{p}/{q} {statistics.median(x / y for x, y in zip(kept[p], kept[q])):.2f}"
-                   for p in names for q in names if p != q and (q in ("cv2", "one") or (p, q) == ("split2", "py2"))]
+                   for p in names for q in names if p != q and (q in ("cv2", "one") or (p, q) in paired)]
             print("  per-round ratio medians  " + "  ".join(rat), flush=True)
     reset_env()
     return 0

@@ -10,6 +10,13 @@ set-up, a 0.1 s pause and an untimed warm-up call before every timed call) of
 * ``py2``:    the same with ``REFNET_POOL_DRIVERS=0``: one Python call per block instead of one
   nogil numba call per thread and layer (refnet.kernels._blasjit; the split of before);
 * ``blas2``:  2 threads, ``REFNET_CONV_SPLIT=0``: no pool, OpenBLAS's own 2 threads (before);
+* ``region2``: ``split2`` with ``REFNET_NUMBA_DRIVERS=1``: each layer's drivers run as one numba
+  parallel region (native threads, no GIL hand-over) instead of over the worker pool; used where
+  numba's layer is TBB (run with ``NUMBA_THREADING_LAYER=tbb``; "any" in ``REFNET_NUMBA_DRIVERS``
+  would use it with any layer);
+* ``region2b1``, ``region2b4``: ``region2`` with 1 or 4 blocks per thread instead of 2
+  (``refnet.kernels.conv._REGION_BLOCKS_PER_THREAD``); ``split2b2``: ``split2`` with 2 instead
+  of 4 (``_BLOCKS_PER_THREAD``);
 * ``one``:    1 thread;
 * ``cv2``:    cv2.dnn 4.x at 2 threads (caffe models; the ONNX ones in cv2 4.x where it loads them);
 * ``auto``:   refnet's default (load-aware) thread count.
@@ -73,17 +80,29 @@ def _variants(net, feeds, with_cv2: bool):
     from refnet.bench import _cv2_runner
     from refnet.runtime.threads import set_num_threads
 
-    def setup(split: str, n, drivers: str = "1"):
+    region = os.environ.get("REFNET_NUMBA_DRIVERS", "1")
+    region = region if region != "0" else "1"  # (the region2* variants' setting; the others "0")
+
+    import refnet.kernels.conv as conv
+
+    def setup(split: str, n, drivers: str = "1", regions: str = "0", per_thread: int = 4, region_per: int = 2):
         def prep():
+            conv._BLOCKS_PER_THREAD = per_thread
+            conv._REGION_BLOCKS_PER_THREAD = region_per
             os.environ["REFNET_CONV_SPLIT"] = split
             os.environ["REFNET_POOL_DRIVERS"] = drivers
+            os.environ["REFNET_NUMBA_DRIVERS"] = regions
             set_num_threads(n)
         return prep
 
     def fwd():
         return net.forward(feeds)
 
-    out = {"split2": (setup("1", 2), fwd), "py2": (setup("1", 2, "0"), fwd), "blas2": (setup("0", 2), fwd),
+    out = {"split2": (setup("1", 2), fwd), "region2": (setup("1", 2, "1", region), fwd),
+           "region2b1": (setup("1", 2, "1", region, region_per=1), fwd),
+           "region2b4": (setup("1", 2, "1", region, region_per=4), fwd),
+           "split2b2": (setup("1", 2, per_thread=2), fwd),
+           "py2": (setup("1", 2, "0"), fwd), "blas2": (setup("0", 2), fwd),
            "one": (setup("1", 1), fwd), "auto": (setup("1", "auto"), fwd)}
     if with_cv2:
         try:
@@ -111,7 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     from contextlib import nullcontext
 
     from refnet.bench import alternate, busy_neighbour
+    from refnet.kernels._parallel import choose_threading_layer
 
+    # numba's layer for the whole process, chosen as for 2 threads (TBB when REFNET_NUMBA_DRIVERS
+    # is not "0" and the tbb extra is installed, else workqueue; NUMBA_THREADING_LAYER overrides)
+    print(f"numba threading layer: {choose_threading_layer(2)} (region2* variants need tbb)")
     with tempfile.TemporaryDirectory(prefix="refnet-split-ab-") as wd:
         for name in a.models.split(","):
             net, size = _load(name, wd)
@@ -144,7 +167,9 @@ def main(argv: list[str] | None = None) -> int:
             print("  CPU ms     " + "  ".join(f"{k} {statistics.median(cpu[k]) * 1e3:.1f}" for k in names)
                   + "  (process CPU time per call, median: work + spinning, all threads)")
             by = dict(zip(names, times))
-            pairs = [("split2", "py2"), ("py2", "one"), ("py2", "cv2"), ("split2", "blas2"), ("split2", "one"),
+            pairs = [(r, q) for r in ("region2", "region2b1", "region2b4") for q in ("split2", "one", "cv2")]
+            pairs += [("split2", "py2"), ("py2", "one"),
+                     ("py2", "cv2"), ("split2", "blas2"), ("split2", "one"),
                      ("blas2", "one"), ("split2", "cv2"), ("blas2", "cv2"),
                      ("auto", "one"), ("auto", "cv2")]
             rat = []
@@ -161,6 +186,7 @@ def reset_env() -> None:
     """Drop the switches the variants set (back to refnet's defaults)."""
     os.environ.pop("REFNET_CONV_SPLIT", None)
     os.environ.pop("REFNET_POOL_DRIVERS", None)
+    os.environ.pop("REFNET_NUMBA_DRIVERS", None)
 
 
 if __name__ == "__main__":

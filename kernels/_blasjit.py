@@ -10,6 +10,13 @@ counter and runs each block's GEMM (the same ``cblas_?gemm`` NumPy's ``matmul`` 
 same arguments: row-major, no transposes, alpha 1, beta 0, the same leading dimensions, hence
 the same result bit for bit) and its epilogue without the GIL.
 
+``REFNET_NUMBA_DRIVERS=1`` (opt-in; :func:`refnet.kernels._parallel.region_threads`) launches
+the drivers as ONE numba parallel region instead (``PARALLEL``: ``for t in prange(nt)``, each
+iteration one driver loop on the shared counters, scratch rows per iteration): numba's threads
+are native, so no thread waits for the GIL or a Python wake-up before its first block. Used on
+numba's TBB layer (~10 us per launch here; workqueue took 50-110 us and OpenMP, with refnet's
+passive waiting, ~50 us and stalled for milliseconds when another process held a core).
+
 Available when NumPy's BLAS exports ``scipy_cblas_sgemm64_``/``scipy_cblas_dgemm64_`` (the
 scipy-openblas of NumPy's wheels) and a check GEMM equals ``np.matmul`` bit for bit; else
 :func:`available` is False and the pool runs Python blocks as before. This module imports numba:
@@ -122,12 +129,32 @@ def _gemm(typingctx, m, n, k, a, a_off, lda, b, b_off, ldb, c, c_off, ldc):  # n
     return sig, codegen
 
 
-from refnet.kernels.conv import _bias_act_cols, _im2col, _wino_in, _wino_out  # noqa: E402
+from refnet.kernels.conv import _bias_act_cols, _im2col, _wino4_in, _wino4_out, _wino_in, _wino_out  # noqa: E402
 
 _epilogue = _bias_act_cols._serial  # the serial numba builds (LazyDispatchers: callable in jitted code)
 _im2col_s = _im2col._serial
 _wino_in_s = _wino_in._serial
 _wino_out_s = _wino_out._serial
+_wino4_in_s = _wino4_in._serial
+_wino4_out_s = _wino4_out._serial
+
+
+@_numba.njit(**JIT_OPTIONS)
+def _w_in(nk, x, pt, pl, ty0, ty1, tw_n, t0, v):  # noqa: ANN001, ANN202, PLR0913
+    """The input transform of F(2,3) (``nk`` = 16) or F(4,3) (36)."""
+    if nk == 16:
+        _wino_in_s(x, pt, pl, ty0, ty1, tw_n, t0, v)
+    else:
+        _wino4_in_s(x, pt, pl, ty0, ty1, tw_n, t0, v)
+
+
+@_numba.njit(**JIT_OPTIONS)
+def _w_out(nk, m, b, act, slope, six, ty0, ty1, tw_n, t0, y):  # noqa: ANN001, ANN202, PLR0913
+    """The output transform of F(2,3) (``nk`` = 16) or F(4,3) (36)."""
+    if nk == 16:
+        _wino_out_s(m, b, act, slope, six, ty0, ty1, tw_n, t0, y)
+    else:
+        _wino4_out_s(m, b, act, slope, six, ty0, ty1, tw_n, t0, y)
 
 
 @_numba.njit(**JIT_OPTIONS)
@@ -208,9 +235,10 @@ def im2col_small(x, wmat, y, bias, slope, geom, rows, gblocks, act, epi, counter
 @_numba.njit(**JIT_OPTIONS)
 def wino_bands(x, u, y, b, act, slope, six, pt, pl, tw_n, bands, counter, vbuf, mbuf):  # noqa: ANN001, ANN201, PLR0913
     """Bands ``bands[j] = (i, ty0, ty1)`` of Winograd tile rows from ``counter``: input transform
-    into ``vbuf``, the 16 GEMMs u[f] (Co, C) @ v[f] into ``mbuf``, output transform with bias and
-    activation into y[i] (this thread's scratch vbuf / mbuf)."""
-    c, co = u.shape[2], u.shape[1]
+    into ``vbuf``, the NK GEMMs u[f] (Co, C) @ v[f] into ``mbuf``, output transform with bias and
+    activation into y[i] (this thread's scratch vbuf / mbuf); u (NK, Co, C), NK = 16: F(2,3),
+    36: F(4,3)."""
+    nk, c, co = u.shape[0], u.shape[2], u.shape[1]
     isz = u.itemsize
     while True:
         j = _atomic_next(counter)
@@ -218,22 +246,22 @@ def wino_bands(x, u, y, b, act, slope, six, pt, pl, tw_n, bands, counter, vbuf, 
             return
         i, ty0, ty1 = bands[j, 0], bands[j, 1], bands[j, 2]
         t = (ty1 - ty0) * tw_n
-        v = vbuf[: 16 * c * t].reshape((16, c, t))
-        m = mbuf[: 16 * co * t].reshape((16, co, t))
-        _wino_in_s(x[i], pt, pl, ty0, ty1, tw_n, 0, v)
-        for f in range(16):
+        v = vbuf[: nk * c * t].reshape((nk, c, t))
+        m = mbuf[: nk * co * t].reshape((nk, co, t))
+        _w_in(nk, x[i], pt, pl, ty0, ty1, tw_n, 0, v)
+        for f in range(nk):
             _gemm(co, t, c, u, f * (u.strides[0] // isz), c, v, f * c * t, t, m, f * co * t, t)
-        _wino_out_s(m, b, act, slope, six, ty0, ty1, tw_n, 0, y[i])
+        _w_out(nk, m, b, act, slope, six, ty0, ty1, tw_n, 0, y[i])
 
 
 @_numba.njit(**JIT_OPTIONS)
 def wino_small(x, u, y, b, act, slope, six, pt, pl, tw_n, rows, gblocks, counters, v, m):  # noqa: ANN001, ANN201, PLR0913
     """Winograd of small maps, image by image in three phases -- input transform of the whole
-    image into v (16, C, T) in bands of tile rows ``rows[j] = (ty0, ty1)``, the 16 GEMMs in blocks
-    ``gblocks[j] = (f, r0, r1, c0, c1)`` into m (16, Co, T), output transform in bands -- each
+    image into v (NK, C, T) in bands of tile rows ``rows[j] = (ty0, ty1)``, the NK GEMMs in blocks
+    ``gblocks[j] = (f, r0, r1, c0, c1)`` into m (NK, Co, T), output transform in bands -- each
     phase's pieces taken from an atomic counter; a thread moves on when every piece taken is
     done (``counters``: taken, done for each image and phase, zero on entry)."""
-    co = u.shape[1]
+    nk, co = u.shape[0], u.shape[1]
     nr, ng = rows.shape[0], gblocks.shape[0]
     for i in range(x.shape[0]):
         q = 6 * i
@@ -241,18 +269,59 @@ def wino_small(x, u, y, b, act, slope, six, pt, pl, tw_n, rows, gblocks, counter
             j = _atomic_inc(counters, q)
             if j >= nr:
                 break
-            _wino_in_s(x[i], pt, pl, rows[j, 0], rows[j, 1], tw_n, rows[j, 0] * tw_n, v)
+            _w_in(nk, x[i], pt, pl, rows[j, 0], rows[j, 1], tw_n, rows[j, 0] * tw_n, v)
             _atomic_inc(counters, q + 1)
         _wait_all(counters, q + 1, nr)
-        gemm_blocks(u, v, m, b.reshape((1, co)), slope.reshape((1, co)), 16, gblocks, 0, False, counters, q + 2)
+        gemm_blocks(u, v, m, b.reshape((1, co)), slope.reshape((1, co)), nk, gblocks, 0, False, counters, q + 2)
         _wait_all(counters, q + 3, ng)
         while True:
             j = _atomic_inc(counters, q + 4)
             if j >= nr:
                 break
-            _wino_out_s(m, b, act, slope, six, rows[j, 0], rows[j, 1], tw_n, rows[j, 0] * tw_n, y[i])
+            _w_out(nk, m, b, act, slope, six, rows[j, 0], rows[j, 1], tw_n, rows[j, 0] * tw_n, y[i])
             _atomic_inc(counters, q + 5)
         _wait_all(counters, q + 5, nr)
+
+
+# --------------------------------------------------------------------------------------
+# the same drivers launched as ONE numba parallel region (REFNET_NUMBA_DRIVERS, see run_parallel)
+# --------------------------------------------------------------------------------------
+_pjit = _numba.njit(parallel=True, **JIT_OPTIONS)
+_prange = _numba.prange
+
+
+@_pjit
+def gemm_blocks_par(nt, a, s, d, bias, slope, ga, blocks, act, epi, counters):  # noqa: ANN001, ANN201, PLR0913
+    for _t in _prange(nt):
+        gemm_blocks(a, s, d, bias, slope, ga, blocks, act, epi, counters, 0)
+
+
+@_pjit
+def im2col_bands_par(nt, x, wmat, y, bias, slope, geom, bands, act, epi, counter, buf):  # noqa: ANN001, ANN201, PLR0913
+    for t in _prange(nt):
+        im2col_bands(x, wmat, y, bias, slope, geom, bands, act, epi, counter, buf[t])
+
+
+@_pjit
+def im2col_small_par(nt, x, wmat, y, bias, slope, geom, rows, gblocks, act, epi, counters, cb):  # noqa: ANN001, ANN201, PLR0913
+    for _t in _prange(nt):
+        im2col_small(x, wmat, y, bias, slope, geom, rows, gblocks, act, epi, counters, cb)
+
+
+@_pjit
+def wino_bands_par(nt, x, u, y, b, act, slope, six, pt, pl, tw_n, bands, counter, vbuf, mbuf):  # noqa: ANN001, ANN201, PLR0913
+    for t in _prange(nt):
+        wino_bands(x, u, y, b, act, slope, six, pt, pl, tw_n, bands, counter, vbuf[t], mbuf[t])
+
+
+@_pjit
+def wino_small_par(nt, x, u, y, b, act, slope, six, pt, pl, tw_n, rows, gblocks, counters, v, m):  # noqa: ANN001, ANN201, PLR0913
+    for _t in _prange(nt):
+        wino_small(x, u, y, b, act, slope, six, pt, pl, tw_n, rows, gblocks, counters, v, m)
+
+
+PARALLEL = {"gemm_blocks": gemm_blocks_par, "im2col_bands": im2col_bands_par, "im2col_small": im2col_small_par,
+            "wino_bands": wino_bands_par, "wino_small": wino_small_par}
 
 
 def _check() -> bool:

@@ -6,7 +6,9 @@ code (numba marks the outlined loop body's arrays ``noalias``: up to 2x faster i
 than a plain ``jit`` build); with the workqueue layer every launch wakes a worker thread,
 measured 20-100 us per call on a loaded machine (a 74-layer face detector ran 2.5x slower).
 With several threads, OpenMP stalled for milliseconds per launch on the oversubscribed
-machine while workqueue did not (see :func:`choose_threading_layer`).
+machine while workqueue did not; TBB (the ``tbb`` extra) launches in ~10 us and is taken for
+several threads when installed, so that split convolutions run their drivers as one parallel
+region (:func:`region_threads`; see :func:`choose_threading_layer`).
 
 :func:`twin` compiles the same Python function twice with the options of
 :mod:`refnet.kernels._jit` -- ``pjit`` (``prange`` over disjoint outputs) and ``jit`` (``prange``
@@ -29,7 +31,8 @@ from typing import Any
 from refnet.kernels._jit import PARALLEL_LOCK, jit, pjit
 from refnet.kernels._lazyjit import MODE, load_numba, on_numba_load
 
-__all__ = ["twin", "Twin", "PARALLEL_MIN_WORK", "choose_threading_layer", "threading_layer"]
+__all__ = ["twin", "Twin", "PARALLEL_MIN_WORK", "choose_threading_layer", "threading_layer", "region_drivers",
+           "region_threads"]
 
 # below this many work elements a kernel runs serially even when several threads are allowed
 PARALLEL_MIN_WORK = 1 << 17
@@ -61,12 +64,69 @@ def threading_layer() -> str:
 
 def choose_threading_layer(n_threads: int) -> str:
     """Pick numba's threading layer for ``n_threads`` before it starts (no-op afterwards or
-    when NUMBA_THREADING_LAYER is set): OpenMP for one thread (inline launches), workqueue
-    for more (no multi-millisecond stalls when the machine is oversubscribed)."""
+    when NUMBA_THREADING_LAYER is set): OpenMP for one thread (inline launches); for more, TBB
+    when :func:`region_drivers` is on and TBB loads (launches in ~10 us), else workqueue (no
+    multi-millisecond stalls when the machine is oversubscribed)."""
     numba = load_numba()
-    if not os.environ.get("NUMBA_THREADING_LAYER") and not threads_launched():
-        numba.config.THREADING_LAYER = "omp" if int(n_threads) <= 1 else "workqueue"
+    layer = os.environ.get("NUMBA_THREADING_LAYER", "")
+    if layer == "tbb":
+        _load_tbb()  # (numba looks for libtbb.so.12 by name: pip's tbb puts it in <prefix>/lib)
+    elif not layer and not threads_launched():
+        if int(n_threads) <= 1:
+            numba.config.THREADING_LAYER = "omp"
+        else:
+            numba.config.THREADING_LAYER = "tbb" if region_drivers() and _load_tbb() else "workqueue"
     return threading_layer()
+
+
+_TBB: list[bool] = []  # [whether TBB's library is loaded and new enough for numba] once tried
+
+
+def _load_tbb() -> bool:
+    """Load TBB's runtime (``libtbb.so.12``, from the loader's path or ``<sys.prefix>/lib``
+    where the ``tbb`` wheel puts it) so that numba's TBB layer can start; False if absent."""
+    if _TBB:
+        return _TBB[0]
+    import ctypes
+
+    ok = False
+    if sys.platform.startswith("linux"):
+        for name in ("libtbb.so.12", os.path.join(sys.prefix, "lib", "libtbb.so.12")):
+            try:
+                lib = ctypes.CDLL(name, mode=ctypes.RTLD_GLOBAL)
+                ok = int(lib.TBB_runtime_interface_version()) >= 12060  # (numba's minimum)
+                break
+            except (OSError, AttributeError):
+                continue
+    _TBB.append(ok)
+    return ok
+
+
+def region_drivers() -> bool:
+    """Whether split convolutions may run their drivers as one numba parallel region
+    (``REFNET_NUMBA_DRIVERS``: "1", the default, where the layer is TBB -- installed with the
+    ``tbb`` extra --, "any" with any layer (A/B only), "0" never: the worker pool of
+    refnet.kernels._workers)."""
+    return os.environ.get("REFNET_NUMBA_DRIVERS", "1") in ("1", "any")
+
+
+def region_threads(nt: int) -> int:
+    """Threads for one numba parallel region of the split-convolution drivers asked for ``nt``
+    (at most numba's count in this thread), or 0: use the worker pool instead (switch off,
+    layer not TBB, numba not started, fewer than 2 threads)."""
+    mode = os.environ.get("REFNET_NUMBA_DRIVERS", "1")
+    if nt <= 1 or mode not in ("1", "any"):
+        return 0
+    if not _LAYER:
+        if not threads_launched():
+            return 0
+        _LAYER.append(threading_layer())
+    if mode == "1" and _LAYER[0] != "tbb":
+        return 0
+    return min(nt, _GET_NUM_THREADS[0]() if _GET_NUM_THREADS else load_numba().get_num_threads())
+
+
+_LAYER: list[str] = []  # [numba's threading layer] once started (it never changes afterwards)
 
 
 @on_numba_load

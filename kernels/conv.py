@@ -74,8 +74,9 @@ import numpy as np
 from refnet.errors import ShapeError
 from refnet.kernels import _packgemm, _workers
 from refnet.kernels._check import IntPair, Pad, as_float_array, ieee, pad4, pair, same_dtype
-from refnet.kernels._jit import jit, prange
+from refnet.kernels._jit import PARALLEL_LOCK, jit, prange
 from refnet.kernels._lazyjit import MODE as _NUMPY_MODE
+from refnet.kernels._parallel import region_threads as _region_threads
 from refnet.kernels._parallel import twin  # (numba's threading layer is chosen when numba loads)
 from refnet.kernels.geometry import conv_output_size, conv_transpose_output_size  # the rules' one home
 
@@ -172,6 +173,12 @@ WINOGRAD4_SMALL_MIN_TILES = 256
 # _SPLIT_MIN_COLS wide, row blocks at least _SPLIT_MIN_ROWS rows; calls of fewer MACs than
 # _SPLIT_MIN_MACS stay in the calling thread (a pool wake-up costs ~20-50 us).
 _BLOCKS_PER_THREAD = 4
+# ... but when the drivers run as one numba parallel region (REFNET_NUMBA_DRIVERS, see
+# _run_driver) the threads start within ~10 us of each other, and every extra block costs a
+# GEMM its packing again (9 blocks of a 64x800x196 GEMM ran ~1.5x the whole one's time): this
+# many per thread there (``REFNET_REGION_BLOCKS``; 1 vs 2, paired quiet rounds: 0.79-0.96, with a
+# busy neighbour on one core no worse than the pool's 4)
+_REGION_BLOCKS_PER_THREAD = max(1, int(os.environ.get("REFNET_REGION_BLOCKS", "1")))
 _SPLIT_MIN_COLS = 64
 _SPLIT_MIN_ROWS = 16
 _SPLIT_MIN_MACS = 1 << 20
@@ -1090,13 +1097,14 @@ def _max_pieces(macs: int) -> int:
     return max(1, macs // _BLAS_EXACT_MACS)
 
 
-def _grid(count: int, m: int, k: int, length: int, nt: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+def _grid(count: int, m: int, k: int, length: int, nt: int, per: int = _BLOCKS_PER_THREAD
+          ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
     """Row and column ranges that cut each of ``count`` GEMM outputs (m, length), reduction
-    ``k``, so that the call has about ``_BLOCKS_PER_THREAD * nt`` blocks: cache-sized column
+    ``k``, so that the call has about ``per * nt`` blocks: cache-sized column
     blocks (as the serial path), more columns down to ``_SPLIT_MIN_COLS``, then rows down to
     ``_SPLIT_MIN_ROWS``; no block under ``_BLAS_EXACT_MACS``."""
     cap = _max_pieces(m * k * length)
-    want = min(-(-_BLOCKS_PER_THREAD * nt // max(1, count)), cap)  # pieces per GEMM
+    want = min(-(-per * nt // max(1, count)), cap)  # pieces per GEMM
     ncol = max(-(-length // max(256, _GEMM_BLOCK_ELEMS // max(1, m))), min(want, length // _SPLIT_MIN_COLS))
     nrow = max(1, min(-(-want // ncol), m // _SPLIT_MIN_ROWS, cap // ncol))
     return _parts(m, nrow), _parts(length, ncol)
@@ -1131,15 +1139,34 @@ def _gemm_ok(*arrays: np.ndarray) -> bool:
     return all(a.strides[-1] == a.itemsize and a.strides[-2] >= a.shape[-1] * a.itemsize for a in arrays)
 
 
-def _run_driver(fn, nt: int, *args) -> None:
-    """``fn(*args, counters)`` in ``nt`` threads of the pool, sharing the block counters."""
-    counter = np.zeros(2, np.int64)
-    _workers.run(lambda _k: fn(*args, counter), nt)
+def _run_driver(drv, name: str, nt: int, args: tuple, scratch: tuple = (), dtype: np.dtype | None = None) -> None:
+    """``drv.<name>(*args, *bufs)`` in ``nt`` threads sharing the block counters in ``args``;
+    ``bufs``: one scratch array per (role, size) of ``scratch``, each thread its own. One numba
+    parallel region (``drv.PARALLEL``: each of its threads runs the driver; no Python, no GIL in
+    the other threads) where :func:`refnet.kernels._parallel.region_threads` allows, else the
+    worker pool."""
+    n = _region_threads(nt)
+    if n > 1 and PARALLEL_LOCK.acquire(blocking=False):  # (held: another thread's region is running)
+        try:
+            drv.PARALLEL[name](n, *args, *[_scratch(n * size, dtype, role + "/region").reshape(n, size)
+                                           for role, size in scratch])
+        finally:
+            PARALLEL_LOCK.release()
+        return
+    fn = getattr(drv, name)
+    _workers.run(lambda _k: fn(*args, *[_scratch(size, dtype, role) for role, size in scratch]), nt)
 
 
-def _block_limits() -> tuple:
-    """The module's block limits as they are now (:func:`_gemm_blocks`' cache key: tests change them)."""
-    return (_BLOCKS_PER_THREAD, _SPLIT_MIN_COLS, _SPLIT_MIN_ROWS, _BLAS_EXACT_MACS, _GEMM_BLOCK_ELEMS)
+def _per_thread(nt: int) -> int:
+    """Blocks per thread of a split over ``nt`` threads: fewer where the drivers will run as one
+    numba parallel region (:data:`_REGION_BLOCKS_PER_THREAD`) than over the pool."""
+    return _REGION_BLOCKS_PER_THREAD if _region_threads(nt) > 1 and _drivers() is not None else _BLOCKS_PER_THREAD
+
+
+def _block_limits(nt: int) -> tuple:
+    """The module's block limits as they are now for ``nt`` threads (:func:`_gemm_blocks`' cache
+    key: tests change them)."""
+    return (_per_thread(nt), _SPLIT_MIN_COLS, _SPLIT_MIN_ROWS, _BLAS_EXACT_MACS, _GEMM_BLOCK_ELEMS)
 
 
 @functools.lru_cache(maxsize=512)
@@ -1148,7 +1175,7 @@ def _gemm_blocks(count: int, m: int, k: int, length: int, nt: int, limits: tuple
     block is at least 2 x 2 (NumPy runs 1-wide products as gemv, the drivers always as gemm),
     the same as an int64 table (t, r0, r1, c0, c1) for the driver (else None). ``limits``: the
     module's block limits (part of the cache key: tests change them)."""
-    rows, cols = _grid(count, m, k, length, nt)
+    rows, cols = _grid(count, m, k, length, nt, limits[0])
     blocks = [(t, r, c) for t in range(count) for r in rows for c in cols]
     wide = k > 1 and min(r1 - r0 for r0, r1 in rows) > 1 and min(c1 - c0 for c0, c1 in cols) > 1
     table = np.array([(t, r0, r1, c0, c1) for t, (r0, r1), (c0, c1) in blocks], np.int64) if wide else None
@@ -1163,10 +1190,11 @@ def _split_gemm(a: np.ndarray, s: np.ndarray, d: np.ndarray, b: np.ndarray, slop
     call where :func:`_drivers` allows, else one Python call per block. Every output element is
     the same dot product as in the unsplit GEMM (only its position in the BLAS's blocking changes)."""
     count, m, length = d.shape
-    blocks, table = _gemm_blocks(count, m, a.shape[2], length, nt, _block_limits())
+    blocks, table = _gemm_blocks(count, m, a.shape[2], length, nt, _block_limits(nt))
     drv = _drivers()
     if drv is not None and table is not None and _gemm_ok(a, s, d):
-        _run_driver(drv.gemm_blocks, min(nt, len(blocks)), a, s, d, b, slope, ga, table, act, epilogue)
+        _run_driver(drv, "gemm_blocks", min(nt, len(blocks)),
+                    (a, s, d, b, slope, ga, table, act, epilogue, np.zeros(2, np.int64)))
         return
     bias_act = _bias_act_cols.serial
 
@@ -1458,20 +1486,21 @@ class Conv2dPlan:
         kh, kw = self.khw
         kdim = self.kdim
         epilogue = self.act != 0 or self.has_bias
-        nb = max(-(-ho // self.band), min(-(-_BLOCKS_PER_THREAD * nt // (n * g)), ho * wo // _SPLIT_MIN_COLS,
+        per = _per_thread(nt)
+        nb = max(-(-ho // self.band), min(-(-per * nt // (n * g)), ho * wo // _SPLIT_MIN_COLS,
                                           _max_pieces(cog * kdim * ho * wo)))
         nb = min(nb, ho)
         units = [(i, gi) for i in range(n) for gi in range(g)]
         if len(units) * nb < 2 * nt:  # small maps: one im2col per image and group, split GEMMs
-            _, table = _gemm_blocks(1, cog, kdim, ho * wo, nt, _block_limits())
+            _, table = _gemm_blocks(1, cog, kdim, ho * wo, nt, _block_limits(nt))
             drv = _drivers()
             if drv is not None and table is not None:  # one nogil call per thread: im2col, then GEMM blocks
                 cb = _scratch(kdim * ho * wo, self.dtype, "im2col").reshape(kdim, ho * wo)
                 args = (x, self.wmat, y.reshape(n, g, cog, ho * wo), self.b.reshape(g, cog), self.slope.reshape(g, cog),
                         np.array([kh, kw, sh, sw, pt, pl, dh, dw, wo], np.int64),
-                        np.array(_parts(ho, _BLOCKS_PER_THREAD * nt), np.int64), table, self.act, epilogue,
+                        np.array(_parts(ho, per * nt), np.int64), table, self.act, epilogue,
                         np.zeros(4 * n * g, np.int64), cb)
-                _workers.run(lambda _k: drv.im2col_small(*args), nt)
+                _run_driver(drv, "im2col_small", nt, args)
                 return
             for i, gi in units:
                 cb = _scratch(kdim * ho * wo, self.dtype, "im2col").reshape(kdim, ho * wo)
@@ -1489,7 +1518,7 @@ class Conv2dPlan:
             counter = np.zeros(2, np.int64)
             args = (x, self.wmat, y.reshape(n, g, cog, ho * wo), self.b.reshape(g, cog), self.slope.reshape(g, cog),
                     geom, table, self.act, epilogue, counter)
-            _workers.run(lambda _k: drv.im2col_bands(*args, _scratch(size, self.dtype, "im2col")), min(nt, len(bands)))
+            _run_driver(drv, "im2col_bands", min(nt, len(bands)), args, (("im2col", size),), self.dtype)
             return
         im2col, bias_act = _im2col.serial, _bias_act_cols.serial
 
@@ -1552,22 +1581,57 @@ class Conv2dPlan:
 
 
     def _winograd4_split(self, x, y, nt):
-        """F(4,3) over the worker threads (Python blocks, serial builds; every tile and GEMM
-        element computed as in one thread): bands of tile rows where they are wide enough, else
-        per image the input transform in bands of tile rows, the 36 GEMMs in row x column blocks
-        (:func:`_split_gemm`) and the output transform in bands (three runs of the pool)."""
+        """F(4,3) over the worker threads (serial builds; every tile and GEMM element computed as
+        in one thread): bands of tile rows where they are wide enough, else per image the input
+        transform in bands of tile rows, the 36 GEMMs in row x column blocks and the output
+        transform in bands -- one driver call per thread where :func:`_drivers` allows, else
+        Python blocks (:func:`_split_gemm` and three runs of the pool)."""
         n, c, _, _ = self.x_shape
         co = self.y_shape[1]
         tw_n, th_n = self.tw_n, self.th_n
-        wino_in, wino_out = _wino4_in.serial, _wino4_out.serial
         nb = min(th_n, max(-(-th_n // self.band), -(-_BANDS4_PER_THREAD * nt // n)))
         if th_n * tw_n // nb >= _BANDS4_MIN_TILES:
-            self._wino_bands_py(x, y, [(i, r) for i in range(n) for r in _parts(th_n, nb)], wino_in, wino_out)
+            bands = [(i, r) for i in range(n) for r in _parts(th_n, nb)]
+            if not self._wino_bands_drv(x, y, bands, nt):
+                self._wino_bands_py(x, y, bands, _wino4_in.serial, _wino4_out.serial)
             return
         t = th_n * tw_n
         v = _scratch(36 * c * t, self.dtype, "wino_v").reshape(36, c, t)
         m = _scratch(36 * co * t, self.dtype, "wino_m").reshape(36, co, t)
-        self._wino_phases_py(x, y, nt, v, m, wino_in, wino_out)
+        if not self._wino_phases_drv(x, y, nt, v, m):
+            self._wino_phases_py(x, y, nt, v, m, _wino4_in.serial, _wino4_out.serial)
+
+    def _wino_bands_drv(self, x, y, bands, nt) -> bool:
+        """Winograd (``self.nk`` GEMMs) in bands of tile rows (i, (ty0, ty1)) through the
+        ``wino_bands`` driver (one nogil call per thread); False (nothing done) without drivers
+        or for 1-wide GEMMs."""
+        c, co, nk, tw_n = self.x_shape[1], self.y_shape[1], self.nk, self.tw_n
+        drv = _drivers()
+        if drv is None or co <= 1 or c <= 1 or min(r1 - r0 for _, (r0, r1) in bands) * tw_n <= 1:
+            return False
+        table = np.array([(i, r0, r1) for i, (r0, r1) in bands], np.int64)
+        t = max(r1 - r0 for _, (r0, r1) in bands) * tw_n
+        args = (x, self.u, y, self.b, self.act, self.slope, self.six, self.pad[0], self.pad[1], tw_n, table,
+                np.zeros(1, np.int64))
+        _run_driver(drv, "wino_bands", min(nt, len(bands)), args, (("wino_v", nk * c * t), ("wino_m", nk * co * t)),
+                    self.dtype)
+        return True
+
+    def _wino_phases_drv(self, x, y, nt, v, m) -> bool:
+        """Winograd of whole images in three phases (transform bands, GEMM blocks, transform
+        bands) through the ``wino_small`` driver into ``v`` / ``m``; False (nothing done) without
+        drivers or when a GEMM block would be 1 wide."""
+        n, c = self.x_shape[:2]
+        co, nk, th_n = self.y_shape[1], self.nk, self.th_n
+        _, table = _gemm_blocks(nk, co, c, th_n * self.tw_n, nt, _block_limits(nt))
+        drv = _drivers()
+        if drv is None or table is None:
+            return False
+        rows = np.array(_parts(th_n, _per_thread(nt) * nt), np.int64)
+        args = (x, self.u, y, self.b, self.act, self.slope, self.six, self.pad[0], self.pad[1], self.tw_n, rows, table,
+                np.zeros(6 * n, np.int64), v, m)
+        _run_driver(drv, "wino_small", nt, args)
+        return True
 
     def _wino_bands_py(self, x, y, bands, wino_in, wino_out) -> None:
         """Winograd (``self.nk`` GEMMs) over the worker pool in Python blocks, one band of tile
@@ -1610,36 +1674,20 @@ class Conv2dPlan:
         then the output transform in bands of tile rows (three runs of the pool)."""
         n, c, _, _ = self.x_shape
         co = self.y_shape[1]
-        pt, pl = self.pad[0], self.pad[1]
         tw_n, th_n = self.tw_n, self.th_n
-        u, b, act, slope, six = self.u, self.b, self.act, self.slope, self.six
-        nb = max(-(-th_n // self.band), min(-(-_BLOCKS_PER_THREAD * nt // n), th_n * tw_n // _SPLIT_MIN_COLS,
+        nb = max(-(-th_n // self.band), min(-(-_per_thread(nt) * nt // n), th_n * tw_n // _SPLIT_MIN_COLS,
                                             _max_pieces(co * c * th_n * tw_n)))
         nb = min(nb, th_n)
         if n * nb < 2 * nt:  # small maps: the transforms in bands of tile rows, the GEMMs in blocks
             t = th_n * tw_n
             v = _scratch(16 * c * t, self.dtype, "wino_v").reshape(16, c, t)
             m = _scratch(16 * co * t, self.dtype, "wino_m").reshape(16, co, t)
-            _, table = _gemm_blocks(16, co, c, t, nt, _block_limits())
-            drv = _drivers()
-            if drv is not None and table is not None:  # one nogil call per thread: all three phases
-                rows = np.array(_parts(th_n, _BLOCKS_PER_THREAD * nt), np.int64)
-                args = (x, u, y, b, act, slope, six, pt, pl, tw_n, rows, table, np.zeros(6 * n, np.int64), v, m)
-                _workers.run(lambda _k: drv.wino_small(*args), nt)
-                return
-            self._wino_phases_py(x, y, nt, v, m, _wino_in.serial, _wino_out.serial)
+            if not self._wino_phases_drv(x, y, nt, v, m):  # (one nogil call per thread: all three phases)
+                self._wino_phases_py(x, y, nt, v, m, _wino_in.serial, _wino_out.serial)
             return
         bands = [(i, r) for i in range(n) for r in _parts(th_n, nb)]
-        drv = _drivers()
-        if drv is not None and co > 1 and c > 1 and min(r1 - r0 for _, (r0, r1) in bands) * tw_n > 1:
-            table = np.array([(i, r0, r1) for i, (r0, r1) in bands], np.int64)
-            t = max(r1 - r0 for _, (r0, r1) in bands) * tw_n
-            counter = np.zeros(1, np.int64)
-            args = (x, u, y, b, act, slope, six, pt, pl, tw_n, table, counter)
-            _workers.run(lambda _k: drv.wino_bands(*args, _scratch(16 * c * t, self.dtype, "wino_v"),
-                                                   _scratch(16 * co * t, self.dtype, "wino_m")), min(nt, len(bands)))
-            return
-        self._wino_bands_py(x, y, bands, _wino_in.serial, _wino_out.serial)
+        if not self._wino_bands_drv(x, y, bands, nt):
+            self._wino_bands_py(x, y, bands, _wino_in.serial, _wino_out.serial)
 
 
 def conv2d_plan(

@@ -7,12 +7,15 @@ import pytest
 
 import refnet.kernels.conv as C
 from refnet.kernels import _workers
+from refnet.kernels._lazyjit import load_numba
 
 
 @pytest.fixture(name="pool")
 def split_pool(monkeypatch):
     """3 workers (the caller + 2), and every call split however small (test_conv_split,
-    test_pool_drivers)."""
+    test_pool_drivers), over the worker pool (REFNET_NUMBA_DRIVERS=0: test_pool_drivers' `regions`
+    fixture turns the numba-region launch on)."""
+    monkeypatch.setenv("REFNET_NUMBA_DRIVERS", "0")
     monkeypatch.setattr(C, "_SPLIT_MIN_MACS", 0)
     monkeypatch.setattr(C, "_BLAS_EXACT_MACS", 1)
     monkeypatch.setattr(C, "_SPLIT_MIN_COLS", 4)
@@ -23,3 +26,21 @@ def split_pool(monkeypatch):
     _workers.set_workers(3)
     yield
     _workers.set_workers(before)
+
+
+@pytest.fixture(name="regions")
+def numba_regions(monkeypatch):
+    """The split drivers as one numba parallel region per call (REFNET_NUMBA_DRIVERS=any: with
+    whatever threading layer this process runs) at 2 numba threads, with as many blocks per
+    thread as the pool (under the `pool` fixture's tiny block limits OpenBLAS's small-matrix
+    kernel rounds differently, so other blocks would give other bits)."""
+    monkeypatch.setenv("REFNET_NUMBA_DRIVERS", "any")
+    monkeypatch.setattr(C, "_REGION_BLOCKS_PER_THREAD", C._BLOCKS_PER_THREAD)
+    numba = load_numba()
+    if numba.config.DISABLE_JIT:
+        yield
+        return
+    before = numba.get_num_threads()
+    numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+    yield
+    numba.set_num_threads(before)

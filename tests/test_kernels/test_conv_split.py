@@ -11,10 +11,11 @@ import threading
 
 import numpy as np
 import pytest
-from split_fixtures import split_pool  # noqa: F401 - the `pool` fixture
+from split_fixtures import numba_regions, split_pool  # noqa: F401 - the `pool` and `regions` fixtures
 
 import refnet.kernels.conv as C
 from refnet.kernels import _workers
+from refnet.kernels._lazyjit import load_numba
 
 # (x shape, w shape, conv kwargs, algorithm): sizes chosen so no block count divides them
 CASES = [
@@ -180,14 +181,22 @@ def test_split_linear_equals_unsplit_and_reference(pool, shape, n_out, rng):
 @pytest.mark.parametrize("xs,ws,kw", [((1, 192, 28, 28), (64, 192, 1, 1), {}), ((1, 832, 7, 7), (384, 832, 1, 1), {}),
                                       ((1, 3, 112, 112), (64, 3, 7, 7), dict(stride=2, pad=3)),
                                       ((1, 64, 28, 28), (96, 64, 3, 3), dict(pad=1)),
+                                      ((1, 32, 14, 14), (64, 32, 5, 5), dict(pad=2)),
                                       ((1, 96, 14, 14), (208, 96, 3, 3), dict(pad=1))])
-def test_split_at_real_sizes_matches_unsplit(xs, ws, kw, rng, monkeypatch):
+@pytest.mark.parametrize("launch", ["pool", "region1", "region2"])
+def test_split_at_real_sizes_matches_unsplit(xs, ws, kw, launch, rng, request, monkeypatch):
     """With the real block limits (no block under _BLAS_EXACT_MACS) the split result equals the
     unsplit one to the last bit on this project's machine (OpenBLAS SkylakeX); asserted to 1e-6
-    so that another BLAS build may round a block differently. (The BLAS paths at one thread: the
-    packed-weight GEMM that one thread uses on small maps sums in another order,
-    tests/test_kernels/test_packgemm.py.)"""
+    so that another BLAS build may round a block differently. Over the worker pool, and as one
+    numba parallel region with 1 or 2 blocks per thread (REFNET_NUMBA_DRIVERS, the reference
+    as a second oracle). (The BLAS paths at one thread: the packed-weight GEMM that one thread
+    uses on small maps sums in another order, tests/test_kernels/test_packgemm.py.)"""
     monkeypatch.setenv("REFNET_PACKGEMM", "0")
+    if launch == "pool":
+        monkeypatch.setenv("REFNET_NUMBA_DRIVERS", "0")
+    else:
+        request.getfixturevalue("regions")
+        monkeypatch.setattr(C, "_REGION_BLOCKS_PER_THREAD", int(launch[-1]))
     x = rng.standard_normal(xs).astype(np.float32)
     w = (rng.standard_normal(ws) * 0.1).astype(np.float32)
     b = rng.standard_normal(ws[0]).astype(np.float32)
@@ -201,3 +210,8 @@ def test_split_at_real_sizes_matches_unsplit(xs, ws, kw, rng, monkeypatch):
     finally:
         _workers.set_workers(before)
     np.testing.assert_allclose(split, unsplit, rtol=1e-6, atol=1e-6)
+    numba = load_numba()
+    regions = launch != "pool" and not numba.config.DISABLE_JIT and numba.config.NUMBA_NUM_THREADS > 1
+    assert C._per_thread(2) == (int(launch[-1]) if regions and C._drivers() is not None else C._BLOCKS_PER_THREAD)
+    ref = C.conv2d_reference(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), activation="relu", **kw)
+    np.testing.assert_allclose(split, ref, rtol=1e-4, atol=1e-4)

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 import pytest
-from split_fixtures import split_pool  # noqa: F401 - the `pool` fixture
+from split_fixtures import numba_regions, split_pool  # noqa: F401 - the `pool` and `regions` fixtures
 
 import refnet.kernels.conv as C
 from refnet.kernels import _workers
@@ -33,20 +33,34 @@ CASES = [  # (x shape, w shape, conv kwargs, algorithm, which driver)
     ((2, 8, 23, 17), (6, 8, 3, 3), dict(pad=(0, 1, 1, 0)), "winograd", "wino_bands"),
     ((1, 11, 9, 13), (17, 11, 3, 3), dict(pad=1), "winograd", "wino_small"),  # small map: 3 phases
     ((2, 9, 4, 12), (14, 9, 3, 3), dict(pad=(1, 1, 0, 1)), "winograd", "wino_small"),  # per image
+    ((1, 6, 64, 57), (9, 6, 3, 3), dict(pad=1), "winograd4", "wino_bands"),  # F(4,3): 36 GEMMs per band
+    ((1, 11, 9, 13), (17, 11, 3, 3), dict(pad=1), "winograd4", "wino_small"),
+    ((2, 9, 10, 14), (14, 9, 3, 3), dict(pad=(1, 1, 0, 1)), "winograd4", "wino_small"),
 ]
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("activation", [None, "relu", "prelu"])
-@pytest.mark.parametrize("case", range(len(CASES)))
-def test_driver_equals_python_blocks_unsplit_and_reference(pool, monkeypatch, case, activation, dtype, rng):
+def _case(case: int, activation, dtype, rng):
+    """CASES[case] with seeded data: (x, w, b, slope, conv kwargs, plan, driver name)."""
     xs, ws, kw, alg, driver = CASES[case]
     x = rng.standard_normal(xs).astype(dtype)
     w = (rng.standard_normal(ws) * 0.3).astype(dtype)
     b = rng.standard_normal(ws[0]).astype(dtype) * 3
     slope = rng.uniform(0.05, 0.5, ws[0]) if activation == "prelu" else 0.1
     plan = C.conv2d_plan(xs, w, b, activation=activation, negative_slope=slope, algorithm=alg, **kw)
-    plan(x)  # (numba loaded: the drivers are decided)
+    plan(x)  # (numba loaded and its threads started: the drivers are decided)
+    return x, w, b, slope, kw, plan, driver
+
+
+def _reference(x, w, b, activation, slope, kw) -> np.ndarray:
+    return C.conv2d_reference(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
+                              activation=activation, negative_slope=slope, **kw)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("activation", [None, "relu", "prelu"])
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_driver_equals_python_blocks_unsplit_and_reference(pool, monkeypatch, case, activation, dtype, rng):
+    x, w, b, slope, kw, plan, driver = _case(case, activation, dtype, rng)
     used = []
     drv = C._drivers()
     assert (drv is not None) == JITTING
@@ -63,8 +77,7 @@ def test_driver_equals_python_blocks_unsplit_and_reference(pool, monkeypatch, ca
     unsplit = plan(x)
     np.testing.assert_array_equal(fast, python_blocks)
     np.testing.assert_allclose(fast, unsplit, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-5)
-    ref = C.conv2d_reference(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
-                             activation=activation, negative_slope=slope, **kw)
+    ref = _reference(x, w, b, activation, slope, kw)
     tol = 1e-4 if dtype == np.float32 else 1e-10
     np.testing.assert_allclose(fast, ref, rtol=tol, atol=tol)
 
@@ -138,3 +151,72 @@ def test_pool_with_and_without_busy_wait_runs_every_block_once(spin):
     finally:
         _workers.set_spin(*before_spin)
         _workers.set_workers(before)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("activation", [None, "prelu"])
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_region_equals_pool_drivers_and_reference(pool, regions, monkeypatch, case, activation, dtype, rng):
+    """REFNET_NUMBA_DRIVERS: the same drivers launched in one numba parallel region give the
+    worker pool's result bit for bit (and the reference's within tolerance); without numba
+    jitting the Python blocks run instead."""
+    x, w, b, slope, kw, plan, driver = _case(case, activation, dtype, rng)
+    used = []
+    drv = C._drivers()
+    if drv is not None:
+        real = drv.PARALLEL[driver]
+        monkeypatch.setitem(drv.PARALLEL, driver, lambda *a: (used.append(a[0]), real(*a))[1])
+    fast = plan(x)
+    multi = JITTING and load_numba().config.NUMBA_NUM_THREADS > 1
+    assert bool(used) == multi, "the region ran (when numba jits with several threads)"
+    assert all(n == 2 for n in used)
+    monkeypatch.setenv("REFNET_NUMBA_DRIVERS", "0")
+    pooled = plan(x)
+    monkeypatch.setenv("REFNET_POOL_DRIVERS", "0")
+    python_blocks = plan(x)
+    np.testing.assert_array_equal(fast, pooled)
+    np.testing.assert_array_equal(fast, python_blocks)
+    ref = _reference(x, w, b, activation, slope, kw)
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(fast, ref, rtol=tol, atol=tol)
+
+
+def test_region_threads_switch(monkeypatch):
+    """REFNET_NUMBA_DRIVERS: "1" (default) only on numba's TBB layer, "any" on any layer, "0"
+    never; at most numba's thread count; 0 (the pool) for one thread."""
+    from refnet.kernels import _parallel
+
+    monkeypatch.setattr(_parallel, "_LAYER", ["workqueue"])
+    monkeypatch.setattr(_parallel, "_GET_NUM_THREADS", [lambda: 3])
+    monkeypatch.delenv("REFNET_NUMBA_DRIVERS", raising=False)
+    assert _parallel.region_drivers() and _parallel.region_threads(2) == 0
+    monkeypatch.setattr(_parallel, "_LAYER", ["tbb"])
+    assert _parallel.region_threads(2) == 2 and _parallel.region_threads(5) == 3 and _parallel.region_threads(1) == 0
+    monkeypatch.setenv("REFNET_NUMBA_DRIVERS", "0")
+    assert not _parallel.region_drivers() and _parallel.region_threads(2) == 0
+    monkeypatch.setenv("REFNET_NUMBA_DRIVERS", "any")
+    monkeypatch.setattr(_parallel, "_LAYER", ["omp"])
+    assert _parallel.region_threads(2) == 2
+
+
+@pytest.mark.skipif(not JITTING, reason="numba's threading layers start only when it jits")
+@pytest.mark.parametrize("switch", ["1", "0"])
+def test_threading_layer_for_several_threads_is_tbb_when_installed(switch):
+    """In a fresh process, 2 threads start numba's TBB layer when the tbb extra is installed
+    (found in <sys.prefix>/lib) and REFNET_NUMBA_DRIVERS is on, else workqueue; 1 thread: OpenMP
+    where numba has it."""
+    import os
+    import subprocess
+    import sys
+
+    from refnet.kernels import _parallel
+
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
+    env["REFNET_NUMBA_DRIVERS"] = switch
+    code = ("import numba; from refnet.kernels._parallel import choose_threading_layer as c; "
+            "n = int(__import__('sys').argv[1]); c(n); numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS)); "
+            "print(numba.threading_layer())")
+    got = subprocess.run([sys.executable, "-c", code, "2"], env=env, capture_output=True, text=True, timeout=120)
+    assert got.returncode == 0, got.stderr
+    want = "tbb" if switch == "1" and _parallel._load_tbb() else "workqueue"
+    assert got.stdout.split()[-1] == want

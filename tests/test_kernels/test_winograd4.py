@@ -138,19 +138,26 @@ def test_small_channel_choice_matches_the_reference():
         assert_close(plan(x.astype(dt)), want, tol, f"small-channel winograd4 {dt.__name__}")
 
 
+@pytest.mark.parametrize("drivers", ["0", "1"])
 @pytest.mark.parametrize("xs,co,runs", [((2, 10, 45, 39), 7, 1),  # bands of tile rows, one pool run
                                          ((2, 11, 9, 13), 17, 6)])  # small map: per image in, GEMMs, out
-def test_several_threads_split_equals_one_thread(pool, monkeypatch, xs, co, runs):
+def test_several_threads_split_equals_one_thread(pool, monkeypatch, xs, co, runs, drivers):
     """With several workers: bands of tile rows (transforms and GEMMs of a band in one block), or
     for small maps the transforms in bands and the 36 GEMMs in blocks, over the pool; equal to
     the one-thread result (every tile computed the same way; GEMM blocks bit-exact with the real
-    block limits, 1e-5 with the test pool's tiny blocks)."""
+    block limits, 1e-5 with the test pool's tiny blocks). Python blocks (``REFNET_POOL_DRIVERS=0``:
+    ``runs`` pool runs) or, where numba jits, the wino_bands / wino_small drivers (one pool run,
+    every phase of every image inside it)."""
     from refnet.kernels import _workers
 
+    monkeypatch.setenv("REFNET_POOL_DRIVERS", drivers)
     x = RNG.standard_normal(xs).astype(np.float32)
     w = (RNG.standard_normal((co, xs[1], 3, 3)) * 0.3).astype(np.float32)
     r = RNG.standard_normal((xs[0], co) + xs[2:]).astype(np.float32)
     plan = C.conv2d_plan(xs, w, None, pad=1, activation="relu", algorithm="winograd4", residual=True)
+    plan(x, residual=r)  # (numba loaded: the drivers are decided)
+    if C._drivers() is not None:
+        runs = 1
     calls = []
     real_run = _workers.run
     monkeypatch.setattr(_workers, "run", lambda fn, n: (calls.append(n), real_run(fn, n))[1])
