@@ -1,6 +1,6 @@
 """In-process A/B of the packed-weight GEMM (refnet.kernels._packgemm) on whole models, one thread.
 
-    python bench/packgemm_ab.py [resnet50,inception_v1,squeezenet] [--repeat 31] [--env REFNET_PACKGEMM_WIDE]
+    python bench/packgemm_ab.py [resnet50,inception_v1,squeezenet] [--repeat 31] [--env REFNET_PACKGEMM_LARGE]
 
 Per model (the onnx package's light zoo graphs with seeded weights, as bench/peer_rows.py),
 two nets in one process: one planned with ``REFNET_PACKGEMM=1`` and one with ``=0`` (the switch
@@ -58,7 +58,7 @@ def main() -> None:
     ap.add_argument("models", nargs="?", default="resnet50,inception_v1,squeezenet")
     ap.add_argument("--repeat", type=int, default=31)
     ap.add_argument("--env", default=_packgemm.ENV,
-                    help="the switch to turn off in B (REFNET_PACKGEMM_WIDE: the wide GEMM only)")
+                    help="the switch to turn off in B (REFNET_PACKGEMM_LARGE: only on large maps)")
     a = ap.parse_args()
     set_num_threads(1)
     wd = Path(tempfile.mkdtemp())

@@ -69,13 +69,20 @@ WINO_MAX_N = 64
 # ReLU, ratio wide / BLAS + epilogue pass): ResNet-50 56x56 K = 64 -> 256 + residual 0.81,
 # 256 -> 64 0.90, 256 -> 128 0.93, 64 -> 64 1.03; 28x28 128 -> 512 + residual 0.84, 512 -> 128
 # 0.89, 512 -> 256 0.97; 14x14 256 -> 1024 + residual 0.94.
+# ... and the packed GEMM on any map for the im2col convs (strided or not 3x3; no im2col copy)
+# with at least MIN_M rows and IM2COL_MIN_K reduction length. Measured (one thread, cold
+# weights and inputs, ReLU, ratio packed / im2col + BLAS): ResNet-50 conv1 7x7/2 0.89-0.93,
+# 3x3/2 128 at 56x56 0.77, 64->128 3x3/2 0.82; GoogLeNet 5x5 32->96 28x28 0.69; CaffeNet
+# 11x11/4 0.84; 16->64 3x3/2 112x112 (K = 144) 0.92; but K = 27 (3->64 3x3/2 at 224) 1.48 and
+# 3->32 3x3 at 416x416 1.11.
+IM2COL_MIN_K = 128
 WIDE_MIN_N = 196
 WIDE_MIN_M = 32
 WIDE_MIN_K = 64
 # A/B switches: REFNET_PACKGEMM=0 turns the packed paths off (plans made afterwards),
-# REFNET_PACKGEMM_WIDE=0 the wide one only
+# REFNET_PACKGEMM_LARGE=0 only their use on large maps (the wide GEMM, im2col convs > MAX_N)
 ENV = "REFNET_PACKGEMM"
-WIDE_ENV = "REFNET_PACKGEMM_WIDE"
+LARGE_ENV = "REFNET_PACKGEMM_LARGE"
 
 # stand-ins until numba loads; then the stack-array intrinsic (or, with NUMBA_DISABLE_JIT=1,
 # NumPy arrays, so the kernel body runs as Python)
@@ -272,7 +279,7 @@ class PackedGemm:
 
 def enabled(env: str = ENV) -> bool:
     """Whether new plans may choose the packed GEMMs (``$REFNET_PACKGEMM`` not 0; ``env`` =
-    :data:`WIDE_ENV`: the wide one)."""
+    :data:`LARGE_ENV`: on large maps)."""
     return os.environ.get(env, "1").strip() not in ("0", "off", "no", "false")
 
 
@@ -287,7 +294,11 @@ def choose(base: str, dtype: np.dtype, groups: int, m: int, k: int, n: int, *, s
         return "packed" if n <= WINO_MAX_N else base
     if n <= MAX_N and m >= MIN_M and k >= MIN_K:
         return "packed"
-    if base == "gemm1x1" and stride1 and enabled(WIDE_ENV) and n >= WIDE_MIN_N and m >= WIDE_MIN_M and k >= WIDE_MIN_K:
+    if not enabled(LARGE_ENV):
+        return base
+    if base == "im2col" and m >= MIN_M and k >= IM2COL_MIN_K:
+        return "packed"
+    if base == "gemm1x1" and stride1 and n >= WIDE_MIN_N and m >= WIDE_MIN_M and k >= WIDE_MIN_K:
         return "packedwide"
     return base
 
@@ -300,6 +311,7 @@ def choose(base: str, dtype: np.dtype, groups: int, m: int, k: int, n: int, *, s
 # activation added on the way out (no second pass over C).
 MRW = 8  # weight rows per wide tile (ResNet-50's M are multiples of 8)
 NRW = 32  # output columns per wide tile
+NBW = 256  # columns per block of X (all row panels run over one block before the next)
 
 
 @_fast
@@ -410,17 +422,17 @@ def _tile_wide(wq, xf, p, n0, n, cf, bias, rf, hasres, act, slope, six, rows, lo
 def packed_gemm_wide(wq, x, c, bias, res, hasres, act, slope, six):
     """c (M, N) = act((W @ x + bias[:, None]) [+ res]) with W packed by ``pack_weights(w, MRW)``
     into wq (P, K, MRW); x (K, N), c and res (M, N) C-contiguous, N >= NRW; act 0 none, 1
-    leaky ReLU / PReLU (slope per row), 2 ReLU6 (``six`` = 6). Column blocks of NBW: all row
-    panels of one block, so the block of X stays in cache. The last partial column tile is
+    leaky ReLU / PReLU (slope per row), 2 ReLU6 (``six`` = 6). Column blocks of :data:`NBW`: all
+    row panels over one block, so the block of X stays in cache. The last partial column tile is
     computed at N - NRW and stores only its new columns."""
     m, n = c.shape
     kdim = x.shape[0]
     cf = c.reshape(m * n)
     xf = x.reshape(kdim * n)
     rf = res.reshape(res.size)
-    for nb0 in range(0, n, 256):
+    for nb0 in range(0, n, NBW):
         for p in range(wq.shape[0]):
-            for n0 in range(nb0, min(n, nb0 + 256), 32):
+            for n0 in range(nb0, min(n, nb0 + NBW), 32):
                 lo = 0
                 if n0 + 32 > n:
                     lo = n0 + 32 - n

@@ -149,8 +149,14 @@ def test_choice_and_switch(monkeypatch):
     assert PG.choose("gemm1x1", f32, 1, 256, 64, 169, stride1=True) == "gemm1x1"
     assert PG.choose("gemm1x1", np.float64, 1, 256, 64, 3136, stride1=True) == "gemm1x1"
     assert PG.choose("gemm1x1", f32, 2, 256, 64, 3136, stride1=True) == "gemm1x1"
+    # im2col convs on any map (no im2col copy): ResNet-50's conv1 and 3x3/2 on 56x56; not K < 128
+    assert PG.choose("im2col", f32, 1, 64, 147, 12544) == "packed"
+    assert PG.choose("im2col", f32, 1, 128, 1152, 784) == "packed"
+    assert PG.choose("im2col", f32, 1, 64, 27, 12321) == "im2col"
+    assert PG.choose("im2col", f32, 1, 32, 800, 784) == "im2col"
     w = np.zeros((256, 64, 1, 1), f32)
     assert C.conv2d_plan((1, 64, 56, 56), w).algorithm == "packedwide"
+    assert C.conv2d_plan((1, 3, 64, 64), np.zeros((64, 3, 7, 7), f32), stride=2, pad=3).algorithm == "packed"
     assert C.conv2d_plan((1, 64, 56, 56), w, stride=2).algorithm == "gemm1x1"
     monkeypatch.setenv(PG.ENV, "0")
     assert C.conv2d_plan((1, 64, 56, 56), w).algorithm == "gemm1x1"
