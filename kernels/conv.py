@@ -1204,7 +1204,8 @@ class Conv2dPlan:
         self.has_bias = b is not None
         w = np.ascontiguousarray(w)
         self.algorithm = algorithm or _packgemm.choose(self._choose(c, co, cig, kh, kw, ho, wo), dt, g, co,
-                                                       cig * kh * kw, ho * wo, stride1=(sh, sw) == (1, 1))
+                                                       cig * kh * kw, ho * wo, stride1=(sh, sw) == (1, 1),
+                                                       residual=residual)
         alg = self.algorithm
         if alg in ("depthwise", "direct"):
             self.w = w

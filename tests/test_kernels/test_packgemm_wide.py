@@ -33,10 +33,10 @@ def _want(w, x, b, r, act, slope):
 
 
 # small enough for the kernel body as plain Python (CI's NUMBA_DISABLE_JIT run)
-@pytest.mark.parametrize("m,k,n", [(8, 5, 32), (13, 9, 40), (16, 130, 33), (3, 4, 64)])
+@pytest.mark.parametrize("m,k,n,nbw", [(8, 5, 32, 32), (13, 9, 40, 32), (16, 130, 33, 64), (3, 4, 100, 64)])
 @pytest.mark.parametrize("act", [0, 1, 2])
 @pytest.mark.parametrize("residual", [False, True])
-def test_packed_gemm_wide_vs_float64(m, k, n, act, residual, rng):
+def test_packed_gemm_wide_vs_float64(m, k, n, nbw, act, residual, rng):
     w = rng.standard_normal((m, k)).astype(np.float32)
     x = (rng.standard_normal((k, n)) * 2).astype(np.float32)
     b = rng.standard_normal(m).astype(np.float32)
@@ -46,7 +46,7 @@ def test_packed_gemm_wide_vs_float64(m, k, n, act, residual, rng):
     wq = PG.pack_weights(w, PG.MRW)
     assert wq.shape == (-(-m // PG.MRW), k, PG.MRW)
     got = np.full((m, n), np.nan, np.float32)
-    PG.packed_gemm_wide(wq, x, got, b, got if r is None else r, residual, act, slope, np.float32(6))
+    PG.packed_gemm_wide(wq, x, got, b, got if r is None else r, residual, act, slope, np.float32(6), nbw)
     assert_close(got, want, "f32_vs_f64", "kernel")
     twin = np.full((m, n), np.nan, np.float32)
     PG.packed_gemm_wide_numpy(w, x, twin, b, r, act, slope, np.float32(6))
@@ -85,7 +85,7 @@ def test_packed_gemm_wide_propagates_nan_and_inf(act, rng):
     slope = np.full(m, 0.1, np.float32)
     want = _want(w, x, b, r, act, slope)
     got = np.empty((m, n), np.float32)
-    PG.packed_gemm_wide(PG.pack_weights(w, PG.MRW), x, got, b, r, True, act, slope, np.float32(6))
+    PG.packed_gemm_wide(PG.pack_weights(w, PG.MRW), x, got, b, r, True, act, slope, np.float32(6), 32)
     twin = np.empty((m, n), np.float32)
     PG.packed_gemm_wide_numpy(w, x, twin, b, r, act, slope, np.float32(6))
     for g in (got, twin):
@@ -137,29 +137,37 @@ def test_packedwide_needs_its_shape():
 def test_choice_and_switch(monkeypatch):
     f32 = np.float32
     monkeypatch.delenv(PG.ENV, raising=False)
-    # ResNet-50's 56x56 / 28x28 / 14x14 1x1 convs with K < 384 (the packed GEMM takes K >= 384 on 14x14)
-    assert PG.choose("gemm1x1", f32, 1, 256, 64, 3136, stride1=True) == "packedwide"
-    assert PG.choose("gemm1x1", f32, 1, 512, 128, 784, stride1=True) == "packedwide"
-    assert PG.choose("gemm1x1", f32, 1, 1024, 256, 196, stride1=True) == "packedwide"
-    assert PG.choose("gemm1x1", f32, 1, 256, 1024, 196, stride1=True) == "packed"
-    # not: strided, short K, few rows, small maps, float64, groups
-    assert PG.choose("gemm1x1", f32, 1, 256, 64, 3136) == "gemm1x1"
-    assert PG.choose("gemm1x1", f32, 1, 64, 16, 3025, stride1=True) == "gemm1x1"
-    assert PG.choose("gemm1x1", f32, 1, 16, 96, 3025, stride1=True) == "gemm1x1"
-    assert PG.choose("gemm1x1", f32, 1, 256, 64, 169, stride1=True) == "gemm1x1"
-    assert PG.choose("gemm1x1", np.float64, 1, 256, 64, 3136, stride1=True) == "gemm1x1"
-    assert PG.choose("gemm1x1", f32, 2, 256, 64, 3136, stride1=True) == "gemm1x1"
+    # ResNet-50's 56x56 / 28x28 / 14x14 1x1 convs with a residual and K < 384 (the packed GEMM
+    # takes K >= 384 on 14x14)
+    wide = dict(stride1=True, residual=True)
+    assert PG.choose("gemm1x1", f32, 1, 256, 64, 3136, **wide) == "packedwide"
+    assert PG.choose("gemm1x1", f32, 1, 512, 128, 784, **wide) == "packedwide"
+    assert PG.choose("gemm1x1", f32, 1, 1024, 256, 196, **wide) == "packedwide"
+    assert PG.choose("gemm1x1", f32, 1, 256, 1024, 196, **wide) == "packed"
+    # not: without a residual, strided, short K, few rows, small maps, float64, groups
+    assert PG.choose("gemm1x1", f32, 1, 256, 64, 3136, stride1=True) == "gemm1x1"
+    assert PG.choose("gemm1x1", f32, 1, 256, 64, 3136, residual=True) == "gemm1x1"
+    assert PG.choose("gemm1x1", f32, 1, 64, 16, 3025, **wide) == "gemm1x1"
+    assert PG.choose("gemm1x1", f32, 1, 16, 96, 3025, **wide) == "gemm1x1"
+    assert PG.choose("gemm1x1", f32, 1, 256, 64, 169, **wide) == "gemm1x1"
+    assert PG.choose("gemm1x1", np.float64, 1, 256, 64, 3136, **wide) == "gemm1x1"
+    assert PG.choose("gemm1x1", f32, 2, 256, 64, 3136, **wide) == "gemm1x1"
     # im2col convs on any map (no im2col copy): ResNet-50's conv1 and 3x3/2 on 56x56; not K < 128
     assert PG.choose("im2col", f32, 1, 64, 147, 12544) == "packed"
     assert PG.choose("im2col", f32, 1, 128, 1152, 784) == "packed"
     assert PG.choose("im2col", f32, 1, 64, 27, 12321) == "im2col"
     assert PG.choose("im2col", f32, 1, 32, 800, 784) == "im2col"
     w = np.zeros((256, 64, 1, 1), f32)
-    assert C.conv2d_plan((1, 64, 56, 56), w).algorithm == "packedwide"
-    assert C.conv2d_plan((1, 3, 64, 64), np.zeros((64, 3, 7, 7), f32), stride=2, pad=3).algorithm == "packed"
-    assert C.conv2d_plan((1, 64, 56, 56), w, stride=2).algorithm == "gemm1x1"
-    monkeypatch.setenv(PG.ENV, "0")
+    assert C.conv2d_plan((1, 64, 56, 56), w, residual=True).algorithm == "packedwide"
     assert C.conv2d_plan((1, 64, 56, 56), w).algorithm == "gemm1x1"
+    assert C.conv2d_plan((1, 3, 64, 64), np.zeros((64, 3, 7, 7), f32), stride=2, pad=3).algorithm == "packed"
+    assert C.conv2d_plan((1, 64, 56, 56), w, stride=2, residual=True).algorithm == "gemm1x1"
+    monkeypatch.setenv(PG.LARGE_ENV, "0")
+    assert C.conv2d_plan((1, 64, 56, 56), w, residual=True).algorithm == "gemm1x1"
+    assert C.conv2d_plan((1, 3, 64, 64), np.zeros((64, 3, 7, 7), f32), stride=2, pad=3).algorithm == "im2col"
+    monkeypatch.setenv(PG.LARGE_ENV, "1")
+    monkeypatch.setenv(PG.ENV, "0")
+    assert C.conv2d_plan((1, 64, 56, 56), w, residual=True).algorithm == "gemm1x1"
 
 
 def test_several_threads_fall_back_to_the_split_blas_path(pool, rng):
