@@ -17,19 +17,24 @@ from refnet.kernels import _packgemm as PG
 from refnet.kernels import _workers
 from refnet.kernels._lazyjit import numpy_kernels
 
-ACTS = {0: None, 1: "prelu", 2: "relu6"}
+ACTS = {None: 0, "relu": 1, "prelu": 1, "relu6": 2}
+
+
+def _epilogue(y, r, act, slope):
+    """act(y [+ r]) in float64, y (M, ...) and slope (M,) per row; act as the kernels code it."""
+    if r is not None:
+        y = y + r
+    if act == 1:
+        s = np.asarray(slope, np.float64).reshape((-1,) + (1,) * (y.ndim - 1))
+        y = np.where(y > 0, y, y * s)
+    elif act == 2:
+        y = np.clip(y, 0.0, 6.0)
+    return y
 
 
 def _want(w, x, b, r, act, slope):
     """act((w @ x + b) [+ r]) in float64 (the epilogue's order)."""
-    y = w.astype(np.float64) @ x.astype(np.float64) + b.astype(np.float64)[:, None]
-    if r is not None:
-        y = y + r
-    if act == 1:
-        y = np.where(y > 0, y, y * slope.astype(np.float64)[:, None])
-    elif act == 2:
-        y = np.clip(y, 0.0, 6.0)
-    return y
+    return _epilogue(w.astype(np.float64) @ x.astype(np.float64) + b.astype(np.float64)[:, None], r, act, slope)
 
 
 # small enough for the kernel body as plain Python (CI's NUMBA_DISABLE_JIT run)
@@ -102,19 +107,15 @@ def test_packedwide_conv_vs_reference(xs, co, activation, residual, rng):
     x = rng.standard_normal(xs).astype(np.float32) * 2
     w = rng.standard_normal((co, xs[1], 1, 1)).astype(np.float32)
     b = rng.standard_normal(co).astype(np.float32)
-    slope = rng.uniform(0.05, 0.5, co).astype(np.float32) if activation == "prelu" else 0.1
-    plan = C.conv2d_plan(xs, w, b, algorithm="packedwide", activation=activation, negative_slope=slope,
-                         residual=residual)
+    slope = rng.uniform(0.05, 0.5, co).astype(np.float32) if activation == "prelu" else np.full(co, 0.1, np.float32)
+    plan = C.conv2d_plan(xs, w, b, algorithm="packedwide", activation=activation,
+                         negative_slope=slope if activation == "prelu" else 0.1, residual=residual)
     assert plan.algorithm == "packedwide"
     y = C.conv2d_reference(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64))
     r = rng.standard_normal(y.shape).astype(np.float32) if residual else None
-    if residual:
-        y = y + r
-    if activation in ("relu", "prelu"):
-        s = np.asarray(slope, np.float64)
-        y = np.where(y > 0, y, y * (s.reshape(1, -1, 1, 1) if s.ndim else s))
-    elif activation == "relu6":
-        y = np.clip(y, 0.0, 6.0)
+    # (channels first for the per-row epilogue)
+    y = _epilogue(y.transpose(1, 0, 2, 3), None if r is None else r.transpose(1, 0, 2, 3), ACTS[activation],
+                  slope).transpose(1, 0, 2, 3)
     got = plan(x, residual=r) if residual else plan(x)
     assert got.dtype == np.float32
     assert_close(got, y, "f32_vs_f64_long", "packedwide")
