@@ -33,6 +33,13 @@ split BLAS paths (:func:`refnet.kernels.conv._split_gemm`, :mod:`refnet.kernels.
 
 Memory: the packed copy is the weights once more (rows padded to a multiple of MR); the plan
 keeps only a view of the original weights for its fallback path.
+
+Large maps: :func:`choose` also gives the packed GEMM to im2col convs on any map (M >= 64,
+K >= 128: no im2col copy), and :func:`packed_gemm_wide` (:class:`WideGemm`, algorithm
+"packedwide") to stride-1 1x1 convs with a fused residual on >= 196 pixels: a tile of MRW x
+NRW outputs that loads X's rows as vectors and broadcasts the weights, so bias, residual and
+activation are added as C's rows are stored (the BLAS path makes a second pass over C).
+``REFNET_PACKGEMM_LARGE=0`` turns both off. Same blocked sums of 128 products.
 """
 
 from __future__ import annotations

@@ -31,6 +31,8 @@ executor's per-call cost is a few microseconds. Algorithms:
   numba GEMM on weights packed at plan time that reads the im2col in place (BLAS re-packs the
   1-9 MB weights on every call); one thread only, several threads take the im2col / 1x1 split
   paths. A NaN/Inf reaches only its receptive field (unlike Winograd, which it replaces on 7x7).
+  Also for im2col convs on larger maps (no im2col copy), and "packedwide" for stride-1 1x1 convs
+  with a fused residual (bias, residual and activation in the GEMM's stores).
 
 Bias and activation (ReLU / leaky ReLU / PReLU per channel / ReLU6) are applied in one
 epilogue pass per band while it is still in cache. A plan made with ``residual=True`` adds a
