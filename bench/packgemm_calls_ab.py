@@ -18,13 +18,15 @@ import argparse
 import collections
 import os
 import statistics
+import tempfile
 import time
+from pathlib import Path
+
+from packgemm_ab import load  # (bench/: the script's directory)
 
 import refnet.kernels.conv as C
 from refnet.kernels import _packgemm
 from refnet.runtime.threads import set_num_threads
-
-from packgemm_ab import load  # noqa: E402 - bench/ is the script's directory
 
 
 def main() -> None:
@@ -34,9 +36,6 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=24)
     a = ap.parse_args()
     set_num_threads(1)
-    import tempfile
-    from pathlib import Path
-
     wd = Path(tempfile.mkdtemp())
     nets = {}
     for on in (True, False):
