@@ -33,6 +33,13 @@ split BLAS paths (:func:`refnet.kernels.conv._split_gemm`, :mod:`refnet.kernels.
 
 Memory: the packed copy is the weights once more (rows padded to a multiple of MR); the plan
 keeps only a view of the original weights for its fallback path.
+
+Large maps: :func:`choose` also gives the packed GEMM to im2col convs on any map (M >= 64,
+K >= 128: no im2col copy), and :func:`packed_gemm_wide` (:class:`WideGemm`, algorithm
+"packedwide") to stride-1 1x1 convs with a fused residual on >= 196 pixels: a tile of MRW x
+NRW outputs that loads X's rows as vectors and broadcasts the weights, so bias, residual and
+activation are added as C's rows are stored (the BLAS path makes a second pass over C).
+``REFNET_PACKGEMM_LARGE=0`` turns both off. Same blocked sums of 128 products.
 """
 
 from __future__ import annotations
@@ -45,8 +52,8 @@ import numpy as np
 from refnet.kernels._jit import JIT_OPTIONS
 from refnet.kernels._lazyjit import MODE, lazy_njit, load_numba, on_numba_load
 
-__all__ = ["MR", "NR", "PackedGemm", "pack_weights", "packed_gemm", "packed_gemm_numpy", "choose", "enabled",
-           "conv_offsets", "matrix_offsets"]
+__all__ = ["MR", "NR", "MRW", "NRW", "PackedGemm", "WideGemm", "pack_weights", "packed_gemm", "packed_gemm_numpy",
+           "packed_gemm_wide", "packed_gemm_wide_numpy", "choose", "enabled", "conv_offsets", "matrix_offsets"]
 
 MR = 32  # weight rows (output channels) per panel: two AVX-512 vectors of float32
 NR = 7  # output columns per register tile (7x7 maps: 7 tiles; 14x14: 28)
@@ -63,8 +70,26 @@ MAX_N = 196
 MIN_M = 64
 MIN_K = 384
 WINO_MAX_N = 64
-# A/B switch: REFNET_PACKGEMM=0 turns the packed path off (plans made afterwards)
+# ... and the wide packed GEMM for the stride-1 1x1 convs with at least WIDE_MIN_N columns,
+# WIDE_MIN_M rows and WIDE_MIN_K reduction length that the packed GEMM above does not take.
+# Measured (/tmp-free: bench/packgemm_layers.py --only resnet50wide, one thread, cold weights,
+# ReLU, ratio wide / BLAS + epilogue pass): ResNet-50 56x56 K = 64 -> 256 + residual 0.81,
+# 256 -> 64 0.90, 256 -> 128 0.93, 64 -> 64 1.03; 28x28 128 -> 512 + residual 0.84, 512 -> 128
+# 0.89, 512 -> 256 0.97; 14x14 256 -> 1024 + residual 0.94.
+# ... and the packed GEMM on any map for the im2col convs (strided or not 3x3; no im2col copy)
+# with at least MIN_M rows and IM2COL_MIN_K reduction length. Measured (one thread, cold
+# weights and inputs, ReLU, ratio packed / im2col + BLAS): ResNet-50 conv1 7x7/2 0.89-0.93,
+# 3x3/2 128 at 56x56 0.77, 64->128 3x3/2 0.82; GoogLeNet 5x5 32->96 28x28 0.69; CaffeNet
+# 11x11/4 0.84; 16->64 3x3/2 112x112 (K = 144) 0.92; but K = 27 (3->64 3x3/2 at 224) 1.48 and
+# 3->32 3x3 at 416x416 1.11.
+IM2COL_MIN_K = 128
+WIDE_MIN_N = 196
+WIDE_MIN_M = 32
+WIDE_MIN_K = 64
+# A/B switches: REFNET_PACKGEMM=0 turns the packed paths off (plans made afterwards),
+# REFNET_PACKGEMM_LARGE=0 only their use on large maps (the wide GEMM, im2col convs > MAX_N)
 ENV = "REFNET_PACKGEMM"
+LARGE_ENV = "REFNET_PACKGEMM_LARGE"
 
 # stand-ins until numba loads; then the stack-array intrinsic (or, with NUMBA_DISABLE_JIT=1,
 # NumPy arrays, so the kernel body runs as Python)
@@ -202,13 +227,13 @@ def packed_gemm(wp, xf, kofs, coffs, c):
                   coffs[min(n0 + 6, last)], cf, r0 * n + n0, n, rows, min(7, n - n0))
 
 
-def pack_weights(wmat: np.ndarray) -> np.ndarray:
-    """(M, K) weights -> (ceil(M / MR), K, MR) float32 panels, k-major, rows zero-padded."""
+def pack_weights(wmat: np.ndarray, mr: int = MR) -> np.ndarray:
+    """(M, K) weights -> (ceil(M / mr), K, mr) float32 panels, k-major, rows zero-padded."""
     m, k = wmat.shape
-    panels = -(-m // MR)
-    wp = np.zeros((panels * MR, k), np.float32)
+    panels = -(-m // mr)
+    wp = np.zeros((panels * mr, k), np.float32)
     wp[:m] = wmat
-    return np.ascontiguousarray(wp.reshape(panels, MR, k).transpose(0, 2, 1))
+    return np.ascontiguousarray(wp.reshape(panels, mr, k).transpose(0, 2, 1))
 
 
 def matrix_offsets(k: int, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -259,17 +284,198 @@ class PackedGemm:
             packed_gemm(self.wp, xf, kofs, coffs, c)
 
 
-def enabled() -> bool:
-    """Whether new plans may choose the packed GEMM (``$REFNET_PACKGEMM`` not 0)."""
-    return os.environ.get(ENV, "1").strip() not in ("0", "off", "no", "false")
+def enabled(env: str = ENV) -> bool:
+    """Whether new plans may choose the packed GEMMs (``$REFNET_PACKGEMM`` not 0; ``env`` =
+    :data:`LARGE_ENV`: on large maps)."""
+    return os.environ.get(env, "1").strip() not in ("0", "off", "no", "false")
 
 
-def choose(base: str, dtype: np.dtype, groups: int, m: int, k: int, n: int) -> str:
-    """The conv plan's algorithm: "packed" where the packed GEMM measured faster than ``base``
-    (the plan's own choice) for a GEMM of these sizes (per image), else ``base``."""
+def choose(base: str, dtype: np.dtype, groups: int, m: int, k: int, n: int, *, stride1: bool = False,
+           residual: bool = False) -> str:
+    """The conv plan's algorithm: "packed" or "packedwide" (stride-1 1x1 convs with a fused
+    residual) where that packed GEMM measured faster than ``base`` (the plan's own choice) for
+    a GEMM of these sizes (per image), else ``base``."""
     if not enabled() or np.dtype(dtype) != np.float32 or groups != 1 or base not in (
             "gemm1x1", "im2col", "winograd", "winograd4"):
         return base
     if base.startswith("winograd"):
         return "packed" if n <= WINO_MAX_N else base
-    return "packed" if n <= MAX_N and m >= MIN_M and k >= MIN_K else base
+    if n <= MAX_N and m >= MIN_M and k >= MIN_K:
+        return "packed"
+    if not enabled(LARGE_ENV):
+        return base
+    if base == "im2col" and m >= MIN_M and k >= IM2COL_MIN_K:
+        return "packed"
+    if base == "gemm1x1" and stride1 and residual and n >= WIDE_MIN_N and m >= WIDE_MIN_M and k >= WIDE_MIN_K:
+        return "packedwide"
+    return base
+
+
+# ---- wide maps: the transposed register tile (N-major), epilogue fused into the stores ----
+# C (M, N) = W (M, K) @ X (K, N) with X a C-contiguous matrix (1x1 stride-1 convs: the input
+# itself) and N >= NRW. A register tile is MRW rows x NRW columns: per k it loads X's row k
+# (NRW contiguous floats, two AVX-512 vectors) and broadcasts MRW weights (W packed k-major in
+# panels of MRW rows), so C's rows are stored as whole vectors, with bias, residual and
+# activation added on the way out (no second pass over C).
+MRW = 8  # weight rows per wide tile (ResNet-50's M are multiples of 8)
+NRW = 32  # output columns per wide tile
+NBW_ELEMS = 1 << 16  # about this many elements of X per column block (all row panels run
+# over one block before the next; in ResNet-50, K = 64: 1024 columns 0.90 vs 256 columns 0.93 of the BLAS)
+
+
+@_fast
+def _tile_wide(wq, xf, p, n0, n, cf, bias, rf, hasres, act, slope, six, rows, lo):
+    """C[p*8 : p*8 + rows, n0 + lo : n0 + 32] of act(W @ X + bias [+ R]), X[k, j] = xf[k * n + j],
+    C and R flattened with row length n (same accumulation order as :func:`_tile`)."""
+    s0 = _carray(_stack(32), (32,))
+    s1 = _carray(_stack(32), (32,))
+    s2 = _carray(_stack(32), (32,))
+    s3 = _carray(_stack(32), (32,))
+    s4 = _carray(_stack(32), (32,))
+    s5 = _carray(_stack(32), (32,))
+    s6 = _carray(_stack(32), (32,))
+    s7 = _carray(_stack(32), (32,))
+    a0 = _carray(_stack(32), (32,))
+    a1 = _carray(_stack(32), (32,))
+    a2 = _carray(_stack(32), (32,))
+    a3 = _carray(_stack(32), (32,))
+    a4 = _carray(_stack(32), (32,))
+    a5 = _carray(_stack(32), (32,))
+    a6 = _carray(_stack(32), (32,))
+    a7 = _carray(_stack(32), (32,))
+    for lane in range(32):
+        s0[lane] = 0.0
+        s1[lane] = 0.0
+        s2[lane] = 0.0
+        s3[lane] = 0.0
+        s4[lane] = 0.0
+        s5[lane] = 0.0
+        s6[lane] = 0.0
+        s7[lane] = 0.0
+    kdim = wq.shape[1]
+    for kb in range(0, kdim, 128):
+        for lane in range(32):
+            a0[lane] = 0.0
+            a1[lane] = 0.0
+            a2[lane] = 0.0
+            a3[lane] = 0.0
+            a4[lane] = 0.0
+            a5[lane] = 0.0
+            a6[lane] = 0.0
+            a7[lane] = 0.0
+        for k in range(np.uint64(kb), np.uint64(min(kdim, kb + 128))):
+            wk = wq[p, k]
+            w0 = wk[0]
+            w1 = wk[1]
+            w2 = wk[2]
+            w3 = wk[3]
+            w4 = wk[4]
+            w5 = wk[5]
+            w6 = wk[6]
+            w7 = wk[7]
+            xo = k * np.uint64(n) + np.uint64(n0)
+            for lane in range(np.uint64(32)):
+                xl = xf[xo + lane]
+                a0[lane] += w0 * xl
+                a1[lane] += w1 * xl
+                a2[lane] += w2 * xl
+                a3[lane] += w3 * xl
+                a4[lane] += w4 * xl
+                a5[lane] += w5 * xl
+                a6[lane] += w6 * xl
+                a7[lane] += w7 * xl
+        for lane in range(32):
+            s0[lane] += a0[lane]
+            s1[lane] += a1[lane]
+            s2[lane] += a2[lane]
+            s3[lane] += a3[lane]
+            s4[lane] += a4[lane]
+            s5[lane] += a5[lane]
+            s6[lane] += a6[lane]
+            s7[lane] += a7[lane]
+    # the epilogue, row by row from a stack copy of the tile (no calls: a call per row
+    # spilled and reloaded the accumulators)
+    t = _carray(_stack(256), (8, 32))
+    for lane in range(32):
+        t[0, lane] = s0[lane]
+        t[1, lane] = s1[lane]
+        t[2, lane] = s2[lane]
+        t[3, lane] = s3[lane]
+        t[4, lane] = s4[lane]
+        t[5, lane] = s5[lane]
+        t[6, lane] = s6[lane]
+        t[7, lane] = s7[lane]
+    zero = six - six
+    m0 = p * 8
+    for r in range(rows):
+        m = m0 + r
+        bm = bias[m]
+        sm = slope[m]
+        tr = t[r]
+        o = np.uint64(m) * np.uint64(n) + np.uint64(n0)
+        for lane in range(np.uint64(lo), np.uint64(32)):  # (unsigned: vector loads and stores)
+            v = tr[lane] + bm
+            if hasres:
+                v = v + rf[o + lane]
+            if act == 1:
+                v = v if v > zero else v * sm
+            elif act == 2:
+                if v < zero:
+                    v = zero
+                elif v > six:
+                    v = six
+            cf[o + lane] = v
+
+
+@_fast
+def packed_gemm_wide(wq, x, c, bias, res, hasres, act, slope, six, nbw):
+    """c (M, N) = act((W @ x + bias[:, None]) [+ res]) with W packed by ``pack_weights(w, MRW)``
+    into wq (P, K, MRW); x (K, N), c and res (M, N) C-contiguous, N >= NRW; act 0 none, 1
+    leaky ReLU / PReLU (slope per row), 2 ReLU6 (``six`` = 6). Column blocks of ``nbw`` (a
+    multiple of NRW): all row panels over one block, so the block of X stays in cache. The last partial column tile is
+    computed at N - NRW and stores only its new columns."""
+    m, n = c.shape
+    kdim = x.shape[0]
+    cf = c.reshape(m * n)
+    xf = x.reshape(kdim * n)
+    rf = res.reshape(res.size)
+    for nb0 in range(0, n, nbw):
+        for p in range(wq.shape[0]):
+            for n0 in range(nb0, min(n, nb0 + nbw), 32):
+                lo = 0
+                if n0 + 32 > n:
+                    lo = n0 + 32 - n
+                    n0 = n - 32
+                _tile_wide(wq, xf, p, n0, n, cf, bias, rf, hasres, act, slope, six, min(8, m - p * 8), lo)
+
+
+def packed_gemm_wide_numpy(wmat: np.ndarray, x: np.ndarray, c: np.ndarray, bias: np.ndarray,
+                           res: np.ndarray | None, act: int, slope: np.ndarray, six: np.floating) -> None:
+    """NumPy twin of :func:`packed_gemm_wide` (``res`` None: no residual)."""
+    np.matmul(wmat, x, out=c)
+    c += bias[:, None]
+    if res is not None:
+        c += res
+    if act == 1:
+        np.copyto(c, c * slope[:, None], where=c <= 0)
+    elif act == 2:
+        np.clip(c, 0, six, out=c)  # (NaN stays NaN)
+
+
+class WideGemm:
+    """``g(x, c, bias, res, act, slope, six)``: c (M, N) = act((wmat @ x + bias) [+ res]),
+    float32, N >= NRW, wmat packed once here (:func:`packed_gemm_wide`)."""
+
+    def __init__(self, wmat: np.ndarray) -> None:
+        self.m, self.k = wmat.shape
+        self.wmat = wmat  # (a view: the NumPy twin's weights)
+        self.wq = pack_weights(wmat, MRW)
+        # columns per block: the block of X about 256 KB (K = 64: 1024 columns, K = 256: 256)
+        self.nbw = max(4 * NRW, min(32 * NRW, (NBW_ELEMS // self.k) // NRW * NRW))
+
+    def __call__(self, x: np.ndarray, c: np.ndarray, bias: np.ndarray, res: np.ndarray | None, act: int,
+                 slope: np.ndarray, six: np.floating) -> None:
+        if MODE.on or load_numba().config.DISABLE_JIT:
+            packed_gemm_wide_numpy(self.wmat, x, c, bias, res, act, slope, six)
+        else:
+            packed_gemm_wide(self.wq, x, c, bias, c if res is None else res, res is not None, act, slope, six, self.nbw)

@@ -31,6 +31,8 @@ executor's per-call cost is a few microseconds. Algorithms:
   numba GEMM on weights packed at plan time that reads the im2col in place (BLAS re-packs the
   1-9 MB weights on every call); one thread only, several threads take the im2col / 1x1 split
   paths. A NaN/Inf reaches only its receptive field (unlike Winograd, which it replaces on 7x7).
+  Also for im2col convs on larger maps (no im2col copy), and "packedwide" for stride-1 1x1 convs
+  with a fused residual (bias, residual and activation in the GEMM's stores).
 
 Bias and activation (ReLU / leaky ReLU / PReLU per channel / ReLU6) are applied in one
 epilogue pass per band while it is still in cache. A plan made with ``residual=True`` adds a
@@ -1256,7 +1258,8 @@ class Conv2dPlan:
         self.has_bias = b is not None
         w = np.ascontiguousarray(w)
         self.algorithm = algorithm or _packgemm.choose(self._choose(c, co, cig, kh, kw, ho, wo), dt, g, co,
-                                                       cig * kh * kw, ho * wo)
+                                                       cig * kh * kw, ho * wo, stride1=(sh, sw) == (1, 1),
+                                                       residual=residual)
         alg = self.algorithm
         if alg in ("depthwise", "direct"):
             self.w = w
@@ -1264,10 +1267,14 @@ class Conv2dPlan:
             if (kh, kw, sh, sw, dh, dw, g) != (3, 3, 1, 1, 1, 1, 1):
                 raise ValueError(f"{alg} needs a 3x3, stride-1, undilated, ungrouped conv")
             self._wino_setup(w, 2 if alg == "winograd" else 4)
-        elif alg == "gemm1x1":
+        elif alg in ("gemm1x1", "packedwide"):
             if (kh, kw, pt, pl, pb, pr) != (1, 1, 0, 0, 0, 0):
-                raise ValueError("gemm1x1 needs a 1x1, unpadded conv")
+                raise ValueError(f"{alg} needs a 1x1, unpadded conv")
             self.wmat = w.reshape(g, co // g, cig)
+            if alg == "packedwide":  # packed weights, wide maps (kernels/_packgemm.py)
+                if g != 1 or dt != np.float32 or (sh, sw) != (1, 1) or ho * wo < _packgemm.NRW:
+                    raise ValueError(f"packedwide needs an ungrouped float32 stride-1 conv, >= {_packgemm.NRW} pixels")
+                self.wide = _packgemm.WideGemm(self.wmat[0])
         elif alg in ("im2col", "packed"):
             kdim = cig * kh * kw
             self.wmat = w.reshape(g, co // g, kdim)
@@ -1339,6 +1346,9 @@ class Conv2dPlan:
             self._winograd(x, y)
         elif alg == "packed":
             if self._packed(x, y, residual):
+                return y
+        elif alg == "packedwide":
+            if self._packed_wide(x, y, residual):
                 return y
         else:
             self._im2col(x, y)
@@ -1436,6 +1446,20 @@ class Conv2dPlan:
                                    self.slope, self.six, 0, ho * wo)
             elif self.act != 0 or self.has_bias:
                 _bias_act_cols(yi, self.b, self.act, self.slope, 0, ho * wo)
+        return True
+
+    def _packed_wide(self, x, y, res=None) -> bool:
+        """1x1 stride-1 convs on wide maps: the wide packed GEMM per image, bias, residual and
+        activation in its stores; several threads: the 1x1 split path. True when the residual
+        (if any) is applied too."""
+        n, c, h, wd = self.x_shape
+        co = self.y_shape[1]
+        if _split_threads(n * co * c * h * wd) > 1:
+            return self._gemm1x1(x, y, res)
+        for i in range(n):
+            ri = None if res is None else np.ascontiguousarray(res[i]).reshape(co, h * wd)
+            self.wide(x[i].reshape(c, h * wd), y[i].reshape(co, h * wd), self.b, ri, self.res_act, self.slope,
+                      self.six)
         return True
 
     def _depthwise(self, x, y):

@@ -198,15 +198,19 @@ def test_winograd_weight_transform_by_hand(rng):
         winograd_weights(np.zeros((2, 3, 5, 5)))
 
 
-def test_algorithm_choice():
+def test_algorithm_choice(monkeypatch):
     f = np.float32
     assert conv2d_plan((1, 64, 30, 40), np.zeros((12, 64, 3, 3), f), pad=1).algorithm == "winograd"
     assert conv2d_plan((1, 64, 30, 40), np.zeros((64, 64, 3, 3), f), pad=1).algorithm == "winograd4"
     assert conv2d_plan((1, 32, 60, 80), np.zeros((32, 32, 1, 1), f)).algorithm == "gemm1x1"
     assert conv2d_plan((1, 32, 60, 80), np.zeros((32, 1, 3, 3), f), pad=1, groups=32).algorithm == "depthwise"
     assert conv2d_plan((1, 32, 48, 64), np.zeros((3, 32, 9, 9), f), pad=4).algorithm == "direct"
-    assert conv2d_plan((1, 3, 224, 224), np.zeros((64, 3, 7, 7), f), pad=3, stride=2).algorithm == "im2col"
     assert conv2d_plan((1, 32, 60, 80), np.zeros((32, 32, 3, 3), f), pad=1, stride=2).algorithm == "im2col"
+    # (one thread, float32, >= 64 outputs, K >= 128: the packed GEMM, kernels/_packgemm.choose)
+    assert conv2d_plan((1, 3, 224, 224), np.zeros((64, 3, 7, 7), f), pad=3, stride=2).algorithm == "packed"
+    monkeypatch.setenv("REFNET_PACKGEMM", "0")
+    assert conv2d_plan((1, 3, 224, 224), np.zeros((64, 3, 7, 7), f), pad=3, stride=2).algorithm == "im2col"
+    monkeypatch.delenv("REFNET_PACKGEMM")
     with pytest.raises(ValueError, match="winograd"):
         conv2d_plan((1, 4, 8, 8), np.zeros((4, 4, 3, 3), f), stride=2, algorithm="winograd")
     with pytest.raises(ValueError, match="unknown conv algorithm"):

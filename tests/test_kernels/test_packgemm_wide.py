@@ -1,0 +1,189 @@
+"""The wide packed GEMM (refnet.kernels._packgemm.packed_gemm_wide) and the conv plan's
+"packedwide" algorithm (stride-1 1x1 convs on wide maps, bias / residual / activation in the
+stores): the kernel (as Python under NUMBA_DISABLE_JIT=1) and its NumPy twin against float64
+on ragged shapes (partial row panels, a last column tile that overlaps, K over one block of
+128), conv plans against the float64 reference convolution, NaN/inf propagation, the plan's
+choice and the A/B switch, and the several-thread fallback."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import assert_close
+from split_fixtures import split_pool  # noqa: F401 - the `pool` fixture
+
+import refnet.kernels.conv as C
+from refnet.kernels import _packgemm as PG
+from refnet.kernels import _workers
+from refnet.kernels._lazyjit import numpy_kernels
+
+ACTS = {None: 0, "relu": 1, "prelu": 1, "relu6": 2}
+
+
+def _epilogue(y, r, act, slope):
+    """act(y [+ r]) in float64, y (M, ...) and slope (M,) per row; act as the kernels code it."""
+    if r is not None:
+        y = y + r
+    if act == 1:
+        s = np.asarray(slope, np.float64).reshape((-1,) + (1,) * (y.ndim - 1))
+        y = np.where(y > 0, y, y * s)
+    elif act == 2:
+        y = np.clip(y, 0.0, 6.0)
+    return y
+
+
+def _want(w, x, b, r, act, slope):
+    """act((w @ x + b) [+ r]) in float64 (the epilogue's order)."""
+    return _epilogue(w.astype(np.float64) @ x.astype(np.float64) + b.astype(np.float64)[:, None], r, act, slope)
+
+
+# small enough for the kernel body as plain Python (CI's NUMBA_DISABLE_JIT run)
+@pytest.mark.parametrize("m,k,n,nbw", [(8, 5, 32, 32), (13, 9, 40, 32), (16, 130, 33, 64), (3, 4, 100, 64)])
+@pytest.mark.parametrize("act", [0, 1, 2])
+@pytest.mark.parametrize("residual", [False, True])
+def test_packed_gemm_wide_vs_float64(m, k, n, nbw, act, residual, rng):
+    w = rng.standard_normal((m, k)).astype(np.float32)
+    x = (rng.standard_normal((k, n)) * 2).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32)
+    slope = rng.uniform(0.05, 0.5, m).astype(np.float32)
+    r = rng.standard_normal((m, n)).astype(np.float32) if residual else None
+    want = _want(w, x, b, r, act, slope)
+    wq = PG.pack_weights(w, PG.MRW)
+    assert wq.shape == (-(-m // PG.MRW), k, PG.MRW)
+    got = np.full((m, n), np.nan, np.float32)
+    PG.packed_gemm_wide(wq, x, got, b, got if r is None else r, residual, act, slope, np.float32(6), nbw)
+    assert_close(got, want, "f32_vs_f64", "kernel")
+    twin = np.full((m, n), np.nan, np.float32)
+    PG.packed_gemm_wide_numpy(w, x, twin, b, r, act, slope, np.float32(6))
+    assert_close(twin, want, "f32_vs_f64", "twin")
+    out = np.full((m, n), np.nan, np.float32)
+    PG.WideGemm(w)(x, out, b, r, act, slope, np.float32(6))
+    assert_close(out, want, "f32_vs_f64", "WideGemm")
+
+
+def test_long_reductions_round_like_the_blas():
+    """K = 4608 positive products: blocks of 128 keep the error within 2x np.matmul's."""
+    rng = np.random.default_rng(3)
+    w = rng.uniform(0, 1, (16, 4608)).astype(np.float32)
+    x = rng.uniform(0, 1, (4608, 32)).astype(np.float32)
+    want = w.astype(np.float64) @ x.astype(np.float64)
+    got = np.empty((16, 32), np.float32)
+    zero = np.zeros(16, np.float32)
+    PG.WideGemm(w)(x, got, zero, None, 0, zero, np.float32(6))
+    blas = float(np.abs(w @ x - want).max() / want.max())
+    assert float(np.abs(got - want).max() / want.max()) <= 2 * blas + 1e-7
+
+
+@pytest.mark.parametrize("act", [0, 1, 2])
+def test_packed_gemm_wide_propagates_nan_and_inf(act, rng):
+    """NaN and inf from X and from the residual reach exactly the outputs they reach in the
+    float64 sum (ReLU6 and leaky ReLU keep NaN)."""
+    m, k, n = 11, 6, 37
+    w = rng.standard_normal((m, k)).astype(np.float32)
+    x = rng.standard_normal((k, n)).astype(np.float32)
+    x[2, 4] = np.nan
+    x[5, 36] = np.inf  # (a column of the overlapping last tile)
+    b = rng.standard_normal(m).astype(np.float32)
+    r = rng.standard_normal((m, n)).astype(np.float32)
+    r[3, 10] = -np.inf
+    r[9, 0] = np.nan
+    slope = np.full(m, 0.1, np.float32)
+    want = _want(w, x, b, r, act, slope)
+    got = np.empty((m, n), np.float32)
+    PG.packed_gemm_wide(PG.pack_weights(w, PG.MRW), x, got, b, r, True, act, slope, np.float32(6), 32)
+    twin = np.empty((m, n), np.float32)
+    PG.packed_gemm_wide_numpy(w, x, twin, b, r, act, slope, np.float32(6))
+    for g in (got, twin):
+        assert np.array_equal(np.isnan(g), np.isnan(want)) and np.array_equal(np.isinf(g), np.isinf(want))
+        assert np.isnan(want).any()
+        fin = np.isfinite(want)
+        np.testing.assert_allclose(g[fin], want[fin], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("xs,co", [((1, 40, 6, 7), 70), ((2, 24, 5, 9), 33)])
+@pytest.mark.parametrize("activation", [None, "relu", "prelu", "relu6"])
+@pytest.mark.parametrize("residual", [False, True])
+def test_packedwide_conv_vs_reference(xs, co, activation, residual, rng):
+    x = rng.standard_normal(xs).astype(np.float32) * 2
+    w = rng.standard_normal((co, xs[1], 1, 1)).astype(np.float32)
+    b = rng.standard_normal(co).astype(np.float32)
+    slope = rng.uniform(0.05, 0.5, co).astype(np.float32) if activation == "prelu" else np.full(co, 0.1, np.float32)
+    plan = C.conv2d_plan(xs, w, b, algorithm="packedwide", activation=activation,
+                         negative_slope=slope if activation == "prelu" else 0.1, residual=residual)
+    assert plan.algorithm == "packedwide"
+    y = C.conv2d_reference(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64))
+    r = rng.standard_normal(y.shape).astype(np.float32) if residual else None
+    # (channels first for the per-row epilogue)
+    y = _epilogue(y.transpose(1, 0, 2, 3), None if r is None else r.transpose(1, 0, 2, 3), ACTS[activation],
+                  slope).transpose(1, 0, 2, 3)
+    got = plan(x, residual=r) if residual else plan(x)
+    assert got.dtype == np.float32
+    assert_close(got, y, "f32_vs_f64_long", "packedwide")
+    with numpy_kernels():  # the NumPy twins (small nets without numba)
+        assert_close(plan(x, residual=r) if residual else plan(x), y, "f32_vs_f64_long", "packedwide twins")
+
+
+def test_packedwide_needs_its_shape():
+    w = np.zeros((40, 8, 1, 1), np.float32)
+    with pytest.raises(ValueError, match="packedwide"):
+        C.conv2d_plan((1, 8, 8, 8), w, stride=2, algorithm="packedwide")
+    with pytest.raises(ValueError, match="packedwide"):
+        C.conv2d_plan((1, 8, 4, 4), w, algorithm="packedwide")  # 16 < NRW pixels
+    with pytest.raises(ValueError, match="packedwide"):
+        C.conv2d_plan((1, 8, 8, 8), w.astype(np.float64), algorithm="packedwide")
+    with pytest.raises(ValueError, match="packedwide"):
+        C.conv2d_plan((1, 8, 8, 8), np.zeros((40, 8, 3, 3), np.float32), pad=1, algorithm="packedwide")
+
+
+def test_choice_and_switch(monkeypatch):
+    f32 = np.float32
+    monkeypatch.delenv(PG.ENV, raising=False)
+    # ResNet-50's 56x56 / 28x28 / 14x14 1x1 convs with a residual and K < 384 (the packed GEMM
+    # takes K >= 384 on 14x14)
+    wide = dict(stride1=True, residual=True)
+    assert PG.choose("gemm1x1", f32, 1, 256, 64, 3136, **wide) == "packedwide"
+    assert PG.choose("gemm1x1", f32, 1, 512, 128, 784, **wide) == "packedwide"
+    assert PG.choose("gemm1x1", f32, 1, 1024, 256, 196, **wide) == "packedwide"
+    assert PG.choose("gemm1x1", f32, 1, 256, 1024, 196, **wide) == "packed"
+    # not: without a residual, strided, short K, few rows, small maps, float64, groups
+    assert PG.choose("gemm1x1", f32, 1, 256, 64, 3136, stride1=True) == "gemm1x1"
+    assert PG.choose("gemm1x1", f32, 1, 256, 64, 3136, residual=True) == "gemm1x1"
+    assert PG.choose("gemm1x1", f32, 1, 64, 16, 3025, **wide) == "gemm1x1"
+    assert PG.choose("gemm1x1", f32, 1, 16, 96, 3025, **wide) == "gemm1x1"
+    assert PG.choose("gemm1x1", f32, 1, 256, 64, 169, **wide) == "gemm1x1"
+    assert PG.choose("gemm1x1", np.float64, 1, 256, 64, 3136, **wide) == "gemm1x1"
+    assert PG.choose("gemm1x1", f32, 2, 256, 64, 3136, **wide) == "gemm1x1"
+    # im2col convs on any map (no im2col copy): ResNet-50's conv1 and 3x3/2 on 56x56; not K < 128
+    assert PG.choose("im2col", f32, 1, 64, 147, 12544) == "packed"
+    assert PG.choose("im2col", f32, 1, 128, 1152, 784) == "packed"
+    assert PG.choose("im2col", f32, 1, 64, 27, 12321) == "im2col"
+    assert PG.choose("im2col", f32, 1, 32, 800, 784) == "im2col"
+    w = np.zeros((256, 64, 1, 1), f32)
+    assert C.conv2d_plan((1, 64, 56, 56), w, residual=True).algorithm == "packedwide"
+    assert C.conv2d_plan((1, 64, 56, 56), w).algorithm == "gemm1x1"
+    assert C.conv2d_plan((1, 3, 64, 64), np.zeros((64, 3, 7, 7), f32), stride=2, pad=3).algorithm == "packed"
+    assert C.conv2d_plan((1, 64, 56, 56), w, stride=2, residual=True).algorithm == "gemm1x1"
+    monkeypatch.setenv(PG.LARGE_ENV, "0")
+    assert C.conv2d_plan((1, 64, 56, 56), w, residual=True).algorithm == "gemm1x1"
+    assert C.conv2d_plan((1, 3, 64, 64), np.zeros((64, 3, 7, 7), f32), stride=2, pad=3).algorithm == "im2col"
+    monkeypatch.setenv(PG.LARGE_ENV, "1")
+    monkeypatch.setenv(PG.ENV, "0")
+    assert C.conv2d_plan((1, 64, 56, 56), w, residual=True).algorithm == "gemm1x1"
+
+
+def test_several_threads_fall_back_to_the_split_blas_path(pool, rng):
+    xs, co = (1, 64, 16, 16), 96
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal((co, 64, 1, 1)).astype(np.float32)
+    b = rng.standard_normal(co).astype(np.float32)
+    plan = C.conv2d_plan(xs, w, b, algorithm="packedwide", activation="relu")
+    want = np.maximum(C.conv2d_reference(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64)), 0)
+    calls = []
+    real_run = _workers.run
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_workers, "run", lambda fn, n: (calls.append(n), real_run(fn, n))[1])
+        split = plan(x)
+    assert calls, "the split path ran"
+    assert_close(split, want, "f32_vs_f64_long", "split")
+    _workers.set_workers(1)
+    assert_close(plan(x), want, "f32_vs_f64_long", "one thread")
