@@ -72,7 +72,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from refnet.errors import ShapeError
-from refnet.kernels import _packgemm, _workers
+from refnet.kernels import _direct, _packgemm, _workers
 from refnet.kernels._check import IntPair, Pad, as_float_array, ieee, pad4, pair, same_dtype
 from refnet.kernels._jit import jit, prange
 from refnet.kernels._lazyjit import MODE as _NUMPY_MODE
@@ -1225,7 +1225,7 @@ class Conv2dPlan:
             if (kh, kw, pt, pl, pb, pr) != (1, 1, 0, 0, 0, 0):
                 raise ValueError("gemm1x1 needs a 1x1, unpadded conv")
             self.wmat = w.reshape(g, co // g, cig)
-        elif alg in ("im2col", "packed"):
+        elif alg in ("im2col", "packed", "direct_cin"):
             kdim = cig * kh * kw
             self.wmat = w.reshape(g, co // g, kdim)
             self.kdim = kdim
@@ -1235,6 +1235,12 @@ class Conv2dPlan:
                     raise ValueError("packed needs an ungrouped float32 conv")
                 self.packed = _packgemm.PackedGemm(self.wmat[0])
                 self.pack_offsets = None  # (made on the first one-thread call)
+            if alg == "direct_cin":  # few input channels, one thread (kernels/_direct.py)
+                if g != 1 or dt != np.float32 or co % _direct.CB or wo < _direct.LANES:
+                    raise ValueError(f"direct_cin needs an ungrouped float32 conv, C_out a multiple of "
+                                     f"{_direct.CB}, at least {_direct.LANES} output columns")
+                self.direct = _direct.DirectSmallCin(x_shape, w, self.b, self.act, self.slope, self.stride,
+                                                     self.pad, self.dilation, self.y_shape)
         else:
             raise ValueError(f"unknown conv algorithm {alg!r}")
 
@@ -1266,6 +1272,8 @@ class Conv2dPlan:
             return "winograd"
         if g == 1 and co <= DIRECT_MAX_COUT and cig * kh * kw >= DIRECT_MIN_K:
             return "direct"
+        if _direct.fits(self.dtype, g, c, co, cig * kh * kw, wo):
+            return "direct_cin"
         return "im2col"
 
     @ieee
@@ -1295,6 +1303,9 @@ class Conv2dPlan:
         elif alg == "packed":
             if self._packed(x, y, residual):
                 return y
+        elif alg == "direct_cin" and _split_threads(int(np.prod(self.y_shape)) * self.kdim) == 1:
+            # (several threads: im2col's split)
+            self.direct(x, y)
         else:
             self._im2col(x, y)
         if residual is not None:  # act(y + residual), y already holding conv + bias
