@@ -18,11 +18,16 @@ executor's per-call cost is a few microseconds. Algorithms:
   on transformed tiles, several images per GEMM for small maps; 2.25x fewer multiplications,
   the accuracy of a direct float32 convolution; a NaN/Inf reaches every output of its 2x2
   tile, not only its receptive field); on maps of about 24x24 and more with 64x64 to 128x256
-  input x output channels Winograd F(4x4, 3x3) instead (36 GEMMs on 6x6 tiles, 4x fewer
+  input x output channels, or at most 16 x 64 on maps of at least 196 4x4 tiles,
+  Winograd F(4x4, 3x3) instead (36 GEMMs on 6x6 tiles, 4x fewer
   multiplications than direct; float32 rounding ~15x F(2,3)'s, ~5e-6 relative; a NaN/Inf
   reaches its 4x4 tiles);
 * at most 4 output channels (e.g. an RGB output layer): a direct numba kernel (a GEMM with
   so few rows only streams its im2col buffer);
+* "direct_cin", float32 ungrouped convs with at most 4 input channels (a net's RGB first conv;
+  :mod:`refnet.kernels._direct`, off with ``REFNET_DIRECT_CIN=0``): a direct numba kernel on
+  weights packed at plan time, 8 output channels x 32 output pixels per register tile, reading
+  the input's column phases in place (no im2col); one thread only (several: im2col's split);
 * otherwise: numba im2col in cache-sized bands of output rows + BLAS GEMM into the output
   (strided convs: from the input split into its column phases once, so that every row segment
   is a contiguous copy);
@@ -151,6 +156,15 @@ WINOGRAD4_MAX_CIN_COUT = 128 * 256
 # F(2,3) it passes. (F(4,3) gained little in that whole net: yufacedetectnet v2 8.24 -> 8.11 ms.)
 WINOGRAD4_MIN_TILES_ACC = 36
 WINOGRAD4_MIN_CIN_COUT = 64 * 64
+# ... and also for at most this many input and output channels on maps of at least this many
+# 4x4 tiles: F(2,3)'s GEMMs with K = C_in <= 16 are too narrow for its 4x more tile transforms.
+# One thread, paired, ms F(2,3) / F(4,3): SqueezeNet's fire2/fire3 expand3x3 16 -> 64 55x55 (196
+# tiles) 0.81 / 0.70 (ratio 0.87), 16 -> 32 60x80 0.66 / 0.47. (yufacedetectnet's 16/32 -> 64
+# convs on 30x40, 80 tiles, stay on F(2,3): F(4,3) there broke its 1e-5 float32 bound.)
+WINOGRAD4_NARROW = True  # (A/B switch: bench/flag_ab.py ... refnet.kernels.conv:WINOGRAD4_NARROW)
+WINOGRAD4_NARROW_MAX_CIN = 16
+WINOGRAD4_NARROW_MAX_COUT = 64
+WINOGRAD4_NARROW_MIN_TILES = 196
 # Several threads (refnet.kernels._workers): each conv call is cut into about this many blocks
 # per thread (one single-threaded GEMM each, taken from a shared counter, so a descheduled
 # thread holds back one small block, not half the layer); column blocks at least
@@ -1268,6 +1282,9 @@ class Conv2dPlan:
             t2, t4 = -(-ho // 2) * -(-wo // 2), -(-ho // 4) * -(-wo // 4)
             if (t4 >= max(WINOGRAD4_MIN_TILES, WINOGRAD4_MIN_TILES_ACC)
                     and WINOGRAD4_MIN_CIN_COUT <= c * co <= WINOGRAD4_MAX_CIN_COUT and 36 * t4 <= 0.8 * 16 * t2):
+                return "winograd4"
+            if (WINOGRAD4_NARROW and t4 >= WINOGRAD4_NARROW_MIN_TILES and c <= WINOGRAD4_NARROW_MAX_CIN
+                    and co <= WINOGRAD4_NARROW_MAX_COUT):
                 return "winograd4"
             return "winograd"
         if g == 1 and co <= DIRECT_MAX_COUT and cig * kh * kw >= DIRECT_MIN_K:
