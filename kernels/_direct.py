@@ -26,6 +26,7 @@ kernel body runs as Python only in tests/test_kernels/test_direct.py on small sh
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 
@@ -213,12 +214,17 @@ class DirectSmallCin:
         self.wph = wo + (kw - 1) * dw // sw
         self.kofs = tap_offsets(c, self.hp, sw, self.wph, kh, kw, dh, dw)
         self.rowstep = sh * sw * self.wph
+        self._tls = threading.local()
 
     def _phases(self, xi: np.ndarray) -> np.ndarray:
-        """The zero-padded phase split of one image, flattened."""
+        """The zero-padded phase split of one image, flattened: in a buffer of this plan and
+        thread, zeroed once (every call writes the same region, the padding stays zero; a fresh
+        np.zeros per call cost 0.05 of SqueezeNet conv1's 0.7 ms)."""
         c, h, wd = xi.shape
         (_, sw), (pt, pl, _, _) = self.stride, self.pad
-        xph = np.zeros((c, self.hp, sw, self.wph), np.float32)
+        xph = getattr(self._tls, "xph", None)
+        if xph is None:
+            xph = self._tls.xph = np.zeros((c, self.hp, sw, self.wph), np.float32)
         for k in range(sw):
             j0 = max(0, -(-(pl - k) // sw))  # first phase column inside the input
             x0 = j0 * sw + k - pl
