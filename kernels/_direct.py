@@ -75,69 +75,79 @@ def _act(v, act, s, six):
     return v
 
 
-@_fast
-def _tile(wp, xf, kofs, blk, src, b, act, slope, six, yf, o0, plane):
-    """The outputs yf[o0 + r * plane + j] (channel blk * CB + r, r < 8, j < 32; yf the
-    flattened output) of the taps X[k, j] = xf[src + kofs[k] + j] (src unsigned: the loads then
-    need no negative-index wraparound and vectorise as plain loads, not gathers)."""
-    a0 = _packgemm._carray(_packgemm._stack(32), (32,))
-    a1 = _packgemm._carray(_packgemm._stack(32), (32,))
-    a2 = _packgemm._carray(_packgemm._stack(32), (32,))
-    a3 = _packgemm._carray(_packgemm._stack(32), (32,))
-    a4 = _packgemm._carray(_packgemm._stack(32), (32,))
-    a5 = _packgemm._carray(_packgemm._stack(32), (32,))
-    a6 = _packgemm._carray(_packgemm._stack(32), (32,))
-    a7 = _packgemm._carray(_packgemm._stack(32), (32,))
-    for lane in range(32):
-        a0[lane] = 0.0
-        a1[lane] = 0.0
-        a2[lane] = 0.0
-        a3[lane] = 0.0
-        a4[lane] = 0.0
-        a5[lane] = 0.0
-        a6[lane] = 0.0
-        a7[lane] = 0.0
-    for k in range(np.uint64(wp.shape[1])):  # (unsigned: no wraparound code)
-        wk = wp[blk, k]
-        w0 = wk[0]
-        w1 = wk[1]
-        w2 = wk[2]
-        w3 = wk[3]
-        w4 = wk[4]
-        w5 = wk[5]
-        w6 = wk[6]
-        w7 = wk[7]
-        o = src + kofs[k]
-        for lane in range(np.uint64(32)):
-            xv = xf[o + lane]
-            a0[lane] += w0 * xv
-            a1[lane] += w1 * xv
-            a2[lane] += w2 * xv
-            a3[lane] += w3 * xv
-            a4[lane] += w4 * xv
-            a5[lane] += w5 * xv
-            a6[lane] += w6 * xv
-            a7[lane] += w7 * xv
-    c0 = blk * 8
-    b0, b1, b2, b3, b4, b5, b6, b7 = b[c0], b[c0 + 1], b[c0 + 2], b[c0 + 3], b[c0 + 4], b[c0 + 5], b[c0 + 6], b[c0 + 7]
-    s0, s1, s2, s3 = slope[c0], slope[c0 + 1], slope[c0 + 2], slope[c0 + 3]
-    s4, s5, s6, s7 = slope[c0 + 4], slope[c0 + 5], slope[c0 + 6], slope[c0 + 7]
-    o1 = o0 + plane
-    o2 = o1 + plane
-    o3 = o2 + plane
-    o4 = o3 + plane
-    o5 = o4 + plane
-    o6 = o5 + plane
-    o7 = o6 + plane
-    for lane in range(np.uint64(32)):  # (in registers still: one vector loop per activation)
-        yf[o0 + lane] = _act(a0[lane] + b0, act, s0, six)
-        yf[o1 + lane] = _act(a1[lane] + b1, act, s1, six)
-        yf[o2 + lane] = _act(a2[lane] + b2, act, s2, six)
-        yf[o3 + lane] = _act(a3[lane] + b3, act, s3, six)
-        yf[o4 + lane] = _act(a4[lane] + b4, act, s4, six)
-        yf[o5 + lane] = _act(a5[lane] + b5, act, s5, six)
-        yf[o6 + lane] = _act(a6[lane] + b6, act, s6, six)
-        yf[o7 + lane] = _act(a7[lane] + b7, act, s7, six)
+def _make_tile(lanes: int):
+    """The register-tile kernel for ``lanes`` (32 or 16) output pixels (``lanes`` a constant in
+    the compiled code: fixed-length loops; the stack arrays hold 32 either way)."""
+
+    @_fast
+    def tile(wp, xf, kofs, blk, src, b, act, slope, six, yf, o0, plane):
+        """The outputs yf[o0 + r * plane + j] (channel blk * CB + r, r < 8, j < lanes; yf the
+        flattened output) of the taps X[k, j] = xf[src + kofs[k] + j] (src unsigned: the loads then
+        need no negative-index wraparound and vectorise as plain loads, not gathers)."""
+        a0 = _packgemm._carray(_packgemm._stack(32), (32,))
+        a1 = _packgemm._carray(_packgemm._stack(32), (32,))
+        a2 = _packgemm._carray(_packgemm._stack(32), (32,))
+        a3 = _packgemm._carray(_packgemm._stack(32), (32,))
+        a4 = _packgemm._carray(_packgemm._stack(32), (32,))
+        a5 = _packgemm._carray(_packgemm._stack(32), (32,))
+        a6 = _packgemm._carray(_packgemm._stack(32), (32,))
+        a7 = _packgemm._carray(_packgemm._stack(32), (32,))
+        for lane in range(lanes):
+            a0[lane] = 0.0
+            a1[lane] = 0.0
+            a2[lane] = 0.0
+            a3[lane] = 0.0
+            a4[lane] = 0.0
+            a5[lane] = 0.0
+            a6[lane] = 0.0
+            a7[lane] = 0.0
+        for k in range(np.uint64(wp.shape[1])):  # (unsigned: no wraparound code)
+            wk = wp[blk, k]
+            w0 = wk[0]
+            w1 = wk[1]
+            w2 = wk[2]
+            w3 = wk[3]
+            w4 = wk[4]
+            w5 = wk[5]
+            w6 = wk[6]
+            w7 = wk[7]
+            o = src + kofs[k]
+            for lane in range(np.uint64(lanes)):
+                xv = xf[o + lane]
+                a0[lane] += w0 * xv
+                a1[lane] += w1 * xv
+                a2[lane] += w2 * xv
+                a3[lane] += w3 * xv
+                a4[lane] += w4 * xv
+                a5[lane] += w5 * xv
+                a6[lane] += w6 * xv
+                a7[lane] += w7 * xv
+        c0 = blk * 8
+        b0, b1, b2, b3, b4, b5, b6, b7 = b[c0], b[c0 + 1], b[c0 + 2], b[c0 + 3], b[c0 + 4], b[c0 + 5], b[c0 + 6], b[c0 + 7]
+        s0, s1, s2, s3 = slope[c0], slope[c0 + 1], slope[c0 + 2], slope[c0 + 3]
+        s4, s5, s6, s7 = slope[c0 + 4], slope[c0 + 5], slope[c0 + 6], slope[c0 + 7]
+        o1 = o0 + plane
+        o2 = o1 + plane
+        o3 = o2 + plane
+        o4 = o3 + plane
+        o5 = o4 + plane
+        o6 = o5 + plane
+        o7 = o6 + plane
+        for lane in range(np.uint64(lanes)):  # (in registers still: one vector loop per activation)
+            yf[o0 + lane] = _act(a0[lane] + b0, act, s0, six)
+            yf[o1 + lane] = _act(a1[lane] + b1, act, s1, six)
+            yf[o2 + lane] = _act(a2[lane] + b2, act, s2, six)
+            yf[o3 + lane] = _act(a3[lane] + b3, act, s3, six)
+            yf[o4 + lane] = _act(a4[lane] + b4, act, s4, six)
+            yf[o5 + lane] = _act(a5[lane] + b5, act, s5, six)
+            yf[o6 + lane] = _act(a6[lane] + b6, act, s6, six)
+            yf[o7 + lane] = _act(a7[lane] + b7, act, s7, six)
+
+    return tile
+
+
+_tile = _make_tile(32)
+_tile16 = _make_tile(16)  # (the last tile of rows whose length leaves 1..16 pixels)
 
 
 @_fast
@@ -149,10 +159,14 @@ def direct_rows(wp, xf, kofs, rowstep, b, act, slope, six, y):
     plane = np.uint64(ho * wo)
     for blk in range(wp.shape[0]):  # (8 output planes at a time: 8 sequential write streams)
         for oh in range(ho):
-            for t in range(0, wo, 32):
-                ow0 = min(t, wo - 32)  # (the last tile overlaps the one before: same values)
+            for t in range(0, wo - 16, 32):
+                ow0 = min(t, wo - 32)  # (a last tile overlaps the one before: same values)
                 _tile(wp, xf, kofs, blk, np.uint64(oh * rowstep + ow0), b, act, slope, six, yf,
                       np.uint64(blk * 8) * plane + np.uint64(oh * wo + ow0), plane)
+            if wo % 32 and wo % 32 <= 16:  # a last tile of 16 (overlapping)
+                ow0 = wo - 16
+                _tile16(wp, xf, kofs, blk, np.uint64(oh * rowstep + ow0), b, act, slope, six, yf,
+                        np.uint64(blk * 8) * plane + np.uint64(oh * wo + ow0), plane)
 
 
 def pack_weights(w: np.ndarray) -> np.ndarray:
