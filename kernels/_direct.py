@@ -123,7 +123,8 @@ def _make_tile(lanes: int):
                 a6[lane] += w6 * xv
                 a7[lane] += w7 * xv
         c0 = blk * 8
-        b0, b1, b2, b3, b4, b5, b6, b7 = b[c0], b[c0 + 1], b[c0 + 2], b[c0 + 3], b[c0 + 4], b[c0 + 5], b[c0 + 6], b[c0 + 7]
+        b0, b1, b2, b3 = b[c0], b[c0 + 1], b[c0 + 2], b[c0 + 3]
+        b4, b5, b6, b7 = b[c0 + 4], b[c0 + 5], b[c0 + 6], b[c0 + 7]
         s0, s1, s2, s3 = slope[c0], slope[c0 + 1], slope[c0 + 2], slope[c0 + 3]
         s4, s5, s6, s7 = slope[c0 + 4], slope[c0 + 5], slope[c0 + 6], slope[c0 + 7]
         o1 = o0 + plane
