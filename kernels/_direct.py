@@ -6,7 +6,8 @@ reading the im2col (K x N, 1.3 MB there), and the GEMM is tiny. This kernel read
 place instead. The input is first split into its column phases (``xph[c, r, k, j] =
 xpad[c, r, j * sw + k]``, zero-padded, one copy of the image), so that for every tap (ci, p, q)
 the inputs of consecutive output pixels of a row are consecutive in memory. A register tile
-holds :data:`LANES` consecutive output pixels of one row for :data:`CB` output channels; per tap
+holds :data:`LANES` consecutive output pixels of one row (a row's last tile 16 when 1..16 are
+left, else an overlapping 32) for :data:`CB` output channels; per tap
 it loads LANES inputs, broadcasts CB weights (packed at plan time, ``wp[b, k, :]`` = the
 block's weights of tap k) and does CB x LANES multiply-adds (16 AVX-512 FMAs), then bias,
 activation and contiguous stores into the NCHW output row (vectorised over channels instead,
