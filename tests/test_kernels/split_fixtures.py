@@ -23,3 +23,14 @@ def split_pool(monkeypatch):
     _workers.set_workers(3)
     yield
     _workers.set_workers(before)
+
+
+def counting_pool_runs(fn, *args, **kwargs):
+    """``(fn(*args, **kwargs), runs)``: the result and the sizes of the worker-pool runs it made."""
+    from refnet.kernels import _workers
+
+    runs = []
+    real_run = _workers.run
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_workers, "run", lambda f, n: (runs.append(n), real_run(f, n))[1])
+        return fn(*args, **kwargs), runs

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import assert_close
-from split_fixtures import split_pool  # noqa: F401 - the `pool` fixture
+from split_fixtures import counting_pool_runs, split_pool  # noqa: F401 - the `pool` fixture
 
 import refnet.kernels.conv as C
 from refnet.kernels import _direct as D
@@ -137,12 +137,8 @@ def test_several_threads_fall_back_to_the_split_im2col(pool, rng):
     b = rng.standard_normal(ws[0]).astype(np.float32)
     plan = C.conv2d_plan(xs, w, b, activation="relu", algorithm="direct_cin", **kw)
     want = _want(x, w, b, "relu", 0.0, kw)
-    calls = []
-    real_run = _workers.run
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(_workers, "run", lambda fn, n: (calls.append(n), real_run(fn, n))[1])
-        split = plan(x)
-    assert calls, "the split path ran"
+    split, runs = counting_pool_runs(plan, x)
+    assert runs, "the split path ran"
     assert_close(split, want, "f32_vs_f64", "split")
     _workers.set_workers(1)
     assert_close(plan(x), want, "f32_vs_f64", "one thread")
