@@ -142,3 +142,15 @@ def test_several_threads_fall_back_to_the_split_im2col(pool, rng):
     assert_close(split, want, "f32_vs_f64", "split")
     _workers.set_workers(1)
     assert_close(plan(x), want, "f32_vs_f64", "one thread")
+
+
+def test_direct_cin_residual(rng):
+    """relu((conv + b) + r) with a residual input (the plan's post-pass after the kernel)."""
+    xs, ws, kw = CONVS["3x3_pad_asym"]
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    b = rng.standard_normal(ws[0]).astype(np.float32)
+    plan = C.conv2d_plan(xs, w, b, activation="relu", residual=True, algorithm="direct_cin", **kw)
+    r = rng.standard_normal(plan.y_shape).astype(np.float32)
+    want = np.maximum(_want(x, w, b, None, 0.0, kw) + r, 0)
+    assert_close(plan(x, residual=r), want, "f32_vs_f64", "residual")
