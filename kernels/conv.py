@@ -18,11 +18,16 @@ executor's per-call cost is a few microseconds. Algorithms:
   on transformed tiles, several images per GEMM for small maps; 2.25x fewer multiplications,
   the accuracy of a direct float32 convolution; a NaN/Inf reaches every output of its 2x2
   tile, not only its receptive field); on maps of about 24x24 and more with 64x64 to 128x256
-  input x output channels Winograd F(4x4, 3x3) instead (36 GEMMs on 6x6 tiles, 4x fewer
+  input x output channels, or at most 16 x 64 on maps of at least 196 4x4 tiles,
+  Winograd F(4x4, 3x3) instead (36 GEMMs on 6x6 tiles, 4x fewer
   multiplications than direct; float32 rounding ~15x F(2,3)'s, ~5e-6 relative; a NaN/Inf
   reaches its 4x4 tiles);
 * at most 4 output channels (e.g. an RGB output layer): a direct numba kernel (a GEMM with
   so few rows only streams its im2col buffer);
+* "direct_cin", float32 ungrouped convs with at most 4 input channels (a net's RGB first conv;
+  :mod:`refnet.kernels._direct`, off with ``REFNET_DIRECT_CIN=0``): a direct numba kernel on
+  weights packed at plan time, 8 output channels x 32 output pixels per register tile, reading
+  the input's column phases in place (no im2col); one thread only (several: im2col's split);
 * otherwise: numba im2col in cache-sized bands of output rows + BLAS GEMM into the output
   (strided convs: from the input split into its column phases once, so that every row segment
   is a contiguous copy);
@@ -74,7 +79,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from refnet.errors import ShapeError
-from refnet.kernels import _packgemm, _workers
+from refnet.kernels import _direct, _packgemm, _workers
 from refnet.kernels._check import IntPair, Pad, as_float_array, ieee, pad4, pair, same_dtype
 from refnet.kernels._jit import PARALLEL_LOCK, jit, prange
 from refnet.kernels._lazyjit import MODE as _NUMPY_MODE
@@ -169,6 +174,15 @@ WINOGRAD4_MIN_CIN_COUT = 64 * 64
 # 30x40 (conv3_x) 1.1e-5 to 3.3e-5, hence the bound.
 WINOGRAD4_SMALL_MAX_CIN_COUT = 16 * 32
 WINOGRAD4_SMALL_MIN_TILES = 256
+# ... and also for at most this many input and output channels on maps of at least this many
+# 4x4 tiles: F(2,3)'s GEMMs with K = C_in <= 16 are too narrow for its 4x more tile transforms.
+# One thread, paired, ms F(2,3) / F(4,3): SqueezeNet's fire2/fire3 expand3x3 16 -> 64 55x55 (196
+# tiles) 0.81 / 0.70 (ratio 0.87), 16 -> 32 60x80 0.66 / 0.47. (yufacedetectnet's 16/32 -> 64
+# convs on 30x40, 80 tiles, stay on F(2,3): F(4,3) there broke its 1e-5 float32 bound.)
+WINOGRAD4_NARROW = True  # (A/B switch: bench/flag_ab.py ... refnet.kernels.conv:WINOGRAD4_NARROW)
+WINOGRAD4_NARROW_MAX_CIN = 16
+WINOGRAD4_NARROW_MAX_COUT = 64
+WINOGRAD4_NARROW_MIN_TILES = 196
 # Several threads (refnet.kernels._workers): each conv call is cut into about this many blocks
 # per thread (one single-threaded GEMM each, taken from a shared counter, so a descheduled
 # thread holds back one small block, not half the layer); column blocks at least
@@ -1275,7 +1289,7 @@ class Conv2dPlan:
                 if g != 1 or dt != np.float32 or (sh, sw) != (1, 1) or ho * wo < _packgemm.NRW:
                     raise ValueError(f"packedwide needs an ungrouped float32 stride-1 conv, >= {_packgemm.NRW} pixels")
                 self.wide = _packgemm.WideGemm(self.wmat[0])
-        elif alg in ("im2col", "packed"):
+        elif alg in ("im2col", "packed", "direct_cin"):
             kdim = cig * kh * kw
             self.wmat = w.reshape(g, co // g, kdim)
             self.kdim = kdim
@@ -1285,6 +1299,12 @@ class Conv2dPlan:
                     raise ValueError("packed needs an ungrouped float32 conv")
                 self.packed = _packgemm.PackedGemm(self.wmat[0])
                 self.pack_offsets = None  # (made on the first one-thread call)
+            if alg == "direct_cin":  # few input channels, one thread (kernels/_direct.py)
+                if g != 1 or dt != np.float32 or co % _direct.CB or wo < _direct.LANES:
+                    raise ValueError(f"direct_cin needs an ungrouped float32 conv, C_out a multiple of "
+                                     f"{_direct.CB}, at least {_direct.LANES} output columns")
+                self.direct = _direct.DirectSmallCin(x_shape, w, self.b, self.act, self.slope, self.stride,
+                                                     self.pad, self.dilation, self.y_shape)
         else:
             raise ValueError(f"unknown conv algorithm {alg!r}")
 
@@ -1315,9 +1335,14 @@ class Conv2dPlan:
                 return "winograd4"
             if t4 >= WINOGRAD4_SMALL_MIN_TILES and c * co <= WINOGRAD4_SMALL_MAX_CIN_COUT:
                 return "winograd4"
+            if (WINOGRAD4_NARROW and t4 >= WINOGRAD4_NARROW_MIN_TILES and c <= WINOGRAD4_NARROW_MAX_CIN
+                    and co <= WINOGRAD4_NARROW_MAX_COUT):
+                return "winograd4"
             return "winograd"
         if g == 1 and co <= DIRECT_MAX_COUT and cig * kh * kw >= DIRECT_MIN_K:
             return "direct"
+        if _direct.fits(self.dtype, g, c, co, cig * kh * kw, wo):
+            return "direct_cin"
         return "im2col"
 
     @ieee
@@ -1350,6 +1375,9 @@ class Conv2dPlan:
         elif alg == "packedwide":
             if self._packed_wide(x, y, residual):
                 return y
+        elif alg == "direct_cin" and _split_threads(int(np.prod(self.y_shape)) * self.kdim) == 1:
+            # (several threads: im2col's split)
+            self.direct(x, y)
         else:
             self._im2col(x, y)
         if residual is not None:  # act(y + residual), y already holding conv + bias

@@ -44,3 +44,14 @@ def numba_regions(monkeypatch):
     numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
     yield
     numba.set_num_threads(before)
+
+
+def counting_pool_runs(fn, *args, **kwargs):
+    """``(fn(*args, **kwargs), runs)``: the result and the sizes of the worker-pool runs it made."""
+    from refnet.kernels import _workers
+
+    runs = []
+    real_run = _workers.run
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_workers, "run", lambda f, n: (runs.append(n), real_run(f, n))[1])
+        return fn(*args, **kwargs), runs
