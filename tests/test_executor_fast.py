@@ -537,8 +537,8 @@ def _ssd_heads_net(rng):
         heads = {k: np.concatenate([conv_oracle(f, w[f"{k}{i}"], b[f"{k}{i}"], 1).transpose(0, 2, 3, 1).reshape(1, -1)
                                     for i, f in ((1, f1), (2, f2))], axis=1) for k in "lc"}
         pri = np.concatenate([prior_box_reference(f.shape[2:], (8, 6), **pb) for f in (f1, f2)], axis=2)
-        return {"loc": heads["l"], "pri": pri, **{f"{k}s": 1 / (1 + np.exp(-v))
-                                                  for k, v in (("loc", heads["l"]), ("conf", heads["c"]), ("pri", pri))}}
+        sig = {f"{k}s": 1 / (1 + np.exp(-v)) for k, v in (("loc", heads["l"]), ("conf", heads["c"]), ("pri", pri))}
+        return {"loc": heads["l"], "pri": pri, **sig}
 
     return net, want
 
