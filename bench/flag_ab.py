@@ -1,14 +1,16 @@
 """Paired A/B of one module flag of refnet at a fixed thread count, in one process.
 
     python bench/flag_ab.py squeezenet,inception_v1,resnet50 refnet.runtime.program:CONCAT_INTO
-        [--threads 1] [--rounds 15] [--caffe googlenet]
+        [--threads 1] [--rounds 15] [--caffe googlenet] [--zoo yufacedetectnet-v2] [--passes 1]
 
 Each model is loaded twice (onnx's light zoo graphs with ``refnet.archs.seed_onnx_weights(seed=0)``,
 or ``--caffe googlenet,...``: the arch-only prototxts of REFNET_MODELS with the test suite's seeded
-caffemodels). Variant A runs with the flag False, B with it True: the flag is set before every
-call of that variant (so it holds both when the program is compiled and when it runs). Rounds
-alternate A and B (order flipped every round), each timed call after an untimed warm-up call of
-the same variant; prints the medians (wall clock, and the process CPU time, which a
+caffemodels, or ``--zoo NAME,...``: zoo models, seeded weights where they have none, at their
+preprocessing size, on numba, as ``refnet bench``). Variant A runs with the flag False, B with it
+True: the flag is set before every call of that variant (so it holds both when the program is
+compiled and when it runs); several flags (``mod:A,mod:B``) are set together. Rounds alternate A
+and B (order flipped every round), each timed call (``--passes`` forward passes) after an
+untimed warm-up call of the same variant; prints the medians (wall clock, and the process CPU time, which a
 descheduling by other processes does not inflate: 1 thread only), the median and spread
 (min..max) of the per-round ratios B/A, and the load average. Not collected by ``pytest bench``.
 """
@@ -33,6 +35,16 @@ def _nets(kind: str, name: str, wd: Path):
 
     import refnet
 
+    if kind == "zoo":
+        from refnet.bench import input_shapes_for, random_inputs
+        from refnet.resolver import resolve_model
+        from refnet.runtime.smallnet import end_numpy_phase
+
+        end_numpy_phase()
+        rms = [resolve_model((), name, seeded_weights=1, workdir=str(wd)) for _ in range(2)]
+        pre = rms[0].entry.preprocess.size if rms[0].entry is not None else None
+        feeds = random_inputs(input_shapes_for(rms[0].net, 1, tuple(pre) if pre else None))
+        return [rm.net for rm in rms], next(iter(feeds.values()))
     if kind == "onnx":
         light = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
         p = refnet.archs.seed_onnx_weights(light / f"light_{name}.onnx", wd / f"{name}.onnx", seed=0)
@@ -57,18 +69,26 @@ def _nets(kind: str, name: str, wd: Path):
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models", help="comma-separated onnx light zoo names ('' for none)")
-    ap.add_argument("flag", help="module:ATTRIBUTE, a bool read by refnet")
+    ap.add_argument("flag", help="module:ATTRIBUTE, a bool read by refnet (several: comma-separated)")
     ap.add_argument("--caffe", default="", help="comma-separated caffe arch names (googlenet, mobilenet_ssd)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--zoo", default="", help="comma-separated zoo names (yufacedetectnet-v2)")
     ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--passes", type=int, default=1, help="forward passes per timed call")
     a = ap.parse_args(argv)
 
     from refnet.runtime.threads import set_num_threads
 
     set_num_threads(a.threads)
-    mod_name, attr = a.flag.split(":")
-    mod = importlib.import_module(mod_name)
-    cases = [("onnx", n) for n in a.models.split(",") if n] + [("caffe", n) for n in a.caffe.split(",") if n]
+    flags = [(importlib.import_module(f.split(":")[0]), f.split(":")[1]) for f in a.flag.split(",")]
+    attr = "+".join(at for _, at in flags)
+
+    def setflags(v: int) -> None:
+        for mod, at in flags:
+            setattr(mod, at, bool(v))
+
+    cases = [("onnx", n) for n in a.models.split(",") if n] + [("caffe", n) for n in a.caffe.split(",") if n] + [
+        ("zoo", n) for n in a.zoo.split(",") if n]
     with tempfile.TemporaryDirectory(prefix="refnet-flag-ab-") as wd:
         for kind, name in cases:
             nets, x = _nets(kind, name, Path(wd))
@@ -76,18 +96,19 @@ def main(argv: list[str] | None = None) -> int:
             cpu: list[list[float]] = [[], []]
             outs = []
             for v in (0, 1):
-                setattr(mod, attr, bool(v))
+                setflags(v)
                 outs.append(next(iter(nets[v].forward(x).values())))
             diff = float(abs(outs[0].astype("f8") - outs[1]).max() / max(abs(outs[0]).max(), 1e-30))
             for r in range(a.rounds):
                 for v in ((0, 1) if r % 2 == 0 else (1, 0)):
-                    setattr(mod, attr, bool(v))
+                    setflags(v)
                     nets[v].forward(x)
                     time.sleep(0.05)
                     t0, c0 = time.perf_counter(), time.process_time()
-                    nets[v].forward(x)
-                    cpu[v].append(time.process_time() - c0)
-                    times[v].append(time.perf_counter() - t0)
+                    for _ in range(a.passes):
+                        nets[v].forward(x)
+                    cpu[v].append((time.process_time() - c0) / a.passes)
+                    times[v].append((time.perf_counter() - t0) / a.passes)
             for what, ts in (("wall", times), ("cpu", cpu)):
                 ratios = [b / a_ for a_, b in zip(*ts)]
                 ma, mb = (statistics.median(t) * 1e3 for t in ts)

@@ -501,3 +501,85 @@ def test_planned_slice_reshape_flatten_are_views_with_the_kernels_values(rng):
     feeds = net._feeds(x, _F32)
     regs = prog.run(feeds)
     assert all(np.shares_memory(regs[prog.results[k]], feeds["data"]) for k in ("s", "e", "r"))
+
+
+def _ssd_heads_net(rng):
+    """Two SSD heads as Caffe writes them: sibling loc/conf convs, each permuted to NHWC,
+    flattened and concatenated; PriorBox per feature map, the priors concatenated; sigmoids
+    reading the concats (so that those are not requested outputs)."""
+    w = {k: rng.normal(size=s) * 0.5 for k, s in (("f1", (4, 2, 3, 3)), ("l1", (8, 4, 3, 3)), ("c1", (4, 4, 3, 3)),
+                                                   ("l2", (8, 4, 3, 3)), ("c2", (4, 4, 3, 3)))}
+    b = {k: rng.normal(size=v.shape[0]) for k, v in w.items()}
+    pb = {"min_sizes": (3.0,), "max_sizes": (5.0,), "aspect_ratios": (2.0,), "flip": True, "clip": False,
+          "variance": (0.1, 0.1, 0.2, 0.2)}
+
+    def conv(name, src):
+        return Node(name, "conv", [src], [name], {"pad": (1,) * 4}, {"weight": w[name], "bias": b[name]})
+
+    nodes = [conv("f1", "data"), Node("f2", "max_pool", ["f1"], ["f2"], {"kernel": (2, 2), "stride": (2, 2)})]
+    for i in (1, 2):
+        for k in "lc":
+            nodes += [conv(f"{k}{i}", f"f{i}"),
+                      Node(f"{k}{i}p", "permute", [f"{k}{i}"], [f"{k}{i}p"], {"order": (0, 2, 3, 1)}),
+                      Node(f"{k}{i}f", "flatten", [f"{k}{i}p"], [f"{k}{i}f"], {"axis": 1})]
+        nodes.append(Node(f"pb{i}", "prior_box", [f"f{i}", "data"], [f"pb{i}"], pb))
+    nodes += [Node("loc", "concat", ["l1f", "l2f"], ["loc"], {"axis": 1}),
+              Node("conf", "concat", ["c1f", "c2f"], ["conf"], {"axis": 1}),
+              Node("pri", "concat", ["pb1", "pb2"], ["pri"], {"axis": 2}),
+              *(Node(f"{k}s", "sigmoid", [k], [f"{k}s"]) for k in ("loc", "conf", "pri"))]
+    net = Net(Graph(nodes, ["data"], {"data": (1, 2, 8, 6)}))
+
+    def want(x):
+        from refnet.kernels import prior_box_reference
+
+        f1 = conv_oracle(x, w["f1"], b["f1"], 1)
+        f2 = f1.reshape(1, 4, 4, 2, 3, 2).max(axis=(3, 5))
+        heads = {k: np.concatenate([conv_oracle(f, w[f"{k}{i}"], b[f"{k}{i}"], 1).transpose(0, 2, 3, 1).reshape(1, -1)
+                                    for i, f in ((1, f1), (2, f2))], axis=1) for k in "lc"}
+        pri = np.concatenate([prior_box_reference(f.shape[2:], (8, 6), **pb) for f in (f1, f2)], axis=2)
+        sig = {f"{k}s": 1 / (1 + np.exp(-v)) for k, v in (("loc", heads["l"]), ("conf", heads["c"]), ("pri", pri))}
+        return {"loc": heads["l"], "pri": pri, **sig}
+
+    return net, want
+
+
+def test_ssd_priors_fold_and_heads_write_into_their_concat(rng, monkeypatch):
+    """PriorBox and the concat of the priors are computed when the program is compiled (no step
+    left, one constant); the permuted heads write into their spans of the loc / conf concats
+    (through the flatten). Oracle: float64 formulas (the reference PriorBox kernel); the
+    program without folding and concat-into gives the same numbers bit for bit; later runs,
+    requested priors and the unpooled program stay right."""
+    import refnet.runtime.program as program
+
+    net, want = _ssd_heads_net(rng)
+    xs = [rng.normal(size=(1, 2, 8, 6)) for _ in range(3)]
+    outs = [net.forward(x, outputs=["locs", "confs", "pris"]) for x in xs[:2]]
+    for x, o in zip(xs, outs):  # an earlier run's results are not overwritten by a later one
+        for k in ("locs", "confs", "pris"):
+            assert_close(o[k], want(x)[k], "f32_vs_f64", k)
+    prog = next(iter(net._programs.values()))
+    assert "prior_box" not in prog.ops and "pri" not in prog.layers and len(prog.consts) == 1
+    code = dict(zip(prog.layers, prog.code))
+    for cat, heads in (("loc", ("l1p", "l2p")), ("conf", ("c1p", "c2p"))):
+        for h in heads:
+            assert np.shares_memory(prog.buffers[code[h][4]], prog.buffers[code[cat][4]]), h
+    free = prog.unpooled()
+    regs = free.run(net._feeds(xs[2], _F32))
+    assert_close(regs[free.results["locs"]], want(xs[2])["locs"], "f32_vs_f64", "unpooled")
+    # requested priors: computed by their steps, a fresh array per run
+    got = net.forward(xs[2], outputs=["pri", "loc"])
+    assert_close(got["pri"], want(xs[2])["pri"], "f32_vs_f64", "pri requested")
+    got["pri"][...] = 7
+    assert_close(net.forward(xs[2], outputs=["pri"])["pri"], want(xs[2])["pri"], "f32_vs_f64", "pri again")
+    plain, _ = _ssd_heads_net(np.random.default_rng(0))  # the flags are read when the program is compiled
+    folded, _ = _ssd_heads_net(np.random.default_rng(0))
+    monkeypatch.setattr(program, "FOLD", False)
+    monkeypatch.setattr(program, "CONCAT_INTO", False)
+    a = plain.forward(xs[1], outputs=["locs", "confs", "pris"])
+    plain_prog = next(iter(plain._programs.values()))
+    assert "prior_box" in plain_prog.ops and not plain_prog.consts
+    monkeypatch.setattr(program, "FOLD", True)
+    monkeypatch.setattr(program, "CONCAT_INTO", True)
+    b = folded.forward(xs[1], outputs=["locs", "confs", "pris"])
+    for k in a:
+        assert np.array_equal(a[k], b[k]), k

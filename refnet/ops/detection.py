@@ -41,7 +41,7 @@ def _prior_box_shape(node, shapes):
     return [(1, 2, int(one.shape[2]) * int(shapes[0][2]) * int(shapes[0][3]))]
 
 
-@register("prior_box", shape=_prior_box_shape, attrs=PRIOR_BOX_ATTRS)
+@register("prior_box", shape=_prior_box_shape, attrs=PRIOR_BOX_ATTRS, fresh=True)
 def _prior_box(node, xs, p, ctx):
     fn = kern("prior_box", ctx)
     return fn(tuple(xs[0].shape[2:4]), prior_image_hw(node, xs[1].shape), dtype=ctx.dtype, **prior_kwargs(node))
@@ -53,7 +53,7 @@ _DETOUT_KEYS = ("num_classes", "share_location", "background_label_id", "nms_thr
 
 
 @register("detection_output", shape=lambda n, s: [(1, 1, DYN, 7)],
-          attrs=_kernel_attrs(K.detection_output, _DETOUT_KEYS))
+          attrs=_kernel_attrs(K.detection_output, _DETOUT_KEYS), fresh=True)
 def _detection_output(node, xs, p, ctx):
     return kern("detection_output", ctx)(xs[0], xs[1], xs[2], **attrs(node))
 

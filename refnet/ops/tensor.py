@@ -185,6 +185,22 @@ def _permute(node, xs, p, ctx):
     return kern("permute", ctx)(xs[0], permute_order(node, xs[0].ndim))
 
 
+@prepares("permute")
+def _permute_prepare(node, p, shapes, ctx):
+    """The fast kernel's transposed copy with the axis order computed once, written into ``out``
+    when given: a planned buffer, or the span of the concat that reads the permuted tensor
+    (SSD's heads, refnet.runtime.program._concat_into)."""
+    order = permute_order(node, len(shapes[0]))
+
+    def permute_step(x, out=None):
+        if out is None:
+            return np.ascontiguousarray(x.transpose(order))
+        np.copyto(out, x.transpose(order))
+        return out
+
+    return permute_step, True
+
+
 def crop_geometry(node, shape, like):
     """``(axis, offsets, output shape)`` of a ``crop`` node cropping ``shape`` to ``like``."""
     a = attrs(node)

@@ -9,8 +9,12 @@ preallocated buffers, views of one arena at offsets planned from their lifetimes
 memory is reused once every tensor that may view it is dead, :func:`_arena`; requested outputs
 always get fresh arrays). A convolution whose only reader is a channel concatenation
 writes straight into its slice of the concat's buffer (batch 1, :func:`_concat_into`; the concat step then
-copies only its other inputs: SqueezeNet's fire modules, GoogLeNet's inception branches). The
-per-layer overhead of the loop is about a microsecond.
+copies only its other inputs: SqueezeNet's fire modules, GoogLeNet's inception branches); so
+does a permute read, through a flatten, only by a concat (SSD's heads). Steps whose outputs
+depend only on shapes and constants (SSD's PriorBox and the concat of the priors) run once,
+when the program is compiled (:func:`_fold_constants`, :attr:`Program.consts`). The
+per-layer overhead of the loop is about a microsecond (yufacedetectnet v2: 26 us for 55 no-op
+steps).
 
 :meth:`Program.steps` is that loop, one step at a time (a generator): :meth:`Program.run`
 drains it (``Net.forward``, ``trace``, ``profile``, the backward tape) and
@@ -49,25 +53,33 @@ RUN_LOCK = threading.RLock()
 #: convolutions write into their slice of the concat reading them (:func:`_concat_into`); read when
 #: a program is compiled. ``REFNET_CONCAT_INTO=0``: every concat copies its inputs (A/B switch)
 CONCAT_INTO = os.environ.get("REFNET_CONCAT_INTO", "1") != "0"
+#: steps whose outputs depend only on shapes and constants (SSD's PriorBox and the concat of the
+#: priors) are computed when the program is compiled (:func:`_fold_constants`); ``REFNET_FOLD=0``:
+#: every step runs on every pass (A/B switch)
+FOLD = os.environ.get("REFNET_FOLD", "1") != "0"
+#: ops whose outputs depend on their inputs' shapes only (and their attributes)
+_SHAPE_ONLY_OPS = ("prior_box",)
 #: the buffers of a program are views of one array at liveness-planned offsets (:func:`_arena`);
 #: ``REFNET_ARENA=0``: one array per shape and lifetime (A/B switch)
 ARENA = os.environ.get("REFNET_ARENA", "1") != "0"
 _ALIGN = 64  # bytes: buffers in the arena start on cache lines
-_INTO_OPS = ("conv",)  # ops whose planned step writes its whole output into ``out`` and returns it
+_INTO_OPS = ("conv", "permute")  # ops whose planned step writes its whole output into ``out`` and returns it
+_RESHAPE_OPS = ("flatten", "reshape")  # planned as a reshape: a view of a contiguous input
 
 
 class Program:
     """A plan compiled for fixed input shapes and a precision: bound steps over numbered tensor
     slots (see the module docstring)."""
 
-    __slots__ = ("code", "frees", "nslots", "feeds", "input_shapes", "results", "buffers", "layers", "ops",
-                 "n_pooled", "work")
+    __slots__ = ("code", "frees", "nslots", "feeds", "consts", "input_shapes", "results", "buffers", "layers",
+                 "ops", "n_pooled", "work")
 
     def __init__(self) -> None:
         self.code: list[tuple] = []  # (fn, input slots, output slot | -1, output slots, buffer | -1)
         self.frees: list[tuple[int, ...]] = []  # per step: slots no later step reads (requested ones kept)
         self.nslots = 0
         self.feeds: list[tuple[str, int]] = []  # net input -> slot
+        self.consts: list[tuple[int, np.ndarray]] = []  # slot -> its value, computed at compile time
         self.input_shapes: dict[str, tuple[int, ...]] = {}  # what the program was compiled for (errors)
         self.results: dict[str, int] = {}  # requested name -> slot
         self.buffers: list[np.ndarray] = []
@@ -81,6 +93,8 @@ class Program:
         regs: list = [None] * self.nslots
         for name, s in self.feeds:
             regs[s] = feeds[name]
+        for s, v in self.consts:
+            regs[s] = v
         return regs
 
     def steps(self, regs: list, frees: Sequence[tuple[int, ...]] | None = None) -> Iterator[int]:
@@ -184,6 +198,8 @@ def compile_program(plan: Plan, shapes: Mapping[str, tuple[int, ...]], ctx: Ctx,
     for name, tensor in plan.alias.items():
         prog.results[name] = slot[tensor]
     kept = set(prog.results.values()) | {s for _, s in prog.feeds}
+    if FOLD and ctx.fast:
+        entries = _fold_constants(prog, entries, ctx, kept)
     find, last, cls_end, cls_kept = _alias_classes(entries, prog.nslots, kept)
     into = _concat_into(entries, kept, lambda s: find(s) in cls_kept) if CONCAT_INTO and ctx.fast else {}
     _assign_buffers(prog, entries, ctx, find, last, cls_end, cls_kept, kept, into)
@@ -233,6 +249,34 @@ def _bind(prog: Program, plan: Plan, shp: dict[str, tuple[int, ...]], ctx: Ctx, 
     return entries
 
 
+def _fold_constants(prog: Program, entries: list[_Entry], ctx: Ctx, kept: set[int]) -> list[_Entry]:
+    """The entries left after computing, once, every step whose outputs depend only on input
+    shapes (:data:`_SHAPE_ONLY_OPS`, run on zero-stride dummies of those shapes) or on outputs
+    of such steps (SSD's concat of the priors); their values go to :attr:`Program.consts`
+    (loaded into their slots by :meth:`Program.start`). A step whose output is kept, or may be
+    viewed by a kept tensor, runs as before: the caller gets a fresh array every run."""
+    exposed = set(kept)  # kept slots and the slots they may view (through non-fresh steps)
+    for e in reversed(entries):
+        if not e.fresh and any(s in exposed for s in e.outs):
+            exposed.update(e.ins)
+    const: dict[int, np.ndarray] = {}
+    rest: list[_Entry] = []
+    for e in entries:
+        fixed = all(d >= 0 for sh in (*e.in_shapes, e.out_shape) for d in sh)
+        if fixed and (e.op in _SHAPE_ONLY_OPS or (e.ins and all(s in const for s in e.ins))) \
+                and not any(s in exposed for s in e.outs):
+            xs = [const[s] if s in const else np.broadcast_to(np.zeros((), ctx.dtype), sh)
+                  for s, sh in zip(e.ins, e.in_shapes)]
+            r = e.fn(*xs)
+            for s, v in zip(e.outs, [r] if len(e.outs) == 1 else r):
+                const[s] = np.array(v)  # an array of its own (a view would keep its base alive)
+            continue
+        rest.append(e)
+    read = {s for e in rest for s in e.ins}
+    prog.consts = [(s, v) for s, v in const.items() if s in read]
+    return rest
+
+
 def _alias_classes(entries: list[_Entry], nslots: int, kept: set[int]
                    ) -> tuple[Callable[[int], int], list[int], dict[int, int], set[int]]:
     """Liveness per slot and alias classes (a non-fresh op's outputs may view its inputs): the
@@ -276,7 +320,7 @@ def _assign_buffers(prog: Program, entries: list[_Entry], ctx: Ctx, find: Callab
     the concat's buffer is taken at its first producer and each producer writes into a view of it.
     The buffers' memory: :func:`_arena` (or, without ARENA, one array per shape and lifetime)."""
     blocks: list[tuple[tuple[int, ...], int, int]] = []  # (shape, first step, last step) per buffer
-    views: dict[int, tuple[int, int, int]] = {}  # buffer -> (its concat's buffer, c0, c1)
+    views: dict[int, tuple[int, int, int, tuple[int, ...]]] = {}  # buffer -> (concat's buffer, c0, c1, shape)
     whole: dict[int, int] = {}  # concat step -> its buffer, once its first producer ran
 
     def take(e: _Entry, j: int) -> int:
@@ -291,7 +335,7 @@ def _assign_buffers(prog: Program, entries: list[_Entry], ctx: Ctx, find: Callab
                 whole[cj] = take(entries[cj], j)
             buf = len(blocks)
             blocks.append(((), j, j))  # a view: the concat's buffer holds the memory
-            views[buf] = (whole[cj], c0, c1)
+            views[buf] = (whole[cj], c0, c1, tuple(e.out_shape))
             prog.n_pooled += 1
         elif j in whole:
             buf = whole[j]
@@ -308,8 +352,8 @@ def _assign_buffers(prog: Program, entries: list[_Entry], ctx: Ctx, find: Callab
     prog.buffers = [np.empty(0, ctx.dtype)] * len(blocks)
     for b, a in zip(owned, arrays):
         prog.buffers[b] = a
-    for b, (w, c0, c1) in views.items():
-        prog.buffers[b] = prog.buffers[w][:, c0:c1]
+    for b, (w, c0, c1, shape) in views.items():  # a batch of one: the span is contiguous, its reshape a view
+        prog.buffers[b] = prog.buffers[w][:, c0:c1].reshape(shape)
 
 
 def _per_shape(blocks: list[tuple[tuple[int, ...], int, int]], dtype: np.dtype) -> list[np.ndarray]:
@@ -355,11 +399,13 @@ def _arena(blocks: list[tuple[tuple[int, ...], int, int]], dtype: np.dtype) -> l
 
 def _concat_into(entries: list[_Entry], kept: set[int], kept_class: Callable[[int], bool]
                  ) -> dict[int, tuple[int, int, int]]:
-    """Convolutions writing straight into their channel span of the concat that reads them:
+    """Convolutions and permutes writing straight into their span of the concat that reads them:
     producer step -> (concat step, first channel, end channel). A producer qualifies when it is
-    a planned conv step that writes its whole output into ``out`` (and returns it), the concat
-    (4-D, along channels, its output not kept) is the only reader of that output, and the output
-    is not kept, in a batch of one image (with N > 1 a channel span is not contiguous; running
+    a planned conv or permute step that writes its whole output into ``out`` (and returns it),
+    the concat (along axis 1, its output not kept) is the only reader of that output, directly
+    or through flatten/reshape steps read only by the next (SSD's heads: permute, flatten,
+    concat; the flatten then reshapes the span), and no output on the way is kept, in a batch of
+    one image (with N > 1 a channel span is not contiguous; running
     the producer's batch-1 plan image by image into it measured no gain on Caffe GoogLeNet's
     batch of 10: process CPU time B/A 0.99 at one thread, 1.10 at two). The concat's step then
     copies only its other inputs into ``out`` (without ``out``, as in :meth:`Program.unpooled`,
@@ -373,14 +419,18 @@ def _concat_into(entries: list[_Entry], kept: set[int], kept_class: Callable[[in
             maker[s] = j
     into: dict[int, tuple[int, int, int]] = {}
     for j, e in enumerate(entries):
-        if e.op != "concat" or len(e.outs) != 1 or len(e.out_shape) != 4 or kept_class(e.outs[0]):
+        nd = len(e.out_shape)
+        if e.op != "concat" or len(e.outs) != 1 or nd < 2 or e.out_shape[0] != 1 or kept_class(e.outs[0]):
             continue
-        if registry.axis_of(e.node, registry.attrs(e.node)["axis"], 4) != 1:
+        if registry.axis_of(e.node, registry.attrs(e.node)["axis"], nd) != 1:
             continue
         c0, rest, mine = 0, [], {}
         for k, (s, shape) in enumerate(zip(e.ins, e.in_shapes)):
             c1 = c0 + int(shape[1])
             p = maker.get(s)
+            while p is not None and entries[p].op in _RESHAPE_OPS and readers[s] == 1 and s not in kept:
+                s = entries[p].ins[0]  # through a flatten: its producer writes the span's elements
+                p = maker.get(s)
             if p is not None and readers[s] == 1 and s not in kept and _writes_into(entries[p]):
                 mine[p] = (j, c0, c1)
             else:
