@@ -153,7 +153,8 @@ def test_choice_and_switch(monkeypatch):
     assert PG.choose("gemm1x1", f32, 1, 256, 64, 169, **wide) == "gemm1x1"
     assert PG.choose("gemm1x1", np.float64, 1, 256, 64, 3136, **wide) == "gemm1x1"
     assert PG.choose("gemm1x1", f32, 2, 256, 64, 3136, **wide) == "gemm1x1"
-    # im2col convs on any map (no im2col copy): ResNet-50's conv1 and 3x3/2 on 56x56; not K < 128
+    # im2col convs on any map (no im2col copy): conv1-like shapes and 3x3/2 on 56x56; not K < 128 (plans
+    # below: 8 input channels, since RGB convs take kernels/_direct.py's direct_cin first)
     assert PG.choose("im2col", f32, 1, 64, 147, 12544) == "packed"
     assert PG.choose("im2col", f32, 1, 128, 1152, 784) == "packed"
     assert PG.choose("im2col", f32, 1, 64, 27, 12321) == "im2col"
@@ -161,11 +162,11 @@ def test_choice_and_switch(monkeypatch):
     w = np.zeros((256, 64, 1, 1), f32)
     assert C.conv2d_plan((1, 64, 56, 56), w, residual=True).algorithm == "packedwide"
     assert C.conv2d_plan((1, 64, 56, 56), w).algorithm == "gemm1x1"
-    assert C.conv2d_plan((1, 3, 64, 64), np.zeros((64, 3, 7, 7), f32), stride=2, pad=3).algorithm == "packed"
+    assert C.conv2d_plan((1, 8, 64, 64), np.zeros((64, 8, 7, 7), f32), stride=2, pad=3).algorithm == "packed"
     assert C.conv2d_plan((1, 64, 56, 56), w, stride=2, residual=True).algorithm == "gemm1x1"
     monkeypatch.setenv(PG.LARGE_ENV, "0")
     assert C.conv2d_plan((1, 64, 56, 56), w, residual=True).algorithm == "gemm1x1"
-    assert C.conv2d_plan((1, 3, 64, 64), np.zeros((64, 3, 7, 7), f32), stride=2, pad=3).algorithm == "im2col"
+    assert C.conv2d_plan((1, 8, 64, 64), np.zeros((64, 8, 7, 7), f32), stride=2, pad=3).algorithm == "im2col"
     monkeypatch.setenv(PG.LARGE_ENV, "1")
     monkeypatch.setenv(PG.ENV, "0")
     assert C.conv2d_plan((1, 64, 56, 56), w, residual=True).algorithm == "gemm1x1"
