@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import assert_close
-from split_fixtures import split_pool  # noqa: F401 - the `pool` fixture
+from split_fixtures import counting_pool_runs, split_pool  # noqa: F401 - the `pool` fixture
 
 import refnet.kernels.conv as C
 from refnet.kernels import _packgemm as PG
@@ -170,12 +170,8 @@ def test_several_threads_fall_back_to_the_split_blas_paths(pool, name, rng):
     b = rng.standard_normal(ws[0]).astype(np.float32)
     plan = C.conv2d_plan(xs, w, b, algorithm="packed", activation="relu", **kw)
     want = np.maximum(C.conv2d_reference(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), **kw), 0)
-    calls = []
-    real_run = _workers.run
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(_workers, "run", lambda fn, n: (calls.append(n), real_run(fn, n))[1])
-        split = plan(x)
-    assert calls, "the split path ran"
+    split, runs = counting_pool_runs(plan, x)
+    assert runs, "the split path ran"
     assert_close(split, want, "f32_vs_f64_long", name)
     _workers.set_workers(1)
     assert_close(plan(x), want, "f32_vs_f64_long", name)

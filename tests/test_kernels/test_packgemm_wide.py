@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import assert_close
-from split_fixtures import split_pool  # noqa: F401 - the `pool` fixture
+from split_fixtures import counting_pool_runs, split_pool  # noqa: F401 - the `pool` fixture
 
 import refnet.kernels.conv as C
 from refnet.kernels import _packgemm as PG
@@ -179,12 +179,8 @@ def test_several_threads_fall_back_to_the_split_blas_path(pool, rng):
     b = rng.standard_normal(co).astype(np.float32)
     plan = C.conv2d_plan(xs, w, b, algorithm="packedwide", activation="relu")
     want = np.maximum(C.conv2d_reference(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64)), 0)
-    calls = []
-    real_run = _workers.run
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(_workers, "run", lambda fn, n: (calls.append(n), real_run(fn, n))[1])
-        split = plan(x)
-    assert calls, "the split path ran"
+    split, runs = counting_pool_runs(plan, x)
+    assert runs, "the split path ran"
     assert_close(split, want, "f32_vs_f64_long", "split")
     _workers.set_workers(1)
     assert_close(plan(x), want, "f32_vs_f64_long", "one thread")
