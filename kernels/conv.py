@@ -1254,6 +1254,7 @@ class Conv2dPlan:
         co, cig, kh, kw = w.shape
         self.x_shape = x_shape
         self.y_shape = (n, co, ho, wo)
+        self.macs = n * co * cig * kh * kw * ho * wo  # (multiply-adds per call)
         self.khw = (kh, kw)
         self.dtype = dt
         self.stride, self.pad, self.dilation, self.groups = (sh, sw), (pt, pl, pb, pr), (dh, dw), g
@@ -1375,7 +1376,7 @@ class Conv2dPlan:
         elif alg == "packedwide":
             if self._packed_wide(x, y, residual):
                 return y
-        elif alg == "direct_cin" and _split_threads(int(np.prod(self.y_shape)) * self.kdim) == 1:
+        elif alg == "direct_cin" and _split_threads(self.macs) == 1:
             # (several threads: im2col's split)
             self.direct(x, y)
         else:
@@ -1451,7 +1452,7 @@ class Conv2dPlan:
         n, c, h, wd = self.x_shape
         _, co, ho, wo = self.y_shape
         pt, pl, pb, pr = self.pad
-        if _split_threads(n * co * self.kdim * ho * wo) > 1:
+        if _split_threads(self.macs) > 1:
             if self.khw == (1, 1) and self.pad == (0, 0, 0, 0):
                 return self._gemm1x1(x, y, res)
             self._im2col(x, y)
@@ -1482,7 +1483,7 @@ class Conv2dPlan:
         (if any) is applied too."""
         n, c, h, wd = self.x_shape
         co = self.y_shape[1]
-        if _split_threads(n * co * c * h * wd) > 1:
+        if _split_threads(self.macs) > 1:
             return self._gemm1x1(x, y, res)
         for i in range(n):
             ri = None if res is None else np.ascontiguousarray(res[i]).reshape(co, h * wd)
