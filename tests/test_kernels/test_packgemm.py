@@ -40,6 +40,24 @@ def test_packed_gemm_vs_float64(m, k, n, rng):
     assert_close(out, want, 1e-6, "PackedGemm")
 
 
+# one column tile (the tile prefetches the whole next panel), several, a partial last panel
+@pytest.mark.parametrize("m,k,n", [(96, 6, 5), (70, 9, 22), (64, 130, 8)])
+def test_packed_gemm_prefetch_gives_the_same_product(m, k, n, rng):
+    """The next-panel prefetch is a hint only: bit-identical results with and without it, and
+    the float64 product; the module switch reaches PackedGemm."""
+    w = rng.standard_normal((m, k)).astype(np.float32)
+    x = rng.standard_normal((k, n)).astype(np.float32)
+    want = w.astype(np.float64) @ x.astype(np.float64)
+    wp = PG.pack_weights(w)
+    got = {}
+    for pf in (False, True):
+        got[pf] = np.full((m, n), np.nan, np.float32)
+        PG.packed_gemm(wp, x.reshape(-1), *PG.matrix_offsets(k, n), got[pf], pf)
+    assert np.array_equal(got[True], got[False])
+    assert_close(got[True], want, 1e-6, "prefetching kernel")
+    assert PG.PREFETCH == PG.enabled(PG.PREFETCH_ENV)
+
+
 def test_long_reductions_round_like_the_blas():
     """K = 9216 positive products (rounding errors add up): summed in blocks of 128, the packed
     GEMM stays within 2x np.matmul's float32 error against float64 (one FMA chain over all K:
