@@ -159,8 +159,8 @@ def _define_prefetch(numba: Any) -> None:
             ary = context.make_array(sig.args[0])(context, builder, args[0])
             ptr = builder.gep(ary.data, [args[1]])
             i32 = ir.IntType(32)
-            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32]),
-                                                "llvm.prefetch.p0")
+            fnty = ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32])
+            fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
             builder.call(fn, [ptr, i32(0), i32(2), i32(1)])
             return context.get_dummy_value()
 
