@@ -133,40 +133,44 @@ def _define_stack(numba: Any) -> None:
     _carray = numba.carray
 
 
-# a software prefetch of one cache line into the caches (a no-op hint; with NUMBA_DISABLE_JIT=1
-# a Python no-op)
+# software prefetches of one cache line (hints; with NUMBA_DISABLE_JIT=1 Python no-ops): for
+# reading, and for writing (prefetchw: the line arrives ready to be written)
 _prefetch: Any = None
+_prefetchw: Any = None
 
 
 @on_numba_load
 def _define_prefetch(numba: Any) -> None:
-    global _prefetch
+    global _prefetch, _prefetchw
     if numba.config.DISABLE_JIT:
-        _prefetch = lambda a, i: None  # noqa: E731
+        _prefetch = _prefetchw = lambda a, i: None  # noqa: E731
         return
     from llvmlite import ir
     from numba.core import cgutils, types
     from numba.extending import intrinsic
 
-    @intrinsic
-    def prefetch(typingctx: Any, arr: Any, idx: Any) -> Any:
-        """Prefetch (read, into all cache levels: llvm.prefetch locality 2) the line holding
-        ``arr[idx]`` (1-D float32 array, ``idx`` an integer; not bounds-checked: a hint)."""
-        if not isinstance(arr, types.Array) or not isinstance(idx, types.Integer):
-            return None
+    def make(rw: int) -> Any:
+        @intrinsic
+        def prefetch(typingctx: Any, arr: Any, idx: Any) -> Any:
+            """Prefetch (llvm.prefetch, locality 2) the line holding ``arr[idx]`` (a 1-D array,
+            ``idx`` an integer; not bounds-checked: a hint)."""
+            if not isinstance(arr, types.Array) or not isinstance(idx, types.Integer):
+                return None
 
-        def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
-            ary = context.make_array(sig.args[0])(context, builder, args[0])
-            ptr = builder.gep(ary.data, [args[1]])
-            i32 = ir.IntType(32)
-            fnty = ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32])
-            fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
-            builder.call(fn, [ptr, i32(0), i32(2), i32(1)])
-            return context.get_dummy_value()
+            def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+                ary = context.make_array(sig.args[0])(context, builder, args[0])
+                ptr = builder.gep(ary.data, [args[1]])
+                i32 = ir.IntType(32)
+                fnty = ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32])
+                fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+                builder.call(fn, [ptr, i32(rw), i32(2), i32(1)])
+                return context.get_dummy_value()
 
-        return types.void(arr, idx), codegen
+            return types.void(arr, idx), codegen
 
-    _prefetch = prefetch
+        return prefetch
+
+    _prefetch, _prefetchw = make(0), make(1)
 
 
 _fast = lazy_njit(**{**JIT_OPTIONS, "fastmath": {"contract"}, "boundscheck": False})
@@ -352,7 +356,14 @@ def enabled(env: str = ENV) -> bool:
     return os.environ.get(env, "1").strip() not in ("0", "off", "no", "false")
 
 
+# the prefetches, read at each call (A/B: bench/flag_ab.py): the packed GEMM's next weight panel;
+# the wide GEMM's rows of C and R before a tile (WIDE_PREFETCH) and X's next column tile on the
+# first row panel over a column block (WIDE_PREFETCH_X)
 PREFETCH = enabled(PREFETCH_ENV)
+WIDE_PREFETCH = enabled(PREFETCH_ENV)
+WIDE_PREFETCH_X = enabled(PREFETCH_ENV)
+# whether the wide GEMM also takes stride-1 1x1 convs without a residual (read at plan time)
+WIDE_PLAIN = False
 
 
 def choose(base: str, dtype: np.dtype, groups: int, m: int, k: int, n: int, *, stride1: bool = False,
@@ -371,7 +382,8 @@ def choose(base: str, dtype: np.dtype, groups: int, m: int, k: int, n: int, *, s
         return base
     if base == "im2col" and m >= MIN_M and k >= IM2COL_MIN_K:
         return "packed"
-    if base == "gemm1x1" and stride1 and residual and n >= WIDE_MIN_N and m >= WIDE_MIN_M and k >= WIDE_MIN_K:
+    if (base == "gemm1x1" and stride1 and (residual or WIDE_PLAIN) and n >= WIDE_MIN_N and m >= WIDE_MIN_M
+            and k >= WIDE_MIN_K):
         return "packedwide"
     return base
 
@@ -389,9 +401,20 @@ NBW_ELEMS = 1 << 16  # about this many elements of X per column block (all row p
 
 
 @_fast
-def _tile_wide(wq, xf, p, n0, n, cf, bias, rf, hasres, act, slope, six, rows, lo):
+def _tile_wide(wq, xf, p, n0, n, cf, bias, rf, hasres, act, slope, six, rows, lo, pfe, pfx):
     """C[p*8 : p*8 + rows, n0 + lo : n0 + 32] of act(W @ X + bias [+ R]), X[k, j] = xf[k * n + j],
-    C and R flattened with row length n (same accumulation order as :func:`_tile`)."""
+    C and R flattened with row length n (same accumulation order as :func:`_tile`). With
+    ``pfe`` the tile first prefetches its rows of C (for writing) and R, which the epilogue
+    then finds in the cache; with ``pfx`` each step k also prefetches X's row k of the next
+    column tile (the first row panel over a column block: X comes from memory there)."""
+    if pfe:
+        for r in range(rows):
+            o = np.uint64(p * 8 + r) * np.uint64(n) + np.uint64(n0)
+            _prefetchw(cf, o)
+            _prefetchw(cf, o + np.uint64(16))
+            if hasres:
+                _prefetch(rf, o)
+                _prefetch(rf, o + np.uint64(16))
     s0 = _carray(_stack(32), (32,))
     s1 = _carray(_stack(32), (32,))
     s2 = _carray(_stack(32), (32,))
@@ -439,6 +462,9 @@ def _tile_wide(wq, xf, p, n0, n, cf, bias, rf, hasres, act, slope, six, rows, lo
             w6 = wk[6]
             w7 = wk[7]
             xo = k * np.uint64(n) + np.uint64(n0)
+            if pfx:
+                _prefetch(xf, xo + np.uint64(32))
+                _prefetch(xf, xo + np.uint64(48))
             for lane in range(np.uint64(32)):
                 xl = xf[xo + lane]
                 a0[lane] += w0 * xl
@@ -493,7 +519,7 @@ def _tile_wide(wq, xf, p, n0, n, cf, bias, rf, hasres, act, slope, six, rows, lo
 
 
 @_fast
-def packed_gemm_wide(wq, x, c, bias, res, hasres, act, slope, six, nbw):
+def packed_gemm_wide(wq, x, c, bias, res, hasres, act, slope, six, nbw, pfe=False, pfx=False):
     """c (M, N) = act((W @ x + bias[:, None]) [+ res]) with W packed by ``pack_weights(w, MRW)``
     into wq (P, K, MRW); x (K, N), c and res (M, N) C-contiguous, N >= NRW; act 0 none, 1
     leaky ReLU / PReLU (slope per row), 2 ReLU6 (``six`` = 6). Column blocks of ``nbw`` (a
@@ -511,7 +537,8 @@ def packed_gemm_wide(wq, x, c, bias, res, hasres, act, slope, six, nbw):
                 if n0 + 32 > n:
                     lo = n0 + 32 - n
                     n0 = n - 32
-                _tile_wide(wq, xf, p, n0, n, cf, bias, rf, hasres, act, slope, six, min(8, m - p * 8), lo)
+                _tile_wide(wq, xf, p, n0, n, cf, bias, rf, hasres, act, slope, six, min(8, m - p * 8), lo, pfe,
+                           pfx and p == 0 and n0 + 32 < min(n, nb0 + nbw))
 
 
 def packed_gemm_wide_numpy(wmat: np.ndarray, x: np.ndarray, c: np.ndarray, bias: np.ndarray,
@@ -543,4 +570,5 @@ class WideGemm:
         if MODE.on or load_numba().config.DISABLE_JIT:
             packed_gemm_wide_numpy(self.wmat, x, c, bias, res, act, slope, six)
         else:
-            packed_gemm_wide(self.wq, x, c, bias, c if res is None else res, res is not None, act, slope, six, self.nbw)
+            packed_gemm_wide(self.wq, x, c, bias, c if res is None else res, res is not None, act, slope, six, self.nbw,
+                             WIDE_PREFETCH, WIDE_PREFETCH_X)

@@ -61,6 +61,26 @@ def test_packed_gemm_wide_vs_float64(m, k, n, nbw, act, residual, rng):
     assert_close(out, want, "f32_vs_f64", "WideGemm")
 
 
+@pytest.mark.parametrize("m,k,n,nbw", [(13, 9, 100, 64), (16, 5, 70, 32)])
+def test_packed_gemm_wide_prefetch_gives_the_same_result(m, k, n, nbw, rng):
+    """The prefetches of C / R rows (pfe) and of X's next column tile (pfx) are hints only:
+    bit-identical results in every combination, and the float64 result; the module switches
+    reach WideGemm."""
+    w = rng.standard_normal((m, k)).astype(np.float32)
+    x = rng.standard_normal((k, n)).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32)
+    r = rng.standard_normal((m, n)).astype(np.float32)
+    slope = np.full(m, 0.1, np.float32)
+    wq = PG.pack_weights(w, PG.MRW)
+    got = []
+    for pfe, pfx in ((False, False), (True, False), (False, True), (True, True)):
+        got.append(np.full((m, n), np.nan, np.float32))
+        PG.packed_gemm_wide(wq, x, got[-1], b, r, True, 1, slope, np.float32(6), nbw, pfe, pfx)
+        assert np.array_equal(got[-1], got[0])
+    assert_close(got[0], _want(w, x, b, r, 1, slope), "f32_vs_f64", "kernel")
+    assert PG.WIDE_PREFETCH == PG.WIDE_PREFETCH_X == PG.enabled(PG.PREFETCH_ENV)
+
+
 def test_long_reductions_round_like_the_blas():
     """K = 4608 positive products: blocks of 128 keep the error within 2x np.matmul's."""
     rng = np.random.default_rng(3)
