@@ -362,8 +362,15 @@ def enabled(env: str = ENV) -> bool:
 PREFETCH = enabled(PREFETCH_ENV)
 WIDE_PREFETCH = enabled(PREFETCH_ENV)
 WIDE_PREFETCH_X = enabled(PREFETCH_ENV)
-# whether the wide GEMM also takes stride-1 1x1 convs without a residual (read at plan time)
-WIDE_PLAIN = False
+# whether the wide GEMM also takes the stride-1 1x1 convs without a residual that have at least
+# WIDE_PLAIN_MIN_M rows (read at plan time; REFNET_PACKGEMM_WIDE_PLAIN=0 off). With the prefetches
+# above, ResNet-50 1 thread per layer (bench/layers_vs_ort.py, medians of 15): 56x56 256->64
+# 1.28 -> 1.04 ms, 256->128 2.21 -> 1.99, 28x28 512->128 1.08-1.12 -> 0.99, 512->256 2.09 -> 1.97
+# (BLAS + epilogue pass before); whole net paired 0.977-0.99 (flag_ab, noisy); not SqueezeNet's
+# 32-row squeezes (1.02, noise-level)
+WIDE_PLAIN_ENV = "REFNET_PACKGEMM_WIDE_PLAIN"
+WIDE_PLAIN = enabled(WIDE_PLAIN_ENV)
+WIDE_PLAIN_MIN_M = 64
 
 
 def choose(base: str, dtype: np.dtype, groups: int, m: int, k: int, n: int, *, stride1: bool = False,
@@ -382,8 +389,8 @@ def choose(base: str, dtype: np.dtype, groups: int, m: int, k: int, n: int, *, s
         return base
     if base == "im2col" and m >= MIN_M and k >= IM2COL_MIN_K:
         return "packed"
-    if (base == "gemm1x1" and stride1 and (residual or WIDE_PLAIN) and n >= WIDE_MIN_N and m >= WIDE_MIN_M
-            and k >= WIDE_MIN_K):
+    if (base == "gemm1x1" and stride1 and n >= WIDE_MIN_N and m >= WIDE_MIN_M and k >= WIDE_MIN_K
+            and (residual or (WIDE_PLAIN and m >= WIDE_PLAIN_MIN_M))):
         return "packedwide"
     return base
 

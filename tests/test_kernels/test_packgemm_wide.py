@@ -165,8 +165,14 @@ def test_choice_and_switch(monkeypatch):
     assert PG.choose("gemm1x1", f32, 1, 512, 128, 784, **wide) == "packedwide"
     assert PG.choose("gemm1x1", f32, 1, 1024, 256, 196, **wide) == "packedwide"
     assert PG.choose("gemm1x1", f32, 1, 256, 1024, 196, **wide) == "packed"
-    # not: without a residual, strided, short K, few rows, small maps, float64, groups
-    assert PG.choose("gemm1x1", f32, 1, 256, 64, 3136, stride1=True) == "gemm1x1"
+    # without a residual: at least WIDE_PLAIN_MIN_M rows, switch WIDE_PLAIN
+    assert PG.choose("gemm1x1", f32, 1, 64, 256, 3136, stride1=True) == "packedwide"
+    assert PG.choose("gemm1x1", f32, 1, 32, 256, 729, stride1=True) == "gemm1x1"
+    monkeypatch.setattr(PG, "WIDE_PLAIN", False)
+    assert PG.choose("gemm1x1", f32, 1, 64, 256, 3136, stride1=True) == "gemm1x1"
+    assert PG.choose("gemm1x1", f32, 1, 256, 64, 3136, **wide) == "packedwide"
+    monkeypatch.setattr(PG, "WIDE_PLAIN", True)
+    # not: strided, short K, few rows, small maps, float64, groups
     assert PG.choose("gemm1x1", f32, 1, 256, 64, 3136, residual=True) == "gemm1x1"
     assert PG.choose("gemm1x1", f32, 1, 64, 16, 3025, **wide) == "gemm1x1"
     assert PG.choose("gemm1x1", f32, 1, 16, 96, 3025, **wide) == "gemm1x1"
@@ -181,7 +187,8 @@ def test_choice_and_switch(monkeypatch):
     assert PG.choose("im2col", f32, 1, 32, 800, 784) == "im2col"
     w = np.zeros((256, 64, 1, 1), f32)
     assert C.conv2d_plan((1, 64, 56, 56), w, residual=True).algorithm == "packedwide"
-    assert C.conv2d_plan((1, 64, 56, 56), w).algorithm == "gemm1x1"
+    assert C.conv2d_plan((1, 64, 56, 56), w).algorithm == "packedwide"
+    assert C.conv2d_plan((1, 64, 56, 56), w[:32]).algorithm == "gemm1x1"
     assert C.conv2d_plan((1, 8, 64, 64), np.zeros((64, 8, 7, 7), f32), stride=2, pad=3).algorithm == "packed"
     assert C.conv2d_plan((1, 64, 56, 56), w, stride=2, residual=True).algorithm == "gemm1x1"
     monkeypatch.setenv(PG.LARGE_ENV, "0")
