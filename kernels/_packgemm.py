@@ -368,6 +368,13 @@ WIDE_PREFETCH_X = enabled(PREFETCH_ENV)
 # 1.28 -> 1.04 ms, 256->128 2.21 -> 1.99, 28x28 512->128 1.08-1.12 -> 0.99, 512->256 2.09 -> 1.97
 # (BLAS + epilogue pass before); whole net paired 0.977-0.99 (flag_ab, noisy); not SqueezeNet's
 # 32-row squeezes (1.02, noise-level)
+# whether the packed GEMM runs strided unpadded 1x1 convs on a contiguous copy of the pixels
+# they read (read at each call; REFNET_PACKGEMM_SUBSAMPLE=0 off): read in place, X spans the
+# whole input map (ResNet-50's 512 x 28 x 28 at stride 2: about the L2 cache) for every row
+# panel. Paired, one thread, cold weights (residual pass included): 512->1024 /2 28x28 0.86-0.93,
+# 1024->2048 /2 14x14 0.96-0.99 of in place.
+SUBSAMPLE_ENV = "REFNET_PACKGEMM_SUBSAMPLE"
+SUBSAMPLE = enabled(SUBSAMPLE_ENV)
 WIDE_PLAIN_ENV = "REFNET_PACKGEMM_WIDE_PLAIN"
 WIDE_PLAIN = enabled(WIDE_PLAIN_ENV)
 WIDE_PLAIN_MIN_M = 64

@@ -1457,19 +1457,24 @@ class Conv2dPlan:
                 return self._gemm1x1(x, y, res)
             self._im2col(x, y)
             return False
-        if self.pack_offsets is None:
+        sub = _packgemm.SUBSAMPLE and self.khw == (1, 1) and self.stride != (1, 1) and self.pad == (0, 0, 0, 0)
+        if self.pack_offsets is None or self.pack_offsets[2] != sub:
             (sh, sw), (dh, dw), (kh, kw) = self.stride, self.dilation, self.khw
-            self.pack_offsets = _packgemm.conv_offsets(c, h + pt + pb, wd + pl + pr, kh, kw, sh, sw, dh, dw, ho, wo)
+            self.pack_offsets = (*(_packgemm.matrix_offsets(c, ho * wo) if sub else _packgemm.conv_offsets(
+                c, h + pt + pb, wd + pl + pr, kh, kw, sh, sw, dh, dw, ho, wo)), sub)
         for i in range(n):
             xi = x[i]
-            if pt or pl or pb or pr:
+            if sub:  # strided 1x1: the pixels read, contiguous (a cache-sized X for every row panel)
+                xi = _scratch(c * ho * wo, self.dtype, "subsample").reshape(c, ho, wo)
+                np.copyto(xi, x[i, :, :: self.stride[0], :: self.stride[1]])
+            elif pt or pl or pb or pr:
                 xp = _scratch(c * (h + pt + pb) * (wd + pl + pr), self.dtype, "packed_pad").reshape(
                     c, h + pt + pb, wd + pl + pr)
                 xp.fill(0)
                 xp[:, pt : pt + h, pl : pl + wd] = xi
                 xi = xp
             yi = y[i].reshape(co, ho * wo)
-            self.packed.offsets(xi.reshape(-1), *self.pack_offsets, yi)
+            self.packed.offsets(xi.reshape(-1), *self.pack_offsets[:2], yi)
             if res is not None:
                 _bias_res_act_cols(yi, np.ascontiguousarray(res[i]).reshape(co, ho * wo), self.b, self.res_act,
                                    self.slope, self.six, 0, ho * wo)

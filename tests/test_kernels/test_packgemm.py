@@ -142,6 +142,26 @@ def test_packed_conv_vs_reference(name, activation, residual, rng):
         assert_close(plan(x, residual=r) if residual else plan(x), y, "f32_vs_f64_long", f"{name} twins")
 
 
+@pytest.mark.parametrize("stride", [2, (3, 2)])
+def test_strided_1x1_on_a_subsampled_copy(stride, monkeypatch, rng):
+    """Strided unpadded 1x1 convs read a contiguous copy of their pixels (SUBSAMPLE) or the
+    input in place: the same sums (bit-identical), the float64 reference, a batch of 2; the
+    plan follows the switch between calls."""
+    xs, ws = (2, 24, 9, 7), (40, 24, 1, 1)
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    b = rng.standard_normal(ws[0]).astype(np.float32)
+    plan = C.conv2d_plan(xs, w, b, stride=stride, algorithm="packed", activation="relu")
+    want = np.maximum(C.conv2d_reference(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
+                                         stride=stride), 0)
+    got = {}
+    for sub in (True, False, True):
+        monkeypatch.setattr(PG, "SUBSAMPLE", sub)
+        got[sub] = plan(x)
+        assert_close(got[sub], want, "f32_vs_f64_long", f"subsample {sub}")
+    assert np.array_equal(got[True], got[False])
+
+
 def test_packed_conv_nonfinite_like_reference(rng):
     xs, ws = (1, 8, 6, 6), (40, 8, 3, 3)
     x = rng.standard_normal(xs).astype(np.float32)
