@@ -72,10 +72,13 @@ NR = 7  # output columns per register tile (7x7 maps: 7 tiles; 14x14: 28)
 # 7x7 stage 0.73 (3x3 512, Winograd before) and 0.81-0.87 (1x1), 14x14 1x1 K >= 512 0.88-0.94
 # but K = 256 1.02 and 3x3 256 1.41 (Winograd); GoogLeNet 14x14 1x1 K 480/528 0.93/0.92, 3x3
 # 1.32-1.57 (Winograd), 7x7 1x1 0.83, 3x3 0.75, 5x5 0.86; SqueezeNet 13x13 1x1 512->64 0.84,
-# 64->256 1.37, 3x3 1.55, conv10 512->1000 1.01.
+# 64->256 1.37, 3x3 1.55, conv10 512->1000 1.01. With the next-panel prefetch, K = 256 too:
+# ResNet-50's 14x14 256->1024 (5 with a residual; the wide GEMM before, whose 32-column tiles
+# waste 12.5% of 196 pixels) 1.24-1.38 -> 1.19-1.26 ms, whole net 0.990, inception_v1 0.986
+# (bench/flag_ab.py, paired, 21 rounds).
 MAX_N = 196
 MIN_M = 64
-MIN_K = 384
+MIN_K = 256
 WINO_MAX_N = 64
 # ... and the wide packed GEMM for the stride-1 1x1 convs with at least WIDE_MIN_N columns,
 # WIDE_MIN_M rows and WIDE_MIN_K reduction length that the packed GEMM above does not take.

@@ -180,13 +180,14 @@ def test_packed_conv_nonfinite_like_reference(rng):
 def test_choice_and_switch(monkeypatch):
     f32 = np.float32
     monkeypatch.delenv(PG.ENV, raising=False)
-    # ResNet-50's 7x7 stage: 1x1 and the 3x3 that was Winograd; 14x14 1x1 with K >= 384
+    # ResNet-50's 7x7 stage: 1x1 and the 3x3 that was Winograd; 14x14 1x1 with K >= 256
     assert PG.choose("gemm1x1", f32, 1, 2048, 512, 49) == "packed"
     assert PG.choose("winograd", f32, 1, 512, 4608, 49) == "packed"
     assert PG.choose("gemm1x1", f32, 1, 256, 1024, 196) == "packed"
+    assert PG.choose("gemm1x1", f32, 1, 1024, 256, 196, stride1=True, residual=True) == "packed"
     # not: larger maps, short K, Winograd on 14x14, float64, groups, depthwise/direct
     assert PG.choose("gemm1x1", f32, 1, 256, 1024, 784) == "gemm1x1"
-    assert PG.choose("gemm1x1", f32, 1, 1024, 256, 196) == "gemm1x1"
+    assert PG.choose("gemm1x1", f32, 1, 1024, 128, 196) == "gemm1x1"
     assert PG.choose("winograd", f32, 1, 256, 2304, 196) == "winograd"
     assert PG.choose("gemm1x1", np.float64, 1, 2048, 512, 49) == "gemm1x1"
     assert PG.choose("gemm1x1", f32, 2, 2048, 512, 49) == "gemm1x1"

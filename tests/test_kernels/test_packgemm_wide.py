@@ -158,12 +158,13 @@ def test_packedwide_needs_its_shape():
 def test_choice_and_switch(monkeypatch):
     f32 = np.float32
     monkeypatch.delenv(PG.ENV, raising=False)
-    # ResNet-50's 56x56 / 28x28 / 14x14 1x1 convs with a residual and K < 384 (the packed GEMM
-    # takes K >= 384 on 14x14)
+    # ResNet-50's 56x56 / 28x28 1x1 convs with a residual, 14x14 with K < 256 (the packed GEMM
+    # takes K >= 256 on 14x14)
     wide = dict(stride1=True, residual=True)
     assert PG.choose("gemm1x1", f32, 1, 256, 64, 3136, **wide) == "packedwide"
     assert PG.choose("gemm1x1", f32, 1, 512, 128, 784, **wide) == "packedwide"
-    assert PG.choose("gemm1x1", f32, 1, 1024, 256, 196, **wide) == "packedwide"
+    assert PG.choose("gemm1x1", f32, 1, 1024, 128, 196, **wide) == "packedwide"
+    assert PG.choose("gemm1x1", f32, 1, 1024, 256, 196, **wide) == "packed"
     assert PG.choose("gemm1x1", f32, 1, 256, 1024, 196, **wide) == "packed"
     # without a residual: at least WIDE_PLAIN_MIN_M rows, switch WIDE_PLAIN
     assert PG.choose("gemm1x1", f32, 1, 64, 256, 3136, stride1=True) == "packedwide"
