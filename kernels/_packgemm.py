@@ -59,7 +59,8 @@ import numpy as np
 from refnet.kernels._jit import JIT_OPTIONS
 from refnet.kernels._lazyjit import MODE, lazy_njit, load_numba, on_numba_load
 
-__all__ = ["MR", "NR", "MRW", "NRW", "PackedGemm", "WideGemm", "pack_weights", "packed_gemm", "packed_gemm_numpy",
+__all__ = ["MR", "NR", "MRW", "NRW", "PackedGemm", "WideGemm", "pack_weights", "packed_gemm", "packed_gemm_epi",
+           "packed_gemm_numpy", "epilogue_numpy",
            "packed_gemm_wide", "packed_gemm_wide_numpy", "choose", "enabled", "conv_offsets", "matrix_offsets"]
 
 MR = 32  # weight rows (output channels) per panel: two AVX-512 vectors of float32
@@ -269,13 +270,46 @@ def _tile(wp, xf, kofs, p, c0, c1, c2, c3, c4, c5, c6, cf, o0, n, rows, cols, wp
 
 
 @_fast
+def _row_epi(cf, rf, o0, o1, bm, hasres, act, s, six):
+    """cf[o0:o1] = act((cf + bm) [+ rf[o0:o1]]): act 1 leaky ReLU / PReLU (slope s), 2 ReLU6
+    (``six`` = 6), 0 none; NaN stays NaN (the conv plan's epilogue passes, one loop per case
+    so that each vectorises)."""
+    zero = six - six
+    if hasres:
+        for o in range(o0, o1):
+            cf[o] = (cf[o] + bm) + rf[o]
+        bm = zero
+    if act == 1:
+        for o in range(o0, o1):
+            v = cf[o] + bm
+            cf[o] = v if v > zero else v * s
+    elif act == 2:
+        for o in range(o0, o1):
+            v = cf[o] + bm
+            cf[o] = zero if v < zero else (six if v > six else v)
+    elif not hasres:
+        for o in range(o0, o1):
+            cf[o] = cf[o] + bm
+
+
+@_fast
 def packed_gemm(wp, xf, kofs, coffs, c, prefetch=False):
+    """:func:`packed_gemm_epi` without the epilogue: c = W @ X."""
+    cf = c.reshape(c.size)
+    packed_gemm_epi(wp, xf, kofs, coffs, c, prefetch, False, cf, cf, False, 0, cf, np.float32(6))
+
+
+@_fast
+def packed_gemm_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, act, slope, six):
     """c (M, N) = W @ X with W packed by :func:`pack_weights` into wp (P, K, MR), P * MR >= M,
     and X[k, j] = xf[kofs[k] + coffs[j]] (xf 1-D: a matrix, or an image whose im2col this
     reads in place, :func:`conv_offsets`); c C-contiguous. A last partial tile of columns
     repeats its last column (computed, not stored). With ``prefetch``, the column tiles of
     panel p prefetch panel p + 1, each tile an equal share (its weights come from memory,
-    not the cache, in a forward pass)."""
+    not the cache, in a forward pass). With ``epi``: c = act((W @ X + bias[:, None]) [+ R]),
+    each row panel's rows right after its tiles stored them (``bias`` and ``slope`` per row,
+    ``rf`` R flattened, read if ``hasres``; act 0 none, 1 leaky ReLU / PReLU, 2 ReLU6 with
+    ``six`` = 6)."""
     m, n = c.shape
     cf = c.reshape(m * n)
     last = n - 1
@@ -294,6 +328,9 @@ def packed_gemm(wp, xf, kofs, coffs, c, prefetch=False):
                   coffs[min(n0 + 3, last)], coffs[min(n0 + 4, last)], coffs[min(n0 + 5, last)],
                   coffs[min(n0 + 6, last)], cf, r0 * n + n0, n, rows, min(7, n - n0), wpf,
                   np.uint64(nxt + (n0 // 7) * share), pfs, pf)
+        if epi:  # the panel's rows, still in the cache
+            for r in range(r0, r0 + rows):
+                _row_epi(cf, rf, np.uint64(r * n), np.uint64((r + 1) * n), bias[r], hasres, act, slope[r], six)
 
 
 def pack_weights(wmat: np.ndarray, mr: int = MR) -> np.ndarray:
@@ -346,11 +383,21 @@ class PackedGemm:
         """c (M, N) = wmat @ x (K, N) (float32, x C-contiguous)."""
         self.offsets(x.reshape(-1), *matrix_offsets(*x.shape), c)
 
-    def offsets(self, xf: np.ndarray, kofs: np.ndarray, coffs: np.ndarray, c: np.ndarray) -> None:
+    def offsets(self, xf: np.ndarray, kofs: np.ndarray, coffs: np.ndarray, c: np.ndarray,
+                epi: tuple | None = None) -> None:
+        """... with ``epi`` = (bias, res, act, slope, six): c = act((W @ X + bias) [+ res])
+        (res None or of c's shape, C-contiguous; as :func:`packed_gemm_epi`)."""
         if MODE.on or load_numba().config.DISABLE_JIT:  # (the kernel as Python: tests only)
             packed_gemm_numpy(self.wp, xf, kofs, coffs, c)
-        else:
+            if epi is not None:
+                epilogue_numpy(c, *epi)
+        elif epi is None:
             packed_gemm(self.wp, xf, kofs, coffs, c, PREFETCH)
+        else:
+            bias, res, act, slope, six = epi
+            cf = c.reshape(c.size)
+            rf = cf if res is None else res.reshape(res.size)
+            packed_gemm_epi(self.wp, xf, kofs, coffs, c, PREFETCH, True, bias, rf, res is not None, act, slope, six)
 
 
 def enabled(env: str = ENV) -> bool:
@@ -376,6 +423,12 @@ WIDE_PREFETCH_X = enabled(PREFETCH_ENV)
 # whole input map (ResNet-50's 512 x 28 x 28 at stride 2: about the L2 cache) for every row
 # panel. Paired, one thread, cold weights (residual pass included): 512->1024 /2 28x28 0.86-0.93,
 # 1024->2048 /2 14x14 0.96-0.99 of in place.
+# whether the conv plan's packed GEMM applies bias, residual and activation to each row panel
+# right after computing it (in the cache) instead of a pass over C afterwards (read at each
+# call; REFNET_PACKGEMM_FUSED=0 off). Paired, process CPU time, 21 rounds: ResNet-50 0.983,
+# inception_v1 0.981 (bench/flag_ab.py); same results bit for bit.
+FUSED_ENV = "REFNET_PACKGEMM_FUSED"
+FUSED = enabled(FUSED_ENV)
 SUBSAMPLE_ENV = "REFNET_PACKGEMM_SUBSAMPLE"
 SUBSAMPLE = enabled(SUBSAMPLE_ENV)
 WIDE_PLAIN_ENV = "REFNET_PACKGEMM_WIDE_PLAIN"
@@ -562,6 +615,12 @@ def packed_gemm_wide_numpy(wmat: np.ndarray, x: np.ndarray, c: np.ndarray, bias:
                            res: np.ndarray | None, act: int, slope: np.ndarray, six: np.floating) -> None:
     """NumPy twin of :func:`packed_gemm_wide` (``res`` None: no residual)."""
     np.matmul(wmat, x, out=c)
+    epilogue_numpy(c, bias, res, act, slope, six)
+
+
+def epilogue_numpy(c: np.ndarray, bias: np.ndarray, res: np.ndarray | None, act: int, slope: np.ndarray,
+                   six: np.floating) -> None:
+    """In place on c (M, N): c = act((c + bias[:, None]) [+ res]), the fused epilogues' NumPy twin."""
     c += bias[:, None]
     if res is not None:
         c += res

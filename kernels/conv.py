@@ -1474,6 +1474,11 @@ class Conv2dPlan:
                 xp[:, pt : pt + h, pl : pl + wd] = xi
                 xi = xp
             yi = y[i].reshape(co, ho * wo)
+            if _packgemm.FUSED:  # bias, residual and activation as the tiles store
+                ri = None if res is None else np.ascontiguousarray(res[i]).reshape(co, ho * wo)
+                self.packed.offsets(xi.reshape(-1), *self.pack_offsets[:2], yi,
+                                    (self.b, ri, self.res_act, self.slope, self.six))
+                continue
             self.packed.offsets(xi.reshape(-1), *self.pack_offsets[:2], yi)
             if res is not None:
                 _bias_res_act_cols(yi, np.ascontiguousarray(res[i]).reshape(co, ho * wo), self.b, self.res_act,

@@ -58,6 +58,54 @@ def test_packed_gemm_prefetch_gives_the_same_product(m, k, n, rng):
     assert PG.PREFETCH == PG.enabled(PG.PREFETCH_ENV)
 
 
+@pytest.mark.parametrize("act", [0, 1, 2])
+@pytest.mark.parametrize("residual", [False, True])
+def test_packed_gemm_epilogue_vs_float64(act, residual, rng):
+    """packed_gemm_epi: act((W @ X + bias) [+ R]) per row panel (partial last panel, a partial
+    column tile), NaN from R kept; against float64 and the NumPy twin's epilogue."""
+    m, k, n = 40, 9, 10
+    w = rng.standard_normal((m, k)).astype(np.float32)
+    x = (rng.standard_normal((k, n)) * 2).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32)
+    slope = rng.uniform(0.05, 0.5, m).astype(np.float32)
+    r = rng.standard_normal((m, n)).astype(np.float32) if residual else None
+    if residual:
+        r[3, 4] = np.nan
+    want = w.astype(np.float64) @ x.astype(np.float64) + b[:, None]
+    if residual:
+        want = want + r
+    if act == 1:
+        want = np.where(want > 0, want, want * slope[:, None])
+    elif act == 2:
+        want = np.clip(want, 0, 6)
+    got = np.full((m, n), np.nan, np.float32)
+    cf = got.reshape(-1)
+    PG.packed_gemm_epi(PG.pack_weights(w), x.reshape(-1), *PG.matrix_offsets(k, n), got, True, True, b,
+                       cf if r is None else r.reshape(-1), residual, act, slope, np.float32(6))
+    assert np.array_equal(np.isnan(got), np.isnan(want))
+    assert_close(np.nan_to_num(got), np.nan_to_num(want), 1e-6, "kernel")
+    twin = np.full((m, n), np.nan, np.float32)
+    PG.PackedGemm(w).offsets(x.reshape(-1), *PG.matrix_offsets(k, n), twin, (b, r, act, slope, np.float32(6)))
+    assert_close(np.nan_to_num(twin), np.nan_to_num(want), 1e-6, "PackedGemm")
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_fused_epilogue_switch_gives_the_same_bits(residual, monkeypatch, rng):
+    """The conv plan's packed path with the epilogue per row panel (FUSED) or as a pass over C
+    afterwards: bit-identical."""
+    xs, ws = (2, 12, 6, 7), (70, 12, 3, 3)
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    b = rng.standard_normal(ws[0]).astype(np.float32)
+    plan = C.conv2d_plan(xs, w, b, pad=1, algorithm="packed", activation="relu6", residual=residual)
+    r = rng.standard_normal(plan.y_shape).astype(np.float32) * 4 if residual else None
+    got = []
+    for fused in (True, False):
+        monkeypatch.setattr(PG, "FUSED", fused)
+        got.append(plan(x, residual=r) if residual else plan(x))
+    assert np.array_equal(got[0], got[1])
+
+
 def test_long_reductions_round_like_the_blas():
     """K = 9216 positive products (rounding errors add up): summed in blocks of 128, the packed
     GEMM stays within 2x np.matmul's float32 error against float64 (one FMA chain over all K:
