@@ -233,8 +233,11 @@ def test_choice_and_switch(monkeypatch):
     assert PG.choose("winograd", f32, 1, 512, 4608, 49) == "packed"
     assert PG.choose("gemm1x1", f32, 1, 256, 1024, 196) == "packed"
     assert PG.choose("gemm1x1", f32, 1, 1024, 256, 196, stride1=True, residual=True) == "packed"
-    # not: larger maps, short K, Winograd on 14x14, float64, groups, depthwise/direct
-    assert PG.choose("gemm1x1", f32, 1, 256, 1024, 784) == "gemm1x1"
+    # strided 1x1 on larger maps with K >= 256 (on a subsampled copy)
+    assert PG.choose("gemm1x1", f32, 1, 512, 256, 784) == "packed"
+    assert C.conv2d_plan((1, 256, 56, 56), np.zeros((512, 256, 1, 1), f32), stride=2).algorithm == "packed"
+    # not: larger maps with short K, short K, Winograd on 14x14, float64, groups, depthwise/direct
+    assert PG.choose("gemm1x1", f32, 1, 256, 128, 784) == "gemm1x1"
     assert PG.choose("gemm1x1", f32, 1, 1024, 128, 196) == "gemm1x1"
     assert PG.choose("winograd", f32, 1, 256, 2304, 196) == "winograd"
     assert PG.choose("gemm1x1", np.float64, 1, 2048, 512, 49) == "gemm1x1"
