@@ -93,8 +93,10 @@ WINO_MAX_N = 64
 # 3x3/2 128 at 56x56 0.77, 64->128 3x3/2 0.82; GoogLeNet 5x5 32->96 28x28 0.69; CaffeNet
 # 11x11/4 0.84; 16->64 3x3/2 112x112 (K = 144) 0.92; but K = 27 (3->64 3x3/2 at 224) 1.48 and
 # 3->32 3x3 at 416x416 1.11. ... and strided 1x1 convs with K >= MIN_K on any map (ResNet-50's
-# 256->512 /2 at 56x56 with its residual: 0.954 of the BLAS path, paired, cold weights).
+# 256->512 /2 at 56x56 with its residual: 0.954 of the BLAS path, paired, cold weights; switch
+# STRIDED, read at plan time).
 IM2COL_MIN_K = 128
+STRIDED = True
 WIDE_MIN_N = 196
 WIDE_MIN_M = 32
 WIDE_MIN_K = 64
@@ -453,7 +455,7 @@ def choose(base: str, dtype: np.dtype, groups: int, m: int, k: int, n: int, *, s
         return base
     if base == "im2col" and m >= MIN_M and k >= IM2COL_MIN_K:
         return "packed"
-    if base == "gemm1x1" and not stride1 and m >= MIN_M and k >= MIN_K:
+    if base == "gemm1x1" and not stride1 and STRIDED and m >= MIN_M and k >= MIN_K:
         return "packed"  # (strided 1x1 on a large map: on a subsampled copy, SUBSAMPLE)
     if (base == "gemm1x1" and stride1 and n >= WIDE_MIN_N and m >= WIDE_MIN_M and k >= WIDE_MIN_K
             and (residual or (WIDE_PLAIN and m >= WIDE_PLAIN_MIN_M))):
