@@ -59,9 +59,9 @@ import numpy as np
 from refnet.kernels._jit import JIT_OPTIONS
 from refnet.kernels._lazyjit import MODE, lazy_njit, load_numba, on_numba_load
 
-__all__ = ["MR", "NR", "MRW", "NRW", "PackedGemm", "WideGemm", "pack_weights", "packed_gemm", "packed_gemm_epi",
-           "packed_gemm_numpy", "epilogue_numpy",
-           "packed_gemm_wide", "packed_gemm_wide_numpy", "choose", "enabled", "conv_offsets", "matrix_offsets"]
+__all__ = ["MR", "NR", "MRW", "NRW", "PackedGemm", "WideGemm", "WinoGemms", "pack_weights", "packed_gemm",
+           "packed_gemm_epi", "packed_gemm_numpy", "epilogue_numpy", "packed_gemm_wide", "packed_gemm_wide_numpy",
+           "choose", "enabled", "conv_offsets", "matrix_offsets"]
 
 MR = 32  # weight rows (output channels) per panel: two AVX-512 vectors of float32
 NR = 7  # output columns per register tile (7x7 maps: 7 tiles; 14x14: 28)
@@ -97,6 +97,10 @@ WINO_MAX_N = 64
 # STRIDED, read at plan time).
 IM2COL_MIN_K = 128
 STRIDED = True
+# one-thread Winograd convs: their GEMMs on packed weights (WinoGemms.fit; REFNET_PACKGEMM_WINO=0
+# off at plan time, the flag read again at each call)
+WINO_ENV = "REFNET_PACKGEMM_WINO"
+WINO_PACKED = os.environ.get(WINO_ENV, "1").strip() not in ("0", "off", "no", "false")
 WIDE_MIN_N = 196
 WIDE_MIN_M = 32
 WIDE_MIN_K = 64
@@ -401,6 +405,32 @@ class PackedGemm:
             cf = c.reshape(c.size)
             rf = cf if res is None else res.reshape(res.size)
             packed_gemm_epi(self.wp, xf, kofs, coffs, c, PREFETCH, True, bias, rf, res is not None, act, slope, six)
+
+
+class WinoGemms:
+    """``g(v, m)``: m[e] = u[e] @ v[e] for the transformed elements of a Winograd conv, u
+    (nk, M, K) float32 packed once here, one :class:`PackedGemm` each."""
+
+    def __init__(self, u: np.ndarray) -> None:
+        self.gemms = [PackedGemm(ue) for ue in u]
+
+    @classmethod
+    def fit(cls, u: np.ndarray, dtype: np.dtype, tiles: int) -> WinoGemms | None:
+        """The packed GEMMs for u (nk, M, K) where they measured faster than np.matmul: F(2,3)
+        (nk = 16), float32, at least MIN_M rows and MIN_K input channels, at most MAX_N tiles
+        per image (ResNet-50's 14x14 256 -> 256: 16 GEMMs 256 x 256 x 49, 1.21 vs 1.56 ms, hot;
+        the conv 1.9-2.0 -> 1.45-1.6 ms in the net, whole net 0.964 (process CPU time, paired,
+        21 rounds); F(4,3)'s 36 x 128 x 128 x 49 lost: 0.81 vs 0.58); else None
+        (``$REFNET_PACKGEMM`` 0, or WINO_PACKED False, at plan time)."""
+        nk, m, k = u.shape
+        if (not enabled() or not WINO_PACKED or nk != 16 or np.dtype(dtype) != np.float32 or m < MIN_M or k < MIN_K
+                or tiles > MAX_N):
+            return None
+        return cls(u)
+
+    def __call__(self, v: np.ndarray, m: np.ndarray) -> None:
+        for e, g in enumerate(self.gemms):
+            g(v[e], m[e])
 
 
 def enabled(env: str = ENV) -> bool:

@@ -1282,6 +1282,8 @@ class Conv2dPlan:
             if (kh, kw, sh, sw, dh, dw, g) != (3, 3, 1, 1, 1, 1, 1):
                 raise ValueError(f"{alg} needs a 3x3, stride-1, undilated, ungrouped conv")
             self._wino_setup(w, 2 if alg == "winograd" else 4)
+            # one thread: the nk GEMMs on packed weights where that measured faster (kernels/_packgemm.py)
+            self.wino_packed = _packgemm.WinoGemms.fit(self.u, dt, self.th_n * self.tw_n)
         elif alg in ("gemm1x1", "packedwide"):
             if (kh, kw, pt, pl, pb, pr) != (1, 1, 0, 0, 0, 0):
                 raise ValueError(f"{alg} needs a 1x1, unpadded conv")
@@ -1619,7 +1621,7 @@ class Conv2dPlan:
         nt = max(band * tw_n, per * tiles)
         vbuf = _scratch(nk * c * nt, self.dtype, "wino_v")
         mbuf = _scratch(nk * co * nt, self.dtype, "wino_m")
-        u, b, act, slope, six = self.u, self.b, self.act, self.slope, self.six
+        b, act, slope, six = self.b, self.act, self.slope, self.six
         if per > 1 or band >= th_n:
             for i0 in range(0, n, per):
                 i1 = min(n, i0 + per)
@@ -1628,7 +1630,7 @@ class Conv2dPlan:
                 m = mbuf[: nk * co * t].reshape(nk, co, t)
                 for i in range(i0, i1):
                     wino_in(x[i], pt, pl, 0, th_n, tw_n, (i - i0) * tiles, v)
-                np.matmul(u, v, out=m)
+                self._wino_gemms(v, m)
                 for i in range(i0, i1):
                     wino_out(m, b, act, slope, six, 0, th_n, tw_n, (i - i0) * tiles, y[i])
             return
@@ -1639,9 +1641,16 @@ class Conv2dPlan:
                 v = vbuf[: nk * c * t].reshape(nk, c, t)
                 m = mbuf[: nk * co * t].reshape(nk, co, t)
                 wino_in(x[i], pt, pl, ty0, ty1, tw_n, 0, v)
-                np.matmul(u, v, out=m)
+                self._wino_gemms(v, m)
                 wino_out(m, b, act, slope, six, ty0, ty1, tw_n, 0, y[i])
 
+    def _wino_gemms(self, v, m):
+        """m[e] = u[e] @ v[e] for the nk transformed elements, one thread: the packed GEMMs
+        (``wino_packed``, while ``_packgemm.WINO_PACKED``) or one batched np.matmul."""
+        if self.wino_packed is not None and _packgemm.WINO_PACKED:
+            self.wino_packed(v, m)
+        else:
+            np.matmul(self.u, v, out=m)
 
     def _winograd4_split(self, x, y, nt):
         """F(4,3) over the worker threads (serial builds; every tile and GEMM element computed as

@@ -265,3 +265,26 @@ def test_several_threads_fall_back_to_the_split_blas_paths(pool, name, rng):
     assert_close(split, want, "f32_vs_f64_long", name)
     _workers.set_workers(1)
     assert_close(plan(x), want, "f32_vs_f64_long", name)
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_winograd_gemms_on_packed_weights(n, monkeypatch, rng):
+    """One-thread F(2,3) convs with K >= MIN_K input channels run their 16 GEMMs on packed
+    weights (WinoGemms): against the float64 reference, with bias and ReLU, a batch of 2; the
+    call-time switch gives np.matmul's result within rounding; narrow convs keep np.matmul."""
+    xs, ws = (n, 256, 6, 5), (64, 256, 3, 3)
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = (rng.standard_normal(ws) * 0.1).astype(np.float32)
+    b = rng.standard_normal(ws[0]).astype(np.float32)
+    plan = C.conv2d_plan(xs, w, b, pad=1, algorithm="winograd", activation="relu")
+    assert isinstance(plan.wino_packed, PG.WinoGemms) and len(plan.wino_packed.gemms) == 16
+    want = np.maximum(C.conv2d_reference(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
+                                         pad=1), 0)
+    got = plan(x)
+    assert_close(got, want, "f32_vs_f64_long", "packed Winograd GEMMs")
+    monkeypatch.setattr(PG, "WINO_PACKED", False)
+    assert_close(plan(x), got, 1e-5, "np.matmul Winograd GEMMs")
+    narrow = C.conv2d_plan((1, 128, 6, 5), w[:, :128], b, pad=1, algorithm="winograd")
+    assert narrow.wino_packed is None
+    monkeypatch.setattr(PG, "WINO_PACKED", True)
+    assert C.conv2d_plan(xs, w.astype(np.float64), pad=1, algorithm="winograd").wino_packed is None
