@@ -112,19 +112,24 @@ LARGE_ENV = "REFNET_PACKGEMM_LARGE"
 # each call from this flag)
 PREFETCH_ENV = "REFNET_PACKGEMM_PREFETCH"
 
-# stand-ins until numba loads; then the stack-array intrinsic (or, with NUMBA_DISABLE_JIT=1,
-# NumPy arrays, so the kernel body runs as Python)
+# stand-ins until numba loads; then the intrinsics: a stack array, and software prefetches of
+# one cache line (hints) for reading and for writing (prefetchw: the line arrives ready to be
+# written). With NUMBA_DISABLE_JIT=1: NumPy arrays and no-ops, so the kernel bodies run as Python.
 _stack: Any = None
 _carray: Any = None
+_prefetch: Any = None
+_prefetchw: Any = None
 
 
 @on_numba_load
-def _define_stack(numba: Any) -> None:
-    global _stack, _carray
+def _define_intrinsics(numba: Any) -> None:
+    global _stack, _carray, _prefetch, _prefetchw
     if numba.config.DISABLE_JIT:
         _stack = lambda n: np.zeros(n, np.float32)  # noqa: E731
         _carray = lambda a, shape: a.reshape(shape)  # noqa: E731
+        _prefetch = _prefetchw = lambda a, i: None  # noqa: E731
         return
+    from llvmlite import ir
     from numba.core import cgutils, types
     from numba.extending import intrinsic
 
@@ -140,27 +145,7 @@ def _define_stack(numba: Any) -> None:
 
         return types.CPointer(types.float32)(size), codegen
 
-    _stack = stack
-    _carray = numba.carray
-
-
-# software prefetches of one cache line (hints; with NUMBA_DISABLE_JIT=1 Python no-ops): for
-# reading, and for writing (prefetchw: the line arrives ready to be written)
-_prefetch: Any = None
-_prefetchw: Any = None
-
-
-@on_numba_load
-def _define_prefetch(numba: Any) -> None:
-    global _prefetch, _prefetchw
-    if numba.config.DISABLE_JIT:
-        _prefetch = _prefetchw = lambda a, i: None  # noqa: E731
-        return
-    from llvmlite import ir
-    from numba.core import cgutils, types
-    from numba.extending import intrinsic
-
-    def make(rw: int) -> Any:
+    def make_prefetch(rw: int) -> Any:
         @intrinsic
         def prefetch(typingctx: Any, arr: Any, idx: Any) -> Any:
             """Prefetch (llvm.prefetch, locality 2) the line holding ``arr[idx]`` (a 1-D array,
@@ -181,7 +166,8 @@ def _define_prefetch(numba: Any) -> None:
 
         return prefetch
 
-    _prefetch, _prefetchw = make(0), make(1)
+    _stack, _carray = stack, numba.carray
+    _prefetch, _prefetchw = make_prefetch(0), make_prefetch(1)
 
 
 _fast = lazy_njit(**{**JIT_OPTIONS, "fastmath": {"contract"}, "boundscheck": False})
