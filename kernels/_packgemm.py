@@ -26,6 +26,12 @@ k), so the next panel arrives while this one is computed: ResNet-50 1 thread 0.9
 prefetch (paired, 15 rounds; its 7x7 stage 1x1s 1.36 -> 1.09 ms). ``REFNET_PACKGEMM_PREFETCH=0``
 (or :data:`PREFETCH` False) turns it off.
 
+Epilogue: the conv plan's packed path applies bias, residual and activation to each row panel
+of C right after its tiles stored it, while it is in the cache (:func:`packed_gemm_epi`,
+:data:`FUSED`); strided unpadded 1x1 convs read a contiguous copy of their pixels
+(:data:`SUBSAMPLE`). :class:`WinoGemms` runs the 16 GEMMs of a one-thread F(2,3) Winograd conv
+with >= MIN_K input channels on packed weights (:data:`WINO_PACKED`).
+
 Rounding: each output sums blocks of 128 products (one float32 FMA chain each, k in order)
 and then the blocks' sums, about as accurate as the BLAS (one chain over all K was 13x
 np.matmul's error at K = 9216 and broke the float32 tolerance on yolov2-tiny's 4x4 layers);
