@@ -66,6 +66,35 @@ def _nets(kind: str, name: str, wd: Path):
     return nets, x
 
 
+def paired_rounds(nets, x, setvariant, rounds: int, passes: int = 1) -> tuple[list[list[float]], list[list[float]]]:
+    """Per variant v = 0, 1 (``nets[v]``, ``setvariant(v)`` called before each of its calls) the
+    seconds per forward pass, wall clock and process CPU time: rounds alternate the variants
+    (order flipped every round), each timed call of ``passes`` passes after an untimed warm-up
+    call of the same variant and a 0.05 s pause."""
+    times: list[list[float]] = [[], []]
+    cpu: list[list[float]] = [[], []]
+    for r in range(rounds):
+        for v in ((0, 1) if r % 2 == 0 else (1, 0)):
+            setvariant(v)
+            nets[v].forward(x)
+            time.sleep(0.05)
+            t0, c0 = time.perf_counter(), time.process_time()
+            for _ in range(passes):
+                nets[v].forward(x)
+            cpu[v].append((time.process_time() - c0) / passes)
+            times[v].append((time.perf_counter() - t0) / passes)
+    return times, cpu
+
+
+def summary(ts: list[list[float]], a: str, b: str) -> str:
+    """"a X ms, b Y ms (min ..); B/A median r (min .., max .., n rounds)" of :func:`paired_rounds`'
+    seconds ``ts`` (medians, and the per-round ratios B/A)."""
+    ratios = [y / x for x, y in zip(*ts)]
+    ma, mb = (statistics.median(t) * 1e3 for t in ts)
+    return (f"{a} {ma:.2f} ms, {b} {mb:.2f} ms (min {min(ts[0]) * 1e3:.2f} / {min(ts[1]) * 1e3:.2f}); B/A median "
+            f"{statistics.median(ratios):.3f} (min {min(ratios):.3f}, max {max(ratios):.3f}, {len(ratios)} rounds)")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models", help="comma-separated onnx light zoo names ('' for none)")
@@ -92,30 +121,15 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="refnet-flag-ab-") as wd:
         for kind, name in cases:
             nets, x = _nets(kind, name, Path(wd))
-            times: list[list[float]] = [[], []]
-            cpu: list[list[float]] = [[], []]
             outs = []
             for v in (0, 1):
                 setflags(v)
                 outs.append(next(iter(nets[v].forward(x).values())))
             diff = float(abs(outs[0].astype("f8") - outs[1]).max() / max(abs(outs[0]).max(), 1e-30))
-            for r in range(a.rounds):
-                for v in ((0, 1) if r % 2 == 0 else (1, 0)):
-                    setflags(v)
-                    nets[v].forward(x)
-                    time.sleep(0.05)
-                    t0, c0 = time.perf_counter(), time.process_time()
-                    for _ in range(a.passes):
-                        nets[v].forward(x)
-                    cpu[v].append((time.process_time() - c0) / a.passes)
-                    times[v].append((time.perf_counter() - t0) / a.passes)
+            times, cpu = paired_rounds(nets, x, setflags, a.rounds, a.passes)
             for what, ts in (("wall", times), ("cpu", cpu)):
-                ratios = [b / a_ for a_, b in zip(*ts)]
-                ma, mb = (statistics.median(t) * 1e3 for t in ts)
-                print(f"{kind} {name} {what}: {attr}=False {ma:.2f} ms, True {mb:.2f} ms (min {min(ts[0]) * 1e3:.2f}"
-                      f" / {min(ts[1]) * 1e3:.2f}); B/A median {statistics.median(ratios):.3f} (min {min(ratios):.3f},"
-                      f" max {max(ratios):.3f}, {len(ratios)} rounds, {a.threads} thread(s)); output max rel diff "
-                      f"{diff:.2e}; load {os.getloadavg()[0]:.2f}", flush=True)
+                print(f"{kind} {name} {what}: {summary(ts, f'{attr}=False', 'True')}, {a.threads} thread(s); output "
+                      f"max rel diff {diff:.2e}; load {os.getloadavg()[0]:.2f}", flush=True)
     return 0
 
 

@@ -8,20 +8,20 @@ MIN_K 384: the choices and kernels of session 6), variant B with them as this ch
 Per model (the onnx package's light zoo graphs with ``refnet.archs.seed_onnx_weights(seed=0)``)
 two nets in one process; the switches are set before every call of a variant (some are read
 when a conv is planned, on the first call, the others at each call); rounds alternate A and B
-(order flipped every round), each timed call after a 0.05 s pause and an untimed warm-up call
-of the same variant. Prints the medians (wall clock and process CPU time) and the median,
-quartiles and range of the per-round ratios B/A, and the load average. Not collected by
-``pytest bench``.
+(order flipped every round), each timed call after an untimed warm-up call of the same variant
+and a 0.05 s pause (bench/flag_ab.py's ``paired_rounds``). Prints the medians (wall clock and
+process CPU time), the median, range and quartiles of the per-round ratios B/A, and the load
+average. Not collected by ``pytest bench``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import tempfile
-import time
 from pathlib import Path
+
+from flag_ab import paired_rounds, summary  # (run from the checkout: bench/ is the script's folder)
 
 SWITCHES = ("PREFETCH", "WIDE_PREFETCH", "WIDE_PREFETCH_X", "WIDE_PLAIN", "SUBSAMPLE", "FUSED", "STRIDED",
             "WINO_PACKED")
@@ -59,25 +59,13 @@ def main(argv: list[str] | None = None) -> int:
             for v in (0, 1):
                 variant(v)
                 nets[v].forward(x)
-            wall: list[list[float]] = [[], []]
-            cpu: list[list[float]] = [[], []]
-            for r in range(a.rounds):
-                for v in ((0, 1) if r % 2 == 0 else (1, 0)):
-                    variant(v)
-                    nets[v].forward(x)
-                    time.sleep(0.05)
-                    t0, c0 = time.perf_counter(), time.process_time()
-                    nets[v].forward(x)
-                    cpu[v].append(time.process_time() - c0)
-                    wall[v].append(time.perf_counter() - t0)
+            wall, cpu = paired_rounds(nets, x, variant, a.rounds)
             variant(1)
             for what, ts in (("wall", wall), ("cpu", cpu)):
                 rat = sorted(b / a_ for a_, b in zip(*ts))
                 q = len(rat) // 4
-                print(f"{name} {what}: session-6 choices {statistics.median(ts[0]) * 1e3:.2f} ms, this checkout "
-                      f"{statistics.median(ts[1]) * 1e3:.2f} ms (min {min(ts[0]) * 1e3:.2f} / {min(ts[1]) * 1e3:.2f});"
-                      f" B/A median {statistics.median(rat):.3f} (quartiles {rat[q]:.3f}..{rat[-1 - q]:.3f}, range "
-                      f"{rat[0]:.3f}..{rat[-1]:.3f}, {a.rounds} rounds); load {os.getloadavg()[0]:.2f}", flush=True)
+                print(f"{name} {what}: {summary(ts, 'session-6 choices', 'this checkout')}; ratio quartiles "
+                      f"{rat[q]:.3f}..{rat[-1 - q]:.3f}; load {os.getloadavg()[0]:.2f}", flush=True)
     return 0
 
 
