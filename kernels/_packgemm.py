@@ -438,7 +438,9 @@ PREFETCH = enabled(PREFETCH_ENV)
 WIDE_PREFETCH = enabled(PREFETCH_ENV)
 WIDE_PREFETCH_X = enabled(PREFETCH_ENV)
 # whether the wide GEMM also takes the stride-1 1x1 convs without a residual that have at least
-# WIDE_PLAIN_MIN_M rows (read at plan time; REFNET_PACKGEMM_WIDE_PLAIN=0 off). With the prefetches
+# WIDE_PLAIN_MIN_M rows, on maps of WIDE_PLAIN_MIN_N..WIDE_PLAIN_MAX_N pixels (read at plan time;
+# REFNET_PACKGEMM_WIDE_PLAIN=0 off; MobileNet-SSD's 75x75 and 19x19 pointwise convs measured
+# 1.01-1.02 of the BLAS path in the whole net, load 3-4, without them 0.994). With the prefetches
 # above, ResNet-50 1 thread per layer (bench/layers_vs_ort.py, medians of 15): 56x56 256->64
 # 1.28 -> 1.04 ms, 256->128 2.21 -> 1.99, 28x28 512->128 1.08-1.12 -> 0.99, 512->256 2.09 -> 1.97
 # (BLAS + epilogue pass before); whole net paired 0.977-0.99 (flag_ab, noisy); not SqueezeNet's
@@ -459,6 +461,8 @@ SUBSAMPLE = enabled(SUBSAMPLE_ENV)
 WIDE_PLAIN_ENV = "REFNET_PACKGEMM_WIDE_PLAIN"
 WIDE_PLAIN = enabled(WIDE_PLAIN_ENV)
 WIDE_PLAIN_MIN_M = 64
+WIDE_PLAIN_MIN_N = 784
+WIDE_PLAIN_MAX_N = 3136
 
 
 def choose(base: str, dtype: np.dtype, groups: int, m: int, k: int, n: int, *, stride1: bool = False,
@@ -480,7 +484,7 @@ def choose(base: str, dtype: np.dtype, groups: int, m: int, k: int, n: int, *, s
     if base == "gemm1x1" and not stride1 and STRIDED and m >= MIN_M and k >= MIN_K:
         return "packed"  # (strided 1x1 on a large map: on a subsampled copy, SUBSAMPLE)
     if (base == "gemm1x1" and stride1 and n >= WIDE_MIN_N and m >= WIDE_MIN_M and k >= WIDE_MIN_K
-            and (residual or (WIDE_PLAIN and m >= WIDE_PLAIN_MIN_M))):
+            and (residual or (WIDE_PLAIN and m >= WIDE_PLAIN_MIN_M and WIDE_PLAIN_MIN_N <= n <= WIDE_PLAIN_MAX_N))):
         return "packedwide"
     return base
 

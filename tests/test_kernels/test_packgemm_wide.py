@@ -169,6 +169,9 @@ def test_choice_and_switch(monkeypatch):
     # without a residual: at least WIDE_PLAIN_MIN_M rows, switch WIDE_PLAIN
     assert PG.choose("gemm1x1", f32, 1, 64, 256, 3136, stride1=True) == "packedwide"
     assert PG.choose("gemm1x1", f32, 1, 32, 256, 729, stride1=True) == "gemm1x1"
+    assert PG.choose("gemm1x1", f32, 1, 512, 512, 361, stride1=True) == "gemm1x1"  # (maps of 784..3136 pixels)
+    assert PG.choose("gemm1x1", f32, 1, 128, 64, 5625, stride1=True) == "gemm1x1"
+    assert PG.choose("gemm1x1", f32, 1, 128, 512, 784, stride1=True) == "packedwide"
     monkeypatch.setattr(PG, "WIDE_PLAIN", False)
     assert PG.choose("gemm1x1", f32, 1, 64, 256, 3136, stride1=True) == "gemm1x1"
     assert PG.choose("gemm1x1", f32, 1, 256, 64, 3136, **wide) == "packedwide"
