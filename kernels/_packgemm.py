@@ -86,6 +86,23 @@ IM2COL_MIN_K = 128
 WIDE_MIN_N = 196
 WIDE_MIN_M = 32
 WIDE_MIN_K = 64
+# ... and the wide packed GEMM also for stride-1 1x1 convs without a residual with at least
+# PLAIN_MIN_N columns and PLAIN_MIN_K reduction length, and at most PLAIN_FEW_M rows, or at most
+# PLAIN_MAX_M rows on at most PLAIN_MAX_N columns (SqueezeNet's squeeze and expand1x1 convs): its
+# epilogue in the stores saves the second pass over C, and on few rows the BLAS's packing is much
+# of its call. Measured in the net (one thread, paired per-step medians: bench/steps_ab.py
+# squeezenet refnet.kernels._packgemm:WIDE_PLAIN), us BLAS + epilogue -> wide: SqueezeNet
+# 64->16 55x55 127 -> 96, 128->16 55x55 190 -> 145, 128->32 27x27 93 -> 73, 256->32 27x27
+# 167 -> 126, 256->48 13x13 73 -> 59, 384->48 98 -> 79, 48->192 13x13 57 -> 50, 64->256 89 -> 78;
+# but 16->64 55x55 (K = 16) 111 -> 114; ResNet-50 256->64 56x56 1323 -> 1180, 512->128 28x28
+# 1075 -> 997, 512->256 28x28 2179 -> 2032, but 64->256 56x56 1296 -> 1353 (the BLAS is good at
+# many rows, a short K and a wide map; noise there +-60 us). ``REFNET_PACKWIDE_PLAIN=0``: off.
+WIDE_PLAIN = os.environ.get("REFNET_PACKWIDE_PLAIN", "1").strip() not in ("0", "off", "no", "false")
+PLAIN_MIN_N = 169
+PLAIN_MIN_K = 32
+PLAIN_FEW_M = 64
+PLAIN_MAX_M = 256
+PLAIN_MAX_N = 1024
 # A/B switches: REFNET_PACKGEMM=0 turns the packed paths off (plans made afterwards),
 # REFNET_PACKGEMM_LARGE=0 only their use on large maps (the wide GEMM, im2col convs > MAX_N)
 ENV = "REFNET_PACKGEMM"
@@ -293,8 +310,9 @@ def enabled(env: str = ENV) -> bool:
 def choose(base: str, dtype: np.dtype, groups: int, m: int, k: int, n: int, *, stride1: bool = False,
            residual: bool = False) -> str:
     """The conv plan's algorithm: "packed" or "packedwide" (stride-1 1x1 convs with a fused
-    residual) where that packed GEMM measured faster than ``base`` (the plan's own choice) for
-    a GEMM of these sizes (per image), else ``base``."""
+    residual, or without one on few rows, :data:`WIDE_PLAIN`) where that packed GEMM measured
+    faster than ``base`` (the plan's own choice) for a GEMM of these sizes (per image), else
+    ``base``."""
     if not enabled() or np.dtype(dtype) != np.float32 or groups != 1 or base not in (
             "gemm1x1", "im2col", "winograd", "winograd4"):
         return base
@@ -307,6 +325,9 @@ def choose(base: str, dtype: np.dtype, groups: int, m: int, k: int, n: int, *, s
     if base == "im2col" and m >= MIN_M and k >= IM2COL_MIN_K:
         return "packed"
     if base == "gemm1x1" and stride1 and residual and n >= WIDE_MIN_N and m >= WIDE_MIN_M and k >= WIDE_MIN_K:
+        return "packedwide"
+    if (base == "gemm1x1" and stride1 and not residual and WIDE_PLAIN and n >= PLAIN_MIN_N and k >= PLAIN_MIN_K
+            and (m <= PLAIN_FEW_M or (m <= PLAIN_MAX_M and n <= PLAIN_MAX_N))):
         return "packedwide"
     return base
 
