@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from refnet.kernels import _direct, _packgemm, _workers
-from refnet.kernels._lazyjit import MODE, load_numba
+from refnet.kernels._lazyjit import MODE, load_numba, numba_loaded
 
 __all__ = ["ENV", "USE", "enabled", "lean_step"]
 
@@ -49,6 +49,14 @@ def _plain(plan: Any, split_min_macs: int) -> Callable[[np.ndarray, np.ndarray |
     return ok
 
 
+def _jit_disabled() -> bool:
+    """numba's ``DISABLE_JIT``, without importing numba (a small net's program may never load it:
+    refnet.runtime.smallnet)."""
+    if numba_loaded():
+        return bool(load_numba().config.DISABLE_JIT)
+    return os.environ.get("NUMBA_DISABLE_JIT", "0").strip() not in ("", "0")
+
+
 def lean_step(plan: Any, *, python_kernels: bool = False) -> Callable[..., np.ndarray] | None:
     """``step(x, out=None)`` computing ``plan(x, out)`` for a :class:`refnet.kernels.conv.Conv2dPlan`
     of batch 1 without a residual (see the module docstring), or None where it has no lean path.
@@ -56,8 +64,8 @@ def lean_step(plan: Any, *, python_kernels: bool = False) -> Callable[..., np.nd
     ``python_kernels`` (tests: the step then runs the kernels' bodies as Python)."""
     from refnet.kernels import conv as C
 
-    if not enabled() or (load_numba().config.DISABLE_JIT and not python_kernels) or plan.x_shape[0] != 1 \
-            or plan.residual or plan.dtype != np.float32:
+    if not enabled() or (_jit_disabled() and not python_kernels) or plan.x_shape[0] != 1 or plan.residual \
+            or plan.dtype != np.float32:
         return None
     alg = plan.algorithm
     ok = _plain(plan, C._SPLIT_MIN_MACS)
