@@ -1,9 +1,11 @@
 """Paired per-step A/B of one module flag of refnet, one thread, in one process.
 
     python bench/steps_ab.py squeezenet refnet.kernels._packgemm:WIDE_PLAIN [--rounds 60] [--show 3]
+    python bench/steps_ab.py squeezenet refnet.kernels._packgemm:PLAIN_MIN_K --values 32,16
 
 The onnx light zoo model (``refnet.archs.seed_onnx_weights(seed=0)``) is loaded twice, variant A
-with the flag False, B with it True (set before each call of that variant, as bench/flag_ab.py).
+with the flag False, B with it True (or the two ``--values``, Python literals), set before each
+call of that variant, as bench/flag_ab.py.
 Rounds alternate A and B (order flipped every round); each timed forward pass follows an untimed
 one of the same variant and runs step by step (``Program.steps``), so every step's time is taken
 inside a whole pass (caches as in a forward, unlike a step timed alone). Prints the medians of the
@@ -28,7 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("flag", help="module:ATTRIBUTE, a bool read by refnet")
     ap.add_argument("--rounds", type=int, default=60)
     ap.add_argument("--show", type=float, default=3.0, help="list steps differing by more than this (us)")
+    ap.add_argument("--values", default="False,True", help="the attribute's values for A and B (Python literals)")
     a = ap.parse_args(argv)
+
+    import ast
 
     import numpy as np
     import onnx
@@ -40,13 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     refnet.set_num_threads(1)
     modname, attr = a.flag.split(":")
     mod = importlib.import_module(modname)
+    vals = [ast.literal_eval(v) for v in a.values.split(",")]
     light = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
     ctx = _ctx("float32")
     with tempfile.TemporaryDirectory(prefix="refnet-steps-ab-") as wd:
         p = refnet.archs.seed_onnx_weights(light / f"light_{a.model}.onnx", Path(wd) / "m.onnx", seed=0)
         progs, outs = [], []
         for v in (0, 1):
-            setattr(mod, attr, bool(v))
+            setattr(mod, attr, vals[v])
             net = refnet.load(str(p))
             x = np.random.default_rng(0).standard_normal(tuple(net.graph.input_shapes[net.input_names[0]]))
             feeds = net._feeds(x.astype(np.float32), ctx)
@@ -58,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     cpu: list[list[float]] = [[], []]
     for r in range(a.rounds):
         for v in (0, 1) if r % 2 == 0 else (1, 0):
-            setattr(mod, attr, bool(v))
+            setattr(mod, attr, vals[v])
             prog = progs[v]
             with RUN_LOCK:
                 for timed in (False, True):

@@ -94,12 +94,14 @@ WIDE_MIN_K = 64
 # squeezenet refnet.kernels._packgemm:WIDE_PLAIN), us BLAS + epilogue -> wide: SqueezeNet
 # 64->16 55x55 127 -> 96, 128->16 55x55 190 -> 145, 128->32 27x27 93 -> 73, 256->32 27x27
 # 167 -> 126, 256->48 13x13 73 -> 59, 384->48 98 -> 79, 48->192 13x13 57 -> 50, 64->256 89 -> 78;
-# but 16->64 55x55 (K = 16) 111 -> 114; ResNet-50 256->64 56x56 1323 -> 1180, 512->128 28x28
+# 16->64 55x55 (K = 16) 111 -> 114 while each step still went through the plan's checks, with
+# the lean steps of kernels/_leanconv.py 148-158 -> 102-103 (fire2), 117-119 -> 102 (fire3)
+# (``--values 32,16`` on PLAIN_MIN_K); ResNet-50 256->64 56x56 1323 -> 1180, 512->128 28x28
 # 1075 -> 997, 512->256 28x28 2179 -> 2032, but 64->256 56x56 1296 -> 1353 (the BLAS is good at
 # many rows, a short K and a wide map; noise there +-60 us). ``REFNET_PACKWIDE_PLAIN=0``: off.
 WIDE_PLAIN = os.environ.get("REFNET_PACKWIDE_PLAIN", "1").strip() not in ("0", "off", "no", "false")
 PLAIN_MIN_N = 169
-PLAIN_MIN_K = 32
+PLAIN_MIN_K = 16
 PLAIN_FEW_M = 64
 PLAIN_MAX_M = 256
 PLAIN_MAX_N = 1024

@@ -167,13 +167,14 @@ def test_choice_and_switch(monkeypatch):
     assert PG.choose("gemm1x1", np.float64, 1, 256, 64, 3136, **wide) == "gemm1x1"
     assert PG.choose("gemm1x1", f32, 2, 256, 64, 3136, **wide) == "gemm1x1"
     # without a residual: few rows (SqueezeNet's squeeze convs), or up to 256 rows on maps up to 1024
-    # pixels (its expand1x1 convs); not K < 32, small maps, many rows on a wide map, or with the switch off
+    # pixels (its expand1x1 convs); not K < 16, small maps, many rows on a wide map, or with the switch off
     plain = dict(stride1=True)
     assert PG.choose("gemm1x1", f32, 1, 16, 64, 3025, **plain) == "packedwide"
     assert PG.choose("gemm1x1", f32, 1, 48, 384, 169, **plain) == "packedwide"
     assert PG.choose("gemm1x1", f32, 1, 256, 64, 169, **plain) == "packedwide"
     assert PG.choose("gemm1x1", f32, 1, 128, 32, 729, **plain) == "packedwide"
-    assert PG.choose("gemm1x1", f32, 1, 64, 16, 3025, **plain) == "gemm1x1"
+    assert PG.choose("gemm1x1", f32, 1, 64, 16, 3025, **plain) == "packedwide"
+    assert PG.choose("gemm1x1", f32, 1, 64, 8, 3025, **plain) == "gemm1x1"
     assert PG.choose("gemm1x1", f32, 1, 64, 64, 49, **plain) == "gemm1x1"
     assert PG.choose("gemm1x1", f32, 1, 512, 128, 784, **plain) == "gemm1x1"
     assert PG.choose("gemm1x1", f32, 1, 128, 256, 3136, **plain) == "gemm1x1"
