@@ -1,10 +1,11 @@
-"""refnet vs onnxruntime at one thread, in one process, by thread CPU time as well as wall clock.
+"""refnet vs onnxruntime at one thread, in one process, by process CPU time as well as wall clock.
 
     python bench/cpu_vs_ort.py squeezenet[,inception_v1,resnet50] [--rounds 41]
 
 The onnx light zoo model with ``refnet.archs.seed_onnx_weights(seed=0)`` runs in refnet (one
-thread) and in an onnxruntime session with one intra-op and one inter-op thread (its kernels then
-run in the calling thread, so ``time.thread_time`` covers them). Rounds alternate the engines (order
+thread; heavy nets in refnet's forward thread, refnet.runtime.interrupt) and in an onnxruntime
+session with one intra-op and one inter-op thread, timed by ``time.process_time`` (every thread
+of the process; nothing else runs in it). Rounds alternate the engines (order
 flipped every round), each timed call after an untimed warm-up call of the same engine. Prints the
 medians and minima of wall clock and thread CPU time and the median and spread of the per-round
 ratios refnet / onnxruntime. On this project's shared 2-core machine the wall clock of a call
@@ -58,10 +59,10 @@ def main(argv: list[str] | None = None) -> int:
             for r in range(a.rounds):
                 for k in order if r % 2 == 0 else order[::-1]:
                     engines[k]()
-                    c0, w0 = time.thread_time(), time.perf_counter()
+                    c0, w0 = time.process_time(), time.perf_counter()
                     engines[k]()
                     wall[k].append((time.perf_counter() - w0) * 1e3)
-                    cpu[k].append((time.thread_time() - c0) * 1e3)
+                    cpu[k].append((time.process_time() - c0) * 1e3)
             for what, ts in (("wall", wall), ("cpu", cpu)):
                 ratios = sorted(rt / o for rt, o in zip(ts["refnet"], ts["onnxruntime"]))
                 cells = ", ".join(f"{k} median {statistics.median(v):.2f} min {min(v):.2f}" for k, v in ts.items())
