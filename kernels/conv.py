@@ -818,6 +818,22 @@ def _wino_in(x, pt, pl, ty0, ty1, tw_n, t0, v):
                     v3[base + tx] = a1 - a3
 
 
+@jit
+def _wino_rows(buf, bias, act, s, six, ty0, ty1, tw_n, f, yo):
+    """The output rows of tile rows [ty0, ty1) of one channel ``yo`` (Ho, Wo) from a Winograd
+    output transform's ``buf`` (f rows of f * (ty1 - ty0) * tw_n values per band: row i of tile
+    t's f x f outputs at i * f * T + f * t), ``act(value + bias)``; f = 2 (F(2,3)) or 4 (F(4,3))."""
+    ho, wo = yo.shape
+    nt = (ty1 - ty0) * tw_n
+    for ty in range(ty0, ty1):
+        oh = f * ty
+        for i in range(min(f, ho - oh)):
+            row = yo[oh + i]
+            src = np.uint64(i * f * nt + f * (ty - ty0) * tw_n)
+            for k in range(np.uint64(wo)):
+                row[k] = _act1(buf[src + k] + bias, act, s, six)
+
+
 @twin()
 def _wino_out(m, b, act, slope, six, ty0, ty1, tw_n, t0, y):
     """Output transform of m (16, C_out, T) for tile rows [ty0, ty1) (tiles from t0 on) into
@@ -832,33 +848,44 @@ def _wino_out(m, b, act, slope, six, ty0, ty1, tw_n, t0, y):
     mf = m.reshape(m.size)
     un = np.uint64(nt)
     step = np.uint64(co * tt)  # from row k of m to row k + 1
-    for o in prange(co):
-        bias = b[o]
-        s = slope[o]
+    chunks = min(co, 16)  # (one buf per chunk of channels, allocated once: prange bodies must not share it)
+    for ch in prange(chunks):
         buf = np.empty(4 * nt, dtype=y.dtype)  # buf[i * 2 nt + 2 t + q]: output row i, column q of tile t
-        r = np.uint64(o * tt + t0)
-        for t in range(un):
-            # A^T M: column l of the 4x4 tile -> (sum of rows 0..2, rows 1 - 2 - 3)
-            s0 = mf[r + t] + mf[r + np.uint64(4) * step + t] + mf[r + np.uint64(8) * step + t]
-            s1 = mf[r + step + t] + mf[r + np.uint64(5) * step + t] + mf[r + np.uint64(9) * step + t]
-            s2 = mf[r + np.uint64(2) * step + t] + mf[r + np.uint64(6) * step + t] + mf[r + np.uint64(10) * step + t]
-            s3 = mf[r + np.uint64(3) * step + t] + mf[r + np.uint64(7) * step + t] + mf[r + np.uint64(11) * step + t]
-            e0 = mf[r + np.uint64(4) * step + t] - mf[r + np.uint64(8) * step + t] - mf[r + np.uint64(12) * step + t]
-            e1 = mf[r + np.uint64(5) * step + t] - mf[r + np.uint64(9) * step + t] - mf[r + np.uint64(13) * step + t]
-            e2 = mf[r + np.uint64(6) * step + t] - mf[r + np.uint64(10) * step + t] - mf[r + np.uint64(14) * step + t]
-            e3 = mf[r + np.uint64(7) * step + t] - mf[r + np.uint64(11) * step + t] - mf[r + np.uint64(15) * step + t]
-            o2 = np.uint64(2) * t
-            buf[o2] = s0 + s1 + s2
-            buf[o2 + np.uint64(1)] = s1 - s2 - s3
-            buf[np.uint64(2) * un + o2] = e0 + e1 + e2
-            buf[np.uint64(2) * un + o2 + np.uint64(1)] = e1 - e2 - e3
-        for ty in range(ty0, ty1):
-            oh = 2 * ty
-            for i in range(min(2, ho - oh)):
-                row = y[o, oh + i]
-                src = np.uint64(i * 2 * nt + 2 * (ty - ty0) * tw_n)
-                for k in range(np.uint64(wo)):
-                    row[k] = _act1(buf[src + k] + bias, act, s, six)
+        for o in range(co * ch // chunks, co * (ch + 1) // chunks):
+            bias = b[o]
+            s = slope[o]
+            k0 = np.uint64(o * tt + t0)  # row k of m for this channel and band at k0 + k * step
+            k1 = k0 + step
+            k2 = k1 + step
+            k3 = k2 + step
+            k4 = k3 + step
+            k5 = k4 + step
+            k6 = k5 + step
+            k7 = k6 + step
+            k8 = k7 + step
+            k9 = k8 + step
+            k10 = k9 + step
+            k11 = k10 + step
+            k12 = k11 + step
+            k13 = k12 + step
+            k14 = k13 + step
+            k15 = k14 + step
+            for t in range(un):
+                # A^T M: column l of the 4x4 tile -> (sum of rows 0..2, rows 1 - 2 - 3)
+                s0 = mf[k0 + t] + mf[k4 + t] + mf[k8 + t]
+                s1 = mf[k1 + t] + mf[k5 + t] + mf[k9 + t]
+                s2 = mf[k2 + t] + mf[k6 + t] + mf[k10 + t]
+                s3 = mf[k3 + t] + mf[k7 + t] + mf[k11 + t]
+                e0 = mf[k4 + t] - mf[k8 + t] - mf[k12 + t]
+                e1 = mf[k5 + t] - mf[k9 + t] - mf[k13 + t]
+                e2 = mf[k6 + t] - mf[k10 + t] - mf[k14 + t]
+                e3 = mf[k7 + t] - mf[k11 + t] - mf[k15 + t]
+                o2 = np.uint64(2) * t
+                buf[o2] = s0 + s1 + s2
+                buf[o2 + np.uint64(1)] = s1 - s2 - s3
+                buf[np.uint64(2) * un + o2] = e0 + e1 + e2
+                buf[np.uint64(2) * un + o2 + np.uint64(1)] = e1 - e2 - e3
+            _wino_rows(buf, bias, act, s, six, ty0, ty1, tw_n, 2, y[o])
 
 
 # ---- Winograd F(4x4, 3x3) --------------------------------------------------------------
@@ -987,9 +1014,8 @@ def _wino4_out(m, b, act, slope, six, ty0, ty1, tw_n, t0, y):
     mf = m.reshape(m.size)
     un = np.uint64(nt)
     step = np.uint64(6 * co * tt)  # from row k of m to row k + 6
-    for o in prange(co):
-        bias = b[o]
-        s = slope[o]
+    chunks = min(co, 16)  # (scratch per chunk of channels, allocated once: prange bodies must not share it)
+    for ch in prange(chunks):
         z = np.empty(24 * nt, dtype=y.dtype)  # z[(i * 6 + j) * nt + t], i < 4, j < 6
         buf = np.empty(16 * nt, dtype=y.dtype)  # buf[i * 4 nt + 4 t + q]: output row i, column q of tile t
         k248 = np.empty(3, dtype=y.dtype)  # the coefficients in y's dtype (a literal would promote)
@@ -997,54 +1023,51 @@ def _wino4_out(m, b, act, slope, six, ty0, ty1, tw_n, t0, y):
         k248[1] = 4
         k248[2] = 8
         two, four, eight = k248[0], k248[1], k248[2]
-        for j in range(6):
-            r0 = np.uint64((j * co + o) * tt + t0)
-            r1 = r0 + step
-            r2 = r1 + step
-            r3 = r2 + step
-            r4 = r3 + step
-            r5 = r4 + step
-            z0 = np.uint64(j) * un
-            z1 = z0 + np.uint64(6) * un
-            z2 = z1 + np.uint64(6) * un
-            z3 = z2 + np.uint64(6) * un
-            for t in range(un):
-                m1 = mf[r1 + t]
-                m2 = mf[r2 + t]
-                m3 = mf[r3 + t]
-                m4 = mf[r4 + t]
-                a = m1 + m2
-                bb = m1 - m2
-                cc = m3 + m4
-                dd = m3 - m4
-                z[z0 + t] = (mf[r0 + t] + a) + cc
-                z[z1 + t] = bb + two * dd
-                z[z2 + t] = a + four * cc
-                z[z3 + t] = (bb + eight * dd) + mf[r5 + t]
-        for i in range(4):
-            zi = np.uint64(i * 6) * un
-            bi = np.uint64(i * 4) * un
-            for t in range(un):
-                q1 = z[zi + un + t]
-                q2 = z[zi + np.uint64(2) * un + t]
-                q3 = z[zi + np.uint64(3) * un + t]
-                q4 = z[zi + np.uint64(4) * un + t]
-                a = q1 + q2
-                bb = q1 - q2
-                cc = q3 + q4
-                dd = q3 - q4
-                o4 = bi + np.uint64(4) * t
-                buf[o4] = (z[zi + t] + a) + cc
-                buf[o4 + np.uint64(1)] = bb + two * dd
-                buf[o4 + np.uint64(2)] = a + four * cc
-                buf[o4 + np.uint64(3)] = (bb + eight * dd) + z[zi + np.uint64(5) * un + t]
-        for ty in range(ty0, ty1):
-            oh = 4 * ty
-            for i in range(min(4, ho - oh)):
-                row = y[o, oh + i]
-                src = np.uint64(i * 4 * nt + 4 * (ty - ty0) * tw_n)
-                for k in range(np.uint64(wo)):
-                    row[k] = _act1(buf[src + k] + bias, act, s, six)
+        for o in range(co * ch // chunks, co * (ch + 1) // chunks):
+            bias = b[o]
+            s = slope[o]
+            for j in range(6):
+                r0 = np.uint64((j * co + o) * tt + t0)
+                r1 = r0 + step
+                r2 = r1 + step
+                r3 = r2 + step
+                r4 = r3 + step
+                r5 = r4 + step
+                z0 = np.uint64(j) * un
+                z1 = z0 + np.uint64(6) * un
+                z2 = z1 + np.uint64(6) * un
+                z3 = z2 + np.uint64(6) * un
+                for t in range(un):
+                    m1 = mf[r1 + t]
+                    m2 = mf[r2 + t]
+                    m3 = mf[r3 + t]
+                    m4 = mf[r4 + t]
+                    a = m1 + m2
+                    bb = m1 - m2
+                    cc = m3 + m4
+                    dd = m3 - m4
+                    z[z0 + t] = (mf[r0 + t] + a) + cc
+                    z[z1 + t] = bb + two * dd
+                    z[z2 + t] = a + four * cc
+                    z[z3 + t] = (bb + eight * dd) + mf[r5 + t]
+            for i in range(4):
+                zi = np.uint64(i * 6) * un
+                bi = np.uint64(i * 4) * un
+                for t in range(un):
+                    q1 = z[zi + un + t]
+                    q2 = z[zi + np.uint64(2) * un + t]
+                    q3 = z[zi + np.uint64(3) * un + t]
+                    q4 = z[zi + np.uint64(4) * un + t]
+                    a = q1 + q2
+                    bb = q1 - q2
+                    cc = q3 + q4
+                    dd = q3 - q4
+                    o4 = bi + np.uint64(4) * t
+                    buf[o4] = (z[zi + t] + a) + cc
+                    buf[o4 + np.uint64(1)] = bb + two * dd
+                    buf[o4 + np.uint64(2)] = a + four * cc
+                    buf[o4 + np.uint64(3)] = (bb + eight * dd) + z[zi + np.uint64(5) * un + t]
+            _wino_rows(buf, bias, act, s, six, ty0, ty1, tw_n, 4, y[o])
 
 
 @twin(0)
