@@ -110,6 +110,24 @@ WINO_PACKED = os.environ.get(WINO_ENV, "1").strip() not in ("0", "off", "no", "f
 WIDE_MIN_N = 196
 WIDE_MIN_M = 32
 WIDE_MIN_K = 64
+# ... and the wide packed GEMM also for stride-1 1x1 convs without a residual (WIDE_PLAIN, below;
+# two rules, either takes it). Few rows / small maps: at least PLAIN_MIN_N columns and PLAIN_MIN_K reduction length, and at most PLAIN_FEW_M rows, or at most
+# PLAIN_MAX_M rows on at most PLAIN_MAX_N columns (SqueezeNet's squeeze and expand1x1 convs): its
+# epilogue in the stores saves the second pass over C, and on few rows the BLAS's packing is much
+# of its call. Measured in the net (one thread, paired per-step medians: bench/steps_ab.py
+# squeezenet refnet.kernels._packgemm:WIDE_PLAIN), us BLAS + epilogue -> wide: SqueezeNet
+# 64->16 55x55 127 -> 96, 128->16 55x55 190 -> 145, 128->32 27x27 93 -> 73, 256->32 27x27
+# 167 -> 126, 256->48 13x13 73 -> 59, 384->48 98 -> 79, 48->192 13x13 57 -> 50, 64->256 89 -> 78;
+# 16->64 55x55 (K = 16) 111 -> 114 while each step still went through the plan's checks, with
+# the lean steps of kernels/_leanconv.py 148-158 -> 102-103 (fire2), 117-119 -> 102 (fire3)
+# (``--values 32,16`` on PLAIN_MIN_K); ResNet-50 256->64 56x56 1323 -> 1180, 512->128 28x28
+# 1075 -> 997, 512->256 28x28 2179 -> 2032, but 64->256 56x56 1296 -> 1353 (the BLAS is good at
+# many rows, a short K and a wide map; noise there +-60 us).
+PLAIN_MIN_N = 169
+PLAIN_MIN_K = 16
+PLAIN_FEW_M = 64
+PLAIN_MAX_M = 256
+PLAIN_MAX_N = 1024
 # A/B switches: REFNET_PACKGEMM=0 turns the packed paths off (plans made afterwards),
 # REFNET_PACKGEMM_LARGE=0 only their use on large maps (the wide GEMM, im2col convs > MAX_N)
 ENV = "REFNET_PACKGEMM"
@@ -437,8 +455,8 @@ def enabled(env: str = ENV) -> bool:
 PREFETCH = enabled(PREFETCH_ENV)
 WIDE_PREFETCH = enabled(PREFETCH_ENV)
 WIDE_PREFETCH_X = enabled(PREFETCH_ENV)
-# whether the wide GEMM also takes the stride-1 1x1 convs without a residual that have at least
-# WIDE_PLAIN_MIN_M rows, on maps of WIDE_PLAIN_MIN_N..WIDE_PLAIN_MAX_N pixels (read at plan time;
+# whether the wide GEMM also takes the stride-1 1x1 convs without a residual (both rules: the
+# few-row one of PLAIN_* above, and this one) that have at least WIDE_PLAIN_MIN_M rows, on maps of WIDE_PLAIN_MIN_N..WIDE_PLAIN_MAX_N pixels (read at plan time;
 # REFNET_PACKGEMM_WIDE_PLAIN=0 off; MobileNet-SSD's 75x75 and 19x19 pointwise convs measured
 # 1.01-1.02 of the BLAS path in the whole net, load 3-4, without them 0.994). With the prefetches
 # above, ResNet-50 1 thread per layer (bench/layers_vs_ort.py, medians of 15): 56x56 256->64
@@ -468,8 +486,9 @@ WIDE_PLAIN_MAX_N = 3136
 def choose(base: str, dtype: np.dtype, groups: int, m: int, k: int, n: int, *, stride1: bool = False,
            residual: bool = False) -> str:
     """The conv plan's algorithm: "packed" or "packedwide" (stride-1 1x1 convs with a fused
-    residual) where that packed GEMM measured faster than ``base`` (the plan's own choice) for
-    a GEMM of these sizes (per image), else ``base``."""
+    residual, or without one on few rows, :data:`WIDE_PLAIN`) where that packed GEMM measured
+    faster than ``base`` (the plan's own choice) for a GEMM of these sizes (per image), else
+    ``base``."""
     if not enabled() or np.dtype(dtype) != np.float32 or groups != 1 or base not in (
             "gemm1x1", "im2col", "winograd", "winograd4"):
         return base
@@ -485,6 +504,9 @@ def choose(base: str, dtype: np.dtype, groups: int, m: int, k: int, n: int, *, s
         return "packed"  # (strided 1x1 on a large map: on a subsampled copy, SUBSAMPLE)
     if (base == "gemm1x1" and stride1 and n >= WIDE_MIN_N and m >= WIDE_MIN_M and k >= WIDE_MIN_K
             and (residual or (WIDE_PLAIN and m >= WIDE_PLAIN_MIN_M and WIDE_PLAIN_MIN_N <= n <= WIDE_PLAIN_MAX_N))):
+        return "packedwide"
+    if (base == "gemm1x1" and stride1 and not residual and WIDE_PLAIN and n >= PLAIN_MIN_N and k >= PLAIN_MIN_K
+            and (m <= PLAIN_FEW_M or (m <= PLAIN_MAX_M and n <= PLAIN_MAX_N))):
         return "packedwide"
     return base
 

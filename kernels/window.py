@@ -14,17 +14,19 @@ maximum), not through float64 copies.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from refnet.errors import ShapeError
+from refnet.kernels import _workers
 from refnet.kernels._check import ieee
 from refnet.kernels._jit import prange
 from refnet.kernels._parallel import twin
 from refnet.kernels.pool import _run_planes  # (plane blocks over the worker threads)
 
-__all__ = ["pool_nd", "pool_nd_reference", "max_unpool_nd", "max_unpool_nd_reference"]
+__all__ = ["pool_nd", "pool_nd_reference", "pool_nd_step", "max_unpool_nd", "max_unpool_nd_reference"]
 
 
 def _offsets(kernel: Sequence[int]) -> list[tuple[int, ...]]:
@@ -250,6 +252,55 @@ def pool_nd(x: np.ndarray, mode: str, kernel: Sequence[int], strides: Sequence[i
             np.fmax(acc, cur[tuple(sl)], out=acc)
         cur = acc
     return _into(cur, into)
+
+
+#: compiled programs call the 2-D max pool and global average kernels directly
+#: (:func:`pool_nd_step`); ``REFNET_LEAN_POOL=0`` or LEAN_STEP = False: through pool_nd
+LEAN_STEP = os.environ.get("REFNET_LEAN_POOL", "1").strip() not in ("0", "off", "no", "false")
+
+
+def pool_nd_step(x_shape: Sequence[int], dtype: np.dtype, mode: str, kernel: Sequence[int], strides: Sequence[int],
+                 dilations: Sequence[int], pads: Sequence[int], out: Sequence[int], *, count_include_pad: bool = False,
+                 p: int = 2, storage_order: int = 0) -> Callable[..., np.ndarray]:
+    """``step(x, out=None)`` = ``pool_nd(x, ..., into=out)`` for inputs of ``x_shape`` and
+    ``dtype`` (an executor's step, shapes checked when its program was compiled). For float32
+    2-D max pooling and global averages, with an ``out`` buffer, a C-contiguous input and one
+    worker thread, the kernel is called directly: inside a forward pass pool_nd's own argument
+    handling and ``np.errstate`` ran cold after the layer before (SqueezeNet, one thread: 5-12 us
+    a step more than hot; both kernels are numba only, nothing to warn about). Otherwise, and
+    without :data:`LEAN_STEP`, it is pool_nd."""
+    kw = dict(count_include_pad=count_include_pad, p=p, storage_order=storage_order)
+    size = out
+
+    def plain(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        return pool_nd(x, mode, kernel, strides, dilations, pads, size, into=out, **kw)
+
+    k = len(kernel)
+    n, c = int(x_shape[0]), int(x_shape[1])
+    if not LEAN_STEP or len(x_shape) != k + 2:
+        return plain
+    if mode == "avg" and _covers_all(x_shape[2:], kernel, dilations, pads, size) and (
+            not count_include_pad or not any(pads)):
+        def means(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+            if out is None or not (x.flags.c_contiguous and out.flags.c_contiguous) or _workers.workers() > 1:
+                return plain(x, out)
+            _plane_means(x.reshape(n * c, -1), out.reshape(n * c))
+            return out
+
+        return means
+    if (mode == "max" and np.dtype(dtype) == np.float32 and k == 2 and min(int(v) for v in pads) >= 0
+            and len(strides) == len(dilations) == len(size) == 2 and len(pads) == 4):
+        (kh, kw_), (sh, sw), (dh, dw) = (tuple(int(v) for v in a) for a in (kernel, strides, dilations))
+        pt, pl = int(pads[0]), int(pads[1])
+
+        def maxpool(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+            if out is None or not (x.flags.c_contiguous and out.flags.c_contiguous) or _workers.workers() > 1:
+                return plain(x, out)
+            _max_pool2d_nd(x, kh, kw_, sh, sw, dh, dw, pt, pl, out)
+            return out
+
+        return maxpool
+    return plain
 
 
 def _into(res: np.ndarray, into: np.ndarray | None) -> np.ndarray:

@@ -43,12 +43,7 @@ def _pool_nd_prepare(node, p, shapes, ctx):
     mode, kernel, strides, dilations, pads, size = (a[k] for k in ("mode", "kernel", "strides", "dilations", "pads",
                                                                     "out"))
     kw = dict(count_include_pad=a["count_include_pad"], p=a["p"], storage_order=a["storage_order"])
-    pool_nd = K.pool_nd
-
-    def pool(x, out=None):
-        return pool_nd(x, mode, kernel, strides, dilations, pads, size, into=out, **kw)
-
-    return pool, True
+    return K.pool_nd_step(shapes[0], ctx.dtype, mode, kernel, strides, dilations, pads, size, **kw), True
 
 
 def _unpool_shape(node, shapes):

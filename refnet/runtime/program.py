@@ -200,6 +200,8 @@ def compile_program(plan: Plan, shapes: Mapping[str, tuple[int, ...]], ctx: Ctx,
     kept = set(prog.results.values()) | {s for _, s in prog.feeds}
     if FOLD and ctx.fast:
         entries = _fold_constants(prog, entries, ctx, kept)
+    if ctx.fast:
+        _lean_convs(entries)
     find, last, cls_end, cls_kept = _alias_classes(entries, prog.nslots, kept)
     into = _concat_into(entries, kept, lambda s: find(s) in cls_kept) if CONCAT_INTO and ctx.fast else {}
     _assign_buffers(prog, entries, ctx, find, last, cls_end, cls_kept, kept, into)
@@ -275,6 +277,18 @@ def _fold_constants(prog: Program, entries: list[_Entry], ctx: Ctx, kept: set[in
     read = {s for e in rest for s in e.ins}
     prog.consts = [(s, v) for s, v in const.items() if s in read]
     return rest
+
+
+def _lean_convs(entries: list[_Entry]) -> None:
+    """Conv steps whose plan has a lean one-thread path call it directly (no argument checks or
+    ``np.errstate`` per call: :mod:`refnet.kernels._leanconv`; ``REFNET_LEAN_CONV=0``: the plans)."""
+    from refnet.kernels import _leanconv
+
+    if not _leanconv.enabled():
+        return
+    for e in entries:
+        if e.op == "conv" and e.takes_out and hasattr(e.fn, "algorithm"):
+            e.fn = _leanconv.lean_step(e.fn) or e.fn
 
 
 def _alias_classes(entries: list[_Entry], nslots: int, kept: set[int]

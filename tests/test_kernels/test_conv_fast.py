@@ -202,7 +202,9 @@ def test_algorithm_choice(monkeypatch):
     f = np.float32
     assert conv2d_plan((1, 64, 30, 40), np.zeros((12, 64, 3, 3), f), pad=1).algorithm == "winograd"
     assert conv2d_plan((1, 64, 30, 40), np.zeros((64, 64, 3, 3), f), pad=1).algorithm == "winograd4"
-    assert conv2d_plan((1, 32, 60, 80), np.zeros((32, 32, 1, 1), f)).algorithm == "gemm1x1"
+    assert conv2d_plan((1, 8, 60, 80), np.zeros((32, 8, 1, 1), f)).algorithm == "gemm1x1"
+    # (a stride-1 1x1 conv on few rows without a residual: the wide packed GEMM, kernels/_packgemm.WIDE_PLAIN)
+    assert conv2d_plan((1, 32, 60, 80), np.zeros((32, 32, 1, 1), f)).algorithm == "packedwide"
     assert conv2d_plan((1, 32, 60, 80), np.zeros((32, 1, 3, 3), f), pad=1, groups=32).algorithm == "depthwise"
     assert conv2d_plan((1, 32, 48, 64), np.zeros((3, 32, 9, 9), f), pad=4).algorithm == "direct"
     # (few input channels: the direct kernel of kernels/_direct.py, tests/test_kernels/test_direct.py)

@@ -5,6 +5,7 @@ for bit, NaN handling included) and ``lrn_onnx`` through Caffe's fast LRN for od
 
 from __future__ import annotations
 
+import importlib
 import itertools
 
 import numpy as np
@@ -91,3 +92,51 @@ def test_padded_window_over_the_whole_input_is_a_global_average(k, pads, cip):
         np.testing.assert_allclose(want, x.astype(np.float64).mean(axis=(2, 3), keepdims=True), rtol=1e-12)
     assert y.shape == (2, 5, 1, 1) and y.dtype == np.float32
     np.testing.assert_allclose(y, want, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("k,s,d,pads,out", [
+    ((3, 3), (2, 2), (1, 1), (0, 0, 0, 0), (4, 5)),   # SqueezeNet's pools (no padding)
+    ((3, 3), (2, 2), (1, 1), (0, 0, 1, 1), (4, 5)),   # ceil mode: the last windows hang over
+    ((3, 3), (1, 1), (1, 1), (1, 1, 1, 1), (9, 11)),  # GoogLeNet's inception pool branch
+    ((2, 3), (2, 1), (2, 1), (1, 0, 1, 2), (5, 12)),
+])
+def test_max_pool_step_is_pool_nd_and_exact(k, s, d, pads, out, rng, monkeypatch):
+    """The executor's step for a float32 2-D max pool (``pool_nd_step``) gives the brute-force
+    maximum bit for bit (NaN never wins), into its ``out`` and without one, and falls back to
+    pool_nd with several worker threads or a non-contiguous input."""
+    from refnet.kernels import _workers
+
+    x = rng.standard_normal((1, 3, 9, 11)).astype(np.float32)
+    x[0, 1, 2, 3] = np.nan
+    want = _max_oracle(x, k, s, d, pads, out)
+    step = K.pool_nd_step(x.shape, np.float32, "max", k, s, d, pads, out)
+    assert step.__name__ == "maxpool"
+    buf = np.full(want.shape, np.nan, np.float32)
+    assert step(x, out=buf) is buf
+    np.testing.assert_array_equal(buf, want)
+    np.testing.assert_array_equal(step(x), want)
+    np.testing.assert_array_equal(step(np.asfortranarray(x), out=buf), want)
+    calls = []
+    window = importlib.import_module("refnet.kernels.window")
+    monkeypatch.setattr(window, "pool_nd", lambda *a, **kw: calls.append(1) or want.copy())
+    monkeypatch.setattr(_workers, "workers", lambda: 2)
+    step(x, out=buf)
+    assert calls == [1]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_global_average_step_is_pool_nd(dtype, rng, monkeypatch):
+    """The step of a global average pool writes pool_nd's values (a float64 sum per plane) into
+    ``out``; with the switch off (``LEAN_STEP``) the step is pool_nd itself; other pools too."""
+    W = importlib.import_module("refnet.kernels.window")
+    x = rng.standard_normal((1, 5, 13, 11)).astype(dtype)
+    step = W.pool_nd_step(x.shape, dtype, "avg", (13, 11), (1, 1), (1, 1), (0, 0, 0, 0), (1, 1))
+    assert step.__name__ == "means"
+    buf = np.full((1, 5, 1, 1), np.nan, dtype)
+    step(x, out=buf)
+    np.testing.assert_array_equal(buf, K.pool_nd(x, "avg", (13, 11), (1, 1), (1, 1), (0, 0, 0, 0), (1, 1)))
+    np.testing.assert_allclose(buf[:, :, 0, 0], x.astype(np.float64).mean(axis=(2, 3)), rtol=1e-6)
+    assert W.pool_nd_step(x.shape, dtype, "avg", (3, 3), (1, 1), (1, 1), (0, 0, 0, 0), (11, 9)).__name__ == "plain"
+    assert W.pool_nd_step(x.shape, np.float64, "max", (3, 3), (2, 2), (1, 1), (0, 0, 0, 0), (6, 5)).__name__ == "plain"
+    monkeypatch.setattr(W, "LEAN_STEP", False)
+    assert W.pool_nd_step(x.shape, dtype, "avg", (13, 11), (1, 1), (1, 1), (0, 0, 0, 0), (1, 1)).__name__ == "plain"

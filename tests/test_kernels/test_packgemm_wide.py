@@ -143,6 +143,19 @@ def test_packedwide_conv_vs_reference(xs, co, activation, residual, rng):
         assert_close(plan(x, residual=r) if residual else plan(x), y, "f32_vs_f64_long", "packedwide twins")
 
 
+@pytest.mark.parametrize("xs,co", [((1, 64, 13, 13), 16), ((1, 32, 14, 13), 72)])
+def test_plain_packedwide_is_chosen_and_matches_the_reference(xs, co, rng):
+    """A stride-1 1x1 conv without a residual on few rows (a fire module's squeeze, an expand1x1
+    on a small map) plans as "packedwide" by itself and agrees with the float64 reference."""
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal((co, xs[1], 1, 1)).astype(np.float32)
+    b = rng.standard_normal(co).astype(np.float32)
+    plan = C.conv2d_plan(xs, w, b, activation="relu")
+    assert plan.algorithm == "packedwide"
+    want = np.maximum(C.conv2d_reference(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64)), 0)
+    assert_close(plan(x), want, "f32_vs_f64_long", "plain packedwide")
+
+
 def test_packedwide_needs_its_shape():
     w = np.zeros((40, 8, 1, 1), np.float32)
     with pytest.raises(ValueError, match="packedwide"):
@@ -168,7 +181,7 @@ def test_choice_and_switch(monkeypatch):
     assert PG.choose("gemm1x1", f32, 1, 256, 1024, 196, **wide) == "packed"
     # without a residual: at least WIDE_PLAIN_MIN_M rows, switch WIDE_PLAIN
     assert PG.choose("gemm1x1", f32, 1, 64, 256, 3136, stride1=True) == "packedwide"
-    assert PG.choose("gemm1x1", f32, 1, 32, 256, 729, stride1=True) == "gemm1x1"
+    assert PG.choose("gemm1x1", f32, 1, 32, 256, 729, stride1=True) == "packedwide"  # (the few-row rule below)
     assert PG.choose("gemm1x1", f32, 1, 512, 512, 361, stride1=True) == "gemm1x1"  # (maps of 784..3136 pixels)
     assert PG.choose("gemm1x1", f32, 1, 128, 64, 5625, stride1=True) == "gemm1x1"
     assert PG.choose("gemm1x1", f32, 1, 128, 512, 784, stride1=True) == "packedwide"
@@ -183,6 +196,25 @@ def test_choice_and_switch(monkeypatch):
     assert PG.choose("gemm1x1", f32, 1, 256, 64, 169, **wide) == "gemm1x1"
     assert PG.choose("gemm1x1", np.float64, 1, 256, 64, 3136, **wide) == "gemm1x1"
     assert PG.choose("gemm1x1", f32, 2, 256, 64, 3136, **wide) == "gemm1x1"
+    # without a residual: few rows (SqueezeNet's squeeze convs), or up to 256 rows on maps up to 1024
+    # pixels (its expand1x1 convs); not K < 16, small maps, many rows on a wide map, or with the switch off
+    plain = dict(stride1=True)
+    assert PG.choose("gemm1x1", f32, 1, 16, 64, 3025, **plain) == "packedwide"
+    assert PG.choose("gemm1x1", f32, 1, 48, 384, 169, **plain) == "packedwide"
+    assert PG.choose("gemm1x1", f32, 1, 256, 64, 169, **plain) == "packedwide"
+    assert PG.choose("gemm1x1", f32, 1, 128, 32, 729, **plain) == "packedwide"
+    assert PG.choose("gemm1x1", f32, 1, 64, 16, 3025, **plain) == "packedwide"
+    assert PG.choose("gemm1x1", f32, 1, 64, 8, 3025, **plain) == "gemm1x1"
+    assert PG.choose("gemm1x1", f32, 1, 64, 64, 49, **plain) == "gemm1x1"
+    assert PG.choose("gemm1x1", f32, 1, 512, 128, 5625, **plain) == "gemm1x1"
+    assert PG.choose("gemm1x1", f32, 1, 512, 128, 784, **plain) == "packedwide"  # (the 784..3136-pixel rule)
+    assert PG.choose("gemm1x1", f32, 1, 128, 256, 3136, **plain) == "packedwide"
+    assert PG.choose("gemm1x1", f32, 1, 512, 256, 1600, **plain) == "packedwide"
+    assert PG.choose("gemm1x1", f32, 1, 512, 256, 361, **plain) == "gemm1x1"
+    assert PG.choose("gemm1x1", f32, 1, 16, 64, 3025) == "gemm1x1"  # strided
+    monkeypatch.setattr(PG, "WIDE_PLAIN", False)
+    assert PG.choose("gemm1x1", f32, 1, 16, 64, 3025, **plain) == "gemm1x1"
+    monkeypatch.setattr(PG, "WIDE_PLAIN", True)
     # im2col convs on any map (no im2col copy): conv1-like shapes and 3x3/2 on 56x56; not K < 128 (plans
     # below: 8 input channels, since RGB convs take kernels/_direct.py's direct_cin first)
     assert PG.choose("im2col", f32, 1, 64, 147, 12544) == "packed"
@@ -192,7 +224,8 @@ def test_choice_and_switch(monkeypatch):
     w = np.zeros((256, 64, 1, 1), f32)
     assert C.conv2d_plan((1, 64, 56, 56), w, residual=True).algorithm == "packedwide"
     assert C.conv2d_plan((1, 64, 56, 56), w).algorithm == "packedwide"
-    assert C.conv2d_plan((1, 64, 56, 56), w[:32]).algorithm == "gemm1x1"
+    assert C.conv2d_plan((1, 64, 56, 56), w[:32]).algorithm == "packedwide"  # (few rows)
+    assert C.conv2d_plan((1, 64, 75, 75), w[:128]).algorithm == "gemm1x1"  # (many rows, a wide map)
     assert C.conv2d_plan((1, 8, 64, 64), np.zeros((64, 8, 7, 7), f32), stride=2, pad=3).algorithm == "packed"
     assert C.conv2d_plan((1, 64, 56, 56), w, stride=2, residual=True).algorithm == "gemm1x1"
     monkeypatch.setenv(PG.LARGE_ENV, "0")

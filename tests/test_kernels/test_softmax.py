@@ -106,6 +106,34 @@ def test_nan_row_is_nan_and_others_untouched(f):
     assert np.all(np.isnan(yt[:, 0])) and np.all(np.isfinite(yt[:, 1]))
 
 
+@pytest.mark.parametrize("dt", ["float32", "float64"])
+@pytest.mark.parametrize("shape,axis", [((1, 1000), 1), ((1000,), 0), ((1, 37, 1, 1), 1), ((1, 1, 20), -1)])
+def test_one_row_kernel_vs_scipy(shape, axis, dt, rng, monkeypatch):
+    """One softmax row (a classifier's output) runs the jitted row pass once numba is loaded;
+    it agrees with scipy in float64 and with the NumPy path (ROW_KERNEL off) to rounding; a NaN
+    or an inf - inf makes the row NaN, as on the NumPy path."""
+    from refnet.kernels._lazyjit import load_numba
+
+    load_numba()
+    calls = []
+    real = S._softmax_row
+    monkeypatch.setattr(S, "_softmax_row", lambda x, out: (calls.append(x.size), real(x, out)))
+    x = (rng.standard_normal(shape) * 20).astype(dt)
+    got = S.softmax(x, axis)
+    assert calls == [x.size] and got.shape == x.shape and got.dtype == x.dtype
+    tol = "f32_vs_f64" if dt == "float32" else "f64_vs_oracle"
+    assert_close(got, sps.softmax(x.astype(np.float64), axis=axis), tol)
+    monkeypatch.setattr(S, "ROW_KERNEL", False)
+    assert_close(got, S.softmax(x, axis), tol)
+    assert len(calls) == 1
+    monkeypatch.setattr(S, "ROW_KERNEL", True)
+    for bad in (np.nan, np.inf):
+        xb = x.copy().reshape(-1)
+        xb[3] = bad
+        assert np.isnan(S.softmax(xb.reshape(shape), axis)).all()
+    assert np.isnan(S.softmax(np.full(shape, -np.inf, dt), axis)).all()
+
+
 def test_non_contiguous_and_empty(rng):
     x = rng.normal(0, 1, (4, 6, 5))[:, ::2, ::-1]
     assert_close(S.softmax(x, 1), sps.softmax(x, axis=1), "f64_vs_oracle")
