@@ -1377,9 +1377,9 @@ class Conv2dPlan:
             if self._packed_wide(x, y, residual):
                 return y
         elif alg == "direct_cin" and _split_threads(self.macs) == 1:
-            # (several threads: im2col's split)
             self.direct(x, y)
-        else:
+        elif alg != "direct_cin" or not self._split_region("direct_units", x, y):
+            # (direct_cin with several threads: kernels/_packsplit.py in one region, else im2col's split)
             self._im2col(x, y)
         if residual is not None:  # act(y + residual), y already holding conv + bias
             n, co = self.y_shape[:2]
@@ -1447,27 +1447,20 @@ class Conv2dPlan:
     # ---- the packed-weight GEMM (kernels/_packgemm.py): one thread, small maps ----
     def _packed(self, x, y, res=None) -> bool:
         """The packed GEMM per image, reading its im2col in place (from a zero-padded copy when
-        padded), then the epilogue; several threads: the im2col / 1x1 split paths. True when
-        the residual (if any) is applied too."""
-        n, c, h, wd = self.x_shape
+        padded), then the epilogue; several threads: the same split over one numba region
+        (:meth:`_split_region`), else the im2col / 1x1 split paths. True when the residual (if
+        any) is applied too."""
+        n = self.x_shape[0]
         _, co, ho, wo = self.y_shape
-        pt, pl, pb, pr = self.pad
         if _split_threads(self.macs) > 1:
+            if self._split_region("packed_units", x, y, res):
+                return True
             if self.khw == (1, 1) and self.pad == (0, 0, 0, 0):
                 return self._gemm1x1(x, y, res)
             self._im2col(x, y)
             return False
-        if self.pack_offsets is None:
-            (sh, sw), (dh, dw), (kh, kw) = self.stride, self.dilation, self.khw
-            self.pack_offsets = _packgemm.conv_offsets(c, h + pt + pb, wd + pl + pr, kh, kw, sh, sw, dh, dw, ho, wo)
         for i in range(n):
-            xi = x[i]
-            if pt or pl or pb or pr:
-                xp = _scratch(c * (h + pt + pb) * (wd + pl + pr), self.dtype, "packed_pad").reshape(
-                    c, h + pt + pb, wd + pl + pr)
-                xp.fill(0)
-                xp[:, pt : pt + h, pl : pl + wd] = xi
-                xi = xp
+            xi = self._packed_input(x, i)
             yi = y[i].reshape(co, ho * wo)
             self.packed.offsets(xi.reshape(-1), *self.pack_offsets, yi)
             if res is not None:
@@ -1476,6 +1469,67 @@ class Conv2dPlan:
             elif self.act != 0 or self.has_bias:
                 _bias_act_cols(yi, self.b, self.act, self.slope, 0, ho * wo)
         return True
+
+    def _packed_input(self, x, i):
+        """Image i of x as the packed GEMM reads it: zero-padded into a scratch copy when the
+        conv pads (the offsets into it are made on the first call)."""
+        _, c, h, wd = self.x_shape
+        pt, pl, pb, pr = self.pad
+        if self.pack_offsets is None:
+            (sh, sw), (dh, dw), (kh, kw) = self.stride, self.dilation, self.khw
+            ho, wo = self.y_shape[2:]
+            self.pack_offsets = _packgemm.conv_offsets(c, h + pt + pb, wd + pl + pr, kh, kw, sh, sw, dh, dw, ho, wo)
+        xi = x[i]
+        if pt or pl or pb or pr:
+            xp = _scratch(c * (h + pt + pb) * (wd + pl + pr), self.dtype, "packed_pad").reshape(
+                c, h + pt + pb, wd + pl + pr)
+            xp.fill(0)
+            xp[:, pt : pt + h, pl : pl + wd] = xi
+            xi = xp
+        return xi
+
+    def _split_region(self, name: str, x, y, res=None) -> bool:
+        """The packed or direct_cin kernel split over the threads of one numba parallel region
+        (kernels/_packsplit.py, ``name`` its driver), image by image; bit for bit the one-thread
+        results. False (nothing done) where no region can run: switched off, the threading layer
+        not TBB, another thread's region running."""
+        nt = _region_threads(_split_threads(self.macs))
+        if nt < 2:
+            return False
+        from refnet.kernels import _packsplit as ps
+
+        if not ps.enabled() or not PARALLEL_LOCK.acquire(blocking=False):
+            return False
+        try:
+            units = getattr(self, "_units", None)
+            if units is None or units[0] != nt:
+                co, ho, wo = self.y_shape[1:]
+                units = self._units = (nt, ps.packed_table(co, ho * wo, nt) if name == "packed_units"
+                                       else ps.direct_table(co, ho, nt))
+            for i in range(x.shape[0]):
+                args = self._packed_args(ps, x, y, res, i) if name == "packed_units" else self._direct_args(x, y, i)
+                ps.PARALLEL[name](nt, *args, units[1], np.zeros(1, np.int64))
+                if name == "direct_units" and args[-1] is not y[i]:
+                    y[i] = args[-1]
+        finally:
+            PARALLEL_LOCK.release()
+        return True
+
+    def _packed_args(self, ps, x, y, res, i) -> tuple:
+        """The packed driver's arguments for image i (before its units and counter)."""
+        co, ho, wo = self.y_shape[1:]
+        yi = y[i].reshape(co, ho * wo)
+        xf = self._packed_input(x, i).reshape(-1)
+        ri = yi if res is None else np.ascontiguousarray(res[i]).reshape(co, ho * wo)
+        act = self.act if res is None else self.res_act
+        return (self.packed.wp, xf, *self.pack_offsets, yi, self.b, act, self.slope, self.six, ri, res is not None,
+                self.act != 0 or self.has_bias)
+
+    def _direct_args(self, x, y, i) -> tuple:
+        """The direct_cin driver's arguments for image i (the output last)."""
+        d = self.direct
+        yi = y[i] if y[i].flags.c_contiguous else np.empty(y.shape[1:], np.float32)
+        return (d.wp, d._phases(x[i]), d.kofs, d.rowstep, d.b, d.act, d.slope, d.six, yi)
 
     def _packed_wide(self, x, y, res=None) -> bool:
         """1x1 stride-1 convs on wide maps: the wide packed GEMM per image, bias, residual and
