@@ -70,6 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--layers", default="", help="op types whose layers to list one by one")
     a = ap.parse_args(argv)
+    from refnet.kernels._parallel import choose_threading_layer
+
+    # numba's layer for the whole process as for 2 threads (as bench/split_ab.py: TBB where
+    # installed, so the 2-thread rounds run the split drivers in numba regions; before, the first
+    # set_num_threads(1) chose OpenMP and the 2-thread rounds ran on it)
+    print(f"numba threading layer: {choose_threading_layer(2)}")
     with tempfile.TemporaryDirectory(prefix="refnet-profile-ab-") as wd:
         for name in a.models.split(","):
             net, size = _load(name, wd)

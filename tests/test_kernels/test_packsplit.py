@@ -139,3 +139,28 @@ def test_plans_run_the_split_in_one_region(pool, regions, monkeypatch, alg, case
         _workers.set_workers(1)
         assert np.array_equal(split, plan(x)), f"{case}: one thread"
         _workers.set_workers(3)
+
+
+def test_twins_parallel_threshold_on_tbb(monkeypatch):
+    """At several threads a Twin runs its parallel build from TBB_MIN_WORK work elements on the
+    TBB layer, from PARALLEL_MIN_WORK on the others (both builds give the same results:
+    tests/test_kernels/test_conv_fast.py)."""
+    import refnet.kernels._parallel as P
+
+    def body(y):
+        return y
+
+    t = P.Twin(body, 0)
+    ran = []
+    monkeypatch.setattr(t, "parallel", lambda y: ran.append("parallel"))
+    monkeypatch.setattr(t, "_serial", lambda y: ran.append("serial"))
+    monkeypatch.setattr(P, "_GET_NUM_THREADS", [lambda: 2])
+    monkeypatch.setattr(P, "PARALLEL_MIN_WORK", 1000)
+    monkeypatch.setattr(P, "TBB_MIN_WORK", 100)
+    for tbb in (True, False):
+        monkeypatch.setattr(P, "_tbb_layer", lambda tbb=tbb: tbb)
+        ran.clear()
+        for size in (99, 100, 999, 1000):
+            t(np.zeros(size, np.float32))
+        want = ["serial", "parallel", "parallel", "parallel"] if tbb else ["serial", "serial", "serial", "parallel"]
+        assert ran == want
