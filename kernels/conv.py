@@ -1502,10 +1502,10 @@ class Conv2dPlan:
             return False
         try:
             units = getattr(self, "_units", None)
-            if units is None or units[0] != nt:
+            if units is None or units[0] != nt or units[2] != ps.UNITS_PER_THREAD:
                 co, ho, wo = self.y_shape[1:]
                 units = self._units = (nt, ps.packed_table(co, ho * wo, nt) if name == "packed_units"
-                                       else ps.direct_table(co, ho, nt))
+                                       else ps.direct_table(co, ho, nt), ps.UNITS_PER_THREAD)
             for i in range(x.shape[0]):
                 args = self._packed_args(ps, x, y, res, i) if name == "packed_units" else self._direct_args(x, y, i)
                 ps.PARALLEL[name](nt, *args, units[1], np.zeros(1, np.int64))

@@ -129,7 +129,8 @@ def test_plans_run_the_split_in_one_region(pool, regions, monkeypatch, alg, case
         want = _want(x, w, b, "relu", kw)
         calls.clear()
         split, runs = counting_pool_runs(plan, x)
-        assert runs == [] and calls == [2] * xs[0], case  # (one region per image, 2 numba threads)
+        # (one region per image, 2 numba threads)
+        assert runs == [] and calls == [2] * xs[0] and plan._units[0] == 2, case
         assert_close(split, want, "f32_vs_f64", case)
         monkeypatch.setenv(PS.ENV, "0")
         calls.clear()
