@@ -34,7 +34,7 @@ split BLAS paths (:func:`refnet.kernels.conv._split_gemm`, :mod:`refnet.kernels.
 Memory: the packed copy is the weights once more (rows padded to a multiple of MR); the plan
 keeps only a view of the original weights for its fallback path.
 
-Large maps: :func:`choose` also gives the packed GEMM to im2col convs on any map (M >= 64,
+Large maps: :func:`choose` also gives the packed GEMM to im2col convs on any map (M >= 32,
 K >= 128: no im2col copy), and :func:`packed_gemm_wide` (:class:`WideGemm`, algorithm
 "packedwide") to stride-1 1x1 convs with a fused residual on >= 196 pixels: a tile of MRW x
 NRW outputs that loads X's rows as vectors and broadcasts the weights, so bias, residual and
@@ -77,12 +77,17 @@ WINO_MAX_N = 64
 # 256 -> 64 0.90, 256 -> 128 0.93, 64 -> 64 1.03; 28x28 128 -> 512 + residual 0.84, 512 -> 128
 # 0.89, 512 -> 256 0.97; 14x14 256 -> 1024 + residual 0.94.
 # ... and the packed GEMM on any map for the im2col convs (strided or not 3x3; no im2col copy)
-# with at least MIN_M rows and IM2COL_MIN_K reduction length. Measured (one thread, cold
+# with at least IM2COL_MIN_M rows and IM2COL_MIN_K reduction length. Measured (one thread, cold
 # weights and inputs, ReLU, ratio packed / im2col + BLAS): ResNet-50 conv1 7x7/2 0.89-0.93,
 # 3x3/2 128 at 56x56 0.77, 64->128 3x3/2 0.82; GoogLeNet 5x5 32->96 28x28 0.69; CaffeNet
 # 11x11/4 0.84; 16->64 3x3/2 112x112 (K = 144) 0.92; but K = 27 (3->64 3x3/2 at 224) 1.48 and
 # 3->32 3x3 at 416x416 1.11.
 IM2COL_MIN_K = 128
+# ... and from this many rows for those (one panel of MR = 32). Measured (quiet, warm, ms im2col /
+# packed, one thread; two threads): GoogLeNet's inception_3a/5x5 16 -> 32 28x28 0.36 / 0.21;
+# 0.52 / 0.15, inception_4a/5x5 16 -> 48 14x14 0.15 / 0.10; 0.23 / 0.08, 32 -> 32 5x5 28x28 0.72 /
+# 0.39; 0.99 / 0.26, 16 -> 32 3x3/2 56x56 (K = 144) 0.16 / 0.10; 0.25 / 0.12.
+IM2COL_MIN_M = 32
 WIDE_MIN_N = 196
 WIDE_MIN_M = 32
 WIDE_MIN_K = 64
@@ -304,7 +309,7 @@ def choose(base: str, dtype: np.dtype, groups: int, m: int, k: int, n: int, *, s
         return "packed"
     if not enabled(LARGE_ENV):
         return base
-    if base == "im2col" and m >= MIN_M and k >= IM2COL_MIN_K:
+    if base == "im2col" and m >= IM2COL_MIN_M and k >= IM2COL_MIN_K:
         return "packed"
     if base == "gemm1x1" and stride1 and residual and n >= WIDE_MIN_N and m >= WIDE_MIN_M and k >= WIDE_MIN_K:
         return "packedwide"
