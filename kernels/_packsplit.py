@@ -1,6 +1,6 @@
 """The one-thread packed conv kernels split over several threads (issue 17).
 
-The packed GEMM (:mod:`refnet.kernels._packgemm`, algorithm "packed") and the direct
+The packed GEMMs (:mod:`refnet.kernels._packgemm`, algorithms "packed", "packedwide") and the direct
 few-input-channel conv (:mod:`refnet.kernels._direct`, "direct_cin") were written for one
 thread; with several, the conv plan used to fall back to its split BLAS paths (im2col / 1x1
 GEMMs in blocks), so GoogLeNet's 14x14 and 7x7 layers and its first conv ran a slower kernel
@@ -11,6 +11,9 @@ can start, by the worker pool's threads: :func:`refnet.kernels.conv._run_driver`
 * packed: a unit is one panel of :data:`~refnet.kernels._packgemm.MR` output channels over a
   range of output columns (a multiple of :data:`~refnet.kernels._packgemm.NR`), followed by the
   plan's epilogue (bias, residual, activation) on that block while it is in cache;
+* packedwide (:func:`~refnet.kernels._packgemm.packed_gemm_wide`): a unit is a range of panels
+  of :data:`~refnet.kernels._packgemm.MRW` output channels over one of its column blocks (bias,
+  residual and activation fused into its stores, as at one thread);
 * direct_cin: a unit is one block of :data:`~refnet.kernels._direct.CB` output channels over a
   band of output rows.
 
@@ -34,8 +37,8 @@ from refnet.kernels import _direct, _packgemm
 from refnet.kernels._jit import JIT_OPTIONS
 from refnet.kernels._lazyjit import MODE, lazy_njit, load_numba, on_numba_load, prange
 
-__all__ = ["ENV", "USE", "UNITS_PER_THREAD", "enabled", "packed_table", "direct_table", "packed_units",
-           "direct_units", "PARALLEL"]
+__all__ = ["ENV", "USE", "UNITS_PER_THREAD", "enabled", "packed_table", "direct_table", "wide_table",
+           "packed_units", "direct_units", "wide_units", "PARALLEL"]
 
 ENV = "REFNET_PACKED_SPLIT"
 USE = True  # (bench/flag_ab.py flips this)
@@ -93,6 +96,17 @@ def direct_table(co: int, ho: int, nt: int, per: int | None = None) -> np.ndarra
     return np.array([(b, r0, r1) for b in range(blocks) for r0, r1 in _bounds(ho, -(-want // blocks), 1)], np.int64)
 
 
+def wide_table(m: int, n: int, nbw: int, nt: int, per: int | None = None) -> np.ndarray:
+    """The units (nb0, p0, p1) of a wide packed GEMM C (m, n) over ``nt`` threads: every column
+    block of ``nbw`` columns (:class:`refnet.kernels._packgemm.WideGemm`'s), its panels of MRW rows
+    cut so that there are about ``per`` units per thread."""
+    blocks = list(range(0, n, nbw))
+    want = (per or UNITS_PER_THREAD) * nt
+    panels = -(-m // _packgemm.MRW)
+    return np.array([(nb0, p0, p1) for nb0 in blocks for p0, p1 in _bounds(panels, -(-want // len(blocks)), 1)],
+                    np.int64)
+
+
 _drv = lazy_njit(**JIT_OPTIONS)
 _par = lazy_njit(parallel=True, **JIT_OPTIONS)
 
@@ -148,6 +162,37 @@ def direct_units(wp, xf, kofs, rowstep, b, act, slope, six, y, units, counter): 
                                 base + np.uint64(oh * wo + ow0), plane)
 
 
+@_drv
+def wide_units(wq, x, c, bias, res, hasres, act, slope, six, nbw, units, counter):  # noqa: PLR0913
+    """Units ``units[j] = (nb0, p0, p1)`` taken from ``counter[0]`` until none is left: panels
+    [p0, p1) of column block [nb0, nb0 + nbw) of c = act((W @ x + bias) [+ res]), with the tile
+    calls of :func:`refnet.kernels._packgemm.packed_gemm_wide` (bias, residual, activation in
+    its stores)."""
+    m, n = c.shape
+    kdim = x.shape[0]
+    cf = c.reshape(m * n)
+    xf = x.reshape(kdim * n)
+    rf = res.reshape(res.size)
+    while True:
+        j = _atomic_inc(counter, 0)
+        if j >= units.shape[0]:
+            return
+        nb0, p0, p1 = units[j, 0], units[j, 1], units[j, 2]
+        for p in range(p0, p1):
+            for n0 in range(nb0, min(n, nb0 + nbw), 32):
+                lo = 0
+                if n0 + 32 > n:
+                    lo = n0 + 32 - n
+                    n0 = n - 32
+                _packgemm._tile_wide(wq, xf, p, n0, n, cf, bias, rf, hasres, act, slope, six, min(8, m - p * 8), lo)
+
+
+@_par
+def wide_units_par(nt, wq, x, c, bias, res, hasres, act, slope, six, nbw, units, counter):  # noqa: PLR0913
+    for _t in prange(nt):
+        wide_units(wq, x, c, bias, res, hasres, act, slope, six, nbw, units, counter)
+
+
 @_par
 def packed_units_par(nt, wp, xf, kofs, coffs, c, b, act, slope, six, r, hasres, epi, units, counter):  # noqa: PLR0913
     for _t in prange(nt):
@@ -161,7 +206,7 @@ def direct_units_par(nt, wp, xf, kofs, rowstep, b, act, slope, six, y, units, co
 
 
 # (the conv plan runs these through refnet.kernels.conv._run_driver: one region, else the pool)
-PARALLEL = {"packed_units": packed_units_par, "direct_units": direct_units_par}
+PARALLEL = {"packed_units": packed_units_par, "direct_units": direct_units_par, "wide_units": wide_units_par}
 
 from refnet.kernels.conv import _bias_act_cols as _bac  # noqa: E402 - (conv imports this module lazily)
 from refnet.kernels.conv import _bias_res_act_cols as _brac  # noqa: E402

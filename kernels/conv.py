@@ -1489,7 +1489,7 @@ class Conv2dPlan:
         return xi
 
     def _split_region(self, name: str, x, y, res=None) -> bool:
-        """The packed or direct_cin kernel split over the threads of one numba parallel region
+        """The packed, packedwide or direct_cin kernel split over the threads of one numba parallel region
         (kernels/_packsplit.py, ``name`` its driver), image by image; bit for bit the one-thread
         results. False (nothing done) where no region can run: switched off, the threading layer
         not TBB, another thread's region running."""
@@ -1504,10 +1504,14 @@ class Conv2dPlan:
             units = getattr(self, "_units", None)
             if units is None or units[0] != nt or units[2] != ps.UNITS_PER_THREAD:
                 co, ho, wo = self.y_shape[1:]
-                units = self._units = (nt, ps.packed_table(co, ho * wo, nt) if name == "packed_units"
-                                       else ps.direct_table(co, ho, nt), ps.UNITS_PER_THREAD)
+                table = (ps.packed_table(co, ho * wo, nt) if name == "packed_units"
+                         else ps.wide_table(co, ho * wo, self.wide.nbw, nt) if name == "wide_units"
+                         else ps.direct_table(co, ho, nt))
+                units = self._units = (nt, table, ps.UNITS_PER_THREAD)
+            make_args = {"packed_units": self._packed_args, "wide_units": self._wide_args,
+                         "direct_units": self._direct_args}[name]
             for i in range(x.shape[0]):
-                args = self._packed_args(ps, x, y, res, i) if name == "packed_units" else self._direct_args(x, y, i)
+                args = make_args(x, y, res, i)
                 ps.PARALLEL[name](nt, *args, units[1], np.zeros(1, np.int64))
                 if name == "direct_units" and args[-1] is not y[i]:
                     y[i] = args[-1]
@@ -1515,7 +1519,7 @@ class Conv2dPlan:
             PARALLEL_LOCK.release()
         return True
 
-    def _packed_args(self, ps, x, y, res, i) -> tuple:
+    def _packed_args(self, x, y, res, i) -> tuple:
         """The packed driver's arguments for image i (before its units and counter)."""
         co, ho, wo = self.y_shape[1:]
         yi = y[i].reshape(co, ho * wo)
@@ -1525,20 +1529,31 @@ class Conv2dPlan:
         return (self.packed.wp, xf, *self.pack_offsets, yi, self.b, act, self.slope, self.six, ri, res is not None,
                 self.act != 0 or self.has_bias)
 
-    def _direct_args(self, x, y, i) -> tuple:
-        """The direct_cin driver's arguments for image i (the output last)."""
+    def _wide_args(self, x, y, res, i) -> tuple:
+        """The wide packed driver's arguments for image i (before its units and counter)."""
+        c, h, wd = self.x_shape[1:]
+        co = self.y_shape[1]
+        yi = y[i].reshape(co, h * wd)
+        ri = yi if res is None else np.ascontiguousarray(res[i]).reshape(co, h * wd)
+        return (self.wide.wq, x[i].reshape(c, h * wd), yi, self.b, ri, res is not None, self.res_act, self.slope,
+                self.six, self.wide.nbw)
+
+    def _direct_args(self, x, y, res, i) -> tuple:
+        """The direct_cin driver's arguments for image i (the output last; ``res``: unused, the
+        plan's post-pass adds it)."""
         d = self.direct
         yi = y[i] if y[i].flags.c_contiguous else np.empty(y.shape[1:], np.float32)
         return (d.wp, d._phases(x[i]), d.kofs, d.rowstep, d.b, d.act, d.slope, d.six, yi)
 
     def _packed_wide(self, x, y, res=None) -> bool:
         """1x1 stride-1 convs on wide maps: the wide packed GEMM per image, bias, residual and
-        activation in its stores; several threads: the 1x1 split path. True when the residual
-        (if any) is applied too."""
+        activation in its stores; several threads: the same split over one numba region
+        (:meth:`_split_region`), else the 1x1 split path. True when the residual (if any) is
+        applied too."""
         n, c, h, wd = self.x_shape
         co = self.y_shape[1]
         if _split_threads(self.macs) > 1:
-            return self._gemm1x1(x, y, res)
+            return self._split_region("wide_units", x, y, res) or self._gemm1x1(x, y, res)
         for i in range(n):
             ri = None if res is None else np.ascontiguousarray(res[i]).reshape(co, h * wd)
             self.wide(x[i].reshape(c, h * wd), y[i].reshape(co, h * wd), self.b, ri, self.res_act, self.slope,

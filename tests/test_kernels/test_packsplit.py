@@ -1,6 +1,6 @@
-"""The packed and direct_cin conv kernels split over threads (refnet.kernels._packsplit): the
-drivers (as Python under NUMBA_DISABLE_JIT=1) against the float64 reference convolution and
-bit for bit against the one-thread kernels (packed GEMM + the plan's epilogue, direct_rows),
+"""The packed, packedwide and direct_cin conv kernels split over threads (refnet.kernels._packsplit):
+the drivers (as Python under NUMBA_DISABLE_JIT=1) against the float64 reference convolution and
+bit for bit against the one-thread kernels (packed GEMM + the plan's epilogue, the wide GEMM, direct_rows),
 on ragged shapes (panels and column tiles cut short, rows cut into bands), with residuals and
 activations; the unit tables; the conv plan running them in one numba parallel region at
 several threads, and the A/B switch."""
@@ -75,7 +75,7 @@ def test_packed_units_vs_reference_and_one_thread(name, activation, residual, rn
     got = np.full(plan.y_shape, np.nan, np.float32)
     one = np.full(plan.y_shape, np.nan, np.float32)
     for i in range(xs[0]):
-        args = plan._packed_args(PS, x, got, r, i)
+        args = plan._packed_args(x, got, r, i)
         PS.PARALLEL["packed_units"](2, *args, PS.packed_table(co, ho * wo, 2), np.zeros(1, np.int64))
         # the one-thread kernel and epilogue (the plan's path at one thread, with numba)
         yi = one[i].reshape(co, ho * wo)
@@ -98,10 +98,36 @@ def test_direct_units_vs_reference_and_one_thread(name, rng):
     one = np.full(plan.y_shape, np.nan, np.float32)
     d = plan.direct
     for i in range(xs[0]):
-        args = plan._direct_args(x, got, i)
+        args = plan._direct_args(x, got, None, i)
         PS.PARALLEL["direct_units"](2, *args, PS.direct_table(co, ho, 2, 3), np.zeros(1, np.int64))
         D.direct_rows(d.wp, d._phases(x[i]), d.kofs, d.rowstep, d.b, d.act, d.slope, d.six, one[i])
     assert_close(got, _want(x, w, b, "relu", kw), "f32_vs_f64", name)
+    assert np.array_equal(got, one), "bit for bit the one-thread kernel"
+
+
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("nbw", [None, 32])
+def test_wide_units_vs_reference_and_one_thread(residual, nbw, rng):
+    """The wide packed GEMM's split (1x1 stride-1; 3 panels of 8 rows, the last short; 66 columns:
+    a last partial tile; ``nbw`` 32: three column blocks)."""
+    xs, ws = (2, 16, 6, 11), (20, 16, 1, 1)
+    x, w, b = _data(rng, xs, ws)
+    plan = C.conv2d_plan(xs, w, b, activation="relu", residual=residual, algorithm="packedwide")
+    if nbw:
+        plan.wide.nbw = nbw
+    co, hw = ws[0], xs[2] * xs[3]
+    r = rng.standard_normal(plan.y_shape).astype(np.float32) if residual else None
+    got = np.full(plan.y_shape, np.nan, np.float32)
+    one = np.full(plan.y_shape, np.nan, np.float32)
+    table = PS.wide_table(co, hw, plan.wide.nbw, 2)
+    cover = [(nb0, p) for nb0, p0, p1 in table for p in range(p0, p1)]  # every (block, panel) once
+    assert sorted(cover) == [(nb0, p) for nb0 in range(0, hw, plan.wide.nbw) for p in range(3)]
+    for i in range(xs[0]):
+        args = plan._wide_args(x, got, r, i)
+        PS.PARALLEL["wide_units"](2, *args, table, np.zeros(1, np.int64))
+        yi = one[i].reshape(co, hw)
+        PG.packed_gemm_wide(args[0], args[1], yi, *args[3:4], yi if r is None else r[i].reshape(co, hw), *args[5:])
+    assert_close(got, _want(x, w, b, "relu", {}, r), "f32_vs_f64", "wide")
     assert np.array_equal(got, one), "bit for bit the one-thread kernel"
 
 
@@ -111,7 +137,10 @@ def _launch_numba_threads():
     C._bias_act_cols.parallel(z, np.zeros(2, np.float32), 0, np.zeros(2, np.float32), 0, 4)
 
 
-@pytest.mark.parametrize("alg,cases", [("packed", PACKED), ("direct_cin", DIRECT)])
+WIDE = {"wide": ((1, 16, 6, 11), (20, 16, 1, 1), {})}
+
+
+@pytest.mark.parametrize("alg,cases", [("packed", PACKED), ("direct_cin", DIRECT), ("packedwide", WIDE)])
 def test_plans_run_the_split_in_one_region(pool, regions, monkeypatch, alg, cases, rng):
     """With several threads the packed / direct_cin plans run these drivers in one numba region
     (no pool run), bit for bit their one-thread results; REFNET_PACKED_SPLIT=0: the split BLAS
@@ -119,7 +148,7 @@ def test_plans_run_the_split_in_one_region(pool, regions, monkeypatch, alg, case
     if load_numba().config.DISABLE_JIT:
         pytest.skip("numba parallel regions need the JIT")
     _launch_numba_threads()
-    name = "packed_units" if alg == "packed" else "direct_units"
+    name = {"packed": "packed_units", "direct_cin": "direct_units", "packedwide": "wide_units"}[alg]
     calls = []
     real = PS.PARALLEL[name]
     monkeypatch.setitem(PS.PARALLEL, name, lambda *a: (calls.append(a[0]), real(*a))[1])
