@@ -28,8 +28,8 @@ Inside ``numpy_kernels()`` (small nets without numba) and without numba's compil
 (``NUMBA_DISABLE_JIT=1``) :meth:`PackedGemm.__call__` runs the NumPy twin (one ``np.matmul``
 per panel); the kernel body itself runs as Python there with NumPy stand-ins for the stack
 arrays (CI's NUMBA_DISABLE_JIT run covers it on small shapes: tests/test_kernels/test_packgemm.py).
-The conv plan uses the packed kernel at one thread only; with several threads it keeps its
-split BLAS paths (:func:`refnet.kernels.conv._split_gemm`, :mod:`refnet.kernels._blasjit`).
+With several threads the conv plan runs the same tiles split over one numba parallel region
+(:mod:`refnet.kernels._packsplit`), else its split BLAS paths (:func:`refnet.kernels.conv._split_gemm`).
 
 Memory: the packed copy is the weights once more (rows padded to a multiple of MR); the plan
 keeps only a view of the original weights for its fallback path.

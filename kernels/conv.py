@@ -27,15 +27,17 @@ executor's per-call cost is a few microseconds. Algorithms:
 * "direct_cin", float32 ungrouped convs with at most 4 input channels (a net's RGB first conv;
   :mod:`refnet.kernels._direct`, off with ``REFNET_DIRECT_CIN=0``): a direct numba kernel on
   weights packed at plan time, 8 output channels x 32 output pixels per register tile, reading
-  the input's column phases in place (no im2col); one thread only (several: im2col's split);
+  the input's column phases in place (no im2col); several threads: the same kernel split in one
+  numba region (:mod:`refnet.kernels._packsplit`, TBB layer), else im2col's split;
 * otherwise: numba im2col in cache-sized bands of output rows + BLAS GEMM into the output
   (strided convs: from the input split into its column phases once, so that every row segment
   is a contiguous copy);
 * "packed", float32 ungrouped convs on small maps (ResNet-50's 7x7 and 14x14 stages; chosen
   over the above by :func:`refnet.kernels._packgemm.choose`, off with ``REFNET_PACKGEMM=0``): a
   numba GEMM on weights packed at plan time that reads the im2col in place (BLAS re-packs the
-  1-9 MB weights on every call); one thread only, several threads take the im2col / 1x1 split
-  paths. A NaN/Inf reaches only its receptive field (unlike Winograd, which it replaces on 7x7).
+  1-9 MB weights on every call); several threads: the same kernel split in one numba region
+  (:mod:`refnet.kernels._packsplit`, TBB layer, ``REFNET_PACKED_SPLIT=0`` off), else the im2col /
+  1x1 split paths. A NaN/Inf reaches only its receptive field (unlike Winograd, which it replaces on 7x7).
   Also for im2col convs on larger maps (no im2col copy), and "packedwide" for stride-1 1x1 convs
   with a fused residual (bias, residual and activation in the GEMM's stores).
 
