@@ -70,6 +70,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--layers", default="", help="op types whose layers to list one by one")
     a = ap.parse_args(argv)
+    from refnet.kernels._parallel import choose_threading_layer
+
+    # numba's layer for the whole process as for 2 threads (as bench/split_ab.py: TBB where
+    # installed, so the 2-thread rounds run the split drivers in numba regions), started now: the
+    # first round's set_num_threads(1) would choose OpenMP while no parallel region ran yet, and
+    # the 2-thread rounds then ran on it (so did this tool's numbers before session 7)
+    print(f"numba threading layer: {choose_threading_layer(2)}")
+    import numpy as np
+
+    from refnet.kernels.conv import _bias_act_cols
+
+    z = np.zeros((2, 4), np.float32)
+    _bias_act_cols.parallel(z, z[:, 0], 0, z[:, 0], 0, 4)  # (one parallel region: the layer starts)
     with tempfile.TemporaryDirectory(prefix="refnet-profile-ab-") as wd:
         for name in a.models.split(","):
             net, size = _load(name, wd)

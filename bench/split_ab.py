@@ -17,6 +17,12 @@ set-up, a 0.1 s pause and an untimed warm-up call before every timed call) of
 * ``region2b1``, ``region2b4``: ``region2`` with 1 or 4 blocks per thread instead of 2
   (``refnet.kernels.conv._REGION_BLOCKS_PER_THREAD``); ``split2b2``: ``split2`` with 2 instead
   of 4 (``_BLOCKS_PER_THREAD``);
+* ``region2b1np``: ``region2b1`` with ``REFNET_PACKED_SPLIT=0``: the packed / direct_cin convs on
+  the split BLAS paths at 2 threads, as before refnet.kernels._packsplit (its A/B);
+* ``region2b1mw``: ``region2b1`` with ``refnet.kernels._parallel.TBB_MIN_WORK`` = PARALLEL_MIN_WORK
+  (the numba kernels' parallel builds from 2^17 work elements on TBB too, as before);
+* ``region2b1u2``, ``region2b1u8``: ``region2b1`` with 2 or 8 units per thread in the packed /
+  direct_cin splits (``refnet.kernels._packsplit.UNITS_PER_THREAD``, default 4);
 * ``one``:    1 thread;
 * ``cv2``:    cv2.dnn 4.x at 2 threads (caffe models; the ONNX ones in cv2 4.x where it loads them);
 * ``auto``:   refnet's default (load-aware) thread count.
@@ -84,9 +90,14 @@ def _variants(net, feeds, with_cv2: bool):
     region = region if region != "0" else "1"  # (the region2* variants' setting; the others "0")
 
     import refnet.kernels.conv as conv
+    from refnet.kernels import _packsplit, _parallel
 
-    def setup(split: str, n, drivers: str = "1", regions: str = "0", per_thread: int = 4, region_per: int = 2):
+    def setup(split: str, n, drivers: str = "1", regions: str = "0", per_thread: int = 4, region_per: int = 2,
+              packed: str = "1", tbb_min_work: int = _parallel.TBB_MIN_WORK, units: int = _packsplit.UNITS_PER_THREAD):
         def prep():
+            os.environ["REFNET_PACKED_SPLIT"] = packed
+            _packsplit.UNITS_PER_THREAD = units
+            _parallel.TBB_MIN_WORK = tbb_min_work
             conv._BLOCKS_PER_THREAD = per_thread
             conv._REGION_BLOCKS_PER_THREAD = region_per
             os.environ["REFNET_CONV_SPLIT"] = split
@@ -100,6 +111,10 @@ def _variants(net, feeds, with_cv2: bool):
 
     out = {"split2": (setup("1", 2), fwd), "region2": (setup("1", 2, "1", region), fwd),
            "region2b1": (setup("1", 2, "1", region, region_per=1), fwd),
+           "region2b1np": (setup("1", 2, "1", region, region_per=1, packed="0"), fwd),
+           "region2b1mw": (setup("1", 2, "1", region, region_per=1, tbb_min_work=_parallel.PARALLEL_MIN_WORK), fwd),
+           "region2b1u2": (setup("1", 2, "1", region, region_per=1, units=2), fwd),
+           "region2b1u8": (setup("1", 2, "1", region, region_per=1, units=8), fwd),
            "region2b4": (setup("1", 2, "1", region, region_per=4), fwd),
            "split2b2": (setup("1", 2, per_thread=2), fwd),
            "py2": (setup("1", 2, "0"), fwd), "blas2": (setup("0", 2), fwd),
@@ -167,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
             print("  CPU ms     " + "  ".join(f"{k} {statistics.median(cpu[k]) * 1e3:.1f}" for k in names)
                   + "  (process CPU time per call, median: work + spinning, all threads)")
             by = dict(zip(names, times))
-            pairs = [(r, q) for r in ("region2", "region2b1", "region2b4") for q in ("split2", "one", "cv2")]
+            pairs = [(r, q) for r in ("region2", "region2b1", "region2b4")
+                     for q in ("region2b1np", "region2b1mw", "region2b1u2", "region2b1u8", "split2", "one", "cv2")]
             pairs += [("split2", "py2"), ("py2", "one"),
                      ("py2", "cv2"), ("split2", "blas2"), ("split2", "one"),
                      ("blas2", "one"), ("split2", "cv2"), ("blas2", "cv2"),
@@ -187,6 +203,7 @@ def reset_env() -> None:
     os.environ.pop("REFNET_CONV_SPLIT", None)
     os.environ.pop("REFNET_POOL_DRIVERS", None)
     os.environ.pop("REFNET_NUMBA_DRIVERS", None)
+    os.environ.pop("REFNET_PACKED_SPLIT", None)
 
 
 if __name__ == "__main__":

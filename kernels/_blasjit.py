@@ -38,7 +38,7 @@ from numba.extending import intrinsic
 
 from refnet.kernels._jit import JIT_OPTIONS
 from refnet.kernels._lazyjit import load_numba
-from refnet.kernels._spin import _load_acquire, _yield
+from refnet.kernels._spin import _atomic_inc, _load_acquire, _yield
 
 __all__ = ["available", "gemm_blocks", "im2col_bands", "im2col_small", "wino_bands", "wino_small"]
 
@@ -64,20 +64,6 @@ def _find_blas() -> bool:
 
 _FOUND = _find_blas()
 _numba = load_numba()
-
-
-@intrinsic
-def _atomic_inc(typingctx, counter, idx):  # noqa: ANN001, ARG001 - numba intrinsic signature
-    """``counter[idx]++`` (atomic), returning the old value."""
-    if not (isinstance(counter, types.Array) and counter.dtype == types.int64 and isinstance(idx, types.Integer)):
-        return None
-
-    def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
-        ary = context.make_array(signature.args[0])(context, builder, args[0])
-        ptr = builder.gep(ary.data, [context.cast(builder, args[1], signature.args[1], types.int64)])
-        return builder.atomic_rmw("add", ptr, ir.Constant(ir.IntType(64), 1), "seq_cst")
-
-    return types.int64(counter, idx), codegen
 
 
 @_numba.njit(**JIT_OPTIONS)

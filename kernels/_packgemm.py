@@ -41,13 +41,13 @@ Inside ``numpy_kernels()`` (small nets without numba) and without numba's compil
 (``NUMBA_DISABLE_JIT=1``) :meth:`PackedGemm.__call__` runs the NumPy twin (one ``np.matmul``
 per panel); the kernel body itself runs as Python there with NumPy stand-ins for the stack
 arrays (CI's NUMBA_DISABLE_JIT run covers it on small shapes: tests/test_kernels/test_packgemm.py).
-The conv plan uses the packed kernel at one thread only; with several threads it keeps its
-split BLAS paths (:func:`refnet.kernels.conv._split_gemm`, :mod:`refnet.kernels._blasjit`).
+With several threads the conv plan runs the same tiles split over one numba parallel region
+(:mod:`refnet.kernels._packsplit`), else its split BLAS paths (:func:`refnet.kernels.conv._split_gemm`).
 
 Memory: the packed copy is the weights once more (rows padded to a multiple of MR); the plan
 keeps only a view of the original weights for its fallback path.
 
-Large maps: :func:`choose` also gives the packed GEMM to im2col convs on any map (M >= 64,
+Large maps: :func:`choose` also gives the packed GEMM to im2col convs on any map (M >= 32,
 K >= 128: no im2col copy), and :func:`packed_gemm_wide` (:class:`WideGemm`, algorithm
 "packedwide") to stride-1 1x1 convs with a fused residual on >= 196 pixels: a tile of MRW x
 NRW outputs that loads X's rows as vectors and broadcasts the weights, so bias, residual and
@@ -94,7 +94,7 @@ WINO_MAX_N = 64
 # 256 -> 64 0.90, 256 -> 128 0.93, 64 -> 64 1.03; 28x28 128 -> 512 + residual 0.84, 512 -> 128
 # 0.89, 512 -> 256 0.97; 14x14 256 -> 1024 + residual 0.94.
 # ... and the packed GEMM on any map for the im2col convs (strided or not 3x3; no im2col copy)
-# with at least MIN_M rows and IM2COL_MIN_K reduction length. Measured (one thread, cold
+# with at least IM2COL_MIN_M rows and IM2COL_MIN_K reduction length. Measured (one thread, cold
 # weights and inputs, ReLU, ratio packed / im2col + BLAS): ResNet-50 conv1 7x7/2 0.89-0.93,
 # 3x3/2 128 at 56x56 0.77, 64->128 3x3/2 0.82; GoogLeNet 5x5 32->96 28x28 0.69; CaffeNet
 # 11x11/4 0.84; 16->64 3x3/2 112x112 (K = 144) 0.92; but K = 27 (3->64 3x3/2 at 224) 1.48 and
@@ -107,12 +107,18 @@ STRIDED = True
 # off at plan time, the flag read again at each call)
 WINO_ENV = "REFNET_PACKGEMM_WINO"
 WINO_PACKED = os.environ.get(WINO_ENV, "1").strip() not in ("0", "off", "no", "false")
+# ... and from this many rows for those (one panel of MR = 32). Measured (quiet, warm, ms im2col /
+# packed, one thread; two threads): GoogLeNet's inception_3a/5x5 16 -> 32 28x28 0.36 / 0.21;
+# 0.52 / 0.15, inception_4a/5x5 16 -> 48 14x14 0.15 / 0.10; 0.23 / 0.08, 32 -> 32 5x5 28x28 0.72 /
+# 0.39; 0.99 / 0.26, 16 -> 32 3x3/2 56x56 (K = 144) 0.16 / 0.10; 0.25 / 0.12.
+IM2COL_MIN_M = 32
 WIDE_MIN_N = 196
 WIDE_MIN_M = 32
 WIDE_MIN_K = 64
 # ... and the wide packed GEMM also for stride-1 1x1 convs without a residual (WIDE_PLAIN, below;
-# two rules, either takes it). Few rows / small maps: at least PLAIN_MIN_N columns and PLAIN_MIN_K reduction length, and at most PLAIN_FEW_M rows, or at most
-# PLAIN_MAX_M rows on at most PLAIN_MAX_N columns (SqueezeNet's squeeze and expand1x1 convs): its
+# two rules, either takes it). Few rows / small maps: at least PLAIN_MIN_N columns and
+# PLAIN_MIN_K reduction length, and at most PLAIN_FEW_M rows, or at most PLAIN_MAX_M rows
+# on at most PLAIN_MAX_N columns (SqueezeNet's squeeze and expand1x1 convs): its
 # epilogue in the stores saves the second pass over C, and on few rows the BLAS's packing is much
 # of its call. Measured in the net (one thread, paired per-step medians: bench/steps_ab.py
 # squeezenet refnet.kernels._packgemm:WIDE_PLAIN), us BLAS + epilogue -> wide: SqueezeNet
@@ -456,7 +462,8 @@ PREFETCH = enabled(PREFETCH_ENV)
 WIDE_PREFETCH = enabled(PREFETCH_ENV)
 WIDE_PREFETCH_X = enabled(PREFETCH_ENV)
 # whether the wide GEMM also takes the stride-1 1x1 convs without a residual (both rules: the
-# few-row one of PLAIN_* above, and this one) that have at least WIDE_PLAIN_MIN_M rows, on maps of WIDE_PLAIN_MIN_N..WIDE_PLAIN_MAX_N pixels (read at plan time;
+# few-row one of PLAIN_* above, and this one) that have at least WIDE_PLAIN_MIN_M rows, on maps
+# of WIDE_PLAIN_MIN_N..WIDE_PLAIN_MAX_N pixels (read at plan time;
 # REFNET_PACKGEMM_WIDE_PLAIN=0 off; MobileNet-SSD's 75x75 and 19x19 pointwise convs measured
 # 1.01-1.02 of the BLAS path in the whole net, load 3-4, without them 0.994). With the prefetches
 # above, ResNet-50 1 thread per layer (bench/layers_vs_ort.py, medians of 15): 56x56 256->64
@@ -498,7 +505,7 @@ def choose(base: str, dtype: np.dtype, groups: int, m: int, k: int, n: int, *, s
         return "packed"
     if not enabled(LARGE_ENV):
         return base
-    if base == "im2col" and m >= MIN_M and k >= IM2COL_MIN_K:
+    if base == "im2col" and m >= IM2COL_MIN_M and k >= IM2COL_MIN_K:
         return "packed"
     if base == "gemm1x1" and not stride1 and STRIDED and m >= MIN_M and k >= MIN_K:
         return "packed"  # (strided 1x1 on a large map: on a subsampled copy, SUBSAMPLE)

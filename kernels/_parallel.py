@@ -14,8 +14,9 @@ region (:func:`region_threads`; see :func:`choose_threading_layer`).
 :mod:`refnet.kernels._jit` -- ``pjit`` (``prange`` over disjoint outputs) and ``jit`` (``prange``
 runs as ``range``) -- and per call runs the parallel build when it is cheap to launch (one
 thread, OpenMP layer) or worth sharing (several threads and at least
-:data:`PARALLEL_MIN_WORK` elements of work, the ``.size`` of one array argument), else the
-serial build. Both compute every output element in the same order: results are identical.
+:data:`PARALLEL_MIN_WORK` elements of work -- :data:`TBB_MIN_WORK` on the TBB layer --, the
+``.size`` of one array argument), else the serial build. Both compute every output element in
+the same order: results are identical.
 Parallel builds run one at a time in the process (:data:`refnet.kernels._jit.PARALLEL_LOCK`):
 numba's workqueue layer aborts when two threads launch parallel regions at once.
 """
@@ -31,11 +32,15 @@ from typing import Any
 from refnet.kernels._jit import PARALLEL_LOCK, jit, pjit
 from refnet.kernels._lazyjit import MODE, load_numba, on_numba_load
 
-__all__ = ["twin", "Twin", "PARALLEL_MIN_WORK", "choose_threading_layer", "threading_layer", "region_drivers",
-           "region_threads"]
+__all__ = ["twin", "Twin", "PARALLEL_MIN_WORK", "TBB_MIN_WORK", "choose_threading_layer", "threading_layer",
+           "region_drivers", "region_threads"]
 
 # below this many work elements a kernel runs serially even when several threads are allowed
 PARALLEL_MIN_WORK = 1 << 17
+# ... on numba's TBB layer (launches in ~10 us): this many (``REFNET_TBB_MIN_WORK``). Measured
+# (2 threads, quiet, back to back, ms serial / parallel build): GoogLeNet's 14x14 inception max
+# pools (480 x 14 x 14 input) 0.167 / 0.090, 7x7 ones (832 x 7 x 7) 0.126 / 0.071.
+TBB_MIN_WORK = int(os.environ.get("REFNET_TBB_MIN_WORK", str(1 << 15)))
 
 _INLINE: list[bool] = []  # [True] once the layer is known to run one-thread launches inline
 
@@ -117,11 +122,7 @@ def region_threads(nt: int) -> int:
     mode = os.environ.get("REFNET_NUMBA_DRIVERS", "1")
     if nt <= 1 or mode not in ("1", "any"):
         return 0
-    if not _LAYER:
-        if not threads_launched():
-            return 0
-        _LAYER.append(threading_layer())
-    if mode == "1" and _LAYER[0] != "tbb":
+    if not _tbb_layer() and (mode == "1" or not _LAYER):  # (_LAYER empty: numba not started)
         return 0
     return min(nt, _GET_NUM_THREADS[0]() if _GET_NUM_THREADS else load_numba().get_num_threads())
 
@@ -138,6 +139,15 @@ def _inline_launch() -> bool:
     if not _INLINE:
         _INLINE.append(threading_layer() == "omp")
     return _INLINE[0]
+
+
+def _tbb_layer() -> bool:
+    """Whether numba's threading layer is TBB (asked once numba's threads started)."""
+    if not _LAYER:
+        if not threads_launched():
+            return False
+        _LAYER.append(threading_layer())
+    return _LAYER[0] == "tbb"
 
 
 class Twin:
@@ -180,7 +190,7 @@ class Twin:
         if n == 1:  # (this starts the threading layer if nothing did yet)
             if not _inline_launch():
                 return self._serial(*args)
-        elif args[self.work_arg].size < PARALLEL_MIN_WORK:
+        elif args[self.work_arg].size < (min(PARALLEL_MIN_WORK, TBB_MIN_WORK) if _tbb_layer() else PARALLEL_MIN_WORK):
             return self._serial(*args)
         with PARALLEL_LOCK:  # numba's threading layers abort on parallel regions entered concurrently
             return self.parallel(*args)

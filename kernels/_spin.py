@@ -49,6 +49,21 @@ def _load_acquire(typingctx, arr, idx):  # noqa: ANN001, ARG001 - numba intrinsi
 
 
 @intrinsic
+def _atomic_inc(typingctx, counter, idx):  # noqa: ANN001, ARG001 - numba intrinsic signature
+    """``counter[idx]++`` (atomic), returning the old value (the split drivers' shared block counters:
+    :mod:`refnet.kernels._blasjit`, :mod:`refnet.kernels._packsplit`)."""
+    if not (isinstance(counter, types.Array) and counter.dtype == types.int64 and isinstance(idx, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        ptr = builder.gep(ary.data, [context.cast(builder, args[1], signature.args[1], types.int64)])
+        return builder.atomic_rmw("add", ptr, ir.Constant(ir.IntType(64), 1), "seq_cst")
+
+    return types.int64(counter, idx), codegen
+
+
+@intrinsic
 def _yield(typingctx):  # noqa: ANN001, ARG001
     """``sched_yield()`` (libc, resolved by numba's linker from the process's symbols)."""
     sig = types.void()

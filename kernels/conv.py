@@ -27,15 +27,17 @@ executor's per-call cost is a few microseconds. Algorithms:
 * "direct_cin", float32 ungrouped convs with at most 4 input channels (a net's RGB first conv;
   :mod:`refnet.kernels._direct`, off with ``REFNET_DIRECT_CIN=0``): a direct numba kernel on
   weights packed at plan time, 8 output channels x 32 output pixels per register tile, reading
-  the input's column phases in place (no im2col); one thread only (several: im2col's split);
+  the input's column phases in place (no im2col); several threads: the same kernel split in one
+  numba region (:mod:`refnet.kernels._packsplit`, TBB layer), else im2col's split;
 * otherwise: numba im2col in cache-sized bands of output rows + BLAS GEMM into the output
   (strided convs: from the input split into its column phases once, so that every row segment
   is a contiguous copy);
 * "packed", float32 ungrouped convs on small maps (ResNet-50's 7x7 and 14x14 stages; chosen
   over the above by :func:`refnet.kernels._packgemm.choose`, off with ``REFNET_PACKGEMM=0``): a
   numba GEMM on weights packed at plan time that reads the im2col in place (BLAS re-packs the
-  1-9 MB weights on every call); one thread only, several threads take the im2col / 1x1 split
-  paths. A NaN/Inf reaches only its receptive field (unlike Winograd, which it replaces on 7x7).
+  1-9 MB weights on every call); several threads: the same kernel split in one numba region
+  (:mod:`refnet.kernels._packsplit`, TBB layer, ``REFNET_PACKED_SPLIT=0`` off), else the im2col /
+  1x1 split paths. A NaN/Inf reaches only its receptive field (unlike Winograd, which it replaces on 7x7).
   Also for im2col convs on larger maps (no im2col copy), and "packedwide" for stride-1 1x1 convs
   with a fused residual (bias, residual and activation in the GEMM's stores).
 
@@ -1429,9 +1431,9 @@ class Conv2dPlan:
             if self._packed_wide(x, y, residual):
                 return y
         elif alg == "direct_cin" and _split_threads(self.macs) == 1:
-            # (several threads: im2col's split)
             self.direct(x, y)
-        else:
+        elif alg != "direct_cin" or not self._split_region("direct_units", x, y):
+            # (direct_cin with several threads: kernels/_packsplit.py in one region, else im2col's split)
             self._im2col(x, y)
         if residual is not None:  # act(y + residual), y already holding conv + bias
             n, co = self.y_shape[:2]
@@ -1499,32 +1501,20 @@ class Conv2dPlan:
     # ---- the packed-weight GEMM (kernels/_packgemm.py): one thread, small maps ----
     def _packed(self, x, y, res=None) -> bool:
         """The packed GEMM per image, reading its im2col in place (from a zero-padded copy when
-        padded), then the epilogue; several threads: the im2col / 1x1 split paths. True when
-        the residual (if any) is applied too."""
-        n, c, h, wd = self.x_shape
+        padded), then the epilogue; several threads: the same split over one numba region
+        (:meth:`_split_region`), else the im2col / 1x1 split paths. True when the residual (if
+        any) is applied too."""
+        n = self.x_shape[0]
         _, co, ho, wo = self.y_shape
-        pt, pl, pb, pr = self.pad
         if _split_threads(self.macs) > 1:
+            if self._split_region("packed_units", x, y, res):
+                return True
             if self.khw == (1, 1) and self.pad == (0, 0, 0, 0):
                 return self._gemm1x1(x, y, res)
             self._im2col(x, y)
             return False
-        sub = _packgemm.SUBSAMPLE and self.khw == (1, 1) and self.stride != (1, 1) and self.pad == (0, 0, 0, 0)
-        if self.pack_offsets is None or self.pack_offsets[2] != sub:
-            (sh, sw), (dh, dw), (kh, kw) = self.stride, self.dilation, self.khw
-            self.pack_offsets = (*(_packgemm.matrix_offsets(c, ho * wo) if sub else _packgemm.conv_offsets(
-                c, h + pt + pb, wd + pl + pr, kh, kw, sh, sw, dh, dw, ho, wo)), sub)
         for i in range(n):
-            xi = x[i]
-            if sub:  # strided 1x1: the pixels read, contiguous (a cache-sized X for every row panel)
-                xi = _scratch(c * ho * wo, self.dtype, "subsample").reshape(c, ho, wo)
-                np.copyto(xi, x[i, :, :: self.stride[0], :: self.stride[1]])
-            elif pt or pl or pb or pr:
-                xp = _scratch(c * (h + pt + pb) * (wd + pl + pr), self.dtype, "packed_pad").reshape(
-                    c, h + pt + pb, wd + pl + pr)
-                xp.fill(0)
-                xp[:, pt : pt + h, pl : pl + wd] = xi
-                xi = xp
+            xi = self._packed_input(x, i)
             yi = y[i].reshape(co, ho * wo)
             if _packgemm.FUSED:  # bias, residual and activation as the tiles store
                 ri = None if res is None else np.ascontiguousarray(res[i]).reshape(co, ho * wo)
@@ -1539,14 +1529,99 @@ class Conv2dPlan:
                 _bias_act_cols(yi, self.b, self.act, self.slope, 0, ho * wo)
         return True
 
+    def _packed_input(self, x, i):
+        """Image i of x as the packed GEMM reads it: zero-padded into a scratch copy when the
+        conv pads; for strided unpadded 1x1 convs (_packgemm.SUBSAMPLE) a contiguous copy of the
+        pixels read (a cache-sized X for every row panel). The offsets into it
+        (``pack_offsets`` = (kofs, coffs, subsampled)) are made on the first call, again when the
+        switch changes."""
+        _, c, h, wd = self.x_shape
+        pt, pl, pb, pr = self.pad
+        ho, wo = self.y_shape[2:]
+        sub = _packgemm.SUBSAMPLE and self.khw == (1, 1) and self.stride != (1, 1) and self.pad == (0, 0, 0, 0)
+        if self.pack_offsets is None or self.pack_offsets[2] != sub:
+            (sh, sw), (dh, dw), (kh, kw) = self.stride, self.dilation, self.khw
+            self.pack_offsets = (*(_packgemm.matrix_offsets(c, ho * wo) if sub else _packgemm.conv_offsets(
+                c, h + pt + pb, wd + pl + pr, kh, kw, sh, sw, dh, dw, ho, wo)), sub)
+        xi = x[i]
+        if sub:
+            xs = _scratch(c * ho * wo, self.dtype, "subsample").reshape(c, ho, wo)
+            np.copyto(xs, xi[:, :: self.stride[0], :: self.stride[1]])
+            return xs
+        if pt or pl or pb or pr:
+            xp = _scratch(c * (h + pt + pb) * (wd + pl + pr), self.dtype, "packed_pad").reshape(
+                c, h + pt + pb, wd + pl + pr)
+            xp.fill(0)
+            xp[:, pt : pt + h, pl : pl + wd] = xi
+            xi = xp
+        return xi
+
+    def _split_region(self, name: str, x, y, res=None) -> bool:
+        """The packed, packedwide or direct_cin kernel split over the threads of one numba parallel region
+        (kernels/_packsplit.py, ``name`` its driver), image by image; bit for bit the one-thread
+        results. False (nothing done) where no region can run: switched off, the threading layer
+        not TBB, another thread's region running."""
+        nt = _region_threads(_split_threads(self.macs))
+        if nt < 2:
+            return False
+        from refnet.kernels import _packsplit as ps
+
+        if not ps.enabled() or not PARALLEL_LOCK.acquire(blocking=False):
+            return False
+        try:
+            units = getattr(self, "_units", None)
+            if units is None or units[0] != nt or units[2] != ps.UNITS_PER_THREAD:
+                co, ho, wo = self.y_shape[1:]
+                table = (ps.packed_table(co, ho * wo, nt) if name == "packed_units"
+                         else ps.wide_table(co, ho * wo, self.wide.nbw, nt) if name == "wide_units"
+                         else ps.direct_table(co, ho, nt))
+                units = self._units = (nt, table, ps.UNITS_PER_THREAD)
+            make_args = {"packed_units": self._packed_args, "wide_units": self._wide_args,
+                         "direct_units": self._direct_args}[name]
+            for i in range(x.shape[0]):
+                args = make_args(x, y, res, i)
+                ps.PARALLEL[name](nt, *args, units[1], np.zeros(1, np.int64))
+                if name == "direct_units" and args[-1] is not y[i]:
+                    y[i] = args[-1]
+        finally:
+            PARALLEL_LOCK.release()
+        return True
+
+    def _packed_args(self, x, y, res, i) -> tuple:
+        """The packed driver's arguments for image i (before its units and counter)."""
+        co, ho, wo = self.y_shape[1:]
+        yi = y[i].reshape(co, ho * wo)
+        xf = self._packed_input(x, i).reshape(-1)
+        ri = yi if res is None else np.ascontiguousarray(res[i]).reshape(co, ho * wo)
+        act = self.act if res is None else self.res_act
+        return (self.packed.wp, xf, *self.pack_offsets[:2], yi, self.b, act, self.slope, self.six, ri, res is not None,
+                self.act != 0 or self.has_bias)
+
+    def _wide_args(self, x, y, res, i) -> tuple:
+        """The wide packed driver's arguments for image i (before its units and counter)."""
+        c, h, wd = self.x_shape[1:]
+        co = self.y_shape[1]
+        yi = y[i].reshape(co, h * wd)
+        ri = yi if res is None else np.ascontiguousarray(res[i]).reshape(co, h * wd)
+        return (self.wide.wq, x[i].reshape(c, h * wd), yi, self.b, ri, res is not None, self.res_act, self.slope,
+                self.six, self.wide.nbw)
+
+    def _direct_args(self, x, y, res, i) -> tuple:
+        """The direct_cin driver's arguments for image i (the output last; ``res``: unused, the
+        plan's post-pass adds it)."""
+        d = self.direct
+        yi = y[i] if y[i].flags.c_contiguous else np.empty(y.shape[1:], np.float32)
+        return (d.wp, d._phases(x[i]), d.kofs, d.rowstep, d.b, d.act, d.slope, d.six, yi)
+
     def _packed_wide(self, x, y, res=None) -> bool:
         """1x1 stride-1 convs on wide maps: the wide packed GEMM per image, bias, residual and
-        activation in its stores; several threads: the 1x1 split path. True when the residual
-        (if any) is applied too."""
+        activation in its stores; several threads: the same split over one numba region
+        (:meth:`_split_region`), else the 1x1 split path. True when the residual (if any) is
+        applied too."""
         n, c, h, wd = self.x_shape
         co = self.y_shape[1]
         if _split_threads(self.macs) > 1:
-            return self._gemm1x1(x, y, res)
+            return self._split_region("wide_units", x, y, res) or self._gemm1x1(x, y, res)
         for i in range(n):
             ri = None if res is None else np.ascontiguousarray(res[i]).reshape(co, h * wd)
             self.wide(x[i].reshape(c, h * wd), y[i].reshape(co, h * wd), self.b, ri, self.res_act, self.slope,

@@ -210,8 +210,9 @@ def test_algorithm_choice(monkeypatch):
     # (few input channels: the direct kernel of kernels/_direct.py, tests/test_kernels/test_direct.py)
     assert conv2d_plan((1, 3, 224, 224), np.zeros((64, 3, 7, 7), f), pad=3, stride=2).algorithm == "direct_cin"
     assert conv2d_plan((1, 3, 224, 224), np.zeros((64, 3, 7, 7)), pad=3, stride=2).algorithm == "im2col"
-    assert conv2d_plan((1, 32, 60, 80), np.zeros((32, 32, 3, 3), f), pad=1, stride=2).algorithm == "im2col"
-    # (one thread, float32, >= 64 outputs, K >= 128: the packed GEMM, kernels/_packgemm.choose)
+    assert conv2d_plan((1, 32, 60, 80), np.zeros((16, 32, 3, 3), f), pad=1, stride=2).algorithm == "im2col"
+    # (float32, >= 32 outputs (IM2COL_MIN_M), K >= 128: the packed GEMM, kernels/_packgemm.choose)
+    assert conv2d_plan((1, 32, 60, 80), np.zeros((32, 32, 3, 3), f), pad=1, stride=2).algorithm == "packed"
     assert conv2d_plan((1, 8, 64, 64), np.zeros((64, 8, 5, 5), f), pad=2, stride=2).algorithm == "packed"
     monkeypatch.setenv("REFNET_PACKGEMM", "0")
     assert conv2d_plan((1, 8, 64, 64), np.zeros((64, 8, 5, 5), f), pad=2, stride=2).algorithm == "im2col"

@@ -220,7 +220,9 @@ def test_choice_and_switch(monkeypatch):
     assert PG.choose("im2col", f32, 1, 64, 147, 12544) == "packed"
     assert PG.choose("im2col", f32, 1, 128, 1152, 784) == "packed"
     assert PG.choose("im2col", f32, 1, 64, 27, 12321) == "im2col"
-    assert PG.choose("im2col", f32, 1, 32, 800, 784) == "im2col"
+    assert PG.choose("im2col", f32, 1, 32, 800, 784) == "packed"  # (from one panel of rows: IM2COL_MIN_M)
+    assert PG.choose("im2col", f32, 1, 48, 400, 196) == "packed"
+    assert PG.choose("im2col", f32, 1, 16, 800, 784) == "im2col"
     w = np.zeros((256, 64, 1, 1), f32)
     assert C.conv2d_plan((1, 64, 56, 56), w, residual=True).algorithm == "packedwide"
     assert C.conv2d_plan((1, 64, 56, 56), w).algorithm == "packedwide"
