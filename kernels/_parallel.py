@@ -69,18 +69,21 @@ def threading_layer() -> str:
 
 def choose_threading_layer(n_threads: int) -> str:
     """Pick numba's threading layer for ``n_threads`` before it starts (no-op afterwards or
-    when NUMBA_THREADING_LAYER is set): OpenMP for one thread (inline launches); for more, TBB
-    when :func:`region_drivers` is on and TBB loads (launches in ~10 us), else workqueue (no
-    multi-millisecond stalls when the machine is oversubscribed)."""
+    when NUMBA_THREADING_LAYER is set): TBB when :func:`region_drivers` is on and TBB loads
+    (launches in ~10 us), whatever ``n_threads`` -- the layer is fixed once started
+    (``numba.set_num_threads`` starts it), and a process that begins at one thread and later
+    runs at two needs TBB for the split convs' regions (at one thread the parallel builds then
+    run serially: :class:`Twin`); else OpenMP for one thread (inline launches), workqueue for
+    more (no multi-millisecond stalls when the machine is oversubscribed)."""
     numba = load_numba()
     layer = os.environ.get("NUMBA_THREADING_LAYER", "")
     if layer == "tbb":
         _load_tbb()  # (numba looks for libtbb.so.12 by name: pip's tbb puts it in <prefix>/lib)
     elif not layer and not threads_launched():
-        if int(n_threads) <= 1:
-            numba.config.THREADING_LAYER = "omp"
+        if region_drivers() and _load_tbb():
+            numba.config.THREADING_LAYER = "tbb"
         else:
-            numba.config.THREADING_LAYER = "tbb" if region_drivers() and _load_tbb() else "workqueue"
+            numba.config.THREADING_LAYER = "omp" if int(n_threads) <= 1 else "workqueue"
     return threading_layer()
 
 

@@ -55,8 +55,9 @@ conv weights ``(C_in, C_out // groups, kh, kw)``; output size
 
 Threading: unless ``NUMBA_THREADING_LAYER`` says otherwise, numba's threading layer is chosen
 before it starts (:func:`refnet.kernels._parallel.choose_threading_layer`; again by
-``refnet.net.set_num_threads`` if nothing ran yet): OpenMP for one thread, ``workqueue`` for
-more -- on the loaded 2-core machine OpenMP stalled every parallel region for milliseconds with
+``refnet.net.set_num_threads`` if nothing ran yet): TBB where the ``tbb`` extra is installed
+(at any thread count: the layer is fixed once started), else OpenMP for one thread, ``workqueue``
+for more -- on the loaded 2-core machine OpenMP stalled every parallel region for milliseconds with
 two threads (forward passes 20-100x slower). Each kernel runs its serial or parallel build per
 call (:mod:`refnet.kernels._parallel`). The workqueue layer must not be entered from two Python
 threads at once (refnet's executor serialises its forward passes).

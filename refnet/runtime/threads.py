@@ -251,7 +251,7 @@ def _blas_for(n: int) -> int:
 def _apply_numba(numba: Any, n: int) -> int:
     from refnet.kernels._parallel import choose_threading_layer
 
-    # only before numba's threads start (one thread: OpenMP, else TBB when installed, else workqueue)
+    # only before numba's threads start (TBB when installed, else OpenMP for one thread, workqueue for more)
     choose_threading_layer(n)
     n_numba = min(n, numba.config.NUMBA_NUM_THREADS)
     numba.set_num_threads(n_numba)

@@ -203,8 +203,7 @@ def test_region_threads_switch(monkeypatch):
 @pytest.mark.parametrize("switch", ["1", "0"])
 def test_threading_layer_for_several_threads_is_tbb_when_installed(switch):
     """In a fresh process, 2 threads start numba's TBB layer when the tbb extra is installed
-    (found in <sys.prefix>/lib) and REFNET_NUMBA_DRIVERS is on, else workqueue; 1 thread: OpenMP
-    where numba has it."""
+    (found in <sys.prefix>/lib) and REFNET_NUMBA_DRIVERS is on, else workqueue."""
     import os
     import subprocess
     import sys
@@ -220,3 +219,40 @@ def test_threading_layer_for_several_threads_is_tbb_when_installed(switch):
     assert got.returncode == 0, got.stderr
     want = "tbb" if switch == "1" and _parallel._load_tbb() else "workqueue"
     assert got.stdout.split()[-1] == want
+
+
+@pytest.mark.skipif(not JITTING, reason="numba's threading layers start only when it jits")
+def test_one_thread_first_then_two_threads_runs_the_regions():
+    """A process that runs a forward pass at one thread first (numba's layer starts then and is
+    fixed) still runs split convs as numba regions at two threads later: the layer is TBB from
+    the start where installed, and at two threads the split conv computes what the float64
+    reference does."""
+    import os
+    import subprocess
+    import sys
+
+    from refnet.kernels import _parallel
+
+    if not _parallel._load_tbb():
+        pytest.skip("the tbb extra is not installed")
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_THREADING_LAYER", "REFNET_NUMBA_DRIVERS")}
+    code = """
+import numpy as np, numba, refnet
+import refnet.kernels.conv as C
+from refnet.kernels import _parallel
+rng = np.random.default_rng(0)
+x = rng.standard_normal((1, 64, 28, 28)).astype(np.float32)
+w = rng.standard_normal((128, 64, 3, 3)).astype(np.float32)
+refnet.set_num_threads(1)
+p = C.conv2d_plan(x.shape, w, pad=1)
+p(x)
+refnet.set_num_threads(2)
+y = p(x)
+ref = C.conv2d_reference(x.astype(np.float64), w.astype(np.float64), None, pad=1)
+print(numba.threading_layer(), _parallel.region_threads(2), float(np.abs(y - ref).max() / np.abs(ref).max()))
+"""
+    got = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert got.returncode == 0, got.stderr
+    layer, region, err = got.stdout.split()[-3:]
+    assert layer == "tbb" and int(region) == 2
+    assert float(err) < 1e-5
