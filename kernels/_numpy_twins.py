@@ -475,6 +475,11 @@ def _max_pool2d_nd(x, kh, kw, sh, sw, dh, dw, pt, pl, y):
                        out=y)
 
 
+@numpy_twin(_window._max_pool3s2)
+def _max_pool3s2(x, y):
+    _max_pool2d_nd(x, 3, 3, 2, 2, 1, 1, 0, 0, y)
+
+
 @numpy_twin(_tensor._add_act_planes)
 def _add_act_planes(a, b, slope, act, six, out):
     np.add(a, b, out=out)

@@ -140,3 +140,50 @@ def test_global_average_step_is_pool_nd(dtype, rng, monkeypatch):
     assert W.pool_nd_step(x.shape, np.float64, "max", (3, 3), (2, 2), (1, 1), (0, 0, 0, 0), (6, 5)).__name__ == "plain"
     monkeypatch.setattr(W, "LEAN_STEP", False)
     assert W.pool_nd_step(x.shape, dtype, "avg", (13, 11), (1, 1), (1, 1), (0, 0, 0, 0), (1, 1)).__name__ == "plain"
+
+
+@pytest.mark.parametrize("h,w,ho,wo", [
+    (111, 111, 55, 55), (55, 55, 27, 27), (27, 27, 13, 13),  # SqueezeNet 1.1's three pools
+    (8, 9, 3, 4),  # floor mode drops the last row (even h: 2*ho + 1 < h)
+    (3, 3, 1, 1), (5, 20, 2, 9), (7, 40, 3, 18),
+])
+def test_max_pool_3x3_stride2_even_odd_kernel(h, w, ho, wo):
+    """``_max_pool3s2`` (3x3 / 2, no padding, windows inside): equals the brute-force oracle,
+    the float64 reference and the general kernel (switch off) bit for bit; NaNs (never win, a
+    window of NaNs only gives -inf), +-inf; output rows wider than one vector and narrower."""
+    import refnet.kernels.window as W
+
+    rng = np.random.default_rng(h * 100 + w)
+    x = rng.standard_normal((2, 3, h, w)).astype(np.float32)
+    x.flat[rng.integers(0, x.size, 5)] = (np.nan, np.inf, -np.inf, np.nan, np.inf)
+    x[1, 2, :3, :3] = np.nan  # the first window all NaN
+    args = ((3, 3), (2, 2), (1, 1), (0, 0, 0, 0), (ho, wo))
+    assert W._is_3s2(*args[:4], x.shape, (ho, wo))
+    y = K.pool_nd(x, "max", *args)
+    oracle = _max_oracle(x, *args)
+    assert oracle[1, 2, 0, 0] == -np.inf
+    np.testing.assert_array_equal(y, oracle)
+    np.testing.assert_array_equal(y, K.pool_nd_reference(x.astype(np.float64), "max", *args).astype(np.float32))
+    step = W.pool_nd_step(x.shape, np.float32, "max", *args)
+    into = np.full_like(y, 7.0)
+    assert step(x, into) is into
+    np.testing.assert_array_equal(into, oracle)
+    old = W.EVEN_ODD
+    try:
+        W.EVEN_ODD = False
+        assert not W._is_3s2(*args[:4], x.shape, (ho, wo))
+        np.testing.assert_array_equal(K.pool_nd(x, "max", *args), y)
+    finally:
+        W.EVEN_ODD = old
+
+
+def test_max_pool_3x3_stride2_geometries_outside_the_even_odd_kernel():
+    """Padding, a window past the end (ceil mode), dilation: not the even/odd kernel, still exact."""
+    import refnet.kernels.window as W
+
+    x = np.random.default_rng(5).standard_normal((1, 2, 9, 9)).astype(np.float32)
+    for pads, out, d in (((1, 1, 1, 1), (5, 5), (1, 1)), ((0, 0, 0, 0), (5, 5), (1, 1)),
+                         ((0, 0, 1, 1), (5, 5), (1, 1)), ((0, 0, 0, 0), (3, 3), (2, 2))):
+        args = ((3, 3), (2, 2), d, pads, out)
+        assert not W._is_3s2(*args[:4], x.shape, out)
+        np.testing.assert_array_equal(K.pool_nd(x, "max", *args), _max_oracle(x, *args))
