@@ -462,6 +462,11 @@ def _plane_means(x, y):
     y[...] = np.mean(x, axis=1, dtype=np.float64)
 
 
+@numpy_twin(_window._plane_means_lanes)
+def _plane_means_lanes(x, y):
+    _plane_means(x, y)
+
+
 @numpy_twin(_window._max_pool2d_nd)
 def _max_pool2d_nd(x, kh, kw, sh, sw, dh, dw, pt, pl, y):
     ho, wo = y.shape[2:]

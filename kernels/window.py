@@ -22,9 +22,12 @@ import numpy as np
 from refnet.errors import ShapeError
 from refnet.kernels import _workers
 from refnet.kernels._check import ieee
-from refnet.kernels._jit import prange
+from refnet.kernels._jit import JIT_OPTIONS, prange
+from refnet.kernels._lazyjit import lazy_njit
 from refnet.kernels._parallel import twin
 from refnet.kernels.pool import _run_planes  # (plane blocks over the worker threads)
+
+_reassoc = lazy_njit(**{**JIT_OPTIONS, "fastmath": {"reassoc"}})  # (serial)
 
 __all__ = ["pool_nd", "pool_nd_reference", "pool_nd_step", "max_unpool_nd", "max_unpool_nd_reference"]
 
@@ -271,6 +274,36 @@ def _plane_means(x, y):
         y[p] = s / n
 
 
+@_reassoc
+def _plane_means_lanes(x, y):
+    """:func:`_plane_means` for float32 planes in one thread, vectorised: the float64 sum may be
+    reassociated (``fastmath={"reassoc"}`` on this loop only: LLVM sums vector lanes of float64
+    partial sums, in an order fixed for a given build and CPU), then rounded once to float32,
+    i.e. the float64 mean to float32 rounding either way. 1000 13x13 planes 53 -> 16 us,
+    2048 7x7 planes 36 -> 14 us (one thread, hot)."""
+    p_, n = x.shape
+    for p in range(p_):
+        row = x[p]
+        s = np.float64(0.0)
+        for j in range(n):
+            s += np.float64(row[j])
+        y[p] = s / n
+
+
+#: float32 global averages in one thread through :func:`_plane_means_lanes`;
+#: ``REFNET_GAP_LANES=0`` or MEAN_LANES = False: :func:`_plane_means` as before
+MEAN_LANES = os.environ.get("REFNET_GAP_LANES", "1").strip() not in ("0", "off", "no", "false")
+
+
+def _means(x2: np.ndarray, y1: np.ndarray) -> None:
+    """y1[p] = the mean of row p of the C-contiguous x2 (P, L): :func:`_plane_means_lanes` for
+    float32 with one worker thread (and :data:`MEAN_LANES`), else :func:`_plane_means`."""
+    if MEAN_LANES and x2.dtype == np.float32 and _workers.workers() == 1:
+        _plane_means_lanes(x2, y1)
+    else:
+        _plane_means(x2, y1)
+
+
 @ieee
 def pool_nd(x: np.ndarray, mode: str, kernel: Sequence[int], strides: Sequence[int],
             dilations: Sequence[int], pads: Sequence[int], out: Sequence[int], *,
@@ -290,7 +323,7 @@ def pool_nd(x: np.ndarray, mode: str, kernel: Sequence[int], strides: Sequence[i
             and (not count_include_pad or not any(pads)):  # global average: one float64 mean per plane
         n, c = x.shape[:2]
         y = np.empty((n, c) + (1,) * k, x.dtype) if into is None else into
-        _plane_means(np.ascontiguousarray(x).reshape(n * c, -1), y.reshape(n * c))
+        _means(np.ascontiguousarray(x).reshape(n * c, -1), y.reshape(n * c))
         return y
     if mode != "max" or with_indices or x.dtype != np.float32 or x.ndim != k + 2 \
             or not len(strides) == len(dilations) == len(out) == k or len(pads) != 2 * k:
@@ -355,7 +388,7 @@ def pool_nd_step(x_shape: Sequence[int], dtype: np.dtype, mode: str, kernel: Seq
         def means(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
             if out is None or not (x.flags.c_contiguous and out.flags.c_contiguous) or _workers.workers() > 1:
                 return plain(x, out)
-            _plane_means(x.reshape(n * c, -1), out.reshape(n * c))
+            _means(x.reshape(n * c, -1), out.reshape(n * c))
             return out
 
         return means

@@ -187,3 +187,30 @@ def test_max_pool_3x3_stride2_geometries_outside_the_even_odd_kernel():
         args = ((3, 3), (2, 2), d, pads, out)
         assert not W._is_3s2(*args[:4], x.shape, out)
         np.testing.assert_array_equal(K.pool_nd(x, "max", *args), _max_oracle(x, *args))
+
+
+@pytest.mark.parametrize("hw", [(13, 13), (7, 7), (1, 1), (2, 3), (4, 4), (33, 31)])
+def test_global_average_lanes_kernel_against_the_float64_mean(hw, rng, monkeypatch):
+    """float32 global averages in one thread (``_plane_means_lanes``, a reassociated float64
+    sum): the float64 mean rounded to float32 (to one rounding), NaN / +-inf propagate; equal to
+    the plain ``_plane_means`` to float32 rounding; the switch off: ``_plane_means`` itself."""
+    W = importlib.import_module("refnet.kernels.window")
+    x = (rng.standard_normal((2, 7) + hw) * 3 + 1).astype(np.float32)
+    x[1, 2].flat[0] = np.nan
+    x[0, 3].flat[-1] = np.inf
+    x[1, 4].flat[-1] = -np.inf
+    args = (x, "avg", hw, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1))
+    y = K.pool_nd(*args)
+    want = x.astype(np.float64).mean(axis=(2, 3), keepdims=True)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(want))
+    np.testing.assert_allclose(y, want, rtol=1.2e-7, atol=0)
+    lanes = np.empty(14, np.float32)
+    W._plane_means_lanes(x.reshape(14, -1), lanes)
+    np.testing.assert_array_equal(lanes, y.reshape(14))
+    monkeypatch.setattr(W, "MEAN_LANES", False)
+    plain = K.pool_nd(*args)
+    np.testing.assert_allclose(plain, y, rtol=1.2e-7, atol=0)
+    step = W.pool_nd_step(x.shape, np.float32, "avg", hw, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1))
+    into = np.empty_like(y)
+    step(x, out=into)
+    np.testing.assert_array_equal(into, plain)
