@@ -20,6 +20,7 @@ with the NumPy calls, 20 us with the row kernel (4.5 us hot). ``REFNET_SOFTMAX_R
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import numpy as np
 
@@ -28,7 +29,8 @@ from refnet.kernels._check import as_float_array, ieee
 from refnet.kernels._jit import JIT_OPTIONS
 from refnet.kernels._lazyjit import MODE, lazy_njit, numba_loaded
 
-__all__ = ["softmax", "softmax_reference", "log_softmax", "log_softmax_reference", "ROW_KERNEL", "ROW_MAX"]
+__all__ = ["softmax", "softmax_reference", "log_softmax", "log_softmax_reference", "softmax_step", "ROW_KERNEL",
+           "ROW_MAX"]
 
 #: one-row softmaxes of at most ROW_MAX values run as one jitted pass (see the module docstring);
 #: ``REFNET_SOFTMAX_ROW=0``: NumPy always (A/B switch)
@@ -136,6 +138,35 @@ def softmax(x: np.ndarray, axis: int = 1) -> np.ndarray:
     s = np.sum(out, axis=a, keepdims=True, dtype=np.float64)
     out *= (1.0 / s).astype(x.dtype)
     return out
+
+
+#: compiled programs call the one-row kernel directly for float32 one-row softmaxes
+#: (:func:`softmax_step`); ``REFNET_LEAN_SOFTMAX=0`` or LEAN_STEP = False: through softmax
+LEAN_STEP = os.environ.get("REFNET_LEAN_SOFTMAX", "1").strip() not in ("0", "off", "no", "false")
+
+
+def softmax_step(x_shape: tuple[int, ...], dtype: np.dtype, axis: int) -> Callable[[np.ndarray], np.ndarray] | None:
+    """An executor's step ``step(x)`` = ``softmax(x, axis)`` for float32 inputs of ``x_shape`` that
+    are one softmax row of 9..:data:`ROW_MAX` values (a classifier's last layer), calling
+    :func:`_softmax_row` straight (no argument checks or ``np.errstate`` per call: after the big
+    last conv they ran cold, SqueezeNet one thread); a C-contiguous input while numba is loaded
+    and NumPy kernels are off, else :func:`softmax`. None (no lean step) for other shapes or
+    without :data:`LEAN_STEP` / :data:`ROW_KERNEL`."""
+    size = int(np.prod(x_shape)) if len(x_shape) else 1
+    if not (LEAN_STEP and ROW_KERNEL and np.dtype(dtype) == np.float32 and len(x_shape) >= 1
+            and -len(x_shape) <= axis < len(x_shape) and size == int(x_shape[axis]) and 8 < size <= ROW_MAX):
+        return None
+    shape = tuple(int(d) for d in x_shape)
+
+    def row_softmax(x: np.ndarray) -> np.ndarray:
+        if x.dtype != np.float32 or x.shape != shape or not x.flags.c_contiguous or MODE.on or not numba_loaded():
+            return softmax(x, axis)
+        out = np.empty(shape, np.float32)
+        with np.errstate(all="ignore"):  # (as softmax's @ieee: a NaN or inf row warns nothing)
+            _softmax_row(x.reshape(-1), out.reshape(-1))
+        return out
+
+    return row_softmax
 
 
 @ieee

@@ -214,3 +214,47 @@ def test_global_average_lanes_kernel_against_the_float64_mean(hw, rng, monkeypat
     into = np.empty_like(y)
     step(x, out=into)
     np.testing.assert_array_equal(into, plain)
+
+
+@pytest.mark.parametrize("shape,axis", [((1, 1000), 1), ((1, 1000), -1), ((1, 1, 37), 2), ((1, 9, 1, 1), 1)])
+def test_softmax_step_one_row_against_the_float64_softmax(shape, axis, rng, monkeypatch):
+    """The executor's one-row softmax step (``softmax_step``): softmax's values bit for bit (the
+    same row kernel), the float64 softmax to float32 rounding, NaN rows NaN, a fresh array per
+    call; other shapes / float64 / the switch off: no lean step; a wrong input: softmax itself."""
+    S = importlib.import_module("refnet.kernels.softmax")
+    x = (rng.standard_normal(shape) * 4).astype(np.float32)
+    step = S.softmax_step(shape, np.float32, axis)
+    assert step is not None
+    y = step(x)
+    np.testing.assert_array_equal(y, K.softmax(x, axis))
+    np.testing.assert_allclose(y, K.softmax_reference(x.astype(np.float64), axis), rtol=3e-6, atol=1e-12)
+    assert step(x) is not y and y.shape == shape and y.dtype == np.float32
+    x.flat[5] = np.nan
+    assert np.isnan(step(x)).all()
+    x.flat[5] = np.inf
+    np.testing.assert_array_equal(step(x), K.softmax(x, axis))
+    assert S.softmax_step((2, 1000), np.float32, 1) is None
+    assert S.softmax_step((1, 8), np.float32, 1) is None
+    assert S.softmax_step(shape, np.float64, axis) is None
+    monkeypatch.setattr(S, "LEAN_STEP", False)
+    assert S.softmax_step(shape, np.float32, axis) is None
+
+
+def test_softmax_step_in_a_program_matches_the_unplanned_softmax(rng):
+    """A float32 program's softmax step (planned) gives the generic op's values."""
+    from refnet.ops import registry
+
+    spec = registry.OPS["softmax"]
+    assert spec.prepare is not None
+
+    class _Node:
+        attrs = {"axis": 1}
+        name, op = "sm", "softmax"
+
+    class _Ctx:
+        dtype = np.float32
+
+    step, takes_out = spec.prepare(_Node(), {}, [(1, 1000)], _Ctx())
+    assert takes_out is False
+    x = rng.standard_normal((1, 1000)).astype(np.float32)
+    np.testing.assert_array_equal(step(x), K.softmax(x, 1))
