@@ -154,3 +154,32 @@ def test_direct_cin_residual(rng):
     r = rng.standard_normal(plan.y_shape).astype(np.float32)
     want = np.maximum(_want(x, w, b, None, 0.0, kw) + r, 0)
     assert_close(plan(x, residual=r), want, "f32_vs_f64", "residual")
+
+
+@pytest.mark.parametrize("xs,ws,kw", [
+    ((1, 3, 9, 70), (8, 3, 3, 3), dict(stride=2)),  # even width (SqueezeNet's conv1 shape class)
+    ((1, 3, 9, 71), (8, 3, 3, 3), dict(stride=2)),  # odd width: phase 0 one column longer
+    ((1, 2, 8, 70), (8, 2, 2, 2), dict(stride=2, pad=(1, 0, 0, 0))),  # 2x2: phase 0 shorter than wph allows
+    ((1, 3, 7, 66), (8, 3, 3, 3), dict(stride=2, pad=(1, 0, 2, 1))),  # right padding: phase columns past the input
+])
+def test_phase_pairs_equal_the_numpy_phase_split(xs, ws, kw, rng, monkeypatch):
+    """Stride 2 without left padding: ``_split_pairs`` writes the same phase split as the NumPy
+    copies (bit for bit, zero padding included), and the conv equals the float64 reference."""
+    x = rng.standard_normal(xs).astype(np.float32)
+    x[0, 1, 2, 5] = np.nan
+    plan = C.conv2d_plan(xs, rng.standard_normal(ws).astype(np.float32), algorithm="direct_cin", **kw)
+    d = plan.direct
+    assert d.stride[1] == 2 and d.pad[1] == 0
+    pairs = d._phases(x[0]).copy()
+    monkeypatch.setattr(D, "PAIRS", False)
+    d._tls.xph = None  # (a fresh, zeroed buffer)
+    assert np.array_equal(d._phases(x[0]), pairs, equal_nan=True)
+    monkeypatch.setattr(D, "PAIRS", True)
+    d._tls.xph = None
+    d._phases(np.full(xs[1:], 7.0, np.float32))  # (the padding stays zero when the buffer is reused)
+    assert np.array_equal(d._phases(x[0]), pairs, equal_nan=True)
+    want = C.conv2d_reference(x.astype(np.float64), d.w.astype(np.float64), **kw)
+    got = plan(x)
+    assert np.array_equal(np.isnan(got), np.isnan(want)) and np.isnan(want).any()
+    fin = np.isfinite(want)
+    np.testing.assert_allclose(got[fin], want[fin], rtol=1e-4, atol=1e-4)
