@@ -22,7 +22,7 @@ import numpy as np
 from refnet.errors import ShapeError
 from refnet.kernels import _workers
 from refnet.kernels._check import ieee
-from refnet.kernels._jit import JIT_OPTIONS, prange
+from refnet.kernels._jit import JIT_OPTIONS, jit, prange
 from refnet.kernels._lazyjit import lazy_njit
 from refnet.kernels._parallel import twin
 from refnet.kernels.pool import _run_planes  # (plane blocks over the worker threads)
@@ -179,6 +179,17 @@ def _max_pool2d_nd(x, kh, kw, sh, sw, dh, dw, pt, pl, y):
                         y3[t, oh, ow] = b
 
 
+@jit
+def _max3_down(x3, t, r, j, b):
+    """The max of b and x3[t, r .. r + 2, j], selected in that order (``v > b``: a NaN never wins)."""
+    v = x3[t, r, j]
+    b = v if v > b else b
+    v = x3[t, r + 1, j]
+    b = v if v > b else b
+    v = x3[t, r + 2, j]
+    return v if v > b else b
+
+
 @twin(0)
 def _max_pool3s2(x, y):
     """``_max_pool2d_nd`` for 3x3 windows at stride 2 without padding whose windows all lie
@@ -204,27 +215,9 @@ def _max_pool3s2(x, y):
             for oh in range(ho):
                 r = 2 * oh
                 for k in range(wo):
-                    b = neg
-                    v = x3[t, r, 2 * k]
-                    b = v if v > b else b
-                    v = x3[t, r + 1, 2 * k]
-                    b = v if v > b else b
-                    v = x3[t, r + 2, 2 * k]
-                    ev[k] = v if v > b else b
-                    b = neg
-                    v = x3[t, r, 2 * k + 1]
-                    b = v if v > b else b
-                    v = x3[t, r + 1, 2 * k + 1]
-                    b = v if v > b else b
-                    v = x3[t, r + 2, 2 * k + 1]
-                    od[k] = v if v > b else b
-                b = neg
-                v = x3[t, r, 2 * wo]
-                b = v if v > b else b
-                v = x3[t, r + 1, 2 * wo]
-                b = v if v > b else b
-                v = x3[t, r + 2, 2 * wo]
-                ev[wo] = v if v > b else b
+                    ev[k] = _max3_down(x3, t, r, 2 * k, neg)
+                    od[k] = _max3_down(x3, t, r, 2 * k + 1, neg)
+                ev[wo] = _max3_down(x3, t, r, 2 * wo, neg)
                 for k in range(wo):
                     b = ev[k]
                     v = od[k]
