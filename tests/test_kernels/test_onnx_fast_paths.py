@@ -258,3 +258,27 @@ def test_softmax_step_in_a_program_matches_the_unplanned_softmax(rng):
     assert takes_out is False
     x = rng.standard_normal((1, 1000)).astype(np.float32)
     np.testing.assert_array_equal(step(x), K.softmax(x, 1))
+
+
+def test_even_odd_pool_and_global_average_over_worker_threads(monkeypatch):
+    """With 3 worker threads (plane blocks, however small: the serial build on each block) the
+    even/odd 3x3/2 pool gives the one-thread result bit for bit, and the global average (then
+    ``_plane_means``, not the lanes kernel) the float64 mean to float32 rounding."""
+    from refnet.kernels import _workers
+
+    W = importlib.import_module("refnet.kernels.window")
+    x = np.random.default_rng(9).standard_normal((2, 5, 27, 27)).astype(np.float32)
+    x[1, 3, 4, 4] = np.nan
+    args = ((3, 3), (2, 2), (1, 1), (0, 0, 0, 0), (13, 13))
+    one = K.pool_nd(x, "max", *args)
+    monkeypatch.setattr(_workers, "MIN_BLOCK_WORK", 1)
+    before = _workers.workers()
+    _workers.set_workers(3)
+    try:
+        assert W._is_3s2(*args[:4], x.shape, (13, 13))
+        np.testing.assert_array_equal(K.pool_nd(x, "max", *args), one)
+        np.testing.assert_array_equal(one, _max_oracle(x, *args))
+        gap = K.pool_nd(x, "avg", (27, 27), (1, 1), (1, 1), (0, 0, 0, 0), (1, 1))
+    finally:
+        _workers.set_workers(before)
+    np.testing.assert_allclose(gap, x.astype(np.float64).mean(axis=(2, 3), keepdims=True), rtol=1.2e-7)
