@@ -272,9 +272,11 @@ def test_even_odd_pool_and_global_average_over_worker_threads(monkeypatch):
     args = ((3, 3), (2, 2), (1, 1), (0, 0, 0, 0), (13, 13))
     one = K.pool_nd(x, "max", *args)
     monkeypatch.setattr(_workers, "MIN_BLOCK_WORK", 1)
+    monkeypatch.setattr(_workers, "SPLIT_PLANES", True)
     before = _workers.workers()
     _workers.set_workers(3)
     try:
+        assert len(_workers.ranges(10, x.size)) > 1
         assert W._is_3s2(*args[:4], x.shape, (13, 13))
         np.testing.assert_array_equal(K.pool_nd(x, "max", *args), one)
         np.testing.assert_array_equal(one, _max_oracle(x, *args))
