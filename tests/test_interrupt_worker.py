@@ -5,7 +5,9 @@ a forked child gets a worker of its own."""
 from __future__ import annotations
 
 import os
+import signal
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -94,5 +96,12 @@ def test_forked_child_gets_its_own_worker():
             code = 0 if r == 5 and t.is_alive() else 1
         finally:
             os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    deadline = time.monotonic() + 60
+    done, status = os.waitpid(pid, os.WNOHANG)
+    while not done and time.monotonic() < deadline:
+        time.sleep(0.01)
+        done, status = os.waitpid(pid, os.WNOHANG)
+    if not done:  # (a hung child must not hang the suite)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    assert done and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
