@@ -7,7 +7,7 @@ The onnx light zoo model with ``refnet.archs.seed_onnx_weights(seed=0)``; each r
 three modes in turn (order flipped every round), each timed call after a 0.1 s pause and an
 untimed warm-up call of the same mode (bench_model's protocol). Prints per mode the median and
 minimum wall clock, the median process CPU time and the median of wall minus CPU time (the
-time the process waited for a core), and the median per-round ratio worker / new thread.
+time the process waited for a core), and the median per-round ratios worker / new thread and worker / main thread.
 ``--neighbour``: a busy-looping process beside it (refnet.bench.busy_neighbour). Not collected
 by ``pytest bench``.
 """
@@ -93,9 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     for m, v in times.items():
         print(f"{a.model} {m:10s} wall median {med([w for w, _ in v]):7.2f} min {min(w for w, _ in v) * 1e3:7.2f} "
               f"cpu median {med([c for _, c in v]):7.2f} wall-cpu median {med([w - c for w, c in v]):6.2f} ms")
-    rat = sorted(w / o for (w, _), (o, _) in zip(times["worker"], times["new-thread"]))
-    print(f"{a.model} per-round wall worker / new-thread: median {rat[len(rat) // 2]:.3f} "
-          f"(quartiles {rat[len(rat) // 4]:.3f}..{rat[3 * len(rat) // 4]:.3f}, {a.rounds} rounds)")
+    for other in ("new-thread", "main"):
+        rat = sorted(w / o for (w, _), (o, _) in zip(times["worker"], times[other]))
+        print(f"{a.model} per-round wall worker / {other}: median {rat[len(rat) // 2]:.3f} "
+              f"(quartiles {rat[len(rat) // 4]:.3f}..{rat[3 * len(rat) // 4]:.3f}, {a.rounds} rounds)")
     return 0
 
 
