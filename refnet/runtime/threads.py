@@ -336,8 +336,9 @@ def reapply() -> None:
 
 def _numba_here(n: int) -> int:
     """Give the calling thread numba's count for ``n`` threads (when numba is loaded) and return
-    it. numba keeps one count per thread, and a heavy forward pass runs in a new thread
-    (refnet.runtime.interrupt.run_interruptibly), which starts at NUMBA_NUM_THREADS: until
+    it. numba keeps one count per thread, and a heavy forward pass runs in refnet's forward
+    worker thread (refnet.runtime.interrupt.run_interruptibly; a new thread per pass until
+    2026-12), which starts at NUMBA_NUM_THREADS: until
     2026-12 every such pass ran numba's parallel kernels on all cores whatever refnet's count
     (GoogLeNet at "1 thread" with a neighbour on the other core: numba at 2)."""
     from refnet.kernels._lazyjit import load_numba, numba_loaded
@@ -364,7 +365,7 @@ def before_forward(force: bool = False, work: int | None = None) -> int:
     GEMM pool, and numba in this thread; the load decision and the threading layer it chose
     stay, for the next larger pass); in explicit mode, make sure newly loaded BLAS libraries got
     the limit; in both, give this thread numba's count (:func:`_numba_here`; a heavy program's
-    pass runs in a thread of its own, refnet.runtime.interrupt). Returns numba's thread count
+    pass runs in the forward worker thread, refnet.runtime.interrupt). Returns numba's thread count
     for this run."""
     if not _STATE["auto"]:
         _apply_blas(_STATE["blas"])
