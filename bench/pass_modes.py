@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     if slow.any() and fast_m.any():
         fast_us, slow_us = steps[fast_m].mean(0), steps[slow].mean(0)
         for j in np.argsort(fast_us - slow_us)[: a.show]:
-            print(f"  {j:3d} {prog.layers[j]:28s} {prog.ops[j]:10s} fast {fast_us[j]:8.1f} us  slow {slow_us[j]:8.1f} us")
+            print(f"  {j:3d} {prog.layers[j]:28s} {prog.ops[j]:10s} fast {fast_us[j]:8.1f} us  "
+                  f"slow {slow_us[j]:8.1f} us")
         by_op: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0.0])
         for j in range(len(prog.code)):
             by_op[prog.ops[j]][0] += fast_us[j]

@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     for lo, hi in ((0, 1e-9), (1e-9, 0.3), (0.3, 0.7), (0.7, 1.01)):
         m = (share >= lo) & (share < hi)
         if m.any():
-            print(f"    share [{lo:.1f}, {hi:.1f}): {int(m.sum()):4d} regions, wall us median {np.median(wall[m]):6.0f} "
+            print(f"    share [{lo:.1f}, {hi:.1f}): {int(m.sum()):4d} regions, wall us median "
+                  f"{np.median(wall[m]):6.0f} "
                   f"p90 {np.percentile(wall[m], 90):6.0f} max {wall[m].max():6.0f}")
     print(f"load after {os.getloadavg()}")
     return 0
