@@ -7,7 +7,9 @@ forward passes step by step (``Program.steps``), each after a ``--gap`` s pause 
 warm-up pass (split_ab's protocol; ``--gap 0``: back to back, no warm-up), recording per pass the
 wall clock, the process CPU time and each step's time. Passes within 1.25x of the fastest count
 as fast, those within 1.45-2.2x as slow (the second mode; longer ones: other load); the steps that grew most are
-listed (mean us fast / slow), and per op type the summed growth. Prints the load average before
+listed (mean us fast / slow), and per op type the summed growth; per pass, how long this
+process's other threads ran (the TBB worker's share) and how long its threads waited runnable
+(the scheduler's queue: other processes on the cores), from /proc/self/task/*/schedstat. Prints the load average before
 and after: two-thread numbers need both cores free. Not collected by ``pytest bench``.
 """
 
@@ -18,6 +20,7 @@ import collections
 import os
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -25,6 +28,20 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from split_ab import _load, feeds_for  # noqa: E402
+
+
+def _sched() -> dict[int, tuple[int, int]]:
+    """{thread id: (ns run, ns runnable but waiting)} of this process's threads (Linux
+    /proc/self/task/*/schedstat; {} elsewhere)."""
+    out = {}
+    try:
+        for tid in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{tid}/schedstat") as f:
+                run, wait = f.read().split()[:2]
+            out[int(tid)] = (int(run), int(wait))
+    except OSError:
+        pass
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,10 +69,15 @@ def main(argv: list[str] | None = None) -> int:
         prog = net._program(tuple(net.output_names), True, fd, ctx)
         steps = np.zeros((a.passes, len(prog.code)))
         wall, cpu = np.zeros(a.passes), np.zeros(a.passes)
+        # per pass: this process's other threads' run time (the TBB worker), the calling thread's and
+        # the other threads' time runnable but not running (ms)
+        others_ms, wait_ms, owait_ms = np.zeros(a.passes), np.zeros(a.passes), np.zeros(a.passes)
+        me = threading.get_native_id()
         for r in range(a.passes):
             if a.gap > 0:
                 time.sleep(a.gap)
                 net.forward(feeds)
+            s0 = _sched()
             with RUN_LOCK:
                 c0, w0 = time.process_time(), time.perf_counter()
                 t0 = w0
@@ -65,6 +87,11 @@ def main(argv: list[str] | None = None) -> int:
                     t0 = t1
                 wall[r] = (time.perf_counter() - w0) * 1e3
                 cpu[r] = (time.process_time() - c0) * 1e3
+            s1 = _sched()
+            d = {k: (v[0] - s0.get(k, (0, 0))[0], v[1] - s0.get(k, (0, 0))[1]) for k, v in s1.items()}
+            others_ms[r] = sum(v[0] for k, v in d.items() if k != me) / 1e6
+            wait_ms[r] = d.get(me, (0, 0))[1] / 1e6
+            owait_ms[r] = sum(v[1] for k, v in d.items() if k != me) / 1e6
     print(f"load after {os.getloadavg()}")
     p10, p90 = np.percentile(wall, [10, 90])
     lo = wall.min()
@@ -78,6 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     print("histogram (ms):", np.histogram(wall, bins=12)[1].round(1).tolist(), np.histogram(wall, bins=12)[0].tolist())
     print(f"fast (<= 1.25 min) {int(fast_m.sum())}, slow (1.45-2.2 min) {int(slow.sum())}, rest "
           f"{int(a.passes - fast_m.sum() - slow.sum())}")
+    if s0:
+        for name, m in (("fast", fast_m), ("slow", slow)):
+            if m.any():
+                print(f"  {name}: per pass (medians) our other threads ran {np.median(others_ms[m]):.2f} ms; waited "
+                      f"runnable: the caller {np.median(wait_ms[m]):.2f} ms, the others "
+                      f"{np.median(owait_ms[m]):.2f} ms")
     if slow.any() and fast_m.any():
         fast_us, slow_us = steps[fast_m].mean(0), steps[slow].mean(0)
         for j in np.argsort(fast_us - slow_us)[: a.show]:
