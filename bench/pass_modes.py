@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--passes", type=int, default=200)
     ap.add_argument("--gap", type=float, default=0.1)
     ap.add_argument("--show", type=int, default=15)
+    ap.add_argument("--warm", choices=("forward", "here"), default="forward",
+                    help="the warm-up pass through Net.forward (a heavy net: in refnet's forward thread) or "
+                         "step by step in this thread, as the timed pass")
     a = ap.parse_args(argv)
 
     from refnet.net import _ctx
@@ -76,7 +79,12 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(a.passes):
             if a.gap > 0:
                 time.sleep(a.gap)
-                net.forward(feeds)
+                if a.warm == "forward":
+                    net.forward(feeds)
+                else:
+                    with RUN_LOCK:
+                        for _ in prog.steps(prog.start(fd)):
+                            pass
             s0 = _sched()
             with RUN_LOCK:
                 c0, w0 = time.process_time(), time.perf_counter()
