@@ -12,7 +12,10 @@ wall time (serial: units x unit time) and the process CPU time per region (both 
 the wall time when the second thread works or spins). Then, back to back, the wall time by the
 second thread's share: ~serial wall with a share near 0.5 means both threads ran on one core
 (the other core busy); a long tail means a thread was descheduled holding a unit. Prints the
-load average: needs both cores free for the quiet-machine answer. Not collected by ``pytest bench``.
+load average: needs both cores free for the quiet-machine answer. Last, ``--chains`` chains
+of 30 back-to-back regions each after a 0.1 s sleep, with the 2nd thread's part per region (quiet
+machine, 17:37: the first ~15 regions of most chains had it in only every ~5th region).
+Not collected by ``pytest bench``.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--units", type=int, default=16)
     ap.add_argument("--unit-us", type=float, default=35.0)
     ap.add_argument("--regions", type=int, default=300)
+    ap.add_argument("--chains", type=int, default=20, help="chains of 30 regions, each after a 0.1 s sleep")
     a = ap.parse_args(argv)
 
     import numpy as np
@@ -72,8 +76,11 @@ def main(argv: list[str] | None = None) -> int:
             pass
 
     def run(gap) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        share, wall, cpu = np.zeros(a.regions), np.zeros(a.regions), np.zeros(a.regions)
-        for r in range(a.regions):
+        return run_n(gap, a.regions)
+
+    def run_n(gap, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        share, wall, cpu = np.zeros(count), np.zeros(count), np.zeros(count)
+        for r in range(count):
             gap()
             counter[0] = 0
             c0, t0 = time.process_time(), time.perf_counter()
@@ -100,6 +107,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    share [{lo:.1f}, {hi:.1f}): {int(m.sum()):4d} regions, wall us median "
                   f"{np.median(wall[m]):6.0f} "
                   f"p90 {np.percentile(wall[m], 90):6.0f} max {wall[m].max():6.0f}")
+    print("  chains of 30 back-to-back regions after a 0.1 s sleep (x / s / 0: the 2nd thread took >= 30% /"
+          " some / none of a region's units):")
+    for _ in range(a.chains):
+        time.sleep(0.1)
+        share, wall, _ = run_n(lambda: None, 30)
+        print(f"    {wall.sum() / 1e3:6.2f} ms  " + "".join("0" if v == 0 else "x" if v >= 0.3 else "s" for v in share))
     print(f"load after {os.getloadavg()}")
     return 0
 
