@@ -271,3 +271,49 @@ def test_bench_command_reports_small_passes(tiny, tmp_path, capsys, monkeypatch)
     text = capsys.readouterr().out
     data = json.loads(out.read_text())
     assert data["auto_small"] >= 2 and f"ran {data['auto_small']} passes on one thread" in text
+
+
+def test_heavy_passes_share_one_forward_thread(tiny, monkeypatch):
+    """Heavy forward passes (runtime.interrupt) run in one long-lived worker thread, not a new
+    thread per pass (per-thread scratch, numba and TBB state set up once); an exception in a pass
+    reaches the caller and the worker serves the next pass. Outputs against NumPy float64."""
+    import threading
+
+    import refnet.runtime.interrupt as I
+    import refnet.runtime.program as PG
+
+    monkeypatch.setattr(PG, "THREAD_MIN_WORK", 0)  # the tiny net takes the heavy nets' path
+    monkeypatch.setattr(I, "PERSISTENT", True)
+    seen = []
+    real = PG.before_forward
+
+    def probe(*a, **k):
+        seen.append(threading.get_ident())
+        return real(*a, **k)
+
+    monkeypatch.setattr(PG, "before_forward", probe)
+    net = refnet.load(*tiny)
+    x = np.random.default_rng(2).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    outs = [net.forward(x) for _ in range(3)]
+    assert len(seen) == 3 and len(set(seen)) == 1 and seen[0] != threading.main_thread().ident
+
+    def boom(hook):
+        raise ValueError("in the pass")
+
+    with pytest.raises(ValueError, match="in the pass"):
+        I.run_interruptibly(boom, threading.Lock())
+    assert I.run_interruptibly(lambda hook: threading.get_ident(), threading.Lock()) == seen[0]
+
+    # oracle: the tiny net (3x3 valid conv, 4 outputs, zero bias; inner product) in float64
+    rng = np.random.default_rng(1)
+    w1 = rng.normal(0, 0.3, (4, 3, 3, 3)).astype(np.float32).astype(np.float64)
+    w2 = rng.normal(0, 0.3, (3, 4 * 6 * 6)).astype(np.float32).astype(np.float64)
+    xd = x.astype(np.float64)[0]
+    c1 = np.zeros((4, 6, 6))
+    for i in range(6):
+        for j in range(6):
+            c1[:, i, j] = np.tensordot(w1, xd[:, i : i + 3, j : j + 3], axes=3)
+    want = w2 @ c1.reshape(-1)
+    for out in outs:
+        got = out["fc"] if isinstance(out, dict) else out
+        np.testing.assert_allclose(np.asarray(got, np.float64).reshape(-1), want, rtol=1e-4, atol=1e-5)
