@@ -9,7 +9,8 @@ that calls the kernel directly 4-9 us. :func:`lean_step` gives such a closure fo
 a compiled program (refnet.runtime.program), where the shapes were checked when it was compiled:
 batch 1, float32, one thread, the algorithms whose one-thread path is numba kernels only (no NumPy
 arithmetic, so no ``np.errstate`` needed): "packedwide", "packed" on unpadded (1x1) convs and
-"direct_cin". Everything else -- no ``out`` buffer, several threads, NumPy twins
+"direct_cin". The closure calls the plan's own one-thread piece (``WideGemm``, ``Conv2dPlan._packed_image``,
+``direct_rows``), not a copy of it. Everything else -- no ``out`` buffer, several threads, NumPy twins
 (``numpy_kernels()``, ``NUMBA_DISABLE_JIT=1``), a non-contiguous input -- calls the plan, so the
 closure computes what the plan computes, with the same kernels. ``REFNET_LEAN_CONV=0`` or
 :data:`USE` = False: programs call the plans.
@@ -23,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from refnet.kernels import _direct, _packgemm, _workers
+from refnet.kernels import _direct
 from refnet.kernels._lazyjit import MODE, load_numba, numba_loaded
 
 __all__ = ["ENV", "USE", "enabled", "lean_step"]
@@ -37,14 +38,16 @@ def enabled() -> bool:
     return USE and os.environ.get(ENV, "1").strip() not in ("0", "off", "no", "false")
 
 
-def _plain(plan: Any, split_min_macs: int) -> Callable[[np.ndarray, np.ndarray | None], bool]:
+def _plain(plan: Any) -> Callable[[np.ndarray, np.ndarray | None], bool]:
     """Whether a call (x, out) may take the lean path: an ``out``, a C-contiguous input, one
-    thread for this plan's size, numba kernels (not their NumPy twins)."""
+    thread for this plan's size (the plan's own rule, ``conv._split_threads``), numba kernels
+    (not their NumPy twins)."""
+    from refnet.kernels.conv import _split_threads
+
     macs = plan.macs
 
     def ok(x: np.ndarray, out: np.ndarray | None) -> bool:
-        return (out is not None and x.flags.c_contiguous and not MODE.on
-                and (macs < split_min_macs or _workers.workers() == 1))
+        return out is not None and x.flags.c_contiguous and not MODE.on and _split_threads(macs) == 1
 
     return ok
 
@@ -61,49 +64,32 @@ def lean_step(plan: Any, *, python_kernels: bool = False) -> Callable[..., np.nd
     """``step(x, out=None)`` computing ``plan(x, out)`` for a :class:`refnet.kernels.conv.Conv2dPlan`
     of batch 1 without a residual (see the module docstring), or None where it has no lean path.
     Under ``NUMBA_DISABLE_JIT=1`` None (the plans run their NumPy twins there), unless
-    ``python_kernels`` (tests: the step then runs the kernels' bodies as Python)."""
-    from refnet.kernels import conv as C
-
+    ``python_kernels`` (tests: the step then runs what the plan's one-thread path runs there, the
+    kernels' bodies as Python or their NumPy twins)."""
     if not enabled() or (_jit_disabled() and not python_kernels) or plan.x_shape[0] != 1 or plan.residual \
             or plan.dtype != np.float32:
         return None
     alg = plan.algorithm
-    ok = _plain(plan, C._SPLIT_MIN_MACS)
+    ok = _plain(plan)
     _, c, h, w = plan.x_shape
     co, ho, wo = plan.y_shape[1:]
-    b, act, slope, six = plan.b, plan.res_act, plan.slope, plan.six
     if alg == "packedwide":
-        wide = plan.wide
-        wq, nbw = wide.wq, wide.nbw
+        wide, b, act, slope, six = plan.wide, plan.b, plan.res_act, plan.slope, plan.six
 
         def step(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
             if not ok(x, out):
                 return plan(x, out)
-            y = out.reshape(co, ho * wo)
-            _packgemm.packed_gemm_wide(wq, x.reshape(c, h * w), y, b, y, False, act, slope, six, nbw,
-                                       _packgemm.WIDE_PREFETCH, _packgemm.WIDE_PREFETCH_X)
+            wide(x.reshape(c, h * w), out.reshape(co, ho * wo), b, None, act, slope, six)
             return out
 
         return step
     if alg == "packed" and plan.pad == (0, 0, 0, 0) and plan.stride == (1, 1):
         # (strided 1x1s: the plan's subsampled copy, _packgemm.SUBSAMPLE)
-        wp = plan.packed.wp
-        epilogue = plan.act != 0 or plan.has_bias
-        bias_act = C._bias_act_cols.serial
 
         def step(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-            if not ok(x, out) or plan.pack_offsets is None:  # (offsets: made by the plan's first call)
+            if not ok(x, out):
                 return plan(x, out)
-            y = out.reshape(co, ho * wo)
-            kofs, coffs = plan.pack_offsets[:2]
-            if _packgemm.FUSED:  # (as the plan: bias and activation as the tiles store)
-                yf = y.reshape(-1)
-                _packgemm.packed_gemm_epi(wp, x.reshape(-1), kofs, coffs, y, _packgemm.PREFETCH, True, b, yf, False,
-                                          act, slope, six)
-                return out
-            _packgemm.packed_gemm(wp, x.reshape(-1), kofs, coffs, y, _packgemm.PREFETCH)
-            if epilogue:
-                bias_act(y, b, plan.act, slope, 0, ho * wo)
+            plan._packed_image(plan._packed_input(x, 0), out.reshape(co, ho * wo), None)
             return out
 
         return step

@@ -1515,20 +1515,23 @@ class Conv2dPlan:
             self._im2col(x, y)
             return False
         for i in range(n):
-            xi = self._packed_input(x, i)
-            yi = y[i].reshape(co, ho * wo)
-            if _packgemm.FUSED:  # bias, residual and activation as the tiles store
-                ri = None if res is None else np.ascontiguousarray(res[i]).reshape(co, ho * wo)
-                self.packed.offsets(xi.reshape(-1), *self.pack_offsets[:2], yi,
-                                    (self.b, ri, self.res_act, self.slope, self.six))
-                continue
-            self.packed.offsets(xi.reshape(-1), *self.pack_offsets[:2], yi)
-            if res is not None:
-                _bias_res_act_cols(yi, np.ascontiguousarray(res[i]).reshape(co, ho * wo), self.b, self.res_act,
-                                   self.slope, self.six, 0, ho * wo)
-            elif self.act != 0 or self.has_bias:
-                _bias_act_cols(yi, self.b, self.act, self.slope, 0, ho * wo)
+            ri = None if res is None else np.ascontiguousarray(res[i]).reshape(co, ho * wo)
+            self._packed_image(self._packed_input(x, i), y[i].reshape(co, ho * wo), ri)
         return True
+
+    def _packed_image(self, xi, yi, ri) -> None:
+        """yi (C_out, Ho * Wo) = the packed GEMM of one image xi (as :meth:`_packed_input` gives
+        it, its offsets made) with bias, the residual ri (or None) and activation: applied as the
+        tiles store (``_packgemm.FUSED``) or in a pass afterwards. One thread."""
+        if _packgemm.FUSED:
+            self.packed.offsets(xi.reshape(-1), *self.pack_offsets[:2], yi, (self.b, ri, self.res_act, self.slope,
+                                                                             self.six))
+            return
+        self.packed.offsets(xi.reshape(-1), *self.pack_offsets[:2], yi)
+        if ri is not None:
+            _bias_res_act_cols(yi, ri, self.b, self.res_act, self.slope, self.six, 0, yi.shape[1])
+        elif self.act != 0 or self.has_bias:
+            _bias_act_cols(yi, self.b, self.act, self.slope, 0, yi.shape[1])
 
     def _packed_input(self, x, i):
         """Image i of x as the packed GEMM reads it: zero-padded into a scratch copy when the
