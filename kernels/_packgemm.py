@@ -531,20 +531,17 @@ NBW_ELEMS = 1 << 16  # about this many elements of X per column block (all row p
 
 
 @_fast
-def _tile_wide(wq, xf, p, n0, n, cf, bias, rf, hasres, act, slope, six, rows, lo, pfe, pfx):
-    """C[p*8 : p*8 + rows, n0 + lo : n0 + 32] of act(W @ X + bias [+ R]), X[k, j] = xf[k * n + j],
-    C and R flattened with row length n (same accumulation order as :func:`_tile`). With
-    ``pfe`` the tile first prefetches its rows of C (for writing) and R, which the epilogue
-    then finds in the cache; with ``pfx`` each step k also prefetches X's row k of the next
-    column tile (the first row panel over a column block: X comes from memory there)."""
-    if pfe:
-        for r in range(rows):
-            o = np.uint64(p * 8 + r) * np.uint64(n) + np.uint64(n0)
-            _prefetchw(cf, o)
-            _prefetchw(cf, o + np.uint64(16))
-            if hasres:
-                _prefetch(rf, o)
-                _prefetch(rf, o + np.uint64(16))
+def _tile_wide(wq, xf, p, nc0, nc1, n, cf, bias, rf, hasres, act, slope, six, rows, pfe, pfx):
+    """C[p*8 : p*8 + rows, nc0 : nc1] of act(W @ X + bias [+ R]), X[k, j] = xf[k * n + j], C and
+    R flattened with row length n (same accumulation order as :func:`_tile`), one register tile
+    of 32 columns after another (a call per tile cost about as much as 16 steps k of it: the
+    expand 1x1s' K = 16); a last partial tile is computed at n - 32 and stores only its new
+    columns. With ``pfe`` each tile first prefetches its rows of C (for writing) and R, which
+    the epilogue then finds in the cache; with ``pfx`` each step k also prefetches X's row k of
+    the next column tile (the first row panel over a column block: X comes from memory there).
+    (Long: the tile, its epilogue and the loop over tiles stay one body, so that LLVM keeps the
+    16 accumulators in registers and the call is paid once per panel and column block.)"""
+    # (the stack arrays once, outside the loop: an alloca in a loop is not promoted to registers)
     s0 = _carray(_stack(32), (32,))
     s1 = _carray(_stack(32), (32,))
     s2 = _carray(_stack(32), (32,))
@@ -561,91 +558,106 @@ def _tile_wide(wq, xf, p, n0, n, cf, bias, rf, hasres, act, slope, six, rows, lo
     a5 = _carray(_stack(32), (32,))
     a6 = _carray(_stack(32), (32,))
     a7 = _carray(_stack(32), (32,))
-    for lane in range(32):
-        s0[lane] = 0.0
-        s1[lane] = 0.0
-        s2[lane] = 0.0
-        s3[lane] = 0.0
-        s4[lane] = 0.0
-        s5[lane] = 0.0
-        s6[lane] = 0.0
-        s7[lane] = 0.0
-    kdim = wq.shape[1]
-    for kb in range(0, kdim, 128):
-        for lane in range(32):
-            a0[lane] = 0.0
-            a1[lane] = 0.0
-            a2[lane] = 0.0
-            a3[lane] = 0.0
-            a4[lane] = 0.0
-            a5[lane] = 0.0
-            a6[lane] = 0.0
-            a7[lane] = 0.0
-        for k in range(np.uint64(kb), np.uint64(min(kdim, kb + 128))):
-            wk = wq[p, k]
-            w0 = wk[0]
-            w1 = wk[1]
-            w2 = wk[2]
-            w3 = wk[3]
-            w4 = wk[4]
-            w5 = wk[5]
-            w6 = wk[6]
-            w7 = wk[7]
-            xo = k * np.uint64(n) + np.uint64(n0)
-            if pfx:
-                _prefetch(xf, xo + np.uint64(32))
-                _prefetch(xf, xo + np.uint64(48))
-            for lane in range(np.uint64(32)):
-                xl = xf[xo + lane]
-                a0[lane] += w0 * xl
-                a1[lane] += w1 * xl
-                a2[lane] += w2 * xl
-                a3[lane] += w3 * xl
-                a4[lane] += w4 * xl
-                a5[lane] += w5 * xl
-                a6[lane] += w6 * xl
-                a7[lane] += w7 * xl
-        for lane in range(32):
-            s0[lane] += a0[lane]
-            s1[lane] += a1[lane]
-            s2[lane] += a2[lane]
-            s3[lane] += a3[lane]
-            s4[lane] += a4[lane]
-            s5[lane] += a5[lane]
-            s6[lane] += a6[lane]
-            s7[lane] += a7[lane]
-    # the epilogue, row by row from a stack copy of the tile (no calls: a call per row
-    # spilled and reloaded the accumulators)
     t = _carray(_stack(256), (8, 32))
-    for lane in range(32):
-        t[0, lane] = s0[lane]
-        t[1, lane] = s1[lane]
-        t[2, lane] = s2[lane]
-        t[3, lane] = s3[lane]
-        t[4, lane] = s4[lane]
-        t[5, lane] = s5[lane]
-        t[6, lane] = s6[lane]
-        t[7, lane] = s7[lane]
-    zero = six - six
-    m0 = p * 8
-    for r in range(rows):
-        m = m0 + r
-        bm = bias[m]
-        sm = slope[m]
-        tr = t[r]
-        o = np.uint64(m) * np.uint64(n) + np.uint64(n0)
-        for lane in range(np.uint64(lo), np.uint64(32)):  # (unsigned: vector loads and stores)
-            v = tr[lane] + bm
-            if hasres:
-                v = v + rf[o + lane]
-            if act == 1:
-                v = v if v > zero else v * sm
-            elif act == 2:
-                if v < zero:
-                    v = zero
-                elif v > six:
-                    v = six
-            cf[o + lane] = v
+    for nt0 in range(nc0, nc1, 32):
+        lo = 0
+        n0 = nt0
+        if n0 + 32 > n:
+            lo = n0 + 32 - n
+            n0 = n - 32
+        pfxt = pfx and nt0 + 32 < nc1
+        if pfe:
+            for r in range(rows):
+                o = np.uint64(p * 8 + r) * np.uint64(n) + np.uint64(n0)
+                _prefetchw(cf, o)
+                _prefetchw(cf, o + np.uint64(16))
+                if hasres:
+                    _prefetch(rf, o)
+                    _prefetch(rf, o + np.uint64(16))
+        for lane in range(32):
+            s0[lane] = 0.0
+            s1[lane] = 0.0
+            s2[lane] = 0.0
+            s3[lane] = 0.0
+            s4[lane] = 0.0
+            s5[lane] = 0.0
+            s6[lane] = 0.0
+            s7[lane] = 0.0
+        kdim = wq.shape[1]
+        for kb in range(0, kdim, 128):
+            for lane in range(32):
+                a0[lane] = 0.0
+                a1[lane] = 0.0
+                a2[lane] = 0.0
+                a3[lane] = 0.0
+                a4[lane] = 0.0
+                a5[lane] = 0.0
+                a6[lane] = 0.0
+                a7[lane] = 0.0
+            for k in range(np.uint64(kb), np.uint64(min(kdim, kb + 128))):
+                wk = wq[p, k]
+                w0 = wk[0]
+                w1 = wk[1]
+                w2 = wk[2]
+                w3 = wk[3]
+                w4 = wk[4]
+                w5 = wk[5]
+                w6 = wk[6]
+                w7 = wk[7]
+                xo = k * np.uint64(n) + np.uint64(n0)
+                if pfxt:
+                    _prefetch(xf, xo + np.uint64(32))
+                    _prefetch(xf, xo + np.uint64(48))
+                for lane in range(np.uint64(32)):
+                    xl = xf[xo + lane]
+                    a0[lane] += w0 * xl
+                    a1[lane] += w1 * xl
+                    a2[lane] += w2 * xl
+                    a3[lane] += w3 * xl
+                    a4[lane] += w4 * xl
+                    a5[lane] += w5 * xl
+                    a6[lane] += w6 * xl
+                    a7[lane] += w7 * xl
+            for lane in range(32):
+                s0[lane] += a0[lane]
+                s1[lane] += a1[lane]
+                s2[lane] += a2[lane]
+                s3[lane] += a3[lane]
+                s4[lane] += a4[lane]
+                s5[lane] += a5[lane]
+                s6[lane] += a6[lane]
+                s7[lane] += a7[lane]
+        # the epilogue, row by row from a stack copy of the tile (no calls: a call per row
+        # spilled and reloaded the accumulators)
+        for lane in range(32):
+            t[0, lane] = s0[lane]
+            t[1, lane] = s1[lane]
+            t[2, lane] = s2[lane]
+            t[3, lane] = s3[lane]
+            t[4, lane] = s4[lane]
+            t[5, lane] = s5[lane]
+            t[6, lane] = s6[lane]
+            t[7, lane] = s7[lane]
+        zero = six - six
+        m0 = p * 8
+        for r in range(rows):
+            m = m0 + r
+            bm = bias[m]
+            sm = slope[m]
+            tr = t[r]
+            o = np.uint64(m) * np.uint64(n) + np.uint64(n0)
+            for lane in range(np.uint64(lo), np.uint64(32)):  # (unsigned: vector loads and stores)
+                v = tr[lane] + bm
+                if hasres:
+                    v = v + rf[o + lane]
+                if act == 1:
+                    v = v if v > zero else v * sm
+                elif act == 2:
+                    if v < zero:
+                        v = zero
+                    elif v > six:
+                        v = six
+                cf[o + lane] = v
 
 
 @_fast
@@ -662,13 +674,8 @@ def packed_gemm_wide(wq, x, c, bias, res, hasres, act, slope, six, nbw, pfe=Fals
     rf = res.reshape(res.size)
     for nb0 in range(0, n, nbw):
         for p in range(wq.shape[0]):
-            for n0 in range(nb0, min(n, nb0 + nbw), 32):
-                lo = 0
-                if n0 + 32 > n:
-                    lo = n0 + 32 - n
-                    n0 = n - 32
-                _tile_wide(wq, xf, p, n0, n, cf, bias, rf, hasres, act, slope, six, min(8, m - p * 8), lo, pfe,
-                           pfx and p == 0 and n0 + 32 < min(n, nb0 + nbw))
+            _tile_wide(wq, xf, p, nb0, min(n, nb0 + nbw), n, cf, bias, rf, hasres, act, slope, six, min(8, m - p * 8),
+                       pfe, pfx and p == 0)
 
 
 def packed_gemm_wide_numpy(wmat: np.ndarray, x: np.ndarray, c: np.ndarray, bias: np.ndarray,

@@ -181,13 +181,8 @@ def wide_units(wq, x, c, bias, res, hasres, act, slope, six, nbw, units, counter
             return
         nb0, p0, p1 = units[j, 0], units[j, 1], units[j, 2]
         for p in range(p0, p1):
-            for n0 in range(nb0, min(n, nb0 + nbw), 32):
-                lo = 0
-                if n0 + 32 > n:
-                    lo = n0 + 32 - n
-                    n0 = n - 32
-                _packgemm._tile_wide(wq, xf, p, n0, n, cf, bias, rf, hasres, act, slope, six, min(8, m - p * 8), lo,
-                                     False, False)
+            _packgemm._tile_wide(wq, xf, p, nb0, min(n, nb0 + nbw), n, cf, bias, rf, hasres, act, slope, six,
+                                 min(8, m - p * 8), False, False)
 
 
 @_par

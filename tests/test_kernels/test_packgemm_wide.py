@@ -38,7 +38,8 @@ def _want(w, x, b, r, act, slope):
 
 
 # small enough for the kernel body as plain Python (CI's NUMBA_DISABLE_JIT run)
-@pytest.mark.parametrize("m,k,n,nbw", [(8, 5, 32, 32), (13, 9, 40, 32), (16, 130, 33, 64), (3, 4, 100, 64)])
+@pytest.mark.parametrize("m,k,n,nbw", [(8, 5, 32, 32), (13, 9, 40, 32), (16, 130, 33, 64), (3, 4, 100, 64),
+                                       (9, 3, 70, 128)])
 @pytest.mark.parametrize("act", [0, 1, 2])
 @pytest.mark.parametrize("residual", [False, True])
 def test_packed_gemm_wide_vs_float64(m, k, n, nbw, act, residual, rng):
