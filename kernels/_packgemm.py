@@ -526,6 +526,11 @@ def choose(base: str, dtype: np.dtype, groups: int, m: int, k: int, n: int, *, s
 # activation added on the way out (no second pass over C).
 MRW = 8  # weight rows per wide tile (ResNet-50's M are multiples of 8)
 NRW = 32  # output columns per wide tile
+# whether a call of the wide tile function runs over a whole column block (read at each call;
+# False: one call per tile, as before -- A/B only: bench/flag_ab.py squeezenet
+# refnet.kernels._packgemm:WIDE_RUN; paired, hot, one thread: K = 16 0.85, K = 32 0.88, K = 64
+# 0.94-0.97 of a call per tile)
+WIDE_RUN = True
 NBW_ELEMS = 1 << 16  # about this many elements of X per column block (all row panels run
 # over one block before the next; in ResNet-50, K = 64: 1024 columns 0.90 vs 256 columns 0.93 of the BLAS)
 
@@ -538,7 +543,8 @@ def _tile_wide(wq, xf, p, nc0, nc1, n, cf, bias, rf, hasres, act, slope, six, ro
     expand 1x1s' K = 16); a last partial tile is computed at n - 32 and stores only its new
     columns. With ``pfe`` each tile first prefetches its rows of C (for writing) and R, which
     the epilogue then finds in the cache; with ``pfx`` each step k also prefetches X's row k of
-    the next column tile (the first row panel over a column block: X comes from memory there).
+    the next column tile (the first row panel over a column block: X comes from memory there;
+    at a block's end the next block's first tile).
     (Long: the tile, its epilogue and the loop over tiles stay one body, so that LLVM keeps the
     16 accumulators in registers and the call is paid once per panel and column block.)"""
     # (the stack arrays once, outside the loop: an alloca in a loop is not promoted to registers)
@@ -565,7 +571,7 @@ def _tile_wide(wq, xf, p, nc0, nc1, n, cf, bias, rf, hasres, act, slope, six, ro
         if n0 + 32 > n:
             lo = n0 + 32 - n
             n0 = n - 32
-        pfxt = pfx and nt0 + 32 < nc1
+        pfxt = pfx and nt0 + 32 < n
         if pfe:
             for r in range(rows):
                 o = np.uint64(p * 8 + r) * np.uint64(n) + np.uint64(n0)
@@ -646,36 +652,51 @@ def _tile_wide(wq, xf, p, nc0, nc1, n, cf, bias, rf, hasres, act, slope, six, ro
             sm = slope[m]
             tr = t[r]
             o = np.uint64(m) * np.uint64(n) + np.uint64(n0)
-            for lane in range(np.uint64(lo), np.uint64(32)):  # (unsigned: vector loads and stores)
-                v = tr[lane] + bm
-                if hasres:
-                    v = v + rf[o + lane]
-                if act == 1:
-                    v = v if v > zero else v * sm
-                elif act == 2:
-                    if v < zero:
-                        v = zero
-                    elif v > six:
-                        v = six
-                cf[o + lane] = v
+            if act != 2 and not hasres:
+                # (the rows without a residual, ReLU / leaky ReLU or none (slope 1: v * 1 is v,
+                # bit for bit): over all 32 lanes, stored from ``lo`` -- two masked vector stores;
+                # the loop from ``lo`` below ran as 8-lane pieces. Paired, hot: SqueezeNet's expand
+                # 1x1s 0.84-0.90; with a residual this form was slower, without act 1 twice as slow)
+                sm1 = sm if act == 1 else np.float32(1.0)
+                for lane in range(np.uint64(32)):
+                    v = tr[lane] + bm
+                    v = v if v > zero else v * sm1
+                    if lane >= lo:
+                        cf[o + lane] = v
+            else:
+                for lane in range(np.uint64(lo), np.uint64(32)):  # (unsigned: vector loads and stores)
+                    v = tr[lane] + bm
+                    if hasres:
+                        v = v + rf[o + lane]
+                    if act == 1:
+                        v = v if v > zero else v * sm
+                    elif act == 2:
+                        if v < zero:
+                            v = zero
+                        elif v > six:
+                            v = six
+                    cf[o + lane] = v
 
 
 @_fast
-def packed_gemm_wide(wq, x, c, bias, res, hasres, act, slope, six, nbw, pfe=False, pfx=False):
+def packed_gemm_wide(wq, x, c, bias, res, hasres, act, slope, six, nbw, pfe=False, pfx=False, step=0):
     """c (M, N) = act((W @ x + bias[:, None]) [+ res]) with W packed by ``pack_weights(w, MRW)``
     into wq (P, K, MRW); x (K, N), c and res (M, N) C-contiguous, N >= NRW; act 0 none, 1
     leaky ReLU / PReLU (slope per row), 2 ReLU6 (``six`` = 6). Column blocks of ``nbw`` (a
     multiple of NRW): all row panels over one block, so the block of X stays in cache. The last partial column tile is
-    computed at N - NRW and stores only its new columns."""
+    computed at N - NRW and stores only its new columns. ``step``: columns per call of the tile
+    function (0: the whole block; NRW: one call per tile, A/B only, :data:`WIDE_RUN`)."""
     m, n = c.shape
     kdim = x.shape[0]
     cf = c.reshape(m * n)
     xf = x.reshape(kdim * n)
     rf = res.reshape(res.size)
     for nb0 in range(0, n, nbw):
+        nb1 = min(n, nb0 + nbw)
         for p in range(wq.shape[0]):
-            _tile_wide(wq, xf, p, nb0, min(n, nb0 + nbw), n, cf, bias, rf, hasres, act, slope, six, min(8, m - p * 8),
-                       pfe, pfx and p == 0)
+            for nc0 in range(nb0, nb1, step if step > 0 else nbw):
+                _tile_wide(wq, xf, p, nc0, min(nb1, nc0 + step) if step > 0 else nb1, n, cf, bias, rf, hasres, act,
+                           slope, six, min(8, m - p * 8), pfe, pfx and p == 0)
 
 
 def packed_gemm_wide_numpy(wmat: np.ndarray, x: np.ndarray, c: np.ndarray, bias: np.ndarray,
@@ -714,4 +735,4 @@ class WideGemm:
             packed_gemm_wide_numpy(self.wmat, x, c, bias, res, act, slope, six)
         else:
             packed_gemm_wide(self.wq, x, c, bias, c if res is None else res, res is not None, act, slope, six, self.nbw,
-                             WIDE_PREFETCH, WIDE_PREFETCH_X)
+                             WIDE_PREFETCH, WIDE_PREFETCH_X, 0 if WIDE_RUN else NRW)

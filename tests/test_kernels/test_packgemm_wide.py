@@ -82,6 +82,33 @@ def test_packed_gemm_wide_prefetch_gives_the_same_result(m, k, n, nbw, rng):
     assert PG.WIDE_PREFETCH == PG.WIDE_PREFETCH_X == PG.enabled(PG.PREFETCH_ENV)
 
 
+@pytest.mark.parametrize("act", [0, 1, 2])
+@pytest.mark.parametrize("residual", [False, True])
+def test_one_call_per_tile_or_per_block_give_the_same_result(act, residual, monkeypatch, rng):
+    """The tile function over a whole column block (WIDE_RUN, step 0) or called per 32-column
+    tile (step NRW): bit-identical results, partial last tiles included, and the float64 result;
+    the switch reaches WideGemm."""
+    m, k, n, nbw = 11, 7, 101, 64
+    w = rng.standard_normal((m, k)).astype(np.float32)
+    x = rng.standard_normal((k, n)).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32)
+    r = rng.standard_normal((m, n)).astype(np.float32) if residual else None
+    slope = np.full(m, 0.1, np.float32)
+    wq = PG.pack_weights(w, PG.MRW)
+    got = []
+    for step in (0, PG.NRW):
+        got.append(np.full((m, n), np.nan, np.float32))
+        PG.packed_gemm_wide(wq, x, got[-1], b, got[-1] if r is None else r, residual, act, slope, np.float32(6), nbw,
+                            True, True, step)
+    assert np.array_equal(got[1], got[0])
+    assert_close(got[0], _want(w, x, b, r, act, slope), "f32_vs_f64", "kernel")
+    for on in (True, False):
+        monkeypatch.setattr(PG, "WIDE_RUN", on)
+        out = np.full((m, n), np.nan, np.float32)
+        PG.WideGemm(w)(x, out, b, r, act, slope, np.float32(6))
+        assert_close(out, _want(w, x, b, r, act, slope), "f32_vs_f64", f"WideGemm WIDE_RUN={on}")
+
+
 def test_long_reductions_round_like_the_blas():
     """K = 4608 positive products: blocks of 128 keep the error within 2x np.matmul's."""
     rng = np.random.default_rng(3)
