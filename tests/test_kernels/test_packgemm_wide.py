@@ -82,6 +82,21 @@ def test_packed_gemm_wide_prefetch_gives_the_same_result(m, k, n, nbw, rng):
     assert PG.WIDE_PREFETCH == PG.WIDE_PREFETCH_X == PG.enabled(PG.PREFETCH_ENV)
 
 
+
+@pytest.mark.parametrize("act", [0, 1, 2])
+def test_residual_in_place(act, rng):
+    """R may be C itself (the residual's buffer written over): the last partial tile, which
+    recomputes columns of the tile before, must not store those from the R it finds there."""
+    m, k, n = 10, 6, 75
+    w = rng.standard_normal((m, k)).astype(np.float32)
+    x = rng.standard_normal((k, n)).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32)
+    r = rng.standard_normal((m, n)).astype(np.float32)
+    slope = np.full(m, 0.2, np.float32)
+    c = r.copy()
+    PG.packed_gemm_wide(PG.pack_weights(w, PG.MRW), x, c, b, c, True, act, slope, np.float32(6), 64)
+    assert_close(c, _want(w, x, b, r, act, slope), "f32_vs_f64", "in place")
+
 @pytest.mark.parametrize("act", [0, 1, 2])
 @pytest.mark.parametrize("residual", [False, True])
 def test_one_call_per_tile_or_per_block_give_the_same_result(act, residual, monkeypatch, rng):
