@@ -527,9 +527,10 @@ def choose(base: str, dtype: np.dtype, groups: int, m: int, k: int, n: int, *, s
 MRW = 8  # weight rows per wide tile (ResNet-50's M are multiples of 8)
 NRW = 32  # output columns per wide tile
 # whether a call of the wide tile function runs over a whole column block (read at each call;
-# False: one call per tile, as before -- A/B only: bench/flag_ab.py squeezenet
-# refnet.kernels._packgemm:WIDE_RUN; paired, hot, one thread: K = 16 0.85, K = 32 0.88, K = 64
-# 0.94-0.97 of a call per tile)
+# False: one call per tile, as before -- A/B only). Paired, hot, one thread: K = 16 0.85, K = 32
+# 0.88, K = 64 0.94-0.97 of a call per tile; whole net, one thread, process CPU time (bench/flag_ab.py
+# squeezenet refnet.kernels._packgemm:WIDE_RUN --threads 1 --rounds 21, load 1.3-2.3): SqueezeNet
+# 0.948 / 0.965 / 0.970 (spreads 0.89-1.10), ResNet-50 (--rounds 11) 0.978 / 0.983 (0.93-1.01)
 WIDE_RUN = True
 NBW_ELEMS = 1 << 16  # about this many elements of X per column block (all row panels run
 # over one block before the next; in ResNet-50, K = 64: 1024 columns 0.90 vs 256 columns 0.93 of the BLAS)
