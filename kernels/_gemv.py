@@ -30,12 +30,15 @@ from refnet.kernels import _packgemm
 from refnet.kernels._jit import JIT_OPTIONS
 from refnet.kernels._lazyjit import MODE, lazy_njit, load_numba, numba_loaded
 
-__all__ = ["USE", "ENV", "MIN_WEIGHTS", "STREAMS", "gemv_packed", "fc_step"]
+__all__ = ["USE", "ENV", "MIN_WEIGHTS", "MAX_WEIGHTS", "STREAMS", "gemv_packed", "fc_step"]
 
 ENV = "REFNET_GEMV"
 USE = os.environ.get(ENV, "1").strip() not in ("0", "off", "no", "false")
 STREAMS = 4  # panels of 32 rows read at once (written out in gemv_packed)
 MIN_WEIGHTS = 1 << 16  # weight elements from which fc_step packs (small layers: the BLAS call is fine)
+# ... and up to which (the packed copy is the weights once more: CaffeNet's / VGG's fc6 and fc7,
+# 38-103 M weights, keep the BLAS and their memory)
+MAX_WEIGHTS = 1 << 22
 
 _fast = lazy_njit(**{**JIT_OPTIONS, "fastmath": {"contract"}, "boundscheck": False})
 
@@ -78,12 +81,12 @@ def fc_step(x_shape: tuple[int, ...], out_shape: tuple[int, ...], wmat: np.ndarr
     """A compiled program's step ``step(x)`` = ``x.reshape(K) @ wmat.T + add`` as an array of
     ``out_shape`` (M values) for one float32 row x of K = wmat.shape[1] values (prod(x_shape) ==
     K), wmat (M, K) constant (packed here), ``add`` None or M float32 values added after the
-    product; None (no step) unless :data:`USE`, float32 weights of at least :data:`MIN_WEIGHTS`
-    elements and one row. Runs ``fallback(x)`` inside ``numpy_kernels()``, before numba loads,
+    product; None (no step) unless :data:`USE`, float32 weights of :data:`MIN_WEIGHTS` ..
+    :data:`MAX_WEIGHTS` elements and one row. Runs ``fallback(x)`` inside ``numpy_kernels()``, before numba loads,
     under ``NUMBA_DISABLE_JIT`` or for another input."""
     m, k = wmat.shape
     if (not USE or wmat.dtype != np.float32 or int(np.prod(x_shape)) != k or int(np.prod(out_shape)) != m
-            or m * k < MIN_WEIGHTS
+            or not MIN_WEIGHTS <= m * k <= MAX_WEIGHTS
             or (add is not None and (add.dtype != np.float32 or add.size != m))):
         return None
     wp = _packgemm.pack_weights(wmat)

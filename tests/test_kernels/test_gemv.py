@@ -47,7 +47,7 @@ def _node(op, **attrs):
 def test_gemm_step_one_row_against_float64(trans_b, beta, monkeypatch, rng):
     """A float32 program's Gemm step at batch 1 (packed GEMV, then + beta * C): the float64
     product, and the generic op's values within float32 rounding; fewer weights than MIN_WEIGHTS,
-    two rows, alpha != 1 or USE False: no step."""
+    more than MAX_WEIGHTS, two rows, alpha != 1 or USE False: no step."""
     monkeypatch.setattr(_gemv, "MIN_WEIGHTS", 64)
     k, m = 150, 70
     w = rng.standard_normal((m, k)).astype(np.float32)
@@ -72,6 +72,9 @@ def test_gemm_step_one_row_against_float64(trans_b, beta, monkeypatch, rng):
         assert np.array_equal(step(x), generic)
     assert spec.prepare(_node("gemm", **attrs), p, [(2, k)], _Ctx()) is None
     assert spec.prepare(_node("gemm", **attrs, alpha=2.0), p, [(1, k)], _Ctx()) is None
+    monkeypatch.setattr(_gemv, "MAX_WEIGHTS", m * k - 1)
+    assert spec.prepare(_node("gemm", **attrs), p, [(1, k)], _Ctx()) is None
+    monkeypatch.setattr(_gemv, "MAX_WEIGHTS", m * k)
     monkeypatch.setattr(_gemv, "USE", False)
     assert spec.prepare(_node("gemm", **attrs), p, [(1, k)], _Ctx()) is None
     monkeypatch.undo()
