@@ -359,11 +359,11 @@ def packed_gemm_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, act
 
 @_fast
 def _tile16(wp, xf, kofs, p, h, c0, cf, o0, n, rows, wpf, pfo, pfs, pf):  # noqa: PLR0915
-    """Rows 16 h .. 16 h + 15 of W panel p @ X[:, j] for 26 contiguous columns, X[k, j] =
-    xf[kofs[k] + c0 + j], stored to cf[o0 + r * n + j] for the first ``rows`` of those rows
-    (all columns; ``pf`` etc. as :func:`_tile`). One weight vector per k and 26 accumulators:
-    each x is used once, so its broadcast is folded into its FMA (no register), and the
-    columns share one base address. (Long: the 26 columns written out, as in _tile.)"""
+    """Rows 16 h .. 16 h + 15 of W panel p @ X[:, j] for 13 contiguous columns, X[k, j] =
+    xf[kofs[k] + c0 + j], stored to cf[o0 + r * n + j] for the first ``rows`` of those rows (``pf``
+    etc. as :func:`_tile`). One weight vector per k and 13 accumulators (their 13 block sums also
+    in registers): each x is used once, so its broadcast folds into its FMA (no register), and
+    the columns share one base address. (Long: the 13 columns written out, as in _tile.)"""
     s0 = _carray(_stack(16), (16,))
     s1 = _carray(_stack(16), (16,))
     s2 = _carray(_stack(16), (16,))
@@ -377,19 +377,6 @@ def _tile16(wp, xf, kofs, p, h, c0, cf, o0, n, rows, wpf, pfo, pfs, pf):  # noqa
     s10 = _carray(_stack(16), (16,))
     s11 = _carray(_stack(16), (16,))
     s12 = _carray(_stack(16), (16,))
-    s13 = _carray(_stack(16), (16,))
-    s14 = _carray(_stack(16), (16,))
-    s15 = _carray(_stack(16), (16,))
-    s16 = _carray(_stack(16), (16,))
-    s17 = _carray(_stack(16), (16,))
-    s18 = _carray(_stack(16), (16,))
-    s19 = _carray(_stack(16), (16,))
-    s20 = _carray(_stack(16), (16,))
-    s21 = _carray(_stack(16), (16,))
-    s22 = _carray(_stack(16), (16,))
-    s23 = _carray(_stack(16), (16,))
-    s24 = _carray(_stack(16), (16,))
-    s25 = _carray(_stack(16), (16,))
     a0 = _carray(_stack(16), (16,))
     a1 = _carray(_stack(16), (16,))
     a2 = _carray(_stack(16), (16,))
@@ -403,19 +390,6 @@ def _tile16(wp, xf, kofs, p, h, c0, cf, o0, n, rows, wpf, pfo, pfs, pf):  # noqa
     a10 = _carray(_stack(16), (16,))
     a11 = _carray(_stack(16), (16,))
     a12 = _carray(_stack(16), (16,))
-    a13 = _carray(_stack(16), (16,))
-    a14 = _carray(_stack(16), (16,))
-    a15 = _carray(_stack(16), (16,))
-    a16 = _carray(_stack(16), (16,))
-    a17 = _carray(_stack(16), (16,))
-    a18 = _carray(_stack(16), (16,))
-    a19 = _carray(_stack(16), (16,))
-    a20 = _carray(_stack(16), (16,))
-    a21 = _carray(_stack(16), (16,))
-    a22 = _carray(_stack(16), (16,))
-    a23 = _carray(_stack(16), (16,))
-    a24 = _carray(_stack(16), (16,))
-    a25 = _carray(_stack(16), (16,))
     for lane in range(16):
         s0[lane] = 0.0
         s1[lane] = 0.0
@@ -430,22 +404,9 @@ def _tile16(wp, xf, kofs, p, h, c0, cf, o0, n, rows, wpf, pfo, pfs, pf):  # noqa
         s10[lane] = 0.0
         s11[lane] = 0.0
         s12[lane] = 0.0
-        s13[lane] = 0.0
-        s14[lane] = 0.0
-        s15[lane] = 0.0
-        s16[lane] = 0.0
-        s17[lane] = 0.0
-        s18[lane] = 0.0
-        s19[lane] = 0.0
-        s20[lane] = 0.0
-        s21[lane] = 0.0
-        s22[lane] = 0.0
-        s23[lane] = 0.0
-        s24[lane] = 0.0
-        s25[lane] = 0.0
     kdim = wp.shape[1]
     l0 = h * 16
-    for kb in range(0, kdim, 128):  # sums of 128 products each, added up (as _tile)
+    for kb in range(0, kdim, 128):
         for lane in range(16):
             a0[lane] = 0.0
             a1[lane] = 0.0
@@ -460,19 +421,6 @@ def _tile16(wp, xf, kofs, p, h, c0, cf, o0, n, rows, wpf, pfo, pfs, pf):  # noqa
             a10[lane] = 0.0
             a11[lane] = 0.0
             a12[lane] = 0.0
-            a13[lane] = 0.0
-            a14[lane] = 0.0
-            a15[lane] = 0.0
-            a16[lane] = 0.0
-            a17[lane] = 0.0
-            a18[lane] = 0.0
-            a19[lane] = 0.0
-            a20[lane] = 0.0
-            a21[lane] = 0.0
-            a22[lane] = 0.0
-            a23[lane] = 0.0
-            a24[lane] = 0.0
-            a25[lane] = 0.0
         for k in range(np.uint64(kb), np.uint64(min(kdim, kb + 128))):
             if pf:
                 q = pfo + ((k * pfs) >> np.uint64(16))
@@ -492,19 +440,6 @@ def _tile16(wp, xf, kofs, p, h, c0, cf, o0, n, rows, wpf, pfo, pfs, pf):  # noqa
             x10 = xf[ko + np.uint64(10)]
             x11 = xf[ko + np.uint64(11)]
             x12 = xf[ko + np.uint64(12)]
-            x13 = xf[ko + np.uint64(13)]
-            x14 = xf[ko + np.uint64(14)]
-            x15 = xf[ko + np.uint64(15)]
-            x16 = xf[ko + np.uint64(16)]
-            x17 = xf[ko + np.uint64(17)]
-            x18 = xf[ko + np.uint64(18)]
-            x19 = xf[ko + np.uint64(19)]
-            x20 = xf[ko + np.uint64(20)]
-            x21 = xf[ko + np.uint64(21)]
-            x22 = xf[ko + np.uint64(22)]
-            x23 = xf[ko + np.uint64(23)]
-            x24 = xf[ko + np.uint64(24)]
-            x25 = xf[ko + np.uint64(25)]
             for lane in range(16):
                 wl = wk[lane]
                 a0[lane] += x0 * wl
@@ -520,19 +455,6 @@ def _tile16(wp, xf, kofs, p, h, c0, cf, o0, n, rows, wpf, pfo, pfs, pf):  # noqa
                 a10[lane] += x10 * wl
                 a11[lane] += x11 * wl
                 a12[lane] += x12 * wl
-                a13[lane] += x13 * wl
-                a14[lane] += x14 * wl
-                a15[lane] += x15 * wl
-                a16[lane] += x16 * wl
-                a17[lane] += x17 * wl
-                a18[lane] += x18 * wl
-                a19[lane] += x19 * wl
-                a20[lane] += x20 * wl
-                a21[lane] += x21 * wl
-                a22[lane] += x22 * wl
-                a23[lane] += x23 * wl
-                a24[lane] += x24 * wl
-                a25[lane] += x25 * wl
         for lane in range(16):
             s0[lane] += a0[lane]
             s1[lane] += a1[lane]
@@ -547,19 +469,6 @@ def _tile16(wp, xf, kofs, p, h, c0, cf, o0, n, rows, wpf, pfo, pfs, pf):  # noqa
             s10[lane] += a10[lane]
             s11[lane] += a11[lane]
             s12[lane] += a12[lane]
-            s13[lane] += a13[lane]
-            s14[lane] += a14[lane]
-            s15[lane] += a15[lane]
-            s16[lane] += a16[lane]
-            s17[lane] += a17[lane]
-            s18[lane] += a18[lane]
-            s19[lane] += a19[lane]
-            s20[lane] += a20[lane]
-            s21[lane] += a21[lane]
-            s22[lane] += a22[lane]
-            s23[lane] += a23[lane]
-            s24[lane] += a24[lane]
-            s25[lane] += a25[lane]
     for r in range(rows):
         o = o0 + r * n
         cf[o + 0] = s0[r]
@@ -575,33 +484,21 @@ def _tile16(wp, xf, kofs, p, h, c0, cf, o0, n, rows, wpf, pfo, pfs, pf):  # noqa
         cf[o + 10] = s10[r]
         cf[o + 11] = s11[r]
         cf[o + 12] = s12[r]
-        cf[o + 13] = s13[r]
-        cf[o + 14] = s14[r]
-        cf[o + 15] = s15[r]
-        cf[o + 16] = s16[r]
-        cf[o + 17] = s17[r]
-        cf[o + 18] = s18[r]
-        cf[o + 19] = s19[r]
-        cf[o + 20] = s20[r]
-        cf[o + 21] = s21[r]
-        cf[o + 22] = s22[r]
-        cf[o + 23] = s23[r]
-        cf[o + 24] = s24[r]
-        cf[o + 25] = s25[r]
 
 @_fast
 def packed_gemm16_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, act, slope, six):
     """:func:`packed_gemm_epi` (same arguments, same results bit for bit: each output is the
     same chain of blocked sums) for X whose columns are contiguous (coffs[j] = coffs[0] + j:
     1x1 stride-1 convs, matrices): each panel's columns in tiles of 16 rows x :data:`NC16`
-    (:func:`_tile16`, both halves of the panel), the last n % NC16 columns on :func:`_tile`."""
+    (:func:`_tile16`, both halves of the panel), the last n % NC16 columns on :func:`_tile`
+    (the 16-row tiles read the same packed panels)."""
     m, n = c.shape
     cf = c.reshape(m * n)
     last = n - 1
     npan, kdim = wp.shape[0], wp.shape[1]
     wpf = wp.reshape(npan * kdim * 32)
-    full = n // 26  # (NC16)
-    ntiles = full + (n - full * 26 + 6) // 7
+    full = n // 13  # (NC16)
+    ntiles = full + (n - full * 13 + 6) // 7
     share = kdim * 32 // ntiles  # elements of the next panel each tile prefetches
     pfs = np.uint64((32 << 16) // ntiles)
     for p in range(npan):
@@ -610,14 +507,14 @@ def packed_gemm16_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, a
         pf = prefetch and p + 1 < npan
         nxt = (p + 1) * kdim * 32
         for t in range(full):
-            n0 = t * 26
+            n0 = t * 13
             pfo = np.uint64(nxt + t * share)
             _tile16(wp, xf, kofs, p, 0, coffs[n0], cf, r0 * n + n0, n, min(16, rows), wpf, pfo, pfs, pf)
             if rows > 16:
                 _tile16(wp, xf, kofs, p, 1, coffs[n0], cf, (r0 + 16) * n + n0, n, rows - 16, wpf,
                         pfo + np.uint64(share // 2), pfs, pf)
         for t in range(full, ntiles):
-            n0 = full * 26 + (t - full) * 7
+            n0 = full * 13 + (t - full) * 7
             _tile(wp, xf, kofs, p, coffs[n0], coffs[min(n0 + 1, last)], coffs[min(n0 + 2, last)],
                   coffs[min(n0 + 3, last)], coffs[min(n0 + 4, last)], coffs[min(n0 + 5, last)],
                   coffs[min(n0 + 6, last)], cf, r0 * n + n0, n, rows, min(7, n - n0), wpf,
@@ -628,16 +525,16 @@ def packed_gemm16_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, a
 
 
 # whether PackedGemm runs the 16 x NC16 tiles (packed_gemm16_epi: same results bit for bit) on
-# contiguous columns, n >= TALL16_MIN_N and at most TALL16_MAX_TAIL columns left over for the
-# 32 x 7 tile (read at each call; REFNET_PACKGEMM_16=0 off). Measured (one thread, 40 paired calls,
-# minimum ms 32 x 7 -> 16 x 26, hot / cold weights, load ~1): SqueezeNet conv10 1000 x 512 x 169
-# (n = 6 x 26 + 13) 1.75 -> 1.64 / 1.91 -> 1.81; but 512 x 2048 x 49 0.96 -> 1.02 / 1.05 -> 1.09
-# and 1024 x 256 x 196 (tail 14) 1.15 -> 1.20 cold: X comes from L2 for both halves of a panel.
+# contiguous columns (1x1 stride-1 convs), n a multiple of NC16 and >= TALL16_MIN_N (13 x 13 maps,
+# where 32 x 7 tiles compute 175 columns for 169; read at each call; REFNET_PACKGEMM_16=0 off).
+# Measured (one thread, 40 paired calls, minimum ms 32 x 7 -> 16 x 13, hot / cold weights, load
+# ~1): SqueezeNet conv10 1000 x 512 x 169 1.74 -> 1.61 / 1.91 -> 1.76 (16 x 26 tiles and the last
+# 13 columns on 32 x 7 tiles: 1.67 / 1.84; 16 x 26 tiles on 7 x 7 and 14 x 14 maps, the last tile
+# overlapping the one before: 0.96-1.04x the 32 x 7 tiles there, which fit those maps exactly).
 TALL16_ENV = "REFNET_PACKGEMM_16"
 TALL16 = os.environ.get(TALL16_ENV, "1").strip() not in ("0", "off", "no", "false")
-NC16 = 26
-TALL16_MIN_N = 130
-TALL16_MAX_TAIL = 13
+NC16 = 13
+TALL16_MIN_N = 26
 
 
 def tall16_fits(coffs: np.ndarray) -> bool:
@@ -645,8 +542,7 @@ def tall16_fits(coffs: np.ndarray) -> bool:
     as :func:`matrix_offsets` and :func:`conv_offsets` give them; contiguous when the last is the
     first + n - 1): :data:`TALL16` and the rules above."""
     n = len(coffs)
-    return (TALL16 and n >= TALL16_MIN_N and n % NC16 <= TALL16_MAX_TAIL
-            and int(coffs[n - 1]) - int(coffs[0]) == n - 1)
+    return TALL16 and n >= TALL16_MIN_N and n % NC16 == 0 and int(coffs[n - 1]) - int(coffs[0]) == n - 1
 
 
 def pack_weights(wmat: np.ndarray, mr: int = MR) -> np.ndarray:
