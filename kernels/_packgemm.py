@@ -32,6 +32,13 @@ of C right after its tiles stored it, while it is in the cache (:func:`packed_ge
 (:data:`SUBSAMPLE`). :class:`WinoGemms` runs the 16 GEMMs of a one-thread F(2,3) Winograd conv
 with >= MIN_K input channels on packed weights (:data:`WINO_PACKED`).
 
+Tall tiles: on 13 x 13 maps (SqueezeNet's conv10, 1000 x 512 x 169) the 7-column tiles compute
+175 columns for 169; :func:`packed_gemm16_epi` there runs tiles of 16 rows x 13 columns
+(:func:`_tile16`) on the same packed panels (each half of a panel): one weight vector per k and
+13 broadcasts that fold into their FMAs, when X's columns are contiguous (:func:`tall16_fits`,
+:data:`TALL16`). Fully connected layers at batch 1 run :func:`refnet.kernels._gemv.gemv_packed`
+on these panels.
+
 Rounding: each output sums blocks of 128 products (one float32 FMA chain each, k in order)
 and then the blocks' sums, about as accurate as the BLAS (one chain over all K was 13x
 np.matmul's error at K = 9216 and broke the float32 tolerance on yolov2-tiny's 4x4 layers);
