@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from refnet.kernels import _packgemm
+from refnet.kernels import _packgemm, _workers
 from refnet.kernels._jit import JIT_OPTIONS
 from refnet.kernels._lazyjit import MODE, lazy_njit, load_numba, numba_loaded
 
@@ -83,7 +83,8 @@ def fc_step(x_shape: tuple[int, ...], out_shape: tuple[int, ...], wmat: np.ndarr
     K), wmat (M, K) constant (packed here), ``add`` None or M float32 values added after the
     product; None (no step) unless :data:`USE`, float32 weights of :data:`MIN_WEIGHTS` ..
     :data:`MAX_WEIGHTS` elements and one row. Runs ``fallback(x)`` inside ``numpy_kernels()``, before numba loads,
-    under ``NUMBA_DISABLE_JIT`` or for another input."""
+    under ``NUMBA_DISABLE_JIT``, with several worker threads (their split BLAS calls, as before)
+    or for another input."""
     m, k = wmat.shape
     if (not USE or wmat.dtype != np.float32 or int(np.prod(x_shape)) != k or int(np.prod(out_shape)) != m
             or not MIN_WEIGHTS <= m * k <= MAX_WEIGHTS
@@ -95,7 +96,7 @@ def fc_step(x_shape: tuple[int, ...], out_shape: tuple[int, ...], wmat: np.ndarr
 
     def fc(x: np.ndarray) -> np.ndarray:
         if (x.dtype != np.float32 or x.shape != shape or not x.flags.c_contiguous or MODE.on
-                or not numba_loaded() or load_numba().config.DISABLE_JIT):
+                or _workers.workers() > 1 or not numba_loaded() or load_numba().config.DISABLE_JIT):
             return fallback(x)
         y = np.empty(m, np.float32)
         gemv_packed(wp, x.reshape(k), y)

@@ -9,7 +9,7 @@ import pytest
 from conftest import assert_close
 
 import refnet.kernels as K
-from refnet.kernels import _gemv
+from refnet.kernels import _gemv, _workers
 from refnet.kernels import _packgemm as PG
 from refnet.kernels._lazyjit import numpy_kernels
 from refnet.ops import registry
@@ -69,6 +69,9 @@ def test_gemm_step_one_row_against_float64(trans_b, beta, monkeypatch, rng):
     generic = K.gemm(x, p["b"], p.get("c"), beta=beta or 1.0, trans_b=trans_b)
     assert_close(got, generic.astype(np.float64), 1e-6, "generic gemm")
     with numpy_kernels():  # the fallback: the generic op itself
+        assert np.array_equal(step(x), generic)
+    with monkeypatch.context() as mp:  # several worker threads: the generic op (its split) too
+        mp.setattr(_workers, "workers", lambda: 2)
         assert np.array_equal(step(x), generic)
     assert spec.prepare(_node("gemm", **attrs), p, [(2, k)], _Ctx()) is None
     assert spec.prepare(_node("gemm", **attrs, alpha=2.0), p, [(1, k)], _Ctx()) is None
