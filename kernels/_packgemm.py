@@ -32,6 +32,13 @@ of C right after its tiles stored it, while it is in the cache (:func:`packed_ge
 (:data:`SUBSAMPLE`). :class:`WinoGemms` runs the 16 GEMMs of a one-thread F(2,3) Winograd conv
 with >= MIN_K input channels on packed weights (:data:`WINO_PACKED`).
 
+Tall tiles: on 13 x 13 maps (SqueezeNet's conv10, 1000 x 512 x 169) the 7-column tiles compute
+175 columns for 169; :func:`packed_gemm16_epi` there runs tiles of 16 rows x 13 columns
+(:func:`_tile16`) on the same packed panels (each half of a panel): one weight vector per k and
+13 broadcasts that fold into their FMAs, when X's columns are contiguous (:func:`tall16_fits`,
+:data:`TALL16`). Fully connected layers at batch 1 run :func:`refnet.kernels._gemv.gemv_packed`
+on these panels.
+
 Rounding: each output sums blocks of 128 products (one float32 FMA chain each, k in order)
 and then the blocks' sums, about as accurate as the BLAS (one chain over all K was 13x
 np.matmul's error at K = 9216 and broke the float32 tolerance on yolov2-tiny's 4x4 layers);
@@ -356,6 +363,195 @@ def packed_gemm_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, act
                 _row_epi(cf, rf, np.uint64(r * n), np.uint64((r + 1) * n), bias[r], hasres, act, slope[r], six)
 
 
+
+@_fast
+def _tile16(wp, xf, kofs, p, h, c0, cf, o0, n, rows, wpf, pfo, pfs, pf):  # noqa: PLR0915
+    """Rows 16 h .. 16 h + 15 of W panel p @ X[:, j] for 13 contiguous columns, X[k, j] =
+    xf[kofs[k] + c0 + j], stored to cf[o0 + r * n + j] for the first ``rows`` of those rows (``pf``
+    etc. as :func:`_tile`). One weight vector per k and 13 accumulators (their 13 block sums also
+    in registers): each x is used once, so its broadcast folds into its FMA (no register), and
+    the columns share one base address. (Long: the 13 columns written out, as in _tile.)"""
+    s0 = _carray(_stack(16), (16,))
+    s1 = _carray(_stack(16), (16,))
+    s2 = _carray(_stack(16), (16,))
+    s3 = _carray(_stack(16), (16,))
+    s4 = _carray(_stack(16), (16,))
+    s5 = _carray(_stack(16), (16,))
+    s6 = _carray(_stack(16), (16,))
+    s7 = _carray(_stack(16), (16,))
+    s8 = _carray(_stack(16), (16,))
+    s9 = _carray(_stack(16), (16,))
+    s10 = _carray(_stack(16), (16,))
+    s11 = _carray(_stack(16), (16,))
+    s12 = _carray(_stack(16), (16,))
+    a0 = _carray(_stack(16), (16,))
+    a1 = _carray(_stack(16), (16,))
+    a2 = _carray(_stack(16), (16,))
+    a3 = _carray(_stack(16), (16,))
+    a4 = _carray(_stack(16), (16,))
+    a5 = _carray(_stack(16), (16,))
+    a6 = _carray(_stack(16), (16,))
+    a7 = _carray(_stack(16), (16,))
+    a8 = _carray(_stack(16), (16,))
+    a9 = _carray(_stack(16), (16,))
+    a10 = _carray(_stack(16), (16,))
+    a11 = _carray(_stack(16), (16,))
+    a12 = _carray(_stack(16), (16,))
+    for lane in range(16):
+        s0[lane] = 0.0
+        s1[lane] = 0.0
+        s2[lane] = 0.0
+        s3[lane] = 0.0
+        s4[lane] = 0.0
+        s5[lane] = 0.0
+        s6[lane] = 0.0
+        s7[lane] = 0.0
+        s8[lane] = 0.0
+        s9[lane] = 0.0
+        s10[lane] = 0.0
+        s11[lane] = 0.0
+        s12[lane] = 0.0
+    kdim = wp.shape[1]
+    l0 = h * 16
+    for kb in range(0, kdim, 128):
+        for lane in range(16):
+            a0[lane] = 0.0
+            a1[lane] = 0.0
+            a2[lane] = 0.0
+            a3[lane] = 0.0
+            a4[lane] = 0.0
+            a5[lane] = 0.0
+            a6[lane] = 0.0
+            a7[lane] = 0.0
+            a8[lane] = 0.0
+            a9[lane] = 0.0
+            a10[lane] = 0.0
+            a11[lane] = 0.0
+            a12[lane] = 0.0
+        for k in range(np.uint64(kb), np.uint64(min(kdim, kb + 128))):
+            if pf:
+                q = pfo + ((k * pfs) >> np.uint64(16))
+                _prefetch(wpf, q)
+            wk = wp[p, k, l0:l0 + 16]
+            ko = kofs[k] + c0
+            x0 = xf[ko + np.uint64(0)]
+            x1 = xf[ko + np.uint64(1)]
+            x2 = xf[ko + np.uint64(2)]
+            x3 = xf[ko + np.uint64(3)]
+            x4 = xf[ko + np.uint64(4)]
+            x5 = xf[ko + np.uint64(5)]
+            x6 = xf[ko + np.uint64(6)]
+            x7 = xf[ko + np.uint64(7)]
+            x8 = xf[ko + np.uint64(8)]
+            x9 = xf[ko + np.uint64(9)]
+            x10 = xf[ko + np.uint64(10)]
+            x11 = xf[ko + np.uint64(11)]
+            x12 = xf[ko + np.uint64(12)]
+            for lane in range(16):
+                wl = wk[lane]
+                a0[lane] += x0 * wl
+                a1[lane] += x1 * wl
+                a2[lane] += x2 * wl
+                a3[lane] += x3 * wl
+                a4[lane] += x4 * wl
+                a5[lane] += x5 * wl
+                a6[lane] += x6 * wl
+                a7[lane] += x7 * wl
+                a8[lane] += x8 * wl
+                a9[lane] += x9 * wl
+                a10[lane] += x10 * wl
+                a11[lane] += x11 * wl
+                a12[lane] += x12 * wl
+        for lane in range(16):
+            s0[lane] += a0[lane]
+            s1[lane] += a1[lane]
+            s2[lane] += a2[lane]
+            s3[lane] += a3[lane]
+            s4[lane] += a4[lane]
+            s5[lane] += a5[lane]
+            s6[lane] += a6[lane]
+            s7[lane] += a7[lane]
+            s8[lane] += a8[lane]
+            s9[lane] += a9[lane]
+            s10[lane] += a10[lane]
+            s11[lane] += a11[lane]
+            s12[lane] += a12[lane]
+    for r in range(rows):
+        o = o0 + r * n
+        cf[o + 0] = s0[r]
+        cf[o + 1] = s1[r]
+        cf[o + 2] = s2[r]
+        cf[o + 3] = s3[r]
+        cf[o + 4] = s4[r]
+        cf[o + 5] = s5[r]
+        cf[o + 6] = s6[r]
+        cf[o + 7] = s7[r]
+        cf[o + 8] = s8[r]
+        cf[o + 9] = s9[r]
+        cf[o + 10] = s10[r]
+        cf[o + 11] = s11[r]
+        cf[o + 12] = s12[r]
+
+@_fast
+def packed_gemm16_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, act, slope, six):
+    """:func:`packed_gemm_epi` (same arguments, same results bit for bit: each output is the
+    same chain of blocked sums) for X whose columns are contiguous (coffs[j] = coffs[0] + j:
+    1x1 stride-1 convs, matrices): each panel's columns in tiles of 16 rows x :data:`NC16`
+    (:func:`_tile16`, both halves of the panel), the last n % NC16 columns on :func:`_tile`
+    (the 16-row tiles read the same packed panels)."""
+    m, n = c.shape
+    cf = c.reshape(m * n)
+    last = n - 1
+    npan, kdim = wp.shape[0], wp.shape[1]
+    wpf = wp.reshape(npan * kdim * 32)
+    full = n // 13  # (NC16)
+    ntiles = full + (n - full * 13 + 6) // 7
+    share = kdim * 32 // ntiles  # elements of the next panel each tile prefetches
+    pfs = np.uint64((32 << 16) // ntiles)
+    for p in range(npan):
+        r0 = p * 32
+        rows = min(32, m - r0)
+        pf = prefetch and p + 1 < npan
+        nxt = (p + 1) * kdim * 32
+        for t in range(full):
+            n0 = t * 13
+            pfo = np.uint64(nxt + t * share)
+            _tile16(wp, xf, kofs, p, 0, coffs[n0], cf, r0 * n + n0, n, min(16, rows), wpf, pfo, pfs, pf)
+            if rows > 16:
+                _tile16(wp, xf, kofs, p, 1, coffs[n0], cf, (r0 + 16) * n + n0, n, rows - 16, wpf,
+                        pfo + np.uint64(share // 2), pfs, pf)
+        for t in range(full, ntiles):
+            n0 = full * 13 + (t - full) * 7
+            _tile(wp, xf, kofs, p, coffs[n0], coffs[min(n0 + 1, last)], coffs[min(n0 + 2, last)],
+                  coffs[min(n0 + 3, last)], coffs[min(n0 + 4, last)], coffs[min(n0 + 5, last)],
+                  coffs[min(n0 + 6, last)], cf, r0 * n + n0, n, rows, min(7, n - n0), wpf,
+                  np.uint64(nxt + t * share), pfs, pf)
+        if epi:  # the panel's rows, still in the cache
+            for r in range(r0, r0 + rows):
+                _row_epi(cf, rf, np.uint64(r * n), np.uint64((r + 1) * n), bias[r], hasres, act, slope[r], six)
+
+
+# whether PackedGemm runs the 16 x NC16 tiles (packed_gemm16_epi: same results bit for bit) on
+# contiguous columns (1x1 stride-1 convs), n a multiple of NC16 and >= TALL16_MIN_N (13 x 13 maps,
+# where 32 x 7 tiles compute 175 columns for 169; read at each call; REFNET_PACKGEMM_16=0 off).
+# Measured (one thread, 40 paired calls, minimum ms 32 x 7 -> 16 x 13, hot / cold weights, load
+# ~1): SqueezeNet conv10 1000 x 512 x 169 1.74 -> 1.61 / 1.91 -> 1.76 (16 x 26 tiles and the last
+# 13 columns on 32 x 7 tiles: 1.67 / 1.84; 16 x 26 tiles on 7 x 7 and 14 x 14 maps, the last tile
+# overlapping the one before: 0.96-1.04x the 32 x 7 tiles there, which fit those maps exactly).
+TALL16_ENV = "REFNET_PACKGEMM_16"
+TALL16 = os.environ.get(TALL16_ENV, "1").strip() not in ("0", "off", "no", "false")
+NC16 = 13
+TALL16_MIN_N = 26
+
+
+def tall16_fits(coffs: np.ndarray) -> bool:
+    """Whether :class:`PackedGemm` runs :func:`packed_gemm16_epi` on columns ``coffs`` (increasing,
+    as :func:`matrix_offsets` and :func:`conv_offsets` give them; contiguous when the last is the
+    first + n - 1): :data:`TALL16` and the rules above."""
+    n = len(coffs)
+    return TALL16 and n >= TALL16_MIN_N and n % NC16 == 0 and int(coffs[n - 1]) - int(coffs[0]) == n - 1
+
+
 def pack_weights(wmat: np.ndarray, mr: int = MR) -> np.ndarray:
     """(M, K) weights -> (ceil(M / mr), K, mr) float32 panels, k-major, rows zero-padded."""
     m, k = wmat.shape
@@ -414,13 +610,12 @@ class PackedGemm:
             packed_gemm_numpy(self.wp, xf, kofs, coffs, c)
             if epi is not None:
                 epilogue_numpy(c, *epi)
-        elif epi is None:
-            packed_gemm(self.wp, xf, kofs, coffs, c, PREFETCH)
         else:
-            bias, res, act, slope, six = epi
             cf = c.reshape(c.size)
+            bias, res, act, slope, six = epi if epi is not None else (cf, None, 0, cf, np.float32(6))
             rf = cf if res is None else res.reshape(res.size)
-            packed_gemm_epi(self.wp, xf, kofs, coffs, c, PREFETCH, True, bias, rf, res is not None, act, slope, six)
+            kernel = packed_gemm16_epi if tall16_fits(coffs) else packed_gemm_epi
+            kernel(self.wp, xf, kofs, coffs, c, PREFETCH, epi is not None, bias, rf, res is not None, act, slope, six)
 
 
 class WinoGemms:

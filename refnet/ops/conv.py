@@ -9,6 +9,7 @@ import numpy as np
 
 from refnet import kernels as K
 from refnet.errors import ShapeError
+from refnet.kernels import _gemv
 from refnet.ops.registry import Attr, attrs, axis_of, kern, need_ndim, numel, pad4, pair, pair0, prepares, register
 
 # the fused activation and residual (a second input added before the activation): set only by the
@@ -154,6 +155,23 @@ def linear_macs(node, ins, outs) -> int:
 @register("linear", shape=_linear_shape, attrs={"axis": Attr(1, int)}, macs=linear_macs, fresh=True)
 def _linear(node, xs, p, ctx):
     return kern("linear", ctx)(xs[0], p["weight"], p.get("bias"), axis=attrs(node)["axis"])
+
+
+
+@prepares("linear")
+def _linear_prepare(node, p, shapes, ctx):
+    """One row (batch 1): the packed matrix-vector step (kernels/_gemv.py), bias added after."""
+    x_shape = tuple(shapes[0])
+    w, b = p["weight"], p.get("bias")
+    out = x_shape[:axis_of(node, attrs(node)["axis"], len(x_shape))] + (w.shape[0],)
+    if numel(out) != w.shape[0] or (b is not None and b.dtype != w.dtype):
+        return None
+
+    def fallback(x):
+        return _linear(node, [x], p, ctx)
+
+    step = _gemv.fc_step(x_shape, out, w, None if b is None else b.reshape(-1), fallback)
+    return None if step is None else (step, False)
 
 
 __all__ = ["conv_out_size", "conv_kwargs", "conv_macs", "deconv_macs", "linear_macs"]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from refnet.errors import ShapeError
-from refnet.ops.registry import Attr, attrs, kern, register
+from refnet.kernels import _gemv
+from refnet.ops.registry import Attr, attrs, kern, prepares, register
 
 
 def _operand_b(node, shapes):
@@ -41,6 +42,29 @@ def _gemm(node, xs, p, ctx):
     b = p["b"] if "b" in p else xs[1]
     return kern("gemm", ctx)(xs[0], b, p.get("c"), alpha=a["alpha"], beta=a["beta"], trans_a=a["trans_a"],
                              trans_b=a["trans_b"])
+
+
+@prepares("gemm")
+def _gemm_prepare(node, p, shapes, ctx):
+    """One row times a constant B with alpha 1 (a classifier's fully connected layer at batch 1):
+    the packed matrix-vector step (kernels/_gemv.py; y + beta * C as the kernel adds it)."""
+    a = attrs(node)
+    x_shape = tuple(shapes[0])
+    if "b" not in p or a["trans_a"] or a["alpha"] != 1.0 or len(x_shape) != 2 or x_shape[0] != 1:
+        return None
+    b, c = p["b"], p.get("c")
+    wmat = b if a["trans_b"] else b.T
+    add = None
+    if c is not None:
+        if c.size != wmat.shape[0] or c.dtype != b.dtype:
+            return None
+        add = b.dtype.type(a["beta"]) * c.reshape(-1)
+
+    def fallback(x):
+        return _gemm(node, [x], p, ctx)
+
+    step = _gemv.fc_step(x_shape, (1, wmat.shape[0]), wmat, add, fallback)
+    return None if step is None else (step, False)
 
 
 def _matmul_shape(node, shapes):

@@ -89,6 +89,52 @@ def test_packed_gemm_epilogue_vs_float64(act, residual, rng):
     assert_close(np.nan_to_num(twin), np.nan_to_num(want), 1e-6, "PackedGemm")
 
 
+# m: a partial last panel with rows in its first half only (40, 70) and in both (60); n: whole 16 x 13
+# tiles only (39, 52), with a 7-column remainder (33) and a partial one (30); k: two blocks of 128
+@pytest.mark.parametrize("m,k,n,act,residual", [(40, 130, 39, 1, True), (60, 9, 52, 0, False), (64, 5, 33, 2, False),
+                                                (70, 4, 30, 1, False)])
+def test_packed_gemm16_vs_float64_and_the_32x7_tile(m, k, n, act, residual, rng):
+    """packed_gemm16_epi (16 x 13 tiles on contiguous columns, the remainder on the 32 x 7 tile):
+    against float64, and the same bits as packed_gemm_epi (each output the same chain of blocked
+    sums), with and without the epilogue."""
+    w = rng.standard_normal((m, k)).astype(np.float32)
+    x = rng.standard_normal((k, n)).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32)
+    slope = rng.uniform(0.05, 0.5, m).astype(np.float32)
+    r = rng.standard_normal((m, n)).astype(np.float32) if residual else None
+    want = w.astype(np.float64) @ x.astype(np.float64) + b[:, None] + (r if residual else 0)
+    want = np.where(want > 0, want, want * slope[:, None]) if act == 1 else np.clip(want, 0, 6) if act == 2 else want
+    wp = PG.pack_weights(w)
+    got = {}
+    for name in ("packed_gemm16_epi", "packed_gemm_epi"):
+        for epi in (True, False):
+            c = got[name, epi] = np.full((m, n), np.nan, np.float32)
+            getattr(PG, name)(wp, x.reshape(-1), *PG.matrix_offsets(k, n), c, True, epi, b,
+                   c.reshape(-1) if r is None else r.reshape(-1), residual, act, slope, np.float32(6))
+    assert_close(got["packed_gemm16_epi", True], want, 1e-6, "16 x 13 tiles")
+    assert_close(got["packed_gemm16_epi", False], w.astype(np.float64) @ x.astype(np.float64), 1e-6, "no epilogue")
+    for epi in (True, False):
+        assert np.array_equal(got["packed_gemm16_epi", epi], got["packed_gemm_epi", epi])
+
+
+def test_tall16_rule_and_switch(monkeypatch, rng):
+    """PackedGemm takes the 16 x 13 tiles on contiguous columns of 13 x 13 maps (SqueezeNet conv10)
+    while TALL16, not on strided columns, other maps (7 x 7, 14 x 14) or one row; same product."""
+    assert PG.tall16_fits(np.arange(169, dtype=np.uint64) + np.uint64(5))
+    assert not PG.tall16_fits(np.arange(169, dtype=np.uint64) * np.uint64(2))
+    assert not PG.tall16_fits(np.arange(49, dtype=np.uint64))
+    assert not PG.tall16_fits(np.arange(196, dtype=np.uint64))
+    assert not PG.tall16_fits(np.arange(13, dtype=np.uint64))
+    assert PG.tall16_fits(np.arange(26, dtype=np.uint64))
+    monkeypatch.setattr(PG, "TALL16", False)
+    assert not PG.tall16_fits(np.arange(169, dtype=np.uint64))
+    monkeypatch.undo()
+    w = rng.standard_normal((70, 3)).astype(np.float32)
+    x = rng.standard_normal((3, 169)).astype(np.float32)
+    got = np.empty((70, 169), np.float32)
+    PG.PackedGemm(w)(x, got)
+    assert_close(got, w.astype(np.float64) @ x.astype(np.float64), 1e-6, "PackedGemm")
+
 @pytest.mark.parametrize("residual", [False, True])
 def test_fused_epilogue_switch_gives_the_same_bits(residual, monkeypatch, rng):
     """The conv plan's packed path with the epilogue per row panel (FUSED) or as a pass over C
