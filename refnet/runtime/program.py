@@ -201,6 +201,7 @@ def compile_program(plan: Plan, shapes: Mapping[str, tuple[int, ...]], ctx: Ctx,
     if FOLD and ctx.fast:
         entries = _fold_constants(prog, entries, ctx, kept)
     if ctx.fast:
+        entries = _conv_pools(entries, kept)
         _lean_convs(entries)
     find, last, cls_end, cls_kept = _alias_classes(entries, prog.nslots, kept)
     into = _concat_into(entries, kept, lambda s: find(s) in cls_kept) if CONCAT_INTO and ctx.fast else {}
@@ -289,6 +290,40 @@ def _lean_convs(entries: list[_Entry]) -> None:
     for e in entries:
         if e.op == "conv" and e.takes_out and hasattr(e.fn, "algorithm"):
             e.fn = _leanconv.lean_step(e.fn) or e.fn
+
+
+def _conv_pools(entries: list[_Entry], kept: set[int]) -> list[_Entry]:
+    """A "direct_cin" conv step whose output only a 3x3 / stride 2 max pool step reads (the first
+    conv and pool of SqueezeNet, ResNet-50) becomes one step computing the pool's output
+    (:func:`refnet.kernels._leanconv.conv_pool_step`: the conv map is never written out); the
+    step keeps the conv's layer name (a profile lists the pool's time under it).
+    ``REFNET_DIRECT_POOL=0`` (refnet.kernels._direct.POOL): two steps."""
+    from refnet.kernels import _direct, _leanconv
+
+    if not _direct.POOL or not _leanconv.enabled():
+        return entries
+    readers: dict[int, list[int]] = {}
+    for j, e in enumerate(entries):
+        for s in e.ins:
+            readers.setdefault(s, []).append(j)
+    drop: set[int] = set()
+    for e in entries:
+        if e.op != "conv" or not e.takes_out or len(e.outs) != 1 or e.outs[0] in kept \
+                or getattr(e.fn, "algorithm", None) != "direct_cin" or len(readers.get(e.outs[0], ())) != 1:
+            continue
+        j = readers[e.outs[0]][0]
+        p = entries[j]
+        if p.op != "pool_nd" or not p.takes_out or len(p.outs) != 1 or p.ins != [e.outs[0]]:
+            continue
+        a = registry.attrs(p.node)
+        if a["mode"] != "max":
+            continue
+        step = _leanconv.conv_pool_step(e.fn, p.fn, a["kernel"], a["strides"], a["dilations"], a["pads"], a["out"])
+        if step is None:
+            continue
+        e.fn, e.outs, e.out_shape = step, p.outs, p.out_shape
+        drop.add(j)
+    return [e for j, e in enumerate(entries) if j not in drop]
 
 
 def _alias_classes(entries: list[_Entry], nslots: int, kept: set[int]
