@@ -202,6 +202,7 @@ def compile_program(plan: Plan, shapes: Mapping[str, tuple[int, ...]], ctx: Ctx,
         entries = _fold_constants(prog, entries, ctx, kept)
     if ctx.fast:
         entries = _conv_pools(entries, kept)
+        entries = _gap_softmax(entries, kept)
         _lean_convs(entries)
     find, last, cls_end, cls_kept = _alias_classes(entries, prog.nslots, kept)
     into = _concat_into(entries, kept, lambda s: find(s) in cls_kept) if CONCAT_INTO and ctx.fast else {}
@@ -324,6 +325,64 @@ def _conv_pools(entries: list[_Entry], kept: set[int]) -> list[_Entry]:
         e.fn, e.outs, e.out_shape = step, p.outs, p.out_shape
         drop.add(j)
     return [e for j, e in enumerate(entries) if j not in drop]
+
+
+def _gap_softmax(entries: list[_Entry], kept: set[int]) -> list[_Entry]:
+    """A global average pool step read only, through flatten / reshape steps, by a one-row
+    softmax (a classifier's tail: SqueezeNet) becomes one step under the softmax's name
+    (:func:`refnet.kernels.window.gap_softmax_step`; its fallback runs the steps it replaced).
+    ``REFNET_GAP_SOFTMAX=0``: the separate steps."""
+    from refnet import kernels as K
+    from refnet.kernels import window
+
+    if not window.GAP_SOFTMAX:
+        return entries
+    readers: dict[int, int] = {}
+    maker: dict[int, int] = {}
+    for j, e in enumerate(entries):
+        for s in e.ins:
+            readers[s] = readers.get(s, 0) + 1
+        for s in e.outs:
+            maker[s] = j
+    drop: set[int] = set()
+    for e in entries:
+        if e.op != "softmax" or len(e.ins) != 1 or len(e.outs) != 1 or \
+                K.softmax_step(tuple(e.in_shapes[0]), np.dtype(np.float32), registry.attrs(e.node)["axis"]) is None:
+            continue
+        chain: list[int] = []
+        s = e.ins[0]
+        p = maker.get(s)
+        while p is not None and entries[p].op in _RESHAPE_OPS and readers[s] == 1 and s not in kept:
+            chain.append(p)
+            s = entries[p].ins[0]
+            p = maker.get(s)
+        if p is None or readers[s] != 1 or s in kept or not _global_average(entries[p]):
+            continue
+        g = entries[p]
+        fns = [g.fn] + [entries[k].fn for k in reversed(chain)] + [e.fn]
+
+        def plain(x: np.ndarray, fns: list[Callable] = fns) -> np.ndarray:
+            for f in fns:
+                x = f(x)
+            return x
+
+        step = window.gap_softmax_step(g.in_shapes[0], np.dtype(np.float32), e.out_shape, plain)
+        if step is None:
+            continue
+        e.fn, e.ins, e.in_shapes = step, list(g.ins), list(g.in_shapes)
+        drop.update([p, *chain])
+    return [e for j, e in enumerate(entries) if j not in drop]
+
+
+def _global_average(e: _Entry) -> bool:
+    """Whether ``e`` is a pool_nd step averaging each whole plane of a 4-D input into one value."""
+    if e.op != "pool_nd" or len(e.outs) != 1 or len(e.ins) != 1 or len(e.in_shapes[0]) != 4:
+        return False
+    a = registry.attrs(e.node)
+    pads = a["pads"]
+    return (a["mode"] == "avg" and tuple(int(v) for v in a["kernel"]) == tuple(e.in_shapes[0][2:])
+            and not any(int(v) for v in pads) and tuple(int(v) for v in a["dilations"]) == (1, 1)
+            and tuple(int(v) for v in a["out"]) == (1, 1))
 
 
 def _alias_classes(entries: list[_Entry], nslots: int, kept: set[int]
