@@ -293,6 +293,18 @@ def _lean_convs(entries: list[_Entry]) -> None:
             e.fn = _leanconv.lean_step(e.fn) or e.fn
 
 
+def _readers_makers(entries: list[_Entry]) -> tuple[dict[int, list[int]], dict[int, int]]:
+    """Per slot, the steps reading it (in order, a step once per input position) and the step making it."""
+    readers: dict[int, list[int]] = {}
+    maker: dict[int, int] = {}
+    for j, e in enumerate(entries):
+        for s in e.ins:
+            readers.setdefault(s, []).append(j)
+        for s in e.outs:
+            maker[s] = j
+    return readers, maker
+
+
 def _conv_pools(entries: list[_Entry], kept: set[int]) -> list[_Entry]:
     """A "direct_cin" conv step whose output only a 3x3 / stride 2 max pool step reads (the first
     conv and pool of SqueezeNet, ResNet-50) becomes one step computing the pool's output
@@ -303,10 +315,7 @@ def _conv_pools(entries: list[_Entry], kept: set[int]) -> list[_Entry]:
 
     if not _direct.POOL or not _leanconv.enabled():
         return entries
-    readers: dict[int, list[int]] = {}
-    for j, e in enumerate(entries):
-        for s in e.ins:
-            readers.setdefault(s, []).append(j)
+    readers, _ = _readers_makers(entries)
     drop: set[int] = set()
     for e in entries:
         if e.op != "conv" or not e.takes_out or len(e.outs) != 1 or e.outs[0] in kept \
@@ -337,13 +346,7 @@ def _gap_softmax(entries: list[_Entry], kept: set[int]) -> list[_Entry]:
 
     if not window.GAP_SOFTMAX:
         return entries
-    readers: dict[int, int] = {}
-    maker: dict[int, int] = {}
-    for j, e in enumerate(entries):
-        for s in e.ins:
-            readers[s] = readers.get(s, 0) + 1
-        for s in e.outs:
-            maker[s] = j
+    readers, maker = _readers_makers(entries)
     drop: set[int] = set()
     for e in entries:
         if e.op != "softmax" or len(e.ins) != 1 or len(e.outs) != 1 or \
@@ -352,11 +355,11 @@ def _gap_softmax(entries: list[_Entry], kept: set[int]) -> list[_Entry]:
         chain: list[int] = []
         s = e.ins[0]
         p = maker.get(s)
-        while p is not None and entries[p].op in _RESHAPE_OPS and readers[s] == 1 and s not in kept:
+        while p is not None and entries[p].op in _RESHAPE_OPS and len(readers[s]) == 1 and s not in kept:
             chain.append(p)
             s = entries[p].ins[0]
             p = maker.get(s)
-        if p is None or readers[s] != 1 or s in kept or not _global_average(entries[p]):
+        if p is None or len(readers[s]) != 1 or s in kept or not _global_average(entries[p]):
             continue
         g = entries[p]
         fns = [g.fn] + [entries[k].fn for k in reversed(chain)] + [e.fn]
@@ -518,13 +521,7 @@ def _concat_into(entries: list[_Entry], kept: set[int], kept_class: Callable[[in
     batch of 10: process CPU time B/A 0.99 at one thread, 1.10 at two). The concat's step then
     copies only its other inputs into ``out`` (without ``out``, as in :meth:`Program.unpooled`,
     it concatenates as before)."""
-    readers: dict[int, int] = {}
-    maker: dict[int, int] = {}
-    for j, e in enumerate(entries):
-        for s in e.ins:
-            readers[s] = readers.get(s, 0) + 1
-        for s in e.outs:
-            maker[s] = j
+    readers, maker = _readers_makers(entries)
     into: dict[int, tuple[int, int, int]] = {}
     for j, e in enumerate(entries):
         nd = len(e.out_shape)
@@ -536,10 +533,10 @@ def _concat_into(entries: list[_Entry], kept: set[int], kept_class: Callable[[in
         for k, (s, shape) in enumerate(zip(e.ins, e.in_shapes)):
             c1 = c0 + int(shape[1])
             p = maker.get(s)
-            while p is not None and entries[p].op in _RESHAPE_OPS and readers[s] == 1 and s not in kept:
+            while p is not None and entries[p].op in _RESHAPE_OPS and len(readers[s]) == 1 and s not in kept:
                 s = entries[p].ins[0]  # through a flatten: its producer writes the span's elements
                 p = maker.get(s)
-            if p is not None and readers[s] == 1 and s not in kept and _writes_into(entries[p]):
+            if p is not None and len(readers[s]) == 1 and s not in kept and _writes_into(entries[p]):
                 mine[p] = (j, c0, c1)
             else:
                 rest.append((k, c0, c1))
