@@ -107,7 +107,11 @@ class Program:
         j = 0
         try:
             for j, (fn, ins, out1, outs, buf) in enumerate(self.code):  # noqa: B007 (j: errors)
-                if buf >= 0:
+                # (most steps have one input: no argument list built; SqueezeNet's 38 steps as no-ops
+                # 17 -> 9 us a pass)
+                if len(ins) == 1:
+                    r = fn(regs[ins[0]], out=bufs[buf]) if buf >= 0 else fn(regs[ins[0]])
+                elif buf >= 0:
                     r = fn(*[regs[i] for i in ins], out=bufs[buf])
                 else:
                     r = fn(*[regs[i] for i in ins])
