@@ -310,8 +310,9 @@ def _readers_makers(entries: list[_Entry]) -> tuple[dict[int, list[int]], dict[i
 
 
 def _conv_pools(entries: list[_Entry], kept: set[int]) -> list[_Entry]:
-    """A "direct_cin" conv step whose output only a 3x3 / stride 2 max pool step reads (the first
-    conv and pool of SqueezeNet, ResNet-50) becomes one step computing the pool's output
+    """A "direct_cin" conv step whose output only a padded 3x3 / stride 2 max pool step reads
+    (ResNet-50's conv1 and pool; :func:`refnet.kernels._direct.pool_fits`) becomes one step
+    computing the pool's output
     (:func:`refnet.kernels._leanconv.conv_pool_step`: the conv map is never written out); the
     step keeps the conv's layer name (a profile lists the pool's time under it).
     ``REFNET_DIRECT_POOL=0`` (refnet.kernels._direct.POOL): two steps."""
