@@ -26,7 +26,7 @@ from refnet.kernels._check import ieee
 from refnet.kernels._jit import JIT_OPTIONS, jit, prange
 from refnet.kernels._lazyjit import MODE, lazy_njit, numba_loaded
 from refnet.kernels._parallel import twin
-from refnet.kernels._poolrow import _pool3s2_row
+from refnet.kernels._poolrow import take3
 from refnet.kernels.pool import _run_planes  # (plane blocks over the worker threads)
 from refnet.kernels.softmax import _softmax_row
 
@@ -183,27 +183,46 @@ def _max_pool2d_nd(x, kh, kw, sh, sw, dh, dw, pt, pl, y):
                         y3[t, oh, ow] = b
 
 
+@jit
+def _max3_down(x3, t, r, j, b):
+    """The max of b and x3[t, r .. r + 2, j], selected in that order (``v > b``: a NaN never wins)."""
+    v = x3[t, r, j]
+    b = v if v > b else b
+    v = x3[t, r + 1, j]
+    b = v if v > b else b
+    v = x3[t, r + 2, j]
+    return v if v > b else b
+
+
 @twin(0)
 def _max_pool3s2(x, y):
     """``_max_pool2d_nd`` for 3x3 windows at stride 2 without padding whose windows all lie
-    inside the input (y's size: 2*ho + 1 <= h, 2*wo + 1 <= w; SqueezeNet's three pools), one
-    :func:`_pool3s2_row` per output row: the stride-2 window selection ``_max_pool2d_nd`` runs
-    scalar is gone (64x111x111 -> 55x55: 150 -> 100 us, 128x55x55: 90 -> 62 us, 256x27x27:
-    58 -> 45 us, one thread, hot). Same ``v > b`` selects (a NaN never wins; a window of NaNs
-    only gives -inf as the reference's: the first select is against -inf)."""
+    inside the input (y's size: 2*ho + 1 <= h, 2*wo + 1 <= w; SqueezeNet's three pools). Per
+    output row, one pass over its three input rows writes the vertical maxima of the even
+    columns to ``ev`` and of the odd ones to ``od`` (stride-2 loads that LLVM vectorises as
+    interleaved groups), then ``y[ow] = max(ev[ow], od[ow], ev[ow + 1])`` reads contiguous rows:
+    the stride-2 window selection ``_max_pool2d_nd`` runs scalar is gone (64x111x111 ->
+    55x55: 150 -> 100 us, 128x55x55: 90 -> 62 us, 256x27x27: 58 -> 45 us, one thread, hot).
+    Same ``v > b`` selects (a NaN never wins; a window of NaNs only gives -inf as the
+    reference's: the first select is against -inf)."""
     n_, c_, h, w = x.shape
     _, _, ho, wo = y.shape
+    neg = x.dtype.type(-np.inf)
     planes = n_ * c_
     x3 = x.reshape(planes, h, w)
     y3 = y.reshape(planes, ho, wo)
     chunks = min(planes, 16)  # (scratch rows per chunk: prange bodies must not share them)
     for ch in prange(chunks):
         ev = np.empty(wo + 1, dtype=x.dtype)
-        od = np.empty(wo + 1, dtype=x.dtype)
+        od = np.empty(wo, dtype=x.dtype)
         for t in range(planes * ch // chunks, planes * (ch + 1) // chunks):
             for oh in range(ho):
                 r = 2 * oh
-                _pool3s2_row(x3, t, r, r + 1, r + 2, 0, ev, od, y3, t, oh)
+                for k in range(wo):
+                    ev[k] = _max3_down(x3, t, r, 2 * k, neg)
+                    od[k] = _max3_down(x3, t, r, 2 * k + 1, neg)
+                ev[wo] = _max3_down(x3, t, r, 2 * wo, neg)
+                take3(ev, od, 0, y3, t, oh, 0)
 
 
 #: 3x3 / stride 2 max pools without padding, windows inside, through :func:`_max_pool3s2`;
