@@ -31,12 +31,12 @@ import threading
 
 import numpy as np
 
-from refnet.kernels import _packgemm
+from refnet.kernels import _packgemm, _poolrow
 from refnet.kernels._jit import JIT_OPTIONS
 from refnet.kernels._lazyjit import MODE, lazy_njit, load_numba
 
 __all__ = ["LANES", "CB", "MAX_CIN", "MAX_K", "MIN_COUT", "ENV", "USE", "PAIRS", "enabled", "fits", "pack_weights",
-           "tap_offsets", "direct_rows", "DirectSmallCin"]
+           "tap_offsets", "direct_rows", "DirectSmallCin", "POOL", "pool_fits", "direct_pool_rows"]
 
 LANES = 32  # output pixels per register tile (two AVX-512 vectors of float32)
 CB = 8  # output channels per register tile
@@ -171,6 +171,58 @@ def direct_rows(wp, xf, kofs, rowstep, b, act, slope, six, y):
                         np.uint64(blk * 8) * plane + np.uint64(oh * wo + ow0), plane)
 
 
+#: a direct conv whose output only a 3x3 / stride 2 max pool reads runs with the pool as one step
+#: (:func:`direct_pool_rows`: refnet.runtime.program pairs them); ``REFNET_DIRECT_POOL=0`` or
+#: POOL = False: two steps (A/B switch, read when a program is compiled)
+POOL = os.environ.get("REFNET_DIRECT_POOL", "1").strip() not in ("0", "off", "no", "false")
+
+
+@_fast
+def direct_pool_rows(wp, xf, kofs, rowstep, b, act, slope, six, s, pt, pl, y):
+    """y (C_out, Ho, Wo) = the 3x3 / stride 2 max pool (top and left padding pt, pl of 0 or 1,
+    every window meeting the map) of the conv map act(conv + b) of :func:`direct_rows`, of
+    s.shape[1:] = (Hc, Wc), without writing that map out: per block of CB output channels its
+    rows go to the scratch s (CB, Hc, Wc), pooled right after (still in the core's cache: the
+    3.2 MB map of SqueezeNet's or ResNet-50's conv1 was written out, then read back by the pool
+    step).
+    Same values as the two steps: the tiles are direct_rows', the rows the pool kernel's
+    (:func:`refnet.kernels._poolrow.pool3s2_planes`)."""
+    _, hc, wc = s.shape
+    sf = s.reshape(s.size)
+    plane = np.uint64(hc * wc)
+    for blk in range(wp.shape[0]):
+        for oh in range(hc):
+            for t in range(0, wc - 16, 32):
+                ow0 = min(t, wc - 32)
+                _tile(wp, xf, kofs, blk, np.uint64(oh * rowstep + ow0), b, act, slope, six, sf,
+                      np.uint64(oh * wc + ow0), plane)
+            if wc % 32 and wc % 32 <= 16:
+                ow0 = wc - 16
+                _tile16(wp, xf, kofs, blk, np.uint64(oh * rowstep + ow0), b, act, slope, six, sf,
+                        np.uint64(oh * wc + ow0), plane)
+        _poolrow.pool3s2_planes(s, pt, pl, y, blk * CB)
+
+
+def pool_fits(conv_y_shape, kernel, strides, dilations, pads, out) -> bool:
+    """Whether a 2-D max pool (ONNX geometry) of a direct conv's output ``conv_y_shape`` (N, C, Hc,
+    Wc) runs inside it (:func:`direct_pool_rows`, :data:`POOL` on): 3x3, stride 2, no dilation,
+    top / left padding 0 or 1, every window meeting the map, but not the unpadded pools whose
+    windows all lie inside (SqueezeNet's, GoogLeNet's): the pool step's even/odd kernel
+    (``window._max_pool3s2``) runs those, and the two steps measured faster in a pass (SqueezeNet,
+    one thread, steps timed inside passes: 663 + 130 us vs 841 us in one; hot 0.72 vs 0.71 ms).
+    The padded ones (ResNet-50's) took the general pool kernel: 2472 + 272 us -> 2589 us."""
+    if not (POOL and len(conv_y_shape) == 4 and len(out) == 2 and len(pads) == 4):
+        return False
+    hc, wc = int(conv_y_shape[2]), int(conv_y_shape[3])
+    pt, pl = int(pads[0]), int(pads[1])
+    ho, wo = int(out[0]), int(out[1])
+    return (tuple(int(v) for v in kernel) == (3, 3) and tuple(int(v) for v in strides) == (2, 2)
+            and tuple(int(v) for v in dilations) == (1, 1) and pt in (0, 1) and pl in (0, 1)
+            and min(int(v) for v in pads) >= 0 and ho >= 1 and wo >= 1
+            and 2 * (ho - 1) - pt <= hc - 1 and 2 * (wo - 1) - pl <= wc - 1
+            and not (not any(int(v) for v in pads) and 2 * ho + 1 <= hc and 2 * wo + 1 <= wc))
+
+
 #: stride-2 convs without left padding split their input's column phases with
 #: :func:`_split_pairs` (one numba pass) instead of NumPy's strided copies; ``REFNET_DIRECT_PAIRS=0``
 #: or PAIRS = False: the NumPy copies (A/B switch)
@@ -247,6 +299,7 @@ class DirectSmallCin:
         _, kh, kw = w.shape[1:]
         (sh, sw), (pt, pl, pb, pr), (dh, dw) = stride, pad, dilation
         ho, wo = y_shape[2:]
+        self.hc, self.wc = ho, wo
         self.w, self.b, self.act, self.slope = w, b, act, slope
         self.six = np.float32(6)
         self.stride, self.pad, self.dilation = (sh, sw), (pt, pl, pb, pr), (dh, dw)
@@ -278,6 +331,17 @@ class DirectSmallCin:
             src = xi[:, :, x0::sw][:, :, : self.wph - j0]
             xph[:, pt : pt + h, k, j0 : j0 + src.shape[2]] = src
         return xph.reshape(-1)
+
+    def pool_into(self, xi: np.ndarray, yi: np.ndarray, pt: int, pl: int) -> None:
+        """yi (C_out, Ho, Wo) = the 3x3 / stride 2 max pool (top / left padding pt, pl; see
+        :func:`pool_fits`) of this conv of the image xi (C, H, W), through :func:`direct_pool_rows`
+        with scratch of this plan and thread."""
+        hc, wc = self.hc, self.wc
+        s = getattr(self._tls, "pool_s", None)
+        if s is None:
+            s = self._tls.pool_s = np.empty((CB, hc, wc), np.float32)
+        direct_pool_rows(self.wp, self._phases(xi), self.kofs, self.rowstep, self.b, self.act, self.slope, self.six,
+                         s, pt, pl, yi)
 
     def __call__(self, x: np.ndarray, y: np.ndarray) -> None:
         twin = MODE.on or load_numba().config.DISABLE_JIT

@@ -27,7 +27,7 @@ import numpy as np
 from refnet.kernels import _direct
 from refnet.kernels._lazyjit import MODE, load_numba, numba_loaded
 
-__all__ = ["ENV", "USE", "enabled", "lean_step"]
+__all__ = ["ENV", "USE", "enabled", "lean_step", "conv_pool_step"]
 
 ENV = "REFNET_LEAN_CONV"
 USE = True  # (A/B switch: bench/steps_ab.py ... refnet.kernels._leanconv:USE)
@@ -104,3 +104,28 @@ def lean_step(plan: Any, *, python_kernels: bool = False) -> Callable[..., np.nd
 
         return step
     return None
+
+
+def conv_pool_step(plan: Any, pool: Callable[..., np.ndarray], kernel, strides, dilations, pads, out_hw, *,
+                   python_kernels: bool = False) -> Callable[..., np.ndarray] | None:
+    """``step(x, out=None)`` = ``pool(plan(x), out)`` for a "direct_cin" plan of batch 1 without
+    a residual whose output only the max pool step ``pool`` (ONNX geometry ``kernel`` ..
+    ``out_hw``, :func:`refnet.kernels._direct.pool_fits`) reads: one pass,
+    ``DirectSmallCin.pool_into`` (the conv map is never written out). None where that does not
+    apply (as :func:`lean_step`; ``REFNET_DIRECT_POOL=0``). A call the lean path does not take
+    (no ``out``, several threads, NumPy twins) runs the two steps."""
+    if not enabled() or (_jit_disabled() and not python_kernels) or plan.x_shape[0] != 1 or plan.residual \
+            or plan.dtype != np.float32 or plan.algorithm != "direct_cin" \
+            or not _direct.pool_fits(plan.y_shape, kernel, strides, dilations, pads, out_hw):
+        return None
+    d = plan.direct
+    ok = _plain(plan)
+    pt, pl = int(pads[0]), int(pads[1])
+
+    def step(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        if not ok(x, out) or not out.flags.c_contiguous:
+            return pool(plan(x), out)
+        d.pool_into(x[0], out[0], pt, pl)
+        return out
+
+    return step

@@ -13,6 +13,7 @@ maximum), not through float64 copies.
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -23,13 +24,16 @@ from refnet.errors import ShapeError
 from refnet.kernels import _workers
 from refnet.kernels._check import ieee
 from refnet.kernels._jit import JIT_OPTIONS, jit, prange
-from refnet.kernels._lazyjit import lazy_njit
+from refnet.kernels._lazyjit import MODE, lazy_njit, numba_loaded
 from refnet.kernels._parallel import twin
+from refnet.kernels._poolrow import take3
 from refnet.kernels.pool import _run_planes  # (plane blocks over the worker threads)
+from refnet.kernels.softmax import _softmax_row
 
 _reassoc = lazy_njit(**{**JIT_OPTIONS, "fastmath": {"reassoc"}})  # (serial)
 
-__all__ = ["pool_nd", "pool_nd_reference", "pool_nd_step", "max_unpool_nd", "max_unpool_nd_reference"]
+__all__ = ["pool_nd", "pool_nd_reference", "pool_nd_step", "gap_softmax_step", "max_unpool_nd",
+           "max_unpool_nd_reference"]
 
 
 def _offsets(kernel: Sequence[int]) -> list[tuple[int, ...]]:
@@ -218,12 +222,7 @@ def _max_pool3s2(x, y):
                     ev[k] = _max3_down(x3, t, r, 2 * k, neg)
                     od[k] = _max3_down(x3, t, r, 2 * k + 1, neg)
                 ev[wo] = _max3_down(x3, t, r, 2 * wo, neg)
-                for k in range(wo):
-                    b = ev[k]
-                    v = od[k]
-                    b = v if v > b else b
-                    v = ev[k + 1]
-                    y3[t, oh, k] = v if v > b else b
+                take3(ev, od, 0, y3, t, oh, 0)
 
 
 #: 3x3 / stride 2 max pools without padding, windows inside, through :func:`_max_pool3s2`;
@@ -295,6 +294,54 @@ def _means(x2: np.ndarray, y1: np.ndarray) -> None:
         _plane_means_lanes(x2, y1)
     else:
         _plane_means(x2, y1)
+
+
+@jit
+def _gap_softmax(x2, m, out):
+    """m[p] = the mean of row p of x2 (P, L) (:func:`_plane_means_lanes`), out = softmax(m)
+    (refnet.kernels.softmax._softmax_row): a classifier's global average pool and softmax in one
+    call, the same two kernels as the two steps."""
+    _plane_means_lanes(x2, m)
+    _softmax_row(m, out)
+
+
+#: compiled programs run a global average pool read only (through reshapes) by a one-row
+#: softmax as one step (:func:`gap_softmax_step`); ``REFNET_GAP_SOFTMAX=0`` or GAP_SOFTMAX = False:
+#: the separate steps (read when a program is compiled)
+GAP_SOFTMAX = os.environ.get("REFNET_GAP_SOFTMAX", "1").strip() not in ("0", "off", "no", "false")
+
+
+def gap_softmax_step(x_shape: Sequence[int], dtype: np.dtype, out_shape: Sequence[int],
+                     plain: Callable[[np.ndarray], np.ndarray], *,
+                     python_kernels: bool = False) -> Callable[[np.ndarray], np.ndarray] | None:
+    """``step(x)`` = ``plain(x)``, the steps global average pool of ``x_shape`` (1, C, ...) ->
+    reshapes -> softmax over the C means, of output shape ``out_shape``, as one numba call
+    (:func:`_gap_softmax`; SqueezeNet's tail ran 25 + 19 us in a pass as two steps after the big
+    last conv, 4 us hot: the interpreter's and the dispatcher's code ran cold twice). float32,
+    a C-contiguous input, one worker thread (then the GAP step too took ``_plane_means_lanes``),
+    numba kernels; else ``plain``. None without :data:`GAP_SOFTMAX` / :data:`MEAN_LANES`, for
+    other shapes (C from 9 to the row softmax's limit) and under ``NUMBA_DISABLE_JIT=1`` unless
+    ``python_kernels`` (tests: the kernel's body as Python)."""
+    from refnet.kernels._leanconv import _jit_disabled
+
+    _softmax = importlib.import_module("refnet.kernels.softmax")  # (the package's `softmax` is the function)
+    if _jit_disabled() and not python_kernels:
+        return None
+    c = int(x_shape[1]) if len(x_shape) >= 2 else 0
+    if not (GAP_SOFTMAX and MEAN_LANES and _softmax.ROW_KERNEL and np.dtype(dtype) == np.float32
+            and int(x_shape[0]) == 1 and math.prod(int(d) for d in out_shape) == c and 8 < c <= _softmax.ROW_MAX):
+        return None
+    shape = tuple(int(d) for d in out_shape)
+
+    def step(x: np.ndarray) -> np.ndarray:
+        if x.dtype != np.float32 or not x.flags.c_contiguous or MODE.on or not numba_loaded() \
+                or _workers.workers() > 1:
+            return plain(x)
+        out = np.empty(shape, np.float32)
+        _gap_softmax(x.reshape(c, -1), np.empty(c, np.float32), out.reshape(-1))
+        return out
+
+    return step
 
 
 @ieee

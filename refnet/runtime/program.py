@@ -107,7 +107,11 @@ class Program:
         j = 0
         try:
             for j, (fn, ins, out1, outs, buf) in enumerate(self.code):  # noqa: B007 (j: errors)
-                if buf >= 0:
+                # (most steps have one input: no argument list built; SqueezeNet's 38 steps as no-ops
+                # 17 -> 9 us a pass)
+                if len(ins) == 1:
+                    r = fn(regs[ins[0]], out=bufs[buf]) if buf >= 0 else fn(regs[ins[0]])
+                elif buf >= 0:
                     r = fn(*[regs[i] for i in ins], out=bufs[buf])
                 else:
                     r = fn(*[regs[i] for i in ins])
@@ -201,6 +205,8 @@ def compile_program(plan: Plan, shapes: Mapping[str, tuple[int, ...]], ctx: Ctx,
     if FOLD and ctx.fast:
         entries = _fold_constants(prog, entries, ctx, kept)
     if ctx.fast:
+        entries = _conv_pools(entries, kept)
+        entries = _gap_softmax(entries, kept)
         _lean_convs(entries)
     find, last, cls_end, cls_kept = _alias_classes(entries, prog.nslots, kept)
     into = _concat_into(entries, kept, lambda s: find(s) in cls_kept) if CONCAT_INTO and ctx.fast else {}
@@ -289,6 +295,102 @@ def _lean_convs(entries: list[_Entry]) -> None:
     for e in entries:
         if e.op == "conv" and e.takes_out and hasattr(e.fn, "algorithm"):
             e.fn = _leanconv.lean_step(e.fn) or e.fn
+
+
+def _readers_makers(entries: list[_Entry]) -> tuple[dict[int, list[int]], dict[int, int]]:
+    """Per slot, the steps reading it (in order, a step once per input position) and the step making it."""
+    readers: dict[int, list[int]] = {}
+    maker: dict[int, int] = {}
+    for j, e in enumerate(entries):
+        for s in e.ins:
+            readers.setdefault(s, []).append(j)
+        for s in e.outs:
+            maker[s] = j
+    return readers, maker
+
+
+def _conv_pools(entries: list[_Entry], kept: set[int]) -> list[_Entry]:
+    """A "direct_cin" conv step whose output only a padded 3x3 / stride 2 max pool step reads
+    (ResNet-50's conv1 and pool; :func:`refnet.kernels._direct.pool_fits`) becomes one step
+    computing the pool's output
+    (:func:`refnet.kernels._leanconv.conv_pool_step`: the conv map is never written out); the
+    step keeps the conv's layer name (a profile lists the pool's time under it).
+    ``REFNET_DIRECT_POOL=0`` (refnet.kernels._direct.POOL): two steps."""
+    from refnet.kernels import _direct, _leanconv
+
+    if not _direct.POOL or not _leanconv.enabled():
+        return entries
+    readers, _ = _readers_makers(entries)
+    drop: set[int] = set()
+    for e in entries:
+        if e.op != "conv" or not e.takes_out or len(e.outs) != 1 or e.outs[0] in kept \
+                or getattr(e.fn, "algorithm", None) != "direct_cin" or len(readers.get(e.outs[0], ())) != 1:
+            continue
+        j = readers[e.outs[0]][0]
+        p = entries[j]
+        if p.op != "pool_nd" or not p.takes_out or len(p.outs) != 1 or p.ins != [e.outs[0]]:
+            continue
+        a = registry.attrs(p.node)
+        if a["mode"] != "max":
+            continue
+        step = _leanconv.conv_pool_step(e.fn, p.fn, a["kernel"], a["strides"], a["dilations"], a["pads"], a["out"])
+        if step is None:
+            continue
+        e.fn, e.outs, e.out_shape = step, p.outs, p.out_shape
+        drop.add(j)
+    return [e for j, e in enumerate(entries) if j not in drop]
+
+
+def _gap_softmax(entries: list[_Entry], kept: set[int]) -> list[_Entry]:
+    """A global average pool step read only, through flatten / reshape steps, by a one-row
+    softmax (a classifier's tail: SqueezeNet) becomes one step under the softmax's name
+    (:func:`refnet.kernels.window.gap_softmax_step`; its fallback runs the steps it replaced).
+    ``REFNET_GAP_SOFTMAX=0``: the separate steps."""
+    from refnet import kernels as K
+    from refnet.kernels import window
+
+    if not window.GAP_SOFTMAX:
+        return entries
+    readers, maker = _readers_makers(entries)
+    drop: set[int] = set()
+    for e in entries:
+        if e.op != "softmax" or len(e.ins) != 1 or len(e.outs) != 1 or \
+                K.softmax_step(tuple(e.in_shapes[0]), np.dtype(np.float32), registry.attrs(e.node)["axis"]) is None:
+            continue
+        chain: list[int] = []
+        s = e.ins[0]
+        p = maker.get(s)
+        while p is not None and entries[p].op in _RESHAPE_OPS and len(readers[s]) == 1 and s not in kept:
+            chain.append(p)
+            s = entries[p].ins[0]
+            p = maker.get(s)
+        if p is None or len(readers[s]) != 1 or s in kept or not _global_average(entries[p]):
+            continue
+        g = entries[p]
+        fns = [g.fn] + [entries[k].fn for k in reversed(chain)] + [e.fn]
+
+        def plain(x: np.ndarray, fns: list[Callable] = fns) -> np.ndarray:
+            for f in fns:
+                x = f(x)
+            return x
+
+        step = window.gap_softmax_step(g.in_shapes[0], np.dtype(np.float32), e.out_shape, plain)
+        if step is None:
+            continue
+        e.fn, e.ins, e.in_shapes = step, list(g.ins), list(g.in_shapes)
+        drop.update([p, *chain])
+    return [e for j, e in enumerate(entries) if j not in drop]
+
+
+def _global_average(e: _Entry) -> bool:
+    """Whether ``e`` is a pool_nd step averaging each whole plane of a 4-D input into one value."""
+    if e.op != "pool_nd" or len(e.outs) != 1 or len(e.ins) != 1 or len(e.in_shapes[0]) != 4:
+        return False
+    a = registry.attrs(e.node)
+    pads = a["pads"]
+    return (a["mode"] == "avg" and tuple(int(v) for v in a["kernel"]) == tuple(e.in_shapes[0][2:])
+            and not any(int(v) for v in pads) and tuple(int(v) for v in a["dilations"]) == (1, 1)
+            and tuple(int(v) for v in a["out"]) == (1, 1))
 
 
 def _alias_classes(entries: list[_Entry], nslots: int, kept: set[int]
@@ -424,13 +526,7 @@ def _concat_into(entries: list[_Entry], kept: set[int], kept_class: Callable[[in
     batch of 10: process CPU time B/A 0.99 at one thread, 1.10 at two). The concat's step then
     copies only its other inputs into ``out`` (without ``out``, as in :meth:`Program.unpooled`,
     it concatenates as before)."""
-    readers: dict[int, int] = {}
-    maker: dict[int, int] = {}
-    for j, e in enumerate(entries):
-        for s in e.ins:
-            readers[s] = readers.get(s, 0) + 1
-        for s in e.outs:
-            maker[s] = j
+    readers, maker = _readers_makers(entries)
     into: dict[int, tuple[int, int, int]] = {}
     for j, e in enumerate(entries):
         nd = len(e.out_shape)
@@ -442,10 +538,10 @@ def _concat_into(entries: list[_Entry], kept: set[int], kept_class: Callable[[in
         for k, (s, shape) in enumerate(zip(e.ins, e.in_shapes)):
             c1 = c0 + int(shape[1])
             p = maker.get(s)
-            while p is not None and entries[p].op in _RESHAPE_OPS and readers[s] == 1 and s not in kept:
+            while p is not None and entries[p].op in _RESHAPE_OPS and len(readers[s]) == 1 and s not in kept:
                 s = entries[p].ins[0]  # through a flatten: its producer writes the span's elements
                 p = maker.get(s)
-            if p is not None and readers[s] == 1 and s not in kept and _writes_into(entries[p]):
+            if p is not None and len(readers[s]) == 1 and s not in kept and _writes_into(entries[p]):
                 mine[p] = (j, c0, c1)
             else:
                 rest.append((k, c0, c1))
