@@ -535,8 +535,27 @@ WIDE_RUN = True
 # whether the last column tile of a row, where at most 16 columns remain, is a 16-column tile
 # (:func:`_tile_wide16`) instead of a 32-column one at N - 32 (read at each call; A/B)
 WIDE_TAIL16 = True
+# whether the wide tile prefetches the rows of C and R of the tile AFTER it (after the last tile of
+# a call: the first tile of the next row panel), pfe = 2, instead of its own at its start (pfe = 1:
+# a tile's k loop, 64 steps, was too short to hide them: with or without that prefetch, paired,
+# about the same); read at each call (A/B). Hot (C, R, X in L3), 256x64 @ 64x3136 with a residual:
+# the residual's cost over none 0.20 -> 0.08-0.10 of the time
+WIDE_PF_NEXT = True
 NBW_ELEMS = 1 << 16  # about this many elements of X per column block (all row panels run
 # over one block before the next; in ResNet-50, K = 64: 1024 columns 0.90 vs 256 columns 0.93 of the BLAS)
+
+
+@_fast
+def _prefetch_rows(cf, rf, hasres, q0, j0, n):
+    """Prefetch 32 columns from j0 of the (up to) 8 rows from q0 of C (for writing) and R (with
+    ``hasres``), C and R flattened with row length n."""
+    for r in range(min(8, cf.size // n - q0)):
+        o = np.uint64(q0 + r) * np.uint64(n) + np.uint64(j0)
+        _prefetchw(cf, o)
+        _prefetchw(cf, o + np.uint64(16))
+        if hasres:
+            _prefetch(rf, o)
+            _prefetch(rf, o + np.uint64(16))
 
 
 def _make_tile_wide(nl: int) -> Any:
@@ -547,8 +566,10 @@ def _make_tile_wide(nl: int) -> Any:
         R flattened with row length n (same accumulation order as :func:`_tile`), one register tile
         of nl columns after another (a call per tile cost about as much as 16 steps k of it: the
         expand 1x1s' K = 16); a last partial tile is computed at n - nl and stores only its new
-        columns. With ``pfe`` each tile first prefetches its rows of C (for writing) and R, which
-        the epilogue then finds in the cache; with ``pfx`` each step k also prefetches X's row k of
+        columns. With ``pfe`` = 2 each tile first prefetches the rows of C (for writing) and R
+        of the tile after it (after the range's last: the first tile of row panel p + 1), which
+        its epilogue then finds in the cache (``pfe`` = 1 or True: its own, :data:`WIDE_PF_NEXT`);
+        with ``pfx`` each step k also prefetches X's row k of
         the next column tile (the first row panel over a column block: X comes from memory there;
         at a block's end the next block's first tile).
         (Long: the tile, its epilogue and the loop over tiles stay one body, so that LLVM keeps the
@@ -578,14 +599,11 @@ def _make_tile_wide(nl: int) -> Any:
                 lo = n0 + nl - n
                 n0 = n - nl
             pfxt = pfx and nt0 + nl < n
-            if pfe:
-                for r in range(rows):
-                    o = np.uint64(p * 8 + r) * np.uint64(n) + np.uint64(n0)
-                    _prefetchw(cf, o)
-                    _prefetchw(cf, o + np.uint64(16))
-                    if hasres:
-                        _prefetch(rf, o)
-                        _prefetch(rf, o + np.uint64(16))
+            if pfe == 2:  # the next tile's rows (the next row panel's first after the range's last)
+                last = nt0 + nl >= nc1
+                _prefetch_rows(cf, rf, hasres, p * 8 + 8 if last else p * 8, nc0 if last else n0 + nl, n)
+            elif pfe:
+                _prefetch_rows(cf, rf, hasres, p * 8, n0, n)
             for lane in range(nl):
                 s0[lane] = 0.0
                 s1[lane] = 0.0
@@ -759,4 +777,5 @@ class WideGemm:
             packed_gemm_wide_numpy(self.wmat, x, c, bias, res, act, slope, six)
         else:
             packed_gemm_wide(self.wq, x, c, bias, c if res is None else res, res is not None, act, slope, six, self.nbw,
-                             WIDE_PREFETCH, WIDE_PREFETCH_X, 0 if WIDE_RUN else NRW, WIDE_TAIL16)
+                             (2 if WIDE_PF_NEXT else 1) if WIDE_PREFETCH else 0, WIDE_PREFETCH_X,
+                             0 if WIDE_RUN else NRW, WIDE_TAIL16)
