@@ -533,13 +533,18 @@ NRW = 32  # output columns per wide tile
 # 0.948 / 0.965 / 0.970 (spreads 0.89-1.10), ResNet-50 (--rounds 11) 0.978 / 0.983 (0.93-1.01)
 WIDE_RUN = True
 # whether the last column tile of a row, where at most 16 columns remain, is a 16-column tile
-# (:func:`_tile_wide16`) instead of a 32-column one at N - 32 (read at each call; A/B)
+# (:func:`_tile_wide16`) instead of a 32-column one at N - 32 (read at each call; A/B). Paired,
+# hot: SqueezeNet's 13x13 squeezes 0.92, expands 0.98-0.99; whole SqueezeNet, one thread
+# (bench/flag_ab.py squeezenet refnet.kernels._packgemm:WIDE_TAIL16 --threads 1 --rounds 21):
+# CPU time 0.997 (0.81-1.34, load 1.6), i.e. within the noise
 WIDE_TAIL16 = True
 # whether the wide tile prefetches the rows of C and R of the tile AFTER it (after the last tile of
 # a call: the first tile of the next row panel), pfe = 2, instead of its own at its start (pfe = 1:
 # a tile's k loop, 64 steps, was too short to hide them: with or without that prefetch, paired,
 # about the same); read at each call (A/B). Hot (C, R, X in L3), 256x64 @ 64x3136 with a residual:
-# the residual's cost over none 0.20 -> 0.08-0.10 of the time
+# the residual's cost over none 0.20 -> 0.08-0.10 of the time; ResNet-50, one thread, CPU time
+# (bench/flag_ab.py resnet50 refnet.kernels._packgemm:WIDE_PF_NEXT --threads 1 --rounds 11 / 15):
+# 0.991 (0.935-1.070, load 1.3), 0.980 (0.945-1.205, load 2.6)
 WIDE_PF_NEXT = True
 NBW_ELEMS = 1 << 16  # about this many elements of X per column block (all row panels run
 # over one block before the next; in ResNet-50, K = 64: 1024 columns 0.90 vs 256 columns 0.93 of the BLAS)
