@@ -727,172 +727,218 @@ NRW = 32  # output columns per wide tile
 # squeezenet refnet.kernels._packgemm:WIDE_RUN --threads 1 --rounds 21, load 1.3-2.3): SqueezeNet
 # 0.948 / 0.965 / 0.970 (spreads 0.89-1.10), ResNet-50 (--rounds 11) 0.978 / 0.983 (0.93-1.01)
 WIDE_RUN = True
+# whether the last column tile of a row, where at most 16 columns remain, is a 16-column tile
+# (:func:`_tile_wide16`) instead of a 32-column one at N - 32 (read at each call; A/B). Paired,
+# hot: SqueezeNet's 13x13 squeezes 0.92, expands 0.98-0.99; whole SqueezeNet, one thread
+# (bench/flag_ab.py squeezenet refnet.kernels._packgemm:WIDE_TAIL16 --threads 1 --rounds 21):
+# CPU time 0.997 (0.81-1.34, load 1.6), i.e. within the noise
+WIDE_TAIL16 = True
+# whether the wide tile prefetches the rows of C and R of the tile AFTER it (after the last tile of
+# a call: the first tile of the next row panel), pfe = 2, instead of its own at its start (pfe = 1:
+# a tile's k loop, 64 steps, was too short to hide them: with or without that prefetch, paired,
+# about the same); read at each call (A/B). Hot (C, R, X in L3), 256x64 @ 64x3136 with a residual:
+# the residual's cost over none 0.20 -> 0.08-0.10 of the time; ResNet-50, one thread, CPU time
+# (bench/flag_ab.py resnet50 refnet.kernels._packgemm:WIDE_PF_NEXT --threads 1 --rounds 11 / 15):
+# 0.991 (0.935-1.070, load 1.3), 0.980 (0.945-1.205, load 2.6)
+WIDE_PF_NEXT = True
 NBW_ELEMS = 1 << 16  # about this many elements of X per column block (all row panels run
 # over one block before the next; in ResNet-50, K = 64: 1024 columns 0.90 vs 256 columns 0.93 of the BLAS)
 
 
 @_fast
-def _tile_wide(wq, xf, p, nc0, nc1, n, cf, bias, rf, hasres, act, slope, six, rows, pfe, pfx):
-    """C[p*8 : p*8 + rows, nc0 : nc1] of act(W @ X + bias [+ R]), X[k, j] = xf[k * n + j], C and
-    R flattened with row length n (same accumulation order as :func:`_tile`), one register tile
-    of 32 columns after another (a call per tile cost about as much as 16 steps k of it: the
-    expand 1x1s' K = 16); a last partial tile is computed at n - 32 and stores only its new
-    columns. With ``pfe`` each tile first prefetches its rows of C (for writing) and R, which
-    the epilogue then finds in the cache; with ``pfx`` each step k also prefetches X's row k of
-    the next column tile (the first row panel over a column block: X comes from memory there;
-    at a block's end the next block's first tile).
-    (Long: the tile, its epilogue and the loop over tiles stay one body, so that LLVM keeps the
-    16 accumulators in registers and the call is paid once per panel and column block.)"""
-    # (the stack arrays once, outside the loop: an alloca in a loop is not promoted to registers)
-    s0 = _carray(_stack(32), (32,))
-    s1 = _carray(_stack(32), (32,))
-    s2 = _carray(_stack(32), (32,))
-    s3 = _carray(_stack(32), (32,))
-    s4 = _carray(_stack(32), (32,))
-    s5 = _carray(_stack(32), (32,))
-    s6 = _carray(_stack(32), (32,))
-    s7 = _carray(_stack(32), (32,))
-    a0 = _carray(_stack(32), (32,))
-    a1 = _carray(_stack(32), (32,))
-    a2 = _carray(_stack(32), (32,))
-    a3 = _carray(_stack(32), (32,))
-    a4 = _carray(_stack(32), (32,))
-    a5 = _carray(_stack(32), (32,))
-    a6 = _carray(_stack(32), (32,))
-    a7 = _carray(_stack(32), (32,))
-    t = _carray(_stack(256), (8, 32))
-    for nt0 in range(nc0, nc1, 32):
-        lo = 0
-        n0 = nt0
-        if n0 + 32 > n:
-            lo = n0 + 32 - n
-            n0 = n - 32
-        pfxt = pfx and nt0 + 32 < n
-        if pfe:
+def _prefetch_rows(cf, rf, hasres, q0, j0, n):
+    """Prefetch 32 columns from j0 of the (up to) 8 rows from q0 of C (for writing) and R (with
+    ``hasres``), C and R flattened with row length n."""
+    for r in range(min(8, cf.size // n - q0)):
+        o = np.uint64(q0 + r) * np.uint64(n) + np.uint64(j0)
+        _prefetchw(cf, o)
+        _prefetchw(cf, o + np.uint64(16))
+        if hasres:
+            _prefetch(rf, o)
+            _prefetch(rf, o + np.uint64(16))
+
+
+def _make_tile_wide(nl: int) -> Any:
+    """The wide tile function for tiles of ``nl`` (32 or 16) columns (``nl`` a constant of its code)."""
+
+    def tile(wq, xf, p, nc0, nc1, n, cf, bias, rf, hasres, act, slope, six, rows, pfe, pfx):
+        """C[p*8 : p*8 + rows, nc0 : nc1] of act(W @ X + bias [+ R]), X[k, j] = xf[k * n + j], C and
+        R flattened with row length n (same accumulation order as :func:`_tile`), one register tile
+        of nl columns after another (a call per tile cost about as much as 16 steps k of it: the
+        expand 1x1s' K = 16); a last partial tile is computed at n - nl and stores only its new
+        columns. With ``pfe`` = 2 each tile first prefetches the rows of C (for writing) and R
+        of the tile after it (after the range's last: the first tile of row panel p + 1), which
+        its epilogue then finds in the cache (``pfe`` = 1 or True: its own, :data:`WIDE_PF_NEXT`);
+        with ``pfx`` each step k also prefetches X's row k of
+        the next column tile (the first row panel over a column block: X comes from memory there;
+        at a block's end the next block's first tile).
+        (Long: the tile, its epilogue and the loop over tiles stay one body, so that LLVM keeps the
+        16 accumulators in registers and the call is paid once per panel and column block.)"""
+        # (the stack arrays once, outside the loop: an alloca in a loop is not promoted to registers)
+        s0 = _carray(_stack(32), (32,))
+        s1 = _carray(_stack(32), (32,))
+        s2 = _carray(_stack(32), (32,))
+        s3 = _carray(_stack(32), (32,))
+        s4 = _carray(_stack(32), (32,))
+        s5 = _carray(_stack(32), (32,))
+        s6 = _carray(_stack(32), (32,))
+        s7 = _carray(_stack(32), (32,))
+        a0 = _carray(_stack(32), (32,))
+        a1 = _carray(_stack(32), (32,))
+        a2 = _carray(_stack(32), (32,))
+        a3 = _carray(_stack(32), (32,))
+        a4 = _carray(_stack(32), (32,))
+        a5 = _carray(_stack(32), (32,))
+        a6 = _carray(_stack(32), (32,))
+        a7 = _carray(_stack(32), (32,))
+        t = _carray(_stack(256), (8, 32))
+        for nt0 in range(nc0, nc1, nl):
+            lo = 0
+            n0 = nt0
+            if n0 + nl > n:
+                lo = n0 + nl - n
+                n0 = n - nl
+            pfxt = pfx and nt0 + nl < n
+            if pfe == 2:  # the next tile's rows (the next row panel's first after the range's last)
+                last = nt0 + nl >= nc1
+                _prefetch_rows(cf, rf, hasres, p * 8 + 8 if last else p * 8, nc0 if last else n0 + nl, n)
+            elif pfe:
+                _prefetch_rows(cf, rf, hasres, p * 8, n0, n)
+            for lane in range(nl):
+                s0[lane] = 0.0
+                s1[lane] = 0.0
+                s2[lane] = 0.0
+                s3[lane] = 0.0
+                s4[lane] = 0.0
+                s5[lane] = 0.0
+                s6[lane] = 0.0
+                s7[lane] = 0.0
+            kdim = wq.shape[1]
+            for kb in range(0, kdim, 128):
+                for lane in range(nl):
+                    a0[lane] = 0.0
+                    a1[lane] = 0.0
+                    a2[lane] = 0.0
+                    a3[lane] = 0.0
+                    a4[lane] = 0.0
+                    a5[lane] = 0.0
+                    a6[lane] = 0.0
+                    a7[lane] = 0.0
+                for k in range(np.uint64(kb), np.uint64(min(kdim, kb + 128))):
+                    wk = wq[p, k]
+                    w0 = wk[0]
+                    w1 = wk[1]
+                    w2 = wk[2]
+                    w3 = wk[3]
+                    w4 = wk[4]
+                    w5 = wk[5]
+                    w6 = wk[6]
+                    w7 = wk[7]
+                    xo = k * np.uint64(n) + np.uint64(n0)
+                    if pfxt:
+                        _prefetch(xf, xo + np.uint64(32))
+                        _prefetch(xf, xo + np.uint64(48))
+                    for lane in range(np.uint64(nl)):
+                        xl = xf[xo + lane]
+                        a0[lane] += w0 * xl
+                        a1[lane] += w1 * xl
+                        a2[lane] += w2 * xl
+                        a3[lane] += w3 * xl
+                        a4[lane] += w4 * xl
+                        a5[lane] += w5 * xl
+                        a6[lane] += w6 * xl
+                        a7[lane] += w7 * xl
+                for lane in range(nl):
+                    s0[lane] += a0[lane]
+                    s1[lane] += a1[lane]
+                    s2[lane] += a2[lane]
+                    s3[lane] += a3[lane]
+                    s4[lane] += a4[lane]
+                    s5[lane] += a5[lane]
+                    s6[lane] += a6[lane]
+                    s7[lane] += a7[lane]
+            # the epilogue, row by row from a stack copy of the tile (no calls: a call per row
+            # spilled and reloaded the accumulators)
+            for lane in range(nl):
+                t[0, lane] = s0[lane]
+                t[1, lane] = s1[lane]
+                t[2, lane] = s2[lane]
+                t[3, lane] = s3[lane]
+                t[4, lane] = s4[lane]
+                t[5, lane] = s5[lane]
+                t[6, lane] = s6[lane]
+                t[7, lane] = s7[lane]
+            zero = six - six
+            m0 = p * 8
             for r in range(rows):
-                o = np.uint64(p * 8 + r) * np.uint64(n) + np.uint64(n0)
-                _prefetchw(cf, o)
-                _prefetchw(cf, o + np.uint64(16))
-                if hasres:
-                    _prefetch(rf, o)
-                    _prefetch(rf, o + np.uint64(16))
-        for lane in range(32):
-            s0[lane] = 0.0
-            s1[lane] = 0.0
-            s2[lane] = 0.0
-            s3[lane] = 0.0
-            s4[lane] = 0.0
-            s5[lane] = 0.0
-            s6[lane] = 0.0
-            s7[lane] = 0.0
-        kdim = wq.shape[1]
-        for kb in range(0, kdim, 128):
-            for lane in range(32):
-                a0[lane] = 0.0
-                a1[lane] = 0.0
-                a2[lane] = 0.0
-                a3[lane] = 0.0
-                a4[lane] = 0.0
-                a5[lane] = 0.0
-                a6[lane] = 0.0
-                a7[lane] = 0.0
-            for k in range(np.uint64(kb), np.uint64(min(kdim, kb + 128))):
-                wk = wq[p, k]
-                w0 = wk[0]
-                w1 = wk[1]
-                w2 = wk[2]
-                w3 = wk[3]
-                w4 = wk[4]
-                w5 = wk[5]
-                w6 = wk[6]
-                w7 = wk[7]
-                xo = k * np.uint64(n) + np.uint64(n0)
-                if pfxt:
-                    _prefetch(xf, xo + np.uint64(32))
-                    _prefetch(xf, xo + np.uint64(48))
-                for lane in range(np.uint64(32)):
-                    xl = xf[xo + lane]
-                    a0[lane] += w0 * xl
-                    a1[lane] += w1 * xl
-                    a2[lane] += w2 * xl
-                    a3[lane] += w3 * xl
-                    a4[lane] += w4 * xl
-                    a5[lane] += w5 * xl
-                    a6[lane] += w6 * xl
-                    a7[lane] += w7 * xl
-            for lane in range(32):
-                s0[lane] += a0[lane]
-                s1[lane] += a1[lane]
-                s2[lane] += a2[lane]
-                s3[lane] += a3[lane]
-                s4[lane] += a4[lane]
-                s5[lane] += a5[lane]
-                s6[lane] += a6[lane]
-                s7[lane] += a7[lane]
-        # the epilogue, row by row from a stack copy of the tile (no calls: a call per row
-        # spilled and reloaded the accumulators)
-        for lane in range(32):
-            t[0, lane] = s0[lane]
-            t[1, lane] = s1[lane]
-            t[2, lane] = s2[lane]
-            t[3, lane] = s3[lane]
-            t[4, lane] = s4[lane]
-            t[5, lane] = s5[lane]
-            t[6, lane] = s6[lane]
-            t[7, lane] = s7[lane]
-        zero = six - six
-        m0 = p * 8
-        for r in range(rows):
-            m = m0 + r
-            bm = bias[m]
-            sm = slope[m]
-            tr = t[r]
-            o = np.uint64(m) * np.uint64(n) + np.uint64(n0)
-            if act != 2:
-                # (ReLU / leaky ReLU or none (slope 1: v * 1 is v, bit for bit): over all 32 lanes,
-                # stored from ``lo`` -- two masked vector stores; the loop from ``lo`` below ran as
-                # 8-lane pieces. The lanes below ``lo`` may read R already overwritten (C is R in
-                # place) but are not stored. Paired, hot: SqueezeNet's expand 1x1s 0.84-0.90,
-                # ResNet-50's 1x1s with a residual 0.97; act 0 kept apart was twice as slow)
-                sm1 = sm if act == 1 else np.float32(1.0)
-                for lane in range(np.uint64(32)):
-                    v = tr[lane] + bm
-                    if hasres:
-                        v = v + rf[o + lane]
-                    v = v if v > zero else v * sm1
-                    if lane >= lo:
+                m = m0 + r
+                bm = bias[m]
+                sm = slope[m]
+                tr = t[r]
+                o = np.uint64(m) * np.uint64(n) + np.uint64(n0)
+                if act != 2:
+                    # (ReLU / leaky ReLU or none (slope 1: v * 1 is v, bit for bit): over all 32 lanes,
+                    # stored from ``lo`` -- two masked vector stores; the loop from ``lo`` below ran as
+                    # 8-lane pieces. The lanes below ``lo`` may read R already overwritten (C is R in
+                    # place) but are not stored. Paired, hot: SqueezeNet's expand 1x1s 0.84-0.90,
+                    # ResNet-50's 1x1s with a residual 0.97; act 0 kept apart was twice as slow)
+                    sm1 = sm if act == 1 else np.float32(1.0)
+                    for lane in range(np.uint64(nl)):
+                        v = tr[lane] + bm
+                        if hasres:
+                            v = v + rf[o + lane]
+                        v = v if v > zero else v * sm1
+                        if lane >= lo:
+                            cf[o + lane] = v
+                else:  # ReLU6
+                    for lane in range(np.uint64(lo), np.uint64(nl)):  # (unsigned: vector loads and stores)
+                        v = tr[lane] + bm
+                        if hasres:
+                            v = v + rf[o + lane]
+                        if v < zero:
+                            v = zero
+                        elif v > six:
+                            v = six
                         cf[o + lane] = v
-            else:  # ReLU6
-                for lane in range(np.uint64(lo), np.uint64(32)):  # (unsigned: vector loads and stores)
-                    v = tr[lane] + bm
-                    if hasres:
-                        v = v + rf[o + lane]
-                    if v < zero:
-                        v = zero
-                    elif v > six:
-                        v = six
-                    cf[o + lane] = v
+
+    tile.__name__ = tile.__qualname__ = "_tile_wide" if nl == NRW else f"_tile_wide{nl}"
+    return tile
+
+
+_tile_wide = _fast(_make_tile_wide(NRW))
+# the same for 16-column tiles: the last tile where at most 16 columns remain (13x13 maps: 169 =
+# 5 * 32 + 9 columns, computed as 176 instead of 192), :data:`WIDE_TAIL16`
+_tile_wide16 = _fast(_make_tile_wide(16))
 
 
 @_fast
-def packed_gemm_wide(wq, x, c, bias, res, hasres, act, slope, six, nbw, pfe=False, pfx=False, step=0):
+def packed_gemm_wide(wq, x, c, bias, res, hasres, act, slope, six, nbw, pfe=False, pfx=False, step=0, tail=False):
     """c (M, N) = act((W @ x + bias[:, None]) [+ res]) with W packed by ``pack_weights(w, MRW)``
     into wq (P, K, MRW); x (K, N), c and res (M, N) C-contiguous, N >= NRW; act 0 none, 1
     leaky ReLU / PReLU (slope per row), 2 ReLU6 (``six`` = 6). Column blocks of ``nbw`` (a
     multiple of NRW): all row panels over one block, so the block of X stays in cache. The last partial column tile is
     computed at N - NRW and stores only its new columns. ``step``: columns per call of the tile
-    function (0: the whole block; NRW: one call per tile, A/B only, :data:`WIDE_RUN`)."""
+    function (0: the whole block; NRW: one call per tile, A/B only, :data:`WIDE_RUN`). ``tail``:
+    where at most 16 columns remain after the last whole tile, they are one 16-column tile
+    (:func:`_tile_wide16`, at N - 16)."""
     m, n = c.shape
     kdim = x.shape[0]
     cf = c.reshape(m * n)
     xf = x.reshape(kdim * n)
     rf = res.reshape(res.size)
+    rem = n % NRW
+    t16 = n - rem if tail and 0 < rem <= 16 else n  # where the 16-column tail tile starts
     for nb0 in range(0, n, nbw):
         nb1 = min(n, nb0 + nbw)
         for p in range(wq.shape[0]):
+            rows = min(8, m - p * 8)
             for nc0 in range(nb0, nb1, step if step > 0 else nbw):
-                _tile_wide(wq, xf, p, nc0, min(nb1, nc0 + step) if step > 0 else nb1, n, cf, bias, rf, hasres, act,
-                           slope, six, min(8, m - p * 8), pfe, pfx and p == 0)
+                nc1 = min(nb1, nc0 + step) if step > 0 else nb1
+                t1 = min(nc1, t16)
+                if t1 > nc0:
+                    _tile_wide(wq, xf, p, nc0, t1, n, cf, bias, rf, hasres, act, slope, six, rows, pfe, pfx and p == 0)
+                if t1 < nc1:
+                    _tile_wide16(wq, xf, p, t1, nc1, n, cf, bias, rf, hasres, act, slope, six, rows, pfe, False)
 
 
 def packed_gemm_wide_numpy(wmat: np.ndarray, x: np.ndarray, c: np.ndarray, bias: np.ndarray,
@@ -931,4 +977,5 @@ class WideGemm:
             packed_gemm_wide_numpy(self.wmat, x, c, bias, res, act, slope, six)
         else:
             packed_gemm_wide(self.wq, x, c, bias, c if res is None else res, res is not None, act, slope, six, self.nbw,
-                             WIDE_PREFETCH, WIDE_PREFETCH_X, 0 if WIDE_RUN else NRW)
+                             (2 if WIDE_PF_NEXT else 1) if WIDE_PREFETCH else 0, WIDE_PREFETCH_X,
+                             0 if WIDE_RUN else NRW, WIDE_TAIL16)

@@ -63,8 +63,9 @@ def test_packed_gemm_wide_vs_float64(m, k, n, nbw, act, residual, rng):
 
 
 @pytest.mark.parametrize("m,k,n,nbw", [(13, 9, 100, 64), (16, 5, 70, 32)])
-def test_packed_gemm_wide_prefetch_gives_the_same_result(m, k, n, nbw, rng):
-    """The prefetches of C / R rows (pfe) and of X's next column tile (pfx) are hints only:
+def test_packed_gemm_wide_prefetch_gives_the_same_result(m, k, n, nbw, monkeypatch, rng):
+    """The prefetches of C / R rows (pfe: 1 a tile's own, 2 the next tile's or the next row
+    panel's, WIDE_PF_NEXT) and of X's next column tile (pfx) are hints only:
     bit-identical results in every combination, and the float64 result; the module switches
     reach WideGemm."""
     w = rng.standard_normal((m, k)).astype(np.float32)
@@ -74,12 +75,17 @@ def test_packed_gemm_wide_prefetch_gives_the_same_result(m, k, n, nbw, rng):
     slope = np.full(m, 0.1, np.float32)
     wq = PG.pack_weights(w, PG.MRW)
     got = []
-    for pfe, pfx in ((False, False), (True, False), (False, True), (True, True)):
+    for pfe, pfx in ((False, False), (True, False), (False, True), (True, True), (2, False), (2, True)):
         got.append(np.full((m, n), np.nan, np.float32))
         PG.packed_gemm_wide(wq, x, got[-1], b, r, True, 1, slope, np.float32(6), nbw, pfe, pfx)
         assert np.array_equal(got[-1], got[0])
     assert_close(got[0], _want(w, x, b, r, 1, slope), "f32_vs_f64", "kernel")
     assert PG.WIDE_PREFETCH == PG.WIDE_PREFETCH_X == PG.enabled(PG.PREFETCH_ENV)
+    for on in (True, False):
+        monkeypatch.setattr(PG, "WIDE_PF_NEXT", on)
+        out = np.full((m, n), np.nan, np.float32)
+        PG.WideGemm(w)(x, out, b, r, 1, slope, np.float32(6))
+        assert_close(out, _want(w, x, b, r, 1, slope), "f32_vs_f64", f"WideGemm WIDE_PF_NEXT={on}")
 
 
 
@@ -122,6 +128,39 @@ def test_one_call_per_tile_or_per_block_give_the_same_result(act, residual, monk
         out = np.full((m, n), np.nan, np.float32)
         PG.WideGemm(w)(x, out, b, r, act, slope, np.float32(6))
         assert_close(out, _want(w, x, b, r, act, slope), "f32_vs_f64", f"WideGemm WIDE_RUN={on}")
+
+
+@pytest.mark.parametrize("n,nbw,step", [(41, 32, 0), (48, 64, 0), (169, 64, 0), (169, 64, 32), (57, 32, 0),
+                                         (70, 64, 0)])
+@pytest.mark.parametrize("act", [0, 1, 2])
+@pytest.mark.parametrize("residual", [False, True, "in place"])
+def test_16_column_tail_tile(n, nbw, step, act, residual, monkeypatch, rng):
+    """At most 16 columns after the last whole 32-column tile (N % 32 in 1..16: 41, 48, 169; not
+    57, 70) are one 16-column tile (tail=True, _tile_wide16 at N - 16): bit-identical to the
+    32-column tile at N - 32 (same accumulation order per column), per block or per tile, with
+    a residual (also in place: C is R, the lanes before the tail read already-stored columns)
+    and the float64 result; the switch reaches WideGemm."""
+    m, k = 13, 133  # (a partial row panel; K over one block of 128)
+    w = rng.standard_normal((m, k)).astype(np.float32)
+    x = rng.standard_normal((k, n)).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32)
+    r = rng.standard_normal((m, n)).astype(np.float32) if residual else None
+    slope = np.full(m, 0.15, np.float32)
+    want = _want(w, x, b, r, act, slope)
+    wq = PG.pack_weights(w, PG.MRW)
+    got = []
+    for tail in (False, True):
+        c = r.copy() if residual == "in place" else np.full((m, n), np.nan, np.float32)
+        res = c if r is None or residual == "in place" else r
+        PG.packed_gemm_wide(wq, x, c, b, res, r is not None, act, slope, np.float32(6), nbw, 2, True, step, tail)
+        got.append(c)
+    assert np.array_equal(got[1], got[0])
+    assert_close(got[1], want, "f32_vs_f64", "tail")
+    for on in (True, False):
+        monkeypatch.setattr(PG, "WIDE_TAIL16", on)
+        out = np.full((m, n), np.nan, np.float32)
+        PG.WideGemm(w)(x, out, b, r, act, slope, np.float32(6))
+        assert_close(out, want, "f32_vs_f64", f"WideGemm WIDE_TAIL16={on}")
 
 
 def test_long_reductions_round_like_the_blas():
