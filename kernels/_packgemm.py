@@ -211,12 +211,17 @@ _fast = lazy_njit(**{**JIT_OPTIONS, "fastmath": {"contract"}, "boundscheck": Fal
 
 
 @_fast
-def _tile(wp, xf, kofs, p, c0, c1, c2, c3, c4, c5, c6, cf, o0, n, rows, cols, wpf, pfo, pfs, pf):
-    """(W panel p) @ X[:, j] for 7 columns, X[k, j] = xf[kofs[k] + c_j], stored to
-    cf[o0 + r * n + j] for the first ``rows`` rows and ``cols`` columns (cf: C flattened, row
-    length n); see the module docstring for why it is written out like this. With ``pf``, step
-    k also prefetches wpf[pfo + (k * pfs >> 16)] and 16 elements on (wpf: wp flattened; pfs a
-    16.16 fixed-point step: a share of the next panel, :func:`packed_gemm`)."""
+def _tile(wp, xf, kofs, coffs, p, nc0, nc1, cf, n, rows, wpf, pfo, share, pfs, pf):
+    """(W panel p) @ X[:, j] for the columns j in [nc0, nc1), X[k, j] = xf[kofs[k] + coffs[j]],
+    in register tiles of 7 columns from nc0, one after another (a last partial tile, past n,
+    repeats column n - 1: computed, not stored), stored to cf[(32 p + r) * n + j] for the
+    first ``rows`` rows (cf: C flattened, row length n); see the module docstring for why it
+    is written out like this. With ``pf``, step k of the i-th tile also prefetches wpf[pfo +
+    i * share + (k * pfs >> 16)] and 16 elements on (wpf: wp flattened; pfs a 16.16
+    fixed-point step: a share of the next panel, :func:`packed_gemm`). One call per run of
+    tiles, not per tile (a call cost about as much as 16-50 steps k: :data:`PACKED_RUN`).
+    (Long: the tile and the loop over tiles stay one body, so that LLVM keeps the 14
+    accumulators in registers; the stack arrays once, outside the loop.)"""
     s0 = _carray(_stack(32), (32,))
     s1 = _carray(_stack(32), (32,))
     s2 = _carray(_stack(32), (32,))
@@ -231,72 +236,84 @@ def _tile(wp, xf, kofs, p, c0, c1, c2, c3, c4, c5, c6, cf, o0, n, rows, cols, wp
     a4 = _carray(_stack(32), (32,))
     a5 = _carray(_stack(32), (32,))
     a6 = _carray(_stack(32), (32,))
-    for lane in range(32):
-        s0[lane] = 0.0
-        s1[lane] = 0.0
-        s2[lane] = 0.0
-        s3[lane] = 0.0
-        s4[lane] = 0.0
-        s5[lane] = 0.0
-        s6[lane] = 0.0
     kdim = wp.shape[1]
-    for kb in range(0, kdim, 128):  # sums of 128 products each, added up (float32 rounding)
+    last = n - 1
+    for n0 in range(nc0, nc1, 7):
+        c0 = coffs[n0]
+        c1 = coffs[min(n0 + 1, last)]
+        c2 = coffs[min(n0 + 2, last)]
+        c3 = coffs[min(n0 + 3, last)]
+        c4 = coffs[min(n0 + 4, last)]
+        c5 = coffs[min(n0 + 5, last)]
+        c6 = coffs[min(n0 + 6, last)]
+        pft = pfo + np.uint64((n0 - nc0) // 7) * share
         for lane in range(32):
-            a0[lane] = 0.0
-            a1[lane] = 0.0
-            a2[lane] = 0.0
-            a3[lane] = 0.0
-            a4[lane] = 0.0
-            a5[lane] = 0.0
-            a6[lane] = 0.0
-        for k in range(np.uint64(kb), np.uint64(min(kdim, kb + 128))):  # (unsigned: no wraparound code)
-            if pf:
-                q = pfo + ((k * pfs) >> np.uint64(16))
-                _prefetch(wpf, q)
-                _prefetch(wpf, q + np.uint64(16))
-            wk = wp[p, k]
-            ko = kofs[k]
-            x0 = xf[ko + c0]
-            x1 = xf[ko + c1]
-            x2 = xf[ko + c2]
-            x3 = xf[ko + c3]
-            x4 = xf[ko + c4]
-            x5 = xf[ko + c5]
-            x6 = xf[ko + c6]
+            s0[lane] = 0.0
+            s1[lane] = 0.0
+            s2[lane] = 0.0
+            s3[lane] = 0.0
+            s4[lane] = 0.0
+            s5[lane] = 0.0
+            s6[lane] = 0.0
+        for kb in range(0, kdim, 128):  # sums of 128 products each, added up (float32 rounding)
             for lane in range(32):
-                wl = wk[lane]
-                a0[lane] += x0 * wl
-                a1[lane] += x1 * wl
-                a2[lane] += x2 * wl
-                a3[lane] += x3 * wl
-                a4[lane] += x4 * wl
-                a5[lane] += x5 * wl
-                a6[lane] += x6 * wl
-        for lane in range(32):
-            s0[lane] += a0[lane]
-            s1[lane] += a1[lane]
-            s2[lane] += a2[lane]
-            s3[lane] += a3[lane]
-            s4[lane] += a4[lane]
-            s5[lane] += a5[lane]
-            s6[lane] += a6[lane]
-    # straight from the accumulators into C's rows (a copy through a tile buffer and a
-    # transposing loop cost 5-15% at K = 256..512)
-    for r in range(rows):
-        o = o0 + r * n
-        cf[o] = s0[r]
-        if cols > 1:
-            cf[o + 1] = s1[r]
-        if cols > 2:
-            cf[o + 2] = s2[r]
-        if cols > 3:
-            cf[o + 3] = s3[r]
-        if cols > 4:
-            cf[o + 4] = s4[r]
-        if cols > 5:
-            cf[o + 5] = s5[r]
-        if cols > 6:
-            cf[o + 6] = s6[r]
+                a0[lane] = 0.0
+                a1[lane] = 0.0
+                a2[lane] = 0.0
+                a3[lane] = 0.0
+                a4[lane] = 0.0
+                a5[lane] = 0.0
+                a6[lane] = 0.0
+            for k in range(np.uint64(kb), np.uint64(min(kdim, kb + 128))):  # (unsigned: no wraparound code)
+                if pf:
+                    q = pft + ((k * pfs) >> np.uint64(16))
+                    _prefetch(wpf, q)
+                    _prefetch(wpf, q + np.uint64(16))
+                wk = wp[p, k]
+                ko = kofs[k]
+                x0 = xf[ko + c0]
+                x1 = xf[ko + c1]
+                x2 = xf[ko + c2]
+                x3 = xf[ko + c3]
+                x4 = xf[ko + c4]
+                x5 = xf[ko + c5]
+                x6 = xf[ko + c6]
+                for lane in range(32):
+                    wl = wk[lane]
+                    a0[lane] += x0 * wl
+                    a1[lane] += x1 * wl
+                    a2[lane] += x2 * wl
+                    a3[lane] += x3 * wl
+                    a4[lane] += x4 * wl
+                    a5[lane] += x5 * wl
+                    a6[lane] += x6 * wl
+            for lane in range(32):
+                s0[lane] += a0[lane]
+                s1[lane] += a1[lane]
+                s2[lane] += a2[lane]
+                s3[lane] += a3[lane]
+                s4[lane] += a4[lane]
+                s5[lane] += a5[lane]
+                s6[lane] += a6[lane]
+        # straight from the accumulators into C's rows (a copy through a tile buffer and a
+        # transposing loop cost 5-15% at K = 256..512)
+        cols = min(7, n - n0)
+        o0 = p * 32 * n + n0
+        for r in range(rows):
+            o = o0 + r * n
+            cf[o] = s0[r]
+            if cols > 1:
+                cf[o + 1] = s1[r]
+            if cols > 2:
+                cf[o + 2] = s2[r]
+            if cols > 3:
+                cf[o + 3] = s3[r]
+            if cols > 4:
+                cf[o + 4] = s4[r]
+            if cols > 5:
+                cf[o + 5] = s5[r]
+            if cols > 6:
+                cf[o + 6] = s6[r]
 
 
 @_fast
@@ -330,7 +347,7 @@ def packed_gemm(wp, xf, kofs, coffs, c, prefetch=False):
 
 
 @_fast
-def packed_gemm_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, act, slope, six):
+def packed_gemm_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, act, slope, six, step=0):
     """c (M, N) = W @ X with W packed by :func:`pack_weights` into wp (P, K, MR), P * MR >= M,
     and X[k, j] = xf[kofs[k] + coffs[j]] (xf 1-D: a matrix, or an image whose im2col this
     reads in place, :func:`conv_offsets`); c C-contiguous. A last partial tile of columns
@@ -339,11 +356,12 @@ def packed_gemm_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, act
     not the cache, in a forward pass). With ``epi``: c = act((W @ X + bias[:, None]) [+ R]),
     each row panel's rows right after its tiles stored them (``bias`` and ``slope`` per row,
     ``rf`` R flattened, read if ``hasres``; act 0 none, 1 leaky ReLU / PReLU, 2 ReLU6 with
-    ``six`` = 6)."""
+    ``six`` = 6). ``step``: columns per call of the tile function, a multiple of 7 (0: the
+    whole panel's; 7: one call per tile, A/B only, :data:`PACKED_RUN`)."""
     m, n = c.shape
     cf = c.reshape(m * n)
-    last = n - 1
     npan, kdim = wp.shape[0], wp.shape[1]
+    step = step if step > 0 else n
     wpf = wp.reshape(npan * kdim * 32)
     ntiles = (n + 6) // 7
     share = kdim * 32 // ntiles  # elements of the next panel each tile prefetches
@@ -353,11 +371,9 @@ def packed_gemm_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, act
         rows = min(32, m - r0)
         pf = prefetch and p + 1 < npan
         nxt = (p + 1) * kdim * 32
-        for n0 in range(0, n, 7):
-            _tile(wp, xf, kofs, p, coffs[n0], coffs[min(n0 + 1, last)], coffs[min(n0 + 2, last)],
-                  coffs[min(n0 + 3, last)], coffs[min(n0 + 4, last)], coffs[min(n0 + 5, last)],
-                  coffs[min(n0 + 6, last)], cf, r0 * n + n0, n, rows, min(7, n - n0), wpf,
-                  np.uint64(nxt + (n0 // 7) * share), pfs, pf)
+        for n0 in range(0, n, step):
+            _tile(wp, xf, kofs, coffs, p, n0, min(n, n0 + step), cf, n, rows, wpf,
+                  np.uint64(nxt + (n0 // 7) * share), np.uint64(share), pfs, pf)
         if epi:  # the panel's rows, still in the cache
             for r in range(r0, r0 + rows):
                 _row_epi(cf, rf, np.uint64(r * n), np.uint64((r + 1) * n), bias[r], hasres, act, slope[r], six)
@@ -501,7 +517,6 @@ def packed_gemm16_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, a
     (the 16-row tiles read the same packed panels)."""
     m, n = c.shape
     cf = c.reshape(m * n)
-    last = n - 1
     npan, kdim = wp.shape[0], wp.shape[1]
     wpf = wp.reshape(npan * kdim * 32)
     full = n // 13  # (NC16)
@@ -520,12 +535,9 @@ def packed_gemm16_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, a
             if rows > 16:
                 _tile16(wp, xf, kofs, p, 1, coffs[n0], cf, (r0 + 16) * n + n0, n, rows - 16, wpf,
                         pfo + np.uint64(share // 2), pfs, pf)
-        for t in range(full, ntiles):
-            n0 = full * 13 + (t - full) * 7
-            _tile(wp, xf, kofs, p, coffs[n0], coffs[min(n0 + 1, last)], coffs[min(n0 + 2, last)],
-                  coffs[min(n0 + 3, last)], coffs[min(n0 + 4, last)], coffs[min(n0 + 5, last)],
-                  coffs[min(n0 + 6, last)], cf, r0 * n + n0, n, rows, min(7, n - n0), wpf,
-                  np.uint64(nxt + t * share), pfs, pf)
+        if full * 13 < n:  # the last n % 13 columns
+            _tile(wp, xf, kofs, coffs, p, full * 13, n, cf, n, rows, wpf, np.uint64(nxt + full * share),
+                  np.uint64(share), pfs, pf)
         if epi:  # the panel's rows, still in the cache
             for r in range(r0, r0 + rows):
                 _row_epi(cf, rf, np.uint64(r * n), np.uint64((r + 1) * n), bias[r], hasres, act, slope[r], six)
@@ -538,6 +550,9 @@ def packed_gemm16_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, a
 # ~1): SqueezeNet conv10 1000 x 512 x 169 1.74 -> 1.61 / 1.91 -> 1.76 (16 x 26 tiles and the last
 # 13 columns on 32 x 7 tiles: 1.67 / 1.84; 16 x 26 tiles on 7 x 7 and 14 x 14 maps, the last tile
 # overlapping the one before: 0.96-1.04x the 32 x 7 tiles there, which fit those maps exactly).
+# whether a call of the 32 x 7 tile function runs over a whole row panel's column tiles
+# (read at each call; False: one call per tile, as before -- A/B only).
+PACKED_RUN = True
 TALL16_ENV = "REFNET_PACKGEMM_16"
 TALL16 = os.environ.get(TALL16_ENV, "1").strip() not in ("0", "off", "no", "false")
 NC16 = 13
@@ -614,8 +629,12 @@ class PackedGemm:
             cf = c.reshape(c.size)
             bias, res, act, slope, six = epi if epi is not None else (cf, None, 0, cf, np.float32(6))
             rf = cf if res is None else res.reshape(res.size)
-            kernel = packed_gemm16_epi if tall16_fits(coffs) else packed_gemm_epi
-            kernel(self.wp, xf, kofs, coffs, c, PREFETCH, epi is not None, bias, rf, res is not None, act, slope, six)
+            if tall16_fits(coffs):
+                packed_gemm16_epi(self.wp, xf, kofs, coffs, c, PREFETCH, epi is not None, bias, rf, res is not None,
+                                  act, slope, six)
+            else:
+                packed_gemm_epi(self.wp, xf, kofs, coffs, c, PREFETCH, epi is not None, bias, rf, res is not None, act,
+                                slope, six, 0 if PACKED_RUN else NR)
 
 
 class WinoGemms:
