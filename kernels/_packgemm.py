@@ -340,6 +340,32 @@ def _row_epi(cf, rf, o0, o1, bm, hasres, act, s, six):
 
 
 @_fast
+def _panel_epi(cf, rf, r0, r1, n, bias, hasres, act, slope, six):
+    """Rows r0 .. r1 - 1 of C (cf, row length n): as :func:`_row_epi` on each row, same results
+    bit for bit, in one call and with the residual in the same loop as the activation (one pass
+    over the rows, not two: :data:`PANEL_EPI`)."""
+    zero = six - six
+    for r in range(r0, r1):
+        o0 = np.uint64(r * n)
+        o1 = np.uint64((r + 1) * n)
+        bm = bias[r]
+        s = slope[r]
+        if not hasres:
+            _row_epi(cf, rf, o0, o1, bm, False, act, s, six)
+        elif act == 1:
+            for o in range(o0, o1):
+                v = ((cf[o] + bm) + rf[o]) + zero  # (+ 0: as _row_epi's second pass, -0 -> +0)
+                cf[o] = v if v > zero else v * s
+        elif act == 2:
+            for o in range(o0, o1):
+                v = ((cf[o] + bm) + rf[o]) + zero
+                cf[o] = zero if v < zero else (six if v > six else v)
+        else:
+            for o in range(o0, o1):
+                cf[o] = (cf[o] + bm) + rf[o]
+
+
+@_fast
 def packed_gemm(wp, xf, kofs, coffs, c, prefetch=False):
     """:func:`packed_gemm_epi` without the epilogue: c = W @ X."""
     cf = c.reshape(c.size)
@@ -347,7 +373,8 @@ def packed_gemm(wp, xf, kofs, coffs, c, prefetch=False):
 
 
 @_fast
-def packed_gemm_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, act, slope, six, step=0):
+def packed_gemm_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, act, slope, six, step=0,
+                    pepi=False):
     """c (M, N) = W @ X with W packed by :func:`pack_weights` into wp (P, K, MR), P * MR >= M,
     and X[k, j] = xf[kofs[k] + coffs[j]] (xf 1-D: a matrix, or an image whose im2col this
     reads in place, :func:`conv_offsets`); c C-contiguous. A last partial tile of columns
@@ -357,7 +384,8 @@ def packed_gemm_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, act
     each row panel's rows right after its tiles stored them (``bias`` and ``slope`` per row,
     ``rf`` R flattened, read if ``hasres``; act 0 none, 1 leaky ReLU / PReLU, 2 ReLU6 with
     ``six`` = 6). ``step``: columns per call of the tile function, a multiple of 7 (0: the
-    whole panel's; 7: one call per tile, A/B only, :data:`PACKED_RUN`)."""
+    whole panel's; 7: one call per tile, A/B only, :data:`PACKED_RUN`). ``pepi``: the epilogue by
+    :func:`_panel_epi` (:data:`PANEL_EPI`; same results)."""
     m, n = c.shape
     cf = c.reshape(m * n)
     npan, kdim = wp.shape[0], wp.shape[1]
@@ -374,7 +402,9 @@ def packed_gemm_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, act
         for n0 in range(0, n, step):
             _tile(wp, xf, kofs, coffs, p, n0, min(n, n0 + step), cf, n, rows, wpf,
                   np.uint64(nxt + (n0 // 7) * share), np.uint64(share), pfs, pf)
-        if epi:  # the panel's rows, still in the cache
+        if epi and pepi:  # the panel's rows, still in the cache
+            _panel_epi(cf, rf, r0, r0 + rows, n, bias, hasres, act, slope, six)
+        elif epi:
             for r in range(r0, r0 + rows):
                 _row_epi(cf, rf, np.uint64(r * n), np.uint64((r + 1) * n), bias[r], hasres, act, slope[r], six)
 
@@ -509,7 +539,7 @@ def _tile16(wp, xf, kofs, p, h, c0, cf, o0, n, rows, wpf, pfo, pfs, pf):  # noqa
         cf[o + 12] = s12[r]
 
 @_fast
-def packed_gemm16_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, act, slope, six):
+def packed_gemm16_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, act, slope, six, pepi=False):
     """:func:`packed_gemm_epi` (same arguments, same results bit for bit: each output is the
     same chain of blocked sums) for X whose columns are contiguous (coffs[j] = coffs[0] + j:
     1x1 stride-1 convs, matrices): each panel's columns in tiles of 16 rows x :data:`NC16`
@@ -538,7 +568,9 @@ def packed_gemm16_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, a
         if full * 13 < n:  # the last n % 13 columns
             _tile(wp, xf, kofs, coffs, p, full * 13, n, cf, n, rows, wpf, np.uint64(nxt + full * share),
                   np.uint64(share), pfs, pf)
-        if epi:  # the panel's rows, still in the cache
+        if epi and pepi:  # the panel's rows, still in the cache
+            _panel_epi(cf, rf, r0, r0 + rows, n, bias, hasres, act, slope, six)
+        elif epi:
             for r in range(r0, r0 + rows):
                 _row_epi(cf, rf, np.uint64(r * n), np.uint64((r + 1) * n), bias[r], hasres, act, slope[r], six)
 
@@ -553,6 +585,12 @@ def packed_gemm16_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, a
 # whether a call of the 32 x 7 tile function runs over a whole row panel's column tiles
 # (read at each call; False: one call per tile, as before -- A/B only).
 PACKED_RUN = True
+# whether the packed GEMMs' epilogue runs one call per row panel with the residual and the
+# activation in one loop (_panel_epi; read at each call; False: _row_epi per row, two passes
+# with a residual -- A/B only). Tried and dropped: the epilogue inside the 32 x 7 tiles (bias
+# and activation on the accumulators, the residual as each element is stored): 1.02-1.10x the
+# pass with a residual (hot), 1.00 without (paired kernel calls, 40 rounds).
+PANEL_EPI = True
 TALL16_ENV = "REFNET_PACKGEMM_16"
 TALL16 = os.environ.get(TALL16_ENV, "1").strip() not in ("0", "off", "no", "false")
 NC16 = 13
@@ -631,10 +669,10 @@ class PackedGemm:
             rf = cf if res is None else res.reshape(res.size)
             if tall16_fits(coffs):
                 packed_gemm16_epi(self.wp, xf, kofs, coffs, c, PREFETCH, epi is not None, bias, rf, res is not None,
-                                  act, slope, six)
+                                  act, slope, six, PANEL_EPI)
             else:
                 packed_gemm_epi(self.wp, xf, kofs, coffs, c, PREFETCH, epi is not None, bias, rf, res is not None, act,
-                                slope, six, 0 if PACKED_RUN else NR)
+                                slope, six, 0 if PACKED_RUN else NR, PANEL_EPI)
 
 
 class WinoGemms:
