@@ -340,6 +340,13 @@ def _row_epi(cf, rf, o0, o1, bm, hasres, act, s, six):
 
 
 @_fast
+def _prefetch_span(af, o0, o1):
+    """Prefetch the lines of af[o0:o1] (hints; af 1-D)."""
+    for o in range(np.uint64(o0), np.uint64(o1), np.uint64(16)):
+        _prefetch(af, o)
+
+
+@_fast
 def _panel_epi(cf, rf, r0, r1, n, bias, hasres, act, slope, six):
     """Rows r0 .. r1 - 1 of C (cf, row length n): as :func:`_row_epi` on each row, same results
     bit for bit, in one call and with the residual in the same loop as the activation (one pass
@@ -374,7 +381,7 @@ def packed_gemm(wp, xf, kofs, coffs, c, prefetch=False):
 
 @_fast
 def packed_gemm_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, act, slope, six, step=0,
-                    pepi=False):
+                    pepi=False, pfr=False):
     """c (M, N) = W @ X with W packed by :func:`pack_weights` into wp (P, K, MR), P * MR >= M,
     and X[k, j] = xf[kofs[k] + coffs[j]] (xf 1-D: a matrix, or an image whose im2col this
     reads in place, :func:`conv_offsets`); c C-contiguous. A last partial tile of columns
@@ -385,7 +392,8 @@ def packed_gemm_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, act
     ``rf`` R flattened, read if ``hasres``; act 0 none, 1 leaky ReLU / PReLU, 2 ReLU6 with
     ``six`` = 6). ``step``: columns per call of the tile function, a multiple of 7 (0: the
     whole panel's; 7: one call per tile, A/B only, :data:`PACKED_RUN`). ``pepi``: the epilogue by
-    :func:`_panel_epi` (:data:`PANEL_EPI`; same results)."""
+    :func:`_panel_epi` (:data:`PANEL_EPI`; same results). ``pfr``: each row panel first
+    prefetches its rows of R (:data:`RES_PREFETCH`)."""
     m, n = c.shape
     cf = c.reshape(m * n)
     npan, kdim = wp.shape[0], wp.shape[1]
@@ -399,6 +407,8 @@ def packed_gemm_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, act
         rows = min(32, m - r0)
         pf = prefetch and p + 1 < npan
         nxt = (p + 1) * kdim * 32
+        if epi and hasres and pfr:  # (R read by the epilogue after the tiles: from memory, or L3)
+            _prefetch_span(rf, r0 * n, (r0 + rows) * n)
         for n0 in range(0, n, step):
             _tile(wp, xf, kofs, coffs, p, n0, min(n, n0 + step), cf, n, rows, wpf,
                   np.uint64(nxt + (n0 // 7) * share), np.uint64(share), pfs, pf)
@@ -539,7 +549,8 @@ def _tile16(wp, xf, kofs, p, h, c0, cf, o0, n, rows, wpf, pfo, pfs, pf):  # noqa
         cf[o + 12] = s12[r]
 
 @_fast
-def packed_gemm16_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, act, slope, six, pepi=False):
+def packed_gemm16_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, act, slope, six, pepi=False,
+                      pfr=False):
     """:func:`packed_gemm_epi` (same arguments, same results bit for bit: each output is the
     same chain of blocked sums) for X whose columns are contiguous (coffs[j] = coffs[0] + j:
     1x1 stride-1 convs, matrices): each panel's columns in tiles of 16 rows x :data:`NC16`
@@ -558,6 +569,8 @@ def packed_gemm16_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, a
         rows = min(32, m - r0)
         pf = prefetch and p + 1 < npan
         nxt = (p + 1) * kdim * 32
+        if epi and hasres and pfr:  # (R read by the epilogue after the tiles: from memory, or L3)
+            _prefetch_span(rf, r0 * n, (r0 + rows) * n)
         for t in range(full):
             n0 = t * 13
             pfo = np.uint64(nxt + t * share)
@@ -591,6 +604,11 @@ PACKED_RUN = True
 # and activation on the accumulators, the residual as each element is stored): 1.02-1.10x the
 # pass with a residual (hot), 1.00 without (paired kernel calls, 40 rounds).
 PANEL_EPI = True
+# whether each row panel of the packed GEMMs with a residual first prefetches its rows of R (read
+# at each call; off: not shown to help yet). Measured: paired kernel calls with R and the weights
+# cold (40 rounds) 0.98-1.01; ResNet-50 1 thread per step (bench/steps_ab.py resnet50
+# refnet.kernels._packgemm:RES_PREFETCH --rounds 21, load 3.4) pass CPU 0.999 (0.93-1.17): noise.
+RES_PREFETCH = False
 TALL16_ENV = "REFNET_PACKGEMM_16"
 TALL16 = os.environ.get(TALL16_ENV, "1").strip() not in ("0", "off", "no", "false")
 NC16 = 13
@@ -669,10 +687,10 @@ class PackedGemm:
             rf = cf if res is None else res.reshape(res.size)
             if tall16_fits(coffs):
                 packed_gemm16_epi(self.wp, xf, kofs, coffs, c, PREFETCH, epi is not None, bias, rf, res is not None,
-                                  act, slope, six, PANEL_EPI)
+                                  act, slope, six, PANEL_EPI, RES_PREFETCH)
             else:
                 packed_gemm_epi(self.wp, xf, kofs, coffs, c, PREFETCH, epi is not None, bias, rf, res is not None, act,
-                                slope, six, 0 if PACKED_RUN else NR, PANEL_EPI)
+                                slope, six, 0 if PACKED_RUN else NR, PANEL_EPI, RES_PREFETCH)
 
 
 class WinoGemms:
