@@ -347,9 +347,9 @@ def _prefetch_span(af, o0, o1):
 
 
 @_fast
-def _panel_epi(cf, rf, r0, r1, n, bias, hasres, act, slope, six):
-    """Rows r0 .. r1 - 1 of C (cf, row length n): as :func:`_row_epi` on each row, same results
-    bit for bit, in one call and with the residual in the same loop as the activation (one pass
+def _panel_epi(cf, rf, r0, r1, n, bias, hasres, act, slope, six, one):
+    """Rows r0 .. r1 - 1 of C (cf, row length n): :func:`_row_epi` on each row, or with ``one``
+    the same results bit for bit with the residual in the same loop as the activation (one pass
     over the rows, not two: :data:`PANEL_EPI`)."""
     zero = six - six
     for r in range(r0, r1):
@@ -357,8 +357,8 @@ def _panel_epi(cf, rf, r0, r1, n, bias, hasres, act, slope, six):
         o1 = np.uint64((r + 1) * n)
         bm = bias[r]
         s = slope[r]
-        if not hasres:
-            _row_epi(cf, rf, o0, o1, bm, False, act, s, six)
+        if not hasres or not one:
+            _row_epi(cf, rf, o0, o1, bm, hasres, act, s, six)
         elif act == 1:
             for o in range(o0, o1):
                 v = ((cf[o] + bm) + rf[o]) + zero  # (+ 0: as _row_epi's second pass, -0 -> +0)
@@ -412,11 +412,8 @@ def packed_gemm_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, act
         for n0 in range(0, n, step):
             _tile(wp, xf, kofs, coffs, p, n0, min(n, n0 + step), cf, n, rows, wpf,
                   np.uint64(nxt + (n0 // 7) * share), np.uint64(share), pfs, pf)
-        if epi and pepi:  # the panel's rows, still in the cache
-            _panel_epi(cf, rf, r0, r0 + rows, n, bias, hasres, act, slope, six)
-        elif epi:
-            for r in range(r0, r0 + rows):
-                _row_epi(cf, rf, np.uint64(r * n), np.uint64((r + 1) * n), bias[r], hasres, act, slope[r], six)
+        if epi:  # the panel's rows, still in the cache
+            _panel_epi(cf, rf, r0, r0 + rows, n, bias, hasres, act, slope, six, pepi)
 
 
 
@@ -581,11 +578,8 @@ def packed_gemm16_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, a
         if full * 13 < n:  # the last n % 13 columns
             _tile(wp, xf, kofs, coffs, p, full * 13, n, cf, n, rows, wpf, np.uint64(nxt + full * share),
                   np.uint64(share), pfs, pf)
-        if epi and pepi:  # the panel's rows, still in the cache
-            _panel_epi(cf, rf, r0, r0 + rows, n, bias, hasres, act, slope, six)
-        elif epi:
-            for r in range(r0, r0 + rows):
-                _row_epi(cf, rf, np.uint64(r * n), np.uint64((r + 1) * n), bias[r], hasres, act, slope[r], six)
+        if epi:  # the panel's rows, still in the cache
+            _panel_epi(cf, rf, r0, r0 + rows, n, bias, hasres, act, slope, six, pepi)
 
 
 # whether PackedGemm runs the 16 x NC16 tiles (packed_gemm16_epi: same results bit for bit) on
