@@ -418,12 +418,14 @@ def packed_gemm_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, act
 
 
 @_fast
-def _tile16(wp, xf, kofs, p, h, c0, cf, o0, n, rows, wpf, pfo, pfs, pf):  # noqa: PLR0915
-    """Rows 16 h .. 16 h + 15 of W panel p @ X[:, j] for 13 contiguous columns, X[k, j] =
-    xf[kofs[k] + c0 + j], stored to cf[o0 + r * n + j] for the first ``rows`` of those rows (``pf``
-    etc. as :func:`_tile`). One weight vector per k and 13 accumulators (their 13 block sums also
-    in registers): each x is used once, so its broadcast folds into its FMA (no register), and
-    the columns share one base address. (Long: the 13 columns written out, as in _tile.)"""
+def _tile16(wp, xf, kofs, coffs, p, h, t0, t1, cf, n, rows, wpf, pfo, share, pfs, pf):  # noqa: PLR0915
+    """Rows 16 h .. 16 h + 15 of W panel p @ X[:, j] for the 13 contiguous columns j from 13 t of
+    each tile t in [t0, t1), X[k, j] = xf[kofs[k] + coffs[13 t] + j - 13 t], stored to cf[(32 p +
+    16 h + r) * n + j] for the first ``rows`` of those rows (``pf`` etc. as :func:`_tile`; tile t
+    prefetches from pfo + t * share). One weight vector per k and 13 accumulators (their 13 block
+    sums also in registers): each x is used once, so its broadcast folds into its FMA (no
+    register), and the columns share one base address. One call per run of tiles (PACKED_RUN).
+    (Long: the 13 columns written out, as in _tile, and the loop over tiles in the same body.)"""
     s0 = _carray(_stack(16), (16,))
     s1 = _carray(_stack(16), (16,))
     s2 = _carray(_stack(16), (16,))
@@ -450,114 +452,120 @@ def _tile16(wp, xf, kofs, p, h, c0, cf, o0, n, rows, wpf, pfo, pfs, pf):  # noqa
     a10 = _carray(_stack(16), (16,))
     a11 = _carray(_stack(16), (16,))
     a12 = _carray(_stack(16), (16,))
-    for lane in range(16):
-        s0[lane] = 0.0
-        s1[lane] = 0.0
-        s2[lane] = 0.0
-        s3[lane] = 0.0
-        s4[lane] = 0.0
-        s5[lane] = 0.0
-        s6[lane] = 0.0
-        s7[lane] = 0.0
-        s8[lane] = 0.0
-        s9[lane] = 0.0
-        s10[lane] = 0.0
-        s11[lane] = 0.0
-        s12[lane] = 0.0
-    kdim = wp.shape[1]
-    l0 = h * 16
-    for kb in range(0, kdim, 128):
+    for t in range(t0, t1):
+        c0 = coffs[t * 13]
+        o0 = (p * 32 + h * 16) * n + t * 13
+        pft = pfo + np.uint64(t) * share
         for lane in range(16):
-            a0[lane] = 0.0
-            a1[lane] = 0.0
-            a2[lane] = 0.0
-            a3[lane] = 0.0
-            a4[lane] = 0.0
-            a5[lane] = 0.0
-            a6[lane] = 0.0
-            a7[lane] = 0.0
-            a8[lane] = 0.0
-            a9[lane] = 0.0
-            a10[lane] = 0.0
-            a11[lane] = 0.0
-            a12[lane] = 0.0
-        for k in range(np.uint64(kb), np.uint64(min(kdim, kb + 128))):
-            if pf:
-                q = pfo + ((k * pfs) >> np.uint64(16))
-                _prefetch(wpf, q)
-            wk = wp[p, k, l0:l0 + 16]
-            ko = kofs[k] + c0
-            x0 = xf[ko + np.uint64(0)]
-            x1 = xf[ko + np.uint64(1)]
-            x2 = xf[ko + np.uint64(2)]
-            x3 = xf[ko + np.uint64(3)]
-            x4 = xf[ko + np.uint64(4)]
-            x5 = xf[ko + np.uint64(5)]
-            x6 = xf[ko + np.uint64(6)]
-            x7 = xf[ko + np.uint64(7)]
-            x8 = xf[ko + np.uint64(8)]
-            x9 = xf[ko + np.uint64(9)]
-            x10 = xf[ko + np.uint64(10)]
-            x11 = xf[ko + np.uint64(11)]
-            x12 = xf[ko + np.uint64(12)]
+            s0[lane] = 0.0
+            s1[lane] = 0.0
+            s2[lane] = 0.0
+            s3[lane] = 0.0
+            s4[lane] = 0.0
+            s5[lane] = 0.0
+            s6[lane] = 0.0
+            s7[lane] = 0.0
+            s8[lane] = 0.0
+            s9[lane] = 0.0
+            s10[lane] = 0.0
+            s11[lane] = 0.0
+            s12[lane] = 0.0
+        kdim = wp.shape[1]
+        l0 = h * 16
+        for kb in range(0, kdim, 128):
             for lane in range(16):
-                wl = wk[lane]
-                a0[lane] += x0 * wl
-                a1[lane] += x1 * wl
-                a2[lane] += x2 * wl
-                a3[lane] += x3 * wl
-                a4[lane] += x4 * wl
-                a5[lane] += x5 * wl
-                a6[lane] += x6 * wl
-                a7[lane] += x7 * wl
-                a8[lane] += x8 * wl
-                a9[lane] += x9 * wl
-                a10[lane] += x10 * wl
-                a11[lane] += x11 * wl
-                a12[lane] += x12 * wl
-        for lane in range(16):
-            s0[lane] += a0[lane]
-            s1[lane] += a1[lane]
-            s2[lane] += a2[lane]
-            s3[lane] += a3[lane]
-            s4[lane] += a4[lane]
-            s5[lane] += a5[lane]
-            s6[lane] += a6[lane]
-            s7[lane] += a7[lane]
-            s8[lane] += a8[lane]
-            s9[lane] += a9[lane]
-            s10[lane] += a10[lane]
-            s11[lane] += a11[lane]
-            s12[lane] += a12[lane]
-    for r in range(rows):
-        o = o0 + r * n
-        cf[o + 0] = s0[r]
-        cf[o + 1] = s1[r]
-        cf[o + 2] = s2[r]
-        cf[o + 3] = s3[r]
-        cf[o + 4] = s4[r]
-        cf[o + 5] = s5[r]
-        cf[o + 6] = s6[r]
-        cf[o + 7] = s7[r]
-        cf[o + 8] = s8[r]
-        cf[o + 9] = s9[r]
-        cf[o + 10] = s10[r]
-        cf[o + 11] = s11[r]
-        cf[o + 12] = s12[r]
+                a0[lane] = 0.0
+                a1[lane] = 0.0
+                a2[lane] = 0.0
+                a3[lane] = 0.0
+                a4[lane] = 0.0
+                a5[lane] = 0.0
+                a6[lane] = 0.0
+                a7[lane] = 0.0
+                a8[lane] = 0.0
+                a9[lane] = 0.0
+                a10[lane] = 0.0
+                a11[lane] = 0.0
+                a12[lane] = 0.0
+            for k in range(np.uint64(kb), np.uint64(min(kdim, kb + 128))):
+                if pf:
+                    q = pft + ((k * pfs) >> np.uint64(16))
+                    _prefetch(wpf, q)
+                wk = wp[p, k, l0:l0 + 16]
+                ko = kofs[k] + c0
+                x0 = xf[ko + np.uint64(0)]
+                x1 = xf[ko + np.uint64(1)]
+                x2 = xf[ko + np.uint64(2)]
+                x3 = xf[ko + np.uint64(3)]
+                x4 = xf[ko + np.uint64(4)]
+                x5 = xf[ko + np.uint64(5)]
+                x6 = xf[ko + np.uint64(6)]
+                x7 = xf[ko + np.uint64(7)]
+                x8 = xf[ko + np.uint64(8)]
+                x9 = xf[ko + np.uint64(9)]
+                x10 = xf[ko + np.uint64(10)]
+                x11 = xf[ko + np.uint64(11)]
+                x12 = xf[ko + np.uint64(12)]
+                for lane in range(16):
+                    wl = wk[lane]
+                    a0[lane] += x0 * wl
+                    a1[lane] += x1 * wl
+                    a2[lane] += x2 * wl
+                    a3[lane] += x3 * wl
+                    a4[lane] += x4 * wl
+                    a5[lane] += x5 * wl
+                    a6[lane] += x6 * wl
+                    a7[lane] += x7 * wl
+                    a8[lane] += x8 * wl
+                    a9[lane] += x9 * wl
+                    a10[lane] += x10 * wl
+                    a11[lane] += x11 * wl
+                    a12[lane] += x12 * wl
+            for lane in range(16):
+                s0[lane] += a0[lane]
+                s1[lane] += a1[lane]
+                s2[lane] += a2[lane]
+                s3[lane] += a3[lane]
+                s4[lane] += a4[lane]
+                s5[lane] += a5[lane]
+                s6[lane] += a6[lane]
+                s7[lane] += a7[lane]
+                s8[lane] += a8[lane]
+                s9[lane] += a9[lane]
+                s10[lane] += a10[lane]
+                s11[lane] += a11[lane]
+                s12[lane] += a12[lane]
+        for r in range(rows):
+            o = o0 + r * n
+            cf[o + 0] = s0[r]
+            cf[o + 1] = s1[r]
+            cf[o + 2] = s2[r]
+            cf[o + 3] = s3[r]
+            cf[o + 4] = s4[r]
+            cf[o + 5] = s5[r]
+            cf[o + 6] = s6[r]
+            cf[o + 7] = s7[r]
+            cf[o + 8] = s8[r]
+            cf[o + 9] = s9[r]
+            cf[o + 10] = s10[r]
+            cf[o + 11] = s11[r]
+            cf[o + 12] = s12[r]
 
 @_fast
 def packed_gemm16_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, act, slope, six, pepi=False,
-                      pfr=False):
+                      pfr=False, step=0):
     """:func:`packed_gemm_epi` (same arguments, same results bit for bit: each output is the
     same chain of blocked sums) for X whose columns are contiguous (coffs[j] = coffs[0] + j:
     1x1 stride-1 convs, matrices): each panel's columns in tiles of 16 rows x :data:`NC16`
     (:func:`_tile16`, both halves of the panel), the last n % NC16 columns on :func:`_tile`
-    (the 16-row tiles read the same packed panels)."""
+    (the 16-row tiles read the same packed panels). ``step``: 16-row tiles per call (0: a
+    panel half's; 1: one call per tile, both halves, A/B only, :data:`PACKED_RUN`)."""
     m, n = c.shape
     cf = c.reshape(m * n)
     npan, kdim = wp.shape[0], wp.shape[1]
     wpf = wp.reshape(npan * kdim * 32)
     full = n // 13  # (NC16)
+    step = step if step > 0 else max(full, 1)
     ntiles = full + (n - full * 13 + 6) // 7
     share = kdim * 32 // ntiles  # elements of the next panel each tile prefetches
     pfs = np.uint64((32 << 16) // ntiles)
@@ -568,13 +576,10 @@ def packed_gemm16_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, a
         nxt = (p + 1) * kdim * 32
         if epi and hasres and pfr:  # (R read by the epilogue after the tiles: from memory, or L3)
             _prefetch_span(rf, r0 * n, (r0 + rows) * n)
-        for t in range(full):
-            n0 = t * 13
-            pfo = np.uint64(nxt + t * share)
-            _tile16(wp, xf, kofs, p, 0, coffs[n0], cf, r0 * n + n0, n, min(16, rows), wpf, pfo, pfs, pf)
-            if rows > 16:
-                _tile16(wp, xf, kofs, p, 1, coffs[n0], cf, (r0 + 16) * n + n0, n, rows - 16, wpf,
-                        pfo + np.uint64(share // 2), pfs, pf)
+        for t0 in range(0, full, step):
+            for h in range(2 if rows > 16 else 1):
+                _tile16(wp, xf, kofs, coffs, p, h, t0, min(full, t0 + step), cf, n, min(16, rows - 16 * h), wpf,
+                        np.uint64(nxt + h * (share // 2)), np.uint64(share), pfs, pf)
         if full * 13 < n:  # the last n % 13 columns
             _tile(wp, xf, kofs, coffs, p, full * 13, n, cf, n, rows, wpf, np.uint64(nxt + full * share),
                   np.uint64(share), pfs, pf)
@@ -589,8 +594,8 @@ def packed_gemm16_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, a
 # ~1): SqueezeNet conv10 1000 x 512 x 169 1.74 -> 1.61 / 1.91 -> 1.76 (16 x 26 tiles and the last
 # 13 columns on 32 x 7 tiles: 1.67 / 1.84; 16 x 26 tiles on 7 x 7 and 14 x 14 maps, the last tile
 # overlapping the one before: 0.96-1.04x the 32 x 7 tiles there, which fit those maps exactly).
-# whether a call of the 32 x 7 tile function runs over a whole row panel's column tiles
-# (read at each call; False: one call per tile, as before -- A/B only).
+# whether a call of the 32 x 7 (16 x 13) tile function runs over a whole row panel's (half's)
+# column tiles (read at each call; False: one call per tile, as before -- A/B only).
 PACKED_RUN = True
 # whether the packed GEMMs' epilogue runs one call per row panel with the residual and the
 # activation in one loop (_panel_epi; read at each call; False: _row_epi per row, two passes
@@ -681,7 +686,7 @@ class PackedGemm:
             rf = cf if res is None else res.reshape(res.size)
             if tall16_fits(coffs):
                 packed_gemm16_epi(self.wp, xf, kofs, coffs, c, PREFETCH, epi is not None, bias, rf, res is not None,
-                                  act, slope, six, PANEL_EPI, RES_PREFETCH)
+                                  act, slope, six, PANEL_EPI, RES_PREFETCH, 0 if PACKED_RUN else 1)
             else:
                 packed_gemm_epi(self.wp, xf, kofs, coffs, c, PREFETCH, epi is not None, bias, rf, res is not None, act,
                                 slope, six, 0 if PACKED_RUN else NR, PANEL_EPI, RES_PREFETCH)
