@@ -39,6 +39,13 @@ Tall tiles: on 13 x 13 maps (SqueezeNet's conv10, 1000 x 512 x 169) the 7-column
 :data:`TALL16`). Fully connected layers at batch 1 run :func:`refnet.kernels._gemv.gemv_packed`
 on these panels.
 
+Where the time goes (1024 x K x 196, hot, one thread, ``bench/packed_kernels_ab.py --drivers``):
+the k loop runs at ~4.0 ns per tile and k, 14 AVX-512 FMAs: ~110 GFLOP/s, about the machine's one
+FMA per cycle (np.matmul 1024^3 measures 100 here); on top of it a fixed ~60 ns per tile (its
+stores, zeroing, the block sums, the call) and the epilogue pass, together ~12% at K = 256 and
+~6% at K = 1024; weights cold from memory add ~0.1 ms per 1 MB panel set. So one call runs a
+panel's (half's) tiles (:data:`PACKED_RUN`) and the epilogue makes one pass (:data:`PANEL_EPI`).
+
 Rounding: each output sums blocks of 128 products (one float32 FMA chain each, k in order)
 and then the blocks' sums, about as accurate as the BLAS (one chain over all K was 13x
 np.matmul's error at K = 9216 and broke the float32 tolerance on yolov2-tiny's 4x4 layers);
