@@ -6,6 +6,11 @@
   SqueezeNet's conv10 (1000 x 512 x 169, ReLU) and ResNet-50's 7 x 7 / 14 x 14 shapes, the same
   packed weights, the weights cold (a 32 MB buffer written before every call) with X and C warm,
   as in a forward pass; both kernels' outputs checked equal bit for bit;
+* ``--drivers``: instead, the packed drivers' A/B switches of session 8 (packed2) on ResNet-50's
+  7 x 7 / 14 x 14 shapes with a residual and SqueezeNet's conv10 (cold weights, bits checked): a
+  tile call per tile against one per row panel (:data:`PACKED_RUN`, the ``step`` arguments) and the
+  epilogue per row against per panel (:data:`PANEL_EPI`), and the fixed vs per-k cost of the
+  32 x 7 tiles: hot calls at K = 128..1024 on 1024 x 196, a least-squares line;
 * gemv: ResNet-50's fully connected layer (1000 x 2048, one row), ``x @ w.T`` (the BLAS, as the
   generic gemm / linear ops run it) against ``gemv_packed`` on the packed weights, cold weights.
 
@@ -42,10 +47,70 @@ def _line(label: str, ts: dict) -> str:
         f"  (min / median); B/A {b / a:.3f}"
 
 
+DRIVER_SHAPES = ((1024, 256, 196, True), (2048, 512, 49, True), (1024, 512, 196, True), (1000, 512, 169, False))
+
+
+def _drivers(rounds: int) -> int:
+    from threadpoolctl import threadpool_limits
+
+    from refnet.kernels import _packgemm as PG
+
+    threadpool_limits(1)
+    rng = np.random.default_rng(0)
+    flush = np.ones(8 << 20, np.float32)
+    six = np.float32(6)
+    for m, k, n, res in DRIVER_SHAPES:
+        w, x = rng.standard_normal((m, k)).astype(np.float32), rng.standard_normal((k, n)).astype(np.float32)
+        wp, b, r = PG.pack_weights(w), rng.standard_normal(m).astype(np.float32), rng.standard_normal((m, n)).astype(
+            np.float32)
+        offs, sl = PG.matrix_offsets(k, n), np.zeros(m, np.float32)
+        tall = PG.tall16_fits(offs[1])
+        for switch, variants in (("PACKED_RUN", ((7, False), (0, False))), ("PANEL_EPI", ((0, False), (0, True)))):
+            cs = {v: np.empty((m, n), np.float32) for v in variants}
+
+            def call(v, cs=cs, wp=wp, x=x, b=b, r=r, offs=offs, sl=sl, tall=tall, res=res) -> None:
+                step, pepi = v
+                args = (wp, x.reshape(-1), *offs, cs[v], PG.PREFETCH, True, b, r.reshape(-1), res, 1, sl, six)
+                if tall:
+                    PG.packed_gemm16_epi(*args, pepi, False, min(step, 1))
+                else:
+                    PG.packed_gemm_epi(*args, step, pepi)
+
+            fns = {f"{switch}={v != variants[0]}": (lambda v=v, call=call: call(v)) for v in variants}
+            for f in fns.values():
+                f()
+            if not np.array_equal(*cs.values()):
+                raise SystemExit(f"{switch} changed the bits")
+            print(_line(f"{switch} {m} x {k} x {n}{' + R' if res else ''}:", _paired(fns, rounds, flush, (x, r))))
+    ks, n, m = (128, 256, 512, 1024), 196, 1024
+    best = []
+    for k in ks:
+        w, x = rng.standard_normal((m, k)).astype(np.float32), rng.standard_normal((k, n)).astype(np.float32)
+        wp, c = PG.pack_weights(w), np.empty((m, n), np.float32)
+        PG.packed_gemm(wp, x.reshape(-1), *PG.matrix_offsets(k, n), c, True)
+        ts = []
+        for _ in range(rounds):
+            t = time.perf_counter()
+            PG.packed_gemm(wp, x.reshape(-1), *PG.matrix_offsets(k, n), c, True)
+            ts.append(time.perf_counter() - t)
+        best.append(min(ts))
+        print(f"32 x 7 tiles {m} x {k} x {n}, hot, no epilogue: {min(ts) * 1e3:.3f} ms, "
+              f"{2 * m * k * n / min(ts) / 1e9:.1f} GFLOP/s")
+    fixed, per_k = np.polyfit(ks, best, 1)[::-1]
+    tiles = (m // 32) * -(-n // 7)
+    print(f"line: fixed {fixed * 1e3:.3f} ms ({fixed / tiles * 1e9:.0f} ns per tile), per k "
+          f"{per_k / tiles * 1e9:.2f} ns per tile ({2 * 32 * 7 / (per_k / tiles) / 1e9:.0f} GFLOP/s in the k loop); "
+          f"share of the fixed cost at K = 256 {fixed / (fixed + 256 * per_k):.2f}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=40)
+    ap.add_argument("--drivers", action="store_true", help="the run / panel-epilogue switches and the K line")
     args = ap.parse_args(argv)
+    if args.drivers:
+        return _drivers(args.rounds)
     from threadpoolctl import threadpool_limits
 
     from refnet.kernels import _gemv

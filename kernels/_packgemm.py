@@ -39,6 +39,13 @@ Tall tiles: on 13 x 13 maps (SqueezeNet's conv10, 1000 x 512 x 169) the 7-column
 :data:`TALL16`). Fully connected layers at batch 1 run :func:`refnet.kernels._gemv.gemv_packed`
 on these panels.
 
+Where the time goes (1024 x K x 196, hot, one thread, ``bench/packed_kernels_ab.py --drivers``):
+the k loop runs at ~4.0 ns per tile and k, 14 AVX-512 FMAs: ~110 GFLOP/s, about the machine's one
+FMA per cycle (np.matmul 1024^3 measures 100 here); on top of it a fixed ~60 ns per tile (its
+stores, zeroing, the block sums, the call) and the epilogue pass, together ~12% at K = 256 and
+~6% at K = 1024; weights cold from memory add ~0.1 ms per 1 MB panel set. So one call runs a
+panel's (half's) tiles (:data:`PACKED_RUN`) and the epilogue makes one pass (:data:`PANEL_EPI`).
+
 Rounding: each output sums blocks of 128 products (one float32 FMA chain each, k in order)
 and then the blocks' sums, about as accurate as the BLAS (one chain over all K was 13x
 np.matmul's error at K = 9216 and broke the float32 tolerance on yolov2-tiny's 4x4 layers);
@@ -211,12 +218,17 @@ _fast = lazy_njit(**{**JIT_OPTIONS, "fastmath": {"contract"}, "boundscheck": Fal
 
 
 @_fast
-def _tile(wp, xf, kofs, p, c0, c1, c2, c3, c4, c5, c6, cf, o0, n, rows, cols, wpf, pfo, pfs, pf):
-    """(W panel p) @ X[:, j] for 7 columns, X[k, j] = xf[kofs[k] + c_j], stored to
-    cf[o0 + r * n + j] for the first ``rows`` rows and ``cols`` columns (cf: C flattened, row
-    length n); see the module docstring for why it is written out like this. With ``pf``, step
-    k also prefetches wpf[pfo + (k * pfs >> 16)] and 16 elements on (wpf: wp flattened; pfs a
-    16.16 fixed-point step: a share of the next panel, :func:`packed_gemm`)."""
+def _tile(wp, xf, kofs, coffs, p, nc0, nc1, cf, n, rows, wpf, pfo, share, pfs, pf):
+    """(W panel p) @ X[:, j] for the columns j in [nc0, nc1), X[k, j] = xf[kofs[k] + coffs[j]],
+    in register tiles of 7 columns from nc0, one after another (a last partial tile, past n,
+    repeats column n - 1: computed, not stored), stored to cf[(32 p + r) * n + j] for the
+    first ``rows`` rows (cf: C flattened, row length n); see the module docstring for why it
+    is written out like this. With ``pf``, step k of the i-th tile also prefetches wpf[pfo +
+    i * share + (k * pfs >> 16)] and 16 elements on (wpf: wp flattened; pfs a 16.16
+    fixed-point step: a share of the next panel, :func:`packed_gemm`). One call per run of
+    tiles, not per tile (a call cost about as much as 16-50 steps k: :data:`PACKED_RUN`).
+    (Long: the tile and the loop over tiles stay one body, so that LLVM keeps the 14
+    accumulators in registers; the stack arrays once, outside the loop.)"""
     s0 = _carray(_stack(32), (32,))
     s1 = _carray(_stack(32), (32,))
     s2 = _carray(_stack(32), (32,))
@@ -231,72 +243,84 @@ def _tile(wp, xf, kofs, p, c0, c1, c2, c3, c4, c5, c6, cf, o0, n, rows, cols, wp
     a4 = _carray(_stack(32), (32,))
     a5 = _carray(_stack(32), (32,))
     a6 = _carray(_stack(32), (32,))
-    for lane in range(32):
-        s0[lane] = 0.0
-        s1[lane] = 0.0
-        s2[lane] = 0.0
-        s3[lane] = 0.0
-        s4[lane] = 0.0
-        s5[lane] = 0.0
-        s6[lane] = 0.0
     kdim = wp.shape[1]
-    for kb in range(0, kdim, 128):  # sums of 128 products each, added up (float32 rounding)
+    last = n - 1
+    for n0 in range(nc0, nc1, 7):
+        c0 = coffs[n0]
+        c1 = coffs[min(n0 + 1, last)]
+        c2 = coffs[min(n0 + 2, last)]
+        c3 = coffs[min(n0 + 3, last)]
+        c4 = coffs[min(n0 + 4, last)]
+        c5 = coffs[min(n0 + 5, last)]
+        c6 = coffs[min(n0 + 6, last)]
+        pft = pfo + np.uint64((n0 - nc0) // 7) * share
         for lane in range(32):
-            a0[lane] = 0.0
-            a1[lane] = 0.0
-            a2[lane] = 0.0
-            a3[lane] = 0.0
-            a4[lane] = 0.0
-            a5[lane] = 0.0
-            a6[lane] = 0.0
-        for k in range(np.uint64(kb), np.uint64(min(kdim, kb + 128))):  # (unsigned: no wraparound code)
-            if pf:
-                q = pfo + ((k * pfs) >> np.uint64(16))
-                _prefetch(wpf, q)
-                _prefetch(wpf, q + np.uint64(16))
-            wk = wp[p, k]
-            ko = kofs[k]
-            x0 = xf[ko + c0]
-            x1 = xf[ko + c1]
-            x2 = xf[ko + c2]
-            x3 = xf[ko + c3]
-            x4 = xf[ko + c4]
-            x5 = xf[ko + c5]
-            x6 = xf[ko + c6]
+            s0[lane] = 0.0
+            s1[lane] = 0.0
+            s2[lane] = 0.0
+            s3[lane] = 0.0
+            s4[lane] = 0.0
+            s5[lane] = 0.0
+            s6[lane] = 0.0
+        for kb in range(0, kdim, 128):  # sums of 128 products each, added up (float32 rounding)
             for lane in range(32):
-                wl = wk[lane]
-                a0[lane] += x0 * wl
-                a1[lane] += x1 * wl
-                a2[lane] += x2 * wl
-                a3[lane] += x3 * wl
-                a4[lane] += x4 * wl
-                a5[lane] += x5 * wl
-                a6[lane] += x6 * wl
-        for lane in range(32):
-            s0[lane] += a0[lane]
-            s1[lane] += a1[lane]
-            s2[lane] += a2[lane]
-            s3[lane] += a3[lane]
-            s4[lane] += a4[lane]
-            s5[lane] += a5[lane]
-            s6[lane] += a6[lane]
-    # straight from the accumulators into C's rows (a copy through a tile buffer and a
-    # transposing loop cost 5-15% at K = 256..512)
-    for r in range(rows):
-        o = o0 + r * n
-        cf[o] = s0[r]
-        if cols > 1:
-            cf[o + 1] = s1[r]
-        if cols > 2:
-            cf[o + 2] = s2[r]
-        if cols > 3:
-            cf[o + 3] = s3[r]
-        if cols > 4:
-            cf[o + 4] = s4[r]
-        if cols > 5:
-            cf[o + 5] = s5[r]
-        if cols > 6:
-            cf[o + 6] = s6[r]
+                a0[lane] = 0.0
+                a1[lane] = 0.0
+                a2[lane] = 0.0
+                a3[lane] = 0.0
+                a4[lane] = 0.0
+                a5[lane] = 0.0
+                a6[lane] = 0.0
+            for k in range(np.uint64(kb), np.uint64(min(kdim, kb + 128))):  # (unsigned: no wraparound code)
+                if pf:
+                    q = pft + ((k * pfs) >> np.uint64(16))
+                    _prefetch(wpf, q)
+                    _prefetch(wpf, q + np.uint64(16))
+                wk = wp[p, k]
+                ko = kofs[k]
+                x0 = xf[ko + c0]
+                x1 = xf[ko + c1]
+                x2 = xf[ko + c2]
+                x3 = xf[ko + c3]
+                x4 = xf[ko + c4]
+                x5 = xf[ko + c5]
+                x6 = xf[ko + c6]
+                for lane in range(32):
+                    wl = wk[lane]
+                    a0[lane] += x0 * wl
+                    a1[lane] += x1 * wl
+                    a2[lane] += x2 * wl
+                    a3[lane] += x3 * wl
+                    a4[lane] += x4 * wl
+                    a5[lane] += x5 * wl
+                    a6[lane] += x6 * wl
+            for lane in range(32):
+                s0[lane] += a0[lane]
+                s1[lane] += a1[lane]
+                s2[lane] += a2[lane]
+                s3[lane] += a3[lane]
+                s4[lane] += a4[lane]
+                s5[lane] += a5[lane]
+                s6[lane] += a6[lane]
+        # straight from the accumulators into C's rows (a copy through a tile buffer and a
+        # transposing loop cost 5-15% at K = 256..512)
+        cols = min(7, n - n0)
+        o0 = p * 32 * n + n0
+        for r in range(rows):
+            o = o0 + r * n
+            cf[o] = s0[r]
+            if cols > 1:
+                cf[o + 1] = s1[r]
+            if cols > 2:
+                cf[o + 2] = s2[r]
+            if cols > 3:
+                cf[o + 3] = s3[r]
+            if cols > 4:
+                cf[o + 4] = s4[r]
+            if cols > 5:
+                cf[o + 5] = s5[r]
+            if cols > 6:
+                cf[o + 6] = s6[r]
 
 
 @_fast
@@ -323,6 +347,39 @@ def _row_epi(cf, rf, o0, o1, bm, hasres, act, s, six):
 
 
 @_fast
+def _prefetch_span(af, o0, o1):
+    """Prefetch the lines of af[o0:o1] (hints; af 1-D)."""
+    for o in range(np.uint64(o0), np.uint64(o1), np.uint64(16)):
+        _prefetch(af, o)
+
+
+@_fast
+def _panel_epi(cf, rf, r0, r1, n, bias, hasres, act, slope, six, one):
+    """Rows r0 .. r1 - 1 of C (cf, row length n): :func:`_row_epi` on each row, or with ``one``
+    the same results bit for bit with the residual in the same loop as the activation (one pass
+    over the rows, not two: :data:`PANEL_EPI`)."""
+    zero = six - six
+    for r in range(r0, r1):
+        o0 = np.uint64(r * n)
+        o1 = np.uint64((r + 1) * n)
+        bm = bias[r]
+        s = slope[r]
+        if not hasres or not one:
+            _row_epi(cf, rf, o0, o1, bm, hasres, act, s, six)
+        elif act == 1:
+            for o in range(o0, o1):
+                v = ((cf[o] + bm) + rf[o]) + zero  # (+ 0: as _row_epi's second pass, -0 -> +0)
+                cf[o] = v if v > zero else v * s
+        elif act == 2:
+            for o in range(o0, o1):
+                v = ((cf[o] + bm) + rf[o]) + zero
+                cf[o] = zero if v < zero else (six if v > six else v)
+        else:
+            for o in range(o0, o1):
+                cf[o] = (cf[o] + bm) + rf[o]
+
+
+@_fast
 def packed_gemm(wp, xf, kofs, coffs, c, prefetch=False):
     """:func:`packed_gemm_epi` without the epilogue: c = W @ X."""
     cf = c.reshape(c.size)
@@ -330,7 +387,8 @@ def packed_gemm(wp, xf, kofs, coffs, c, prefetch=False):
 
 
 @_fast
-def packed_gemm_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, act, slope, six):
+def packed_gemm_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, act, slope, six, step=0,
+                    pepi=False, pfr=False):
     """c (M, N) = W @ X with W packed by :func:`pack_weights` into wp (P, K, MR), P * MR >= M,
     and X[k, j] = xf[kofs[k] + coffs[j]] (xf 1-D: a matrix, or an image whose im2col this
     reads in place, :func:`conv_offsets`); c C-contiguous. A last partial tile of columns
@@ -339,11 +397,14 @@ def packed_gemm_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, act
     not the cache, in a forward pass). With ``epi``: c = act((W @ X + bias[:, None]) [+ R]),
     each row panel's rows right after its tiles stored them (``bias`` and ``slope`` per row,
     ``rf`` R flattened, read if ``hasres``; act 0 none, 1 leaky ReLU / PReLU, 2 ReLU6 with
-    ``six`` = 6)."""
+    ``six`` = 6). ``step``: columns per call of the tile function, a multiple of 7 (0: the
+    whole panel's; 7: one call per tile, A/B only, :data:`PACKED_RUN`). ``pepi``: the epilogue by
+    :func:`_panel_epi` (:data:`PANEL_EPI`; same results). ``pfr``: each row panel first
+    prefetches its rows of R (:data:`RES_PREFETCH`)."""
     m, n = c.shape
     cf = c.reshape(m * n)
-    last = n - 1
     npan, kdim = wp.shape[0], wp.shape[1]
+    step = step if step > 0 else n
     wpf = wp.reshape(npan * kdim * 32)
     ntiles = (n + 6) // 7
     share = kdim * 32 // ntiles  # elements of the next panel each tile prefetches
@@ -353,24 +414,25 @@ def packed_gemm_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, act
         rows = min(32, m - r0)
         pf = prefetch and p + 1 < npan
         nxt = (p + 1) * kdim * 32
-        for n0 in range(0, n, 7):
-            _tile(wp, xf, kofs, p, coffs[n0], coffs[min(n0 + 1, last)], coffs[min(n0 + 2, last)],
-                  coffs[min(n0 + 3, last)], coffs[min(n0 + 4, last)], coffs[min(n0 + 5, last)],
-                  coffs[min(n0 + 6, last)], cf, r0 * n + n0, n, rows, min(7, n - n0), wpf,
-                  np.uint64(nxt + (n0 // 7) * share), pfs, pf)
+        if epi and hasres and pfr:  # (R read by the epilogue after the tiles: from memory, or L3)
+            _prefetch_span(rf, r0 * n, (r0 + rows) * n)
+        for n0 in range(0, n, step):
+            _tile(wp, xf, kofs, coffs, p, n0, min(n, n0 + step), cf, n, rows, wpf,
+                  np.uint64(nxt + (n0 // 7) * share), np.uint64(share), pfs, pf)
         if epi:  # the panel's rows, still in the cache
-            for r in range(r0, r0 + rows):
-                _row_epi(cf, rf, np.uint64(r * n), np.uint64((r + 1) * n), bias[r], hasres, act, slope[r], six)
+            _panel_epi(cf, rf, r0, r0 + rows, n, bias, hasres, act, slope, six, pepi)
 
 
 
 @_fast
-def _tile16(wp, xf, kofs, p, h, c0, cf, o0, n, rows, wpf, pfo, pfs, pf):  # noqa: PLR0915
-    """Rows 16 h .. 16 h + 15 of W panel p @ X[:, j] for 13 contiguous columns, X[k, j] =
-    xf[kofs[k] + c0 + j], stored to cf[o0 + r * n + j] for the first ``rows`` of those rows (``pf``
-    etc. as :func:`_tile`). One weight vector per k and 13 accumulators (their 13 block sums also
-    in registers): each x is used once, so its broadcast folds into its FMA (no register), and
-    the columns share one base address. (Long: the 13 columns written out, as in _tile.)"""
+def _tile16(wp, xf, kofs, coffs, p, h, t0, t1, cf, n, rows, wpf, pfo, share, pfs, pf):  # noqa: PLR0915
+    """Rows 16 h .. 16 h + 15 of W panel p @ X[:, j] for the 13 contiguous columns j from 13 t of
+    each tile t in [t0, t1), X[k, j] = xf[kofs[k] + coffs[13 t] + j - 13 t], stored to cf[(32 p +
+    16 h + r) * n + j] for the first ``rows`` of those rows (``pf`` etc. as :func:`_tile`; tile t
+    prefetches from pfo + t * share). One weight vector per k and 13 accumulators (their 13 block
+    sums also in registers): each x is used once, so its broadcast folds into its FMA (no
+    register), and the columns share one base address. One call per run of tiles (PACKED_RUN).
+    (Long: the 13 columns written out, as in _tile, and the loop over tiles in the same body.)"""
     s0 = _carray(_stack(16), (16,))
     s1 = _carray(_stack(16), (16,))
     s2 = _carray(_stack(16), (16,))
@@ -397,114 +459,120 @@ def _tile16(wp, xf, kofs, p, h, c0, cf, o0, n, rows, wpf, pfo, pfs, pf):  # noqa
     a10 = _carray(_stack(16), (16,))
     a11 = _carray(_stack(16), (16,))
     a12 = _carray(_stack(16), (16,))
-    for lane in range(16):
-        s0[lane] = 0.0
-        s1[lane] = 0.0
-        s2[lane] = 0.0
-        s3[lane] = 0.0
-        s4[lane] = 0.0
-        s5[lane] = 0.0
-        s6[lane] = 0.0
-        s7[lane] = 0.0
-        s8[lane] = 0.0
-        s9[lane] = 0.0
-        s10[lane] = 0.0
-        s11[lane] = 0.0
-        s12[lane] = 0.0
-    kdim = wp.shape[1]
-    l0 = h * 16
-    for kb in range(0, kdim, 128):
+    for t in range(t0, t1):
+        c0 = coffs[t * 13]
+        o0 = (p * 32 + h * 16) * n + t * 13
+        pft = pfo + np.uint64(t) * share
         for lane in range(16):
-            a0[lane] = 0.0
-            a1[lane] = 0.0
-            a2[lane] = 0.0
-            a3[lane] = 0.0
-            a4[lane] = 0.0
-            a5[lane] = 0.0
-            a6[lane] = 0.0
-            a7[lane] = 0.0
-            a8[lane] = 0.0
-            a9[lane] = 0.0
-            a10[lane] = 0.0
-            a11[lane] = 0.0
-            a12[lane] = 0.0
-        for k in range(np.uint64(kb), np.uint64(min(kdim, kb + 128))):
-            if pf:
-                q = pfo + ((k * pfs) >> np.uint64(16))
-                _prefetch(wpf, q)
-            wk = wp[p, k, l0:l0 + 16]
-            ko = kofs[k] + c0
-            x0 = xf[ko + np.uint64(0)]
-            x1 = xf[ko + np.uint64(1)]
-            x2 = xf[ko + np.uint64(2)]
-            x3 = xf[ko + np.uint64(3)]
-            x4 = xf[ko + np.uint64(4)]
-            x5 = xf[ko + np.uint64(5)]
-            x6 = xf[ko + np.uint64(6)]
-            x7 = xf[ko + np.uint64(7)]
-            x8 = xf[ko + np.uint64(8)]
-            x9 = xf[ko + np.uint64(9)]
-            x10 = xf[ko + np.uint64(10)]
-            x11 = xf[ko + np.uint64(11)]
-            x12 = xf[ko + np.uint64(12)]
+            s0[lane] = 0.0
+            s1[lane] = 0.0
+            s2[lane] = 0.0
+            s3[lane] = 0.0
+            s4[lane] = 0.0
+            s5[lane] = 0.0
+            s6[lane] = 0.0
+            s7[lane] = 0.0
+            s8[lane] = 0.0
+            s9[lane] = 0.0
+            s10[lane] = 0.0
+            s11[lane] = 0.0
+            s12[lane] = 0.0
+        kdim = wp.shape[1]
+        l0 = h * 16
+        for kb in range(0, kdim, 128):
             for lane in range(16):
-                wl = wk[lane]
-                a0[lane] += x0 * wl
-                a1[lane] += x1 * wl
-                a2[lane] += x2 * wl
-                a3[lane] += x3 * wl
-                a4[lane] += x4 * wl
-                a5[lane] += x5 * wl
-                a6[lane] += x6 * wl
-                a7[lane] += x7 * wl
-                a8[lane] += x8 * wl
-                a9[lane] += x9 * wl
-                a10[lane] += x10 * wl
-                a11[lane] += x11 * wl
-                a12[lane] += x12 * wl
-        for lane in range(16):
-            s0[lane] += a0[lane]
-            s1[lane] += a1[lane]
-            s2[lane] += a2[lane]
-            s3[lane] += a3[lane]
-            s4[lane] += a4[lane]
-            s5[lane] += a5[lane]
-            s6[lane] += a6[lane]
-            s7[lane] += a7[lane]
-            s8[lane] += a8[lane]
-            s9[lane] += a9[lane]
-            s10[lane] += a10[lane]
-            s11[lane] += a11[lane]
-            s12[lane] += a12[lane]
-    for r in range(rows):
-        o = o0 + r * n
-        cf[o + 0] = s0[r]
-        cf[o + 1] = s1[r]
-        cf[o + 2] = s2[r]
-        cf[o + 3] = s3[r]
-        cf[o + 4] = s4[r]
-        cf[o + 5] = s5[r]
-        cf[o + 6] = s6[r]
-        cf[o + 7] = s7[r]
-        cf[o + 8] = s8[r]
-        cf[o + 9] = s9[r]
-        cf[o + 10] = s10[r]
-        cf[o + 11] = s11[r]
-        cf[o + 12] = s12[r]
+                a0[lane] = 0.0
+                a1[lane] = 0.0
+                a2[lane] = 0.0
+                a3[lane] = 0.0
+                a4[lane] = 0.0
+                a5[lane] = 0.0
+                a6[lane] = 0.0
+                a7[lane] = 0.0
+                a8[lane] = 0.0
+                a9[lane] = 0.0
+                a10[lane] = 0.0
+                a11[lane] = 0.0
+                a12[lane] = 0.0
+            for k in range(np.uint64(kb), np.uint64(min(kdim, kb + 128))):
+                if pf:
+                    q = pft + ((k * pfs) >> np.uint64(16))
+                    _prefetch(wpf, q)
+                wk = wp[p, k, l0:l0 + 16]
+                ko = kofs[k] + c0
+                x0 = xf[ko + np.uint64(0)]
+                x1 = xf[ko + np.uint64(1)]
+                x2 = xf[ko + np.uint64(2)]
+                x3 = xf[ko + np.uint64(3)]
+                x4 = xf[ko + np.uint64(4)]
+                x5 = xf[ko + np.uint64(5)]
+                x6 = xf[ko + np.uint64(6)]
+                x7 = xf[ko + np.uint64(7)]
+                x8 = xf[ko + np.uint64(8)]
+                x9 = xf[ko + np.uint64(9)]
+                x10 = xf[ko + np.uint64(10)]
+                x11 = xf[ko + np.uint64(11)]
+                x12 = xf[ko + np.uint64(12)]
+                for lane in range(16):
+                    wl = wk[lane]
+                    a0[lane] += x0 * wl
+                    a1[lane] += x1 * wl
+                    a2[lane] += x2 * wl
+                    a3[lane] += x3 * wl
+                    a4[lane] += x4 * wl
+                    a5[lane] += x5 * wl
+                    a6[lane] += x6 * wl
+                    a7[lane] += x7 * wl
+                    a8[lane] += x8 * wl
+                    a9[lane] += x9 * wl
+                    a10[lane] += x10 * wl
+                    a11[lane] += x11 * wl
+                    a12[lane] += x12 * wl
+            for lane in range(16):
+                s0[lane] += a0[lane]
+                s1[lane] += a1[lane]
+                s2[lane] += a2[lane]
+                s3[lane] += a3[lane]
+                s4[lane] += a4[lane]
+                s5[lane] += a5[lane]
+                s6[lane] += a6[lane]
+                s7[lane] += a7[lane]
+                s8[lane] += a8[lane]
+                s9[lane] += a9[lane]
+                s10[lane] += a10[lane]
+                s11[lane] += a11[lane]
+                s12[lane] += a12[lane]
+        for r in range(rows):
+            o = o0 + r * n
+            cf[o + 0] = s0[r]
+            cf[o + 1] = s1[r]
+            cf[o + 2] = s2[r]
+            cf[o + 3] = s3[r]
+            cf[o + 4] = s4[r]
+            cf[o + 5] = s5[r]
+            cf[o + 6] = s6[r]
+            cf[o + 7] = s7[r]
+            cf[o + 8] = s8[r]
+            cf[o + 9] = s9[r]
+            cf[o + 10] = s10[r]
+            cf[o + 11] = s11[r]
+            cf[o + 12] = s12[r]
 
 @_fast
-def packed_gemm16_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, act, slope, six):
+def packed_gemm16_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, act, slope, six, pepi=False,
+                      pfr=False, step=0):
     """:func:`packed_gemm_epi` (same arguments, same results bit for bit: each output is the
     same chain of blocked sums) for X whose columns are contiguous (coffs[j] = coffs[0] + j:
     1x1 stride-1 convs, matrices): each panel's columns in tiles of 16 rows x :data:`NC16`
     (:func:`_tile16`, both halves of the panel), the last n % NC16 columns on :func:`_tile`
-    (the 16-row tiles read the same packed panels)."""
+    (the 16-row tiles read the same packed panels). ``step``: 16-row tiles per call (0: a
+    panel half's; 1: one call per tile, both halves, A/B only, :data:`PACKED_RUN`)."""
     m, n = c.shape
     cf = c.reshape(m * n)
-    last = n - 1
     npan, kdim = wp.shape[0], wp.shape[1]
     wpf = wp.reshape(npan * kdim * 32)
     full = n // 13  # (NC16)
+    step = step if step > 0 else max(full, 1)
     ntiles = full + (n - full * 13 + 6) // 7
     share = kdim * 32 // ntiles  # elements of the next panel each tile prefetches
     pfs = np.uint64((32 << 16) // ntiles)
@@ -513,22 +581,17 @@ def packed_gemm16_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, a
         rows = min(32, m - r0)
         pf = prefetch and p + 1 < npan
         nxt = (p + 1) * kdim * 32
-        for t in range(full):
-            n0 = t * 13
-            pfo = np.uint64(nxt + t * share)
-            _tile16(wp, xf, kofs, p, 0, coffs[n0], cf, r0 * n + n0, n, min(16, rows), wpf, pfo, pfs, pf)
-            if rows > 16:
-                _tile16(wp, xf, kofs, p, 1, coffs[n0], cf, (r0 + 16) * n + n0, n, rows - 16, wpf,
-                        pfo + np.uint64(share // 2), pfs, pf)
-        for t in range(full, ntiles):
-            n0 = full * 13 + (t - full) * 7
-            _tile(wp, xf, kofs, p, coffs[n0], coffs[min(n0 + 1, last)], coffs[min(n0 + 2, last)],
-                  coffs[min(n0 + 3, last)], coffs[min(n0 + 4, last)], coffs[min(n0 + 5, last)],
-                  coffs[min(n0 + 6, last)], cf, r0 * n + n0, n, rows, min(7, n - n0), wpf,
-                  np.uint64(nxt + t * share), pfs, pf)
+        if epi and hasres and pfr:  # (R read by the epilogue after the tiles: from memory, or L3)
+            _prefetch_span(rf, r0 * n, (r0 + rows) * n)
+        for t0 in range(0, full, step):
+            for h in range(2 if rows > 16 else 1):
+                _tile16(wp, xf, kofs, coffs, p, h, t0, min(full, t0 + step), cf, n, min(16, rows - 16 * h), wpf,
+                        np.uint64(nxt + h * (share // 2)), np.uint64(share), pfs, pf)
+        if full * 13 < n:  # the last n % 13 columns
+            _tile(wp, xf, kofs, coffs, p, full * 13, n, cf, n, rows, wpf, np.uint64(nxt + full * share),
+                  np.uint64(share), pfs, pf)
         if epi:  # the panel's rows, still in the cache
-            for r in range(r0, r0 + rows):
-                _row_epi(cf, rf, np.uint64(r * n), np.uint64((r + 1) * n), bias[r], hasres, act, slope[r], six)
+            _panel_epi(cf, rf, r0, r0 + rows, n, bias, hasres, act, slope, six, pepi)
 
 
 # whether PackedGemm runs the 16 x NC16 tiles (packed_gemm16_epi: same results bit for bit) on
@@ -538,6 +601,20 @@ def packed_gemm16_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, a
 # ~1): SqueezeNet conv10 1000 x 512 x 169 1.74 -> 1.61 / 1.91 -> 1.76 (16 x 26 tiles and the last
 # 13 columns on 32 x 7 tiles: 1.67 / 1.84; 16 x 26 tiles on 7 x 7 and 14 x 14 maps, the last tile
 # overlapping the one before: 0.96-1.04x the 32 x 7 tiles there, which fit those maps exactly).
+# whether a call of the 32 x 7 (16 x 13) tile function runs over a whole row panel's (half's)
+# column tiles (read at each call; False: one call per tile, as before -- A/B only).
+PACKED_RUN = True
+# whether the packed GEMMs' epilogue runs one call per row panel with the residual and the
+# activation in one loop (_panel_epi; read at each call; False: _row_epi per row, two passes
+# with a residual -- A/B only). Tried and dropped: the epilogue inside the 32 x 7 tiles (bias
+# and activation on the accumulators, the residual as each element is stored): 1.02-1.10x the
+# pass with a residual (hot), 1.00 without (paired kernel calls, 40 rounds).
+PANEL_EPI = True
+# whether each row panel of the packed GEMMs with a residual first prefetches its rows of R (read
+# at each call; off: not shown to help yet). Measured: paired kernel calls with R and the weights
+# cold (40 rounds) 0.98-1.01; ResNet-50 1 thread per step (bench/steps_ab.py resnet50
+# refnet.kernels._packgemm:RES_PREFETCH --rounds 21, load 3.4) pass CPU 0.999 (0.93-1.17): noise.
+RES_PREFETCH = False
 TALL16_ENV = "REFNET_PACKGEMM_16"
 TALL16 = os.environ.get(TALL16_ENV, "1").strip() not in ("0", "off", "no", "false")
 NC16 = 13
@@ -614,8 +691,12 @@ class PackedGemm:
             cf = c.reshape(c.size)
             bias, res, act, slope, six = epi if epi is not None else (cf, None, 0, cf, np.float32(6))
             rf = cf if res is None else res.reshape(res.size)
-            kernel = packed_gemm16_epi if tall16_fits(coffs) else packed_gemm_epi
-            kernel(self.wp, xf, kofs, coffs, c, PREFETCH, epi is not None, bias, rf, res is not None, act, slope, six)
+            if tall16_fits(coffs):
+                packed_gemm16_epi(self.wp, xf, kofs, coffs, c, PREFETCH, epi is not None, bias, rf, res is not None,
+                                  act, slope, six, PANEL_EPI, RES_PREFETCH, 0 if PACKED_RUN else 1)
+            else:
+                packed_gemm_epi(self.wp, xf, kofs, coffs, c, PREFETCH, epi is not None, bias, rf, res is not None, act,
+                                slope, six, 0 if PACKED_RUN else NR, PANEL_EPI, RES_PREFETCH)
 
 
 class WinoGemms:

@@ -119,7 +119,6 @@ def packed_units(wp, xf, kofs, coffs, c, b, act, slope, six, r, hasres, epi, uni
     only if ``epi``) as the conv plan's one-thread epilogue does."""
     m, n = c.shape
     cf = c.reshape(m * n)
-    last = n - 1
     wpf = wp.reshape(wp.size)  # (the one-thread kernel's next-panel prefetch: off here)
     while True:
         j = _atomic_inc(counter, 0)
@@ -128,11 +127,8 @@ def packed_units(wp, xf, kofs, coffs, c, b, act, slope, six, r, hasres, epi, uni
         p, n0, n1 = units[j, 0], units[j, 1], units[j, 2]
         r0 = p * 32
         r1 = min(m, r0 + 32)
-        for t in range(n0, n1, 7):
-            _packgemm._tile(wp, xf, kofs, p, coffs[t], coffs[min(t + 1, last)], coffs[min(t + 2, last)],
-                            coffs[min(t + 3, last)], coffs[min(t + 4, last)], coffs[min(t + 5, last)],
-                            coffs[min(t + 6, last)], cf, r0 * n + t, n, r1 - r0, min(7, n - t), wpf,
-                            np.uint64(0), np.uint64(0), False)
+        _packgemm._tile(wp, xf, kofs, coffs, p, n0, n1, cf, n, r1 - r0, wpf, np.uint64(0), np.uint64(0),
+                        np.uint64(0), False)
         if hasres:
             _bias_res_act_cols(c[r0:r1], r[r0:r1], b[r0:r1], act, slope[r0:r1], six, n0, n1)
         elif epi:

@@ -84,6 +84,13 @@ def test_packed_gemm_epilogue_vs_float64(act, residual, rng):
                        cf if r is None else r.reshape(-1), residual, act, slope, np.float32(6))
     assert np.array_equal(np.isnan(got), np.isnan(want))
     assert_close(np.nan_to_num(got), np.nan_to_num(want), 1e-6, "kernel")
+    # one pass per panel (_panel_epi), R prefetched (a hint): the same bits
+    for step, pepi, pfr in ((0, True, True), (7, True, False), (7, False, False), (0, False, True)):
+        again = np.full((m, n), np.nan, np.float32)
+        PG.packed_gemm_epi(PG.pack_weights(w), x.reshape(-1), *PG.matrix_offsets(k, n), again, True, True, b,
+                           again.reshape(-1) if r is None else r.reshape(-1), residual, act, slope, np.float32(6),
+                           step, pepi, pfr)
+        assert np.array_equal(again, got, equal_nan=True), (step, pepi, pfr)
     twin = np.full((m, n), np.nan, np.float32)
     PG.PackedGemm(w).offsets(x.reshape(-1), *PG.matrix_offsets(k, n), twin, (b, r, act, slope, np.float32(6)))
     assert_close(np.nan_to_num(twin), np.nan_to_num(want), 1e-6, "PackedGemm")
@@ -111,6 +118,12 @@ def test_packed_gemm16_vs_float64_and_the_32x7_tile(m, k, n, act, residual, rng)
             c = got[name, epi] = np.full((m, n), np.nan, np.float32)
             getattr(PG, name)(wp, x.reshape(-1), *PG.matrix_offsets(k, n), c, True, epi, b,
                    c.reshape(-1) if r is None else r.reshape(-1), residual, act, slope, np.float32(6))
+    for step in (0, 1, 2):  # its epilogue by _panel_epi, R prefetched; one call per half panel or per tile(s)
+        c = np.full((m, n), np.nan, np.float32)
+        PG.packed_gemm16_epi(wp, x.reshape(-1), *PG.matrix_offsets(k, n), c, True, True, b,
+                             c.reshape(-1) if r is None else r.reshape(-1), residual, act, slope, np.float32(6), True,
+                             True, step)
+        assert np.array_equal(c, got["packed_gemm16_epi", True]), step
     assert_close(got["packed_gemm16_epi", True], want, 1e-6, "16 x 13 tiles")
     assert_close(got["packed_gemm16_epi", False], w.astype(np.float64) @ x.astype(np.float64), 1e-6, "no epilogue")
     for epi in (True, False):
