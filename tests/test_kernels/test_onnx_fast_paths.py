@@ -146,7 +146,7 @@ def test_global_average_step_is_pool_nd(dtype, rng, monkeypatch):
     (111, 111, 55, 55), (55, 55, 27, 27), (27, 27, 13, 13),  # SqueezeNet 1.1's three pools
     (8, 9, 3, 4),  # floor mode drops the last row (even h: 2*ho + 1 < h)
     (3, 3, 1, 1), (5, 20, 2, 9), (7, 40, 3, 18),
-    (3, 259, 1, 129),  # output rows longer than window.STACK_ROW: heap rows either way
+    (3, 259, 1, 129),  # output rows longer than _poolrow.STACK_ROW: heap rows either way
 ])
 def test_max_pool_3x3_stride2_even_odd_kernel(h, w, ho, wo):
     """``_max_pool3s2`` (3x3 / 2, no padding, windows inside): equals the brute-force oracle,
