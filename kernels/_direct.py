@@ -178,7 +178,7 @@ POOL = os.environ.get("REFNET_DIRECT_POOL", "1").strip() not in ("0", "off", "no
 
 
 @_fast
-def direct_pool_rows(wp, xf, kofs, rowstep, b, act, slope, six, s, pt, pl, y):
+def direct_pool_rows(wp, xf, kofs, rowstep, b, act, slope, six, s, pt, pl, y, stack=True):
     """y (C_out, Ho, Wo) = the 3x3 / stride 2 max pool (top and left padding pt, pl of 0 or 1,
     every window meeting the map) of the conv map act(conv + b) of :func:`direct_rows`, of
     s.shape[1:] = (Hc, Wc), without writing that map out: per block of CB output channels its
@@ -186,7 +186,7 @@ def direct_pool_rows(wp, xf, kofs, rowstep, b, act, slope, six, s, pt, pl, y):
     3.2 MB map of SqueezeNet's or ResNet-50's conv1 was written out, then read back by the pool
     step).
     Same values as the two steps: the tiles are direct_rows', the rows the pool kernel's
-    (:func:`refnet.kernels._poolrow.pool3s2_planes`)."""
+    (:func:`refnet.kernels._poolrow.pool3s2_planes`, scratch rows on the stack with ``stack``)."""
     _, hc, wc = s.shape
     sf = s.reshape(s.size)
     plane = np.uint64(hc * wc)
@@ -200,7 +200,7 @@ def direct_pool_rows(wp, xf, kofs, rowstep, b, act, slope, six, s, pt, pl, y):
                 ow0 = wc - 16
                 _tile16(wp, xf, kofs, blk, np.uint64(oh * rowstep + ow0), b, act, slope, six, sf,
                         np.uint64(oh * wc + ow0), plane)
-        _poolrow.pool3s2_planes(s, pt, pl, y, blk * CB)
+        _poolrow.pool3s2_planes(s, pt, pl, y, blk * CB, stack)
 
 
 def pool_fits(conv_y_shape, kernel, strides, dilations, pads, out) -> bool:
@@ -341,7 +341,7 @@ class DirectSmallCin:
         if s is None:
             s = self._tls.pool_s = np.empty((CB, hc, wc), np.float32)
         direct_pool_rows(self.wp, self._phases(xi), self.kofs, self.rowstep, self.b, self.act, self.slope, self.six,
-                         s, pt, pl, yi)
+                         s, pt, pl, yi, _poolrow.STACK_ROWS)
 
     def __call__(self, x: np.ndarray, y: np.ndarray) -> None:
         twin = MODE.on or load_numba().config.DISABLE_JIT

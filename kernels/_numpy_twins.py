@@ -481,7 +481,7 @@ def _max_pool2d_nd(x, kh, kw, sh, sw, dh, dw, pt, pl, y):
 
 
 @numpy_twin(_window._max_pool3s2)
-def _max_pool3s2(x, y):
+def _max_pool3s2(x, y, stack):
     _max_pool2d_nd(x, 3, 3, 2, 2, 1, 1, 0, 0, y)
 
 

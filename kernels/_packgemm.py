@@ -906,6 +906,16 @@ def _make_tile_wide(nl: int) -> Any:
                     a6[lane] = 0.0
                     a7[lane] = 0.0
                 for k in range(np.uint64(kb), np.uint64(min(kdim, kb + 128))):
+                    xo = k * np.uint64(n) + np.uint64(n0)
+                    # (the prefetch before the weights' loads: after them, the branch split the loads
+                    # from their broadcasts, which LLVM then compiled as scalar loads plus register
+                    # broadcasts (8 shuffle uops per step k) instead of broadcast loads. Paired, hot,
+                    # one thread, 31 rounds: 16x64 @ 64x3025 0.987, 16x128 @ 128x3025 0.958,
+                    # 64x16 @ 16x3025 0.985, 128x32 @ 32x729 0.992, 32x128 @ 128x729 0.982,
+                    # 64x256 @ 256x3136 0.968; 256x64 @ 64x169 1.005)
+                    if pfxt:
+                        _prefetch(xf, xo + np.uint64(32))
+                        _prefetch(xf, xo + np.uint64(48))
                     wk = wq[p, k]
                     w0 = wk[0]
                     w1 = wk[1]
@@ -915,10 +925,6 @@ def _make_tile_wide(nl: int) -> Any:
                     w5 = wk[5]
                     w6 = wk[6]
                     w7 = wk[7]
-                    xo = k * np.uint64(n) + np.uint64(n0)
-                    if pfxt:
-                        _prefetch(xf, xo + np.uint64(32))
-                        _prefetch(xf, xo + np.uint64(48))
                     for lane in range(np.uint64(nl)):
                         xl = xf[xo + lane]
                         a0[lane] += w0 * xl

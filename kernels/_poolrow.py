@@ -7,12 +7,15 @@ kernels/pool.py, which imports the conv module, which imports _direct."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
+from refnet.kernels import _packgemm
 from refnet.kernels._jit import JIT_OPTIONS, jit
 from refnet.kernels._lazyjit import lazy_njit
 
-__all__ = ["_pool3s2_row", "pool3s2_planes", "take3"]
+__all__ = ["_pool3s2_row", "pool3s2_planes", "take3", "STACK_ROW", "STACK_ROWS"]
 
 # (inlined into its caller in numba's IR: called across a function boundary, the row's loops
 # ran 1.7-2.5x slower, 64x111x111 -> 55x55 100 -> 170 us)
@@ -74,15 +77,34 @@ def take3(a, b, off, y3, u, oh, k0):
         y3[u, oh, k] = v if v > m else m
 
 
+#: :func:`pool3s2_planes` and ``window._max_pool3s2`` keep their scratch rows on the stack for
+#: output rows shorter than STACK_ROW (no run-time overlap checks before each row's loops; hot, one
+#: thread, 8 calls of 8 planes: 64x111x111 154 -> 126 us, 64x112x112 padded 147 -> 116 us);
+#: ``REFNET_POOL3S2_STACK=0`` or STACK_ROWS = False: heap rows (A/B; read at each call of
+#: ``DirectSmallCin.pool_into`` and of the pool steps)
+STACK_ROW = 128  # (the literal 128 of the kernel's _stack calls)
+STACK_ROWS = os.environ.get("REFNET_POOL3S2_STACK", "1").strip() not in ("0", "off", "no", "false")
+
+
 @jit
-def pool3s2_planes(x3, pt, pl, y3, u0):
+def pool3s2_planes(x3, pt, pl, y3, u0, stack=True):
     """y3[u0 + t] = the 3x3 / stride 2 max pool (top / left padding pt, pl of 0 or 1, every window
     meeting the plane) of every plane x3[t], one :func:`_pool3s2_row` per output row (rows cut by
-    the top or bottom edge repeat an inside row)."""
+    the top or bottom edge repeat an inside row); ``stack``: scratch rows on the stack
+    (:data:`STACK_ROWS`)."""
+    wo = y3.shape[2]
+    if stack and wo < STACK_ROW:
+        _planes(x3, pt, pl, y3, u0, _packgemm._carray(_packgemm._stack(128), (128,)),
+                _packgemm._carray(_packgemm._stack(128), (128,)))
+    else:
+        _planes(x3, pt, pl, y3, u0, np.empty(wo + 1, dtype=x3.dtype), np.empty(wo + 1, dtype=x3.dtype))
+
+
+@_inline
+def _planes(x3, pt, pl, y3, u0, ev, od):
+    """:func:`pool3s2_planes` with the scratch rows ev, od (at least wo + 1 values each)."""
     planes, h, _ = x3.shape
-    ho, wo = y3.shape[1], y3.shape[2]
-    ev = np.empty(wo + 1, dtype=x3.dtype)
-    od = np.empty(wo + 1, dtype=x3.dtype)
+    ho = y3.shape[1]
     for t in range(planes):
         for oh in range(ho):
             r0 = 2 * oh - pt

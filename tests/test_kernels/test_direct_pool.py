@@ -57,6 +57,10 @@ def test_direct_pool_rows_vs_reference_and_the_two_steps(name, rng):
     conv = np.empty(plan.y_shape, np.float32)  # the two steps: the conv kernel's map, then the pool
     D.direct_rows(d.wp, d._phases(x[0]), d.kofs, d.rowstep, d.b, d.act, d.slope, d.six, conv[0])
     np.testing.assert_array_equal(got, W.pool_nd_reference(conv, "max", *POOL_ARGS, pads, out))
+    heap = np.full_like(got, np.nan)  # the pool rows' scratch on the heap (_poolrow.STACK_ROWS off): the same
+    D.direct_pool_rows(d.wp, d._phases(x[0]), d.kofs, d.rowstep, d.b, d.act, d.slope, d.six, s, pads[0], pads[1],
+                       heap[0], False)
+    np.testing.assert_array_equal(heap, got)
 
 
 def test_direct_pool_rows_nonfinite_like_the_two_steps(rng):
@@ -81,18 +85,24 @@ def test_direct_pool_rows_nonfinite_like_the_two_steps(rng):
 
 
 @pytest.mark.parametrize("hw,pads,out", [((9, 9), (1, 1, 1, 1), (5, 5)), ((8, 7), (0, 0, 0, 0), (3, 3)),
-                                         ((6, 5), (1, 0, 1, 1), (4, 3)), ((5, 6), (0, 1, 0, 0), (2, 3))])
+                                         ((6, 5), (1, 0, 1, 1), (4, 3)), ((5, 6), (0, 1, 0, 0), (2, 3)),
+                                         ((5, 260), (1, 1, 1, 1), (3, 131))])  # (rows > STACK_ROW: heap)
 def test_pool_rows_of_every_plane_vs_the_reference(hw, pads, out, rng):
-    """``pool3s2_planes`` (padding 0 / 1, ceil-mode windows) equals the float64 reference bit for
-    bit, NaN never winning, a window of NaN only giving -inf."""
+    """``pool3s2_planes`` (padding 0 / 1, ceil-mode windows; scratch rows on the stack, the
+    default, or the heap) equals the float64 reference bit for bit, NaN never winning, a window
+    of NaN only giving -inf."""
     x = rng.standard_normal((4,) + hw).astype(np.float32)
     x[1].flat[rng.integers(0, x[1].size, 3)] = (np.nan, np.inf, -np.inf)
     x[2, :2, :2] = np.nan
-    y = np.full((6,) + out, 7.0, np.float32)
-    _poolrow.pool3s2_planes(x, pads[0], pads[1], y, 2)
     want = W.pool_nd_reference(x[None].astype(np.float64), "max", *POOL_ARGS, pads, out)[0].astype(np.float32)
-    np.testing.assert_array_equal(y[2:], want)
-    assert (y[:2] == 7.0).all()
+    for stack in (None, True, False):
+        y = np.full((6,) + out, 7.0, np.float32)
+        if stack is None:
+            _poolrow.pool3s2_planes(x, pads[0], pads[1], y, 2)
+        else:
+            _poolrow.pool3s2_planes(x, pads[0], pads[1], y, 2, stack)
+        np.testing.assert_array_equal(y[2:], want)
+        assert (y[:2] == 7.0).all()
 
 
 def test_conv_pool_step_and_its_fallbacks(rng):

@@ -146,11 +146,13 @@ def test_global_average_step_is_pool_nd(dtype, rng, monkeypatch):
     (111, 111, 55, 55), (55, 55, 27, 27), (27, 27, 13, 13),  # SqueezeNet 1.1's three pools
     (8, 9, 3, 4),  # floor mode drops the last row (even h: 2*ho + 1 < h)
     (3, 3, 1, 1), (5, 20, 2, 9), (7, 40, 3, 18),
+    (3, 259, 1, 129),  # output rows longer than _poolrow.STACK_ROW: heap rows either way
 ])
 def test_max_pool_3x3_stride2_even_odd_kernel(h, w, ho, wo):
     """``_max_pool3s2`` (3x3 / 2, no padding, windows inside): equals the brute-force oracle,
-    the float64 reference and the general kernel (switch off) bit for bit; NaNs (never win, a
-    window of NaNs only gives -inf), +-inf; output rows wider than one vector and narrower."""
+    the float64 reference and the general kernel (switch off) bit for bit, serial and parallel,
+    scratch rows on the stack or the heap; NaNs (never win, a window of NaNs only gives -inf),
+    +-inf; output rows wider than one vector and narrower, and wider than the stack rows."""
     import refnet.kernels.window as W
 
     rng = np.random.default_rng(h * 100 + w)
@@ -168,6 +170,11 @@ def test_max_pool_3x3_stride2_even_odd_kernel(h, w, ho, wo):
     into = np.full_like(y, 7.0)
     assert step(x, into) is into
     np.testing.assert_array_equal(into, oracle)
+    for stack in (True, False):  # scratch rows on the stack (STACK_ROWS) or on the heap: the same
+        for kernel in (W._max_pool3s2.serial, W._max_pool3s2.parallel):
+            got = np.full_like(y, 7.0)
+            kernel(x, got, stack)
+            np.testing.assert_array_equal(got, oracle)
     old = W.EVEN_ODD
     try:
         W.EVEN_ODD = False
