@@ -158,20 +158,23 @@ PREFETCH_ENV = "REFNET_PACKGEMM_PREFETCH"
 
 # stand-ins until numba loads; then the intrinsics: a stack array, and software prefetches of
 # one cache line (hints) for reading and for writing (prefetchw: the line arrives ready to be
-# written). With NUMBA_DISABLE_JIT=1: NumPy arrays and no-ops, so the kernel bodies run as Python.
+# written), and for reading into all cache levels (_prefetch1: locality 3, prefetcht0; the others
+# locality 2, prefetcht1). With NUMBA_DISABLE_JIT=1: NumPy arrays and no-ops, so the kernel
+# bodies run as Python.
 _stack: Any = None
 _carray: Any = None
 _prefetch: Any = None
 _prefetchw: Any = None
+_prefetch1: Any = None
 
 
 @on_numba_load
 def _define_intrinsics(numba: Any) -> None:
-    global _stack, _carray, _prefetch, _prefetchw
+    global _stack, _carray, _prefetch, _prefetchw, _prefetch1
     if numba.config.DISABLE_JIT:
         _stack = lambda n: np.zeros(n, np.float32)  # noqa: E731
         _carray = lambda a, shape: a.reshape(shape)  # noqa: E731
-        _prefetch = _prefetchw = lambda a, i: None  # noqa: E731
+        _prefetch = _prefetchw = _prefetch1 = lambda a, i: None  # noqa: E731
         return
     from llvmlite import ir
     from numba.core import cgutils, types
@@ -189,11 +192,11 @@ def _define_intrinsics(numba: Any) -> None:
 
         return types.CPointer(types.float32)(size), codegen
 
-    def make_prefetch(rw: int) -> Any:
+    def make_prefetch(rw: int, locality: int = 2) -> Any:
         @intrinsic
         def prefetch(typingctx: Any, arr: Any, idx: Any) -> Any:
-            """Prefetch (llvm.prefetch, locality 2) the line holding ``arr[idx]`` (a 1-D array,
-            ``idx`` an integer; not bounds-checked: a hint)."""
+            """Prefetch (llvm.prefetch, the locality given) the line holding ``arr[idx]`` (a 1-D
+            array, ``idx`` an integer; not bounds-checked: a hint)."""
             if not isinstance(arr, types.Array) or not isinstance(idx, types.Integer):
                 return None
 
@@ -203,7 +206,7 @@ def _define_intrinsics(numba: Any) -> None:
                 i32 = ir.IntType(32)
                 fnty = ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32])
                 fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
-                builder.call(fn, [ptr, i32(rw), i32(2), i32(1)])
+                builder.call(fn, [ptr, i32(rw), i32(locality), i32(1)])
                 return context.get_dummy_value()
 
             return types.void(arr, idx), codegen
@@ -211,7 +214,7 @@ def _define_intrinsics(numba: Any) -> None:
         return prefetch
 
     _stack, _carray = stack, numba.carray
-    _prefetch, _prefetchw = make_prefetch(0), make_prefetch(1)
+    _prefetch, _prefetchw, _prefetch1 = make_prefetch(0), make_prefetch(1), make_prefetch(0, 3)
 
 
 _fast = lazy_njit(**{**JIT_OPTIONS, "fastmath": {"contract"}, "boundscheck": False})
@@ -225,7 +228,8 @@ def _tile(wp, xf, kofs, coffs, p, nc0, nc1, cf, n, rows, wpf, pfo, share, pfs, p
     first ``rows`` rows (cf: C flattened, row length n); see the module docstring for why it
     is written out like this. With ``pf``, step k of the i-th tile also prefetches wpf[pfo +
     i * share + (k * pfs >> 16)] and 16 elements on (wpf: wp flattened; pfs a 16.16
-    fixed-point step: a share of the next panel, :func:`packed_gemm`). One call per run of
+    fixed-point step: a share of the next panel, :func:`packed_gemm`): pf 1 into L2
+    (prefetcht1), 2 into all levels (prefetcht0, :data:`PREFETCH_L1`). One call per run of
     tiles, not per tile (a call cost about as much as 16-50 steps k: :data:`PACKED_RUN`).
     (Long: the tile and the loop over tiles stay one body, so that LLVM keeps the 14
     accumulators in registers; the stack arrays once, outside the loop.)"""
@@ -272,7 +276,11 @@ def _tile(wp, xf, kofs, coffs, p, nc0, nc1, cf, n, rows, wpf, pfo, share, pfs, p
                 a5[lane] = 0.0
                 a6[lane] = 0.0
             for k in range(np.uint64(kb), np.uint64(min(kdim, kb + 128))):  # (unsigned: no wraparound code)
-                if pf:
+                if pf == 2:  # (PREFETCH_L1)
+                    q = pft + ((k * pfs) >> np.uint64(16))
+                    _prefetch1(wpf, q)
+                    _prefetch1(wpf, q + np.uint64(16))
+                elif pf:
                     q = pft + ((k * pfs) >> np.uint64(16))
                     _prefetch(wpf, q)
                     _prefetch(wpf, q + np.uint64(16))
@@ -392,9 +400,9 @@ def packed_gemm_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, act
     """c (M, N) = W @ X with W packed by :func:`pack_weights` into wp (P, K, MR), P * MR >= M,
     and X[k, j] = xf[kofs[k] + coffs[j]] (xf 1-D: a matrix, or an image whose im2col this
     reads in place, :func:`conv_offsets`); c C-contiguous. A last partial tile of columns
-    repeats its last column (computed, not stored). With ``prefetch``, the column tiles of
-    panel p prefetch panel p + 1, each tile an equal share (its weights come from memory,
-    not the cache, in a forward pass). With ``epi``: c = act((W @ X + bias[:, None]) [+ R]),
+    repeats its last column (computed, not stored). With ``prefetch`` (True or 1; 2: into L1,
+    :data:`PREFETCH_L1`), the column tiles of panel p prefetch panel p + 1, each tile an equal
+    share (its weights come from memory, not the cache, in a forward pass). With ``epi``: c = act((W @ X + bias[:, None]) [+ R]),
     each row panel's rows right after its tiles stored them (``bias`` and ``slope`` per row,
     ``rf`` R flattened, read if ``hasres``; act 0 none, 1 leaky ReLU / PReLU, 2 ReLU6 with
     ``six`` = 6). ``step``: columns per call of the tile function, a multiple of 7 (0: the
@@ -412,7 +420,7 @@ def packed_gemm_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, act
     for p in range(npan):
         r0 = p * 32
         rows = min(32, m - r0)
-        pf = prefetch and p + 1 < npan
+        pf = np.int64(prefetch) if p + 1 < npan else np.int64(0)  # (True: 1)
         nxt = (p + 1) * kdim * 32
         if epi and hasres and pfr:  # (R read by the epilogue after the tiles: from memory, or L3)
             _prefetch_span(rf, r0 * n, (r0 + rows) * n)
@@ -495,9 +503,10 @@ def _tile16(wp, xf, kofs, coffs, p, h, t0, t1, cf, n, rows, wpf, pfo, share, pfs
                 a11[lane] = 0.0
                 a12[lane] = 0.0
             for k in range(np.uint64(kb), np.uint64(min(kdim, kb + 128))):
-                if pf:
-                    q = pft + ((k * pfs) >> np.uint64(16))
-                    _prefetch(wpf, q)
+                if pf == 2:  # (PREFETCH_L1)
+                    _prefetch1(wpf, pft + ((k * pfs) >> np.uint64(16)))
+                elif pf:
+                    _prefetch(wpf, pft + ((k * pfs) >> np.uint64(16)))
                 wk = wp[p, k, l0:l0 + 16]
                 ko = kofs[k] + c0
                 x0 = xf[ko + np.uint64(0)]
@@ -579,7 +588,7 @@ def packed_gemm16_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, a
     for p in range(npan):
         r0 = p * 32
         rows = min(32, m - r0)
-        pf = prefetch and p + 1 < npan
+        pf = np.int64(prefetch) if p + 1 < npan else np.int64(0)  # (True: 1)
         nxt = (p + 1) * kdim * 32
         if epi and hasres and pfr:  # (R read by the epilogue after the tiles: from memory, or L3)
             _prefetch_span(rf, r0 * n, (r0 + rows) * n)
@@ -615,6 +624,21 @@ PANEL_EPI = True
 # cold (40 rounds) 0.98-1.01; ResNet-50 1 thread per step (bench/steps_ab.py resnet50
 # refnet.kernels._packgemm:RES_PREFETCH --rounds 21, load 3.4) pass CPU 0.999 (0.93-1.17): noise.
 RES_PREFETCH = False
+# whether the packed GEMMs' next-panel prefetch (PREFETCH) brings the lines into all cache levels
+# (prefetcht0, locality 3) rather than L2 (prefetcht1, as before); read at each call. Measured
+# (paired kernel calls, one thread, weights cold: a 96 MB buffer written before each call, ReLU,
+# medians prefetcht0 / prefetcht1, 40 rounds): 1024x256x196 0.95, 256x1024x196 0.96, 2048x512x49
+# 0.96, 512x2048x49 0.95; the cold calls then within 1-6% of hot ones (before 5-12%). Tried:
+# prefetchnta (the same on K <= 512, 1.14x on K = 2048: the lines leave before the panel's later
+# tiles), one line per k step (same), the panel after next (same), panel 0 up front (same).
+# But in the net (ResNet-50, 1 thread, load ~2.5): bench/steps_ab.py resnet50
+# refnet.kernels._packgemm:PREFETCH_L1 --rounds 31: sum of the steps' medians B/A 0.999, of their
+# minimums 1.000; pass CPU 1.001 (0.84..1.21), 0.996 (21 rounds); bench/flag_ab.py (15 rounds) CPU
+# 1.015 (0.96..1.12), SqueezeNet 0.981 (0.87..1.02): noise. In a pass the packed 1x1s already run
+# within ~0-8% of a hot call of the same shape (bench/layers_vs_ort.py: 1024->256 14x14 0.96-1.00 ms,
+# hot 0.95-1.05; 2048->512 7x7 1.00-1.06, hot 0.96-0.99): cold weights cost less there than the
+# kernel-level flush suggests. Off until a pass shows a gain.
+PREFETCH_L1 = False
 TALL16_ENV = "REFNET_PACKGEMM_16"
 TALL16 = os.environ.get(TALL16_ENV, "1").strip() not in ("0", "off", "no", "false")
 NC16 = 13
@@ -691,11 +715,12 @@ class PackedGemm:
             cf = c.reshape(c.size)
             bias, res, act, slope, six = epi if epi is not None else (cf, None, 0, cf, np.float32(6))
             rf = cf if res is None else res.reshape(res.size)
+            pf = (2 if PREFETCH_L1 else 1) if PREFETCH else 0
             if tall16_fits(coffs):
-                packed_gemm16_epi(self.wp, xf, kofs, coffs, c, PREFETCH, epi is not None, bias, rf, res is not None,
+                packed_gemm16_epi(self.wp, xf, kofs, coffs, c, pf, epi is not None, bias, rf, res is not None,
                                   act, slope, six, PANEL_EPI, RES_PREFETCH, 0 if PACKED_RUN else 1)
             else:
-                packed_gemm_epi(self.wp, xf, kofs, coffs, c, PREFETCH, epi is not None, bias, rf, res is not None, act,
+                packed_gemm_epi(self.wp, xf, kofs, coffs, c, pf, epi is not None, bias, rf, res is not None, act,
                                 slope, six, 0 if PACKED_RUN else NR, PANEL_EPI, RES_PREFETCH)
 
 

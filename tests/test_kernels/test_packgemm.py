@@ -50,12 +50,34 @@ def test_packed_gemm_prefetch_gives_the_same_product(m, k, n, rng):
     want = w.astype(np.float64) @ x.astype(np.float64)
     wp = PG.pack_weights(w)
     got = {}
-    for pf in (False, True):
+    for pf in (False, True, 0, 1, 2):  # (2: into all cache levels, PREFETCH_L1)
         got[pf] = np.full((m, n), np.nan, np.float32)
         PG.packed_gemm(wp, x.reshape(-1), *PG.matrix_offsets(k, n), got[pf], pf)
-    assert np.array_equal(got[True], got[False])
+        assert np.array_equal(got[pf], got[False]), pf
     assert_close(got[True], want, 1e-6, "prefetching kernel")
     assert PG.PREFETCH == PG.enabled(PG.PREFETCH_ENV)
+    b, six = np.zeros(m, np.float32), np.float32(6)
+    for pf in (0, 1, 2):  # the 16 x 13 tiles' driver (its last columns on the 32 x 7 tile)
+        c = np.full((m, n), np.nan, np.float32)
+        PG.packed_gemm16_epi(wp, x.reshape(-1), *PG.matrix_offsets(k, n), c, pf, False, b, b, False, 0, b, six)
+        assert np.array_equal(c, got[False]), pf
+
+
+@pytest.mark.parametrize("l1", [False, True])
+def test_packed_gemm_prefetch_l1_switch(l1, monkeypatch, rng):
+    """PackedGemm with the prefetch into L1 (PREFETCH_L1) or L2: the same bits, the float64 product
+    (several panels: the prefetch runs; 7 x 7 and 13 x 13 columns: both drivers)."""
+    monkeypatch.setattr(PG, "PREFETCH_L1", l1)
+    for m, k, n in ((100, 140, 49), (70, 33, 39)):
+        w = rng.standard_normal((m, k)).astype(np.float32)
+        x = rng.standard_normal((k, n)).astype(np.float32)
+        got = np.full((m, n), np.nan, np.float32)
+        PG.PackedGemm(w)(x, got)
+        assert_close(got, w.astype(np.float64) @ x.astype(np.float64), 1e-6, "PackedGemm")
+        plain = np.full((m, n), np.nan, np.float32)
+        PG.packed_gemm(PG.pack_weights(w), x.reshape(-1), *PG.matrix_offsets(k, n), plain, False)
+        if not PG.load_numba().config.DISABLE_JIT:  # (else PackedGemm runs the NumPy twin)
+            assert np.array_equal(got, plain)
 
 
 @pytest.mark.parametrize("act", [0, 1, 2])
