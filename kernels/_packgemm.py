@@ -402,8 +402,8 @@ def packed_gemm_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, act
     reads in place, :func:`conv_offsets`); c C-contiguous. A last partial tile of columns
     repeats its last column (computed, not stored). With ``prefetch`` (True or 1; 2: into L1,
     :data:`PREFETCH_L1`), the column tiles of panel p prefetch panel p + 1, each tile an equal
-    share (its weights come from memory, not the cache, in a forward pass). With ``epi``: c = act((W @ X + bias[:, None]) [+ R]),
-    each row panel's rows right after its tiles stored them (``bias`` and ``slope`` per row,
+    share (its weights come from memory, not the cache, in a forward pass). With ``epi``:
+    c = act((W @ X + bias[:, None]) [+ R]), each row panel's rows right after its tiles stored them (``bias`` and ``slope`` per row,
     ``rf`` R flattened, read if ``hasres``; act 0 none, 1 leaky ReLU / PReLU, 2 ReLU6 with
     ``six`` = 6). ``step``: columns per call of the tile function, a multiple of 7 (0: the
     whole panel's; 7: one call per tile, A/B only, :data:`PACKED_RUN`). ``pepi``: the epilogue by
