@@ -405,8 +405,9 @@ def packed_gemm_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, act
     share (its weights come from memory, not the cache, in a forward pass). With ``epi``:
     c = act((W @ X + bias[:, None]) [+ R]), each row panel's rows right after its tiles stored
     them (``bias`` and ``slope`` per row, ``rf`` R flattened, read if ``hasres``; act 0 none,
-    1 leaky ReLU / PReLU, 2 ReLU6 with ``six`` = 6). ``step``: columns per call of the tile function, a multiple of 7 (0: the
-    whole panel's; 7: one call per tile, A/B only, :data:`PACKED_RUN`). ``pepi``: the epilogue by
+    1 leaky ReLU / PReLU, 2 ReLU6 with ``six`` = 6). ``step``: columns per call of the tile
+    function, a multiple of 7 (0: the whole panel's; 7: one call per tile, A/B only,
+    :data:`PACKED_RUN`). ``pepi``: the epilogue by
     :func:`_panel_epi` (:data:`PANEL_EPI`; same results). ``pfr``: each row panel first
     prefetches its rows of R (:data:`RES_PREFETCH`)."""
     m, n = c.shape
