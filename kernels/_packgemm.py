@@ -166,15 +166,17 @@ _carray: Any = None
 _prefetch: Any = None
 _prefetchw: Any = None
 _prefetch1: Any = None
+_store7: Any = None
 
 
 @on_numba_load
 def _define_intrinsics(numba: Any) -> None:
-    global _stack, _carray, _prefetch, _prefetchw, _prefetch1
+    global _stack, _carray, _prefetch, _prefetchw, _prefetch1, _store7
     if numba.config.DISABLE_JIT:
         _stack = lambda n: np.zeros(n, np.float32)  # noqa: E731
         _carray = lambda a, shape: a.reshape(shape)  # noqa: E731
         _prefetch = _prefetchw = _prefetch1 = lambda a, i: None  # noqa: E731
+        _store7 = _store7_py
         return
     from llvmlite import ir
     from numba.core import cgutils, types
@@ -215,13 +217,79 @@ def _define_intrinsics(numba: Any) -> None:
 
     _stack, _carray = stack, numba.carray
     _prefetch, _prefetchw, _prefetch1 = make_prefetch(0), make_prefetch(1), make_prefetch(0, 3)
+    _store7 = _make_store7(intrinsic, ir, cgutils, types)
+
+
+def _store7_py(cf: np.ndarray, o0: int, n: int, *cols: np.ndarray) -> None:
+    """What :func:`_store7` does, in NumPy (NUMBA_DISABLE_JIT)."""
+    for j, col in enumerate(cols):
+        cf[int(o0) + j + np.arange(32) * int(n)] = col
+
+
+def _make_store7(intrinsic: Any, ir: Any, cgutils: Any, types: Any) -> Any:
+    """The intrinsic ``_store7(cf, o0, n, s0, ..., s6)``: cf[o0 + r n + j] = s_j[r] for r < 32,
+    j < 7 (a full 32 x 7 tile's columns, 32 floats each, into C's rows) as vector code: the 7
+    columns (and an undefined 8th) transposed by three rounds of shuffles (pairs of columns
+    interleaved, then pairs of pairs, then fours: 24 shuffles of 32 lanes), each row stored by
+    one masked store of 7 lanes (a store of 8 would write the next tile's first column, which
+    another thread may own). The scalar stores (32 x 7 lane extracts) cost ~90 ns per tile."""
+    f32, i32, i64 = ir.FloatType(), ir.IntType(32), ir.IntType(64)
+    v32, v8, m8 = ir.VectorType(f32, 32), ir.VectorType(f32, 8), ir.VectorType(ir.IntType(1), 8)
+
+    def shuf(b: Any, x: Any, y: Any, idx: list) -> Any:
+        return b.shuffle_vector(x, y, ir.Constant(ir.VectorType(i32, len(idx)), idx))
+
+    @intrinsic
+    def store7(typingctx: Any, cf: Any, o0: Any, n: Any, s0: Any, s1: Any, s2: Any, s3: Any, s4: Any, s5: Any,
+               s6: Any) -> Any:
+        if not all(isinstance(a, types.Array) for a in (cf, s0, s1, s2, s3, s4, s5, s6)):
+            return None
+        if not isinstance(o0, types.Integer) or not isinstance(n, types.Integer):
+            return None
+
+        def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+            cfa = context.make_array(sig.args[0])(context, builder, args[0])
+            v = []
+            for j in range(7):
+                col = context.make_array(sig.args[3 + j])(context, builder, args[3 + j])
+                ld = builder.load(builder.bitcast(col.data, v32.as_pointer()))
+                ld.align = 4
+                v.append(ld)
+            v.append(ir.Constant(v32, ir.Undefined))
+            # P[a][h] lane 2 i + b = v[2 a + b][16 h + i]; Q[c][h][g] lane 4 i + b = v[4 c + b][16 h + 8 g + i]
+            pp = [[shuf(builder, v[2 * a], v[2 * a + 1], [x for i in range(16) for x in (16 * h + i, 32 + 16 * h + i)])
+                   for h in range(2)] for a in range(4)]
+            qq = [[[shuf(builder, pp[2 * c][h], pp[2 * c + 1][h],
+                         [x for i in range(8 * g, 8 * g + 8) for x in (2 * i, 2 * i + 1, 32 + 2 * i, 33 + 2 * i)])
+                    for g in range(2)] for h in range(2)] for c in range(2)]
+            o0v = builder.sext(args[1], i64) if args[1].type.width < 64 else args[1]
+            nv = builder.sext(args[2], i64) if args[2].type.width < 64 else args[2]
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [v8, v8.as_pointer(),
+                                                                                                 i32, m8]),
+                                                "llvm.masked.store.v8f32.p0")
+            mask = ir.Constant(m8, [1] * 7 + [0])
+            for h in range(2):
+                for g in range(2):
+                    for q in range(2):  # S lane 8 t + j = v[j][16 h + 8 g + 4 q + t]
+                        sv = shuf(builder, qq[0][h][g], qq[1][h][g],
+                                  [x for t in range(4 * q, 4 * q + 4) for x in (*range(4 * t, 4 * t + 4),
+                                                                                  *range(32 + 4 * t, 36 + 4 * t))])
+                        for t in range(4):
+                            off = builder.add(o0v, builder.mul(nv, ir.Constant(i64, 16 * h + 8 * g + 4 * q + t)))
+                            ptr = builder.bitcast(builder.gep(cfa.data, [off]), v8.as_pointer())
+                            builder.call(fn, [shuf(builder, sv, sv, list(range(8 * t, 8 * t + 8))), ptr, i32(4), mask])
+            return context.get_dummy_value()
+
+        return types.void(cf, o0, n, s0, s1, s2, s3, s4, s5, s6), codegen
+
+    return store7
 
 
 _fast = lazy_njit(**{**JIT_OPTIONS, "fastmath": {"contract"}, "boundscheck": False})
 
 
 @_fast
-def _tile(wp, xf, kofs, coffs, p, nc0, nc1, cf, n, rows, wpf, pfo, share, pfs, pf):
+def _tile(wp, xf, kofs, coffs, p, nc0, nc1, cf, n, rows, wpf, pfo, share, pfs, pf, vs=True):
     """(W panel p) @ X[:, j] for the columns j in [nc0, nc1), X[k, j] = xf[kofs[k] + coffs[j]],
     in register tiles of 7 columns from nc0, one after another (a last partial tile, past n,
     repeats column n - 1: computed, not stored), stored to cf[(32 p + r) * n + j] for the
@@ -311,9 +379,12 @@ def _tile(wp, xf, kofs, coffs, p, nc0, nc1, cf, n, rows, wpf, pfo, share, pfs, p
                 s5[lane] += a5[lane]
                 s6[lane] += a6[lane]
         # straight from the accumulators into C's rows (a copy through a tile buffer and a
-        # transposing loop cost 5-15% at K = 256..512)
+        # transposing loop cost 5-15% at K = 256..512); full tiles with ``vs`` by _store7 (VSTORE)
         cols = min(7, n - n0)
         o0 = p * 32 * n + n0
+        if vs and cols == 7 and rows == 32:
+            _store7(cf, o0, n, s0, s1, s2, s3, s4, s5, s6)
+            continue
         for r in range(rows):
             o = o0 + r * n
             cf[o] = s0[r]
@@ -396,7 +467,7 @@ def packed_gemm(wp, xf, kofs, coffs, c, prefetch=False):
 
 @_fast
 def packed_gemm_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, act, slope, six, step=0,
-                    pepi=False, pfr=False):
+                    pepi=False, pfr=False, vs=True):
     """c (M, N) = W @ X with W packed by :func:`pack_weights` into wp (P, K, MR), P * MR >= M,
     and X[k, j] = xf[kofs[k] + coffs[j]] (xf 1-D: a matrix, or an image whose im2col this
     reads in place, :func:`conv_offsets`); c C-contiguous. A last partial tile of columns
@@ -409,7 +480,8 @@ def packed_gemm_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, act
     function, a multiple of 7 (0: the whole panel's; 7: one call per tile, A/B only,
     :data:`PACKED_RUN`). ``pepi``: the epilogue by
     :func:`_panel_epi` (:data:`PANEL_EPI`; same results). ``pfr``: each row panel first
-    prefetches its rows of R (:data:`RES_PREFETCH`)."""
+    prefetches its rows of R (:data:`RES_PREFETCH`). ``vs``: full tiles' stores as vector code
+    (:data:`VSTORE`; same results)."""
     m, n = c.shape
     cf = c.reshape(m * n)
     npan, kdim = wp.shape[0], wp.shape[1]
@@ -427,7 +499,7 @@ def packed_gemm_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, act
             _prefetch_span(rf, r0 * n, (r0 + rows) * n)
         for n0 in range(0, n, step):
             _tile(wp, xf, kofs, coffs, p, n0, min(n, n0 + step), cf, n, rows, wpf,
-                  np.uint64(nxt + (n0 // 7) * share), np.uint64(share), pfs, pf)
+                  np.uint64(nxt + (n0 // 7) * share), np.uint64(share), pfs, pf, vs)
         if epi:  # the panel's rows, still in the cache
             _panel_epi(cf, rf, r0, r0 + rows, n, bias, hasres, act, slope, six, pepi)
 
@@ -570,7 +642,7 @@ def _tile16(wp, xf, kofs, coffs, p, h, t0, t1, cf, n, rows, wpf, pfo, share, pfs
 
 @_fast
 def packed_gemm16_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, act, slope, six, pepi=False,
-                      pfr=False, step=0):
+                      pfr=False, step=0, vs=True):
     """:func:`packed_gemm_epi` (same arguments, same results bit for bit: each output is the
     same chain of blocked sums) for X whose columns are contiguous (coffs[j] = coffs[0] + j:
     1x1 stride-1 convs, matrices): each panel's columns in tiles of 16 rows x :data:`NC16`
@@ -599,7 +671,7 @@ def packed_gemm16_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, a
                         np.uint64(nxt + h * (share // 2)), np.uint64(share), pfs, pf)
         if full * 13 < n:  # the last n % 13 columns
             _tile(wp, xf, kofs, coffs, p, full * 13, n, cf, n, rows, wpf, np.uint64(nxt + full * share),
-                  np.uint64(share), pfs, pf)
+                  np.uint64(share), pfs, pf, vs)
         if epi:  # the panel's rows, still in the cache
             _panel_epi(cf, rf, r0, r0 + rows, n, bias, hasres, act, slope, six, pepi)
 
@@ -640,6 +712,13 @@ RES_PREFETCH = False
 # hot 0.95-1.05; 2048->512 7x7 1.00-1.06, hot 0.96-0.99): cold weights cost less there than the
 # kernel-level flush suggests. Off until a pass shows a gain.
 PREFETCH_L1 = False
+# whether the 32 x 7 tiles store full tiles (32 rows, 7 columns) by the vector transpose _store7
+# rather than 224 scalar stores (read at each call; same results). Measured (hot, one thread,
+# paired kernel calls, 40 rounds, the tiles alone; a variant storing one 32-row sum per tile: the
+# stores' cost ~90-130 ns per tile): saves 30-50 ns per tile, 1024x128x196 0.92, 1024x256x196
+# 0.97, 2048x512x49 0.99, 1000x512x169 0.98, 1024x1024x196 1.00. Tried: prefetchw of the tile's
+# rows of C before its k loop (no change), a branch for full tiles with scalar stores (0.99-1.01).
+VSTORE = True
 TALL16_ENV = "REFNET_PACKGEMM_16"
 TALL16 = os.environ.get(TALL16_ENV, "1").strip() not in ("0", "off", "no", "false")
 NC16 = 13
@@ -719,10 +798,10 @@ class PackedGemm:
             pf = (2 if PREFETCH_L1 else 1) if PREFETCH else 0
             if tall16_fits(coffs):
                 packed_gemm16_epi(self.wp, xf, kofs, coffs, c, pf, epi is not None, bias, rf, res is not None,
-                                  act, slope, six, PANEL_EPI, RES_PREFETCH, 0 if PACKED_RUN else 1)
+                                  act, slope, six, PANEL_EPI, RES_PREFETCH, 0 if PACKED_RUN else 1, VSTORE)
             else:
                 packed_gemm_epi(self.wp, xf, kofs, coffs, c, pf, epi is not None, bias, rf, res is not None, act,
-                                slope, six, 0 if PACKED_RUN else NR, PANEL_EPI, RES_PREFETCH)
+                                slope, six, 0 if PACKED_RUN else NR, PANEL_EPI, RES_PREFETCH, VSTORE)
 
 
 class WinoGemms:
