@@ -45,6 +45,13 @@ FMA per cycle (np.matmul 1024^3 measures 100 here); on top of it a fixed ~60 ns 
 stores, zeroing, the block sums, the call) and the epilogue pass, together ~12% at K = 256 and
 ~6% at K = 1024; weights cold from memory add ~0.1 ms per 1 MB panel set. So one call runs a
 panel's (half's) tiles (:data:`PACKED_RUN`) and the epilogue makes one pass (:data:`PANEL_EPI`).
+Of the fixed cost the tile's 224 scalar stores were ~90-130 ns (a variant storing one 32-value sum
+instead): full tiles now store by a vector transpose (:func:`_make_store7`, :data:`VSTORE`), 30-50
+ns less. Cold weights (session 8, ``bench/packed_kernels_ab.py --cold``: a 96 MB buffer written
+before each call): with the next-panel prefetch the calls run 3-12% over hot ones (without it
+13-32% at K >= 512); prefetcht0 instead of prefetcht1 4-7% less (:data:`PREFETCH_L1`), but in a
+forward pass the packed 1x1s already run within ~0-8% of hot calls of the same shape, and the
+switch measured as noise there.
 
 Rounding: each output sums blocks of 128 products (one float32 FMA chain each, k in order)
 and then the blocks' sums, about as accurate as the BLAS (one chain over all K was 13x
@@ -718,6 +725,10 @@ PREFETCH_L1 = False
 # stores' cost ~90-130 ns per tile): saves 30-50 ns per tile, 1024x128x196 0.92, 1024x256x196
 # 0.97, 2048x512x49 0.99, 1000x512x169 0.98, 1024x1024x196 1.00. Tried: prefetchw of the tile's
 # rows of C before its k loop (no change), a branch for full tiles with scalar stores (0.99-1.01).
+# In the net (ResNet-50, 1 thread, load 1.5-2; bench/steps_ab.py resnet50
+# refnet.kernels._packgemm:VSTORE --rounds 31 --show -1, the packed steps' medians summed): 0.989,
+# 0.993 (the other steps 1.005, 1.018: the noise); bench/flag_ab.py resnet50 (15 rounds) pass CPU
+# 0.989 (0.89..1.16); SqueezeNet 0.999 (its conv10 on the 16 x 13 tiles: unchanged).
 VSTORE = True
 TALL16_ENV = "REFNET_PACKGEMM_16"
 TALL16 = os.environ.get(TALL16_ENV, "1").strip() not in ("0", "off", "no", "false")
