@@ -9,7 +9,8 @@
 * ``--drivers``: instead, the packed drivers' A/B switches of session 8 (packed2) on ResNet-50's
   7 x 7 / 14 x 14 shapes with a residual and SqueezeNet's conv10 (cold weights, bits checked): a
   tile call per tile against one per row panel (:data:`PACKED_RUN`, the ``step`` arguments) and the
-  epilogue per row against per panel (:data:`PANEL_EPI`), and the fixed vs per-k cost of the
+  epilogue per row against per panel (:data:`PANEL_EPI`), the scalar stores against the vector
+  transpose (:data:`VSTORE`, session 8 packed3), and the fixed vs per-k cost of the
   32 x 7 tiles: hot calls at K = 128..1024 on 1024 x 196, a least-squares line;
 * ``--cold``: instead, the packed GEMM's next-panel weight prefetch (session 8, packed3) on
   ResNet-50's 14 x 14 / 7 x 7 1x1 shapes and SqueezeNet's conv10 (ReLU): hot calls (everything in
@@ -70,16 +71,18 @@ def _drivers(rounds: int) -> int:
             np.float32)
         offs, sl = PG.matrix_offsets(k, n), np.zeros(m, np.float32)
         tall = PG.tall16_fits(offs[1])
-        for switch, variants in (("PACKED_RUN", ((7, False), (0, False))), ("PANEL_EPI", ((0, False), (0, True)))):
+        for switch, variants in (("PACKED_RUN", ((7, False, True), (0, False, True))),
+                                 ("PANEL_EPI", ((0, False, True), (0, True, True))),
+                                 ("VSTORE", ((0, True, False), (0, True, True)))):
             cs = {v: np.empty((m, n), np.float32) for v in variants}
 
             def call(v, cs=cs, wp=wp, x=x, b=b, r=r, offs=offs, sl=sl, tall=tall, res=res) -> None:
-                step, pepi = v
+                step, pepi, vs = v
                 args = (wp, x.reshape(-1), *offs, cs[v], PG.PREFETCH, True, b, r.reshape(-1), res, 1, sl, six)
                 if tall:
-                    PG.packed_gemm16_epi(*args, pepi, False, min(step, 1))
+                    PG.packed_gemm16_epi(*args, pepi, False, min(step, 1), vs, vs)  # (VSTORE16 too)
                 else:
-                    PG.packed_gemm_epi(*args, step, pepi)
+                    PG.packed_gemm_epi(*args, step, pepi, False, vs)
 
             fns = {f"{switch}={v != variants[0]}": (lambda v=v, call=call: call(v)) for v in variants}
             for f in fns.values():

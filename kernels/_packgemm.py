@@ -46,7 +46,7 @@ stores, zeroing, the block sums, the call) and the epilogue pass, together ~12% 
 ~6% at K = 1024; weights cold from memory add ~0.1 ms per 1 MB panel set. So one call runs a
 panel's (half's) tiles (:data:`PACKED_RUN`) and the epilogue makes one pass (:data:`PANEL_EPI`).
 Of the fixed cost the tile's 224 scalar stores were ~90-130 ns (a variant storing one 32-value sum
-instead): full tiles now store by a vector transpose (:func:`_make_store7`, :data:`VSTORE`), 30-50
+instead): full tiles now store by a vector transpose (:func:`_make_store`, :data:`VSTORE`), 30-50
 ns less. Cold weights (session 8, ``bench/packed_kernels_ab.py --cold``: a 96 MB buffer written
 before each call): with the next-panel prefetch the calls run 3-12% over hot ones (without it
 13-32% at K >= 512); prefetcht0 instead of prefetcht1 4-7% less (:data:`PREFETCH_L1`), but in a
@@ -174,16 +174,17 @@ _prefetch: Any = None
 _prefetchw: Any = None
 _prefetch1: Any = None
 _store7: Any = None
+_store13: Any = None
 
 
 @on_numba_load
 def _define_intrinsics(numba: Any) -> None:
-    global _stack, _carray, _prefetch, _prefetchw, _prefetch1, _store7
+    global _stack, _carray, _prefetch, _prefetchw, _prefetch1, _store7, _store13
     if numba.config.DISABLE_JIT:
         _stack = lambda n: np.zeros(n, np.float32)  # noqa: E731
         _carray = lambda a, shape: a.reshape(shape)  # noqa: E731
         _prefetch = _prefetchw = _prefetch1 = lambda a, i: None  # noqa: E731
-        _store7 = _store7_py
+        _store7 = _store13 = _store_py
         return
     from llvmlite import ir
     from numba.core import cgutils, types
@@ -224,72 +225,100 @@ def _define_intrinsics(numba: Any) -> None:
 
     _stack, _carray = stack, numba.carray
     _prefetch, _prefetchw, _prefetch1 = make_prefetch(0), make_prefetch(1), make_prefetch(0, 3)
-    _store7 = _make_store7(intrinsic, ir, cgutils, types)
+    _store7 = _make_store(intrinsic, ir, cgutils, types, 32, 7)
+    _store13 = _make_store(intrinsic, ir, cgutils, types, 16, 13)
 
 
-def _store7_py(cf: np.ndarray, o0: int, n: int, *cols: np.ndarray) -> None:
-    """What :func:`_store7` does, in NumPy (NUMBA_DISABLE_JIT)."""
+def _store_py(cf: np.ndarray, o0: int, n: int, *cols: np.ndarray) -> None:
+    """What :func:`_store7` / ``_store13`` do, in NumPy (NUMBA_DISABLE_JIT)."""
     for j, col in enumerate(cols):
-        cf[int(o0) + j + np.arange(32) * int(n)] = col
+        cf[int(o0) + j + np.arange(col.size) * int(n)] = col
 
 
-def _make_store7(intrinsic: Any, ir: Any, cgutils: Any, types: Any) -> Any:
-    """The intrinsic ``_store7(cf, o0, n, s0, ..., s6)``: cf[o0 + r n + j] = s_j[r] for r < 32,
-    j < 7 (a full 32 x 7 tile's columns, 32 floats each, into C's rows) as vector code: the 7
-    columns (and an undefined 8th) transposed by three rounds of shuffles (pairs of columns
-    interleaved, then pairs of pairs, then fours: 24 shuffles of 32 lanes), each row stored by
-    one masked store of 7 lanes (a store of 8 would write the next tile's first column, which
-    another thread may own). The scalar stores (32 x 7 lane extracts) cost ~90 ns per tile."""
+def _store_plan(nrows: int, pcols: int) -> tuple[list, list]:
+    """The shuffle rounds that transpose ``pcols`` vectors of ``nrows`` lanes (vector j: column j,
+    lane r: row r) into rows of ``pcols`` lanes: per round, (output k, inputs x, y, lane mask)
+    (round t interleaves groups of 2^t lanes of vector pairs, each pair's half h of the rows into
+    output h * pcols / 2 + pair); and for every final vector the rows of its chunks of ``pcols``
+    lanes, in order. Worked out by following (row, column) labels through the rounds."""
+    labels = [np.arange(nrows) * pcols + j for j in range(pcols)]
+    rounds, g = [], 1
+    while g < pcols:
+        step, new = [], [labels[0]] * pcols
+        for h in range(2):
+            mask = [x for i in range(h * nrows // 2 // g, (h + 1) * nrows // 2 // g)
+                    for x in (*range(g * i, g * i + g), *range(nrows + g * i, nrows + g * i + g))]
+            for a in range(pcols // 2):
+                new[h * (pcols // 2) + a] = np.concatenate([labels[2 * a], labels[2 * a + 1]])[mask]
+                step.append((h * (pcols // 2) + a, 2 * a, 2 * a + 1, mask))
+        rounds.append(step)
+        labels, g = new, 2 * g
+    rows = []
+    for v in labels:
+        chunks = v.reshape(-1, pcols)
+        if not all((c == c[0] + np.arange(pcols)).all() and c[0] % pcols == 0 for c in chunks):
+            raise AssertionError("not a transpose")  # (a bug here, not an input error)
+        rows.append([int(c[0]) // pcols for c in chunks])
+    return rounds, rows
+
+
+def _make_store(intrinsic: Any, ir: Any, cgutils: Any, types: Any, nrows: int, ncols: int) -> Any:
+    """The intrinsic ``store(cf, o0, n, s0, ..., s{ncols-1})``: cf[o0 + r n + j] = s_j[r] for r <
+    nrows, j < ncols (a full register tile's columns, nrows floats each, into C's rows: _store7
+    for the 32 x 7 tiles, _store13 for the 16 x 13 ones) as vector code: the columns (padded to 8
+    or 16 with undefined ones) transposed by rounds of shuffles (:func:`_store_plan`: 3 rounds
+    of 8 shuffles of 32 lanes; 4 of 16 of 16 lanes), each row stored by one masked store of
+    ``ncols`` lanes (a store of all would write the next tile's first columns, which another
+    thread may own). The scalar stores (lane extracts) cost ~90 ns per 32 x 7 tile."""
+    pcols = 8 if ncols <= 8 else 16
+    rounds, rows = _store_plan(nrows, pcols)
     f32, i32, i64 = ir.FloatType(), ir.IntType(32), ir.IntType(64)
-    v32, v8, m8 = ir.VectorType(f32, 32), ir.VectorType(f32, 8), ir.VectorType(ir.IntType(1), 8)
+    vr, vp, mp = ir.VectorType(f32, nrows), ir.VectorType(f32, pcols), ir.VectorType(ir.IntType(1), pcols)
 
     def shuf(b: Any, x: Any, y: Any, idx: list) -> Any:
         return b.shuffle_vector(x, y, ir.Constant(ir.VectorType(i32, len(idx)), idx))
 
-    @intrinsic
-    def store7(typingctx: Any, cf: Any, o0: Any, n: Any, s0: Any, s1: Any, s2: Any, s3: Any, s4: Any, s5: Any,
-               s6: Any) -> Any:
-        if not all(isinstance(a, types.Array) for a in (cf, s0, s1, s2, s3, s4, s5, s6)):
+    def typer(cf: Any, o0: Any, n: Any, cols: tuple) -> Any:
+        if not all(isinstance(a, types.Array) for a in (cf, *cols)):
             return None
         if not isinstance(o0, types.Integer) or not isinstance(n, types.Integer):
             return None
+        return types.void(cf, o0, n, *cols)
 
-        def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
-            cfa = context.make_array(sig.args[0])(context, builder, args[0])
-            v = []
-            for j in range(7):
-                col = context.make_array(sig.args[3 + j])(context, builder, args[3 + j])
-                ld = builder.load(builder.bitcast(col.data, v32.as_pointer()))
-                ld.align = 4
-                v.append(ld)
-            v.append(ir.Constant(v32, ir.Undefined))
-            # P[a][h] lane 2 i + b = v[2 a + b][16 h + i]; Q[c][h][g] lane 4 i + b = v[4 c + b][16 h + 8 g + i]
-            pp = [[shuf(builder, v[2 * a], v[2 * a + 1], [x for i in range(16) for x in (16 * h + i, 32 + 16 * h + i)])
-                   for h in range(2)] for a in range(4)]
-            qq = [[[shuf(builder, pp[2 * c][h], pp[2 * c + 1][h],
-                         [x for i in range(8 * g, 8 * g + 8) for x in (2 * i, 2 * i + 1, 32 + 2 * i, 33 + 2 * i)])
-                    for g in range(2)] for h in range(2)] for c in range(2)]
-            o0v = builder.sext(args[1], i64) if args[1].type.width < 64 else args[1]
-            nv = builder.sext(args[2], i64) if args[2].type.width < 64 else args[2]
-            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [v8, v8.as_pointer(),
-                                                                                                 i32, m8]),
-                                                "llvm.masked.store.v8f32.p0")
-            mask = ir.Constant(m8, [1] * 7 + [0])
-            for h in range(2):
-                for g in range(2):
-                    for q in range(2):  # S lane 8 t + j = v[j][16 h + 8 g + 4 q + t]
-                        sv = shuf(builder, qq[0][h][g], qq[1][h][g],
-                                  [x for t in range(4 * q, 4 * q + 4) for x in (*range(4 * t, 4 * t + 4),
-                                                                                  *range(32 + 4 * t, 36 + 4 * t))])
-                        for t in range(4):
-                            off = builder.add(o0v, builder.mul(nv, ir.Constant(i64, 16 * h + 8 * g + 4 * q + t)))
-                            ptr = builder.bitcast(builder.gep(cfa.data, [off]), v8.as_pointer())
-                            builder.call(fn, [shuf(builder, sv, sv, list(range(8 * t, 8 * t + 8))), ptr, i32(4), mask])
-            return context.get_dummy_value()
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        cfa = context.make_array(sig.args[0])(context, builder, args[0])
+        v = []
+        for j in range(ncols):
+            col = context.make_array(sig.args[3 + j])(context, builder, args[3 + j])
+            ld = builder.load(builder.bitcast(col.data, vr.as_pointer()))
+            ld.align = 4
+            v.append(ld)
+        v += [ir.Constant(vr, ir.Undefined)] * (pcols - ncols)
+        for step in rounds:
+            new = list(v)
+            for k, x, y, mask in step:
+                new[k] = shuf(builder, v[x], v[y], mask)
+            v = new
+        o0v = builder.sext(args[1], i64) if args[1].type.width < 64 else args[1]
+        nv = builder.sext(args[2], i64) if args[2].type.width < 64 else args[2]
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [vp, vp.as_pointer(), i32,
+                                                                                             mp]),
+                                            f"llvm.masked.store.v{pcols}f32.p0")
+        mask = ir.Constant(mp, [1] * ncols + [0] * (pcols - ncols))
+        for vec, rs in zip(v, rows):
+            for t, r in enumerate(rs):
+                off = builder.add(o0v, builder.mul(nv, ir.Constant(i64, r)))
+                ptr = builder.bitcast(builder.gep(cfa.data, [off]), vp.as_pointer())
+                row = shuf(builder, vec, vec, list(range(pcols * t, pcols * t + pcols)))
+                builder.call(fn, [row, ptr, i32(4), mask])
+        return context.get_dummy_value()
 
-        return types.void(cf, o0, n, s0, s1, s2, s3, s4, s5, s6), codegen
-
-    return store7
+    # (an intrinsic takes its arguments one by one: its signature written out for ncols)
+    names = ", ".join(f"c{j}" for j in range(ncols))
+    ns: dict = {}
+    exec(f"def store(typingctx, cf, o0, n, {names}):\n    sig = typer(cf, o0, n, ({names},))\n"  # noqa: S102
+         f"    return None if sig is None else (sig, codegen)\n", {"typer": typer, "codegen": codegen}, ns)
+    return intrinsic(ns["store"])
 
 
 _fast = lazy_njit(**{**JIT_OPTIONS, "fastmath": {"contract"}, "boundscheck": False})
@@ -513,7 +542,7 @@ def packed_gemm_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, act
 
 
 @_fast
-def _tile16(wp, xf, kofs, coffs, p, h, t0, t1, cf, n, rows, wpf, pfo, share, pfs, pf):  # noqa: PLR0915
+def _tile16(wp, xf, kofs, coffs, p, h, t0, t1, cf, n, rows, wpf, pfo, share, pfs, pf, vs=True):  # noqa: PLR0915
     """Rows 16 h .. 16 h + 15 of W panel p @ X[:, j] for the 13 contiguous columns j from 13 t of
     each tile t in [t0, t1), X[k, j] = xf[kofs[k] + coffs[13 t] + j - 13 t], stored to cf[(32 p +
     16 h + r) * n + j] for the first ``rows`` of those rows (``pf`` etc. as :func:`_tile`; tile t
@@ -631,6 +660,9 @@ def _tile16(wp, xf, kofs, coffs, p, h, t0, t1, cf, n, rows, wpf, pfo, share, pfs
                 s10[lane] += a10[lane]
                 s11[lane] += a11[lane]
                 s12[lane] += a12[lane]
+        if vs and rows == 16:  # (VSTORE)
+            _store13(cf, o0, n, s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12)
+            continue
         for r in range(rows):
             o = o0 + r * n
             cf[o + 0] = s0[r]
@@ -649,13 +681,14 @@ def _tile16(wp, xf, kofs, coffs, p, h, t0, t1, cf, n, rows, wpf, pfo, share, pfs
 
 @_fast
 def packed_gemm16_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, act, slope, six, pepi=False,
-                      pfr=False, step=0, vs=True):
+                      pfr=False, step=0, vs=True, vs16=False):
     """:func:`packed_gemm_epi` (same arguments, same results bit for bit: each output is the
     same chain of blocked sums) for X whose columns are contiguous (coffs[j] = coffs[0] + j:
     1x1 stride-1 convs, matrices): each panel's columns in tiles of 16 rows x :data:`NC16`
     (:func:`_tile16`, both halves of the panel), the last n % NC16 columns on :func:`_tile`
     (the 16-row tiles read the same packed panels). ``step``: 16-row tiles per call (0: a
-    panel half's; 1: one call per tile, both halves, A/B only, :data:`PACKED_RUN`)."""
+    panel half's; 1: one call per tile, both halves, A/B only, :data:`PACKED_RUN`). ``vs``, ``vs16``:
+    the full 32 x 7, 16 x 13 tiles' stores as vector code (:data:`VSTORE`, :data:`VSTORE16`)."""
     m, n = c.shape
     cf = c.reshape(m * n)
     npan, kdim = wp.shape[0], wp.shape[1]
@@ -675,7 +708,7 @@ def packed_gemm16_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, a
         for t0 in range(0, full, step):
             for h in range(2 if rows > 16 else 1):
                 _tile16(wp, xf, kofs, coffs, p, h, t0, min(full, t0 + step), cf, n, min(16, rows - 16 * h), wpf,
-                        np.uint64(nxt + h * (share // 2)), np.uint64(share), pfs, pf)
+                        np.uint64(nxt + h * (share // 2)), np.uint64(share), pfs, pf, vs16)
         if full * 13 < n:  # the last n % 13 columns
             _tile(wp, xf, kofs, coffs, p, full * 13, n, cf, n, rows, wpf, np.uint64(nxt + full * share),
                   np.uint64(share), pfs, pf, vs)
@@ -730,6 +763,9 @@ PREFETCH_L1 = False
 # 0.993 (the other steps 1.005, 1.018: the noise); bench/flag_ab.py resnet50 (15 rounds) pass CPU
 # 0.989 (0.89..1.16); SqueezeNet 0.999 (its conv10 on the 16 x 13 tiles: unchanged).
 VSTORE = True
+# ... and the 16 x 13 tiles by _store13 (read at each call; same results). Off: SqueezeNet's conv10
+# 1000x512x169 (cold weights, 40-60 paired rounds) 1.008, 0.994, 1.033 (minimums 1.01 worse).
+VSTORE16 = False
 TALL16_ENV = "REFNET_PACKGEMM_16"
 TALL16 = os.environ.get(TALL16_ENV, "1").strip() not in ("0", "off", "no", "false")
 NC16 = 13
@@ -809,7 +845,8 @@ class PackedGemm:
             pf = (2 if PREFETCH_L1 else 1) if PREFETCH else 0
             if tall16_fits(coffs):
                 packed_gemm16_epi(self.wp, xf, kofs, coffs, c, pf, epi is not None, bias, rf, res is not None,
-                                  act, slope, six, PANEL_EPI, RES_PREFETCH, 0 if PACKED_RUN else 1, VSTORE)
+                                  act, slope, six, PANEL_EPI, RES_PREFETCH, 0 if PACKED_RUN else 1, VSTORE,
+                                  VSTORE16)
             else:
                 packed_gemm_epi(self.wp, xf, kofs, coffs, c, pf, epi is not None, bias, rf, res is not None, act,
                                 slope, six, 0 if PACKED_RUN else NR, PANEL_EPI, RES_PREFETCH, VSTORE)

@@ -373,10 +373,13 @@ def test_winograd_gemms_on_packed_weights(n, monkeypatch, rng):
 
 # full 32 x 7 tiles only (64, 49), with a partial last column tile (40: 5 full) and a partial last
 # panel (70 rows), several k blocks (130), one column (1)
-@pytest.mark.parametrize("m,k,n", [(64, 9, 49), (70, 130, 40), (96, 5, 1), (32, 3, 7)])
+# (16 x 13 tiles: 39 and 52 columns, whole tiles; 40: and a 32 x 7 remainder; 70 rows: a last panel
+# of 6 rows, scalar stores)
+@pytest.mark.parametrize("m,k,n", [(64, 9, 49), (70, 130, 40), (96, 5, 1), (32, 3, 7), (70, 130, 39), (48, 7, 52)])
 def test_packed_gemm_vector_stores_same_bits(m, k, n, rng):
-    """The full tiles' vector-transpose stores (_store7, VSTORE): the same bits as the scalar
-    stores, every element written once (C starts NaN), the float64 product; through PackedGemm."""
+    """The full tiles' vector-transpose stores (_store7 / _store13, VSTORE): the same bits as the
+    scalar stores, every element written once (C starts NaN), the float64 product; through
+    PackedGemm."""
     w = rng.standard_normal((m, k)).astype(np.float32)
     x = rng.standard_normal((k, n)).astype(np.float32)
     b = rng.standard_normal(m).astype(np.float32)
@@ -391,11 +394,12 @@ def test_packed_gemm_vector_stores_same_bits(m, k, n, rng):
         assert np.array_equal(c, got[False, 0]), key
     want = np.clip(w.astype(np.float64) @ x.astype(np.float64) + b[:, None], 0, 6)
     assert_close(got[True, 0], want, "f32_vs_f64", "vector stores")
-    if n >= 13:  # the 16 x 13 driver's last columns on the 32 x 7 tile
-        c = np.full((m, n), np.nan, np.float32)
-        PG.packed_gemm16_epi(wp, x.reshape(-1), *PG.matrix_offsets(k, n), c, 1, True, b, b, False, 2, b, six, True,
-                             False, 0, True)
-        assert np.array_equal(c, got[False, 0])
+    for vs in (False, True):  # the 16 x 13 tiles (_store13 on full ones), the last columns on the 32 x 7 tile
+        for step in (0, 1):
+            c = np.full((m, n), np.nan, np.float32)
+            PG.packed_gemm16_epi(wp, x.reshape(-1), *PG.matrix_offsets(k, n), c, 1, True, b, b, False, 2, b, six, True,
+                                 False, step, vs, vs)
+            assert np.array_equal(c, got[False, 0]), (vs, step)
     out = np.full((m, n), np.nan, np.float32)
     PG.PackedGemm(w)(x, out)
     assert_close(out, w.astype(np.float64) @ x.astype(np.float64), "f32_vs_f64", "PackedGemm")
