@@ -759,9 +759,10 @@ PREFETCH_L1 = False
 # 0.97, 2048x512x49 0.99, 1000x512x169 0.98, 1024x1024x196 1.00. Tried: prefetchw of the tile's
 # rows of C before its k loop (no change), a branch for full tiles with scalar stores (0.99-1.01).
 # In the net (ResNet-50, 1 thread, load 1.5-2; bench/steps_ab.py resnet50
-# refnet.kernels._packgemm:VSTORE --rounds 31 --show -1, the packed steps' medians summed): 0.989,
-# 0.993 (the other steps 1.005, 1.018: the noise); bench/flag_ab.py resnet50 (15 rounds) pass CPU
-# 0.989 (0.89..1.16); SqueezeNet 0.999 (its conv10 on the 16 x 13 tiles: unchanged).
+# refnet.kernels._packgemm:VSTORE --rounds 31 --show -1, the medians of the 25 packed steps that
+# bench/layers_vs_ort.py lists, summed): 0.989, 0.993, 0.988 (the other steps 1.005, 1.018, 1.004:
+# the noise); bench/flag_ab.py resnet50 (15 rounds) pass CPU 0.989 (0.89..1.16); SqueezeNet 0.999
+# (its conv10 on the 16 x 13 tiles: unchanged).
 VSTORE = True
 # ... and the 16 x 13 tiles by _store13 (read at each call; same results). Off: SqueezeNet's conv10
 # 1000x512x169 (cold weights, 40-60 paired rounds) 1.008, 0.994, 1.033 (minimums 1.01 worse).
