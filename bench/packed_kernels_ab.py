@@ -9,8 +9,14 @@
 * ``--drivers``: instead, the packed drivers' A/B switches of session 8 (packed2) on ResNet-50's
   7 x 7 / 14 x 14 shapes with a residual and SqueezeNet's conv10 (cold weights, bits checked): a
   tile call per tile against one per row panel (:data:`PACKED_RUN`, the ``step`` arguments) and the
-  epilogue per row against per panel (:data:`PANEL_EPI`), and the fixed vs per-k cost of the
+  epilogue per row against per panel (:data:`PANEL_EPI`), the scalar stores against the vector
+  transpose (:data:`VSTORE`, session 8 packed3), and the fixed vs per-k cost of the
   32 x 7 tiles: hot calls at K = 128..1024 on 1024 x 196, a least-squares line;
+* ``--cold``: instead, the packed GEMM's next-panel weight prefetch (session 8, packed3) on
+  ResNet-50's 14 x 14 / 7 x 7 1x1 shapes and SqueezeNet's conv10 (ReLU): hot calls (everything in
+  the caches) against cold weights (a 96 MB buffer written before each call, X and C read back)
+  with the prefetch into L2 (prefetcht1, ``prefetch`` = 1), into all levels (prefetcht0, 2:
+  :data:`PREFETCH_L1`) and none (0); bits checked;
 * gemv: ResNet-50's fully connected layer (1000 x 2048, one row), ``x @ w.T`` (the BLAS, as the
   generic gemm / linear ops run it) against ``gemv_packed`` on the packed weights, cold weights.
 
@@ -65,16 +71,18 @@ def _drivers(rounds: int) -> int:
             np.float32)
         offs, sl = PG.matrix_offsets(k, n), np.zeros(m, np.float32)
         tall = PG.tall16_fits(offs[1])
-        for switch, variants in (("PACKED_RUN", ((7, False), (0, False))), ("PANEL_EPI", ((0, False), (0, True)))):
+        for switch, variants in (("PACKED_RUN", ((7, False, True), (0, False, True))),
+                                 ("PANEL_EPI", ((0, False, True), (0, True, True))),
+                                 ("VSTORE", ((0, True, False), (0, True, True)))):
             cs = {v: np.empty((m, n), np.float32) for v in variants}
 
             def call(v, cs=cs, wp=wp, x=x, b=b, r=r, offs=offs, sl=sl, tall=tall, res=res) -> None:
-                step, pepi = v
+                step, pepi, vs = v
                 args = (wp, x.reshape(-1), *offs, cs[v], PG.PREFETCH, True, b, r.reshape(-1), res, 1, sl, six)
                 if tall:
-                    PG.packed_gemm16_epi(*args, pepi, False, min(step, 1))
+                    PG.packed_gemm16_epi(*args, pepi, False, min(step, 1), vs, vs)  # (VSTORE16 too)
                 else:
-                    PG.packed_gemm_epi(*args, step, pepi)
+                    PG.packed_gemm_epi(*args, step, pepi, False, vs)
 
             fns = {f"{switch}={v != variants[0]}": (lambda v=v, call=call: call(v)) for v in variants}
             for f in fns.values():
@@ -104,11 +112,61 @@ def _drivers(rounds: int) -> int:
     return 0
 
 
+COLD_SHAPES = ((1024, 256, 196), (256, 1024, 196), (2048, 512, 49), (512, 2048, 49), (512, 4608, 49),
+               (1000, 512, 169))
+
+
+def _cold(rounds: int) -> int:
+    from threadpoolctl import threadpool_limits
+
+    from refnet.kernels import _packgemm as PG
+
+    threadpool_limits(1)
+    rng = np.random.default_rng(0)
+    flush = np.ones(24 << 20, np.float32)
+    six = np.float32(6)
+    variants = {"hot": 2, "cold_t1": 1, "cold_t0": 2, "cold_none": 0}
+    for m, k, n in COLD_SHAPES:
+        w, x = rng.standard_normal((m, k)).astype(np.float32), rng.standard_normal((k, n)).astype(np.float32)
+        wp, b = PG.pack_weights(w), np.zeros(m, np.float32)
+        offs = PG.matrix_offsets(k, n)
+        kern = PG.packed_gemm16_epi if PG.tall16_fits(offs[1]) else PG.packed_gemm_epi
+        cs = {v: np.empty((m, n), np.float32) for v in variants}
+
+        def call(v: str, wp=wp, x=x, b=b, offs=offs, kern=kern, cs=cs) -> None:
+            kern(wp, x.reshape(-1), *offs, cs[v], variants[v], True, b, b, False, 1, b, six)
+
+        for v in variants:
+            call(v)
+        ts: dict = {v: [] for v in variants}
+        for i in range(rounds):
+            for v in (list(variants) if i % 2 == 0 else list(variants)[::-1]):
+                flush += 1
+                x.sum()
+                cs[v].sum()
+                if v == "hot":
+                    call(v)
+                t = time.perf_counter()
+                call(v)
+                ts[v].append(time.perf_counter() - t)
+        if not all(np.array_equal(c, cs["hot"]) for c in cs.values()):
+            raise SystemExit("the prefetch changed the bits")
+        med = {v: np.median(t) for v, t in ts.items()}
+        print(f"{m} x {k} x {n} ({wp.nbytes / 1e6:.1f} MB): " + "  ".join(
+            f"{v} {min(t) * 1e3:.3f} / {med[v] * 1e3:.3f}" for v, t in ts.items()) +
+            f" ms (min / median); t0/t1 {med['cold_t0'] / med['cold_t1']:.3f}, cold_t0/hot "
+            f"{med['cold_t0'] / med['hot']:.3f}, cold_t1/hot {med['cold_t1'] / med['hot']:.3f}", flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=40)
     ap.add_argument("--drivers", action="store_true", help="the run / panel-epilogue switches and the K line")
+    ap.add_argument("--cold", action="store_true", help="the weight prefetch: hot vs cold, prefetcht0 / t1 / none")
     args = ap.parse_args(argv)
+    if args.cold:
+        return _cold(args.rounds)
     if args.drivers:
         return _drivers(args.rounds)
     from threadpoolctl import threadpool_limits

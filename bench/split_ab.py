@@ -23,6 +23,8 @@ set-up, a 0.1 s pause and an untimed warm-up call before every timed call) of
   (the numba kernels' parallel builds from 2^17 work elements on TBB too, as before);
 * ``region2b1u2``, ``region2b1u8``: ``region2b1`` with 2 or 8 units per thread in the packed /
   direct_cin splits (``refnet.kernels._packsplit.UNITS_PER_THREAD``, default 4);
+* ``region2b1pf``: ``region2b1`` with the packed units' weight prefetch
+  (``refnet.kernels._packsplit.PREFETCH``; the plans' unit tables are rebuilt when it changes);
 * ``one``:    1 thread;
 * ``cv2``:    cv2.dnn 4.x at 2 threads (caffe models; the ONNX ones in cv2 4.x where it loads them);
 * ``auto``:   refnet's default (load-aware) thread count.
@@ -93,8 +95,16 @@ def _variants(net, feeds, with_cv2: bool):
     from refnet.kernels import _packsplit, _parallel
 
     def setup(split: str, n, drivers: str = "1", regions: str = "0", per_thread: int = 4, region_per: int = 2,
-              packed: str = "1", tbb_min_work: int = _parallel.TBB_MIN_WORK, units: int = _packsplit.UNITS_PER_THREAD):
+              packed: str = "1", tbb_min_work: int = _parallel.TBB_MIN_WORK, units: int = _packsplit.UNITS_PER_THREAD,
+              pf: bool = False):
         def prep():
+            if _packsplit.PREFETCH != pf:  # (the plans keep their unit tables: drop them)
+                import gc
+
+                _packsplit.PREFETCH = pf
+                for o in gc.get_objects():
+                    if isinstance(o, conv.Conv2dPlan):
+                        o.__dict__.pop("_units", None)
             os.environ["REFNET_PACKED_SPLIT"] = packed
             _packsplit.UNITS_PER_THREAD = units
             _parallel.TBB_MIN_WORK = tbb_min_work
@@ -114,6 +124,7 @@ def _variants(net, feeds, with_cv2: bool):
            "region2b1np": (setup("1", 2, "1", region, region_per=1, packed="0"), fwd),
            "region2b1mw": (setup("1", 2, "1", region, region_per=1, tbb_min_work=_parallel.PARALLEL_MIN_WORK), fwd),
            "region2b1u2": (setup("1", 2, "1", region, region_per=1, units=2), fwd),
+           "region2b1pf": (setup("1", 2, "1", region, region_per=1, pf=True), fwd),
            "region2b1u8": (setup("1", 2, "1", region, region_per=1, units=8), fwd),
            "region2b4": (setup("1", 2, "1", region, region_per=4), fwd),
            "split2b2": (setup("1", 2, per_thread=2), fwd),
@@ -183,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
                   + "  (process CPU time per call, median: work + spinning, all threads)")
             by = dict(zip(names, times))
             pairs = [(r, q) for r in ("region2", "region2b1", "region2b4")
-                     for q in ("region2b1np", "region2b1mw", "region2b1u2", "region2b1u8", "split2", "one", "cv2")]
+                     for q in ("region2b1np", "region2b1mw", "region2b1u2", "region2b1u8", "region2b1pf", "split2",
+                               "one", "cv2")]
             pairs += [("split2", "py2"), ("py2", "one"),
                      ("py2", "cv2"), ("split2", "blas2"), ("split2", "one"),
                      ("blas2", "one"), ("split2", "cv2"), ("blas2", "cv2"),

@@ -83,6 +83,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{np.median(cpu[0]):.3f} B {np.median(cpu[1]):.3f} ms; cpu B/A median {np.median(ratios):.3f} "
           f"({ratios.min():.2f}..{ratios.max():.2f}, {a.rounds} rounds); output max rel diff {diff:.2e}; "
           f"load {os.getloadavg()[0]:.2f}")
+    both = [k for k in per[0] if k in per[1]]
+    sums = [[sum(float(f(per[v][k])) for k in both) for v in (0, 1)] for f in (np.median, np.min)]
+    print(f"  sum of the steps' medians A {sums[0][0] / 1e3:.3f} B {sums[0][1] / 1e3:.3f} ms (B/A "
+          f"{sums[0][1] / sums[0][0]:.3f}), of their minimums A {sums[1][0] / 1e3:.3f} B {sums[1][1] / 1e3:.3f} ms "
+          f"(B/A {sums[1][1] / sums[1][0]:.3f})")
     for layer, ts in per[0].items():
         ta, tb = float(np.median(ts)), float(np.median(per[1].get(layer, [np.nan])))
         if not abs(tb - ta) <= a.show:

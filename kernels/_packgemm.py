@@ -45,6 +45,13 @@ FMA per cycle (np.matmul 1024^3 measures 100 here); on top of it a fixed ~60 ns 
 stores, zeroing, the block sums, the call) and the epilogue pass, together ~12% at K = 256 and
 ~6% at K = 1024; weights cold from memory add ~0.1 ms per 1 MB panel set. So one call runs a
 panel's (half's) tiles (:data:`PACKED_RUN`) and the epilogue makes one pass (:data:`PANEL_EPI`).
+Of the fixed cost the tile's 224 scalar stores were ~90-130 ns (a variant storing one 32-value sum
+instead): full tiles now store by a vector transpose (:func:`_make_store`, :data:`VSTORE`), 30-50
+ns less. Cold weights (session 8, ``bench/packed_kernels_ab.py --cold``: a 96 MB buffer written
+before each call): with the next-panel prefetch the calls run 3-12% over hot ones (without it
+13-32% at K >= 512); prefetcht0 instead of prefetcht1 4-7% less (:data:`PREFETCH_L1`), but in a
+forward pass the packed 1x1s already run within ~0-8% of hot calls of the same shape, and the
+switch measured as noise there.
 
 Rounding: each output sums blocks of 128 products (one float32 FMA chain each, k in order)
 and then the blocks' sums, about as accurate as the BLAS (one chain over all K was 13x
@@ -158,20 +165,26 @@ PREFETCH_ENV = "REFNET_PACKGEMM_PREFETCH"
 
 # stand-ins until numba loads; then the intrinsics: a stack array, and software prefetches of
 # one cache line (hints) for reading and for writing (prefetchw: the line arrives ready to be
-# written). With NUMBA_DISABLE_JIT=1: NumPy arrays and no-ops, so the kernel bodies run as Python.
+# written), and for reading into all cache levels (_prefetch1: locality 3, prefetcht0; the others
+# locality 2, prefetcht1). With NUMBA_DISABLE_JIT=1: NumPy arrays and no-ops, so the kernel
+# bodies run as Python.
 _stack: Any = None
 _carray: Any = None
 _prefetch: Any = None
 _prefetchw: Any = None
+_prefetch1: Any = None
+_store7: Any = None
+_store13: Any = None
 
 
 @on_numba_load
 def _define_intrinsics(numba: Any) -> None:
-    global _stack, _carray, _prefetch, _prefetchw
+    global _stack, _carray, _prefetch, _prefetchw, _prefetch1, _store7, _store13
     if numba.config.DISABLE_JIT:
         _stack = lambda n: np.zeros(n, np.float32)  # noqa: E731
         _carray = lambda a, shape: a.reshape(shape)  # noqa: E731
-        _prefetch = _prefetchw = lambda a, i: None  # noqa: E731
+        _prefetch = _prefetchw = _prefetch1 = lambda a, i: None  # noqa: E731
+        _store7 = _store13 = _store_py
         return
     from llvmlite import ir
     from numba.core import cgutils, types
@@ -189,11 +202,11 @@ def _define_intrinsics(numba: Any) -> None:
 
         return types.CPointer(types.float32)(size), codegen
 
-    def make_prefetch(rw: int) -> Any:
+    def make_prefetch(rw: int, locality: int = 2) -> Any:
         @intrinsic
         def prefetch(typingctx: Any, arr: Any, idx: Any) -> Any:
-            """Prefetch (llvm.prefetch, locality 2) the line holding ``arr[idx]`` (a 1-D array,
-            ``idx`` an integer; not bounds-checked: a hint)."""
+            """Prefetch (llvm.prefetch, the locality given) the line holding ``arr[idx]`` (a 1-D
+            array, ``idx`` an integer; not bounds-checked: a hint)."""
             if not isinstance(arr, types.Array) or not isinstance(idx, types.Integer):
                 return None
 
@@ -203,7 +216,7 @@ def _define_intrinsics(numba: Any) -> None:
                 i32 = ir.IntType(32)
                 fnty = ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32])
                 fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
-                builder.call(fn, [ptr, i32(rw), i32(2), i32(1)])
+                builder.call(fn, [ptr, i32(rw), i32(locality), i32(1)])
                 return context.get_dummy_value()
 
             return types.void(arr, idx), codegen
@@ -211,21 +224,116 @@ def _define_intrinsics(numba: Any) -> None:
         return prefetch
 
     _stack, _carray = stack, numba.carray
-    _prefetch, _prefetchw = make_prefetch(0), make_prefetch(1)
+    _prefetch, _prefetchw, _prefetch1 = make_prefetch(0), make_prefetch(1), make_prefetch(0, 3)
+    _store7 = _make_store(intrinsic, ir, cgutils, types, 32, 7)
+    _store13 = _make_store(intrinsic, ir, cgutils, types, 16, 13)
+
+
+def _store_py(cf: np.ndarray, o0: int, n: int, *cols: np.ndarray) -> None:
+    """What :func:`_store7` / ``_store13`` do, in NumPy (NUMBA_DISABLE_JIT)."""
+    for j, col in enumerate(cols):
+        cf[int(o0) + j + np.arange(col.size) * int(n)] = col
+
+
+def _store_plan(nrows: int, pcols: int) -> tuple[list, list]:
+    """The shuffle rounds that transpose ``pcols`` vectors of ``nrows`` lanes (vector j: column j,
+    lane r: row r) into rows of ``pcols`` lanes: per round, (output k, inputs x, y, lane mask)
+    (round t interleaves groups of 2^t lanes of vector pairs, each pair's half h of the rows into
+    output h * pcols / 2 + pair); and for every final vector the rows of its chunks of ``pcols``
+    lanes, in order. Worked out by following (row, column) labels through the rounds."""
+    labels = [np.arange(nrows) * pcols + j for j in range(pcols)]
+    rounds, g = [], 1
+    while g < pcols:
+        step, new = [], [labels[0]] * pcols
+        for h in range(2):
+            mask = [x for i in range(h * nrows // 2 // g, (h + 1) * nrows // 2 // g)
+                    for x in (*range(g * i, g * i + g), *range(nrows + g * i, nrows + g * i + g))]
+            for a in range(pcols // 2):
+                new[h * (pcols // 2) + a] = np.concatenate([labels[2 * a], labels[2 * a + 1]])[mask]
+                step.append((h * (pcols // 2) + a, 2 * a, 2 * a + 1, mask))
+        rounds.append(step)
+        labels, g = new, 2 * g
+    rows = []
+    for v in labels:
+        chunks = v.reshape(-1, pcols)
+        if not all((c == c[0] + np.arange(pcols)).all() and c[0] % pcols == 0 for c in chunks):
+            raise AssertionError("not a transpose")  # (a bug here, not an input error)
+        rows.append([int(c[0]) // pcols for c in chunks])
+    return rounds, rows
+
+
+def _make_store(intrinsic: Any, ir: Any, cgutils: Any, types: Any, nrows: int, ncols: int) -> Any:
+    """The intrinsic ``store(cf, o0, n, s0, ..., s{ncols-1})``: cf[o0 + r n + j] = s_j[r] for r <
+    nrows, j < ncols (a full register tile's columns, nrows floats each, into C's rows: _store7
+    for the 32 x 7 tiles, _store13 for the 16 x 13 ones) as vector code: the columns (padded to 8
+    or 16 with undefined ones) transposed by rounds of shuffles (:func:`_store_plan`: 3 rounds
+    of 8 shuffles of 32 lanes; 4 of 16 of 16 lanes), each row stored by one masked store of
+    ``ncols`` lanes (a store of all would write the next tile's first columns, which another
+    thread may own). The scalar stores (lane extracts) cost ~90 ns per 32 x 7 tile."""
+    pcols = 8 if ncols <= 8 else 16
+    rounds, rows = _store_plan(nrows, pcols)
+    f32, i32, i64 = ir.FloatType(), ir.IntType(32), ir.IntType(64)
+    vr, vp, mp = ir.VectorType(f32, nrows), ir.VectorType(f32, pcols), ir.VectorType(ir.IntType(1), pcols)
+
+    def shuf(b: Any, x: Any, y: Any, idx: list) -> Any:
+        return b.shuffle_vector(x, y, ir.Constant(ir.VectorType(i32, len(idx)), idx))
+
+    def typer(cf: Any, o0: Any, n: Any, cols: tuple) -> Any:
+        if not all(isinstance(a, types.Array) for a in (cf, *cols)):
+            return None
+        if not isinstance(o0, types.Integer) or not isinstance(n, types.Integer):
+            return None
+        return types.void(cf, o0, n, *cols)
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        cfa = context.make_array(sig.args[0])(context, builder, args[0])
+        v = []
+        for j in range(ncols):
+            col = context.make_array(sig.args[3 + j])(context, builder, args[3 + j])
+            ld = builder.load(builder.bitcast(col.data, vr.as_pointer()))
+            ld.align = 4
+            v.append(ld)
+        v += [ir.Constant(vr, ir.Undefined)] * (pcols - ncols)
+        for step in rounds:
+            new = list(v)
+            for k, x, y, mask in step:
+                new[k] = shuf(builder, v[x], v[y], mask)
+            v = new
+        o0v = builder.sext(args[1], i64) if args[1].type.width < 64 else args[1]
+        nv = builder.sext(args[2], i64) if args[2].type.width < 64 else args[2]
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [vp, vp.as_pointer(), i32,
+                                                                                             mp]),
+                                            f"llvm.masked.store.v{pcols}f32.p0")
+        mask = ir.Constant(mp, [1] * ncols + [0] * (pcols - ncols))
+        for vec, rs in zip(v, rows):
+            for t, r in enumerate(rs):
+                off = builder.add(o0v, builder.mul(nv, ir.Constant(i64, r)))
+                ptr = builder.bitcast(builder.gep(cfa.data, [off]), vp.as_pointer())
+                row = shuf(builder, vec, vec, list(range(pcols * t, pcols * t + pcols)))
+                builder.call(fn, [row, ptr, i32(4), mask])
+        return context.get_dummy_value()
+
+    # (an intrinsic takes its arguments one by one: its signature written out for ncols)
+    names = ", ".join(f"c{j}" for j in range(ncols))
+    ns: dict = {}
+    exec(f"def store(typingctx, cf, o0, n, {names}):\n    sig = typer(cf, o0, n, ({names},))\n"  # noqa: S102
+         f"    return None if sig is None else (sig, codegen)\n", {"typer": typer, "codegen": codegen}, ns)
+    return intrinsic(ns["store"])
 
 
 _fast = lazy_njit(**{**JIT_OPTIONS, "fastmath": {"contract"}, "boundscheck": False})
 
 
 @_fast
-def _tile(wp, xf, kofs, coffs, p, nc0, nc1, cf, n, rows, wpf, pfo, share, pfs, pf):
+def _tile(wp, xf, kofs, coffs, p, nc0, nc1, cf, n, rows, wpf, pfo, share, pfs, pf, vs=True):
     """(W panel p) @ X[:, j] for the columns j in [nc0, nc1), X[k, j] = xf[kofs[k] + coffs[j]],
     in register tiles of 7 columns from nc0, one after another (a last partial tile, past n,
     repeats column n - 1: computed, not stored), stored to cf[(32 p + r) * n + j] for the
     first ``rows`` rows (cf: C flattened, row length n); see the module docstring for why it
     is written out like this. With ``pf``, step k of the i-th tile also prefetches wpf[pfo +
     i * share + (k * pfs >> 16)] and 16 elements on (wpf: wp flattened; pfs a 16.16
-    fixed-point step: a share of the next panel, :func:`packed_gemm`). One call per run of
+    fixed-point step: a share of the next panel, :func:`packed_gemm`): pf 1 into L2
+    (prefetcht1), 2 into all levels (prefetcht0, :data:`PREFETCH_L1`). One call per run of
     tiles, not per tile (a call cost about as much as 16-50 steps k: :data:`PACKED_RUN`).
     (Long: the tile and the loop over tiles stay one body, so that LLVM keeps the 14
     accumulators in registers; the stack arrays once, outside the loop.)"""
@@ -272,7 +380,11 @@ def _tile(wp, xf, kofs, coffs, p, nc0, nc1, cf, n, rows, wpf, pfo, share, pfs, p
                 a5[lane] = 0.0
                 a6[lane] = 0.0
             for k in range(np.uint64(kb), np.uint64(min(kdim, kb + 128))):  # (unsigned: no wraparound code)
-                if pf:
+                if pf == 2:  # (PREFETCH_L1)
+                    q = pft + ((k * pfs) >> np.uint64(16))
+                    _prefetch1(wpf, q)
+                    _prefetch1(wpf, q + np.uint64(16))
+                elif pf:
                     q = pft + ((k * pfs) >> np.uint64(16))
                     _prefetch(wpf, q)
                     _prefetch(wpf, q + np.uint64(16))
@@ -303,9 +415,12 @@ def _tile(wp, xf, kofs, coffs, p, nc0, nc1, cf, n, rows, wpf, pfo, share, pfs, p
                 s5[lane] += a5[lane]
                 s6[lane] += a6[lane]
         # straight from the accumulators into C's rows (a copy through a tile buffer and a
-        # transposing loop cost 5-15% at K = 256..512)
+        # transposing loop cost 5-15% at K = 256..512); full tiles with ``vs`` by _store7 (VSTORE)
         cols = min(7, n - n0)
         o0 = p * 32 * n + n0
+        if vs and cols == 7 and rows == 32:
+            _store7(cf, o0, n, s0, s1, s2, s3, s4, s5, s6)
+            continue
         for r in range(rows):
             o = o0 + r * n
             cf[o] = s0[r]
@@ -388,19 +503,21 @@ def packed_gemm(wp, xf, kofs, coffs, c, prefetch=False):
 
 @_fast
 def packed_gemm_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, act, slope, six, step=0,
-                    pepi=False, pfr=False):
+                    pepi=False, pfr=False, vs=True):
     """c (M, N) = W @ X with W packed by :func:`pack_weights` into wp (P, K, MR), P * MR >= M,
     and X[k, j] = xf[kofs[k] + coffs[j]] (xf 1-D: a matrix, or an image whose im2col this
     reads in place, :func:`conv_offsets`); c C-contiguous. A last partial tile of columns
-    repeats its last column (computed, not stored). With ``prefetch``, the column tiles of
-    panel p prefetch panel p + 1, each tile an equal share (its weights come from memory,
-    not the cache, in a forward pass). With ``epi``: c = act((W @ X + bias[:, None]) [+ R]),
-    each row panel's rows right after its tiles stored them (``bias`` and ``slope`` per row,
-    ``rf`` R flattened, read if ``hasres``; act 0 none, 1 leaky ReLU / PReLU, 2 ReLU6 with
-    ``six`` = 6). ``step``: columns per call of the tile function, a multiple of 7 (0: the
-    whole panel's; 7: one call per tile, A/B only, :data:`PACKED_RUN`). ``pepi``: the epilogue by
+    repeats its last column (computed, not stored). With ``prefetch`` (True or 1; 2: into L1,
+    :data:`PREFETCH_L1`), the column tiles of panel p prefetch panel p + 1, each tile an equal
+    share (its weights come from memory, not the cache, in a forward pass). With ``epi``:
+    c = act((W @ X + bias[:, None]) [+ R]), each row panel's rows right after its tiles stored
+    them (``bias`` and ``slope`` per row, ``rf`` R flattened, read if ``hasres``; act 0 none,
+    1 leaky ReLU / PReLU, 2 ReLU6 with ``six`` = 6). ``step``: columns per call of the tile
+    function, a multiple of 7 (0: the whole panel's; 7: one call per tile, A/B only,
+    :data:`PACKED_RUN`). ``pepi``: the epilogue by
     :func:`_panel_epi` (:data:`PANEL_EPI`; same results). ``pfr``: each row panel first
-    prefetches its rows of R (:data:`RES_PREFETCH`)."""
+    prefetches its rows of R (:data:`RES_PREFETCH`). ``vs``: full tiles' stores as vector code
+    (:data:`VSTORE`; same results)."""
     m, n = c.shape
     cf = c.reshape(m * n)
     npan, kdim = wp.shape[0], wp.shape[1]
@@ -412,20 +529,20 @@ def packed_gemm_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, act
     for p in range(npan):
         r0 = p * 32
         rows = min(32, m - r0)
-        pf = prefetch and p + 1 < npan
+        pf = np.int64(prefetch) if p + 1 < npan else np.int64(0)  # (True: 1)
         nxt = (p + 1) * kdim * 32
         if epi and hasres and pfr:  # (R read by the epilogue after the tiles: from memory, or L3)
             _prefetch_span(rf, r0 * n, (r0 + rows) * n)
         for n0 in range(0, n, step):
             _tile(wp, xf, kofs, coffs, p, n0, min(n, n0 + step), cf, n, rows, wpf,
-                  np.uint64(nxt + (n0 // 7) * share), np.uint64(share), pfs, pf)
+                  np.uint64(nxt + (n0 // 7) * share), np.uint64(share), pfs, pf, vs)
         if epi:  # the panel's rows, still in the cache
             _panel_epi(cf, rf, r0, r0 + rows, n, bias, hasres, act, slope, six, pepi)
 
 
 
 @_fast
-def _tile16(wp, xf, kofs, coffs, p, h, t0, t1, cf, n, rows, wpf, pfo, share, pfs, pf):  # noqa: PLR0915
+def _tile16(wp, xf, kofs, coffs, p, h, t0, t1, cf, n, rows, wpf, pfo, share, pfs, pf, vs=True):  # noqa: PLR0915
     """Rows 16 h .. 16 h + 15 of W panel p @ X[:, j] for the 13 contiguous columns j from 13 t of
     each tile t in [t0, t1), X[k, j] = xf[kofs[k] + coffs[13 t] + j - 13 t], stored to cf[(32 p +
     16 h + r) * n + j] for the first ``rows`` of those rows (``pf`` etc. as :func:`_tile`; tile t
@@ -495,9 +612,10 @@ def _tile16(wp, xf, kofs, coffs, p, h, t0, t1, cf, n, rows, wpf, pfo, share, pfs
                 a11[lane] = 0.0
                 a12[lane] = 0.0
             for k in range(np.uint64(kb), np.uint64(min(kdim, kb + 128))):
-                if pf:
-                    q = pft + ((k * pfs) >> np.uint64(16))
-                    _prefetch(wpf, q)
+                if pf == 2:  # (PREFETCH_L1)
+                    _prefetch1(wpf, pft + ((k * pfs) >> np.uint64(16)))
+                elif pf:
+                    _prefetch(wpf, pft + ((k * pfs) >> np.uint64(16)))
                 wk = wp[p, k, l0:l0 + 16]
                 ko = kofs[k] + c0
                 x0 = xf[ko + np.uint64(0)]
@@ -542,6 +660,9 @@ def _tile16(wp, xf, kofs, coffs, p, h, t0, t1, cf, n, rows, wpf, pfo, share, pfs
                 s10[lane] += a10[lane]
                 s11[lane] += a11[lane]
                 s12[lane] += a12[lane]
+        if vs and rows == 16:  # (VSTORE)
+            _store13(cf, o0, n, s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, s12)
+            continue
         for r in range(rows):
             o = o0 + r * n
             cf[o + 0] = s0[r]
@@ -560,13 +681,14 @@ def _tile16(wp, xf, kofs, coffs, p, h, t0, t1, cf, n, rows, wpf, pfo, share, pfs
 
 @_fast
 def packed_gemm16_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, act, slope, six, pepi=False,
-                      pfr=False, step=0):
+                      pfr=False, step=0, vs=True, vs16=False):
     """:func:`packed_gemm_epi` (same arguments, same results bit for bit: each output is the
     same chain of blocked sums) for X whose columns are contiguous (coffs[j] = coffs[0] + j:
     1x1 stride-1 convs, matrices): each panel's columns in tiles of 16 rows x :data:`NC16`
     (:func:`_tile16`, both halves of the panel), the last n % NC16 columns on :func:`_tile`
     (the 16-row tiles read the same packed panels). ``step``: 16-row tiles per call (0: a
-    panel half's; 1: one call per tile, both halves, A/B only, :data:`PACKED_RUN`)."""
+    panel half's; 1: one call per tile, both halves, A/B only, :data:`PACKED_RUN`). ``vs``, ``vs16``:
+    the full 32 x 7, 16 x 13 tiles' stores as vector code (:data:`VSTORE`, :data:`VSTORE16`)."""
     m, n = c.shape
     cf = c.reshape(m * n)
     npan, kdim = wp.shape[0], wp.shape[1]
@@ -579,17 +701,17 @@ def packed_gemm16_epi(wp, xf, kofs, coffs, c, prefetch, epi, bias, rf, hasres, a
     for p in range(npan):
         r0 = p * 32
         rows = min(32, m - r0)
-        pf = prefetch and p + 1 < npan
+        pf = np.int64(prefetch) if p + 1 < npan else np.int64(0)  # (True: 1)
         nxt = (p + 1) * kdim * 32
         if epi and hasres and pfr:  # (R read by the epilogue after the tiles: from memory, or L3)
             _prefetch_span(rf, r0 * n, (r0 + rows) * n)
         for t0 in range(0, full, step):
             for h in range(2 if rows > 16 else 1):
                 _tile16(wp, xf, kofs, coffs, p, h, t0, min(full, t0 + step), cf, n, min(16, rows - 16 * h), wpf,
-                        np.uint64(nxt + h * (share // 2)), np.uint64(share), pfs, pf)
+                        np.uint64(nxt + h * (share // 2)), np.uint64(share), pfs, pf, vs16)
         if full * 13 < n:  # the last n % 13 columns
             _tile(wp, xf, kofs, coffs, p, full * 13, n, cf, n, rows, wpf, np.uint64(nxt + full * share),
-                  np.uint64(share), pfs, pf)
+                  np.uint64(share), pfs, pf, vs)
         if epi:  # the panel's rows, still in the cache
             _panel_epi(cf, rf, r0, r0 + rows, n, bias, hasres, act, slope, six, pepi)
 
@@ -615,6 +737,36 @@ PANEL_EPI = True
 # cold (40 rounds) 0.98-1.01; ResNet-50 1 thread per step (bench/steps_ab.py resnet50
 # refnet.kernels._packgemm:RES_PREFETCH --rounds 21, load 3.4) pass CPU 0.999 (0.93-1.17): noise.
 RES_PREFETCH = False
+# whether the packed GEMMs' next-panel prefetch (PREFETCH) brings the lines into all cache levels
+# (prefetcht0, locality 3) rather than L2 (prefetcht1, as before); read at each call. Measured
+# (paired kernel calls, one thread, weights cold: a 96 MB buffer written before each call, ReLU,
+# medians prefetcht0 / prefetcht1, 40 rounds): 1024x256x196 0.95, 256x1024x196 0.96, 2048x512x49
+# 0.96, 512x2048x49 0.95; the cold calls then within 1-6% of hot ones (before 5-12%). Tried:
+# prefetchnta (the same on K <= 512, 1.14x on K = 2048: the lines leave before the panel's later
+# tiles), one line per k step (same), the panel after next (same), panel 0 up front (same).
+# But in the net (ResNet-50, 1 thread, load ~2.5): bench/steps_ab.py resnet50
+# refnet.kernels._packgemm:PREFETCH_L1 --rounds 31: sum of the steps' medians B/A 0.999, of their
+# minimums 1.000; pass CPU 1.001 (0.84..1.21), 0.996 (21 rounds); bench/flag_ab.py (15 rounds) CPU
+# 1.015 (0.96..1.12), SqueezeNet 0.981 (0.87..1.02): noise. In a pass the packed 1x1s already run
+# within ~0-8% of a hot call of the same shape (bench/layers_vs_ort.py: 1024->256 14x14 0.96-1.00 ms,
+# hot 0.95-1.05; 2048->512 7x7 1.00-1.06, hot 0.96-0.99): cold weights cost less there than the
+# kernel-level flush suggests. Off until a pass shows a gain.
+PREFETCH_L1 = False
+# whether the 32 x 7 tiles store full tiles (32 rows, 7 columns) by the vector transpose _store7
+# rather than 224 scalar stores (read at each call; same results). Measured (hot, one thread,
+# paired kernel calls, 40 rounds, the tiles alone; a variant storing one 32-row sum per tile: the
+# stores' cost ~90-130 ns per tile): saves 30-50 ns per tile, 1024x128x196 0.92, 1024x256x196
+# 0.97, 2048x512x49 0.99, 1000x512x169 0.98, 1024x1024x196 1.00. Tried: prefetchw of the tile's
+# rows of C before its k loop (no change), a branch for full tiles with scalar stores (0.99-1.01).
+# In the net (ResNet-50, 1 thread, load 1.5-2; bench/steps_ab.py resnet50
+# refnet.kernels._packgemm:VSTORE --rounds 31 --show -1, the medians of the 25 packed steps that
+# bench/layers_vs_ort.py lists, summed): 0.989, 0.993, 0.988 (the other steps 1.005, 1.018, 1.004:
+# the noise); bench/flag_ab.py resnet50 (15 rounds) pass CPU 0.989 (0.89..1.16); SqueezeNet 0.999
+# (its conv10 on the 16 x 13 tiles: unchanged).
+VSTORE = True
+# ... and the 16 x 13 tiles by _store13 (read at each call; same results). Off: SqueezeNet's conv10
+# 1000x512x169 (cold weights, 40-60 paired rounds) 1.008, 0.994, 1.033 (minimums 1.01 worse).
+VSTORE16 = False
 TALL16_ENV = "REFNET_PACKGEMM_16"
 TALL16 = os.environ.get(TALL16_ENV, "1").strip() not in ("0", "off", "no", "false")
 NC16 = 13
@@ -691,12 +843,14 @@ class PackedGemm:
             cf = c.reshape(c.size)
             bias, res, act, slope, six = epi if epi is not None else (cf, None, 0, cf, np.float32(6))
             rf = cf if res is None else res.reshape(res.size)
+            pf = (2 if PREFETCH_L1 else 1) if PREFETCH else 0
             if tall16_fits(coffs):
-                packed_gemm16_epi(self.wp, xf, kofs, coffs, c, PREFETCH, epi is not None, bias, rf, res is not None,
-                                  act, slope, six, PANEL_EPI, RES_PREFETCH, 0 if PACKED_RUN else 1)
+                packed_gemm16_epi(self.wp, xf, kofs, coffs, c, pf, epi is not None, bias, rf, res is not None,
+                                  act, slope, six, PANEL_EPI, RES_PREFETCH, 0 if PACKED_RUN else 1, VSTORE,
+                                  VSTORE16)
             else:
-                packed_gemm_epi(self.wp, xf, kofs, coffs, c, PREFETCH, epi is not None, bias, rf, res is not None, act,
-                                slope, six, 0 if PACKED_RUN else NR, PANEL_EPI, RES_PREFETCH)
+                packed_gemm_epi(self.wp, xf, kofs, coffs, c, pf, epi is not None, bias, rf, res is not None, act,
+                                slope, six, 0 if PACKED_RUN else NR, PANEL_EPI, RES_PREFETCH, VSTORE)
 
 
 class WinoGemms:

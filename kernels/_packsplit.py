@@ -42,6 +42,11 @@ __all__ = ["ENV", "USE", "UNITS_PER_THREAD", "enabled", "packed_table", "direct_
 
 ENV = "REFNET_PACKED_SPLIT"
 USE = True  # (bench/flag_ab.py flips this)
+# whether the packed units prefetch weights (:func:`packed_table`, read when a plan builds its
+# table), and how: PREFETCH_MODE 1 into L2, 2 into all cache levels (as the one-thread kernel's
+# PREFETCH / PREFETCH_L1)
+PREFETCH = False
+PREFETCH_MODE = 2
 # units per thread (taken from a shared counter: a descheduled thread holds back one unit, not
 # half the layer; a unit costs one atomic increment, no re-packing as a BLAS block would)
 UNITS_PER_THREAD = max(1, int(os.environ.get("REFNET_PACKED_SPLIT_UNITS", "4")))
@@ -79,13 +84,20 @@ def _bounds(total: int, pieces: int, step: int) -> list[tuple[int, int]]:
             for k in range(pieces)]
 
 
-def packed_table(m: int, n: int, nt: int, per: int | None = None) -> np.ndarray:
-    """The units (p, n0, n1) of a packed GEMM C (m, n) over ``nt`` threads: every panel, its
-    columns cut so that there are about ``per`` (:data:`UNITS_PER_THREAD`) units per thread."""
+def packed_table(m: int, n: int, nt: int, per: int | None = None, pf: int | None = None) -> np.ndarray:
+    """The units (p, n0, n1, q, mode) of a packed GEMM C (m, n) over ``nt`` threads: every panel,
+    its columns cut so that there are about ``per`` (:data:`UNITS_PER_THREAD`) units per thread;
+    with ``pf`` (default :data:`PREFETCH_MODE` if :data:`PREFETCH`; 1 into L2, 2 into all levels) each unit's tiles
+    prefetch the share n0 / n .. n1 / n of the weight panel q of the unit ``nt`` places on (the
+    one this thread is likely to take next) where that is another panel (q -1, mode 0: none)."""
     panels = -(-m // _packgemm.MR)
     want = (per or UNITS_PER_THREAD) * nt
     cols = _bounds(n, -(-want // panels), _packgemm.NR)
-    return np.array([(p, c0, c1) for p in range(panels) for c0, c1 in cols], np.int64)
+    units = [(p, c0, c1) for p in range(panels) for c0, c1 in cols]
+    mode = (PREFETCH_MODE if PREFETCH else 0) if pf is None else pf
+    nxt = [units[j + nt][0] if mode and j + nt < len(units) and units[j + nt][0] != u[0] else -1
+           for j, u in enumerate(units)]
+    return np.array([(*u, q, mode if q >= 0 else 0) for u, q in zip(units, nxt)], np.int64).reshape(-1, 5)
 
 
 def direct_table(co: int, ho: int, nt: int, per: int | None = None) -> np.ndarray:
@@ -113,13 +125,16 @@ _par = lazy_njit(parallel=True, **JIT_OPTIONS)
 
 @_drv
 def packed_units(wp, xf, kofs, coffs, c, b, act, slope, six, r, hasres, epi, units, counter):  # noqa: PLR0913
-    """Units ``units[j] = (p, n0, n1)`` taken from ``counter[0]`` until none is left: rows of
-    panel p, columns [n0, n1) of c (M, N) = W @ X as :func:`refnet.kernels._packgemm.packed_gemm`
-    computes them (same tile calls), then on that block c = act(c + b [+ r]) (``hasres``; else
-    only if ``epi``) as the conv plan's one-thread epilogue does."""
+    """Units ``units[j] = (p, n0, n1, q, mode)`` (:func:`packed_table`) taken from ``counter[0]``
+    until none is left: rows of panel p, columns [n0, n1) of c (M, N) = W @ X as
+    :func:`refnet.kernels._packgemm.packed_gemm` computes them (same tile calls; with ``mode``
+    their steps k prefetch the share n0 / n .. n1 / n of panel q), then on that block
+    c = act(c + b [+ r]) (``hasres``; else only if ``epi``) as the conv plan's one-thread
+    epilogue does."""
     m, n = c.shape
     cf = c.reshape(m * n)
-    wpf = wp.reshape(wp.size)  # (the one-thread kernel's next-panel prefetch: off here)
+    kdim = wp.shape[1]
+    wpf = wp.reshape(wp.size)
     while True:
         j = _atomic_inc(counter, 0)
         if j >= units.shape[0]:
@@ -127,8 +142,11 @@ def packed_units(wp, xf, kofs, coffs, c, b, act, slope, six, r, hasres, epi, uni
         p, n0, n1 = units[j, 0], units[j, 1], units[j, 2]
         r0 = p * 32
         r1 = min(m, r0 + 32)
-        _packgemm._tile(wp, xf, kofs, coffs, p, n0, n1, cf, n, r1 - r0, wpf, np.uint64(0), np.uint64(0),
-                        np.uint64(0), False)
+        q, mode = units[j, 3], units[j, 4]
+        pfo = np.uint64(max(q, 0) * kdim * 32 + n0 * kdim // n * 32)
+        share = ((n1 - n0) * kdim // n + 1) * 32 // ((n1 - n0 + 6) // 7)  # (per tile)
+        _packgemm._tile(wp, xf, kofs, coffs, p, n0, n1, cf, n, r1 - r0, wpf, pfo, np.uint64(share),
+                        np.uint64((share << 16) // kdim), mode)
         if hasres:
             _bias_res_act_cols(c[r0:r1], r[r0:r1], b[r0:r1], act, slope[r0:r1], six, n0, n1)
         elif epi:

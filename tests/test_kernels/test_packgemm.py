@@ -50,12 +50,34 @@ def test_packed_gemm_prefetch_gives_the_same_product(m, k, n, rng):
     want = w.astype(np.float64) @ x.astype(np.float64)
     wp = PG.pack_weights(w)
     got = {}
-    for pf in (False, True):
+    for pf in (False, True, 0, 1, 2):  # (2: into all cache levels, PREFETCH_L1)
         got[pf] = np.full((m, n), np.nan, np.float32)
         PG.packed_gemm(wp, x.reshape(-1), *PG.matrix_offsets(k, n), got[pf], pf)
-    assert np.array_equal(got[True], got[False])
+        assert np.array_equal(got[pf], got[False]), pf
     assert_close(got[True], want, 1e-6, "prefetching kernel")
     assert PG.PREFETCH == PG.enabled(PG.PREFETCH_ENV)
+    b, six = np.zeros(m, np.float32), np.float32(6)
+    for pf in (0, 1, 2):  # the 16 x 13 tiles' driver (its last columns on the 32 x 7 tile)
+        c = np.full((m, n), np.nan, np.float32)
+        PG.packed_gemm16_epi(wp, x.reshape(-1), *PG.matrix_offsets(k, n), c, pf, False, b, b, False, 0, b, six)
+        assert np.array_equal(c, got[False]), pf
+
+
+@pytest.mark.parametrize("l1", [False, True])
+def test_packed_gemm_prefetch_l1_switch(l1, monkeypatch, rng):
+    """PackedGemm with the prefetch into L1 (PREFETCH_L1) or L2: the same bits, the float64 product
+    (several panels: the prefetch runs; 7 x 7 and 13 x 13 columns: both drivers)."""
+    monkeypatch.setattr(PG, "PREFETCH_L1", l1)
+    for m, k, n in ((100, 140, 49), (70, 33, 39)):
+        w = rng.standard_normal((m, k)).astype(np.float32)
+        x = rng.standard_normal((k, n)).astype(np.float32)
+        got = np.full((m, n), np.nan, np.float32)
+        PG.PackedGemm(w)(x, got)
+        assert_close(got, w.astype(np.float64) @ x.astype(np.float64), 1e-6, "PackedGemm")
+        plain = np.full((m, n), np.nan, np.float32)
+        PG.packed_gemm(PG.pack_weights(w), x.reshape(-1), *PG.matrix_offsets(k, n), plain, False)
+        if not PG.load_numba().config.DISABLE_JIT:  # (else PackedGemm runs the NumPy twin)
+            assert np.array_equal(got, plain)
 
 
 @pytest.mark.parametrize("act", [0, 1, 2])
@@ -347,3 +369,37 @@ def test_winograd_gemms_on_packed_weights(n, monkeypatch, rng):
     assert narrow.wino_packed is None
     monkeypatch.setattr(PG, "WINO_PACKED", True)
     assert C.conv2d_plan(xs, w.astype(np.float64), pad=1, algorithm="winograd").wino_packed is None
+
+
+# full 32 x 7 tiles only (64, 49), with a partial last column tile (40: 5 full) and a partial last
+# panel (70 rows), several k blocks (130), one column (1)
+# (16 x 13 tiles: 39 and 52 columns, whole tiles; 40: and a 32 x 7 remainder; 70 rows: a last panel
+# of 6 rows, scalar stores)
+@pytest.mark.parametrize("m,k,n", [(64, 9, 49), (70, 130, 40), (96, 5, 1), (32, 3, 7), (70, 130, 39), (48, 7, 52)])
+def test_packed_gemm_vector_stores_same_bits(m, k, n, rng):
+    """The full tiles' vector-transpose stores (_store7 / _store13, VSTORE): the same bits as the
+    scalar stores, every element written once (C starts NaN), the float64 product; through
+    PackedGemm."""
+    w = rng.standard_normal((m, k)).astype(np.float32)
+    x = rng.standard_normal((k, n)).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32)
+    wp, six = PG.pack_weights(w), np.float32(6)
+    got = {}
+    for vs in (False, True):
+        for step in (0, 7):  # (one call per panel; per tile)
+            c = got[vs, step] = np.full((m, n), np.nan, np.float32)
+            PG.packed_gemm_epi(wp, x.reshape(-1), *PG.matrix_offsets(k, n), c, 1, True, b, b, False, 2, b, six,
+                               step, True, False, vs)
+    for key, c in got.items():
+        assert np.array_equal(c, got[False, 0]), key
+    want = np.clip(w.astype(np.float64) @ x.astype(np.float64) + b[:, None], 0, 6)
+    assert_close(got[True, 0], want, "f32_vs_f64", "vector stores")
+    for vs in (False, True):  # the 16 x 13 tiles (_store13 on full ones), the last columns on the 32 x 7 tile
+        for step in (0, 1):
+            c = np.full((m, n), np.nan, np.float32)
+            PG.packed_gemm16_epi(wp, x.reshape(-1), *PG.matrix_offsets(k, n), c, 1, True, b, b, False, 2, b, six, True,
+                                 False, step, vs, vs)
+            assert np.array_equal(c, got[False, 0]), (vs, step)
+    out = np.full((m, n), np.nan, np.float32)
+    PG.PackedGemm(w)(x, out)
+    assert_close(out, w.astype(np.float64) @ x.astype(np.float64), "f32_vs_f64", "PackedGemm")

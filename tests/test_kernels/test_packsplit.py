@@ -48,11 +48,18 @@ def _data(rng, xs, ws):
 
 @pytest.mark.parametrize("m,n,nt,per", [(70, 45, 2, 4), (32, 7, 2, 4), (300, 196, 2, 4), (64, 49, 3, 8), (5, 1, 2, 4)])
 def test_packed_table_covers_every_block_once(m, n, nt, per):
-    t = PS.packed_table(m, n, nt, per)
+    t = PS.packed_table(m, n, nt, per, 0)
     cover = np.zeros((-(-m // PG.MR), n), int)
-    for p, n0, n1 in t:
+    for p, n0, n1, q, mode in t:
         assert n0 % PG.NR == 0 and n0 < n1 <= n
+        assert (q, mode) == (-1, 0)  # (no prefetch)
         cover[p, n0:n1] += 1
+    # with the prefetch: each unit's target the panel of the unit nt on, where that is another
+    pt = PS.packed_table(m, n, nt, per, 2)
+    assert np.array_equal(pt[:, :3], t[:, :3])
+    for j, (p, _n0, _n1, q, mode) in enumerate(pt):
+        other = j + nt < len(t) and t[j + nt][0] != p
+        assert (q, mode) == ((t[j + nt][0], 2) if other else (-1, 0))
     assert (cover == 1).all()
     assert len(t) >= min(per * nt, cover.shape[0] * -(-n // PG.NR))
 
@@ -78,6 +85,11 @@ def test_packed_units_vs_reference_and_one_thread(name, activation, residual, rn
     for i in range(xs[0]):
         args = plan._packed_args(x, got, r, i)
         PS.PARALLEL["packed_units"](2, *args, PS.packed_table(co, ho * wo, 2), np.zeros(1, np.int64))
+        for pf in (1, 2):  # the units' weight prefetch (a hint): the same bits
+            again = np.full((co, ho * wo), np.nan, np.float32)
+            PS.PARALLEL["packed_units"](2, *args[:4], again, *args[5:], PS.packed_table(co, ho * wo, 2, 1, pf),
+                                        np.zeros(1, np.int64))
+            assert np.array_equal(again, got[i].reshape(co, -1)), pf
         # the one-thread kernel and epilogue (the plan's path at one thread, with numba)
         yi = one[i].reshape(co, ho * wo)
         PG.packed_gemm(plan.packed.wp, *args[1:4], yi)
