@@ -17,6 +17,12 @@ folder owned by the user (0700, no group/other write bit, not owned by someone e
 mitigation; a folder that fails the check is refused, not repaired. The folders above it are
 not checked: anyone who can replace ``~/.cache`` can replace ``~/.bashrc`` too.
 
+numba checks a cached kernel against its own source file only (mtime and size), while a
+kernel compiles in the jitted helpers it calls from other files: after an edit to
+``_poolrow.py`` alone, ``window.py``'s cached callers would run the old helper. So every
+refnet kernel's stamp also carries one digest of all the kernel package's files
+(:func:`package_stamp`): any change in the package recompiles its kernels once.
+
 A corrupt cache (truncated or garbled index/data files) is a cache miss: the kernel is
 recompiled and the entry rewritten (:func:`install_numba_hooks`), never an error. The first
 time a refnet kernel actually compiles in a process, ``compiling kernels (first run only)...``
@@ -30,7 +36,8 @@ import stat
 import sys
 from pathlib import Path
 
-__all__ = ["CacheChoice", "choose_cache_dir", "check_private_dir", "install_numba_hooks", "CACHE_ENV"]
+__all__ = ["CacheChoice", "choose_cache_dir", "check_private_dir", "install_numba_hooks", "package_stamp",
+           "CACHE_ENV"]
 
 CACHE_ENV = "REFNET_NUMBA_CACHE"
 COMPILE_NOTICE = "refnet: compiling kernels (first run only)..."
@@ -110,6 +117,37 @@ def choose_cache_dir(env: dict | None = None) -> CacheChoice:
                              "kernels compile on every run")
 
 
+KERNELS_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def package_stamp(folder: str = KERNELS_DIR) -> str:
+    """One digest of the name, size and mtime of every ``.py`` file in ``folder`` ("" if unreadable)."""
+    import hashlib
+
+    try:
+        names = sorted(n for n in os.listdir(folder) if n.endswith(".py"))
+    except OSError:
+        return ""
+    h = hashlib.sha256()
+    for n in names:
+        try:
+            st = os.stat(os.path.join(folder, n))
+        except OSError:
+            continue
+        h.update(f"{n}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:20]
+
+
+_STAMP: list[str] = []  # the package's digest, computed once per process
+
+
+def kernels_stamp() -> str:
+    """:func:`package_stamp` of the kernel package, once per process."""
+    if not _STAMP:
+        _STAMP.append(package_stamp())
+    return _STAMP[0]
+
+
 _NOTICE_SHOWN: list[bool] = []
 
 
@@ -128,13 +166,15 @@ def install_numba_hooks() -> None:
     - a cache entry that fails to load (corrupt pickle, truncated file, a rebuild error) is a
       miss: the kernel compiles and the entry is rewritten;
     - a corrupt index file reads as empty, so saving the new entry replaces it;
-    - a miss for a refnet function prints the compile notice once per process."""
+    - a miss for a refnet function prints the compile notice once per process;
+    - a kernel file's source stamp also carries :func:`kernels_stamp` (see the module docstring)."""
     from numba.core import caching
 
     if getattr(caching.Cache.load_overload, "_refnet", False):
         return
     orig_load = caching.Cache.load_overload
     orig_index = caching.IndexDataCacheFile._load_index
+    orig_stamp = caching._SourceFileBackedLocatorMixin.get_source_stamp
 
     def load_overload(self, sig, target_context):  # type: ignore[no-untyped-def]
         try:
@@ -151,6 +191,16 @@ def install_numba_hooks() -> None:
         except Exception:  # noqa: BLE001 - a garbled index is an empty one (rewritten on save)
             return {}
 
+    def get_source_stamp(self):  # type: ignore[no-untyped-def]
+        stamp = orig_stamp(self)
+        py_file = getattr(self, "_py_file", None)
+        if py_file and os.path.dirname(os.path.abspath(py_file)) == KERNELS_DIR:
+            from refnet.kernels import _cache  # the module attribute, so a test can replace it
+
+            return stamp, _cache.kernels_stamp()
+        return stamp
+
     load_overload._refnet = True  # type: ignore[attr-defined]
     caching.Cache.load_overload = load_overload
     caching.IndexDataCacheFile._load_index = _load_index
+    caching._SourceFileBackedLocatorMixin.get_source_stamp = get_source_stamp

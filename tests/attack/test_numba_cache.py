@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from refnet.kernels._cache import check_private_dir, choose_cache_dir
+from refnet.kernels._cache import check_private_dir, choose_cache_dir, package_stamp
 
 KERNEL = r"""
 import numpy as np
@@ -121,6 +121,40 @@ def test_corrupt_cache_recompiles_instead_of_failing(tmp_path):
         assert r.returncode == 0 and "misses 1" in r.stdout and "compiling kernels" in r.stderr, r.stderr
     r = _run_tiny(env, src)  # rewritten: a hit again
     assert r.returncode == 0 and "misses 0" in r.stdout, r.stderr
+
+
+def test_package_stamp_follows_every_python_file(tmp_path):
+    (tmp_path / "a.py").write_text("x = 1\n")
+    (tmp_path / "b.py").write_text("y = 2\n")
+    (tmp_path / "notes.txt").write_text("n")
+    s0 = package_stamp(str(tmp_path))
+    assert s0 == package_stamp(str(tmp_path)) and len(s0) == 20
+    st = os.stat(tmp_path / "b.py")
+    os.utime(tmp_path / "b.py", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # b.py edited, same size
+    s1 = package_stamp(str(tmp_path))
+    assert s1 != s0
+    os.utime(tmp_path / "b.py", ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert package_stamp(str(tmp_path)) == s0
+    (tmp_path / "notes.txt").write_text("longer")  # not a source file
+    assert package_stamp(str(tmp_path)) == s0
+    (tmp_path / "c.py").write_text("")  # a new module
+    assert package_stamp(str(tmp_path)) not in (s0, s1)
+    assert package_stamp(str(tmp_path / "missing")) == ""
+
+
+def test_a_change_anywhere_in_the_kernel_package_recompiles(tmp_path):
+    """A cached kernel is fresh only while the whole package is unchanged: its jitted callees
+    from other files are compiled into it (numba itself checks the kernel's own file only)."""
+    env = {"REFNET_NUMBA_CACHE": str(tmp_path / "cache")}
+    first, warm = _run(env), _run(env)
+    assert first.returncode == 0 and "compiling kernels" in first.stderr, first.stderr
+    assert warm.returncode == 0 and "compiling kernels" not in warm.stderr, warm.stderr  # stable stamp
+    other = "import refnet.kernels._cache as c\nc.kernels_stamp = lambda: 'another package'\n" + KERNEL
+    e = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "REFNET_NUMBA_CACHE")}
+    r = subprocess.run([sys.executable, "-c", other], env={**e, **env}, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+    assert "compiling kernels" in r.stderr  # the same kernel file, another package state: a miss
 
 
 def test_makefile_sets_no_other_cache_dir():
