@@ -28,7 +28,7 @@ import numpy as np
 
 from refnet.kernels import _packgemm, _workers
 from refnet.kernels._jit import JIT_OPTIONS
-from refnet.kernels._lazyjit import MODE, lazy_njit, load_numba, numba_loaded
+from refnet.kernels._lazyjit import MODE, jit_disabled, lazy_njit, numba_loaded
 
 __all__ = ["USE", "ENV", "MIN_WEIGHTS", "MAX_WEIGHTS", "STREAMS", "gemv_packed", "fc_step"]
 
@@ -96,7 +96,7 @@ def fc_step(x_shape: tuple[int, ...], out_shape: tuple[int, ...], wmat: np.ndarr
 
     def fc(x: np.ndarray) -> np.ndarray:
         if (x.dtype != np.float32 or x.shape != shape or not x.flags.c_contiguous or MODE.on
-                or _workers.workers() > 1 or not numba_loaded() or load_numba().config.DISABLE_JIT):
+                or _workers.workers() > 1 or not numba_loaded() or jit_disabled()):
             return fallback(x)
         y = np.empty(m, np.float32)
         gemv_packed(wp, x.reshape(k), y)

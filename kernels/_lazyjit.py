@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 __all__ = ["lazy_njit", "LazyDispatcher", "prange", "load_numba", "on_numba_load", "numba_loaded",
-           "numpy_kernels", "numpy_kernels_on", "numpy_twin"]
+           "jit_disabled", "numpy_kernels", "numpy_kernels_on", "numpy_twin"]
 
 _HOOKS: list[Callable[[Any], None]] = []
 _LOADED: list[Any] = []  # [numba] once load_numba ran
@@ -62,6 +62,16 @@ def on_numba_load(fn: Callable[[Any], None]) -> Callable[[Any], None]:
 def numba_loaded() -> bool:
     """Whether :func:`load_numba` ran in this process."""
     return bool(_LOADED)
+
+
+def jit_disabled() -> bool:
+    """numba's ``DISABLE_JIT``, without importing numba (a small net's program may never load it:
+    refnet.runtime.smallnet)."""
+    if _LOADED:
+        return bool(_LOADED[0].config.DISABLE_JIT)
+    import os
+
+    return os.environ.get("NUMBA_DISABLE_JIT", "0").strip() not in ("", "0")
 
 
 class _Mode(threading.local):

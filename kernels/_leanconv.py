@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from refnet.kernels import _direct
-from refnet.kernels._lazyjit import MODE, load_numba, numba_loaded
+from refnet.kernels._lazyjit import MODE, jit_disabled
 
 __all__ = ["ENV", "USE", "enabled", "lean_step", "conv_pool_step"]
 
@@ -52,21 +52,13 @@ def _plain(plan: Any) -> Callable[[np.ndarray, np.ndarray | None], bool]:
     return ok
 
 
-def _jit_disabled() -> bool:
-    """numba's ``DISABLE_JIT``, without importing numba (a small net's program may never load it:
-    refnet.runtime.smallnet)."""
-    if numba_loaded():
-        return bool(load_numba().config.DISABLE_JIT)
-    return os.environ.get("NUMBA_DISABLE_JIT", "0").strip() not in ("", "0")
-
-
 def lean_step(plan: Any, *, python_kernels: bool = False) -> Callable[..., np.ndarray] | None:
     """``step(x, out=None)`` computing ``plan(x, out)`` for a :class:`refnet.kernels.conv.Conv2dPlan`
     of batch 1 without a residual (see the module docstring), or None where it has no lean path.
     Under ``NUMBA_DISABLE_JIT=1`` None (the plans run their NumPy twins there), unless
     ``python_kernels`` (tests: the step then runs what the plan's one-thread path runs there, the
     kernels' bodies as Python or their NumPy twins)."""
-    if not enabled() or (_jit_disabled() and not python_kernels) or plan.x_shape[0] != 1 or plan.residual \
+    if not enabled() or (jit_disabled() and not python_kernels) or plan.x_shape[0] != 1 or plan.residual \
             or plan.dtype != np.float32:
         return None
     alg = plan.algorithm
@@ -114,7 +106,7 @@ def conv_pool_step(plan: Any, pool: Callable[..., np.ndarray], kernel, strides, 
     ``DirectSmallCin.pool_into`` (the conv map is never written out). None where that does not
     apply (as :func:`lean_step`; ``REFNET_DIRECT_POOL=0``). A call the lean path does not take
     (no ``out``, several threads, NumPy twins) runs the two steps."""
-    if not enabled() or (_jit_disabled() and not python_kernels) or plan.x_shape[0] != 1 or plan.residual \
+    if not enabled() or (jit_disabled() and not python_kernels) or plan.x_shape[0] != 1 or plan.residual \
             or plan.dtype != np.float32 or plan.algorithm != "direct_cin" \
             or not _direct.pool_fits(plan.y_shape, kernel, strides, dilations, pads, out_hw):
         return None

@@ -24,7 +24,7 @@ from refnet.errors import ShapeError
 from refnet.kernels import _packgemm, _poolrow, _workers
 from refnet.kernels._check import ieee
 from refnet.kernels._jit import JIT_OPTIONS, jit, prange
-from refnet.kernels._lazyjit import MODE, lazy_njit, numba_loaded
+from refnet.kernels._lazyjit import MODE, jit_disabled, lazy_njit, numba_loaded
 from refnet.kernels._parallel import twin
 from refnet.kernels._poolrow import take3
 from refnet.kernels.pool import _run_planes  # (plane blocks over the worker threads)
@@ -338,10 +338,8 @@ def gap_softmax_step(x_shape: Sequence[int], dtype: np.dtype, out_shape: Sequenc
     numba kernels; else ``plain``. None without :data:`GAP_SOFTMAX` / :data:`MEAN_LANES`, for
     other shapes (C from 9 to the row softmax's limit) and under ``NUMBA_DISABLE_JIT=1`` unless
     ``python_kernels`` (tests: the kernel's body as Python)."""
-    from refnet.kernels._leanconv import _jit_disabled
-
     _softmax = importlib.import_module("refnet.kernels.softmax")  # (the package's `softmax` is the function)
-    if _jit_disabled() and not python_kernels:
+    if jit_disabled() and not python_kernels:
         return None
     c = int(x_shape[1]) if len(x_shape) >= 2 else 0
     if not (GAP_SOFTMAX and MEAN_LANES and _softmax.ROW_KERNEL and np.dtype(dtype) == np.float32
