@@ -157,7 +157,6 @@ def _linear(node, xs, p, ctx):
     return kern("linear", ctx)(xs[0], p["weight"], p.get("bias"), axis=attrs(node)["axis"])
 
 
-
 @prepares("linear")
 def _linear_prepare(node, p, shapes, ctx):
     """One row (batch 1): the packed matrix-vector step (kernels/_gemv.py), bias added after."""

@@ -309,6 +309,20 @@ def _readers_makers(entries: list[_Entry]) -> tuple[dict[int, list[int]], dict[i
     return readers, maker
 
 
+def _through_reshapes(s: int, entries: list[_Entry], readers: dict[int, list[int]], maker: dict[int, int],
+                      kept: set[int]) -> tuple[int, int | None, list[int]]:
+    """From slot ``s`` back through the reshape (flatten) steps making it, while each slot passed
+    is read by one step only and not kept: the slot reached, the step making it (None: a net
+    input or a constant) and the reshape steps passed, nearest first."""
+    chain: list[int] = []
+    p = maker.get(s)
+    while p is not None and entries[p].op in _RESHAPE_OPS and len(readers[s]) == 1 and s not in kept:
+        chain.append(p)
+        s = entries[p].ins[0]
+        p = maker.get(s)
+    return s, p, chain
+
+
 def _conv_pools(entries: list[_Entry], kept: set[int]) -> list[_Entry]:
     """A "direct_cin" conv step whose output only a padded 3x3 / stride 2 max pool step reads
     (ResNet-50's conv1 and pool; :func:`refnet.kernels._direct.pool_fits`) becomes one step
@@ -357,13 +371,7 @@ def _gap_softmax(entries: list[_Entry], kept: set[int]) -> list[_Entry]:
         if e.op != "softmax" or len(e.ins) != 1 or len(e.outs) != 1 or \
                 K.softmax_step(tuple(e.in_shapes[0]), np.dtype(np.float32), registry.attrs(e.node)["axis"]) is None:
             continue
-        chain: list[int] = []
-        s = e.ins[0]
-        p = maker.get(s)
-        while p is not None and entries[p].op in _RESHAPE_OPS and len(readers[s]) == 1 and s not in kept:
-            chain.append(p)
-            s = entries[p].ins[0]
-            p = maker.get(s)
+        s, p, chain = _through_reshapes(e.ins[0], entries, readers, maker, kept)
         if p is None or len(readers[s]) != 1 or s in kept or not _global_average(entries[p]):
             continue
         g = entries[p]
@@ -537,10 +545,7 @@ def _concat_into(entries: list[_Entry], kept: set[int], kept_class: Callable[[in
         c0, rest, mine = 0, [], {}
         for k, (s, shape) in enumerate(zip(e.ins, e.in_shapes)):
             c1 = c0 + int(shape[1])
-            p = maker.get(s)
-            while p is not None and entries[p].op in _RESHAPE_OPS and len(readers[s]) == 1 and s not in kept:
-                s = entries[p].ins[0]  # through a flatten: its producer writes the span's elements
-                p = maker.get(s)
+            s, p, _ = _through_reshapes(s, entries, readers, maker, kept)  # a flatten's producer writes the span
             if p is not None and len(readers[s]) == 1 and s not in kept and _writes_into(entries[p]):
                 mine[p] = (j, c0, c1)
             else:
