@@ -2,12 +2,14 @@
 
     python bench/peer_rows.py onnx squeezenet,inception_v1,resnet50 [--threads 1] [--repeat 11]
     python bench/peer_rows.py caffe googlenet,mobilenet_ssd --threads 2 --one-thread [--repeat 9]
+    python bench/peer_rows.py onnx squeezenet --threads 1 --neighbour memory
 
 ``onnx``: the onnx package's light zoo graphs with ``refnet.archs.seed_onnx_weights(seed=0)``,
 timed with the ``onnxruntime`` and ``cv2-5`` peers (:mod:`refnet.bench_peers`). ``caffe``: the
 arch-only GoogLeNet / MobileNet-SSD prototxts of REFNET_MODELS with the test suite's seeded
 random caffemodels (tests/writers). Each model is one :func:`refnet.bench.bench_model` call
 (fair protocol, alternating rounds); the reports are printed and written as JSON (``--json``).
+``--neighbour spin|memory`` runs :func:`refnet.bench.busy_neighbour` of that kind throughout.
 Run from the checkout (``make cv5`` first for the cv2 5.x column; REFNET_CV5_PYTHON or
 ``.venv-cv5``). Not collected by ``pytest bench``.
 """
@@ -34,13 +36,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=11)
     ap.add_argument("--one-thread", action="store_true")
     ap.add_argument("--no-peers", action="store_true")
+    ap.add_argument("--neighbour", choices=("spin", "memory"), help="a busy neighbour process throughout")
     ap.add_argument("--json")
     a = ap.parse_args(argv)
+
+    from contextlib import nullcontext
 
     import onnx
 
     import refnet
-    from refnet.bench import bench_model, gemm_gflops
+    from refnet.bench import bench_model, busy_neighbour, gemm_gflops
 
     threads = a.threads if a.threads == "auto" else int(a.threads)
     peers = () if a.no_peers else ("onnxruntime", "cv2-5")
@@ -48,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     light = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
     gemm = gemm_gflops()
     res = {}
-    with tempfile.TemporaryDirectory(prefix="refnet-peer-rows-") as wd:
+    with (tempfile.TemporaryDirectory(prefix="refnet-peer-rows-") as wd,
+          busy_neighbour(7200, kind=a.neighbour) if a.neighbour else nullcontext()):
         for name in a.models.split(","):
             size = None
             if a.kind == "onnx":
@@ -63,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                 net = refnet.load(str(models / PROTOS[name]), str(w))
                 size = (300, 300) if name == "mobilenet_ssd" else None
             r = bench_model(net, threads=threads, repeat=a.repeat, name=name, gemm=gemm, size=size, peers=peers,
-                            one_thread=a.one_thread)
+                            one_thread=a.one_thread, neighbour=a.neighbour or False)
             print(r.table(), "\n", flush=True)
             res[name] = r.to_dict()
     if a.json:

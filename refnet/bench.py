@@ -12,7 +12,10 @@ Threads: ``--threads N`` gives numba, the BLAS and cv2 N threads
 (:func:`refnet.runtime.threads.set_num_threads`); ``--threads auto`` runs each engine at its
 default (refnet's load-aware default, cv2's own). ``--one-thread`` adds a row for refnet at one
 thread. ``--busy-neighbour`` runs a spinning process (bounded in time, stopped at the end)
-beside the measurement, the case of a machine where another process holds a core.
+beside the measurement, the case of a machine where another process holds a core;
+``--busy-neighbour memory`` one that streams memory instead (it also takes the memory bus and
+the shared cache, like a host whose other tenants stream data: there a forward pass whose
+weights and activations no longer stay in the last-level cache slows more than a lean one).
 
 The work is counted as 2 x the multiply-accumulates of :func:`refnet.info.layer_macs`
 (grouped and depthwise convolutions counted with ``C_in / groups``, unlike cv2's
@@ -68,6 +71,7 @@ class BenchResult:
     note: str = ""
     method: str = ""
     busy_neighbour: bool = False
+    neighbour_kind: str = ""  # "spin" or "memory" while busy_neighbour (see busy_neighbour())
     refnet_1t_ms: float | None = None  # refnet at one thread (--one-thread)
     refnet_1t_runs_ms: list[float] = field(default_factory=list)
     peers_ms: dict[str, float] = field(default_factory=dict)  # ONNX peers (--peers): engine name -> median
@@ -123,8 +127,7 @@ class BenchResult:
         lines = [
             f"model     {self.model} ({self.framework}), input {shapes}, refnet {self.precision}",
             f"threads   {thr}; numba threading layer {self.threading_layer}; {self.repeat} alternating runs each",
-            f"method    {self.method}" + ("; a spinning neighbour process holds one core" if self.busy_neighbour
-                                          else ""),
+            f"method    {self.method}" + _NEIGHBOUR_NOTE.get(self.neighbour_kind if self.busy_neighbour else "", ""),
             f"work      {self.gflop:.3f} GFLOP (2 x MACs, grouped convs counted per group)",
             f"machine   numpy float32 GEMM {self.gemm_gflops:.1f} GFLOP/s (same threads, measured now)",
             "",
@@ -287,15 +290,40 @@ def alternate(fns: Sequence[Callable[[], Any]], repeat: int, warmup: int = 1, *,
     return times
 
 
+# the neighbour kinds of :func:`busy_neighbour` (``refnet bench --busy-neighbour [KIND]``)
+NEIGHBOURS = ("spin", "memory")
+MEMORY_NEIGHBOUR_MIB = 64  # each of the memory neighbour's two arrays: far more than any cache here
+
+
+_NEIGHBOUR_NOTE = {"spin": "; a spinning neighbour process holds one core",
+                   "memory": f"; a memory-streaming neighbour process (2 x {MEMORY_NEIGHBOUR_MIB} MiB copies) "
+                             "holds one core and the memory bus"}
+
+
+def _neighbour_code(seconds: float, kind: str) -> str:
+    """The neighbour process's program: ``spin`` a pure-Python busy loop (one core, no memory
+    traffic); ``memory`` copies two MEMORY_NEIGHBOUR_MIB arrays back and forth (one core plus the
+    memory bus and the shared last-level cache, the state of a host whose other tenants stream
+    memory: onnxruntime and refnet then slow by different factors)."""
+    end = f"import time\nend = time.monotonic() + {float(seconds)!r}\n"
+    if kind == "spin":
+        return end + "while time.monotonic() < end:\n    pass\n"
+    if kind == "memory":
+        n = MEMORY_NEIGHBOUR_MIB * 2**20 // 8
+        return end + (f"import numpy as np\na = np.ones({n}); b = np.empty_like(a)\n"
+                      "while time.monotonic() < end:\n    np.copyto(b, a)\n    np.copyto(a, b)\n")
+    raise ValueError(f"unknown neighbour kind {kind!r} (one of {', '.join(NEIGHBOURS)})")
+
+
 @contextmanager
-def busy_neighbour(seconds: float = 600.0) -> Iterator[int]:
-    """Run a process that spins on one core (a pure-Python busy loop that ends by itself after
+def busy_neighbour(seconds: float = 600.0, kind: str = "spin") -> Iterator[int]:
+    """Run a neighbour process of ``kind`` (see :func:`_neighbour_code`; it ends by itself after
     ``seconds``) for the duration of the ``with`` block; yields its pid and stops it at the end."""
-    code = f"import time\nend = time.monotonic() + {float(seconds)!r}\nwhile time.monotonic() < end:\n    pass\n"
+    code = _neighbour_code(seconds, kind)
     proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
-        time.sleep(0.2)  # let it get going (and the scheduler see it)
+        time.sleep(0.2 if kind == "spin" else 0.5)  # let it get going (and the scheduler see it)
         yield proc.pid
     finally:
         proc.kill()
@@ -354,7 +382,7 @@ def bench_model(net: Any, inputs: Mapping[str, np.ndarray] | None = None, *, bat
                 size: Sequence[int] | None = None, threads: int | str = 1, repeat: int = 10, warmup: int = 2,
                 precision: str = "float32", with_cv2: bool = True, gemm: float | None = None,
                 name: str | None = None, blas_threads: int | None = None, pause: float = 0.1,
-                one_thread: bool = False, neighbour: bool = False, peers: Sequence[str] = (),
+                one_thread: bool = False, neighbour: bool | str = False, peers: Sequence[str] = (),
                 workdir: str | None = None) -> BenchResult:
     """Benchmark ``net.forward`` (``precision``) against cv2.dnn on the same inputs (random
     ones of the declared shapes, batch ``batch``, or ``size = (W, H)`` when not given), with
@@ -362,7 +390,8 @@ def bench_model(net: Any, inputs: Mapping[str, np.ndarray] | None = None, *, bat
     ``threads="auto"``: each engine's default. Timing method: see the module docstring
     (``pause`` seconds; ``pause=0`` times back to back with no warm-up call per round).
     ``one_thread`` adds refnet at one thread; ``neighbour`` says a busy neighbour runs (the
-    caller starts it, see :func:`busy_neighbour`). ``peers``: also time these ONNX engines
+    caller starts it, see :func:`busy_neighbour`; True or ``"spin"``: a spinning one, ``"memory"``).
+    ``peers``: also time these ONNX engines
     (``"onnxruntime"``, ``"cv2-5"``; see :mod:`refnet.bench_peers`) with the same threads and
     protocol, on the model's ONNX file or refnet's export of it (written into ``workdir``)."""
     import tempfile
@@ -416,7 +445,7 @@ def _add_peers(stack: Any, net: Any, feeds: Mapping[str, np.ndarray], threads: i
 def _bench_model(stack: Any, net: Any, inputs: Mapping[str, np.ndarray] | None, *, batch: int,
                  size: Sequence[int] | None, threads: int | str, repeat: int, warmup: int, precision: str,
                  with_cv2: bool, gemm: float | None, name: str | None, blas_threads: int | None, pause: float,
-                 one_thread: bool, neighbour: bool, peers: Sequence[str], workdir: str | None) -> BenchResult:
+                 one_thread: bool, neighbour: bool | str, peers: Sequence[str], workdir: str | None) -> BenchResult:
     import cv2
 
     from refnet.runtime.smallnet import end_numpy_phase
@@ -483,7 +512,8 @@ def _bench_model(stack: Any, net: Any, inputs: Mapping[str, np.ndarray] | None, 
         precision=precision, threads=thread_counts, threading_layer=_threading_layer(), repeat=repeat,
         gflop=gflop, gemm_gflops=gemm_rate, refnet_ms=float(np.median(ms[0])),
         cv2_ms=float(np.median(ms[i_cv2])) if n_own > i_cv2 else None, refnet_runs_ms=ms[0],
-        cv2_runs_ms=ms[i_cv2] if n_own > i_cv2 else [], note=note, method=method, busy_neighbour=neighbour,
+        cv2_runs_ms=ms[i_cv2] if n_own > i_cv2 else [], note=note, method=method, busy_neighbour=bool(neighbour),
+        neighbour_kind=(neighbour if isinstance(neighbour, str) else "spin") if neighbour else "",
         refnet_1t_ms=float(np.median(ms[1])) if one_thread else None, refnet_1t_runs_ms=ms[1] if one_thread else [],
         peers_ms={k: float(np.median(v)) for k, v in peer_ms.items()}, peers_runs_ms=peer_ms,
         load=[v for v in (load0, load1) if v is not None], auto_threads=chosen,

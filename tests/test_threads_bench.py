@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -168,6 +169,41 @@ def test_busy_neighbour_runs_and_stops():
     assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z"
 
 
+def _rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+
+
+def test_memory_neighbour_streams_its_arrays_and_stops():
+    """The memory neighbour holds its two arrays (resident: it touches them) and keeps running."""
+    from refnet.bench import MEMORY_NEIGHBOUR_MIB
+
+    with busy_neighbour(30, kind="memory") as pid:
+        deadline = time.monotonic() + 20
+        while _rss_mib(pid) < 2 * MEMORY_NEIGHBOUR_MIB and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _rss_mib(pid) >= 2 * MEMORY_NEIGHBOUR_MIB
+        with open(f"/proc/{pid}/stat") as f:
+            cpu0 = sum(map(int, f.read().rsplit(")", 1)[1].split()[11:13]))
+        time.sleep(0.3)
+        with open(f"/proc/{pid}/stat") as f:
+            assert sum(map(int, f.read().rsplit(")", 1)[1].split()[11:13])) > cpu0  # still copying
+    assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z"
+    with pytest.raises(ValueError, match="unknown neighbour kind"):
+        with busy_neighbour(1, kind="disk"):
+            pass
+
+
+def test_bench_command_memory_neighbour(tiny, tmp_path, capsys):
+    out = tmp_path / "b.json"
+    argv = ["bench", str(tiny[0]), str(tiny[1]), "--busy-neighbour", "memory", "--repeat", "2", "--warmup", "1",
+            "--pause", "0.01", "--json", str(out)]
+    assert main(argv) == 0
+    assert "memory-streaming neighbour" in capsys.readouterr().out
+    data = json.loads(out.read_text())
+    assert data["busy_neighbour"] is True and data["neighbour_kind"] == "memory"
+
+
 def test_bench_command_auto_one_thread_neighbour(tiny, tmp_path, capsys):
     out = tmp_path / "b.json"
     argv = ["bench", str(tiny[0]), str(tiny[1]), "--threads", "auto", "--one-thread", "--busy-neighbour",
@@ -176,7 +212,8 @@ def test_bench_command_auto_one_thread_neighbour(tiny, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "refnet 1t" in text and "spinning neighbour" in text and "pause" in text
     data = json.loads(out.read_text())
-    assert data["busy_neighbour"] is True and len(data["refnet_1t_runs_ms"]) == 2 and len(data["cv2_runs_ms"]) == 2
+    assert data["busy_neighbour"] is True and data["neighbour_kind"] == "spin"
+    assert len(data["refnet_1t_runs_ms"]) == 2 and len(data["cv2_runs_ms"]) == 2
     assert data["ratio_vs_one_thread"] == pytest.approx(data["refnet_ms"] / data["refnet_1t_ms"])
     assert "load average" in text and "refnet's default chose" in text and len(data["load"]) == 2
     # one decision per timed refnet call at least (its set-up looks again), each within the cores

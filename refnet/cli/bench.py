@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from refnet.bench import bench_model, busy_neighbour, input_shapes_for, peak_rss_mb
+from refnet.bench import NEIGHBOURS, bench_model, busy_neighbour, input_shapes_for, peak_rss_mb
 
 __all__ = ["add_parser", "bench_command"]
 
@@ -74,7 +74,7 @@ def _bench_command(args: Any, out: Any = None) -> int:
     net, paths, name = _load(args)
     size = _zoo_size(args)
     shapes = input_shapes_for(net, args.batch, size)
-    with (busy_neighbour() if args.busy_neighbour else _nothing()):
+    with (busy_neighbour(kind=args.busy_neighbour) if args.busy_neighbour else _nothing()):
         res = bench_model(net, batch=args.batch, size=size, threads=threads, repeat=args.repeat,
                           warmup=args.warmup, precision=args.precision, with_cv2=not args.no_cv2, name=name,
                           blas_threads=args.blas_threads, pause=args.pause, one_thread=args.one_thread,
@@ -122,8 +122,10 @@ def add_parser(sub: Any) -> None:
                    help="seconds of pause, then an untimed warm-up call, before every timed call (default 0.1; "
                         "0: back to back)")
     s.add_argument("--one-thread", action="store_true", help="also time refnet at one thread")
-    s.add_argument("--busy-neighbour", action="store_true",
-                   help="run a spinning process on one core during the measurement (a loaded machine)")
+    s.add_argument("--busy-neighbour", nargs="?", const="spin", choices=NEIGHBOURS, metavar="KIND",
+                   help="run a neighbour process on one core during the measurement (a loaded machine): spin "
+                        "(default, a busy loop) or memory (streams 2 x 64 MiB arrays: also loads the memory bus "
+                        "and the shared cache)")
     s.add_argument("--peers", nargs="+", metavar="ENGINE", choices=("onnxruntime", "cv2-5"),
                    help="also time ONNX engines on the model's ONNX file (or refnet's export of it): onnxruntime "
                         "(in-process) and/or cv2-5 (OpenCV 5 in REFNET_CV5_PYTHON, timed inside its worker)")
