@@ -32,8 +32,8 @@ from typing import Any
 from refnet.kernels._jit import PARALLEL_LOCK, jit, pjit
 from refnet.kernels._lazyjit import MODE, load_numba, on_numba_load
 
-__all__ = ["twin", "Twin", "PARALLEL_MIN_WORK", "TBB_MIN_WORK", "choose_threading_layer", "threading_layer",
-           "region_drivers", "region_threads"]
+__all__ = ["twin", "Twin", "PARALLEL_MIN_WORK", "TBB_MIN_WORK", "choose_threading_layer", "start_layer",
+           "threading_layer", "region_drivers", "region_threads"]
 
 # below this many work elements a kernel runs serially even when several threads are allowed
 PARALLEL_MIN_WORK = 1 << 17
@@ -135,7 +135,37 @@ _LAYER: list[str] = []  # [numba's threading layer] once started (it never chang
 
 @on_numba_load
 def _default_layer(numba: Any) -> None:  # the choice for numba's default thread count, until set_num_threads
-    choose_threading_layer(numba.config.NUMBA_NUM_THREADS)
+    if choose_threading_layer(numba.config.NUMBA_NUM_THREADS) == "tbb":
+        start_layer(numba.config.NUMBA_NUM_THREADS)  # now, in the thread loading numba (see start_layer)
+
+
+def start_layer(n_threads: int) -> str:
+    """Choose numba's threading layer for ``n_threads`` (:func:`choose_threading_layer`) and
+    start it in this thread; no-op once started. Returns the layer.
+
+    On TBB, numba's start leaves one empty task (``task_group.run``) in the starting thread's
+    own TBB arena, and numba's module teardown waits for that task at interpreter exit. Where
+    TBB has no worker thread -- a process allowed one CPU (``taskset -c 0``, a one-CPU
+    container) -- nothing but the starting thread can run it, so a start from any thread other
+    than the main one (refnet's forward thread, a user's thread) hung the process at exit,
+    forever (ResNet-50 under ``taskset -c 0``, 2026-12-06). The starting thread runs it here
+    (numba's ``synchronize``: ``task_group.wait``), which returns at once where a worker took it."""
+    layer = choose_threading_layer(n_threads)
+    if threads_launched():
+        return layer
+    load_numba().get_num_threads()  # (starts the layer)
+    if _tbb_layer():
+        _run_start_task()
+    return threading_layer()
+
+
+def _run_start_task() -> None:
+    """Wait in this thread for the task numba's TBB start left in this thread's arena."""
+    import ctypes
+
+    addr = getattr(sys.modules.get("numba.np.ufunc.tbbpool"), "synchronize", None)
+    if isinstance(addr, int) and addr:
+        ctypes.CFUNCTYPE(None)(addr)()  # (ctypes releases the GIL around the call)
 
 
 def _inline_launch() -> bool:

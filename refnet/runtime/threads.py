@@ -249,10 +249,11 @@ def _blas_for(n: int) -> int:
 
 
 def _apply_numba(numba: Any, n: int) -> int:
-    from refnet.kernels._parallel import choose_threading_layer
+    from refnet.kernels._parallel import start_layer
 
-    # only before numba's threads start (TBB when installed, else OpenMP for one thread, workqueue for more)
-    choose_threading_layer(n)
+    # chosen only before numba's threads start (TBB when installed, else OpenMP for one thread, workqueue
+    # for more), and started in this thread (on TBB a start elsewhere could hang the process's exit)
+    start_layer(n)
     n_numba = min(n, numba.config.NUMBA_NUM_THREADS)
     numba.set_num_threads(n_numba)
     return n_numba
