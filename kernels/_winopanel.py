@@ -1,0 +1,151 @@
+"""One-thread Winograd convs on small maps, panel by panel: GEMMs and output transform of 32
+output channels at a time, on transformed weights laid out in the order they are read.
+
+The plain one-thread path (:meth:`refnet.kernels.conv.Conv2dPlan._winograd`) runs the input
+transform into ``v`` (nk, C_in, T), the nk GEMMs ``m[e] = u[e] @ v[e]`` (np.matmul: OpenBLAS,
+which packs each u[e] afresh on every call) into ``m`` (nk, C_out, T), then the output transform.
+In a forward pass the transformed weights u (16/9 or 36/9 times the conv's weights) come from
+memory, and m (SqueezeNet's 13x13 64 -> 256: 800 KB) goes out to L2/L3 and back. With a
+memory-streaming neighbour on the other core SqueezeNet's fire8/9 expand3x3 grew 370 -> 540 us
+each, onnxruntime's direct convs ~20 us (issue 17, session 9).
+
+Here :func:`pack_panels` lays u out at plan time as ``up[p, e, k, :] = u[e, 32 p : 32 p + 32, k]``
+(the packed GEMM's k-major panels of :mod:`refnet.kernels._packgemm`, the nk elements' panels of
+one row panel p side by side): the call reads the weights once, front to back, and while it
+computes one element's panel it prefetches the one :data:`AHEAD` panels on (``_tile``'s
+next-panel prefetch). :func:`wino_panels` runs per image: the input transform of all its tiles into
+v (which then stays in L2: at most :data:`MAX_V_BYTES`), and per row panel p the nk GEMMs
+(32 x 7 register tiles, :func:`refnet.kernels._packgemm._tile`) into a block ``mb`` (nk, 32, T) --
+100 KB on 13x13 64 -> 256, reused, so it stays in L1/L2 -- and at once the output transform of
+those 32 channels (bias, activation) into y. No per-call weight packing, no m round trip.
+
+Rounding: each output of a GEMM is the packed GEMM's blocked sum (k in order, blocks of 128), not
+OpenBLAS's order: float32 rounding-level differences from the np.matmul path.
+Under ``NUMBA_DISABLE_JIT=1`` the same code runs as Python (tests on small shapes).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from refnet.kernels import _packgemm
+from refnet.kernels._jit import JIT_OPTIONS
+from refnet.kernels._lazyjit import lazy_njit
+from refnet.kernels.conv import _wino4_in, _wino4_out, _wino_in, _wino_out
+
+__all__ = ["ENV", "PANELS", "AHEAD", "MAX_V_BYTES", "fits", "pack_panels", "wino_panels", "WinoPanels"]
+
+# REFNET_WINO_PANELS=0: new one-thread Winograd plans keep the np.matmul / WinoGemms path; PANELS
+# (read at each call) switches a plan that has the panels back to that path (A/B).
+ENV = "REFNET_WINO_PANELS"
+PANELS = os.environ.get(ENV, "1").strip() not in ("0", "off", "no", "false")
+# the element panel prefetched while one is computed: this many panels on (1: the next)
+AHEAD = 1
+# the whole image's transformed input v (nk * C_in * T * 4 bytes) at most this large (it is read
+# once per row panel: it must stay in L2, 1 MB here)
+MAX_V_BYTES = 1 << 18
+MIN_COUT = 32
+
+_wino_in_s = _wino_in._serial
+_wino_out_s = _wino_out._serial
+_wino4_in_s = _wino4_in._serial
+_wino4_out_s = _wino4_out._serial
+_tile = _packgemm._tile
+
+
+def fits(dtype: np.dtype, nk: int, c: int, co: int, tiles: int) -> bool:
+    """Whether a one-thread Winograd plan (nk = 16 or 36, C_in ``c``, C_out ``co``, ``tiles``
+    tiles per image, the image one band) runs :func:`wino_panels`: float32, the switch on at plan
+    time, v within :data:`MAX_V_BYTES`."""
+    return (PANELS and os.environ.get(ENV, "1").strip() not in ("0", "off", "no", "false")
+            and np.dtype(dtype) == np.float32 and co >= MIN_COUT and nk * c * tiles * 4 <= MAX_V_BYTES)
+
+
+def pack_panels(u: np.ndarray) -> np.ndarray:
+    """u (nk, M, K) -> (ceil(M / 32), nk, K, 32) float32: row panel p, element e k-major
+    (:func:`refnet.kernels._packgemm.pack_weights` of each u[e]), rows zero-padded."""
+    return np.ascontiguousarray(np.stack([_packgemm.pack_weights(ue) for ue in u], axis=1))
+
+
+_fast = lazy_njit(**{**JIT_OPTIONS, "fastmath": {"contract"}, "boundscheck": False})
+
+
+@_fast
+def wino_panels(x, up, y, b, act, slope, six, pt, pl, th_n, tw_n, v, mb, yb, kofs, coffs, pf, ahead):  # noqa: PLR0913
+    """Winograd F(2,3) (``v.shape[0]`` = nk = 16) or F(4,3) (36) of x (N, C, H, W) into y (N, C_out,
+    Ho, Wo), each image whole (tile rows 0 .. th_n): input transform into v (nk, C, T), then per row
+    panel p of ``up`` (:func:`pack_panels`) the nk GEMMs into mb (nk, 32, T) and the output
+    transform of its channels (bias ``b``, activation ``act`` / ``slope`` / ``six`` as the conv
+    kernels); a last panel of fewer than 32 rows goes through ``yb`` (32, Ho, Wo). kofs / coffs:
+    :func:`refnet.kernels._packgemm.matrix_offsets` (C, T). ``pf``: the prefetch of the element
+    panel ``ahead`` on (0 off, 1 into L2)."""
+    n = x.shape[0]
+    nk, c, t = v.shape
+    co = y.shape[1]
+    npan = up.shape[0]
+    kp = c * 32  # elements of one element panel
+    upf = up.reshape(up.size)
+    vf = v.reshape(v.size)
+    mf = mb.reshape(mb.size)
+    ntiles = (t + 6) // 7
+    share = kp // ntiles
+    pfs = np.uint64((32 << 16) // ntiles)
+    total = npan * nk
+    for i in range(n):
+        if nk == 16:
+            _wino_in_s(x[i], pt, pl, 0, th_n, tw_n, 0, v)
+        else:
+            _wino4_in_s(x[i], pt, pl, 0, th_n, tw_n, 0, v)
+        for p in range(npan):
+            o0 = p * 32
+            rows = min(32, co - o0)
+            wpp = up[p]
+            for e in range(nk):
+                q = p * nk + e + ahead
+                pfe = np.int64(pf) if q < total else np.int64(0)
+                _tile(wpp, vf[e * c * t:(e + 1) * c * t], kofs, coffs, e, 0, t, mf, t, rows, upf,
+                      np.uint64(q * kp if q < total else 0), np.uint64(share), pfs, pfe, True)
+            if rows == 32:
+                yo = y[i, o0:o0 + 32]
+            else:
+                yo = yb
+            if nk == 16:
+                _wino_out_s(mb, b[o0:o0 + 32], act, slope[o0:o0 + 32], six, 0, th_n, tw_n, 0, yo)
+            else:
+                _wino4_out_s(mb, b[o0:o0 + 32], act, slope[o0:o0 + 32], six, 0, th_n, tw_n, 0, yo)
+            if rows < 32:
+                y[i, o0:co] = yb[:rows]
+
+
+class WinoPanels:
+    """The panel path of one Winograd plan (u (nk, C_out, C_in), bias and slope per output
+    channel, padded here to whole panels: the last panel's transform reads 32 channels):
+    ``g(x, y, act, six, scratch)``."""
+
+    def __init__(self, u: np.ndarray, b: np.ndarray, slope: np.ndarray, y_shape: tuple, pad: tuple, th_n: int,
+                 tw_n: int) -> None:
+        self.up = pack_panels(u)
+        self.nk, self.co, self.c = u.shape
+        cpad = self.up.shape[0] * 32
+        self.b, self.slope = np.zeros(cpad, np.float32), np.zeros(cpad, np.float32)
+        self.b[: self.co], self.slope[: self.co] = b, slope
+        self.pt, self.pl = pad[0], pad[1]
+        self.th_n, self.tw_n = th_n, tw_n
+        self.t = th_n * tw_n
+        self.kofs, self.coffs = _packgemm.matrix_offsets(self.c, self.t)
+        self.hw = tuple(y_shape[2:])
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.up.nbytes)
+
+    def __call__(self, x: np.ndarray, y: np.ndarray, act: int, six: np.float32, scratch) -> None:
+        """y = act(conv(x) + b); ``scratch(n, role)``: a reused flat float32 scratch array."""
+        nk, c, t = self.nk, self.c, self.t
+        v = scratch(nk * c * t, "wino_v").reshape(nk, c, t)
+        mb = scratch(nk * 32 * t, "wino_mb").reshape(nk, 32, t)
+        yb = scratch(32 * self.hw[0] * self.hw[1], "wino_yb").reshape(32, *self.hw)
+        wino_panels(x, self.up, y, self.b, act, self.slope, six, self.pt, self.pl, self.th_n, self.tw_n, v, mb, yb,
+                    self.kofs, self.coffs, 1 if _packgemm.PREFETCH else 0, AHEAD)
