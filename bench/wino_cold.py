@@ -1,6 +1,7 @@
 """Cold-cache A/B of one Winograd conv plan (issue 17, session 9), one thread, in one process.
 
     python bench/wino_cold.py [--rounds 30] [--flush-mb 64] [--shapes squeezenet] [--no-ort]
+    python bench/wino_cold.py --flag refnet.kernels._winopanel:MB_BYTES --values 1,262144,1048576
 
 For each shape (SqueezeNet's expand3x3 convs: 55x55 16 -> 64, 27x27 32 -> 128, 13x13 48 -> 192 and
 64 -> 256; ``--shapes resnet`` / ``inception`` for ResNet-50's / GoogLeNet's 3x3s) it times, per
@@ -9,7 +10,9 @@ so the weights, the scratch and the input come from memory as in a forward pass 
 contention -- and hot ones (the same call twice, the second timed): the panel path
 (kernels/_winopanel.py, ``panels``) against the np.matmul / WinoGemms path (``matmul``), on the
 plan's algorithm and on the other Winograd variant (F(2,3) / F(4,3)), and onnxruntime's Conv
-node of the same shape (``ort``, its own session, one thread; ``--no-ort`` skips it). Rounds
+node of the same shape (``ort``, its own session, one thread; ``--no-ort`` skips it). With
+``--flag module:ATTR --values a,b,..`` (Python literals) the panel path once per value (the
+attribute set before its plan is made and before each of its calls). Rounds
 alternate the variants (order flipped every round); prints min / median us per variant, cold and
 hot, and each variant's median over the first's. Results are checked against the first variant.
 Not collected by ``pytest bench``.
@@ -58,7 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shapes", default="squeezenet", help="comma-separated: " + ", ".join(SHAPES))
     ap.add_argument("--no-ort", action="store_true")
     ap.add_argument("--no-other", action="store_true", help="skip the other Winograd variant")
+    ap.add_argument("--flag", default="", help="module:ATTRIBUTE for panel variants")
+    ap.add_argument("--values", default="", help="its values (Python literals, comma-separated)")
     a = ap.parse_args(argv)
+
+    import ast
+    import importlib
 
     import refnet
     import refnet.kernels.conv as C
@@ -75,22 +83,29 @@ def main(argv: list[str] | None = None) -> int:
         algs = [base.algorithm] + ([] if a.no_other or not base.algorithm.startswith("winograd") else
                                    ["winograd4" if base.algorithm == "winograd" else "winograd"])
         fns: dict = {}
+        flag = (importlib.import_module(a.flag.split(":")[0]), a.flag.split(":")[1]) if a.flag else None
+        vals = [ast.literal_eval(v) for v in a.values.split(",")] if flag else [None]
         for alg in algs:
-            p = C.conv2d_plan(xs, w, b, pad=1, activation="relu", algorithm=alg)
-            y = p(x)
-            if getattr(p, "wino_panels", None) is not None:
-                fns[f"{alg}/panels"] = (p, True, y)
-            fns[f"{alg}/matmul"] = (p, False, y.copy())
+            for val in vals:
+                if flag:
+                    setattr(*flag, val)
+                p = C.conv2d_plan(xs, w, b, pad=1, activation="relu", algorithm=alg)
+                y = p(x)
+                if getattr(p, "wino_panels", None) is not None:
+                    fns[f"{alg}/panels" + (f"/{val}" if flag else "")] = (p, (True, val), y)
+            fns[f"{alg}/matmul"] = (p, (False, None), y.copy())
         if not a.no_ort:
             f = _ort_conv(xs, w, b)
             fns["ort"] = (f, None, f(x))
 
-        def call(name: str, fns: dict = fns, x: np.ndarray = x) -> None:
+        def call(name: str, fns: dict = fns, x: np.ndarray = x, fl: tuple | None = flag) -> None:
             p, flag, y = fns[name]
             if flag is None:
                 p(x)
                 return
-            WP.PANELS = flag
+            WP.PANELS = flag[0]
+            if flag[1] is not None:
+                setattr(*fl, flag[1])
             p(x, y)
 
         cold: dict = {k: [] for k in fns}

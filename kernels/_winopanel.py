@@ -35,10 +35,11 @@ from refnet.kernels._jit import JIT_OPTIONS
 from refnet.kernels._lazyjit import lazy_njit
 from refnet.kernels.conv import _wino4_in, _wino4_out, _wino_in, _wino_out
 
-__all__ = ["ENV", "PANELS", "AHEAD", "MAX_V_BYTES", "fits", "pack_panels", "wino_panels", "WinoPanels"]
+__all__ = ["ENV", "PANELS", "AHEAD", "MAX_V_BYTES", "MB_BYTES", "KINDS", "fits", "group_of", "pack_panels",
+           "wino_panels", "WinoPanels"]
 
 # REFNET_WINO_PANELS=0: new one-thread Winograd plans keep the np.matmul / WinoGemms path; PANELS
-# (read at each call) switches a plan that has the panels back to that path (A/B).
+# False (read at each call) runs a plan that has the panels on that path (A/B).
 ENV = "REFNET_WINO_PANELS"
 PANELS = os.environ.get(ENV, "1").strip() not in ("0", "off", "no", "false")
 # the element panel prefetched while one is computed: this many panels on (1: the next)
@@ -47,6 +48,14 @@ AHEAD = 1
 # once per row panel: it must stay in L2, 1 MB here)
 MAX_V_BYTES = 1 << 18
 MIN_COUT = 32
+# the element counts (nk) that take the panels: F(2,3) only. SqueezeNet's 27x27 32 -> 128 F(4,3)
+# (36 GEMMs with K = 32: the 32 x 7 tiles' fixed cost per tile is ~1/3 of a tile there) measured
+# slower in the net, quiet (bench/steps_ab.py: 303 -> 370-405 us) and with a memory-streaming
+# neighbour (430 -> 467 and 409 -> 369 us, its two convs).
+KINDS = (16,)
+# the GEMM block of a group of row panels (nk, 32 group, T), whose output transform runs as one
+# call, at most this many bytes (one panel at least)
+MB_BYTES = 1 << 18
 
 _wino_in_s = _wino_in._serial
 _wino_out_s = _wino_out._serial
@@ -57,16 +66,32 @@ _tile = _packgemm._tile
 
 def fits(dtype: np.dtype, nk: int, c: int, co: int, tiles: int) -> bool:
     """Whether a one-thread Winograd plan (nk = 16 or 36, C_in ``c``, C_out ``co``, ``tiles``
-    tiles per image, the image one band) runs :func:`wino_panels`: float32, the switch on at plan
-    time, v within :data:`MAX_V_BYTES`."""
-    return (PANELS and os.environ.get(ENV, "1").strip() not in ("0", "off", "no", "false")
+    tiles per image, the image one band) runs :func:`wino_panels`: float32, ``$REFNET_WINO_PANELS``
+    not 0 at plan time, nk in :data:`KINDS`, v within :data:`MAX_V_BYTES` (:data:`PANELS` is read at each call)."""
+    return (os.environ.get(ENV, "1").strip() not in ("0", "off", "no", "false") and nk in KINDS
             and np.dtype(dtype) == np.float32 and co >= MIN_COUT and nk * c * tiles * 4 <= MAX_V_BYTES)
 
 
-def pack_panels(u: np.ndarray) -> np.ndarray:
-    """u (nk, M, K) -> (ceil(M / 32), nk, K, 32) float32: row panel p, element e k-major
-    (:func:`refnet.kernels._packgemm.pack_weights` of each u[e]), rows zero-padded."""
-    return np.ascontiguousarray(np.stack([_packgemm.pack_weights(ue) for ue in u], axis=1))
+def pack_panels(u: np.ndarray, group: int = 1) -> np.ndarray:
+    """u (nk, M, K) -> (G, nk * group, K, 32) float32, G = ceil(ceil(M / 32) / group): for each
+    group g of ``group`` row panels, element e, panel b of the group, the rows 32 (g group + b) ..
+    + 31 of u[e] k-major (:func:`refnet.kernels._packgemm.pack_weights`), zero-padded rows and
+    panels."""
+    nk, m, k = u.shape
+    npan = -(-m // 32)
+    ng = -(-npan // group)
+    wp = np.stack([_packgemm.pack_weights(ue) for ue in u])  # (nk, npan, K, 32)
+    out = np.zeros((ng * group, nk, k, 32), np.float32)
+    out[:npan] = wp.transpose(1, 0, 2, 3)
+    return np.ascontiguousarray(out.reshape(ng, group, nk, k, 32).transpose(0, 2, 1, 3, 4).reshape(ng, nk * group,
+                                                                                                 k, 32))
+
+
+def group_of(nk: int, npan: int, tiles: int) -> int:
+    """Row panels per group: as many as keep the GEMM block (nk, 32 group, T) within
+    :data:`MB_BYTES`, groups of balanced sizes."""
+    most = max(1, min(npan, MB_BYTES // (nk * 32 * tiles * 4)))
+    return -(-npan // -(-npan // most))
 
 
 _fast = lazy_njit(**{**JIT_OPTIONS, "fastmath": {"contract"}, "boundscheck": False})
@@ -75,16 +100,19 @@ _fast = lazy_njit(**{**JIT_OPTIONS, "fastmath": {"contract"}, "boundscheck": Fal
 @_fast
 def wino_panels(x, up, y, b, act, slope, six, pt, pl, th_n, tw_n, v, mb, yb, kofs, coffs, pf, ahead):  # noqa: PLR0913
     """Winograd F(2,3) (``v.shape[0]`` = nk = 16) or F(4,3) (36) of x (N, C, H, W) into y (N, C_out,
-    Ho, Wo), each image whole (tile rows 0 .. th_n): input transform into v (nk, C, T), then per row
-    panel p of ``up`` (:func:`pack_panels`) the nk GEMMs into mb (nk, 32, T) and the output
-    transform of its channels (bias ``b``, activation ``act`` / ``slope`` / ``six`` as the conv
-    kernels); a last panel of fewer than 32 rows goes through ``yb`` (32, Ho, Wo). kofs / coffs:
+    Ho, Wo), each image whole (tile rows 0 .. th_n): input transform into v (nk, C, T), then per
+    group of row panels of ``up`` (:func:`pack_panels`: G, nk * group, C, 32) the GEMMs into mb (nk,
+    32 group, T) and the output transform of the group's channels (bias ``b`` and ``slope``
+    padded to G * group * 32 channels, activation ``act`` / ``six`` as the conv kernels); a last
+    group of fewer channels goes through ``yb`` (32 group, Ho, Wo). kofs / coffs:
     :func:`refnet.kernels._packgemm.matrix_offsets` (C, T). ``pf``: the prefetch of the element
     panel ``ahead`` on (0 off, 1 into L2)."""
     n = x.shape[0]
     nk, c, t = v.shape
     co = y.shape[1]
-    npan = up.shape[0]
+    ng, npg = up.shape[0], up.shape[1]
+    group = npg // nk
+    rg = 32 * group  # channels per group
     kp = c * 32  # elements of one element panel
     upf = up.reshape(up.size)
     vf = v.reshape(v.size)
@@ -92,31 +120,33 @@ def wino_panels(x, up, y, b, act, slope, six, pt, pl, th_n, tw_n, v, mb, yb, kof
     ntiles = (t + 6) // 7
     share = kp // ntiles
     pfs = np.uint64((32 << 16) // ntiles)
-    total = npan * nk
+    total = ng * npg
     for i in range(n):
         if nk == 16:
             _wino_in_s(x[i], pt, pl, 0, th_n, tw_n, 0, v)
         else:
             _wino4_in_s(x[i], pt, pl, 0, th_n, tw_n, 0, v)
-        for p in range(npan):
-            o0 = p * 32
-            rows = min(32, co - o0)
-            wpp = up[p]
+        for g in range(ng):
+            o0 = g * rg
+            wg = up[g]
             for e in range(nk):
-                q = p * nk + e + ahead
-                pfe = np.int64(pf) if q < total else np.int64(0)
-                _tile(wpp, vf[e * c * t:(e + 1) * c * t], kofs, coffs, e, 0, t, mf, t, rows, upf,
-                      np.uint64(q * kp if q < total else 0), np.uint64(share), pfs, pfe, True)
-            if rows == 32:
-                yo = y[i, o0:o0 + 32]
-            else:
-                yo = yb
+                xf = vf[e * c * t:(e + 1) * c * t]
+                for bp in range(group):
+                    rows = min(32, co - o0 - 32 * bp)
+                    if rows <= 0:
+                        break
+                    q = g * npg + e * group + bp + ahead
+                    pfe = np.int64(pf) if q < total and ahead > 0 else np.int64(0)
+                    _tile(wg, xf, kofs, coffs, e * group + bp, 0, t, mf, t, rows, upf,
+                          np.uint64(q * kp if pfe else 0), np.uint64(share), pfs, pfe, True)
+            full = o0 + rg <= co
+            yo = y[i, o0:o0 + rg] if full else yb
             if nk == 16:
-                _wino_out_s(mb, b[o0:o0 + 32], act, slope[o0:o0 + 32], six, 0, th_n, tw_n, 0, yo)
+                _wino_out_s(mb, b[o0:o0 + rg], act, slope[o0:o0 + rg], six, 0, th_n, tw_n, 0, yo)
             else:
-                _wino4_out_s(mb, b[o0:o0 + 32], act, slope[o0:o0 + 32], six, 0, th_n, tw_n, 0, yo)
-            if rows < 32:
-                y[i, o0:co] = yb[:rows]
+                _wino4_out_s(mb, b[o0:o0 + rg], act, slope[o0:o0 + rg], six, 0, th_n, tw_n, 0, yo)
+            if not full:
+                y[i, o0:co] = yb[:co - o0]
 
 
 class WinoPanels:
@@ -126,9 +156,10 @@ class WinoPanels:
 
     def __init__(self, u: np.ndarray, b: np.ndarray, slope: np.ndarray, y_shape: tuple, pad: tuple, th_n: int,
                  tw_n: int) -> None:
-        self.up = pack_panels(u)
         self.nk, self.co, self.c = u.shape
-        cpad = self.up.shape[0] * 32
+        self.group = group_of(self.nk, -(-self.co // 32), th_n * tw_n)
+        self.up = pack_panels(u, self.group)
+        cpad = self.up.shape[0] * self.group * 32
         self.b, self.slope = np.zeros(cpad, np.float32), np.zeros(cpad, np.float32)
         self.b[: self.co], self.slope[: self.co] = b, slope
         self.pt, self.pl = pad[0], pad[1]
@@ -145,7 +176,8 @@ class WinoPanels:
         """y = act(conv(x) + b); ``scratch(n, role)``: a reused flat float32 scratch array."""
         nk, c, t = self.nk, self.c, self.t
         v = scratch(nk * c * t, "wino_v").reshape(nk, c, t)
-        mb = scratch(nk * 32 * t, "wino_mb").reshape(nk, 32, t)
-        yb = scratch(32 * self.hw[0] * self.hw[1], "wino_yb").reshape(32, *self.hw)
+        rg = 32 * self.group
+        mb = scratch(nk * rg * t, "wino_mb").reshape(nk, rg, t)
+        yb = scratch(rg * self.hw[0] * self.hw[1], "wino_yb").reshape(rg, *self.hw)
         wino_panels(x, self.up, y, self.b, act, self.slope, six, self.pt, self.pl, self.th_n, self.tw_n, v, mb, yb,
                     self.kofs, self.coffs, 1 if _packgemm.PREFETCH else 0, AHEAD)
