@@ -35,7 +35,7 @@ from refnet.kernels._jit import JIT_OPTIONS
 from refnet.kernels._lazyjit import lazy_njit
 from refnet.kernels.conv import _wino4_in, _wino4_out, _wino_in, _wino_out
 
-__all__ = ["ENV", "PANELS", "AHEAD", "MAX_V_BYTES", "MB_BYTES", "KINDS", "fits", "group_of", "pack_panels",
+__all__ = ["ENV", "PANELS", "AHEAD", "L1", "MAX_V_BYTES", "MB_BYTES", "KINDS", "fits", "group_of", "pack_panels",
            "wino_panels", "WinoPanels"]
 
 # REFNET_WINO_PANELS=0: new one-thread Winograd plans keep the np.matmul / WinoGemms path; PANELS
@@ -44,6 +44,8 @@ ENV = "REFNET_WINO_PANELS"
 PANELS = os.environ.get(ENV, "1").strip() not in ("0", "off", "no", "false")
 # the element panel prefetched while one is computed: this many panels on (1: the next)
 AHEAD = 1
+# ... into all cache levels (prefetcht0; read at each call; False: prefetcht1, L2)
+L1 = True
 # the whole image's transformed input v (nk * C_in * T * 4 bytes) at most this large (it is read
 # once per row panel: it must stay in L2, 1 MB here)
 MAX_V_BYTES = 1 << 18
@@ -106,7 +108,7 @@ def wino_panels(x, up, y, b, act, slope, six, pt, pl, th_n, tw_n, v, mb, yb, kof
     padded to G * group * 32 channels, activation ``act`` / ``six`` as the conv kernels); a last
     group of fewer channels goes through ``yb`` (32 group, Ho, Wo). kofs / coffs:
     :func:`refnet.kernels._packgemm.matrix_offsets` (C, T). ``pf``: the prefetch of the element
-    panel ``ahead`` on (0 off, 1 into L2)."""
+    panel ``ahead`` on (0 off, 1 into L2, 2 into L1)."""
     n = x.shape[0]
     nk, c, t = v.shape
     co = y.shape[1]
@@ -149,6 +151,12 @@ def wino_panels(x, up, y, b, act, slope, six, pt, pl, th_n, tw_n, v, mb, yb, kof
                 y[i, o0:co] = yb[:co - o0]
 
 
+def _pf() -> int:
+    """The tiles' prefetch mode: 0 off (the packed GEMMs' PREFETCH off), 2 into L1 (:data:`L1`), 1
+    into L2."""
+    return (2 if L1 else 1) if _packgemm.PREFETCH else 0
+
+
 class WinoPanels:
     """The panel path of one Winograd plan (u (nk, C_out, C_in), bias and slope per output
     channel, padded here to whole panels: the last panel's transform reads 32 channels):
@@ -177,7 +185,7 @@ class WinoPanels:
         nk, c, t = self.nk, self.c, self.t
         v = scratch(nk * c * t, "wino_v").reshape(nk, c, t)
         rg = 32 * self.group
-        mb = scratch(nk * rg * t, "wino_mb").reshape(nk, rg, t)
+        mb = scratch(nk * rg * t, "wino_m").reshape(nk, rg, t)
         yb = scratch(rg * self.hw[0] * self.hw[1], "wino_yb").reshape(rg, *self.hw)
         wino_panels(x, self.up, y, self.b, act, self.slope, six, self.pt, self.pl, self.th_n, self.tw_n, v, mb, yb,
-                    self.kofs, self.coffs, 1 if _packgemm.PREFETCH else 0, AHEAD)
+                    self.kofs, self.coffs, _pf(), AHEAD)
