@@ -9,19 +9,38 @@ memory, and m (SqueezeNet's 13x13 64 -> 256: 800 KB) goes out to L2/L3 and back.
 memory-streaming neighbour on the other core SqueezeNet's fire8/9 expand3x3 grew 370 -> 540 us
 each, onnxruntime's direct convs ~20 us (issue 17, session 9).
 
-Here :func:`pack_panels` lays u out at plan time as ``up[p, e, k, :] = u[e, 32 p : 32 p + 32, k]``
-(the packed GEMM's k-major panels of :mod:`refnet.kernels._packgemm`, the nk elements' panels of
-one row panel p side by side): the call reads the weights once, front to back, and while it
-computes one element's panel it prefetches the one :data:`AHEAD` panels on (``_tile``'s
-next-panel prefetch). :func:`wino_panels` runs per image: the input transform of all its tiles into
-v (which then stays in L2: at most :data:`MAX_V_BYTES`), and per row panel p the nk GEMMs
-(32 x 7 register tiles, :func:`refnet.kernels._packgemm._tile`) into a block ``mb`` (nk, 32, T) --
-100 KB on 13x13 64 -> 256, reused, so it stays in L1/L2 -- and at once the output transform of
-those 32 channels (bias, activation) into y. No per-call weight packing, no m round trip.
+Here :func:`pack_panels` lays u out at plan time in groups of row panels of 32 output channels,
+``up[g, e * group + b, k, :] = u[e, 32 (g group + b) : + 32, k]`` (the packed GEMM's k-major
+panels of :mod:`refnet.kernels._packgemm`; the nk elements' panels of one group side by side): the
+call reads the weights once, front to back, and while it computes one element's panel it
+prefetches the one :data:`AHEAD` on into L1 (``_tile``'s next-panel prefetch, :data:`L1`).
+:func:`wino_panels` runs per image: the input transform of all its tiles into v (which then stays
+in L2: at most :data:`MAX_V_BYTES`), and per group the nk GEMMs (32 x 7 register tiles,
+:func:`refnet.kernels._packgemm._tile`) into a block ``mb`` (nk, 32 group, T) of at most
+:data:`MB_BYTES` -- 200 KB on 13x13 64 -> 256, in the plans' ``wino_m`` scratch, so it stays in
+L2 -- and at once the output transform of the group's channels (bias, activation) into y. No
+per-call weight packing, no m round trip. F(2,3) only (:data:`KINDS`): SqueezeNet's fire6..9
+expand3x3 (13x13, 48 -> 192 and 64 -> 256).
+
+Measured (one thread; rerun: ``bench/wino_cold.py``, ``bench/steps_ab.py squeezenet
+refnet.kernels._winopanel:PANELS --rounds 300``, with and without ``taskset -c 1 python stream.py
+64`` -- a process copying two 64 MiB arrays forever -- on the other core): one conv with the caches
+cold (64 MiB written before each call), us median panels / np.matmul path / onnxruntime's Conv:
+48 -> 192 13x13 333 / 379 / 429 (hot 248 / 253 / 281), 64 -> 256 449 / 503 / 631 (hot 384 / 390
+/ 481), in rounds with more load on the machine 0.72-0.82 of np.matmul's cold time. In the net,
+paired per-step medians, with the streaming neighbour: fire6..9 expand3x3 361 / 347 / 569 / 562
+-> 294 / 268 / 416 / 395 us, pass CPU time B/A 0.931 (8.08 -> 7.55 ms); quiet, pass 1.004 (the
+four convs within +-20 us; 0.989 / 1.012 with the variants' order swapped). Tried: a group of all
+row panels (m of the old size) 1.2-1.4x the cold time; the groups' GEMMs on the BLAS from numba
+(cblas_sgemm per element and group: as fast hot, 30-46 us slower per conv in the net: 4x the
+BLAS calls); a prefetch of the first panels before the input transform, 2 panels ahead (no
+change); no prefetch (20-55 us slower per conv); a scratch block of its own (the first panel conv
+of a pass 30-45 us slower: ``wino_m`` is warm from the Winograd conv before).
 
 Rounding: each output of a GEMM is the packed GEMM's blocked sum (k in order, blocks of 128), not
 OpenBLAS's order: float32 rounding-level differences from the np.matmul path.
-Under ``NUMBA_DISABLE_JIT=1`` the same code runs as Python (tests on small shapes).
+Under ``NUMBA_DISABLE_JIT=1`` the same code runs as Python (tests on small shapes); the conv plan
+takes it only with numba jitting, outside ``numpy_kernels()``, and with one thread.
 """
 
 from __future__ import annotations
@@ -53,7 +72,9 @@ MIN_COUT = 32
 # the element counts (nk) that take the panels: F(2,3) only. SqueezeNet's 27x27 32 -> 128 F(4,3)
 # (36 GEMMs with K = 32: the 32 x 7 tiles' fixed cost per tile is ~1/3 of a tile there) measured
 # slower in the net, quiet (bench/steps_ab.py: 303 -> 370-405 us) and with a memory-streaming
-# neighbour (430 -> 467 and 409 -> 369 us, its two convs).
+# neighbour (430 -> 467 and 409 -> 369 us, its two convs; again after the scratch and L1 changes,
+# paired 300 rounds, b"\x10" vs b"\x10$" for KINDS: quiet +44 / +34 us, stream +65 / +45). F(2,3)
+# on that map (v 400 KB) lost too: cold 668 vs 558 us.
 KINDS = (16,)
 # the GEMM block of a group of row panels (nk, 32 group, T), whose output transform runs as one
 # call, at most this many bytes (one panel at least)
@@ -69,7 +90,8 @@ _tile = _packgemm._tile
 def fits(dtype: np.dtype, nk: int, c: int, co: int, tiles: int) -> bool:
     """Whether a one-thread Winograd plan (nk = 16 or 36, C_in ``c``, C_out ``co``, ``tiles``
     tiles per image, the image one band) runs :func:`wino_panels`: float32, ``$REFNET_WINO_PANELS``
-    not 0 at plan time, nk in :data:`KINDS`, v within :data:`MAX_V_BYTES` (:data:`PANELS` is read at each call)."""
+    not 0 at plan time, nk in :data:`KINDS`, v within :data:`MAX_V_BYTES` (:data:`PANELS` is read
+    at each call)."""
     return (os.environ.get(ENV, "1").strip() not in ("0", "off", "no", "false") and nk in KINDS
             and np.dtype(dtype) == np.float32 and co >= MIN_COUT and nk * c * tiles * 4 <= MAX_V_BYTES)
 
