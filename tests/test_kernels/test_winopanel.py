@@ -11,7 +11,7 @@ from conftest import assert_close
 
 import refnet.kernels.conv as C
 from refnet.kernels import _winopanel as WP
-from refnet.kernels._lazyjit import jit_disabled
+from refnet.kernels._lazyjit import jit_disabled, numpy_kernels
 
 
 def _scratch(n: int, role: str) -> np.ndarray:
@@ -70,6 +70,8 @@ def test_plan_panels_and_switches(alg, xs, co, monkeypatch, rng):
     monkeypatch.setattr(WP, "PANELS", False)
     assert_close(plan(x), got, 1e-5, "np.matmul path")
     monkeypatch.setattr(WP, "PANELS", True)
+    with numpy_kernels():  # (small nets without numba: the NumPy path)
+        assert_close(plan(x), got, 1e-5, "inside numpy_kernels()")
     assert C.conv2d_plan(xs, w.astype(np.float64), pad=1, algorithm=alg).wino_panels is None
     monkeypatch.setenv(WP.ENV, "0")
     assert C.conv2d_plan(xs, w, pad=1, algorithm=alg).wino_panels is None
