@@ -1337,6 +1337,7 @@ class Conv2dPlan:
             self._wino_setup(w, 2 if alg == "winograd" else 4)
             # one thread: the nk GEMMs on packed weights where that measured faster (kernels/_packgemm.py)
             self.wino_packed = _packgemm.WinoGemms.fit(self.u, dt, self.th_n * self.tw_n)
+            self.wino_panels = self._wino_panels_fit()
         elif alg in ("gemm1x1", "packedwide"):
             if (kh, kw, pt, pl, pb, pr) != (1, 1, 0, 0, 0, 0):
                 raise ValueError(f"{alg} needs a 1x1, unpadded conv")
@@ -1743,6 +1744,9 @@ class Conv2dPlan:
             else:
                 self._winograd4_split(x, y, nt)
             return
+        if self.wino_panels is not None and self._wino_panels_on():
+            self.wino_panels(x, y, self.act, self.six, self._f32_scratch)
+            return
         wino_in, wino_out = (_wino_in, _wino_out) if nk == 16 else (_wino4_in, _wino4_out)
         # several whole images per GEMM when one image is smaller than a band (batches of
         # small feature maps: a wider GEMM), else bands of tile rows of one image
@@ -1772,6 +1776,27 @@ class Conv2dPlan:
                 wino_in(x[i], pt, pl, ty0, ty1, tw_n, 0, v)
                 self._wino_gemms(v, m)
                 wino_out(m, b, act, slope, six, ty0, ty1, tw_n, 0, y[i])
+
+    def _wino_panels_fit(self):
+        """The one-thread panel path (kernels/_winopanel.py) for Winograd plans on small maps
+        (each image one band, v within its bound; float32, numba jitting), else None."""
+        from refnet.kernels import _winopanel  # (imports this module: not at the top)
+        from refnet.kernels._lazyjit import jit_disabled
+
+        c, co, tiles = self.x_shape[1], self.y_shape[1], self.th_n * self.tw_n
+        if self.band < self.th_n or jit_disabled() or not _winopanel.fits(self.dtype, self.nk, c, co, tiles):
+            return None
+        return _winopanel.WinoPanels(self.u, self.b, self.slope, self.y_shape, self.pad, self.th_n, self.tw_n)
+
+    @staticmethod
+    def _wino_panels_on() -> bool:
+        from refnet.kernels import _winopanel
+
+        return _winopanel.PANELS and not _NUMPY_MODE.on
+
+    @staticmethod
+    def _f32_scratch(n: int, role: str) -> np.ndarray:
+        return _scratch(n, np.dtype(np.float32), role)
 
     def _wino_gemms(self, v, m):
         """m[e] = u[e] @ v[e] for the nk transformed elements, one thread: the packed GEMMs
