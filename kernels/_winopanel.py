@@ -45,14 +45,12 @@ takes it only with numba jitting, outside ``numpy_kernels()``, and with one thre
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from refnet.kernels import _packgemm
 from refnet.kernels._jit import JIT_OPTIONS
 from refnet.kernels._lazyjit import lazy_njit
-from refnet.kernels.conv import _wino4_in, _wino4_out, _wino_in, _wino_out
+from refnet.kernels.conv import _scratch, _wino4_in, _wino4_out, _wino_in, _wino_out
 
 __all__ = ["ENV", "PANELS", "AHEAD", "L1", "MAX_V_BYTES", "MB_BYTES", "KINDS", "fits", "group_of", "pack_panels",
            "wino_panels", "WinoPanels"]
@@ -60,7 +58,7 @@ __all__ = ["ENV", "PANELS", "AHEAD", "L1", "MAX_V_BYTES", "MB_BYTES", "KINDS", "
 # REFNET_WINO_PANELS=0: new one-thread Winograd plans keep the np.matmul / WinoGemms path; PANELS
 # False (read at each call) runs a plan that has the panels on that path (A/B).
 ENV = "REFNET_WINO_PANELS"
-PANELS = os.environ.get(ENV, "1").strip() not in ("0", "off", "no", "false")
+PANELS = _packgemm.enabled(ENV)
 # the element panel prefetched while one is computed: this many panels on (1: the next)
 AHEAD = 1
 # ... into all cache levels (prefetcht0; read at each call; False: prefetcht1, L2)
@@ -92,8 +90,8 @@ def fits(dtype: np.dtype, nk: int, c: int, co: int, tiles: int) -> bool:
     tiles per image, the image one band) runs :func:`wino_panels`: float32, ``$REFNET_WINO_PANELS``
     not 0 at plan time, nk in :data:`KINDS`, v within :data:`MAX_V_BYTES` (:data:`PANELS` is read
     at each call)."""
-    return (os.environ.get(ENV, "1").strip() not in ("0", "off", "no", "false") and nk in KINDS
-            and np.dtype(dtype) == np.float32 and co >= MIN_COUT and nk * c * tiles * 4 <= MAX_V_BYTES)
+    return (_packgemm.enabled(ENV) and nk in KINDS and np.dtype(dtype) == np.float32 and co >= MIN_COUT
+            and nk * c * tiles * 4 <= MAX_V_BYTES)
 
 
 def pack_panels(u: np.ndarray, group: int = 1) -> np.ndarray:
@@ -182,7 +180,7 @@ def _pf() -> int:
 class WinoPanels:
     """The panel path of one Winograd plan (u (nk, C_out, C_in), bias and slope per output
     channel, padded here to whole panels: the last panel's transform reads 32 channels):
-    ``g(x, y, act, six, scratch)``."""
+    ``g(x, y, act, six)``, its scratch the conv kernels' per-thread arrays (wino_v, wino_m, wino_yb)."""
 
     def __init__(self, u: np.ndarray, b: np.ndarray, slope: np.ndarray, y_shape: tuple, pad: tuple, th_n: int,
                  tw_n: int) -> None:
@@ -202,12 +200,13 @@ class WinoPanels:
     def nbytes(self) -> int:
         return int(self.up.nbytes)
 
-    def __call__(self, x: np.ndarray, y: np.ndarray, act: int, six: np.float32, scratch) -> None:
-        """y = act(conv(x) + b); ``scratch(n, role)``: a reused flat float32 scratch array."""
+    def __call__(self, x: np.ndarray, y: np.ndarray, act: int, six: np.float32) -> None:
+        """y = act(conv(x) + b)."""
         nk, c, t = self.nk, self.c, self.t
-        v = scratch(nk * c * t, "wino_v").reshape(nk, c, t)
+        f32 = np.dtype(np.float32)
+        v = _scratch(nk * c * t, f32, "wino_v").reshape(nk, c, t)
         rg = 32 * self.group
-        mb = scratch(nk * rg * t, "wino_m").reshape(nk, rg, t)
-        yb = scratch(rg * self.hw[0] * self.hw[1], "wino_yb").reshape(rg, *self.hw)
+        mb = _scratch(nk * rg * t, f32, "wino_m").reshape(nk, rg, t)
+        yb = _scratch(rg * self.hw[0] * self.hw[1], f32, "wino_yb").reshape(rg, *self.hw)
         wino_panels(x, self.up, y, self.b, act, self.slope, six, self.pt, self.pl, self.th_n, self.tw_n, v, mb, yb,
                     self.kofs, self.coffs, _pf(), AHEAD)

@@ -1745,7 +1745,7 @@ class Conv2dPlan:
                 self._winograd4_split(x, y, nt)
             return
         if self.wino_panels is not None and self._wino_panels_on():
-            self.wino_panels(x, y, self.act, self.six, self._f32_scratch)
+            self.wino_panels(x, y, self.act, self.six)
             return
         wino_in, wino_out = (_wino_in, _wino_out) if nk == 16 else (_wino4_in, _wino4_out)
         # several whole images per GEMM when one image is smaller than a band (batches of
@@ -1793,10 +1793,6 @@ class Conv2dPlan:
         from refnet.kernels import _winopanel
 
         return _winopanel.PANELS and not _NUMPY_MODE.on
-
-    @staticmethod
-    def _f32_scratch(n: int, role: str) -> np.ndarray:
-        return _scratch(n, np.dtype(np.float32), role)
 
     def _wino_gemms(self, v, m):
         """m[e] = u[e] @ v[e] for the nk transformed elements, one thread: the packed GEMMs

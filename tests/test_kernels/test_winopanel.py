@@ -14,8 +14,8 @@ from refnet.kernels import _winopanel as WP
 from refnet.kernels._lazyjit import jit_disabled, numpy_kernels
 
 
-def _scratch(n: int, role: str) -> np.ndarray:
-    return np.full(n, np.nan, np.float32)  # (NaN: the kernel must write before it reads)
+def _scratch(n: int, dtype: np.dtype, role: str) -> np.ndarray:
+    return np.full(n, np.nan, dtype)  # (NaN: the kernel must write before it reads)
 
 
 # small enough for the kernel body as plain Python (CI's NUMBA_DISABLE_JIT run): F(2,3) / F(4,3),
@@ -43,7 +43,8 @@ def test_wino_panels_vs_float64(nk, xs, co, act, mb_bytes, monkeypatch, rng):
             assert np.array_equal(got[:, :min(32, co - 32 * p)], u[e, 32 * p:32 * p + 32].T)
             assert not got[:, min(32, co - 32 * p):].any()
     y = np.full((xs[0], co, xs[2], xs[3]), np.nan, np.float32)
-    g(x, y, acode, np.float32(6), _scratch)
+    monkeypatch.setattr(WP, "_scratch", _scratch)  # (in place of the conv kernels' reused arrays)
+    g(x, y, acode, np.float32(6))
     ref = C.conv2d_reference(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), pad=1)
     want = C._activate_reference(ref, act, slope if act == "prelu" else 0.0)
     assert_close(y, want, "f32_vs_f64_long", f"panels nk={nk}")
