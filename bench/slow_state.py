@@ -37,9 +37,9 @@ def _probes(model: str) -> dict[str, Callable[[], object]]:
     import numba
     import numpy as np
     import onnx
-    import onnxruntime as ort
 
     import refnet
+    from refnet.bench_peers import ort_runner
     from refnet.kernels import conv as C
 
     light = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
@@ -47,11 +47,7 @@ def _probes(model: str) -> dict[str, Callable[[], object]]:
                                           Path(tempfile.mkdtemp(prefix="refnet-slow-")) / f"{model}.onnx", seed=0)
     net = refnet.load(str(path))
     x = np.random.default_rng(1).random((1, 3, 224, 224), dtype=np.float32)
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    feed = {sess.get_inputs()[0].name: x}
+    ort_pass, _ = ort_runner(str(path), {net.input_names[0]: x}, 1)  # (as bench/peer_rows.py times it)
     rng = np.random.default_rng(0)
 
     def plan(c: int, h: int, co: int, k: int, stride: int = 1, pad: int = 0) -> Callable[[], object]:
@@ -103,7 +99,7 @@ def _probes(model: str) -> dict[str, Callable[[], object]]:
     c8 = np.full(8, 0.5, np.float32)
     return {
         "refnet pass": lambda: net.forward(x),
-        "onnxruntime pass": lambda: sess.run(None, feed),
+        "onnxruntime pass": ort_pass,
         "conv1 3->64 3x3/2 224": plan(3, 224, 64, 3, 2),
         "1x1 64->16 55x55": plan(64, 55, 16, 1),
         "1x1 16->64 55x55": plan(16, 55, 64, 1),

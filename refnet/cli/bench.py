@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from refnet.bench import NEIGHBOURS, bench_model, busy_neighbour, input_shapes_for, peak_rss_mb
+from refnet.bench import MEMORY_NEIGHBOUR_MIB, NEIGHBOURS, bench_model, busy_neighbour, input_shapes_for, peak_rss_mb
 
 __all__ = ["add_parser", "bench_command"]
 
@@ -124,8 +124,8 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--one-thread", action="store_true", help="also time refnet at one thread")
     s.add_argument("--busy-neighbour", nargs="?", const="spin", choices=NEIGHBOURS, metavar="KIND",
                    help="run a neighbour process on one core during the measurement (a loaded machine): spin "
-                        "(default, a busy loop) or memory (streams 2 x 64 MiB arrays: also loads the memory bus "
-                        "and the shared cache)")
+                        f"(default, a busy loop) or memory (streams 2 x {MEMORY_NEIGHBOUR_MIB} MiB arrays: also loads "
+                        "the memory bus and the shared cache)")
     s.add_argument("--peers", nargs="+", metavar="ENGINE", choices=("onnxruntime", "cv2-5"),
                    help="also time ONNX engines on the model's ONNX file (or refnet's export of it): onnxruntime "
                         "(in-process) and/or cv2-5 (OpenCV 5 in REFNET_CV5_PYTHON, timed inside its worker)")
