@@ -175,16 +175,20 @@ _prefetchw: Any = None
 _prefetch1: Any = None
 _store7: Any = None
 _store13: Any = None
+_row32: Any = None
+_row16: Any = None
 
 
 @on_numba_load
 def _define_intrinsics(numba: Any) -> None:
-    global _stack, _carray, _prefetch, _prefetchw, _prefetch1, _store7, _store13
+    global _stack, _carray, _prefetch, _prefetchw, _prefetch1, _store7, _store13, _row32, _row16
     if numba.config.DISABLE_JIT:
         _stack = lambda n: np.zeros(n, np.float32)  # noqa: E731
         _carray = lambda a, shape: a.reshape(shape)  # noqa: E731
         _prefetch = _prefetchw = _prefetch1 = lambda a, i: None  # noqa: E731
         _store7 = _store13 = _store_py
+        _row32 = lambda cf, o, s, b, sl: _row_py(cf, o, s[:32], b, sl)  # noqa: E731
+        _row16 = lambda cf, o, s, b, sl: _row_py(cf, o, s[:16], b, sl)  # noqa: E731
         return
     from llvmlite import ir
     from numba.core import cgutils, types
@@ -227,6 +231,52 @@ def _define_intrinsics(numba: Any) -> None:
     _prefetch, _prefetchw, _prefetch1 = make_prefetch(0), make_prefetch(1), make_prefetch(0, 3)
     _store7 = _make_store(intrinsic, ir, cgutils, types, 32, 7)
     _store13 = _make_store(intrinsic, ir, cgutils, types, 16, 13)
+    _row32 = _make_row(intrinsic, ir, cgutils, types, 32)
+    _row16 = _make_row(intrinsic, ir, cgutils, types, 16)
+
+
+def _row_py(cf: np.ndarray, o: int, s: np.ndarray, b: np.float32, sl: np.float32) -> None:
+    """What :func:`_row32` / ``_row16`` do, in NumPy (NUMBA_DISABLE_JIT; ``s`` cut to the width)."""
+    v = s + b
+    cf[int(o):int(o) + s.size] = np.where(v > 0, v, v * sl)
+
+
+def _make_row(intrinsic: Any, ir: Any, cgutils: Any, types: Any, width: int) -> Any:
+    """The intrinsic ``row(cf, o, s, b, sl)``: cf[o + j] = v if v > 0 else v * sl, v = s[j] + b,
+    for j < ``width`` (a stack array of a register tile's row): one vector load, add, compare,
+    multiply, select and one vector store. (Written as a numba loop the 32 lanes were unrolled
+    into 32 scalar stores instead.) NaN stays NaN (an ordered compare: v * sl)."""
+    f32 = ir.FloatType()
+    vt = ir.VectorType(f32, width)
+
+    def splat(b: Any, x: Any) -> Any:
+        v = b.insert_element(ir.Constant(vt, ir.Undefined), x, ir.Constant(ir.IntType(32), 0))
+        return b.shuffle_vector(v, ir.Constant(vt, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), width),
+                                                                             [0] * width))
+
+    @intrinsic
+    def row(typingctx: Any, cf: Any, o: Any, s: Any, b: Any, sl: Any) -> Any:
+        if not (isinstance(cf, types.Array) and isinstance(s, types.Array) and isinstance(o, types.Integer)
+                and b == types.float32 and sl == types.float32):
+            return None
+
+        def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+            cfa = context.make_array(sig.args[0])(context, builder, args[0])
+            sa = context.make_array(sig.args[2])(context, builder, args[2])
+            ld = builder.load(builder.bitcast(sa.data, vt.as_pointer()))
+            ld.align = 4
+            v = builder.fadd(ld, splat(builder, args[3]))
+            neg = builder.fmul(v, splat(builder, args[4]))
+            pos = builder.fcmp_ordered(">", v, ir.Constant(vt, [0.0] * width))
+            out = builder.select(pos, v, neg)
+            ptr = builder.bitcast(builder.gep(cfa.data, [args[1]]), vt.as_pointer())
+            st = builder.store(out, ptr)
+            st.align = 4
+            return context.get_dummy_value()
+
+        return types.void(cf, o, s, b, sl), codegen
+
+    return row
 
 
 def _store_py(cf: np.ndarray, o0: int, n: int, *cols: np.ndarray) -> None:
@@ -976,6 +1026,9 @@ WIDE_TAIL16 = True
 # (bench/flag_ab.py resnet50 refnet.kernels._packgemm:WIDE_PF_NEXT --threads 1 --rounds 11 / 15):
 # 0.991 (0.935-1.070, load 1.3), 0.980 (0.945-1.205, load 2.6)
 WIDE_PF_NEXT = True
+# whether whole wide tiles without a residual store each row straight from its accumulators (read
+# at each call; False: through the general per-row epilogue, A/B only)
+WIDE_FAST_EPI = True
 NBW_ELEMS = 1 << 16  # about this many elements of X per column block (all row panels run
 # over one block before the next; in ResNet-50, K = 64: 1024 columns 0.90 vs 256 columns 0.93 of the BLAS)
 
@@ -996,7 +1049,7 @@ def _prefetch_rows(cf, rf, hasres, q0, j0, n):
 def _make_tile_wide(nl: int) -> Any:
     """The wide tile function for tiles of ``nl`` (32 or 16) columns (``nl`` a constant of its code)."""
 
-    def tile(wq, xf, p, nc0, nc1, n, cf, bias, rf, hasres, act, slope, six, rows, pfe, pfx):
+    def tile(wq, xf, p, nc0, nc1, n, cf, bias, rf, hasres, act, slope, six, rows, pfe, pfx, fe=True):
         """C[p*8 : p*8 + rows, nc0 : nc1] of act(W @ X + bias [+ R]), X[k, j] = xf[k * n + j], C and
         R flattened with row length n (same accumulation order as :func:`_tile`), one register tile
         of nl columns after another (a call per tile cost about as much as 16 steps k of it: the
@@ -1098,6 +1151,72 @@ def _make_tile_wide(nl: int) -> Any:
                     s5[lane] += a5[lane]
                     s6[lane] += a6[lane]
                     s7[lane] += a7[lane]
+            zero = six - six
+            m0 = p * 8
+            if fe and lo == 0 and rows == 8 and not hasres and act != 2:
+                # (a whole tile without residual, ReLU / leaky ReLU / none: each row straight from
+                # its accumulators, two vector stores; the general path below costs ~300 cycles a
+                # tile in scalar set-up per row and lane masks, as much as 16 steps k of the tile:
+                # SqueezeNet's expand 1x1s have K = 16..64. ``fe`` False: the general path, A/B; WIDE_FAST_EPI)
+                one = np.float32(1.0)
+                nu = np.uint64(n)
+                o = np.uint64(m0) * nu + np.uint64(n0)
+                b = bias[m0 + 0]
+                sl = slope[m0 + 0] if act == 1 else one
+                if nl == 32:
+                    _row32(cf, o, s0, b, sl)
+                else:
+                    _row16(cf, o, s0, b, sl)
+                o += nu
+                b = bias[m0 + 1]
+                sl = slope[m0 + 1] if act == 1 else one
+                if nl == 32:
+                    _row32(cf, o, s1, b, sl)
+                else:
+                    _row16(cf, o, s1, b, sl)
+                o += nu
+                b = bias[m0 + 2]
+                sl = slope[m0 + 2] if act == 1 else one
+                if nl == 32:
+                    _row32(cf, o, s2, b, sl)
+                else:
+                    _row16(cf, o, s2, b, sl)
+                o += nu
+                b = bias[m0 + 3]
+                sl = slope[m0 + 3] if act == 1 else one
+                if nl == 32:
+                    _row32(cf, o, s3, b, sl)
+                else:
+                    _row16(cf, o, s3, b, sl)
+                o += nu
+                b = bias[m0 + 4]
+                sl = slope[m0 + 4] if act == 1 else one
+                if nl == 32:
+                    _row32(cf, o, s4, b, sl)
+                else:
+                    _row16(cf, o, s4, b, sl)
+                o += nu
+                b = bias[m0 + 5]
+                sl = slope[m0 + 5] if act == 1 else one
+                if nl == 32:
+                    _row32(cf, o, s5, b, sl)
+                else:
+                    _row16(cf, o, s5, b, sl)
+                o += nu
+                b = bias[m0 + 6]
+                sl = slope[m0 + 6] if act == 1 else one
+                if nl == 32:
+                    _row32(cf, o, s6, b, sl)
+                else:
+                    _row16(cf, o, s6, b, sl)
+                o += nu
+                b = bias[m0 + 7]
+                sl = slope[m0 + 7] if act == 1 else one
+                if nl == 32:
+                    _row32(cf, o, s7, b, sl)
+                else:
+                    _row16(cf, o, s7, b, sl)
+                continue
             # the epilogue, row by row from a stack copy of the tile (no calls: a call per row
             # spilled and reloaded the accumulators)
             for lane in range(nl):
@@ -1109,8 +1228,6 @@ def _make_tile_wide(nl: int) -> Any:
                 t[5, lane] = s5[lane]
                 t[6, lane] = s6[lane]
                 t[7, lane] = s7[lane]
-            zero = six - six
-            m0 = p * 8
             for r in range(rows):
                 m = m0 + r
                 bm = bias[m]
@@ -1153,7 +1270,8 @@ _tile_wide16 = _fast(_make_tile_wide(16))
 
 
 @_fast
-def packed_gemm_wide(wq, x, c, bias, res, hasres, act, slope, six, nbw, pfe=False, pfx=False, step=0, tail=False):
+def packed_gemm_wide(wq, x, c, bias, res, hasres, act, slope, six, nbw, pfe=False, pfx=False, step=0, tail=False,
+                     fe=True):
     """c (M, N) = act((W @ x + bias[:, None]) [+ res]) with W packed by ``pack_weights(w, MRW)``
     into wq (P, K, MRW); x (K, N), c and res (M, N) C-contiguous, N >= NRW; act 0 none, 1
     leaky ReLU / PReLU (slope per row), 2 ReLU6 (``six`` = 6). Column blocks of ``nbw`` (a
@@ -1177,9 +1295,9 @@ def packed_gemm_wide(wq, x, c, bias, res, hasres, act, slope, six, nbw, pfe=Fals
                 nc1 = min(nb1, nc0 + step) if step > 0 else nb1
                 t1 = min(nc1, t16)
                 if t1 > nc0:
-                    _tile_wide(wq, xf, p, nc0, t1, n, cf, bias, rf, hasres, act, slope, six, rows, pfe, pfx and p == 0)
+                    _tile_wide(wq, xf, p, nc0, t1, n, cf, bias, rf, hasres, act, slope, six, rows, pfe, pfx and p == 0, fe)
                 if t1 < nc1:
-                    _tile_wide16(wq, xf, p, t1, nc1, n, cf, bias, rf, hasres, act, slope, six, rows, pfe, False)
+                    _tile_wide16(wq, xf, p, t1, nc1, n, cf, bias, rf, hasres, act, slope, six, rows, pfe, False, fe)
 
 
 def packed_gemm_wide_numpy(wmat: np.ndarray, x: np.ndarray, c: np.ndarray, bias: np.ndarray,
@@ -1219,4 +1337,4 @@ class WideGemm:
         else:
             packed_gemm_wide(self.wq, x, c, bias, c if res is None else res, res is not None, act, slope, six, self.nbw,
                              (2 if WIDE_PF_NEXT else 1) if WIDE_PREFETCH else 0, WIDE_PREFETCH_X,
-                             0 if WIDE_RUN else NRW, WIDE_TAIL16)
+                             0 if WIDE_RUN else NRW, WIDE_TAIL16, WIDE_FAST_EPI)

@@ -196,7 +196,7 @@ def wide_units(wq, x, c, bias, res, hasres, act, slope, six, nbw, units, counter
         nb0, p0, p1 = units[j, 0], units[j, 1], units[j, 2]
         for p in range(p0, p1):
             _packgemm._tile_wide(wq, xf, p, nb0, min(n, nb0 + nbw), n, cf, bias, rf, hasres, act, slope, six,
-                                 min(8, m - p * 8), False, False)
+                                 min(8, m - p * 8), False, False, True)
 
 
 @_par

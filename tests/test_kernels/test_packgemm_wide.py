@@ -15,7 +15,7 @@ from split_fixtures import counting_pool_runs, split_pool  # noqa: F401 - the `p
 import refnet.kernels.conv as C
 from refnet.kernels import _packgemm as PG
 from refnet.kernels import _workers
-from refnet.kernels._lazyjit import numpy_kernels
+from refnet.kernels._lazyjit import jit_disabled, numpy_kernels
 
 ACTS = {None: 0, "relu": 1, "prelu": 1, "relu6": 2}
 
@@ -174,6 +174,41 @@ def test_long_reductions_round_like_the_blas():
     PG.WideGemm(w)(x, got, zero, None, 0, zero, np.float32(6))
     blas = float(np.abs(w @ x - want).max() / want.max())
     assert float(np.abs(got - want).max() / want.max()) <= 2 * blas + 1e-7
+
+
+@pytest.mark.parametrize("m,k,n,nbw", [(16, 16, 64, 64), (24, 7, 41, 32), (8, 130, 169, 64)])
+@pytest.mark.parametrize("act", [0, 1])
+def test_whole_tiles_store_straight_from_the_accumulators(m, k, n, nbw, act, monkeypatch, rng):
+    """Whole tiles (8 rows, 32 or 16 columns) without a residual and with ReLU / leaky ReLU /
+    none store each row straight from the accumulators (WIDE_FAST_EPI, a vector row store):
+    the float64 result, NaN / inf / -inf where the float64 sum has them, and bit for bit what
+    the general per-row epilogue stores (including the overlapping last tiles: n = 41, 169)."""
+    w = rng.standard_normal((m, k)).astype(np.float32)
+    x = rng.standard_normal((k, n)).astype(np.float32)
+    x[1, 3] = np.nan
+    x[min(k - 1, 4), n - 1] = np.inf
+    b = rng.standard_normal(m).astype(np.float32)
+    slope = rng.uniform(0.05, 0.5, m).astype(np.float32)
+    want = _want(w, x, b, None, act, slope)
+    wq = PG.pack_weights(w, PG.MRW)
+    outs = {}
+    for fe in (True, False):
+        got = np.full((m, n), np.nan, np.float32)
+        PG.packed_gemm_wide(wq, x, got, b, got, False, act, slope, np.float32(6), nbw, 0, False, 0, True, fe)
+        outs[fe] = got
+    for g in outs.values():
+        assert np.array_equal(np.isnan(g), np.isnan(want)) and np.array_equal(np.isinf(g), np.isinf(want))
+        assert np.isnan(want).any() and np.isinf(want).any()
+        fin = np.isfinite(want)
+        assert_close(g[fin], want[fin], "f32_vs_f64", f"fast epilogue {fe}")
+    assert np.array_equal(outs[True], outs[False], equal_nan=True)
+    monkeypatch.setattr(PG, "WIDE_FAST_EPI", True)
+    viaplan = np.full((m, n), np.nan, np.float32)
+    PG.WideGemm(w)(x, viaplan, b, None, act, slope, np.float32(6))
+    if jit_disabled():  # (WideGemm runs its NumPy twin there: rounding-level differences)
+        assert_close(viaplan[fin], want[fin], "f32_vs_f64", "WideGemm")
+    else:
+        assert np.array_equal(viaplan, outs[True], equal_nan=True)
 
 
 @pytest.mark.parametrize("act", [0, 1, 2])
