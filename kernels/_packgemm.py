@@ -1046,10 +1046,10 @@ def _prefetch_rows(cf, rf, hasres, q0, j0, n):
             _prefetch(rf, o + np.uint64(16))
 
 
-def _make_tile_wide(nl: int) -> Any:
+def _make_tile_wide(nl: int) -> Any:  # noqa: C901 - (one body: see tile's docstring)
     """The wide tile function for tiles of ``nl`` (32 or 16) columns (``nl`` a constant of its code)."""
 
-    def tile(wq, xf, p, nc0, nc1, n, cf, bias, rf, hasres, act, slope, six, rows, pfe, pfx, fe=True):
+    def tile(wq, xf, p, nc0, nc1, n, cf, bias, rf, hasres, act, slope, six, rows, pfe, pfx, fe=True):  # noqa: C901
         """C[p*8 : p*8 + rows, nc0 : nc1] of act(W @ X + bias [+ R]), X[k, j] = xf[k * n + j], C and
         R flattened with row length n (same accumulation order as :func:`_tile`), one register tile
         of nl columns after another (a call per tile cost about as much as 16 steps k of it: the
@@ -1295,7 +1295,8 @@ def packed_gemm_wide(wq, x, c, bias, res, hasres, act, slope, six, nbw, pfe=Fals
                 nc1 = min(nb1, nc0 + step) if step > 0 else nb1
                 t1 = min(nc1, t16)
                 if t1 > nc0:
-                    _tile_wide(wq, xf, p, nc0, t1, n, cf, bias, rf, hasres, act, slope, six, rows, pfe, pfx and p == 0, fe)
+                    _tile_wide(wq, xf, p, nc0, t1, n, cf, bias, rf, hasres, act, slope, six, rows, pfe,
+                               pfx and p == 0, fe)
                 if t1 < nc1:
                     _tile_wide16(wq, xf, p, t1, nc1, n, cf, bias, rf, hasres, act, slope, six, rows, pfe, False, fe)
 
