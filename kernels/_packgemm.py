@@ -1034,10 +1034,11 @@ NBW_ELEMS = 1 << 16  # about this many elements of X per column block (all row p
 
 
 @_fast
-def _prefetch_rows(cf, rf, hasres, q0, j0, n):
+def _prefetch_rows(cf, rf, hasres, q0, j0, n, m):
     """Prefetch 32 columns from j0 of the (up to) 8 rows from q0 of C (for writing) and R (with
-    ``hasres``), C and R flattened with row length n."""
-    for r in range(min(8, cf.size // n - q0)):
+    ``hasres``), C and R flattened with row length n, m rows (passed in: a division per tile
+    otherwise)."""
+    for r in range(min(8, m - q0)):
         o = np.uint64(q0 + r) * np.uint64(n) + np.uint64(j0)
         _prefetchw(cf, o)
         _prefetchw(cf, o + np.uint64(16))
@@ -1080,6 +1081,7 @@ def _make_tile_wide(nl: int) -> Any:  # noqa: C901 - (one body: see tile's docst
         a6 = _carray(_stack(32), (32,))
         a7 = _carray(_stack(32), (32,))
         t = _carray(_stack(256), (8, 32))
+        mrows = cf.size // n
         for nt0 in range(nc0, nc1, nl):
             lo = 0
             n0 = nt0
@@ -1089,9 +1091,9 @@ def _make_tile_wide(nl: int) -> Any:  # noqa: C901 - (one body: see tile's docst
             pfxt = pfx and nt0 + nl < n
             if pfe == 2:  # the next tile's rows (the next row panel's first after the range's last)
                 last = nt0 + nl >= nc1
-                _prefetch_rows(cf, rf, hasres, p * 8 + 8 if last else p * 8, nc0 if last else n0 + nl, n)
+                _prefetch_rows(cf, rf, hasres, p * 8 + 8 if last else p * 8, nc0 if last else n0 + nl, n, mrows)
             elif pfe:
-                _prefetch_rows(cf, rf, hasres, p * 8, n0, n)
+                _prefetch_rows(cf, rf, hasres, p * 8, n0, n, mrows)
             for lane in range(nl):
                 s0[lane] = 0.0
                 s1[lane] = 0.0
