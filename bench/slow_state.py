@@ -15,10 +15,16 @@ prints each probe's median in both and the factor. 2026-12-06 22:35 (main b53569
     sgemm of conv10's shape x1.09; a 1 MB numba ReLU x1.58, np.maximum x1.35; a register-resident
     FMA chain x0.97 and an integer chain x1.04 (the core's clock is not lower); a Python loop x1.59.
 
-So the slow state is contention for throughput outside the core's registers (the shared L3 and
-memory, another tenant's traffic), not a slower clock: code that works from L1/L2 in blocks
-(OpenBLAS, onnxruntime's NCHWc convolutions) loses ~10%, code whose working set spills L2 (1 MB
-per core here: lscpu's "L2 2 MiB" counts both cores) loses 25-50%. Not collected by
+Session 10 (2026-12-06 23:40, the same split, 14882 rounds, 1521 slow): L1-resident numba loops that
+store slow most -- a 16 KB ReLU (load, max, store) x1.70, one scalar store per cache line x1.43,
+an axpy x1.26, a fill x1.18 -- and loads least (a 16 KB sum x1.09, 512 KB x1.16); the ReLU and sum
+probes are in the set below. So it is not only the L2 spill: the core's store path (and the
+Python interpreter) is contended, most likely by a sibling hyperthread's tenant.
+
+So the slow state is contention for throughput outside the core's registers, not a slower clock:
+code that works from L1/L2 in blocks with few stores (OpenBLAS, onnxruntime's NCHWc convolutions)
+loses ~10%, code whose working set spills L2 (1 MB per core here: lscpu's "L2 2 MiB" counts both
+cores) or that stores much per flop (Winograd transforms, element-wise passes) loses 25-70%. Not collected by
 ``pytest bench``.
 """
 
@@ -69,6 +75,24 @@ def _probes(model: str) -> dict[str, Callable[[], object]]:
             v = src[i]
             dst[i] = v if v > 0 else np.float32(0)
 
+    @numba.njit(fastmath=True)
+    def relu_reps(src, dst, reps):  # pragma: no cover - compiled; an L1-resident load-max-store stream
+        for _ in range(reps):
+            for i in range(src.size):
+                v = src[i]
+                dst[i] = v if v > 0 else np.float32(0)
+
+    @numba.njit(fastmath=True)
+    def sum_reps(src, reps):  # pragma: no cover - compiled; an L1-resident load-only stream
+        s = np.float32(0)
+        for _ in range(reps):
+            for i in range(src.size):
+                s += src[i]
+        return s
+
+    a16 = rng.random(4096, dtype=np.float32) - 0.5
+    b16 = np.empty_like(a16)
+
     @numba.njit
     def fma_chain(c, n):  # pragma: no cover - compiled; 8 independent register-resident chains
         s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = np.float32(0)
@@ -110,6 +134,8 @@ def _probes(model: str) -> dict[str, Callable[[], object]]:
         "OpenBLAS sgemm 1000x512x169": lambda: np.matmul(wm, xm, out=ym),
         "numba ReLU 1 MB": lambda: relu(a, b),
         "np.maximum 1 MB": lambda: np.maximum(a, 0, out=b),
+        "numba ReLU 16 KB x200 (L1)": lambda: relu_reps(a16, b16, 200),
+        "numba sum 16 KB x200 (L1)": lambda: sum_reps(a16, 200),
         "numba FMA chain": lambda: fma_chain(c8, 200000),
         "numba integer chain": lambda: int_chain(300000),
         "Python loop": py_loop,

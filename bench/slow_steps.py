@@ -1,0 +1,82 @@
+"""Where the machine's "slow state" costs refnet time: per-step times, rounds split by onnxruntime.
+
+    python bench/slow_steps.py [--seconds 120] [--model squeezenet]
+
+Each round times onnxruntime's pass (one thread), refnet's pass and then refnet's steps one by
+one (``net.profile``), back to back, for ``--seconds``; the rounds are split by onnxruntime's
+pass time as in bench/slow_state.py (fast: within 6% of its minimum, slow: over 12% above) and
+each step's median is printed for both, with the difference in us and the factor: which layers
+the slow state's extra time goes to. 2026-12-06 23:50 (main 0fba63c, SqueezeNet, 6592 rounds, 643
+slow): pass 7.20 -> 9.59 ms (onnxruntime 7.11 -> 8.07); of the 2.25 ms more, the eight Winograd
+3x3 expands 1.19 ms (x1.35-1.59), the sixteen 1x1s ~0.4 ms (x1.2-1.35), conv1 0.21 (x1.32),
+conv10 0.29 (x1.18), the pools and the softmax 0.13 (x1.4-1.6), the Python-only concat steps
+x1.8. Not collected by ``pytest bench``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=120.0)
+    ap.add_argument("--model", default="squeezenet", help="an onnx light zoo name (default squeezenet)")
+    a = ap.parse_args(argv)
+    import numpy as np
+    import onnx
+
+    import refnet
+    from refnet.bench_peers import ort_runner
+    from refnet.runtime.threads import set_num_threads
+
+    set_num_threads(1)
+    light = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+    path = refnet.archs.seed_onnx_weights(light / f"light_{a.model}.onnx",
+                                          Path(tempfile.mkdtemp(prefix="refnet-slow-")) / f"{a.model}.onnx", seed=0)
+    net = refnet.load(str(path))
+    shape = [d.dim_value for d in onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim]
+    x = np.random.default_rng(1).random(shape, dtype=np.float32)
+    ort_pass, _ = ort_runner(str(path), {net.input_names[0]: x}, 1)
+    for _ in range(3):
+        net.forward(x)
+        ort_pass()
+        net.profile(x, repeat=1)
+    rows = []
+    end = time.monotonic() + a.seconds
+    while time.monotonic() < end:
+        t0 = time.perf_counter()
+        ort_pass()
+        o = (time.perf_counter() - t0) * 1e6
+        t0 = time.perf_counter()
+        net.forward(x)
+        r = (time.perf_counter() - t0) * 1e6
+        steps = [(f"{j:02d} {layer} ({op})", sec * 1e6) for j, (layer, op, sec) in enumerate(net.profile(x, repeat=1))]
+        rows.append((o, r, steps))
+    lo = min(o for o, _, _ in rows)
+    fast = [r for r in rows if r[0] < lo * 1.06]
+    slow = [r for r in rows if r[0] > lo * 1.12]
+    print(f"{len(rows)} rounds in {a.seconds:.0f} s: fast {len(fast)}, slow {len(slow)}")
+    if not fast or not slow:
+        print("no slow (or no fast) rounds this time: the machine stayed in one state; run again later")
+        return 0
+    med = statistics.median
+    for i, name in ((0, "onnxruntime pass"), (1, "refnet pass")):
+        f, s = med(r[i] for r in fast), med(r[i] for r in slow)
+        print(f"{name:44s} fast {f:8.1f} us  slow {s:8.1f} us  +{s - f:7.1f}  x{s / f:.2f}")
+    tf = ts = 0.0
+    for i, (name, _) in enumerate(rows[0][2]):
+        f, s = med(r[2][i][1] for r in fast), med(r[2][i][1] for r in slow)
+        tf, ts = tf + f, ts + s
+        print(f"  {name:42s} fast {f:8.1f} us  slow {s:8.1f} us  +{s - f:7.1f}  x{s / f:.2f}")
+    print(f"  {'sum of the steps':42s} fast {tf:8.1f} us  slow {ts:8.1f} us  +{ts - tf:7.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
