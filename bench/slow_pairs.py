@@ -18,12 +18,13 @@ by ``pytest bench``.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import _slowsplit
 
 # name: (C_in, map, C_out, kernel, stride, pad)
 SHAPES = {
@@ -103,19 +104,8 @@ def main(argv: list[str] | None = None) -> int:
             f()
             row[k] = (time.perf_counter() - t0) * 1e6
         rows.append(row)
-    lo = min(r["onnxruntime pass"] for r in rows)
-    fast = [r for r in rows if r["onnxruntime pass"] < lo * 1.06]
-    slow = [r for r in rows if r["onnxruntime pass"] > lo * 1.12]
-    print(f"{len(rows)} rounds in {a.seconds:.0f} s: fast {len(fast)}, slow {len(slow)}")
-    if not fast or not slow:
-        print("no slow (or no fast) rounds this time: the machine stayed in one state; run again later")
-        return 0
-    for k in probes:
-        f = statistics.median(r[k] for r in fast)
-        s = statistics.median(r[k] for r in slow)
-        print(f"  {k:46s} fast {f:8.1f} us   slow {s:8.1f} us   x{s / f:.2f}")
+    _slowsplit.report(rows, "onnxruntime pass", a.seconds, 46)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

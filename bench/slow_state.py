@@ -31,12 +31,13 @@ cores) or that stores much per flop (Winograd transforms, element-wise passes) l
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import _slowsplit
 
 
 def _probes(model: str) -> dict[str, Callable[[], object]]:
@@ -163,21 +164,8 @@ def main(argv: list[str] | None = None) -> int:
             f()
             row[k] = (time.perf_counter() - t0) * 1e6
         rows.append(row)
-    ref = [r["onnxruntime pass"] for r in rows]
-    lo = min(ref)
-    fast = [r for r in rows if r["onnxruntime pass"] < lo * 1.06]
-    slow = [r for r in rows if r["onnxruntime pass"] > lo * 1.12]
-    print(f"{len(rows)} rounds in {a.seconds:.0f} s: fast (onnxruntime within 6% of its minimum) {len(fast)}, "
-          f"slow (over 12% above) {len(slow)}")
-    if not fast or not slow:
-        print("no slow (or no fast) rounds this time: the machine stayed in one state; run again later")
-        return 0
-    for k in probes:
-        f = statistics.median(r[k] for r in fast)
-        s = statistics.median(r[k] for r in slow)
-        print(f"  {k:30s} fast {f:9.1f} us   slow {s:9.1f} us   x{s / f:.2f}")
+    _slowsplit.report(rows, "onnxruntime pass", a.seconds, 30)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -16,11 +16,12 @@ x1.8. Not collected by ``pytest bench``.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import _slowsplit
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,36 +48,23 @@ def main(argv: list[str] | None = None) -> int:
         net.forward(x)
         ort_pass()
         net.profile(x, repeat=1)
-    rows = []
+    rows: list[dict[str, float]] = []
     end = time.monotonic() + a.seconds
     while time.monotonic() < end:
+        row = {}
         t0 = time.perf_counter()
         ort_pass()
-        o = (time.perf_counter() - t0) * 1e6
+        row["onnxruntime pass"] = (time.perf_counter() - t0) * 1e6
         t0 = time.perf_counter()
         net.forward(x)
-        r = (time.perf_counter() - t0) * 1e6
-        steps = [(f"{j:02d} {layer} ({op})", sec * 1e6) for j, (layer, op, sec) in enumerate(net.profile(x, repeat=1))]
-        rows.append((o, r, steps))
-    lo = min(o for o, _, _ in rows)
-    fast = [r for r in rows if r[0] < lo * 1.06]
-    slow = [r for r in rows if r[0] > lo * 1.12]
-    print(f"{len(rows)} rounds in {a.seconds:.0f} s: fast {len(fast)}, slow {len(slow)}")
-    if not fast or not slow:
-        print("no slow (or no fast) rounds this time: the machine stayed in one state; run again later")
-        return 0
-    med = statistics.median
-    for i, name in ((0, "onnxruntime pass"), (1, "refnet pass")):
-        f, s = med(r[i] for r in fast), med(r[i] for r in slow)
-        print(f"{name:44s} fast {f:8.1f} us  slow {s:8.1f} us  +{s - f:7.1f}  x{s / f:.2f}")
-    tf = ts = 0.0
-    for i, (name, _) in enumerate(rows[0][2]):
-        f, s = med(r[2][i][1] for r in fast), med(r[2][i][1] for r in slow)
-        tf, ts = tf + f, ts + s
-        print(f"  {name:42s} fast {f:8.1f} us  slow {s:8.1f} us  +{s - f:7.1f}  x{s / f:.2f}")
-    print(f"  {'sum of the steps':42s} fast {tf:8.1f} us  slow {ts:8.1f} us  +{ts - tf:7.1f}")
+        row["refnet pass"] = (time.perf_counter() - t0) * 1e6
+        steps = net.profile(x, repeat=1)
+        for j, (layer, op, sec) in enumerate(steps):
+            row[f"{j:02d} {layer} ({op})"] = sec * 1e6
+        row["sum of the steps"] = sum(sec for _, _, sec in steps) * 1e6
+        rows.append(row)
+    _slowsplit.report(rows, "onnxruntime pass", a.seconds, 42)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

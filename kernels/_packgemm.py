@@ -1047,10 +1047,23 @@ def _prefetch_rows(cf, rf, hasres, q0, j0, n, m):
             _prefetch(rf, o + np.uint64(16))
 
 
-def _make_tile_wide(nl: int) -> Any:  # noqa: C901 - (one body: see tile's docstring)
+_inline = lazy_njit(**{**JIT_OPTIONS, "fastmath": {"contract"}, "boundscheck": False, "inline": "always"})
+
+
+@_inline
+def _wide_row(cf, o, s, b, sl, nl):
+    """One row of a whole wide tile: :func:`_row32` or ``_row16`` by the tile width ``nl``
+    (inlined in numba's IR: no call between the accumulators and their stores)."""
+    if nl == 32:
+        _row32(cf, o, s, b, sl)
+    else:
+        _row16(cf, o, s, b, sl)
+
+
+def _make_tile_wide(nl: int) -> Any:
     """The wide tile function for tiles of ``nl`` (32 or 16) columns (``nl`` a constant of its code)."""
 
-    def tile(wq, xf, p, nc0, nc1, n, cf, bias, rf, hasres, act, slope, six, rows, pfe, pfx, fe=True):  # noqa: C901
+    def tile(wq, xf, p, nc0, nc1, n, cf, bias, rf, hasres, act, slope, six, rows, pfe, pfx, fe=True):
         """C[p*8 : p*8 + rows, nc0 : nc1] of act(W @ X + bias [+ R]), X[k, j] = xf[k * n + j], C and
         R flattened with row length n (same accumulation order as :func:`_tile`), one register tile
         of nl columns after another (a call per tile cost about as much as 16 steps k of it: the
@@ -1163,61 +1176,21 @@ def _make_tile_wide(nl: int) -> Any:  # noqa: C901 - (one body: see tile's docst
                 one = np.float32(1.0)
                 nu = np.uint64(n)
                 o = np.uint64(m0) * nu + np.uint64(n0)
-                b = bias[m0 + 0]
-                sl = slope[m0 + 0] if act == 1 else one
-                if nl == 32:
-                    _row32(cf, o, s0, b, sl)
-                else:
-                    _row16(cf, o, s0, b, sl)
+                _wide_row(cf, o, s0, bias[m0], slope[m0] if act == 1 else one, nl)
                 o += nu
-                b = bias[m0 + 1]
-                sl = slope[m0 + 1] if act == 1 else one
-                if nl == 32:
-                    _row32(cf, o, s1, b, sl)
-                else:
-                    _row16(cf, o, s1, b, sl)
+                _wide_row(cf, o, s1, bias[m0 + 1], slope[m0 + 1] if act == 1 else one, nl)
                 o += nu
-                b = bias[m0 + 2]
-                sl = slope[m0 + 2] if act == 1 else one
-                if nl == 32:
-                    _row32(cf, o, s2, b, sl)
-                else:
-                    _row16(cf, o, s2, b, sl)
+                _wide_row(cf, o, s2, bias[m0 + 2], slope[m0 + 2] if act == 1 else one, nl)
                 o += nu
-                b = bias[m0 + 3]
-                sl = slope[m0 + 3] if act == 1 else one
-                if nl == 32:
-                    _row32(cf, o, s3, b, sl)
-                else:
-                    _row16(cf, o, s3, b, sl)
+                _wide_row(cf, o, s3, bias[m0 + 3], slope[m0 + 3] if act == 1 else one, nl)
                 o += nu
-                b = bias[m0 + 4]
-                sl = slope[m0 + 4] if act == 1 else one
-                if nl == 32:
-                    _row32(cf, o, s4, b, sl)
-                else:
-                    _row16(cf, o, s4, b, sl)
+                _wide_row(cf, o, s4, bias[m0 + 4], slope[m0 + 4] if act == 1 else one, nl)
                 o += nu
-                b = bias[m0 + 5]
-                sl = slope[m0 + 5] if act == 1 else one
-                if nl == 32:
-                    _row32(cf, o, s5, b, sl)
-                else:
-                    _row16(cf, o, s5, b, sl)
+                _wide_row(cf, o, s5, bias[m0 + 5], slope[m0 + 5] if act == 1 else one, nl)
                 o += nu
-                b = bias[m0 + 6]
-                sl = slope[m0 + 6] if act == 1 else one
-                if nl == 32:
-                    _row32(cf, o, s6, b, sl)
-                else:
-                    _row16(cf, o, s6, b, sl)
+                _wide_row(cf, o, s6, bias[m0 + 6], slope[m0 + 6] if act == 1 else one, nl)
                 o += nu
-                b = bias[m0 + 7]
-                sl = slope[m0 + 7] if act == 1 else one
-                if nl == 32:
-                    _row32(cf, o, s7, b, sl)
-                else:
-                    _row16(cf, o, s7, b, sl)
+                _wide_row(cf, o, s7, bias[m0 + 7], slope[m0 + 7] if act == 1 else one, nl)
                 continue
             # the epilogue, row by row from a stack copy of the tile (no calls: a call per row
             # spilled and reloaded the accumulators)

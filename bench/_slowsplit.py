@@ -1,0 +1,35 @@
+"""The fast / slow split of bench/slow_state.py, slow_steps.py and slow_pairs.py.
+
+Rounds of probe timings (one dict per round, us) are split by onnxruntime's pass time in the
+same round: fast within 6% of its minimum over the run, slow over 12% above it.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+
+FAST = 1.06
+SLOW = 1.12
+
+
+def split(rows: Sequence[dict[str, float]], ref: str) -> tuple[list[dict[str, float]], list[dict[str, float]]]:
+    """(fast rounds, slow rounds) by ``row[ref]``."""
+    lo = min(r[ref] for r in rows)
+    return [r for r in rows if r[ref] < lo * FAST], [r for r in rows if r[ref] > lo * SLOW]
+
+
+def report(rows: Sequence[dict[str, float]], ref: str, seconds: float, width: int = 40) -> bool:
+    """Print the split's sizes and each probe's fast and slow medians, their difference and
+    factor; False (after saying so) when the run has no slow or no fast rounds."""
+    fast, slow = split(rows, ref)
+    print(f"{len(rows)} rounds in {seconds:.0f} s: fast (onnxruntime within {FAST - 1:.0%} of its minimum) "
+          f"{len(fast)}, slow (over {SLOW - 1:.0%} above) {len(slow)}")
+    if not fast or not slow:
+        print("no slow (or no fast) rounds this time: the machine stayed in one state; run again later")
+        return False
+    for k in rows[0]:
+        f = statistics.median(r[k] for r in fast)
+        s = statistics.median(r[k] for r in slow)
+        print(f"  {k:{width}s} fast {f:9.1f} us   slow {s:9.1f} us   +{s - f:8.1f}   x{s / f:.2f}")
+    return True
