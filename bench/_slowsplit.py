@@ -7,10 +7,29 @@ same round: fast within 6% of its minimum over the run, slow over 12% above it.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 
 FAST = 1.06
 SLOW = 1.12
+
+
+def run(probes: Mapping[str, Callable[[], object]], seconds: float) -> list[dict[str, float]]:
+    """Each probe called twice (compile, plan, warm), then rounds of every probe timed back to
+    back, in order, for ``seconds``: one dict per round, us."""
+    for f in probes.values():
+        f()
+        f()
+    rows: list[dict[str, float]] = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        row = {}
+        for k, f in probes.items():
+            t0 = time.perf_counter()
+            f()
+            row[k] = (time.perf_counter() - t0) * 1e6
+        rows.append(row)
+    return rows
 
 
 def split(rows: Sequence[dict[str, float]], ref: str) -> tuple[list[dict[str, float]], list[dict[str, float]]]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -92,20 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         mine, theirs, alg = _pair(rng, *shape)
         probes[f"{name} refnet ({alg})"] = mine
         probes[f"{name} onnxruntime"] = theirs
-    for f in probes.values():
-        f()
-        f()
-    rows = []
-    end = time.monotonic() + a.seconds
-    while time.monotonic() < end:
-        row = {}
-        for k, f in probes.items():
-            t0 = time.perf_counter()
-            f()
-            row[k] = (time.perf_counter() - t0) * 1e6
-        rows.append(row)
-    _slowsplit.report(rows, "onnxruntime pass", a.seconds, 46)
+    _slowsplit.report(_slowsplit.run(probes, a.seconds), "onnxruntime pass", a.seconds, 46)
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

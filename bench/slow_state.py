@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -152,20 +151,9 @@ def main(argv: list[str] | None = None) -> int:
 
     set_num_threads(1)
     probes = _probes(a.model)
-    for f in probes.values():  # compile, plan, warm
-        f()
-        f()
-    rows: list[dict[str, float]] = []
-    end = time.monotonic() + a.seconds
-    while time.monotonic() < end:
-        row = {}
-        for k, f in probes.items():
-            t0 = time.perf_counter()
-            f()
-            row[k] = (time.perf_counter() - t0) * 1e6
-        rows.append(row)
-    _slowsplit.report(rows, "onnxruntime pass", a.seconds, 30)
+    _slowsplit.report(_slowsplit.run(probes, a.seconds), "onnxruntime pass", a.seconds, 30)
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -66,5 +66,6 @@ def main(argv: list[str] | None = None) -> int:
     _slowsplit.report(rows, "onnxruntime pass", a.seconds, 42)
     return 0
 
+
 if __name__ == "__main__":
     sys.exit(main())
