@@ -1,17 +1,42 @@
 """The fast / slow split of bench/slow_state.py, slow_steps.py and slow_pairs.py.
 
 Rounds of probe timings (one dict per round, us) are split by onnxruntime's pass time in the
-same round: fast within 6% of its minimum over the run, slow over 12% above it.
+same round: fast within 6% of its minimum over the run, slow over 12% above it. The model the
+rounds classify by: :func:`light_model`.
 """
 
 from __future__ import annotations
 
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 FAST = 1.06
 SLOW = 1.12
+
+
+def light_model(model: str) -> tuple[Any, Any, Callable[[], object]]:
+    """(refnet net, input, onnxruntime pass): the onnx package's light zoo graph ``model`` with
+    ``refnet.archs.seed_onnx_weights(seed=0)``, loaded by refnet, a random input of the graph's
+    shape (seed 1) and a one-thread onnxruntime call on it (``refnet.bench_peers.ort_runner``, as
+    bench/peer_rows.py times it)."""
+    import numpy as np
+    import onnx
+
+    import refnet
+    from refnet.bench_peers import ort_runner
+
+    light = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+    path = refnet.archs.seed_onnx_weights(light / f"light_{model}.onnx",
+                                          Path(tempfile.mkdtemp(prefix="refnet-slow-")) / f"{model}.onnx", seed=0)
+    net = refnet.load(str(path))
+    shape = [d.dim_value for d in onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim]
+    x = np.random.default_rng(1).random(shape, dtype=np.float32)
+    ort_pass, _ = ort_runner(str(path), {net.input_names[0]: x}, 1)
+    return net, x, ort_pass
 
 
 def run(probes: Mapping[str, Callable[[], object]], seconds: float) -> list[dict[str, float]]:

@@ -23,6 +23,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from refnet.bench import NEIGHBOURS
+
 ROOT = Path(__file__).resolve().parents[1]
 PROTOS = {"googlenet": "arch_only/bvlc_googlenet/deploy.prototxt",
           "mobilenet_ssd": "arch_only/mobilenet_ssd_voc/MobileNetSSD_deploy.prototxt"}
@@ -36,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=11)
     ap.add_argument("--one-thread", action="store_true")
     ap.add_argument("--no-peers", action="store_true")
-    ap.add_argument("--neighbour", choices=("spin", "memory"), help="a busy neighbour process throughout")
+    ap.add_argument("--neighbour", choices=NEIGHBOURS, help="a busy neighbour process throughout")
     ap.add_argument("--json")
     a = ap.parse_args(argv)
 

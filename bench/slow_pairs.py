@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
 
 import _slowsplit
 
@@ -72,19 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=120.0)
     a = ap.parse_args(argv)
     import numpy as np
-    import onnx
 
-    import refnet
-    from refnet.bench_peers import ort_runner
     from refnet.runtime.threads import set_num_threads
 
     set_num_threads(1)
-    light = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
-    path = refnet.archs.seed_onnx_weights(light / "light_squeezenet.onnx",
-                                          Path(tempfile.mkdtemp(prefix="refnet-slow-")) / "squeezenet.onnx", seed=0)
-    net = refnet.load(str(path))
-    x0 = np.random.default_rng(1).random((1, 3, 224, 224), dtype=np.float32)
-    ort_pass, _ = ort_runner(str(path), {net.input_names[0]: x0}, 1)
+    net, x0, ort_pass = _slowsplit.light_model("squeezenet")
     probes: dict[str, Callable[[], object]] = {"onnxruntime pass": ort_pass, "refnet pass": lambda: net.forward(x0)}
     rng = np.random.default_rng(0)
     for name, shape in SHAPES.items():

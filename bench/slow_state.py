@@ -32,9 +32,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
 
 import _slowsplit
 
@@ -42,18 +40,10 @@ import _slowsplit
 def _probes(model: str) -> dict[str, Callable[[], object]]:
     import numba
     import numpy as np
-    import onnx
 
-    import refnet
-    from refnet.bench_peers import ort_runner
     from refnet.kernels import conv as C
 
-    light = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
-    path = refnet.archs.seed_onnx_weights(light / f"light_{model}.onnx",
-                                          Path(tempfile.mkdtemp(prefix="refnet-slow-")) / f"{model}.onnx", seed=0)
-    net = refnet.load(str(path))
-    x = np.random.default_rng(1).random((1, 3, 224, 224), dtype=np.float32)
-    ort_pass, _ = ort_runner(str(path), {net.input_names[0]: x}, 1)  # (as bench/peer_rows.py times it)
+    net, x, ort_pass = _slowsplit.light_model(model)
     rng = np.random.default_rng(0)
 
     def plan(c: int, h: int, co: int, k: int, stride: int = 1, pad: int = 0) -> Callable[[], object]:

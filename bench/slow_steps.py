@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import _slowsplit
 
@@ -29,21 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=120.0)
     ap.add_argument("--model", default="squeezenet", help="an onnx light zoo name (default squeezenet)")
     a = ap.parse_args(argv)
-    import numpy as np
-    import onnx
-
-    import refnet
-    from refnet.bench_peers import ort_runner
     from refnet.runtime.threads import set_num_threads
 
     set_num_threads(1)
-    light = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
-    path = refnet.archs.seed_onnx_weights(light / f"light_{a.model}.onnx",
-                                          Path(tempfile.mkdtemp(prefix="refnet-slow-")) / f"{a.model}.onnx", seed=0)
-    net = refnet.load(str(path))
-    shape = [d.dim_value for d in onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim]
-    x = np.random.default_rng(1).random(shape, dtype=np.float32)
-    ort_pass, _ = ort_runner(str(path), {net.input_names[0]: x}, 1)
+    net, x, ort_pass = _slowsplit.light_model(a.model)
     for _ in range(3):
         net.forward(x)
         ort_pass()
