@@ -30,6 +30,9 @@ def light_model(model: str) -> tuple[Any, Any, Callable[[], object]]:
     from refnet.bench_peers import ort_runner
 
     light = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+    if not (light / f"light_{model}.onnx").is_file():
+        names = sorted(p.stem.removeprefix("light_") for p in light.glob("light_*.onnx"))
+        raise SystemExit(f"no onnx light zoo model {model!r}; one of: {', '.join(names)}")
     path = refnet.archs.seed_onnx_weights(light / f"light_{model}.onnx",
                                           Path(tempfile.mkdtemp(prefix="refnet-slow-")) / f"{model}.onnx", seed=0)
     net = refnet.load(str(path))
