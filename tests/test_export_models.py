@@ -216,6 +216,33 @@ def test_cli_convert_refuses_an_unexpressible_layer(tmp_path, capsys):
     assert not (tmp_path / "x.onnx").exists()
 
 
+def _small_caffe_net(folder: Path) -> tuple[Path, Path]:
+    """A two-layer Caffe net (conv, ReLU) written by the test-side writer."""
+    from writers.caffe_writer import Layer, NetSpec, write_net
+
+    w = np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32)
+    layers = [Layer("conv", "Convolution", ["data"], ["conv"], {"convolution_param": {"num_output": 4,
+                                                                                       "kernel_size": 3}},
+                    [w, np.zeros(4, np.float32)]),
+              Layer("relu", "ReLU", ["conv"], ["relu"])]
+    return write_net(NetSpec(layers, {"data": (1, 3, 8, 8)}), folder)
+
+
+def test_cli_convert_checks_its_outputs_before_the_work(tmp_path, capsys):
+    """--json into a missing folder (or -o into one) fails at once: no ONNX file written, the flag named."""
+    from refnet.cli import main
+
+    proto, model = _small_caffe_net(tmp_path)
+    out = tmp_path / "net.onnx"
+    assert main(["convert", str(proto), str(model), "-o", str(out), "--backend", "ort",
+                 "--json", str(tmp_path / "missing" / "proof.json")]) == 2
+    err = capsys.readouterr().err
+    assert "--json" in err and "does not exist" in err
+    assert not out.exists()
+    assert main(["convert", str(proto), str(model), "-o", str(tmp_path / "missing" / "net.onnx")]) == 2
+    assert "-o/--output" in capsys.readouterr().err
+
+
 # ---- round trip: source -> ONNX -> refnet.load_onnx -> same outputs -----------------------------------
 @pytest.mark.models
 def test_round_trip_through_load_onnx(models, tmp_path):

@@ -145,6 +145,7 @@ _OUTPUTS: dict[str, tuple[tuple[str, str], ...]] = {
     "run": (("out", "file"),),
     "generate": (("out", "prefix"),),
     "demo": (("out", "dir"),),
+    "convert": (("output", "file"), ("json", "file")),
 }
 
 
@@ -153,7 +154,7 @@ def check_outputs(args: Any) -> None:
     for attr, kind in _OUTPUTS.get(getattr(args, "cmd", None) or "", ()):
         value = getattr(args, attr, None)
         if value:
-            flag = "-o/--out" if attr == "out" else f"--{attr}"
+            flag = {"out": "-o/--out", "output": "-o/--output"}.get(attr, f"--{attr}")
             check_output(value, kind, flag)
     if getattr(args, "cmd", None) == "run" and not getattr(args, "out", None):
         images = getattr(args, "image", None) or ["out"]
