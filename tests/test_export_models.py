@@ -243,6 +243,38 @@ def test_cli_convert_checks_its_outputs_before_the_work(tmp_path, capsys):
     assert "-o/--output" in capsys.readouterr().err
 
 
+def test_cli_convert_never_overwrites_its_inputs(tmp_path, capsys):
+    """-o or --json naming a model file, the image, or each other is refused before anything is written."""
+    import cv2
+
+    from refnet.cli import main
+
+    proto, model = _small_caffe_net(tmp_path)
+    image = tmp_path / "img.png"
+    cv2.imwrite(str(image), np.zeros((8, 8, 3), np.uint8))
+    before = {p: p.read_bytes() for p in (proto, model, image)}
+    for target in (proto, model, image):
+        assert main(["convert", str(proto), str(model), "-o", str(target), "--image", str(image),
+                     "--backend", "ort"]) == 2
+        assert "would be overwritten" in capsys.readouterr().err
+        assert main(["convert", str(proto), str(model), "-o", str(tmp_path / "net.onnx"), "--image", str(image),
+                     "--backend", "ort", "--json", str(target)]) == 2
+        assert "would be overwritten" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in before} == before
+    out = tmp_path / "net.onnx"
+    assert not out.exists()
+    assert main(["convert", str(proto), str(model), "-o", str(out), "--backend", "ort",
+                 "--json", str(tmp_path / "." / "net.onnx")]) == 2
+    assert "same file" in capsys.readouterr().err and not out.exists()
+    # a different file is fine, and the written model is the ONNX one
+    assert main(["convert", str(proto), str(model), "-o", str(out), "--backend", "ort",
+                 "--json", str(tmp_path / "proof.json")]) == 0
+    import onnx
+
+    onnx.checker.check_model(onnx.load(str(out)), full_check=True)
+    assert json.loads((tmp_path / "proof.json").read_text())["verdict"] == "AGREE"
+
+
 # ---- round trip: source -> ONNX -> refnet.load_onnx -> same outputs -----------------------------------
 @pytest.mark.models
 def test_round_trip_through_load_onnx(models, tmp_path):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -139,6 +140,30 @@ def _feeds(net: Any, pre: Any, shape: tuple[int, ...], image: str | None, seed: 
     return rng.uniform(-1.0, 1.0, shape).astype(np.float32), f"seeded uniform [-1, 1) input (seed {seed})"
 
 
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return Path(a).resolve() == Path(b).resolve()
+
+
+def _check_overwrites(args: argparse.Namespace, net: Any) -> None:
+    """OutputError when ``-o`` or ``--json`` names a file convert reads (a model file, the image)
+    or both name the same file: writing would destroy the source, or the ONNX file with the proof."""
+    from refnet.cli.toplevel import OutputError
+
+    inputs = [str(p) for p in (net.files[1] if net.files else ())] + ([args.image] if args.image else [])
+    outputs = [("-o/--output", args.output)] + ([("--json", args.json)] if args.json else [])
+    for flag, out in outputs:
+        for src in inputs:
+            if _same_file(out, src):
+                raise OutputError(f"{flag} {out} is an input of the conversion ({src}): it would be overwritten; "
+                                  "write to another file")
+    if args.json and _same_file(args.json, args.output):
+        raise OutputError(f"--json {args.json} and -o/--output {args.output} are the same file: the proof would "
+                          "overwrite the ONNX model; give --json another name")
+
+
 def convert_command(args: argparse.Namespace) -> int:
     from refnet.export.onnx import build_model, require_onnx
 
@@ -147,6 +172,7 @@ def convert_command(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="refnet-convert-") as wd:
         net, pre, name = load_source(args.model, args.zoo, quirks=args.quirks, seeded=args.seeded_weights,
                                      seed=args.seed, input_shape=args.input_shape, workdir=wd)
+        _check_overwrites(args, net)
         shape = _input_shape(net, pre, args.input_shape)
         print(f"refnet convert: {name} ({net.graph.framework}, {len(net.graph.nodes)} layers, quirks={args.quirks}) "
               f"-> {args.output} (opset {args.opset}, input {net.input_names[0]} {list(shape)})", file=out)
