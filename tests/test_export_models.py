@@ -275,6 +275,48 @@ def test_cli_convert_never_overwrites_its_inputs(tmp_path, capsys):
     assert json.loads((tmp_path / "proof.json").read_text())["verdict"] == "AGREE"
 
 
+def test_cli_convert_seeds_an_architecture_only_darknet_cfg(tmp_path, capsys):
+    """A .cfg alone: exit 2 asking for the .weights or --seeded-weights; with --seeded-weights the
+    file is written and verified, and onnxruntime on it matches cv2 4.x reading the Darknet cfg
+    with the same seeded weights (refnet.seeded.seeded_darknet_weights, seed 0)."""
+    import cv2
+    import onnx
+    import onnxruntime as ort
+    from writers.darknet_writer import cfg_text
+
+    from refnet.cli import main
+    from refnet.seeded import seeded_darknet_weights
+
+    cfg = tmp_path / "small.cfg"
+    cfg.write_text(cfg_text([
+        ("net", {"width": 16, "height": 16, "channels": 3}),
+        ("convolutional", {"batch_normalize": 1, "filters": 8, "size": 3, "stride": 1, "pad": 1,
+                           "activation": "leaky"}),
+        ("maxpool", {"size": 2, "stride": 2}),
+        ("convolutional", {"filters": 10, "size": 1, "stride": 1, "pad": 0, "activation": "linear"}),
+        ("avgpool", {}),
+        ("softmax", {"groups": 1}),
+    ]))
+    out = tmp_path / "small.onnx"
+    assert main(["convert", str(cfg), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--seeded-weights" in err and "weights_bytes" not in err and not out.exists()
+    assert main(["convert", str(cfg), "--seeded-weights", "-o", str(out), "--backend", "ort"]) == 0
+    assert "verdict: AGREE" in capsys.readouterr().out
+    model = onnx.load(str(out))
+    onnx.checker.check_model(model, full_check=True)
+    weights = tmp_path / "small.weights"
+    weights.write_bytes(seeded_darknet_weights(cfg, 0))
+    x = np.random.default_rng(1).uniform(0, 1, (1, 3, 16, 16)).astype(np.float32)
+    net = cv2.dnn.readNetFromDarknet(str(cfg), str(weights))
+    net.setInput(x)
+    want = net.forward().reshape(-1)
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {model.graph.input[0].name: x})[0].reshape(-1)
+    assert got.shape == (10,) and np.ptp(want) > 0.05  # seeded weights that separate the classes
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * float(np.abs(want).max()))
+
+
 # ---- round trip: source -> ONNX -> refnet.load_onnx -> same outputs -----------------------------------
 @pytest.mark.models
 def test_round_trip_through_load_onnx(models, tmp_path):

@@ -46,7 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--image", metavar="IMG", help="verify on this image (default: a seeded random input)")
     s.add_argument("--seed", type=int, default=0, help="seed of the random input and of seeded weights (default 0)")
     s.add_argument("--seeded-weights", action="store_true",
-                   help="an architecture-only Caffe prototxt: use seeded He-scaled weights")
+                   help="an architecture-only Caffe prototxt or Darknet cfg: use seeded He-scaled weights")
     s.add_argument("--no-verify", action="store_true", help="write the file only")
     s.add_argument("--no-layers", action="store_true", help="compare the outputs only (no per-layer runs)")
     s.add_argument("--backend", action="append", metavar="SPEC",
@@ -60,8 +60,9 @@ def load_source(files: list[str], zoo_name: str | None, *, quirks: str, seeded: 
                 input_shape: Any, workdir: str) -> tuple[Any, Any, str]:
     """(Net, preprocessing or None, display name) for model files or a zoo name: the resolver's
     choice and file checks (:mod:`refnet.resolver`), but an architecture-only model (a zoo entry of
-    status ``arch``, a prototxt with ``--seeded-weights``) gets seeded weights calibrated without
-    the zoo preprocessing, from ``--seed``, as convert has always written them."""
+    status ``arch``, a prototxt or Darknet cfg with ``--seeded-weights``) gets seeded weights from
+    ``--seed``: a prototxt's calibrated without the zoo preprocessing, as convert has always
+    written them; a cfg's as the resolver writes them (calibrated on the zoo preprocessing, if any)."""
     import refnet
     from refnet import zoo
     from refnet.resolver import check_model_choice, existing_files
@@ -79,19 +80,26 @@ def load_source(files: list[str], zoo_name: str | None, *, quirks: str, seeded: 
 
         entry = entry_for_files(paths)[0]
     pre = entry.preprocess if entry is not None else None
-    protos = [p for p in paths if Path(p).suffix.lower() in (".prototxt", ".pbtxt")]
-    if protos and len(paths) == 1:
+    archs = [p for p in paths if Path(p).suffix.lower() in (".prototxt", ".pbtxt", ".cfg")]
+    if archs and len(paths) == 1:
+        darknet = Path(archs[0]).suffix.lower() == ".cfg"
         if not seeded:
-            raise ValueError(f"{protos[0]} has no weights file: give the .caffemodel, or --seeded-weights to convert "
-                             "the architecture with seeded random weights")
-        from refnet.archs import seeded_caffemodel
+            raise ValueError(f"{archs[0]} has no weights file: give the {'.weights' if darknet else '.caffemodel'}, "
+                             "or --seeded-weights to convert the architecture with seeded random weights")
+        if darknet:
+            from refnet.seeded import seeded_darknet_weights
 
-        shape = tuple(input_shape) if input_shape else None
-        if shape is None and pre is not None and pre.size is not None:
-            shape = (1, 1 if pre.gray else 3, pre.size[1], pre.size[0])
-        model = Path(workdir) / (Path(protos[0]).stem + f".seed{seed}.caffemodel")
-        model.write_bytes(seeded_caffemodel(protos[0], seed, shape))
-        paths = [protos[0], str(model)]
+            model = Path(workdir) / (Path(archs[0]).stem + f".seed{seed}.weights")
+            model.write_bytes(seeded_darknet_weights(archs[0], seed, pre))
+        else:
+            from refnet.archs import seeded_caffemodel
+
+            shape = tuple(input_shape) if input_shape else None
+            if shape is None and pre is not None and pre.size is not None:
+                shape = (1, 1 if pre.gray else 3, pre.size[1], pre.size[0])
+            model = Path(workdir) / (Path(archs[0]).stem + f".seed{seed}.caffemodel")
+            model.write_bytes(seeded_caffemodel(archs[0], seed, shape))
+        paths = [archs[0], str(model)]
     net = refnet.load(*paths, quirks=quirks)
     return net, pre, (entry.name if entry is not None else Path(paths[0]).name)
 
