@@ -243,6 +243,21 @@ def test_cli_convert_checks_its_outputs_before_the_work(tmp_path, capsys):
     assert "-o/--output" in capsys.readouterr().err
 
 
+def test_cli_convert_bad_backend_or_image_writes_nothing(tmp_path, capsys):
+    """An unknown --backend, a missing or undecodable --image: exit 2 before the ONNX file is written."""
+    from refnet.cli import main
+
+    proto, model = _small_caffe_net(tmp_path)
+    out = tmp_path / "net.onnx"
+    (tmp_path / "not-an-image.png").write_text("text")
+    for extra, msg in ((["--backend", "bogus"], "unknown backend 'bogus'"),
+                       (["--image", str(tmp_path / "nope.png")], "image not found"),
+                       (["--image", str(tmp_path / "not-an-image.png")], "cannot decode image")):
+        assert main(["convert", str(proto), str(model), "-o", str(out), *extra]) == 2
+        assert msg in capsys.readouterr().err
+        assert not out.exists()
+
+
 def test_cli_convert_never_overwrites_its_inputs(tmp_path, capsys):
     """-o or --json naming a model file, the image, or each other is refused before anything is written."""
     import cv2

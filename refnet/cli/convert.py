@@ -184,6 +184,11 @@ def convert_command(args: argparse.Namespace) -> int:
         shape = _input_shape(net, pre, args.input_shape)
         print(f"refnet convert: {name} ({net.graph.framework}, {len(net.graph.nodes)} layers, quirks={args.quirks}) "
               f"-> {args.output} (opset {args.opset}, input {net.input_names[0]} {list(shape)})", file=out)
+        if not args.no_verify:  # a bad --backend or --image fails before anything is written
+            from refnet.crosscheck.onnx_candidates import select_backends
+
+            x, label = _feeds(net, pre, shape, args.image, args.seed)
+            backends = select_backends(args.backend)
         model = build_model(net, opset=args.opset, input_shapes={net.input_names[0]: shape})
         onnx.checker.check_model(model, full_check=True)
         onnx.save(model, args.output)
@@ -195,11 +200,8 @@ def convert_command(args: argparse.Namespace) -> int:
                   "this input size only", file=out)
         if args.no_verify:
             return 0
-        from refnet.crosscheck.onnx_candidates import select_backends
         from refnet.export.verify import verify_onnx
 
-        x, label = _feeds(net, pre, shape, args.image, args.seed)
-        backends = select_backends(args.backend)
         print(f"verifying on {label} in {len(backends)} backend(s) against refnet float64 of the source", file=out)
         v = verify_onnx(net, args.output, {net.input_names[0]: x}, backends, per_layer=not args.no_layers,
                         input_label=label, quiet=False)
