@@ -355,6 +355,10 @@ def test_unexpressible_layers_stop_with_the_layer_name(tmp_path):
         export_onnx(_ssd_net(normalized=False), tmp_path / "x.onnx")
     with pytest.raises(UnsupportedLayerError, match="'y'"):
         export_onnx(_one("eltwise", {"operation": "median"}), tmp_path / "x.onnx")
+    with pytest.raises(UnsupportedLayerError, match="'detection_out'.*batch 1") as e:
+        export_onnx(_ssd_net(), tmp_path / "x.onnx", input_shapes=(2, 3, 12, 16))
+    # an exportable op refused for its parameters: no list of "supported types" (which would name it)
+    assert "supported types" not in str(e.value)
     assert not (tmp_path / "x.onnx").exists()
 
 

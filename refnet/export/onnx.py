@@ -57,7 +57,9 @@ def require_onnx():
 
 
 def _unsupported(node: Node, why: str) -> UnsupportedLayerError:
-    return UnsupportedLayerError(node.name, node.op, sorted(EXPORTERS),
+    """The error for ``node``; the exportable ops are listed only when ``node.op`` is not one of them
+    (an op refused for its parameters, e.g. DetectionOutput with eta < 1, is no unknown type)."""
+    return UnsupportedLayerError(node.name, node.op, None if node.op in EXPORTERS else sorted(EXPORTERS),
                                  detail=f"cannot be exported to ONNX exactly: {why}")
 
 
