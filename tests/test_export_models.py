@@ -258,6 +258,28 @@ def test_cli_convert_bad_backend_or_image_writes_nothing(tmp_path, capsys):
         assert not out.exists()
 
 
+def test_cli_convert_refuses_an_onnx_source(tmp_path, capsys):
+    """An .onnx file is not a source for convert: one clear line (was: the ONNX reader's API hint
+    `pass input_shapes={...}` for a symbolic input, or an exporter error on its first reader op)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from refnet.cli import main
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, "h", "w"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3, "h", "w"])
+    model = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    src, out = tmp_path / "m.onnx", tmp_path / "out.onnx"
+    onnx.save(model, str(src))
+    for extra in ([], ["--input-shape", "1", "3", "8", "8"]):
+        assert main(["convert", str(src), "-o", str(out), *extra]) == 2
+        err = capsys.readouterr().err
+        assert "is an ONNX model already" in err and "input_shapes=" not in err
+        assert not out.exists()
+
+
 def test_cli_convert_never_overwrites_its_inputs(tmp_path, capsys):
     """-o or --json naming a model file, the image, or each other is refused before anything is written."""
     import cv2

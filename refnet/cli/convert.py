@@ -79,6 +79,10 @@ def load_source(files: list[str], zoo_name: str | None, *, quirks: str, seeded: 
         from refnet.pipelines import entry_for_files
 
         entry = entry_for_files(paths)[0]
+    onnx_files = [p for p in paths if Path(p).suffix.lower() == ".onnx"]
+    if onnx_files:
+        raise ValueError(f"{onnx_files[0]} is an ONNX model already: convert is for Caffe, Torch7 and Darknet models "
+                         f"(`refnet compare {onnx_files[0]}` checks an ONNX file in every backend)")
     pre = entry.preprocess if entry is not None else None
     archs = [p for p in paths if Path(p).suffix.lower() in (".prototxt", ".pbtxt", ".cfg")]
     if archs and len(paths) == 1:
