@@ -216,16 +216,16 @@ def test_cli_convert_refuses_an_unexpressible_layer(tmp_path, capsys):
     assert not (tmp_path / "x.onnx").exists()
 
 
-def _small_caffe_net(folder: Path) -> tuple[Path, Path]:
+def _small_caffe_net(folder: Path, channels: int = 3) -> tuple[Path, Path]:
     """A two-layer Caffe net (conv, ReLU) written by the test-side writer."""
     from writers.caffe_writer import Layer, NetSpec, write_net
 
-    w = np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32)
+    w = np.random.default_rng(0).standard_normal((4, channels, 3, 3)).astype(np.float32)
     layers = [Layer("conv", "Convolution", ["data"], ["conv"], {"convolution_param": {"num_output": 4,
                                                                                        "kernel_size": 3}},
                     [w, np.zeros(4, np.float32)]),
               Layer("relu", "ReLU", ["conv"], ["relu"])]
-    return write_net(NetSpec(layers, {"data": (1, 3, 8, 8)}), folder)
+    return write_net(NetSpec(layers, {"data": (1, channels, 8, 8)}), folder)
 
 
 def test_cli_convert_checks_its_outputs_before_the_work(tmp_path, capsys):
@@ -256,6 +256,14 @@ def test_cli_convert_bad_backend_or_image_writes_nothing(tmp_path, capsys):
         assert main(["convert", str(proto), str(model), "-o", str(out), *extra]) == 2
         assert msg in capsys.readouterr().err
         assert not out.exists()
+    # an input that is no image (15 channels, as MTCNN det4): --image is refused, not silently replaced
+    cv2 = pytest.importorskip("cv2")
+    cv2.imwrite(str(tmp_path / "img.png"), np.zeros((8, 8, 3), np.uint8))
+    (tmp_path / "c15").mkdir()
+    proto, model = _small_caffe_net(tmp_path / "c15", channels=15)
+    assert main(["convert", str(proto), str(model), "-o", str(out), "--image", str(tmp_path / "img.png")]) == 2
+    assert "--image needs an image input" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_cli_convert_refuses_an_onnx_source(tmp_path, capsys):

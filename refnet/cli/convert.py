@@ -131,7 +131,12 @@ def _input_shape(net: Any, pre: Any, given: Any) -> tuple[int, ...]:
 
 
 def _feeds(net: Any, pre: Any, shape: tuple[int, ...], image: str | None, seed: int) -> tuple[np.ndarray, str]:
-    if image and len(shape) == 4 and shape[1] in (1, 3):
+    if image and not (len(shape) == 4 and shape[1] in (1, 3)):
+        from refnet.errors import ShapeError
+
+        raise ShapeError(f"--image needs an image input (1 or 3 channels); input {net.input_names[0]} is "
+                         f"{list(shape)}: leave --image out to verify on a seeded random input")
+    if image:
         from refnet.pipelines import default_preprocess, read_image
 
         p = pre if pre is not None else default_preprocess(net, "classify")
