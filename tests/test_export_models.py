@@ -288,6 +288,23 @@ def test_cli_convert_refuses_an_onnx_source(tmp_path, capsys):
         assert not out.exists()
 
 
+def test_cli_convert_without_a_deciding_backend_is_a_user_error(tmp_path, capsys):
+    """cv2 4.x alone cannot decide the verdict (reference only): exit 2 before writing, not a
+    "verdict: DIFFER" under a table where every row agrees."""
+    pytest.importorskip("cv2")
+    from refnet.cli import main
+
+    proto, model = _small_caffe_net(tmp_path)
+    out = tmp_path / "net.onnx"
+    assert main(["convert", str(proto), str(model), "-o", str(out), "--backend", "cv2-inprocess"]) == 2
+    captured = capsys.readouterr()
+    assert "reference only" in captured.err and "--backend ort" in captured.err
+    assert "DIFFER" not in captured.out and not out.exists()
+    assert main(["convert", str(proto), str(model), "-o", str(out), "--backend", "cv2-inprocess", "--backend",
+                 "ort"]) == 0
+    assert "verdict: AGREE" in capsys.readouterr().out
+
+
 def test_cli_convert_never_overwrites_its_inputs(tmp_path, capsys):
     """-o or --json naming a model file, the image, or each other is refused before anything is written."""
     import cv2

@@ -195,9 +195,16 @@ def convert_command(args: argparse.Namespace) -> int:
               f"-> {args.output} (opset {args.opset}, input {net.input_names[0]} {list(shape)})", file=out)
         if not args.no_verify:  # a bad --backend or --image fails before anything is written
             from refnet.crosscheck.onnx_candidates import select_backends
+            from refnet.export.verify import reference_only
 
             x, label = _feeds(net, pre, shape, args.image, args.seed)
             backends = select_backends(args.backend)
+            if all(reference_only(b.name) for b in backends):
+                raise ValueError(
+                    f"no backend to verify in that decides the verdict ({'; '.join(b.name for b in backends) or 'none'}"
+                    f"{' is shown for reference only' if backends else ' installed'}): add --backend ort (pip install "
+                    "onnxruntime) or --backend cv2@PYTHON with an OpenCV 5 interpreter (REFNET_CV5_PYTHON for the "
+                    "default), or pass --no-verify")
         model = build_model(net, opset=args.opset, input_shapes={net.input_names[0]: shape})
         onnx.checker.check_model(model, full_check=True)
         onnx.save(model, args.output)

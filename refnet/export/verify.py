@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["TOL", "BackendResult", "Verification", "verify_onnx", "counterparts"]
+__all__ = ["TOL", "BackendResult", "Verification", "verify_onnx", "counterparts", "reference_only"]
 
 TOL = 1e-4
 FLOOR_FACTOR = 3.0  # a backend within 3x refnet's own float32 error of the reference is float32-limited
@@ -152,6 +152,11 @@ def task_agreement(kind: str, got: np.ndarray, ref: np.ndarray) -> tuple[bool, s
 
 
 # ---- the run ----------------------------------------------------------------------------------------
+def reference_only(backend_name: str) -> bool:
+    """Whether a backend is shown for reference only and does not decide the verdict (cv2 4.x)."""
+    return backend_name.startswith("cv2 4.")
+
+
 @dataclass
 class BackendResult:
     name: str
@@ -167,7 +172,7 @@ class BackendResult:
 
     @property
     def is_cv2_4(self) -> bool:
-        return self.name.startswith("cv2 4.")
+        return reference_only(self.name)
 
     def output_ok(self, name: str) -> bool:
         e = self.outputs[name]
