@@ -305,6 +305,18 @@ def test_cli_convert_without_a_deciding_backend_is_a_user_error(tmp_path, capsys
     assert "verdict: AGREE" in capsys.readouterr().out
 
 
+def test_cli_convert_refuses_a_negative_seed(tmp_path, capsys):
+    """--seed -1 is an argument error naming --seed (was numpy's bare "expected non-negative integer")."""
+    from refnet.cli import main
+
+    proto, model = _small_caffe_net(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        main(["convert", str(proto), str(model), "-o", str(tmp_path / "net.onnx"), "--seed", "-1"])
+    assert e.value.code == 2
+    assert "--seed: must be 0 or more" in capsys.readouterr().err
+    assert not (tmp_path / "net.onnx").exists()
+
+
 def test_cli_convert_never_overwrites_its_inputs(tmp_path, capsys):
     """-o or --json naming a model file, the image, or each other is refused before anything is written."""
     import cv2

@@ -25,6 +25,17 @@ from refnet.cli.common import add_model_args
 __all__ = ["add_parser", "convert_command", "load_source"]
 
 
+def _seed(text: str) -> int:
+    """``--seed``: a non-negative integer (numpy's generators take no negative seeds)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {v}")
+    return v
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("convert", help="write a Caffe/Torch7/Darknet model as ONNX (for OpenCV 5 / ONNX Runtime) "
                                        "and verify it",
@@ -44,7 +55,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="export the framework's semantics (none, default) or cv2 4.x's Caffe/Torch/Darknet "
                         "conventions (cv2: BN eps, class score threshold and NMS in the YOLO heads, ...)")
     s.add_argument("--image", metavar="IMG", help="verify on this image (default: a seeded random input)")
-    s.add_argument("--seed", type=int, default=0, help="seed of the random input and of seeded weights (default 0)")
+    s.add_argument("--seed", type=_seed, default=0, help="seed of the random input and of seeded weights (default 0)")
     s.add_argument("--seeded-weights", action="store_true",
                    help="an architecture-only Caffe prototxt or Darknet cfg: use seeded He-scaled weights")
     s.add_argument("--no-verify", action="store_true", help="write the file only")
