@@ -317,6 +317,21 @@ def test_cli_convert_refuses_a_negative_seed(tmp_path, capsys):
     assert not (tmp_path / "net.onnx").exists()
 
 
+def test_cli_convert_two_inputs_with_an_input_shape(tmp_path, capsys):
+    """A two-input net (as Faster R-CNN's data + im_info) is refused with the same line whether or
+    not --input-shape is given (was: the exporter's "input shapes must be given for exactly ...")."""
+    from writers.caffe_writer import Layer, NetSpec, write_net
+
+    from refnet.cli import main
+
+    layers = [Layer("sum", "Eltwise", ["a", "b"], ["sum"])]
+    proto, model = write_net(NetSpec(layers, {"a": (1, 3, 4, 4), "b": (1, 3, 4, 4)}), tmp_path)
+    for extra in ([], ["--input-shape", "1", "3", "4", "4"]):
+        assert main(["convert", str(proto), str(model), "-o", str(tmp_path / "x.onnx"), *extra]) == 2
+        assert "convert supports one input" in capsys.readouterr().err
+    assert not (tmp_path / "x.onnx").exists()
+
+
 def test_cli_convert_never_overwrites_its_inputs(tmp_path, capsys):
     """-o or --json naming a model file, the image, or each other is refused before anything is written."""
     import cv2

@@ -122,13 +122,13 @@ def load_source(files: list[str], zoo_name: str | None, *, quirks: str, seeded: 
 def _input_shape(net: Any, pre: Any, given: Any) -> tuple[int, ...]:
     from refnet.errors import ShapeError
 
+    if len(net.input_names) != 1:
+        raise ShapeError(f"the model has inputs {list(net.input_names)}: convert supports one input")
     if given:
         shape = tuple(int(d) for d in given)
         if min(shape) <= 0:
             raise ShapeError("--input-shape needs four positive numbers", expected="N C H W", got=shape)
         return shape
-    if len(net.input_names) != 1:
-        raise ShapeError(f"the model has inputs {list(net.input_names)}: convert supports one input")
     declared = net.input_shapes.get(net.input_names[0])
     if declared and all(int(d) > 0 for d in declared):
         # batch 1 (deploy prototxts often declare 10): what blobFromImage gives a converted script
