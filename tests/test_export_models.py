@@ -332,6 +332,27 @@ def test_cli_convert_two_inputs_with_an_input_shape(tmp_path, capsys):
     assert not (tmp_path / "x.onnx").exists()
 
 
+def test_cli_convert_differ_line_names_the_backend(tmp_path, capsys, monkeypatch):
+    """A target backend off by 1e-2 (onnxruntime's outputs, perturbed): exit 1 and a verdict line
+    naming that backend, not "DIFFER (outputs within 0.0001 ...)" which reads as agreement."""
+    from refnet.cli import main
+    from refnet.crosscheck import onnx_candidates
+
+    class Off:
+        name = "off-by-1e-2 1.0"
+
+        def run(self, path, feeds, outputs):
+            got = OrtBackend().run(path, feeds, outputs)
+            return {k: v + np.float32(1e-2) for k, v in got.items()}
+
+    monkeypatch.setattr(onnx_candidates, "select_backends", lambda specs: [OrtBackend(), Off()])
+    proto, model = _small_caffe_net(tmp_path)
+    assert main(["convert", str(proto), str(model), "-o", str(tmp_path / "x.onnx")]) == 1
+    line = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("verdict:")]
+    assert line and line[0].startswith("verdict: DIFFER (off-by-1e-2 1.0: DIFFER; needed: outputs within")
+    assert "onnxruntime" not in line[0]
+
+
 def test_cli_convert_never_overwrites_its_inputs(tmp_path, capsys):
     """-o or --json naming a model file, the image, or each other is refused before anything is written."""
     import cv2

@@ -233,8 +233,12 @@ def convert_command(args: argparse.Namespace) -> int:
         v = verify_onnx(net, args.output, {net.input_names[0]: x}, backends, per_layer=not args.no_layers,
                         input_label=label, quiet=False)
         print(v.table(), file=out)
-        print(f"verdict: {v.verdict} (outputs within {1e-4:g} of refnet float64, scaled by max(1, |ref|); "
-              "task-level agreement)", file=out)
+        rule = f"outputs within {1e-4:g} of refnet float64, scaled by max(1, |ref|); task-level agreement"
+        if v.verdict == "AGREE":
+            print(f"verdict: AGREE ({rule})", file=out)
+        else:  # name the target backends that did not agree; the rule is what they missed
+            bad = "; ".join(f"{r.name}: {r.status}" for r in v.results if not r.is_cv2_4 and not r.agrees)
+            print(f"verdict: DIFFER ({bad}; needed: {rule})", file=out)
         if args.json:
             Path(args.json).write_text(json.dumps(v.to_json(), indent=1, default=float))
         return 0 if v.verdict == "AGREE" else 1
