@@ -331,6 +331,23 @@ def test_ssd_rows_have_detections_and_padding(tmp_path, ortb):
     np.testing.assert_allclose(got, ref, atol=1e-5)
 
 
+def test_verification_says_when_no_detection_was_compared(tmp_path, ortb):
+    """An SSD net with nothing over its confidence threshold (onnxruntime's rows all padding) agrees
+    trivially: the verification says the task check compared no detection; with detections it does not."""
+    from refnet.export.verify import verify_onnx
+
+    x = _rng(5).uniform(-1, 1, (1, 3, 12, 16)).astype(np.float32)
+    for threshold, empty in ((0.05, False), (1.0, True)):  # scores reach 0.99999 here
+        net = _ssd_net(confidence_threshold=threshold)
+        path = export_onnx(net, tmp_path / f"ssd{threshold}.onnx")
+        rows = ortb.run(path, {"data": x}, ["detection_out"])["detection_out"].reshape(-1, 7)
+        assert bool(np.all(rows[:, 2] <= 0)) == empty
+        v = verify_onnx(net, path, {"data": x}, [ortb], per_layer=False)
+        assert v.verdict == "AGREE"
+        assert [n.split(":")[0] for n in v.notes] == (["detection_out"] if empty else [])
+        assert v.to_json()["notes"] == v.notes
+
+
 def test_opset_13_and_checker(tmp_path, ortb):
     net = HEADS["ssd"]()
     for opset in (13, 15, 17):

@@ -233,6 +233,8 @@ def convert_command(args: argparse.Namespace) -> int:
         v = verify_onnx(net, args.output, {net.input_names[0]: x}, backends, per_layer=not args.no_layers,
                         input_label=label, quiet=False)
         print(v.table(), file=out)
+        for note in v.notes:
+            print(f"note: {note}", file=out)
         rule = f"outputs within {1e-4:g} of refnet float64, scaled by max(1, |ref|); task-level agreement"
         if v.verdict == "AGREE":
             print(f"verdict: AGREE ({rule})", file=out)
