@@ -353,6 +353,27 @@ def test_cli_convert_differ_line_names_the_backend(tmp_path, capsys, monkeypatch
     assert "onnxruntime" not in line[0]
 
 
+def test_cli_convert_wrong_sized_backend_output_is_a_disagreement(tmp_path, capsys, monkeypatch):
+    """A backend whose output has the wrong size (a column short) is a DIFFER row in the table,
+    not a crash of the task check ("cannot reshape array ...", exit 2, no table)."""
+    from refnet.cli import main
+    from refnet.crosscheck import onnx_candidates
+
+    class Short:
+        name = "short 1.0"
+
+        def run(self, path, feeds, outputs):
+            return {k: v[..., :-1] for k, v in OrtBackend().run(path, feeds, outputs).items()}
+
+    monkeypatch.setattr(onnx_candidates, "select_backends", lambda specs: [OrtBackend(), Short()])
+    proto, model = _small_caffe_net(tmp_path)
+    assert main(["convert", str(proto), str(model), "-o", str(tmp_path / "x.onnx"), "--no-layers"]) == 1
+    out = capsys.readouterr().out
+    row = next(ln for ln in out.splitlines() if ln.startswith("short 1.0"))
+    assert "DIFFER" in row and "shape [1, 4, 6, 5] vs refnet [1, 4, 6, 6]" in row
+    assert "verdict: DIFFER (short 1.0: DIFFER" in out
+
+
 def test_cli_convert_never_overwrites_its_inputs(tmp_path, capsys):
     """-o or --json naming a model file, the image, or each other is refused before anything is written."""
     import cv2

@@ -150,6 +150,9 @@ def empty_detections(kind: str, ref: np.ndarray) -> bool:
 
 
 def task_agreement(kind: str, got: np.ndarray, ref: np.ndarray) -> tuple[bool, str]:
+    got, ref = np.asarray(got), np.asarray(ref)
+    if got.size != ref.size:  # a backend's wrong-sized output is a disagreement, not a crash of the check
+        return False, f"shape {list(got.shape)} vs refnet {list(ref.shape)}"
     if kind == "ssd":
         return _detections(got, ref, "ssd")
     if kind == "yolo":
