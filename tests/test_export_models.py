@@ -374,6 +374,23 @@ def test_cli_convert_wrong_sized_backend_output_is_a_disagreement(tmp_path, caps
     assert "verdict: DIFFER (short 1.0: DIFFER" in out
 
 
+def test_cli_convert_says_when_the_weights_are_seeded(tmp_path, capsys):
+    """An architecture converted with --seeded-weights is said to carry random weights, on the
+    command line and in the ONNX file's doc_string; a prototxt with its caffemodel is not."""
+    import onnx
+
+    from refnet.cli import main
+
+    proto, model = _small_caffe_net(tmp_path)
+    for files, seeded in (([str(proto), "--seeded-weights"], True), ([str(proto), str(model)], False)):
+        out = tmp_path / f"seeded-{seeded}.onnx"
+        assert main(["convert", *files, "-o", str(out), "--no-verify", "--seed", "3"]) == 0
+        text = capsys.readouterr().out
+        doc = onnx.load(str(out)).doc_string
+        assert ("seeded random (He-scaled, calibrated, seed 3)" in text) == seeded
+        assert ("Weights: seeded random (seed 3)" in doc) == seeded
+
+
 def test_cli_convert_never_overwrites_its_inputs(tmp_path, capsys):
     """-o or --json naming a model file, the image, or each other is refused before anything is written."""
     import cv2

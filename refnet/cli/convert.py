@@ -68,8 +68,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def load_source(files: list[str], zoo_name: str | None, *, quirks: str, seeded: bool, seed: int,
-                input_shape: Any, workdir: str) -> tuple[Any, Any, str]:
-    """(Net, preprocessing or None, display name) for model files or a zoo name: the resolver's
+                input_shape: Any, workdir: str) -> tuple[Any, Any, str, bool]:
+    """(Net, preprocessing or None, display name, whether the weights are seeded) for model files
+    or a zoo name: the resolver's
     choice and file checks (:mod:`refnet.resolver`), but an architecture-only model (a zoo entry of
     status ``arch``, a prototxt or Darknet cfg with ``--seeded-weights``) gets seeded weights from
     ``--seed``: a prototxt's calibrated without the zoo preprocessing, as convert has always
@@ -96,7 +97,8 @@ def load_source(files: list[str], zoo_name: str | None, *, quirks: str, seeded: 
                          f"(`refnet compare {onnx_files[0]}` checks an ONNX file in every backend)")
     pre = entry.preprocess if entry is not None else None
     archs = [p for p in paths if Path(p).suffix.lower() in (".prototxt", ".pbtxt", ".cfg")]
-    if archs and len(paths) == 1:
+    seeded_now = bool(archs) and len(paths) == 1
+    if seeded_now:
         darknet = Path(archs[0]).suffix.lower() == ".cfg"
         if not seeded:
             raise ValueError(f"{archs[0]} has no weights file: give the {'.weights' if darknet else '.caffemodel'}, "
@@ -116,7 +118,7 @@ def load_source(files: list[str], zoo_name: str | None, *, quirks: str, seeded: 
             model.write_bytes(seeded_caffemodel(archs[0], seed, shape))
         paths = [archs[0], str(model)]
     net = refnet.load(*paths, quirks=quirks)
-    return net, pre, (entry.name if entry is not None else Path(paths[0]).name)
+    return net, pre, (entry.name if entry is not None else Path(paths[0]).name), seeded_now
 
 
 def _input_shape(net: Any, pre: Any, given: Any) -> tuple[int, ...]:
@@ -198,8 +200,8 @@ def convert_command(args: argparse.Namespace) -> int:
     onnx = require_onnx()
     out = sys.stdout
     with tempfile.TemporaryDirectory(prefix="refnet-convert-") as wd:
-        net, pre, name = load_source(args.model, args.zoo, quirks=args.quirks, seeded=args.seeded_weights,
-                                     seed=args.seed, input_shape=args.input_shape, workdir=wd)
+        net, pre, name, seeded = load_source(args.model, args.zoo, quirks=args.quirks, seeded=args.seeded_weights,
+                                             seed=args.seed, input_shape=args.input_shape, workdir=wd)
         _check_overwrites(args, net)
         shape = _input_shape(net, pre, args.input_shape)
         print(f"refnet convert: {name} ({net.graph.framework}, {len(net.graph.nodes)} layers, quirks={args.quirks}) "
@@ -216,7 +218,12 @@ def convert_command(args: argparse.Namespace) -> int:
                     f"{' is shown for reference only' if backends else ' installed'}): add --backend ort (pip install "
                     "onnxruntime) or --backend cv2@PYTHON with an OpenCV 5 interpreter (REFNET_CV5_PYTHON for the "
                     "default), or pass --no-verify")
+        if seeded:  # an architecture without weights: say so here and in the file, it is no trained model
+            print(f"note: weights: seeded random (He-scaled, calibrated, seed {args.seed}): the architecture only, "
+                  "not a trained model", file=out)
         model = build_model(net, opset=args.opset, input_shapes={net.input_names[0]: shape})
+        if seeded:
+            model.doc_string += f" Weights: seeded random (seed {args.seed}), architecture only, not a trained model."
         onnx.checker.check_model(model, full_check=True)
         onnx.save(model, args.output)
         ops = sorted({n.op_type for n in model.graph.node})
