@@ -70,11 +70,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def load_source(files: list[str], zoo_name: str | None, *, quirks: str, seeded: bool, seed: int,
                 input_shape: Any, workdir: str) -> tuple[Any, Any, str, bool]:
     """(Net, preprocessing or None, display name, whether the weights are seeded) for model files
-    or a zoo name: the resolver's
-    choice and file checks (:mod:`refnet.resolver`), but an architecture-only model (a zoo entry of
-    status ``arch``, a prototxt or Darknet cfg with ``--seeded-weights``) gets seeded weights from
-    ``--seed``: a prototxt's calibrated without the zoo preprocessing, as convert has always
-    written them; a cfg's as the resolver writes them (calibrated on the zoo preprocessing, if any)."""
+    or a zoo name: the resolver's choice and file checks (:mod:`refnet.resolver`), but an
+    architecture-only model (a zoo entry of status ``arch``, a prototxt or Darknet cfg with
+    ``--seeded-weights``) gets seeded weights from ``--seed``: a prototxt's calibrated without the
+    zoo preprocessing, as convert has always written them; a cfg's as the resolver writes them
+    (calibrated on the zoo preprocessing, if any). An ``.onnx`` file is refused (ValueError)."""
     import refnet
     from refnet import zoo
     from refnet.resolver import check_model_choice, existing_files
