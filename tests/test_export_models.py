@@ -367,11 +367,20 @@ def test_cli_convert_wrong_sized_backend_output_is_a_disagreement(tmp_path, caps
 
     monkeypatch.setattr(onnx_candidates, "select_backends", lambda specs: [OrtBackend(), Short()])
     proto, model = _small_caffe_net(tmp_path)
-    assert main(["convert", str(proto), str(model), "-o", str(tmp_path / "x.onnx"), "--no-layers"]) == 1
+    js = tmp_path / "proof.json"
+    assert main(["convert", str(proto), str(model), "-o", str(tmp_path / "x.onnx"), "--no-layers",
+                 "--json", str(js)]) == 1
     out = capsys.readouterr().out
     row = next(ln for ln in out.splitlines() if ln.startswith("short 1.0"))
     assert "DIFFER" in row and "shape [1, 4, 6, 5] vs refnet [1, 4, 6, 6]" in row
     assert "verdict: DIFFER (short 1.0: DIFFER" in out
+    # the proof is strict JSON (no Infinity/NaN tokens): the infinite error is written as 1e308, as compare does
+
+    def no_constants(name):
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    proof = json.loads(js.read_text(), parse_constant=no_constants)
+    assert proof["verdict"] == "DIFFER" and proof["backends"][1]["outputs"]["relu"]["scaled_error"] == 1e308
 
 
 def test_cli_convert_says_when_the_weights_are_seeded(tmp_path, capsys):
