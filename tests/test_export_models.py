@@ -400,6 +400,32 @@ def test_cli_convert_says_when_the_weights_are_seeded(tmp_path, capsys):
         assert ("Weights: seeded random (seed 3)" in doc) == seeded
 
 
+def test_cli_convert_input_shape_on_a_2d_input(tmp_path, capsys):
+    """A net declaring a 2-D input (InnerProduct on [1, 10]) converts as declared, and onnxruntime
+    computes softmax(W x + b) on the file; a 4-D --input-shape for it is refused before anything is
+    written (was: a file with a [3, 10, 1, 1] input written, then refnet's run refused that rank)."""
+    import onnxruntime as ort
+    from writers.caffe_writer import Layer, NetSpec, write_net
+
+    from refnet.cli import main
+
+    rng = np.random.default_rng(0)
+    w, b = rng.standard_normal((5, 10)).astype(np.float32), rng.standard_normal(5).astype(np.float32)
+    layers = [Layer("ip", "InnerProduct", ["data"], ["ip"], {"inner_product_param": {"num_output": 5}}, [w, b]),
+              Layer("prob", "Softmax", ["ip"], ["prob"])]
+    proto, model = write_net(NetSpec(layers, {"data": (1, 10)}), tmp_path)
+    out = tmp_path / "x.onnx"
+    assert main(["convert", str(proto), str(model), "-o", str(out), "--input-shape", "3", "10", "1", "1"]) == 2
+    assert "--input-shape is N C H W, but input data is declared [1, 10]" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(["convert", str(proto), str(model), "-o", str(out), "--backend", "ort"]) == 0
+    x = rng.standard_normal((1, 10)).astype(np.float32)
+    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"data": x})[0]
+    z = x.astype(np.float64) @ w.T.astype(np.float64) + b
+    want = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+
+
 def test_cli_convert_never_overwrites_its_inputs(tmp_path, capsys):
     """-o or --json naming a model file, the image, or each other is refused before anything is written."""
     import cv2

@@ -126,12 +126,15 @@ def _input_shape(net: Any, pre: Any, given: Any) -> tuple[int, ...]:
 
     if len(net.input_names) != 1:
         raise ShapeError(f"the model has inputs {list(net.input_names)}: convert supports one input")
+    declared = net.input_shapes.get(net.input_names[0])
     if given:
         shape = tuple(int(d) for d in given)
         if min(shape) <= 0:
             raise ShapeError("--input-shape needs four positive numbers", expected="N C H W", got=shape)
+        if declared and len(declared) != 4:  # refnet's run of the source keeps the declared rank
+            raise ShapeError(f"--input-shape is N C H W, but input {net.input_names[0]} is declared "
+                             f"{list(declared)}: leave --input-shape out")
         return shape
-    declared = net.input_shapes.get(net.input_names[0])
     if declared and all(int(d) > 0 for d in declared):
         # batch 1 (deploy prototxts often declare 10): what blobFromImage gives a converted script
         return (1,) + tuple(int(d) for d in declared[1:])
