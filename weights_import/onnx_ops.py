@@ -308,7 +308,6 @@ for _name, _fn in [("Add", np.add), ("Sub", np.subtract), ("Mul", np.multiply), 
                    ("Equal", np.equal), ("Greater", np.greater), ("Less", np.less),
                    ("GreaterOrEqual", np.greater_equal), ("LessOrEqual", np.less_equal),
                    ("And", np.logical_and), ("Or", np.logical_or), ("Xor", np.logical_xor),
-                   ("Mod", lambda a, b: np.fmod(a, np.where(b == 0, 1, b))),
                    ("Max", _reduce_n(np.maximum)), ("Min", _reduce_n(np.minimum)), ("Sum", _reduce_n(np.add)),
                    ("Mean", lambda *xs: _reduce_n(np.add)(*xs) / len(xs)),
                    ("Where", lambda c, a, b: np.where(c.astype(bool), a, b)),
@@ -316,6 +315,15 @@ for _name, _fn in [("Add", np.add), ("Sub", np.subtract), ("Mul", np.multiply), 
                    ("Ceil", np.ceil), ("Sqrt", np.sqrt), ("Reciprocal", lambda a: 1 / a), ("Sign", np.sign),
                    ("Exp", np.exp), ("Log", np.log), ("Round", np.round)]:
     FOLD[_name] = _bcast_fold(_fn)
+
+
+@fold("Mod")
+def _mod_fold(n: N) -> list:
+    """fmod=0 (the default): the remainder takes the divisor's sign (np.mod; integers, and floats
+    from opset 28); fmod=1: the dividend's sign (C fmod). An integer divisor of 0 gives 0."""
+    fmod = int(n.a("fmod", 0))
+    return _bcast_fold(lambda a, b: (np.fmod if fmod else np.mod)(a, np.where(b == 0, 1, b) if b.dtype.kind in "iub"
+                                                                    else b))(n)
 
 
 @fold("Gather")

@@ -170,3 +170,19 @@ def test_readnetfromonnx_facade(tmp_path):
     net = dnn.readNetFromONNX(str(p))
     net.setInput(np.array([[0.0, 100.0]], np.float32))
     np.testing.assert_allclose(net.forward(), [[0.5, 1.0]])
+
+
+@pytest.mark.parametrize("fmod,want", [(0, [0, -2, 5, 0, 2, 3]),  # the divisor's sign (Python's %)
+                                       (1, [0, 1, 5, 0, -1, 3])])  # the dividend's sign (C fmod)
+def test_folded_mod_follows_the_fmod_attribute(tmp_path, fmod, want):
+    """Mod on constants (a shape computation) is folded at load: fmod=0, the default, is the
+    remainder with the divisor's sign, not C's fmod (onnx's test_mod_mixed_sign_int64 values)."""
+    a, b = np.array([-4, 7, 5, 4, -7, 8], np.int64), np.array([2, -3, 8, -2, 3, 5], np.int64)
+    nodes = [H.make_node("Mod", ["a", "b"], ["m"], fmod=fmod), H.make_node("Cast", ["m"], ["mf"], to=TP.FLOAT),
+             H.make_node("Add", ["x", "mf"], ["y"])]
+    p = _save(tmp_path, nodes, [_vi("x", [6])], [_vi("y", None)], [NH.from_array(a, "a"), NH.from_array(b, "b")])
+    x = np.zeros(6, np.float32)
+    y = refnet.load_onnx(p).forward(x, precision="float64")["y"]
+    np.testing.assert_array_equal(y, want)
+    np.testing.assert_array_equal(_ort(p, {"x": x})[0], want)
+
