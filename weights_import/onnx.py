@@ -31,7 +31,7 @@ from refnet.graph import Graph, Node, output_name
 from refnet.weights_import import onnx_schema as S
 from refnet.weights_import.protobuf import Message, Reader, decode_message
 
-__all__ = ["read_onnx", "parse_model", "tensor_array", "MAX_FILE_BYTES", "MAX_TENSOR_ELEMENTS"]
+__all__ = ["read_onnx", "parse_model", "tensor_array", "MAX_FILE_BYTES", "MAX_TENSOR_ELEMENTS", "MAX_OPSET"]
 
 #: refuse model files (and external-data files) larger than this
 MAX_FILE_BYTES = 1 << 33
@@ -39,6 +39,8 @@ MAX_FILE_BYTES = 1 << 33
 MAX_TENSOR_ELEMENTS = (1 << 31) - 1
 #: refuse graphs with more nodes than this
 MAX_NODES = 1 << 20
+#: the newest ai.onnx opset refnet reads (onnx 1.23's); a newer one may change an op's rules
+MAX_OPSET = 28
 
 
 # ---- bytes -> ModelProto ----------------------------------------------------------------------
@@ -328,8 +330,10 @@ def _opset(model: Message) -> int:
     if version is None:
         raise model.error("no opset import for the default ONNX domain", "opset_import",
                           expected="an OperatorSetIdProto with domain '' (ai.onnx)")
-    if not 1 <= version <= 10_000:
-        raise model.error(f"opset version {version} is out of range", "opset_import", expected="1 .. 23")
+    if not 1 <= version <= MAX_OPSET:
+        raise model.error(f"opset version {version} is out of range: refnet reads the ai.onnx opsets released "
+                          f"so far (an op's rules may change in a newer one)", "opset_import",
+                          expected=f"1 .. {MAX_OPSET}")
     return version
 
 

@@ -186,3 +186,13 @@ def test_folded_mod_follows_the_fmod_attribute(tmp_path, fmod, want):
     np.testing.assert_array_equal(y, want)
     np.testing.assert_array_equal(_ort(p, {"x": x})[0], want)
 
+
+def test_an_opset_newer_than_released_is_refused_naming_it(tmp_path):
+    from refnet.weights_import.onnx import MAX_OPSET
+
+    nodes = [H.make_node("Relu", ["x"], ["y"])]
+    p = _save(tmp_path, nodes, [_vi("x", [2])], [_vi("y", None)], opset=MAX_OPSET)
+    assert refnet.load_onnx(p).forward(np.array([-1.0, 2.0]))["y"].tolist() == [0.0, 2.0]
+    p = _save(tmp_path, nodes, [_vi("x", [2])], [_vi("y", None)], opset=99, name="future.onnx")
+    with pytest.raises(ModelFormatError, match="opset version 99"):  # not run with opset 28's rules
+        refnet.load_onnx(p)
