@@ -80,3 +80,56 @@ def test_a_wrong_backend_layer_is_caught_by_its_local_error(models):
     assert rep.verdict_code == "differ" and rep.verdict_at == (victim, "onnxruntime"), rep.verdict
     rows = {r.layer: r for r in rep.comparisons["onnxruntime"].rows}  # (the Report object: a dict by id)
     assert rows[victim].local_max_rel > 5e-4
+
+
+def _small_onnx(path, nodes, inputs, inits=(), opset=13, ir_version=8):
+    from onnx import helper as H
+
+    g = H.make_graph(nodes, "g", inputs, [H.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+                     initializer=list(inits))
+    m = H.make_model(g, opset_imports=[H.make_opsetid("", opset)])
+    m.ir_version = ir_version
+    path.write_bytes(m.SerializeToString())
+    return path
+
+
+@pytest.mark.parametrize("elem", ["INT64", "DOUBLE"])
+def test_onnxruntime_gets_the_input_in_its_declared_type(tmp_path, capsys, elem):
+    """A model whose input is int64 or double: the float32 blob is fed to onnxruntime in that type
+    (it refused a float32 feed: an 'internal error', exit 3). The values are the blob's, cast as
+    the graph's own Cast does."""
+    from onnx import helper as H
+
+    from refnet.cli import main
+    from refnet.crosscheck.ort_backend import OrtBackend
+
+    t = getattr(onnx.TensorProto, elem)
+    p = _small_onnx(tmp_path / "m.onnx", [H.make_node("Cast", ["x"], ["xf"], to=onnx.TensorProto.FLOAT),
+                                          H.make_node("Mul", ["xf", "two"], ["y"])],
+                    [H.make_tensor_value_info("x", t, [1, 2, 3])],
+                    [onnx.numpy_helper.from_array(np.array(2.0, np.float32), "two")])
+    x = np.array([[[-2.5, -1.0, 0.4], [1.7, 3.0, 7.9]]], np.float32)
+    got = OrtBackend().run(p, {"x": x}, ["xf", "y"])
+    want = 2 * (np.trunc(x) if elem == "INT64" else x)  # Cast to int64 truncates toward zero
+    np.testing.assert_array_equal(got["y"], want)
+    js = tmp_path / "r.json"
+    assert main(["compare", str(p), "--backend", "ort", "--json", str(js)]) == 0
+    comps = {c["id"]: c for c in json.loads(js.read_text())["reports"][0]["comparisons"]}
+    assert [r["status"] for r in comps["onnxruntime"]["rows"]] == ["ok", "ok"]
+
+
+def test_onnxruntime_refusing_the_model_is_a_note(tmp_path, capsys):
+    """onnxruntime refuses the file (an IR version newer than it reads; refnet reads it): a note
+    in the report and exit 0, not an internal error."""
+    from onnx import helper as H
+
+    from refnet.cli import main
+
+    p = _small_onnx(tmp_path / "m.onnx", [H.make_node("Relu", ["x"], ["y"])],
+                    [H.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])], ir_version=99)
+    code = main(["compare", str(p), "--backend", "ort"])
+    cap = capsys.readouterr()
+    assert code == 0, cap.err
+    assert "onnxruntime" in cap.err + cap.out and "failed on this model" in cap.err + cap.out
+    assert "IR version" in cap.err + cap.out and "internal error" not in cap.err
+

@@ -458,5 +458,7 @@ def _build(model: Message, file: str, base: Path | None, quirks: str, input_shap
     return Graph(tuple(b.nodes), tuple(shapes), shapes, layer_names=tuple(b.layers) or (),
                  output_names=tuple(dict.fromkeys(outputs)), framework="onnx", source=file,
                  meta={"tensors": tensors, "opset": opset, "quirks": [], "quirks_mode": quirks,
+                       "input_types": {vi.get("name") or "": _declared_shape(vi)[1] for vi in graph.get("input")
+                                       if (vi.get("name") or "") in shapes},
                        "onnx_outputs": tuple(vi.get("name") or "" for vi in graph.get("output")),
                        "producer": f"{model.get('producer_name') or ''} {model.get('producer_version') or ''}".strip()})

@@ -116,7 +116,7 @@ def _input_blob(args: Any, rm: Any, pre: Any, path: str | None) -> Any:
 def _compare_one(args: Any, rm: Any, x: Any, label: str, precisions: tuple[str, ...], many: bool, err: Any) -> Any:
     """:func:`refnet.crosscheck.compare` on one input blob (two-stage feeds and ONNX backends included)."""
     from refnet import two_stage
-    from refnet.crosscheck.onnx_candidates import is_onnx, onnx_candidates, onnx_net_for
+    from refnet.crosscheck.onnx_candidates import is_onnx, onnx_candidates, onnx_feed, onnx_net_for
     from refnet.crosscheck.orchestrator import compare
 
     if two_stage.is_two_stage(rm.net):  # Faster R-CNN / R-FCN: data + im_info [[H, W, 1]]
@@ -124,7 +124,9 @@ def _compare_one(args: Any, rm: Any, x: Any, label: str, precisions: tuple[str, 
     net, extra, onnx_notes = rm.net, {}, []
     if is_onnx(net):
         net = onnx_net_for(net, x)
+        x, feed_notes = onnx_feed(net, x)
         cands, onnx_notes = onnx_candidates(net, getattr(args, "backend", None) or (), err)
+        onnx_notes[:0] = feed_notes
         extra = {"cv2": False, "backends": cands}
     rep = compare(net, x, cv2_fusion=not args.no_fusion, precisions=precisions, model_name=rm.name,
                   task=rm.entry.task if rm.entry is not None else None, labels=rm.labels,

@@ -14,7 +14,11 @@ import numpy as np
 
 from refnet.crosscheck import quirks as Q
 
-__all__ = ["select_backends", "is_onnx", "onnx_net_for", "onnx_candidates"]
+__all__ = ["select_backends", "is_onnx", "onnx_net_for", "onnx_feed", "onnx_candidates"]
+
+#: ONNX integer and bool element types (TensorProto.DataType codes)
+_INTEGER_TYPES = {2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64", 9: "bool",
+                  12: "uint32", 13: "uint64"}
 
 
 def select_backends(specs: Sequence[str] | None, *, name_spec: bool = False) -> list[Any]:
@@ -49,6 +53,22 @@ def onnx_net_for(net: Any, x: np.ndarray) -> Any:
     if len(net.input_names) == 1 and tuple(net.input_shapes.get(name) or ()) != tuple(x.shape):
         return load_onnx(net.files[1][0], quirks=Q.graph_quirks_mode(net.graph), input_shapes={name: x.shape})
     return net
+
+
+def onnx_feed(net: Any, x: Any) -> tuple[Any, list[str]]:
+    """``x`` as every backend sees it, and notes: an input the model declares integer (or bool)
+    holds the blob rounded toward zero (``!= 0``), the values onnxruntime is fed in that type;
+    refnet computes on float tensors and would otherwise run on the unrounded blob."""
+    types = net.graph.meta.get("input_types") or {}
+    feeds = dict(x) if isinstance(x, dict) else {net.input_names[0]: x}
+    notes = []
+    for name, v in feeds.items():
+        t = _INTEGER_TYPES.get(int(types.get(name) or 0))
+        if t is not None:
+            a = np.asarray(v)
+            feeds[name] = ((a != 0) if t == "bool" else np.trunc(a)).astype(a.dtype)
+            notes.append(f"input {name!r} is {t}: the blob is rounded toward zero for every backend")
+    return (feeds if isinstance(x, dict) else feeds[net.input_names[0]]), notes
 
 
 class _Tolerant:
