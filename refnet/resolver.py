@@ -20,6 +20,7 @@ above ``refnet/cli/`` (nothing below the command line may import ``refnet.cli``)
 
 from __future__ import annotations
 
+import math
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -227,29 +228,41 @@ def preprocess_for(rm: ResolvedModel, *, scale: float | None = None, size: Seque
 
 def random_input(rm: ResolvedModel, pre: Any, seed: int = 0, shape: Sequence[int] | None = None) -> np.ndarray:
     """A seeded input blob: a random uint8 image through ``pre`` when the input is an image of known
-    size, else uniform [-1, 1) values of ``shape`` / the declared shape (batch 1).
+    size, else uniform [-1, 1) values of ``shape`` / the declared shape (batch 1; an ONNX model's
+    declared batch, its dims being fixed). The memory budget is checked before anything is drawn.
 
     Raises ShapeError (a user error) when no shape can be inferred.
     """
     from refnet.errors import ShapeError
+    from refnet.runtime.budget import check_memory
 
     rng = np.random.default_rng(seed)
     net = rm.net
     declared = net.input_shapes.get(net.input_names[0]) if len(net.input_names) == 1 else None
+    # an ONNX graph is built for its declared (fixed) dims: its batch too, where Caffe/Darknet reshape
+    batch = int(declared[0]) if declared and net.files and net.files[0] == "onnx" and int(declared[0]) > 0 else 1
+
+    def uniform(shp: tuple[int, ...]) -> np.ndarray:  # drawn in float64, then float32: checked before
+        check_memory(math.prod(shp) * (8 + 4), "a random input of " + "x".join(map(str, shp)))
+        return rng.uniform(-1.0, 1.0, shp).astype(np.float32)
+
     if shape is not None:
         shp = tuple(int(d) for d in shape)
         if len(shp) != 4 or min(shp) <= 0:
             raise ShapeError("--input-shape needs four positive numbers", expected="N C H W", got=shp)
-        return rng.uniform(-1.0, 1.0, shp).astype(np.float32)
+        return uniform(shp)
     if pre is not None and pre.size is not None and (declared is None or (len(declared) == 4 and declared[1] in (1, 3)
                                                                         and (declared[1] == 1) == bool(pre.gray))):
         w, h = pre.size
         if pre.layout == "NCWH":
             w, h = h, w
+        check_memory(max(0, int(w)) * max(0, int(h)) * 3 * (1 + 4 * 3 + 1) * batch,
+                     f"a random {int(w)}x{int(h)} image blob" + (f" (batch {batch})" if batch > 1 else ""))
         img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-        return pre.blob(img)
+        x = pre.blob(img)
+        return np.repeat(x, batch, axis=0) if batch > 1 else x
     if declared and all(int(d) > 0 for d in declared):
-        return rng.uniform(-1.0, 1.0, (1,) + tuple(int(d) for d in declared[1:])).astype(np.float32)
+        return uniform((batch,) + tuple(int(d) for d in declared[1:]))
     raise ShapeError(f"cannot infer the input shape of {rm.name}: the model does not declare it and no "
                      "preprocessing size is known; pass --input-shape N C H W (or --size W H)")
 

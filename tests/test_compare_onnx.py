@@ -133,3 +133,28 @@ def test_onnxruntime_refusing_the_model_is_a_note(tmp_path, capsys):
     assert "onnxruntime" in cap.err + cap.out and "failed on this model" in cap.err + cap.out
     assert "IR version" in cap.err + cap.out and "internal error" not in cap.err
 
+
+def test_random_input_has_the_declared_batch_and_is_budgeted(tmp_path, capsys, monkeypatch):
+    """--random on an ONNX model with fixed dims: the blob has the declared batch (2 here; batch 1
+    was refused: 'declared with other fixed dims'), checked against onnxruntime; a declared input
+    over the memory budget is refused before it is drawn."""
+    from onnx import helper as H
+
+    from refnet.cli import main
+
+    w = np.random.default_rng(1).standard_normal((4, 3, 3, 3)).astype(np.float32)
+    p = _small_onnx(tmp_path / "b2.onnx", [H.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])],
+                    [H.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 5, 6, 6])],
+                    [onnx.numpy_helper.from_array(w.repeat(2, axis=1)[:, :5], "w")])
+    js = tmp_path / "r.json"
+    assert main(["compare", str(p), "--backend", "ort", "--random", "--json", str(js)]) == 0, capsys.readouterr()
+    rep = json.loads(js.read_text())["reports"][0]
+    assert tuple(rep["input_shape"]) == (2, 5, 6, 6)
+    assert [r["status"] for r in {c["id"]: c for c in rep["comparisons"]}["onnxruntime"]["rows"]] == ["ok"]
+    big = _small_onnx(tmp_path / "big.onnx", [H.make_node("Relu", ["x"], ["y"])],
+                      [H.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 5, 4000, 4000])])
+    monkeypatch.setenv("REFNET_MEMORY_BUDGET", "100M")
+    capsys.readouterr()
+    assert main(["compare", str(big), "--backend", "ort", "--random"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "a random input of 1x5x4000x4000" in err and "memory budget" in err, err
