@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ResolvedModel", "resolve_model", "check_model_choice", "preprocess_for", "random_input",
-           "IMAGE_EXTS", "image_files"]
+__all__ = ["ResolvedModel", "resolve_model", "check_model_choice", "preprocess_for", "size_input_shape",
+           "random_input", "IMAGE_EXTS", "image_files"]
 
 
 @dataclass
@@ -153,10 +153,17 @@ def _resolve_files(paths: list[str], req: _Request) -> ResolvedModel:
     if suffix == ".cfg" and req.zero_darknet:
         return _zero_darknet(paths[0], name, entry, labels, [], req.quirks)
     if suffix == ".onnx":
+        from refnet.errors import ShapeError
         from refnet.net import Net, load_onnx
 
         shapes = None if req.input_shape is None else tuple(int(d) for d in req.input_shape)
-        net: Net = load_onnx(paths[0], quirks=req.quirks, input_shapes=shapes)
+        try:
+            net: Net = load_onnx(paths[0], quirks=req.quirks, input_shapes=shapes)
+        except ShapeError as e:
+            if shapes is not None or "no fixed shape" not in e.message:
+                raise
+            hint = "; give its shape: --size W H (run, compare) or --input-shape (compare, info)"
+            raise ShapeError(e.message.split("; pass input_shapes")[0] + hint, expected=e.expected, got=e.got) from None
         return ResolvedModel(net, name, entry, labels, [], False, paths)
     return _load(paths, name, entry, labels, [], req.quirks)
 
@@ -224,6 +231,22 @@ def preprocess_for(rm: ResolvedModel, *, scale: float | None = None, size: Seque
     if crop is not None:
         change["crop"] = bool(crop)
     return dataclasses.replace(pre, **change) if change else pre
+
+
+def size_input_shape(files: Sequence[str], size: Sequence[int]) -> tuple[int, ...] | None:
+    """The input shape ``--size W H`` asks for: 1x3xHxW, except that an ONNX file's own fixed batch
+    and channel dims are kept (a grayscale model stays 1-channel); None for a file that is not
+    ONNX (other readers take the blob's shape at run time)."""
+    if not files or Path(files[0]).suffix.lower() != ".onnx":
+        return None
+    from refnet.weights_import.onnx import declared_input_dims
+
+    w, h = int(size[0]), int(size[1])
+    dims = declared_input_dims(files[0])
+    if dims is None or len(dims) != 4:
+        return (1, 3, h, w)
+    fixed = [d if isinstance(d, int) and d > 0 else None for d in dims]
+    return (fixed[0] or 1, fixed[1] or 3, h, w)
 
 
 def random_input(rm: ResolvedModel, pre: Any, seed: int = 0, shape: Sequence[int] | None = None) -> np.ndarray:

@@ -158,3 +158,39 @@ def test_random_input_has_the_declared_batch_and_is_budgeted(tmp_path, capsys, m
     assert main(["compare", str(big), "--backend", "ort", "--random"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "a random input of 1x5x4000x4000" in err and "memory budget" in err, err
+
+
+def test_size_gives_symbolic_onnx_dims_in_run_and_compare(tmp_path, capsys):
+    """--size W H fixes an ONNX model's symbolic H and W and keeps its own fixed channels:
+    `refnet run` ignored --size (the model could not be loaded), and compare asked a 1-channel
+    model for 3 channels. Checked against onnxruntime on cv2's blobFromImage of the same image."""
+    import cv2
+    from onnx import helper as H
+
+    from refnet.cli import main
+
+    rng = np.random.default_rng(2)
+    models = {}
+    for c in (1, 3):
+        models[c] = _small_onnx(tmp_path / f"dyn{c}.onnx", [H.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])],
+                                [H.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", c, "H", "W"])],
+                                [onnx.numpy_helper.from_array(rng.standard_normal((4, c, 3, 3)).astype(np.float32),
+                                                              "w")])
+    assert main(["compare", str(models[1]), "--random", "--size", "32", "16", "--backend", "ort"]) == 0
+    assert "verdict: AGREE" in capsys.readouterr().out
+    image = tmp_path / "img.png"
+    cv2.imwrite(str(image), rng.integers(0, 256, (40, 50, 3), dtype=np.uint8))
+    code = main(["run", str(models[3]), "--image", str(image), "--size", "32", "16", "--scale", "1", "--mean", "0",
+                 "--task", "segment", "--out", str(tmp_path / "seg.png")])
+    out = capsys.readouterr().out
+    assert code == 0 and (tmp_path / "seg.png").is_file(), out
+    blob = cv2.dnn.blobFromImage(cv2.imread(str(image)), 1.0, (32, 16), 0, False)
+    ort = pytest.importorskip("onnxruntime")
+    y = ort.InferenceSession(str(models[3]), providers=["CPUExecutionProvider"]).run(None, {"x": blob})[0]
+    counts = np.bincount(y[0].argmax(0).ravel(), minlength=4) / (16 * 32)
+    for k, f in enumerate(counts):
+        if f > 0:
+            assert f"class {k}" in out and f"{100 * f:.2f}%" in out, (k, f, out)
+    assert main(["run", str(models[3]), "--image", str(image), "--task", "segment"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no fixed shape" in err and "--size W H" in err and "--input-shape" in err, err

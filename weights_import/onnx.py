@@ -31,7 +31,8 @@ from refnet.graph import Graph, Node, output_name
 from refnet.weights_import import onnx_schema as S
 from refnet.weights_import.protobuf import Message, Reader, decode_message
 
-__all__ = ["read_onnx", "parse_model", "tensor_array", "MAX_FILE_BYTES", "MAX_TENSOR_ELEMENTS", "MAX_OPSET"]
+__all__ = ["read_onnx", "parse_model", "tensor_array", "MAX_FILE_BYTES", "MAX_TENSOR_ELEMENTS", "MAX_OPSET",
+           "declared_input_dims"]
 
 #: refuse model files (and external-data files) larger than this
 MAX_FILE_BYTES = 1 << 33
@@ -368,6 +369,20 @@ def _input_shapes(graph: Message, consts: Mapping[str, np.ndarray], given: Mappi
         raise ShapeError(f"input_shapes names {sorted(given)}, which are not graph inputs",
                          expected=names, got=sorted(given))
     return shapes
+
+
+def declared_input_dims(path: str | os.PathLike) -> tuple[int | str | None, ...] | None:
+    """The declared dims of the file's first run-time graph input (an int, a ``dim_param``
+    string or None each), None when it declares none; refnet errors as :func:`read_onnx`."""
+    file = str(path)
+    graph = parse_model(_read_file(path, file), file).get("graph")
+    if graph is None:
+        return None
+    inits = {t.get("name") or "" for t in graph.get("initializer")}
+    for vi in graph.get("input"):
+        if (vi.get("name") or "") not in inits:
+            return _declared_shape(vi)[0]
+    return None
 
 
 def read_onnx(path: str | os.PathLike | None = None, *, data: bytes | None = None, quirks: str = "none",

@@ -39,7 +39,7 @@ def compare_command(args: Any, out: Any = None, err: Any = None) -> int:
     """``refnet compare``: 0 when every input agrees (known cv2 deviations included), 1 when one differs."""
     import tempfile
 
-    from refnet.resolver import image_files, resolve_model
+    from refnet.resolver import image_files, resolve_model, size_input_shape
 
     out = out or sys.stdout
     err = err or sys.stderr
@@ -59,7 +59,8 @@ def compare_command(args: Any, out: Any = None, err: Any = None) -> int:
         args.precision]
     images = image_files(args.image) if args.image else []
     with tempfile.TemporaryDirectory(prefix="refnet-compare-") as wd:  # seeded weights: for this command only
-        shape = args.input_shape or ((1, 3, args.size[1], args.size[0]) if args.size else None)
+        shape = args.input_shape or ((size_input_shape(args.model, args.size) or (1, 3, args.size[1], args.size[0]))
+                                     if args.size else None)
         rm = resolve_model(args.model, args.zoo, quirks=args.quirks, seeded_weights=args.seeded_weights,
                            input_shape=shape, workdir=wd)
         return _compare_inputs(args, rm, images, precisions, out, err)
