@@ -397,7 +397,13 @@ def _reduce_fold(n: N) -> list:
           "ReduceMean": np.mean}[n.op]
     if axes == ():
         return [x.copy()]
-    return [np.asarray(fn(x, axis=axes, keepdims=bool(n.a("keepdims", 1)))).astype(x.dtype)]
+    kw = {}
+    if n.op in ("ReduceMin", "ReduceMax"):  # the identity: an empty set reduces to +-inf (the type's bound)
+        big = n.op == "ReduceMin"
+        kw["initial"] = (big if x.dtype.kind == "b" else
+                         (np.iinfo(x.dtype).max if big else np.iinfo(x.dtype).min) if x.dtype.kind in "iu" else
+                         (np.inf if big else -np.inf))
+    return [np.asarray(fn(x, axis=axes, keepdims=bool(n.a("keepdims", 1)), **kw)).astype(x.dtype)]
 
 
 # ---- shape rules shared by folding and run-time layers --------------------------------------------

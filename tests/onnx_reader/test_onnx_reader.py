@@ -196,3 +196,17 @@ def test_an_opset_newer_than_released_is_refused_naming_it(tmp_path):
     p = _save(tmp_path, nodes, [_vi("x", [2])], [_vi("y", None)], opset=99, name="future.onnx")
     with pytest.raises(ModelFormatError, match="opset version 99"):  # not run with opset 28's rules
         refnet.load_onnx(p)
+
+
+@pytest.mark.parametrize("op,want", [("ReduceMax", -np.inf), ("ReduceMin", np.inf)])
+def test_folded_min_max_of_an_empty_set_is_the_identity(tmp_path, op, want):
+    """ReduceMax/ReduceMin over an empty axis of a constant (folded at load) is -inf/+inf, as at
+    run time and in onnx's test_reduce_max_empty_set; the fold raised numpy's 'zero-size array'."""
+    nodes = [H.make_node(op, ["c", "axes"], ["r"], keepdims=1), H.make_node("Add", ["x", "r"], ["y"])]
+    p = _save(tmp_path, nodes, [_vi("x", [2, 1, 4])], [_vi("y", None)],
+              [NH.from_array(np.zeros((2, 0, 4), np.float32), "c"), NH.from_array(np.array([1], np.int64), "axes")],
+              opset=18)
+    x = np.ones((2, 1, 4), np.float32)
+    y = refnet.load_onnx(p).forward(x, precision="float64")["y"]
+    np.testing.assert_array_equal(y, np.full((2, 1, 4), want))
+    np.testing.assert_array_equal(_ort(p, {"x": x})[0], np.full((2, 1, 4), want, np.float32))
