@@ -160,6 +160,9 @@ def _resolve_files(paths: list[str], req: _Request) -> ResolvedModel:
         try:
             net: Net = load_onnx(paths[0], quirks=req.quirks, input_shapes=shapes)
         except ShapeError as e:
+            if "pass input_shapes as a dict" in e.message:  # several inputs; one shape on the command line
+                raise ShapeError(e.message.split("; pass")[0] + "; the command line feeds one blob: use the "
+                                 "Python API, load_onnx(path, input_shapes={name: shape, ...})") from None
             if shapes is not None or "no fixed shape" not in e.message:
                 raise
             hint = "; give its shape: --size W H (run, compare) or --input-shape (compare, info)"
@@ -249,6 +252,15 @@ def size_input_shape(files: Sequence[str], size: Sequence[int]) -> tuple[int, ..
     return (fixed[0] or 1, fixed[1] or 3, h, w)
 
 
+def onnx_batch(net: Any) -> int:
+    """The batch an ONNX net was built for (its dims are fixed at load, the batch too, where
+    Caffe/Darknet nets reshape to the blob); 1 for other nets."""
+    if not (net.files and net.files[0] == "onnx" and len(net.input_names) == 1):
+        return 1
+    declared = net.input_shapes.get(net.input_names[0])
+    return int(declared[0]) if declared and int(declared[0]) > 0 else 1
+
+
 def random_input(rm: ResolvedModel, pre: Any, seed: int = 0, shape: Sequence[int] | None = None) -> np.ndarray:
     """A seeded input blob: a random uint8 image through ``pre`` when the input is an image of known
     size, else uniform [-1, 1) values of ``shape`` / the declared shape (batch 1; an ONNX model's
@@ -261,9 +273,11 @@ def random_input(rm: ResolvedModel, pre: Any, seed: int = 0, shape: Sequence[int
 
     rng = np.random.default_rng(seed)
     net = rm.net
+    if len(net.input_names) > 1 and net.files and net.files[0] == "onnx":
+        raise ShapeError(f"{rm.name} has {len(net.input_names)} inputs ({', '.join(net.input_names)}); the command "
+                         "line feeds one blob: use the Python API, net.forward({name: array, ...})")
     declared = net.input_shapes.get(net.input_names[0]) if len(net.input_names) == 1 else None
-    # an ONNX graph is built for its declared (fixed) dims: its batch too, where Caffe/Darknet reshape
-    batch = int(declared[0]) if declared and net.files and net.files[0] == "onnx" and int(declared[0]) > 0 else 1
+    batch = onnx_batch(net)
 
     def uniform(shp: tuple[int, ...]) -> np.ndarray:  # drawn in float64, then float32: checked before
         check_memory(math.prod(shp) * (8 + 4), "a random input of " + "x".join(map(str, shp)))

@@ -194,3 +194,42 @@ def test_size_gives_symbolic_onnx_dims_in_run_and_compare(tmp_path, capsys):
     assert main(["run", str(models[3]), "--image", str(image), "--task", "segment"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no fixed shape" in err and "--size W H" in err and "--input-shape" in err, err
+
+
+def test_image_fills_a_fixed_onnx_batch_and_two_inputs_are_named(tmp_path, capsys):
+    """--image on an ONNX model declaring batch 2: the image blob fills both items (it was refused:
+    'declared with other fixed dims'), each item's output checked against onnxruntime on cv2's
+    blobFromImage. A two-input model: one line naming both inputs (it said the model declares no
+    shape, or 'pass input_shapes as a dict')."""
+    import cv2
+    from onnx import helper as H
+
+    from refnet.cli import main
+
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((2, 3, 3, 3)).astype(np.float32)
+    p = _small_onnx(tmp_path / "b2.onnx", [H.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])],
+                    [H.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 3, 12, 16])],
+                    [onnx.numpy_helper.from_array(w, "w")])
+    image = tmp_path / "img.png"
+    cv2.imwrite(str(image), rng.integers(0, 256, (30, 20, 3), dtype=np.uint8))
+    js = tmp_path / "r.json"
+    args = ["compare", str(p), "--image", str(image), "--scale", "0.01", "--backend", "ort", "--json", str(js)]
+    assert main(args) == 0, capsys.readouterr()
+    rep = json.loads(js.read_text())["reports"][0]
+    assert tuple(rep["input_shape"]) == (2, 3, 12, 16)
+    assert [r["status"] for r in {c["id"]: c for c in rep["comparisons"]}["onnxruntime"]["rows"]] == ["ok"]
+    import refnet
+
+    blob = cv2.dnn.blobFromImage(cv2.imread(str(image)), 0.01, (16, 12), 0, False)
+    ort = pytest.importorskip("onnxruntime")
+    y1 = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"x": blob.repeat(2, 0)})[0]
+    y = refnet.load_onnx(p).forward(blob.repeat(2, 0), precision="float64")["y"]
+    np.testing.assert_allclose(y, y1, rtol=1e-4, atol=1e-5)
+    two = _small_onnx(tmp_path / "two.onnx", [H.make_node("Add", ["a", "b"], ["y"])],
+                      [H.make_tensor_value_info(n, onnx.TensorProto.FLOAT, [1, 3, 4, 4]) for n in "ab"])
+    capsys.readouterr()
+    for extra in ([], ["--input-shape", "1", "3", "4", "4"]):
+        assert main(["compare", str(two), "--backend", "ort", *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "'a', 'b'" in err.replace("a, b", "'a', 'b'") and "Python API" in err, err

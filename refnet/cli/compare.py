@@ -101,11 +101,14 @@ def _input_blob(args: Any, rm: Any, pre: Any, path: str | None) -> Any:
     """The blob of one input: the image at ``path`` through ``pre``, else the seeded random input."""
     from refnet.errors import ShapeError
     from refnet.pipelines import read_image
-    from refnet.resolver import random_input
+    from refnet.resolver import onnx_batch, random_input
 
     if path is None:
         return random_input(rm, pre if not args.input_shape else None, args.seed, args.input_shape)
     x = pre.blob(read_image(path))
+    batch = onnx_batch(rm.net)
+    if batch > 1 and x.shape[0] == 1:  # an ONNX model's fixed batch: the image in every item
+        x = x.repeat(batch, axis=0)
     if len(rm.net.input_names) == 1:
         want = rm.net.input_shapes.get(rm.net.input_names[0])
         if want and len(want) == 4 and want[1] and x.shape[1] != want[1]:
