@@ -469,7 +469,8 @@ def _flatten_target(n: N, shape: tuple[int, ...]) -> tuple[int, int]:
 
 def _slices(n: N, shape: tuple[int, ...]) -> tuple[slice, ...]:
     """Slice's per-axis windows (opset < 10: attributes; >= 10: inputs with optional steps),
-    clamped as the spec says (to [0, dim] for positive steps, [-1, dim-1] for negative)."""
+    clamped as the spec says: for positive steps start and end to [0, dim]; for negative steps
+    start to [0, dim-1] and end to [-1, dim-1] (-1: up to and including index 0)."""
     if n.opset < 10:
         starts, ends = n.a("starts", ()), n.a("ends", ())
         axes = n.a("axes")
@@ -497,7 +498,7 @@ def _slices(n: N, shape: tuple[int, ...]) -> tuple[slice, ...]:
         if st > 0:
             s, e = min(max(s, 0), d), min(max(e, 0), d)
         else:
-            s, e = min(max(s, -1), d - 1), min(max(e, -1), d - 1)
+            s, e = min(max(s, 0), d - 1), min(max(e, -1), d - 1)
         sl[a] = slice(s, e if e >= 0 else None, int(st))
     return tuple(sl)
 

@@ -210,3 +210,24 @@ def test_folded_min_max_of_an_empty_set_is_the_identity(tmp_path, op, want):
     y = refnet.load_onnx(p).forward(x, precision="float64")["y"]
     np.testing.assert_array_equal(y, np.full((2, 1, 4), want))
     np.testing.assert_array_equal(_ort(p, {"x": x})[0], np.full((2, 1, 4), want, np.float32))
+
+
+@pytest.mark.parametrize("start,end,step,want", [(-7, -7, -2, [0]), (-5, -10, -1, [0]), (-6, -8, -3, [0]),
+                                                 (1, -10, -1, [1, 0]), (9, 0, -2, [3, 1])])
+@pytest.mark.parametrize("folded", [False, True])
+def test_slice_negative_step_clamps_start_to_zero(tmp_path, start, end, step, want, folded):
+    """Negative steps: a start before the axis clamps to 0 (the spec's [0, dim-1]), not to -1,
+    which Python slicing read as the last index. Run time and folded (constant data) alike."""
+    data = np.arange(4, dtype=np.float32)
+    inits = [NH.from_array(np.array([v], np.int64), k) for k, v in (("s", start), ("e", end), ("t", step))]
+    if folded:  # Slice of a constant, then added to the input
+        nodes = [H.make_node("Slice", ["c", "s", "e", "", "t"], ["sl"]), H.make_node("Add", ["x", "sl"], ["y"])]
+        inits.append(NH.from_array(data, "c"))
+        x = np.zeros(len(want), np.float32)
+    else:
+        nodes = [H.make_node("Slice", ["x", "s", "e", "", "t"], ["y"])]
+        x = data
+    p = _save(tmp_path, nodes, [_vi("x", list(x.shape))], [_vi("y", None)], inits)
+    for precision in ("float64", "float32"):
+        np.testing.assert_array_equal(refnet.load_onnx(p).forward(x, precision=precision)["y"], want)
+    np.testing.assert_array_equal(_ort(p, {"x": x})[0], want)
