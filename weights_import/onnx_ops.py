@@ -524,7 +524,7 @@ def _expand_shape(n: N, shape: tuple[int, ...]) -> tuple[int, ...]:
 
 def _reduce_axes(n: N, ndim: int) -> tuple[int, ...] | None:
     """Reduce axes: attribute before opset 18 (ReduceSum: 13), input after; none = all axes,
-    unless noop_with_empty_axes (then the op is the identity, returned as ())."""
+    unless noop_with_empty_axes (then nothing is reduced, returned as ())."""
     until = 13 if n.op == "ReduceSum" else 18
     axes = _axes_input(n, until, 1, ndim)
     if not axes:
@@ -1220,8 +1220,15 @@ def _ints_f(v: Any) -> tuple[float, ...]:
 def Reduce(n: N) -> list:
     xs = n.shape(0)
     axes = _reduce_axes(n, len(xs))
-    if axes == ():
-        return n.emit("identity", [n.rt(0)])
+    if axes == ():  # noop_with_empty_axes: no reduction, but the element-wise part stays (SumSquare: a square)
+        x = n.rt(0)
+        if n.op in ("ReduceL1", "ReduceL2"):
+            return n.emit("abs", [x])
+        if n.op == "ReduceSumSquare":
+            return n.emit("mul", [x, x])
+        if n.op == "ReduceLogSum":
+            return n.emit("log", [x])
+        return n.emit("identity", [x])
     kind = {"ReduceMean": "mean", "ReduceMax": "max", "ReduceMin": "min", "ReduceSum": "sum", "ReduceProd": "prod",
             "ReduceL1": "l1", "ReduceL2": "l2", "ReduceSumSquare": "sum_square", "ReduceLogSum": "log_sum",
             "ReduceLogSumExp": "log_sum_exp"}[n.op]

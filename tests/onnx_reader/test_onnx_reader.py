@@ -231,3 +231,19 @@ def test_slice_negative_step_clamps_start_to_zero(tmp_path, start, end, step, wa
     for precision in ("float64", "float32"):
         np.testing.assert_array_equal(refnet.load_onnx(p).forward(x, precision=precision)["y"], want)
     np.testing.assert_array_equal(_ort(p, {"x": x})[0], want)
+
+
+@pytest.mark.parametrize("op,want", [("ReduceL1", np.abs), ("ReduceL2", np.abs), ("ReduceSumSquare", np.square),
+                                     ("ReduceLogSum", np.log), ("ReduceLogSumExp", lambda v: v),
+                                     ("ReduceMean", lambda v: v)])
+def test_reduce_noop_with_empty_axes_keeps_the_elementwise_part(tmp_path, op, want):
+    """noop_with_empty_axes=1 and no axes: nothing is reduced, but 'other operations will be
+    performed' (the spec: ReduceSumSquare acts as a vanilla Square); refnet returned the input."""
+    p = _save(tmp_path, [H.make_node(op, ["x"], ["y"], noop_with_empty_axes=1)], [_vi("x", [2, 3])],
+              [_vi("y", None)], opset=18)
+    x = np.array([[-2.0, 0.5, 3.0], [1.5, -0.25, 4.0]])
+    if op == "ReduceLogSum":
+        x = np.abs(x)
+    y = refnet.load_onnx(p).forward(x, precision="float64")["y"]
+    np.testing.assert_allclose(y, want(x), rtol=1e-12)
+    np.testing.assert_allclose(_ort(p, {"x": x.astype(np.float32)})[0], want(x), rtol=1e-6)
