@@ -233,3 +233,30 @@ def test_image_fills_a_fixed_onnx_batch_and_two_inputs_are_named(tmp_path, capsy
         assert main(["compare", str(two), "--backend", "ort", *extra]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "'a', 'b'" in err.replace("a, b", "'a', 'b'") and "Python API" in err, err
+
+
+def test_a_float16_model_is_a_note_for_onnxruntime_not_a_differ(tmp_path, capsys):
+    """A float16-input model: onnxruntime computes every layer in float16 (relative steps of
+    ~5e-4, over the 1e-4 tolerance), which is not a deviation to report as DIFFER; it is a note.
+    The float16 weights are checked independently: refnet (widened to float32) equals NumPy."""
+    from onnx import helper as H
+
+    from refnet.cli import main
+
+    w = np.random.default_rng(4).standard_normal((4, 3, 1, 1)).astype(np.float16)
+    p = tmp_path / "h.onnx"
+    g = H.make_graph([H.make_node("Conv", ["x", "w"], ["y"])], "g",
+                     [H.make_tensor_value_info("x", onnx.TensorProto.FLOAT16, [1, 3, 8, 8])],
+                     [H.make_tensor_value_info("y", onnx.TensorProto.FLOAT16, None)],
+                     [onnx.numpy_helper.from_array(w, "w")])
+    m = H.make_model(g, opset_imports=[H.make_opsetid("", 13)])
+    m.ir_version = 8
+    p.write_bytes(m.SerializeToString())
+    code = main(["compare", str(p), "--backend", "ort"])
+    cap = capsys.readouterr()
+    assert code == 0 and "16-bit float" in cap.out + cap.err and "DIFFER" not in cap.out, cap.out + cap.err
+    import refnet
+
+    x = np.random.default_rng(5).uniform(-1, 1, (1, 3, 8, 8))
+    y = refnet.load_onnx(p).forward(x, precision="float64")["y"]
+    np.testing.assert_allclose(y, np.einsum("oc,nchw->nohw", w[:, :, 0, 0].astype(np.float64), x), rtol=1e-12)
