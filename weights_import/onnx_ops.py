@@ -224,6 +224,12 @@ def Cast(n: N) -> list:
             raise n.unsupported(f"cast to data type {code}")
         dt = DTYPES[code] if code not in (10, 16) else np.dtype(np.float32)
     with np.errstate(all="ignore"):
+        if n.op == "Cast" and code == 10:  # float16 values, kept as float32 (as the reader widens them)
+            return [x.astype(np.float16).astype(np.float32)]
+        if n.op == "Cast" and code == 16:
+            from refnet.ops.elementwise import round_bfloat16
+
+            return [round_bfloat16(x)]
         if dt.kind in "iu" and x.dtype.kind == "f":
             x = np.trunc(np.nan_to_num(x))
         return [x.astype(dt)]
@@ -231,8 +237,9 @@ def Cast(n: N) -> list:
 
 @op("Cast", "CastLike")
 def _cast_rt(n: N) -> list:
-    """A cast of a run-time tensor to a float type keeps it (refnet computes in the run precision);
-    other targets round toward zero, as C casts do."""
+    """A cast of a run-time tensor to float/double keeps it (refnet computes in the run precision);
+    to float16/bfloat16 it rounds to that type's values (as onnxruntime does; the value stays in
+    the run precision); to an integer type it rounds toward zero, as C casts do."""
     from refnet.weights_import.onnx_schema import DTYPES
 
     code = int(n.a("to", 1)) if n.op == "Cast" else None
@@ -242,7 +249,9 @@ def _cast_rt(n: N) -> list:
         dt = DTYPES.get(code) if code is not None else None
     if dt is None:
         raise n.unsupported(f"cast to data type {code}")
-    if dt.kind == "f" or code in (10, 16):
+    if code in (10, 16):
+        return n.emit("cast", [n.rt(0)], attrs={"to": "float16" if code != 16 else "bfloat16"})
+    if dt.kind == "f":
         return n.emit("identity", [n.rt(0)])
     if dt.kind == "b":
         return n.emit("cast", [n.rt(0)], attrs={"to": "bool"})

@@ -247,3 +247,30 @@ def test_reduce_noop_with_empty_axes_keeps_the_elementwise_part(tmp_path, op, wa
     y = refnet.load_onnx(p).forward(x, precision="float64")["y"]
     np.testing.assert_allclose(y, want(x), rtol=1e-12)
     np.testing.assert_allclose(_ort(p, {"x": x.astype(np.float32)})[0], want(x), rtol=1e-6)
+
+
+@pytest.mark.parametrize("to", [TP.FLOAT16, TP.BFLOAT16])
+@pytest.mark.parametrize("folded", [False, True])
+def test_cast_to_16_bit_floats_rounds(tmp_path, to, folded):
+    """Cast to float16/bfloat16 and back rounds to that type's values, nearest and ties to even
+    (refnet kept the value: a false DIFFER against onnxruntime in `refnet compare` on
+    mixed-precision graphs). Oracles: NumPy's float16 conversion; bfloat16 worked by hand
+    (7 mantissa bits: steps of 2**-7 at 1); onnxruntime."""
+    x = np.array([1 + 2**-8, 1 + 3 * 2**-8, 1.005, -2.3, 1e-3, 70000.0], np.float32)
+    if to == TP.FLOAT16:
+        with np.errstate(over="ignore"):  # 70000 -> inf
+            want = x.astype(np.float16).astype(np.float32)
+    else:
+        want = np.array([1.0, 1.015625, 1.0078125, -2.296875, 0.00099945068359375, 70144.0], np.float32)
+    cast = [H.make_node("Cast", ["c" if folded else "x"], ["h"], to=to), H.make_node("Cast", ["h"], ["f"], to=TP.FLOAT)]
+    if folded:
+        nodes = cast + [H.make_node("Add", ["x", "f"], ["y"])]
+        p = _save(tmp_path, nodes, [_vi("x", [6])], [_vi("y", None)], [NH.from_array(x, "c")])
+        feed = np.zeros(6, np.float32)
+    else:
+        nodes = cast + [H.make_node("Identity", ["f"], ["y"])]
+        p = _save(tmp_path, nodes, [_vi("x", [6])], [_vi("y", None)])
+        feed = x
+    for precision in ("float64", "float32"):
+        np.testing.assert_array_equal(refnet.load_onnx(p).forward(feed, precision=precision)["y"], want)
+    np.testing.assert_array_equal(_ort(p, {"x": feed})[0], want)
