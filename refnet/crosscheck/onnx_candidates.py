@@ -73,21 +73,32 @@ def onnx_feed(net: Any, x: Any) -> tuple[Any, list[str]]:
 
 class _Tolerant:
     """A backend whose failure (a crash of the cv2 worker, a model it refuses) is a note in the
-    report, not the end of the compare: it then returns no outputs."""
+    report, not the end of the compare: it then returns no outputs. A layer it computes in float16
+    (a float16 model in onnxruntime or cv2 5.x: the tensor comes back float16) is left out with a
+    note, except the ``exact`` tensors (casts: rounding to float16 is their defined result)."""
 
-    def __init__(self, backend: Any, notes: list[str]) -> None:
-        self.backend, self.notes, self.name = backend, notes, backend.name
+    def __init__(self, backend: Any, notes: list[str], exact: frozenset[str] = frozenset()) -> None:
+        self.backend, self.notes, self.name, self.exact, self.half = backend, notes, backend.name, exact, 0
 
     def run(self, model_path: Any, feeds: Any, outputs: Sequence[str]) -> dict[str, np.ndarray]:
         from refnet.crosscheck.onnx_backends import BackendFailure
 
         try:
-            return self.backend.run(model_path, feeds, outputs)
+            got = self.backend.run(model_path, feeds, outputs)
         except (BackendFailure, RuntimeError, ValueError) as e:
             msg = f"{self.name} failed on this model: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
             if msg not in self.notes:
                 self.notes.append(msg)
             return {}
+        half = [k for k, v in got.items() if np.asarray(v).dtype == np.float16 and k not in self.exact]
+        if half:  # computed in float16 (the model's own type): rounding over the tolerances, a DIFFER of nothing
+            self.half += len(half)
+            msg = (f"{self.name} computes layers in float16 (their tensors come back float16, e.g. {half[0]!r}), "
+                   "coarser than compare's tolerances: those layers are not compared")
+            if msg not in self.notes:
+                self.notes.append(msg)
+            got = {k: v for k, v in got.items() if k not in half}
+        return got
 
 
 def onnx_candidates(net: Any, specs: Sequence[str], err: Any) -> tuple[list[Any], list[str]]:
@@ -104,9 +115,10 @@ def onnx_candidates(net: Any, specs: Sequence[str], err: Any) -> tuple[list[Any]
     notes: list[str] = []
     out, used = [], set()
     model = _with_refnet_shapes(net, names) if backends else net.files[1][0]
+    exact = frozenset(t for layer, t in names.items() if net.graph.node(layer).op == "cast")
     for b in backends:
         cid = _backend_id(b.name, used)
-        out.append(Candidate(cid, _Tolerant(b, notes), model, "layers", names, label=b.name))
+        out.append(Candidate(cid, _Tolerant(b, notes, exact), model, "layers", names, label=b.name))
     if not out:
         print("note: no ONNX backend is installed (pip install onnxruntime; cv2@PYTHON for OpenCV 5)", file=err)
     return out, notes
