@@ -57,17 +57,26 @@ def onnx_net_for(net: Any, x: np.ndarray) -> Any:
 
 def onnx_feed(net: Any, x: Any) -> tuple[Any, list[str]]:
     """``x`` as every backend sees it, and notes: an input the model declares integer (or bool)
-    holds the blob rounded toward zero (``!= 0``), the values onnxruntime is fed in that type;
-    refnet computes on float tensors and would otherwise run on the unrounded blob."""
+    holds the blob rounded toward zero (``!= 0``), one declared float16/bfloat16 the blob rounded
+    to that type: the values onnxruntime is fed in that type; refnet computes on float tensors and
+    would otherwise run on the unrounded blob."""
     types = net.graph.meta.get("input_types") or {}
     feeds = dict(x) if isinstance(x, dict) else {net.input_names[0]: x}
     notes = []
     for name, v in feeds.items():
-        t = _INTEGER_TYPES.get(int(types.get(name) or 0))
+        code = int(types.get(name) or 0)
+        t = _INTEGER_TYPES.get(code)
+        a = np.asarray(v)
         if t is not None:
-            a = np.asarray(v)
             feeds[name] = ((a != 0) if t == "bool" else np.trunc(a)).astype(a.dtype)
             notes.append(f"input {name!r} is {t}: the blob is rounded toward zero for every backend")
+        elif code in (10, 16):  # float16 / bfloat16: the values such an input can hold
+            from refnet.ops.elementwise import round_bfloat16
+
+            with np.errstate(over="ignore"):
+                feeds[name] = (a.astype(np.float16) if code == 10 else round_bfloat16(a)).astype(a.dtype)
+            notes.append(f"input {name!r} is {'float16' if code == 10 else 'bfloat16'}: the blob is rounded to it "
+                         "for every backend")
     return (feeds if isinstance(x, dict) else feeds[net.input_names[0]]), notes
 
 
