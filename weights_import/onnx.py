@@ -363,7 +363,8 @@ def _input_shapes(graph: Message, consts: Mapping[str, np.ndarray], given: Mappi
                                  f"input_shapes={{{name!r}: (...)}}", expected="fixed dims", got=dims)
             shp = tuple(int(d) for d in dims)
         if any(d < 0 for d in shp) or math.prod(shp) > MAX_TENSOR_ELEMENTS:
-            raise ShapeError(f"input {name!r} shape {shp} is negative or too large", got=shp)
+            raise ShapeError(f"input {name!r} shape {shp} is negative or too large",
+                             expected=f"dims >= 0 and at most {MAX_TENSOR_ELEMENTS} elements", got=shp)
         shapes[name] = shp
     if given:
         raise ShapeError(f"input_shapes names {sorted(given)}, which are not graph inputs",

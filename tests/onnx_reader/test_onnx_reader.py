@@ -274,3 +274,12 @@ def test_cast_to_16_bit_floats_rounds(tmp_path, to, folded):
     for precision in ("float64", "float32"):
         np.testing.assert_array_equal(refnet.load_onnx(p).forward(feed, precision=precision)["y"], want)
     np.testing.assert_array_equal(_ort(p, {"x": feed})[0], want)
+
+
+def test_a_huge_declared_input_is_refused_saying_the_limit(tmp_path):
+    """A declared 1x3x40000x40000 input (4.8e9 elements) is refused at load, the message giving the
+    limit (it said 'expected None')."""
+    p = _save(tmp_path, [H.make_node("Relu", ["x"], ["y"])], [_vi("x", [1, 3, 40000, 40000])], [_vi("y", None)])
+    with pytest.raises(ShapeError) as e:
+        refnet.load_onnx(p)
+    assert "at most 2147483647 elements" in str(e.value) and "None" not in str(e.value)
