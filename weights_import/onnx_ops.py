@@ -921,8 +921,12 @@ def Conv(n: N) -> list:
 @op("ConvTranspose")
 def ConvTranspose(n: N) -> list:
     """out = stride*(in-1) + output_padding + (k-1)*dilation + 1 - pad_begin - pad_end; with
-    ``output_shape`` the total padding follows from it (split as auto_pad says: SAME_UPPER puts
-    the smaller half first, otherwise the larger half first)."""
+    ``output_shape`` (or auto_pad SAME_*: in*stride) the total padding follows from it, split as
+    the spec writes it (SAME_UPPER: total/2 first, otherwise total - total/2 first; / floors, as
+    in onnx's reference). A negative pad (an output larger than the full one, e.g. a kernel
+    smaller than the stride) adds zero rows there: a pad after the deconvolution. With
+    ``output_shape`` and no auto_pad, such extra rows go at the end (onnx's reference and
+    onnxruntime; the spec's split would put half first)."""
     xs = n.shape(0)
     w = _weight(n, 1, "weights")
     if w.ndim != len(xs):
@@ -940,13 +944,12 @@ def ConvTranspose(n: N) -> list:
     if oshape is not None or auto in ("SAME_UPPER", "SAME_LOWER"):
         target = ([int(v) for v in oshape][-k:] if oshape is not None else [d * s for d, s in zip(xs[2:], strides)])
         total = [f - t for f, t in zip(full, target)]
-        extra = [max(-t, 0) for t in total]  # a larger output than the full one: zero rows at the end
-        total = [max(t, 0) for t in total]
         if auto == "SAME_UPPER":
             pads = [t // 2 for t in total] + [t - t // 2 for t in total]
-        else:
+        elif auto == "SAME_LOWER":
             pads = [t - t // 2 for t in total] + [t // 2 for t in total]
-        outpad = [o + e for o, e in zip(outpad, extra)]
+        else:  # output_shape alone: a larger output than the full one gets its zeros at the end
+            pads = [t - t // 2 if t > 0 else 0 for t in total] + [t // 2 if t > 0 else t for t in total]
     elif auto == "VALID":
         pads = [0] * (2 * k)
     else:
@@ -958,13 +961,18 @@ def ConvTranspose(n: N) -> list:
         strides, dil, outpad, pads = [1] + strides, [1] + dil, [0] + outpad, [0, pads[0], 0, pads[1]]
     attrs = {"stride": tuple(strides), "dilation": tuple(dil), "pad": tuple(pads), "groups": int(n.a("group", 1)),
              "output_padding": tuple(outpad)}
-    if any(p < 0 for p in pads):
-        # output_padding wider than the padding at the end: pad the input of a plain transposed conv
-        neg = [max(-p, 0) for p in pads]
-        pads = [max(p, 0) for p in pads]
-        attrs["pad"] = tuple(pads)
-        attrs["output_padding"] = tuple(o + e for o, e in zip(attrs["output_padding"], neg[2:]))
-    return _emit_conv(n, "deconv", x, one_d, attrs, params)
+    if not any(p < 0 for p in pads):
+        return _emit_conv(n, "deconv", x, one_d, attrs, params)
+    # zero rows/columns beyond the full output (negative pads): a pad after the deconvolution
+    h = len(pads) // 2
+    attrs["pad"] = tuple(max(p, 0) for p in pads)
+    y = n.emit("deconv", [x], name=f"{n.layer}/full", layer=False, attrs=attrs, params=params)[0]
+    pp = ((0, 0), (0, 0)) + tuple((max(-b, 0), max(-e, 0)) for b, e in zip(pads[:h], pads[h:]))
+    if not one_d:
+        return n.emit("pad", [y], attrs={"pads": pp, "mode": "constant", "value": 0.0})
+    y = n.emit("pad", [y], name=f"{n.layer}/2d", layer=False, attrs={"pads": pp, "mode": "constant", "value": 0.0})[0]
+    ys = n.b.shape[y]
+    return n.emit("reshape", [y], attrs={"shape": (ys[0], ys[1], ys[3])})
 
 
 @op("Gemm")

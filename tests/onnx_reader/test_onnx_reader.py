@@ -283,3 +283,30 @@ def test_a_huge_declared_input_is_refused_saying_the_limit(tmp_path):
     with pytest.raises(ShapeError) as e:
         refnet.load_onnx(p)
     assert "at most 2147483647 elements" in str(e.value) and "None" not in str(e.value)
+
+
+@pytest.mark.parametrize("auto_pad,stride,want", [
+    ("SAME_UPPER", 3, [0, 1, 0, 0, 2, 0, 0, 3, 0]),  # total padding 3*2 + 1 - 9 = -2: one zero row each side
+    ("SAME_LOWER", 3, [0, 1, 0, 0, 2, 0, 0, 3, 0]),
+    ("SAME_UPPER", 2, [0, 1, 0, 2, 0, 3]),  # total -1: start -1 // 2 = -1 (onnx's reference floors)
+    ("SAME_LOWER", 2, [1, 0, 2, 0, 3, 0]),  # start -1 - (-1 // 2) = 0, end -1
+])
+def test_convtranspose_same_with_a_kernel_smaller_than_the_stride(tmp_path, auto_pad, stride, want):
+    """auto_pad SAME_*: output = in * stride; when that is larger than the full output (kernel 1,
+    stride 3) the total padding is negative and split as the spec writes it, zero rows at both
+    ends; refnet put every extra row at the end. Hand values; onnx's reference evaluator (2-D)."""
+    from onnx.reference import ReferenceEvaluator
+
+    nodes = [H.make_node("ConvTranspose", ["x", "w"], ["y"], kernel_shape=[1], strides=[stride], auto_pad=auto_pad)]
+    p = _save(tmp_path, nodes, [_vi("x", [1, 1, 3])], [_vi("y", None)],
+              [NH.from_array(np.ones((1, 1, 1), np.float32), "w")], opset=18)
+    x = np.array([[[1.0, 2.0, 3.0]]], np.float32)
+    for precision in ("float64", "float32"):
+        np.testing.assert_array_equal(refnet.load_onnx(p).forward(x, precision=precision)["y"].ravel(), want)
+    w2 = np.random.default_rng(8).standard_normal((2, 3, 1, 2)).astype(np.float32)
+    node = H.make_node("ConvTranspose", ["x", "w"], ["y"], kernel_shape=[1, 2], strides=[stride, 3], auto_pad=auto_pad)
+    p2 = _save(tmp_path, [node], [_vi("x", [1, 2, 3, 4])], [_vi("y", None)], [NH.from_array(w2, "w")], opset=18,
+               name="m2.onnx")
+    x2 = np.random.default_rng(9).standard_normal((1, 2, 3, 4)).astype(np.float32)
+    ref = ReferenceEvaluator(onnx.load(str(p2))).run(None, {"x": x2})[0]
+    np.testing.assert_allclose(refnet.load_onnx(p2).forward(x2, precision="float64")["y"], ref, rtol=1e-5, atol=1e-6)
