@@ -20,6 +20,7 @@ above ``refnet/cli/`` (nothing below the command line may import ``refnet.cli``)
 
 from __future__ import annotations
 
+import math
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ResolvedModel", "resolve_model", "check_model_choice", "preprocess_for", "random_input",
-           "IMAGE_EXTS", "image_files"]
+__all__ = ["ResolvedModel", "resolve_model", "check_model_choice", "preprocess_for", "size_input_shape",
+           "random_input", "IMAGE_EXTS", "image_files"]
 
 
 @dataclass
@@ -152,10 +153,20 @@ def _resolve_files(paths: list[str], req: _Request) -> ResolvedModel:
     if suffix == ".cfg" and req.zero_darknet:
         return _zero_darknet(paths[0], name, entry, labels, [], req.quirks)
     if suffix == ".onnx":
+        from refnet.errors import ShapeError
         from refnet.net import Net, load_onnx
 
         shapes = None if req.input_shape is None else tuple(int(d) for d in req.input_shape)
-        net: Net = load_onnx(paths[0], quirks=req.quirks, input_shapes=shapes)
+        try:
+            net: Net = load_onnx(paths[0], quirks=req.quirks, input_shapes=shapes)
+        except ShapeError as e:
+            if "pass input_shapes as a dict" in e.message:  # several inputs; one shape on the command line
+                raise ShapeError(e.message.split("; pass")[0] + "; the command line feeds one blob: use the "
+                                 "Python API, load_onnx(path, input_shapes={name: shape, ...})") from None
+            if shapes is not None or "no fixed shape" not in e.message:
+                raise
+            hint = "; give its shape: --size W H (run, compare) or --input-shape (compare, info)"
+            raise ShapeError(e.message.split("; pass input_shapes")[0] + hint, expected=e.expected, got=e.got) from None
         return ResolvedModel(net, name, entry, labels, [], False, paths)
     return _load(paths, name, entry, labels, [], req.quirks)
 
@@ -225,31 +236,70 @@ def preprocess_for(rm: ResolvedModel, *, scale: float | None = None, size: Seque
     return dataclasses.replace(pre, **change) if change else pre
 
 
+def size_input_shape(files: Sequence[str], size: Sequence[int]) -> tuple[int, ...] | None:
+    """The input shape ``--size W H`` asks for: 1x3xHxW, except that an ONNX file's own fixed batch
+    and channel dims are kept (a grayscale model stays 1-channel); None for a file that is not
+    ONNX (other readers take the blob's shape at run time)."""
+    if not files or Path(files[0]).suffix.lower() != ".onnx":
+        return None
+    from refnet.weights_import.onnx import declared_input_dims
+
+    w, h = int(size[0]), int(size[1])
+    dims = declared_input_dims(files[0])
+    if dims is None or len(dims) != 4:
+        return (1, 3, h, w)
+    fixed = [d if isinstance(d, int) and d > 0 else None for d in dims]
+    return (fixed[0] or 1, fixed[1] or 3, h, w)
+
+
+def onnx_batch(net: Any) -> int:
+    """The batch an ONNX net was built for (its dims are fixed at load, the batch too, where
+    Caffe/Darknet nets reshape to the blob); 1 for other nets."""
+    if not (net.files and net.files[0] == "onnx" and len(net.input_names) == 1):
+        return 1
+    declared = net.input_shapes.get(net.input_names[0])
+    return int(declared[0]) if declared and int(declared[0]) > 0 else 1
+
+
 def random_input(rm: ResolvedModel, pre: Any, seed: int = 0, shape: Sequence[int] | None = None) -> np.ndarray:
     """A seeded input blob: a random uint8 image through ``pre`` when the input is an image of known
-    size, else uniform [-1, 1) values of ``shape`` / the declared shape (batch 1).
+    size, else uniform [-1, 1) values of ``shape`` / the declared shape (batch 1; an ONNX model's
+    declared batch, its dims being fixed). The memory budget is checked before anything is drawn.
 
     Raises ShapeError (a user error) when no shape can be inferred.
     """
     from refnet.errors import ShapeError
+    from refnet.runtime.budget import check_memory
 
     rng = np.random.default_rng(seed)
     net = rm.net
+    if len(net.input_names) > 1 and net.files and net.files[0] == "onnx":
+        raise ShapeError(f"{rm.name} has {len(net.input_names)} inputs ({', '.join(net.input_names)}); the command "
+                         "line feeds one blob: use the Python API, net.forward({name: array, ...})")
     declared = net.input_shapes.get(net.input_names[0]) if len(net.input_names) == 1 else None
+    batch = onnx_batch(net)
+
+    def uniform(shp: tuple[int, ...]) -> np.ndarray:  # drawn in float64, then float32: checked before
+        check_memory(math.prod(shp) * (8 + 4), "a random input of " + "x".join(map(str, shp)))
+        return rng.uniform(-1.0, 1.0, shp).astype(np.float32)
+
     if shape is not None:
         shp = tuple(int(d) for d in shape)
         if len(shp) != 4 or min(shp) <= 0:
             raise ShapeError("--input-shape needs four positive numbers", expected="N C H W", got=shp)
-        return rng.uniform(-1.0, 1.0, shp).astype(np.float32)
+        return uniform(shp)
     if pre is not None and pre.size is not None and (declared is None or (len(declared) == 4 and declared[1] in (1, 3)
                                                                         and (declared[1] == 1) == bool(pre.gray))):
         w, h = pre.size
         if pre.layout == "NCWH":
             w, h = h, w
+        check_memory(max(0, int(w)) * max(0, int(h)) * 3 * (1 + 4 * 3 + 1) * batch,
+                     f"a random {int(w)}x{int(h)} image blob" + (f" (batch {batch})" if batch > 1 else ""))
         img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-        return pre.blob(img)
+        x = pre.blob(img)
+        return np.repeat(x, batch, axis=0) if batch > 1 else x
     if declared and all(int(d) > 0 for d in declared):
-        return rng.uniform(-1.0, 1.0, (1,) + tuple(int(d) for d in declared[1:])).astype(np.float32)
+        return uniform((batch,) + tuple(int(d) for d in declared[1:]))
     raise ShapeError(f"cannot infer the input shape of {rm.name}: the model does not declare it and no "
                      "preprocessing size is known; pass --input-shape N C H W (or --size W H)")
 

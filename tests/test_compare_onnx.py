@@ -80,3 +80,221 @@ def test_a_wrong_backend_layer_is_caught_by_its_local_error(models):
     assert rep.verdict_code == "differ" and rep.verdict_at == (victim, "onnxruntime"), rep.verdict
     rows = {r.layer: r for r in rep.comparisons["onnxruntime"].rows}  # (the Report object: a dict by id)
     assert rows[victim].local_max_rel > 5e-4
+
+
+def _small_onnx(path, nodes, inputs, inits=(), opset=13, ir_version=8):
+    from onnx import helper as H
+
+    g = H.make_graph(nodes, "g", inputs, [H.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+                     initializer=list(inits))
+    m = H.make_model(g, opset_imports=[H.make_opsetid("", opset)])
+    m.ir_version = ir_version
+    path.write_bytes(m.SerializeToString())
+    return path
+
+
+@pytest.mark.parametrize("elem", ["INT64", "DOUBLE"])
+def test_onnxruntime_gets_the_input_in_its_declared_type(tmp_path, capsys, elem):
+    """A model whose input is int64 or double: the float32 blob is fed to onnxruntime in that type
+    (it refused a float32 feed: an 'internal error', exit 3). The values are the blob's, cast as
+    the graph's own Cast does."""
+    from onnx import helper as H
+
+    from refnet.cli import main
+    from refnet.crosscheck.ort_backend import OrtBackend
+
+    t = getattr(onnx.TensorProto, elem)
+    p = _small_onnx(tmp_path / "m.onnx", [H.make_node("Cast", ["x"], ["xf"], to=onnx.TensorProto.FLOAT),
+                                          H.make_node("Mul", ["xf", "two"], ["y"])],
+                    [H.make_tensor_value_info("x", t, [1, 2, 3])],
+                    [onnx.numpy_helper.from_array(np.array(2.0, np.float32), "two")])
+    x = np.array([[[-2.5, -1.0, 0.4], [1.7, 3.0, 7.9]]], np.float32)
+    got = OrtBackend().run(p, {"x": x}, ["xf", "y"])
+    want = 2 * (np.trunc(x) if elem == "INT64" else x)  # Cast to int64 truncates toward zero
+    np.testing.assert_array_equal(got["y"], want)
+    js = tmp_path / "r.json"
+    assert main(["compare", str(p), "--backend", "ort", "--json", str(js)]) == 0
+    comps = {c["id"]: c for c in json.loads(js.read_text())["reports"][0]["comparisons"]}
+    assert [r["status"] for r in comps["onnxruntime"]["rows"]] == ["ok", "ok"]
+
+
+def test_onnxruntime_refusing_the_model_is_a_note(tmp_path, capsys):
+    """onnxruntime refuses the file (an IR version newer than it reads; refnet reads it): a note
+    in the report and exit 0, not an internal error."""
+    from onnx import helper as H
+
+    from refnet.cli import main
+
+    p = _small_onnx(tmp_path / "m.onnx", [H.make_node("Relu", ["x"], ["y"])],
+                    [H.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])], ir_version=99)
+    code = main(["compare", str(p), "--backend", "ort"])
+    cap = capsys.readouterr()
+    assert code == 0, cap.err
+    assert "onnxruntime" in cap.err + cap.out and "failed on this model" in cap.err + cap.out
+    assert "IR version" in cap.err + cap.out and "internal error" not in cap.err
+
+
+def test_random_input_has_the_declared_batch_and_is_budgeted(tmp_path, capsys, monkeypatch):
+    """--random on an ONNX model with fixed dims: the blob has the declared batch (2 here; batch 1
+    was refused: 'declared with other fixed dims'), checked against onnxruntime; a declared input
+    over the memory budget is refused before it is drawn."""
+    from onnx import helper as H
+
+    from refnet.cli import main
+
+    w = np.random.default_rng(1).standard_normal((4, 3, 3, 3)).astype(np.float32)
+    p = _small_onnx(tmp_path / "b2.onnx", [H.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])],
+                    [H.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 5, 6, 6])],
+                    [onnx.numpy_helper.from_array(w.repeat(2, axis=1)[:, :5], "w")])
+    js = tmp_path / "r.json"
+    assert main(["compare", str(p), "--backend", "ort", "--random", "--json", str(js)]) == 0, capsys.readouterr()
+    rep = json.loads(js.read_text())["reports"][0]
+    assert tuple(rep["input_shape"]) == (2, 5, 6, 6)
+    assert [r["status"] for r in {c["id"]: c for c in rep["comparisons"]}["onnxruntime"]["rows"]] == ["ok"]
+    big = _small_onnx(tmp_path / "big.onnx", [H.make_node("Relu", ["x"], ["y"])],
+                      [H.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 5, 4000, 4000])])
+    monkeypatch.setenv("REFNET_MEMORY_BUDGET", "100M")
+    capsys.readouterr()
+    assert main(["compare", str(big), "--backend", "ort", "--random"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "a random input of 1x5x4000x4000" in err and "memory budget" in err, err
+
+
+def test_size_gives_symbolic_onnx_dims_in_run_and_compare(tmp_path, capsys):
+    """--size W H fixes an ONNX model's symbolic H and W and keeps its own fixed channels:
+    `refnet run` ignored --size (the model could not be loaded), and compare asked a 1-channel
+    model for 3 channels. Checked against onnxruntime on cv2's blobFromImage of the same image."""
+    import cv2
+    from onnx import helper as H
+
+    from refnet.cli import main
+
+    rng = np.random.default_rng(2)
+    models = {}
+    for c in (1, 3):
+        models[c] = _small_onnx(tmp_path / f"dyn{c}.onnx", [H.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])],
+                                [H.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", c, "H", "W"])],
+                                [onnx.numpy_helper.from_array(rng.standard_normal((4, c, 3, 3)).astype(np.float32),
+                                                              "w")])
+    assert main(["compare", str(models[1]), "--random", "--size", "32", "16", "--backend", "ort"]) == 0
+    assert "verdict: AGREE" in capsys.readouterr().out
+    image = tmp_path / "img.png"
+    cv2.imwrite(str(image), rng.integers(0, 256, (40, 50, 3), dtype=np.uint8))
+    code = main(["run", str(models[3]), "--image", str(image), "--size", "32", "16", "--scale", "1", "--mean", "0",
+                 "--task", "segment", "--out", str(tmp_path / "seg.png")])
+    out = capsys.readouterr().out
+    assert code == 0 and (tmp_path / "seg.png").is_file(), out
+    blob = cv2.dnn.blobFromImage(cv2.imread(str(image)), 1.0, (32, 16), 0, False)
+    ort = pytest.importorskip("onnxruntime")
+    y = ort.InferenceSession(str(models[3]), providers=["CPUExecutionProvider"]).run(None, {"x": blob})[0]
+    counts = np.bincount(y[0].argmax(0).ravel(), minlength=4) / (16 * 32)
+    for k, f in enumerate(counts):
+        if f > 0:
+            assert f"class {k}" in out and f"{100 * f:.2f}%" in out, (k, f, out)
+    assert main(["run", str(models[3]), "--image", str(image), "--task", "segment"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no fixed shape" in err and "--size W H" in err and "--input-shape" in err, err
+
+
+def test_image_fills_a_fixed_onnx_batch_and_two_inputs_are_named(tmp_path, capsys):
+    """--image on an ONNX model declaring batch 2: the image blob fills both items (it was refused:
+    'declared with other fixed dims'), each item's output checked against onnxruntime on cv2's
+    blobFromImage. A two-input model: one line naming both inputs (it said the model declares no
+    shape, or 'pass input_shapes as a dict')."""
+    import cv2
+    from onnx import helper as H
+
+    from refnet.cli import main
+
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((2, 3, 3, 3)).astype(np.float32)
+    p = _small_onnx(tmp_path / "b2.onnx", [H.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])],
+                    [H.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 3, 12, 16])],
+                    [onnx.numpy_helper.from_array(w, "w")])
+    image = tmp_path / "img.png"
+    cv2.imwrite(str(image), rng.integers(0, 256, (30, 20, 3), dtype=np.uint8))
+    js = tmp_path / "r.json"
+    args = ["compare", str(p), "--image", str(image), "--scale", "0.01", "--backend", "ort", "--json", str(js)]
+    assert main(args) == 0, capsys.readouterr()
+    rep = json.loads(js.read_text())["reports"][0]
+    assert tuple(rep["input_shape"]) == (2, 3, 12, 16)
+    assert [r["status"] for r in {c["id"]: c for c in rep["comparisons"]}["onnxruntime"]["rows"]] == ["ok"]
+    import refnet
+
+    blob = cv2.dnn.blobFromImage(cv2.imread(str(image)), 0.01, (16, 12), 0, False)
+    ort = pytest.importorskip("onnxruntime")
+    y1 = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"x": blob.repeat(2, 0)})[0]
+    y = refnet.load_onnx(p).forward(blob.repeat(2, 0), precision="float64")["y"]
+    np.testing.assert_allclose(y, y1, rtol=1e-4, atol=1e-5)
+    two = _small_onnx(tmp_path / "two.onnx", [H.make_node("Add", ["a", "b"], ["y"])],
+                      [H.make_tensor_value_info(n, onnx.TensorProto.FLOAT, [1, 3, 4, 4]) for n in "ab"])
+    capsys.readouterr()
+    for extra in ([], ["--input-shape", "1", "3", "4", "4"]):
+        assert main(["compare", str(two), "--backend", "ort", *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "'a', 'b'" in err.replace("a, b", "'a', 'b'") and "Python API" in err, err
+
+
+def test_a_float16_model_is_a_note_for_onnxruntime_not_a_differ(tmp_path, capsys):
+    """A float16 model: onnxruntime computes its layers in float16 (relative steps of ~5e-4, over
+    the 1e-4 tolerance; they come back float16), which is not a deviation to report as DIFFER:
+    those layers are left out with a note. A Cast to FLOAT16 keeps its rows (its float16 result
+    is defined exactly; refnet rounds the same way). The float16 weights are checked independently:
+    refnet (widened to float32) equals NumPy."""
+    from onnx import helper as H
+
+    from refnet.cli import main
+
+    w = np.random.default_rng(4).standard_normal((4, 3, 1, 1)).astype(np.float16)
+    p = tmp_path / "h.onnx"
+    g = H.make_graph([H.make_node("Conv", ["x", "w"], ["y"])], "g",
+                     [H.make_tensor_value_info("x", onnx.TensorProto.FLOAT16, [1, 3, 8, 8])],
+                     [H.make_tensor_value_info("y", onnx.TensorProto.FLOAT16, None)],
+                     [onnx.numpy_helper.from_array(w, "w")])
+    m = H.make_model(g, opset_imports=[H.make_opsetid("", 13)])
+    m.ir_version = 8
+    p.write_bytes(m.SerializeToString())
+    code = main(["compare", str(p), "--backend", "ort"])
+    cap = capsys.readouterr()
+    assert code == 0 and "computes layers in float16" in cap.out + cap.err and "DIFFER" not in cap.out, (
+        cap.out + cap.err)
+    cast = _small_onnx(tmp_path / "c.onnx", [H.make_node("Cast", ["x"], ["h"], to=onnx.TensorProto.FLOAT16),
+                                             H.make_node("Cast", ["h"], ["y"], to=onnx.TensorProto.FLOAT)],
+                       [H.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 8, 8])])
+    js = tmp_path / "r.json"
+    assert main(["compare", str(cast), "--backend", "ort", "--random", "--scale", "0.0123", "--json", str(js)]) == 0
+    rows = {c["id"]: c for c in json.loads(js.read_text())["reports"][0]["comparisons"]}["onnxruntime"]["rows"]
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    import refnet
+
+    x = np.random.default_rng(5).uniform(-1, 1, (1, 3, 8, 8))
+    y = refnet.load_onnx(p).forward(x, precision="float64")["y"]
+    np.testing.assert_allclose(y, np.einsum("oc,nchw->nohw", w[:, :, 0, 0].astype(np.float64), x), rtol=1e-12)
+
+
+def test_a_float16_input_is_rounded_for_every_backend(tmp_path, capsys):
+    """A float16 input cast to float32 first: onnxruntime is fed the blob as float16, so every
+    backend (refnet too) gets the blob rounded to float16 (a note says so); unrounded, refnet's
+    first layer differed from onnxruntime's by 2.5e-4: a false DIFFER. Checked against NumPy."""
+    from onnx import helper as H
+
+    from refnet.cli import main
+
+    w = np.random.default_rng(6).standard_normal((4, 3, 1, 1)).astype(np.float32)
+    p = _small_onnx(tmp_path / "m.onnx", [H.make_node("Cast", ["x"], ["xf"], to=onnx.TensorProto.FLOAT),
+                                          H.make_node("Conv", ["xf", "w"], ["y"])],
+                    [H.make_tensor_value_info("x", onnx.TensorProto.FLOAT16, [1, 3, 8, 8])],
+                    [onnx.numpy_helper.from_array(w, "w")])
+    js = tmp_path / "r.json"
+    assert main(["compare", str(p), "--backend", "ort", "--random", "--input-shape", "1", "3", "8", "8",
+                 "--json", str(js)]) == 0
+    cap = capsys.readouterr()
+    assert "is float16: the blob is rounded" in cap.out + cap.err
+    rep = json.loads(js.read_text())["reports"][0]
+    assert [r["status"] for r in {c["id"]: c for c in rep["comparisons"]}["onnxruntime"]["rows"]] == ["ok", "ok"]
+    from refnet.crosscheck.ort_backend import OrtBackend
+
+    x = np.random.default_rng(7).uniform(-1, 1, (1, 3, 8, 8)).astype(np.float32)
+    got = OrtBackend().run(p, {"x": x}, ["y"])["y"]
+    want = np.einsum("oc,nchw->nohw", w[:, :, 0, 0].astype(np.float64), x.astype(np.float16).astype(np.float64))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

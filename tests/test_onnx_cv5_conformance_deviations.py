@@ -1,5 +1,6 @@
 """cv2 5.1's silent wrong results found by the ONNX node conformance run
-(tests/onnx_reader/conformance_backends.py; docs/cv2-deviations.md, section ONNX). Each builds a
+(tests/onnx_reader/conformance_backends.py; docs/cv2-deviations.md, section ONNX), and the
+cv2 4.14/5.1 ones found by a random differential run against onnxruntime (last two tests). Each builds a
 single-node ONNX model with onnx.helper from a node test case's inputs, runs it in the cv2@cv5
 worker and in refnet float64, and checks both against the node test's own expected output
 (recomputed with the function the onnx case generator uses)."""
@@ -87,3 +88,54 @@ def test_cv5_training_mode_dropout_returns_the_input(tmp_path, cv5):
     ort = pytest.importorskip("onnxruntime")
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     assert valid_dropout(sess.run(["Y"], {"X": x})[0])
+
+
+@pytest.mark.parametrize("op,want", [("ReduceL1", np.abs), ("ReduceL2", np.abs), ("ReduceSumSquare", np.square),
+                                     ("ReduceLogSum", np.log)])
+def test_cv2_reduce_noop_with_empty_axes_drops_the_elementwise_part(tmp_path, cv5, op, want):
+    """noop_with_empty_axes=1 without axes: no reduction, 'but other operations will be performed'
+    (the spec: ReduceSumSquare acts as a vanilla Square). cv2 4.14 and 5.1 return the input;
+    refnet and onnxruntime give |x|, x*x, log x."""
+    from refnet.crosscheck.cv2_backend import Cv2WorkerBackend
+
+    x = np.array([[[[-2.0, 0.5], [3.0, 1.5]]]], np.float32)
+    if op == "ReduceLogSum":
+        x = np.abs(x)
+    node = h.make_node(op, ["X"], ["Y"], noop_with_empty_axes=1)
+    path = _save(tmp_path, node, x, x.shape, [], 18)
+    expected = want(x.astype(np.float64))
+    ours = refnet.load_onnx(path).forward({"X": x}, outputs=["Y"], precision="float64")["Y"]
+    np.testing.assert_allclose(ours, expected, rtol=1e-12)
+    ort = pytest.importorskip("onnxruntime")
+    np.testing.assert_allclose(ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(["Y"], {"X": x})[0],
+                               expected, rtol=1e-6)
+    for backend in (cv5, Cv2WorkerBackend()):  # cv2 5.1, and this environment's cv2 4.14
+        got = backend.run(path, {"X": x}, ["Y"])["Y"]
+        np.testing.assert_array_equal(got, x)
+        assert not np.allclose(got, expected)
+
+
+def test_cv2_4_cast_to_float16_keeps_the_value(tmp_path):
+    """Cast to FLOAT16 and back: the value rounded to float16 (NumPy's conversion; onnxruntime,
+    refnet and cv2 5.1 agree). cv2 4.14 keeps the float32 value (1 + 2**-12 stays, 70000 is not
+    inf): a mixed-precision graph differs from the spec by up to 2**-11 relative per cast."""
+    from refnet.crosscheck.cv2_backend import Cv2WorkerBackend
+
+    pytest.importorskip("cv2")
+    x = np.array([[1 + 2**-12, 1.0001, 0.1, 70000.0]], np.float32)
+    with np.errstate(over="ignore"):
+        expected = x.astype(np.float16).astype(np.float32)
+    nodes = [h.make_node("Cast", ["X"], ["H"], to=T.FLOAT16), h.make_node("Cast", ["H"], ["Y"], to=T.FLOAT)]
+    io = [h.make_tensor_value_info(n, T.FLOAT, [1, 4]) for n in "XY"]
+    g = h.make_graph(nodes, "t", io[:1], io[1:])
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", 13)])
+    m.ir_version = 9
+    path = str(tmp_path / "m.onnx")
+    onnx.save(m, path)
+    ours = refnet.load_onnx(path).forward({"X": x}, outputs=["Y"], precision="float64")["Y"]
+    np.testing.assert_array_equal(ours, expected)
+    ort = pytest.importorskip("onnxruntime")
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(sess.run(["Y"], {"X": x})[0], expected)
+    got = Cv2WorkerBackend().run(path, {"X": x}, ["Y"])["Y"]
+    np.testing.assert_array_equal(got, x)

@@ -31,7 +31,8 @@ from refnet.graph import Graph, Node, output_name
 from refnet.weights_import import onnx_schema as S
 from refnet.weights_import.protobuf import Message, Reader, decode_message
 
-__all__ = ["read_onnx", "parse_model", "tensor_array", "MAX_FILE_BYTES", "MAX_TENSOR_ELEMENTS"]
+__all__ = ["read_onnx", "parse_model", "tensor_array", "MAX_FILE_BYTES", "MAX_TENSOR_ELEMENTS", "MAX_OPSET",
+           "declared_input_dims"]
 
 #: refuse model files (and external-data files) larger than this
 MAX_FILE_BYTES = 1 << 33
@@ -39,6 +40,8 @@ MAX_FILE_BYTES = 1 << 33
 MAX_TENSOR_ELEMENTS = (1 << 31) - 1
 #: refuse graphs with more nodes than this
 MAX_NODES = 1 << 20
+#: the newest ai.onnx opset refnet reads (onnx 1.23's); a newer one may change an op's rules
+MAX_OPSET = 28
 
 
 # ---- bytes -> ModelProto ----------------------------------------------------------------------
@@ -328,8 +331,10 @@ def _opset(model: Message) -> int:
     if version is None:
         raise model.error("no opset import for the default ONNX domain", "opset_import",
                           expected="an OperatorSetIdProto with domain '' (ai.onnx)")
-    if not 1 <= version <= 10_000:
-        raise model.error(f"opset version {version} is out of range", "opset_import", expected="1 .. 23")
+    if not 1 <= version <= MAX_OPSET:
+        raise model.error(f"opset version {version} is out of range: refnet reads the ai.onnx opsets released "
+                          f"so far (an op's rules may change in a newer one)", "opset_import",
+                          expected=f"1 .. {MAX_OPSET}")
     return version
 
 
@@ -358,12 +363,27 @@ def _input_shapes(graph: Message, consts: Mapping[str, np.ndarray], given: Mappi
                                  f"input_shapes={{{name!r}: (...)}}", expected="fixed dims", got=dims)
             shp = tuple(int(d) for d in dims)
         if any(d < 0 for d in shp) or math.prod(shp) > MAX_TENSOR_ELEMENTS:
-            raise ShapeError(f"input {name!r} shape {shp} is negative or too large", got=shp)
+            raise ShapeError(f"input {name!r} shape {shp} is negative or too large",
+                             expected=f"dims >= 0 and at most {MAX_TENSOR_ELEMENTS} elements", got=shp)
         shapes[name] = shp
     if given:
         raise ShapeError(f"input_shapes names {sorted(given)}, which are not graph inputs",
                          expected=names, got=sorted(given))
     return shapes
+
+
+def declared_input_dims(path: str | os.PathLike) -> tuple[int | str | None, ...] | None:
+    """The declared dims of the file's first run-time graph input (an int, a ``dim_param``
+    string or None each), None when it declares none; refnet errors as :func:`read_onnx`."""
+    file = str(path)
+    graph = parse_model(_read_file(path, file), file).get("graph")
+    if graph is None:
+        return None
+    inits = {t.get("name") or "" for t in graph.get("initializer")}
+    for vi in graph.get("input"):
+        if (vi.get("name") or "") not in inits:
+            return _declared_shape(vi)[0]
+    return None
 
 
 def read_onnx(path: str | os.PathLike | None = None, *, data: bytes | None = None, quirks: str = "none",
@@ -454,5 +474,7 @@ def _build(model: Message, file: str, base: Path | None, quirks: str, input_shap
     return Graph(tuple(b.nodes), tuple(shapes), shapes, layer_names=tuple(b.layers) or (),
                  output_names=tuple(dict.fromkeys(outputs)), framework="onnx", source=file,
                  meta={"tensors": tensors, "opset": opset, "quirks": [], "quirks_mode": quirks,
+                       "input_types": {vi.get("name") or "": _declared_shape(vi)[1] for vi in graph.get("input")
+                                       if (vi.get("name") or "") in shapes},
                        "onnx_outputs": tuple(vi.get("name") or "" for vi in graph.get("output")),
                        "producer": f"{model.get('producer_name') or ''} {model.get('producer_version') or ''}".strip()})

@@ -224,6 +224,12 @@ def Cast(n: N) -> list:
             raise n.unsupported(f"cast to data type {code}")
         dt = DTYPES[code] if code not in (10, 16) else np.dtype(np.float32)
     with np.errstate(all="ignore"):
+        if n.op == "Cast" and code == 10:  # float16 values, kept as float32 (as the reader widens them)
+            return [x.astype(np.float16).astype(np.float32)]
+        if n.op == "Cast" and code == 16:
+            from refnet.ops.elementwise import round_bfloat16
+
+            return [round_bfloat16(x)]
         if dt.kind in "iu" and x.dtype.kind == "f":
             x = np.trunc(np.nan_to_num(x))
         return [x.astype(dt)]
@@ -231,8 +237,9 @@ def Cast(n: N) -> list:
 
 @op("Cast", "CastLike")
 def _cast_rt(n: N) -> list:
-    """A cast of a run-time tensor to a float type keeps it (refnet computes in the run precision);
-    other targets round toward zero, as C casts do."""
+    """A cast of a run-time tensor to float/double keeps it (refnet computes in the run precision);
+    to float16/bfloat16 it rounds to that type's values (as onnxruntime does; the value stays in
+    the run precision); to an integer type it rounds toward zero, as C casts do."""
     from refnet.weights_import.onnx_schema import DTYPES
 
     code = int(n.a("to", 1)) if n.op == "Cast" else None
@@ -242,7 +249,9 @@ def _cast_rt(n: N) -> list:
         dt = DTYPES.get(code) if code is not None else None
     if dt is None:
         raise n.unsupported(f"cast to data type {code}")
-    if dt.kind == "f" or code in (10, 16):
+    if code in (10, 16):
+        return n.emit("cast", [n.rt(0)], attrs={"to": "float16" if code != 16 else "bfloat16"})
+    if dt.kind == "f":
         return n.emit("identity", [n.rt(0)])
     if dt.kind == "b":
         return n.emit("cast", [n.rt(0)], attrs={"to": "bool"})
@@ -308,7 +317,6 @@ for _name, _fn in [("Add", np.add), ("Sub", np.subtract), ("Mul", np.multiply), 
                    ("Equal", np.equal), ("Greater", np.greater), ("Less", np.less),
                    ("GreaterOrEqual", np.greater_equal), ("LessOrEqual", np.less_equal),
                    ("And", np.logical_and), ("Or", np.logical_or), ("Xor", np.logical_xor),
-                   ("Mod", lambda a, b: np.fmod(a, np.where(b == 0, 1, b))),
                    ("Max", _reduce_n(np.maximum)), ("Min", _reduce_n(np.minimum)), ("Sum", _reduce_n(np.add)),
                    ("Mean", lambda *xs: _reduce_n(np.add)(*xs) / len(xs)),
                    ("Where", lambda c, a, b: np.where(c.astype(bool), a, b)),
@@ -316,6 +324,15 @@ for _name, _fn in [("Add", np.add), ("Sub", np.subtract), ("Mul", np.multiply), 
                    ("Ceil", np.ceil), ("Sqrt", np.sqrt), ("Reciprocal", lambda a: 1 / a), ("Sign", np.sign),
                    ("Exp", np.exp), ("Log", np.log), ("Round", np.round)]:
     FOLD[_name] = _bcast_fold(_fn)
+
+
+@fold("Mod")
+def _mod_fold(n: N) -> list:
+    """fmod=0 (the default): the remainder takes the divisor's sign (np.mod; integers, and floats
+    from opset 28); fmod=1: the dividend's sign (C fmod). An integer divisor of 0 gives 0."""
+    fmod = int(n.a("fmod", 0))
+    return _bcast_fold(lambda a, b: (np.fmod if fmod else np.mod)(a, np.where(b == 0, 1, b) if b.dtype.kind in "iub"
+                                                                    else b))(n)
 
 
 @fold("Gather")
@@ -389,7 +406,13 @@ def _reduce_fold(n: N) -> list:
           "ReduceMean": np.mean}[n.op]
     if axes == ():
         return [x.copy()]
-    return [np.asarray(fn(x, axis=axes, keepdims=bool(n.a("keepdims", 1)))).astype(x.dtype)]
+    kw = {}
+    if n.op in ("ReduceMin", "ReduceMax"):  # the identity: an empty set reduces to +-inf (the type's bound)
+        big = n.op == "ReduceMin"
+        kw["initial"] = (big if x.dtype.kind == "b" else
+                         (np.iinfo(x.dtype).max if big else np.iinfo(x.dtype).min) if x.dtype.kind in "iu" else
+                         (np.inf if big else -np.inf))
+    return [np.asarray(fn(x, axis=axes, keepdims=bool(n.a("keepdims", 1)), **kw)).astype(x.dtype)]
 
 
 # ---- shape rules shared by folding and run-time layers --------------------------------------------
@@ -455,7 +478,8 @@ def _flatten_target(n: N, shape: tuple[int, ...]) -> tuple[int, int]:
 
 def _slices(n: N, shape: tuple[int, ...]) -> tuple[slice, ...]:
     """Slice's per-axis windows (opset < 10: attributes; >= 10: inputs with optional steps),
-    clamped as the spec says (to [0, dim] for positive steps, [-1, dim-1] for negative)."""
+    clamped as the spec says: for positive steps start and end to [0, dim]; for negative steps
+    start to [0, dim-1] and end to [-1, dim-1] (-1: up to and including index 0)."""
     if n.opset < 10:
         starts, ends = n.a("starts", ()), n.a("ends", ())
         axes = n.a("axes")
@@ -483,7 +507,7 @@ def _slices(n: N, shape: tuple[int, ...]) -> tuple[slice, ...]:
         if st > 0:
             s, e = min(max(s, 0), d), min(max(e, 0), d)
         else:
-            s, e = min(max(s, -1), d - 1), min(max(e, -1), d - 1)
+            s, e = min(max(s, 0), d - 1), min(max(e, -1), d - 1)
         sl[a] = slice(s, e if e >= 0 else None, int(st))
     return tuple(sl)
 
@@ -509,7 +533,7 @@ def _expand_shape(n: N, shape: tuple[int, ...]) -> tuple[int, ...]:
 
 def _reduce_axes(n: N, ndim: int) -> tuple[int, ...] | None:
     """Reduce axes: attribute before opset 18 (ReduceSum: 13), input after; none = all axes,
-    unless noop_with_empty_axes (then the op is the identity, returned as ())."""
+    unless noop_with_empty_axes (then nothing is reduced, returned as ())."""
     until = 13 if n.op == "ReduceSum" else 18
     axes = _axes_input(n, until, 1, ndim)
     if not axes:
@@ -897,8 +921,12 @@ def Conv(n: N) -> list:
 @op("ConvTranspose")
 def ConvTranspose(n: N) -> list:
     """out = stride*(in-1) + output_padding + (k-1)*dilation + 1 - pad_begin - pad_end; with
-    ``output_shape`` the total padding follows from it (split as auto_pad says: SAME_UPPER puts
-    the smaller half first, otherwise the larger half first)."""
+    ``output_shape`` (or auto_pad SAME_*: in*stride) the total padding follows from it, split as
+    the spec writes it (SAME_UPPER: total/2 first, otherwise total - total/2 first; / floors, as
+    in onnx's reference). A negative pad (an output larger than the full one, e.g. a kernel
+    smaller than the stride) adds zero rows there: a pad after the deconvolution. With
+    ``output_shape`` and no auto_pad, such extra rows go at the end (onnx's reference and
+    onnxruntime; the spec's split would put half first)."""
     xs = n.shape(0)
     w = _weight(n, 1, "weights")
     if w.ndim != len(xs):
@@ -916,13 +944,12 @@ def ConvTranspose(n: N) -> list:
     if oshape is not None or auto in ("SAME_UPPER", "SAME_LOWER"):
         target = ([int(v) for v in oshape][-k:] if oshape is not None else [d * s for d, s in zip(xs[2:], strides)])
         total = [f - t for f, t in zip(full, target)]
-        extra = [max(-t, 0) for t in total]  # a larger output than the full one: zero rows at the end
-        total = [max(t, 0) for t in total]
         if auto == "SAME_UPPER":
             pads = [t // 2 for t in total] + [t - t // 2 for t in total]
-        else:
+        elif auto == "SAME_LOWER":
             pads = [t - t // 2 for t in total] + [t // 2 for t in total]
-        outpad = [o + e for o, e in zip(outpad, extra)]
+        else:  # output_shape alone: a larger output than the full one gets its zeros at the end
+            pads = [t - t // 2 if t > 0 else 0 for t in total] + [t // 2 if t > 0 else t for t in total]
     elif auto == "VALID":
         pads = [0] * (2 * k)
     else:
@@ -934,13 +961,18 @@ def ConvTranspose(n: N) -> list:
         strides, dil, outpad, pads = [1] + strides, [1] + dil, [0] + outpad, [0, pads[0], 0, pads[1]]
     attrs = {"stride": tuple(strides), "dilation": tuple(dil), "pad": tuple(pads), "groups": int(n.a("group", 1)),
              "output_padding": tuple(outpad)}
-    if any(p < 0 for p in pads):
-        # output_padding wider than the padding at the end: pad the input of a plain transposed conv
-        neg = [max(-p, 0) for p in pads]
-        pads = [max(p, 0) for p in pads]
-        attrs["pad"] = tuple(pads)
-        attrs["output_padding"] = tuple(o + e for o, e in zip(attrs["output_padding"], neg[2:]))
-    return _emit_conv(n, "deconv", x, one_d, attrs, params)
+    if not any(p < 0 for p in pads):
+        return _emit_conv(n, "deconv", x, one_d, attrs, params)
+    # zero rows/columns beyond the full output (negative pads): a pad after the deconvolution
+    h = len(pads) // 2
+    attrs["pad"] = tuple(max(p, 0) for p in pads)
+    y = n.emit("deconv", [x], name=f"{n.layer}/full", layer=False, attrs=attrs, params=params)[0]
+    pp = ((0, 0), (0, 0)) + tuple((max(-b, 0), max(-e, 0)) for b, e in zip(pads[:h], pads[h:]))
+    if not one_d:
+        return n.emit("pad", [y], attrs={"pads": pp, "mode": "constant", "value": 0.0})
+    y = n.emit("pad", [y], name=f"{n.layer}/2d", layer=False, attrs={"pads": pp, "mode": "constant", "value": 0.0})[0]
+    ys = n.b.shape[y]
+    return n.emit("reshape", [y], attrs={"shape": (ys[0], ys[1], ys[3])})
 
 
 @op("Gemm")
@@ -1205,8 +1237,15 @@ def _ints_f(v: Any) -> tuple[float, ...]:
 def Reduce(n: N) -> list:
     xs = n.shape(0)
     axes = _reduce_axes(n, len(xs))
-    if axes == ():
-        return n.emit("identity", [n.rt(0)])
+    if axes == ():  # noop_with_empty_axes: no reduction, but the element-wise part stays (SumSquare: a square)
+        x = n.rt(0)
+        if n.op in ("ReduceL1", "ReduceL2"):
+            return n.emit("abs", [x])
+        if n.op == "ReduceSumSquare":
+            return n.emit("mul", [x, x])
+        if n.op == "ReduceLogSum":
+            return n.emit("log", [x])
+        return n.emit("identity", [x])
     kind = {"ReduceMean": "mean", "ReduceMax": "max", "ReduceMin": "min", "ReduceSum": "sum", "ReduceProd": "prod",
             "ReduceL1": "l1", "ReduceL2": "l2", "ReduceSumSquare": "sum_square", "ReduceLogSum": "log_sum",
             "ReduceLogSumExp": "log_sum_exp"}[n.op]

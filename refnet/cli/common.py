@@ -12,7 +12,7 @@ from typing import Any
 
 __all__ = ["MODEL_FILES_HELP", "add_model_args", "CvMeanAction", "cv_mean", "MEAN_NOTE"]
 
-MODEL_FILES_HELP = "model files (.prototxt/.caffemodel, .t7/.net, .cfg/.weights); or use --zoo"
+MODEL_FILES_HELP = "model files (.prototxt/.caffemodel, .t7/.net, .cfg/.weights, .onnx); or use --zoo"
 
 MEAN_NOTE = ("note: --mean {v:g} subtracts {v:g} from the first channel only, as cv2.dnn.blobFromImage(mean={v:g}) "
              "does; give three values (--mean {v:g} {v:g} {v:g}) for all channels")

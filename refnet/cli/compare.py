@@ -39,7 +39,7 @@ def compare_command(args: Any, out: Any = None, err: Any = None) -> int:
     """``refnet compare``: 0 when every input agrees (known cv2 deviations included), 1 when one differs."""
     import tempfile
 
-    from refnet.resolver import image_files, resolve_model
+    from refnet.resolver import image_files, resolve_model, size_input_shape
 
     out = out or sys.stdout
     err = err or sys.stderr
@@ -59,7 +59,8 @@ def compare_command(args: Any, out: Any = None, err: Any = None) -> int:
         args.precision]
     images = image_files(args.image) if args.image else []
     with tempfile.TemporaryDirectory(prefix="refnet-compare-") as wd:  # seeded weights: for this command only
-        shape = args.input_shape or ((1, 3, args.size[1], args.size[0]) if args.size else None)
+        shape = args.input_shape or ((size_input_shape(args.model, args.size) or (1, 3, args.size[1], args.size[0]))
+                                     if args.size else None)
         rm = resolve_model(args.model, args.zoo, quirks=args.quirks, seeded_weights=args.seeded_weights,
                            input_shape=shape, workdir=wd)
         return _compare_inputs(args, rm, images, precisions, out, err)
@@ -100,11 +101,14 @@ def _input_blob(args: Any, rm: Any, pre: Any, path: str | None) -> Any:
     """The blob of one input: the image at ``path`` through ``pre``, else the seeded random input."""
     from refnet.errors import ShapeError
     from refnet.pipelines import read_image
-    from refnet.resolver import random_input
+    from refnet.resolver import onnx_batch, random_input
 
     if path is None:
         return random_input(rm, pre if not args.input_shape else None, args.seed, args.input_shape)
     x = pre.blob(read_image(path))
+    batch = onnx_batch(rm.net)
+    if batch > 1 and x.shape[0] == 1:  # an ONNX model's fixed batch: the image in every item
+        x = x.repeat(batch, axis=0)
     if len(rm.net.input_names) == 1:
         want = rm.net.input_shapes.get(rm.net.input_names[0])
         if want and len(want) == 4 and want[1] and x.shape[1] != want[1]:
@@ -116,7 +120,7 @@ def _input_blob(args: Any, rm: Any, pre: Any, path: str | None) -> Any:
 def _compare_one(args: Any, rm: Any, x: Any, label: str, precisions: tuple[str, ...], many: bool, err: Any) -> Any:
     """:func:`refnet.crosscheck.compare` on one input blob (two-stage feeds and ONNX backends included)."""
     from refnet import two_stage
-    from refnet.crosscheck.onnx_candidates import is_onnx, onnx_candidates, onnx_net_for
+    from refnet.crosscheck.onnx_candidates import is_onnx, onnx_candidates, onnx_feed, onnx_net_for
     from refnet.crosscheck.orchestrator import compare
 
     if two_stage.is_two_stage(rm.net):  # Faster R-CNN / R-FCN: data + im_info [[H, W, 1]]
@@ -124,7 +128,9 @@ def _compare_one(args: Any, rm: Any, x: Any, label: str, precisions: tuple[str, 
     net, extra, onnx_notes = rm.net, {}, []
     if is_onnx(net):
         net = onnx_net_for(net, x)
+        x, feed_notes = onnx_feed(net, x)
         cands, onnx_notes = onnx_candidates(net, getattr(args, "backend", None) or (), err)
+        onnx_notes[:0] = feed_notes
         extra = {"cv2": False, "backends": cands}
     rep = compare(net, x, cv2_fusion=not args.no_fusion, precisions=precisions, model_name=rm.name,
                   task=rm.entry.task if rm.entry is not None else None, labels=rm.labels,

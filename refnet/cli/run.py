@@ -42,7 +42,7 @@ def run_command(args: Any, out: Any = None, err: Any = None) -> int:
 
     from refnet import pipelines
     from refnet.generate import SEEDED_NOTE
-    from refnet.resolver import image_files, resolve_model
+    from refnet.resolver import image_files, resolve_model, size_input_shape
     from refnet.taskcheck import check_task, infer_task
 
     out = out or sys.stdout
@@ -59,7 +59,8 @@ def run_command(args: Any, out: Any = None, err: Any = None) -> int:
     if args.zoo and args.zoo.strip().lower() == "mtcnn":
         return _run_mtcnn(args, images, out)
     with tempfile.TemporaryDirectory(prefix="refnet-run-") as wd:
-        rm = resolve_model(args.model, args.zoo, seeded_weights=args.seeded_weights, workdir=wd)
+        shape = size_input_shape(args.model, args.size) if args.size and not args.zoo else None  # ONNX
+        rm = resolve_model(args.model, args.zoo, seeded_weights=args.seeded_weights, workdir=wd, input_shape=shape)
         for n in rm.notes:
             print(f"note: {n}", file=err)
         task = args.task or (rm.entry.task if rm.entry is not None else None)

@@ -14,7 +14,11 @@ import numpy as np
 
 from refnet.crosscheck import quirks as Q
 
-__all__ = ["select_backends", "is_onnx", "onnx_net_for", "onnx_candidates"]
+__all__ = ["select_backends", "is_onnx", "onnx_net_for", "onnx_feed", "onnx_candidates"]
+
+#: ONNX integer and bool element types (TensorProto.DataType codes)
+_INTEGER_TYPES = {2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64", 9: "bool",
+                  12: "uint32", 13: "uint64"}
 
 
 def select_backends(specs: Sequence[str] | None, *, name_spec: bool = False) -> list[Any]:
@@ -51,23 +55,59 @@ def onnx_net_for(net: Any, x: np.ndarray) -> Any:
     return net
 
 
+def onnx_feed(net: Any, x: Any) -> tuple[Any, list[str]]:
+    """``x`` as every backend sees it, and notes: an input the model declares integer (or bool)
+    holds the blob rounded toward zero (``!= 0``), one declared float16/bfloat16 the blob rounded
+    to that type: the values onnxruntime is fed in that type; refnet computes on float tensors and
+    would otherwise run on the unrounded blob."""
+    types = net.graph.meta.get("input_types") or {}
+    feeds = dict(x) if isinstance(x, dict) else {net.input_names[0]: x}
+    notes = []
+    for name, v in feeds.items():
+        code = int(types.get(name) or 0)
+        t = _INTEGER_TYPES.get(code)
+        a = np.asarray(v)
+        if t is not None:
+            feeds[name] = ((a != 0) if t == "bool" else np.trunc(a)).astype(a.dtype)
+            notes.append(f"input {name!r} is {t}: the blob is rounded toward zero for every backend")
+        elif code in (10, 16):  # float16 / bfloat16: the values such an input can hold
+            from refnet.ops.elementwise import round_bfloat16
+
+            with np.errstate(over="ignore"):
+                feeds[name] = (a.astype(np.float16) if code == 10 else round_bfloat16(a)).astype(a.dtype)
+            notes.append(f"input {name!r} is {'float16' if code == 10 else 'bfloat16'}: the blob is rounded to it "
+                         "for every backend")
+    return (feeds if isinstance(x, dict) else feeds[net.input_names[0]]), notes
+
+
 class _Tolerant:
     """A backend whose failure (a crash of the cv2 worker, a model it refuses) is a note in the
-    report, not the end of the compare: it then returns no outputs."""
+    report, not the end of the compare: it then returns no outputs. A layer it computes in float16
+    (a float16 model in onnxruntime or cv2 5.x: the tensor comes back float16) is left out with a
+    note, except the ``exact`` tensors (casts: rounding to float16 is their defined result)."""
 
-    def __init__(self, backend: Any, notes: list[str]) -> None:
-        self.backend, self.notes, self.name = backend, notes, backend.name
+    def __init__(self, backend: Any, notes: list[str], exact: frozenset[str] = frozenset()) -> None:
+        self.backend, self.notes, self.name, self.exact, self.half = backend, notes, backend.name, exact, 0
 
     def run(self, model_path: Any, feeds: Any, outputs: Sequence[str]) -> dict[str, np.ndarray]:
         from refnet.crosscheck.onnx_backends import BackendFailure
 
         try:
-            return self.backend.run(model_path, feeds, outputs)
+            got = self.backend.run(model_path, feeds, outputs)
         except (BackendFailure, RuntimeError, ValueError) as e:
             msg = f"{self.name} failed on this model: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
             if msg not in self.notes:
                 self.notes.append(msg)
             return {}
+        half = [k for k, v in got.items() if np.asarray(v).dtype == np.float16 and k not in self.exact]
+        if half:  # computed in float16 (the model's own type): rounding over the tolerances, a DIFFER of nothing
+            self.half += len(half)
+            msg = (f"{self.name} computes layers in float16 (their tensors come back float16, e.g. {half[0]!r}), "
+                   "coarser than compare's tolerances: those layers are not compared")
+            if msg not in self.notes:
+                self.notes.append(msg)
+            got = {k: v for k, v in got.items() if k not in half}
+        return got
 
 
 def onnx_candidates(net: Any, specs: Sequence[str], err: Any) -> tuple[list[Any], list[str]]:
@@ -84,9 +124,10 @@ def onnx_candidates(net: Any, specs: Sequence[str], err: Any) -> tuple[list[Any]
     notes: list[str] = []
     out, used = [], set()
     model = _with_refnet_shapes(net, names) if backends else net.files[1][0]
+    exact = frozenset(t for layer, t in names.items() if net.graph.node(layer).op == "cast")
     for b in backends:
         cid = _backend_id(b.name, used)
-        out.append(Candidate(cid, _Tolerant(b, notes), model, "layers", names, label=b.name))
+        out.append(Candidate(cid, _Tolerant(b, notes, exact), model, "layers", names, label=b.name))
     if not out:
         print("note: no ONNX backend is installed (pip install onnxruntime; cv2@PYTHON for OpenCV 5)", file=err)
     return out, notes

@@ -82,11 +82,29 @@ def _constant(node, xs, p, ctx):
 
 @register("cast", shape=same_shape, attrs={"to": None}, kernel=None, no_kernel="one NumPy line")
 def _cast(node, xs, p, ctx):
-    """Cast to an integer (rounding toward zero) or bool type; the value stays in the run dtype."""
+    """Cast to an integer (rounding toward zero), bool, float16 or bfloat16 type (rounded to the
+    nearest value of that type, ties to even); the value stays in the run dtype."""
     x = xs[0]
-    if attrs(node)["to"] == "bool":
+    to = attrs(node)["to"]
+    if to == "bool":
         return (x != 0).astype(x.dtype)
+    if to == "float16":
+        with np.errstate(over="ignore"):
+            return x.astype(np.float16).astype(x.dtype)
+    if to == "bfloat16":
+        return round_bfloat16(x).astype(x.dtype)
     return np.trunc(x)
+
+
+def round_bfloat16(x: np.ndarray) -> np.ndarray:
+    """``x`` rounded to bfloat16 values (the upper 16 bits of its float32, nearest, ties to even;
+    NaN stays NaN), as float32."""
+    with np.errstate(over="ignore"):
+        f = np.ascontiguousarray(x, dtype=np.float32)
+    b = f.view(np.uint32)
+    with np.errstate(over="ignore"):
+        r = ((b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))) & np.uint32(0xFFFF0000)).view(np.float32)
+    return np.where(np.isnan(f), f, r)
 
 
 def _compare(op: str) -> None:

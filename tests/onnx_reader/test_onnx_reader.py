@@ -170,3 +170,143 @@ def test_readnetfromonnx_facade(tmp_path):
     net = dnn.readNetFromONNX(str(p))
     net.setInput(np.array([[0.0, 100.0]], np.float32))
     np.testing.assert_allclose(net.forward(), [[0.5, 1.0]])
+
+
+@pytest.mark.parametrize("fmod,want", [(0, [0, -2, 5, 0, 2, 3]),  # the divisor's sign (Python's %)
+                                       (1, [0, 1, 5, 0, -1, 3])])  # the dividend's sign (C fmod)
+def test_folded_mod_follows_the_fmod_attribute(tmp_path, fmod, want):
+    """Mod on constants (a shape computation) is folded at load: fmod=0, the default, is the
+    remainder with the divisor's sign, not C's fmod (onnx's test_mod_mixed_sign_int64 values)."""
+    a, b = np.array([-4, 7, 5, 4, -7, 8], np.int64), np.array([2, -3, 8, -2, 3, 5], np.int64)
+    nodes = [H.make_node("Mod", ["a", "b"], ["m"], fmod=fmod), H.make_node("Cast", ["m"], ["mf"], to=TP.FLOAT),
+             H.make_node("Add", ["x", "mf"], ["y"])]
+    p = _save(tmp_path, nodes, [_vi("x", [6])], [_vi("y", None)], [NH.from_array(a, "a"), NH.from_array(b, "b")])
+    x = np.zeros(6, np.float32)
+    y = refnet.load_onnx(p).forward(x, precision="float64")["y"]
+    np.testing.assert_array_equal(y, want)
+    np.testing.assert_array_equal(_ort(p, {"x": x})[0], want)
+
+
+def test_an_opset_newer_than_released_is_refused_naming_it(tmp_path):
+    from refnet.weights_import.onnx import MAX_OPSET
+
+    nodes = [H.make_node("Relu", ["x"], ["y"])]
+    p = _save(tmp_path, nodes, [_vi("x", [2])], [_vi("y", None)], opset=MAX_OPSET)
+    assert refnet.load_onnx(p).forward(np.array([-1.0, 2.0]))["y"].tolist() == [0.0, 2.0]
+    p = _save(tmp_path, nodes, [_vi("x", [2])], [_vi("y", None)], opset=99, name="future.onnx")
+    with pytest.raises(ModelFormatError, match="opset version 99"):  # not run with opset 28's rules
+        refnet.load_onnx(p)
+
+
+@pytest.mark.parametrize("op,want", [("ReduceMax", -np.inf), ("ReduceMin", np.inf)])
+def test_folded_min_max_of_an_empty_set_is_the_identity(tmp_path, op, want):
+    """ReduceMax/ReduceMin over an empty axis of a constant (folded at load) is -inf/+inf, as at
+    run time and in onnx's test_reduce_max_empty_set; the fold raised numpy's 'zero-size array'."""
+    nodes = [H.make_node(op, ["c", "axes"], ["r"], keepdims=1), H.make_node("Add", ["x", "r"], ["y"])]
+    p = _save(tmp_path, nodes, [_vi("x", [2, 1, 4])], [_vi("y", None)],
+              [NH.from_array(np.zeros((2, 0, 4), np.float32), "c"), NH.from_array(np.array([1], np.int64), "axes")],
+              opset=18)
+    x = np.ones((2, 1, 4), np.float32)
+    y = refnet.load_onnx(p).forward(x, precision="float64")["y"]
+    np.testing.assert_array_equal(y, np.full((2, 1, 4), want))
+    np.testing.assert_array_equal(_ort(p, {"x": x})[0], np.full((2, 1, 4), want, np.float32))
+
+
+@pytest.mark.parametrize("start,end,step,want", [(-7, -7, -2, [0]), (-5, -10, -1, [0]), (-6, -8, -3, [0]),
+                                                 (1, -10, -1, [1, 0]), (9, 0, -2, [3, 1])])
+@pytest.mark.parametrize("folded", [False, True])
+def test_slice_negative_step_clamps_start_to_zero(tmp_path, start, end, step, want, folded):
+    """Negative steps: a start before the axis clamps to 0 (the spec's [0, dim-1]), not to -1,
+    which Python slicing read as the last index. Run time and folded (constant data) alike."""
+    data = np.arange(4, dtype=np.float32)
+    inits = [NH.from_array(np.array([v], np.int64), k) for k, v in (("s", start), ("e", end), ("t", step))]
+    if folded:  # Slice of a constant, then added to the input
+        nodes = [H.make_node("Slice", ["c", "s", "e", "", "t"], ["sl"]), H.make_node("Add", ["x", "sl"], ["y"])]
+        inits.append(NH.from_array(data, "c"))
+        x = np.zeros(len(want), np.float32)
+    else:
+        nodes = [H.make_node("Slice", ["x", "s", "e", "", "t"], ["y"])]
+        x = data
+    p = _save(tmp_path, nodes, [_vi("x", list(x.shape))], [_vi("y", None)], inits)
+    for precision in ("float64", "float32"):
+        np.testing.assert_array_equal(refnet.load_onnx(p).forward(x, precision=precision)["y"], want)
+    np.testing.assert_array_equal(_ort(p, {"x": x})[0], want)
+
+
+@pytest.mark.parametrize("op,want", [("ReduceL1", np.abs), ("ReduceL2", np.abs), ("ReduceSumSquare", np.square),
+                                     ("ReduceLogSum", np.log), ("ReduceLogSumExp", lambda v: v),
+                                     ("ReduceMean", lambda v: v)])
+def test_reduce_noop_with_empty_axes_keeps_the_elementwise_part(tmp_path, op, want):
+    """noop_with_empty_axes=1 and no axes: nothing is reduced, but 'other operations will be
+    performed' (the spec: ReduceSumSquare acts as a vanilla Square); refnet returned the input."""
+    p = _save(tmp_path, [H.make_node(op, ["x"], ["y"], noop_with_empty_axes=1)], [_vi("x", [2, 3])],
+              [_vi("y", None)], opset=18)
+    x = np.array([[-2.0, 0.5, 3.0], [1.5, -0.25, 4.0]])
+    if op == "ReduceLogSum":
+        x = np.abs(x)
+    y = refnet.load_onnx(p).forward(x, precision="float64")["y"]
+    np.testing.assert_allclose(y, want(x), rtol=1e-12)
+    np.testing.assert_allclose(_ort(p, {"x": x.astype(np.float32)})[0], want(x), rtol=1e-6)
+
+
+@pytest.mark.parametrize("to", [TP.FLOAT16, TP.BFLOAT16])
+@pytest.mark.parametrize("folded", [False, True])
+def test_cast_to_16_bit_floats_rounds(tmp_path, to, folded):
+    """Cast to float16/bfloat16 and back rounds to that type's values, nearest and ties to even
+    (refnet kept the value: a false DIFFER against onnxruntime in `refnet compare` on
+    mixed-precision graphs). Oracles: NumPy's float16 conversion; bfloat16 worked by hand
+    (7 mantissa bits: steps of 2**-7 at 1); onnxruntime."""
+    x = np.array([1 + 2**-8, 1 + 3 * 2**-8, 1.005, -2.3, 1e-3, 70000.0], np.float32)
+    if to == TP.FLOAT16:
+        with np.errstate(over="ignore"):  # 70000 -> inf
+            want = x.astype(np.float16).astype(np.float32)
+    else:
+        want = np.array([1.0, 1.015625, 1.0078125, -2.296875, 0.00099945068359375, 70144.0], np.float32)
+    cast = [H.make_node("Cast", ["c" if folded else "x"], ["h"], to=to), H.make_node("Cast", ["h"], ["f"], to=TP.FLOAT)]
+    if folded:
+        nodes = cast + [H.make_node("Add", ["x", "f"], ["y"])]
+        p = _save(tmp_path, nodes, [_vi("x", [6])], [_vi("y", None)], [NH.from_array(x, "c")])
+        feed = np.zeros(6, np.float32)
+    else:
+        nodes = cast + [H.make_node("Identity", ["f"], ["y"])]
+        p = _save(tmp_path, nodes, [_vi("x", [6])], [_vi("y", None)])
+        feed = x
+    for precision in ("float64", "float32"):
+        np.testing.assert_array_equal(refnet.load_onnx(p).forward(feed, precision=precision)["y"], want)
+    np.testing.assert_array_equal(_ort(p, {"x": feed})[0], want)
+
+
+def test_a_huge_declared_input_is_refused_saying_the_limit(tmp_path):
+    """A declared 1x3x40000x40000 input (4.8e9 elements) is refused at load, the message giving the
+    limit (it said 'expected None')."""
+    p = _save(tmp_path, [H.make_node("Relu", ["x"], ["y"])], [_vi("x", [1, 3, 40000, 40000])], [_vi("y", None)])
+    with pytest.raises(ShapeError) as e:
+        refnet.load_onnx(p)
+    assert "at most 2147483647 elements" in str(e.value) and "None" not in str(e.value)
+
+
+@pytest.mark.parametrize("auto_pad,stride,want", [
+    ("SAME_UPPER", 3, [0, 1, 0, 0, 2, 0, 0, 3, 0]),  # total padding 3*2 + 1 - 9 = -2: one zero row each side
+    ("SAME_LOWER", 3, [0, 1, 0, 0, 2, 0, 0, 3, 0]),
+    ("SAME_UPPER", 2, [0, 1, 0, 2, 0, 3]),  # total -1: start -1 // 2 = -1 (onnx's reference floors)
+    ("SAME_LOWER", 2, [1, 0, 2, 0, 3, 0]),  # start -1 - (-1 // 2) = 0, end -1
+])
+def test_convtranspose_same_with_a_kernel_smaller_than_the_stride(tmp_path, auto_pad, stride, want):
+    """auto_pad SAME_*: output = in * stride; when that is larger than the full output (kernel 1,
+    stride 3) the total padding is negative and split as the spec writes it, zero rows at both
+    ends; refnet put every extra row at the end. Hand values; onnx's reference evaluator (2-D)."""
+    from onnx.reference import ReferenceEvaluator
+
+    nodes = [H.make_node("ConvTranspose", ["x", "w"], ["y"], kernel_shape=[1], strides=[stride], auto_pad=auto_pad)]
+    p = _save(tmp_path, nodes, [_vi("x", [1, 1, 3])], [_vi("y", None)],
+              [NH.from_array(np.ones((1, 1, 1), np.float32), "w")], opset=18)
+    x = np.array([[[1.0, 2.0, 3.0]]], np.float32)
+    for precision in ("float64", "float32"):
+        np.testing.assert_array_equal(refnet.load_onnx(p).forward(x, precision=precision)["y"].ravel(), want)
+    w2 = np.random.default_rng(8).standard_normal((2, 3, 1, 2)).astype(np.float32)
+    node = H.make_node("ConvTranspose", ["x", "w"], ["y"], kernel_shape=[1, 2], strides=[stride, 3], auto_pad=auto_pad)
+    p2 = _save(tmp_path, [node], [_vi("x", [1, 2, 3, 4])], [_vi("y", None)], [NH.from_array(w2, "w")], opset=18,
+               name="m2.onnx")
+    x2 = np.random.default_rng(9).standard_normal((1, 2, 3, 4)).astype(np.float32)
+    ref = ReferenceEvaluator(onnx.load(str(p2))).run(None, {"x": x2})[0]
+    np.testing.assert_allclose(refnet.load_onnx(p2).forward(x2, precision="float64")["y"], ref, rtol=1e-5, atol=1e-6)
