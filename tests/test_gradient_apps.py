@@ -72,6 +72,11 @@ def test_stylize_errors(tmp_path, images_dir):
     assert cli.main(["stylize", "--optimize", img, img, "--model", str(proto), str(model),
                      "--content-layer", "nope", "--steps", "1", "-o", str(tmp_path / "x.png")]) == 2
     assert cli.main(["stylize", "--model", str(proto), str(model)]) == 2
+    # a working size of 0 x 0 used to run at the photo's own size under a "0x0 pixels" header
+    for bad in (["--size", "0", "0"], ["--max-side", "0"]):
+        assert cli.main(["stylize", "--optimize", img, img, "--model", str(proto), str(model), *bad,
+                         "-o", str(tmp_path / "x.png")]) == 2
+    assert not (tmp_path / "x.png").exists()
 
 
 def test_default_layers_recipe(tmp_path):
@@ -124,6 +129,79 @@ def test_transfer_lenet_to_sklearn_digits(models, tmp_path, capsys):
     np.testing.assert_allclose(net.forward(blob)["prob"], cvnet.forward(), atol=1e-5)
 
 
+def _digit_folders(root, n_per_class=4):
+    """Two classes of 28x28 MNIST-like pictures (a vertical bar, a ring) as train/valid folders."""
+    rng = np.random.default_rng(5)
+    for split in ("train", "valid"):
+        for cls in ("bar", "ring"):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(n_per_class):
+                img = np.zeros((28, 28), np.uint8)
+                c = 14 + int(rng.integers(-2, 3))
+                if cls == "bar":
+                    cv2.line(img, (c, 5), (c, 22), 255, 3)
+                else:
+                    cv2.circle(img, (c, 14), 7, 255, 2)
+                cv2.imwrite(str(root / split / cls / f"{i}.png"), img)
+    return root / "train", root / "valid"
+
+
+@pytest.mark.models
+def test_transfer_cut_at_the_backbones_prob_writes_a_loadable_model(models, tmp_path):
+    """Cut at LeNet's own Softmax ``prob``: the head's Softmax used to be written as a second layer
+    ``prob`` with top ``prob``, a prototxt refnet refuses (and cv2 reads ambiguously). Now the head
+    takes fresh names; oracle: cv2.dnn on the written model gives the original LeNet's ``prob`` (as
+    cv2 computes it on the source model) as the backbone blob and refnet's head output."""
+    proto = require_model(models, "lenet_mnist_caffe/lenet.prototxt")
+    model = models / "lenet_mnist_caffe" / "lenet_iter_10000.caffemodel"
+    train, valid = _digit_folders(tmp_path / "d")
+    report = tmp_path / "r.json"
+    assert cli.main(["transfer", str(proto), str(model), "--layer", "prob", "--train", str(train), "--valid",
+                     str(valid), "--steps", "20", "-o", str(tmp_path / "new"), "--json", str(report)]) == 0
+    r = json.loads(report.read_text())
+    assert r["cv2_agree"] == 8
+    net = refnet.load(tmp_path / "new.prototxt", tmp_path / "new.caffemodel")
+    head_out = net.output_names[-1]
+    assert head_out != "prob" and "prob" in net.layer_names
+    blob = cv2.dnn.blobFromImage(cv2.imread(str(next(valid.rglob("*.png"))), cv2.IMREAD_GRAYSCALE), 1 / 256,
+                                 (28, 28))
+    src = cv2.dnn.readNetFromCaffe(str(proto), str(model))
+    src.setInput(blob)
+    cvnew = cv2.dnn.readNetFromCaffe(str(tmp_path / "new.prototxt"), str(tmp_path / "new.caffemodel"))
+    cvnew.setInput(blob)
+    cv_prob, cv_head = cvnew.forward(["prob", head_out])
+    np.testing.assert_allclose(cv_prob, src.forward(), atol=1e-6)
+    out = net.forward(blob, outputs=[head_out])[head_out]
+    np.testing.assert_allclose(out.reshape(cv_head.shape), cv_head, atol=1e-5)
+    assert out.shape[-1] == 2 and float(out.sum()) == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.models
+def test_transfer_refuses_bad_arguments_before_any_work(models, tmp_path, capsys):
+    proto = require_model(models, "lenet_mnist_caffe/lenet.prototxt")
+    model = models / "lenet_mnist_caffe" / "lenet_iter_10000.caffemodel"
+    train, valid = _digit_folders(tmp_path / "d", 2)
+    base = ["transfer", str(proto), str(model), "--layer", "relu1", "--train", str(train), "--valid", str(valid)]
+    for bad, says in ((["--steps", "0"], "--steps"), (["--steps", "-3"], "--steps"), (["--hidden", "-1"], "--hidden"),
+                      (["--weight-decay", "-1"], "--weight-decay"), (["-o", str(tmp_path / "no" / "new")], "no"),
+                      (["--json", str(tmp_path / "no" / "r.json")], "no")):
+        assert cli.main(base + bad) == 2, bad
+        err = capsys.readouterr().err
+        assert err.startswith("refnet: error:") and says in err and err.count("\n") == 1, err
+    # refused before the features were extracted (the cache is written by the extraction)
+    assert not (tmp_path / "d" / ".refnet-features").exists()
+
+
+def test_demo_digits_without_scikit_learn_is_a_user_error(tmp_path, monkeypatch, capsys):
+    import sys
+
+    for mod in ("sklearn", "sklearn.datasets", "sklearn.linear_model", "sklearn.model_selection"):
+        monkeypatch.setitem(sys.modules, mod, None)  # import fails as if not installed
+    assert cli.main(["transfer", "--demo-digits", str(tmp_path / "digits")]) == 2
+    err = capsys.readouterr().err
+    assert "scikit-learn" in err and "refnet[demo]" in err and "internal error" not in err
+
+
 # ---- saliency ------------------------------------------------------------------------------------------------
 @pytest.mark.models
 def test_explain_classification_gradient(models, tmp_path):
@@ -163,6 +241,22 @@ def test_explain_ssd_detection_score(tmp_path, images_dir):
     assert abs(fd - float(np.sum(s.grad * v))) <= TOL["grad_fd"] * abs(fd)
     out = explain.overlay(img, s, (0, 0, img.shape[1], img.shape[0]), "test")
     assert out.shape == img.shape
+
+
+@pytest.mark.models
+def test_explain_refuses_a_class_out_of_range(models, tmp_path, images_dir, capsys):
+    """LeNet has classes 0..9: --class 10 used to end in an internal IndexError (exit 3) and
+    --class -1 silently explained class 9 (numpy's negative index)."""
+    proto = require_model(models, "lenet_mnist_caffe/lenet.prototxt")
+    files = [str(proto), str(models / "lenet_mnist_caffe" / "lenet_iter_10000.caffemodel")]
+    img = str(images_dir / "darknet_dog.jpg")
+    for k in ("10", "-1"):
+        out = tmp_path / f"why{k}.png"
+        assert cli.main(["explain", *files, "--image", img, "--class", k, "-o", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("refnet: error: class") and "out of range" in err
+        assert not out.exists()
+    assert cli.main(["explain", *files, "--image", img, "--class", "9", "-o", str(tmp_path / "ok.png")]) == 0
 
 
 @pytest.mark.models
