@@ -117,8 +117,10 @@ def _cache_key(model_files: Sequence[str], layer: str, pre, paths: Sequence[Path
 def extract_features(net, layer: str, paths: Sequence[Path], pre, *, batch: int = 64, precision: str = "float64",
                      cache_dir: Path | None = None, model_files: Sequence[str] = ()) -> tuple[np.ndarray, bool]:
     """Features at ``layer`` for every image, flattened to ``(N, D)`` (float64); cached in
-    ``cache_dir`` when given. Returns (features, whether they came from the cache)."""
-    import cv2
+    ``cache_dir`` when given. Returns (features, whether they came from the cache). Images are
+    decoded by :func:`refnet.pipelines.read_image` (a picture over the memory budget is refused
+    from its header, before decoding)."""
+    from refnet.pipelines import read_image
 
     key = ""
     if cache_dir is not None:  # the net's own source file(s) too: a zoo model gives no model_files
@@ -131,10 +133,7 @@ def extract_features(net, layer: str, paths: Sequence[Path], pre, *, batch: int 
     for s in range(0, len(paths), batch):
         blobs = []
         for p in paths[s:s + batch]:
-            img = cv2.imread(str(p), cv2.IMREAD_COLOR)
-            if img is None:
-                raise TransferError(f"cannot decode image {p}")
-            blobs.append(pre.blob(img))
+            blobs.append(pre.blob(read_image(p)))
         out = net.forward(np.concatenate(blobs), outputs=[layer], precision=precision)[layer]
         rows.append(np.asarray(out, np.float64).reshape(len(blobs), -1))
     feats = np.concatenate(rows)
@@ -299,12 +298,13 @@ def check_written(proto: Path, model: Path, paths: Sequence[Path], pre, expected
     import cv2
 
     import refnet
+    from refnet.pipelines import read_image
 
     mine = refnet.load(proto, model)
     theirs = cv2.dnn.readNetFromCaffe(str(proto), str(model))
     agree = 0
     for s in range(0, len(paths), 64):
-        blob = np.concatenate([pre.blob(cv2.imread(str(p), cv2.IMREAD_COLOR)) for p in paths[s:s + 64]])
+        blob = np.concatenate([pre.blob(read_image(p)) for p in paths[s:s + 64]])
         blob = blob.astype(np.float32)
         a = mine.forward(blob, outputs=[output], precision=precision)[output].reshape(len(blob), -1).argmax(axis=1)
         theirs.setInput(blob)

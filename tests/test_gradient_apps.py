@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -190,6 +191,25 @@ def test_transfer_refuses_bad_arguments_before_any_work(models, tmp_path, capsys
         assert err.startswith("refnet: error:") and says in err and err.count("\n") == 1, err
     # refused before the features were extracted (the cache is written by the extraction)
     assert not (tmp_path / "d" / ".refnet-features").exists()
+
+
+@pytest.mark.models
+def test_transfer_refuses_an_image_over_the_memory_budget_before_decoding(models, tmp_path, monkeypatch, capsys):
+    """A training picture declaring 12000x12000 pixels (432 MB decoded, a 20 KB file) under a
+    64 MB budget: refused from its header, as `refnet run` does; transfer used to hand it to
+    cv2.imread, which allocated the whole picture first."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parent / "attack"))
+    from cases import png_bytes
+
+    proto = require_model(models, "lenet_mnist_caffe/lenet.prototxt")
+    model = models / "lenet_mnist_caffe" / "lenet_iter_10000.caffemodel"
+    train, valid = _digit_folders(tmp_path / "d", 1)
+    (train / "bar" / "big.png").write_bytes(png_bytes(12000, 12000, rows=50))
+    monkeypatch.setenv("REFNET_MEMORY_BUDGET", "64M")
+    assert cli.main(["transfer", str(proto), str(model), "--layer", "relu1", "--train", str(train),
+                     "--valid", str(valid), "--steps", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "big.png" in err and "12000x12000" in err and "memory budget" in err
 
 
 def test_demo_digits_without_scikit_learn_is_a_user_error(tmp_path, monkeypatch, capsys):
