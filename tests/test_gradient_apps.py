@@ -80,6 +80,25 @@ def test_stylize_errors(tmp_path, images_dir):
     assert not (tmp_path / "x.png").exists()
 
 
+@pytest.mark.models
+def test_stylize_default_size_fits_a_yolo_net(models, tmp_path, images_dir, capsys):
+    """README's yolo-fastest recipe on its photo pair: --max-side 192 of a 500x375 photo is 192x144,
+    which YOLO's route/concat layers cannot take (Darknet wants multiples of 32: 144/2^5 is not
+    whole); that ended in a bare concat shape error. The default working size now moves to the
+    nearest size the net takes, 192x128; an explicit --size the net cannot take is a stylize error."""
+    require_model(models, "yolo_fastest_darknet/yolo-fastest-1.1.cfg")
+    content, style = str(images_dir / "voc2007_000456.jpg"), str(images_dir / "caffe_fish-bike.jpg")
+    out = tmp_path / "y.png"
+    assert cli.main(["stylize", "--optimize", content, style, "--zoo", "yolo-fastest-1.1", "--steps", "1",
+                     "-o", str(out)]) == 0
+    assert "stylize: 192x128 pixels" in capsys.readouterr().out
+    assert cv2.imread(str(out)).shape == (128, 192, 3)
+    assert cli.main(["stylize", "--optimize", content, style, "--zoo", "yolo-fastest-1.1", "--size", "192", "144",
+                     "--steps", "1", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("refnet: error: the model does not take a 192x144 image") and err.count("\n") == 1
+
+
 def test_default_layers_recipe(tmp_path):
     net = refnet.load(*_tiny_net(tmp_path))
     content, styles = gatys.default_layers(net, (1, 3, 24, 32))

@@ -58,13 +58,16 @@ def stylize_command(args: argparse.Namespace) -> int:
         size = (int(args.size[0]), int(args.size[1]))
     else:
         f = min(1.0, args.max_side / max(h0, w0))
-        size = (max(16, int(round(w0 * f))), max(16, int(round(h0 * f))))
+        size = gatys.fit_size(net, (max(16, int(round(w0 * f))), max(16, int(round(h0 * f)))))
     xc = pre.blob(content_img, size).astype(np.float64)
     xs = pre.blob(style_img, size).astype(np.float64)
     if xc.shape[1] != 3:
         raise gatys.StylizeError(f"stylize works on 3-channel inputs; the model's blob has {xc.shape[1]} "
                                  "channel(s)")
-    content_layer, style_layers = gatys.default_layers(net, xc.shape)
+    try:
+        content_layer, style_layers = gatys.default_layers(net, xc.shape)
+    except ShapeError as e:
+        raise gatys.StylizeError(f"the model does not take a {size[0]}x{size[1]} image: {e}") from e
     content_layer = args.content_layer or content_layer
     style_layers = args.style_layers or style_layers
     weights = tuple(args.weights) if args.weights else gatys.DEFAULT_WEIGHTS
