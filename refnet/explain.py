@@ -106,6 +106,9 @@ def saliency(net, blob: np.ndarray, cls: int | None = None, precision: str = "fl
         k = int(np.bincount(amax.reshape(-1)).argmax()) if cls is None else int(cls)
         if k >= val.shape[1]:
             raise ExplainError(f"class {k} out of range: the output has {val.shape[1]} channels")
+        if not np.any(amax == k):  # the score (a sum over no pixel) would be 0 with a zero gradient
+            raise ExplainError(f"class {k} has no pixel in the class map; classes present: "
+                               f"{np.unique(amax).tolist()}")
         g = np.zeros(val.shape)
         g[0, k] = amax == k
         grad = tape.backward({out_name: g}).input

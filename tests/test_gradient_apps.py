@@ -298,6 +298,23 @@ def test_explain_refuses_a_class_out_of_range(models, tmp_path, images_dir, caps
     assert cli.main(["explain", *files, "--image", img, "--class", "9", "-o", str(tmp_path / "ok.png")]) == 0
 
 
+def test_explain_score_map_class_without_pixels(tmp_path):
+    """A 1x1 convolution with zero weights and biases (2, 0, 1): class 0 wins every pixel of the
+    6x5 map, so its score is 2 * 30 = 60; class 2 owns no pixel and used to be 'explained' with a
+    score of 0 and an all-zero map."""
+    from writers.caffe_writer import Layer, NetSpec, write_net
+
+    blobs = [np.zeros((3, 3, 1, 1), np.float32), np.array([2, 0, 1], np.float32)]
+    param = {"convolution_param": {"num_output": 3, "kernel_size": 1}}
+    conv = Layer("score", "Convolution", ["data"], ["score"], param, blobs)
+    net = refnet.load(*write_net(NetSpec([conv], inputs={"data": (1, 3, 5, 6)}, input_style="input_shape"), tmp_path))
+    blob = np.random.default_rng(0).uniform(-1, 1, (1, 3, 5, 6))
+    s = explain.saliency(net, blob, cls=0)
+    assert s.score == pytest.approx(60.0) and s.map.shape == (5, 6)
+    with pytest.raises(explain.ExplainError, match="class 2 has no pixel.*present: \\[0\\]"):
+        explain.saliency(net, blob, cls=2)
+
+
 @pytest.mark.models
 def test_explain_cli_writes_the_picture(models, tmp_path, images_dir):
     out = tmp_path / "face.png"
