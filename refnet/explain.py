@@ -62,7 +62,7 @@ def saliency(net, blob: np.ndarray, cls: int | None = None, precision: str = "fl
     if cls is not None and int(cls) < 0:
         raise ExplainError(f"class {cls} out of range: classes are numbered from 0")
     if len(net.input_names) != 1:
-        raise ExplainError(f"the model has inputs {list(net.input_names)}; explain takes one-input image nets")
+        raise ExplainError(f"the model has inputs {list(net.input_names)}; explain takes a one-input image net")
     out_name = net.output_names[0]
     out_node = net.graph.node(out_name) if out_name in net.layer_names else None
     if out_node is not None and out_node.op == "detection_output":

@@ -231,6 +231,21 @@ def test_transfer_refuses_an_image_over_the_memory_budget_before_decoding(models
     assert "big.png" in err and "12000x12000" in err and "memory budget" in err
 
 
+def test_transfer_and_explain_refuse_a_two_input_net(tmp_path, images_dir, capsys):
+    """Two-input nets (Faster R-CNN's data + im_info) got the Python API's 'pass a dict' message."""
+    p = tmp_path / "two.prototxt"
+    p.write_text('input: "data" input_shape { dim: 1 dim: 3 dim: 8 dim: 8 }\n'
+                 'input: "im_info" input_shape { dim: 1 dim: 3 dim: 8 dim: 8 }\n'
+                 'layer { name: "sum" type: "Eltwise" bottom: "data" bottom: "im_info" top: "sum" }\n')
+    train, valid = _digit_folders(tmp_path / "d", 1)
+    img = str(images_dir / "darknet_dog.jpg")
+    for argv, what in ((["transfer", str(p), "--layer", "sum", "--train", str(train), "--valid", str(valid)],
+                        "transfer"), (["explain", str(p), "--image", img, "-o", str(tmp_path / "e.png")], "explain")):
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert "inputs ['data', 'im_info']" in err and f"{what} takes a one-input" in err, err
+
+
 def test_demo_digits_without_scikit_learn_is_a_user_error(tmp_path, monkeypatch, capsys):
     import sys
 

@@ -153,6 +153,9 @@ def transfer_command(args: argparse.Namespace) -> int:
         if out and not Path(out).resolve().parent.is_dir():
             raise FileNotFoundError(f"cannot write {out}: folder {Path(out).parent} does not exist")
     net, entry, _ = pipelines.resolve_model(args.model, args.zoo)
+    if len(net.input_names) != 1:
+        raise transfer.TransferError(f"the model has inputs {list(net.input_names)}; transfer takes a one-input "
+                                     "image backbone")
     pre = entry.preprocess if entry is not None else pipelines.default_preprocess(net, "classify")
     if args.layer not in net.layer_names:
         raise transfer.TransferError(f"no layer {args.layer!r}; layers are {list(net.layer_names)}")
