@@ -143,6 +143,21 @@ def extract_features(net, layer: str, paths: Sequence[Path], pre, *, batch: int 
     return feats, False
 
 
+def check_feature_memory(net, layer: str, first_image: Path, pre, n_images: int) -> int:
+    """Features per image at ``layer`` (the net's shapes at the blob of ``first_image``); BudgetError
+    before any extraction when the float64 features of ``n_images`` images, held about three times
+    over (the per-batch rows, the joined matrix, its standardised copy for the head), exceed the
+    memory budget."""
+    from refnet.pipelines import read_image
+    from refnet.runtime.budget import check_memory
+
+    shape = pre.blob(read_image(first_image)).shape
+    per = int(np.prod(net.infer_shapes({net.input_names[0]: shape})[layer][1:]))
+    check_memory(3 * 8 * per * int(n_images), f"holding the features at {layer} ({per:,} per image, {n_images} images, "
+                 "float64)", layer=layer)
+    return per
+
+
 # ---- the head ---------------------------------------------------------------------------------------------
 @dataclass
 class Head:

@@ -246,6 +246,25 @@ def test_transfer_and_explain_refuse_a_two_input_net(tmp_path, images_dir, capsy
         assert "inputs ['data', 'im_info']" in err and f"{what} takes a one-input" in err, err
 
 
+@pytest.mark.models
+def test_transfer_refuses_features_over_the_memory_budget_up_front(models, tmp_path, monkeypatch, capsys):
+    """LeNet's conv1 on 28x28 digits: 20 maps of 24x24 (5x5 valid convolution) = 11,520 features
+    per image; 16 images held three times in float64 = 4,423,680 bytes, over a 3 MiB budget. Refused
+    before the extraction (a VGG-style conv layer on a real folder used to run into MemoryError or
+    the OOM killer after minutes)."""
+    proto = require_model(models, "lenet_mnist_caffe/lenet.prototxt")
+    model = models / "lenet_mnist_caffe" / "lenet_iter_10000.caffemodel"
+    train, valid = _digit_folders(tmp_path / "d", 4)
+    monkeypatch.setenv("REFNET_MEMORY_BUDGET", "3M")
+    argv = ["transfer", str(proto), str(model), "--train", str(train), "--valid", str(valid), "--steps", "5"]
+    assert cli.main([*argv, "--layer", "conv1"]) == 2
+    err = capsys.readouterr().err
+    assert "11,520 per image, 16 images" in err and "4.2 MiB (4,423,680 bytes)" in err and "memory budget" in err
+    assert not (tmp_path / "d" / ".refnet-features").exists()
+    monkeypatch.setenv("REFNET_MEMORY_BUDGET", "64M")
+    assert cli.main([*argv, "--layer", "conv1"]) == 0
+
+
 def test_demo_digits_without_scikit_learn_is_a_user_error(tmp_path, monkeypatch, capsys):
     import sys
 

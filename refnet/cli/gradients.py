@@ -165,6 +165,7 @@ def transfer_command(args: argparse.Namespace) -> int:
     if args.out and (net.graph.framework != "caffe" or len(files) != 2):
         raise transfer.TransferError("-o writes a Caffe deploy model: give the backbone as prototxt + "
                                      "caffemodel files")
+    transfer.check_feature_memory(net, args.layer, tr_paths[0], pre, len(tr_paths) + len(va_paths))
     cache = Path(args.cache) if args.cache else Path(args.train).resolve().parent / ".refnet-features"
     xtr, hit_tr = transfer.extract_features(net, args.layer, tr_paths, pre, cache_dir=cache, model_files=files,
                                    precision=args.precision)
