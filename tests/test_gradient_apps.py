@@ -210,6 +210,9 @@ def test_transfer_refuses_bad_arguments_before_any_work(models, tmp_path, capsys
         assert err.startswith("refnet: error:") and says in err and err.count("\n") == 1, err
     # refused before the features were extracted (the cache is written by the extraction)
     assert not (tmp_path / "d" / ".refnet-features").exists()
+    (tmp_path / "file").write_text("")
+    assert cli.main(base + ["--cache", str(tmp_path / "file" / "cache")]) == 2  # a folder under a file
+    assert "cannot use the feature cache folder" in capsys.readouterr().err
 
 
 @pytest.mark.models

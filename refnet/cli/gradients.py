@@ -167,6 +167,10 @@ def transfer_command(args: argparse.Namespace) -> int:
                                      "caffemodel files")
     transfer.check_feature_memory(net, args.layer, tr_paths[0], pre, len(tr_paths) + len(va_paths))
     cache = Path(args.cache) if args.cache else Path(args.train).resolve().parent / ".refnet-features"
+    try:  # before the extraction, not when its result is saved
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise transfer.TransferError(f"cannot use the feature cache folder {cache}: {e.strerror or e}") from e
     xtr, hit_tr = transfer.extract_features(net, args.layer, tr_paths, pre, cache_dir=cache, model_files=files,
                                    precision=args.precision)
     xva, hit_va = transfer.extract_features(net, args.layer, va_paths, pre, cache_dir=cache, model_files=files,
