@@ -265,7 +265,7 @@ def _roi_check(x: np.ndarray, rois: np.ndarray, name: str) -> tuple[np.ndarray, 
     if rois.ndim != 2 and not (rois.ndim == 4 and rois.shape[2:] == (1, 1)):
         raise ShapeError(f"{name} rois must be (R, 5) rows [batch, x1, y1, x2, y2]", expected="(R, 5)",
                          got=rois.shape)
-    rois = rois.reshape(rois.shape[0], -1)
+    rois = rois.reshape(rois.shape[:2])  # (R, 5, 1, 1) -> (R, 5); R may be 0 (no proposal left)
     if rois.shape[1] != 5:
         raise ShapeError(f"{name} rois must be (R, 5) rows [batch, x1, y1, x2, y2]", expected="(R, 5)",
                          got=rois.shape)

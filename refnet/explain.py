@@ -49,6 +49,9 @@ def _class_target(net, out_name: str, outs: dict, cls: int | None) -> tuple[str,
     name = node.inputs[0] if node.op == "softmax" else out_name
     val = outs[out_name]
     k = int(np.argmax(val.reshape(val.shape[0], -1)[0])) if cls is None else int(cls)
+    n = val.reshape(val.shape[0], -1).shape[1]
+    if k >= n:
+        raise ExplainError(f"class {k} out of range: the net has {n} classes (0..{n - 1})")
     return name, val, k, float(val.reshape(val.shape[0], -1)[0, k])
 
 
@@ -56,6 +59,10 @@ def saliency(net, blob: np.ndarray, cls: int | None = None, precision: str = "fl
     """Gradient x input saliency of ``net`` at ``blob`` (module docstring)."""
     from refnet.runtime.backward import Tape
 
+    if cls is not None and int(cls) < 0:
+        raise ExplainError(f"class {cls} out of range: classes are numbered from 0")
+    if len(net.input_names) != 1:
+        raise ExplainError(f"the model has inputs {list(net.input_names)}; explain takes a one-input image net")
     out_name = net.output_names[0]
     out_node = net.graph.node(out_name) if out_name in net.layer_names else None
     if out_node is not None and out_node.op == "detection_output":
@@ -99,6 +106,9 @@ def saliency(net, blob: np.ndarray, cls: int | None = None, precision: str = "fl
         k = int(np.bincount(amax.reshape(-1)).argmax()) if cls is None else int(cls)
         if k >= val.shape[1]:
             raise ExplainError(f"class {k} out of range: the output has {val.shape[1]} channels")
+        if not np.any(amax == k):  # the score (a sum over no pixel) would be 0 with a zero gradient
+            raise ExplainError(f"class {k} has no pixel in the class map; classes present: "
+                               f"{np.unique(amax).tolist()}")
         g = np.zeros(val.shape)
         g[0, k] = amax == k
         grad = tape.backward({out_name: g}).input

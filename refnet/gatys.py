@@ -102,6 +102,23 @@ def load_model(files: Sequence[str], zoo_name: str | None = None, cache: Path | 
     return net, entry, pre
 
 
+def fit_size(net, size: tuple[int, int], channels: int = 3) -> tuple[int, int]:
+    """The working size ``(W, H)`` itself when the net takes it, else the nearest multiple of 8, 16,
+    32 or 64 that it takes (a Darknet YOLO's route/concat layers want multiples of 32, ENet 16), else
+    ``size`` unchanged (the shape error then names the layer)."""
+    from refnet.errors import ShapeError
+
+    name = net.input_names[0]
+    for m in (1, 8, 16, 32, 64):
+        w, h = (max(m, int(round(v / m)) * m) for v in size)
+        try:
+            net.infer_shapes({name: (1, channels, h, w)})
+        except ShapeError:
+            continue
+        return w, h
+    return size
+
+
 def default_layers(net, x_shape: tuple[int, ...]) -> tuple[str, list[str]]:
     """The recipe's content layer and style layers for ``net`` at input ``x_shape`` (module docstring)."""
     names = set(net.layer_names)

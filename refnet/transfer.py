@@ -67,9 +67,14 @@ def write_digits_folders(out: str | os.PathLike, valid_fraction: float = 0.25, s
     centred in a 28x28 black frame as MNIST's digits are; returns the folders and the accuracy of
     a linear classifier (logistic regression) on the raw 8x8 pixels and on the 28x28 images."""
     import cv2
-    from sklearn.datasets import load_digits
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import train_test_split
+
+    try:
+        from sklearn.datasets import load_digits
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.model_selection import train_test_split
+    except ImportError as e:
+        raise TransferError("--demo-digits needs scikit-learn (its bundled digits and the linear baselines): "
+                            "pip install 'refnet[demo]' (or pip install scikit-learn)") from e
 
     d = load_digits()
     idx = np.arange(len(d.target))
@@ -112,8 +117,10 @@ def _cache_key(model_files: Sequence[str], layer: str, pre, paths: Sequence[Path
 def extract_features(net, layer: str, paths: Sequence[Path], pre, *, batch: int = 64, precision: str = "float64",
                      cache_dir: Path | None = None, model_files: Sequence[str] = ()) -> tuple[np.ndarray, bool]:
     """Features at ``layer`` for every image, flattened to ``(N, D)`` (float64); cached in
-    ``cache_dir`` when given. Returns (features, whether they came from the cache)."""
-    import cv2
+    ``cache_dir`` when given. Returns (features, whether they came from the cache). Images are
+    decoded by :func:`refnet.pipelines.read_image` (a picture over the memory budget is refused
+    from its header, before decoding)."""
+    from refnet.pipelines import read_image
 
     key = ""
     if cache_dir is not None:  # the net's own source file(s) too: a zoo model gives no model_files
@@ -126,10 +133,7 @@ def extract_features(net, layer: str, paths: Sequence[Path], pre, *, batch: int 
     for s in range(0, len(paths), batch):
         blobs = []
         for p in paths[s:s + batch]:
-            img = cv2.imread(str(p), cv2.IMREAD_COLOR)
-            if img is None:
-                raise TransferError(f"cannot decode image {p}")
-            blobs.append(pre.blob(img))
+            blobs.append(pre.blob(read_image(p)))
         out = net.forward(np.concatenate(blobs), outputs=[layer], precision=precision)[layer]
         rows.append(np.asarray(out, np.float64).reshape(len(blobs), -1))
     feats = np.concatenate(rows)
@@ -137,6 +141,21 @@ def extract_features(net, layer: str, paths: Sequence[Path], pre, *, batch: int 
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
         np.savez(Path(cache_dir) / f"features-{key}.npz", features=feats)
     return feats, False
+
+
+def check_feature_memory(net, layer: str, first_image: Path, pre, n_images: int) -> int:
+    """Features per image at ``layer`` (the net's shapes at the blob of ``first_image``); BudgetError
+    before any extraction when the float64 features of ``n_images`` images, held about three times
+    over (the per-batch rows, the joined matrix, its standardised copy for the head), exceed the
+    memory budget."""
+    from refnet.pipelines import read_image
+    from refnet.runtime.budget import check_memory
+
+    shape = pre.blob(read_image(first_image)).shape
+    per = int(np.prod(net.infer_shapes({net.input_names[0]: shape})[layer][1:]))
+    check_memory(3 * 8 * per * int(n_images), f"holding the features at {layer} ({per:,} per image, {n_images} images, "
+                 "float64)", layer=layer)
+    return per
 
 
 # ---- the head ---------------------------------------------------------------------------------------------
@@ -232,21 +251,33 @@ def train_head(x: np.ndarray, y: np.ndarray, n_classes: int, *, hidden: int = 0,
     return head
 
 
-def head_layers(head: Head, bottom: str, n_classes: int):
-    """The head as Caffe layers (refnet.caffe_deploy.NewLayer) reading blob ``bottom``."""
+def head_layers(head: Head, bottom: str, n_classes: int, taken: Sequence[str] = ()):
+    """The head as Caffe layers (refnet.caffe_deploy.NewLayer) reading blob ``bottom``; its layer
+    and blob names are :data:`HEAD`'s, with ``_new`` appended while one is in ``taken`` (the kept
+    backbone's layer and blob names: cut at a layer named ``prob``, the head's Softmax must not
+    write the backbone's ``prob`` again). The last layer's top is the head's output."""
     from refnet.caffe_deploy import NewLayer
 
+    used = set(taken)
+
+    def fresh(name: str) -> str:
+        while name in used:
+            name += "_new"
+        used.add(name)
+        return name
+
+    fc1, relu, fc2, prob = (fresh(n) for n in HEAD)
     out = []
     folded = head.folded()
     src = bottom
     for i, (w, b) in enumerate(folded):
-        name = HEAD[0] if i == 0 else HEAD[2]
+        name = fc1 if i == 0 else fc2
         out.append(NewLayer(name, "InnerProduct", f'  bottom: "{src}"\n  top: "{name}"\n'
                             f"  inner_product_param {{ num_output: {w.shape[0]} }}", (w, b)))
         src = name
         if i == 0 and len(folded) == 2:
-            out.append(NewLayer(HEAD[1], "ReLU", f'  bottom: "{name}"\n  top: "{name}"'))
-    out.append(NewLayer(HEAD[3], "Softmax", f'  bottom: "{src}"\n  top: "prob"'))
+            out.append(NewLayer(relu, "ReLU", f'  bottom: "{name}"\n  top: "{name}"'))
+    out.append(NewLayer(prob, "Softmax", f'  bottom: "{src}"\n  top: "{prob}"'))
     return out
 
 
@@ -261,22 +292,37 @@ def top_blob(prototxt: str, layer: str) -> str:
     raise TransferError(f"no layer {layer!r} in {prototxt}")
 
 
+def kept_names(prototxt: str, layer: str) -> set[str]:
+    """The layer and blob names of the part of a deploy prototxt kept when it is cut at ``layer``
+    (names a head written after it must not reuse)."""
+    from refnet.caffe_deploy import _layer_messages, _needed
+
+    layers = _layer_messages(Path(prototxt))
+    if layer not in [L.name for L in layers]:
+        raise TransferError(f"no layer {layer!r} in {prototxt}")
+    names = set()
+    for i in _needed(layers, layer):
+        names |= {layers[i].name, *layers[i].top, *layers[i].bottom}
+    return names
+
+
 def check_written(proto: Path, model: Path, paths: Sequence[Path], pre, expected: np.ndarray,
-                   precision: str = "float64") -> tuple[int, int]:
+                   precision: str = "float64", output: str = "prob") -> tuple[int, int]:
     """Classes predicted by refnet and by cv2.dnn on the written model; both must equal ``expected``
     (the head's own predictions). Returns (#images where all three agree, #images)."""
     import cv2
 
     import refnet
+    from refnet.pipelines import read_image
 
     mine = refnet.load(proto, model)
     theirs = cv2.dnn.readNetFromCaffe(str(proto), str(model))
     agree = 0
     for s in range(0, len(paths), 64):
-        blob = np.concatenate([pre.blob(cv2.imread(str(p), cv2.IMREAD_COLOR)) for p in paths[s:s + 64]])
+        blob = np.concatenate([pre.blob(read_image(p)) for p in paths[s:s + 64]])
         blob = blob.astype(np.float32)
-        a = mine.forward(blob, outputs=["prob"], precision=precision)["prob"].reshape(len(blob), -1).argmax(axis=1)
+        a = mine.forward(blob, outputs=[output], precision=precision)[output].reshape(len(blob), -1).argmax(axis=1)
         theirs.setInput(blob)
-        b = theirs.forward().reshape(len(blob), -1).argmax(axis=1)
+        b = theirs.forward(output).reshape(len(blob), -1).argmax(axis=1)
         agree += int(np.sum((a == b) & (a == np.asarray(expected[s:s + 64]))))
     return agree, len(paths)

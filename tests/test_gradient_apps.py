@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -72,6 +73,30 @@ def test_stylize_errors(tmp_path, images_dir):
     assert cli.main(["stylize", "--optimize", img, img, "--model", str(proto), str(model),
                      "--content-layer", "nope", "--steps", "1", "-o", str(tmp_path / "x.png")]) == 2
     assert cli.main(["stylize", "--model", str(proto), str(model)]) == 2
+    # a working size of 0 x 0 used to run at the photo's own size under a "0x0 pixels" header
+    for bad in (["--size", "0", "0"], ["--max-side", "0"]):
+        assert cli.main(["stylize", "--optimize", img, img, "--model", str(proto), str(model), *bad,
+                         "-o", str(tmp_path / "x.png")]) == 2
+    assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.models
+def test_stylize_default_size_fits_a_yolo_net(models, tmp_path, images_dir, capsys):
+    """README's yolo-fastest recipe on its photo pair: --max-side 192 of a 500x375 photo is 192x144,
+    which YOLO's route/concat layers cannot take (Darknet wants multiples of 32: 144/2^5 is not
+    whole); that ended in a bare concat shape error. The default working size now moves to the
+    nearest size the net takes, 192x128; an explicit --size the net cannot take is a stylize error."""
+    require_model(models, "yolo_fastest_darknet/yolo-fastest-1.1.cfg")
+    content, style = str(images_dir / "voc2007_000456.jpg"), str(images_dir / "caffe_fish-bike.jpg")
+    out = tmp_path / "y.png"
+    assert cli.main(["stylize", "--optimize", content, style, "--zoo", "yolo-fastest-1.1", "--steps", "1",
+                     "-o", str(out)]) == 0
+    assert "stylize: 192x128 pixels" in capsys.readouterr().out
+    assert cv2.imread(str(out)).shape == (128, 192, 3)
+    assert cli.main(["stylize", "--optimize", content, style, "--zoo", "yolo-fastest-1.1", "--size", "192", "144",
+                     "--steps", "1", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("refnet: error: the model does not take a 192x144 image") and err.count("\n") == 1
 
 
 def test_default_layers_recipe(tmp_path):
@@ -124,6 +149,135 @@ def test_transfer_lenet_to_sklearn_digits(models, tmp_path, capsys):
     np.testing.assert_allclose(net.forward(blob)["prob"], cvnet.forward(), atol=1e-5)
 
 
+def _digit_folders(root, n_per_class=4):
+    """Two classes of 28x28 MNIST-like pictures (a vertical bar, a ring) as train/valid folders."""
+    rng = np.random.default_rng(5)
+    for split in ("train", "valid"):
+        for cls in ("bar", "ring"):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(n_per_class):
+                img = np.zeros((28, 28), np.uint8)
+                c = 14 + int(rng.integers(-2, 3))
+                if cls == "bar":
+                    cv2.line(img, (c, 5), (c, 22), 255, 3)
+                else:
+                    cv2.circle(img, (c, 14), 7, 255, 2)
+                cv2.imwrite(str(root / split / cls / f"{i}.png"), img)
+    return root / "train", root / "valid"
+
+
+@pytest.mark.models
+def test_transfer_cut_at_the_backbones_prob_writes_a_loadable_model(models, tmp_path):
+    """Cut at LeNet's own Softmax ``prob``: the head's Softmax used to be written as a second layer
+    ``prob`` with top ``prob``, a prototxt refnet refuses (and cv2 reads ambiguously). Now the head
+    takes fresh names; oracle: cv2.dnn on the written model gives the original LeNet's ``prob`` (as
+    cv2 computes it on the source model) as the backbone blob and refnet's head output."""
+    proto = require_model(models, "lenet_mnist_caffe/lenet.prototxt")
+    model = models / "lenet_mnist_caffe" / "lenet_iter_10000.caffemodel"
+    train, valid = _digit_folders(tmp_path / "d")
+    report = tmp_path / "r.json"
+    assert cli.main(["transfer", str(proto), str(model), "--layer", "prob", "--train", str(train), "--valid",
+                     str(valid), "--steps", "20", "-o", str(tmp_path / "new"), "--json", str(report)]) == 0
+    r = json.loads(report.read_text())
+    assert r["cv2_agree"] == 8
+    net = refnet.load(tmp_path / "new.prototxt", tmp_path / "new.caffemodel")
+    head_out = net.output_names[-1]
+    assert head_out != "prob" and "prob" in net.layer_names
+    blob = cv2.dnn.blobFromImage(cv2.imread(str(next(valid.rglob("*.png"))), cv2.IMREAD_GRAYSCALE), 1 / 256,
+                                 (28, 28))
+    src = cv2.dnn.readNetFromCaffe(str(proto), str(model))
+    src.setInput(blob)
+    cvnew = cv2.dnn.readNetFromCaffe(str(tmp_path / "new.prototxt"), str(tmp_path / "new.caffemodel"))
+    cvnew.setInput(blob)
+    cv_prob, cv_head = cvnew.forward(["prob", head_out])
+    np.testing.assert_allclose(cv_prob, src.forward(), atol=1e-6)
+    out = net.forward(blob, outputs=[head_out])[head_out]
+    np.testing.assert_allclose(out.reshape(cv_head.shape), cv_head, atol=1e-5)
+    assert out.shape[-1] == 2 and float(out.sum()) == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.models
+def test_transfer_refuses_bad_arguments_before_any_work(models, tmp_path, capsys):
+    proto = require_model(models, "lenet_mnist_caffe/lenet.prototxt")
+    model = models / "lenet_mnist_caffe" / "lenet_iter_10000.caffemodel"
+    train, valid = _digit_folders(tmp_path / "d", 2)
+    base = ["transfer", str(proto), str(model), "--layer", "relu1", "--train", str(train), "--valid", str(valid)]
+    for bad, says in ((["--steps", "0"], "--steps"), (["--steps", "-3"], "--steps"), (["--hidden", "-1"], "--hidden"),
+                      (["--weight-decay", "-1"], "--weight-decay"), (["-o", str(tmp_path / "no" / "new")], "no"),
+                      (["--json", str(tmp_path / "no" / "r.json")], "no")):
+        assert cli.main(base + bad) == 2, bad
+        err = capsys.readouterr().err
+        assert err.startswith("refnet: error:") and says in err and err.count("\n") == 1, err
+    # refused before the features were extracted (the cache is written by the extraction)
+    assert not (tmp_path / "d" / ".refnet-features").exists()
+    (tmp_path / "file").write_text("")
+    assert cli.main(base + ["--cache", str(tmp_path / "file" / "cache")]) == 2  # a folder under a file
+    assert "cannot use the feature cache folder" in capsys.readouterr().err
+
+
+@pytest.mark.models
+def test_transfer_refuses_an_image_over_the_memory_budget_before_decoding(models, tmp_path, monkeypatch, capsys):
+    """A training picture declaring 12000x12000 pixels (432 MB decoded, a 20 KB file) under a
+    64 MB budget: refused from its header, as `refnet run` does; transfer used to hand it to
+    cv2.imread, which allocated the whole picture first."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parent / "attack"))
+    from cases import png_bytes
+
+    proto = require_model(models, "lenet_mnist_caffe/lenet.prototxt")
+    model = models / "lenet_mnist_caffe" / "lenet_iter_10000.caffemodel"
+    train, valid = _digit_folders(tmp_path / "d", 1)
+    (train / "bar" / "big.png").write_bytes(png_bytes(12000, 12000, rows=50))
+    monkeypatch.setenv("REFNET_MEMORY_BUDGET", "64M")
+    assert cli.main(["transfer", str(proto), str(model), "--layer", "relu1", "--train", str(train),
+                     "--valid", str(valid), "--steps", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "big.png" in err and "12000x12000" in err and "memory budget" in err
+
+
+def test_transfer_and_explain_refuse_a_two_input_net(tmp_path, images_dir, capsys):
+    """Two-input nets (Faster R-CNN's data + im_info) got the Python API's 'pass a dict' message."""
+    p = tmp_path / "two.prototxt"
+    p.write_text('input: "data" input_shape { dim: 1 dim: 3 dim: 8 dim: 8 }\n'
+                 'input: "im_info" input_shape { dim: 1 dim: 3 dim: 8 dim: 8 }\n'
+                 'layer { name: "sum" type: "Eltwise" bottom: "data" bottom: "im_info" top: "sum" }\n')
+    train, valid = _digit_folders(tmp_path / "d", 1)
+    img = str(images_dir / "darknet_dog.jpg")
+    for argv, what in ((["transfer", str(p), "--layer", "sum", "--train", str(train), "--valid", str(valid)],
+                        "transfer"), (["explain", str(p), "--image", img, "-o", str(tmp_path / "e.png")], "explain")):
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert "inputs ['data', 'im_info']" in err and f"{what} takes a one-input" in err, err
+
+
+@pytest.mark.models
+def test_transfer_refuses_features_over_the_memory_budget_up_front(models, tmp_path, monkeypatch, capsys):
+    """LeNet's conv1 on 28x28 digits: 20 maps of 24x24 (5x5 valid convolution) = 11,520 features
+    per image; 16 images held three times in float64 = 4,423,680 bytes, over a 3 MiB budget. Refused
+    before the extraction (a VGG-style conv layer on a real folder used to run into MemoryError or
+    the OOM killer after minutes)."""
+    proto = require_model(models, "lenet_mnist_caffe/lenet.prototxt")
+    model = models / "lenet_mnist_caffe" / "lenet_iter_10000.caffemodel"
+    train, valid = _digit_folders(tmp_path / "d", 4)
+    monkeypatch.setenv("REFNET_MEMORY_BUDGET", "3M")
+    argv = ["transfer", str(proto), str(model), "--train", str(train), "--valid", str(valid), "--steps", "5"]
+    assert cli.main([*argv, "--layer", "conv1"]) == 2
+    err = capsys.readouterr().err
+    assert "11,520 per image, 16 images" in err and "4.2 MiB (4,423,680 bytes)" in err and "memory budget" in err
+    assert not (tmp_path / "d" / ".refnet-features").exists()
+    monkeypatch.setenv("REFNET_MEMORY_BUDGET", "64M")
+    assert cli.main([*argv, "--layer", "conv1"]) == 0
+
+
+def test_demo_digits_without_scikit_learn_is_a_user_error(tmp_path, monkeypatch, capsys):
+    import sys
+
+    for mod in ("sklearn", "sklearn.datasets", "sklearn.linear_model", "sklearn.model_selection"):
+        monkeypatch.setitem(sys.modules, mod, None)  # import fails as if not installed
+    assert cli.main(["transfer", "--demo-digits", str(tmp_path / "digits")]) == 2
+    err = capsys.readouterr().err
+    assert "scikit-learn" in err and "refnet[demo]" in err and "internal error" not in err
+
+
 # ---- saliency ------------------------------------------------------------------------------------------------
 @pytest.mark.models
 def test_explain_classification_gradient(models, tmp_path):
@@ -163,6 +317,39 @@ def test_explain_ssd_detection_score(tmp_path, images_dir):
     assert abs(fd - float(np.sum(s.grad * v))) <= TOL["grad_fd"] * abs(fd)
     out = explain.overlay(img, s, (0, 0, img.shape[1], img.shape[0]), "test")
     assert out.shape == img.shape
+
+
+@pytest.mark.models
+def test_explain_refuses_a_class_out_of_range(models, tmp_path, images_dir, capsys):
+    """LeNet has classes 0..9: --class 10 used to end in an internal IndexError (exit 3) and
+    --class -1 silently explained class 9 (numpy's negative index)."""
+    proto = require_model(models, "lenet_mnist_caffe/lenet.prototxt")
+    files = [str(proto), str(models / "lenet_mnist_caffe" / "lenet_iter_10000.caffemodel")]
+    img = str(images_dir / "darknet_dog.jpg")
+    for k in ("10", "-1"):
+        out = tmp_path / f"why{k}.png"
+        assert cli.main(["explain", *files, "--image", img, "--class", k, "-o", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("refnet: error: class") and "out of range" in err
+        assert not out.exists()
+    assert cli.main(["explain", *files, "--image", img, "--class", "9", "-o", str(tmp_path / "ok.png")]) == 0
+
+
+def test_explain_score_map_class_without_pixels(tmp_path):
+    """A 1x1 convolution with zero weights and biases (2, 0, 1): class 0 wins every pixel of the
+    6x5 map, so its score is 2 * 30 = 60; class 2 owns no pixel and used to be 'explained' with a
+    score of 0 and an all-zero map."""
+    from writers.caffe_writer import Layer, NetSpec, write_net
+
+    blobs = [np.zeros((3, 3, 1, 1), np.float32), np.array([2, 0, 1], np.float32)]
+    param = {"convolution_param": {"num_output": 3, "kernel_size": 1}}
+    conv = Layer("score", "Convolution", ["data"], ["score"], param, blobs)
+    net = refnet.load(*write_net(NetSpec([conv], inputs={"data": (1, 3, 5, 6)}, input_style="input_shape"), tmp_path))
+    blob = np.random.default_rng(0).uniform(-1, 1, (1, 3, 5, 6))
+    s = explain.saliency(net, blob, cls=0)
+    assert s.score == pytest.approx(60.0) and s.map.shape == (5, 6)
+    with pytest.raises(explain.ExplainError, match="class 2 has no pixel.*present: \\[0\\]"):
+        explain.saliency(net, blob, cls=2)
 
 
 @pytest.mark.models

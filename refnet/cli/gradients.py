@@ -43,6 +43,10 @@ def stylize_command(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"cannot write {args.out}: folder {Path(args.out).parent} does not exist")
     if args.steps < 1:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
+    if args.size and min(args.size) < 1:
+        raise ValueError(f"--size must be two positive numbers W H, got {' '.join(map(str, args.size))}")
+    if args.max_side < 1:
+        raise ValueError(f"--max-side must be >= 1, got {args.max_side}")
     content_img = pipelines.read_image(args.optimize[0])
     style_img = pipelines.read_image(args.optimize[1])
     net, _, pre = gatys.load_model(args.model or ([] if args.zoo else ["builtin:vgg19"]), args.zoo)
@@ -54,13 +58,16 @@ def stylize_command(args: argparse.Namespace) -> int:
         size = (int(args.size[0]), int(args.size[1]))
     else:
         f = min(1.0, args.max_side / max(h0, w0))
-        size = (max(16, int(round(w0 * f))), max(16, int(round(h0 * f))))
+        size = gatys.fit_size(net, (max(16, int(round(w0 * f))), max(16, int(round(h0 * f)))))
     xc = pre.blob(content_img, size).astype(np.float64)
     xs = pre.blob(style_img, size).astype(np.float64)
     if xc.shape[1] != 3:
         raise gatys.StylizeError(f"stylize works on 3-channel inputs; the model's blob has {xc.shape[1]} "
                                  "channel(s)")
-    content_layer, style_layers = gatys.default_layers(net, xc.shape)
+    try:
+        content_layer, style_layers = gatys.default_layers(net, xc.shape)
+    except ShapeError as e:
+        raise gatys.StylizeError(f"the model does not take a {size[0]}x{size[1]} image: {e}") from e
     content_layer = args.content_layer or content_layer
     style_layers = args.style_layers or style_layers
     weights = tuple(args.weights) if args.weights else gatys.DEFAULT_WEIGHTS
@@ -136,14 +143,34 @@ def transfer_command(args: argparse.Namespace) -> int:
         return 0
     if not (args.layer and args.train and args.valid):
         raise transfer.TransferError("transfer needs --layer L --train DIR --valid DIR (or --demo-digits DIR)")
+    if args.steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {args.steps}")
+    if args.hidden < 0:
+        raise ValueError(f"--hidden must be >= 0 (0: no hidden layer), got {args.hidden}")
+    if not args.weight_decay >= 0:
+        raise ValueError(f"--weight-decay must be >= 0, got {args.weight_decay}")
+    for out in (args.out, args.json):
+        if out and not Path(out).resolve().parent.is_dir():
+            raise FileNotFoundError(f"cannot write {out}: folder {Path(out).parent} does not exist")
     net, entry, _ = pipelines.resolve_model(args.model, args.zoo)
+    if len(net.input_names) != 1:
+        raise transfer.TransferError(f"the model has inputs {list(net.input_names)}; transfer takes a one-input "
+                                     "image backbone")
     pre = entry.preprocess if entry is not None else pipelines.default_preprocess(net, "classify")
     if args.layer not in net.layer_names:
         raise transfer.TransferError(f"no layer {args.layer!r}; layers are {list(net.layer_names)}")
     tr_paths, ytr, classes = transfer.list_images(args.train)
     va_paths, yva, _ = transfer.list_images(args.valid, classes)
     files = [str(f) for f in (args.model or [])]
+    if args.out and (net.graph.framework != "caffe" or len(files) != 2):
+        raise transfer.TransferError("-o writes a Caffe deploy model: give the backbone as prototxt + "
+                                     "caffemodel files")
+    transfer.check_feature_memory(net, args.layer, tr_paths[0], pre, len(tr_paths) + len(va_paths))
     cache = Path(args.cache) if args.cache else Path(args.train).resolve().parent / ".refnet-features"
+    try:  # before the extraction, not when its result is saved
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise transfer.TransferError(f"cannot use the feature cache folder {cache}: {e.strerror or e}") from e
     xtr, hit_tr = transfer.extract_features(net, args.layer, tr_paths, pre, cache_dir=cache, model_files=files,
                                    precision=args.precision)
     xva, hit_va = transfer.extract_features(net, args.layer, va_paths, pre, cache_dir=cache, model_files=files,
@@ -172,16 +199,15 @@ def transfer_command(args: argparse.Namespace) -> int:
     result = {"layer": args.layer, "classes": classes, "train_accuracy": float(np.mean(ptr == ytr)),
               "valid_accuracy": acc, "wrong": [str(va_paths[i]) for i in wrong]}
     if args.out:
-        if net.graph.framework != "caffe" or not files or len(files) != 2:
-            raise transfer.TransferError("-o writes a Caffe deploy model: give the backbone as prototxt + "
-                                         "caffemodel files")
         proto = next(f for f in files if f.endswith(".prototxt"))
         model = next(f for f in files if f.endswith(".caffemodel"))
         bottom_net = transfer.top_blob(proto, args.layer)
-        head_net = transfer.head_layers(head, bottom_net, len(classes))
+        head_net = transfer.head_layers(head, bottom_net, len(classes), transfer.kept_names(proto, args.layer))
         p, m, _ = write_cut_model(proto, model, args.layer, head_net, args.out)
-        agree = transfer.check_written(p, m, va_paths, pre, pva, args.precision)
-        print(f"wrote {p} and {m}: refnet and cv2.dnn predict the same class for {agree[0]}/{agree[1]} valid images")
+        agree = transfer.check_written(p, m, va_paths, pre, pva, args.precision, output=head_net[-1].name)
+        renamed = f" (head output {head_net[-1].name!r})" if head_net[-1].name != transfer.HEAD[-1] else ""
+        print(f"wrote {p} and {m}{renamed}: refnet and cv2.dnn predict the same class for {agree[0]}/{agree[1]} "
+              "valid images")
         result.update(prototxt=str(p), caffemodel=str(m), cv2_agree=agree[0])
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

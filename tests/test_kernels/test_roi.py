@@ -271,6 +271,45 @@ def test_psroi_pool_errors():
         K.psroi_pool(np.zeros((1, 4, 4, 4)), np.zeros((1, 5)), 1, 0)
 
 
+@pytest.mark.parametrize("dt", DTYPES)
+def test_no_rois_left_pool_to_nothing(dt):
+    """py-faster-rcnn's Proposal can leave no roi (min-size filter); the pooling layers after it
+    then pool nothing. The empty (0, 5) and (0, 5, 1, 1) rois used to fail in numpy's reshape."""
+    x = np.ones((1, 8, 6, 6), dt)
+    for rois in (np.zeros((0, 5), dt), np.zeros((0, 5, 1, 1), dt)):
+        for fn in (K.roi_pool, K.roi_pool_reference):
+            assert fn(x, rois, (2, 3), 0.5).shape == (0, 8, 2, 3)
+        for fn in (K.psroi_pool, K.psroi_pool_reference):
+            assert fn(x, rois, 2, 2, 0.5).shape == (0, 2, 2, 2)
+
+
+def test_proposal_with_no_box_left_runs_through_a_net(tmp_path):
+    """A Proposal -> ROIPooling net whose every box is under min_size * scale (one anchor of 16x16
+    pixels, zero deltas, min_size 16 at scale 2: 16 < 32): no rois, an empty pooled blob, in
+    refnet.Net as in the kernels (it ended in numpy's reshape error)."""
+    import refnet
+
+    p = tmp_path / "rpn.prototxt"
+    p.write_text('input: "score" input_shape { dim: 1 dim: 2 dim: 3 dim: 4 }\n'
+                 'input: "delta" input_shape { dim: 1 dim: 4 dim: 3 dim: 4 }\n'
+                 'input: "im_info" input_shape { dim: 1 dim: 3 }\n'
+                 'input: "feat" input_shape { dim: 1 dim: 5 dim: 3 dim: 4 }\n'
+                 'layer { name: "proposal" type: "Proposal" bottom: "score" bottom: "delta" bottom: "im_info" '
+                 'top: "rois" proposal_param { ratio: 1 scale: 1 } }\n'
+                 'layer { name: "pool" type: "ROIPooling" bottom: "feat" bottom: "rois" top: "pool" '
+                 'roi_pooling_param { pooled_w: 2 pooled_h: 2 spatial_scale: 0.0625 } }\n')
+    net = refnet.load(p)
+    feeds = {"score": np.full((1, 2, 3, 4), 0.5), "delta": np.zeros((1, 4, 3, 4)),
+             "feat": np.ones((1, 5, 3, 4))}
+    for prec in ("float64", "float32"):
+        kept = net.forward({**feeds, "im_info": np.array([[48.0, 64.0, 0.5]])}, precision=prec,
+                           outputs=["proposal", "pool"])
+        assert kept["proposal"].shape[0] == 12 and kept["pool"].shape == (12, 5, 2, 2)  # 16 >= 8: all kept
+        none = net.forward({**feeds, "im_info": np.array([[48.0, 64.0, 2.0]])}, precision=prec,
+                           outputs=["proposal", "pool"])
+        assert none["proposal"].shape == (0, 5) and none["pool"].shape == (0, 5, 2, 2)
+
+
 # ---- DetectionOutput in the Faster R-CNN configuration ----------------------------------------------
 _DETOUT = ('layer {{ name: "l" type: "DetectionOutput" bottom: "loc" bottom: "conf" bottom: "pri" top: "l" '
            'detection_output_param {{ num_classes: {nc} share_location: {share} background_label_id: 0 '
