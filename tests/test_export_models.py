@@ -516,3 +516,62 @@ def test_round_trip_through_load_onnx(models, tmp_path):
     assert set(back.output_names) == set(src.output_names)
     for k in want:  # the file holds float32 weights (BN folded in float32): float32 rounding of weights only
         np.testing.assert_allclose(got[k], want[k], rtol=0, atol=1e-6 * float(np.abs(want[k]).max()))
+
+
+def test_cli_convert_checks_the_opset_before_loading(tmp_path, capsys):
+    """--opset outside the exporter's 13..17 is an argument error at once (it was found only after
+    the model had loaded); the model path here does not even exist."""
+    from refnet.cli import main
+
+    for bad in ("12", "18", "x"):
+        with pytest.raises(SystemExit) as e:
+            main(["convert", str(tmp_path / "missing.prototxt"), "-o", str(tmp_path / "n.onnx"), "--opset", bad])
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert "--opset" in err and "missing.prototxt" not in err, err
+
+
+def test_cli_convert_runs_a_backend_named_twice_once(tmp_path, capsys):
+    """--backend ort --backend ort verifies in one onnxruntime (it ran and printed it twice)."""
+    pytest.importorskip("onnxruntime")
+    from refnet.cli import main
+    from refnet.crosscheck.onnx_candidates import select_backends
+
+    assert [b.name for b in select_backends(["ort", "ort"])] == [b.name for b in select_backends(["ort"])]
+    proto, model = _small_caffe_net(tmp_path)
+    js = tmp_path / "v.json"
+    assert main(["convert", str(proto), str(model), "-o", str(tmp_path / "n.onnx"), "--backend", "ort",
+                 "--backend", "ort", "--json", str(js)]) == 0
+    assert len(json.loads(js.read_text())["backends"]) == 1
+
+
+def test_cli_convert_says_seeded_weights_are_ignored_with_a_weights_file(tmp_path, capsys):
+    """--seeded-weights beside a .caffemodel: the file's weights are converted (the ONNX weights equal
+    the caffemodel's) and a note says the flag was ignored."""
+    pytest.importorskip("onnx")
+    import onnx
+    from onnx import numpy_helper
+
+    from refnet.cli import main
+
+    proto, model = _small_caffe_net(tmp_path)
+    out = tmp_path / "n.onnx"
+    assert main(["convert", str(proto), str(model), "-o", str(out), "--seeded-weights", "--no-verify"]) == 0
+    assert "--seeded-weights ignored" in capsys.readouterr().out
+    w = np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32)  # _small_caffe_net's conv
+    inits = [numpy_helper.to_array(t) for t in onnx.load(str(out)).graph.initializer]
+    assert any(a.shape == w.shape and np.array_equal(a, w) for a in inits)
+
+
+def test_cli_convert_prints_line_by_line_through_a_pipe(tmp_path, monkeypatch):
+    """convert's output is line-buffered even when stdout is a pipe (| tee): the header comes at
+    once, not with the verdict minutes later."""
+    from refnet.cli import main
+
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding="utf-8", line_buffering=False, write_through=False)
+    monkeypatch.setattr(sys, "stdout", stream)
+    proto, model = _small_caffe_net(tmp_path)
+    assert main(["convert", str(proto), str(model), "-o", str(tmp_path / "n.onnx"), "--no-verify"]) == 0
+    assert stream.line_buffering
+    assert raw.getvalue().decode().startswith("refnet convert: ")  # reached the bytes without a flush

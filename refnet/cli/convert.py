@@ -36,6 +36,20 @@ def _seed(text: str) -> int:
     return v
 
 
+def _opset(text: str) -> int:
+    """``--opset``: an opset the exporter writes (refnet.export.onnx.OPSET_MIN..OPSET_MAX), checked
+    before the model is loaded."""
+    from refnet.export.onnx import OPSET_MAX, OPSET_MIN
+
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not OPSET_MIN <= v <= OPSET_MAX:
+        raise argparse.ArgumentTypeError(f"must be {OPSET_MIN}..{OPSET_MAX}, got {v}")
+    return v
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("convert", help="write a Caffe/Torch7/Darknet model as ONNX (for OpenCV 5 / ONNX Runtime) "
                                        "and verify it",
@@ -47,7 +61,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_model_args(s, "a zoo model (`refnet models list`)",
                    "model files (.prototxt [.caffemodel], .t7/.net, .cfg [.weights]); or use --zoo")
     s.add_argument("-o", "--output", required=True, metavar="OUT.onnx", help="the ONNX file to write")
-    s.add_argument("--opset", type=int, default=17, help="ONNX opset, 13..17 (default 17)")
+    s.add_argument("--opset", type=_opset, default=17, help="ONNX opset, 13..17 (default 17)")
     s.add_argument("--input-shape", type=int, nargs=4, metavar=("N", "C", "H", "W"),
                    help="the input shape to export for (default: the declared one with batch 1, else the zoo's "
                         "preprocessing size)")
@@ -219,6 +233,8 @@ def convert_command(args: argparse.Namespace) -> int:
 
     onnx = require_onnx()
     out = sys.stdout
+    if hasattr(out, "reconfigure"):  # each line as it comes, also through a pipe (| tee): the work takes minutes
+        out.reconfigure(line_buffering=True)
     with tempfile.TemporaryDirectory(prefix="refnet-convert-") as wd:
         net, pre, name, seeded = load_source(args.model, args.zoo, quirks=args.quirks, seeded=args.seeded_weights,
                                              seed=args.seed, input_shape=args.input_shape, workdir=wd)
@@ -238,6 +254,8 @@ def convert_command(args: argparse.Namespace) -> int:
                     f"{' is shown for reference only' if backends else ' installed'}): add --backend ort (pip install "
                     "onnxruntime) or --backend cv2@PYTHON with an OpenCV 5 interpreter (REFNET_CV5_PYTHON for the "
                     "default), or pass --no-verify")
+        if args.seeded_weights and not seeded:
+            print("note: --seeded-weights ignored: the model comes with its weights", file=out)
         if seeded:  # an architecture without weights: say so here and in the file, it is no trained model
             print(f"note: weights: seeded random (He-scaled, calibrated, seed {args.seed}): the architecture only, "
                   "not a trained model", file=out)

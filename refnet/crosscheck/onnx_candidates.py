@@ -30,7 +30,7 @@ def select_backends(specs: Sequence[str] | None, *, name_spec: bool = False) -> 
     if not specs:
         return available_backends()
     out = []
-    for sp in specs:
+    for sp in dict.fromkeys(specs):  # a spec given twice is one backend (it ran twice)
         try:
             out.append(make_backend(sp))
         except BackendFailure as e:
