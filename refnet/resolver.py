@@ -48,8 +48,9 @@ class ResolvedModel:
 
 
 def _seeded_hint(name: str) -> str:
-    return (f"; it is architecture only: run it with seeded random weights (--seeded-weights SEED), or write "
-            f"them once with `refnet generate {name} --out PREFIX`")
+    return (f"; it is architecture only: run it with seeded random weights (run, compare, bench: --seeded-weights "
+            f"SEED; convert: --seeded-weights [--seed SEED]), or write them once with `refnet generate {name} --out "
+            "PREFIX` and give the files")
 
 
 def check_model_choice(files: Sequence[Any], zoo_name: str | None, error: type[Exception] = ValueError) -> None:

@@ -359,3 +359,25 @@ def test_explain_cli_writes_the_picture(models, tmp_path, images_dir):
     files = [str(proto), str(proto.with_suffix(".caffemodel"))]
     assert cli.main(["explain", *files, "--image", str(images_dir / "darknet_person.jpg"), "-o", str(out)]) == 0
     assert cv2.imread(str(out)).shape[:2] == cv2.imread(str(images_dir / "darknet_person.jpg")).shape[:2]
+
+
+@pytest.mark.models
+def test_missing_weights_hint_names_commands_that_take_seeded_weights(models, images_dir, capsys):
+    """explain on an architecture-only zoo entry: the hint named --seeded-weights, which explain does
+    not have. It names the commands that take it -- each of them does (their own --help) and
+    explain is not one of them."""
+    require_model(models, "arch_only/rfcn_resnet50/rfcn_pascal_voc_resnet50.prototxt")
+    code = cli.main(["explain", "--zoo", "rfcn-resnet50", "--image", str(images_dir / "caffe_cat.jpg")])
+    err = capsys.readouterr().err
+    if "is missing" not in err:
+        pytest.skip("rfcn-resnet50's weights were found (a model cache)")
+    assert code == 2
+    named = re.search(r"seeded random weights \(([^)]*)\)", err)
+    assert named, err
+    every = ("run", "compare", "info", "bench", "convert", "stylize", "transfer", "explain", "generate")
+    commands = [c for c in every if re.search(rf"\b{c}\b", named.group(1))]
+    assert commands and "explain" not in commands
+    for c in every:
+        with pytest.raises(SystemExit):
+            cli.main([c, "--help"])
+        assert ("--seeded-weights" in capsys.readouterr().out) == (c in commands), c
