@@ -301,6 +301,10 @@ def random_input(rm: ResolvedModel, pre: Any, seed: int = 0, shape: Sequence[int
         return np.repeat(x, batch, axis=0) if batch > 1 else x
     if declared and all(int(d) > 0 for d in declared):
         return uniform((batch,) + tuple(int(d) for d in declared[1:]))
+    if len(net.input_names) > 1:  # each declared, maybe: but the command line feeds one blob
+        raise ShapeError(f"{rm.name} has {len(net.input_names)} inputs ({', '.join(net.input_names)}); the command "
+                         "line feeds one blob (two-stage detectors aside): use the Python API, "
+                         "net.forward({name: array, ...})")
     raise ShapeError(f"cannot infer the input shape of {rm.name}: the model does not declare it and no "
                      "preprocessing size is known; pass --input-shape N C H W (or --size W H)")
 

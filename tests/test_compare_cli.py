@@ -248,3 +248,17 @@ def test_exit_codes_of_the_real_process(tmp_path):
     assert p.stderr.strip().splitlines() == [f"refnet: error: model file not found: {tmp_path / 'missing.prototxt'}"]
     p = subprocess.run(cmd[:3] + ["--debug"] + cmd[3:], capture_output=True, text=True, timeout=120)
     assert p.returncode != 0 and "Traceback (most recent call last)" in p.stderr
+
+
+def test_two_input_caffe_net_on_the_command_line_names_its_inputs(tmp_path, capsys):
+    """A two-input prototxt that declares both shapes (not a two-stage detector): compare said "the
+    model does not declare" its input shape; it names the inputs and points to the Python API."""
+    from writers.caffe_writer import Layer, NetSpec, write_net
+
+    from refnet.cli import main
+
+    layers = [Layer("sum", "Eltwise", ["a", "b"], ["sum"])]
+    proto, model = write_net(NetSpec(layers, {"a": (1, 3, 4, 4), "b": (1, 3, 4, 4)}), tmp_path)
+    assert main(["compare", str(proto), str(model)]) == 2
+    err = capsys.readouterr().err
+    assert "2 inputs (a, b)" in err and "net.forward({name: array" in err and "does not declare" not in err, err
