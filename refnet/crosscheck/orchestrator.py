@@ -84,7 +84,8 @@ def compare(net: Any, x: np.ndarray | Mapping[str, np.ndarray], *, cv2_fusion: b
 
     feeds = dict(x) if isinstance(x, Mapping) else {net.input_names[0]: x}
     # BudgetError before any run (a conservative bound: as if every layer's output were kept)
-    check_compare(net, feeds, precisions, 1 if winograd is not None else 2)
+    check_compare(net, feeds, precisions, (1 if winograd is not None else 2) if cv2 else 0,
+                  3 * chunk_bytes if backends else 0)  # a backend holds ~2-3x a chunk
     run = _Run(net, x, precisions=precisions, model_name=model_name, task=task, labels=labels,
                label_offset=label_offset, top_k=top_k, attribute_quirks=attribute_quirks, input_label=input_label,
                progress=progress, chunk_bytes=chunk_bytes, local_errors=local_errors)

@@ -240,13 +240,14 @@ def check_plan(steps: Iterable[Any], shapes: Mapping[str, Sequence[int]], inputs
 
 
 def check_compare(net: Any, feeds: Mapping[str, Any], precisions: Sequence[str] = ("float64", "float32"),
-                  cv2_runs: int = 2) -> int:
+                  cv2_runs: int = 2, chunk_bytes: int = 0) -> int:
     """Refuse a ``compare`` over the memory budget before it starts; return its estimate in bytes.
 
     A compare keeps every layer's output of the float64 trace (8 bytes per element), of the
     float32 trace (4) when asked, and of ``cv2_runs`` per-layer cv2.dnn runs (4 each, Winograd
-    off and on), plus the parameters in float64. Shapes that do not fit are left to the trace
-    to report (ShapeError)."""
+    off and on; 0 when cv2.dnn is left out, as for ONNX models), plus the parameters in float64
+    and ``chunk_bytes`` (one chunk of another backend's per-layer outputs). Shapes that do not fit
+    are left to the trace to report (ShapeError)."""
     from refnet.errors import ShapeError
 
     try:
@@ -256,9 +257,10 @@ def check_compare(net: Any, feeds: Mapping[str, Any], precisions: Sequence[str] 
     elements = sum(_numel(shapes[t]) for n in net.graph.nodes for t in n.outputs if t in shapes)
     per = 8 + (4 if "float32" in precisions else 0) + 4 * int(cv2_runs)
     params = sum(int(getattr(v, "size", 0)) for n in net.graph.nodes for v in n.params.values()) * 8
-    need = elements * per + params
+    need = elements * per + params + int(chunk_bytes)
+    runs = f" and {cv2_runs} cv2.dnn run{'s' if cv2_runs != 1 else ''}" if cv2_runs else ""
     check_memory(need, f"a compare keeping every layer's output ({elements:,} elements) of refnet float64"
-                       f"{', float32' if 'float32' in precisions else ''} and {cv2_runs} cv2.dnn runs")
+                       f"{', float32' if 'float32' in precisions else ''}{runs}")
     return need
 
 

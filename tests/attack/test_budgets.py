@@ -264,3 +264,32 @@ def test_internal_error_is_exit_3_and_debug_anywhere_shows_the_traceback(tmp_pat
     with pytest.raises(SystemExit) as ei:
         cli.main(["--version"])
     assert ei.value.code == 0 and capsys.readouterr().out.startswith(f"refnet {refnet.__version__} (python ")
+
+
+def test_compare_budget_counts_the_runs_it_makes(tmp_path):
+    """check_compare's estimate, worked by hand for a 1x3x8x8 -> conv 4x3x3x3 -> ReLU net: the float64
+    trace (8 bytes an element), the float32 one (4), 4 per cv2.dnn run, the parameters in float64,
+    plus one backend chunk. A compare without cv2.dnn (ONNX models: other backends only) counts no
+    cv2 run, and its refusal does not speak of cv2.dnn runs (it said '2 cv2.dnn runs')."""
+    from writers.caffe_writer import Layer, NetSpec, write_net
+
+    w = np.ones((4, 3, 3, 3), np.float32)
+    conv = {"convolution_param": {"num_output": 4, "kernel_size": 3}}
+    layers = [Layer("conv", "Convolution", ["data"], ["conv"], conv, [w, np.zeros(4, np.float32)]),
+              Layer("relu", "ReLU", ["conv"], ["relu"])]
+    net = refnet.load(*write_net(NetSpec(layers, {"data": (1, 3, 8, 8)}), tmp_path))
+    feeds = {"data": np.zeros((1, 3, 8, 8), np.float32)}
+    elements = 4 * 6 * 6 * 2  # conv and relu outputs (the input is no layer's output)
+    params = (4 * 3 * 3 * 3 + 4) * 8
+    assert budget.check_compare(net, feeds, ("float64", "float32"), 2) == elements * (8 + 4 + 8) + params
+    assert budget.check_compare(net, feeds, ("float64",), 0, 1000) == elements * 8 + params + 1000
+    budget.set_memory_budget(100)
+    try:
+        with pytest.raises(BudgetError) as e:
+            budget.check_compare(net, feeds, ("float64", "float32"), 0, 0)
+        assert "cv2.dnn" not in str(e.value) and "of refnet float64, float32" in str(e.value)
+        with pytest.raises(BudgetError) as e:
+            budget.check_compare(net, feeds, ("float64", "float32"), 1, 0)
+        assert "and 1 cv2.dnn run" in str(e.value) and "runs" not in str(e.value)
+    finally:
+        budget.set_memory_budget()  # back to the environment / default
