@@ -766,6 +766,32 @@ def ScatterElements(n: N) -> list:
     return n.emit("scatter_elements", ins, attrs={"axis": ax, "reduction": red})
 
 
+@op("ScatterND")
+def ScatterND(n: N) -> list:
+    """A copy of the data with each index row (the indices' last axis, m values) addressing a
+    slice ``data[i0, .., im-1]`` set to its update (opset 11); ``reduction`` (16: add, mul; 18:
+    max, min) combines instead. Indices may be computed at run time (refnet's `--quirks cv2`
+    YOLO export: NonMaxSuppression's rows)."""
+    red = n.a("reduction", "none") if n.opset >= 16 else "none"
+    allowed = ("none", "add", "mul") + (("max", "min") if n.opset >= 18 else ())
+    if red not in allowed:
+        raise n.error(f"reduction {red!r}", expected=" / ".join(allowed))
+    return n.emit("scatter_nd", [n.rt(0), n.rt(1), n.rt(2)], attrs={"reduction": red})
+
+
+@op("ConstantOfShape")
+def _constant_of_shape_rt(n: N) -> list:
+    """ConstantOfShape of a shape computed at run time (e.g. the number of NonMaxSuppression
+    rows): ``value`` (default 0.0) in a tensor whose dims are known at run time only."""
+    v = n.a("value")
+    v = np.zeros(1, np.float32) if v is None else np.asarray(v).reshape(-1)
+    if v.size != 1:
+        raise n.error("value must hold one element", expected="a one-element tensor")
+    if len(n.shape(0)) != 1 or n.shape(0)[0] < 0:
+        raise n.error(f"shape input of shape {n.shape(0)}", expected="a 1-D shape tensor of known length")
+    return n.emit("constant_of_shape", [n.rt(0)], attrs={"value": float(v[0])})
+
+
 def _const_rt(n: N, value: np.ndarray, what: str) -> str:
     """A load-time value (e.g. normalised indices) as a run-time operand: a `constant` layer."""
     return n.emit("constant", [], name=f"{n.layer}/{what}", params={"value": np.asarray(value)}, layer=False)[0]

@@ -290,3 +290,45 @@ def _reshape_dyn(node, xs, p, ctx):
     a = attrs(node)
     out = [x.shape[i] if d == 0 and not a["allowzero"] else d for i, d in enumerate(a["shape"])]
     return x.reshape(out)
+
+
+def _scatter_nd_shape(node, shapes):
+    s, t, u = tuple(shapes[0]), tuple(shapes[1]), tuple(shapes[2])
+    if not t or t[-1] < 1 or t[-1] > len(s):
+        raise ShapeError("ScatterND: the indices' last dim must be 1..rank", layer=node.name, expected=s, got=t)
+    want = t[:-1] + s[t[-1]:]
+    if len(u) != len(want) or any(a != b and a >= 0 and b >= 0 for a, b in zip(u, want)):
+        raise ShapeError("ScatterND: updates must have shape indices[:-1] + data[m:]", layer=node.name,
+                         expected=want, got=u)
+    if attrs(node)["reduction"] not in _SCATTER_REDUCE:
+        raise ShapeError("ScatterND: unknown reduction", layer=node.name, expected=sorted(_SCATTER_REDUCE),
+                         got=attrs(node)["reduction"])
+    return [s]
+
+
+@register("scatter_nd", shape=_scatter_nd_shape, attrs={"reduction": "none"}, kernel=None,
+          no_kernel="one NumPy fancy assignment")
+def _scatter_nd(node, xs, p, ctx):
+    """ONNX ScatterND: a copy of the data with each index row (the indices' last axis, m values)
+    addressing ``y[i0, .., im-1]`` (a slice of the remaining dims) set to its update, or combined
+    with it by ``reduction`` add/mul/max/min; repeated rows with "none": the last one."""
+    x, idx, upd = xs
+    m = idx.shape[-1]
+    y = np.array(x, copy=True)
+    where = tuple(_int_index(node, idx[..., j], x.shape[j]) for j in range(m))
+    fn = _SCATTER_REDUCE[attrs(node)["reduction"]]
+    if fn is None:
+        y[where] = upd
+    else:
+        fn.at(y, where, upd)
+    return y
+
+
+@register("constant_of_shape", shape=lambda node, shapes: [(DYN,) * int(shapes[0][0])] if shapes[0] else [()],
+          attrs={"value": Attr(0.0, float)}, kernel=None, no_kernel="np.full")
+def _constant_of_shape(node, xs, p, ctx):
+    """ONNX ConstantOfShape of a run-time shape (input 0, a 1-D tensor): ``value`` everywhere."""
+    shape = tuple(int(v) for v in np.asarray(xs[0]).reshape(-1))
+    if any(d < 0 for d in shape):
+        raise ShapeError("negative dims", layer=node.name, got=shape)
+    return np.full(shape, attrs(node)["value"], ctx.dtype)

@@ -333,7 +333,7 @@ def test_nms_rows_through_gathernd_topk_and_pad(tmp_path, precision):
 
 
 # ---- the onnx package's own node test cases ------------------------------------------------------------
-_PREFIXES = ("test_gather_elements", "test_mod_", "test_scatter_elements", "test_gathernd")
+_PREFIXES = ("test_gather_elements", "test_mod_", "test_scatter_elements", "test_gathernd", "test_scatternd")
 
 
 @pytest.fixture(scope="module")
@@ -390,3 +390,27 @@ def test_onnx_node_cases(node_cases, precision, bind):
             if g.shape != e.shape or not np.allclose(g, e64, equal_nan=True, **tol):
                 failures.append(f"{case.name}: got {g.ravel()[:8]} want {e64.ravel()[:8]}")
     assert not failures, "\n".join(failures)
+
+
+# ---- ConstantOfShape of a run-time shape into ScatterND (refnet's `--quirks cv2` YOLO in-layer NMS) ---------
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_nms_rows_through_constant_of_shape_and_scatternd(tmp_path, precision):
+    boxes = np.array([[[0, 0, 1, 1], [0, 0.1, 1, 1.1], [0, 0.9, 1, 1.9], [5, 5, 6, 6]]], np.float32)  # (1, 4, 4)
+    scores = np.array([[[0.9, 0.8, 0.7, 0.1], [0.3, 0.6, 0.05, 0.5]]], np.float32)  # (1, 2 classes, 4 rows)
+    i64 = lambda name, v: NH.from_array(np.array(v, np.int64), name)  # noqa: E731
+    nodes = [H.make_node("NonMaxSuppression", ["b", "s", "mo", "iou", "st"], ["sel"]),
+             H.make_node("Gather", ["sel", "c12"], ["cls_row"], axis=1),
+             H.make_node("Shape", ["sel"], ["ss"]), H.make_node("Gather", ["ss", "c0"], ["count"], axis=0),
+             H.make_node("ConstantOfShape", ["count"], ["ones"], value=NH.from_array(np.ones(1, np.float32))),
+             H.make_node("ScatterND", ["zeros", "cls_row", "ones"], ["mask"])]
+    inits = [i64("mo", [4]), NH.from_array(np.array([0.5], np.float32), "iou"),
+             NH.from_array(np.array([0.2], np.float32), "st"), i64("c12", [1, 2]), i64("c0", [0]),
+             NH.from_array(np.zeros((2, 4), np.float32), "zeros")]
+    p = _save(tmp_path, nodes, [_vi("b", [1, 4, 4]), _vi("s", [1, 2, 4])], [_vi("mask", None)], inits)
+    feeds = {"b": boxes, "s": scores}
+    # by hand: class 0 keeps row 0 (0.9), drops row 1 (IoU 0.9/1.1 with row 0), keeps row 2 (IoU 0.1/1.9
+    # with row 0); row 3 scores 0.1 <= 0.2. Class 1: row 1 (0.6), row 3 (0.5, far away), row 0 (0.3)
+    # overlaps row 1 by 0.9/1.1: dropped; row 2 scores 0.05.
+    want = np.array([[1, 0, 1, 0], [0, 1, 0, 1]], np.float32)
+    np.testing.assert_array_equal(_refnet(p, feeds, precision)[0], want)
+    np.testing.assert_array_equal(_ort(p, feeds)[0], want)
