@@ -82,3 +82,32 @@ def test_enet_round_trip_small_input(models, images_dir, tmp_path):
     ref = _ort(path, {src.input_names[0]: x.astype(np.float32)})[0]
     # onnxruntime computes in float32: a near-tie in a max pooling may move an unpooled value
     assert float(np.mean(ref.argmax(1) == want.argmax(1))) > 0.999
+
+
+def _export_cases():
+    import test_export_onnx as E
+
+    return E, sorted(E.HEADS) + sorted(k for k in E.SINGLE if k.startswith("max_pool-indices"))
+
+
+@pytest.mark.parametrize("case", _export_cases()[1])
+def test_export_cases_read_back(case, tmp_path):
+    """Every detection head of tests/test_export_onnx.py (SSD variants incl. top_k/keep_top_k -1,
+    region/yolo with cv2's in-layer NMS) and max pooling with indices (Mod, Div) into MaxUnpool
+    (ScatterElements): refnet's reading of the file against refnet float64 of the IR net and
+    against onnxruntime."""
+    E = _export_cases()[0]
+    net, x = E._case_net(case)
+    if x is None:
+        x = np.random.default_rng(0).standard_normal(net.input_shapes["data"]).astype(np.float32)
+    path = export_onnx(net, tmp_path / "m.onnx", input_shapes={"data": x.shape})
+    back = refnet.load_onnx(path)
+    want = net.forward(x.astype(np.float64), precision="float64")
+    ref = dict(zip(net.output_names, _ort(path, {"data": x})))
+    for precision in ("float64", "float32"):
+        got = back.forward(x.astype(np.float64), precision=precision)
+        for k in net.output_names:
+            scale = max(1.0, float(np.abs(want[k]).max()))
+            assert got[k].shape == want[k].shape == ref[k].shape
+            np.testing.assert_allclose(got[k], want[k], rtol=0, atol=(1e-6 if precision == "float64" else 1e-5) * scale)
+            np.testing.assert_allclose(got[k], ref[k], rtol=0, atol=1e-5 * scale)
