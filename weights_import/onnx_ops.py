@@ -623,6 +623,11 @@ def _reduce_axes(n: N, ndim: int) -> tuple[int, ...] | None:
 # ---- run-time shape ops ------------------------------------------------------------------------------
 @op("Reshape")
 def Reshape(n: N) -> list:
+    if n.opset >= 5 and n.has(1) and n.maybe_const(1) is None:  # the target computed at run time
+        if len(n.shape(1)) != 1 or n.shape(1)[0] < 0:
+            raise n.error(f"shape input of shape {n.shape(1)}", expected="a 1-D shape tensor of known length")
+        allowzero = bool(int(n.a("allowzero", 0))) if n.opset >= 14 else False
+        return n.emit("reshape_dyn", [n.rt(0), n.rt(1)], attrs={"allowzero": allowzero})
     if any(d < 0 for d in n.shape(0)):  # a dim known only at run time: the target resolved then
         target = _ints(n.const(1, "shape")) if n.opset >= 5 else tuple(n.a("shape", ()))
         if sum(d == -1 for d in target) > 1 or any(d < -1 for d in target):

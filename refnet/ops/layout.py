@@ -269,6 +269,8 @@ def _pad_dyn(node, xs, p, ctx):
 def _reshape_dyn_shape(node, shapes):
     s = tuple(shapes[0])
     a = attrs(node)
+    if len(shapes) > 1:  # the target computed at run time: its length is the rank
+        return [(DYN,) * int(shapes[1][0])]
     out = [s[i] if d == 0 and not a["allowzero"] and i < len(s) else d for i, d in enumerate(a["shape"])]
     if DYN in s:
         return [tuple(DYN if d < 0 else d for d in out)]
@@ -282,13 +284,17 @@ def _reshape_dyn_shape(node, shapes):
 
 
 @register("reshape_dyn", shape=_reshape_dyn_shape,
-          attrs={"shape": Attr(REQUIRED, ints), "allowzero": Attr(False, bool)}, kernel=None, no_kernel="np.reshape")
+          attrs={"shape": Attr((), ints), "allowzero": Attr(False, bool)}, kernel=None, no_kernel="np.reshape")
 def _reshape_dyn(node, xs, p, ctx):
-    """ONNX Reshape of a tensor with a run-time dimension: 0 copies the input's dim (unless
-    ``allowzero``), one -1 is inferred, at run time."""
+    """ONNX Reshape of a tensor with a run-time dimension, or to a target computed at run time
+    (input 1, then ``shape`` is unused): 0 copies the input's dim (unless ``allowzero``), one -1
+    is inferred, at run time."""
     x = xs[0]
     a = attrs(node)
-    out = [x.shape[i] if d == 0 and not a["allowzero"] else d for i, d in enumerate(a["shape"])]
+    target = [int(v) for v in xs[1].reshape(-1)] if len(xs) > 1 else a["shape"]
+    if sum(d == -1 for d in target) > 1 or any(d < -1 for d in target):
+        raise ShapeError("bad target shape", layer=node.name, expected="at most one -1", got=tuple(target))
+    out = [x.shape[i] if d == 0 and not a["allowzero"] else d for i, d in enumerate(target)]
     return x.reshape(out)
 
 

@@ -414,3 +414,24 @@ def test_nms_rows_through_constant_of_shape_and_scatternd(tmp_path, precision):
     want = np.array([[1, 0, 1, 0], [0, 1, 0, 1]], np.float32)
     np.testing.assert_array_equal(_refnet(p, feeds, precision)[0], want)
     np.testing.assert_array_equal(_ort(p, feeds)[0], want)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_reshape_to_a_shape_computed_at_run_time(tmp_path, precision):
+    """Reshape(sel, Concat([1], Shape(sel))): a target known only at run time (NMS rows)."""
+    boxes = np.array([[[0, 0, 1, 1], [0, 0.1, 1, 1.1], [0, 0.9, 1, 1.9], [5, 5, 6, 6]]], np.float32)
+    scores = np.array([[[0.9, 0.8, 0.7, 0.1], [0.3, 0.6, 0.05, 0.5]]], np.float32)
+    i64 = lambda name, v: NH.from_array(np.array(v, np.int64), name)  # noqa: E731
+    nodes = [H.make_node("NonMaxSuppression", ["b", "s", "mo", "iou", "st"], ["sel"]),
+             H.make_node("Shape", ["sel"], ["ss"]), H.make_node("Concat", ["one", "ss"], ["target"], axis=0),
+             H.make_node("Reshape", ["sel", "target"], ["y"])]
+    inits = [i64("mo", [4]), NH.from_array(np.array([0.5], np.float32), "iou"),
+             NH.from_array(np.array([0.2], np.float32), "st"), i64("one", [1])]
+    p = _save(tmp_path, nodes, [_vi("b", [1, 4, 4]), _vi("s", [1, 2, 4])], [_vi("y", None, TP.INT64)], inits)
+    feeds = {"b": boxes, "s": scores}
+    # by hand (see the ScatterND test): class 0 keeps rows 0, 2; class 1 rows 1, 3; best first
+    want = np.array([[[0, 0, 0], [0, 0, 2], [0, 1, 1], [0, 1, 3]]])
+    net = refnet.load_onnx(p)
+    assert "reshape_dyn" in {n.op for n in net.graph.nodes}
+    np.testing.assert_array_equal(_refnet(p, feeds, precision)[0], want)
+    np.testing.assert_array_equal(_ort(p, feeds)[0], want)
