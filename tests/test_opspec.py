@@ -23,6 +23,7 @@ KERNEL_NAMED_OTHERWISE = {
     "square": "power",  # power(x, 2)
     "darknet_softmax": "softmax",  # softmax over reshaped groups
     "upsample_bilinear_ac": "resize_bilinear",  # THNN's align-corners bilinear is resize's align_corners rule
+    "topk_dyn": "topk",  # TopK with a run-time k: the same kernel, k read from input 1
 }
 
 

@@ -261,6 +261,10 @@ class Builder:
         self.layers: list[str] = []
         self.used: set[str] = set()
         self.const_nodes: dict[int, str] = {}
+        #: ONNX tensors computed at run time whose ONNX type is an integer type (refnet carries them as
+        #: integer-valued floats; Div and Mod need to know): graph inputs, index outputs, casts, and
+        #: what ops that keep their input type make of them (onnx_ops.convert_node)
+        self.ints: set[str] = set()
 
     # names ------------------------------------------------------------------------------------------
     def fresh(self, want: str) -> str:
@@ -423,6 +427,10 @@ def _build(model: Message, file: str, base: Path | None, quirks: str, input_shap
             raise ShapeError(f"the model has inputs {runtime}; pass input_shapes as a dict")
         input_shapes = {runtime[0]: input_shapes}
     shapes = _input_shapes(graph, b.consts, input_shapes, file)
+    int_codes = {2, 3, 4, 5, 6, 7, 12, 13}  # (u)int8..64
+    for vi in graph.get("input"):
+        if (vi.get("name") or "") in shapes and _declared_shape(vi)[1] in int_codes:
+            b.ints.add(vi.get("name") or "")
     for name, shp in shapes.items():
         b.used.add(name)
         b.tensor[name] = name

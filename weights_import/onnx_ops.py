@@ -124,6 +124,47 @@ def convert_node(b: Any, op_type: str, layer: str, ins: list[str], outs: list[st
             b.tensor[t] = v
     if len(outs) > len(results) and any(outs[len(results):]):
         raise n.unsupported(f"it declares {len(outs)} outputs; refnet computes {len(results)}")
+    ints = _int_outputs(n)
+    for i, t in enumerate(outs):
+        if t and i in ints and t in b.tensor:
+            b.ints.add(t)
+
+
+# ---- integer types of run-time tensors ------------------------------------------------------------
+#: ONNX integer element types ((u)int8..64)
+INT_TYPES = frozenset({2, 3, 4, 5, 6, 7, 12, 13})
+#: ONNX ops whose output i is an integer tensor whatever their inputs (indices, counts)
+_INT_OUTPUTS = {"ArgMax": (0,), "ArgMin": (0,), "NonMaxSuppression": (0,), "NonZero": (0,), "TopK": (1,),
+                "MaxPool": (1,), "Shape": (0,), "Size": (0,)}
+#: ONNX ops whose outputs have the type of input k (the ops of one type constraint T)
+_TYPE_FROM = {**dict.fromkeys(("Add", "Sub", "Mul", "Div", "Mod", "Neg", "Abs", "Max", "Min", "Sum", "Identity",
+                               "Dropout", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Concat",
+                               "Slice", "Gather", "GatherElements", "GatherND", "Expand", "Tile", "Pad", "Split",
+                               "TopK", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceProd", "Sign", "Relu", "Clip",
+                               "ScatterElements", "Scatter", "ScatterND", "Pow"), 0), "Where": 1}
+
+
+def is_int(b: Any, name: str) -> bool:
+    """Whether ONNX tensor ``name`` has an integer type: a constant's dtype; a run-time tensor as
+    tracked in ``b.ints`` (graph inputs of an integer type, index outputs, integer casts, and
+    what the ops of :data:`_TYPE_FROM` make of them). refnet carries every run-time tensor as
+    floats; Div and Mod read this to apply the integer rules."""
+    if name in b.consts:
+        return b.consts[name].dtype.kind in "iu"
+    return name in getattr(b, "ints", ())
+
+
+def _int_outputs(n: N) -> set[int]:
+    """The outputs of node ``n`` that are integer tensors (by the op's type rule)."""
+    if n.op == "Cast":
+        return {0} if int(n.a("to", 1)) in INT_TYPES else set()
+    if n.op == "CastLike":
+        return {0} if n.has(1) and is_int(n.b, n.ins[1]) else set()
+    out = set(_INT_OUTPUTS.get(n.op, ()))
+    k = _TYPE_FROM.get(n.op)
+    if k is not None and n.has(k) and is_int(n.b, n.ins[k]):
+        out |= set(range(len(n.outs)))
+    return out
 
 
 # ---- helpers ------------------------------------------------------------------------------------
@@ -195,19 +236,26 @@ def Dropout(n: N) -> list:
 # ---- shape arithmetic (folded) -----------------------------------------------------------------
 @fold("Shape")
 def Shape(n: N) -> list:
+    """The input's dims (opset 15: dims[start:end]), a constant -- or, when a dim is known only at
+    run time (after NonMaxSuppression), a run-time `shape_of`."""
     s = np.asarray(n.shape(0), np.int64)
+    r = len(s)
+    start, end = 0, r
     if n.opset >= 15:
-        r = len(s)
         start = int(n.a("start", 0))
         end = n.a("end")
         start = min(max(start + r if start < 0 else start, 0), r)
         end = r if end is None else min(max(int(end) + r if int(end) < 0 else int(end), 0), r)
         s = s[start:end]
+    if np.any(s < 0):
+        return n.emit("shape_of", [n.rt(0)], attrs={"start": start, "end": end})
     return [s]
 
 
 @fold("Size")
 def Size(n: N) -> list:
+    if any(d < 0 for d in n.shape(0)):
+        raise n.unsupported("Size of a tensor whose size is known only at run time")
     return [np.asarray(math.prod(n.shape(0)), np.int64)]
 
 
@@ -297,9 +345,12 @@ def _bcast_fold(fn: Callable) -> Handler:
 
 
 def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Integer tensors: the quotient rounded toward zero (C's integer division); a zero divisor
+    gives 0 (undefined in onnxruntime's C++ kernels; as the run-time `int_div`)."""
     if a.dtype.kind in "iu" and b.dtype.kind in "iu":
-        q = np.trunc(np.true_divide(a, np.where(b == 0, 1, b)))
-        return q.astype(np.result_type(a, b))
+        bs = np.where(b == 0, 1, b)
+        q = (a - np.fmod(a, bs)) // bs  # exact: the dividend less its C remainder divides evenly
+        return np.where(b == 0, 0, q).astype(np.result_type(a, b))
     return np.true_divide(a, b)
 
 
@@ -343,6 +394,32 @@ def _gather_fold(n: N) -> list:
     if np.any((idx < -d) | (idx >= d)):
         raise n.error(f"index out of range for axis of size {d}", expected=f"indices in [-{d}, {d})")
     return [np.take(x, np.where(idx < 0, idx + d, idx), axis=ax)]
+
+
+def _elements_indices(n: N, shape: tuple[int, ...], idx: np.ndarray | None, ax: int) -> np.ndarray | None:
+    """GatherElements/ScatterElements: the indices' rank and off-axis dims checked against the
+    data's ``shape``; constant indices checked to lie in [-d, d) and returned with the negative
+    ones counted from the end (None for run-time indices)."""
+    if idx is None:
+        return None
+    if idx.ndim != len(shape) or any(i != ax and e > d for i, (d, e) in enumerate(zip(shape, idx.shape))):
+        raise n.error(f"indices of shape {idx.shape} for data of shape {shape}",
+                      expected="indices of the data's rank, no larger off the axis")
+    d = shape[ax]
+    idx = idx.astype(np.int64)
+    if np.any((idx < -d) | (idx >= d)):
+        raise n.error(f"index out of range for an axis of size {d}", expected=f"indices in [-{d}, {d})")
+    return np.where(idx < 0, idx + d, idx)
+
+
+@fold("GatherElements")
+def _gather_elements_fold(n: N) -> list:
+    x = n.b.consts[n.ins[0]]
+    ax = _axis(n, int(n.a("axis", 0)), x.ndim)
+    idx = _elements_indices(n, x.shape, n.b.consts[n.ins[1]], ax)
+    grid = list(np.indices(idx.shape, sparse=True))
+    grid[ax] = idx
+    return [x[tuple(grid)]]
 
 
 @fold("Unsqueeze", "Squeeze", "Reshape", "Flatten")
@@ -546,6 +623,17 @@ def _reduce_axes(n: N, ndim: int) -> tuple[int, ...] | None:
 # ---- run-time shape ops ------------------------------------------------------------------------------
 @op("Reshape")
 def Reshape(n: N) -> list:
+    if n.opset >= 5 and n.has(1) and n.maybe_const(1) is None:  # the target computed at run time
+        if len(n.shape(1)) != 1 or n.shape(1)[0] < 0:
+            raise n.error(f"shape input of shape {n.shape(1)}", expected="a 1-D shape tensor of known length")
+        allowzero = bool(int(n.a("allowzero", 0))) if n.opset >= 14 else False
+        return n.emit("reshape_dyn", [n.rt(0), n.rt(1)], attrs={"allowzero": allowzero})
+    if any(d < 0 for d in n.shape(0)):  # a dim known only at run time: the target resolved then
+        target = _ints(n.const(1, "shape")) if n.opset >= 5 else tuple(n.a("shape", ()))
+        if sum(d == -1 for d in target) > 1 or any(d < -1 for d in target):
+            raise n.error(f"bad target shape {target}", expected="at most one -1 and no other negative dim")
+        allowzero = bool(int(n.a("allowzero", 0))) if n.opset >= 14 else False
+        return n.emit("reshape_dyn", [n.rt(0)], attrs={"shape": target, "allowzero": allowzero})
     target = _reshape_target(n, n.shape(0))
     if 0 in target:  # the IR's reshape copies a dim for 0 (Caffe's rule): an empty target needs reshape_to
         return n.emit("reshape_to", [n.rt(0)], attrs={"shape": target})
@@ -577,7 +665,7 @@ def Concat(n: N) -> list:
     shapes = [n.b.shape_of(t) for t in n.ins if t]
     ax = _axis(n, int(n.a("axis", 0 if n.opset < 4 else 1)), len(shapes[0]))
     present = [t for t in n.ins if t]
-    ins = [n.b.rt(t) for t in present if math.prod(n.b.shape_of(t)) > 0] or [n.b.rt(present[0])]
+    ins = [n.b.rt(t) for t in present if 0 not in n.b.shape_of(t)] or [n.b.rt(present[0])]  # -1: run-time size
     return n.emit("concat", ins, attrs={"axis": ax})
 
 
@@ -634,6 +722,8 @@ def Slice(n: N) -> list:
 def Gather(n: N) -> list:
     shape = n.shape(0)
     ax = _axis(n, int(n.a("axis", 0)), len(shape))
+    if n.maybe_const(1) is None:  # indices computed at run time (e.g. TopK's, NonMaxSuppression's)
+        return n.emit("take", [n.rt(0), n.rt(1)], attrs={"axis": ax})
     idx = n.const(1, "indices").astype(np.int64)
     if idx.size > MAX_GATHER:
         raise n.unsupported(f"{idx.size} gather indices (refnet keeps at most {MAX_GATHER})")
@@ -643,6 +733,73 @@ def Gather(n: N) -> list:
     idx = np.where(idx < 0, idx + d, idx)
     return n.emit("gather", [n.rt(0)], attrs={"axis": ax, "indices": tuple(idx.reshape(-1).tolist()),
                                               "indices_shape": tuple(idx.shape)})
+
+
+@op("GatherElements")
+def GatherElements(n: N) -> list:
+    """y has the indices' shape; along ``axis`` (default 0) each element is taken from the data at
+    its index, off the axis at its own position. Opset 11 and 13 differ only in types (13 adds
+    bfloat16). Negative indices count from the end; indices may be computed at run time (e.g.
+    TopK's), checked then."""
+    shape = n.shape(0)
+    ax = _axis(n, int(n.a("axis", 0)), len(shape))
+    if len(n.shape(1)) != len(shape):
+        raise n.error(f"indices of rank {len(n.shape(1))} for data of rank {len(shape)}",
+                      expected="indices of the data's rank")
+    idx = _elements_indices(n, shape, n.maybe_const(1), ax)
+    ins = [n.rt(0), n.rt(1) if idx is None else _const_rt(n, idx, "indices")]
+    return n.emit("gather_elements", ins, attrs={"axis": ax})
+
+
+@op("ScatterElements", "Scatter")
+def ScatterElements(n: N) -> list:
+    """A copy of the data with ``updates`` written at ``indices`` along ``axis`` (ScatterElements
+    11; Scatter 9-10 is the same op under its old name). ``reduction`` (opset 16: add, mul; 18:
+    max, min) combines with the value there; "none": repeated indices leave the last update
+    (the spec calls it undefined). Negative indices count from the end."""
+    shape = n.shape(0)
+    ax = _axis(n, int(n.a("axis", 0)), len(shape))
+    red = n.a("reduction", "none") if n.opset >= 16 else "none"
+    allowed = ("none", "add", "mul") + (("max", "min") if n.opset >= 18 else ())
+    if red not in allowed:
+        raise n.error(f"reduction {red!r}", expected=" / ".join(allowed))
+    if len(n.shape(1)) != len(shape) or n.shape(2) != n.shape(1):
+        raise n.error(f"indices {n.shape(1)} and updates {n.shape(2)} for data {shape}",
+                      expected="indices and updates of one shape, the data's rank")
+    idx = _elements_indices(n, shape, n.maybe_const(1), ax)
+    ins = [n.rt(0), n.rt(1) if idx is None else _const_rt(n, idx, "indices"), n.rt(2)]
+    return n.emit("scatter_elements", ins, attrs={"axis": ax, "reduction": red})
+
+
+@op("ScatterND")
+def ScatterND(n: N) -> list:
+    """A copy of the data with each index row (the indices' last axis, m values) addressing a
+    slice ``data[i0, .., im-1]`` set to its update (opset 11); ``reduction`` (16: add, mul; 18:
+    max, min) combines instead. Indices may be computed at run time (refnet's `--quirks cv2`
+    YOLO export: NonMaxSuppression's rows)."""
+    red = n.a("reduction", "none") if n.opset >= 16 else "none"
+    allowed = ("none", "add", "mul") + (("max", "min") if n.opset >= 18 else ())
+    if red not in allowed:
+        raise n.error(f"reduction {red!r}", expected=" / ".join(allowed))
+    return n.emit("scatter_nd", [n.rt(0), n.rt(1), n.rt(2)], attrs={"reduction": red})
+
+
+@op("ConstantOfShape")
+def _constant_of_shape_rt(n: N) -> list:
+    """ConstantOfShape of a shape computed at run time (e.g. the number of NonMaxSuppression
+    rows): ``value`` (default 0.0) in a tensor whose dims are known at run time only."""
+    v = n.a("value")
+    v = np.zeros(1, np.float32) if v is None else np.asarray(v).reshape(-1)
+    if v.size != 1:
+        raise n.error("value must hold one element", expected="a one-element tensor")
+    if len(n.shape(0)) != 1 or n.shape(0)[0] < 0:
+        raise n.error(f"shape input of shape {n.shape(0)}", expected="a 1-D shape tensor of known length")
+    return n.emit("constant_of_shape", [n.rt(0)], attrs={"value": float(v[0])})
+
+
+def _const_rt(n: N, value: np.ndarray, what: str) -> str:
+    """A load-time value (e.g. normalised indices) as a run-time operand: a `constant` layer."""
+    return n.emit("constant", [], name=f"{n.layer}/{what}", params={"value": np.asarray(value)}, layer=False)[0]
 
 
 @op("Expand")
@@ -668,6 +825,8 @@ def Pad(n: N) -> list:
         value = float(n.a("value", 0.0))
         axes = list(range(ndim))
     else:
+        if n.has(1) and n.maybe_const(1) is None:
+            return _pad_dyn(n)
         pads = _ints(n.const(1, "pads"))
         cv = n.maybe_const(2)
         if n.has(2) and cv is None:
@@ -693,6 +852,36 @@ def Pad(n: N) -> list:
     return n.emit("pad", [x], attrs={"pads": tuple(tuple(p) for p in pp), "mode": mode, "value": value})
 
 
+def _pad_dyn(n: N) -> list:
+    """Pad with pads computed at run time (refnet's SSD export pads its detections to keep_top_k
+    rows): constant mode, all axes; every output dim is then known at run time only."""
+    if n.a("mode", "constant") != "constant":
+        raise n.unsupported(f"mode {n.a('mode')!r} with pads computed at run time (refnet: constant)")
+    if n.has(3):
+        raise n.unsupported("axes with pads computed at run time")
+    cv = n.maybe_const(2)
+    if n.has(2) and cv is None:
+        raise n.unsupported("the constant value must be a constant")
+    value = float(cv.reshape(-1)[0]) if cv is not None and cv.size else 0.0
+    if n.shape(1) != (2 * len(n.shape(0)),):
+        raise n.error(f"pads of shape {n.shape(1)} for rank {len(n.shape(0))}",
+                      expected=f"({2 * len(n.shape(0))},)")
+    return n.emit("pad_dyn", [n.rt(0), n.rt(1)], attrs={"value": value})
+
+
+@op("GatherND")
+def GatherND(n: N) -> list:
+    """Each row of the indices' last axis (m values) addresses ``data[i0, .., im-1]`` (a slice of
+    the remaining dims) after the first ``batch_dims`` (opset 12) dims; indices may be computed at
+    run time (refnet's SSD export: NonMaxSuppression's), negatives count from the end."""
+    bd = int(n.a("batch_dims", 0)) if n.opset >= 12 else 0
+    xs, ts = n.shape(0), n.shape(1)
+    if bd < 0 or not ts or ts[-1] < 1 or bd + ts[-1] > len(xs) or len(ts) - 1 < bd or ts[:bd] != xs[:bd]:
+        raise n.error(f"indices of shape {ts} (batch_dims {bd}) for data of shape {xs}",
+                      expected="indices[..., m] with batch_dims + m <= data rank, leading dims equal")
+    return n.emit("gather_nd", [n.rt(0), n.rt(1)], attrs={"batch_dims": bd})
+
+
 @op("DepthToSpace", "SpaceToDepth")
 def DepthToSpace(n: N) -> list:
     bs = int(n.a("blocksize", 0))
@@ -711,8 +900,12 @@ _BINARY = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Pow": "pow",
 @op(*_BINARY)
 def Binary(n: N) -> list:
     """Numpy-style broadcasting (opset >= 7); before opset 7 ``broadcast=1`` with ``axis`` aligns
-    the second operand at ``axis``."""
+    the second operand at ``axis``. Div of integer tensors (:func:`is_int`) rounds toward zero
+    (`int_div`)."""
     ins = [t for t in n.ins if t]
+    ir = _BINARY[n.op]
+    if n.op == "Div" and any(is_int(n.b, t) for t in ins):
+        ir = "int_div"
     if n.opset < 7 and n.op in ("Add", "Sub", "Mul", "Div", "Pow") and int(n.a("broadcast", 0)) and len(ins) == 2:
         xs, ys = n.b.shape_of(ins[0]), n.b.shape_of(ins[1])
         ax = n.a("axis")
@@ -721,8 +914,22 @@ def Binary(n: N) -> list:
             new = (1,) * a + ys + (1,) * (len(xs) - a - len(ys))
             y = n.b.rt(ins[1])
             y = n.emit("reshape", [y], name=f"{n.layer}/align", layer=False, attrs={"shape": new})[0]
-            return n.emit(_BINARY[n.op], [n.b.rt(ins[0]), y])
-    return n.emit(_BINARY[n.op], [n.b.rt(t) for t in ins])
+            return n.emit(ir, [n.b.rt(ins[0]), y])
+    return n.emit(ir, [n.b.rt(t) for t in ins])
+
+
+@op("Mod")
+def Mod(n: N) -> list:
+    """Remainder, broadcasting (opset 10; 13 adds bfloat16). ``fmod`` 0 (default): the sign of the
+    divisor, A - floor(A / B) * B (np.mod; integer types -- and, from opset 28, floats too);
+    1: the sign of the dividend, A - trunc(A / B) * B (C fmod). On integer tensors
+    (:func:`is_int`) a zero divisor gives 0 (onnxruntime's integer kernels divide by zero:
+    undefined behaviour, a crash on x86); on float tensors NaN, as the spec says."""
+    fmod = int(n.a("fmod", 0))
+    if fmod not in (0, 1):
+        raise n.error(f"fmod = {fmod}", expected="0 or 1")
+    integer = is_int(n.b, n.ins[0]) or is_int(n.b, n.ins[1])
+    return n.emit("mod", [n.rt(0), n.rt(1)], attrs={"fmod": bool(fmod), "integer": integer})
 
 
 _COMPARE = {"Less": "less", "LessOrEqual": "less_equal", "Greater": "greater", "GreaterOrEqual": "greater_equal",
@@ -1265,11 +1472,13 @@ def TopK(n: N) -> list:
     """k: attribute before opset 10, input 1 from 10; largest/sorted from opset 11."""
     xs = n.shape(0)
     ax = _axis(n, int(n.a("axis", -1)), len(xs))
+    largest, srt = bool(int(n.a("largest", 1))), bool(int(n.a("sorted", 1)))
+    if n.opset >= 10 and n.has(1) and n.maybe_const(1) is None:  # k computed at run time (e.g. a Shape after NMS)
+        return n.emit("topk_dyn", [n.rt(0), n.rt(1)], 2, attrs={"axis": ax, "largest": largest, "sorted": srt})
     k = int(n.a("k", 0)) if n.opset < 10 else int(n.const(1, "k").reshape(-1)[0])
     if not 0 <= k <= xs[ax]:
         raise n.error(f"k = {k} for an axis of size {xs[ax]}", expected=f"0 <= k <= {xs[ax]}")
-    return n.emit("topk", [n.rt(0)], 2, attrs={"axis": ax, "k": k, "largest": bool(int(n.a("largest", 1))),
-                                                "sorted": bool(int(n.a("sorted", 1)))})
+    return n.emit("topk", [n.rt(0)], 2, attrs={"axis": ax, "k": k, "largest": largest, "sorted": srt})
 
 
 # ---- detection ---------------------------------------------------------------------------------------------

@@ -125,3 +125,41 @@ def _not(node, xs, p, ctx):
 @register("where", shape=_bshape)
 def _where(node, xs, p, ctx):
     return kern("where", ctx)(xs[0], xs[1], xs[2])
+
+
+def _int_safe(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(divisor with its zeros replaced by 1, the zero mask)."""
+    zero = b == 0
+    return np.where(zero, b.dtype.type(1), b), zero
+
+
+@register("mod", shape=_bshape, attrs={"fmod": Attr(False, bool), "integer": Attr(False, bool)}, kernel=None,
+          no_kernel="a few NumPy lines (np.mod / np.fmod are exact on integer-valued floats)")
+def _mod(node, xs, p, ctx):
+    """ONNX Mod, broadcasting. ``fmod`` False: the remainder takes the divisor's sign (np.mod,
+    Python's %); True: the dividend's sign (C fmod). ``integer`` (the ONNX inputs are integer
+    tensors, carried as integer-valued floats): a zero divisor gives 0 (integer division by zero
+    is undefined behaviour in onnxruntime's C++ kernels); otherwise (float tensors) it gives NaN,
+    as the spec says. Both are exact on integer-valued floats (fmod is exact in IEEE arithmetic,
+    and the sign correction of np.mod adds two integers of opposite signs)."""
+    a, b = xs[0], xs[1]
+    at = attrs(node)
+    fn = np.fmod if at["fmod"] else np.mod
+    with np.errstate(all="ignore"):
+        if not at["integer"]:
+            return fn(a, b)
+        bs, zero = _int_safe(b)
+        return np.where(zero, a.dtype.type(0), fn(a, bs) + a.dtype.type(0))  # + 0: no -0 among integers
+
+
+@register("int_div", shape=_bshape, kernel=None, no_kernel="a few NumPy lines (exact on integer-valued floats)")
+def _int_div(node, xs, p, ctx):
+    """ONNX Div of integer tensors (carried as integer-valued floats): the quotient rounded toward
+    zero, as C's integer division, computed exactly as (a - fmod(a, b)) / b (an exact integer
+    divided by its divisor). A zero divisor gives 0 (undefined behaviour in onnxruntime's C++
+    kernels; refnet picks 0, as its constant folding does)."""
+    a, b = xs[0], xs[1]
+    bs, zero = _int_safe(b)
+    with np.errstate(all="ignore"):
+        q = (a - np.fmod(a, bs)) / bs
+    return np.where(zero, a.dtype.type(0), q + a.dtype.type(0))

@@ -4,7 +4,7 @@ Index outputs are returned in the run dtype (exact for indices below 2**24 in fl
 from __future__ import annotations
 
 from refnet.errors import ShapeError
-from refnet.ops.registry import REQUIRED, Attr, attrs, ints, kern, register, same_shape
+from refnet.ops.registry import DYN, REQUIRED, Attr, attrs, ints, kern, register, same_shape
 
 
 def _reduced(node, shape, axes, keepdims):
@@ -57,3 +57,22 @@ def _topk(node, xs, p, ctx):
 @register("hardmax", shape=same_shape, attrs={"axis": Attr(REQUIRED, int)})
 def _hardmax(node, xs, p, ctx):
     return kern("hardmax", ctx)(xs[0], attrs(node)["axis"])
+
+
+def _topk_dyn_shape(node, shapes):
+    s = list(shapes[0])
+    s[attrs(node)["axis"]] = DYN
+    return [tuple(s), tuple(s)]
+
+
+@register("topk_dyn", shape=_topk_dyn_shape, attrs={"axis": REQUIRED, "largest": REQUIRED, "sorted": REQUIRED},
+          kernel="topk")
+def _topk_dyn(node, xs, p, ctx):
+    """ONNX TopK with k computed at run time (input 1, e.g. from the size of NonMaxSuppression's
+    output): as `topk`, the output's axis known at run time only."""
+    a = attrs(node)
+    k = int(xs[1].reshape(-1)[0])
+    if not 0 <= k <= xs[0].shape[a["axis"]]:
+        raise ShapeError(f"k = {k} for an axis of size {xs[0].shape[a['axis']]}", layer=node.name)
+    v, i = kern("topk", ctx)(xs[0], k, a["axis"], a["largest"], a["sorted"])
+    return [v, i.astype(xs[0].dtype)]
