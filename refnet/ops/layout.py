@@ -185,6 +185,19 @@ def _scatter_elements(node, xs, p, ctx):
 
 
 # ---- ops on tensors whose size is known only at run time (ONNX graphs after NonMaxSuppression) -----
+def _fits(node, shape, dtype) -> None:
+    """BudgetError (a refnet error naming the layer) before an output whose size depends on
+    run-time values -- a pad, a shape, gathered rows -- is allocated over the memory budget: the
+    plan's check (refnet.runtime.budget.check_plan) cannot see it."""
+    from refnet.runtime.budget import check_memory
+
+    n = 1
+    for d in shape:
+        n *= max(int(d), 0)
+    check_memory(n * np.dtype(dtype).itemsize, f"the output of shape {tuple(int(d) for d in shape)}, known only at "
+                 "run time", layer=node.name)
+
+
 def _int_index(node, idx: np.ndarray, d: int) -> np.ndarray:
     """Run-time indices (integer-valued floats) into an axis of size ``d``, negatives counted
     from the end; ShapeError naming the layer when one is outside [-d, d)."""
@@ -218,6 +231,7 @@ def _take_shape(node, shapes):
 def _take(node, xs, p, ctx):
     """ONNX Gather with run-time indices (input 1): np.take along ``axis``, negatives from the end."""
     ax = attrs(node)["axis"]
+    _fits(node, xs[0].shape[:ax] + xs[1].shape + xs[0].shape[ax + 1:], xs[0].dtype)
     return np.take(xs[0], _int_index(node, xs[1], xs[0].shape[ax]), axis=ax)
 
 
@@ -240,6 +254,7 @@ def _gather_nd(node, xs, p, ctx):
     x, idx = xs
     bd = attrs(node)["batch_dims"]
     m = idx.shape[-1]
+    _fits(node, idx.shape[:-1] + x.shape[bd + m:], x.dtype)
     lead = x.shape[:bd]
     nb = int(np.prod(lead, dtype=np.int64))
     xb = x.reshape((nb,) + x.shape[bd:])
@@ -263,6 +278,7 @@ def _pad_dyn(node, xs, p, ctx):
     crop = tuple(slice(max(-b, 0), x.shape[i] - max(-e, 0)) for i, (b, e) in enumerate(zip(begin, end)))
     x = x[crop]
     width = [(max(b, 0), max(e, 0)) for b, e in zip(begin, end)]
+    _fits(node, [d + b + e for d, (b, e) in zip(x.shape, width)], x.dtype)
     return np.pad(x, width, mode="constant", constant_values=attrs(node)["value"])
 
 
@@ -337,4 +353,5 @@ def _constant_of_shape(node, xs, p, ctx):
     shape = tuple(int(v) for v in np.asarray(xs[0]).reshape(-1))
     if any(d < 0 for d in shape):
         raise ShapeError("negative dims", layer=node.name, got=shape)
+    _fits(node, shape, ctx.dtype)
     return np.full(shape, attrs(node)["value"], ctx.dtype)

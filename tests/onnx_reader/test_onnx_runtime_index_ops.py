@@ -435,3 +435,37 @@ def test_reshape_to_a_shape_computed_at_run_time(tmp_path, precision):
     assert "reshape_dyn" in {n.op for n in net.graph.nodes}
     np.testing.assert_array_equal(_refnet(p, feeds, precision)[0], want)
     np.testing.assert_array_equal(_ort(p, feeds)[0], want)
+
+
+def test_outputs_sized_at_run_time_are_budgeted(tmp_path):
+    """Outputs whose size comes from run-time values -- ConstantOfShape of a computed shape, Pad by
+    computed pads, Gather/GatherND rows -- are refused with a BudgetError naming the layer before
+    they are allocated (the plan's up-front check cannot see them); the same files run within it."""
+    from refnet.errors import BudgetError
+    from refnet.runtime import budget
+
+    cos = _save(tmp_path, [H.make_node("Cast", ["s"], ["si"], to=TP.INT64),
+                           H.make_node("ConstantOfShape", ["si"], ["y"])],
+                [_vi("s", [2])], [_vi("y", None)], name="cos.onnx")
+    pad = _save(tmp_path, [H.make_node("Cast", ["p"], ["pi"], to=TP.INT64),
+                           H.make_node("Pad", ["x", "pi"], ["y"], mode="constant")],
+                [_vi("x", [2, 3]), _vi("p", [4])], [_vi("y", None)], name="pad.onnx")
+    gat = _save(tmp_path, [H.make_node("Cast", ["i"], ["ii"], to=TP.INT64),
+                           H.make_node("Gather", ["x", "ii"], ["y"], axis=0)],
+                [_vi("x", [100, 1000]), _vi("i", [1000, 100])], [_vi("y", None)], name="gather.onnx")
+    budget.set_memory_budget("100M")
+    try:
+        cases = [(cos, {"s": np.array([20000.0, 20000.0])}, "(20000, 20000), known only at run time"),
+                 (pad, {"x": np.ones((2, 3)), "p": np.array([0.0, 0.0, 0.0, 2e7])}, "(2, 20000003), known only"),
+                 # the indices' shape is static: the plan's check refuses it before the run
+                 (gat, {"x": np.ones((100, 1000)), "i": np.zeros((1000, 100))}, "needs 2.2 GiB")]
+        for path, feeds, what in cases:
+            with pytest.raises(BudgetError) as e:
+                _refnet(path, feeds, "float64")
+            assert what in str(e.value) and "layer 'y'" in str(e.value) and "budget" in str(e.value), str(e.value)
+        small = _refnet(pad, {"x": np.ones((2, 3)), "p": np.array([1.0, 0.0, 0.0, 2.0])}, "float64")[0]
+        want = np.zeros((3, 5))
+        want[1:, :3] = 1.0  # one row before, two columns after: worked by hand
+        np.testing.assert_array_equal(small, want)
+    finally:
+        budget.set_memory_budget()
