@@ -21,31 +21,12 @@ onnx = pytest.importorskip("onnx")
 from onnx import TensorProto as TP  # noqa: E402
 from onnx import helper as H  # noqa: E402
 from onnx import numpy_helper as NH  # noqa: E402
+from test_onnx_reader import _ort, _save, _vi  # noqa: E402 (the same file builders)
 
 import refnet  # noqa: E402
 from refnet.errors import ModelFormatError, ShapeError  # noqa: E402
 
 PRECISIONS = ("float64", "float32")
-
-
-def _save(tmp_path, nodes, inputs, outputs, inits=(), opset=13, name="m.onnx"):
-    g = H.make_graph(nodes, "g", inputs, outputs, initializer=list(inits))
-    m = H.make_model(g, opset_imports=[H.make_opsetid("", opset)])
-    p = tmp_path / name
-    p.write_bytes(m.SerializeToString())
-    return p
-
-
-def _vi(name, shape, t=TP.FLOAT):
-    return H.make_tensor_value_info(name, t, shape)
-
-
-def _ort(path, feeds):
-    ort = pytest.importorskip("onnxruntime")
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    s = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    return s.run(None, feeds)
 
 
 def _refnet(path, feeds, precision, outputs=None):
