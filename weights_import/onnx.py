@@ -427,9 +427,8 @@ def _build(model: Message, file: str, base: Path | None, quirks: str, input_shap
             raise ShapeError(f"the model has inputs {runtime}; pass input_shapes as a dict")
         input_shapes = {runtime[0]: input_shapes}
     shapes = _input_shapes(graph, b.consts, input_shapes, file)
-    int_codes = {2, 3, 4, 5, 6, 7, 12, 13}  # (u)int8..64
     for vi in graph.get("input"):
-        if (vi.get("name") or "") in shapes and _declared_shape(vi)[1] in int_codes:
+        if (vi.get("name") or "") in shapes and _declared_shape(vi)[1] in S.INT_TYPES:
             b.ints.add(vi.get("name") or "")
     for name, shp in shapes.items():
         b.used.add(name)

@@ -17,6 +17,7 @@ import numpy as np
 
 from refnet.errors import ModelFormatError, ShapeError, UnsupportedLayerError
 from refnet.kernels.geometry import pool_output_size, same_pads
+from refnet.weights_import import onnx_schema as S
 from refnet.weights_import._util import name_registry
 
 __all__ = ["convert_node", "known_ops", "OPS", "FOLD"]
@@ -131,8 +132,6 @@ def convert_node(b: Any, op_type: str, layer: str, ins: list[str], outs: list[st
 
 
 # ---- integer types of run-time tensors ------------------------------------------------------------
-#: ONNX integer element types ((u)int8..64)
-INT_TYPES = frozenset({2, 3, 4, 5, 6, 7, 12, 13})
 #: ONNX ops whose output i is an integer tensor whatever their inputs (indices, counts)
 _INT_OUTPUTS = {"ArgMax": (0,), "ArgMin": (0,), "NonMaxSuppression": (0,), "NonZero": (0,), "TopK": (1,),
                 "MaxPool": (1,), "Shape": (0,), "Size": (0,)}
@@ -157,7 +156,7 @@ def is_int(b: Any, name: str) -> bool:
 def _int_outputs(n: N) -> set[int]:
     """The outputs of node ``n`` that are integer tensors (by the op's type rule)."""
     if n.op == "Cast":
-        return {0} if int(n.a("to", 1)) in INT_TYPES else set()
+        return {0} if int(n.a("to", 1)) in S.INT_TYPES else set()
     if n.op == "CastLike":
         return {0} if n.has(1) and is_int(n.b, n.ins[1]) else set()
     out = set(_INT_OUTPUTS.get(n.op, ()))

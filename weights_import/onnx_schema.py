@@ -14,7 +14,7 @@ import numpy as np
 
 from refnet.weights_import.caffe_schema import Field, MessageType
 
-__all__ = ["MESSAGES", "ENUMS", "DTYPES", "DTYPE_NAMES", "ATTR_TYPES"]
+__all__ = ["MESSAGES", "ENUMS", "DTYPES", "DTYPE_NAMES", "ATTR_TYPES", "INT_TYPES"]
 
 
 def _f(number: int, name: str, kind: str, *, rep: bool = False) -> Field:
@@ -83,6 +83,8 @@ DTYPES: Mapping[int, np.dtype] = MappingProxyType({
     6: np.dtype("<i4"), 7: np.dtype("<i8"), 9: np.dtype("bool"), 10: np.dtype("<f2"), 11: np.dtype("<f8"),
     12: np.dtype("<u4"), 13: np.dtype("<u8"), 16: np.dtype("<u2"),  # bfloat16: upper halves of float32
 })
+#: the integer element types, (u)int8..64 (not bool; not bfloat16, which DTYPES holds as uint16)
+INT_TYPES = frozenset({2, 3, 4, 5, 6, 7, 12, 13})
 DTYPE_NAMES: Mapping[int, str] = MappingProxyType({
     0: "UNDEFINED", 1: "FLOAT", 2: "UINT8", 3: "INT8", 4: "UINT16", 5: "INT16", 6: "INT32", 7: "INT64",
     8: "STRING", 9: "BOOL", 10: "FLOAT16", 11: "DOUBLE", 12: "UINT32", 13: "UINT64", 14: "COMPLEX64",

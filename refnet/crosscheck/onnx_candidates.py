@@ -13,12 +13,12 @@ from typing import Any
 import numpy as np
 
 from refnet.crosscheck import quirks as Q
+from refnet.weights_import import onnx_schema as S
 
 __all__ = ["select_backends", "is_onnx", "onnx_net_for", "onnx_feed", "onnx_candidates"]
 
-#: ONNX integer and bool element types (TensorProto.DataType codes)
-_INTEGER_TYPES = {2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64", 9: "bool",
-                  12: "uint32", 13: "uint64"}
+#: ONNX integer and bool element types (TensorProto.DataType codes) -> their names
+_INTEGER_TYPES = {c: S.DTYPES[c].name for c in sorted(S.INT_TYPES | {9})}
 
 
 def select_backends(specs: Sequence[str] | None, *, name_spec: bool = False) -> list[Any]:
