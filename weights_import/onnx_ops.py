@@ -750,6 +750,16 @@ def GatherElements(n: N) -> list:
     return n.emit("gather_elements", ins, attrs={"axis": ax})
 
 
+def _scatter_reduction(n: N) -> str:
+    """ScatterElements/ScatterND's ``reduction``: "none" before opset 16, then add/mul, from 18
+    max/min too."""
+    red = n.a("reduction", "none") if n.opset >= 16 else "none"
+    allowed = ("none", "add", "mul") + (("max", "min") if n.opset >= 18 else ())
+    if red not in allowed:
+        raise n.error(f"reduction {red!r}", expected=" / ".join(allowed))
+    return red
+
+
 @op("ScatterElements", "Scatter")
 def ScatterElements(n: N) -> list:
     """A copy of the data with ``updates`` written at ``indices`` along ``axis`` (ScatterElements
@@ -758,10 +768,7 @@ def ScatterElements(n: N) -> list:
     (the spec calls it undefined). Negative indices count from the end."""
     shape = n.shape(0)
     ax = _axis(n, int(n.a("axis", 0)), len(shape))
-    red = n.a("reduction", "none") if n.opset >= 16 else "none"
-    allowed = ("none", "add", "mul") + (("max", "min") if n.opset >= 18 else ())
-    if red not in allowed:
-        raise n.error(f"reduction {red!r}", expected=" / ".join(allowed))
+    red = _scatter_reduction(n)
     if len(n.shape(1)) != len(shape) or n.shape(2) != n.shape(1):
         raise n.error(f"indices {n.shape(1)} and updates {n.shape(2)} for data {shape}",
                       expected="indices and updates of one shape, the data's rank")
@@ -776,10 +783,7 @@ def ScatterND(n: N) -> list:
     slice ``data[i0, .., im-1]`` set to its update (opset 11); ``reduction`` (16: add, mul; 18:
     max, min) combines instead. Indices may be computed at run time (refnet's `--quirks cv2`
     YOLO export: NonMaxSuppression's rows)."""
-    red = n.a("reduction", "none") if n.opset >= 16 else "none"
-    allowed = ("none", "add", "mul") + (("max", "min") if n.opset >= 18 else ())
-    if red not in allowed:
-        raise n.error(f"reduction {red!r}", expected=" / ".join(allowed))
+    red = _scatter_reduction(n)
     return n.emit("scatter_nd", [n.rt(0), n.rt(1), n.rt(2)], attrs={"reduction": red})
 
 

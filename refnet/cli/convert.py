@@ -187,23 +187,6 @@ def _feeds(net: Any, pre: Any, shape: tuple[int, ...], image: str | None, seed: 
     return rng.uniform(-1.0, 1.0, shape).astype(np.float32), f"seeded uniform [-1, 1) input (seed {seed})"
 
 
-def _strict_json(o: Any) -> Any:
-    """``o`` with numbers JSON can hold, as ``refnet compare --json`` writes them: NaN as null,
-    +-inf (a wrong-sized or non-finite backend output) as +-1e308, numpy scalars as Python ones."""
-    if isinstance(o, dict):
-        return {k: _strict_json(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_strict_json(v) for v in o]
-    if isinstance(o, (bool, np.bool_)):
-        return bool(o)
-    if isinstance(o, (int, np.integer)):
-        return int(o)
-    if isinstance(o, (float, np.floating)):
-        f = float(o)
-        return None if f != f else f if abs(f) != float("inf") else (1e308 if f > 0 else -1e308)
-    return o
-
-
 def _same_file(a: str, b: str) -> bool:
     try:
         return os.path.samefile(a, b)
@@ -287,5 +270,7 @@ def convert_command(args: argparse.Namespace) -> int:
             bad = "; ".join(f"{r.name}: {r.status}" for r in v.results if not r.is_cv2_4 and not r.agrees)
             print(f"verdict: DIFFER ({bad}; needed: {rule})", file=out)
         if args.json:
-            Path(args.json).write_text(json.dumps(_strict_json(v.to_json()), indent=1, allow_nan=False))
+            from refnet.crosscheck.report import _jsonable  # compare --json's rule: NaN null, +-inf +-1e308
+
+            Path(args.json).write_text(json.dumps(_jsonable(v.to_json()), indent=1, allow_nan=False))
         return 0 if v.verdict == "AGREE" else 1

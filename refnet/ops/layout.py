@@ -174,9 +174,14 @@ def _scatter_elements(node, xs, p, ctx):
     x, idx, upd = xs
     a = attrs(node)
     ax = a["axis"]
+    return _scatter(x, _along(node, idx, x.shape[ax], ax), upd, a["reduction"])
+
+
+def _scatter(x: np.ndarray, where: tuple, upd: np.ndarray, reduction: str) -> np.ndarray:
+    """A copy of ``x`` with ``upd`` written at ``where`` ("none": the last of repeated indices
+    wins) or combined with the value there (:data:`_SCATTER_REDUCE`, in index order)."""
     y = np.array(x, copy=True)
-    where = _along(node, idx, x.shape[ax], ax)
-    fn = _SCATTER_REDUCE[a["reduction"]]
+    fn = _SCATTER_REDUCE[reduction]
     if fn is None:
         y[where] = upd
     else:
@@ -335,15 +340,8 @@ def _scatter_nd(node, xs, p, ctx):
     addressing ``y[i0, .., im-1]`` (a slice of the remaining dims) set to its update, or combined
     with it by ``reduction`` add/mul/max/min; repeated rows with "none": the last one."""
     x, idx, upd = xs
-    m = idx.shape[-1]
-    y = np.array(x, copy=True)
-    where = tuple(_int_index(node, idx[..., j], x.shape[j]) for j in range(m))
-    fn = _SCATTER_REDUCE[attrs(node)["reduction"]]
-    if fn is None:
-        y[where] = upd
-    else:
-        fn.at(y, where, upd)
-    return y
+    where = tuple(_int_index(node, idx[..., j], x.shape[j]) for j in range(idx.shape[-1]))
+    return _scatter(x, where, upd, attrs(node)["reduction"])
 
 
 @register("constant_of_shape", shape=lambda node, shapes: [(DYN,) * int(shapes[0][0])] if shapes[0] else [()],
