@@ -39,8 +39,6 @@ def stylize_command(args: argparse.Namespace) -> int:
     if not args.optimize:
         raise gatys.StylizeError("stylize needs --optimize CONTENT STYLE (pixel optimisation; feed-forward "
                                  "fast-neural-style models run with `refnet run --task stylize`)")
-    if args.out and not Path(args.out).resolve().parent.is_dir():
-        raise FileNotFoundError(f"cannot write {args.out}: folder {Path(args.out).parent} does not exist")
     if args.steps < 1:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
     if args.size and min(args.size) < 1:
@@ -149,9 +147,6 @@ def transfer_command(args: argparse.Namespace) -> int:
         raise ValueError(f"--hidden must be >= 0 (0: no hidden layer), got {args.hidden}")
     if not args.weight_decay >= 0:
         raise ValueError(f"--weight-decay must be >= 0, got {args.weight_decay}")
-    for out in (args.out, args.json):
-        if out and not Path(out).resolve().parent.is_dir():
-            raise FileNotFoundError(f"cannot write {out}: folder {Path(out).parent} does not exist")
     net, entry, _ = pipelines.resolve_model(args.model, args.zoo)
     if len(net.input_names) != 1:
         raise transfer.TransferError(f"the model has inputs {list(net.input_names)}; transfer takes a one-input "
@@ -243,8 +238,6 @@ def explain_command(args: argparse.Namespace) -> int:
 
     from refnet import explain, pipelines
 
-    if args.out and not Path(args.out).resolve().parent.is_dir():
-        raise FileNotFoundError(f"cannot write {args.out}: folder {Path(args.out).parent} does not exist")
     image = pipelines.read_image(args.image)
     net, entry, labels = pipelines.resolve_model(args.model, args.zoo)
     task = entry.task if entry is not None else "classify"

@@ -146,6 +146,9 @@ _OUTPUTS: dict[str, tuple[tuple[str, str], ...]] = {
     "generate": (("out", "prefix"),),
     "demo": (("out", "dir"),),
     "convert": (("output", "file"), ("json", "file")),
+    "stylize": (("out", "file"),),
+    "explain": (("out", "file"),),
+    "transfer": (("out", "prefix"), ("json", "file")),
 }
 
 
