@@ -1,7 +1,8 @@
 """What task a net is built for, where the net itself says it; and refusing a task it cannot do.
 
-:func:`infer_task` reads the ops that produce the net's outputs: a DetectionOutput (SSD) or
-Darknet region/yolo heads -> ``detect``; Ultra-Light-Fast's ``boxes`` + ``scores`` heads ->
+:func:`infer_task` reads the ops that produce the net's outputs: a DetectionOutput (SSD, or a
+two-stage Faster R-CNN / R-FCN where the net is fed data + im_info) or Darknet region/yolo heads
+-> ``detect``; Ultra-Light-Fast's ``boxes`` + ``scores`` heads ->
 ``face``; a softmax (or fully connected layer) over one vector per image -> ``classify``. Anything
 else is left to the user (``--task``). :func:`check_task` refuses a task whose decoder cannot
 read the outputs, e.g. ``classify`` on a YOLO net, with a message that names what the net is.
@@ -54,6 +55,11 @@ def infer_task(net: Any) -> tuple[str | None, str]:
     ops = _ops(net)
     kinds = set(ops.values())
     if "detection_output" in kinds:
+        from refnet.two_stage import is_two_stage
+
+        if is_two_stage(net):
+            return "detect", ("its output is a DetectionOutput layer over region proposals (a two-stage "
+                              "detector: Faster R-CNN / R-FCN, fed data + im_info)")
         return "detect", "its output is a DetectionOutput layer (SSD)"
     if kinds & {"region", "yolo"}:
         return "detect", "its outputs are Darknet region/yolo detection heads"

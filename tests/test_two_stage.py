@@ -15,6 +15,7 @@ from refnet import dnn, two_stage, zoo
 from refnet.cli import main
 from refnet.ops import registry
 from refnet.pipelines import run_task
+from refnet.taskcheck import TaskMismatchError, check_task, infer_task
 
 ARCHS = {"faster-rcnn-vgg16": "arch_only/faster_rcnn_vgg16/faster_rcnn_vgg16.prototxt",
          "rfcn-resnet50": "arch_only/rfcn_resnet50/rfcn_pascal_voc_resnet50.prototxt"}
@@ -173,6 +174,11 @@ def test_pipeline_and_facade(arch, images_dir):
     # without the zoo entry: 20 VOC names for 21 classes -> class 0 is the background
     bare = run_task(net, img, "detect", labels=labels, preprocess=entry.preprocess, size=SIZE, threshold=0.3)
     assert bare.data["labels"] == res.data["labels"] and bare.data["label_offset"] == 1
+    # the task check names a two-stage detector as such (it said "DetectionOutput layer (SSD)")
+    task, why = infer_task(net)
+    assert task == "detect" and "two-stage" in why and "SSD" not in why
+    with pytest.raises(TaskMismatchError, match="two-stage detector.*use --task detect"):
+        check_task(net, "classify")
     # the cv2.dnn-style facade: two named inputs
     dnn.quirks = "cv2"
     try:
