@@ -265,6 +265,9 @@ class Builder:
         #: integer-valued floats; Div and Mod need to know): graph inputs, index outputs, casts, and
         #: what ops that keep their input type make of them (onnx_ops.convert_node)
         self.ints: set[str] = set()
+        #: ONNX tensors of type float16 (10) or bfloat16 (16), which refnet holds as float32: CastLike to
+        #: one of them rounds to its values (initializers, graph inputs, Cast / CastLike outputs)
+        self.halfs: dict[str, int] = {}
 
     # names ------------------------------------------------------------------------------------------
     def fresh(self, want: str) -> str:
@@ -418,6 +421,8 @@ def _build(model: Message, file: str, base: Path | None, quirks: str, input_shap
     for t in graph.get("initializer"):
         name = t.get("name") or ""
         b.consts[name] = tensor_array(t, base, "initializer")
+        if int(t.get("data_type") or 0) in (10, 16):
+            b.halfs[name] = int(t.get("data_type"))
     if graph.get("sparse_initializer"):
         raise graph.error("sparse initializers are not supported", "sparse_initializer",
                           expected="dense initializers")
@@ -430,6 +435,8 @@ def _build(model: Message, file: str, base: Path | None, quirks: str, input_shap
     for vi in graph.get("input"):
         if (vi.get("name") or "") in shapes and _declared_shape(vi)[1] in S.INT_TYPES:
             b.ints.add(vi.get("name") or "")
+        if (vi.get("name") or "") in shapes and _declared_shape(vi)[1] in (10, 16):
+            b.halfs[vi.get("name") or ""] = _declared_shape(vi)[1]
     for name, shp in shapes.items():
         b.used.add(name)
         b.tensor[name] = name

@@ -98,8 +98,7 @@ def convert_node(b: Any, op_type: str, layer: str, ins: list[str], outs: list[st
     present = [t for t in ins if t]
     all_const = all(t in b.consts for t in present)
     if op_type == "CastLike" and present and present[0] in b.consts and not all_const:
-        all_const = True  # the target of a run-time tensor is the run precision: fold to float32
-        ins = n.ins = [ins[0], ""]
+        all_const = True  # the target of a run-time tensor is the run precision (float16/bfloat16: its values): fold
     if op_type in FOLD and (all_const or op_type in ("Shape", "Size")):
         results = FOLD[op_type](n)
     elif op_type in OPS:
@@ -125,6 +124,9 @@ def convert_node(b: Any, op_type: str, layer: str, ins: list[str], outs: list[st
             b.tensor[t] = v
     if len(outs) > len(results) and any(outs[len(results):]):
         raise n.unsupported(f"it declares {len(outs)} outputs; refnet computes {len(results)}")
+    half = _cast_code(n) if op_type in ("Cast", "CastLike") else None
+    if half in (10, 16) and outs and outs[0]:  # float16/bfloat16 values held as float32: CastLike reads this
+        b.halfs[outs[0]] = half
     ints = _int_outputs(n)
     for i, t in enumerate(outs):
         if t and i in ints and t in b.tensor:
@@ -258,22 +260,31 @@ def Size(n: N) -> list:
     return [np.asarray(math.prod(n.shape(0)), np.int64)]
 
 
+def _cast_code(n: N) -> int | None:
+    """The ONNX element type a Cast casts to (``to``); for CastLike the target's where the reader
+    knows it only by its type (float16 / bfloat16 tensors, which refnet holds as float32:
+    ``b.halfs``), else None (the target's NumPy dtype says it)."""
+    if n.op == "Cast":
+        return int(n.a("to", 1))
+    return n.b.halfs.get(n.ins[1]) if n.has(1) else None
+
+
 @fold("Cast", "CastLike")
 def Cast(n: N) -> list:
     from refnet.weights_import.onnx_schema import DTYPES
 
     x = n.b.consts[n.ins[0]]
-    if n.op == "CastLike":
-        dt = n.b.consts[n.ins[1]].dtype if n.has(1) else np.dtype(np.float32)
+    code = _cast_code(n)
+    if n.op == "CastLike" and code is None:
+        dt = n.b.consts[n.ins[1]].dtype if n.has(1) and n.b.is_const(n.ins[1]) else np.dtype(np.float32)
     else:
-        code = int(n.a("to", 1))
         if code not in DTYPES:
             raise n.unsupported(f"cast to data type {code}")
         dt = DTYPES[code] if code not in (10, 16) else np.dtype(np.float32)
     with np.errstate(all="ignore"):
-        if n.op == "Cast" and code == 10:  # float16 values, kept as float32 (as the reader widens them)
+        if code == 10:  # float16 values, kept as float32 (as the reader widens them)
             return [x.astype(np.float16).astype(np.float32)]
-        if n.op == "Cast" and code == 16:
+        if code == 16:
             from refnet.ops.elementwise import round_bfloat16
 
             return [round_bfloat16(x)]
@@ -289,8 +300,8 @@ def _cast_rt(n: N) -> list:
     the run precision); to an integer type it rounds toward zero, as C casts do."""
     from refnet.weights_import.onnx_schema import DTYPES
 
-    code = int(n.a("to", 1)) if n.op == "Cast" else None
-    if n.op == "CastLike":
+    code = _cast_code(n)
+    if n.op == "CastLike" and code is None:
         dt = n.const(1).dtype if n.b.is_const(n.ins[1]) else np.dtype(np.float32)
     else:
         dt = DTYPES.get(code) if code is not None else None

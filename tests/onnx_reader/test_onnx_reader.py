@@ -276,6 +276,44 @@ def test_cast_to_16_bit_floats_rounds(tmp_path, to, folded):
     np.testing.assert_array_equal(_ort(p, {"x": feed})[0], want)
 
 
+@pytest.mark.parametrize("to", [TP.FLOAT16, TP.BFLOAT16])
+@pytest.mark.parametrize("target", ["initializer", "input", "cast"])
+@pytest.mark.parametrize("folded", [False, True])
+def test_castlike_to_16_bit_floats_rounds(tmp_path, to, target, folded):
+    """CastLike whose target is a float16/bfloat16 tensor (an initializer, a graph input, or a
+    Cast's output) rounds to that type's values like Cast does; refnet holds such tensors as
+    float32 and CastLike kept the value. Oracles: NumPy's float16 conversion, bfloat16 by hand
+    (as in the Cast test above), onnxruntime."""
+    x = np.array([1 + 2**-8, 1 + 3 * 2**-8, 1.005, -2.3, 1e-3, 70000.0], np.float32)
+    if to == TP.FLOAT16:
+        with np.errstate(over="ignore"):
+            want = x.astype(np.float16).astype(np.float32)
+    else:
+        want = np.array([1.0, 1.015625, 1.0078125, -2.296875, 0.00099945068359375, 70144.0], np.float32)
+    inits = [NH.from_array(x, "c")] if folded else []
+    nodes, inputs, feeds = [], [_vi("x", [6])], {"x": np.zeros(6, np.float32) if folded else x}
+    if target == "initializer":
+        inits.append(H.make_tensor("like", to, [1], [0]))
+    elif target == "input":
+        inputs.append(H.make_tensor_value_info("like", to, [1]))
+        feeds["like"] = np.zeros(1, np.float32)
+    else:
+        inits.append(NH.from_array(np.zeros(1, np.float32), "like0"))
+        nodes.append(H.make_node("Cast", ["like0"], ["like"], to=to))
+    nodes += [H.make_node("CastLike", ["c" if folded else "x", "like"], ["h"]),
+              H.make_node("Cast", ["h"], ["f"], to=TP.FLOAT)]
+    nodes.append(H.make_node("Add", ["x", "f"], ["y"]) if folded else H.make_node("Identity", ["f"], ["y"]))
+    p = _save(tmp_path, nodes, inputs, [_vi("y", None)], inits, opset=15)
+    net = refnet.load_onnx(p)
+    for precision in ("float64", "float32"):
+        np.testing.assert_array_equal(net.forward(feeds, precision=precision)["y"], want)
+    if target == "input":  # onnxruntime takes the input in its own type (NumPy has no bfloat16)
+        if to == TP.BFLOAT16:
+            return
+        feeds["like"] = feeds["like"].astype(np.float16)
+    np.testing.assert_array_equal(_ort(p, feeds)[0], want)
+
+
 def test_a_huge_declared_input_is_refused_saying_the_limit(tmp_path):
     """A declared 1x3x40000x40000 input (4.8e9 elements) is refused at load, the message giving the
     limit (it said 'expected None')."""
