@@ -240,6 +240,13 @@ class Net:
             if want and len(want) >= 2 and want[1] and a.shape[1] != want[1]:
                 raise ShapeError(f"input {k!r} has the wrong number of channels", expected=tuple(want), got=a.shape)
             feeds[k] = np.ascontiguousarray(a, dtype=ctx.dtype)
+        types = self.graph.meta.get("input_types")
+        if types:  # an ONNX input declared integer, bool or float16/bfloat16: the values it can hold
+            from refnet.weights_import.onnx_schema import declared_values
+
+            for k in feeds:
+                if types.get(k):
+                    feeds[k] = declared_values(feeds[k], int(types[k]))[0]
         return feeds
 
     def _node_params(self, node: Node, ctx: Ctx) -> dict[str, np.ndarray]:

@@ -268,8 +268,9 @@ def test_a_float16_model_is_a_note_for_onnxruntime_not_a_differ(tmp_path, capsys
     import refnet
 
     x = np.random.default_rng(5).uniform(-1, 1, (1, 3, 8, 8))
-    y = refnet.load_onnx(p).forward(x, precision="float64")["y"]
-    np.testing.assert_allclose(y, np.einsum("oc,nchw->nohw", w[:, :, 0, 0].astype(np.float64), x), rtol=1e-12)
+    y = refnet.load_onnx(p).forward(x, precision="float64")["y"]  # (x is float16: forward feeds it its values)
+    np.testing.assert_allclose(y, np.einsum("oc,nchw->nohw", w[:, :, 0, 0].astype(np.float64),
+                                            x.astype(np.float16).astype(np.float64)), rtol=1e-12)
 
 
 def test_a_float16_input_is_rounded_for_every_backend(tmp_path, capsys):

@@ -85,6 +85,25 @@ DTYPES: Mapping[int, np.dtype] = MappingProxyType({
 })
 #: the integer element types, (u)int8..64 (not bool; not bfloat16, which DTYPES holds as uint16)
 INT_TYPES = frozenset({2, 3, 4, 5, 6, 7, 12, 13})
+
+
+def declared_values(a: np.ndarray, code: int) -> tuple[np.ndarray, str | None]:
+    """A float blob fed to an input the model declares of element type ``code``, as the values
+    that input can hold: integers rounded toward zero (as a C cast, NumPy's ``astype``), bool as
+    ``!= 0``, float16 / bfloat16 rounded to that type (nearest, ties to even); the dtype kept.
+    Returns (values, the type's name) where they are rounded, else (``a``, None)."""
+    if code in INT_TYPES or code == 9:
+        with np.errstate(invalid="ignore"):
+            return ((a != 0) if code == 9 else np.trunc(a)).astype(a.dtype, copy=False), DTYPES[code].name
+    if code in (10, 16):
+        from refnet.ops.elementwise import round_bfloat16
+
+        with np.errstate(over="ignore"):
+            return ((a.astype(np.float16) if code == 10 else round_bfloat16(a)).astype(a.dtype, copy=False),
+                    "float16" if code == 10 else "bfloat16")
+    return a, None
+
+
 DTYPE_NAMES: Mapping[int, str] = MappingProxyType({
     0: "UNDEFINED", 1: "FLOAT", 2: "UINT8", 3: "INT8", 4: "UINT16", 5: "INT16", 6: "INT32", 7: "INT64",
     8: "STRING", 9: "BOOL", 10: "FLOAT16", 11: "DOUBLE", 12: "UINT32", 13: "UINT64", 14: "COMPLEX64",

@@ -64,19 +64,10 @@ def onnx_feed(net: Any, x: Any) -> tuple[Any, list[str]]:
     feeds = dict(x) if isinstance(x, dict) else {net.input_names[0]: x}
     notes = []
     for name, v in feeds.items():
-        code = int(types.get(name) or 0)
-        t = _INTEGER_TYPES.get(code)
-        a = np.asarray(v)
+        feeds[name], t = S.declared_values(np.asarray(v), int(types.get(name) or 0))
         if t is not None:
-            feeds[name] = ((a != 0) if t == "bool" else np.trunc(a)).astype(a.dtype)
-            notes.append(f"input {name!r} is {t}: the blob is rounded toward zero for every backend")
-        elif code in (10, 16):  # float16 / bfloat16: the values such an input can hold
-            from refnet.ops.elementwise import round_bfloat16
-
-            with np.errstate(over="ignore"):
-                feeds[name] = (a.astype(np.float16) if code == 10 else round_bfloat16(a)).astype(a.dtype)
-            notes.append(f"input {name!r} is {'float16' if code == 10 else 'bfloat16'}: the blob is rounded to it "
-                         "for every backend")
+            how = "rounded toward zero" if t in _INTEGER_TYPES.values() else "rounded to it"
+            notes.append(f"input {name!r} is {t}: the blob is {how} for every backend")
     return (feeds if isinstance(x, dict) else feeds[net.input_names[0]]), notes
 
 

@@ -314,6 +314,22 @@ def test_castlike_to_16_bit_floats_rounds(tmp_path, to, target, folded):
     np.testing.assert_array_equal(_ort(p, feeds)[0], want)
 
 
+@pytest.mark.parametrize("t,want", [(TP.INT64, [1.0, -2.0, 3.0, 0.0]), (TP.INT32, [1.0, -2.0, 3.0, 0.0]),
+                                    (TP.BOOL, [1.0, 1.0, 1.0, 0.0]),
+                                    (TP.FLOAT16, [1.7001953125, -2.5, 3.19921875, 0.0])])
+def test_forward_feeds_an_input_the_values_its_declared_type_holds(tmp_path, t, want):
+    """net.forward on an input the model declares int64/int32/bool/float16, given floats: the
+    values that type holds (toward zero as NumPy's astype, != 0, nearest float16), as onnxruntime
+    sees the same blob converted to the input's type; refnet computed on the unrounded floats
+    (`refnet compare` already rounded its blobs). Oracles: hand values; onnxruntime."""
+    nodes = [H.make_node("Cast", ["x"], ["y"], to=TP.FLOAT)]
+    p = _save(tmp_path, nodes, [_vi("x", [4], t)], [_vi("y", None)])
+    x = np.array([1.7, -2.5, 3.2, 0.0])
+    for precision in ("float64", "float32"):
+        np.testing.assert_array_equal(refnet.load_onnx(p).forward(x, precision=precision)["y"], want)
+    np.testing.assert_array_equal(_ort(p, {"x": x.astype(H.tensor_dtype_to_np_dtype(t))})[0], want)
+
+
 def test_a_huge_declared_input_is_refused_saying_the_limit(tmp_path):
     """A declared 1x3x40000x40000 input (4.8e9 elements) is refused at load, the message giving the
     limit (it said 'expected None')."""
