@@ -98,7 +98,8 @@ def _head_std(graph, proto: Path, heads: Sequence[Head], blob: np.ndarray) -> di
     from refnet.net import Net
 
     net = Net(graph, ("caffe", (proto, None)))
-    out = net.forward({"data": blob, "im_info": im_info_for(blob)}, outputs=[m for _, m, _ in heads])
+    out = net.forward({"data": blob, "im_info": im_info_for(blob)}, outputs=[m for _, m, _ in heads],
+                      precision="float64")
     return {m: float(np.std(np.asarray(out[m], np.float64))) for _, m, _ in heads}
 
 
