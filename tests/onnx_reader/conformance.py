@@ -10,7 +10,7 @@ weights, shapes, scales are constants, as in the models exporters write); the fi
 fed at run time. Tolerances are the case's own (rtol 1e-3, atol 1e-7 by default).
 
 Run as a script to print the per-op table (markdown) and the failures:
-    .venv/bin/python tests/onnx_reader/conformance.py [--extended] [--json out.json]
+    .venv/bin/python tests/onnx_reader/conformance.py [--extended | --index] [--json out.json]
 """
 
 from __future__ import annotations
@@ -41,6 +41,10 @@ Abs Neg Reciprocal Floor Ceil Round Sign Erf Softsign Celu ThresholdedRelu Hardm
 Where Equal Greater Less GreaterOrEqual LessOrEqual Not And Or Xor Size Range ReduceMin ReduceProd ReduceL1 ReduceL2
 ReduceLogSum ReduceLogSumExp ReduceSumSquare Gelu
 """.split())
+
+#: the run-time index ops refnet's converter writes (SSD's DetectionOutput, ENet's max unpooling, YOLO
+#: heads with in-layer NMS) and its reader runs on tensors computed at run time; reported separately
+INDEX_OPS = frozenset("GatherElements GatherND Mod Scatter ScatterElements ScatterND".split())
 
 #: every case refnet fails (either precision), with its cause; docs/onnx-conformance.md lists them
 KNOWN_FAILURES = {
@@ -205,7 +209,7 @@ def table(results: dict[str, list[Result]]) -> str:
 
 
 if __name__ == "__main__":
-    res = run_all(ops=EXTENDED_OPS if "--extended" in sys.argv else CNN_OPS)
+    res = run_all(ops=EXTENDED_OPS if "--extended" in sys.argv else INDEX_OPS if "--index" in sys.argv else CNN_OPS)
     print(table(res))
     for p, rs in res.items():
         for r in rs:

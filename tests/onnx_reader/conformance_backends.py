@@ -20,6 +20,7 @@ counts as passed.
     .venv/bin/python tests/onnx_reader/conformance_backends.py [--cv5 PYTHON] [--cv4 PYTHON]
         [--json out.json] [--markdown out.md] [--from-json out.json]   (re-render a saved run)
         [--feed-all]   (variant: every input fed at run time; onnxruntime and cv2 only)
+        [--sets cnn,extended,adjacent,index]   (the selections to run; default all four)
 
 Takes a few minutes (not part of the default test suite; test_onnx_conformance.py keeps
 asserting refnet's floor).
@@ -44,7 +45,7 @@ OUTCOMES = ("pass", "wrong", "layout", "random", "missing", "error", "crash")
 #: CNN layers with onnx node tests that refnet does not read yet (normalisation layers of newer
 #: CNNs, the spatial transformer's sampler): run so the comparison is not limited to refnet's ops
 ADJACENT_OPS = frozenset({"GroupNormalization", "MeanVarianceNormalization", "GridSample"})
-SETS = {"cnn": C.CNN_OPS, "extended": C.EXTENDED_OPS, "adjacent": ADJACENT_OPS}
+SETS = {"cnn": C.CNN_OPS, "extended": C.EXTENDED_OPS, "adjacent": ADJACENT_OPS, "index": C.INDEX_OPS}
 
 
 def _outcome(cause: str) -> str:
@@ -148,12 +149,14 @@ def write_models(cases, tmp: str, bind: bool = True) -> dict:
     return files
 
 
-def run_everything(cv4: str | None, cv5: str | None, bind: bool = True) -> dict:
+def run_everything(cv4: str | None, cv5: str | None, bind: bool = True, sets: tuple[str, ...] = tuple(SETS)) -> dict:
     """{"backends": [names], "cases": [{name, op, set, results: {backend: [outcome, cause]}}]}.
     ``bind=False`` (``--feed-all``): every input fed at run time, as the node tests are written;
-    refnet (static graphs) is left out of that variant."""
+    refnet (static graphs) is left out of that variant. ``sets``: the selections to run (``--sets``)."""
     sel = []
     for set_name, ops in SETS.items():
+        if set_name not in sets:
+            continue
         sel += [(set_name, c) for c in C.cnn_cases(ops)]
     cases = [c for _, c in sel]
     cols: dict[str, dict[str, tuple[str, str]]] = {}
@@ -176,7 +179,7 @@ def run_everything(cv4: str | None, cv5: str | None, bind: bool = True) -> dict:
 def markdown(data: dict) -> str:
     bs = data["backends"]
     lines = []
-    for set_name in (*SETS, "all"):
+    for set_name in (*[k for k in SETS if any(r["set"] == k for r in data["cases"])], "all"):
         rows = [r for r in data["cases"] if set_name in ("all", r["set"])]
         count = collections.Counter((b, r["results"][b][0]) for r in rows for b in bs)
         lines += [f"**{set_name} set: {len(rows)} cases**", "",
@@ -189,12 +192,12 @@ def markdown(data: dict) -> str:
     per: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     n: collections.Counter = collections.Counter()
     for r in data["cases"]:
-        key = r["op"] + {"extended": " (ext)", "adjacent": " (adj)"}.get(r["set"], "")
+        key = r["op"] + {"extended": " (ext)", "adjacent": " (adj)", "index": " (idx)"}.get(r["set"], "")
         n[key] += 1
         for b in bs:
             per[key][b] += r["results"][b][0] == "pass"
     lines += ["| op | cases | " + " | ".join(bs) + " |", "|---|---|" + "---|" * len(bs)]
-    for key in sorted(n, key=lambda k: (k.endswith("(ext)"), k.endswith("(adj)"), k)):
+    for key in sorted(n, key=lambda k: (k.endswith("(ext)"), k.endswith("(adj)"), k.endswith("(idx)"), k)):
         lines.append(f"| {key} | {n[key]} | " + " | ".join(str(per[key][b]) for b in bs) + " |")
     return "\n".join(lines)
 
@@ -239,8 +242,13 @@ if __name__ == "__main__":
     if _arg("--from-json", None):
         data = json.loads(Path(_arg("--from-json", None)).read_text())
     else:
+        sets = tuple((_arg("--sets", None) or ",".join(SETS)).split(","))
+        bad = [k for k in sets if k not in SETS]
+        if bad:
+            sys.exit(f"--sets: unknown set(s) {bad}; the sets are {list(SETS)}")
         data = run_everything(cv4 if cv4 and os.path.exists(cv4) else None,
-                              cv5 if cv5 and os.path.exists(cv5) else None, bind="--feed-all" not in sys.argv)
+                              cv5 if cv5 and os.path.exists(cv5) else None, bind="--feed-all" not in sys.argv,
+                              sets=sets)
     md = markdown(data) + "\n" + listings(data)
     print(md)
     if _arg("--json", None):

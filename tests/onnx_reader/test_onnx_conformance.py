@@ -11,13 +11,13 @@ import conformance as C  # noqa: E402
 
 #: pass counts recorded on onnx 1.23.2 (README "ONNX"); a drop is a regression
 FLOOR = {("cnn", "float64"): 495, ("cnn", "float32"): 495, ("extended", "float64"): 184,
-         ("extended", "float32"): 184}
+         ("extended", "float32"): 184, ("index", "float64"): 26, ("index", "float32"): 26}
+SETS = {"cnn": C.CNN_OPS, "extended": C.EXTENDED_OPS, "index": C.INDEX_OPS}
 
 
-@pytest.fixture(scope="module", params=["cnn", "extended"])
+@pytest.fixture(scope="module", params=list(SETS))
 def results(request):
-    ops = C.CNN_OPS if request.param == "cnn" else C.EXTENDED_OPS
-    return request.param, C.run_all(("float64", "float32"), ops)
+    return request.param, C.run_all(("float64", "float32"), SETS[request.param])
 
 
 def test_pass_count_does_not_drop(results):
