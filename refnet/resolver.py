@@ -166,7 +166,8 @@ def _resolve_files(paths: list[str], req: _Request) -> ResolvedModel:
                                  "Python API, load_onnx(path, input_shapes={name: shape, ...})") from None
             if shapes is not None or "no fixed shape" not in e.message:
                 raise
-            hint = "; give its shape: --size W H (run, compare) or --input-shape (compare, info)"
+            hint = ("; give its shape: --size W H (run, compare), --input-size W H (bench) or --input-shape "
+                    "(compare, info)")
             raise ShapeError(e.message.split("; pass input_shapes")[0] + hint, expected=e.expected, got=e.got) from None
         return ResolvedModel(net, name, entry, labels, [], False, paths)
     return _load(paths, name, entry, labels, [], req.quirks)

@@ -9,6 +9,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import require_model
 from writers.caffe_writer import Layer, NetSpec, write_net
 
 import refnet
@@ -83,3 +84,30 @@ def test_bench_command_refnet_only_and_errors(tiny, tmp_path, capsys):
     assert "model file not found" in capsys.readouterr().err  # refnet.resolver's message
     assert main(["bench", str(tiny[0]), str(tiny[1]), "--repeat", "0"]) == 2
     assert main(["bench"]) == 2
+
+
+def test_bench_onnx_with_symbolic_dims_and_a_model_cv2_4_cannot_run(models, tmp_path, capsys):
+    """An ONNX file with symbolic dims is loaded for --input-size (bench refused it, its hint naming
+    only run/compare/info options); a model cv2 4.x reads but cannot run (PP-OCRv4 rec: its Reshape
+    fails at cv2's first forward) is a note, the other engines still timed (bench exited 2 with
+    the OpenCV error and timed nothing). Oracles: the declared shape, cv2 4.x's own failure."""
+    import cv2
+
+    rec = require_model(models, "ppocr_onnx/ch_PP-OCRv4_rec_infer.onnx")
+    cls = require_model(models, "ppocr_onnx/ch_ppocr_mobile_v2.0_cls_infer.onnx")
+    out = tmp_path / "b.json"
+    assert main(["bench", str(cls), "--input-size", "192", "48", "--batch", "2", "--repeat", "1", "--warmup", "0",
+                 "--pause", "0", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["input_shapes"] == {"x": [2, 3, 48, 192]} and len(data["cv2_runs_ms"]) == 1
+    assert main(["bench", str(cls)]) == 2
+    assert "--input-size W H (bench)" in capsys.readouterr().err
+    cv = cv2.dnn.readNet(str(rec))  # the oracle: cv2 4.x reads the file but cannot run it at 48x320
+    cv.setInput(np.zeros((1, 3, 48, 320), np.float32))
+    with pytest.raises(cv2.error):
+        cv.forward()
+    assert main(["bench", str(rec), "--input-size", "320", "48", "--repeat", "1", "--warmup", "0", "--pause", "0",
+                 "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    data = json.loads(out.read_text())
+    assert "note      cv2.dnn not run: OpenCV" in text and data["cv2_ms"] is None and len(data["refnet_runs_ms"]) == 1

@@ -16,10 +16,19 @@ __all__ = ["add_parser", "bench_command"]
 
 def _load(args: Any) -> tuple[Any, list[str], str]:
     """The net, its files and name, from refnet.resolver (zoo names, sidecars, --seeded-weights)."""
-    from refnet.resolver import resolve_model
+    from refnet.resolver import resolve_model, size_input_shape
 
+    shape = None
+    if args.input_size and not args.zoo:  # an ONNX file's symbolic dims are fixed at load: the asked size
+        shape = size_input_shape(args.model, args.input_size)
+        if shape is not None and args.batch > 1:
+            from refnet.weights_import.onnx import declared_input_dims
+
+            dims = declared_input_dims(args.model[0])
+            if not dims or not (isinstance(dims[0], int) and dims[0] > 0):  # a symbolic batch: --batch
+                shape = (args.batch, *shape[1:])
     rm = resolve_model(args.model, args.zoo, seeded_weights=getattr(args, "seeded_weights", None),
-                       workdir=getattr(args, "workdir", None))
+                       workdir=getattr(args, "workdir", None), input_shape=shape)
     for n in rm.notes:
         print(f"note: {n}", file=sys.stderr)
     if rm.entry is not None and not args.input_size and rm.entry.preprocess.size:
@@ -103,7 +112,7 @@ def add_parser(sub: Any) -> None:
                        description="Time refnet's forward pass and cv2.dnn's on the same random input, "
                                    "alternating runs with one thread count for numba, BLAS and cv2.")
     s.add_argument("model", nargs="*", metavar="MODEL_FILE",
-                   help="model files (.prototxt/.caffemodel, .t7/.net, .cfg/.weights); or use --zoo")
+                   help="model files (.prototxt/.caffemodel, .t7/.net, .cfg/.weights, .onnx); or use --zoo")
     s.add_argument("--zoo", metavar="NAME", help="a zoo model (architecture-only ones with --seeded-weights)")
     s.add_argument("--seeded-weights", type=int, metavar="SEED",
                    help="time an architecture-only model with seeded random weights (written to a temporary folder)")
@@ -114,7 +123,8 @@ def add_parser(sub: Any) -> None:
                    help="BLAS threads when different from --threads (1 avoids OpenBLAS stalls on a busy machine)")
     s.add_argument("--repeat", type=int, default=10, help="timed runs of each (default 10)")
     s.add_argument("--warmup", type=int, default=2, help="untimed runs of each first (default 2)")
-    s.add_argument("--input-size", type=int, nargs=2, metavar=("W", "H"), help="input width and height")
+    s.add_argument("--input-size", type=int, nargs=2, metavar=("W", "H"),
+                   help="input width and height (an ONNX model with symbolic dims is loaded for it)")
     s.add_argument("--precision", default="float32", choices=("float32", "float64"),
                    help="refnet path to time (default float32)")
     s.add_argument("--no-cv2", action="store_true", help="time refnet only")
