@@ -1,8 +1,9 @@
 """ONNX Resize/Upsample on any rank: nearest (four rounding modes), linear and cubic, with
 every coordinate transformation mode of the spec. The interpolation is separable: each axis
 is resampled by a (out x in) weight matrix built from the 1-D rule, so the n-d result equals
-the spec's nested 1-D interpolation. One implementation serves both precisions (a matrix
-product per axis is already the fast way): ``resize_nd`` is ``resize_nd_reference``.
+the spec's nested 1-D interpolation; nearest copies the chosen inputs instead (the matrix's
+one-hot rows as indices). One implementation serves both precisions: ``resize_nd`` is
+``resize_nd_reference``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 from refnet.errors import ShapeError
 from refnet.kernels._check import ieee
 
-__all__ = ["resize_nd", "resize_nd_reference", "source_coordinate", "resize_weights"]
+__all__ = ["resize_nd", "resize_nd_reference", "source_coordinate", "resize_weights", "nearest_indices"]
 
 MODES = ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners", "asymmetric",
          "tf_half_pixel_for_nn", "tf_crop_and_resize")
@@ -59,6 +60,19 @@ def _nearest(xo: np.ndarray, mode: str) -> np.ndarray:
     raise ValueError(f"unknown nearest_mode {mode!r}")
 
 
+def _nearest_index(xo: np.ndarray, len_in: int, nearest_mode: str) -> np.ndarray:
+    """The input index each output of a nearest resize takes (source coordinates ``xo``)."""
+    return np.clip(_nearest(xo, nearest_mode), 0, len_in - 1).astype(np.int64)
+
+
+def nearest_indices(len_in: int, len_out: int, scale: float, ctm: str, nearest_mode: str = "round_prefer_floor",
+                    roi: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
+    """Per output position along one axis, the input index a nearest resize copies (the rows of
+    :func:`resize_weights`' one-hot matrix)."""
+    xo = source_coordinate(np.arange(len_out, dtype=np.float64), scale, scale * len_in, len_in, ctm, roi, len_out)
+    return _nearest_index(xo, len_in, nearest_mode)
+
+
 def _cubic(t: np.ndarray, a: float) -> np.ndarray:
     t = np.abs(t)
     return np.where(t <= 1, ((a + 2) * t - (a + 3)) * t * t + 1,
@@ -99,8 +113,7 @@ def resize_weights(len_in: int, len_out: int, scale: float, mode: str, ctm: str,
         s = w.sum(axis=1, keepdims=True)
         return w / np.where(s == 0, 1, s), outside
     if mode == "nearest":
-        i = np.clip(_nearest(xo, nearest_mode), 0, len_in - 1).astype(np.int64)
-        w[rows, i] = 1.0
+        w[rows, _nearest_index(xo, len_in, nearest_mode)] = 1.0
     elif mode == "linear":
         f = np.floor(xo)
         r = xo - f
@@ -131,9 +144,14 @@ def resize_nd_reference(x: np.ndarray, out: Sequence[int], scales: Sequence[floa
                         cubic_coeff_a: float = -0.75, exclude_outside: bool = False,
                         extrapolation_value: float = 0.0, roi: Sequence[float] = (),
                         antialias: bool = False) -> np.ndarray:
-    """Resample every axis whose size or coordinates change; float64 accumulation."""
+    """Resample every axis whose size or coordinates change; float64 accumulation. Nearest
+    (without tf_crop_and_resize's extrapolation) copies the chosen input values instead: the
+    same numbers, in the input's dtype, where the one-hot matrix product turned an inf into NaN
+    in the outputs that did not take it (0 * inf)."""
     if len(out) != x.ndim or len(scales) != x.ndim:
         raise ShapeError("one output size and scale per axis", expected=x.ndim, got=(len(out), len(scales)))
+    if mode == "nearest" and coordinate_transformation_mode != "tf_crop_and_resize":
+        return _nearest_nd(x, out, scales, coordinate_transformation_mode, nearest_mode)
     y = x.astype(np.float64)
     mask = np.zeros(tuple(out), bool) if coordinate_transformation_mode == "tf_crop_and_resize" else None
     r = x.ndim
@@ -154,6 +172,26 @@ def resize_nd_reference(x: np.ndarray, out: Sequence[int], scales: Sequence[floa
     if math.prod(y.shape) and y.shape != tuple(out):  # pragma: no cover - by construction
         raise ShapeError("resize produced the wrong shape", expected=tuple(out), got=y.shape)
     return y.astype(x.dtype)
+
+
+def _nearest_nd(x: np.ndarray, out: Sequence[int], scales: Sequence[float], ctm: str, nearest_mode: str
+                ) -> np.ndarray:
+    """Nearest resize by copying: per changing axis the chosen input index of every output
+    (:func:`nearest_indices`); an integer upsampling whose indices are 0,..,0, 1,..,1, ... (each
+    input k times in order) repeats the axis (np.repeat, the common x2 of FPN necks), any other
+    index list gathers (np.take)."""
+    y = x
+    for ax in range(x.ndim):
+        n_in, n_out = x.shape[ax], int(out[ax])
+        if n_out == n_in and scales[ax] == 1.0:
+            continue
+        idx = nearest_indices(n_in, n_out, float(scales[ax]), ctm, nearest_mode)
+        k = n_out // n_in if n_in else 0
+        if k >= 1 and k * n_in == n_out and np.array_equal(idx, np.arange(n_out) // k):
+            y = np.repeat(y, k, axis=ax)
+        else:
+            y = np.take(y, idx, axis=ax)
+    return np.ascontiguousarray(y, dtype=x.dtype) if y is not x else x.copy()
 
 
 resize_nd = resize_nd_reference

@@ -330,6 +330,22 @@ def test_forward_feeds_an_input_the_values_its_declared_type_holds(tmp_path, t, 
     np.testing.assert_array_equal(_ort(p, {"x": x.astype(H.tensor_dtype_to_np_dtype(t))})[0], want)
 
 
+@pytest.mark.parametrize("scales", [[1, 1, 2, 2], [1, 1, 3, 0.5]])
+def test_resize_nearest_keeps_an_inf_where_it_is_copied(tmp_path, scales):
+    """Nearest Resize copies inputs: an inf in the input is inf where a copy of it lands and
+    nowhere else (the one-hot matrix product made NaN of 0 * inf along its row). Oracle:
+    onnxruntime."""
+    nodes = [H.make_node("Resize", ["x", "", "s"], ["y"], mode="nearest")]
+    p = _save(tmp_path, nodes, [_vi("x", [1, 2, 4, 6])], [_vi("y", None)],
+              [NH.from_array(np.array(scales, np.float32), "s")])
+    x = np.random.default_rng(3).standard_normal((1, 2, 4, 6)).astype(np.float32)
+    x[0, 1, 2, 2] = np.inf
+    want = _ort(p, {"x": x})[0]
+    assert np.isinf(want).any()
+    for precision in ("float64", "float32"):
+        np.testing.assert_array_equal(refnet.load_onnx(p).forward(x, precision=precision)["y"], want)
+
+
 def test_a_huge_declared_input_is_refused_saying_the_limit(tmp_path):
     """A declared 1x3x40000x40000 input (4.8e9 elements) is refused at load, the message giving the
     limit (it said 'expected None')."""

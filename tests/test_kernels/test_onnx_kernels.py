@@ -159,6 +159,36 @@ def test_resize_by_hand():
     assert y[0, 0].tolist() == [[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 4, 4], [3, 3, 4, 4]]
 
 
+@pytest.mark.parametrize("ctm", ["half_pixel", "asymmetric", "align_corners", "pytorch_half_pixel",
+                                 "tf_half_pixel_for_nn", "half_pixel_symmetric"])
+@pytest.mark.parametrize("nearest_mode", ["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"])
+@pytest.mark.parametrize("out,scales", [((1, 2, 10, 14), (1, 1, 2.0, 2.0)), ((1, 2, 15, 4), (1, 1, 3.0, 4 / 7)),
+                                        ((1, 2, 3, 9), (1, 1, 0.6, 9 / 7))])
+def test_resize_nearest_copies_what_the_one_hot_product_selects(ctm, nearest_mode, out, scales):
+    """Nearest copies its inputs (repeat for k-fold upsampling, else a gather): the values the
+    spec's one-hot weight matrices select, computed here by brute force from resize_weights (an
+    explicit loop over outputs), bit for bit, in float32 and float64; an inf stays where a
+    nearest copy puts it (the matrix product made NaN of 0 * inf in the other outputs of its
+    row; onnxruntime agrees: tests/onnx_reader/test_onnx_reader.py)."""
+    x = R.standard_normal((1, 2, 5, 7))
+    want = np.empty(out)
+    wh, _ = K.resize_weights(5, out[2], scales[2], "nearest", ctm, nearest_mode)
+    ww, _ = K.resize_weights(7, out[3], scales[3], "nearest", ctm, nearest_mode)
+    for i, j in itertools.product(range(out[2]), range(out[3])):
+        want[:, :, i, j] = x[:, :, int(np.argmax(wh[i])), int(np.argmax(ww[j]))]
+    for dt in (np.float64, np.float32):
+        y = K.resize_nd(x.astype(dt), out, scales, mode="nearest", coordinate_transformation_mode=ctm,
+                        nearest_mode=nearest_mode)
+        assert y.dtype == dt and y.flags.c_contiguous
+        np.testing.assert_array_equal(y, want.astype(dt))
+    xi = x.copy()
+    xi[0, 1, 2, 3] = np.inf
+    y = K.resize_nd(xi, out, scales, mode="nearest", coordinate_transformation_mode=ctm, nearest_mode=nearest_mode)
+    hits = sum(1 for i, j in itertools.product(range(out[2]), range(out[3]))
+               if np.argmax(wh[i]) == 2 and np.argmax(ww[j]) == 3)
+    assert not np.isnan(y).any() and np.isinf(y).sum() == hits
+
+
 def test_resize_linear_matches_the_caffe_side_bilinear():
     x = R.standard_normal((1, 2, 5, 7))
     for ac in (True, False):
