@@ -703,6 +703,56 @@ def _depthwise3x3_flat(x, w, b, sh, sw, pt, pl, act, slope, six, y):
 
 
 @twin()
+def _depthwise_flat(x, w, b, sh, sw, pt, pl, dh, dw, act, slope, six, y):
+    """Depthwise conv of any kernel size and dilation for small planes (PP-OCR's 5x5 on 20x20 and
+    10x10 maps; the row-by-row kernel spent its time in loops of a few columns per tap): as
+    :func:`_depthwise3x3_flat`, each plane is copied into a zero-padded scratch plane of width wp
+    and every tap (p, q) is one contiguous multiply-add over the flattened full-resolution
+    positions (offset p * dh * wp + q * dw), taps summed row-major from the first product, then
+    the outputs are picked at the strides with bias and activation."""
+    n, c, h, wd = x.shape
+    _, co, ho, wo = y.shape
+    _, _, kh, kw = w.shape
+    mult = co // c
+    hp = (ho - 1) * sh + (kh - 1) * dh + 1
+    wp = (wo - 1) * sw + (kw - 1) * dw + 1
+    span = ((ho - 1) * sh) * wp + (wo - 1) * sw + 1
+    r0 = min(max(0, pt), hp)
+    r1 = max(min(hp, h + pt), r0)
+    j0 = min(max(0, pl), wp)
+    j1 = max(min(wp, wd + pl), j0)
+    for t in prange(n * co):
+        i = t // co
+        o = t % co
+        ci = o // mult
+        pad = np.zeros(hp * wp, dtype=x.dtype)
+        for r in range(r0, r1):
+            src = x[i, ci, r - pt]
+            dst = pad[r * wp + j0 : r * wp + j1]
+            for k in range(j1 - j0):
+                dst[k] = src[j0 - pl + k]
+        z = np.empty(span, dtype=x.dtype)
+        wv = w[o, 0, 0, 0]
+        for k in range(span):
+            z[k] = wv * pad[k]
+        for p in range(kh):
+            for q in range(kw):
+                if p == 0 and q == 0:
+                    continue
+                wv = w[o, 0, p, q]
+                src = pad[p * dh * wp + q * dw:]
+                for k in range(span):
+                    z[k] += wv * src[k]
+        bias = b[o]
+        s = slope[o]
+        for oh in range(ho):
+            row = y[i, o, oh]
+            zr = z[oh * sh * wp:]
+            for ow in range(wo):
+                row[ow] = _act1(zr[ow * sw] + bias, act, s, six)
+
+
+@twin()
 def _direct_small_cout(x, w, b, sh, sw, pt, pl, dh, dw, act, slope, y):
     """Direct conv for few output channels (groups 1): per output row, all C_out rows are
     accumulated in a small buffer by contiguous row updates (one per input channel and tap),
@@ -1633,6 +1683,13 @@ class Conv2dPlan:
                       self.six)
         return True
 
+    def _dw_flat_pixels(self) -> int:
+        """The zero-padded scratch plane of :func:`_depthwise_flat` for this plan (pixels)."""
+        (sh, sw), (dh, dw) = self.stride, self.dilation
+        ho, wo = self.y_shape[2:]
+        kh, kw = self.khw
+        return ((ho - 1) * sh + (kh - 1) * dh + 1) * ((wo - 1) * sw + (kw - 1) * dw + 1)
+
     def _depthwise(self, x, y):
         """The depthwise kernel for the plan's shape, whole -- or, with several worker threads,
         its serial build on blocks of (image, input channels and their outputs) over the pool
@@ -1647,6 +1704,11 @@ class Conv2dPlan:
                 fn(xs, ws, bs, sh, sw, pt, pl, act, ss, six, ys)
         elif self.khw == (3, 3):
             kern = _depthwise3x3
+
+            def call(fn, xs, ws, bs, ss, ys):
+                fn(xs, ws, bs, sh, sw, pt, pl, dh, dw, act, ss, six, ys)
+        elif h * wd <= DW_FLAT_MAX_PIXELS and self._dw_flat_pixels() <= 4 * DW_FLAT_MAX_PIXELS:
+            kern = _depthwise_flat
 
             def call(fn, xs, ws, bs, ss, ys):
                 fn(xs, ws, bs, sh, sw, pt, pl, dh, dw, act, ss, six, ys)

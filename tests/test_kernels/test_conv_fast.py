@@ -72,6 +72,11 @@ CASES = {
     "dw3_narrow": ((1, 2, 5, 2), (2, 1, 3, 3), dict(pad=1, groups=2), "depthwise"),
     "dw3_stride3_nopad": ((1, 2, 10, 11), (2, 1, 3, 3), dict(stride=3, groups=2), "depthwise"),
     "dw5": ((1, 3, 8, 9), (3, 1, 5, 5), dict(pad=2, groups=3), "depthwise"),
+    # small planes with a kernel other than 3x3 take the flat kernel (any size, stride, dilation)
+    "dw5_s2_dil_mult": ((2, 3, 15, 14), (6, 1, 5, 5), dict(pad=(3, 2, 1, 4), stride=2, dilation=(2, 1), groups=3),
+                        "depthwise"),
+    "dw7_s3": ((1, 2, 11, 10), (2, 1, 7, 7), dict(pad=3, stride=(1, 3), groups=2), "depthwise"),
+    "dw5_big": ((1, 2, 65, 66), (2, 1, 5, 5), dict(pad=2, groups=2), "depthwise"),  # over DW_FLAT_MAX_PIXELS
     # planes above DW_FLAT_MAX_PIXELS take the row-by-row 3x3 kernel (small ones the flat one)
     "dw3_big_s1": ((1, 2, 66, 70), (2, 1, 3, 3), dict(pad=1, groups=2), "depthwise"),
     "dw3_big_s2_asym": ((1, 2, 67, 71), (4, 1, 3, 3), dict(pad=(1, 0, 1, 2), stride=2, groups=2), "depthwise"),
