@@ -138,6 +138,15 @@ def _depthwise3x3_flat(x, w, b, sh, sw, pt, pl, act, slope, six, y):
     y[...] = acc
 
 
+@numpy_twin(_conv._depthwise_flat)
+def _depthwise_flat(x, w, b, sh, sw, pt, pl, dh, dw, act, slope, six, y):
+    ho, wo = y.shape[2:]
+    acc = _depthwise_taps(x, w, sh, sw, pt, pl, dh, dw, ho, wo)
+    acc += b[None, :, None, None]
+    _act(acc, act, slope[None, :, None, None], six)
+    y[...] = acc
+
+
 @numpy_twin(_conv._depthwise3x3)
 def _depthwise3x3(x, w, b, sh, sw, pt, pl, dh, dw, act, slope, six, y):
     """As the flat stencil, except the border columns (a tap outside the row), which the
@@ -489,6 +498,19 @@ def _max_pool3s2(x, y, stack):
 def _add_act_planes(a, b, slope, act, six, out):
     np.add(a, b, out=out)
     _act(out, act, slope[:, None], six)
+
+
+@numpy_twin(_activation._hswish_affine_planes)
+def _hswish_affine_planes(x, scale, shift, k_add, lo, hi, k_div, has_scale, has_shift, out):
+    np.add(x, k_add, out=out)
+    np.maximum(out, lo, out=out)  # (NaN stays NaN: np.maximum propagates it, as the kernel's compares)
+    np.minimum(out, hi, out=out)
+    np.multiply(x, out, out=out)
+    np.divide(out, k_div, out=out)
+    if has_scale:
+        np.multiply(out, scale[:, None], out=out)
+    if has_shift:
+        np.add(out, shift[:, None], out=out)
 
 
 @numpy_twin(_activation._prelu_planes)

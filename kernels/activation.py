@@ -51,6 +51,8 @@ __all__ = [
     "mish_reference",
     "swish",
     "swish_reference",
+    "hard_swish_affine",
+    "hard_swish_affine_reference",
 ]
 
 # Silence overflow/invalid warnings of the formulas below: exp(large) -> inf is intended, and
@@ -166,6 +168,91 @@ def prelu(x: np.ndarray, slope: np.ndarray) -> np.ndarray:
     if x.size:
         _prelu_planes(np.ascontiguousarray(x).reshape(planes), per_plane, out.reshape(planes))
     return out
+
+
+# ------------------------------------------- exporters' hard-swish with a following affine
+def _hswish_args(x: object, scale: object, shift: object) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """x and the optional scale / shift as (C,) or (1,) vectors in x's dtype (C = axis 1)."""
+    x = _x(x)
+    c = x.shape[1] if x.ndim >= 2 else 1
+    out = []
+    for name, v in (("scale", scale), ("shift", shift)):
+        if v is None:
+            out.append(None)
+            continue
+        v = np.asarray(v, x.dtype).reshape(-1)
+        if v.size not in (1, c):
+            raise ShapeError(f"hard_swish_affine {name} must have 1 value or one per channel (axis 1)",
+                             expected=f"(1,) or ({c},)", got=v.shape)
+        out.append(v)
+    return x, out[0], out[1]
+
+
+@twin(0)
+def _hswish_affine_planes(x, scale, shift, k_add, lo, hi, k_div, has_scale, has_shift, out):
+    """out[t] = ((x * clip(x + k_add, lo, hi)) / k_div) [* scale[t]] [+ shift[t]] over the planes
+    t of (P, L) arrays, each operation in the dtype and in this order (the exporters' unfused
+    graph, bit for bit); the clip keeps NaN (``u < lo`` and ``u > hi`` false). One pass."""
+    for t in prange(x.shape[0]):
+        row = x[t]
+        o = out[t]
+        a = scale[t]
+        b = shift[t]
+        for j in range(row.shape[0]):
+            v = row[j]
+            u = v + k_add
+            u = lo if u < lo else (hi if u > hi else u)
+            y = (v * u) / k_div
+            if has_scale:
+                y = y * a
+            if has_shift:
+                y = y + b
+            o[j] = y
+
+
+@ieee
+def hard_swish_affine(x: np.ndarray, scale: np.ndarray | None = None, shift: np.ndarray | None = None,
+                      k_add: float = 3.0, lo: float = 0.0, hi: float = 6.0, k_div: float = 6.0,
+                      out: np.ndarray | None = None) -> np.ndarray:
+    """Fast ``((x * clip(x + k_add, lo, hi)) / k_div) * scale + shift`` in one jitted pass: the
+    hard-swish that exporters write as Add, Clip, Mul, Div (paddle2onnx's PP-OCR models, also
+    PyTorch's before opset 14), with the per-channel (or single) Mul and Add after it (PP-LCNet's
+    learnable affine); ``scale`` / ``shift`` None: that operation is absent. The float32 path's
+    fusion of those six nodes (refnet.runtime.fusion.fuse_hard_swish): the same operations in the
+    same dtype and order as the unfused graph. ``out``: a C-contiguous array of x's shape and dtype."""
+    x, a, b = _hswish_args(x, scale, shift)
+    n, c = (x.shape[0], x.shape[1]) if x.ndim >= 2 else (1, 1)
+    planes = (n * c, x.size // max(1, n * c))
+    t = x.dtype.type
+
+    def per_plane(v: np.ndarray | None) -> np.ndarray:
+        if v is None:
+            return np.zeros(n * c, x.dtype)
+        return np.broadcast_to(v.reshape(1, -1), (n, c)).reshape(-1) if v.size == c and c > 1 else np.full(n * c, v[0])
+
+    if out is None:
+        out = np.empty(x.shape, x.dtype)
+    if x.size:
+        _hswish_affine_planes(np.ascontiguousarray(x).reshape(planes), per_plane(a).astype(x.dtype),
+                              per_plane(b).astype(x.dtype), t(k_add), t(lo), t(hi), t(k_div), a is not None,
+                              b is not None, out.reshape(planes))
+    return out
+
+
+@ieee
+def hard_swish_affine_reference(x: np.ndarray, scale: np.ndarray | None = None, shift: np.ndarray | None = None,
+                                k_add: float = 3.0, lo: float = 0.0, hi: float = 6.0,
+                                k_div: float = 6.0) -> np.ndarray:
+    """Reference :func:`hard_swish_affine`, the formula in float64, returned in x's dtype."""
+    x, a, b = _hswish_args(x, scale, shift)
+    v = x.astype(np.float64)
+    y = v * np.minimum(np.maximum(v + k_add, lo), hi) / k_div
+    shape = (1, -1) + (1,) * (x.ndim - 2) if x.ndim >= 2 else (-1,)
+    if a is not None:
+        y = y * (a.astype(np.float64).reshape(shape) if a.size > 1 else float(a[0]))
+    if b is not None:
+        y = y + (b.astype(np.float64).reshape(shape) if b.size > 1 else float(b[0]))
+    return y.astype(x.dtype)
 
 
 # ---------------------------------------------------------------- smooth activations

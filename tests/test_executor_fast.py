@@ -72,7 +72,7 @@ def test_residual_add_and_relu_fuse_into_the_conv(rng):
         Node("r2", "relu", ["sum"], ["r2"], {"negative_slope": 0.1}),
         Node("c3", "conv", ["r2"], ["c3"], {}, {"weight": w2, "bias": b2}),
         Node("k", "constant", [], ["k"], {}, {"value": bias_t}),
-        Node("badd", "add", ["c3", "k"], ["badd"]),  # the constant is made after c3: not fused
+        Node("badd", "add", ["c3", "k"], ["badd"]),  # a per-channel constant: folded into c3's bias
     ]
     net = Net(Graph(nodes, ["data"], {"data": (1, c, 6, 7)}))
     x = rng.normal(size=(1, c, 6, 7))
@@ -83,7 +83,7 @@ def test_residual_add_and_relu_fuse_into_the_conv(rng):
     r2 = np.where(s > 0, s, 0.1 * s)
     want = conv_oracle(r2, w2, b2, 0) + bias_t
     plan = net._plan(("badd",), True)
-    assert [st.node.op for st in plan.steps] == ["conv", "conv", "conv", "conv", "constant", "add"]
+    assert [st.node.op for st in plan.steps] == ["conv", "conv", "conv", "conv"]
     fused = plan.steps[1].node
     assert fused.inputs == ("c0", "c0") and fused.attrs["residual"] and fused.attrs["activation"] == "relu"
     assert plan.steps[2].node.inputs == ("r", "r") and plan.steps[2].node.attrs["negative_slope"] == 0.1
@@ -583,3 +583,94 @@ def test_ssd_priors_fold_and_heads_write_into_their_concat(rng, monkeypatch):
     b = folded.forward(xs[1], outputs=["locs", "confs", "pris"])
     for k in a:
         assert np.array_equal(a[k], b[k]), k
+
+
+def _const(name, v):
+    return Node(name, "constant", [], [name], {}, {"value": np.asarray(v, np.float32)})
+
+
+def _hswish_graph(rng, c=5, scale_shape=(1, 5, 1, 1), k_div=6.0):
+    """ONNX exporters' PP-LCNet block: conv -> Mul(w0) -> Add(w1) -> Add(3) -> Clip(0, 6) ->
+    Mul(x, .) -> Div(6) -> Mul(a) -> Add(b), constants as `constant` nodes (the ONNX reader's)."""
+    w, b = rng.normal(size=(c, 3, 3, 3)) * 0.5, rng.normal(size=c)
+    w0, w1 = np.float32(1.3), rng.normal(size=(1, c, 1, 1)).astype(np.float32)
+    a = rng.normal(size=scale_shape).astype(np.float32)
+    sh = np.float32(-0.2)
+    nodes = [
+        Node("conv", "conv", ["data"], ["conv"], {"pad": (1, 1, 1, 1)}, {"weight": w, "bias": b}),
+        _const("w0", w0), Node("m0", "mul", ["w0", "conv"], ["m0"]),
+        _const("w1", w1), Node("a0", "add", ["m0", "w1"], ["a0"]),
+        _const("three", 3.0), Node("a3", "add", ["a0", "three"], ["a3"]),
+        Node("clip", "clip_range", ["a3"], ["clip"], {"min": 0.0, "max": 6.0}),
+        Node("mx", "mul", ["a0", "clip"], ["mx"]),
+        _const("six", k_div), Node("d6", "div", ["mx", "six"], ["d6"]),
+        _const("sa", a), Node("ms", "mul", ["sa", "d6"], ["ms"]),
+        _const("sb", sh), Node("out", "add", ["ms", "sb"], ["out"]),
+    ]
+    x = rng.normal(size=(2, 3, 6, 7))
+
+    def oracle(x):
+        v = w0 * conv_oracle(x, w, b, 1) + np.asarray(w1, np.float64)
+        h = v * np.clip(v + 3.0, 0.0, 6.0) / k_div
+        return h * np.asarray(a, np.float64) + float(sh)
+
+    return nodes, x, oracle
+
+
+def test_exporters_affine_and_hard_swish_fuse_into_two_steps(rng):
+    """PP-OCR's blocks as paddle2onnx writes them (11 steps and 6 constants per conv): the Mul /
+    Add by per-channel constants fold into the conv's weights, and Add(3), Clip, Mul, Div, Mul,
+    Add run as one hard_swish_affine step -- float32 within tolerance of the float64 formula,
+    the hard-swish part bit for bit what the unfused float32 steps compute (net.trace)."""
+    nodes, x, oracle = _hswish_graph(rng)
+    net = Net(Graph(nodes, ["data"], {"data": x.shape}))
+    plan = net._plan(("out",), True)
+    assert [s.node.op for s in plan.steps] == ["conv", "hard_swish_affine"]
+    got = net.forward(x)["out"]
+    assert_close(got, oracle(x), "f32_vs_f64", "fused float32")
+    assert_close(net.forward(x, precision="float64")["out"], oracle(x), 1e-12, "float64 unfused")
+    tr = net.trace(x, precision="float32")  # unfused float32: the same steps one by one
+    from refnet import kernels as K
+
+    h = K.hard_swish_affine(tr["a0"], np.asarray(nodes[11].params["value"]), np.float32(-0.2))
+    np.testing.assert_array_equal(h, tr["out"])
+    # an intermediate asked for stops the fusion there, with the right values
+    mid = net.forward(x, outputs=["a0", "clip", "out"])
+    assert_close(mid["clip"], np.clip(mid["a0"].astype(np.float64) + 3, 0, 6), 1e-6, "clip")
+    assert_close(mid["out"], oracle(x), "f32_vs_f64", "partial")
+
+
+@pytest.mark.parametrize("case", ["vector_along_w", "const_divided", "clip_read_twice", "div_not_const",
+                                  "other_mul_operand"])
+def test_what_does_not_fold_or_fuse_stays_exact(rng, case):
+    """A (C,) constant broadcasts along W (ONNX), not per channel: not folded; v / conv is not
+    affine; a hard-swish whose intermediate is read twice, divided by a tensor, or multiplied
+    by another tensor than its input does not fuse. Each still gives the formula's values."""
+    nodes, x, _ = _hswish_graph(rng)
+    net_nodes = list(nodes)
+    if case == "vector_along_w":  # w1 of shape (7,): broadcast along W
+        net_nodes[3] = _const("w1", rng.normal(size=7))
+    elif case == "const_divided":  # w0 / conv
+        net_nodes[2] = Node("m0", "div", ["w0", "conv"], ["m0"])
+    elif case == "clip_read_twice":
+        net_nodes.append(Node("extra", "relu", ["clip"], ["extra"]))
+    elif case == "div_not_const":
+        net_nodes[10] = Node("d6", "div", ["mx", "a3"], ["d6"])
+    else:
+        net_nodes[8] = Node("mx", "mul", ["a3", "clip"], ["mx"])
+    net = Net(Graph(net_nodes, ["data"], {"data": x.shape}))
+    ops = [s.node.op for s in net._plan(("out",), True).steps]
+    if case in ("vector_along_w", "const_divided"):  # the Mul(w0) / the Add(w1) stays a step; the rest fuses
+        assert ops[:3] == (["conv", "constant", "add"] if case == "vector_along_w" else ["conv", "constant", "div"])
+        assert "hard_swish_affine" in ops
+    else:
+        assert "hard_swish_affine" not in ops and "clip_range" in ops
+    v = net.trace(x, precision="float64")["a0"]  # the formula on the float64 reference's input
+    h = v * np.clip(v + 3.0, 0.0, 6.0)
+    h = h / (6.0 if case != "div_not_const" else v + 3.0)
+    if case == "other_mul_operand":
+        h = (v + 3.0) * np.clip(v + 3.0, 0.0, 6.0) / 6.0
+    want = h * np.asarray(nodes[11].params["value"], np.float64) - np.float64(np.float32(0.2))
+    got, ref = net.forward(x)["out"], net.forward(x, precision="float64")["out"]
+    assert_close(ref, want, 1e-12, case)
+    assert_close(got, want, "f32_vs_f64", case)

@@ -216,6 +216,7 @@ NOT_EXPORTED: dict[str, str] = {
     "roi_pool": "Caffe's ROIPooling rounds the roi corners and bin edges its own way; ONNX MaxRoiPool's rounding is "
                 "not verified equal, so the converter does not write it (nothing is approximated)",
     "psroi_pool": "R-FCN's PSROIPooling has no standard ONNX op",
+    "hard_swish_affine": "made only by the float32 fusion of a forward pass, never in a graph the converter reads",
 }
 
 

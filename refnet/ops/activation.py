@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from refnet.errors import ShapeError
-from refnet.ops.registry import Attr, attrs, elementwise_macs, kern, register, same_shape
+from refnet.ops.registry import Attr, attrs, elementwise_macs, kern, prepares, register, same_shape
 
 
 def per_channel_param_shape(param: str):
@@ -49,6 +49,34 @@ def add_act_prepare(node, p, shapes, ctx):
         return add_act(x, y, act, slope, out)
 
     return add_activation, True
+
+
+# the exporters' hard-swish (Add, Clip, Mul, Div) with the per-channel Mul / Add after it, as one
+# step: made only by the float32 fusion pass (refnet.runtime.fusion.fuse_hard_swish), never by importers
+HSWISH_ATTRS = {"k_add": Attr(3.0, float), "lo": Attr(0.0, float), "hi": Attr(6.0, float),
+                "k_div": Attr(6.0, float)}
+
+
+@register("hard_swish_affine", shape=per_channel_param_shape("scale"), attrs=HSWISH_ATTRS, macs=elementwise_macs)
+def _hard_swish_affine(node, xs, p, ctx):
+    """``((x * clip(x + k_add, lo, hi)) / k_div) [* scale] [+ shift]`` (params ``scale``, ``shift``
+    optional, one value or one per channel); float32 fusion only."""
+    a = attrs(node)
+    return kern("hard_swish_affine", ctx)(xs[0], p.get("scale"), p.get("shift"), a["k_add"], a["lo"], a["hi"],
+                                          a["k_div"])
+
+
+@prepares("hard_swish_affine")
+def _hard_swish_affine_prepare(node, p, shapes, ctx):
+    """The float32 step writing into the program's buffer."""
+    a = attrs(node)
+    fn = kern("hard_swish_affine", ctx)
+    scale, shift = p.get("scale"), p.get("shift")
+
+    def hard_swish_affine(x, out=None):
+        return fn(x, scale, shift, a["k_add"], a["lo"], a["hi"], a["k_div"], out)
+
+    return hard_swish_affine, True
 
 
 @register("relu", shape=same_shape, attrs={"negative_slope": Attr(0.0, float)}, fresh=True)

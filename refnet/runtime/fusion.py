@@ -13,6 +13,8 @@
   epilogue (``attrs["activation"]``); also of an add of two tensors that no convolution absorbed
   (:func:`fuse_add_activation`; ENet's ``prelu(x + y)``: one pass instead of an add and a
   four-pass PReLU).
+* **Hard-swish fusion**: the hard-swish that exporters write as Add, Clip, Mul, Div (with a
+  per-channel Mul and Add after it) runs as one ``hard_swish_affine`` step (:func:`fuse_hard_swish`).
 * **Sibling convolution merging**: convolutions reading the same tensor with the same kernel
   geometry run as one convolution over the concatenated output channels, then a slice
   (:func:`merged_conv`; :mod:`refnet.runtime.plan` finds the groups).
@@ -22,6 +24,7 @@ Everything here returns new :class:`~refnet.graph.Node` objects; the graph is ne
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -30,9 +33,13 @@ from refnet.graph import Node
 from refnet.kernels.norm import fold_batch_norm, fold_scale
 from refnet.ops.registry import attrs as op_attrs  # resolved attributes (declared defaults)
 
-__all__ = ["FUSABLE_OPS", "ADD_OPS", "fuse_following", "fuse_add_activation", "conv_geometry_key", "merged_conv"]
+__all__ = ["FUSABLE_OPS", "ADD_OPS", "fuse_following", "fuse_add_activation", "fuse_hard_swish", "conv_geometry_key",
+           "merged_conv"]
 
 FUSABLE_OPS = ("conv", "deconv", "instance_norm")  # the ops whose followers fuse_following absorbs
+# whether plans fold ONNX Mul / Add / Sub / Div by constants into the conv before them and fuse the
+# exporters' hard-swish (read when a plan is made; REFNET_CONST_FUSION=0 off, A/B: bench/flag_ab.py)
+CONST_FUSION = os.environ.get("REFNET_CONST_FUSION", "1").strip() not in ("0", "off", "no", "false")
 ADD_OPS = ("eltwise", "add")  # the ops whose activation fuse_add_activation absorbs
 
 
@@ -109,6 +116,51 @@ def _affine_of(node: Node, n_ch: int) -> tuple[np.ndarray, np.ndarray] | None:
     return None
 
 
+CONST_AFFINE_OPS = ("mul", "add", "sub", "div")  # with a constant operand: a per-channel affine
+
+
+def _channel_values(v: np.ndarray, n_ch: int) -> np.ndarray | None:
+    """A constant operand of a 4-D (N, C, H, W) tensor as float64 (n_ch,) when it broadcasts per
+    channel without enlarging the tensor: one value (any shape of ones, at most 4-D) or C values
+    shaped (C, 1, 1) / (1, C, 1, 1) (an ONNX (C,) vector would broadcast along W instead)."""
+    v = np.asarray(v)
+    if v.ndim > 4:
+        return None
+    if v.size == 1:
+        return np.full(n_ch, float(v.reshape(-1)[0]))
+    if v.size == n_ch and v.shape in ((n_ch, 1, 1), (1, n_ch, 1, 1)):
+        return np.asarray(v, np.float64).reshape(-1)
+    return None
+
+
+def _const_affine(node: Node, cur: str, n_ch: int, consts: Mapping[str, np.ndarray]
+                  ) -> tuple[np.ndarray, np.ndarray] | None:
+    """(a, c) with node = a * cur + c per channel when ``node`` is an ONNX Mul / Add / Sub / Div of
+    ``cur`` (a conv's 4-D output) and a constant (``consts``: tensor -> value) that broadcasts per
+    channel (:func:`_channel_values`; ``cur / v`` folds as ``cur * (1 / v)``); else None."""
+    if (node.op not in CONST_AFFINE_OPS or len(node.inputs) != 2 or len(node.outputs) != 1
+            or cur not in node.inputs or node.inputs[0] == node.inputs[1]
+            or (node.op == "add" and op_attrs(node)["activation"] is not None)):
+        return None
+    first = node.inputs[0] == cur
+    other = node.inputs[1] if first else node.inputs[0]
+    if other not in consts:
+        return None
+    v = _channel_values(consts[other], n_ch)
+    if v is None:
+        return None
+    ones, zeros = np.ones(n_ch), np.zeros(n_ch)
+    if node.op == "mul":
+        return v, zeros
+    if node.op == "add":
+        return ones, v
+    if node.op == "sub":
+        return (ones, -v) if first else (-ones, v)
+    if first and np.all(v != 0):  # div: cur / v; v / cur is not affine
+        return 1.0 / v, zeros
+    return None
+
+
 def _fold(node: Node, a: np.ndarray, c: np.ndarray) -> dict[str, np.ndarray]:
     """New float32 params of ``node`` followed by the per-channel affine ``a * y + c``
     (computed in float64 by :func:`refnet.kernels.norm.fold_scale`)."""
@@ -145,13 +197,14 @@ def _plain_add(node: Node) -> bool:
     return True
 
 
-def _residual_of(nxt: Node, cur: str, ready: Callable[[str], bool]) -> str | None:
+def _residual_of(nxt: Node, cur: str, ready: Callable[[str], bool], consts: Mapping[str, np.ndarray]
+                 ) -> str | None:
     """The other operand when ``nxt`` adds ``cur`` and a tensor for which ``ready`` holds (computed
-    before the convolution), else None."""
+    before the convolution) that is not a constant (which may broadcast), else None."""
     if not _plain_add(nxt) or cur not in nxt.inputs:
         return None
     other = nxt.inputs[1] if nxt.inputs[0] == cur else nxt.inputs[0]
-    return other if other != cur and ready(other) else None
+    return other if other != cur and other not in consts and ready(other) else None
 
 
 def _activation(node: Node, nxt: Node, n_ch: int | None, attrs: dict, act_params: dict) -> bool:
@@ -173,9 +226,12 @@ def _activation(node: Node, nxt: Node, n_ch: int | None, attrs: dict, act_params
 
 
 def fuse_following(nodes: Sequence[Node], consumers: Mapping[str, Sequence[int]], i: int,
-                   keep: frozenset[str], producers: Mapping[str, int] | None = None) -> tuple[Node, list[int], str]:
+                   keep: frozenset[str], producers: Mapping[str, int] | None = None,
+                   consts: Mapping[str, np.ndarray] | None = None) -> tuple[Node, list[int], str]:
     """Fold the per-channel affine layers following node ``i`` (one of :data:`FUSABLE_OPS`) into
-    its weights, then (a conv, given ``producers``: tensor -> index of the node writing it) an add
+    its weights -- also, after a conv, an ONNX Mul / Add / Sub / Div by a per-channel or single
+    constant (``consts``: tensor -> value of the ``constant`` nodes; PP-OCR's learnable affine
+    blocks) --, then (a conv, given ``producers``: tensor -> index of the node writing it) an add
     of a tensor made before node ``i``, then a following activation; stop at a tensor in ``keep``
     (asked for) or read by more than one layer (``consumers``: tensor -> reading node indices).
 
@@ -206,7 +262,17 @@ def fuse_following(nodes: Sequence[Node], consumers: Mapping[str, Sequence[int]]
         if j is None:
             break
         nxt = nodes[j]
-        other = _residual_of(nxt, cur, ready) if node.op == "conv" and "residual" not in attrs else None
+        affine = (_const_affine(nxt, cur, n_ch, consts) if consts and node.op == "conv" and n_ch > 0
+                  and "residual" not in attrs else None)
+        if affine is not None:
+            ka, kc = affine
+            a, c = a * ka, c * ka + kc
+            changed = True
+            absorbed.append(j)
+            cur = nxt.outputs[0]
+            continue
+        other = (_residual_of(nxt, cur, ready, consts or {}) if node.op == "conv" and "residual" not in attrs
+                 else None)
         if other is not None:
             attrs["residual"] = True
             inputs, outputs = node.inputs + (other,), nxt.outputs
@@ -252,6 +318,87 @@ def fuse_add_activation(nodes: Sequence[Node], consumers: Mapping[str, Sequence[
         return node, [], cur
     fused = Node(node.name, node.op, node.inputs, node.outputs, attrs, {**node.params, **act_params})
     return fused, [j], nodes[j].outputs[0]
+
+
+# ---- the exporters' hard-swish ---------------------------------------------------------------------
+def _scalar_const(consts: Mapping[str, np.ndarray], t: str) -> float | None:
+    v = consts.get(t)
+    return float(np.asarray(v).reshape(-1)[0]) if v is not None and np.asarray(v).size == 1 else None
+
+
+def _channel_const(consts: Mapping[str, np.ndarray], t: str) -> np.ndarray | None:
+    """A constant that broadcasts per channel of a 4-D tensor: one value, or (C, 1, 1) / (1, C, 1, 1)."""
+    v = consts.get(t)
+    if v is None:
+        return None
+    v = np.asarray(v)
+    if v.ndim <= 4 and (v.size == 1 or (v.ndim >= 3 and v.shape[-2:] == (1, 1) and v.shape[:-3] in ((), (1,)))):
+        return v
+    return None
+
+
+def _only_reader(nodes: Sequence[Node], consumers: Mapping[str, Sequence[int]], t: str, keep: frozenset[str],
+                 absorbed: list[int]) -> Node | None:
+    """The one node reading ``t`` (not asked for itself), its index appended to ``absorbed``; else None."""
+    if t in keep:
+        return None
+    j = _single_consumer(consumers, t)
+    if j is None:
+        return None
+    absorbed.append(j)
+    return nodes[j]
+
+
+def fuse_hard_swish(nodes: Sequence[Node], consumers: Mapping[str, Sequence[int]], i: int, keep: frozenset[str],
+                    consts: Mapping[str, np.ndarray]) -> tuple[Node, list[int], str]:
+    """Node ``i``, an add of a tensor x and a constant k, starting the hard-swish that exporters
+    write as ``Div(Mul(x, Clip(Add(x, k), lo, hi)), d)`` (paddle2onnx, PyTorch before opset 14),
+    each intermediate read only by the next: one ``hard_swish_affine`` step, which also takes a
+    following Mul and then Add by a constant that broadcasts per channel (PP-LCNet's learnable
+    affine). The kernel computes the same float operations in the same order. Returns as
+    :func:`fuse_following` (nothing fused: ``nodes[i]`` itself)."""
+    node = nodes[i]
+    none = (node, [], node.outputs[0])
+    if node.op != "add" or len(node.inputs) != 2 or len(node.outputs) != 1 or op_attrs(node)["activation"]:
+        return none
+    x, k = node.inputs
+    if _scalar_const(consts, k) is None:
+        x, k = k, x
+    k_add = _scalar_const(consts, k)
+    if k_add is None or x in consts:
+        return none
+    absorbed: list[int] = []
+    clip = _only_reader(nodes, consumers, node.outputs[0], keep, absorbed)
+    if clip is None or clip.op != "clip_range" or len(clip.inputs) != 1 or len(clip.outputs) != 1:
+        return none
+    mul = _only_reader(nodes, consumers, clip.outputs[0], keep, absorbed)
+    if (mul is None or mul.op != "mul" or len(mul.outputs) != 1
+            or sorted(mul.inputs) != sorted((x, clip.outputs[0]))):
+        return none
+    div = _only_reader(nodes, consumers, mul.outputs[0], keep, absorbed)
+    if (div is None or div.op != "div" or len(div.inputs) != 2 or div.inputs[0] != mul.outputs[0]
+            or _scalar_const(consts, div.inputs[1]) is None):
+        return none
+    ca = op_attrs(clip)
+    attrs = {"k_add": k_add, "lo": ca["min"], "hi": ca["max"], "k_div": _scalar_const(consts, div.inputs[1])}
+    params: dict[str, np.ndarray] = {}
+    cur = div.outputs[0]
+    for op, name in (("mul", "scale"), ("add", "shift")):  # an optional Mul, then an optional Add
+        tail: list[int] = []
+        nxt = _only_reader(nodes, consumers, cur, keep, tail)
+        if nxt is None or nxt.op != op or len(nxt.inputs) != 2 or len(nxt.outputs) != 1 or cur not in nxt.inputs:
+            continue
+        if op == "add" and op_attrs(nxt)["activation"] is not None:
+            break
+        other = nxt.inputs[1] if nxt.inputs[0] == cur else nxt.inputs[0]
+        v = _channel_const(consts, other) if other != cur else None
+        if v is None:
+            break
+        params[name] = np.asarray(v, np.float32).reshape(-1)
+        absorbed += tail
+        cur = nxt.outputs[0]
+    fused = Node(node.name, "hard_swish_affine", (x,), (node.outputs[0],), attrs, params)
+    return fused, absorbed, cur
 
 
 # ---- sibling convolutions ------------------------------------------------------------------------

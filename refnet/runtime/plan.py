@@ -19,12 +19,14 @@ from typing import Any
 
 from refnet.errors import ShapeError
 from refnet.graph import Node
+from refnet.runtime import fusion
 from refnet.runtime.fusion import (
     ADD_OPS,
     FUSABLE_OPS,
     conv_geometry_key,
     fuse_add_activation,
     fuse_following,
+    fuse_hard_swish,
     merged_conv,
 )
 
@@ -77,13 +79,18 @@ def make_plan(nodes: Sequence[Node], consumers: Mapping[str, Sequence[int]], inp
     skip: set[int] = set()
     needed = needed_nodes(nodes, requested)
     producers = {t: i for i, n in enumerate(nodes) for t in n.outputs} if fuse else {}
+    consts = ({n.outputs[0]: n.params["value"] for n in nodes if n.op == "constant"}
+              if fuse and fusion.CONST_FUSION else {})
     for i, node in enumerate(nodes):
         if i in skip or i not in needed:
             continue
         if fuse and node.op in FUSABLE_OPS:
-            node, absorbed, out_tensor = fuse_following(nodes, consumers, i, keep, producers)
+            node, absorbed, out_tensor = fuse_following(nodes, consumers, i, keep, producers, consts)
         elif fuse and node.op in ADD_OPS:
-            node, absorbed, out_tensor = fuse_add_activation(nodes, consumers, i, keep)
+            node, absorbed, out_tensor = fuse_hard_swish(nodes, consumers, i, keep, consts) if consts else (
+                node, [], node.outputs[0])
+            if not absorbed:
+                node, absorbed, out_tensor = fuse_add_activation(nodes, consumers, i, keep)
         else:
             absorbed = []
         if absorbed:
@@ -92,6 +99,9 @@ def make_plan(nodes: Sequence[Node], consumers: Mapping[str, Sequence[int]], inp
             alias[out_tensor] = node.outputs[0]
         inputs = tuple(alias.get(t, t) for t in node.inputs)
         steps.append(Step(node, inputs, node.outputs))
+    if fuse:  # constants only absorbed steps read (folded into a conv's weights): not computed
+        read = {t for st in steps for t in st.inputs} | {alias.get(n, n) for n in keep}
+        steps = [st for st in steps if st.node.op != "constant" or any(t in read for t in st.outputs)]
     if fuse and merge:
         steps = _merge_sibling_convs(steps)
     last: dict[str, int] = {}

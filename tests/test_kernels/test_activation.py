@@ -297,3 +297,37 @@ def test_scalar_params_do_not_promote_float32():
                   (A.power, {"power": np.float64(2), "scale": np.float64(3)}),
                   (A.exp, {"scale": np.float64(0.5)}), (A.clip, {"lo": np.float64(0), "hi": 1})):
         assert f(x, **kw).dtype == np.float32, f.__name__
+
+
+@pytest.mark.parametrize("scale,shift", [(None, None), ("chan", None), (None, "one"), ("chan", "chan"),
+                                         ("one", "one")])
+def test_hard_swish_affine_is_the_unfused_float32_chain_bit_for_bit(rng, scale, shift):
+    """hard_swish_affine (the fused Add(3), Clip(0, 6), Mul(x), Div(6), Mul(a), Add(b) of exporters'
+    graphs) gives exactly what NumPy's float32 ufuncs give step by step in that order, NaN and
+    +-inf included, a per-channel / single / absent scale and shift; the reference is the formula
+    in float64. Also the NumPy twin (CI's NUMBA_DISABLE_JIT run)."""
+    x = (rng.standard_normal((2, 3, 5, 4)) * 4).astype(np.float32)
+    x[0, 1, 2, 3], x[1, 0, 0, 0], x[1, 2, 4, 1] = np.nan, np.inf, -np.inf
+    vals = {None: None, "chan": rng.standard_normal((1, 3, 1, 1)).astype(np.float32),
+            "one": np.array([0.75], np.float32)}
+    a, b = vals[scale], vals[shift] if shift != "chan" else rng.standard_normal((1, 3, 1, 1)).astype(np.float32)
+    f = np.float32
+    with np.errstate(invalid="ignore"):
+        want = np.minimum(np.maximum(x + f(3), f(0)), f(6))
+        want = (x * want) / f(6)
+        if a is not None:
+            want = want * a.reshape((1, -1, 1, 1) if a.size > 1 else (1,))
+        if b is not None:
+            want = want + b.reshape((1, -1, 1, 1) if b.size > 1 else (1,))
+    got = K.hard_swish_affine(x, a, b)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, want)
+    out = np.empty_like(x)
+    assert K.hard_swish_affine(x, a, b, out=out) is out
+    np.testing.assert_array_equal(out, want)
+    ref = K.hard_swish_affine_reference(x.astype(np.float64), a, b)
+    fin = np.isfinite(want)
+    np.testing.assert_array_equal(np.isnan(ref), np.isnan(want))
+    assert_close(ref[fin], want[fin], "f32_vs_f64", "reference")
+    with pytest.raises(ShapeError):
+        K.hard_swish_affine(x, np.ones(4, np.float32))
