@@ -438,7 +438,7 @@ def readNetFromONNX(onnxFile: PathLike) -> Net:  # noqa: N802, N803
     """ONNX model, read by refnet's own reader (the graph is built for its declared input shapes)."""
     from refnet.net import load_onnx
 
-    return Net(load_onnx(onnxFile, quirks=quirks))
+    return _read(load_onnx(onnxFile, quirks=quirks))
 
 
 def readNet(model: PathLike, config: PathLike = "", framework: str = "") -> Net:  # noqa: N802
@@ -566,7 +566,7 @@ def imagesFromBlob(blob_: np.ndarray) -> tuple[np.ndarray, ...]:  # noqa: N802
 
 
 # ---- every public function and Net method raises errors that are also cv2.error ------------------------
-for _n in ("readNet", "readNetFromCaffe", "readNetFromTorch", "readNetFromDarknet", "blobFromImage",
+for _n in ("readNet", "readNetFromCaffe", "readNetFromTorch", "readNetFromDarknet", "readNetFromONNX", "blobFromImage",
            "blobFromImages", "NMSBoxes", "NMSBoxesBatched", "imagesFromBlob"):
     globals()[_n] = _cv2_errors(globals()[_n])
 for _n, _f in list(vars(Net).items()):

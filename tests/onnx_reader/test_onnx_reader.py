@@ -172,6 +172,38 @@ def test_readnetfromonnx_facade(tmp_path):
     np.testing.assert_allclose(net.forward(), [[0.5, 1.0]])
 
 
+def test_readnetfromonnx_is_like_the_other_readers(tmp_path):
+    """readNetFromONNX applies dnn.quirks at the read like the other readers (changing it
+    afterwards warns for the ONNX net too), and its errors are also cv2.error, as cv2's are."""
+    import gc
+    import warnings
+
+    import cv2
+
+    from refnet import dnn
+
+    p = _save(tmp_path, [H.make_node("Sigmoid", ["x"], ["y"])], [_vi("x", [1, 2])], [_vi("y", None)])
+    assert dnn.quirks == "none"
+    net = dnn.readNetFromONNX(str(p))
+    try:
+        with pytest.warns(UserWarning, match=r"no effect on the 1 net.*quirks 'none'"):
+            dnn.quirks = "cv2"
+    finally:
+        del net
+        gc.collect()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dnn.quirks = "none"
+    missing, junk = tmp_path / "missing.onnx", tmp_path / "junk.onnx"
+    junk.write_bytes(b"\xff" * 64)
+    for bad in (missing, junk):
+        with pytest.raises(cv2.error):
+            cv2.dnn.readNetFromONNX(str(bad))
+        with pytest.raises(cv2.error) as ei:
+            dnn.readNetFromONNX(str(bad))
+        assert isinstance(ei.value, (OSError, ModelFormatError)) and bad.name in str(ei.value)
+
+
 @pytest.mark.parametrize("fmod,want", [(0, [0, -2, 5, 0, 2, 3]),  # the divisor's sign (Python's %)
                                        (1, [0, 1, 5, 0, -1, 3])])  # the dividend's sign (C fmod)
 def test_folded_mod_follows_the_fmod_attribute(tmp_path, fmod, want):
