@@ -139,6 +139,15 @@ _CV2_TYPES = {
 }
 
 
+# cv2's Torch importer names some layers differently from the same op read from Caffe: its layer
+# classes for nn.PReLU (ChannelsPReLU), nn.Padding (its own Padding), nn.ShaveImage (a Slice),
+# nn.Normalize, nn.InstanceNormalization (MVN), nn.Parallel's select (a Reshape), nn.DepthConcat
+_CV2_TORCH_TYPES = {
+    "prelu": "ChannelsPReLU", "torch_padding": "Padding", "torch_shave": "Slice", "torch_select": "Reshape",
+    "lp_normalize": "Normalize", "instance_norm": "MVN", "depth_concat": "Concat",
+}
+
+
 def _cv2_type(op: str) -> str:
     return _CV2_TYPES.get(op, "".join(w.capitalize() for w in op.split("_")))
 
@@ -289,7 +298,9 @@ class Net:
         except KeyError:
             raise KeyError(f"getLayer: no layer named {name!r}") from None
         darknet = self.net.graph.framework == "darknet"
-        order = ("mean", "var", "weight", "bias") if node.op == "batch_norm" and darknet else (
+        # cv2's Darknet and Torch importers keep BatchNorm's running statistics first
+        stats_first = node.op == "batch_norm" and self.net.graph.framework in ("darknet", "torch")
+        order = ("mean", "var", "weight", "bias") if stats_first else (
             "weight", "bias", "mean", "var", "slope", "scale")
         blobs = [np.asarray(node.params[k], np.float32) for k in order if node.params.get(k) is not None]
         if node.op in ("region", "yolo") and node.attrs.get("anchors"):  # cv2 keeps the anchors as a blob
@@ -302,6 +313,8 @@ class Net:
     def _type(self, op: str) -> str:
         if op == "identity" and self.net.graph.framework == "caffe":
             return "Dropout"  # Caffe's only identity layer at inference (cv2 keeps its type name)
+        if self.net.graph.framework == "torch" and op in _CV2_TORCH_TYPES:
+            return _CV2_TORCH_TYPES[op]
         return _cv2_type(op)
 
     def getLayerTypes(self) -> tuple[str, ...]:  # noqa: N802
