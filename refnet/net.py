@@ -338,7 +338,10 @@ def load_onnx(path: str | os.PathLike, *, quirks: str = "none",
 
 
 def load(*paths: str | os.PathLike, quirks: str = "none", **kwargs: Any) -> Net:
-    """Load a model, choosing the reader from the file extensions of ``paths``."""
+    """Load a model, choosing the reader from the file extensions of ``paths``. Keyword
+    arguments go to that reader (``load_onnx``'s ``input_shapes``, ``load_torch``'s
+    ``long_size``); one it does not take is a TypeError, and files of two frameworks are
+    refused: neither is dropped silently."""
     kinds: dict[str, str] = {}
     for p in paths:
         kind = _EXT.get(Path(p).suffix.lower())
@@ -348,14 +351,20 @@ def load(*paths: str | os.PathLike, quirks: str = "none", **kwargs: Any) -> Net:
         if kind in kinds:
             raise ModelFormatError(f"two files of the same kind: {kinds[kind]} and {p}", file=str(p))
         kinds[kind] = str(p)
+    frameworks = {k.split("_")[0] for k in kinds}
+    if len(frameworks) > 1:
+        which = ", ".join(f"{Path(v).name} is {k.split('_')[0]}" for k, v in kinds.items())
+        raise ModelFormatError(f"the files are of different frameworks ({which}): give one model's files",
+                               file=", ".join(map(str, paths)),
+                               expected="the files of one Caffe, Torch7, Darknet or ONNX model")
     if "caffe_def" in kinds or "caffe_weights" in kinds:
-        return load_caffe(kinds.get("caffe_def"), kinds.get("caffe_weights"), quirks=quirks)
+        return load_caffe(kinds.get("caffe_def"), kinds.get("caffe_weights"), quirks=quirks, **kwargs)
     if "torch" in kinds:
         return load_torch(kinds["torch"], quirks=quirks, **kwargs)
     if "onnx" in kinds:
         return load_onnx(kinds["onnx"], quirks=quirks, **kwargs)
     if "darknet_cfg" in kinds:
-        return load_darknet(kinds["darknet_cfg"], kinds.get("darknet_weights"), quirks=quirks)
+        return load_darknet(kinds["darknet_cfg"], kinds.get("darknet_weights"), quirks=quirks, **kwargs)
     raise ModelFormatError("no model definition among the files", file=", ".join(map(str, paths)),
                            expected=".prototxt/.caffemodel, .t7/.net, .cfg or .onnx")
 
