@@ -157,6 +157,17 @@ def test_run_errors_one_line_exit_2(models, images_dir, digit_png, tmp_path, cap
                       "labels file not found")
     assert_user_error(capsys, ["run", "--zoo", "lenet-mnist", proto, "--image", digit_png], "not both")
     assert_user_error(capsys, ["run", "--image", digit_png], "no model")
+    # an option the task does not read is refused, not dropped: run_task's classify has no threshold or
+    # NMS, detect has no top-k; the MTCNN cascade fixes its own preprocessing and NMS
+    assert_user_error(capsys, ["run", "--zoo", "lenet-mnist", "--image", digit_png, "--threshold", "0.9",
+                               "--nms", "0.3"], r"--threshold, --nms apply only to the detect and face tasks, "
+                                                r"not to classify")
+    yolo = require_model(models, "yolo_fastest_darknet/yolo-fastest-1.1.cfg")
+    assert_user_error(capsys, ["run", yolo, yolo.with_suffix(".weights"), "--image", img, "--top-k", "2"],
+                      "--top-k applies only to the classify task, not to detect")
+    require_model(models, "mtcnn_caffe/det3.caffemodel")
+    assert_user_error(capsys, ["run", "--zoo", "mtcnn", "--image", img, "--size", "100", "100", "--nms", "0.1"],
+                      "MTCNN cascade .* does not use --nms, --size")
     # --debug shows the traceback instead
     with pytest.raises(FileNotFoundError):
         cli.main(["--debug", "run", "--zoo", "lenet-mnist", "--image", str(tmp_path / "nope.jpg")])

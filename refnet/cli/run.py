@@ -36,6 +36,38 @@ def _out_paths(images: list[str], out: str | None, task: str) -> list[Path]:
             for s, i in zip(stems, images)]
 
 
+# The options only some tasks read (refnet.pipelines.run_task); given to another task they would
+# be dropped without a word, so they are refused instead
+_TASK_OPTIONS = {"threshold": ("detect", "face"), "nms": ("detect", "face"), "top_k": ("classify",)}
+# What the MTCNN cascade fixes itself (pyramid, crops, NMS 0.5/0.7, labels "face"): only --threshold
+# (O-Net's) and --precision reach it
+_MTCNN_FIXED = ("model", "seeded_weights", "nms", "top_k", "labels", "size", "scale", "mean", "rgb")
+
+
+def _flag(dest: str) -> str:
+    return "model files" if dest == "model" else "--" + dest.replace("_", "-")
+
+
+def _given(args: Any, dest: str) -> bool:
+    v = getattr(args, dest, None)
+    return bool(v) if isinstance(v, (bool, list)) else v is not None
+
+
+def _refuse_unused(args: Any, task: str) -> None:
+    """Refuse the options ``task`` does not read, naming the tasks that do."""
+    from refnet import pipelines
+
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for k, tasks in _TASK_OPTIONS.items():
+        if _given(args, k) and task not in tasks:
+            groups.setdefault(tasks, []).append(_flag(k))
+    if groups:
+        said = "; ".join(f"{', '.join(flags)} appl{'ies' if len(flags) == 1 else 'y'} only to the "
+                         f"{' and '.join(tasks)} task{'s' if len(tasks) > 1 else ''}"
+                         for tasks, flags in groups.items())
+        raise pipelines.PipelineError(f"{said}, not to {task}")
+
+
 def run_command(args: Any, out: Any = None, err: Any = None) -> int:
     """``refnet run``: print each image's result and write its picture."""
     import tempfile
@@ -71,6 +103,7 @@ def run_command(args: Any, out: Any = None, err: Any = None) -> int:
                                               f"({why}): give --task ({', '.join(pipelines.TASKS)})")
             print(f"note: task {task}: {why}", file=err)
         check_task(rm.net, task, rm.entry)
+        _refuse_unused(args, task)
         opts = _options(args, rm, task)
         outs = _out_paths(images, args.out, task)
         for path, dest in zip(images, outs):
@@ -95,6 +128,11 @@ def _run_mtcnn(args: Any, images: list[str], out: Any) -> int:
 
     if args.task not in (None, "face"):
         raise pipelines.PipelineError(f"the MTCNN cascade finds faces; --task {args.task} does not apply")
+    fixed = [_flag(k) for k in _MTCNN_FIXED if _given(args, k)]
+    if fixed:
+        raise pipelines.PipelineError(f"the MTCNN cascade sets its own models, preprocessing, NMS and labels, so it "
+                                      f"does not use {', '.join(fixed)} (--threshold sets O-Net's score threshold; "
+                                      "`--zoo mtcnn-det1` runs P-Net alone with the usual options)")
     cascade, _ = load_cascade()
     for path, dest in zip(images, _out_paths(images, args.out, "face")):
         result = run_cascade(cascade, pipelines.read_image(path), args.precision, args.threshold)
