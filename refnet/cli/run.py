@@ -32,8 +32,18 @@ def _out_paths(images: list[str], out: str | None, task: str) -> list[Path]:
     if not folder.is_dir():
         raise FileNotFoundError(f"cannot write into {folder}: folder {folder.parent} does not exist")
     stems = [Path(i).stem for i in images]
-    return [folder / (f"{s}_{task}.png" if stems.count(s) == 1 else f"{s}_{Path(i).suffix.lstrip('.')}_{task}.png")
-            for s, i in zip(stems, images)]
+    names = [f"{s}_{task}" if stems.count(s) == 1 else f"{s}_{Path(i).suffix.lstrip('.')}_{task}"
+             for s, i in zip(stems, images)]
+    # images of one name from different folders (a/x.jpg, b/x.jpg) would write one picture over the
+    # other: the later ones get _2, _3, ... (the same image given twice keeps its one picture)
+    owner: dict[str, Path] = {}
+    paths = []
+    for name, img in zip(names, images):
+        src, pick, k = Path(img).resolve(), name, 2
+        while owner.setdefault(pick, src) != src:
+            pick, k = f"{name}_{k}", k + 1
+        paths.append(folder / f"{pick}.png")
+    return paths
 
 
 # The options only some tasks read (refnet.pipelines.run_task); given to another task they would
