@@ -173,8 +173,8 @@ def test_run_errors_one_line_exit_2(models, images_dir, digit_png, tmp_path, cap
         cli.main(["--debug", "run", "--zoo", "lenet-mnist", "--image", str(tmp_path / "nope.jpg")])
 
 
-def test_run_images_of_one_name_in_two_folders_write_two_pictures(models, images_dir, digit_png, tmp_path, capsys):
-    """a/x.jpg and b/x.jpg each get their own picture (the later one _2), not one over the other;
+def test_run_images_of_one_name_in_two_folders_write_two_pictures(models, images_dir, tmp_path, capsys):
+    """a/x.jpg and b/x.jpg each get their own picture (the later one x_jpg_2), not one over the other;
     the same image given twice keeps its one picture."""
     require_model(models, "lenet_mnist_caffe/lenet_iter_10000.caffemodel")
     srcs = [images_dir / "caffe_cat.jpg", images_dir / "darknet_dog.jpg"]
@@ -184,8 +184,8 @@ def test_run_images_of_one_name_in_two_folders_write_two_pictures(models, images
     a, b = tmp_path / "a" / "x.jpg", tmp_path / "b" / "x.jpg"
     code, out, err = run(capsys, "run", "--zoo", "lenet-mnist", "--image", a, b, a, "-o", tmp_path / "out")
     assert code == 0, err
-    pics = sorted((tmp_path / "out").iterdir())
-    assert [p.name for p in pics] == ["x_jpg_classify.png", "x_jpg_classify_2.png"], out
+    pics = [tmp_path / "out" / "x_jpg_classify.png", tmp_path / "out" / "x_jpg_2_classify.png"]
+    assert sorted((tmp_path / "out").iterdir()) == sorted(pics), out
     # each picture is drawn on its own image (the render keeps the image's height, a panel beside it)
     for pic, src in zip(pics, srcs):
         assert cv2.imread(str(pic)).shape[0] == cv2.imread(str(src)).shape[0]

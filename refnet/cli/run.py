@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from refnet.cli.common import CvMeanAction, add_model_args
+from refnet.cli.common import CvMeanAction, add_model_args, image_labels
 
 __all__ = ["add_parser", "run_command"]
 
@@ -31,19 +31,7 @@ def _out_paths(images: list[str], out: str | None, task: str) -> list[Path]:
         folder.mkdir(exist_ok=True)
     if not folder.is_dir():
         raise FileNotFoundError(f"cannot write into {folder}: folder {folder.parent} does not exist")
-    stems = [Path(i).stem for i in images]
-    names = [f"{s}_{task}" if stems.count(s) == 1 else f"{s}_{Path(i).suffix.lstrip('.')}_{task}"
-             for s, i in zip(stems, images)]
-    # images of one name from different folders (a/x.jpg, b/x.jpg) would write one picture over the
-    # other: the later ones get _2, _3, ... (the same image given twice keeps its one picture)
-    owner: dict[str, Path] = {}
-    paths = []
-    for name, img in zip(names, images):
-        src, pick, k = Path(img).resolve(), name, 2
-        while owner.setdefault(pick, src) != src:
-            pick, k = f"{name}_{k}", k + 1
-        paths.append(folder / f"{pick}.png")
-    return paths
+    return [folder / f"{label}_{task}.png" for label in image_labels(images)]
 
 
 # The options only some tasks read (refnet.pipelines.run_task); given to another task they would
