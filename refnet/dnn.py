@@ -238,7 +238,8 @@ class Net:
 
     def forward(self, outputName: str | Sequence[str] | None = None) -> Any:  # noqa: N803
         """Run the net. ``None``/``""``: the last layer's output (cv2's rule); a name: that layer's
-        (first) output array; a list/tuple of names: a tuple of arrays in that order."""
+        (first) output array; a list/tuple of names: a tuple of arrays in that order (an empty one:
+        the last layer's output, in a tuple)."""
         self._need()
         if self._missing_weights:
             raise RefnetError(self._missing_weights)
@@ -248,8 +249,8 @@ class Net:
         single = outputName is None or isinstance(outputName, str)
         if single:
             names = [outputName or self.net.layer_names[-1]]
-        else:
-            names = [str(n) for n in outputName]  # type: ignore[union-attr]
+        else:  # an empty list is the default output, in a tuple (as cv2 answers forward([]))
+            names = [str(n) for n in outputName] or [self.net.layer_names[-1]]  # type: ignore[union-attr]
         t0 = time.perf_counter()
         out = self.net.forward(dict(self._inputs), outputs=names, precision=self._precision())
         self._last_seconds = time.perf_counter() - t0

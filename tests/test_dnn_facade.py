@@ -214,6 +214,9 @@ def test_forward_return_conventions(twins):
     assert isinstance(outs, tuple) and isinstance(refs, tuple) and len(outs) == 2
     for o, r in zip(outs, refs):
         assert_close(o, r, "vs_cv2", "forward([...])")
+    outs, refs = ours.forward([]), ref.forward([])  # no names: the default output, in a tuple
+    assert isinstance(outs, tuple) and isinstance(refs, tuple) and len(outs) == len(refs) == 1
+    assert_close(outs[0], refs[0], "vs_cv2", "forward([])")
     assert ours.getUnconnectedOutLayers().tolist() == ref.getUnconnectedOutLayers().tolist() == [2]
     t, per_layer = ours.getPerfProfile()
     assert isinstance(t, int) and t > 0 and per_layer.shape == (0, 1)
