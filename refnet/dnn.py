@@ -190,6 +190,9 @@ class Net:
         self._input_shapes: dict[str, tuple[int, ...]] = {}
         self._quirks = quirks  # the semantics the model was read with
         self._missing_weights: str = ""  # a prototxt read without its caffemodel: what forward lacks
+        # an ONNX model with symbolic input dims: (file, declared inputs); its graph is built (again)
+        # for the shapes of the blobs given to setInput, as cv2 sizes its net at the first forward
+        self._onnx_dynamic: tuple[PathLike, dict[str, Any]] | None = None
         self._last_seconds = 0.0
         self.backend = DNN_BACKEND_DEFAULT
         self.target = DNN_TARGET_CPU
@@ -198,6 +201,8 @@ class Net:
     # ---- cv2.dnn.Net API -----------------------------------------------------------------------------
     def empty(self) -> bool:
         """True when no model is loaded (``cv2.dnn.Net()``)."""
+        if self._onnx_dynamic is not None:
+            return False
         return self.net is None or len(self.net.layer_names) == 0
 
     def setPreferableBackend(self, backendId: int) -> None:  # noqa: N802, N803 (cv2's names)
@@ -215,8 +220,8 @@ class Net:
     def setInput(self, blob: np.ndarray, name: str = "", scalefactor: float = 1.0,  # noqa: N802
                  mean: float | Sequence[float] | None = None) -> None:
         """Set an input blob (cv2: ``input = scalefactor * (blob - mean[c])``; ``""`` = the first input)."""
-        self._need()
-        ins = self.net.input_names
+        self._need(built=False)
+        ins = list(self._onnx_dynamic[1]) if self._onnx_dynamic is not None else self.net.input_names
         key = name or ins[0]
         if key not in ins:
             raise KeyError(f"setInput: the net has no input {name!r}; its inputs are {list(ins)}")
@@ -235,6 +240,8 @@ class Net:
                 a = a - m.reshape((1, c) + (1,) * (a.ndim - 2))
             a = a * np.float32(scalefactor)
         self._inputs[key] = np.array(a, copy=True)
+        if self._onnx_dynamic is not None:
+            self._build({k: v.shape for k, v in self._inputs.items()})
 
     def forward(self, outputName: str | Sequence[str] | None = None) -> Any:  # noqa: N803
         """Run the net. ``None``/``""``: the last layer's output (cv2's rule); a name: that layer's
@@ -258,6 +265,8 @@ class Net:
 
     def getLayerNames(self) -> tuple[str, ...]:  # noqa: N802
         """All layer names in cv2's order (the input layer excluded), as cv2 4.x returns them."""
+        if self._onnx_dynamic is not None:
+            self._need()
         return tuple(self.net.layer_names) if self.net is not None else ()
 
     def getLayerId(self, layer: str) -> int:  # noqa: N802
@@ -269,6 +278,8 @@ class Net:
 
     def getUnconnectedOutLayersNames(self) -> tuple[str, ...]:  # noqa: N802
         """Names of the layers whose outputs nothing consumes."""
+        if self._onnx_dynamic is not None:
+            self._need()
         return tuple(self.net.output_names) if self.net is not None else ()
 
     def getUnconnectedOutLayers(self) -> np.ndarray:  # noqa: N802
@@ -320,17 +331,21 @@ class Net:
 
     def getLayerTypes(self) -> tuple[str, ...]:  # noqa: N802
         """The distinct cv2 layer type names in the net, sorted (with cv2's ``__NetInputLayer__``)."""
-        if self.net is None:
+        if self.net is None and self._onnx_dynamic is None:
             return ()
+        self._need()
         return tuple(sorted({self._type(n.op) for n in self.net.graph.nodes} | {"__NetInputLayer__"}))
 
     def setInputShape(self, inputName: str, shape: Sequence[int]) -> None:  # noqa: N802, N803
-        """Declare the shape of input ``inputName`` (used by getLayersShapes/getFLOPS without a shape)."""
-        self._need()
-        if inputName not in self.net.input_names:
-            raise KeyError(f"setInputShape: the net has no input {inputName!r}; its inputs are "
-                           f"{list(self.net.input_names)}")
+        """Declare the shape of input ``inputName`` (used by getLayersShapes/getFLOPS without a shape;
+        an ONNX model with symbolic input dims is built for it)."""
+        self._need(built=False)
+        ins = list(self._onnx_dynamic[1]) if self._onnx_dynamic is not None else self.net.input_names
+        if inputName not in ins:
+            raise KeyError(f"setInputShape: the net has no input {inputName!r}; its inputs are {list(ins)}")
         self._input_shapes[inputName] = tuple(int(d) for d in shape)
+        if self._onnx_dynamic is not None:
+            self._build(self._input_shapes)
 
     def _shape_map(self, netInputShape: Sequence[int] | Sequence[Sequence[int]] | None  # noqa: N803
                    ) -> dict[str, tuple[int, ...]]:
@@ -376,9 +391,25 @@ class Net:
         return 2 * model_info(self.net, self._shape_map(netInputShape), cv2_flops=False).total_macs
 
     # ---- helpers -------------------------------------------------------------------------------------------
-    def _need(self) -> None:
+    def _need(self, built: bool = True) -> None:
         if self.empty():
             raise RefnetError("the net is empty: load a model with readNet/readNetFromCaffe/... first")
+        if built and self.net is None:  # an ONNX model with symbolic input dims, no shapes given yet
+            path, ins = self._onnx_dynamic  # type: ignore[misc]
+            dims = ", ".join(f"{k} {v}" for k, v in ins.items())
+            raise RefnetError(f"{path} declares input(s) with symbolic dims ({dims}): refnet builds the graph for "
+                              "the input shapes; call setInput() (or setInputShape()) first")
+
+    def _build(self, shapes: dict[str, tuple[int, ...]]) -> None:
+        """(Re)read the dynamic ONNX model for ``shapes`` once every input has one."""
+        from refnet.net import load_onnx
+
+        path, ins = self._onnx_dynamic  # type: ignore[misc]
+        if any(k not in shapes for k in ins):
+            return
+        want = {k: tuple(int(d) for d in shapes[k]) for k in ins}
+        if self.net is None or dict(self.net.input_shapes) != want:
+            self.net = load_onnx(path, quirks=self._quirks, input_shapes=want)
 
     def _precision(self) -> str:
         return self.precision or precision
@@ -449,10 +480,21 @@ def readNetFromDarknet(cfgFile: PathLike, darknetModel: PathLike | None = None) 
 
 
 def readNetFromONNX(onnxFile: PathLike) -> Net:  # noqa: N802, N803
-    """ONNX model, read by refnet's own reader (the graph is built for its declared input shapes)."""
+    """ONNX model, read by refnet's own reader (the graph is built for its declared input shapes,
+    or, where they are symbolic, for the shapes of the blobs given to setInput)."""
     from refnet.net import load_onnx
+    from refnet.weights_import.onnx import declared_inputs
 
-    return _read(load_onnx(onnxFile, quirks=quirks))
+    try:
+        return _read(load_onnx(onnxFile, quirks=quirks))
+    except ShapeError as e:
+        if "no fixed shape" not in str(e):
+            raise
+    # symbolic input dims (a batch of -1, '?' height and width): cv2 reads the model and sizes it at
+    # the first forward; here the graph is built when setInput (or setInputShape) gives the shapes
+    net = _read(None)
+    net._onnx_dynamic = (onnxFile, declared_inputs(onnxFile))
+    return net
 
 
 def readNet(model: PathLike, config: PathLike = "", framework: str = "") -> Net:  # noqa: N802

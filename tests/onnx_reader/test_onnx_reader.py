@@ -172,6 +172,30 @@ def test_readnetfromonnx_facade(tmp_path):
     np.testing.assert_allclose(net.forward(), [[0.5, 1.0]])
 
 
+def test_readnetfromonnx_with_symbolic_dims_is_sized_by_setinput(tmp_path):
+    """cv2.dnn.readNetFromONNX reads a model whose input dims are symbolic and sizes it at the
+    first forward; the facade builds its graph for the blob given to setInput (again for a blob
+    of another shape) instead of refusing to read the file."""
+    import cv2
+
+    from refnet import dnn
+
+    nodes = [H.make_node("Relu", ["x"], ["r"]), H.make_node("Flatten", ["r"], ["y"], axis=1)]
+    p = str(_save(tmp_path, nodes, [_vi("x", ["N", 3, "H", "W"])], [_vi("y", ["N", "M"])]))
+    ours, ref = dnn.readNetFromONNX(p), cv2.dnn.readNetFromONNX(p)
+    assert not ours.empty() and not ref.empty()
+    with pytest.raises(cv2.error, match="symbolic dims.*call setInput"):  # no graph before a shape is known
+        ours.getLayerNames()
+    rng = np.random.default_rng(0)
+    for shape in ((1, 3, 4, 5), (2, 3, 6, 2)):
+        x = rng.standard_normal(shape).astype(np.float32)
+        ours.setInput(x)
+        ref.setInput(x)
+        got, want = ours.forward(), ref.forward()
+        assert got.shape == want.shape == (shape[0], 3 * shape[2] * shape[3])
+        np.testing.assert_array_equal(got, want)
+
+
 def test_readnetfromonnx_is_like_the_other_readers(tmp_path):
     """readNetFromONNX applies dnn.quirks at the read like the other readers (changing it
     afterwards warns for the ONNX net too), and its errors are also cv2.error, as cv2's are."""
