@@ -337,6 +337,15 @@ def load_onnx(path: str | os.PathLike, *, quirks: str = "none",
     return Net(read_onnx(path, quirks=_check_quirks(quirks), input_shapes=input_shapes), ("onnx", (path,)))
 
 
+def folder_message(path: str | os.PathLike) -> str:
+    """What to say about a folder given where model files are expected ("PATH: " goes before it):
+    the model files in it."""
+    found = sorted(q.name for q in Path(path).iterdir() if q.suffix.lower() in _EXT and q.is_file())
+    listed = ", ".join(found[:8]) + (f" and {len(found) - 8} more" if len(found) > 8 else "")
+    return "is a folder, not a model file; " + (
+        f"give the model files in it ({listed})" if found else "it holds no model files (" + ", ".join(_EXT) + ")")
+
+
 def load(*paths: str | os.PathLike, quirks: str = "none", **kwargs: Any) -> Net:
     """Load a model, choosing the reader from the file extensions of ``paths``. Keyword
     arguments go to that reader (``load_onnx``'s ``input_shapes``, ``load_torch``'s
@@ -345,6 +354,8 @@ def load(*paths: str | os.PathLike, quirks: str = "none", **kwargs: Any) -> Net:
     kinds: dict[str, str] = {}
     for p in paths:
         kind = _EXT.get(Path(p).suffix.lower())
+        if kind is None and Path(p).is_dir():
+            raise ModelFormatError(folder_message(p), file=str(p), expected="model files")
         if kind is None:
             raise ModelFormatError(f"cannot tell the framework from the extension {Path(p).suffix!r}",
                                    file=str(p), expected="one of " + ", ".join(sorted(_EXT)))

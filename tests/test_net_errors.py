@@ -192,3 +192,6 @@ def test_load_refuses_files_of_two_frameworks_and_keywords_its_reader_lacks(tmp_
     with pytest.raises(TypeError, match="input_shapes"):  # load_caffe has no input_shapes: not ignored
         refnet.load(proto, model, input_shapes=(1, 1, 8, 8))
     assert refnet.load(proto, model).input_shapes == {"data": (1, 1, 4, 4)}
+    with pytest.raises(ModelFormatError, match=r"is a folder, not a model file; give the model files in it "
+                                               r"\(enet.net, .*yolo.weights\)"):
+        refnet.load(tmp_path)  # not "cannot tell the framework from the extension ''"

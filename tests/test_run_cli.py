@@ -157,6 +157,10 @@ def test_run_errors_one_line_exit_2(models, images_dir, digit_png, tmp_path, cap
                       "labels file not found")
     assert_user_error(capsys, ["run", "--zoo", "lenet-mnist", proto, "--image", digit_png], "not both")
     assert_user_error(capsys, ["run", "--image", digit_png], "no model")
+    # a folder of model files is not "not found": it is named as a folder, with the files it holds
+    assert_user_error(capsys, ["run", proto.parent, "--image", digit_png],
+                      r"lenet_mnist_caffe is a folder, not a model file; give the model files in it "
+                      r"\(lenet.prototxt, lenet_iter_10000.caffemodel\)")
     # an option the task does not read is refused, not dropped: run_task's classify has no threshold or
     # NMS, detect has no top-k; the MTCNN cascade fixes its own preprocessing and NMS
     assert_user_error(capsys, ["run", "--zoo", "lenet-mnist", "--image", digit_png, "--threshold", "0.9",
