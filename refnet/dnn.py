@@ -637,7 +637,20 @@ _READ: weakref.WeakSet = weakref.WeakSet()
 
 
 class _DnnModule(types.ModuleType):
-    """This module's class: assigning ``quirks`` warns when nets read with other quirks are alive."""
+    """This module's class: ``precision`` and ``quirks`` are checked when assigned (not at the next
+    read or forward), and assigning ``quirks`` warns when nets read with other quirks are alive."""
+
+    @property
+    def precision(self) -> str:
+        return self.__dict__["precision"]
+
+    @precision.setter
+    def precision(self, value: str) -> None:
+        from refnet.net import PRECISIONS
+
+        if value not in PRECISIONS:
+            raise ValueError(f"dnn.precision must be one of {PRECISIONS}, got {value!r}")
+        self.__dict__["precision"] = value
 
     @property
     def quirks(self) -> str:
@@ -645,6 +658,10 @@ class _DnnModule(types.ModuleType):
 
     @quirks.setter
     def quirks(self, value: str) -> None:
+        from refnet.net import QUIRKS
+
+        if value not in QUIRKS:
+            raise ValueError(f"dnn.quirks must be one of {QUIRKS}, got {value!r}")
         stale = [n for n in list(_READ) if n._quirks != value]
         if stale:
             warnings.warn(f"dnn.quirks = {value!r} has no effect on the {len(stale)} net(s) already read with quirks "

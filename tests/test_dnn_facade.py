@@ -245,6 +245,12 @@ def test_precision_knob(twins, monkeypatch):
     ours.precision = "float16"
     with pytest.raises(ValueError, match="precision"):
         ours.forward()
+    # the module-wide knobs are checked when set (a typo does not wait for the next read or forward)
+    for knob, bad in (("precision", "half"), ("quirks", "CV2")):
+        before = getattr(dnn, knob)
+        with pytest.raises(ValueError, match=rf"dnn\.{knob} must be one of .*got '{bad}'"):
+            setattr(dnn, knob, bad)
+        assert getattr(dnn, knob) == before
 
 
 def test_backend_target_fusion_are_accepted(twins):
