@@ -193,3 +193,21 @@ def test_run_images_of_one_name_in_two_folders_write_two_pictures(models, images
     # each picture is drawn on its own image (the render keeps the image's height, a panel beside it)
     for pic, src in zip(pics, srcs):
         assert cv2.imread(str(pic)).shape[0] == cv2.imread(str(src)).shape[0]
+
+
+def test_labels_that_do_not_fit_the_classes_are_noted(models, images_dir, digit_png, tmp_path, capsys):
+    """VOC's 20 names on the 80-class COCO YOLO net (every detection named wrongly), or 2 names for
+    LeNet's 10 digits, get a note; the model's own labels do not."""
+    voc = require_model(models, "labels/voc.names")
+    img = images_dir / "darknet_dog.jpg"
+    code, out, err = run(capsys, "run", "--zoo", "yolo-fastest-1.1", "--image", img, "--labels", voc,
+                         "-o", tmp_path / "a.png")
+    assert code == 0, err
+    assert "note: 20 labels for the net's 80 classes: the labels may belong to another net" in out
+    code, out, err = run(capsys, "run", "--zoo", "yolo-fastest-1.1", "--image", img, "-o", tmp_path / "b.png")
+    assert code == 0 and "note:" not in out, (out, err)
+    two = tmp_path / "two.txt"
+    two.write_text("zero\none\n")
+    code, out, err = run(capsys, "run", "--zoo", "lenet-mnist", "--image", digit_png, "--labels", two,
+                         "-o", tmp_path / "c.png")
+    assert code == 0 and "note: 2 labels for the net's 10 classes" in out and "class 7" in out, (out, err)
