@@ -375,7 +375,11 @@ def load(*paths: str | os.PathLike, quirks: str = "none", **kwargs: Any) -> Net:
     if "onnx" in kinds:
         return load_onnx(kinds["onnx"], quirks=quirks, **kwargs)
     if "darknet_cfg" in kinds:
-        return load_darknet(kinds["darknet_cfg"], kinds.get("darknet_weights"), quirks=quirks, **kwargs)
+        if "weights" in kwargs and "darknet_weights" in kinds:
+            raise TypeError(f"load() got both a .weights file ({kinds['darknet_weights']}) and weights=")
+        # weights="zeros" (the architecture-only graph the cfg-alone error suggests) as load_darknet takes it
+        weights = kinds.get("darknet_weights", kwargs.pop("weights", None))
+        return load_darknet(kinds["darknet_cfg"], weights, quirks=quirks, **kwargs)
     raise ModelFormatError("no model definition among the files", file=", ".join(map(str, paths)),
                            expected=".prototxt/.caffemodel, .t7/.net, .cfg or .onnx")
 

@@ -192,6 +192,14 @@ def test_load_refuses_files_of_two_frameworks_and_keywords_its_reader_lacks(tmp_
     with pytest.raises(TypeError, match="input_shapes"):  # load_caffe has no input_shapes: not ignored
         refnet.load(proto, model, input_shapes=(1, 1, 8, 8))
     assert refnet.load(proto, model).input_shapes == {"data": (1, 1, 4, 4)}
+    # the cfg-alone error suggests weights='zeros': refnet.load passes it on to load_darknet
+    cfg = tmp_path / "tiny.cfg"
+    cfg.write_text("[net]\nwidth=8\nheight=8\nchannels=3\n\n[convolutional]\nfilters=2\nsize=1\nstride=1\n"
+                   "activation=linear\n")
+    with pytest.raises(ModelFormatError, match="weights='zeros'"):
+        refnet.load(cfg)
+    net = refnet.load(cfg, weights="zeros")
+    assert not np.any(net.forward(np.ones((1, 3, 8, 8), np.float32))[net.output_names[0]])
     with pytest.raises(ModelFormatError, match=r"is a folder, not a model file; give the model files in it "
                                                r"\(enet.net, .*yolo.weights\)"):
         refnet.load(tmp_path)  # not "cannot tell the framework from the extension ''"
