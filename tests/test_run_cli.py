@@ -211,3 +211,18 @@ def test_labels_that_do_not_fit_the_classes_are_noted(models, images_dir, digit_
     code, out, err = run(capsys, "run", "--zoo", "lenet-mnist", "--image", digit_png, "--labels", two,
                          "-o", tmp_path / "c.png")
     assert code == 0 and "note: 2 labels for the net's 10 classes" in out and "class 7" in out, (out, err)
+
+
+def test_run_writes_into_an_existing_out_folder(models, images_dir, digit_png, tmp_path, capsys):
+    """-o names a folder with several images (README); running again into the same folder, or
+    with one image into an existing folder, writes there instead of 'it is a folder'."""
+    require_model(models, "lenet_mnist_caffe/lenet_iter_10000.caffemodel")
+    out = tmp_path / "pics"
+    imgs = [digit_png, images_dir / "caffe_cat.jpg"]
+    for _ in range(2):  # the second run finds the folder the first one made
+        code, text, err = run(capsys, "run", "--zoo", "lenet-mnist", "--image", *imgs, "-o", out)
+        assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["caffe_cat_classify.png", "seven_classify.png"]
+    (out / "seven_classify.png").unlink()
+    code, text, err = run(capsys, "run", "--zoo", "lenet-mnist", "--image", digit_png, "-o", out)
+    assert code == 0 and (out / "seven_classify.png").is_file(), err
