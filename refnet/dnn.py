@@ -364,6 +364,7 @@ class Net:
     def getLayersShapes(self, netInputShape: Any = None) -> tuple[np.ndarray, tuple, tuple]:  # noqa: N802, N803
         """(layer ids, input shapes per layer, output shapes per layer) for ``netInputShape`` as
         cv2 returns them: ids 0 (the input layer) .. n as an int32 array, each shape an int32 array."""
+        self._build_for(netInputShape)
         self._need()
         shapes = dict(self.net.infer_shapes(self._shape_map(netInputShape)))
         ins = tuple(np.asarray(shapes[k], np.int32) for k in self.net.input_names)
@@ -387,6 +388,7 @@ class Net:
         the bias, so it is higher; `refnet info` shows both, docs/cv2-deviations.md)."""
         from refnet.info import model_info
 
+        self._build_for(netInputShape)
         self._need()
         return 2 * model_info(self.net, self._shape_map(netInputShape), cv2_flops=False).total_macs
 
@@ -399,6 +401,16 @@ class Net:
             dims = ", ".join(f"{k} {v}" for k, v in ins.items())
             raise RefnetError(f"{path} declares input(s) with symbolic dims ({dims}): refnet builds the graph for "
                               "the input shapes; call setInput() (or setInputShape()) first")
+
+    def _build_for(self, netInputShape: Any) -> None:  # noqa: N803
+        """A dynamic ONNX model not built yet: build it for getLayersShapes/getFLOPS's shape(s)."""
+        if self._onnx_dynamic is None or self.net is not None or netInputShape is None or len(netInputShape) == 0:
+            return
+        ins = list(self._onnx_dynamic[1])
+        if isinstance(netInputShape[0], (int, np.integer)):
+            self._build({ins[0]: tuple(int(d) for d in netInputShape)})
+        else:
+            self._build({k: tuple(int(d) for d in sh) for k, sh in zip(ins, netInputShape)})
 
     def _build(self, shapes: dict[str, tuple[int, ...]]) -> None:
         """(Re)read the dynamic ONNX model for ``shapes`` once every input has one."""
