@@ -226,3 +226,14 @@ def test_run_writes_into_an_existing_out_folder(models, images_dir, digit_png, t
     (out / "seven_classify.png").unlink()
     code, text, err = run(capsys, "run", "--zoo", "lenet-mnist", "--image", digit_png, "-o", out)
     assert code == 0 and (out / "seven_classify.png").is_file(), err
+
+
+@pytest.mark.parametrize("flag,value", [("--scale", "nan"), ("--threshold", "inf"), ("--nms", "nan"),
+                                        ("--mean", "nan")])
+def test_run_refuses_non_finite_numbers(digit_png, capsys, flag, value):
+    """float() takes 'nan' and 'inf'; as a scale they made every probability nan, as a threshold
+    they kept nothing, without a word."""
+    with pytest.raises(SystemExit) as ei:
+        cli.main(["run", "--zoo", "lenet-mnist", "--image", str(digit_png), flag, value])
+    assert ei.value.code == 2
+    assert f"argument {flag}: '{value}' is not a finite number" in capsys.readouterr().err

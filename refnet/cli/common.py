@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MODEL_FILES_HELP", "add_model_args", "CvMeanAction", "cv_mean", "MEAN_NOTE", "image_labels"]
+__all__ = ["MODEL_FILES_HELP", "add_model_args", "CvMeanAction", "cv_mean", "MEAN_NOTE", "image_labels",
+           "finite_float"]
 
 MODEL_FILES_HELP = "model files (.prototxt/.caffemodel, .t7/.net, .cfg/.weights, .onnx); or use --zoo"
 
@@ -25,6 +26,18 @@ def add_model_args(s: argparse.ArgumentParser, zoo_help: str, files_help: str = 
     (:func:`refnet.resolver.resolve_model` takes exactly one of them)."""
     s.add_argument("model", nargs="*", metavar="MODEL_FILE", help=files_help)
     s.add_argument("--zoo", metavar="NAME", help=zoo_help)
+
+
+def finite_float(text: str) -> float:
+    """An argparse ``type``: a float that is a number (``float`` alone takes nan and inf, which
+    then run through the pipeline: a threshold of nan keeps nothing, a scale of nan makes every
+    score nan)."""
+    import math
+
+    v = float(text)
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return v
 
 
 def cv_mean(values: list[float]) -> tuple[float, ...]:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from refnet.cli.common import CvMeanAction, add_model_args, image_labels
+from refnet.cli.common import CvMeanAction, add_model_args, finite_float, image_labels
 
 __all__ = ["add_parser", "compare_command", "check_layers"]
 
@@ -212,9 +212,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--seed", type=int, default=0, help="seed of --random (default 0)")
     s.add_argument("--input-shape", type=int, nargs=4, metavar=("N", "C", "H", "W"),
                    help="shape of the --random blob when the model does not say")
-    s.add_argument("--scale", type=float, help="blobFromImage scalefactor (default: the zoo entry's)")
+    s.add_argument("--scale", type=finite_float, help="blobFromImage scalefactor (default: the zoo entry's)")
     s.add_argument("--size", type=int, nargs=2, metavar=("W", "H"), help="blobFromImage size")
-    s.add_argument("--mean", type=float, nargs="+", metavar="M", action=CvMeanAction,
+    s.add_argument("--mean", type=finite_float, nargs="+", metavar="M", action=CvMeanAction,
                    help="blobFromImage mean: one value = first channel only (cv2's rule), or one per channel")
     s.add_argument("--swap-rb", action="store_true", help="blobFromImage swapRB")
     s.add_argument("--crop", action="store_true", help="blobFromImage crop")

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from refnet.cli.common import CvMeanAction, add_model_args, image_labels
+from refnet.cli.common import CvMeanAction, add_model_args, finite_float, image_labels
 
 __all__ = ["add_parser", "run_command"]
 
@@ -193,13 +193,13 @@ def add_parser(sub: Any) -> None:
                                                   "net's output layers)")
     s.add_argument("--precision", default="float32",
                    help="float32 (fast kernels, default) or float64 (reference kernels)")
-    s.add_argument("--threshold", type=float, help="detect/face: score threshold (default per decoder)")
-    s.add_argument("--nms", type=float, help="detect/face: NMS IoU threshold (default per decoder)")
+    s.add_argument("--threshold", type=finite_float, help="detect/face: score threshold (default per decoder)")
+    s.add_argument("--nms", type=finite_float, help="detect/face: NMS IoU threshold (default per decoder)")
     s.add_argument("--top-k", type=int, help="classify: how many classes to list (default 5)")
     s.add_argument("--labels", metavar="FILE", help="class names, one per line (default: the zoo entry's)")
     s.add_argument("--size", type=int, nargs=2, metavar=("W", "H"), help="blob width and height")
-    s.add_argument("--scale", type=float, help="blob scale factor (default: the zoo's; else 1, Darknet 1/255)")
-    s.add_argument("--mean", type=float, nargs="+", metavar="M", action=CvMeanAction,
+    s.add_argument("--scale", type=finite_float, help="blob scale factor (default: the zoo's; else 1, Darknet 1/255)")
+    s.add_argument("--mean", type=finite_float, nargs="+", metavar="M", action=CvMeanAction,
                    help="mean to subtract, as blobFromImage: one value = first channel only (cv2's rule), "
                         "three values = per channel (after --rgb)")
     s.add_argument("--rgb", action="store_true", help="swap B and R before the mean (blobFromImage swapRB)")
