@@ -485,10 +485,20 @@ def readNetFromTorch(model: PathLike, isBinary: bool = True, evaluate: bool = Tr
 
 
 def readNetFromDarknet(cfgFile: PathLike, darknetModel: PathLike | None = None) -> Net:  # noqa: N802, N803
-    """Darknet .cfg (+ optional .weights)."""
+    """Darknet .cfg (+ optional .weights). A cfg alone loads as in cv2 (layer names, types and
+    shapes work); ``forward`` then says which layers have no weights."""
     from refnet.net import load_darknet
 
-    return _read(load_darknet(cfgFile, _opt(darknetModel), quirks=quirks))
+    if _opt(darknetModel) is not None:
+        return _read(load_darknet(cfgFile, _opt(darknetModel), quirks=quirks))
+    net = _read(load_darknet(cfgFile, "zeros", quirks=quirks))  # the architecture, zero placeholders
+    names = [n.name for n in net.net.graph.nodes if n.params]
+    if names:
+        listed = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+        net._missing_weights = (f"forward: the net was read from {cfgFile} alone, without its .weights, so layers "
+                                f"{listed} have no weights (cv2.dnn fails the same way: 'Assertion failed "
+                                "!blobs.empty()'); pass the weights: readNetFromDarknet(cfgFile, darknetModel)")
+    return net
 
 
 def readNetFromONNX(onnxFile: PathLike) -> Net:  # noqa: N802, N803

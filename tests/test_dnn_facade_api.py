@@ -171,6 +171,21 @@ def test_prototxt_only_reads_as_in_cv2(models):
         ours.forward()
 
 
+def test_cfg_only_reads_as_in_cv2(models):
+    cfg = str(require_model(models, "yolo_fastest_darknet/yolo-fastest-1.1.cfg"))
+    ours, ref = dnn.readNetFromDarknet(cfg), cv2.dnn.readNetFromDarknet(cfg)
+    assert ours.getLayerNames() == tuple(ref.getLayerNames()) and not ours.empty() and not ref.empty()
+    assert ours.getLayerTypes() == tuple(ref.getLayerTypes())
+    assert ours.getUnconnectedOutLayersNames() == tuple(ref.getUnconnectedOutLayersNames())
+    x = np.zeros((1, 3, 320, 320), np.float32)
+    ours.setInput(x)
+    ref.setInput(x)
+    with pytest.raises(cv2.error):
+        ref.forward()
+    with pytest.raises(cv2.error, match=r"without its \.weights.*conv_0, bn_0, .* have no weights"):
+        ours.forward()
+
+
 def test_quirks_after_a_read_warns(models):
     paths = [str(p) for p in zoo.find("lenet-mnist").main_paths] if zoo.find("lenet-mnist").found else None
     if paths is None:
