@@ -237,3 +237,46 @@ def test_run_refuses_non_finite_numbers(digit_png, capsys, flag, value):
         cli.main(["run", "--zoo", "lenet-mnist", "--image", str(digit_png), flag, value])
     assert ei.value.code == 2
     assert f"argument {flag}: '{value}' is not a finite number" in capsys.readouterr().err
+
+
+def test_run_json_has_the_results_as_numbers(models, images_dir, digit_png, tmp_path, capsys):
+    """--json PATH: per image the top classes (LeNet's '7' with cv2.dnn's probability) and the
+    detections with boxes in image pixels (Yolo-Fastest: cv2.dnn + NMSBoxes, as the detect test)."""
+    import json
+
+    js = tmp_path / "r.json"
+    code, out, err = run(capsys, "run", "--zoo", "lenet-mnist", "--image", digit_png, "-o", tmp_path / "d.png",
+                         "--json", js)
+    assert code == 0 and f"wrote {js}" in out, err
+    doc = json.loads(js.read_text())
+    assert doc["command"][:2] == ["refnet", "run"] and len(doc["results"]) == 1
+    r = doc["results"][0]
+    assert r["task"] == "classify" and r["image"] == str(digit_png) and r["blob_shape"] == [1, 1, 28, 28]
+    proto, weights = (require_model(models, f"lenet_mnist_caffe/{f}") for f in ("lenet.prototxt",
+                                                                                  "lenet_iter_10000.caffemodel"))
+    cv = cv2.dnn.readNetFromCaffe(str(proto), str(weights))
+    cv.setInput(cv2.dnn.blobFromImage(cv2.imread(str(digit_png), cv2.IMREAD_GRAYSCALE), 1 / 256, (28, 28)))
+    prob = cv.forward().reshape(-1)
+    assert r["top"][0]["index"] == 7 and abs(r["top"][0]["score"] - prob[7]) < 1e-4 and len(r["top"]) == 5
+    # detections: boxes in image pixels, as cv2.dnn + NMSBoxes find them
+    img_path = images_dir / "darknet_dog.jpg"
+    code, out, err = run(capsys, "run", "--zoo", "yolo-fastest-1.1", "--image", img_path, "-o", tmp_path / "y.png",
+                         "--json", js)
+    assert code == 0, err
+    dets = json.loads(js.read_text())["results"][0]["detections"]
+    cfg = require_model(models, "yolo_fastest_darknet/yolo-fastest-1.1.cfg")
+    cv = cv2.dnn.readNetFromDarknet(str(cfg), str(cfg.with_suffix(".weights")))
+    cv.setInput(cv2.dnn.blobFromImage(cv2.imread(str(img_path)), 1 / 255, (320, 320), swapRB=True))
+    rows = np.concatenate(cv.forward(cv.getUnconnectedOutLayersNames()))
+    cls, conf = rows[:, 5:].argmax(1), rows[:, 5:].max(1)
+    want = []
+    for c in np.unique(cls[conf > 0.5]):
+        sel = np.flatnonzero((cls == c) & (conf > 0.5))
+        xywh = [[(q[0] - q[2] / 2) * 768, (q[1] - q[3] / 2) * 576, q[2] * 768, q[3] * 576] for q in rows[sel]]
+        for k in np.asarray(cv2.dnn.NMSBoxes(xywh, conf[sel].tolist(), 0.5, 0.45)).reshape(-1):
+            x, y, w, h = xywh[k]
+            want.append((int(c), float(conf[sel[k]]), [x, y, x + w, y + h]))
+    assert len(dets) == len(want) == 4
+    for c, score, box in want:
+        assert any(d["class_id"] == c and abs(d["score"] - score) < 2e-3 and
+                   max(abs(a - b) for a, b in zip(d["box"], box)) < 1.0 for d in dets), (c, score, box, dets)

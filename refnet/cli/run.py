@@ -104,6 +104,7 @@ def run_command(args: Any, out: Any = None, err: Any = None) -> int:
         _refuse_unused(args, task)
         opts = _options(args, rm, task)
         outs = _out_paths(images, args.out, task)
+        docs = []
         for path, dest in zip(images, outs):
             result = pipelines.run_task(rm.net, pipelines.read_image(path), task, entry=rm.entry,
                                         labels=args.labels or rm.labels, precision=args.precision, **opts)
@@ -113,7 +114,43 @@ def run_command(args: Any, out: Any = None, err: Any = None) -> int:
                 print(f"  ({SEEDED_NOTE})", file=out)
             pipelines.write_image(dest, pipelines.render(result))
             print(f"wrote {dest}", file=out)
+            docs.append(_result_doc(path, dest, result))
+    _write_json(args, docs, out)
     return 0
+
+
+def _result_doc(image: str, picture: Path, result: Any) -> dict[str, Any]:
+    """One image's result for ``--json``: what the summary prints, as numbers (boxes are
+    (x1, y1, x2, y2) in image pixels)."""
+    d = result.data
+    doc: dict[str, Any] = {"image": str(image), "picture": str(picture), "task": result.task,
+                           "model": d.get("model"), "precision": d.get("precision"),
+                           "blob_shape": list(result.blob.shape) if result.blob.size else None,  # MTCNN: a pyramid
+                           "seeded_weights": bool(d.get("seeded"))}
+    if result.task == "classify":
+        doc["output"] = d.get("output")
+        doc["top"] = [{"index": i, "label": lab, "score": p} for i, lab, p in d["top"]]
+    elif result.task in ("detect", "face"):
+        doc.update(decoder=d.get("decoder"), threshold=d.get("threshold"), nms_threshold=d.get("nms_threshold"),
+                   detections=[dict(x, box=list(x["box"])) for x in d["detections"]])
+        if "landmarks" in d:  # the MTCNN cascade: five (x, y) points per face
+            doc["landmarks"] = d["landmarks"]
+    elif result.task == "segment":
+        doc.update(output=d.get("output"), fractions=d["fractions"])
+    return doc
+
+
+def _write_json(args: Any, docs: list[dict[str, Any]], out: Any) -> None:
+    """``--json PATH``: every image's result in one document (NaN as null, as compare --json)."""
+    if not getattr(args, "json", None):
+        return
+    import json
+
+    from refnet.crosscheck.report import _jsonable
+
+    doc = {"command": getattr(args, "command_line", None) or ["refnet", "run"], "results": docs}
+    Path(args.json).write_text(json.dumps(_jsonable(doc), indent=1, allow_nan=False))
+    print(f"wrote {args.json}", file=out)
 
 
 def _run_mtcnn(args: Any, images: list[str], out: Any) -> int:
@@ -132,6 +169,7 @@ def _run_mtcnn(args: Any, images: list[str], out: Any) -> int:
                                       f"does not use {', '.join(fixed)} (--threshold sets O-Net's score threshold; "
                                       "`--zoo mtcnn-det1` runs P-Net alone with the usual options)")
     cascade, _ = load_cascade()
+    docs = []
     for path, dest in zip(images, _out_paths(images, args.out, "face")):
         result = run_cascade(cascade, pipelines.read_image(path), args.precision, args.threshold)
         print(result.summary, file=out)
@@ -142,6 +180,8 @@ def _run_mtcnn(args: Any, images: list[str], out: Any) -> int:
                     cv2.circle(pic, (int(round(x)), int(round(y))), 2, (0, 255, 0), -1, cv2.LINE_AA)
         pipelines.write_image(dest, pic)
         print(f"wrote {dest}", file=out)
+        docs.append(_result_doc(path, dest, result))
+    _write_json(args, docs, out)
     return 0
 
 
@@ -188,6 +228,8 @@ def add_parser(sub: Any) -> None:
                    help="image files and/or folders of images (any format OpenCV reads)")
     s.add_argument("-o", "--out", metavar="OUT",
                    help="picture to write (default <image stem>_<task>.png); with several images a folder")
+    s.add_argument("--json", metavar="PATH", help="also write the results (top classes, detections with boxes "
+                                                  "in image pixels, class fractions) as JSON")
     s.add_argument("--task", metavar="TASK", help=f"{', '.join(TASKS)}: what to do with the outputs (default: "
                                                   "the zoo entry's / sidecar's task, else inferred from the "
                                                   "net's output layers)")

@@ -145,7 +145,7 @@ _OUTPUTS: dict[str, tuple[tuple[str, str], ...]] = {
     "compare": (("json", "file"), ("plot", "file")),
     "info": (("json", "file"),),
     "bench": (("json", "file"),),
-    "run": (("out", "file_or_dir"),),  # a picture, or the folder the pictures go into
+    "run": (("out", "file_or_dir"), ("json", "file")),  # -o: a picture, or the folder the pictures go into
     "generate": (("out", "prefix"),),
     "demo": (("out", "dir"),),
     "convert": (("output", "file"), ("json", "file")),
