@@ -139,6 +139,15 @@ _CV2_TYPES = {
 }
 
 
+# cv2's Torch importer names some layers differently from the same op read from Caffe: its layer
+# classes for nn.PReLU (ChannelsPReLU), nn.Padding (its own Padding), nn.ShaveImage (a Slice),
+# nn.Normalize, nn.InstanceNormalization (MVN), nn.Parallel's select (a Reshape), nn.DepthConcat
+_CV2_TORCH_TYPES = {
+    "prelu": "ChannelsPReLU", "torch_padding": "Padding", "torch_shave": "Slice", "torch_select": "Reshape",
+    "lp_normalize": "Normalize", "instance_norm": "MVN", "depth_concat": "Concat",
+}
+
+
 def _cv2_type(op: str) -> str:
     return _CV2_TYPES.get(op, "".join(w.capitalize() for w in op.split("_")))
 
@@ -181,6 +190,9 @@ class Net:
         self._input_shapes: dict[str, tuple[int, ...]] = {}
         self._quirks = quirks  # the semantics the model was read with
         self._missing_weights: str = ""  # a prototxt read without its caffemodel: what forward lacks
+        # an ONNX model with symbolic input dims: (file, declared inputs); its graph is built (again)
+        # for the shapes of the blobs given to setInput, as cv2 sizes its net at the first forward
+        self._onnx_dynamic: tuple[PathLike, dict[str, Any]] | None = None
         self._last_seconds = 0.0
         self.backend = DNN_BACKEND_DEFAULT
         self.target = DNN_TARGET_CPU
@@ -189,6 +201,8 @@ class Net:
     # ---- cv2.dnn.Net API -----------------------------------------------------------------------------
     def empty(self) -> bool:
         """True when no model is loaded (``cv2.dnn.Net()``)."""
+        if self._onnx_dynamic is not None:
+            return False
         return self.net is None or len(self.net.layer_names) == 0
 
     def setPreferableBackend(self, backendId: int) -> None:  # noqa: N802, N803 (cv2's names)
@@ -206,8 +220,8 @@ class Net:
     def setInput(self, blob: np.ndarray, name: str = "", scalefactor: float = 1.0,  # noqa: N802
                  mean: float | Sequence[float] | None = None) -> None:
         """Set an input blob (cv2: ``input = scalefactor * (blob - mean[c])``; ``""`` = the first input)."""
-        self._need()
-        ins = self.net.input_names
+        self._need(built=False)
+        ins = list(self._onnx_dynamic[1]) if self._onnx_dynamic is not None else self.net.input_names
         key = name or ins[0]
         if key not in ins:
             raise KeyError(f"setInput: the net has no input {name!r}; its inputs are {list(ins)}")
@@ -226,10 +240,13 @@ class Net:
                 a = a - m.reshape((1, c) + (1,) * (a.ndim - 2))
             a = a * np.float32(scalefactor)
         self._inputs[key] = np.array(a, copy=True)
+        if self._onnx_dynamic is not None:
+            self._build({k: v.shape for k, v in self._inputs.items()})
 
     def forward(self, outputName: str | Sequence[str] | None = None) -> Any:  # noqa: N803
         """Run the net. ``None``/``""``: the last layer's output (cv2's rule); a name: that layer's
-        (first) output array; a list/tuple of names: a tuple of arrays in that order."""
+        (first) output array; a list/tuple of names: a tuple of arrays in that order (an empty one:
+        the last layer's output, in a tuple)."""
         self._need()
         if self._missing_weights:
             raise RefnetError(self._missing_weights)
@@ -239,8 +256,8 @@ class Net:
         single = outputName is None or isinstance(outputName, str)
         if single:
             names = [outputName or self.net.layer_names[-1]]
-        else:
-            names = [str(n) for n in outputName]  # type: ignore[union-attr]
+        else:  # an empty list is the default output, in a tuple (as cv2 answers forward([]))
+            names = [str(n) for n in outputName] or [self.net.layer_names[-1]]  # type: ignore[union-attr]
         t0 = time.perf_counter()
         out = self.net.forward(dict(self._inputs), outputs=names, precision=self._precision())
         self._last_seconds = time.perf_counter() - t0
@@ -248,6 +265,8 @@ class Net:
 
     def getLayerNames(self) -> tuple[str, ...]:  # noqa: N802
         """All layer names in cv2's order (the input layer excluded), as cv2 4.x returns them."""
+        if self._onnx_dynamic is not None:
+            self._need()
         return tuple(self.net.layer_names) if self.net is not None else ()
 
     def getLayerId(self, layer: str) -> int:  # noqa: N802
@@ -259,6 +278,8 @@ class Net:
 
     def getUnconnectedOutLayersNames(self) -> tuple[str, ...]:  # noqa: N802
         """Names of the layers whose outputs nothing consumes."""
+        if self._onnx_dynamic is not None:
+            self._need()
         return tuple(self.net.output_names) if self.net is not None else ()
 
     def getUnconnectedOutLayers(self) -> np.ndarray:  # noqa: N802
@@ -289,7 +310,9 @@ class Net:
         except KeyError:
             raise KeyError(f"getLayer: no layer named {name!r}") from None
         darknet = self.net.graph.framework == "darknet"
-        order = ("mean", "var", "weight", "bias") if node.op == "batch_norm" and darknet else (
+        # cv2's Darknet and Torch importers keep BatchNorm's running statistics first
+        stats_first = node.op == "batch_norm" and self.net.graph.framework in ("darknet", "torch")
+        order = ("mean", "var", "weight", "bias") if stats_first else (
             "weight", "bias", "mean", "var", "slope", "scale")
         blobs = [np.asarray(node.params[k], np.float32) for k in order if node.params.get(k) is not None]
         if node.op in ("region", "yolo") and node.attrs.get("anchors"):  # cv2 keeps the anchors as a blob
@@ -302,21 +325,27 @@ class Net:
     def _type(self, op: str) -> str:
         if op == "identity" and self.net.graph.framework == "caffe":
             return "Dropout"  # Caffe's only identity layer at inference (cv2 keeps its type name)
+        if self.net.graph.framework == "torch" and op in _CV2_TORCH_TYPES:
+            return _CV2_TORCH_TYPES[op]
         return _cv2_type(op)
 
     def getLayerTypes(self) -> tuple[str, ...]:  # noqa: N802
         """The distinct cv2 layer type names in the net, sorted (with cv2's ``__NetInputLayer__``)."""
-        if self.net is None:
+        if self.net is None and self._onnx_dynamic is None:
             return ()
+        self._need()
         return tuple(sorted({self._type(n.op) for n in self.net.graph.nodes} | {"__NetInputLayer__"}))
 
     def setInputShape(self, inputName: str, shape: Sequence[int]) -> None:  # noqa: N802, N803
-        """Declare the shape of input ``inputName`` (used by getLayersShapes/getFLOPS without a shape)."""
-        self._need()
-        if inputName not in self.net.input_names:
-            raise KeyError(f"setInputShape: the net has no input {inputName!r}; its inputs are "
-                           f"{list(self.net.input_names)}")
+        """Declare the shape of input ``inputName`` (used by getLayersShapes/getFLOPS without a shape;
+        an ONNX model with symbolic input dims is built for it)."""
+        self._need(built=False)
+        ins = list(self._onnx_dynamic[1]) if self._onnx_dynamic is not None else self.net.input_names
+        if inputName not in ins:
+            raise KeyError(f"setInputShape: the net has no input {inputName!r}; its inputs are {list(ins)}")
         self._input_shapes[inputName] = tuple(int(d) for d in shape)
+        if self._onnx_dynamic is not None:
+            self._build(self._input_shapes)
 
     def _shape_map(self, netInputShape: Sequence[int] | Sequence[Sequence[int]] | None  # noqa: N803
                    ) -> dict[str, tuple[int, ...]]:
@@ -335,6 +364,7 @@ class Net:
     def getLayersShapes(self, netInputShape: Any = None) -> tuple[np.ndarray, tuple, tuple]:  # noqa: N802, N803
         """(layer ids, input shapes per layer, output shapes per layer) for ``netInputShape`` as
         cv2 returns them: ids 0 (the input layer) .. n as an int32 array, each shape an int32 array."""
+        self._build_for(netInputShape)
         self._need()
         shapes = dict(self.net.infer_shapes(self._shape_map(netInputShape)))
         ins = tuple(np.asarray(shapes[k], np.int32) for k in self.net.input_names)
@@ -358,13 +388,40 @@ class Net:
         the bias, so it is higher; `refnet info` shows both, docs/cv2-deviations.md)."""
         from refnet.info import model_info
 
+        self._build_for(netInputShape)
         self._need()
         return 2 * model_info(self.net, self._shape_map(netInputShape), cv2_flops=False).total_macs
 
     # ---- helpers -------------------------------------------------------------------------------------------
-    def _need(self) -> None:
+    def _need(self, built: bool = True) -> None:
         if self.empty():
             raise RefnetError("the net is empty: load a model with readNet/readNetFromCaffe/... first")
+        if built and self.net is None:  # an ONNX model with symbolic input dims, no shapes given yet
+            path, ins = self._onnx_dynamic  # type: ignore[misc]
+            dims = ", ".join(f"{k} {v}" for k, v in ins.items())
+            raise RefnetError(f"{path} declares input(s) with symbolic dims ({dims}): refnet builds the graph for "
+                              "the input shapes; call setInput() (or setInputShape()) first")
+
+    def _build_for(self, netInputShape: Any) -> None:  # noqa: N803
+        """A dynamic ONNX model not built yet: build it for getLayersShapes/getFLOPS's shape(s)."""
+        if self._onnx_dynamic is None or self.net is not None or netInputShape is None or len(netInputShape) == 0:
+            return
+        ins = list(self._onnx_dynamic[1])
+        if isinstance(netInputShape[0], (int, np.integer)):
+            self._build({ins[0]: tuple(int(d) for d in netInputShape)})
+        else:
+            self._build({k: tuple(int(d) for d in sh) for k, sh in zip(ins, netInputShape)})
+
+    def _build(self, shapes: dict[str, tuple[int, ...]]) -> None:
+        """(Re)read the dynamic ONNX model for ``shapes`` once every input has one."""
+        from refnet.net import load_onnx
+
+        path, ins = self._onnx_dynamic  # type: ignore[misc]
+        if any(k not in shapes for k in ins):
+            return
+        want = {k: tuple(int(d) for d in shapes[k]) for k in ins}
+        if self.net is None or dict(self.net.input_shapes) != want:
+            self.net = load_onnx(path, quirks=self._quirks, input_shapes=want)
 
     def _precision(self) -> str:
         return self.precision or precision
@@ -428,17 +485,38 @@ def readNetFromTorch(model: PathLike, isBinary: bool = True, evaluate: bool = Tr
 
 
 def readNetFromDarknet(cfgFile: PathLike, darknetModel: PathLike | None = None) -> Net:  # noqa: N802, N803
-    """Darknet .cfg (+ optional .weights)."""
+    """Darknet .cfg (+ optional .weights). A cfg alone loads as in cv2 (layer names, types and
+    shapes work); ``forward`` then says which layers have no weights."""
     from refnet.net import load_darknet
 
-    return _read(load_darknet(cfgFile, _opt(darknetModel), quirks=quirks))
+    if _opt(darknetModel) is not None:
+        return _read(load_darknet(cfgFile, _opt(darknetModel), quirks=quirks))
+    net = _read(load_darknet(cfgFile, "zeros", quirks=quirks))  # the architecture, zero placeholders
+    names = [n.name for n in net.net.graph.nodes if n.params]
+    if names:
+        listed = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+        net._missing_weights = (f"forward: the net was read from {cfgFile} alone, without its .weights, so layers "
+                                f"{listed} have no weights (cv2.dnn fails the same way: 'Assertion failed "
+                                "!blobs.empty()'); pass the weights: readNetFromDarknet(cfgFile, darknetModel)")
+    return net
 
 
 def readNetFromONNX(onnxFile: PathLike) -> Net:  # noqa: N802, N803
-    """ONNX model, read by refnet's own reader (the graph is built for its declared input shapes)."""
+    """ONNX model, read by refnet's own reader (the graph is built for its declared input shapes,
+    or, where they are symbolic, for the shapes of the blobs given to setInput)."""
     from refnet.net import load_onnx
+    from refnet.weights_import.onnx import declared_inputs
 
-    return Net(load_onnx(onnxFile, quirks=quirks))
+    try:
+        return _read(load_onnx(onnxFile, quirks=quirks))
+    except ShapeError as e:
+        if "no fixed shape" not in str(e):
+            raise
+    # symbolic input dims (a batch of -1, '?' height and width): cv2 reads the model and sizes it at
+    # the first forward; here the graph is built when setInput (or setInputShape) gives the shapes
+    net = _read(None)
+    net._onnx_dynamic = (onnxFile, declared_inputs(onnxFile))
+    return net
 
 
 def readNet(model: PathLike, config: PathLike = "", framework: str = "") -> Net:  # noqa: N802
@@ -566,7 +644,7 @@ def imagesFromBlob(blob_: np.ndarray) -> tuple[np.ndarray, ...]:  # noqa: N802
 
 
 # ---- every public function and Net method raises errors that are also cv2.error ------------------------
-for _n in ("readNet", "readNetFromCaffe", "readNetFromTorch", "readNetFromDarknet", "blobFromImage",
+for _n in ("readNet", "readNetFromCaffe", "readNetFromTorch", "readNetFromDarknet", "readNetFromONNX", "blobFromImage",
            "blobFromImages", "NMSBoxes", "NMSBoxesBatched", "imagesFromBlob"):
     globals()[_n] = _cv2_errors(globals()[_n])
 for _n, _f in list(vars(Net).items()):
@@ -581,7 +659,20 @@ _READ: weakref.WeakSet = weakref.WeakSet()
 
 
 class _DnnModule(types.ModuleType):
-    """This module's class: assigning ``quirks`` warns when nets read with other quirks are alive."""
+    """This module's class: ``precision`` and ``quirks`` are checked when assigned (not at the next
+    read or forward), and assigning ``quirks`` warns when nets read with other quirks are alive."""
+
+    @property
+    def precision(self) -> str:
+        return self.__dict__["precision"]
+
+    @precision.setter
+    def precision(self, value: str) -> None:
+        from refnet.net import PRECISIONS
+
+        if value not in PRECISIONS:
+            raise ValueError(f"dnn.precision must be one of {PRECISIONS}, got {value!r}")
+        self.__dict__["precision"] = value
 
     @property
     def quirks(self) -> str:
@@ -589,6 +680,10 @@ class _DnnModule(types.ModuleType):
 
     @quirks.setter
     def quirks(self, value: str) -> None:
+        from refnet.net import QUIRKS
+
+        if value not in QUIRKS:
+            raise ValueError(f"dnn.quirks must be one of {QUIRKS}, got {value!r}")
         stale = [n for n in list(_READ) if n._quirks != value]
         if stale:
             warnings.warn(f"dnn.quirks = {value!r} has no effect on the {len(stale)} net(s) already read with quirks "

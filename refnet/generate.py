@@ -63,10 +63,12 @@ class GeneratedModel:
 
 
 def generator_names() -> list[str]:
-    """Every name :func:`generate` accepts: refnet's architectures, then the architecture-only zoo entries."""
+    """Every name :func:`generate` accepts, once each: refnet's architectures, then the
+    architecture-only zoo entries (faster-rcnn-vgg16 and rfcn-resnet50 are both)."""
     from refnet import archs, zoo
 
-    return list(archs.BUILTINS) + list(_FNS_VARIANTS) + [e.name for e in zoo.entries() if e.arch_only]
+    names = list(archs.BUILTINS) + list(_FNS_VARIANTS) + [e.name for e in zoo.entries() if e.arch_only]
+    return list(dict.fromkeys(names))
 
 
 def _ext(prefix: Path, ext: str) -> Path:

@@ -18,6 +18,7 @@ the layers where that happens.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -179,6 +180,9 @@ def _cv2_flops(net: Net, shapes: Mapping[str, Shape], cvnet: Any = None) -> tupl
         ins = [list(shapes.get(k) or ()) for k in net.input_names]
         if not ins or any(not s or min(s) <= 0 for s in ins):  # cv2's getFLOPS(()) segfaults
             return {}, None, "the net has no input of known shape"
+        files = getattr(net, "files", None)
+        if cvnet is None and files and files[0] == "onnx":  # cv2 reads it too; its layer names are its
+            cvnet = cv2.dnn.readNetFromONNX(str(files[1][0]))  # own, so its total alone is compared
         cv = cvnet if cvnet is not None else cv2_net_for(net)
         arg = ins[0] if len(ins) == 1 else ins
         total = int(cv.getFLOPS(arg))
@@ -192,8 +196,11 @@ def _cv2_flops(net: Net, shapes: Mapping[str, Shape], cvnet: Any = None) -> tupl
                     per[name] = int(cv.getFLOPS(lid, arg))
         return per, total, ""
     except (cv2.error, ValueError, ImportError) as e:  # type: ignore[union-attr]
-        msg = str(e).strip().splitlines()
-        return {}, None, (msg[-1] if msg else type(e).__name__)[:160]
+        # cv2's message spans lines ("...: error: (-2:...) in function '...'\n>  (expected: ...) ..."):
+        # one line, without the file and the C++ signature, keeps what it says
+        text = " ".join(ln.lstrip("> ").strip() for ln in str(e).strip().splitlines())
+        text = re.sub(r" in function '[^']*'", "", text.split(": error: ", 1)[-1])
+        return {}, None, (text or type(e).__name__)[:200]
 
 
 def model_info(net: Net, input_shapes: Mapping[str, Sequence[int]] | Sequence[int] | None = None, *,

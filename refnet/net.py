@@ -344,25 +344,49 @@ def load_onnx(path: str | os.PathLike, *, quirks: str = "none",
     return Net(read_onnx(path, quirks=_check_quirks(quirks), input_shapes=input_shapes), ("onnx", (path,)))
 
 
+def folder_message(path: str | os.PathLike) -> str:
+    """What to say about a folder given where model files are expected ("PATH: " goes before it):
+    the model files in it."""
+    found = sorted(q.name for q in Path(path).iterdir() if q.suffix.lower() in _EXT and q.is_file())
+    listed = ", ".join(found[:8]) + (f" and {len(found) - 8} more" if len(found) > 8 else "")
+    return "is a folder, not a model file; " + (
+        f"give the model files in it ({listed})" if found else "it holds no model files (" + ", ".join(_EXT) + ")")
+
+
 def load(*paths: str | os.PathLike, quirks: str = "none", **kwargs: Any) -> Net:
-    """Load a model, choosing the reader from the file extensions of ``paths``."""
+    """Load a model, choosing the reader from the file extensions of ``paths``. Keyword
+    arguments go to that reader (``load_onnx``'s ``input_shapes``, ``load_torch``'s
+    ``long_size``); one it does not take is a TypeError, and files of two frameworks are
+    refused: neither is dropped silently."""
     kinds: dict[str, str] = {}
     for p in paths:
         kind = _EXT.get(Path(p).suffix.lower())
+        if kind is None and Path(p).is_dir():
+            raise ModelFormatError(folder_message(p), file=str(p), expected="model files")
         if kind is None:
             raise ModelFormatError(f"cannot tell the framework from the extension {Path(p).suffix!r}",
                                    file=str(p), expected="one of " + ", ".join(sorted(_EXT)))
         if kind in kinds:
             raise ModelFormatError(f"two files of the same kind: {kinds[kind]} and {p}", file=str(p))
         kinds[kind] = str(p)
+    frameworks = {k.split("_")[0] for k in kinds}
+    if len(frameworks) > 1:
+        which = ", ".join(f"{Path(v).name} is {k.split('_')[0]}" for k, v in kinds.items())
+        raise ModelFormatError(f"the files are of different frameworks ({which}): give one model's files",
+                               file=", ".join(map(str, paths)),
+                               expected="the files of one Caffe, Torch7, Darknet or ONNX model")
     if "caffe_def" in kinds or "caffe_weights" in kinds:
-        return load_caffe(kinds.get("caffe_def"), kinds.get("caffe_weights"), quirks=quirks)
+        return load_caffe(kinds.get("caffe_def"), kinds.get("caffe_weights"), quirks=quirks, **kwargs)
     if "torch" in kinds:
         return load_torch(kinds["torch"], quirks=quirks, **kwargs)
     if "onnx" in kinds:
         return load_onnx(kinds["onnx"], quirks=quirks, **kwargs)
     if "darknet_cfg" in kinds:
-        return load_darknet(kinds["darknet_cfg"], kinds.get("darknet_weights"), quirks=quirks)
+        if "weights" in kwargs and "darknet_weights" in kinds:
+            raise TypeError(f"load() got both a .weights file ({kinds['darknet_weights']}) and weights=")
+        # weights="zeros" (the architecture-only graph the cfg-alone error suggests) as load_darknet takes it
+        weights = kinds.get("darknet_weights", kwargs.pop("weights", None))
+        return load_darknet(kinds["darknet_cfg"], weights, quirks=quirks, **kwargs)
     raise ModelFormatError("no model definition among the files", file=", ".join(map(str, paths)),
                            expected=".prototxt/.caffemodel, .t7/.net, .cfg or .onnx")
 

@@ -168,6 +168,17 @@ def _label(i: int, labels: Sequence[str] | None, offset: int, fallback: str = "c
     return f"{fallback} {int(i)}"
 
 
+def _labels_note(labels: Sequence[str] | None, n_classes: int, offset: int) -> list[str]:
+    """A line saying that the labels do not fit the net's classes (a 20-name VOC file on an 80-class
+    COCO net names every detection wrongly, without a word otherwise); none when they fit."""
+    if labels is None or n_classes <= 0 or len(labels) == n_classes - offset:
+        return []
+    named = f"{n_classes - offset} classes" + (f" after {offset} background" if offset else "")
+    rest = ("classes past the list show as 'class N'" if len(labels) < n_classes - offset
+            else f"the last {len(labels) - (n_classes - offset)} names are never used")
+    return [f"note: {len(labels)} labels for the net's {named}: the labels may belong to another net; {rest}"]
+
+
 def blob_region(image_hw: Sequence[int], pre: Preprocess) -> tuple[float, float, float, float]:
     """The rectangle (x0, y0, x1, y1) of the image, in pixels, that the blob shows: the whole image
     unless ``pre.crop`` (cv2.dnn.blobFromImage resizes to cover the size, then centre-crops)."""
@@ -336,7 +347,8 @@ def _classify(net, image, blob, outputs, pre, labels, offset, opts, data) -> str
         p, applied = e / np.sum(e), True
     top = top_classes(p, int(opts.get("top_k", 5)), labels, offset)
     data.update(top=top, probabilities=p, softmax_applied=applied, output=name)
-    lines = [f"top-{len(top)} of {p.size} classes ({name}{', softmax applied' if applied else ''}):"]
+    lines = _labels_note(labels, p.size, offset)
+    lines += [f"top-{len(top)} of {p.size} classes ({name}{', softmax applied' if applied else ''}):"]
     lines += [f"  {r}. {_prob(prob, 4):>9s}  [{i}] {lab}" for r, (i, lab, prob) in enumerate(top, 1)]
     return "\n".join(lines)
 
@@ -388,6 +400,7 @@ def _mtcnn_pnet(net, image, pre, precision, thr, nms_thr) -> tuple[np.ndarray, n
 
 def _detect(net, image, blob, outputs, pre, labels, offset, opts, data, task, decoder, found=None) -> str:
     thr_d, nms_d = _DEFAULTS[decoder]
+    n_cls = 0  # the net's number of classes, where the decoder knows it (for the labels check)
     thr = float(opts.get("threshold", thr_d))
     nms_thr = float(opts.get("nms_threshold", nms_d))
     region = blob_region(image.shape[:2], pre)
@@ -407,13 +420,19 @@ def _detect(net, image, blob, outputs, pre, labels, offset, opts, data, task, de
                 offset = 1  # e.g. VOC: 20 names for 21 classes, class 0 is the background
                 data["label_offset"] = 1
         else:
+            try:
+                n_cls = int(net.graph.node(name).attrs.get("num_classes", 0))
+            except KeyError:
+                n_cls = 0
             rel, scores, ids = ssd_detections(outputs[name], thr)
             order = np.argsort(-scores, kind="stable")
             boxes, scores, ids = _to_pixels(rel[order], region), scores[order], ids[order]
     elif decoder == "yolo":
         from refnet.kernels.yolo import yolo_detections
 
-        d = yolo_detections([np.asarray(v) for v in outputs.values()], conf_threshold=thr, nms_threshold=nms_thr)
+        heads = [np.asarray(v) for v in outputs.values()]
+        n_cls = heads[0].shape[-1] - 5 if heads and heads[0].ndim >= 2 else 0  # rows [cx, cy, w, h, obj, classes]
+        d = yolo_detections(heads, conf_threshold=thr, nms_threshold=nms_thr)
         boxes, scores, ids = _to_pixels(d["boxes"], region), d["scores"], d["class_ids"]
     elif decoder == "ultraface":
         rel, scores, ids = ultraface_decode(outputs["boxes"], outputs["scores"], (blob.shape[3], blob.shape[2]),
@@ -434,7 +453,8 @@ def _detect(net, image, blob, outputs, pre, labels, offset, opts, data, task, de
                 "`refnet run --zoo mtcnn` runs the whole cascade)")
         cmp = ">="
     where = "in the DetectionOutput layer " if decoder in ("ssd", "frcnn") else ""
-    lines = [f"{len(names)} {what} (score {cmp} {thr:g}, {decoder} decoder, NMS {where}{nms_thr:.3g}):"]
+    lines = _labels_note(labels, n_cls, offset) if task == "detect" else []
+    lines += [f"{len(names)} {what} (score {cmp} {thr:g}, {decoder} decoder, NMS {where}{nms_thr:.3g}):"]
     for n, s, b in list(zip(names, scores, boxes))[:25]:
         x1, y1, x2, y2 = (f"{v:.0f}" if np.isfinite(v) else "nan" for v in b)
         lines.append(f"  {n:16s} {s:6.3f}  box ({x1}, {y1})-({x2}, {y2})")
@@ -461,7 +481,8 @@ def _segment(net, image, blob, outputs, pre, labels, offset, opts, data) -> str:
     order = [int(i) for i in np.argsort(-frac, kind="stable") if frac[i] > 0]
     data.update(class_map=class_map, class_names=names, fractions={names[i]: float(frac[i]) for i in order},
                 class_ids_present=order, region=blob_region(image.shape[:2], pre), output=name)
-    lines = [f"{len(order)} of {n_cls} classes present ({class_map.shape[1]}x{class_map.shape[0]} map, {name}):"]
+    lines = _labels_note(labels, n_cls, offset)
+    lines += [f"{len(order)} of {n_cls} classes present ({class_map.shape[1]}x{class_map.shape[0]} map, {name}):"]
     lines += [f"  {names[i]:16s} {_percent(frac[i], 2):>7s}" for i in order]
     return "\n".join(lines)
 

@@ -57,11 +57,16 @@ def blob_from_image(img: np.ndarray, scale: float = 1.0, size: tuple[int, int] |
 def blob_from_images(images: Sequence[np.ndarray], scale: float = 1.0, size: tuple[int, int] | None = None,
                      mean: float | Sequence[float] = 0.0, swap_rb: bool = False, crop: bool = False,
                      ) -> np.ndarray:
-    """Several images (all resized to ``size``, or of one size) -> NxCxHxW float32."""
+    """Several images, all resized to ``size`` -> NxCxHxW float32. As in cv2.dnn.blobFromImages,
+    without a size (None or (0, 0)) the first image's size is the size: later images of
+    another size are resized (or resized and cropped) to it."""
     import cv2
 
     from refnet.runtime.budget import check_memory
 
+    if (size is None or tuple(size) == (0, 0)) and images:
+        h0, w0 = _as_hwc(images[0]).shape[:2]
+        size = (w0, h0)  # cv2: `if (size == Size()) size = images[0].size()`
     if size is not None and tuple(size) != (0, 0) and images:
         tw, th = (max(0, int(v)) for v in size)  # the blob and its float32 working copies, before resizing
         ch = _as_hwc(images[0]).shape[2]
@@ -96,5 +101,5 @@ def blob_from_images(images: Sequence[np.ndarray], scale: float = 1.0, size: tup
         raise ShapeError("no images given")
     shapes = {p.shape for p in planes}
     if len(shapes) != 1:
-        raise ShapeError("images differ in size; pass size=(width, height)", got=sorted(shapes))
+        raise ShapeError("images differ in their number of channels", got=sorted(shapes))
     return np.stack(planes).astype(np.float32, copy=False)

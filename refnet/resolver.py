@@ -62,8 +62,13 @@ def check_model_choice(files: Sequence[Any], zoo_name: str | None, error: type[E
 
 
 def existing_files(files: Sequence[str]) -> list[str]:
-    """``files`` as strings; FileNotFoundError naming the first that is not a file."""
+    """``files`` as strings; FileNotFoundError naming the first that is not a file (a folder is
+    told apart: IsADirectoryError listing the model files in it)."""
+    from refnet.net import folder_message
+
     for f in files:
+        if Path(f).is_dir():
+            raise IsADirectoryError(f"{f} {folder_message(f)}")
         if not Path(f).is_file():
             raise FileNotFoundError(f"model file not found: {f}")
     return [str(f) for f in files]

@@ -151,6 +151,19 @@ def test_folder_of_images_one_row_each(model, photos, tmp_path, capsys):
     assert (tmp_path / "p-img0.png").is_file() and (tmp_path / "p-img1.png").is_file()
 
 
+def test_plots_of_images_of_one_stem_are_not_written_over_each_other(model, tmp_path, capsys):
+    """x.png and x.bmp (and a/x.png beside them) give three plots, one per image."""
+    r = np.random.default_rng(1)
+    (tmp_path / "a").mkdir()
+    files = [tmp_path / "x.png", tmp_path / "x.bmp", tmp_path / "a" / "x.png"]
+    for f in files:
+        cv2.imwrite(str(f), r.integers(0, 256, (20, 24, 3), dtype=np.uint8))
+    code, out, err = run(["compare", *model, "--image", *map(str, files), "--size", "24", "20",
+                          "--plot", str(tmp_path / "p.png"), "--no-winograd"], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.glob("p-*.png")) == ["p-x_bmp.png", "p-x_png.png", "p-x_png_2.png"]
+
+
 def test_layer_filter_and_precision(model, capsys):
     code, out, _ = run(["compare", *model, "--layer", "pool1", "--precision", "float64", "--no-fusion"], capsys)
     assert code == 0

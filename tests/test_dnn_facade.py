@@ -214,6 +214,9 @@ def test_forward_return_conventions(twins):
     assert isinstance(outs, tuple) and isinstance(refs, tuple) and len(outs) == 2
     for o, r in zip(outs, refs):
         assert_close(o, r, "vs_cv2", "forward([...])")
+    outs, refs = ours.forward([]), ref.forward([])  # no names: the default output, in a tuple
+    assert isinstance(outs, tuple) and isinstance(refs, tuple) and len(outs) == len(refs) == 1
+    assert_close(outs[0], refs[0], "vs_cv2", "forward([])")
     assert ours.getUnconnectedOutLayers().tolist() == ref.getUnconnectedOutLayers().tolist() == [2]
     t, per_layer = ours.getPerfProfile()
     assert isinstance(t, int) and t > 0 and per_layer.shape == (0, 1)
@@ -242,6 +245,12 @@ def test_precision_knob(twins, monkeypatch):
     ours.precision = "float16"
     with pytest.raises(ValueError, match="precision"):
         ours.forward()
+    # the module-wide knobs are checked when set (a typo does not wait for the next read or forward)
+    for knob, bad in (("precision", "half"), ("quirks", "CV2")):
+        before = getattr(dnn, knob)
+        with pytest.raises(ValueError, match=rf"dnn\.{knob} must be one of .*got '{bad}'"):
+            setattr(dnn, knob, bad)
+        assert getattr(dnn, knob) == before
 
 
 def test_backend_target_fusion_are_accepted(twins):

@@ -16,7 +16,8 @@ from conftest import require_model
 from refnet import dnn, zoo
 from refnet.errors import ModelFormatError, RefnetError
 
-ZOO = ["lenet-mnist", "yufacedetectnet-v1", "ultraface-slim-320", "mtcnn-det3", "yolo-fastest-1.1"]
+ZOO = ["lenet-mnist", "yufacedetectnet-v1", "ultraface-slim-320", "mtcnn-det3", "yolo-fastest-1.1",
+       "enet-cityscapes-cpu"]
 
 
 def _pair(models, name):
@@ -41,6 +42,34 @@ def test_get_layer_and_types_are_cv2s(models, name):
             assert a.outputNameToIndex(a.name) == b.outputNameToIndex(b.name) == 0
     last = ref.getLayerNames()[-1]
     assert ours.getLayer(last).type == ref.getLayer(last).type  # by name, as object_detection.py does
+
+
+def _t7_nets():
+    from writers import t7_writer as W
+
+    r = np.random.default_rng
+    conv = W.nn_SpatialConvolution
+    return {
+        "prelu_padding_shave": W.nn_Sequential(W.nn_PReLU(r(0), 4), W.nn_Padding(1, 3, 3, 0.5), W.nn_ShaveImage(1)),
+        "instance_norm": W.nn_Sequential(W.nn_InstanceNormalization(r(1), 4)),
+        "normalize": W.nn_Sequential(W.nn_View(-1), W.nn_Normalize(2)),
+        "depth_concat": W.nn_Sequential(W.nn_DepthConcat(2, conv(r(2), 4, 3, 3, 3, 1, 1, 1, 1),
+                                                         conv(r(3), 4, 2, 3, 3))),
+        "parallel": W.nn_Sequential(W.nn_Parallel(2, 2, W.nn_simple("Tanh"), W.nn_Identity(), W.nn_Identity(),
+                                                  W.nn_Identity())),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_t7_nets()))
+def test_torch_layer_types_are_cv2s(tmp_path, case):
+    """cv2's Torch importer has its own type names for some layers (nn.PReLU is a
+    ChannelsPReLU, nn.ShaveImage a Slice, nn.InstanceNormalization an MVN, ...)."""
+    from writers import t7_writer as W
+
+    path = str(W.save(tmp_path / f"{case}.t7", _t7_nets()[case]))
+    ours, ref = dnn.readNetFromTorch(path), cv2.dnn.readNetFromTorch(path)
+    assert ours.getLayerTypes() == tuple(ref.getLayerTypes())
+    assert [ours.getLayer(n).type for n in ref.getLayerNames()] == [ref.getLayer(n).type for n in ref.getLayerNames()]
 
 
 @pytest.mark.parametrize("name,shape", [("lenet-mnist", (1, 1, 28, 28)), ("yufacedetectnet-v1", (1, 3, 96, 128)),
@@ -139,6 +168,21 @@ def test_prototxt_only_reads_as_in_cv2(models):
     with pytest.raises(cv2.error):
         ref.forward()
     with pytest.raises(cv2.error, match=r"without its \.caffemodel.*conv1, conv2, ip1, ip2 have no weights"):
+        ours.forward()
+
+
+def test_cfg_only_reads_as_in_cv2(models):
+    cfg = str(require_model(models, "yolo_fastest_darknet/yolo-fastest-1.1.cfg"))
+    ours, ref = dnn.readNetFromDarknet(cfg), cv2.dnn.readNetFromDarknet(cfg)
+    assert ours.getLayerNames() == tuple(ref.getLayerNames()) and not ours.empty() and not ref.empty()
+    assert ours.getLayerTypes() == tuple(ref.getLayerTypes())
+    assert ours.getUnconnectedOutLayersNames() == tuple(ref.getUnconnectedOutLayersNames())
+    x = np.zeros((1, 3, 320, 320), np.float32)
+    ours.setInput(x)
+    ref.setInput(x)
+    with pytest.raises(cv2.error):
+        ref.forward()
+    with pytest.raises(cv2.error, match=r"without its \.weights.*conv_0, bn_0, .* have no weights"):
         ours.forward()
 
 

@@ -28,3 +28,15 @@ def test_generate_errors(tmp_path, capsys):
     assert "unknown architecture 'alexnet'" in err and "deeplab-v3plus" in err and len(err.strip().splitlines()) == 1
     assert main(["generate", "googlenet", "--out", str(tmp_path / "nope" / "g")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_generate_list_names_each_once(capsys):
+    """--list (and the error messages that list the names) give each name once, though
+    faster-rcnn-vgg16 and rfcn-resnet50 are both refnet architectures and zoo entries."""
+    from refnet import zoo
+
+    assert main(["generate", "--list"]) == 0
+    names = capsys.readouterr().out.split()
+    assert names and len(names) == len(set(names))
+    assert {"faster-rcnn-vgg16", "rfcn-resnet50", "yolov3-tiny", "deeplab-v3plus"} <= set(names)
+    assert {e.name for e in zoo.entries() if e.arch_only} <= set(names)

@@ -87,6 +87,28 @@ def test_cv2_getflops_where_cv2_is_right_and_where_it_ignores_groups(macs_model)
     assert "getFLOPS ignores group" in text and "dw (x16)" in text and "grouped (x4)" in text
 
 
+def test_cv2_getflops_of_an_onnx_model(tmp_path):
+    """cv2 reads ONNX too: info shows its getFLOPS total (it said 'unknown model kind'); a depthwise
+    conv: refnet 2 x 9 MACs per output, cv2 (ignoring group) 2 x 9 x 8 + 1 per output."""
+    pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.ones((8, 1, 3, 3), np.float32), "w")
+    b = numpy_helper.from_array(np.zeros(8, np.float32), "b")
+    g = helper.make_graph([helper.make_node("Conv", ["x", "w", "b"], ["y"], group=8, pads=[1, 1, 1, 1])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 6, 5])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 6, 5])], [w, b])
+    p = tmp_path / "dw.onnx"
+    p.write_bytes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString())
+    import cv2
+
+    want = int(cv2.dnn.readNetFromONNX(str(p)).getFLOPS([1, 8, 6, 5]))
+    info = model_info(refnet.load_onnx(p))
+    assert info.cv2_error == "" and info.cv2_flops_total == want == 8 * 6 * 5 * (2 * 9 * 8 + 1)
+    assert info.total_macs == 8 * 6 * 5 * 9
+    assert any("getFLOPS ignores group" in d for d in info.deviations)
+
+
 def test_other_op_rules_by_hand():
     pool = Node("p", "avg_pool", ("x",), ("p",), {"kernel": (3, 2), "stride": (1, 1)})
     assert avg_pool_macs(pool, [(1, 4, 6, 6)], [(1, 4, 4, 5)]) == 4 * 4 * 5 * 3 * 2

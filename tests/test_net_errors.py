@@ -171,3 +171,35 @@ def test_every_graph_validation_error_has_layer_and_expected():
         assert e.expected and f"(expected {e.expected})" in str(e), what
     assert "'data'" in _graph_error(cases["dangling"]).expected  # lists the net inputs
     assert _graph_error(cases["must be named"]).expected.startswith("'a'")
+
+
+def test_load_refuses_files_of_two_frameworks_and_keywords_its_reader_lacks(tmp_path):
+    """refnet.load dispatches on the extensions; a file of another framework (a Torch7 .net
+    beside a .caffemodel, Darknet .weights beside a prototxt) or a keyword argument the chosen
+    reader does not take is an error, not silently dropped."""
+    w = np.ones((1, 1, 1, 1), np.float32)
+    spec = NetSpec([Layer("conv", "Convolution", ["data"], ["conv"],
+                          {"convolution_param": {"num_output": 1, "kernel_size": 1, "bias_term": False}}, [w])],
+                   inputs={"data": (1, 1, 4, 4)})
+    proto, model = write_net(spec, tmp_path)
+    other = {"net": tmp_path / "enet.net", "weights": tmp_path / "yolo.weights"}
+    for p in other.values():
+        p.write_bytes(b"\0" * 16)
+    for files in ((other["net"], model), (proto, other["weights"]), (proto, model, other["weights"])):
+        with pytest.raises(ModelFormatError, match="different frameworks") as ei:
+            refnet.load(*files)
+        assert all(f.name in str(ei.value) for f in files)
+    with pytest.raises(TypeError, match="input_shapes"):  # load_caffe has no input_shapes: not ignored
+        refnet.load(proto, model, input_shapes=(1, 1, 8, 8))
+    assert refnet.load(proto, model).input_shapes == {"data": (1, 1, 4, 4)}
+    # the cfg-alone error suggests weights='zeros': refnet.load passes it on to load_darknet
+    cfg = tmp_path / "tiny.cfg"
+    cfg.write_text("[net]\nwidth=8\nheight=8\nchannels=3\n\n[convolutional]\nfilters=2\nsize=1\nstride=1\n"
+                   "activation=linear\n")
+    with pytest.raises(ModelFormatError, match="weights='zeros'"):
+        refnet.load(cfg)
+    net = refnet.load(cfg, weights="zeros")
+    assert not np.any(net.forward(np.ones((1, 3, 8, 8), np.float32))[net.output_names[0]])
+    with pytest.raises(ModelFormatError, match=r"is a folder, not a model file; give the model files in it "
+                                               r"\(enet.net, .*yolo.weights\)"):
+        refnet.load(tmp_path)  # not "cannot tell the framework from the extension ''"

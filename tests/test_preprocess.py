@@ -46,3 +46,17 @@ def test_bad_images():
         refnet.blob_from_image(np.zeros((0, 4, 3)))
     with pytest.raises(ShapeError):
         refnet.blob_from_image(np.zeros((4, 4, 3)), size=(0, 5))
+
+
+@pytest.mark.parametrize("crop", [False, True])
+def test_images_of_several_sizes_without_size_take_the_first_ones(images_dir, crop):
+    """cv2.dnn.blobFromImages without a size resizes every image to the first one's size (and
+    crops with crop=True) instead of refusing images of different sizes."""
+    from refnet import dnn
+
+    imgs = [cv2.imread(str(images_dir / n)) for n in ("darknet_horses.jpg", "darknet_dog.jpg", "caffe_cat.jpg")]
+    assert len({im.shape for im in imgs}) == 3
+    want = cv2.dnn.blobFromImages(imgs, 0.5, (0, 0), (1, 2, 3), True, crop)
+    assert want.shape == (3, 3) + imgs[0].shape[:2]
+    np.testing.assert_array_equal(refnet.preprocess.blob_from_images(imgs, 0.5, None, (1, 2, 3), True, crop), want)
+    np.testing.assert_array_equal(dnn.blobFromImages(imgs, 0.5, (0, 0), (1, 2, 3), True, crop), want)

@@ -990,6 +990,10 @@ for _name, _op, _param, _first in (("Power", "power", "power_param", "power"), (
 
 #: every Caffe layer type read_caffe accepts ("Input" is turned into graph inputs)
 SUPPORTED_TYPES: tuple[str, ...] = tuple(sorted([*layer.names(), "Input"]))
+# layers only a training net has: its data sources and its losses
+TRAINING_TYPES = frozenset({"Data", "ImageData", "HDF5Data", "WindowData", "MemoryData", "Accuracy",
+                            "SoftmaxWithLoss", "EuclideanLoss", "HingeLoss", "InfogainLoss",
+                            "MultinomialLogisticLoss", "SigmoidCrossEntropyLoss", "ContrastiveLoss"})
 
 
 # ---- the importer --------------------------------------------------------------------------------
@@ -1211,6 +1215,11 @@ class _GraphAssembly:
     def layer(self, L: _Layer) -> None:
         """Build one (non-Input) layer's node(s) with its registered builder."""
         h = layer.get(L.type)
+        if h is None and L.type in TRAINING_TYPES:  # a train_val net (or a caffemodel's own, which is one)
+            raise UnsupportedLayerError(L.name, L.type, SUPPORTED_TYPES, file=L.msg.file, detail=(
+                "this is a training net (data source and loss layers); refnet, like cv2.dnn, runs the deploy "
+                "net: give the deploy .prototxt (with an Input layer or input/input_shape)" + (
+                    " with this caffemodel" if str(L.msg.file).endswith(".caffemodel") else "")))
         if h is None:
             raise UnsupportedLayerError(L.name, L.type or "<no type>", SUPPORTED_TYPES, file=L.msg.file)
         ins = []

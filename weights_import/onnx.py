@@ -393,6 +393,18 @@ def declared_input_dims(path: str | os.PathLike) -> tuple[int | str | None, ...]
     return None
 
 
+def declared_inputs(path: str | os.PathLike) -> dict[str, tuple[int | str | None, ...] | None]:
+    """The file's run-time graph inputs (initializers excluded) with their declared dims, in
+    order, as :func:`declared_input_dims` gives them; refnet errors as :func:`read_onnx`."""
+    file = str(path)
+    graph = parse_model(_read_file(path, file), file).get("graph")
+    if graph is None:
+        return {}
+    inits = {t.get("name") or "" for t in graph.get("initializer")}
+    return {vi.get("name") or "": _declared_shape(vi)[0] for vi in graph.get("input")
+            if (vi.get("name") or "") not in inits}
+
+
 def read_onnx(path: str | os.PathLike | None = None, *, data: bytes | None = None, quirks: str = "none",
               input_shapes: Mapping[str, Sequence[int]] | Sequence[int] | None = None) -> Graph:
     """Read an ONNX model (a file, or ``data`` bytes) into a refnet Graph for fixed input shapes."""

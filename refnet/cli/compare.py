@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from refnet.cli.common import CvMeanAction, add_model_args
+from refnet.cli.common import CvMeanAction, add_model_args, finite_float, image_labels
 
 __all__ = ["add_parser", "compare_command", "check_layers"]
 
@@ -79,6 +79,7 @@ def _compare_inputs(args: Any, rm: Any, images: list[str], precisions: tuple[str
     inputs: list[tuple[str, str | None]] = [(Path(p).name, p) for p in images] or [
         (f"random input (seed {args.seed})", None)]
     many = len(inputs) > 1
+    plot_labels = image_labels(images) if many else []  # one plot per image, none written over another
     reports = []
     for i, (label, path) in enumerate(inputs):
         t = time.perf_counter()
@@ -90,7 +91,7 @@ def _compare_inputs(args: Any, rm: Any, images: list[str], precisions: tuple[str
         if many:
             print(f" {rep.verdict_code.upper()} ({time.perf_counter() - t:.1f} s)", file=err, flush=True)
         if args.plot:
-            _write_plot(args.plot, rep, path if many else None, err)
+            _write_plot(args.plot, rep, plot_labels[i] if many else None, err)
     _print_reports(args, rm.name, reports, out)
     if args.json:
         _write_json(args, reports, err)
@@ -142,13 +143,14 @@ def _compare_one(args: Any, rm: Any, x: Any, label: str, precisions: tuple[str, 
     return rep
 
 
-def _write_plot(plot: str, rep: Any, image: str | None, err: Any) -> None:
-    """``--plot``: the PNG of one report (several images: one file per image, named after it)."""
+def _write_plot(plot: str, rep: Any, label: str | None, err: Any) -> None:
+    """``--plot``: the PNG of one report (several images: one file per image, named after its
+    :func:`refnet.cli.common.image_labels` label)."""
     from refnet.crosscheck.plot import plot_report
 
     pp = Path(plot)
-    if image is not None:
-        pp = pp.with_name(f"{pp.stem}-{Path(image).stem}{pp.suffix or '.png'}")
+    if label is not None:
+        pp = pp.with_name(f"{pp.stem}-{label}{pp.suffix or '.png'}")
     plot_report(rep, pp)
     print(f"wrote {pp}", file=err)
 
@@ -210,9 +212,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--seed", type=int, default=0, help="seed of --random (default 0)")
     s.add_argument("--input-shape", type=int, nargs=4, metavar=("N", "C", "H", "W"),
                    help="shape of the --random blob when the model does not say")
-    s.add_argument("--scale", type=float, help="blobFromImage scalefactor (default: the zoo entry's)")
+    s.add_argument("--scale", type=finite_float, help="blobFromImage scalefactor (default: the zoo entry's)")
     s.add_argument("--size", type=int, nargs=2, metavar=("W", "H"), help="blobFromImage size")
-    s.add_argument("--mean", type=float, nargs="+", metavar="M", action=CvMeanAction,
+    s.add_argument("--mean", type=finite_float, nargs="+", metavar="M", action=CvMeanAction,
                    help="blobFromImage mean: one value = first channel only (cv2's rule), or one per channel")
     s.add_argument("--swap-rb", action="store_true", help="blobFromImage swapRB")
     s.add_argument("--crop", action="store_true", help="blobFromImage crop")

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from refnet.cli.common import CvMeanAction, add_model_args
+from refnet.cli.common import CvMeanAction, add_model_args, finite_float, image_labels
 
 __all__ = ["add_parser", "run_command"]
 
@@ -31,9 +31,39 @@ def _out_paths(images: list[str], out: str | None, task: str) -> list[Path]:
         folder.mkdir(exist_ok=True)
     if not folder.is_dir():
         raise FileNotFoundError(f"cannot write into {folder}: folder {folder.parent} does not exist")
-    stems = [Path(i).stem for i in images]
-    return [folder / (f"{s}_{task}.png" if stems.count(s) == 1 else f"{s}_{Path(i).suffix.lstrip('.')}_{task}.png")
-            for s, i in zip(stems, images)]
+    return [folder / f"{label}_{task}.png" for label in image_labels(images)]
+
+
+# The options only some tasks read (refnet.pipelines.run_task); given to another task they would
+# be dropped without a word, so they are refused instead
+_TASK_OPTIONS = {"threshold": ("detect", "face"), "nms": ("detect", "face"), "top_k": ("classify",)}
+# What the MTCNN cascade fixes itself (pyramid, crops, NMS 0.5/0.7, labels "face"): only --threshold
+# (O-Net's) and --precision reach it
+_MTCNN_FIXED = ("model", "seeded_weights", "nms", "top_k", "labels", "size", "scale", "mean", "rgb")
+
+
+def _flag(dest: str) -> str:
+    return "model files" if dest == "model" else "--" + dest.replace("_", "-")
+
+
+def _given(args: Any, dest: str) -> bool:
+    v = getattr(args, dest, None)
+    return bool(v) if isinstance(v, (bool, list)) else v is not None
+
+
+def _refuse_unused(args: Any, task: str) -> None:
+    """Refuse the options ``task`` does not read, naming the tasks that do."""
+    from refnet import pipelines
+
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for k, tasks in _TASK_OPTIONS.items():
+        if _given(args, k) and task not in tasks:
+            groups.setdefault(tasks, []).append(_flag(k))
+    if groups:
+        said = "; ".join(f"{', '.join(flags)} appl{'ies' if len(flags) == 1 else 'y'} only to the "
+                         f"{' and '.join(tasks)} task{'s' if len(tasks) > 1 else ''}"
+                         for tasks, flags in groups.items())
+        raise pipelines.PipelineError(f"{said}, not to {task}")
 
 
 def run_command(args: Any, out: Any = None, err: Any = None) -> int:
@@ -71,8 +101,10 @@ def run_command(args: Any, out: Any = None, err: Any = None) -> int:
                                               f"({why}): give --task ({', '.join(pipelines.TASKS)})")
             print(f"note: task {task}: {why}", file=err)
         check_task(rm.net, task, rm.entry)
+        _refuse_unused(args, task)
         opts = _options(args, rm, task)
         outs = _out_paths(images, args.out, task)
+        docs = []
         for path, dest in zip(images, outs):
             result = pipelines.run_task(rm.net, pipelines.read_image(path), task, entry=rm.entry,
                                         labels=args.labels or rm.labels, precision=args.precision, **opts)
@@ -82,7 +114,43 @@ def run_command(args: Any, out: Any = None, err: Any = None) -> int:
                 print(f"  ({SEEDED_NOTE})", file=out)
             pipelines.write_image(dest, pipelines.render(result))
             print(f"wrote {dest}", file=out)
+            docs.append(_result_doc(path, dest, result))
+    _write_json(args, docs, out)
     return 0
+
+
+def _result_doc(image: str, picture: Path, result: Any) -> dict[str, Any]:
+    """One image's result for ``--json``: what the summary prints, as numbers (boxes are
+    (x1, y1, x2, y2) in image pixels)."""
+    d = result.data
+    doc: dict[str, Any] = {"image": str(image), "picture": str(picture), "task": result.task,
+                           "model": d.get("model"), "precision": d.get("precision"),
+                           "blob_shape": list(result.blob.shape) if result.blob.size else None,  # MTCNN: a pyramid
+                           "seeded_weights": bool(d.get("seeded"))}
+    if result.task == "classify":
+        doc["output"] = d.get("output")
+        doc["top"] = [{"index": i, "label": lab, "score": p} for i, lab, p in d["top"]]
+    elif result.task in ("detect", "face"):
+        doc.update(decoder=d.get("decoder"), threshold=d.get("threshold"), nms_threshold=d.get("nms_threshold"),
+                   detections=[dict(x, box=list(x["box"])) for x in d["detections"]])
+        if "landmarks" in d:  # the MTCNN cascade: five (x, y) points per face
+            doc["landmarks"] = d["landmarks"]
+    elif result.task == "segment":
+        doc.update(output=d.get("output"), fractions=d["fractions"])
+    return doc
+
+
+def _write_json(args: Any, docs: list[dict[str, Any]], out: Any) -> None:
+    """``--json PATH``: every image's result in one document (NaN as null, as compare --json)."""
+    if not getattr(args, "json", None):
+        return
+    import json
+
+    from refnet.crosscheck.report import _jsonable
+
+    doc = {"command": getattr(args, "command_line", None) or ["refnet", "run"], "results": docs}
+    Path(args.json).write_text(json.dumps(_jsonable(doc), indent=1, allow_nan=False))
+    print(f"wrote {args.json}", file=out)
 
 
 def _run_mtcnn(args: Any, images: list[str], out: Any) -> int:
@@ -95,7 +163,13 @@ def _run_mtcnn(args: Any, images: list[str], out: Any) -> int:
 
     if args.task not in (None, "face"):
         raise pipelines.PipelineError(f"the MTCNN cascade finds faces; --task {args.task} does not apply")
+    fixed = [_flag(k) for k in _MTCNN_FIXED if _given(args, k)]
+    if fixed:
+        raise pipelines.PipelineError(f"the MTCNN cascade sets its own models, preprocessing, NMS and labels, so it "
+                                      f"does not use {', '.join(fixed)} (--threshold sets O-Net's score threshold; "
+                                      "`--zoo mtcnn-det1` runs P-Net alone with the usual options)")
     cascade, _ = load_cascade()
+    docs = []
     for path, dest in zip(images, _out_paths(images, args.out, "face")):
         result = run_cascade(cascade, pipelines.read_image(path), args.precision, args.threshold)
         print(result.summary, file=out)
@@ -106,6 +180,8 @@ def _run_mtcnn(args: Any, images: list[str], out: Any) -> int:
                     cv2.circle(pic, (int(round(x)), int(round(y))), 2, (0, 255, 0), -1, cv2.LINE_AA)
         pipelines.write_image(dest, pic)
         print(f"wrote {dest}", file=out)
+        docs.append(_result_doc(path, dest, result))
+    _write_json(args, docs, out)
     return 0
 
 
@@ -152,18 +228,20 @@ def add_parser(sub: Any) -> None:
                    help="image files and/or folders of images (any format OpenCV reads)")
     s.add_argument("-o", "--out", metavar="OUT",
                    help="picture to write (default <image stem>_<task>.png); with several images a folder")
+    s.add_argument("--json", metavar="PATH", help="also write the results (top classes, detections with boxes "
+                                                  "in image pixels, class fractions) as JSON")
     s.add_argument("--task", metavar="TASK", help=f"{', '.join(TASKS)}: what to do with the outputs (default: "
                                                   "the zoo entry's / sidecar's task, else inferred from the "
                                                   "net's output layers)")
     s.add_argument("--precision", default="float32",
                    help="float32 (fast kernels, default) or float64 (reference kernels)")
-    s.add_argument("--threshold", type=float, help="detect/face: score threshold (default per decoder)")
-    s.add_argument("--nms", type=float, help="detect/face: NMS IoU threshold (default per decoder)")
+    s.add_argument("--threshold", type=finite_float, help="detect/face: score threshold (default per decoder)")
+    s.add_argument("--nms", type=finite_float, help="detect/face: NMS IoU threshold (default per decoder)")
     s.add_argument("--top-k", type=int, help="classify: how many classes to list (default 5)")
     s.add_argument("--labels", metavar="FILE", help="class names, one per line (default: the zoo entry's)")
     s.add_argument("--size", type=int, nargs=2, metavar=("W", "H"), help="blob width and height")
-    s.add_argument("--scale", type=float, help="blob scale factor (default: the zoo's; else 1, Darknet 1/255)")
-    s.add_argument("--mean", type=float, nargs="+", metavar="M", action=CvMeanAction,
+    s.add_argument("--scale", type=finite_float, help="blob scale factor (default: the zoo's; else 1, Darknet 1/255)")
+    s.add_argument("--mean", type=finite_float, nargs="+", metavar="M", action=CvMeanAction,
                    help="mean to subtract, as blobFromImage: one value = first channel only (cv2's rule), "
                         "three values = per channel (after --rgb)")
     s.add_argument("--rgb", action="store_true", help="swap B and R before the mean (blobFromImage swapRB)")

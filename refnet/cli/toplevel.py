@@ -116,9 +116,12 @@ def classify(e: BaseException) -> tuple[int, str]:
 # ---- outputs, checked before the work ----------------------------------------------------------------
 def check_output(path: str | os.PathLike, kind: str = "file", what: str = "output") -> None:
     """OutputError unless ``path`` can be written: ``kind`` "file" (an existing folder there is
-    an error), "dir" (an existing folder, or a new one in a writable folder) or "prefix"
-    (``<path>.<ext>`` files: the folder of the prefix)."""
+    an error), "dir" (an existing folder, or a new one in a writable folder), "file_or_dir" (a
+    file, or an existing folder to write into: run's -o, a folder with several images) or
+    "prefix" (``<path>.<ext>`` files: the folder of the prefix)."""
     p = Path(path)
+    if kind == "file_or_dir":
+        kind = "dir" if p.is_dir() else "file"
     if kind == "dir":
         if p.exists():
             if not p.is_dir():
@@ -142,7 +145,7 @@ _OUTPUTS: dict[str, tuple[tuple[str, str], ...]] = {
     "compare": (("json", "file"), ("plot", "file")),
     "info": (("json", "file"),),
     "bench": (("json", "file"),),
-    "run": (("out", "file"),),
+    "run": (("out", "file_or_dir"), ("json", "file")),  # -o: a picture, or the folder the pictures go into
     "generate": (("out", "prefix"),),
     "demo": (("out", "dir"),),
     "convert": (("output", "file"), ("json", "file")),

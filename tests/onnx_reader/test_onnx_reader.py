@@ -172,6 +172,66 @@ def test_readnetfromonnx_facade(tmp_path):
     np.testing.assert_allclose(net.forward(), [[0.5, 1.0]])
 
 
+def test_readnetfromonnx_with_symbolic_dims_is_sized_by_setinput(tmp_path):
+    """cv2.dnn.readNetFromONNX reads a model whose input dims are symbolic and sizes it at the
+    first forward; the facade builds its graph for the blob given to setInput (again for a blob
+    of another shape) instead of refusing to read the file."""
+    import cv2
+
+    from refnet import dnn
+
+    nodes = [H.make_node("Relu", ["x"], ["r"]), H.make_node("Flatten", ["r"], ["y"], axis=1)]
+    p = str(_save(tmp_path, nodes, [_vi("x", ["N", 3, "H", "W"])], [_vi("y", ["N", "M"])]))
+    ours, ref = dnn.readNetFromONNX(p), cv2.dnn.readNetFromONNX(p)
+    assert not ours.empty() and not ref.empty()
+    with pytest.raises(cv2.error, match="symbolic dims.*call setInput"):  # no graph before a shape is known
+        ours.getLayerNames()
+    # getLayersShapes / getFLOPS with a shape build it, as cv2 answers them for that shape
+    fresh = dnn.readNetFromONNX(p)
+    got, want = fresh.getLayersShapes((2, 3, 4, 5)), ref.getLayersShapes((2, 3, 4, 5))
+    assert [s.tolist() for s in got[2][-1]] == [s.tolist() for s in want[2][-1]] == [[2, 60]]
+    rng = np.random.default_rng(0)
+    for shape in ((1, 3, 4, 5), (2, 3, 6, 2)):
+        x = rng.standard_normal(shape).astype(np.float32)
+        ours.setInput(x)
+        ref.setInput(x)
+        got, want = ours.forward(), ref.forward()
+        assert got.shape == want.shape == (shape[0], 3 * shape[2] * shape[3])
+        np.testing.assert_array_equal(got, want)
+
+
+def test_readnetfromonnx_is_like_the_other_readers(tmp_path):
+    """readNetFromONNX applies dnn.quirks at the read like the other readers (changing it
+    afterwards warns for the ONNX net too), and its errors are also cv2.error, as cv2's are."""
+    import gc
+    import warnings
+
+    import cv2
+
+    from refnet import dnn
+
+    p = _save(tmp_path, [H.make_node("Sigmoid", ["x"], ["y"])], [_vi("x", [1, 2])], [_vi("y", None)])
+    assert dnn.quirks == "none"
+    net = dnn.readNetFromONNX(str(p))
+    try:
+        with pytest.warns(UserWarning, match=r"no effect on the \d+ net.*quirks 'none'"):
+            dnn.quirks = "cv2"
+    finally:
+        del net
+        gc.collect()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dnn.quirks = "none"
+    missing, junk = tmp_path / "missing.onnx", tmp_path / "junk.onnx"
+    junk.write_bytes(b"\xff" * 64)
+    for bad in (missing, junk):
+        with pytest.raises(cv2.error):
+            cv2.dnn.readNetFromONNX(str(bad))
+        with pytest.raises(cv2.error) as ei:
+            dnn.readNetFromONNX(str(bad))
+        assert isinstance(ei.value, (OSError, ModelFormatError)) and bad.name in str(ei.value)
+
+
 @pytest.mark.parametrize("fmod,want", [(0, [0, -2, 5, 0, 2, 3]),  # the divisor's sign (Python's %)
                                        (1, [0, 1, 5, 0, -1, 3])])  # the dividend's sign (C fmod)
 def test_folded_mod_follows_the_fmod_attribute(tmp_path, fmod, want):

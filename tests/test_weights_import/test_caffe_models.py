@@ -209,6 +209,20 @@ def test_training_caffemodel_alone_names_its_data_layer(models):
     with pytest.raises(UnsupportedLayerError) as ei:
         read_caffe(None, model)  # the snapshot holds the train net: a Data layer first
     assert ei.value.layer == "mnist" and ei.value.type == "Data"
+    # and says what to do instead of listing every supported type
+    assert "'Data': this is a training net" in str(ei.value)
+    assert "give the deploy .prototxt (with an Input layer or input/input_shape) with this caffemodel;" in str(ei.value)
+
+
+def test_train_val_prototxt_is_named_a_training_net(tmp_path):
+    p = tmp_path / "train_val.prototxt"
+    p.write_text('layer { name: "mnist" type: "Data" top: "data" top: "label" }\n'
+                 'layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" '
+                 'inner_product_param { num_output: 2 } }\n'
+                 'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }\n')
+    with pytest.raises(UnsupportedLayerError, match=r"'Data': this is a training net .* give the deploy "
+                                                    r"\.prototxt \(with an Input layer or input/input_shape\);"):
+        read_caffe(p)
 
 
 def test_contradictory_prototxt_and_caffemodel(models):
