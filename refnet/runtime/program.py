@@ -162,7 +162,7 @@ class Program:
 def run_program(prog: Program, feeds: Mapping[str, np.ndarray]) -> list:
     """Run a program under the run lock; heavy ones so that Ctrl-C interrupts them."""
     if prog.work < THREAD_MIN_WORK:
-        with RUN_LOCK, kernels_for(prog):  # small programs: NumPy twins, no numba (runtime/smallnet.py)
+        with RUN_LOCK, kernels_for(prog):  # small programs: NumPy twins at first (runtime/smallnet.py)
             before_forward(work=prog.work)
             return prog.run(feeds)
 

@@ -7,9 +7,13 @@ twins of the jitted helpers instead (:mod:`refnet.kernels._numpy_twins`; a helpe
 twin still runs on numba). They give the numba kernels' numbers, bit for bit except the
 ``direct`` convolution and the Winograd F(4,3) transforms (GEMMs there: float32 rounding).
 
-* a program of fewer than :data:`SMALL_WORK` MACs (``refnet.runtime.budget``'s count) always
-  runs the twins: there they are about as fast as numba (CPU medians, one thread: LeNet 0.39
-  vs 0.35 ms, MTCNN det1 0.20 vs 0.14 ms);
+* a program of fewer than :data:`SMALL_WORK` MACs (``refnet.runtime.budget``'s count) runs the
+  twins until the twins' passes have taken :data:`NUMPY_CPU_BUDGET_S` of CPU in this process,
+  whether numba is loaded or not, then numba: the twins are close to numba there on LeNet and
+  MTCNN (CPU medians, one thread: LeNet 0.39 vs 0.35 ms, MTCNN det1 0.20 vs 0.14 ms), so a
+  one-shot run or a short loop never loads numba, but not on nets of many small steps (PP-OCR's
+  mobile classifier at 48x192: 5.5 vs 2.6 ms), whose streams switch after about a second
+  (until 2026-12-07 small programs ran the twins always, even with numba loaded);
 * one of fewer than :data:`NUMPY_MAX_WORK` MACs runs them while numba is not loaded and the
   twins' passes of such programs have taken less than :data:`NUMPY_CPU_BUDGET_S` seconds of
   CPU in this process (the calling thread's CPU time, so a loaded machine does not shorten
@@ -77,17 +81,16 @@ def numpy_phase_spent() -> float:
 
 
 def end_numpy_phase() -> None:
-    """Run every program that is not small on numba from now on (loads numba: a benchmark of
-    the steady state calls this before timing)."""
+    """Run every program on numba from now on (loads numba and spends the twins' budget: a
+    benchmark of the steady state calls this before timing)."""
     load_numba()
+    _SPENT[0] = max(_SPENT[0], NUMPY_CPU_BUDGET_S)
 
 
 def kernels_for(prog: Any) -> contextlib.AbstractContextManager:
     """The kernel mode to run ``prog`` (a compiled program with ``.work`` MACs) under (see the
     module docstring): ``numpy_kernels()`` or a no-op context (numba)."""
     limit = numpy_max_work()
-    if prog.work < min(SMALL_WORK, limit):
-        return numpy_kernels()
-    if prog.work < limit and _SPENT[0] < NUMPY_CPU_BUDGET_S and not numba_loaded():
+    if prog.work < limit and _SPENT[0] < NUMPY_CPU_BUDGET_S and (prog.work < SMALL_WORK or not numba_loaded()):
         return _counted()
     return contextlib.nullcontext()
