@@ -36,11 +36,13 @@ def add_act_run(node, xs, p, ctx):
 
 
 def add_act_prepare(node, p, shapes, ctx):
-    """The float32 step of a fused add node when both inputs have one shape (else None: the run
-    function, which broadcasts)."""
+    """The float32 step of an add node (with a fused activation or none) when both inputs have
+    one shape (else None: the run function, which broadcasts): one pass into the program's
+    buffer (a plain add's fresh array cost its page faults every pass: PP-OCRv4 det's 13 FPN
+    adds 2.4-3.0 -> 1.0 ms, loaded machine)."""
     a = attrs(node)
     act = a["activation"]
-    if act is None or len(shapes) != 2 or tuple(shapes[0]) != tuple(shapes[1]):
+    if len(shapes) != 2 or tuple(shapes[0]) != tuple(shapes[1]):
         return None
     slope = p["slope"].reshape(-1) if act == "prelu" else a["negative_slope"]
     add_act = kern("add_act", ctx)

@@ -9,7 +9,8 @@ preallocated buffers, views of one arena at offsets planned from their lifetimes
 memory is reused once every tensor that may view it is dead, :func:`_arena`; requested outputs
 always get fresh arrays). A convolution whose only reader is a channel concatenation
 writes straight into its slice of the concat's buffer (batch 1, :func:`_concat_into`; the concat step then
-copies only its other inputs: SqueezeNet's fire modules, GoogLeNet's inception branches); so
+copies only its other inputs: SqueezeNet's fire modules, GoogLeNet's inception branches; a
+batch-1 channel concat with no such producer copies every input into its arena buffer); so
 does a permute read, through a flatten, only by a concat (SSD's heads). Steps whose outputs
 depend only on shapes and constants (SSD's PriorBox and the concat of the priors) run once,
 when the program is compiled (:func:`_fold_constants`, :attr:`Program.consts`). The
@@ -553,7 +554,10 @@ def _concat_into(entries: list[_Entry], kept: set[int], kept_class: Callable[[in
             c0 = c1
         if mine:
             into.update(mine)
-            e.fn, e.takes_out = _concat_rest(e.fn, rest), True
+        # (no producer writing into it: the concat still copies into its buffer from the arena, not
+        # a fresh array of the size of its output, which costs its page faults every pass: PP-OCRv4
+        # det's concat of four 24 x 80 x 80 maps 1.3 -> 0.3 ms)
+        e.fn, e.takes_out = _concat_rest(e.fn, rest), True
     return into
 
 
