@@ -22,6 +22,7 @@ from refnet.kernels import conv as _conv
 from refnet.kernels import detection as _det
 from refnet.kernels import norm as _norm
 from refnet.kernels import pool as _pool
+from refnet.kernels import resize as _resize
 from refnet.kernels import tensor as _tensor
 from refnet.kernels import window as _window
 from refnet.kernels._lazyjit import numpy_twin
@@ -498,6 +499,11 @@ def _max_pool3s2(x, y, stack):
 def _add_act_planes(a, b, slope, act, six, out):
     np.add(a, b, out=out)
     _act(out, act, slope[:, None], six)
+
+
+@numpy_twin(_resize._upsample_planes)
+def _upsample_planes(x, kh, kw, y):
+    y[...] = np.repeat(np.repeat(x, kh, axis=1), kw, axis=2)
 
 
 @numpy_twin(_activation._hswish_affine_planes)

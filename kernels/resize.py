@@ -2,8 +2,8 @@
 every coordinate transformation mode of the spec. The interpolation is separable: each axis
 is resampled by a (out x in) weight matrix built from the 1-D rule, so the n-d result equals
 the spec's nested 1-D interpolation; nearest copies the chosen inputs instead (the matrix's
-one-hot rows as indices). One implementation serves both precisions: ``resize_nd`` is
-``resize_nd_reference``.
+one-hot rows as indices). ``resize_nd`` is ``resize_nd_reference`` except k-fold nearest
+upsamplings of the last two axes, which it runs in one jitted pass (the same values).
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import numpy as np
 
 from refnet.errors import ShapeError
 from refnet.kernels._check import ieee
+from refnet.kernels._jit import prange
+from refnet.kernels._parallel import twin
 
 __all__ = ["resize_nd", "resize_nd_reference", "source_coordinate", "resize_weights", "nearest_indices"]
 
@@ -174,6 +176,18 @@ def resize_nd_reference(x: np.ndarray, out: Sequence[int], scales: Sequence[floa
     return y.astype(x.dtype)
 
 
+def _repeats(n_in: int, n_out: int, scale: float, ctm: str, nearest_mode: str) -> int:
+    """k when a nearest resize of this axis repeats each input k times in order (0,..,0, 1,..,1,
+    ...; k = 1: unchanged), else 0."""
+    if n_out == n_in and scale == 1.0:
+        return 1
+    k = n_out // n_in if n_in else 0
+    if k >= 1 and k * n_in == n_out and np.array_equal(nearest_indices(n_in, n_out, scale, ctm, nearest_mode),
+                                                         np.arange(n_out) // k):
+        return k
+    return 0
+
+
 def _nearest_nd(x: np.ndarray, out: Sequence[int], scales: Sequence[float], ctm: str, nearest_mode: str
                 ) -> np.ndarray:
     """Nearest resize by copying: per changing axis the chosen input index of every output
@@ -185,13 +199,58 @@ def _nearest_nd(x: np.ndarray, out: Sequence[int], scales: Sequence[float], ctm:
         n_in, n_out = x.shape[ax], int(out[ax])
         if n_out == n_in and scales[ax] == 1.0:
             continue
-        idx = nearest_indices(n_in, n_out, float(scales[ax]), ctm, nearest_mode)
-        k = n_out // n_in if n_in else 0
-        if k >= 1 and k * n_in == n_out and np.array_equal(idx, np.arange(n_out) // k):
+        k = _repeats(n_in, n_out, float(scales[ax]), ctm, nearest_mode)
+        if k:
             y = np.repeat(y, k, axis=ax)
         else:
-            y = np.take(y, idx, axis=ax)
+            y = np.take(y, nearest_indices(n_in, n_out, float(scales[ax]), ctm, nearest_mode), axis=ax)
     return np.ascontiguousarray(y, dtype=x.dtype) if y is not x else x.copy()
 
 
-resize_nd = resize_nd_reference
+@twin()
+def _upsample_planes(x, kh, kw, y):
+    """y[t] = plane x[t] with each row repeated kh times and each value kw times (a nearest
+    k-fold upsampling): per input row one pass writing its first output row, then row copies."""
+    p, h, w = x.shape
+    for t in prange(p):
+        for i in range(h):
+            src = x[t, i]
+            d0 = y[t, i * kh]
+            if kw == 2:
+                for j in range(w):
+                    v = src[j]
+                    d0[2 * j] = v
+                    d0[2 * j + 1] = v
+            else:
+                for j in range(w):
+                    v = src[j]
+                    for q in range(kw):
+                        d0[j * kw + q] = v
+            for r in range(1, kh):
+                d = y[t, i * kh + r]
+                for j in range(w * kw):
+                    d[j] = d0[j]
+
+
+@ieee
+def resize_nd(x: np.ndarray, out: Sequence[int], scales: Sequence[float], *, mode: str = "nearest",
+              coordinate_transformation_mode: str = "half_pixel", nearest_mode: str = "round_prefer_floor",
+              cubic_coeff_a: float = -0.75, exclude_outside: bool = False, extrapolation_value: float = 0.0,
+              roi: Sequence[float] = (), antialias: bool = False) -> np.ndarray:
+    """Fast :func:`resize_nd_reference`: a nearest resize that repeats each row and each value of
+    the last two axes k times (the x2 / x4 / x8 upsamplings of FPN necks) in one jitted pass
+    (np.repeat along the last axis took 10x as long: PP-OCRv4 det's 96 x 40 x 40 -> 80 x 80 0.68
+    -> 0.07 ms); every other resize is the reference's."""
+    ctm = coordinate_transformation_mode
+    if (mode == "nearest" and ctm != "tf_crop_and_resize" and x.ndim >= 2 and x.dtype.kind == "f"
+            and len(out) == x.ndim == len(scales) and x.size
+            and all(int(out[a]) == x.shape[a] and scales[a] == 1.0 for a in range(x.ndim - 2))):
+        kh, kw = (_repeats(x.shape[a], int(out[a]), float(scales[a]), ctm, nearest_mode) for a in (-2, -1))
+        if kh and kw and (kh, kw) != (1, 1):
+            h, w = x.shape[-2:]
+            y = np.empty(x.shape[:-2] + (h * kh, w * kw), x.dtype)
+            _upsample_planes(np.ascontiguousarray(x).reshape(-1, h, w), kh, kw, y.reshape(-1, h * kh, w * kw))
+            return y
+    return resize_nd_reference(x, out, scales, mode=mode, coordinate_transformation_mode=ctm,
+                               nearest_mode=nearest_mode, cubic_coeff_a=cubic_coeff_a, exclude_outside=exclude_outside,
+                               extrapolation_value=extrapolation_value, roi=roi, antialias=antialias)

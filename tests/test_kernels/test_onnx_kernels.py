@@ -163,7 +163,8 @@ def test_resize_by_hand():
                                  "tf_half_pixel_for_nn", "half_pixel_symmetric"])
 @pytest.mark.parametrize("nearest_mode", ["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"])
 @pytest.mark.parametrize("out,scales", [((1, 2, 10, 14), (1, 1, 2.0, 2.0)), ((1, 2, 15, 4), (1, 1, 3.0, 4 / 7)),
-                                        ((1, 2, 3, 9), (1, 1, 0.6, 9 / 7))])
+                                        ((1, 2, 3, 9), (1, 1, 0.6, 9 / 7)), ((1, 2, 20, 21), (1, 1, 4.0, 3.0)),
+                                        ((1, 2, 10, 56), (1, 1, 2.0, 8.0))])
 def test_resize_nearest_copies_what_the_one_hot_product_selects(ctm, nearest_mode, out, scales):
     """Nearest copies its inputs (repeat for k-fold upsampling, else a gather): the values the
     spec's one-hot weight matrices select, computed here by brute force from resize_weights (an
@@ -176,10 +177,17 @@ def test_resize_nearest_copies_what_the_one_hot_product_selects(ctm, nearest_mod
     ww, _ = K.resize_weights(7, out[3], scales[3], "nearest", ctm, nearest_mode)
     for i, j in itertools.product(range(out[2]), range(out[3])):
         want[:, :, i, j] = x[:, :, int(np.argmax(wh[i])), int(np.argmax(ww[j]))]
+    from refnet.kernels._lazyjit import numpy_kernels
+
     for dt in (np.float64, np.float32):
-        y = K.resize_nd(x.astype(dt), out, scales, mode="nearest", coordinate_transformation_mode=ctm,
-                        nearest_mode=nearest_mode)
-        assert y.dtype == dt and y.flags.c_contiguous
+        for fn in (K.resize_nd, K.resize_nd_reference):  # (the fast one upsamples k-fold in one jitted pass)
+            y = fn(x.astype(dt), out, scales, mode="nearest", coordinate_transformation_mode=ctm,
+                   nearest_mode=nearest_mode)
+            assert y.dtype == dt and y.flags.c_contiguous
+            np.testing.assert_array_equal(y, want.astype(dt))
+        with numpy_kernels():  # the jitted pass's NumPy twin
+            y = K.resize_nd(x.astype(dt), out, scales, mode="nearest", coordinate_transformation_mode=ctm,
+                            nearest_mode=nearest_mode)
         np.testing.assert_array_equal(y, want.astype(dt))
     xi = x.copy()
     xi[0, 1, 2, 3] = np.inf
