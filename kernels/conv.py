@@ -414,6 +414,25 @@ def _row_epilogue(row, bias, act, s):
                 row[m] = v  # NaN stays NaN
 
 
+@jit
+def _row_epilogue6(row, bias, act, s, six):
+    """In place on a 1-D row: row = act(row + bias), :func:`_act1`'s rules (ReLU6 by ``six``, 6 in
+    the row's dtype), one loop per activation (vectorised)."""
+    m_ = row.shape[0]
+    if act == 1:
+        for m in range(m_):
+            v = row[m] + bias
+            row[m] = v if v > 0 else v * s
+    elif act == 2:
+        zero = six - six
+        for m in range(m_):
+            v = row[m] + bias
+            row[m] = zero if v < zero else (six if v > six else v)
+    else:
+        for m in range(m_):
+            row[m] = row[m] + bias
+
+
 @twin(0)
 def _bias_act_cols(y, b, act, slope, c0, c1):
     """In place on columns [c0, c1) of y (C, L): y = act(y + b[c])."""
@@ -732,24 +751,56 @@ def _depthwise_flat(x, w, b, sh, sw, pt, pl, dh, dw, act, slope, six, y):
             for k in range(j1 - j0):
                 dst[k] = src[j0 - pl + k]
         z = np.empty(span, dtype=x.dtype)
-        wv = w[o, 0, 0, 0]
-        for k in range(span):
-            z[k] = wv * pad[k]
-        for p in range(kh):
-            for q in range(kw):
-                if p == 0 and q == 0:
-                    continue
-                wv = w[o, 0, p, q]
-                src = pad[p * dh * wp + q * dw:]
-                for k in range(span):
-                    z[k] += wv * src[k]
+        if kw == 5:  # one pass per kernel row, its five taps added in order (the same sums as tap by tap)
+            for p in range(kh):
+                r = pad[p * dh * wp:]
+                s1 = r[dw:]
+                s2 = r[2 * dw:]
+                s3 = r[3 * dw:]
+                s4 = r[4 * dw:]
+                w0 = w[o, 0, p, 0]
+                w1 = w[o, 0, p, 1]
+                w2 = w[o, 0, p, 2]
+                w3 = w[o, 0, p, 3]
+                w4 = w[o, 0, p, 4]
+                if p == 0:
+                    for k in range(span):
+                        a = w0 * r[k]
+                        a += w1 * s1[k]
+                        a += w2 * s2[k]
+                        a += w3 * s3[k]
+                        z[k] = a + w4 * s4[k]
+                else:
+                    for k in range(span):
+                        a = z[k] + w0 * r[k]
+                        a += w1 * s1[k]
+                        a += w2 * s2[k]
+                        a += w3 * s3[k]
+                        z[k] = a + w4 * s4[k]
+        else:
+            wv = w[o, 0, 0, 0]
+            for k in range(span):
+                z[k] = wv * pad[k]
+            for p in range(kh):
+                for q in range(kw):
+                    if p == 0 and q == 0:
+                        continue
+                    wv = w[o, 0, p, q]
+                    src = pad[p * dh * wp + q * dw:]
+                    for k in range(span):
+                        z[k] += wv * src[k]
         bias = b[o]
         s = slope[o]
         for oh in range(ho):
             row = y[i, o, oh]
             zr = z[oh * sh * wp:]
-            for ow in range(wo):
-                row[ow] = _act1(zr[ow * sw] + bias, act, s, six)
+            if sw == 1:  # (a contiguous copy, then the vectorised epilogue: per-value _act1 calls did not vectorise)
+                for ow in range(wo):
+                    row[ow] = zr[ow]
+            else:
+                for ow in range(wo):
+                    row[ow] = zr[ow * sw]
+            _row_epilogue6(row, bias, act, s, six)
 
 
 @twin()
