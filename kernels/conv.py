@@ -669,6 +669,31 @@ def _depthwise3x3(x, w, b, sh, sw, pt, pl, dh, dw, act, slope, six, y):
                 row[ow] = _act1(_dw3_edge(a0, a1, a2, w, o, ow * sw - pl, dw, wd) + bias, act, s, six)
 
 
+@jit
+def _flat_geometry(h, wd, ho, wo, sh, sw, pt, pl, kh, kw, dh, dw):
+    """The zero-padded scratch plane of the flat depthwise kernels: its height hp and width wp,
+    the span of flattened full-resolution positions the stencil covers, and the rows [r0, r1)
+    and columns [j0, j1) of it that the input plane fills."""
+    hp = (ho - 1) * sh + (kh - 1) * dh + 1
+    wp = (wo - 1) * sw + (kw - 1) * dw + 1
+    span = ((ho - 1) * sh) * wp + (wo - 1) * sw + 1
+    r0 = min(max(0, pt), hp)
+    r1 = max(min(hp, h + pt), r0)
+    j0 = min(max(0, pl), wp)
+    j1 = max(min(wp, wd + pl), j0)
+    return hp, wp, span, r0, r1, j0, j1
+
+
+@jit
+def _fill_pad(pad, plane, pt, pl, r0, r1, j0, j1, wp):
+    """Copy ``plane`` into the zeroed scratch ``pad`` (row width wp) at offset (pt, pl)."""
+    for r in range(r0, r1):
+        src = plane[r - pt]
+        dst = pad[r * wp + j0 : r * wp + j1]
+        for k in range(j1 - j0):
+            dst[k] = src[j0 - pl + k]
+
+
 @twin()
 def _depthwise3x3_flat(x, w, b, sh, sw, pt, pl, act, slope, six, y):
     """Depthwise 3x3 (dilation 1) for small planes: each plane is copied into a zero-padded
@@ -678,23 +703,12 @@ def _depthwise3x3_flat(x, w, b, sh, sw, pt, pl, act, slope, six, y):
     n, c, h, wd = x.shape
     _, co, ho, wo = y.shape
     mult = co // c
-    hp = (ho - 1) * sh + 3
-    wp = (wo - 1) * sw + 3
-    span = ((ho - 1) * sh) * wp + (wo - 1) * sw + 1
-    r0 = min(max(0, pt), hp)
-    r1 = max(min(hp, h + pt), r0)
-    j0 = min(max(0, pl), wp)
-    j1 = max(min(wp, wd + pl), j0)
+    hp, wp, span, r0, r1, j0, j1 = _flat_geometry(h, wd, ho, wo, sh, sw, pt, pl, 3, 3, 1, 1)
     for t in prange(n * co):
         i = t // co
         o = t % co
-        ci = o // mult
         pad = np.zeros(hp * wp + 2, dtype=x.dtype)
-        for r in range(r0, r1):
-            src = x[i, ci, r - pt]
-            dst = pad[r * wp + j0 : r * wp + j1]
-            for k in range(j1 - j0):
-                dst[k] = src[j0 - pl + k]
+        _fill_pad(pad, x[i, o // mult], pt, pl, r0, r1, j0, j1, wp)
         z = np.empty(span, dtype=x.dtype)
         p0 = pad
         p1 = pad[wp:]
@@ -733,23 +747,12 @@ def _depthwise_flat(x, w, b, sh, sw, pt, pl, dh, dw, act, slope, six, y):
     _, co, ho, wo = y.shape
     _, _, kh, kw = w.shape
     mult = co // c
-    hp = (ho - 1) * sh + (kh - 1) * dh + 1
-    wp = (wo - 1) * sw + (kw - 1) * dw + 1
-    span = ((ho - 1) * sh) * wp + (wo - 1) * sw + 1
-    r0 = min(max(0, pt), hp)
-    r1 = max(min(hp, h + pt), r0)
-    j0 = min(max(0, pl), wp)
-    j1 = max(min(wp, wd + pl), j0)
+    hp, wp, span, r0, r1, j0, j1 = _flat_geometry(h, wd, ho, wo, sh, sw, pt, pl, kh, kw, dh, dw)
     for t in prange(n * co):
         i = t // co
         o = t % co
-        ci = o // mult
         pad = np.zeros(hp * wp, dtype=x.dtype)
-        for r in range(r0, r1):
-            src = x[i, ci, r - pt]
-            dst = pad[r * wp + j0 : r * wp + j1]
-            for k in range(j1 - j0):
-                dst[k] = src[j0 - pl + k]
+        _fill_pad(pad, x[i, o // mult], pt, pl, r0, r1, j0, j1, wp)
         z = np.empty(span, dtype=x.dtype)
         if kw == 5:  # one pass per kernel row, its five taps added in order (the same sums as tap by tap)
             for p in range(kh):
