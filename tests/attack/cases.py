@@ -89,6 +89,53 @@ def make_pool_bomb(folder: Path) -> list[str]:
     return ["run", str(p), "--task", "classify", "--image", str(_digit(folder)), "-o", str(folder / "p.png")]
 
 
+def _onnx(folder: Path, name: str, nodes: list, x_shape: tuple, inits: list = ()) -> Path:
+    """A one-input ONNX file (opset 17) written with the onnx package's helper API."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=list(inits))
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    p = folder / f"{name}.onnx"
+    onnx.save(m, str(p))
+    return p
+
+
+def make_conv_pad_bomb(folder: Path) -> list[str]:
+    """4a: a Caffe convolution with pad 10^8 and stride 10^8 on 1x3x8x8: a 1x1x3x3 output, but
+    the reference kernel pads its input to 3 x (2 x 10^8)^2 samples (853 PiB)."""
+    w = np.ones((1, 3, 1, 1), np.float32)
+    net = NetSpec([Layer("cv", "Convolution", ["data"], ["cv"],
+                         {"convolution_param": {"num_output": 1, "kernel_size": 1, "pad": 10**8, "stride": 10**8,
+                                                "bias_term": False}}, [w])],
+                  inputs={"data": (1, 3, 8, 8)}, input_style="input_shape")
+    proto, model = write_net(net, folder, "padconv")
+    return ["run", str(proto), str(model), "--task", "segment", "--precision", "float64",
+            "--image", str(_digit(folder)), "-o", str(folder / "c.png")]
+
+
+def make_onnx_pool_pad_bomb(folder: Path) -> list[str]:
+    """4b: an ONNX MaxPool, pads 10^8, strides 10^8 (a 3x3 output): N-d pooling pads in float64."""
+    from onnx import helper
+
+    p = _onnx(folder, "padpool", [helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[1, 1], pads=[10**8] * 4,
+                                                   strides=[10**8, 10**8])], (1, 3, 8, 8))
+    return ["run", str(p), "--task", "segment", "--image", str(_digit(folder)), "-o", str(folder / "p.png")]
+
+
+def make_onnx_deconv_crop_bomb(folder: Path) -> list[str]:
+    """4c: an ONNX ConvTranspose, strides 10^5, pads 349999: a 1x1x4x4 output cropped from a
+    full map of 700001^2 samples."""
+    from onnx import helper, numpy_helper
+
+    w = numpy_helper.from_array(np.ones((3, 1, 2, 2), np.float32), "w")
+    p = _onnx(folder, "cropdeconv", [helper.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[10**5, 10**5],
+                                                      pads=[349999] * 4)], (1, 3, 8, 8), [w])
+    return ["run", str(p), "--task", "segment", "--image", str(_digit(folder)), "-o", str(folder / "t.png")]
+
+
 CASES = {
     "2a thin 1x5000 png": make_thin_png,
     "2b png bomb 60000^2": make_png_bomb,
@@ -96,4 +143,7 @@ CASES = {
     "2d float64 deconv 2000^2": make_deconv,
     "2e compare 1500-layer chain": make_chain_compare,
     "3 pooling compute bomb": make_pool_bomb,
+    "4a conv pad 10^8 stride 10^8": make_conv_pad_bomb,
+    "4b onnx maxpool pad 10^8": make_onnx_pool_pad_bomb,
+    "4c onnx deconv cropped 700001^2": make_onnx_deconv_crop_bomb,
 }
