@@ -136,6 +136,28 @@ def make_onnx_deconv_crop_bomb(folder: Path) -> list[str]:
     return ["run", str(p), "--task", "segment", "--image", str(_digit(folder)), "-o", str(folder / "t.png")]
 
 
+def make_seeded_pad_bomb(folder: Path) -> list[str]:
+    """5a: 4a's convolution as an architecture-only prototxt run with --seeded-weights: the
+    weights' calibration pass ran every layer without the forward pass's budget check."""
+    p = folder / "seedpad.prototxt"
+    p.write_text('name:"s" input:"data" input_shape{dim:1 dim:3 dim:8 dim:8}\n'
+                 'layer{name:"cv" type:"Convolution" bottom:"data" top:"cv" '
+                 'convolution_param{num_output:1 kernel_size:1 pad:100000000 stride:100000000}}\n')
+    return ["run", str(p), "--seeded-weights", "1", "--task", "segment", "--image", str(_digit(folder)),
+            "-o", str(folder / "s.png")]
+
+
+def make_seeded_big_input(folder: Path) -> list[str]:
+    """5b: --seeded-weights on a prototxt declaring 1x3x20000x20000: the calibration input alone
+    was drawn (9.6 GB of float64) before any check."""
+    p = folder / "seedbig.prototxt"
+    p.write_text('name:"s" input:"data" input_shape{dim:1 dim:3 dim:20000 dim:20000}\n'
+                 'layer{name:"cv" type:"Convolution" bottom:"data" top:"cv" '
+                 'convolution_param{num_output:1 kernel_size:1}}\n')
+    return ["run", str(p), "--seeded-weights", "1", "--task", "segment", "--image", str(_digit(folder)),
+            "-o", str(folder / "s.png")]
+
+
 CASES = {
     "2a thin 1x5000 png": make_thin_png,
     "2b png bomb 60000^2": make_png_bomb,
@@ -146,4 +168,6 @@ CASES = {
     "4a conv pad 10^8 stride 10^8": make_conv_pad_bomb,
     "4b onnx maxpool pad 10^8": make_onnx_pool_pad_bomb,
     "4c onnx deconv cropped 700001^2": make_onnx_deconv_crop_bomb,
+    "5a seeded-weights calibration pad bomb": make_seeded_pad_bomb,
+    "5b seeded-weights 20000^2 calibration input": make_seeded_big_input,
 }
