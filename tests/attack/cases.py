@@ -158,6 +158,15 @@ def make_seeded_big_input(folder: Path) -> list[str]:
             "-o", str(folder / "s.png")]
 
 
+def make_bench_big_input(folder: Path) -> list[str]:
+    """6: bench on a prototxt declaring 1x3x20000x20000: its random input was drawn (9.6 GB of
+    float64) before the forward pass's budget check."""
+    p = folder / "benchbig.prototxt"
+    p.write_text('name:"b" input:"data" input_shape{dim:1 dim:3 dim:20000 dim:20000}\n'
+                 'layer{name:"r" type:"ReLU" bottom:"data" top:"r"}\n')
+    return ["bench", str(p), "--no-cv2", "--repeat", "1", "--warmup", "0"]
+
+
 CASES = {
     "2a thin 1x5000 png": make_thin_png,
     "2b png bomb 60000^2": make_png_bomb,
@@ -170,4 +179,5 @@ CASES = {
     "4c onnx deconv cropped 700001^2": make_onnx_deconv_crop_bomb,
     "5a seeded-weights calibration pad bomb": make_seeded_pad_bomb,
     "5b seeded-weights 20000^2 calibration input": make_seeded_big_input,
+    "6 bench random input 20000^2": make_bench_big_input,
 }
