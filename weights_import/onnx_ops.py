@@ -328,6 +328,14 @@ def Range(n: N) -> list:
     return [(start + np.arange(count) * delta).astype(np.result_type(start, delta))]
 
 
+def _fold_fits(n: N, shape: Sequence[int]) -> None:
+    """Refuse a folded result of ``shape`` over :data:`MAX_FOLDED` elements before computing it
+    (its size follows from its inputs' shapes and values: indices, many inputs, non-zeros)."""
+    if math.prod(shape) > MAX_FOLDED:
+        raise n.error(f"folded result of shape {tuple(int(d) for d in shape)} is too large",
+                      expected=f"at most {MAX_FOLDED} elements")
+
+
 def _bcast_fold(fn: Callable) -> Handler:
     def h(n: N) -> list:
         xs = [n.b.consts[t] for t in n.ins if t]
@@ -392,6 +400,7 @@ def _gather_fold(n: N) -> list:
     d = x.shape[ax]
     if np.any((idx < -d) | (idx >= d)):
         raise n.error(f"index out of range for axis of size {d}", expected=f"indices in [-{d}, {d})")
+    _fold_fits(n, x.shape[:ax] + idx.shape + x.shape[ax + 1:])
     return [np.take(x, np.where(idx < 0, idx + d, idx), axis=ax)]
 
 
@@ -437,6 +446,7 @@ def _concat_fold(n: N) -> list:
     if any(x.ndim != xs[0].ndim or x.shape[:ax] + x.shape[ax + 1:] != xs[0].shape[:ax] + xs[0].shape[ax + 1:]
            for x in xs):
         raise n.error("inputs differ outside the concatenation axis", expected="matching shapes")
+    _fold_fits(n, (sum(x.size for x in xs),))
     return [np.concatenate(xs, axis=ax)]
 
 
@@ -471,7 +481,9 @@ def _tile_fold(n: N) -> list:
 
 @fold("NonZero")
 def _nonzero_fold(n: N) -> list:
-    return [np.array(np.nonzero(n.b.consts[n.ins[0]]), np.int64)]
+    x = n.b.consts[n.ins[0]]
+    _fold_fits(n, (max(x.ndim, 1), int(np.count_nonzero(x))))
+    return [np.array(np.nonzero(x), np.int64)]
 
 
 @fold("ReduceProd", "ReduceSum", "ReduceMin", "ReduceMax", "ReduceMean")
