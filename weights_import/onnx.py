@@ -40,6 +40,10 @@ MAX_FILE_BYTES = 1 << 33
 MAX_TENSOR_ELEMENTS = (1 << 31) - 1
 #: refuse graphs with more nodes than this
 MAX_NODES = 1 << 20
+#: the constants computed at load (folds) may hold this many bytes in all, or twice the file's
+#: size when that is larger (each alone is at most onnx_ops.MAX_FOLDED elements): the loader's
+#: bound of max(256 MiB, 4x the file) with the file's bytes and its initializers
+MAX_FOLDED_BYTES = 256 << 20
 #: the newest ai.onnx opset refnet reads (onnx 1.23's); a newer one may change an op's rules
 MAX_OPSET = 28
 
@@ -250,8 +254,11 @@ def _declared_shape(vi: Message) -> tuple[tuple[int | str | None, ...] | None, i
 class Builder:
     """State of one import: constants, runtime tensors with their shapes, emitted IR nodes."""
 
-    def __init__(self, file: str, opset: int, quirks: str) -> None:
+    def __init__(self, file: str, opset: int, quirks: str, fold_limit: int = MAX_FOLDED_BYTES) -> None:
         self.file = file
+        #: bytes the folded constants may hold in all (:data:`MAX_FOLDED_BYTES`), and hold so far
+        self.fold_limit = fold_limit
+        self.folded = 0
         self.opset = opset
         self.quirks = quirks
         self.consts: dict[str, np.ndarray] = {}
@@ -401,20 +408,21 @@ def read_onnx(path: str | os.PathLike | None = None, *, data: bytes | None = Non
     base = Path(path).parent if path is not None else None
     model = parse_model(data, file)
     try:
-        return _build(model, file, base, quirks, input_shapes)
+        return _build(model, file, base, quirks, input_shapes, max(MAX_FOLDED_BYTES, 2 * len(data)))
     except RecursionError:
         raise ModelFormatError("the graph nests too deeply", file=file, offset=0,
                                expected="shallower nesting") from None
 
 
-def _build(model: Message, file: str, base: Path | None, quirks: str, input_shapes: Any) -> Graph:
+def _build(model: Message, file: str, base: Path | None, quirks: str, input_shapes: Any,
+           fold_limit: int = MAX_FOLDED_BYTES) -> Graph:
     from refnet.weights_import.onnx_ops import convert_node
 
     if not model.has("graph"):
         raise model.error("the model has no graph", "graph", expected="ModelProto.graph")
     graph = model.get("graph")
     opset = _opset(model)
-    b = Builder(file, opset, quirks)
+    b = Builder(file, opset, quirks, fold_limit)
     for t in graph.get("initializer"):
         name = t.get("name") or ""
         b.consts[name] = tensor_array(t, base, "initializer")

@@ -117,6 +117,11 @@ def convert_node(b: Any, op_type: str, layer: str, ins: list[str], outs: list[st
             v = np.asarray(v)
             if v.size > MAX_FOLDED:
                 raise n.error(f"folded constant {t!r} has {v.size} elements", expected="a smaller constant")
+            if v.nbytes > 64 and not any(np.may_share_memory(v, b.consts[x]) for x in present if x in b.consts):
+                b.folded += v.nbytes  # memory of its own (views of its inputs, e.g. a Reshape, cost nothing)
+                if b.folded > b.fold_limit:
+                    raise n.error(f"the constants folded so far hold {b.folded} bytes, more than refnet computes "
+                                  f"at load ({b.fold_limit})", expected="fewer or smaller computed constants")
             b.consts[t] = v
         elif v is None:
             raise n.error(f"output {t!r} is not produced (optional output refnet does not compute)",

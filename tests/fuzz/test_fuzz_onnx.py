@@ -140,6 +140,21 @@ def test_folds_whose_size_follows_from_values_are_refused_before_computing(case)
     assert peak < 16 << 20, f"{peak / 2**20:.0f} MiB"
 
 
+def test_folded_constants_are_bounded_in_all():
+    """40 ConstantOfShape nodes of 2^24 int8 each (16 MiB, each under MAX_FOLDED) in a file of
+    ~1 KB: 640 MiB computed at load. The reader stops past MAX_FOLDED_BYTES (256 MiB) in all."""
+    from refnet.weights_import.onnx import MAX_FOLDED_BYTES
+
+    data = _folding_model([_int8_constant_of_shape("s", f"c{i}") for i in range(40)], {"s": [1 << 24]})
+    tracemalloc.start()
+    try:
+        assert F.run_case(F.Case("onnx", {"onnx": data})) == "ModelFormatError"
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < MAX_FOLDED_BYTES + (32 << 20), f"{peak / 2**20:.0f} MiB"
+
+
 def test_external_data_may_not_leave_the_model_folder(tmp_path):
     import onnx
     from onnx import numpy_helper as NH
