@@ -74,9 +74,12 @@ def _read_file(path: str | os.PathLike, label: str) -> bytes:
 
 
 # ---- TensorProto -> numpy ---------------------------------------------------------------------
-def _external_bytes(t: Message, base: Path | None, file: str, name: str, nbytes: int) -> bytes:
+def _external_bytes(t: Message, base: Path | None, file: str, name: str, nbytes: int, held: int = 0) -> bytes:
     """The bytes of an external-data tensor: a file beside the model (no absolute path, no way
-    out of the model's folder), ``offset``/``length`` checked against the file's size."""
+    out of the model's folder), ``offset``/``length`` checked against the file's size, and the
+    bytes read and their array (twice ``nbytes``) with the ``held`` bytes of external data read
+    before checked against the memory budget (BudgetError) before reading: a sparse file of
+    8 GB is a few bytes on disk."""
     info = {e.get("key"): e.get("value") for e in t.get("external_data")}
     loc = info.get("location")
     if not loc or base is None:
@@ -109,6 +112,10 @@ def _external_bytes(t: Message, base: Path | None, file: str, name: str, nbytes:
             if length != nbytes:
                 raise t.error(f"tensor {name!r}: external data has {length} bytes, dims need {nbytes}",
                               expected=f"{nbytes} bytes")
+            from refnet.runtime.budget import check_memory
+
+            check_memory(held + 2 * nbytes, f"the external data of tensor {name!r} ({nbytes:,} bytes"
+                         + (f", after {held:,} bytes of other tensors)" if held else ")"))
             f.seek(offset)
             data = f.read(length)
     except OSError as e:
@@ -119,13 +126,14 @@ def _external_bytes(t: Message, base: Path | None, file: str, name: str, nbytes:
     return data
 
 
-def tensor_array(t: Message, base: Path | None = None, what: str = "tensor") -> np.ndarray:
+def tensor_array(t: Message, base: Path | None = None, what: str = "tensor", held: int = 0) -> np.ndarray:
     """A TensorProto as a numpy array (its own dtype; float16/bfloat16 widened to float32).
 
     Data come from ``raw_data`` (little-endian), the typed repeated field the ONNX spec assigns
     to the type (``float_data``; ``int32_data`` for int8/16/32, uint8/16, bool, float16,
     bfloat16; ``int64_data``; ``double_data``; ``uint64_data`` for uint32/64), or external
-    data. The element count must match the dims exactly."""
+    data (``held``: bytes of external data already read for the model, for the memory budget).
+    The element count must match the dims exactly."""
     name = t.get("name") or what
     dims = [int(d) for d in t.get("dims")]
     if any(d < 0 for d in dims):
@@ -142,7 +150,7 @@ def tensor_array(t: Message, base: Path | None = None, what: str = "tensor") -> 
         raise t.error(f"{what} {name!r} has data type {S.DTYPE_NAMES.get(code, code)}, which refnet does not read",
                       "data_type", expected="a numeric type (float, double, float16, bfloat16, (u)int8-64, bool)")
     if int(t.get("data_location") or 0) == 1:
-        arr = np.frombuffer(_external_bytes(t, base, t.file, name, n * dt.itemsize), dt)
+        arr = np.frombuffer(_external_bytes(t, base, t.file, name, n * dt.itemsize, held), dt)
     elif t.has("raw_data"):
         raw = t.get("raw_data")
         if len(raw) != n * dt.itemsize:
@@ -423,9 +431,12 @@ def _build(model: Message, file: str, base: Path | None, quirks: str, input_shap
     graph = model.get("graph")
     opset = _opset(model)
     b = Builder(file, opset, quirks, fold_limit)
+    held = 0  # bytes of external data read so far
     for t in graph.get("initializer"):
         name = t.get("name") or ""
-        b.consts[name] = tensor_array(t, base, "initializer")
+        b.consts[name] = tensor_array(t, base, "initializer", held)
+        if int(t.get("data_location") or 0) == 1:
+            held += b.consts[name].nbytes
     if graph.get("sparse_initializer"):
         raise graph.error("sparse initializers are not supported", "sparse_initializer",
                           expected="dense initializers")

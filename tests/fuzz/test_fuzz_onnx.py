@@ -155,6 +155,40 @@ def test_folded_constants_are_bounded_in_all():
     assert peak < MAX_FOLDED_BYTES + (32 << 20), f"{peak / 2**20:.0f} MiB"
 
 
+def test_external_data_is_checked_against_the_memory_budget_before_reading(tmp_path):
+    """An initializer of 2^28 float32 (1 GiB) in a sparse external file (a few bytes on disk),
+    under a 256 MiB memory budget: a BudgetError naming the tensor, nothing read (it was read
+    whole, then copied: MemoryError, or 2 GiB, without an address-space limit)."""
+    import onnx
+
+    import refnet
+    from refnet.errors import BudgetError
+    from refnet.runtime import budget
+
+    n = 1 << 28
+    m = onnx.ModelProto()
+    m.CopyFrom(FO._models()["cnn"])
+    t = m.graph.initializer.add()
+    t.name, t.data_type, t.data_location = "big", onnx.TensorProto.FLOAT, onnx.TensorProto.EXTERNAL
+    t.dims.append(n)
+    for k, v in (("location", "big.bin"), ("length", str(4 * n))):
+        e = t.external_data.add()
+        e.key, e.value = k, v
+    with open(tmp_path / "big.bin", "wb") as f:
+        f.truncate(4 * n)
+    (tmp_path / "m.onnx").write_bytes(m.SerializeToString())
+    budget.set_memory_budget("256MiB")
+    tracemalloc.start()
+    try:
+        with pytest.raises(BudgetError, match="'big'"):
+            refnet.load_onnx(tmp_path / "m.onnx")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        budget.set_memory_budget()
+    assert peak < 64 << 20
+
+
 def test_external_data_may_not_leave_the_model_folder(tmp_path):
     import onnx
     from onnx import numpy_helper as NH
