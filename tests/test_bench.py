@@ -83,3 +83,13 @@ def test_bench_command_refnet_only_and_errors(tiny, tmp_path, capsys):
     assert "model file not found" in capsys.readouterr().err  # refnet.resolver's message
     assert main(["bench", str(tiny[0]), str(tiny[1]), "--repeat", "0"]) == 2
     assert main(["bench"]) == 2
+
+
+@pytest.mark.parametrize("opt,value", [("--pause", "inf"), ("--pause", "1e308"), ("--pause", "nan"),
+                                       ("--pause", "-1"), ("--warmup", "-1")])
+def test_bench_refuses_pauses_and_warmups_out_of_range(tiny, capsys, opt, value):
+    """--pause inf/1e308 reached time.sleep (OverflowError: internal error, exit 3), NaN and a
+    negative warm-up count were taken: one refnet error line, exit status 2, before any run."""
+    assert main(["bench", str(tiny[0]), str(tiny[1]), "--repeat", "1", "--no-cv2", opt, value]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"refnet: error: {opt} must be"), err
