@@ -167,6 +167,31 @@ def make_bench_big_input(folder: Path) -> list[str]:
     return ["bench", str(p), "--no-cv2", "--repeat", "1", "--warmup", "0"]
 
 
+def _fc_net(folder: Path, hw: int) -> tuple[Path, Path]:
+    """A fully convolutional Caffe net on 1x3xhwxhw: 1x1 convolution 3->3, ReLU, Sigmoid."""
+    w = np.eye(3, dtype=np.float32).reshape(3, 3, 1, 1)
+    net = NetSpec([Layer("c", "Convolution", ["data"], ["c"],
+                         {"convolution_param": {"num_output": 3, "kernel_size": 1, "bias_term": False}}, [w]),
+                   Layer("r", "ReLU", ["c"], ["r"]), Layer("s", "Sigmoid", ["r"], ["s"])],
+                  inputs={"data": (1, 3, hw, hw)}, input_style="input_shape")
+    return write_net(net, folder, "fc")
+
+
+def make_convert_big_input(folder: Path) -> list[str]:
+    """7a: convert with --input-shape 1 3 20000 20000: its random input was drawn (9.6 GB of
+    float64) before any check."""
+    proto, model = _fc_net(folder, 8)
+    return ["convert", str(proto), str(model), "-o", str(folder / "big.onnx"), "--input-shape", "1", "3", "20000",
+            "20000"]
+
+
+def make_convert_verify_bomb(folder: Path) -> list[str]:
+    """7b: convert of a 3-layer net on 1x3x2500x2500: each pass fits, but the verification keeps
+    every layer of refnet float64 and of a backend, and measures errors in float64 (~1.5 GB)."""
+    proto, model = _fc_net(folder, 2500)
+    return ["convert", str(proto), str(model), "-o", str(folder / "v.onnx"), "--backend", "ort"]
+
+
 CASES = {
     "2a thin 1x5000 png": make_thin_png,
     "2b png bomb 60000^2": make_png_bomb,
@@ -180,4 +205,6 @@ CASES = {
     "5a seeded-weights calibration pad bomb": make_seeded_pad_bomb,
     "5b seeded-weights 20000^2 calibration input": make_seeded_big_input,
     "6 bench random input 20000^2": make_bench_big_input,
+    "7a convert random input 20000^2": make_convert_big_input,
+    "7b convert verification 2500^2": make_convert_verify_bomb,
 }
