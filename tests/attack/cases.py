@@ -158,6 +158,17 @@ def make_seeded_big_input(folder: Path) -> list[str]:
             "-o", str(folder / "s.png")]
 
 
+def make_seeded_big_weights(folder: Path) -> list[str]:
+    """5c: --seeded-weights on an InnerProduct of 10^6 outputs over 1x3x100x100: 3 x 10^10
+    weights were drawn (224 GiB of float64) before any check."""
+    p = folder / "seedip.prototxt"
+    p.write_text('name:"s" input:"data" input_shape{dim:1 dim:3 dim:100 dim:100}\n'
+                 'layer{name:"ip" type:"InnerProduct" bottom:"data" top:"ip" '
+                 'inner_product_param{num_output:1000000}}\n')
+    return ["run", str(p), "--seeded-weights", "1", "--task", "classify", "--image", str(_digit(folder)),
+            "-o", str(folder / "s.png")]
+
+
 def make_bench_big_input(folder: Path) -> list[str]:
     """6: bench on a prototxt declaring 1x3x20000x20000: its random input was drawn (9.6 GB of
     float64) before the forward pass's budget check."""
@@ -204,6 +215,7 @@ CASES = {
     "4c onnx deconv cropped 700001^2": make_onnx_deconv_crop_bomb,
     "5a seeded-weights calibration pad bomb": make_seeded_pad_bomb,
     "5b seeded-weights 20000^2 calibration input": make_seeded_big_input,
+    "5c seeded-weights 3 x 10^10 InnerProduct weights": make_seeded_big_weights,
     "6 bench random input 20000^2": make_bench_big_input,
     "7a convert random input 20000^2": make_convert_big_input,
     "7b convert verification 2500^2": make_convert_verify_bomb,
