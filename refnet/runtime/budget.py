@@ -37,7 +37,8 @@ from typing import Any
 from refnet.errors import BudgetError
 
 __all__ = ["memory_budget", "compute_budget", "set_memory_budget", "set_compute_budget", "parse_size",
-           "check_memory", "check_compute", "check_plan", "PlanCost", "check_compare", "layer_work", "image_need",
+           "check_memory", "check_compute", "check_plan", "check_step", "PlanCost", "check_compare", "layer_work",
+           "image_need",
            "MEMORY_ENV", "COMPUTE_ENV", "DEFAULT_COMPUTE", "fmt_bytes"]
 
 MEMORY_ENV = "REFNET_MEMORY_BUDGET"
@@ -271,6 +272,18 @@ def check_plan(steps: Iterable[Any], shapes: Mapping[str, Sequence[int]], inputs
         for t in st.free:
             cur -= live.pop(t, 0)
     return PlanCost(params + peak, total)
+
+
+def check_step(node: Any, ins: Sequence[Sequence[int]], outs: Sequence[Sequence[int]], itemsize: int,
+               what: str = "a forward pass") -> None:
+    """Refuse one step over the compute budget, or whose outputs and temporaries alone (as
+    :func:`check_plan` counts them) exceed the memory budget: for a step whose shapes are known
+    only at run time (after NonMaxSuppression), checked by the executor just before it runs."""
+    check_compute(layer_work(node, ins, outs), what, layer=node.name)
+    out_bytes = sum(_numel(s) for s in outs) * itemsize
+    in_bytes = sum(_numel(s) for s in ins) * itemsize
+    check_memory(out_bytes + 2 * max(in_bytes, out_bytes, padded_bytes(node, ins, outs, itemsize)), what,
+                 layer=node.name)
 
 
 def check_compare(net: Any, feeds: Mapping[str, Any], precisions: Sequence[str] = ("float64", "float32"),

@@ -450,3 +450,27 @@ def test_outputs_sized_at_run_time_are_budgeted(tmp_path):
         np.testing.assert_array_equal(small, want)
     finally:
         budget.set_memory_budget()
+
+
+def test_steps_on_tensors_sized_at_run_time_are_budgeted(tmp_path):
+    """ConstantOfShape of run-time shapes (10000, 1) and (1, 10000), each small (80 KB), then Add:
+    the broadcast result (10^8 elements, 800 MB in float64) was allocated with no check (the
+    plan sees only run-time dims; the Add has no check of its own). The executor now checks each
+    run-time sized step's outputs, from its inputs' real shapes, before it runs; small ones run."""
+    from refnet.errors import BudgetError
+    from refnet.runtime import budget
+
+    nodes = [H.make_node("Cast", ["s"], ["si"], to=TP.INT64), H.make_node("Cast", ["t"], ["ti"], to=TP.INT64),
+             H.make_node("ConstantOfShape", ["si"], ["a"], value=NH.from_array(np.ones(1, np.float32))),
+             H.make_node("ConstantOfShape", ["ti"], ["b"], value=NH.from_array(np.ones(1, np.float32))),
+             H.make_node("Add", ["a", "b"], ["y"])]
+    p = _save(tmp_path, nodes, [_vi("s", [2]), _vi("t", [2])], [_vi("y", None)], name="bcast.onnx")
+    budget.set_memory_budget("100M")
+    try:
+        with pytest.raises(BudgetError) as e:
+            _refnet(p, {"s": np.array([10000.0, 1.0]), "t": np.array([1.0, 10000.0])}, "float64")
+        assert "layer 'y'" in str(e.value) and "sized at run time" in str(e.value), str(e.value)
+        small = _refnet(p, {"s": np.array([3.0, 1.0]), "t": np.array([1.0, 2.0])}, "float64")[0]
+        np.testing.assert_array_equal(small, np.full((3, 2), 2.0))  # 1 + 1 everywhere, by hand
+    finally:
+        budget.set_memory_budget()
