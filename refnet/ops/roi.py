@@ -15,8 +15,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from refnet.errors import ShapeError
-from refnet.ops.registry import DYN, REQUIRED, Attr, attrs, kern, need_ndim, register
+from refnet.ops.registry import DYN, REQUIRED, Attr, attrs, kern, need_ndim, numel, register
 
 #: attribute -> default of each op (the Caffe parameter defaults of cv2's caffe.proto)
 PROPOSAL_ATTRS: dict[str, Any] = {
@@ -122,9 +124,39 @@ _ROI_ALIGN = {"mode": REQUIRED, "output_height": Attr(REQUIRED, int), "output_wi
               "half_pixel": Attr(REQUIRED, bool)}
 
 
-@register("roi_align", shape=_roi_shape, attrs=_ROI_ALIGN)
-def _roi_align(node, xs, p, ctx):
+def _roi_align_samples(node, rois) -> float:
+    """Bilinear samples of one channel of a RoiAlign: output bins x the sampling grid of each ROI
+    (sampling_ratio^2, or adaptive ceil(roi/bins) per axis as the kernel does; rois given, or
+    their count when they are known only at run time)."""
     a = attrs(node)
+    oh, ow, sr = int(a["output_height"]), int(a["output_width"]), int(a["sampling_ratio"])
+    if sr > 0 or not hasattr(rois, "shape"):
+        n = rois.shape[0] if hasattr(rois, "shape") else int(rois)
+        return float(n) * oh * ow * max(sr, 1) ** 2
+    r = np.asarray(rois, np.float64).reshape(-1, 4) * float(a["spatial_scale"])
+    rw, rh = r[:, 2] - r[:, 0], r[:, 3] - r[:, 1]
+    if not a["half_pixel"]:
+        rw, rh = np.maximum(rw, 1.0), np.maximum(rh, 1.0)
+    with np.errstate(all="ignore"):
+        grid = np.maximum(np.ceil(rh / oh), 1.0) * np.maximum(np.ceil(rw / ow), 1.0)
+    return float(np.sum(grid[np.isfinite(grid)])) * oh * ow
+
+
+def roi_align_macs(node, ins, outs) -> int:
+    """RoiAlign: four bilinear taps per sample, sampling_ratio^2 samples per output bin (adaptive
+    grids, sized by the ROIs, are counted at run time by the op itself)."""
+    sr = int(attrs(node)["sampling_ratio"])
+    return numel(outs[0]) * 4 * max(sr, 1) ** 2
+
+
+@register("roi_align", shape=_roi_shape, attrs=_ROI_ALIGN, macs=roi_align_macs)
+def _roi_align(node, xs, p, ctx):
+    from refnet.runtime.budget import check_compute
+
+    a = attrs(node)
+    # the ROIs' own grids (adaptive sampling): refused over the compute budget before running
+    check_compute(int(min(_roi_align_samples(node, xs[1]) * int(xs[0].shape[1]) * 4, 1e30)), "a forward pass",
+                  layer=node.name)
     bi = p["batch_indices"] if "batch_indices" in p else xs[2]
     return kern("roi_align", ctx)(xs[0], xs[1], bi, mode=a["mode"], output_height=a["output_height"],
                                   output_width=a["output_width"], sampling_ratio=a["sampling_ratio"],

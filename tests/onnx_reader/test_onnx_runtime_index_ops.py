@@ -474,3 +474,28 @@ def test_steps_on_tensors_sized_at_run_time_are_budgeted(tmp_path):
         np.testing.assert_array_equal(small, np.full((3, 2), 2.0))  # 1 + 1 everywhere, by hand
     finally:
         budget.set_memory_budget()
+
+
+@pytest.mark.parametrize("sampling,roi,samples", [(300, 8.0, 300 * 300), (0, 600.0, 600 * 600)])
+def test_roi_align_sampling_grids_are_budgeted(tmp_path, sampling, roi, samples):
+    """RoiAlign's work is its bilinear samples, 4 taps each: sampling_ratio^2 per output bin, or
+    (sampling_ratio 0) ceil(roi side / bins) per axis from the ROI's own coordinates. It had no
+    MAC rule: sampling_ratio 10^6 ran for ever (7x7 bins x 10^12 samples), as did a 10^7-pixel ROI.
+    Here one 1x1 bin of one channel: 4 x ``samples`` MACs, worked by hand, over a 10^5 budget."""
+    from refnet.errors import BudgetError
+    from refnet.runtime import budget
+
+    nodes = [H.make_node("RoiAlign", ["x", "r", "bi"], ["y"], output_height=1, output_width=1,
+                         sampling_ratio=sampling)]
+    inits = [NH.from_array(np.array([[0.0, 0.0, roi, roi]], np.float32), "r"),
+             NH.from_array(np.zeros(1, np.int64), "bi")]
+    p = _save(tmp_path, nodes, [_vi("x", [1, 1, 8, 8])], [_vi("y", None)], inits)
+    budget.set_compute_budget(10**5)
+    try:
+        with pytest.raises(BudgetError) as e:
+            _refnet(p, {"x": np.ones((1, 1, 8, 8))}, "float64")
+        assert e.value.layer == "y" and e.value.need == 4 * samples, str(e.value)
+        budget.set_compute_budget(4 * samples)  # at the limit it runs: mean of ones inside the image
+        assert _refnet(p, {"x": np.ones((1, 1, 8, 8))}, "float64")[0].shape == (1, 1, 1, 1)
+    finally:
+        budget.set_compute_budget()
