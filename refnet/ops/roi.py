@@ -103,7 +103,21 @@ _NMS = {"max_output_boxes_per_class": Attr(REQUIRED, int), "iou_threshold": Attr
         "score_threshold": Attr(REQUIRED, float), "center_point_box": Attr(REQUIRED, int)}
 
 
-@register("nms_onnx", shape=lambda node, shapes: [(DYN, 3)], attrs=_NMS)
+#: the cost of one candidate's visit in the greedy NMS loop, in multiply-adds: a Python-level
+#: iteration with a NumPy call (microseconds) besides its overlaps with the boxes kept so far
+NMS_VISIT_MACS = 1000
+
+
+def nms_onnx_macs(node, ins, outs) -> int:
+    """ONNX NonMaxSuppression, worst case: every candidate (B x C x N) is visited and overlapped
+    with up to min(N, max_output_boxes_per_class) kept boxes."""
+    b, n = int(ins[0][0]), int(ins[0][1])
+    c = int(ins[1][1]) if len(ins) > 1 and len(ins[1]) > 1 else 1
+    keep = min(n, max(int(attrs(node)["max_output_boxes_per_class"]), 0))
+    return max(b, 0) * max(c, 0) * max(n, 0) * (keep + NMS_VISIT_MACS)
+
+
+@register("nms_onnx", shape=lambda node, shapes: [(DYN, 3)], attrs=_NMS, macs=nms_onnx_macs)
 def _nms(node, xs, p, ctx):
     a = attrs(node)
     rows = kern("nms_onnx", ctx)(xs[0], xs[1], a["max_output_boxes_per_class"], a["iou_threshold"],

@@ -499,3 +499,25 @@ def test_roi_align_sampling_grids_are_budgeted(tmp_path, sampling, roi, samples)
         assert _refnet(p, {"x": np.ones((1, 1, 8, 8))}, "float64")[0].shape == (1, 1, 1, 1)
     finally:
         budget.set_compute_budget()
+
+
+def test_nms_work_is_budgeted(tmp_path):
+    """NonMaxSuppression visits every candidate of every class and overlaps it with up to
+    max_output_boxes_per_class kept boxes: B x C x N x (min(N, max) + 1000 for the visit) MACs,
+    here 1 x 10 x 2000 x (2000 + 1000) = 6 x 10^7 by hand. It had no rule (10^6 boxes with
+    max_output_boxes_per_class 10^9 ran for ever); over a 10^7 budget it is refused up front."""
+    from refnet.errors import BudgetError
+    from refnet.runtime import budget
+
+    p = _save(tmp_path, [H.make_node("NonMaxSuppression", ["b", "s", "mo"], ["sel"])],
+              [_vi("b", [1, 2000, 4]), _vi("s", [1, 10, 2000])], [_vi("sel", None, TP.INT64)],
+              [NH.from_array(np.array([10**9], np.int64), "mo")])
+    rng = np.random.default_rng(0)
+    feeds = {"b": rng.uniform(0, 1, (1, 2000, 4)), "s": rng.uniform(0, 1, (1, 10, 2000))}
+    budget.set_compute_budget(10**7)
+    try:
+        with pytest.raises(BudgetError) as e:
+            _refnet(p, feeds, "float64")
+        assert e.value.need == 10 * 2000 * (2000 + 1000), str(e.value)
+    finally:
+        budget.set_compute_budget()
