@@ -72,7 +72,7 @@ class Program:
     slots (see the module docstring)."""
 
     __slots__ = ("code", "frees", "nslots", "feeds", "consts", "input_shapes", "results", "buffers", "layers",
-                 "ops", "n_pooled", "work")
+                 "ops", "n_pooled", "work", "peak")
 
     def __init__(self) -> None:
         self.code: list[tuple] = []  # (fn, input slots, output slot | -1, output slots, buffer | -1)
@@ -87,6 +87,7 @@ class Program:
         self.ops: list[str] = []  # op per step
         self.n_pooled = 0
         self.work = 0  # MACs of one run (refnet.runtime.budget), decides the interruptible path
+        self.peak = 0  # estimated peak bytes of one run (refnet.runtime.budget.check_plan)
 
     def start(self, feeds: Mapping[str, np.ndarray]) -> list:
         """The slot list of a new run, holding the net inputs."""
