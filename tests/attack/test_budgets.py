@@ -310,3 +310,38 @@ def test_compare_of_a_20000_layer_onnx_chain_ends_within_the_hang_guard(tmp_path
     r = run_cli(["compare", str(p), "--random", "--backend", "ort"], limit=2 * GIB, timeout=60)
     assert not r.timed_out and r.rc == 0, f"rc {r.rc} after {r.seconds:.0f} s\n{r.stderr[-2000:]}"
     assert "verdict: AGREE" in r.stdout and f"{n} layers" in r.stdout
+
+
+def test_detection_output_nms_work_is_budgeted(tmp_path):
+    """DetectionOutput's NMS visits, per non-background class, every candidate (all priors when
+    nms top_k is huge) and overlaps it with up to as many kept boxes: it had no MAC rule, and an
+    SSD head straight on a 300x300 input (180000 priors x 20 classes, top_k 10^9) ran for ever
+    (killed after 120 s). Here 20x20 (800 priors): 20 x 800 x (800 + 1000) MACs, by hand."""
+    from writers.caffe_writer import E, Layer, NetSpec, write_net
+
+    rng = np.random.default_rng(0)
+    perm = {"permute_param": {"order": [0, 2, 3, 1]}}
+    layers = [
+        Layer("loc", "Convolution", ["data"], ["loc"], {"convolution_param": {"num_output": 8, "kernel_size": 1}},
+              [rng.normal(0, 0.1, (8, 3, 1, 1)).astype(np.float32), np.zeros(8, np.float32)]),
+        Layer("locp", "Permute", ["loc"], ["locp"], perm),
+        Layer("locf", "Flatten", ["locp"], ["locf"], {"flatten_param": {"axis": 1}}),
+        Layer("conf", "Convolution", ["data"], ["conf"], {"convolution_param": {"num_output": 42, "kernel_size": 1}},
+              [rng.normal(0, 0.1, (42, 3, 1, 1)).astype(np.float32), np.zeros(42, np.float32)]),
+        Layer("confp", "Permute", ["conf"], ["confp"], perm),
+        Layer("conff", "Flatten", ["confp"], ["conff"], {"flatten_param": {"axis": 1}}),
+        Layer("pb", "PriorBox", ["data", "data"], ["pb"],
+              {"prior_box_param": {"min_size": 2.0, "max_size": 4.0, "variance": [0.1, 0.1, 0.2, 0.2]}}),
+        Layer("det", "DetectionOutput", ["locf", "conff", "pb"], ["det"],
+              {"detection_output_param": {"num_classes": 21, "background_label_id": 0, "keep_top_k": 10**9,
+                                          "confidence_threshold": 0.0, "code_type": E("CENTER_SIZE"),
+                                          "nms_param": {"nms_threshold": 0.45, "top_k": 10**9}}})]
+    net = refnet.load(*write_net(NetSpec(layers, {"data": (1, 3, 20, 20)}, input_style="input_shape"), tmp_path))
+    macs = 20 * 800 * (800 + 1000)
+    budget.set_compute_budget(10**7)
+    try:
+        with pytest.raises(BudgetError) as ei:
+            net.forward(np.zeros((1, 3, 20, 20), np.float32))
+        assert (ei.value.kind, ei.value.layer, ei.value.need) == ("compute", "det", macs), str(ei.value)
+    finally:
+        budget.set_compute_budget()
