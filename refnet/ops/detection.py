@@ -69,7 +69,12 @@ def detection_output_macs(node, ins, outs) -> int:
 @register("detection_output", shape=lambda n, s: [(1, 1, DYN, 7)],
           attrs=_kernel_attrs(K.detection_output, _DETOUT_KEYS), fresh=True, macs=detection_output_macs)
 def _detection_output(node, xs, p, ctx):
-    return kern("detection_output", ctx)(xs[0], xs[1], xs[2], **attrs(node))
+    from refnet.ops.layout import _fits
+
+    a = attrs(node)
+    if a["keep_top_k"] is not None and int(a["keep_top_k"]) > 0:  # zero rows pad the output to keep_top_k per image
+        _fits(node, (1, 1, int(a["keep_top_k"]) * int(xs[0].shape[0]), 7), ctx.dtype)
+    return kern("detection_output", ctx)(xs[0], xs[1], xs[2], **a)
 
 
 @prepares("prior_box")

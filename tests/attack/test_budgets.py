@@ -345,3 +345,23 @@ def test_detection_output_nms_work_is_budgeted(tmp_path):
         assert (ei.value.kind, ei.value.layer, ei.value.need) == ("compute", "det", macs), str(ei.value)
     finally:
         budget.set_compute_budget()
+
+
+def test_detection_output_padding_rows_are_budgeted(tmp_path):
+    """keep_top_k pads DetectionOutput's output with zero rows up to keep_top_k per image (cv2's
+    layout): keep_top_k 10^9 allocated 1 x 1 x 10^9 x 7 floats (26 GiB; MemoryError) for a net
+    of one prior. Refused before the kernel runs: the size is known only from the attribute."""
+    from writers.caffe_writer import E, Layer, NetSpec, write_net
+
+    layers = [
+        Layer("pb", "PriorBox", ["data", "data"], ["pb"], {"prior_box_param": {"min_size": 1.0}}),
+        Layer("locf", "Flatten", ["data"], ["locf"], {"flatten_param": {"axis": 1}}),
+        Layer("conff", "Flatten", ["conf"], ["conff"], {"flatten_param": {"axis": 1}}),
+        Layer("det", "DetectionOutput", ["locf", "conff", "pb"], ["det"],
+              {"detection_output_param": {"num_classes": 2, "keep_top_k": 10**9, "code_type": E("CENTER_SIZE"),
+                                          "nms_param": {"nms_threshold": 0.45}}})]
+    net = refnet.load(*write_net(NetSpec(layers, {"data": (1, 4, 1, 1), "conf": (1, 2, 1, 1)},
+                                         input_style="input_shape"), tmp_path))
+    with pytest.raises(BudgetError) as ei:
+        net.forward({"data": np.zeros((1, 4, 1, 1), np.float32), "conf": np.full((1, 2, 1, 1), 0.5, np.float32)})
+    assert ei.value.layer == "det" and "(1, 1, 1000000000, 7)" in str(ei.value), str(ei.value)
