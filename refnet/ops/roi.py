@@ -30,6 +30,11 @@ ROI_POOL_ATTRS: dict[str, Any] = {"pooled_h": 0, "pooled_w": 0, "spatial_scale":
 PSROI_POOL_ATTRS: dict[str, Any] = {"output_dim": 0, "group_size": 0, "spatial_scale": 1.0}
 
 
+#: the cost of one candidate's visit in the greedy NMS loop, in multiply-adds: a Python-level
+#: iteration with a NumPy call (microseconds) besides its overlaps with the boxes kept so far
+NMS_VISIT_MACS = 1000
+
+
 # ---- proposal ---------------------------------------------------------------------------------
 def _proposal_shape(node, shapes):
     need_ndim(node, shapes[0], 4, "scores")
@@ -47,7 +52,19 @@ def _proposal_shape(node, shapes):
     return [(rows, 5), (rows, 1)][:len(node.outputs)]
 
 
-@register("proposal", shape=_proposal_shape, attrs=PROPOSAL_ATTRS)
+def proposal_macs(node, ins, outs) -> int:
+    """Proposal, worst case: per image, the NMS visits every candidate (the H x W x A anchors, or
+    the pre_nms_topn best) and overlaps it with up to as many kept boxes (the reference loop does
+    not stop at post_nms_topn); a visit priced as ONNX NonMaxSuppression's (NMS_VISIT_MACS)."""
+    a = attrs(node)
+    n, c2, h, w = (max(int(d), 0) for d in ins[0])
+    anchors = len(a["ratios"]) * len(a["scales"]) * h * w
+    pre = int(a["pre_nms_topn"])
+    v = min(anchors, pre) if pre > 0 else anchors
+    return n * v * (v + NMS_VISIT_MACS) + numel(ins[1])
+
+
+@register("proposal", shape=_proposal_shape, attrs=PROPOSAL_ATTRS, macs=proposal_macs)
 def _proposal(node, xs, p, ctx):
     a = attrs(node)
     rois, scores = kern("proposal", ctx)(
@@ -101,11 +118,6 @@ def _psroi_pool(node, xs, p, ctx):
 # ---- ONNX NonMaxSuppression and RoiAlign (kernels: refnet.kernels.roi) ----------------------
 _NMS = {"max_output_boxes_per_class": Attr(REQUIRED, int), "iou_threshold": Attr(REQUIRED, float),
         "score_threshold": Attr(REQUIRED, float), "center_point_box": Attr(REQUIRED, int)}
-
-
-#: the cost of one candidate's visit in the greedy NMS loop, in multiply-adds: a Python-level
-#: iteration with a NumPy call (microseconds) besides its overlaps with the boxes kept so far
-NMS_VISIT_MACS = 1000
 
 
 def nms_onnx_macs(node, ins, outs) -> int:

@@ -365,3 +365,29 @@ def test_detection_output_padding_rows_are_budgeted(tmp_path):
     with pytest.raises(BudgetError) as ei:
         net.forward({"data": np.zeros((1, 4, 1, 1), np.float32), "conf": np.full((1, 2, 1, 1), 0.5, np.float32)})
     assert ei.value.layer == "det" and "(1, 1, 1000000000, 7)" in str(ei.value), str(ei.value)
+
+
+def test_proposal_nms_work_is_budgeted(tmp_path):
+    """Proposal's NMS visits every candidate anchor (pre_nms_topn 0: all of them) and overlaps it
+    with up to as many kept boxes; it had no MAC rule (a 1000x1000 RPN map with pre_nms_topn 0:
+    9 x 10^6 anchors, ~10^14 overlaps). Here 30x30 x 1 anchor: 900 x (900 + 1000) MACs plus the
+    3600 deltas decoded, by hand, over a 10^6 budget."""
+    from writers.caffe_writer import Layer, NetSpec, write_net
+
+    layers = [Layer("prop", "Proposal", ["s", "d", "im_info"], ["rois"],
+                    {"proposal_param": {"feat_stride": 16, "base_size": 16, "min_size": 16, "ratio": [1.0],
+                                        "scale": [8.0], "pre_nms_topn": 0, "post_nms_topn": 300,
+                                        "nms_thresh": 0.7}})]
+    net = refnet.load(*write_net(NetSpec(layers, {"s": (1, 2, 30, 30), "d": (1, 4, 30, 30), "im_info": (1, 3)},
+                                         input_style="input_shape"), tmp_path))
+    rng = np.random.default_rng(0)
+    feeds = {"s": rng.uniform(0, 1, (1, 2, 30, 30)).astype(np.float32), "d": np.zeros((1, 4, 30, 30), np.float32),
+             "im_info": np.array([[480.0, 480.0, 1.0]], np.float32)}
+    budget.set_compute_budget(10**6)
+    try:
+        with pytest.raises(BudgetError) as ei:
+            net.forward(feeds)
+        assert (ei.value.layer, ei.value.need) == ("prop", 900 * (900 + 1000) + 3600), str(ei.value)
+    finally:
+        budget.set_compute_budget()
+    assert next(iter(net.forward(feeds).values())).shape[-1] == 5  # within the default budget it runs
