@@ -495,6 +495,23 @@ def _placeholder_blobs(typ: str, L) -> list[np.ndarray]:
     return [one]  # PReLU slopes, Normalize scale
 
 
+def _seeded_size(typ: str, L, x: tuple[int, ...], ph: list[np.ndarray]) -> int:
+    """Elements of the weight :func:`_seeded_blobs` draws for a Convolution/Deconvolution/
+    InnerProduct (the only blobs sized by a product of attributes and input dims; the others
+    have one value per channel); 0 for other layers."""
+    if typ in ("Convolution", "Deconvolution"):
+        g = max(1, int(L.get("convolution_param").get("group")))
+        kh, kw = ph[0].shape[2:]
+        co = ph[0].shape[0] if typ == "Convolution" else ph[0].shape[1]
+        return int(co) * (int(x[1]) // g if typ == "Convolution" else int(x[1])) * int(kh) * int(kw)
+    if typ == "InnerProduct":
+        p = L.get("inner_product_param")
+        axis = int(p.get("axis"))
+        axis = axis + len(x) if axis < 0 else axis
+        return math.prod(int(d) for d in x[axis:]) * int(p.get("num_output"))
+    return 0
+
+
 def _seeded_blobs(typ: str, L, x: tuple[int, ...], ph: list[np.ndarray], rng: np.random.Generator
                   ) -> list[np.ndarray]:
     """Seeded blobs for layer ``L`` of type ``typ`` whose (first) input has shape ``x``."""
@@ -579,6 +596,7 @@ def seeded_caffemodel(prototxt: str | Path, seed: int = 0, input_shape: tuple[in
     from refnet.errors import ShapeError
     from refnet.graph import Node
     from refnet.ops import registry
+    from refnet.runtime.budget import check_memory
     from refnet.weights_import.caffe import parse_net_text, read_caffe
 
     text = Path(prototxt).read_bytes()
@@ -600,6 +618,7 @@ def seeded_caffemodel(prototxt: str | Path, seed: int = 0, input_shape: tuple[in
         shapes[k] = tuple(int(d) for d in s)
     rng = np.random.default_rng(seed)
     final: dict[str, list[np.ndarray]] = {}
+    held = 0  # weight values drawn so far (and the next layer's)
     # cv2 (and the importer) name a Convolution node after its first top: map it back to its layer
     by_top = {L.get("top")[0]: n for n, (L, t) in weighted.items() if t == "Convolution" and L.get("top")}
     for node in graph.nodes:
@@ -607,6 +626,12 @@ def seeded_caffemodel(prototxt: str | Path, seed: int = 0, input_shape: tuple[in
         lname = node.name if node.name in weighted else by_top.get(node.name)
         if lname is not None and lname not in final:
             L, typ = weighted[lname]
+            n = _seeded_size(typ, L, ins[0], placeholders[lname])
+            held += n
+            # every layer's float32 weights three times (the blobs, the caffemodel bytes, the net
+            # read from them) and this layer's float64 draw, refused before drawing (BudgetError)
+            check_memory(held * 4 * 3 + n * 8, f"seeded weights of {held:,} values (layer {lname!r}: {n:,})",
+                         layer=lname)
             blobs = _seeded_blobs(typ, L, ins[0], placeholders[lname], rng)
             final[lname] = blobs
             node = Node(node.name, node.op, node.inputs, node.outputs, node.attrs, _ir_params(typ, node, blobs, L))

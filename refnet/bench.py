@@ -254,7 +254,12 @@ def input_shapes_for(net: Any, batch: int = 1, size: Sequence[int] | None = None
 
 
 def random_inputs(shapes: Mapping[str, Sequence[int]], seed: int = 0) -> dict[str, np.ndarray]:
-    """Seeded uniform [0, 1) float32 inputs of these shapes."""
+    """Seeded uniform [0, 1) float32 inputs of these shapes (drawn in float64, then float32:
+    refused up front, BudgetError, when all of them exceed the memory budget)."""
+    from refnet.runtime.budget import check_memory
+
+    n = sum(math.prod(max(0, int(d)) for d in s) for s in shapes.values())
+    check_memory(n * (8 + 4), "a random input of " + " + ".join("x".join(map(str, s)) for s in shapes.values()))
     rng = np.random.default_rng(seed)
     return {k: rng.uniform(0.0, 1.0, tuple(s)).astype(np.float32) for k, s in shapes.items()}
 

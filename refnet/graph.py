@@ -97,10 +97,15 @@ class Graph:
         self.validate()
 
     def node(self, name: str) -> Node:
-        for n in self.nodes:
-            if n.name == name:
-                return n
-        raise KeyError(name)
+        """The first node named ``name`` (KeyError if none): a dict built on the first call, so a
+        lookup per layer stays linear in the graph's size (100k-node graphs)."""
+        by_name = self.__dict__.get("_by_name")
+        if by_name is None:
+            by_name = {}
+            for n in self.nodes:
+                by_name.setdefault(n.name, n)
+            object.__setattr__(self, "_by_name", by_name)
+        return by_name[name]
 
     def validate(self) -> None:
         """Check names are unique, every input is produced before use (no cycles, nothing dangling).

@@ -275,7 +275,7 @@ class Net:
                               "a forward pass keeping every layer" if len(requested) > 1 and
                               len(requested) >= len(self.graph.nodes) else "a forward pass")
             prog = compile_program(plan, shapes, ctx, self.input_names, self._node_params)
-            prog.work = cost.work
+            prog.work, prog.peak = cost.work, cost.peak_bytes
             self._programs[key] = prog
             while len(self._programs) > _MAX_PROGRAMS:
                 self._programs.popitem(last=False)

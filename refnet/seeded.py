@@ -34,7 +34,12 @@ WEIGHTED_OPS = ("conv", "deconv", "linear")
 def calibration_blob(shape: tuple[int, ...], preprocess: Any = None, seed: int = 0) -> np.ndarray:
     """A seeded calibration input: a random 8-bit image through ``preprocess`` (a
     :class:`refnet.zoo.Preprocess`) when given, else a mean-subtracted 8-bit image's range
-    (uniform in [-128, 128), the Caffe convention) of ``shape``."""
+    (uniform in [-128, 128), the Caffe convention) of ``shape``; refused up front (BudgetError)
+    over the memory budget (12 bytes an element: the float64 draw and the float32 blob)."""
+    from refnet.runtime.budget import check_memory
+
+    check_memory(math.prod(max(0, int(d)) for d in shape) * 12,
+                 f"a seeded calibration input of shape {tuple(int(d) for d in shape)}")
     rng = np.random.default_rng(seed)
     if preprocess is not None and len(shape) == 4:
         h, w = int(shape[2]), int(shape[3])
@@ -52,15 +57,22 @@ def calibrate_scales(net: Any, feeds: np.ndarray | Mapping[str, np.ndarray], tar
     """Per weighted layer (conv, deconv, linear) the factor that brings its output RMS to
     ``target`` when every earlier layer is rescaled too: ``{layer name: factor}``. One float64
     pass in execution order (refnet's reference kernels); a layer whose output is zero or not
-    finite keeps factor 1."""
+    finite keeps factor 1. Every tensor is kept, so the pass is refused up front (BudgetError)
+    when it would exceed the memory or compute budget, as a forward pass is."""
+    from types import SimpleNamespace
+
     from refnet.ops import registry
     from refnet.ops.registry import Ctx
+    from refnet.runtime.budget import check_plan
 
     ctx = Ctx("float64")
     g = net.graph
     if not isinstance(feeds, Mapping):
         feeds = {g.inputs[0]: feeds}
     vals: dict[str, np.ndarray] = {k: np.asarray(v, np.float64) for k, v in feeds.items()}
+    shapes = net.infer_shapes({k: v.shape for k, v in vals.items()})
+    check_plan([SimpleNamespace(node=n, inputs=n.inputs, outputs=n.outputs, free=()) for n in g.nodes], shapes,
+               vals, 8, "calibrating seeded weights (every layer's output kept)")
     scales: dict[str, float] = {}
     for node in g.nodes:
         spec = registry.get(node.op, node.name)

@@ -180,6 +180,29 @@ def test_gradients_structure_and_errors():
         net.backward(x, {"L": np.ones((2, 3, 6, 5))}, precision="float16")
 
 
+def test_backward_is_refused_up_front_over_the_memory_budget():
+    """A backward keeps every forward tensor and adds a cotangent (and VJP temporaries) per tensor:
+    twice the forward's planned peak. With the budget at that peak the forward runs and the
+    backward is refused before running (it was not checked: stylize --max-side 3000 ran out of
+    memory mid-backward)."""
+    from refnet.errors import BudgetError
+    from refnet.runtime import budget
+
+    rng = np.random.default_rng(0)
+    net = _net("conv", {}, dict(weight=rng.standard_normal((3, 4, 1, 1))), [X4])
+    x = rng.standard_normal(X4)
+    peak = net._program(("L",), False, {"x0": x}, refnet.net._ctx("float64")).peak
+    assert peak > 0
+    budget.set_memory_budget(peak)
+    try:
+        net.forward(x, outputs=["L"], precision="float64")
+        with pytest.raises(BudgetError) as e:
+            net.backward(x, {"L": np.ones((2, 3, 6, 5))})
+        assert e.value.need == 2 * peak and "forward and backward" in str(e.value)
+    finally:
+        budget.set_memory_budget()
+
+
 def test_unsupported_op_is_named():
     net = _net("mvn", {}, {}, [X4])
     with pytest.raises(UnsupportedLayerError) as e:

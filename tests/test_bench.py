@@ -111,3 +111,13 @@ def test_bench_onnx_with_symbolic_dims_and_a_model_cv2_4_cannot_run(models, tmp_
     text = capsys.readouterr().out
     data = json.loads(out.read_text())
     assert "note      cv2.dnn not run: OpenCV" in text and data["cv2_ms"] is None and len(data["refnet_runs_ms"]) == 1
+
+
+@pytest.mark.parametrize("opt,value", [("--pause", "inf"), ("--pause", "1e308"), ("--pause", "nan"),
+                                       ("--pause", "-1"), ("--warmup", "-1")])
+def test_bench_refuses_pauses_and_warmups_out_of_range(tiny, capsys, opt, value):
+    """--pause inf/1e308 reached time.sleep (OverflowError: internal error, exit 3), NaN and a
+    negative warm-up count were taken: one refnet error line, exit status 2, before any run."""
+    assert main(["bench", str(tiny[0]), str(tiny[1]), "--repeat", "1", "--no-cv2", opt, value]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"refnet: error: {opt} must be"), err

@@ -215,6 +215,8 @@ def _two_channel(tmp_path) -> list[str]:
     ("channels", "takes 2-channel input"),
     ("top", "--top must be >= 1"),
     ("bad shape", "--input-shape needs four positive numbers"),
+    ("zero size", "--size must be two positive numbers W H, got 0 0"),
+    ("negative size", "--size must be two positive numbers W H, got -3 8"),
 ])
 def test_user_errors_exit_2_one_line(case, needle, model, tmp_path, capsys):
     garbage = tmp_path / "bad.jpg"
@@ -233,6 +235,8 @@ def test_user_errors_exit_2_one_line(case, needle, model, tmp_path, capsys):
         "channels": ["compare", *_two_channel(tmp_path), "--image", str(_photo(tmp_path))],
         "top": ["compare", *model, "--top", "0"],
         "bad shape": ["compare", _noshape(tmp_path), "--input-shape", "1", "0", "4", "4"],
+        "zero size": ["compare", *model, "--random", "--size", "0", "0"],
+        "negative size": ["compare", *model, "--random", "--size", "-3", "8"],
     }[case]
     code, out, err = run(argv, capsys)
     assert code == 2

@@ -40,6 +40,10 @@ MAX_FILE_BYTES = 1 << 33
 MAX_TENSOR_ELEMENTS = (1 << 31) - 1
 #: refuse graphs with more nodes than this
 MAX_NODES = 1 << 20
+#: the constants computed at load (folds) may hold this many bytes in all, or twice the file's
+#: size when that is larger (each alone is at most onnx_ops.MAX_FOLDED elements): the loader's
+#: bound of max(256 MiB, 4x the file) with the file's bytes and its initializers
+MAX_FOLDED_BYTES = 256 << 20
 #: the newest ai.onnx opset refnet reads (onnx 1.23's); a newer one may change an op's rules
 MAX_OPSET = 28
 
@@ -70,9 +74,12 @@ def _read_file(path: str | os.PathLike, label: str) -> bytes:
 
 
 # ---- TensorProto -> numpy ---------------------------------------------------------------------
-def _external_bytes(t: Message, base: Path | None, file: str, name: str, nbytes: int) -> bytes:
+def _external_bytes(t: Message, base: Path | None, file: str, name: str, nbytes: int, held: int = 0) -> bytes:
     """The bytes of an external-data tensor: a file beside the model (no absolute path, no way
-    out of the model's folder), ``offset``/``length`` checked against the file's size."""
+    out of the model's folder), ``offset``/``length`` checked against the file's size, and the
+    bytes read and their array (twice ``nbytes``) with the ``held`` bytes of external data read
+    before checked against the memory budget (BudgetError) before reading: a sparse file of
+    8 GB is a few bytes on disk."""
     info = {e.get("key"): e.get("value") for e in t.get("external_data")}
     loc = info.get("location")
     if not loc or base is None:
@@ -105,6 +112,10 @@ def _external_bytes(t: Message, base: Path | None, file: str, name: str, nbytes:
             if length != nbytes:
                 raise t.error(f"tensor {name!r}: external data has {length} bytes, dims need {nbytes}",
                               expected=f"{nbytes} bytes")
+            from refnet.runtime.budget import check_memory
+
+            check_memory(held + 2 * nbytes, f"the external data of tensor {name!r} ({nbytes:,} bytes"
+                         + (f", after {held:,} bytes of other tensors)" if held else ")"))
             f.seek(offset)
             data = f.read(length)
     except OSError as e:
@@ -115,13 +126,14 @@ def _external_bytes(t: Message, base: Path | None, file: str, name: str, nbytes:
     return data
 
 
-def tensor_array(t: Message, base: Path | None = None, what: str = "tensor") -> np.ndarray:
+def tensor_array(t: Message, base: Path | None = None, what: str = "tensor", held: int = 0) -> np.ndarray:
     """A TensorProto as a numpy array (its own dtype; float16/bfloat16 widened to float32).
 
     Data come from ``raw_data`` (little-endian), the typed repeated field the ONNX spec assigns
     to the type (``float_data``; ``int32_data`` for int8/16/32, uint8/16, bool, float16,
     bfloat16; ``int64_data``; ``double_data``; ``uint64_data`` for uint32/64), or external
-    data. The element count must match the dims exactly."""
+    data (``held``: bytes of external data already read for the model, for the memory budget).
+    The element count must match the dims exactly."""
     name = t.get("name") or what
     dims = [int(d) for d in t.get("dims")]
     if any(d < 0 for d in dims):
@@ -138,7 +150,7 @@ def tensor_array(t: Message, base: Path | None = None, what: str = "tensor") -> 
         raise t.error(f"{what} {name!r} has data type {S.DTYPE_NAMES.get(code, code)}, which refnet does not read",
                       "data_type", expected="a numeric type (float, double, float16, bfloat16, (u)int8-64, bool)")
     if int(t.get("data_location") or 0) == 1:
-        arr = np.frombuffer(_external_bytes(t, base, t.file, name, n * dt.itemsize), dt)
+        arr = np.frombuffer(_external_bytes(t, base, t.file, name, n * dt.itemsize, held), dt)
     elif t.has("raw_data"):
         raw = t.get("raw_data")
         if len(raw) != n * dt.itemsize:
@@ -250,8 +262,11 @@ def _declared_shape(vi: Message) -> tuple[tuple[int | str | None, ...] | None, i
 class Builder:
     """State of one import: constants, runtime tensors with their shapes, emitted IR nodes."""
 
-    def __init__(self, file: str, opset: int, quirks: str) -> None:
+    def __init__(self, file: str, opset: int, quirks: str, fold_limit: int = MAX_FOLDED_BYTES) -> None:
         self.file = file
+        #: bytes the folded constants may hold in all (:data:`MAX_FOLDED_BYTES`), and hold so far
+        self.fold_limit = fold_limit
+        self.folded = 0
         self.opset = opset
         self.quirks = quirks
         self.consts: dict[str, np.ndarray] = {}
@@ -416,25 +431,35 @@ def read_onnx(path: str | os.PathLike | None = None, *, data: bytes | None = Non
     base = Path(path).parent if path is not None else None
     model = parse_model(data, file)
     try:
-        return _build(model, file, base, quirks, input_shapes)
+        return _build(model, file, base, quirks, input_shapes, max(MAX_FOLDED_BYTES, 2 * len(data)))
     except RecursionError:
         raise ModelFormatError("the graph nests too deeply", file=file, offset=0,
                                expected="shallower nesting") from None
 
 
-def _build(model: Message, file: str, base: Path | None, quirks: str, input_shapes: Any) -> Graph:
+def _read_initializers(graph: Message, b: Builder, base: Path | None) -> None:
+    """The graph's initializers into ``b.consts`` (external data counted against the memory budget
+    with what was read before it), float16/bfloat16 ones noted in ``b.halfs``."""
+    held = 0  # bytes of external data read so far
+    for t in graph.get("initializer"):
+        name = t.get("name") or ""
+        b.consts[name] = tensor_array(t, base, "initializer", held)
+        if int(t.get("data_location") or 0) == 1:
+            held += b.consts[name].nbytes
+        if int(t.get("data_type") or 0) in (10, 16):
+            b.halfs[name] = int(t.get("data_type"))
+
+
+def _build(model: Message, file: str, base: Path | None, quirks: str, input_shapes: Any,
+           fold_limit: int = MAX_FOLDED_BYTES) -> Graph:
     from refnet.weights_import.onnx_ops import convert_node
 
     if not model.has("graph"):
         raise model.error("the model has no graph", "graph", expected="ModelProto.graph")
     graph = model.get("graph")
     opset = _opset(model)
-    b = Builder(file, opset, quirks)
-    for t in graph.get("initializer"):
-        name = t.get("name") or ""
-        b.consts[name] = tensor_array(t, base, "initializer")
-        if int(t.get("data_type") or 0) in (10, 16):
-            b.halfs[name] = int(t.get("data_type"))
+    b = Builder(file, opset, quirks, fold_limit)
+    _read_initializers(graph, b, base)
     if graph.get("sparse_initializer"):
         raise graph.error("sparse initializers are not supported", "sparse_initializer",
                           expected="dense initializers")

@@ -116,6 +116,11 @@ def convert_node(b: Any, op_type: str, layer: str, ins: list[str], outs: list[st
             v = np.asarray(v)
             if v.size > MAX_FOLDED:
                 raise n.error(f"folded constant {t!r} has {v.size} elements", expected="a smaller constant")
+            if v.nbytes > 64 and not any(np.may_share_memory(v, b.consts[x]) for x in present if x in b.consts):
+                b.folded += v.nbytes  # memory of its own (views of its inputs, e.g. a Reshape, cost nothing)
+                if b.folded > b.fold_limit:
+                    raise n.error(f"the constants folded so far hold {b.folded} bytes, more than refnet computes "
+                                  f"at load ({b.fold_limit})", expected="fewer or smaller computed constants")
             b.consts[t] = v
         elif v is None:
             raise n.error(f"output {t!r} is not produced (optional output refnet does not compute)",
@@ -339,6 +344,14 @@ def Range(n: N) -> list:
     return [(start + np.arange(count) * delta).astype(np.result_type(start, delta))]
 
 
+def _fold_fits(n: N, shape: Sequence[int]) -> None:
+    """Refuse a folded result of ``shape`` over :data:`MAX_FOLDED` elements before computing it
+    (its size follows from its inputs' shapes and values: indices, many inputs, non-zeros)."""
+    if math.prod(shape) > MAX_FOLDED:
+        raise n.error(f"folded result of shape {tuple(int(d) for d in shape)} is too large",
+                      expected=f"at most {MAX_FOLDED} elements")
+
+
 def _bcast_fold(fn: Callable) -> Handler:
     def h(n: N) -> list:
         xs = [n.b.consts[t] for t in n.ins if t]
@@ -403,6 +416,7 @@ def _gather_fold(n: N) -> list:
     d = x.shape[ax]
     if np.any((idx < -d) | (idx >= d)):
         raise n.error(f"index out of range for axis of size {d}", expected=f"indices in [-{d}, {d})")
+    _fold_fits(n, x.shape[:ax] + idx.shape + x.shape[ax + 1:])
     return [np.take(x, np.where(idx < 0, idx + d, idx), axis=ax)]
 
 
@@ -448,6 +462,7 @@ def _concat_fold(n: N) -> list:
     if any(x.ndim != xs[0].ndim or x.shape[:ax] + x.shape[ax + 1:] != xs[0].shape[:ax] + xs[0].shape[ax + 1:]
            for x in xs):
         raise n.error("inputs differ outside the concatenation axis", expected="matching shapes")
+    _fold_fits(n, (sum(x.size for x in xs),))
     return [np.concatenate(xs, axis=ax)]
 
 
@@ -482,7 +497,9 @@ def _tile_fold(n: N) -> list:
 
 @fold("NonZero")
 def _nonzero_fold(n: N) -> list:
-    return [np.array(np.nonzero(n.b.consts[n.ins[0]]), np.int64)]
+    x = n.b.consts[n.ins[0]]
+    _fold_fits(n, (max(x.ndim, 1), int(np.count_nonzero(x))))
+    return [np.array(np.nonzero(x), np.int64)]
 
 
 @fold("ReduceProd", "ReduceSum", "ReduceMin", "ReduceMax", "ReduceMean")

@@ -52,6 +52,10 @@ def _nothing() -> Iterator[None]:
     yield None
 
 
+#: the longest --pause (seconds): a pause is for a machine to settle, not a sleep
+MAX_PAUSE = 3600.0
+
+
 def _threads_arg(v: Any) -> int | str:
     if str(v) == "auto":
         return "auto"
@@ -78,8 +82,10 @@ def _bench_command(args: Any, out: Any = None) -> int:
     threads = _threads_arg(args.threads)
     if args.batch < 1 or args.repeat < 1 or (args.blas_threads or 1) < 1:
         raise ValueError("--batch, --threads, --blas-threads and --repeat must be >= 1")
-    if args.pause < 0:
-        raise ValueError("--pause must be >= 0")
+    if not 0 <= args.pause <= MAX_PAUSE:  # NaN too; inf overflowed time.sleep (an internal error)
+        raise ValueError(f"--pause must be 0 to {MAX_PAUSE} seconds, got {args.pause}")
+    if args.warmup < 0:
+        raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
     net, paths, name = _load(args)
     size = _zoo_size(args)
     shapes = input_shapes_for(net, args.batch, size)
@@ -130,7 +136,7 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--no-cv2", action="store_true", help="time refnet only")
     s.add_argument("--pause", type=float, default=0.1, metavar="S",
                    help="seconds of pause, then an untimed warm-up call, before every timed call (default 0.1; "
-                        "0: back to back)")
+                        "0: back to back; at most 3600)")
     s.add_argument("--one-thread", action="store_true", help="also time refnet at one thread")
     s.add_argument("--busy-neighbour", nargs="?", const="spin", choices=NEIGHBOURS, metavar="KIND",
                    help="run a neighbour process on one core during the measurement (a loaded machine): spin "

@@ -47,6 +47,8 @@ def compare_command(args: Any, out: Any = None, err: Any = None) -> int:
         raise ValueError(f"--top must be >= 1, got {args.top}")
     if args.image and args.random:
         raise ValueError("give --image or --random, not both")
+    if args.size and min(args.size) <= 0:  # (0, 0) reached cv2 as an empty picture (an OpenCV assertion)
+        raise ValueError(f"--size must be two positive numbers W H, got {args.size[0]} {args.size[1]}")
     for opt in ("json", "plot"):
         p = getattr(args, opt)
         if p and not Path(p).resolve().parent.is_dir():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import tempfile
@@ -177,13 +178,19 @@ def _feeds(net: Any, pre: Any, shape: tuple[int, ...], image: str | None, seed: 
 
             raise ShapeError("the image blob does not have the export shape", expected=shape, got=blob.shape)
         return blob.astype(np.float32), f"image {image}"
+    from refnet.runtime.budget import check_memory
+
     rng = np.random.default_rng(seed)
     if pre is not None and len(shape) == 4 and shape[1] in (1, 3):
         h, w = (shape[2], shape[3]) if pre.layout != "NCWH" else (shape[3], shape[2])
+        # the picture, its float32 blob and the resize/convert temporaries (refnet.resolver's estimate)
+        check_memory(max(0, int(w)) * max(0, int(h)) * 3 * (1 + 4 * 3 + 1), f"a random {int(w)}x{int(h)} image blob")
         img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
         blob = pre.blob(img, size=(w, h))
         if tuple(blob.shape) == tuple(shape):
             return blob.astype(np.float32), f"seeded random image (seed {seed}) through the zoo preprocessing"
+    check_memory(math.prod(max(0, int(d)) for d in shape) * (8 + 4),  # drawn in float64, then float32
+                 "a random input of " + "x".join(map(str, shape)))
     return rng.uniform(-1.0, 1.0, shape).astype(np.float32), f"seeded uniform [-1, 1) input (seed {seed})"
 
 
@@ -237,6 +244,12 @@ def convert_command(args: argparse.Namespace) -> int:
                     f"{' is shown for reference only' if backends else ' installed'}): add --backend ort (pip install "
                     "onnxruntime) or --backend cv2@PYTHON with an OpenCV 5 interpreter (REFNET_CV5_PYTHON for the "
                     "default), or pass --no-verify")
+            from refnet.export.verify import check_verify_budget
+
+            # over the memory budget: refused before the file is written (every layer counted: the
+            # per-layer counterparts are known once the file is)
+            check_verify_budget(net, {net.input_names[0]: x}, list(net.output_names) + (
+                [] if args.no_layers else [t for n in net.graph.nodes for t in n.outputs]))
         if args.seeded_weights and not seeded:
             print("note: --seeded-weights ignored: the model comes with its weights", file=out)
         if seeded:  # an architecture without weights: say so here and in the file, it is no trained model

@@ -52,8 +52,10 @@ class LocalInputs:
     """
 
     def __init__(self, nodes: tuple[Node, ...] | list[Node], feeds: Mapping[str, np.ndarray],
-                 shapes: Mapping[str, tuple[int, ...]], values: Callable[[str], np.ndarray | None]) -> None:
-        self.prod = {t: n for n in nodes for t in n.outputs}
+                 shapes: Mapping[str, tuple[int, ...]], values: Callable[[str], np.ndarray | None],
+                 prod: Mapping[str, Node] | None = None) -> None:
+        #: tensor -> its producer (``prod``: the map built once by a caller that asks per layer)
+        self.prod = prod if prod is not None else {t: n for n in nodes for t in n.outputs}
         self.feeds = feeds
         self.shapes = shapes
         self.values = values

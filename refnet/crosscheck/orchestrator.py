@@ -106,6 +106,7 @@ class _Stream:
     def __init__(self, it: Iterator[tuple[str, np.ndarray]], timer: Callable[[str, float], None], key: str) -> None:
         self.it, self.timer, self.key = it, timer, key
         self.values: dict[str, np.ndarray] = {}
+        self.fresh: list[str] = []  # tensors arrived in values since layer_pass last looked
         self.done = False
 
     def get(self, name: str) -> np.ndarray | None:
@@ -117,6 +118,7 @@ class _Stream:
                 self.done = True
                 break
             self.values[k] = v
+            self.fresh.append(k)
         self.timer(self.key, time.perf_counter() - t)
         return self.values.get(name)
 
@@ -130,6 +132,7 @@ class _Chunked:
         self.where = {n: i for i, ch in enumerate(chunks) for n in ch}
         self.loaded = -1
         self.values: dict[str, np.ndarray] = {}
+        self.fresh: list[str] = []  # tensors arrived in values since layer_pass last looked
 
     def get(self, name: str) -> np.ndarray | None:
         i = self.where.get(name)
@@ -138,7 +141,9 @@ class _Chunked:
         while self.loaded < i:
             self.loaded += 1
             t = time.perf_counter()
-            self.values.update(self.cand.run(self.feeds, self.chunks[self.loaded]))
+            got = self.cand.run(self.feeds, self.chunks[self.loaded])
+            self.values.update(got)
+            self.fresh.extend(got)
             self.timer(self.key, time.perf_counter() - t)
         return self.values.get(name)
 
@@ -252,6 +257,10 @@ class _Run:
         self.ref, self.f32 = ref, f32
         self.qref: _Stream | None = None
         last = self._last_use()
+        dies: dict[int, list[str]] = {}  # layer index -> the tensors last used there
+        for t, j in last.items():
+            dies.setdefault(j, []).append(t)
+        swept = -1
         keep = set(self.outs)
         sources: list[tuple[str, Any]] = ([(CMP_F32, f32)] if f32 is not None else []) + list(self.layer_cands)
         self.unpools = TI.unpool_pools(self.nodes, self.prods)
@@ -272,10 +281,15 @@ class _Run:
                     v = src.get(name)
                     if v is not None:
                         self.kept[cid][name] = v
+            # drop what no later layer reads: the tensors last used up to here, and new arrivals
+            # already past their last use (a scan of every value per layer was quadratic)
+            due = [t for j in range(swept + 1, i + 1) for t in dies.get(j, ())]
+            swept = max(swept, i)
             for s in [ref, f32, self.qref] + [c for _, c in self.layer_cands]:
                 if s is not None:
-                    for t in [t for t in s.values if last.get(t, -1) <= i]:
-                        del s.values[t]
+                    for t in [t for t in s.fresh if last.get(t, -1) <= i] + due:
+                        s.values.pop(t, None)
+                    s.fresh.clear()
         for cid, vals in self.out_values.items():
             self._outputs_rows(cid, vals)
         self.rep.comparisons = dict(self.comp)
@@ -343,7 +357,7 @@ class _Run:
         """The local error of ``row``: ``v`` against the float64 kernel on the candidate's own inputs."""
         t = time.perf_counter()
         self._local_ref = None
-        li = LocalInputs(self.nodes, self.feeds, self.shapes, src.get)
+        li = LocalInputs(self.nodes, self.feeds, self.shapes, src.get, prod=self.prods)
         ins = li.of(node)
         if ins is not None:
             try:

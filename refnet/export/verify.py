@@ -320,12 +320,36 @@ def _progress(msg: str, quiet: bool) -> None:
         print(f"  .. {msg}", file=sys.stderr, flush=True)
 
 
+def check_verify_budget(net: Any, feeds: Mapping[str, np.ndarray], names: Sequence[str]) -> int:
+    """Refuse a verification over the memory budget before it starts (BudgetError); return its
+    estimate in bytes. It keeps the tensors ``names`` (outputs and per-layer counterparts) of
+    refnet float64 (8 bytes an element) and, one backend at a time, of the backend (4) and in the
+    backend's own buffers (4), the parameters in float64, and :func:`scaled_error`'s float64
+    temporaries of the largest (5 arrays). Shapes that do not fit are left to the forward pass."""
+    import math
+
+    from refnet.errors import ShapeError
+    from refnet.runtime.budget import check_memory
+
+    try:
+        shapes = net.infer_shapes({k: tuple(np.shape(v)) for k, v in feeds.items()})
+    except ShapeError:
+        return 0
+    sizes = [math.prod(max(0, int(d)) for d in shapes[t]) for t in dict.fromkeys(names) if t in shapes]
+    params = sum(int(getattr(v, "size", 0)) for n in net.graph.nodes for v in n.params.values()) * 8
+    need = sum(sizes) * (8 + 4 + 4) + 5 * 8 * max(sizes, default=0) + params
+    check_memory(need, f"verifying the ONNX file against refnet float64 ({len(sizes)} tensors kept, "
+                       f"{sum(sizes):,} elements)")
+    return need
+
+
 def verify_onnx(net: Any, onnx_path: str, feeds: Mapping[str, np.ndarray], backends: Sequence[Any], *,
                 per_layer: bool = True, input_label: str = "", quiet: bool = True) -> Verification:
     """Run ``onnx_path`` in each backend and compare with refnet float64 of ``net`` (see module doc)."""
     feeds32 = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in feeds.items()}
     outs = list(net.output_names)
     layers = counterparts(net, onnx_path) if per_layer else []
+    check_verify_budget(net, feeds32, outs + layers)
     _progress(f"refnet float64 reference ({len(layers)} layer tensors)", quiet)
     ref = net.forward({k: v.astype(np.float64) for k, v in feeds32.items()}, outputs=sorted(set(outs) | set(layers)),
                       precision="float64")

@@ -52,10 +52,29 @@ _DETOUT_KEYS = ("num_classes", "share_location", "background_label_id", "nms_thr
                 "clip", "normalized")
 
 
+def detection_output_macs(node, ins, outs) -> int:
+    """DetectionOutput, worst case: per image and non-background class, every candidate (all
+    priors, or the NMS ``top_k`` best) visited by the greedy NMS and overlapped with up to as many
+    kept boxes; a visit priced as ONNX NonMaxSuppression's (refnet.ops.roi.NMS_VISIT_MACS)."""
+    from refnet.ops.roi import NMS_VISIT_MACS
+
+    a = attrs(node)
+    n, p = int(ins[0][0]), int(ins[2][2]) // 4 if len(ins) > 2 and len(ins[2]) > 2 else 0
+    top = int(a["top_k"]) if a["top_k"] is not None else -1
+    v = min(p, top) if top >= 0 else p
+    classes = int(a["num_classes"]) - (1 if 0 <= int(a["background_label_id"]) < int(a["num_classes"]) else 0)
+    return max(n, 0) * max(classes, 0) * max(v, 0) * (max(v, 0) + NMS_VISIT_MACS)
+
+
 @register("detection_output", shape=lambda n, s: [(1, 1, DYN, 7)],
-          attrs=_kernel_attrs(K.detection_output, _DETOUT_KEYS), fresh=True)
+          attrs=_kernel_attrs(K.detection_output, _DETOUT_KEYS), fresh=True, macs=detection_output_macs)
 def _detection_output(node, xs, p, ctx):
-    return kern("detection_output", ctx)(xs[0], xs[1], xs[2], **attrs(node))
+    from refnet.ops.layout import _fits
+
+    a = attrs(node)
+    if a["keep_top_k"] is not None and int(a["keep_top_k"]) > 0:  # zero rows pad the output to keep_top_k per image
+        _fits(node, (1, 1, int(a["keep_top_k"]) * int(xs[0].shape[0]), 7), ctx.dtype)
+    return kern("detection_output", ctx)(xs[0], xs[1], xs[2], **a)
 
 
 @prepares("prior_box")

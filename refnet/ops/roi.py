@@ -15,8 +15,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from refnet.errors import ShapeError
-from refnet.ops.registry import DYN, REQUIRED, Attr, attrs, kern, need_ndim, register
+from refnet.ops.registry import DYN, REQUIRED, Attr, attrs, kern, need_ndim, numel, register
 
 #: attribute -> default of each op (the Caffe parameter defaults of cv2's caffe.proto)
 PROPOSAL_ATTRS: dict[str, Any] = {
@@ -26,6 +28,11 @@ PROPOSAL_ATTRS: dict[str, Any] = {
 }
 ROI_POOL_ATTRS: dict[str, Any] = {"pooled_h": 0, "pooled_w": 0, "spatial_scale": 1.0}
 PSROI_POOL_ATTRS: dict[str, Any] = {"output_dim": 0, "group_size": 0, "spatial_scale": 1.0}
+
+
+#: the cost of one candidate's visit in the greedy NMS loop, in multiply-adds: a Python-level
+#: iteration with a NumPy call (microseconds) besides its overlaps with the boxes kept so far
+NMS_VISIT_MACS = 1000
 
 
 # ---- proposal ---------------------------------------------------------------------------------
@@ -45,7 +52,19 @@ def _proposal_shape(node, shapes):
     return [(rows, 5), (rows, 1)][:len(node.outputs)]
 
 
-@register("proposal", shape=_proposal_shape, attrs=PROPOSAL_ATTRS)
+def proposal_macs(node, ins, outs) -> int:
+    """Proposal, worst case: per image, the NMS visits every candidate (the H x W x A anchors, or
+    the pre_nms_topn best) and overlaps it with up to as many kept boxes (the reference loop does
+    not stop at post_nms_topn); a visit priced as ONNX NonMaxSuppression's (NMS_VISIT_MACS)."""
+    a = attrs(node)
+    n, c2, h, w = (max(int(d), 0) for d in ins[0])
+    anchors = len(a["ratios"]) * len(a["scales"]) * h * w
+    pre = int(a["pre_nms_topn"])
+    v = min(anchors, pre) if pre > 0 else anchors
+    return n * v * (v + NMS_VISIT_MACS) + numel(ins[1])
+
+
+@register("proposal", shape=_proposal_shape, attrs=PROPOSAL_ATTRS, macs=proposal_macs)
 def _proposal(node, xs, p, ctx):
     a = attrs(node)
     rois, scores = kern("proposal", ctx)(
@@ -101,7 +120,16 @@ _NMS = {"max_output_boxes_per_class": Attr(REQUIRED, int), "iou_threshold": Attr
         "score_threshold": Attr(REQUIRED, float), "center_point_box": Attr(REQUIRED, int)}
 
 
-@register("nms_onnx", shape=lambda node, shapes: [(DYN, 3)], attrs=_NMS)
+def nms_onnx_macs(node, ins, outs) -> int:
+    """ONNX NonMaxSuppression, worst case: every candidate (B x C x N) is visited and overlapped
+    with up to min(N, max_output_boxes_per_class) kept boxes."""
+    b, n = int(ins[0][0]), int(ins[0][1])
+    c = int(ins[1][1]) if len(ins) > 1 and len(ins[1]) > 1 else 1
+    keep = min(n, max(int(attrs(node)["max_output_boxes_per_class"]), 0))
+    return max(b, 0) * max(c, 0) * max(n, 0) * (keep + NMS_VISIT_MACS)
+
+
+@register("nms_onnx", shape=lambda node, shapes: [(DYN, 3)], attrs=_NMS, macs=nms_onnx_macs)
 def _nms(node, xs, p, ctx):
     a = attrs(node)
     rows = kern("nms_onnx", ctx)(xs[0], xs[1], a["max_output_boxes_per_class"], a["iou_threshold"],
@@ -122,9 +150,39 @@ _ROI_ALIGN = {"mode": REQUIRED, "output_height": Attr(REQUIRED, int), "output_wi
               "half_pixel": Attr(REQUIRED, bool)}
 
 
-@register("roi_align", shape=_roi_shape, attrs=_ROI_ALIGN)
-def _roi_align(node, xs, p, ctx):
+def _roi_align_samples(node, rois) -> float:
+    """Bilinear samples of one channel of a RoiAlign: output bins x the sampling grid of each ROI
+    (sampling_ratio^2, or adaptive ceil(roi/bins) per axis as the kernel does; rois given, or
+    their count when they are known only at run time)."""
     a = attrs(node)
+    oh, ow, sr = int(a["output_height"]), int(a["output_width"]), int(a["sampling_ratio"])
+    if sr > 0 or not hasattr(rois, "shape"):
+        n = rois.shape[0] if hasattr(rois, "shape") else int(rois)
+        return float(n) * oh * ow * max(sr, 1) ** 2
+    r = np.asarray(rois, np.float64).reshape(-1, 4) * float(a["spatial_scale"])
+    rw, rh = r[:, 2] - r[:, 0], r[:, 3] - r[:, 1]
+    if not a["half_pixel"]:
+        rw, rh = np.maximum(rw, 1.0), np.maximum(rh, 1.0)
+    with np.errstate(all="ignore"):
+        grid = np.maximum(np.ceil(rh / oh), 1.0) * np.maximum(np.ceil(rw / ow), 1.0)
+    return float(np.sum(grid[np.isfinite(grid)])) * oh * ow
+
+
+def roi_align_macs(node, ins, outs) -> int:
+    """RoiAlign: four bilinear taps per sample, sampling_ratio^2 samples per output bin (adaptive
+    grids, sized by the ROIs, are counted at run time by the op itself)."""
+    sr = int(attrs(node)["sampling_ratio"])
+    return numel(outs[0]) * 4 * max(sr, 1) ** 2
+
+
+@register("roi_align", shape=_roi_shape, attrs=_ROI_ALIGN, macs=roi_align_macs)
+def _roi_align(node, xs, p, ctx):
+    from refnet.runtime.budget import check_compute
+
+    a = attrs(node)
+    # the ROIs' own grids (adaptive sampling): refused over the compute budget before running
+    check_compute(int(min(_roi_align_samples(node, xs[1]) * int(xs[0].shape[1]) * 4, 1e30)), "a forward pass",
+                  layer=node.name)
     bi = p["batch_indices"] if "batch_indices" in p else xs[2]
     return kern("roi_align", ctx)(xs[0], xs[1], bi, mode=a["mode"], output_height=a["output_height"],
                                   output_width=a["output_width"], sampling_ratio=a["sampling_ratio"],

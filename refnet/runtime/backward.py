@@ -87,6 +87,11 @@ class Tape:
         feeds = net._feeds(x, self.ctx)
         names = tuple(t for i in self.order for t in net.graph.nodes[i].outputs)
         prog = net._program(names, False, feeds, self.ctx)
+        # the forward (every tensor kept: the plan's peak) and, for the backward, a cotangent of
+        # each of them and the VJPs' temporaries: twice the forward's peak, refused before running
+        from refnet.runtime.budget import check_memory
+
+        check_memory(2 * prog.peak, "a forward and backward pass (every tensor kept for the gradients)")
         with RUN_LOCK:
             regs = prog.run(feeds)
         self.values: dict[str, np.ndarray] = dict(feeds)

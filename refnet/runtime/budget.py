@@ -18,8 +18,11 @@ Limits, first found wins:
 
 What is counted (estimates, on the safe side): a forward pass needs the net's parameters in
 the run precision plus, at its worst step, every tensor still alive, the step's outputs and
-kernel temporaries of up to twice the larger of the step's inputs and outputs (the float64
-reference kernels pad inputs and build per-tap windows). A decoded image needs width x height
+kernel temporaries of up to twice the largest of the step's inputs, its outputs and its
+padded working array (the float64 reference kernels pad inputs and build per-tap windows: a
+convolution's or N-d pooling's input with its padding, a deconvolution's output before its
+padding is cropped: :func:`padded_bytes`), so pads of 10^8 with a stride of 10^8 (a tiny
+output) are refused, not allocated. A decoded image needs width x height
 x channels x bytes per sample, read from the file header before decoding.
 """
 
@@ -34,7 +37,8 @@ from typing import Any
 from refnet.errors import BudgetError
 
 __all__ = ["memory_budget", "compute_budget", "set_memory_budget", "set_compute_budget", "parse_size",
-           "check_memory", "check_compute", "check_plan", "PlanCost", "check_compare", "layer_work", "image_need",
+           "check_memory", "check_compute", "check_plan", "check_step", "PlanCost", "check_compare", "layer_work",
+           "image_need",
            "MEMORY_ENV", "COMPUTE_ENV", "DEFAULT_COMPUTE", "fmt_bytes"]
 
 MEMORY_ENV = "REFNET_MEMORY_BUDGET"
@@ -194,6 +198,37 @@ def layer_work(node: Any, ins: Sequence[Sequence[int]], outs: Sequence[Sequence[
     return max(work, sum(_numel(s) for s in outs))
 
 
+def padded_bytes(node: Any, ins: Sequence[Sequence[int]], outs: Sequence[Sequence[int]], itemsize: int) -> int:
+    """Bytes of the padded array a window kernel works on besides its input and output: a
+    ``conv``'s input with its padding (in the run precision), an N-d pooling's (``pool_nd``:
+    the reference kernel pads in float64, its ends extended so that ceil-mode windows stay
+    inside), a ``deconv``'s full output before ``pad`` crops it; 0 for other ops, and when the
+    geometry is not readable (the shape function reports that)."""
+    from refnet.ops.registry import attrs
+
+    if node.op not in ("conv", "deconv", "pool_nd") or not ins or not outs or len(ins[0]) < 3:
+        return 0
+    try:
+        a = attrs(node)
+        x, y = [max(0, int(d)) for d in ins[0]], [max(0, int(d)) for d in outs[0]]
+        if node.op == "conv":
+            pt, pl, pb, pr = (int(v) for v in a["pad"])
+            return x[0] * x[1] * max(x[2] + pt + pb, 0) * max(x[3] + pl + pr, 0) * itemsize
+        if node.op == "deconv":
+            (sh, sw), (dh, dw), (pt, pl, _, _) = a["stride"], a["dilation"], a["pad"]
+            kh, kw = (int(v) for v in node.params["weight"].shape[2:4])
+            hf = max((x[2] - 1) * sh + dh * (kh - 1) + 1, pt + y[2])
+            wf = max((x[3] - 1) * sw + dw * (kw - 1) + 1, pl + y[3])
+            return y[0] * y[1] * max(hf, 0) * max(wf, 0) * itemsize
+        k = len(a["kernel"])
+        spans = [max(x[2 + i] + int(a["pads"][i]) + int(a["pads"][k + i]),
+                     (y[2 + i] - 1) * int(a["strides"][i]) + (int(a["kernel"][i]) - 1) * int(a["dilations"][i]) + 1)
+                 for i in range(k)]
+        return x[0] * x[1] * math.prod(max(v, 0) for v in spans) * 8
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+        return 0
+
+
 class PlanCost:
     """What :func:`check_plan` found: peak bytes (estimate) and total work (MACs) of a planned run."""
 
@@ -225,7 +260,7 @@ def check_plan(steps: Iterable[Any], shapes: Mapping[str, Sequence[int]], inputs
         total += work
         out_bytes = sum(_numel(s) for s in outs) * itemsize
         in_bytes = sum(_numel(s) for s in ins) * itemsize
-        need = cur + out_bytes + 2 * max(in_bytes, out_bytes)
+        need = cur + out_bytes + 2 * max(in_bytes, out_bytes, padded_bytes(node, ins, outs, itemsize))
         if need > peak:
             peak = need
             if mem_limit is not None and params + peak > mem_limit:
@@ -237,6 +272,18 @@ def check_plan(steps: Iterable[Any], shapes: Mapping[str, Sequence[int]], inputs
         for t in st.free:
             cur -= live.pop(t, 0)
     return PlanCost(params + peak, total)
+
+
+def check_step(node: Any, ins: Sequence[Sequence[int]], outs: Sequence[Sequence[int]], itemsize: int,
+               what: str = "a forward pass") -> None:
+    """Refuse one step over the compute budget, or whose outputs and temporaries alone (as
+    :func:`check_plan` counts them) exceed the memory budget: for a step whose shapes are known
+    only at run time (after NonMaxSuppression), checked by the executor just before it runs."""
+    check_compute(layer_work(node, ins, outs), what, layer=node.name)
+    out_bytes = sum(_numel(s) for s in outs) * itemsize
+    in_bytes = sum(_numel(s) for s in ins) * itemsize
+    check_memory(out_bytes + 2 * max(in_bytes, out_bytes, padded_bytes(node, ins, outs, itemsize)), what,
+                 layer=node.name)
 
 
 def check_compare(net: Any, feeds: Mapping[str, Any], precisions: Sequence[str] = ("float64", "float32"),

@@ -73,7 +73,7 @@ class Program:
     slots (see the module docstring)."""
 
     __slots__ = ("code", "frees", "nslots", "feeds", "consts", "input_shapes", "results", "buffers", "layers",
-                 "ops", "n_pooled", "work")
+                 "ops", "n_pooled", "work", "peak")
 
     def __init__(self) -> None:
         self.code: list[tuple] = []  # (fn, input slots, output slot | -1, output slots, buffer | -1)
@@ -88,6 +88,7 @@ class Program:
         self.ops: list[str] = []  # op per step
         self.n_pooled = 0
         self.work = 0  # MACs of one run (refnet.runtime.budget), decides the interruptible path
+        self.peak = 0  # estimated peak bytes of one run (refnet.runtime.budget.check_plan)
 
     def start(self, feeds: Mapping[str, np.ndarray]) -> list:
         """The slot list of a new run, holding the net inputs."""
@@ -249,6 +250,8 @@ def _bind(prog: Program, plan: Plan, shp: dict[str, tuple[int, ...]], ctx: Ctx, 
                 fn, takes_out = res
         if fn is None:
             fn = _generic(spec.run, node, params, ctx, len(st.outputs))
+        if dyn:
+            fn = _budgeted(fn, spec, node, ctx.dtype.itemsize)
         outs = []
         for t in st.outputs:
             slot[t] = prog.nslots
@@ -575,6 +578,26 @@ def _concat_rest(fn: Callable, rest: list[tuple[int, int, int]]) -> Callable:
         for k, c0, c1 in rest:
             np.copyto(out[:, c0:c1], xs[k])
         return out
+
+    return step
+
+
+def _budgeted(fn: Callable, spec: Any, node: Node, itemsize: int) -> Callable:
+    """``fn`` for a step whose shapes are known only at run time: before it runs, its output
+    shapes for the inputs it got (the op's shape function) are checked against the budgets
+    (:func:`refnet.runtime.budget.check_step`): the plan's check could not see them. Outputs
+    whose size depends on values (NonMaxSuppression's rows) are left to the op's own check."""
+    from refnet.runtime.budget import check_step
+
+    def step(*xs, **kw):
+        ins = [tuple(np.shape(x)) for x in xs]
+        try:
+            outs = [tuple(int(d) for d in s) for s in spec.shape(node, ins)]
+        except (ShapeError, ValueError, IndexError, KeyError, TypeError, ZeroDivisionError, OverflowError):
+            outs = None  # the op reports its inputs itself
+        if outs is not None and all(d >= 0 for s in outs for d in s):
+            check_step(node, ins, outs, itemsize, "a forward pass (a step sized at run time)")
+        return fn(*xs, **kw)
 
     return step
 

@@ -227,7 +227,11 @@ def auto_threads() -> int:
 
 
 def _apply_blas(n: int) -> None:
-    """Limit every loaded BLAS to ``n`` threads (again only if modules were imported since)."""
+    """Limit every loaded BLAS to ``n`` threads, at most the cores this process may run on
+    (again only if modules were imported since). More never helps, and OpenBLAS starts them
+    all with a buffer each: 64 of them under a 2 GiB address-space limit crashed the process
+    (SIGSEGV) at its next library load."""
+    n = max(1, min(int(n), available_cores()))
     key = (n, len(sys.modules))
     if _STATE["blas_applied"] == key:
         return

@@ -60,7 +60,7 @@ def test_case_ends_cleanly_under_the_memory_limit(name, case_results):
         assert "Traceback" not in r.stderr
     else:
         assert r.rc == 2 and r.one_line_error, f"{name}: rc {r.rc}\n{r.stderr}"
-        assert "budget" in r.stderr
+        assert re.search(r"over the (memory|compute) budget", r.stderr), r.stderr  # refused up front, no MemoryError
         assert after == before  # nothing written
 
 
@@ -293,3 +293,101 @@ def test_compare_budget_counts_the_runs_it_makes(tmp_path):
         assert "and 1 cv2.dnn run" in str(e.value) and "runs" not in str(e.value)
     finally:
         budget.set_memory_budget()  # back to the environment / default
+
+
+def test_compare_of_a_20000_layer_onnx_chain_ends_within_the_hang_guard(tmp_path):
+    """compare on 20000 ReLUs of 1x1x2x2 (a 1 MB ONNX file) against onnxruntime: the layer pass
+    scanned every kept value per layer, built the tensor -> producer map per layer and looked
+    layers up by name in a list (quadratic: > 120 s; 12 s now). One AGREE within the hang guard."""
+    pytest.importorskip("onnxruntime")
+    from cases import _onnx
+    from onnx import helper
+
+    n = 20000
+    nodes = [helper.make_node("Relu", ["x" if i == 0 else f"t{i - 1}"], [f"t{i}" if i < n - 1 else "y"])
+             for i in range(n)]
+    p = _onnx(tmp_path, "chain", nodes, (1, 1, 2, 2))
+    r = run_cli(["compare", str(p), "--random", "--backend", "ort"], limit=2 * GIB, timeout=60)
+    assert not r.timed_out and r.rc == 0, f"rc {r.rc} after {r.seconds:.0f} s\n{r.stderr[-2000:]}"
+    assert "verdict: AGREE" in r.stdout and f"{n} layers" in r.stdout
+
+
+def test_detection_output_nms_work_is_budgeted(tmp_path):
+    """DetectionOutput's NMS visits, per non-background class, every candidate (all priors when
+    nms top_k is huge) and overlaps it with up to as many kept boxes: it had no MAC rule, and an
+    SSD head straight on a 300x300 input (180000 priors x 20 classes, top_k 10^9) ran for ever
+    (killed after 120 s). Here 20x20 (800 priors): 20 x 800 x (800 + 1000) MACs, by hand."""
+    from writers.caffe_writer import E, Layer, NetSpec, write_net
+
+    rng = np.random.default_rng(0)
+    perm = {"permute_param": {"order": [0, 2, 3, 1]}}
+    layers = [
+        Layer("loc", "Convolution", ["data"], ["loc"], {"convolution_param": {"num_output": 8, "kernel_size": 1}},
+              [rng.normal(0, 0.1, (8, 3, 1, 1)).astype(np.float32), np.zeros(8, np.float32)]),
+        Layer("locp", "Permute", ["loc"], ["locp"], perm),
+        Layer("locf", "Flatten", ["locp"], ["locf"], {"flatten_param": {"axis": 1}}),
+        Layer("conf", "Convolution", ["data"], ["conf"], {"convolution_param": {"num_output": 42, "kernel_size": 1}},
+              [rng.normal(0, 0.1, (42, 3, 1, 1)).astype(np.float32), np.zeros(42, np.float32)]),
+        Layer("confp", "Permute", ["conf"], ["confp"], perm),
+        Layer("conff", "Flatten", ["confp"], ["conff"], {"flatten_param": {"axis": 1}}),
+        Layer("pb", "PriorBox", ["data", "data"], ["pb"],
+              {"prior_box_param": {"min_size": 2.0, "max_size": 4.0, "variance": [0.1, 0.1, 0.2, 0.2]}}),
+        Layer("det", "DetectionOutput", ["locf", "conff", "pb"], ["det"],
+              {"detection_output_param": {"num_classes": 21, "background_label_id": 0, "keep_top_k": 10**9,
+                                          "confidence_threshold": 0.0, "code_type": E("CENTER_SIZE"),
+                                          "nms_param": {"nms_threshold": 0.45, "top_k": 10**9}}})]
+    net = refnet.load(*write_net(NetSpec(layers, {"data": (1, 3, 20, 20)}, input_style="input_shape"), tmp_path))
+    macs = 20 * 800 * (800 + 1000)
+    budget.set_compute_budget(10**7)
+    try:
+        with pytest.raises(BudgetError) as ei:
+            net.forward(np.zeros((1, 3, 20, 20), np.float32))
+        assert (ei.value.kind, ei.value.layer, ei.value.need) == ("compute", "det", macs), str(ei.value)
+    finally:
+        budget.set_compute_budget()
+
+
+def test_detection_output_padding_rows_are_budgeted(tmp_path):
+    """keep_top_k pads DetectionOutput's output with zero rows up to keep_top_k per image (cv2's
+    layout): keep_top_k 10^9 allocated 1 x 1 x 10^9 x 7 floats (26 GiB; MemoryError) for a net
+    of one prior. Refused before the kernel runs: the size is known only from the attribute."""
+    from writers.caffe_writer import E, Layer, NetSpec, write_net
+
+    layers = [
+        Layer("pb", "PriorBox", ["data", "data"], ["pb"], {"prior_box_param": {"min_size": 1.0}}),
+        Layer("locf", "Flatten", ["data"], ["locf"], {"flatten_param": {"axis": 1}}),
+        Layer("conff", "Flatten", ["conf"], ["conff"], {"flatten_param": {"axis": 1}}),
+        Layer("det", "DetectionOutput", ["locf", "conff", "pb"], ["det"],
+              {"detection_output_param": {"num_classes": 2, "keep_top_k": 10**9, "code_type": E("CENTER_SIZE"),
+                                          "nms_param": {"nms_threshold": 0.45}}})]
+    net = refnet.load(*write_net(NetSpec(layers, {"data": (1, 4, 1, 1), "conf": (1, 2, 1, 1)},
+                                         input_style="input_shape"), tmp_path))
+    with pytest.raises(BudgetError) as ei:
+        net.forward({"data": np.zeros((1, 4, 1, 1), np.float32), "conf": np.full((1, 2, 1, 1), 0.5, np.float32)})
+    assert ei.value.layer == "det" and "(1, 1, 1000000000, 7)" in str(ei.value), str(ei.value)
+
+
+def test_proposal_nms_work_is_budgeted(tmp_path):
+    """Proposal's NMS visits every candidate anchor (pre_nms_topn 0: all of them) and overlaps it
+    with up to as many kept boxes; it had no MAC rule (a 1000x1000 RPN map with pre_nms_topn 0:
+    9 x 10^6 anchors, ~10^14 overlaps). Here 30x30 x 1 anchor: 900 x (900 + 1000) MACs plus the
+    3600 deltas decoded, by hand, over a 10^6 budget."""
+    from writers.caffe_writer import Layer, NetSpec, write_net
+
+    layers = [Layer("prop", "Proposal", ["s", "d", "im_info"], ["rois"],
+                    {"proposal_param": {"feat_stride": 16, "base_size": 16, "min_size": 16, "ratio": [1.0],
+                                        "scale": [8.0], "pre_nms_topn": 0, "post_nms_topn": 300,
+                                        "nms_thresh": 0.7}})]
+    net = refnet.load(*write_net(NetSpec(layers, {"s": (1, 2, 30, 30), "d": (1, 4, 30, 30), "im_info": (1, 3)},
+                                         input_style="input_shape"), tmp_path))
+    rng = np.random.default_rng(0)
+    feeds = {"s": rng.uniform(0, 1, (1, 2, 30, 30)).astype(np.float32), "d": np.zeros((1, 4, 30, 30), np.float32),
+             "im_info": np.array([[480.0, 480.0, 1.0]], np.float32)}
+    budget.set_compute_budget(10**6)
+    try:
+        with pytest.raises(BudgetError) as ei:
+            net.forward(feeds)
+        assert (ei.value.layer, ei.value.need) == ("prop", 900 * (900 + 1000) + 3600), str(ei.value)
+    finally:
+        budget.set_compute_budget()
+    assert next(iter(net.forward(feeds).values())).shape[-1] == 5  # within the default budget it runs

@@ -124,3 +124,21 @@ def test_many_threads_many_shapes_one_net(tmp_path):
     errors = run_threads(work, 16)
     assert errors == []
 
+
+
+def test_more_blas_threads_than_cores_under_an_address_space_limit(tmp_path):
+    """bench --blas-threads 64 under RLIMIT_AS 2 GiB: OpenBLAS started 64 threads with a buffer
+    each and the process died of SIGSEGV at its next library load (exit -11). The BLAS count is
+    capped at the cores this process may run on (more never helps); the bench ends normally."""
+    sys.path.insert(0, os.path.dirname(__file__))
+    from harness import GIB, run_cli
+
+    from refnet.runtime.threads import available_cores
+
+    p = tmp_path / "tiny.prototxt"
+    p.write_text('name:"t" input:"data" input_shape{dim:1 dim:3 dim:8 dim:8}\n'
+                 'layer{name:"r" type:"ReLU" bottom:"data" top:"r"}\n')
+    r = run_cli(["bench", str(p), "--blas-threads", "64", "--no-cv2", "--repeat", "1", "--warmup", "0"],
+                limit=2 * GIB, timeout=120)
+    assert r.rc == 0, f"rc {r.rc}\n{r.stderr[-2000:]}"
+    assert f"blas {min(64, available_cores())}," in r.stdout, r.stdout

@@ -88,6 +88,107 @@ def test_huge_constant_of_shape_is_refused_without_allocating():
     assert peak < 64 << 20
 
 
+def _folding_model(nodes, inits) -> bytes:
+    """x -> Relu -> y, plus ``nodes`` computing constants at load from ``inits`` (int64 arrays)."""
+    from onnx import TensorProto as T
+    from onnx import helper as H
+    from onnx import numpy_helper as NH
+
+    g = H.make_graph(nodes + [H.make_node("Relu", ["x"], ["y"])], "g",
+                     [H.make_tensor_value_info("x", T.FLOAT, [1, 3, 4, 4])],
+                     [H.make_tensor_value_info("y", T.FLOAT, None)],
+                     initializer=[NH.from_array(np.asarray(v, np.int64), k) for k, v in inits.items()])
+    m = H.make_model(g, opset_imports=[H.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m.SerializeToString()
+
+
+def _int8_constant_of_shape(shape_input: str, out: str, value: int = 1):
+    from onnx import TensorProto as T
+    from onnx import helper as H
+
+    return H.make_node("ConstantOfShape", [shape_input], [out], value=H.make_tensor("v", T.INT8, [1], [value]))
+
+
+@pytest.mark.parametrize("case", ["gather", "concat", "nonzero"])
+def test_folds_whose_size_follows_from_values_are_refused_before_computing(case):
+    """Folded results sized by index counts, input counts or non-zeros: Gather of 2^16 rows of a
+    1 MiB int8 table (64 MiB), Concat of 64 views of one 1 MiB constant (64 MiB), NonZero of
+    2^22 ones in rank 5 (160 MiB of int64). Each is over MAX_FOLDED (2^24 elements): refused
+    from the shapes and a count, not computed and then measured."""
+    from onnx import TensorProto as T
+    from onnx import helper as H
+
+    if case == "gather":
+        nodes = [_int8_constant_of_shape("s", "t"),
+                 H.make_node("ConstantOfShape", ["si"], ["i"], value=H.make_tensor("z", T.INT64, [1], [0])),
+                 H.make_node("Gather", ["t", "i"], ["g"], axis=0)]
+        inits = {"s": [1024, 1024], "si": [1 << 16]}
+    elif case == "concat":
+        nodes = [_int8_constant_of_shape("s", "t"), H.make_node("Concat", ["t"] * 64, ["g"], axis=0)]
+        inits = {"s": [1 << 20]}
+    else:
+        nodes = [_int8_constant_of_shape("s", "t"), H.make_node("NonZero", ["t"], ["g"])]
+        inits = {"s": [1, 1, 1, 1, 1 << 22]}
+    data = _folding_model(nodes, inits)
+    tracemalloc.start()
+    try:
+        assert F.run_case(F.Case("onnx", {"onnx": data})) == "ModelFormatError"
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, f"{peak / 2**20:.0f} MiB"
+
+
+def test_folded_constants_are_bounded_in_all():
+    """40 ConstantOfShape nodes of 2^24 int8 each (16 MiB, each under MAX_FOLDED) in a file of
+    ~1 KB: 640 MiB computed at load. The reader stops past MAX_FOLDED_BYTES (256 MiB) in all."""
+    from refnet.weights_import.onnx import MAX_FOLDED_BYTES
+
+    data = _folding_model([_int8_constant_of_shape("s", f"c{i}") for i in range(40)], {"s": [1 << 24]})
+    tracemalloc.start()
+    try:
+        assert F.run_case(F.Case("onnx", {"onnx": data})) == "ModelFormatError"
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < MAX_FOLDED_BYTES + (32 << 20), f"{peak / 2**20:.0f} MiB"
+
+
+def test_external_data_is_checked_against_the_memory_budget_before_reading(tmp_path):
+    """An initializer of 2^28 float32 (1 GiB) in a sparse external file (a few bytes on disk),
+    under a 256 MiB memory budget: a BudgetError naming the tensor, nothing read (it was read
+    whole, then copied: MemoryError, or 2 GiB, without an address-space limit)."""
+    import onnx
+
+    import refnet
+    from refnet.errors import BudgetError
+    from refnet.runtime import budget
+
+    n = 1 << 28
+    m = onnx.ModelProto()
+    m.CopyFrom(FO._models()["cnn"])
+    t = m.graph.initializer.add()
+    t.name, t.data_type, t.data_location = "big", onnx.TensorProto.FLOAT, onnx.TensorProto.EXTERNAL
+    t.dims.append(n)
+    for k, v in (("location", "big.bin"), ("length", str(4 * n))):
+        e = t.external_data.add()
+        e.key, e.value = k, v
+    with open(tmp_path / "big.bin", "wb") as f:
+        f.truncate(4 * n)
+    (tmp_path / "m.onnx").write_bytes(m.SerializeToString())
+    budget.set_memory_budget("256MiB")
+    tracemalloc.start()
+    try:
+        with pytest.raises(BudgetError, match="'big'"):
+            refnet.load_onnx(tmp_path / "m.onnx")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        budget.set_memory_budget()
+    assert peak < 64 << 20
+
+
 def test_external_data_may_not_leave_the_model_folder(tmp_path):
     import onnx
     from onnx import numpy_helper as NH

@@ -450,3 +450,74 @@ def test_outputs_sized_at_run_time_are_budgeted(tmp_path):
         np.testing.assert_array_equal(small, want)
     finally:
         budget.set_memory_budget()
+
+
+def test_steps_on_tensors_sized_at_run_time_are_budgeted(tmp_path):
+    """ConstantOfShape of run-time shapes (10000, 1) and (1, 10000), each small (80 KB), then Add:
+    the broadcast result (10^8 elements, 800 MB in float64) was allocated with no check (the
+    plan sees only run-time dims; the Add has no check of its own). The executor now checks each
+    run-time sized step's outputs, from its inputs' real shapes, before it runs; small ones run."""
+    from refnet.errors import BudgetError
+    from refnet.runtime import budget
+
+    nodes = [H.make_node("Cast", ["s"], ["si"], to=TP.INT64), H.make_node("Cast", ["t"], ["ti"], to=TP.INT64),
+             H.make_node("ConstantOfShape", ["si"], ["a"], value=NH.from_array(np.ones(1, np.float32))),
+             H.make_node("ConstantOfShape", ["ti"], ["b"], value=NH.from_array(np.ones(1, np.float32))),
+             H.make_node("Add", ["a", "b"], ["y"])]
+    p = _save(tmp_path, nodes, [_vi("s", [2]), _vi("t", [2])], [_vi("y", None)], name="bcast.onnx")
+    budget.set_memory_budget("100M")
+    try:
+        with pytest.raises(BudgetError) as e:
+            _refnet(p, {"s": np.array([10000.0, 1.0]), "t": np.array([1.0, 10000.0])}, "float64")
+        assert "layer 'y'" in str(e.value) and "sized at run time" in str(e.value), str(e.value)
+        small = _refnet(p, {"s": np.array([3.0, 1.0]), "t": np.array([1.0, 2.0])}, "float64")[0]
+        np.testing.assert_array_equal(small, np.full((3, 2), 2.0))  # 1 + 1 everywhere, by hand
+    finally:
+        budget.set_memory_budget()
+
+
+@pytest.mark.parametrize("sampling,roi,samples", [(300, 8.0, 300 * 300), (0, 600.0, 600 * 600)])
+def test_roi_align_sampling_grids_are_budgeted(tmp_path, sampling, roi, samples):
+    """RoiAlign's work is its bilinear samples, 4 taps each: sampling_ratio^2 per output bin, or
+    (sampling_ratio 0) ceil(roi side / bins) per axis from the ROI's own coordinates. It had no
+    MAC rule: sampling_ratio 10^6 ran for ever (7x7 bins x 10^12 samples), as did a 10^7-pixel ROI.
+    Here one 1x1 bin of one channel: 4 x ``samples`` MACs, worked by hand, over a 10^5 budget."""
+    from refnet.errors import BudgetError
+    from refnet.runtime import budget
+
+    nodes = [H.make_node("RoiAlign", ["x", "r", "bi"], ["y"], output_height=1, output_width=1,
+                         sampling_ratio=sampling)]
+    inits = [NH.from_array(np.array([[0.0, 0.0, roi, roi]], np.float32), "r"),
+             NH.from_array(np.zeros(1, np.int64), "bi")]
+    p = _save(tmp_path, nodes, [_vi("x", [1, 1, 8, 8])], [_vi("y", None)], inits)
+    budget.set_compute_budget(10**5)
+    try:
+        with pytest.raises(BudgetError) as e:
+            _refnet(p, {"x": np.ones((1, 1, 8, 8))}, "float64")
+        assert e.value.layer == "y" and e.value.need == 4 * samples, str(e.value)
+        budget.set_compute_budget(4 * samples)  # at the limit it runs: mean of ones inside the image
+        assert _refnet(p, {"x": np.ones((1, 1, 8, 8))}, "float64")[0].shape == (1, 1, 1, 1)
+    finally:
+        budget.set_compute_budget()
+
+
+def test_nms_work_is_budgeted(tmp_path):
+    """NonMaxSuppression visits every candidate of every class and overlaps it with up to
+    max_output_boxes_per_class kept boxes: B x C x N x (min(N, max) + 1000 for the visit) MACs,
+    here 1 x 10 x 2000 x (2000 + 1000) = 6 x 10^7 by hand. It had no rule (10^6 boxes with
+    max_output_boxes_per_class 10^9 ran for ever); over a 10^7 budget it is refused up front."""
+    from refnet.errors import BudgetError
+    from refnet.runtime import budget
+
+    p = _save(tmp_path, [H.make_node("NonMaxSuppression", ["b", "s", "mo"], ["sel"])],
+              [_vi("b", [1, 2000, 4]), _vi("s", [1, 10, 2000])], [_vi("sel", None, TP.INT64)],
+              [NH.from_array(np.array([10**9], np.int64), "mo")])
+    rng = np.random.default_rng(0)
+    feeds = {"b": rng.uniform(0, 1, (1, 2000, 4)), "s": rng.uniform(0, 1, (1, 10, 2000))}
+    budget.set_compute_budget(10**7)
+    try:
+        with pytest.raises(BudgetError) as e:
+            _refnet(p, feeds, "float64")
+        assert e.value.need == 10 * 2000 * (2000 + 1000), str(e.value)
+    finally:
+        budget.set_compute_budget()
