@@ -1,5 +1,5 @@
 """Run a refnet command in a child process under an address-space limit; report exit status,
-stderr, peak RSS (the child's own ru_maxrss from wait4) and wall time.
+stderr, peak RSS (the high-water mark of the child's own address space) and wall time.
 
 Used by tests/attack/ (every attack case as a regression test) and by measure.py (the
 before/after table). The child runs ``refnet.cli.main(argv)`` with RLIMIT_AS set first, so
@@ -18,7 +18,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 GIB = 1 << 30
-CHILD = r"""
+# A child's peak RSS is the high-water mark of its own address space (/proc/self/status VmHWM), written
+# at exit to $REFNET_ATTACK_HWM: the ru_maxrss that wait4 reports also holds the memory the parent had
+# mapped when it forked the child (the kernel folds the old address space's mark in at exec), so a
+# test process grown to 3 GB by earlier tests made every child report 3 GB. (A child killed before its
+# exit falls back to ru_maxrss.)
+_HWM = r"""
+import atexit, os
+def _hwm():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return -1.0
+if os.environ.get("REFNET_ATTACK_HWM"):
+    atexit.register(lambda: open(os.environ["REFNET_ATTACK_HWM"], "w").write(str(_hwm())))
+"""
+CHILD = _HWM + r"""
 import resource, sys
 lim = int(sys.argv[1])
 if lim > 0:
@@ -28,7 +43,7 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
-CHILD_MANY = r"""
+CHILD_MANY = _HWM + r"""
 import contextlib, io, json, resource, sys, time
 lim = int(sys.argv[1])
 if lim > 0:
@@ -42,7 +57,7 @@ for argv in json.loads(sys.argv[2]):
             rc = main(argv)
         except SystemExit as e:
             rc = e.code
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _hwm()
     print(json.dumps({"rc": rc, "stdout": out.getvalue(), "stderr": err.getvalue(), "peak_mib": peak,
                       "seconds": time.monotonic() - t0}), flush=True)
 """
@@ -77,7 +92,9 @@ def run_cli(argv: list[str], *, limit: int = 2 * GIB, timeout: float = 60.0, env
         def pre() -> None:  # drop to an unprivileged user (permission tests run as root in CI)
             os.setgid(user)
             os.setuid(user)
-    out_r, err_r = (Path(os.environ.get("TMPDIR", "/tmp")) / f"refnet-attack-{os.getpid()}-{n}" for n in "oe")
+    out_r, err_r, hwm_r = (Path(os.environ.get("TMPDIR", "/tmp")) / f"refnet-attack-{os.getpid()}-{n}" for n in "oeh")
+    hwm_r.unlink(missing_ok=True)
+    e["REFNET_ATTACK_HWM"] = str(hwm_r)
     t0 = time.monotonic()
     with open(out_r, "w+") as fo, open(err_r, "w+") as fe:
         p = subprocess.Popen([python, "-c", CHILD, str(limit), *argv], stdout=fo, stderr=fe, env=e,
@@ -100,7 +117,12 @@ def run_cli(argv: list[str], *, limit: int = 2 * GIB, timeout: float = 60.0, env
         out, err = fo.read(), fe.read()
     for f in (out_r, err_r):
         f.unlink()
-    return Result(p.returncode, out, err, usage.ru_maxrss / 1024, secs, timed_out)
+    try:
+        peak = float(hwm_r.read_text())
+        hwm_r.unlink()
+    except (OSError, ValueError):  # killed before its exit: the rusage mark (see _HWM)
+        peak = usage.ru_maxrss / 1024
+    return Result(p.returncode, out, err, peak, secs, timed_out)
 
 
 def run_cli_many(argvs: list[list[str]], *, limit: int = 2 * GIB, timeout: float = 120.0,

@@ -391,3 +391,18 @@ def test_proposal_nms_work_is_budgeted(tmp_path):
     finally:
         budget.set_compute_budget()
     assert next(iter(net.forward(feeds).values())).shape[-1] == 5  # within the default budget it runs
+
+
+def test_a_childs_peak_is_its_own_not_the_test_processs():
+    """The harness reports the child's own peak RSS: with this process holding 1.5 GiB when it
+    starts the child, `refnet --version` (and a run_cli_many child) still peak far below it (the
+    rusage high-water mark that wait4 gives also holds the parent's memory at the fork: after the
+    two-stage tests had grown the test process to 3 GiB every attack case read 3138 MiB)."""
+    held = np.ones(3 << 27, np.float32)  # 1.5 GiB, touched
+    try:
+        r = run_cli(["--version"], limit=0)
+        (m,) = run_cli_many([["--version"]], limit=0)
+    finally:
+        del held
+    assert r.rc == 0 and "refnet" in r.stdout
+    assert 0 < r.peak_mib < 600 and 0 < m.peak_mib < 600, (r.peak_mib, m.peak_mib)
