@@ -299,7 +299,12 @@ def test_choice_and_switch(monkeypatch):
     # without a residual: at least WIDE_PLAIN_MIN_M rows, switch WIDE_PLAIN
     assert PG.choose("gemm1x1", f32, 1, 64, 256, 3136, stride1=True) == "packedwide"
     assert PG.choose("gemm1x1", f32, 1, 32, 256, 729, stride1=True) == "packedwide"  # (the few-row rule below)
-    assert PG.choose("gemm1x1", f32, 1, 512, 512, 361, stride1=True) == "gemm1x1"  # (maps of 784..3136 pixels)
+    assert PG.choose("gemm1x1", f32, 1, 512, 512, 361, stride1=True) == "packedwide"  # (WIDE_PLAIN_MID: 197..783 px)
+    monkeypatch.setattr(PG, "WIDE_PLAIN_MID", False)  # (then the BLAS below 784 pixels)
+    assert PG.choose("gemm1x1", f32, 1, 512, 512, 361, stride1=True) == "gemm1x1"
+    assert PG.choose("gemm1x1", f32, 1, 512, 128, 784, stride1=True) == "packedwide"
+    monkeypatch.setattr(PG, "WIDE_PLAIN_MID", True)
+    assert PG.choose("gemm1x1", f32, 1, 512, 512, 196, stride1=True) == "packed"  # (the packed GEMM up to MAX_N)
     assert PG.choose("gemm1x1", f32, 1, 128, 64, 5625, stride1=True) == "gemm1x1"
     assert PG.choose("gemm1x1", f32, 1, 128, 512, 784, stride1=True) == "packedwide"
     monkeypatch.setattr(PG, "WIDE_PLAIN", False)
@@ -327,7 +332,7 @@ def test_choice_and_switch(monkeypatch):
     assert PG.choose("gemm1x1", f32, 1, 512, 128, 784, **plain) == "packedwide"  # (the 784..3136-pixel rule)
     assert PG.choose("gemm1x1", f32, 1, 128, 256, 3136, **plain) == "packedwide"
     assert PG.choose("gemm1x1", f32, 1, 512, 256, 1600, **plain) == "packedwide"
-    assert PG.choose("gemm1x1", f32, 1, 512, 256, 361, **plain) == "gemm1x1"
+    assert PG.choose("gemm1x1", f32, 1, 512, 256, 361, **plain) == "packedwide"  # (WIDE_PLAIN_MID)
     assert PG.choose("gemm1x1", f32, 1, 16, 64, 3025) == "gemm1x1"  # strided
     monkeypatch.setattr(PG, "WIDE_PLAIN", False)
     assert PG.choose("gemm1x1", f32, 1, 16, 64, 3025, **plain) == "gemm1x1"
