@@ -120,6 +120,9 @@ def test_yolo_size_not_a_multiple_of_the_stride_says_so(models, images_dir, tmp_
     assert "multiples of 32" in err and "--size 320 320" in err and "352 352" in err, err
     code, out, err = run(capsys, "run", cfg, weights, "--image", img, "--size", 352, 320, "-o", tmp_path / "d.png")
     assert code == 0, err
+    # compare said only what cv2 said ("Inconsistent shape for ConcatLayer"): refnet's reason and the hint
+    code, out, err = run(capsys, "compare", cfg, weights, "--image", img, "--size", 333, 333)
+    assert code == 2 and "concat inputs differ" in err and "multiples of 32" in err and "OpenCV" not in err, err
 
 
 def test_classify_on_yolo_refuses(models, images_dir, capsys):
