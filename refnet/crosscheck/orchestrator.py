@@ -54,7 +54,8 @@ from refnet.crosscheck.verdict import decide
 
 __all__ = ["compare", "CHUNK_BYTES"]
 
-CHUNK_BYTES = 64 * 2**20  # the most per-layer backend output asked for in one pass (cv2 holds ~2-3x that)
+CHUNK_BYTES = 64 * 2**20  # the most per-layer backend output asked for in one pass (cv2 holds ~2-3x that),
+#                          plus the earlier layers that pass re-asks for its local errors (_inputs_again)
 
 
 def compare(net: Any, x: np.ndarray | Mapping[str, np.ndarray], *, cv2_fusion: bool = True,
