@@ -90,7 +90,8 @@ class ShapeError(RefnetError, ValueError):
 
     ``layer`` names the layer concerned, when known; ``expected`` / ``got`` what was wanted and
     found; ``inputs`` the net input shapes of the forward pass or shape inference that failed
-    (``{name: shape}``), so a user can tell which of the sizes they chose a layer could not take.
+    (``{name: shape}``), so a user can tell which of the sizes they chose a layer could not take;
+    ``hint`` what to do about it, when the caller knows (it ends the message).
     """
 
     def __init__(
@@ -101,26 +102,35 @@ class ShapeError(RefnetError, ValueError):
         expected: object = None,
         got: object = None,
         inputs: Mapping[str, tuple[int, ...]] | None = None,
+        hint: str | None = None,
     ) -> None:
         self.message = message
         self.layer = layer
         self.expected = expected
         self.got = got
         self.inputs = {k: tuple(v) for k, v in inputs.items()} if inputs else None
+        self.hint = hint
         text = f"layer {layer!r}: {message}" if layer else message
         if expected is not None or got is not None:
             text += f" (expected {expected}, got {got})"
         if self.inputs:
             shapes = ", ".join(f"{k!r} has shape {v}" for k, v in self.inputs.items())
             text += f" (net input {shapes})" if len(self.inputs) == 1 else f" (net inputs: {shapes})"
+        if hint:
+            text += f"; {hint}"
         super().__init__(text)
 
     def with_context(self, *, layer: str | None = None,
                      inputs: Mapping[str, tuple[int, ...]] | None = None) -> ShapeError:
         """A copy that also names ``layer`` and the net ``inputs`` (what it already names wins);
-        message, expected and got are kept."""
+        message, expected, got and hint are kept."""
         return ShapeError(self.message, layer=self.layer or layer, expected=self.expected, got=self.got,
-                          inputs=self.inputs or inputs)
+                          inputs=self.inputs or inputs, hint=self.hint)
+
+    def with_hint(self, hint: str) -> ShapeError:
+        """A copy that ends with ``hint`` (what the user can do); the rest is kept."""
+        return ShapeError(self.message, layer=self.layer, expected=self.expected, got=self.got,
+                          inputs=self.inputs, hint=hint)
 
 
 class BudgetError(RefnetError):

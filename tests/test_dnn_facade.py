@@ -345,6 +345,34 @@ def test_nmsboxes_is_cv2s(boxes, data, score_thr, nms_thr, eta, top_k, integer):
         assert got.tolist() == want.tolist()
 
 
+_side = st.one_of(st.integers(-4, 4), st.floats(-4, 4))
+_any_box = st.tuples(st.floats(0, 6), st.floats(0, 6), _side, _side)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(boxes=st.lists(_any_box, min_size=1, max_size=12), data=st.data(),
+       nms_thr=st.sampled_from([0.0, 0.3, 0.47, 1.0]), eta=st.sampled_from([1.0, 0.5]), integer=st.booleans())
+def test_nmsboxes_with_negative_sizes_is_cv2s(boxes, data, nms_thr, eta, integer):
+    """Boxes of negative width or height (a decoder gone wrong): cv2's Rect2d area is width * height,
+    signed, such a box intersects nothing, and two boxes whose areas sum to <= DBL_EPSILON overlap
+    fully. refnet's kernel counted an inverted box's area as 0, so [36, 35, -5, -1] (area 5) and
+    [34, 1, 8, 0] (area 0) overlapped fully and the second was dropped; cv2 keeps both."""
+    scores = data.draw(st.lists(st.floats(0, 1, width=32), min_size=len(boxes), max_size=len(boxes)))
+    bl = [[int(v) for v in b] if integer else [float(v) for v in b] for b in boxes]
+    want = cv2.dnn.NMSBoxes(bl, scores, 0.0, nms_thr, eta)
+    got = dnn.NMSBoxes(bl, scores, 0.0, nms_thr, eta)
+    assert list(got) == list(want), (bl, scores)
+
+
+def test_nmsboxes_negative_sizes_named_case():
+    b, s = [[36, 35, -5, -1], [34, 1, 8, 0]], [0.89, 0.77]
+    assert dnn.NMSBoxes(b, s, 0.4, 0.47).tolist() == cv2.dnn.NMSBoxes(b, s, 0.4, 0.47).tolist() == [0, 1]
+    # one negative side: area -5, and with a box of area <= 5 the sum is <= 0: "identical", suppressed
+    b2 = [[36, 35, -5, 1], [0, 0, 2, 2], [50, 50, 3, 3]]
+    assert dnn.NMSBoxes(b2, [0.9, 0.8, 0.7], 0.0, 0.5).tolist() == cv2.dnn.NMSBoxes(
+        b2, [0.9, 0.8, 0.7], 0.0, 0.5).tolist() == [0, 2]
+
+
 def test_nmsboxes_named_cases():
     b = [[0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 5, 5]]
     s = [0.9, 0.8, 0.7]

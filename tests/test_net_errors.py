@@ -203,3 +203,35 @@ def test_load_refuses_files_of_two_frameworks_and_keywords_its_reader_lacks(tmp_
     with pytest.raises(ModelFormatError, match=r"is a folder, not a model file; give the model files in it "
                                                r"\(enet.net, .*yolo.weights\)"):
         refnet.load(tmp_path)  # not "cannot tell the framework from the extension ''"
+
+
+# ---- set_num_threads: an integer >= 1 or "auto", nothing else ------------------------------------------
+@pytest.mark.parametrize("bad", [1.5, 2.0, None, True, "2", 0, -1])
+def test_set_num_threads_refuses_what_is_not_a_count(bad):
+    """``set_num_threads(1.5)`` silently became 1 and ``None`` gave int()'s raw TypeError; cv2's
+    ``setNumThreads`` refuses floats (even 2.0) and bools too. A clear ValueError naming what is
+    accepted, for the count and for ``blas``; the thread setting is left as it was."""
+    cv2 = pytest.importorskip("cv2")
+    from refnet.runtime import threads as T
+
+    if isinstance(bad, (float, bool, str)):
+        with pytest.raises(TypeError):
+            cv2.setNumThreads(bad)
+    before = (T.mode(), T.get_num_threads())
+    with pytest.raises(ValueError, match=r"integer >= 1 or 'auto'") as e:
+        refnet.set_num_threads(bad)
+    assert repr(bad) in str(e.value)
+    with pytest.raises(ValueError, match=r"blas.*integer >= 1 or None"):
+        refnet.set_num_threads(1, blas=bad if bad is not None else 1.5)
+    assert (T.mode(), T.get_num_threads()) == before
+
+
+def test_set_num_threads_takes_numpy_integers_and_auto():
+    from refnet.runtime import threads as T
+
+    try:
+        assert refnet.set_num_threads(np.int64(1)) == 1 and T.mode() == "explicit"
+        assert refnet.set_num_threads(1, blas=np.int32(1)) == 1
+    finally:
+        refnet.set_num_threads("auto")
+    assert T.mode() == "auto"

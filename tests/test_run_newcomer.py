@@ -99,6 +99,32 @@ def test_task_inference_where_the_net_says_it(models):
     assert infer_task(zoo.find("mtcnn-det1").load())[0] is None  # P-Net's maps: the net does not say
 
 
+def test_yolo_size_not_a_multiple_of_the_stride_says_so(models, images_dir, tmp_path, capsys):
+    """--size 333 333 on yolo-fastest (downsampling 32, a route joins the 10x10 and 20x20 maps)
+    failed with "concat inputs differ ..." alone; the error now says the size must be a multiple of
+    the net's stride and suggests the nearest ones. cv2.dnn is the oracle: it refuses 333 too
+    (an inconsistent concat) and takes 352."""
+    cfg = require_model(models, "yolo_fastest_darknet/yolo-fastest-1.1.cfg")
+    weights = require_model(models, "yolo_fastest_darknet/yolo-fastest-1.1.weights")
+    img = images_dir / "darknet_dog.jpg"
+    net = cv2.dnn.readNetFromDarknet(str(cfg), str(weights))
+    for side, ok in ((333, False), (352, True)):
+        net.setInput(cv2.dnn.blobFromImage(cv2.imread(str(img)), 1 / 255, (side, side)))
+        if ok:
+            net.forward(net.getUnconnectedOutLayersNames())
+        else:
+            with pytest.raises(cv2.error, match="(?i)concat"):
+                net.forward(net.getUnconnectedOutLayersNames())
+    code, out, err = run(capsys, "run", cfg, weights, "--image", img, "--size", 333, 333, "-o", tmp_path / "d.png")
+    assert code == 2 and "concat inputs differ" in err, err
+    assert "multiples of 32" in err and "--size 320 320" in err and "352 352" in err, err
+    code, out, err = run(capsys, "run", cfg, weights, "--image", img, "--size", 352, 320, "-o", tmp_path / "d.png")
+    assert code == 0, err
+    # compare said only what cv2 said ("Inconsistent shape for ConcatLayer"): refnet's reason and the hint
+    code, out, err = run(capsys, "compare", cfg, weights, "--image", img, "--size", 333, 333)
+    assert code == 2 and "concat inputs differ" in err and "multiples of 32" in err and "OpenCV" not in err, err
+
+
 def test_classify_on_yolo_refuses(models, images_dir, capsys):
     require_model(models, "yolo_fastest_darknet/yolo-fastest-1.1.cfg")
     code, out, err = run(capsys, "run", "--zoo", "yolo-fastest-1.1", "--image", images_dir / "darknet_dog.jpg",

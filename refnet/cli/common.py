@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["MODEL_FILES_HELP", "add_model_args", "CvMeanAction", "cv_mean", "MEAN_NOTE", "image_labels",
-           "finite_float"]
+           "finite_float", "stride_hint"]
 
 MODEL_FILES_HELP = "model files (.prototxt/.caffemodel, .t7/.net, .cfg/.weights, .onnx); or use --zoo"
 
@@ -73,3 +73,38 @@ def image_labels(images: list[str]) -> list[str]:
             pick, k = f"{name}_{k}", k + 1
         labels.append(pick)
     return labels
+
+
+def stride_hint(net: Any, inputs: dict[str, tuple[int, ...]] | None) -> str | None:
+    """What to say when ``net`` failed on an image input of shape ``inputs`` (a ShapeError's
+    ``inputs``) whose height or width is not a multiple of the net's stride: the largest
+    downsampling of a feature map at the net's declared input size (YOLO: 32; its routes join maps
+    of two scales, which line up only at multiples of it). None when the net declares no size or
+    does not downsample, or the size is a multiple already (then the stride is not the cause)."""
+    if not inputs or len(inputs) != 1:
+        return None
+    (name, shape), = inputs.items()
+    declared = tuple((getattr(net, "input_shapes", None) or {}).get(name) or ())
+    if len(shape) != 4 or len(declared) != 4 or declared == tuple(shape) or min(declared[2:]) <= 0:
+        return None
+    try:
+        shapes = net.infer_shapes({name: declared})
+    except Exception:  # noqa: BLE001 - the declared size fails too: the stride is not the cause
+        return None
+    dh, dw = declared[2], declared[3]
+    strides = [dh // s[2] for s in shapes.values() if len(s) == 4 and s[2] > 0 and s[3] > 0
+               and dh % s[2] == 0 and dw % s[3] == 0 and dh // s[2] == dw // s[3]]
+    stride = max(strides, default=1)
+    h, w = shape[2], shape[3]
+    if stride <= 1 or (h % stride == 0 and w % stride == 0):
+        return None
+
+    def near(v: int) -> tuple[int, int]:  # the multiples of the stride below and above v (v itself twice)
+        lo = max(stride, v // stride * stride)
+        return (lo, lo) if lo >= v or v % stride == 0 else (lo, lo + stride)
+
+    (w0, w1), (h0, h1) = near(w), near(h)
+    sizes = dict.fromkeys([f"--size {w0} {h0}", f"--size {w1} {h1}"])
+    return (f"the net downsamples by {stride} (at its declared size {dw}x{dh}) and joins feature maps of "
+            f"different scales: the input width and height must be multiples of {stride}, e.g. "
+            + " or ".join(sizes))

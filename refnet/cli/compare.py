@@ -128,6 +128,8 @@ def _compare_one(args: Any, rm: Any, x: Any, label: str, precisions: tuple[str, 
 
     if two_stage.is_two_stage(rm.net):  # Faster R-CNN / R-FCN: data + im_info [[H, W, 1]]
         x = two_stage.feeds(rm.net, x)
+    elif not is_onnx(rm.net):  # (an ONNX net is loaded again for the blob's shape below)
+        _check_stride(rm.net, x)
     net, extra, onnx_notes = rm.net, {}, []
     if is_onnx(net):
         net = onnx_net_for(net, x)
@@ -143,6 +145,24 @@ def _compare_one(args: Any, rm: Any, x: Any, label: str, precisions: tuple[str, 
                   local_errors=getattr(args, "local_errors", "all"), **extra)
     rep.notes[:0] = rm.notes + (onnx_notes if extra else [])
     return rep
+
+
+def _check_stride(net: Any, x: Any) -> None:
+    """A blob whose size is not a multiple of the net's stride (YOLO at --size 333 333): refnet's
+    shape error with the hint (:func:`refnet.cli.common.stride_hint`) before any backend runs; cv2
+    said only "Inconsistent shape for ConcatLayer". Other shape errors are left to the compare."""
+    from refnet.cli.common import stride_hint
+    from refnet.errors import ShapeError
+
+    if len(net.input_names) != 1 or getattr(x, "ndim", 0) != 4:
+        return
+    given = {net.input_names[0]: tuple(x.shape)}
+    try:
+        net.infer_shapes(given)
+    except ShapeError as e:
+        hint = stride_hint(net, e.inputs or given)
+        if hint is not None:
+            raise e.with_context(inputs=given).with_hint(hint) from e
 
 
 def _write_plot(plot: str, rep: Any, label: str | None, err: Any) -> None:

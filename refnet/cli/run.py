@@ -71,6 +71,8 @@ def run_command(args: Any, out: Any = None, err: Any = None) -> int:
     import tempfile
 
     from refnet import pipelines
+    from refnet.cli.common import stride_hint
+    from refnet.errors import ShapeError
     from refnet.generate import SEEDED_NOTE
     from refnet.resolver import image_files, resolve_model, size_input_shape
     from refnet.taskcheck import check_task, infer_task
@@ -106,8 +108,14 @@ def run_command(args: Any, out: Any = None, err: Any = None) -> int:
         outs = _out_paths(images, args.out, task)
         docs = []
         for path, dest in zip(images, outs):
-            result = pipelines.run_task(rm.net, pipelines.read_image(path), task, entry=rm.entry,
-                                        labels=args.labels or rm.labels, precision=args.precision, **opts)
+            try:
+                result = pipelines.run_task(rm.net, pipelines.read_image(path), task, entry=rm.entry,
+                                            labels=args.labels or rm.labels, precision=args.precision, **opts)
+            except ShapeError as e:  # e.g. YOLO at --size 333 333: say the size must be a multiple of 32
+                hint = None if e.hint else stride_hint(rm.net, e.inputs)
+                if hint is None:
+                    raise
+                raise e.with_hint(hint) from e
             print(result.summary, file=out)
             if rm.seeded:
                 result.data["seeded"] = True

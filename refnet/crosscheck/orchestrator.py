@@ -8,7 +8,9 @@ Named phases (:class:`_Run`):
 3. ``layer_pass`` -- one pass in execution order over the streamed reference: for every layer
    and candidate the accumulated error (vs refnet's output of the layer) and the local error (vs
    refnet's float64 kernel on the candidate's own inputs), judged at once (:meth:`_Run.judge`);
-   per-layer backends run in chunks of layers so that only what the current layer needs is held;
+   per-layer backends run in chunks of layers so that only what the current layer needs is held
+   (each chunk's run also returns the earlier layers its local errors read: inputs and output of
+   a local error always come from one run of the backend);
 4. ``tasks`` -- task-level agreement of the outputs (tie-aware);
 5. ``verdict`` -- one verdict (:mod:`refnet.crosscheck.verdict`).
 
@@ -52,7 +54,8 @@ from refnet.crosscheck.verdict import decide
 
 __all__ = ["compare", "CHUNK_BYTES"]
 
-CHUNK_BYTES = 64 * 2**20  # the most per-layer backend output asked for in one pass (cv2 holds ~2-3x that)
+CHUNK_BYTES = 64 * 2**20  # the most per-layer backend output asked for in one pass (cv2 holds ~2-3x that),
+#                          plus the earlier layers that pass re-asks for its local errors (_inputs_again)
 
 
 def compare(net: Any, x: np.ndarray | Mapping[str, np.ndarray], *, cv2_fusion: bool = True,
@@ -127,8 +130,11 @@ class _Chunked:
     """A per-layer candidate: asks its backend for the layers in chunks, in execution order."""
 
     def __init__(self, cand: Candidate, feeds: Mapping[str, np.ndarray], chunks: list[list[str]],
-                 timer: Callable[[str, float], None], key: str) -> None:
+                 timer: Callable[[str, float], None], key: str, again: list[list[str]] | None = None) -> None:
         self.cand, self.feeds, self.chunks, self.timer, self.key = cand, feeds, chunks, timer, key
+        #: per chunk, earlier chunks' layers asked for again in its run (their values are replaced
+        #: by that run's: a local error reads its inputs from the run its layer's output came from)
+        self.again = again or [[] for _ in chunks]
         self.where = {n: i for i, ch in enumerate(chunks) for n in ch}
         self.loaded = -1
         self.values: dict[str, np.ndarray] = {}
@@ -141,7 +147,7 @@ class _Chunked:
         while self.loaded < i:
             self.loaded += 1
             t = time.perf_counter()
-            got = self.cand.run(self.feeds, self.chunks[self.loaded])
+            got = self.cand.run(self.feeds, self.chunks[self.loaded] + self.again[self.loaded])
             self.values.update(got)
             self.fresh.extend(got)
             self.timer(self.key, time.perf_counter() - t)
@@ -235,7 +241,37 @@ class _Run:
             chunks[-1].append(n)
             size += b
         key = "cv2 " + c.label.split("(", 1)[-1].rstrip(")") if c.id.startswith("cv2") else c.id
-        return _Chunked(c, self.feeds, chunks, self.time, key)
+        return _Chunked(c, self.feeds, chunks, self.time, key, self._inputs_again(chunks))
+
+    def _inputs_again(self, chunks: list[list[str]]) -> list[list[str]]:
+        """Per chunk, the layers of earlier chunks whose outputs its layers' local errors read
+        (directly, through a tensor the backend does not return, as :class:`LocalInputs` recomputes
+        it, or as a MaxUnpool's pooling input): asked for again in that chunk's run, so that a
+        local error never pairs a layer's output with inputs from another run of the backend
+        (cv2 4.x fuses differently when other tensors are exposed: PP-OCRv4's false DIFFER)."""
+        home = {n: i for i, ch in enumerate(chunks) for n in ch}
+        pools = TI.unpool_pools(self.nodes, self.prods)
+        out: list[list[str]] = []
+        for i, ch in enumerate(chunks):
+            want: dict[str, None] = {}
+            for name in ch:
+                node = self.nodes[self.index[name]]
+                todo = [(t, 8) for t in node.inputs]
+                if name in pools:
+                    todo += [(t, 8) for t in pools[name].inputs[:1]]
+                seen: set[str] = set()
+                while todo:
+                    t, depth = todo.pop()
+                    if t in seen or t in self.feeds:
+                        continue
+                    seen.add(t)
+                    if t in home:
+                        if home[t] < i:
+                            want[t] = None
+                    elif depth > 0 and t in self.prods:
+                        todo += [(u, depth - 1) for u in self.prods[t].inputs]
+            out.append(list(want))
+        return out
 
     # ---- phase 2 --------------------------------------------------------------------------------
     def outputs_only(self) -> None:

@@ -62,6 +62,7 @@ refnet.runtime.smallnet); numba's count is applied when it loads.
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import sys
 import time
@@ -301,6 +302,11 @@ def _numba_default_threads() -> int:
         return available_cores()
 
 
+def _is_count(v: object) -> bool:
+    """An integer (Python or NumPy, not a bool) >= 1."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool) and int(v) >= 1
+
+
 def set_num_threads(n: int | str, blas: int | None = None) -> int:
     """Use ``n`` threads for numba kernels, the BLAS (threadpoolctl; ``blas`` if given) and,
     if imported, cv2; ``n="auto"`` returns to the default (see the module docstring).
@@ -310,15 +316,15 @@ def set_num_threads(n: int | str, blas: int | None = None) -> int:
     where other processes hold cores, OpenBLAS with several threads ran each GEMM up to 5x
     slower than with one (its threads wait for each other at every call): ``blas=1`` keeps
     the GEMMs single-threaded while numba's kernels use ``n`` threads."""
-    if isinstance(n, str):
-        if n != "auto":
-            raise ValueError(f"thread count must be an integer >= 1 or 'auto', got {n!r}")
+    if blas is not None and not _is_count(blas):
+        raise ValueError(f"blas thread count must be an integer >= 1 or None, got {blas!r}")
+    if isinstance(n, str) and n == "auto":
         # (auto_n, the last auto decision, stays: the hysteresis of decide() starts from it)
         _STATE.update(auto=True, numba=None, blas=None, checked=-1e9, blas_applied=None)
         return before_forward(force=True)
+    if not _is_count(n):  # (int(1.5) was 1, silently; cv2.setNumThreads refuses floats too)
+        raise ValueError(f"thread count must be an integer >= 1 or 'auto', got {n!r}")
     n = int(n)
-    if n < 1 or (blas is not None and int(blas) < 1):
-        raise ValueError(f"thread count must be >= 1, got {n if n < 1 else blas}")
     b = int(blas) if blas is not None else _blas_for(n)
     _STATE.update(auto=False, numba=n, blas=b, blas_applied=None)
     return _apply(n, b)
