@@ -88,6 +88,16 @@ def test_huge_constant_of_shape_is_refused_without_allocating():
     assert peak < 64 << 20
 
 
+def _refused_with_peak(data: bytes) -> int:
+    """Read the ONNX file ``data`` (refused: a ModelFormatError); the peak bytes Python allocated meanwhile."""
+    tracemalloc.start()
+    try:
+        assert F.run_case(F.Case("onnx", {"onnx": data})) == "ModelFormatError"
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def _folding_model(nodes, inits) -> bytes:
     """x -> Relu -> y, plus ``nodes`` computing constants at load from ``inits`` (int64 arrays)."""
     from onnx import TensorProto as T
@@ -130,13 +140,7 @@ def test_folds_whose_size_follows_from_values_are_refused_before_computing(case)
     else:
         nodes = [_int8_constant_of_shape("s", "t"), H.make_node("NonZero", ["t"], ["g"])]
         inits = {"s": [1, 1, 1, 1, 1 << 22]}
-    data = _folding_model(nodes, inits)
-    tracemalloc.start()
-    try:
-        assert F.run_case(F.Case("onnx", {"onnx": data})) == "ModelFormatError"
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    peak = _refused_with_peak(_folding_model(nodes, inits))
     assert peak < 16 << 20, f"{peak / 2**20:.0f} MiB"
 
 
@@ -145,13 +149,8 @@ def test_folded_constants_are_bounded_in_all():
     ~1 KB: 640 MiB computed at load. The reader stops past MAX_FOLDED_BYTES (256 MiB) in all."""
     from refnet.weights_import.onnx import MAX_FOLDED_BYTES
 
-    data = _folding_model([_int8_constant_of_shape("s", f"c{i}") for i in range(40)], {"s": [1 << 24]})
-    tracemalloc.start()
-    try:
-        assert F.run_case(F.Case("onnx", {"onnx": data})) == "ModelFormatError"
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    peak = _refused_with_peak(_folding_model([_int8_constant_of_shape("s", f"c{i}") for i in range(40)],
+                                             {"s": [1 << 24]}))
     assert peak < MAX_FOLDED_BYTES + (32 << 20), f"{peak / 2**20:.0f} MiB"
 
 
