@@ -92,8 +92,10 @@ def iou_reference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 # ---- NMS ----------------------------------------------------------------------------------
 # Overlap rules: "onnx" = ONNX NonMaxSuppression (plain IoU as "caffe", compared in float64;
-# reference loop only), "cv2" = cv2.dnn.NMSBoxes (Rect2d jaccardDistance: two zero-area boxes overlap
-# fully), "caffe" = Caffe-SSD JaccardOverlap on normalized boxes, "caffe+1" = cv2's
+# reference loop only), "cv2" = cv2.dnn.NMSBoxes (Rect2d jaccardDistance: a box's area is its signed
+# width * height, so an inverted box (x2 < x1 or y2 < y1, a negative width or height given to NMSBoxes)
+# has a negative or positive area, not 0, and intersects nothing; two boxes whose areas sum to at most
+# DBL_EPSILON overlap fully), "caffe" = Caffe-SSD JaccardOverlap on normalized boxes, "caffe+1" = cv2's
 # DetectionOutput with normalized_bbox=false (pixel boxes, sizes (w+1)*(h+1)), "frcnn" =
 # py-faster-rcnn's nms (pixel boxes, intersection max(0, iw+1) * max(0, ih+1): boxes less than one
 # pixel apart still overlap).
@@ -112,14 +114,14 @@ def _greedy_nms_jit(boxes, order, classes, thr, eta, rule, limit):  # pragma: no
     for t in range(n):
         i = order[t]
         x1, y1, x2, y2 = boxes[i, 0], boxes[i, 1], boxes[i, 2], boxes[i, 3]
-        ai = (x2 - x1 + plus) * (y2 - y1 + plus) if (x2 >= x1 and y2 >= y1) else 0.0
+        ai = (x2 - x1 + plus) * (y2 - y1 + plus) if (rule == 0 or (x2 >= x1 and y2 >= y1)) else 0.0
         ok = True
         for q in range(nk):
             j = keep[q]
             if classes[j] != classes[i]:
                 continue
             u1, v1, u2, v2 = boxes[j, 0], boxes[j, 1], boxes[j, 2], boxes[j, 3]
-            aj = (u2 - u1 + plus) * (v2 - v1 + plus) if (u2 >= u1 and v2 >= v1) else 0.0
+            aj = (u2 - u1 + plus) * (v2 - v1 + plus) if (rule == 0 or (u2 >= u1 and v2 >= v1)) else 0.0
             iw = min(x2, u2) - max(x1, u1)
             ih = min(y2, v2) - max(y1, v1)
             if rule == 2:
@@ -158,7 +160,7 @@ def _overlap_rows(box: np.ndarray, others: np.ndarray, rule: str) -> np.ndarray:
     plus = 1.0 if rule in ("caffe+1", "frcnn") else 0.0
 
     def size(b: np.ndarray) -> np.ndarray:
-        valid = (b[..., 2] >= b[..., 0]) & (b[..., 3] >= b[..., 1])
+        valid = (b[..., 2] >= b[..., 0]) & (b[..., 3] >= b[..., 1]) if rule != "cv2" else True  # (cv2: signed)
         return np.where(valid, (b[..., 2] - b[..., 0] + plus) * (b[..., 3] - b[..., 1] + plus), 0.0)
 
     iw = np.minimum(box[..., 2], others[..., 2]) - np.maximum(box[..., 0], others[..., 0])

@@ -596,7 +596,7 @@ def NMSBoxes(bboxes: Sequence[Sequence[float]] | np.ndarray, scores: Sequence[fl
     """cv2.dnn.NMSBoxes: boxes are (x, y, w, h); candidates have score > ``score_threshold``;
     greedy by descending score, a box is dropped when IoU > ``nms_threshold`` (times ``eta``
     after each keep while above 0.5); ``top_k`` > 0 keeps that many candidates; a box of negative
-    width or height has cv2's signed area ``w * h`` (:func:`_nms_signed_areas`). Returns the
+    width or height has cv2's signed area ``w * h`` (the kernel's "cv2" overlap rule). Returns the
     kept indices as an int32 array, or ``()`` when none is kept (as cv2 4.x does)."""
     from refnet.kernels import nms
 
@@ -609,48 +609,8 @@ def NMSBoxes(bboxes: Sequence[Sequence[float]] | np.ndarray, scores: Sequence[fl
     if s.ndim != 1 or len(s) != len(b):
         raise ShapeError("NMSBoxes: one score per box", expected=(len(b),), got=s.shape)
     xyxy = np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], axis=1)
-    if np.any((b[:, 2] < 0) | (b[:, 3] < 0)):
-        keep = _nms_signed_areas(xyxy, s, float(nms_threshold), float(score_threshold), int(top_k), float(eta))
-    else:
-        keep = nms(xyxy, s, float(nms_threshold), float(score_threshold), int(top_k) if top_k > 0 else None,
-                   float(eta))
+    keep = nms(xyxy, s, float(nms_threshold), float(score_threshold), int(top_k) if top_k > 0 else None, float(eta))
     return np.asarray(keep, dtype=np.int32) if len(keep) else ()
-
-
-def _nms_signed_areas(xyxy: np.ndarray, s: np.ndarray, thr: float, score_threshold: float, top_k: int,
-                      eta: float) -> list[int]:
-    """NMSBoxes with boxes of negative width or height, as cv2 computes it (``jaccardDistance`` on
-    ``Rect2d``): a box's area is ``width * height``, signed (two negative sides: positive); such a
-    box intersects nothing; two boxes whose areas sum to <= DBL_EPSILON overlap fully (IoU 1). The
-    kernel ``nms`` counts an inverted box's area as 0, which is right for its corner boxes but not
-    cv2's rule for ``(x, y, w, h)``. Otherwise the kernel's rules: candidates above the threshold by
-    descending score (ties: lower index first), float32 comparisons, ``eta``, a NaN coordinate in
-    either box suppresses."""
-    s64 = s.astype(np.float64)
-    idx = np.flatnonzero(s64 > float(np.float32(score_threshold)))
-    order = idx[np.argsort(-s64[idx], kind="stable")]
-    if top_k > 0:
-        order = order[:top_k]
-    area = (xyxy[:, 2] - xyxy[:, 0]) * (xyxy[:, 3] - xyxy[:, 1])
-    nan = np.isnan(xyxy).any(axis=1)
-    empty = (xyxy[:, 2] <= xyxy[:, 0]) | (xyxy[:, 3] <= xyxy[:, 1])
-    eps = float(np.finfo(np.float64).eps)
-    keep: list[int] = []
-    adaptive = np.float32(thr)
-    for i in order:
-        k = np.asarray(keep, dtype=np.int64)
-        iw = np.minimum(xyxy[i, 2], xyxy[k, 2]) - np.maximum(xyxy[i, 0], xyxy[k, 0])
-        ih = np.minimum(xyxy[i, 3], xyxy[k, 3]) - np.maximum(xyxy[i, 1], xyxy[k, 1])
-        inter = np.where((iw > 0) & (ih > 0) & ~empty[i] & ~empty[k], iw * ih, 0.0)
-        both = area[i] + area[k]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            ov = np.where(both <= eps, 1.0, inter / (both - inter))
-        ov = np.where(nan[i] | nan[k], np.nan, ov)
-        if np.all(ov.astype(np.float32) <= adaptive):
-            keep.append(int(i))
-            if eta < 1 and adaptive > 0.5:
-                adaptive = np.float32(adaptive * np.float32(eta))
-    return keep
 
 
 def NMSBoxesBatched(bboxes: Sequence[Sequence[float]] | np.ndarray, scores: Sequence[float] | np.ndarray,  # noqa: N802
