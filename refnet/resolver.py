@@ -243,10 +243,10 @@ def preprocess_for(rm: ResolvedModel, *, scale: float | None = None, size: Seque
     return dataclasses.replace(pre, **change) if change else pre
 
 
-def size_input_shape(files: Sequence[str], size: Sequence[int]) -> tuple[int, ...] | None:
-    """The input shape ``--size W H`` asks for: 1x3xHxW, except that an ONNX file's own fixed batch
-    and channel dims are kept (a grayscale model stays 1-channel); None for a file that is not
-    ONNX (other readers take the blob's shape at run time)."""
+def size_input_shape(files: Sequence[str], size: Sequence[int], batch: int = 1) -> tuple[int, ...] | None:
+    """The input shape ``--size W H`` asks for: ``batch`` x3xHxW, except that an ONNX file's own
+    fixed batch and channel dims are kept (a grayscale model stays 1-channel); None for a file that
+    is not ONNX (other readers take the blob's shape at run time)."""
     if not files or Path(files[0]).suffix.lower() != ".onnx":
         return None
     from refnet.weights_import.onnx import declared_input_dims
@@ -254,9 +254,9 @@ def size_input_shape(files: Sequence[str], size: Sequence[int]) -> tuple[int, ..
     w, h = int(size[0]), int(size[1])
     dims = declared_input_dims(files[0])
     if dims is None or len(dims) != 4:
-        return (1, 3, h, w)
+        return (batch, 3, h, w)
     fixed = [d if isinstance(d, int) and d > 0 else None for d in dims]
-    return (fixed[0] or 1, fixed[1] or 3, h, w)
+    return (fixed[0] or batch, fixed[1] or 3, h, w)
 
 
 def onnx_batch(net: Any) -> int:

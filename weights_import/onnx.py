@@ -397,20 +397,13 @@ def _input_shapes(graph: Message, consts: Mapping[str, np.ndarray], given: Mappi
 def declared_input_dims(path: str | os.PathLike) -> tuple[int | str | None, ...] | None:
     """The declared dims of the file's first run-time graph input (an int, a ``dim_param``
     string or None each), None when it declares none; refnet errors as :func:`read_onnx`."""
-    file = str(path)
-    graph = parse_model(_read_file(path, file), file).get("graph")
-    if graph is None:
-        return None
-    inits = {t.get("name") or "" for t in graph.get("initializer")}
-    for vi in graph.get("input"):
-        if (vi.get("name") or "") not in inits:
-            return _declared_shape(vi)[0]
-    return None
+    return next(iter(declared_inputs(path).values()), None)
 
 
 def declared_inputs(path: str | os.PathLike) -> dict[str, tuple[int | str | None, ...] | None]:
-    """The file's run-time graph inputs (initializers excluded) with their declared dims, in
-    order, as :func:`declared_input_dims` gives them; refnet errors as :func:`read_onnx`."""
+    """The file's run-time graph inputs (initializers excluded) with their declared dims (an int,
+    a ``dim_param`` string or None each; None without a shape), in order; refnet errors as
+    :func:`read_onnx`."""
     file = str(path)
     graph = parse_model(_read_file(path, file), file).get("graph")
     if graph is None:

@@ -18,15 +18,8 @@ def _load(args: Any) -> tuple[Any, list[str], str]:
     """The net, its files and name, from refnet.resolver (zoo names, sidecars, --seeded-weights)."""
     from refnet.resolver import resolve_model, size_input_shape
 
-    shape = None
-    if args.input_size and not args.zoo:  # an ONNX file's symbolic dims are fixed at load: the asked size
-        shape = size_input_shape(args.model, args.input_size)
-        if shape is not None and args.batch > 1:
-            from refnet.weights_import.onnx import declared_input_dims
-
-            dims = declared_input_dims(args.model[0])
-            if not dims or not (isinstance(dims[0], int) and dims[0] > 0):  # a symbolic batch: --batch
-                shape = (args.batch, *shape[1:])
+    # an ONNX file's symbolic dims are fixed at load: the asked size (and --batch for a symbolic batch)
+    shape = size_input_shape(args.model, args.input_size, args.batch) if args.input_size and not args.zoo else None
     rm = resolve_model(args.model, args.zoo, seeded_weights=getattr(args, "seeded_weights", None),
                        workdir=getattr(args, "workdir", None), input_shape=shape)
     for n in rm.notes:
