@@ -176,16 +176,11 @@ def resize_nd_reference(x: np.ndarray, out: Sequence[int], scales: Sequence[floa
     return y.astype(x.dtype)
 
 
-def _repeats(n_in: int, n_out: int, scale: float, ctm: str, nearest_mode: str) -> int:
-    """k when a nearest resize of this axis repeats each input k times in order (0,..,0, 1,..,1,
-    ...; k = 1: unchanged), else 0."""
-    if n_out == n_in and scale == 1.0:
-        return 1
-    k = n_out // n_in if n_in else 0
-    if k >= 1 and k * n_in == n_out and np.array_equal(nearest_indices(n_in, n_out, scale, ctm, nearest_mode),
-                                                         np.arange(n_out) // k):
-        return k
-    return 0
+def _repeat_factor(idx: np.ndarray, n_in: int) -> int:
+    """k when the nearest indices ``idx`` of an axis of ``n_in`` inputs repeat each input k times
+    in order (0,..,0, 1,..,1, ...), else 0."""
+    k = len(idx) // n_in if n_in else 0
+    return k if k >= 1 and k * n_in == len(idx) and np.array_equal(idx, np.arange(len(idx)) // k) else 0
 
 
 def _nearest_nd(x: np.ndarray, out: Sequence[int], scales: Sequence[float], ctm: str, nearest_mode: str
@@ -199,11 +194,9 @@ def _nearest_nd(x: np.ndarray, out: Sequence[int], scales: Sequence[float], ctm:
         n_in, n_out = x.shape[ax], int(out[ax])
         if n_out == n_in and scales[ax] == 1.0:
             continue
-        k = _repeats(n_in, n_out, float(scales[ax]), ctm, nearest_mode)
-        if k:
-            y = np.repeat(y, k, axis=ax)
-        else:
-            y = np.take(y, nearest_indices(n_in, n_out, float(scales[ax]), ctm, nearest_mode), axis=ax)
+        idx = nearest_indices(n_in, n_out, float(scales[ax]), ctm, nearest_mode)
+        k = _repeat_factor(idx, n_in)
+        y = np.repeat(y, k, axis=ax) if k else np.take(y, idx, axis=ax)
     return np.ascontiguousarray(y, dtype=x.dtype) if y is not x else x.copy()
 
 
@@ -245,7 +238,9 @@ def resize_nd(x: np.ndarray, out: Sequence[int], scales: Sequence[float], *, mod
     if (mode == "nearest" and ctm != "tf_crop_and_resize" and x.ndim >= 2 and x.dtype.kind == "f"
             and len(out) == x.ndim == len(scales) and x.size
             and all(int(out[a]) == x.shape[a] and scales[a] == 1.0 for a in range(x.ndim - 2))):
-        kh, kw = (_repeats(x.shape[a], int(out[a]), float(scales[a]), ctm, nearest_mode) for a in (-2, -1))
+        kh, kw = (1 if int(out[a]) == x.shape[a] and scales[a] == 1.0 else
+                  _repeat_factor(nearest_indices(x.shape[a], int(out[a]), float(scales[a]), ctm, nearest_mode),
+                                 x.shape[a]) for a in (-2, -1))
         if kh and kw and (kh, kw) != (1, 1):
             h, w = x.shape[-2:]
             y = np.empty(x.shape[:-2] + (h * kh, w * kw), x.dtype)
