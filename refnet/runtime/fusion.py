@@ -119,18 +119,20 @@ def _affine_of(node: Node, n_ch: int) -> tuple[np.ndarray, np.ndarray] | None:
 CONST_AFFINE_OPS = ("mul", "add", "sub", "div")  # with a constant operand: a per-channel affine
 
 
+def _per_channel_shaped(v: np.ndarray) -> bool:
+    """Whether a constant broadcasts per channel of a 4-D (N, C, H, W) tensor without enlarging it:
+    one value (any shape of ones, at most 4-D) or C values shaped (C, 1, 1) / (1, C, 1, 1) (an ONNX
+    (C,) vector would broadcast along W instead)."""
+    return v.ndim <= 4 and (v.size == 1 or (v.ndim >= 3 and v.shape[-2:] == (1, 1) and v.shape[:-3] in ((), (1,))))
+
+
 def _channel_values(v: np.ndarray, n_ch: int) -> np.ndarray | None:
-    """A constant operand of a 4-D (N, C, H, W) tensor as float64 (n_ch,) when it broadcasts per
-    channel without enlarging the tensor: one value (any shape of ones, at most 4-D) or C values
-    shaped (C, 1, 1) / (1, C, 1, 1) (an ONNX (C,) vector would broadcast along W instead)."""
+    """A constant operand of a conv's 4-D output as float64 (n_ch,) (:func:`_per_channel_shaped`,
+    one value or n_ch of them), else None."""
     v = np.asarray(v)
-    if v.ndim > 4:
+    if not _per_channel_shaped(v) or v.size not in (1, n_ch):
         return None
-    if v.size == 1:
-        return np.full(n_ch, float(v.reshape(-1)[0]))
-    if v.size == n_ch and v.shape in ((n_ch, 1, 1), (1, n_ch, 1, 1)):
-        return np.asarray(v, np.float64).reshape(-1)
-    return None
+    return np.full(n_ch, float(v.reshape(-1)[0])) if v.size == 1 else np.asarray(v, np.float64).reshape(-1)
 
 
 def _const_affine(node: Node, cur: str, n_ch: int, consts: Mapping[str, np.ndarray]
@@ -327,14 +329,9 @@ def _scalar_const(consts: Mapping[str, np.ndarray], t: str) -> float | None:
 
 
 def _channel_const(consts: Mapping[str, np.ndarray], t: str) -> np.ndarray | None:
-    """A constant that broadcasts per channel of a 4-D tensor: one value, or (C, 1, 1) / (1, C, 1, 1)."""
+    """The constant ``t`` when it broadcasts per channel (:func:`_per_channel_shaped`), else None."""
     v = consts.get(t)
-    if v is None:
-        return None
-    v = np.asarray(v)
-    if v.ndim <= 4 and (v.size == 1 or (v.ndim >= 3 and v.shape[-2:] == (1, 1) and v.shape[:-3] in ((), (1,)))):
-        return v
-    return None
+    return np.asarray(v) if v is not None and _per_channel_shaped(np.asarray(v)) else None
 
 
 def _only_reader(nodes: Sequence[Node], consumers: Mapping[str, Sequence[int]], t: str, keep: frozenset[str],

@@ -87,8 +87,7 @@ def make_plan(nodes: Sequence[Node], consumers: Mapping[str, Sequence[int]], inp
         if fuse and node.op in FUSABLE_OPS:
             node, absorbed, out_tensor = fuse_following(nodes, consumers, i, keep, producers, consts)
         elif fuse and node.op in ADD_OPS:
-            node, absorbed, out_tensor = fuse_hard_swish(nodes, consumers, i, keep, consts) if consts else (
-                node, [], node.outputs[0])
+            node, absorbed, out_tensor = fuse_hard_swish(nodes, consumers, i, keep, consts)
             if not absorbed:
                 node, absorbed, out_tensor = fuse_add_activation(nodes, consumers, i, keep)
         else:
