@@ -27,6 +27,15 @@ def ieee(fn: _F) -> _F:
     return np.errstate(**IEEE)(fn)
 
 
+def per_plane(v: object, n: int, c: int, dtype: np.dtype) -> np.ndarray:
+    """One value per (image, channel) plane of an (N, C, ...) array, image-major, from ``v``: C
+    values (one per channel) or one for all; a new C-contiguous array of ``dtype`` (the per-plane
+    kernels' slope, scale and shift vectors)."""
+    out = np.empty(n * c, dtype)
+    out.reshape(n, c)[...] = np.asarray(v, dtype).reshape(1, -1)
+    return out
+
+
 def as_float_array(x: object, name: str, ndim: int | tuple[int, ...] | None = None) -> np.ndarray:
     """Return ``x`` as a float32/float64 ndarray or raise TypeError/ShapeError naming ``name``."""
     if not isinstance(x, np.ndarray):

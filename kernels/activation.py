@@ -18,7 +18,7 @@ import math
 import numpy as np
 
 from refnet.errors import ShapeError
-from refnet.kernels._check import as_float_array, ieee, same_dtype
+from refnet.kernels._check import as_float_array, ieee, per_plane, same_dtype
 from refnet.kernels._jit import prange
 from refnet.kernels._parallel import twin
 
@@ -163,10 +163,9 @@ def prelu(x: np.ndarray, slope: np.ndarray) -> np.ndarray:
     s = _slope_view(x, slope).reshape(-1)
     n, c = (x.shape[0], x.shape[1]) if x.ndim >= 2 else (1, 1)
     planes = (n * c, x.size // max(1, n * c))
-    per_plane = np.broadcast_to(s.reshape(1, -1), (n, c)).reshape(-1) if s.size == c else np.full(n * c, s[0], x.dtype)
     out = np.empty(x.shape, x.dtype)
     if x.size:
-        _prelu_planes(np.ascontiguousarray(x).reshape(planes), per_plane, out.reshape(planes))
+        _prelu_planes(np.ascontiguousarray(x).reshape(planes), per_plane(s, n, c, x.dtype), out.reshape(planes))
     return out
 
 
@@ -224,18 +223,12 @@ def hard_swish_affine(x: np.ndarray, scale: np.ndarray | None = None, shift: np.
     n, c = (x.shape[0], x.shape[1]) if x.ndim >= 2 else (1, 1)
     planes = (n * c, x.size // max(1, n * c))
     t = x.dtype.type
-
-    def per_plane(v: np.ndarray | None) -> np.ndarray:
-        if v is None:
-            return np.zeros(n * c, x.dtype)
-        return np.broadcast_to(v.reshape(1, -1), (n, c)).reshape(-1) if v.size == c and c > 1 else np.full(n * c, v[0])
-
     if out is None:
         out = np.empty(x.shape, x.dtype)
     if x.size:
-        _hswish_affine_planes(np.ascontiguousarray(x).reshape(planes), per_plane(a).astype(x.dtype),
-                              per_plane(b).astype(x.dtype), t(k_add), t(lo), t(hi), t(k_div), a is not None,
-                              b is not None, out.reshape(planes))
+        _hswish_affine_planes(np.ascontiguousarray(x).reshape(planes), per_plane(0 if a is None else a, n, c, x.dtype),
+                              per_plane(0 if b is None else b, n, c, x.dtype), t(k_add), t(lo), t(hi), t(k_div),
+                              a is not None, b is not None, out.reshape(planes))
     return out
 
 

@@ -414,25 +414,6 @@ def _row_epilogue(row, bias, act, s):
                 row[m] = v  # NaN stays NaN
 
 
-@jit
-def _row_epilogue6(row, bias, act, s, six):
-    """In place on a 1-D row: row = act(row + bias), :func:`_act1`'s rules (ReLU6 by ``six``, 6 in
-    the row's dtype), one loop per activation (vectorised)."""
-    m_ = row.shape[0]
-    if act == 1:
-        for m in range(m_):
-            v = row[m] + bias
-            row[m] = v if v > 0 else v * s
-    elif act == 2:
-        zero = six - six
-        for m in range(m_):
-            v = row[m] + bias
-            row[m] = zero if v < zero else (six if v > six else v)
-    else:
-        for m in range(m_):
-            row[m] = row[m] + bias
-
-
 @twin(0)
 def _bias_act_cols(y, b, act, slope, c0, c1):
     """In place on columns [c0, c1) of y (C, L): y = act(y + b[c])."""
@@ -803,7 +784,7 @@ def _depthwise_flat(x, w, b, sh, sw, pt, pl, dh, dw, act, slope, six, y):
             else:
                 for ow in range(wo):
                     row[ow] = zr[ow * sw]
-            _row_epilogue6(row, bias, act, s, six)
+            _row_epilogue(row, bias, act, s)
 
 
 @twin()

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from refnet.errors import ShapeError
-from refnet.kernels._check import ieee
+from refnet.kernels._check import ieee, per_plane
 from refnet.kernels.activation import _prelu_planes  # (the one-pass PReLU over planes)
 
 __all__ = [
@@ -163,11 +163,9 @@ def prelu_nd(x: np.ndarray, slope: np.ndarray) -> np.ndarray:
         c = x.shape[1]
         if full[0] == 1 and full[1] in (1, c) and all(d == 1 for d in full[2:]):
             n = x.shape[0]
-            per_plane = np.broadcast_to(s.astype(x.dtype).reshape(1, -1), (n, c)).reshape(-1)
             out = np.empty(x.shape, x.dtype)
             planes = (n * c, x.size // (n * c))
-            _prelu_planes(np.ascontiguousarray(x).reshape(planes), np.ascontiguousarray(per_plane),
-                          out.reshape(planes))
+            _prelu_planes(np.ascontiguousarray(x).reshape(planes), per_plane(s, n, c, x.dtype), out.reshape(planes))
             return out
     return prelu_nd_reference(x, slope)
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from refnet.errors import ShapeError
-from refnet.kernels._check import as_float_array, ieee, pair
+from refnet.kernels._check import as_float_array, ieee, pair, per_plane
 from refnet.kernels._jit import prange
 from refnet.kernels._parallel import twin
 
@@ -696,7 +696,7 @@ def add_act(a: np.ndarray, b: np.ndarray, activation: str | None = None, slope: 
     planes = (n * c, a.size // max(1, n * c))
     if out is None:
         out = np.empty(a.shape, a.dtype)
-    slope_t = np.broadcast_to(s.astype(a.dtype), (n, c)).reshape(-1) if s.size == c else np.full(n * c, s[0], a.dtype)
+    slope_t = per_plane(s, n, c, a.dtype)
     a2 = np.ascontiguousarray(a).reshape(planes)
     b2 = np.ascontiguousarray(b).reshape(planes)
     _add_act_planes(a2, b2, slope_t, _ACT_CODE[activation], a.dtype.type(6), out.reshape(planes))
