@@ -229,6 +229,14 @@ def padded_bytes(node: Any, ins: Sequence[Sequence[int]], outs: Sequence[Sequenc
         return 0
 
 
+def _step_bytes(node: Any, ins: Sequence[Sequence[int]], outs: Sequence[Sequence[int]], itemsize: int) -> int:
+    """What one step adds to the tensors alive before it: its outputs, and kernel temporaries of
+    up to twice the largest of its inputs, its outputs and its padded working array."""
+    out_bytes = sum(_numel(s) for s in outs) * itemsize
+    in_bytes = sum(_numel(s) for s in ins) * itemsize
+    return out_bytes + 2 * max(in_bytes, out_bytes, padded_bytes(node, ins, outs, itemsize))
+
+
 class PlanCost:
     """What :func:`check_plan` found: peak bytes (estimate) and total work (MACs) of a planned run."""
 
@@ -258,9 +266,7 @@ def check_plan(steps: Iterable[Any], shapes: Mapping[str, Sequence[int]], inputs
         work = layer_work(node, ins, outs)
         check_compute(work, what, layer=node.name)
         total += work
-        out_bytes = sum(_numel(s) for s in outs) * itemsize
-        in_bytes = sum(_numel(s) for s in ins) * itemsize
-        need = cur + out_bytes + 2 * max(in_bytes, out_bytes, padded_bytes(node, ins, outs, itemsize))
+        need = cur + _step_bytes(node, ins, outs, itemsize)
         if need > peak:
             peak = need
             if mem_limit is not None and params + peak > mem_limit:
@@ -280,10 +286,7 @@ def check_step(node: Any, ins: Sequence[Sequence[int]], outs: Sequence[Sequence[
     :func:`check_plan` counts them) exceed the memory budget: for a step whose shapes are known
     only at run time (after NonMaxSuppression), checked by the executor just before it runs."""
     check_compute(layer_work(node, ins, outs), what, layer=node.name)
-    out_bytes = sum(_numel(s) for s in outs) * itemsize
-    in_bytes = sum(_numel(s) for s in ins) * itemsize
-    check_memory(out_bytes + 2 * max(in_bytes, out_bytes, padded_bytes(node, ins, outs, itemsize)), what,
-                 layer=node.name)
+    check_memory(_step_bytes(node, ins, outs, itemsize), what, layer=node.name)
 
 
 def check_compare(net: Any, feeds: Mapping[str, Any], precisions: Sequence[str] = ("float64", "float32"),
