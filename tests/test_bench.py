@@ -114,10 +114,12 @@ def test_bench_onnx_with_symbolic_dims_and_a_model_cv2_4_cannot_run(models, tmp_
 
 
 @pytest.mark.parametrize("opt,value", [("--pause", "inf"), ("--pause", "1e308"), ("--pause", "nan"),
-                                       ("--pause", "-1"), ("--warmup", "-1")])
+                                       ("--pause", "-1"), ("--warmup", "-1"), ("--input-size", "0 0"),
+                                       ("--input-size", "-3 8")])
 def test_bench_refuses_pauses_and_warmups_out_of_range(tiny, capsys, opt, value):
     """--pause inf/1e308 reached time.sleep (OverflowError: internal error, exit 3), NaN and a
-    negative warm-up count were taken: one refnet error line, exit status 2, before any run."""
-    assert main(["bench", str(tiny[0]), str(tiny[1]), "--repeat", "1", "--no-cv2", opt, value]) == 2
+    negative warm-up count were taken (and --input-size 0 0 reached the first conv): one refnet error
+    line, exit status 2, before any run."""
+    assert main(["bench", str(tiny[0]), str(tiny[1]), "--repeat", "1", "--no-cv2", opt, *value.split()]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"refnet: error: {opt} must be"), err

@@ -79,6 +79,8 @@ def _bench_command(args: Any, out: Any = None) -> int:
         raise ValueError(f"--pause must be 0 to {MAX_PAUSE} seconds, got {args.pause}")
     if args.warmup < 0:
         raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
+    if args.input_size and min(args.input_size) < 1:  # (as compare's --size; 0 0 reached the first conv)
+        raise ValueError(f"--input-size must be two positive numbers W H, got {' '.join(map(str, args.input_size))}")
     net, paths, name = _load(args)
     size = _zoo_size(args)
     shapes = input_shapes_for(net, args.batch, size)
